@@ -1,0 +1,395 @@
+/*
+ * normkit: fused normalization kernels behind a stable C API.
+ *
+ * Design notes for users of this header:
+ *  - Every function returns an nk_status. A failing call writes nothing: no output, no running
+ *    statistic, no counter. nk_last_error() then holds a message naming the function, the argument,
+ *    its value and what was expected.
+ *  - Phases are explicit. NK_TRAINING normalizes with the statistics of the batch at hand and
+ *    (batch and instance norm) updates the running statistics; NK_INFERENCE normalizes with the
+ *    frozen running statistics and never looks at the batch.
+ *  - Activations are N x C x S, S the product of the spatial sizes (S = 1 for a 2-D N x C input),
+ *    stored channels-first (NK_NCHW, element (n, c, s) at (n*C + c)*S + s) or channels-last
+ *    (NK_NHWC, at (n*S + s)*C + c). Layer and RMS norm see rows x cols, row-major, and normalize
+ *    each row.
+ *  - x, y, dy, dx are fp32, fp16 or bf16 (nk_dtype). Statistics, running statistics and the
+ *    per-channel parameters of batch, instance and group norm are fp32. Layer/RMS norm parameters
+ *    are fp32 or the dtype of x. All accumulation is fp32 or wider (fp64 on the CPU backend).
+ *  - Pointers are device pointers on a CUDA context and host pointers on a CPU context.
+ *  - Aliasing: the forward ops may run in place (y == x exactly) and the backward ops may write dx
+ *    over dy (dx == dy exactly). Any other overlap between a written buffer and any other buffer is
+ *    rejected with NK_ERROR_INVALID_VALUE.
+ *  - A context is used by one thread at a time; different contexts are independent.
+ *
+ * Errors every op can return, in addition to those listed per function:
+ *   NK_ERROR_INVALID_VALUE  ctx, a descriptor, a parameter block or a required pointer is NULL;
+ *                           an enum holds an unknown value; eps is negative or not finite.
+ *   NK_ERROR_BAD_SHAPE      a dimension is < 1, or an element count overflows int64.
+ *   NK_ERROR_WORKSPACE      a workspace is set on ctx and is smaller than the op's size query.
+ *   NK_ERROR_OUT_OF_MEMORY  no workspace is set and the op could not allocate its scratch memory.
+ *   NK_ERROR_NOT_SUPPORTED  the context's backend has no implementation of this op yet.
+ *   NK_ERROR_CUDA           a CUDA runtime call failed (the message carries CUDA's own text).
+ */
+#ifndef NORMKIT_NORMKIT_H_
+#define NORMKIT_NORMKIT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define NK_API
+#else
+#define NK_API __attribute__((visibility("default")))
+#endif
+
+/* Enums are int-sized in C. In C++ they get int as their fixed underlying type, so that any int a
+ * caller passes (an unknown value included) is a valid value that normkit can reject, rather
+ * than undefined behaviour. */
+#ifdef __cplusplus
+#define NK_ENUM(name) enum name : int
+#else
+#define NK_ENUM(name) enum name
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NK_VERSION_MAJOR 0
+#define NK_VERSION_MINOR 1
+#define NK_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------------------------------------
+ * Enumerations
+ * ------------------------------------------------------------------------------------------- */
+
+typedef NK_ENUM(nk_status){
+    NK_SUCCESS = 0,
+    NK_ERROR_INVALID_VALUE = 1, /* a NULL, unknown, out-of-range or inconsistent argument */
+    NK_ERROR_BAD_SHAPE = 2,     /* a dimension that is not allowed for this op */
+    NK_ERROR_NOT_SUPPORTED = 3, /* valid request the backend does not implement */
+    NK_ERROR_WORKSPACE = 4,     /* the context's workspace is too small */
+    NK_ERROR_CUDA = 5,          /* a CUDA runtime error, or no CUDA device */
+    NK_ERROR_OUT_OF_MEMORY = 6, /* an allocation failed */
+    NK_ERROR_INTERNAL = 7       /* a bug in normkit: please report the message */
+} nk_status;
+
+typedef NK_ENUM(nk_backend){NK_BACKEND_CPU = 0, NK_BACKEND_CUDA = 1} nk_backend;
+
+typedef NK_ENUM(nk_dtype){NK_F32 = 0, NK_F16 = 1, NK_BF16 = 2} nk_dtype;
+
+typedef NK_ENUM(nk_layout){NK_NCHW = 0, NK_NHWC = 1} nk_layout;
+
+typedef NK_ENUM(nk_phase){
+    NK_TRAINING = 0, /* statistics of this batch; running statistics updated when given */
+    NK_INFERENCE = 1 /* frozen running statistics; the batch's own statistics are never used */
+} nk_phase;
+
+/* How the running statistics are averaged (batch and instance norm, training phase). */
+typedef NK_ENUM(nk_momentum_mode){
+    /* running = (1 - momentum) * running + momentum * batch (PyTorch's momentum, default 0.1).
+     * Keras' BatchNormalization(momentum=k) is momentum = 1 - k here. */
+    NK_MOMENTUM_EXPONENTIAL = 0,
+    /* Cumulative average, PyTorch's momentum=None: num_batches_tracked is incremented first, then
+     * momentum = 1 / num_batches_tracked. Requires num_batches_tracked. */
+    NK_MOMENTUM_CUMULATIVE = 1} nk_momentum_mode;
+
+/* Which batch variance enters the running variance. Normalization itself always uses the biased
+ * variance. */
+typedef NK_ENUM(nk_running_var){
+    NK_RUNNING_VAR_UNBIASED = 0, /* var * count / (count - 1): PyTorch */
+    NK_RUNNING_VAR_BIASED = 1    /* var: Keras' moving_variance */
+} nk_running_var;
+
+/* ---------------------------------------------------------------------------------------------
+ * Descriptors
+ * ------------------------------------------------------------------------------------------- */
+
+/* Activation tensor of batch, instance and group norm: N x C x S in the given layout and dtype. */
+typedef struct nk_act_desc {
+  int64_t n;       /* batch size, >= 1 */
+  int64_t c;       /* channels, >= 1 */
+  int64_t spatial; /* product of the spatial sizes, >= 1 (1 for a 2-D N x C input) */
+  nk_layout layout;
+  nk_dtype dtype; /* dtype of x, y, dy and dx */
+} nk_act_desc;
+
+/* Input of layer and RMS norm: rows x cols, row-major; each row is normalized. */
+typedef struct nk_row_desc {
+  int64_t rows;          /* >= 1 */
+  int64_t cols;          /* D, the normalized size, >= 1 */
+  nk_dtype dtype;        /* dtype of x, y, dy and dx */
+  nk_dtype weight_dtype; /* dtype of weight, bias, dweight, dbias: NK_F32 or dtype */
+} nk_row_desc;
+
+/* Options of batch and instance norm. Start from nk_norm_params_default(). */
+typedef struct nk_norm_params {
+  nk_phase phase;
+  double eps;      /* added to the variance, finite and >= 0 (PyTorch: 1e-5) */
+  double momentum; /* in [0, 1] for NK_MOMENTUM_EXPONENTIAL; ignored otherwise */
+  nk_momentum_mode momentum_mode;
+  nk_running_var running_var;
+} nk_norm_params;
+
+/* An opaque context: backend, device, stream and workspace. */
+typedef struct nk_context_s* nk_context;
+
+/* ---------------------------------------------------------------------------------------------
+ * Library
+ * ------------------------------------------------------------------------------------------- */
+
+/* 10000 * major + 100 * minor + patch of the linked library (compare with NK_VERSION_*). */
+NK_API int nk_version(void);
+
+/* A static string naming the status ("NK_ERROR_BAD_SHAPE"); "NK_UNKNOWN_STATUS" for others. */
+NK_API const char* nk_status_name(nk_status status);
+
+/* The message of the last failing nk_* call on the calling thread, or "" if none failed yet.
+ * Successful calls leave it as it was. The pointer stays valid until the next failing call on
+ * this thread. */
+NK_API const char* nk_last_error(void);
+
+/* PyTorch's defaults: NK_TRAINING, eps 1e-5, momentum 0.1, exponential, unbiased running var. */
+NK_API nk_norm_params nk_norm_params_default(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context
+ * ------------------------------------------------------------------------------------------- */
+
+/* Creates a context on a backend.
+ *   backend  NK_BACKEND_CPU (reference backend, runs on the calling thread; device is ignored)
+ *            or NK_BACKEND_CUDA (device is the CUDA device ordinal, made current on this thread).
+ *   out      receives the context; must not be NULL. Left unchanged on failure.
+ * Errors: NK_ERROR_INVALID_VALUE (out NULL, unknown backend, device out of range),
+ *         NK_ERROR_CUDA (no CUDA device is present, or the runtime failed),
+ *         NK_ERROR_NOT_SUPPORTED (NK_BACKEND_CUDA in a build without CUDA),
+ *         NK_ERROR_OUT_OF_MEMORY. */
+NK_API nk_status nk_context_create(nk_backend backend, int device, nk_context* out);
+
+/* Destroys a context. NULL is accepted and does nothing. Does not free the workspace (the caller
+ * owns it). */
+NK_API nk_status nk_context_destroy(nk_context ctx);
+
+/* The backend of a context. Errors: NK_ERROR_INVALID_VALUE (ctx or out NULL). */
+NK_API nk_status nk_context_get_backend(nk_context ctx, nk_backend* out);
+
+/* Sets the cudaStream_t that ops of this context are enqueued on (NULL: the legacy default
+ * stream). On a CPU context the stream is recorded and unused: CPU ops complete before returning.
+ * Errors: NK_ERROR_INVALID_VALUE (ctx NULL). */
+NK_API nk_status nk_context_set_stream(nk_context ctx, void* cuda_stream);
+
+/* Gives the context a caller-owned scratch buffer (device memory on CUDA, host memory on CPU) of
+ * `bytes` bytes, aligned to 256 bytes. While one is set, ops never allocate: an op whose
+ * *_workspace_size is larger fails with NK_ERROR_WORKSPACE, and an op any of whose buffers
+ * overlaps the workspace fails with NK_ERROR_INVALID_VALUE. ptr NULL with bytes 0 removes it, and
+ * ops allocate their scratch memory themselves again.
+ * Errors: NK_ERROR_INVALID_VALUE (ctx NULL; ptr NULL with bytes > 0; ptr not 256-byte aligned). */
+NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t bytes);
+
+/* ---------------------------------------------------------------------------------------------
+ * Batch norm: statistics per channel over the N*S values of that channel.
+ *
+ * Training:  mean_c = sum(x) / (N*S),  var_c = sum((x - mean_c)^2) / (N*S)   (biased)
+ *            invstd_c = 1 / sqrt(var_c + eps)
+ *            y = (x - mean_c) * invstd_c * weight_c + bias_c
+ *            running_mean = (1 - m) * running_mean + m * mean_c
+ *            running_var  = (1 - m) * running_var  + m * var_c * (N*S) / (N*S - 1)  (unbiased)
+ *                           (or + m * var_c with NK_RUNNING_VAR_BIASED)
+ *            m = momentum, or 1 / num_batches_tracked after its increment (cumulative).
+ * Inference: y = x * scale_c + shift_c,  scale_c = weight_c / sqrt(running_var_c + eps),
+ *            shift_c = bias_c - running_mean_c * scale_c.
+ * A NULL weight means 1, a NULL bias means 0.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Bytes of workspace nk_batch_norm_forward needs for this shape and phase (written to *bytes). */
+NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                      const nk_norm_params* params, size_t* bytes);
+
+/* Batch norm forward.
+ *   desc                 shape, layout and dtype of x and y.
+ *   params               phase, eps, momentum, momentum mode, running-variance convention.
+ *   x                    [N x C x S] desc->dtype, required.
+ *   weight, bias         [C] fp32, nullable.
+ *   running_mean/_var    [C] fp32. Training: both or neither, updated in place. Inference:
+ *                        both required, read only.
+ *   num_batches_tracked  [1] int64, nullable; incremented by 1 in training; required for
+ *                        NK_MOMENTUM_CUMULATIVE when running statistics are updated.
+ *   y                    [N x C x S] desc->dtype, required; may equal x.
+ *   save_mean/_invstd    [C] fp32, nullable; training only (ignored in inference): the batch mean
+ *                        and invstd that nk_batch_norm_backward takes.
+ * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1: more than one value per channel is needed),
+ *         NK_ERROR_INVALID_VALUE (momentum outside [0, 1]; only one of the running buffers;
+ *         inference without running statistics; cumulative average without num_batches_tracked;
+ *         overlapping buffers). */
+NK_API nk_status nk_batch_norm_forward(nk_context ctx, const nk_act_desc* desc,
+                                       const nk_norm_params* params, const void* x,
+                                       const float* weight, const float* bias, float* running_mean,
+                                       float* running_var, int64_t* num_batches_tracked, void* y,
+                                       float* save_mean, float* save_invstd);
+
+/* Bytes of workspace nk_batch_norm_backward needs (written to *bytes). */
+NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                       const nk_norm_params* params, size_t* bytes);
+
+/* Batch norm backward. Only params->phase and params->eps are read.
+ * Training (statistics from save_mean/save_invstd, xhat = (x - mean) * invstd):
+ *   dx = weight * invstd * (dy - mean_c(dy) - xhat * mean_c(dy * xhat))
+ * Inference (frozen statistics, invstd = 1 / sqrt(running_var + eps), xhat likewise):
+ *   dx = dy * weight * invstd
+ * Both:  dweight_c = sum(dy * xhat),  dbias_c = sum(dy)  over the N*S values of channel c.
+ *   x, dy                [N x C x S] desc->dtype, required.
+ *   weight               [C] fp32, nullable (1).
+ *   running_mean/_var    [C] fp32, required in inference, ignored in training.
+ *   save_mean/_invstd    [C] fp32 from the training forward, required in training, ignored in
+ *                        inference.
+ *   dx                   [N x C x S] desc->dtype, nullable (not computed); may equal dy.
+ *   dweight, dbias       [C] fp32, nullable (not computed); written, not accumulated.
+ * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
+ *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
+ *         running statistics; overlapping buffers). */
+NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
+                                        const nk_norm_params* params, const void* x, const void* dy,
+                                        const float* weight, const float* running_mean,
+                                        const float* running_var, const float* save_mean,
+                                        const float* save_invstd, void* dx, float* dweight,
+                                        float* dbias);
+
+/* ---------------------------------------------------------------------------------------------
+ * Instance norm: statistics per (n, c) over the S values of that instance and channel. The same
+ * formulas and arguments as batch norm, except:
+ *   save_mean, save_invstd   [N x C] fp32 (index n*C + c), per instance.
+ *   running_mean/_var        [C] fp32, updated with the batch mean over n of the per-instance
+ *                            mean and (unbiased: S/(S-1)) variance, as PyTorch does.
+ *   Training, forward and backward, needs S >= 2 (NK_ERROR_BAD_SHAPE otherwise).
+ * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
+ * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
+ * num_batches_tracked for instance norm: pass NULL for parity.
+ * ------------------------------------------------------------------------------------------- */
+
+NK_API nk_status nk_instance_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                         const nk_norm_params* params,
+                                                         size_t* bytes);
+
+NK_API nk_status nk_instance_norm_forward(nk_context ctx, const nk_act_desc* desc,
+                                          const nk_norm_params* params, const void* x,
+                                          const float* weight, const float* bias,
+                                          float* running_mean, float* running_var,
+                                          int64_t* num_batches_tracked, void* y, float* save_mean,
+                                          float* save_invstd);
+
+NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                          const nk_norm_params* params,
+                                                          size_t* bytes);
+
+/* Training: dx = weight_c * invstd_nc * (dy - mean_nc(dy) - xhat * mean_nc(dy * xhat)) over the
+ * S values of (n, c). Inference: dx = dy * weight_c / sqrt(running_var_c + eps). dweight_c and
+ * dbias_c sum over n and s. Arguments as nk_batch_norm_backward, save_* being [N x C]. */
+NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
+                                           const nk_norm_params* params, const void* x,
+                                           const void* dy, const float* weight,
+                                           const float* running_mean, const float* running_var,
+                                           const float* save_mean, const float* save_invstd,
+                                           void* dx, float* dweight, float* dbias);
+
+/* ---------------------------------------------------------------------------------------------
+ * Group norm: channels split into `groups` groups of C/groups consecutive channels; statistics
+ * per (n, g) over the (C/groups)*S values of that group, always from the batch (no phase, no
+ * running statistics).
+ *   y = (x - mean_ng) * invstd_ng * weight_c + bias_c,  invstd_ng = 1 / sqrt(var_ng + eps)
+ *   groups        >= 1 and divides C (NK_ERROR_BAD_SHAPE otherwise). Each group must hold more
+ *                 than one value, (C/groups)*S >= 2 (NK_ERROR_BAD_SHAPE, forward and backward):
+ *                 with one value the output would be the bias alone. (PyTorch only rejects
+ *                 N*(C/groups)*S == 1.)
+ *   eps           finite, >= 0.
+ *   x, y          [N x C x S] desc->dtype; y may equal x.
+ *   weight, bias  [C] fp32, nullable.
+ *   save_mean, save_invstd  [N x groups] fp32 (index n*groups + g), nullable.
+ * ------------------------------------------------------------------------------------------- */
+
+NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                      int64_t groups, size_t* bytes);
+
+NK_API nk_status nk_group_norm_forward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
+                                       double eps, const void* x, const float* weight,
+                                       const float* bias, void* y, float* save_mean,
+                                       float* save_invstd);
+
+NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                       int64_t groups, size_t* bytes);
+
+/* With g = dy * weight_c and xhat = (x - mean_ng) * invstd_ng:
+ *   dx = invstd_ng * (g - mean_ng(g) - xhat * mean_ng(g * xhat))
+ *   dweight_c = sum over n, s of dy * xhat,  dbias_c = sum over n, s of dy.
+ *   save_mean, save_invstd  [N x groups] fp32 from the forward, required.
+ *   dx [N x C x S] desc->dtype (may equal dy), dweight, dbias [C] fp32: each nullable. */
+NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
+                                        const void* x, const void* dy, const float* weight,
+                                        const float* save_mean, const float* save_invstd, void* dx,
+                                        float* dweight, float* dbias);
+
+/* ---------------------------------------------------------------------------------------------
+ * Layer norm: per row of D = desc->cols values.
+ *   mean = sum(x) / D,  var = sum((x - mean)^2) / D,  rstd = 1 / sqrt(var + eps)
+ *   y = (x - mean) * rstd * weight_j + bias_j
+ *   x, y          [rows x cols] desc->dtype; y may equal x.
+ *   weight, bias  [cols] desc->weight_dtype, each nullable (1 and 0).
+ *   save_mean, save_rstd  [rows] fp32, nullable.
+ * ------------------------------------------------------------------------------------------- */
+
+NK_API nk_status nk_layer_norm_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                      size_t* bytes);
+
+NK_API nk_status nk_layer_norm_forward(nk_context ctx, const nk_row_desc* desc, double eps,
+                                       const void* x, const void* weight, const void* bias, void* y,
+                                       float* save_mean, float* save_rstd);
+
+NK_API nk_status nk_layer_norm_backward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                       size_t* bytes);
+
+/* With g = dy * weight_j and xhat = (x - mean) * rstd, per row:
+ *   dx = rstd * (g - mean_row(g) - xhat * mean_row(g * xhat))
+ *   dweight_j = sum over rows of dy * xhat,  dbias_j = sum over rows of dy.
+ *   x, dy              [rows x cols] desc->dtype, required.
+ *   weight             [cols] desc->weight_dtype, nullable.
+ *   save_mean, save_rstd  [rows] fp32 from the forward, required.
+ *   dx                 [rows x cols] desc->dtype, nullable; may equal dy.
+ *   dweight, dbias     [cols] desc->weight_dtype, nullable. */
+NK_API nk_status nk_layer_norm_backward(nk_context ctx, const nk_row_desc* desc, const void* x,
+                                        const void* dy, const void* weight, const float* save_mean,
+                                        const float* save_rstd, void* dx, void* dweight,
+                                        void* dbias);
+
+/* ---------------------------------------------------------------------------------------------
+ * RMS norm: per row of D values, no centring.
+ *   rstd = 1 / sqrt(sum(x^2) / D + eps),  y = x * rstd * weight_j
+ * eps is always the caller's: normkit has no default for it.
+ *   x, y       [rows x cols] desc->dtype; y may equal x.
+ *   weight     [cols] desc->weight_dtype, nullable (1).
+ *   save_rstd  [rows] fp32, nullable.
+ * ------------------------------------------------------------------------------------------- */
+
+NK_API nk_status nk_rms_norm_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                    size_t* bytes);
+
+NK_API nk_status nk_rms_norm_forward(nk_context ctx, const nk_row_desc* desc, double eps,
+                                     const void* x, const void* weight, void* y, float* save_rstd);
+
+NK_API nk_status nk_rms_norm_backward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                     size_t* bytes);
+
+/* With g = dy * weight_j and xhat = x * rstd, per row:
+ *   dx = rstd * (g - xhat * mean_row(g * xhat)),  dweight_j = sum over rows of dy * xhat.
+ *   x, dy      [rows x cols] desc->dtype, required.
+ *   weight     [cols] desc->weight_dtype, nullable.
+ *   save_rstd  [rows] fp32 from the forward, required.
+ *   dx         [rows x cols] desc->dtype, nullable; may equal dy.
+ *   dweight    [cols] desc->weight_dtype, nullable. */
+NK_API nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, const void* x,
+                                      const void* dy, const void* weight, const float* save_rstd,
+                                      void* dx, void* dweight);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* NORMKIT_NORMKIT_H_ */

@@ -1,0 +1,306 @@
+// normkit C++ API: header-only wrappers over the C API in normkit.h.
+//
+//  - nk::Context owns an nk_context (RAII, movable, not copyable).
+//  - Every failing call throws nk::Error, which carries the nk_status and nk_last_error()'s
+//    message. As in the C API, a failing call has written nothing.
+//  - The typed overloads take the same arguments as the C functions, in the same order, with the
+//    activation dtype deduced from the element type: float, nk::half or nk::bfloat16 (16-bit
+//    storage types, layout-compatible with CUDA's __half and __nv_bfloat16; specialize
+//    nk::dtype_of for other 16-bit types). Layer/RMS norm parameters are float or the activation
+//    type, deduced likewise; with no weight, name the types (layer_norm_forward<T, float>(...))
+//    since a bare nullptr deduces nothing. See normkit.h for the formulas, shapes and nullability
+//    of each argument.
+//
+// Example:
+//   nk::Context ctx = nk::Context::cpu();
+//   nk_norm_params p = nk_norm_params_default();
+//   nk::batch_norm_forward(ctx, nk::Shape{n, c, h * w, NK_NCHW}, p, x, weight, bias,
+//                          running_mean, running_var, &num_batches_tracked, y, save_mean,
+//                          save_invstd);
+#ifndef NORMKIT_NORMKIT_HPP_
+#define NORMKIT_NORMKIT_HPP_
+
+#include <normkit/normkit.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace nk {
+
+class Error : public std::runtime_error {
+ public:
+  Error(nk_status status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  nk_status status() const noexcept { return status_; }
+
+ private:
+  nk_status status_;
+};
+
+// Throws nk::Error for any status but NK_SUCCESS.
+inline void check(nk_status status) {
+  if (status != NK_SUCCESS) throw Error(status, nk_last_error());
+}
+
+inline int version() noexcept { return nk_version(); }
+
+// 16-bit storage types (bit patterns); arithmetic on them is the user's business.
+struct half {
+  uint16_t bits;
+};
+struct bfloat16 {
+  uint16_t bits;
+};
+
+template <class T>
+struct dtype_of;  // nk_dtype of a storage type
+template <>
+struct dtype_of<float> {
+  static constexpr nk_dtype value = NK_F32;
+};
+template <>
+struct dtype_of<half> {
+  static constexpr nk_dtype value = NK_F16;
+};
+template <>
+struct dtype_of<bfloat16> {
+  static constexpr nk_dtype value = NK_BF16;
+};
+
+class Context {
+ public:
+  explicit Context(nk_backend backend, int device = 0) {
+    check(nk_context_create(backend, device, &ctx_));
+  }
+  static Context cpu() { return Context(NK_BACKEND_CPU); }
+  static Context cuda(int device = 0) { return Context(NK_BACKEND_CUDA, device); }
+
+  Context(Context&& other) noexcept : ctx_(std::exchange(other.ctx_, nullptr)) {}
+  Context& operator=(Context&& other) noexcept {
+    if (this != &other) {
+      nk_context_destroy(ctx_);
+      ctx_ = std::exchange(other.ctx_, nullptr);
+    }
+    return *this;
+  }
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  ~Context() { nk_context_destroy(ctx_); }
+
+  nk_context get() const noexcept { return ctx_; }
+  operator nk_context() const noexcept { return ctx_; }  // NOLINT: passes straight to the C API
+
+  nk_backend backend() const {
+    nk_backend b;
+    check(nk_context_get_backend(ctx_, &b));
+    return b;
+  }
+  void set_stream(void* cuda_stream) { check(nk_context_set_stream(ctx_, cuda_stream)); }
+  void set_workspace(void* ptr, size_t bytes) { check(nk_context_set_workspace(ctx_, ptr, bytes)); }
+
+ private:
+  nk_context ctx_ = nullptr;
+};
+
+// N x C x S activation shape (S: product of the spatial sizes) in a layout.
+struct Shape {
+  int64_t n, c, spatial;
+  nk_layout layout = NK_NCHW;
+};
+
+template <class T>
+nk_act_desc describe(const Shape& s) {
+  return nk_act_desc{s.n, s.c, s.spatial, s.layout, dtype_of<T>::value};
+}
+
+template <class T, class W>
+nk_row_desc describe_rows(int64_t rows, int64_t cols) {
+  return nk_row_desc{rows, cols, dtype_of<T>::value, dtype_of<W>::value};
+}
+
+// ---- batch norm ------------------------------------------------------------------------------
+
+template <class T>
+size_t batch_norm_forward_workspace_size(const Context& ctx, const Shape& s,
+                                         const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_batch_norm_forward_workspace_size(ctx, &d, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+void batch_norm_forward(const Context& ctx, const Shape& s, const nk_norm_params& p, const T* x,
+                        const float* weight, const float* bias, float* running_mean,
+                        float* running_var, int64_t* num_batches_tracked, T* y, float* save_mean,
+                        float* save_invstd) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_batch_norm_forward(ctx, &d, &p, x, weight, bias, running_mean, running_var,
+                              num_batches_tracked, y, save_mean, save_invstd));
+}
+
+template <class T>
+size_t batch_norm_backward_workspace_size(const Context& ctx, const Shape& s,
+                                          const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_batch_norm_backward_workspace_size(ctx, &d, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+void batch_norm_backward(const Context& ctx, const Shape& s, const nk_norm_params& p, const T* x,
+                         const T* dy, const float* weight, const float* running_mean,
+                         const float* running_var, const float* save_mean, const float* save_invstd,
+                         T* dx, float* dweight, float* dbias) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_batch_norm_backward(ctx, &d, &p, x, dy, weight, running_mean, running_var, save_mean,
+                               save_invstd, dx, dweight, dbias));
+}
+
+// ---- instance norm ---------------------------------------------------------------------------
+
+template <class T>
+size_t instance_norm_forward_workspace_size(const Context& ctx, const Shape& s,
+                                            const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_instance_norm_forward_workspace_size(ctx, &d, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+void instance_norm_forward(const Context& ctx, const Shape& s, const nk_norm_params& p, const T* x,
+                           const float* weight, const float* bias, float* running_mean,
+                           float* running_var, int64_t* num_batches_tracked, T* y, float* save_mean,
+                           float* save_invstd) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_instance_norm_forward(ctx, &d, &p, x, weight, bias, running_mean, running_var,
+                                 num_batches_tracked, y, save_mean, save_invstd));
+}
+
+template <class T>
+size_t instance_norm_backward_workspace_size(const Context& ctx, const Shape& s,
+                                             const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_instance_norm_backward_workspace_size(ctx, &d, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+void instance_norm_backward(const Context& ctx, const Shape& s, const nk_norm_params& p, const T* x,
+                            const T* dy, const float* weight, const float* running_mean,
+                            const float* running_var, const float* save_mean,
+                            const float* save_invstd, T* dx, float* dweight, float* dbias) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_instance_norm_backward(ctx, &d, &p, x, dy, weight, running_mean, running_var, save_mean,
+                                  save_invstd, dx, dweight, dbias));
+}
+
+// ---- group norm ------------------------------------------------------------------------------
+
+template <class T>
+size_t group_norm_forward_workspace_size(const Context& ctx, const Shape& s, int64_t groups) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_group_norm_forward_workspace_size(ctx, &d, groups, &bytes));
+  return bytes;
+}
+
+template <class T>
+void group_norm_forward(const Context& ctx, const Shape& s, int64_t groups, double eps, const T* x,
+                        const float* weight, const float* bias, T* y, float* save_mean,
+                        float* save_invstd) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_group_norm_forward(ctx, &d, groups, eps, x, weight, bias, y, save_mean, save_invstd));
+}
+
+template <class T>
+size_t group_norm_backward_workspace_size(const Context& ctx, const Shape& s, int64_t groups) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_group_norm_backward_workspace_size(ctx, &d, groups, &bytes));
+  return bytes;
+}
+
+template <class T>
+void group_norm_backward(const Context& ctx, const Shape& s, int64_t groups, const T* x,
+                         const T* dy, const float* weight, const float* save_mean,
+                         const float* save_invstd, T* dx, float* dweight, float* dbias) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_group_norm_backward(ctx, &d, groups, x, dy, weight, save_mean, save_invstd, dx, dweight,
+                               dbias));
+}
+
+// ---- layer norm (W: float or T) --------------------------------------------------------------
+
+template <class T, class W = T>
+size_t layer_norm_forward_workspace_size(const Context& ctx, int64_t rows, int64_t cols) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_layer_norm_forward_workspace_size(ctx, &d, &bytes));
+  return bytes;
+}
+
+template <class T, class W = T>
+size_t layer_norm_backward_workspace_size(const Context& ctx, int64_t rows, int64_t cols) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_layer_norm_backward_workspace_size(ctx, &d, &bytes));
+  return bytes;
+}
+
+template <class T, class W>
+void layer_norm_forward(const Context& ctx, int64_t rows, int64_t cols, double eps, const T* x,
+                        const W* weight, const W* bias, T* y, float* save_mean, float* save_rstd) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_layer_norm_forward(ctx, &d, eps, x, weight, bias, y, save_mean, save_rstd));
+}
+
+template <class T, class W>
+void layer_norm_backward(const Context& ctx, int64_t rows, int64_t cols, const T* x, const T* dy,
+                         const W* weight, const float* save_mean, const float* save_rstd, T* dx,
+                         W* dweight, W* dbias) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_layer_norm_backward(ctx, &d, x, dy, weight, save_mean, save_rstd, dx, dweight, dbias));
+}
+
+// ---- RMS norm (W: float or T) ----------------------------------------------------------------
+
+template <class T, class W = T>
+size_t rms_norm_forward_workspace_size(const Context& ctx, int64_t rows, int64_t cols) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_rms_norm_forward_workspace_size(ctx, &d, &bytes));
+  return bytes;
+}
+
+template <class T, class W = T>
+size_t rms_norm_backward_workspace_size(const Context& ctx, int64_t rows, int64_t cols) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_rms_norm_backward_workspace_size(ctx, &d, &bytes));
+  return bytes;
+}
+
+template <class T, class W>
+void rms_norm_forward(const Context& ctx, int64_t rows, int64_t cols, double eps, const T* x,
+                      const W* weight, T* y, float* save_rstd) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_rms_norm_forward(ctx, &d, eps, x, weight, y, save_rstd));
+}
+
+template <class T, class W>
+void rms_norm_backward(const Context& ctx, int64_t rows, int64_t cols, const T* x, const T* dy,
+                       const W* weight, const float* save_rstd, T* dx, W* dweight) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_rms_norm_backward(ctx, &d, x, dy, weight, save_rstd, dx, dweight));
+}
+
+}  // namespace nk
+
+#endif  // NORMKIT_NORMKIT_HPP_

@@ -1,0 +1,48 @@
+// The two backends behind the C API and the dispatch between them. Each backend implements, per op
+// family and direction, a workspace size and a run; validation has already happened.
+#pragma once
+
+#include <cstddef>
+
+#include "context.hpp"
+#include "op_args.hpp"
+
+namespace nk {
+
+namespace cpu {
+size_t workspace_size(const ChannelForwardArgs& a);
+size_t workspace_size(const ChannelBackwardArgs& a);
+size_t workspace_size(const RowForwardArgs& a);
+size_t workspace_size(const RowBackwardArgs& a);
+void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
+void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
+void run(const nk_context_s& ctx, const RowForwardArgs& a);
+void run(const nk_context_s& ctx, const RowBackwardArgs& a);
+}  // namespace cpu
+
+namespace cuda {
+size_t workspace_size(const ChannelForwardArgs& a);
+size_t workspace_size(const ChannelBackwardArgs& a);
+size_t workspace_size(const RowForwardArgs& a);
+size_t workspace_size(const RowBackwardArgs& a);
+void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
+void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
+void run(const nk_context_s& ctx, const RowForwardArgs& a);
+void run(const nk_context_s& ctx, const RowBackwardArgs& a);
+}  // namespace cuda
+
+template <class Args>
+size_t workspace_size(const nk_context_s& ctx, const Args& a) {
+  return ctx.backend == NK_BACKEND_CUDA ? cuda::workspace_size(a) : cpu::workspace_size(a);
+}
+
+template <class Args>
+void run(const nk_context_s& ctx, const Args& a) {
+  if (ctx.backend == NK_BACKEND_CUDA) {
+    cuda::run(ctx, a);
+  } else {
+    cpu::run(ctx, a);
+  }
+}
+
+}  // namespace nk

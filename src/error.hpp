@@ -1,0 +1,63 @@
+// Errors inside normkit are C++ exceptions carrying an nk_status; the C shim (guard) is the only
+// place they are caught, turned into a status and a thread-local message. Nothing thrown here ever
+// crosses the C API.
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <exception>
+#include <sstream>
+#include <string>
+#include <utility>
+
+namespace nk {
+
+class Error : public std::exception {
+ public:
+  Error(nk_status status, std::string message) : status_(status), message_(std::move(message)) {}
+  nk_status status() const noexcept { return status_; }
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  nk_status status_;
+  std::string message_;
+};
+
+// Concatenates anything streamable into one message.
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+  std::ostringstream out;
+  (out << ... << parts);
+  return out.str();
+}
+
+template <class... Parts>
+[[noreturn]] void fail(nk_status status, const Parts&... parts) {
+  throw Error(status, cat(parts...));
+}
+
+// Records "<function>: <message>" as this thread's last error.
+void set_last_error(const char* function, const char* message) noexcept;
+
+// Runs body, mapping every exception to a status and a message prefixed by the function name.
+template <class Body>
+nk_status guard(const char* function, Body&& body) noexcept {
+  try {
+    body();
+    return NK_SUCCESS;
+  } catch (const Error& e) {
+    set_last_error(function, e.what());
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    set_last_error(function, "out of host memory");
+    return NK_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    set_last_error(function, e.what());
+    return NK_ERROR_INTERNAL;
+  } catch (...) {
+    set_last_error(function, "unknown internal error");
+    return NK_ERROR_INTERNAL;
+  }
+}
+
+}  // namespace nk

@@ -1,0 +1,104 @@
+// The arguments of each op family gathered in one struct, filled by the C shim and read by
+// validation and by every backend. Batch, instance and group norm share one family ("channel
+// norms": statistics over subsets of an N x C x S tensor); layer and RMS norm share another ("row
+// norms": statistics per row).
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <cstdint>
+
+namespace nk {
+
+enum class ChannelNorm { kBatch, kInstance, kGroup };
+
+inline const char* family_name(ChannelNorm kind) {
+  return kind == ChannelNorm::kBatch      ? "batch norm"
+         : kind == ChannelNorm::kInstance ? "instance norm"
+                                          : "group norm";
+}
+
+struct ChannelShape {
+  ChannelNorm kind;
+  int64_t n, c, s;
+  nk_layout layout;
+  nk_dtype dtype;
+  int64_t groups;  // group norm; 1 otherwise
+
+  int64_t numel() const { return n * c * s; }
+  // Number of statistics: C (batch), N*C (instance), N*groups (group).
+  int64_t num_stats() const {
+    return kind == ChannelNorm::kBatch ? c : kind == ChannelNorm::kInstance ? n * c : n * groups;
+  }
+  // Values each statistic is taken over.
+  int64_t count_per_stat() const {
+    return kind == ChannelNorm::kBatch      ? n * s
+           : kind == ChannelNorm::kInstance ? s
+                                            : (c / groups) * s;
+  }
+  bool has_running_stats() const { return kind != ChannelNorm::kGroup; }
+};
+
+struct ChannelForwardArgs {
+  ChannelShape shape;
+  nk_norm_params params;  // group norm: NK_TRAINING with its eps
+  const void* x;
+  const float* weight;
+  const float* bias;
+  float* running_mean;
+  float* running_var;
+  int64_t* num_batches_tracked;
+  void* y;
+  float* save_mean;
+  float* save_invstd;
+};
+
+struct ChannelBackwardArgs {
+  ChannelShape shape;
+  nk_phase phase;
+  double eps;
+  const void* x;
+  const void* dy;
+  const float* weight;
+  const float* running_mean;
+  const float* running_var;
+  const float* save_mean;
+  const float* save_invstd;
+  void* dx;
+  float* dweight;
+  float* dbias;
+};
+
+struct RowShape {
+  bool rms;  // RMS norm (no centring, no bias) or layer norm
+  int64_t rows, cols;
+  nk_dtype dtype;
+  nk_dtype weight_dtype;
+};
+
+inline const char* family_name(const RowShape& s) { return s.rms ? "RMS norm" : "layer norm"; }
+
+struct RowForwardArgs {
+  RowShape shape;
+  double eps;
+  const void* x;
+  const void* weight;
+  const void* bias;  // always nullptr for RMS norm
+  void* y;
+  float* save_mean;  // always nullptr for RMS norm
+  float* save_rstd;
+};
+
+struct RowBackwardArgs {
+  RowShape shape;
+  const void* x;
+  const void* dy;
+  const void* weight;
+  const float* save_mean;  // always nullptr for RMS norm
+  const float* save_rstd;
+  void* dx;
+  void* dweight;
+  void* dbias;  // always nullptr for RMS norm
+};
+
+}  // namespace nk

@@ -1,0 +1,296 @@
+// Argument validation for every op. Order of checks: handles and descriptors, enums and scalars,
+// shapes, required pointers, consistency of the optional buffers, then aliasing.
+#include "validate.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "dtype.hpp"
+#include "error.hpp"
+
+namespace nk {
+namespace {
+
+void require_dim(int64_t value, const char* name) {
+  if (value < 1) fail(NK_ERROR_BAD_SHAPE, name, " = ", value, ": expected >= 1");
+}
+
+// Product of positive dims; the largest element (8 bytes) times it must fit int64 too, so byte
+// offsets computed from element counts never overflow.
+int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
+  int64_t count = 1;
+  for (int64_t d : dims) {
+    if (__builtin_mul_overflow(count, d, &count) ||
+        count > std::numeric_limits<int64_t>::max() / 8) {
+      std::string list;
+      for (int64_t e : dims) list += (list.empty() ? "" : " x ") + std::to_string(e);
+      fail(NK_ERROR_BAD_SHAPE, "element count of ", what, " (", list, ") overflows int64");
+    }
+  }
+  return count;
+}
+
+void require_dtype(nk_dtype dtype, const char* name) {
+  if (!is_valid(dtype)) {
+    fail(NK_ERROR_INVALID_VALUE, name, " = ", static_cast<int>(dtype),
+         " is not an nk_dtype (expected NK_F32, NK_F16 or NK_BF16)");
+  }
+}
+
+void require_eps(double eps, const char* name = "eps") {
+  if (!std::isfinite(eps) || eps < 0) {
+    fail(NK_ERROR_INVALID_VALUE, name, " = ", eps, ": expected a finite value >= 0");
+  }
+}
+
+// One buffer an op touches: its byte range and whether the op writes it.
+struct Buffer {
+  const void* ptr;
+  int64_t bytes;
+  const char* name;
+  bool written;
+};
+
+// Rejects any overlap between a written buffer and another buffer, except `alias` exactly equal to
+// `onto` (same start, same size), the in-place mode each op documents. The context's workspace,
+// when one is set, counts as written: it must not overlap any argument.
+void check_no_overlap(std::initializer_list<Buffer> args, const Span& workspace, const char* alias,
+                      const char* onto) {
+  std::vector<Buffer> buffers(args);
+  buffers.push_back(
+      {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true});
+  for (auto a = buffers.begin(); a != buffers.end(); ++a) {
+    for (auto b = a + 1; b != buffers.end(); ++b) {
+      if (!a->ptr || !b->ptr || (!a->written && !b->written)) continue;
+      auto a0 = reinterpret_cast<uintptr_t>(a->ptr), b0 = reinterpret_cast<uintptr_t>(b->ptr);
+      bool overlap =
+          a0 < b0 + static_cast<uintptr_t>(b->bytes) && b0 < a0 + static_cast<uintptr_t>(a->bytes);
+      if (!overlap) continue;
+      bool allowed_pair = (std::string(a->name) == alias && std::string(b->name) == onto) ||
+                          (std::string(a->name) == onto && std::string(b->name) == alias);
+      if (allowed_pair && a0 == b0 && a->bytes == b->bytes) continue;
+      fail(NK_ERROR_INVALID_VALUE, a->name, " (", a->ptr, ", ", a->bytes, " bytes) overlaps ",
+           b->name, " (", b->ptr, ", ", b->bytes, " bytes): the only aliasing supported is ", alias,
+           " == ", onto);
+    }
+  }
+}
+
+// Batch and instance norm take eps in their parameter block, group norm as an argument.
+void validate_phase_and_eps(nk_phase phase, double eps, ChannelNorm kind) {
+  if (phase != NK_TRAINING && phase != NK_INFERENCE) {
+    fail(NK_ERROR_INVALID_VALUE, "params->phase = ", static_cast<int>(phase),
+         " is not an nk_phase (expected NK_TRAINING or NK_INFERENCE)");
+  }
+  require_eps(eps, kind == ChannelNorm::kGroup ? "eps" : "params->eps");
+}
+
+void validate_norm_params(const nk_norm_params* params, ChannelNorm kind) {
+  require_pointer(params, "params");
+  validate_phase_and_eps(params->phase, params->eps, kind);
+  if (params->momentum_mode != NK_MOMENTUM_EXPONENTIAL &&
+      params->momentum_mode != NK_MOMENTUM_CUMULATIVE) {
+    fail(
+        NK_ERROR_INVALID_VALUE, "params->momentum_mode = ", static_cast<int>(params->momentum_mode),
+        " is not an nk_momentum_mode (expected NK_MOMENTUM_EXPONENTIAL or NK_MOMENTUM_CUMULATIVE)");
+  }
+  if (params->running_var != NK_RUNNING_VAR_UNBIASED &&
+      params->running_var != NK_RUNNING_VAR_BIASED) {
+    fail(NK_ERROR_INVALID_VALUE, "params->running_var = ", static_cast<int>(params->running_var),
+         " is not an nk_running_var (expected NK_RUNNING_VAR_UNBIASED or NK_RUNNING_VAR_BIASED)");
+  }
+  if (params->momentum_mode == NK_MOMENTUM_EXPONENTIAL &&
+      !(params->momentum >= 0.0 && params->momentum <= 1.0)) {
+    fail(NK_ERROR_INVALID_VALUE, "params->momentum = ", params->momentum,
+         ": expected a value in [0, 1] (PyTorch's convention: the weight of the new batch; Keras' "
+         "momentum k is 1 - k here)");
+  }
+}
+
+// Statistics of a single value erase the input: training (where the batch's statistics are
+// used, forward and backward) needs at least two values per statistic.
+void require_several_values(const ChannelShape& s, nk_phase phase) {
+  if (phase != NK_TRAINING || s.count_per_stat() > 1) return;
+  const char* over = s.kind == ChannelNorm::kBatch      ? "desc->n * desc->spatial"
+                     : s.kind == ChannelNorm::kInstance ? "desc->spatial"
+                                                        : "(desc->c / groups) * desc->spatial";
+  fail(NK_ERROR_BAD_SHAPE, family_name(s.kind),
+       " in NK_TRAINING needs more than one value per statistic, but ", over,
+       " = 1: the batch's own statistics would erase the input",
+       s.has_running_stats()
+           ? " (normalize a single value with NK_INFERENCE and running statistics)"
+           : "");
+}
+
+}  // namespace
+
+void require_pointer(const void* p, const char* name) {
+  if (p == nullptr) fail(NK_ERROR_INVALID_VALUE, name, " is NULL");
+}
+
+ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups) {
+  require_pointer(desc, "desc");
+  if (desc->layout != NK_NCHW && desc->layout != NK_NHWC) {
+    fail(NK_ERROR_INVALID_VALUE, "desc->layout = ", static_cast<int>(desc->layout),
+         " is not an nk_layout (expected NK_NCHW or NK_NHWC)");
+  }
+  require_dtype(desc->dtype, "desc->dtype");
+  require_dim(desc->n, "desc->n");
+  require_dim(desc->c, "desc->c");
+  require_dim(desc->spatial, "desc->spatial");
+  checked_count({desc->n, desc->c, desc->spatial}, "desc (n x c x spatial)");
+  if (kind == ChannelNorm::kGroup) {
+    require_dim(groups, "groups");
+    if (desc->c % groups != 0) {
+      fail(NK_ERROR_BAD_SHAPE, "groups = ", groups, " does not divide desc->c = ", desc->c);
+    }
+  }
+  return ChannelShape{kind,
+                      desc->n,
+                      desc->c,
+                      desc->spatial,
+                      desc->layout,
+                      desc->dtype,
+                      kind == ChannelNorm::kGroup ? groups : 1};
+}
+
+RowShape row_shape(bool rms, const nk_row_desc* desc) {
+  require_pointer(desc, "desc");
+  require_dtype(desc->dtype, "desc->dtype");
+  require_dtype(desc->weight_dtype, "desc->weight_dtype");
+  if (desc->weight_dtype != NK_F32 && desc->weight_dtype != desc->dtype) {
+    fail(NK_ERROR_INVALID_VALUE, "desc->weight_dtype = ", dtype_name(desc->weight_dtype),
+         " does not match desc->dtype = ", dtype_name(desc->dtype), ": expected f32 or ",
+         dtype_name(desc->dtype));
+  }
+  require_dim(desc->rows, "desc->rows");
+  require_dim(desc->cols, "desc->cols");
+  checked_count({desc->rows, desc->cols}, "desc (rows x cols)");
+  return RowShape{rms, desc->rows, desc->cols, desc->dtype, desc->weight_dtype};
+}
+
+void validate_config(const ChannelForwardArgs& a) {
+  validate_norm_params(&a.params, a.shape.kind);
+  require_several_values(a.shape, a.params.phase);
+}
+
+void validate(const ChannelForwardArgs& a, const Span& workspace) {
+  validate_config(a);
+  const ChannelShape& s = a.shape;
+  const bool training = a.params.phase == NK_TRAINING;
+  require_pointer(a.x, "x");
+  require_pointer(a.y, "y");
+  if ((a.running_mean == nullptr) != (a.running_var == nullptr)) {
+    fail(NK_ERROR_INVALID_VALUE, a.running_mean ? "running_var" : "running_mean", " is NULL while ",
+         a.running_mean ? "running_mean" : "running_var",
+         " is not: pass both running buffers or neither");
+  }
+  const bool has_running = a.running_mean != nullptr;
+  if (!training && !has_running) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "running_mean and running_var are NULL in NK_INFERENCE: ", family_name(s.kind),
+         " inference normalizes with frozen running statistics and never with the batch's own");
+  }
+  if (training && has_running && a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE &&
+      a.num_batches_tracked == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "num_batches_tracked is NULL with params->momentum_mode = NK_MOMENTUM_CUMULATIVE: the "
+         "cumulative average needs the count of batches seen");
+  }
+  const int64_t act = s.numel() * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
+  check_no_overlap({{a.x, act, "x", false},
+                    {a.weight, per_channel, "weight", false},
+                    {a.bias, per_channel, "bias", false},
+                    {a.running_mean, per_channel, "running_mean", training},
+                    {a.running_var, per_channel, "running_var", training},
+                    {training ? a.num_batches_tracked : nullptr, 8, "num_batches_tracked", true},
+                    {a.y, act, "y", true},
+                    {training ? a.save_mean : nullptr, per_stat, "save_mean", true},
+                    {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true}},
+                   workspace, "y", "x");
+}
+
+void validate_config(const ChannelBackwardArgs& a) {
+  validate_phase_and_eps(a.phase, a.eps, a.shape.kind);
+  require_several_values(a.shape, a.phase);
+}
+
+void validate(const ChannelBackwardArgs& a, const Span& workspace) {
+  validate_config(a);
+  const ChannelShape& s = a.shape;
+  const bool training = a.phase == NK_TRAINING;
+  require_pointer(a.x, "x");
+  require_pointer(a.dy, "dy");
+  if (training && (a.save_mean == nullptr || a.save_invstd == nullptr)) {
+    fail(NK_ERROR_INVALID_VALUE, a.save_mean ? "save_invstd" : "save_mean",
+         " is NULL: ", family_name(s.kind),
+         " backward in NK_TRAINING needs the statistics saved by the training forward");
+  }
+  if (!training && (a.running_mean == nullptr || a.running_var == nullptr)) {
+    fail(NK_ERROR_INVALID_VALUE, a.running_mean ? "running_var" : "running_mean",
+         " is NULL in NK_INFERENCE: backward with frozen statistics needs the running statistics "
+         "the forward used");
+  }
+  const int64_t act = s.numel() * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
+  check_no_overlap({{a.x, act, "x", false},
+                    {a.dy, act, "dy", false},
+                    {a.weight, per_channel, "weight", false},
+                    {training ? nullptr : a.running_mean, per_channel, "running_mean", false},
+                    {training ? nullptr : a.running_var, per_channel, "running_var", false},
+                    {training ? a.save_mean : nullptr, per_stat, "save_mean", false},
+                    {training ? a.save_invstd : nullptr, per_stat, "save_invstd", false},
+                    {a.dx, act, "dx", true},
+                    {a.dweight, per_channel, "dweight", true},
+                    {a.dbias, per_channel, "dbias", true}},
+                   workspace, "dx", "dy");
+}
+
+void validate(const RowForwardArgs& a, const Span& workspace) {
+  const RowShape& s = a.shape;
+  require_eps(a.eps);
+  require_pointer(a.x, "x");
+  require_pointer(a.y, "y");
+  const int64_t act = s.rows * s.cols * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t param = s.cols * static_cast<int64_t>(dtype_size(s.weight_dtype));
+  check_no_overlap({{a.x, act, "x", false},
+                    {a.weight, param, "weight", false},
+                    {a.bias, param, "bias", false},
+                    {a.y, act, "y", true},
+                    {a.save_mean, s.rows * 4, "save_mean", true},
+                    {a.save_rstd, s.rows * 4, "save_rstd", true}},
+                   workspace, "y", "x");
+}
+
+void validate(const RowBackwardArgs& a, const Span& workspace) {
+  const RowShape& s = a.shape;
+  require_pointer(a.x, "x");
+  require_pointer(a.dy, "dy");
+  const char* family = family_name(s);
+  if (!s.rms && a.save_mean == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, "save_mean is NULL: ", family,
+         " backward needs the mean saved by the forward");
+  }
+  if (a.save_rstd == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, "save_rstd is NULL: ", family,
+         " backward needs the rstd saved by the forward");
+  }
+  const int64_t act = s.rows * s.cols * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t param = s.cols * static_cast<int64_t>(dtype_size(s.weight_dtype));
+  check_no_overlap({{a.x, act, "x", false},
+                    {a.dy, act, "dy", false},
+                    {a.weight, param, "weight", false},
+                    {a.save_mean, s.rows * 4, "save_mean", false},
+                    {a.save_rstd, s.rows * 4, "save_rstd", false},
+                    {a.dx, act, "dx", true},
+                    {a.dweight, param, "dweight", true},
+                    {a.dbias, param, "dbias", true}},
+                   workspace, "dx", "dy");
+}
+
+}  // namespace nk

@@ -1,0 +1,35 @@
+// All argument checking, in one place per op family, run before anything is written. Each check
+// throws an nk::Error whose message names the argument, its value and what was expected.
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <cstddef>
+
+#include "op_args.hpp"
+
+namespace nk {
+
+void require_pointer(const void* p, const char* name);
+
+// Shapes from the public descriptors (checks dims >= 1, no int64 overflow, valid enums, groups).
+ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups);
+RowShape row_shape(bool rms, const nk_row_desc* desc);
+
+// The parts of an op's arguments that the workspace-size queries see too (no pointers).
+void validate_config(const ChannelForwardArgs& a);
+void validate_config(const ChannelBackwardArgs& a);
+
+// The context's workspace (ptr nullptr when none is set).
+struct Span {
+  const void* ptr;
+  size_t bytes;
+};
+
+// Everything, before an op runs; no argument may overlap the workspace.
+void validate(const ChannelForwardArgs& a, const Span& workspace);
+void validate(const ChannelBackwardArgs& a, const Span& workspace);
+void validate(const RowForwardArgs& a, const Span& workspace);
+void validate(const RowBackwardArgs& a, const Span& workspace);
+
+}  // namespace nk

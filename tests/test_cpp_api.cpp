@@ -1,0 +1,136 @@
+// The header-only C++ API: RAII context, nk::Error with status and message, and typed overloads
+// that give the same bytes as the C calls they wrap.
+#include <normkit/normkit.hpp>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+static_assert(!std::is_copy_constructible_v<nk::Context>, "a context is owned once");
+static_assert(std::is_nothrow_move_constructible_v<nk::Context>, "contexts move");
+static_assert(sizeof(nk::half) == 2 && sizeof(nk::bfloat16) == 2, "16-bit storage types");
+
+TEST(CppApi, ContextIsMovableAndReportsBackend) {
+  nk::Context a = nk::Context::cpu();
+  EXPECT_EQ(a.backend(), NK_BACKEND_CPU);
+  nk_context raw = a.get();
+  nk::Context b(std::move(a));
+  EXPECT_EQ(b.get(), raw);
+  EXPECT_EQ(a.get(),
+            nullptr);  // NOLINT(bugprone-use-after-move): the moved-from state is specified
+  nk::Context c = nk::Context::cpu();
+  c = std::move(b);
+  EXPECT_EQ(c.get(), raw);
+  EXPECT_EQ(nk::version(), nk_version());
+}
+
+TEST(CppApi, ErrorsCarryStatusAndMessage) {
+  nk::Context ctx = nk::Context::cpu();
+  std::vector<float> x(4, 1.0f), y(4, -3.0f);
+  nk_norm_params p = nk_norm_params_default();
+  p.eps = -1.0;
+  try {
+    nk::batch_norm_forward<float>(ctx, nk::Shape{2, 2, 1, NK_NCHW}, p, x.data(), nullptr, nullptr,
+                                  nullptr, nullptr, nullptr, y.data(), nullptr, nullptr);
+    FAIL() << "expected nk::Error";
+  } catch (const nk::Error& e) {
+    EXPECT_EQ(e.status(), NK_ERROR_INVALID_VALUE);
+    EXPECT_NE(std::string(e.what()).find("nk_batch_norm_forward: params->eps = -1"),
+              std::string::npos)
+        << e.what();
+  }
+  for (float v : y) EXPECT_EQ(v, -3.0f) << "a failing call writes nothing";
+  EXPECT_THROW(nk::Context(static_cast<nk_backend>(9)), nk::Error);
+}
+
+TEST(CppApi, TypedBatchNormMatchesCApi) {
+  nk::Context ctx = nk::Context::cpu();
+  nkt::Random rng;
+  const nk::Shape shape{3, 4, 5, NK_NHWC};
+  const nk_norm_params p = nk_norm_params_default();
+  nkt::Buffer x(NK_F16, rng.normal(60, 1, 2)), dy(NK_F16, rng.normal(60));
+  nkt::Buffer y_c(NK_F16, 60), y_cpp(NK_F16, 60), dx_c(NK_F16, 60), dx_cpp(NK_F16, 60);
+  std::vector<float> rm_c(4, 0.f), rv_c(4, 1.f), rm_cpp = rm_c, rv_cpp = rv_c;
+  std::vector<float> mean(4), invstd(4), dw_c(4), dw_cpp(4);
+  int64_t t_c = 0, t_cpp = 0;
+  const nk_act_desc d{3, 4, 5, NK_NHWC, NK_F16};
+  ASSERT_EQ(nk_batch_norm_forward(ctx, &d, &p, x.data(), nullptr, nullptr, rm_c.data(), rv_c.data(),
+                                  &t_c, y_c.data(), mean.data(), invstd.data()),
+            NK_SUCCESS);
+  auto* xh = static_cast<const nk::half*>(x.data());
+  nk::batch_norm_forward(ctx, shape, p, xh, nullptr, nullptr, rm_cpp.data(), rv_cpp.data(), &t_cpp,
+                         static_cast<nk::half*>(y_cpp.data()), nullptr, nullptr);
+  EXPECT_EQ(y_c.bytes(), y_cpp.bytes());
+  EXPECT_EQ(rm_c, rm_cpp);
+  EXPECT_EQ(rv_c, rv_cpp);
+  EXPECT_EQ(t_c, t_cpp);
+  ASSERT_EQ(nk_batch_norm_backward(ctx, &d, &p, x.data(), dy.data(), nullptr, nullptr, nullptr,
+                                   mean.data(), invstd.data(), dx_c.data(), dw_c.data(), nullptr),
+            NK_SUCCESS);
+  nk::batch_norm_backward(ctx, shape, p, xh, static_cast<const nk::half*>(dy.data()), nullptr,
+                          nullptr, nullptr, mean.data(), invstd.data(),
+                          static_cast<nk::half*>(dx_cpp.data()), dw_cpp.data(), nullptr);
+  EXPECT_EQ(dx_c.bytes(), dx_cpp.bytes());
+  EXPECT_EQ(dw_c, dw_cpp);
+  EXPECT_EQ(nk::batch_norm_forward_workspace_size<nk::half>(ctx, shape, p), [&] {
+    size_t b = 0;
+    nk_batch_norm_forward_workspace_size(ctx, &d, &p, &b);
+    return b;
+  }());
+}
+
+TEST(CppApi, TypedLayerNormWithFloatWeightsMatchesCApi) {
+  nk::Context ctx = nk::Context::cpu();
+  nkt::Random rng;
+  const int64_t rows = 3, cols = 10;
+  nkt::Buffer x(NK_BF16, rng.normal(rows * cols)), y_c(NK_BF16, rows * cols),
+      y_cpp(NK_BF16, rows * cols);
+  const std::vector<float> w = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, b(10, 0.5f);
+  std::vector<float> mean(rows), rstd(rows);
+  const nk_row_desc d{rows, cols, NK_BF16, NK_F32};
+  ASSERT_EQ(nk_layer_norm_forward(ctx, &d, 1e-5, x.data(), w.data(), b.data(), y_c.data(),
+                                  mean.data(), rstd.data()),
+            NK_SUCCESS);
+  nk::layer_norm_forward(ctx, rows, cols, 1e-5, static_cast<const nk::bfloat16*>(x.data()),
+                         w.data(), b.data(), static_cast<nk::bfloat16*>(y_cpp.data()), nullptr,
+                         nullptr);
+  EXPECT_EQ(y_c.bytes(), y_cpp.bytes());
+  // Named types when there is no weight.
+  nk::rms_norm_forward<nk::bfloat16, float>(ctx, rows, cols, 1e-6,
+                                            static_cast<const nk::bfloat16*>(x.data()), nullptr,
+                                            static_cast<nk::bfloat16*>(y_cpp.data()), rstd.data());
+  ASSERT_EQ(nk_rms_norm_forward(ctx, &d, 1e-6, x.data(), nullptr, y_c.data(), nullptr), NK_SUCCESS);
+  EXPECT_EQ(y_c.bytes(), y_cpp.bytes());
+  EXPECT_GT((nk::layer_norm_backward_workspace_size<nk::bfloat16, float>(ctx, rows, cols)), 0u);
+}
+
+TEST(CppApi, GroupAndInstanceNormOverloads) {
+  // Group norm with one channel per group is instance norm, forward and backward.
+  nk::Context ctx = nk::Context::cpu();
+  nkt::Random rng;
+  const nk::Shape shape{2, 6, 4, NK_NCHW};
+  nkt::Buffer x(NK_F32, rng.normal(48)), dy(NK_F32, rng.normal(48));
+  std::vector<float> y_g(48, -1), y_i(48, -2), dx_g(48, -1), dx_i(48, -2);
+  std::vector<float> mean_g(12), invstd_g(12), mean_i(12), invstd_i(12), dw_g(6), dw_i(6);
+  nk::group_norm_forward(ctx, shape, 6, 1e-5, x.f32(), nullptr, nullptr, y_g.data(), mean_g.data(),
+                         invstd_g.data());
+  nk::group_norm_backward(ctx, shape, 6, x.f32(), dy.f32(), nullptr, mean_g.data(), invstd_g.data(),
+                          dx_g.data(), dw_g.data(), nullptr);
+  nk::instance_norm_forward(ctx, shape, nk_norm_params_default(), x.f32(), nullptr, nullptr,
+                            nullptr, nullptr, nullptr, y_i.data(), mean_i.data(), invstd_i.data());
+  nk::instance_norm_backward(ctx, shape, nk_norm_params_default(), x.f32(), dy.f32(), nullptr,
+                             nullptr, nullptr, mean_i.data(), invstd_i.data(), dx_i.data(),
+                             dw_i.data(), nullptr);
+  EXPECT_EQ(y_g, y_i);
+  EXPECT_EQ(mean_g, mean_i);
+  EXPECT_EQ(invstd_g, invstd_i);
+  EXPECT_EQ(dx_g, dx_i);
+  EXPECT_EQ(dw_g, dw_i);
+  EXPECT_EQ(nk::group_norm_backward_workspace_size<float>(ctx, shape, 6),
+            nk::instance_norm_backward_workspace_size<float>(ctx, shape, nk_norm_params_default()));
+}
+
+}  // namespace
