@@ -1,5 +1,6 @@
 // The two backends behind the C API and the dispatch between them. Each backend implements, per op
-// family and direction, a workspace size and a run; validation has already happened.
+// family and direction, a workspace size and a run; validation has already happened. The CPU
+// backend's sizes do not depend on the context; the CUDA backend's depend on the device.
 #pragma once
 
 #include <cstddef>
@@ -10,10 +11,10 @@
 namespace nk {
 
 namespace cpu {
-size_t workspace_size(const ChannelForwardArgs& a);
-size_t workspace_size(const ChannelBackwardArgs& a);
-size_t workspace_size(const RowForwardArgs& a);
-size_t workspace_size(const RowBackwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const ChannelForwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const ChannelBackwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const RowBackwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
@@ -21,10 +22,10 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a);
 }  // namespace cpu
 
 namespace cuda {
-size_t workspace_size(const ChannelForwardArgs& a);
-size_t workspace_size(const ChannelBackwardArgs& a);
-size_t workspace_size(const RowForwardArgs& a);
-size_t workspace_size(const RowBackwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const ChannelForwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const ChannelBackwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a);
+size_t workspace_size(const nk_context_s& ctx, const RowBackwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
@@ -33,7 +34,7 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a);
 
 template <class Args>
 size_t workspace_size(const nk_context_s& ctx, const Args& a) {
-  return ctx.backend == NK_BACKEND_CUDA ? cuda::workspace_size(a) : cpu::workspace_size(a);
+  return ctx.backend == NK_BACKEND_CUDA ? cuda::workspace_size(ctx, a) : cpu::workspace_size(ctx, a);
 }
 
 template <class Args>

@@ -9,6 +9,7 @@
 struct nk_context_s {
   nk_backend backend = NK_BACKEND_CPU;
   int device = 0;             // CUDA device ordinal; unused on the CPU backend
+  int sm_count = 0;           // multiprocessors of that device: sizes persistent grids
   void* stream = nullptr;     // cudaStream_t; recorded but unused on the CPU backend
   void* workspace = nullptr;  // caller-owned scratch; nullptr: ops allocate their own
   size_t workspace_bytes = 0;

@@ -200,20 +200,20 @@ void backward(const ChannelBackwardArgs& a, const BackwardScratch& w) {
 
 }  // namespace
 
-size_t workspace_size(const ChannelForwardArgs& a) {
+size_t workspace_size(const nk_context_s&, const ChannelForwardArgs& a) {
   Carver carver;
   carve(a, carver);
   return carver.bytes();
 }
 
-size_t workspace_size(const ChannelBackwardArgs& a) {
+size_t workspace_size(const nk_context_s&, const ChannelBackwardArgs& a) {
   Carver carver;
   carve(a, carver);
   return carver.bytes();
 }
 
 void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
-  HostScratch memory(ctx, workspace_size(a));
+  HostScratch memory(ctx, workspace_size(ctx, a));
   Carver carver(memory.data());
   const ForwardScratch w = carve(a, carver);
   dispatch_dtype(a.shape.dtype, [&](auto tag) {
@@ -227,7 +227,7 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
 }
 
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
-  HostScratch memory(ctx, workspace_size(a));
+  HostScratch memory(ctx, workspace_size(ctx, a));
   Carver carver(memory.data());
   const BackwardScratch w = carve(a, carver);
   dispatch_dtype(a.shape.dtype, [&](auto tag) { backward<decltype(tag)>(a, w); });

@@ -98,9 +98,9 @@ void dispatch(const RowShape& s, Body&& body) {
 
 }  // namespace
 
-size_t workspace_size(const RowForwardArgs&) { return 0; }
+size_t workspace_size(const nk_context_s&, const RowForwardArgs&) { return 0; }
 
-size_t workspace_size(const RowBackwardArgs& a) {
+size_t workspace_size(const nk_context_s&, const RowBackwardArgs& a) {
   Carver carver;
   carve(a, carver);
   return carver.bytes();
@@ -111,7 +111,7 @@ void run(const nk_context_s&, const RowForwardArgs& a) {
 }
 
 void run(const nk_context_s& ctx, const RowBackwardArgs& a) {
-  HostScratch memory(ctx, workspace_size(a));
+  HostScratch memory(ctx, workspace_size(ctx, a));
   Carver carver(memory.data());
   const BackwardScratch w = carve(a, carver);
   dispatch(a.shape, [&](auto t, auto wt) { backward<decltype(t), decltype(wt)>(a, w); });

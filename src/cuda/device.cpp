@@ -34,6 +34,11 @@ void init_context(nk_context_s& ctx, int device) {
     cudaGetLastError();
     fail(NK_ERROR_CUDA, "cudaSetDevice(", device, ") failed: ", cudaGetErrorString(err));
   }
+  err = cudaDeviceGetAttribute(&ctx.sm_count, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    fail(NK_ERROR_CUDA, "cudaDeviceGetAttribute(multiprocessor count) failed: ", cudaGetErrorString(err));
+  }
   ctx.device = device;
 }
 

@@ -1,7 +1,16 @@
-// The CUDA backend's ops. No kernels exist yet: every op and its workspace query refuses with
-// NK_ERROR_NOT_SUPPORTED, naming the op, so callers can fall back to a CPU context.
+// The CUDA backend's ops: select the context's device, find device scratch (the caller's
+// workspace, or a stream-ordered allocation freed on the same stream), and enqueue the kernels on
+// the context's stream. Nothing here synchronizes or reads device memory, so calls can be captured
+// in a CUDA graph once a workspace is set. Batch, instance and group norm have no kernels yet and
+// refuse with NK_ERROR_NOT_SUPPORTED, naming the op.
 #include "../backend.hpp"
 #include "../error.hpp"
+
+#if NORMKIT_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include "row_norm.hpp"
+#endif
 
 namespace nk::cuda {
 namespace {
@@ -11,28 +20,114 @@ namespace {
        " yet; run it on a CPU context (NK_BACKEND_CPU)");
 }
 
+#if NORMKIT_WITH_CUDA
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail(NK_ERROR_CUDA, what, " failed: ", cudaGetErrorString(err));
+}
+
+// Makes the context's device current for the call and restores the caller's afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) : device_(device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device_) check(cudaSetDevice(device_), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    if (previous_ != device_) cudaSetDevice(previous_);
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int device_;
+  int previous_ = 0;
+};
+
+// Device scratch of `bytes` for one call: the context's workspace (NK_ERROR_WORKSPACE if too
+// small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
+class DeviceScratch {
+ public:
+  DeviceScratch(const nk_context_s& ctx, size_t bytes) : stream_(static_cast<cudaStream_t>(ctx.stream)) {
+    if (ctx.workspace != nullptr) {
+      if (ctx.workspace_bytes < bytes) {
+        fail(NK_ERROR_WORKSPACE, "the context's workspace has ", ctx.workspace_bytes,
+             " bytes and this call needs ", bytes,
+             " (ask the op's *_workspace_size query and set a larger workspace)");
+      }
+      data_ = ctx.workspace;
+    } else if (bytes > 0) {
+      const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
+      if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        fail(NK_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes,
+             " bytes of device scratch memory (set a workspace on the context)");
+      }
+      check(err, "cudaMallocAsync");
+      owned_ = true;
+    }
+  }
+  ~DeviceScratch() {
+    if (owned_) cudaFreeAsync(data_, stream_);
+  }
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  void* data() const { return data_; }
+
+ private:
+  cudaStream_t stream_;
+  void* data_ = nullptr;
+  bool owned_ = false;
+};
+
+template <class Args, class Size, class Kernel>
+void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel kernel) {
+  DeviceGuard device(ctx.device);
+  DeviceScratch scratch(ctx, size(a, ctx.sm_count));
+  kernel(a, Launch{ctx.stream, ctx.sm_count, scratch.data()});
+}
+
+#endif
+
 }  // namespace
 
-size_t workspace_size(const ChannelForwardArgs& a) {
+size_t workspace_size(const nk_context_s&, const ChannelForwardArgs& a) {
   no_kernels(family_name(a.shape.kind), "forward");
 }
-size_t workspace_size(const ChannelBackwardArgs& a) {
+size_t workspace_size(const nk_context_s&, const ChannelBackwardArgs& a) {
   no_kernels(family_name(a.shape.kind), "backward");
 }
-size_t workspace_size(const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
-size_t workspace_size(const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
-
 void run(const nk_context_s&, const ChannelForwardArgs& a) {
   no_kernels(family_name(a.shape.kind), "forward");
 }
 void run(const nk_context_s&, const ChannelBackwardArgs& a) {
   no_kernels(family_name(a.shape.kind), "backward");
 }
-void run(const nk_context_s&, const RowForwardArgs& a) {
-  no_kernels(family_name(a.shape), "forward");
+
+#if NORMKIT_WITH_CUDA
+
+size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a) {
+  DeviceGuard device(ctx.device);
+  return row_norm_forward_workspace_size(a, ctx.sm_count);
 }
-void run(const nk_context_s&, const RowBackwardArgs& a) {
-  no_kernels(family_name(a.shape), "backward");
+size_t workspace_size(const nk_context_s& ctx, const RowBackwardArgs& a) {
+  DeviceGuard device(ctx.device);
+  return row_norm_backward_workspace_size(a, ctx.sm_count);
 }
+void run(const nk_context_s& ctx, const RowForwardArgs& a) {
+  run_with_scratch(ctx, a, row_norm_forward_workspace_size, row_norm_forward);
+}
+void run(const nk_context_s& ctx, const RowBackwardArgs& a) {
+  run_with_scratch(ctx, a, row_norm_backward_workspace_size, row_norm_backward);
+}
+
+#else
+
+size_t workspace_size(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
+size_t workspace_size(const nk_context_s&, const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
+void run(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
+void run(const nk_context_s&, const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
+
+#endif
 
 }  // namespace nk::cuda

@@ -1,0 +1,80 @@
+// Element conversions and packs of E consecutive elements moved as one access: 16 bytes when the
+// caller has checked alignment (E = 16 / sizeof(T)), one element (E = 1) on the path that takes
+// any pointer and any size.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+namespace nk::dev {
+
+// Host check of a pointer for 16-byte packs (nullptr: an absent optional argument, fine).
+inline bool aligned16(const void* p) {
+  return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <class T, int E>
+struct alignas(sizeof(T) * E) Pack {
+  T v[E];
+};
+
+// E elements at p (aligned to sizeof(T) * E), widened to float.
+template <class T, int E>
+__device__ __forceinline__ void load_floats(const T* p, float (&out)[E]) {
+  const Pack<T, E> pack = *reinterpret_cast<const Pack<T, E>*>(p);
+#pragma unroll
+  for (int i = 0; i < E; ++i) out[i] = to_float(pack.v[i]);
+}
+
+// E floats rounded to T and stored at p (aligned to sizeof(T) * E).
+template <class T, int E>
+__device__ __forceinline__ void store_floats(T* p, const float (&in)[E]) {
+  Pack<T, E> pack;
+#pragma unroll
+  for (int i = 0; i < E; ++i) pack.v[i] = from_float<T>(in[i]);
+  *reinterpret_cast<Pack<T, E>*>(p) = pack;
+}
+
+// A parameter vector of E elements of W (float or the activation type) starting at p, or `absent`
+// for each when p is null. W packs of E elements need sizeof(W) * E alignment, which the 16-byte
+// check on the activation guarantees for E * sizeof(W) <= 32 when p is 16-byte aligned: larger
+// float packs are read as two halves.
+template <class W, int E>
+__device__ __forceinline__ void load_param(const W* p, float (&out)[E], float absent) {
+  if (p == nullptr) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) out[i] = absent;
+    return;
+  }
+  constexpr int kPerAccess = (16 / sizeof(W)) < E ? (16 / sizeof(W)) : E;
+#pragma unroll
+  for (int i = 0; i < E; i += kPerAccess) {
+    float part[kPerAccess];
+    load_floats<W, kPerAccess>(p + i, part);
+#pragma unroll
+    for (int j = 0; j < kPerAccess; ++j) out[i + j] = part[j];
+  }
+}
+
+}  // namespace nk::dev

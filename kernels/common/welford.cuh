@@ -1,0 +1,86 @@
+// The Welford collective, normkit's one way to compute a mean and a variance: a state (count,
+// mean, m2 = sum of squared deviations), a push of one value, Chan's merge of two states, and its
+// warp and block reductions. Merges always combine the lower-indexed partial first, so every thread
+// that ends up holding a result holds the same bits and repeated runs agree bit for bit (no
+// floating-point atomics anywhere). The state functions are __host__ __device__ so that they are
+// unit-tested on the CPU.
+#pragma once
+
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define NK_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define NK_HOST_DEVICE inline
+#endif
+
+namespace nk::dev {
+
+struct Welford {
+  int64_t count;
+  float mean;
+  float m2;
+};
+
+NK_HOST_DEVICE Welford welford_empty() { return Welford{0, 0.0f, 0.0f}; }
+
+NK_HOST_DEVICE Welford welford_push(Welford s, float x) {
+  s.count += 1;
+  const float delta = x - s.mean;
+  s.mean += delta / static_cast<float>(s.count);
+  s.m2 += delta * (x - s.mean);
+  return s;
+}
+
+// Chan et al.'s parallel merge: exact in real arithmetic, and stable because it combines
+// deviations (delta) rather than raw sums of squares.
+NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
+  if (b.count == 0) return a;
+  if (a.count == 0) return b;
+  const int64_t n = a.count + b.count;
+  const float delta = b.mean - a.mean;
+  const float b_share = static_cast<float>(b.count) / static_cast<float>(n);
+  return Welford{n, a.mean + delta * b_share,
+                 a.m2 + b.m2 + delta * delta * static_cast<float>(a.count) * b_share};
+}
+
+NK_HOST_DEVICE float welford_biased_var(Welford s) {
+  return s.count > 0 ? s.m2 / static_cast<float>(s.count) : 0.0f;
+}
+
+#ifdef __CUDACC__
+
+__device__ __forceinline__ Welford shfl_xor(Welford s, int mask, int width) {
+  Welford o;
+  o.count = __shfl_xor_sync(0xffffffffu, s.count, mask, width);
+  o.mean = __shfl_xor_sync(0xffffffffu, s.mean, mask, width);
+  o.m2 = __shfl_xor_sync(0xffffffffu, s.m2, mask, width);
+  return o;
+}
+
+// Reduces over aligned groups of `width` lanes (a power of two <= 32); every lane of a group ends
+// with the group's total. All 32 lanes of the warp must call it.
+__device__ __forceinline__ Welford warp_reduce(Welford s, int lane, int width) {
+  for (int offset = width / 2; offset > 0; offset /= 2) {
+    const Welford other = shfl_xor(s, offset, width);
+    s = (lane & offset) ? welford_merge(other, s) : welford_merge(s, other);
+  }
+  return s;
+}
+
+// Reduces over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
+// total. `scratch` holds 32 states in shared memory; it may be reused after the call returns.
+__device__ __forceinline__ Welford block_reduce(Welford s, Welford* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  s = warp_reduce(s, lane, 32);
+  if (lane == 0) scratch[warp] = s;
+  __syncthreads();
+  Welford total = welford_empty();
+  for (int w = 0; w < warps; ++w) total = welford_merge(total, scratch[w]);  // fixed order
+  __syncthreads();
+  return total;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace nk::dev

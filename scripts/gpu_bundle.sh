@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run here (no GPU needed): builds the library, the test binary and the GPU probes for sm_90 and
+# copies them with the commit into .gpu-bundle/, the folder to carry to the GPU machine:
+#   device run: command "scripts/gpu_check.sh", carry [".gpu-bundle"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+generator="Unix Makefiles"
+command -v ninja >/dev/null && generator=Ninja
+cmake -S . -B build-gpu -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 -DNORMKIT_SANITIZE=OFF -DNORMKIT_BUILD_TESTS=ON \
+  -DNORMKIT_BUILD_BENCHMARKS=ON -DNORMKIT_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build-gpu -j "$(nproc)" --target normkit_tests normkit_row_norm_bandwidth
+rm -rf .gpu-bundle && mkdir .gpu-bundle
+cp build-gpu/tests/normkit_tests build-gpu/bench/normkit_row_norm_bandwidth .gpu-bundle/
+cp -P build-gpu/libnormkit.so* .gpu-bundle/
+{
+  git rev-parse HEAD
+  git status --porcelain | grep -q . && echo "(with uncommitted changes)" || true
+} > .gpu-bundle/COMMIT
+du -sh .gpu-bundle

@@ -1,0 +1,55 @@
+// GPU test support: a CUDA context that skips the test (with the reason) where normkit has no CUDA
+// backend or no device is present, device buffers that mirror nkt::Buffer, and the shape-set size
+// (NORMKIT_GPU_TESTS=reduced keeps compute-sanitizer runs short).
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <cstdint>
+#include <string>
+
+#include "test_support.hpp"
+
+namespace nkt {
+
+// Device memory holding `count` elements of `dtype`; poisoned (all bytes 0xFF: NaN) on creation.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(nk_dtype dtype, int64_t count, int64_t offset_elems = 0);
+  explicit DeviceBuffer(const Buffer& host, int64_t offset_elems = 0);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  // The element pointer (after `offset_elems` elements: a misaligned view when odd).
+  void* data() const { return data_; }
+  float* f32() const { return static_cast<float*>(data_); }
+  void upload(const Buffer& host);
+  Buffer download() const;
+  void poison();
+
+ private:
+  nk_dtype dtype_ = NK_F32;
+  int64_t count_ = 0;
+  void* base_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// Fixture base: a CUDA context on device 0, or a skipped test saying why there is none.
+class GpuTest : public testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  void synchronize();  // waits for the context's stream; fails the test on a CUDA error
+  nk_context gpu_ = nullptr;
+  CpuContext cpu_;
+  Random rng_;
+};
+
+// True when NORMKIT_GPU_TESTS=reduced (sanitizer runs).
+bool reduced_gpu_tests();
+
+}  // namespace nkt

@@ -1,0 +1,364 @@
+// Layer norm and RMS norm on the CUDA backend, checked against the CPU backend (itself checked
+// against closed forms and finite differences) on fresh random data: every dtype x weight dtype x
+// affine option x a spread of D and row counts, large-offset data, misaligned pointers (the
+// scalar path), bitwise determinism, forward + backward captured in a CUDA graph with a workspace,
+// and a tensor of more than 2^31 elements. Device outputs are poisoned (NaN) before every call and
+// every element is compared. Skipped, with the reason, without a CUDA device.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#if NORMKIT_TEST_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "gpu_support.hpp"
+#include "test_support.hpp"
+
+namespace nkt {
+namespace {
+
+struct RowCase {
+  bool rms;
+  nk_dtype dtype;
+  nk_dtype weight_dtype;
+  int affine;  // 0: none, 1: weight, 2: weight and bias (layer norm only)
+};
+
+std::string case_name(const testing::TestParamInfo<RowCase>& info) {
+  const RowCase& c = info.param;
+  static const char* affine[] = {"plain", "weight", "weight_bias"};
+  return std::string(c.rms ? "rms_" : "layer_") + name(c.dtype) + "_w" + name(c.weight_dtype) +
+         "_" + affine[c.affine];
+}
+
+std::vector<RowCase> all_cases() {
+  std::vector<RowCase> out;
+  for (bool rms : {false, true})
+    for (nk_dtype t : {NK_F32, NK_F16, NK_BF16})
+      for (nk_dtype w : {NK_F32, NK_F16, NK_BF16}) {
+        if (w != NK_F32 && w != t) continue;  // parameters are fp32 or the dtype of x
+        for (int affine = 0; affine <= (rms ? 1 : 2); ++affine) out.push_back({rms, t, w, affine});
+      }
+  return out;
+}
+
+std::vector<int64_t> widths() {
+  if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 65536};
+  return {1, 3, 17, 127, 128, 768, 1000, 1024, 4096, 8192, 12288, 65536, 131072};
+}
+
+// One row, an odd count, and many rows (up to 2^21 elements in all).
+std::vector<int64_t> row_counts(int64_t cols) {
+  if (reduced_gpu_tests()) return {1, 5};
+  return {1, 7, std::clamp<int64_t>((int64_t{1} << 21) / cols, 9, 8192)};
+}
+
+// GPU (fp32 accumulation) against the CPU (fp64): both round once to the dtype, so outputs may
+// differ by one unit in the last place of the dtype on top of fp32 arithmetic.
+Tolerance gpu_tolerance(nk_dtype dtype) {
+  const Tolerance t = output_tolerance(dtype);
+  return dtype == NK_F32 ? Tolerance{1e-5, 1e-5} : Tolerance{2 * t.atol, 2 * t.rtol};
+}
+
+nk_status forward(nk_context ctx, bool rms, const nk_row_desc& d, double eps, const void* x,
+                  const void* w, const void* b, void* y, float* mean, float* rstd) {
+  return rms ? nk_rms_norm_forward(ctx, &d, eps, x, w, y, rstd)
+             : nk_layer_norm_forward(ctx, &d, eps, x, w, b, y, mean, rstd);
+}
+
+nk_status backward(nk_context ctx, bool rms, const nk_row_desc& d, const void* x, const void* dy,
+                   const void* w, const float* mean, const float* rstd, void* dx, void* dw,
+                   void* db) {
+  return rms ? nk_rms_norm_backward(ctx, &d, x, dy, w, rstd, dx, dw)
+             : nk_layer_norm_backward(ctx, &d, x, dy, w, mean, rstd, dx, dw, db);
+}
+
+class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
+ protected:
+  // Host inputs of one case.
+  struct Inputs {
+    nk_row_desc desc;
+    Buffer x, dy, weight, bias;
+  };
+  Inputs make(int64_t rows, int64_t cols, double mean = 0.5, double stddev = 2.0) {
+    const RowCase c = GetParam();
+    return Inputs{nk_row_desc{rows, cols, c.dtype, c.weight_dtype},
+                  Buffer(c.dtype, rng_.normal(rows * cols, mean, stddev)),
+                  Buffer(c.dtype, rng_.normal(rows * cols)),
+                  Buffer(c.weight_dtype, rng_.normal(cols, 1.0, 0.5)),
+                  Buffer(c.weight_dtype, rng_.normal(cols))};
+  }
+
+  // Forward on both backends; `misalign` offsets every device pointer by that many elements.
+  void check_forward(const Inputs& in, int64_t misalign, Tolerance y_tol) {
+    const RowCase c = GetParam();
+    const int64_t rows = in.desc.rows, n = rows * in.desc.cols;
+    const void* w = c.affine >= 1 ? in.weight.data() : nullptr;
+    const void* b = c.affine >= 2 ? in.bias.data() : nullptr;
+    Buffer y_ref(c.dtype, n);
+    std::vector<float> mean_ref(rows), rstd_ref(rows);
+    ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, b, y_ref.data(),
+                      mean_ref.data(), rstd_ref.data()), NK_SUCCESS) << nk_last_error();
+
+    DeviceBuffer x(in.x, misalign), weight(in.weight, misalign), bias(in.bias, misalign);
+    DeviceBuffer y(c.dtype, n, misalign), mean(NK_F32, rows), rstd(NK_F32, rows);
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w ? weight.data() : nullptr,
+                      b ? bias.data() : nullptr, y.data(), mean.f32(), rstd.f32()),
+              NK_SUCCESS) << nk_last_error();
+    expect_close(y.download().values(), y_ref.values(), y_tol, "y");
+    expect_close(rstd.download().values(), std::vector<double>(rstd_ref.begin(), rstd_ref.end()),
+                 {0, 1e-5}, "save_rstd");
+    if (!c.rms) {
+      // fp32 mean: one rounding of a value near |mean| plus fp32 sums of the shifted row.
+      expect_close(mean.download().values(), std::vector<double>(mean_ref.begin(), mean_ref.end()),
+                   {1e-5, 1e-6}, "save_mean");
+    }
+  }
+
+  // Backward on both backends from the same saved statistics (the CPU forward's).
+  void check_backward(const Inputs& in, int64_t misalign) {
+    const RowCase c = GetParam();
+    const int64_t rows = in.desc.rows, cols = in.desc.cols, n = rows * cols;
+    const void* w = c.affine >= 1 ? in.weight.data() : nullptr;
+    Buffer y(c.dtype, n);
+    std::vector<float> mean(rows), rstd(rows);
+    ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, nullptr, y.data(), mean.data(),
+                      rstd.data()), NK_SUCCESS);
+    Buffer dx_ref(c.dtype, n), dw_ref(c.weight_dtype, cols), db_ref(c.weight_dtype, cols);
+    ASSERT_EQ(backward(cpu_, c.rms, in.desc, in.x.data(), in.dy.data(), w, mean.data(),
+                       rstd.data(), dx_ref.data(), dw_ref.data(), db_ref.data()), NK_SUCCESS)
+        << nk_last_error();
+
+    DeviceBuffer x(in.x, misalign), dy(in.dy, misalign), weight(in.weight, misalign);
+    DeviceBuffer mean_d(Buffer(NK_F32, std::vector<double>(mean.begin(), mean.end())));
+    DeviceBuffer rstd_d(Buffer(NK_F32, std::vector<double>(rstd.begin(), rstd.end())));
+    DeviceBuffer dx(c.dtype, n, misalign), dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w ? weight.data() : nullptr,
+                       mean_d.f32(), rstd_d.f32(), dx.data(), dw.data(), db.data()),
+              NK_SUCCESS) << nk_last_error();
+
+    // Error scales: dx is a difference of terms of size rstd * |dy * w|; a column sum's error
+    // scales with the sum of its terms' magnitudes.
+    const std::vector<double> xv = in.x.values(), dyv = in.dy.values(), wv = in.weight.values();
+    double dx_scale = 0;
+    std::vector<double> col_scale(cols, 0.0);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const double d = dyv[r * cols + j], wj = w ? wv[j] : 1.0;
+        const double xhat = (xv[r * cols + j] - (c.rms ? 0.0 : mean[r])) * rstd[r];
+        dx_scale = std::max(dx_scale, std::abs(d * wj) * rstd[r]);
+        col_scale[j] += std::abs(d) * (1 + std::abs(xhat));
+      }
+    }
+    const Tolerance t = gpu_tolerance(c.dtype);
+    expect_close(dx.download().values(), dx_ref.values(), {t.atol * dx_scale * 4, t.rtol}, "dx");
+    const Tolerance tw = gpu_tolerance(c.weight_dtype);
+    const std::vector<double> dw_gpu = dw.download().values(), dw_cpu = dw_ref.values();
+    const std::vector<double> db_gpu = db.download().values(), db_cpu = db_ref.values();
+    int failures = 0;
+    for (int64_t j = 0; j < cols && failures < 5; ++j) {
+      const double bound_w = 1e-5 * col_scale[j] + tw.rtol * std::abs(dw_cpu[j]);
+      const double bound_b = 1e-5 * col_scale[j] + tw.rtol * std::abs(db_cpu[j]);
+      if (!(std::abs(dw_gpu[j] - dw_cpu[j]) <= bound_w)) {
+        ++failures;
+        ADD_FAILURE() << "dweight[" << j << "] = " << dw_gpu[j] << ", CPU " << dw_cpu[j];
+      }
+      if (!c.rms && !(std::abs(db_gpu[j] - db_cpu[j]) <= bound_b)) {
+        ++failures;
+        ADD_FAILURE() << "dbias[" << j << "] = " << db_gpu[j] << ", CPU " << db_cpu[j];
+      }
+    }
+  }
+};
+
+TEST_P(GpuRowNorm, ForwardMatchesCpu) {
+  for (int64_t cols : widths()) {
+    for (int64_t rows : row_counts(cols)) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      check_forward(make(rows, cols), 0, gpu_tolerance(GetParam().dtype));
+    }
+  }
+}
+
+TEST_P(GpuRowNorm, BackwardMatchesCpu) {
+  for (int64_t cols : widths()) {
+    for (int64_t rows : row_counts(cols)) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      check_backward(make(rows, cols), 0);
+    }
+  }
+}
+
+// One element off 16-byte alignment: every pointer takes the scalar path.
+TEST_P(GpuRowNorm, MisalignedPointersTakeTheScalarPath) {
+  for (int64_t cols : {int64_t{128}, int64_t{1024}, int64_t{4096}, int64_t{20000}}) {
+    SCOPED_TRACE(testing::Message() << "cols=" << cols);
+    const Inputs in = make(5, cols);
+    check_forward(in, 1, gpu_tolerance(GetParam().dtype));
+    check_backward(in, 1);
+  }
+}
+
+// |mean| >> std: mean 1e4, std 1, in fp32 (fp16/bf16 cannot hold 1e4 + N(0,1) finely). The row
+// shift keeps fp32 accuracy.
+class GpuRowNormLargeOffset : public GpuRowNorm {};
+
+TEST_P(GpuRowNormLargeOffset, MatchesCpu) {
+  for (int64_t cols : {int64_t{768}, int64_t{8192}, int64_t{65536}}) {
+    SCOPED_TRACE(testing::Message() << "cols=" << cols);
+    check_forward(make(3, cols, 1e4, 1.0), 0, {1e-4, 1e-5});
+  }
+}
+
+TEST_P(GpuRowNorm, RepeatedCallsAreBitwiseIdentical) {
+  const RowCase c = GetParam();
+  for (int64_t cols : {int64_t{128}, int64_t{4096}, int64_t{65536}}) {
+    const int64_t rows = reduced_gpu_tests() ? 3 : 257, n = rows * cols;
+    const Inputs in = make(rows, cols);
+    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight);
+    DeviceBuffer y1(c.dtype, n), y2(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows);
+    DeviceBuffer dx1(c.dtype, n), dx2(c.dtype, n), dw1(c.weight_dtype, cols), dw2(c.weight_dtype, cols);
+    DeviceBuffer db1(c.weight_dtype, cols), db2(c.weight_dtype, cols);
+    const void* w = c.affine ? weight.data() : nullptr;
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y1.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y2.data(), nullptr, nullptr), NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx1.data(), dw1.data(), db1.data()), NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx2.data(), dw2.data(), db2.data()), NK_SUCCESS);
+    EXPECT_EQ(y1.download().bytes(), y2.download().bytes()) << "cols=" << cols;
+    EXPECT_EQ(dx1.download().bytes(), dx2.download().bytes()) << "cols=" << cols;
+    EXPECT_EQ(dw1.download().bytes(), dw2.download().bytes()) << "cols=" << cols;
+    if (!c.rms) {
+      EXPECT_EQ(db1.download().bytes(), db2.download().bytes()) << "cols=" << cols;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GpuRowNorm, testing::ValuesIn(all_cases()), case_name);
+
+std::vector<RowCase> f32_cases() {
+  std::vector<RowCase> out;
+  for (const RowCase& c : all_cases())
+    if (c.dtype == NK_F32) out.push_back(c);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(F32, GpuRowNormLargeOffset, testing::ValuesIn(f32_cases()), case_name);
+
+#if NORMKIT_TEST_WITH_CUDA
+
+class GpuRowNormWhole : public GpuTest {};
+
+// Forward + backward captured in a CUDA graph (workspace set: no allocation, no sync, no host
+// reads of device memory) and replayed give the eager results bit for bit.
+TEST_F(GpuRowNormWhole, CapturedForwardBackwardReplays) {
+  const int64_t rows = 300, cols = 1024, n = rows * cols;
+  const nk_row_desc d{rows, cols, NK_BF16, NK_F32};
+  DeviceBuffer x(Buffer(NK_BF16, rng_.normal(n))), dy(Buffer(NK_BF16, rng_.normal(n)));
+  DeviceBuffer w(Buffer(NK_F32, rng_.normal(cols))), b(Buffer(NK_F32, rng_.normal(cols)));
+  DeviceBuffer y(NK_BF16, n), mean(NK_F32, rows), rstd(NK_F32, rows), dx(NK_BF16, n);
+  DeviceBuffer dw(NK_F32, cols), db(NK_F32, cols);
+  auto step = [&] {
+    ASSERT_EQ(nk_layer_norm_forward(gpu_, &d, 1e-5, x.data(), w.data(), b.data(), y.data(),
+                                    mean.f32(), rstd.f32()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_layer_norm_backward(gpu_, &d, x.data(), dy.data(), w.data(), mean.f32(),
+                                     rstd.f32(), dx.data(), dw.data(), db.data()),
+              NK_SUCCESS) << nk_last_error();
+  };
+  size_t bytes = 0;
+  ASSERT_EQ(nk_layer_norm_backward_workspace_size(gpu_, &d, &bytes), NK_SUCCESS);
+  void* workspace = nullptr;
+  ASSERT_EQ(cudaMalloc(&workspace, bytes > 0 ? bytes : 256), cudaSuccess);
+  ASSERT_EQ(nk_context_set_workspace(gpu_, workspace, bytes), NK_SUCCESS) << nk_last_error();
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(nk_context_set_stream(gpu_, stream), NK_SUCCESS);
+
+  step();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const Buffer y_eager = y.download(), dx_eager = dx.download(), dw_eager = dw.download();
+  y.poison();
+  dx.poison();
+  dw.poison();
+
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  step();
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  size_t count = 0;
+  ASSERT_EQ(cudaGraphGetNodes(graph, nullptr, &count), cudaSuccess);
+  std::vector<cudaGraphNode_t> nodes(count);
+  ASSERT_EQ(cudaGraphGetNodes(graph, nodes.data(), &count), cudaSuccess);
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    ASSERT_EQ(cudaGraphNodeGetType(node, &type), cudaSuccess);
+    EXPECT_EQ(type, cudaGraphNodeTypeKernel) << "only kernels belong in a captured step";
+  }
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(y.download().bytes(), y_eager.bytes()) << "replay " << replay;
+    EXPECT_EQ(dx.download().bytes(), dx_eager.bytes()) << "replay " << replay;
+    EXPECT_EQ(dw.download().bytes(), dw_eager.bytes()) << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  nk_context_set_stream(gpu_, nullptr);
+  nk_context_set_workspace(gpu_, nullptr, 0);
+  cudaStreamDestroy(stream);
+  cudaFree(workspace);
+}
+
+// More than 2^31 elements (bf16, 4096 columns): rows on both sides of element 2^31 and the last
+// rows are checked against the CPU on those rows. The data repeat with a period that is not a
+// multiple of the row, so a row mapped to the wrong place shows.
+TEST_F(GpuRowNormWhole, MoreThanTwoToThe31Elements) {
+  if (reduced_gpu_tests()) GTEST_SKIP() << "not in the reduced (sanitizer) set";
+  const int64_t cols = 4096, rows = (int64_t{1} << 31) / cols + 5, n = rows * cols;
+  size_t free_bytes = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  if (free_bytes < static_cast<size_t>(n) * 2 * 4 + (size_t{2} << 30)) {
+    GTEST_SKIP() << "needs " << (n * 8 >> 30) << " GiB of free device memory";
+  }
+  const nk_row_desc d{rows, cols, NK_BF16, NK_BF16};
+  const int64_t period = 1000003;
+  const Buffer chunk_x(NK_BF16, rng_.normal(period, 1.0, 2.0)), chunk_dy(NK_BF16, rng_.normal(period));
+  DeviceBuffer x(NK_BF16, n), dy(NK_BF16, n), y(NK_BF16, n), dx(NK_BF16, n);
+  for (int64_t at = 0; at < n; at += period) {
+    const size_t count = static_cast<size_t>(std::min(period, n - at)) * 2;
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, chunk_x.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(dy.data()) + at * 2, chunk_dy.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  const Buffer w_host(NK_BF16, rng_.normal(cols, 1.0, 0.5));
+  DeviceBuffer w(w_host), mean(NK_F32, rows), rstd(NK_F32, rows), dw(NK_BF16, cols);
+  ASSERT_EQ(nk_layer_norm_forward(gpu_, &d, 1e-5, x.data(), w.data(), nullptr, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_layer_norm_backward(gpu_, &d, x.data(), dy.data(), w.data(), mean.f32(), rstd.f32(), dx.data(), dw.data(), nullptr), NK_SUCCESS) << nk_last_error();
+  synchronize();
+  const Buffer mean_all = mean.download(), rstd_all = rstd.download();
+  const int64_t boundary = (int64_t{1} << 31) / cols;
+  for (int64_t r : {int64_t{0}, boundary - 1, boundary, boundary + 1, rows - 1}) {
+    SCOPED_TRACE(testing::Message() << "row " << r);
+    Buffer xr(NK_BF16, cols), dyr(NK_BF16, cols), yr(NK_BF16, cols), dxr(NK_BF16, cols);
+    ASSERT_EQ(cudaMemcpy(xr.data(), static_cast<char*>(x.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dyr.data(), static_cast<char*>(dy.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(yr.data(), static_cast<char*>(y.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dxr.data(), static_cast<char*>(dx.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    const nk_row_desc one{1, cols, NK_BF16, NK_BF16};
+    Buffer y_ref(NK_BF16, cols), dx_ref(NK_BF16, cols);
+    float m = 0, s = 0;
+    ASSERT_EQ(nk_layer_norm_forward(cpu_, &one, 1e-5, xr.data(), w_host.data(), nullptr, y_ref.data(), &m, &s), NK_SUCCESS);
+    expect_close(yr.values(), y_ref.values(), gpu_tolerance(NK_BF16), "y");
+    EXPECT_NEAR(mean_all.get(r), m, 1e-5 * (1 + std::abs(m)));
+    const float gm = static_cast<float>(mean_all.get(r)), gs = static_cast<float>(rstd_all.get(r));
+    ASSERT_EQ(nk_layer_norm_backward(cpu_, &one, xr.data(), dyr.data(), w_host.data(), &gm, &gs, dx_ref.data(), nullptr, nullptr), NK_SUCCESS);
+    expect_close(dxr.values(), dx_ref.values(), {0.05, 2 * gpu_tolerance(NK_BF16).rtol}, "dx");
+  }
+  for (double v : dw.download().values()) ASSERT_TRUE(std::isfinite(v)) << "dweight";
+}
+
+#endif  // NORMKIT_TEST_WITH_CUDA
+
+}  // namespace
+}  // namespace nkt

@@ -1,0 +1,85 @@
+// The device Welford collective's state functions (kernels/common/welford.cuh), run on the CPU:
+// pushes and Chan's merge in fp32 against two-pass fp64 statistics, merge identities, and the
+// stability that E[x^2] - E[x]^2 lacks when |mean| >> std.
+#include <cmath>
+#include <vector>
+
+#include "common/welford.cuh"
+#include "test_support.hpp"
+
+namespace {
+
+using nk::dev::Welford;
+
+struct Exact {
+  double mean, var;
+};
+
+Exact exact(const std::vector<double>& v) {
+  double mean = 0, sq = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  for (double x : v) sq += (x - mean) * (x - mean);
+  return {mean, sq / static_cast<double>(v.size())};
+}
+
+Welford push_all(const std::vector<double>& v, size_t begin, size_t end) {
+  Welford s = nk::dev::welford_empty();
+  for (size_t i = begin; i < end; ++i) s = nk::dev::welford_push(s, static_cast<float>(v[i]));
+  return s;
+}
+
+TEST(WelfordState, MergedPartitionsMatchTwoPassStatistics) {
+  nkt::Random rng;
+  const std::vector<double> v = nkt::rounded(rng.normal(10007, 3.0, 2.0), NK_F32);
+  const Exact e = exact(v);
+  for (size_t parts : {1u, 2u, 7u, 64u, 1000u}) {
+    Welford total = nk::dev::welford_empty();
+    for (size_t p = 0; p < parts; ++p) {
+      total = nk::dev::welford_merge(total, push_all(v, v.size() * p / parts, v.size() * (p + 1) / parts));
+    }
+    EXPECT_EQ(total.count, static_cast<int64_t>(v.size()));
+    EXPECT_NEAR(total.mean, e.mean, 1e-5 * std::abs(e.mean)) << parts << " parts";
+    EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 1e-4 * e.var) << parts << " parts";
+  }
+}
+
+TEST(WelfordState, EmptyIsTheIdentityOfMerge) {
+  const Welford a{5, 2.5f, 10.0f}, empty = nk::dev::welford_empty();
+  const Welford l = nk::dev::welford_merge(empty, a), r = nk::dev::welford_merge(a, empty);
+  EXPECT_EQ(l.count, 5);
+  EXPECT_EQ(l.mean, 2.5f);
+  EXPECT_EQ(l.m2, 10.0f);
+  EXPECT_EQ(r.count, 5);
+  EXPECT_EQ(r.mean, 2.5f);
+  EXPECT_EQ(r.m2, 10.0f);
+  EXPECT_EQ(nk::dev::welford_biased_var(empty), 0.0f);
+}
+
+TEST(WelfordState, MergeOfTwoKnownHalves) {
+  // {1, 3}: mean 2, m2 2; {10, 14}: mean 12, m2 8. All four: mean 7, m2 = 2 + 8 + 10^2 * 2*2/4.
+  const Welford a = push_all({1, 3}, 0, 2), b = push_all({10, 14}, 0, 2);
+  const Welford m = nk::dev::welford_merge(a, b);
+  EXPECT_EQ(m.count, 4);
+  EXPECT_FLOAT_EQ(m.mean, 7.0f);
+  EXPECT_FLOAT_EQ(m.m2, 110.0f);
+}
+
+// Mean 1e4, std 1 in fp32: Welford keeps the variance; the sum-of-squares formula loses it.
+TEST(WelfordState, StableWhereSumOfSquaresCancels) {
+  nkt::Random rng;
+  const std::vector<double> v = nkt::rounded(rng.normal(4096, 1e4, 1.0), NK_F32);
+  const Exact e = exact(v);
+  Welford total = nk::dev::welford_empty();
+  for (size_t p = 0; p < 32; ++p) total = nk::dev::welford_merge(total, push_all(v, p * 128, (p + 1) * 128));
+  EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 2e-2 * e.var);
+  float sum = 0, sum_sq = 0;
+  for (double x : v) {
+    sum += static_cast<float>(x);
+    sum_sq += static_cast<float>(x) * static_cast<float>(x);
+  }
+  const float naive = sum_sq / 4096 - (sum / 4096) * (sum / 4096);
+  EXPECT_GT(std::abs(naive - e.var), 0.5 * e.var) << "the naive formula was expected to fail here";
+}
+
+}  // namespace
