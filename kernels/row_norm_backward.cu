@@ -268,6 +268,9 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
     use(backward_in_registers<T, W, kE, 2>);
   } else if constexpr (kE * 4 <= 16) {  // four packs only where they stay within 16 elements
     use(backward_in_registers<T, W, kE, 4>);
+  } else {
+    fail(NK_ERROR_INTERNAL, "no backward kernel for ", tiling.packs_per_thread, " packs of ", kE,
+         " elements");
   }
 }
 

@@ -47,22 +47,30 @@ void require_eps(double eps, const char* name = "eps") {
   }
 }
 
-// One buffer an op touches: its byte range and whether the op writes it.
+// One buffer an op touches: its byte range, its element size and whether the op writes it.
 struct Buffer {
   const void* ptr;
   int64_t bytes;
   const char* name;
   bool written;
+  int64_t elem_bytes;
 };
 
-// Rejects any overlap between a written buffer and another buffer, except `alias` exactly equal to
-// `onto` (same start, same size), the in-place mode each op documents. The context's workspace,
-// when one is set, counts as written: it must not overlap any argument.
-void check_no_overlap(std::initializer_list<Buffer> args, const Span& workspace, const char* alias,
-                      const char* onto) {
+// Rejects a buffer not aligned to its own elements (a GPU cannot even load from it), and any
+// overlap between a written buffer and another buffer, except `alias` exactly equal to `onto`
+// (same start, same size), the in-place mode each op documents. The context's workspace, when one
+// is set, counts as written: it must not overlap any argument.
+void check_buffers(std::initializer_list<Buffer> args, const Span& workspace, const char* alias,
+                   const char* onto) {
+  for (const Buffer& b : args) {
+    if (b.ptr != nullptr && reinterpret_cast<uintptr_t>(b.ptr) % b.elem_bytes != 0) {
+      fail(NK_ERROR_INVALID_VALUE, b.name, " = ", b.ptr, " is not aligned to its ", b.elem_bytes,
+           "-byte elements");
+    }
+  }
   std::vector<Buffer> buffers(args);
   buffers.push_back(
-      {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true});
+      {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true, 1});
   for (auto a = buffers.begin(); a != buffers.end(); ++a) {
     for (auto b = a + 1; b != buffers.end(); ++b) {
       if (!a->ptr || !b->ptr || (!a->written && !b->written)) continue;
@@ -201,17 +209,17 @@ void validate(const ChannelForwardArgs& a, const Span& workspace) {
          "num_batches_tracked is NULL with params->momentum_mode = NK_MOMENTUM_CUMULATIVE: the "
          "cumulative average needs the count of batches seen");
   }
-  const int64_t act = s.numel() * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.numel() * elem;
   const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
-  check_no_overlap({{a.x, act, "x", false},
-                    {a.weight, per_channel, "weight", false},
-                    {a.bias, per_channel, "bias", false},
-                    {a.running_mean, per_channel, "running_mean", training},
-                    {a.running_var, per_channel, "running_var", training},
-                    {training ? a.num_batches_tracked : nullptr, 8, "num_batches_tracked", true},
-                    {a.y, act, "y", true},
-                    {training ? a.save_mean : nullptr, per_stat, "save_mean", true},
-                    {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true}},
+  check_buffers({{a.x, act, "x", false, elem},
+                 {a.weight, per_channel, "weight", false, 4},
+                 {a.bias, per_channel, "bias", false, 4},
+                 {a.running_mean, per_channel, "running_mean", training, 4},
+                 {a.running_var, per_channel, "running_var", training, 4},
+                 {training ? a.num_batches_tracked : nullptr, 8, "num_batches_tracked", true, 8},
+                 {a.y, act, "y", true, elem},
+                 {training ? a.save_mean : nullptr, per_stat, "save_mean", true, 4},
+                 {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true, 4}},
                    workspace, "y", "x");
 }
 
@@ -236,18 +244,18 @@ void validate(const ChannelBackwardArgs& a, const Span& workspace) {
          " is NULL in NK_INFERENCE: backward with frozen statistics needs the running statistics "
          "the forward used");
   }
-  const int64_t act = s.numel() * static_cast<int64_t>(dtype_size(s.dtype));
+  const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.numel() * elem;
   const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
-  check_no_overlap({{a.x, act, "x", false},
-                    {a.dy, act, "dy", false},
-                    {a.weight, per_channel, "weight", false},
-                    {training ? nullptr : a.running_mean, per_channel, "running_mean", false},
-                    {training ? nullptr : a.running_var, per_channel, "running_var", false},
-                    {training ? a.save_mean : nullptr, per_stat, "save_mean", false},
-                    {training ? a.save_invstd : nullptr, per_stat, "save_invstd", false},
-                    {a.dx, act, "dx", true},
-                    {a.dweight, per_channel, "dweight", true},
-                    {a.dbias, per_channel, "dbias", true}},
+  check_buffers({{a.x, act, "x", false, elem},
+                 {a.dy, act, "dy", false, elem},
+                 {a.weight, per_channel, "weight", false, 4},
+                 {training ? nullptr : a.running_mean, per_channel, "running_mean", false, 4},
+                 {training ? nullptr : a.running_var, per_channel, "running_var", false, 4},
+                 {training ? a.save_mean : nullptr, per_stat, "save_mean", false, 4},
+                 {training ? a.save_invstd : nullptr, per_stat, "save_invstd", false, 4},
+                 {a.dx, act, "dx", true, elem},
+                 {a.dweight, per_channel, "dweight", true, 4},
+                 {a.dbias, per_channel, "dbias", true, 4}},
                    workspace, "dx", "dy");
 }
 
@@ -256,14 +264,15 @@ void validate(const RowForwardArgs& a, const Span& workspace) {
   require_eps(a.eps);
   require_pointer(a.x, "x");
   require_pointer(a.y, "y");
-  const int64_t act = s.rows * s.cols * static_cast<int64_t>(dtype_size(s.dtype));
-  const int64_t param = s.cols * static_cast<int64_t>(dtype_size(s.weight_dtype));
-  check_no_overlap({{a.x, act, "x", false},
-                    {a.weight, param, "weight", false},
-                    {a.bias, param, "bias", false},
-                    {a.y, act, "y", true},
-                    {a.save_mean, s.rows * 4, "save_mean", true},
-                    {a.save_rstd, s.rows * 4, "save_rstd", true}},
+  const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.rows * s.cols * elem;
+  const int64_t param_elem = static_cast<int64_t>(dtype_size(s.weight_dtype));
+  const int64_t param = s.cols * param_elem;
+  check_buffers({{a.x, act, "x", false, elem},
+                 {a.weight, param, "weight", false, param_elem},
+                 {a.bias, param, "bias", false, param_elem},
+                 {a.y, act, "y", true, elem},
+                 {a.save_mean, s.rows * 4, "save_mean", true, 4},
+                 {a.save_rstd, s.rows * 4, "save_rstd", true, 4}},
                    workspace, "y", "x");
 }
 
@@ -280,16 +289,17 @@ void validate(const RowBackwardArgs& a, const Span& workspace) {
     fail(NK_ERROR_INVALID_VALUE, "save_rstd is NULL: ", family,
          " backward needs the rstd saved by the forward");
   }
-  const int64_t act = s.rows * s.cols * static_cast<int64_t>(dtype_size(s.dtype));
-  const int64_t param = s.cols * static_cast<int64_t>(dtype_size(s.weight_dtype));
-  check_no_overlap({{a.x, act, "x", false},
-                    {a.dy, act, "dy", false},
-                    {a.weight, param, "weight", false},
-                    {a.save_mean, s.rows * 4, "save_mean", false},
-                    {a.save_rstd, s.rows * 4, "save_rstd", false},
-                    {a.dx, act, "dx", true},
-                    {a.dweight, param, "dweight", true},
-                    {a.dbias, param, "dbias", true}},
+  const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.rows * s.cols * elem;
+  const int64_t param_elem = static_cast<int64_t>(dtype_size(s.weight_dtype));
+  const int64_t param = s.cols * param_elem;
+  check_buffers({{a.x, act, "x", false, elem},
+                 {a.dy, act, "dy", false, elem},
+                 {a.weight, param, "weight", false, param_elem},
+                 {a.save_mean, s.rows * 4, "save_mean", false, 4},
+                 {a.save_rstd, s.rows * 4, "save_rstd", false, 4},
+                 {a.dx, act, "dx", true, elem},
+                 {a.dweight, param, "dweight", true, param_elem},
+                 {a.dbias, param, "dbias", true, param_elem}},
                    workspace, "dx", "dy");
 }
 

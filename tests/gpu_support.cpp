@@ -57,9 +57,11 @@ DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
   return *this;
 }
 
+// Setup is synchronous: kernels on a non-blocking stream must never race with it.
 void DeviceBuffer::upload(const Buffer& host) {
   expect_cuda(cudaMemcpy(data_, host.data(), host.bytes().size(), cudaMemcpyHostToDevice),
               "cudaMemcpy to device");
+  expect_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 Buffer DeviceBuffer::download() const {
@@ -73,6 +75,7 @@ Buffer DeviceBuffer::download() const {
 void DeviceBuffer::poison() {
   expect_cuda(cudaMemset(data_, 0xFF, static_cast<size_t>(count_) * elem_size(dtype_)),
               "cudaMemset");
+  expect_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
 void GpuTest::SetUp() {

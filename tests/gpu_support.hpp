@@ -13,6 +13,7 @@
 namespace nkt {
 
 // Device memory holding `count` elements of `dtype`; poisoned (all bytes 0xFF: NaN) on creation.
+// Uploads and poisoning complete before they return.
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;

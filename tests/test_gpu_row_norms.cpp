@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if NORMKIT_TEST_WITH_CUDA
@@ -46,7 +47,11 @@ std::vector<RowCase> all_cases() {
 
 std::vector<int64_t> widths() {
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 65536};
-  return {1, 3, 17, 127, 128, 768, 1000, 1024, 4096, 8192, 12288, 65536, 131072};
+  // The issue's widths, plus ones that reach every kernel instantiation: 256 and 512 (two and four
+  // packs per lane in a warp), 2048 (eight), 8200 and 16384 (block per row at the register
+  // limits), 16392 (just past them: generic).
+  return {1,    3,    17,   127,  128,  256,   512,   768,   1000,  1024,  2048,
+          4096, 8192, 8200, 12288, 16384, 16392, 65536, 131072};
 }
 
 // One row, an odd count, and many rows (up to 2^21 elements in all).
@@ -75,6 +80,11 @@ nk_status backward(nk_context ctx, bool rms, const nk_row_desc& d, const void* x
              : nk_layer_norm_backward(ctx, &d, x, dy, w, mean, rstd, dx, dw, db);
 }
 
+// Elements by which each device pointer is moved off 16-byte alignment (0: aligned).
+struct Misalign {
+  int64_t x = 0, y = 0, weight = 0, bias = 0, dy = 0, dx = 0;
+};
+
 class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
  protected:
   // Host inputs of one case.
@@ -91,8 +101,8 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
                   Buffer(c.weight_dtype, rng_.normal(cols))};
   }
 
-  // Forward on both backends; `misalign` offsets every device pointer by that many elements.
-  void check_forward(const Inputs& in, int64_t misalign, Tolerance y_tol) {
+  // Forward on both backends.
+  void check_forward(const Inputs& in, const Misalign& m, Tolerance y_tol) {
     const RowCase c = GetParam();
     const int64_t rows = in.desc.rows, n = rows * in.desc.cols;
     const void* w = c.affine >= 1 ? in.weight.data() : nullptr;
@@ -102,8 +112,8 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
     ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, b, y_ref.data(),
                       mean_ref.data(), rstd_ref.data()), NK_SUCCESS) << nk_last_error();
 
-    DeviceBuffer x(in.x, misalign), weight(in.weight, misalign), bias(in.bias, misalign);
-    DeviceBuffer y(c.dtype, n, misalign), mean(NK_F32, rows), rstd(NK_F32, rows);
+    DeviceBuffer x(in.x, m.x), weight(in.weight, m.weight), bias(in.bias, m.bias);
+    DeviceBuffer y(c.dtype, n, m.y), mean(NK_F32, rows), rstd(NK_F32, rows);
     ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w ? weight.data() : nullptr,
                       b ? bias.data() : nullptr, y.data(), mean.f32(), rstd.f32()),
               NK_SUCCESS) << nk_last_error();
@@ -118,7 +128,7 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
   }
 
   // Backward on both backends from the same saved statistics (the CPU forward's).
-  void check_backward(const Inputs& in, int64_t misalign) {
+  void check_backward(const Inputs& in, const Misalign& m) {
     const RowCase c = GetParam();
     const int64_t rows = in.desc.rows, cols = in.desc.cols, n = rows * cols;
     const void* w = c.affine >= 1 ? in.weight.data() : nullptr;
@@ -131,10 +141,10 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
                        rstd.data(), dx_ref.data(), dw_ref.data(), db_ref.data()), NK_SUCCESS)
         << nk_last_error();
 
-    DeviceBuffer x(in.x, misalign), dy(in.dy, misalign), weight(in.weight, misalign);
+    DeviceBuffer x(in.x, m.x), dy(in.dy, m.dy), weight(in.weight, m.weight);
     DeviceBuffer mean_d(Buffer(NK_F32, std::vector<double>(mean.begin(), mean.end())));
     DeviceBuffer rstd_d(Buffer(NK_F32, std::vector<double>(rstd.begin(), rstd.end())));
-    DeviceBuffer dx(c.dtype, n, misalign), dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
+    DeviceBuffer dx(c.dtype, n, m.dx), dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
     ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w ? weight.data() : nullptr,
                        mean_d.f32(), rstd_d.f32(), dx.data(), dw.data(), db.data()),
               NK_SUCCESS) << nk_last_error();
@@ -177,7 +187,7 @@ TEST_P(GpuRowNorm, ForwardMatchesCpu) {
   for (int64_t cols : widths()) {
     for (int64_t rows : row_counts(cols)) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
-      check_forward(make(rows, cols), 0, gpu_tolerance(GetParam().dtype));
+      check_forward(make(rows, cols), {}, gpu_tolerance(GetParam().dtype));
     }
   }
 }
@@ -186,18 +196,87 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
   for (int64_t cols : widths()) {
     for (int64_t rows : row_counts(cols)) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
-      check_backward(make(rows, cols), 0);
+      check_backward(make(rows, cols), {});
     }
   }
 }
 
-// One element off 16-byte alignment: every pointer takes the scalar path.
-TEST_P(GpuRowNorm, MisalignedPointersTakeTheScalarPath) {
+// One pointer at a time one element off 16-byte alignment: each must send the call to the
+// single-element path on its own.
+TEST_P(GpuRowNorm, EachMisalignedPointerTakesTheScalarPath) {
   for (int64_t cols : {int64_t{128}, int64_t{1024}, int64_t{4096}, int64_t{20000}}) {
-    SCOPED_TRACE(testing::Message() << "cols=" << cols);
     const Inputs in = make(5, cols);
-    check_forward(in, 1, gpu_tolerance(GetParam().dtype));
-    check_backward(in, 1);
+    for (int which = 0; which < 6; ++which) {
+      Misalign m;
+      int64_t* fields[] = {&m.x, &m.y, &m.weight, &m.bias, &m.dy, &m.dx};
+      *fields[which] = 1;
+      SCOPED_TRACE(testing::Message() << "cols=" << cols << " misaligned pointer #" << which);
+      if (which <= 3) check_forward(in, m, gpu_tolerance(GetParam().dtype));
+      if (which != 1 && which != 3) check_backward(in, m);
+    }
+  }
+}
+
+// More rows than the persistent grid holds at once, so blocks loop and reuse shared memory:
+// lane groups (128 columns) and a block per row (4096).
+TEST_P(GpuRowNorm, ManyRowsPerBlock) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{40000, 128}, {2500, 4096}}) {
+    SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+    const Inputs in = make(rows, cols);
+    check_forward(in, {}, gpu_tolerance(GetParam().dtype));
+    check_backward(in, {});
+  }
+}
+
+// y == x and dx == dy give the same bytes as separate buffers, on every path.
+TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
+  const RowCase c = GetParam();
+  for (int64_t cols : {int64_t{128}, int64_t{4096}, int64_t{65536}}) {
+    SCOPED_TRACE(testing::Message() << "cols=" << cols);
+    const int64_t rows = 9, n = rows * cols;
+    const Inputs in = make(rows, cols);
+    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight), bias(in.bias);
+    DeviceBuffer y(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows), dx(c.dtype, n);
+    const void* w = c.affine ? weight.data() : nullptr;
+    const void* b = c.affine >= 2 ? bias.data() : nullptr;
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, b, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
+    DeviceBuffer inplace(in.x);
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, inplace.data(), w, b, inplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    EXPECT_EQ(inplace.download().bytes(), y.download().bytes()) << "forward with y == x";
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx.data(), nullptr, nullptr), NK_SUCCESS);
+    DeviceBuffer dinplace(in.dy);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dinplace.data(), w, mean.f32(), rstd.f32(), dinplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    EXPECT_EQ(dinplace.download().bytes(), dx.download().bytes()) << "backward with dx == dy";
+  }
+}
+
+// Each gradient output alone (and none) writes only itself, with the bytes of the full call.
+TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
+  const RowCase c = GetParam();
+  for (int64_t cols : {int64_t{256}, int64_t{8192}, int64_t{65536}}) {
+    SCOPED_TRACE(testing::Message() << "cols=" << cols);
+    const int64_t rows = 33, n = rows * cols;
+    const Inputs in = make(rows, cols);
+    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight), y(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows);
+    const void* w = c.affine ? weight.data() : nullptr;
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
+    DeviceBuffer dx_all(c.dtype, n), dw_all(c.weight_dtype, cols), db_all(c.weight_dtype, cols);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx_all.data(), dw_all.data(), db_all.data()), NK_SUCCESS);
+    const Buffer dx_ref = dx_all.download(), dw_ref = dw_all.download(), db_ref = db_all.download();
+    for (int mask = 0; mask < 8; ++mask) {
+      if (c.rms && (mask & 4)) continue;  // RMS norm has no dbias
+      SCOPED_TRACE(testing::Message() << "outputs mask " << mask);
+      DeviceBuffer dx(c.dtype, n), dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
+      const Buffer poisoned_dx = dx.download(), poisoned_dw = dw.download();
+      ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                         mask & 1 ? dx.data() : nullptr, mask & 2 ? dw.data() : nullptr,
+                         mask & 4 ? db.data() : nullptr), NK_SUCCESS) << nk_last_error();
+      EXPECT_EQ(dx.download().bytes(), (mask & 1 ? dx_ref : poisoned_dx).bytes());
+      EXPECT_EQ(dw.download().bytes(), (mask & 2 ? dw_ref : poisoned_dw).bytes());
+      if (!c.rms) {
+        EXPECT_EQ(db.download().bytes(), (mask & 4 ? db_ref : poisoned_dw).bytes());
+      }
+    }
   }
 }
 
@@ -208,7 +287,7 @@ class GpuRowNormLargeOffset : public GpuRowNorm {};
 TEST_P(GpuRowNormLargeOffset, MatchesCpu) {
   for (int64_t cols : {int64_t{768}, int64_t{8192}, int64_t{65536}}) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols);
-    check_forward(make(3, cols, 1e4, 1.0), 0, {1e-4, 1e-5});
+    check_forward(make(3, cols, 1e4, 1.0), {}, {1e-4, 1e-5});
   }
 }
 
@@ -277,9 +356,11 @@ TEST_F(GpuRowNormWhole, CapturedForwardBackwardReplays) {
   step();
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const Buffer y_eager = y.download(), dx_eager = dx.download(), dw_eager = dw.download();
+  const Buffer db_eager = db.download();
   y.poison();
   dx.poison();
   dw.poison();
+  db.poison();
 
   cudaGraph_t graph;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
@@ -302,6 +383,7 @@ TEST_F(GpuRowNormWhole, CapturedForwardBackwardReplays) {
     EXPECT_EQ(y.download().bytes(), y_eager.bytes()) << "replay " << replay;
     EXPECT_EQ(dx.download().bytes(), dx_eager.bytes()) << "replay " << replay;
     EXPECT_EQ(dw.download().bytes(), dw_eager.bytes()) << "replay " << replay;
+    EXPECT_EQ(db.download().bytes(), db_eager.bytes()) << "replay " << replay;
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);

@@ -390,6 +390,22 @@ TEST_P(ValidationEveryOp, InPlaceWithOffsetRejected) {
          {Named(InName(), Arena(0)), "overlaps", Named(OutName(), Arena(1))});
 }
 
+// One byte off: not even the element is aligned (a GPU could not load it).
+TEST_P(ValidationEveryOp, InputNotAlignedToItsElements) {
+  In() = static_cast<const char*>(In()) + 1;
+  Reject(NK_ERROR_INVALID_VALUE, {std::string(InName()) + " = ", "is not aligned to its"});
+}
+
+TEST_P(ValidationEveryOp, OutputNotAlignedToItsElements) {
+  Out() = static_cast<char*>(Out()) + 1;
+  Reject(NK_ERROR_INVALID_VALUE, {std::string(OutName()) + " = ", "is not aligned to its"});
+}
+
+TEST_P(ValidationEveryOp, SavedStatisticNotAlignedToItsElements) {
+  a_.save_stat = reinterpret_cast<float*>(reinterpret_cast<char*>(a_.save_stat) + 2);
+  Reject(NK_ERROR_INVALID_VALUE, {"is not aligned to its 4-byte elements"});
+}
+
 TEST_P(ValidationEveryOp, OutputOverlapsWeight) {
   Out() = Arena(0);
   a_.weight = Arena(5);

@@ -16,14 +16,18 @@
  *    per-channel parameters of batch, instance and group norm are fp32. Layer/RMS norm parameters
  *    are fp32 or the dtype of x. All accumulation is fp32 or wider (fp64 on the CPU backend).
  *  - Pointers are device pointers on a CUDA context and host pointers on a CPU context.
+ *  - Every pointer must be aligned to its element size (NK_ERROR_INVALID_VALUE otherwise); any
+ *    further alignment is optional (16-byte aligned buffers take the faster vector path on GPUs).
  *  - Aliasing: the forward ops may run in place (y == x exactly) and the backward ops may write dx
  *    over dy (dx == dy exactly). Any other overlap between a written buffer and any other buffer is
  *    rejected with NK_ERROR_INVALID_VALUE.
+ *  - eps is a double; the CUDA backend adds it in fp32 (as PyTorch's kernels do).
  *  - A context is used by one thread at a time; different contexts are independent.
  *
  * Errors every op can return, in addition to those listed per function:
  *   NK_ERROR_INVALID_VALUE  ctx, a descriptor, a parameter block or a required pointer is NULL;
- *                           an enum holds an unknown value; eps is negative or not finite.
+ *                           an enum holds an unknown value; eps is negative or not finite; a
+ *                           pointer is not aligned to its element size.
  *   NK_ERROR_BAD_SHAPE      a dimension is < 1, or an element count overflows int64.
  *   NK_ERROR_WORKSPACE      a workspace is set on ctx and is smaller than the op's size query.
  *   NK_ERROR_OUT_OF_MEMORY  no workspace is set and the op could not allocate its scratch memory.
