@@ -6,15 +6,55 @@
 //  3. What goes wrong without the switch: normalizing a batch of one with its own statistics
 //     erases exactly what distinguishes the image; and for a 2-D input normkit refuses outright.
 //
-// Uses the GPU when one is present and the CUDA backend implements batch norm, otherwise the CPU
-// backend, and says which.
+// Uses the GPU when one is present, otherwise the CPU backend, and says which.
+#include <normkit/normkit.hpp>
+
 #include <cmath>
 #include <cstdio>
-#include <normkit/normkit.hpp>
 #include <random>
+#include <utility>
 #include <vector>
 
+#if NORMKIT_DEMO_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 namespace {
+
+// Values the context can use: host memory on the CPU backend, a device copy on the GPU.
+template <class T>
+class Array {
+ public:
+  Array(std::vector<T> values, bool on_gpu) : host_(std::move(values)), on_gpu_(on_gpu) {
+#if NORMKIT_DEMO_WITH_CUDA
+    if (on_gpu_) {
+      cudaMalloc(reinterpret_cast<void**>(&device_), host_.size() * sizeof(T));
+      cudaMemcpy(device_, host_.data(), host_.size() * sizeof(T), cudaMemcpyHostToDevice);
+    }
+#endif
+  }
+  ~Array() {
+#if NORMKIT_DEMO_WITH_CUDA
+    if (device_) cudaFree(device_);
+#endif
+  }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+
+  T* data() { return on_gpu_ ? device_ : host_.data(); }
+  // The current values, copied back from the GPU when there.
+  const std::vector<T>& values() {
+#if NORMKIT_DEMO_WITH_CUDA
+    if (on_gpu_) cudaMemcpy(host_.data(), device_, host_.size() * sizeof(T), cudaMemcpyDeviceToHost);
+#endif
+    return host_;
+  }
+
+ private:
+  std::vector<T> host_;
+  bool on_gpu_;
+  T* device_ = nullptr;
+};
 
 constexpr int kChannels = 3;
 const double kTrueMean[kChannels] = {5.0, -2.0, 10.0};
@@ -40,22 +80,12 @@ double channel_mean(const std::vector<float>& y, int c, int s) {
   return std::fabs(mean) < 0.005 ? 0.0 : mean;  // print rounding noise as 0.00, not -0.00
 }
 
-// A CUDA context if a GPU is there and batch norm runs on it; the CPU backend otherwise.
-nk::Context choose_backend() {
+// A CUDA context if a GPU is there; the CPU backend otherwise.
+nk::Context choose_backend(bool& on_gpu) {
+  on_gpu = false;
   try {
     nk::Context gpu = nk::Context::cuda(0);
-    std::vector<float> probe(4, 1.0f), out(4);
-    try {
-      // Host pointers are never dereferenced by an op that is not implemented.
-      nk::batch_norm_forward(gpu, nk::Shape{2, 1, 2}, nk_norm_params_default(), probe.data(),
-                             nullptr, nullptr, nullptr, nullptr, nullptr, out.data(), nullptr,
-                             nullptr);
-    } catch (const nk::Error& e) {
-      if (e.status() == NK_ERROR_NOT_SUPPORTED) {
-        std::printf("GPU found, but %s\n=> running on the CPU backend.\n\n", e.what());
-        return nk::Context::cpu();
-      }
-    }
+    on_gpu = true;
     std::printf("Running on the GPU (CUDA backend).\n\n");
     return gpu;
   } catch (const nk::Error& e) {
@@ -68,62 +98,70 @@ nk::Context choose_backend() {
 
 int main() {
   try {
-    nk::Context ctx = choose_backend();
+    bool gpu = false;
+    nk::Context ctx = choose_backend(gpu);
     std::mt19937 rng(2026);
     const int batch = 32, spatial = 16;  // 32 images of 4x4 pixels
+    const size_t batch_elems = static_cast<size_t>(batch) * kChannels * spatial;
+    const size_t image_elems = static_cast<size_t>(kChannels) * spatial;
 
-    std::vector<float> weight(kChannels, 1.0f), bias(kChannels, 0.0f);
-    std::vector<float> running_mean(kChannels, 0.0f), running_var(kChannels, 1.0f);
-    int64_t batches_seen = 0;
+    Array<float> weight(std::vector<float>(kChannels, 1.0f), gpu);
+    Array<float> bias(std::vector<float>(kChannels, 0.0f), gpu);
+    Array<float> running_mean(std::vector<float>(kChannels, 0.0f), gpu);
+    Array<float> running_var(std::vector<float>(kChannels, 1.0f), gpu);
+    Array<int64_t> batches_seen(std::vector<int64_t>(1, 0), gpu);
+    Array<float> y(std::vector<float>(batch_elems), gpu);
     nk_norm_params train = nk_norm_params_default();  // PyTorch: eps 1e-5, momentum 0.1
-    std::vector<float> y(static_cast<size_t>(batch) * kChannels * spatial);
-    std::vector<float> save_mean(kChannels), save_invstd(kChannels);
 
     std::printf("1. Training: running statistics approach the population's\n");
     std::printf("   true mean %6.2f %6.2f %6.2f   true var %6.2f %6.2f %6.2f\n", kTrueMean[0],
                 kTrueMean[1], kTrueMean[2], kTrueStd[0] * kTrueStd[0], kTrueStd[1] * kTrueStd[1],
                 kTrueStd[2] * kTrueStd[2]);
     for (int step = 1; step <= 60; ++step) {
-      const std::vector<float> x = make_batch(rng, batch, spatial);
+      Array<float> x(make_batch(rng, batch, spatial), gpu);
       nk::batch_norm_forward(ctx, nk::Shape{batch, kChannels, spatial}, train, x.data(),
                              weight.data(), bias.data(), running_mean.data(), running_var.data(),
-                             &batches_seen, y.data(), save_mean.data(), save_invstd.data());
+                             batches_seen.data(), y.data(), nullptr, nullptr);
       if (step == 1 || step == 5 || step % 20 == 0) {
+        const std::vector<float>& m = running_mean.values();
+        const std::vector<float>& v = running_var.values();
         std::printf("   step %2d:  mean %6.2f %6.2f %6.2f        var %6.2f %6.2f %6.2f\n", step,
-                    running_mean[0], running_mean[1], running_mean[2], running_var[0],
-                    running_var[1], running_var[2]);
+                    m[0], m[1], m[2], v[0], v[1], v[2]);
       }
     }
-    std::printf("   num_batches_tracked = %lld\n\n", static_cast<long long>(batches_seen));
+    std::printf("   num_batches_tracked = %lld\n\n",
+                static_cast<long long>(batches_seen.values()[0]));
 
     // Two single images: one typical, one brighter by two standard deviations in every channel.
-    const std::vector<float> typical = make_batch(rng, 1, spatial, 0.0);
-    const std::vector<float> bright = make_batch(rng, 1, spatial, 2.0);
+    Array<float> typical(make_batch(rng, 1, spatial, 0.0), gpu);
+    Array<float> bright(make_batch(rng, 1, spatial, 2.0), gpu);
     const nk::Shape one{1, kChannels, spatial};
-    std::vector<float> out(static_cast<size_t>(kChannels) * spatial);
+    Array<float> out(std::vector<float>(image_elems), gpu);
+    auto report = [&](const char* label) {
+      const std::vector<float>& o = out.values();
+      std::printf("   %-8s image: mean of normalized channels %6.2f %6.2f %6.2f\n", label,
+                  channel_mean(o, 0, spatial), channel_mean(o, 1, spatial),
+                  channel_mean(o, 2, spatial));
+    };
 
     std::printf("2. Inference (NK_INFERENCE, frozen running statistics), one image at a time:\n");
     nk_norm_params infer = train;
     infer.phase = NK_INFERENCE;
-    for (const auto* image : {&typical, &bright}) {
+    for (auto [image, label] : {std::pair{&typical, "typical"}, std::pair{&bright, "bright"}}) {
       nk::batch_norm_forward(ctx, one, infer, image->data(), weight.data(), bias.data(),
                              running_mean.data(), running_var.data(), nullptr, out.data(), nullptr,
                              nullptr);
-      std::printf("   %-8s image: mean of normalized channels %6.2f %6.2f %6.2f\n",
-                  image == &typical ? "typical" : "bright", channel_mean(out, 0, spatial),
-                  channel_mean(out, 1, spatial), channel_mean(out, 2, spatial));
+      report(label);
     }
     std::printf("   The bright image stands out by about +2, as it should.\n\n");
 
     std::printf(
         "3. The mismatch: the same single images normalized with their own (batch)\n"
         "   statistics, as a model left in training mode would do:\n");
-    for (const auto* image : {&typical, &bright}) {
+    for (auto [image, label] : {std::pair{&typical, "typical"}, std::pair{&bright, "bright"}}) {
       nk::batch_norm_forward(ctx, one, train, image->data(), weight.data(), bias.data(), nullptr,
                              nullptr, nullptr, out.data(), nullptr, nullptr);
-      std::printf("   %-8s image: mean of normalized channels %6.2f %6.2f %6.2f\n",
-                  image == &typical ? "typical" : "bright", channel_mean(out, 0, spatial),
-                  channel_mean(out, 1, spatial), channel_mean(out, 2, spatial));
+      report(label);
     }
     std::printf(
         "   Both come out at 0: the batch statistics erased what made the bright image\n"
@@ -132,17 +170,18 @@ int main() {
     std::printf(
         "4. A batch of one 2-D sample (N=1, S=1) in training has one value per channel;\n"
         "   normkit refuses it instead of returning zeros:\n");
-    std::vector<float> sample = {5.0f, -2.0f, 10.0f}, sample_out(3);
+    Array<float> sample(std::vector<float>{5.0f, -2.0f, 10.0f}, gpu);
+    Array<float> sample_out(std::vector<float>(3), gpu);
     try {
       nk::batch_norm_forward(ctx, nk::Shape{1, kChannels, 1}, train, sample.data(), nullptr,
-                             nullptr, running_mean.data(), running_var.data(), &batches_seen,
-                             sample_out.data(), nullptr, nullptr);
+                             nullptr, running_mean.data(), running_var.data(),
+                             batches_seen.data(), sample_out.data(), nullptr, nullptr);
       std::printf("   unexpectedly accepted\n");
       return 1;
     } catch (const nk::Error& e) {
       std::printf("   %s: %s\n", nk_status_name(e.status()), e.what());
       std::printf("   (and running statistics untouched: num_batches_tracked is still %lld)\n",
-                  static_cast<long long>(batches_seen));
+                  static_cast<long long>(batches_seen.values()[0]));
     }
     return 0;
   } catch (const nk::Error& e) {

@@ -8,11 +8,12 @@ generator="Unix Makefiles"
 command -v ninja >/dev/null && generator=Ninja
 cmake -S . -B build-gpu -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DNORMKIT_SANITIZE=OFF -DNORMKIT_BUILD_TESTS=ON \
-  -DNORMKIT_BUILD_BENCHMARKS=ON -DNORMKIT_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build build-gpu -j "$(nproc)" --target normkit_tests normkit_row_norm_bandwidth
+  -DNORMKIT_BUILD_BENCHMARKS=ON -DNORMKIT_BUILD_EXAMPLES=ON >/dev/null
+cmake --build build-gpu -j "$(nproc)" --target normkit_tests normkit_rough_bandwidth normkit_demo
 rm -rf .gpu-bundle && mkdir .gpu-bundle
-cp build-gpu/tests/normkit_tests build-gpu/bench/normkit_row_norm_bandwidth .gpu-bundle/
-cp -P build-gpu/libnormkit.so* .gpu-bundle/
+cp build-gpu/tests/normkit_tests build-gpu/bench/normkit_rough_bandwidth build-gpu/examples/normkit_demo \
+  .gpu-bundle/
+cp build-gpu/libnormkit.so.0 .gpu-bundle/  # the real file under its SONAME: no links to carry
 {
   git rev-parse HEAD
   git status --porcelain | grep -q . && echo "(with uncommitted changes)" || true

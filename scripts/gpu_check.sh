@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run on the GPU machine, from the repository root, with .gpu-bundle/ (scripts/gpu_bundle.sh)
 # carried along:   scripts/gpu_check.sh [all|tests|sanitizers|bandwidth]   (default all)
-#  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part)
+#  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part),
+#                then the demo
 #  - sanitizers: compute-sanitizer memcheck, racecheck, initcheck and synccheck, concurrently, on
 #                the GPU tests with the reduced shape set (NORMKIT_GPU_TESTS=reduced)
 #  - bandwidth:  the rough bandwidth probe
@@ -45,6 +46,9 @@ if [ "$phase" = all ] || [ "$phase" = tests ]; then
     rm "$f"
   done
   summary+=("| GPU tests | $passed passed, $failed failed, $skipped skipped |")
+  echo "==== demo ====" >> "$out/gpu_tests.log"
+  "$bundle/normkit_demo" >> "$out/gpu_tests.log" 2>&1
+  summary+=("| demo on the GPU | rc=$? (end of gpu_tests.log) |")
   grep '^\[  FAILED  \] .*(' "$out/gpu_tests.log" | head -20
 fi
 
@@ -65,7 +69,7 @@ if [ "$phase" = all ] || [ "$phase" = sanitizers ]; then
 fi
 
 if [ "$phase" = all ] || [ "$phase" = bandwidth ]; then
-  "$bundle/normkit_row_norm_bandwidth" > "$out/bandwidth.txt" 2>&1
+  "$bundle/normkit_rough_bandwidth" > "$out/bandwidth.txt" 2>&1
   summary+=("| bandwidth probe | rc=$? (bandwidth.txt) |")
 fi
 

@@ -1,7 +1,7 @@
 // The CUDA backend where a CUDA device is present: context creation selects the device, streams
-// and workspaces are accepted, and the ops whose kernels are not written yet (batch, instance and
-// group norm) refuse with NK_ERROR_NOT_SUPPORTED naming the op, writing nothing. Layer and RMS norm
-// are tested in test_gpu_row_norms.cpp. Skipped, with the reason, elsewhere.
+// are accepted, and a workspace smaller than an op's query refuses before any kernel runs. The ops
+// themselves are tested in test_gpu_row_norms.cpp and test_gpu_channel_norms.cpp. Skipped, with
+// the reason, elsewhere.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,24 +38,24 @@ TEST_F(CudaBackend, DeviceOutOfRangeIsRejected) {
   EXPECT_EQ(other, nullptr);
 }
 
-// Ops without kernels name themselves. Host pointers are fine here: nothing is dereferenced.
-TEST_F(CudaBackend, ChannelNormsAreNotSupportedYet) {
-  const nk_act_desc desc{2, 3, 4, NK_NCHW, NK_F32};
+// A channel norm with a workspace smaller than its query refuses before any kernel runs (so host
+// buffers are safe to pass: nothing is launched).
+TEST_F(CudaBackend, ChannelNormWorkspaceTooSmall) {
+  const nk_act_desc desc{4, 8, 16, NK_NHWC, NK_F32};
   const nk_norm_params p = nk_norm_params_default();
-  std::vector<float> x(24, 1.0f), y(24, -7.0f), stats(6, -7.0f);
-  EXPECT_EQ(nk_batch_norm_forward(ctx_, &desc, &p, x.data(), nullptr, nullptr, nullptr, nullptr,
+  size_t bytes = 0;
+  ASSERT_EQ(nk_batch_norm_forward_workspace_size(ctx_, &desc, &p, &bytes), NK_SUCCESS)
+      << nk_last_error();
+  ASSERT_GT(bytes, 256u);
+  ASSERT_EQ(nk_context_set_workspace(ctx_, reinterpret_cast<void*>(uintptr_t{1} << 40), 256),
+            NK_SUCCESS);
+  std::vector<float> x(512, 1.0f), y(512, -7.0f), rm(8, 0.5f), rv(8, 2.0f);
+  EXPECT_EQ(nk_batch_norm_forward(ctx_, &desc, &p, x.data(), nullptr, nullptr, rm.data(), rv.data(),
                                   nullptr, y.data(), nullptr, nullptr),
-            NK_ERROR_NOT_SUPPORTED);
-  EXPECT_NE(std::string(nk_last_error()).find("batch norm forward"), std::string::npos);
-  EXPECT_EQ(nk_group_norm_backward(ctx_, &desc, 3, x.data(), x.data(), nullptr, stats.data(),
-                                   stats.data(), y.data(), nullptr, nullptr),
-            NK_ERROR_NOT_SUPPORTED);
-  EXPECT_NE(std::string(nk_last_error()).find("group norm backward"), std::string::npos);
-  size_t bytes = 123;
-  EXPECT_EQ(nk_instance_norm_forward_workspace_size(ctx_, &desc, &p, &bytes),
-            NK_ERROR_NOT_SUPPORTED);
-  EXPECT_EQ(bytes, 123u);
+            NK_ERROR_WORKSPACE);
+  EXPECT_NE(std::string(nk_last_error()).find("workspace has 256 bytes"), std::string::npos);
   for (float v : y) EXPECT_EQ(v, -7.0f);
+  for (float v : rm) EXPECT_EQ(v, 0.5f);
 }
 
 // A workspace smaller than the query refuses before any kernel runs.

@@ -1,7 +1,9 @@
-// Sums of floats across aligned lane groups, warps and blocks. Float addition is commutative, so
-// the xor butterfly gives every lane of a group the same bits; block sums read the warp partials in
-// a fixed order. Used where a row sits in registers and the exact two-pass statistics (mean, then
-// centred sum of squares) replace Welford.
+// Reductions across aligned lane groups, warps and blocks: float sums (addition is commutative, so
+// the xor butterfly gives every lane of a group the same bits; used where a row sits in registers
+// and the exact two-pass statistics replace Welford), and merges of any state with an associative
+// merge (Welford, pairs of sums), which always combine the lower-indexed partial first so every
+// thread holding a result holds the same bits. Block results read the warp partials in a fixed
+// order: no atomics, runs repeat bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,6 +51,39 @@ __device__ __forceinline__ Floats<N> block_sum(Floats<N> a, float* scratch) {
 template <int N>
 __device__ __forceinline__ Floats<N> row_sum(Floats<N> a, int threads_per_row, float* scratch) {
   return threads_per_row <= 32 ? group_sum<N>(a, threads_per_row) : block_sum<N>(a, scratch);
+}
+
+__device__ __forceinline__ float2 shfl_xor(float2 v, int mask, int width) {
+  return make_float2(__shfl_xor_sync(0xffffffffu, v.x, mask, width),
+                     __shfl_xor_sync(0xffffffffu, v.y, mask, width));
+}
+
+// Merges a state over aligned groups of `width` lanes (a power of two <= 32) with
+// merge(lower, higher); every lane of a group ends with the group's total. All 32 lanes call it.
+// State needs an overload of shfl_xor.
+template <class State, class Merge>
+__device__ __forceinline__ State warp_merge(State s, int lane, int width, Merge merge) {
+  for (int offset = width / 2; offset > 0; offset /= 2) {
+    const State other = shfl_xor(s, offset, width);
+    s = (lane & offset) ? merge(other, s) : merge(s, other);
+  }
+  return s;
+}
+
+// Merges a state over the whole block (blockDim.x * blockDim.y threads, a multiple of 32, linear
+// thread order x-fastest); every thread gets the total. `scratch` holds 32 states in shared memory
+// and may be reused once the call returns.
+template <class State, class Merge>
+__device__ __forceinline__ State block_merge(State s, State* scratch, State identity, Merge merge) {
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int lane = tid % 32, warp = tid / 32, warps = blockDim.x * blockDim.y / 32;
+  s = warp_merge(s, lane, 32, merge);
+  if (lane == 0) scratch[warp] = s;
+  __syncthreads();
+  State total = identity;
+  for (int w = 0; w < warps; ++w) total = merge(total, scratch[w]);
+  __syncthreads();
+  return total;
 }
 
 }  // namespace nk::dev

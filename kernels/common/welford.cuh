@@ -1,6 +1,6 @@
 // The Welford collective, normkit's one way to compute a mean and a variance: a state (count,
 // mean, m2 = sum of squared deviations), a push of one value, Chan's merge of two states, and its
-// warp and block reductions. Merges always combine the lower-indexed partial first, so every thread
+// warp and block reductions (reduce.cuh's warp_merge and block_merge with WelfordMerge). Merges always combine the lower-indexed partial first, so every thread
 // that ends up holding a result holds the same bits and repeated runs agree bit for bit (no
 // floating-point atomics anywhere). The state functions are __host__ __device__ so that they are
 // unit-tested on the CPU.
@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #ifdef __CUDACC__
+#include "reduce.cuh"
 #define NK_HOST_DEVICE __host__ __device__ __forceinline__
 #else
 #define NK_HOST_DEVICE inline
@@ -58,27 +59,16 @@ __device__ __forceinline__ Welford shfl_xor(Welford s, int mask, int width) {
   return o;
 }
 
-// Reduces over aligned groups of `width` lanes (a power of two <= 32); every lane of a group ends
-// with the group's total. All 32 lanes of the warp must call it.
-__device__ __forceinline__ Welford warp_reduce(Welford s, int lane, int width) {
-  for (int offset = width / 2; offset > 0; offset /= 2) {
-    const Welford other = shfl_xor(s, offset, width);
-    s = (lane & offset) ? welford_merge(other, s) : welford_merge(s, other);
+struct WelfordMerge {
+  __device__ __forceinline__ Welford operator()(Welford a, Welford b) const {
+    return welford_merge(a, b);
   }
-  return s;
-}
+};
 
-// Reduces over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the
-// total. `scratch` holds 32 states in shared memory; it may be reused after the call returns.
+// Reduces over the whole block (see block_merge in reduce.cuh); every thread gets the total.
+// `scratch` holds 32 states in shared memory; it may be reused after the call returns.
 __device__ __forceinline__ Welford block_reduce(Welford s, Welford* scratch) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  s = warp_reduce(s, lane, 32);
-  if (lane == 0) scratch[warp] = s;
-  __syncthreads();
-  Welford total = welford_empty();
-  for (int w = 0; w < warps; ++w) total = welford_merge(total, scratch[w]);  // fixed order
-  __syncthreads();
-  return total;
+  return block_merge(s, scratch, welford_empty(), WelfordMerge{});
 }
 
 #endif  // __CUDACC__

@@ -1,24 +1,20 @@
 // The CUDA backend's ops: select the context's device, find device scratch (the caller's
 // workspace, or a stream-ordered allocation freed on the same stream), and enqueue the kernels on
 // the context's stream. Nothing here synchronizes or reads device memory, so calls can be captured
-// in a CUDA graph once a workspace is set. Batch, instance and group norm have no kernels yet and
-// refuse with NK_ERROR_NOT_SUPPORTED, naming the op.
+// in a CUDA graph once a workspace is set. In a build without CUDA every op refuses with
+// NK_ERROR_NOT_SUPPORTED (unreachable: no CUDA context can be created there).
 #include "../backend.hpp"
 #include "../error.hpp"
 
 #if NORMKIT_WITH_CUDA
 #include <cuda_runtime_api.h>
 
+#include "channel_norm.hpp"
 #include "row_norm.hpp"
 #endif
 
 namespace nk::cuda {
 namespace {
-
-[[noreturn]] void no_kernels(const char* family, const char* direction) {
-  fail(NK_ERROR_NOT_SUPPORTED, "the CUDA backend has no kernels for ", family, " ", direction,
-       " yet; run it on a CPU context (NK_BACKEND_CPU)");
-}
 
 #if NORMKIT_WITH_CUDA
 
@@ -91,21 +87,22 @@ void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel 
 
 }  // namespace
 
-size_t workspace_size(const nk_context_s&, const ChannelForwardArgs& a) {
-  no_kernels(family_name(a.shape.kind), "forward");
-}
-size_t workspace_size(const nk_context_s&, const ChannelBackwardArgs& a) {
-  no_kernels(family_name(a.shape.kind), "backward");
-}
-void run(const nk_context_s&, const ChannelForwardArgs& a) {
-  no_kernels(family_name(a.shape.kind), "forward");
-}
-void run(const nk_context_s&, const ChannelBackwardArgs& a) {
-  no_kernels(family_name(a.shape.kind), "backward");
-}
-
 #if NORMKIT_WITH_CUDA
 
+size_t workspace_size(const nk_context_s& ctx, const ChannelForwardArgs& a) {
+  DeviceGuard device(ctx.device);
+  return channel_norm_forward_workspace_size(a, ctx.sm_count);
+}
+size_t workspace_size(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
+  DeviceGuard device(ctx.device);
+  return channel_norm_backward_workspace_size(a, ctx.sm_count);
+}
+void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
+  run_with_scratch(ctx, a, channel_norm_forward_workspace_size, channel_norm_forward);
+}
+void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
+  run_with_scratch(ctx, a, channel_norm_backward_workspace_size, channel_norm_backward);
+}
 size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a) {
   DeviceGuard device(ctx.device);
   return row_norm_forward_workspace_size(a, ctx.sm_count);
@@ -123,6 +120,19 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a) {
 
 #else
 
+[[noreturn]] void no_kernels(const char* family, const char* direction) {
+  fail(NK_ERROR_NOT_SUPPORTED, "this build of normkit has no CUDA kernels for ", family, " ",
+       direction);
+}
+
+size_t workspace_size(const nk_context_s&, const ChannelForwardArgs& a) {
+  no_kernels(family_name(a.shape.kind), "forward");
+}
+size_t workspace_size(const nk_context_s&, const ChannelBackwardArgs& a) {
+  no_kernels(family_name(a.shape.kind), "backward");
+}
+void run(const nk_context_s&, const ChannelForwardArgs& a) { no_kernels(family_name(a.shape.kind), "forward"); }
+void run(const nk_context_s&, const ChannelBackwardArgs& a) { no_kernels(family_name(a.shape.kind), "backward"); }
 size_t workspace_size(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
 size_t workspace_size(const nk_context_s&, const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
 void run(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }

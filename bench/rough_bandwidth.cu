@@ -1,9 +1,10 @@
 // A first, rough bandwidth probe (the full benchmark suite against cuDNN and PyTorch is separate):
-// bf16 layer norm forward and backward at D = 1024 and 8192 on 256 MiB of x, timed with CUDA
-// events (median of 20 after 5 warm-ups), against the device-to-device copy bandwidth measured in
-// the same run (a 16-byte vectorized copy kernel and cudaMemcpy, 1 GiB each way). Bytes counted
-// are the minimum the op must move: forward reads x and writes y; backward reads x and dy and
-// writes dx.
+// bf16 layer norm forward and backward at D = 1024 and 8192 on 256 MiB of x, and bf16 batch norm
+// training forward and backward on ResNet-like shapes (C = 64, 56 x 56, N = 32, which fits in L2,
+// and N = 256, which does not), NCHW and NHWC. Timed with CUDA events (median of 20 after 5
+// warm-ups) against the device-to-device copy bandwidth measured in the same run (a 16-byte
+// vectorized copy kernel and cudaMemcpy, 1 GiB each way). Bytes counted are the minimum the op
+// must move: forward reads x and writes y; backward reads x and dy and writes dx.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <normkit/normkit.h>
@@ -89,7 +90,8 @@ int main() {
     std::printf("%s\n", nk_last_error());
     return 1;
   }
-  std::printf("%-9s %6s %8s %10s %9s %8s\n", "op", "D", "rows", "time_us", "GB/s", "of_copy");
+  std::printf("%-11s %6s %8s %10s %9s %8s   (D, rows for ln; C, N for bn)\n", "op", "D|C", "rows|N",
+              "time_us", "GB/s", "of_copy");
   for (int64_t cols : {int64_t{1024}, int64_t{8192}}) {
     const int64_t rows = (int64_t{256} << 20) / (cols * 2), n = rows * cols;
     const nk_row_desc d{rows, cols, NK_BF16, NK_BF16};
@@ -121,10 +123,54 @@ int main() {
     if (st != NK_SUCCESS) std::printf("backward: %s\n", nk_last_error());
     CHECK(cudaDeviceSynchronize());
     const double fwd_gbs = 2.0 * n * 2 / fwd / 1e6, bwd_gbs = 3.0 * n * 2 / bwd / 1e6;
-    std::printf("%-9s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_fwd", (long long)cols, (long long)rows, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
-    std::printf("%-9s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_bwd", (long long)cols, (long long)rows, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
+    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_fwd", (long long)cols, (long long)rows, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
+    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_bwd", (long long)cols, (long long)rows, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
     nk_context_set_workspace(ctx, nullptr, 0);
     for (void* p : {(void*)x, (void*)y, (void*)dy, (void*)dx, (void*)w, (void*)b, (void*)dw, (void*)db, (void*)mean, (void*)rstd, ws}) CHECK(cudaFree(p));
+  }
+  for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
+    for (int64_t batch : {int64_t{32}, int64_t{256}}) {
+      const int64_t channels = 64, spatial = 56 * 56, n = batch * channels * spatial;
+      const nk_act_desc d{batch, channels, spatial, layout, NK_BF16};
+      const nk_norm_params p = nk_norm_params_default();
+      __nv_bfloat16 *x, *y, *dy, *dx;
+      float *rm, *rv, *mean, *invstd, *dw, *db;
+      int64_t* tracked;
+      CHECK(cudaMalloc(&x, n * 2));
+      CHECK(cudaMalloc(&y, n * 2));
+      CHECK(cudaMalloc(&dy, n * 2));
+      CHECK(cudaMalloc(&dx, n * 2));
+      for (float** q : {&rm, &rv, &mean, &invstd, &dw, &db}) CHECK(cudaMalloc(q, channels * 4));
+      CHECK(cudaMalloc(&tracked, 8));
+      CHECK(cudaMemset(rm, 0, channels * 4));
+      CHECK(cudaMemset(rv, 0, channels * 4));
+      CHECK(cudaMemset(tracked, 0, 8));
+      fill<<<1024, 256>>>(x, n, 5u);
+      fill<<<1024, 256>>>(dy, n, 6u);
+      size_t fwd_ws = 0, bwd_ws = 0;
+      nk_batch_norm_forward_workspace_size(ctx, &d, &p, &fwd_ws);
+      nk_batch_norm_backward_workspace_size(ctx, &d, &p, &bwd_ws);
+      void* ws = nullptr;
+      CHECK(cudaMalloc(&ws, std::max(fwd_ws, bwd_ws) + 256));
+      nk_context_set_workspace(ctx, ws, std::max(fwd_ws, bwd_ws));
+      nk_status st = NK_SUCCESS;
+      const float fwd = median_ms([&] {
+        st = nk_batch_norm_forward(ctx, &d, &p, x, nullptr, nullptr, rm, rv, tracked, y, mean, invstd);
+      });
+      if (st != NK_SUCCESS) std::printf("forward: %s\n", nk_last_error());
+      const float bwd = median_ms([&] {
+        st = nk_batch_norm_backward(ctx, &d, &p, x, dy, nullptr, nullptr, nullptr, mean, invstd, dx, dw, db);
+      });
+      if (st != NK_SUCCESS) std::printf("backward: %s\n", nk_last_error());
+      CHECK(cudaDeviceSynchronize());
+      const double fwd_gbs = 2.0 * n * 2 / fwd / 1e6, bwd_gbs = 3.0 * n * 2 / bwd / 1e6;
+      const char* tag = layout == NK_NCHW ? "nchw" : "nhwc";
+      std::printf("bn_fwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels, (long long)batch, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
+      std::printf("bn_bwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels, (long long)batch, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
+      nk_context_set_workspace(ctx, nullptr, 0);
+      for (void* q : {(void*)x, (void*)y, (void*)dy, (void*)dx, (void*)rm, (void*)rv, (void*)mean,
+                      (void*)invstd, (void*)dw, (void*)db, (void*)tracked, ws}) CHECK(cudaFree(q));
+    }
   }
   nk_context_destroy(ctx);
   return 0;

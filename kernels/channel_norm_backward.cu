@@ -1,0 +1,245 @@
+// Batch, instance and group norm backward on the GPU.
+//
+// With g = dy * weight_c and x-hat = (x - mean_k) * invstd_k (saved statistics in training, the
+// running ones in inference), every quantity needs only per-(n, c) sums of dy and dy * x-hat:
+//   dbias_c = sum dy,  dweight_c = sum dy * x-hat            (over n and s)
+//   sum_g_k = sum over (n, c) in k of weight_c * sum dy,  sum_gx_k likewise with dy * x-hat
+//   training:  dx = weight_c * invstd_k * dy - c1_k - (x - mean_k) * c2_k,
+//              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
+//   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
+// So: (1) per-(n, c) partial sums (channel_norm_partials.cuh), (2) one block that adds them in a
+// fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference without dweight/dbias
+// is the elementwise launch alone. No atomics: results repeat bit for bit.
+#include <cstdint>
+
+#include "channel_norm.hpp"
+#include "channel_norm_partials.cuh"
+#include "common/check.cuh"
+#include "common/device_types.cuh"
+
+namespace nk::cuda {
+namespace {
+
+// The statistics x-hat is taken with: per statistic (training) or per channel (inference).
+struct XhatStats {
+  bool training;
+  const float* mean;  // save_mean, or running_mean
+  const float* scale;  // save_invstd, or running_var (inverted here)
+  float eps;
+  ChannelNorm kind;
+  int64_t channels, groups;
+
+  __device__ float2 at(int64_t n, int64_t c) const {  // (mean, invstd)
+    if (!training) return make_float2(mean[c], rsqrtf(scale[c] + eps));
+    const int64_t k = stat_index(kind, n, c, channels, groups);
+    return make_float2(mean[k], scale[k]);
+  }
+};
+
+struct GradOp {
+  using State = float2;  // (sum dy, sum dy * x-hat)
+  static constexpr bool kReadsDy = true;
+  XhatStats stats;
+
+  struct Local {
+    float mean, invstd;
+    __device__ void push(State& s, float x, float dy) const {
+      s.x += dy;
+      s.y += dy * ((x - mean) * invstd);
+    }
+  };
+  __device__ Local local(int64_t n, int64_t c) const {
+    const float2 m = stats.at(n, c);
+    return Local{m.x, m.y};
+  }
+  __device__ State identity() const { return make_float2(0.0f, 0.0f); }
+  __device__ State merge(State a, State b) const { return make_float2(a.x + b.x, a.y + b.y); }
+};
+
+struct FinalizeParams {
+  const float2* partials;
+  ChannelPlan plan;
+  XhatStats stats;
+  const float* weight;
+  float* dweight;
+  float* dbias;
+  float* c1;  // training with dx: per statistic
+  float* c2;
+};
+
+// One block: dweight/dbias per channel, then c1/c2 per statistic, each summed in a fixed order.
+__global__ void __launch_bounds__(1024) finalize_backward(FinalizeParams p) {
+  const ChannelPlan& plan = p.plan;
+  auto sum_of = [&](int64_t n, int64_t c) {
+    float2 t = make_float2(0.0f, 0.0f);
+    for (int64_t k = 0; k < plan.chunks; ++k) {
+      const float2 v = p.partials[plan.partial_index(n, c, k)];
+      t.x += v.x;
+      t.y += v.y;
+    }
+    return t;
+  };
+  if (p.dweight || p.dbias) {
+    for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
+      float2 t = make_float2(0.0f, 0.0f);
+      for (int64_t n = 0; n < plan.n; ++n) {
+        const float2 v = sum_of(n, c);
+        t.x += v.x;
+        t.y += v.y;
+      }
+      if (p.dbias) p.dbias[c] = t.x;
+      if (p.dweight) p.dweight[c] = t.y;
+    }
+  }
+  if (p.c1 == nullptr) return;
+  const ChannelNorm kind = p.stats.kind;
+  const int64_t groups = p.stats.groups, per_group = plan.c / groups;
+  const int64_t stats = kind == ChannelNorm::kBatch ? plan.c
+                        : kind == ChannelNorm::kInstance ? plan.n * plan.c
+                                                         : plan.n * groups;
+  const float count = static_cast<float>(kind == ChannelNorm::kBatch      ? plan.n * plan.s
+                                         : kind == ChannelNorm::kInstance ? plan.s
+                                                                          : per_group * plan.s);
+  for (int64_t k = threadIdx.x; k < stats; k += blockDim.x) {
+    // The (n, c) members of statistic k.
+    int64_t n_lo, n_hi, c_lo, c_hi;
+    if (kind == ChannelNorm::kBatch) {
+      n_lo = 0, n_hi = plan.n, c_lo = k, c_hi = k + 1;
+    } else if (kind == ChannelNorm::kInstance) {
+      n_lo = k / plan.c, n_hi = n_lo + 1, c_lo = k % plan.c, c_hi = c_lo + 1;
+    } else {
+      n_lo = k / groups, n_hi = n_lo + 1, c_lo = k % groups * per_group, c_hi = c_lo + per_group;
+    }
+    float sum_g = 0.0f, sum_gx = 0.0f;
+    for (int64_t n = n_lo; n < n_hi; ++n) {
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        const float w = p.weight ? p.weight[c] : 1.0f;
+        const float2 v = sum_of(n, c);
+        sum_g += w * v.x;
+        sum_gx += w * v.y;
+      }
+    }
+    const float invstd = p.stats.scale[k];
+    p.c1[k] = invstd * sum_g / count;
+    p.c2[k] = invstd * invstd * sum_gx / count;
+  }
+}
+
+template <class T>
+struct DxParams {
+  const T* x;
+  const T* dy;
+  T* dx;
+  ChannelPlan plan;
+  XhatStats stats;
+  const float* weight;
+  const float* c1;
+  const float* c2;
+};
+
+// dx for every element, a pack per iteration of a persistent grid-stride loop.
+template <class T, int E>
+__global__ void __launch_bounds__(256) apply_backward(DxParams<T> p) {
+  const ChannelPlan& plan = p.plan;
+  const int64_t packs = plan.n * plan.c * plan.s / E;
+  for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
+       pack += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t e = pack * E;
+    int64_t n, c0;
+    if (plan.rows_layout) {
+      const int64_t row = e / plan.s;
+      n = row / plan.c;
+      c0 = row % plan.c;
+    } else {
+      n = e / (plan.s * plan.c);
+      c0 = e % plan.c;
+    }
+    float xv[E], dv[E];
+    dev::load_floats<T, E>(p.x + e, xv);
+    dev::load_floats<T, E>(p.dy + e, dv);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const int64_t c = plan.rows_layout ? c0 : c0 + i;
+      const float w = p.weight ? p.weight[c] : 1.0f;
+      const float2 m = p.stats.at(n, c);
+      if (p.stats.training) {
+        const int64_t k = stat_index(p.stats.kind, n, c, plan.c, p.stats.groups);
+        dv[i] = w * m.y * dv[i] - p.c1[k] - (xv[i] - m.x) * p.c2[k];
+      } else {
+        dv[i] = dv[i] * w * m.y;
+      }
+    }
+    dev::store_floats<T, E>(p.dx + e, dv);
+  }
+}
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Workspace: the partial sums, then c1 and c2 per statistic, each 256-byte aligned.
+struct Layout {
+  size_t partials, coefficients, total;
+};
+
+Layout layout_of(const ChannelPlan& plan, int64_t num_stats) {
+  const size_t partials = align256(static_cast<size_t>(plan.partials()) * sizeof(float2));
+  const size_t coefficients = align256(static_cast<size_t>(num_stats) * sizeof(float));
+  return Layout{partials, coefficients, partials + 2 * coefficients};
+}
+
+template <class T>
+void backward(const ChannelBackwardArgs& a, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  const bool training = a.phase == NK_TRAINING;
+  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const XhatStats stats{training, training ? a.save_mean : a.running_mean,
+                        training ? a.save_invstd : a.running_var, static_cast<float>(a.eps),
+                        s.kind, s.c, s.groups};
+  const Layout lay = layout_of(plan, s.num_stats());
+  auto* base = static_cast<unsigned char*>(l.workspace);
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  const bool want_coefficients = training && a.dx != nullptr;
+  float* c1 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials) : nullptr;
+  float* c2 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials + lay.coefficients) : nullptr;
+  if (want_params || want_coefficients) {
+    auto* partials = reinterpret_cast<float2*>(base);
+    launch_partials(GradOp{stats}, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
+                    l.sm_count, partials, stream);
+    dev::check_cuda(cudaGetLastError(), "channel norm gradient sums launch");
+    finalize_backward<<<1, 1024, 0, stream>>>(
+        FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, c1, c2});
+    dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
+  }
+  if (a.dx == nullptr) return;
+  const DxParams<T> p{static_cast<const T*>(a.x), static_cast<const T*>(a.dy),
+                      static_cast<T*>(a.dx), plan, stats, a.weight, c1, c2};
+  const int64_t packs = s.numel() / plan.pack_elems;
+  const int64_t cap = int64_t{l.sm_count} * 8;
+  const unsigned grid = static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  if (plan.pack_elems == 1) {
+    apply_backward<T, 1><<<grid, 256, 0, stream>>>(p);
+  } else {
+    apply_backward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+  }
+  dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
+}
+
+}  // namespace
+
+size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm_count) {
+  size_t bytes = 0;
+  const int elem = static_cast<int>(dtype_size(a.shape.dtype));
+  for (bool vector_access : {true, false}) {
+    const size_t need =
+        layout_of(plan_channel_norm(a.shape, elem, vector_access, sm_count), a.shape.num_stats()).total;
+    if (need > bytes) bytes = need;
+  }
+  return bytes;
+}
+
+void channel_norm_backward(const ChannelBackwardArgs& a, const Launch& l) {
+  dispatch_dtype(a.shape.dtype, [&](auto t) { backward<dev::device_t<decltype(t)>>(a, l); });
+}
+
+}  // namespace nk::cuda

@@ -1,0 +1,264 @@
+// Batch, instance and group norm forward on the GPU.
+//
+// Training, three launches on the context's stream and nothing on the host:
+//  1. partials: per-(n, c) Welford states of x - shift over S (channel_norm_partials.cuh), where
+//     shift is the first element of the statistic the (n, c) belongs to: x - shift stays small when
+//     |mean| >> std, so fp32 keeps the variance (and later y) accurate;
+//  2. finalize, one block: merges the partials of each statistic in a fixed order, writes the
+//     statistics (and save_mean/save_invstd), and updates running_mean/running_var and
+//     num_batches_tracked in the same kernel (momentum, or the cumulative average from the device
+//     counter), so no extra launch and no host round trip;
+//  3. apply: y = ((x - shift) - centre) * invstd * weight + bias, elementwise, 16-byte packs.
+// x is read twice (1 and 3); when it fits in L2 the second read mostly hits it. A fused persistent
+// kernel that keeps x on chip is the tuning step this design leaves room for.
+// Inference is one elementwise launch: y = (x - running_mean) * scale + bias with the
+// per-channel scale = weight / sqrt(running_var + eps) (subtracting first keeps large offsets
+// accurate).
+#include <cstdint>
+
+#include "channel_norm.hpp"
+#include "channel_norm_partials.cuh"
+#include "common/check.cuh"
+#include "common/device_types.cuh"
+#include "common/welford.cuh"
+
+namespace nk::cuda {
+namespace {
+
+// Index of element (n, c, s) in the plan's layout (channels layout covers NCHW with S == 1 too).
+__device__ __forceinline__ int64_t element_index(const ChannelPlan& p, int64_t n, int64_t c, int64_t s) {
+  return p.rows_layout ? (n * p.c + c) * p.s + s : (n * p.s + s) * p.c + c;
+}
+
+// The first element of statistic (n, c)'s set: (n or 0, first channel of c's group or c, s = 0).
+__device__ __forceinline__ int64_t first_of_stat(const ChannelPlan& p, ChannelNorm kind,
+                                                 int64_t groups, int64_t n, int64_t c) {
+  const int64_t c0 = kind == ChannelNorm::kGroup ? c / (p.c / groups) * (p.c / groups) : c;
+  return element_index(p, kind == ChannelNorm::kBatch ? 0 : n, c0, 0);
+}
+
+template <class T>
+struct StatsOp {
+  using State = dev::Welford;
+  static constexpr bool kReadsDy = false;
+  const T* x;
+  ChannelPlan plan;
+  ChannelNorm kind;
+  int64_t groups;
+
+  struct Local {
+    float shift;
+    __device__ void push(State& s, float v, float) const { s = dev::welford_push(s, v - shift); }
+  };
+  __device__ Local local(int64_t n, int64_t c) const {
+    return Local{dev::to_float(x[first_of_stat(plan, kind, groups, n, c)])};
+  }
+  __device__ State identity() const { return dev::welford_empty(); }
+  __device__ State merge(State a, State b) const { return dev::welford_merge(a, b); }
+};
+
+// Statistics of the batch: shift, centre (the mean of x - shift) and invstd per statistic.
+struct StatArrays {
+  float* shift;
+  float* centre;
+  float* invstd;
+};
+
+template <class T>
+struct FinalizeParams {
+  const dev::Welford* partials;
+  const T* x;
+  ChannelPlan plan;
+  ChannelNorm kind;
+  int64_t groups;
+  float eps;
+  float momentum;
+  bool cumulative;
+  bool unbiased;
+  float* running_mean;
+  float* running_var;
+  int64_t* num_batches_tracked;
+  StatArrays stats;
+  float* save_mean;
+  float* save_invstd;
+};
+
+// One block merges every statistic's partials in a fixed order and updates the running buffers.
+template <class T>
+__global__ void __launch_bounds__(1024) finalize_forward(FinalizeParams<T> p) {
+  const ChannelPlan& plan = p.plan;
+  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
+  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  // Writes statistic k from its merged state; returns (mean, variance for the running average).
+  auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
+    const float shift = dev::to_float(p.x[first]);
+    const float var = dev::welford_biased_var(t), invstd = rsqrtf(var + p.eps);
+    p.stats.shift[k] = shift;
+    p.stats.centre[k] = t.mean;
+    p.stats.invstd[k] = invstd;
+    if (p.save_mean) p.save_mean[k] = shift + t.mean;
+    if (p.save_invstd) p.save_invstd[k] = invstd;
+    const float n = static_cast<float>(t.count);
+    return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
+  };
+  if (p.kind == ChannelNorm::kGroup) {
+    const int64_t per_group = plan.c / p.groups;
+    for (int64_t u = threadIdx.x; u < plan.n * p.groups; u += blockDim.x) {
+      const int64_t n = u / p.groups, c0 = u % p.groups * per_group;
+      dev::Welford t = dev::welford_empty();
+      for (int64_t c = c0; c < c0 + per_group; ++c)
+        for (int64_t k = 0; k < plan.chunks; ++k) t = dev::welford_merge(t, p.partials[plan.partial_index(n, c, k)]);
+      write(u, t, first_of_stat(plan, p.kind, p.groups, n, c0));
+    }
+  } else {
+    // Batch norm: one statistic per channel over all n. Instance norm: one per (n, c); the running
+    // statistics take their mean over n, as PyTorch does.
+    const bool batch = p.kind == ChannelNorm::kBatch;
+    const int64_t instances = batch ? 1 : plan.n;
+    for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
+      float run_mean = 0.0f, run_var = 0.0f;
+      for (int64_t i = 0; i < instances; ++i) {
+        dev::Welford t = dev::welford_empty();
+        for (int64_t n = batch ? 0 : i; n < (batch ? plan.n : i + 1); ++n)
+          for (int64_t k = 0; k < plan.chunks; ++k) t = dev::welford_merge(t, p.partials[plan.partial_index(n, c, k)]);
+        const float2 mv = write(batch ? c : i * plan.c + c, t, first_of_stat(plan, p.kind, p.groups, i, c));
+        run_mean += mv.x;
+        run_var += mv.y;
+      }
+      if (p.running_mean) {
+        const float inv = 1.0f / static_cast<float>(instances);
+        p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * run_mean * inv;
+        p.running_var[c] = (1.0f - m) * p.running_var[c] + m * run_var * inv;
+      }
+    }
+  }
+  if (p.num_batches_tracked) {
+    __syncthreads();  // every thread has read the old count
+    if (threadIdx.x == 0) *p.num_batches_tracked = tracked + 1;
+  }
+}
+
+template <class T>
+struct ApplyParams {
+  const T* x;
+  T* y;
+  ChannelPlan plan;
+  ChannelNorm kind;
+  int64_t groups;
+  bool training;
+  StatArrays stats;           // training
+  const float* running_mean;  // inference
+  const float* running_var;   // inference
+  float eps;
+  const float* weight;
+  const float* bias;
+};
+
+// y for every element, a pack per iteration of a persistent grid-stride loop.
+template <class T, int E>
+__global__ void __launch_bounds__(256) apply_forward(ApplyParams<T> p) {
+  const ChannelPlan& plan = p.plan;
+  const int64_t packs = plan.n * plan.c * plan.s / E;
+  for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
+       pack += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t e = pack * E;
+    int64_t n, c0;
+    if (plan.rows_layout) {  // the pack lies in one (n, c) row
+      const int64_t row = e / plan.s;
+      n = row / plan.c;
+      c0 = row % plan.c;
+    } else {  // the pack covers channels c0 .. c0 + E - 1 of one (n, s)
+      n = e / (plan.s * plan.c);
+      c0 = e % plan.c;
+    }
+    float v[E];
+    dev::load_floats<T, E>(p.x + e, v);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const int64_t c = plan.rows_layout ? c0 : c0 + i;
+      const float w = p.weight ? p.weight[c] : 1.0f, b = p.bias ? p.bias[c] : 0.0f;
+      if (p.training) {
+        const int64_t k = stat_index(p.kind, n, c, plan.c, p.groups);
+        v[i] = ((v[i] - p.stats.shift[k]) - p.stats.centre[k]) * (p.stats.invstd[k] * w) + b;
+      } else {
+        v[i] = (v[i] - p.running_mean[c]) * (w * rsqrtf(p.running_var[c] + p.eps)) + b;
+      }
+    }
+    dev::store_floats<T, E>(p.y + e, v);
+  }
+}
+
+// Workspace: the partials, then shift, centre and invstd per statistic, each 256-byte aligned.
+struct Layout {
+  size_t partials, stats, total;
+};
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+Layout layout_of(const ChannelPlan& plan, int64_t num_stats, bool training) {
+  if (!training) return Layout{0, 0, 0};
+  const size_t partials = align256(static_cast<size_t>(plan.partials()) * sizeof(dev::Welford));
+  const size_t stats = align256(static_cast<size_t>(num_stats) * sizeof(float));
+  return Layout{partials, stats, partials + 3 * stats};
+}
+
+template <class T>
+void forward(const ChannelForwardArgs& a, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  const bool training = a.params.phase == NK_TRAINING;
+  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const Layout lay = layout_of(plan, s.num_stats(), training);
+  auto* base = static_cast<unsigned char*>(l.workspace);
+  StatArrays stats{};
+  if (training) {
+    auto* partials = reinterpret_cast<dev::Welford*>(base);
+    stats = StatArrays{reinterpret_cast<float*>(base + lay.partials),
+                       reinterpret_cast<float*>(base + lay.partials + lay.stats),
+                       reinterpret_cast<float*>(base + lay.partials + 2 * lay.stats)};
+    const T* x = static_cast<const T*>(a.x);
+    launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
+                    l.sm_count, partials, stream);
+    dev::check_cuda(cudaGetLastError(), "channel norm statistics launch");
+    const FinalizeParams<T> f{partials, x, plan, s.kind, s.groups, static_cast<float>(a.params.eps),
+                              static_cast<float>(a.params.momentum),
+                              a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
+                              a.params.running_var == NK_RUNNING_VAR_UNBIASED, a.running_mean,
+                              a.running_var, a.num_batches_tracked, stats, a.save_mean,
+                              a.save_invstd};
+    finalize_forward<T><<<1, 1024, 0, stream>>>(f);
+    dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
+  }
+  const ApplyParams<T> p{static_cast<const T*>(a.x), static_cast<T*>(a.y), plan, s.kind, s.groups,
+                         training, stats, a.running_mean, a.running_var,
+                         static_cast<float>(a.params.eps), a.weight, a.bias};
+  const int64_t packs = s.numel() / plan.pack_elems;
+  const int64_t cap = int64_t{l.sm_count} * 8;
+  const unsigned grid = static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  if (plan.pack_elems == 1) {
+    apply_forward<T, 1><<<grid, 256, 0, stream>>>(p);
+  } else {
+    apply_forward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+  }
+  dev::check_cuda(cudaGetLastError(), "channel norm apply launch");
+}
+
+}  // namespace
+
+size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_count) {
+  size_t bytes = 0;
+  const int elem = static_cast<int>(dtype_size(a.shape.dtype));
+  for (bool vector_access : {true, false}) {
+    const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access, sm_count);
+    const size_t need = layout_of(plan, a.shape.num_stats(), a.params.phase == NK_TRAINING).total;
+    if (need > bytes) bytes = need;
+  }
+  return bytes;
+}
+
+void channel_norm_forward(const ChannelForwardArgs& a, const Launch& l) {
+  dispatch_dtype(a.shape.dtype, [&](auto t) { forward<dev::device_t<decltype(t)>>(a, l); });
+}
+
+}  // namespace nk::cuda

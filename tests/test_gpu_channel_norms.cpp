@@ -1,0 +1,386 @@
+// Batch, instance and group norm on the CUDA backend, checked against the CPU backend on fresh
+// random data: every family x dtype x layout x affine option, both phases, running statistics
+// over several steps (momentum, cumulative average, Keras convention) with num_batches_tracked,
+// shapes that reach every reduction path (a warp per row, rows split into chunks, channels split
+// into chunks, S == 1, C == 1, N == 1, odd sizes, ResNet- and diffusion-like), large-offset data,
+// misaligned pointers, bitwise determinism, a training step captured in a CUDA graph, and more than
+// 2^31 elements. Device outputs are poisoned before every call and every element is compared.
+// Skipped, with the reason, without a CUDA device.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if NORMKIT_TEST_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+#include "channel_ops.hpp"
+#include "gpu_support.hpp"
+#include "test_support.hpp"
+
+namespace nkt {
+namespace {
+
+struct Case {
+  Family family;
+  nk_dtype dtype;
+  nk_layout layout;
+  bool affine;
+};
+
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  const Case& c = info.param;
+  return std::string(name(c.family)) + "_" + name(c.dtype) + (c.layout == NK_NCHW ? "_nchw" : "_nhwc") +
+         (c.affine ? "_affine" : "_plain");
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> out;
+  for (Family f : {Family::kBatch, Family::kInstance, Family::kGroup})
+    for (nk_dtype t : {NK_F32, NK_F16, NK_BF16})
+      for (nk_layout l : {NK_NCHW, NK_NHWC})
+        for (bool affine : {false, true}) out.push_back({f, t, l, affine});
+  return out;
+}
+
+// (n, c, s, groups): degenerate dims, odd sizes, and what each reduction path needs.
+std::vector<ChannelCase> shapes(const Case& k) {
+  struct S { int64_t n, c, s, g; };
+  const std::vector<S> list =
+      reduced_gpu_tests()
+          ? std::vector<S>{{2, 3, 5, 1}, {4, 16, 49, 4}, {2, 8, 10000, 2}, {3, 40, 1, 8}}
+          : std::vector<S>{{2, 3, 5, 1},         {1, 1, 2, 1},          {5, 1, 1, 1},
+                           {3, 7, 1, 7},         {1, 6, 13, 3},         {4, 16, 49, 4},
+                           {2, 3, 100003, 1},    {1, 64, 70000, 8},     {32, 64, 56 * 56, 8},
+                           {2, 320, 64 * 64, 32}, {3, 40, 1, 8},        {2, 24, 333, 6}};
+  std::vector<ChannelCase> out;
+  for (const S& s : list) {
+    // Training needs more than one value per statistic: skip the shapes a family rejects.
+    const int64_t count = k.family == Family::kBatch ? s.n * s.s
+                          : k.family == Family::kInstance ? s.s
+                                                           : (s.c / s.g) * s.s;
+    if (count < 2) continue;
+    out.push_back({k.family, s.n, s.c, s.s, k.layout, k.family == Family::kGroup ? s.g : 1});
+  }
+  return out;
+}
+
+Tolerance gpu_tolerance(nk_dtype dtype) {
+  const Tolerance t = output_tolerance(dtype);
+  return dtype == NK_F32 ? Tolerance{2e-5, 2e-5} : Tolerance{2 * t.atol, 2 * t.rtol};
+}
+
+std::vector<double> f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> {
+ protected:
+  // One forward on both backends with the same inputs and initial running buffers; compares y,
+  // the saved statistics, the running buffers and num_batches_tracked (batch and instance norm;
+  // `with_running` false passes no running buffers, which only training allows). `steps` repeats
+  // it with fresh x.
+  void check_forward(const ChannelCase& k, nk_norm_params p, int steps, bool with_running = true,
+                     double mean = 0.5, double stddev = 2.0, int64_t misalign = 0) {
+    const Case c = GetParam();
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const bool running = c.family != Family::kGroup;
+    const bool use_running = running && with_running;
+    const std::vector<float> w = to_f32(rng_.normal(k.c, 1.0, 0.5)), b = to_f32(rng_.normal(k.c));
+    std::vector<float> rm_cpu = to_f32(rng_.normal(k.c, 0.0, 0.1)), rv_cpu = to_f32(rng_.uniform(k.c, 0.5, 1.5));
+    int64_t tracked_cpu = 3;
+    DeviceBuffer rm(Buffer(NK_F32, f64(rm_cpu))), rv(Buffer(NK_F32, f64(rv_cpu)));
+    DeviceBuffer tracked(NK_F32, 2), wd(Buffer(NK_F32, f64(w))), bd(Buffer(NK_F32, f64(b)));
+    Buffer tracked_host(NK_F32, 2);
+    std::memcpy(tracked_host.data(), &tracked_cpu, 8);
+    tracked.upload(tracked_host);
+    for (int step = 0; step < steps; ++step) {
+      SCOPED_TRACE(testing::Message() << "step " << step);
+      const Buffer x(c.dtype, rng_.normal(numel, mean + step, stddev));
+      Buffer y_ref(c.dtype, numel);
+      std::vector<float> mean_ref(stats), invstd_ref(stats);
+      ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), c.affine ? w.data() : nullptr,
+                                c.affine ? b.data() : nullptr, use_running ? rm_cpu.data() : nullptr,
+                                use_running ? rv_cpu.data() : nullptr, running ? &tracked_cpu : nullptr,
+                                y_ref.data(), mean_ref.data(), invstd_ref.data()), NK_SUCCESS)
+          << nk_last_error();
+      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats), si(NK_F32, stats);
+      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                c.affine ? bd.f32() : nullptr, use_running ? rm.f32() : nullptr,
+                                use_running ? rv.f32() : nullptr,
+                                running ? reinterpret_cast<int64_t*>(tracked.data()) : nullptr,
+                                y.data(), sm.f32(), si.f32()), NK_SUCCESS) << nk_last_error();
+      expect_close(y.download().values(), y_ref.values(), gpu_tolerance(c.dtype), "y");
+      if (p.phase == NK_TRAINING) {
+        const double scale = std::abs(mean) + step + stddev;
+        expect_close(sm.download().values(), f64(mean_ref), {2e-6 * scale, 1e-6}, "save_mean");
+        expect_close(si.download().values(), f64(invstd_ref), {0, 2e-5}, "save_invstd");
+      }
+      if (use_running) {
+        expect_close(rm.download().values(), f64(rm_cpu), {1e-5, 1e-5}, "running_mean");
+        expect_close(rv.download().values(), f64(rv_cpu), {1e-5, 2e-5}, "running_var");
+      }
+      if (running) {
+        int64_t tracked_gpu = 0;
+        const Buffer t = tracked.download();
+        std::memcpy(&tracked_gpu, t.data(), 8);
+        EXPECT_EQ(tracked_gpu, tracked_cpu);
+      }
+    }
+  }
+
+  // One backward on both backends from the same statistics (the CPU forward's, or running ones).
+  void check_backward(const ChannelCase& k, nk_phase phase, int64_t misalign = 0) {
+    const Case c = GetParam();
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const Buffer x(c.dtype, rng_.normal(numel, 0.5, 2.0)), dy(c.dtype, rng_.normal(numel));
+    const std::vector<float> w = to_f32(rng_.normal(k.c, 1.0, 0.5));
+    const std::vector<float> rm = to_f32(rng_.normal(k.c)), rv = to_f32(rng_.uniform(k.c, 0.5, 2));
+    std::vector<float> mean(stats), invstd(stats);
+    Buffer y(c.dtype, numel);
+    nk_norm_params p = nk_norm_params_default();
+    ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                              nullptr, y.data(), mean.data(), invstd.data()), NK_SUCCESS);
+    p.phase = phase;
+    const float* wp = c.affine ? w.data() : nullptr;
+    Buffer dx_ref(c.dtype, numel);
+    std::vector<float> dw_ref(k.c), db_ref(k.c);
+    ASSERT_EQ(channel_backward(cpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.data(), rv.data(),
+                               mean.data(), invstd.data(), dx_ref.data(), dw_ref.data(),
+                               db_ref.data()), NK_SUCCESS) << nk_last_error();
+    DeviceBuffer xd(x, misalign), dyd(dy, misalign), wd(Buffer(NK_F32, f64(w)));
+    DeviceBuffer rmd(Buffer(NK_F32, f64(rm))), rvd(Buffer(NK_F32, f64(rv)));
+    DeviceBuffer md(Buffer(NK_F32, f64(mean))), sd(Buffer(NK_F32, f64(invstd)));
+    DeviceBuffer dx(c.dtype, numel, misalign), dw(NK_F32, k.c), db(NK_F32, k.c);
+    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(), wp ? wd.f32() : nullptr,
+                               rmd.f32(), rvd.f32(), md.f32(), sd.f32(), dx.data(), dw.f32(),
+                               db.f32()), NK_SUCCESS) << nk_last_error();
+    // dx is a difference of terms of size |dy * w| * invstd; column sums scale with their terms.
+    double dx_scale = 0, max_invstd = 0;
+    for (float v : invstd) max_invstd = std::max(max_invstd, double{v});
+    for (float v : rv) max_invstd = std::max(max_invstd, 1 / std::sqrt(v + 1e-5));
+    for (double v : dy.values()) dx_scale = std::max(dx_scale, std::abs(v));
+    dx_scale *= max_invstd * (c.affine ? 2.5 : 1.0);
+    const Tolerance t = gpu_tolerance(c.dtype);
+    expect_close(dx.download().values(), dx_ref.values(), {4 * t.atol * dx_scale, t.rtol}, "dx");
+    const double per_channel = static_cast<double>(numel / k.c);
+    const double sum_scale = 4 * per_channel;  // |dy| * (1 + |x-hat|) summed, roughly
+    expect_close(dw.download().values(), f64(dw_ref), {1e-6 * sum_scale, 1e-5}, "dweight");
+    expect_close(db.download().values(), f64(db_ref), {1e-6 * sum_scale, 1e-5}, "dbias");
+  }
+
+  static std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+};
+
+TEST_P(GpuChannelNorm, TrainingForwardMatchesCpu) {
+  for (bool with_running : {true, false}) {
+    for (const ChannelCase& k : shapes(GetParam())) {
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g="
+                                      << k.groups << " running buffers " << with_running);
+      check_forward(k, nk_norm_params_default(), 1, with_running);
+    }
+    if (GetParam().family == Family::kGroup) break;  // no running buffers to leave out
+  }
+}
+
+TEST_P(GpuChannelNorm, InferenceForwardMatchesCpu) {
+  nk_norm_params p = nk_norm_params_default();
+  p.phase = NK_INFERENCE;
+  if (GetParam().family == Family::kGroup) p.phase = NK_TRAINING;  // group norm has no inference
+  for (ChannelCase k : shapes(GetParam())) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    check_forward(k, p, 1);
+  }
+}
+
+// Several steps: running statistics with momentum, the cumulative average and Keras' convention.
+TEST_P(GpuChannelNorm, RunningStatisticsOverSteps) {
+  const ChannelCase k = shapes(GetParam()).back();
+  for (int mode = 0; mode < 3; ++mode) {
+    SCOPED_TRACE(testing::Message() << "mode " << mode);
+    nk_norm_params p = nk_norm_params_default();
+    if (mode == 1) p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+    if (mode == 2) {
+      p.running_var = NK_RUNNING_VAR_BIASED;
+      p.momentum = 1 - 0.99;
+    }
+    check_forward(k, p, 4);
+  }
+}
+
+TEST_P(GpuChannelNorm, BackwardMatchesCpu) {
+  for (nk_phase phase : {NK_TRAINING, NK_INFERENCE}) {
+    if (phase == NK_INFERENCE && GetParam().family == Family::kGroup) continue;
+    for (const ChannelCase& k : shapes(GetParam())) {
+      SCOPED_TRACE(testing::Message() << (phase == NK_TRAINING ? "training" : "inference")
+                                      << " n=" << k.n << " c=" << k.c << " s=" << k.s);
+      check_backward(k, phase);
+    }
+  }
+}
+
+TEST_P(GpuChannelNorm, MisalignedPointersTakeTheScalarPath) {
+  for (const ChannelCase& k : shapes(GetParam())) {
+    if (k.n * k.c * k.s > 200000) continue;
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    check_forward(k, nk_norm_params_default(), 1, true, 0.5, 2.0, 1);
+    check_backward(k, NK_TRAINING, 1);
+  }
+}
+
+TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
+  const Case c = GetParam();
+  const ChannelCase k = shapes(c).back();
+  const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+  const nk_norm_params p = nk_norm_params_default();
+  DeviceBuffer x(Buffer(c.dtype, rng_.normal(numel))), dy(Buffer(c.dtype, rng_.normal(numel)));
+  DeviceBuffer y1(c.dtype, numel), y2(c.dtype, numel), m(NK_F32, stats), s(NK_F32, stats);
+  DeviceBuffer dx1(c.dtype, numel), dx2(c.dtype, numel), dw1(NK_F32, k.c), dw2(NK_F32, k.c);
+  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y1.data(), m.f32(), s.f32()), NK_SUCCESS);
+  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y2.data(), nullptr, nullptr), NK_SUCCESS);
+  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dx1.data(), dw1.f32(), nullptr), NK_SUCCESS);
+  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dx2.data(), dw2.f32(), nullptr), NK_SUCCESS);
+  EXPECT_EQ(y1.download().bytes(), y2.download().bytes());
+  EXPECT_EQ(dx1.download().bytes(), dx2.download().bytes());
+  EXPECT_EQ(dw1.download().bytes(), dw2.download().bytes());
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GpuChannelNorm, testing::ValuesIn(all_cases()), case_name);
+
+// |mean| >> std in fp32: the per-statistic shift keeps the statistics accurate.
+class GpuChannelNormLargeOffset : public GpuChannelNorm {};
+
+TEST_P(GpuChannelNormLargeOffset, MatchesCpu) {
+  for (const ChannelCase& k : shapes(GetParam())) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
+  }
+}
+
+std::vector<Case> f32_cases() {
+  std::vector<Case> out;
+  for (const Case& c : all_cases())
+    if (c.dtype == NK_F32) out.push_back(c);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(F32, GpuChannelNormLargeOffset, testing::ValuesIn(f32_cases()), case_name);
+
+#if NORMKIT_TEST_WITH_CUDA
+
+class GpuChannelNormWhole : public GpuTest {};
+
+// A training step (forward with running statistics and the counter, then backward) captured in a
+// CUDA graph and replayed three times equals three eager steps, bit for bit.
+TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
+  const ChannelCase k{Family::kBatch, 8, 64, 28 * 28, NK_NHWC};
+  const int64_t numel = k.n * k.c * k.s;
+  const nk_act_desc d{k.n, k.c, k.s, k.layout, NK_BF16};
+  nk_norm_params p = nk_norm_params_default();
+  p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+  struct Set {
+    DeviceBuffer x, dy, y, dx, rm, rv, tracked, mean, invstd, dw, db;
+  };
+  auto make = [&](const Buffer& xh, const Buffer& dyh) {
+    Set s{DeviceBuffer(xh), DeviceBuffer(dyh), DeviceBuffer(NK_BF16, numel), DeviceBuffer(NK_BF16, numel),
+          DeviceBuffer(Buffer(NK_F32, std::vector<double>(k.c, 0.0))),
+          DeviceBuffer(Buffer(NK_F32, std::vector<double>(k.c, 1.0))),
+          DeviceBuffer(Buffer(NK_F32, std::vector<double>(2, 0.0))), DeviceBuffer(NK_F32, k.c),
+          DeviceBuffer(NK_F32, k.c), DeviceBuffer(NK_F32, k.c), DeviceBuffer(NK_F32, k.c)};
+    return s;
+  };
+  const Buffer xh(NK_BF16, rng_.normal(numel, 1, 2)), dyh(NK_BF16, rng_.normal(numel));
+  Set eager = make(xh, dyh), graphed = make(xh, dyh);
+  auto step = [&](Set& s) {
+    ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, s.x.data(), nullptr, nullptr, s.rm.f32(), s.rv.f32(),
+                                    reinterpret_cast<int64_t*>(s.tracked.data()), s.y.data(),
+                                    s.mean.f32(), s.invstd.f32()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_backward(gpu_, &d, &p, s.x.data(), s.dy.data(), nullptr, nullptr, nullptr,
+                                     s.mean.f32(), s.invstd.f32(), s.dx.data(), s.dw.f32(), s.db.f32()),
+              NK_SUCCESS) << nk_last_error();
+  };
+  size_t fwd = 0, bwd = 0;
+  ASSERT_EQ(nk_batch_norm_forward_workspace_size(gpu_, &d, &p, &fwd), NK_SUCCESS);
+  ASSERT_EQ(nk_batch_norm_backward_workspace_size(gpu_, &d, &p, &bwd), NK_SUCCESS);
+  const size_t bytes = std::max(fwd, bwd);
+  void* workspace = nullptr;
+  ASSERT_EQ(cudaMalloc(&workspace, bytes), cudaSuccess);
+  ASSERT_EQ(nk_context_set_workspace(gpu_, workspace, bytes), NK_SUCCESS);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(nk_context_set_stream(gpu_, stream), NK_SUCCESS);
+  for (int i = 0; i < 3; ++i) step(eager);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  step(graphed);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_EQ(graphed.y.download().bytes(), eager.y.download().bytes());
+  EXPECT_EQ(graphed.dx.download().bytes(), eager.dx.download().bytes());
+  EXPECT_EQ(graphed.rm.download().bytes(), eager.rm.download().bytes());
+  EXPECT_EQ(graphed.rv.download().bytes(), eager.rv.download().bytes());
+  EXPECT_EQ(graphed.tracked.download().bytes(), eager.tracked.download().bytes());
+  EXPECT_EQ(graphed.dw.download().bytes(), eager.dw.download().bytes());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  nk_context_set_stream(gpu_, nullptr);
+  nk_context_set_workspace(gpu_, nullptr, 0);
+  cudaStreamDestroy(stream);
+  cudaFree(workspace);
+}
+
+// More than 2^31 elements (bf16 batch norm, NHWC, 4 channels): the data tile a random pattern
+// whose period is not a multiple of C, so every channel's exact statistics are computed here in
+// fp64 from the pattern; y is checked around element 2^31 and at the end.
+TEST_F(GpuChannelNormWhole, MoreThanTwoToThe31Elements) {
+  if (reduced_gpu_tests()) GTEST_SKIP() << "not in the reduced (sanitizer) set";
+  const int64_t c = 4, s = 1024, n = ((int64_t{1} << 31) / (c * s)) + 3, numel = n * c * s;
+  size_t free_bytes = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
+  if (free_bytes < static_cast<size_t>(numel) * 4 + (size_t{2} << 30)) {
+    GTEST_SKIP() << "needs " << (numel * 4 >> 30) << " GiB of free device memory";
+  }
+  const int64_t period = 1000003;
+  const Buffer pattern(NK_BF16, rng_.normal(period, 3.0, 2.0));
+  DeviceBuffer x(NK_BF16, numel), y(NK_BF16, numel), mean(NK_F32, c), invstd(NK_F32, c);
+  for (int64_t at = 0; at < numel; at += period) {
+    const size_t count = static_cast<size_t>(std::min(period, numel - at)) * 2;
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, pattern.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  const nk_act_desc d{n, c, s, NK_NHWC, NK_BF16};
+  const nk_norm_params p = nk_norm_params_default();
+  ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr,
+                                  y.data(), mean.f32(), invstd.f32()), NK_SUCCESS) << nk_last_error();
+  synchronize();
+  // Exact per-channel statistics: element i is pattern[i % period] in channel i % c.
+  const std::vector<double> pv = pattern.values();
+  std::vector<double> sum(c, 0.0), sq(c, 0.0);
+  for (int64_t i = 0; i < numel; ++i) sum[i % c] += pv[i % period];
+  const double count = static_cast<double>(numel / c);
+  for (int64_t i = 0; i < numel; ++i) {
+    const double dv = pv[i % period] - sum[i % c] / count;
+    sq[i % c] += dv * dv;
+  }
+  const Buffer m = mean.download(), iv = invstd.download();
+  for (int64_t ch = 0; ch < c; ++ch) {
+    EXPECT_NEAR(m.get(ch), sum[ch] / count, 1e-4) << "channel " << ch;
+    EXPECT_NEAR(iv.get(ch), 1 / std::sqrt(sq[ch] / count + 1e-5), 1e-4) << "channel " << ch;
+  }
+  for (int64_t at : {(int64_t{1} << 31) - 8, int64_t{1} << 31, numel - 8}) {
+    Buffer got(NK_BF16, 8);
+    ASSERT_EQ(cudaMemcpy(got.data(), static_cast<char*>(y.data()) + at * 2, 16, cudaMemcpyDeviceToHost), cudaSuccess);
+    for (int64_t i = 0; i < 8; ++i) {
+      const int64_t ch = (at + i) % c;
+      const double expected = (pv[(at + i) % period] - sum[ch] / count) / std::sqrt(sq[ch] / count + 1e-5);
+      EXPECT_NEAR(got.get(i), expected, 0.02 * (1 + std::abs(expected))) << "element " << at + i;
+    }
+  }
+}
+
+#endif  // NORMKIT_TEST_WITH_CUDA
+
+}  // namespace
+}  // namespace nkt
