@@ -14,6 +14,9 @@ namespace nk::cuda {
 // query sees no pointers).
 size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_count);
 size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm_count);
+// What one call needs, knowing its pointers (at most the size above): nothing for inference with
+// dx alone.
+size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_count);
 
 // Enqueue on launch.stream; throw nk::Error(NK_ERROR_CUDA) if a launch fails.
 void channel_norm_forward(const ChannelForwardArgs& a, const Launch& launch);

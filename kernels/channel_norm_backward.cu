@@ -7,8 +7,8 @@
 //   training:  dx = weight_c * invstd_k * dy - c1_k - (x - mean_k) * c2_k,
 //              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
 //   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
-// So: (1) per-(n, c) partial sums (channel_norm_partials.cuh), (2) one block that adds them in a
-// fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference without dweight/dbias
+// So: (1) per-(n, c) partial sums (channel_norm_partials.cuh), (2) a warp per channel or statistic
+// that adds them in a fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference without dweight/dbias
 // is the elementwise launch alone. No atomics: results repeat bit for bit.
 #include <cstdint>
 
@@ -67,61 +67,60 @@ struct FinalizeParams {
   float* c2;
 };
 
-// One block: dweight/dbias per channel, then c1/c2 per statistic, each summed in a fixed order.
-__global__ void __launch_bounds__(1024) finalize_backward(FinalizeParams p) {
+// A warp per unit: the first C warps (when dweight or dbias is wanted) sum a channel's partials
+// over n and chunks; the next warps (when dx is wanted in training) sum a statistic's members into
+// c1 and c2. Lanes take members in lane-strided order and a fixed butterfly joins them.
+__global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
   const ChannelPlan& plan = p.plan;
-  auto sum_of = [&](int64_t n, int64_t c) {
-    float2 t = make_float2(0.0f, 0.0f);
-    for (int64_t k = 0; k < plan.chunks; ++k) {
-      const float2 v = p.partials[plan.partial_index(n, c, k)];
-      t.x += v.x;
-      t.y += v.y;
+  const int lane = threadIdx.x % 32;
+  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  const int64_t channel_units = (p.dweight || p.dbias) ? plan.c : 0;
+  if (unit < channel_units) {
+    dev::Floats<2> t{};
+    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32) {
+      const float2 v = p.partials[plan.partial_index(j / plan.chunks, unit, j % plan.chunks)];
+      t.v[0] += v.x;
+      t.v[1] += v.y;
     }
-    return t;
-  };
-  if (p.dweight || p.dbias) {
-    for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-      float2 t = make_float2(0.0f, 0.0f);
-      for (int64_t n = 0; n < plan.n; ++n) {
-        const float2 v = sum_of(n, c);
-        t.x += v.x;
-        t.y += v.y;
-      }
-      if (p.dbias) p.dbias[c] = t.x;
-      if (p.dweight) p.dweight[c] = t.y;
+    t = dev::group_sum<2>(t, 32);
+    if (lane == 0) {
+      if (p.dbias) p.dbias[unit] = t.v[0];
+      if (p.dweight) p.dweight[unit] = t.v[1];
     }
+    return;
   }
   if (p.c1 == nullptr) return;
   const ChannelNorm kind = p.stats.kind;
   const int64_t groups = p.stats.groups, per_group = plan.c / groups;
-  const int64_t stats = kind == ChannelNorm::kBatch ? plan.c
+  const int64_t stats = kind == ChannelNorm::kBatch      ? plan.c
                         : kind == ChannelNorm::kInstance ? plan.n * plan.c
                                                          : plan.n * groups;
-  const float count = static_cast<float>(kind == ChannelNorm::kBatch      ? plan.n * plan.s
-                                         : kind == ChannelNorm::kInstance ? plan.s
-                                                                          : per_group * plan.s);
-  for (int64_t k = threadIdx.x; k < stats; k += blockDim.x) {
-    // The (n, c) members of statistic k.
-    int64_t n_lo, n_hi, c_lo, c_hi;
-    if (kind == ChannelNorm::kBatch) {
-      n_lo = 0, n_hi = plan.n, c_lo = k, c_hi = k + 1;
-    } else if (kind == ChannelNorm::kInstance) {
-      n_lo = k / plan.c, n_hi = n_lo + 1, c_lo = k % plan.c, c_hi = c_lo + 1;
-    } else {
-      n_lo = k / groups, n_hi = n_lo + 1, c_lo = k % groups * per_group, c_hi = c_lo + per_group;
-    }
-    float sum_g = 0.0f, sum_gx = 0.0f;
-    for (int64_t n = n_lo; n < n_hi; ++n) {
-      for (int64_t c = c_lo; c < c_hi; ++c) {
-        const float w = p.weight ? p.weight[c] : 1.0f;
-        const float2 v = sum_of(n, c);
-        sum_g += w * v.x;
-        sum_gx += w * v.y;
-      }
-    }
+  const int64_t k = unit - channel_units;
+  if (k >= stats) return;
+  // The members of statistic k: (n, c) pairs, each with its chunks.
+  int64_t n0, n_count, c0, c_count;
+  if (kind == ChannelNorm::kBatch) {
+    n0 = 0, n_count = plan.n, c0 = k, c_count = 1;
+  } else if (kind == ChannelNorm::kInstance) {
+    n0 = k / plan.c, n_count = 1, c0 = k % plan.c, c_count = 1;
+  } else {
+    n0 = k / groups, n_count = 1, c0 = k % groups * per_group, c_count = per_group;
+  }
+  dev::Floats<2> t{};  // sum_g, sum_gx
+  for (int64_t j = lane; j < n_count * c_count * plan.chunks; j += 32) {
+    const int64_t chunk = j % plan.chunks, nc = j / plan.chunks;
+    const int64_t n = n0 + nc / c_count, c = c0 + nc % c_count;
+    const float w = p.weight ? p.weight[c] : 1.0f;
+    const float2 v = p.partials[plan.partial_index(n, c, chunk)];
+    t.v[0] += w * v.x;
+    t.v[1] += w * v.y;
+  }
+  t = dev::group_sum<2>(t, 32);
+  if (lane == 0) {
+    const float count = static_cast<float>(n_count * c_count * plan.s);
     const float invstd = p.stats.scale[k];
-    p.c1[k] = invstd * sum_g / count;
-    p.c2[k] = invstd * invstd * sum_gx / count;
+    p.c1[k] = invstd * t.v[0] / count;
+    p.c2[k] = invstd * invstd * t.v[1] / count;
   }
 }
 
@@ -207,7 +206,8 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     launch_partials(GradOp{stats}, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
                     l.sm_count, partials, stream);
     dev::check_cuda(cudaGetLastError(), "channel norm gradient sums launch");
-    finalize_backward<<<1, 1024, 0, stream>>>(
+    const int64_t units = (want_params ? s.c : 0) + (want_coefficients ? s.num_stats() : 0);
+    finalize_backward<<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(
         FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, c1, c2});
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
@@ -236,6 +236,18 @@ size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm
     if (need > bytes) bytes = need;
   }
   return bytes;
+}
+
+size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_count) {
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
+  if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
+  const Layout lay = layout_of(plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
+                                                 dev::aligned16(a.x) && dev::aligned16(a.dy) &&
+                                                     dev::aligned16(a.dx),
+                                                 sm_count),
+                               a.shape.num_stats());
+  return want_coefficients ? lay.total : lay.partials;
 }
 
 void channel_norm_backward(const ChannelBackwardArgs& a, const Launch& l) {

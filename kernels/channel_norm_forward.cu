@@ -4,11 +4,11 @@
 //  1. partials: per-(n, c) Welford states of x - shift over S (channel_norm_partials.cuh), where
 //     shift is the first element of the statistic the (n, c) belongs to: x - shift stays small when
 //     |mean| >> std, so fp32 keeps the variance (and later y) accurate;
-//  2. finalize, one block: merges the partials of each statistic in a fixed order, writes the
-//     statistics (and save_mean/save_invstd), and updates running_mean/running_var and
-//     num_batches_tracked in the same kernel (momentum, or the cumulative average from the device
-//     counter), so no extra launch and no host round trip;
-//  3. apply: y = ((x - shift) - centre) * invstd * weight + bias, elementwise, 16-byte packs.
+//  2. finalize, a warp per statistic or channel: merges its partials in a fixed order, writes the
+//     statistics (and save_mean/save_invstd), and updates running_mean/running_var (momentum, or
+//     the cumulative average from the device counter), so no extra launch and no host round trip;
+//  3. apply: y = ((x - shift) - centre) * invstd * weight + bias, elementwise, 16-byte packs; its
+//     first thread advances num_batches_tracked, after the finalize has read it.
 // x is read twice (1 and 3); when it fits in L2 the second read mostly hits it. A fused persistent
 // kernel that keeps x on chip is the tuning step this design leaves room for.
 // Inference is one elementwise launch: y = (x - running_mean) * scale + bias with the
@@ -83,12 +83,18 @@ struct FinalizeParams {
   float* save_invstd;
 };
 
-// One block merges every statistic's partials in a fixed order and updates the running buffers.
+// A warp per unit (a channel for batch and instance norm, an (n, group) for group norm): lanes
+// merge the unit's partials in lane-strided order, a fixed tree joins the lanes, lane 0 writes the
+// statistics and updates the running buffers. The counter is only read here: the apply kernel
+// increments it afterwards, so no warp ever sees a count another has already advanced.
 template <class T>
-__global__ void __launch_bounds__(1024) finalize_forward(FinalizeParams<T> p) {
+__global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   const ChannelPlan& plan = p.plan;
+  const int lane = threadIdx.x % 32;
+  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
   const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  const dev::WelfordMerge merge;
   // Writes statistic k from its merged state; returns (mean, variance for the running average).
   auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
     const float shift = dev::to_float(p.x[first]);
@@ -101,40 +107,47 @@ __global__ void __launch_bounds__(1024) finalize_forward(FinalizeParams<T> p) {
     const float n = static_cast<float>(t.count);
     return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
   };
+  auto update_running = [&](int64_t c, float mean, float var) {
+    if (p.running_mean == nullptr) return;
+    p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
+    p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
+  };
   if (p.kind == ChannelNorm::kGroup) {
+    if (unit >= plan.n * p.groups) return;  // the whole warp leaves together
     const int64_t per_group = plan.c / p.groups;
-    for (int64_t u = threadIdx.x; u < plan.n * p.groups; u += blockDim.x) {
-      const int64_t n = u / p.groups, c0 = u % p.groups * per_group;
-      dev::Welford t = dev::welford_empty();
-      for (int64_t c = c0; c < c0 + per_group; ++c)
-        for (int64_t k = 0; k < plan.chunks; ++k) t = dev::welford_merge(t, p.partials[plan.partial_index(n, c, k)]);
-      write(u, t, first_of_stat(plan, p.kind, p.groups, n, c0));
+    const int64_t n = unit / p.groups, c0 = unit % p.groups * per_group;
+    dev::Welford t = dev::welford_empty();
+    for (int64_t j = lane; j < per_group * plan.chunks; j += 32) {
+      t = merge(t, p.partials[plan.partial_index(n, c0 + j / plan.chunks, j % plan.chunks)]);
+    }
+    t = dev::warp_merge(t, lane, 32, merge);
+    if (lane == 0) write(unit, t, first_of_stat(plan, p.kind, p.groups, n, c0));
+  } else if (p.kind == ChannelNorm::kBatch) {
+    if (unit >= plan.c) return;
+    dev::Welford t = dev::welford_empty();
+    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32) {
+      t = merge(t, p.partials[plan.partial_index(j / plan.chunks, unit, j % plan.chunks)]);
+    }
+    t = dev::warp_merge(t, lane, 32, merge);
+    if (lane == 0) {
+      const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit));
+      update_running(unit, mv.x, mv.y);
     }
   } else {
-    // Batch norm: one statistic per channel over all n. Instance norm: one per (n, c); the running
-    // statistics take their mean over n, as PyTorch does.
-    const bool batch = p.kind == ChannelNorm::kBatch;
-    const int64_t instances = batch ? 1 : plan.n;
-    for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-      float run_mean = 0.0f, run_var = 0.0f;
-      for (int64_t i = 0; i < instances; ++i) {
-        dev::Welford t = dev::welford_empty();
-        for (int64_t n = batch ? 0 : i; n < (batch ? plan.n : i + 1); ++n)
-          for (int64_t k = 0; k < plan.chunks; ++k) t = dev::welford_merge(t, p.partials[plan.partial_index(n, c, k)]);
-        const float2 mv = write(batch ? c : i * plan.c + c, t, first_of_stat(plan, p.kind, p.groups, i, c));
-        run_mean += mv.x;
-        run_var += mv.y;
-      }
-      if (p.running_mean) {
-        const float inv = 1.0f / static_cast<float>(instances);
-        p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * run_mean * inv;
-        p.running_var[c] = (1.0f - m) * p.running_var[c] + m * run_var * inv;
-      }
+    // Instance norm: a statistic per (n, c); the running statistics take their mean over n, as
+    // PyTorch does.
+    if (unit >= plan.c) return;
+    dev::Floats<2> run{};
+    for (int64_t n = lane; n < plan.n; n += 32) {
+      dev::Welford t = dev::welford_empty();
+      for (int64_t k = 0; k < plan.chunks; ++k) t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
+      const float2 mv = write(n * plan.c + unit, t, first_of_stat(plan, p.kind, p.groups, n, unit));
+      run.v[0] += mv.x;
+      run.v[1] += mv.y;
     }
-  }
-  if (p.num_batches_tracked) {
-    __syncthreads();  // every thread has read the old count
-    if (threadIdx.x == 0) *p.num_batches_tracked = tracked + 1;
+    run = dev::group_sum<2>(run, 32);
+    const float inv = 1.0f / static_cast<float>(plan.n);
+    if (lane == 0) update_running(unit, run.v[0] * inv, run.v[1] * inv);
   }
 }
 
@@ -152,12 +165,14 @@ struct ApplyParams {
   float eps;
   const float* weight;
   const float* bias;
+  int64_t* num_batches_tracked;  // training: incremented once, after the finalize has read it
 };
 
 // y for every element, a pack per iteration of a persistent grid-stride loop.
 template <class T, int E>
 __global__ void __launch_bounds__(256) apply_forward(ApplyParams<T> p) {
   const ChannelPlan& plan = p.plan;
+  if (p.num_batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) *p.num_batches_tracked += 1;
   const int64_t packs = plan.n * plan.c * plan.s / E;
   for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
        pack += int64_t{gridDim.x} * blockDim.x) {
@@ -227,12 +242,14 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
                               a.params.running_var == NK_RUNNING_VAR_UNBIASED, a.running_mean,
                               a.running_var, a.num_batches_tracked, stats, a.save_mean,
                               a.save_invstd};
-    finalize_forward<T><<<1, 1024, 0, stream>>>(f);
+    const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
+    finalize_forward<T><<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(f);
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
   const ApplyParams<T> p{static_cast<const T*>(a.x), static_cast<T*>(a.y), plan, s.kind, s.groups,
                          training, stats, a.running_mean, a.running_var,
-                         static_cast<float>(a.params.eps), a.weight, a.bias};
+                         static_cast<float>(a.params.eps), a.weight, a.bias,
+                         training ? a.num_batches_tracked : nullptr};
   const int64_t packs = s.numel() / plan.pack_elems;
   const int64_t cap = int64_t{l.sm_count} * 8;
   const unsigned grid = static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);

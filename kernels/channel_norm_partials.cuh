@@ -5,7 +5,7 @@
 //   Local local(int64_t n, int64_t c) const;   // per-(n, c) context, with
 //   void Local::push(State&, float x, float dy) const;
 // The forward reduces Welford states of x; the backward sums dy and dy * x-hat. Partials are merged
-// in a fixed order (block_merge, then the ty-rows in order), so results repeat bit for bit.
+// in a fixed order (block_merge, or a fixed tree over the rows), so results repeat bit for bit.
 #pragma once
 
 #include <cstdint>
@@ -73,15 +73,17 @@ __global__ void __launch_bounds__(kPartialBlock)
   }
 }
 
-// Channels layout (NHWC, or S == 1): block (32, 8); lane tx owns channel pack blockIdx.x*32 + tx,
-// row ty walks s = ty, ty + 8, ... of one (n, chunk) item; the 8 rows are merged in order.
+// Channels layout (NHWC, or S == 1): 256 threads as plan.block_rows() rows of plan.lanes lanes;
+// lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks s = ty, ty + rows, ... of one
+// (n, chunk) item; the rows are then merged as a fixed-order tree in shared memory.
 template <class Op, class T, int E>
-__global__ void __launch_bounds__(kChannelLanes* kChannelRows)
+__global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
-  __shared__ State staged[kChannelRows][kChannelLanes][E];
-  const int tx = threadIdx.x, ty = threadIdx.y;
-  const int64_t pack = int64_t{blockIdx.x} * kChannelLanes + tx;
+  __shared__ State staged[kPartialBlock][E];
+  const int lanes = plan.lanes, rows = kPartialBlock / lanes;
+  const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
+  const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
   const bool valid = pack * E < plan.c;
   const int64_t items = plan.n * plan.chunks;
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
@@ -95,7 +97,7 @@ __global__ void __launch_bounds__(kChannelLanes* kChannelRows)
       decltype(op.local(0, 0)) local[E];
 #pragma unroll
       for (int i = 0; i < E; ++i) local[i] = op.local(n, pack * E + i);
-      for (int64_t s = s_begin + ty; s < s_end; s += kChannelRows) {
+      for (int64_t s = s_begin + ty; s < s_end; s += rows) {
         const int64_t at = (n * plan.s + s) * plan.c + pack * E;
         float xv[E], dv[E] = {};
         dev::load_floats<T, E>(x + at, xv);
@@ -105,15 +107,20 @@ __global__ void __launch_bounds__(kChannelLanes* kChannelRows)
       }
     }
 #pragma unroll
-    for (int i = 0; i < E; ++i) staged[ty][tx][i] = st[i];
+    for (int i = 0; i < E; ++i) staged[threadIdx.x][i] = st[i];
     __syncthreads();
+    for (int stride = rows / 2; stride > 0; stride /= 2) {  // rows is a power of two
+      if (ty < stride) {
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+          staged[threadIdx.x][i] = op.merge(staged[threadIdx.x][i], staged[threadIdx.x + stride * lanes][i]);
+        }
+      }
+      __syncthreads();
+    }
     if (ty == 0 && valid) {
 #pragma unroll
-      for (int i = 0; i < E; ++i) {
-        State total = staged[0][tx][i];
-        for (int r = 1; r < kChannelRows; ++r) total = op.merge(total, staged[r][tx][i]);
-        out[item * plan.c + pack * E + i] = total;  // == partial_index(n, c, chunk)
-      }
+      for (int i = 0; i < E; ++i) out[item * plan.c + pack * E + i] = staged[tx][i];  // partial_index
     }
     __syncthreads();
   }
@@ -141,15 +148,14 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
       partials_rows<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   } else {
-    const int64_t tiles = (plan.c / plan.pack_elems + kChannelLanes - 1) / kChannelLanes;
+    const int64_t tiles = (plan.c / plan.pack_elems + plan.lanes - 1) / plan.lanes;
     const int64_t items = plan.n * plan.chunks;
-    const dim3 block(kChannelLanes, kChannelRows);
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
     if (plan.pack_elems == 1) {
-      partials_channels<Op, T, 1><<<grid, block, 0, stream>>>(op, x, dy, plan, out);
+      partials_channels<Op, T, 1><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     } else {
-      partials_channels<Op, T, kE><<<grid, block, 0, stream>>>(op, x, dy, plan, out);
+      partials_channels<Op, T, kE><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   }
 }

@@ -7,7 +7,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 constexpr int64_t kWarpRowPacks = 128;      // rows of up to 4 packs per lane take a warp
 constexpr int64_t kMinRowChunk = 4096;      // elements a block reduces at least, rows layout
-constexpr int64_t kMinChannelChunk = 64;    // s-rows a block walks at least, channels layout
+constexpr int64_t kMinChannelChunk = 256;   // s-rows a block walks at least, channels layout
 constexpr int64_t kBlocksPerSm = 4;         // partial blocks wanted per SM
 
 }  // namespace
@@ -20,7 +20,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   p.n = shape.n;
   p.c = shape.c;
   p.s = shape.s;
-  p.rows_layout = shape.layout == NK_NCHW && shape.s > 1;
+  p.rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  p.lanes = 32;
   const int e = 16 / elem_bytes;
   // 16-byte packs never straddle a row (rows layout) or run past the channels (channels layout).
   p.pack_elems = vector_access && (p.rows_layout ? shape.s % e == 0 : shape.c % e == 0) ? e : 1;
@@ -38,7 +39,10 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.chunks = ceil_div(shape.s, p.chunk_len);  // no empty trailing chunk
   } else {
     p.warp_per_row = false;
-    const int64_t tiles = ceil_div(ceil_div(shape.c, p.pack_elems), kChannelLanes) * shape.n;
+    const int64_t packs = ceil_div(shape.c, p.pack_elems);
+    p.lanes = 1;
+    while (p.lanes < 32 && p.lanes < packs) p.lanes *= 2;
+    const int64_t tiles = ceil_div(packs, p.lanes) * shape.n;
     p.chunks = 1;
     if (tiles < wanted_blocks) {
       const int64_t by_work = ceil_div(shape.s, kMinChannelChunk);

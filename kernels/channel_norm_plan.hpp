@@ -5,10 +5,12 @@
 // kernels first reduce each (n, c)'s S values, in `chunks` pieces when there are too few (n, c)
 // to fill the GPU, into partials; a one-block finalize then merges them per statistic in a fixed
 // order. Two layouts of the reduction:
-//  - rows: NCHW with S > 1, where each (n, c) is a contiguous row of S elements; a warp per row
-//    when the row is short, else a block per (row, chunk);
-//  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where lanes cover 32
-//    consecutive channel packs and the block's 8 warps walk down s.
+//  - rows: NCHW with S > 1 (and NHWC with C == 1, the same memory), where each (n, c) is a
+//    contiguous row of S elements; a warp per row when the row is short, else a block per
+//    (row, chunk);
+//  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
+//    cover consecutive channel packs (up to 32; fewer when C is small) and the block's remaining
+//    threads walk down s in `block_rows` rows.
 #pragma once
 
 #include <cstddef>
@@ -25,12 +27,12 @@
 namespace nk::cuda {
 
 constexpr int kPartialBlock = 256;  // threads of the partial-reduction blocks
-constexpr int kChannelLanes = 32;   // channels layout: packs per block row
-constexpr int kChannelRows = 8;     // channels layout: s-rows per block
 
 struct ChannelPlan {
   bool rows_layout;      // see above
   bool warp_per_row;     // rows layout: a warp per (n, c) row
+  int lanes;             // channels layout: threads across channel packs, a power of two <= 32
+  int block_rows() const { return kPartialBlock / lanes; }  // channels layout: rows down s
   int pack_elems;        // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
   int64_t chunks;        // pieces each (n, c)'s S values are split into
   int64_t chunk_len;     // S values per piece (a multiple of pack_elems in the rows layout)

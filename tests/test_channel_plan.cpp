@@ -1,6 +1,7 @@
 // How the batch/instance/group norm kernels split their reductions (kernels/channel_norm_plan.cpp),
-// checked on the CPU: the layout path, 16-byte packs only where sizes allow, chunks that cover S
-// without an empty one, partial indices that are a bijection, and enough blocks for the GPU.
+// checked on the CPU: the layout path, 16-byte packs only where sizes allow, lanes that match the
+// channels, chunks that cover S without an empty one, partial indices that are a bijection, and
+// enough blocks for the GPU.
 #include <set>
 #include <tuple>
 
@@ -25,7 +26,14 @@ TEST(ChannelPlan, CoversEveryShape) {
           const ChannelPlan p = plan_channel_norm(shape, elem, vector, 132);
           SCOPED_TRACE(testing::Message() << "layout " << layout << " n=" << n << " c=" << c
                                           << " s=" << s << " elem " << elem << " vector " << vector);
-          EXPECT_EQ(p.rows_layout, layout == NK_NCHW && s > 1);
+          EXPECT_EQ(p.rows_layout, s > 1 && (layout == NK_NCHW || c == 1));
+          if (!p.rows_layout) {
+            const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
+            EXPECT_EQ(p.lanes & (p.lanes - 1), 0) << "lanes not a power of two";
+            EXPECT_LE(p.lanes, 32);
+            EXPECT_TRUE(p.lanes == 32 || p.lanes >= packs) << "idle lanes while packs remain";
+            EXPECT_EQ(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
+          }
           if (p.pack_elems > 1) {
             EXPECT_TRUE(vector);
             EXPECT_EQ(p.pack_elems, 16 / elem);
@@ -65,7 +73,8 @@ TEST(ChannelPlan, SplitsLongRowsAcrossBlocks) {
   EXPECT_GE(rows.n * rows.c * rows.chunks, 132) << "fewer blocks than SMs";
   const ChannelShape nhwc{ChannelNorm::kBatch, 1, 64, 200000, NK_NHWC, NK_BF16, 1};
   const ChannelPlan channels = plan_channel_norm(nhwc, 2, true, 132);
-  EXPECT_GE(channels.chunks, 132);
+  EXPECT_EQ(channels.lanes, 8) << "64 bf16 channels are 8 packs";
+  EXPECT_GE(channels.chunks, 132) << "one tile of channels: S split across the GPU";
   // Short rows take a warp each, whole.
   const ChannelShape small{ChannelNorm::kBatch, 256, 2048, 49, NK_NCHW, NK_F32, 1};
   const ChannelPlan warp = plan_channel_norm(small, 4, true, 132);

@@ -34,7 +34,9 @@ NK_HOST_DEVICE Welford welford_push(Welford s, float x) {
 }
 
 // Chan et al.'s parallel merge: exact in real arithmetic, and stable because it combines
-// deviations (delta) rather than raw sums of squares.
+// deviations (delta) rather than raw sums of squares. The between-partials term joins b.m2 before
+// a.m2: in a long chain of merges a.m2 grows until its ulp exceeds that term, which added to a.m2
+// directly would be rounded away each time.
 NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
   if (b.count == 0) return a;
   if (a.count == 0) return b;
@@ -42,7 +44,7 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
   const float delta = b.mean - a.mean;
   const float b_share = static_cast<float>(b.count) / static_cast<float>(n);
   return Welford{n, a.mean + delta * b_share,
-                 a.m2 + b.m2 + delta * delta * static_cast<float>(a.count) * b_share};
+                 a.m2 + (b.m2 + delta * delta * static_cast<float>(a.count) * b_share)};
 }
 
 NK_HOST_DEVICE float welford_biased_var(Welford s) {

@@ -101,7 +101,7 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
   run_with_scratch(ctx, a, channel_norm_forward_workspace_size, channel_norm_forward);
 }
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
-  run_with_scratch(ctx, a, channel_norm_backward_workspace_size, channel_norm_backward);
+  run_with_scratch(ctx, a, channel_norm_backward_scratch_size, channel_norm_backward);
 }
 size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a) {
   DeviceGuard device(ctx.device);
