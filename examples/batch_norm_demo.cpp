@@ -4,7 +4,11 @@
 //     the running statistics converge to the population's.
 //  2. The switch to NK_INFERENCE: a single image is normalized with the frozen statistics.
 //  3. What goes wrong without the switch: normalizing a batch of one with its own statistics
-//     erases exactly what distinguishes the image; and for a 2-D input normkit refuses outright.
+//     erases exactly what distinguishes the image;
+//  4. and for a 2-D input normkit refuses outright.
+//  5. Precise statistics: recompute the population statistics over the training data (not a
+//     moving average), freeze them in a file, load them for inference, and watch a layer with a
+//     different eps be refused.
 //
 // Uses the GPU when one is present, otherwise the CPU backend, and says which.
 #include <normkit/normkit.hpp>
@@ -12,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -136,6 +141,7 @@ int main() {
     Array<float> typical(make_batch(rng, 1, spatial, 0.0), gpu);
     Array<float> bright(make_batch(rng, 1, spatial, 2.0), gpu);
     const nk::Shape one{1, kChannels, spatial};
+    const nk_act_desc one_desc{1, kChannels, spatial, NK_NCHW, NK_F32};
     Array<float> out(std::vector<float>(image_elems), gpu);
     auto report = [&](const char* label) {
       const std::vector<float>& o = out.values();
@@ -183,6 +189,42 @@ int main() {
       std::printf("   (and running statistics untouched: num_batches_tracked is still %lld)\n",
                   static_cast<long long>(batches_seen.values()[0]));
     }
+
+    std::printf(
+        "\n5. Precise statistics: accumulate exact per-channel statistics over 20 training\n"
+        "   batches (CPU accumulator), freeze them in a file, load them for inference:\n");
+    nk::Context cpu = nk::Context::cpu();
+    nk::Stats stats(cpu, kChannels);
+    for (int i = 0; i < 20; ++i) {
+      const std::vector<float> x = make_batch(rng, batch, spatial);
+      stats.add_channels(nk::Shape{batch, kChannels, spatial}, x.data());
+    }
+    std::vector<float> center(kChannels), spread(kChannels);
+    stats.finalize(center.data(), nullptr, spread.data());  // PyTorch's unbiased running_var
+    std::printf("   exact mean %6.2f %6.2f %6.2f        var %6.2f %6.2f %6.2f  (%lld values each)\n",
+                center[0], center[1], center[2], spread[0], spread[1], spread[2],
+                static_cast<long long>(stats.count()));
+    nk_frozen_stats frozen{NK_STATS_BATCH_NORM, NK_F32, NK_RUNNING_VAR_UNBIASED, kChannels,
+                           stats.count(), infer.eps, center.data(), spread.data()};
+    const std::string path = "normkit_demo_bn.nkstats";
+    nk::check(nk_frozen_stats_save(path.c_str(), &frozen));
+    nk_frozen_stats loaded{};
+    nk::check(nk_frozen_stats_load(path.c_str(), &loaded));
+    std::remove(path.c_str());
+    std::vector<float> image = make_batch(rng, 1, spatial, 2.0), image_out(image_elems);
+    nk::check(nk_batch_norm_forward_frozen(cpu, &one_desc, &infer, &loaded, image.data(), nullptr,
+                                           nullptr, image_out.data()));
+    std::printf("   saved, loaded, applied: the bright image comes out at %6.2f %6.2f %6.2f\n",
+                channel_mean(image_out, 0, spatial), channel_mean(image_out, 1, spatial),
+                channel_mean(image_out, 2, spatial));
+    nk_norm_params other_eps = infer;
+    other_eps.eps = 1e-3;
+    const nk_status st = nk_batch_norm_forward_frozen(cpu, &one_desc, &other_eps, &loaded,
+                                                      image.data(), nullptr, nullptr,
+                                                      image_out.data());
+    std::printf("   a layer with eps 1e-3 is refused: %s: %s\n", nk_status_name(st),
+                nk_last_error());
+    nk_frozen_stats_release(&loaded);
     return 0;
   } catch (const nk::Error& e) {
     std::fprintf(stderr, "normkit error: %s\n", e.what());

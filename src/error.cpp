@@ -47,6 +47,10 @@ const char* nk_status_name(nk_status status) {
       return "NK_ERROR_OUT_OF_MEMORY";
     case NK_ERROR_INTERNAL:
       return "NK_ERROR_INTERNAL";
+    case NK_ERROR_IO:
+      return "NK_ERROR_IO";
+    case NK_ERROR_FILE_FORMAT:
+      return "NK_ERROR_FILE_FORMAT";
   }
   return "NK_UNKNOWN_STATUS";
 }

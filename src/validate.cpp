@@ -140,6 +140,14 @@ void require_pointer(const void* p, const char* name) {
   if (p == nullptr) fail(NK_ERROR_INVALID_VALUE, name, " is NULL");
 }
 
+void require_elements(const void* p, nk_dtype dtype, const char* name) {
+  require_pointer(p, name);
+  if (reinterpret_cast<uintptr_t>(p) % dtype_size(dtype) != 0) {
+    fail(NK_ERROR_INVALID_VALUE, name, " = ", p, " is not aligned to its ", dtype_size(dtype),
+         "-byte elements");
+  }
+}
+
 ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups) {
   require_pointer(desc, "desc");
   if (desc->layout != NK_NCHW && desc->layout != NK_NHWC) {

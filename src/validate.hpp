@@ -11,6 +11,8 @@
 namespace nk {
 
 void require_pointer(const void* p, const char* name);
+// Non-null and aligned to the elements of dtype.
+void require_elements(const void* p, nk_dtype dtype, const char* name);
 
 // Shapes from the public descriptors (checks dims >= 1, no int64 overflow, valid enums, groups).
 ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups);

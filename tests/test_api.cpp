@@ -24,7 +24,11 @@ TEST(Api, StatusNames) {
   EXPECT_STREQ(nk_status_name(NK_ERROR_CUDA), "NK_ERROR_CUDA");
   EXPECT_STREQ(nk_status_name(NK_ERROR_OUT_OF_MEMORY), "NK_ERROR_OUT_OF_MEMORY");
   EXPECT_STREQ(nk_status_name(NK_ERROR_INTERNAL), "NK_ERROR_INTERNAL");
-  EXPECT_STREQ(nk_status_name(static_cast<nk_status>(99)), "NK_UNKNOWN_STATUS");
+  EXPECT_STREQ(nk_status_name(NK_ERROR_IO), "NK_ERROR_IO");
+  EXPECT_STREQ(nk_status_name(NK_ERROR_FILE_FORMAT), "NK_ERROR_FILE_FORMAT");
+  for (int v : {10, -1, 1000}) {
+    EXPECT_STREQ(nk_status_name(static_cast<nk_status>(v)), "NK_UNKNOWN_STATUS") << v;
+  }
 }
 
 TEST(Api, DefaultsArePyTorchs) {

@@ -133,4 +133,25 @@ TEST(CppApi, GroupAndInstanceNormOverloads) {
             nk::instance_norm_backward_workspace_size<float>(ctx, shape, nk_norm_params_default()));
 }
 
+TEST(CppApi, StatsAccumulator) {
+  nk::Context ctx = nk::Context::cpu();
+  nk::Stats a(ctx, 2), b(ctx, 2);
+  const std::vector<float> first = {1, 10, 3, 30}, second = {5, 50, 7, 70};  // rows x 2 columns
+  a.add_columns(2, 2, first.data());
+  b.add_columns(2, 2, second.data());
+  a.merge(b);
+  EXPECT_EQ(a.count(), 4);
+  std::vector<float> mean(2), var(2);
+  a.finalize(mean.data(), var.data(), nullptr);
+  EXPECT_FLOAT_EQ(mean[0], 4.0f);   // {1, 3, 5, 7}
+  EXPECT_FLOAT_EQ(var[0], 5.0f);
+  EXPECT_FLOAT_EQ(mean[1], 40.0f);  // {10, 30, 50, 70}
+  EXPECT_FLOAT_EQ(var[1], 500.0f);
+  nk::Stats moved(std::move(a));
+  EXPECT_EQ(moved.count(), 4);
+  EXPECT_THROW(moved.merge(moved), nk::Error);
+  nk::Stats three(ctx, 3);
+  EXPECT_THROW(three.finalize(mean.data(), nullptr, nullptr), nk::Error) << "no samples yet";
+}
+
 }  // namespace

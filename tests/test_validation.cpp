@@ -868,23 +868,4 @@ TEST(ValidationLastError, SuccessKeepsMessage) {
   EXPECT_EQ(nk_last_error(), before);
 }
 
-TEST(ValidationStatusName, EveryStatus) {
-  const std::pair<nk_status, const char*> names[] = {
-      {NK_SUCCESS, "NK_SUCCESS"},
-      {NK_ERROR_INVALID_VALUE, "NK_ERROR_INVALID_VALUE"},
-      {NK_ERROR_BAD_SHAPE, "NK_ERROR_BAD_SHAPE"},
-      {NK_ERROR_NOT_SUPPORTED, "NK_ERROR_NOT_SUPPORTED"},
-      {NK_ERROR_WORKSPACE, "NK_ERROR_WORKSPACE"},
-      {NK_ERROR_CUDA, "NK_ERROR_CUDA"},
-      {NK_ERROR_OUT_OF_MEMORY, "NK_ERROR_OUT_OF_MEMORY"},
-      {NK_ERROR_INTERNAL, "NK_ERROR_INTERNAL"}};
-  for (const auto& [status, name] : names) EXPECT_STREQ(nk_status_name(status), name);
-}
-
-TEST(ValidationStatusName, UnknownStatus) {
-  for (int v : {8, -1, 1000}) {
-    EXPECT_STREQ(nk_status_name(static_cast<nk_status>(v)), "NK_UNKNOWN_STATUS") << v;
-  }
-}
-
 }  // namespace

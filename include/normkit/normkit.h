@@ -67,43 +67,49 @@ extern "C" {
  * Enumerations
  * ------------------------------------------------------------------------------------------- */
 
-typedef NK_ENUM(nk_status){
-    NK_SUCCESS = 0,
-    NK_ERROR_INVALID_VALUE = 1, /* a NULL, unknown, out-of-range or inconsistent argument */
-    NK_ERROR_BAD_SHAPE = 2,     /* a dimension that is not allowed for this op */
-    NK_ERROR_NOT_SUPPORTED = 3, /* valid request the backend does not implement */
-    NK_ERROR_WORKSPACE = 4,     /* the context's workspace is too small */
-    NK_ERROR_CUDA = 5,          /* a CUDA runtime error, or no CUDA device */
-    NK_ERROR_OUT_OF_MEMORY = 6, /* an allocation failed */
-    NK_ERROR_INTERNAL = 7       /* a bug in normkit: please report the message */
+/* (clang-format does not know NK_ENUM: the enums keep their layout by hand.) */
+/* clang-format off */
+typedef NK_ENUM(nk_status) {
+  NK_SUCCESS = 0,
+  NK_ERROR_INVALID_VALUE = 1, /* a NULL, unknown, out-of-range or inconsistent argument */
+  NK_ERROR_BAD_SHAPE = 2,     /* a dimension that is not allowed for this op */
+  NK_ERROR_NOT_SUPPORTED = 3, /* valid request the backend does not implement */
+  NK_ERROR_WORKSPACE = 4,     /* the context's workspace is too small */
+  NK_ERROR_CUDA = 5,          /* a CUDA runtime error, or no CUDA device */
+  NK_ERROR_OUT_OF_MEMORY = 6, /* an allocation failed */
+  NK_ERROR_INTERNAL = 7,      /* a bug in normkit: please report the message */
+  NK_ERROR_IO = 8,            /* a file could not be opened, read, written or renamed */
+  NK_ERROR_FILE_FORMAT = 9    /* not a normkit statistics file, truncated, or corrupted */
 } nk_status;
 
-typedef NK_ENUM(nk_backend){NK_BACKEND_CPU = 0, NK_BACKEND_CUDA = 1} nk_backend;
+typedef NK_ENUM(nk_backend) { NK_BACKEND_CPU = 0, NK_BACKEND_CUDA = 1 } nk_backend;
 
-typedef NK_ENUM(nk_dtype){NK_F32 = 0, NK_F16 = 1, NK_BF16 = 2} nk_dtype;
+typedef NK_ENUM(nk_dtype) { NK_F32 = 0, NK_F16 = 1, NK_BF16 = 2 } nk_dtype;
 
-typedef NK_ENUM(nk_layout){NK_NCHW = 0, NK_NHWC = 1} nk_layout;
+typedef NK_ENUM(nk_layout) { NK_NCHW = 0, NK_NHWC = 1 } nk_layout;
 
-typedef NK_ENUM(nk_phase){
-    NK_TRAINING = 0, /* statistics of this batch; running statistics updated when given */
-    NK_INFERENCE = 1 /* frozen running statistics; the batch's own statistics are never used */
+typedef NK_ENUM(nk_phase) {
+  NK_TRAINING = 0,  /* statistics of this batch; running statistics updated when given */
+  NK_INFERENCE = 1  /* frozen running statistics; the batch's own statistics are never used */
 } nk_phase;
 
 /* How the running statistics are averaged (batch and instance norm, training phase). */
-typedef NK_ENUM(nk_momentum_mode){
-    /* running = (1 - momentum) * running + momentum * batch (PyTorch's momentum, default 0.1).
-     * Keras' BatchNormalization(momentum=k) is momentum = 1 - k here. */
-    NK_MOMENTUM_EXPONENTIAL = 0,
-    /* Cumulative average, PyTorch's momentum=None: num_batches_tracked is incremented first, then
-     * momentum = 1 / num_batches_tracked. Requires num_batches_tracked. */
-    NK_MOMENTUM_CUMULATIVE = 1} nk_momentum_mode;
+typedef NK_ENUM(nk_momentum_mode) {
+  /* running = (1 - momentum) * running + momentum * batch (PyTorch's momentum, default 0.1).
+   * Keras' BatchNormalization(momentum=k) is momentum = 1 - k here. */
+  NK_MOMENTUM_EXPONENTIAL = 0,
+  /* Cumulative average, PyTorch's momentum=None: num_batches_tracked is incremented first, then
+   * momentum = 1 / num_batches_tracked. Requires num_batches_tracked. */
+  NK_MOMENTUM_CUMULATIVE = 1
+} nk_momentum_mode;
 
 /* Which batch variance enters the running variance. Normalization itself always uses the biased
  * variance. */
-typedef NK_ENUM(nk_running_var){
-    NK_RUNNING_VAR_UNBIASED = 0, /* var * count / (count - 1): PyTorch */
-    NK_RUNNING_VAR_BIASED = 1    /* var: Keras' moving_variance */
+typedef NK_ENUM(nk_running_var) {
+  NK_RUNNING_VAR_UNBIASED = 0, /* var * count / (count - 1): PyTorch */
+  NK_RUNNING_VAR_BIASED = 1    /* var: Keras' moving_variance */
 } nk_running_var;
+/* clang-format on */
 
 /* ---------------------------------------------------------------------------------------------
  * Descriptors
@@ -391,6 +397,118 @@ NK_API nk_status nk_rms_norm_backward_workspace_size(nk_context ctx, const nk_ro
 NK_API nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, const void* x,
                                       const void* dy, const void* weight, const float* save_rstd,
                                       void* dx, void* dweight);
+
+/* ---------------------------------------------------------------------------------------------
+ * Statistics accumulator: exact per-feature count, mean and variance over any number of batches
+ * fed one by one (Welford within a batch, Chan's merge across batches and accumulators), in fp64.
+ * Uses: precise batch-norm statistics after training (the variance of all the data, not a mean of
+ * per-batch variances: finalize straight into running_mean and running_var), and dataset
+ * standardization statistics (as Keras' Normalization.adapt).
+ * The CPU backend implements it; on a CUDA context nk_stats_create returns NK_ERROR_NOT_SUPPORTED
+ * for now.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct nk_stats_s* nk_stats;
+
+/* An empty accumulator of `features` (>= 1) features on ctx's backend.
+ * Errors: NK_ERROR_INVALID_VALUE (ctx or out NULL), NK_ERROR_BAD_SHAPE (features < 1),
+ *         NK_ERROR_NOT_SUPPORTED (CUDA context), NK_ERROR_OUT_OF_MEMORY. */
+NK_API nk_status nk_stats_create(nk_context ctx, int64_t features, nk_stats* out);
+
+/* NULL is accepted and does nothing. */
+NK_API nk_status nk_stats_destroy(nk_stats stats);
+
+/* Back to no samples. */
+NK_API nk_status nk_stats_reset(nk_stats stats);
+
+/* Adds a batch, one feature per channel: x is N x C x S in desc's layout and dtype, and
+ * desc->c must equal the accumulator's feature count (NK_ERROR_BAD_SHAPE otherwise). */
+NK_API nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, const void* x);
+
+/* Adds a batch, one feature per column: x is rows x cols (row-major) of desc->dtype, and
+ * desc->cols must equal the feature count; desc->weight_dtype is not used. */
+NK_API nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const void* x);
+
+/* into += from: afterwards `into` holds the statistics of both sample sets. Both must have the
+ * same feature count (NK_ERROR_BAD_SHAPE); into == from is rejected (NK_ERROR_INVALID_VALUE). */
+NK_API nk_status nk_stats_merge(nk_stats into, nk_stats from);
+
+/* The number of samples each feature has seen (the same for every feature). */
+NK_API nk_status nk_stats_count(nk_stats stats, int64_t* count);
+
+/* Per feature, each output [features] fp32 and nullable: the mean, the biased variance (divided by
+ * the count) and the unbiased variance (divided by count - 1).
+ * Errors: NK_ERROR_INVALID_VALUE (no samples yet; var_unbiased with a single sample). */
+NK_API nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_unbiased);
+
+/* ---------------------------------------------------------------------------------------------
+ * Frozen statistics: what inference normalizes with, as a first-class object that is saved,
+ * loaded and checked against the layer it is applied to.
+ *
+ * File format, version 1, little-endian:
+ *   offset  0  magic "NKSTATS" and a zero byte (8 bytes)
+ *           8  u32 version (1)          12  u32 kind (nk_stats_kind)
+ *          16  u32 dtype (nk_dtype)     20  u32 variance convention (nk_running_var)
+ *          24  i64 features             32  i64 samples
+ *          40  f64 eps
+ *          48  f32 center[features], then f32 spread[features]
+ *         end  u64 checksum: 64-bit FNV-1a of every preceding byte
+ * ------------------------------------------------------------------------------------------- */
+
+/* clang-format off */
+typedef NK_ENUM(nk_stats_kind) {
+  NK_STATS_BATCH_NORM = 1,    /* center: running mean, spread: running variance */
+  NK_STATS_INSTANCE_NORM = 2, /* the same */
+  NK_STATS_STANDARDIZE = 3    /* center: mean, spread: variance (z-score preprocessing) */
+} nk_stats_kind;
+/* clang-format on */
+
+typedef struct nk_frozen_stats {
+  nk_stats_kind kind;
+  nk_dtype dtype;             /* dtype of the activations the statistics are for */
+  nk_running_var running_var; /* how `spread` was estimated: unbiased or biased variance */
+  int64_t features;           /* >= 1 */
+  int64_t samples;            /* values per feature the statistics come from, >= 1 */
+  double eps;                 /* the eps the layer normalizes with, finite and >= 0 */
+  float* center;              /* [features] */
+  float* spread;              /* [features], each finite and >= 0 */
+} nk_frozen_stats;
+
+/* Writes stats to `path` atomically: a temporary file beside it is written, flushed to disk and
+ * renamed over `path`, so a crash or a failure leaves either the old file or the new one.
+ * Errors: NK_ERROR_INVALID_VALUE (NULL arguments; an invalid field, named), NK_ERROR_BAD_SHAPE
+ *         (features < 1), NK_ERROR_IO (the file could not be written; `path` is left as it was). */
+NK_API nk_status nk_frozen_stats_save(const char* path, const nk_frozen_stats* stats);
+
+/* Reads and checks a file written by nk_frozen_stats_save. On success *stats owns newly allocated
+ * center and spread arrays: release them with nk_frozen_stats_release. On failure *stats is left
+ * untouched.
+ * Errors: NK_ERROR_INVALID_VALUE (NULL arguments), NK_ERROR_IO (cannot open or read),
+ *         NK_ERROR_FILE_FORMAT (not a normkit statistics file, truncated, trailing bytes, checksum
+ *         mismatch, an invalid field), NK_ERROR_NOT_SUPPORTED (written by a newer normkit: a
+ *         version above 1), NK_ERROR_OUT_OF_MEMORY. */
+NK_API nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats);
+
+/* Frees the arrays of a loaded nk_frozen_stats and sets them to NULL. NULL is accepted. */
+NK_API void nk_frozen_stats_release(nk_frozen_stats* stats);
+
+/* Checks frozen statistics against the layer they are about to be applied to: kind, activation
+ * dtype, feature count and eps must match exactly. The message names both values, e.g.
+ * "eps = 0.001 in the frozen statistics but 1e-05 in the layer".
+ * Errors: NK_ERROR_INVALID_VALUE (a mismatch, an invalid field, or a NULL argument). */
+NK_API nk_status nk_frozen_stats_check(const nk_frozen_stats* stats, nk_stats_kind kind,
+                                       nk_dtype dtype, int64_t features, double eps);
+
+/* Batch norm inference with frozen statistics: nk_frozen_stats_check(stats, NK_STATS_BATCH_NORM,
+ * desc->dtype, desc->c, params->eps), then nk_batch_norm_forward in NK_INFERENCE with
+ * stats->center and stats->spread as the running statistics. They are host arrays: CPU contexts
+ * only for now (a CUDA context returns NK_ERROR_NOT_SUPPORTED). params->phase must be
+ * NK_INFERENCE (NK_ERROR_INVALID_VALUE otherwise).
+ * Errors: those of nk_frozen_stats_check and nk_batch_norm_forward. */
+NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
+                                              const nk_norm_params* params,
+                                              const nk_frozen_stats* stats, const void* x,
+                                              const float* weight, const float* bias, void* y);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -301,6 +301,53 @@ void rms_norm_backward(const Context& ctx, int64_t rows, int64_t cols, const T* 
   check(nk_rms_norm_backward(ctx, &d, x, dy, weight, save_rstd, dx, dweight));
 }
 
+// ---- statistics accumulator ------------------------------------------------------------------
+
+// Exact per-feature statistics over many batches (nk_stats_*), owned.
+class Stats {
+ public:
+  Stats(const Context& ctx, int64_t features) { check(nk_stats_create(ctx, features, &stats_)); }
+  Stats(Stats&& other) noexcept : stats_(std::exchange(other.stats_, nullptr)) {}
+  Stats& operator=(Stats&& other) noexcept {
+    if (this != &other) {
+      nk_stats_destroy(stats_);
+      stats_ = std::exchange(other.stats_, nullptr);
+    }
+    return *this;
+  }
+  Stats(const Stats&) = delete;
+  Stats& operator=(const Stats&) = delete;
+  ~Stats() { nk_stats_destroy(stats_); }
+
+  nk_stats get() const noexcept { return stats_; }
+  void reset() { check(nk_stats_reset(stats_)); }
+  // One feature per channel of an N x C x S batch.
+  template <class T>
+  void add_channels(const Shape& s, const T* x) {
+    const nk_act_desc d = describe<T>(s);
+    check(nk_stats_add_channels(stats_, &d, x));
+  }
+  // One feature per column of a rows x cols batch.
+  template <class T>
+  void add_columns(int64_t rows, int64_t cols, const T* x) {
+    const nk_row_desc d = describe_rows<T, T>(rows, cols);
+    check(nk_stats_add_columns(stats_, &d, x));
+  }
+  void merge(const Stats& other) { check(nk_stats_merge(stats_, other.stats_)); }
+  int64_t count() const {
+    int64_t n = 0;
+    check(nk_stats_count(stats_, &n));
+    return n;
+  }
+  // Each output [features], nullable: mean, biased and unbiased variance.
+  void finalize(float* mean, float* var, float* var_unbiased) const {
+    check(nk_stats_finalize(stats_, mean, var, var_unbiased));
+  }
+
+ private:
+  nk_stats stats_ = nullptr;
+};
+
 }  // namespace nk
 
 #endif  // NORMKIT_NORMKIT_HPP_

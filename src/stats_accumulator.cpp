@@ -1,0 +1,135 @@
+// The statistics accumulator (nk_stats_*): per-feature count, mean and m2 in fp64 on the host.
+// A batch is reduced to per-feature Welford states first and then merged into the accumulator
+// (Chan), so a failing call, or one that throws while reducing, leaves the accumulator as it was.
+// A columns batch (rows x cols) is the channels batch N = rows, C = cols, S = 1, NHWC.
+#include <normkit/normkit.h>
+
+#include <memory>
+#include <vector>
+
+#include "context.hpp"
+#include "cpu/elements.hpp"
+#include "cpu/welford.hpp"
+#include "dtype.hpp"
+#include "error.hpp"
+#include "validate.hpp"
+
+struct nk_stats_s {
+  int64_t features;
+  std::vector<nk::cpu::Welford> state;  // [features]; every feature has the same count
+};
+
+namespace nk {
+namespace {
+
+nk_stats_s& require_stats(nk_stats stats) {
+  require_pointer(stats, "stats");
+  return *stats;
+}
+
+void add_batch(nk_stats_s& st, const ChannelShape& shape, const void* x) {
+  if (shape.c != st.features) {
+    fail(NK_ERROR_BAD_SHAPE, "the batch has ", shape.c, " features but the accumulator ",
+         st.features);
+  }
+  require_elements(x, shape.dtype, "x");
+  std::vector<cpu::Welford> batch(static_cast<size_t>(st.features));
+  dispatch_dtype(shape.dtype, [&](auto tag) {
+    const auto* v = static_cast<const decltype(tag)*>(x);
+    cpu::for_each_element(shape, [&](int64_t i, int64_t c, int64_t) {
+      batch[static_cast<size_t>(c)].push(to_double(v[i]));
+    });
+  });
+  for (int64_t c = 0; c < st.features; ++c) st.state[c].merge(batch[c]);
+}
+
+}  // namespace
+}  // namespace nk
+
+extern "C" {
+
+nk_status nk_stats_create(nk_context ctx, int64_t features, nk_stats* out) {
+  return nk::guard("nk_stats_create", [&] {
+    nk::require_pointer(ctx, "ctx");
+    nk::require_pointer(out, "out");
+    if (ctx->backend != NK_BACKEND_CPU) {
+      nk::fail(NK_ERROR_NOT_SUPPORTED,
+               "the statistics accumulator runs on CPU contexts only in this version");
+    }
+    if (features < 1) nk::fail(NK_ERROR_BAD_SHAPE, "features = ", features, ": expected >= 1");
+    auto st = std::make_unique<nk_stats_s>();
+    st->features = features;
+    st->state.resize(static_cast<size_t>(features));
+    *out = st.release();
+  });
+}
+
+nk_status nk_stats_destroy(nk_stats stats) {
+  return nk::guard("nk_stats_destroy", [&] { delete stats; });
+}
+
+nk_status nk_stats_reset(nk_stats stats) {
+  return nk::guard("nk_stats_reset", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    for (auto& s : st.state) s = nk::cpu::Welford{};
+  });
+}
+
+nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, const void* x) {
+  return nk::guard("nk_stats_add_channels", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    nk::add_batch(st, nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1), x);
+  });
+}
+
+nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const void* x) {
+  return nk::guard("nk_stats_add_columns", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    nk::require_pointer(desc, "desc");
+    // The weight dtype plays no part here: check the shape with it set to f32.
+    nk_row_desc rows = *desc;
+    rows.weight_dtype = NK_F32;
+    const nk::RowShape r = nk::row_shape(false, &rows);
+    nk::add_batch(st, nk::ChannelShape{nk::ChannelNorm::kBatch, r.rows, r.cols, 1, NK_NHWC, r.dtype, 1}, x);
+  });
+}
+
+nk_status nk_stats_merge(nk_stats into, nk_stats from) {
+  return nk::guard("nk_stats_merge", [&] {
+    nk_stats_s& a = nk::require_stats(into);
+    nk::require_pointer(from, "from");
+    if (into == from) nk::fail(NK_ERROR_INVALID_VALUE, "into == from: merge needs two accumulators");
+    if (a.features != from->features) {
+      nk::fail(NK_ERROR_BAD_SHAPE, "into has ", a.features, " features but from ", from->features);
+    }
+    for (int64_t c = 0; c < a.features; ++c) a.state[c].merge(from->state[c]);
+  });
+}
+
+nk_status nk_stats_count(nk_stats stats, int64_t* count) {
+  return nk::guard("nk_stats_count", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    nk::require_pointer(count, "count");
+    *count = st.state[0].count;
+  });
+}
+
+nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_unbiased) {
+  return nk::guard("nk_stats_finalize", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    const int64_t count = st.state[0].count;
+    if (count < 1) nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
+    if (var_unbiased && count < 2) {
+      nk::fail(NK_ERROR_INVALID_VALUE,
+               "var_unbiased needs at least 2 samples per feature, the accumulator has 1");
+    }
+    for (int64_t c = 0; c < st.features; ++c) {
+      const nk::cpu::Welford& w = st.state[c];
+      if (mean) mean[c] = static_cast<float>(w.mean);
+      if (var) var[c] = static_cast<float>(w.biased_var());
+      if (var_unbiased) var_unbiased[c] = static_cast<float>(w.m2 / static_cast<double>(count - 1));
+    }
+  });
+}
+
+}  // extern "C"
