@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "frozen_stats.hpp"
+
 #include "backend.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -27,14 +29,20 @@ constexpr char kMagic[8] = {'N', 'K', 'S', 'T', 'A', 'T', 'S', '\0'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderBytes = 48, kChecksumBytes = 8;
 
+}  // namespace
+
 const char* kind_name(int64_t kind) {
   switch (kind) {
     case NK_STATS_BATCH_NORM: return "NK_STATS_BATCH_NORM";
     case NK_STATS_INSTANCE_NORM: return "NK_STATS_INSTANCE_NORM";
     case NK_STATS_STANDARDIZE: return "NK_STATS_STANDARDIZE";
+    case NK_STATS_MIN_MAX: return "NK_STATS_MIN_MAX";
+    case NK_STATS_ROBUST: return "NK_STATS_ROBUST";
   }
   return nullptr;
 }
+
+namespace {
 
 uint64_t fnv1a(const unsigned char* p, size_t n) {
   uint64_t h = 14695981039346656037ull;
@@ -126,6 +134,8 @@ std::vector<unsigned char> read_all(const char* path) {
   return bytes;
 }
 
+}  // namespace
+
 // The frozen statistics must be for this kind of layer, dtype, feature count and eps.
 void check_frozen(const nk_frozen_stats* stats, nk_stats_kind kind, nk_dtype dtype,
                   int64_t features, double eps) {
@@ -152,7 +162,6 @@ void check_frozen(const nk_frozen_stats* stats, nk_stats_kind kind, nk_dtype dty
     require_pointer(stats->spread, "stats->spread");
 }
 
-}  // namespace
 }  // namespace nk
 
 extern "C" {

@@ -1,9 +1,12 @@
-// The statistics accumulator (nk_stats_*): per-feature count, mean and m2 in fp64 on the host.
+// The statistics accumulator (nk_stats_*): per-feature count, mean and m2 in fp64 on the host,
+// and the minimum and maximum.
 // A batch is reduced to per-feature Welford states first and then merged into the accumulator
 // (Chan), so a failing call, or one that throws while reducing, leaves the accumulator as it was.
 // A columns batch (rows x cols) is the channels batch N = rows, C = cols, S = 1, NHWC.
 #include <normkit/normkit.h>
 
+#include <algorithm>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -17,6 +20,13 @@
 struct nk_stats_s {
   int64_t features;
   std::vector<nk::cpu::Welford> state;  // [features]; every feature has the same count
+  std::vector<double> min, max;         // [features]; +inf and -inf before any sample
+
+  void clear() {
+    state.assign(static_cast<size_t>(features), nk::cpu::Welford{});
+    min.assign(static_cast<size_t>(features), std::numeric_limits<double>::infinity());
+    max.assign(static_cast<size_t>(features), -std::numeric_limits<double>::infinity());
+  }
 };
 
 namespace nk {
@@ -27,20 +37,32 @@ nk_stats_s& require_stats(nk_stats stats) {
   return *stats;
 }
 
+void merge_into(nk_stats_s& into, const nk_stats_s& from) {
+  for (int64_t c = 0; c < into.features; ++c) {
+    into.state[c].merge(from.state[c]);
+    into.min[c] = std::min(into.min[c], from.min[c]);
+    into.max[c] = std::max(into.max[c], from.max[c]);
+  }
+}
+
 void add_batch(nk_stats_s& st, const ChannelShape& shape, const void* x) {
   if (shape.c != st.features) {
     fail(NK_ERROR_BAD_SHAPE, "the batch has ", shape.c, " features but the accumulator ",
          st.features);
   }
   require_elements(x, shape.dtype, "x");
-  std::vector<cpu::Welford> batch(static_cast<size_t>(st.features));
+  nk_stats_s batch{st.features, {}, {}, {}};
+  batch.clear();
   dispatch_dtype(shape.dtype, [&](auto tag) {
     const auto* v = static_cast<const decltype(tag)*>(x);
     cpu::for_each_element(shape, [&](int64_t i, int64_t c, int64_t) {
-      batch[static_cast<size_t>(c)].push(to_double(v[i]));
+      const double value = to_double(v[i]);
+      batch.state[c].push(value);
+      batch.min[c] = std::min(batch.min[c], value);
+      batch.max[c] = std::max(batch.max[c], value);
     });
   });
-  for (int64_t c = 0; c < st.features; ++c) st.state[c].merge(batch[c]);
+  merge_into(st, batch);
 }
 
 }  // namespace
@@ -59,7 +81,7 @@ nk_status nk_stats_create(nk_context ctx, int64_t features, nk_stats* out) {
     if (features < 1) nk::fail(NK_ERROR_BAD_SHAPE, "features = ", features, ": expected >= 1");
     auto st = std::make_unique<nk_stats_s>();
     st->features = features;
-    st->state.resize(static_cast<size_t>(features));
+    st->clear();
     *out = st.release();
   });
 }
@@ -70,8 +92,7 @@ nk_status nk_stats_destroy(nk_stats stats) {
 
 nk_status nk_stats_reset(nk_stats stats) {
   return nk::guard("nk_stats_reset", [&] {
-    nk_stats_s& st = nk::require_stats(stats);
-    for (auto& s : st.state) s = nk::cpu::Welford{};
+    nk::require_stats(stats).clear();
   });
 }
 
@@ -102,7 +123,7 @@ nk_status nk_stats_merge(nk_stats into, nk_stats from) {
     if (a.features != from->features) {
       nk::fail(NK_ERROR_BAD_SHAPE, "into has ", a.features, " features but from ", from->features);
     }
-    for (int64_t c = 0; c < a.features; ++c) a.state[c].merge(from->state[c]);
+    nk::merge_into(a, *from);
   });
 }
 
@@ -128,6 +149,17 @@ nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_
       if (mean) mean[c] = static_cast<float>(w.mean);
       if (var) var[c] = static_cast<float>(w.biased_var());
       if (var_unbiased) var_unbiased[c] = static_cast<float>(w.m2 / static_cast<double>(count - 1));
+    }
+  });
+}
+
+nk_status nk_stats_min_max(nk_stats stats, float* min, float* max) {
+  return nk::guard("nk_stats_min_max", [&] {
+    nk_stats_s& st = nk::require_stats(stats);
+    if (st.state[0].count < 1) nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
+    for (int64_t c = 0; c < st.features; ++c) {
+      if (min) min[c] = static_cast<float>(st.min[c]);
+      if (max) max[c] = static_cast<float>(st.max[c]);
     }
   });
 }

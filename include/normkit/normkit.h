@@ -441,6 +441,10 @@ NK_API nk_status nk_stats_count(nk_stats stats, int64_t* count);
  * Errors: NK_ERROR_INVALID_VALUE (no samples yet; var_unbiased with a single sample). */
 NK_API nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_unbiased);
 
+/* Per feature, each output [features] fp32 and nullable: the smallest and largest value seen (what
+ * min-max scaling fits). Errors: NK_ERROR_INVALID_VALUE (no samples yet). */
+NK_API nk_status nk_stats_min_max(nk_stats stats, float* min, float* max);
+
 /* ---------------------------------------------------------------------------------------------
  * Frozen statistics: what inference normalizes with, as a first-class object that is saved,
  * loaded and checked against the layer it is applied to.
@@ -459,8 +463,16 @@ NK_API nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, floa
 typedef NK_ENUM(nk_stats_kind) {
   NK_STATS_BATCH_NORM = 1,    /* center: running mean, spread: running variance */
   NK_STATS_INSTANCE_NORM = 2, /* the same */
-  NK_STATS_STANDARDIZE = 3    /* center: mean, spread: variance (z-score preprocessing) */
+  NK_STATS_STANDARDIZE = 3,   /* center: mean, spread: variance (z-score preprocessing) */
+  NK_STATS_MIN_MAX = 4,       /* center: minimum, spread: maximum - minimum */
+  NK_STATS_ROBUST = 5         /* center: median, spread: interquartile range (q75 - q25) */
 } nk_stats_kind;
+
+/* What a preprocessing transform does with a feature whose spread is 0. */
+typedef NK_ENUM(nk_zero_spread) {
+  NK_ZERO_SPREAD_ERROR = 0, /* the call fails with NK_ERROR_INVALID_VALUE naming the feature */
+  NK_ZERO_SPREAD_ZERO = 1   /* that feature's outputs are 0 (as divide_no_nan) */
+} nk_zero_spread;
 /* clang-format on */
 
 typedef struct nk_frozen_stats {
@@ -509,6 +521,39 @@ NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc*
                                               const nk_norm_params* params,
                                               const nk_frozen_stats* stats, const void* x,
                                               const float* weight, const float* bias, void* y);
+
+/* ---------------------------------------------------------------------------------------------
+ * Preprocessing normalizers with frozen parameters: fit once (nk_stats_* for the mean, variance,
+ * minimum and maximum; nk_quantiles_columns for the median and quartiles), freeze the parameters in
+ * an nk_frozen_stats (saved and checked like any other), then transform. CPU contexts only for
+ * now (a CUDA context returns NK_ERROR_NOT_SUPPORTED).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Exact quantiles of every column of a rows x cols tensor x (desc->dtype; weight_dtype unused), as
+ * numpy's default ('linear'): with the column sorted, h = q * (rows - 1) and
+ * value = v[floor h] + (h - floor h) * (v[floor h + 1] - v[floor h]).
+ *   q    [nq] host doubles, each in [0, 1];  out  [nq x cols] fp32, out[i * cols + j].
+ * Errors: NK_ERROR_INVALID_VALUE (a q outside [0, 1] or NaN, nq < 1, NULL pointers). */
+NK_API nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const void* x,
+                                      const double* q, int64_t nq, float* out);
+
+/* Transforms a rows x cols tensor with frozen per-column parameters (stats->features == cols,
+ * stats->dtype == desc->dtype; desc->weight_dtype unused):
+ *   NK_STATS_STANDARDIZE  y = (x - mean) / sqrt(variance)
+ *   NK_STATS_MIN_MAX      y = (x - min) / (max - min)
+ *   NK_STATS_ROBUST       y = (x - median) / IQR
+ * A column whose spread is 0 follows `zero_spread`; the check runs before anything is written.
+ * x and y may be the same buffer.
+ * Errors: NK_ERROR_INVALID_VALUE (another kind; a dtype or feature mismatch, naming both values;
+ *         a zero spread with NK_ZERO_SPREAD_ERROR, naming the feature; overlap other than y == x). */
+NK_API nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc,
+                                  const nk_frozen_stats* stats, nk_zero_spread zero_spread,
+                                  const void* x, void* y);
+
+/* y = x / max(||x||_2, eps) for every row of a rows x cols tensor (a zero row gives zeros). eps
+ * finite and > 0. x and y may be the same buffer. */
+NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps,
+                                      const void* x, void* y);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,0 +1,161 @@
+// Preprocessing normalizers on the CPU: exact per-column quantiles (sorted copies, numpy's linear
+// interpolation), scaling with frozen per-column parameters (z-score, min-max, robust) with an
+// explicit zero-spread behaviour, and L2 normalization of rows. Arithmetic in fp64, each output
+// rounded once. Pointer and overlap checks are those of the row norms (y == x allowed).
+#include <normkit/normkit.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "context.hpp"
+#include "dtype.hpp"
+#include "error.hpp"
+#include "frozen_stats.hpp"
+#include "validate.hpp"
+
+namespace nk {
+namespace {
+
+void require_cpu(nk_context ctx) {
+  require_pointer(ctx, "ctx");
+  if (ctx->backend != NK_BACKEND_CPU) {
+    fail(NK_ERROR_NOT_SUPPORTED, "the preprocessing normalizers run on CPU contexts only in this version");
+  }
+}
+
+// A rows x cols shape whose weight dtype plays no part.
+RowShape columns_shape(const nk_row_desc* desc) {
+  require_pointer(desc, "desc");
+  nk_row_desc d = *desc;
+  d.weight_dtype = NK_F32;
+  return row_shape(false, &d);
+}
+
+// Null, alignment and overlap checks of x -> y (y == x allowed), as for the row norms.
+void validate_map(const nk_context_s& ctx, const RowShape& s, const void* x, void* y) {
+  RowForwardArgs a{};
+  a.shape = s;
+  a.x = x;
+  a.y = y;
+  validate(a, Span{ctx.workspace, ctx.workspace_bytes});
+}
+
+// Calls body(v) with x's elements typed.
+template <class Body>
+void with_elements(nk_dtype dtype, const void* x, Body&& body) {
+  dispatch_dtype(dtype, [&](auto tag) { body(static_cast<const decltype(tag)*>(x)); });
+}
+
+}  // namespace
+}  // namespace nk
+
+extern "C" {
+
+nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const void* x,
+                               const double* q, int64_t nq, float* out) {
+  return nk::guard("nk_quantiles_columns", [&] {
+    nk::require_cpu(ctx);
+    const nk::RowShape s = nk::columns_shape(desc);
+    nk::require_elements(x, s.dtype, "x");
+    nk::require_pointer(q, "q");
+    nk::require_pointer(out, "out");
+    if (nq < 1) nk::fail(NK_ERROR_INVALID_VALUE, "nq = ", nq, ": expected >= 1");
+    for (int64_t i = 0; i < nq; ++i) {
+      if (!(q[i] >= 0.0 && q[i] <= 1.0)) {
+        nk::fail(NK_ERROR_INVALID_VALUE, "q[", i, "] = ", q[i], ": expected a value in [0, 1]");
+      }
+    }
+    std::vector<float> result(static_cast<size_t>(nq * s.cols));
+    std::vector<double> column(static_cast<size_t>(s.rows));
+    nk::with_elements(s.dtype, x, [&](const auto* v) {
+      for (int64_t j = 0; j < s.cols; ++j) {
+        bool nan = false;
+        for (int64_t r = 0; r < s.rows; ++r) {
+          column[r] = nk::to_double(v[r * s.cols + j]);
+          nan = nan || std::isnan(column[r]);
+        }
+        if (!nan) std::sort(column.begin(), column.end());
+        for (int64_t i = 0; i < nq; ++i) {
+          const double h = q[i] * static_cast<double>(s.rows - 1);
+          const auto lo = static_cast<int64_t>(std::floor(h));
+          const int64_t hi = std::min(lo + 1, s.rows - 1);
+          const double value = column[lo] + (h - static_cast<double>(lo)) * (column[hi] - column[lo]);
+          result[i * s.cols + j] = nan ? NAN : static_cast<float>(value);
+        }
+      }
+    });
+    std::copy(result.begin(), result.end(), out);
+  });
+}
+
+nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_frozen_stats* stats,
+                           nk_zero_spread zero_spread, const void* x, void* y) {
+  return nk::guard("nk_scale_columns", [&] {
+    nk::require_cpu(ctx);
+    const nk::RowShape s = nk::columns_shape(desc);
+    nk::require_pointer(stats, "stats");
+    if (stats->kind != NK_STATS_STANDARDIZE && stats->kind != NK_STATS_MIN_MAX &&
+        stats->kind != NK_STATS_ROBUST) {
+      const char* name = nk::kind_name(stats->kind);
+      nk::fail(NK_ERROR_INVALID_VALUE, "stats->kind = ", name ? name : "(unknown)",
+               ": nk_scale_columns takes NK_STATS_STANDARDIZE, NK_STATS_MIN_MAX or NK_STATS_ROBUST");
+    }
+    nk::check_frozen(stats, stats->kind, s.dtype, s.cols, stats->eps);
+    if (zero_spread != NK_ZERO_SPREAD_ERROR && zero_spread != NK_ZERO_SPREAD_ZERO) {
+      nk::fail(NK_ERROR_INVALID_VALUE, "zero_spread = ", static_cast<int>(zero_spread),
+               " is not an nk_zero_spread");
+    }
+    nk::validate_map(*ctx, s, x, y);
+    // Per column: y = (x - center) * inverse, inverse 0 for a zero spread in NK_ZERO_SPREAD_ZERO.
+    std::vector<double> inverse(static_cast<size_t>(s.cols));
+    for (int64_t j = 0; j < s.cols; ++j) {
+      const double spread = stats->spread[j];
+      const double scale = stats->kind == NK_STATS_STANDARDIZE ? std::sqrt(spread) : spread;
+      if (!(spread >= 0) || !std::isfinite(spread)) {
+        nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = ", spread, ": expected finite and >= 0");
+      }
+      if (scale == 0 && zero_spread == NK_ZERO_SPREAD_ERROR) {
+        nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = 0: feature ", j,
+                 " has no spread (pass NK_ZERO_SPREAD_ZERO to output 0 for it)");
+      }
+      inverse[j] = scale == 0 ? 0.0 : 1.0 / scale;
+    }
+    nk::dispatch_dtype(s.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* in = static_cast<const T*>(x);
+      T* o = static_cast<T*>(y);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        for (int64_t j = 0; j < s.cols; ++j) {
+          const int64_t i = r * s.cols + j;
+          o[i] = nk::from_double<T>((nk::to_double(in[i]) - stats->center[j]) * inverse[j]);
+        }
+      }
+    });
+  });
+}
+
+nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps, const void* x,
+                               void* y) {
+  return nk::guard("nk_l2_normalize_rows", [&] {
+    nk::require_cpu(ctx);
+    const nk::RowShape s = nk::columns_shape(desc);
+    if (!std::isfinite(eps) || eps <= 0) {
+      nk::fail(NK_ERROR_INVALID_VALUE, "eps = ", eps, ": expected a finite value > 0");
+    }
+    nk::validate_map(*ctx, s, x, y);
+    nk::dispatch_dtype(s.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* in = static_cast<const T*>(x);
+      T* o = static_cast<T*>(y);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        double squares = 0;
+        for (int64_t j = 0; j < s.cols; ++j) squares += nk::to_double(in[r * s.cols + j]) * nk::to_double(in[r * s.cols + j]);
+        const double scale = 1.0 / std::max(std::sqrt(squares), eps);
+        for (int64_t j = 0; j < s.cols; ++j) o[r * s.cols + j] = nk::from_double<T>(nk::to_double(in[r * s.cols + j]) * scale);
+      }
+    });
+  });
+}
+
+}  // extern "C"
