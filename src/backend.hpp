@@ -19,6 +19,9 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
 void run(const nk_context_s& ctx, const RowBackwardArgs& a);
+// Batch norm training forward with given (global) statistics per channel: synchronized batch norm.
+void forward_global(const nk_context_s& ctx, const ChannelForwardArgs& a, int64_t count,
+                    const float* mean, const float* m2);
 }  // namespace cpu
 
 namespace cuda {

@@ -194,8 +194,25 @@ void validate_config(const ChannelForwardArgs& a) {
   require_several_values(a.shape, a.params.phase);
 }
 
+void validate_global(const ChannelForwardArgs& a, const Span& workspace, int64_t global_count) {
+  validate_norm_params(&a.params, a.shape.kind);
+  if (a.params.phase != NK_TRAINING) {
+    fail(NK_ERROR_INVALID_VALUE, "params->phase must be NK_TRAINING: the global statistics are a "
+                                 "training batch's (inference uses nk_batch_norm_forward)");
+  }
+  if (global_count < 2 || global_count < a.shape.count_per_stat()) {
+    fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count, ": expected >= 2 and >= this shard's ",
+         a.shape.count_per_stat(), " values per channel");
+  }
+  validate_buffers(a, workspace);
+}
+
 void validate(const ChannelForwardArgs& a, const Span& workspace) {
   validate_config(a);
+  validate_buffers(a, workspace);
+}
+
+void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
   require_pointer(a.x, "x");
@@ -238,6 +255,10 @@ void validate_config(const ChannelBackwardArgs& a) {
 
 void validate(const ChannelBackwardArgs& a, const Span& workspace) {
   validate_config(a);
+  validate_buffers(a, workspace);
+}
+
+void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
   require_pointer(a.x, "x");

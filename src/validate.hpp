@@ -34,4 +34,12 @@ void validate(const ChannelBackwardArgs& a, const Span& workspace);
 void validate(const RowForwardArgs& a, const Span& workspace);
 void validate(const RowBackwardArgs& a, const Span& workspace);
 
+// The pointer, alignment and overlap part of validate() alone.
+void validate_buffers(const ChannelForwardArgs& a, const Span& workspace);
+void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace);
+
+// Synchronized batch norm's forward with global statistics: the parameter block, the global count
+// (>= 2, >= this shard's), then the buffers; a shard may hold a single value per channel.
+void validate_global(const ChannelForwardArgs& a, const Span& workspace, int64_t global_count);
+
 }  // namespace nk

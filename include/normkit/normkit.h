@@ -555,6 +555,70 @@ NK_API nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc,
 NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps,
                                       const void* x, void* y);
 
+/* ---------------------------------------------------------------------------------------------
+ * Synchronized batch norm: the statistics of a global batch whose shards live on several ranks
+ * (GPUs, nodes). Two phases around an exchange the engine runs over its own transport:
+ *   forward   1. nk_batch_norm_local_stats on each rank: count, mean and m2 of its shard;
+ *             2. exchange: gather every rank's (count, mean, m2) (e.g. an all-gather);
+ *             3. nk_batch_norm_merge_stats on each rank: merges them in rank order (every rank
+ *                gets the same bits; ranks with no samples contribute count 0, never NaN);
+ *             4. nk_batch_norm_forward_global on each rank: normalizes its shard with the global
+ *                statistics, saves them, updates the running statistics.
+ *   backward  1. nk_batch_norm_backward_local_sums: per channel sum(dy) and sum(dy * x-hat);
+ *             2. exchange: sum them over ranks (an all-reduce);
+ *             3. nk_batch_norm_backward_global: dx from the global sums, which are also dbias and
+ *                dweight.
+ * Multi-node: run the exchanges over the engine's communicator (for NCCL, ncclAllGather of the
+ * packed [count, mean, m2] and ncclAllReduce(sum) of the sums, on the context's stream). These
+ * functions run on CPU contexts in this version; a CUDA context returns NK_ERROR_NOT_SUPPORTED.
+ * ------------------------------------------------------------------------------------------- */
+
+/* This rank's shard, per channel: the number of values (N*S, the same for every channel), their
+ * mean and m2 = sum((x - mean)^2).
+ *   count [1] int64; mean, m2 [C] fp32. Errors: those of the shape and pointer checks. */
+NK_API nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* desc, const void* x,
+                                           int64_t* count, float* mean, float* m2);
+
+/* Merges `ranks` partials in rank order (Chan's merge, fp64).
+ *   counts [ranks] int64 (>= 0); means, m2s [ranks x channels] fp32 (index r * channels + c);
+ *   total_count [1] int64; mean, m2 [channels] fp32.
+ * Errors: NK_ERROR_INVALID_VALUE (every count 0, a negative count, NULL), NK_ERROR_BAD_SHAPE
+ *         (ranks or channels < 1). */
+NK_API nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_t channels,
+                                           const int64_t* counts, const float* means,
+                                           const float* m2s, int64_t* total_count, float* mean,
+                                           float* m2);
+
+/* Training forward of this rank's shard with the global statistics (count, mean, m2 from
+ * nk_batch_norm_merge_stats): var = m2 / count, otherwise exactly nk_batch_norm_forward in
+ * NK_TRAINING (same arguments, same running update with the global count). The global count
+ * must be >= 2 and at least this shard's N*S; the shard itself may hold a single value.
+ * Errors: those of nk_batch_norm_forward; NK_ERROR_INVALID_VALUE (params->phase not NK_TRAINING;
+ *         global_count below 2 or below the shard's). */
+NK_API nk_status nk_batch_norm_forward_global(
+    nk_context ctx, const nk_act_desc* desc, const nk_norm_params* params, int64_t global_count,
+    const float* global_mean, const float* global_m2, const void* x, const float* weight,
+    const float* bias, float* running_mean, float* running_var, int64_t* num_batches_tracked,
+    void* y, float* save_mean, float* save_invstd);
+
+/* This rank's per-channel sum(dy) and sum(dy * x-hat), x-hat from save_mean/save_invstd.
+ *   sum_dy, sum_dy_xhat [C] fp32, required. */
+NK_API nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* desc,
+                                                   const void* x, const void* dy,
+                                                   const float* save_mean,
+                                                   const float* save_invstd, float* sum_dy,
+                                                   float* sum_dy_xhat);
+
+/* dx of this rank's shard from the global sums (summed over ranks) and count:
+ *   dx = weight * invstd * (dy - sum_dy / count - x-hat * sum_dy_xhat / count)
+ * The global sums are dbias and dweight. dx may equal dy. */
+NK_API nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
+                                               int64_t global_count, const float* sum_dy,
+                                               const float* sum_dy_xhat, const void* x,
+                                               const void* dy, const float* weight,
+                                               const float* save_mean, const float* save_invstd,
+                                               void* dx);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

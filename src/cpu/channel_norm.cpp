@@ -46,30 +46,30 @@ void update_running(const ChannelForwardArgs& a, const Welford* stats) {
   const double m = a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE
                        ? 1.0 / static_cast<double>(*a.num_batches_tracked)
                        : a.params.momentum;
-  const auto count = static_cast<double>(s.count_per_stat());
-  const double unbias = a.params.running_var == NK_RUNNING_VAR_UNBIASED ? count / (count - 1) : 1;
+  const bool unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
   const int64_t instances = s.kind == ChannelNorm::kInstance ? s.n : 1;
   for (int64_t c = 0; c < s.c; ++c) {
     double mean = 0, var = 0;
     for (int64_t n = 0; n < instances; ++n) {
+      // The statistic's own count: the shard's, or the global batch's in synchronized batch norm.
       const Welford& st = stats[s.kind == ChannelNorm::kInstance ? n * s.c + c : c];
+      const auto count = static_cast<double>(st.count);
       mean += st.mean;
-      var += st.biased_var();
+      var += st.biased_var() * (unbiased ? count / (count - 1) : 1.0);
     }
     mean /= static_cast<double>(instances);
-    var = var / static_cast<double>(instances) * unbias;
+    var /= static_cast<double>(instances);
     a.running_mean[c] = static_cast<float>((1 - m) * a.running_mean[c] + m * mean);
     a.running_var[c] = static_cast<float>((1 - m) * a.running_var[c] + m * var);
   }
 }
 
+// y, the saved statistics and the running update from the statistics in w.stats.
 template <class T>
-void forward_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
+void apply_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
   const ChannelShape& s = a.shape;
   const T* x = static_cast<const T*>(a.x);
   T* y = static_cast<T*>(a.y);
-  for (int64_t k = 0; k < s.num_stats(); ++k) new (&w.stats[k]) Welford();
-  for_each_element(s, [&](int64_t i, int64_t, int64_t k) { w.stats[k].push(to_double(x[i])); });
   for (int64_t k = 0; k < s.num_stats(); ++k) {
     w.invstd[k] = 1.0 / std::sqrt(w.stats[k].biased_var() + a.params.eps);
   }
@@ -82,6 +82,14 @@ void forward_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
     if (a.save_invstd) a.save_invstd[k] = static_cast<float>(w.invstd[k]);
   }
   update_running(a, w.stats);
+}
+
+template <class T>
+void forward_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
+  const T* x = static_cast<const T*>(a.x);
+  for (int64_t k = 0; k < a.shape.num_stats(); ++k) new (&w.stats[k]) Welford();
+  for_each_element(a.shape, [&](int64_t i, int64_t, int64_t k) { w.stats[k].push(to_double(x[i])); });
+  apply_training<T>(a, w);
 }
 
 // Frozen statistics fold into one scale and shift per channel.
@@ -196,6 +204,15 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
       forward_inference<T>(a, w);
     }
   });
+}
+
+void forward_global(const nk_context_s& ctx, const ChannelForwardArgs& a, int64_t count,
+                    const float* mean, const float* m2) {
+  HostScratch memory(ctx, workspace_size(ctx, a));
+  Carver carver(memory.data());
+  const ForwardScratch w = carve(a, carver);
+  for (int64_t c = 0; c < a.shape.c; ++c) new (&w.stats[c]) Welford{count, mean[c], m2[c]};
+  dispatch_dtype(a.shape.dtype, [&](auto tag) { apply_training<decltype(tag)>(a, w); });
 }
 
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
