@@ -16,23 +16,25 @@
 
 namespace {
 
-#define CHECK(call)                                                                  \
-  do {                                                                               \
-    cudaError_t err_ = (call);                                                       \
-    if (err_ != cudaSuccess) {                                                       \
-      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(err_));             \
-      std::exit(1);                                                                  \
-    }                                                                                \
+#define CHECK(call)                                                      \
+  do {                                                                   \
+    cudaError_t err_ = (call);                                           \
+    if (err_ != cudaSuccess) {                                           \
+      std::fprintf(stderr, "%s: %s\n", #call, cudaGetErrorString(err_)); \
+      std::exit(1);                                                      \
+    }                                                                    \
   } while (0)
 
 __global__ void copy16(const int4* in, int4* out, size_t n) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
     out[i] = in[i];
   }
 }
 
 __global__ void fill(__nv_bfloat16* p, size_t n, unsigned seed) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
     unsigned h = static_cast<unsigned>(i) * 2654435761u ^ seed;
     p[i] = __float2bfloat16(static_cast<float>(h % 2000) / 1000.0f - 1.0f);
   }
@@ -75,13 +77,17 @@ int main() {
   CHECK(cudaMalloc(&src, copy_bytes));
   CHECK(cudaMalloc(&dst, copy_bytes));
   CHECK(cudaMemset(src, 1, copy_bytes));
-  const float memcpy_ms = median_ms([&] { CHECK(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); });
+  const float memcpy_ms =
+      median_ms([&] { CHECK(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice)); });
   const float kernel_ms = median_ms([&] {
-    copy16<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const int4*>(src), static_cast<int4*>(dst), copy_bytes / 16);
+    copy16<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const int4*>(src),
+                                                  static_cast<int4*>(dst), copy_bytes / 16);
   });
-  const double memcpy_gbs = 2.0 * copy_bytes / memcpy_ms / 1e6, kernel_gbs = 2.0 * copy_bytes / kernel_ms / 1e6;
+  const double memcpy_gbs = 2.0 * copy_bytes / memcpy_ms / 1e6,
+               kernel_gbs = 2.0 * copy_bytes / kernel_ms / 1e6;
   const double copy_gbs = std::max(memcpy_gbs, kernel_gbs);
-  std::printf("copy: cudaMemcpy %.0f GB/s, 16-byte kernel %.0f GB/s (read + write counted)\n", memcpy_gbs, kernel_gbs);
+  std::printf("copy: cudaMemcpy %.0f GB/s, 16-byte kernel %.0f GB/s (read + write counted)\n",
+              memcpy_gbs, kernel_gbs);
   CHECK(cudaFree(src));
   CHECK(cudaFree(dst));
 
@@ -117,16 +123,22 @@ int main() {
     CHECK(cudaMalloc(&ws, ws_bytes + 256));
     nk_context_set_workspace(ctx, ws, ws_bytes);
     nk_status st = NK_SUCCESS;
-    const float fwd = median_ms([&] { st = nk_layer_norm_forward(ctx, &d, 1e-5, x, w, b, y, mean, rstd); });
+    const float fwd =
+        median_ms([&] { st = nk_layer_norm_forward(ctx, &d, 1e-5, x, w, b, y, mean, rstd); });
     if (st != NK_SUCCESS) std::printf("forward: %s\n", nk_last_error());
-    const float bwd = median_ms([&] { st = nk_layer_norm_backward(ctx, &d, x, dy, w, mean, rstd, dx, dw, db); });
+    const float bwd =
+        median_ms([&] { st = nk_layer_norm_backward(ctx, &d, x, dy, w, mean, rstd, dx, dw, db); });
     if (st != NK_SUCCESS) std::printf("backward: %s\n", nk_last_error());
     CHECK(cudaDeviceSynchronize());
     const double fwd_gbs = 2.0 * n * 2 / fwd / 1e6, bwd_gbs = 3.0 * n * 2 / bwd / 1e6;
-    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_fwd", (long long)cols, (long long)rows, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
-    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_bwd", (long long)cols, (long long)rows, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
+    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_fwd", (long long)cols,
+                (long long)rows, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
+    std::printf("%-11s %6lld %8lld %10.1f %9.0f %8.3f\n", "ln_bwd", (long long)cols,
+                (long long)rows, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
     nk_context_set_workspace(ctx, nullptr, 0);
-    for (void* p : {(void*)x, (void*)y, (void*)dy, (void*)dx, (void*)w, (void*)b, (void*)dw, (void*)db, (void*)mean, (void*)rstd, ws}) CHECK(cudaFree(p));
+    for (void* p : {(void*)x, (void*)y, (void*)dy, (void*)dx, (void*)w, (void*)b, (void*)dw,
+                    (void*)db, (void*)mean, (void*)rstd, ws})
+      CHECK(cudaFree(p));
   }
   for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
     for (int64_t batch : {int64_t{32}, int64_t{256}}) {
@@ -155,21 +167,26 @@ int main() {
       nk_context_set_workspace(ctx, ws, std::max(fwd_ws, bwd_ws));
       nk_status st = NK_SUCCESS;
       const float fwd = median_ms([&] {
-        st = nk_batch_norm_forward(ctx, &d, &p, x, nullptr, nullptr, rm, rv, tracked, y, mean, invstd);
+        st = nk_batch_norm_forward(ctx, &d, &p, x, nullptr, nullptr, rm, rv, tracked, y, mean,
+                                   invstd);
       });
       if (st != NK_SUCCESS) std::printf("forward: %s\n", nk_last_error());
       const float bwd = median_ms([&] {
-        st = nk_batch_norm_backward(ctx, &d, &p, x, dy, nullptr, nullptr, nullptr, mean, invstd, dx, dw, db);
+        st = nk_batch_norm_backward(ctx, &d, &p, x, dy, nullptr, nullptr, nullptr, mean, invstd, dx,
+                                    dw, db);
       });
       if (st != NK_SUCCESS) std::printf("backward: %s\n", nk_last_error());
       CHECK(cudaDeviceSynchronize());
       const double fwd_gbs = 2.0 * n * 2 / fwd / 1e6, bwd_gbs = 3.0 * n * 2 / bwd / 1e6;
       const char* tag = layout == NK_NCHW ? "nchw" : "nhwc";
-      std::printf("bn_fwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels, (long long)batch, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
-      std::printf("bn_bwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels, (long long)batch, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
+      std::printf("bn_fwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels,
+                  (long long)batch, fwd * 1e3, fwd_gbs, fwd_gbs / copy_gbs);
+      std::printf("bn_bwd_%s %4lld %8lld %10.1f %9.0f %8.3f\n", tag, (long long)channels,
+                  (long long)batch, bwd * 1e3, bwd_gbs, bwd_gbs / copy_gbs);
       nk_context_set_workspace(ctx, nullptr, 0);
       for (void* q : {(void*)x, (void*)y, (void*)dy, (void*)dx, (void*)rm, (void*)rv, (void*)mean,
-                      (void*)invstd, (void*)dw, (void*)db, (void*)tracked, ws}) CHECK(cudaFree(q));
+                      (void*)invstd, (void*)dw, (void*)db, (void*)tracked, ws})
+        CHECK(cudaFree(q));
     }
   }
   nk_context_destroy(ctx);

@@ -11,10 +11,9 @@
 //     different eps be refused.
 //
 // Uses the GPU when one is present, otherwise the CPU backend, and says which.
-#include <normkit/normkit.hpp>
-
 #include <cmath>
 #include <cstdio>
+#include <normkit/normkit.hpp>
 #include <random>
 #include <string>
 #include <utility>
@@ -50,7 +49,8 @@ class Array {
   // The current values, copied back from the GPU when there.
   const std::vector<T>& values() {
 #if NORMKIT_DEMO_WITH_CUDA
-    if (on_gpu_) cudaMemcpy(host_.data(), device_, host_.size() * sizeof(T), cudaMemcpyDeviceToHost);
+    if (on_gpu_)
+      cudaMemcpy(host_.data(), device_, host_.size() * sizeof(T), cudaMemcpyDeviceToHost);
 #endif
     return host_;
   }
@@ -180,8 +180,8 @@ int main() {
     Array<float> sample_out(std::vector<float>(3), gpu);
     try {
       nk::batch_norm_forward(ctx, nk::Shape{1, kChannels, 1}, train, sample.data(), nullptr,
-                             nullptr, running_mean.data(), running_var.data(),
-                             batches_seen.data(), sample_out.data(), nullptr, nullptr);
+                             nullptr, running_mean.data(), running_var.data(), batches_seen.data(),
+                             sample_out.data(), nullptr, nullptr);
       std::printf("   unexpectedly accepted\n");
       return 1;
     } catch (const nk::Error& e) {
@@ -201,11 +201,12 @@ int main() {
     }
     std::vector<float> center(kChannels), spread(kChannels);
     stats.finalize(center.data(), nullptr, spread.data());  // PyTorch's unbiased running_var
-    std::printf("   exact mean %6.2f %6.2f %6.2f        var %6.2f %6.2f %6.2f  (%lld values each)\n",
-                center[0], center[1], center[2], spread[0], spread[1], spread[2],
-                static_cast<long long>(stats.count()));
-    nk_frozen_stats frozen{NK_STATS_BATCH_NORM, NK_F32, NK_RUNNING_VAR_UNBIASED, kChannels,
-                           stats.count(), infer.eps, center.data(), spread.data()};
+    std::printf(
+        "   exact mean %6.2f %6.2f %6.2f        var %6.2f %6.2f %6.2f  (%lld values each)\n",
+        center[0], center[1], center[2], spread[0], spread[1], spread[2],
+        static_cast<long long>(stats.count()));
+    nk_frozen_stats frozen{NK_STATS_BATCH_NORM, NK_F32,    NK_RUNNING_VAR_UNBIASED, kChannels,
+                           stats.count(),       infer.eps, center.data(),           spread.data()};
     const std::string path = "normkit_demo_bn.nkstats";
     nk::check(nk_frozen_stats_save(path.c_str(), &frozen));
     nk_frozen_stats loaded{};
@@ -219,9 +220,8 @@ int main() {
                 channel_mean(image_out, 2, spatial));
     nk_norm_params other_eps = infer;
     other_eps.eps = 1e-3;
-    const nk_status st = nk_batch_norm_forward_frozen(cpu, &one_desc, &other_eps, &loaded,
-                                                      image.data(), nullptr, nullptr,
-                                                      image_out.data());
+    const nk_status st = nk_batch_norm_forward_frozen(
+        cpu, &one_desc, &other_eps, &loaded, image.data(), nullptr, nullptr, image_out.data());
     std::printf("   a layer with eps 1e-3 is refused: %s: %s\n", nk_status_name(st),
                 nk_last_error());
     nk_frozen_stats_release(&loaded);

@@ -8,8 +8,8 @@
 //              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
 //   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
 // So: (1) per-(n, c) partial sums (channel_norm_partials.cuh), (2) a warp per channel or statistic
-// that adds them in a fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference without dweight/dbias
-// is the elementwise launch alone. No atomics: results repeat bit for bit.
+// that adds them in a fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference
+// without dweight/dbias is the elementwise launch alone. No atomics: results repeat bit for bit.
 #include <cstdint>
 
 #include "channel_norm.hpp"
@@ -23,7 +23,7 @@ namespace {
 // The statistics x-hat is taken with: per statistic (training) or per channel (inference).
 struct XhatStats {
   bool training;
-  const float* mean;  // save_mean, or running_mean
+  const float* mean;   // save_mean, or running_mean
   const float* scale;  // save_invstd, or running_var (inverted here)
   float eps;
   ChannelNorm kind;
@@ -192,15 +192,20 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const XhatStats stats{training, training ? a.save_mean : a.running_mean,
-                        training ? a.save_invstd : a.running_var, static_cast<float>(a.eps),
-                        s.kind, s.c, s.groups};
+  const XhatStats stats{training,
+                        training ? a.save_mean : a.running_mean,
+                        training ? a.save_invstd : a.running_var,
+                        static_cast<float>(a.eps),
+                        s.kind,
+                        s.c,
+                        s.groups};
   const Layout lay = layout_of(plan, s.num_stats());
   auto* base = static_cast<unsigned char*>(l.workspace);
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = training && a.dx != nullptr;
   float* c1 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials) : nullptr;
-  float* c2 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials + lay.coefficients) : nullptr;
+  float* c2 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials + lay.coefficients)
+                                : nullptr;
   if (want_params || want_coefficients) {
     auto* partials = reinterpret_cast<float2*>(base);
     launch_partials(GradOp{stats}, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
@@ -212,11 +217,18 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
   if (a.dx == nullptr) return;
-  const DxParams<T> p{static_cast<const T*>(a.x), static_cast<const T*>(a.dy),
-                      static_cast<T*>(a.dx), plan, stats, a.weight, c1, c2};
+  const DxParams<T> p{static_cast<const T*>(a.x),
+                      static_cast<const T*>(a.dy),
+                      static_cast<T*>(a.dx),
+                      plan,
+                      stats,
+                      a.weight,
+                      c1,
+                      c2};
   const int64_t packs = s.numel() / plan.pack_elems;
   const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid = static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  const unsigned grid =
+      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
   if (plan.pack_elems == 1) {
     apply_backward<T, 1><<<grid, 256, 0, stream>>>(p);
   } else {
@@ -232,7 +244,8 @@ size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
     const size_t need =
-        layout_of(plan_channel_norm(a.shape, elem, vector_access, sm_count), a.shape.num_stats()).total;
+        layout_of(plan_channel_norm(a.shape, elem, vector_access, sm_count), a.shape.num_stats())
+            .total;
     if (need > bytes) bytes = need;
   }
   return bytes;
@@ -242,11 +255,11 @@ size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_c
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
-  const Layout lay = layout_of(plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
-                                                 dev::aligned16(a.x) && dev::aligned16(a.dy) &&
-                                                     dev::aligned16(a.dx),
-                                                 sm_count),
-                               a.shape.num_stats());
+  const Layout lay =
+      layout_of(plan_channel_norm(
+                    a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
+                    dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx), sm_count),
+                a.shape.num_stats());
   return want_coefficients ? lay.total : lay.partials;
 }
 

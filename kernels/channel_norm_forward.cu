@@ -26,7 +26,8 @@ namespace nk::cuda {
 namespace {
 
 // Index of element (n, c, s) in the plan's layout (channels layout covers NCHW with S == 1 too).
-__device__ __forceinline__ int64_t element_index(const ChannelPlan& p, int64_t n, int64_t c, int64_t s) {
+__device__ __forceinline__ int64_t element_index(const ChannelPlan& p, int64_t n, int64_t c,
+                                                 int64_t s) {
   return p.rows_layout ? (n * p.c + c) * p.s + s : (n * p.s + s) * p.c + c;
 }
 
@@ -140,7 +141,8 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
     dev::Floats<2> run{};
     for (int64_t n = lane; n < plan.n; n += 32) {
       dev::Welford t = dev::welford_empty();
-      for (int64_t k = 0; k < plan.chunks; ++k) t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
+      for (int64_t k = 0; k < plan.chunks; ++k)
+        t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
       const float2 mv = write(n * plan.c + unit, t, first_of_stat(plan, p.kind, p.groups, n, unit));
       run.v[0] += mv.x;
       run.v[1] += mv.y;
@@ -236,23 +238,42 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
                     l.sm_count, partials, stream);
     dev::check_cuda(cudaGetLastError(), "channel norm statistics launch");
-    const FinalizeParams<T> f{partials, x, plan, s.kind, s.groups, static_cast<float>(a.params.eps),
+    const FinalizeParams<T> f{partials,
+                              x,
+                              plan,
+                              s.kind,
+                              s.groups,
+                              static_cast<float>(a.params.eps),
                               static_cast<float>(a.params.momentum),
                               a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
-                              a.params.running_var == NK_RUNNING_VAR_UNBIASED, a.running_mean,
-                              a.running_var, a.num_batches_tracked, stats, a.save_mean,
+                              a.params.running_var == NK_RUNNING_VAR_UNBIASED,
+                              a.running_mean,
+                              a.running_var,
+                              a.num_batches_tracked,
+                              stats,
+                              a.save_mean,
                               a.save_invstd};
     const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
     finalize_forward<T><<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(f);
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
-  const ApplyParams<T> p{static_cast<const T*>(a.x), static_cast<T*>(a.y), plan, s.kind, s.groups,
-                         training, stats, a.running_mean, a.running_var,
-                         static_cast<float>(a.params.eps), a.weight, a.bias,
+  const ApplyParams<T> p{static_cast<const T*>(a.x),
+                         static_cast<T*>(a.y),
+                         plan,
+                         s.kind,
+                         s.groups,
+                         training,
+                         stats,
+                         a.running_mean,
+                         a.running_var,
+                         static_cast<float>(a.params.eps),
+                         a.weight,
+                         a.bias,
                          training ? a.num_batches_tracked : nullptr};
   const int64_t packs = s.numel() / plan.pack_elems;
   const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid = static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  const unsigned grid =
+      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
   if (plan.pack_elems == 1) {
     apply_forward<T, 1><<<grid, 256, 0, stream>>>(p);
   } else {

@@ -17,8 +17,8 @@
 namespace nk::cuda {
 
 // The statistic that (n, c) belongs to: c (batch), n*C + c (instance), n*G + c/(C/G) (group).
-__device__ __forceinline__ int64_t stat_index(ChannelNorm kind, int64_t n, int64_t c, int64_t channels,
-                                              int64_t groups) {
+__device__ __forceinline__ int64_t stat_index(ChannelNorm kind, int64_t n, int64_t c,
+                                              int64_t channels, int64_t groups) {
   return kind == ChannelNorm::kBatch      ? c
          : kind == ChannelNorm::kInstance ? n * channels + c
                                           : n * groups + c / (channels / groups);
@@ -57,7 +57,8 @@ __global__ void __launch_bounds__(kPartialBlock)
       const int64_t begin = chunk * plan.chunk_len / E;
       const int64_t end = (chunk * plan.chunk_len + plan.chunk_len < plan.s
                                ? chunk * plan.chunk_len + plan.chunk_len
-                               : plan.s) / E;
+                               : plan.s) /
+                          E;
       const auto local = op.local(row / plan.c, row % plan.c);
       State st = op.identity();
       for (int64_t pack = begin + threadIdx.x; pack < end; pack += kPartialBlock) {
@@ -113,14 +114,16 @@ __global__ void __launch_bounds__(kPartialBlock)
       if (ty < stride) {
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          staged[threadIdx.x][i] = op.merge(staged[threadIdx.x][i], staged[threadIdx.x + stride * lanes][i]);
+          staged[threadIdx.x][i] =
+              op.merge(staged[threadIdx.x][i], staged[threadIdx.x + stride * lanes][i]);
         }
       }
       __syncthreads();
     }
     if (ty == 0 && valid) {
 #pragma unroll
-      for (int i = 0; i < E; ++i) out[item * plan.c + pack * E + i] = staged[tx][i];  // partial_index
+      for (int i = 0; i < E; ++i)
+        out[item * plan.c + pack * E + i] = staged[tx][i];  // partial_index
     }
     __syncthreads();
   }

@@ -5,10 +5,10 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-constexpr int64_t kWarpRowPacks = 128;      // rows of up to 4 packs per lane take a warp
-constexpr int64_t kMinRowChunk = 4096;      // elements a block reduces at least, rows layout
-constexpr int64_t kMinChannelChunk = 256;   // s-rows a block walks at least, channels layout
-constexpr int64_t kBlocksPerSm = 4;         // partial blocks wanted per SM
+constexpr int64_t kWarpRowPacks = 128;     // rows of up to 4 packs per lane take a warp
+constexpr int64_t kMinRowChunk = 4096;     // elements a block reduces at least, rows layout
+constexpr int64_t kMinChannelChunk = 256;  // s-rows a block walks at least, channels layout
+constexpr int64_t kBlocksPerSm = 4;        // partial blocks wanted per SM
 
 }  // namespace
 

@@ -29,13 +29,13 @@ namespace nk::cuda {
 constexpr int kPartialBlock = 256;  // threads of the partial-reduction blocks
 
 struct ChannelPlan {
-  bool rows_layout;      // see above
-  bool warp_per_row;     // rows layout: a warp per (n, c) row
-  int lanes;             // channels layout: threads across channel packs, a power of two <= 32
+  bool rows_layout;   // see above
+  bool warp_per_row;  // rows layout: a warp per (n, c) row
+  int lanes;          // channels layout: threads across channel packs, a power of two <= 32
   int block_rows() const { return kPartialBlock / lanes; }  // channels layout: rows down s
-  int pack_elems;        // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
-  int64_t chunks;        // pieces each (n, c)'s S values are split into
-  int64_t chunk_len;     // S values per piece (a multiple of pack_elems in the rows layout)
+  int pack_elems;            // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
+  int64_t chunks;            // pieces each (n, c)'s S values are split into
+  int64_t chunk_len;         // S values per piece (a multiple of pack_elems in the rows layout)
   int64_t partials() const;  // n * c * chunks
   int64_t n, c, s;
 

@@ -10,7 +10,8 @@ namespace nk::cuda {
 struct Launch {
   void* stream;  // cudaStream_t
   int sm_count;
-  void* workspace;  // device memory of at least the op's workspace size, or nullptr if it needs none
+  void*
+      workspace;  // device memory of at least the op's workspace size, or nullptr if it needs none
 };
 
 }  // namespace nk::cuda

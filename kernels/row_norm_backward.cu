@@ -278,8 +278,8 @@ template <class T, class W>
 Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
   const RowTiling tiling = choose_row_tiling(s.cols, sizeof(T), vector_access, /*backward=*/true);
   Plan plan{};
-  with_kernel<T, W>(tiling,
-                    [&](auto kernel) { plan = plan_for(kernel, tiling, s.rows, s.cols, sm_count); });
+  with_kernel<T, W>(
+      tiling, [&](auto kernel) { plan = plan_for(kernel, tiling, s.rows, s.cols, sm_count); });
   return plan;
 }
 
@@ -313,9 +313,9 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
     float* partial_dw = want_params ? reinterpret_cast<float*>(workspace) : nullptr;
     float* partial_db =
         want_params ? reinterpret_cast<float*>(workspace + plan.partial_bytes) : nullptr;
-    const BackwardParams p{a.x,        a.dy,       a.weight, a.save_mean, a.save_rstd,
-                           a.dx,       partial_dw, partial_db, s.rows,    s.cols,
-                           s.rms,      plan.tiling.threads_per_row};
+    const BackwardParams p{a.x,         a.dy,   a.weight,   a.save_mean,
+                           a.save_rstd, a.dx,   partial_dw, partial_db,
+                           s.rows,      s.cols, s.rms,      plan.tiling.threads_per_row};
     auto stream = static_cast<cudaStream_t>(l.stream);
     with_kernel<T, W>(plan.tiling, [&](auto kernel) {
       kernel<<<plan.grid, plan.tiling.block_threads, plan.shared_bytes, stream>>>(p);

@@ -203,10 +203,14 @@ void forward(const ForwardParams& p, const RowTiling& tiling, const Launch& l) {
   }
   if (tiling.pack_elems == 1) return launch(forward_in_registers<T, W, 1, 8>, tiling, p, l);
   switch (tiling.packs_per_thread) {
-    case 1: return launch(forward_in_registers<T, W, kE, 1>, tiling, p, l);
-    case 2: return launch(forward_in_registers<T, W, kE, 2>, tiling, p, l);
-    case 4: return launch(forward_in_registers<T, W, kE, 4>, tiling, p, l);
-    default: return launch(forward_in_registers<T, W, kE, 8>, tiling, p, l);
+    case 1:
+      return launch(forward_in_registers<T, W, kE, 1>, tiling, p, l);
+    case 2:
+      return launch(forward_in_registers<T, W, kE, 2>, tiling, p, l);
+    case 4:
+      return launch(forward_in_registers<T, W, kE, 4>, tiling, p, l);
+    default:
+      return launch(forward_in_registers<T, W, kE, 8>, tiling, p, l);
   }
 }
 
@@ -221,9 +225,19 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
                              dev::aligned16(a.y) && dev::aligned16(a.weight) &&
                              dev::aligned16(a.bias);
   const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access, /*backward=*/false);
-  const ForwardParams p{a.x,      a.weight,  a.bias,           a.y,   a.save_mean, a.save_rstd,
-                        s.rows,   s.cols,    static_cast<float>(a.eps), s.rms, tiling.threads_per_row};
-  dev::dispatch_row_dtypes(s, [&](auto t, auto w) { forward<decltype(t), decltype(w)>(p, tiling, l); });
+  const ForwardParams p{a.x,
+                        a.weight,
+                        a.bias,
+                        a.y,
+                        a.save_mean,
+                        a.save_rstd,
+                        s.rows,
+                        s.cols,
+                        static_cast<float>(a.eps),
+                        s.rms,
+                        tiling.threads_per_row};
+  dev::dispatch_row_dtypes(
+      s, [&](auto t, auto w) { forward<decltype(t), decltype(w)>(p, tiling, l); });
 }
 
 }  // namespace nk::cuda

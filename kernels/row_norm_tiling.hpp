@@ -5,9 +5,9 @@
 // packs of `pack_elems` elements each (pack k of thread t is pack t + k * threads_per_row of the
 // row, so a warp's accesses are consecutive). Small rows take a lane group (a power of two up to
 // 32 lanes) and a block holds several rows; larger rows take a whole block. Elements per thread are
-// capped (64 forward, 16 backward, where dweight/dbias accumulators live in registers too) and so is
-// the block size (max_block_threads), so nothing spills. Rows longer than that
-// take the generic path: one block per row, statistics over memory.
+// capped (64 forward, 16 backward, where dweight/dbias accumulators live in registers too) and so
+// is the block size (max_block_threads), so nothing spills. Rows longer than that take the generic
+// path: one block per row, statistics over memory.
 #pragma once
 
 #include <cstdint>
@@ -15,10 +15,10 @@
 namespace nk::cuda {
 
 struct RowTiling {
-  bool in_registers;      // false: the generic block-per-row path
-  int pack_elems;         // 16 / sizeof(T) when every pointer and D allow 16-byte access, else 1
-  int packs_per_thread;   // in registers only
-  int threads_per_row;    // in registers only: a power of two <= 32, or a multiple of 32
+  bool in_registers;     // false: the generic block-per-row path
+  int pack_elems;        // 16 / sizeof(T) when every pointer and D allow 16-byte access, else 1
+  int packs_per_thread;  // in registers only
+  int threads_per_row;   // in registers only: a power of two <= 32, or a multiple of 32
   int block_threads;
   int rows_per_block() const { return in_registers ? block_threads / threads_per_row : 1; }
 };

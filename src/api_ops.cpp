@@ -74,17 +74,10 @@ nk_status running_norm_forward(const char* fn, ChannelNorm kind, nk_context ctx,
                                float* save_mean, float* save_invstd) {
   return guard(fn, [&] {
     require_pointer(ctx, "ctx");  // before params, so a NULL ctx is reported as such
-    ChannelForwardArgs a = channel_forward(ctx, kind, desc, 1, copy_params(params));
-    a.x = x;
-    a.weight = weight;
-    a.bias = bias;
-    a.running_mean = running_mean;
-    a.running_var = running_var;
-    a.num_batches_tracked = num_batches_tracked;
-    a.y = y;
-    a.save_mean = save_mean;
-    a.save_invstd = save_invstd;
-    execute(ctx, a);
+    const ChannelForwardArgs shape_only = channel_forward(ctx, kind, desc, 1, copy_params(params));
+    execute(ctx, ChannelForwardArgs{shape_only.shape, shape_only.params, x, weight, bias,
+                                    running_mean, running_var, num_batches_tracked, y, save_mean,
+                                    save_invstd});
   });
 }
 

@@ -37,7 +37,8 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a);
 
 template <class Args>
 size_t workspace_size(const nk_context_s& ctx, const Args& a) {
-  return ctx.backend == NK_BACKEND_CUDA ? cuda::workspace_size(ctx, a) : cpu::workspace_size(ctx, a);
+  return ctx.backend == NK_BACKEND_CUDA ? cuda::workspace_size(ctx, a)
+                                        : cpu::workspace_size(ctx, a);
 }
 
 template <class Args>

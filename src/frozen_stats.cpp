@@ -3,9 +3,10 @@
 // of its state), atomic saves (temporary file in the same folder, fsync, rename), and loads that
 // check, in order: magic, version, size against the feature count, checksum, then every field, so
 // each failure says what it found. The mismatch checks name both values.
-#include <normkit/normkit.h>
+#include "frozen_stats.hpp"
 
 #include <fcntl.h>
+#include <normkit/normkit.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -14,8 +15,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include "frozen_stats.hpp"
 
 #include "backend.hpp"
 #include "dtype.hpp"
@@ -33,11 +32,16 @@ constexpr size_t kHeaderBytes = 48, kChecksumBytes = 8;
 
 const char* kind_name(int64_t kind) {
   switch (kind) {
-    case NK_STATS_BATCH_NORM: return "NK_STATS_BATCH_NORM";
-    case NK_STATS_INSTANCE_NORM: return "NK_STATS_INSTANCE_NORM";
-    case NK_STATS_STANDARDIZE: return "NK_STATS_STANDARDIZE";
-    case NK_STATS_MIN_MAX: return "NK_STATS_MIN_MAX";
-    case NK_STATS_ROBUST: return "NK_STATS_ROBUST";
+    case NK_STATS_BATCH_NORM:
+      return "NK_STATS_BATCH_NORM";
+    case NK_STATS_INSTANCE_NORM:
+      return "NK_STATS_INSTANCE_NORM";
+    case NK_STATS_STANDARDIZE:
+      return "NK_STATS_STANDARDIZE";
+    case NK_STATS_MIN_MAX:
+      return "NK_STATS_MIN_MAX";
+    case NK_STATS_ROBUST:
+      return "NK_STATS_ROBUST";
   }
   return nullptr;
 }
@@ -69,15 +73,18 @@ void check_fields(nk_status status, const char* where, int64_t kind, int64_t dty
                   int64_t convention, int64_t features, int64_t samples, double eps,
                   const float* center, const float* spread) {
   if (!kind_name(kind)) fail(status, where, "kind = ", kind, " is not an nk_stats_kind");
-  if (!is_valid(static_cast<nk_dtype>(dtype))) fail(status, where, "dtype = ", dtype, " is not an nk_dtype");
+  if (!is_valid(static_cast<nk_dtype>(dtype)))
+    fail(status, where, "dtype = ", dtype, " is not an nk_dtype");
   if (convention != NK_RUNNING_VAR_UNBIASED && convention != NK_RUNNING_VAR_BIASED) {
     fail(status, where, "running_var = ", convention, " is not an nk_running_var");
   }
   if (features < 1) fail(status, where, "features = ", features, ": expected >= 1");
   if (samples < 1) fail(status, where, "samples = ", samples, ": expected >= 1");
-  if (!std::isfinite(eps) || eps < 0) fail(status, where, "eps = ", eps, ": expected a finite value >= 0");
+  if (!std::isfinite(eps) || eps < 0)
+    fail(status, where, "eps = ", eps, ": expected a finite value >= 0");
   for (int64_t i = 0; i < features; ++i) {
-    if (!std::isfinite(center[i])) fail(status, where, "center[", i, "] = ", center[i], " is not finite");
+    if (!std::isfinite(center[i]))
+      fail(status, where, "center[", i, "] = ", center[i], " is not finite");
     if (!std::isfinite(spread[i]) || spread[i] < 0) {
       fail(status, where, "spread[", i, "] = ", spread[i], ": a variance must be finite and >= 0");
     }
@@ -104,7 +111,8 @@ std::vector<unsigned char> encode(const nk_frozen_stats& s) {
 void write_atomically(const std::string& path, const std::vector<unsigned char>& bytes) {
   std::string tmp = path + ".tmp.XXXXXX";
   const int fd = mkstemp(tmp.data());
-  if (fd < 0) fail(NK_ERROR_IO, "cannot create a temporary file beside ", path, ": ", std::strerror(errno));
+  if (fd < 0)
+    fail(NK_ERROR_IO, "cannot create a temporary file beside ", path, ": ", std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -127,7 +135,8 @@ std::vector<unsigned char> read_all(const char* path) {
   std::vector<unsigned char> bytes;
   unsigned char buffer[1 << 16];
   size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0) bytes.insert(bytes.end(), buffer, buffer + n);
+  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0)
+    bytes.insert(bytes.end(), buffer, buffer + n);
   const bool failed = std::ferror(f) != 0;
   std::fclose(f);
   if (failed) fail(NK_ERROR_IO, "cannot read ", path);
@@ -139,27 +148,27 @@ std::vector<unsigned char> read_all(const char* path) {
 // The frozen statistics must be for this kind of layer, dtype, feature count and eps.
 void check_frozen(const nk_frozen_stats* stats, nk_stats_kind kind, nk_dtype dtype,
                   int64_t features, double eps) {
-    require_pointer(stats, "stats");
-    if (stats->kind != kind) {
-      const char* have = kind_name(stats->kind);
-      const char* want = kind_name(kind);
-      fail(NK_ERROR_INVALID_VALUE, "kind = ", have ? have : "(unknown)",
-               " in the frozen statistics but ", want ? want : "(unknown)", " in the layer");
-    }
-    if (stats->dtype != dtype) {
-      fail(NK_ERROR_INVALID_VALUE, "dtype = ", dtype_name(stats->dtype),
-               " in the frozen statistics but ", dtype_name(dtype), " in the layer");
-    }
-    if (stats->features != features) {
-      fail(NK_ERROR_INVALID_VALUE, "features = ", stats->features,
-               " in the frozen statistics but ", features, " in the layer");
-    }
-    if (stats->eps != eps) {
-      fail(NK_ERROR_INVALID_VALUE, "eps = ", stats->eps, " in the frozen statistics but ", eps,
-               " in the layer");
-    }
-    require_pointer(stats->center, "stats->center");
-    require_pointer(stats->spread, "stats->spread");
+  require_pointer(stats, "stats");
+  if (stats->kind != kind) {
+    const char* have = kind_name(stats->kind);
+    const char* want = kind_name(kind);
+    fail(NK_ERROR_INVALID_VALUE, "kind = ", have ? have : "(unknown)",
+         " in the frozen statistics but ", want ? want : "(unknown)", " in the layer");
+  }
+  if (stats->dtype != dtype) {
+    fail(NK_ERROR_INVALID_VALUE, "dtype = ", dtype_name(stats->dtype),
+         " in the frozen statistics but ", dtype_name(dtype), " in the layer");
+  }
+  if (stats->features != features) {
+    fail(NK_ERROR_INVALID_VALUE, "features = ", stats->features, " in the frozen statistics but ",
+         features, " in the layer");
+  }
+  if (stats->eps != eps) {
+    fail(NK_ERROR_INVALID_VALUE, "eps = ", stats->eps, " in the frozen statistics but ", eps,
+         " in the layer");
+  }
+  require_pointer(stats->center, "stats->center");
+  require_pointer(stats->spread, "stats->spread");
 }
 
 }  // namespace nk
@@ -175,8 +184,9 @@ nk_status nk_frozen_stats_save(const char* path, const nk_frozen_stats* stats) {
     }
     nk::require_pointer(stats->center, "stats->center");
     nk::require_pointer(stats->spread, "stats->spread");
-    nk::check_fields(NK_ERROR_INVALID_VALUE, "stats->", stats->kind, stats->dtype, stats->running_var,
-                     stats->features, stats->samples, stats->eps, stats->center, stats->spread);
+    nk::check_fields(NK_ERROR_INVALID_VALUE, "stats->", stats->kind, stats->dtype,
+                     stats->running_var, stats->features, stats->samples, stats->eps, stats->center,
+                     stats->spread);
     nk::write_atomically(path, nk::encode(*stats));
   });
 }
@@ -202,10 +212,12 @@ nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats) {
     if (version == 0) nk::fail(NK_ERROR_FILE_FORMAT, where, "format version 0 does not exist");
     const size_t minimum = nk::kHeaderBytes + nk::kChecksumBytes;
     if (size < minimum) {
-      nk::fail(NK_ERROR_FILE_FORMAT, where, "truncated: ", size, " bytes, a header alone takes ", minimum);
+      nk::fail(NK_ERROR_FILE_FORMAT, where, "truncated: ", size, " bytes, a header alone takes ",
+               minimum);
     }
     const int64_t features = nk::get<int64_t>(b.data() + 24);
-    if (features < 1) nk::fail(NK_ERROR_FILE_FORMAT, where, "features = ", features, ": expected >= 1");
+    if (features < 1)
+      nk::fail(NK_ERROR_FILE_FORMAT, where, "features = ", features, ": expected >= 1");
     // Compared as a count first: 8 * features could overflow for a corrupted count.
     const uint64_t room = (size - minimum) / 8;
     if (static_cast<uint64_t>(features) > room) {
@@ -222,7 +234,8 @@ nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats) {
     }
     std::vector<float> center(static_cast<size_t>(features)), spread(static_cast<size_t>(features));
     std::memcpy(center.data(), b.data() + nk::kHeaderBytes, 4 * static_cast<size_t>(features));
-    std::memcpy(spread.data(), b.data() + nk::kHeaderBytes + 4 * features, 4 * static_cast<size_t>(features));
+    std::memcpy(spread.data(), b.data() + nk::kHeaderBytes + 4 * features,
+                4 * static_cast<size_t>(features));
     const int64_t samples = nk::get<int64_t>(b.data() + 32);
     const double eps = nk::get<double>(b.data() + 40);
     nk::check_fields(NK_ERROR_FILE_FORMAT, where.c_str(), nk::get<uint32_t>(b.data() + 12),
@@ -240,7 +253,11 @@ nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats) {
     *stats = nk_frozen_stats{static_cast<nk_stats_kind>(nk::get<uint32_t>(b.data() + 12)),
                              static_cast<nk_dtype>(nk::get<uint32_t>(b.data() + 16)),
                              static_cast<nk_running_var>(nk::get<uint32_t>(b.data() + 20)),
-                             features, samples, eps, c, s};
+                             features,
+                             samples,
+                             eps,
+                             c,
+                             s};
   });
 }
 
@@ -262,12 +279,9 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
                                        const void* x, const float* weight, const float* bias,
                                        void* y) {
   return nk::guard("nk_batch_norm_forward_frozen", [&] {
-    nk::require_pointer(ctx, "ctx");
+    nk::require_cpu_context(ctx, "batch norm with frozen statistics (host arrays)");
     nk::require_pointer(desc, "desc");
     nk::require_pointer(params, "params");
-    if (ctx->backend != NK_BACKEND_CPU) {
-      nk::fail(NK_ERROR_NOT_SUPPORTED, "frozen statistics are host arrays: CPU contexts only in this version");
-    }
     if (params->phase != NK_INFERENCE) {
       nk::fail(NK_ERROR_INVALID_VALUE, "params->phase must be NK_INFERENCE with frozen statistics");
     }

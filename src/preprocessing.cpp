@@ -17,13 +17,6 @@
 namespace nk {
 namespace {
 
-void require_cpu(nk_context ctx) {
-  require_pointer(ctx, "ctx");
-  if (ctx->backend != NK_BACKEND_CPU) {
-    fail(NK_ERROR_NOT_SUPPORTED, "the preprocessing normalizers run on CPU contexts only in this version");
-  }
-}
-
 // A rows x cols shape whose weight dtype plays no part.
 RowShape columns_shape(const nk_row_desc* desc) {
   require_pointer(desc, "desc");
@@ -55,7 +48,7 @@ extern "C" {
 nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const void* x,
                                const double* q, int64_t nq, float* out) {
   return nk::guard("nk_quantiles_columns", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "the preprocessing normalizers");
     const nk::RowShape s = nk::columns_shape(desc);
     nk::require_elements(x, s.dtype, "x");
     nk::require_pointer(q, "q");
@@ -80,7 +73,8 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
           const double h = q[i] * static_cast<double>(s.rows - 1);
           const auto lo = static_cast<int64_t>(std::floor(h));
           const int64_t hi = std::min(lo + 1, s.rows - 1);
-          const double value = column[lo] + (h - static_cast<double>(lo)) * (column[hi] - column[lo]);
+          const double value =
+              column[lo] + (h - static_cast<double>(lo)) * (column[hi] - column[lo]);
           result[i * s.cols + j] = nan ? NAN : static_cast<float>(value);
         }
       }
@@ -92,14 +86,15 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
 nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_frozen_stats* stats,
                            nk_zero_spread zero_spread, const void* x, void* y) {
   return nk::guard("nk_scale_columns", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "the preprocessing normalizers");
     const nk::RowShape s = nk::columns_shape(desc);
     nk::require_pointer(stats, "stats");
     if (stats->kind != NK_STATS_STANDARDIZE && stats->kind != NK_STATS_MIN_MAX &&
         stats->kind != NK_STATS_ROBUST) {
       const char* name = nk::kind_name(stats->kind);
-      nk::fail(NK_ERROR_INVALID_VALUE, "stats->kind = ", name ? name : "(unknown)",
-               ": nk_scale_columns takes NK_STATS_STANDARDIZE, NK_STATS_MIN_MAX or NK_STATS_ROBUST");
+      nk::fail(
+          NK_ERROR_INVALID_VALUE, "stats->kind = ", name ? name : "(unknown)",
+          ": nk_scale_columns takes NK_STATS_STANDARDIZE, NK_STATS_MIN_MAX or NK_STATS_ROBUST");
     }
     nk::check_frozen(stats, stats->kind, s.dtype, s.cols, stats->eps);
     if (zero_spread != NK_ZERO_SPREAD_ERROR && zero_spread != NK_ZERO_SPREAD_ZERO) {
@@ -113,7 +108,8 @@ nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_fro
       const double spread = stats->spread[j];
       const double scale = stats->kind == NK_STATS_STANDARDIZE ? std::sqrt(spread) : spread;
       if (!(spread >= 0) || !std::isfinite(spread)) {
-        nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = ", spread, ": expected finite and >= 0");
+        nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = ", spread,
+                 ": expected finite and >= 0");
       }
       if (scale == 0 && zero_spread == NK_ZERO_SPREAD_ERROR) {
         nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = 0: feature ", j,
@@ -138,7 +134,7 @@ nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_fro
 nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps, const void* x,
                                void* y) {
   return nk::guard("nk_l2_normalize_rows", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "the preprocessing normalizers");
     const nk::RowShape s = nk::columns_shape(desc);
     if (!std::isfinite(eps) || eps <= 0) {
       nk::fail(NK_ERROR_INVALID_VALUE, "eps = ", eps, ": expected a finite value > 0");
@@ -150,9 +146,11 @@ nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double e
       T* o = static_cast<T*>(y);
       for (int64_t r = 0; r < s.rows; ++r) {
         double squares = 0;
-        for (int64_t j = 0; j < s.cols; ++j) squares += nk::to_double(in[r * s.cols + j]) * nk::to_double(in[r * s.cols + j]);
+        for (int64_t j = 0; j < s.cols; ++j)
+          squares += nk::to_double(in[r * s.cols + j]) * nk::to_double(in[r * s.cols + j]);
         const double scale = 1.0 / std::max(std::sqrt(squares), eps);
-        for (int64_t j = 0; j < s.cols; ++j) o[r * s.cols + j] = nk::from_double<T>(nk::to_double(in[r * s.cols + j]) * scale);
+        for (int64_t j = 0; j < s.cols; ++j)
+          o[r * s.cols + j] = nk::from_double<T>(nk::to_double(in[r * s.cols + j]) * scale);
       }
     });
   });

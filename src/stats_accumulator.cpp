@@ -72,12 +72,8 @@ extern "C" {
 
 nk_status nk_stats_create(nk_context ctx, int64_t features, nk_stats* out) {
   return nk::guard("nk_stats_create", [&] {
-    nk::require_pointer(ctx, "ctx");
+    nk::require_cpu_context(ctx, "the statistics accumulator");
     nk::require_pointer(out, "out");
-    if (ctx->backend != NK_BACKEND_CPU) {
-      nk::fail(NK_ERROR_NOT_SUPPORTED,
-               "the statistics accumulator runs on CPU contexts only in this version");
-    }
     if (features < 1) nk::fail(NK_ERROR_BAD_SHAPE, "features = ", features, ": expected >= 1");
     auto st = std::make_unique<nk_stats_s>();
     st->features = features;
@@ -91,9 +87,7 @@ nk_status nk_stats_destroy(nk_stats stats) {
 }
 
 nk_status nk_stats_reset(nk_stats stats) {
-  return nk::guard("nk_stats_reset", [&] {
-    nk::require_stats(stats).clear();
-  });
+  return nk::guard("nk_stats_reset", [&] { nk::require_stats(stats).clear(); });
 }
 
 nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, const void* x) {
@@ -111,7 +105,8 @@ nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const vo
     nk_row_desc rows = *desc;
     rows.weight_dtype = NK_F32;
     const nk::RowShape r = nk::row_shape(false, &rows);
-    nk::add_batch(st, nk::ChannelShape{nk::ChannelNorm::kBatch, r.rows, r.cols, 1, NK_NHWC, r.dtype, 1}, x);
+    nk::add_batch(
+        st, nk::ChannelShape{nk::ChannelNorm::kBatch, r.rows, r.cols, 1, NK_NHWC, r.dtype, 1}, x);
   });
 }
 
@@ -119,7 +114,8 @@ nk_status nk_stats_merge(nk_stats into, nk_stats from) {
   return nk::guard("nk_stats_merge", [&] {
     nk_stats_s& a = nk::require_stats(into);
     nk::require_pointer(from, "from");
-    if (into == from) nk::fail(NK_ERROR_INVALID_VALUE, "into == from: merge needs two accumulators");
+    if (into == from)
+      nk::fail(NK_ERROR_INVALID_VALUE, "into == from: merge needs two accumulators");
     if (a.features != from->features) {
       nk::fail(NK_ERROR_BAD_SHAPE, "into has ", a.features, " features but from ", from->features);
     }
@@ -156,7 +152,8 @@ nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_
 nk_status nk_stats_min_max(nk_stats stats, float* min, float* max) {
   return nk::guard("nk_stats_min_max", [&] {
     nk_stats_s& st = nk::require_stats(stats);
-    if (st.state[0].count < 1) nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
+    if (st.state[0].count < 1)
+      nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
     for (int64_t c = 0; c < st.features; ++c) {
       if (min) min[c] = static_cast<float>(st.min[c]);
       if (max) max[c] = static_cast<float>(st.max[c]);

@@ -17,14 +17,9 @@
 namespace nk {
 namespace {
 
-void require_cpu(nk_context ctx) {
-  require_pointer(ctx, "ctx");
-  if (ctx->backend != NK_BACKEND_CPU) {
-    fail(NK_ERROR_NOT_SUPPORTED, "synchronized batch norm runs on CPU contexts only in this version");
-  }
+ChannelShape batch_shape(const nk_act_desc* desc) {
+  return channel_shape(ChannelNorm::kBatch, desc, 1);
 }
-
-ChannelShape batch_shape(const nk_act_desc* desc) { return channel_shape(ChannelNorm::kBatch, desc, 1); }
 
 }  // namespace
 }  // namespace nk
@@ -34,7 +29,7 @@ extern "C" {
 nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* desc, const void* x,
                                     int64_t* count, float* mean, float* m2) {
   return nk::guard("nk_batch_norm_local_stats", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "synchronized batch norm");
     const nk::ChannelShape s = nk::batch_shape(desc);
     nk::require_elements(x, s.dtype, "x");
     nk::require_pointer(count, "count");
@@ -43,7 +38,8 @@ nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* desc, con
     std::vector<nk::cpu::Welford> st(static_cast<size_t>(s.c));
     nk::dispatch_dtype(s.dtype, [&](auto tag) {
       const auto* v = static_cast<const decltype(tag)*>(x);
-      nk::cpu::for_each_element(s, [&](int64_t i, int64_t c, int64_t) { st[c].push(nk::to_double(v[i])); });
+      nk::cpu::for_each_element(
+          s, [&](int64_t i, int64_t c, int64_t) { st[c].push(nk::to_double(v[i])); });
     });
     *count = s.n * s.s;
     for (int64_t c = 0; c < s.c; ++c) {
@@ -57,23 +53,30 @@ nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_t chann
                                     const int64_t* counts, const float* means, const float* m2s,
                                     int64_t* total_count, float* mean, float* m2) {
   return nk::guard("nk_batch_norm_merge_stats", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "synchronized batch norm");
     if (ranks < 1) nk::fail(NK_ERROR_BAD_SHAPE, "ranks = ", ranks, ": expected >= 1");
     if (channels < 1) nk::fail(NK_ERROR_BAD_SHAPE, "channels = ", channels, ": expected >= 1");
-    for (auto [p, name] : {std::pair<const void*, const char*>{counts, "counts"}, {means, "means"},
-                           {m2s, "m2s"}, {total_count, "total_count"}, {mean, "mean"}, {m2, "m2"}}) {
+    for (auto [p, name] : {std::pair<const void*, const char*>{counts, "counts"},
+                           {means, "means"},
+                           {m2s, "m2s"},
+                           {total_count, "total_count"},
+                           {mean, "mean"},
+                           {m2, "m2"}}) {
       nk::require_pointer(p, name);
     }
     int64_t total = 0;
     for (int64_t r = 0; r < ranks; ++r) {
-      if (counts[r] < 0) nk::fail(NK_ERROR_INVALID_VALUE, "counts[", r, "] = ", counts[r], ": expected >= 0");
+      if (counts[r] < 0)
+        nk::fail(NK_ERROR_INVALID_VALUE, "counts[", r, "] = ", counts[r], ": expected >= 0");
       total += counts[r];
     }
-    if (total == 0) nk::fail(NK_ERROR_INVALID_VALUE, "every rank has 0 samples: no statistics to merge");
+    if (total == 0)
+      nk::fail(NK_ERROR_INVALID_VALUE, "every rank has 0 samples: no statistics to merge");
     std::vector<nk::cpu::Welford> merged(static_cast<size_t>(channels));
     for (int64_t r = 0; r < ranks; ++r) {  // rank order; empty ranks add nothing
       for (int64_t c = 0; c < channels; ++c) {
-        merged[c].merge(nk::cpu::Welford{counts[r], means[r * channels + c], m2s[r * channels + c]});
+        merged[c].merge(
+            nk::cpu::Welford{counts[r], means[r * channels + c], m2s[r * channels + c]});
       }
     }
     *total_count = total;
@@ -92,22 +95,12 @@ nk_status nk_batch_norm_forward_global(nk_context ctx, const nk_act_desc* desc,
                                        int64_t* num_batches_tracked, void* y, float* save_mean,
                                        float* save_invstd) {
   return nk::guard("nk_batch_norm_forward_global", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "synchronized batch norm");
     nk::require_pointer(params, "params");
     nk::require_pointer(global_mean, "global_mean");
     nk::require_pointer(global_m2, "global_m2");
-    nk::ChannelForwardArgs a{};
-    a.shape = nk::batch_shape(desc);
-    a.params = *params;
-    a.x = x;
-    a.weight = weight;
-    a.bias = bias;
-    a.running_mean = running_mean;
-    a.running_var = running_var;
-    a.num_batches_tracked = num_batches_tracked;
-    a.y = y;
-    a.save_mean = save_mean;
-    a.save_invstd = save_invstd;
+    const nk::ChannelForwardArgs a{nk::batch_shape(desc), *params, x, weight, bias, running_mean,
+                                   running_var, num_batches_tracked, y, save_mean, save_invstd};
     nk::validate_global(a, nk::Span{ctx->workspace, ctx->workspace_bytes}, global_count);
     nk::cpu::forward_global(*ctx, a, global_count, global_mean, global_m2);
   });
@@ -118,12 +111,13 @@ nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* d
                                             const float* save_invstd, float* sum_dy,
                                             float* sum_dy_xhat) {
   return nk::guard("nk_batch_norm_backward_local_sums", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "synchronized batch norm");
     const nk::ChannelShape s = nk::batch_shape(desc);
     nk::require_elements(x, s.dtype, "x");
     nk::require_elements(dy, s.dtype, "dy");
     for (auto [p, name] : {std::pair<const void*, const char*>{save_mean, "save_mean"},
-                           {save_invstd, "save_invstd"}, {sum_dy, "sum_dy"},
+                           {save_invstd, "save_invstd"},
+                           {sum_dy, "sum_dy"},
                            {sum_dy_xhat, "sum_dy_xhat"}}) {
       nk::require_pointer(p, name);
     }
@@ -150,7 +144,7 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
                                         const float* weight, const float* save_mean,
                                         const float* save_invstd, void* dx) {
   return nk::guard("nk_batch_norm_backward_global", [&] {
-    nk::require_cpu(ctx);
+    nk::require_cpu_context(ctx, "synchronized batch norm");
     nk::require_pointer(sum_dy, "sum_dy");
     nk::require_pointer(sum_dy_xhat, "sum_dy_xhat");
     nk::require_pointer(dx, "dx");
@@ -165,8 +159,8 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
     a.dx = dx;
     nk::validate_buffers(a, nk::Span{ctx->workspace, ctx->workspace_bytes});
     if (global_count < a.shape.count_per_stat() || global_count < 1) {
-      nk::fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count, ": expected >= this shard's ",
-               a.shape.count_per_stat(), " values per channel");
+      nk::fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count,
+               ": expected >= this shard's ", a.shape.count_per_stat(), " values per channel");
     }
     const auto count = static_cast<double>(global_count);
     nk::dispatch_dtype(a.shape.dtype, [&](auto tag) {
@@ -177,8 +171,8 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
       nk::cpu::for_each_element(a.shape, [&](int64_t i, int64_t c, int64_t) {
         const double invstd = save_invstd[c], w = weight ? weight[c] : 1.0;
         const double xhat = (nk::to_double(xv[i]) - save_mean[c]) * invstd;
-        out[i] = nk::from_double<T>(w * invstd *
-                                    (nk::to_double(g[i]) - sum_dy[c] / count - xhat * sum_dy_xhat[c] / count));
+        out[i] = nk::from_double<T>(
+            w * invstd * (nk::to_double(g[i]) - sum_dy[c] / count - xhat * sum_dy_xhat[c] / count));
       });
     });
   });

@@ -140,6 +140,13 @@ void require_pointer(const void* p, const char* name) {
   if (p == nullptr) fail(NK_ERROR_INVALID_VALUE, name, " is NULL");
 }
 
+void require_cpu_context(const nk_context_s* ctx, const char* feature) {
+  require_pointer(ctx, "ctx");
+  if (ctx->backend != NK_BACKEND_CPU) {
+    fail(NK_ERROR_NOT_SUPPORTED, feature, " runs on CPU contexts only in this version");
+  }
+}
+
 void require_elements(const void* p, nk_dtype dtype, const char* name) {
   require_pointer(p, name);
   if (reinterpret_cast<uintptr_t>(p) % dtype_size(dtype) != 0) {
@@ -197,12 +204,13 @@ void validate_config(const ChannelForwardArgs& a) {
 void validate_global(const ChannelForwardArgs& a, const Span& workspace, int64_t global_count) {
   validate_norm_params(&a.params, a.shape.kind);
   if (a.params.phase != NK_TRAINING) {
-    fail(NK_ERROR_INVALID_VALUE, "params->phase must be NK_TRAINING: the global statistics are a "
-                                 "training batch's (inference uses nk_batch_norm_forward)");
+    fail(NK_ERROR_INVALID_VALUE,
+         "params->phase must be NK_TRAINING: the global statistics are a "
+         "training batch's (inference uses nk_batch_norm_forward)");
   }
   if (global_count < 2 || global_count < a.shape.count_per_stat()) {
-    fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count, ": expected >= 2 and >= this shard's ",
-         a.shape.count_per_stat(), " values per channel");
+    fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count,
+         ": expected >= 2 and >= this shard's ", a.shape.count_per_stat(), " values per channel");
   }
   validate_buffers(a, workspace);
 }
@@ -245,7 +253,7 @@ void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
                  {a.y, act, "y", true, elem},
                  {training ? a.save_mean : nullptr, per_stat, "save_mean", true, 4},
                  {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true, 4}},
-                   workspace, "y", "x");
+                workspace, "y", "x");
 }
 
 void validate_config(const ChannelBackwardArgs& a) {
@@ -285,7 +293,7 @@ void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
                  {a.dx, act, "dx", true, elem},
                  {a.dweight, per_channel, "dweight", true, 4},
                  {a.dbias, per_channel, "dbias", true, 4}},
-                   workspace, "dx", "dy");
+                workspace, "dx", "dy");
 }
 
 void validate(const RowForwardArgs& a, const Span& workspace) {
@@ -302,7 +310,7 @@ void validate(const RowForwardArgs& a, const Span& workspace) {
                  {a.y, act, "y", true, elem},
                  {a.save_mean, s.rows * 4, "save_mean", true, 4},
                  {a.save_rstd, s.rows * 4, "save_rstd", true, 4}},
-                   workspace, "y", "x");
+                workspace, "y", "x");
 }
 
 void validate(const RowBackwardArgs& a, const Span& workspace) {
@@ -329,7 +337,7 @@ void validate(const RowBackwardArgs& a, const Span& workspace) {
                  {a.dx, act, "dx", true, elem},
                  {a.dweight, param, "dweight", true, param_elem},
                  {a.dbias, param, "dbias", true, param_elem}},
-                   workspace, "dx", "dy");
+                workspace, "dx", "dy");
 }
 
 }  // namespace nk

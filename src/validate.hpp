@@ -6,11 +6,15 @@
 
 #include <cstddef>
 
+#include "context.hpp"
 #include "op_args.hpp"
 
 namespace nk {
 
 void require_pointer(const void* p, const char* name);
+// ctx non-null and on the CPU backend, for the features that have no CUDA implementation yet:
+// NK_ERROR_NOT_SUPPORTED names the feature otherwise.
+void require_cpu_context(const nk_context_s* ctx, const char* feature);
 // Non-null and aligned to the elements of dtype.
 void require_elements(const void* p, nk_dtype dtype, const char* name);
 

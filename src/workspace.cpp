@@ -6,16 +6,18 @@
 
 namespace nk {
 
-HostScratch::HostScratch(const nk_context_s& ctx, size_t bytes) {
-  if (ctx.workspace != nullptr) {
-    if (ctx.workspace_bytes < bytes) {
-      fail(NK_ERROR_WORKSPACE, "the context's workspace has ", ctx.workspace_bytes,
-           " bytes and this call needs ", bytes,
-           " (ask the op's *_workspace_size query and set a larger workspace)");
-    }
-    data_ = ctx.workspace;
-    return;
+void* context_workspace(const nk_context_s& ctx, size_t bytes) {
+  if (ctx.workspace != nullptr && ctx.workspace_bytes < bytes) {
+    fail(NK_ERROR_WORKSPACE, "the context's workspace has ", ctx.workspace_bytes,
+         " bytes and this call needs ", bytes,
+         " (ask the op's *_workspace_size query and set a larger workspace)");
   }
+  return ctx.workspace;
+}
+
+HostScratch::HostScratch(const nk_context_s& ctx, size_t bytes) {
+  data_ = context_workspace(ctx, bytes);
+  if (data_ != nullptr) return;
   if (bytes == 0) return;
   owned_.reset(new (std::nothrow) unsigned char[bytes]);
   if (!owned_) {

@@ -35,6 +35,10 @@ class Carver {
   size_t offset_ = 0;
 };
 
+// The context's workspace when one is set and holds `bytes` (NK_ERROR_WORKSPACE when it is too
+// small); nullptr when none is set, and the op allocates its own.
+void* context_workspace(const nk_context_s& ctx, size_t bytes);
+
 // Host scratch of `bytes` bytes: the context's workspace when one is set (NK_ERROR_WORKSPACE if it
 // is too small), otherwise an allocation owned by this object (NK_ERROR_OUT_OF_MEMORY on failure).
 class HostScratch {

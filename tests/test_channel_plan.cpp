@@ -17,15 +17,25 @@ using nk::cuda::plan_channel_norm;
 
 TEST(ChannelPlan, CoversEveryShape) {
   for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
-    for (auto [n, c, s] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 2}, {2, 3, 5}, {5, 1, 1},
-                           {3, 40, 1}, {4, 16, 49}, {2, 3, 100003}, {1, 64, 70000},
-                           {32, 64, 3136}, {2, 320, 4096}, {256, 2048, 49}, {1, 8, 1 << 20}}) {
+    for (auto [n, c, s] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 2},
+                           {2, 3, 5},
+                           {5, 1, 1},
+                           {3, 40, 1},
+                           {4, 16, 49},
+                           {2, 3, 100003},
+                           {1, 64, 70000},
+                           {32, 64, 3136},
+                           {2, 320, 4096},
+                           {256, 2048, 49},
+                           {1, 8, 1 << 20}}) {
       for (int elem : {2, 4}) {
         for (bool vector : {true, false}) {
-          const ChannelShape shape{ChannelNorm::kBatch, n, c, s, layout, elem == 2 ? NK_BF16 : NK_F32, 1};
+          const ChannelShape shape{ChannelNorm::kBatch,          n, c, s, layout,
+                                   elem == 2 ? NK_BF16 : NK_F32, 1};
           const ChannelPlan p = plan_channel_norm(shape, elem, vector, 132);
-          SCOPED_TRACE(testing::Message() << "layout " << layout << " n=" << n << " c=" << c
-                                          << " s=" << s << " elem " << elem << " vector " << vector);
+          SCOPED_TRACE(testing::Message()
+                       << "layout " << layout << " n=" << n << " c=" << c << " s=" << s << " elem "
+                       << elem << " vector " << vector);
           EXPECT_EQ(p.rows_layout, s > 1 && (layout == NK_NCHW || c == 1));
           if (!p.rows_layout) {
             const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;

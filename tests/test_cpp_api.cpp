@@ -143,7 +143,7 @@ TEST(CppApi, StatsAccumulator) {
   EXPECT_EQ(a.count(), 4);
   std::vector<float> mean(2), var(2);
   a.finalize(mean.data(), var.data(), nullptr);
-  EXPECT_FLOAT_EQ(mean[0], 4.0f);   // {1, 3, 5, 7}
+  EXPECT_FLOAT_EQ(mean[0], 4.0f);  // {1, 3, 5, 7}
   EXPECT_FLOAT_EQ(var[0], 5.0f);
   EXPECT_FLOAT_EQ(mean[1], 40.0f);  // {10, 30, 50, 70}
   EXPECT_FLOAT_EQ(var[1], 500.0f);

@@ -70,7 +70,8 @@ TEST_F(CudaBackend, RowNormWorkspaceTooSmall) {
   std::vector<float> host(64 * 1024, 0.0f), stats(64, 1.0f);
   EXPECT_EQ(nk_layer_norm_backward(ctx_, &d, host.data(), host.data() + 1, nullptr, stats.data(),
                                    stats.data(), nullptr, host.data() + 2, nullptr),
-            NK_ERROR_INVALID_VALUE) << "overlapping arguments come first";
+            NK_ERROR_INVALID_VALUE)
+      << "overlapping arguments come first";
   std::vector<float> x(64 * 1024), dy(64 * 1024), dw(1024, -7.0f);
   EXPECT_EQ(nk_layer_norm_backward(ctx_, &d, x.data(), dy.data(), nullptr, stats.data(),
                                    stats.data(), nullptr, dw.data(), nullptr),

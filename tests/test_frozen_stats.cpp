@@ -17,12 +17,14 @@ namespace {
 
 std::vector<unsigned char> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  return std::vector<unsigned char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<unsigned char>((std::istreambuf_iterator<char>(in)),
+                                    std::istreambuf_iterator<char>());
 }
 
 void write_file(const std::string& path, const std::vector<unsigned char>& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 // FNV-1a, 64 bits, as the format documents (to build files with a valid checksum).
@@ -46,8 +48,9 @@ class FrozenStatsTest : public testing::Test {
     path_ = dir_ + "/bn.nkstats";
     center_ = {0.5f, -1.25f, 3.0f};
     spread_ = {2.0f, 0.25f, 1.0f};
-    stats_ = nk_frozen_stats{NK_STATS_BATCH_NORM, NK_F32, NK_RUNNING_VAR_UNBIASED, 3, 4096, 1e-5,
-                             center_.data(), spread_.data()};
+    stats_ =
+        nk_frozen_stats{NK_STATS_BATCH_NORM, NK_F32,        NK_RUNNING_VAR_UNBIASED, 3, 4096, 1e-5,
+                        center_.data(),      spread_.data()};
   }
   void TearDown() override {
     std::remove(path_.c_str());
@@ -63,7 +66,8 @@ class FrozenStatsTest : public testing::Test {
       EXPECT_EQ(out.features, -77) << "a failing load wrote its output";
       EXPECT_EQ(out.center, nullptr);
       if (!fragment.empty()) {
-        EXPECT_NE(std::string(nk_last_error()).find(fragment), std::string::npos) << nk_last_error();
+        EXPECT_NE(std::string(nk_last_error()).find(fragment), std::string::npos)
+            << nk_last_error();
       }
     } else {
       nk_frozen_stats_release(&out);
@@ -104,7 +108,8 @@ TEST_F(FrozenStatsTest, SaveReplacesAtomicallyAndFailedSaveKeepsOldFile) {
   // An invalid save (a negative variance) and an unwritable path leave the file as it was.
   spread_[1] = -1.0f;
   EXPECT_EQ(nk_frozen_stats_save(path_.c_str(), &stats_), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("spread[1] = -1"), std::string::npos) << nk_last_error();
+  EXPECT_NE(std::string(nk_last_error()).find("spread[1] = -1"), std::string::npos)
+      << nk_last_error();
   spread_[1] = 0.25f;
   const std::string missing = dir_ + "/no/such/folder/bn.nkstats";
   EXPECT_EQ(nk_frozen_stats_save(missing.c_str(), &stats_), NK_ERROR_IO);
@@ -116,7 +121,8 @@ TEST_F(FrozenStatsTest, EveryTruncationIsRejected) {
   const std::vector<unsigned char> full = read_file(path_);
   for (size_t size = 0; size < full.size(); ++size) {
     SCOPED_TRACE(testing::Message() << "truncated to " << size << " bytes");
-    write_file(path_, std::vector<unsigned char>(full.begin(), full.begin() + static_cast<long>(size)));
+    write_file(path_,
+               std::vector<unsigned char>(full.begin(), full.begin() + static_cast<long>(size)));
     expect_load(NK_ERROR_FILE_FORMAT);
   }
 }
@@ -185,15 +191,33 @@ TEST_F(FrozenStatsTest, ForeignNewerTrailingAndInvalidFiles) {
 
 TEST_F(FrozenStatsTest, MismatchesNameBothValues) {
   EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_F32, 3, 1e-5), NK_SUCCESS);
-  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_INSTANCE_NORM, NK_F32, 3, 1e-5), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("kind = NK_STATS_BATCH_NORM in the frozen statistics but NK_STATS_INSTANCE_NORM in the layer"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_BF16, 3, 1e-5), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("dtype = f32 in the frozen statistics but bf16 in the layer"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_F32, 64, 1e-5), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("features = 3 in the frozen statistics but 64 in the layer"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_F32, 3, 1e-3), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("eps = 1e-05 in the frozen statistics but 0.001 in the layer"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_frozen_stats_check(nullptr, NK_STATS_BATCH_NORM, NK_F32, 3, 1e-5), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_INSTANCE_NORM, NK_F32, 3, 1e-5),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error())
+                .find("kind = NK_STATS_BATCH_NORM in the frozen statistics but "
+                      "NK_STATS_INSTANCE_NORM in the layer"),
+            std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_BF16, 3, 1e-5),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error())
+                .find("dtype = f32 in the frozen statistics but bf16 in the layer"),
+            std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_F32, 64, 1e-5),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error())
+                .find("features = 3 in the frozen statistics but 64 in the layer"),
+            std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_frozen_stats_check(&stats_, NK_STATS_BATCH_NORM, NK_F32, 3, 1e-3),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error())
+                .find("eps = 1e-05 in the frozen statistics but 0.001 in the layer"),
+            std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_frozen_stats_check(nullptr, NK_STATS_BATCH_NORM, NK_F32, 3, 1e-5),
+            NK_ERROR_INVALID_VALUE);
 }
 
 // Inference with frozen statistics equals batch norm inference with the same running buffers;
@@ -207,18 +231,29 @@ TEST_F(FrozenStatsTest, BatchNormForwardFrozen) {
   const nkt::Buffer x(NK_F32, rng.normal(60, 1.0, 2.0));
   nkt::Buffer y1(NK_F32, 60), y2(NK_F32, 60);
   const std::vector<float> w = {1.5f, -0.5f, 2.0f}, b = {0.0f, 1.0f, -1.0f};
-  ASSERT_EQ(nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y1.data()), NK_SUCCESS) << nk_last_error();
-  ASSERT_EQ(nk_batch_norm_forward(ctx, &d, &p, x.data(), w.data(), b.data(), center_.data(), spread_.data(), nullptr, y2.data(), nullptr, nullptr), NK_SUCCESS);
+  ASSERT_EQ(
+      nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y1.data()),
+      NK_SUCCESS)
+      << nk_last_error();
+  ASSERT_EQ(nk_batch_norm_forward(ctx, &d, &p, x.data(), w.data(), b.data(), center_.data(),
+                                  spread_.data(), nullptr, y2.data(), nullptr, nullptr),
+            NK_SUCCESS);
   EXPECT_EQ(y1.bytes(), y2.bytes());
   nkt::Buffer y3(NK_F32, 60);
   y3.poison();
   const std::vector<unsigned char> poisoned = y3.bytes();
   p.eps = 1e-3;
-  EXPECT_EQ(nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y3.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("nk_batch_norm_forward_frozen: eps = 1e-05"), std::string::npos) << nk_last_error();
+  EXPECT_EQ(
+      nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y3.data()),
+      NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("nk_batch_norm_forward_frozen: eps = 1e-05"),
+            std::string::npos)
+      << nk_last_error();
   p.eps = 1e-5;
   p.phase = NK_TRAINING;
-  EXPECT_EQ(nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y3.data()), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(
+      nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y3.data()),
+      NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(y3.bytes(), poisoned);
 }
 

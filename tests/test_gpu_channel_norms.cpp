@@ -32,8 +32,8 @@ struct Case {
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
-  return std::string(name(c.family)) + "_" + name(c.dtype) + (c.layout == NK_NCHW ? "_nchw" : "_nhwc") +
-         (c.affine ? "_affine" : "_plain");
+  return std::string(name(c.family)) + "_" + name(c.dtype) +
+         (c.layout == NK_NCHW ? "_nchw" : "_nhwc") + (c.affine ? "_affine" : "_plain");
 }
 
 std::vector<Case> all_cases() {
@@ -47,25 +47,27 @@ std::vector<Case> all_cases() {
 
 // (n, c, s, groups): degenerate dims, odd sizes, and what each reduction path needs.
 std::vector<ChannelCase> shapes(const Case& k) {
-  struct S { int64_t n, c, s, g; };
+  struct S {
+    int64_t n, c, s, g;
+  };
   const std::vector<S> list =
       reduced_gpu_tests()
-          ? std::vector<S>{{2, 3, 5, 1}, {4, 16, 49, 4}, {4, 16, 32, 4}, {2, 8, 10000, 2},
-                           {3, 40, 1, 8}, {3, 1, 77, 1}}
+          ? std::vector<S>{{2, 3, 5, 1},     {4, 16, 49, 4}, {4, 16, 32, 4},
+                           {2, 8, 10000, 2}, {3, 40, 1, 8},  {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
-          : std::vector<S>{{2, 3, 5, 1},         {1, 1, 2, 1},          {5, 1, 1, 1},
-                           {3, 7, 1, 7},         {1, 6, 13, 3},         {4, 16, 49, 4},
-                           {4, 16, 8, 4},        {3, 8, 32, 2},         {2, 8, 256, 4},
-                           {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
-                           {1, 64, 70000, 8},    {32, 64, 56 * 56, 8},  {2, 320, 64 * 64, 32},
-                           {3, 40, 1, 8},        {2, 24, 333, 6}};
+          : std::vector<S>{{2, 3, 5, 1},      {1, 1, 2, 1},         {5, 1, 1, 1},
+                           {3, 7, 1, 7},      {1, 6, 13, 3},        {4, 16, 49, 4},
+                           {4, 16, 8, 4},     {3, 8, 32, 2},        {2, 8, 256, 4},
+                           {2, 8, 5000, 4},   {3, 1, 77, 1},        {2, 3, 100003, 1},
+                           {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32},
+                           {3, 40, 1, 8},     {2, 24, 333, 6}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
-    const int64_t count = k.family == Family::kBatch ? s.n * s.s
+    const int64_t count = k.family == Family::kBatch      ? s.n * s.s
                           : k.family == Family::kInstance ? s.s
-                                                           : (s.c / s.g) * s.s;
+                                                          : (s.c / s.g) * s.s;
     if (count < 2) continue;
     out.push_back({k.family, s.n, s.c, s.s, k.layout, k.family == Family::kGroup ? s.g : 1});
   }
@@ -77,7 +79,9 @@ Tolerance gpu_tolerance(nk_dtype dtype) {
   return dtype == NK_F32 ? Tolerance{2e-5, 2e-5} : Tolerance{2 * t.atol, 2 * t.rtol};
 }
 
-std::vector<double> f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+std::vector<double> f64(const std::vector<float>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
 
 class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> {
  protected:
@@ -92,7 +96,8 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     const bool running = c.family != Family::kGroup;
     const bool use_running = running && with_running;
     const std::vector<float> w = to_f32(rng_.normal(k.c, 1.0, 0.5)), b = to_f32(rng_.normal(k.c));
-    std::vector<float> rm_cpu = to_f32(rng_.normal(k.c, 0.0, 0.1)), rv_cpu = to_f32(rng_.uniform(k.c, 0.5, 1.5));
+    std::vector<float> rm_cpu = to_f32(rng_.normal(k.c, 0.0, 0.1)),
+                       rv_cpu = to_f32(rng_.uniform(k.c, 0.5, 1.5));
     int64_t tracked_cpu = 3;
     DeviceBuffer rm(Buffer(NK_F32, f64(rm_cpu))), rv(Buffer(NK_F32, f64(rv_cpu)));
     DeviceBuffer tracked(NK_F32, 2), wd(Buffer(NK_F32, f64(w))), bd(Buffer(NK_F32, f64(b)));
@@ -104,17 +109,22 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
       const Buffer x(c.dtype, rng_.normal(numel, mean + step, stddev));
       Buffer y_ref(c.dtype, numel);
       std::vector<float> mean_ref(stats), invstd_ref(stats);
-      ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), c.affine ? w.data() : nullptr,
-                                c.affine ? b.data() : nullptr, use_running ? rm_cpu.data() : nullptr,
-                                use_running ? rv_cpu.data() : nullptr, running ? &tracked_cpu : nullptr,
-                                y_ref.data(), mean_ref.data(), invstd_ref.data()), NK_SUCCESS)
+      ASSERT_EQ(
+          channel_forward(cpu_, k, c.dtype, p, x.data(), c.affine ? w.data() : nullptr,
+                          c.affine ? b.data() : nullptr, use_running ? rm_cpu.data() : nullptr,
+                          use_running ? rv_cpu.data() : nullptr, running ? &tracked_cpu : nullptr,
+                          y_ref.data(), mean_ref.data(), invstd_ref.data()),
+          NK_SUCCESS)
           << nk_last_error();
-      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats), si(NK_F32, stats);
+      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
+          si(NK_F32, stats);
       ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
                                 c.affine ? bd.f32() : nullptr, use_running ? rm.f32() : nullptr,
                                 use_running ? rv.f32() : nullptr,
                                 running ? reinterpret_cast<int64_t*>(tracked.data()) : nullptr,
-                                y.data(), sm.f32(), si.f32()), NK_SUCCESS) << nk_last_error();
+                                y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
       expect_close(y.download().values(), y_ref.values(), gpu_tolerance(c.dtype), "y");
       if (p.phase == NK_TRAINING) {
         const double scale = std::abs(mean) + step + stddev;
@@ -145,21 +155,26 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     Buffer y(c.dtype, numel);
     nk_norm_params p = nk_norm_params_default();
     ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
-                              nullptr, y.data(), mean.data(), invstd.data()), NK_SUCCESS);
+                              nullptr, y.data(), mean.data(), invstd.data()),
+              NK_SUCCESS);
     p.phase = phase;
     const float* wp = c.affine ? w.data() : nullptr;
     Buffer dx_ref(c.dtype, numel);
     std::vector<float> dw_ref(k.c), db_ref(k.c);
-    ASSERT_EQ(channel_backward(cpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.data(), rv.data(),
-                               mean.data(), invstd.data(), dx_ref.data(), dw_ref.data(),
-                               db_ref.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(
+        channel_backward(cpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.data(), rv.data(),
+                         mean.data(), invstd.data(), dx_ref.data(), dw_ref.data(), db_ref.data()),
+        NK_SUCCESS)
+        << nk_last_error();
     DeviceBuffer xd(x, misalign), dyd(dy, misalign), wd(Buffer(NK_F32, f64(w)));
     DeviceBuffer rmd(Buffer(NK_F32, f64(rm))), rvd(Buffer(NK_F32, f64(rv)));
     DeviceBuffer md(Buffer(NK_F32, f64(mean))), sd(Buffer(NK_F32, f64(invstd)));
     DeviceBuffer dx(c.dtype, numel, misalign), dw(NK_F32, k.c), db(NK_F32, k.c);
-    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(), wp ? wd.f32() : nullptr,
-                               rmd.f32(), rvd.f32(), md.f32(), sd.f32(), dx.data(), dw.f32(),
-                               db.f32()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(
+        channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(), wp ? wd.f32() : nullptr,
+                         rmd.f32(), rvd.f32(), md.f32(), sd.f32(), dx.data(), dw.f32(), db.f32()),
+        NK_SUCCESS)
+        << nk_last_error();
     // dx is a difference of terms of size |dy * w| * invstd; column sums scale with their terms.
     double dx_scale = 0, max_invstd = 0;
     for (float v : invstd) max_invstd = std::max(max_invstd, double{v});
@@ -174,14 +189,16 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     expect_close(db.download().values(), f64(db_ref), {1e-6 * sum_scale, 1e-5}, "dbias");
   }
 
-  static std::vector<float> to_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+  static std::vector<float> to_f32(const std::vector<double>& v) {
+    return std::vector<float>(v.begin(), v.end());
+  }
 };
 
 TEST_P(GpuChannelNorm, TrainingForwardMatchesCpu) {
   for (bool with_running : {true, false}) {
     for (const ChannelCase& k : shapes(GetParam())) {
-      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g="
-                                      << k.groups << " running buffers " << with_running);
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                      << " g=" << k.groups << " running buffers " << with_running);
       check_forward(k, nk_norm_params_default(), 1, with_running);
     }
     if (GetParam().family == Family::kGroup) break;  // no running buffers to leave out
@@ -241,10 +258,18 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
   DeviceBuffer x(Buffer(c.dtype, rng_.normal(numel))), dy(Buffer(c.dtype, rng_.normal(numel)));
   DeviceBuffer y1(c.dtype, numel), y2(c.dtype, numel), m(NK_F32, stats), s(NK_F32, stats);
   DeviceBuffer dx1(c.dtype, numel), dx2(c.dtype, numel), dw1(NK_F32, k.c), dw2(NK_F32, k.c);
-  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y1.data(), m.f32(), s.f32()), NK_SUCCESS);
-  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y2.data(), nullptr, nullptr), NK_SUCCESS);
-  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dx1.data(), dw1.f32(), nullptr), NK_SUCCESS);
-  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dx2.data(), dw2.f32(), nullptr), NK_SUCCESS);
+  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                            nullptr, y1.data(), m.f32(), s.f32()),
+            NK_SUCCESS);
+  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                            nullptr, y2.data(), nullptr, nullptr),
+            NK_SUCCESS);
+  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr,
+                             m.f32(), s.f32(), dx1.data(), dw1.f32(), nullptr),
+            NK_SUCCESS);
+  ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr,
+                             m.f32(), s.f32(), dx2.data(), dw2.f32(), nullptr),
+            NK_SUCCESS);
   EXPECT_EQ(y1.download().bytes(), y2.download().bytes());
   EXPECT_EQ(dx1.download().bytes(), dx2.download().bytes());
   EXPECT_EQ(dw1.download().bytes(), dw2.download().bytes());
@@ -259,14 +284,25 @@ TEST_P(GpuChannelNorm, InPlaceMatchesOutOfPlace) {
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
     const nk_norm_params p = nk_norm_params_default();
     const Buffer xh(c.dtype, rng_.normal(numel, 1, 2)), dyh(c.dtype, rng_.normal(numel));
-    DeviceBuffer x(xh), dy(dyh), y(c.dtype, numel), dx(c.dtype, numel), m(NK_F32, stats), s(NK_F32, stats);
-    ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y.data(), m.f32(), s.f32()), NK_SUCCESS);
+    DeviceBuffer x(xh), dy(dyh), y(c.dtype, numel), dx(c.dtype, numel), m(NK_F32, stats),
+        s(NK_F32, stats);
+    ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                              nullptr, y.data(), m.f32(), s.f32()),
+              NK_SUCCESS);
     DeviceBuffer inplace(xh);
-    ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, inplace.data(), nullptr, nullptr, nullptr, nullptr, nullptr, inplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, inplace.data(), nullptr, nullptr, nullptr,
+                              nullptr, nullptr, inplace.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(inplace.download().bytes(), y.download().bytes()) << "forward with y == x";
-    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dx.data(), nullptr, nullptr), NK_SUCCESS);
+    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), nullptr, nullptr, nullptr,
+                               m.f32(), s.f32(), dx.data(), nullptr, nullptr),
+              NK_SUCCESS);
     DeviceBuffer dinplace(dyh);
-    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dinplace.data(), nullptr, nullptr, nullptr, m.f32(), s.f32(), dinplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dinplace.data(), nullptr, nullptr,
+                               nullptr, m.f32(), s.f32(), dinplace.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(dinplace.download().bytes(), dx.download().bytes()) << "backward with dx == dy";
   }
 }
@@ -278,24 +314,32 @@ TEST_P(GpuChannelNorm, EachGradientOutputIsOptional) {
   const ChannelCase k = shapes(c)[1];
   const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
   DeviceBuffer x(Buffer(c.dtype, rng_.normal(numel))), dy(Buffer(c.dtype, rng_.normal(numel)));
-  DeviceBuffer w(Buffer(NK_F32, rng_.normal(k.c))), m(NK_F32, stats), s(NK_F32, stats), y(c.dtype, numel);
+  DeviceBuffer w(Buffer(NK_F32, rng_.normal(k.c))), m(NK_F32, stats), s(NK_F32, stats),
+      y(c.dtype, numel);
   DeviceBuffer rm(Buffer(NK_F32, rng_.normal(k.c))), rv(Buffer(NK_F32, rng_.uniform(k.c, 0.5, 2)));
   nk_norm_params p = nk_norm_params_default();
-  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr, y.data(), m.f32(), s.f32()), NK_SUCCESS);
+  ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                            nullptr, y.data(), m.f32(), s.f32()),
+            NK_SUCCESS);
   for (nk_phase phase : {NK_TRAINING, NK_INFERENCE}) {
     if (phase == NK_INFERENCE && c.family == Family::kGroup) continue;
     p.phase = phase;
     const float* wp = c.affine ? w.f32() : nullptr;
     DeviceBuffer dx_all(c.dtype, numel), dw_all(NK_F32, k.c), db_all(NK_F32, k.c);
-    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.f32(), rv.f32(), m.f32(), s.f32(), dx_all.data(), dw_all.f32(), db_all.f32()), NK_SUCCESS);
+    ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.f32(), rv.f32(),
+                               m.f32(), s.f32(), dx_all.data(), dw_all.f32(), db_all.f32()),
+              NK_SUCCESS);
     const Buffer dx_ref = dx_all.download(), dw_ref = dw_all.download(), db_ref = db_all.download();
     for (int mask = 0; mask < 8; ++mask) {
-      SCOPED_TRACE(testing::Message() << (phase == NK_TRAINING ? "training" : "inference") << " outputs mask " << mask);
+      SCOPED_TRACE(testing::Message() << (phase == NK_TRAINING ? "training" : "inference")
+                                      << " outputs mask " << mask);
       DeviceBuffer dx(c.dtype, numel), dw(NK_F32, k.c), db(NK_F32, k.c);
       const Buffer poisoned_dx = dx.download(), poisoned_dw = dw.download();
-      ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.f32(), rv.f32(), m.f32(), s.f32(),
-                                 mask & 1 ? dx.data() : nullptr, mask & 2 ? dw.f32() : nullptr,
-                                 mask & 4 ? db.f32() : nullptr), NK_SUCCESS) << nk_last_error();
+      ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, x.data(), dy.data(), wp, rm.f32(), rv.f32(),
+                                 m.f32(), s.f32(), mask & 1 ? dx.data() : nullptr,
+                                 mask & 2 ? dw.f32() : nullptr, mask & 4 ? db.f32() : nullptr),
+                NK_SUCCESS)
+          << nk_last_error();
       EXPECT_EQ(dx.download().bytes(), (mask & 1 ? dx_ref : poisoned_dx).bytes());
       EXPECT_EQ(dw.download().bytes(), (mask & 2 ? dw_ref : poisoned_dw).bytes());
       EXPECT_EQ(db.download().bytes(), (mask & 4 ? db_ref : poisoned_dw).bytes());
@@ -339,22 +383,32 @@ TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
     DeviceBuffer x, dy, y, dx, rm, rv, tracked, mean, invstd, dw, db;
   };
   auto make = [&](const Buffer& xh, const Buffer& dyh) {
-    Set s{DeviceBuffer(xh), DeviceBuffer(dyh), DeviceBuffer(NK_BF16, numel), DeviceBuffer(NK_BF16, numel),
+    Set s{DeviceBuffer(xh),
+          DeviceBuffer(dyh),
+          DeviceBuffer(NK_BF16, numel),
+          DeviceBuffer(NK_BF16, numel),
           DeviceBuffer(Buffer(NK_F32, std::vector<double>(k.c, 0.0))),
           DeviceBuffer(Buffer(NK_F32, std::vector<double>(k.c, 1.0))),
-          DeviceBuffer(Buffer(NK_F32, std::vector<double>(2, 0.0))), DeviceBuffer(NK_F32, k.c),
-          DeviceBuffer(NK_F32, k.c), DeviceBuffer(NK_F32, k.c), DeviceBuffer(NK_F32, k.c)};
+          DeviceBuffer(Buffer(NK_F32, std::vector<double>(2, 0.0))),
+          DeviceBuffer(NK_F32, k.c),
+          DeviceBuffer(NK_F32, k.c),
+          DeviceBuffer(NK_F32, k.c),
+          DeviceBuffer(NK_F32, k.c)};
     return s;
   };
   const Buffer xh(NK_BF16, rng_.normal(numel, 1, 2)), dyh(NK_BF16, rng_.normal(numel));
   Set eager = make(xh, dyh), graphed = make(xh, dyh);
   auto step = [&](Set& s) {
-    ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, s.x.data(), nullptr, nullptr, s.rm.f32(), s.rv.f32(),
-                                    reinterpret_cast<int64_t*>(s.tracked.data()), s.y.data(),
-                                    s.mean.f32(), s.invstd.f32()), NK_SUCCESS) << nk_last_error();
-    ASSERT_EQ(nk_batch_norm_backward(gpu_, &d, &p, s.x.data(), s.dy.data(), nullptr, nullptr, nullptr,
-                                     s.mean.f32(), s.invstd.f32(), s.dx.data(), s.dw.f32(), s.db.f32()),
-              NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, s.x.data(), nullptr, nullptr, s.rm.f32(),
+                                    s.rv.f32(), reinterpret_cast<int64_t*>(s.tracked.data()),
+                                    s.y.data(), s.mean.f32(), s.invstd.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    ASSERT_EQ(
+        nk_batch_norm_backward(gpu_, &d, &p, s.x.data(), s.dy.data(), nullptr, nullptr, nullptr,
+                               s.mean.f32(), s.invstd.f32(), s.dx.data(), s.dw.f32(), s.db.f32()),
+        NK_SUCCESS)
+        << nk_last_error();
   };
   size_t fwd = 0, bwd = 0;
   ASSERT_EQ(nk_batch_norm_forward_workspace_size(gpu_, &d, &p, &fwd), NK_SUCCESS);
@@ -406,12 +460,16 @@ TEST_F(GpuChannelNormWhole, MoreThanTwoToThe31Elements) {
   DeviceBuffer x(NK_BF16, numel), y(NK_BF16, numel), mean(NK_F32, c), invstd(NK_F32, c);
   for (int64_t at = 0; at < numel; at += period) {
     const size_t count = static_cast<size_t>(std::min(period, numel - at)) * 2;
-    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, pattern.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, pattern.data(), count,
+                         cudaMemcpyHostToDevice),
+              cudaSuccess);
   }
   const nk_act_desc d{n, c, s, NK_NHWC, NK_BF16};
   const nk_norm_params p = nk_norm_params_default();
-  ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, x.data(), nullptr, nullptr, nullptr, nullptr, nullptr,
-                                  y.data(), mean.f32(), invstd.f32()), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_batch_norm_forward(gpu_, &d, &p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                                  nullptr, y.data(), mean.f32(), invstd.f32()),
+            NK_SUCCESS)
+      << nk_last_error();
   synchronize();
   // Exact per-channel statistics: element i is pattern[i % period] in channel i % c.
   const std::vector<double> pv = pattern.values();
@@ -429,10 +487,13 @@ TEST_F(GpuChannelNormWhole, MoreThanTwoToThe31Elements) {
   }
   for (int64_t at : {(int64_t{1} << 31) - 8, int64_t{1} << 31, numel - 8}) {
     Buffer got(NK_BF16, 8);
-    ASSERT_EQ(cudaMemcpy(got.data(), static_cast<char*>(y.data()) + at * 2, 16, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(
+        cudaMemcpy(got.data(), static_cast<char*>(y.data()) + at * 2, 16, cudaMemcpyDeviceToHost),
+        cudaSuccess);
     for (int64_t i = 0; i < 8; ++i) {
       const int64_t ch = (at + i) % c;
-      const double expected = (pv[(at + i) % period] - sum[ch] / count) / std::sqrt(sq[ch] / count + 1e-5);
+      const double expected =
+          (pv[(at + i) % period] - sum[ch] / count) / std::sqrt(sq[ch] / count + 1e-5);
       EXPECT_NEAR(got.get(i), expected, 0.02 * (1 + std::abs(expected))) << "element " << at + i;
     }
   }

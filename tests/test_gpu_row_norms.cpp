@@ -50,8 +50,8 @@ std::vector<int64_t> widths() {
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (two and four
   // packs per lane in a warp), 2048 (eight), 8200 and 16384 (block per row at the register
   // limits), 16392 (just past them: generic).
-  return {1,    3,    17,   127,  128,  256,   512,   768,   1000,  1024,  2048,
-          4096, 8192, 8200, 12288, 16384, 16392, 65536, 131072};
+  return {1,    3,    17,   127,  128,   256,   512,   768,   1000,  1024,
+          2048, 4096, 8192, 8200, 12288, 16384, 16392, 65536, 131072};
 }
 
 // One row, an odd count, and many rows (up to 2^21 elements in all).
@@ -109,14 +109,17 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
     const void* b = c.affine >= 2 ? in.bias.data() : nullptr;
     Buffer y_ref(c.dtype, n);
     std::vector<float> mean_ref(rows), rstd_ref(rows);
-    ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, b, y_ref.data(),
-                      mean_ref.data(), rstd_ref.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, b, y_ref.data(), mean_ref.data(),
+                      rstd_ref.data()),
+              NK_SUCCESS)
+        << nk_last_error();
 
     DeviceBuffer x(in.x, m.x), weight(in.weight, m.weight), bias(in.bias, m.bias);
     DeviceBuffer y(c.dtype, n, m.y), mean(NK_F32, rows), rstd(NK_F32, rows);
     ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w ? weight.data() : nullptr,
                       b ? bias.data() : nullptr, y.data(), mean.f32(), rstd.f32()),
-              NK_SUCCESS) << nk_last_error();
+              NK_SUCCESS)
+        << nk_last_error();
     expect_close(y.download().values(), y_ref.values(), y_tol, "y");
     expect_close(rstd.download().values(), std::vector<double>(rstd_ref.begin(), rstd_ref.end()),
                  {0, 1e-5}, "save_rstd");
@@ -135,10 +138,12 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
     Buffer y(c.dtype, n);
     std::vector<float> mean(rows), rstd(rows);
     ASSERT_EQ(forward(cpu_, c.rms, in.desc, 1e-5, in.x.data(), w, nullptr, y.data(), mean.data(),
-                      rstd.data()), NK_SUCCESS);
+                      rstd.data()),
+              NK_SUCCESS);
     Buffer dx_ref(c.dtype, n), dw_ref(c.weight_dtype, cols), db_ref(c.weight_dtype, cols);
-    ASSERT_EQ(backward(cpu_, c.rms, in.desc, in.x.data(), in.dy.data(), w, mean.data(),
-                       rstd.data(), dx_ref.data(), dw_ref.data(), db_ref.data()), NK_SUCCESS)
+    ASSERT_EQ(backward(cpu_, c.rms, in.desc, in.x.data(), in.dy.data(), w, mean.data(), rstd.data(),
+                       dx_ref.data(), dw_ref.data(), db_ref.data()),
+              NK_SUCCESS)
         << nk_last_error();
 
     DeviceBuffer x(in.x, m.x), dy(in.dy, m.dy), weight(in.weight, m.weight);
@@ -147,7 +152,8 @@ class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
     DeviceBuffer dx(c.dtype, n, m.dx), dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
     ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w ? weight.data() : nullptr,
                        mean_d.f32(), rstd_d.f32(), dx.data(), dw.data(), db.data()),
-              NK_SUCCESS) << nk_last_error();
+              NK_SUCCESS)
+        << nk_last_error();
 
     // Error scales: dx is a difference of terms of size rstd * |dy * w|; a column sum's error
     // scales with the sum of its terms' magnitudes.
@@ -239,13 +245,22 @@ TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
     DeviceBuffer y(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows), dx(c.dtype, n);
     const void* w = c.affine ? weight.data() : nullptr;
     const void* b = c.affine >= 2 ? bias.data() : nullptr;
-    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, b, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, b, y.data(), mean.f32(), rstd.f32()),
+              NK_SUCCESS);
     DeviceBuffer inplace(in.x);
-    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, inplace.data(), w, b, inplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(
+        forward(gpu_, c.rms, in.desc, 1e-5, inplace.data(), w, b, inplace.data(), nullptr, nullptr),
+        NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(inplace.download().bytes(), y.download().bytes()) << "forward with y == x";
-    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx.data(), nullptr, nullptr), NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                       dx.data(), nullptr, nullptr),
+              NK_SUCCESS);
     DeviceBuffer dinplace(in.dy);
-    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dinplace.data(), w, mean.f32(), rstd.f32(), dinplace.data(), nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dinplace.data(), w, mean.f32(), rstd.f32(),
+                       dinplace.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(dinplace.download().bytes(), dx.download().bytes()) << "backward with dx == dy";
   }
 }
@@ -257,11 +272,16 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols);
     const int64_t rows = 33, n = rows * cols;
     const Inputs in = make(rows, cols);
-    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight), y(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows);
+    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight), y(c.dtype, n), mean(NK_F32, rows),
+        rstd(NK_F32, rows);
     const void* w = c.affine ? weight.data() : nullptr;
-    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
+    ASSERT_EQ(
+        forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y.data(), mean.f32(), rstd.f32()),
+        NK_SUCCESS);
     DeviceBuffer dx_all(c.dtype, n), dw_all(c.weight_dtype, cols), db_all(c.weight_dtype, cols);
-    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx_all.data(), dw_all.data(), db_all.data()), NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                       dx_all.data(), dw_all.data(), db_all.data()),
+              NK_SUCCESS);
     const Buffer dx_ref = dx_all.download(), dw_ref = dw_all.download(), db_ref = db_all.download();
     for (int mask = 0; mask < 8; ++mask) {
       if (c.rms && (mask & 4)) continue;  // RMS norm has no dbias
@@ -270,7 +290,9 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
       const Buffer poisoned_dx = dx.download(), poisoned_dw = dw.download();
       ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
                          mask & 1 ? dx.data() : nullptr, mask & 2 ? dw.data() : nullptr,
-                         mask & 4 ? db.data() : nullptr), NK_SUCCESS) << nk_last_error();
+                         mask & 4 ? db.data() : nullptr),
+                NK_SUCCESS)
+          << nk_last_error();
       EXPECT_EQ(dx.download().bytes(), (mask & 1 ? dx_ref : poisoned_dx).bytes());
       EXPECT_EQ(dw.download().bytes(), (mask & 2 ? dw_ref : poisoned_dw).bytes());
       if (!c.rms) {
@@ -298,13 +320,22 @@ TEST_P(GpuRowNorm, RepeatedCallsAreBitwiseIdentical) {
     const Inputs in = make(rows, cols);
     DeviceBuffer x(in.x), dy(in.dy), weight(in.weight);
     DeviceBuffer y1(c.dtype, n), y2(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows);
-    DeviceBuffer dx1(c.dtype, n), dx2(c.dtype, n), dw1(c.weight_dtype, cols), dw2(c.weight_dtype, cols);
+    DeviceBuffer dx1(c.dtype, n), dx2(c.dtype, n), dw1(c.weight_dtype, cols),
+        dw2(c.weight_dtype, cols);
     DeviceBuffer db1(c.weight_dtype, cols), db2(c.weight_dtype, cols);
     const void* w = c.affine ? weight.data() : nullptr;
-    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y1.data(), mean.f32(), rstd.f32()), NK_SUCCESS);
-    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y2.data(), nullptr, nullptr), NK_SUCCESS);
-    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx1.data(), dw1.data(), db1.data()), NK_SUCCESS);
-    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(), dx2.data(), dw2.data(), db2.data()), NK_SUCCESS);
+    ASSERT_EQ(forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y1.data(), mean.f32(),
+                      rstd.f32()),
+              NK_SUCCESS);
+    ASSERT_EQ(
+        forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, nullptr, y2.data(), nullptr, nullptr),
+        NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                       dx1.data(), dw1.data(), db1.data()),
+              NK_SUCCESS);
+    ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                       dx2.data(), dw2.data(), db2.data()),
+              NK_SUCCESS);
     EXPECT_EQ(y1.download().bytes(), y2.download().bytes()) << "cols=" << cols;
     EXPECT_EQ(dx1.download().bytes(), dx2.download().bytes()) << "cols=" << cols;
     EXPECT_EQ(dw1.download().bytes(), dw2.download().bytes()) << "cols=" << cols;
@@ -339,10 +370,13 @@ TEST_F(GpuRowNormWhole, CapturedForwardBackwardReplays) {
   DeviceBuffer dw(NK_F32, cols), db(NK_F32, cols);
   auto step = [&] {
     ASSERT_EQ(nk_layer_norm_forward(gpu_, &d, 1e-5, x.data(), w.data(), b.data(), y.data(),
-                                    mean.f32(), rstd.f32()), NK_SUCCESS) << nk_last_error();
+                                    mean.f32(), rstd.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
     ASSERT_EQ(nk_layer_norm_backward(gpu_, &d, x.data(), dy.data(), w.data(), mean.f32(),
                                      rstd.f32(), dx.data(), dw.data(), db.data()),
-              NK_SUCCESS) << nk_last_error();
+              NK_SUCCESS)
+        << nk_last_error();
   };
   size_t bytes = 0;
   ASSERT_EQ(nk_layer_norm_backward_workspace_size(gpu_, &d, &bytes), NK_SUCCESS);
@@ -406,35 +440,58 @@ TEST_F(GpuRowNormWhole, MoreThanTwoToThe31Elements) {
   }
   const nk_row_desc d{rows, cols, NK_BF16, NK_BF16};
   const int64_t period = 1000003;
-  const Buffer chunk_x(NK_BF16, rng_.normal(period, 1.0, 2.0)), chunk_dy(NK_BF16, rng_.normal(period));
+  const Buffer chunk_x(NK_BF16, rng_.normal(period, 1.0, 2.0)),
+      chunk_dy(NK_BF16, rng_.normal(period));
   DeviceBuffer x(NK_BF16, n), dy(NK_BF16, n), y(NK_BF16, n), dx(NK_BF16, n);
   for (int64_t at = 0; at < n; at += period) {
     const size_t count = static_cast<size_t>(std::min(period, n - at)) * 2;
-    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, chunk_x.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(static_cast<char*>(dy.data()) + at * 2, chunk_dy.data(), count, cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(x.data()) + at * 2, chunk_x.data(), count,
+                         cudaMemcpyHostToDevice),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(static_cast<char*>(dy.data()) + at * 2, chunk_dy.data(), count,
+                         cudaMemcpyHostToDevice),
+              cudaSuccess);
   }
   const Buffer w_host(NK_BF16, rng_.normal(cols, 1.0, 0.5));
   DeviceBuffer w(w_host), mean(NK_F32, rows), rstd(NK_F32, rows), dw(NK_BF16, cols);
-  ASSERT_EQ(nk_layer_norm_forward(gpu_, &d, 1e-5, x.data(), w.data(), nullptr, y.data(), mean.f32(), rstd.f32()), NK_SUCCESS) << nk_last_error();
-  ASSERT_EQ(nk_layer_norm_backward(gpu_, &d, x.data(), dy.data(), w.data(), mean.f32(), rstd.f32(), dx.data(), dw.data(), nullptr), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_layer_norm_forward(gpu_, &d, 1e-5, x.data(), w.data(), nullptr, y.data(), mean.f32(),
+                                  rstd.f32()),
+            NK_SUCCESS)
+      << nk_last_error();
+  ASSERT_EQ(nk_layer_norm_backward(gpu_, &d, x.data(), dy.data(), w.data(), mean.f32(), rstd.f32(),
+                                   dx.data(), dw.data(), nullptr),
+            NK_SUCCESS)
+      << nk_last_error();
   synchronize();
   const Buffer mean_all = mean.download(), rstd_all = rstd.download();
   const int64_t boundary = (int64_t{1} << 31) / cols;
   for (int64_t r : {int64_t{0}, boundary - 1, boundary, boundary + 1, rows - 1}) {
     SCOPED_TRACE(testing::Message() << "row " << r);
     Buffer xr(NK_BF16, cols), dyr(NK_BF16, cols), yr(NK_BF16, cols), dxr(NK_BF16, cols);
-    ASSERT_EQ(cudaMemcpy(xr.data(), static_cast<char*>(x.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dyr.data(), static_cast<char*>(dy.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(yr.data(), static_cast<char*>(y.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dxr.data(), static_cast<char*>(dx.data()) + r * cols * 2, cols * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(xr.data(), static_cast<char*>(x.data()) + r * cols * 2, cols * 2,
+                         cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dyr.data(), static_cast<char*>(dy.data()) + r * cols * 2, cols * 2,
+                         cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(yr.data(), static_cast<char*>(y.data()) + r * cols * 2, cols * 2,
+                         cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(dxr.data(), static_cast<char*>(dx.data()) + r * cols * 2, cols * 2,
+                         cudaMemcpyDeviceToHost),
+              cudaSuccess);
     const nk_row_desc one{1, cols, NK_BF16, NK_BF16};
     Buffer y_ref(NK_BF16, cols), dx_ref(NK_BF16, cols);
     float m = 0, s = 0;
-    ASSERT_EQ(nk_layer_norm_forward(cpu_, &one, 1e-5, xr.data(), w_host.data(), nullptr, y_ref.data(), &m, &s), NK_SUCCESS);
+    ASSERT_EQ(nk_layer_norm_forward(cpu_, &one, 1e-5, xr.data(), w_host.data(), nullptr,
+                                    y_ref.data(), &m, &s),
+              NK_SUCCESS);
     expect_close(yr.values(), y_ref.values(), gpu_tolerance(NK_BF16), "y");
     EXPECT_NEAR(mean_all.get(r), m, 1e-5 * (1 + std::abs(m)));
     const float gm = static_cast<float>(mean_all.get(r)), gs = static_cast<float>(rstd_all.get(r));
-    ASSERT_EQ(nk_layer_norm_backward(cpu_, &one, xr.data(), dyr.data(), w_host.data(), &gm, &gs, dx_ref.data(), nullptr, nullptr), NK_SUCCESS);
+    ASSERT_EQ(nk_layer_norm_backward(cpu_, &one, xr.data(), dyr.data(), w_host.data(), &gm, &gs,
+                                     dx_ref.data(), nullptr, nullptr),
+              NK_SUCCESS);
     expect_close(dxr.values(), dx_ref.values(), {0.05, 2 * gpu_tolerance(NK_BF16).rtol}, "dx");
   }
   for (double v : dw.download().values()) ASSERT_TRUE(std::isfinite(v)) << "dweight";

@@ -26,7 +26,7 @@ double quantile(std::vector<double> v, double q) {
 nk_frozen_stats frozen(nk_stats_kind kind, nk_dtype dtype, std::vector<float>& center,
                        std::vector<float>& spread) {
   return nk_frozen_stats{kind, dtype, NK_RUNNING_VAR_BIASED, static_cast<int64_t>(center.size()),
-                         100, 0.0, center.data(), spread.data()};
+                         100,  0.0,   center.data(),         spread.data()};
 }
 
 class Preprocessing : public testing::Test {
@@ -48,7 +48,8 @@ TEST_F(Preprocessing, MinMaxFromTheAccumulator) {
   EXPECT_EQ(lo, (std::vector<float>{-2, -1}));
   EXPECT_EQ(hi, (std::vector<float>{7, 9}));
   ASSERT_EQ(nk_stats_reset(stats), NK_SUCCESS);
-  EXPECT_EQ(nk_stats_min_max(stats, lo.data(), hi.data()), NK_ERROR_INVALID_VALUE) << "reset forgets";
+  EXPECT_EQ(nk_stats_min_max(stats, lo.data(), hi.data()), NK_ERROR_INVALID_VALUE)
+      << "reset forgets";
   nk_stats_destroy(stats);
 }
 
@@ -58,7 +59,8 @@ TEST_F(Preprocessing, QuantilesByHandAndAgainstSorting) {
   const std::vector<double> q = {0.0, 0.25, 0.5, 1.0};
   std::vector<float> out(4, NAN);
   const nk_row_desc d{4, 1, NK_F32, NK_F32};
-  ASSERT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 4, out.data()), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 4, out.data()), NK_SUCCESS)
+      << nk_last_error();
   EXPECT_EQ(out, (std::vector<float>{1.0f, 1.75f, 2.5f, 4.0f}));
   for (nk_dtype dtype : {NK_F32, NK_BF16}) {
     const int64_t rows = 101, cols = 5;
@@ -72,7 +74,8 @@ TEST_F(Preprocessing, QuantilesByHandAndAgainstSorting) {
       std::vector<double> column;
       for (int64_t r = 0; r < rows; ++r) column.push_back(v[r * cols + j]);
       for (size_t i = 0; i < qs.size(); ++i) {
-        EXPECT_NEAR(got[i * cols + j], quantile(column, qs[i]), 1e-6 * (1 + std::abs(quantile(column, qs[i]))))
+        EXPECT_NEAR(got[i * cols + j], quantile(column, qs[i]),
+                    1e-6 * (1 + std::abs(quantile(column, qs[i]))))
             << "q " << qs[i] << " column " << j;
       }
     }
@@ -85,12 +88,15 @@ TEST_F(Preprocessing, QuantileErrorsWriteNothing) {
   std::vector<float> out(2, -7.0f);
   for (double bad : {-0.1, 1.5, std::nan("")}) {
     const std::vector<double> q = {0.5, bad};
-    EXPECT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 2, out.data()), NK_ERROR_INVALID_VALUE);
+    EXPECT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 2, out.data()),
+              NK_ERROR_INVALID_VALUE);
     EXPECT_NE(std::string(nk_last_error()).find("q[1] = "), std::string::npos) << nk_last_error();
   }
   const std::vector<double> q = {0.5};
-  EXPECT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 0, out.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_quantiles_columns(ctx_, &d, nullptr, q.data(), 1, out.data()), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 0, out.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_quantiles_columns(ctx_, &d, nullptr, q.data(), 1, out.data()),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(nk_quantiles_columns(ctx_, &d, x.data(), q.data(), 1, nullptr), NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(out, std::vector<float>(2, -7.0f));
 }
@@ -116,7 +122,8 @@ TEST_F(Preprocessing, FitFreezeLoadTransform) {
   const std::vector<double> q = {0.5, 0.25, 0.75};
   std::vector<float> quart(3 * cols), median(cols), iqr(cols);
   const nk_row_desc one{rows, cols, NK_F32, NK_F32};
-  ASSERT_EQ(nk_quantiles_columns(ctx_, &one, batches[0].data(), q.data(), 3, quart.data()), NK_SUCCESS);
+  ASSERT_EQ(nk_quantiles_columns(ctx_, &one, batches[0].data(), q.data(), 3, quart.data()),
+            NK_SUCCESS);
   for (int64_t j = 0; j < cols; ++j) {
     median[j] = quart[j];
     iqr[j] = quart[2 * cols + j] - quart[cols + j];
@@ -139,18 +146,23 @@ TEST_F(Preprocessing, FitFreezeLoadTransform) {
     const Buffer x(NK_F32, rng_.normal(rows * cols, 5.0, 3.0));
     Buffer y(NK_F32, rows * cols);
     y.poison();
-    ASSERT_EQ(nk_scale_columns(ctx_, &one, &loaded, NK_ZERO_SPREAD_ERROR, x.data(), y.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_scale_columns(ctx_, &one, &loaded, NK_ZERO_SPREAD_ERROR, x.data(), y.data()),
+              NK_SUCCESS)
+        << nk_last_error();
     std::vector<double> expected(rows * cols);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t j = 0; j < cols; ++j) {
-        const double scale = fit.kind == NK_STATS_STANDARDIZE ? std::sqrt(double{loaded.spread[j]}) : loaded.spread[j];
+        const double scale = fit.kind == NK_STATS_STANDARDIZE ? std::sqrt(double{loaded.spread[j]})
+                                                              : loaded.spread[j];
         expected[r * cols + j] = (x.get(r * cols + j) - loaded.center[j]) / scale;
       }
     }
     nkt::expect_close(y.values(), expected, nkt::output_tolerance(NK_F32), "y");
     // In place gives the same bytes.
     Buffer inplace = x;
-    ASSERT_EQ(nk_scale_columns(ctx_, &one, &loaded, NK_ZERO_SPREAD_ERROR, inplace.data(), inplace.data()), NK_SUCCESS);
+    ASSERT_EQ(
+        nk_scale_columns(ctx_, &one, &loaded, NK_ZERO_SPREAD_ERROR, inplace.data(), inplace.data()),
+        NK_SUCCESS);
     EXPECT_EQ(inplace.bytes(), y.bytes());
     nk_frozen_stats_release(&loaded);
   }
@@ -168,8 +180,10 @@ TEST_F(Preprocessing, ZeroSpreadInBothModes) {
     std::vector<float> center = {2.5f, 5.0f}, spread = {1.25f, 0.0f};
     const nk_frozen_stats f = frozen(kind, NK_F32, center, spread);
     std::vector<float> y(8, -7.0f);
-    EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()), NK_ERROR_INVALID_VALUE);
-    EXPECT_NE(std::string(nk_last_error()).find("feature 1 has no spread"), std::string::npos) << nk_last_error();
+    EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()),
+              NK_ERROR_INVALID_VALUE);
+    EXPECT_NE(std::string(nk_last_error()).find("feature 1 has no spread"), std::string::npos)
+        << nk_last_error();
     EXPECT_EQ(y, std::vector<float>(8, -7.0f));
     ASSERT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ZERO, x.data(), y.data()), NK_SUCCESS);
     const double scale = kind == NK_STATS_STANDARDIZE ? std::sqrt(1.25) : 1.25;
@@ -186,19 +200,31 @@ TEST_F(Preprocessing, ScaleRefusesMismatches) {
   std::vector<float> y(8, -7.0f);
   const nk_row_desc d{4, 2, NK_F32, NK_F32};
   nk_frozen_stats f = frozen(NK_STATS_STANDARDIZE, NK_BF16, center, spread);
-  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("dtype = bf16 in the frozen statistics but f32"), std::string::npos) << nk_last_error();
+  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("dtype = bf16 in the frozen statistics but f32"),
+            std::string::npos)
+      << nk_last_error();
   f = frozen(NK_STATS_BATCH_NORM, NK_F32, center, spread);
-  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("NK_STATS_BATCH_NORM: nk_scale_columns takes"), std::string::npos) << nk_last_error();
+  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), y.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("NK_STATS_BATCH_NORM: nk_scale_columns takes"),
+            std::string::npos)
+      << nk_last_error();
   f = frozen(NK_STATS_MIN_MAX, NK_F32, center, spread);
   const nk_row_desc three{4, 3, NK_F32, NK_F32};
   const std::vector<float> x3(12, 1.0f);
   std::vector<float> y3(12, -7.0f);
-  EXPECT_EQ(nk_scale_columns(ctx_, &three, &f, NK_ZERO_SPREAD_ERROR, x3.data(), y3.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("features = 2 in the frozen statistics but 3"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, static_cast<nk_zero_spread>(5), x.data(), y.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(), const_cast<float*>(x.data()) + 1), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_scale_columns(ctx_, &three, &f, NK_ZERO_SPREAD_ERROR, x3.data(), y3.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("features = 2 in the frozen statistics but 3"),
+            std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, static_cast<nk_zero_spread>(5), x.data(), y.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_scale_columns(ctx_, &d, &f, NK_ZERO_SPREAD_ERROR, x.data(),
+                             const_cast<float*>(x.data()) + 1),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(y, std::vector<float>(8, -7.0f));
   EXPECT_EQ(y3, std::vector<float>(12, -7.0f));
 }
@@ -208,7 +234,8 @@ TEST_F(Preprocessing, L2NormalizeRows) {
   const std::vector<float> x = {3, 4, 0, 0, 1e-9f, 0};
   std::vector<float> y(6, NAN);
   const nk_row_desc d{3, 2, NK_F32, NK_F32};
-  ASSERT_EQ(nk_l2_normalize_rows(ctx_, &d, 1e-6, x.data(), y.data()), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_l2_normalize_rows(ctx_, &d, 1e-6, x.data(), y.data()), NK_SUCCESS)
+      << nk_last_error();
   EXPECT_FLOAT_EQ(y[0], 0.6f);
   EXPECT_FLOAT_EQ(y[1], 0.8f);
   EXPECT_EQ(y[2], 0.0f);
@@ -226,7 +253,8 @@ TEST_F(Preprocessing, L2NormalizeRows) {
   }
   std::vector<float> untouched(6, -7.0f);
   for (double eps : {0.0, -1.0, std::nan("")}) {
-    EXPECT_EQ(nk_l2_normalize_rows(ctx_, &d, eps, x.data(), untouched.data()), NK_ERROR_INVALID_VALUE);
+    EXPECT_EQ(nk_l2_normalize_rows(ctx_, &d, eps, x.data(), untouched.data()),
+              NK_ERROR_INVALID_VALUE);
   }
   EXPECT_EQ(untouched, std::vector<float>(6, -7.0f));
 }

@@ -20,8 +20,8 @@ TEST(RowTiling, EveryWidthIsCoveredWithinBudget) {
         for (int64_t cols = 1; cols <= 20000; ++cols) {
           if (vector && cols % (16 / elem) != 0) continue;  // the vector path needs whole packs
           const RowTiling t = choose_row_tiling(cols, elem, vector, backward);
-          SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem << " vector="
-                                          << vector << " backward=" << backward);
+          SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
+                                          << " vector=" << vector << " backward=" << backward);
           ASSERT_EQ(t.pack_elems, vector ? 16 / elem : 1);
           const int max_elems = backward ? 16 : 64;
           if (!t.in_registers) {
@@ -44,8 +44,8 @@ TEST(RowTiling, EveryWidthIsCoveredWithinBudget) {
           }
           ASSERT_LE(t.block_threads, max_block_threads(elems, backward));
           // No thread without work: one warp fewer (or half the lanes) would not cover the row.
-          const int64_t smaller = t.threads_per_row <= 32 ? t.threads_per_row / 2
-                                                           : t.threads_per_row - 32;
+          const int64_t smaller =
+              t.threads_per_row <= 32 ? t.threads_per_row / 2 : t.threads_per_row - 32;
           ASSERT_LT(smaller * elems, cols) << "more threads than needed";
         }
       }

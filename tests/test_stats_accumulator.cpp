@@ -17,7 +17,8 @@ struct Exact {
 };
 
 // Per-channel statistics of several N x C x S NCHW batches together, two-pass in fp64.
-Exact exact_channels(const std::vector<std::vector<double>>& batches, int64_t n, int64_t c, int64_t s) {
+Exact exact_channels(const std::vector<std::vector<double>>& batches, int64_t n, int64_t c,
+                     int64_t s) {
   Exact e{std::vector<double>(c, 0.0), std::vector<double>(c, 0.0)};
   double count = 0;
   for (const auto& b : batches)
@@ -38,7 +39,9 @@ Exact exact_channels(const std::vector<std::vector<double>>& batches, int64_t n,
 
 class StatsTest : public testing::Test {
  protected:
-  void SetUp() override { ASSERT_EQ(nk_stats_create(ctx_, 3, &stats_), NK_SUCCESS) << nk_last_error(); }
+  void SetUp() override {
+    ASSERT_EQ(nk_stats_create(ctx_, 3, &stats_), NK_SUCCESS) << nk_last_error();
+  }
   void TearDown() override { nk_stats_destroy(stats_); }
   std::vector<float> finalize_mean() {
     std::vector<float> m(3, NAN);
@@ -64,9 +67,9 @@ TEST_F(StatsTest, HandComputed) {
   EXPECT_FLOAT_EQ(mean[0], 4.0f);
   EXPECT_FLOAT_EQ(var[0], 5.0f);
   EXPECT_FLOAT_EQ(unbiased[0], 20.0f / 3);
-  EXPECT_FLOAT_EQ(mean[1], 25.0f);   // {10, 20, 30, 40}
-  EXPECT_FLOAT_EQ(var[1], 125.0f);   // (225 + 25 + 25 + 225) / 4
-  EXPECT_FLOAT_EQ(mean[2], 0.5f);    // {0, 0, 0, 2}
+  EXPECT_FLOAT_EQ(mean[1], 25.0f);  // {10, 20, 30, 40}
+  EXPECT_FLOAT_EQ(var[1], 125.0f);  // (225 + 25 + 25 + 225) / 4
+  EXPECT_FLOAT_EQ(mean[2], 0.5f);   // {0, 0, 0, 2}
   EXPECT_FLOAT_EQ(var[2], 0.75f);
 }
 
@@ -77,13 +80,15 @@ TEST_F(StatsTest, BatchesOneByOneMatchAllTheData) {
     const int64_t n = 4, c = 3, s = 7;
     std::vector<std::vector<double>> batches;
     for (int i = 0; i < 9; ++i) {
-      std::vector<double> nchw = nkt::rounded(rng_.normal(n * c * s, 1e3 + 10 * i, 1.0 + i), NK_F32);
+      std::vector<double> nchw =
+          nkt::rounded(rng_.normal(n * c * s, 1e3 + 10 * i, 1.0 + i), NK_F32);
       batches.push_back(nchw);
       std::vector<double> stored = nchw;
       if (layout == NK_NHWC) {
         for (int64_t a = 0; a < n; ++a)
           for (int64_t ch = 0; ch < c; ++ch)
-            for (int64_t k = 0; k < s; ++k) stored[(a * s + k) * c + ch] = nchw[(a * c + ch) * s + k];
+            for (int64_t k = 0; k < s; ++k)
+              stored[(a * s + k) * c + ch] = nchw[(a * c + ch) * s + k];
       }
       const Buffer x(NK_F32, stored);
       const nk_act_desc d{n, c, s, layout, NK_F32};
@@ -105,7 +110,8 @@ TEST_F(StatsTest, MergeAndColumns) {
   for (int i = 0; i < 6; ++i) {
     const Buffer x(NK_BF16, rng_.normal(5 * 3, i, 2.0));
     const nk_row_desc d{5, 3, NK_BF16, NK_BF16};
-    ASSERT_EQ(nk_stats_add_columns(i % 2 ? stats_ : other, &d, x.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_stats_add_columns(i % 2 ? stats_ : other, &d, x.data()), NK_SUCCESS)
+        << nk_last_error();
     ASSERT_EQ(nk_stats_add_columns(all, &d, x.data()), NK_SUCCESS);
   }
   ASSERT_EQ(nk_stats_merge(stats_, other), NK_SUCCESS) << nk_last_error();
@@ -136,7 +142,8 @@ TEST_F(StatsTest, PreciseBatchNormStatistics) {
     ASSERT_EQ(nk_stats_add_channels(stats_, &d, x.data()), NK_SUCCESS);
   }
   std::vector<float> running_mean(3, 0.0f), running_var(3, 1.0f);
-  ASSERT_EQ(nk_stats_finalize(stats_, running_mean.data(), nullptr, running_var.data()), NK_SUCCESS);
+  ASSERT_EQ(nk_stats_finalize(stats_, running_mean.data(), nullptr, running_var.data()),
+            NK_SUCCESS);
   const Exact all = exact_channels(batches, n, c, s);
   const double count = 5.0 * n * s;
   for (int ch = 0; ch < 3; ++ch) {
@@ -167,7 +174,8 @@ TEST_F(StatsTest, DatasetStandardization) {
     Buffer y(NK_F32, 30);
     const nk_act_desc d{10, 3, 1, NK_NHWC, NK_F32};  // rows x cols is N x C with S = 1
     ASSERT_EQ(nk_batch_norm_forward(ctx_, &d, &p, x.data(), nullptr, nullptr, mean.data(),
-                                    var.data(), nullptr, y.data(), nullptr, nullptr), NK_SUCCESS);
+                                    var.data(), nullptr, y.data(), nullptr, nullptr),
+              NK_SUCCESS);
     std::vector<double> nchw(30);
     for (int r = 0; r < 10; ++r)
       for (int ch = 0; ch < 3; ++ch) nchw[ch + 3 * r] = y.get(r * 3 + ch);
@@ -188,9 +196,11 @@ TEST_F(StatsTest, ErrorsChangeNothing) {
   const nk_act_desc wrong{2, 4, 2, NK_NCHW, NK_F32};
   const Buffer x4(NK_F32, rng_.normal(16));
   EXPECT_EQ(nk_stats_add_channels(stats_, &wrong, x4.data()), NK_ERROR_BAD_SHAPE);
-  EXPECT_NE(std::string(nk_last_error()).find("4 features but the accumulator 3"), std::string::npos);
+  EXPECT_NE(std::string(nk_last_error()).find("4 features but the accumulator 3"),
+            std::string::npos);
   EXPECT_EQ(nk_stats_add_channels(stats_, &d, nullptr), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_stats_add_channels(stats_, &d, static_cast<const char*>(x.data()) + 2), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_stats_add_channels(stats_, &d, static_cast<const char*>(x.data()) + 2),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(nk_stats_add_channels(stats_, nullptr, x.data()), NK_ERROR_INVALID_VALUE);
   const nk_row_desc rows{4, 0, NK_F32, NK_F32};
   EXPECT_EQ(nk_stats_add_columns(stats_, &rows, x.data()), NK_ERROR_BAD_SHAPE);
@@ -216,7 +226,8 @@ TEST_F(StatsTest, UnbiasedNeedsTwoSamples) {
   const std::vector<float> x = {1, 2, 3};
   ASSERT_EQ(nk_stats_add_channels(stats_, &d, x.data()), NK_SUCCESS);
   std::vector<float> var(3, -1.0f), unbiased(3, -1.0f);
-  EXPECT_EQ(nk_stats_finalize(stats_, nullptr, var.data(), unbiased.data()), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_stats_finalize(stats_, nullptr, var.data(), unbiased.data()),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(var, std::vector<float>(3, -1.0f)) << "nothing is written by a failing finalize";
   EXPECT_EQ(nk_stats_finalize(stats_, nullptr, var.data(), nullptr), NK_SUCCESS);
   EXPECT_EQ(var, std::vector<float>(3, 0.0f));

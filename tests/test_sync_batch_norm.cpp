@@ -27,29 +27,40 @@ TEST_P(SyncBatchNorm, ShardsEqualTheWholeBatch) {
   const nk_layout layout = GetParam();
   const int64_t n = 7, c = 3, s = 5, per_sample = c * s;
   const std::vector<Shard> shards = {{0, 3}, {3, 1}, {4, 0}, {4, 3}};  // rank 2 has no samples
-  const Buffer x(NK_F32, rng_.normal(n * per_sample, 2.0, 3.0)), dy(NK_F32, rng_.normal(n * per_sample));
+  const Buffer x(NK_F32, rng_.normal(n * per_sample, 2.0, 3.0)),
+      dy(NK_F32, rng_.normal(n * per_sample));
   const std::vector<float> w = {1.5f, -0.5f, 0.75f}, b = {0.1f, 0.2f, 0.3f};
   nk_norm_params p = nk_norm_params_default();
 
   // The whole batch on one "rank".
   Buffer y_ref(NK_F32, n * per_sample), dx_ref(NK_F32, n * per_sample);
-  std::vector<float> rm_ref = {0, 0, 0}, rv_ref = {1, 1, 1}, mean_ref(c), invstd_ref(c), dw_ref(c), db_ref(c);
+  std::vector<float> rm_ref = {0, 0, 0}, rv_ref = {1, 1, 1}, mean_ref(c), invstd_ref(c), dw_ref(c),
+                     db_ref(c);
   int64_t tracked_ref = 0;
   const nk_act_desc whole{n, c, s, layout, NK_F32};
-  ASSERT_EQ(nk_batch_norm_forward(ctx_, &whole, &p, x.data(), w.data(), b.data(), rm_ref.data(), rv_ref.data(),
-                                  &tracked_ref, y_ref.data(), mean_ref.data(), invstd_ref.data()), NK_SUCCESS);
-  ASSERT_EQ(nk_batch_norm_backward(ctx_, &whole, &p, x.data(), dy.data(), w.data(), nullptr, nullptr,
-                                   mean_ref.data(), invstd_ref.data(), dx_ref.data(), dw_ref.data(), db_ref.data()), NK_SUCCESS);
+  ASSERT_EQ(nk_batch_norm_forward(ctx_, &whole, &p, x.data(), w.data(), b.data(), rm_ref.data(),
+                                  rv_ref.data(), &tracked_ref, y_ref.data(), mean_ref.data(),
+                                  invstd_ref.data()),
+            NK_SUCCESS);
+  ASSERT_EQ(nk_batch_norm_backward(ctx_, &whole, &p, x.data(), dy.data(), w.data(), nullptr,
+                                   nullptr, mean_ref.data(), invstd_ref.data(), dx_ref.data(),
+                                   dw_ref.data(), db_ref.data()),
+            NK_SUCCESS);
 
   // Phase 1 on every rank, then the "all-gather".
   const int64_t ranks = static_cast<int64_t>(shards.size());
   std::vector<int64_t> counts(ranks, 0);
   std::vector<float> means(ranks * c, 0.0f), m2s(ranks * c, 0.0f);
-  auto at = [&](const Buffer& buf, const Shard& sh) { return static_cast<const float*>(buf.data()) + sh.n0 * per_sample; };
+  auto at = [&](const Buffer& buf, const Shard& sh) {
+    return static_cast<const float*>(buf.data()) + sh.n0 * per_sample;
+  };
   for (int64_t r = 0; r < ranks; ++r) {
     if (shards[r].n == 0) continue;  // an empty rank sends count 0
     const nk_act_desc d{shards[r].n, c, s, layout, NK_F32};
-    ASSERT_EQ(nk_batch_norm_local_stats(ctx_, &d, at(x, shards[r]), &counts[r], &means[r * c], &m2s[r * c]), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_local_stats(ctx_, &d, at(x, shards[r]), &counts[r], &means[r * c],
+                                        &m2s[r * c]),
+              NK_SUCCESS)
+        << nk_last_error();
   }
   // Phase 2 on every rank: each merges in rank order and normalizes its shard.
   Buffer y(NK_F32, n * per_sample), dx(NK_F32, n * per_sample);
@@ -60,24 +71,40 @@ TEST_P(SyncBatchNorm, ShardsEqualTheWholeBatch) {
   for (int64_t r = 0; r < ranks; ++r) {
     int64_t total = 0;
     std::vector<float> mean(c), m2(c);
-    ASSERT_EQ(nk_batch_norm_merge_stats(ctx_, ranks, c, counts.data(), means.data(), m2s.data(), &total, mean.data(), m2.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_merge_stats(ctx_, ranks, c, counts.data(), means.data(), m2s.data(),
+                                        &total, mean.data(), m2.data()),
+              NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(total, n * s);
     if (shards[r].n == 0) continue;
     std::vector<float> rm = {0, 0, 0}, rv = {1, 1, 1}, sm(c), si(c);
     int64_t tracked = 0;
     const nk_act_desc d{shards[r].n, c, s, layout, NK_F32};
-    ASSERT_EQ(nk_batch_norm_forward_global(ctx_, &d, &p, total, mean.data(), m2.data(), at(x, shards[r]), w.data(), b.data(),
-                                           rm.data(), rv.data(), &tracked,
-                                           static_cast<float*>(y.data()) + shards[r].n0 * per_sample, sm.data(), si.data()),
-              NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_forward_global(
+                  ctx_, &d, &p, total, mean.data(), m2.data(), at(x, shards[r]), w.data(), b.data(),
+                  rm.data(), rv.data(), &tracked,
+                  static_cast<float*>(y.data()) + shards[r].n0 * per_sample, sm.data(), si.data()),
+              NK_SUCCESS)
+        << nk_last_error();
     EXPECT_EQ(tracked, 1);
-    nkt::expect_close(std::vector<double>(sm.begin(), sm.end()), std::vector<double>(mean_ref.begin(), mean_ref.end()), {1e-6, 1e-6}, "save_mean");
-    nkt::expect_close(std::vector<double>(si.begin(), si.end()), std::vector<double>(invstd_ref.begin(), invstd_ref.end()), {0, 1e-6}, "save_invstd");
-    nkt::expect_close(std::vector<double>(rm.begin(), rm.end()), std::vector<double>(rm_ref.begin(), rm_ref.end()), {1e-6, 1e-6}, "running_mean");
-    nkt::expect_close(std::vector<double>(rv.begin(), rv.end()), std::vector<double>(rv_ref.begin(), rv_ref.end()), {1e-6, 1e-6}, "running_var");
+    nkt::expect_close(std::vector<double>(sm.begin(), sm.end()),
+                      std::vector<double>(mean_ref.begin(), mean_ref.end()), {1e-6, 1e-6},
+                      "save_mean");
+    nkt::expect_close(std::vector<double>(si.begin(), si.end()),
+                      std::vector<double>(invstd_ref.begin(), invstd_ref.end()), {0, 1e-6},
+                      "save_invstd");
+    nkt::expect_close(std::vector<double>(rm.begin(), rm.end()),
+                      std::vector<double>(rm_ref.begin(), rm_ref.end()), {1e-6, 1e-6},
+                      "running_mean");
+    nkt::expect_close(std::vector<double>(rv.begin(), rv.end()),
+                      std::vector<double>(rv_ref.begin(), rv_ref.end()), {1e-6, 1e-6},
+                      "running_var");
     // Backward phase 1 on this rank, accumulated as the all-reduce would.
     std::vector<float> ld(c), ldx(c);
-    ASSERT_EQ(nk_batch_norm_backward_local_sums(ctx_, &d, at(x, shards[r]), at(dy, shards[r]), sm.data(), si.data(), ld.data(), ldx.data()), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_backward_local_sums(ctx_, &d, at(x, shards[r]), at(dy, shards[r]),
+                                                sm.data(), si.data(), ld.data(), ldx.data()),
+              NK_SUCCESS)
+        << nk_last_error();
     for (int64_t ch = 0; ch < c; ++ch) {
       sum_dy[ch] += ld[ch];
       sum_dy_xhat[ch] += ldx[ch];
@@ -88,17 +115,24 @@ TEST_P(SyncBatchNorm, ShardsEqualTheWholeBatch) {
   for (int64_t r = 0; r < ranks; ++r) {
     if (shards[r].n == 0) continue;
     const nk_act_desc d{shards[r].n, c, s, layout, NK_F32};
-    ASSERT_EQ(nk_batch_norm_backward_global(ctx_, &d, n * s, sum_dy.data(), sum_dy_xhat.data(), at(x, shards[r]), at(dy, shards[r]),
-                                            w.data(), mean_ref.data(), invstd_ref.data(),
-                                            static_cast<float*>(dx.data()) + shards[r].n0 * per_sample), NK_SUCCESS) << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_backward_global(
+                  ctx_, &d, n * s, sum_dy.data(), sum_dy_xhat.data(), at(x, shards[r]),
+                  at(dy, shards[r]), w.data(), mean_ref.data(), invstd_ref.data(),
+                  static_cast<float*>(dx.data()) + shards[r].n0 * per_sample),
+              NK_SUCCESS)
+        << nk_last_error();
   }
   nkt::expect_close(dx.values(), dx_ref.values(), {1e-5, 1e-5}, "dx");
-  nkt::expect_close(std::vector<double>(sum_dy_xhat.begin(), sum_dy_xhat.end()), std::vector<double>(dw_ref.begin(), dw_ref.end()), {1e-5, 1e-5}, "dweight");
-  nkt::expect_close(std::vector<double>(sum_dy.begin(), sum_dy.end()), std::vector<double>(db_ref.begin(), db_ref.end()), {1e-5, 1e-5}, "dbias");
+  nkt::expect_close(std::vector<double>(sum_dy_xhat.begin(), sum_dy_xhat.end()),
+                    std::vector<double>(dw_ref.begin(), dw_ref.end()), {1e-5, 1e-5}, "dweight");
+  nkt::expect_close(std::vector<double>(sum_dy.begin(), sum_dy.end()),
+                    std::vector<double>(db_ref.begin(), db_ref.end()), {1e-5, 1e-5}, "dbias");
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, SyncBatchNorm, testing::Values(NK_NCHW, NK_NHWC),
-                         [](const testing::TestParamInfo<nk_layout>& i) { return i.param == NK_NCHW ? "nchw" : "nhwc"; });
+                         [](const testing::TestParamInfo<nk_layout>& i) {
+                           return i.param == NK_NCHW ? "nchw" : "nhwc";
+                         });
 
 // Four ranks of one value per channel each: illegal alone, fine as a global batch of four.
 TEST(SyncBatchNormSingles, OneValuePerRank) {
@@ -108,22 +142,30 @@ TEST(SyncBatchNormSingles, OneValuePerRank) {
   std::vector<float> means(4), m2s(4);
   const nk_act_desc d{1, 1, 1, NK_NCHW, NK_F32};
   for (int r = 0; r < 4; ++r) {
-    ASSERT_EQ(nk_batch_norm_local_stats(ctx, &d, &values[r], &counts[r], &means[r], &m2s[r]), NK_SUCCESS);
+    ASSERT_EQ(nk_batch_norm_local_stats(ctx, &d, &values[r], &counts[r], &means[r], &m2s[r]),
+              NK_SUCCESS);
   }
   int64_t total = 0;
   float mean = 0, m2 = 0;
-  ASSERT_EQ(nk_batch_norm_merge_stats(ctx, 4, 1, counts.data(), means.data(), m2s.data(), &total, &mean, &m2), NK_SUCCESS);
+  ASSERT_EQ(nk_batch_norm_merge_stats(ctx, 4, 1, counts.data(), means.data(), m2s.data(), &total,
+                                      &mean, &m2),
+            NK_SUCCESS);
   EXPECT_EQ(total, 4);
   EXPECT_FLOAT_EQ(mean, 4.0f);
   EXPECT_FLOAT_EQ(m2, 20.0f);
   nk_norm_params p = nk_norm_params_default();
   p.eps = 0.0;
   float y = 0, rm = 0, rv = 1;
-  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, total, &mean, &m2, &values[3], nullptr, nullptr, &rm, &rv, nullptr, &y, nullptr, nullptr), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, total, &mean, &m2, &values[3], nullptr,
+                                         nullptr, &rm, &rv, nullptr, &y, nullptr, nullptr),
+            NK_SUCCESS)
+      << nk_last_error();
   EXPECT_FLOAT_EQ(y, static_cast<float>(3 / std::sqrt(5.0)));
   EXPECT_FLOAT_EQ(rv, static_cast<float>(0.9 + 0.1 * 20.0 / 3));  // unbiased with the global count
   float alone = -7;
-  EXPECT_EQ(nk_batch_norm_forward(ctx, &d, &p, &values[3], nullptr, nullptr, nullptr, nullptr, nullptr, &alone, nullptr, nullptr), NK_ERROR_BAD_SHAPE);
+  EXPECT_EQ(nk_batch_norm_forward(ctx, &d, &p, &values[3], nullptr, nullptr, nullptr, nullptr,
+                                  nullptr, &alone, nullptr, nullptr),
+            NK_ERROR_BAD_SHAPE);
   EXPECT_EQ(alone, -7.0f);
 }
 
@@ -133,11 +175,19 @@ TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   const std::vector<float> means = {1, 2}, m2s = {1, 1};
   int64_t total = -5;
   float mean = -7, m2 = -7;
-  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 2, 1, zero.data(), means.data(), m2s.data(), &total, &mean, &m2), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 2, 1, zero.data(), means.data(), m2s.data(), &total,
+                                      &mean, &m2),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_NE(std::string(nk_last_error()).find("every rank has 0 samples"), std::string::npos);
-  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 2, 1, negative.data(), means.data(), m2s.data(), &total, &mean, &m2), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 0, 1, zero.data(), means.data(), m2s.data(), &total, &mean, &m2), NK_ERROR_BAD_SHAPE);
-  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 2, 1, nullptr, means.data(), m2s.data(), &total, &mean, &m2), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 2, 1, negative.data(), means.data(), m2s.data(), &total,
+                                      &mean, &m2),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_merge_stats(ctx, 0, 1, zero.data(), means.data(), m2s.data(), &total,
+                                      &mean, &m2),
+            NK_ERROR_BAD_SHAPE);
+  EXPECT_EQ(
+      nk_batch_norm_merge_stats(ctx, 2, 1, nullptr, means.data(), m2s.data(), &total, &mean, &m2),
+      NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(total, -5);
   EXPECT_EQ(mean, -7.0f);
   const nk_act_desc d{2, 1, 2, NK_NCHW, NK_F32};
@@ -145,27 +195,49 @@ TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   std::vector<float> y(4, -7.0f);
   float gm = 2.5f, gm2 = 5.0f, rm = 0.5f, rv = 2.0f;
   nk_norm_params p = nk_norm_params_default();
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 3, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr), NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(std::string(nk_last_error()).find("global_count = 3: expected >= 2 and >= this shard's 4"), std::string::npos) << nk_last_error();
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 1, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 3, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
+                                         &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(
+      std::string(nk_last_error()).find("global_count = 3: expected >= 2 and >= this shard's 4"),
+      std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 1, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
+                                         &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
   p.phase = NK_INFERENCE;
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
+                                         &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
   p.phase = NK_TRAINING;
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, nullptr, &gm2, x.data(), nullptr, nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv, nullptr, const_cast<float*>(x.data()) + 1, nullptr, nullptr), NK_ERROR_INVALID_VALUE) << "overlap";
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, nullptr, &gm2, x.data(), nullptr, nullptr,
+                                         &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(
+      nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv,
+                                   nullptr, const_cast<float*>(x.data()) + 1, nullptr, nullptr),
+      NK_ERROR_INVALID_VALUE)
+      << "overlap";
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
   EXPECT_EQ(rm, 0.5f);
   EXPECT_EQ(rv, 2.0f);
   float sd = -7, sdx = -7;
   const float sm = 2.5f, si = 1.0f;
-  EXPECT_EQ(nk_batch_norm_backward_local_sums(ctx, &d, x.data(), nullptr, &sm, &si, &sd, &sdx), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_batch_norm_backward_local_sums(ctx, &d, x.data(), x.data(), &sm, &si, nullptr, &sdx), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_backward_local_sums(ctx, &d, x.data(), nullptr, &sm, &si, &sd, &sdx),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_backward_local_sums(ctx, &d, x.data(), x.data(), &sm, &si, nullptr, &sdx),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(sd, -7.0f);
-  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 3, &sd, &sdx, x.data(), x.data(), nullptr, &sm, &si, y.data()), NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 8, &sd, &sdx, x.data(), x.data(), nullptr, nullptr, &si, y.data()), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 3, &sd, &sdx, x.data(), x.data(), nullptr, &sm,
+                                          &si, y.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 8, &sd, &sdx, x.data(), x.data(), nullptr,
+                                          nullptr, &si, y.data()),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
   int64_t count = -1;
-  EXPECT_EQ(nk_batch_norm_local_stats(ctx, &d, x.data(), &count, nullptr, &m2), NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_local_stats(ctx, &d, x.data(), &count, nullptr, &m2),
+            NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(count, -1);
 }
 

@@ -36,7 +36,8 @@ TEST(WelfordState, MergedPartitionsMatchTwoPassStatistics) {
   for (size_t parts : {1u, 2u, 7u, 64u, 1000u}) {
     Welford total = nk::dev::welford_empty();
     for (size_t p = 0; p < parts; ++p) {
-      total = nk::dev::welford_merge(total, push_all(v, v.size() * p / parts, v.size() * (p + 1) / parts));
+      total = nk::dev::welford_merge(total,
+                                     push_all(v, v.size() * p / parts, v.size() * (p + 1) / parts));
     }
     EXPECT_EQ(total.count, static_cast<int64_t>(v.size()));
     EXPECT_NEAR(total.mean, e.mean, 1e-5 * std::abs(e.mean)) << parts << " parts";
@@ -71,7 +72,8 @@ TEST(WelfordState, StableWhereSumOfSquaresCancels) {
   const std::vector<double> v = nkt::rounded(rng.normal(4096, 1e4, 1.0), NK_F32);
   const Exact e = exact(v);
   Welford total = nk::dev::welford_empty();
-  for (size_t p = 0; p < 32; ++p) total = nk::dev::welford_merge(total, push_all(v, p * 128, (p + 1) * 128));
+  for (size_t p = 0; p < 32; ++p)
+    total = nk::dev::welford_merge(total, push_all(v, p * 128, (p + 1) * 128));
   EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 2e-2 * e.var);
   float sum = 0, sum_sq = 0;
   for (double x : v) {

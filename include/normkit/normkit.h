@@ -545,7 +545,8 @@ NK_API nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, c
  * A column whose spread is 0 follows `zero_spread`; the check runs before anything is written.
  * x and y may be the same buffer.
  * Errors: NK_ERROR_INVALID_VALUE (another kind; a dtype or feature mismatch, naming both values;
- *         a zero spread with NK_ZERO_SPREAD_ERROR, naming the feature; overlap other than y == x). */
+ *         a zero spread with NK_ZERO_SPREAD_ERROR, naming the feature; overlap other than y == x).
+ */
 NK_API nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc,
                                   const nk_frozen_stats* stats, nk_zero_spread zero_spread,
                                   const void* x, void* y);
@@ -595,19 +596,20 @@ NK_API nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_
  * must be >= 2 and at least this shard's N*S; the shard itself may hold a single value.
  * Errors: those of nk_batch_norm_forward; NK_ERROR_INVALID_VALUE (params->phase not NK_TRAINING;
  *         global_count below 2 or below the shard's). */
-NK_API nk_status nk_batch_norm_forward_global(
-    nk_context ctx, const nk_act_desc* desc, const nk_norm_params* params, int64_t global_count,
-    const float* global_mean, const float* global_m2, const void* x, const float* weight,
-    const float* bias, float* running_mean, float* running_var, int64_t* num_batches_tracked,
-    void* y, float* save_mean, float* save_invstd);
+NK_API nk_status nk_batch_norm_forward_global(nk_context ctx, const nk_act_desc* desc,
+                                              const nk_norm_params* params, int64_t global_count,
+                                              const float* global_mean, const float* global_m2,
+                                              const void* x, const float* weight, const float* bias,
+                                              float* running_mean, float* running_var,
+                                              int64_t* num_batches_tracked, void* y,
+                                              float* save_mean, float* save_invstd);
 
 /* This rank's per-channel sum(dy) and sum(dy * x-hat), x-hat from save_mean/save_invstd.
  *   sum_dy, sum_dy_xhat [C] fp32, required. */
 NK_API nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* desc,
                                                    const void* x, const void* dy,
-                                                   const float* save_mean,
-                                                   const float* save_invstd, float* sum_dy,
-                                                   float* sum_dy_xhat);
+                                                   const float* save_mean, const float* save_invstd,
+                                                   float* sum_dy, float* sum_dy_xhat);
 
 /* dx of this rank's shard from the global sums (summed over ranks) and count:
  *   dx = weight * invstd * (dy - sum_dy / count - x-hat * sum_dy_xhat / count)

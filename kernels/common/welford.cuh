@@ -1,9 +1,9 @@
 // The Welford collective, normkit's one way to compute a mean and a variance: a state (count,
 // mean, m2 = sum of squared deviations), a push of one value, Chan's merge of two states, and its
-// warp and block reductions (reduce.cuh's warp_merge and block_merge with WelfordMerge). Merges always combine the lower-indexed partial first, so every thread
-// that ends up holding a result holds the same bits and repeated runs agree bit for bit (no
-// floating-point atomics anywhere). The state functions are __host__ __device__ so that they are
-// unit-tested on the CPU.
+// warp and block reductions (reduce.cuh's warp_merge and block_merge with WelfordMerge). Merges
+// always combine the lower-indexed partial first, so every thread that ends up holding a result
+// holds the same bits and repeated runs agree bit for bit (no floating-point atomics anywhere). The
+// state functions are __host__ __device__ so that they are unit-tested on the CPU.
 #pragma once
 
 #include <cstdint>

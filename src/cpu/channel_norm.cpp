@@ -88,7 +88,8 @@ template <class T>
 void forward_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
   const T* x = static_cast<const T*>(a.x);
   for (int64_t k = 0; k < a.shape.num_stats(); ++k) new (&w.stats[k]) Welford();
-  for_each_element(a.shape, [&](int64_t i, int64_t, int64_t k) { w.stats[k].push(to_double(x[i])); });
+  for_each_element(a.shape,
+                   [&](int64_t i, int64_t, int64_t k) { w.stats[k].push(to_double(x[i])); });
   apply_training<T>(a, w);
 }
 

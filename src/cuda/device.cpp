@@ -37,7 +37,8 @@ void init_context(nk_context_s& ctx, int device) {
   err = cudaDeviceGetAttribute(&ctx.sm_count, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    fail(NK_ERROR_CUDA, "cudaDeviceGetAttribute(multiprocessor count) failed: ", cudaGetErrorString(err));
+    fail(NK_ERROR_CUDA,
+         "cudaDeviceGetAttribute(multiprocessor count) failed: ", cudaGetErrorString(err));
   }
   ctx.device = device;
 }

@@ -5,6 +5,7 @@
 // NK_ERROR_NOT_SUPPORTED (unreachable: no CUDA context can be created there).
 #include "../backend.hpp"
 #include "../error.hpp"
+#include "../workspace.hpp"
 
 #if NORMKIT_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -44,15 +45,10 @@ class DeviceGuard {
 // small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
 class DeviceScratch {
  public:
-  DeviceScratch(const nk_context_s& ctx, size_t bytes) : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    if (ctx.workspace != nullptr) {
-      if (ctx.workspace_bytes < bytes) {
-        fail(NK_ERROR_WORKSPACE, "the context's workspace has ", ctx.workspace_bytes,
-             " bytes and this call needs ", bytes,
-             " (ask the op's *_workspace_size query and set a larger workspace)");
-      }
-      data_ = ctx.workspace;
-    } else if (bytes > 0) {
+  DeviceScratch(const nk_context_s& ctx, size_t bytes)
+      : stream_(static_cast<cudaStream_t>(ctx.stream)) {
+    data_ = context_workspace(ctx, bytes);
+    if (data_ == nullptr && bytes > 0) {
       const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
       if (err == cudaErrorMemoryAllocation) {
         cudaGetLastError();
@@ -131,12 +127,24 @@ size_t workspace_size(const nk_context_s&, const ChannelForwardArgs& a) {
 size_t workspace_size(const nk_context_s&, const ChannelBackwardArgs& a) {
   no_kernels(family_name(a.shape.kind), "backward");
 }
-void run(const nk_context_s&, const ChannelForwardArgs& a) { no_kernels(family_name(a.shape.kind), "forward"); }
-void run(const nk_context_s&, const ChannelBackwardArgs& a) { no_kernels(family_name(a.shape.kind), "backward"); }
-size_t workspace_size(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
-size_t workspace_size(const nk_context_s&, const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
-void run(const nk_context_s&, const RowForwardArgs& a) { no_kernels(family_name(a.shape), "forward"); }
-void run(const nk_context_s&, const RowBackwardArgs& a) { no_kernels(family_name(a.shape), "backward"); }
+void run(const nk_context_s&, const ChannelForwardArgs& a) {
+  no_kernels(family_name(a.shape.kind), "forward");
+}
+void run(const nk_context_s&, const ChannelBackwardArgs& a) {
+  no_kernels(family_name(a.shape.kind), "backward");
+}
+size_t workspace_size(const nk_context_s&, const RowForwardArgs& a) {
+  no_kernels(family_name(a.shape), "forward");
+}
+size_t workspace_size(const nk_context_s&, const RowBackwardArgs& a) {
+  no_kernels(family_name(a.shape), "backward");
+}
+void run(const nk_context_s&, const RowForwardArgs& a) {
+  no_kernels(family_name(a.shape), "forward");
+}
+void run(const nk_context_s&, const RowBackwardArgs& a) {
+  no_kernels(family_name(a.shape), "backward");
+}
 
 #endif
 
