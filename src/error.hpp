@@ -7,6 +7,7 @@
 
 #include <exception>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -50,6 +51,9 @@ nk_status guard(const char* function, Body&& body) noexcept {
     return e.status();
   } catch (const std::bad_alloc&) {
     set_last_error(function, "out of host memory");
+    return NK_ERROR_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {  // a container asked for more than it can ever hold
+    set_last_error(function, "out of host memory (a size beyond what can be allocated)");
     return NK_ERROR_OUT_OF_MEMORY;
   } catch (const std::exception& e) {
     set_last_error(function, e.what());

@@ -7,8 +7,10 @@
 
 #include <fcntl.h>
 #include <normkit/normkit.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -107,57 +109,100 @@ std::vector<unsigned char> encode(const nk_frozen_stats& s) {
 }
 
 // Writes all bytes to a new temporary file beside `path`, flushes it to disk, renames it over
-// `path`. On any failure the temporary file is removed and `path` is untouched.
+// `path` and flushes the folder, so `path` names either the old file or the new one, complete. The
+// new file gets the old one's permissions, or 0666 less the umask (as any newly created file). On
+// a failure the temporary file is removed and the message names the step that failed.
 void write_atomically(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::string tmp = path + ".tmp.XXXXXX";
-  const int fd = mkstemp(tmp.data());
-  if (fd < 0)
+  static std::atomic<unsigned> serial{0};
+  struct stat old {};
+  const bool replacing = ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 64 && fd < 0; ++attempt) {
+    tmp = cat(path, ".tmp.", ::getpid(), ".", serial++);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  if (fd < 0) {
     fail(NK_ERROR_IO, "cannot create a temporary file beside ", path, ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
+  }
+  auto give_up = [&](const char* step, int err) {
+    if (fd >= 0) ::close(fd);
+    std::remove(tmp.c_str());
+    fail(NK_ERROR_IO, "cannot write ", path, " (", step, "): ", std::strerror(err));
+  };
+  if (replacing && ::fchmod(fd, old.st_mode & 07777) != 0) give_up("fchmod", errno);
+  for (size_t done = 0; done < bytes.size();) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) give_up("write", n < 0 ? errno : EIO);
     done += static_cast<size_t>(n);
   }
-  const int saved = errno;
-  const bool ok = done == bytes.size() && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = ok ? errno : saved;
-    std::remove(tmp.c_str());
-    fail(NK_ERROR_IO, "cannot write ", path, ": ", std::strerror(err));
+  if (::fsync(fd) != 0) give_up("fsync", errno);
+  const int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) give_up("close", errno);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) give_up("rename", errno);
+  // The rename itself is durable once the folder is flushed.
+  const size_t slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
   }
 }
 
-std::vector<unsigned char> read_all(const char* path) {
-  std::FILE* f = std::fopen(path, "rb");
-  if (!f) fail(NK_ERROR_IO, "cannot open ", path, ": ", std::strerror(errno));
-  std::vector<unsigned char> bytes;
-  unsigned char buffer[1 << 16];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof(buffer), f)) > 0)
-    bytes.insert(bytes.end(), buffer, buffer + n);
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) fail(NK_ERROR_IO, "cannot read ", path);
-  return bytes;
+// An open statistics file: its size, and its first bytes (up to the header).
+struct OpenFile {
+  std::FILE* f = nullptr;
+  size_t size = 0;
+  std::vector<unsigned char> head;
+  ~OpenFile() {
+    if (f) std::fclose(f);
+  }
+};
+
+// Opens a regular file and reads at most the header: the rest is read only once the header and
+// the file size agree, so a huge or foreign file is refused after a few bytes.
+void open_stats_file(const char* path, OpenFile& file) {
+  file.f = std::fopen(path, "rb");
+  if (!file.f) fail(NK_ERROR_IO, "cannot open ", path, ": ", std::strerror(errno));
+  struct stat st {};
+  if (::fstat(::fileno(file.f), &st) != 0)
+    fail(NK_ERROR_IO, "cannot stat ", path, ": ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail(NK_ERROR_IO, path, " is not a regular file");
+  file.size = static_cast<size_t>(st.st_size);
+  file.head.resize(file.size < kHeaderBytes ? file.size : kHeaderBytes);
+  if (std::fread(file.head.data(), 1, file.head.size(), file.f) != file.head.size()) {
+    fail(NK_ERROR_IO, "cannot read ", path);
+  }
 }
 
 }  // namespace
 
-// The frozen statistics must be for this kind of layer, dtype, feature count and eps.
+// The frozen statistics must be valid, and for this kind of layer, dtype, feature count and eps.
 void check_frozen(const nk_frozen_stats* stats, nk_stats_kind kind, nk_dtype dtype,
                   int64_t features, double eps) {
   require_pointer(stats, "stats");
+  require_pointer(stats->center, "stats->center");
+  require_pointer(stats->spread, "stats->spread");
+  check_fields(NK_ERROR_INVALID_VALUE, "stats->", stats->kind, stats->dtype, stats->running_var,
+               stats->features, stats->samples, stats->eps, stats->center, stats->spread);
   if (stats->kind != kind) {
-    const char* have = kind_name(stats->kind);
     const char* want = kind_name(kind);
-    fail(NK_ERROR_INVALID_VALUE, "kind = ", have ? have : "(unknown)",
-         " in the frozen statistics but ", want ? want : "(unknown)", " in the layer");
+    fail(NK_ERROR_INVALID_VALUE, "kind = ", kind_name(stats->kind),
+         " in the frozen statistics but ",
+         want ? want : cat("unknown (", static_cast<int>(kind), ")"), " in the layer");
   }
   if (stats->dtype != dtype) {
     fail(NK_ERROR_INVALID_VALUE, "dtype = ", dtype_name(stats->dtype),
-         " in the frozen statistics but ", dtype_name(dtype), " in the layer");
+         " in the frozen statistics but ",
+         is_valid(dtype) ? std::string(dtype_name(dtype))
+                         : cat("unknown (", static_cast<int>(dtype), ")"),
+         " in the layer");
   }
   if (stats->features != features) {
     fail(NK_ERROR_INVALID_VALUE, "features = ", stats->features, " in the frozen statistics but ",
@@ -167,8 +212,6 @@ void check_frozen(const nk_frozen_stats* stats, nk_stats_kind kind, nk_dtype dty
     fail(NK_ERROR_INVALID_VALUE, "eps = ", stats->eps, " in the frozen statistics but ", eps,
          " in the layer");
   }
-  require_pointer(stats->center, "stats->center");
-  require_pointer(stats->spread, "stats->spread");
 }
 
 }  // namespace nk
@@ -195,9 +238,11 @@ nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats) {
   return nk::guard("nk_frozen_stats_load", [&] {
     nk::require_pointer(path, "path");
     nk::require_pointer(stats, "stats");
-    const std::vector<unsigned char> b = nk::read_all(path);
+    nk::OpenFile file;
+    nk::open_stats_file(path, file);
+    std::vector<unsigned char>& b = file.head;
     const std::string where = std::string(path) + ": ";
-    const size_t size = b.size();
+    const size_t size = file.size;
     if (size < sizeof(nk::kMagic) || std::memcmp(b.data(), nk::kMagic, sizeof(nk::kMagic)) != 0) {
       nk::fail(NK_ERROR_FILE_FORMAT, where, "not a normkit statistics file (",
                size < sizeof(nk::kMagic) ? "too short for the magic" : "wrong magic", ", ", size,
@@ -227,6 +272,11 @@ nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats) {
     if (size != minimum + 8 * static_cast<uint64_t>(features)) {
       nk::fail(NK_ERROR_FILE_FORMAT, where, "trailing bytes: ", size, " bytes where ", features,
                " features take ", minimum + 8 * static_cast<uint64_t>(features));
+    }
+    b.resize(size);  // the header and the size agree: read the rest
+    if (std::fread(b.data() + nk::kHeaderBytes, 1, size - nk::kHeaderBytes, file.f) !=
+        size - nk::kHeaderBytes) {
+      nk::fail(NK_ERROR_IO, where, "cannot read the ", size, " bytes the file had when opened");
     }
     const uint64_t stored = nk::get<uint64_t>(b.data() + size - 8);
     if (stored != nk::fnv1a(b.data(), size - 8)) {
@@ -285,9 +335,10 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
     if (params->phase != NK_INFERENCE) {
       nk::fail(NK_ERROR_INVALID_VALUE, "params->phase must be NK_INFERENCE with frozen statistics");
     }
-    nk::check_frozen(stats, NK_STATS_BATCH_NORM, desc->dtype, desc->c, params->eps);
+    const nk::ChannelShape shape = nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1);
+    nk::check_frozen(stats, NK_STATS_BATCH_NORM, shape.dtype, shape.c, params->eps);
     nk::ChannelForwardArgs a{};
-    a.shape = nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1);
+    a.shape = shape;
     a.params = *params;
     a.x = x;
     a.weight = weight;

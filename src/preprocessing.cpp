@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "context.hpp"
@@ -54,6 +55,15 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
     nk::require_pointer(q, "q");
     nk::require_pointer(out, "out");
     if (nq < 1) nk::fail(NK_ERROR_INVALID_VALUE, "nq = ", nq, ": expected >= 1");
+    int64_t outputs = 0;
+    if (__builtin_mul_overflow(nq, s.cols, &outputs) || outputs > (INT64_MAX >> 3)) {
+      nk::fail(NK_ERROR_BAD_SHAPE, "nq x cols = ", nq, " x ", s.cols, " overflows int64");
+    }
+    const int64_t elem = static_cast<int64_t>(nk::dtype_size(s.dtype));
+    nk::check_buffers({{x, s.rows * s.cols * elem, "x", false, elem},
+                       {q, nq * 8, "q", false, 8},
+                       {out, outputs * 4, "out", true, 4}},
+                      nk::Span{ctx->workspace, ctx->workspace_bytes});
     for (int64_t i = 0; i < nq; ++i) {
       if (!(q[i] >= 0.0 && q[i] <= 1.0)) {
         nk::fail(NK_ERROR_INVALID_VALUE, "q[", i, "] = ", q[i], ": expected a value in [0, 1]");
@@ -73,8 +83,9 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
           const double h = q[i] * static_cast<double>(s.rows - 1);
           const auto lo = static_cast<int64_t>(std::floor(h));
           const int64_t hi = std::min(lo + 1, s.rows - 1);
+          const double frac = h - static_cast<double>(lo);  // 0: the order statistic itself
           const double value =
-              column[lo] + (h - static_cast<double>(lo)) * (column[hi] - column[lo]);
+              frac == 0 ? column[lo] : column[lo] + frac * (column[hi] - column[lo]);
           result[i * s.cols + j] = nan ? NAN : static_cast<float>(value);
         }
       }
@@ -102,15 +113,16 @@ nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_fro
                " is not an nk_zero_spread");
     }
     nk::validate_map(*ctx, s, x, y);
+    nk::check_buffers(
+        {{stats->center, s.cols * 4, "stats->center", false, 4},
+         {stats->spread, s.cols * 4, "stats->spread", false, 4},
+         {y, s.rows * s.cols * static_cast<int64_t>(nk::dtype_size(s.dtype)), "y", true, 1}},
+        nk::Span{ctx->workspace, ctx->workspace_bytes});
     // Per column: y = (x - center) * inverse, inverse 0 for a zero spread in NK_ZERO_SPREAD_ZERO.
     std::vector<double> inverse(static_cast<size_t>(s.cols));
     for (int64_t j = 0; j < s.cols; ++j) {
       const double spread = stats->spread[j];
       const double scale = stats->kind == NK_STATS_STANDARDIZE ? std::sqrt(spread) : spread;
-      if (!(spread >= 0) || !std::isfinite(spread)) {
-        nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = ", spread,
-                 ": expected finite and >= 0");
-      }
       if (scale == 0 && zero_spread == NK_ZERO_SPREAD_ERROR) {
         nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = 0: feature ", j,
                  " has no spread (pass NK_ZERO_SPREAD_ZERO to output 0 for it)");

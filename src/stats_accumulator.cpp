@@ -6,6 +6,7 @@
 #include <normkit/normkit.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -37,11 +38,15 @@ nk_stats_s& require_stats(nk_stats stats) {
   return *stats;
 }
 
+// min and max that propagate NaN, as the mean and the variance do.
+double lower(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::min(a, b); }
+double higher(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b); }
+
 void merge_into(nk_stats_s& into, const nk_stats_s& from) {
   for (int64_t c = 0; c < into.features; ++c) {
     into.state[c].merge(from.state[c]);
-    into.min[c] = std::min(into.min[c], from.min[c]);
-    into.max[c] = std::max(into.max[c], from.max[c]);
+    into.min[c] = lower(into.min[c], from.min[c]);
+    into.max[c] = higher(into.max[c], from.max[c]);
   }
 }
 
@@ -58,8 +63,8 @@ void add_batch(nk_stats_s& st, const ChannelShape& shape, const void* x) {
     cpu::for_each_element(shape, [&](int64_t i, int64_t c, int64_t) {
       const double value = to_double(v[i]);
       batch.state[c].push(value);
-      batch.min[c] = std::min(batch.min[c], value);
-      batch.max[c] = std::max(batch.max[c], value);
+      batch.min[c] = lower(batch.min[c], value);
+      batch.max[c] = higher(batch.max[c], value);
     });
   });
   merge_into(st, batch);
@@ -112,8 +117,9 @@ nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const vo
 
 nk_status nk_stats_merge(nk_stats into, nk_stats from) {
   return nk::guard("nk_stats_merge", [&] {
-    nk_stats_s& a = nk::require_stats(into);
+    nk::require_pointer(into, "into");
     nk::require_pointer(from, "from");
+    nk_stats_s& a = *into;
     if (into == from)
       nk::fail(NK_ERROR_INVALID_VALUE, "into == from: merge needs two accumulators");
     if (a.features != from->features) {
@@ -134,6 +140,11 @@ nk_status nk_stats_count(nk_stats stats, int64_t* count) {
 nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_unbiased) {
   return nk::guard("nk_stats_finalize", [&] {
     nk_stats_s& st = nk::require_stats(stats);
+    const int64_t bytes = st.features * 4;
+    nk::check_buffers({{mean, bytes, "mean", true, 4},
+                       {var, bytes, "var", true, 4},
+                       {var_unbiased, bytes, "var_unbiased", true, 4}},
+                      nk::Span{nullptr, 0});
     const int64_t count = st.state[0].count;
     if (count < 1) nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
     if (var_unbiased && count < 2) {
@@ -152,6 +163,9 @@ nk_status nk_stats_finalize(nk_stats stats, float* mean, float* var, float* var_
 nk_status nk_stats_min_max(nk_stats stats, float* min, float* max) {
   return nk::guard("nk_stats_min_max", [&] {
     nk_stats_s& st = nk::require_stats(stats);
+    nk::check_buffers(
+        {{min, st.features * 4, "min", true, 4}, {max, st.features * 4, "max", true, 4}},
+        nk::Span{nullptr, 0});
     if (st.state[0].count < 1)
       nk::fail(NK_ERROR_INVALID_VALUE, "the accumulator has no samples yet");
     for (int64_t c = 0; c < st.features; ++c) {

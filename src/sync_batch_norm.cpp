@@ -4,6 +4,7 @@
 // is the ordinary training forward with the merged statistics (cpu::forward_global).
 #include <normkit/normkit.h>
 
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,12 @@ nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* desc, con
     nk::require_pointer(count, "count");
     nk::require_pointer(mean, "mean");
     nk::require_pointer(m2, "m2");
+    const int64_t elem = static_cast<int64_t>(nk::dtype_size(s.dtype)), per_channel = s.c * 4;
+    nk::check_buffers({{x, s.numel() * elem, "x", false, elem},
+                       {count, 8, "count", true, 8},
+                       {mean, per_channel, "mean", true, 4},
+                       {m2, per_channel, "m2", true, 4}},
+                      nk::Span{ctx->workspace, ctx->workspace_bytes});
     std::vector<nk::cpu::Welford> st(static_cast<size_t>(s.c));
     nk::dispatch_dtype(s.dtype, [&](auto tag) {
       const auto* v = static_cast<const decltype(tag)*>(x);
@@ -64,11 +71,27 @@ nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_t chann
                            {m2, "m2"}}) {
       nk::require_pointer(p, name);
     }
+    int64_t entries = 0;
+    if (__builtin_mul_overflow(ranks, channels, &entries) || entries > (INT64_MAX >> 3)) {
+      nk::fail(NK_ERROR_BAD_SHAPE, "ranks x channels = ", ranks, " x ", channels,
+               " overflows int64");
+    }
+    nk::check_buffers({{counts, ranks * 8, "counts", false, 8},
+                       {means, entries * 4, "means", false, 4},
+                       {m2s, entries * 4, "m2s", false, 4},
+                       {total_count, 8, "total_count", true, 8},
+                       {mean, channels * 4, "mean", true, 4},
+                       {m2, channels * 4, "m2", true, 4}},
+                      nk::Span{ctx->workspace, ctx->workspace_bytes});
     int64_t total = 0;
     for (int64_t r = 0; r < ranks; ++r) {
-      if (counts[r] < 0)
+      if (counts[r] < 0) {
         nk::fail(NK_ERROR_INVALID_VALUE, "counts[", r, "] = ", counts[r], ": expected >= 0");
-      total += counts[r];
+      }
+      if (__builtin_add_overflow(total, counts[r], &total)) {
+        nk::fail(NK_ERROR_INVALID_VALUE, "the counts add up past int64 at counts[", r,
+                 "] = ", counts[r]);
+      }
     }
     if (total == 0)
       nk::fail(NK_ERROR_INVALID_VALUE, "every rank has 0 samples: no statistics to merge");
@@ -99,9 +122,23 @@ nk_status nk_batch_norm_forward_global(nk_context ctx, const nk_act_desc* desc,
     nk::require_pointer(params, "params");
     nk::require_pointer(global_mean, "global_mean");
     nk::require_pointer(global_m2, "global_m2");
-    const nk::ChannelForwardArgs a{nk::batch_shape(desc), *params, x, weight, bias, running_mean,
-                                   running_var, num_batches_tracked, y, save_mean, save_invstd};
-    nk::validate_global(a, nk::Span{ctx->workspace, ctx->workspace_bytes}, global_count);
+    const nk::ChannelForwardArgs a{
+        nk::batch_shape(desc), *params, x,         weight,     bias, running_mean, running_var,
+        num_batches_tracked,   y,       save_mean, save_invstd};
+    const nk::Span workspace{ctx->workspace, ctx->workspace_bytes};
+    nk::validate_global(a, workspace, global_count);
+    // The global statistics are read while the outputs and the workspace are written.
+    const int64_t per_channel = a.shape.c * 4;
+    nk::check_buffers(
+        {{global_mean, per_channel, "global_mean", false, 4},
+         {global_m2, per_channel, "global_m2", false, 4},
+         {y, a.shape.numel() * static_cast<int64_t>(nk::dtype_size(a.shape.dtype)), "y", true, 1},
+         {running_mean, per_channel, "running_mean", true, 4},
+         {running_var, per_channel, "running_var", true, 4},
+         {num_batches_tracked, 8, "num_batches_tracked", true, 8},
+         {save_mean, per_channel, "save_mean", true, 4},
+         {save_invstd, per_channel, "save_invstd", true, 4}},
+        workspace);
     nk::cpu::forward_global(*ctx, a, global_count, global_mean, global_m2);
   });
 }
@@ -121,6 +158,14 @@ nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* d
                            {sum_dy_xhat, "sum_dy_xhat"}}) {
       nk::require_pointer(p, name);
     }
+    const int64_t elem = static_cast<int64_t>(nk::dtype_size(s.dtype)), per_channel = s.c * 4;
+    nk::check_buffers({{x, s.numel() * elem, "x", false, elem},
+                       {dy, s.numel() * elem, "dy", false, elem},
+                       {save_mean, per_channel, "save_mean", false, 4},
+                       {save_invstd, per_channel, "save_invstd", false, 4},
+                       {sum_dy, per_channel, "sum_dy", true, 4},
+                       {sum_dy_xhat, per_channel, "sum_dy_xhat", true, 4}},
+                      nk::Span{ctx->workspace, ctx->workspace_bytes});
     std::vector<double> d(static_cast<size_t>(s.c), 0.0), dx(static_cast<size_t>(s.c), 0.0);
     nk::dispatch_dtype(s.dtype, [&](auto tag) {
       const auto* xv = static_cast<const decltype(tag)*>(x);
@@ -157,7 +202,13 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
     a.save_mean = save_mean;
     a.save_invstd = save_invstd;
     a.dx = dx;
-    nk::validate_buffers(a, nk::Span{ctx->workspace, ctx->workspace_bytes});
+    const nk::Span workspace{ctx->workspace, ctx->workspace_bytes};
+    nk::validate_buffers(a, workspace);
+    nk::check_buffers({{sum_dy, a.shape.c * 4, "sum_dy", false, 4},
+                       {sum_dy_xhat, a.shape.c * 4, "sum_dy_xhat", false, 4},
+                       {dx, a.shape.numel() * static_cast<int64_t>(nk::dtype_size(a.shape.dtype)),
+                        "dx", true, 1}},
+                      workspace);
     if (global_count < a.shape.count_per_stat() || global_count < 1) {
       nk::fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count,
                ": expected >= this shard's ", a.shape.count_per_stat(), " values per channel");

@@ -47,47 +47,6 @@ void require_eps(double eps, const char* name = "eps") {
   }
 }
 
-// One buffer an op touches: its byte range, its element size and whether the op writes it.
-struct Buffer {
-  const void* ptr;
-  int64_t bytes;
-  const char* name;
-  bool written;
-  int64_t elem_bytes;
-};
-
-// Rejects a buffer not aligned to its own elements (a GPU cannot even load from it), and any
-// overlap between a written buffer and another buffer, except `alias` exactly equal to `onto`
-// (same start, same size), the in-place mode each op documents. The context's workspace, when one
-// is set, counts as written: it must not overlap any argument.
-void check_buffers(std::initializer_list<Buffer> args, const Span& workspace, const char* alias,
-                   const char* onto) {
-  for (const Buffer& b : args) {
-    if (b.ptr != nullptr && reinterpret_cast<uintptr_t>(b.ptr) % b.elem_bytes != 0) {
-      fail(NK_ERROR_INVALID_VALUE, b.name, " = ", b.ptr, " is not aligned to its ", b.elem_bytes,
-           "-byte elements");
-    }
-  }
-  std::vector<Buffer> buffers(args);
-  buffers.push_back(
-      {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true, 1});
-  for (auto a = buffers.begin(); a != buffers.end(); ++a) {
-    for (auto b = a + 1; b != buffers.end(); ++b) {
-      if (!a->ptr || !b->ptr || (!a->written && !b->written)) continue;
-      auto a0 = reinterpret_cast<uintptr_t>(a->ptr), b0 = reinterpret_cast<uintptr_t>(b->ptr);
-      bool overlap =
-          a0 < b0 + static_cast<uintptr_t>(b->bytes) && b0 < a0 + static_cast<uintptr_t>(a->bytes);
-      if (!overlap) continue;
-      bool allowed_pair = (std::string(a->name) == alias && std::string(b->name) == onto) ||
-                          (std::string(a->name) == onto && std::string(b->name) == alias);
-      if (allowed_pair && a0 == b0 && a->bytes == b->bytes) continue;
-      fail(NK_ERROR_INVALID_VALUE, a->name, " (", a->ptr, ", ", a->bytes, " bytes) overlaps ",
-           b->name, " (", b->ptr, ", ", b->bytes, " bytes): the only aliasing supported is ", alias,
-           " == ", onto);
-    }
-  }
-}
-
 // Batch and instance norm take eps in their parameter block, group norm as an argument.
 void validate_phase_and_eps(nk_phase phase, double eps, ChannelNorm kind) {
   if (phase != NK_TRAINING && phase != NK_INFERENCE) {
@@ -135,6 +94,38 @@ void require_several_values(const ChannelShape& s, nk_phase phase) {
 }
 
 }  // namespace
+
+// Rejects a buffer not aligned to its own elements (a GPU cannot even load from it), and any
+// overlap between a written buffer and another buffer, except `alias` exactly equal to `onto`
+// (same start, same size), the in-place mode each op documents. The context's workspace, when one
+// is set, counts as written: it must not overlap any argument.
+void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace, const char* alias,
+                   const char* onto) {
+  for (const BufferUse& b : args) {
+    if (b.ptr != nullptr && reinterpret_cast<uintptr_t>(b.ptr) % b.elem_bytes != 0) {
+      fail(NK_ERROR_INVALID_VALUE, b.name, " = ", b.ptr, " is not aligned to its ", b.elem_bytes,
+           "-byte elements");
+    }
+  }
+  std::vector<BufferUse> buffers(args);
+  buffers.push_back(
+      {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true, 1});
+  for (auto a = buffers.begin(); a != buffers.end(); ++a) {
+    for (auto b = a + 1; b != buffers.end(); ++b) {
+      if (!a->ptr || !b->ptr || (!a->written && !b->written)) continue;
+      auto a0 = reinterpret_cast<uintptr_t>(a->ptr), b0 = reinterpret_cast<uintptr_t>(b->ptr);
+      bool overlap =
+          a0 < b0 + static_cast<uintptr_t>(b->bytes) && b0 < a0 + static_cast<uintptr_t>(a->bytes);
+      if (!overlap) continue;
+      bool allowed_pair = (std::string(a->name) == alias && std::string(b->name) == onto) ||
+                          (std::string(a->name) == onto && std::string(b->name) == alias);
+      if (allowed_pair && a0 == b0 && a->bytes == b->bytes) continue;
+      fail(NK_ERROR_INVALID_VALUE, a->name, " (", a->ptr, ", ", a->bytes, " bytes) overlaps ",
+           b->name, " (", b->ptr, ", ", b->bytes, " bytes): the only aliasing supported is ", alias,
+           " == ", onto);
+    }
+  }
+}
 
 void require_pointer(const void* p, const char* name) {
   if (p == nullptr) fail(NK_ERROR_INVALID_VALUE, name, " is NULL");

@@ -5,13 +5,34 @@
 #include <normkit/normkit.h>
 
 #include <cstddef>
+#include <initializer_list>
 
 #include "context.hpp"
 #include "op_args.hpp"
 
 namespace nk {
 
+// The context's workspace (ptr nullptr when none is set).
+struct Span {
+  const void* ptr;
+  size_t bytes;
+};
+
 void require_pointer(const void* p, const char* name);
+
+// One buffer an op touches: its byte range, its element size and whether the op writes it.
+struct BufferUse {
+  const void* ptr;  // nullptr: not used by this call, skipped
+  int64_t bytes;
+  const char* name;
+  bool written;
+  int64_t elem_bytes;
+};
+
+// Rejects a buffer not aligned to its own elements, and any overlap between a written buffer and
+// another (the context's workspace counts as written), except `alias` exactly equal to `onto`.
+void check_buffers(std::initializer_list<BufferUse> buffers, const Span& workspace,
+                   const char* alias = "", const char* onto = "");
 // ctx non-null and on the CPU backend, for the features that have no CUDA implementation yet:
 // NK_ERROR_NOT_SUPPORTED names the feature otherwise.
 void require_cpu_context(const nk_context_s* ctx, const char* feature);
@@ -25,12 +46,6 @@ RowShape row_shape(bool rms, const nk_row_desc* desc);
 // The parts of an op's arguments that the workspace-size queries see too (no pointers).
 void validate_config(const ChannelForwardArgs& a);
 void validate_config(const ChannelBackwardArgs& a);
-
-// The context's workspace (ptr nullptr when none is set).
-struct Span {
-  const void* ptr;
-  size_t bytes;
-};
 
 // Everything, before an op runs; no argument may overlap the workspace.
 void validate(const ChannelForwardArgs& a, const Span& workspace);

@@ -2,13 +2,16 @@
 // leaves the old file, every truncation, every single-bit flip, foreign and newer-version files,
 // trailing bytes, invalid fields behind a valid checksum, the mismatch checks naming both values,
 // and batch norm inference with frozen statistics. A failing load leaves its output untouched.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "test_support.hpp"
@@ -94,6 +97,87 @@ TEST_F(FrozenStatsTest, RoundTrip) {
   nk_frozen_stats_release(&loaded);
   EXPECT_EQ(loaded.center, nullptr);
   nk_frozen_stats_release(nullptr);
+}
+
+// The bytes at every documented offset (little-endian).
+TEST_F(FrozenStatsTest, BytesFollowTheDocumentedLayout) {
+  stats_.kind = NK_STATS_ROBUST;
+  stats_.dtype = NK_BF16;
+  stats_.running_var = NK_RUNNING_VAR_BIASED;
+  stats_.samples = 0x0102030405;
+  stats_.eps = 0.125;
+  ASSERT_EQ(nk_frozen_stats_save(path_.c_str(), &stats_), NK_SUCCESS);
+  const std::vector<unsigned char> b = read_file(path_);
+  ASSERT_EQ(b.size(), 80u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(b.data())), "NKSTATS");
+  auto u32 = [&](size_t at) {
+    uint32_t v;
+    std::memcpy(&v, b.data() + at, 4);
+    return v;
+  };
+  auto i64 = [&](size_t at) {
+    int64_t v;
+    std::memcpy(&v, b.data() + at, 8);
+    return v;
+  };
+  EXPECT_EQ(u32(8), 1u);
+  EXPECT_EQ(u32(12), 5u);  // NK_STATS_ROBUST
+  EXPECT_EQ(u32(16), 2u);  // NK_BF16
+  EXPECT_EQ(u32(20), 1u);  // NK_RUNNING_VAR_BIASED
+  EXPECT_EQ(i64(24), 3);
+  EXPECT_EQ(i64(32), 0x0102030405);
+  double eps;
+  std::memcpy(&eps, b.data() + 40, 8);
+  EXPECT_EQ(eps, 0.125);
+  float f;
+  std::memcpy(&f, b.data() + 48 + 4, 4);
+  EXPECT_EQ(f, -1.25f);  // center[1]
+  std::memcpy(&f, b.data() + 48 + 12 + 8, 4);
+  EXPECT_EQ(f, 1.0f);  // spread[2]
+  uint64_t checksum;
+  std::memcpy(&checksum, b.data() + 72, 8);
+  EXPECT_EQ(checksum, fnv1a(b, 72));
+}
+
+TEST_F(FrozenStatsTest, SaveRejectsInvalidFieldsAndKeepsPermissions) {
+  const nk_frozen_stats good = stats_;
+  struct Bad {
+    const char* fragment;
+    nk_status status;
+    void (*spoil)(nk_frozen_stats&);
+  };
+  const Bad cases[] = {
+      {"kind = 0", NK_ERROR_INVALID_VALUE,
+       [](nk_frozen_stats& s) { s.kind = static_cast<nk_stats_kind>(0); }},
+      {"dtype = 9", NK_ERROR_INVALID_VALUE,
+       [](nk_frozen_stats& s) { s.dtype = static_cast<nk_dtype>(9); }},
+      {"running_var = 4", NK_ERROR_INVALID_VALUE,
+       [](nk_frozen_stats& s) { s.running_var = static_cast<nk_running_var>(4); }},
+      {"samples = 0", NK_ERROR_INVALID_VALUE, [](nk_frozen_stats& s) { s.samples = 0; }},
+      {"eps = -1", NK_ERROR_INVALID_VALUE, [](nk_frozen_stats& s) { s.eps = -1; }},
+      {"stats->center is NULL", NK_ERROR_INVALID_VALUE,
+       [](nk_frozen_stats& s) { s.center = nullptr; }},
+      {"features = 0", NK_ERROR_BAD_SHAPE, [](nk_frozen_stats& s) { s.features = 0; }},
+  };
+  for (const Bad& bad : cases) {
+    nk_frozen_stats s = good;
+    bad.spoil(s);
+    EXPECT_EQ(nk_frozen_stats_save(path_.c_str(), &s), bad.status) << bad.fragment;
+    EXPECT_NE(std::string(nk_last_error()).find(bad.fragment), std::string::npos)
+        << nk_last_error();
+  }
+  EXPECT_TRUE(read_file(path_).empty()) << "no file may appear";
+  // A new file gets 0666 less the umask; a replaced one keeps its mode.
+  const mode_t mask = umask(022);
+  ASSERT_EQ(nk_frozen_stats_save(path_.c_str(), &good), NK_SUCCESS);
+  struct stat st {};
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  ASSERT_EQ(chmod(path_.c_str(), 0640), 0);
+  ASSERT_EQ(nk_frozen_stats_save(path_.c_str(), &good), NK_SUCCESS);
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+  umask(mask);
 }
 
 TEST_F(FrozenStatsTest, SaveReplacesAtomicallyAndFailedSaveKeepsOldFile) {
@@ -184,8 +268,27 @@ TEST_F(FrozenStatsTest, ForeignNewerTrailingAndInvalidFiles) {
   write_file(path_, b);
   expect_load(NK_ERROR_FILE_FORMAT, "cannot hold");
   expect_load(NK_ERROR_FILE_FORMAT);
+  for (auto [offset, value, fragment] :
+       {std::tuple<size_t, uint32_t, const char*>{16, 7u, "dtype = 7"},
+        {20, 3u, "running_var = 3"}}) {
+    b = full;
+    std::memcpy(b.data() + offset, &value, 4);
+    reseal(b);
+    write_file(path_, b);
+    expect_load(NK_ERROR_FILE_FORMAT, fragment);
+  }
+  b = full;
+  const double nan_eps = std::nan("");
+  std::memcpy(b.data() + 40, &nan_eps, 8);
+  reseal(b);
+  write_file(path_, b);
+  expect_load(NK_ERROR_FILE_FORMAT, "eps = nan");
   std::remove(path_.c_str());
   expect_load(NK_ERROR_IO, "cannot open");
+  const std::string folder = path_;
+  path_ = dir_;  // a folder is no statistics file
+  expect_load(NK_ERROR_IO, "not a regular file");
+  path_ = folder;
   EXPECT_EQ(nk_frozen_stats_load(nullptr, &stats_), NK_ERROR_INVALID_VALUE);
 }
 
@@ -254,6 +357,12 @@ TEST_F(FrozenStatsTest, BatchNormForwardFrozen) {
   EXPECT_EQ(
       nk_batch_norm_forward_frozen(ctx, &d, &p, &stats_, x.data(), w.data(), b.data(), y3.data()),
       NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(y3.bytes(), poisoned);
+  p.phase = NK_INFERENCE;
+  const nk_act_desc no_channels{4, 0, 5, NK_NHWC, NK_F32};
+  EXPECT_EQ(nk_batch_norm_forward_frozen(ctx, &no_channels, &p, &stats_, x.data(), nullptr, nullptr,
+                                         y3.data()),
+            NK_ERROR_BAD_SHAPE);
   EXPECT_EQ(y3.bytes(), poisoned);
 }
 

@@ -82,6 +82,31 @@ TEST_F(Preprocessing, QuantilesByHandAndAgainstSorting) {
   }
 }
 
+// One row; a NaN column (NaN quantiles, as numpy); an infinity next to the order statistic asked
+// for (the order statistic itself, no inf - inf); fp16 input.
+TEST_F(Preprocessing, QuantileEdgeCases) {
+  const std::vector<double> q = {0.0, 0.5, 1.0};
+  std::vector<float> out(6, -7.0f);
+  const std::vector<float> one_row = {5, -2};
+  const nk_row_desc row{1, 2, NK_F32, NK_F32};
+  ASSERT_EQ(nk_quantiles_columns(ctx_, &row, one_row.data(), q.data(), 3, out.data()), NK_SUCCESS);
+  EXPECT_EQ(out, (std::vector<float>{5, -2, 5, -2, 5, -2}));
+  const std::vector<float> special = {1, NAN, 2, 0, INFINITY, 4};  // 3 rows x 2 columns
+  const nk_row_desc three{3, 2, NK_F32, NK_F32};
+  ASSERT_EQ(nk_quantiles_columns(ctx_, &three, special.data(), q.data(), 3, out.data()),
+            NK_SUCCESS);
+  EXPECT_EQ(out[0], 1.0f);
+  EXPECT_EQ(out[2], 2.0f) << "median of {1, 2, inf} is 2";
+  EXPECT_EQ(out[4], INFINITY);
+  for (int i : {1, 3, 5}) EXPECT_TRUE(std::isnan(out[i])) << "column with a NaN";
+  const Buffer half(NK_F16, std::vector<double>{3, 1, 2, 4});
+  const nk_row_desc hd{4, 1, NK_F16, NK_F16};
+  std::vector<float> median(1);
+  const double mid = 0.5;
+  ASSERT_EQ(nk_quantiles_columns(ctx_, &hd, half.data(), &mid, 1, median.data()), NK_SUCCESS);
+  EXPECT_EQ(median[0], 2.5f);
+}
+
 TEST_F(Preprocessing, QuantileErrorsWriteNothing) {
   const std::vector<float> x = {1, 2, 3, 4};
   const nk_row_desc d{4, 1, NK_F32, NK_F32};
@@ -251,6 +276,9 @@ TEST_F(Preprocessing, L2NormalizeRows) {
     for (int j = 0; j < 33; ++j) norm += out.get(r * 33 + j) * out.get(r * 33 + j);
     EXPECT_NEAR(std::sqrt(norm), 1.0, 0.01) << "row " << r;
   }
+  Buffer inplace = big;
+  ASSERT_EQ(nk_l2_normalize_rows(ctx_, &bd, 1e-12, inplace.data(), inplace.data()), NK_SUCCESS);
+  EXPECT_EQ(inplace.bytes(), out.bytes()) << "in place";
   std::vector<float> untouched(6, -7.0f);
   for (double eps : {0.0, -1.0, std::nan("")}) {
     EXPECT_EQ(nk_l2_normalize_rows(ctx_, &d, eps, x.data(), untouched.data()),

@@ -221,6 +221,23 @@ TEST_F(StatsTest, ErrorsChangeNothing) {
   EXPECT_EQ(nk_stats_destroy(nullptr), NK_SUCCESS);
 }
 
+TEST_F(StatsTest, OverlappingOutputsAndNaN) {
+  const nk_act_desc d{2, 3, 1, NK_NCHW, NK_F32};
+  const std::vector<float> x = {1, NAN, 3, 4, 5, 6};
+  ASSERT_EQ(nk_stats_add_channels(stats_, &d, x.data()), NK_SUCCESS);
+  std::vector<float> one(3, -7.0f);
+  EXPECT_EQ(nk_stats_finalize(stats_, one.data(), one.data(), nullptr), NK_ERROR_INVALID_VALUE)
+      << "mean == var";
+  EXPECT_EQ(one, std::vector<float>(3, -7.0f));
+  std::vector<float> lo(3), hi(3);
+  ASSERT_EQ(nk_stats_min_max(stats_, lo.data(), hi.data()), NK_SUCCESS);
+  EXPECT_EQ(lo[0], 1.0f);
+  EXPECT_TRUE(std::isnan(lo[1]) && std::isnan(hi[1]))
+      << "NaN propagates to min and max as to the mean";
+  EXPECT_EQ(nk_stats_merge(nullptr, stats_), NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("into is NULL"), std::string::npos);
+}
+
 TEST_F(StatsTest, UnbiasedNeedsTwoSamples) {
   const nk_act_desc d{1, 3, 1, NK_NCHW, NK_F32};
   const std::vector<float> x = {1, 2, 3};

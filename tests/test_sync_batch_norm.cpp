@@ -241,4 +241,76 @@ TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   EXPECT_EQ(count, -1);
 }
 
+// An empty rank anywhere (first included) adds nothing, whatever its slots hold.
+TEST(SyncBatchNormSingles, EmptyRanksAddNothingEvenFirst) {
+  nkt::CpuContext ctx;
+  const std::vector<int64_t> counts = {0, 2, 0};
+  const std::vector<float> means = {NAN, 1.0f, NAN}, m2s = {NAN, 0.5f, NAN};
+  int64_t total = 0;
+  float mean = 0, m2 = 0;
+  ASSERT_EQ(nk_batch_norm_merge_stats(ctx, 3, 1, counts.data(), means.data(), m2s.data(), &total,
+                                      &mean, &m2),
+            NK_SUCCESS);
+  EXPECT_EQ(total, 2);
+  EXPECT_EQ(mean, 1.0f);
+  EXPECT_EQ(m2, 0.5f);
+  const std::vector<int64_t> huge = {INT64_MAX, 1};
+  const std::vector<float> two = {1, 2};
+  EXPECT_EQ(
+      nk_batch_norm_merge_stats(ctx, 2, 1, huge.data(), two.data(), two.data(), &total, &mean, &m2),
+      NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("past int64"), std::string::npos);
+  EXPECT_EQ(
+      nk_batch_norm_merge_stats(ctx, 2, 0, huge.data(), two.data(), two.data(), &total, &mean, &m2),
+      NK_ERROR_BAD_SHAPE);
+  EXPECT_EQ(
+      nk_batch_norm_merge_stats(ctx, 1, 1, counts.data() + 1, means.data() + 1, m2s.data() + 1,
+                                &total, &mean, reinterpret_cast<float*>(&total)),
+      NK_ERROR_INVALID_VALUE)
+      << "m2 over total_count";
+  EXPECT_EQ(total, 2);
+}
+
+// Buffers of the two-phase API are checked like every op's: alignment, overlap, the workspace.
+TEST(SyncBatchNormErrors, BuffersAreChecked) {
+  nkt::CpuContext ctx;
+  const nk_act_desc d{2, 2, 2, NK_NCHW, NK_F32};
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8}, out(8, -7.0f);
+  int64_t count = -1;
+  std::vector<float> both(2, -7.0f);
+  EXPECT_EQ(nk_batch_norm_local_stats(ctx, &d, x.data(), &count, both.data(), both.data()),
+            NK_ERROR_INVALID_VALUE)
+      << "mean == m2";
+  EXPECT_EQ(
+      nk_batch_norm_local_stats(ctx, &d, x.data(),
+                                reinterpret_cast<int64_t*>(reinterpret_cast<char*>(out.data()) + 1),
+                                both.data(), out.data() + 4),
+      NK_ERROR_INVALID_VALUE)
+      << "misaligned count";
+  EXPECT_EQ(count, -1);
+  // The global statistics inside the workspace the forward writes its scratch to.
+  alignas(256) static float workspace[256];
+  ASSERT_EQ(nk_context_set_workspace(ctx, workspace, sizeof(workspace)), NK_SUCCESS);
+  workspace[0] = 4.5f;
+  workspace[1] = 4.5f;
+  workspace[2] = 20.0f;
+  workspace[3] = 20.0f;
+  nk_norm_params p = nk_norm_params_default();
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, workspace, workspace + 2, x.data(),
+                                         nullptr, nullptr, nullptr, nullptr, nullptr, out.data(),
+                                         nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("the context's workspace"), std::string::npos)
+      << nk_last_error();
+  ASSERT_EQ(nk_context_set_workspace(ctx, nullptr, 0), NK_SUCCESS);
+  std::vector<float> sums = {1, 2, 3, 4};  // sum_dy, sum_dy_xhat
+  const std::vector<float> sm = {2.5f, 6.5f}, si = {1.0f, 1.0f};
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 8, sums.data(), sums.data() + 2, x.data(),
+                                          x.data(), nullptr, sm.data(), si.data(), sums.data()),
+            NK_ERROR_INVALID_VALUE)
+      << "dx over sum_dy";
+  EXPECT_EQ(sums, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(out, std::vector<float>(8, -7.0f));
+}
+
 }  // namespace

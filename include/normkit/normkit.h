@@ -487,7 +487,9 @@ typedef struct nk_frozen_stats {
 } nk_frozen_stats;
 
 /* Writes stats to `path` atomically: a temporary file beside it is written, flushed to disk and
- * renamed over `path`, so a crash or a failure leaves either the old file or the new one.
+ * renamed over `path`, so a crash or a failure leaves either the old file or the new one. The new
+ * file keeps the permissions of the file it replaces (else 0666 less the umask); a symbolic link
+ * at `path` is replaced by the file, not followed.
  * Errors: NK_ERROR_INVALID_VALUE (NULL arguments; an invalid field, named), NK_ERROR_BAD_SHAPE
  *         (features < 1), NK_ERROR_IO (the file could not be written; `path` is left as it was). */
 NK_API nk_status nk_frozen_stats_save(const char* path, const nk_frozen_stats* stats);
@@ -504,10 +506,10 @@ NK_API nk_status nk_frozen_stats_load(const char* path, nk_frozen_stats* stats);
 /* Frees the arrays of a loaded nk_frozen_stats and sets them to NULL. NULL is accepted. */
 NK_API void nk_frozen_stats_release(nk_frozen_stats* stats);
 
-/* Checks frozen statistics against the layer they are about to be applied to: kind, activation
- * dtype, feature count and eps must match exactly. The message names both values, e.g.
- * "eps = 0.001 in the frozen statistics but 1e-05 in the layer".
- * Errors: NK_ERROR_INVALID_VALUE (a mismatch, an invalid field, or a NULL argument). */
+/* Checks frozen statistics against the layer they are about to be applied to: every field must be
+ * valid, and kind, activation dtype, feature count and eps must match exactly. The message names
+ * both values, e.g. "eps = 0.001 in the frozen statistics but 1e-05 in the layer". Errors:
+ * NK_ERROR_INVALID_VALUE (a mismatch, an invalid field, or a NULL argument). */
 NK_API nk_status nk_frozen_stats_check(const nk_frozen_stats* stats, nk_stats_kind kind,
                                        nk_dtype dtype, int64_t features, double eps);
 
@@ -526,7 +528,7 @@ NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc*
  * Preprocessing normalizers with frozen parameters: fit once (nk_stats_* for the mean, variance,
  * minimum and maximum; nk_quantiles_columns for the median and quartiles), freeze the parameters in
  * an nk_frozen_stats (saved and checked like any other), then transform. CPU contexts only for
- * now (a CUDA context returns NK_ERROR_NOT_SUPPORTED).
+ * now (a CUDA context returns NK_ERROR_NOT_SUPPORTED); they allocate host scratch memory.
  * ------------------------------------------------------------------------------------------- */
 
 /* Exact quantiles of every column of a rows x cols tensor x (desc->dtype; weight_dtype unused), as
@@ -571,7 +573,9 @@ NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, d
  *                dweight.
  * Multi-node: run the exchanges over the engine's communicator (for NCCL, ncclAllGather of the
  * packed [count, mean, m2] and ncclAllReduce(sum) of the sums, on the context's stream). These
- * functions run on CPU contexts in this version; a CUDA context returns NK_ERROR_NOT_SUPPORTED.
+ * functions run on CPU contexts in this version (a CUDA context returns NK_ERROR_NOT_SUPPORTED)
+ * and allocate host scratch memory; nk_batch_norm_forward_global uses the context's workspace as
+ * nk_batch_norm_forward in NK_TRAINING does, with the same size query.
  * ------------------------------------------------------------------------------------------- */
 
 /* This rank's shard, per channel: the number of values (N*S, the same for every channel), their
