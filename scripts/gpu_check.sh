@@ -2,7 +2,7 @@
 # Run on the GPU machine, from the repository root, with .gpu-bundle/ (scripts/gpu_bundle.sh)
 # carried along:   scripts/gpu_check.sh [all|tests|sanitizers|bandwidth]   (default all)
 #  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part),
-#                then the demo
+#                then the demo and the PyTorch parity tests on CUDA tensors
 #  - sanitizers: compute-sanitizer memcheck, racecheck, initcheck and synccheck, concurrently, on
 #                the GPU tests with the reduced shape set (NORMKIT_GPU_TESTS=reduced)
 #  - bandwidth:  the rough bandwidth probe
@@ -48,7 +48,11 @@ if [ "$phase" = all ] || [ "$phase" = tests ]; then
   summary+=("| GPU tests | $passed passed, $failed failed, $skipped skipped |")
   echo "==== demo ====" >> "$out/gpu_tests.log"
   "$bundle/normkit_demo" >> "$out/gpu_tests.log" 2>&1
-  summary+=("| demo on the GPU | rc=$? (end of gpu_tests.log) |")
+  summary+=("| demo on the GPU | rc=$? (gpu_tests.log) |")
+  echo "==== PyTorch parity on CUDA tensors ====" >> "$out/gpu_tests.log"
+  NORMKIT_LIB="$PWD/$bundle/libnormkit.so.0" NORMKIT_PARITY_DEVICE=cuda \
+    python3 -m pytest -q -p no:warnings tests/parity >> "$out/gpu_tests.log" 2>&1
+  summary+=("| PyTorch parity (CUDA) | rc=$? $(tail -1 "$out/gpu_tests.log") |")
   grep '^\[  FAILED  \] .*(' "$out/gpu_tests.log" | head -20
 fi
 

@@ -1,0 +1,151 @@
+"""A small ctypes binding over normkit's C API for the PyTorch comparisons and parity tests.
+
+Tensors are torch tensors: their data pointers go straight to the C API, so CPU tensors work with a
+CPU context and CUDA tensors with a CUDA context (on the context's stream; call
+torch.cuda.synchronize() before reading results on the host). Every failing call raises
+NormkitError with normkit's status name and message.
+"""
+
+import ctypes
+import os
+
+F32, F16, BF16 = 0, 1, 2
+NCHW, NHWC = 0, 1
+TRAINING, INFERENCE = 0, 1
+EXPONENTIAL, CUMULATIVE = 0, 1
+UNBIASED, BIASED = 0, 1
+CPU, CUDA = 0, 1
+
+
+class ActDesc(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int64), ("c", ctypes.c_int64), ("spatial", ctypes.c_int64),
+                ("layout", ctypes.c_int), ("dtype", ctypes.c_int)]
+
+
+class RowDesc(ctypes.Structure):
+    _fields_ = [("rows", ctypes.c_int64), ("cols", ctypes.c_int64), ("dtype", ctypes.c_int),
+                ("weight_dtype", ctypes.c_int)]
+
+
+class NormParams(ctypes.Structure):
+    _fields_ = [("phase", ctypes.c_int), ("eps", ctypes.c_double), ("momentum", ctypes.c_double),
+                ("momentum_mode", ctypes.c_int), ("running_var", ctypes.c_int)]
+
+
+class NormkitError(RuntimeError):
+    def __init__(self, status, message):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def _library_path():
+    if "NORMKIT_LIB" in os.environ:
+        return os.environ["NORMKIT_LIB"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.path.join(here, "..", "build", "libnormkit.so")
+
+
+def _dtype_of(tensor):
+    import torch
+    return {torch.float32: F32, torch.float16: F16, torch.bfloat16: BF16}[tensor.dtype]
+
+
+def _ptr(tensor):
+    return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
+
+
+class Normkit:
+    """A normkit context on `backend` (CPU or CUDA) with the ops as methods."""
+
+    def __init__(self, backend=CPU, device=0, library=None):
+        self.lib = ctypes.CDLL(library or _library_path())
+        self.lib.nk_last_error.restype = ctypes.c_char_p
+        self.lib.nk_status_name.restype = ctypes.c_char_p
+        self.ctx = ctypes.c_void_p()
+        self._check(self.lib.nk_context_create(backend, device, ctypes.byref(self.ctx)))
+
+    def __del__(self):
+        if getattr(self, "ctx", None):
+            self.lib.nk_context_destroy(self.ctx)
+
+    def _check(self, status):
+        if status != 0:
+            raise NormkitError(self.lib.nk_status_name(status).decode(),
+                               self.lib.nk_last_error().decode())
+
+    @staticmethod
+    def params(phase=TRAINING, eps=1e-5, momentum=0.1, mode=EXPONENTIAL, running_var=UNBIASED):
+        return NormParams(phase, eps, momentum, mode, running_var)
+
+    @staticmethod
+    def act(x, layout):
+        """Descriptor of an N x C x spatial... tensor stored contiguous in `layout` (for NHWC, x is
+        the channels-last tensor, shape N x spatial... x C)."""
+        n = x.shape[0]
+        c = x.shape[1] if layout == NCHW else x.shape[-1]
+        return ActDesc(n, c, x.numel() // (n * c), layout, _dtype_of(x))
+
+    def batch_norm_forward(self, desc, params, x, weight, bias, running_mean, running_var,
+                           num_batches_tracked, y, save_mean, save_invstd):
+        self._check(self.lib.nk_batch_norm_forward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(params), _ptr(x), _ptr(weight), _ptr(bias),
+            _ptr(running_mean), _ptr(running_var), _ptr(num_batches_tracked), _ptr(y),
+            _ptr(save_mean), _ptr(save_invstd)))
+
+    def batch_norm_backward(self, desc, params, x, dy, weight, running_mean, running_var,
+                            save_mean, save_invstd, dx, dweight, dbias):
+        self._check(self.lib.nk_batch_norm_backward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(params), _ptr(x), _ptr(dy), _ptr(weight),
+            _ptr(running_mean), _ptr(running_var), _ptr(save_mean), _ptr(save_invstd), _ptr(dx),
+            _ptr(dweight), _ptr(dbias)))
+
+    def instance_norm_forward(self, desc, params, x, weight, bias, running_mean, running_var,
+                              num_batches_tracked, y, save_mean, save_invstd):
+        self._check(self.lib.nk_instance_norm_forward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(params), _ptr(x), _ptr(weight), _ptr(bias),
+            _ptr(running_mean), _ptr(running_var), _ptr(num_batches_tracked), _ptr(y),
+            _ptr(save_mean), _ptr(save_invstd)))
+
+    def instance_norm_backward(self, desc, params, x, dy, weight, running_mean, running_var,
+                               save_mean, save_invstd, dx, dweight, dbias):
+        self._check(self.lib.nk_instance_norm_backward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(params), _ptr(x), _ptr(dy), _ptr(weight),
+            _ptr(running_mean), _ptr(running_var), _ptr(save_mean), _ptr(save_invstd), _ptr(dx),
+            _ptr(dweight), _ptr(dbias)))
+
+    def group_norm_forward(self, desc, groups, eps, x, weight, bias, y, save_mean, save_invstd):
+        self._check(self.lib.nk_group_norm_forward(
+            self.ctx, ctypes.byref(desc), ctypes.c_int64(groups), ctypes.c_double(eps), _ptr(x),
+            _ptr(weight), _ptr(bias), _ptr(y), _ptr(save_mean), _ptr(save_invstd)))
+
+    def group_norm_backward(self, desc, groups, x, dy, weight, save_mean, save_invstd, dx, dweight,
+                            dbias):
+        self._check(self.lib.nk_group_norm_backward(
+            self.ctx, ctypes.byref(desc), ctypes.c_int64(groups), _ptr(x), _ptr(dy), _ptr(weight),
+            _ptr(save_mean), _ptr(save_invstd), _ptr(dx), _ptr(dweight), _ptr(dbias)))
+
+    @staticmethod
+    def rows(x, weight=None):
+        cols = x.shape[-1]
+        w = _dtype_of(weight) if weight is not None else F32
+        return RowDesc(x.numel() // cols, cols, _dtype_of(x), w)
+
+    def layer_norm_forward(self, desc, eps, x, weight, bias, y, save_mean, save_rstd):
+        self._check(self.lib.nk_layer_norm_forward(
+            self.ctx, ctypes.byref(desc), ctypes.c_double(eps), _ptr(x), _ptr(weight), _ptr(bias),
+            _ptr(y), _ptr(save_mean), _ptr(save_rstd)))
+
+    def layer_norm_backward(self, desc, x, dy, weight, save_mean, save_rstd, dx, dweight, dbias):
+        self._check(self.lib.nk_layer_norm_backward(
+            self.ctx, ctypes.byref(desc), _ptr(x), _ptr(dy), _ptr(weight), _ptr(save_mean),
+            _ptr(save_rstd), _ptr(dx), _ptr(dweight), _ptr(dbias)))
+
+    def rms_norm_forward(self, desc, eps, x, weight, y, save_rstd):
+        self._check(self.lib.nk_rms_norm_forward(
+            self.ctx, ctypes.byref(desc), ctypes.c_double(eps), _ptr(x), _ptr(weight), _ptr(y),
+            _ptr(save_rstd)))
+
+    def rms_norm_backward(self, desc, x, dy, weight, save_rstd, dx, dweight):
+        self._check(self.lib.nk_rms_norm_backward(
+            self.ctx, ctypes.byref(desc), _ptr(x), _ptr(dy), _ptr(weight), _ptr(save_rstd),
+            _ptr(dx), _ptr(dweight)))

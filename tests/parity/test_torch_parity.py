@@ -1,0 +1,235 @@
+"""PyTorch parity: the same calls through normkit and torch.nn.functional on fresh random data.
+
+Batch, instance and group norm (NCHW and NHWC), layer and RMS norm (fp32 or same-dtype weights):
+outputs, every gradient, running statistics and num_batches_tracked over several training steps
+(momentum, cumulative average, Keras' biased convention), then inference and its backward.
+PyTorch runs in fp32 on the values the normkit dtype holds; fp16/bf16 outputs are compared after
+normkit's single rounding. Run with pytest; NORMKIT_LIB names the library (default build/), and
+NORMKIT_PARITY_DEVICE=cuda runs normkit's CUDA backend on CUDA tensors.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+import normkit as nk  # noqa: E402
+
+DEVICE = os.environ.get("NORMKIT_PARITY_DEVICE", "cpu")
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2),
+       torch.float16: dict(atol=3e-3, rtol=3e-3)}
+GRAD_TOL = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.bfloat16: dict(atol=5e-2, rtol=5e-2),
+            torch.float16: dict(atol=1e-2, rtol=1e-2)}
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return nk.Normkit(nk.CUDA if DEVICE == "cuda" else nk.CPU)
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def randn(*shape, mean=0.0, std=1.0, dtype=torch.float32):
+    return (torch.randn(*shape, device=DEVICE) * std + mean).to(dtype)
+
+
+def to_layout(t, layout):
+    return t if layout == nk.NCHW else t.permute(0, *range(2, t.dim()), 1).contiguous()
+
+
+def from_layout(t, layout):
+    return t if layout == nk.NCHW else t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)).contiguous()
+
+
+def empty_like_layout(x, layout):
+    return torch.full_like(to_layout(x, layout), float("nan"))
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed():
+    seed = torch.seed()  # fresh every test; printed on failure by pytest's captured output
+    print(f"seed {seed}")
+
+
+@pytest.mark.parametrize("mode", ["momentum", "cumulative", "keras"])
+@pytest.mark.parametrize("layout", [nk.NCHW, nk.NHWC])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_training_steps_then_inference(lib, dtype, layout, mode):
+    n, c, h, w = 4, 3, 5, 6
+    weight = randn(c, mean=1.0, std=0.5)
+    bias = randn(c)
+    rm_t, rv_t = torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE)
+    rm_n, rv_n = rm_t.clone(), rv_t.clone()
+    tracked_t, tracked_n = 0, torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    params = lib.params(nk.TRAINING, 1e-5, 0.1 if mode != "keras" else 1 - 0.99,
+                        nk.CUMULATIVE if mode == "cumulative" else nk.EXPONENTIAL,
+                        nk.BIASED if mode == "keras" else nk.UNBIASED)
+    for step in range(4):
+        x = randn(n, c, h, w, mean=step - 1.5, std=2.0, dtype=dtype)
+        dy = randn(n, c, h, w, dtype=dtype)
+        # PyTorch: the module's order (counter first, then momentum = 1 / counter when cumulative).
+        tracked_t += 1
+        factor = 1.0 / tracked_t if mode == "cumulative" else params.momentum
+        xt = x.float().requires_grad_()
+        wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        if mode == "keras":  # biased running variance: emulate with a fresh batch variance
+            yt = F.batch_norm(xt, None, None, wt, bt, training=True, eps=1e-5)
+            with torch.no_grad():
+                mean = x.float().mean(dim=(0, 2, 3))
+                var = x.float().var(dim=(0, 2, 3), unbiased=False)
+                rm_t.mul_(1 - factor).add_(factor * mean)
+                rv_t.mul_(1 - factor).add_(factor * var)
+        else:
+            yt = F.batch_norm(xt, rm_t, rv_t, wt, bt, training=True, momentum=factor, eps=1e-5)
+        yt.backward(dy.float())
+
+        desc = lib.act(to_layout(x, layout), layout)
+        xn, dyn = to_layout(x, layout), to_layout(dy, layout)
+        y, dx = empty_like_layout(x, layout), empty_like_layout(x, layout)
+        save_mean, save_invstd = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+        dw, db = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+        lib.batch_norm_forward(desc, params, xn, weight, bias, rm_n, rv_n, tracked_n, y, save_mean,
+                               save_invstd)
+        lib.batch_norm_backward(desc, params, xn, dyn, weight, None, None, save_mean, save_invstd,
+                                dx, dw, db)
+        sync()
+        torch.testing.assert_close(from_layout(y, layout).float(), yt.detach().to(dtype).float(), **TOL[dtype])
+        torch.testing.assert_close(rm_n, rm_t, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rv_n, rv_t, atol=1e-5, rtol=1e-5)
+        assert tracked_n.item() == tracked_t
+        torch.testing.assert_close(from_layout(dx, layout).float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+        torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[torch.float32 if dtype == torch.float32 else dtype])
+        torch.testing.assert_close(db, bt.grad, **GRAD_TOL[torch.float32 if dtype == torch.float32 else dtype])
+
+    # Inference with the running statistics, and its backward (frozen statistics).
+    x = randn(2, c, h, w, mean=0.5, std=2.0, dtype=dtype)
+    dy = randn(2, c, h, w, dtype=dtype)
+    xt = x.float().requires_grad_()
+    wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    yt = F.batch_norm(xt, rm_t, rv_t, wt, bt, training=False, eps=1e-5)
+    yt.backward(dy.float())
+    infer = lib.params(nk.INFERENCE, 1e-5)
+    desc = lib.act(to_layout(x, layout), layout)
+    xn, dyn = to_layout(x, layout), to_layout(dy, layout)
+    y, dx = empty_like_layout(x, layout), empty_like_layout(x, layout)
+    dw, db = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+    lib.batch_norm_forward(desc, infer, xn, weight, bias, rm_n, rv_n, tracked_n, y, None, None)
+    lib.batch_norm_backward(desc, infer, xn, dyn, weight, rm_n, rv_n, None, None, dx, dw, db)
+    sync()
+    assert tracked_n.item() == tracked_t, "inference does not count batches"
+    torch.testing.assert_close(from_layout(y, layout).float(), yt.detach().to(dtype).float(), **TOL[dtype])
+    torch.testing.assert_close(from_layout(dx, layout).float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[torch.float32 if dtype == torch.float32 else dtype])
+    torch.testing.assert_close(db, bt.grad, **GRAD_TOL[torch.float32 if dtype == torch.float32 else dtype])
+
+
+@pytest.mark.parametrize("layout", [nk.NCHW, nk.NHWC])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_instance_norm(lib, dtype, layout):
+    n, c, h, w = 3, 4, 5, 7
+    weight, bias = randn(c, mean=1.0, std=0.5), randn(c)
+    rm_t, rv_t = torch.zeros(c, device=DEVICE), torch.ones(c, device=DEVICE)
+    rm_n, rv_n = rm_t.clone(), rv_t.clone()
+    params = lib.params(nk.TRAINING, 1e-5, 0.1)
+    for step in range(3):
+        x = randn(n, c, h, w, mean=step, std=2.0, dtype=dtype)
+        dy = randn(n, c, h, w, dtype=dtype)
+        xt = x.float().requires_grad_()
+        wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        yt = F.instance_norm(xt, rm_t, rv_t, wt, bt, use_input_stats=True, momentum=0.1, eps=1e-5)
+        yt.backward(dy.float())
+        desc = lib.act(to_layout(x, layout), layout)
+        xn, dyn = to_layout(x, layout), to_layout(dy, layout)
+        y, dx = empty_like_layout(x, layout), empty_like_layout(x, layout)
+        sm, si = torch.empty(n * c, device=DEVICE), torch.empty(n * c, device=DEVICE)
+        dw, db = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+        lib.instance_norm_forward(desc, params, xn, weight, bias, rm_n, rv_n, None, y, sm, si)
+        lib.instance_norm_backward(desc, params, xn, dyn, weight, None, None, sm, si, dx, dw, db)
+        sync()
+        torch.testing.assert_close(from_layout(y, layout).float(), yt.detach().to(dtype).float(), **TOL[dtype])
+        torch.testing.assert_close(rm_n, rm_t, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rv_n, rv_t, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(from_layout(dx, layout).float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+        torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[dtype])
+        torch.testing.assert_close(db, bt.grad, **GRAD_TOL[dtype])
+    x = randn(2, c, h, w, dtype=dtype)
+    yt = F.instance_norm(x.float(), rm_t, rv_t, weight, bias, use_input_stats=False, eps=1e-5)
+    desc = lib.act(to_layout(x, layout), layout)
+    y = empty_like_layout(x, layout)
+    lib.instance_norm_forward(desc, lib.params(nk.INFERENCE), to_layout(x, layout), weight, bias,
+                              rm_n, rv_n, None, y, None, None)
+    sync()
+    torch.testing.assert_close(from_layout(y, layout).float(), yt.to(dtype).float(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("layout", [nk.NCHW, nk.NHWC])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_norm(lib, dtype, layout):
+    n, c, h, w, groups = 2, 12, 6, 5, 4
+    weight, bias = randn(c, mean=1.0, std=0.5), randn(c)
+    x = randn(n, c, h, w, mean=3.0, std=2.0, dtype=dtype)
+    dy = randn(n, c, h, w, dtype=dtype)
+    xt = x.float().requires_grad_()
+    wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    yt = F.group_norm(xt, groups, wt, bt, eps=1e-5)
+    yt.backward(dy.float())
+    desc = lib.act(to_layout(x, layout), layout)
+    xn, dyn = to_layout(x, layout), to_layout(dy, layout)
+    y, dx = empty_like_layout(x, layout), empty_like_layout(x, layout)
+    sm, si = torch.empty(n * groups, device=DEVICE), torch.empty(n * groups, device=DEVICE)
+    dw, db = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+    lib.group_norm_forward(desc, groups, 1e-5, xn, weight, bias, y, sm, si)
+    lib.group_norm_backward(desc, groups, xn, dyn, weight, sm, si, dx, dw, db)
+    sync()
+    torch.testing.assert_close(from_layout(y, layout).float(), yt.detach().to(dtype).float(), **TOL[dtype])
+    torch.testing.assert_close(from_layout(dx, layout).float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[dtype])
+    torch.testing.assert_close(db, bt.grad, **GRAD_TOL[dtype])
+
+
+@pytest.mark.parametrize("same_dtype_weights", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rms", [False, True])
+def test_row_norms(lib, rms, dtype, same_dtype_weights):
+    rows, cols = 9, 768
+    wdtype = dtype if same_dtype_weights else torch.float32
+    weight = randn(cols, mean=1.0, std=0.5, dtype=wdtype)
+    bias = randn(cols, dtype=wdtype)
+    x = randn(rows, cols, mean=2.0, std=3.0, dtype=dtype)
+    dy = randn(rows, cols, dtype=dtype)
+    xt = x.float().requires_grad_()
+    wt = weight.float().requires_grad_()
+    bt = bias.float().requires_grad_()
+    yt = F.rms_norm(xt, (cols,), wt, eps=1e-6) if rms else F.layer_norm(xt, (cols,), wt, bt, eps=1e-5)
+    yt.backward(dy.float())
+    desc = lib.rows(x, weight)
+    y, dx = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    dw, db = torch.full_like(weight, float("nan")), torch.full_like(bias, float("nan"))
+    mean, rstd = torch.empty(rows, device=DEVICE), torch.empty(rows, device=DEVICE)
+    if rms:
+        lib.rms_norm_forward(desc, 1e-6, x, weight, y, rstd)
+        lib.rms_norm_backward(desc, x, dy, weight, rstd, dx, dw)
+    else:
+        lib.layer_norm_forward(desc, 1e-5, x, weight, bias, y, mean, rstd)
+        lib.layer_norm_backward(desc, x, dy, weight, mean, rstd, dx, dw, db)
+    sync()
+    torch.testing.assert_close(y.float(), yt.detach().to(dtype).float(), **TOL[dtype])
+    torch.testing.assert_close(dx.float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    # Column sums over 9 rows, stored in the weight dtype.
+    torch.testing.assert_close(dw.float(), wt.grad.to(wdtype).float(), **GRAD_TOL[wdtype])
+    if not rms:
+        torch.testing.assert_close(db.float(), bt.grad.to(wdtype).float(), **GRAD_TOL[wdtype])
+
+
+def test_errors_reach_python(lib):
+    x = torch.ones(1, 3, device=DEVICE)
+    with pytest.raises(nk.NormkitError, match="NK_ERROR_BAD_SHAPE.*more than one value"):
+        lib.batch_norm_forward(lib.act(x, nk.NCHW), lib.params(), x, None, None, None, None, None,
+                               torch.empty_like(x), None, None)
