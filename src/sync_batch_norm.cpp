@@ -193,15 +193,9 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
     nk::require_pointer(sum_dy, "sum_dy");
     nk::require_pointer(sum_dy_xhat, "sum_dy_xhat");
     nk::require_pointer(dx, "dx");
-    nk::ChannelBackwardArgs a{};
-    a.shape = nk::batch_shape(desc);
-    a.phase = NK_TRAINING;
-    a.x = x;
-    a.dy = dy;
-    a.weight = weight;
-    a.save_mean = save_mean;
-    a.save_invstd = save_invstd;
-    a.dx = dx;
+    const nk::ChannelBackwardArgs a{nk::batch_shape(desc), NK_TRAINING, 0.0, x, dy, weight,
+                                    nullptr, nullptr, save_mean, save_invstd, dx, nullptr,
+                                    nullptr};
     const nk::Span workspace{ctx->workspace, ctx->workspace_bytes};
     nk::validate_buffers(a, workspace);
     nk::check_buffers({{sum_dy, a.shape.c * 4, "sum_dy", false, 4},
