@@ -186,6 +186,63 @@ Layout layout_of(const ChannelPlan& plan, int64_t num_stats) {
 }
 
 template <class T>
+void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, const XhatStats& stats,
+               const float* c1, const float* c2, const Launch& l) {
+  const DxParams<T> p{static_cast<const T*>(a.x),
+                      static_cast<const T*>(a.dy),
+                      static_cast<T*>(a.dx),
+                      plan,
+                      stats,
+                      a.weight,
+                      c1,
+                      c2};
+  const int64_t packs = a.shape.numel() / plan.pack_elems;
+  const int64_t cap = int64_t{l.sm_count} * 8;
+  const unsigned grid =
+      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  if (plan.pack_elems == 1) {
+    apply_backward<T, 1><<<grid, 256, 0, stream>>>(p);
+  } else {
+    apply_backward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+  }
+  dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
+}
+
+// Synchronized batch norm: c1 and c2 per channel from the sums over every rank and the global
+// count in device memory (a count below 1 means no rank had samples: the coefficients are 0).
+__global__ void __launch_bounds__(256)
+    global_coefficients(int64_t channels, const int64_t* count, const float* sum_dy,
+                        const float* sum_dy_xhat, const float* weight, const float* save_invstd,
+                        float* c1, float* c2) {
+  const int64_t c = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (c >= channels) return;
+  const int64_t total = *count;
+  const float n = static_cast<float>(total), w = weight ? weight[c] : 1.0f;
+  const float invstd = save_invstd[c];
+  c1[c] = total >= 1 ? invstd * (w * sum_dy[c]) / n : 0.0f;
+  c2[c] = total >= 1 ? invstd * invstd * (w * sum_dy_xhat[c]) / n : 0.0f;
+}
+
+template <class T>
+void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const float* sum_dy,
+                     const float* sum_dy_xhat, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto* base = static_cast<unsigned char*>(l.workspace);
+  auto* c1 = reinterpret_cast<float*>(base);
+  auto* c2 = reinterpret_cast<float*>(base + align256(s.c * sizeof(float)));
+  global_coefficients<<<static_cast<unsigned>((s.c + 255) / 256), 256, 0,
+                        static_cast<cudaStream_t>(l.stream)>>>(s.c, count, sum_dy, sum_dy_xhat,
+                                                               a.weight, a.save_invstd, c1, c2);
+  dev::check_cuda(cudaGetLastError(), "synchronized batch norm coefficients launch");
+  if (s.numel() == 0) return;
+  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  const XhatStats stats{true, a.save_mean, a.save_invstd, 0.0f, s.kind, s.c, s.groups};
+  launch_dx<T>(a, plan, stats, c1, c2, l);
+}
+
+template <class T>
 void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
@@ -216,25 +273,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
         FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, c1, c2});
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
-  if (a.dx == nullptr) return;
-  const DxParams<T> p{static_cast<const T*>(a.x),
-                      static_cast<const T*>(a.dy),
-                      static_cast<T*>(a.dx),
-                      plan,
-                      stats,
-                      a.weight,
-                      c1,
-                      c2};
-  const int64_t packs = s.numel() / plan.pack_elems;
-  const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid =
-      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
-  if (plan.pack_elems == 1) {
-    apply_backward<T, 1><<<grid, 256, 0, stream>>>(p);
-  } else {
-    apply_backward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
-  }
-  dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
+  if (a.dx != nullptr) launch_dx<T>(a, plan, stats, c1, c2, l);
 }
 
 }  // namespace
@@ -265,6 +304,17 @@ size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_c
 
 void channel_norm_backward(const ChannelBackwardArgs& a, const Launch& l) {
   dispatch_dtype(a.shape.dtype, [&](auto t) { backward<dev::device_t<decltype(t)>>(a, l); });
+}
+
+size_t batch_norm_backward_global_workspace_size(const ChannelShape& s) {
+  return 2 * align256(static_cast<size_t>(s.c) * sizeof(float));
+}
+
+void batch_norm_backward_global(const ChannelBackwardArgs& a, const int64_t* count,
+                                const float* sum_dy, const float* sum_dy_xhat, const Launch& l) {
+  dispatch_dtype(a.shape.dtype, [&](auto t) {
+    backward_global<dev::device_t<decltype(t)>>(a, count, sum_dy, sum_dy_xhat, l);
+  });
 }
 
 }  // namespace nk::cuda

@@ -38,6 +38,12 @@ __device__ __forceinline__ int64_t first_of_stat(const ChannelPlan& p, ChannelNo
   return element_index(p, kind == ChannelNorm::kBatch ? 0 : n, c0, 0);
 }
 
+// The j-th partial (j over n and chunks) of channel c, in the order the finalizes merge them.
+__device__ __forceinline__ const dev::Welford& p_at(const dev::Welford* partials,
+                                                    const ChannelPlan& plan, int64_t j, int64_t c) {
+  return partials[plan.partial_index(j / plan.chunks, c, j % plan.chunks)];
+}
+
 template <class T>
 struct StatsOp {
   using State = dev::Welford;
@@ -126,9 +132,8 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
     dev::Welford t = dev::welford_empty();
-    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32) {
-      t = merge(t, p.partials[plan.partial_index(j / plan.chunks, unit, j % plan.chunks)]);
-    }
+    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32)
+      t = merge(t, p_at(p.partials, plan, j, unit));
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
       const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit));
@@ -219,6 +224,109 @@ Layout layout_of(const ChannelPlan& plan, int64_t num_stats, bool training) {
   return Layout{partials, stats, partials + 3 * stats};
 }
 
+// Synchronized batch norm, local half: a warp per channel merges its partials and writes this
+// shard's mean and m2 (the partials hold x - shift, so the shift returns in the mean); the first
+// thread writes the shard's count, which the host knows.
+template <class T>
+__global__ void __launch_bounds__(256)
+    finalize_local(const dev::Welford* partials, const T* x, ChannelPlan plan, int64_t* count,
+                   float* mean, float* m2) {
+  const int lane = threadIdx.x % 32;
+  const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *count = plan.n * plan.s;
+  if (c >= plan.c) return;
+  const dev::WelfordMerge merge;
+  dev::Welford t = dev::welford_empty();
+  for (int64_t j = lane; j < plan.n * plan.chunks; j += 32)
+    t = merge(t, p_at(partials, plan, j, c));
+  t = dev::warp_merge(t, lane, 32, merge);
+  if (lane == 0) {
+    mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;
+    m2[c] = t.m2;
+  }
+}
+
+// Synchronized batch norm, global half: the statistics come merged over every rank (count in
+// device memory, so nothing waits for the host). One block walks the channels: every thread reads
+// num_batches_tracked before the block's barrier, then one thread advances it, so no channel sees
+// a count another has already moved. A global count below 2 has no unbiased variance: the running
+// statistics and the counter are then left as they were, and below 1 the statistics are taken as
+// 0 (an all-empty batch), so an empty rank never produces NaN.
+struct GlobalParams {
+  int64_t channels;
+  GlobalStats g;
+  float eps, momentum;
+  bool cumulative, unbiased;
+  float* running_mean;
+  float* running_var;
+  int64_t* num_batches_tracked;
+  StatArrays stats;
+  float* save_mean;
+  float* save_invstd;
+};
+
+__global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
+  const GlobalStats& g = p.g;
+  const int64_t count = *g.count;
+  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
+  const bool update = count >= 2 && p.running_mean != nullptr;
+  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  for (int64_t c = threadIdx.x; c < p.channels; c += blockDim.x) {
+    const float n = static_cast<float>(count);
+    const float mean = count >= 1 ? g.mean[c] : 0.0f;
+    const float var = count >= 1 ? g.m2[c] / n : 0.0f;
+    const float invstd = rsqrtf(var + p.eps);
+    p.stats.shift[c] = 0.0f;
+    p.stats.centre[c] = mean;
+    p.stats.invstd[c] = invstd;
+    if (p.save_mean) p.save_mean[c] = mean;
+    if (p.save_invstd) p.save_invstd[c] = invstd;
+    if (update) {
+      const float run_var = p.unbiased ? g.m2[c] / (n - 1.0f) : var;
+      p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
+      p.running_var[c] = (1.0f - m) * p.running_var[c] + m * run_var;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && update && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
+}
+
+// y elementwise: with the batch's statistics in `stats` (training) or the running ones.
+template <class T>
+void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
+                  const StatArrays& stats, int64_t* num_batches_tracked, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  const ApplyParams<T> p{static_cast<const T*>(a.x),
+                         static_cast<T*>(a.y),
+                         plan,
+                         s.kind,
+                         s.groups,
+                         training,
+                         stats,
+                         a.running_mean,
+                         a.running_var,
+                         static_cast<float>(a.params.eps),
+                         a.weight,
+                         a.bias,
+                         num_batches_tracked};
+  const int64_t packs = s.numel() / plan.pack_elems;
+  const int64_t cap = int64_t{l.sm_count} * 8;
+  const unsigned grid =
+      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  if (plan.pack_elems == 1) {
+    apply_forward<T, 1><<<grid, 256, 0, stream>>>(p);
+  } else {
+    apply_forward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+  }
+  dev::check_cuda(cudaGetLastError(), "channel norm apply launch");
+}
+
+StatArrays carve_stats(unsigned char* base, size_t stats_bytes) {
+  return StatArrays{reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + stats_bytes),
+                    reinterpret_cast<float*>(base + 2 * stats_bytes)};
+}
+
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -231,9 +339,7 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   StatArrays stats{};
   if (training) {
     auto* partials = reinterpret_cast<dev::Welford*>(base);
-    stats = StatArrays{reinterpret_cast<float*>(base + lay.partials),
-                       reinterpret_cast<float*>(base + lay.partials + lay.stats),
-                       reinterpret_cast<float*>(base + lay.partials + 2 * lay.stats)};
+    stats = carve_stats(base + lay.partials, lay.stats);
     const T* x = static_cast<const T*>(a.x);
     launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
                     l.sm_count, partials, stream);
@@ -257,29 +363,47 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     finalize_forward<T><<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(f);
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
-  const ApplyParams<T> p{static_cast<const T*>(a.x),
-                         static_cast<T*>(a.y),
-                         plan,
-                         s.kind,
-                         s.groups,
-                         training,
-                         stats,
-                         a.running_mean,
-                         a.running_var,
-                         static_cast<float>(a.params.eps),
-                         a.weight,
-                         a.bias,
-                         training ? a.num_batches_tracked : nullptr};
-  const int64_t packs = s.numel() / plan.pack_elems;
-  const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid =
-      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
-  if (plan.pack_elems == 1) {
-    apply_forward<T, 1><<<grid, 256, 0, stream>>>(p);
-  } else {
-    apply_forward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
-  }
-  dev::check_cuda(cudaGetLastError(), "channel norm apply launch");
+  launch_apply<T>(a, plan, training, stats, training ? a.num_batches_tracked : nullptr, l);
+}
+
+template <class T>
+void local_stats(const ChannelShape& s, const void* x_, int64_t* count, float* mean, float* m2,
+                 const Launch& l) {
+  const T* x = static_cast<const T*>(x_);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), dev::aligned16(x), l.sm_count);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  auto* partials = static_cast<dev::Welford*>(l.workspace);
+  launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
+                  l.sm_count, partials, stream);
+  dev::check_cuda(cudaGetLastError(), "batch norm local statistics launch");
+  finalize_local<T><<<static_cast<unsigned>((s.c + 7) / 8), 256, 0, stream>>>(partials, x, plan,
+                                                                              count, mean, m2);
+  dev::check_cuda(cudaGetLastError(), "batch norm local statistics finalize launch");
+}
+
+template <class T>
+void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  const StatArrays stats =
+      carve_stats(static_cast<unsigned char*>(l.workspace), align256(s.c * sizeof(float)));
+  const GlobalParams f{s.c,
+                       g,
+                       static_cast<float>(a.params.eps),
+                       static_cast<float>(a.params.momentum),
+                       a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
+                       a.params.running_var == NK_RUNNING_VAR_UNBIASED,
+                       a.running_mean,
+                       a.running_var,
+                       a.num_batches_tracked,
+                       stats,
+                       a.save_mean,
+                       a.save_invstd};
+  finalize_global<<<1, 256, 0, static_cast<cudaStream_t>(l.stream)>>>(f);
+  dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
+  if (s.numel() == 0) return;  // an empty shard still takes part in the running update
+  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
+  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access, l.sm_count), true, stats,
+                  nullptr, l);
 }
 
 }  // namespace
@@ -297,6 +421,32 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_c
 
 void channel_norm_forward(const ChannelForwardArgs& a, const Launch& l) {
   dispatch_dtype(a.shape.dtype, [&](auto t) { forward<dev::device_t<decltype(t)>>(a, l); });
+}
+
+size_t batch_norm_local_stats_workspace_size(const ChannelShape& s, int sm_count) {
+  size_t bytes = 0;
+  for (bool vector_access : {true, false}) {
+    const ChannelPlan plan =
+        plan_channel_norm(s, static_cast<int>(dtype_size(s.dtype)), vector_access, sm_count);
+    const size_t need = align256(static_cast<size_t>(plan.partials()) * sizeof(dev::Welford));
+    if (need > bytes) bytes = need;
+  }
+  return bytes;
+}
+
+void batch_norm_local_stats(const ChannelShape& s, const void* x, int64_t* count, float* mean,
+                            float* m2, const Launch& l) {
+  dispatch_dtype(
+      s.dtype, [&](auto t) { local_stats<dev::device_t<decltype(t)>>(s, x, count, mean, m2, l); });
+}
+
+size_t batch_norm_forward_global_workspace_size(const ChannelShape& s) {
+  return 3 * align256(static_cast<size_t>(s.c) * sizeof(float));
+}
+
+void batch_norm_forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Launch& l) {
+  dispatch_dtype(a.shape.dtype,
+                 [&](auto t) { forward_global<dev::device_t<decltype(t)>>(a, g, l); });
 }
 
 }  // namespace nk::cuda

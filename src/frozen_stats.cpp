@@ -329,7 +329,7 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
                                        const void* x, const float* weight, const float* bias,
                                        void* y) {
   return nk::guard("nk_batch_norm_forward_frozen", [&] {
-    nk::require_cpu_context(ctx, "batch norm with frozen statistics (host arrays)");
+    nk::require_pointer(ctx, "ctx");
     nk::require_pointer(desc, "desc");
     nk::require_pointer(params, "params");
     if (params->phase != NK_INFERENCE) {
@@ -347,7 +347,11 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
     a.running_var = stats->spread;
     a.y = y;
     nk::validate(a, nk::Span{ctx->workspace, ctx->workspace_bytes});
-    nk::run(*ctx, a);
+    if (ctx->backend == NK_BACKEND_CUDA) {
+      nk::cuda::run_with_host_running_stats(*ctx, a);
+    } else {
+      nk::run(*ctx, a);
+    }
   });
 }
 

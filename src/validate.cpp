@@ -172,6 +172,16 @@ ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t gr
                       kind == ChannelNorm::kGroup ? groups : 1};
 }
 
+ChannelShape shard_shape(const nk_act_desc* desc) {
+  require_pointer(desc, "desc");
+  if (desc->n != 0) return channel_shape(ChannelNorm::kBatch, desc, 1);
+  nk_act_desc one = *desc;
+  one.n = 1;
+  ChannelShape s = channel_shape(ChannelNorm::kBatch, &one, 1);
+  s.n = 0;
+  return s;
+}
+
 RowShape row_shape(bool rms, const nk_row_desc* desc) {
   require_pointer(desc, "desc");
   require_dtype(desc->dtype, "desc->dtype");
@@ -192,16 +202,12 @@ void validate_config(const ChannelForwardArgs& a) {
   require_several_values(a.shape, a.params.phase);
 }
 
-void validate_global(const ChannelForwardArgs& a, const Span& workspace, int64_t global_count) {
+void validate_global(const ChannelForwardArgs& a, const Span& workspace) {
   validate_norm_params(&a.params, a.shape.kind);
   if (a.params.phase != NK_TRAINING) {
     fail(NK_ERROR_INVALID_VALUE,
          "params->phase must be NK_TRAINING: the global statistics are a "
          "training batch's (inference uses nk_batch_norm_forward)");
-  }
-  if (global_count < 2 || global_count < a.shape.count_per_stat()) {
-    fail(NK_ERROR_INVALID_VALUE, "global_count = ", global_count,
-         ": expected >= 2 and >= this shard's ", a.shape.count_per_stat(), " values per channel");
   }
   validate_buffers(a, workspace);
 }
@@ -214,8 +220,10 @@ void validate(const ChannelForwardArgs& a, const Span& workspace) {
 void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
-  require_pointer(a.x, "x");
-  require_pointer(a.y, "y");
+  if (s.numel() > 0) {  // only a synchronized batch norm shard may be empty
+    require_pointer(a.x, "x");
+    require_pointer(a.y, "y");
+  }
   if ((a.running_mean == nullptr) != (a.running_var == nullptr)) {
     fail(NK_ERROR_INVALID_VALUE, a.running_mean ? "running_var" : "running_mean", " is NULL while ",
          a.running_mean ? "running_mean" : "running_var",
@@ -260,8 +268,10 @@ void validate(const ChannelBackwardArgs& a, const Span& workspace) {
 void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
-  require_pointer(a.x, "x");
-  require_pointer(a.dy, "dy");
+  if (s.numel() > 0) {  // only a synchronized batch norm shard may be empty
+    require_pointer(a.x, "x");
+    require_pointer(a.dy, "dy");
+  }
   if (training && (a.save_mean == nullptr || a.save_invstd == nullptr)) {
     fail(NK_ERROR_INVALID_VALUE, a.save_mean ? "save_invstd" : "save_mean",
          " is NULL: ", family_name(s.kind),

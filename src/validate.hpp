@@ -57,8 +57,11 @@ void validate(const RowBackwardArgs& a, const Span& workspace);
 void validate_buffers(const ChannelForwardArgs& a, const Span& workspace);
 void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace);
 
-// Synchronized batch norm's forward with global statistics: the parameter block, the global count
-// (>= 2, >= this shard's), then the buffers; a shard may hold a single value per channel.
-void validate_global(const ChannelForwardArgs& a, const Span& workspace, int64_t global_count);
+// Synchronized batch norm's forward with global statistics: the parameter block (training only),
+// then the buffers; a shard may hold a single value per channel, or none (N = 0).
+void validate_global(const ChannelForwardArgs& a, const Span& workspace);
+// A synchronized batch norm shard: as channel_shape, except that N may be 0 (a rank with no
+// samples).
+ChannelShape shard_shape(const nk_act_desc* desc);
 
 }  // namespace nk

@@ -81,8 +81,8 @@ TEST_P(SyncBatchNorm, ShardsEqualTheWholeBatch) {
     int64_t tracked = 0;
     const nk_act_desc d{shards[r].n, c, s, layout, NK_F32};
     ASSERT_EQ(nk_batch_norm_forward_global(
-                  ctx_, &d, &p, total, mean.data(), m2.data(), at(x, shards[r]), w.data(), b.data(),
-                  rm.data(), rv.data(), &tracked,
+                  ctx_, &d, &p, &total, mean.data(), m2.data(), at(x, shards[r]), w.data(),
+                  b.data(), rm.data(), rv.data(), &tracked,
                   static_cast<float*>(y.data()) + shards[r].n0 * per_sample, sm.data(), si.data()),
               NK_SUCCESS)
         << nk_last_error();
@@ -112,11 +112,12 @@ TEST_P(SyncBatchNorm, ShardsEqualTheWholeBatch) {
   }
   nkt::expect_close(y.values(), y_ref.values(), nkt::output_tolerance(NK_F32), "y");
   // Backward phase 2 on every rank with the summed sums.
+  const int64_t global = n * s;
   for (int64_t r = 0; r < ranks; ++r) {
     if (shards[r].n == 0) continue;
     const nk_act_desc d{shards[r].n, c, s, layout, NK_F32};
     ASSERT_EQ(nk_batch_norm_backward_global(
-                  ctx_, &d, n * s, sum_dy.data(), sum_dy_xhat.data(), at(x, shards[r]),
+                  ctx_, &d, &global, sum_dy.data(), sum_dy_xhat.data(), at(x, shards[r]),
                   at(dy, shards[r]), w.data(), mean_ref.data(), invstd_ref.data(),
                   static_cast<float*>(dx.data()) + shards[r].n0 * per_sample),
               NK_SUCCESS)
@@ -156,7 +157,7 @@ TEST(SyncBatchNormSingles, OneValuePerRank) {
   nk_norm_params p = nk_norm_params_default();
   p.eps = 0.0;
   float y = 0, rm = 0, rv = 1;
-  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, total, &mean, &m2, &values[3], nullptr,
+  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &total, &mean, &m2, &values[3], nullptr,
                                          nullptr, &rm, &rv, nullptr, &y, nullptr, nullptr),
             NK_SUCCESS)
       << nk_last_error();
@@ -171,6 +172,7 @@ TEST(SyncBatchNormSingles, OneValuePerRank) {
 
 TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   nkt::CpuContext ctx;
+  const int64_t one = 1, three = 3, eight = 8;
   const std::vector<int64_t> zero = {0, 0}, negative = {3, -1};
   const std::vector<float> means = {1, 2}, m2s = {1, 1};
   int64_t total = -5;
@@ -195,28 +197,28 @@ TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   std::vector<float> y(4, -7.0f);
   float gm = 2.5f, gm2 = 5.0f, rm = 0.5f, rv = 2.0f;
   nk_norm_params p = nk_norm_params_default();
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 3, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
-                                         &rv, nullptr, y.data(), nullptr, nullptr),
-            NK_ERROR_INVALID_VALUE);
-  EXPECT_NE(
-      std::string(nk_last_error()).find("global_count = 3: expected >= 2 and >= this shard's 4"),
-      std::string::npos)
-      << nk_last_error();
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 1, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
-                                         &rv, nullptr, y.data(), nullptr, nullptr),
-            NK_ERROR_INVALID_VALUE);
-  p.phase = NK_INFERENCE;
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm,
-                                         &rv, nullptr, y.data(), nullptr, nullptr),
-            NK_ERROR_INVALID_VALUE);
-  p.phase = NK_TRAINING;
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, nullptr, &gm2, x.data(), nullptr, nullptr,
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &three, &gm, &gm2, x.data(), nullptr, nullptr,
                                          &rm, &rv, nullptr, y.data(), nullptr, nullptr),
             NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(
-      nk_batch_norm_forward_global(ctx, &d, &p, 8, &gm, &gm2, x.data(), nullptr, nullptr, &rm, &rv,
-                                   nullptr, const_cast<float*>(x.data()) + 1, nullptr, nullptr),
-      NK_ERROR_INVALID_VALUE)
+  EXPECT_NE(
+      std::string(nk_last_error()).find("*global_count = 3: expected >= 2 and >= this shard's 4"),
+      std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &one, &gm, &gm2, x.data(), nullptr, nullptr,
+                                         &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  p.phase = NK_INFERENCE;
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &eight, &gm, &gm2, x.data(), nullptr, nullptr,
+                                         &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  p.phase = NK_TRAINING;
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &eight, nullptr, &gm2, x.data(), nullptr,
+                                         nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &eight, &gm, &gm2, x.data(), nullptr, nullptr,
+                                         &rm, &rv, nullptr, const_cast<float*>(x.data()) + 1,
+                                         nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE)
       << "overlap";
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
   EXPECT_EQ(rm, 0.5f);
@@ -228,10 +230,10 @@ TEST(SyncBatchNormErrors, EveryErrorWritesNothing) {
   EXPECT_EQ(nk_batch_norm_backward_local_sums(ctx, &d, x.data(), x.data(), &sm, &si, nullptr, &sdx),
             NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(sd, -7.0f);
-  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 3, &sd, &sdx, x.data(), x.data(), nullptr, &sm,
-                                          &si, y.data()),
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, &three, &sd, &sdx, x.data(), x.data(), nullptr,
+                                          &sm, &si, y.data()),
             NK_ERROR_INVALID_VALUE);
-  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 8, &sd, &sdx, x.data(), x.data(), nullptr,
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, &eight, &sd, &sdx, x.data(), x.data(), nullptr,
                                           nullptr, &si, y.data()),
             NK_ERROR_INVALID_VALUE);
   EXPECT_EQ(y, std::vector<float>(4, -7.0f));
@@ -274,6 +276,7 @@ TEST(SyncBatchNormSingles, EmptyRanksAddNothingEvenFirst) {
 // Buffers of the two-phase API are checked like every op's: alignment, overlap, the workspace.
 TEST(SyncBatchNormErrors, BuffersAreChecked) {
   nkt::CpuContext ctx;
+  const int64_t eight = 8;
   const nk_act_desc d{2, 2, 2, NK_NCHW, NK_F32};
   std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8}, out(8, -7.0f);
   int64_t count = -1;
@@ -296,7 +299,7 @@ TEST(SyncBatchNormErrors, BuffersAreChecked) {
   workspace[2] = 20.0f;
   workspace[3] = 20.0f;
   nk_norm_params p = nk_norm_params_default();
-  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, 8, workspace, workspace + 2, x.data(),
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, &eight, workspace, workspace + 2, x.data(),
                                          nullptr, nullptr, nullptr, nullptr, nullptr, out.data(),
                                          nullptr, nullptr),
             NK_ERROR_INVALID_VALUE);
@@ -305,12 +308,117 @@ TEST(SyncBatchNormErrors, BuffersAreChecked) {
   ASSERT_EQ(nk_context_set_workspace(ctx, nullptr, 0), NK_SUCCESS);
   std::vector<float> sums = {1, 2, 3, 4};  // sum_dy, sum_dy_xhat
   const std::vector<float> sm = {2.5f, 6.5f}, si = {1.0f, 1.0f};
-  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, 8, sums.data(), sums.data() + 2, x.data(),
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, &eight, sums.data(), sums.data() + 2, x.data(),
                                           x.data(), nullptr, sm.data(), si.data(), sums.data()),
             NK_ERROR_INVALID_VALUE)
       << "dx over sum_dy";
   EXPECT_EQ(sums, (std::vector<float>{1, 2, 3, 4}));
   EXPECT_EQ(out, std::vector<float>(8, -7.0f));
+}
+
+// The global count is a buffer in the context's memory like the others: required, aligned, and
+// never inside an output.
+TEST(SyncBatchNormErrors, GlobalCountIsCheckedLikeEveryBuffer) {
+  nkt::CpuContext ctx;
+  const nk_act_desc d{2, 1, 2, NK_NCHW, NK_F32};
+  const std::vector<float> x = {1, 2, 3, 4};
+  std::vector<float> y(4, -7.0f);
+  float gm = 2.5f, gm2 = 5.0f, rm = 0.5f, rv = 2.0f;
+  const nk_norm_params p = nk_norm_params_default();
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, nullptr, &gm, &gm2, x.data(), nullptr,
+                                         nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("global_count is NULL"), std::string::npos)
+      << nk_last_error();
+  alignas(8) unsigned char raw[16] = {};
+  const auto* misaligned = reinterpret_cast<const int64_t*>(raw + 4);
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, misaligned, &gm, &gm2, x.data(), nullptr,
+                                         nullptr, &rm, &rv, nullptr, y.data(), nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  // The count inside y: y would overwrite it while it is read.
+  alignas(8) float y_with_count[6] = {-7, -7, -7, -7, -7, -7};
+  const auto* inside = reinterpret_cast<const int64_t*>(y_with_count + 2);
+  EXPECT_EQ(nk_batch_norm_forward_global(ctx, &d, &p, inside, &gm, &gm2, x.data(), nullptr, nullptr,
+                                         &rm, &rv, nullptr, y_with_count, nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("global_count"), std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+  EXPECT_EQ(rm, 0.5f);
+  EXPECT_EQ(rv, 2.0f);
+  float sd = 1, sdx = 1;
+  const float sm = 2.5f, si = 1.0f;
+  EXPECT_EQ(nk_batch_norm_backward_global(ctx, &d, nullptr, &sd, &sdx, x.data(), x.data(), nullptr,
+                                          &sm, &si, y.data()),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+}
+
+// The NCCL path runs on CUDA contexts only: a CPU context is refused after every argument check,
+// and nothing is written.
+TEST(SyncBatchNormNccl, CpuContextsAreRefusedAndNothingIsWritten) {
+  nkt::CpuContext ctx;
+  const nk_act_desc d{2, 1, 2, NK_NCHW, NK_F32};
+  const std::vector<float> x = {1, 2, 3, 4};
+  std::vector<float> y(4, -7.0f);
+  float rm = 0.5f, rv = 2.0f, sm = -7, si = -7;
+  const nk_norm_params p = nk_norm_params_default();
+  int fake_comm = 0;  // never dereferenced on a CPU context
+  EXPECT_EQ(nk_sync_batch_norm_forward(ctx, &fake_comm, &d, &p, x.data(), nullptr, nullptr, &rm,
+                                       &rv, nullptr, y.data(), &sm, &si),
+            NK_ERROR_NOT_SUPPORTED);
+  EXPECT_NE(std::string(nk_last_error()).find("CUDA contexts only"), std::string::npos)
+      << nk_last_error();
+  EXPECT_EQ(nk_sync_batch_norm_forward(ctx, nullptr, &d, &p, x.data(), nullptr, nullptr, &rm, &rv,
+                                       nullptr, y.data(), &sm, &si),
+            NK_ERROR_INVALID_VALUE);
+  EXPECT_NE(std::string(nk_last_error()).find("nccl_comm is NULL"), std::string::npos);
+  std::vector<float> dx(4, -7.0f);
+  float dw = -7, db = -7;
+  const float mean = 2.5f, invstd = 1.0f;
+  EXPECT_EQ(nk_sync_batch_norm_backward(ctx, &fake_comm, &d, x.data(), x.data(), nullptr, &mean,
+                                        &invstd, dx.data(), &dw, &db),
+            NK_ERROR_NOT_SUPPORTED);
+  size_t bytes = 123;
+  EXPECT_EQ(nk_sync_batch_norm_forward_workspace_size(ctx, &fake_comm, &d, &p, &bytes),
+            NK_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(nk_sync_batch_norm_backward_workspace_size(ctx, &fake_comm, &d, &bytes),
+            NK_ERROR_NOT_SUPPORTED);
+  EXPECT_EQ(bytes, 123u);
+  EXPECT_EQ(y, std::vector<float>(4, -7.0f));
+  EXPECT_EQ(dx, std::vector<float>(4, -7.0f));
+  EXPECT_EQ(rm, 0.5f);
+  EXPECT_EQ(rv, 2.0f);
+  EXPECT_EQ(sm, -7.0f);
+  EXPECT_EQ(dw, -7.0f);
+}
+
+// A rank without samples passes N = 0 and NULL activations; everything else is still checked.
+TEST(SyncBatchNormNccl, AnEmptyShardIsAValidShapeButOtherArgumentsAreChecked) {
+  nkt::CpuContext ctx;
+  const nk_act_desc empty{0, 3, 4, NK_NHWC, NK_BF16};
+  nk_norm_params p = nk_norm_params_default();
+  std::vector<float> rm(3, 0.5f), rv(3, 2.0f);
+  int fake_comm = 0;
+  // Valid: refused only for the backend.
+  EXPECT_EQ(nk_sync_batch_norm_forward(ctx, &fake_comm, &empty, &p, nullptr, nullptr, nullptr,
+                                       rm.data(), rv.data(), nullptr, nullptr, nullptr, nullptr),
+            NK_ERROR_NOT_SUPPORTED);
+  p.momentum_mode = NK_MOMENTUM_CUMULATIVE;  // needs num_batches_tracked
+  EXPECT_EQ(nk_sync_batch_norm_forward(ctx, &fake_comm, &empty, &p, nullptr, nullptr, nullptr,
+                                       rm.data(), rv.data(), nullptr, nullptr, nullptr, nullptr),
+            NK_ERROR_INVALID_VALUE);
+  const nk_act_desc negative{-1, 3, 4, NK_NHWC, NK_BF16};
+  p = nk_norm_params_default();
+  EXPECT_EQ(nk_sync_batch_norm_forward(ctx, &fake_comm, &negative, &p, nullptr, nullptr, nullptr,
+                                       rm.data(), rv.data(), nullptr, nullptr, nullptr, nullptr),
+            NK_ERROR_BAD_SHAPE);
+  // The ordinary ops still refuse N = 0.
+  EXPECT_EQ(nk_batch_norm_forward(ctx, &empty, &p, nullptr, nullptr, nullptr, rm.data(), rv.data(),
+                                  nullptr, nullptr, nullptr, nullptr),
+            NK_ERROR_BAD_SHAPE);
+  EXPECT_EQ(rm, std::vector<float>(3, 0.5f));
+  EXPECT_EQ(rv, std::vector<float>(3, 2.0f));
 }
 
 }  // namespace

@@ -404,15 +404,18 @@ NK_API nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, c
  * Uses: precise batch-norm statistics after training (the variance of all the data, not a mean of
  * per-batch variances: finalize straight into running_mean and running_var), and dataset
  * standardization statistics (as Keras' Normalization.adapt).
- * The CPU backend implements it; on a CUDA context nk_stats_create returns NK_ERROR_NOT_SUPPORTED
- * for now.
+ * Both backends: the accumulator lives on the backend of the context it is created with (its state
+ * in device memory on CUDA, allocated by nk_stats_create), every batch and output pointer is in
+ * that context's memory, and every call runs on the context's current stream and workspace. The
+ * context must outlive the accumulator. On CUDA nothing waits for the GPU (the count is kept on the
+ * host, which knows it from the shapes); nk_stats_destroy frees the device state with cudaFree.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct nk_stats_s* nk_stats;
 
 /* An empty accumulator of `features` (>= 1) features on ctx's backend.
  * Errors: NK_ERROR_INVALID_VALUE (ctx or out NULL), NK_ERROR_BAD_SHAPE (features < 1),
- *         NK_ERROR_NOT_SUPPORTED (CUDA context), NK_ERROR_OUT_OF_MEMORY. */
+ *         NK_ERROR_OUT_OF_MEMORY, NK_ERROR_CUDA. */
 NK_API nk_status nk_stats_create(nk_context ctx, int64_t features, nk_stats* out);
 
 /* NULL is accepted and does nothing. */
@@ -430,7 +433,8 @@ NK_API nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, 
 NK_API nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const void* x);
 
 /* into += from: afterwards `into` holds the statistics of both sample sets. Both must have the
- * same feature count (NK_ERROR_BAD_SHAPE); into == from is rejected (NK_ERROR_INVALID_VALUE). */
+ * same feature count (NK_ERROR_BAD_SHAPE) and live on the same backend and device; into == from is
+ * rejected (NK_ERROR_INVALID_VALUE). Runs on into's context. */
 NK_API nk_status nk_stats_merge(nk_stats into, nk_stats from);
 
 /* The number of samples each feature has seen (the same for every feature). */
@@ -515,9 +519,10 @@ NK_API nk_status nk_frozen_stats_check(const nk_frozen_stats* stats, nk_stats_ki
 
 /* Batch norm inference with frozen statistics: nk_frozen_stats_check(stats, NK_STATS_BATCH_NORM,
  * desc->dtype, desc->c, params->eps), then nk_batch_norm_forward in NK_INFERENCE with
- * stats->center and stats->spread as the running statistics. They are host arrays: CPU contexts
- * only for now (a CUDA context returns NK_ERROR_NOT_SUPPORTED). params->phase must be
- * NK_INFERENCE (NK_ERROR_INVALID_VALUE otherwise).
+ * stats->center and stats->spread as the running statistics. They are host arrays: a CUDA context
+ * copies them to device scratch on its stream first (so this call is not for CUDA graph capture;
+ * for that, upload them once and call nk_batch_norm_forward). params->phase must be NK_INFERENCE
+ * (NK_ERROR_INVALID_VALUE otherwise).
  * Errors: those of nk_frozen_stats_check and nk_batch_norm_forward. */
 NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
                                               const nk_norm_params* params,
@@ -568,14 +573,32 @@ NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, d
  *             4. nk_batch_norm_forward_global on each rank: normalizes its shard with the global
  *                statistics, saves them, updates the running statistics.
  *   backward  1. nk_batch_norm_backward_local_sums: per channel sum(dy) and sum(dy * x-hat);
- *             2. exchange: sum them over ranks (an all-reduce);
+ *             2. exchange: sum them over ranks (an all-reduce, or an all-gather summed in rank
+ *                order for bitwise-equal ranks);
  *             3. nk_batch_norm_backward_global: dx from the global sums, which are also dbias and
  *                dweight.
- * Multi-node: run the exchanges over the engine's communicator (for NCCL, ncclAllGather of the
- * packed [count, mean, m2] and ncclAllReduce(sum) of the sums, on the context's stream). These
- * functions run on CPU contexts in this version (a CUDA context returns NK_ERROR_NOT_SUPPORTED)
- * and allocate host scratch memory; nk_batch_norm_forward_global uses the context's workspace as
- * nk_batch_norm_forward in NK_TRAINING does, with the same size query.
+ * Or, over NCCL, nk_sync_batch_norm_forward / nk_sync_batch_norm_backward do all of it in one call
+ * each (below).
+ *
+ * Every pointer, counts included, is in the context's memory: host memory on a CPU context, device
+ * memory on a CUDA context. A CUDA context leaves counts on the device (nothing waits for the GPU,
+ * and the calls can be captured in a CUDA graph once a workspace is set), so it cannot return an
+ * error for an invalid count; the device instead follows these rules, where a CPU context returns
+ * NK_ERROR_INVALID_VALUE:
+ *   - merge: a negative count makes total_count -1 and the merged mean and m2 NaN; counts that are
+ *     all 0 give total_count 0, mean 0 and m2 0;
+ *   - forward_global: a global count below 2 leaves the running statistics and
+ *     num_batches_tracked unchanged (one value has no unbiased variance); below 1 the statistics
+ *     are taken as mean 0, variance 0;
+ *   - backward_global: a global count below 1 gives dx = weight * invstd * dy.
+ * Workspace: nk_batch_norm_forward_global uses what nk_batch_norm_forward in NK_TRAINING does
+ * (same size query), nk_batch_norm_backward_global what nk_batch_norm_backward in NK_TRAINING
+ * does; local_stats, merge_stats and backward_local_sums fit in the same. The CPU backend
+ * allocates host scratch memory for the local statistics and sums.
+ *
+ * Multi-node: run the exchanges over the engine's communicator, on the context's stream (for NCCL:
+ * ncclAllGather of the packed counts, means and m2s; an all-reduce or all-gather of the sums), or
+ * use the NCCL path. Every rank must call with the same C, dtype and params.
  * ------------------------------------------------------------------------------------------- */
 
 /* This rank's shard, per channel: the number of values (N*S, the same for every channel), their
@@ -587,26 +610,25 @@ NK_API nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* de
 /* Merges `ranks` partials in rank order (Chan's merge, fp64).
  *   counts [ranks] int64 (>= 0); means, m2s [ranks x channels] fp32 (index r * channels + c);
  *   total_count [1] int64; mean, m2 [channels] fp32.
- * Errors: NK_ERROR_INVALID_VALUE (every count 0, a negative count, NULL), NK_ERROR_BAD_SHAPE
+ * Errors: NK_ERROR_INVALID_VALUE (NULL; CPU: every count 0, a negative count), NK_ERROR_BAD_SHAPE
  *         (ranks or channels < 1). */
 NK_API nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_t channels,
                                            const int64_t* counts, const float* means,
                                            const float* m2s, int64_t* total_count, float* mean,
                                            float* m2);
 
-/* Training forward of this rank's shard with the global statistics (count, mean, m2 from
+/* Training forward of this rank's shard with the global statistics (*global_count, mean, m2 from
  * nk_batch_norm_merge_stats): var = m2 / count, otherwise exactly nk_batch_norm_forward in
- * NK_TRAINING (same arguments, same running update with the global count). The global count
- * must be >= 2 and at least this shard's N*S; the shard itself may hold a single value.
+ * NK_TRAINING (same arguments, same running update with the global count). The shard itself may
+ * hold a single value per channel.
+ *   global_count [1] int64, >= 2 and >= this shard's N*S (CPU: checked; CUDA: see above).
  * Errors: those of nk_batch_norm_forward; NK_ERROR_INVALID_VALUE (params->phase not NK_TRAINING;
- *         global_count below 2 or below the shard's). */
-NK_API nk_status nk_batch_norm_forward_global(nk_context ctx, const nk_act_desc* desc,
-                                              const nk_norm_params* params, int64_t global_count,
-                                              const float* global_mean, const float* global_m2,
-                                              const void* x, const float* weight, const float* bias,
-                                              float* running_mean, float* running_var,
-                                              int64_t* num_batches_tracked, void* y,
-                                              float* save_mean, float* save_invstd);
+ *         CPU: *global_count out of range). */
+NK_API nk_status nk_batch_norm_forward_global(
+    nk_context ctx, const nk_act_desc* desc, const nk_norm_params* params,
+    const int64_t* global_count, const float* global_mean, const float* global_m2, const void* x,
+    const float* weight, const float* bias, float* running_mean, float* running_var,
+    int64_t* num_batches_tracked, void* y, float* save_mean, float* save_invstd);
 
 /* This rank's per-channel sum(dy) and sum(dy * x-hat), x-hat from save_mean/save_invstd.
  *   sum_dy, sum_dy_xhat [C] fp32, required. */
@@ -615,15 +637,54 @@ NK_API nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_
                                                    const float* save_mean, const float* save_invstd,
                                                    float* sum_dy, float* sum_dy_xhat);
 
-/* dx of this rank's shard from the global sums (summed over ranks) and count:
+/* dx of this rank's shard from the global sums (summed over ranks) and the global count:
  *   dx = weight * invstd * (dy - sum_dy / count - x-hat * sum_dy_xhat / count)
- * The global sums are dbias and dweight. dx may equal dy. */
+ * The global sums are dbias and dweight. dx may equal dy.
+ *   global_count [1] int64, >= this shard's N*S (CPU: checked). */
 NK_API nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
-                                               int64_t global_count, const float* sum_dy,
+                                               const int64_t* global_count, const float* sum_dy,
                                                const float* sum_dy_xhat, const void* x,
                                                const void* dy, const float* weight,
                                                const float* save_mean, const float* save_invstd,
                                                void* dx);
+
+/* ---------------------------------------------------------------------------------------------
+ * Synchronized batch norm over NCCL, one call per direction, on CUDA contexts.
+ * nccl_comm is the engine's ncclComm_t (passed as void* so this header needs no NCCL): one rank per
+ * shard, on the context's device. Each call reduces the shard, exchanges one record per rank with
+ * ncclAllGather on the context's stream, and merges the records in rank order on every rank, so
+ * every rank gets bitwise the same statistics and sums; nothing waits for the host, so with a
+ * workspace (size queries below) the calls can be captured in a CUDA graph. Every rank must call,
+ * in the same order, with the same C, dtype and params: a rank without samples passes desc->n = 0
+ * (x, y, dy, dx may then be NULL) and still takes part. Forward: as nk_batch_norm_forward in
+ * NK_TRAINING over the global batch (the device rules above for a global count below 2); backward:
+ * dx, and dweight and dbias over the global batch (each nullable).
+ * NCCL itself is opened at run time (libnccl.so.2 through the loader's search path: the library
+ * the engine has loaded), so libnormkit does not depend on it. Multi-node: the communicator spans
+ * the nodes; nothing else changes.
+ * Errors: those of nk_batch_norm_forward / nk_batch_norm_backward in NK_TRAINING (N may be 0);
+ *         NK_ERROR_INVALID_VALUE (nccl_comm NULL, or on another device than ctx);
+ *         NK_ERROR_NOT_SUPPORTED (a CPU context; a build without NCCL's header; libnccl.so.2
+ *         cannot be loaded); NK_ERROR_CUDA (a CUDA or NCCL call failed, named).
+ * ------------------------------------------------------------------------------------------- */
+
+NK_API nk_status nk_sync_batch_norm_forward_workspace_size(nk_context ctx, void* nccl_comm,
+                                                           const nk_act_desc* desc,
+                                                           const nk_norm_params* params,
+                                                           size_t* bytes);
+NK_API nk_status nk_sync_batch_norm_forward(nk_context ctx, void* nccl_comm,
+                                            const nk_act_desc* desc, const nk_norm_params* params,
+                                            const void* x, const float* weight, const float* bias,
+                                            float* running_mean, float* running_var,
+                                            int64_t* num_batches_tracked, void* y, float* save_mean,
+                                            float* save_invstd);
+NK_API nk_status nk_sync_batch_norm_backward_workspace_size(nk_context ctx, void* nccl_comm,
+                                                            const nk_act_desc* desc, size_t* bytes);
+NK_API nk_status nk_sync_batch_norm_backward(nk_context ctx, void* nccl_comm,
+                                             const nk_act_desc* desc, const void* x, const void* dy,
+                                             const float* weight, const float* save_mean,
+                                             const float* save_invstd, void* dx, float* dweight,
+                                             float* dbias);
 
 #ifdef __cplusplus
 } /* extern "C" */

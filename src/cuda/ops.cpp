@@ -8,69 +8,15 @@
 #include "../workspace.hpp"
 
 #if NORMKIT_WITH_CUDA
-#include <cuda_runtime_api.h>
-
 #include "channel_norm.hpp"
 #include "row_norm.hpp"
+#include "scratch.hpp"
 #endif
 
 namespace nk::cuda {
 namespace {
 
 #if NORMKIT_WITH_CUDA
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(NK_ERROR_CUDA, what, " failed: ", cudaGetErrorString(err));
-}
-
-// Makes the context's device current for the call and restores the caller's afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) : device_(device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device_) check(cudaSetDevice(device_), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (previous_ != device_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int device_;
-  int previous_ = 0;
-};
-
-// Device scratch of `bytes` for one call: the context's workspace (NK_ERROR_WORKSPACE if too
-// small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
-class DeviceScratch {
- public:
-  DeviceScratch(const nk_context_s& ctx, size_t bytes)
-      : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    data_ = context_workspace(ctx, bytes);
-    if (data_ == nullptr && bytes > 0) {
-      const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
-      if (err == cudaErrorMemoryAllocation) {
-        cudaGetLastError();
-        fail(NK_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes,
-             " bytes of device scratch memory (set a workspace on the context)");
-      }
-      check(err, "cudaMallocAsync");
-      owned_ = true;
-    }
-  }
-  ~DeviceScratch() {
-    if (owned_) cudaFreeAsync(data_, stream_);
-  }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-  void* data() const { return data_; }
-
- private:
-  cudaStream_t stream_;
-  void* data_ = nullptr;
-  bool owned_ = false;
-};
 
 template <class Args, class Size, class Kernel>
 void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel kernel) {
@@ -99,6 +45,25 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
   run_with_scratch(ctx, a, channel_norm_backward_scratch_size, channel_norm_backward);
 }
+void run_with_host_running_stats(const nk_context_s& ctx, const ChannelForwardArgs& a) {
+  DeviceGuard device(ctx.device);
+  const size_t bytes = static_cast<size_t>(a.shape.c) * sizeof(float);
+  DeviceScratch scratch(ctx, 2 * align_up(bytes));
+  auto* mean = static_cast<float*>(scratch.data());
+  auto* var =
+      reinterpret_cast<float*>(static_cast<unsigned char*>(scratch.data()) + align_up(bytes));
+  auto stream = static_cast<cudaStream_t>(ctx.stream);
+  // Pageable host memory: each copy is staged before it returns, so the caller may free the arrays.
+  check(cudaMemcpyAsync(mean, a.running_mean, bytes, cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync");
+  check(cudaMemcpyAsync(var, a.running_var, bytes, cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync");
+  ChannelForwardArgs on_device = a;
+  on_device.running_mean = mean;
+  on_device.running_var = var;
+  channel_norm_forward(on_device, Launch{ctx.stream, ctx.sm_count, nullptr});  // inference: none
+}
+
 size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a) {
   DeviceGuard device(ctx.device);
   return row_norm_forward_workspace_size(a, ctx.sm_count);
@@ -144,6 +109,9 @@ void run(const nk_context_s&, const RowForwardArgs& a) {
 }
 void run(const nk_context_s&, const RowBackwardArgs& a) {
   no_kernels(family_name(a.shape), "backward");
+}
+void run_with_host_running_stats(const nk_context_s&, const ChannelForwardArgs& a) {
+  no_kernels(family_name(a.shape.kind), "inference");
 }
 
 #endif
