@@ -192,15 +192,17 @@ int main() {
 
     std::printf(
         "\n5. Precise statistics: accumulate exact per-channel statistics over 20 training\n"
-        "   batches (CPU accumulator), freeze them in a file, load them for inference:\n");
-    nk::Context cpu = nk::Context::cpu();
-    nk::Stats stats(cpu, kChannels);
+        "   batches (on the %s), freeze them in a file, load them for inference:\n",
+        gpu ? "GPU" : "CPU");
+    nk::Stats stats(ctx, kChannels);
     for (int i = 0; i < 20; ++i) {
-      const std::vector<float> x = make_batch(rng, batch, spatial);
+      Array<float> x(make_batch(rng, batch, spatial), gpu);
       stats.add_channels(nk::Shape{batch, kChannels, spatial}, x.data());
     }
-    std::vector<float> center(kChannels), spread(kChannels);
-    stats.finalize(center.data(), nullptr, spread.data());  // PyTorch's unbiased running_var
+    Array<float> center_out(std::vector<float>(kChannels), gpu);
+    Array<float> spread_out(std::vector<float>(kChannels), gpu);
+    stats.finalize(center_out.data(), nullptr, spread_out.data());  // unbiased, as running_var
+    std::vector<float> center = center_out.values(), spread = spread_out.values();
     std::printf(
         "   exact mean %6.2f %6.2f %6.2f        var %6.2f %6.2f %6.2f  (%lld values each)\n",
         center[0], center[1], center[2], spread[0], spread[1], spread[2],
@@ -212,16 +214,18 @@ int main() {
     nk_frozen_stats loaded{};
     nk::check(nk_frozen_stats_load(path.c_str(), &loaded));
     std::remove(path.c_str());
-    std::vector<float> image = make_batch(rng, 1, spatial, 2.0), image_out(image_elems);
-    nk::check(nk_batch_norm_forward_frozen(cpu, &one_desc, &infer, &loaded, image.data(), nullptr,
+    Array<float> image(make_batch(rng, 1, spatial, 2.0), gpu);
+    Array<float> image_out(std::vector<float>(image_elems), gpu);
+    nk::check(nk_batch_norm_forward_frozen(ctx, &one_desc, &infer, &loaded, image.data(), nullptr,
                                            nullptr, image_out.data()));
+    const std::vector<float>& normalized = image_out.values();
     std::printf("   saved, loaded, applied: the bright image comes out at %6.2f %6.2f %6.2f\n",
-                channel_mean(image_out, 0, spatial), channel_mean(image_out, 1, spatial),
-                channel_mean(image_out, 2, spatial));
+                channel_mean(normalized, 0, spatial), channel_mean(normalized, 1, spatial),
+                channel_mean(normalized, 2, spatial));
     nk_norm_params other_eps = infer;
     other_eps.eps = 1e-3;
     const nk_status st = nk_batch_norm_forward_frozen(
-        cpu, &one_desc, &other_eps, &loaded, image.data(), nullptr, nullptr, image_out.data());
+        ctx, &one_desc, &other_eps, &loaded, image.data(), nullptr, nullptr, image_out.data());
     std::printf("   a layer with eps 1e-3 is refused: %s: %s\n", nk_status_name(st),
                 nk_last_error());
     nk_frozen_stats_release(&loaded);

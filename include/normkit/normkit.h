@@ -661,7 +661,9 @@ NK_API nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc
  * dx, and dweight and dbias over the global batch (each nullable).
  * NCCL itself is opened at run time (libnccl.so.2 through the loader's search path: the library
  * the engine has loaded), so libnormkit does not depend on it. Multi-node: the communicator spans
- * the nodes; nothing else changes.
+ * the nodes; nothing else changes. Drive each rank from its own thread or process and never call
+ * these inside ncclGroupStart/ncclGroupEnd: normkit enqueues kernels after each all-gather, which a
+ * group would defer. examples/sync_batch_norm_nccl.cpp shows the wiring.
  * Errors: those of nk_batch_norm_forward / nk_batch_norm_backward in NK_TRAINING (N may be 0);
  *         NK_ERROR_INVALID_VALUE (nccl_comm NULL, or on another device than ctx);
  *         NK_ERROR_NOT_SUPPORTED (a CPU context; a build without NCCL's header; libnccl.so.2
