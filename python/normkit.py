@@ -4,6 +4,11 @@ Tensors are torch tensors: their data pointers go straight to the C API, so CPU 
 CPU context and CUDA tensors with a CUDA context (on the context's stream; call
 torch.cuda.synchronize() before reading results on the host). Every failing call raises
 NormkitError with normkit's status name and message.
+
+Streams and scratch memory: set_stream(torch.cuda.current_stream().cuda_stream) enqueues the ops on
+torch's stream; set_workspace(ptr, bytes) gives the context a caller-owned buffer (256-byte
+aligned, at least the largest *_workspace_size of the ops it will run), after which no op
+allocates. The caller keeps that buffer alive until set_workspace(None, 0) or the context's end.
 """
 
 import ctypes
@@ -73,6 +78,22 @@ class Normkit:
             raise NormkitError(self.lib.nk_status_name(status).decode(),
                                self.lib.nk_last_error().decode())
 
+    def set_stream(self, cuda_stream):
+        """Enqueue the ops on `cuda_stream`, a cudaStream_t as an int (a torch.cuda.Stream's
+        cuda_stream; 0 or None: the legacy default stream). Unused on a CPU context."""
+        self._check(self.lib.nk_context_set_stream(self.ctx, ctypes.c_void_p(cuda_stream or None)))
+
+    def set_workspace(self, ptr, nbytes):
+        """Scratch memory for every op of this context: `ptr` an int address aligned to 256 bytes
+        (device memory on CUDA), `nbytes` its size; None and 0 remove it."""
+        self._check(self.lib.nk_context_set_workspace(self.ctx, ctypes.c_void_p(ptr or None),
+                                                      ctypes.c_size_t(nbytes)))
+
+    def _size(self, function, *args):
+        nbytes = ctypes.c_size_t()
+        self._check(function(self.ctx, *args, ctypes.byref(nbytes)))
+        return nbytes.value
+
     @staticmethod
     def params(phase=TRAINING, eps=1e-5, momentum=0.1, mode=EXPONENTIAL, running_var=UNBIASED):
         return NormParams(phase, eps, momentum, mode, running_var)
@@ -84,6 +105,29 @@ class Normkit:
         n = x.shape[0]
         c = x.shape[1] if layout == NCHW else x.shape[-1]
         return ActDesc(n, c, x.numel() // (n * c), layout, _dtype_of(x))
+
+    @staticmethod
+    def act_torch(x, layout):
+        """Descriptor of a tensor in PyTorch's N x C x spatial... shape whose memory is `layout`:
+        NCHW for a contiguous tensor, NHWC for a channels-last one (x.to(memory_format=
+        torch.channels_last)). Raises ValueError when the strides are not that layout."""
+        n, c = x.shape[0], x.shape[1]
+        order = [0, 1, *range(2, x.dim())] if layout == NCHW else [0, *range(2, x.dim()), 1]
+        stride = 1
+        for d in reversed(order):  # dims of size 1 may have any stride, as in PyTorch
+            if x.shape[d] != 1 and x.stride(d) != stride:
+                raise ValueError(f"strides {tuple(x.stride())} of shape {tuple(x.shape)} are not "
+                                 f"{'NCHW' if layout == NCHW else 'NHWC'}")
+            stride *= x.shape[d]
+        return ActDesc(n, c, x.numel() // (n * c), layout, _dtype_of(x))
+
+    def batch_norm_forward_workspace_size(self, desc, params):
+        return self._size(self.lib.nk_batch_norm_forward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(params))
+
+    def batch_norm_backward_workspace_size(self, desc, params):
+        return self._size(self.lib.nk_batch_norm_backward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(params))
 
     def batch_norm_forward(self, desc, params, x, weight, bias, running_mean, running_var,
                            num_batches_tracked, y, save_mean, save_invstd):
@@ -99,6 +143,14 @@ class Normkit:
             _ptr(running_mean), _ptr(running_var), _ptr(save_mean), _ptr(save_invstd), _ptr(dx),
             _ptr(dweight), _ptr(dbias)))
 
+    def instance_norm_forward_workspace_size(self, desc, params):
+        return self._size(self.lib.nk_instance_norm_forward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(params))
+
+    def instance_norm_backward_workspace_size(self, desc, params):
+        return self._size(self.lib.nk_instance_norm_backward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(params))
+
     def instance_norm_forward(self, desc, params, x, weight, bias, running_mean, running_var,
                               num_batches_tracked, y, save_mean, save_invstd):
         self._check(self.lib.nk_instance_norm_forward(
@@ -112,6 +164,14 @@ class Normkit:
             self.ctx, ctypes.byref(desc), ctypes.byref(params), _ptr(x), _ptr(dy), _ptr(weight),
             _ptr(running_mean), _ptr(running_var), _ptr(save_mean), _ptr(save_invstd), _ptr(dx),
             _ptr(dweight), _ptr(dbias)))
+
+    def group_norm_forward_workspace_size(self, desc, groups):
+        return self._size(self.lib.nk_group_norm_forward_workspace_size, ctypes.byref(desc),
+                          ctypes.c_int64(groups))
+
+    def group_norm_backward_workspace_size(self, desc, groups):
+        return self._size(self.lib.nk_group_norm_backward_workspace_size, ctypes.byref(desc),
+                          ctypes.c_int64(groups))
 
     def group_norm_forward(self, desc, groups, eps, x, weight, bias, y, save_mean, save_invstd):
         self._check(self.lib.nk_group_norm_forward(
@@ -130,6 +190,12 @@ class Normkit:
         w = _dtype_of(weight) if weight is not None else F32
         return RowDesc(x.numel() // cols, cols, _dtype_of(x), w)
 
+    def layer_norm_forward_workspace_size(self, desc):
+        return self._size(self.lib.nk_layer_norm_forward_workspace_size, ctypes.byref(desc))
+
+    def layer_norm_backward_workspace_size(self, desc):
+        return self._size(self.lib.nk_layer_norm_backward_workspace_size, ctypes.byref(desc))
+
     def layer_norm_forward(self, desc, eps, x, weight, bias, y, save_mean, save_rstd):
         self._check(self.lib.nk_layer_norm_forward(
             self.ctx, ctypes.byref(desc), ctypes.c_double(eps), _ptr(x), _ptr(weight), _ptr(bias),
@@ -139,6 +205,12 @@ class Normkit:
         self._check(self.lib.nk_layer_norm_backward(
             self.ctx, ctypes.byref(desc), _ptr(x), _ptr(dy), _ptr(weight), _ptr(save_mean),
             _ptr(save_rstd), _ptr(dx), _ptr(dweight), _ptr(dbias)))
+
+    def rms_norm_forward_workspace_size(self, desc):
+        return self._size(self.lib.nk_rms_norm_forward_workspace_size, ctypes.byref(desc))
+
+    def rms_norm_backward_workspace_size(self, desc):
+        return self._size(self.lib.nk_rms_norm_backward_workspace_size, ctypes.byref(desc))
 
     def rms_norm_forward(self, desc, eps, x, weight, y, save_rstd):
         self._check(self.lib.nk_rms_norm_forward(

@@ -233,3 +233,45 @@ def test_errors_reach_python(lib):
     with pytest.raises(nk.NormkitError, match="NK_ERROR_BAD_SHAPE.*more than one value"):
         lib.batch_norm_forward(lib.act(x, nk.NCHW), lib.params(), x, None, None, None, None, None,
                                torch.empty_like(x), None, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_channels_last_tensors_with_workspace_and_stream(dtype):
+    """What bench/torch_compare.py relies on: a channels-last torch tensor described in place
+    (act_torch), torch's current stream, and a workspace of the queried size set on the context,
+    too small a one refused."""
+    ctx = nk.Normkit(nk.CUDA if DEVICE == "cuda" else nk.CPU)
+    if DEVICE == "cuda":
+        ctx.set_stream(torch.cuda.current_stream().cuda_stream)
+    n, c, h, w = 3, 8, 5, 4
+    x = randn(n, c, h, w, mean=1.0, std=2.0, dtype=dtype).to(memory_format=torch.channels_last)
+    dy = randn(n, c, h, w, dtype=dtype).to(memory_format=torch.channels_last)
+    weight, bias = randn(c, mean=1.0, std=0.5), randn(c)
+    with pytest.raises(ValueError, match="not NCHW"):
+        ctx.act_torch(x, nk.NCHW)
+    desc = ctx.act_torch(x, nk.NHWC)
+    params = ctx.params()
+    forward_size = ctx.batch_norm_forward_workspace_size(desc, params)
+    size = max(forward_size, ctx.batch_norm_backward_workspace_size(desc, params))
+    owner = torch.empty(size + 256, dtype=torch.uint8, device=DEVICE)
+    address = owner.data_ptr() + (-owner.data_ptr()) % 256
+    y, dx = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    sm, si = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+    dw, db = torch.empty(c, device=DEVICE), torch.empty(c, device=DEVICE)
+    if forward_size > 0:
+        ctx.set_workspace(address, forward_size - 1)
+        with pytest.raises(nk.NormkitError, match="NK_ERROR_WORKSPACE"):
+            ctx.batch_norm_forward(desc, params, x, weight, bias, None, None, None, y, sm, si)
+    ctx.set_workspace(address, size)
+    ctx.batch_norm_forward(desc, params, x, weight, bias, None, None, None, y, sm, si)
+    ctx.batch_norm_backward(desc, params, x, dy, weight, None, None, sm, si, dx, dw, db)
+    sync()
+    ctx.set_workspace(None, 0)
+    xt = x.float().requires_grad_()
+    wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    yt = F.batch_norm(xt, None, None, wt, bt, training=True, eps=1e-5)
+    yt.backward(dy.float())
+    torch.testing.assert_close(y.float(), yt.detach().to(dtype).float(), **TOL[dtype])
+    torch.testing.assert_close(dx.float(), xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[dtype])
+    torch.testing.assert_close(db, bt.grad, **GRAD_TOL[dtype])
