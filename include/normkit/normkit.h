@@ -408,7 +408,9 @@ NK_API nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, c
  * in device memory on CUDA, allocated by nk_stats_create), every batch and output pointer is in
  * that context's memory, and every call runs on the context's current stream and workspace. The
  * context must outlive the accumulator. On CUDA nothing waits for the GPU (the count is kept on the
- * host, which knows it from the shapes); nk_stats_destroy frees the device state with cudaFree.
+ * host, which knows it from the shapes); each nk_stats_add_* allocates its scratch on the stream
+ * (cudaMallocAsync) rather than using the context's workspace, and nk_stats_destroy frees the
+ * device state with cudaFree.
  * ------------------------------------------------------------------------------------------- */
 
 typedef struct nk_stats_s* nk_stats;
@@ -521,7 +523,8 @@ NK_API nk_status nk_frozen_stats_check(const nk_frozen_stats* stats, nk_stats_ki
  * desc->dtype, desc->c, params->eps), then nk_batch_norm_forward in NK_INFERENCE with
  * stats->center and stats->spread as the running statistics. They are host arrays: a CUDA context
  * copies them to device scratch on its stream first (so this call is not for CUDA graph capture;
- * for that, upload them once and call nk_batch_norm_forward). params->phase must be NK_INFERENCE
+ * for that, upload them once and call nk_batch_norm_forward; the copies go to a stream-ordered
+ * allocation, not the context's workspace). params->phase must be NK_INFERENCE
  * (NK_ERROR_INVALID_VALUE otherwise).
  * Errors: those of nk_frozen_stats_check and nk_batch_norm_forward. */
 NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,

@@ -40,9 +40,12 @@ class DeviceGuard {
 // small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
 class DeviceScratch {
  public:
-  DeviceScratch(const nk_context_s& ctx, size_t bytes)
+  // kOwn: always a stream-ordered allocation, for calls that have no workspace size query.
+  enum Source { kWorkspaceFirst, kOwn };
+
+  DeviceScratch(const nk_context_s& ctx, size_t bytes, Source source = kWorkspaceFirst)
       : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    data_ = context_workspace(ctx, bytes);
+    if (source == kWorkspaceFirst) data_ = context_workspace(ctx, bytes);
     if (data_ == nullptr && bytes > 0) {
       const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
       if (err == cudaErrorMemoryAllocation) {
