@@ -288,7 +288,7 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
     }
   }
   __syncthreads();
-  if (threadIdx.x == 0 && update && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
+  if (threadIdx.x == 0 && count >= 2 && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
 }
 
 // y elementwise: with the batch's statistics in `stats` (training) or the running ones.
