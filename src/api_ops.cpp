@@ -75,9 +75,9 @@ nk_status running_norm_forward(const char* fn, ChannelNorm kind, nk_context ctx,
   return guard(fn, [&] {
     require_pointer(ctx, "ctx");  // before params, so a NULL ctx is reported as such
     const ChannelForwardArgs shape_only = channel_forward(ctx, kind, desc, 1, copy_params(params));
-    execute(ctx, ChannelForwardArgs{shape_only.shape, shape_only.params, x, weight, bias,
-                                    running_mean, running_var, num_batches_tracked, y, save_mean,
-                                    save_invstd});
+    execute(ctx,
+            ChannelForwardArgs{shape_only.shape, shape_only.params, x, weight, bias, running_mean,
+                               running_var, num_batches_tracked, y, save_mean, save_invstd});
   });
 }
 

@@ -56,6 +56,8 @@ void stats_min_max(const nk_context_s& ctx, const void* state, int64_t features,
 // NCCL path (src/cuda/sync_batch_norm.cpp). `comm` is an ncclComm_t.
 void sync_local_stats(const nk_context_s& ctx, const ChannelShape& s, const void* x, int64_t* count,
                       float* mean, float* m2);
+// Zeros two [channels] fp32 arrays: an empty shard's statistics or sums.
+void sync_zero_sums(const nk_context_s& ctx, int64_t channels, float* first, float* second);
 void sync_merge_stats(const nk_context_s& ctx, int64_t ranks, int64_t channels,
                       const int64_t* counts, const float* means, const float* m2s,
                       int64_t* total_count, float* mean, float* m2);

@@ -151,8 +151,8 @@ nk_status nk_batch_norm_local_stats(nk_context ctx, const nk_act_desc* desc, con
                                     int64_t* count, float* mean, float* m2) {
   return nk::guard("nk_batch_norm_local_stats", [&] {
     const nk_context_s& c = nk::require_context(ctx);
-    const nk::ChannelShape s = nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1);
-    nk::require_elements(x, s.dtype, "x");
+    const nk::ChannelShape s = nk::shard_shape(desc);
+    if (s.numel() > 0) nk::require_elements(x, s.dtype, "x");
     nk::require_pointer(count, "count");
     nk::require_pointer(mean, "mean");
     nk::require_pointer(m2, "m2");
@@ -217,9 +217,9 @@ nk_status nk_batch_norm_forward_global(nk_context ctx, const nk_act_desc* desc,
     nk::require_pointer(global_count, "global_count");
     nk::require_pointer(global_mean, "global_mean");
     nk::require_pointer(global_m2, "global_m2");
-    const nk::ChannelForwardArgs a = nk::forward_args(
-        c, nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1), params, x, weight, bias,
-        running_mean, running_var, num_batches_tracked, y, save_mean, save_invstd);
+    const nk::ChannelForwardArgs a =
+        nk::forward_args(c, nk::shard_shape(desc), params, x, weight, bias, running_mean,
+                         running_var, num_batches_tracked, y, save_mean, save_invstd);
     // The global statistics are read while the outputs and the workspace are written.
     const int64_t per_channel = a.shape.c * 4;
     nk::check_buffers({{global_count, 8, "global_count", false, 8},
@@ -247,9 +247,11 @@ nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* d
                                             float* sum_dy_xhat) {
   return nk::guard("nk_batch_norm_backward_local_sums", [&] {
     const nk_context_s& c = nk::require_context(ctx);
-    const nk::ChannelShape s = nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1);
-    nk::require_elements(x, s.dtype, "x");
-    nk::require_elements(dy, s.dtype, "dy");
+    const nk::ChannelShape s = nk::shard_shape(desc);
+    if (s.numel() > 0) {
+      nk::require_elements(x, s.dtype, "x");
+      nk::require_elements(dy, s.dtype, "dy");
+    }
     for (auto [p, name] : {std::pair<const void*, const char*>{save_mean, "save_mean"},
                            {save_invstd, "save_invstd"},
                            {sum_dy, "sum_dy"},
@@ -264,7 +266,9 @@ nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* d
                        {sum_dy, per_channel, "sum_dy", true, 4},
                        {sum_dy_xhat, per_channel, "sum_dy_xhat", true, 4}},
                       nk::workspace_of(c));
-    if (nk::on_gpu(c)) {
+    if (nk::on_gpu(c) && s.n == 0) {
+      nk::cuda::sync_zero_sums(c, s.c, sum_dy, sum_dy_xhat);
+    } else if (nk::on_gpu(c)) {
       // The training backward's dbias and dweight are exactly these sums.
       const nk::ChannelBackwardArgs a{s,       NK_TRAINING, 0.0,     x,         dy,
                                       nullptr, nullptr,     nullptr, save_mean, save_invstd,
@@ -287,9 +291,8 @@ nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc* desc,
     nk::require_pointer(sum_dy, "sum_dy");
     nk::require_pointer(sum_dy_xhat, "sum_dy_xhat");
     nk::require_pointer(dx, "dx");
-    const nk::ChannelBackwardArgs a =
-        nk::backward_args(c, nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1), x, dy, weight,
-                          save_mean, save_invstd, dx, nullptr, nullptr);
+    const nk::ChannelBackwardArgs a = nk::backward_args(
+        c, nk::shard_shape(desc), x, dy, weight, save_mean, save_invstd, dx, nullptr, nullptr);
     nk::check_buffers({{global_count, 8, "global_count", false, 8},
                        {sum_dy, a.shape.c * 4, "sum_dy", false, 4},
                        {sum_dy_xhat, a.shape.c * 4, "sum_dy_xhat", false, 4},

@@ -416,9 +416,9 @@ TEST_F(GpuStatsAccumulatorCuda, CrossBackendMergeIsRefused) {
 
 #if NORMKIT_TEST_WITH_CUDA
 
-// The CUDA path's own refusals, each before anything is written: a workspace smaller than the
-// batch's partials (NK_ERROR_WORKSPACE), a batch inside the workspace, and the checks every backend
-// makes (overlapping outputs, var_unbiased of one sample, a feature-count mismatch).
+// The CUDA path's own refusals, each before anything is written: a batch inside the workspace, and
+// the checks every backend makes (overlapping outputs, var_unbiased of one sample, a feature-count
+// mismatch).
 TEST_F(GpuStatsAccumulatorCuda, ErrorsChangeNothing) {
   const Shape k{4, 16, 32, NK_NCHW, false};
   const int64_t numel = k.n * k.c * k.s;
@@ -426,15 +426,6 @@ TEST_F(GpuStatsAccumulatorCuda, ErrorsChangeNothing) {
   const DeviceBuffer x(Buffer(NK_F32, rng_.normal(numel, 2.0, 1.0)));
   ASSERT_EQ(add_batch(gpu, k, NK_F32, x.data()), NK_SUCCESS) << nk_last_error();
   const Outputs before = read_gpu(gpu, k.c);
-
-  void* small = nullptr;  // 64 partials of this batch need more than 256 bytes
-  ASSERT_EQ(cudaMalloc(&small, 256), cudaSuccess);
-  ASSERT_EQ(nk_context_set_workspace(gpu_, small, 256), NK_SUCCESS);
-  EXPECT_EQ(add_batch(gpu, k, NK_F32, x.data()), NK_ERROR_WORKSPACE);
-  EXPECT_NE(std::string(nk_last_error()).find("workspace has 256 bytes"), std::string::npos)
-      << nk_last_error();
-  ASSERT_EQ(nk_context_set_workspace(gpu_, nullptr, 0), NK_SUCCESS);
-  cudaFree(small);
 
   DeviceBuffer big(NK_F32, numel + 1024);
   ASSERT_EQ(nk_context_set_workspace(gpu_, big.data(), static_cast<size_t>(numel + 1024) * 4),
@@ -469,6 +460,24 @@ TEST_F(GpuStatsAccumulatorCuda, ErrorsChangeNothing) {
   EXPECT_EQ(nk_stats_merge(gpu, other_size), NK_ERROR_BAD_SHAPE);
   EXPECT_EQ(nk_stats_merge(gpu, gpu), NK_ERROR_INVALID_VALUE);
   expect_same_bytes(read_gpu(gpu, k.c), before);
+}
+
+// Adding a batch has no workspace size query, so its scratch is always its own stream-ordered
+// allocation: a workspace too small for the partials is neither used nor an error.
+TEST_F(GpuStatsAccumulatorCuda, ScratchNeverComesFromTheWorkspace) {
+  const Shape k{4, 16, 32, NK_NCHW, false};
+  const std::vector<double> values = rng_.normal(k.n * k.c * k.s, 2.0, 1.0);
+  DeviceBuffer small(NK_F32, 64);  // 256 bytes, poisoned; 64 partials need more
+  const Buffer poisoned = small.download();
+  ASSERT_EQ(nk_context_set_workspace(gpu_, small.data(), 256), NK_SUCCESS);
+  Accumulator gpu(gpu_, k.c), cpu(cpu_, k.c);
+  const DeviceBuffer x(Buffer(NK_F32, values));
+  ASSERT_EQ(add_batch(gpu, k, NK_F32, x.data()), NK_SUCCESS) << nk_last_error();
+  const Buffer host(NK_F32, values);
+  ASSERT_EQ(add_batch(cpu, k, NK_F32, host.data()), NK_SUCCESS) << nk_last_error();
+  expect_matches(read_gpu(gpu, k.c), read_cpu(cpu, k.c), 1.0);
+  EXPECT_EQ(small.download().bytes(), poisoned.bytes()) << "the workspace was written";
+  ASSERT_EQ(nk_context_set_workspace(gpu_, nullptr, 0), NK_SUCCESS);
 }
 
 #endif  // NORMKIT_TEST_WITH_CUDA
@@ -715,31 +724,32 @@ TEST_F(GpuFrozenStatsBatchNormCuda, HostArraysMayBeReusedOnReturn) {
   cudaStreamDestroy(stream);
 }
 
-// The frozen call copies its statistics into device scratch: a workspace smaller than that refuses
-// with NK_ERROR_WORKSPACE before y is touched (though NK_INFERENCE's size query asks for none).
-TEST_F(GpuFrozenStatsBatchNormCuda, WorkspaceTooSmallWritesNothing) {
-  const nk_act_desc d{2, 70, 3, NK_NCHW, NK_F32};  // 2 x 280 bytes of statistics, 256-aligned
+// The frozen call copies its statistics into scratch of its own (it has no workspace size query):
+// a workspace too small for them is neither used nor an error.
+TEST_F(GpuFrozenStatsBatchNormCuda, WorkspaceIsNotUsed) {
+  const nk_act_desc d{2, 70, 3, NK_NCHW, NK_F32};  // 2 x 280 bytes of statistics
   const int64_t numel = d.n * d.c * d.spatial;
   std::vector<float> center = f32(rng_.normal(d.c)), spread = f32(rng_.uniform(d.c, 0.5, 1.5));
   const nk_frozen_stats fs = frozen_of(NK_F32, d.c, center, spread);
   nk_norm_params p = nk_norm_params_default();
   p.phase = NK_INFERENCE;
-  size_t query = 1;
-  ASSERT_EQ(nk_batch_norm_forward_workspace_size(gpu_, &d, &p, &query), NK_SUCCESS);
-  EXPECT_LE(query, 256u);
-  void* small = nullptr;
-  ASSERT_EQ(cudaMalloc(&small, 256), cudaSuccess);
-  ASSERT_EQ(nk_context_set_workspace(gpu_, small, 256), NK_SUCCESS);
-  const DeviceBuffer x(Buffer(NK_F32, rng_.normal(numel)));
+  DeviceBuffer small(NK_F32, 64);  // 256 bytes, poisoned
+  const Buffer small_before = small.download();
+  ASSERT_EQ(nk_context_set_workspace(gpu_, small.data(), 256), NK_SUCCESS);
+  const Buffer host_x(NK_F32, rng_.normal(numel));
+  const DeviceBuffer x(host_x);
   DeviceBuffer y(NK_F32, numel);
-  const Buffer poisoned = y.download();
-  EXPECT_EQ(nk_batch_norm_forward_frozen(gpu_, &d, &p, &fs, x.data(), nullptr, nullptr, y.data()),
-            NK_ERROR_WORKSPACE);
-  EXPECT_NE(std::string(nk_last_error()).find("workspace has 256 bytes"), std::string::npos)
+  ASSERT_EQ(nk_batch_norm_forward_frozen(gpu_, &d, &p, &fs, x.data(), nullptr, nullptr, y.data()),
+            NK_SUCCESS)
       << nk_last_error();
-  EXPECT_EQ(y.download().bytes(), poisoned.bytes());
+  Buffer y_ref(NK_F32, numel);
+  ASSERT_EQ(nk_batch_norm_forward_frozen(cpu_, &d, &p, &fs, host_x.data(), nullptr, nullptr,
+                                         y_ref.data()),
+            NK_SUCCESS)
+      << nk_last_error();
+  expect_close(y.download().values(), y_ref.values(), gpu_tolerance(NK_F32), "y");
+  EXPECT_EQ(small.download().bytes(), small_before.bytes()) << "the workspace was written";
   ASSERT_EQ(nk_context_set_workspace(gpu_, nullptr, 0), NK_SUCCESS);
-  cudaFree(small);
 }
 
 #endif  // NORMKIT_TEST_WITH_CUDA

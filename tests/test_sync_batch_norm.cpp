@@ -421,4 +421,68 @@ TEST(SyncBatchNormNccl, AnEmptyShardIsAValidShapeButOtherArgumentsAreChecked) {
   EXPECT_EQ(rv, std::vector<float>(3, 2.0f));
 }
 
+// A rank without samples calls every phase with N = 0 and NULL activations: count 0 and zeros
+// out, and its running statistics follow the other rank's exactly.
+TEST(SyncBatchNormSingles, AnEmptyRankTakesPartInEveryPhase) {
+  nkt::CpuContext ctx;
+  const nk_act_desc full{2, 2, 2, NK_NHWC, NK_F32}, empty{0, 2, 2, NK_NHWC, NK_F32};
+  const std::vector<float> x = {1, 5, 2, 7, 4, 1, 3, 3}, dy = {1, -1, 2, 0, 0.5f, 1, -2, 3};
+  std::vector<int64_t> counts = {-1, -1};
+  std::vector<float> means(4, -7.0f), m2s(4, -7.0f);
+  ASSERT_EQ(nk_batch_norm_local_stats(ctx, &full, x.data(), &counts[0], &means[0], &m2s[0]),
+            NK_SUCCESS)
+      << nk_last_error();
+  ASSERT_EQ(nk_batch_norm_local_stats(ctx, &empty, nullptr, &counts[1], &means[2], &m2s[2]),
+            NK_SUCCESS)
+      << nk_last_error();
+  EXPECT_EQ(counts[1], 0);
+  EXPECT_EQ(means[2], 0.0f);
+  EXPECT_EQ(m2s[3], 0.0f);
+  int64_t total = 0;
+  std::vector<float> mean(2), m2(2);
+  ASSERT_EQ(nk_batch_norm_merge_stats(ctx, 2, 2, counts.data(), means.data(), m2s.data(), &total,
+                                      mean.data(), m2.data()),
+            NK_SUCCESS);
+  EXPECT_EQ(total, 4);
+  const nk_norm_params p = nk_norm_params_default();
+  std::vector<float> rm_full = {0, 0}, rv_full = {1, 1}, rm_empty = rm_full, rv_empty = rv_full;
+  std::vector<float> y(8, -7.0f), sm(2), si(2), sm_empty(2), si_empty(2);
+  int64_t tracked_full = 0, tracked_empty = 0;
+  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &full, &p, &total, mean.data(), m2.data(), x.data(),
+                                         nullptr, nullptr, rm_full.data(), rv_full.data(),
+                                         &tracked_full, y.data(), sm.data(), si.data()),
+            NK_SUCCESS)
+      << nk_last_error();
+  ASSERT_EQ(nk_batch_norm_forward_global(ctx, &empty, &p, &total, mean.data(), m2.data(), nullptr,
+                                         nullptr, nullptr, rm_empty.data(), rv_empty.data(),
+                                         &tracked_empty, nullptr, sm_empty.data(), si_empty.data()),
+            NK_SUCCESS)
+      << nk_last_error();
+  EXPECT_EQ(rm_empty, rm_full);
+  EXPECT_EQ(rv_empty, rv_full);
+  EXPECT_EQ(tracked_empty, 1);
+  EXPECT_EQ(sm_empty, sm);
+  EXPECT_EQ(si_empty, si);
+  EXPECT_NE(rm_full, (std::vector<float>{0, 0})) << "the running mean moved";
+  std::vector<float> sums(4, -7.0f);
+  ASSERT_EQ(nk_batch_norm_backward_local_sums(ctx, &empty, nullptr, nullptr, sm.data(), si.data(),
+                                              &sums[0], &sums[2]),
+            NK_SUCCESS)
+      << nk_last_error();
+  EXPECT_EQ(sums, std::vector<float>(4, 0.0f));
+  ASSERT_EQ(nk_batch_norm_backward_local_sums(ctx, &full, x.data(), dy.data(), sm.data(), si.data(),
+                                              &sums[0], &sums[2]),
+            NK_SUCCESS);
+  std::vector<float> dx(8, -7.0f);
+  ASSERT_EQ(nk_batch_norm_backward_global(ctx, &empty, &total, &sums[0], &sums[2], nullptr, nullptr,
+                                          nullptr, sm.data(), si.data(), dx.data()),
+            NK_SUCCESS)
+      << nk_last_error();
+  EXPECT_EQ(dx, std::vector<float>(8, -7.0f)) << "an empty shard has no dx to write";
+  // A shard of N = 0 with activations given is fine too; a negative N is not.
+  const nk_act_desc negative{-1, 2, 2, NK_NHWC, NK_F32};
+  EXPECT_EQ(nk_batch_norm_local_stats(ctx, &negative, x.data(), &counts[1], &means[2], &m2s[2]),
+            NK_ERROR_BAD_SHAPE);
+}
+
 }  // namespace

@@ -436,7 +436,8 @@ NK_API nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, c
 
 /* into += from: afterwards `into` holds the statistics of both sample sets. Both must have the
  * same feature count (NK_ERROR_BAD_SHAPE) and live on the same backend and device; into == from is
- * rejected (NK_ERROR_INVALID_VALUE). Runs on into's context. */
+ * rejected (NK_ERROR_INVALID_VALUE). Runs on into's context's stream: when `from` was fed on
+ * another stream, order that stream's work first (an event, or a synchronize). */
 NK_API nk_status nk_stats_merge(nk_stats into, nk_stats from);
 
 /* The number of samples each feature has seen (the same for every feature). */
@@ -599,6 +600,9 @@ NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, d
  * does; local_stats, merge_stats and backward_local_sums fit in the same. The CPU backend
  * allocates host scratch memory for the local statistics and sums.
  *
+ * A rank without samples passes desc->n = 0 to every call (its activation pointers may then be
+ * NULL): its local statistics and sums are count 0 and zeros, and its global forward still updates
+ * its running statistics, so every rank keeps the same copy.
  * Multi-node: run the exchanges over the engine's communicator, on the context's stream (for NCCL:
  * ncclAllGather of the packed counts, means and m2s; an all-reduce or all-gather of the sums), or
  * use the NCCL path. Every rank must call with the same C, dtype and params.

@@ -34,8 +34,21 @@ Launch launch_on(const nk_context_s& ctx, void* workspace) {
 void sync_local_stats(const nk_context_s& ctx, const ChannelShape& s, const void* x, int64_t* count,
                       float* mean, float* m2) {
   DeviceGuard device(ctx.device);
+  if (s.n == 0) {  // a rank without samples: count 0, and zeros nobody reads
+    store_count(count, 0, ctx.stream);
+    sync_zero_sums(ctx, s.c, mean, m2);
+    return;
+  }
   DeviceScratch scratch(ctx, batch_norm_local_stats_workspace_size(s, ctx.sm_count));
   batch_norm_local_stats(s, x, count, mean, m2, launch_on(ctx, scratch.data()));
+}
+
+void sync_zero_sums(const nk_context_s& ctx, int64_t channels, float* first, float* second) {
+  DeviceGuard device(ctx.device);
+  auto stream = static_cast<cudaStream_t>(ctx.stream);
+  const size_t bytes = static_cast<size_t>(channels) * sizeof(float);
+  check(cudaMemsetAsync(first, 0, bytes, stream), "cudaMemsetAsync");
+  check(cudaMemsetAsync(second, 0, bytes, stream), "cudaMemsetAsync");
 }
 
 void sync_merge_stats(const nk_context_s& ctx, int64_t ranks, int64_t channels,
@@ -73,6 +86,7 @@ void sync_merge_stats(const nk_context_s&, int64_t, int64_t, const int64_t*, con
                       const float*, int64_t*, float*, float*) {
   no_sync();
 }
+void sync_zero_sums(const nk_context_s&, int64_t, float*, float*) { no_sync(); }
 void sync_forward_global(const nk_context_s&, const ChannelForwardArgs&, const int64_t*,
                          const float*, const float*) {
   no_sync();
