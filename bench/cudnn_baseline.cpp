@@ -125,7 +125,7 @@ BaselineCase CudnnBaseline::prepare(const Case& c, CaseBuffers& b) {
     const cudnnStatus_t status = call();
     if (status != CUDNN_STATUS_SUCCESS) throw BenchError("cuDNN: " + cudnn::status_text(status));
   };
-  return {launch, prepared.note};
+  return {launch, cudnn::one_line(prepared.note)};
 }
 
 }  // namespace nkb
