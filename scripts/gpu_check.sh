@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Run on the GPU machine, from the repository root, with .gpu-bundle/ (scripts/gpu_bundle.sh)
 # carried along:   scripts/gpu_check.sh [all|tests|sanitizers|bandwidth]   (default all)
+#               or scripts/gpu_check.sh bench [normkit_bench arguments]
 #  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part),
 #                then the demo and the PyTorch parity tests on CUDA tensors
 #  - sanitizers: compute-sanitizer memcheck, racecheck, initcheck and synccheck, concurrently, on
 #                the GPU tests with the reduced shape set (NORMKIT_GPU_TESTS=reduced)
 #  - bandwidth:  the rough bandwidth probe
+#  - bench:      the benchmark suite against cuDNN (not part of `all`: it runs for minutes and has
+#                its own files): bench.json (Google Benchmark JSON), bench.log, and its markdown
+#                summary appended to summary.md. Extra arguments go to normkit_bench, e.g.
+#                --benchmark_filter=bn_resnet50. cuDNN comes from the nvidia-cudnn-cu13 wheel.
 # Prints the GPU, driver and versions first. Logs go to $OUT (the device tool's folder) or
 # ./gpu-check-out, at most 8 files; the summary table is printed last and kept in summary.md.
 set -uo pipefail
@@ -77,6 +82,35 @@ if [ "$phase" = all ] || [ "$phase" = bandwidth ]; then
   summary+=("| bandwidth probe | rc=$? (bandwidth.txt) |")
 fi
 
+# The folder of the first file named $1 under Python's site-packages (the NVIDIA wheels).
+site_lib_dir() {
+  local site found
+  for site in $(python3 -c 'import site; print(*site.getsitepackages(), site.getusersitepackages())' \
+                2>/dev/null); do
+    found=$(find "$site" -name "$1" 2>/dev/null | head -1)
+    if [ -n "$found" ]; then dirname "$found"; return; fi
+  done
+}
+
+if [ "$phase" = bench ]; then
+  # cuDNN's lib folder from the package itself, else a search; NVRTC too (cuDNN compiles some
+  # of its norm engines at run time).
+  cudnn_lib=$(python3 - 2>/dev/null <<'PY'
+import os
+import nvidia.cudnn as m  # a namespace package in some wheels: no __file__, a __path__
+root = os.path.dirname(m.__file__) if getattr(m, "__file__", None) else list(m.__path__)[0]
+print(os.path.join(root, "lib"))
+PY
+)
+  [ -f "$cudnn_lib/libcudnn.so.9" ] || cudnn_lib=$(site_lib_dir 'libcudnn.so.9')
+  nvrtc_lib=$(site_lib_dir 'libnvrtc.so.*')
+  echo "cuDNN from: ${cudnn_lib:-not found}; NVRTC from: ${nvrtc_lib:-not found}" > "$out/bench.log"
+  LD_LIBRARY_PATH="${cudnn_lib:+$cudnn_lib:}${nvrtc_lib:+$nvrtc_lib:}$LD_LIBRARY_PATH" \
+    "$bundle/normkit_bench" --benchmark_out="$out/bench.json" --benchmark_out_format=json \
+    "${@:2}" >> "$out/bench.log" 2>&1
+  summary+=("| benchmark suite | rc=$? (bench.json, bench.log) |")
+fi
+
 {
   echo "# GPU check ($phase)"
   echo
@@ -90,6 +124,10 @@ fi
     echo '```'
     cat "$out/bandwidth.txt"
     echo '```'
+  fi
+  if [ "$phase" = bench ] && [ -s "$out/bench.json" ]; then
+    echo
+    python3 bench/summarize.py "$out/bench.json" 2>&1
   fi
 } > "$out/summary.md"
 cat "$out/summary.md"

@@ -1,0 +1,93 @@
+#include "bench_case.hpp"
+
+namespace nkb {
+
+const char* dtype_name(nk_dtype dtype) {
+  switch (dtype) {
+    case NK_F32:
+      return "fp32";
+    case NK_F16:
+      return "fp16";
+    case NK_BF16:
+      return "bf16";
+  }
+  return "unknown";
+}
+
+size_t dtype_size(nk_dtype dtype) { return dtype == NK_F32 ? 4 : 2; }
+
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::batch_norm:
+      return "batch_norm";
+    case Op::instance_norm:
+      return "instance_norm";
+    case Op::group_norm:
+      return "group_norm";
+    case Op::layer_norm:
+      return "layer_norm";
+    case Op::rms_norm:
+      return "rms_norm";
+  }
+  return "unknown";
+}
+
+const char* phase_name(const Case& c) {
+  // Group, layer and RMS norm have no inference phase: their forward is just "fwd".
+  const bool has_phases = c.op == Op::batch_norm || c.op == Op::instance_norm;
+  switch (c.phase) {
+    case Phase::forward_training:
+      return has_phases ? "train_fwd" : "fwd";
+    case Phase::forward_inference:
+      return "infer_fwd";
+    case Phase::backward:
+      return "bwd";
+  }
+  return "unknown";
+}
+
+int64_t Case::elements() const { return is_row_op() ? rows * cols : n * c * spatial(); }
+
+int64_t Case::stat_count() const {
+  switch (op) {
+    case Op::batch_norm:
+      return c;
+    case Op::instance_norm:
+      return n * c;
+    case Op::group_norm:
+      return n * groups;
+    case Op::layer_norm:
+    case Op::rms_norm:
+      return rows;
+  }
+  return 0;
+}
+
+int64_t Case::param_count() const { return is_row_op() ? cols : c; }
+
+int64_t Case::minimal_bytes() const {
+  const int64_t tensor = elements() * static_cast<int64_t>(dtype_size(dtype));
+  return phase == Phase::backward ? 3 * tensor : 2 * tensor;
+}
+
+std::string Case::name() const {
+  std::string s = set + "/";
+  // Sets that mix ops (rows, small) name the op; the others are named after theirs.
+  if (set == "rows" || set == "small") s += std::string(op_name(op)) + "/";
+  if (is_row_op()) {
+    s += "D" + std::to_string(cols) + "/M" + std::to_string(rows) + "/" + dtype_name(dtype) +
+         "/w_" + dtype_name(weight_dtype);
+  } else {
+    s += "N" + std::to_string(n) + "/C" + std::to_string(c) + "/HW" + std::to_string(h);
+    if (w != h) s += "x" + std::to_string(w);
+    if (op == Op::group_norm) s += "/G" + std::to_string(groups);
+    s += std::string("/") + (layout == NK_NCHW ? "NCHW" : "NHWC") + "/" + dtype_name(dtype);
+  }
+  return s + "/" + phase_name(*this);
+}
+
+nk_act_desc Case::act_desc() const { return nk_act_desc{n, c, spatial(), layout, dtype}; }
+
+nk_row_desc Case::row_desc() const { return nk_row_desc{rows, cols, dtype, weight_dtype}; }
+
+}  // namespace nkb

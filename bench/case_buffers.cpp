@@ -1,0 +1,49 @@
+#include "case_buffers.hpp"
+
+#include "bench_error.hpp"
+#include "fill.hpp"
+
+namespace nkb {
+namespace {
+
+DeviceMemory filled(nk_dtype dtype, int64_t count, float lo, float hi, uint32_t seed,
+                    cudaStream_t stream) {
+  DeviceMemory m(static_cast<size_t>(count) * dtype_size(dtype));
+  fill_uniform(m.get(), dtype, count, lo, hi, seed, stream);
+  return m;
+}
+
+}  // namespace
+
+CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream) {
+  CaseBuffers b;
+  const int64_t elements = c.elements();
+  const size_t tensor_bytes = static_cast<size_t>(elements) * dtype_size(c.dtype);
+  const nk_dtype param_dtype = c.is_row_op() ? c.weight_dtype : NK_F32;
+  const int64_t params = c.param_count();
+  const bool backward = c.phase == Phase::backward;
+
+  b.x = filled(c.dtype, elements, -1.0f, 1.0f, 1u, stream);
+  if (backward) {
+    b.dy = filled(c.dtype, elements, -1.0f, 1.0f, 2u, stream);
+    b.dx = DeviceMemory(tensor_bytes);
+    b.dweight = DeviceMemory(static_cast<size_t>(params) * dtype_size(param_dtype));
+    b.dbias = DeviceMemory(static_cast<size_t>(params) * dtype_size(param_dtype));
+  } else {
+    b.y = DeviceMemory(tensor_bytes);
+  }
+  b.weight = filled(param_dtype, params, 0.5f, 1.5f, 3u, stream);
+  b.bias = filled(param_dtype, params, -0.5f, 0.5f, 4u, stream);
+  if (c.op == Op::batch_norm || c.op == Op::instance_norm) {
+    b.running_mean = filled(NK_F32, c.c, -0.5f, 0.5f, 5u, stream);
+    b.running_var = filled(NK_F32, c.c, 0.5f, 1.5f, 6u, stream);
+  }
+  // Real statistics for a backward come from a training forward (normkit_ops.hpp); until then
+  // they hold plausible values, never garbage.
+  b.save_mean = filled(NK_F32, c.stat_count(), -0.5f, 0.5f, 7u, stream);
+  b.save_invstd = filled(NK_F32, c.stat_count(), 0.5f, 1.5f, 8u, stream);
+  check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize after the fills");
+  return b;
+}
+
+}  // namespace nkb

@@ -1,0 +1,64 @@
+# ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
+# sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
+# exit with status 0; with --benchmark_list_tests it must still list every name of every set.
+#   cmake -DBENCH=<path to normkit_bench> -P check_without_gpu.cmake
+
+function(run_bench out_var err_var)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E env CUDA_VISIBLE_DEVICES= ${BENCH} ${ARGN}
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR
+      "normkit_bench ${ARGN} exited with '${rc}'\nstdout:\n${out}\nstderr:\n${err}")
+  endif()
+  set(${out_var} "${out}" PARENT_SCOPE)
+  set(${err_var} "${err}" PARENT_SCOPE)
+endfunction()
+
+set(message_regex "normkit_bench: no CUDA device is visible \\([^\n]+\\); nothing to measure\n")
+
+run_bench(out err)
+if(NOT err MATCHES "^${message_regex}$")
+  message(FATAL_ERROR "expected exactly one line on stderr, got:\n${err}")
+endif()
+if(NOT out STREQUAL "")
+  message(FATAL_ERROR "expected nothing on stdout, got:\n${out}")
+endif()
+
+# The shape sets, counted: set name and the number of benchmarks it must register.
+set(expected_counts
+  "^copy/=2"
+  "^bn_resnet50/=324"          # 9 layers x 2 N x 2 layouts x 3 dtypes x 3 phases
+  "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
+  "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
+  "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
+  "^small/=50")                # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
+foreach(entry IN LISTS expected_counts)
+  string(REPLACE "=" ";" pair "${entry}")
+  list(GET pair 0 filter)
+  list(GET pair 1 expected)
+  run_bench(out err --benchmark_list_tests --benchmark_filter=${filter})
+  string(REGEX MATCHALL "[^\n]+" names "${out}")
+  list(LENGTH names count)
+  if(NOT count EQUAL expected)
+    message(FATAL_ERROR "--benchmark_filter=${filter} listed ${count} benchmarks, expected "
+                        "${expected}:\n${out}")
+  endif()
+endforeach()
+
+# The naming scheme, on one name of each set.
+set(expected_names
+  "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
+  "rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd"
+  "rows/rms_norm/D65536/M1024/fp32/w_fp32/bwd"
+  "instance_norm/N8/C64/HW256/NCHW/fp32/infer_fwd"
+  "group_norm/N2/C320/HW64/G32/NHWC/bf16/fwd"
+  "small/layer_norm/D4096/M16/bf16/w_bf16/bwd"
+  "small/batch_norm/N1/C256/HW14/NCHW/bf16/train_fwd")
+run_bench(out err --benchmark_list_tests)
+foreach(name IN LISTS expected_names)
+  string(FIND "${out}" "\n${name}/" position)
+  if(position EQUAL -1)
+    message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
+  endif()
+endforeach()
+message(STATUS "normkit_bench without a GPU: the message, exit status 0, every set listed")

@@ -1,0 +1,176 @@
+// The shape tables. Each set is one function; the loops nest from the coarsest choice (batch or
+// row length) to the finest (phase), so that related cases are listed next to each other.
+#include "shape_sets.hpp"
+
+#include <initializer_list>
+
+namespace nkb {
+namespace {
+
+constexpr std::initializer_list<nk_layout> kLayouts = {NK_NCHW, NK_NHWC};
+
+// ResNet-50's batch-norm layers (C, H = W), at a large and a small batch; train and inference
+// forward and the training backward; bf16, fp16, fp32; both layouts. Training passes running
+// statistics (PyTorch's BatchNorm2d default), weight and bias.
+void add_bn_resnet50(std::vector<Case>& out) {
+  struct Layer {
+    int64_t c, hw;
+  };
+  constexpr Layer kLayers[] = {{64, 112}, {64, 56},   {256, 56}, {128, 28}, {512, 28},
+                               {256, 14}, {1024, 14}, {512, 7},  {2048, 7}};
+  for (int64_t n : {256, 32}) {
+    for (const Layer& layer : kLayers) {
+      for (nk_layout layout : kLayouts) {
+        for (nk_dtype dtype : {NK_BF16, NK_F16, NK_F32}) {
+          for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+            Case c;
+            c.set = "bn_resnet50";
+            c.op = Op::batch_norm;
+            c.phase = phase;
+            c.dtype = dtype;
+            c.n = n;
+            c.c = layer.c;
+            c.h = c.w = layer.hw;
+            c.layout = layout;
+            out.push_back(c);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Layer and RMS norm over rows of D values, with enough rows that x holds at least 256 MiB (far
+// beyond L2). bf16 x with fp32 or bf16 parameters, and fp32 x (whose parameters are fp32 either
+// way). The forward saves mean and rstd, as a training step does.
+void add_rows(std::vector<Case>& out) {
+  constexpr int64_t kMinBytes = int64_t{256} << 20;
+  struct Types {
+    nk_dtype x, weight;
+  };
+  constexpr Types kTypes[] = {{NK_BF16, NK_F32}, {NK_BF16, NK_BF16}, {NK_F32, NK_F32}};
+  for (Op op : {Op::layer_norm, Op::rms_norm}) {
+    for (int64_t d : {128, 256, 512, 768, 1024, 2048, 4096, 8192, 12288, 16384, 32768, 65536}) {
+      for (const Types& types : kTypes) {
+        const int64_t row_bytes = d * static_cast<int64_t>(dtype_size(types.x));
+        for (Phase phase : {Phase::forward_training, Phase::backward}) {
+          Case c;
+          c.set = "rows";
+          c.op = op;
+          c.phase = phase;
+          c.dtype = types.x;
+          c.weight_dtype = types.weight;
+          c.cols = d;
+          c.rows = (kMinBytes + row_bytes - 1) / row_bytes;
+          out.push_back(c);
+        }
+      }
+    }
+  }
+}
+
+// Instance norm on image-sized activations (style transfer, GAN generators): N = 8. Training
+// without running statistics (PyTorch's InstanceNorm2d default); inference with them.
+void add_instance_norm(std::vector<Case>& out) {
+  for (int64_t channels : {64, 128, 256}) {
+    for (int64_t hw : {256, 128}) {
+      for (nk_layout layout : kLayouts) {
+        for (nk_dtype dtype : {NK_BF16, NK_F32}) {
+          for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+            Case c;
+            c.set = "instance_norm";
+            c.op = Op::instance_norm;
+            c.phase = phase;
+            c.dtype = dtype;
+            c.n = 8;
+            c.c = channels;
+            c.h = c.w = hw;
+            c.layout = layout;
+            out.push_back(c);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Group norm as in diffusion U-Nets: 32 groups, C in {320, 640, 1280}, from 64 x 64 down to 8 x 8.
+void add_group_norm(std::vector<Case>& out) {
+  for (int64_t n : {2, 8}) {
+    for (int64_t channels : {320, 640, 1280}) {
+      for (int64_t hw : {64, 32, 16, 8}) {
+        for (nk_layout layout : kLayouts) {
+          for (nk_dtype dtype : {NK_BF16, NK_F32}) {
+            for (Phase phase : {Phase::forward_training, Phase::backward}) {
+              Case c;
+              c.set = "group_norm";
+              c.op = Op::group_norm;
+              c.phase = phase;
+              c.dtype = dtype;
+              c.n = n;
+              c.c = channels;
+              c.h = c.w = hw;
+              c.groups = 32;
+              c.layout = layout;
+              out.push_back(c);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Launch-bound calls: a few rows of layer/RMS norm (decoding one token at a time) and batch norm
+// at tiny batches, bf16 (row-norm parameters bf16 too). Timed as back-to-back calls.
+void add_small(std::vector<Case>& out) {
+  for (Op op : {Op::layer_norm, Op::rms_norm}) {
+    for (int64_t d : {1024, 4096}) {
+      for (int64_t m : {1, 4, 16, 64}) {
+        for (Phase phase : {Phase::forward_training, Phase::backward}) {
+          Case c;
+          c.set = "small";
+          c.op = op;
+          c.phase = phase;
+          c.dtype = NK_BF16;
+          c.weight_dtype = NK_BF16;
+          c.rows = m;
+          c.cols = d;
+          c.launch_bound = true;
+          out.push_back(c);
+        }
+      }
+    }
+  }
+  for (int64_t n : {1, 2, 8}) {
+    for (nk_layout layout : kLayouts) {
+      for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+        Case c;
+        c.set = "small";
+        c.op = Op::batch_norm;
+        c.phase = phase;
+        c.dtype = NK_BF16;
+        c.n = n;
+        c.c = 256;
+        c.h = c.w = 14;
+        c.layout = layout;
+        c.launch_bound = true;
+        out.push_back(c);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  add_bn_resnet50(cases);
+  add_rows(cases);
+  add_instance_norm(cases);
+  add_group_norm(cases);
+  add_small(cases);
+  return cases;
+}
+
+}  // namespace nkb

@@ -1,0 +1,15 @@
+// The named shape sets of the GPU benchmark suite. Every benchmark name starts with its set
+// ("bn_resnet50/...", "rows/...", "instance_norm/...", "group_norm/...", "small/..."), so
+// --benchmark_filter=<set> selects one. The tables are in shape_sets.cpp.
+#pragma once
+
+#include <vector>
+
+#include "bench_case.hpp"
+
+namespace nkb {
+
+// Every case of every set, in registration order.
+std::vector<Case> all_cases();
+
+}  // namespace nkb

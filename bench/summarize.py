@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Markdown summary of a normkit_bench run (Google Benchmark JSON).
+
+    bench/summarize.py RESULTS.json [--torch TORCH.json] [--out SUMMARY.md]
+
+One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, instance_norm, group_norm,
+small/...) with shape, dtype, layout, phase, normkit's GB/s, its fraction of the copy bandwidth
+measured in the same run and its ratio to cuDNN (cuDNN time / normkit time: above 1, normkit is
+faster; n/a where cuDNN did not run the case). Below each table: the geometric mean of the
+ratios; at the end, the five worst cases by frac_of_copy and by vs_cudnn, and any errors.
+
+--torch merges a PyTorch comparison made separately: a JSON object
+{"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
+normkit's for that case (same convention as vs_cudnn). Either key may be missing.
+
+Benchmark names follow normkit_bench's scheme: <set>/[<op>/]<shape parts>/[<layout>/]<dtype>/
+[w_<weight dtype>/]<phase>, with <op> present in the "rows" and "small" sets only; Google
+Benchmark appends "/iterations:1/manual_time", which is ignored here (and in --torch keys).
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+
+DTYPES = {"fp32", "fp16", "bf16"}
+LAYOUTS = {"NCHW", "NHWC"}
+SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
+COUNTERS = ("GB_per_s", "frac_of_copy", "vs_cudnn", "us_per_call", "cudnn_us_per_call", "spread")
+
+
+def base_name(name):
+    """The case name without the parts Google Benchmark appends ("/iterations:1/manual_time")."""
+    parts = [p for p in name.split("/")
+             if not p.startswith(("iterations:", "repeats:", "threads:"))
+             and p not in ("manual_time", "real_time", "process_time")]
+    return "/".join(parts)
+
+
+def parse_name(name):
+    """Splits a benchmark name into family, shape, dtype, layout and phase (None if not a case)."""
+    parts = base_name(name).split("/")
+    if len(parts) < 3 or parts[0] == "copy":
+        return None
+    if parts[0] in ("rows", "small"):
+        family, rest = parts[0] + "/" + parts[1], parts[2:]
+    elif parts[0] in SET_OP:
+        family, rest = parts[0], parts[1:]
+    else:
+        return None
+    case = {"family": family, "phase": rest[-1], "dtype": "", "layout": "", "shape": []}
+    for part in rest[:-1]:
+        if part in DTYPES:
+            case["dtype"] = part
+        elif part in LAYOUTS:
+            case["layout"] = part
+        elif part.startswith("w_"):
+            case["dtype"] += " (w " + part[2:] + ")"
+        else:
+            case["shape"].append(part)
+    case["shape"] = " ".join(case["shape"])
+    return case
+
+
+def collect(benchmarks):
+    """One entry per benchmark: the "median" aggregate when repetitions were aggregated, else
+    the median of each counter over the iteration entries."""
+    by_name = {}
+    for b in benchmarks:
+        by_name.setdefault(b.get("run_name", b["name"]), []).append(b)
+    result = {}
+    for run_name, entries in by_name.items():
+        name = base_name(run_name)
+        medians = [e for e in entries if e.get("aggregate_name") == "median"]
+        runs = medians or [e for e in entries if e.get("run_type", "iteration") == "iteration"]
+        if not runs:
+            continue
+        errors = [e for e in runs if e.get("error_occurred")]
+        if errors:
+            result[name] = {"error": errors[0].get("error_message", "error")}
+            continue
+        merged = {"label": runs[0].get("label", "")}
+        for key in COUNTERS:
+            values = [e[key] for e in runs if isinstance(e.get(key), (int, float))]
+            if values:
+                merged[key] = statistics.median(values)
+        result[name] = merged
+    return result
+
+
+def geomean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
+    if not values:
+        return None
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def fmt(value, digits):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def header(context):
+    def get(key):
+        return context.get(key, "n/a")
+
+    lines = [
+        f"# normkit benchmarks on {get('gpu_name')}",
+        "",
+        f"- date: {get('date')}; normkit commit: {get('normkit_commit')}",
+        f"- GPU: {get('gpu_name')}, {get('gpu_sm_count')} SMs, L2 {get('gpu_l2_bytes')} bytes; "
+        f"SM clock {get('gpu_sm_clock_current_mhz')} MHz (max {get('gpu_sm_clock_max_mhz')}), "
+        f"memory clock {get('gpu_mem_clock_current_mhz')} MHz "
+        f"(max {get('gpu_mem_clock_max_mhz')})",
+        f"- driver: {get('nvidia_driver')} (CUDA {get('cuda_driver_version')}), CUDA runtime "
+        f"{get('cuda_runtime_version')}, cuDNN {get('cudnn_version')}",
+        f"- copy bandwidth (read + write): 16-byte kernel {get('copy_kernel_GB_per_s')} GB/s, "
+        f"cudaMemcpyAsync {get('copy_memcpy_GB_per_s')} GB/s; "
+        f"reference {get('copy_reference_GB_per_s')} GB/s",
+        f"- timing: {get('timing')}",
+        "",
+    ]
+    return lines
+
+
+def family_table(family, cases, torch):
+    small = family.startswith("small/")
+    columns = ["shape", "dtype", "layout", "phase", "normkit GB/s", "frac of copy", "vs cuDNN"]
+    if torch:
+        columns += ["vs torch eager", "vs torch.compile"]
+    if small:
+        columns += ["normkit µs/call", "cuDNN µs/call"]
+    lines = [f"## {family}", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]
+    ratios = {"vs_cudnn": [], "eager": [], "compile": []}
+    notes = {}
+    for name, case, r in cases:
+        t = torch.get(base_name(name), {}) if torch else {}
+        row = [case["shape"], case["dtype"], case["layout"] or "-", case["phase"]]
+        if "error" in r:
+            row += ["error", "", ""] + ([""] * 2 if torch else []) + ([""] * 2 if small else [])
+            lines.append("| " + " | ".join(row) + " |")
+            continue
+        row += [fmt(r.get("GB_per_s"), 0), fmt(r.get("frac_of_copy"), 3), fmt(r.get("vs_cudnn"), 2)]
+        ratios["vs_cudnn"].append(r.get("vs_cudnn"))
+        if torch:
+            row += [fmt(t.get("eager"), 2), fmt(t.get("compile"), 2)]
+            ratios["eager"].append(t.get("eager"))
+            ratios["compile"].append(t.get("compile"))
+        if small:
+            row += [fmt(r.get("us_per_call"), 2), fmt(r.get("cudnn_us_per_call"), 2)]
+        lines.append("| " + " | ".join(row) + " |")
+        if r.get("vs_cudnn") is None and r.get("label"):
+            notes[r["label"]] = notes.get(r["label"], 0) + 1
+    lines.append("")
+    summary = [f"geometric mean vs cuDNN: {fmt(geomean(ratios['vs_cudnn']), 2)} "
+               f"({sum(1 for v in ratios['vs_cudnn'] if v is not None)} cases)"]
+    if torch:
+        summary.append(f"vs torch eager: {fmt(geomean(ratios['eager']), 2)}")
+        summary.append(f"vs torch.compile: {fmt(geomean(ratios['compile']), 2)}")
+    lines.append("; ".join(summary))
+    for note, count in sorted(notes.items()):
+        lines.append(f"- {count} case(s) without a cuDNN ratio: {note}")
+    lines.append("")
+    return lines
+
+
+def worst(rows, key, title, limit=5):
+    ranked = sorted((r[key], name) for name, r in rows if isinstance(r.get(key), (int, float)))
+    lines = [f"## Worst {limit} by {title}", ""]
+    if not ranked:
+        return lines + ["none measured", ""]
+    lines += [f"{i + 1}. `{name}`: {value:.3f}" for i, (value, name) in enumerate(ranked[:limit])]
+    return lines + [""]
+
+
+def summarize(results, torch=None):
+    if torch:
+        torch = {base_name(name): ratios for name, ratios in torch.items()}
+    cases = collect(results.get("benchmarks", []))
+    families = {}
+    for name, r in cases.items():
+        case = parse_name(name)
+        if case is not None:
+            families.setdefault(case["family"], []).append((name, case, r))
+    lines = header(results.get("context", {}))
+    for family in families:
+        lines += family_table(family, families[family], torch)
+    measured = [(n, r) for n, r in cases.items() if parse_name(n) and "error" not in r]
+    # Launch-bound cases are timed per call and are not meant to approach the copy bandwidth.
+    lines += worst([(n, r) for n, r in measured if not n.startswith("small/")], "frac_of_copy",
+                   "frac_of_copy (small set excluded)")
+    lines += worst(measured, "vs_cudnn", "vs_cudnn")
+    errors = [(n, r["error"]) for n, r in cases.items() if "error" in r]
+    if errors:
+        lines += ["## Errors", ""] + [f"- `{n}`: {message}" for n, message in errors] + [""]
+    return "\n".join(lines)
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", help="Google Benchmark JSON written by normkit_bench")
+    parser.add_argument("--torch", help="JSON of {name: {eager: ratio, compile: ratio}}")
+    parser.add_argument("--out", help="write the markdown here instead of stdout")
+    args = parser.parse_args(argv)
+    with open(args.results, encoding="utf-8") as f:
+        results = json.load(f)
+    torch = None
+    if args.torch:
+        with open(args.torch, encoding="utf-8") as f:
+            torch = json.load(f)
+    text = summarize(results, torch)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
