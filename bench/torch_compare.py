@@ -56,21 +56,23 @@ Method (CUDA)
     normkit with nk_context_set_stream; autograd and compiled kernels run on it too.
   - Tensors, compiled functions (torch._dynamo.reset()) and the cache are freed between cases.
 
-Case names: one scheme, written in case_name() and nowhere else:
+Case names: normkit_bench's scheme (bench/bench_case.cpp), written here in case_name() alone, so
+bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
   set           bn_resnet50 | rows | instance_norm | group_norm | small
-  op            only in the sets that mix ops (rows, small): layer | rms | bn
+  op            only in the sets that mix ops (rows, small): layer_norm | rms_norm | batch_norm
   shape fields  channel norms: N<n>/C<c>/HW<side> (H = W = side), group norm adds /G<groups>;
-                row norms: M<rows>/D<cols>
+                row norms: D<cols>/M<rows>
   layout        channel norms only: NCHW (torch contiguous) | NHWC (torch channels_last)
-  dtype         of x, y, dy, dx: bf16 | f16 | f32 (normkit's NK_BF16, NK_F16, NK_F32)
-  w_<dtype>     row norms only: dtype of weight, bias and their gradients (w_f32 or w_<dtype>)
-  phase         bn: train_fwd | infer_fwd | train_bwd;  instance, group, layer, rms: fwd | bwd
+  dtype         of x, y, dy, dx: bf16 | fp16 | fp32
+  w_<dtype>     row norms only: dtype of weight, bias and their gradients (w_fp32 or w_<dtype>)
+  phase         batch and instance norm: train_fwd | infer_fwd | bwd (this script times no
+                instance-norm inference); group, layer, RMS norm: fwd | bwd
   e.g.  bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd
-        rows/layer/M131072/D1024/bf16/w_f32/fwd
-        small/bn/N8/C256/HW14/NCHW/f16/infer_fwd
+        rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd
+        small/batch_norm/N8/C256/HW14/NCHW/fp16/infer_fwd
         group_norm/N2/C320/HW64/G32/NHWC/bf16/bwd
 
 Sets (--list prints every case name)
@@ -171,18 +173,37 @@ class Case:
         return count * ITEMSIZE[self.dtype]
 
 
+# Case names are normkit_bench's (bench/bench_case.cpp), so bench/summarize.py joins the two runs:
+# <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>, e.g.
+# bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd, rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd.
+BENCH_OP = {"layer": "layer_norm", "rms": "rms_norm", "bn": "batch_norm",
+            "instance": "instance_norm", "group": "group_norm"}
+BENCH_DTYPE = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+
+
+def bench_phase(case):
+    if case.phase == "train_bwd":
+        return "bwd"
+    if case.op == "instance" and case.phase == "fwd":
+        return "train_fwd"  # normkit_bench names instance norm's phases as batch norm's
+    return case.phase
+
+
 def case_name(case):
-    """<set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>"""
+    """The normkit_bench name of a case (see above)."""
     parts = [case.set]
     if case.set in MULTI_OP_SETS:
-        parts.append(case.op)
-    parts += [f"{field}{value}" for field, value in case.shape]
+        parts.append(BENCH_OP[case.op])
+    shape = list(case.shape)
+    if case.op in ("layer", "rms"):
+        shape.sort(key=lambda field: field[0] != "D")  # D before M
+    parts += [f"{field}{value}" for field, value in shape]
     if case.layout:
         parts.append(case.layout)
-    parts.append(case.dtype)
+    parts.append(BENCH_DTYPE[case.dtype])
     if case.wdtype:
-        parts.append("w_" + case.wdtype)
-    parts.append(case.phase)
+        parts.append("w_" + BENCH_DTYPE[case.wdtype])
+    parts.append(bench_phase(case))
     return "/".join(parts)
 
 
