@@ -11,10 +11,10 @@ cmake -S . -B build-gpu -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENA
   -DCMAKE_CUDA_ARCHITECTURES=90 -DNORMKIT_SANITIZE=OFF -DNORMKIT_BUILD_TESTS=ON \
   -DNORMKIT_BUILD_BENCHMARKS=ON -DNORMKIT_BUILD_EXAMPLES=ON >/dev/null
 cmake --build build-gpu -j "$(nproc)" --target normkit_tests normkit_rough_bandwidth normkit_demo \
-  normkit_bench
+  normkit_bench normkit_sync_batch_norm_nccl
 rm -rf .gpu-bundle && mkdir .gpu-bundle
 cp build-gpu/tests/normkit_tests build-gpu/bench/normkit_rough_bandwidth build-gpu/examples/normkit_demo \
-  build-gpu/bench/normkit_bench .gpu-bundle/
+  build-gpu/bench/normkit_bench build-gpu/examples/normkit_sync_batch_norm_nccl .gpu-bundle/
 cp build-gpu/libnormkit.so.0 .gpu-bundle/  # the real file under its SONAME: no links to carry
 # Google Benchmark is a shared library here (Debian's) and absent there: carry the file the
 # benchmark suite links, under its SONAME. (cuDNN is not carried: the GPU machine has its own.)

@@ -2,6 +2,7 @@
 # Run on the GPU machine, from the repository root, with .gpu-bundle/ (scripts/gpu_bundle.sh)
 # carried along:   scripts/gpu_check.sh [all|tests|sanitizers|bandwidth]   (default all)
 #               or scripts/gpu_check.sh bench [normkit_bench arguments]
+#               or scripts/gpu_check.sh torch [bench/torch_compare.py arguments]
 #  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part),
 #                then the demo and the PyTorch parity tests on CUDA tensors
 #  - sanitizers: compute-sanitizer memcheck, racecheck, initcheck and synccheck, concurrently, on
@@ -11,6 +12,11 @@
 #                its own files): bench.json (Google Benchmark JSON), bench.log, and its markdown
 #                summary appended to summary.md. Extra arguments go to normkit_bench, e.g.
 #                --benchmark_filter=bn_resnet50. cuDNN comes from the nvidia-cudnn-cu13 wheel.
+#  - torch:      bench/torch_compare.py (normkit vs torch eager and torch.compile on the same
+#                tensors; not part of `all`): torch.json and torch.log; when bench.json from an
+#                earlier bench phase is in the same folder, summary.md joins the two. Extra
+#                arguments go to the script, e.g. --sets bn_resnet50 --filter /N32/.
+# NCCL (for the synchronized batch norm tests and example) comes from the nvidia-nccl-cu13 wheel.
 # Prints the GPU, driver and versions first. Logs go to $OUT (the device tool's folder) or
 # ./gpu-check-out, at most 8 files; the summary table is printed last and kept in summary.md.
 set -uo pipefail
@@ -23,6 +29,16 @@ tests="$bundle/normkit_tests"
 gpu_filter='*Gpu*:*CudaBackend*'
 summary=()
 
+# The folder of the first file named $1 under Python's site-packages (the NVIDIA wheels).
+site_lib_dir() {
+  local site found
+  for site in $(python3 -c 'import site; print(*site.getsitepackages(), site.getusersitepackages())' \
+                2>/dev/null); do
+    found=$(find "$site" -name "$1" 2>/dev/null | head -1)
+    if [ -n "$found" ]; then dirname "$found"; return; fi
+  done
+}
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit: $(tr '\n' ' ' < "$bundle/COMMIT")"
@@ -33,6 +49,11 @@ summary=()
   compute-sanitizer --version 2>/dev/null | head -2
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
+
+# libnccl.so.2 for the NCCL path (normkit opens it at run time) and the NCCL example.
+nccl_lib=$(site_lib_dir 'libnccl.so.2')
+[ -n "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib:$LD_LIBRARY_PATH"
+echo "NCCL from: ${nccl_lib:-not found}" >> "$out/env.txt"
 
 if [ "$phase" = all ] || [ "$phase" = tests ]; then
   shards=8
@@ -54,6 +75,9 @@ if [ "$phase" = all ] || [ "$phase" = tests ]; then
   echo "==== demo ====" >> "$out/gpu_tests.log"
   "$bundle/normkit_demo" >> "$out/gpu_tests.log" 2>&1
   summary+=("| demo on the GPU | rc=$? (gpu_tests.log) |")
+  echo "==== synchronized batch norm over NCCL (example) ====" >> "$out/gpu_tests.log"
+  "$bundle/normkit_sync_batch_norm_nccl" >> "$out/gpu_tests.log" 2>&1
+  summary+=("| NCCL example | rc=$? (gpu_tests.log) |")
   echo "==== PyTorch parity on CUDA tensors ====" >> "$out/gpu_tests.log"
   NORMKIT_LIB="$PWD/$bundle/libnormkit.so.0" NORMKIT_PARITY_DEVICE=cuda \
     python3 -m pytest -q -p no:warnings tests/parity >> "$out/gpu_tests.log" 2>&1
@@ -82,16 +106,6 @@ if [ "$phase" = all ] || [ "$phase" = bandwidth ]; then
   summary+=("| bandwidth probe | rc=$? (bandwidth.txt) |")
 fi
 
-# The folder of the first file named $1 under Python's site-packages (the NVIDIA wheels).
-site_lib_dir() {
-  local site found
-  for site in $(python3 -c 'import site; print(*site.getsitepackages(), site.getusersitepackages())' \
-                2>/dev/null); do
-    found=$(find "$site" -name "$1" 2>/dev/null | head -1)
-    if [ -n "$found" ]; then dirname "$found"; return; fi
-  done
-}
-
 if [ "$phase" = bench ]; then
   # cuDNN's lib folder from the package itself, else a search; NVRTC too (cuDNN compiles some
   # of its norm engines at run time).
@@ -111,6 +125,12 @@ PY
   summary+=("| benchmark suite | rc=$? (bench.json, bench.log) |")
 fi
 
+if [ "$phase" = torch ]; then
+  NORMKIT_LIB="$PWD/$bundle/libnormkit.so.0" PYTHONUNBUFFERED=1 \
+    python3 bench/torch_compare.py --out "$out/torch.json" "${@:2}" > "$out/torch.log" 2>&1
+  summary+=("| torch comparison | rc=$? (torch.json, torch.log) |")
+fi
+
 {
   echo "# GPU check ($phase)"
   echo
@@ -125,9 +145,13 @@ fi
     cat "$out/bandwidth.txt"
     echo '```'
   fi
-  if [ "$phase" = bench ] && [ -s "$out/bench.json" ]; then
+  if { [ "$phase" = bench ] || [ "$phase" = torch ]; } && [ -s "$out/bench.json" ]; then
     echo
-    python3 bench/summarize.py "$out/bench.json" 2>&1
+    if [ -s "$out/torch.json" ]; then
+      python3 bench/summarize.py "$out/bench.json" --torch "$out/torch.json" 2>&1
+    else
+      python3 bench/summarize.py "$out/bench.json" 2>&1
+    fi
   fi
 } > "$out/summary.md"
 cat "$out/summary.md"
