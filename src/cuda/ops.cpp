@@ -5,72 +5,17 @@
 // NK_ERROR_NOT_SUPPORTED (unreachable: no CUDA context can be created there).
 #include "../backend.hpp"
 #include "../error.hpp"
-#include "../workspace.hpp"
 
 #if NORMKIT_WITH_CUDA
-#include <cuda_runtime_api.h>
-
 #include "channel_norm.hpp"
 #include "row_norm.hpp"
+#include "scratch.hpp"
 #endif
 
 namespace nk::cuda {
 namespace {
 
 #if NORMKIT_WITH_CUDA
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) fail(NK_ERROR_CUDA, what, " failed: ", cudaGetErrorString(err));
-}
-
-// Makes the context's device current for the call and restores the caller's afterwards.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) : device_(device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device_) check(cudaSetDevice(device_), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    if (previous_ != device_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int device_;
-  int previous_ = 0;
-};
-
-// Device scratch of `bytes` for one call: the context's workspace (NK_ERROR_WORKSPACE if too
-// small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
-class DeviceScratch {
- public:
-  DeviceScratch(const nk_context_s& ctx, size_t bytes)
-      : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    data_ = context_workspace(ctx, bytes);
-    if (data_ == nullptr && bytes > 0) {
-      const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
-      if (err == cudaErrorMemoryAllocation) {
-        cudaGetLastError();
-        fail(NK_ERROR_OUT_OF_MEMORY, "could not allocate ", bytes,
-             " bytes of device scratch memory (set a workspace on the context)");
-      }
-      check(err, "cudaMallocAsync");
-      owned_ = true;
-    }
-  }
-  ~DeviceScratch() {
-    if (owned_) cudaFreeAsync(data_, stream_);
-  }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
-  void* data() const { return data_; }
-
- private:
-  cudaStream_t stream_;
-  void* data_ = nullptr;
-  bool owned_ = false;
-};
 
 template <class Args, class Size, class Kernel>
 void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel kernel) {
