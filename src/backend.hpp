@@ -22,6 +22,10 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a);
 // Batch norm training forward with given (global) statistics per channel: synchronized batch norm.
 void forward_global(const nk_context_s& ctx, const ChannelForwardArgs& a, int64_t count,
                     const float* mean, const float* m2);
+// The preprocessing normalizers (they allocate host scratch memory; no workspace query).
+void run(const nk_context_s& ctx, const QuantileArgs& a);
+void run(const nk_context_s& ctx, const ScaleArgs& a);
+void run(const nk_context_s& ctx, const L2NormalizeArgs& a);
 }  // namespace cpu
 
 namespace cuda {
@@ -33,6 +37,10 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
 void run(const nk_context_s& ctx, const RowBackwardArgs& a);
+// The preprocessing normalizers.
+void run(const nk_context_s& ctx, const QuantileArgs& a);
+void run(const nk_context_s& ctx, const ScaleArgs& a);
+void run(const nk_context_s& ctx, const L2NormalizeArgs& a);
 }  // namespace cuda
 
 template <class Args>
