@@ -37,7 +37,8 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
 void run(const nk_context_s& ctx, const RowBackwardArgs& a);
-// The preprocessing normalizers.
+// The preprocessing normalizers: scratch from the workspace when it is large enough, else
+// allocated; the host arrays of the arguments are copied to the device.
 void run(const nk_context_s& ctx, const QuantileArgs& a);
 void run(const nk_context_s& ctx, const ScaleArgs& a);
 void run(const nk_context_s& ctx, const L2NormalizeArgs& a);

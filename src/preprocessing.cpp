@@ -3,6 +3,7 @@
 // normalization of rows. Validation, then what both backends must agree on bit for bit is resolved
 // here on the host (quantile positions; each column's center and inverse spread), then the
 // context's backend runs. Pointer and overlap checks are those of the row norms (y == x allowed).
+#include "preprocessing.hpp"  // kernels/preprocessing.hpp (plain C++): the CUDA path's row limit
 
 #include <normkit/normkit.h>
 
@@ -66,6 +67,11 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
         nk::fail(NK_ERROR_INVALID_VALUE, "q[", i, "] = ", q[i], ": expected a value in [0, 1]");
       }
       positions[i] = nk::quantile_position(q[i], s.rows);
+    }
+    // The GPU sorts each column within one segmented sort, whose offsets are int.
+    if (ctx->backend == NK_BACKEND_CUDA && s.rows > nk::cuda::kMaxQuantileRows) {
+      nk::fail(NK_ERROR_NOT_SUPPORTED, "desc->rows = ", s.rows,
+               ": the CUDA backend sorts columns of at most 2^31 - 1 rows (use a CPU context)");
     }
     nk::run(*ctx, nk::QuantileArgs{s, x, positions.data(), nq, out});
   });

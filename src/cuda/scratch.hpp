@@ -35,13 +35,27 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-// Device scratch of `bytes` for one call: the context's workspace (NK_ERROR_WORKSPACE if too
-// small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
+// How an op may use the context's workspace.
+enum class WorkspaceUse {
+  // The ops with a *_workspace_size query: a set workspace must hold the scratch
+  // (NK_ERROR_WORKSPACE otherwise), so that nothing is allocated while one is set.
+  kRequired,
+  // The ops without a query (the preprocessing normalizers): the workspace when it is large
+  // enough, an allocation otherwise.
+  kIfLargeEnough,
+};
+
+// Device scratch of `bytes` for one call: the context's workspace, else cudaMallocAsync on the
+// context's stream, freed on it when the call's work is queued.
 class DeviceScratch {
  public:
-  DeviceScratch(const nk_context_s& ctx, size_t bytes)
+  DeviceScratch(const nk_context_s& ctx, size_t bytes, WorkspaceUse use = WorkspaceUse::kRequired)
       : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    data_ = context_workspace(ctx, bytes);
+    if (use == WorkspaceUse::kRequired) {
+      data_ = context_workspace(ctx, bytes);
+    } else if (ctx.workspace_bytes >= bytes) {
+      data_ = ctx.workspace;
+    }
     if (data_ == nullptr && bytes > 0) {
       const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
       if (err == cudaErrorMemoryAllocation) {
