@@ -23,6 +23,10 @@ void run(const nk_context_s& ctx, const RowBackwardArgs& a);
 // Batch norm training forward with given (global) statistics per channel: synchronized batch norm.
 void forward_global(const nk_context_s& ctx, const ChannelForwardArgs& a, int64_t count,
                     const float* mean, const float* m2);
+// The preprocessing normalizers (they allocate host scratch memory; no workspace query).
+void run(const nk_context_s& ctx, const QuantileArgs& a);
+void run(const nk_context_s& ctx, const ScaleArgs& a);
+void run(const nk_context_s& ctx, const L2NormalizeArgs& a);
 }  // namespace cpu
 
 namespace cuda {
@@ -34,6 +38,12 @@ void run(const nk_context_s& ctx, const ChannelForwardArgs& a);
 void run(const nk_context_s& ctx, const ChannelBackwardArgs& a);
 void run(const nk_context_s& ctx, const RowForwardArgs& a);
 void run(const nk_context_s& ctx, const RowBackwardArgs& a);
+// The preprocessing normalizers: scratch from the workspace when it is large enough, else
+// allocated; the host arrays of the arguments are copied to the device.
+void run(const nk_context_s& ctx, const QuantileArgs& a);
+void run(const nk_context_s& ctx, const ScaleArgs& a);
+void run(const nk_context_s& ctx, const L2NormalizeArgs& a);
+
 // Inference with running statistics in host memory (frozen statistics): copies them to device
 // scratch on the context's stream first.
 void run_with_host_running_stats(const nk_context_s& ctx, const ChannelForwardArgs& a);

@@ -6,6 +6,7 @@
 
 #include <normkit/normkit.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace nk {
@@ -99,6 +100,47 @@ struct RowBackwardArgs {
   void* dx;
   void* dweight;
   void* dbias;  // always nullptr for RMS norm
+};
+
+// ---- preprocessing normalizers: rows x cols, weight_dtype unused --------------------------------
+// The host resolves what both backends must agree on bit for bit before either runs: where each
+// quantile falls, and each column's scaling parameters.
+
+// numpy's 'linear' quantile q of a sorted column of `rows` values: h = q * (rows - 1), the value is
+// v[lo] + frac * (v[lo + 1] - v[lo]) with lo = floor(h) and frac = h - lo (frac 0: v[lo] itself).
+struct QuantilePosition {
+  int64_t lo;
+  double frac;
+};
+
+inline QuantilePosition quantile_position(double q, int64_t rows) {
+  const double h = q * static_cast<double>(rows - 1);
+  const auto lo = static_cast<int64_t>(std::floor(h));
+  return {lo, h - static_cast<double>(lo)};
+}
+
+struct QuantileArgs {
+  RowShape shape;
+  const void* x;
+  const QuantilePosition* positions;  // host, [nq]
+  int64_t nq;
+  float* out;  // [nq x cols]
+};
+
+// y = (x - center_j) * inverse_j in fp64, rounded once.
+struct ScaleArgs {
+  RowShape shape;
+  const void* x;
+  void* y;                // may be x
+  const double* columns;  // host, [cols x 2]: center_j, inverse_j (0 for an ignored zero spread)
+};
+
+// y = x / max(||x||_2, eps) per row.
+struct L2NormalizeArgs {
+  RowShape shape;
+  double eps;
+  const void* x;
+  void* y;  // may be x
 };
 
 }  // namespace nk

@@ -1,14 +1,17 @@
-// Preprocessing normalizers on the CPU: exact per-column quantiles (sorted copies, numpy's linear
-// interpolation), scaling with frozen per-column parameters (z-score, min-max, robust) with an
-// explicit zero-spread behaviour, and L2 normalization of rows. Arithmetic in fp64, each output
-// rounded once. Pointer and overlap checks are those of the row norms (y == x allowed).
+// The C shim of the preprocessing normalizers: exact per-column quantiles, scaling with frozen
+// per-column parameters (z-score, min-max, robust) with an explicit zero-spread behaviour, and L2
+// normalization of rows. Validation, then what both backends must agree on bit for bit is resolved
+// here on the host (quantile positions; each column's center and inverse spread), then the
+// context's backend runs. Pointer and overlap checks are those of the row norms (y == x allowed).
+#include "preprocessing.hpp"  // kernels/preprocessing.hpp (plain C++): the CUDA path's row limit
+
 #include <normkit/normkit.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "backend.hpp"
 #include "context.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -35,12 +38,6 @@ void validate_map(const nk_context_s& ctx, const RowShape& s, const void* x, voi
   validate(a, Span{ctx.workspace, ctx.workspace_bytes});
 }
 
-// Calls body(v) with x's elements typed.
-template <class Body>
-void with_elements(nk_dtype dtype, const void* x, Body&& body) {
-  dispatch_dtype(dtype, [&](auto tag) { body(static_cast<const decltype(tag)*>(x)); });
-}
-
 }  // namespace
 }  // namespace nk
 
@@ -49,7 +46,7 @@ extern "C" {
 nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const void* x,
                                const double* q, int64_t nq, float* out) {
   return nk::guard("nk_quantiles_columns", [&] {
-    nk::require_cpu_context(ctx, "the preprocessing normalizers");
+    nk::require_pointer(ctx, "ctx");
     const nk::RowShape s = nk::columns_shape(desc);
     nk::require_elements(x, s.dtype, "x");
     nk::require_pointer(q, "q");
@@ -64,40 +61,26 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
                        {q, nq * 8, "q", false, 8},
                        {out, outputs * 4, "out", true, 4}},
                       nk::Span{ctx->workspace, ctx->workspace_bytes});
+    std::vector<nk::QuantilePosition> positions(static_cast<size_t>(nq));
     for (int64_t i = 0; i < nq; ++i) {
       if (!(q[i] >= 0.0 && q[i] <= 1.0)) {
         nk::fail(NK_ERROR_INVALID_VALUE, "q[", i, "] = ", q[i], ": expected a value in [0, 1]");
       }
+      positions[i] = nk::quantile_position(q[i], s.rows);
     }
-    std::vector<float> result(static_cast<size_t>(nq * s.cols));
-    std::vector<double> column(static_cast<size_t>(s.rows));
-    nk::with_elements(s.dtype, x, [&](const auto* v) {
-      for (int64_t j = 0; j < s.cols; ++j) {
-        bool nan = false;
-        for (int64_t r = 0; r < s.rows; ++r) {
-          column[r] = nk::to_double(v[r * s.cols + j]);
-          nan = nan || std::isnan(column[r]);
-        }
-        if (!nan) std::sort(column.begin(), column.end());
-        for (int64_t i = 0; i < nq; ++i) {
-          const double h = q[i] * static_cast<double>(s.rows - 1);
-          const auto lo = static_cast<int64_t>(std::floor(h));
-          const int64_t hi = std::min(lo + 1, s.rows - 1);
-          const double frac = h - static_cast<double>(lo);  // 0: the order statistic itself
-          const double value =
-              frac == 0 ? column[lo] : column[lo] + frac * (column[hi] - column[lo]);
-          result[i * s.cols + j] = nan ? NAN : static_cast<float>(value);
-        }
-      }
-    });
-    std::copy(result.begin(), result.end(), out);
+    // The GPU sorts each column within one segmented sort, whose offsets are int.
+    if (ctx->backend == NK_BACKEND_CUDA && s.rows > nk::cuda::kMaxQuantileRows) {
+      nk::fail(NK_ERROR_NOT_SUPPORTED, "desc->rows = ", s.rows,
+               ": the CUDA backend sorts columns of at most 2^31 - 1 rows (use a CPU context)");
+    }
+    nk::run(*ctx, nk::QuantileArgs{s, x, positions.data(), nq, out});
   });
 }
 
 nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_frozen_stats* stats,
                            nk_zero_spread zero_spread, const void* x, void* y) {
   return nk::guard("nk_scale_columns", [&] {
-    nk::require_cpu_context(ctx, "the preprocessing normalizers");
+    nk::require_pointer(ctx, "ctx");
     const nk::RowShape s = nk::columns_shape(desc);
     nk::require_pointer(stats, "stats");
     if (stats->kind != NK_STATS_STANDARDIZE && stats->kind != NK_STATS_MIN_MAX &&
@@ -119,7 +102,8 @@ nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_fro
          {y, s.rows * s.cols * static_cast<int64_t>(nk::dtype_size(s.dtype)), "y", true, 1}},
         nk::Span{ctx->workspace, ctx->workspace_bytes});
     // Per column: y = (x - center) * inverse, inverse 0 for a zero spread in NK_ZERO_SPREAD_ZERO.
-    std::vector<double> inverse(static_cast<size_t>(s.cols));
+    // Both backends take these fp64 values, so they agree bit for bit.
+    std::vector<double> columns(static_cast<size_t>(2 * s.cols));
     for (int64_t j = 0; j < s.cols; ++j) {
       const double spread = stats->spread[j];
       const double scale = stats->kind == NK_STATS_STANDARDIZE ? std::sqrt(spread) : spread;
@@ -127,44 +111,23 @@ nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc, const nk_fro
         nk::fail(NK_ERROR_INVALID_VALUE, "stats->spread[", j, "] = 0: feature ", j,
                  " has no spread (pass NK_ZERO_SPREAD_ZERO to output 0 for it)");
       }
-      inverse[j] = scale == 0 ? 0.0 : 1.0 / scale;
+      columns[2 * j] = stats->center[j];
+      columns[2 * j + 1] = scale == 0 ? 0.0 : 1.0 / scale;
     }
-    nk::dispatch_dtype(s.dtype, [&](auto tag) {
-      using T = decltype(tag);
-      const T* in = static_cast<const T*>(x);
-      T* o = static_cast<T*>(y);
-      for (int64_t r = 0; r < s.rows; ++r) {
-        for (int64_t j = 0; j < s.cols; ++j) {
-          const int64_t i = r * s.cols + j;
-          o[i] = nk::from_double<T>((nk::to_double(in[i]) - stats->center[j]) * inverse[j]);
-        }
-      }
-    });
+    nk::run(*ctx, nk::ScaleArgs{s, x, y, columns.data()});
   });
 }
 
 nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps, const void* x,
                                void* y) {
   return nk::guard("nk_l2_normalize_rows", [&] {
-    nk::require_cpu_context(ctx, "the preprocessing normalizers");
+    nk::require_pointer(ctx, "ctx");
     const nk::RowShape s = nk::columns_shape(desc);
     if (!std::isfinite(eps) || eps <= 0) {
       nk::fail(NK_ERROR_INVALID_VALUE, "eps = ", eps, ": expected a finite value > 0");
     }
     nk::validate_map(*ctx, s, x, y);
-    nk::dispatch_dtype(s.dtype, [&](auto tag) {
-      using T = decltype(tag);
-      const T* in = static_cast<const T*>(x);
-      T* o = static_cast<T*>(y);
-      for (int64_t r = 0; r < s.rows; ++r) {
-        double squares = 0;
-        for (int64_t j = 0; j < s.cols; ++j)
-          squares += nk::to_double(in[r * s.cols + j]) * nk::to_double(in[r * s.cols + j]);
-        const double scale = 1.0 / std::max(std::sqrt(squares), eps);
-        for (int64_t j = 0; j < s.cols; ++j)
-          o[r * s.cols + j] = nk::from_double<T>(nk::to_double(in[r * s.cols + j]) * scale);
-      }
-    });
+    nk::run(*ctx, nk::L2NormalizeArgs{s, eps, x, y});
   });
 }
 

@@ -1,7 +1,8 @@
 // Preprocessing normalizers on the CPU: min/max from the accumulator, exact quantiles against a
 // sort-based reference written here, z-score / min-max / robust scaling with frozen parameters
 // (fit, freeze to a file, load, transform), every zero-spread case in both modes, the checks, and
-// L2 normalization of rows. Outputs are poisoned and checked unchanged after failing calls.
+// L2 normalization of rows. Outputs are poisoned and checked unchanged after failing calls. Also
+// how the CUDA backend batches quantile columns (plain C++, checked here without a GPU).
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "preprocessing.hpp"  // kernels/
 #include "test_support.hpp"
 
 namespace {
@@ -285,6 +287,30 @@ TEST_F(Preprocessing, L2NormalizeRows) {
               NK_ERROR_INVALID_VALUE);
   }
   EXPECT_EQ(untouched, std::vector<float>(6, -7.0f));
+}
+
+// Every batch is whole columns, at least one; a sort holds fewer than 2^31 keys (the segmented
+// sort's int offsets) and no more than kQuantileBatchKeys unless a single column is longer; and a
+// batch is as wide as that allows.
+TEST(QuantileBatches, WholeColumnsFewerThan2To31KeysPerSort) {
+  using nk::cuda::kMaxQuantileRows;
+  using nk::cuda::kQuantileBatchKeys;
+  for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{4097}, kQuantileBatchKeys - 1,
+                       kQuantileBatchKeys, kQuantileBatchKeys + 1, kMaxQuantileRows}) {
+    for (int64_t cols : {int64_t{1}, int64_t{2}, int64_t{16400}, int64_t{1} << 40}) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      const int64_t batch = nk::cuda::quantile_batch_columns(rows, cols);
+      ASSERT_GE(batch, 1);
+      ASSERT_LE(batch, cols);
+      ASSERT_LE(batch * rows, kMaxQuantileRows);
+      if (batch > 1) {
+        ASSERT_LE(batch * rows, kQuantileBatchKeys);
+      }
+      if (batch < cols) {
+        ASSERT_GT((batch + 1) * rows, kQuantileBatchKeys);
+      }
+    }
+  }
 }
 
 }  // namespace

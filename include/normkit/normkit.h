@@ -192,7 +192,9 @@ NK_API nk_status nk_context_set_stream(nk_context ctx, void* cuda_stream);
  * `bytes` bytes, aligned to 256 bytes. While one is set, ops never allocate: an op whose
  * *_workspace_size is larger fails with NK_ERROR_WORKSPACE, and an op any of whose buffers
  * overlaps the workspace fails with NK_ERROR_INVALID_VALUE. ptr NULL with bytes 0 removes it, and
- * ops allocate their scratch memory themselves again.
+ * ops allocate their scratch memory themselves again. (The preprocessing normalizers have no size
+ * query and are the exception: they use the workspace when it is large enough, and allocate
+ * otherwise; see there.)
  * Errors: NK_ERROR_INVALID_VALUE (ctx NULL; ptr NULL with bytes > 0; ptr not 256-byte aligned). */
 NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t bytes);
 
@@ -536,15 +538,29 @@ NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc*
 /* ---------------------------------------------------------------------------------------------
  * Preprocessing normalizers with frozen parameters: fit once (nk_stats_* for the mean, variance,
  * minimum and maximum; nk_quantiles_columns for the median and quartiles), freeze the parameters in
- * an nk_frozen_stats (saved and checked like any other), then transform. CPU contexts only for
- * now (a CUDA context returns NK_ERROR_NOT_SUPPORTED); they allocate host scratch memory.
+ * an nk_frozen_stats (saved and checked like any other), then transform.
+ * Both backends run them. x, y and out are device pointers on a CUDA context; q and the
+ * nk_frozen_stats (with its center and spread arrays) are host memory on either backend. CPU
+ * contexts allocate host scratch memory. CUDA contexts take device scratch from the context's
+ * workspace when it is large enough (these ops have no size query) and otherwise allocate it on
+ * the stream (cudaMallocAsync). nk_quantiles_columns and nk_scale_columns copy host arrays to the
+ * device (which waits for the stream's earlier work): they cannot be captured in a CUDA graph.
+ * nk_l2_normalize_rows neither allocates nor copies.
  * ------------------------------------------------------------------------------------------- */
 
 /* Exact quantiles of every column of a rows x cols tensor x (desc->dtype; weight_dtype unused), as
  * numpy's default ('linear'): with the column sorted, h = q * (rows - 1) and
- * value = v[floor h] + (h - floor h) * (v[floor h + 1] - v[floor h]).
+ * value = v[floor h] + (h - floor h) * (v[floor h + 1] - v[floor h]), computed in fp64 and rounded
+ * once to fp32. A column holding a NaN gets NaN for every quantile. Both backends give the same
+ * bits, NaN payloads aside (and where a column holds both -0 and +0, the sign of a zero result
+ * may differ: their order in the sort is not specified).
  *   q    [nq] host doubles, each in [0, 1];  out  [nq x cols] fp32, out[i * cols + j].
- * Errors: NK_ERROR_INVALID_VALUE (a q outside [0, 1] or NaN, nq < 1, NULL pointers). */
+ * CUDA: the columns are copied out and sorted in batches of whole columns (about 2^26 values, or
+ * one column when it is longer); the device scratch is 8 bytes per value of a batch, CUB's
+ * temporary storage and 16 bytes per q. A batch of more than a few hundred columns synchronizes
+ * the stream (CUB reads segment counts back); a very long column is sorted by one block (slowly).
+ * Errors: NK_ERROR_INVALID_VALUE (a q outside [0, 1] or NaN, nq < 1, NULL pointers),
+ *         NK_ERROR_NOT_SUPPORTED (CUDA: rows >= 2^31; the CPU backend takes them). */
 NK_API nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const void* x,
                                       const double* q, int64_t nq, float* out);
 
@@ -553,8 +569,10 @@ NK_API nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, c
  *   NK_STATS_STANDARDIZE  y = (x - mean) / sqrt(variance)
  *   NK_STATS_MIN_MAX      y = (x - min) / (max - min)
  *   NK_STATS_ROBUST       y = (x - median) / IQR
- * A column whose spread is 0 follows `zero_spread`; the check runs before anything is written.
- * x and y may be the same buffer.
+ * computed as (x - center) * (1 / scale) in fp64 and rounded once (both backends give the same
+ * bits, NaN payloads aside). A column whose spread is 0 follows `zero_spread`; the check runs
+ * before anything is written. x and y may be the same buffer. CUDA: the per-column center and
+ * 1 / scale are copied to the device (16 bytes per column of scratch).
  * Errors: NK_ERROR_INVALID_VALUE (another kind; a dtype or feature mismatch, naming both values;
  *         a zero spread with NK_ZERO_SPREAD_ERROR, naming the feature; overlap other than y == x).
  */
@@ -563,7 +581,9 @@ NK_API nk_status nk_scale_columns(nk_context ctx, const nk_row_desc* desc,
                                   const void* x, void* y);
 
 /* y = x / max(||x||_2, eps) for every row of a rows x cols tensor (a zero row gives zeros). eps
- * finite and > 0. x and y may be the same buffer. */
+ * finite and > 0. x and y may be the same buffer. The sum of squares is accumulated in fp64 on
+ * both backends, in another order on the GPU, whose outputs may differ from the CPU backend's by
+ * one unit in the last place of the dtype. CUDA: no scratch, nothing copied from the host. */
 NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, double eps,
                                       const void* x, void* y);
 

@@ -5,7 +5,6 @@
 // NK_ERROR_NOT_SUPPORTED (unreachable: no CUDA context can be created there).
 #include "../backend.hpp"
 #include "../error.hpp"
-#include "../workspace.hpp"
 
 #if NORMKIT_WITH_CUDA
 #include "channel_norm.hpp"
@@ -48,7 +47,7 @@ void run(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
 void run_with_host_running_stats(const nk_context_s& ctx, const ChannelForwardArgs& a) {
   DeviceGuard device(ctx.device);
   const size_t bytes = static_cast<size_t>(a.shape.c) * sizeof(float);
-  DeviceScratch scratch(ctx, 2 * align_up(bytes), DeviceScratch::kOwn);
+  DeviceScratch scratch(ctx, 2 * align_up(bytes), WorkspaceUse::kNever);
   auto* mean = static_cast<float*>(scratch.data());
   auto* var =
       reinterpret_cast<float*>(static_cast<unsigned char*>(scratch.data()) + align_up(bytes));

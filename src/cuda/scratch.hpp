@@ -1,7 +1,6 @@
-// What every CUDA entry point of the host code needs around its launches: the context's device
-// made current for the call, and device scratch memory (the caller's workspace, or a stream-ordered
-// allocation freed on the context's stream once the call's work is queued). Host code only;
-// included where NORMKIT_WITH_CUDA is 1.
+// What every CUDA entry point does around its kernels: make the context's device current for the
+// call, and find device scratch memory (the caller's workspace, or a stream-ordered allocation that
+// is freed on the same stream once the call's work is queued). Only compiled with CUDA.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -36,16 +35,30 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-// Device scratch of `bytes` for one call: the context's workspace (NK_ERROR_WORKSPACE if too
-// small), else cudaMallocAsync on the context's stream, freed on it when the call's work is queued.
+// How an op may use the context's workspace.
+enum class WorkspaceUse {
+  // The ops with a *_workspace_size query: a set workspace must hold the scratch
+  // (NK_ERROR_WORKSPACE otherwise), so that nothing is allocated while one is set.
+  kRequired,
+  // The ops without a query (the preprocessing normalizers): the workspace when it is large
+  // enough, an allocation otherwise.
+  kIfLargeEnough,
+  // Ops that allocate by design (the statistics accumulator, frozen batch norm): never the
+  // workspace, so a workspace sized for the other ops is neither used nor an error.
+  kNever,
+};
+
+// Device scratch of `bytes` for one call: the context's workspace, else cudaMallocAsync on the
+// context's stream, freed on it when the call's work is queued.
 class DeviceScratch {
  public:
-  // kOwn: always a stream-ordered allocation, for calls that have no workspace size query.
-  enum Source { kWorkspaceFirst, kOwn };
-
-  DeviceScratch(const nk_context_s& ctx, size_t bytes, Source source = kWorkspaceFirst)
+  DeviceScratch(const nk_context_s& ctx, size_t bytes, WorkspaceUse use = WorkspaceUse::kRequired)
       : stream_(static_cast<cudaStream_t>(ctx.stream)) {
-    if (source == kWorkspaceFirst) data_ = context_workspace(ctx, bytes);
+    if (use == WorkspaceUse::kRequired) {
+      data_ = context_workspace(ctx, bytes);
+    } else if (use == WorkspaceUse::kIfLargeEnough && ctx.workspace_bytes >= bytes) {
+      data_ = ctx.workspace;
+    }
     if (data_ == nullptr && bytes > 0) {
       const cudaError_t err = cudaMallocAsync(&data_, bytes, stream_);
       if (err == cudaErrorMemoryAllocation) {
