@@ -192,9 +192,10 @@ NK_API nk_status nk_context_set_stream(nk_context ctx, void* cuda_stream);
  * `bytes` bytes, aligned to 256 bytes. While one is set, ops never allocate: an op whose
  * *_workspace_size is larger fails with NK_ERROR_WORKSPACE, and an op any of whose buffers
  * overlaps the workspace fails with NK_ERROR_INVALID_VALUE. ptr NULL with bytes 0 removes it, and
- * ops allocate their scratch memory themselves again. (The preprocessing normalizers have no size
- * query and are the exception: they use the workspace when it is large enough, and allocate
- * otherwise; see there.)
+ * ops allocate their scratch memory themselves again. The calls without a size query are the
+ * exceptions, each documented where it is declared: the preprocessing normalizers use the
+ * workspace when it is large enough and allocate otherwise; on CUDA, nk_stats_add_* and
+ * nk_batch_norm_forward_frozen always allocate their own (stream-ordered) scratch.
  * Errors: NK_ERROR_INVALID_VALUE (ctx NULL; ptr NULL with bytes > 0; ptr not 256-byte aligned). */
 NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t bytes);
 
