@@ -171,76 +171,91 @@ size_t backward_local_bytes(const nk_context_s& ctx, const ChannelBackwardArgs& 
   return a.shape.n == 0 ? 0 : channel_norm_backward_workspace_size(a, ctx.sm_count);
 }
 
-void all_gather(const SyncScratch& w, const Records& r, void* comm, cudaStream_t stream) {
-  check_nccl(nccl_library().all_gather(w.send, w.gathered, r.record_bytes(), ncclUint8,
-                                       static_cast<ncclComm_t>(comm), stream),
-             "ncclAllGather");
-}
+// One NCCL-path call: its scratch measured, found (the workspace, or an allocation) and carved, and
+// this rank's record sent and gathered.
+class SyncCall {
+ public:
+  SyncCall(const nk_context_s& ctx, void* comm, int64_t channels, size_t local, size_t global)
+      : stream_(static_cast<cudaStream_t>(ctx.stream)),
+        records_{channels, ranks_of(ctx, comm)},
+        memory_(ctx, bytes(records_, local, global)) {
+    Carver carver(memory_.data());
+    scratch_ = carve(carver, records_, local, global);
+  }
+  static size_t bytes(const Records& r, size_t local, size_t global) {
+    Carver measure;
+    carve(measure, r, local, global);
+    return measure.bytes();
+  }
+  const SyncScratch& scratch() const { return scratch_; }
+  int64_t* send_count() const { return reinterpret_cast<int64_t*>(scratch_.send); }
+  float* send_first() const { return reinterpret_cast<float*>(scratch_.send + 8); }
+  float* send_second() const { return send_first() + records_.channels; }
+  // A rank without samples sends count 0 (and zeros nobody reads).
+  void send_nothing() const {
+    check(cudaMemsetAsync(scratch_.send, 0, records_.record_bytes(), stream_), "cudaMemsetAsync");
+  }
+  void all_gather(void* comm) const {
+    check_nccl(nccl_library().all_gather(scratch_.send, scratch_.gathered, records_.record_bytes(),
+                                         ncclUint8, static_cast<ncclComm_t>(comm), stream_),
+               "ncclAllGather");
+  }
+  RankPartials gathered() const { return records_.partials(scratch_.gathered); }
+
+ private:
+  cudaStream_t stream_;
+  Records records_;
+  DeviceScratch memory_;
+  SyncScratch scratch_{};
+};
 
 }  // namespace
 
 size_t nccl_forward_workspace_size(const nk_context_s& ctx, void* comm, const ChannelShape& s) {
   DeviceGuard device(ctx.device);
-  Carver measure;
-  carve(measure, Records{s.c, ranks_of(ctx, comm)}, forward_local_bytes(ctx, s),
-        batch_norm_forward_global_workspace_size(s));
-  return measure.bytes();
+  return SyncCall::bytes(Records{s.c, ranks_of(ctx, comm)}, forward_local_bytes(ctx, s),
+                         batch_norm_forward_global_workspace_size(s));
 }
 
 void nccl_forward(const nk_context_s& ctx, void* comm, const ChannelForwardArgs& a) {
   DeviceGuard device(ctx.device);
   const ChannelShape& s = a.shape;
-  const Records r{s.c, ranks_of(ctx, comm)};
-  const size_t local = forward_local_bytes(ctx, s);
-  const size_t global = batch_norm_forward_global_workspace_size(s);
-  Carver measure;
-  carve(measure, r, local, global);
-  DeviceScratch scratch(ctx, measure.bytes());
-  Carver carver(scratch.data());
-  const SyncScratch w = carve(carver, r, local, global);
-  auto stream = static_cast<cudaStream_t>(ctx.stream);
-  auto* floats = reinterpret_cast<float*>(w.send + 8);
-  if (s.n == 0) {  // a rank without samples sends count 0 (and zeros nobody reads)
-    check(cudaMemsetAsync(w.send, 0, r.record_bytes(), stream), "cudaMemsetAsync");
+  const SyncCall call(ctx, comm, s.c, forward_local_bytes(ctx, s),
+                      batch_norm_forward_global_workspace_size(s));
+  const SyncScratch& w = call.scratch();
+  if (s.n == 0) {
+    call.send_nothing();
   } else {
-    batch_norm_local_stats(s, a.x, reinterpret_cast<int64_t*>(w.send), floats, floats + s.c,
+    batch_norm_local_stats(s, a.x, call.send_count(), call.send_first(), call.send_second(),
                            launch_on(ctx, w.local));
   }
-  all_gather(w, r, comm, stream);
-  merge_rank_stats(r.partials(w.gathered), w.count, w.first, w.second, ctx.stream);
+  call.all_gather(comm);
+  merge_rank_stats(call.gathered(), w.count, w.first, w.second, ctx.stream);
   batch_norm_forward_global(a, GlobalStats{w.count, w.first, w.second}, launch_on(ctx, w.global));
 }
 
 size_t nccl_backward_workspace_size(const nk_context_s& ctx, void* comm,
                                     const ChannelBackwardArgs& a) {
   DeviceGuard device(ctx.device);
-  Carver measure;
-  carve(measure, Records{a.shape.c, ranks_of(ctx, comm)}, backward_local_bytes(ctx, a),
-        batch_norm_backward_global_workspace_size(a.shape));
-  return measure.bytes();
+  return SyncCall::bytes(Records{a.shape.c, ranks_of(ctx, comm)}, backward_local_bytes(ctx, a),
+                         batch_norm_backward_global_workspace_size(a.shape));
 }
 
 void nccl_backward(const nk_context_s& ctx, void* comm, const ChannelBackwardArgs& a) {
   DeviceGuard device(ctx.device);
   const ChannelShape& s = a.shape;
-  const Records r{s.c, ranks_of(ctx, comm)};
-  const size_t local = backward_local_bytes(ctx, a);
-  const size_t global = batch_norm_backward_global_workspace_size(s);
-  Carver measure;
-  carve(measure, r, local, global);
-  DeviceScratch scratch(ctx, measure.bytes());
-  Carver carver(scratch.data());
-  const SyncScratch w = carve(carver, r, local, global);
-  auto stream = static_cast<cudaStream_t>(ctx.stream);
-  auto* floats = reinterpret_cast<float*>(w.send + 8);
+  const SyncCall call(ctx, comm, s.c, backward_local_bytes(ctx, a),
+                      batch_norm_backward_global_workspace_size(s));
+  const SyncScratch& w = call.scratch();
   if (s.n == 0) {
-    check(cudaMemsetAsync(w.send, 0, r.record_bytes(), stream), "cudaMemsetAsync");
+    call.send_nothing();
   } else {
-    channel_norm_backward(local_sums_args(a, floats, floats + s.c), launch_on(ctx, w.local));
-    store_count(reinterpret_cast<int64_t*>(w.send), s.n * s.s, ctx.stream);
+    channel_norm_backward(local_sums_args(a, call.send_first(), call.send_second()),
+                          launch_on(ctx, w.local));
+    store_count(call.send_count(), s.n * s.s, ctx.stream);
   }
-  all_gather(w, r, comm, stream);
-  sum_rank_sums(r.partials(w.gathered), w.count, w.first, w.second, a.dbias, a.dweight, ctx.stream);
+  call.all_gather(comm);
+  sum_rank_sums(call.gathered(), w.count, w.first, w.second, a.dbias, a.dweight, ctx.stream);
   if (a.dx != nullptr) {
     batch_norm_backward_global(a, w.count, w.first, w.second, launch_on(ctx, w.global));
   }
