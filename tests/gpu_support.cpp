@@ -17,6 +17,14 @@ bool reduced_gpu_tests() {
 
 #if NORMKIT_TEST_WITH_CUDA
 
+std::string graphs_unsupported_reason() {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "";
+  const std::string device = prop.name;
+  if (device.rfind("GPGPU-Sim", 0) != 0) return "";
+  return "CUDA graph capture is not simulated (device " + device + ")";
+}
+
 namespace {
 void expect_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) ADD_FAILURE() << what << ": " << cudaGetErrorString(err);
@@ -104,6 +112,7 @@ void DeviceBuffer::upload(const Buffer&) {}
 Buffer DeviceBuffer::download() const { return Buffer(); }
 void DeviceBuffer::poison() {}
 void GpuTest::SetUp() { GTEST_SKIP() << "normkit was built without its CUDA backend"; }
+std::string graphs_unsupported_reason() { return ""; }
 void GpuTest::TearDown() {}
 void GpuTest::synchronize() {}
 

@@ -50,7 +50,11 @@ class GpuTest : public testing::Test {
   Random rng_;
 };
 
-// True when NORMKIT_GPU_TESTS=reduced (sanitizer runs).
+// True when NORMKIT_GPU_TESTS=reduced (sanitizer runs and the simulated-GPU lane).
 bool reduced_gpu_tests();
+
+// Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the
+// reason a test of CUDA graphs skips. Call from a GpuTest after SetUp found a device.
+std::string graphs_unsupported_reason();
 
 }  // namespace nkt

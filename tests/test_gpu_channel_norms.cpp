@@ -374,6 +374,7 @@ class GpuChannelNormWhole : public GpuTest {};
 // A training step (forward with running statistics and the counter, then backward) captured in a
 // CUDA graph and replayed three times equals three eager steps, bit for bit.
 TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
+  if (const std::string why = graphs_unsupported_reason(); !why.empty()) GTEST_SKIP() << why;
   const ChannelCase k{Family::kBatch, 8, 64, 28 * 28, NK_NHWC};
   const int64_t numel = k.n * k.c * k.s;
   const nk_act_desc d{k.n, k.c, k.s, k.layout, NK_BF16};
