@@ -91,8 +91,8 @@ nk_status running_norm_backward(const char* fn, ChannelNorm kind, nk_context ctx
     require_pointer(ctx, "ctx");  // before params, so a NULL ctx is reported as such
     const nk_norm_params p = copy_params(params);
     ChannelBackwardArgs a = channel_backward(ctx, kind, desc, 1, p.phase, p.eps);
-    validate_params(
-        &p, kind);  // the whole block, as the forward checks it, though only two fields are read
+    // The whole block, as the forward checks it, though only phase and eps are read here.
+    validate_params(&p, kind);
     a.x = x;
     a.dy = dy;
     a.weight = weight;
