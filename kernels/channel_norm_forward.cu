@@ -8,7 +8,9 @@
 //     statistics (and save_mean/save_invstd), and updates running_mean/running_var (momentum, or
 //     the cumulative average from the device counter), so no extra launch and no host round trip;
 //  3. apply: y = ((x - shift) - centre) * invstd * weight + bias, elementwise, 16-byte packs; its
-//     first thread advances num_batches_tracked, after the finalize has read it.
+//     first thread advances num_batches_tracked, after the finalize has read it. A counter that
+//     cannot advance (negative, or INT64_MAX) stays as it is and the finalize leaves the running
+//     statistics as they are: the device's rule, where the CPU backend returns an error.
 // x is read twice (1 and 3); when it fits in L2 the second read mostly hits it. A fused persistent
 // kernel that keeps x on chip is the tuning step this design leaves room for.
 // Inference is one elementwise launch: y = (x - running_mean) * scale + bias with the
@@ -36,6 +38,13 @@ __device__ __forceinline__ int64_t first_of_stat(const ChannelPlan& p, ChannelNo
                                                  int64_t groups, int64_t n, int64_t c) {
   const int64_t c0 = kind == ChannelNorm::kGroup ? c / (p.c / groups) * (p.c / groups) : c;
   return element_index(p, kind == ChannelNorm::kBatch ? 0 : n, c0, 0);
+}
+
+// The device rule for num_batches_tracked (normkit.h): a counter that is negative, or at INT64_MAX
+// where the increment would overflow, is not advanced, and the running statistics it would weigh
+// are left as they were, so a bad counter never writes NaN (1 / 0) or a negative momentum.
+__device__ __forceinline__ bool counter_can_advance(int64_t tracked) {
+  return tracked >= 0 && tracked < INT64_MAX;
 }
 
 // The j-th partial (j over n and chunks) of channel c, in the order the finalizes merge them.
@@ -100,7 +109,8 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
-  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  const bool advance = counter_can_advance(tracked);
+  const float m = p.cumulative ? 1.0f / static_cast<float>(advance ? tracked + 1 : 1) : p.momentum;
   const dev::WelfordMerge merge;
   // Writes statistic k from its merged state; returns (mean, variance for the running average).
   auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
@@ -115,7 +125,7 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
     return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
   };
   auto update_running = [&](int64_t c, float mean, float var) {
-    if (p.running_mean == nullptr) return;
+    if (p.running_mean == nullptr || !advance) return;
     p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
     p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
   };
@@ -179,7 +189,10 @@ struct ApplyParams {
 template <class T, int E>
 __global__ void __launch_bounds__(256) apply_forward(ApplyParams<T> p) {
   const ChannelPlan& plan = p.plan;
-  if (p.num_batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) *p.num_batches_tracked += 1;
+  if (p.num_batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) {
+    const int64_t tracked = *p.num_batches_tracked;
+    if (counter_can_advance(tracked)) *p.num_batches_tracked = tracked + 1;
+  }
   const int64_t packs = plan.n * plan.c * plan.s / E;
   for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
        pack += int64_t{gridDim.x} * blockDim.x) {
@@ -251,7 +264,8 @@ __global__ void __launch_bounds__(256)
 // num_batches_tracked before the block's barrier, then one thread advances it, so no channel sees
 // a count another has already moved. A global count below 2 has no unbiased variance: the running
 // statistics and the counter are then left as they were, and below 1 the statistics are taken as
-// 0 (an all-empty batch), so an empty rank never produces NaN.
+// 0 (an all-empty batch), so an empty rank never produces NaN. A counter that cannot advance
+// (counter_can_advance) leaves them as they were too.
 struct GlobalParams {
   int64_t channels;
   GlobalStats g;
@@ -269,8 +283,9 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
   const GlobalStats& g = p.g;
   const int64_t count = *g.count;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
-  const bool update = count >= 2 && p.running_mean != nullptr;
-  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  const bool advance = count >= 2 && counter_can_advance(tracked);
+  const bool update = advance && p.running_mean != nullptr;
+  const float m = p.cumulative ? 1.0f / static_cast<float>(advance ? tracked + 1 : 1) : p.momentum;
   for (int64_t c = threadIdx.x; c < p.channels; c += blockDim.x) {
     const float n = static_cast<float>(count);
     const float mean = count >= 1 ? g.mean[c] : 0.0f;
@@ -288,7 +303,7 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
     }
   }
   __syncthreads();
-  if (threadIdx.x == 0 && count >= 2 && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
+  if (threadIdx.x == 0 && advance && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
 }
 
 // y elementwise: with the batch's statistics in `stats` (training) or the running ones.

@@ -16,7 +16,7 @@ void validate_config(const RowBackwardArgs&) {}
 
 template <class Args>
 void execute(nk_context ctx, const Args& a) {
-  validate(a, Span{ctx->workspace, ctx->workspace_bytes});
+  validate(a, *ctx);
   run(*ctx, a);
 }
 
@@ -91,6 +91,8 @@ nk_status running_norm_backward(const char* fn, ChannelNorm kind, nk_context ctx
     require_pointer(ctx, "ctx");  // before params, so a NULL ctx is reported as such
     const nk_norm_params p = copy_params(params);
     ChannelBackwardArgs a = channel_backward(ctx, kind, desc, 1, p.phase, p.eps);
+    // The whole block, as the forward checks it, though only phase and eps are read here.
+    validate_params(&p, kind);
     a.x = x;
     a.dy = dy;
     a.weight = weight;
@@ -120,7 +122,9 @@ nk_status running_norm_backward_query(const char* fn, ChannelNorm kind, nk_conte
   return guard(fn, [&] {
     require_pointer(ctx, "ctx");  // before params, so a NULL ctx is reported as such
     const nk_norm_params p = copy_params(params);
-    query(ctx, channel_backward(ctx, kind, desc, 1, p.phase, p.eps), bytes);
+    const ChannelBackwardArgs a = channel_backward(ctx, kind, desc, 1, p.phase, p.eps);
+    validate_params(&p, kind);
+    query(ctx, a, bytes);
   });
 }
 

@@ -1,13 +1,25 @@
 // The thread-local last-error message and the library-level C entry points.
 #include "error.hpp"
 
+#include <charconv>
 #include <cstring>
 
 namespace nk {
 namespace {
 // A fixed buffer: recording an error must not allocate (it runs after bad_alloc too).
 thread_local char last_error[1024] = "";
+// std::to_chars without a format or precision gives the shortest form that round-trips.
+template <class Real>
+std::string shortest(Real value) {
+  char text[64];
+  const std::to_chars_result r = std::to_chars(text, text + sizeof(text), value);
+  return r.ec == std::errc() ? std::string(text, r.ptr) : std::string("(unprintable)");
+}
+
 }  // namespace
+
+std::string round_trip(double value) { return shortest(value); }
+std::string round_trip(float value) { return shortest(value); }
 
 void set_last_error(const char* function, const char* message) noexcept {
   size_t used = 0;

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace nk {
@@ -24,11 +25,28 @@ class Error : public std::exception {
   std::string message_;
 };
 
-// Concatenates anything streamable into one message.
+// The shortest decimal form of `value` that reads back (strtod, strtof) as exactly `value`, so a
+// message never shows a rejected number as one it would accept ("1.0000001", not "1"). inf, -inf
+// and nan print as such.
+std::string round_trip(double value);
+std::string round_trip(float value);
+
+// What cat() streams for one part: floating-point values through round_trip, all else as is.
+template <class Part>
+decltype(auto) message_part(const Part& part) {
+  if constexpr (std::is_floating_point_v<Part>) {
+    return round_trip(part);
+  } else {
+    return (part);
+  }
+}
+
+// Concatenates anything streamable into one message. Every float and double goes through
+// round_trip, so no message can print one with the stream's default 6 digits.
 template <class... Parts>
 std::string cat(const Parts&... parts) {
   std::ostringstream out;
-  (out << ... << parts);
+  (out << ... << message_part(parts));
   return out.str();
 }
 

@@ -331,9 +331,11 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
   return nk::guard("nk_batch_norm_forward_frozen", [&] {
     nk::require_pointer(ctx, "ctx");
     nk::require_pointer(desc, "desc");
-    nk::require_pointer(params, "params");
+    nk::validate_params(params, nk::ChannelNorm::kBatch);
     if (params->phase != NK_INFERENCE) {
-      nk::fail(NK_ERROR_INVALID_VALUE, "params->phase must be NK_INFERENCE with frozen statistics");
+      nk::fail(NK_ERROR_INVALID_VALUE,
+               "params->phase = NK_TRAINING: expected NK_INFERENCE (frozen statistics are for "
+               "inference)");
     }
     const nk::ChannelShape shape = nk::channel_shape(nk::ChannelNorm::kBatch, desc, 1);
     nk::check_frozen(stats, NK_STATS_BATCH_NORM, shape.dtype, shape.c, params->eps);
@@ -346,7 +348,7 @@ nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc* desc,
     a.running_mean = stats->center;  // read only in inference
     a.running_var = stats->spread;
     a.y = y;
-    nk::validate(a, nk::Span{ctx->workspace, ctx->workspace_bytes});
+    nk::validate(a, *ctx);
     if (ctx->backend == NK_BACKEND_CUDA) {
       nk::cuda::run_with_host_running_stats(*ctx, a);
     } else {

@@ -21,21 +21,13 @@
 namespace nk {
 namespace {
 
-// A rows x cols shape whose weight dtype plays no part.
-RowShape columns_shape(const nk_row_desc* desc) {
-  require_pointer(desc, "desc");
-  nk_row_desc d = *desc;
-  d.weight_dtype = NK_F32;
-  return row_shape(false, &d);
-}
-
 // Null, alignment and overlap checks of x -> y (y == x allowed), as for the row norms.
 void validate_map(const nk_context_s& ctx, const RowShape& s, const void* x, void* y) {
   RowForwardArgs a{};
   a.shape = s;
   a.x = x;
   a.y = y;
-  validate(a, Span{ctx.workspace, ctx.workspace_bytes});
+  validate(a, ctx);
 }
 
 }  // namespace
@@ -52,10 +44,7 @@ nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, const vo
     nk::require_pointer(q, "q");
     nk::require_pointer(out, "out");
     if (nq < 1) nk::fail(NK_ERROR_INVALID_VALUE, "nq = ", nq, ": expected >= 1");
-    int64_t outputs = 0;
-    if (__builtin_mul_overflow(nq, s.cols, &outputs) || outputs > (INT64_MAX >> 3)) {
-      nk::fail(NK_ERROR_BAD_SHAPE, "nq x cols = ", nq, " x ", s.cols, " overflows int64");
-    }
+    const int64_t outputs = nk::checked_count({nq, s.cols}, "out (nq x cols)");
     const int64_t elem = static_cast<int64_t>(nk::dtype_size(s.dtype));
     nk::check_buffers({{x, s.rows * s.cols * elem, "x", false, elem},
                        {q, nq * 8, "q", false, 8},

@@ -151,11 +151,7 @@ nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, const v
 nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const void* x) {
   return nk::guard("nk_stats_add_columns", [&] {
     nk_stats_s& st = nk::require_stats(stats);
-    nk::require_pointer(desc, "desc");
-    // The weight dtype plays no part here: check the shape with it set to f32.
-    nk_row_desc rows = *desc;
-    rows.weight_dtype = NK_F32;
-    const nk::RowShape r = nk::row_shape(false, &rows);
+    const nk::RowShape r = nk::columns_shape(desc);  // the weight dtype plays no part here
     nk::add_batch(
         st, nk::ChannelShape{nk::ChannelNorm::kBatch, r.rows, r.cols, 1, NK_NHWC, r.dtype, 1}, x);
   });

@@ -127,7 +127,7 @@ ChannelForwardArgs forward_args(const nk_context_s& ctx, const ChannelShape& sha
   const ChannelForwardArgs a{shape, *params,      x,           weight,
                              bias,  running_mean, running_var, num_batches_tracked,
                              y,     save_mean,    save_invstd};
-  validate_global(a, workspace_of(ctx));
+  validate_global(a, ctx);
   return a;
 }
 
@@ -185,11 +185,8 @@ nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_t chann
                            {m2, "m2"}}) {
       nk::require_pointer(p, name);
     }
-    int64_t entries = 0;
-    if (__builtin_mul_overflow(ranks, channels, &entries) || entries > (INT64_MAX >> 3)) {
-      nk::fail(NK_ERROR_BAD_SHAPE, "ranks x channels = ", ranks, " x ", channels,
-               " overflows int64");
-    }
+    const int64_t entries =
+        nk::checked_count({ranks, channels}, "means and m2s (ranks x channels)");
     nk::check_buffers({{counts, ranks * 8, "counts", false, 8},
                        {means, entries * 4, "means", false, 4},
                        {m2s, entries * 4, "m2s", false, 4},
@@ -312,9 +309,9 @@ nk_status nk_sync_batch_norm_forward_workspace_size(nk_context ctx, void* nccl_c
   return nk::guard("nk_sync_batch_norm_forward_workspace_size", [&] {
     const nk_context_s& c = nk::require_context(ctx);
     nk::require_pointer(nccl_comm, "nccl_comm");
-    nk::require_pointer(params, "params");
     nk::require_pointer(bytes, "bytes");
     const nk::ChannelShape s = nk::shard_shape(desc);
+    nk::validate_global_params(params);  // not read: the size depends on the shape alone
     if (!nk::on_gpu(c)) {
       nk::fail(NK_ERROR_NOT_SUPPORTED, "the NCCL path runs on CUDA contexts only");
     }

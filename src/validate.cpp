@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
-#include <limits>
 #include <string>
 #include <vector>
 
@@ -17,21 +16,6 @@ namespace {
 
 void require_dim(int64_t value, const char* name) {
   if (value < 1) fail(NK_ERROR_BAD_SHAPE, name, " = ", value, ": expected >= 1");
-}
-
-// Product of positive dims; the largest element (8 bytes) times it must fit int64 too, so byte
-// offsets computed from element counts never overflow.
-int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
-  int64_t count = 1;
-  for (int64_t d : dims) {
-    if (__builtin_mul_overflow(count, d, &count) ||
-        count > std::numeric_limits<int64_t>::max() / 8) {
-      std::string list;
-      for (int64_t e : dims) list += (list.empty() ? "" : " x ") + std::to_string(e);
-      fail(NK_ERROR_BAD_SHAPE, "element count of ", what, " (", list, ") overflows int64");
-    }
-  }
-  return count;
 }
 
 void require_dtype(nk_dtype dtype, const char* name) {
@@ -56,7 +40,47 @@ void validate_phase_and_eps(nk_phase phase, double eps, ChannelNorm kind) {
   require_eps(eps, kind == ChannelNorm::kGroup ? "eps" : "params->eps");
 }
 
-void validate_norm_params(const nk_norm_params* params, ChannelNorm kind) {
+// On a CPU context num_batches_tracked is host memory, read here before anything is written: the
+// training forward increments it, and the cumulative momentum is 1 / (the incremented count). A
+// negative count would give 1/0 (NaN in both running statistics) or a negative momentum, and
+// INT64_MAX cannot be incremented. A CUDA context leaves the counter on the device (normkit.h).
+void check_host_counter(const ChannelForwardArgs& a, const nk_context_s& ctx) {
+  if (ctx.backend != NK_BACKEND_CPU || a.params.phase != NK_TRAINING ||
+      a.num_batches_tracked == nullptr) {
+    return;
+  }
+  const int64_t tracked = *a.num_batches_tracked;
+  if (tracked < 0 || tracked == INT64_MAX) {
+    fail(NK_ERROR_INVALID_VALUE, "*num_batches_tracked = ", tracked,
+         ": expected a count in [0, INT64_MAX - 1] (this call increments it",
+         tracked < 0 ? "; a negative count has no cumulative momentum)" : ")");
+  }
+}
+
+}  // namespace
+
+// Product of positive dims, at most kMaxElements.
+int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
+  int64_t count = 1;
+  bool overflow = false;
+  for (int64_t d : dims) {
+    if (__builtin_mul_overflow(count, d, &count)) {
+      overflow = true;
+      break;
+    }
+  }
+  if (overflow || count > kMaxElements) {
+    std::string list;
+    for (int64_t e : dims) list += (list.empty() ? "" : " x ") + std::to_string(e);
+    fail(NK_ERROR_BAD_SHAPE, "element count of ", what, " = ", list,
+         overflow ? std::string(" exceeds INT64_MAX") : " = " + std::to_string(count),
+         ": the limit is ", kMaxElements,
+         " elements (INT64_MAX / 8: byte sizes, up to 8 bytes an element, must fit in int64)");
+  }
+  return count;
+}
+
+void validate_params(const nk_norm_params* params, ChannelNorm kind) {
   require_pointer(params, "params");
   validate_phase_and_eps(params->phase, params->eps, kind);
   if (params->momentum_mode != NK_MOMENTUM_EXPONENTIAL &&
@@ -77,6 +101,17 @@ void validate_norm_params(const nk_norm_params* params, ChannelNorm kind) {
          "momentum k is 1 - k here)");
   }
 }
+
+void validate_global_params(const nk_norm_params* params) {
+  validate_params(params, ChannelNorm::kBatch);
+  if (params->phase != NK_TRAINING) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "params->phase = NK_INFERENCE: expected NK_TRAINING (the global statistics are a "
+         "training batch's; inference uses nk_batch_norm_forward)");
+  }
+}
+
+namespace {
 
 // Statistics of a single value erase the input: training (where the batch's statistics are
 // used, forward and backward) needs at least two values per statistic.
@@ -197,25 +232,22 @@ RowShape row_shape(bool rms, const nk_row_desc* desc) {
   return RowShape{rms, desc->rows, desc->cols, desc->dtype, desc->weight_dtype};
 }
 
+RowShape columns_shape(const nk_row_desc* desc) {
+  require_pointer(desc, "desc");
+  require_dtype(desc->weight_dtype, "desc->weight_dtype");  // not read, but never unknown
+  nk_row_desc d = *desc;
+  d.weight_dtype = NK_F32;
+  return row_shape(false, &d);
+}
+
 void validate_config(const ChannelForwardArgs& a) {
-  validate_norm_params(&a.params, a.shape.kind);
+  validate_params(&a.params, a.shape.kind);
   require_several_values(a.shape, a.params.phase);
 }
 
-void validate_global(const ChannelForwardArgs& a, const Span& workspace) {
-  validate_norm_params(&a.params, a.shape.kind);
-  if (a.params.phase != NK_TRAINING) {
-    fail(NK_ERROR_INVALID_VALUE,
-         "params->phase must be NK_TRAINING: the global statistics are a "
-         "training batch's (inference uses nk_batch_norm_forward)");
-  }
-  validate_buffers(a, workspace);
-}
+namespace {
 
-void validate(const ChannelForwardArgs& a, const Span& workspace) {
-  validate_config(a);
-  validate_buffers(a, workspace);
-}
+Span workspace_of(const nk_context_s& ctx) { return Span{ctx.workspace, ctx.workspace_bytes}; }
 
 void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
   const ChannelShape& s = a.shape;
@@ -255,14 +287,28 @@ void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
                 workspace, "y", "x");
 }
 
+}  // namespace
+
+void validate_global(const ChannelForwardArgs& a, const nk_context_s& ctx) {
+  validate_global_params(&a.params);
+  validate_buffers(a, workspace_of(ctx));
+  check_host_counter(a, ctx);
+}
+
+void validate(const ChannelForwardArgs& a, const nk_context_s& ctx) {
+  validate_config(a);
+  validate_buffers(a, workspace_of(ctx));
+  check_host_counter(a, ctx);
+}
+
 void validate_config(const ChannelBackwardArgs& a) {
   validate_phase_and_eps(a.phase, a.eps, a.shape.kind);
   require_several_values(a.shape, a.phase);
 }
 
-void validate(const ChannelBackwardArgs& a, const Span& workspace) {
+void validate(const ChannelBackwardArgs& a, const nk_context_s& ctx) {
   validate_config(a);
-  validate_buffers(a, workspace);
+  validate_buffers(a, workspace_of(ctx));
 }
 
 void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
@@ -297,7 +343,8 @@ void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
                 workspace, "dx", "dy");
 }
 
-void validate(const RowForwardArgs& a, const Span& workspace) {
+void validate(const RowForwardArgs& a, const nk_context_s& ctx) {
+  const Span workspace = workspace_of(ctx);
   const RowShape& s = a.shape;
   require_eps(a.eps);
   require_pointer(a.x, "x");
@@ -314,7 +361,8 @@ void validate(const RowForwardArgs& a, const Span& workspace) {
                 workspace, "y", "x");
 }
 
-void validate(const RowBackwardArgs& a, const Span& workspace) {
+void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
+  const Span workspace = workspace_of(ctx);
   const RowShape& s = a.shape;
   require_pointer(a.x, "x");
   require_pointer(a.dy, "dy");

@@ -5,6 +5,7 @@
 #include <normkit/normkit.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 
 #include "context.hpp"
@@ -39,27 +40,52 @@ void require_cpu_context(const nk_context_s* ctx, const char* feature);
 // Non-null and aligned to the elements of dtype.
 void require_elements(const void* p, nk_dtype dtype, const char* name);
 
-// Shapes from the public descriptors (checks dims >= 1, no int64 overflow, valid enums, groups).
+// The largest element count normkit takes: INT64_MAX / 8 = 2^60 - 1. Byte sizes and offsets are
+// computed from element counts (elements of up to 8 bytes: int64 counts, fp64 scratch), and every
+// one of them must fit in int64.
+constexpr int64_t kMaxElements = INT64_MAX / 8;
+
+// The product of positive `dims` (`what` names them in the message), checked against kMaxElements:
+// NK_ERROR_BAD_SHAPE naming the dims, their product when it exists, the limit and why.
+int64_t checked_count(std::initializer_list<int64_t> dims, const char* what);
+
+// Shapes from the public descriptors (checks dims >= 1, the element-count limit, valid enums,
+// groups).
 ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups);
 RowShape row_shape(bool rms, const nk_row_desc* desc);
+// rows x cols for the calls that take a row descriptor but no weights (preprocessing, the
+// statistics accumulator): desc->weight_dtype is not read, yet must be a known nk_dtype; the shape
+// returned has weight_dtype NK_F32.
+RowShape columns_shape(const nk_row_desc* desc);
+
+// A parameter block of batch or instance norm, checked as a whole by every call that takes one,
+// whether it reads a field or not: phase, momentum_mode and running_var must be known enum values,
+// eps finite and >= 0, momentum in [0, 1] with NK_MOMENTUM_EXPONENTIAL.
+void validate_params(const nk_norm_params* params, ChannelNorm kind);
+// validate_params, and params->phase NK_TRAINING: synchronized batch norm's forwards are training
+// steps.
+void validate_global_params(const nk_norm_params* params);
 
 // The parts of an op's arguments that the workspace-size queries see too (no pointers).
 void validate_config(const ChannelForwardArgs& a);
 void validate_config(const ChannelBackwardArgs& a);
 
-// Everything, before an op runs; no argument may overlap the workspace.
-void validate(const ChannelForwardArgs& a, const Span& workspace);
-void validate(const ChannelBackwardArgs& a, const Span& workspace);
-void validate(const RowForwardArgs& a, const Span& workspace);
-void validate(const RowBackwardArgs& a, const Span& workspace);
+// Everything, before an op runs on ctx; no argument may overlap ctx's workspace. On a CPU context
+// a training forward also reads *num_batches_tracked (host memory there): it must be >= 0 and
+// below INT64_MAX, so that the increment is defined and the cumulative momentum in (0, 1]. A CUDA
+// context never reads device memory here (the kernels' rule for the counter is in normkit.h).
+void validate(const ChannelForwardArgs& a, const nk_context_s& ctx);
+void validate(const ChannelBackwardArgs& a, const nk_context_s& ctx);
+void validate(const RowForwardArgs& a, const nk_context_s& ctx);
+void validate(const RowBackwardArgs& a, const nk_context_s& ctx);
 
 // The pointer, alignment and overlap part of validate() alone.
-void validate_buffers(const ChannelForwardArgs& a, const Span& workspace);
 void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace);
 
 // Synchronized batch norm's forward with global statistics: the parameter block (training only),
-// then the buffers; a shard may hold a single value per channel, or none (N = 0).
-void validate_global(const ChannelForwardArgs& a, const Span& workspace);
+// then the buffers and, on a CPU context, the counter; a shard may hold a single value per channel,
+// or none (N = 0).
+void validate_global(const ChannelForwardArgs& a, const nk_context_s& ctx);
 // A synchronized batch norm shard: as channel_shape, except that N may be 0 (a rank with no
 // samples).
 ChannelShape shard_shape(const nk_act_desc* desc);

@@ -10,7 +10,8 @@
 //    rank gets the same bits; repeated steps and a step captured in a CUDA graph repeat bit for
 //    bit; both layouts, every dtype, data with |mean| >> std.
 //  - The device's rules for counts it cannot check (normkit.h): a negative count, all counts 0, a
-//    global count of 1, 0 or -1 in the global forward, below 1 in the global backward.
+//    global count of 1, 0 or -1 in the global forward, below 1 in the global backward, a
+//    num_batches_tracked that cannot advance (negative or INT64_MAX; the NCCL path too).
 //  - The errors of the CUDA path, each writing nothing.
 //  - The NCCL path with a one-rank communicator (libnccl.so.2 opened with dlopen, not linked):
 //    the whole batch's training forward and backward, an empty shard, a captured forward and
@@ -710,6 +711,70 @@ TEST_F(GpuSyncBatchNormRules, CounterAdvancesWithoutRunningBuffers) {
   EXPECT_EQ(int64_values(tracked_global, 1)[0], 6) << "nk_batch_norm_forward_global on CUDA";
 }
 
+// num_batches_tracked outside [0, INT64_MAX - 1] with a valid global count: the device leaves the
+// counter and the running statistics as they were (both momentum modes; a CPU context refuses such
+// a counter), and y and the saved statistics are the global batch's as usual (the CPU backend's
+// global forward without running buffers). INT64_MAX - 1 advances to INT64_MAX.
+TEST_F(GpuSyncBatchNormRules, GlobalForwardWithACounterThatCannotAdvance) {
+  const nk_act_desc d{3, 4, 5, NK_NHWC, NK_F32};
+  const int64_t c = d.c, numel = d.n * d.c * d.spatial;
+  const Buffer x(NK_F32, rng_.normal(numel, 0.5, 2.0));
+  int64_t count = -1;
+  std::vector<float> mean(c), m2(c);
+  ASSERT_EQ(nk_batch_norm_local_stats(cpu_, &d, x.data(), &count, mean.data(), m2.data()),
+            NK_SUCCESS);
+  const DeviceBuffer xd(x), gcount = int64_buffer({count}), gmean(Buffer(NK_F32, f64(mean))),
+                            gm2(Buffer(NK_F32, f64(m2)));
+  for (nk_momentum_mode mode : {NK_MOMENTUM_EXPONENTIAL, NK_MOMENTUM_CUMULATIVE}) {
+    nk_norm_params p = nk_norm_params_default();
+    p.momentum_mode = mode;
+    Buffer y_ref(NK_F32, numel);
+    std::vector<float> sm_ref(c), si_ref(c);
+    ASSERT_EQ(nk_batch_norm_forward_global(cpu_, &d, &p, &count, mean.data(), m2.data(), x.data(),
+                                           nullptr, nullptr, nullptr, nullptr, nullptr,
+                                           y_ref.data(), sm_ref.data(), si_ref.data()),
+              NK_SUCCESS)
+        << nk_last_error();
+    for (int64_t bad :
+         {int64_t{-1}, int64_t{-2}, rng_.integer(INT64_MIN, -3), INT64_MIN, INT64_MAX}) {
+      SCOPED_TRACE(testing::Message() << "mode " << mode << " counter " << bad);
+      const Buffer rm_host(NK_F32, rng_.normal(c)), rv_host(NK_F32, rng_.uniform(c, 0.5, 2.0));
+      const DeviceBuffer rm(rm_host), rv(rv_host), tracked = int64_buffer({bad});
+      DeviceBuffer y(NK_F32, numel), sm(NK_F32, c), si(NK_F32, c);
+      ASSERT_EQ(nk_batch_norm_forward_global(gpu_, &d, &p, i64(gcount), gmean.f32(), gm2.f32(),
+                                             xd.data(), nullptr, nullptr, rm.f32(), rv.f32(),
+                                             i64(tracked), y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      EXPECT_EQ(rm.download().bytes(), rm_host.bytes()) << "running_mean written";
+      EXPECT_EQ(rv.download().bytes(), rv_host.bytes()) << "running_var written";
+      EXPECT_EQ(int64_values(tracked, 1)[0], bad);
+      expect_close(y.download().values(), y_ref.values(), gpu_tolerance(NK_F32), "y");
+      expect_close(sm.download().values(), f64(sm_ref), {1e-6, 1e-6}, "save_mean");
+      expect_close(si.download().values(), f64(si_ref), {0, 2e-5}, "save_invstd");
+    }
+    std::vector<float> rm_cpu = f32(rng_.normal(c)), rv_cpu = f32(rng_.uniform(c, 0.5, 2.0));
+    const DeviceBuffer rm(Buffer(NK_F32, f64(rm_cpu))), rv(Buffer(NK_F32, f64(rv_cpu)));
+    const DeviceBuffer tracked = int64_buffer({INT64_MAX - 1});
+    int64_t tracked_cpu = INT64_MAX - 1;
+    ASSERT_EQ(nk_batch_norm_forward_global(cpu_, &d, &p, &count, mean.data(), m2.data(), x.data(),
+                                           nullptr, nullptr, rm_cpu.data(), rv_cpu.data(),
+                                           &tracked_cpu, y_ref.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
+    DeviceBuffer y(NK_F32, numel);
+    ASSERT_EQ(nk_batch_norm_forward_global(gpu_, &d, &p, i64(gcount), gmean.f32(), gm2.f32(),
+                                           xd.data(), nullptr, nullptr, rm.f32(), rv.f32(),
+                                           i64(tracked), y.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(int64_values(tracked, 1)[0], INT64_MAX);
+    EXPECT_EQ(tracked_cpu, INT64_MAX);
+    expect_close(rm.download().values(), f64(rm_cpu), {1e-5, 1e-5}, "running_mean");
+    expect_close(rv.download().values(), f64(rv_cpu), {1e-5, 2e-5}, "running_var");
+  }
+}
+
 #if NORMKIT_TEST_WITH_CUDA
 
 // With a workspace from the size queries nothing allocates or waits: the forward phase of three
@@ -1086,6 +1151,48 @@ TEST_F(GpuSyncBatchNormNccl, EmptyShardAlone) {
   EXPECT_EQ(int64_values(tracked, 1)[0], 4);
   EXPECT_EQ(dw.download().values(), std::vector<double>(c, 0.0));
   EXPECT_EQ(db.download().values(), std::vector<double>(c, 0.0));
+}
+
+// The NCCL forward follows the global forward's device rule for num_batches_tracked: outside
+// [0, INT64_MAX - 1] it and the running statistics stay as they were (both momentum modes), y and
+// the saved statistics are the whole batch's (the CPU backend's training forward without running
+// buffers).
+TEST_F(GpuSyncBatchNormNccl, CounterThatCannotAdvanceLeavesRunningStatistics) {
+  const nk_act_desc d{4, 6, 7, NK_NCHW, NK_F32};
+  const int64_t c = d.c, numel = d.n * d.c * d.spatial;
+  size_t fwd = 0, bwd = 0;
+  sizes(d, nk_norm_params_default(), &fwd, &bwd);
+  if (IsSkipped() || HasFatalFailure()) return;
+  const Buffer x(NK_F32, rng_.normal(numel, 0.5, 2.0));
+  const DeviceBuffer xd(x);
+  for (nk_momentum_mode mode : {NK_MOMENTUM_EXPONENTIAL, NK_MOMENTUM_CUMULATIVE}) {
+    nk_norm_params p = nk_norm_params_default();
+    p.momentum_mode = mode;
+    Buffer y_ref(NK_F32, numel);
+    std::vector<float> sm_ref(c), si_ref(c);
+    ASSERT_EQ(nk_batch_norm_forward(cpu_, &d, &p, x.data(), nullptr, nullptr, nullptr, nullptr,
+                                    nullptr, y_ref.data(), sm_ref.data(), si_ref.data()),
+              NK_SUCCESS)
+        << nk_last_error();
+    for (int64_t bad : {int64_t{-1}, rng_.integer(INT64_MIN, -2), INT64_MAX}) {
+      SCOPED_TRACE(testing::Message() << "mode " << mode << " counter " << bad);
+      const Buffer rm_host(NK_F32, rng_.normal(c)), rv_host(NK_F32, rng_.uniform(c, 0.5, 2.0));
+      const DeviceBuffer rm(rm_host), rv(rv_host), tracked = int64_buffer({bad});
+      DeviceBuffer y(NK_F32, numel), sm(NK_F32, c), si(NK_F32, c);
+      ASSERT_EQ(
+          nk_sync_batch_norm_forward(gpu_, comm_, &d, &p, xd.data(), nullptr, nullptr, rm.f32(),
+                                     rv.f32(), i64(tracked), y.data(), sm.f32(), si.f32()),
+          NK_SUCCESS)
+          << nk_last_error();
+      ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+      EXPECT_EQ(rm.download().bytes(), rm_host.bytes()) << "running_mean written";
+      EXPECT_EQ(rv.download().bytes(), rv_host.bytes()) << "running_var written";
+      EXPECT_EQ(int64_values(tracked, 1)[0], bad);
+      expect_close(y.download().values(), y_ref.values(), gpu_tolerance(NK_F32), "y");
+      expect_close(sm.download().values(), f64(sm_ref), {2e-6 * 2.5, 1e-6}, "save_mean");
+      expect_close(si.download().values(), f64(si_ref), {0, 2e-5}, "save_invstd");
+    }
+  }
 }
 
 // With a workspace set from the size queries, the forward (cumulative momentum) captured in a CUDA

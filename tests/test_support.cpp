@@ -1,6 +1,8 @@
 #include "test_support.hpp"
 
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 
 #include "dtype.hpp"  // the library's conversions, compiled into the tests (tested in test_dtype)
 
@@ -68,6 +70,53 @@ std::vector<double> Random::uniform(int64_t count, double lo, double hi) {
   std::vector<double> out(static_cast<size_t>(count));
   for (double& v : out) v = dist(engine_);
   return out;
+}
+
+int64_t Random::integer(int64_t lo, int64_t hi) {
+  return std::uniform_int_distribution<int64_t>(lo, hi)(engine_);
+}
+
+double ulps_from(double value, int steps) {
+  for (; steps > 0; --steps) value = std::nextafter(value, HUGE_VAL);
+  for (; steps < 0; ++steps) value = std::nextafter(value, -HUGE_VAL);
+  return value;
+}
+
+float ulps_from(float value, int steps) {
+  for (; steps > 0; --steps) value = std::nextafter(value, HUGE_VALF);
+  for (; steps < 0; ++steps) value = std::nextafter(value, -HUGE_VALF);
+  return value;
+}
+
+namespace {
+
+template <class Real, class Parse>
+Real read_after(const std::string& message, const std::string& prefix, Parse parse) {
+  const size_t at = message.find(prefix);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "no \"" << prefix << "\" in: " << message;
+    return std::numeric_limits<Real>::quiet_NaN();
+  }
+  const char* begin = message.c_str() + at + prefix.size();
+  char* end = nullptr;
+  const Real value = parse(begin, &end);
+  if (end == begin) {
+    ADD_FAILURE() << "no number after \"" << prefix << "\" in: " << message;
+    return std::numeric_limits<Real>::quiet_NaN();
+  }
+  return value;
+}
+
+}  // namespace
+
+double number_after(const std::string& message, const std::string& prefix) {
+  return read_after<double>(message, prefix,
+                            [](const char* s, char** end) { return std::strtod(s, end); });
+}
+
+float float_after(const std::string& message, const std::string& prefix) {
+  return read_after<float>(message, prefix,
+                           [](const char* s, char** end) { return std::strtof(s, end); });
 }
 
 std::vector<double> rounded(const std::vector<double>& values, nk_dtype dtype) {

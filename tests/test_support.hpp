@@ -57,11 +57,22 @@ class Random {
   uint64_t seed() const { return seed_; }
   std::vector<double> normal(int64_t count, double mean = 0.0, double stddev = 1.0);
   std::vector<double> uniform(int64_t count, double lo, double hi);
+  int64_t integer(int64_t lo, int64_t hi);  // uniform in [lo, hi]
 
  private:
   uint64_t seed_;
   std::mt19937_64 engine_;
 };
+
+// `value` moved `steps` representable values up (steps > 0) or down (steps < 0).
+double ulps_from(double value, int steps);
+float ulps_from(float value, int steps);
+
+// The number a message shows right after the first `prefix`, read back with strtod (strtof for
+// float_after), so that a test can check it reads back as exactly the value passed. NaN, and a
+// test failure, when the prefix or the number is missing.
+double number_after(const std::string& message, const std::string& prefix);
+float float_after(const std::string& message, const std::string& prefix);
 
 // Values rounded to what `dtype` stores (the inputs the library actually sees).
 std::vector<double> rounded(const std::vector<double>& values, nk_dtype dtype);

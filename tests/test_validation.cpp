@@ -5,6 +5,7 @@
 // in any buffer the call could reach. Overlaps are made by carving sub-ranges out of one "arena".
 // A fixture per op (the Op parameter) owns the buffers; each suite is instantiated for the ops
 // where its errors apply, so a failure names both the error and the op.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -189,6 +190,9 @@ class OpTest : public ::testing::Test {
     std::memcpy(&v, buffers_.at("num_batches_tracked").data(), sizeof v);
     return v;
   }
+  void SetCounter(int64_t v) {
+    std::memcpy(buffers_.at("num_batches_tracked").data(), &v, sizeof v);
+  }
 
   bool Forward() const {
     return op_ == Op::kBatchFwd || op_ == Op::kInstanceFwd || op_ == Op::kGroupFwd ||
@@ -284,6 +288,15 @@ class OpTest : public ::testing::Test {
   void Reject(nk_status want, const Fragments& fragments, bool with_query = false) {
     ExpectRejected(Fn(), want, fragments, buffers_, [&] { return Run(); });
     if (with_query) ExpectRejected(QueryFn(), want, fragments, buffers_, [&] { return Query(); });
+  }
+  // Rejected (and with kAndQuery its query too) with a message whose number after `prefix` reads
+  // back as exactly `value`: the value passed, not a rounding of it.
+  void RejectValue(const std::string& prefix, double value, bool with_query = false) {
+    Reject(NK_ERROR_INVALID_VALUE, {prefix});
+    EXPECT_EQ(nkt::number_after(nk_last_error(), prefix), value) << nk_last_error();
+    if (!with_query) return;
+    ExpectRejected(QueryFn(), NK_ERROR_INVALID_VALUE, {prefix}, buffers_, [&] { return Query(); });
+    EXPECT_EQ(nkt::number_after(nk_last_error(), prefix), value) << nk_last_error();
   }
   void ExpectSuccess(bool with_query = false) {
     nk_status st = Run();
@@ -493,6 +506,15 @@ TEST_P(ValidationEps, Infinite) {
   Reject(NK_ERROR_INVALID_VALUE, {"eps = inf"}, HasParams());
 }
 
+// A negative eps a few ulp from -1e-5 (which 6 significant digits would show as -1e-05): the
+// message's number reads back as that very value.
+TEST_P(ValidationEps, NegativeIsShownExactly) {
+  const int k = static_cast<int>(rng_.integer(1, 8));
+  const double eps = nkt::ulps_from(-1e-5, rng_.integer(0, 1) ? k : -k);
+  SetEps(eps);
+  RejectValue("eps = ", eps, HasParams());
+}
+
 // ---- shapes -----------------------------------------------------------------------------------
 
 TEST_P(ValidationChannelShape, NonPositiveN) {
@@ -518,7 +540,21 @@ TEST_P(ValidationChannelShape, NonPositiveSpatial) {
 
 TEST_P(ValidationChannelShape, ElementCountOverflows) {
   act_desc_.n = act_desc_.c = act_desc_.spatial = int64_t{1} << 22;
-  Reject(NK_ERROR_BAD_SHAPE, {"4194304 x 4194304 x 4194304", "overflows int64"}, kAndQuery);
+  Reject(NK_ERROR_BAD_SHAPE,
+         {"4194304 x 4194304 x 4194304 exceeds INT64_MAX", "the limit is 1152921504606846975"},
+         kAndQuery);
+}
+
+// 2^62 elements fit in int64, but their byte sizes would not: the message says what the limit is
+// and why, and shows the count.
+TEST_P(ValidationChannelShape, ElementCountAboveTheLimit) {
+  act_desc_.n = int64_t{1} << 20;
+  act_desc_.c = act_desc_.spatial = int64_t{1} << 21;
+  Reject(NK_ERROR_BAD_SHAPE,
+         {"desc (n x c x spatial) = 1048576 x 2097152 x 2097152 = 4611686018427387904",
+          "the limit is 1152921504606846975 elements (INT64_MAX / 8",
+          "byte sizes, up to 8 bytes an element, must fit in int64"},
+         kAndQuery);
 }
 
 TEST_P(ValidationChannelShape, UnknownLayout) {
@@ -542,7 +578,24 @@ TEST_P(ValidationRowShape, NonPositiveCols) {
 
 TEST_P(ValidationRowShape, ElementCountOverflows) {
   row_desc_.rows = row_desc_.cols = int64_t{1} << 32;
-  Reject(NK_ERROR_BAD_SHAPE, {"4294967296 x 4294967296", "overflows int64"}, kAndQuery);
+  Reject(NK_ERROR_BAD_SHAPE,
+         {"4294967296 x 4294967296 exceeds INT64_MAX", "the limit is 1152921504606846975"},
+         kAndQuery);
+}
+
+// The limit is exact: (2^30 - 1) x (2^30 + 1) = 2^60 - 1 elements pass the shape check (the
+// workspace query answers), 2^30 x 2^30 = 2^60 do not.
+TEST_P(ValidationRowShape, ElementCountLimitIsExact) {
+  size_t bytes = 0;
+  a_.bytes = &bytes;
+  row_desc_.rows = (int64_t{1} << 30) - 1;
+  row_desc_.cols = (int64_t{1} << 30) + 1;
+  EXPECT_EQ(Query(), NK_SUCCESS) << nk_last_error();
+  row_desc_.rows = row_desc_.cols = int64_t{1} << 30;
+  Reject(NK_ERROR_BAD_SHAPE,
+         {"desc (rows x cols) = 1073741824 x 1073741824 = 1152921504606846976",
+          "the limit is 1152921504606846975 elements"},
+         kAndQuery);
 }
 
 TEST_P(ValidationRowShape, UnknownWeightDtype) {
@@ -594,29 +647,65 @@ TEST_P(ValidationRunningNorm, OutputOverlapsRunningVarInInference) {
          {Named("running_var", Arena(kAct - 1)), Named(OutName(), Arena(0))});
 }
 
-TEST_P(ValidationRunningForward, UnknownMomentumMode) {
+TEST_P(ValidationRunningNorm, UnknownMomentumMode) {
   params_.momentum_mode = static_cast<nk_momentum_mode>(7);
   Reject(NK_ERROR_INVALID_VALUE, {"params->momentum_mode = 7"}, kAndQuery);
 }
 
-TEST_P(ValidationRunningForward, UnknownRunningVar) {
+TEST_P(ValidationRunningNorm, UnknownRunningVar) {
   params_.running_var = static_cast<nk_running_var>(-1);
   Reject(NK_ERROR_INVALID_VALUE, {"params->running_var = -1"}, kAndQuery);
 }
 
-TEST_P(ValidationRunningForward, MomentumNegative) {
+TEST_P(ValidationRunningNorm, MomentumNegative) {
   params_.momentum = -0.25;
   Reject(NK_ERROR_INVALID_VALUE, {"params->momentum = -0.25"}, kAndQuery);
 }
 
-TEST_P(ValidationRunningForward, MomentumAboveOne) {
+TEST_P(ValidationRunningNorm, MomentumAboveOne) {
   params_.momentum = 1.5;
   Reject(NK_ERROR_INVALID_VALUE, {"params->momentum = 1.5"}, kAndQuery);
 }
 
-TEST_P(ValidationRunningForward, MomentumNaN) {
+TEST_P(ValidationRunningNorm, MomentumNaN) {
   params_.momentum = kNaN;
   Reject(NK_ERROR_INVALID_VALUE, {"params->momentum = nan"}, kAndQuery);
+}
+
+// A few ulp outside [0, 1]: the message shows the value itself, never a rounding of it that lies
+// inside the range ("1").
+TEST_P(ValidationRunningNorm, MomentumAFewUlpAboveOneIsShownExactly) {
+  params_.momentum = nkt::ulps_from(1.0, static_cast<int>(rng_.integer(1, 8)));
+  RejectValue("params->momentum = ", params_.momentum, kAndQuery);
+}
+
+// A few ulp below 0 (a negative subnormal), and a few ulp from -0.1 (shown as -0.1 with 6 digits).
+TEST_P(ValidationRunningNorm, MomentumBelowZeroIsShownExactly) {
+  const int k = static_cast<int>(rng_.integer(1, 8));
+  for (double m : {nkt::ulps_from(0.0, -k), nkt::ulps_from(-0.1, rng_.integer(0, 1) ? k : -k)}) {
+    params_.momentum = m;
+    RejectValue("params->momentum = ", m, kAndQuery);
+  }
+}
+
+TEST_P(ValidationRunningNorm, MomentumOfOneAndZeroAccepted) {
+  for (double m : {0.0, 1.0}) {
+    params_.momentum = m;
+    ExpectSuccess(kAndQuery);
+  }
+}
+
+// The backward calls do not read momentum_mode or running_var, and refuse unknown values all the
+// same (UnknownMomentumMode and UnknownRunningVar above run for them too); in inference as well.
+TEST_P(ValidationRunningNorm, UnknownEnumsInInference) {
+  params_.phase = NK_INFERENCE;
+  params_.momentum_mode = static_cast<nk_momentum_mode>(2);
+  Reject(NK_ERROR_INVALID_VALUE, {"params->momentum_mode = 2", "is not an nk_momentum_mode"},
+         kAndQuery);
+  params_.momentum_mode = NK_MOMENTUM_EXPONENTIAL;
+  params_.running_var = static_cast<nk_running_var>(-7);
+  Reject(NK_ERROR_INVALID_VALUE, {"params->running_var = -7", "is not an nk_running_var"},
+         kAndQuery);
 }
 
 TEST_P(ValidationRunningForward, CumulativeIgnoresMomentum) {
@@ -630,6 +719,61 @@ TEST_P(ValidationRunningForward, CumulativeWithoutNumBatchesTracked) {
   params_.momentum_mode = NK_MOMENTUM_CUMULATIVE;
   a_.num_batches_tracked = nullptr;
   Reject(NK_ERROR_INVALID_VALUE, {"num_batches_tracked is NULL", "NK_MOMENTUM_CUMULATIVE"});
+}
+
+// num_batches_tracked in training: in [0, INT64_MAX - 1]. -1 would make the cumulative momentum
+// 1/0 (NaN in both running statistics), -2 a momentum of -1, INT64_MAX an overflowing increment.
+// The fixture watches the counter, the running statistics and the poisoned outputs.
+TEST_P(ValidationRunningForward, NegativeNumBatchesTrackedCumulative) {
+  params_.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+  for (int64_t v : {int64_t{-1}, int64_t{-2}, rng_.integer(INT64_MIN, -3)}) {
+    SetCounter(v);
+    Reject(NK_ERROR_INVALID_VALUE, {"*num_batches_tracked = " + std::to_string(v),
+                                    "expected a count in [0, INT64_MAX - 1]"});
+  }
+}
+
+TEST_P(ValidationRunningForward, NegativeNumBatchesTrackedExponential) {
+  for (int64_t v : {int64_t{-1}, rng_.integer(INT64_MIN, -2)}) {
+    SetCounter(v);
+    Reject(NK_ERROR_INVALID_VALUE, {"*num_batches_tracked = " + std::to_string(v)});
+  }
+}
+
+TEST_P(ValidationRunningForward, NegativeNumBatchesTrackedWithoutRunningBuffers) {
+  a_.running_mean = a_.running_var = nullptr;
+  SetCounter(-1);
+  Reject(NK_ERROR_INVALID_VALUE, {"*num_batches_tracked = -1"});
+}
+
+TEST_P(ValidationRunningForward, NumBatchesTrackedAtInt64Max) {
+  SetCounter(INT64_MAX);
+  for (nk_momentum_mode mode : {NK_MOMENTUM_EXPONENTIAL, NK_MOMENTUM_CUMULATIVE}) {
+    params_.momentum_mode = mode;
+    Reject(NK_ERROR_INVALID_VALUE, {"*num_batches_tracked = 9223372036854775807"});
+  }
+}
+
+// The bounds are exact: 0 and INT64_MAX - 1 advance, and the running statistics stay finite.
+TEST_P(ValidationRunningForward, NumBatchesTrackedAtTheBoundsAdvances) {
+  params_.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+  for (int64_t v : {int64_t{0}, INT64_MAX - 1}) {
+    SetCounter(v);
+    ExpectSuccess();
+    EXPECT_EQ(Counter(), v + 1);
+    for (int64_t c = 0; c < act_desc_.c; ++c) {
+      EXPECT_TRUE(std::isfinite(a_.running_mean[c])) << "running_mean[" << c << "]";
+      EXPECT_TRUE(std::isfinite(a_.running_var[c])) << "running_var[" << c << "]";
+    }
+  }
+}
+
+// Inference neither reads nor writes the counter: whatever it holds is left as it is.
+TEST_P(ValidationRunningForward, NumBatchesTrackedNotReadInInference) {
+  params_.phase = NK_INFERENCE;
+  SetCounter(-1);
+  ExpectSuccess();
+  EXPECT_EQ(Counter(), -1);
 }
 
 // Forward and backward: the saved statistics of a single value cannot exist either.

@@ -4,7 +4,12 @@
  * Design notes for users of this header:
  *  - Every function returns an nk_status. A failing call writes nothing: no output, no running
  *    statistic, no counter. nk_last_error() then holds a message naming the function, the argument,
- *    its value and what was expected.
+ *    its value and what was expected. A floating-point value is shown in its shortest decimal form
+ *    that reads back (strtod) as exactly that value, so a value just outside a bound never shows
+ *    as the bound itself.
+ *  - Every field of every struct passed in is checked, whether the call reads it or not: an enum
+ *    field holding an unknown value is an error everywhere (each struct's comment says which calls
+ *    read which fields).
  *  - Phases are explicit. NK_TRAINING normalizes with the statistics of the batch at hand and
  *    (batch and instance norm) updates the running statistics; NK_INFERENCE normalizes with the
  *    frozen running statistics and never looks at the batch.
@@ -23,12 +28,20 @@
  *    rejected with NK_ERROR_INVALID_VALUE.
  *  - eps is a double; the CUDA backend adds it in fp32 (as PyTorch's kernels do).
  *  - A context is used by one thread at a time; different contexts are independent.
+ *  - The running buffers (running_mean, running_var) and num_batches_tracked of one layer must not
+ *    be updated by two calls that can run at the same time: two streams without an order between
+ *    them, two contexts, two threads. The device updates them with plain reads and writes (the
+ *    counter's increment is not atomic), so one update would be lost or the two mixed. Order such
+ *    calls (the same stream, or an event between the streams) or give each its own buffers.
  *
  * Errors every op can return, in addition to those listed per function:
  *   NK_ERROR_INVALID_VALUE  ctx, a descriptor, a parameter block or a required pointer is NULL;
- *                           an enum holds an unknown value; eps is negative or not finite; a
- *                           pointer is not aligned to its element size.
- *   NK_ERROR_BAD_SHAPE      a dimension is < 1, or an element count overflows int64.
+ *                           an enum (an argument or a field of any struct passed in, read or not)
+ *                           holds an unknown value; eps is negative or not finite; a pointer is
+ *                           not aligned to its element size.
+ *   NK_ERROR_BAD_SHAPE      a dimension is < 1, or an element count is above 2^60 - 1
+ *                           (INT64_MAX / 8): byte sizes are computed from element counts, for
+ *                           elements of up to 8 bytes, and each must fit in int64.
  *   NK_ERROR_WORKSPACE      a workspace is set on ctx and is smaller than the op's size query.
  *   NK_ERROR_OUT_OF_MEMORY  no workspace is set and the op could not allocate its scratch memory.
  *   NK_ERROR_NOT_SUPPORTED  the context's backend has no implementation of this op yet.
@@ -115,7 +128,8 @@ typedef NK_ENUM(nk_running_var) {
  * Descriptors
  * ------------------------------------------------------------------------------------------- */
 
-/* Activation tensor of batch, instance and group norm: N x C x S in the given layout and dtype. */
+/* Activation tensor of batch, instance and group norm: N x C x S in the given layout and dtype.
+ * Every call that takes one reads every field (synchronized batch norm's calls allow n == 0). */
 typedef struct nk_act_desc {
   int64_t n;       /* batch size, >= 1 */
   int64_t c;       /* channels, >= 1 */
@@ -124,7 +138,9 @@ typedef struct nk_act_desc {
   nk_dtype dtype; /* dtype of x, y, dy and dx */
 } nk_act_desc;
 
-/* Input of layer and RMS norm: rows x cols, row-major; each row is normalized. */
+/* Input of layer and RMS norm: rows x cols, row-major; each row is normalized. Layer and RMS norm
+ * read every field. The preprocessing normalizers and nk_stats_add_columns read rows, cols and
+ * dtype only: weight_dtype must still be a known nk_dtype there (any of them). */
 typedef struct nk_row_desc {
   int64_t rows;          /* >= 1 */
   int64_t cols;          /* D, the normalized size, >= 1 */
@@ -132,11 +148,24 @@ typedef struct nk_row_desc {
   nk_dtype weight_dtype; /* dtype of weight, bias, dweight, dbias: NK_F32 or dtype */
 } nk_row_desc;
 
-/* Options of batch and instance norm. Start from nk_norm_params_default(). */
+/* Options of batch and instance norm. Start from nk_norm_params_default().
+ * Every call that takes a parameter block checks all of it, whether it reads a field or not (so a
+ * block valid for one call is valid for every call): phase, momentum_mode and running_var known
+ * values, eps finite and >= 0, momentum in [0, 1] under NK_MOMENTUM_EXPONENTIAL. What each reads:
+ *   nk_batch_norm_forward, nk_instance_norm_forward
+ *       training: phase, eps; with running buffers also momentum_mode, running_var and (under
+ *       NK_MOMENTUM_EXPONENTIAL) momentum; momentum_mode also decides whether num_batches_tracked
+ *       is required. Inference: phase, eps.
+ *   nk_batch_norm_forward_global, nk_sync_batch_norm_forward
+ *       as the forward in training (phase must be NK_TRAINING).
+ *   nk_batch_norm_backward, nk_instance_norm_backward              phase, eps.
+ *   nk_batch_norm_forward_frozen            phase (must be NK_INFERENCE), eps.
+ *   the *_workspace_size queries of batch and instance norm        phase.
+ *   nk_sync_batch_norm_forward_workspace_size                      none (checked all the same). */
 typedef struct nk_norm_params {
   nk_phase phase;
   double eps;      /* added to the variance, finite and >= 0 (PyTorch: 1e-5) */
-  double momentum; /* in [0, 1] for NK_MOMENTUM_EXPONENTIAL; ignored otherwise */
+  double momentum; /* in [0, 1] for NK_MOMENTUM_EXPONENTIAL; not read otherwise */
   nk_momentum_mode momentum_mode;
   nk_running_var running_var;
 } nk_norm_params;
@@ -225,15 +254,25 @@ NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_a
  *   weight, bias         [C] fp32, nullable.
  *   running_mean/_var    [C] fp32. Training: both or neither, updated in place. Inference:
  *                        both required, read only.
- *   num_batches_tracked  [1] int64, nullable; incremented by 1 in training; required for
- *                        NK_MOMENTUM_CUMULATIVE when running statistics are updated.
+ *   num_batches_tracked  [1] int64, nullable; incremented by 1 in training (not read in
+ *                        inference); required for NK_MOMENTUM_CUMULATIVE when running statistics
+ *                        are updated. In training it must be in [0, INT64_MAX - 1]: a negative
+ *                        count has no cumulative momentum (1/0, or negative) and INT64_MAX cannot
+ *                        be incremented. CPU context: checked before anything is written
+ *                        (NK_ERROR_INVALID_VALUE naming the value). CUDA context: the counter is
+ *                        device memory, never read by the host, and the device's rule is that a
+ *                        counter outside that range stays as it is and so do running_mean and
+ *                        running_var (y and the saved statistics are written as usual): no NaN
+ *                        ever reaches the running statistics. Not atomic: see the concurrency note
+ *                        at the top of this header.
  *   y                    [N x C x S] desc->dtype, required; may equal x.
  *   save_mean/_invstd    [C] fp32, nullable; training only (ignored in inference): the batch mean
  *                        and invstd that nk_batch_norm_backward takes.
  * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1: more than one value per channel is needed),
  *         NK_ERROR_INVALID_VALUE (momentum outside [0, 1]; only one of the running buffers;
  *         inference without running statistics; cumulative average without num_batches_tracked;
- *         overlapping buffers). */
+ *         CPU: *num_batches_tracked outside [0, INT64_MAX - 1] in training; overlapping
+ *         buffers). */
 NK_API nk_status nk_batch_norm_forward(nk_context ctx, const nk_act_desc* desc,
                                        const nk_norm_params* params, const void* x,
                                        const float* weight, const float* bias, float* running_mean,
@@ -244,7 +283,8 @@ NK_API nk_status nk_batch_norm_forward(nk_context ctx, const nk_act_desc* desc,
 NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                        const nk_norm_params* params, size_t* bytes);
 
-/* Batch norm backward. Only params->phase and params->eps are read.
+/* Batch norm backward. Reads params->phase and params->eps; the other fields are checked as the
+ * forward checks them (an unknown momentum_mode or running_var is an error here too).
  * Training (statistics from save_mean/save_invstd, xhat = (x - mean) * invstd):
  *   dx = weight * invstd * (dy - mean_c(dy) - xhat * mean_c(dy * xhat))
  * Inference (frozen statistics, invstd = 1 / sqrt(running_var + eps), xhat likewise):
@@ -434,7 +474,8 @@ NK_API nk_status nk_stats_reset(nk_stats stats);
 NK_API nk_status nk_stats_add_channels(nk_stats stats, const nk_act_desc* desc, const void* x);
 
 /* Adds a batch, one feature per column: x is rows x cols (row-major) of desc->dtype, and
- * desc->cols must equal the feature count; desc->weight_dtype is not used. */
+ * desc->cols must equal the feature count; desc->weight_dtype is not read (but must be a known
+ * nk_dtype). */
 NK_API nk_status nk_stats_add_columns(nk_stats stats, const nk_row_desc* desc, const void* x);
 
 /* into += from: afterwards `into` holds the statistics of both sample sets. Both must have the
@@ -485,6 +526,11 @@ typedef NK_ENUM(nk_zero_spread) {
 } nk_zero_spread;
 /* clang-format on */
 
+/* Every call that takes an nk_frozen_stats checks every field (nk_frozen_stats_release, which only
+ * frees, aside). Beyond that: nk_frozen_stats_save writes them all; nk_frozen_stats_check compares
+ * kind, dtype, features and eps with the layer's; nk_batch_norm_forward_frozen does the same and
+ * normalizes with center and spread; nk_scale_columns reads kind, dtype, features, center and
+ * spread (samples, eps and running_var play no part there). */
 typedef struct nk_frozen_stats {
   nk_stats_kind kind;
   nk_dtype dtype;             /* dtype of the activations the statistics are for */
@@ -549,8 +595,8 @@ NK_API nk_status nk_batch_norm_forward_frozen(nk_context ctx, const nk_act_desc*
  * nk_l2_normalize_rows neither allocates nor copies.
  * ------------------------------------------------------------------------------------------- */
 
-/* Exact quantiles of every column of a rows x cols tensor x (desc->dtype; weight_dtype unused), as
- * numpy's default ('linear'): with the column sorted, h = q * (rows - 1) and
+/* Exact quantiles of every column of a rows x cols tensor x (desc->dtype; weight_dtype not read),
+ * as numpy's default ('linear'): with the column sorted, h = q * (rows - 1) and
  * value = v[floor h] + (h - floor h) * (v[floor h + 1] - v[floor h]), computed in fp64 and rounded
  * once to fp32. A column holding a NaN gets NaN for every quantile. Both backends give the same
  * bits, NaN payloads aside (and where a column holds both -0 and +0, the sign of a zero result
@@ -566,7 +612,7 @@ NK_API nk_status nk_quantiles_columns(nk_context ctx, const nk_row_desc* desc, c
                                       const double* q, int64_t nq, float* out);
 
 /* Transforms a rows x cols tensor with frozen per-column parameters (stats->features == cols,
- * stats->dtype == desc->dtype; desc->weight_dtype unused):
+ * stats->dtype == desc->dtype; desc->weight_dtype not read):
  *   NK_STATS_STANDARDIZE  y = (x - mean) / sqrt(variance)
  *   NK_STATS_MIN_MAX      y = (x - min) / (max - min)
  *   NK_STATS_ROBUST       y = (x - median) / IQR
@@ -614,7 +660,8 @@ NK_API nk_status nk_l2_normalize_rows(nk_context ctx, const nk_row_desc* desc, d
  *     all 0 give total_count 0, mean 0 and m2 0;
  *   - forward_global: a global count below 2 leaves the running statistics and
  *     num_batches_tracked unchanged (one value has no unbiased variance); below 1 the statistics
- *     are taken as mean 0, variance 0;
+ *     are taken as mean 0, variance 0; a num_batches_tracked outside [0, INT64_MAX - 1] leaves
+ *     them unchanged too, as in nk_batch_norm_forward (a CPU context refuses it);
  *   - backward_global: a global count below 1 gives dx = weight * invstd * dy.
  * Workspace: nk_batch_norm_forward_global uses what nk_batch_norm_forward in NK_TRAINING does
  * (same size query), nk_batch_norm_backward_global what nk_batch_norm_backward in NK_TRAINING
@@ -650,8 +697,10 @@ NK_API nk_status nk_batch_norm_merge_stats(nk_context ctx, int64_t ranks, int64_
  * NK_TRAINING (same arguments, same running update with the global count). The shard itself may
  * hold a single value per channel.
  *   global_count [1] int64, >= 2 and >= this shard's N*S (CPU: checked; CUDA: see above).
+ *   num_batches_tracked  as in nk_batch_norm_forward in NK_TRAINING: in [0, INT64_MAX - 1]
+ *                (CPU: checked; CUDA: the device rule above).
  * Errors: those of nk_batch_norm_forward; NK_ERROR_INVALID_VALUE (params->phase not NK_TRAINING;
- *         CPU: *global_count out of range). */
+ *         CPU: *global_count or *num_batches_tracked out of range). */
 NK_API nk_status nk_batch_norm_forward_global(
     nk_context ctx, const nk_act_desc* desc, const nk_norm_params* params,
     const int64_t* global_count, const float* global_mean, const float* global_m2, const void* x,
@@ -685,8 +734,9 @@ NK_API nk_status nk_batch_norm_backward_global(nk_context ctx, const nk_act_desc
  * workspace (size queries below) the calls can be captured in a CUDA graph. Every rank must call,
  * in the same order, with the same C, dtype and params: a rank without samples passes desc->n = 0
  * (x, y, dy, dx may then be NULL) and still takes part. Forward: as nk_batch_norm_forward in
- * NK_TRAINING over the global batch (the device rules above for a global count below 2); backward:
- * dx, and dweight and dbias over the global batch (each nullable).
+ * NK_TRAINING over the global batch (the device rules above for a global count below 2 and for
+ * num_batches_tracked); backward: dx, and dweight and dbias over the global batch (each
+ * nullable).
  * NCCL itself is opened at run time (libnccl.so.2 through the loader's search path: the library
  * the engine has loaded), so libnormkit does not depend on it. Multi-node: the communicator spans
  * the nodes; nothing else changes. Drive each rank from its own thread or process and never call
