@@ -474,11 +474,13 @@ report_tests() {
   done
   [ -s "$work/tests.out" ] && append_section "$work/tests.out" "the phase's own output" "$out/tests.log"
   parity=$(grep -E '(passed|failed|error)' "$work/parity.log" 2>/dev/null | tail -1)
+  [ -n "$parity" ] || parity=$(tail -1 "$work/parity.log" 2>/dev/null | cut -c1-160)
   result="gtest: $ok passed, $failed failed, $skipped skipped; shards finished $finished/$NK_SHARDS ($bad with rc != 0)${names:+; failed: $names}"
   result+="; demo rc $(cat "$work/demo.rc" 2>/dev/null || echo -); NCCL example rc $(cat "$work/nccl.rc" 2>/dev/null || echo -)"
   result+="; parity: ${parity:-no result} (rc $(cat "$work/parity.rc" 2>/dev/null || echo -))"
   verdict=""
   [ "$failed" -eq 0 ] && [ "$bad" -eq 0 ] || verdict="failed"
+  [ "$ok" -gt 0 ] || verdict="failed"  # every GPU test skipped: no GPU was used
   for f in demo nccl parity; do
     [ -f "$work/$f.rc" ] && [ "$(cat "$work/$f.rc")" != 0 ] && verdict="failed"
   done
@@ -533,13 +535,23 @@ PY
 )
   result="${cases:-0} cases in bench.json$([ "${cut:-}" = cut ] && echo ' (cut short)'), ${errors:-0} in error (filter $NK_BENCH_FILTER)"
   [ "${errors:-0}" -eq 0 ] || verdict="failed"
+  if [ "${cases:-0}" -eq 0 ]; then
+    verdict="failed"
+    result+="; it says: $(head -1 "$work/bench.err" 2>/dev/null | cut -c1-160)"
+  fi
 }
 
 report_torch() {
   [ -s "$work/torch.json" ] && cp "$work/torch.json" "$out/torch.json"
   append_section "$work/torch.log" "torch_compare.py" "$out/perf.log"
-  result="$(count '"normkit_ms"' "$work/torch.json") cases in torch.json, $(count '"compile_ms": [0-9]' "$work/torch.json") through torch.compile; checks not ok: $(count '"check": "MISMATCH' "$work/torch.json")"
+  local cases
+  cases=$(count '"normkit_ms"' "$work/torch.json")
+  result="$cases cases in torch.json, $(count '"compile_ms": [0-9]' "$work/torch.json") through torch.compile; checks not ok: $(count '"check": "MISMATCH' "$work/torch.json")"
   [ "$(count '"check": "MISMATCH' "$work/torch.json")" -eq 0 ] || verdict="failed"
+  if [ "$cases" -eq 0 ]; then
+    verdict="failed"
+    result+="; it says: $(grep -v '^ *$' "$work/torch.log" 2>/dev/null | tail -1 | cut -c1-160)"
+  fi
 }
 
 report_ncu() {
