@@ -353,6 +353,7 @@ find_tool() {
 sanitizer=$(find_tool NORMKIT_GPU_CHECK_SANITIZER compute-sanitizer \
   /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
   /opt/nvidia/compute-sanitizer/compute-sanitizer)
+# shellcheck disable=SC2046  # the folders found, one word each (no spaces in these paths)
 ncu=$(find_tool NORMKIT_GPU_CHECK_NCU ncu /usr/local/cuda/bin/ncu \
   $(ls -d /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/nsight-compute*/ncu 2>/dev/null | sort -r))
 
