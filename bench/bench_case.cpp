@@ -72,8 +72,8 @@ int64_t Case::minimal_bytes() const {
 
 std::string Case::name() const {
   std::string s = set + "/";
-  // Sets that mix ops (rows, small) name the op; the others are named after theirs.
-  if (set == "rows" || set == "small") s += std::string(op_name(op)) + "/";
+  // Sets that mix ops (rows, small, check) name the op; the others are named after theirs.
+  if (set == "rows" || set == "small" || set == "check") s += std::string(op_name(op)) + "/";
   if (is_row_op()) {
     s += "D" + std::to_string(cols) + "/M" + std::to_string(rows) + "/" + dtype_name(dtype) +
          "/w_" + dtype_name(weight_dtype);

@@ -1,6 +1,8 @@
 # ctest bench_summarize (label cpu): summarize.py on the synthetic files of testdata/ (hand-made,
 # not measurements). Checks the tables, the cuDNN and torch ratios, the geometric means, the use
-# of the median aggregate of repetitions, the worst-five lists and the error list.
+# of the median aggregate of repetitions, the worst-five lists and the error list; then the same on
+# names of the GPU check's `check` set (ops in the name, launch-bound cases among the others) joined
+# with a file in torch_compare.py's own output format.
 #   cmake -DPYTHON=<python3> -DSCRIPT=<summarize.py> -DDATA=<testdata folder>
 #         -P check_summarize.cmake
 
@@ -22,7 +24,7 @@ set(expected
   "## small/rms_norm\n"
   "\\| 3.00 \\| 9.00 \\|"
   "\\| N8 C64 HW256 \\| fp32 \\| NCHW \\| bwd \\| 777 \\| 0.777 \\| 1.25 \\|"
-  "## Worst 5 by frac_of_copy \\(small set excluded\\)\n\n1. `group_norm/N2/C320/HW8/G32/NHWC/bf16/fwd`: 0.020"
+  "## Worst 5 by frac_of_copy \\(launch-bound cases excluded\\)\n\n1. `group_norm/N2/C320/HW8/G32/NHWC/bf16/fwd`: 0.020"
   "## Worst 5 by vs_cudnn\n\n1. `bn_resnet50/N256/C64/HW112/NCHW/bf16/train_fwd`: 0.500"
   "## Errors\n\n- `instance_norm/N8/C256/HW256/NHWC/bf16/train_fwd`: SYNTHETIC error")
 foreach(pattern IN LISTS expected)
@@ -34,3 +36,51 @@ if(out MATCHES "copy/kernel")
   message(FATAL_ERROR "the copy entries must not appear in the op tables:\n${out}")
 endif()
 message(STATUS "summarize.py: tables, ratios, geometric means, aggregates, worst cases, errors")
+
+# The check set: families per op, a launch-bound row with its µs/call beside a bandwidth-bound
+# one, the torch ratios read from torch_compare.py's JSON, launch-bound cases kept out of the
+# worst frac_of_copy list.
+execute_process(
+  COMMAND ${PYTHON} ${SCRIPT} ${DATA}/synthetic_check_results.json
+          --torch ${DATA}/synthetic_check_torch.json
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "summarize.py (check set) exited with '${rc}'\n${out}\n${err}")
+endif()
+set(expected
+  "## check/layer_norm\n"
+  "\\| D1024 M131072 \\| bf16 \\(w fp32\\) \\| - \\| fwd \\| 850 \\| 0.850 \\| 1.20 \\| 2.50 \\| 1.50 \\| n/a \\| n/a \\|"
+  "\\| D4096 M16 \\| bf16 \\(w bf16\\) \\| - \\| fwd \\| 50 \\| 0.050 \\| 2.00 \\| 10.00 \\| n/a \\| 4.00 \\| 8.00 \\|"
+  "## check/batch_norm\n"
+  "\\| N256 C64 HW56 \\| bf16 \\| NHWC \\| train_fwd \\| 700 \\| 0.700 \\| 0.80 \\| 1.25 \\| n/a \\|"
+  "## check/group_norm\n"
+  "## Worst 5 by frac_of_copy \\(launch-bound cases excluded\\)\n\n1. `check/group_norm/N8/C640/HW64/G32/NHWC/bf16/fwd`: 0.600"
+  "- `check/instance_norm/N8/C128/HW128/NHWC/bf16/bwd`: SYNTHETIC check error")
+foreach(pattern IN LISTS expected)
+  if(NOT out MATCHES "${pattern}")
+    message(FATAL_ERROR "summarize.py (check set) output lacks /${pattern}/:\n${out}")
+  endif()
+endforeach()
+if(out MATCHES "D4096/M16[^\n]*: 0.050")
+  message(FATAL_ERROR "a launch-bound case is in the worst frac_of_copy list:\n${out}")
+endif()
+message(STATUS "summarize.py: check set names, launch-bound rows, torch_compare.py's JSON")
+
+# A results file cut short (a run stopped at its time limit): read up to its last complete
+# benchmark, and said so.
+file(READ ${DATA}/synthetic_check_results.json text LIMIT 3500)
+set(cut_file ${CMAKE_CURRENT_BINARY_DIR}/summarize_cut_short.json)
+file(WRITE ${cut_file} "${text}")
+execute_process(COMMAND ${PYTHON} ${SCRIPT} ${cut_file}
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+file(REMOVE ${cut_file})
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "summarize.py on a file cut short exited with '${rc}'\n${out}\n${err}")
+endif()
+foreach(pattern "\\*\\*Partial run\\*\\*: the results file was cut short; the 4 benchmarks"
+                "\\| D1024 M131072 \\| bf16 \\(w fp32\\) \\| - \\| fwd \\| 850 \\|")
+  if(NOT out MATCHES "${pattern}")
+    message(FATAL_ERROR "summarize.py (file cut short) output lacks /${pattern}/:\n${out}")
+  endif()
+endforeach()
+message(STATUS "summarize.py: a results file cut short")

@@ -1,7 +1,9 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set.
-#   cmake -DBENCH=<path to normkit_bench> -P check_without_gpu.cmake
+# With PYTHON and TORCH_COMPARE, the check set's names must equal torch_compare.py's.
+#   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
+#         -P check_without_gpu.cmake
 
 function(run_bench out_var err_var)
   execute_process(COMMAND ${CMAKE_COMMAND} -E env CUDA_VISIBLE_DEVICES= ${BENCH} ${ARGN}
@@ -31,7 +33,8 @@ set(expected_counts
   "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
   "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
   "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
-  "^small/=50")                # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
+  "^small/=50"                 # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
+  "^check/=40")                # the GPU check's subset: 14 row, 22 channel, 4 launch-bound
 foreach(entry IN LISTS expected_counts)
   string(REPLACE "=" ";" pair "${entry}")
   list(GET pair 0 filter)
@@ -53,7 +56,10 @@ set(expected_names
   "instance_norm/N8/C64/HW256/NCHW/fp32/infer_fwd"
   "group_norm/N2/C320/HW64/G32/NHWC/bf16/fwd"
   "small/layer_norm/D4096/M16/bf16/w_bf16/bwd"
-  "small/batch_norm/N1/C256/HW14/NCHW/bf16/train_fwd")
+  "small/batch_norm/N1/C256/HW14/NCHW/bf16/train_fwd"
+  "check/layer_norm/D1024/M131072/bf16/w_fp32/bwd"
+  "check/group_norm/N8/C640/HW64/G32/NHWC/bf16/fwd"
+  "check/rms_norm/D1024/M1/bf16/w_bf16/fwd")
 run_bench(out err --benchmark_list_tests)
 foreach(name IN LISTS expected_names)
   string(FIND "${out}" "\n${name}/" position)
@@ -61,4 +67,23 @@ foreach(name IN LISTS expected_names)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
   endif()
 endforeach()
+# The check set is defined twice, here and in torch_compare.py (so that summarize.py joins the
+# two runs): the same names on both sides.
+if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
+  run_bench(out err --benchmark_list_tests --benchmark_filter=^check/)
+  string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
+  string(REGEX MATCHALL "[^\n]+" bench_names "${out}")
+  execute_process(COMMAND ${PYTHON} ${TORCH_COMPARE} --sets check --list
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "torch_compare.py --sets check --list exited with '${rc}'\n${err}")
+  endif()
+  string(REGEX MATCHALL "[^\n]+" torch_names "${out}")
+  list(SORT bench_names)
+  list(SORT torch_names)
+  if(NOT bench_names STREQUAL torch_names)
+    message(FATAL_ERROR "the check set differs between normkit_bench and torch_compare.py:\n"
+                        "normkit_bench:\n${bench_names}\ntorch_compare.py:\n${torch_names}")
+  endif()
+endif()
 message(STATUS "normkit_bench without a GPU: the message, exit status 0, every set listed")

@@ -161,6 +161,101 @@ void add_small(std::vector<Case>& out) {
   }
 }
 
+// The GPU check's subset (scripts/gpu_check.sh): 40 cases, every op class in a few minutes of GPU
+// time. Layer and RMS norm at small, medium and long rows (x >= 256 MiB as in `rows`), forward
+// and backward, with both weight dtypes; batch norm at ResNet-50 shapes (a wide-spatial layer in
+// both layouts and all three phases, a 14 x 14 NHWC and an odd 7 x 7 NCHW layer); instance norm
+// in both layouts; group norm at diffusion U-Net shapes; and four launch-bound calls standing for
+// the `small` set (timed as in that set). The set mixes ops, so its names carry the op:
+// check/layer_norm/D1024/M131072/bf16/w_fp32/fwd. bench/torch_compare.py --sets check lists the
+// same names.
+void add_check(std::vector<Case>& out) {
+  constexpr int64_t kMinBytes = int64_t{256} << 20;
+  // Both directions of a row norm; m = 0: enough rows for 256 MiB of x, else m rows, launch-bound.
+  const auto rows = [&out](Op op, int64_t d, nk_dtype x, nk_dtype weight, int64_t m = 0) {
+    for (Phase phase : {Phase::forward_training, Phase::backward}) {
+      Case c;
+      c.set = "check";
+      c.op = op;
+      c.phase = phase;
+      c.dtype = x;
+      c.weight_dtype = weight;
+      c.cols = d;
+      const int64_t row_bytes = d * static_cast<int64_t>(dtype_size(x));
+      c.rows = m > 0 ? m : (kMinBytes + row_bytes - 1) / row_bytes;
+      c.launch_bound = m > 0;
+      out.push_back(c);
+    }
+  };
+  rows(Op::layer_norm, 128, NK_BF16, NK_F32);
+  rows(Op::layer_norm, 1024, NK_BF16, NK_F32);
+  rows(Op::layer_norm, 8192, NK_BF16, NK_BF16);
+  rows(Op::layer_norm, 65536, NK_F32, NK_F32);
+  rows(Op::rms_norm, 256, NK_BF16, NK_BF16);
+  rows(Op::rms_norm, 4096, NK_BF16, NK_BF16);
+  rows(Op::rms_norm, 16384, NK_F32, NK_F32);
+
+  struct Channel {
+    Op op;
+    int64_t n, c, hw, groups;
+    nk_layout layout;
+    nk_dtype dtype;
+    bool inference;  // batch norm: infer_fwd too (between train_fwd and bwd)
+  };
+  constexpr Channel kChannel[] = {
+      {Op::batch_norm, 256, 64, 56, 0, NK_NCHW, NK_BF16, true},
+      {Op::batch_norm, 256, 64, 56, 0, NK_NHWC, NK_BF16, true},
+      {Op::batch_norm, 256, 1024, 14, 0, NK_NHWC, NK_F16, false},
+      {Op::batch_norm, 256, 2048, 7, 0, NK_NCHW, NK_F32, false},
+      {Op::instance_norm, 8, 128, 128, 0, NK_NCHW, NK_BF16, false},
+      {Op::instance_norm, 8, 128, 128, 0, NK_NHWC, NK_BF16, false},
+      {Op::group_norm, 2, 320, 64, 32, NK_NCHW, NK_BF16, false},
+      {Op::group_norm, 2, 320, 64, 32, NK_NHWC, NK_BF16, false},
+      {Op::group_norm, 8, 640, 64, 32, NK_NHWC, NK_BF16, false},
+      {Op::group_norm, 8, 1280, 16, 32, NK_NCHW, NK_F32, false},
+  };
+  for (const Channel& ch : kChannel) {
+    for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+      if (phase == Phase::forward_inference && !ch.inference) continue;
+      Case c;
+      c.set = "check";
+      c.op = ch.op;
+      c.phase = phase;
+      c.dtype = ch.dtype;
+      c.n = ch.n;
+      c.c = ch.c;
+      c.h = c.w = ch.hw;
+      c.groups = ch.groups;
+      c.layout = ch.layout;
+      out.push_back(c);
+    }
+  }
+
+  // Launch-bound representatives of the `small` set: a decoding step's layer norm (forward and
+  // backward), one row of RMS norm, batch norm at N = 8.
+  rows(Op::layer_norm, 4096, NK_BF16, NK_BF16, 16);
+  Case rms;
+  rms.set = "check";
+  rms.op = Op::rms_norm;
+  rms.phase = Phase::forward_training;
+  rms.dtype = rms.weight_dtype = NK_BF16;
+  rms.rows = 1;
+  rms.cols = 1024;
+  rms.launch_bound = true;
+  out.push_back(rms);
+  Case bn;
+  bn.set = "check";
+  bn.op = Op::batch_norm;
+  bn.phase = Phase::forward_training;
+  bn.dtype = NK_BF16;
+  bn.n = 8;
+  bn.c = 256;
+  bn.h = bn.w = 14;
+  bn.layout = NK_NHWC;
+  bn.launch_bound = true;
+  out.push_back(bn);
+}
+
 }  // namespace
 
 std::vector<Case> all_cases() {
@@ -170,6 +265,7 @@ std::vector<Case> all_cases() {
   add_instance_norm(cases);
   add_group_norm(cases);
   add_small(cases);
+  add_check(cases);
   return cases;
 }
 

@@ -28,9 +28,14 @@ struct Settings {
   int samples = 50;            // timed launches per case (per op)
   int warmup = 3;              // untimed rounds first
   int calls_per_sample = 100;  // launch-bound cases: back-to-back calls per timed sample
+  // normkit's first, untimed call of each case runs between cudaProfilerStart and
+  // cudaProfilerStop, so that `ncu --profile-from-start off` profiles that call's kernels and
+  // nothing else (no fills, L2 flushes, copies or cuDNN).
+  bool profile_first_call = false;
 };
 
-// NORMKIT_BENCH_SAMPLES overrides the sample count (at least 5).
+// NORMKIT_BENCH_SAMPLES overrides the sample count (at least 5); NORMKIT_BENCH_PROFILE=1 sets
+// profile_first_call.
 Settings settings_from_environment();
 
 using CaseBody = std::function<void(benchmark::State&, const Case&)>;

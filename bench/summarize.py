@@ -4,17 +4,21 @@
     bench/summarize.py RESULTS.json [--torch TORCH.json] [--out SUMMARY.md]
 
 One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, instance_norm, group_norm,
-small/...) with shape, dtype, layout, phase, normkit's GB/s, its fraction of the copy bandwidth
+small/..., check/...) with shape, dtype, layout, phase, normkit's GB/s, its fraction of the copy bandwidth
 measured in the same run and its ratio to cuDNN (cuDNN time / normkit time: above 1, normkit is
 faster; n/a where cuDNN did not run the case). Below each table: the geometric mean of the
 ratios; at the end, the five worst cases by frac_of_copy and by vs_cudnn, and any errors.
 
 --torch merges a PyTorch comparison made separately: a JSON object
 {"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
-normkit's for that case (same convention as vs_cudnn). Either key may be missing.
+normkit's for that case (same convention as vs_cudnn). Either key may be missing. The JSON
+torch_compare.py writes has these keys among others.
+
+A results file cut short (a run stopped at a time limit while Google Benchmark was writing it)
+is read up to its last complete benchmark, and the summary says so.
 
 Benchmark names follow normkit_bench's scheme: <set>/[<op>/]<shape parts>/[<layout>/]<dtype>/
-[w_<weight dtype>/]<phase>, with <op> present in the "rows" and "small" sets only; Google
+[w_<weight dtype>/]<phase>, with <op> present in the "rows", "small" and "check" sets only; Google
 Benchmark appends "/iterations:1/manual_time", which is ignored here (and in --torch keys).
 """
 import argparse
@@ -26,6 +30,7 @@ import sys
 DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
 SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
+MULTI_OP_SETS = ("rows", "small", "check")  # their names carry the op after the set
 COUNTERS = ("GB_per_s", "frac_of_copy", "vs_cudnn", "us_per_call", "cudnn_us_per_call", "spread")
 
 
@@ -42,7 +47,7 @@ def parse_name(name):
     parts = base_name(name).split("/")
     if len(parts) < 3 or parts[0] == "copy":
         return None
-    if parts[0] in ("rows", "small"):
+    if parts[0] in MULTI_OP_SETS:
         family, rest = parts[0] + "/" + parts[1], parts[2:]
     elif parts[0] in SET_OP:
         family, rest = parts[0], parts[1:]
@@ -88,6 +93,28 @@ def collect(benchmarks):
     return result
 
 
+def load_results(text):
+    """The JSON of a normkit_bench run, and whether it had to be repaired: a file cut short is
+    read up to its last complete benchmark entry (Google Benchmark writes one object per run,
+    indented by four spaces, inside "benchmarks": [...])."""
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError:
+        pass
+    start = text.find('"benchmarks": [')
+    if start < 0:
+        raise ValueError("no \"benchmarks\" list: not normkit_bench JSON, or cut before any")
+    end = text.rfind("\n    }", start)
+    candidates = ([text[:end + 6] + "\n  ]\n}\n"] if end >= 0 else []) + \
+        [text[:start + len('"benchmarks": [')] + "]}"]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate), True
+        except json.JSONDecodeError:
+            continue
+    raise ValueError("the file is cut short and cannot be repaired")
+
+
 def geomean(values):
     values = [v for v in values if isinstance(v, (int, float)) and v > 0 and math.isfinite(v)]
     if not values:
@@ -122,8 +149,13 @@ def header(context):
     return lines
 
 
+def launch_bound(name, r):
+    """Timed per call (the small set, the check set's launch-bound cases): us_per_call."""
+    return name.startswith("small/") or "us_per_call" in r
+
+
 def family_table(family, cases, torch):
-    small = family.startswith("small/")
+    small = any(launch_bound(name, r) for name, _, r in cases)
     columns = ["shape", "dtype", "layout", "phase", "normkit GB/s", "frac of copy", "vs cuDNN"]
     if torch:
         columns += ["vs torch eager", "vs torch.compile"]
@@ -173,7 +205,7 @@ def worst(rows, key, title, limit=5):
     return lines + [""]
 
 
-def summarize(results, torch=None):
+def summarize(results, torch=None, partial=False):
     if torch:
         torch = {base_name(name): ratios for name, ratios in torch.items()}
     cases = collect(results.get("benchmarks", []))
@@ -183,12 +215,16 @@ def summarize(results, torch=None):
         if case is not None:
             families.setdefault(case["family"], []).append((name, case, r))
     lines = header(results.get("context", {}))
+    if partial:
+        done = len(results.get("benchmarks", []))
+        lines += [f"**Partial run**: the results file was cut short; the {done} benchmarks it "
+                  "completed (the copy references included) are summarized.", ""]
     for family in families:
         lines += family_table(family, families[family], torch)
     measured = [(n, r) for n, r in cases.items() if parse_name(n) and "error" not in r]
     # Launch-bound cases are timed per call and are not meant to approach the copy bandwidth.
-    lines += worst([(n, r) for n, r in measured if not n.startswith("small/")], "frac_of_copy",
-                   "frac_of_copy (small set excluded)")
+    lines += worst([(n, r) for n, r in measured if not launch_bound(n, r)], "frac_of_copy",
+                   "frac_of_copy (launch-bound cases excluded)")
     lines += worst(measured, "vs_cudnn", "vs_cudnn")
     errors = [(n, r["error"]) for n, r in cases.items() if "error" in r]
     if errors:
@@ -203,12 +239,16 @@ def main(argv):
     parser.add_argument("--out", help="write the markdown here instead of stdout")
     args = parser.parse_args(argv)
     with open(args.results, encoding="utf-8") as f:
-        results = json.load(f)
+        try:
+            results, partial = load_results(f.read())
+        except ValueError as e:
+            print(f"summarize.py: {args.results}: {e}", file=sys.stderr)
+            return 1
     torch = None
     if args.torch:
         with open(args.torch, encoding="utf-8") as f:
             torch = json.load(f)
-    text = summarize(results, torch)
+    text = summarize(results, torch, partial)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(text + "\n")

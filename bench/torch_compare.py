@@ -61,8 +61,9 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
-  set           bn_resnet50 | rows | instance_norm | group_norm | small
-  op            only in the sets that mix ops (rows, small): layer_norm | rms_norm | batch_norm
+  set           bn_resnet50 | rows | instance_norm | group_norm | small | check
+  op            only in the sets that mix ops (rows, small, check): layer_norm | rms_norm |
+                batch_norm | instance_norm | group_norm
   shape fields  channel norms: N<n>/C<c>/HW<side> (H = W = side), group norm adds /G<groups>;
                 row norms: D<cols>/M<rows>
   layout        channel norms only: NCHW (torch contiguous) | NHWC (torch channels_last)
@@ -84,6 +85,8 @@ Sets (--list prints every case name)
   group_norm     N 2, 8; C 320, 640, 1280; side 64, 32, 16, 8; G 32; NCHW, NHWC; bf16, f16, f32.
   small          microseconds per call: layer and RMS norm, M 1, 4, 16, 64 and D 1024, 4096 (row
                  dtypes as in rows); batch norm N 1, 2, 8, C 256, side 14, both layouts, 3 dtypes.
+  check          the GPU check's 40 cases (scripts/gpu_check.sh), every op class: normkit_bench's
+                 `check` set, same names (CHECK_* below). Not in the default --sets.
   The whole list is about a thousand cases, and each case shape is compiled afresh (compile_s
   says how long that took), so on a machine with a time limit run it per set or with --filter,
   each with its own --out (the JSON file is rewritten after every case, so an interrupted run
@@ -93,6 +96,9 @@ Usage, on the GPU machine from the repository root:
     NORMKIT_LIB=$PWD/.gpu-bundle/libnormkit.so.0 python3 bench/torch_compare.py \\
         --sets bn_resnet50 --out $OUT/torch_compare_bn_resnet50.json
   --filter REGEX (re.search on the case name), --sets a,b, --iters N, --warmup N, --no-compile,
+  --compile-limit N and --compile-filter REGEX (torch.compile only on the first N shapes, or
+  on the cases matching REGEX, in a second pass after the eager pass over every case, so that
+  a run cut short by a time limit keeps every eager ratio; --list marks them "[compile]"),
   --list (print the selected names and exit; needs neither torch nor a GPU), --out FILE.json:
     {case: {"normkit_ms", "eager_ms", "compile_ms": medians in ms,
             "eager", "compile": torch_ms / normkit_ms (> 1: normkit faster),
@@ -127,8 +133,9 @@ import normkit as nk  # noqa: E402  (needs no torch at import time)
 
 EPS = 1e-5       # batch, instance, group and layer norm (PyTorch's default)
 RMS_EPS = 1e-6   # RMS norm: PyTorch has no fixed default; a common choice
-SETS = ("bn_resnet50", "rows", "instance_norm", "group_norm", "small")
-MULTI_OP_SETS = ("rows", "small")
+SUITE_SETS = ("bn_resnet50", "rows", "instance_norm", "group_norm", "small")  # the default
+SETS = SUITE_SETS + ("check",)
+MULTI_OP_SETS = ("rows", "small", "check")
 CHANNEL_DTYPES = ("bf16", "f16", "f32")
 ROW_VARIANTS = (("bf16", "bf16"), ("bf16", "f32"), ("f32", "f32"))  # (x dtype, weight dtype)
 ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
@@ -252,6 +259,54 @@ def all_cases(sets):
                                               for m in (1, 4, 16, 64)])
         out += channel_cases("small", "bn", [(("N", n), ("C", 256), ("HW", 14))
                                              for n in (1, 2, 8)])
+    if "check" in sets:
+        out += check_cases()
+    return out
+
+
+# The GPU check's subset (normkit_bench's `check` set, bench/shape_sets.cpp add_check): rows
+# (op, D, x dtype, weight dtype, M or None for 256 MiB of x), then channel norms
+# (op, N, C, side, G or None, layout, dtype, phases), then the launch-bound representatives.
+CHECK_ROWS = (("layer", 128, "bf16", "f32", None), ("layer", 1024, "bf16", "f32", None),
+              ("layer", 8192, "bf16", "bf16", None), ("layer", 65536, "f32", "f32", None),
+              ("rms", 256, "bf16", "bf16", None), ("rms", 4096, "bf16", "bf16", None),
+              ("rms", 16384, "f32", "f32", None))
+BN_ALL = ("train_fwd", "infer_fwd", "train_bwd")
+BN_TRAIN = ("train_fwd", "train_bwd")
+CHECK_CHANNELS = (("bn", 256, 64, 56, None, "NCHW", "bf16", BN_ALL),
+                  ("bn", 256, 64, 56, None, "NHWC", "bf16", BN_ALL),
+                  ("bn", 256, 1024, 14, None, "NHWC", "f16", BN_TRAIN),
+                  ("bn", 256, 2048, 7, None, "NCHW", "f32", BN_TRAIN),
+                  ("instance", 8, 128, 128, None, "NCHW", "bf16", ("fwd", "bwd")),
+                  ("instance", 8, 128, 128, None, "NHWC", "bf16", ("fwd", "bwd")),
+                  ("group", 2, 320, 64, 32, "NCHW", "bf16", ("fwd", "bwd")),
+                  ("group", 2, 320, 64, 32, "NHWC", "bf16", ("fwd", "bwd")),
+                  ("group", 8, 640, 64, 32, "NHWC", "bf16", ("fwd", "bwd")),
+                  ("group", 8, 1280, 16, 32, "NCHW", "f32", ("fwd", "bwd")))
+CHECK_LAUNCH_BOUND = (("layer", 4096, "bf16", "bf16", 16, ("fwd", "bwd")),
+                      ("rms", 1024, "bf16", "bf16", 1, ("fwd",)))
+CHECK_LAUNCH_BOUND_BN = ("bn", 8, 256, 14, None, "NHWC", "bf16", ("train_fwd",))
+
+
+def check_cases():
+    out = []
+
+    def rows(op, d, dtype, wdtype, m, phases):
+        m = m or rows_for_256mib(d, dtype)
+        out.extend(Case("check", op, (("M", m), ("D", d)), None, dtype, wdtype, phase)
+                   for phase in phases)
+
+    def channel(op, n, c, side, groups, layout, dtype, phases):
+        shape = (("N", n), ("C", c), ("HW", side)) + ((("G", groups),) if groups else ())
+        out.extend(Case("check", op, shape, layout, dtype, None, phase) for phase in phases)
+
+    for op, d, dtype, wdtype, m in CHECK_ROWS:
+        rows(op, d, dtype, wdtype, m, PHASES[op])
+    for entry in CHECK_CHANNELS:
+        channel(*entry)
+    for entry in CHECK_LAUNCH_BOUND:
+        rows(*entry)
+    channel(*CHECK_LAUNCH_BOUND_BN)
     return out
 
 
@@ -610,27 +665,33 @@ class Runner:
             self.compiled[fn] = torch.compile(fn, fullgraph=True, dynamic=False)
         return self.compiled[fn]
 
-    def run(self, case):
-        result = {"normkit_ms": None, "eager_ms": None, "compile_ms": None, "eager": None,
-                  "compile": None, "compile_s": None, "check": None, "notes": [],
-                  "device": self.device_label}
+    def run(self, case, eager=True, compiled=True, result=None):
+        """Times one case: the check, normkit and torch eager when `eager`, torch.compile when
+        `compiled`. `result` is an earlier run's dict of this case to complete (the compile pass
+        of --compile-limit reuses the eager pass's normkit time)."""
+        if result is None:
+            result = {"normkit_ms": None, "eager_ms": None, "compile_ms": None, "eager": None,
+                      "compile": None, "compile_s": None, "check": None, "notes": [],
+                      "device": self.device_label}
         notes = result["notes"]
         work = workspace = None
         try:
             work = make_work(case, self.lib, DEVICE)
             workspace = aligned_workspace(work.workspace, DEVICE)  # (owner, address)
             self.lib.set_workspace(workspace[1], work.workspace)
-            work.normkit()
-            sync()
-            result["check"] = check(work)
-            result["normkit_ms"], exposed = self.timer(work.normkit)
-            if exposed:
-                notes.append(f"normkit: host visible in {exposed}/{self.timer.iters} iterations")
-            result["eager_ms"], _ = time_torch("eager", work.fn, work, case, self.timer, notes)
-            if not self.args.no_compile:
-                compiled = self.compiled_fn(case, work.fn)
+            if eager:
+                work.normkit()
+                sync()
+                result["check"] = check(work)
+                result["normkit_ms"], exposed = self.timer(work.normkit)
+                if exposed:
+                    notes.append(f"normkit: host visible in {exposed}/{self.timer.iters} "
+                                 "iterations")
+                result["eager_ms"], _ = time_torch("eager", work.fn, work, case, self.timer,
+                                                   notes)
+            if compiled:
                 result["compile_ms"], result["compile_s"] = time_torch(
-                    "compile", compiled, work, case, self.timer, notes)
+                    "compile", self.compiled_fn(case, work.fn), work, case, self.timer, notes)
         except nk.NormkitError as e:
             notes.append(f"normkit: {e}")
         except Exception as e:  # noqa: BLE001  (an OOM or a bug in one case: report, go on)
@@ -672,6 +733,23 @@ def print_row(name, r, width):
     for note in r["notes"]:
         print(f"    note: {note}")
     sys.stdout.flush()
+
+
+def compile_plan(cases, args):
+    """The names of the cases to time through torch.compile in a pass after the eager one, or
+    None to compile each case as it comes (neither --compile-limit nor --compile-filter given).
+    The plan takes the cases matching --compile-filter, then those of their first
+    --compile-limit shapes (a shape: a case name without its phase)."""
+    if args.no_compile:
+        return set()
+    if args.compile_limit is None and args.compile_filter is None:
+        return None
+    eligible = [c for c in cases
+                if args.compile_filter is None or re.search(args.compile_filter, c.name)]
+    shapes = list(dict.fromkeys(c.shape_key for c in eligible))
+    if args.compile_limit is not None:
+        shapes = shapes[:args.compile_limit]
+    return {c.name for c in eligible if c.shape_key in shapes}
 
 
 def print_summary(results):
@@ -738,12 +816,18 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See the module docstring for the method and the names.")
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
+    p.add_argument("--sets", default=",".join(SUITE_SETS),
+                   help=f"comma-separated, of {', '.join(SETS)} (default: all but check)")
     p.add_argument("--filter", default=None, help="regular expression searched in case names")
     p.add_argument("--iters", type=int, default=None,
                    help="timed iterations (default 50; 5 on cpu)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls (default 10; 1 on cpu)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--compile-limit", type=int, default=None, metavar="N",
+                   help="torch.compile on the first N shapes only, after the eager pass over "
+                        "every case")
+    p.add_argument("--compile-filter", default=None, metavar="REGEX",
+                   help="torch.compile only on the cases matching REGEX, after the eager pass")
     p.add_argument("--out", default=None, help="JSON file, rewritten after every case")
     p.add_argument("--list", action="store_true", help="print the selected case names and exit")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -766,6 +850,8 @@ def parse_args(argv):
     args.max_mib = args.max_mib if args.max_mib is not None else (4 if cpu else None)
     if args.iters < 1 or args.warmup < 0:
         p.error("--iters must be >= 1 and --warmup >= 0")
+    if args.compile_limit is not None and args.compile_limit < 0:
+        p.error("--compile-limit must be >= 0")
     if not cpu and args.flush_mib < 256:
         p.error("--flush-mib below 256 would leave inputs in the L2 of an H100/H200")
     return args
@@ -775,9 +861,10 @@ def main(argv=None):
     args = parse_args(argv)
     cases = [c for c in all_cases(args.sets)
              if args.filter is None or re.search(args.filter, c.name)]
+    plan = compile_plan(cases, args)
     if args.list:
         for c in cases:
-            print(c.name)
+            print(c.name + ("  [compile]" if plan and c.name in plan else ""))
         return 0
 
     global torch, F, DEVICE, DTYPES
@@ -811,17 +898,27 @@ def main(argv=None):
         return 1
     print(f"{len(cases)} cases, {args.iters} timed iterations each after {args.warmup} warm-up"
           + ("" if DEVICE == "cpu" else f", L2 flush {args.flush_mib} MiB, spin {args.spin_us} us")
-          + ("; torch.compile off" if args.no_compile else ""))
+          + ("; torch.compile off" if args.no_compile else "")
+          + (f"; torch.compile on {len(plan)} of them after the eager pass" if plan else ""))
     print("ratios are torch_time / normkit_time: > 1 means normkit is faster\n")
     width = max([len(c.name) for c in cases] + [10])
     print_header(width)
     results, started = {}, time.time()
     try:
         for case in cases:
-            results[case.name] = runner.run(case)
+            results[case.name] = runner.run(case, compiled=plan is None)
             print_row(case.name, results[case.name], width)
             if args.out:
                 write_json(args.out, results)
+        if plan:
+            print(f"\ntorch.compile pass: {len(plan)} cases")
+            print_header(width)
+            for case in cases:
+                if case.name in plan:
+                    runner.run(case, eager=False, result=results[case.name])
+                    print_row(case.name, results[case.name], width)
+                    if args.out:
+                        write_json(args.out, results)
     except KeyboardInterrupt:
         print("interrupted: results so far are kept")
     if results:

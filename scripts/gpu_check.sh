@@ -1,157 +1,694 @@
 #!/usr/bin/env bash
-# Run on the GPU machine, from the repository root, with .gpu-bundle/ (scripts/gpu_bundle.sh)
-# carried along:   scripts/gpu_check.sh [all|tests|sanitizers|bandwidth]   (default all)
-#               or scripts/gpu_check.sh bench [normkit_bench arguments]
-#               or scripts/gpu_check.sh torch [bench/torch_compare.py arguments]
-#  - tests:      every GPU test, sharded over 8 processes (the CPU reference is the slow part),
-#                then the demo and the PyTorch parity tests on CUDA tensors
-#  - sanitizers: compute-sanitizer memcheck, racecheck, initcheck and synccheck, concurrently, on
-#                the GPU tests with the reduced shape set (NORMKIT_GPU_TESTS=reduced)
-#  - bandwidth:  the rough bandwidth probe
-#  - bench:      the benchmark suite against cuDNN (not part of `all`: it runs for minutes and has
-#                its own files): bench.json (Google Benchmark JSON), bench.log, and its markdown
-#                summary appended to summary.md. Extra arguments go to normkit_bench, e.g.
-#                --benchmark_filter=bn_resnet50. cuDNN comes from the nvidia-cudnn-cu13 wheel.
-#  - torch:      bench/torch_compare.py (normkit vs torch eager and torch.compile on the same
-#                tensors; not part of `all`): torch.json and torch.log; when bench.json from an
-#                earlier bench phase is in the same folder, summary.md joins the two. Extra
-#                arguments go to the script, e.g. --sets bn_resnet50 --filter /N32/.
-# NCCL (for the synchronized batch norm tests and example) comes from the nvidia-nccl-cu13 wheel.
-# Prints the GPU, driver and versions first. Logs go to $OUT (the device tool's folder) or
-# ./gpu-check-out, at most 8 files; the summary table is printed last and kept in summary.md.
+# The GPU check: one call on the GPU machine, from the repository root, with .gpu-bundle/ (made
+# here by scripts/gpu_bundle.sh) carried along. The device tool's call:
+#   run  command "scripts/gpu_check.sh"  timeout_s 540  carry [".gpu-bundle"]
+#
+#   scripts/gpu_check.sh [--budget SECONDS] [--limit PHASE=SECONDS]... [--bench-filter REGEX]
+#                        [--list] [PHASE...]
+#
+# Phases, in priority order (default: all of them; named phases run in this order too). Each runs
+# under its own time limit (coreutils `timeout`, its whole process group killed at the limit), so
+# a slow phase cannot eat the later ones; none starts past the budget's deadline, and each limit is
+# cut to what is left of the budget. A phase that hits its limit is reported "timed out after N s"
+# with what it finished; the summary is always written and printed, last.
+#
+#   phase             limit  what                                                  writes
+#   env                 10 s GPU, driver, tools, Python packages, library folders  env.txt
+#   tests              140 s every GPU test in 14 gtest shards at once, beside the tests.log
+#                            demo, the NCCL example and the PyTorch parity tests
+#   sanitizers         110 s compute-sanitizer memcheck and racecheck at once, 6   sanitizers.log
+#                            shards each, on the reduced set (NORMKIT_GPU_TESTS=reduced)
+#   bandwidth           15 s the rough bandwidth probe                              perf.log
+#   bench               90 s normkit_bench on the `check` set (40 cases, every op    bench.json,
+#                            class; normkit, cuDNN and the copy reference)          perf.log
+#   torch               70 s torch_compare.py on the same cases: eager on all, then  torch.json,
+#                            torch.compile on at most 5 shapes                      perf.log
+#   ncu                 50 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
+#                            normkit's kernels in one call each of 6 hot cases
+#   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
+#                            at least 45 s of the budget are left
+#   (always)                 the summary: benchmark tables, probe, ncu table and    summary.md
+#                            the phase table, printed last
+# The limits add up to 485 s; the default budget is 500 s (12 s of it kept for the summary), so
+# the call ends well inside its 540 s. Phases that end early leave their time to the optional
+# one. At most these 8 files are written to $OUT (the device tool's folder; ./gpu-check-out
+# elsewhere); everything else lives in a temporary folder removed at the end.
+#
+# Options:
+#   --budget SECONDS        the whole run's budget (default 500)
+#   --limit PHASE=SECONDS   another limit for one phase (repeatable), e.g. for a retry
+#   --bench-filter REGEX    the cases of bench and torch (default ^check/; a case name regex)
+#   --list                  print the phases, their limits, the ncu cases and the torch.compile
+#                           shapes, and exit
+# Exit status: 0 when every phase run passed or was skipped for want of a tool, 1 when one failed
+# or timed out, 2 for a usage error.
+#
+# Environment: OUT, BUNDLE (default .gpu-bundle), PYTHON (default python3: the one with PyTorch);
+# NORMKIT_GPU_CHECK_SANITIZER, NORMKIT_GPU_CHECK_NCU (the tools' paths, or "none"; default: the
+# PATH, then the CUDA toolkit's and Nsight Compute's folders); NORMKIT_GPU_CHECK_SHARDS (14),
+# NORMKIT_GPU_CHECK_SANITIZER_SHARDS (6), NORMKIT_BENCH_SAMPLES (30 here). The tests of this
+# script (tests/gpu_check_test.sh) run it on stub binaries and tools through these.
+#
+# Libraries: the bundle holds the binaries, libnormkit and every library they link that the GPU
+# machine lacks (Google Benchmark from Debian; libstdc++ and libgcc_s in compat/, used only when
+# the machine's own are older). cuDNN, NVRTC, cuBLAS and NCCL come from PyTorch's nvidia-* wheels
+# there, found under Python's site-packages. Python processes keep the machine's own libraries.
 set -uo pipefail
-phase=${1:-all}
-bundle=${BUNDLE:-.gpu-bundle}
-out=${OUT:-gpu-check-out}
-mkdir -p "$out"
-export LD_LIBRARY_PATH="$PWD/$bundle:${LD_LIBRARY_PATH:-}"
-tests="$bundle/normkit_tests"
-gpu_filter='*Gpu*:*CudaBackend*'
-summary=()
 
-# The folder of the first file named $1 under Python's site-packages (the NVIDIA wheels).
-site_lib_dir() {
-  local site found
-  for site in $(python3 -c 'import site; print(*site.getsitepackages(), site.getusersitepackages())' \
-                2>/dev/null); do
-    found=$(find "$site" -name "$1" 2>/dev/null | head -1)
-    if [ -n "$found" ]; then dirname "$found"; return; fi
+readonly PHASES=(env tests sanitizers bandwidth bench torch ncu sanitizers_extra)
+declare -A LIMIT=([env]=10 [tests]=140 [sanitizers]=110 [bandwidth]=15 [bench]=90 [torch]=70
+                  [ncu]=50 [sanitizers_extra]=60)
+# A phase starts only with at least this many seconds of the budget left (after the reserve).
+declare -A MIN_START=([env]=3 [tests]=10 [sanitizers]=10 [bandwidth]=5 [bench]=10 [torch]=10
+                      [ncu]=10 [sanitizers_extra]=45)
+readonly RESERVE=12     # seconds of the budget kept for the summary
+readonly KILL_AFTER=3   # seconds between a phase's TERM and KILL
+readonly GPU_FILTER='*Gpu*:*CudaBackend*'
+# NCCL's own kernels and proxy threads are not normkit's code and can stall under the tools; the
+# simulated-rank tests cover normkit's kernels of synchronized batch norm.
+readonly SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
+# ncu: one representative case each of the six kernels that dominate a training step's
+# normalization time: layer norm forward and backward, RMS norm forward (transformers), batch
+# norm training forward and backward in NHWC (convolutional nets under channels-last), group
+# norm forward (diffusion U-Nets). normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
+readonly NCU_CASES=(
+  check/layer_norm/D1024/M131072/bf16/w_fp32/fwd
+  check/layer_norm/D1024/M131072/bf16/w_fp32/bwd
+  check/rms_norm/D4096/M32768/bf16/w_bf16/fwd
+  check/batch_norm/N256/C64/HW56/NHWC/bf16/train_fwd
+  check/batch_norm/N256/C64/HW56/NHWC/bf16/bwd
+  check/group_norm/N8/C640/HW64/G32/NHWC/bf16/fwd
+)
+readonly NCU_METRICS=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
+readonly NCU_METRICS_CORE=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active
+# torch.compile: at most 5 shapes (each compiles for seconds): one per op class.
+readonly COMPILE_FILTER='^check/(layer_norm/D1024/|rms_norm/D4096/|batch_norm/N256/C64/HW56/NHWC/|instance_norm/N8/C128/HW128/NHWC/|group_norm/N8/C640/)'
+readonly COMPILE_LIMIT=5
+readonly TORCH_SETS=bn_resnet50,rows,instance_norm,group_norm,small,check
+
+usage() {
+  sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+die_usage() {
+  echo "gpu_check.sh: $*" >&2
+  echo "usage: scripts/gpu_check.sh [--budget SECONDS] [--limit PHASE=SECONDS]... [--bench-filter REGEX] [--list] [PHASE...]; phases: ${PHASES[*]} (or all); --help for more" >&2
+  exit 2
+}
+
+is_phase() {
+  local p
+  for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done
+  return 1
+}
+
+is_seconds() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
+
+elapsed() { echo $(($(date +%s) - T0)); }
+
+say() { echo "[gpu_check +$(elapsed)s] $*"; }
+
+# ------------------------------------------------------------------------------------------------
+# Phase bodies. Each runs in its own process (this script again, --phase-body NAME) under
+# `timeout`, so that a limit kills it with everything it started. They read the exported state
+# and write their logs into $NK_WORK; the parent reports on them afterwards, finished or not.
+# ------------------------------------------------------------------------------------------------
+
+body_env() {
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(tr '\n' ' ' < "$NK_BUNDLE/COMMIT" 2>/dev/null)"
+    echo "host: $(uname -n), kernel $(uname -r), $(nproc) cores, $(free -g 2>/dev/null | awk '/^Mem:/ { print $2 " GiB memory" }')"
+    echo "glibc: $(ldd --version 2>/dev/null | head -1)"
+    echo "budget: $NK_BUDGET s; phases: $NK_SELECTED"
+    echo
+    nvidia-smi
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem \
+      --format=csv
+    echo
+    echo "nvcc: $(nvcc --version 2>/dev/null | tail -2 | tr '\n' ' ')"
+    echo "compute-sanitizer: ${NK_SANITIZER:-not found} $([ -n "$NK_SANITIZER" ] && "$NK_SANITIZER" --version 2>&1 | grep -i version | head -1)"
+    echo "ncu: ${NK_NCU:-not found} $([ -n "$NK_NCU" ] && "$NK_NCU" --version 2>&1 | tail -1)"
+    echo "python: $("$NK_PYTHON" --version 2>&1)"
+    "$NK_PYTHON" - <<'PY' 2>&1
+import importlib.metadata as md
+for name in ("torch", "triton", "numpy", "pytest", "nvidia-cudnn-cu13", "nvidia-nccl-cu13",
+             "nvidia-cuda-nvrtc", "nvidia-cublas"):
+    try:
+        print(f"  {name} {md.version(name)}")
+    except md.PackageNotFoundError:
+        print(f"  {name}: not installed")
+PY
+    echo
+    cat "$NK_WORK/libraries.txt"
+  } > "$NK_OUT/env.txt" 2>&1
+}
+
+# GTest shards of the GPU tests, all at once, beside one chain of the demo, the NCCL example and
+# the PyTorch parity tests (each with its own rc file: the report counts what finished).
+body_tests() {
+  local i
+  for ((i = 0; i < NK_SHARDS; i++)); do
+    (
+      LD_LIBRARY_PATH="$NK_BIN_LD" GTEST_TOTAL_SHARDS=$NK_SHARDS GTEST_SHARD_INDEX=$i \
+        "$NK_BUNDLE/normkit_tests" --gtest_filter="$GPU_FILTER" > "$NK_WORK/shard$i.log" 2>&1
+      echo $? > "$NK_WORK/shard$i.rc"
+    ) &
+  done
+  (
+    LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_demo" > "$NK_WORK/demo.log" 2>&1
+    echo $? > "$NK_WORK/demo.rc"
+    LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_sync_batch_norm_nccl" > "$NK_WORK/nccl.log" 2>&1
+    echo $? > "$NK_WORK/nccl.rc"
+    LD_LIBRARY_PATH="$NK_PY_LD" NORMKIT_LIB="$NK_BUNDLE/libnormkit.so.0" NORMKIT_PARITY_DEVICE=cuda \
+      "$NK_PYTHON" -m pytest -q -p no:warnings -p no:cacheprovider tests/parity \
+      > "$NK_WORK/parity.log" 2>&1
+    echo $? > "$NK_WORK/parity.rc"
+  ) &
+  wait
+}
+
+# compute-sanitizer, the given tools at once, each over NK_SAN_SHARDS shards of the reduced set.
+body_sanitize() {
+  local tool i extra
+  for tool in "$@"; do
+    extra=()
+    [ "$tool" = memcheck ] && extra=(--leak-check full)
+    for ((i = 0; i < NK_SAN_SHARDS; i++)); do
+      (
+        LD_LIBRARY_PATH="$NK_BIN_LD" NORMKIT_GPU_TESTS=reduced GTEST_TOTAL_SHARDS=$NK_SAN_SHARDS \
+          GTEST_SHARD_INDEX=$i "$NK_SANITIZER" --tool "$tool" "${extra[@]}" --print-limit 50 \
+          "$NK_BUNDLE/normkit_tests" --gtest_filter="$SANITIZER_FILTER" \
+          > "$NK_WORK/san_${tool}_$i.log" 2>&1
+        echo $? > "$NK_WORK/san_${tool}_$i.rc"
+      ) &
+    done
+  done
+  wait
+}
+
+body_bandwidth() {
+  LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_rough_bandwidth" > "$NK_WORK/bandwidth.txt" 2>&1
+}
+
+# Google Benchmark's JSON on stdout, line-buffered (stdbuf), so that a run cut short keeps every
+# finished case (summarize.py reads a truncated file).
+body_bench() {
+  local line_buffered=()
+  command -v stdbuf > /dev/null && line_buffered=(stdbuf -oL)
+  LD_LIBRARY_PATH="$NK_BIN_LD" NORMKIT_BENCH_SAMPLES="$NK_BENCH_SAMPLES" \
+    "${line_buffered[@]}" "$NK_BUNDLE/normkit_bench" --benchmark_filter="$NK_BENCH_FILTER" \
+    --benchmark_format=json > "$NK_WORK/bench.json" 2> "$NK_WORK/bench.err"
+}
+
+# torch_compare.py rewrites its JSON after every case: eager over all cases first, then the
+# torch.compile pass, so a cut keeps every eager ratio.
+body_torch() {
+  LD_LIBRARY_PATH="$NK_PY_LD" NORMKIT_LIB="$NK_BUNDLE/libnormkit.so.0" PYTHONUNBUFFERED=1 \
+    "$NK_PYTHON" bench/torch_compare.py --sets "$TORCH_SETS" --filter "$NK_BENCH_FILTER" \
+    --iters 30 --warmup 5 --compile-limit "$COMPILE_LIMIT" --compile-filter "$COMPILE_FILTER" \
+    --out "$NK_WORK/torch.json" > "$NK_WORK/torch.log" 2>&1
+}
+
+# One ncu process over normkit_bench restricted to the six cases, profiling only normkit's first
+# call of each (cudaProfilerStart/Stop around it, --profile-from-start off); clocks left alone.
+# If ncu refuses a metric name, once more with the two this check is for.
+body_ncu() {
+  local filter metrics=$NCU_METRICS rc
+  filter="^($(IFS='|'; echo "${NCU_CASES[*]}"))/"
+  for attempt in full core; do
+    echo "ncu --metrics $metrics, cases: ${NCU_CASES[*]}" > "$NK_WORK/ncu_cmd.txt"
+    LD_LIBRARY_PATH="$NK_BIN_LD" NORMKIT_BENCH_PROFILE=1 NORMKIT_BENCH_SAMPLES=5 \
+      "$NK_NCU" --profile-from-start off --clock-control none --metrics "$metrics" --csv \
+      --print-units base --log-file "$NK_WORK/ncu.csv" \
+      "$NK_BUNDLE/normkit_bench" --benchmark_filter="$filter" > "$NK_WORK/ncu_app.log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] || [ $attempt = core ] || ! grep -qiE \
+         '(find|unknown|invalid|unsupported) metric|metric[^,]*(not found|not supported|unavailable)' \
+         "$NK_WORK/ncu.csv" "$NK_WORK/ncu_app.log" 2>/dev/null; then
+      return $rc
+    fi
+    cat "$NK_WORK/ncu.csv" >> "$NK_WORK/ncu_first_attempt.txt" 2>/dev/null
+    metrics=$NCU_METRICS_CORE
   done
 }
 
+run_body() {
+  case $1 in
+    env) body_env ;;
+    tests) body_tests ;;
+    sanitizers) body_sanitize memcheck racecheck ;;
+    sanitizers_extra) body_sanitize initcheck synccheck ;;
+    bandwidth) body_bandwidth ;;
+    bench) body_bench ;;
+    torch) body_torch ;;
+    ncu) body_ncu ;;
+  esac
+}
+
+if [ "${1:-}" = --phase-body ]; then
+  cd "$NK_ROOT" || exit 1
+  run_body "$2"
+  exit $?
+fi
+
+# ------------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------------
+
+budget=500
+bench_filter='^check/'
+list_only=0
+selected=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h|--help) usage; exit 0 ;;
+    --budget)
+      [ $# -ge 2 ] || die_usage "--budget needs a number of seconds"
+      is_seconds "$2" || die_usage "--budget '$2' is not a positive number of seconds"
+      budget=$2; shift 2 ;;
+    --budget=*)
+      is_seconds "${1#*=}" || die_usage "--budget '${1#*=}' is not a positive number of seconds"
+      budget=${1#*=}; shift ;;
+    --limit)
+      [ $# -ge 2 ] || die_usage "--limit needs PHASE=SECONDS"
+      set -- "--limit=$2" "${@:3}" ;;
+    --limit=*)
+      spec=${1#*=}
+      [[ $spec == *=* ]] || die_usage "--limit '$spec' is not PHASE=SECONDS"
+      is_phase "${spec%%=*}" || die_usage "--limit: unknown phase '${spec%%=*}'; phases: ${PHASES[*]}"
+      is_seconds "${spec#*=}" || die_usage "--limit '$spec': '${spec#*=}' is not a positive number of seconds"
+      LIMIT[${spec%%=*}]=${spec#*=}; shift ;;
+    --bench-filter)
+      [ $# -ge 2 ] || die_usage "--bench-filter needs a regular expression"
+      bench_filter=$2; shift 2 ;;
+    --bench-filter=*) bench_filter=${1#*=}; shift ;;
+    --list) list_only=1; shift ;;
+    all) selected+=("${PHASES[@]}"); shift ;;
+    -*) die_usage "unknown option '$1'" ;;
+    *)
+      is_phase "$1" || die_usage "unknown phase '$1'; phases: ${PHASES[*]} (or all)"
+      selected+=("$1"); shift ;;
+  esac
+done
+[ ${#selected[@]} -eq 0 ] && selected=("${PHASES[@]}")
+# The canonical order, each phase once.
+order=()
+for p in "${PHASES[@]}"; do
+  for s in "${selected[@]}"; do
+    if [ "$p" = "$s" ]; then order+=("$p"); break; fi
+  done
+done
+
+if [ $list_only -eq 1 ]; then
+  echo "budget: $budget s ($RESERVE s of it kept for the summary)"
+  for p in "${order[@]}"; do
+    printf '%-17s %4s s  (starts with >= %s s left)\n' "$p" "${LIMIT[$p]}" "${MIN_START[$p]}"
+  done
+  echo "bench filter: $bench_filter"
+  printf 'ncu case: %s\n' "${NCU_CASES[@]}"
+  echo "ncu metrics: $NCU_METRICS"
+  echo "torch.compile: at most $COMPILE_LIMIT shapes of $COMPILE_FILTER"
+  exit 0
+fi
+
+# ------------------------------------------------------------------------------------------------
+# Set-up: folders, tools, libraries (all inside the budget)
+# ------------------------------------------------------------------------------------------------
+
+T0=$(date +%s)
+deadline=$((T0 + budget))
+root=$(cd "$(dirname "$0")/.." && pwd)
+self="$root/scripts/$(basename "$0")"
+out=$(realpath -m "${OUT:-$root/gpu-check-out}")
+bundle=$(realpath -m "${BUNDLE:-$root/.gpu-bundle}")
+python=${PYTHON:-python3}
+cd "$root" || exit 2
+if [ ! -f "$bundle/normkit_tests" ]; then
+  echo "gpu_check.sh: no bundle at $bundle (make it here with scripts/gpu_bundle.sh and carry .gpu-bundle)" >&2
+  exit 2
+fi
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+current_group=""
+cleanup() {
+  [ -n "$current_group" ] && kill -KILL -- "-$current_group" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A tool from its variable ("none": absent), else the PATH, else the usual folders.
+find_tool() {
+  local var=$1 name=$2 candidate
+  shift 2
+  if [ -n "${!var+x}" ]; then
+    [ "${!var}" = none ] || [ -z "${!var}" ] || echo "${!var}"
+    return
+  fi
+  command -v "$name" 2>/dev/null && return
+  for candidate in "$@"; do
+    [ -x "$candidate" ] && { echo "$candidate"; return; }
+  done
+}
+sanitizer=$(find_tool NORMKIT_GPU_CHECK_SANITIZER compute-sanitizer \
+  /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+  /opt/nvidia/compute-sanitizer/compute-sanitizer)
+# shellcheck disable=SC2046  # the folders found, one word each (no spaces in these paths)
+ncu=$(find_tool NORMKIT_GPU_CHECK_NCU ncu /usr/local/cuda/bin/ncu \
+  $(ls -d /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/nsight-compute*/ncu 2>/dev/null | sort -r))
+
+# The folders of PyTorch's nvidia-* wheels that hold cuDNN, NVRTC (cuDNN compiles some engines at
+# run time), cuBLAS and NCCL.
+timeout 20 "$python" - > "$work/wheel_libs.txt" 2> /dev/null <<'PY'
+import glob, os, site
+roots = [r for r in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(r)]
+for key, pattern in (("cudnn", "libcudnn.so.9"), ("nvrtc", "libnvrtc.so.*"),
+                     ("cublas", "libcublasLt.so.*"), ("nccl", "libnccl.so.2")):
+    hits = sorted(h for r in roots for h in glob.glob(os.path.join(r, "nvidia", "**", pattern),
+                                                      recursive=True))
+    print(f"{key}={os.path.dirname(hits[0]) if hits else ''}")
+PY
+declare -A wheel=([cudnn]="" [nvrtc]="" [cublas]="" [nccl]="")
+while IFS='=' read -r key dir; do
+  [ -n "$key" ] && wheel[$key]=$dir
+done < "$work/wheel_libs.txt"
+wheel_ld=""
+for key in cudnn nvrtc cublas nccl; do
+  [ -n "${wheel[$key]}" ] && wheel_ld="$wheel_ld:${wheel[$key]}"
+done
+bin_ld="$bundle$wheel_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The bundle's libstdc++/libgcc_s only where the machine's own lack a version the binaries need.
+missing=$(LD_LIBRARY_PATH="$bin_ld" ldd "$bundle"/normkit_* "$bundle/libnormkit.so.0" 2>&1 | grep 'not found' | sort -u)
+compat=no
+if [ -n "$missing" ] && [ -d "$bundle/compat" ]; then
+  bin_ld="$bundle:$bundle/compat$wheel_ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  compat=yes
+  missing=$(LD_LIBRARY_PATH="$bin_ld" ldd "$bundle"/normkit_* "$bundle/libnormkit.so.0" 2>&1 | grep 'not found' | sort -u)
+fi
+py_ld="${LD_LIBRARY_PATH:-}${wheel[nccl]:+${LD_LIBRARY_PATH:+:}${wheel[nccl]}}"
 {
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(tr '\n' ' ' < "$bundle/COMMIT")"
-  nvidia-smi
-  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem \
-    --format=csv
-  nvcc --version 2>/dev/null | tail -2
-  compute-sanitizer --version 2>/dev/null | head -2
-} > "$out/env.txt" 2>&1
-cat "$out/env.txt"
+  echo "library folders (PyTorch's nvidia-* wheels):"
+  for key in cudnn nvrtc cublas nccl; do echo "  $key: ${wheel[$key]:-not found}"; done
+  echo "bundle's compat/ libstdc++ and libgcc_s in use: $compat"
+  echo "libraries still missing for the bundle's binaries: ${missing:-none}"
+} > "$work/libraries.txt"
+gpu_name=$(timeout 10 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 
-# libnccl.so.2 for the NCCL path (normkit opens it at run time) and the NCCL example.
-nccl_lib=$(site_lib_dir 'libnccl.so.2')
-[ -n "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib:$LD_LIBRARY_PATH"
-echo "NCCL from: ${nccl_lib:-not found}" >> "$out/env.txt"
+export NK_ROOT="$root" NK_WORK="$work" NK_OUT="$out" NK_BUNDLE="$bundle" NK_PYTHON="$python" \
+  NK_SANITIZER="$sanitizer" NK_NCU="$ncu" NK_BIN_LD="$bin_ld" NK_PY_LD="$py_ld" \
+  NK_BUDGET="$budget" NK_SELECTED="${order[*]}" NK_BENCH_FILTER="$bench_filter" \
+  NK_SHARDS="${NORMKIT_GPU_CHECK_SHARDS:-14}" NK_SAN_SHARDS="${NORMKIT_GPU_CHECK_SANITIZER_SHARDS:-6}" \
+  NK_BENCH_SAMPLES="${NORMKIT_BENCH_SAMPLES:-30}"
 
-if [ "$phase" = all ] || [ "$phase" = tests ]; then
-  shards=8
-  for i in $(seq 0 $((shards - 1))); do
-    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i "$tests" --gtest_filter="$gpu_filter" \
-      > "$out/shard$i.log" 2>&1 &
+say "GPU: ${gpu_name:-none found}; bundle $(head -1 "$bundle/COMMIT" 2>/dev/null); budget ${budget} s; phases: ${order[*]}"
+say "compute-sanitizer: ${sanitizer:-not found}; ncu: ${ncu:-not found}; cuDNN: ${wheel[cudnn]:-not found}; NCCL: ${wheel[nccl]:-not found}; compat libstdc++: $compat"
+
+# The files of $OUT that the selected phases write afresh (8 files at most in all: env.txt,
+# tests.log, sanitizers.log, perf.log, bench.json, torch.json, ncu.txt, summary.md).
+for p in "${order[@]}"; do
+  case $p in
+    env) rm -f "$out/env.txt" ;;
+    tests) rm -f "$out/tests.log" ;;
+    sanitizers|sanitizers_extra) rm -f "$out/sanitizers.log" ;;
+    bandwidth) rm -f "$out/perf.log" ;;
+    bench) rm -f "$out/perf.log" "$out/bench.json" ;;
+    torch) rm -f "$out/perf.log" "$out/torch.json" ;;
+    ncu) rm -f "$out/ncu.txt" ;;
+  esac
+done
+
+# ------------------------------------------------------------------------------------------------
+# Running a phase, and the reports on what each left behind
+# ------------------------------------------------------------------------------------------------
+
+failures=0
+# One row of the phase table: phase, limit, seconds taken, status, result.
+record() {
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "${5//|//}" >> "$work/rows.md"
+  [[ $4 == ok* || $4 == skipped* ]] || failures=$((failures + 1))
+}
+
+# Appends a file to an $OUT log under a header line.
+append_section() {
+  { echo "==== $2 ===="; cat "$1" 2>/dev/null; echo; } >> "$3"
+}
+
+# Lines of the named files (missing ones are empty) that match a regular expression.
+count() {
+  local pattern=$1 n
+  shift
+  n=$(cat "$@" 2>/dev/null | grep -cE "$pattern")
+  echo "${n:-0}"
+}
+
+# rc files: "finished/started, N with rc != 0" into the globals finished and bad.
+count_rc() {
+  local f
+  finished=0 bad=0
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    finished=$((finished + 1))
+    [ "$(cat "$f")" = 0 ] || bad=$((bad + 1))
   done
-  wait
-  passed=0 failed=0 skipped=0
-  for i in $(seq 0 $((shards - 1))); do
-    f="$out/shard$i.log"
-    passed=$((passed + $(grep -c '^\[       OK \]' "$f")))
-    failed=$((failed + $(grep -c '^\[  FAILED  \] .*(' "$f")))
-    skipped=$((skipped + $(grep -c '^\[  SKIPPED \] .*(' "$f")))
-    cat "$f" >> "$out/gpu_tests.log"
-    rm "$f"
-  done
-  summary+=("| GPU tests | $passed passed, $failed failed, $skipped skipped |")
-  echo "==== demo ====" >> "$out/gpu_tests.log"
-  "$bundle/normkit_demo" >> "$out/gpu_tests.log" 2>&1
-  summary+=("| demo on the GPU | rc=$? (gpu_tests.log) |")
-  echo "==== synchronized batch norm over NCCL (example) ====" >> "$out/gpu_tests.log"
-  "$bundle/normkit_sync_batch_norm_nccl" >> "$out/gpu_tests.log" 2>&1
-  summary+=("| NCCL example | rc=$? (gpu_tests.log) |")
-  echo "==== PyTorch parity on CUDA tensors ====" >> "$out/gpu_tests.log"
-  NORMKIT_LIB="$PWD/$bundle/libnormkit.so.0" NORMKIT_PARITY_DEVICE=cuda \
-    python3 -m pytest -q -p no:warnings tests/parity >> "$out/gpu_tests.log" 2>&1
-  summary+=("| PyTorch parity (CUDA) | rc=$? $(tail -1 "$out/gpu_tests.log") |")
-  grep '^\[  FAILED  \] .*(' "$out/gpu_tests.log" | head -20
-fi
+}
 
-if [ "$phase" = all ] || [ "$phase" = sanitizers ]; then
-  for tool in memcheck racecheck initcheck synccheck; do
-    extra=()
-    [ "$tool" = memcheck ] && extra=(--leak-check full)
-    NORMKIT_GPU_TESTS=reduced compute-sanitizer --tool "$tool" "${extra[@]}" \
-      "$tests" --gtest_filter="$gpu_filter" > "$out/sanitizer_$tool.log" 2>&1 &
-  done
-  wait
-  for tool in memcheck racecheck initcheck synccheck; do
-    f="$out/sanitizer_$tool.log"
-    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$f" | grep -Eo '[0-9]+' | tail -1)
-    result=$(grep -E '^\[  (PASSED|FAILED)  \]' "$f" | tr '\n' ' ')
-    summary+=("| compute-sanitizer $tool | ${errors:-?} errors; tests: ${result:-none} |")
-  done
-fi
+# The reports: each sets `result` (one line for the table) and `verdict` (non-empty when the
+# phase's own logs show a failure, whatever its exit status), and moves its logs into $OUT.
+report_env() {
+  result="$(count . "$out/env.txt") lines (env.txt)"
+}
 
-if [ "$phase" = all ] || [ "$phase" = bandwidth ]; then
-  "$bundle/normkit_rough_bandwidth" > "$out/bandwidth.txt" 2>&1
-  summary+=("| bandwidth probe | rc=$? (bandwidth.txt) |")
-fi
+report_tests() {
+  local ok failed skipped names f parity
+  count_rc "$work"/shard*.rc
+  ok=$(count '^\[       OK \]' "$work"/shard*.log)
+  failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/shard*.log)
+  skipped=$(count '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$work"/shard*.log)
+  names=$(cat "$work"/shard*.log 2>/dev/null | grep -E '^\[  FAILED  \] .* \([0-9]+ ms\)$' \
+          | sed -E 's/^\[  FAILED  \] //; s/(, where | \([0-9]+ ms\)$).*//' | head -5 | tr '\n' ' ')
+  for f in "$work"/shard*.log; do
+    [ -f "$f" ] && append_section "$f" "$(basename "$f" .log) of $NK_SHARDS" "$out/tests.log"
+  done
+  for f in demo nccl parity; do
+    [ -f "$work/$f.log" ] && append_section "$work/$f.log" \
+      "$f (rc $(cat "$work/$f.rc" 2>/dev/null || echo 'none: cut short'))" "$out/tests.log"
+  done
+  [ -s "$work/tests.out" ] && append_section "$work/tests.out" "the phase's own output" "$out/tests.log"
+  parity=$(grep -E '(passed|failed|error)' "$work/parity.log" 2>/dev/null | tail -1)
+  [ -n "$parity" ] || parity=$(tail -1 "$work/parity.log" 2>/dev/null | cut -c1-160)
+  result="gtest: $ok passed, $failed failed, $skipped skipped; shards finished $finished/$NK_SHARDS ($bad with rc != 0)${names:+; failed: $names}"
+  result+="; demo rc $(cat "$work/demo.rc" 2>/dev/null || echo -); NCCL example rc $(cat "$work/nccl.rc" 2>/dev/null || echo -)"
+  result+="; parity: ${parity:-no result} (rc $(cat "$work/parity.rc" 2>/dev/null || echo -))"
+  verdict=""
+  [ "$failed" -eq 0 ] && [ "$bad" -eq 0 ] || verdict="failed"
+  [ "$ok" -gt 0 ] || verdict="failed"  # every GPU test skipped: no GPU was used
+  for f in demo nccl parity; do
+    [ -f "$work/$f.rc" ] && [ "$(cat "$work/$f.rc")" != 0 ] && verdict="failed"
+  done
+}
 
-if [ "$phase" = bench ]; then
-  # cuDNN's lib folder from the package itself, else a search; NVRTC too (cuDNN compiles some
-  # of its norm engines at run time).
-  cudnn_lib=$(python3 - 2>/dev/null <<'PY'
-import os
-import nvidia.cudnn as m  # a namespace package in some wheels: no __file__, a __path__
-root = os.path.dirname(m.__file__) if getattr(m, "__file__", None) else list(m.__path__)[0]
-print(os.path.join(root, "lib"))
+report_sanitize() {
+  local tool f n errors passed failed says parts=()
+  verdict=""
+  for tool in "$@"; do
+    errors=0
+    for f in "$work"/san_"${tool}"_*.log; do
+      [ -f "$f" ] || continue
+      append_section "$f" "compute-sanitizer --tool $tool, $(basename "$f" .log)" "$out/sanitizers.log"
+      n=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$f" | grep -Eo '[0-9]+' | tail -1)
+      errors=$((errors + ${n:-0}))
+    done
+    count_rc "$work"/san_"${tool}"_*.rc
+    passed=$(count '^\[       OK \]' "$work"/san_"${tool}"_*.log)
+    failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/san_"${tool}"_*.log)
+    says=$(cat "$work"/san_"${tool}"_*.log 2>/dev/null \
+           | grep -m1 -iE 'device not supported|not supported on|error 999|unable to' | cut -c1-120)
+    parts+=("$tool: $errors errors, shards finished $finished/$NK_SAN_SHARDS ($bad with rc != 0), tests $passed passed, $failed failed${says:+; it says: $says}")
+    [ "$errors" -eq 0 ] && [ "$bad" -eq 0 ] && [ "$failed" -eq 0 ] || verdict="failed"
+  done
+  result=$(printf '%s; ' "${parts[@]}")
+  result=${result%; }
+}
+
+report_bandwidth() {
+  append_section "$work/bandwidth.txt" "rough bandwidth probe" "$out/perf.log"
+  result="$(count . "$work/bandwidth.txt") lines (perf.log, summary)"
+}
+
+report_bench() {
+  local cases errors cut
+  [ -s "$work/bench.json" ] && cp "$work/bench.json" "$out/bench.json"
+  append_section "$work/bench.err" "normkit_bench's stderr (its results: bench.json)" "$out/perf.log"
+  # Cases measured and cases in error, read as summarize.py reads a file cut short.
+  read -r cases errors cut < <(timeout 20 "$NK_PYTHON" - "$work/bench.json" 2>/dev/null <<'PY'
+import sys
+sys.path.insert(0, "bench")
+import summarize
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        data, cut = summarize.load_results(f.read())
+except (OSError, ValueError):
+    print(0, 0, "unreadable")
+    sys.exit()
+cases = [b for b in data.get("benchmarks", []) if not b.get("name", "").startswith("copy/")]
+print(len(cases), sum(1 for b in cases if b.get("error_occurred")), "cut" if cut else "whole")
 PY
 )
-  [ -f "$cudnn_lib/libcudnn.so.9" ] || cudnn_lib=$(site_lib_dir 'libcudnn.so.9')
-  nvrtc_lib=$(site_lib_dir 'libnvrtc.so.*')
-  echo "cuDNN from: ${cudnn_lib:-not found}; NVRTC from: ${nvrtc_lib:-not found}" > "$out/bench.log"
-  LD_LIBRARY_PATH="${cudnn_lib:+$cudnn_lib:}${nvrtc_lib:+$nvrtc_lib:}$LD_LIBRARY_PATH" \
-    "$bundle/normkit_bench" --benchmark_out="$out/bench.json" --benchmark_out_format=json \
-    "${@:2}" >> "$out/bench.log" 2>&1
-  summary+=("| benchmark suite | rc=$? (bench.json, bench.log) |")
-fi
-
-if [ "$phase" = torch ]; then
-  NORMKIT_LIB="$PWD/$bundle/libnormkit.so.0" PYTHONUNBUFFERED=1 \
-    python3 bench/torch_compare.py --out "$out/torch.json" "${@:2}" > "$out/torch.log" 2>&1
-  summary+=("| torch comparison | rc=$? (torch.json, torch.log) |")
-fi
-
-{
-  echo "# GPU check ($phase)"
-  echo
-  echo "| what | result |"
-  echo "|---|---|"
-  echo "| GPU | $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null) |"
-  echo "| commit | $(head -1 "$bundle/COMMIT") |"
-  printf '%s\n' "${summary[@]}"
-  if [ -f "$out/bandwidth.txt" ]; then
-    echo
-    echo '```'
-    cat "$out/bandwidth.txt"
-    echo '```'
+  result="${cases:-0} cases in bench.json$([ "${cut:-}" = cut ] && echo ' (cut short)'), ${errors:-0} in error (filter $NK_BENCH_FILTER)"
+  [ "${errors:-0}" -eq 0 ] || verdict="failed"
+  if [ "${cases:-0}" -eq 0 ]; then
+    verdict="failed"
+    result+="; it says: $(head -1 "$work/bench.err" 2>/dev/null | cut -c1-160)"
   fi
-  if { [ "$phase" = bench ] || [ "$phase" = torch ]; } && [ -s "$out/bench.json" ]; then
-    echo
-    if [ -s "$out/torch.json" ]; then
-      python3 bench/summarize.py "$out/bench.json" --torch "$out/torch.json" 2>&1
-    else
-      python3 bench/summarize.py "$out/bench.json" 2>&1
+}
+
+report_torch() {
+  [ -s "$work/torch.json" ] && cp "$work/torch.json" "$out/torch.json"
+  append_section "$work/torch.log" "torch_compare.py" "$out/perf.log"
+  local cases
+  cases=$(count '"normkit_ms"' "$work/torch.json")
+  result="$cases cases in torch.json, $(count '"compile_ms": [0-9]' "$work/torch.json") through torch.compile; checks not ok: $(count '"check": "MISMATCH' "$work/torch.json")"
+  [ "$(count '"check": "MISMATCH' "$work/torch.json")" -eq 0 ] || verdict="failed"
+  if [ "$cases" -eq 0 ]; then
+    verdict="failed"
+    result+="; it says: $(grep -v '^ *$' "$work/torch.log" 2>/dev/null | tail -1 | cut -c1-160)"
+  fi
+}
+
+report_ncu() {
+  {
+    echo "# Nsight Compute on normkit's first call of each case (normkit_bench, NORMKIT_BENCH_PROFILE=1)"
+    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the cases' order"
+    cat "$work/ncu_cmd.txt" 2>/dev/null
+    if [ -f "$work/ncu_first_attempt.txt" ]; then
+      echo "==== first attempt (a metric was refused) ===="
+      cat "$work/ncu_first_attempt.txt"
     fi
+    echo "==== ncu output (CSV) ===="
+    cat "$work/ncu.csv" 2>/dev/null
+    echo "==== normkit_bench under ncu ===="
+    cat "$work/ncu_app.log" 2>/dev/null
+    cat "$work/ncu.out" 2>/dev/null
+  } > "$out/ncu.txt"
+  # The CSV is in ncu's log file (or, should this ncu print it, among the application's output).
+  timeout 20 "$NK_PYTHON" bench/ncu_table.py "$work/ncu.csv" "$work/ncu_app.log" \
+    > "$work/ncu_table.md" 2>> "$out/ncu.txt"
+  result="$(count '^\| [0-9]' "$work/ncu_table.md") kernels profiled (ncu.txt, summary)"
+}
+
+# Phase NAME: not started past the deadline; else run under its limit (cut to what is left),
+# then report on whatever it left behind, finished or not.
+run_phase() {
+  local name=$1 limit left start took rc status tpid
+  left=$((deadline - $(date +%s) - RESERVE))
+  limit=${LIMIT[$name]}
+  if [ "$left" -lt "${MIN_START[$name]}" ]; then
+    record "$name" "$limit" 0 "skipped: not started, ${left} s of the budget left" "-"
+    say "$name: not started (${left} s of the budget left, needs ${MIN_START[$name]})"
+    return
   fi
-} > "$out/summary.md"
-cat "$out/summary.md"
+  [ "$limit" -gt "$left" ] && limit=$left
+  case $name in
+    sanitizers|sanitizers_extra)
+      if [ -z "$sanitizer" ]; then
+        record "$name" "$limit" 0 "skipped: compute-sanitizer not found" "-"
+        say "$name: skipped, compute-sanitizer not found"; return
+      fi ;;
+    ncu)
+      if [ -z "$ncu" ]; then
+        record "$name" "$limit" 0 "skipped: ncu not found" "-"
+        say "$name: skipped, ncu (Nsight Compute) not found"; return
+      fi ;;
+  esac
+  say "$name: started, limit ${limit} s"
+  start=$(date +%s)
+  # timeout makes its own process group: at the limit TERM goes to all of it, KILL after
+  # KILL_AFTER s; whatever is left of that group afterwards is killed too.
+  timeout --kill-after="$KILL_AFTER" "$limit" bash "$self" --phase-body "$name" > "$work/$name.out" 2>&1 &
+  tpid=$!
+  current_group=$tpid
+  wait "$tpid"
+  rc=$?
+  kill -KILL -- "-$tpid" 2>/dev/null
+  current_group=""
+  took=$(($(date +%s) - start))
+  case $rc in
+    0) status=ok ;;
+    124|137) status="timed out after ${limit} s" ;;
+    *) status="failed (rc $rc)" ;;
+  esac
+  result="" verdict=""
+  case $name in
+    env) report_env ;;
+    tests) report_tests ;;
+    sanitizers) report_sanitize memcheck racecheck ;;
+    sanitizers_extra) report_sanitize initcheck synccheck ;;
+    bandwidth) report_bandwidth ;;
+    bench) report_bench ;;
+    torch) report_torch ;;
+    ncu) report_ncu ;;
+  esac
+  # A phase whose own logs show a failure is not ok, whatever its exit status.
+  [ "$status" = ok ] && [ -n "$verdict" ] && status=$verdict
+  record "$name" "$limit" "$took" "$status" "$result"
+  say "$name: $status in ${took} s: $result"
+}
+
+summary() {
+  local s="$out/summary.md"
+  {
+    echo "# GPU check: ${gpu_name:-no GPU name}, normkit $(head -1 "$bundle/COMMIT" 2>/dev/null)"
+    echo
+    if [ -s "$out/bench.json" ]; then
+      local torch_args=()
+      [ -s "$out/torch.json" ] && torch_args=(--torch "$out/torch.json")
+      timeout 30 "$python" bench/summarize.py "$out/bench.json" "${torch_args[@]}" 2>&1 | sed 's/^#/##/'
+      echo
+    elif [ -s "$out/torch.json" ]; then
+      echo "## PyTorch comparison (torch_compare.py's summary; no bench.json)"
+      echo '```'
+      sed -n '/^summary:/,$p' "$work/torch.log" 2>/dev/null
+      echo '```'
+      echo
+    fi
+    if [ -s "$work/bandwidth.txt" ]; then
+      echo "## Rough bandwidth probe"
+      echo
+      echo '```'
+      cat "$work/bandwidth.txt"
+      echo '```'
+      echo
+    fi
+    if [ -s "$work/ncu_table.md" ]; then
+      echo "## Nsight Compute: normkit's first call of each profiled case"
+      echo
+      cat "$work/ncu_table.md"
+      echo
+    fi
+    echo "## Phases (budget ${budget} s, $(elapsed) s used)"
+    echo
+    echo "| phase | limit s | took s | status | result |"
+    echo "|---|---|---|---|---|"
+    cat "$work/rows.md" 2>/dev/null
+    echo
+    echo "Files in ${out}: $(cd "$out" && ls | tr '\n' ' ')"
+  } > "$s"
+  echo
+  cat "$s"
+}
+
+on_signal() {
+  trap - TERM INT
+  [ -n "$current_group" ] && kill -KILL -- "-$current_group" 2>/dev/null
+  current_group=""
+  record "(interrupted)" - "$(elapsed)" "interrupted by a signal" "the run was stopped from outside"
+  summary
+  exit 1
+}
+trap on_signal TERM INT
+
+for phase in "${order[@]}"; do
+  run_phase "$phase"
+done
+summary
+[ "$failures" -eq 0 ]
