@@ -17,6 +17,16 @@ bool reduced_gpu_tests() {
 
 #if NORMKIT_TEST_WITH_CUDA
 
+nk_context context_with_sm_limit(int sms) {
+  const std::string value = std::to_string(sms);
+  setenv("NORMKIT_TEST_SM_LIMIT", value.c_str(), 1);
+  nk_context ctx = nullptr;
+  const nk_status st = nk_context_create(NK_BACKEND_CUDA, 0, &ctx);
+  unsetenv("NORMKIT_TEST_SM_LIMIT");
+  EXPECT_EQ(st, NK_SUCCESS) << nk_last_error();
+  return st == NK_SUCCESS ? ctx : nullptr;
+}
+
 std::string graphs_unsupported_reason() {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "";
@@ -113,6 +123,7 @@ Buffer DeviceBuffer::download() const { return Buffer(); }
 void DeviceBuffer::poison() {}
 void GpuTest::SetUp() { GTEST_SKIP() << "normkit was built without its CUDA backend"; }
 std::string graphs_unsupported_reason() { return ""; }
+nk_context context_with_sm_limit(int) { return nullptr; }
 void GpuTest::TearDown() {}
 void GpuTest::synchronize() {}
 

@@ -53,6 +53,11 @@ class GpuTest : public testing::Test {
 // True when NORMKIT_GPU_TESTS=reduced (sanitizer runs and the simulated-GPU lane).
 bool reduced_gpu_tests();
 
+// A CUDA context on device 0 whose persistent grids are sized as if the device had at most
+// `sms` multiprocessors (NORMKIT_TEST_SM_LIMIT): small shapes then reach the grid-stride loops,
+// and results can be compared across grid sizes. The caller destroys it.
+nk_context context_with_sm_limit(int sms);
+
 // Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the
 // reason a test of CUDA graphs skips. Call from a GpuTest after SetUp found a device.
 std::string graphs_unsupported_reason();
