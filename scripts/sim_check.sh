@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The simulated-GPU lane: every GPU test of normkit executed on this machine's CPU by GPGPU-Sim in
+# functional mode, so that kernels are checked on every change without a GPU. It proves results
+# (every kernel x dtype x layout x phase against the CPU backend), not speed, races or CUDA graphs.
+#
+#   scripts/sim_check.sh [--jobs N] [--batch N] [--timeout S] [--filter PATTERN] [--out DIR]
+#
+#   --jobs     processes at once (default: the number of cores)
+#   --batch    tests per process (default 20): the simulator parses the library's PTX once per
+#              process (seconds) and slows down as a process runs many tests
+#   --timeout  seconds for one process before it is killed and its unfinished tests are reported
+#              (default 1200)
+#   --filter   GoogleTest filter of the tests to run (default: every GPU test)
+#   --out      folder for log.txt and summary.md (default bench/results/<date>-sim)
+# NORMKIT_SIM_KEEP=1 keeps the raw output of every process (its folder is printed).
+#
+# It needs a GPGPU-Sim that the caller has built for CUDA 13 binaries (it never fetches or builds
+# one; README "Simulated-GPU lane" says what the simulator must support):
+#   GPGPUSIM_ROOT      the simulator's tree: its libcudart.so under lib/ (or set GPGPUSIM_LIB to
+#                      the folder of that libcudart.so)
+#   GPGPUSIM_CONFIG    a gpgpusim.config (default: the SM86_RTX3070 config of GPGPUSIM_ROOT); its
+#                      folder's *.icnt files are copied beside it. Functional mode is forced.
+#   CUDA_INSTALL_PATH  a CUDA tree whose bin/ has cuobjdump, which the simulator runs to extract
+#                      PTX (the CUDA 13 toolkit here has none: PyPI's nvidia-cuda-cuobjdump does)
+# normkit is built in build-sim/ with the CUDA runtime shared (the simulator is that runtime) and
+# PTX only for sm_80 (NORMKIT_CUDA_RUNTIME=Shared, CMAKE_CUDA_ARCHITECTURES=80-virtual), and the
+# tests run with NORMKIT_GPU_TESTS=reduced.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc)
+batch=20
+batch_timeout=1200
+filter='*Gpu*:*CudaBackend*'
+out="bench/results/$(date -u +%Y-%m-%d)-sim"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --jobs) jobs=$2; shift 2 ;;
+    --batch) batch=$2; shift 2 ;;
+    --timeout) batch_timeout=$2; shift 2 ;;
+    --filter) filter=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "sim_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+for v in "$jobs" "$batch" "$batch_timeout"; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "sim_check.sh: '$v' is not a positive integer" >&2; exit 2; }
+done
+
+# ---- what the lane needs, said plainly when it is missing ---------------------------------------
+missing() { echo "sim_check.sh: $*" >&2; exit 3; }
+sim_lib=${GPGPUSIM_LIB:-}
+if [ -z "$sim_lib" ]; then
+  [ -n "${GPGPUSIM_ROOT:-}" ] || missing "set GPGPUSIM_ROOT to a GPGPU-Sim tree built for CUDA 13 binaries (or GPGPUSIM_LIB to the folder of its libcudart.so); this script never fetches or builds the simulator"
+  sim_so=$(find "$GPGPUSIM_ROOT/lib" -path '*release*' -name libcudart.so 2>/dev/null | head -1)
+  [ -n "$sim_so" ] || missing "no libcudart.so under $GPGPUSIM_ROOT/lib/*/*/release: build the simulator first"
+  sim_lib=$(dirname "$sim_so")
+fi
+[ -f "$sim_lib/libcudart.so" ] || missing "$sim_lib has no libcudart.so"
+[ -e "$sim_lib/libcudart.so.13" ] || missing "$sim_lib/libcudart.so.13 is missing: the simulator must answer to the soname of CUDA 13's runtime"
+config=${GPGPUSIM_CONFIG:-${GPGPUSIM_ROOT:-}/configs/tested-cfgs/SM86_RTX3070/gpgpusim.config}
+[ -f "$config" ] || missing "no simulator configuration at '$config': set GPGPUSIM_CONFIG"
+if [ -z "${CUDA_INSTALL_PATH:-}" ]; then
+  CUDA_INSTALL_PATH=$(dirname "$(dirname "$(command -v nvcc)")")
+fi
+[ -x "$CUDA_INSTALL_PATH/bin/cuobjdump" ] || missing "no cuobjdump in CUDA_INSTALL_PATH/bin ($CUDA_INSTALL_PATH/bin): point CUDA_INSTALL_PATH at a CUDA tree that has one (PyPI's nvidia-cuda-cuobjdump provides it)"
+command -v python3 >/dev/null || missing "python3 is needed for the report"
+
+# ---- build ---------------------------------------------------------------------------------------
+generator="Unix Makefiles"
+command -v ninja >/dev/null && generator=Ninja
+cmake -S . -B build-sim -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=80-virtual -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
+  -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_EXAMPLES=OFF -DNORMKIT_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build build-sim -j "$(nproc)" --target normkit_tests >/dev/null
+
+# ---- batches of tests, each in a fresh simulator process ----------------------------------------
+# The binaries are copied, so that a rebuild during the run changes nothing.
+work=$(mktemp -d "${TMPDIR:-/tmp}/normkit-sim.XXXXXX")
+trap '[ -n "${NORMKIT_SIM_KEEP:-}" ] || rm -rf "$work"' EXIT
+mkdir "$work/bin"
+cp build-sim/tests/normkit_tests "$work/bin/"
+cp "$(readlink -f build-sim/libnormkit.so)" "$work/bin/libnormkit.so.0"
+tests_bin=$work/bin/normkit_tests
+library=$work/bin/libnormkit.so.0
+"$tests_bin" --gtest_list_tests --gtest_filter="$filter" |
+  awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }' > "$work/tests.txt"
+total=$(wc -l < "$work/tests.txt")
+[ "$total" -gt 0 ] || { echo "sim_check.sh: no test matches '$filter'" >&2; exit 2; }
+split -l "$batch" -d -a 4 "$work/tests.txt" "$work/batch."
+
+export LD_LIBRARY_PATH="$work/bin:$sim_lib:${LD_LIBRARY_PATH:-}"
+export CUDA_INSTALL_PATH
+export CUOBJDUMP_SIM_FILE=jj PTX_SIM_USE_PTX_FILE=1.ptx PTX_SIM_KERNELFILE=_1.ptx
+export PYTORCH_BIN=$library  # the simulator reads its PTX from the library, not the test binary
+export NORMKIT_GPU_TESTS=reduced
+export work config tests_bin batch_timeout
+
+run_batch() {
+  local list=$1 dir=$1.run
+  mkdir -p "$dir"
+  cp "$config" "$dir/gpgpusim.config"
+  cp "$(dirname "$config")"/*.icnt "$dir/" 2>/dev/null || true
+  # Functional simulation only: results, not timing.
+  sed -i 's/^-gpgpu_ptx_sim_mode .*/-gpgpu_ptx_sim_mode 1/' "$dir/gpgpusim.config"
+  grep -q '^-gpgpu_ptx_sim_mode 1' "$dir/gpgpusim.config" ||
+    echo '-gpgpu_ptx_sim_mode 1' >> "$dir/gpgpusim.config"
+  local rc=0
+  (cd "$dir" && timeout --kill-after=30 "$batch_timeout" "$tests_bin" \
+     --gtest_filter="$(paste -sd: "$list")" --gtest_output="json:$dir/result.json" \
+     > "$dir/output.txt" 2>&1) || rc=$?
+  echo "$rc" > "$dir/rc"
+  echo "batch $(basename "$list"): $(wc -l < "$list") tests, rc=$rc"
+}
+export -f run_batch
+
+start=$(date +%s)
+echo "simulated-GPU lane: $total tests in batches of $batch, $jobs at a time (log: $work)"
+ls "$work"/batch.* | xargs -P "$jobs" -I{} bash -c 'run_batch "$@"' _ {}
+wall=$(( $(date +%s) - start ))
+
+mkdir -p "$out"
+sim_commit=unknown
+if [ -n "${GPGPUSIM_ROOT:-}" ] && [ -d "$GPGPUSIM_ROOT/.git" ]; then
+  sim_commit="$(git -C "$GPGPUSIM_ROOT" rev-parse --short HEAD) (locally modified: $(git -C "$GPGPUSIM_ROOT" status --porcelain | grep -c . || true) files)"
+fi
+python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
+  --commit "$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)')" \
+  --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
+  --filter "$filter"
