@@ -14,6 +14,10 @@
 #   --out      folder for log.txt and summary.md (default bench/results/<date>-sim)
 # NORMKIT_SIM_KEEP=1 keeps the raw output of every process (its folder is printed).
 #
+# It first runs tests/sim/simulator_probes.cu under the simulator and stops (status 4) if a probe
+# fails. Exit status: 0 all tests passed or skipped with a reason; 1 a test failed or did not
+# finish; 2 bad arguments; 3 the simulator or a tool is missing; 4 the simulator fails its probes.
+#
 # It needs a GPGPU-Sim that the caller has built for CUDA 13 binaries (it never fetches or builds
 # one; README "Simulated-GPU lane" says what the simulator must support):
 #   GPGPUSIM_ROOT      the simulator's tree: its libcudart.so under lib/ (or set GPGPUSIM_LIB to
@@ -73,14 +77,14 @@ command -v ninja >/dev/null && generator=Ninja
 cmake -S . -B build-sim -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=80-virtual -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
   -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_EXAMPLES=OFF -DNORMKIT_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build-sim -j "$(nproc)" --target normkit_tests >/dev/null
+cmake --build build-sim -j "$(nproc)" --target normkit_tests normkit_simulator_probes >/dev/null
 
 # ---- batches of tests, each in a fresh simulator process ----------------------------------------
 # The binaries are copied, so that a rebuild during the run changes nothing.
 work=$(mktemp -d "${TMPDIR:-/tmp}/normkit-sim.XXXXXX")
 trap '[ -n "${NORMKIT_SIM_KEEP:-}" ] || rm -rf "$work"' EXIT
 mkdir "$work/bin"
-cp build-sim/tests/normkit_tests "$work/bin/"
+cp build-sim/tests/normkit_tests build-sim/tests/normkit_simulator_probes "$work/bin/"
 cp "$(readlink -f build-sim/libnormkit.so)" "$work/bin/libnormkit.so.0"
 tests_bin=$work/bin/normkit_tests
 library=$work/bin/libnormkit.so.0
@@ -115,6 +119,24 @@ run_batch() {
 }
 export -f run_batch
 
+# First the simulator's probes (tests/sim/simulator_probes.cu): a simulator that gets a shuffle or
+# a conversion wrong would make every result below meaningless.
+probe_dir="$work/probes"
+mkdir -p "$probe_dir"
+cp "$config" "$probe_dir/gpgpusim.config"
+cp "$(dirname "$config")"/*.icnt "$probe_dir/" 2>/dev/null || true
+sed -i 's/^-gpgpu_ptx_sim_mode .*/-gpgpu_ptx_sim_mode 1/' "$probe_dir/gpgpusim.config"
+probe_rc=0
+(cd "$probe_dir" && PYTORCH_BIN= timeout 600 "$work/bin/normkit_simulator_probes" \
+   > "$probe_dir/output.txt" 2>&1) || probe_rc=$?
+grep -a '^probe' "$probe_dir/output.txt" > "$work/probes.txt" || true
+cat "$work/probes.txt"
+if [ "$probe_rc" -ne 0 ] || ! grep -q '^probes: 0 of' "$work/probes.txt"; then
+  grep -a -A5 ': FAIL' "$probe_dir/output.txt" | grep -av '^GPGPU-Sim' | head -40 >&2
+  echo "sim_check.sh: the simulator fails its probes (status $probe_rc): no lane result can be trusted" >&2
+  exit 4
+fi
+
 start=$(date +%s)
 echo "simulated-GPU lane: $total tests in batches of $batch, $jobs at a time (log: $work)"
 ls "$work"/batch.* | xargs -P "$jobs" -I{} bash -c 'run_batch "$@"' _ {}
@@ -128,4 +150,4 @@ fi
 python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
   --commit "$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)')" \
   --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
-  --filter "$filter"
+  --filter "$filter" --probes "$work/probes.txt"

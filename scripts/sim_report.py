@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--commit", required=True)
     ap.add_argument("--simulator", required=True)
     ap.add_argument("--filter", required=True)
+    ap.add_argument("--probes", help="the simulator probes' result lines")
     a = ap.parse_args()
 
     order, results, messages = [], {}, {}
@@ -142,6 +143,11 @@ def main():
         s.write(f"- date: {date}\n- commit: {a.commit}\n- simulator: {a.simulator}\n")
         s.write(f"- tests: `{a.filter}`, NORMKIT_GPU_TESTS=reduced\n")
         s.write(f"- wall time: {a.wall} s ({a.wall / 60:.1f} min)\n\n")
+        if a.probes and os.path.exists(a.probes):
+            s.write("Simulator probes (tests/sim/simulator_probes.cu), run first:\n\n")
+            for line in open(a.probes):
+                s.write(f"    {line.rstrip()}\n")
+            s.write("\n")
         s.write("| family | run | passed | failed | skipped | not finished | test time (s) |\n")
         s.write("|---|---|---|---|---|---|---|\n")
         for name, f in list(per_family.items()) + [("**all**", total)]:

@@ -1,0 +1,322 @@
+// Probes of a GPU simulator: small kernels whose results are known exactly, one per feature of the
+// CUDA 13 toolchain that normkit's kernels and tests rely on and that GPGPU-Sim has been seen to
+// get wrong or lack. scripts/sim_check.sh runs this program under the simulator before any test
+// and refuses to report a lane whose simulator fails a probe: a wrong shuffle or conversion makes
+// every later result meaningless. On a real GPU every probe passes too (a useful sanity check).
+//
+// Each probe prints "probe <what>: ok" or "probe <what>: FAIL" with the first mismatches; the exit
+// status is the number of failing probes (capped at 100).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <cub/device/device_segmented_sort.cuh>
+#include <vector>
+
+namespace {
+
+int g_mismatches = 0;  // of the probe running now
+
+void expect(bool ok, const char* what, double got, double want) {
+  if (ok) return;
+  if (++g_mismatches <= 5) std::printf("    %s: got %.17g, expected %.17g\n", what, got, want);
+}
+
+bool cuda_ok(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return true;
+  std::printf("    %s: %s (%d)\n", what, cudaGetErrorString(e), static_cast<int>(e));
+  ++g_mismatches;
+  return false;
+}
+
+// Device copies of host vectors, freed at exit of the probe.
+template <class T>
+struct Device {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit Device(size_t count) : n(count) { cudaMalloc(&ptr, count * sizeof(T)); }
+  explicit Device(const std::vector<T>& host) : Device(host.size()) {
+    cudaMemcpy(ptr, host.data(), n * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  ~Device() { cudaFree(ptr); }
+  std::vector<T> get() const {
+    std::vector<T> host(n);
+    cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost);
+    return host;
+  }
+};
+
+// ---- kernels --------------------------------------------------------------------------------
+
+__global__ void int64_to_float(const long long* s, const unsigned long long* u, float* out) {
+  out[2 * threadIdx.x] = static_cast<float>(s[threadIdx.x]);
+  out[2 * threadIdx.x + 1] = static_cast<float>(u[threadIdx.x]);
+}
+
+// A butterfly sum through the predicate-destination form of shfl.sync (d|p), whose predicate is
+// "source lane in range".
+__global__ void shuffle_with_predicate(const int* in, int* sum, int* all_valid) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  int v = in[i], valid = 1;
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    int r, p;
+    asm volatile(
+        "{ .reg .pred q; shfl.sync.bfly.b32 %0|q, %2, %3, 0x1f, 0xffffffff; selp.s32 %1, 1, 0, q; }"
+        : "=r"(r), "=r"(p)
+        : "r"(v), "r"(offset));
+    valid &= p;
+    v += r;
+  }
+  sum[i] = v;
+  all_valid[i] = valid;
+}
+
+// Every warp of several blocks reduces its own lanes, and reads a rotated lane.
+__global__ void shuffle_every_warp(const float* in, float* sum, float* rotated) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  float v = in[i];
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  sum[i] = v;
+  rotated[i] = __shfl_sync(0xffffffffu, in[i], (threadIdx.x + 3) & 31);
+}
+
+// Only the odd lanes shuffle: the mask has holes.
+__global__ void shuffle_sparse_mask(const int* in, int* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x, lane = threadIdx.x & 31;
+  out[i] = -1;
+  if (lane & 1) out[i] = __shfl_sync(0xAAAAAAAAu, in[i], (lane + 2) & 31);
+}
+
+__global__ void bf16_round_trip(const float* in, unsigned short* bits, float* back) {
+  const __nv_bfloat16 h = __float2bfloat16(in[threadIdx.x]);  // cvt.rn.bf16.f32
+  bits[threadIdx.x] = __bfloat16_as_ushort(h);
+  back[threadIdx.x] = __bfloat162float(h);  // mov.b32 %f, {0, %rs}
+}
+
+__global__ void fp16_rounding(const float* f, const double* d, unsigned short* out) {
+  out[2 * threadIdx.x] = __half_as_ushort(__float2half_rn(f[threadIdx.x]));  // cvt.rn.f16.f32
+  out[2 * threadIdx.x + 1] = __half_as_ushort(__double2half(d[threadIdx.x]));  // cvt.rn.f16.f64
+}
+
+__global__ void bit_mask_and_sleep(unsigned* out) {
+  const unsigned pos = threadIdx.x & 31, len = (threadIdx.x >> 2) & 31;
+  unsigned r;
+  asm volatile("bmsk.clamp.b32 %0, %1, %2;" : "=r"(r) : "r"(pos), "r"(len));
+  __nanosleep(10);
+  out[threadIdx.x] = r;
+}
+
+__global__ void int64_literals(const long long* in, long long* out, double* inf) {
+  const long long v = in[0];
+  out[0] = v + 9218868437227405312LL;  // above INT_MAX
+  out[1] = v + 0xFFFFFFFFLL;           // a 32-bit unsigned value in 64-bit arithmetic
+  out[2] = v - 5000000000LL;           // below INT_MIN
+  out[3] = v < INT64_MAX ? 1 : 0;
+  inf[0] = v > 0 ? INFINITY : 1.0;  // the double's bits as a 64-bit integer move
+  inf[1] = v > 0 ? -INFINITY : 1.0;
+}
+
+__global__ void touch(float* p) { p[threadIdx.x] += 1.0f; }
+
+// ---- probes ---------------------------------------------------------------------------------
+
+void probe_int64_to_float() {
+  std::vector<long long> s(32);
+  std::vector<unsigned long long> u(32);
+  for (int i = 0; i < 32; ++i) {
+    s[i] = (i - 16) * 123456789012LL + i;
+    u[i] = i * 987654321098ULL + 7;
+  }
+  Device<long long> ds(s);
+  Device<unsigned long long> du(u);
+  Device<float> out(64);
+  int64_to_float<<<1, 32>>>(ds.ptr, du.ptr, out.ptr);
+  const std::vector<float> o = out.get();
+  for (int i = 0; i < 32; ++i) {
+    expect(o[2 * i] == static_cast<float>(s[i]), "s64", o[2 * i], static_cast<float>(s[i]));
+    expect(o[2 * i + 1] == static_cast<float>(u[i]), "u64", o[2 * i + 1],
+           static_cast<float>(u[i]));
+  }
+}
+
+void probe_shuffle_predicate() {
+  const int n = 3 * 128;
+  std::vector<int> in(n);
+  for (int i = 0; i < n; ++i) in[i] = 7 * i + 1;
+  Device<int> din(in), sum(n), valid(n);
+  shuffle_with_predicate<<<3, 128>>>(din.ptr, sum.ptr, valid.ptr);
+  const std::vector<int> s = sum.get(), v = valid.get();
+  for (int i = 0; i < n; ++i) {
+    int want = 0;
+    for (int l = 0; l < 32; ++l) want += in[i / 32 * 32 + l];
+    expect(s[i] == want, "warp sum", s[i], want);
+    expect(v[i] == 1, "predicate", v[i], 1);
+  }
+}
+
+void probe_shuffle_every_warp() {
+  const int n = 3 * 128;
+  std::vector<float> in(n);
+  for (int i = 0; i < n; ++i) in[i] = 0.5f * static_cast<float>(i % 97);
+  Device<float> din(in), sum(n), rotated(n);
+  shuffle_every_warp<<<3, 128>>>(din.ptr, sum.ptr, rotated.ptr);
+  const std::vector<float> s = sum.get(), r = rotated.get();
+  for (int i = 0; i < n; ++i) {
+    const int base = i / 32 * 32;
+    float want = 0;  // exact: small halves
+    for (int l = 0; l < 32; ++l) want += in[base + l];
+    expect(s[i] == want, "xor sum", s[i], want);
+    expect(r[i] == in[base + ((i % 32 + 3) & 31)], "rotated lane", r[i],
+           in[base + ((i % 32 + 3) & 31)]);
+  }
+}
+
+void probe_shuffle_sparse_mask() {
+  const int n = 2 * 64;
+  std::vector<int> in(n);
+  for (int i = 0; i < n; ++i) in[i] = 1000 + i;
+  Device<int> din(in), out(n);
+  shuffle_sparse_mask<<<2, 64>>>(din.ptr, out.ptr);
+  const std::vector<int> o = out.get();
+  for (int i = 0; i < n; ++i) {
+    const int lane = i % 32;
+    const int want = (lane & 1) ? in[i / 32 * 32 + ((lane + 2) & 31)] : -1;
+    expect(o[i] == want, "odd lanes", o[i], want);
+  }
+}
+
+uint16_t bf16_bits(float f) {  // round to nearest even, NaN kept quiet
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+void probe_bf16() {
+  std::vector<float> in = {1.0f, -2.5f, 3.14159265f, 1e-40f, 65504.f, 1.00390625f,
+                           1.01171875f, 3.0e38f, -0.0f, 1.0f / 3.0f};
+  for (int i = static_cast<int>(in.size()); i < 32; ++i)
+    in.push_back(static_cast<float>(i * 1.37 - 20.11) * (i % 3 ? 1e-3f : 7.7f));
+  Device<float> din(in), back(32);
+  Device<unsigned short> bits(32);
+  bf16_round_trip<<<1, 32>>>(din.ptr, bits.ptr, back.ptr);
+  const std::vector<unsigned short> b = bits.get();
+  const std::vector<float> r = back.get();
+  for (int i = 0; i < 32; ++i) {
+    const uint16_t want = bf16_bits(in[i]);
+    const uint32_t wide = static_cast<uint32_t>(want) << 16;
+    float want_back;
+    std::memcpy(&want_back, &wide, 4);
+    expect(b[i] == want, "bits", b[i], want);
+    expect(std::memcmp(&r[i], &want_back, 4) == 0, "back to fp32", r[i], want_back);
+  }
+}
+
+void probe_fp16_rounding() {
+  // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10 (even: 1); 1 + 3 * 2^-11 halfway between
+  // 1 + 2^-10 and 1 + 2^-9 (even: the latter). From fp64: just above a tie rounds up, an exact
+  // tie to even, 65520 (halfway to 65536) overflows to infinity.
+  const std::vector<float> f = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f)};
+  const std::vector<double> d = {1.0 + 0x1p-11 + 0x1p-40, 1.0 + 0x1p-11, 65520.0};
+  const unsigned short want[6] = {0x3C00, 0x3C01, 0x3C02, 0x3C00, 0xBC00, 0x7C00};
+  Device<float> df(f);
+  Device<double> dd(d);
+  Device<unsigned short> out(6);
+  fp16_rounding<<<1, 3>>>(df.ptr, dd.ptr, out.ptr);
+  const std::vector<unsigned short> o = out.get();
+  for (int i = 0; i < 6; ++i) expect(o[i] == want[i], i % 2 ? "from fp64" : "from fp32", o[i], want[i]);
+}
+
+void probe_bmsk_nanosleep() {
+  Device<unsigned> out(64);
+  bit_mask_and_sleep<<<1, 64>>>(out.ptr);
+  const std::vector<unsigned> o = out.get();
+  for (unsigned t = 0; t < 64; ++t) {
+    const unsigned pos = t & 31, len = (t >> 2) & 31;
+    const unsigned want = static_cast<unsigned>((((1ull << len) - 1) << pos) & 0xffffffffull);
+    expect(o[t] == want, "bmsk", o[t], want);
+  }
+}
+
+void probe_int64_literals() {
+  Device<long long> in(std::vector<long long>{3}), out(4);
+  Device<double> inf(2);
+  int64_literals<<<1, 1>>>(in.ptr, out.ptr, inf.ptr);
+  const std::vector<long long> o = out.get();
+  const std::vector<double> f = inf.get();
+  expect(o[0] == 3 + 9218868437227405312LL, "above INT_MAX", o[0], 3 + 9218868437227405312LL);
+  expect(o[1] == 3 + 0xFFFFFFFFLL, "a u32 in 64-bit arithmetic", o[1], 3 + 0xFFFFFFFFLL);
+  expect(o[2] == 3 - 5000000000LL, "below INT_MIN", o[2], 3 - 5000000000LL);
+  expect(o[3] == 1, "INT64_MAX", o[3], 1);
+  expect(f[0] == INFINITY && f[1] == -INFINITY, "infinities", f[0], INFINITY);
+}
+
+// The source of a host-to-device cudaMemcpyAsync from pageable memory may be reused as soon as
+// the call returns (the copy is staged), even while the stream is busy.
+void probe_async_copy_source() {
+  cudaStream_t stream;
+  if (!cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream")) return;
+  Device<float> busy(std::vector<float>(4096, 1.0f)), dst(64);
+  for (int i = 0; i < 8; ++i) touch<<<16, 256, 0, stream>>>(busy.ptr);
+  std::vector<float>* src = new std::vector<float>(64);
+  for (int i = 0; i < 64; ++i) (*src)[i] = static_cast<float>(i);
+  cuda_ok(cudaMemcpyAsync(dst.ptr, src->data(), 64 * sizeof(float), cudaMemcpyHostToDevice, stream),
+          "cudaMemcpyAsync");
+  std::fill(src->begin(), src->end(), -1.0f);
+  delete src;
+  cuda_ok(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  const std::vector<float> o = dst.get();
+  for (int i = 0; i < 64; ++i) expect(o[i] == static_cast<float>(i), "copied", o[i], i);
+  cudaStreamDestroy(stream);
+}
+
+// CUB picks its tuning from cudaFuncGetAttributes' ptxVersion (the virtual architecture): a
+// simulator that reports the PTX ISA version there makes every CUB call fail.
+void probe_cub_dispatch() {
+  cudaFuncAttributes attr{};
+  if (cuda_ok(cudaFuncGetAttributes(&attr, reinterpret_cast<const void*>(touch)),
+              "cudaFuncGetAttributes")) {
+    expect(attr.ptxVersion >= 50 && attr.ptxVersion < 200, "ptxVersion", attr.ptxVersion, 80);
+  }
+  cub::DoubleBuffer<float> keys(nullptr, nullptr);
+  size_t bytes = 0;
+  const int* offsets = nullptr;
+  cuda_ok(cub::DeviceSegmentedSort::SortKeys(nullptr, bytes, keys, 10, 2, offsets, offsets + 1),
+          "cub::DeviceSegmentedSort::SortKeys size query");
+}
+
+}  // namespace
+
+int main() {
+  struct Probe {
+    const char* what;
+    void (*run)();
+  };
+  const Probe probes[] = {
+      {"cvt.rn.f32.s64/u64 (64-bit integer to float)", probe_int64_to_float},
+      {"shfl.sync with a predicate destination (d|p)", probe_shuffle_predicate},
+      {"shfl.sync in every warp of several blocks", probe_shuffle_every_warp},
+      {"shfl.sync with holes in the member mask", probe_shuffle_sparse_mask},
+      {"bf16: cvt.rn.bf16.f32 and the {0, %rs} unpack", probe_bf16},
+      {"fp16: ties to even from fp32, one rounding from fp64", probe_fp16_rounding},
+      {"bmsk and nanosleep", probe_bmsk_nanosleep},
+      {"64-bit integer literals", probe_int64_literals},
+      {"cudaMemcpyAsync source reusable on return", probe_async_copy_source},
+      {"cudaFuncGetAttributes ptxVersion and CUB dispatch", probe_cub_dispatch},
+  };
+  int failed = 0;
+  for (const Probe& p : probes) {
+    g_mismatches = 0;
+    p.run();
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    std::printf("probe %s: %s\n", p.what, g_mismatches == 0 ? "ok" : "FAIL");
+    failed += g_mismatches != 0;
+  }
+  std::printf("probes: %d of %zu failed\n", failed, sizeof(probes) / sizeof(probes[0]));
+  return failed < 100 ? failed : 100;
+}
