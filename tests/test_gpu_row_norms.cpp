@@ -395,6 +395,35 @@ TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
   for (nk_context ctx : limited) nk_context_destroy(ctx);
 }
 
+// The backward's workspace stays within the bound normkit.h documents, 2 * (256 * ceil(cols / 8) *
+// 32 + 256) bytes, for any number of rows, and does not depend on the SM count (a context sized for
+// one SM asks for the same bytes). Queries only: nothing is launched.
+TEST_P(GpuRowNorm, BackwardWorkspaceWithinTheDocumentedBound) {
+  const RowCase c = GetParam();
+  nk_context one_sm = context_with_sm_limit(1);
+  ASSERT_NE(one_sm, nullptr);
+  auto query = [&](nk_context ctx, const nk_row_desc& d) {
+    size_t bytes = 0;
+    const nk_status st = c.rms ? nk_rms_norm_backward_workspace_size(ctx, &d, &bytes)
+                               : nk_layer_norm_backward_workspace_size(ctx, &d, &bytes);
+    EXPECT_EQ(st, NK_SUCCESS) << nk_last_error();
+    return bytes;
+  };
+  for (int64_t cols : {int64_t{1}, int64_t{17}, int64_t{128}, int64_t{1000}, int64_t{8192},
+                       int64_t{8200}, int64_t{65536}}) {
+    const size_t bound = 2 * (256 * static_cast<size_t>((cols + 7) / 8) * 32 + 256);
+    for (int64_t rows : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{1} << 20}) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      const nk_row_desc d{rows, cols, c.dtype, c.weight_dtype};
+      const size_t bytes = query(gpu_, d);
+      EXPECT_GT(bytes, 0u);
+      EXPECT_LE(bytes, bound);
+      EXPECT_EQ(query(one_sm, d), bytes) << "the workspace depends on the SM count";
+    }
+  }
+  nk_context_destroy(one_sm);
+}
+
 // |mean| >> std: mean 1e4, std 1, in fp32 (fp16/bf16 cannot hold 1e4 + N(0,1) finely). The row
 // shift keeps fp32 accuracy.
 class GpuRowNormLargeOffset : public GpuRowNorm {};

@@ -47,7 +47,9 @@ TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
           continue;
         }
         expect_valid(t, cols, 64, max_forward_block_threads(t.packs_per_thread * t.pack_elems));
-        if (t.threads_per_row > 32) ASSERT_EQ(t.block_threads, t.threads_per_row);
+        if (t.threads_per_row > 32) {
+          ASSERT_EQ(t.block_threads, t.threads_per_row);
+        }
       }
     }
   }
@@ -75,7 +77,9 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
         if (t.threads_per_row < kBackwardRowsBlock) {
           ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
         }
-        if (t.rows_per_block() > 1) ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
+        if (t.rows_per_block() > 1) {
+          ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
+        }
       }
     }
   }
@@ -151,7 +155,9 @@ TEST(FinalizeTiling, CoversEveryColumnWithEnoughBlocks) {
     ASSERT_GE(f.blocks(cols) * f.col_threads * f.vec, cols);
     ASSERT_LT((f.blocks(cols) - 1) * f.col_threads * f.vec, cols);
     // A wider tile is taken only while at least 256 blocks remain.
-    if (f.col_threads > 1) ASSERT_GE(f.blocks(cols), 256);
+    if (f.col_threads > 1) {
+      ASSERT_GE(f.blocks(cols), 256);
+    }
   }
   EXPECT_EQ(partial_stride(1), 8);
   EXPECT_EQ(partial_stride(8), 8);
