@@ -391,8 +391,8 @@ Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
 template <class T, class W>
 void launch_finalize(const RowShape& s, const Plan& plan, const float* partial_dw,
                      const float* partial_db, void* dweight, void* dbias, cudaStream_t stream) {
-  const FinalizeTiling f = choose_finalize_tiling(s.cols);
-  const dim3 block(f.col_threads, f.row_lanes());
+  const FinalizeTiling f = choose_finalize_tiling(s.cols, plan.partials.chunks);
+  const dim3 block(f.col_threads, f.row_lanes);
   const dim3 grid(static_cast<unsigned>(f.blocks(s.cols)));
   auto* dw = static_cast<W*>(dweight);
   auto* db = static_cast<W*>(dbias);

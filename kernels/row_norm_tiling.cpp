@@ -76,13 +76,15 @@ PartialPlan plan_partials(int64_t rows, int64_t rows_per_group, int64_t min_rows
   return PartialPlan{ceil_div(groups, per_chunk), per_chunk, rows_per_group};
 }
 
-FinalizeTiling choose_finalize_tiling(int64_t cols) {
+FinalizeTiling choose_finalize_tiling(int64_t cols, int64_t chunks) {
   const int vec = cols % 4 == 0 ? 4 : 1;
   int col_threads = 1;
   // Widen the tile (whole 32-byte sectors, fewer and fuller blocks) while the finalize keeps at
   // least 256 blocks: about two per SM.
   while (col_threads < 8 && cols / (2 * col_threads * vec) >= 256) col_threads *= 2;
-  return FinalizeTiling{vec, col_threads};
+  int row_lanes = 1;
+  while (row_lanes < chunks && row_lanes < 256 / col_threads) row_lanes *= 2;
+  return FinalizeTiling{vec, col_threads, row_lanes};
 }
 
 }  // namespace nk::cuda

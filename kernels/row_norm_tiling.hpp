@@ -80,18 +80,21 @@ PartialPlan plan_partials(int64_t rows, int64_t rows_per_group, int64_t min_rows
 // aligned in every row.
 constexpr int64_t partial_stride(int64_t cols) { return (cols + 7) / 8 * 8; }
 
-// How the finalize splits its work: a block of 256 threads covers `col_threads * vec` columns
-// (vec = 4 when cols % 4 == 0, else 1), and its 256 / col_threads row lanes take the partial rows
-// in turn, then add up in a fixed tree. Narrow tiles for small D give the finalize enough blocks.
+// How the finalize splits its work: a block covers `col_threads * vec` columns (vec = 4 when
+// cols % 4 == 0, else 1), and its `row_lanes` lanes take the partial rows in turn, then add up in a
+// fixed tree. Narrow tiles for small D give the finalize enough blocks. The lanes are as many as
+// the partial rows (a power of two), at most 256 / col_threads: lanes without a partial row would
+// only add zeros (a 256-thread block over one partial row ran 255 idle threads per column).
+// Both numbers depend on the shape only, so the order of the additions does too.
 struct FinalizeTiling {
   int vec;
   int col_threads;
-  int row_lanes() const { return 256 / col_threads; }
+  int row_lanes;
   int64_t blocks(int64_t cols) const {
     const int64_t tile = static_cast<int64_t>(col_threads) * vec;
     return (cols + tile - 1) / tile;
   }
 };
-FinalizeTiling choose_finalize_tiling(int64_t cols);
+FinalizeTiling choose_finalize_tiling(int64_t cols, int64_t chunks);
 
 }  // namespace nk::cuda

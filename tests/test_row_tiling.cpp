@@ -146,19 +146,32 @@ TEST(PartialPlan, CoversEveryRowOnceWithinTheCap) {
 
 TEST(FinalizeTiling, CoversEveryColumnWithEnoughBlocks) {
   for (int64_t cols = 1; cols <= 70000; cols += cols < 300 ? 1 : 997) {
-    SCOPED_TRACE(testing::Message() << "cols=" << cols);
-    const FinalizeTiling f = choose_finalize_tiling(cols);
-    ASSERT_EQ(f.vec, cols % 4 == 0 ? 4 : 1);
-    ASSERT_TRUE(f.col_threads == 1 || f.col_threads == 2 || f.col_threads == 4 ||
-                f.col_threads == 8);
-    ASSERT_EQ(f.row_lanes() * f.col_threads, 256);
-    ASSERT_GE(f.blocks(cols) * f.col_threads * f.vec, cols);
-    ASSERT_LT((f.blocks(cols) - 1) * f.col_threads * f.vec, cols);
-    // A wider tile is taken only while at least 256 blocks remain.
-    if (f.col_threads > 1) {
-      ASSERT_GE(f.blocks(cols), 256);
+    for (int64_t chunks : {1, 2, 3, 5, 8, 31, 33, 255, 256}) {
+      SCOPED_TRACE(testing::Message() << "cols=" << cols << " chunks=" << chunks);
+      const FinalizeTiling f = choose_finalize_tiling(cols, chunks);
+      ASSERT_EQ(f.vec, cols % 4 == 0 ? 4 : 1);
+      ASSERT_TRUE(f.col_threads == 1 || f.col_threads == 2 || f.col_threads == 4 ||
+                  f.col_threads == 8);
+      ASSERT_GE(f.blocks(cols) * f.col_threads * f.vec, cols);
+      ASSERT_LT((f.blocks(cols) - 1) * f.col_threads * f.vec, cols);
+      // A wider tile is taken only while at least 256 blocks remain.
+      if (f.col_threads > 1) {
+        ASSERT_GE(f.blocks(cols), 256);
+      }
+      // Row lanes: a power of two (the tree halves them), within the 256-thread block, one per
+      // partial row up to that limit and never one more than the next power of two needs.
+      ASSERT_EQ(f.row_lanes & (f.row_lanes - 1), 0);
+      ASSERT_LE(f.row_lanes * f.col_threads, 256);
+      if (f.row_lanes * f.col_threads < 256) {
+        ASSERT_GE(f.row_lanes, chunks);
+      }
+      ASSERT_LT(f.row_lanes / 2, chunks) << "a lane with no partial row";
     }
   }
+  EXPECT_EQ(choose_finalize_tiling(8192, 1).row_lanes, 1);
+  EXPECT_EQ(choose_finalize_tiling(8192, 5).row_lanes, 8);
+  EXPECT_EQ(choose_finalize_tiling(8192, 256).row_lanes, 32);  // 8 column threads
+  EXPECT_EQ(choose_finalize_tiling(1000, 256).row_lanes, 256);
   EXPECT_EQ(partial_stride(1), 8);
   EXPECT_EQ(partial_stride(8), 8);
   EXPECT_EQ(partial_stride(1001), 1008);
