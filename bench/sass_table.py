@@ -2,9 +2,10 @@
 """Static evidence for kernel speed without a GPU: registers, spills and the hot loop of each
 kernel, read from the SASS of a built library.
 
-    bench/sass_table.py LIBRARY [--filter REGEX] [--cuobjdump PATH] [--arch sm_90]
+    bench/sass_table.py LIBRARY [LIBRARY...] [--filter REGEX] [--cuobjdump PATH] [--arch sm_90]
 
-For every kernel whose demangled name matches --filter it prints one markdown row:
+LIBRARY is anything cuobjdump reads (a library, an executable, an object file); several are read
+into one table. For every kernel whose demangled name matches --filter it prints one markdown row:
   - registers, stack and local memory (cuobjdump -res-usage; spills show up as local memory or
     stack, and the build already fails on them);
   - the hot loop: among the loops (a backward branch and its target) that contain a global load,
@@ -131,18 +132,21 @@ def describe(counter):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("library")
+    ap.add_argument("library", nargs="+")
     ap.add_argument("--filter", default=r"partials_|finalize_|apply_|channel_|dx_|stats_")
     ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
     ap.add_argument("--arch", default="sm_90")
     args = ap.parse_args()
 
-    res = run([args.cuobjdump, "-res-usage", "-arch", args.arch, args.library])
+    res = "".join(run([args.cuobjdump, "-res-usage", "-arch", args.arch, lib])
+                  for lib in args.library)
     usage = {}
     for m in re.finditer(r"Function (\S+):\s*\n?\s*REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)",
                          res):
         usage[m.group(1)] = tuple(int(m.group(i)) for i in range(2, 6))
-    funcs = parse_sass(run([args.cuobjdump, "-sass", "-arch", args.arch, args.library]))
+    funcs = {}
+    for lib in args.library:
+        funcs.update(parse_sass(run([args.cuobjdump, "-sass", "-arch", args.arch, lib])))
     names = demangle(sorted(funcs))
     pattern = re.compile(args.filter)
 

@@ -4,13 +4,19 @@
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))     (RMS norm: no mean(g) term)
 // and the column sums dweight = sum(dy * xhat), dbias = sum(dy) over all rows.
 //
-// Rows up to 16384 elements sit in registers (at most 16 elements per thread, since the thread also
-// keeps its columns' dweight/dbias accumulators): x and dy are read once. Each block sums its lane
-// groups' accumulators in shared memory in a fixed order and writes one partial row per block; a
-// small finalize kernel then adds the partial rows in block order. No atomics: the result depends
-// only on the inputs and the device's grid size, so runs repeat bit for bit. Longer rows take the
-// generic block-per-row path, which accumulates its partial row in the workspace and reads the row
-// a second time for dx.
+// Rows up to 8192 elements (4096 with single-element packs) sit in registers: x and dy
+// are read once and kept as stored (16-bit packs take half a register an element), and each thread
+// keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in every row.
+// The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
+// block takes whole chunks, its lane groups add their rows in row order, the groups' sums are added
+// in group order in shared memory, and each chunk writes one partial row. The finalize adds the
+// partial rows in a fixed tree. Nothing depends on the grid launched or the SM count, and nothing
+// is read, modified and written back in global memory, so dweight and dbias have the same bits on
+// every GPU.
+//
+// Longer rows take the generic path: dx from one block per row (statistics over memory, then a
+// second read of the row, usually from L2), and dweight/dbias from a separate column pass over x
+// and dy that writes one partial row per chunk of rows, finalized the same way.
 #include <cstdint>
 
 #include "common/check.cuh"
@@ -29,21 +35,101 @@ struct BackwardParams {
   const void* weight;
   const float* save_mean;  // nullptr for RMS norm
   const float* save_rstd;
-  void* dx;
-  float* partial_dweight;  // [blocks x cols], nullptr when neither dweight nor dbias is wanted
-  float* partial_dbias;    // [blocks x cols]
+  void* dx;                // nullptr: not computed
+  float* partial_dw;       // [chunks][stride], nullptr when neither dweight nor dbias is wanted
+  float* partial_db;       // [chunks][stride], nullptr unless dbias is wanted
   int64_t rows;
   int64_t cols;
+  int64_t stride;
+  int64_t chunks;
+  int64_t groups_per_chunk;  // iterations of the block (rows_per_block rows each) per chunk
   bool rms;
   int threads_per_row;
 };
 
-// Rows in registers (lane group or block per row), persistent grid; one partial row per block.
+// E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.
+template <class T, int E>
+__device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
+  return *reinterpret_cast<const dev::Pack<T, E>*>(p);
+}
+
+// Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
+// warps of a row (a block may hold several rows) through `scratch` (N floats per warp), added in
+// warp order. Every thread of the block calls it.
+template <int N>
+__device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, float* scratch) {
+  if (tpr <= 32) return dev::group_sum<N>(a, tpr);
+  a = dev::group_sum<N>(a, 32);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps_per_row = tpr / 32;
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) scratch[warp * N + i] = a.v[i];
+  }
+  __syncthreads();
+  dev::Floats<N> total{};
+  const int first = warp / warps_per_row * warps_per_row;
+  for (int w = first; w < first + warps_per_row; ++w) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) total.v[i] += scratch[w * N + i];
+  }
+  __syncthreads();
+  return total;
+}
+
+// Writes a block's accumulators of one chunk as partial row `out` (cols floats): straight from the
+// registers when the block holds one row, else staged per lane group in shared memory and added
+// in group order. Every thread of the block calls it.
+template <int E, int P>
+__device__ __forceinline__ void write_partial(const float (&acc)[P][E], float* out, float* staged,
+                                              int rows_per_block, int group, int t, int tpr,
+                                              int packs, int64_t cols) {
+  if (rows_per_block == 1) {
+#pragma unroll
+    for (int k = 0; k < P; ++k) {
+      const int pack = t + k * tpr;
+      if (pack < packs) dev::store_floats<float, E>(out + pack * E, acc[k]);
+    }
+    return;
+  }
+  __syncthreads();  // the previous use of `staged` is over
+#pragma unroll
+  for (int k = 0; k < P; ++k) {
+    const int pack = t + k * tpr;
+    if (pack < packs) {
+#pragma unroll
+      for (int i = 0; i < E; ++i) staged[group * cols + pack * E + i] = acc[k][i];
+    }
+  }
+  __syncthreads();
+  for (int64_t col = threadIdx.x; col < cols; col += blockDim.x) {
+    float sum = 0.0f;
+    for (int g = 0; g < rows_per_block; ++g) sum += staged[g * cols + col];
+    out[col] = sum;
+  }
+}
+
+// Threads per block an instantiation is compiled for (row_norm_tiling.hpp's budget), and the
+// blocks per SM it must fit: two (64 registers a thread) where its registers allow, else one.
+template <class T, int E, int P>
+constexpr int backward_bound() {
+  return max_backward_block_threads(E > 1);
+}
+template <class T, int E, int P>
+constexpr int backward_min_blocks() {
+  // x and dy as stored (a register per element unless packed 16-bit), two accumulators an
+  // element, and about 24 registers of addresses, indices and statistics.
+  const int storage = E > 1 ? E * P * static_cast<int>(sizeof(T)) / 4 : P;
+  const int estimate = 2 * storage + 2 * E * P + 24;
+  return E > 1 && estimate <= 64 ? 2 : 1;
+}
+
+// Rows in registers: a lane group or whole warps per row, several rows per block; the block takes
+// chunks of rows in turn (blockIdx.x, + gridDim.x, ...) and writes one partial row per chunk.
 template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(max_block_threads(E* P, /*backward=*/true), 1)
+__global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks<T, E, P>())
     backward_in_registers(BackwardParams p) {
   __shared__ float scratch[64];
-  extern __shared__ float group_partials[];  // [2][rows_per_block][cols] when rows_per_block > 1
+  extern __shared__ float staged[];  // [rows_per_block][cols] when rows_per_block > 1
   const int tpr = p.threads_per_row;
   const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int rows_per_block = blockDim.x / tpr;
@@ -53,92 +139,74 @@ __global__ void __launch_bounds__(max_block_threads(E* P, /*backward=*/true), 1)
   const T* dy = static_cast<const T*>(p.dy);
   T* dx = static_cast<T*>(p.dx);
   const W* weight = static_cast<const W*>(p.weight);
-  float acc_dw[P][E] = {}, acc_db[P][E] = {};
 
-  for (int64_t first = static_cast<int64_t>(blockIdx.x) * rows_per_block; first < p.rows;
-       first += static_cast<int64_t>(gridDim.x) * rows_per_block) {
-    const int64_t row = first + group;
-    const bool active = row < p.rows;
-    const float mean = active && !p.rms ? p.save_mean[row] : 0.0f;
-    const float rstd = active ? p.save_rstd[row] : 0.0f;
-    float xhat[P][E], g[P][E];
-    dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
+  for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
+    float acc_dw[P][E] = {}, acc_db[P][E] = {};
+    const int64_t chunk_first = chunk * p.groups_per_chunk * rows_per_block;
+    // Every thread runs the same iterations: row_total's barriers need the whole block; groups
+    // past the last row only add zeros.
+    for (int64_t it = 0; it < p.groups_per_chunk; ++it) {
+      const int64_t row = chunk_first + it * rows_per_block + group;
+      const bool active = row < p.rows;
+      const float mean = active && !p.rms ? p.save_mean[row] : 0.0f;
+      const float rstd = active ? p.save_rstd[row] : 0.0f;
+      dev::Pack<T, E> xs[P], ds[P];
 #pragma unroll
-    for (int k = 0; k < P; ++k) {
-      const int pack = t + k * tpr;
-      if (active && pack < packs) {
-        float d[E], w[E];
-        dev::load_floats<T, E>(x + row * p.cols + pack * E, xhat[k]);
-        dev::load_floats<T, E>(dy + row * p.cols + pack * E, d);
-        dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * tpr;
+        if (active && pack < packs) {
+          xs[k] = load_pack<T, E>(x + row * p.cols + pack * E);
+          ds[k] = load_pack<T, E>(dy + row * p.cols + pack * E);
+        }
+      }
+      dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
 #pragma unroll
-        for (int i = 0; i < E; ++i) {
-          xhat[k][i] = (xhat[k][i] - mean) * rstd;
-          g[k][i] = d[i] * w[i];
-          sums.v[0] += g[k][i];
-          sums.v[1] += g[k][i] * xhat[k][i];
-          acc_dw[k][i] += d[i] * xhat[k][i];
-          acc_db[k][i] += d[i];
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * tpr;
+        if (active && pack < packs) {
+          float w[E];
+          dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
+            const float d = dev::to_float(ds[k].v[i]), g = d * w[i];
+            sums.v[0] += g;
+            sums.v[1] += g * xhat;
+            acc_dw[k][i] += d * xhat;
+            acc_db[k][i] += d;
+          }
+        }
+      }
+      if (dx == nullptr) continue;  // uniform across the grid: barriers stay matched
+      sums = row_total<2>(sums, tpr, scratch);
+      const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * tpr;
+        if (active && pack < packs) {
+          float w[E], out[E];
+          dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
+            out[i] = rstd * (dev::to_float(ds[k].v[i]) * w[i] - mean_g - xhat * mean_gx);
+          }
+          dev::store_floats<T, E>(dx + row * p.cols + pack * E, out);
         }
       }
     }
-    if (dx == nullptr) continue;  // uniform across the grid: barriers stay matched
-    sums = dev::row_sum<2>(sums, tpr, scratch);
-    const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
-#pragma unroll
-    for (int k = 0; k < P; ++k) {
-      const int pack = t + k * tpr;
-      if (active && pack < packs) {
-        float out[E];
-#pragma unroll
-        for (int i = 0; i < E; ++i) out[i] = rstd * (g[k][i] - mean_g - xhat[k][i] * mean_gx);
-        dev::store_floats<T, E>(dx + row * p.cols + pack * E, out);
-      }
+    if (p.partial_dw == nullptr) continue;  // uniform across the grid
+    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group, t,
+                        tpr, packs, p.cols);
+    if (p.partial_db != nullptr) {
+      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group,
+                          t, tpr, packs, p.cols);
     }
-  }
-  if (p.partial_dweight == nullptr) return;
-
-  float* dw_out = p.partial_dweight + blockIdx.x * p.cols;
-  float* db_out = p.partial_dbias + blockIdx.x * p.cols;
-  if (rows_per_block == 1) {
-#pragma unroll
-    for (int k = 0; k < P; ++k) {
-      const int pack = t + k * tpr;
-      if (pack < packs) {
-        dev::store_floats<float, E>(dw_out + pack * E, acc_dw[k]);
-        dev::store_floats<float, E>(db_out + pack * E, acc_db[k]);
-      }
-    }
-    return;
-  }
-  // Several lane groups: stage their accumulators, then add them in group order.
-  float* staged_dw = group_partials;
-  float* staged_db = group_partials + rows_per_block * p.cols;
-#pragma unroll
-  for (int k = 0; k < P; ++k) {
-    const int pack = t + k * tpr;
-    if (pack < packs) {
-#pragma unroll
-      for (int i = 0; i < E; ++i) {
-        staged_dw[group * p.cols + pack * E + i] = acc_dw[k][i];
-        staged_db[group * p.cols + pack * E + i] = acc_db[k][i];
-      }
-    }
-  }
-  __syncthreads();
-  for (int64_t col = threadIdx.x; col < p.cols; col += blockDim.x) {
-    float sw = 0.0f, sb = 0.0f;
-    for (int r = 0; r < rows_per_block; ++r) {
-      sw += staged_dw[r * p.cols + col];
-      sb += staged_db[r * p.cols + col];
-    }
-    dw_out[col] = sw;
-    db_out[col] = sb;
   }
 }
 
-// One block per row, any length; the block's partial row of dweight/dbias accumulates in the
-// workspace (each thread owns the same columns for every row, so no two threads touch one entry).
+// dx of rows of any length, one block per row: sum(g) and sum(g * xhat) over memory, then a
+// second read of the row (usually from L2) that writes dx.
 template <class T, class W, int E>
 __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
   __shared__ float scratch[64];
@@ -148,14 +216,6 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
   const T* dy = static_cast<const T*>(p.dy);
   T* dx = static_cast<T*>(p.dx);
   const W* weight = static_cast<const W*>(p.weight);
-  float* dw_out = p.partial_dweight ? p.partial_dweight + blockIdx.x * p.cols : nullptr;
-  float* db_out = p.partial_dbias ? p.partial_dbias + blockIdx.x * p.cols : nullptr;
-  if (dw_out) {
-    for (int64_t col = threadIdx.x * E; col < p.cols; col += blockDim.x * E) {
-#pragma unroll
-      for (int i = 0; i < E; ++i) dw_out[col + i] = db_out[col + i] = 0.0f;
-    }
-  }
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
     const T* xr = x + row * p.cols;
@@ -171,14 +231,9 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
         const float xhat = (v[i] - mean) * rstd, g = d[i] * w[i];
         sums.v[0] += g;
         sums.v[1] += g * xhat;
-        if (dw_out) {
-          dw_out[pack * E + i] += d[i] * xhat;
-          db_out[pack * E + i] += d[i];
-        }
       }
     }
     sums = dev::block_sum<2>(sums, scratch);
-    if (dx == nullptr) continue;
     const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
     for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
       float v[E], d[E], w[E];
@@ -195,62 +250,93 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
   }
 }
 
-// dweight, dbias from the per-block partial rows: a 32-column tile per block, 16 threads down the
-// partials, then the 16 sums added in order in shared memory.
-template <class W>
-__global__ void __launch_bounds__(512)
-    finalize_columns(const float* partial_dw, const float* partial_db, int partials, int64_t cols,
-                     W* dweight, W* dbias) {
-  __shared__ float tile[2][16][33];
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  float sw = 0.0f, sb = 0.0f;
-  if (col < cols) {
-    for (int r = threadIdx.y; r < partials; r += 16) {
-      sw += partial_dw[r * cols + col];
-      sb += partial_db[r * cols + col];
+// dweight/dbias partials of long rows: block (x, y) takes 256 packs of columns (one a thread) and
+// chunk y of the rows, adds its rows in row order and writes its piece of partial row y.
+template <class T, int E>
+__global__ void __launch_bounds__(256) column_partials(BackwardParams p) {
+  const int64_t pack = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pack * E >= p.cols) return;  // no barriers below
+  const int64_t rows_per_chunk = p.groups_per_chunk;
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t last = first + rows_per_chunk < p.rows ? first + rows_per_chunk : p.rows;
+  const T* x = static_cast<const T*>(p.x);
+  const T* dy = static_cast<const T*>(p.dy);
+  float dw[E] = {}, db[E] = {};
+  for (int64_t row = first; row < last; ++row) {
+    const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
+    float v[E], d[E];
+    dev::load_floats<T, E>(x + row * p.cols + pack * E, v);
+    dev::load_floats<T, E>(dy + row * p.cols + pack * E, d);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      dw[i] += d[i] * ((v[i] - mean) * rstd);
+      db[i] += d[i];
     }
   }
-  tile[0][threadIdx.y][threadIdx.x] = sw;
-  tile[1][threadIdx.y][threadIdx.x] = sb;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < cols) {
-    sw = sb = 0.0f;
-    for (int r = 0; r < 16; ++r) {
-      sw += tile[0][r][threadIdx.x];
-      sb += tile[1][r][threadIdx.x];
+  dev::store_floats<float, E>(p.partial_dw + blockIdx.y * p.stride + pack * E, dw);
+  if (p.partial_db) dev::store_floats<float, E>(p.partial_db + blockIdx.y * p.stride + pack * E, db);
+}
+
+// dweight, dbias from the partial rows: a tile of col_threads * V columns per block; row lane y
+// adds partial rows y, y + lanes, ... in order, then the lanes add up in a fixed tree.
+template <class W, int V>
+__global__ void __launch_bounds__(256)
+    finalize_columns(const float* partial_dw, const float* partial_db, int64_t chunks,
+                     int64_t cols, int64_t stride, W* dweight, W* dbias) {
+  __shared__ float tree[2][256 * V];
+  const int lanes = blockDim.y, slot = threadIdx.y * blockDim.x + threadIdx.x;
+  const int64_t col = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  float sw[V] = {}, sb[V] = {};
+  if (col < cols) {
+    for (int64_t r = threadIdx.y; r < chunks; r += lanes) {
+      float w[V], b[V];
+      dev::load_floats<float, V>(partial_dw + r * stride + col, w);
+      if (partial_db) dev::load_floats<float, V>(partial_db + r * stride + col, b);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        sw[i] += w[i];
+        if (partial_db) sb[i] += b[i];
+      }
     }
-    if (dweight) dweight[col] = dev::from_float<W>(sw);
-    if (dbias) dbias[col] = dev::from_float<W>(sb);
+  }
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    tree[0][slot * V + i] = sw[i];
+    tree[1][slot * V + i] = sb[i];
+  }
+  __syncthreads();
+  for (int half = lanes / 2; half > 0; half /= 2) {
+    if (threadIdx.y < half) {
+      const int other = slot + half * blockDim.x;
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        tree[0][slot * V + i] += tree[0][other * V + i];
+        tree[1][slot * V + i] += tree[1][other * V + i];
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.y == 0 && col < cols) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (dweight) dweight[col + i] = dev::from_float<W>(tree[0][slot * V + i]);
+      if (dbias) dbias[col + i] = dev::from_float<W>(tree[1][slot * V + i]);
+    }
   }
 }
 
-// Grid, dynamic shared memory and workspace of one backward launch. The workspace holds the
-// per-block partial rows: dweight's, then (256-byte aligned) dbias'.
+// Grid, shared memory and partial rows of one backward. The workspace holds the partial rows:
+// dweight's, then (256-byte aligned) dbias'.
 struct Plan {
   RowTiling tiling;
-  int grid;
+  PartialPlan partials;
+  int grid;              // in registers: blocks over the chunks; generic: blocks over the rows
   size_t shared_bytes;   // staged lane-group accumulators when a block holds several rows
-  size_t partial_bytes;  // one of the two partial arrays, grid x cols floats, 256-byte aligned
+  size_t partial_bytes;  // one of the two partial arrays, chunks x stride floats, 256-byte aligned
 };
 
-template <class Kernel>
-Plan plan_for(Kernel kernel, const RowTiling& tiling, int64_t rows, int64_t cols, int sm_count) {
-  const int rpb = tiling.rows_per_block();
-  const size_t shared = rpb > 1 ? 2 * static_cast<size_t>(rpb) * cols * sizeof(float) : 0;
-  int per_sm = 0;
-  dev::check_cuda(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, tiling.block_threads, shared),
-      "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-  // The generic path's partial rows are as long as its rows: one block per SM keeps them small.
-  const int64_t resident =
-      tiling.in_registers ? static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * sm_count : sm_count;
-  const int64_t groups = (rows + rpb - 1) / rpb;
-  const int grid = static_cast<int>(groups < resident ? groups : resident);
-  const size_t partial = (static_cast<size_t>(grid) * cols * sizeof(float) + 255) / 256 * 256;
-  return Plan{tiling, grid, shared, partial};
-}
-
-// Calls use(kernel) with the instantiation that serves a tiling.
+// Calls use(kernel) with the in-registers instantiation that serves a tiling, or use(nullptr-like
+// generic) for the generic path.
 template <class T, class W, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
@@ -261,12 +347,12 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
       use(backward_generic<T, W, kE>);
     }
   } else if (tiling.pack_elems == 1) {
-    use(backward_in_registers<T, W, 1, 8>);
+    use(backward_in_registers<T, W, 1, kBackwardScalarElems>);
   } else if (tiling.packs_per_thread == 1) {
     use(backward_in_registers<T, W, kE, 1>);
   } else if (tiling.packs_per_thread == 2) {
     use(backward_in_registers<T, W, kE, 2>);
-  } else if constexpr (kE * 4 <= 16) {  // four packs only where they stay within 16 elements
+  } else if constexpr (kE * 4 <= kBackwardMaxElems) {  // four packs only within 16 elements
     use(backward_in_registers<T, W, kE, 4>);
   } else {
     fail(NK_ERROR_INTERNAL, "no backward kernel for ", tiling.packs_per_thread, " packs of ", kE,
@@ -274,13 +360,51 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
   }
 }
 
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 template <class T, class W>
 Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
-  const RowTiling tiling = choose_row_tiling(s.cols, sizeof(T), vector_access, /*backward=*/true);
   Plan plan{};
-  with_kernel<T, W>(
-      tiling, [&](auto kernel) { plan = plan_for(kernel, tiling, s.rows, s.cols, sm_count); });
+  plan.tiling = choose_backward_tiling(s.cols, sizeof(T), vector_access);
+  const RowTiling& tiling = plan.tiling;
+  if (tiling.in_registers) {
+    const int rpb = tiling.rows_per_block();
+    plan.partials = plan_partials(s.rows, rpb, 1);
+    plan.shared_bytes = rpb > 1 ? static_cast<size_t>(rpb) * s.cols * sizeof(float) : 0;
+  } else {
+    plan.partials = plan_partials(s.rows, 1, kMinGenericChunkRows);
+  }
+  plan.partial_bytes =
+      align256(static_cast<size_t>(plan.partials.chunks) * partial_stride(s.cols) * sizeof(float));
+  int per_sm = 0;
+  with_kernel<T, W>(tiling, [&](auto kernel) {
+    dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                        &per_sm, kernel, tiling.block_threads, plan.shared_bytes),
+                    "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  });
+  const int64_t resident = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * sm_count;
+  const int64_t work = tiling.in_registers ? plan.partials.chunks : s.rows;
+  plan.grid = static_cast<int>(work < resident ? work : resident);
   return plan;
+}
+
+template <class T, class W>
+void launch_finalize(const RowShape& s, const Plan& plan, const float* partial_dw,
+                     const float* partial_db, void* dweight, void* dbias, cudaStream_t stream) {
+  const FinalizeTiling f = choose_finalize_tiling(s.cols, plan.partials.chunks);
+  const dim3 block(f.col_threads, f.row_lanes);
+  const dim3 grid(static_cast<unsigned>(f.blocks(s.cols)));
+  auto* dw = static_cast<W*>(dweight);
+  auto* db = static_cast<W*>(dbias);
+  const int64_t stride = partial_stride(s.cols);
+  if (f.vec == 4) {
+    finalize_columns<W, 4><<<grid, block, 0, stream>>>(partial_dw, partial_db,
+                                                       plan.partials.chunks, s.cols, stride, dw, db);
+  } else {
+    finalize_columns<W, 1><<<grid, block, 0, stream>>>(partial_dw, partial_db,
+                                                       plan.partials.chunks, s.cols, stride, dw, db);
+  }
+  dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias finalize launch");
 }
 
 }  // namespace
@@ -311,22 +435,52 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
     const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
     auto* workspace = static_cast<unsigned char*>(l.workspace);
     float* partial_dw = want_params ? reinterpret_cast<float*>(workspace) : nullptr;
-    float* partial_db =
-        want_params ? reinterpret_cast<float*>(workspace + plan.partial_bytes) : nullptr;
-    const BackwardParams p{a.x,         a.dy,   a.weight,   a.save_mean,
-                           a.save_rstd, a.dx,   partial_dw, partial_db,
-                           s.rows,      s.cols, s.rms,      plan.tiling.threads_per_row};
+    float* partial_db = a.dbias != nullptr
+                            ? reinterpret_cast<float*>(workspace + plan.partial_bytes)
+                            : nullptr;
+    BackwardParams p{a.x,
+                     a.dy,
+                     a.weight,
+                     a.save_mean,
+                     a.save_rstd,
+                     a.dx,
+                     partial_dw,
+                     partial_db,
+                     s.rows,
+                     s.cols,
+                     partial_stride(s.cols),
+                     plan.partials.chunks,
+                     plan.partials.groups_per_chunk,
+                     s.rms,
+                     plan.tiling.threads_per_row};
     auto stream = static_cast<cudaStream_t>(l.stream);
-    with_kernel<T, W>(plan.tiling, [&](auto kernel) {
-      kernel<<<plan.grid, plan.tiling.block_threads, plan.shared_bytes, stream>>>(p);
-    });
-    dev::check_cuda(cudaGetLastError(), "row norm backward launch");
+    if (plan.tiling.in_registers) {
+      with_kernel<T, W>(plan.tiling, [&](auto kernel) {
+        kernel<<<plan.grid, plan.tiling.block_threads, plan.shared_bytes, stream>>>(p);
+      });
+      dev::check_cuda(cudaGetLastError(), "row norm backward launch");
+    } else {
+      if (a.dx != nullptr) {
+        with_kernel<T, W>(plan.tiling, [&](auto kernel) {
+          kernel<<<plan.grid, plan.tiling.block_threads, 0, stream>>>(p);
+        });
+        dev::check_cuda(cudaGetLastError(), "row norm backward launch");
+      }
+      if (want_params) {
+        p.groups_per_chunk = plan.partials.rows_per_chunk();
+        const int e = plan.tiling.pack_elems;
+        const dim3 grid(static_cast<unsigned>((s.cols / e + 255) / 256),
+                        static_cast<unsigned>(plan.partials.chunks));
+        if (e == 1) {
+          column_partials<T, 1><<<grid, 256, 0, stream>>>(p);
+        } else {
+          column_partials<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+        }
+        dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias column pass launch");
+      }
+    }
     if (!want_params) return;
-    const dim3 block(32, 16), grid(static_cast<unsigned>((s.cols + 31) / 32));
-    finalize_columns<W><<<grid, block, 0, stream>>>(partial_dw, partial_db, plan.grid, s.cols,
-                                                    static_cast<W*>(a.dweight),
-                                                    static_cast<W*>(a.dbias));
-    dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias finalize launch");
+    launch_finalize<T, W>(s, plan, partial_dw, partial_db, a.dweight, a.dbias, stream);
   });
 }
 

@@ -39,7 +39,7 @@ struct ForwardParams {
 
 // One row per lane group (or per block) in registers; rows strided over a persistent grid.
 template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(max_block_threads(E* P, /*backward=*/false), 1)
+__global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
     forward_in_registers(ForwardParams p) {
   __shared__ float scratch[32];
   __shared__ float block_shift;
@@ -224,7 +224,7 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
   const bool vector_access = s.cols % (16 / elem) == 0 && dev::aligned16(a.x) &&
                              dev::aligned16(a.y) && dev::aligned16(a.weight) &&
                              dev::aligned16(a.bias);
-  const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access, /*backward=*/false);
+  const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access);
   const ForwardParams p{a.x,
                         a.weight,
                         a.bias,

@@ -5,7 +5,7 @@
 namespace nk::cuda {
 namespace {
 
-constexpr int kSubWarpBlock = 128;  // threads per block when several rows share a block
+constexpr int kSubWarpBlock = 128;  // forward threads per block when several rows share a block
 constexpr int kGenericBlock = 512;
 
 int next_pow2(int64_t v) {
@@ -14,29 +14,77 @@ int next_pow2(int64_t v) {
   return p;
 }
 
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
 }  // namespace
 
-RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access, bool backward) {
+RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access) {
   const int e = vector_access ? 16 / elem_bytes : 1;
-  const int max_elems = backward ? 16 : 64;
-  const int64_t packs = (cols + e - 1) / e;
+  const int max_elems = 64;
+  const int64_t packs = ceil_div(cols, e);
   auto allowed = [&](int p) { return vector_access ? p * e <= max_elems : p == 8; };
 
   // A lane group per row: the fewest packs per thread that fit the row in 32 lanes.
   for (int p : {1, 2, 4, 8}) {
     if (!allowed(p)) continue;
-    const int64_t threads = (packs + p - 1) / p;
+    const int64_t threads = ceil_div(packs, p);
     if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kSubWarpBlock};
   }
   // A block per row: about four packs per thread in flight, within the register budget.
   for (int p : {4, 8, 2, 1}) {
     if (!allowed(p)) continue;
-    const int64_t threads = ((packs + p - 1) / p + 31) / 32 * 32;
-    if (threads <= max_block_threads(p * e, backward)) {
+    const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
+    if (threads <= max_forward_block_threads(p * e)) {
       return RowTiling{true, e, p, static_cast<int>(threads), static_cast<int>(threads)};
     }
   }
   return RowTiling{false, e, 0, 0, kGenericBlock};
+}
+
+RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access) {
+  const int e = vector_access ? 16 / elem_bytes : 1;
+  const int64_t packs = ceil_div(cols, e);
+  // Packs per thread: powers of two within kBackwardMaxElems elements; single-element packs always
+  // take kBackwardScalarElems (a lane group of them still loads only the elements its row has).
+  const int most = vector_access ? kBackwardMaxElems / e : kBackwardScalarElems;
+  const int least = vector_access ? 1 : kBackwardScalarElems;
+
+  // A lane group per row, several rows per block: the fewest packs per thread that fit 32 lanes.
+  for (int p = least; p <= most; p *= 2) {
+    const int64_t threads = ceil_div(packs, p);
+    if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kBackwardRowsBlock};
+  }
+  // Whole warps per row at the fewest packs per thread that fit 512 threads (fewer registers, two
+  // blocks per SM where they allow); as many rows per block as fit 512 threads.
+  for (int p = least; p <= most; p *= 2) {
+    const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
+    if (threads <= max_backward_block_threads(vector_access)) {
+      const int tpr = static_cast<int>(threads);
+      const int rows = tpr >= kBackwardRowsBlock ? 1 : kBackwardRowsBlock / tpr;
+      return RowTiling{true, e, p, tpr, rows * tpr};
+    }
+  }
+  return RowTiling{false, e, 0, 0, kGenericBlock};
+}
+
+PartialPlan plan_partials(int64_t rows, int64_t rows_per_group, int64_t min_rows_per_chunk,
+                          int64_t max_chunks) {
+  const int64_t groups = ceil_div(rows, rows_per_group);
+  int64_t per_chunk = ceil_div(groups, max_chunks);
+  const int64_t min_groups = ceil_div(min_rows_per_chunk, rows_per_group);
+  if (per_chunk < min_groups) per_chunk = min_groups;
+  return PartialPlan{ceil_div(groups, per_chunk), per_chunk, rows_per_group};
+}
+
+FinalizeTiling choose_finalize_tiling(int64_t cols, int64_t chunks) {
+  const int vec = cols % 4 == 0 ? 4 : 1;
+  int col_threads = 1;
+  // Widen the tile (whole 32-byte sectors, fewer and fuller blocks) while the finalize keeps at
+  // least 256 blocks: about two per SM.
+  while (col_threads < 8 && cols / (2 * col_threads * vec) >= 256) col_threads *= 2;
+  int row_lanes = 1;
+  while (row_lanes < chunks && row_lanes < 256 / col_threads) row_lanes *= 2;
+  return FinalizeTiling{vec, col_threads, row_lanes};
 }
 
 }  // namespace nk::cuda

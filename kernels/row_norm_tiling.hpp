@@ -1,13 +1,19 @@
-// How the row-norm kernels map one row of D elements onto threads. Plain C++ so the choice is unit
-// tested on machines without a GPU.
+// How the row-norm kernels map one row of D elements onto threads, and how the backward splits its
+// dweight/dbias column sums. Plain C++ so the choices are unit tested on machines without a GPU.
 //
 // A row that fits in registers is spread over `threads_per_row` threads holding `packs_per_thread`
 // packs of `pack_elems` elements each (pack k of thread t is pack t + k * threads_per_row of the
 // row, so a warp's accesses are consecutive). Small rows take a lane group (a power of two up to
-// 32 lanes) and a block holds several rows; larger rows take a whole block. Elements per thread are
-// capped (64 forward, 16 backward, where dweight/dbias accumulators live in registers too) and so
-// is the block size (max_block_threads), so nothing spills. Rows longer than that take the generic
-// path: one block per row, statistics over memory.
+// 32 lanes) and a block holds several rows; larger rows take whole warps (forward: one row per
+// block; backward: as many rows as fit 512 threads). Elements per thread are capped (64 forward,
+// 16 backward, where the dweight/dbias accumulators live in registers too) and so is the block
+// size, so nothing spills. Rows longer than that take the generic path: one block per row,
+// statistics over memory.
+//
+// Backward partials: the rows are cut into `chunks` consecutive ranges, a number that depends on
+// the shape only (never on the SM count or the grid launched), and each chunk yields one partial
+// row of dweight and dbias, its rows added in a fixed order. A finalize kernel adds the partial
+// rows in a fixed tree. So dweight and dbias have the same bits on every GPU and every grid.
 #pragma once
 
 #include <cstdint>
@@ -23,14 +29,72 @@ struct RowTiling {
   int rows_per_block() const { return in_registers ? block_threads / threads_per_row : 1; }
 };
 
-// The largest block for a kernel whose threads hold `elems` row elements, from the register file
-// (65536 per SM): forward, 16384 elements per block keep a 64-element thread within 255 registers
-// at 256 threads; backward threads also hold x-hat, g and two accumulators per element, so 8192.
-constexpr int max_block_threads(int elems, bool backward) {
-  const int limit = (backward ? 8192 : 16384) / elems;
-  return limit > 1024 ? 1024 : limit;
+// The largest forward block whose threads hold `elems` row elements, from the register file (65536
+// per SM): 16384 elements per block keep a 64-element thread within 255 registers at 256 threads.
+constexpr int max_forward_block_threads(int elems) {
+  return 16384 / elems > 1024 ? 1024 : 16384 / elems;
 }
 
-RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access, bool backward);
+// The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
+// element: 16 elements a thread in 16-byte packs, or 8 single-element packs, and at most 512
+// threads, so rows of up to 8192 elements (4096 in single-element packs) stay in registers
+// without spilling. (A 16-element 16-bit thread needs about 80 registers: 1024 of them, for 16384
+// elements, spill at the 64 registers a 1024-thread block allows; so do 1024 single-element
+// threads.)
+constexpr int kBackwardMaxElems = 16;        // elements a backward thread holds in 16-byte packs
+constexpr int kBackwardScalarElems = 8;      // ... in single-element packs
+constexpr int max_backward_block_threads(bool) { return 512; }
+
+// Threads of a backward block that holds several rows: 512 (16 warps), so that two blocks per SM,
+// which the capped partial count provides, keep half the SM's warps busy.
+constexpr int kBackwardRowsBlock = 512;
+
+// Forward: rows in registers (lane groups, or a block per row) or the generic path.
+RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access);
+
+// Backward: lane groups or whole warps per row, several rows per block up to kBackwardRowsBlock
+// threads; the generic path beyond the register budget.
+RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access);
+
+// The most partial rows a backward writes: about two per SM of the largest GPUs, so that the
+// partials stay small next to x and dy and the finalize reads few rows per column.
+constexpr int64_t kMaxPartialRows = 256;
+
+// The generic path's column pass takes at least this many rows per chunk: its partial rows are as
+// long as the (long) rows, so fewer of them keep their bytes well below those of x and dy.
+constexpr int64_t kMinGenericChunkRows = 16;
+
+struct PartialPlan {
+  int64_t chunks;            // partial rows, one per chunk
+  int64_t groups_per_chunk;  // consecutive groups of `rows_per_group` rows in a chunk
+  int64_t rows_per_group;    // rows a block handles at once
+  int64_t rows_per_chunk() const { return groups_per_chunk * rows_per_group; }
+};
+
+// Chunk c covers rows [c * rows_per_chunk, min(rows, (c + 1) * rows_per_chunk)); every chunk but
+// the last is full and none is empty.
+PartialPlan plan_partials(int64_t rows, int64_t rows_per_group, int64_t min_rows_per_chunk,
+                          int64_t max_chunks = kMaxPartialRows);
+
+// Floats between two partial rows: cols rounded up to 8, so that 32-byte packs of 8 floats stay
+// aligned in every row.
+constexpr int64_t partial_stride(int64_t cols) { return (cols + 7) / 8 * 8; }
+
+// How the finalize splits its work: a block covers `col_threads * vec` columns (vec = 4 when
+// cols % 4 == 0, else 1), and its `row_lanes` lanes take the partial rows in turn, then add up in a
+// fixed tree. Narrow tiles for small D give the finalize enough blocks. The lanes are as many as
+// the partial rows (a power of two), at most 256 / col_threads: lanes without a partial row would
+// only add zeros (a 256-thread block over one partial row ran 255 idle threads per column).
+// Both numbers depend on the shape only, so the order of the additions does too.
+struct FinalizeTiling {
+  int vec;
+  int col_threads;
+  int row_lanes;
+  int64_t blocks(int64_t cols) const {
+    const int64_t tile = static_cast<int64_t>(col_threads) * vec;
+    return (cols + tile - 1) / tile;
+  }
+};
+FinalizeTiling choose_finalize_tiling(int64_t cols, int64_t chunks);
 
 }  // namespace nk::cuda

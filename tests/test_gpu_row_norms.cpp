@@ -46,10 +46,10 @@ std::vector<RowCase> all_cases() {
 }
 
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
-// 17, 128, 1000), a block per row (4096; 8200 forward), the generic path (8200 backward, 16392
-// forward; the backward's dweight/dbias finalize costs the simulator most, so it stops at 8200).
+// 17, 128), warps per row (1000, 4096; forward 8200), the backward's two and four packs a thread
+// (8192), the generic path (8200 backward, 16392 forward).
 std::vector<int64_t> widths(bool backward = false) {
-  if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8200};
+  if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200};
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8200, 16392};
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (two and four
   // packs per lane in a warp), 2048 (eight), 8200 and 16384 (block per row at the register
@@ -337,6 +337,94 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
       }
     }
   }
+}
+
+// Every output's bytes are independent of the grid: contexts whose persistent grids are sized for
+// 1, 3 and all of the device's SMs (NORMKIT_TEST_SM_LIMIT) give the same y, save_mean, save_rstd,
+// dx, dweight and dbias, on each kernel path (lane groups, warps per row with several rows per
+// block, a block per row, the generic path). The dweight/dbias partials are cut by the shape
+// alone; a grid-dependent split would change their rounding. The reduced set keeps one shape per
+// path with more partial rows than the one-SM grid has blocks: 300 x 128 (lane groups, 10 or 19
+// chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block per row, 9), and 17 x 8200
+// (generic: two chunks of at most 16 rows, the last one short; 17 rows loop on one and three SMs).
+TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
+  if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
+  const RowCase c = GetParam();
+  const std::vector<std::pair<int64_t, int64_t>> shapes =
+      reduced_gpu_tests()
+          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {37, 1000}, {9, 8192}, {17, 8200}}
+          : std::vector<std::pair<int64_t, int64_t>>{
+                {20000, 128}, {3000, 1000}, {700, 4096}, {300, 8192}, {300, 16392}};
+  nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
+  ASSERT_NE(limited[0], nullptr);
+  ASSERT_NE(limited[1], nullptr);
+  for (auto [rows, cols] : shapes) {
+    SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+    const Inputs in = make(rows, cols);
+    const int64_t n = rows * cols;
+    DeviceBuffer x(in.x), dy(in.dy), weight(in.weight), bias(in.bias);
+    const void* w = c.affine >= 1 ? weight.data() : nullptr;
+    const void* b = c.affine >= 2 ? bias.data() : nullptr;
+    // All six outputs of one context, downloaded.
+    auto run = [&](nk_context ctx) {
+      DeviceBuffer y(c.dtype, n), mean(NK_F32, rows), rstd(NK_F32, rows), dx(c.dtype, n);
+      DeviceBuffer dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
+      EXPECT_EQ(forward(ctx, c.rms, in.desc, 1e-5, x.data(), w, b, y.data(), mean.f32(),
+                        rstd.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      EXPECT_EQ(backward(ctx, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
+                         dx.data(), dw.data(), c.rms ? nullptr : db.data()),
+                NK_SUCCESS)
+          << nk_last_error();
+      return std::vector<Buffer>{y.download(),  mean.download(), rstd.download(),
+                                 dx.download(), dw.download(),   db.download()};
+    };
+    const std::vector<Buffer> full = run(gpu_);
+    static const char* names[] = {"y", "save_mean", "save_rstd", "dx", "dweight", "dbias"};
+    for (int which = 0; which < 2; ++which) {
+      const std::vector<Buffer> other = run(limited[which]);
+      for (size_t i = 0; i < full.size(); ++i) {
+        EXPECT_EQ(other[i].bytes(), full[i].bytes())
+            << names[i] << " differs with grids sized for " << (which == 0 ? 1 : 3) << " SMs";
+      }
+    }
+    // The outputs were written: nothing is left poisoned (NaN).
+    for (size_t i = 0; i < full.size(); ++i) {
+      if (c.rms && (i == 1 || i == 5)) continue;  // RMS norm has no mean and no dbias
+      for (double v : full[i].values()) ASSERT_FALSE(std::isnan(v)) << names[i];
+    }
+  }
+  for (nk_context ctx : limited) nk_context_destroy(ctx);
+}
+
+// The backward's workspace stays within the bound normkit.h documents, 2 * (256 * ceil(cols / 8) *
+// 32 + 256) bytes, for any number of rows, and does not depend on the SM count (a context sized for
+// one SM asks for the same bytes). Queries only: nothing is launched.
+TEST_P(GpuRowNorm, BackwardWorkspaceWithinTheDocumentedBound) {
+  const RowCase c = GetParam();
+  nk_context one_sm = context_with_sm_limit(1);
+  ASSERT_NE(one_sm, nullptr);
+  auto query = [&](nk_context ctx, const nk_row_desc& d) {
+    size_t bytes = 0;
+    const nk_status st = c.rms ? nk_rms_norm_backward_workspace_size(ctx, &d, &bytes)
+                               : nk_layer_norm_backward_workspace_size(ctx, &d, &bytes);
+    EXPECT_EQ(st, NK_SUCCESS) << nk_last_error();
+    return bytes;
+  };
+  for (int64_t cols : {int64_t{1}, int64_t{17}, int64_t{128}, int64_t{1000}, int64_t{8192},
+                       int64_t{8200}, int64_t{65536}}) {
+    const size_t bound = 2 * (256 * static_cast<size_t>((cols + 7) / 8) * 32 + 256);
+    for (int64_t rows : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{1} << 20}) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      const nk_row_desc d{rows, cols, c.dtype, c.weight_dtype};
+      const size_t bytes = query(gpu_, d);
+      EXPECT_GT(bytes, 0u);
+      EXPECT_LE(bytes, bound);
+      EXPECT_EQ(query(one_sm, d), bytes) << "the workspace depends on the SM count";
+    }
+  }
+  nk_context_destroy(one_sm);
 }
 
 // |mean| >> std: mean 1e4, std 1, in fp32 (fp16/bf16 cannot hold 1e4 + N(0,1) finely). The row
