@@ -104,8 +104,11 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
-  const bool advance = counter_can_advance(tracked);
-  const float m = p.cumulative ? 1.0f / static_cast<float>(advance ? tracked + 1 : 1) : p.momentum;
+  // The momentum, or -1 when the counter cannot advance: a float that stays in a register, where
+  // a bool held across the merges' division calls was spilled by ptxas on sm_90.
+  const float m = !counter_can_advance(tracked) ? -1.0f
+                  : p.cumulative                ? 1.0f / static_cast<float>(tracked + 1)
+                                                : p.momentum;
   const dev::WelfordMerge merge;
   // Writes statistic k from its merged state; returns (mean, variance for the running average).
   auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
@@ -120,7 +123,7 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
     return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
   };
   auto update_running = [&](int64_t c, float mean, float var) {
-    if (p.running_mean == nullptr || !advance) return;
+    if (p.running_mean == nullptr || !(m >= 0.0f)) return;
     p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
     p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
   };
@@ -137,8 +140,9 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
     dev::Welford t = dev::welford_empty();
-    for (int64_t j = lane; j < plan.chunks; j += 32)  // batch norm: one slot
-      t = merge(t, p.partials[plan.partial_index(0, unit, j)]);
+    // Batch norm: one slot; chunk j of channel unit at first + j * step (partial_index).
+    const int64_t first = plan.partial_index(0, unit, 0), step = plan.rows_layout ? 1 : plan.c;
+    for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, p.partials[first + j * step]);
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
       const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit));
@@ -245,8 +249,9 @@ __global__ void __launch_bounds__(256)
   if (c >= plan.c) return;
   const dev::WelfordMerge merge;
   dev::Welford t = dev::welford_empty();
-  for (int64_t j = lane; j < plan.chunks; j += 32)  // batch norm: one slot
-    t = merge(t, partials[plan.partial_index(0, c, j)]);
+  // Batch norm: one slot; chunk j of channel c at first + j * step (partial_index).
+  const int64_t first = plan.partial_index(0, c, 0), step = plan.rows_layout ? 1 : plan.c;
+  for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, partials[first + j * step]);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
     mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;
@@ -412,8 +417,7 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
   if (s.numel() == 0) return;  // an empty shard still takes part in the running update
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
-  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, stats,
-                  nullptr, l);
+  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, stats, nullptr, l);
 }
 
 }  // namespace
