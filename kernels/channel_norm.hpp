@@ -12,7 +12,8 @@
 namespace nk::cuda {
 
 // Bytes of device scratch (the larger of the vector and single-element plans, since the size
-// query sees no pointers).
+// query sees no pointers). The sizes depend on the shape only (channel_norm_plan.hpp); the SM
+// count, which only sizes the grids, is not used.
 size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_count);
 size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm_count);
 // What one call needs, knowing its pointers (at most the size above): nothing for inference with

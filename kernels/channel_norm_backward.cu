@@ -7,7 +7,8 @@
 //   training:  dx = weight_c * invstd_k * dy - c1_k - (x - mean_k) * c2_k,
 //              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
 //   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
-// So: (1) per-(n, c) partial sums (channel_norm_partials.cuh), (2) a warp per channel or statistic
+// So: (1) partial sums per (slot, c, chunk) (channel_norm_partials.cuh; batch norm's one slot
+// spans every n, so its workspace grows with C only), (2) a warp per channel or statistic
 // that adds them in a fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference
 // without dweight/dbias is the elementwise launch alone. No atomics: results repeat bit for bit.
 #include <cstdint>
@@ -77,7 +78,7 @@ __global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
   const int64_t channel_units = (p.dweight || p.dbias) ? plan.c : 0;
   if (unit < channel_units) {
     dev::Floats<2> t{};
-    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32) {
+    for (int64_t j = lane; j < plan.slots * plan.chunks; j += 32) {
       const float2 v = p.partials[plan.partial_index(j / plan.chunks, unit, j % plan.chunks)];
       t.v[0] += v.x;
       t.v[1] += v.y;
@@ -97,27 +98,27 @@ __global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
                                                          : plan.n * groups;
   const int64_t k = unit - channel_units;
   if (k >= stats) return;
-  // The members of statistic k: (n, c) pairs, each with its chunks.
-  int64_t n0, n_count, c0, c_count;
+  // The members of statistic k: one slot's channels c0 .. c0 + c_count - 1, each with its chunks
+  // (batch norm's one slot holds every sample).
+  int64_t slot, c0, c_count;
   if (kind == ChannelNorm::kBatch) {
-    n0 = 0, n_count = plan.n, c0 = k, c_count = 1;
+    slot = 0, c0 = k, c_count = 1;
   } else if (kind == ChannelNorm::kInstance) {
-    n0 = k / plan.c, n_count = 1, c0 = k % plan.c, c_count = 1;
+    slot = k / plan.c, c0 = k % plan.c, c_count = 1;
   } else {
-    n0 = k / groups, n_count = 1, c0 = k % groups * per_group, c_count = per_group;
+    slot = k / groups, c0 = k % groups * per_group, c_count = per_group;
   }
   dev::Floats<2> t{};  // sum_g, sum_gx
-  for (int64_t j = lane; j < n_count * c_count * plan.chunks; j += 32) {
-    const int64_t chunk = j % plan.chunks, nc = j / plan.chunks;
-    const int64_t n = n0 + nc / c_count, c = c0 + nc % c_count;
+  for (int64_t j = lane; j < c_count * plan.chunks; j += 32) {
+    const int64_t chunk = j % plan.chunks, c = c0 + j / plan.chunks;
     const float w = p.weight ? p.weight[c] : 1.0f;
-    const float2 v = p.partials[plan.partial_index(n, c, chunk)];
+    const float2 v = p.partials[plan.partial_index(slot, c, chunk)];
     t.v[0] += w * v.x;
     t.v[1] += w * v.y;
   }
   t = dev::group_sum<2>(t, 32);
   if (lane == 0) {
-    const float count = static_cast<float>(n_count * c_count * plan.s);
+    const float count = static_cast<float>(c_count * plan.span());
     const float invstd = p.stats.scale[k];
     p.c1[k] = invstd * t.v[0] / count;
     p.c2[k] = invstd * invstd * t.v[1] / count;
@@ -136,8 +137,9 @@ struct DxParams {
   const float* c2;
 };
 
-// dx for every element, a pack per iteration of a persistent grid-stride loop.
-template <class T, int E>
+// dx for every element, a pack per iteration of a persistent grid-stride loop. Inference
+// (kTraining false) needs dy alone: x is not read.
+template <class T, int E, bool kTraining>
 __global__ void __launch_bounds__(256) apply_backward(DxParams<T> p) {
   const ChannelPlan& plan = p.plan;
   const int64_t packs = plan.n * plan.c * plan.s / E;
@@ -153,15 +155,15 @@ __global__ void __launch_bounds__(256) apply_backward(DxParams<T> p) {
       n = e / (plan.s * plan.c);
       c0 = e % plan.c;
     }
-    float xv[E], dv[E];
-    dev::load_floats<T, E>(p.x + e, xv);
+    float xv[E] = {}, dv[E];
+    if constexpr (kTraining) dev::load_floats<T, E>(p.x + e, xv);
     dev::load_floats<T, E>(p.dy + e, dv);
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       const int64_t c = plan.rows_layout ? c0 : c0 + i;
       const float w = p.weight ? p.weight[c] : 1.0f;
       const float2 m = p.stats.at(n, c);
-      if (p.stats.training) {
+      if constexpr (kTraining) {
         const int64_t k = stat_index(p.stats.kind, n, c, plan.c, p.stats.groups);
         dv[i] = w * m.y * dv[i] - p.c1[k] - (xv[i] - m.x) * p.c2[k];
       } else {
@@ -201,10 +203,17 @@ void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, const Xhat
   const unsigned grid =
       static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
   auto stream = static_cast<cudaStream_t>(l.stream);
-  if (plan.pack_elems == 1) {
-    apply_backward<T, 1><<<grid, 256, 0, stream>>>(p);
+  constexpr int kE = 16 / sizeof(T);
+  if (stats.training) {
+    if (plan.pack_elems == 1) {
+      apply_backward<T, 1, true><<<grid, 256, 0, stream>>>(p);
+    } else {
+      apply_backward<T, kE, true><<<grid, 256, 0, stream>>>(p);
+    }
+  } else if (plan.pack_elems == 1) {
+    apply_backward<T, 1, false><<<grid, 256, 0, stream>>>(p);
   } else {
-    apply_backward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+    apply_backward<T, kE, false><<<grid, 256, 0, stream>>>(p);
   }
   dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
 }
@@ -237,7 +246,7 @@ void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const f
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm coefficients launch");
   if (s.numel() == 0) return;
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   const XhatStats stats{true, a.save_mean, a.save_invstd, 0.0f, s.kind, s.c, s.groups};
   launch_dx<T>(a, plan, stats, c1, c2, l);
 }
@@ -247,7 +256,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   auto stream = static_cast<cudaStream_t>(l.stream);
   const XhatStats stats{training,
                         training ? a.save_mean : a.running_mean,
@@ -278,26 +287,26 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
 
 }  // namespace
 
-size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm_count) {
+size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int) {
   size_t bytes = 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
     const size_t need =
-        layout_of(plan_channel_norm(a.shape, elem, vector_access, sm_count), a.shape.num_stats())
+        layout_of(plan_channel_norm(a.shape, elem, vector_access), a.shape.num_stats())
             .total;
     if (need > bytes) bytes = need;
   }
   return bytes;
 }
 
-size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_count) {
+size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
   const Layout lay =
       layout_of(plan_channel_norm(
                     a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
-                    dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx), sm_count),
+                    dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx)),
                 a.shape.num_stats());
   return want_coefficients ? lay.total : lay.partials;
 }

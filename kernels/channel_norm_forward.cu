@@ -1,9 +1,10 @@
 // Batch, instance and group norm forward on the GPU.
 //
 // Training, three launches on the context's stream and nothing on the host:
-//  1. partials: per-(n, c) Welford states of x - shift over S (channel_norm_partials.cuh), where
-//     shift is the first element of the statistic the (n, c) belongs to: x - shift stays small when
-//     |mean| >> std, so fp32 keeps the variance (and later y) accurate;
+//  1. partials: Welford states of x - shift, one per (slot, c, chunk) of a shape-only plan
+//     (channel_norm_partials.cuh), where shift is the first element of the statistic the values
+//     belong to: x - shift stays small when |mean| >> std, so fp32 keeps the variance (and later
+//     y) accurate;
 //  2. finalize, a warp per statistic or channel: merges its partials in a fixed order, writes the
 //     statistics (and save_mean/save_invstd), and updates running_mean/running_var (momentum, or
 //     the cumulative average from the device counter), so no extra launch and no host round trip;
@@ -45,12 +46,6 @@ __device__ __forceinline__ int64_t first_of_stat(const ChannelPlan& p, ChannelNo
 // are left as they were, so a bad counter never writes NaN (1 / 0) or a negative momentum.
 __device__ __forceinline__ bool counter_can_advance(int64_t tracked) {
   return tracked >= 0 && tracked < INT64_MAX;
-}
-
-// The j-th partial (j over n and chunks) of channel c, in the order the finalizes merge them.
-__device__ __forceinline__ const dev::Welford& p_at(const dev::Welford* partials,
-                                                    const ChannelPlan& plan, int64_t j, int64_t c) {
-  return partials[plan.partial_index(j / plan.chunks, c, j % plan.chunks)];
 }
 
 template <class T>
@@ -109,8 +104,11 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
-  const bool advance = counter_can_advance(tracked);
-  const float m = p.cumulative ? 1.0f / static_cast<float>(advance ? tracked + 1 : 1) : p.momentum;
+  // The momentum, or -1 when the counter cannot advance: a float that stays in a register, where
+  // a bool held across the merges' division calls was spilled by ptxas on sm_90.
+  const float m = !counter_can_advance(tracked) ? -1.0f
+                  : p.cumulative                ? 1.0f / static_cast<float>(tracked + 1)
+                                                : p.momentum;
   const dev::WelfordMerge merge;
   // Writes statistic k from its merged state; returns (mean, variance for the running average).
   auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
@@ -125,7 +123,7 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
     return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
   };
   auto update_running = [&](int64_t c, float mean, float var) {
-    if (p.running_mean == nullptr || !advance) return;
+    if (p.running_mean == nullptr || !(m >= 0.0f)) return;
     p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
     p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
   };
@@ -142,8 +140,9 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
     dev::Welford t = dev::welford_empty();
-    for (int64_t j = lane; j < plan.n * plan.chunks; j += 32)
-      t = merge(t, p_at(p.partials, plan, j, unit));
+    // Batch norm: one slot; chunk j of channel unit at first + j * step (partial_index).
+    const int64_t first = plan.partial_index(0, unit, 0), step = plan.rows_layout ? 1 : plan.c;
+    for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, p.partials[first + j * step]);
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
       const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit));
@@ -250,8 +249,9 @@ __global__ void __launch_bounds__(256)
   if (c >= plan.c) return;
   const dev::WelfordMerge merge;
   dev::Welford t = dev::welford_empty();
-  for (int64_t j = lane; j < plan.n * plan.chunks; j += 32)
-    t = merge(t, p_at(partials, plan, j, c));
+  // Batch norm: one slot; chunk j of channel c at first + j * step (partial_index).
+  const int64_t first = plan.partial_index(0, c, 0), step = plan.rows_layout ? 1 : plan.c;
+  for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, partials[first + j * step]);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
     mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;
@@ -347,7 +347,7 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access, l.sm_count);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   auto stream = static_cast<cudaStream_t>(l.stream);
   const Layout lay = layout_of(plan, s.num_stats(), training);
   auto* base = static_cast<unsigned char*>(l.workspace);
@@ -385,7 +385,7 @@ template <class T>
 void local_stats(const ChannelShape& s, const void* x_, int64_t* count, float* mean, float* m2,
                  const Launch& l) {
   const T* x = static_cast<const T*>(x_);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), dev::aligned16(x), l.sm_count);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), dev::aligned16(x));
   auto stream = static_cast<cudaStream_t>(l.stream);
   auto* partials = static_cast<dev::Welford*>(l.workspace);
   launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
@@ -417,17 +417,16 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
   if (s.numel() == 0) return;  // an empty shard still takes part in the running update
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
-  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access, l.sm_count), true, stats,
-                  nullptr, l);
+  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, stats, nullptr, l);
 }
 
 }  // namespace
 
-size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_count) {
+size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int) {
   size_t bytes = 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
-    const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access, sm_count);
+    const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);
     const size_t need = layout_of(plan, a.shape.num_stats(), a.params.phase == NK_TRAINING).total;
     if (need > bytes) bytes = need;
   }
@@ -438,11 +437,11 @@ void channel_norm_forward(const ChannelForwardArgs& a, const Launch& l) {
   dispatch_dtype(a.shape.dtype, [&](auto t) { forward<dev::device_t<decltype(t)>>(a, l); });
 }
 
-size_t batch_norm_local_stats_workspace_size(const ChannelShape& s, int sm_count) {
+size_t batch_norm_local_stats_workspace_size(const ChannelShape& s, int) {
   size_t bytes = 0;
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan =
-        plan_channel_norm(s, static_cast<int>(dtype_size(s.dtype)), vector_access, sm_count);
+        plan_channel_norm(s, static_cast<int>(dtype_size(s.dtype)), vector_access);
     const size_t need = align256(static_cast<size_t>(plan.partials()) * sizeof(dev::Welford));
     if (need > bytes) bytes = need;
   }

@@ -1,11 +1,16 @@
-// Per-(n, c) partial reductions over S for batch, instance and group norm (the layouts and chunks
-// of channel_norm_plan.hpp). An Op supplies the state and what one element adds to it:
+// Partial reductions of batch, instance and group norm, one per (slot, c, chunk) of
+// channel_norm_plan.hpp, each written to its own slot. An Op supplies the state and what one
+// element adds to it:
 //   using State; static constexpr bool kReadsDy;
 //   State identity() const; State merge(State lower, State higher) const;
 //   Local local(int64_t n, int64_t c) const;   // per-(n, c) context, with
 //   void Local::push(State&, float x, float dy) const;
-// The forward reduces Welford states of x; the backward sums dy and dy * x-hat. Partials are merged
-// in a fixed order (block_merge, or a fixed tree over the rows), so results repeat bit for bit.
+// local(n, c) is called with the slot as n: batch norm's one slot covers every n, so there its
+// context must not depend on n (it is per channel). The forward reduces Welford states of x; the
+// backward sums dy and dy * x-hat. Partials are merged in a fixed order (block_merge, or a fixed
+// tree over the rows) and the chunks depend on the shape only, so results repeat bit for bit on any
+// GPU and with any grid. The grid (persistent, grid-stride) is sized from the SM count: it decides
+// only which block computes which partial.
 #pragma once
 
 #include <cstdint>
@@ -24,59 +29,62 @@ __device__ __forceinline__ int64_t stat_index(ChannelNorm kind, int64_t n, int64
                                           : n * groups + c / (channels / groups);
 }
 
-// Rows layout (NCHW, S > 1): a warp per short row, else a block per (row, chunk); persistent
-// grid-stride over rows or (row, chunk) items.
-template <class Op, class T, int E, bool kWarpPerRow>
+// Rows layout (NCHW, S > 1): a warp (short chunks) or a block per partial (slot, c, chunk) of a
+// persistent grid-stride loop; its threads stride over the chunk's packs, tracking the row and the
+// offset in it incrementally (no division per element), then merge once in a fixed tree.
+template <class Op, class T, int E, bool kWarpPerChunk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_rows(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
+  constexpr int kGroup = kWarpPerChunk ? 32 : kPartialBlock;  // threads per partial
+  constexpr int kGroups = kPartialBlock / kGroup;
   __shared__ State scratch[32];
-  const int64_t rows = plan.n * plan.c;
   auto merge = [&](State a, State b) { return op.merge(a, b); };
-  if constexpr (kWarpPerRow) {
-    const int lane = threadIdx.x % 32, warps = kPartialBlock / 32;
-    const int64_t packs = plan.s / E;
-    for (int64_t row = blockIdx.x * int64_t{warps} + threadIdx.x / 32; row < rows;
-         row += int64_t{gridDim.x} * warps) {
-      const auto local = op.local(row / plan.c, row % plan.c);
-      State st = op.identity();
-      for (int64_t pack = lane; pack < packs; pack += 32) {
-        float xv[E], dv[E] = {};
-        dev::load_floats<T, E>(x + row * plan.s + pack * E, xv);
-        if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + row * plan.s + pack * E, dv);
+  const int t = threadIdx.x % kGroup;
+  const int64_t seg_packs = plan.s / E, seg_stride = plan.c * plan.s;
+  const int64_t span_packs = plan.span() / E, chunk_packs = plan.chunk_len / E;
+  // A step of kGroup packs advances q rows and r packs (then one more row on wrap-around).
+  const int64_t q = kGroup / seg_packs, r = kGroup % seg_packs;
+  const int64_t items = plan.partials();
+  for (int64_t item = blockIdx.x * int64_t{kGroups} + threadIdx.x / kGroup; item < items;
+       item += int64_t{gridDim.x} * kGroups) {
+    const int64_t sc = item / plan.chunks, chunk = item % plan.chunks;  // sc = slot * C + c
+    const int64_t begin = chunk * chunk_packs;
+    const int64_t end = begin + chunk_packs < span_packs ? begin + chunk_packs : span_packs;
+    // Row i of (slot, c) starts at (slot * C + c) * S + i * C * S: batch norm's slot 0 holds
+    // every sample's row of c, instance and group norm's slot n the one row of (n, c).
+    const T* xs = x + sc * plan.s;
+    const T* ds = Op::kReadsDy ? dy + sc * plan.s : nullptr;
+    const auto local = op.local(sc / plan.c, sc % plan.c);
+    State st = op.identity();
+    int64_t m = begin + t, seg = m / seg_packs, off = m % seg_packs;
+    for (; m < end; m += kGroup) {
+      const int64_t at = seg * seg_stride + off * E;
+      float xv[E], dv[E] = {};
+      dev::load_floats<T, E>(xs + at, xv);
+      if constexpr (Op::kReadsDy) dev::load_floats<T, E>(ds + at, dv);
 #pragma unroll
-        for (int i = 0; i < E; ++i) local.push(st, xv[i], dv[i]);
+      for (int i = 0; i < E; ++i) local.push(st, xv[i], dv[i]);
+      off += r;
+      seg += q;
+      if (off >= seg_packs) {
+        off -= seg_packs;
+        ++seg;
       }
-      st = dev::warp_merge(st, lane, 32, merge);
-      if (lane == 0) out[row] = st;  // one chunk: partial_index(n, c, 0) == row
     }
-  } else {
-    const int64_t items = rows * plan.chunks;
-    for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-      const int64_t row = item / plan.chunks, chunk = item % plan.chunks;
-      const int64_t begin = chunk * plan.chunk_len / E;
-      const int64_t end = (chunk * plan.chunk_len + plan.chunk_len < plan.s
-                               ? chunk * plan.chunk_len + plan.chunk_len
-                               : plan.s) /
-                          E;
-      const auto local = op.local(row / plan.c, row % plan.c);
-      State st = op.identity();
-      for (int64_t pack = begin + threadIdx.x; pack < end; pack += kPartialBlock) {
-        float xv[E], dv[E] = {};
-        dev::load_floats<T, E>(x + row * plan.s + pack * E, xv);
-        if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + row * plan.s + pack * E, dv);
-#pragma unroll
-        for (int i = 0; i < E; ++i) local.push(st, xv[i], dv[i]);
-      }
+    if constexpr (kWarpPerChunk) {
+      st = dev::warp_merge(st, t, 32, merge);
+    } else {
       st = dev::block_merge(st, scratch, op.identity(), merge);
-      if (threadIdx.x == 0) out[item] = st;  // item == partial_index(n, c, chunk)
     }
+    if (t == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
   }
 }
 
 // Channels layout (NHWC, or S == 1): 256 threads as plan.block_rows() rows of plan.lanes lanes;
-// lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks s = ty, ty + rows, ... of one
-// (n, chunk) item; the rows are then merged as a fixed-order tree in shared memory.
+// lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty, ty + rows, ...
+// of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample n's slot); the
+// rows are then merged as a fixed-order tree in shared memory.
 template <class Op, class T, int E>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
@@ -86,20 +94,20 @@ __global__ void __launch_bounds__(kPartialBlock)
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
   const bool valid = pack * E < plan.c;
-  const int64_t items = plan.n * plan.chunks;
+  const int64_t items = plan.slots * plan.chunks, span = plan.span();
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
-    const int64_t n = item / plan.chunks, chunk = item % plan.chunks;
-    const int64_t s_begin = chunk * plan.chunk_len;
-    const int64_t s_end = s_begin + plan.chunk_len < plan.s ? s_begin + plan.chunk_len : plan.s;
+    const int64_t slot = item / plan.chunks, chunk = item % plan.chunks;
+    const int64_t p_begin = chunk * plan.chunk_len;
+    const int64_t p_end = p_begin + plan.chunk_len < span ? p_begin + plan.chunk_len : span;
     State st[E];
 #pragma unroll
     for (int i = 0; i < E; ++i) st[i] = op.identity();
     if (valid) {
       decltype(op.local(0, 0)) local[E];
 #pragma unroll
-      for (int i = 0; i < E; ++i) local[i] = op.local(n, pack * E + i);
-      for (int64_t s = s_begin + ty; s < s_end; s += rows) {
-        const int64_t at = (n * plan.s + s) * plan.c + pack * E;
+      for (int i = 0; i < E; ++i) local[i] = op.local(slot, pack * E + i);
+      for (int64_t pos = p_begin + ty; pos < p_end; pos += rows) {
+        const int64_t at = (slot * span + pos) * plan.c + pack * E;
         float xv[E], dv[E] = {};
         dev::load_floats<T, E>(x + at, xv);
         if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + at, dv);
@@ -137,22 +145,22 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
   const int64_t cap = int64_t{sm_count} * 16;  // persistent grids: enough blocks to fill the GPU
   auto blocks = [&](int64_t want) { return static_cast<unsigned>(want < cap ? want : cap); };
   if (plan.rows_layout) {
-    const int64_t rows = plan.n * plan.c;
-    const unsigned grid = plan.warp_per_row ? blocks((rows + 7) / 8) : blocks(rows * plan.chunks);
+    const int64_t items = plan.partials();
+    const unsigned grid = plan.warp_per_chunk ? blocks((items + 7) / 8) : blocks(items);
     if (plan.pack_elems == 1) {
-      if (plan.warp_per_row) {
+      if (plan.warp_per_chunk) {
         partials_rows<Op, T, 1, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
       } else {
         partials_rows<Op, T, 1, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
       }
-    } else if (plan.warp_per_row) {
+    } else if (plan.warp_per_chunk) {
       partials_rows<Op, T, kE, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     } else {
       partials_rows<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   } else {
     const int64_t tiles = (plan.c / plan.pack_elems + plan.lanes - 1) / plan.lanes;
-    const int64_t items = plan.n * plan.chunks;
+    const int64_t items = plan.slots * plan.chunks;
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
     if (plan.pack_elems == 1) {

@@ -4,53 +4,50 @@ namespace nk::cuda {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-constexpr int64_t kWarpRowPacks = 128;     // rows of up to 4 packs per lane take a warp
-constexpr int64_t kMinRowChunk = 4096;     // elements a block reduces at least, rows layout
-constexpr int64_t kMinChannelChunk = 256;  // s-rows a block walks at least, channels layout
-constexpr int64_t kBlocksPerSm = 4;        // partial blocks wanted per SM
+int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 
 }  // namespace
 
-int64_t ChannelPlan::partials() const { return n * c * chunks; }
-
-ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access,
-                              int sm_count) {
+ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access) {
   ChannelPlan p{};
   p.n = shape.n;
   p.c = shape.c;
   p.s = shape.s;
+  const bool batch = shape.kind == ChannelNorm::kBatch;
+  p.slots = batch ? 1 : shape.n;
+  p.seg_count = batch ? shape.n : 1;
   p.rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
   p.lanes = 32;
   const int e = 16 / elem_bytes;
   // 16-byte packs never straddle a row (rows layout) or run past the channels (channels layout).
   p.pack_elems = vector_access && (p.rows_layout ? shape.s % e == 0 : shape.c % e == 0) ? e : 1;
-  const int64_t wanted_blocks = kBlocksPerSm * sm_count;
-  if (p.rows_layout) {
-    const int64_t rows = shape.n * shape.c, packs = ceil_div(shape.s, p.pack_elems);
-    p.warp_per_row = packs <= kWarpRowPacks;
+  const int64_t span = p.span();
+  if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.chunks = 1;
-    if (!p.warp_per_row && rows < wanted_blocks) {
-      const int64_t by_work = ceil_div(shape.s, kMinRowChunk);
-      const int64_t by_blocks = ceil_div(wanted_blocks, rows);
-      p.chunks = by_blocks < by_work ? by_blocks : by_work;
-    }
-    p.chunk_len = ceil_div(ceil_div(shape.s, p.chunks), p.pack_elems) * p.pack_elems;
-    p.chunks = ceil_div(shape.s, p.chunk_len);  // no empty trailing chunk
+    p.chunk_len = 1;
+    p.warp_per_chunk = true;
+    return p;
+  }
+  if (p.rows_layout) {
+    const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
+    p.chunks = min3(wanted, ceil_div(span, kMinRowChunk), kMaxChunks);
+    if (p.chunks < 1) p.chunks = 1;
+    // Chunk boundaries on multiples of 8 elements: of every pack size, so packs never straddle.
+    p.chunk_len = ceil_div(ceil_div(span, p.chunks), 8) * 8;
+    p.chunks = ceil_div(span, p.chunk_len);  // no empty trailing chunk
+    p.warp_per_chunk = p.chunk_len <= kWarpChunk;
   } else {
-    p.warp_per_row = false;
+    p.warp_per_chunk = false;
     const int64_t packs = ceil_div(shape.c, p.pack_elems);
     p.lanes = 1;
     while (p.lanes < 32 && p.lanes < packs) p.lanes *= 2;
-    const int64_t tiles = ceil_div(packs, p.lanes) * shape.n;
-    p.chunks = 1;
-    if (tiles < wanted_blocks) {
-      const int64_t by_work = ceil_div(shape.s, kMinChannelChunk);
-      const int64_t by_blocks = ceil_div(wanted_blocks, tiles);
-      p.chunks = by_blocks < by_work ? by_blocks : by_work;
-    }
-    p.chunk_len = ceil_div(shape.s, p.chunks);
-    p.chunks = ceil_div(shape.s, p.chunk_len);
+    // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
+    const int64_t tiles = ceil_div(ceil_div(shape.c * elem_bytes, 16), 32);
+    const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
+    p.chunks = min3(wanted, ceil_div(span, kMinChannelChunk), kMaxChunks);
+    if (p.chunks < 1) p.chunks = 1;
+    p.chunk_len = ceil_div(span, p.chunks);
+    p.chunks = ceil_div(span, p.chunk_len);
   }
   return p;
 }

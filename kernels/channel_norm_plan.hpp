@@ -1,16 +1,26 @@
 // How the batch, instance and group norm kernels split their work. Plain C++ so the plan is unit
 // tested on machines without a GPU.
 //
-// Every statistic of the three norms is a merge of per-(n, c) partial statistics over S, so the
-// kernels first reduce each (n, c)'s S values, in `chunks` pieces when there are too few (n, c)
-// to fill the GPU, into partials; a one-block finalize then merges them per statistic in a fixed
-// order. Two layouts of the reduction:
-//  - rows: NCHW with S > 1 (and NHWC with C == 1, the same memory), where each (n, c) is a
-//    contiguous row of S elements; a warp per row when the row is short, else a block per
-//    (row, chunk);
+// Every statistic of the three norms is a merge of partial statistics, one per (slot, c, chunk):
+// batch norm has one slot (a channel's N*S values, all samples together), instance and group norm
+// one slot per sample n (its S values of channel c). A slot's values of channel c are cut into
+// `chunks` pieces of `chunk_len`, each reduced by one block (or warp) into its own partial; a
+// finalize then merges a statistic's partials in index order. The chunking is a function of the
+// shape and the element size only, never of the SM count, the occupancy or the grid launched, so
+// the reduction tree, and every output bit, is the same on every GPU; the grid only decides which
+// block computes which partial. The chunk count is capped (kMaxChunks), so batch norm's partials
+// take at most C * kMaxChunks slots whatever N is.
+//
+// Two layouts of the reduction:
+//  - rows: NCHW with S > 1 (and NHWC with C == 1, the same memory), where (n, c) is a contiguous
+//    row of S elements and a slot's values of c are `seg_count` such rows (N for batch norm, 1
+//    otherwise), C*S elements apart. A chunk is a range of that sequence; a warp (short chunks)
+//    or a block walks it with the row and offset tracked incrementally, so short rows of batch
+//    norm do not leave threads idle;
 //  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
 //    cover consecutive channel packs (up to 32; fewer when C is small) and the block's remaining
-//    threads walk down s in `block_rows` rows.
+//    threads walk down the slot's positions (n*S + s for batch norm, s otherwise) in
+//    `block_rows` rows; a chunk is a range of positions.
 #pragma once
 
 #include <cstddef>
@@ -26,27 +36,38 @@
 
 namespace nk::cuda {
 
-constexpr int kPartialBlock = 256;  // threads of the partial-reduction blocks
+constexpr int kPartialBlock = 256;         // threads of the partial-reduction blocks
+constexpr int64_t kMaxChunks = 128;        // chunks per (slot, c), at most
+constexpr int64_t kWantedItems = 1024;     // work items the reduction aims at (fills any GPU)
+constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, rows layout
+constexpr int64_t kMinChannelChunk = 256;  // positions a chunk holds at least, channels layout
+constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many elements: a warp
 
 struct ChannelPlan {
-  bool rows_layout;   // see above
-  bool warp_per_row;  // rows layout: a warp per (n, c) row
-  int lanes;          // channels layout: threads across channel packs, a power of two <= 32
-  int block_rows() const { return kPartialBlock / lanes; }  // channels layout: rows down s
-  int pack_elems;            // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
-  int64_t chunks;            // pieces each (n, c)'s S values are split into
-  int64_t chunk_len;         // S values per piece (a multiple of pack_elems in the rows layout)
-  int64_t partials() const;  // n * c * chunks
+  bool rows_layout;     // see above
+  bool warp_per_chunk;  // rows layout: a warp per chunk (else a block)
+  int lanes;            // channels layout: threads across channel packs, a power of two <= 32
+  NK_PLAN_HD int block_rows() const {
+    return kPartialBlock / lanes;
+  }                   // channels layout: rows down s
+  int pack_elems;     // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
+  int64_t slots;      // 1 (batch norm) or n
+  int64_t seg_count;  // rows of S per slot and channel: n (batch norm) or 1
+  int64_t chunks;     // pieces each (slot, c)'s seg_count * S values are split into
+  int64_t chunk_len;  // elements (rows layout: a multiple of 8) or positions per piece
   int64_t n, c, s;
 
-  // Index of the partial of (n, c, chunk) in the workspace.
-  NK_PLAN_HD int64_t partial_index(int64_t n_, int64_t c_, int64_t chunk) const {
-    return rows_layout ? (n_ * c + c_) * chunks + chunk : (n_ * chunks + chunk) * c + c_;
+  NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)
+  NK_PLAN_HD int64_t partials() const { return slots * c * chunks; }
+
+  // Index of the partial of (slot, c, chunk) in the workspace.
+  NK_PLAN_HD int64_t partial_index(int64_t slot, int64_t c_, int64_t chunk) const {
+    return rows_layout ? (slot * c + c_) * chunks + chunk : (slot * chunks + chunk) * c + c_;
   }
 };
 
 // `vector_access`: every activation pointer is 16-byte aligned (the plan adds the size condition).
-ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access,
-                              int sm_count);
+// slots, seg_count, chunks and chunk_len depend on the shape and elem_bytes only.
+ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access);
 
 }  // namespace nk::cuda

@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(256)
   if (c >= plan.c) return;
   const double shift = dev::to_float(x[plan.rows_layout ? c * plan.s : c]);
   Wide t{0, 0.0, 0.0, INFINITY, -INFINITY};
-  for (int64_t j = lane; j < plan.n * plan.chunks; j += 32) {
-    const Partial& p = partials[plan.partial_index(j / plan.chunks, c, j % plan.chunks)];
+  for (int64_t j = lane; j < plan.chunks; j += 32) {  // a batch-norm shape: one slot
+    const Partial& p = partials[plan.partial_index(0, c, j)];
     t = merge_wide(t, Wide{p.w.count, shift + p.w.mean, p.w.m2, p.lo, p.hi});
   }
   t = dev::warp_merge(t, lane, 32, [](Wide a, Wide b) { return merge_wide(a, b); });
@@ -154,7 +154,7 @@ template <class T>
 void add(const StatsState& st, int64_t count, const ChannelShape& s, const void* x_,
          const Launch& l) {
   const T* x = static_cast<const T*>(x_);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), dev::aligned16(x), l.sm_count);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), dev::aligned16(x));
   auto stream = static_cast<cudaStream_t>(l.stream);
   auto* partials = static_cast<Partial*>(l.workspace);
   launch_partials(AccumulateOp<T>{x, plan}, x, static_cast<const T*>(nullptr), plan, l.sm_count,
@@ -184,11 +184,11 @@ void stats_clear(const StatsState& st, void* stream) {
   dev::check_cuda(cudaGetLastError(), "statistics clear launch");
 }
 
-size_t stats_add_workspace_size(const ChannelShape& s, int sm_count) {
+size_t stats_add_workspace_size(const ChannelShape& s, int) {
   size_t bytes = 0;
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan =
-        plan_channel_norm(s, static_cast<int>(dtype_size(s.dtype)), vector_access, sm_count);
+        plan_channel_norm(s, static_cast<int>(dtype_size(s.dtype)), vector_access);
     const size_t need = align256(static_cast<size_t>(plan.partials()) * sizeof(Partial));
     if (need > bytes) bytes = need;
   }

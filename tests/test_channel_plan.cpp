@@ -1,7 +1,7 @@
 // How the batch/instance/group norm kernels split their reductions (kernels/channel_norm_plan.cpp),
 // checked on the CPU: the layout path, 16-byte packs only where sizes allow, lanes that match the
-// channels, chunks that cover S without an empty one, partial indices that are a bijection, and
-// enough blocks for the GPU.
+// channels, chunks that cover each (slot, c) without an empty one, partial indices that are a
+// bijection, chunks that do not depend on the pointers, and batch norm's partials bounded by C.
 #include <set>
 #include <tuple>
 
@@ -13,61 +13,74 @@ namespace {
 using nk::ChannelNorm;
 using nk::ChannelShape;
 using nk::cuda::ChannelPlan;
+using nk::cuda::kMaxChunks;
 using nk::cuda::plan_channel_norm;
 
+ChannelShape shape_of(ChannelNorm kind, int64_t n, int64_t c, int64_t s, nk_layout layout,
+                      int elem) {
+  const int64_t groups = kind == ChannelNorm::kGroup && c % 2 == 0 ? 2 : 1;
+  return ChannelShape{kind, n, c, s, layout, elem == 2 ? NK_BF16 : NK_F32, groups};
+}
+
 TEST(ChannelPlan, CoversEveryShape) {
-  for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
-    for (auto [n, c, s] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 2},
-                           {2, 3, 5},
-                           {5, 1, 1},
-                           {3, 40, 1},
-                           {4, 16, 49},
-                           {2, 3, 100003},
-                           {1, 64, 70000},
-                           {32, 64, 3136},
-                           {2, 320, 4096},
-                           {256, 2048, 49},
-                           {1, 8, 1 << 20}}) {
-      for (int elem : {2, 4}) {
-        for (bool vector : {true, false}) {
-          const ChannelShape shape{ChannelNorm::kBatch,          n, c, s, layout,
-                                   elem == 2 ? NK_BF16 : NK_F32, 1};
-          const ChannelPlan p = plan_channel_norm(shape, elem, vector, 132);
-          SCOPED_TRACE(testing::Message()
-                       << "layout " << layout << " n=" << n << " c=" << c << " s=" << s << " elem "
-                       << elem << " vector " << vector);
-          EXPECT_EQ(p.rows_layout, s > 1 && (layout == NK_NCHW || c == 1));
-          if (!p.rows_layout) {
-            const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
-            EXPECT_EQ(p.lanes & (p.lanes - 1), 0) << "lanes not a power of two";
-            EXPECT_LE(p.lanes, 32);
-            EXPECT_TRUE(p.lanes == 32 || p.lanes >= packs) << "idle lanes while packs remain";
-            EXPECT_EQ(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
-          }
-          if (p.pack_elems > 1) {
-            EXPECT_TRUE(vector);
-            EXPECT_EQ(p.pack_elems, 16 / elem);
-            EXPECT_EQ((p.rows_layout ? s : c) % p.pack_elems, 0) << "a pack would straddle";
-          }
-          if (p.rows_layout) {
-            EXPECT_EQ(p.chunk_len % p.pack_elems, 0);
-          }
-          if (p.warp_per_row) {
-            EXPECT_EQ(p.chunks, 1);
-          }
-          EXPECT_GE(p.chunks * p.chunk_len, s) << "chunks miss the end of S";
-          EXPECT_LT((p.chunks - 1) * p.chunk_len, s) << "an empty chunk";
-          EXPECT_EQ(p.partials(), n * c * p.chunks);
-          if (p.partials() <= 200000) {
-            std::set<int64_t> seen;
-            for (int64_t i = 0; i < n; ++i)
-              for (int64_t j = 0; j < c; ++j)
-                for (int64_t k = 0; k < p.chunks; ++k) {
-                  const int64_t at = p.partial_index(i, j, k);
-                  ASSERT_GE(at, 0);
-                  ASSERT_LT(at, p.partials());
-                  ASSERT_TRUE(seen.insert(at).second) << "two partials share an index";
-                }
+  for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+    for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
+      for (auto [n, c, s] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 2},
+                             {2, 3, 5},
+                             {5, 1, 1},
+                             {3, 40, 1},
+                             {4, 16, 49},
+                             {2, 3, 100003},
+                             {1, 64, 70000},
+                             {32, 64, 3136},
+                             {2, 320, 4096},
+                             {256, 2048, 49},
+                             {1, 8, 1 << 20},
+                             {4096, 3, 1}}) {
+        for (int elem : {2, 4}) {
+          for (bool vector : {true, false}) {
+            const ChannelShape shape = shape_of(kind, n, c, s, layout, elem);
+            const ChannelPlan p = plan_channel_norm(shape, elem, vector);
+            SCOPED_TRACE(testing::Message()
+                         << "kind " << static_cast<int>(kind) << " layout " << layout << " n=" << n
+                         << " c=" << c << " s=" << s << " elem " << elem << " vector " << vector);
+            const bool batch = kind == ChannelNorm::kBatch;
+            EXPECT_EQ(p.rows_layout, s > 1 && (layout == NK_NCHW || c == 1));
+            EXPECT_EQ(p.slots, batch ? 1 : n);
+            EXPECT_EQ(p.seg_count, batch ? n : 1);
+            EXPECT_EQ(p.span(), batch ? n * s : s);
+            if (!p.rows_layout) {
+              const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
+              EXPECT_EQ(p.lanes & (p.lanes - 1), 0) << "lanes not a power of two";
+              EXPECT_LE(p.lanes, 32);
+              EXPECT_TRUE(p.lanes == 32 || p.lanes >= packs) << "idle lanes while packs remain";
+              EXPECT_EQ(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_FALSE(p.warp_per_chunk);
+            } else {
+              EXPECT_EQ(p.chunk_len % 8, 0) << "a chunk boundary inside a pack";
+              EXPECT_EQ(p.warp_per_chunk, p.chunk_len <= nk::cuda::kWarpChunk);
+            }
+            if (p.pack_elems > 1) {
+              EXPECT_TRUE(vector);
+              EXPECT_EQ(p.pack_elems, 16 / elem);
+              EXPECT_EQ((p.rows_layout ? s : c) % p.pack_elems, 0) << "a pack would straddle";
+            }
+            EXPECT_GE(p.chunks, 1);
+            EXPECT_LE(p.chunks, kMaxChunks);
+            EXPECT_GE(p.chunks * p.chunk_len, p.span()) << "chunks miss the end of the span";
+            EXPECT_LT((p.chunks - 1) * p.chunk_len, p.span()) << "an empty chunk";
+            EXPECT_EQ(p.partials(), p.slots * c * p.chunks);
+            if (p.partials() <= 200000) {
+              std::set<int64_t> seen;
+              for (int64_t i = 0; i < p.slots; ++i)
+                for (int64_t j = 0; j < c; ++j)
+                  for (int64_t k = 0; k < p.chunks; ++k) {
+                    const int64_t at = p.partial_index(i, j, k);
+                    ASSERT_GE(at, 0);
+                    ASSERT_LT(at, p.partials());
+                    ASSERT_TRUE(seen.insert(at).second) << "two partials share an index";
+                  }
+            }
           }
         }
       }
@@ -75,21 +88,63 @@ TEST(ChannelPlan, CoversEveryShape) {
   }
 }
 
-// Few (n, c) with long S are split so that the reduction still fills the GPU.
-TEST(ChannelPlan, SplitsLongRowsAcrossBlocks) {
+// The reduction tree is a function of the shape: the pointers' alignment changes the pack width
+// (how threads load), never the chunks, so the workspace query, which sees no pointers, is exact.
+TEST(ChannelPlan, ChunksDependOnTheShapeOnly) {
+  for (auto [n, c, s, layout] :
+       {std::tuple<int64_t, int64_t, int64_t, nk_layout>{2, 3, 100000, NK_NCHW},
+        {1, 64, 200000, NK_NHWC},
+        {32, 64, 3136, NK_NHWC},
+        {8, 2048, 1, NK_NCHW}}) {
+    const ChannelShape shape = shape_of(ChannelNorm::kBatch, n, c, s, layout, 2);
+    const ChannelPlan a = plan_channel_norm(shape, 2, true), b = plan_channel_norm(shape, 2, false);
+    EXPECT_EQ(a.chunks, b.chunks);
+    EXPECT_EQ(a.chunk_len, b.chunk_len);
+    EXPECT_EQ(a.partials(), b.partials());
+  }
+}
+
+// Batch norm's partials: at most C * kMaxChunks, however large N grows (the workspace is bounded
+// by C, as cuDNN sizes it).
+TEST(ChannelPlan, BatchNormPartialsBoundedByChannels) {
+  for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
+    for (int64_t c : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{2048}}) {
+      for (int64_t s : {int64_t{1}, int64_t{49}, int64_t{3136}}) {
+        int64_t largest = 0;
+        for (int64_t n : {int64_t{1}, int64_t{256}, int64_t{1} << 16, int64_t{1} << 22}) {
+          const ChannelPlan p =
+              plan_channel_norm(shape_of(ChannelNorm::kBatch, n, c, s, layout, 2), 2, true);
+          EXPECT_LE(p.partials(), c * kMaxChunks) << "c=" << c << " s=" << s << " n=" << n;
+          if (p.partials() > largest) largest = p.partials();
+        }
+        EXPECT_GT(largest, 0);
+      }
+    }
+  }
+}
+
+// Few channels with many values are split so that the reduction fills a GPU (of any size: the
+// count of work items does not depend on the SM count), and short chunks take a warp.
+TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   const ChannelShape nchw{ChannelNorm::kBatch, 2, 3, 100000, NK_NCHW, NK_F32, 1};
-  const ChannelPlan rows = plan_channel_norm(nchw, 4, true, 132);
-  EXPECT_FALSE(rows.warp_per_row);
-  EXPECT_GE(rows.n * rows.c * rows.chunks, 132) << "fewer blocks than SMs";
+  const ChannelPlan rows = plan_channel_norm(nchw, 4, true);
+  EXPECT_FALSE(rows.warp_per_chunk);
+  EXPECT_GE(rows.partials(), 40) << "2 * 100000 values of 3 channels: at least 40 blocks";
   const ChannelShape nhwc{ChannelNorm::kBatch, 1, 64, 200000, NK_NHWC, NK_BF16, 1};
-  const ChannelPlan channels = plan_channel_norm(nhwc, 2, true, 132);
+  const ChannelPlan channels = plan_channel_norm(nhwc, 2, true);
   EXPECT_EQ(channels.lanes, 8) << "64 bf16 channels are 8 packs";
-  EXPECT_GE(channels.chunks, 132) << "one tile of channels: S split across the GPU";
-  // Short rows take a warp each, whole.
-  const ChannelShape small{ChannelNorm::kBatch, 256, 2048, 49, NK_NCHW, NK_F32, 1};
-  const ChannelPlan warp = plan_channel_norm(small, 4, true, 132);
-  EXPECT_TRUE(warp.warp_per_row);
-  EXPECT_EQ(warp.pack_elems, 1) << "49 is not a multiple of 4";
+  EXPECT_EQ(channels.chunks, kMaxChunks) << "one tile of channels: positions split to the cap";
+  // ResNet's last stage in NCHW: short rows, but batch norm's chunks span the samples.
+  const ChannelShape small{ChannelNorm::kBatch, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
+  const ChannelPlan bn = plan_channel_norm(small, 2, true);
+  EXPECT_EQ(bn.chunks, 1);
+  EXPECT_EQ(bn.chunk_len, 256 * 49) << "one chunk of every sample's 49 values";
+  EXPECT_FALSE(bn.warp_per_chunk);
+  EXPECT_EQ(bn.pack_elems, 1) << "49 is not a multiple of 8";
+  const ChannelShape in{ChannelNorm::kInstance, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
+  const ChannelPlan inst = plan_channel_norm(in, 2, true);
+  EXPECT_TRUE(inst.warp_per_chunk) << "an instance norm row of 49 takes a warp";
+  EXPECT_EQ(inst.partials(), 256 * 2048);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #if NORMKIT_TEST_WITH_CUDA
@@ -53,18 +54,19 @@ std::vector<ChannelCase> shapes(const Case& k) {
   };
   const std::vector<S> list =
       reduced_gpu_tests()
-          // Reduced: odd sizes, warps per row, rows and channels split into several chunks
-          // (S > 4096 with few rows), S == 1, C == 1.
-          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},
-                           {2, 4, 8200, 2}, {3, 40, 1, 8},  {3, 1, 77, 1}}
+          // Reduced: odd sizes, warps per chunk, rows and channels split into several chunks
+          // (S > 4096 with few rows), S == 1, C == 1; batch norm's block chunks crossing rows of
+          // 196 (bf16: scalar loads), C = 2048 with S == 1.
+          ? std::vector<S>{{2, 3, 5, 1},  {4, 16, 49, 4}, {4, 16, 32, 4}, {2, 4, 8200, 2},
+                           {3, 40, 1, 8}, {3, 1, 77, 1},  {8, 3, 196, 1}, {2, 2048, 1, 32}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
-          : std::vector<S>{{2, 3, 5, 1},      {1, 1, 2, 1},         {5, 1, 1, 1},
-                           {3, 7, 1, 7},      {1, 6, 13, 3},        {4, 16, 49, 4},
-                           {4, 16, 8, 4},     {3, 8, 32, 2},        {2, 8, 256, 4},
-                           {2, 8, 5000, 4},   {3, 1, 77, 1},        {2, 3, 100003, 1},
-                           {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32},
-                           {3, 40, 1, 8},     {2, 24, 333, 6}};
+          : std::vector<S>{
+                {2, 3, 5, 1},      {1, 1, 2, 1},         {5, 1, 1, 1},          {3, 7, 1, 7},
+                {1, 6, 13, 3},     {4, 16, 49, 4},       {4, 16, 8, 4},         {3, 8, 32, 2},
+                {2, 8, 256, 4},    {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
+                {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
+                {2, 24, 333, 6},   {8, 3, 196, 1},       {2, 2048, 1, 32}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
@@ -287,6 +289,65 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
   EXPECT_EQ(dw1.download().bytes(), dw2.download().bytes());
 }
 
+// The reduction tree depends on the shape only: the same inputs give the same bytes of every
+// output (y, the saved and running statistics, dx, dweight, dbias) whatever grid the context
+// sizes, here the whole device and grids sized for 1 and 3 SMs (NORMKIT_TEST_SM_LIMIT), where
+// the persistent loops take several turns. The shape is split into several chunks per statistic.
+TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
+  if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
+  const Case c = GetParam();
+  const ChannelCase k{c.family, 2, 4, 8200, c.layout, c.family == Family::kGroup ? 2 : 1};
+  const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+  const bool running = c.family != Family::kGroup;
+  const Buffer x(c.dtype, rng_.normal(numel, 3.0, 2.0)), dy(c.dtype, rng_.normal(numel));
+  const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+  const Buffer rm0(NK_F32, rng_.normal(k.c)), rv0(NK_F32, rng_.uniform(k.c, 0.5, 1.5));
+  nk_norm_params p = nk_norm_params_default();
+  std::vector<std::vector<Buffer>> runs;  // per context: each output
+  for (int sms : {0, 1, 3}) {
+    SCOPED_TRACE(testing::Message() << "SM limit " << sms);
+    nk_context ctx = sms == 0 ? gpu_ : context_with_sm_limit(sms);
+    ASSERT_NE(ctx, nullptr);
+    DeviceBuffer xd(x), dyd(dy), wd(w), bd(b), rm(rm0), rv(rv0), tracked(NK_F32, 2);
+    Buffer tracked_host(NK_F32, 2);
+    const int64_t three = 3;
+    std::memcpy(tracked_host.data(), &three, 8);
+    tracked.upload(tracked_host);
+    DeviceBuffer y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats);
+    DeviceBuffer dx(c.dtype, numel), dw(NK_F32, k.c), db(NK_F32, k.c);
+    const float* wp = c.affine ? wd.f32() : nullptr;
+    p.phase = NK_TRAINING;
+    EXPECT_EQ(channel_forward(ctx, k, c.dtype, p, xd.data(), wp, c.affine ? bd.f32() : nullptr,
+                              running ? rm.f32() : nullptr, running ? rv.f32() : nullptr,
+                              running ? reinterpret_cast<int64_t*>(tracked.data()) : nullptr,
+                              y.data(), sm.f32(), si.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(channel_backward(ctx, k, c.dtype, p, xd.data(), dyd.data(), wp, nullptr, nullptr,
+                               sm.f32(), si.f32(), dx.data(), dw.f32(), db.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    std::vector<Buffer> out;
+    for (const DeviceBuffer* d : {&y, &sm, &si, &rm, &rv, &dx, &dw, &db})
+      out.push_back(d->download());
+    runs.push_back(std::move(out));
+    if (ctx != gpu_) nk_context_destroy(ctx);
+  }
+  const char* names[] = {"y",           "save_mean", "save_invstd", "running_mean",
+                         "running_var", "dx",        "dweight",     "dbias"};
+  for (size_t r = 1; r < runs.size(); ++r) {
+    for (size_t i = 0; i < runs[0].size(); ++i) {
+      EXPECT_EQ(runs[r][i].bytes(), runs[0][i].bytes()) << names[i] << " differs on grid " << r;
+    }
+  }
+  // Every element was written: no poison (all bytes 0xFF: NaN) survives anywhere.
+  for (size_t i = 0; i < runs[0].size(); ++i) {
+    int64_t bad = 0;
+    for (double v : runs[0][i].values()) bad += std::isfinite(v) ? 0 : 1;
+    EXPECT_EQ(bad, 0) << names[i] << ": elements not finite";
+  }
+}
+
 // y == x and dx == dy give the bytes of separate buffers.
 TEST_P(GpuChannelNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
@@ -464,6 +525,45 @@ class GpuChannelNormWhole : public GpuTest {};
 
 // A training step (forward with running statistics and the counter, then backward) captured in a
 // CUDA graph and replayed three times equals three eager steps, bit for bit.
+// The workspace bounds normkit.h states: batch norm's grow with C, never with N or S (the
+// partials are capped per channel), and no size depends on the device (a context sized for one
+// SM asks for the same bytes).
+TEST_F(GpuChannelNormWhole, WorkspaceBoundedByChannels) {
+  nk_context one_sm = context_with_sm_limit(1);
+  ASSERT_NE(one_sm, nullptr);
+  nk_norm_params p = nk_norm_params_default();
+  for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
+    for (int64_t c : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{2048}}) {
+      for (int64_t s : {int64_t{1}, int64_t{49}, int64_t{3136}}) {
+        for (int64_t n : {int64_t{2}, int64_t{256}, int64_t{1} << 20}) {
+          SCOPED_TRACE(testing::Message()
+                       << "layout " << layout << " n=" << n << " c=" << c << " s=" << s);
+          const nk_act_desc d{n, c, s, layout, NK_BF16};
+          size_t fwd = 0, bwd = 0, fwd_one = 0, bwd_one = 0;
+          p.phase = NK_TRAINING;
+          ASSERT_EQ(nk_batch_norm_forward_workspace_size(gpu_, &d, &p, &fwd), NK_SUCCESS);
+          ASSERT_EQ(nk_batch_norm_backward_workspace_size(gpu_, &d, &p, &bwd), NK_SUCCESS);
+          ASSERT_EQ(nk_batch_norm_forward_workspace_size(one_sm, &d, &p, &fwd_one), NK_SUCCESS);
+          ASSERT_EQ(nk_batch_norm_backward_workspace_size(one_sm, &d, &p, &bwd_one), NK_SUCCESS);
+          EXPECT_LE(fwd, static_cast<size_t>(2060 * c + 1024));
+          EXPECT_LE(bwd, static_cast<size_t>(1032 * c + 768));
+          EXPECT_GE(fwd, static_cast<size_t>(28 * c)) << "less than one partial and 3 floats";
+          EXPECT_EQ(fwd, fwd_one);
+          EXPECT_EQ(bwd, bwd_one);
+          if (c * s < 2) continue;  // a group needs two values
+          const nk_act_desc group_desc{n, c, s, layout, NK_BF16};
+          size_t gfwd = 0, gbwd = 0;
+          ASSERT_EQ(nk_group_norm_forward_workspace_size(gpu_, &group_desc, 1, &gfwd), NK_SUCCESS);
+          ASSERT_EQ(nk_group_norm_backward_workspace_size(gpu_, &group_desc, 1, &gbwd), NK_SUCCESS);
+          EXPECT_LE(gfwd, static_cast<size_t>(2048 * n * c + 12 * n + 1024));
+          EXPECT_LE(gbwd, static_cast<size_t>(1024 * n * c + 8 * n + 768));
+        }
+      }
+    }
+  }
+  nk_context_destroy(one_sm);
+}
+
 TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
   if (const std::string why = graphs_unsupported_reason(); !why.empty()) GTEST_SKIP() << why;
   const ChannelCase k{Family::kBatch, 8, 64, 28 * 28, NK_NHWC};
@@ -540,7 +640,8 @@ TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
 // whose period is not a multiple of C, so every channel's exact statistics are computed here in
 // fp64 from the pattern; y is checked around element 2^31 and at the end.
 TEST_F(GpuChannelNormWhole, MoreThanTwoToThe31Elements) {
-  if (reduced_gpu_tests()) GTEST_SKIP() << "not in the reduced set: it moves more than 2^31 elements";
+  if (reduced_gpu_tests())
+    GTEST_SKIP() << "not in the reduced set: it moves more than 2^31 elements";
   const int64_t c = 4, s = 1024, n = ((int64_t{1} << 31) / (c * s)) + 3, numel = n * c * s;
   size_t free_bytes = 0, total = 0;
   ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total), cudaSuccess);
