@@ -14,11 +14,11 @@ namespace nk::cuda {
 // Bytes of device scratch (the larger of the vector and single-element plans, since the size
 // query sees no pointers). The sizes depend on the shape only (channel_norm_plan.hpp); the SM
 // count, which only sizes the grids, is not used.
-size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int sm_count);
-size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int sm_count);
+size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a);
+size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a);
 // What one call needs, knowing its pointers (at most the size above): nothing for inference with
 // dx alone.
-size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int sm_count);
+size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a);
 
 // Enqueue on launch.stream; throw nk::Error(NK_ERROR_CUDA) if a launch fails.
 void channel_norm_forward(const ChannelForwardArgs& a, const Launch& launch);
@@ -34,7 +34,7 @@ struct GlobalStats {
 };
 
 // This shard's count (N*S), mean and m2 per channel; shape N >= 1.
-size_t batch_norm_local_stats_workspace_size(const ChannelShape& s, int sm_count);
+size_t batch_norm_local_stats_workspace_size(const ChannelShape& s);
 void batch_norm_local_stats(const ChannelShape& s, const void* x, int64_t* count, float* mean,
                             float* m2, const Launch& launch);
 

@@ -287,7 +287,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
 
 }  // namespace
 
-size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int) {
+size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a) {
   size_t bytes = 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
@@ -299,7 +299,7 @@ size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a, int) {
   return bytes;
 }
 
-size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a, int) {
+size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only

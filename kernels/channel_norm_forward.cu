@@ -422,7 +422,7 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
 
 }  // namespace
 
-size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a, int) {
+size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   size_t bytes = 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
@@ -437,7 +437,7 @@ void channel_norm_forward(const ChannelForwardArgs& a, const Launch& l) {
   dispatch_dtype(a.shape.dtype, [&](auto t) { forward<dev::device_t<decltype(t)>>(a, l); });
 }
 
-size_t batch_norm_local_stats_workspace_size(const ChannelShape& s, int) {
+size_t batch_norm_local_stats_workspace_size(const ChannelShape& s) {
   size_t bytes = 0;
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan =

@@ -11,8 +11,8 @@ namespace nk::cuda {
 
 // Bytes of device scratch: forward needs none; backward holds per-block dweight/dbias partials
 // (sized for the larger of the two access paths, since pointers are not known to the query).
-size_t row_norm_forward_workspace_size(const RowForwardArgs& a, int sm_count);
-size_t row_norm_backward_workspace_size(const RowBackwardArgs& a, int sm_count);
+size_t row_norm_forward_workspace_size(const RowForwardArgs& a);
+size_t row_norm_backward_workspace_size(const RowBackwardArgs& a);
 
 // Enqueue on launch.stream; throw nk::Error(NK_ERROR_CUDA) if a launch fails.
 void row_norm_forward(const RowForwardArgs& a, const Launch& launch);

@@ -362,8 +362,10 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-template <class T, class W>
-Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
+// The part of the plan that depends on the shape only (tiling, partial rows and their bytes): the
+// workspace size comes from it, so it cannot depend on the device.
+template <class T>
+Plan shape_plan(const RowShape& s, bool vector_access) {
   Plan plan{};
   plan.tiling = choose_backward_tiling(s.cols, sizeof(T), vector_access);
   const RowTiling& tiling = plan.tiling;
@@ -376,6 +378,14 @@ Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
   }
   plan.partial_bytes =
       align256(static_cast<size_t>(plan.partials.chunks) * partial_stride(s.cols) * sizeof(float));
+  return plan;
+}
+
+// The shape's plan with the grid: at most the blocks the device holds at once.
+template <class T, class W>
+Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
+  Plan plan = shape_plan<T>(s, vector_access);
+  const RowTiling& tiling = plan.tiling;
   int per_sm = 0;
   with_kernel<T, W>(tiling, [&](auto kernel) {
     dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
@@ -409,14 +419,14 @@ void launch_finalize(const RowShape& s, const Plan& plan, const float* partial_d
 
 }  // namespace
 
-size_t row_norm_backward_workspace_size(const RowBackwardArgs& a, int sm_count) {
+size_t row_norm_backward_workspace_size(const RowBackwardArgs& a) {
   size_t bytes = 0;
   dev::dispatch_row_dtypes(a.shape, [&](auto t, auto w) {
     using T = decltype(t);
     using W = decltype(w);
     for (bool vector_access : {true, false}) {
       if (vector_access && a.shape.cols % (16 / sizeof(T)) != 0) continue;
-      const size_t need = 2 * make_plan<T, W>(a.shape, vector_access, sm_count).partial_bytes;
+      const size_t need = 2 * shape_plan<T>(a.shape, vector_access).partial_bytes;
       if (need > bytes) bytes = need;
     }
   });

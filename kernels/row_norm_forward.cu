@@ -216,7 +216,7 @@ void forward(const ForwardParams& p, const RowTiling& tiling, const Launch& l) {
 
 }  // namespace
 
-size_t row_norm_forward_workspace_size(const RowForwardArgs&, int) { return 0; }
+size_t row_norm_forward_workspace_size(const RowForwardArgs&) { return 0; }
 
 void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
   const RowShape& s = a.shape;

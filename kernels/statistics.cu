@@ -184,7 +184,7 @@ void stats_clear(const StatsState& st, void* stream) {
   dev::check_cuda(cudaGetLastError(), "statistics clear launch");
 }
 
-size_t stats_add_workspace_size(const ChannelShape& s, int) {
+size_t stats_add_workspace_size(const ChannelShape& s) {
   size_t bytes = 0;
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan =

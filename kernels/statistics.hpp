@@ -29,7 +29,7 @@ void stats_clear(const StatsState& st, void* stream);
 
 // Adds a batch (one feature per channel of an N x C x S tensor, C == features) to a state that has
 // seen `count` samples per feature. Scratch: stats_add_workspace_size bytes at launch.workspace.
-size_t stats_add_workspace_size(const ChannelShape& s, int sm_count);
+size_t stats_add_workspace_size(const ChannelShape& s);
 void stats_add(const StatsState& st, int64_t count, const ChannelShape& s, const void* x,
                const Launch& launch);
 

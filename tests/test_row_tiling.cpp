@@ -31,58 +31,60 @@ void expect_valid(const RowTiling& t, int64_t cols, int max_elems, int max_threa
   ASSERT_LT(smaller * elems, cols) << "more threads than needed";
 }
 
-TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
+// Calls check(tiling, cols, vector) for every width up to 20000, both element sizes and both access
+// widths (the vector path only with whole 16-byte packs), with the case in the trace; stops at the
+// first fatal failure.
+template <class Choose, class Check>
+void for_each_width(Choose choose, Check check) {
   for (int elem : {2, 4}) {
     for (bool vector : {true, false}) {
       for (int64_t cols = 1; cols <= 20000; ++cols) {
-        if (vector && cols % (16 / elem) != 0) continue;  // the vector path needs whole packs
-        const RowTiling t = choose_row_tiling(cols, elem, vector);
-        SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
-                                        << " vector=" << vector);
+        if (vector && cols % (16 / elem) != 0) continue;
+        const RowTiling t = choose(cols, elem, vector);
+        SCOPED_TRACE(testing::Message()
+                     << "cols=" << cols << " elem=" << elem << " vector=" << vector);
         ASSERT_EQ(t.pack_elems, vector ? 16 / elem : 1);
-        if (!t.in_registers) {
-          // Only rows beyond what one block holds go generic: 16384 elements (8192 in
-          // single-element packs).
-          ASSERT_GT(cols, vector ? 16384 : 8192);
-          continue;
-        }
-        expect_valid(t, cols, 64, max_forward_block_threads(t.packs_per_thread * t.pack_elems));
-        if (t.threads_per_row > 32) {
-          ASSERT_EQ(t.block_threads, t.threads_per_row);
-        }
+        check(t, cols, vector);
+        if (testing::Test::HasFatalFailure()) return;
       }
     }
   }
 }
 
-TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
-  for (int elem : {2, 4}) {
-    for (bool vector : {true, false}) {
-      for (int64_t cols = 1; cols <= 20000; ++cols) {
-        if (vector && cols % (16 / elem) != 0) continue;
-        const RowTiling t = choose_backward_tiling(cols, elem, vector);
-        SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
-                                        << " vector=" << vector);
-        ASSERT_EQ(t.pack_elems, vector ? 16 / elem : 1);
-        if (!t.in_registers) {
-          ASSERT_GT(cols, vector ? 8192 : 4096);
-          continue;
-        }
-        expect_valid(t, cols, vector ? kBackwardMaxElems : kBackwardScalarElems,
-                     max_backward_block_threads(vector));
-        // Several rows per block up to kBackwardRowsBlock threads; their staged accumulators
-        // (rows_per_block x cols floats, only with more than one row a block) stay within 32 KB
-        // of shared memory.
-        ASSERT_LE(t.block_threads, kBackwardRowsBlock);
-        if (t.threads_per_row < kBackwardRowsBlock) {
-          ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
-        }
-        if (t.rows_per_block() > 1) {
-          ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
-        }
-      }
+TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
+  for_each_width(choose_row_tiling, [](const RowTiling& t, int64_t cols, bool vector) {
+    if (!t.in_registers) {
+      // Only rows beyond what one block holds go generic: 16384 elements (8192 in
+      // single-element packs).
+      ASSERT_GT(cols, vector ? 16384 : 8192);
+      return;
     }
-  }
+    expect_valid(t, cols, 64, max_forward_block_threads(t.packs_per_thread * t.pack_elems));
+    if (t.threads_per_row > 32) {
+      ASSERT_EQ(t.block_threads, t.threads_per_row);
+    }
+  });
+}
+
+TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
+  for_each_width(choose_backward_tiling, [](const RowTiling& t, int64_t cols, bool vector) {
+    if (!t.in_registers) {
+      ASSERT_GT(cols, vector ? 8192 : 4096);
+      return;
+    }
+    expect_valid(t, cols, vector ? kBackwardMaxElems : kBackwardScalarElems,
+                 max_backward_block_threads(vector));
+    // Several rows per block up to kBackwardRowsBlock threads; their staged accumulators
+    // (rows_per_block x cols floats, only with more than one row a block) stay within 32 KB
+    // of shared memory.
+    ASSERT_LE(t.block_threads, kBackwardRowsBlock);
+    if (t.threads_per_row < kBackwardRowsBlock) {
+      ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
+    }
+    if (t.rows_per_block() > 1) {
+      ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
+    }
+  });
 }
 
 TEST(RowTiling, TypicalWidths) {
@@ -119,12 +121,12 @@ TEST(RowTiling, TypicalWidths) {
 // Every row in exactly one chunk, chunks contiguous and non-empty, at most max_chunks of them, and
 // the plan a function of its arguments only (there is no other input).
 TEST(PartialPlan, CoversEveryRowOnceWithinTheCap) {
-  for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{255}, int64_t{256},
-                       int64_t{257}, int64_t{1000}, int64_t{4099}, int64_t{1} << 20}) {
+  for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{7}, int64_t{255}, int64_t{256}, int64_t{257},
+                       int64_t{1000}, int64_t{4099}, int64_t{1} << 20}) {
     for (int64_t per_group : {int64_t{1}, int64_t{2}, int64_t{32}, int64_t{128}}) {
       for (int64_t min_rows : {int64_t{1}, kMinGenericChunkRows}) {
-        SCOPED_TRACE(testing::Message() << "rows=" << rows << " per_group=" << per_group
-                                        << " min_rows=" << min_rows);
+        SCOPED_TRACE(testing::Message()
+                     << "rows=" << rows << " per_group=" << per_group << " min_rows=" << min_rows);
         const PartialPlan p = plan_partials(rows, per_group, min_rows);
         ASSERT_GE(p.chunks, 1);
         ASSERT_LE(p.chunks, kMaxPartialRows);

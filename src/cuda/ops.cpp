@@ -20,7 +20,7 @@ namespace {
 template <class Args, class Size, class Kernel>
 void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel kernel) {
   DeviceGuard device(ctx.device);
-  DeviceScratch scratch(ctx, size(a, ctx.sm_count));
+  DeviceScratch scratch(ctx, size(a));
   kernel(a, Launch{ctx.stream, ctx.sm_count, scratch.data()});
 }
 
@@ -32,11 +32,11 @@ void run_with_scratch(const nk_context_s& ctx, const Args& a, Size size, Kernel 
 
 size_t workspace_size(const nk_context_s& ctx, const ChannelForwardArgs& a) {
   DeviceGuard device(ctx.device);
-  return channel_norm_forward_workspace_size(a, ctx.sm_count);
+  return channel_norm_forward_workspace_size(a);
 }
 size_t workspace_size(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
   DeviceGuard device(ctx.device);
-  return channel_norm_backward_workspace_size(a, ctx.sm_count);
+  return channel_norm_backward_workspace_size(a);
 }
 void run(const nk_context_s& ctx, const ChannelForwardArgs& a) {
   run_with_scratch(ctx, a, channel_norm_forward_workspace_size, channel_norm_forward);
@@ -65,11 +65,11 @@ void run_with_host_running_stats(const nk_context_s& ctx, const ChannelForwardAr
 
 size_t workspace_size(const nk_context_s& ctx, const RowForwardArgs& a) {
   DeviceGuard device(ctx.device);
-  return row_norm_forward_workspace_size(a, ctx.sm_count);
+  return row_norm_forward_workspace_size(a);
 }
 size_t workspace_size(const nk_context_s& ctx, const RowBackwardArgs& a) {
   DeviceGuard device(ctx.device);
-  return row_norm_backward_workspace_size(a, ctx.sm_count);
+  return row_norm_backward_workspace_size(a);
 }
 void run(const nk_context_s& ctx, const RowForwardArgs& a) {
   run_with_scratch(ctx, a, row_norm_forward_workspace_size, row_norm_forward);

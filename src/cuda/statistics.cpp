@@ -50,7 +50,7 @@ void stats_reset(const nk_context_s& ctx, void* state, int64_t features) {
 void stats_add(const nk_context_s& ctx, void* state, int64_t features, int64_t count,
                const ChannelShape& shape, const void* x) {
   DeviceGuard device(ctx.device);
-  DeviceScratch scratch(ctx, stats_add_workspace_size(shape, ctx.sm_count), WorkspaceUse::kNever);
+  DeviceScratch scratch(ctx, stats_add_workspace_size(shape), WorkspaceUse::kNever);
   stats_add(stats_state(state, features), count, shape, x,
             Launch{ctx.stream, ctx.sm_count, scratch.data()});
 }

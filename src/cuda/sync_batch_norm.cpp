@@ -39,7 +39,7 @@ void sync_local_stats(const nk_context_s& ctx, const ChannelShape& s, const void
     sync_zero_sums(ctx, s.c, mean, m2);
     return;
   }
-  DeviceScratch scratch(ctx, batch_norm_local_stats_workspace_size(s, ctx.sm_count));
+  DeviceScratch scratch(ctx, batch_norm_local_stats_workspace_size(s));
   batch_norm_local_stats(s, x, count, mean, m2, launch_on(ctx, scratch.data()));
 }
 
@@ -153,7 +153,7 @@ int64_t ranks_of(const nk_context_s& ctx, void* comm) {
 }
 
 size_t forward_local_bytes(const nk_context_s& ctx, const ChannelShape& s) {
-  return s.n == 0 ? 0 : batch_norm_local_stats_workspace_size(s, ctx.sm_count);
+  return s.n == 0 ? 0 : batch_norm_local_stats_workspace_size(s);
 }
 
 ChannelBackwardArgs local_sums_args(const ChannelBackwardArgs& a, float* sum_dy,
@@ -168,7 +168,7 @@ ChannelBackwardArgs local_sums_args(const ChannelBackwardArgs& a, float* sum_dy,
 }
 
 size_t backward_local_bytes(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
-  return a.shape.n == 0 ? 0 : channel_norm_backward_workspace_size(a, ctx.sm_count);
+  return a.shape.n == 0 ? 0 : channel_norm_backward_workspace_size(a);
 }
 
 // One NCCL-path call: its scratch measured, found (the workspace, or an allocation) and carved, and
