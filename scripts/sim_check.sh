@@ -72,12 +72,25 @@ fi
 command -v python3 >/dev/null || missing "python3 is needed for the report"
 
 # ---- build ---------------------------------------------------------------------------------------
+# The commit is taken before the build: the summary names what was built, even if the tree moves
+# during a long run.
+commit="$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)')"
 generator="Unix Makefiles"
 command -v ninja >/dev/null && generator=Ninja
-cmake -S . -B build-sim -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=80-virtual -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
-  -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_EXAMPLES=OFF -DNORMKIT_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build-sim -j "$(nproc)" --target normkit_tests normkit_simulator_probes >/dev/null
+build_log=build-sim/build.log
+mkdir -p build-sim
+# The build's output goes to a file; when it fails, its end is shown instead of exiting silently.
+build_failed() {
+  tail -n 40 "$build_log" >&2
+  echo "sim_check.sh: the build failed (whole output: $build_log)" >&2
+  exit 1
+}
+{
+  cmake -S . -B build-sim -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=80-virtual -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
+    -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_EXAMPLES=OFF -DNORMKIT_BUILD_BENCHMARKS=OFF &&
+    cmake --build build-sim -j "$(nproc)" --target normkit_tests normkit_simulator_probes
+} >"$build_log" 2>&1 || build_failed
 
 # ---- batches of tests, each in a fresh simulator process ----------------------------------------
 # The binaries are copied, so that a rebuild during the run changes nothing.
@@ -148,6 +161,6 @@ if [ -n "${GPGPUSIM_ROOT:-}" ] && [ -d "$GPGPUSIM_ROOT/.git" ]; then
   sim_commit="$(git -C "$GPGPUSIM_ROOT" rev-parse --short HEAD) (locally modified: $(git -C "$GPGPUSIM_ROOT" status --porcelain | grep -c . || true) files)"
 fi
 python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
-  --commit "$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)')" \
+  --commit "$commit" \
   --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
   --filter "$filter" --probes "$work/probes.txt"
