@@ -44,9 +44,17 @@ struct GradOp {
 
   struct Local {
     float mean, invstd;
-    __device__ void push(State& s, float x, float dy) const {
-      s.x += dy;
-      s.y += dy * ((x - mean) * invstd);
+    // invstd multiplies the tile's sum of dy * (x - mean) once, not every product.
+    template <int K>
+    __device__ void push(State& s, const float (&x)[K], const float (&dy)[K]) const {
+      float sum_dy = 0.0f, sum_dyx = 0.0f;
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        sum_dy += dy[i];
+        sum_dyx += dy[i] * (x[i] - mean);
+      }
+      s.x += sum_dy;
+      s.y += sum_dyx * invstd;
     }
   };
   __device__ Local local(int64_t n, int64_t c) const {

@@ -59,7 +59,13 @@ struct StatsOp {
 
   struct Local {
     float shift;
-    __device__ void push(State& s, float v, float) const { s = dev::welford_push(s, v - shift); }
+    template <int K>
+    __device__ void push(State& s, const float (&x)[K], const float (&)[K]) const {
+      float v[K];
+#pragma unroll
+      for (int i = 0; i < K; ++i) v[i] = x[i] - shift;
+      s = dev::welford_push_values(s, v);
+    }
   };
   __device__ Local local(int64_t n, int64_t c) const {
     return Local{dev::to_float(x[first_of_stat(plan, kind, groups, n, c)])};

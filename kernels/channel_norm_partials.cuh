@@ -4,10 +4,12 @@
 //   using State; static constexpr bool kReadsDy;
 //   State identity() const; State merge(State lower, State higher) const;
 //   Local local(int64_t n, int64_t c) const;   // per-(n, c) context, with
-//   void Local::push(State&, float x, float dy) const;
+//   template <int K> void Local::push(State&, const float (&x)[K], const float (&dy)[K]) const;
 // local(n, c) is called with the slot as n: batch norm's one slot covers every n, so there its
 // context must not depend on n (it is per channel). The forward reduces Welford states of x; the
-// backward sums dy and dy * x-hat. Partials are merged in a fixed order (block_merge, or a fixed
+// backward sums dy and dy * x-hat. A thread hands push a tile of K values of one (n, c) at once
+// (several packs, loaded before any is used): the Welford state then pays its division and merge
+// once per tile instead of once per value, and the tile's loads are in flight together. Partials are merged in a fixed order (block_merge, or a fixed
 // tree over the rows) and the chunks depend on the shape only, so results repeat bit for bit on any
 // GPU and with any grid. The grid (persistent, grid-stride) is sized from the SM count: it decides
 // only which block computes which partial.
@@ -38,6 +40,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   using State = typename Op::State;
   constexpr int kGroup = kWarpPerChunk ? 32 : kPartialBlock;  // threads per partial
   constexpr int kGroups = kPartialBlock / kGroup;
+  constexpr int kTile = E == 1 ? 8 : 2;  // packs per tile
   __shared__ State scratch[32];
   auto merge = [&](State a, State b) { return op.merge(a, b); };
   const int t = threadIdx.x % kGroup;
@@ -58,19 +61,33 @@ __global__ void __launch_bounds__(kPartialBlock)
     const auto local = op.local(sc / plan.c, sc % plan.c);
     State st = op.identity();
     int64_t m = begin + t, seg = m / seg_packs, off = m % seg_packs;
-    for (; m < end; m += kGroup) {
+    // The thread's next pack (and dy's), then a step past it.
+    auto load_pack = [&](float(&xv)[E], float(&dv)[E]) {
       const int64_t at = seg * seg_stride + off * E;
-      float xv[E], dv[E] = {};
       dev::load_floats<T, E>(xs + at, xv);
       if constexpr (Op::kReadsDy) dev::load_floats<T, E>(ds + at, dv);
-#pragma unroll
-      for (int i = 0; i < E; ++i) local.push(st, xv[i], dv[i]);
       off += r;
       seg += q;
       if (off >= seg_packs) {
         off -= seg_packs;
         ++seg;
       }
+    };
+    for (; m + (kTile - 1) * kGroup < end; m += kTile * kGroup) {  // whole tiles
+      float xv[kTile * E], dv[kTile * E] = {};
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        float xp[E], dp[E] = {};
+        load_pack(xp, dp);
+#pragma unroll
+        for (int i = 0; i < E; ++i) xv[u * E + i] = xp[i], dv[u * E + i] = dp[i];
+      }
+      local.push(st, xv, dv);
+    }
+    for (; m < end; m += kGroup) {  // the last packs, one at a time
+      float xv[E], dv[E] = {};
+      load_pack(xv, dv);
+      local.push(st, xv, dv);
     }
     if constexpr (kWarpPerChunk) {
       st = dev::warp_merge(st, t, 32, merge);
@@ -89,6 +106,7 @@ template <class Op, class T, int E>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
+  constexpr int kTile = 4;  // positions per tile
   __shared__ State staged[kPartialBlock][E];
   const int lanes = plan.lanes, rows = kPartialBlock / lanes;
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
@@ -106,13 +124,33 @@ __global__ void __launch_bounds__(kPartialBlock)
       decltype(op.local(0, 0)) local[E];
 #pragma unroll
       for (int i = 0; i < E; ++i) local[i] = op.local(slot, pack * E + i);
-      for (int64_t pos = p_begin + ty; pos < p_end; pos += rows) {
+      // Tiles of kTile positions: each channel of the pack gets kTile values per push.
+      auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E]) {
         const int64_t at = (slot * span + pos) * plan.c + pack * E;
-        float xv[E], dv[E] = {};
         dev::load_floats<T, E>(x + at, xv);
         if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + at, dv);
+      };
+      int64_t pos = p_begin + ty;
+      for (; pos + (kTile - 1) * rows < p_end; pos += kTile * rows) {
+        float xp[kTile][E], dp[kTile][E] = {};
 #pragma unroll
-        for (int i = 0; i < E; ++i) local[i].push(st[i], xv[i], dv[i]);
+        for (int u = 0; u < kTile; ++u) load(pos + u * rows, xp[u], dp[u]);
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+          float xv[kTile], dv[kTile];
+#pragma unroll
+          for (int u = 0; u < kTile; ++u) xv[u] = xp[u][i], dv[u] = dp[u][i];
+          local[i].push(st[i], xv, dv);
+        }
+      }
+      for (; pos < p_end; pos += rows) {  // the last positions, one at a time
+        float xp[E], dp[E] = {};
+        load(pos, xp, dp);
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+          const float xv[1] = {xp[i]}, dv[1] = {dp[i]};
+          local[i].push(st[i], xv, dv);
+        }
       }
     }
 #pragma unroll

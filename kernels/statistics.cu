@@ -46,10 +46,16 @@ struct AccumulateOp {
 
   struct Local {
     float shift;
-    __device__ void push(State& s, float v, float) const {
-      s.w = dev::welford_push(s.w, v - shift);
-      s.lo = lower(s.lo, v);
-      s.hi = higher(s.hi, v);
+    template <int K>
+    __device__ void push(State& s, const float (&x)[K], const float (&)[K]) const {
+      float v[K];
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        v[i] = x[i] - shift;
+        s.lo = lower(s.lo, x[i]);
+        s.hi = higher(s.hi, x[i]);
+      }
+      s.w = dev::welford_push_values(s.w, v);
     }
   };
   __device__ Local local(int64_t, int64_t c) const {

@@ -84,4 +84,45 @@ TEST(WelfordState, StableWhereSumOfSquaresCancels) {
   EXPECT_GT(std::abs(naive - e.var), 0.5 * e.var) << "the naive formula was expected to fail here";
 }
 
+
+// welford_push_values over tiles of K values, merged in order, against two-pass fp64 statistics,
+// at an offset where a sum of squares would have no correct digit (mean 1e4, std 1).
+template <int K>
+void expect_tiles_match(const std::vector<double>& v) {
+  const Exact e = exact(v);
+  Welford total = nk::dev::welford_empty();
+  for (size_t i = 0; i + K <= v.size(); i += K) {
+    float tile[K];
+    for (int j = 0; j < K; ++j) tile[j] = static_cast<float>(v[i + j]);
+    total = nk::dev::welford_push_values<K>(total, tile);
+  }
+  EXPECT_EQ(total.count, static_cast<int64_t>(v.size())) << K;
+  EXPECT_NEAR(total.mean, e.mean, 1e-6 * std::abs(e.mean)) << K;
+  EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 1e-3 * e.var) << K;
+}
+
+TEST(WelfordState, TilesOfValuesMatchTwoPassStatistics) {
+  nkt::Random rng;
+  const std::vector<double> v = nkt::rounded(rng.normal(4096, 1e4, 1.0), NK_F32);
+  expect_tiles_match<1>(v);
+  expect_tiles_match<4>(v);
+  expect_tiles_match<8>(v);
+  expect_tiles_match<16>(v);
+  expect_tiles_match<32>(v);
+}
+
+TEST(WelfordState, TileOfKnownValues) {
+  // {2, 4, 4, 4, 5, 5, 7, 9}: mean 5, m2 32; merged after {1, 3} (mean 2, m2 2): 10 values,
+  // mean 4.6, m2 = 2 + 32 + 3^2 * 2 * 8 / 10 = 48.4.
+  const float tile[8] = {2, 4, 4, 4, 5, 5, 7, 9};
+  const Welford t = nk::dev::welford_push_values<8>(nk::dev::welford_empty(), tile);
+  EXPECT_EQ(t.count, 8);
+  EXPECT_FLOAT_EQ(t.mean, 5.0f);
+  EXPECT_FLOAT_EQ(t.m2, 32.0f);
+  const Welford m = nk::dev::welford_push_values<8>(push_all({1, 3}, 0, 2), tile);
+  EXPECT_EQ(m.count, 10);
+  EXPECT_FLOAT_EQ(m.mean, 4.6f);
+  EXPECT_FLOAT_EQ(m.m2, 48.4f);
+}
+
 }  // namespace

@@ -47,6 +47,20 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
                  a.m2 + (b.m2 + delta * delta * static_cast<float>(a.count) * b_share)};
 }
 
+// Adds K values at once: an exact two-pass over them (their mean, then their squared deviations
+// from it), joined to s by one Chan merge. Per value that is an add, a subtract and an FMA; the
+// division and the count's conversion happen once per K values, where welford_push pays them for
+// each value. Large offsets stay accurate: the deviations are taken from the values' own mean.
+template <int K>
+NK_HOST_DEVICE Welford welford_push_values(Welford s, const float (&v)[K]) {
+  float sum = 0.0f;
+  for (int i = 0; i < K; ++i) sum += v[i];
+  const float mean = sum * (1.0f / static_cast<float>(K));
+  float m2 = 0.0f;
+  for (int i = 0; i < K; ++i) m2 += (v[i] - mean) * (v[i] - mean);
+  return welford_merge(s, Welford{K, mean, m2});
+}
+
 NK_HOST_DEVICE float welford_biased_var(Welford s) {
   return s.count > 0 ? s.m2 / static_cast<float>(s.count) : 0.0f;
 }
