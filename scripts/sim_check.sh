@@ -74,7 +74,7 @@ command -v python3 >/dev/null || missing "python3 is needed for the report"
 # ---- build ---------------------------------------------------------------------------------------
 # The commit is taken before the build: the summary names what was built, even if the tree moves
 # during a long run.
-commit="$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)')"
+commit="$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)' || true)"
 generator="Unix Makefiles"
 command -v ninja >/dev/null && generator=Ninja
 build_log=build-sim/build.log
