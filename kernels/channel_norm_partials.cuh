@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   using State = typename Op::State;
   constexpr int kGroup = kWarpPerChunk ? 32 : kPartialBlock;  // threads per partial
   constexpr int kGroups = kPartialBlock / kGroup;
-  constexpr int kTile = E == 1 ? 8 : 2;  // packs per tile
+  constexpr int kTile = E >= 4 ? 2 : 8 / E;  // loads per tile: 8 or 16 values
   __shared__ State scratch[32];
   auto merge = [&](State a, State b) { return op.merge(a, b); };
   const int t = threadIdx.x % kGroup;
@@ -185,11 +185,19 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
   if (plan.rows_layout) {
     const int64_t items = plan.partials();
     const unsigned grid = plan.warp_per_chunk ? blocks((items + 7) / 8) : blocks(items);
-    if (plan.pack_elems == 1) {
+    if (plan.row_load_elems == 1) {
       if (plan.warp_per_chunk) {
         partials_rows<Op, T, 1, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
       } else {
         partials_rows<Op, T, 1, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      }
+    } else if (plan.row_load_elems == kE / 2) {
+      if (plan.warp_per_chunk) {
+        partials_rows<Op, T, kE / 2, true>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      } else {
+        partials_rows<Op, T, kE / 2, false>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
       }
     } else if (plan.warp_per_chunk) {
       partials_rows<Op, T, kE, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);

@@ -21,6 +21,12 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   const int e = 16 / elem_bytes;
   // 16-byte packs never straddle a row (rows layout) or run past the channels (channels layout).
   p.pack_elems = vector_access && (p.rows_layout ? shape.s % e == 0 : shape.c % e == 0) ? e : 1;
+  // Rows that are a multiple of half a pack still take 8-byte (or 4-byte) loads in the statistics
+  // pass, where a load per element would cost more instructions than the bytes allow.
+  p.row_load_elems = p.pack_elems;
+  if (p.rows_layout && vector_access && p.pack_elems == 1 && shape.s % (e / 2) == 0) {
+    p.row_load_elems = e / 2;
+  }
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.chunks = 1;

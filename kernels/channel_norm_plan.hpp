@@ -51,6 +51,8 @@ struct ChannelPlan {
     return kPartialBlock / lanes;
   }                   // channels layout: rows down s
   int pack_elems;     // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
+  int row_load_elems;  // rows layout, the partial reduction's loads: pack_elems, or half of a
+                       // 16-byte pack when S is a multiple of that only (S = 196 in 16 bits)
   int64_t slots;      // 1 (batch norm) or n
   int64_t seg_count;  // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;     // pieces each (slot, c)'s seg_count * S values are split into

@@ -141,10 +141,41 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   EXPECT_EQ(bn.chunk_len, 256 * 49) << "one chunk of every sample's 49 values";
   EXPECT_FALSE(bn.warp_per_chunk);
   EXPECT_EQ(bn.pack_elems, 1) << "49 is not a multiple of 8";
+  EXPECT_EQ(bn.row_load_elems, 1) << "49 is odd: single elements";
   const ChannelShape in{ChannelNorm::kInstance, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
   const ChannelPlan inst = plan_channel_norm(in, 2, true);
   EXPECT_TRUE(inst.warp_per_chunk) << "an instance norm row of 49 takes a warp";
   EXPECT_EQ(inst.partials(), 256 * 2048);
+}
+
+// The statistics pass of the rows layout loads half a 16-byte pack where S is a multiple of that
+// only; every other kernel keeps pack_elems (whole packs or single elements).
+TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
+  struct Want {
+    int64_t s;
+    int elem;
+    bool aligned;
+    int pack, row_load;
+  };
+  for (const Want w : {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{49, 2, true, 1, 1},
+                       Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{49, 4, true, 1, 1},
+                       Want{196, 2, false, 1, 1}, Want{98, 4, false, 1, 1}}) {
+    SCOPED_TRACE(testing::Message() << "S=" << w.s << " elem=" << w.elem << " aligned=" << w.aligned);
+    const ChannelShape shape{ChannelNorm::kBatch, 4, 8, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32,
+                             1};
+    const ChannelPlan p = plan_channel_norm(shape, w.elem, w.aligned);
+    EXPECT_TRUE(p.rows_layout);
+    EXPECT_EQ(p.pack_elems, w.pack);
+    EXPECT_EQ(p.row_load_elems, w.row_load);
+    EXPECT_EQ(w.s % p.row_load_elems, 0) << "a load would straddle two rows";
+    EXPECT_EQ(p.chunk_len % p.row_load_elems, 0) << "a load would straddle two chunks";
+  }
+  for (int64_t c : {12, 16}) {  // channels layout: no half packs
+    const ChannelShape nhwc{ChannelNorm::kBatch, 4, c, 196, NK_NHWC, NK_BF16, 1};
+    const ChannelPlan p = plan_channel_norm(nhwc, 2, true);
+    EXPECT_FALSE(p.rows_layout);
+    EXPECT_EQ(p.row_load_elems, p.pack_elems) << "C=" << c;
+  }
 }
 
 }  // namespace
