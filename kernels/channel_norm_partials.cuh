@@ -48,6 +48,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   const int64_t span_packs = plan.span() / E, chunk_packs = plan.chunk_len / E;
   // A step of kGroup packs advances q rows and r packs (then one more row on wrap-around).
   const int64_t q = kGroup / seg_packs, r = kGroup % seg_packs;
+  const int64_t step = q * seg_stride + r * E, wrap = seg_stride - seg_packs * E;
   const int64_t items = plan.partials();
   for (int64_t item = blockIdx.x * int64_t{kGroups} + threadIdx.x / kGroup; item < items;
        item += int64_t{gridDim.x} * kGroups) {
@@ -60,17 +61,17 @@ __global__ void __launch_bounds__(kPartialBlock)
     const T* ds = Op::kReadsDy ? dy + sc * plan.s : nullptr;
     const auto local = op.local(sc / plan.c, sc % plan.c);
     State st = op.identity();
-    int64_t m = begin + t, seg = m / seg_packs, off = m % seg_packs;
-    // The thread's next pack (and dy's), then a step past it.
+    int64_t m = begin + t, off = m % seg_packs, at = m / seg_packs * seg_stride + off * E;
+    // The thread's next pack (and dy's), then a step past it: the element offset moves by a
+    // constant, plus one row when the offset in the row wraps (no multiply per pack).
     auto load_pack = [&](float(&xv)[E], float(&dv)[E]) {
-      const int64_t at = seg * seg_stride + off * E;
       dev::load_floats<T, E>(xs + at, xv);
       if constexpr (Op::kReadsDy) dev::load_floats<T, E>(ds + at, dv);
       off += r;
-      seg += q;
+      at += step;
       if (off >= seg_packs) {
         off -= seg_packs;
-        ++seg;
+        at += wrap;
       }
     };
     for (; m + (kTile - 1) * kGroup < end; m += kTile * kGroup) {  // whole tiles
