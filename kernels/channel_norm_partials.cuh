@@ -99,20 +99,24 @@ __global__ void __launch_bounds__(kPartialBlock)
   }
 }
 
-// Channels layout (NHWC, or S == 1): 256 threads as plan.block_rows() rows of plan.lanes lanes;
-// lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty, ty + rows, ...
-// of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample n's slot); the
-// rows are then merged as a fixed-order tree in shared memory.
+// Channels layout (NHWC, or S == 1): the block's threads as plan.block_rows() rows of plan.lanes
+// lanes (lanes = the channel packs, up to 32, so a small C leaves at most lanes - 1 threads of the
+// 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
+// ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
+// n's slot); the rows are then merged as a fixed-order tree in shared memory.
 template <class Op, class T, int E>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
   constexpr int kTile = 4;  // positions per tile
   __shared__ State staged[kPartialBlock][E];
-  const int lanes = plan.lanes, rows = kPartialBlock / lanes;
+  const int lanes = plan.lanes, rows = plan.block_rows();
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
-  const bool valid = pack * E < plan.c;
+  const bool valid = pack * E < plan.c && ty < rows;
+  // The tree's first step folds rows [top, rows) onto [0, rows - top); then it halves.
+  int top = 1;
+  while (top * 2 < rows) top *= 2;
   const int64_t items = plan.slots * plan.chunks, span = plan.span();
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
     const int64_t slot = item / plan.chunks, chunk = item % plan.chunks;
@@ -157,8 +161,8 @@ __global__ void __launch_bounds__(kPartialBlock)
 #pragma unroll
     for (int i = 0; i < E; ++i) staged[threadIdx.x][i] = st[i];
     __syncthreads();
-    for (int stride = rows / 2; stride > 0; stride /= 2) {  // rows is a power of two
-      if (ty < stride) {
+    for (int stride = rows > 1 ? top : 0; stride > 0; stride /= 2) {
+      if (ty < stride && ty + stride < rows) {
 #pragma unroll
         for (int i = 0; i < E; ++i) {
           staged[threadIdx.x][i] =

@@ -45,8 +45,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   } else {
     p.warp_per_chunk = false;
     const int64_t packs = ceil_div(shape.c, p.pack_elems);
-    p.lanes = 1;
-    while (p.lanes < 32 && p.lanes < packs) p.lanes *= 2;
+    p.lanes = static_cast<int>(packs < 32 ? packs : 32);  // every lane has a pack
     // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
     const int64_t tiles = ceil_div(ceil_div(shape.c * elem_bytes, 16), 32);
     const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);

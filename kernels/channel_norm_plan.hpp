@@ -18,9 +18,9 @@
 //    or a block walks it with the row and offset tracked incrementally, so short rows of batch
 //    norm do not leave threads idle;
 //  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
-//    cover consecutive channel packs (up to 32; fewer when C is small) and the block's remaining
-//    threads walk down the slot's positions (n*S + s for batch norm, s otherwise) in
-//    `block_rows` rows; a chunk is a range of positions.
+//    cover consecutive channel packs (up to 32; as many as there are packs when C is small) and
+//    the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
+//    otherwise) in `block_rows` rows; a chunk is a range of positions.
 #pragma once
 
 #include <cstddef>
@@ -46,7 +46,7 @@ constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many
 struct ChannelPlan {
   bool rows_layout;     // see above
   bool warp_per_chunk;  // rows layout: a warp per chunk (else a block)
-  int lanes;            // channels layout: threads across channel packs, a power of two <= 32
+  int lanes;            // channels layout: threads across channel packs, min(packs, 32)
   NK_PLAN_HD int block_rows() const {
     return kPartialBlock / lanes;
   }                   // channels layout: rows down s

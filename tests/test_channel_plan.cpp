@@ -51,10 +51,11 @@ TEST(ChannelPlan, CoversEveryShape) {
             EXPECT_EQ(p.span(), batch ? n * s : s);
             if (!p.rows_layout) {
               const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
-              EXPECT_EQ(p.lanes & (p.lanes - 1), 0) << "lanes not a power of two";
-              EXPECT_LE(p.lanes, 32);
-              EXPECT_TRUE(p.lanes == 32 || p.lanes >= packs) << "idle lanes while packs remain";
-              EXPECT_EQ(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_EQ(p.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
+                                                              "without a lane in a 32-wide block";
+              EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes)
+                  << "a whole row of threads idle";
               EXPECT_FALSE(p.warp_per_chunk);
             } else {
               EXPECT_EQ(p.chunk_len % 8, 0) << "a chunk boundary inside a pack";
