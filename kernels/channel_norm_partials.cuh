@@ -99,6 +99,75 @@ __global__ void __launch_bounds__(kPartialBlock)
   }
 }
 
+// Rows layout, short rows whose starts are not pack-aligned (S = 49, 77, ...; plan.short_rows):
+// a lane reduces whole rows, walking each one alone: its head element by element up to a pack
+// boundary, whole packs (16-byte loads when the pointers allow, else E single loads), then its
+// tail. No lane crosses a row, so no pack straddles one and no per-element bookkeeping is needed;
+// all lanes of a batch-norm warp share a misalignment when C * S is a multiple of the pack.
+//  - kLanePerItem (instance and group norm: a partial is one row): a lane per partial;
+//  - else (batch norm: a partial is chunk_len / S rows of channel c): a warp per partial, lane l
+//    taking rows l, l + 32, ..., then a fixed butterfly across the lanes.
+template <class Op, class T, int E, bool kAligned, bool kLanePerItem>
+__global__ void __launch_bounds__(kPartialBlock)
+    partials_short_rows(Op op, const T* x, const T* dy, ChannelPlan plan,
+                        typename Op::State* out) {
+  using State = typename Op::State;
+  constexpr int kGroup = kLanePerItem ? 1 : 32;  // lanes per partial
+  constexpr int kGroups = kPartialBlock / kGroup;
+  auto merge = [&](State a, State b) { return op.merge(a, b); };
+  const int t = threadIdx.x % kGroup;
+  const int64_t seg_stride = plan.c * plan.s, chunk_rows = plan.chunk_len / plan.s;
+  const int64_t items = plan.partials();
+  // The whole grid loops the same number of times, so the warps' butterflies stay converged.
+  const int64_t per_turn = int64_t{gridDim.x} * kGroups;
+  const int64_t first = blockIdx.x * int64_t{kGroups} + threadIdx.x / kGroup;
+  for (int64_t turn = 0; turn * per_turn < items; ++turn) {
+    const int64_t item = first + turn * per_turn;
+    State st = op.identity();
+    if (item < items) {
+      const int64_t sc = item / plan.chunks, chunk = item % plan.chunks;  // sc = slot * C + c
+      const int64_t r0 = chunk * chunk_rows;
+      const int64_t r1 = r0 + chunk_rows < plan.seg_count ? r0 + chunk_rows : plan.seg_count;
+      const auto local = op.local(sc / plan.c, sc % plan.c);
+      for (int64_t r = r0 + t; r < r1; r += kGroup) {
+        const int64_t base = sc * plan.s + r * seg_stride;
+        // Elements before the first pack boundary (none when the pointers rule packs out).
+        const int64_t lead = kAligned ? (E - base % E) % E : 0;
+        const int64_t head = lead < plan.s ? lead : plan.s;
+        const int64_t packs = (plan.s - head) / E;
+        auto single = [&](int64_t i) {
+          const float xv[1] = {dev::to_float(x[base + i])};
+          const float dv[1] = {Op::kReadsDy ? dev::to_float(dy[base + i]) : 0.0f};
+          local.push(st, xv, dv);
+        };
+#pragma unroll 1
+        for (int64_t i = 0; i < head; ++i) single(i);
+        const T* xp = x + base + head;
+        const T* dp = Op::kReadsDy ? dy + base + head : nullptr;
+#pragma unroll 1
+        for (int64_t k = 0; k < packs; ++k) {
+          float xv[E], dv[E] = {};
+          if constexpr (kAligned) {
+            dev::load_floats<T, E>(xp + k * E, xv);
+            if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dp + k * E, dv);
+          } else {
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+              xv[i] = dev::to_float(xp[k * E + i]);
+              if constexpr (Op::kReadsDy) dv[i] = dev::to_float(dp[k * E + i]);
+            }
+          }
+          local.push(st, xv, dv);
+        }
+#pragma unroll 1
+        for (int64_t i = head + packs * E; i < plan.s; ++i) single(i);
+      }
+    }
+    if constexpr (!kLanePerItem) st = dev::warp_merge(st, t, 32, merge);
+    if (item < items && t == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
+  }
+}
+
 // Channels layout (NHWC, or S == 1): the block's threads as plan.block_rows() rows of plan.lanes
 // lanes (lanes = the channel packs, up to 32, so a small C leaves at most lanes - 1 threads of the
 // 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
@@ -187,7 +256,29 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
   constexpr int kE = 16 / sizeof(T);
   const int64_t cap = int64_t{sm_count} * 16;  // persistent grids: enough blocks to fill the GPU
   auto blocks = [&](int64_t want) { return static_cast<unsigned>(want < cap ? want : cap); };
-  if (plan.rows_layout) {
+  if (plan.rows_layout && plan.short_rows) {
+    const int64_t items = plan.partials();
+    const bool aligned = plan.row_load_elems > 1;  // the pointers allow 16-byte loads
+    if (plan.seg_count == 1) {  // instance and group norm: a lane per partial
+      const unsigned grid = blocks((items + kPartialBlock - 1) / kPartialBlock);
+      if (aligned) {
+        partials_short_rows<Op, T, kE, true, true>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      } else {
+        partials_short_rows<Op, T, kE, false, true>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      }
+    } else {  // batch norm: a warp per partial
+      const unsigned grid = blocks((items + 7) / 8);
+      if (aligned) {
+        partials_short_rows<Op, T, kE, true, false>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      } else {
+        partials_short_rows<Op, T, kE, false, false>
+            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      }
+    }
+  } else if (plan.rows_layout) {
     const int64_t items = plan.partials();
     const unsigned grid = plan.warp_per_chunk ? blocks((items + 7) / 8) : blocks(items);
     if (plan.row_load_elems == 1) {

@@ -27,14 +27,30 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   if (p.rows_layout && vector_access && p.pack_elems == 1 && shape.s % (e / 2) == 0) {
     p.row_load_elems = e / 2;
   }
+  // Short rows that neither fit 16-byte nor half packs: a lane walks each row alone (its ends
+  // element by element), which costs no bookkeeping per element. Shape-only: the pointers decide
+  // the loads, not the chunks.
+  p.short_rows = p.rows_layout && shape.s % (e / 2) != 0 && shape.s <= kShortRow;
+  if (p.short_rows) p.row_load_elems = vector_access ? e : 1;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
+    p.short_rows = false;
+    p.row_load_elems = p.pack_elems;
     p.chunks = 1;
     p.chunk_len = 1;
     p.warp_per_chunk = true;
     return p;
   }
-  if (p.rows_layout) {
+  if (p.short_rows) {
+    // Chunks of whole rows (a lane never splits one), as many as the rule below would cut.
+    const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
+    int64_t chunks = min3(wanted, ceil_div(span, kMinRowChunk), kMaxChunks);
+    if (chunks < 1) chunks = 1;
+    const int64_t chunk_rows = ceil_div(p.seg_count, chunks);
+    p.chunk_len = chunk_rows * shape.s;
+    p.chunks = ceil_div(p.seg_count, chunk_rows);
+    p.warp_per_chunk = p.seg_count > 1;  // batch norm: a warp per chunk; else a lane
+  } else if (p.rows_layout) {
     const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
     p.chunks = min3(wanted, ceil_div(span, kMinRowChunk), kMaxChunks);
     if (p.chunks < 1) p.chunks = 1;

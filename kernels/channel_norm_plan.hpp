@@ -42,6 +42,7 @@ constexpr int64_t kWantedItems = 1024;     // work items the reduction aims at (
 constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, rows layout
 constexpr int64_t kMinChannelChunk = 256;  // positions a chunk holds at least, channels layout
 constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many elements: a warp
+constexpr int64_t kShortRow = 1024;        // rows up to this long, unaligned: a lane per row
 
 struct ChannelPlan {
   bool rows_layout;     // see above
@@ -52,7 +53,10 @@ struct ChannelPlan {
   }                   // channels layout: rows down s
   int pack_elems;     // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
   int row_load_elems;  // rows layout, the partial reduction's loads: pack_elems, or half of a
-                       // 16-byte pack when S is a multiple of that only (S = 196 in 16 bits)
+                       // 16-byte pack when S is a multiple of that only (S = 196 in 16 bits);
+                       // short rows: 16 / sizeof(T) when the pointers allow, else 1
+  bool short_rows;     // rows layout, S <= kShortRow and not a multiple of half a pack (49, 77):
+                       // a lane per row (partials_short_rows), chunks of whole rows
   int64_t slots;      // 1 (batch norm) or n
   int64_t seg_count;  // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;     // pieces each (slot, c)'s seg_count * S values are split into

@@ -57,6 +57,10 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes)
                   << "a whole row of threads idle";
               EXPECT_FALSE(p.warp_per_chunk);
+            } else if (p.short_rows) {
+              EXPECT_EQ(p.chunk_len % s, 0) << "short rows: a chunk boundary inside a row";
+              EXPECT_LE(s, nk::cuda::kShortRow);
+              EXPECT_EQ(p.warp_per_chunk, p.seg_count > 1);
             } else {
               EXPECT_EQ(p.chunk_len % 8, 0) << "a chunk boundary inside a pack";
               EXPECT_EQ(p.warp_per_chunk, p.chunk_len <= nk::cuda::kWarpChunk);
@@ -140,12 +144,14 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   const ChannelPlan bn = plan_channel_norm(small, 2, true);
   EXPECT_EQ(bn.chunks, 1);
   EXPECT_EQ(bn.chunk_len, 256 * 49) << "one chunk of every sample's 49 values";
-  EXPECT_FALSE(bn.warp_per_chunk);
+  EXPECT_TRUE(bn.short_rows) << "rows of 49: a lane per row";
+  EXPECT_TRUE(bn.warp_per_chunk) << "batch norm's chunk of rows: a warp";
   EXPECT_EQ(bn.pack_elems, 1) << "49 is not a multiple of 8";
-  EXPECT_EQ(bn.row_load_elems, 1) << "49 is odd: single elements";
+  EXPECT_EQ(bn.row_load_elems, 8) << "a lane's row: 16-byte loads between its ends";
   const ChannelShape in{ChannelNorm::kInstance, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
   const ChannelPlan inst = plan_channel_norm(in, 2, true);
-  EXPECT_TRUE(inst.warp_per_chunk) << "an instance norm row of 49 takes a warp";
+  EXPECT_TRUE(inst.short_rows);
+  EXPECT_FALSE(inst.warp_per_chunk) << "an instance norm row of 49 takes a lane";
   EXPECT_EQ(inst.partials(), 256 * 2048);
 }
 
@@ -158,8 +164,8 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     bool aligned;
     int pack, row_load;
   };
-  for (const Want w : {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{49, 2, true, 1, 1},
-                       Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{49, 4, true, 1, 1},
+  for (const Want w : {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{2001, 2, true, 1, 1},
+                       Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{2001, 4, true, 1, 1},
                        Want{196, 2, false, 1, 1}, Want{98, 4, false, 1, 1}}) {
     SCOPED_TRACE(testing::Message() << "S=" << w.s << " elem=" << w.elem << " aligned=" << w.aligned);
     const ChannelShape shape{ChannelNorm::kBatch, 4, 8, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32,
@@ -168,6 +174,7 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     EXPECT_TRUE(p.rows_layout);
     EXPECT_EQ(p.pack_elems, w.pack);
     EXPECT_EQ(p.row_load_elems, w.row_load);
+    EXPECT_FALSE(p.short_rows) << "S > kShortRow, or a multiple of half a pack";
     EXPECT_EQ(w.s % p.row_load_elems, 0) << "a load would straddle two rows";
     EXPECT_EQ(p.chunk_len % p.row_load_elems, 0) << "a load would straddle two chunks";
   }
@@ -176,6 +183,32 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     const ChannelPlan p = plan_channel_norm(nhwc, 2, true);
     EXPECT_FALSE(p.rows_layout);
     EXPECT_EQ(p.row_load_elems, p.pack_elems) << "C=" << c;
+  }
+}
+
+// Short unaligned rows (49, 77): a lane per row, chunks of whole rows; 16-byte loads between a
+// row's ends when the pointers allow. The chunks do not depend on the pointers.
+TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
+  for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+    for (int64_t s : {3, 49, 77, 333, 1023}) {
+      for (int elem : {2, 4}) {
+        SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(kind) << " S=" << s
+                                        << " elem " << elem);
+        const ChannelShape shape{kind, 300, 8, s, NK_NCHW, elem == 2 ? NK_BF16 : NK_F32,
+                                 kind == ChannelNorm::kGroup ? 2 : 1};
+        const ChannelPlan a = plan_channel_norm(shape, elem, true);
+        const ChannelPlan u = plan_channel_norm(shape, elem, false);
+        EXPECT_TRUE(a.short_rows);
+        EXPECT_EQ(a.row_load_elems, 16 / elem);
+        EXPECT_EQ(u.row_load_elems, 1);
+        EXPECT_EQ(a.chunks, u.chunks);
+        EXPECT_EQ(a.chunk_len, u.chunk_len);
+        EXPECT_EQ(a.chunk_len % s, 0);
+        EXPECT_GE(a.chunks * (a.chunk_len / s), a.seg_count) << "rows left out";
+        EXPECT_LT((a.chunks - 1) * (a.chunk_len / s), a.seg_count) << "an empty chunk";
+        EXPECT_LE(a.chunks, kMaxChunks);
+      }
+    }
   }
 }
 
