@@ -12,20 +12,21 @@
 // dtype and pack shape, never per hidden size.
 //
 // The fused forms are runtime switches of the same kernels (uniform across the grid, so they cost
-// a predictable branch, not an instantiation): a residual add (h = x + residual rounded to the
-// dtype, optionally stored, then normalized), a zero-centred weight (gamma = 1 + weight), and an
-// fp8 output (fp8.hpp's encode_fp8 of y * scale, one byte an element). The fp8 output's absolute
-// maximum is kept as the bits of |y| (a NaN, whose bits are above infinity's, wins): each block
-// writes its maximum to the workspace and a one-block kernel takes the maximum of those. A maximum
-// is exact in any order, so the grid does not change its bits.
+// a predictable branch, not an instantiation): a residual add (h = x + residual + bias_in rounded
+// once to the dtype, optionally stored, then normalized), a zero-centred weight (gamma = 1 +
+// weight), and an fp8 output (common/fp8_encode.hpp: the bytes of src/fp8.hpp, the CPU encoder,
+// one byte an element). The fp8 output's absolute maximum is kept as the bits of |y|, which order
+// like the values (a NaN's bits are above infinity's, so a NaN wins): y_amax is zeroed on the
+// stream, then each warp folds its maximum into it with an integer atomicMax. A maximum is exact in
+// any order, so neither the grid nor the schedule changes its bits, and no workspace is needed.
 #include <cstdint>
 
 #include "common/check.cuh"
 #include "common/device_types.cuh"
+#include "common/fp8_encode.hpp"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "common/welford.cuh"
-#include "fp8.hpp"
 #include "row_norm.hpp"
 #include "row_norm_tiling.hpp"
 
@@ -35,14 +36,15 @@ namespace {
 struct ForwardParams {
   const void* x;
   const void* residual;  // nullptr: no residual add
+  const void* bias_in;   // nullptr: none (residual add only)
   const void* weight;
   const void* bias;
-  void* h;               // nullptr: h not stored
-  void* y;               // T, or one byte an element with an fp8 output
+  void* h;  // nullptr: h not stored
+  void* y;  // T, or one byte an element with an fp8 output
   float* save_mean;
   float* save_rstd;
-  const float* y_scale;      // fp8 output only
-  unsigned* amax_partials;   // [gridDim.x], fp8 output with y_amax only
+  const float* y_scale;  // fp8 output only
+  unsigned* amax_bits;   // y_amax as bits, zeroed before the launch; fp8 output with y_amax only
   int64_t rows;
   int64_t cols;
   float eps;
@@ -52,17 +54,20 @@ struct ForwardParams {
   int threads_per_row;
 };
 
-// E elements of x, plus the residual when there is one, rounded to T as h is stored; h written
-// when asked for.
-template <class T, int E>
-__device__ __forceinline__ void load_input(const ForwardParams& p, int64_t offset, float (&v)[E]) {
-  dev::load_floats<T, E>(static_cast<const T*>(p.x) + offset, v);
+// E elements of x from column col of a row starting at `base`; with a residual add, x + residual
+// + bias_in rounded once to T as h is stored, and h written when asked for.
+template <class T, class W, int E>
+__device__ __forceinline__ void load_input(const ForwardParams& p, int64_t base, int64_t col,
+                                           float (&v)[E]) {
+  dev::load_floats<T, E>(static_cast<const T*>(p.x) + base + col, v);
   if (p.residual == nullptr) return;
-  float r[E];
-  dev::load_floats<T, E>(static_cast<const T*>(p.residual) + offset, r);
+  float r[E], b[E];
+  dev::load_floats<T, E>(static_cast<const T*>(p.residual) + base + col, r);
+  const W* bias_in = static_cast<const W*>(p.bias_in);
+  dev::load_param<W, E>(bias_in ? bias_in + col : nullptr, b, 0.0f);
 #pragma unroll
-  for (int i = 0; i < E; ++i) v[i] = dev::to_float(dev::from_float<T>(v[i] + r[i]));
-  if (p.h != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.h) + offset, v);
+  for (int i = 0; i < E; ++i) v[i] = dev::to_float(dev::from_float<T>(v[i] + r[i] + b[i]));
+  if (p.h != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.h) + base + col, v);
 }
 
 // gamma = weight, 1 + weight (zero-centred) or 1, and beta = bias or 0, for E columns.
@@ -91,47 +96,26 @@ __device__ __forceinline__ void store_output(const ForwardParams& p, int64_t off
   dev::Pack<uint8_t, E> bytes;
 #pragma unroll
   for (int i = 0; i < E; ++i) {
-    bytes.v[i] = encode_fp8(out[i] * scale, p.fp8 == 2);
+    bytes.v[i] = encode_fp8_bits(out[i] * scale, p.fp8 == 2);
     amax_bits = max(amax_bits, __float_as_uint(fabsf(out[i])));
   }
   *reinterpret_cast<dev::Pack<uint8_t, E>*>(static_cast<uint8_t*>(p.y) + offset) = bytes;
 }
 
-// The block's maximum of amax_bits, written to its partial (fp8 output with y_amax only). Every
+// Folds the thread's maximum of |y| bits into y_amax: a warp maximum, then one integer atomicMax
+// per warp (max is exact and commutative, so the result does not depend on the order). Every
 // thread of the block calls it, once, after its last row.
-__device__ __forceinline__ void write_amax_partial(const ForwardParams& p, unsigned amax_bits) {
-  if (p.amax_partials == nullptr) return;  // uniform across the grid
-  __shared__ unsigned warp_max[32];
+__device__ __forceinline__ void fold_amax(const ForwardParams& p, unsigned amax_bits) {
+  if (p.amax_bits == nullptr) return;  // uniform across the grid
   for (int offset = 16; offset > 0; offset /= 2) {
     amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
   }
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = amax_bits;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned m = 0;
-    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) m = max(m, warp_max[w]);
-    p.amax_partials[blockIdx.x] = m;
-  }
-}
-
-// y_amax from the blocks' maxima (one block); a NaN maximum is stored as the canonical NaN.
-__global__ void __launch_bounds__(256) finalize_amax(const unsigned* partials, int count,
-                                                    float* amax) {
-  __shared__ unsigned warp_max[8];
-  unsigned m = 0;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) m = max(m, partials[i]);
-  for (int offset = 16; offset > 0; offset /= 2) m = max(m, __shfl_xor_sync(0xffffffffu, m, offset));
-  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 0; w < 8; ++w) m = max(m, warp_max[w]);
-    *amax = m > 0x7f800000u ? __uint_as_float(0x7fc00000u) : __uint_as_float(m);
-  }
+  if (threadIdx.x % 32 == 0) atomicMax(p.amax_bits, amax_bits);
 }
 
 // One row per lane group (or per block) in registers; rows strided over a persistent grid.
 template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
+__global__ void __launch_bounds__(forward_block_bound(E, P), 1)
     forward_in_registers(ForwardParams p) {
   __shared__ float scratch[32];
   __shared__ float block_shift;
@@ -153,7 +137,7 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const int pack = t + k * tpr;
-      if (active && pack < packs) load_input<T, E>(p, row * p.cols + pack * E, v[k]);
+      if (active && pack < packs) load_input<T, W, E>(p, row * p.cols, pack * E, v[k]);
     }
     // Layer norm: v becomes x - x0 (x0 is element 0, in thread 0 of the row) and the mean of the
     // shifted row is `centre`; RMS norm keeps x and centre 0.
@@ -204,7 +188,7 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
       if (p.save_rstd) p.save_rstd[row] = rstd;
     }
   }
-  write_amax_partial(p, amax_bits);
+  fold_amax(p, amax_bits);
 }
 
 // One block per row, any length: Welford over x - x0 (or the sum of squares for RMS) over memory,
@@ -224,19 +208,19 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
       dev::Floats<1> squares{};
       for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
         float v[E];
-        load_input<T, E>(first_pass, base + pack * E, v);
+        load_input<T, W, E>(first_pass, base, pack * E, v);
 #pragma unroll
         for (int i = 0; i < E; ++i) squares.v[0] += v[i] * v[i];
       }
       var = dev::block_sum<1>(squares, scratch).v[0] / static_cast<float>(p.cols);
     } else {
       float first[1];  // as in the register path: Welford over h - h0
-      load_input<T, 1>(first_pass, base, first);
+      load_input<T, W, 1>(first_pass, base, 0, first);
       shift = first[0];
       dev::Welford s = dev::welford_empty();
       for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
         float v[E];
-        load_input<T, E>(first_pass, base + pack * E, v);
+        load_input<T, W, E>(first_pass, base, pack * E, v);
 #pragma unroll
         for (int i = 0; i < E; ++i) s = dev::welford_push(s, v[i] - shift);
       }
@@ -247,7 +231,7 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
     const float rstd = rsqrtf(var + p.eps);
     for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
       float v[E], w[E], b[E];
-      load_input<T, E>(p, base + pack * E, v);
+      load_input<T, W, E>(p, base, pack * E, v);
       load_affine<W, E>(p, pack * E, w, b);
 #pragma unroll
       for (int i = 0; i < E; ++i) v[i] = ((v[i] - shift) - centre) * rstd * w[i] + b[i];
@@ -258,7 +242,7 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
       if (p.save_rstd) p.save_rstd[row] = rstd;
     }
   }
-  write_amax_partial(p, amax_bits);
+  fold_amax(p, amax_bits);
 }
 
 // Persistent grid: no more blocks than are resident at once, and no more than there are rows.
@@ -296,54 +280,29 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
   }
 }
 
-template <class T, class W>
-int forward_grid(const RowTiling& tiling, int64_t rows, int sm_count) {
-  int grid = 0;
-  with_kernel<T, W>(tiling, [&](auto kernel) { grid = grid_size(kernel, tiling, rows, sm_count); });
-  return grid;
-}
-
-size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
-
 }  // namespace
 
-// An fp8 output's amax needs one partial per block of the grid; the query does not know the
-// pointers, so it sizes for the larger of the 16-byte and single-element paths.
-size_t row_norm_forward_workspace_size(const RowForwardArgs& a, int sm_count) {
-  if (!a.fusion.fp8()) return 0;
-  const RowShape& s = a.shape;
-  const int elem = static_cast<int>(dtype_size(s.dtype));
-  size_t bytes = 0;
-  dev::dispatch_row_dtypes(s, [&](auto t, auto w) {
-    for (bool vector_access : {true, false}) {
-      if (vector_access && s.cols % (16 / elem) != 0) continue;
-      const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access);
-      const int grid = forward_grid<decltype(t), decltype(w)>(tiling, s.rows, sm_count);
-      const size_t need = align256(static_cast<size_t>(grid) * sizeof(unsigned));
-      if (need > bytes) bytes = need;
-    }
-  });
-  return bytes;
-}
+size_t row_norm_forward_workspace_size(const RowForwardArgs&) { return 0; }
 
 void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
   const RowShape& s = a.shape;
   const int elem = static_cast<int>(dtype_size(s.dtype));
   const bool vector_access = s.cols % (16 / elem) == 0 && dev::aligned16(a.x) &&
-                             dev::aligned16(a.residual) && dev::aligned16(a.h) &&
-                             dev::aligned16(a.y) && dev::aligned16(a.weight) &&
-                             dev::aligned16(a.bias);
+                             dev::aligned16(a.residual) && dev::aligned16(a.bias_in) &&
+                             dev::aligned16(a.h) && dev::aligned16(a.y) &&
+                             dev::aligned16(a.weight) && dev::aligned16(a.bias);
   const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access);
   ForwardParams p{};
   p.x = a.x;
   p.residual = a.fusion.residual ? a.residual : nullptr;
+  p.bias_in = a.fusion.residual ? a.bias_in : nullptr;
   p.weight = a.weight;
   p.bias = a.bias;
   p.h = a.fusion.residual ? a.h : nullptr;
   p.y = a.y;
   p.save_mean = a.save_mean;
   p.save_rstd = a.save_rstd;
-  p.y_scale = a.y_scale;
+  p.y_scale = a.fusion.fp8() ? a.y_scale : nullptr;
   p.rows = s.rows;
   p.cols = s.cols;
   p.eps = static_cast<float>(a.eps);
@@ -351,17 +310,16 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
   p.zero_centered = a.fusion.zero_centered;
   p.fp8 = a.fusion.output == NK_OUTPUT_FP8_E4M3 ? 1 : a.fusion.output == NK_OUTPUT_FP8_E5M2 ? 2 : 0;
   p.threads_per_row = tiling.threads_per_row;
-  const bool want_amax = a.fusion.fp8() && a.y_amax != nullptr;
-  if (want_amax) p.amax_partials = static_cast<unsigned*>(l.workspace);
   auto stream = static_cast<cudaStream_t>(l.stream);
+  if (a.fusion.fp8() && a.y_amax != nullptr) {
+    p.amax_bits = reinterpret_cast<unsigned*>(a.y_amax);  // float and unsigned: 4 aligned bytes
+    dev::check_cuda(cudaMemsetAsync(p.amax_bits, 0, sizeof(unsigned), stream), "cudaMemsetAsync");
+  }
   dev::dispatch_row_dtypes(s, [&](auto t, auto w) {
     with_kernel<decltype(t), decltype(w)>(tiling, [&](auto kernel) {
       const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
       kernel<<<grid, tiling.block_threads, 0, stream>>>(p);
       dev::check_cuda(cudaGetLastError(), "row norm forward launch");
-      if (!want_amax) return;
-      finalize_amax<<<1, 256, 0, stream>>>(p.amax_partials, grid, a.y_amax);
-      dev::check_cuda(cudaGetLastError(), "row norm amax launch");
     });
   });
 }

@@ -394,6 +394,7 @@ nk_status nk_row_norm_fused_forward(nk_context ctx, const nk_row_desc* desc,
     a.eps = eps;
     a.x = buffers->x;
     a.residual = buffers->residual;
+    a.bias_in = buffers->bias_in;
     a.weight = buffers->weight;
     a.bias = buffers->bias;
     a.h = buffers->h;
@@ -427,6 +428,7 @@ nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* desc,
     a.save_rstd = buffers->save_rstd;
     a.dx = buffers->dx;
     a.dresidual = buffers->dresidual;
+    a.dbias_in = buffers->dbias_in;
     a.dweight = buffers->dweight;
     a.dbias = buffers->dbias;
     nk::execute(ctx, a);

@@ -81,9 +81,9 @@ inline const char* family_name(const RowShape& s) { return s.rms ? "RMS norm" : 
 
 // The fused forms of layer and RMS norm (nk_row_fusion, normkit.h): all off for the plain calls.
 struct RowFusion {
-  bool residual = false;                       // normalize h = x + residual
-  bool zero_centered = false;                  // gamma = 1 + weight
-  nk_output_format output = NK_OUTPUT_DTYPE;   // y in the dtype, or fp8 of y * scale
+  bool residual = false;                      // normalize h = x + residual
+  bool zero_centered = false;                 // gamma = 1 + weight
+  nk_output_format output = NK_OUTPUT_DTYPE;  // y in the dtype, or fp8 of y * scale
   bool fp8() const { return output != NK_OUTPUT_DTYPE; }
 };
 
@@ -93,6 +93,7 @@ struct RowForwardArgs {
   double eps;
   const void* x;
   const void* residual;  // fusion.residual only
+  const void* bias_in;   // nullable, fusion.residual only: added to h
   const void* weight;
   const void* bias;      // always nullptr for RMS norm
   void* h;               // nullable, fusion.residual only
@@ -105,15 +106,16 @@ struct RowForwardArgs {
 
 struct RowBackwardArgs {
   RowShape shape;
-  RowFusion fusion;        // output is not read
-  const void* x;           // the normalized input (h with a residual)
+  RowFusion fusion;  // output is not read
+  const void* x;     // the normalized input (h with a residual)
   const void* dy;
-  const void* dh_extra;    // nullable, fusion.residual only
+  const void* dh_extra;  // nullable, fusion.residual only
   const void* weight;
   const float* save_mean;  // always nullptr for RMS norm
   const float* save_rstd;
   void* dx;
-  void* dresidual;         // nullable, fusion.residual only
+  void* dresidual;  // nullable, fusion.residual only
+  void* dbias_in;   // nullable, fusion.residual only: column sums of dh as stored
   void* dweight;
   void* dbias;  // always nullptr for RMS norm
 };

@@ -419,15 +419,19 @@ void validate(const RowForwardArgs& a, const nk_context_s& ctx) {
   require_pointer(a.x, "x");
   require_pointer(a.y, "y");
   require_use(a.residual, f.residual, "residual", f, "residual");
-  if (!f.residual && a.h != nullptr) require_use(a.h, false, "h", f, "residual");
+  if (!f.residual) {
+    require_use(a.h, false, "h", f, "residual");
+    require_use(a.bias_in, false, "bias_in", f, "residual");
+  }
   require_zero_centered_weight(a.weight, f);
   require_layer_norm_only(a.bias, s, "bias");
   require_layer_norm_only(a.save_mean, s, "save_mean");
   require_use(a.y_scale, f.fp8(), "y_scale", f, "output");
-  if (!f.fp8() && a.y_amax != nullptr) require_use(a.y_amax, false, "y_amax", f, "output");
+  if (!f.fp8()) require_use(a.y_amax, false, "y_amax", f, "output");
   if (f.fp8() && a.y == a.x) {
-    fail(NK_ERROR_INVALID_VALUE, "y == x (", a.y, ") with fusion->output = ",
-         fusion_value(f, "output"), ": an fp8 output cannot overwrite its input");
+    fail(NK_ERROR_INVALID_VALUE, "y == x (", a.y,
+         ") with fusion->output = ", fusion_value(f, "output"),
+         ": an fp8 output cannot overwrite its input");
   }
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.rows * s.cols * elem;
   const int64_t y_elem = f.fp8() ? 1 : elem;
@@ -435,6 +439,7 @@ void validate(const RowForwardArgs& a, const nk_context_s& ctx) {
   const int64_t param = s.cols * param_elem;
   check_buffers({{a.x, act, "x", false, elem},
                  {a.residual, act, "residual", false, elem},
+                 {a.bias_in, param, "bias_in", false, param_elem},
                  {a.weight, param, "weight", false, param_elem},
                  {a.bias, param, "bias", false, param_elem},
                  {a.y_scale, 4, "y_scale", false, 4},
@@ -462,9 +467,15 @@ void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
          " backward needs the rstd saved by the forward");
   }
   require_layer_norm_only(a.save_mean, s, "save_mean");
-  if (!f.residual && a.dh_extra != nullptr) require_use(a.dh_extra, false, "dh_extra", f, "residual");
-  if (!f.residual && a.dresidual != nullptr) {
+  if (!f.residual) {
+    require_use(a.dh_extra, false, "dh_extra", f, "residual");
     require_use(a.dresidual, false, "dresidual", f, "residual");
+    require_use(a.dbias_in, false, "dbias_in", f, "residual");
+  }
+  if (a.dbias_in != nullptr && a.dx == nullptr && a.dresidual == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "dbias_in is not NULL while dx and dresidual are NULL: dbias_in is the column sum of the "
+         "dh stored in them, so one of them is required");
   }
   require_zero_centered_weight(a.weight, f);
   require_layer_norm_only(a.dbias, s, "dbias");
@@ -479,6 +490,7 @@ void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
                  {a.save_rstd, s.rows * 4, "save_rstd", false, 4},
                  {a.dx, act, "dx", true, elem},
                  {a.dresidual, act, "dresidual", true, elem},
+                 {a.dbias_in, param, "dbias_in", true, param_elem},
                  {a.dweight, param, "dweight", true, param_elem},
                  {a.dbias, param, "dbias", true, param_elem}},
                 workspace, "dx", "dy");

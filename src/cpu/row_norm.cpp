@@ -1,11 +1,12 @@
 // CPU reference of layer norm and RMS norm, forward and backward, plain and fused (a residual add
 // before the norm, a zero-centred weight, an fp8 output): one row at a time, statistics in fp64
 // (Welford for layer norm, a plain sum of squares for RMS norm, which has no centring to cancel),
-// each value rounded once when stored. With a residual, h = x + residual is rounded to the dtype
-// (as it is stored) and that value is normalized; it is recomputed where needed rather than
-// buffered, so the forward needs no scratch. fp8 outputs are y * scale rounded by encode_fp8 from
-// the fp64 value. The backward's column sums (dweight, dbias) live in fp64 scratch from the
-// context's workspace or one allocation made before anything is written.
+// each value rounded once when stored. With a residual, h = x + residual + bias_in is rounded to
+// the dtype (as it is stored) and that value is normalized; it is recomputed where needed rather
+// than buffered, so the forward needs no scratch. fp8 outputs are y * scale rounded by encode_fp8
+// from the fp64 value. The backward's column sums (dweight, dbias, and dbias_in: the sum of dh as
+// stored) live in fp64 scratch from the context's workspace or one allocation made before anything
+// is written.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -41,9 +42,11 @@ void forward(const RowForwardArgs& a) {
   for (int64_t r = 0; r < s.rows; ++r) {
     const T* x = static_cast<const T*>(a.x) + r * s.cols;
     const T* res = f.residual ? static_cast<const T*>(a.residual) + r * s.cols : nullptr;
-    // The normalized input: x, or x + residual as stored in the dtype.
+    // The normalized input: x, or x + residual + bias_in rounded once to the dtype, as h is stored.
     auto h = [&](int64_t j) {
-      return res ? to_double(from_double<T>(to_double(x[j]) + to_double(res[j]))) : to_double(x[j]);
+      if (!res) return to_double(x[j]);
+      const double sum = to_double(x[j]) + to_double(res[j]) + param_at<W>(a.bias_in, j, 0.0);
+      return to_double(from_double<T>(sum));
     };
     double mean = 0, var = 0;
     if (s.rms) {
@@ -79,12 +82,14 @@ void forward(const RowForwardArgs& a) {
 struct BackwardScratch {
   double* sum_dy;   // [cols]
   double* sum_dyx;  // [cols], sum of dy * xhat
+  double* sum_dh;   // [cols], sum of dh as stored (dbias_in); the fused residual form only
 };
 
 BackwardScratch carve(const RowBackwardArgs& a, Carver& carver) {
   BackwardScratch w{};
   w.sum_dy = carver.take<double>(a.shape.cols);
   w.sum_dyx = carver.take<double>(a.shape.cols);
+  if (a.fusion.residual) w.sum_dh = carver.take<double>(a.shape.cols);
   return w;
 }
 
@@ -93,7 +98,10 @@ void backward(const RowBackwardArgs& a, const BackwardScratch& w) {
   const RowShape& s = a.shape;
   const RowFusion& f = a.fusion;
   const auto cols = static_cast<double>(s.cols);
-  for (int64_t j = 0; j < s.cols; ++j) w.sum_dy[j] = w.sum_dyx[j] = 0;
+  for (int64_t j = 0; j < s.cols; ++j) {
+    w.sum_dy[j] = w.sum_dyx[j] = 0;
+    if (w.sum_dh) w.sum_dh[j] = 0;
+  }
   for (int64_t r = 0; r < s.rows; ++r) {
     const T* x = static_cast<const T*>(a.x) + r * s.cols;
     const T* dy = static_cast<const T*>(a.dy) + r * s.cols;
@@ -116,13 +124,16 @@ void backward(const RowBackwardArgs& a, const BackwardScratch& w) {
       const double g = to_double(dy[j]) * gamma_at<W>(f, a.weight, j);
       double dh = rstd * (g - mean_g - xhat * sum_gx / cols);
       if (extra) dh += to_double(extra[j]);
-      if (a.dx) static_cast<T*>(a.dx)[r * s.cols + j] = from_double<T>(dh);
-      if (a.dresidual) static_cast<T*>(a.dresidual)[r * s.cols + j] = from_double<T>(dh);
+      const T stored = from_double<T>(dh);
+      if (a.dx) static_cast<T*>(a.dx)[r * s.cols + j] = stored;
+      if (a.dresidual) static_cast<T*>(a.dresidual)[r * s.cols + j] = stored;
+      if (a.dbias_in) w.sum_dh[j] += to_double(stored);
     }
   }
   for (int64_t j = 0; j < s.cols; ++j) {
     if (a.dweight) static_cast<W*>(a.dweight)[j] = from_double<W>(w.sum_dyx[j]);
     if (a.dbias) static_cast<W*>(a.dbias)[j] = from_double<W>(w.sum_dy[j]);
+    if (a.dbias_in) static_cast<W*>(a.dbias_in)[j] = from_double<W>(w.sum_dh[j]);
   }
 }
 
