@@ -31,20 +31,24 @@ struct RowTiling {
 
 // The largest forward block whose threads hold `elems` row elements, from the register file (65536
 // per SM): 16384 elements per block keep a 64-element thread within 255 registers at 256 threads.
+// Threads with 16 or more elements (16-byte packs) stop at 512: the 64 registers a 1024-thread
+// block allows spill on sm_80 once the fused forms' state (residual, fp8 store, amax) is added, so
+// fp32 rows of 8193..16384 take eight packs a thread at 512 threads instead of four at 1024.
 constexpr int max_forward_block_threads(int elems) {
-  return 16384 / elems > 1024 ? 1024 : 16384 / elems;
+  const int cap = elems >= 16 ? 512 : 1024;
+  return 16384 / elems > cap ? cap : 16384 / elems;
 }
 
 // Forward threads per block when several rows (lane groups) share a block.
 constexpr int kForwardSubWarpBlock = 128;
 
 // The most threads choose_row_tiling launches a forward instantiation with (E elements a pack, P
-// packs a thread), its __launch_bounds__: with 16-byte packs a block per row always takes four
-// packs a thread, so the other pack counts serve lane groups only, in blocks of
-// kForwardSubWarpBlock (their register budget is not the 64 of a 1024-thread block, which the fused
-// residual add would exceed); single-element packs (P = 8) also serve a block per row.
+// packs a thread), its __launch_bounds__: with 16-byte packs a block per row takes four packs a
+// thread, or eight where four do not fit, so one and two packs serve lane groups only, in blocks
+// of kForwardSubWarpBlock (their register budget is then not the 64 of a 1024-thread block, which
+// the fused residual add would exceed); single-element packs (P = 8) also serve a block per row.
 constexpr int forward_block_bound(int e, int p) {
-  return e > 1 && p != 4 ? kForwardSubWarpBlock : max_forward_block_threads(e * p);
+  return e > 1 && p < 4 ? kForwardSubWarpBlock : max_forward_block_threads(e * p);
 }
 
 // The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
