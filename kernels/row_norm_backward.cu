@@ -17,6 +17,13 @@
 // Longer rows take the generic path: dx from one block per row (statistics over memory, then a
 // second read of the row, usually from L2), and dweight/dbias from a separate column pass over x
 // and dy that writes one partial row per chunk of rows, finalized the same way.
+//
+// The fused forms (nk_row_norm_fused_backward) are runtime switches, uniform across the grid: a
+// zero-centred weight (g = dy * (1 + w)), the residual add's extra gradient (dh = ... + dh_extra,
+// stored to dx and/or dresidual), and dbias_in, the column sum of dh as stored: a column pass over
+// the stored dh after the main kernel (one more read of rows x cols; it keeps the hot kernels'
+// registers as they were), cut into the same chunks and finalized by the same kernel into the
+// same partial rows, reused once dweight and dbias are done. Its order depends on the shape only.
 #include <cstdint>
 
 #include "common/check.cuh"
@@ -35,22 +42,49 @@ struct BackwardParams {
   const void* weight;
   const float* save_mean;  // nullptr for RMS norm
   const float* save_rstd;
-  void* dx;                // nullptr: not computed
-  float* partial_dw;       // [chunks][stride], nullptr when neither dweight nor dbias is wanted
-  float* partial_db;       // [chunks][stride], nullptr unless dbias is wanted
+  void* dx;              // nullptr: not computed
+  const void* dh_extra;  // nullptr: none (residual add only)
+  void* dresidual;       // nullptr: not computed (residual add only)
+  float* partial_dw;     // [chunks][stride], nullptr when neither dweight nor dbias is wanted
+  float* partial_db;     // [chunks][stride], nullptr unless dbias is wanted
   int64_t rows;
   int64_t cols;
   int64_t stride;
   int64_t chunks;
   int64_t groups_per_chunk;  // iterations of the block (rows_per_block rows each) per chunk
   bool rms;
+  float gamma_offset;  // gamma = weight + gamma_offset: 1 zero-centred, else 0
   int threads_per_row;
 };
+
+// gamma of E columns from `col`: weight, 1 + weight (zero-centred) or 1.
+template <class W, int E>
+__device__ __forceinline__ void load_gamma(const BackwardParams& p, int64_t col, float (&w)[E]) {
+  const W* weight = static_cast<const W*>(p.weight);
+  dev::load_param<W, E>(weight ? weight + col : nullptr, w, 1.0f);
+  // Branch-free (fewer live registers than two code paths): + 0 leaves any weight but -0 as it
+  // is, and the CPU backend turns -0 into +0 the same way.
+#pragma unroll
+  for (int i = 0; i < E; ++i) w[i] += p.gamma_offset;
+}
 
 // E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.
 template <class T, int E>
 __device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
   return *reinterpret_cast<const dev::Pack<T, E>*>(p);
+}
+
+// Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
+template <class T, int E>
+__device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset, float (&dh)[E]) {
+  if (p.dh_extra != nullptr) {
+    // Kept packed as stored until added (half the registers for 16-bit types).
+    const dev::Pack<T, E> extra = load_pack<T, E>(static_cast<const T*>(p.dh_extra) + offset);
+#pragma unroll
+    for (int i = 0; i < E; ++i) dh[i] += dev::to_float(extra.v[i]);
+  }
+  if (p.dx != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dx) + offset, dh);
+  if (p.dresidual != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dresidual) + offset, dh);
 }
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
@@ -137,8 +171,7 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
-  T* dx = static_cast<T*>(p.dx);
-  const W* weight = static_cast<const W*>(p.weight);
+  const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
 
   for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
     float acc_dw[P][E] = {}, acc_db[P][E] = {};
@@ -165,7 +198,7 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
         const int pack = t + k * tpr;
         if (active && pack < packs) {
           float w[E];
-          dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+          load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
           for (int i = 0; i < E; ++i) {
             const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
@@ -177,7 +210,7 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
           }
         }
       }
-      if (dx == nullptr) continue;  // uniform across the grid: barriers stay matched
+      if (!want_dh) continue;  // uniform across the grid: barriers stay matched
       sums = row_total<2>(sums, tpr, scratch);
       const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
 #pragma unroll
@@ -185,13 +218,13 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
         const int pack = t + k * tpr;
         if (active && pack < packs) {
           float w[E], out[E];
-          dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+          load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
           for (int i = 0; i < E; ++i) {
             const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
             out[i] = rstd * (dev::to_float(ds[k].v[i]) * w[i] - mean_g - xhat * mean_gx);
           }
-          dev::store_floats<T, E>(dx + row * p.cols + pack * E, out);
+          store_dh<T, E>(p, row * p.cols + pack * E, out);
         }
       }
     }
@@ -199,8 +232,8 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
     write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group, t,
                         tpr, packs, p.cols);
     if (p.partial_db != nullptr) {
-      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group,
-                          t, tpr, packs, p.cols);
+      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group, t,
+                          tpr, packs, p.cols);
     }
   }
 }
@@ -214,8 +247,6 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
-  T* dx = static_cast<T*>(p.dx);
-  const W* weight = static_cast<const W*>(p.weight);
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
     const T* xr = x + row * p.cols;
@@ -225,7 +256,7 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
       float v[E], d[E], w[E];
       dev::load_floats<T, E>(xr + pack * E, v);
       dev::load_floats<T, E>(dyr + pack * E, d);
-      dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+      load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
         const float xhat = (v[i] - mean) * rstd, g = d[i] * w[i];
@@ -239,13 +270,13 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
       float v[E], d[E], w[E];
       dev::load_floats<T, E>(xr + pack * E, v);
       dev::load_floats<T, E>(dyr + pack * E, d);
-      dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
+      load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
         const float xhat = (v[i] - mean) * rstd;
         v[i] = rstd * (d[i] * w[i] - mean_g - xhat * mean_gx);
       }
-      dev::store_floats<T, E>(dx + row * p.cols + pack * E, v);
+      store_dh<T, E>(p, row * p.cols + pack * E, v);
     }
   }
 }
@@ -274,15 +305,36 @@ __global__ void __launch_bounds__(256) column_partials(BackwardParams p) {
     }
   }
   dev::store_floats<float, E>(p.partial_dw + blockIdx.y * p.stride + pack * E, dw);
-  if (p.partial_db) dev::store_floats<float, E>(p.partial_db + blockIdx.y * p.stride + pack * E, db);
+  if (p.partial_db)
+    dev::store_floats<float, E>(p.partial_db + blockIdx.y * p.stride + pack * E, db);
+}
+
+// dbias_in partials: the column sums of dh as stored (dx or dresidual), laid out as
+// column_partials' (block (x, y): 256 packs of columns, chunk y of the rows, rows in order).
+template <class T, int E>
+__global__ void __launch_bounds__(256)
+    dh_column_partials(const T* dh, int64_t rows, int64_t cols, int64_t rows_per_chunk,
+                       int64_t stride, float* partial) {
+  const int64_t pack = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pack * E >= cols) return;
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
+  const int64_t last = first + rows_per_chunk < rows ? first + rows_per_chunk : rows;
+  float sum[E] = {};
+  for (int64_t row = first; row < last; ++row) {
+    float v[E];
+    dev::load_floats<T, E>(dh + row * cols + pack * E, v);
+#pragma unroll
+    for (int i = 0; i < E; ++i) sum[i] += v[i];
+  }
+  dev::store_floats<float, E>(partial + blockIdx.y * stride + pack * E, sum);
 }
 
 // dweight, dbias from the partial rows: a tile of col_threads * V columns per block; row lane y
 // adds partial rows y, y + lanes, ... in order, then the lanes add up in a fixed tree.
 template <class W, int V>
 __global__ void __launch_bounds__(256)
-    finalize_columns(const float* partial_dw, const float* partial_db, int64_t chunks,
-                     int64_t cols, int64_t stride, W* dweight, W* dbias) {
+    finalize_columns(const float* partial_dw, const float* partial_db, int64_t chunks, int64_t cols,
+                     int64_t stride, W* dweight, W* dbias) {
   __shared__ float tree[2][256 * V];
   const int lanes = blockDim.y, slot = threadIdx.y * blockDim.x + threadIdx.x;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
@@ -408,11 +460,11 @@ void launch_finalize(const RowShape& s, const Plan& plan, const float* partial_d
   auto* db = static_cast<W*>(dbias);
   const int64_t stride = partial_stride(s.cols);
   if (f.vec == 4) {
-    finalize_columns<W, 4><<<grid, block, 0, stream>>>(partial_dw, partial_db,
-                                                       plan.partials.chunks, s.cols, stride, dw, db);
+    finalize_columns<W, 4><<<grid, block, 0, stream>>>(partial_dw, partial_db, plan.partials.chunks,
+                                                       s.cols, stride, dw, db);
   } else {
-    finalize_columns<W, 1><<<grid, block, 0, stream>>>(partial_dw, partial_db,
-                                                       plan.partials.chunks, s.cols, stride, dw, db);
+    finalize_columns<W, 1><<<grid, block, 0, stream>>>(partial_dw, partial_db, plan.partials.chunks,
+                                                       s.cols, stride, dw, db);
   }
   dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias finalize launch");
 }
@@ -440,20 +492,22 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
     using W = decltype(w);
     const bool vector_access = s.cols % (16 / sizeof(T)) == 0 && dev::aligned16(a.x) &&
                                dev::aligned16(a.dy) && dev::aligned16(a.dx) &&
-                               dev::aligned16(a.weight);
+                               dev::aligned16(a.weight) && dev::aligned16(a.dh_extra) &&
+                               dev::aligned16(a.dresidual);
     const Plan plan = make_plan<T, W>(s, vector_access, l.sm_count);
     const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
     auto* workspace = static_cast<unsigned char*>(l.workspace);
     float* partial_dw = want_params ? reinterpret_cast<float*>(workspace) : nullptr;
-    float* partial_db = a.dbias != nullptr
-                            ? reinterpret_cast<float*>(workspace + plan.partial_bytes)
-                            : nullptr;
+    float* partial_db =
+        a.dbias != nullptr ? reinterpret_cast<float*>(workspace + plan.partial_bytes) : nullptr;
     BackwardParams p{a.x,
                      a.dy,
                      a.weight,
                      a.save_mean,
                      a.save_rstd,
                      a.dx,
+                     a.fusion.residual ? a.dh_extra : nullptr,
+                     a.fusion.residual ? a.dresidual : nullptr,
                      partial_dw,
                      partial_db,
                      s.rows,
@@ -462,6 +516,7 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
                      plan.partials.chunks,
                      plan.partials.groups_per_chunk,
                      s.rms,
+                     a.fusion.zero_centered ? 1.0f : 0.0f,
                      plan.tiling.threads_per_row};
     auto stream = static_cast<cudaStream_t>(l.stream);
     if (plan.tiling.in_registers) {
@@ -470,7 +525,7 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
       });
       dev::check_cuda(cudaGetLastError(), "row norm backward launch");
     } else {
-      if (a.dx != nullptr) {
+      if (p.dx != nullptr || p.dresidual != nullptr) {
         with_kernel<T, W>(plan.tiling, [&](auto kernel) {
           kernel<<<plan.grid, plan.tiling.block_threads, 0, stream>>>(p);
         });
@@ -489,8 +544,28 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
         dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias column pass launch");
       }
     }
-    if (!want_params) return;
-    launch_finalize<T, W>(s, plan, partial_dw, partial_db, a.dweight, a.dbias, stream);
+    if (want_params) {
+      launch_finalize<T, W>(s, plan, partial_dw, partial_db, a.dweight, a.dbias, stream);
+    }
+    if (a.fusion.residual && a.dbias_in != nullptr) {
+      // After the finalize above on the same stream: the first partial array is free again.
+      float* partial = reinterpret_cast<float*>(workspace);
+      const T* dh = static_cast<const T*>(a.dx != nullptr ? a.dx : a.dresidual);
+      const int e = plan.tiling.pack_elems;
+      const dim3 grid(static_cast<unsigned>((s.cols / e + 255) / 256),
+                      static_cast<unsigned>(plan.partials.chunks));
+      const int64_t rows_per_chunk = plan.partials.rows_per_chunk();
+      const int64_t stride = partial_stride(s.cols);
+      if (e == 1) {
+        dh_column_partials<T, 1>
+            <<<grid, 256, 0, stream>>>(dh, s.rows, s.cols, rows_per_chunk, stride, partial);
+      } else {
+        dh_column_partials<T, 16 / sizeof(T)>
+            <<<grid, 256, 0, stream>>>(dh, s.rows, s.cols, rows_per_chunk, stride, partial);
+      }
+      dev::check_cuda(cudaGetLastError(), "row norm dbias_in column pass launch");
+      launch_finalize<T, W>(s, plan, partial, nullptr, a.dbias_in, nullptr, stream);
+    }
   });
 }
 

@@ -10,10 +10,20 @@
 // of the row to normalize (the row is usually still in L2). Both grids are persistent: at most as
 // many blocks as fit on the device at once, each looping over rows. Instantiated per dtype, weight
 // dtype and pack shape, never per hidden size.
+//
+// The fused forms are runtime switches of the same kernels (uniform across the grid, so they cost
+// a predictable branch, not an instantiation): a residual add (h = x + residual + bias_in rounded
+// once to the dtype, optionally stored, then normalized), a zero-centred weight (gamma = 1 +
+// weight), and an fp8 output (common/fp8_encode.hpp: the bytes of src/fp8.hpp, the CPU encoder,
+// one byte an element). The fp8 output's absolute maximum is kept as the bits of |y|, which order
+// like the values (a NaN's bits are above infinity's, so a NaN wins): y_amax is zeroed on the
+// stream, then each warp folds its maximum into it with an integer atomicMax. A maximum is exact in
+// any order, so neither the grid nor the schedule changes its bits, and no workspace is needed.
 #include <cstdint>
 
 #include "common/check.cuh"
 #include "common/device_types.cuh"
+#include "common/fp8_encode.hpp"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "common/welford.cuh"
@@ -25,21 +35,87 @@ namespace {
 
 struct ForwardParams {
   const void* x;
+  const void* residual;  // nullptr: no residual add
+  const void* bias_in;   // nullptr: none (residual add only)
   const void* weight;
   const void* bias;
-  void* y;
+  void* h;  // nullptr: h not stored
+  void* y;  // T, or one byte an element with an fp8 output
   float* save_mean;
   float* save_rstd;
+  const float* y_scale;  // fp8 output only
+  unsigned* amax_bits;   // y_amax as bits, zeroed before the launch; fp8 output with y_amax only
   int64_t rows;
   int64_t cols;
   float eps;
   bool rms;
+  bool zero_centered;
+  int fp8;  // 0: y in T; 1: E4M3; 2: E5M2
   int threads_per_row;
 };
 
+// E elements of x from column col of a row starting at `base`; with a residual add, x + residual
+// + bias_in rounded once to T as h is stored, and h written when asked for.
+template <class T, class W, int E>
+__device__ __forceinline__ void load_input(const ForwardParams& p, int64_t base, int64_t col,
+                                           float (&v)[E]) {
+  dev::load_floats<T, E>(static_cast<const T*>(p.x) + base + col, v);
+  if (p.residual == nullptr) return;
+  float r[E], b[E];
+  dev::load_floats<T, E>(static_cast<const T*>(p.residual) + base + col, r);
+  const W* bias_in = static_cast<const W*>(p.bias_in);
+  dev::load_param<W, E>(bias_in ? bias_in + col : nullptr, b, 0.0f);
+#pragma unroll
+  for (int i = 0; i < E; ++i) v[i] = dev::to_float(dev::from_float<T>(v[i] + r[i] + b[i]));
+  if (p.h != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.h) + base + col, v);
+}
+
+// gamma = weight, 1 + weight (zero-centred) or 1, and beta = bias or 0, for E columns.
+template <class W, int E>
+__device__ __forceinline__ void load_affine(const ForwardParams& p, int64_t col, float (&w)[E],
+                                            float (&b)[E]) {
+  const W* weight = static_cast<const W*>(p.weight);
+  const W* bias = static_cast<const W*>(p.bias);
+  dev::load_param<W, E>(weight ? weight + col : nullptr, w, 1.0f);
+  dev::load_param<W, E>(bias ? bias + col : nullptr, b, 0.0f);
+  if (p.zero_centered) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) w[i] += 1.0f;
+  }
+}
+
+// Stores E outputs: rounded to T, or y * scale as fp8 with the running maximum of |y| (as bits).
+template <class T, int E>
+__device__ __forceinline__ void store_output(const ForwardParams& p, int64_t offset,
+                                             const float (&out)[E], unsigned& amax_bits) {
+  if (p.fp8 == 0) {
+    dev::store_floats<T, E>(static_cast<T*>(p.y) + offset, out);
+    return;
+  }
+  const float scale = *p.y_scale;
+  dev::Pack<uint8_t, E> bytes;
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    bytes.v[i] = encode_fp8_bits(out[i] * scale, p.fp8 == 2);
+    amax_bits = max(amax_bits, __float_as_uint(fabsf(out[i])));
+  }
+  *reinterpret_cast<dev::Pack<uint8_t, E>*>(static_cast<uint8_t*>(p.y) + offset) = bytes;
+}
+
+// Folds the thread's maximum of |y| bits into y_amax: a warp maximum, then one integer atomicMax
+// per warp (max is exact and commutative, so the result does not depend on the order). Every
+// thread of the block calls it, once, after its last row.
+__device__ __forceinline__ void fold_amax(const ForwardParams& p, unsigned amax_bits) {
+  if (p.amax_bits == nullptr) return;  // uniform across the grid
+  for (int offset = 16; offset > 0; offset /= 2) {
+    amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
+  }
+  if (threadIdx.x % 32 == 0) atomicMax(p.amax_bits, amax_bits);
+}
+
 // One row per lane group (or per block) in registers; rows strided over a persistent grid.
 template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
+__global__ void __launch_bounds__(forward_block_bound(E, P), 1)
     forward_in_registers(ForwardParams p) {
   __shared__ float scratch[32];
   __shared__ float block_shift;
@@ -48,10 +124,7 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
   const int64_t rows_per_block = blockDim.x / tpr;
   const int packs = static_cast<int>(p.cols / E);
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
-  const T* x = static_cast<const T*>(p.x);
-  T* y = static_cast<T*>(p.y);
-  const W* weight = static_cast<const W*>(p.weight);
-  const W* bias = static_cast<const W*>(p.bias);
+  unsigned amax_bits = 0;
 
   // Every thread runs the same number of iterations: lane-group shuffles and block barriers need
   // the whole warp and block; groups past the last row only contribute zeros.
@@ -59,13 +132,12 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
        first += gridDim.x * rows_per_block) {
     const int64_t row = first + group;
     const bool active = row < p.rows;
-    const T* xr = x + row * p.cols;
     float v[P][E] = {};
     dev::Floats<1> sum{};
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const int pack = t + k * tpr;
-      if (active && pack < packs) dev::load_floats<T, E>(xr + pack * E, v[k]);
+      if (active && pack < packs) load_input<T, W, E>(p, row * p.cols, pack * E, v[k]);
     }
     // Layer norm: v becomes x - x0 (x0 is element 0, in thread 0 of the row) and the mean of the
     // shifted row is `centre`; RMS norm keeps x and centre 0.
@@ -105,11 +177,10 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
       const int pack = t + k * tpr;
       if (active && pack < packs) {
         float w[E], b[E], out[E];
-        dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
-        dev::load_param<W, E>(bias ? bias + pack * E : nullptr, b, 0.0f);
+        load_affine<W, E>(p, pack * E, w, b);
 #pragma unroll
         for (int i = 0; i < E; ++i) out[i] = (v[k][i] - centre) * rstd * w[i] + b[i];
-        dev::store_floats<T, E>(y + row * p.cols + pack * E, out);
+        store_output<T, E>(p, row * p.cols + pack * E, out, amax_bits);
       }
     }
     if (active && t == 0) {
@@ -117,6 +188,7 @@ __global__ void __launch_bounds__(max_forward_block_threads(E* P), 1)
       if (p.save_rstd) p.save_rstd[row] = rstd;
     }
   }
+  fold_amax(p, amax_bits);
 }
 
 // One block per row, any length: Welford over x - x0 (or the sum of squares for RMS) over memory,
@@ -126,28 +198,29 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
   __shared__ dev::Welford welford_scratch[32];
   __shared__ float scratch[32];
   const int64_t packs = p.cols / E;
-  const T* x = static_cast<const T*>(p.x);
-  T* y = static_cast<T*>(p.y);
-  const W* weight = static_cast<const W*>(p.weight);
-  const W* bias = static_cast<const W*>(p.bias);
+  unsigned amax_bits = 0;
+  ForwardParams first_pass = p;  // the statistics pass leaves h to the second one
+  first_pass.h = nullptr;
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
-    const T* xr = x + row * p.cols;
+    const int64_t base = row * p.cols;
     float shift = 0.0f, centre = 0.0f, var;
     if (p.rms) {
       dev::Floats<1> squares{};
       for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
         float v[E];
-        dev::load_floats<T, E>(xr + pack * E, v);
+        load_input<T, W, E>(first_pass, base, pack * E, v);
 #pragma unroll
         for (int i = 0; i < E; ++i) squares.v[0] += v[i] * v[i];
       }
       var = dev::block_sum<1>(squares, scratch).v[0] / static_cast<float>(p.cols);
     } else {
-      shift = dev::to_float(xr[0]);  // as in the register path: Welford over x - x0
+      float first[1];  // as in the register path: Welford over h - h0
+      load_input<T, W, 1>(first_pass, base, 0, first);
+      shift = first[0];
       dev::Welford s = dev::welford_empty();
       for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
         float v[E];
-        dev::load_floats<T, E>(xr + pack * E, v);
+        load_input<T, W, E>(first_pass, base, pack * E, v);
 #pragma unroll
         for (int i = 0; i < E; ++i) s = dev::welford_push(s, v[i] - shift);
       }
@@ -158,59 +231,52 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
     const float rstd = rsqrtf(var + p.eps);
     for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
       float v[E], w[E], b[E];
-      dev::load_floats<T, E>(xr + pack * E, v);
-      dev::load_param<W, E>(weight ? weight + pack * E : nullptr, w, 1.0f);
-      dev::load_param<W, E>(bias ? bias + pack * E : nullptr, b, 0.0f);
+      load_input<T, W, E>(p, base, pack * E, v);
+      load_affine<W, E>(p, pack * E, w, b);
 #pragma unroll
       for (int i = 0; i < E; ++i) v[i] = ((v[i] - shift) - centre) * rstd * w[i] + b[i];
-      dev::store_floats<T, E>(y + row * p.cols + pack * E, v);
+      store_output<T, E>(p, base + pack * E, v, amax_bits);
     }
     if (threadIdx.x == 0) {
       if (p.save_mean) p.save_mean[row] = shift + centre;
       if (p.save_rstd) p.save_rstd[row] = rstd;
     }
   }
+  fold_amax(p, amax_bits);
 }
 
 // Persistent grid: no more blocks than are resident at once, and no more than there are rows.
 template <class Kernel>
-int grid_size(Kernel kernel, int block_threads, int64_t row_groups, int sm_count) {
+int grid_size(Kernel kernel, const RowTiling& tiling, int64_t rows, int sm_count) {
   int per_sm = 0;
-  dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block_threads, 0),
-                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  dev::check_cuda(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, tiling.block_threads, 0),
+      "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   const int64_t resident = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * sm_count;
+  const int64_t row_groups = (rows + tiling.rows_per_block() - 1) / tiling.rows_per_block();
   return static_cast<int>(row_groups < resident ? row_groups : resident);
 }
 
-template <class Kernel>
-void launch(Kernel kernel, const RowTiling& tiling, const ForwardParams& p, const Launch& l) {
-  const int64_t row_groups = (p.rows + tiling.rows_per_block() - 1) / tiling.rows_per_block();
-  const int grid = grid_size(kernel, tiling.block_threads, row_groups, l.sm_count);
-  kernel<<<grid, tiling.block_threads, 0, static_cast<cudaStream_t>(l.stream)>>>(p);
-  dev::check_cuda(cudaGetLastError(), "row norm forward launch");
-}
-
-template <class T, class W>
-void forward(const ForwardParams& p, const RowTiling& tiling, const Launch& l) {
+// Calls use(kernel) with the instantiation that serves a tiling.
+template <class T, class W, class Use>
+void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
   if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
-      launch(forward_generic<T, W, 1>, tiling, p, l);
+      use(forward_generic<T, W, 1>);
     } else {
-      launch(forward_generic<T, W, kE>, tiling, p, l);
+      use(forward_generic<T, W, kE>);
     }
-    return;
-  }
-  if (tiling.pack_elems == 1) return launch(forward_in_registers<T, W, 1, 8>, tiling, p, l);
-  switch (tiling.packs_per_thread) {
-    case 1:
-      return launch(forward_in_registers<T, W, kE, 1>, tiling, p, l);
-    case 2:
-      return launch(forward_in_registers<T, W, kE, 2>, tiling, p, l);
-    case 4:
-      return launch(forward_in_registers<T, W, kE, 4>, tiling, p, l);
-    default:
-      return launch(forward_in_registers<T, W, kE, 8>, tiling, p, l);
+  } else if (tiling.pack_elems == 1) {
+    use(forward_in_registers<T, W, 1, 8>);
+  } else if (tiling.packs_per_thread == 1) {
+    use(forward_in_registers<T, W, kE, 1>);
+  } else if (tiling.packs_per_thread == 2) {
+    use(forward_in_registers<T, W, kE, 2>);
+  } else if (tiling.packs_per_thread == 4) {
+    use(forward_in_registers<T, W, kE, 4>);
+  } else {
+    use(forward_in_registers<T, W, kE, 8>);
   }
 }
 
@@ -222,22 +288,40 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
   const RowShape& s = a.shape;
   const int elem = static_cast<int>(dtype_size(s.dtype));
   const bool vector_access = s.cols % (16 / elem) == 0 && dev::aligned16(a.x) &&
-                             dev::aligned16(a.y) && dev::aligned16(a.weight) &&
-                             dev::aligned16(a.bias);
+                             dev::aligned16(a.residual) && dev::aligned16(a.bias_in) &&
+                             dev::aligned16(a.h) && dev::aligned16(a.y) &&
+                             dev::aligned16(a.weight) && dev::aligned16(a.bias);
   const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access);
-  const ForwardParams p{a.x,
-                        a.weight,
-                        a.bias,
-                        a.y,
-                        a.save_mean,
-                        a.save_rstd,
-                        s.rows,
-                        s.cols,
-                        static_cast<float>(a.eps),
-                        s.rms,
-                        tiling.threads_per_row};
-  dev::dispatch_row_dtypes(
-      s, [&](auto t, auto w) { forward<decltype(t), decltype(w)>(p, tiling, l); });
+  ForwardParams p{};
+  p.x = a.x;
+  p.residual = a.fusion.residual ? a.residual : nullptr;
+  p.bias_in = a.fusion.residual ? a.bias_in : nullptr;
+  p.weight = a.weight;
+  p.bias = a.bias;
+  p.h = a.fusion.residual ? a.h : nullptr;
+  p.y = a.y;
+  p.save_mean = a.save_mean;
+  p.save_rstd = a.save_rstd;
+  p.y_scale = a.fusion.fp8() ? a.y_scale : nullptr;
+  p.rows = s.rows;
+  p.cols = s.cols;
+  p.eps = static_cast<float>(a.eps);
+  p.rms = s.rms;
+  p.zero_centered = a.fusion.zero_centered;
+  p.fp8 = a.fusion.output == NK_OUTPUT_FP8_E4M3 ? 1 : a.fusion.output == NK_OUTPUT_FP8_E5M2 ? 2 : 0;
+  p.threads_per_row = tiling.threads_per_row;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  if (a.fusion.fp8() && a.y_amax != nullptr) {
+    p.amax_bits = reinterpret_cast<unsigned*>(a.y_amax);  // float and unsigned: 4 aligned bytes
+    dev::check_cuda(cudaMemsetAsync(p.amax_bits, 0, sizeof(unsigned), stream), "cudaMemsetAsync");
+  }
+  dev::dispatch_row_dtypes(s, [&](auto t, auto w) {
+    with_kernel<decltype(t), decltype(w)>(tiling, [&](auto kernel) {
+      const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
+      kernel<<<grid, tiling.block_threads, 0, stream>>>(p);
+      dev::check_cuda(cudaGetLastError(), "row norm forward launch");
+    });
+  });
 }
 
 }  // namespace nk::cuda

@@ -5,7 +5,6 @@
 namespace nk::cuda {
 namespace {
 
-constexpr int kSubWarpBlock = 128;  // forward threads per block when several rows share a block
 constexpr int kGenericBlock = 512;
 
 int next_pow2(int64_t v) {
@@ -28,7 +27,7 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access) {
   for (int p : {1, 2, 4, 8}) {
     if (!allowed(p)) continue;
     const int64_t threads = ceil_div(packs, p);
-    if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kSubWarpBlock};
+    if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kForwardSubWarpBlock};
   }
   // A block per row: about four packs per thread in flight, within the register budget.
   for (int p : {4, 8, 2, 1}) {

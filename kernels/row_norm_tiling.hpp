@@ -31,8 +31,24 @@ struct RowTiling {
 
 // The largest forward block whose threads hold `elems` row elements, from the register file (65536
 // per SM): 16384 elements per block keep a 64-element thread within 255 registers at 256 threads.
+// Threads with 16 or more elements (16-byte packs) stop at 512: the 64 registers a 1024-thread
+// block allows spill on sm_80 once the fused forms' state (residual, fp8 store, amax) is added, so
+// fp32 rows of 8193..16384 take eight packs a thread at 512 threads instead of four at 1024.
 constexpr int max_forward_block_threads(int elems) {
-  return 16384 / elems > 1024 ? 1024 : 16384 / elems;
+  const int cap = elems >= 16 ? 512 : 1024;
+  return 16384 / elems > cap ? cap : 16384 / elems;
+}
+
+// Forward threads per block when several rows (lane groups) share a block.
+constexpr int kForwardSubWarpBlock = 128;
+
+// The most threads choose_row_tiling launches a forward instantiation with (E elements a pack, P
+// packs a thread), its __launch_bounds__: with 16-byte packs a block per row takes four packs a
+// thread, or eight where four do not fit, so one and two packs serve lane groups only, in blocks
+// of kForwardSubWarpBlock (their register budget is then not the 64 of a 1024-thread block, which
+// the fused residual add would exceed); single-element packs (P = 8) also serve a block per row.
+constexpr int forward_block_bound(int e, int p) {
+  return e > 1 && p < 4 ? kForwardSubWarpBlock : max_forward_block_threads(e * p);
 }
 
 // The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
@@ -41,8 +57,8 @@ constexpr int max_forward_block_threads(int elems) {
 // without spilling. (A 16-element 16-bit thread needs about 80 registers: 1024 of them, for 16384
 // elements, spill at the 64 registers a 1024-thread block allows; so do 1024 single-element
 // threads.)
-constexpr int kBackwardMaxElems = 16;        // elements a backward thread holds in 16-byte packs
-constexpr int kBackwardScalarElems = 8;      // ... in single-element packs
+constexpr int kBackwardMaxElems = 16;    // elements a backward thread holds in 16-byte packs
+constexpr int kBackwardScalarElems = 8;  // ... in single-element packs
 constexpr int max_backward_block_threads(bool) { return 512; }
 
 // Threads of a backward block that holds several rows: 512 (16 warps), so that two blocks per SM,

@@ -20,6 +20,8 @@ TRAINING, INFERENCE = 0, 1
 EXPONENTIAL, CUMULATIVE = 0, 1
 UNBIASED, BIASED = 0, 1
 CPU, CUDA = 0, 1
+LAYER_NORM, RMS_NORM = 0, 1
+OUTPUT_DTYPE, OUTPUT_FP8_E4M3, OUTPUT_FP8_E5M2 = 0, 1, 2
 
 
 class ActDesc(ctypes.Structure):
@@ -30,6 +32,23 @@ class ActDesc(ctypes.Structure):
 class RowDesc(ctypes.Structure):
     _fields_ = [("rows", ctypes.c_int64), ("cols", ctypes.c_int64), ("dtype", ctypes.c_int),
                 ("weight_dtype", ctypes.c_int)]
+
+
+class RowFusion(ctypes.Structure):
+    _fields_ = [("norm", ctypes.c_int), ("residual", ctypes.c_int), ("weight_form", ctypes.c_int),
+                ("output", ctypes.c_int)]
+
+
+class RowFusedForwardBuffers(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "x", "residual", "bias_in", "weight", "bias", "h", "y", "y_scale", "y_amax", "save_mean",
+        "save_rstd")]
+
+
+class RowFusedBackwardBuffers(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "x", "dy", "dh_extra", "weight", "save_mean", "save_rstd", "dx", "dresidual", "dbias_in",
+        "dweight", "dbias")]
 
 
 class NormParams(ctypes.Structure):
@@ -221,3 +240,24 @@ class Normkit:
         self._check(self.lib.nk_rms_norm_backward(
             self.ctx, ctypes.byref(desc), _ptr(x), _ptr(dy), _ptr(weight), _ptr(save_rstd),
             _ptr(dx), _ptr(dweight)))
+
+    @staticmethod
+    def fusion(rms=False, residual=False, zero_centered=False, output=OUTPUT_DTYPE):
+        return RowFusion(RMS_NORM if rms else LAYER_NORM, int(residual), int(zero_centered), output)
+
+    @staticmethod
+    def _buffers(struct, tensors):
+        return struct(**{k: (None if t is None else t.data_ptr()) for k, t in tensors.items()})
+
+    def row_norm_fused_forward(self, desc, fusion, eps, **tensors):
+        """Buffers by name as in nk_row_fused_forward_buffers (missing ones are NULL)."""
+        b = self._buffers(RowFusedForwardBuffers, tensors)
+        self._check(self.lib.nk_row_norm_fused_forward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(fusion), ctypes.c_double(eps),
+            ctypes.byref(b)))
+
+    def row_norm_fused_backward(self, desc, fusion, **tensors):
+        """Buffers by name as in nk_row_fused_backward_buffers (missing ones are NULL)."""
+        b = self._buffers(RowFusedBackwardBuffers, tensors)
+        self._check(self.lib.nk_row_norm_fused_backward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(b)))

@@ -352,3 +352,87 @@ nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, const vo
 }
 
 }  // extern "C"
+
+// ---- fused layer and RMS norm --------------------------------------------------------------
+
+namespace nk {
+namespace {
+
+template <class Args>
+Args fused_args(nk_context ctx, const nk_row_desc* desc, const nk_row_fusion* fusion) {
+  require_pointer(ctx, "ctx");
+  bool rms = false;
+  const RowFusion f = row_fusion(fusion, &rms);
+  Args a{};
+  a.shape = row_shape(rms, desc);
+  a.fusion = f;
+  return a;
+}
+
+}  // namespace
+}  // namespace nk
+
+extern "C" {
+
+nk_row_fusion nk_row_fusion_default(void) {
+  return nk_row_fusion{NK_LAYER_NORM, NK_RESIDUAL_NONE, NK_WEIGHT_DIRECT, NK_OUTPUT_DTYPE};
+}
+
+nk_status nk_row_norm_fused_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                   const nk_row_fusion* fusion, size_t* bytes) {
+  return nk::guard("nk_row_norm_fused_forward_workspace_size", [&] {
+    nk::query(ctx, nk::fused_args<nk::RowForwardArgs>(ctx, desc, fusion), bytes);
+  });
+}
+
+nk_status nk_row_norm_fused_forward(nk_context ctx, const nk_row_desc* desc,
+                                    const nk_row_fusion* fusion, double eps,
+                                    const nk_row_fused_forward_buffers* buffers) {
+  return nk::guard("nk_row_norm_fused_forward", [&] {
+    auto a = nk::fused_args<nk::RowForwardArgs>(ctx, desc, fusion);
+    nk::require_pointer(buffers, "buffers");
+    a.eps = eps;
+    a.x = buffers->x;
+    a.residual = buffers->residual;
+    a.bias_in = buffers->bias_in;
+    a.weight = buffers->weight;
+    a.bias = buffers->bias;
+    a.h = buffers->h;
+    a.y = buffers->y;
+    a.y_scale = buffers->y_scale;
+    a.y_amax = buffers->y_amax;
+    a.save_mean = buffers->save_mean;
+    a.save_rstd = buffers->save_rstd;
+    nk::execute(ctx, a);
+  });
+}
+
+nk_status nk_row_norm_fused_backward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                    const nk_row_fusion* fusion, size_t* bytes) {
+  return nk::guard("nk_row_norm_fused_backward_workspace_size", [&] {
+    nk::query(ctx, nk::fused_args<nk::RowBackwardArgs>(ctx, desc, fusion), bytes);
+  });
+}
+
+nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* desc,
+                                     const nk_row_fusion* fusion,
+                                     const nk_row_fused_backward_buffers* buffers) {
+  return nk::guard("nk_row_norm_fused_backward", [&] {
+    auto a = nk::fused_args<nk::RowBackwardArgs>(ctx, desc, fusion);
+    nk::require_pointer(buffers, "buffers");
+    a.x = buffers->x;
+    a.dy = buffers->dy;
+    a.dh_extra = buffers->dh_extra;
+    a.weight = buffers->weight;
+    a.save_mean = buffers->save_mean;
+    a.save_rstd = buffers->save_rstd;
+    a.dx = buffers->dx;
+    a.dresidual = buffers->dresidual;
+    a.dbias_in = buffers->dbias_in;
+    a.dweight = buffers->dweight;
+    a.dbias = buffers->dbias;
+    nk::execute(ctx, a);
+  });
+}
+
+}  // extern "C"

@@ -79,25 +79,43 @@ struct RowShape {
 
 inline const char* family_name(const RowShape& s) { return s.rms ? "RMS norm" : "layer norm"; }
 
+// The fused forms of layer and RMS norm (nk_row_fusion, normkit.h): all off for the plain calls.
+struct RowFusion {
+  bool residual = false;                      // normalize h = x + residual
+  bool zero_centered = false;                 // gamma = 1 + weight
+  nk_output_format output = NK_OUTPUT_DTYPE;  // y in the dtype, or fp8 of y * scale
+  bool fp8() const { return output != NK_OUTPUT_DTYPE; }
+};
+
 struct RowForwardArgs {
   RowShape shape;
+  RowFusion fusion;
   double eps;
   const void* x;
+  const void* residual;  // fusion.residual only
+  const void* bias_in;   // nullable, fusion.residual only: added to h
   const void* weight;
-  const void* bias;  // always nullptr for RMS norm
-  void* y;
-  float* save_mean;  // always nullptr for RMS norm
+  const void* bias;      // always nullptr for RMS norm
+  void* h;               // nullable, fusion.residual only
+  void* y;               // dtype, or one byte an element with an fp8 output
+  const float* y_scale;  // fp8 output only
+  float* y_amax;         // nullable, fp8 output only
+  float* save_mean;      // always nullptr for RMS norm
   float* save_rstd;
 };
 
 struct RowBackwardArgs {
   RowShape shape;
-  const void* x;
+  RowFusion fusion;  // output is not read
+  const void* x;     // the normalized input (h with a residual)
   const void* dy;
+  const void* dh_extra;  // nullable, fusion.residual only
   const void* weight;
   const float* save_mean;  // always nullptr for RMS norm
   const float* save_rstd;
   void* dx;
+  void* dresidual;  // nullable, fusion.residual only
+  void* dbias_in;   // nullable, fusion.residual only: column sums of dh as stored
   void* dweight;
   void* dbias;  // always nullptr for RMS norm
 };

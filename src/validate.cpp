@@ -343,19 +343,109 @@ void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
                 workspace, "dx", "dy");
 }
 
+RowFusion row_fusion(const nk_row_fusion* fusion, bool* rms) {
+  require_pointer(fusion, "fusion");
+  if (fusion->norm != NK_LAYER_NORM && fusion->norm != NK_RMS_NORM) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->norm = ", static_cast<int>(fusion->norm),
+         " is not an nk_row_norm (expected NK_LAYER_NORM or NK_RMS_NORM)");
+  }
+  if (fusion->residual != NK_RESIDUAL_NONE && fusion->residual != NK_RESIDUAL_ADD) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->residual = ", static_cast<int>(fusion->residual),
+         " is not an nk_residual (expected NK_RESIDUAL_NONE or NK_RESIDUAL_ADD)");
+  }
+  if (fusion->weight_form != NK_WEIGHT_DIRECT && fusion->weight_form != NK_WEIGHT_ZERO_CENTERED) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->weight_form = ", static_cast<int>(fusion->weight_form),
+         " is not an nk_weight_form (expected NK_WEIGHT_DIRECT or NK_WEIGHT_ZERO_CENTERED)");
+  }
+  if (fusion->output != NK_OUTPUT_DTYPE && fusion->output != NK_OUTPUT_FP8_E4M3 &&
+      fusion->output != NK_OUTPUT_FP8_E5M2) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->output = ", static_cast<int>(fusion->output),
+         " is not an nk_output_format (expected NK_OUTPUT_DTYPE, NK_OUTPUT_FP8_E4M3 or "
+         "NK_OUTPUT_FP8_E5M2)");
+  }
+  *rms = fusion->norm == NK_RMS_NORM;
+  RowFusion f;
+  f.residual = fusion->residual == NK_RESIDUAL_ADD;
+  f.zero_centered = fusion->weight_form == NK_WEIGHT_ZERO_CENTERED;
+  f.output = fusion->output;
+  return f;
+}
+
+namespace {
+
+const char* fusion_value(const RowFusion& f, const char* what) {
+  const std::string w = what;
+  if (w == "residual") return f.residual ? "NK_RESIDUAL_ADD" : "NK_RESIDUAL_NONE";
+  return f.output == NK_OUTPUT_FP8_E4M3   ? "NK_OUTPUT_FP8_E4M3"
+         : f.output == NK_OUTPUT_FP8_E5M2 ? "NK_OUTPUT_FP8_E5M2"
+                                          : "NK_OUTPUT_DTYPE";
+}
+
+// A buffer that the fusion needs (`needed`) must be given, one it does not use must be NULL.
+void require_use(const void* p, bool needed, const char* name, const RowFusion& f,
+                 const char* field) {
+  if (needed && p == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name, " is NULL with fusion->", field, " = ",
+         fusion_value(f, field), ": it is required");
+  }
+  if (!needed && p != nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name, " is not NULL with fusion->", field, " = ",
+         fusion_value(f, field), ": this call would not use it");
+  }
+}
+
+void require_zero_centered_weight(const void* weight, const RowFusion& f) {
+  if (f.zero_centered && weight == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "weight is NULL with fusion->weight_form = NK_WEIGHT_ZERO_CENTERED: the zero-centred "
+         "form needs the weight (gamma - 1)");
+  }
+}
+
+void require_layer_norm_only(const void* p, const RowShape& s, const char* name) {
+  if (s.rms && p != nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name, " is not NULL for RMS norm, which has no ",
+         std::string(name).find("mean") != std::string::npos ? "mean" : "bias");
+  }
+}
+
+}  // namespace
+
 void validate(const RowForwardArgs& a, const nk_context_s& ctx) {
   const Span workspace = workspace_of(ctx);
   const RowShape& s = a.shape;
+  const RowFusion& f = a.fusion;
   require_eps(a.eps);
   require_pointer(a.x, "x");
   require_pointer(a.y, "y");
+  require_use(a.residual, f.residual, "residual", f, "residual");
+  if (!f.residual) {
+    require_use(a.h, false, "h", f, "residual");
+    require_use(a.bias_in, false, "bias_in", f, "residual");
+  }
+  require_zero_centered_weight(a.weight, f);
+  require_layer_norm_only(a.bias, s, "bias");
+  require_layer_norm_only(a.save_mean, s, "save_mean");
+  require_use(a.y_scale, f.fp8(), "y_scale", f, "output");
+  if (!f.fp8()) require_use(a.y_amax, false, "y_amax", f, "output");
+  if (f.fp8() && a.y == a.x) {
+    fail(NK_ERROR_INVALID_VALUE, "y == x (", a.y,
+         ") with fusion->output = ", fusion_value(f, "output"),
+         ": an fp8 output cannot overwrite its input");
+  }
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.rows * s.cols * elem;
+  const int64_t y_elem = f.fp8() ? 1 : elem;
   const int64_t param_elem = static_cast<int64_t>(dtype_size(s.weight_dtype));
   const int64_t param = s.cols * param_elem;
   check_buffers({{a.x, act, "x", false, elem},
+                 {a.residual, act, "residual", false, elem},
+                 {a.bias_in, param, "bias_in", false, param_elem},
                  {a.weight, param, "weight", false, param_elem},
                  {a.bias, param, "bias", false, param_elem},
-                 {a.y, act, "y", true, elem},
+                 {a.y_scale, 4, "y_scale", false, 4},
+                 {a.h, act, "h", true, elem},
+                 {a.y, s.rows * s.cols * y_elem, "y", true, y_elem},
+                 {a.y_amax, 4, "y_amax", true, 4},
                  {a.save_mean, s.rows * 4, "save_mean", true, 4},
                  {a.save_rstd, s.rows * 4, "save_rstd", true, 4}},
                 workspace, "y", "x");
@@ -364,6 +454,7 @@ void validate(const RowForwardArgs& a, const nk_context_s& ctx) {
 void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
   const Span workspace = workspace_of(ctx);
   const RowShape& s = a.shape;
+  const RowFusion& f = a.fusion;
   require_pointer(a.x, "x");
   require_pointer(a.dy, "dy");
   const char* family = family_name(s);
@@ -375,15 +466,31 @@ void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
     fail(NK_ERROR_INVALID_VALUE, "save_rstd is NULL: ", family,
          " backward needs the rstd saved by the forward");
   }
+  require_layer_norm_only(a.save_mean, s, "save_mean");
+  if (!f.residual) {
+    require_use(a.dh_extra, false, "dh_extra", f, "residual");
+    require_use(a.dresidual, false, "dresidual", f, "residual");
+    require_use(a.dbias_in, false, "dbias_in", f, "residual");
+  }
+  if (a.dbias_in != nullptr && a.dx == nullptr && a.dresidual == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "dbias_in is not NULL while dx and dresidual are NULL: dbias_in is the column sum of the "
+         "dh stored in them, so one of them is required");
+  }
+  require_zero_centered_weight(a.weight, f);
+  require_layer_norm_only(a.dbias, s, "dbias");
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.rows * s.cols * elem;
   const int64_t param_elem = static_cast<int64_t>(dtype_size(s.weight_dtype));
   const int64_t param = s.cols * param_elem;
   check_buffers({{a.x, act, "x", false, elem},
                  {a.dy, act, "dy", false, elem},
+                 {a.dh_extra, act, "dh_extra", false, elem},
                  {a.weight, param, "weight", false, param_elem},
                  {a.save_mean, s.rows * 4, "save_mean", false, 4},
                  {a.save_rstd, s.rows * 4, "save_rstd", false, 4},
                  {a.dx, act, "dx", true, elem},
+                 {a.dresidual, act, "dresidual", true, elem},
+                 {a.dbias_in, param, "dbias_in", true, param_elem},
                  {a.dweight, param, "dweight", true, param_elem},
                  {a.dbias, param, "dbias", true, param_elem}},
                 workspace, "dx", "dy");

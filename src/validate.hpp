@@ -53,6 +53,9 @@ int64_t checked_count(std::initializer_list<int64_t> dims, const char* what);
 // groups).
 ChannelShape channel_shape(ChannelNorm kind, const nk_act_desc* desc, int64_t groups);
 RowShape row_shape(bool rms, const nk_row_desc* desc);
+// The fused forms of a fused row-norm call: fusion non-null, every field a known enum value; *rms
+// receives fusion->norm == NK_RMS_NORM.
+RowFusion row_fusion(const nk_row_fusion* fusion, bool* rms);
 // rows x cols for the calls that take a row descriptor but no weights (preprocessing, the
 // statistics accumulator): desc->weight_dtype is not read, yet must be a known nk_dtype; the shape
 // returned has weight_dtype NK_F32.

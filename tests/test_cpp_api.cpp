@@ -1,5 +1,6 @@
 // The header-only C++ API: RAII context, nk::Error with status and message, and typed overloads
 // that give the same bytes as the C calls they wrap.
+#include <cstdint>
 #include <normkit/normkit.hpp>
 #include <string>
 #include <type_traits>
@@ -105,6 +106,65 @@ TEST(CppApi, TypedLayerNormWithFloatWeightsMatchesCApi) {
   ASSERT_EQ(nk_rms_norm_forward(ctx, &d, 1e-6, x.data(), nullptr, y_c.data(), nullptr), NK_SUCCESS);
   EXPECT_EQ(y_c.bytes(), y_cpp.bytes());
   EXPECT_GT((nk::layer_norm_backward_workspace_size<nk::bfloat16, float>(ctx, rows, cols)), 0u);
+}
+
+TEST(CppApi, FusedRowNormMatchesCApiAndThrowsOnErrors) {
+  nk::Context ctx = nk::Context::cpu();
+  nkt::Random rng;
+  const int64_t rows = 3, cols = 10, n = rows * cols;
+  nkt::Buffer x(NK_BF16, rng.normal(n)), r(NK_BF16, rng.normal(n)), dy(NK_BF16, rng.normal(n));
+  const std::vector<double> wv = rng.uniform(cols, -0.5, 0.5);
+  const std::vector<float> w(wv.begin(), wv.end());
+  std::vector<uint8_t> y_c(n, 1), y_cpp(n, 2);
+  nkt::Buffer h_c(NK_BF16, n), h_cpp(NK_BF16, n), dx_c(NK_BF16, n), dx_cpp(NK_BF16, n);
+  float scale = 8.0f, amax_c = -1, amax_cpp = -2;
+  std::vector<float> rstd(rows);
+  nk_row_fusion f = nk_row_fusion_default();
+  f.norm = NK_RMS_NORM;
+  f.residual = NK_RESIDUAL_ADD;
+  f.weight_form = NK_WEIGHT_ZERO_CENTERED;
+  f.output = NK_OUTPUT_FP8_E4M3;
+  const nk_row_desc d{rows, cols, NK_BF16, NK_F32};
+  nk_row_fused_forward_buffers fb{};
+  fb.x = x.data();
+  fb.residual = r.data();
+  fb.weight = w.data();
+  fb.h = h_c.data();
+  fb.y = y_c.data();
+  fb.y_scale = &scale;
+  fb.y_amax = &amax_c;
+  fb.save_rstd = rstd.data();
+  ASSERT_EQ(nk_row_norm_fused_forward(ctx, &d, &f, 1e-6, &fb), NK_SUCCESS) << nk_last_error();
+  fb.h = h_cpp.data();
+  fb.y = y_cpp.data();
+  fb.y_amax = &amax_cpp;
+  nk::row_norm_fused_forward<nk::bfloat16, float>(ctx, rows, cols, f, 1e-6, fb);
+  EXPECT_EQ(y_c, y_cpp);
+  EXPECT_EQ(h_c.bytes(), h_cpp.bytes());
+  EXPECT_EQ(amax_c, amax_cpp);
+  EXPECT_EQ((nk::row_norm_fused_forward_workspace_size<nk::bfloat16, float>(ctx, rows, cols, f)),
+            0u);
+  nk_row_fused_backward_buffers bb{};
+  bb.x = h_c.data();
+  bb.dy = dy.data();
+  bb.weight = w.data();
+  bb.save_rstd = rstd.data();
+  bb.dx = dx_c.data();
+  ASSERT_EQ(nk_row_norm_fused_backward(ctx, &d, &f, &bb), NK_SUCCESS) << nk_last_error();
+  bb.dx = dx_cpp.data();
+  nk::row_norm_fused_backward<nk::bfloat16, float>(ctx, rows, cols, f, bb);
+  EXPECT_EQ(dx_c.bytes(), dx_cpp.bytes());
+  EXPECT_GT((nk::row_norm_fused_backward_workspace_size<nk::bfloat16, float>(ctx, rows, cols, f)),
+            0u);
+  // A failing call throws nk::Error with the status and message.
+  bb.weight = nullptr;
+  try {
+    nk::row_norm_fused_backward<nk::bfloat16, float>(ctx, rows, cols, f, bb);
+    ADD_FAILURE() << "no exception";
+  } catch (const nk::Error& e) {
+    EXPECT_EQ(e.status(), NK_ERROR_INVALID_VALUE);
+    EXPECT_NE(std::string(e.what()).find("weight is NULL"), std::string::npos) << e.what();
+  }
 }
 
 TEST(CppApi, GroupAndInstanceNormOverloads) {

@@ -60,6 +60,8 @@ TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
       return;
     }
     expect_valid(t, cols, 64, max_forward_block_threads(t.packs_per_thread * t.pack_elems));
+    // The kernel's __launch_bounds__ (forward_block_bound) must admit the block it is launched with.
+    ASSERT_LE(t.block_threads, forward_block_bound(t.pack_elems, t.packs_per_thread)) << cols;
     if (t.threads_per_row > 32) {
       ASSERT_EQ(t.block_threads, t.threads_per_row);
     }

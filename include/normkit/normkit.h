@@ -459,6 +459,152 @@ NK_API nk_status nk_rms_norm_backward(nk_context ctx, const nk_row_desc* desc, c
                                       void* dx, void* dweight);
 
 /* ---------------------------------------------------------------------------------------------
+ * Fused layer and RMS norm: the forms transformer engines call. An nk_row_fusion describes the
+ * call (no list of flags in the signatures); the buffers travel in one struct per direction.
+ *
+ * Forward, per row of D = desc->cols values:
+ *   h = x + residual + bias_in            (NK_RESIDUAL_ADD, bias_in_j = 0 when NULL; h = x
+ *                                          otherwise), added in fp32 (fp64 on the CPU) and rounded
+ *                                          once to desc->dtype, as h is stored; that value is
+ *                                          normalized
+ *   layer norm: mean = sum(h) / D, var = sum((h - mean)^2) / D;  RMS norm: mean = 0,
+ *               var = sum(h^2) / D;  rstd = 1 / sqrt(var + eps),  hhat = (h - mean) * rstd
+ *   y = hhat * gamma_j + bias_j,  gamma_j = weight_j (NK_WEIGHT_DIRECT) or 1 + weight_j
+ *                                (NK_WEIGHT_ZERO_CENTERED: the weight is stored as gamma - 1)
+ *   output NK_OUTPUT_DTYPE: y stored in desc->dtype.
+ *   output NK_OUTPUT_FP8_E4M3 / _E5M2: y_fp8 = fp8(y * scale), one byte an element (OCP 8-bit
+ *     floating point), from y in fp32 on CUDA (fp64 on the CPU): rounded to nearest, ties to
+ *     even, and saturated to the largest finite value (e4m3 +-448, e5m2 +-57344), infinities
+ *     included; a NaN stores 0x7F (e4m3 has no infinity, so saturation is its only overflow;
+ *     e5m2's infinities are never produced).
+ *     *y_amax = max over every element of |y| before scaling (fp32); a NaN when some y is NaN
+ *     (a NaN wins the maximum on both backends; its payload is not specified). A maximum is exact
+ *     in any order: its bits do not depend on the GPU or the grid.
+ * The backward takes the gradient of y (unscaled: an fp8 output is a cast for the next GEMM, its
+ * gradient passes straight through), with g = dy * gamma_j and hhat from the saved statistics:
+ *   dh = rstd * (g - mean_row(g) - hhat * mean_row(g * hhat))      (RMS norm: no mean_row(g))
+ *      + dh_extra                 (NK_RESIDUAL_ADD: the gradient reaching h by another path, as
+ *                                  in pre-norm blocks where h is also the residual stream)
+ *   dx = dh, dresidual = dh       (the gradient of h reaches both inputs of the add), stored in
+ *                                  desc->dtype
+ *   dbias_in_j = sum over rows of dh as stored (the dx or dresidual values),
+ *   dweight_j = sum over rows of dy * hhat (the same for both weight forms),
+ *   dbias_j = sum over rows of dy.
+ * Column sums are added in a fixed order that depends on rows and cols only (and, on CUDA, on
+ * whether every pointer allows 16-byte access): the same bits on every GPU, whatever its SM count.
+ * With no fusion (nk_row_fusion_default(), or NK_RMS_NORM and nothing else) the calls compute
+ * what nk_layer_norm_* and nk_rms_norm_* compute.
+ * ------------------------------------------------------------------------------------------- */
+
+/* clang-format off */
+typedef NK_ENUM(nk_row_norm) { NK_LAYER_NORM = 0, NK_RMS_NORM = 1 } nk_row_norm;
+
+typedef NK_ENUM(nk_residual) {
+  NK_RESIDUAL_NONE = 0, /* the input x is normalized */
+  NK_RESIDUAL_ADD = 1   /* h = x + residual (+ bias_in) is normalized (and written to h when
+                           given) */
+} nk_residual;
+
+typedef NK_ENUM(nk_weight_form) {
+  NK_WEIGHT_DIRECT = 0,        /* gamma = weight (NULL weight: gamma = 1) */
+  NK_WEIGHT_ZERO_CENTERED = 1  /* gamma = 1 + weight: weight required */
+} nk_weight_form;
+
+typedef NK_ENUM(nk_output_format) {
+  NK_OUTPUT_DTYPE = 0,     /* y in desc->dtype */
+  NK_OUTPUT_FP8_E4M3 = 1,  /* y * scale in OCP fp8 E4M3 (4 exponent bits, 3 mantissa bits) */
+  NK_OUTPUT_FP8_E5M2 = 2   /* y * scale in OCP fp8 E5M2 (5 exponent bits, 2 mantissa bits) */
+} nk_output_format;
+/* clang-format on */
+
+/* What a fused call computes. Every field is checked (a known value) by every call that takes
+ * one; the forward reads all four, the backward reads norm, residual and weight_form (the output
+ * format does not change the gradients). */
+typedef struct nk_row_fusion {
+  nk_row_norm norm;
+  nk_residual residual;
+  nk_weight_form weight_form;
+  nk_output_format output;
+} nk_row_fusion;
+
+/* Layer norm, nothing fused: NK_LAYER_NORM, NK_RESIDUAL_NONE, NK_WEIGHT_DIRECT, NK_OUTPUT_DTYPE. */
+NK_API nk_row_fusion nk_row_fusion_default(void);
+
+/* Buffers of nk_row_norm_fused_forward. "act" is [rows x cols] in desc->dtype, "param" [cols] in
+ * desc->weight_dtype. Unused buffers must be NULL: a pointer the fusion does not read or write is
+ * an error (NK_ERROR_INVALID_VALUE), so that a mismatched descriptor never passes silently. */
+typedef struct nk_row_fused_forward_buffers {
+  const void* x;        /* act, required */
+  const void* residual; /* act: required with NK_RESIDUAL_ADD, NULL otherwise */
+  const void* bias_in;  /* param, nullable (0): NK_RESIDUAL_ADD only (NULL otherwise) */
+  const void* weight;   /* param: nullable with NK_WEIGHT_DIRECT (gamma 1), required with
+                           NK_WEIGHT_ZERO_CENTERED */
+  const void* bias;     /* param, nullable (0); layer norm only (NULL for RMS norm) */
+  void* h;              /* act, nullable: the normalized h (NK_RESIDUAL_ADD only, NULL otherwise);
+                           the backward's input */
+  void* y;              /* required: act with NK_OUTPUT_DTYPE (may equal x, nothing else), else
+                           [rows x cols] bytes of fp8 */
+  const float* y_scale; /* [1] fp32 (device memory on CUDA): required with an fp8 output, NULL
+                           otherwise */
+  float* y_amax;        /* [1] fp32 (device memory on CUDA), nullable; fp8 outputs only (NULL
+                           otherwise) */
+  float* save_mean;     /* [rows] fp32, nullable; layer norm only (NULL for RMS norm) */
+  float* save_rstd;     /* [rows] fp32, nullable */
+} nk_row_fused_forward_buffers;
+
+/* Buffers of nk_row_norm_fused_backward, shapes as above. */
+typedef struct nk_row_fused_backward_buffers {
+  const void* x;          /* act, required: the normalized input (h with NK_RESIDUAL_ADD) */
+  const void* dy;         /* act, required: gradient of y (unscaled) */
+  const void* dh_extra;   /* act, nullable (0): NK_RESIDUAL_ADD only */
+  const void* weight;     /* param: as in the forward (required with NK_WEIGHT_ZERO_CENTERED) */
+  const float* save_mean; /* [rows] fp32: required for layer norm, NULL for RMS norm */
+  const float* save_rstd; /* [rows] fp32, required */
+  void* dx;               /* act, nullable; may equal dy */
+  void* dresidual;        /* act, nullable; NK_RESIDUAL_ADD only */
+  void* dbias_in;         /* param, nullable; NK_RESIDUAL_ADD only, and needs dx or dresidual
+                             (it is the column sum of the dh they receive) */
+  void* dweight;          /* param, nullable */
+  void* dbias;            /* param, nullable; layer norm only */
+} nk_row_fused_backward_buffers;
+
+/* Bytes of workspace the fused forward needs: 0 on both backends (on CUDA y_amax itself is zeroed
+ * on the stream, then each warp folds its maximum into it with an integer atomicMax on the bits of
+ * |y|, which order like the values; a NaN's bits are above infinity's). Errors: those of the call
+ * that do not concern the buffers. */
+NK_API nk_status nk_row_norm_fused_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                          const nk_row_fusion* fusion,
+                                                          size_t* bytes);
+
+/* The fused forward (formulas above).
+ * Errors: NK_ERROR_INVALID_VALUE (fusion or buffers NULL; an unknown enum in fusion; eps negative
+ *         or not finite; x or y NULL; residual without NK_RESIDUAL_ADD or missing with it; h or
+ *         bias_in without NK_RESIDUAL_ADD; weight NULL with NK_WEIGHT_ZERO_CENTERED; bias or
+ *         save_mean with RMS norm; y_scale missing with an fp8 output or given without one; y_amax
+ *         without an fp8 output; y == x with an fp8 output; overlapping buffers other than
+ *         y == x; a misaligned buffer), and the shape errors of nk_layer_norm_forward. */
+NK_API nk_status nk_row_norm_fused_forward(nk_context ctx, const nk_row_desc* desc,
+                                           const nk_row_fusion* fusion, double eps,
+                                           const nk_row_fused_forward_buffers* buffers);
+
+/* Bytes of workspace the fused backward needs. CUDA: as nk_layer_norm_backward_workspace_size
+ * (dbias_in reuses the partial rows once dweight and dbias are done). CPU: 16 bytes per column, 24
+ * with NK_RESIDUAL_ADD (fp64 column sums of dy, dy * hhat and dh). */
+NK_API nk_status nk_row_norm_fused_backward_workspace_size(nk_context ctx, const nk_row_desc* desc,
+                                                           const nk_row_fusion* fusion,
+                                                           size_t* bytes);
+
+/* The fused backward (formulas above).
+ * Errors: NK_ERROR_INVALID_VALUE (fusion or buffers NULL; an unknown enum in fusion; x, dy or
+ *         save_rstd NULL; save_mean NULL for layer norm or given for RMS norm; dh_extra,
+ *         dresidual or dbias_in without NK_RESIDUAL_ADD; dbias_in without dx and dresidual; weight
+ *         NULL with NK_WEIGHT_ZERO_CENTERED; dbias with RMS norm; overlapping buffers other than
+ *         dx == dy; a misaligned buffer), and the shape errors of nk_layer_norm_backward. */
+NK_API nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* desc,
+                                            const nk_row_fusion* fusion,
+                                            const nk_row_fused_backward_buffers* buffers);
+
+/* ---------------------------------------------------------------------------------------------
  * Statistics accumulator: exact per-feature count, mean and variance over any number of batches
  * fed one by one (Welford within a batch, Chan's merge across batches and accumulators), in fp64.
  * Uses: precise batch-norm statistics after training (the variance of all the data, not a mean of

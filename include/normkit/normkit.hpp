@@ -301,6 +301,44 @@ void rms_norm_backward(const Context& ctx, int64_t rows, int64_t cols, const T* 
   check(nk_rms_norm_backward(ctx, &d, x, dy, weight, save_rstd, dx, dweight));
 }
 
+// ---- fused layer and RMS norm (W: float or T) --------------------------------------------------
+// The buffers are the C structs (untyped pointers: an fp8 output is bytes, not T), so name the
+// types: row_norm_fused_forward<nk::bfloat16, float>(ctx, rows, cols, fusion, eps, buffers).
+
+template <class T, class W = T>
+size_t row_norm_fused_forward_workspace_size(const Context& ctx, int64_t rows, int64_t cols,
+                                             const nk_row_fusion& fusion) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_row_norm_fused_forward_workspace_size(ctx, &d, &fusion, &bytes));
+  return bytes;
+}
+
+template <class T, class W = T>
+size_t row_norm_fused_backward_workspace_size(const Context& ctx, int64_t rows, int64_t cols,
+                                              const nk_row_fusion& fusion) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  size_t bytes = 0;
+  check(nk_row_norm_fused_backward_workspace_size(ctx, &d, &fusion, &bytes));
+  return bytes;
+}
+
+template <class T, class W = T>
+void row_norm_fused_forward(const Context& ctx, int64_t rows, int64_t cols,
+                            const nk_row_fusion& fusion, double eps,
+                            const nk_row_fused_forward_buffers& buffers) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_row_norm_fused_forward(ctx, &d, &fusion, eps, &buffers));
+}
+
+template <class T, class W = T>
+void row_norm_fused_backward(const Context& ctx, int64_t rows, int64_t cols,
+                             const nk_row_fusion& fusion,
+                             const nk_row_fused_backward_buffers& buffers) {
+  const nk_row_desc d = describe_rows<T, W>(rows, cols);
+  check(nk_row_norm_fused_backward(ctx, &d, &fusion, &buffers));
+}
+
 // ---- statistics accumulator ------------------------------------------------------------------
 
 // Exact per-feature statistics over many batches (nk_stats_*), owned.

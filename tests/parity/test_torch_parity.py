@@ -228,6 +228,85 @@ def test_row_norms(lib, rms, dtype, same_dtype_weights):
         torch.testing.assert_close(db.float(), bt.grad.to(wdtype).float(), **GRAD_TOL[wdtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rms", [False, True])
+def test_fused_residual_zero_centered_row_norms(lib, rms, dtype):
+    """h = x + residual + bias_in, gamma = 1 + weight, against the unfused torch composition, and
+    the backward with an extra gradient of h (pre-norm blocks): dx = dresidual = dh,
+    dbias_in = column sums of dh."""
+    rows, cols = 9, 768
+    x, r = randn(rows, cols, dtype=dtype), randn(rows, cols, mean=1.0, std=2.0, dtype=dtype)
+    bias_in, weight = randn(cols, std=0.5, dtype=dtype), randn(cols, std=0.3, dtype=dtype)
+    bias = randn(cols, dtype=dtype)
+    dy, dh_extra = randn(rows, cols, dtype=dtype), randn(rows, cols, dtype=dtype)
+    # torch: h added in fp32 and rounded once to the dtype (as normkit stores it), then the norm.
+    h_ref = (x.float() + r.float() + bias_in.float()).to(dtype)
+    ht = h_ref.float().requires_grad_()
+    wt = weight.float().requires_grad_()
+    bt = bias.float().requires_grad_()
+    gamma = wt + 1
+    yt = F.rms_norm(ht, (cols,), gamma, eps=1e-6) if rms else F.layer_norm(ht, (cols,), gamma, bt,
+                                                                          eps=1e-5)
+    ((yt * dy.float()).sum() + (ht * dh_extra.float()).sum()).backward()
+
+    desc, fusion = lib.rows(x, weight), lib.fusion(rms=rms, residual=True, zero_centered=True)
+    eps = 1e-6 if rms else 1e-5
+    nan = lambda t: torch.full_like(t, float("nan"))  # noqa: E731
+    h, y = nan(x), nan(x)
+    mean, rstd = torch.empty(rows, device=DEVICE), torch.empty(rows, device=DEVICE)
+    lib.row_norm_fused_forward(desc, fusion, eps, x=x, residual=r, bias_in=bias_in, weight=weight,
+                               bias=None if rms else bias, h=h, y=y,
+                               save_mean=None if rms else mean, save_rstd=rstd)
+    dx, dres, dbin, dw, db = nan(x), nan(x), nan(bias_in), nan(weight), nan(bias)
+    lib.row_norm_fused_backward(desc, fusion, x=h, dy=dy, dh_extra=dh_extra, weight=weight,
+                                save_mean=None if rms else mean, save_rstd=rstd, dx=dx,
+                                dresidual=dres, dbias_in=dbin, dweight=dw,
+                                dbias=None if rms else db)
+    sync()
+    torch.testing.assert_close(h.float(), h_ref.float(), **TOL[dtype])
+    torch.testing.assert_close(y.float(), yt.detach().to(dtype).float(), **TOL[dtype])
+    torch.testing.assert_close(dx.float(), ht.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    assert torch.equal(dx.float(), dres.float())
+    torch.testing.assert_close(dbin.float(), ht.grad.sum(0).to(dtype).float(), **GRAD_TOL[dtype])
+    torch.testing.assert_close(dw.float(), wt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+    if not rms:
+        torch.testing.assert_close(db.float(), bt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+
+
+@pytest.mark.parametrize("fp8", ["e4m3", "e5m2"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rms", [False, True])
+def test_fused_fp8_output(lib, rms, dtype, fp8):
+    """fp8(y * scale) against torch's cast of the clamped scaled y (round to nearest even), and the
+    amax of the unscaled y."""
+    rows, cols = 9, 768
+    torch_fp8 = torch.float8_e4m3fn if fp8 == "e4m3" else torch.float8_e5m2
+    largest = torch.finfo(torch_fp8).max
+    scale = 150.0 if fp8 == "e4m3" else 20000.0  # some values saturate
+    x = randn(rows, cols, mean=1.0, std=2.0, dtype=dtype)
+    weight, bias = randn(cols, mean=1.0, std=0.5, dtype=dtype), randn(cols, dtype=dtype)
+    eps = 1e-6 if rms else 1e-5
+    yt = (F.rms_norm(x.float(), (cols,), weight.float(), eps=eps) if rms else
+          F.layer_norm(x.float(), (cols,), weight.float(), bias.float(), eps=eps))
+    y_ref = (yt * scale).clamp(-largest, largest).to(torch_fp8)
+    desc = lib.rows(x, weight)
+    fusion = lib.fusion(rms=rms, output=nk.OUTPUT_FP8_E4M3 if fp8 == "e4m3" else nk.OUTPUT_FP8_E5M2)
+    y = torch.full((rows, cols), 0xFF, dtype=torch.uint8, device=DEVICE)
+    scale_t = torch.tensor([scale], device=DEVICE)
+    amax = torch.full((1,), float("nan"), device=DEVICE)
+    lib.row_norm_fused_forward(desc, fusion, eps, x=x, weight=weight, bias=None if rms else bias,
+                               y=y, y_scale=scale_t, y_amax=amax)
+    sync()
+    # torch's y is fp32, normkit's fp64 (CPU) or fp32 (CUDA): within one fp8 step of each other.
+    got = y.view(torch_fp8).float()
+    step = 2.0 ** -3 if fp8 == "e4m3" else 2.0 ** -2
+    tiny = 2.0 ** -9 if fp8 == "e4m3" else 2.0 ** -16
+    torch.testing.assert_close(got, y_ref.float(), atol=tiny, rtol=step)
+    exact = (got == y_ref.float()).float().mean().item()
+    assert exact > 0.98, f"only {exact:.3f} of the fp8 values equal torch's"
+    torch.testing.assert_close(amax[0], yt.abs().max(), **TOL[torch.float32])
+
+
 def test_errors_reach_python(lib):
     x = torch.ones(1, 3, device=DEVICE)
     with pytest.raises(nk.NormkitError, match="NK_ERROR_BAD_SHAPE.*more than one value"):
