@@ -66,6 +66,14 @@ struct StatsOp {
       for (int i = 0; i < K; ++i) v[i] = x[i] - shift;
       s = dev::welford_push_values(s, v);
     }
+    template <int K>
+    __device__ void push_some(State& s, const float (&x)[K], const float (&)[K],
+                              const bool (&use)[K]) const {
+      float v[K];
+#pragma unroll
+      for (int i = 0; i < K; ++i) v[i] = x[i] - shift;
+      s = dev::welford_push_some(s, v, use);
+    }
   };
   __device__ Local local(int64_t n, int64_t c) const {
     return Local{dev::to_float(x[first_of_stat(plan, kind, groups, n, c)])};

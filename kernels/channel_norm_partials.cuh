@@ -5,14 +5,17 @@
 //   State identity() const; State merge(State lower, State higher) const;
 //   Local local(int64_t n, int64_t c) const;   // per-(n, c) context, with
 //   template <int K> void Local::push(State&, const float (&x)[K], const float (&dy)[K]) const;
+//   template <int K> void Local::push_some(State&, const float (&x)[K], const float (&dy)[K],
+//                                          const bool (&use)[K]) const;  // the flagged values
 // local(n, c) is called with the slot as n: batch norm's one slot covers every n, so there its
 // context must not depend on n (it is per channel). The forward reduces Welford states of x; the
 // backward sums dy and dy * x-hat. A thread hands push a tile of K values of one (n, c) at once
 // (several packs, loaded before any is used): the Welford state then pays its division and merge
-// once per tile instead of once per value, and the tile's loads are in flight together. Partials are merged in a fixed order (block_merge, or a fixed
-// tree over the rows) and the chunks depend on the shape only, so results repeat bit for bit on any
-// GPU and with any grid. The grid (persistent, grid-stride) is sized from the SM count: it decides
-// only which block computes which partial.
+// once per tile instead of once per value, and the tile's loads are in flight together. Partials
+// are merged in a fixed order (block_merge, or a fixed tree over the rows) and the chunks depend
+// on the shape only, so results repeat bit for bit on any GPU and with any grid. The grid
+// (persistent, grid-stride) is sized from the SM count: it decides only which block computes
+// which partial.
 #pragma once
 
 #include <cstdint>
@@ -100,17 +103,17 @@ __global__ void __launch_bounds__(kPartialBlock)
 }
 
 // Rows layout, short rows whose starts are not pack-aligned (S = 49, 77, ...; plan.short_rows):
-// a lane reduces whole rows, walking each one alone: its head element by element up to a pack
-// boundary, whole packs (16-byte loads when the pointers allow, else E single loads), then its
-// tail. No lane crosses a row, so no pack straddles one and no per-element bookkeeping is needed;
-// all lanes of a batch-norm warp share a misalignment when C * S is a multiple of the pack.
+// a lane reduces whole rows, walking each one alone: its head up to a pack boundary and its tail
+// as masked tiles of single loads, whole packs between them (16-byte loads when the pointers
+// allow, else E single loads). No lane crosses a row, so no pack straddles one and no
+// per-element bookkeeping is needed; all lanes of a batch-norm warp share a misalignment when
+// C * S is a multiple of the pack.
 //  - kLanePerItem (instance and group norm: a partial is one row): a lane per partial;
 //  - else (batch norm: a partial is chunk_len / S rows of channel c): a warp per partial, lane l
 //    taking rows l, l + 32, ..., then a fixed butterfly across the lanes.
 template <class Op, class T, int E, bool kAligned, bool kLanePerItem>
 __global__ void __launch_bounds__(kPartialBlock)
-    partials_short_rows(Op op, const T* x, const T* dy, ChannelPlan plan,
-                        typename Op::State* out) {
+    partials_short_rows(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
   constexpr int kGroup = kLanePerItem ? 1 : 32;  // lanes per partial
   constexpr int kGroups = kPartialBlock / kGroup;
@@ -135,13 +138,21 @@ __global__ void __launch_bounds__(kPartialBlock)
         const int64_t lead = kAligned ? (E - base % E) % E : 0;
         const int64_t head = lead < plan.s ? lead : plan.s;
         const int64_t packs = (plan.s - head) / E;
-        auto single = [&](int64_t i) {
-          const float xv[1] = {dev::to_float(x[base + i])};
-          const float dv[1] = {Op::kReadsDy ? dev::to_float(dy[base + i]) : 0.0f};
-          local.push(st, xv, dv);
+        // A row's end (fewer than E elements from `from`) as one masked tile.
+        auto end_of_row = [&](int64_t from, int64_t count) {
+          float xv[E], dv[E] = {};
+          bool use[E];
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            use[i] = i < count;
+            xv[i] = use[i] ? dev::to_float(x[base + from + i]) : 0.0f;
+            if constexpr (Op::kReadsDy) {
+              dv[i] = use[i] ? dev::to_float(dy[base + from + i]) : 0.0f;
+            }
+          }
+          local.push_some(st, xv, dv, use);
         };
-#pragma unroll 1
-        for (int64_t i = 0; i < head; ++i) single(i);
+        if (head > 0) end_of_row(0, head);
         const T* xp = x + base + head;
         const T* dp = Op::kReadsDy ? dy + base + head : nullptr;
 #pragma unroll 1
@@ -159,8 +170,8 @@ __global__ void __launch_bounds__(kPartialBlock)
           }
           local.push(st, xv, dv);
         }
-#pragma unroll 1
-        for (int64_t i = head + packs * E; i < plan.s; ++i) single(i);
+        const int64_t tail = plan.s - head - packs * E;
+        if (tail > 0) end_of_row(head + packs * E, tail);
       }
     }
     if constexpr (!kLanePerItem) st = dev::warp_merge(st, t, 32, merge);
@@ -259,7 +270,7 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
   if (plan.rows_layout && plan.short_rows) {
     const int64_t items = plan.partials();
     const bool aligned = plan.row_load_elems > 1;  // the pointers allow 16-byte loads
-    if (plan.seg_count == 1) {  // instance and group norm: a lane per partial
+    if (plan.seg_count == 1) {                     // instance and group norm: a lane per partial
       const unsigned grid = blocks((items + kPartialBlock - 1) / kPartialBlock);
       if (aligned) {
         partials_short_rows<Op, T, kE, true, true>

@@ -50,17 +50,17 @@ struct ChannelPlan {
   int lanes;            // channels layout: threads across channel packs, min(packs, 32)
   NK_PLAN_HD int block_rows() const {
     return kPartialBlock / lanes;
-  }                   // channels layout: rows down s
-  int pack_elems;     // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
+  }                    // channels layout: rows down s
+  int pack_elems;      // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
   int row_load_elems;  // rows layout, the partial reduction's loads: pack_elems, or half of a
                        // 16-byte pack when S is a multiple of that only (S = 196 in 16 bits);
                        // short rows: 16 / sizeof(T) when the pointers allow, else 1
   bool short_rows;     // rows layout, S <= kShortRow and not a multiple of half a pack (49, 77):
                        // a lane per row (partials_short_rows), chunks of whole rows
-  int64_t slots;      // 1 (batch norm) or n
-  int64_t seg_count;  // rows of S per slot and channel: n (batch norm) or 1
-  int64_t chunks;     // pieces each (slot, c)'s seg_count * S values are split into
-  int64_t chunk_len;  // elements (rows layout: a multiple of 8) or positions per piece
+  int64_t slots;       // 1 (batch norm) or n
+  int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
+  int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into
+  int64_t chunk_len;   // elements (rows layout: a multiple of 8) or positions per piece
   int64_t n, c, s;
 
   NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)

@@ -57,6 +57,20 @@ struct AccumulateOp {
       }
       s.w = dev::welford_push_values(s.w, v);
     }
+    template <int K>
+    __device__ void push_some(State& s, const float (&x)[K], const float (&)[K],
+                              const bool (&use)[K]) const {
+      float v[K];
+#pragma unroll
+      for (int i = 0; i < K; ++i) {
+        v[i] = x[i] - shift;
+        if (use[i]) {
+          s.lo = lower(s.lo, x[i]);
+          s.hi = higher(s.hi, x[i]);
+        }
+      }
+      s.w = dev::welford_push_some(s.w, v, use);
+    }
   };
   __device__ Local local(int64_t, int64_t c) const {
     return Local{dev::to_float(x[plan.rows_layout ? c * plan.s : c])};

@@ -52,7 +52,7 @@ TEST(ChannelPlan, CoversEveryShape) {
             if (!p.rows_layout) {
               const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
               EXPECT_EQ(p.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
-                                                              "without a lane in a 32-wide block";
+                                                             "without a lane in a 32-wide block";
               EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
               EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes)
                   << "a whole row of threads idle";
@@ -164,12 +164,14 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     bool aligned;
     int pack, row_load;
   };
-  for (const Want w : {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{2001, 2, true, 1, 1},
-                       Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{2001, 4, true, 1, 1},
-                       Want{196, 2, false, 1, 1}, Want{98, 4, false, 1, 1}}) {
-    SCOPED_TRACE(testing::Message() << "S=" << w.s << " elem=" << w.elem << " aligned=" << w.aligned);
-    const ChannelShape shape{ChannelNorm::kBatch, 4, 8, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32,
-                             1};
+  for (const Want w :
+       {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{2001, 2, true, 1, 1},
+        Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{2001, 4, true, 1, 1},
+        Want{196, 2, false, 1, 1}, Want{98, 4, false, 1, 1}}) {
+    SCOPED_TRACE(testing::Message()
+                 << "S=" << w.s << " elem=" << w.elem << " aligned=" << w.aligned);
+    const ChannelShape shape{
+        ChannelNorm::kBatch, 4, 8, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32, 1};
     const ChannelPlan p = plan_channel_norm(shape, w.elem, w.aligned);
     EXPECT_TRUE(p.rows_layout);
     EXPECT_EQ(p.pack_elems, w.pack);
@@ -192,9 +194,14 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
   for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
     for (int64_t s : {3, 49, 77, 333, 1023}) {
       for (int elem : {2, 4}) {
-        SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(kind) << " S=" << s
-                                        << " elem " << elem);
-        const ChannelShape shape{kind, 300, 8, s, NK_NCHW, elem == 2 ? NK_BF16 : NK_F32,
+        SCOPED_TRACE(testing::Message()
+                     << "kind " << static_cast<int>(kind) << " S=" << s << " elem " << elem);
+        const ChannelShape shape{kind,
+                                 300,
+                                 8,
+                                 s,
+                                 NK_NCHW,
+                                 elem == 2 ? NK_BF16 : NK_F32,
                                  kind == ChannelNorm::kGroup ? 2 : 1};
         const ChannelPlan a = plan_channel_norm(shape, elem, true);
         const ChannelPlan u = plan_channel_norm(shape, elem, false);

@@ -84,7 +84,6 @@ TEST(WelfordState, StableWhereSumOfSquaresCancels) {
   EXPECT_GT(std::abs(naive - e.var), 0.5 * e.var) << "the naive formula was expected to fail here";
 }
 
-
 // welford_push_values over tiles of K values, merged in order, against two-pass fp64 statistics,
 // at an offset where a sum of squares would have no correct digit (mean 1e4, std 1).
 template <int K>

@@ -61,6 +61,29 @@ NK_HOST_DEVICE Welford welford_push_values(Welford s, const float (&v)[K]) {
   return welford_merge(s, Welford{K, mean, m2});
 }
 
+// welford_push_values for the values whose flag is set (the ends of a row that starts or stops
+// inside a pack), in one merge; no flag set leaves s as it is.
+template <int K>
+NK_HOST_DEVICE Welford welford_push_some(Welford s, const float (&v)[K], const bool (&use)[K]) {
+  int count = 0;
+  float sum = 0.0f;
+  for (int i = 0; i < K; ++i) {
+    count += use[i] ? 1 : 0;
+    sum += use[i] ? v[i] : 0.0f;
+  }
+  if (count == 0) return s;
+    // Any mean of the flagged values makes m2 below exact up to count * (its error)^2, so the
+    // fast division (2 ulp, no slow-path call that would cost the kernels registers) is enough.
+#ifdef __CUDA_ARCH__
+  const float mean = __fdividef(sum, static_cast<float>(count));
+#else
+  const float mean = sum / static_cast<float>(count);
+#endif
+  float m2 = 0.0f;
+  for (int i = 0; i < K; ++i) m2 += use[i] ? (v[i] - mean) * (v[i] - mean) : 0.0f;
+  return welford_merge(s, Welford{count, mean, m2});
+}
+
 NK_HOST_DEVICE float welford_biased_var(Welford s) {
   return s.count > 0 ? s.m2 / static_cast<float>(s.count) : 0.0f;
 }
