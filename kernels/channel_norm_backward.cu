@@ -8,12 +8,19 @@
 //              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
 //   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
 // So: (1) partial sums per (slot, c, chunk) (channel_norm_partials.cuh; batch norm's one slot
-// spans every n, so its workspace grows with C only), (2) a warp per channel or statistic
-// that adds them in a fixed order into dweight, dbias and c1/c2, (3) dx elementwise. Inference
-// without dweight/dbias is the elementwise launch alone. No atomics: results repeat bit for bit.
+// spans every n, so its workspace grows with C only), (2) a warp per channel or statistic (two
+// warps per block, so small C spreads over many SMs) that adds them in a fixed order into dweight,
+// dbias and the dx coefficients per unit - c for batch norm, (n, c) for instance and group norm -
+//   dx = a * dy + (x - mean_k) * b + c,  a = weight_c * invstd_k,  b = -c2_k,  c = -c1_k
+// (one float4 per unit; x - mean is kept as a difference, as the forward keeps x - shift, for
+// large offsets), (3) dx elementwise (channel_norm_apply.cuh). Inference without dweight/dbias is
+// the elementwise launch alone, with a = weight_c / sqrt(running_var_c + eps) folded in registers
+// and dy the only input. No atomics: results repeat bit for bit.
 #include <cstdint>
+#include <type_traits>
 
 #include "channel_norm.hpp"
+#include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -78,14 +85,16 @@ struct FinalizeParams {
   const float* weight;
   float* dweight;
   float* dbias;
-  float* c1;  // training with dx: per statistic
-  float* c2;
+  float4* coefs;  // training with dx: (mean, a, b, c) per unit
 };
+
+constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
 
 // A warp per unit: the first C warps (when dweight or dbias is wanted) sum a channel's partials
 // over n and chunks; the next warps (when dx is wanted in training) sum a statistic's members into
-// c1 and c2. Lanes take members in lane-strided order and a fixed butterfly joins them.
-__global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
+// c1 and c2 and write the dx coefficients of its units. Lanes take members in lane-strided order
+// and a fixed butterfly joins them (every lane ends with the same bits).
+__global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizeParams p) {
   const ChannelPlan& plan = p.plan;
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
@@ -104,7 +113,7 @@ __global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
     }
     return;
   }
-  if (p.c1 == nullptr) return;
+  if (p.coefs == nullptr) return;
   const ChannelNorm kind = p.stats.kind;
   const int64_t groups = p.stats.groups, per_group = plan.c / groups;
   const int64_t stats = kind == ChannelNorm::kBatch      ? plan.c
@@ -131,138 +140,134 @@ __global__ void __launch_bounds__(256) finalize_backward(FinalizeParams p) {
     t.v[1] += w * v.y;
   }
   t = dev::group_sum<2>(t, 32);
-  if (lane == 0) {
-    const float count = static_cast<float>(c_count * plan.span());
-    const float invstd = p.stats.scale[k];
-    p.c1[k] = invstd * t.v[0] / count;
-    p.c2[k] = invstd * invstd * t.v[1] / count;
+  const float count = static_cast<float>(c_count * plan.span());
+  const float invstd = p.stats.scale[k], mean = p.stats.mean[k];
+  const float c1 = invstd * t.v[0] / count, c2 = invstd * invstd * t.v[1] / count;
+  // Units of statistic k: channel c (batch norm) or (slot, c) for its c_count channels.
+  const int64_t unit0 = kind == ChannelNorm::kBatch ? c0 : slot * plan.c + c0;
+  for (int64_t j = lane; j < c_count; j += 32) {
+    const float w = p.weight ? p.weight[c0 + j] : 1.0f;
+    p.coefs[unit0 + j] = make_float4(mean, w * invstd, -c2, -c1);
   }
 }
 
-template <class T>
-struct DxParams {
-  const T* x;
-  const T* dy;
-  T* dx;
-  ChannelPlan plan;
-  XhatStats stats;
+// The backward's apply op (channel_norm_apply.cuh). Training: dx = a*dy + (x - mean)*b + c with
+// the finalize's (mean, a, b, c) per unit; inference: dx = a*dy, a folded per channel from the
+// weight and the running variance in registers, and x not read.
+template <class T, bool kTraining>
+struct DxApply {
+  using Elem = T;
+  using Coef = std::conditional_t<kTraining, float4, float>;
+  static constexpr int kInputs = kTraining ? 2 : 1;
+  const T* in[kInputs];  // dy, then x in training
+  T* out;                // dx
+  const float4* coefs;
   const float* weight;
-  const float* c1;
-  const float* c2;
-};
+  const float* running_var;
+  float eps;
 
-// dx for every element, a pack per iteration of a persistent grid-stride loop. Inference
-// (kTraining false) needs dy alone: x is not read.
-template <class T, int E, bool kTraining>
-__global__ void __launch_bounds__(256) apply_backward(DxParams<T> p) {
-  const ChannelPlan& plan = p.plan;
-  const int64_t packs = plan.n * plan.c * plan.s / E;
-  for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
-       pack += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t e = pack * E;
-    int64_t n, c0;
-    if (plan.rows_layout) {
-      const int64_t row = e / plan.s;
-      n = row / plan.c;
-      c0 = row % plan.c;
+  __device__ void once() const {}
+  __device__ Coef coef(int64_t u) const {
+    if constexpr (kTraining) {
+      return coefs[u];
     } else {
-      n = e / (plan.s * plan.c);
-      c0 = e % plan.c;
+      return (weight ? weight[u] : 1.0f) * rsqrtf(running_var[u] + eps);
     }
-    float xv[E] = {}, dv[E];
-    if constexpr (kTraining) dev::load_floats<T, E>(p.x + e, xv);
-    dev::load_floats<T, E>(p.dy + e, dv);
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int64_t c = plan.rows_layout ? c0 : c0 + i;
-      const float w = p.weight ? p.weight[c] : 1.0f;
-      const float2 m = p.stats.at(n, c);
-      if constexpr (kTraining) {
-        const int64_t k = stat_index(p.stats.kind, n, c, plan.c, p.stats.groups);
-        dv[i] = w * m.y * dv[i] - p.c1[k] - (xv[i] - m.x) * p.c2[k];
-      } else {
-        dv[i] = dv[i] * w * m.y;
-      }
-    }
-    dev::store_floats<T, E>(p.dx + e, dv);
   }
-}
+  __device__ float apply(const Coef& k, const float (&v)[kInputs]) const {
+    if constexpr (kTraining) {
+      return fmaf(k.y, v[0], fmaf(v[1] - k.x, k.z, k.w));
+    } else {
+      return k * v[0];
+    }
+  }
+};
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-// Workspace: the partial sums, then c1 and c2 per statistic, each 256-byte aligned.
+// Workspace: the partial sums, then the dx coefficients (a float4 per unit), 256-byte aligned.
 struct Layout {
   size_t partials, coefficients, total;
 };
 
-Layout layout_of(const ChannelPlan& plan, int64_t num_stats) {
-  const size_t partials = align256(static_cast<size_t>(plan.partials()) * sizeof(float2));
-  const size_t coefficients = align256(static_cast<size_t>(num_stats) * sizeof(float));
-  return Layout{partials, coefficients, partials + 2 * coefficients};
+// Coefficient units: c for batch norm, (n, c) for instance and group norm.
+int64_t coef_units(const ChannelShape& s) {
+  return s.kind == ChannelNorm::kBatch ? s.c : s.n * s.c;
 }
 
+Layout layout_of(const ChannelPlan& plan, int64_t units) {
+  const size_t partials = align256(static_cast<size_t>(plan.partials()) * sizeof(float2));
+  const size_t coefficients = align256(static_cast<size_t>(units) * sizeof(float4));
+  return Layout{partials, coefficients, partials + coefficients};
+}
+
+// dx elementwise: with the finalize's coefficients (training) or the running variance.
 template <class T>
-void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, const XhatStats& stats,
-               const float* c1, const float* c2, const Launch& l) {
-  const DxParams<T> p{static_cast<const T*>(a.x),
-                      static_cast<const T*>(a.dy),
-                      static_cast<T*>(a.dx),
-                      plan,
-                      stats,
-                      a.weight,
-                      c1,
-                      c2};
-  const int64_t packs = a.shape.numel() / plan.pack_elems;
-  const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid =
-      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, bool training,
+               const float4* coefs, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
   constexpr int kE = 16 / sizeof(T);
-  if (stats.training) {
-    if (plan.pack_elems == 1) {
-      apply_backward<T, 1, true><<<grid, 256, 0, stream>>>(p);
+  const auto* x = static_cast<const T*>(a.x);
+  const auto* dy = static_cast<const T*>(a.dy);
+  auto* dx = static_cast<T*>(a.dx);
+  const float eps = static_cast<float>(a.eps);
+  if (training) {
+    using Op = DxApply<T, true>;
+    const Op op{{dy, x}, dx, coefs, a.weight, a.running_var, eps};
+    auto run = [&](auto per_sample) {
+      constexpr bool kPerSample = decltype(per_sample)::value;
+      if (plan.pack_elems == 1) {
+        launch_apply_walk<Op, 1, kPerSample>(op, plan, l.sm_count, stream);
+      } else {
+        launch_apply_walk<Op, kE, kPerSample>(op, plan, l.sm_count, stream);
+      }
+    };
+    if (a.shape.kind == ChannelNorm::kBatch) {
+      run(std::false_type{});
     } else {
-      apply_backward<T, kE, true><<<grid, 256, 0, stream>>>(p);
+      run(std::true_type{});
     }
-  } else if (plan.pack_elems == 1) {
-    apply_backward<T, 1, false><<<grid, 256, 0, stream>>>(p);
   } else {
-    apply_backward<T, kE, false><<<grid, 256, 0, stream>>>(p);
+    using Op = DxApply<T, false>;
+    const Op op{{dy}, dx, nullptr, a.weight, a.running_var, eps};
+    if (plan.pack_elems == 1) {
+      launch_apply_walk<Op, 1, false>(op, plan, l.sm_count, stream);
+    } else {
+      launch_apply_walk<Op, kE, false>(op, plan, l.sm_count, stream);
+    }
   }
   dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
 }
 
-// Synchronized batch norm: c1 and c2 per channel from the sums over every rank and the global
-// count in device memory (a count below 1 means no rank had samples: the coefficients are 0).
+// Synchronized batch norm: the dx coefficients per channel from the sums over every rank and the
+// global count in device memory (a count below 1 means no rank had samples: c1 = c2 = 0), a
+// thread per channel.
 __global__ void __launch_bounds__(256)
     global_coefficients(int64_t channels, const int64_t* count, const float* sum_dy,
-                        const float* sum_dy_xhat, const float* weight, const float* save_invstd,
-                        float* c1, float* c2) {
+                        const float* sum_dy_xhat, const float* weight, const float* save_mean,
+                        const float* save_invstd, float4* coefs) {
   const int64_t c = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (c >= channels) return;
   const int64_t total = *count;
   const float n = static_cast<float>(total), w = weight ? weight[c] : 1.0f;
   const float invstd = save_invstd[c];
-  c1[c] = total >= 1 ? invstd * (w * sum_dy[c]) / n : 0.0f;
-  c2[c] = total >= 1 ? invstd * invstd * (w * sum_dy_xhat[c]) / n : 0.0f;
+  const float c1 = total >= 1 ? invstd * (w * sum_dy[c]) / n : 0.0f;
+  const float c2 = total >= 1 ? invstd * invstd * (w * sum_dy_xhat[c]) / n : 0.0f;
+  coefs[c] = make_float4(save_mean[c], w * invstd, -c2, -c1);
 }
 
 template <class T>
 void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const float* sum_dy,
                      const float* sum_dy_xhat, const Launch& l) {
   const ChannelShape& s = a.shape;
-  auto* base = static_cast<unsigned char*>(l.workspace);
-  auto* c1 = reinterpret_cast<float*>(base);
-  auto* c2 = reinterpret_cast<float*>(base + align256(s.c * sizeof(float)));
+  auto* coefs = static_cast<float4*>(l.workspace);
   global_coefficients<<<static_cast<unsigned>((s.c + 255) / 256), 256, 0,
-                        static_cast<cudaStream_t>(l.stream)>>>(s.c, count, sum_dy, sum_dy_xhat,
-                                                               a.weight, a.save_invstd, c1, c2);
+                        static_cast<cudaStream_t>(l.stream)>>>(
+      s.c, count, sum_dy, sum_dy_xhat, a.weight, a.save_mean, a.save_invstd, coefs);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm coefficients launch");
   if (s.numel() == 0) return;
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
-  const XhatStats stats{true, a.save_mean, a.save_invstd, 0.0f, s.kind, s.c, s.groups};
-  launch_dx<T>(a, plan, stats, c1, c2, l);
+  launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, coefs, l);
 }
 
 template <class T>
@@ -279,24 +284,24 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
                         s.kind,
                         s.c,
                         s.groups};
-  const Layout lay = layout_of(plan, s.num_stats());
+  const Layout lay = layout_of(plan, coef_units(s));
   auto* base = static_cast<unsigned char*>(l.workspace);
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = training && a.dx != nullptr;
-  float* c1 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials) : nullptr;
-  float* c2 = want_coefficients ? reinterpret_cast<float*>(base + lay.partials + lay.coefficients)
-                                : nullptr;
+  float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {
     auto* partials = reinterpret_cast<float2*>(base);
     launch_partials(GradOp{stats}, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
                     l.sm_count, partials, stream);
     dev::check_cuda(cudaGetLastError(), "channel norm gradient sums launch");
     const int64_t units = (want_params ? s.c : 0) + (want_coefficients ? s.num_stats() : 0);
-    finalize_backward<<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(
-        FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, c1, c2});
+    constexpr int kWarps = kFinalizeBlock / 32;
+    finalize_backward<<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0,
+                        stream>>>(
+        FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, coefs});
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
-  if (a.dx != nullptr) launch_dx<T>(a, plan, stats, c1, c2, l);
+  if (a.dx != nullptr) launch_dx<T>(a, plan, training, coefs, l);
 }
 
 }  // namespace
@@ -306,8 +311,7 @@ size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a) {
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
     const size_t need =
-        layout_of(plan_channel_norm(a.shape, elem, vector_access), a.shape.num_stats())
-            .total;
+        layout_of(plan_channel_norm(a.shape, elem, vector_access), coef_units(a.shape)).total;
     if (need > bytes) bytes = need;
   }
   return bytes;
@@ -317,11 +321,10 @@ size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
-  const Layout lay =
-      layout_of(plan_channel_norm(
-                    a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
-                    dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx)),
-                a.shape.num_stats());
+  const Layout lay = layout_of(
+      plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
+                        dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx)),
+      coef_units(a.shape));
   return want_coefficients ? lay.total : lay.partials;
 }
 
@@ -330,7 +333,7 @@ void channel_norm_backward(const ChannelBackwardArgs& a, const Launch& l) {
 }
 
 size_t batch_norm_backward_global_workspace_size(const ChannelShape& s) {
-  return 2 * align256(static_cast<size_t>(s.c) * sizeof(float));
+  return align256(static_cast<size_t>(s.c) * sizeof(float4));
 }
 
 void batch_norm_backward_global(const ChannelBackwardArgs& a, const int64_t* count,

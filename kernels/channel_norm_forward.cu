@@ -5,21 +5,31 @@
 //     (channel_norm_partials.cuh), where shift is the first element of the statistic the values
 //     belong to: x - shift stays small when |mean| >> std, so fp32 keeps the variance (and later
 //     y) accurate;
-//  2. finalize, a warp per statistic or channel: merges its partials in a fixed order, writes the
-//     statistics (and save_mean/save_invstd), and updates running_mean/running_var (momentum, or
-//     the cumulative average from the device counter), so no extra launch and no host round trip;
-//  3. apply: y = ((x - shift) - centre) * invstd * weight + bias, elementwise, 16-byte packs; its
-//     first thread advances num_batches_tracked, after the finalize has read it. A counter that
-//     cannot advance (negative, or INT64_MAX) stays as it is and the finalize leaves the running
-//     statistics as they are: the device's rule, where the CPU backend returns an error.
+//  2. finalize, a warp per statistic or channel (two warps per block, so that small C still
+//     spreads over many SMs): merges its partials in a fixed order, writes save_mean/save_invstd,
+//     updates running_mean/running_var (momentum, or the cumulative average from the device
+//     counter), and emits per (statistic, channel) unit - c for batch norm, (n, c) for instance and
+//     group norm (group statistics are per (n, g) but the weight is per c) - the coefficients
+//       shift = the statistic's shift,  scale = invstd * weight_c,  offset = bias_c - centre *
+//       scale
+//     with centre = mean - shift (small), so that y = (x - shift) * scale + offset is one subtract
+//     and one FMA per element. The mean is not folded into an additive constant (x * a + b): at
+//     |mean| / std = 1e4 that loses about 1e-3 in fp32, where x - shift is exact enough;
+//  3. apply (channel_norm_apply.cuh): that formula elementwise, coefficients loaded once per pack
+//     (NCHW) or kept in registers (NHWC); its first thread advances num_batches_tracked, after the
+//     finalize has read it. A counter that cannot advance (negative, or INT64_MAX) stays as it is
+//     and the finalize leaves the running statistics as they are: the device's rule, where the CPU
+//     backend returns an error.
 // x is read twice (1 and 3); when it fits in L2 the second read mostly hits it. A fused persistent
 // kernel that keeps x on chip is the tuning step this design leaves room for.
-// Inference is one elementwise launch: y = (x - running_mean) * scale + bias with the
-// per-channel scale = weight / sqrt(running_var + eps) (subtracting first keeps large offsets
-// accurate).
+// Inference is the apply alone, with the running statistics folded into the same form in
+// registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
+// workspace, no extra launch.
 #include <cstdint>
+#include <type_traits>
 
 #include "channel_norm.hpp"
+#include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -82,11 +92,11 @@ struct StatsOp {
   __device__ State merge(State a, State b) const { return dev::welford_merge(a, b); }
 };
 
-// Statistics of the batch: shift, centre (the mean of x - shift) and invstd per statistic.
-struct StatArrays {
+// The apply's coefficients per unit (c, or n*C + c): y = (x - shift) * scale + offset.
+struct CoefArrays {
   float* shift;
-  float* centre;
-  float* invstd;
+  float* scale;
+  float* offset;
 };
 
 template <class T>
@@ -103,17 +113,33 @@ struct FinalizeParams {
   float* running_mean;
   float* running_var;
   int64_t* num_batches_tracked;
-  StatArrays stats;
+  const float* weight;
+  const float* bias;
+  CoefArrays coefs;
   float* save_mean;
   float* save_invstd;
 };
 
+constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
+
+// Writes unit u's coefficients for channel c from its statistic's shift, centre and invstd.
+__device__ __forceinline__ void write_coefs(const CoefArrays& out, const float* weight,
+                                            const float* bias, int64_t u, int64_t c, float shift,
+                                            float centre, float invstd) {
+  const float scale = invstd * (weight ? weight[c] : 1.0f);
+  out.shift[u] = shift;
+  out.scale[u] = scale;
+  out.offset[u] = (bias ? bias[c] : 0.0f) - centre * scale;
+}
+
 // A warp per unit (a channel for batch and instance norm, an (n, group) for group norm): lanes
-// merge the unit's partials in lane-strided order, a fixed tree joins the lanes, lane 0 writes the
-// statistics and updates the running buffers. The counter is only read here: the apply kernel
-// increments it afterwards, so no warp ever sees a count another has already advanced.
+// merge the unit's partials in lane-strided order, a fixed tree joins the lanes (every lane ends
+// with the same bits), lane 0 writes the statistics and updates the running buffers, and the lanes
+// write the coefficients of the unit's channels (group norm: C/G of them). The counter is only read
+// here: the apply kernel increments it afterwards, so no warp ever sees a count another has already
+// advanced.
 template <class T>
-__global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
+__global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParams<T> p) {
   const ChannelPlan& plan = p.plan;
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
@@ -124,13 +150,14 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
                   : p.cumulative                ? 1.0f / static_cast<float>(tracked + 1)
                                                 : p.momentum;
   const dev::WelfordMerge merge;
-  // Writes statistic k from its merged state; returns (mean, variance for the running average).
-  auto write = [&](int64_t k, const dev::Welford& t, int64_t first) -> float2 {
+  // Writes statistic k from its merged state and the coefficients of unit u (channel c, unless
+  // c < 0: group norm writes its channels' apart); returns (mean, variance for the running
+  // average).
+  auto write = [&](int64_t k, const dev::Welford& t, int64_t first, int64_t u,
+                   int64_t c) -> float2 {
     const float shift = dev::to_float(p.x[first]);
     const float var = dev::welford_biased_var(t), invstd = rsqrtf(var + p.eps);
-    p.stats.shift[k] = shift;
-    p.stats.centre[k] = t.mean;
-    p.stats.invstd[k] = invstd;
+    if (c >= 0) write_coefs(p.coefs, p.weight, p.bias, u, c, shift, t.mean, invstd);
     if (p.save_mean) p.save_mean[k] = shift + t.mean;
     if (p.save_invstd) p.save_invstd[k] = invstd;
     const float n = static_cast<float>(t.count);
@@ -150,7 +177,13 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
       t = merge(t, p.partials[plan.partial_index(n, c0 + j / plan.chunks, j % plan.chunks)]);
     }
     t = dev::warp_merge(t, lane, 32, merge);
-    if (lane == 0) write(unit, t, first_of_stat(plan, p.kind, p.groups, n, c0));
+    const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
+    if (lane == 0) write(unit, t, first, 0, -1);
+    const float shift = dev::to_float(p.x[first]);
+    const float invstd = rsqrtf(dev::welford_biased_var(t) + p.eps);
+    for (int64_t j = lane; j < per_group; j += 32) {
+      write_coefs(p.coefs, p.weight, p.bias, n * plan.c + c0 + j, c0 + j, shift, t.mean, invstd);
+    }
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
     dev::Welford t = dev::welford_empty();
@@ -159,7 +192,7 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
     for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, p.partials[first + j * step]);
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
-      const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit));
+      const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit), unit, unit);
       update_running(unit, mv.x, mv.y);
     }
   } else {
@@ -171,7 +204,8 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
       dev::Welford t = dev::welford_empty();
       for (int64_t k = 0; k < plan.chunks; ++k)
         t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
-      const float2 mv = write(n * plan.c + unit, t, first_of_stat(plan, p.kind, p.groups, n, unit));
+      const int64_t k = n * plan.c + unit;
+      const float2 mv = write(k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
       run.v[0] += mv.x;
       run.v[1] += mv.y;
     }
@@ -181,73 +215,61 @@ __global__ void __launch_bounds__(256) finalize_forward(FinalizeParams<T> p) {
   }
 }
 
-template <class T>
-struct ApplyParams {
-  const T* x;
-  T* y;
-  ChannelPlan plan;
-  ChannelNorm kind;
-  int64_t groups;
-  bool training;
-  StatArrays stats;           // training
-  const float* running_mean;  // inference
-  const float* running_var;   // inference
-  float eps;
+// The forward's apply op (channel_norm_apply.cuh): y = (x - shift) * scale + offset. kFold:
+// inference, the coefficients folded per channel from the running statistics and the affine, in
+// registers; else the finalize's, per unit.
+template <class T, bool kFold>
+struct ForwardApply {
+  using Elem = T;
+  struct Coef {
+    float shift, scale, offset;
+  };
+  static constexpr int kInputs = 1;
+  const T* in[1];  // x
+  T* out;          // y
+  CoefArrays coefs;
+  const float* running_mean;
+  const float* running_var;
   const float* weight;
   const float* bias;
+  float eps;
   int64_t* num_batches_tracked;  // training: incremented once, after the finalize has read it
+
+  __device__ void once() const {
+    if (num_batches_tracked == nullptr) return;
+    const int64_t tracked = *num_batches_tracked;
+    if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
+  }
+  __device__ Coef coef(int64_t u) const {
+    if constexpr (kFold) {
+      const float scale = (weight ? weight[u] : 1.0f) * rsqrtf(running_var[u] + eps);
+      return Coef{running_mean[u], scale, bias ? bias[u] : 0.0f};
+    } else {
+      return Coef{coefs.shift[u], coefs.scale[u], coefs.offset[u]};
+    }
+  }
+  __device__ float apply(const Coef& k, const float (&v)[1]) const {
+    return fmaf(v[0] - k.shift, k.scale, k.offset);
+  }
 };
 
-// y for every element, a pack per iteration of a persistent grid-stride loop.
-template <class T, int E>
-__global__ void __launch_bounds__(256) apply_forward(ApplyParams<T> p) {
-  const ChannelPlan& plan = p.plan;
-  if (p.num_batches_tracked && blockIdx.x == 0 && threadIdx.x == 0) {
-    const int64_t tracked = *p.num_batches_tracked;
-    if (counter_can_advance(tracked)) *p.num_batches_tracked = tracked + 1;
-  }
-  const int64_t packs = plan.n * plan.c * plan.s / E;
-  for (int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; pack < packs;
-       pack += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t e = pack * E;
-    int64_t n, c0;
-    if (plan.rows_layout) {  // the pack lies in one (n, c) row
-      const int64_t row = e / plan.s;
-      n = row / plan.c;
-      c0 = row % plan.c;
-    } else {  // the pack covers channels c0 .. c0 + E - 1 of one (n, s)
-      n = e / (plan.s * plan.c);
-      c0 = e % plan.c;
-    }
-    float v[E];
-    dev::load_floats<T, E>(p.x + e, v);
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      const int64_t c = plan.rows_layout ? c0 : c0 + i;
-      const float w = p.weight ? p.weight[c] : 1.0f, b = p.bias ? p.bias[c] : 0.0f;
-      if (p.training) {
-        const int64_t k = stat_index(p.kind, n, c, plan.c, p.groups);
-        v[i] = ((v[i] - p.stats.shift[k]) - p.stats.centre[k]) * (p.stats.invstd[k] * w) + b;
-      } else {
-        v[i] = (v[i] - p.running_mean[c]) * (w * rsqrtf(p.running_var[c] + p.eps)) + b;
-      }
-    }
-    dev::store_floats<T, E>(p.y + e, v);
-  }
-}
-
-// Workspace: the partials, then shift, centre and invstd per statistic, each 256-byte aligned.
+// Workspace: the partials, then shift, scale and offset per unit, each 256-byte aligned.
 struct Layout {
-  size_t partials, stats, total;
+  size_t partials, coefs, total;
 };
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-Layout layout_of(const ChannelPlan& plan, int64_t num_stats, bool training) {
+// Coefficient units: c for batch norm, (n, c) for instance and group norm.
+int64_t coef_units(const ChannelShape& s) {
+  return s.kind == ChannelNorm::kBatch ? s.c : s.n * s.c;
+}
+
+Layout layout_of(const ChannelPlan& plan, int64_t units, bool training) {
   if (!training) return Layout{0, 0, 0};
   const size_t partials = align256(static_cast<size_t>(plan.partials()) * sizeof(dev::Welford));
-  const size_t stats = align256(static_cast<size_t>(num_stats) * sizeof(float));
-  return Layout{partials, stats, partials + 3 * stats};
+  const size_t coefs = align256(static_cast<size_t>(units) * sizeof(float));
+  return Layout{partials, coefs, partials + 3 * coefs};
 }
 
 // Synchronized batch norm, local half: a warp per channel merges its partials and writes this
@@ -288,7 +310,9 @@ struct GlobalParams {
   float* running_mean;
   float* running_var;
   int64_t* num_batches_tracked;
-  StatArrays stats;
+  const float* weight;
+  const float* bias;
+  CoefArrays coefs;
   float* save_mean;
   float* save_invstd;
 };
@@ -305,9 +329,7 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
     const float mean = count >= 1 ? g.mean[c] : 0.0f;
     const float var = count >= 1 ? g.m2[c] / n : 0.0f;
     const float invstd = rsqrtf(var + p.eps);
-    p.stats.shift[c] = 0.0f;
-    p.stats.centre[c] = mean;
-    p.stats.invstd[c] = invstd;
+    write_coefs(p.coefs, p.weight, p.bias, c, c, mean, 0.0f, invstd);
     if (p.save_mean) p.save_mean[c] = mean;
     if (p.save_invstd) p.save_invstd[c] = invstd;
     if (update) {
@@ -320,40 +342,45 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
   if (threadIdx.x == 0 && advance && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
 }
 
-// y elementwise: with the batch's statistics in `stats` (training) or the running ones.
+// y elementwise: with the finalize's coefficients in `coefs` (training) or the running
+// statistics.
 template <class T>
 void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
-                  const StatArrays& stats, int64_t* num_batches_tracked, const Launch& l) {
-  const ChannelShape& s = a.shape;
-  const ApplyParams<T> p{static_cast<const T*>(a.x),
-                         static_cast<T*>(a.y),
-                         plan,
-                         s.kind,
-                         s.groups,
-                         training,
-                         stats,
-                         a.running_mean,
-                         a.running_var,
-                         static_cast<float>(a.params.eps),
-                         a.weight,
-                         a.bias,
-                         num_batches_tracked};
-  const int64_t packs = s.numel() / plan.pack_elems;
-  const int64_t cap = int64_t{l.sm_count} * 8;
-  const unsigned grid =
-      static_cast<unsigned>((packs + 255) / 256 < cap ? (packs + 255) / 256 : cap);
+                  const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
-  if (plan.pack_elems == 1) {
-    apply_forward<T, 1><<<grid, 256, 0, stream>>>(p);
+  auto run = [&](auto fold, auto per_sample) {
+    using Op = ForwardApply<T, decltype(fold)::value>;
+    const Op op{{static_cast<const T*>(a.x)},
+                static_cast<T*>(a.y),
+                coefs,
+                a.running_mean,
+                a.running_var,
+                a.weight,
+                a.bias,
+                static_cast<float>(a.params.eps),
+                num_batches_tracked};
+    constexpr bool kPerSample = decltype(per_sample)::value;
+    if (plan.pack_elems == 1) {
+      launch_apply_walk<Op, 1, kPerSample>(op, plan, l.sm_count, stream);
+    } else {
+      launch_apply_walk<Op, 16 / sizeof(T), kPerSample>(op, plan, l.sm_count, stream);
+    }
+  };
+  using False = std::false_type;
+  using True = std::true_type;
+  if (!training) {
+    run(True{}, False{});
+  } else if (a.shape.kind == ChannelNorm::kBatch) {
+    run(False{}, False{});
   } else {
-    apply_forward<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+    run(False{}, True{});
   }
   dev::check_cuda(cudaGetLastError(), "channel norm apply launch");
 }
 
-StatArrays carve_stats(unsigned char* base, size_t stats_bytes) {
-  return StatArrays{reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + stats_bytes),
-                    reinterpret_cast<float*>(base + 2 * stats_bytes)};
+CoefArrays carve_coefs(unsigned char* base, size_t coef_bytes) {
+  return CoefArrays{reinterpret_cast<float*>(base), reinterpret_cast<float*>(base + coef_bytes),
+                    reinterpret_cast<float*>(base + 2 * coef_bytes)};
 }
 
 template <class T>
@@ -363,12 +390,12 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const Layout lay = layout_of(plan, s.num_stats(), training);
+  const Layout lay = layout_of(plan, coef_units(s), training);
   auto* base = static_cast<unsigned char*>(l.workspace);
-  StatArrays stats{};
+  CoefArrays coefs{};
   if (training) {
     auto* partials = reinterpret_cast<dev::Welford*>(base);
-    stats = carve_stats(base + lay.partials, lay.stats);
+    coefs = carve_coefs(base + lay.partials, lay.coefs);
     const T* x = static_cast<const T*>(a.x);
     launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
                     l.sm_count, partials, stream);
@@ -385,14 +412,18 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
                               a.running_mean,
                               a.running_var,
                               a.num_batches_tracked,
-                              stats,
+                              a.weight,
+                              a.bias,
+                              coefs,
                               a.save_mean,
                               a.save_invstd};
     const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
-    finalize_forward<T><<<static_cast<unsigned>((units + 7) / 8), 256, 0, stream>>>(f);
+    constexpr int kWarps = kFinalizeBlock / 32;
+    finalize_forward<T>
+        <<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
-  launch_apply<T>(a, plan, training, stats, training ? a.num_batches_tracked : nullptr, l);
+  launch_apply<T>(a, plan, training, coefs, training ? a.num_batches_tracked : nullptr, l);
 }
 
 template <class T>
@@ -413,8 +444,8 @@ void local_stats(const ChannelShape& s, const void* x_, int64_t* count, float* m
 template <class T>
 void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Launch& l) {
   const ChannelShape& s = a.shape;
-  const StatArrays stats =
-      carve_stats(static_cast<unsigned char*>(l.workspace), align256(s.c * sizeof(float)));
+  const CoefArrays coefs =
+      carve_coefs(static_cast<unsigned char*>(l.workspace), align256(s.c * sizeof(float)));
   const GlobalParams f{s.c,
                        g,
                        static_cast<float>(a.params.eps),
@@ -424,14 +455,16 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
                        a.running_mean,
                        a.running_var,
                        a.num_batches_tracked,
-                       stats,
+                       a.weight,
+                       a.bias,
+                       coefs,
                        a.save_mean,
                        a.save_invstd};
   finalize_global<<<1, 256, 0, static_cast<cudaStream_t>(l.stream)>>>(f);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
   if (s.numel() == 0) return;  // an empty shard still takes part in the running update
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
-  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, stats, nullptr, l);
+  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, coefs, nullptr, l);
 }
 
 }  // namespace
@@ -441,7 +474,7 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);
-    const size_t need = layout_of(plan, a.shape.num_stats(), a.params.phase == NK_TRAINING).total;
+    const size_t need = layout_of(plan, coef_units(a.shape), a.params.phase == NK_TRAINING).total;
     if (need > bytes) bytes = need;
   }
   return bytes;

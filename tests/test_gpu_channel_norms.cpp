@@ -351,6 +351,45 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   }
 }
 
+// The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one
+// SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on
+// the shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or
+// 514 fp32 packs, several tiles) and N = 1; C not a multiple of the pack (C = 20 in bf16: the
+// scalar channel walk) with NCHW packs of S = 40; S = 3 (NCHW scalar rows); C = 2 over 1000
+// positions per sample (few lanes, many positions per thread). Training and inference, forward
+// and backward. bf16 and fp32 (8- and 4-element packs) with weight and bias: the walk does not
+// depend on the dtype otherwise, and the *MatchesCpu tests cover the rest.
+TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
+  const Case c = GetParam();
+  if (c.dtype == NK_F16 || !c.affine) {
+    GTEST_SKIP() << "the walks are checked in bf16 and fp32 with weight and bias";
+  }
+  nk_context one_sm = context_with_sm_limit(1);
+  ASSERT_NE(one_sm, nullptr);
+  std::swap(gpu_, one_sm);  // check_forward and check_backward run on gpu_
+  struct Restore {
+    nk_context& gpu;
+    nk_context saved;
+    ~Restore() {
+      nk_context_destroy(gpu);
+      gpu = saved;
+    }
+  } restore{gpu_, one_sm};
+  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4}, {4, 2, 1000, 1}};
+  for (const auto& s : list) {
+    const ChannelCase k{c.family, s[0],     s[1],
+                        s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 1);
+    check_backward(k, NK_TRAINING);
+    if (c.family == Family::kGroup) continue;  // no inference phase
+    p.phase = NK_INFERENCE;
+    check_forward(k, p, 1);
+    check_backward(k, NK_INFERENCE);
+  }
+}
+
 // y == x and dx == dy give the bytes of separate buffers.
 TEST_P(GpuChannelNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
@@ -549,7 +588,7 @@ TEST_F(GpuChannelNormWhole, WorkspaceBoundedByChannels) {
           ASSERT_EQ(nk_batch_norm_forward_workspace_size(one_sm, &d, &p, &fwd_one), NK_SUCCESS);
           ASSERT_EQ(nk_batch_norm_backward_workspace_size(one_sm, &d, &p, &bwd_one), NK_SUCCESS);
           EXPECT_LE(fwd, static_cast<size_t>(2060 * c + 1024));
-          EXPECT_LE(bwd, static_cast<size_t>(1032 * c + 768));
+          EXPECT_LE(bwd, static_cast<size_t>(1040 * c + 512));
           EXPECT_GE(fwd, static_cast<size_t>(28 * c)) << "less than one partial and 3 floats";
           EXPECT_EQ(fwd, fwd_one);
           EXPECT_EQ(bwd, bwd_one);
@@ -558,8 +597,8 @@ TEST_F(GpuChannelNormWhole, WorkspaceBoundedByChannels) {
           size_t gfwd = 0, gbwd = 0;
           ASSERT_EQ(nk_group_norm_forward_workspace_size(gpu_, &group_desc, 1, &gfwd), NK_SUCCESS);
           ASSERT_EQ(nk_group_norm_backward_workspace_size(gpu_, &group_desc, 1, &gbwd), NK_SUCCESS);
-          EXPECT_LE(gfwd, static_cast<size_t>(2048 * n * c + 12 * n + 1024));
-          EXPECT_LE(gbwd, static_cast<size_t>(1024 * n * c + 8 * n + 768));
+          EXPECT_LE(gfwd, static_cast<size_t>(2060 * n * c + 1024));
+          EXPECT_LE(gbwd, static_cast<size_t>(1040 * n * c + 512));
         }
       }
     }

@@ -245,7 +245,7 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
 
 /* Bytes of workspace nk_batch_norm_forward needs for this shape and phase (written to *bytes).
  * CUDA: 0 in inference; in training at most 2060 * C + 1024 bytes whatever N and S are (up to 128
- * partial statistics of 16 bytes per channel, and three per-channel arrays). The size, like every
+ * partial statistics of 16 bytes per channel, and three per-channel coefficient arrays). The size, like every
  * result bit, depends on the shape and dtype only, never on the device or its SM count. */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
@@ -283,8 +283,8 @@ NK_API nk_status nk_batch_norm_forward(nk_context ctx, const nk_act_desc* desc,
                                        float* save_mean, float* save_invstd);
 
 /* Bytes of workspace nk_batch_norm_backward needs (written to *bytes). CUDA: at most
- * 1032 * C + 768 bytes whatever N and S are (up to 128 partial sums of 8 bytes per channel, and
- * two per-channel arrays); depends on the shape and dtype only. */
+ * 1040 * C + 512 bytes whatever N and S are (up to 128 partial sums of 8 bytes per channel, and
+ * four coefficients of 4 bytes per channel); depends on the shape and dtype only. */
 NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                        const nk_norm_params* params, size_t* bytes);
 
@@ -319,7 +319,7 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   running_mean/_var        [C] fp32, updated with the batch mean over n of the per-instance
  *                            mean and (unbiased: S/(S-1)) variance, as PyTorch does.
  *   Training, forward and backward, needs S >= 2 (NK_ERROR_BAD_SHAPE otherwise).
- *   Workspace (CUDA, training): at most 2060 * N*C + 1024 bytes forward, 1032 * N*C + 768
+ *   Workspace (CUDA, training): at most 2060 * N*C + 1024 bytes forward, 1040 * N*C + 512
  *   backward (up to 128 partials per (n, c)); depends on the shape and dtype only.
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
@@ -364,9 +364,9 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   x, y          [N x C x S] desc->dtype; y may equal x.
  *   weight, bias  [C] fp32, nullable.
  *   save_mean, save_invstd  [N x groups] fp32 (index n*groups + g), nullable.
- *   Workspace (CUDA): at most 2048 * N*C + 12 * N*groups + 1024 bytes forward and
- *   1024 * N*C + 8 * N*groups + 768 backward (up to 128 partials per (n, c)); depends on the
- *   shape and dtype only.
+ *   Workspace (CUDA): at most 2060 * N*C + 1024 bytes forward and 1040 * N*C + 512 backward (up
+ *   to 128 partials per (n, c), and the coefficients of each (n, c): the weight is per channel);
+ *   depends on the shape and dtype only.
  * ------------------------------------------------------------------------------------------- */
 
 NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,

@@ -1,0 +1,224 @@
+// The elementwise passes of batch, instance and group norm (y in the forward, dx in the backward):
+// out = op(coefficients of (n, c), inputs), where a finalize (or, for frozen statistics, the op
+// itself, in registers) has reduced everything per (statistic, channel) to a few floats.
+//
+// The kernels only walk the tensor; an Op supplies the formula:
+//   using Elem; using Coef; static constexpr int kInputs;   // 1 (x or dy) or 2 (dy, x)
+//   const Elem* in[kInputs]; Elem* out;
+//   Coef coef(int64_t unit) const;          // unit: c, or n*C + c when coefficients are per sample
+//   float apply(const Coef&, const float (&v)[kInputs]) const;
+//   void once() const;                      // run by one thread of the grid (a counter update)
+// Two walks, one per layout of the plan, and no integer division per element or per pack:
+//  - rows (NCHW with S > 1): a pack lies in one (n, c) row (the plan takes packs only when
+//    S % E == 0), so its coefficients are loaded once per pack; the row of a pack advances by a
+//    precomputed (rows, packs) step per grid stride, wrapping at C (coefficients per channel) or
+//    N*C (per sample);
+//  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
+//    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
+//    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
+//    stay in registers, reloaded only when the sample changes (per-sample coefficients).
+// Each thread has kApplyPacks (four 16-byte loads) in flight, issued before any math. The grid
+// is the resident maximum from the occupancy API, capped by the work; the output does not depend
+// on it (elementwise), so the test-only SM limit changes nothing but the grid.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "channel_norm_plan.hpp"
+#include "common/check.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+constexpr int kApplyBlock = 256;  // threads per block, at most
+
+// Packs in flight per thread: four 16-byte loads whatever the op reads (more would cost
+// registers, and so resident warps, on the two-input dx).
+template <class Op>
+constexpr int kApplyPacks = 4 / Op::kInputs;
+
+// Host-computed geometry of one launch.
+struct ApplyWalk {
+  int64_t count;   // rows: packs in the tensor; channels: positions N*S
+  int64_t stride;  // rows: packs per grid stride; channels: positions per grid stride
+  // rows layout
+  int64_t row_packs;   // packs per (n, c) row
+  int64_t units;       // coefficient units the row index wraps at: C, or N*C per sample
+  int64_t step_units;  // stride / row_packs, modulo units
+  int64_t step_packs;  // stride % row_packs
+  // channels layout
+  int64_t channels;        // C
+  int64_t channel_packs;   // C / E
+  int64_t tiles;           // blocks side by side across the channel packs
+  int lanes;               // threads across channel packs in a block
+  int64_t s;               // S
+  int64_t step_n, step_s;  // stride as (samples, positions within a sample)
+};
+
+// out for every pack of a rows-layout tensor, a persistent grid-stride loop.
+template <class Op, int E>
+__global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  using Raw = dev::Pack<T, E>;
+  constexpr int kPacks = kApplyPacks<Op>;
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
+  int64_t pack = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (pack >= w.count) return;
+  const int64_t row = pack / w.row_packs;  // once per thread
+  int64_t off = pack - row * w.row_packs, unit = row % w.units;
+  while (pack < w.count) {
+    int64_t at[kPacks], units[kPacks];
+    Raw raw[kPacks][Op::kInputs];
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      at[j] = pack;
+      units[j] = unit;
+      if (pack < w.count) {
+#pragma unroll
+        for (int i = 0; i < Op::kInputs; ++i)
+          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
+      }
+      pack += w.stride;
+      off += w.step_packs;
+      unit += w.step_units;
+      if (off >= w.row_packs) {
+        off -= w.row_packs;
+        ++unit;
+      }
+      if (unit >= w.units) unit -= w.units;
+    }
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      if (at[j] >= w.count) break;
+      const typename Op::Coef k = op.coef(units[j]);
+      float out[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        float v[Op::kInputs];
+#pragma unroll
+        for (int i = 0; i < Op::kInputs; ++i) v[i] = dev::to_float(raw[j][i].v[e]);
+        out[e] = op.apply(k, v);
+      }
+      dev::store_floats<T, E>(op.out + at[j] * E, out);
+    }
+  }
+}
+
+// out for every pack of a channels-layout tensor: a fixed channel pack per thread, positions in a
+// grid-stride loop.
+template <class Op, int E, bool kPerSample>
+__global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  using Raw = dev::Pack<T, E>;
+  constexpr int kPacks = kApplyPacks<Op>;
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
+  const int lane = static_cast<int>(threadIdx.x) % w.lanes;
+  const int64_t channel_pack = int64_t{blockIdx.x} % w.tiles * w.lanes + lane;
+  if (channel_pack >= w.channel_packs) return;
+  const int64_t c0 = channel_pack * E;
+  const int64_t rows_per_block = blockDim.x / w.lanes;
+  int64_t pos = int64_t{blockIdx.x} / w.tiles * rows_per_block + threadIdx.x / w.lanes;
+  int64_t n = kPerSample ? pos / w.s : 0, s = kPerSample ? pos - n * w.s : 0;
+  int64_t held = -1;  // the sample whose coefficients k holds
+  typename Op::Coef k[E];
+  while (pos < w.count) {
+    int64_t at[kPacks], sample[kPacks];
+    Raw raw[kPacks][Op::kInputs];
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      at[j] = pos;
+      sample[j] = n;
+      if (pos < w.count) {
+#pragma unroll
+        for (int i = 0; i < Op::kInputs; ++i)
+          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.channels + c0);
+      }
+      pos += w.stride;
+      if constexpr (kPerSample) {
+        n += w.step_n;
+        s += w.step_s;
+        if (s >= w.s) {
+          s -= w.s;
+          ++n;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      if (at[j] >= w.count) break;
+      if (sample[j] != held) {
+        held = sample[j];
+#pragma unroll
+        for (int e = 0; e < E; ++e) k[e] = op.coef(held * w.channels + c0 + e);
+      }
+      float out[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        float v[Op::kInputs];
+#pragma unroll
+        for (int i = 0; i < Op::kInputs; ++i) v[i] = dev::to_float(raw[j][i].v[e]);
+        out[e] = op.apply(k[e], v);
+      }
+      dev::store_floats<T, E>(op.out + at[j] * w.channels + c0, out);
+    }
+  }
+}
+
+// Resident blocks of `kernel` with `threads` threads on the device, at least one per SM.
+template <class Kernel>
+int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
+  int per_sm = 0;
+  dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0),
+                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  return int64_t{per_sm > 0 ? per_sm : 1} * (sm_count > 0 ? sm_count : 1);
+}
+
+inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Enqueues op over the plan's tensor with E-element packs (plan.pack_elems); kPerSample:
+// coefficients per (n, c), else per c. The caller checks cudaGetLastError.
+template <class Op, int E, bool kPerSample>
+void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  ApplyWalk w{};
+  if (plan.rows_layout) {
+    auto kernel = apply_rows<Op, E>;
+    w.row_packs = plan.s / E;
+    w.count = plan.n * plan.c * w.row_packs;
+    w.units = kPerSample ? plan.n * plan.c : plan.c;
+    const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+    const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
+    const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
+    w.stride = grid * kApplyBlock;
+    w.step_units = w.stride / w.row_packs % w.units;
+    w.step_packs = w.stride % w.row_packs;
+    kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
+    return;
+  }
+  w.channels = plan.c;
+  w.channel_packs = plan.c / E;
+  w.s = plan.s;
+  w.count = plan.n * plan.s;
+  int64_t rows_per_block = 1;
+  if (w.channel_packs <= kApplyBlock) {
+    w.tiles = 1;
+    w.lanes = static_cast<int>(w.channel_packs);
+    rows_per_block = kApplyBlock / w.channel_packs;
+  } else {  // tiles of equal width, whole warps
+    w.tiles = ceil_div64(w.channel_packs, kApplyBlock);
+    w.lanes = static_cast<int>(ceil_div64(ceil_div64(w.channel_packs, w.tiles), 32) * 32);
+  }
+  const int threads = static_cast<int>(w.lanes * rows_per_block);
+  auto kernel = apply_channels<Op, E, kPerSample>;
+  const int64_t wanted = ceil_div64(w.count, rows_per_block * kApplyPacks<Op>);
+  int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.tiles;
+  if (row_blocks > wanted) row_blocks = wanted;
+  if (row_blocks < 1) row_blocks = 1;
+  w.stride = row_blocks * rows_per_block;
+  w.step_n = w.stride / w.s;
+  w.step_s = w.stride % w.s;
+  kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
+}
+
+}  // namespace nk::cuda
