@@ -8,8 +8,8 @@
 // percent for group norm at N = 2, 8 x 8, or layer norm at D = 128; the "small" set reports time
 // per call instead).
 //
-// Fused layer / RMS norm (the fused_rows set) count what the fused call moves beyond that, E being
-// the elements of x and T = E x sizeof(dtype):
+// Fused layer / RMS norm cases (the fused_rows set) count what the fused call moves beyond that, E
+// being the elements of x and T = E x sizeof(dtype):
 //  - forward: x read (T) and y written (T, or E with an fp8 output: one byte an element); with the
 //    residual add, residual read and h written (2T more; bias_in is a parameter, not counted);
 //  - backward: h (the case's x) and dy read, dx written (3T); with the residual add, dh_extra read
