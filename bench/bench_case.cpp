@@ -1,5 +1,7 @@
 #include "bench_case.hpp"
 
+#include <utility>
+
 namespace nkb {
 
 const char* dtype_name(nk_dtype dtype) {
@@ -65,15 +67,32 @@ int64_t Case::stat_count() const {
 
 int64_t Case::param_count() const { return is_row_op() ? cols : c; }
 
+std::string RowFusion::name() const {
+  std::string s;
+  for (const auto& [on, part] : {std::pair<bool, const char*>{residual, "residual"},
+                                 {zero_centered, "zc"},
+                                 {fp8_output, "fp8"}}) {
+    if (on) s += (s.empty() ? "" : "_") + std::string(part);
+  }
+  return s;
+}
+
 int64_t Case::minimal_bytes() const {
   const int64_t tensor = elements() * static_cast<int64_t>(dtype_size(dtype));
-  return phase == Phase::backward ? 3 * tensor : 2 * tensor;
+  // The residual add's extra tensors: residual read + h written forward, dh_extra read +
+  // dresidual written backward (see the file comment of bench_case.hpp).
+  const int64_t residual = fusion.residual ? 2 * tensor : 0;
+  if (phase == Phase::backward) return 3 * tensor + residual;
+  const int64_t y = fusion.fp8_output ? elements() : tensor;  // fp8: one byte an element
+  return tensor + y + residual;
 }
 
 std::string Case::name() const {
   std::string s = set + "/";
   // Sets that mix ops (rows, small, check) name the op; the others are named after theirs.
-  if (set == "rows" || set == "small" || set == "check") s += std::string(op_name(op)) + "/";
+  if (set == "rows" || set == "small" || set == "check" || set == "fused_rows") {
+    s += std::string(op_name(op)) + "/";
+  }
   if (is_row_op()) {
     s += "D" + std::to_string(cols) + "/M" + std::to_string(rows) + "/" + dtype_name(dtype) +
          "/w_" + dtype_name(weight_dtype);
@@ -83,11 +102,21 @@ std::string Case::name() const {
     if (op == Op::group_norm) s += "/G" + std::to_string(groups);
     s += std::string("/") + (layout == NK_NCHW ? "NCHW" : "NHWC") + "/" + dtype_name(dtype);
   }
+  if (fused()) s += "/" + fusion.name();
   return s + "/" + phase_name(*this);
 }
 
 nk_act_desc Case::act_desc() const { return nk_act_desc{n, c, spatial(), layout, dtype}; }
 
 nk_row_desc Case::row_desc() const { return nk_row_desc{rows, cols, dtype, weight_dtype}; }
+
+nk_row_fusion Case::row_fusion() const {
+  nk_row_fusion f = nk_row_fusion_default();
+  f.norm = op == Op::rms_norm ? NK_RMS_NORM : NK_LAYER_NORM;
+  f.residual = fusion.residual ? NK_RESIDUAL_ADD : NK_RESIDUAL_NONE;
+  f.weight_form = fusion.zero_centered ? NK_WEIGHT_ZERO_CENTERED : NK_WEIGHT_DIRECT;
+  f.output = fusion.fp8_output ? NK_OUTPUT_FP8_E4M3 : NK_OUTPUT_DTYPE;
+  return f;
+}
 
 }  // namespace nkb

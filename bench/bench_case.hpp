@@ -7,6 +7,15 @@
 // comparable, and they are small beside the activations except in the smallest shapes (a few
 // percent for group norm at N = 2, 8 x 8, or layer norm at D = 128; the "small" set reports time
 // per call instead).
+//
+// Fused layer / RMS norm cases (the fused_rows set) count what the fused call moves beyond that, E
+// being the elements of x and T = E x sizeof(dtype):
+//  - forward: x read (T) and y written (T, or E with an fp8 output: one byte an element); with the
+//    residual add, residual read and h written (2T more; bias_in is a parameter, not counted);
+//  - backward: h (the case's x) and dy read, dx written (3T); with the residual add, dh_extra read
+//    and dresidual written (2T more: the case passes both dx and dresidual, as a pre-norm block's
+//    two inputs of the add; dbias_in is a parameter gradient, not counted).
+// The zero-centred weight moves nothing more; y_scale and y_amax are scalars, not counted.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -24,6 +33,18 @@ enum class Phase {
   backward            // "bwd": training-phase backward with the saved statistics
 };
 
+// What a fused_rows case fuses around the norm (none of it in the other sets). The name joins the
+// parts that are on, in this order: "residual", "zc", "fp8" (e.g. "residual_zc_fp8").
+struct RowFusion {
+  bool residual = false;       // h = x + residual + bias_in, h written; backward: dh_extra read,
+                               // dx, dresidual and dbias_in written
+  bool zero_centered = false;  // gamma = 1 + weight
+  bool fp8_output = false;     // forward only: y in fp8 E4M3 scaled by y_scale, y_amax written
+
+  bool any() const { return residual || zero_centered || fp8_output; }
+  std::string name() const;
+};
+
 struct Case {
   std::string set;  // shape-set name, the first part of the benchmark name
   Op op = Op::batch_norm;
@@ -35,18 +56,22 @@ struct Case {
   // Layer and RMS norm: rows x cols, parameters in weight_dtype.
   int64_t rows = 0, cols = 0;
   nk_dtype weight_dtype = NK_F32;
+  // Fused layer / RMS norm (set fused_rows): through nk_row_norm_fused_forward / _backward.
+  RowFusion fusion;
   // Launch-bound: timed as back-to-back calls with warm caches, reported as us_per_call.
   bool launch_bound = false;
 
   bool is_row_op() const { return op == Op::layer_norm || op == Op::rms_norm; }
+  bool fused() const { return fusion.any(); }
   int64_t spatial() const { return h * w; }
-  int64_t elements() const;       // of x
-  int64_t stat_count() const;     // entries of save_mean / save_invstd
-  int64_t param_count() const;    // entries of weight / bias (C, or cols)
-  int64_t minimal_bytes() const;  // see the file comment
-  std::string name() const;       // e.g. "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
-  nk_act_desc act_desc() const;   // channel ops
-  nk_row_desc row_desc() const;   // row ops
+  int64_t elements() const;          // of x
+  int64_t stat_count() const;        // entries of save_mean / save_invstd
+  int64_t param_count() const;       // entries of weight / bias (C, or cols)
+  int64_t minimal_bytes() const;     // see the file comment
+  std::string name() const;          // e.g. "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
+  nk_act_desc act_desc() const;      // channel ops
+  nk_row_desc row_desc() const;      // row ops
+  nk_row_fusion row_fusion() const;  // row ops: norm, residual, weight form, output of `fusion`
 };
 
 const char* dtype_name(nk_dtype dtype);  // "fp32", "fp16", "bf16"

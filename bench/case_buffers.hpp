@@ -17,11 +17,25 @@ struct CaseBuffers {
   DeviceMemory dweight, dbias;             // backward outputs, same shape and dtype as weight
   DeviceMemory running_mean, running_var;  // [C] fp32: batch and instance norm
   DeviceMemory save_mean, save_invstd;     // [stat_count] fp32: written by a training forward
+  // Fused row norms only (Case::fusion). Forward with the residual add: residual (read) and h
+  // (written), case dtype; bias_in [cols] weight dtype. Backward with it: dh_extra (read) and
+  // dresidual (written), case dtype; dbias_in [cols] weight dtype. fp8 output: y holds one byte
+  // an element, y_scale and y_amax one fp32 each.
+  DeviceMemory residual, h, bias_in;
+  DeviceMemory dh_extra, dresidual, dbias_in;
+  DeviceMemory y_scale, y_amax;
 };
 
-// Allocates and fills the buffers of `c` on `stream` and waits for the fills. x and dy are
-// uniform in [-1, 1), weights in [0.5, 1.5), biases and running means in [-0.5, 0.5), running
-// variances in [0.5, 1.5). Throws BenchError when an allocation or launch fails.
+// The per-tensor scale of the fp8 cases. With the fills below |hhat| stays below about 3 (uniform
+// data; with the residual add, a sum of two uniforms and bias_in), gamma below 1.5 and |bias|
+// below 0.5, so |y| < 5 and y * 64 stays inside e4m3's range (+-448): the cases time the
+// conversion, not saturation.
+constexpr float kFp8Scale = 64.0f;
+
+// Allocates and fills the buffers of `c` on `stream` and waits for the fills. x, dy, residual and
+// dh_extra are uniform in [-1, 1), weights in [0.5, 1.5) (zero-centred: [-0.5, 0.5), the same
+// gamma), biases, bias_in and running means in [-0.5, 0.5), running variances in [0.5, 1.5),
+// y_scale is kFp8Scale. Throws BenchError when an allocation or launch fails.
 CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream);
 
 }  // namespace nkb

@@ -1,5 +1,6 @@
 # ctest bench_summarize (label cpu): summarize.py on the synthetic files of testdata/ (hand-made,
-# not measurements). Checks the tables, the cuDNN and torch ratios, the geometric means, the use
+# not measurements). Checks the tables (a fused_rows case with its fusion in the shape, without a
+# cuDNN ratio), the cuDNN and torch ratios, the geometric means, the use
 # of the median aggregate of repetitions, the worst-five lists and the error list; then the same on
 # names of the GPU check's `check` set (ops in the name, launch-bound cases among the others) joined
 # with a file in torch_compare.py's own output format.
@@ -26,6 +27,9 @@ set(expected
   "\\| N8 C64 HW256 \\| fp32 \\| NCHW \\| bwd \\| 777 \\| 0.777 \\| 1.25 \\|"
   "## Worst 5 by frac_of_copy \\(launch-bound cases excluded\\)\n\n1. `group_norm/N2/C320/HW8/G32/NHWC/bf16/fwd`: 0.020"
   "## Worst 5 by vs_cudnn\n\n1. `bn_resnet50/N256/C64/HW112/NCHW/bf16/train_fwd`: 0.500"
+  "## fused_rows/layer_norm\n"
+  "\\| D4096 M8192 residual_zc \\| bf16 \\(w bf16\\) \\| - \\| bwd \\| 600 \\| 0.600 \\| n/a \\| 3.00 \\| 1.50 \\|"
+  "1 case\\(s\\) without a cuDNN ratio: cuDNN: not compared \\(fused residual_zc form"
   "## Errors\n\n- `instance_norm/N8/C256/HW256/NHWC/bf16/train_fwd`: SYNTHETIC error")
 foreach(pattern IN LISTS expected)
   if(NOT out MATCHES "${pattern}")

@@ -1,7 +1,8 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set.
-# With PYTHON and TORCH_COMPARE, the check set's names must equal torch_compare.py's.
+# With PYTHON and TORCH_COMPARE, the check and fused_rows sets' names must equal
+# torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
 #         -P check_without_gpu.cmake
 
@@ -31,6 +32,9 @@ set(expected_counts
   "^copy/=2"
   "^bn_resnet50/=324"          # 9 layers x 2 N x 2 layouts x 3 dtypes x 3 phases
   "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
+  "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
+  "/residual_zc_fp8/fwd/=6"    # the whole fp8 pre-norm block: 2 ops x 3 shapes, forward only
+  "fp8/bwd/=0"                 # an fp8 output does not change the backward: no such case
   "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
   "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
   "^small/=50"                 # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
@@ -59,7 +63,11 @@ set(expected_names
   "small/batch_norm/N1/C256/HW14/NCHW/bf16/train_fwd"
   "check/layer_norm/D1024/M131072/bf16/w_fp32/bwd"
   "check/group_norm/N8/C640/HW64/G32/NHWC/bf16/fwd"
-  "check/rms_norm/D1024/M1/bf16/w_bf16/fwd")
+  "check/rms_norm/D1024/M1/bf16/w_bf16/fwd"
+  "fused_rows/layer_norm/D4096/M8192/bf16/w_bf16/residual/fwd"
+  "fused_rows/rms_norm/D8192/M4096/bf16/w_bf16/residual_zc_fp8/fwd"
+  "fused_rows/layer_norm/D1024/M16384/bf16/w_bf16/residual_zc/bwd"
+  "fused_rows/rms_norm/D4096/M8192/bf16/w_bf16/zc/bwd")
 run_bench(out err --benchmark_list_tests)
 foreach(name IN LISTS expected_names)
   string(FIND "${out}" "\n${name}/" position)
@@ -67,23 +75,26 @@ foreach(name IN LISTS expected_names)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
   endif()
 endforeach()
-# The check set is defined twice, here and in torch_compare.py (so that summarize.py joins the
-# two runs): the same names on both sides.
+# The check and fused_rows sets are defined twice, here and in torch_compare.py (so that
+# summarize.py joins the two runs): the same names on both sides.
 if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
-  run_bench(out err --benchmark_list_tests --benchmark_filter=^check/)
-  string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
-  string(REGEX MATCHALL "[^\n]+" bench_names "${out}")
-  execute_process(COMMAND ${PYTHON} ${TORCH_COMPARE} --sets check --list
-    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "torch_compare.py --sets check --list exited with '${rc}'\n${err}")
-  endif()
-  string(REGEX MATCHALL "[^\n]+" torch_names "${out}")
-  list(SORT bench_names)
-  list(SORT torch_names)
-  if(NOT bench_names STREQUAL torch_names)
-    message(FATAL_ERROR "the check set differs between normkit_bench and torch_compare.py:\n"
-                        "normkit_bench:\n${bench_names}\ntorch_compare.py:\n${torch_names}")
-  endif()
+  foreach(set_name check fused_rows)
+    run_bench(out err --benchmark_list_tests --benchmark_filter=^${set_name}/)
+    string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
+    string(REGEX MATCHALL "[^\n]+" bench_names "${out}")
+    execute_process(COMMAND ${PYTHON} ${TORCH_COMPARE} --sets ${set_name} --list
+      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "torch_compare.py --sets ${set_name} --list exited with '${rc}'\n${err}")
+    endif()
+    string(REGEX MATCHALL "[^\n]+" torch_names "${out}")
+    list(SORT bench_names)
+    list(SORT torch_names)
+    if(NOT bench_names STREQUAL torch_names)
+      message(FATAL_ERROR "the ${set_name} set differs between normkit_bench and "
+                          "torch_compare.py:\nnormkit_bench:\n${bench_names}\n"
+                          "torch_compare.py:\n${torch_names}")
+    endif()
+  endforeach()
 endif()
 message(STATUS "normkit_bench without a GPU: the message, exit status 0, every set listed")

@@ -88,6 +88,10 @@ std::string CudnnBaseline::version() const {
 
 BaselineCase CudnnBaseline::prepare(const Case& c, CaseBuffers& b) {
   if (impl_->handle == nullptr) return {nullptr, impl_->unusable};
+  if (c.fused()) {
+    return {nullptr, "cuDNN: not compared (fused " + c.fusion.name() +
+                         " form; this baseline builds the plain norm graphs only)"};
+  }
   char stale[512];
   cudnnGetLastErrorString(stale, sizeof(stale));  // so that a message read later is this case's
   cudnn::Prepared prepared;

@@ -7,7 +7,10 @@
 //    (cudnn_graph_norm.cpp);
 //  - instance norm inference: the same per-channel affine map as batch-norm inference with the
 //    running statistics, so cuDNN's batch-norm inference runs it;
-//  - group norm: nothing (cuDNN has no group-norm operation that the suite uses).
+//  - group norm: nothing (cuDNN has no group-norm operation that the suite uses);
+//  - fused layer / RMS norm (fused_rows): nothing; the note says so. The baseline builds only the
+//    plain norm graphs, so these cases get no cuDNN ratio (torch_compare.py times the unfused
+//    PyTorch composition instead).
 // When cuDNN cannot run a case (no engine, an unsupported dtype or layout), prepare() says why in
 // the note and returns no launch: the case is reported without a ratio, never as an error.
 #pragma once

@@ -8,7 +8,12 @@
 //  - group norm fwd: 32 groups, mean and invstd saved;
 //  - layer / RMS norm fwd: statistics saved, as a training step does;
 //  - bwd (all): training phase, from statistics saved by a training forward run beforehand;
-//    every gradient computed (dx, dweight and, except RMS norm, dbias).
+//    every gradient computed (dx, dweight and, except RMS norm, dbias);
+//  - fused_rows: nk_row_norm_fused_forward / _backward with the case's fusion and every buffer it
+//    uses (forward: h written with the residual add, y_scale and y_amax with the fp8 output;
+//    backward: dh_extra read, dresidual and dbias_in written with the residual add). A backward
+//    reads the case's x as h; its statistics come from a fused forward over x with the same norm
+//    and weight form (no residual add: h is x).
 #pragma once
 
 #include <normkit/normkit.h>

@@ -69,6 +69,41 @@ void add_rows(std::vector<Case>& out) {
   }
 }
 
+// The fused forms transformer blocks call (issue 13), bf16 activations and parameters, at a few
+// transformer shapes (tokens x hidden: 16384 x 1024, 8192 x 4096, 4096 x 8192; x of 32 or 64
+// MiB). Forward: the pre-norm residual add (+ bias_in, h written), the zero-centred weight, the
+// fp8 E4M3 output (y_scale, y_amax), and all three at once as a Hopper fp8 block calls it.
+// Backward: the residual add (dh_extra in, dx, dresidual and dbias_in out), the zero-centred
+// weight, and both; an fp8 output does not change the backward, so it has no backward case.
+void add_fused_rows(std::vector<Case>& out) {
+  struct Shape {
+    int64_t rows, cols;
+  };
+  constexpr Shape kShapes[] = {{16384, 1024}, {8192, 4096}, {4096, 8192}};
+  // residual, zero_centered, fp8_output
+  constexpr RowFusion kForward[] = {
+      {true, false, false}, {false, true, false}, {false, false, true}, {true, true, true}};
+  constexpr RowFusion kBackward[] = {
+      {true, false, false}, {false, true, false}, {true, true, false}};
+  for (Op op : {Op::layer_norm, Op::rms_norm}) {
+    for (const Shape& shape : kShapes) {
+      const auto add = [&](Phase phase, const RowFusion& fusion) {
+        Case c;
+        c.set = "fused_rows";
+        c.op = op;
+        c.phase = phase;
+        c.dtype = c.weight_dtype = NK_BF16;
+        c.rows = shape.rows;
+        c.cols = shape.cols;
+        c.fusion = fusion;
+        out.push_back(c);
+      };
+      for (const RowFusion& fusion : kForward) add(Phase::forward_training, fusion);
+      for (const RowFusion& fusion : kBackward) add(Phase::backward, fusion);
+    }
+  }
+}
+
 // Instance norm on image-sized activations (style transfer, GAN generators): N = 8. Training
 // without running statistics (PyTorch's InstanceNorm2d default); inference with them.
 void add_instance_norm(std::vector<Case>& out) {
@@ -262,6 +297,7 @@ std::vector<Case> all_cases() {
   std::vector<Case> cases;
   add_bn_resnet50(cases);
   add_rows(cases);
+  add_fused_rows(cases);
   add_instance_norm(cases);
   add_group_norm(cases);
   add_small(cases);

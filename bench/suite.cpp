@@ -98,7 +98,10 @@ ContextEntries Suite::context() const {
                                " MiB written and read back) before each; small set: median of " +
                                std::to_string(settings_.samples) + " samples of " +
                                std::to_string(settings_.calls_per_sample) + " back-to-back calls");
-  e.emplace_back("bytes_counted", "forward: x read + y written; backward: x, dy read + dx written");
+  e.emplace_back("bytes_counted",
+                 "forward: x read + y written; backward: x, dy read + dx written; fused_rows: "
+                 "+ residual read and h written (forward), + dh_extra read and dresidual written "
+                 "(backward) with the residual add, fp8 y one byte an element");
   e.emplace_back("cuda_device_ordinal", std::to_string(device_));
   e.emplace_back("normkit_version", std::to_string(nk_version()));
   e.emplace_back("normkit_commit", normkit_commit());

@@ -34,6 +34,15 @@ What is timed
     bias in x's dtype and a note gives torch's message. Layer/RMS norm (rows, small): w_f32 and w_<x
     dtype> are separate cases; a torch path that refuses fp32 weights with a bf16 x gets no time
     (n/a) and a note with torch's message, since the w_bf16 case is the one it can express.
+  - Fused layer/RMS norm (set fused_rows): normkit's nk_row_norm_fused_forward/_backward against
+    the unfused composition in torch, eager and compiled (fused_fn): h = x + residual + bias_in,
+    then F.layer_norm / F.rms_norm with weight + 1 for a zero-centred weight ("zc"); an fp8 output
+    is (y.float() * scale).clamp(-448, 448).to(torch.float8_e4m3fn) with amax = y.abs().amax().
+    With the residual add the forward returns h as well (normkit writes it), and the backward
+    differentiates (y, h) with grad outputs (dy, dh_extra) with respect to x, residual, bias_in,
+    weight and bias: autograd adds dh_extra to the norm's dh and hands that one tensor to both x
+    and residual, where normkit writes dx and dresidual (normkit_bench counts both). normkit's
+    backward reads the h its forward wrote, before the timing.
   - Warnings torch raises on the first call (e.g. "cannot dispatch to fused implementation") are
     kept in the notes; torch gives some only once per process, so only the first case meets them.
 
@@ -61,26 +70,32 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
-  set           bn_resnet50 | rows | instance_norm | group_norm | small | check
-  op            only in the sets that mix ops (rows, small, check): layer_norm | rms_norm |
-                batch_norm | instance_norm | group_norm
+  set           bn_resnet50 | rows | fused_rows | instance_norm | group_norm | small | check
+  op            only in the sets that mix ops (rows, fused_rows, small, check): layer_norm |
+                rms_norm | batch_norm | instance_norm | group_norm
   shape fields  channel norms: N<n>/C<c>/HW<side> (H = W = side), group norm adds /G<groups>;
                 row norms: D<cols>/M<rows>
   layout        channel norms only: NCHW (torch contiguous) | NHWC (torch channels_last)
   dtype         of x, y, dy, dx: bf16 | fp16 | fp32
   w_<dtype>     row norms only: dtype of weight, bias and their gradients (w_fp32 or w_<dtype>)
+  fusion        fused_rows only: the fused parts joined by "_", in this order: residual (the
+                residual add, bias_in, h written), zc (zero-centred weight), fp8 (E4M3 output)
   phase         batch and instance norm: train_fwd | infer_fwd | bwd (this script times no
                 instance-norm inference); group, layer, RMS norm: fwd | bwd
   e.g.  bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd
         rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd
         small/batch_norm/N8/C256/HW14/NCHW/fp16/infer_fwd
         group_norm/N2/C320/HW64/G32/NHWC/bf16/bwd
+        fused_rows/layer_norm/D4096/M8192/bf16/w_bf16/residual_zc/bwd
 
 Sets (--list prints every case name)
   bn_resnet50    ResNet-50's batch-norm layers, C x side: 64x112, 64x56, 256x56, 128x28, 512x28,
                  256x14, 1024x14, 512x7, 2048x7; N 256 and 32; NCHW, NHWC; bf16, f16, f32.
   rows           layer and RMS norm, D in 128 ... 65536, M = ceil(256 MiB / (D * sizeof(x)))
                  so that x holds >= 256 MiB; bf16 with w_bf16 and w_f32, f32 with w_f32.
+  fused_rows     fused layer and RMS norm, bf16 with w_bf16, M x D 16384 x 1024, 8192 x 4096,
+                 4096 x 8192; forward: residual, zc, fp8, residual_zc_fp8; backward: residual,
+                 zc, residual_zc (normkit_bench's fused_rows set, bench/shape_sets.cpp).
   instance_norm  N 8; C 64, 128, 256; side 256, 128; NCHW, NHWC; bf16, f16, f32.
   group_norm     N 2, 8; C 320, 640, 1280; side 64, 32, 16, 8; G 32; NCHW, NHWC; bf16, f16, f32.
   small          microseconds per call: layer and RMS norm, M 1, 4, 16, 64 and D 1024, 4096 (row
@@ -133,17 +148,26 @@ import normkit as nk  # noqa: E402  (needs no torch at import time)
 
 EPS = 1e-5       # batch, instance, group and layer norm (PyTorch's default)
 RMS_EPS = 1e-6   # RMS norm: PyTorch has no fixed default; a common choice
-SUITE_SETS = ("bn_resnet50", "rows", "instance_norm", "group_norm", "small")  # the default
+SUITE_SETS = ("bn_resnet50", "rows", "fused_rows", "instance_norm", "group_norm",
+              "small")  # the default
 SETS = SUITE_SETS + ("check",)
-MULTI_OP_SETS = ("rows", "small", "check")
+MULTI_OP_SETS = ("rows", "fused_rows", "small", "check")
 CHANNEL_DTYPES = ("bf16", "f16", "f32")
 ROW_VARIANTS = (("bf16", "bf16"), ("bf16", "f32"), ("f32", "f32"))  # (x dtype, weight dtype)
 ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
 NK_DTYPE = {"bf16": nk.BF16, "f16": nk.F16, "f32": nk.F32}
-CHECK_TOL = {"bf16": 2e-2, "f16": 5e-3, "f32": 1e-3}  # max |err| / max |reference|
+# max |err| / max |reference|. fp8 (e4m3): one step of the top binade (2^-3 of its bottom), since
+# y rounded from bf16 (torch) and from fp32 (normkit) may round to neighbouring fp8 values.
+CHECK_TOL = {"bf16": 2e-2, "f16": 5e-3, "f32": 1e-3, "fp8": 2.0 ** -3}
 RESNET50_BN = ((64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
                (512, 7), (2048, 7))
 ROW_D = (128, 256, 512, 768, 1024, 2048, 4096, 8192, 12288, 16384, 32768, 65536)
+# fused_rows (normkit_bench's add_fused_rows): (M, D), and the fusions per direction.
+FUSED_SHAPES = ((16384, 1024), (8192, 4096), (4096, 8192))
+FUSED_FORWARD = ("residual", "zc", "fp8", "residual_zc_fp8")
+FUSED_BACKWARD = ("residual", "zc", "residual_zc")
+FP8_SCALE = 64.0   # normkit_bench's kFp8Scale
+E4M3_MAX = 448.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,6 +183,10 @@ class Case:
     dtype: str       # bf16, f16, f32
     wdtype: str      # row norms: dtype of the parameters; None for channel norms
     phase: str
+    fusion: str = None  # fused_rows: "residual", "zc", "fp8" joined by "_"; None elsewhere
+
+    def fused(self, part):
+        return self.fusion is not None and part in self.fusion.split("_")
 
     @property
     def name(self):
@@ -210,6 +238,8 @@ def case_name(case):
     parts.append(BENCH_DTYPE[case.dtype])
     if case.wdtype:
         parts.append("w_" + BENCH_DTYPE[case.wdtype])
+    if case.fusion:
+        parts.append(case.fusion)
     parts.append(bench_phase(case))
     return "/".join(parts)
 
@@ -246,6 +276,8 @@ def all_cases(sets):
     if "rows" in sets:
         out += row_cases("rows", lambda dt: [(("M", rows_for_256mib(d, dt)), ("D", d))
                                              for d in ROW_D])
+    if "fused_rows" in sets:
+        out += fused_row_cases()
     if "instance_norm" in sets:
         out += channel_cases("instance_norm", "instance",
                              [(("N", 8), ("C", c), ("HW", hw)) for c in (64, 128, 256)
@@ -262,6 +294,14 @@ def all_cases(sets):
     if "check" in sets:
         out += check_cases()
     return out
+
+
+def fused_row_cases():
+    """normkit_bench's fused_rows set, in its order."""
+    return [Case("fused_rows", op, (("M", m), ("D", d)), None, "bf16", "bf16", phase, fusion)
+            for op in ("layer", "rms") for m, d in FUSED_SHAPES
+            for phase, fusions in (("fwd", FUSED_FORWARD), ("bwd", FUSED_BACKWARD))
+            for fusion in fusions]
 
 
 # The GPU check's subset (normkit_bench's `check` set, bench/shape_sets.cpp add_check): rows
@@ -338,6 +378,37 @@ def rms_fn(x, w):
     return F.rms_norm(x, (x.shape[-1],), w, eps=RMS_EPS)
 
 
+_FUSED_FNS = {}
+
+
+def fused_fn(op, fusion):
+    """The unfused torch composition of a fused_rows case, one function object per (op, fusion)
+    so that torch.compile reuses it across phases: fn(x, residual, bias_in, w, b, scale), the
+    arguments a fusion does not use being None. Returns y (fp8 y and amax with the fp8 output),
+    and h after y with the residual add."""
+    key = (op, fusion)
+    if key in _FUSED_FNS:
+        return _FUSED_FNS[key]
+    parts = fusion.split("_")
+    residual, zc, fp8 = "residual" in parts, "zc" in parts, "fp8" in parts
+
+    def fn(x, res, bias_in, w, b, scale):
+        h = x + res + bias_in if residual else x
+        gamma = w + 1 if zc else w
+        if op == "layer":
+            y = F.layer_norm(h, (h.shape[-1],), gamma, b, eps=EPS)
+        else:
+            y = F.rms_norm(h, (h.shape[-1],), gamma, eps=RMS_EPS)
+        if not fp8:
+            return (y, h) if residual else y
+        y8 = (y.float() * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+        amax = y.abs().amax().float()
+        return (y8, h, amax) if residual else (y8, amax)
+
+    _FUSED_FNS[key] = fn
+    return fn
+
+
 @dataclass
 class Work:
     """One case made concrete: tensors, the normkit call, the torch function and its arguments."""
@@ -351,6 +422,9 @@ class Work:
     dy: object            # fixed grad_output of the backward cases
     outputs: dict         # name -> the normkit output tensor checked against the reference
     fallback_args: tuple  # channel norms: parameters in x's dtype, if torch refuses fp32 ones
+    forward_names: tuple = ("y",)  # the outputs of fn, in order (a tuple of tensors or one)
+    grad_names: tuple = ("dx", "dweight", "dbias")  # the gradients at grad_idx, in order
+    tol: dict = None      # output name -> tolerance, where not CHECK_TOL of its dtype
 
 
 def randn(shape, dtype, device, mean=0.0, std=1.0, memory_format=None):
@@ -362,6 +436,8 @@ def randn(shape, dtype, device, mean=0.0, std=1.0, memory_format=None):
 def make_work(case, lib, device):
     dtype = DTYPES[case.dtype]
     backward = case.phase.endswith("bwd")
+    if case.fusion:
+        return fused_row_work(case, lib, device, dtype, backward)
     if case.op in ("layer", "rms"):
         return row_work(case, lib, device, dtype, backward)
     return channel_work(case, lib, device, dtype, backward)
@@ -462,6 +538,64 @@ def row_work(case, lib, device, dtype, backward):
                   dy, grads, {"y": y}, None)
 
 
+def fused_row_work(case, lib, device, dtype, backward):
+    """A fused_rows case: normkit's fused call with every buffer of its fusion, and fused_fn."""
+    m, d = case.dim("M"), case.dim("D")
+    wdtype = DTYPES[case.wdtype]
+    layer, residual = case.op == "layer", case.fused("residual")
+    zc, fp8 = case.fused("zc"), case.fused("fp8")
+    x = randn((m, d), dtype, device, 0.5, 2.0)
+    res = randn((m, d), dtype, device) if residual else None
+    bias_in = (torch.randn(d, device=device) * 0.1).to(wdtype) if residual else None
+    # The same gamma in [0.5, 1.5) in both weight forms; zero-centred stores gamma - 1.
+    w = (torch.rand(d, device=device) + (-0.5 if zc else 0.5)).to(wdtype)
+    b = (torch.randn(d, device=device) * 0.1).to(wdtype) if layer else None
+    scale = torch.tensor([FP8_SCALE], device=device) if fp8 else None
+    eps = EPS if layer else RMS_EPS
+    desc = lib.rows(x, w)
+    fusion = lib.fusion(rms=not layer, residual=residual, zero_centered=zc,
+                        output=nk.OUTPUT_FP8_E4M3 if fp8 else nk.OUTPUT_DTYPE)
+    y = torch.empty((m, d), dtype=torch.float8_e4m3fn if fp8 else dtype, device=device)
+    h = torch.empty_like(x) if residual else None
+    amax = torch.empty(1, device=device) if fp8 else None
+    mean = torch.empty(m, device=device) if layer else None
+    rstd = torch.empty(m, device=device)
+    dy = randn((m, d), dtype, device) if backward else None
+    dh_extra = randn((m, d), dtype, device) if backward and residual else None
+    dx = torch.empty_like(x)
+    dres = torch.empty_like(x) if residual else None
+    dbias_in = torch.empty_like(bias_in) if residual else None
+    dw, db = torch.empty_like(w), (torch.empty_like(b) if layer else None)
+
+    def forward():
+        lib.row_norm_fused_forward(desc, fusion, eps, x=x, residual=res, bias_in=bias_in, weight=w,
+                                   bias=b, h=h, y=y, y_scale=scale, y_amax=amax, save_mean=mean,
+                                   save_rstd=rstd)
+
+    def backward_call():
+        lib.row_norm_fused_backward(desc, fusion, x=h if residual else x, dy=dy,
+                                    dh_extra=dh_extra, weight=w, save_mean=mean, save_rstd=rstd,
+                                    dx=dx, dresidual=dres, dbias_in=dbias_in, dweight=dw, dbias=db)
+    sizes = (lambda: lib.row_norm_fused_forward_workspace_size(desc, fusion),
+             lambda: lib.row_norm_fused_backward_workspace_size(desc, fusion))
+    args = (x, res, bias_in, w, b, scale)
+    grad_idx = tuple(i for i in range(5) if args[i] is not None)
+    names = ("dx", "dresidual", "dbias_in", "dweight", "dbias")
+    grad_names = tuple(names[i] for i in grad_idx)
+    grads = dict(zip(names, (dx, dres, dbias_in, dw, db)))
+    forward_names = (("y",) + (("h",) if residual else ()) + (("y_amax",) if fp8 else ()))
+    outputs = dict(zip(("y", "h", "y_amax"), (y, h, amax)))
+    work = finish(backward, forward, backward_call, sizes, fused_fn(case.op, case.fusion), args,
+                  grad_idx, True, (dy, dh_extra) if residual and backward else dy,
+                  {k: v for k, v in grads.items() if v is not None},
+                  {k: v for k, v in outputs.items() if v is not None}, None)
+    work.forward_names, work.grad_names = forward_names, grad_names
+    # The amax of y is fp32, but y comes from bf16 data (h rounded to bf16 by normkit, not by the
+    # fp32 reference): the tolerance of x's dtype.
+    work.tol = {"y_amax": CHECK_TOL[case.dtype]}
+    return work
+
+
 def finish(backward, forward, backward_call, sizes, fn, args, grad_idx, grad_mode, dy, grads,
            outputs, fallback):
     """The Work of a forward or a backward case; a backward case runs normkit's forward once here
@@ -488,18 +622,23 @@ def reference(work):
     with torch.set_grad_enabled(work.grad_mode):
         y = work.fn(*args)
         if not work.backward:
-            return {"y": y.detach()}
-        grads = torch.autograd.grad(y, [args[i] for i in work.grad_idx], work.dy.float())
-    return dict(zip(("dx", "dweight", "dbias"), grads))
+            y = y if isinstance(y, tuple) else (y,)
+            return {name: t.detach() for name, t in zip(work.forward_names, y)}
+        dy = (tuple(t.float() for t in work.dy) if isinstance(work.dy, tuple)
+              else work.dy.float())
+        grads = torch.autograd.grad(y, [args[i] for i in work.grad_idx], dy)
+    return dict(zip(work.grad_names, grads))
 
 
 def check(work):
     ref = reference(work)
     worst, verdict = 0.0, "ok"
     for name, got in work.outputs.items():
-        want = ref[name]
+        want = ref[name].float()  # fp8 tensors take part in no arithmetic
         err = ((got.float() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-        tol = CHECK_TOL[{torch.bfloat16: "bf16", torch.float16: "f16"}.get(got.dtype, "f32")]
+        tol = CHECK_TOL[{torch.bfloat16: "bf16", torch.float16: "f16",
+                         torch.float8_e4m3fn: "fp8"}.get(got.dtype, "f32")]
+        tol = (work.tol or {}).get(name, tol)
         if not err <= tol:  # NaN fails too
             verdict = f"MISMATCH {name}: {err:.2e} > {tol:.0e}"
         worst = max(worst, err)
@@ -575,7 +714,8 @@ def aligned_workspace(nbytes, device):
 
 def layout_note(impl, out, case):
     notes = []
-    if out.dtype != DTYPES[case.dtype]:
+    expected = torch.float8_e4m3fn if case.fused("fp8") else DTYPES[case.dtype]
+    if out.dtype != expected:
         notes.append(f"{impl} returns {out.dtype}")
     if case.layout == "NHWC" and not out.is_contiguous(memory_format=torch.channels_last):
         notes.append(f"{impl} returns a contiguous (NCHW) tensor for channels-last input")
@@ -597,7 +737,7 @@ def time_torch(impl, fn, work, case, timer, notes):
                         wrt = [targs[i] for i in work.grad_idx]
                         out = torch.autograd.grad(y, wrt, work.dy, retain_graph=True)[0]
                     else:
-                        out = y
+                        out = y[0] if isinstance(y, tuple) else y  # y first (fused_fn)
                     sync()
                 first = time.perf_counter() - first
                 for message in dict.fromkeys(str(w.message).split("(Triggered")[0].strip()

@@ -249,6 +249,14 @@ class Normkit:
     def _buffers(struct, tensors):
         return struct(**{k: (None if t is None else t.data_ptr()) for k, t in tensors.items()})
 
+    def row_norm_fused_forward_workspace_size(self, desc, fusion):
+        return self._size(self.lib.nk_row_norm_fused_forward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(fusion))
+
+    def row_norm_fused_backward_workspace_size(self, desc, fusion):
+        return self._size(self.lib.nk_row_norm_fused_backward_workspace_size, ctypes.byref(desc),
+                          ctypes.byref(fusion))
+
     def row_norm_fused_forward(self, desc, fusion, eps, **tensors):
         """Buffers by name as in nk_row_fused_forward_buffers (missing ones are NULL)."""
         b = self._buffers(RowFusedForwardBuffers, tensors)
