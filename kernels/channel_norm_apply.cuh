@@ -177,8 +177,9 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Enqueues op over the plan's tensor with E-element packs (plan.pack_elems); kPerSample:
-// coefficients per (n, c), else per c. The caller checks cudaGetLastError.
+// Enqueues op over the plan's tensor with E-element packs (plan.pack_elems, or half a pack for
+// rows that allow only that: plan.row_load_elems); kPerSample: coefficients per (n, c), else per
+// c. The caller checks cudaGetLastError.
 template <class Op, int E, bool kPerSample>
 void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   ApplyWalk w{};

@@ -360,7 +360,10 @@ void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool tra
                 static_cast<float>(a.params.eps),
                 num_batches_tracked};
     constexpr bool kPerSample = decltype(per_sample)::value;
-    if (plan.pack_elems == 1) {
+    constexpr int kHalf = 8 / sizeof(T);  // half packs: rows of S = 196 in 16-bit types
+    if (plan.rows_layout && plan.row_load_elems == kHalf) {
+      launch_apply_walk<Op, kHalf, kPerSample>(op, plan, l.sm_count, stream);
+    } else if (plan.pack_elems == 1) {
       launch_apply_walk<Op, 1, kPerSample>(op, plan, l.sm_count, stream);
     } else {
       launch_apply_walk<Op, 16 / sizeof(T), kPerSample>(op, plan, l.sm_count, stream);
