@@ -72,6 +72,57 @@ nk_status plain_backward(nk_context ctx, bool rms, const nk_row_desc& d, const v
              : nk_layer_norm_backward(ctx, &d, x, dy, w, mean, rstd, dx, dw, db);
 }
 
+// The fused forward and backward with fusion f against the plain calls on the same x and dy:
+// `w` is the weight as the fused call takes it, `gamma` the one the plain calls take. Every output
+// (y, the saved statistics, dx, dweight, dbias) must have the plain calls' bytes.
+void expect_fused_equals_plain(nk_context ctx, const Config& c, const nk_row_desc& d,
+                               const nk_row_fusion& f, const Buffer& x, const Buffer& dy,
+                               const Buffer& w, const Buffer& gamma, const Buffer& b) {
+  const int64_t rows = d.rows, cols = d.cols, n = rows * cols;
+  Buffer y_ref(c.dtype, n), y(c.dtype, n);
+  std::vector<float> mean_ref = nan_floats(rows), rstd_ref = nan_floats(rows);
+  ASSERT_EQ(plain_forward(ctx, c.rms, d, x.data(), gamma.data(), b.data(), y_ref.data(),
+                          mean_ref.data(), rstd_ref.data()),
+            NK_SUCCESS);
+  y.poison();
+  std::vector<float> mean = nan_floats(rows), rstd = nan_floats(rows);
+  nk_row_fused_forward_buffers fb{};
+  fb.x = x.data();
+  fb.weight = w.data();
+  fb.bias = c.rms ? nullptr : b.data();
+  fb.y = y.data();
+  fb.save_mean = c.rms ? nullptr : mean.data();
+  fb.save_rstd = rstd.data();
+  ASSERT_EQ(nk_row_norm_fused_forward(ctx, &d, &f, kEps, &fb), NK_SUCCESS) << nk_last_error();
+  EXPECT_TRUE(same_bytes(y, y_ref));
+  EXPECT_TRUE(same_floats(rstd, rstd_ref));
+  EXPECT_TRUE(same_floats(mean, mean_ref));
+
+  Buffer dx_ref(c.dtype, n), dw_ref(c.wdtype, cols), db_ref(c.wdtype, cols);
+  ASSERT_EQ(plain_backward(ctx, c.rms, d, x.data(), dy.data(), gamma.data(), mean_ref.data(),
+                           rstd_ref.data(), dx_ref.data(), dw_ref.data(), db_ref.data()),
+            NK_SUCCESS);
+  Buffer dx(c.dtype, n), dw(c.wdtype, cols), db(c.wdtype, cols);
+  dx.poison();
+  dw.poison();
+  db.poison();
+  nk_row_fused_backward_buffers bb{};
+  bb.x = x.data();
+  bb.dy = dy.data();
+  bb.weight = w.data();
+  bb.save_mean = c.rms ? nullptr : mean.data();
+  bb.save_rstd = rstd.data();
+  bb.dx = dx.data();
+  bb.dweight = dw.data();
+  bb.dbias = c.rms ? nullptr : db.data();
+  ASSERT_EQ(nk_row_norm_fused_backward(ctx, &d, &f, &bb), NK_SUCCESS) << nk_last_error();
+  EXPECT_TRUE(same_bytes(dx, dx_ref));
+  EXPECT_TRUE(same_bytes(dw, dw_ref));
+  if (!c.rms) {
+    EXPECT_TRUE(same_bytes(db, db_ref));
+  }
+}
+
 class RowFusion : public ::testing::TestWithParam<Config> {
  protected:
   nkt::CpuContext ctx;
@@ -147,50 +198,9 @@ TEST_P(RowFusion, ZeroCenteredWeightMatchesWeightPlusOne) {
     for (double& v : wv) v -= 1.0;
     const Buffer w(c.wdtype, wv), b(c.wdtype, rng.normal(cols)), x(c.dtype, rng.normal(n, 3.0)),
         dy(c.dtype, rng.normal(n));
-    Buffer y_ref(c.dtype, n), y(c.dtype, n);
-    std::vector<float> mean_ref = nan_floats(rows), rstd_ref = nan_floats(rows);
-    ASSERT_EQ(plain_forward(ctx, c.rms, d, x.data(), gamma.data(), b.data(), y_ref.data(),
-                            mean_ref.data(), rstd_ref.data()),
-              NK_SUCCESS);
     nk_row_fusion f = fusion_of(c.rms);
     f.weight_form = NK_WEIGHT_ZERO_CENTERED;
-    y.poison();
-    std::vector<float> mean = nan_floats(rows), rstd = nan_floats(rows);
-    nk_row_fused_forward_buffers fb{};
-    fb.x = x.data();
-    fb.weight = w.data();
-    fb.bias = c.rms ? nullptr : b.data();
-    fb.y = y.data();
-    fb.save_mean = c.rms ? nullptr : mean.data();
-    fb.save_rstd = rstd.data();
-    ASSERT_EQ(nk_row_norm_fused_forward(ctx, &d, &f, kEps, &fb), NK_SUCCESS) << nk_last_error();
-    EXPECT_TRUE(same_bytes(y, y_ref));
-    EXPECT_TRUE(same_floats(rstd, rstd_ref));
-    EXPECT_TRUE(same_floats(mean, mean_ref));
-
-    Buffer dx_ref(c.dtype, n), dw_ref(c.wdtype, cols), db_ref(c.wdtype, cols);
-    ASSERT_EQ(plain_backward(ctx, c.rms, d, x.data(), dy.data(), gamma.data(), mean_ref.data(),
-                             rstd_ref.data(), dx_ref.data(), dw_ref.data(), db_ref.data()),
-              NK_SUCCESS);
-    Buffer dx(c.dtype, n), dw(c.wdtype, cols), db(c.wdtype, cols);
-    dx.poison();
-    dw.poison();
-    db.poison();
-    nk_row_fused_backward_buffers bb{};
-    bb.x = x.data();
-    bb.dy = dy.data();
-    bb.weight = w.data();
-    bb.save_mean = c.rms ? nullptr : mean.data();
-    bb.save_rstd = rstd.data();
-    bb.dx = dx.data();
-    bb.dweight = dw.data();
-    bb.dbias = c.rms ? nullptr : db.data();
-    ASSERT_EQ(nk_row_norm_fused_backward(ctx, &d, &f, &bb), NK_SUCCESS) << nk_last_error();
-    EXPECT_TRUE(same_bytes(dx, dx_ref));
-    EXPECT_TRUE(same_bytes(dw, dw_ref));
-    if (!c.rms) {
-      EXPECT_TRUE(same_bytes(db, db_ref));
-    }
+    expect_fused_equals_plain(ctx, c, d, f, x, dy, w, gamma, b);
   }
 }
 
@@ -335,48 +345,7 @@ TEST_P(RowFusion, NoFusionGivesThePlainCallsBytes) {
   const nk_row_desc d{rows, cols, c.dtype, c.wdtype};
   const Buffer x(c.dtype, rng.normal(n, 5.0)), dy(c.dtype, rng.normal(n)),
       w(c.wdtype, rng.normal(cols, 1.0, 0.5)), b(c.wdtype, rng.normal(cols));
-  Buffer y_ref(c.dtype, n), y(c.dtype, n);
-  std::vector<float> mean_ref = nan_floats(rows), rstd_ref = nan_floats(rows);
-  ASSERT_EQ(plain_forward(ctx, c.rms, d, x.data(), w.data(), b.data(), y_ref.data(),
-                          mean_ref.data(), rstd_ref.data()),
-            NK_SUCCESS);
-  const nk_row_fusion f = fusion_of(c.rms);
-  y.poison();
-  std::vector<float> mean = nan_floats(rows), rstd = nan_floats(rows);
-  nk_row_fused_forward_buffers fb{};
-  fb.x = x.data();
-  fb.weight = w.data();
-  fb.bias = c.rms ? nullptr : b.data();
-  fb.y = y.data();
-  fb.save_mean = c.rms ? nullptr : mean.data();
-  fb.save_rstd = rstd.data();
-  ASSERT_EQ(nk_row_norm_fused_forward(ctx, &d, &f, kEps, &fb), NK_SUCCESS) << nk_last_error();
-  EXPECT_TRUE(same_bytes(y, y_ref));
-  EXPECT_TRUE(same_floats(rstd, rstd_ref));
-  EXPECT_TRUE(same_floats(mean, mean_ref));
-  Buffer dx_ref(c.dtype, n), dw_ref(c.wdtype, cols), db_ref(c.wdtype, cols);
-  ASSERT_EQ(plain_backward(ctx, c.rms, d, x.data(), dy.data(), w.data(), mean_ref.data(),
-                           rstd_ref.data(), dx_ref.data(), dw_ref.data(), db_ref.data()),
-            NK_SUCCESS);
-  Buffer dx(c.dtype, n), dw(c.wdtype, cols), db(c.wdtype, cols);
-  dx.poison();
-  dw.poison();
-  db.poison();
-  nk_row_fused_backward_buffers bb{};
-  bb.x = x.data();
-  bb.dy = dy.data();
-  bb.weight = w.data();
-  bb.save_mean = c.rms ? nullptr : mean.data();
-  bb.save_rstd = rstd.data();
-  bb.dx = dx.data();
-  bb.dweight = dw.data();
-  bb.dbias = c.rms ? nullptr : db.data();
-  ASSERT_EQ(nk_row_norm_fused_backward(ctx, &d, &f, &bb), NK_SUCCESS) << nk_last_error();
-  EXPECT_TRUE(same_bytes(dx, dx_ref));
-  EXPECT_TRUE(same_bytes(dw, dw_ref));
-  if (!c.rms) {
-    EXPECT_TRUE(same_bytes(db, db_ref));
-  }
+  expect_fused_equals_plain(ctx, c, d, fusion_of(c.rms), x, dy, w, w, b);
 }
 
 INSTANTIATE_TEST_SUITE_P(
