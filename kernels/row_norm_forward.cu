@@ -113,10 +113,27 @@ __device__ __forceinline__ void fold_amax(const ForwardParams& p, unsigned amax_
   if (threadIdx.x % 32 == 0) atomicMax(p.amax_bits, amax_bits);
 }
 
+// The unfused calls take instantiations with kFused false: the fusion fields are then constants,
+// so the compiler drops their paths and the registers they hold (a runtime switch alone cost the
+// plain layer norm up to 23 registers per thread).
+template <bool kFused>
+__device__ __forceinline__ void without_fusion(ForwardParams& p) {
+  if constexpr (!kFused) {
+    p.residual = nullptr;
+    p.bias_in = nullptr;
+    p.h = nullptr;
+    p.y_scale = nullptr;
+    p.amax_bits = nullptr;
+    p.zero_centered = false;
+    p.fp8 = 0;
+  }
+}
+
 // One row per lane group (or per block) in registers; rows strided over a persistent grid.
-template <class T, class W, int E, int P>
+template <class T, class W, int E, int P, bool kFused>
 __global__ void __launch_bounds__(forward_block_bound(E, P), 1)
     forward_in_registers(ForwardParams p) {
+  without_fusion<kFused>(p);
   __shared__ float scratch[32];
   __shared__ float block_shift;
   const int tpr = p.threads_per_row;
@@ -193,8 +210,9 @@ __global__ void __launch_bounds__(forward_block_bound(E, P), 1)
 
 // One block per row, any length: Welford over x - x0 (or the sum of squares for RMS) over memory,
 // then a second pass that normalizes.
-template <class T, class W, int E>
+template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
+  without_fusion<kFused>(p);
   __shared__ dev::Welford welford_scratch[32];
   __shared__ float scratch[32];
   const int64_t packs = p.cols / E;
@@ -258,25 +276,25 @@ int grid_size(Kernel kernel, const RowTiling& tiling, int64_t rows, int sm_count
 }
 
 // Calls use(kernel) with the instantiation that serves a tiling.
-template <class T, class W, class Use>
+template <class T, class W, bool kFused, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
   if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
-      use(forward_generic<T, W, 1>);
+      use(forward_generic<T, W, 1, kFused>);
     } else {
-      use(forward_generic<T, W, kE>);
+      use(forward_generic<T, W, kE, kFused>);
     }
   } else if (tiling.pack_elems == 1) {
-    use(forward_in_registers<T, W, 1, 8>);
+    use(forward_in_registers<T, W, 1, 8, kFused>);
   } else if (tiling.packs_per_thread == 1) {
-    use(forward_in_registers<T, W, kE, 1>);
+    use(forward_in_registers<T, W, kE, 1, kFused>);
   } else if (tiling.packs_per_thread == 2) {
-    use(forward_in_registers<T, W, kE, 2>);
+    use(forward_in_registers<T, W, kE, 2, kFused>);
   } else if (tiling.packs_per_thread == 4) {
-    use(forward_in_registers<T, W, kE, 4>);
+    use(forward_in_registers<T, W, kE, 4, kFused>);
   } else {
-    use(forward_in_registers<T, W, kE, 8>);
+    use(forward_in_registers<T, W, kE, 8, kFused>);
   }
 }
 
@@ -315,12 +333,18 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
     p.amax_bits = reinterpret_cast<unsigned*>(a.y_amax);  // float and unsigned: 4 aligned bytes
     dev::check_cuda(cudaMemsetAsync(p.amax_bits, 0, sizeof(unsigned), stream), "cudaMemsetAsync");
   }
+  auto launch = [&](auto kernel) {
+    const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
+    kernel<<<grid, tiling.block_threads, 0, stream>>>(p);
+    dev::check_cuda(cudaGetLastError(), "row norm forward launch");
+  };
+  const bool fused = a.fusion.residual || a.fusion.zero_centered || a.fusion.fp8();
   dev::dispatch_row_dtypes(s, [&](auto t, auto w) {
-    with_kernel<decltype(t), decltype(w)>(tiling, [&](auto kernel) {
-      const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
-      kernel<<<grid, tiling.block_threads, 0, stream>>>(p);
-      dev::check_cuda(cudaGetLastError(), "row norm forward launch");
-    });
+    if (fused) {
+      with_kernel<decltype(t), decltype(w), true>(tiling, launch);
+    } else {
+      with_kernel<decltype(t), decltype(w), false>(tiling, launch);
+    }
   });
 }
 
