@@ -222,4 +222,18 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
   kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
 }
 
+// Enqueues op with the widest packs the plan allows: 16 bytes, half a pack (rows that allow only
+// that), or single elements.
+template <class Op, bool kPerSample>
+void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  constexpr int kE = 16 / sizeof(typename Op::Elem);
+  if (plan.rows_layout && plan.row_load_elems == kE / 2) {
+    launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
+  } else if (plan.pack_elems == 1) {
+    launch_apply_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
+  } else {
+    launch_apply_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);
+  }
+}
+
 }  // namespace nk::cuda

@@ -206,41 +206,22 @@ template <class T>
 void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, bool training,
                const float4* coefs, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
-  constexpr int kE = 16 / sizeof(T);
   const auto* x = static_cast<const T*>(a.x);
   const auto* dy = static_cast<const T*>(a.dy);
   auto* dx = static_cast<T*>(a.dx);
   const float eps = static_cast<float>(a.eps);
-  // Rows that are a multiple of half a pack only (S = 196 in 16-bit types): 8-byte packs.
-  const bool half = plan.rows_layout && plan.row_load_elems == kE / 2;
   if (training) {
     using Op = DxApply<T, true>;
     const Op op{{dy, x}, dx, coefs, a.weight, a.running_var, eps};
-    auto run = [&](auto per_sample) {
-      constexpr bool kPerSample = decltype(per_sample)::value;
-      if (half) {
-        launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, l.sm_count, stream);
-      } else if (plan.pack_elems == 1) {
-        launch_apply_walk<Op, 1, kPerSample>(op, plan, l.sm_count, stream);
-      } else {
-        launch_apply_walk<Op, kE, kPerSample>(op, plan, l.sm_count, stream);
-      }
-    };
     if (a.shape.kind == ChannelNorm::kBatch) {
-      run(std::false_type{});
+      launch_elementwise<Op, false>(op, plan, l.sm_count, stream);
     } else {
-      run(std::true_type{});
+      launch_elementwise<Op, true>(op, plan, l.sm_count, stream);
     }
   } else {
     using Op = DxApply<T, false>;
-    const Op op{{dy}, dx, nullptr, a.weight, a.running_var, eps};
-    if (half) {
-      launch_apply_walk<Op, kE / 2, false>(op, plan, l.sm_count, stream);
-    } else if (plan.pack_elems == 1) {
-      launch_apply_walk<Op, 1, false>(op, plan, l.sm_count, stream);
-    } else {
-      launch_apply_walk<Op, kE, false>(op, plan, l.sm_count, stream);
-    }
+    launch_elementwise<Op, false>(Op{{dy}, dx, nullptr, a.weight, a.running_var, eps}, plan,
+                                  l.sm_count, stream);
   }
   dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
 }

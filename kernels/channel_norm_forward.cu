@@ -359,15 +359,7 @@ void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool tra
                 a.bias,
                 static_cast<float>(a.params.eps),
                 num_batches_tracked};
-    constexpr bool kPerSample = decltype(per_sample)::value;
-    constexpr int kHalf = 8 / sizeof(T);  // half packs: rows of S = 196 in 16-bit types
-    if (plan.rows_layout && plan.row_load_elems == kHalf) {
-      launch_apply_walk<Op, kHalf, kPerSample>(op, plan, l.sm_count, stream);
-    } else if (plan.pack_elems == 1) {
-      launch_apply_walk<Op, 1, kPerSample>(op, plan, l.sm_count, stream);
-    } else {
-      launch_apply_walk<Op, 16 / sizeof(T), kPerSample>(op, plan, l.sm_count, stream);
-    }
+    launch_elementwise<Op, decltype(per_sample)::value>(op, plan, l.sm_count, stream);
   };
   using False = std::false_type;
   using True = std::true_type;
