@@ -77,7 +77,8 @@ nk_status running_norm_forward(const char* fn, ChannelNorm kind, nk_context ctx,
     const ChannelForwardArgs shape_only = channel_forward(ctx, kind, desc, 1, copy_params(params));
     execute(ctx,
             ChannelForwardArgs{shape_only.shape, shape_only.params, x, weight, bias, running_mean,
-                               running_var, num_batches_tracked, y, save_mean, save_invstd});
+                               running_var, num_batches_tracked, y, save_mean, save_invstd,
+                               ChannelFusion{}, nullptr, nullptr});
   });
 }
 

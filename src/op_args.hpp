@@ -40,6 +40,14 @@ struct ChannelShape {
   bool has_running_stats() const { return kind != ChannelNorm::kGroup; }
 };
 
+// The fused forms of batch, instance and group norm (nk_channel_fusion, normkit.h): u = norm(x)
+// (+ z), y = act(u). All off for the plain calls.
+struct ChannelFusion {
+  bool residual = false;                         // z is added to the norm's output
+  nk_activation activation = NK_ACTIVATION_IDENTITY;
+  bool any() const { return residual || activation != NK_ACTIVATION_IDENTITY; }
+};
+
 struct ChannelForwardArgs {
   ChannelShape shape;
   nk_norm_params params;  // group norm: NK_TRAINING with its eps
@@ -52,6 +60,9 @@ struct ChannelForwardArgs {
   void* y;
   float* save_mean;
   float* save_invstd;
+  ChannelFusion fusion;     // off for the plain calls
+  const void* z;            // fusion.residual only
+  uint32_t* relu_mask;      // nullable, ReLU only: bit i of word i / 32 is u_i > 0
 };
 
 struct ChannelBackwardArgs {
@@ -68,6 +79,12 @@ struct ChannelBackwardArgs {
   void* dx;
   float* dweight;
   float* dbias;
+  ChannelFusion fusion;        // off for the plain calls; dy is then the gradient of y = act(u)
+  const void* y;               // ReLU without relu_mask: act'(u) = y > 0
+  const uint32_t* relu_mask;   // ReLU: act'(u) = the bit
+  const void* z;               // SiLU with a residual: u needs it
+  const float* bias;           // SiLU: u needs it (nullable: 0)
+  void* dz;                    // nullable, fusion.residual only: du
 };
 
 struct RowShape {

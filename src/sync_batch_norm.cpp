@@ -126,7 +126,8 @@ ChannelForwardArgs forward_args(const nk_context_s& ctx, const ChannelShape& sha
   require_pointer(params, "params");
   const ChannelForwardArgs a{shape, *params,      x,           weight,
                              bias,  running_mean, running_var, num_batches_tracked,
-                             y,     save_mean,    save_invstd};
+                             y,     save_mean,    save_invstd, ChannelFusion{},
+                             nullptr, nullptr};
   validate_global(a, ctx);
   return a;
 }
@@ -137,7 +138,8 @@ ChannelBackwardArgs backward_args(const nk_context_s& ctx, const ChannelShape& s
                                   const float* save_invstd, void* dx, float* dweight,
                                   float* dbias) {
   const ChannelBackwardArgs a{shape,   NK_TRAINING, 0.0,         x,  dy,      weight, nullptr,
-                              nullptr, save_mean,   save_invstd, dx, dweight, dbias};
+                              nullptr, save_mean,   save_invstd, dx, dweight, dbias,
+                              ChannelFusion{}, nullptr, nullptr, nullptr, nullptr, nullptr};
   validate_buffers(a, workspace_of(ctx));
   return a;
 }
@@ -269,7 +271,9 @@ nk_status nk_batch_norm_backward_local_sums(nk_context ctx, const nk_act_desc* d
       // The training backward's dbias and dweight are exactly these sums.
       const nk::ChannelBackwardArgs a{s,       NK_TRAINING, 0.0,     x,         dy,
                                       nullptr, nullptr,     nullptr, save_mean, save_invstd,
-                                      nullptr, sum_dy_xhat, sum_dy};
+                                      nullptr, sum_dy_xhat, sum_dy,
+                                      nk::ChannelFusion{}, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr};
       nk::run(c, a);
     } else {
       nk::local_sums_cpu(s, x, dy, save_mean, save_invstd, sum_dy, sum_dy_xhat);
@@ -349,7 +353,8 @@ nk_status nk_sync_batch_norm_backward_workspace_size(nk_context ctx, void* nccl_
     }
     const nk::ChannelBackwardArgs a{s,       NK_TRAINING, 0.0,     nullptr, nullptr,
                                     nullptr, nullptr,     nullptr, nullptr, nullptr,
-                                    nullptr, nullptr,     nullptr};
+                                    nullptr, nullptr,     nullptr, nk::ChannelFusion{},
+                                    nullptr, nullptr,     nullptr, nullptr, nullptr};
     *bytes = nk::cuda::nccl_backward_workspace_size(c, nccl_comm, a);
   });
 }

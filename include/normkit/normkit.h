@@ -605,6 +605,157 @@ NK_API nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* d
                                             const nk_row_fused_backward_buffers* buffers);
 
 /* ---------------------------------------------------------------------------------------------
+ * Fused batch, instance and group norm with an activation: the forms convolutional networks call
+ * (batch norm + ReLU, batch norm + add + ReLU in residual blocks, group norm + SiLU in diffusion
+ * U-Nets). One call computes, per element,
+ *   u = xhat * weight_c + bias_c  (+ z)          (z with NK_RESIDUAL_ADD: a tensor of x's shape)
+ *   y = act(u):  identity u,  ReLU max(u, 0),  SiLU u * sigmoid(u) = u / (1 + exp(-u))
+ * with xhat and every statistic, running update, phase rule and saved statistic exactly those of
+ * nk_batch_norm_forward, nk_instance_norm_forward or nk_group_norm_forward (the statistics are of
+ * x alone: z is added after the norm). u is kept in fp32 (fp64 on the CPU backend) and rounded
+ * once, as y: an unfused composition rounds u to desc->dtype first, so its y can differ by that
+ * rounding.
+ * The backward takes dy, the gradient of y:
+ *   du = dy * act'(u):  identity 1;  ReLU 1 where u > 0, else 0;
+ *                       SiLU s * (1 + u * (1 - s)), s = sigmoid(u)
+ *   dz = du (NK_RESIDUAL_ADD)
+ *   dx, dweight, dbias: the norm's backward (nk_batch_norm_backward and its kin) with du in
+ *   place of dy:  dweight_c = sum du * xhat,  dbias_c = sum du.
+ * act'(u) comes from what the forward saved, never from a stored u:
+ *   ReLU: the forward's bit mask (relu_mask: exact, one bit per element), or its y (u > 0 exactly
+ *         where y > 0, except that a positive u below the smallest fp16/bf16 subnormal rounds to
+ *         y = 0 and then counts as u <= 0, as PyTorch's relu backward from its output does);
+ *   SiLU: recomputed from x, the statistics (saved in training, running in inference), weight,
+ *         bias and z.
+ * The ReLU mask: bit (i mod 32) of the 32-bit word i / 32 is 1 where u_i > 0, i the element's
+ * index in x's layout ((n*C + c)*S + s in NK_NCHW, (n*S + s)*C + c in NK_NHWC); words are stored
+ * in the machine's byte order (little-endian on every CUDA platform, so bit i mod 8 of byte i / 8)
+ * and the bits after the last element are 0. Its size comes from nk_channel_norm_relu_mask_size:
+ * 4 * ceil(N*C*S / 32) bytes, 4-byte aligned.
+ * Identity with no residual computes exactly what the plain calls compute.
+ * ------------------------------------------------------------------------------------------- */
+
+/* clang-format off */
+typedef NK_ENUM(nk_channel_norm) {
+  NK_BATCH_NORM = 0,    /* statistics per channel */
+  NK_INSTANCE_NORM = 1, /* statistics per (n, c) */
+  NK_GROUP_NORM = 2     /* statistics per (n, group) */
+} nk_channel_norm;
+
+typedef NK_ENUM(nk_activation) {
+  NK_ACTIVATION_IDENTITY = 0, /* y = u */
+  NK_ACTIVATION_RELU = 1,     /* y = max(u, 0) */
+  NK_ACTIVATION_SILU = 2      /* y = u * sigmoid(u) (PyTorch's silu, also called swish) */
+} nk_activation;
+/* clang-format on */
+
+/* What a fused channel-norm call computes. Every call that takes one checks every field and reads
+ * every field. */
+typedef struct nk_channel_fusion {
+  nk_channel_norm norm;
+  int64_t groups;           /* NK_GROUP_NORM: >= 1 and divides C; must be 0 for the other norms */
+  nk_residual residual;     /* NK_RESIDUAL_ADD: u = norm(x) + z */
+  nk_activation activation; /* applied to u */
+} nk_channel_fusion;
+
+/* Batch norm, nothing fused: NK_BATCH_NORM, groups 0, NK_RESIDUAL_NONE, NK_ACTIVATION_IDENTITY. */
+NK_API nk_channel_fusion nk_channel_fusion_default(void);
+
+/* Buffers of nk_channel_norm_fused_forward. "act" is [N x C x S] in desc->dtype and layout; "stat"
+ * is [C] (batch norm), [N x C] (instance norm) or [N x groups] (group norm) fp32. Unused buffers
+ * must be NULL: a pointer the call would not read or write is an error (NK_ERROR_INVALID_VALUE),
+ * so that a mismatched fusion never passes silently. */
+typedef struct nk_channel_fused_forward_buffers {
+  const void* x;               /* act, required */
+  const void* z;               /* act: required with NK_RESIDUAL_ADD, NULL otherwise */
+  const float* weight;         /* [C] fp32, nullable (1) */
+  const float* bias;           /* [C] fp32, nullable (0) */
+  float* running_mean;         /* [C] fp32: batch and instance norm as in their forward (training:
+                                  both or neither, updated; inference: both required, read);
+                                  NULL for group norm */
+  float* running_var;          /* [C] fp32, as running_mean */
+  int64_t* num_batches_tracked; /* [1] int64: as in nk_batch_norm_forward; NULL for group norm */
+  void* y;                     /* act, required; may equal x or z (nothing else) */
+  float* save_mean;            /* stat, nullable; training only (NULL in inference) */
+  float* save_invstd;          /* stat, nullable; training only (NULL in inference) */
+  void* relu_mask;             /* nullable: NK_ACTIVATION_RELU only; the bit mask (layout above),
+                                  nk_channel_norm_relu_mask_size bytes, 4-byte aligned */
+} nk_channel_fused_forward_buffers;
+
+/* Buffers of nk_channel_norm_fused_backward, shapes as above. */
+typedef struct nk_channel_fused_backward_buffers {
+  const void* x;            /* act, required: the forward's x */
+  const void* dy;           /* act, required: the gradient of y */
+  const void* y;            /* act: NK_ACTIVATION_RELU without relu_mask (the forward's y);
+                               NULL otherwise */
+  const void* relu_mask;    /* NK_ACTIVATION_RELU: the forward's mask; exactly one of y and
+                               relu_mask with ReLU, neither otherwise */
+  const void* z;            /* act: required for NK_ACTIVATION_SILU with NK_RESIDUAL_ADD (u needs
+                               it); NULL otherwise */
+  const float* weight;      /* [C] fp32, nullable (1) */
+  const float* bias;        /* [C] fp32, nullable (0): NK_ACTIVATION_SILU only (u needs it), NULL
+                               otherwise */
+  const float* running_mean; /* [C] fp32: batch and instance norm in inference, required; NULL
+                                otherwise */
+  const float* running_var;  /* [C] fp32, as running_mean */
+  const float* save_mean;   /* stat: training, required (the forward's); NULL in inference */
+  const float* save_invstd; /* stat: as save_mean */
+  void* dx;                 /* act, nullable; may equal dy */
+  void* dz;                 /* act, nullable: NK_RESIDUAL_ADD only; may equal dy (not with
+                               dx == dy) */
+  float* dweight;           /* [C] fp32, nullable; written, not accumulated */
+  float* dbias;             /* [C] fp32, nullable */
+} nk_channel_fused_backward_buffers;
+
+/* Bytes of the ReLU mask of desc (written to *bytes): 4 * ceil(N*C*S / 32). Reads n, c, spatial
+ * (layout and dtype are checked, not read). */
+NK_API nk_status nk_channel_norm_relu_mask_size(const nk_act_desc* desc, size_t* bytes);
+
+/* Bytes of workspace the fused forward needs: what the norm's plain forward needs for this shape
+ * and phase (nk_batch_norm_forward_workspace_size and its kin, with fusion->groups for group
+ * norm). Errors: those of the call that do not concern the buffers. */
+NK_API nk_status nk_channel_norm_fused_forward_workspace_size(nk_context ctx,
+                                                              const nk_act_desc* desc,
+                                                              const nk_channel_fusion* fusion,
+                                                              const nk_norm_params* params,
+                                                              size_t* bytes);
+
+/* The fused forward (formulas above).
+ *   params  as the norm's plain forward reads it (nk_norm_params); group norm has no running
+ *           statistics and no frozen phase: its phase must be NK_TRAINING and it reads eps only.
+ * Errors: NK_ERROR_BAD_SHAPE (groups not dividing C; the shape errors of the norm's forward),
+ *         NK_ERROR_INVALID_VALUE (fusion, params or buffers NULL; an unknown enum; groups not 0
+ *         for batch or instance norm; group norm in NK_INFERENCE; x or y NULL; z missing with
+ *         NK_RESIDUAL_ADD or given without it; relu_mask without ReLU or misaligned; running
+ *         buffers for group norm, or the running-buffer errors of the norm's forward; save_mean
+ *         or save_invstd in inference; overlapping buffers other than y == x or y == z; a
+ *         misaligned buffer). */
+NK_API nk_status nk_channel_norm_fused_forward(nk_context ctx, const nk_act_desc* desc,
+                                               const nk_channel_fusion* fusion,
+                                               const nk_norm_params* params,
+                                               const nk_channel_fused_forward_buffers* buffers);
+
+/* Bytes of workspace the fused backward needs: what the norm's plain backward needs for this
+ * shape and phase (nk_batch_norm_backward_workspace_size and its kin). */
+NK_API nk_status nk_channel_norm_fused_backward_workspace_size(nk_context ctx,
+                                                               const nk_act_desc* desc,
+                                                               const nk_channel_fusion* fusion,
+                                                               const nk_norm_params* params,
+                                                               size_t* bytes);
+
+/* The fused backward (formulas above). params: phase and eps, as nk_batch_norm_backward reads
+ * them (group norm: phase NK_TRAINING).
+ * Errors: NK_ERROR_BAD_SHAPE and NK_ERROR_INVALID_VALUE as the forward, and: x or dy NULL; with
+ *         ReLU neither or both of y and relu_mask; y or relu_mask without ReLU; z missing for SiLU
+ *         with NK_RESIDUAL_ADD or given otherwise; bias without SiLU; dz without NK_RESIDUAL_ADD;
+ *         the statistics the phase needs missing, or those it does not read given; overlapping
+ *         buffers other than dx == dy or dz == dy. */
+NK_API nk_status nk_channel_norm_fused_backward(nk_context ctx, const nk_act_desc* desc,
+                                                const nk_channel_fusion* fusion,
+                                                const nk_norm_params* params,
+                                                const nk_channel_fused_backward_buffers* buffers);
+
+/* ---------------------------------------------------------------------------------------------
  * Statistics accumulator: exact per-feature count, mean and variance over any number of batches
  * fed one by one (Welford within a batch, Chan's merge across batches and accumulators), in fp64.
  * Uses: precise batch-norm statistics after training (the variance of all the data, not a mean of
