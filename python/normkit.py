@@ -22,6 +22,8 @@ UNBIASED, BIASED = 0, 1
 CPU, CUDA = 0, 1
 LAYER_NORM, RMS_NORM = 0, 1
 OUTPUT_DTYPE, OUTPUT_FP8_E4M3, OUTPUT_FP8_E5M2 = 0, 1, 2
+BATCH_NORM, INSTANCE_NORM, GROUP_NORM = 0, 1, 2
+ACT_IDENTITY, ACT_RELU, ACT_SILU = 0, 1, 2
 
 
 class ActDesc(ctypes.Structure):
@@ -49,6 +51,23 @@ class RowFusedBackwardBuffers(ctypes.Structure):
     _fields_ = [(name, ctypes.c_void_p) for name in (
         "x", "dy", "dh_extra", "weight", "save_mean", "save_rstd", "dx", "dresidual", "dbias_in",
         "dweight", "dbias")]
+
+
+class ChannelFusion(ctypes.Structure):
+    _fields_ = [("norm", ctypes.c_int), ("groups", ctypes.c_int64), ("residual", ctypes.c_int),
+                ("activation", ctypes.c_int)]
+
+
+class ChannelFusedForwardBuffers(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "x", "z", "weight", "bias", "running_mean", "running_var", "num_batches_tracked", "y",
+        "save_mean", "save_invstd", "relu_mask")]
+
+
+class ChannelFusedBackwardBuffers(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_void_p) for name in (
+        "x", "dy", "y", "relu_mask", "z", "weight", "bias", "running_mean", "running_var",
+        "save_mean", "save_invstd", "dx", "dz", "dweight", "dbias")]
 
 
 class NormParams(ctypes.Structure):
@@ -269,3 +288,36 @@ class Normkit:
         b = self._buffers(RowFusedBackwardBuffers, tensors)
         self._check(self.lib.nk_row_norm_fused_backward(
             self.ctx, ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(b)))
+
+    @staticmethod
+    def channel_fusion(norm=BATCH_NORM, groups=0, residual=False, activation=ACT_IDENTITY):
+        return ChannelFusion(norm, groups, int(residual), activation)
+
+    def relu_mask_size(self, desc):
+        """Bytes of the ReLU bit mask of desc: 4 * ceil(N*C*S / 32) (an int32 tensor of bytes / 4
+        elements holds it)."""
+        n = ctypes.c_size_t(0)
+        self._check(self.lib.nk_channel_norm_relu_mask_size(ctypes.byref(desc), ctypes.byref(n)))
+        return n.value
+
+    def channel_norm_fused_forward_workspace_size(self, desc, fusion, params):
+        return self._size(self.lib.nk_channel_norm_fused_forward_workspace_size,
+                          ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(params))
+
+    def channel_norm_fused_backward_workspace_size(self, desc, fusion, params):
+        return self._size(self.lib.nk_channel_norm_fused_backward_workspace_size,
+                          ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(params))
+
+    def channel_norm_fused_forward(self, desc, fusion, params, **tensors):
+        """Buffers by name as in nk_channel_fused_forward_buffers (missing ones are NULL)."""
+        b = self._buffers(ChannelFusedForwardBuffers, tensors)
+        self._check(self.lib.nk_channel_norm_fused_forward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(params),
+            ctypes.byref(b)))
+
+    def channel_norm_fused_backward(self, desc, fusion, params, **tensors):
+        """Buffers by name as in nk_channel_fused_backward_buffers (missing ones are NULL)."""
+        b = self._buffers(ChannelFusedBackwardBuffers, tensors)
+        self._check(self.lib.nk_channel_norm_fused_backward(
+            self.ctx, ctypes.byref(desc), ctypes.byref(fusion), ctypes.byref(params),
+            ctypes.byref(b)))
