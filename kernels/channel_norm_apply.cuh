@@ -3,11 +3,16 @@
 // itself, in registers) has reduced everything per (statistic, channel) to a few floats.
 //
 // The kernels only walk the tensor; an Op supplies the formula:
-//   using Elem; using Coef; static constexpr int kInputs;   // 1 (x or dy) or 2 (dy, x)
-//   const Elem* in[kInputs]; Elem* out;
-//   Coef coef(int64_t unit) const;          // unit: c, or n*C + c when coefficients are per sample
-//   float apply(const Coef&, const float (&v)[kInputs]) const;
-//   void once() const;                      // run by one thread of the grid (a counter update)
+//   using Elem; using Coef;
+//   static constexpr int kInputs;     // tensors read at the element's index (x; dy, x; + z or y)
+//   static constexpr bool kBits;      // also one mask bit per element (the ReLU mask), as 0 or 1
+//   static constexpr int kOutputs;    // values apply produces per element (dx; dx and dz)
+//   const Elem* in[kInputs];
+//   Coef coef(int64_t unit) const;    // unit: c, or n*C + c when coefficients are per sample
+//   void apply(const Coef&, const float (&v)[kInputs + kBits], float (&r)[kOutputs]) const;
+//   template <int E> void store(int64_t i, const float (&r)[kOutputs][E]) const;  // pack at i
+//   template <int E> uint32_t bits(int64_t i) const;  // kBits: the pack's E bits
+//   void once() const;                // run by one thread of the grid (a counter update)
 // Two walks, one per layout of the plan, and no integer division per element or per pack:
 //  - rows (NCHW with S > 1): a pack lies in one (n, c) row (the plan takes packs only when
 //    S % E == 0), so its coefficients are loaded once per pack; the row of a pack advances by a
@@ -38,6 +43,36 @@ constexpr int kApplyBlock = 256;  // threads per block, at most
 // registers, and so resident warps, on the two-input dx).
 template <class Op>
 constexpr int kApplyPacks = 4 / Op::kInputs;
+
+// The values an Op's apply takes per element: its tensors, then its mask bit.
+template <class Op>
+constexpr int kApplyValues = Op::kInputs + (Op::kBits ? 1 : 0);
+
+// One pack through the op: its E elements' values, then its outputs stored at element i.
+template <class Op, int E, class Raw, class K>
+__device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kInputs],
+                                           uint32_t bits, const K& k, int64_t i) {
+  float r[Op::kOutputs][E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    float v[kApplyValues<Op>];
+#pragma unroll
+    for (int in = 0; in < Op::kInputs; ++in) v[in] = dev::to_float(raw[in].v[e]);
+    if constexpr (Op::kBits) v[Op::kInputs] = static_cast<float>((bits >> e) & 1u);
+    float out[Op::kOutputs];
+    op.apply(k[e], v, out);
+#pragma unroll
+    for (int q = 0; q < Op::kOutputs; ++q) r[q][e] = out[q];
+  }
+  op.template store<E>(i, r);
+}
+
+// The same coefficients for every element of a pack (rows layout).
+template <class Coef>
+struct SameCoef {
+  const Coef& k;
+  __device__ const Coef& operator[](int) const { return k; }
+};
 
 // Host-computed geometry of one launch.
 struct ApplyWalk {
@@ -71,6 +106,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   while (pack < w.count) {
     int64_t at[kPacks], units[kPacks];
     Raw raw[kPacks][Op::kInputs];
+    uint32_t bits[kPacks] = {};
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pack;
@@ -79,6 +115,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
           raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
+        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
       }
       pack += w.stride;
       off += w.step_packs;
@@ -93,15 +130,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
     for (int j = 0; j < kPacks; ++j) {
       if (at[j] >= w.count) break;
       const typename Op::Coef k = op.coef(units[j]);
-      float out[E];
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        float v[Op::kInputs];
-#pragma unroll
-        for (int i = 0; i < Op::kInputs; ++i) v[i] = dev::to_float(raw[j][i].v[e]);
-        out[e] = op.apply(k, v);
-      }
-      dev::store_floats<T, E>(op.out + at[j] * E, out);
+      apply_pack<Op, E>(op, raw[j], bits[j], SameCoef<typename Op::Coef>{k}, at[j] * E);
     }
   }
 }
@@ -126,6 +155,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   while (pos < w.count) {
     int64_t at[kPacks], sample[kPacks];
     Raw raw[kPacks][Op::kInputs];
+    uint32_t bits[kPacks] = {};
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pos;
@@ -134,6 +164,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
           raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.channels + c0);
+        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pos * w.channels + c0);
       }
       pos += w.stride;
       if constexpr (kPerSample) {
@@ -153,15 +184,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
 #pragma unroll
         for (int e = 0; e < E; ++e) k[e] = op.coef(held * w.channels + c0 + e);
       }
-      float out[E];
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        float v[Op::kInputs];
-#pragma unroll
-        for (int i = 0; i < Op::kInputs; ++i) v[i] = dev::to_float(raw[j][i].v[e]);
-        out[e] = op.apply(k[e], v);
-      }
-      dev::store_floats<T, E>(op.out + at[j] * w.channels + c0, out);
+      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.channels + c0);
     }
   }
 }
@@ -222,14 +245,22 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
   kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
 }
 
-// Enqueues op with the widest packs the plan allows: 16 bytes, half a pack (rows that allow only
+// The elements of the widest packs the plan allows: 16 bytes, half a pack (rows that allow only
 // that), or single elements.
+inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
+  const int e = 16 / elem_bytes;
+  if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
+  return plan.pack_elems == 1 ? 1 : e;
+}
+
+// Enqueues op with those packs.
 template <class Op, bool kPerSample>
 void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
-  if (plan.rows_layout && plan.row_load_elems == kE / 2) {
+  const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
+  if (e == kE / 2) {
     launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
-  } else if (plan.pack_elems == 1) {
+  } else if (e == 1) {
     launch_apply_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
   } else {
     launch_apply_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);

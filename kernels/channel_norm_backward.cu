@@ -22,6 +22,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
+#include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
 
@@ -44,13 +45,54 @@ struct XhatStats {
   }
 };
 
+// Where the fused backward takes act'(u) from (normkit.h): nowhere (identity), the ReLU mask, the
+// forward's y (ReLU), or u recomputed from x, the statistics, weight, bias and z (SiLU).
+enum ActSource { kNoAct, kFromMask, kFromY, kSiluOfU };
+
+// du = dy * act'(u) for K values of one (n, c), in place. aux holds the mask bits as 0 or 1
+// (kFromMask), y (kFromY) or z (kSiluOfU with a residual).
+template <int kSource, bool kZ>
+struct ActDerivative {
+  float mean, invstd, weight, bias;
+  template <int K>
+  __device__ __forceinline__ void operator()(const float (&x)[K], float (&dy)[K],
+                                             const float (&aux)[K]) const {
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      if constexpr (kSource == kFromMask || kSource == kFromY) {
+        dy[i] = aux[i] > 0.0f ? dy[i] : 0.0f;  // a NaN gradient where ReLU was off is cut too
+      } else if constexpr (kSource == kSiluOfU) {
+        float u = fmaf((x[i] - mean) * invstd, weight, bias);
+        if constexpr (kZ) u += aux[i];
+        dy[i] *= dev::silu_derivative(u);
+      }
+    }
+  }
+};
+
+// The gradient sums (dy: du in the fused forms). kSource != kNoAct: the partials kernels hand
+// each tile to Local::fold before push, with the tensor or mask bits that act' needs (aux) loaded
+// at the same element indices.
+template <class T, int kSource, bool kZ>
 struct GradOp {
   using State = float2;  // (sum dy, sum dy * x-hat)
   static constexpr bool kReadsDy = true;
+  static constexpr bool kFold = kSource != kNoAct;
+  static constexpr bool kAux = kSource == kFromMask || kSource == kFromY || (kSource == kSiluOfU && kZ);
   XhatStats stats;
+  const T* aux;             // y (kFromY) or z (kSiluOfU with a residual)
+  const uint32_t* mask;     // kFromMask
+  const float* weight;      // kSiluOfU: u needs the affine
+  const float* bias;
 
   struct Local {
     float mean, invstd;
+    ActDerivative<kSource, kZ> act;
+    template <int K>
+    __device__ __forceinline__ void fold(const float (&x)[K], float (&dy)[K],
+                                         const float (&aux)[K]) const {
+      act(x, dy, aux);
+    }
     // invstd multiplies the tile's sum of dy * (x - mean) once, not every product.
     template <int K>
     __device__ void push(State& s, const float (&x)[K], const float (&dy)[K]) const {
@@ -72,7 +114,23 @@ struct GradOp {
   };
   __device__ Local local(int64_t n, int64_t c) const {
     const float2 m = stats.at(n, c);
-    return Local{m.x, m.y};
+    ActDerivative<kSource, kZ> act{m.x, m.y, 1.0f, 0.0f};
+    if constexpr (kSource == kSiluOfU) {
+      act.weight = weight ? weight[c] : 1.0f;
+      act.bias = bias ? bias[c] : 0.0f;
+    }
+    return Local{m.x, m.y, act};
+  }
+  // The aux values of elements i .. i + E - 1 (aligned like x's pack at i).
+  template <int E>
+  __device__ void load_aux(int64_t i, float (&out)[E]) const {
+    if constexpr (kSource == kFromMask) {
+      const uint32_t bits = dev::load_mask<E>(mask, i);
+#pragma unroll
+      for (int e = 0; e < E; ++e) out[e] = static_cast<float>((bits >> e) & 1u);
+    } else if constexpr (kAux) {
+      dev::load_floats<T, E>(aux + i, out);
+    }
   }
   __device__ State identity() const { return make_float2(0.0f, 0.0f); }
   __device__ State merge(State a, State b) const { return make_float2(a.x + b.x, a.y + b.y); }
@@ -151,39 +209,96 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
   }
 }
 
-// The backward's apply op (channel_norm_apply.cuh). Training: dx = a*dy + (x - mean)*b + c with
-// the finalize's (mean, a, b, c) per unit; inference: dx = a*dy, a folded per channel from the
-// weight and the running variance in registers, and x not read.
-template <class T, bool kTraining>
+// The backward's apply op (channel_norm_apply.cuh), with du = dy * act'(u) (du = dy unfused).
+// Training: dx = a*du + (x - mean)*b + c with the finalize's (mean, a, b, c) per unit; inference:
+// dx = a*du, a folded per channel from the weight and the running variance in registers, and x
+// read only when SiLU recomputes u. With a residual, dz = du is the second output.
+template <class T, bool kTraining, int kSource, bool kResidual>
 struct DxApply {
   using Elem = T;
-  using Coef = std::conditional_t<kTraining, float4, float>;
-  static constexpr int kInputs = kTraining ? 2 : 1;
-  const T* in[kInputs];  // dy, then x in training
-  T* out;                // dx
-  const float4* coefs;
+  struct Coef {
+    float mean, a, b, c, bias;
+  };
+  static constexpr bool kReadsX = kTraining || kSource == kSiluOfU;
+  static constexpr bool kReadsAux = kSource == kFromY || (kSource == kSiluOfU && kResidual);
+  static constexpr int kInputs = 1 + (kReadsX ? 1 : 0) + (kReadsAux ? 1 : 0);
+  static constexpr bool kBits = kSource == kFromMask;
+  static constexpr int kOutputs = kResidual ? 2 : 1;
+  const T* in[kInputs];  // dy, then x (training or SiLU), then y (kFromY) or z (SiLU)
+  T* out;                // dx, nullable when dz is wanted
+  T* dz;                 // nullable; kResidual only
+  const uint32_t* mask;  // kFromMask
+  const float4* coefs;   // training
   const float* weight;
+  const float* bias;     // SiLU
+  const float* running_mean;
   const float* running_var;
   float eps;
+  int64_t channels;  // SiLU in training: the bias of unit u is bias[u % C] when per sample
+  bool per_sample;
 
   __device__ void once() const {}
   __device__ Coef coef(int64_t u) const {
+    Coef k{};
     if constexpr (kTraining) {
-      return coefs[u];
+      const float4 f = coefs[u];
+      k = Coef{f.x, f.y, f.z, f.w, 0.0f};
+      if constexpr (kSource == kSiluOfU) {
+        if (bias != nullptr) k.bias = bias[per_sample ? u % channels : u];
+      }
     } else {
-      return (weight ? weight[u] : 1.0f) * rsqrtf(running_var[u] + eps);
+      k.a = (weight ? weight[u] : 1.0f) * rsqrtf(running_var[u] + eps);
+      if constexpr (kSource == kSiluOfU) {
+        k.mean = running_mean[u];
+        k.bias = bias ? bias[u] : 0.0f;
+      }
+    }
+    return k;
+  }
+  __device__ void apply(const Coef& k, const float (&v)[kInputs + (kBits ? 1 : 0)],
+                        float (&r)[kOutputs]) const {
+    constexpr int kX = 1, kAux = kReadsX ? 2 : 1;
+    float du = v[0];
+    if constexpr (kSource == kFromMask) {
+      du = v[kInputs] != 0.0f ? du : 0.0f;
+    } else if constexpr (kSource == kFromY) {
+      du = v[kAux] > 0.0f ? du : 0.0f;
+    } else if constexpr (kSource == kSiluOfU) {
+      float u = fmaf(v[kX] - k.mean, k.a, k.bias);
+      if constexpr (kResidual) u += v[kAux];
+      du *= dev::silu_derivative(u);
+    }
+    if constexpr (kTraining) {
+      r[0] = fmaf(k.a, du, fmaf(v[kX] - k.mean, k.b, k.c));
+    } else {
+      r[0] = k.a * du;
+    }
+    if constexpr (kResidual) r[1] = du;
+  }
+  template <int E>
+  __device__ void store(int64_t i, const float (&r)[kOutputs][E]) const {
+    if (out != nullptr) dev::store_floats<T, E>(out + i, r[0]);
+    if constexpr (kResidual) {
+      if (dz != nullptr) dev::store_floats<T, E>(dz + i, r[1]);
     }
   }
-  __device__ float apply(const Coef& k, const float (&v)[kInputs]) const {
-    if constexpr (kTraining) {
-      return fmaf(k.y, v[0], fmaf(v[1] - k.x, k.z, k.w));
+  template <int E>
+  __device__ uint32_t bits(int64_t i) const {
+    if constexpr (kBits) {
+      return dev::load_mask<E>(mask, i);
     } else {
-      return k * v[0];
+      return 0;
     }
   }
 };
 
 size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Whether every tensor of the call allows 16-byte packs (the mask is read bit by bit).
+bool vector_access(const ChannelBackwardArgs& a) {
+  return dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx) &&
+         dev::aligned16(a.y) && dev::aligned16(a.z) && dev::aligned16(a.dz);
+}
 
 // Workspace: the partial sums, then the dx coefficients (a float4 per unit), 256-byte aligned.
 struct Layout {
@@ -201,29 +316,104 @@ Layout layout_of(const ChannelPlan& plan, int64_t units) {
   return Layout{partials, coefficients, partials + coefficients};
 }
 
-// dx elementwise: with the finalize's coefficients (training) or the running variance.
+// The act' source of a call.
+int act_source(const ChannelBackwardArgs& a) {
+  switch (a.fusion.activation) {
+    case NK_ACTIVATION_RELU:
+      return a.relu_mask != nullptr ? kFromMask : kFromY;
+    case NK_ACTIVATION_SILU:
+      return kSiluOfU;
+    default:
+      return kNoAct;
+  }
+}
+
+// Calls f(integral_constant source, bool_constant residual) for the call's fusion.
+template <class F>
+void with_fusion(const ChannelBackwardArgs& a, F&& f) {
+  auto go = [&](auto source) {
+    if (a.fusion.residual) {
+      f(source, std::true_type{});
+    } else {
+      f(source, std::false_type{});
+    }
+  };
+  switch (act_source(a)) {
+    case kFromMask:
+      go(std::integral_constant<int, kFromMask>{});
+      break;
+    case kFromY:
+      go(std::integral_constant<int, kFromY>{});
+      break;
+    case kSiluOfU:
+      go(std::integral_constant<int, kSiluOfU>{});
+      break;
+    default:
+      go(std::integral_constant<int, kNoAct>{});
+  }
+}
+
+// dx (and dz) elementwise: with the finalize's coefficients (training) or the running variance.
+template <class T, bool kTraining, int kSource, bool kResidual>
+void launch_dx_op(const ChannelBackwardArgs& a, const ChannelPlan& plan, const float4* coefs,
+                  const Launch& l) {
+  using Op = DxApply<T, kTraining, kSource, kResidual>;
+  Op op{};
+  int i = 0;
+  op.in[i++] = static_cast<const T*>(a.dy);
+  if constexpr (Op::kReadsX) op.in[i++] = static_cast<const T*>(a.x);
+  if constexpr (Op::kReadsAux) {
+    op.in[i++] = static_cast<const T*>(kSource == kFromY ? a.y : a.z);
+  }
+  op.out = static_cast<T*>(a.dx);
+  op.dz = static_cast<T*>(a.dz);
+  op.mask = a.relu_mask;
+  op.coefs = coefs;
+  op.weight = a.weight;
+  op.bias = a.bias;
+  op.running_mean = a.running_mean;
+  op.running_var = a.running_var;
+  op.eps = static_cast<float>(a.eps);
+  op.channels = a.shape.c;
+  op.per_sample = a.shape.kind != ChannelNorm::kBatch;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  if (kTraining && a.shape.kind != ChannelNorm::kBatch) {
+    launch_elementwise<Op, true>(op, plan, l.sm_count, stream);
+  } else {
+    launch_elementwise<Op, false>(op, plan, l.sm_count, stream);
+  }
+}
+
 template <class T>
 void launch_dx(const ChannelBackwardArgs& a, const ChannelPlan& plan, bool training,
                const float4* coefs, const Launch& l) {
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const auto* x = static_cast<const T*>(a.x);
-  const auto* dy = static_cast<const T*>(a.dy);
-  auto* dx = static_cast<T*>(a.dx);
-  const float eps = static_cast<float>(a.eps);
-  if (training) {
-    using Op = DxApply<T, true>;
-    const Op op{{dy, x}, dx, coefs, a.weight, a.running_var, eps};
-    if (a.shape.kind == ChannelNorm::kBatch) {
-      launch_elementwise<Op, false>(op, plan, l.sm_count, stream);
+  with_fusion(a, [&](auto source, auto residual) {
+    constexpr int kSource = decltype(source)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    if (training) {
+      launch_dx_op<T, true, kSource, kResidual>(a, plan, coefs, l);
     } else {
-      launch_elementwise<Op, true>(op, plan, l.sm_count, stream);
+      launch_dx_op<T, false, kSource, kResidual>(a, plan, coefs, l);
     }
-  } else {
-    using Op = DxApply<T, false>;
-    launch_elementwise<Op, false>(Op{{dy}, dx, nullptr, a.weight, a.running_var, eps}, plan,
-                                  l.sm_count, stream);
-  }
+  });
   dev::check_cuda(cudaGetLastError(), "channel norm dx launch");
+}
+
+// The gradient sums with the call's act' source.
+template <class T>
+void launch_gradient_sums(const ChannelBackwardArgs& a, const ChannelPlan& plan,
+                          const XhatStats& stats, float2* partials, const Launch& l) {
+  with_fusion(a, [&](auto source, auto residual) {
+    constexpr int kSource = decltype(source)::value;
+    // z enters act' only through SiLU's u; every other source ignores the residual here.
+    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+    const GradOp<T, kSource, kZ> op{stats,
+                                    static_cast<const T*>(kSource == kFromY ? a.y : a.z),
+                                    a.relu_mask, a.weight, a.bias};
+    launch_partials(op, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
+                    l.sm_count, partials, static_cast<cudaStream_t>(l.stream));
+  });
+  dev::check_cuda(cudaGetLastError(), "channel norm gradient sums launch");
 }
 
 // Synchronized batch norm: the dx coefficients per channel from the sums over every rank and the
@@ -253,16 +443,14 @@ void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const f
       s.c, count, sum_dy, sum_dy_xhat, a.weight, a.save_mean, a.save_invstd, coefs);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm coefficients launch");
   if (s.numel() == 0) return;
-  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
-  launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, coefs, l);
+  launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access(a)), true, coefs, l);
 }
 
 template <class T>
 void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
-  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx);
-  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
+  const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access(a));
   auto stream = static_cast<cudaStream_t>(l.stream);
   const XhatStats stats{training,
                         training ? a.save_mean : a.running_mean,
@@ -274,13 +462,12 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const Layout lay = layout_of(plan, coef_units(s));
   auto* base = static_cast<unsigned char*>(l.workspace);
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
-  const bool want_coefficients = training && a.dx != nullptr;
+  const bool want_elementwise = a.dx != nullptr || a.dz != nullptr;
+  const bool want_coefficients = training && want_elementwise;
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {
     auto* partials = reinterpret_cast<float2*>(base);
-    launch_partials(GradOp{stats}, static_cast<const T*>(a.x), static_cast<const T*>(a.dy), plan,
-                    l.sm_count, partials, stream);
-    dev::check_cuda(cudaGetLastError(), "channel norm gradient sums launch");
+    launch_gradient_sums<T>(a, plan, stats, partials, l);
     const int64_t units = (want_params ? s.c : 0) + (want_coefficients ? s.num_stats() : 0);
     constexpr int kWarps = kFinalizeBlock / 32;
     finalize_backward<<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0,
@@ -288,7 +475,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
         FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, coefs});
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
-  if (a.dx != nullptr) launch_dx<T>(a, plan, training, coefs, l);
+  if (want_elementwise) launch_dx<T>(a, plan, training, coefs, l);
 }
 
 }  // namespace
@@ -306,11 +493,10 @@ size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a) {
 
 size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
-  const bool want_coefficients = a.phase == NK_TRAINING && a.dx != nullptr;
+  const bool want_coefficients = a.phase == NK_TRAINING && (a.dx != nullptr || a.dz != nullptr);
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
   const Layout lay = layout_of(
-      plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)),
-                        dev::aligned16(a.x) && dev::aligned16(a.dy) && dev::aligned16(a.dx)),
+      plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)), vector_access(a)),
       coef_units(a.shape));
   return want_coefficients ? lay.total : lay.partials;
 }

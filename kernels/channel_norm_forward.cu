@@ -31,6 +31,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
+#include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
 #include "common/welford.cuh"
@@ -62,6 +63,7 @@ template <class T>
 struct StatsOp {
   using State = dev::Welford;
   static constexpr bool kReadsDy = false;
+  static constexpr bool kFold = false, kAux = false;
   const T* x;
   ChannelPlan plan;
   ChannelNorm kind;
@@ -215,18 +217,22 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
   }
 }
 
-// The forward's apply op (channel_norm_apply.cuh): y = (x - shift) * scale + offset. kFold:
-// inference, the coefficients folded per channel from the running statistics and the affine, in
-// registers; else the finalize's, per unit.
-template <class T, bool kFold>
+// The forward's apply op (channel_norm_apply.cuh): u = (x - shift) * scale + offset (+ z),
+// y = act(u), and the ReLU mask when asked for. kFold: inference, the coefficients folded per
+// channel from the running statistics and the affine, in registers; else the finalize's, per unit.
+// u stays in fp32: y is rounded once.
+template <class T, bool kFold, int kAct, bool kResidual>
 struct ForwardApply {
   using Elem = T;
   struct Coef {
     float shift, scale, offset;
   };
-  static constexpr int kInputs = 1;
-  const T* in[1];  // x
-  T* out;          // y
+  static constexpr int kInputs = kResidual ? 2 : 1;
+  static constexpr bool kBits = false;
+  static constexpr int kOutputs = 1;
+  const T* in[kInputs];  // x, then z
+  T* out;                // y
+  uint32_t* mask;        // ReLU only, nullable
   CoefArrays coefs;
   const float* running_mean;
   const float* running_var;
@@ -248,8 +254,21 @@ struct ForwardApply {
       return Coef{coefs.shift[u], coefs.scale[u], coefs.offset[u]};
     }
   }
-  __device__ float apply(const Coef& k, const float (&v)[1]) const {
-    return fmaf(v[0] - k.shift, k.scale, k.offset);
+  __device__ void apply(const Coef& k, const float (&v)[kInputs], float (&r)[1]) const {
+    float u = fmaf(v[0] - k.shift, k.scale, k.offset);
+    if constexpr (kResidual) u += v[1];
+    r[0] = dev::activate<kAct>(u);
+  }
+  template <int E>
+  __device__ void store(int64_t i, const float (&r)[1][E]) const {
+    dev::store_floats<T, E>(out + i, r[0]);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (mask != nullptr) dev::store_mask<E>(mask, i, r[0]);  // y > 0 exactly where u > 0
+    }
+  }
+  template <int E>
+  __device__ uint32_t bits(int64_t) const {
+    return 0;
   }
 };
 
@@ -342,33 +361,78 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
   if (threadIdx.x == 0 && advance && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
 }
 
+// y elementwise with one fusion: with the finalize's coefficients in `coefs` (training) or the
+// running statistics (kFold).
+template <class T, bool kFold, bool kPerSample, int kAct, bool kResidual>
+void launch_apply_op(const ChannelForwardArgs& a, const ChannelPlan& plan, const CoefArrays& coefs,
+                     int64_t* num_batches_tracked, const Launch& l) {
+  using Op = ForwardApply<T, kFold, kAct, kResidual>;
+  Op op{};
+  op.in[0] = static_cast<const T*>(a.x);
+  if constexpr (kResidual) op.in[1] = static_cast<const T*>(a.z);
+  op.out = static_cast<T*>(a.y);
+  op.mask = a.relu_mask;
+  op.coefs = coefs;
+  op.running_mean = a.running_mean;
+  op.running_var = a.running_var;
+  op.weight = a.weight;
+  op.bias = a.bias;
+  op.eps = static_cast<float>(a.params.eps);
+  op.num_batches_tracked = num_batches_tracked;
+  launch_elementwise<Op, kPerSample>(op, plan, l.sm_count, static_cast<cudaStream_t>(l.stream));
+}
+
+template <class T, bool kFold, bool kPerSample>
+void launch_apply_fused(const ChannelForwardArgs& a, const ChannelPlan& plan,
+                        const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
+  auto run = [&](auto act) {
+    constexpr int kAct = decltype(act)::value;
+    if (a.fusion.residual) {
+      launch_apply_op<T, kFold, kPerSample, kAct, true>(a, plan, coefs, num_batches_tracked, l);
+    } else {
+      launch_apply_op<T, kFold, kPerSample, kAct, false>(a, plan, coefs, num_batches_tracked, l);
+    }
+  };
+  switch (a.fusion.activation) {
+    case NK_ACTIVATION_RELU:
+      run(std::integral_constant<int, NK_ACTIVATION_RELU>{});
+      break;
+    case NK_ACTIVATION_SILU:
+      run(std::integral_constant<int, NK_ACTIVATION_SILU>{});
+      break;
+    default:
+      run(std::integral_constant<int, NK_ACTIVATION_IDENTITY>{});
+  }
+}
+
+// The ReLU mask is zeroed first where packs of fewer than eight elements OR their bits into it;
+// eight-element packs store whole bytes, and only the last word's padding needs zeroing then.
+template <class T>
+void clear_mask(const ChannelForwardArgs& a, const ChannelPlan& plan, cudaStream_t stream) {
+  if (a.relu_mask == nullptr) return;
+  const int64_t words = (a.shape.numel() + 31) / 32;
+  if (elementwise_pack_elems(plan, sizeof(T)) == 8) {
+    dev::check_cuda(cudaMemsetAsync(a.relu_mask + words - 1, 0, sizeof(uint32_t), stream),
+                    "cudaMemsetAsync (relu mask)");
+  } else {
+    dev::check_cuda(
+        cudaMemsetAsync(a.relu_mask, 0, static_cast<size_t>(words) * sizeof(uint32_t), stream),
+        "cudaMemsetAsync (relu mask)");
+  }
+}
+
 // y elementwise: with the finalize's coefficients in `coefs` (training) or the running
 // statistics.
 template <class T>
 void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
                   const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  auto run = [&](auto fold, auto per_sample) {
-    using Op = ForwardApply<T, decltype(fold)::value>;
-    const Op op{{static_cast<const T*>(a.x)},
-                static_cast<T*>(a.y),
-                coefs,
-                a.running_mean,
-                a.running_var,
-                a.weight,
-                a.bias,
-                static_cast<float>(a.params.eps),
-                num_batches_tracked};
-    launch_elementwise<Op, decltype(per_sample)::value>(op, plan, l.sm_count, stream);
-  };
-  using False = std::false_type;
-  using True = std::true_type;
+  clear_mask<T>(a, plan, static_cast<cudaStream_t>(l.stream));
   if (!training) {
-    run(True{}, False{});
+    launch_apply_fused<T, true, false>(a, plan, coefs, num_batches_tracked, l);
   } else if (a.shape.kind == ChannelNorm::kBatch) {
-    run(False{}, False{});
+    launch_apply_fused<T, false, false>(a, plan, coefs, num_batches_tracked, l);
   } else {
-    run(False{}, True{});
+    launch_apply_fused<T, false, true>(a, plan, coefs, num_batches_tracked, l);
   }
   dev::check_cuda(cudaGetLastError(), "channel norm apply launch");
 }
@@ -382,7 +446,7 @@ template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
-  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
+  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   auto stream = static_cast<cudaStream_t>(l.stream);
   const Layout lay = layout_of(plan, coef_units(s), training);

@@ -7,6 +7,10 @@
 //   template <int K> void Local::push(State&, const float (&x)[K], const float (&dy)[K]) const;
 //   template <int K> void Local::push_some(State&, const float (&x)[K], const float (&dy)[K],
 //                                          const bool (&use)[K]) const;  // the flagged values
+//   static constexpr bool kFold, kAux;   // the backward's fused forms (else both false):
+//   template <int E> void load_aux(int64_t i, float (&aux)[E]) const;  // kAux: at element i
+//   template <int K> void Local::fold(const float (&x)[K], float (&dy)[K],
+//                                     const float (&aux)[K]) const;     // kFold: dy := du
 // local(n, c) is called with the slot as n: batch norm's one slot covers every n, so there its
 // context must not depend on n (it is per channel). The forward reduces Welford states of x; the
 // backward sums dy and dy * x-hat. A thread hands push a tile of K values of one (n, c) at once
@@ -65,11 +69,12 @@ __global__ void __launch_bounds__(kPartialBlock)
     const auto local = op.local(sc / plan.c, sc % plan.c);
     State st = op.identity();
     int64_t m = begin + t, off = m % seg_packs, at = m / seg_packs * seg_stride + off * E;
-    // The thread's next pack (and dy's), then a step past it: the element offset moves by a
-    // constant, plus one row when the offset in the row wraps (no multiply per pack).
-    auto load_pack = [&](float(&xv)[E], float(&dv)[E]) {
+    // The thread's next pack (and dy's, and aux's), then a step past it: the element offset moves
+    // by a constant, plus one row when the offset in the row wraps (no multiply per pack).
+    auto load_pack = [&](float(&xv)[E], float(&dv)[E], float(&av)[E]) {
       dev::load_floats<T, E>(xs + at, xv);
       if constexpr (Op::kReadsDy) dev::load_floats<T, E>(ds + at, dv);
+      if constexpr (Op::kAux) op.template load_aux<E>(sc * plan.s + at, av);
       off += r;
       at += step;
       if (off >= seg_packs) {
@@ -78,19 +83,21 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
     };
     for (; m + (kTile - 1) * kGroup < end; m += kTile * kGroup) {  // whole tiles
-      float xv[kTile * E], dv[kTile * E] = {};
+      float xv[kTile * E], dv[kTile * E] = {}, av[kTile * E] = {};
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
-        float xp[E], dp[E] = {};
-        load_pack(xp, dp);
+        float xp[E], dp[E] = {}, ap[E] = {};
+        load_pack(xp, dp, ap);
 #pragma unroll
-        for (int i = 0; i < E; ++i) xv[u * E + i] = xp[i], dv[u * E + i] = dp[i];
+        for (int i = 0; i < E; ++i) xv[u * E + i] = xp[i], dv[u * E + i] = dp[i], av[u * E + i] = ap[i];
       }
+      if constexpr (Op::kFold) local.fold(xv, dv, av);
       local.push(st, xv, dv);
     }
     for (; m < end; m += kGroup) {  // the last packs, one at a time
-      float xv[E], dv[E] = {};
-      load_pack(xv, dv);
+      float xv[E], dv[E] = {}, av[E] = {};
+      load_pack(xv, dv, av);
+      if constexpr (Op::kFold) local.fold(xv, dv, av);
       local.push(st, xv, dv);
     }
     if constexpr (kWarpPerChunk) {
@@ -140,7 +147,7 @@ __global__ void __launch_bounds__(kPartialBlock)
         const int64_t packs = (plan.s - head) / E;
         // A row's end (fewer than E elements from `from`) as one masked tile.
         auto end_of_row = [&](int64_t from, int64_t count) {
-          float xv[E], dv[E] = {};
+          float xv[E], dv[E] = {}, av[E] = {};
           bool use[E];
 #pragma unroll
           for (int i = 0; i < E; ++i) {
@@ -149,7 +156,13 @@ __global__ void __launch_bounds__(kPartialBlock)
             if constexpr (Op::kReadsDy) {
               dv[i] = use[i] ? dev::to_float(dy[base + from + i]) : 0.0f;
             }
+            if constexpr (Op::kAux) {
+              float a1[1] = {0.0f};
+              if (use[i]) op.template load_aux<1>(base + from + i, a1);
+              av[i] = a1[0];
+            }
           }
+          if constexpr (Op::kFold) local.fold(xv, dv, av);
           local.push_some(st, xv, dv, use);
         };
         if (head > 0) end_of_row(0, head);
@@ -157,17 +170,24 @@ __global__ void __launch_bounds__(kPartialBlock)
         const T* dp = Op::kReadsDy ? dy + base + head : nullptr;
 #pragma unroll 1
         for (int64_t k = 0; k < packs; ++k) {
-          float xv[E], dv[E] = {};
+          float xv[E], dv[E] = {}, av[E] = {};
           if constexpr (kAligned) {
             dev::load_floats<T, E>(xp + k * E, xv);
             if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dp + k * E, dv);
+            if constexpr (Op::kAux) op.template load_aux<E>(base + head + k * E, av);
           } else {
 #pragma unroll
             for (int i = 0; i < E; ++i) {
               xv[i] = dev::to_float(xp[k * E + i]);
               if constexpr (Op::kReadsDy) dv[i] = dev::to_float(dp[k * E + i]);
+              if constexpr (Op::kAux) {
+                float a1[1];
+                op.template load_aux<1>(base + head + k * E + i, a1);
+                av[i] = a1[0];
+              }
             }
           }
+          if constexpr (Op::kFold) local.fold(xv, dv, av);
           local.push(st, xv, dv);
         }
         const int64_t tail = plan.s - head - packs * E;
@@ -210,30 +230,34 @@ __global__ void __launch_bounds__(kPartialBlock)
 #pragma unroll
       for (int i = 0; i < E; ++i) local[i] = op.local(slot, pack * E + i);
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
-      auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E]) {
+      auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * plan.c + pack * E;
         dev::load_floats<T, E>(x + at, xv);
         if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + at, dv);
+        if constexpr (Op::kAux) op.template load_aux<E>(at, av);
       };
       int64_t pos = p_begin + ty;
       for (; pos + (kTile - 1) * rows < p_end; pos += kTile * rows) {
-        float xp[kTile][E], dp[kTile][E] = {};
+        float xp[kTile][E], dp[kTile][E] = {}, ap[kTile][E] = {};
 #pragma unroll
-        for (int u = 0; u < kTile; ++u) load(pos + u * rows, xp[u], dp[u]);
+        for (int u = 0; u < kTile; ++u) load(pos + u * rows, xp[u], dp[u], ap[u]);
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          float xv[kTile], dv[kTile];
+          float xv[kTile], dv[kTile], av[kTile];
 #pragma unroll
-          for (int u = 0; u < kTile; ++u) xv[u] = xp[u][i], dv[u] = dp[u][i];
+          for (int u = 0; u < kTile; ++u) xv[u] = xp[u][i], dv[u] = dp[u][i], av[u] = ap[u][i];
+          if constexpr (Op::kFold) local[i].fold(xv, dv, av);
           local[i].push(st[i], xv, dv);
         }
       }
       for (; pos < p_end; pos += rows) {  // the last positions, one at a time
-        float xp[E], dp[E] = {};
-        load(pos, xp, dp);
+        float xp[E], dp[E] = {}, ap[E] = {};
+        load(pos, xp, dp, ap);
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          const float xv[1] = {xp[i]}, dv[1] = {dp[i]};
+          const float xv[1] = {xp[i]}, av[1] = {ap[i]};
+          float dv[1] = {dp[i]};
+          if constexpr (Op::kFold) local[i].fold(xv, dv, av);
           local[i].push(st[i], xv, dv);
         }
       }

@@ -1,0 +1,58 @@
+// The activations of the fused channel norms (normkit.h: y = act(u)), their derivatives, and the
+// ReLU bit mask: bit (i mod 32) of word i / 32 is u_i > 0, i the element's memory index.
+// The mask is written per pack of E elements starting at an index that is a multiple of E: eight
+// elements own a whole byte, stored plainly; fewer share a byte with another thread's pack, so they
+// are ORed into their word (atomicOr on a mask zeroed first: an OR's result does not depend on the
+// order, so the bits repeat exactly). Reads take any index, a pack possibly straddling two words.
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <cstdint>
+
+namespace nk::dev {
+
+// y = act(u). ReLU keeps a NaN (as PyTorch's clamp_min does); SiLU is u / (1 + exp(-u)) with the
+// full-precision exp and the fast division (2 ulps, and no slow-path call, whose stack frame
+// would cost the reductions their registers): fp32 outputs stay within a few ulps of fp64.
+template <int kAct>
+__device__ __forceinline__ float activate(float u) {
+  if constexpr (kAct == NK_ACTIVATION_RELU) {
+    return u > 0.0f || u != u ? u : 0.0f;
+  } else if constexpr (kAct == NK_ACTIVATION_SILU) {
+    return __fdividef(u, 1.0f + expf(-u));  // a divisor above 2^126 (u < -87) gives 0
+  } else {
+    return u;
+  }
+}
+
+// SiLU's derivative at u: s * (1 + u * (1 - s)), s = sigmoid(u).
+__device__ __forceinline__ float silu_derivative(float u) {
+  const float s = __fdividef(1.0f, 1.0f + expf(-u));
+  return s * fmaf(u, 1.0f - s, 1.0f);
+}
+
+// Stores the signs (> 0) of E values of a pack at element index i (a multiple of E).
+template <int E>
+__device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const float (&y)[E]) {
+  static_assert(E == 1 || E == 2 || E == 4 || E == 8, "packs of 1, 2, 4 or 8 elements");
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) bits |= (y[e] > 0.0f ? 1u : 0u) << e;
+  if constexpr (E == 8) {
+    reinterpret_cast<uint8_t*>(mask)[i / 8] = static_cast<uint8_t>(bits);
+  } else if (bits != 0) {
+    atomicOr(mask + i / 32, bits << (i % 32));
+  }
+}
+
+// The E mask bits of elements i .. i + E - 1 (any i), bit e for element i + e.
+template <int E>
+__device__ __forceinline__ uint32_t load_mask(const uint32_t* mask, int64_t i) {
+  const int shift = static_cast<int>(i % 32);
+  uint32_t bits = mask[i / 32] >> shift;
+  if (shift + E > 32) bits |= mask[i / 32 + 1] << (32 - shift);
+  return E == 32 ? bits : bits & ((1u << E) - 1u);
+}
+
+}  // namespace nk::dev
