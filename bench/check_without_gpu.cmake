@@ -35,6 +35,10 @@ set(expected_counts
   "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
   "/residual_zc_fp8/fwd/=6"    # the whole fp8 pre-norm block: 2 ops x 3 shapes, forward only
   "fp8/bwd/=0"                 # an fp8 output does not change the backward: no such case
+  "^fused_channels/=38"        # 6 batch-norm shapes x 5 + 4 group-norm shapes x 2
+  "/bn_relu/infer_fwd/=6"      # batch norm + ReLU in inference, at every batch-norm shape
+  "/bn_add_relu/=12"           # the residual block's norm: training forward and backward
+  "/gn_silu/=8"                # 4 U-Net shapes, forward and backward
   "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
   "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
   "^small/=50"                 # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
@@ -67,7 +71,10 @@ set(expected_names
   "fused_rows/layer_norm/D4096/M8192/bf16/w_bf16/residual/fwd"
   "fused_rows/rms_norm/D8192/M4096/bf16/w_bf16/residual_zc_fp8/fwd"
   "fused_rows/layer_norm/D1024/M16384/bf16/w_bf16/residual_zc/bwd"
-  "fused_rows/rms_norm/D4096/M8192/bf16/w_bf16/zc/bwd")
+  "fused_rows/rms_norm/D4096/M8192/bf16/w_bf16/zc/bwd"
+  "fused_channels/batch_norm/N256/C64/HW56/NHWC/fp16/bn_add_relu/train_fwd"
+  "fused_channels/batch_norm/N32/C512/HW7/NCHW/fp32/bn_relu/infer_fwd"
+  "fused_channels/group_norm/N8/C640/HW32/G32/NCHW/fp16/gn_silu/bwd")
 run_bench(out err --benchmark_list_tests)
 foreach(name IN LISTS expected_names)
   string(FIND "${out}" "\n${name}/" position)
