@@ -1,7 +1,7 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set.
-# With PYTHON and TORCH_COMPARE, the check and fused_rows sets' names must equal
+# With PYTHON and TORCH_COMPARE, the check, fused_rows and fused_channels sets' names must equal
 # torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
 #         -P check_without_gpu.cmake
@@ -82,10 +82,10 @@ foreach(name IN LISTS expected_names)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
   endif()
 endforeach()
-# The check and fused_rows sets are defined twice, here and in torch_compare.py (so that
-# summarize.py joins the two runs): the same names on both sides.
+# The check, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py
+# (so that summarize.py joins the two runs): the same names on both sides.
 if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
-  foreach(set_name check fused_rows)
+  foreach(set_name check fused_rows fused_channels)
     run_bench(out err --benchmark_list_tests --benchmark_filter=^${set_name}/)
     string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
     string(REGEX MATCHALL "[^\n]+" bench_names "${out}")
