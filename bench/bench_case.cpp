@@ -77,8 +77,41 @@ std::string RowFusion::name() const {
   return s;
 }
 
+std::string ChannelFusion::name(const char* norm) const {
+  std::string s = norm;
+  if (residual) s += "_add";
+  switch (activation) {
+    case NK_ACTIVATION_IDENTITY:
+      break;
+    case NK_ACTIVATION_RELU:
+      s += "_relu";
+      break;
+    case NK_ACTIVATION_SILU:
+      s += "_silu";
+      break;
+  }
+  return s;
+}
+
+std::string Case::fusion_name() const {
+  if (row_fused()) return fusion.name();
+  if (!channel_fused()) return "";
+  const char* norm = op == Op::group_norm ? "gn" : op == Op::instance_norm ? "in" : "bn";
+  return channel_fusion.name(norm);
+}
+
+int64_t Case::relu_mask_bytes() const { return 4 * ((elements() + 31) / 32); }
+
 int64_t Case::minimal_bytes() const {
   const int64_t tensor = elements() * static_cast<int64_t>(dtype_size(dtype));
+  if (channel_fused()) {
+    // See the file comment of bench_case.hpp: z read / dz written with the residual add, the
+    // ReLU mask written by a training forward and read by the backward.
+    const int64_t z = channel_fusion.residual ? tensor : 0;
+    const int64_t mask =
+        channel_fusion.relu() && phase != Phase::forward_inference ? relu_mask_bytes() : 0;
+    return (phase == Phase::backward ? 3 * tensor : 2 * tensor) + z + mask;
+  }
   // The residual add's extra tensors: residual read + h written forward, dh_extra read +
   // dresidual written backward (see the file comment of bench_case.hpp).
   const int64_t residual = fusion.residual ? 2 * tensor : 0;
@@ -90,7 +123,8 @@ int64_t Case::minimal_bytes() const {
 std::string Case::name() const {
   std::string s = set + "/";
   // Sets that mix ops (rows, small, check) name the op; the others are named after theirs.
-  if (set == "rows" || set == "small" || set == "check" || set == "fused_rows") {
+  if (set == "rows" || set == "small" || set == "check" || set == "fused_rows" ||
+      set == "fused_channels") {
     s += std::string(op_name(op)) + "/";
   }
   if (is_row_op()) {
@@ -102,7 +136,7 @@ std::string Case::name() const {
     if (op == Op::group_norm) s += "/G" + std::to_string(groups);
     s += std::string("/") + (layout == NK_NCHW ? "NCHW" : "NHWC") + "/" + dtype_name(dtype);
   }
-  if (fused()) s += "/" + fusion.name();
+  if (fused()) s += "/" + fusion_name();
   return s + "/" + phase_name(*this);
 }
 
@@ -116,6 +150,17 @@ nk_row_fusion Case::row_fusion() const {
   f.residual = fusion.residual ? NK_RESIDUAL_ADD : NK_RESIDUAL_NONE;
   f.weight_form = fusion.zero_centered ? NK_WEIGHT_ZERO_CENTERED : NK_WEIGHT_DIRECT;
   f.output = fusion.fp8_output ? NK_OUTPUT_FP8_E4M3 : NK_OUTPUT_DTYPE;
+  return f;
+}
+
+nk_channel_fusion Case::channel_fusion_desc() const {
+  nk_channel_fusion f{};  // every field set below
+  f.norm = op == Op::group_norm      ? NK_GROUP_NORM
+           : op == Op::instance_norm ? NK_INSTANCE_NORM
+                                     : NK_BATCH_NORM;
+  f.groups = op == Op::group_norm ? groups : 0;
+  f.residual = channel_fusion.residual ? NK_RESIDUAL_ADD : NK_RESIDUAL_NONE;
+  f.activation = channel_fusion.activation;
   return f;
 }
 

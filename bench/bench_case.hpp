@@ -16,6 +16,18 @@
 //    and dresidual written (2T more: the case passes both dx and dresidual, as a pre-norm block's
 //    two inputs of the add; dbias_in is a parameter gradient, not counted).
 // The zero-centred weight moves nothing more; y_scale and y_amax are scalars, not counted.
+//
+// Fused batch / group norm cases (the fused_channels set) count, with T as above and
+// M = 4 * ceil(E / 32) the bytes of the ReLU bit mask (nk_channel_norm_relu_mask_size, about
+// E / 8):
+//  - training forward: x read, y written (2T); with the residual add, z read (T more); with ReLU,
+//    the mask written (M more: the case passes it, as a training step that runs the backward
+//    from it does);
+//  - inference forward: x read, y written (2T); no mask (no backward follows);
+//  - backward: x and dy read, dx written (3T); with ReLU, the mask read (M more; the case passes
+//    the mask, not y); with the residual add, dz written (T more: the case passes dx and dz, the
+//    two branches of the residual block). SiLU reads nothing more (u is recomputed from x, the
+//    statistics, weight and bias). Statistics, parameters and their gradients are not counted.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -45,6 +57,18 @@ struct RowFusion {
   std::string name() const;
 };
 
+// What a fused_channels case fuses after the norm (nk_channel_norm_fused_forward / _backward):
+// y = act(norm(x) [+ z]). The name joins the norm, "add" with the residual, and the activation:
+// "bn_relu", "bn_add_relu", "gn_silu".
+struct ChannelFusion {
+  bool residual = false;                              // u = norm(x) + z; backward: dz written
+  nk_activation activation = NK_ACTIVATION_IDENTITY;  // ReLU: bit mask written / read
+
+  bool any() const { return residual || activation != NK_ACTIVATION_IDENTITY; }
+  bool relu() const { return activation == NK_ACTIVATION_RELU; }
+  std::string name(const char* norm) const;  // norm: "bn", "in", "gn"
+};
+
 struct Case {
   std::string set;  // shape-set name, the first part of the benchmark name
   Op op = Op::batch_norm;
@@ -58,11 +82,19 @@ struct Case {
   nk_dtype weight_dtype = NK_F32;
   // Fused layer / RMS norm (set fused_rows): through nk_row_norm_fused_forward / _backward.
   RowFusion fusion;
+  // Fused batch / instance / group norm (set fused_channels): through
+  // nk_channel_norm_fused_forward / _backward.
+  ChannelFusion channel_fusion;
   // Launch-bound: timed as back-to-back calls with warm caches, reported as us_per_call.
   bool launch_bound = false;
 
   bool is_row_op() const { return op == Op::layer_norm || op == Op::rms_norm; }
-  bool fused() const { return fusion.any(); }
+  bool fused() const { return fusion.any() || channel_fusion.any(); }
+  bool row_fused() const { return fusion.any(); }
+  bool channel_fused() const { return channel_fusion.any(); }
+  // The name part of the fusion ("residual_zc", "bn_add_relu"); empty when nothing is fused.
+  std::string fusion_name() const;
+  int64_t relu_mask_bytes() const;  // 4 * ceil(elements / 32): the ReLU mask's size query
   int64_t spatial() const { return h * w; }
   int64_t elements() const;          // of x
   int64_t stat_count() const;        // entries of save_mean / save_invstd
@@ -72,6 +104,7 @@ struct Case {
   nk_act_desc act_desc() const;      // channel ops
   nk_row_desc row_desc() const;      // row ops
   nk_row_fusion row_fusion() const;  // row ops: norm, residual, weight form, output of `fusion`
+  nk_channel_fusion channel_fusion_desc() const;  // channel ops: norm, groups, channel_fusion
 };
 
 const char* dtype_name(nk_dtype dtype);  // "fp32", "fp16", "bf16"

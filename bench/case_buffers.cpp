@@ -49,6 +49,13 @@ CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream) {
       b.y_amax = DeviceMemory(sizeof(float));
     }
   }
+  if (c.channel_fusion.residual) {
+    b.z = filled(c.dtype, elements, -1.0f, 1.0f, 12u, stream);
+    if (backward) b.dz = DeviceMemory(tensor_bytes);
+  }
+  if (c.channel_fusion.relu() && c.phase != Phase::forward_inference) {
+    b.relu_mask = DeviceMemory(static_cast<size_t>(c.relu_mask_bytes()));
+  }
   // A zero-centred weight stores gamma - 1: the same gamma as the direct form.
   const float weight_shift = c.fusion.zero_centered ? -1.0f : 0.0f;
   b.weight = filled(param_dtype, params, 0.5f + weight_shift, 1.5f + weight_shift, 3u, stream);

@@ -24,6 +24,11 @@ struct CaseBuffers {
   DeviceMemory residual, h, bias_in;
   DeviceMemory dh_extra, dresidual, dbias_in;
   DeviceMemory y_scale, y_amax;
+  // Fused channel norms only (Case::channel_fusion). With the residual add: z (read, case dtype;
+  // a backward case has it too, for the untimed forward that makes its mask and statistics) and,
+  // backward, dz (written). With ReLU in training: relu_mask, Case::relu_mask_bytes() bytes,
+  // written by the forward and read by the backward.
+  DeviceMemory z, dz, relu_mask;
 };
 
 // The per-tensor scale of the fp8 cases. With the fills below |hhat| stays below about 3 (uniform
@@ -32,10 +37,11 @@ struct CaseBuffers {
 // conversion, not saturation.
 constexpr float kFp8Scale = 64.0f;
 
-// Allocates and fills the buffers of `c` on `stream` and waits for the fills. x, dy, residual and
-// dh_extra are uniform in [-1, 1), weights in [0.5, 1.5) (zero-centred: [-0.5, 0.5), the same
-// gamma), biases, bias_in and running means in [-0.5, 0.5), running variances in [0.5, 1.5),
-// y_scale is kFp8Scale. Throws BenchError when an allocation or launch fails.
+// Allocates and fills the buffers of `c` on `stream` and waits for the fills. x, dy, residual,
+// dh_extra and z are uniform in [-1, 1) (so that about half of the ReLU inputs are positive),
+// weights in [0.5, 1.5) (zero-centred: [-0.5, 0.5), the same gamma), biases, bias_in and running
+// means in [-0.5, 0.5), running variances in [0.5, 1.5), y_scale is kFp8Scale. Throws BenchError
+// when an allocation or launch fails.
 CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream);
 
 }  // namespace nkb

@@ -1,6 +1,7 @@
 # ctest bench_summarize (label cpu): summarize.py on the synthetic files of testdata/ (hand-made,
 # not measurements). Checks the tables (a fused_rows case with its fusion in the shape, without a
-# cuDNN ratio), the cuDNN and torch ratios, the geometric means, the use
+# cuDNN ratio; a fused_channels case with its fusion and a cuDNN ratio), the cuDNN and torch
+# ratios, the geometric means, the use
 # of the median aggregate of repetitions, the worst-five lists and the error list; then the same on
 # names of the GPU check's `check` set (ops in the name, launch-bound cases among the others) joined
 # with a file in torch_compare.py's own output format.
@@ -30,6 +31,9 @@ set(expected
   "## fused_rows/layer_norm\n"
   "\\| D4096 M8192 residual_zc \\| bf16 \\(w bf16\\) \\| - \\| bwd \\| 600 \\| 0.600 \\| n/a \\| 3.00 \\| 1.50 \\|"
   "1 case\\(s\\) without a cuDNN ratio: cuDNN: not compared \\(fused residual_zc form"
+  "## fused_channels/batch_norm\n"
+  "\\| N256 C64 HW56 bn_add_relu \\| fp16 \\| NHWC \\| bwd \\| 700 \\| 0.700 \\| 1.10 \\|"
+  "geometric mean vs cuDNN: 1.10 \\(1 cases\\)"
   "## Errors\n\n- `instance_norm/N8/C256/HW256/NHWC/bf16/train_fwd`: SYNTHETIC error")
 foreach(pattern IN LISTS expected)
   if(NOT out MATCHES "${pattern}")

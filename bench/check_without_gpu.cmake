@@ -1,7 +1,7 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set.
-# With PYTHON and TORCH_COMPARE, the check and fused_rows sets' names must equal
+# With PYTHON and TORCH_COMPARE, the check, fused_rows and fused_channels sets' names must equal
 # torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
 #         -P check_without_gpu.cmake
@@ -35,6 +35,10 @@ set(expected_counts
   "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
   "/residual_zc_fp8/fwd/=6"    # the whole fp8 pre-norm block: 2 ops x 3 shapes, forward only
   "fp8/bwd/=0"                 # an fp8 output does not change the backward: no such case
+  "^fused_channels/=38"        # 6 batch-norm shapes x 5 + 4 group-norm shapes x 2
+  "/bn_relu/infer_fwd/=6"      # batch norm + ReLU in inference, at every batch-norm shape
+  "/bn_add_relu/=12"           # the residual block's norm: training forward and backward
+  "/gn_silu/=8"                # 4 U-Net shapes, forward and backward
   "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
   "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
   "^small/=50"                 # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
@@ -67,7 +71,10 @@ set(expected_names
   "fused_rows/layer_norm/D4096/M8192/bf16/w_bf16/residual/fwd"
   "fused_rows/rms_norm/D8192/M4096/bf16/w_bf16/residual_zc_fp8/fwd"
   "fused_rows/layer_norm/D1024/M16384/bf16/w_bf16/residual_zc/bwd"
-  "fused_rows/rms_norm/D4096/M8192/bf16/w_bf16/zc/bwd")
+  "fused_rows/rms_norm/D4096/M8192/bf16/w_bf16/zc/bwd"
+  "fused_channels/batch_norm/N256/C64/HW56/NHWC/fp16/bn_add_relu/train_fwd"
+  "fused_channels/batch_norm/N32/C512/HW7/NCHW/fp32/bn_relu/infer_fwd"
+  "fused_channels/group_norm/N8/C640/HW32/G32/NCHW/fp16/gn_silu/bwd")
 run_bench(out err --benchmark_list_tests)
 foreach(name IN LISTS expected_names)
   string(FIND "${out}" "\n${name}/" position)
@@ -75,10 +82,10 @@ foreach(name IN LISTS expected_names)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
   endif()
 endforeach()
-# The check and fused_rows sets are defined twice, here and in torch_compare.py (so that
-# summarize.py joins the two runs): the same names on both sides.
+# The check, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py
+# (so that summarize.py joins the two runs): the same names on both sides.
 if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
-  foreach(set_name check fused_rows)
+  foreach(set_name check fused_rows fused_channels)
     run_bench(out err --benchmark_list_tests --benchmark_filter=^${set_name}/)
     string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
     string(REGEX MATCHALL "[^\n]+" bench_names "${out}")

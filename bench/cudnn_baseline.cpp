@@ -23,7 +23,19 @@ std::string one_line(std::string text) {
   return text;
 }
 
+int to_int(int64_t v) {
+  if (v > 0x7fffffff) throw Unsupported("a dimension does not fit cuDNN's int");
+  return static_cast<int>(v);
+}
+
 }  // namespace
+
+void set_data_desc(cudnnTensorDescriptor_t desc, const Case& c) {
+  const cudnnTensorFormat_t format = c.layout == NK_NHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  check_setup(cudnnSetTensor4dDescriptor(desc, format, data_type(c.dtype), to_int(c.n), to_int(c.c),
+                                         to_int(c.h), to_int(c.w)),
+              "cudnnSetTensor4dDescriptor");
+}
 
 std::string status_text(cudnnStatus_t status) {
   std::string text = cudnnGetErrorString(status);
@@ -88,9 +100,18 @@ std::string CudnnBaseline::version() const {
 
 BaselineCase CudnnBaseline::prepare(const Case& c, CaseBuffers& b) {
   if (impl_->handle == nullptr) return {nullptr, impl_->unusable};
-  if (c.fused()) {
-    return {nullptr, "cuDNN: not compared (fused " + c.fusion.name() +
+  if (c.row_fused()) {
+    return {nullptr, "cuDNN: not compared (fused " + c.fusion_name() +
                          " form; this baseline builds the plain norm graphs only)"};
+  }
+  if (c.channel_fused() && c.op != Op::batch_norm) {
+    return {nullptr, "cuDNN: not compared (" + c.fusion_name() +
+                         ": cuDNN's legacy API has no fused form of this norm)"};
+  }
+  if (c.channel_fused() && c.phase == Phase::forward_inference) {
+    return {nullptr, "cuDNN: not compared (" + c.fusion_name() +
+                         " inference: cudnnBatchNormalizationForwardInference has no fused "
+                         "activation)"};
   }
   char stale[512];
   cudnnGetLastErrorString(stale, sizeof(stale));  // so that a message read later is this case's
@@ -98,7 +119,8 @@ BaselineCase CudnnBaseline::prepare(const Case& c, CaseBuffers& b) {
   try {
     switch (c.op) {
       case Op::batch_norm:
-        prepared = cudnn::prepare_batch_norm(impl_->handle, c, b);
+        prepared = c.channel_fused() ? cudnn::prepare_fused_batch_norm(impl_->handle, c, b)
+                                     : cudnn::prepare_batch_norm(impl_->handle, c, b);
         break;
       case Op::instance_norm:
         if (c.phase == Phase::forward_inference) {

@@ -2,7 +2,10 @@
 // (NORMKIT_BENCH_CUDNN=OFF: cudnn_unavailable.cpp) and all cuDNN code stays in cudnn_*.cpp.
 //
 // What is compared (see README, "Benchmarks"):
-//  - batch norm: the legacy API (cudnn_batch_norm.cpp);
+//  - batch norm: the legacy API (cudnn_batch_norm.cpp); its fused_channels training cases
+//    (bn_relu, bn_add_relu) the legacy *Ex calls with a fused ReLU (cudnn_fused_batch_norm.cpp);
+//    bn_relu inference nothing (cuDNN's inference call fuses no activation), nor group norm +
+//    SiLU (no group norm in the legacy API): the note says so;
 //  - layer norm, RMS norm, instance norm training forward and backward: the graph (backend) API
 //    (cudnn_graph_norm.cpp);
 //  - instance norm inference: the same per-channel affine map as batch-norm inference with the

@@ -24,23 +24,6 @@ constexpr double kEps = 1e-5;
 constexpr double kMomentum = 0.1;
 constexpr cudnnBatchNormOps_t kOps = CUDNN_BATCHNORM_OPS_BN;
 
-class TensorDesc {
- public:
-  TensorDesc() { check_setup(cudnnCreateTensorDescriptor(&desc_), "cudnnCreateTensorDescriptor"); }
-  ~TensorDesc() { cudnnDestroyTensorDescriptor(desc_); }
-  TensorDesc(const TensorDesc&) = delete;
-  TensorDesc& operator=(const TensorDesc&) = delete;
-  cudnnTensorDescriptor_t get() const { return desc_; }
-
- private:
-  cudnnTensorDescriptor_t desc_ = nullptr;
-};
-
-int to_int(int64_t v) {
-  if (v > 0x7fffffff) throw Unsupported("a dimension does not fit cuDNN's int");
-  return static_cast<int>(v);
-}
-
 // Everything a batch-norm call uses, kept alive by the call; raw pointers into the case buffers.
 struct State {
   TensorDesc x, param;
@@ -51,10 +34,7 @@ struct State {
   void *y, *dx, *dweight, *dbias, *running_mean, *running_var, *save_mean, *save_invstd;
 
   State(const Case& c, CaseBuffers& b, cudnnBatchNormMode_t m) : mode(m) {
-    const cudnnTensorFormat_t format = c.layout == NK_NHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
-    check_setup(cudnnSetTensor4dDescriptor(x.get(), format, data_type(c.dtype), to_int(c.n),
-                                           to_int(c.c), to_int(c.h), to_int(c.w)),
-                "cudnnSetTensor4dDescriptor");
+    set_data_desc(x.get(), c);
     check_setup(cudnnDeriveBNTensorDescriptor(param.get(), x.get(), mode),
                 "cudnnDeriveBNTensorDescriptor");
     x_data = b.x.get();

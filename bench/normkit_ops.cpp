@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "bench_error.hpp"
+#include "channel_fused_ops.hpp"
 
 namespace nkb {
 namespace {
@@ -125,7 +126,7 @@ nk_status forward(nk_context ctx, const Case& c, nk_phase phase, const Pointers&
   const auto* b = static_cast<const float*>(p.bias);
   const nk_norm_params params = norm_params(phase);
   const bool training = phase == NK_TRAINING;
-  if (c.fused()) return fused_forward(ctx, c, c.row_fusion(), p, y);
+  if (c.row_fused()) return fused_forward(ctx, c, c.row_fusion(), p, y);
   float* save_mean = training ? p.save_mean : nullptr;
   float* save_invstd = training ? p.save_invstd : nullptr;
   switch (c.op) {
@@ -163,7 +164,7 @@ nk_status forward(nk_context ctx, const Case& c, nk_phase phase, const Pointers&
 nk_status backward(nk_context ctx, const Case& c, const Pointers& p) {
   const auto* w = static_cast<const float*>(p.weight);
   const nk_norm_params params = norm_params(NK_TRAINING);
-  if (c.fused()) return fused_backward(ctx, c, p);
+  if (c.row_fused()) return fused_backward(ctx, c, p);
   switch (c.op) {
     case Op::batch_norm: {
       const nk_act_desc d = c.act_desc();
@@ -198,7 +199,7 @@ nk_status backward(nk_context ctx, const Case& c, const Pointers& p) {
 
 size_t forward_workspace(nk_context ctx, const Case& c, nk_phase phase) {
   size_t bytes = 0;
-  if (c.fused()) {
+  if (c.row_fused()) {
     const nk_row_desc r = c.row_desc();
     // The backward's statistics forward has its own fusion; the larger of the two is set.
     const nk_row_fusion fusions[] = {c.row_fusion(), statistics_fusion(c)};
@@ -235,7 +236,7 @@ size_t forward_workspace(nk_context ctx, const Case& c, nk_phase phase) {
 
 size_t backward_workspace(nk_context ctx, const Case& c) {
   size_t bytes = 0;
-  if (c.fused()) {
+  if (c.row_fused()) {
     const nk_row_desc r = c.row_desc();
     const nk_row_fusion f = c.row_fusion();
     check_nk(nk_row_norm_fused_backward_workspace_size(ctx, &r, &f, &bytes), "workspace query");
@@ -269,7 +270,9 @@ size_t backward_workspace(nk_context ctx, const Case& c) {
 
 ContextWorkspace::ContextWorkspace(nk_context ctx, const Case& c) : ctx_(ctx) {
   size_t bytes = 0;
-  if (c.phase == Phase::backward) {
+  if (c.channel_fused()) {
+    bytes = channel_fused_workspace(ctx, c);
+  } else if (c.phase == Phase::backward) {
     bytes = std::max(forward_workspace(ctx, c, NK_TRAINING), backward_workspace(ctx, c));
   } else {
     bytes =
@@ -285,9 +288,10 @@ ContextWorkspace::ContextWorkspace(nk_context ctx, const Case& c) : ctx_(ctx) {
 ContextWorkspace::~ContextWorkspace() { nk_context_set_workspace(ctx_, nullptr, 0); }
 
 void normkit_prepare(nk_context ctx, const Case& c, CaseBuffers& b, cudaStream_t stream) {
+  if (c.channel_fused()) return channel_fused_prepare(ctx, c, b, stream);
   if (c.phase != Phase::backward) return;
   const Pointers p = pointers(b);
-  if (c.fused()) {
+  if (c.row_fused()) {
     check_nk(fused_forward(ctx, c, statistics_fusion(c), p, p.dx),
              "normkit fused forward (statistics)");
   } else {
@@ -297,6 +301,7 @@ void normkit_prepare(nk_context ctx, const Case& c, CaseBuffers& b, cudaStream_t
 }
 
 Launch normkit_launch(nk_context ctx, const Case& c, CaseBuffers& b) {
+  if (c.channel_fused()) return channel_fused_launch(ctx, c, b);
   const Pointers p = pointers(b);
   switch (c.phase) {
     case Phase::forward_training:

@@ -13,7 +13,8 @@
 //    uses (forward: h written with the residual add, y_scale and y_amax with the fp8 output;
 //    backward: dh_extra read, dresidual and dbias_in written with the residual add). A backward
 //    reads the case's x as h; its statistics come from a fused forward over x with the same norm
-//    and weight form (no residual add: h is x).
+//    and weight form (no residual add: h is x);
+//  - fused_channels: channel_fused_ops.hpp.
 #pragma once
 
 #include <normkit/normkit.h>

@@ -104,6 +104,67 @@ void add_fused_rows(std::vector<Case>& out) {
   }
 }
 
+// The fused channel norms convolutional networks call (issue 14), a handful of shapes per form.
+// Batch norm as in a ResNet: stage 1 (N256 C64 56 x 56), stage 2 (N256 C128 28 x 28) and stage 4
+// at a small batch (N32 C512 7 x 7); bn_relu in every phase (training forward writing the ReLU
+// mask, inference forward, backward from the mask) and bn_add_relu in training (the residual
+// block's last norm: z read forward, dz written backward). NHWC fp16 (cuDNN's fused modes) at
+// every shape; NHWC bf16, NCHW bf16 and NCHW fp32 once each. Training passes running statistics
+// (updated), weight and bias, as PyTorch's BatchNorm2d does.
+// Group norm + SiLU as in a diffusion U-Net: 32 groups at 64 x 64 (N2 C320), 32 x 32 (N8 C640)
+// and 16 x 16 (N8 C1280), NHWC bf16, and one NCHW fp16; forward and backward (SiLU's derivative
+// recomputed from x and the statistics).
+// 38 cases: 6 batch-norm shapes x 5 (bn_relu train_fwd, infer_fwd, bwd; bn_add_relu train_fwd,
+// bwd) and 4 group-norm shapes x 2 (gn_silu fwd, bwd). Bytes counted: bench_case.hpp.
+void add_fused_channels(std::vector<Case>& out) {
+  struct Channel {
+    Op op;
+    int64_t n, c, hw, groups;
+    nk_layout layout;
+    nk_dtype dtype;
+  };
+  constexpr Channel kChannels[] = {
+      {Op::batch_norm, 256, 64, 56, 0, NK_NHWC, NK_F16},
+      {Op::batch_norm, 256, 128, 28, 0, NK_NHWC, NK_F16},
+      {Op::batch_norm, 32, 512, 7, 0, NK_NHWC, NK_F16},
+      {Op::batch_norm, 256, 64, 56, 0, NK_NHWC, NK_BF16},
+      {Op::batch_norm, 256, 128, 28, 0, NK_NCHW, NK_BF16},
+      {Op::batch_norm, 32, 512, 7, 0, NK_NCHW, NK_F32},
+      {Op::group_norm, 2, 320, 64, 32, NK_NHWC, NK_BF16},
+      {Op::group_norm, 8, 640, 32, 32, NK_NHWC, NK_BF16},
+      {Op::group_norm, 8, 1280, 16, 32, NK_NHWC, NK_BF16},
+      {Op::group_norm, 8, 640, 32, 32, NK_NCHW, NK_F16},
+  };
+  // residual, activation
+  constexpr ChannelFusion kReLU = {false, NK_ACTIVATION_RELU};
+  constexpr ChannelFusion kAddReLU = {true, NK_ACTIVATION_RELU};
+  constexpr ChannelFusion kSiLU = {false, NK_ACTIVATION_SILU};
+  for (const Channel& ch : kChannels) {
+    const auto add = [&](const ChannelFusion& fusion, Phase phase) {
+      Case c;
+      c.set = "fused_channels";
+      c.op = ch.op;
+      c.phase = phase;
+      c.dtype = ch.dtype;
+      c.n = ch.n;
+      c.c = ch.c;
+      c.h = c.w = ch.hw;
+      c.groups = ch.groups;
+      c.layout = ch.layout;
+      c.channel_fusion = fusion;
+      out.push_back(c);
+    };
+    if (ch.op == Op::group_norm) {
+      for (Phase phase : {Phase::forward_training, Phase::backward}) add(kSiLU, phase);
+      continue;
+    }
+    for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+      add(kReLU, phase);
+    }
+    for (Phase phase : {Phase::forward_training, Phase::backward}) add(kAddReLU, phase);
+  }
+}
+
 // Instance norm on image-sized activations (style transfer, GAN generators): N = 8. Training
 // without running statistics (PyTorch's InstanceNorm2d default); inference with them.
 void add_instance_norm(std::vector<Case>& out) {
@@ -298,6 +359,7 @@ std::vector<Case> all_cases() {
   add_bn_resnet50(cases);
   add_rows(cases);
   add_fused_rows(cases);
+  add_fused_channels(cases);
   add_instance_norm(cases);
   add_group_norm(cases);
   add_small(cases);

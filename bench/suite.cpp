@@ -101,7 +101,10 @@ ContextEntries Suite::context() const {
   e.emplace_back("bytes_counted",
                  "forward: x read + y written; backward: x, dy read + dx written; fused_rows: "
                  "+ residual read and h written (forward), + dh_extra read and dresidual written "
-                 "(backward) with the residual add, fp8 y one byte an element");
+                 "(backward) with the residual add, fp8 y one byte an element; fused_channels: "
+                 "+ z read (forward) and dz written (backward) with the residual add, + the ReLU "
+                 "mask (4 * ceil(elements / 32) bytes) written by a training forward and read by "
+                 "the backward");
   e.emplace_back("cuda_device_ordinal", std::to_string(device_));
   e.emplace_back("normkit_version", std::to_string(nk_version()));
   e.emplace_back("normkit_commit", normkit_commit());

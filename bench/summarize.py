@@ -3,11 +3,12 @@
 
     bench/summarize.py RESULTS.json [--torch TORCH.json] [--out SUMMARY.md]
 
-One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, fused_rows/..., instance_norm,
-group_norm, small/..., check/...) with shape, dtype, layout, phase, normkit's GB/s, its fraction of
-the copy bandwidth measured in the same run and its ratio to cuDNN (cuDNN time / normkit time:
-above 1, normkit is faster; n/a where cuDNN did not run the case). Below each table: the geometric
-mean of the ratios; at the end, the five worst cases by frac_of_copy and by vs_cudnn, and any errors.
+One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, fused_rows/...,
+fused_channels/..., instance_norm, group_norm, small/..., check/...) with shape, dtype, layout,
+phase, normkit's GB/s, its fraction of the copy bandwidth measured in the same run and its ratio
+to cuDNN (cuDNN time / normkit time: above 1, normkit is faster; n/a where cuDNN did not run the
+case). Below each table: the geometric mean of the ratios; at the end, the five worst cases by
+frac_of_copy and by vs_cudnn, and any errors.
 
 --torch merges a PyTorch comparison made separately: a JSON object
 {"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
@@ -18,8 +19,9 @@ A results file cut short (a run stopped at a time limit while Google Benchmark w
 is read up to its last complete benchmark, and the summary says so.
 
 Benchmark names follow normkit_bench's scheme: <set>/[<op>/]<shape parts>/[<layout>/]<dtype>/
-[w_<weight dtype>/][<fusion>/]<phase>, with <op> present in the "rows", "fused_rows", "small" and
-"check" sets only and <fusion> (e.g. residual_zc) in "fused_rows" only, shown in the shape column;
+[w_<weight dtype>/][<fusion>/]<phase>, with <op> present in the "rows", "fused_rows",
+"fused_channels", "small" and "check" sets only and <fusion> (e.g. residual_zc, bn_add_relu) in
+"fused_rows" and "fused_channels" only, shown in the shape column;
 Google Benchmark appends "/iterations:1/manual_time", which is ignored here (and in --torch keys).
 """
 import argparse
@@ -31,7 +33,7 @@ import sys
 DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
 SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
-MULTI_OP_SETS = ("rows", "fused_rows", "small", "check")  # their names carry the op
+MULTI_OP_SETS = ("rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op
 COUNTERS = ("GB_per_s", "frac_of_copy", "vs_cudnn", "us_per_call", "cudnn_us_per_call", "spread")
 
 

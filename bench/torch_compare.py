@@ -43,6 +43,16 @@ What is timed
     weight and bias: autograd adds dh_extra to the norm's dh and hands that one tensor to both x
     and residual, where normkit writes dx and dresidual (normkit_bench counts both). normkit's
     backward reads the h its forward wrote, before the timing.
+  - Fused channel norms (set fused_channels): normkit's nk_channel_norm_fused_forward/_backward
+    against the unfused composition in torch, eager and compiled (fused_channel_fn):
+    F.batch_norm (training with running statistics, or inference) or F.group_norm (G = 32), then
+    + z for bn_add_relu, then F.relu or F.silu. normkit's training forward with ReLU also writes
+    its bit mask (torch keeps what autograd saves); its inference forward writes no mask. The
+    backward differentiates y with respect to x, z (bn_add_relu), weight and bias with grad
+    output dy: normkit's backward reads its forward's mask (ReLU) or recomputes u (SiLU) and
+    writes dx, dz, dweight and dbias. The check compares y (forward) or every gradient; the mask
+    itself is not compared (a u within rounding of 0 may take either side in fp32 and in the
+    reference, and y already shows where it is 0).
   - Warnings torch raises on the first call (e.g. "cannot dispatch to fused implementation") are
     kept in the notes; torch gives some only once per process, so only the first case meets them.
 
@@ -70,16 +80,19 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
-  set           bn_resnet50 | rows | fused_rows | instance_norm | group_norm | small | check
-  op            only in the sets that mix ops (rows, fused_rows, small, check): layer_norm |
+  set           bn_resnet50 | rows | fused_rows | fused_channels | instance_norm | group_norm |
+                small | check
+  op            only in the sets that mix ops (rows, fused_rows, fused_channels, small, check):
+                layer_norm |
                 rms_norm | batch_norm | instance_norm | group_norm
   shape fields  channel norms: N<n>/C<c>/HW<side> (H = W = side), group norm adds /G<groups>;
                 row norms: D<cols>/M<rows>
   layout        channel norms only: NCHW (torch contiguous) | NHWC (torch channels_last)
   dtype         of x, y, dy, dx: bf16 | fp16 | fp32
   w_<dtype>     row norms only: dtype of weight, bias and their gradients (w_fp32 or w_<dtype>)
-  fusion        fused_rows only: the fused parts joined by "_", in this order: residual (the
-                residual add, bias_in, h written), zc (zero-centred weight), fp8 (E4M3 output)
+  fusion        fused_rows: the fused parts joined by "_", in this order: residual (the
+                residual add, bias_in, h written), zc (zero-centred weight), fp8 (E4M3 output);
+                fused_channels: bn_relu, bn_add_relu (batch norm, + z, ReLU), gn_silu
   phase         batch and instance norm: train_fwd | infer_fwd | bwd (this script times no
                 instance-norm inference); group, layer, RMS norm: fwd | bwd
   e.g.  bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd
@@ -87,6 +100,7 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
         small/batch_norm/N8/C256/HW14/NCHW/fp16/infer_fwd
         group_norm/N2/C320/HW64/G32/NHWC/bf16/bwd
         fused_rows/layer_norm/D4096/M8192/bf16/w_bf16/residual_zc/bwd
+        fused_channels/batch_norm/N256/C64/HW56/NHWC/fp16/bn_add_relu/train_fwd
 
 Sets (--list prints every case name)
   bn_resnet50    ResNet-50's batch-norm layers, C x side: 64x112, 64x56, 256x56, 128x28, 512x28,
@@ -96,6 +110,11 @@ Sets (--list prints every case name)
   fused_rows     fused layer and RMS norm, bf16 with w_bf16, M x D 16384 x 1024, 8192 x 4096,
                  4096 x 8192; forward: residual, zc, fp8, residual_zc_fp8; backward: residual,
                  zc, residual_zc (normkit_bench's fused_rows set, bench/shape_sets.cpp).
+  fused_channels batch norm + ReLU (train_fwd, infer_fwd, bwd) and + add + ReLU (train_fwd,
+                 bwd) at N256 C64 56, N256 C128 28, N32 C512 7 (NHWC fp16 each; NHWC bf16,
+                 NCHW bf16, NCHW f32 once); group norm + SiLU (fwd, bwd) at N2 C320 64,
+                 N8 C640 32, N8 C1280 16 (NHWC bf16) and N8 C640 32 (NCHW f16): normkit_bench's
+                 fused_channels set, 38 cases.
   instance_norm  N 8; C 64, 128, 256; side 256, 128; NCHW, NHWC; bf16, f16, f32.
   group_norm     N 2, 8; C 320, 640, 1280; side 64, 32, 16, 8; G 32; NCHW, NHWC; bf16, f16, f32.
   small          microseconds per call: layer and RMS norm, M 1, 4, 16, 64 and D 1024, 4096 (row
@@ -148,10 +167,10 @@ import normkit as nk  # noqa: E402  (needs no torch at import time)
 
 EPS = 1e-5       # batch, instance, group and layer norm (PyTorch's default)
 RMS_EPS = 1e-6   # RMS norm: PyTorch has no fixed default; a common choice
-SUITE_SETS = ("bn_resnet50", "rows", "fused_rows", "instance_norm", "group_norm",
-              "small")  # the default
+SUITE_SETS = ("bn_resnet50", "rows", "fused_rows", "fused_channels", "instance_norm",
+              "group_norm", "small")  # the default
 SETS = SUITE_SETS + ("check",)
-MULTI_OP_SETS = ("rows", "fused_rows", "small", "check")
+MULTI_OP_SETS = ("rows", "fused_rows", "fused_channels", "small", "check")
 CHANNEL_DTYPES = ("bf16", "f16", "f32")
 ROW_VARIANTS = (("bf16", "bf16"), ("bf16", "f32"), ("f32", "f32"))  # (x dtype, weight dtype)
 ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
@@ -166,6 +185,21 @@ ROW_D = (128, 256, 512, 768, 1024, 2048, 4096, 8192, 12288, 16384, 32768, 65536)
 FUSED_SHAPES = ((16384, 1024), (8192, 4096), (4096, 8192))
 FUSED_FORWARD = ("residual", "zc", "fp8", "residual_zc_fp8")
 FUSED_BACKWARD = ("residual", "zc", "residual_zc")
+# fused_channels (normkit_bench's add_fused_channels): (op, N, C, side, G or None, layout, dtype),
+# and the fusions with their phases per op.
+FUSED_CHANNELS = (("bn", 256, 64, 56, None, "NHWC", "f16"),
+                  ("bn", 256, 128, 28, None, "NHWC", "f16"),
+                  ("bn", 32, 512, 7, None, "NHWC", "f16"),
+                  ("bn", 256, 64, 56, None, "NHWC", "bf16"),
+                  ("bn", 256, 128, 28, None, "NCHW", "bf16"),
+                  ("bn", 32, 512, 7, None, "NCHW", "f32"),
+                  ("group", 2, 320, 64, 32, "NHWC", "bf16"),
+                  ("group", 8, 640, 32, 32, "NHWC", "bf16"),
+                  ("group", 8, 1280, 16, 32, "NHWC", "bf16"),
+                  ("group", 8, 640, 32, 32, "NCHW", "f16"))
+FUSED_CHANNEL_FORMS = {"bn": (("bn_relu", ("train_fwd", "infer_fwd", "train_bwd")),
+                              ("bn_add_relu", ("train_fwd", "train_bwd"))),
+                       "group": (("gn_silu", ("fwd", "bwd")),)}
 FP8_SCALE = 64.0   # normkit_bench's kFp8Scale
 E4M3_MAX = 448.0
 
@@ -278,6 +312,8 @@ def all_cases(sets):
                                              for d in ROW_D])
     if "fused_rows" in sets:
         out += fused_row_cases()
+    if "fused_channels" in sets:
+        out += fused_channel_cases()
     if "instance_norm" in sets:
         out += channel_cases("instance_norm", "instance",
                              [(("N", 8), ("C", c), ("HW", hw)) for c in (64, 128, 256)
@@ -302,6 +338,16 @@ def fused_row_cases():
             for op in ("layer", "rms") for m, d in FUSED_SHAPES
             for phase, fusions in (("fwd", FUSED_FORWARD), ("bwd", FUSED_BACKWARD))
             for fusion in fusions]
+
+
+def fused_channel_cases():
+    """normkit_bench's fused_channels set, in its order."""
+    out = []
+    for op, n, c, side, groups, layout, dtype in FUSED_CHANNELS:
+        shape = (("N", n), ("C", c), ("HW", side)) + ((("G", groups),) if groups else ())
+        out += [Case("fused_channels", op, shape, layout, dtype, None, phase, fusion)
+                for fusion, phases in FUSED_CHANNEL_FORMS[op] for phase in phases]
+    return out
 
 
 # The GPU check's subset (normkit_bench's `check` set, bench/shape_sets.cpp add_check): rows
@@ -409,6 +455,34 @@ def fused_fn(op, fusion):
     return fn
 
 
+_FUSED_CHANNEL_FNS = {}
+
+
+def fused_channel_fn(fusion, training):
+    """The unfused torch composition of a fused_channels case, one function object per (fusion,
+    phase) so that torch.compile reuses it across the cases of a shape: fn(x, z, w, b,
+    running_mean, running_var, groups), the arguments a fusion does not use being None. Returns y.
+    """
+    key = (fusion, training)
+    if key in _FUSED_CHANNEL_FNS:
+        return _FUSED_CHANNEL_FNS[key]
+    parts = fusion.split("_")
+    add, silu = "add" in parts, "silu" in parts
+
+    def fn(x, z, w, b, running_mean, running_var, groups):
+        if parts[0] == "gn":
+            u = F.group_norm(x, groups, w, b, eps=EPS)
+        else:
+            u = F.batch_norm(x, running_mean, running_var, w, b, training=training, momentum=0.1,
+                             eps=EPS)
+        if add:
+            u = u + z
+        return F.silu(u) if silu else F.relu(u)
+
+    _FUSED_CHANNEL_FNS[key] = fn
+    return fn
+
+
 @dataclass
 class Work:
     """One case made concrete: tensors, the normkit call, the torch function and its arguments."""
@@ -436,8 +510,10 @@ def randn(shape, dtype, device, mean=0.0, std=1.0, memory_format=None):
 def make_work(case, lib, device):
     dtype = DTYPES[case.dtype]
     backward = case.phase.endswith("bwd")
-    if case.fusion:
+    if case.fusion and case.op in ("layer", "rms"):
         return fused_row_work(case, lib, device, dtype, backward)
+    if case.fusion:
+        return fused_channel_work(case, lib, device, dtype, backward)
     if case.op in ("layer", "rms"):
         return row_work(case, lib, device, dtype, backward)
     return channel_work(case, lib, device, dtype, backward)
@@ -593,6 +669,69 @@ def fused_row_work(case, lib, device, dtype, backward):
     # The amax of y is fp32, but y comes from bf16 data (h rounded to bf16 by normkit, not by the
     # fp32 reference): the tolerance of x's dtype.
     work.tol = {"y_amax": CHECK_TOL[case.dtype]}
+    return work
+
+
+def fused_channel_work(case, lib, device, dtype, backward):
+    """A fused_channels case: normkit's fused call with every buffer of its fusion and phase (the
+    buffers normkit_bench passes, bench/channel_fused_ops.hpp), and fused_channel_fn."""
+    n, c, side = case.dim("N"), case.dim("C"), case.dim("HW")
+    bn, add = case.op == "bn", case.fused("add")
+    relu, silu = case.fused("relu"), case.fused("silu")
+    groups = dict(case.shape).get("G")
+    inference = case.phase == "infer_fwd"
+    fmt = torch.channels_last if case.layout == "NHWC" else torch.contiguous_format
+    x = randn((n, c, side, side), dtype, device, 0.5, 2.0, fmt)
+    z = randn((n, c, side, side), dtype, device, memory_format=fmt) if add else None
+    dy = randn((n, c, side, side), dtype, device, memory_format=fmt) if backward else None
+    w = torch.rand(c, device=device) + 0.5
+    b = torch.randn(c, device=device) * 0.1
+    desc = lib.act_torch(x, nk.NHWC if case.layout == "NHWC" else nk.NCHW)
+    fusion = lib.channel_fusion(norm=nk.BATCH_NORM if bn else nk.GROUP_NORM, groups=groups or 0,
+                                residual=add, activation=nk.ACT_RELU if relu else nk.ACT_SILU)
+    train = lib.params(nk.TRAINING, EPS, 0.1)
+    params = lib.params(nk.INFERENCE, EPS) if inference else train
+    stat_count = c if bn else n * groups
+    save_mean = torch.empty(stat_count, device=device)
+    save_invstd = torch.empty(stat_count, device=device)
+    # The mask: 4 * ceil(N*C*S / 32) bytes from the size query, as int32 words.
+    mask = (torch.empty(lib.relu_mask_size(desc) // 4, dtype=torch.int32, device=device)
+            if relu and not inference else None)
+    y, dx = torch.empty_like(x), torch.empty_like(x)  # empty_like keeps the memory format
+    dz = torch.empty_like(x) if backward and add else None
+    dw, db = torch.empty(c, device=device), torch.empty(c, device=device)
+    if bn:
+        rm_nk, rv_nk = torch.randn(c, device=device) * 0.1, torch.rand(c, device=device) + 0.5
+        running = (rm_nk.clone(), rv_nk.clone())  # torch's own running statistics, same values
+    else:
+        rm_nk = rv_nk = None
+        running = (None, None)
+    saved = (None, None) if inference else (save_mean, save_invstd)
+
+    def forward():
+        lib.channel_norm_fused_forward(desc, fusion, params, x=x, z=z, weight=w, bias=b,
+                                       running_mean=rm_nk, running_var=rv_nk, y=y,
+                                       save_mean=saved[0], save_invstd=saved[1], relu_mask=mask)
+
+    def backward_call():
+        lib.channel_norm_fused_backward(desc, fusion, train, x=x, dy=dy, relu_mask=mask,
+                                        z=z if silu and add else None, weight=w,
+                                        bias=b if silu else None, save_mean=save_mean,
+                                        save_invstd=save_invstd, dx=dx, dz=dz, dweight=dw,
+                                        dbias=db)
+    sizes = (lambda: lib.channel_norm_fused_forward_workspace_size(desc, fusion, params),
+             lambda: lib.channel_norm_fused_backward_workspace_size(desc, fusion, train))
+    args = (x, z, w, b, *running, groups)
+    grad_idx = tuple(i for i in range(4) if args[i] is not None)  # x, z, weight, bias
+    grad_names = tuple(("dx", "dz", "dweight", "dbias")[i] for i in grad_idx)
+    grads = {name: t for name, t in zip(("dx", "dz", "dweight", "dbias"), (dx, dz, dw, db))
+             if t is not None}
+    fallback = ((x, z, w.to(dtype), b.to(dtype), *running, groups)
+                if dtype != torch.float32 else None)
+    work = finish(backward, forward, backward_call, sizes,
+                  fused_channel_fn(case.fusion, not inference), args, grad_idx, not inference, dy,
+                  grads, {"y": y}, fallback)
+    work.grad_names = grad_names
     return work
 
 

@@ -84,7 +84,7 @@ readonly NCU_METRICS_CORE=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm_
 # torch.compile: at most 5 shapes (each compiles for seconds): one per op class.
 readonly COMPILE_FILTER='^check/(layer_norm/D1024/|rms_norm/D4096/|batch_norm/N256/C64/HW56/NHWC/|instance_norm/N8/C128/HW128/NHWC/|group_norm/N8/C640/)'
 readonly COMPILE_LIMIT=5
-readonly TORCH_SETS=bn_resnet50,rows,fused_rows,instance_norm,group_norm,small,check
+readonly TORCH_SETS=bn_resnet50,rows,fused_rows,fused_channels,instance_norm,group_norm,small,check
 
 usage() {
   sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
