@@ -38,12 +38,12 @@ const char* eps_name(ChannelNorm kind) {
   return kind == ChannelNorm::kGroup ? "eps" : "params->eps";
 }
 
-void validate_phase_and_eps(nk_phase phase, double eps, const char* eps_name) {
+void validate_phase_and_eps(nk_phase phase, double eps, const char* eps_arg) {
   if (phase != NK_TRAINING && phase != NK_INFERENCE) {
     fail(NK_ERROR_INVALID_VALUE, "params->phase = ", static_cast<int>(phase),
          " is not an nk_phase (expected NK_TRAINING or NK_INFERENCE)");
   }
-  require_eps(eps, eps_name);
+  require_eps(eps, eps_arg);
 }
 
 // On a CPU context num_batches_tracked is host memory, read here before anything is written: the
@@ -88,9 +88,9 @@ int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
 
 namespace {
 
-void validate_params_block(const nk_norm_params* params, const char* eps_name) {
+void validate_params_block(const nk_norm_params* params, const char* eps_arg) {
   require_pointer(params, "params");
-  validate_phase_and_eps(params->phase, params->eps, eps_name);
+  validate_phase_and_eps(params->phase, params->eps, eps_arg);
   if (params->momentum_mode != NK_MOMENTUM_EXPONENTIAL &&
       params->momentum_mode != NK_MOMENTUM_CUMULATIVE) {
     fail(
