@@ -31,7 +31,8 @@ int main(void) {
     nk_channel_fused_backward_buffers bb = {0};
     uint32_t mask = 0xFFFFFFFFu;
     size_t mask_bytes = 0;
-    if (nk_channel_norm_relu_mask_size(&act, &mask_bytes) != NK_SUCCESS || mask_bytes != 4) return 6;
+    if (nk_channel_norm_relu_mask_size(&act, &mask_bytes) != NK_SUCCESS || mask_bytes != 4)
+      return 6;
     fusion.activation = NK_ACTIVATION_RELU;
     fb.x = x;
     fb.y = y;

@@ -117,8 +117,7 @@ struct BackwardCall : CallBase {
   Buffer dy{NK_F32, rng.normal(kCount)}, y{NK_F32, rng.normal(kCount)};
   Buffer save_mean{NK_F32, rng.normal(kStats)}, save_invstd{NK_F32, rng.uniform(kStats, 0.5, 2)};
   Buffer running_mean{NK_F32, rng.normal(kC)}, running_var{NK_F32, rng.uniform(kC, 0.5, 2.0)};
-  Buffer dx = poisoned(kCount), dz = poisoned(kCount), dweight = poisoned(kC),
-         dbias = poisoned(kC);
+  Buffer dx = poisoned(kCount), dz = poisoned(kCount), dweight = poisoned(kC), dbias = poisoned(kC);
   nk_channel_fused_backward_buffers b{};
   const nk_channel_fused_backward_buffers* buffers_arg = &b;
 
@@ -240,23 +239,20 @@ TEST(ChannelFusionForwardErrors, BuffersNull) {
   forward_rejected(kInvalid, "buffers is NULL", [](ForwardCall& c) { c.buffers_arg = nullptr; });
 }
 TEST(ChannelFusionForwardErrors, UnknownNorm) {
-  forward_rejected(kInvalid, "fusion->norm = 3 is not an nk_channel_norm", [](ForwardCall& c) {
-    c.fusion.norm = static_cast<nk_channel_norm>(3);
-  });
+  forward_rejected(kInvalid, "fusion->norm = 3 is not an nk_channel_norm",
+                   [](ForwardCall& c) { c.fusion.norm = static_cast<nk_channel_norm>(3); });
 }
 TEST(ChannelFusionForwardErrors, UnknownResidual) {
-  forward_rejected(kInvalid, "fusion->residual = 2 is not an nk_residual", [](ForwardCall& c) {
-    c.fusion.residual = static_cast<nk_residual>(2);
-  });
+  forward_rejected(kInvalid, "fusion->residual = 2 is not an nk_residual",
+                   [](ForwardCall& c) { c.fusion.residual = static_cast<nk_residual>(2); });
 }
 TEST(ChannelFusionForwardErrors, UnknownActivation) {
   forward_rejected(kInvalid, "fusion->activation = -1 is not an nk_activation",
                    [](ForwardCall& c) { c.fusion.activation = static_cast<nk_activation>(-1); });
 }
 TEST(ChannelFusionForwardErrors, UnknownLayout) {
-  forward_rejected(kInvalid, "desc->layout = 5", [](ForwardCall& c) {
-    c.desc.layout = static_cast<nk_layout>(5);
-  });
+  forward_rejected(kInvalid, "desc->layout = 5",
+                   [](ForwardCall& c) { c.desc.layout = static_cast<nk_layout>(5); });
 }
 TEST(ChannelFusionForwardErrors, GroupsForBatchNorm) {
   forward_rejected(kInvalid, "fusion->groups = 2 with fusion->norm = NK_BATCH_NORM: expected 0",
@@ -296,9 +292,8 @@ TEST(ChannelFusionForwardErrors, NegativeEpsNamedInTheBlockForGroupNorm) {
   });
 }
 TEST(ChannelFusionForwardErrors, MomentumOutOfRange) {
-  forward_rejected(kInvalid, "params->momentum = 1.5", [](ForwardCall& c) {
-    c.params.momentum = 1.5;
-  });
+  forward_rejected(kInvalid, "params->momentum = 1.5",
+                   [](ForwardCall& c) { c.params.momentum = 1.5; });
 }
 TEST(ChannelFusionForwardErrors, UnknownMomentumModeEvenForGroupNorm) {
   forward_rejected(kInvalid, "params->momentum_mode = 9", [](ForwardCall& c) {
@@ -421,12 +416,11 @@ TEST(ChannelFusionForwardErrors, YOverlapsXPartly) {
   });
 }
 TEST(ChannelFusionForwardErrors, YOverlapsZPartly) {
-  forward_rejected(kInvalid, "the only aliasing supported is y == x or y == z",
-                   [](ForwardCall& c) {
-                     c.residual();
-                     c.b.z = c.in_arena(0);
-                     c.b.y = c.in_arena(4);
-                   });
+  forward_rejected(kInvalid, "the only aliasing supported is y == x or y == z", [](ForwardCall& c) {
+    c.residual();
+    c.b.z = c.in_arena(0);
+    c.b.y = c.in_arena(4);
+  });
 }
 TEST(ChannelFusionForwardErrors, SaveMeanOverlapsY) {
   forward_rejected(kInvalid, "overlaps save_mean", [](ForwardCall& c) {
@@ -463,14 +457,12 @@ TEST(ChannelFusionBackwardErrors, BuffersNull) {
   backward_rejected(kInvalid, "buffers is NULL", [](BackwardCall& c) { c.buffers_arg = nullptr; });
 }
 TEST(ChannelFusionBackwardErrors, UnknownActivation) {
-  backward_rejected(kInvalid, "fusion->activation = 3", [](BackwardCall& c) {
-    c.fusion.activation = static_cast<nk_activation>(3);
-  });
+  backward_rejected(kInvalid, "fusion->activation = 3",
+                    [](BackwardCall& c) { c.fusion.activation = static_cast<nk_activation>(3); });
 }
 TEST(ChannelFusionBackwardErrors, UnknownRunningVarConventionNotRead) {
-  backward_rejected(kInvalid, "params->running_var = 4", [](BackwardCall& c) {
-    c.params.running_var = static_cast<nk_running_var>(4);
-  });
+  backward_rejected(kInvalid, "params->running_var = 4",
+                    [](BackwardCall& c) { c.params.running_var = static_cast<nk_running_var>(4); });
 }
 TEST(ChannelFusionBackwardErrors, GroupNormInInference) {
   backward_rejected(kInvalid, "params->phase = NK_INFERENCE with fusion->norm = NK_GROUP_NORM",
@@ -499,8 +491,9 @@ TEST(ChannelFusionBackwardErrors, DyNull) {
   backward_rejected(kInvalid, "dy is NULL", [](BackwardCall& c) { c.b.dy = nullptr; });
 }
 TEST(ChannelFusionBackwardErrors, ReluWithNeitherYNorMask) {
-  backward_rejected(kInvalid, "y and relu_mask are both NULL with fusion->activation = "
-                              "NK_ACTIVATION_RELU",
+  backward_rejected(kInvalid,
+                    "y and relu_mask are both NULL with fusion->activation = "
+                    "NK_ACTIVATION_RELU",
                     [](BackwardCall& c) {
                       c.relu();
                       c.b.relu_mask = nullptr;
@@ -524,8 +517,9 @@ TEST(ChannelFusionBackwardErrors, ReluMaskWithoutRelu) {
                     });
 }
 TEST(ChannelFusionBackwardErrors, ZMissingForSiluWithResidual) {
-  backward_rejected(kInvalid, "z is NULL with fusion->activation = NK_ACTIVATION_SILU and "
-                              "fusion->residual = NK_RESIDUAL_ADD",
+  backward_rejected(kInvalid,
+                    "z is NULL with fusion->activation = NK_ACTIVATION_SILU and "
+                    "fusion->residual = NK_RESIDUAL_ADD",
                     [](BackwardCall& c) {
                       c.silu_residual();
                       c.b.z = nullptr;
@@ -558,12 +552,12 @@ TEST(ChannelFusionBackwardErrors, DzWithoutResidual) {
                     [](BackwardCall& c) { c.b.dz = c.dz.data(); });
 }
 TEST(ChannelFusionBackwardErrors, SaveMeanMissingInTraining) {
-  backward_rejected(kInvalid, "save_mean is NULL", [](BackwardCall& c) { c.b.save_mean = nullptr; });
+  backward_rejected(kInvalid, "save_mean is NULL",
+                    [](BackwardCall& c) { c.b.save_mean = nullptr; });
 }
 TEST(ChannelFusionBackwardErrors, RunningMeanGivenInTraining) {
-  backward_rejected(kInvalid, "running_mean is not NULL in NK_TRAINING", [](BackwardCall& c) {
-    c.b.running_mean = c.running_mean.f32();
-  });
+  backward_rejected(kInvalid, "running_mean is not NULL in NK_TRAINING",
+                    [](BackwardCall& c) { c.b.running_mean = c.running_mean.f32(); });
 }
 TEST(ChannelFusionBackwardErrors, RunningVarMissingInInference) {
   backward_rejected(kInvalid, "running_var is NULL in NK_INFERENCE", [](BackwardCall& c) {
@@ -648,9 +642,12 @@ TEST(ChannelFusionInPlace, DxOnDyAndDzOnDyGiveTheSameBytes) {
     ASSERT_EQ(ref.run(), NK_SUCCESS) << nk_last_error();
     BackwardCall call;
     call.silu_residual();
-    for (auto [to, from] : {std::pair<Buffer*, Buffer*>{&call.x, &ref.x}, {&call.z, &ref.z},
-                            {&call.dy, &ref.dy}, {&call.weight, &ref.weight},
-                            {&call.bias, &ref.bias}, {&call.save_mean, &ref.save_mean},
+    for (auto [to, from] : {std::pair<Buffer*, Buffer*>{&call.x, &ref.x},
+                            {&call.z, &ref.z},
+                            {&call.dy, &ref.dy},
+                            {&call.weight, &ref.weight},
+                            {&call.bias, &ref.bias},
+                            {&call.save_mean, &ref.save_mean},
                             {&call.save_invstd, &ref.save_invstd}}) {
       *to = *from;
     }
@@ -676,9 +673,9 @@ TEST(ChannelFusionMaskSize, FourBytesPerStartedWordOfThirtyTwoElements) {
     int64_t n, c, s;
     size_t bytes;
   };
-  for (const Case k : {Case{1, 1, 1, 4}, Case{1, 1, 32, 4}, Case{1, 1, 33, 8}, Case{2, 3, 5, 4},
-                       Case{2, 4, 9, 12}, Case{3, 5, 7, 16}, Case{4, 8, 64, 256},
-                       Case{1, 3, 65, 28}}) {
+  for (const Case k :
+       {Case{1, 1, 1, 4}, Case{1, 1, 32, 4}, Case{1, 1, 33, 8}, Case{2, 3, 5, 4}, Case{2, 4, 9, 12},
+        Case{3, 5, 7, 16}, Case{4, 8, 64, 256}, Case{1, 3, 65, 28}}) {
     for (const nk_layout layout : {NK_NCHW, NK_NHWC}) {
       const nk_act_desc d{k.n, k.c, k.s, layout, NK_BF16};
       size_t bytes = 1;

@@ -376,8 +376,8 @@ size_t channel_norm_fused_backward_workspace_size(const Context& ctx, const Shap
 }
 
 template <class T>
-void channel_norm_fused_forward(const Context& ctx, const Shape& s,
-                                const nk_channel_fusion& fusion, const nk_norm_params& p,
+void channel_norm_fused_forward(const Context& ctx, const Shape& s, const nk_channel_fusion& fusion,
+                                const nk_norm_params& p,
                                 const nk_channel_fused_forward_buffers& buffers) {
   const nk_act_desc d = describe<T>(s);
   check(nk_channel_norm_fused_forward(ctx, &d, &fusion, &p, &buffers));

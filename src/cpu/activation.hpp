@@ -5,10 +5,10 @@
 // stay finite (silu -> -0 or u, the slope -> -0 or 1).
 #pragma once
 
+#include <normkit/normkit.h>
+
 #include <cmath>
 #include <cstdint>
-
-#include <normkit/normkit.h>
 
 namespace nk::cpu {
 
