@@ -437,3 +437,135 @@ nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* desc,
 }
 
 }  // extern "C"
+
+// ---- fused batch, instance and group norm --------------------------------------------------
+
+namespace nk {
+namespace {
+
+// The fused call's norm, groups, shape and fusion; the parameter block and buffers come after.
+template <class Args>
+Args channel_fused_args(nk_context ctx, const nk_act_desc* desc, const nk_channel_fusion* fusion) {
+  require_pointer(ctx, "ctx");
+  ChannelNorm kind = ChannelNorm::kBatch;
+  int64_t groups = 1;
+  const ChannelFusion f = channel_fusion(fusion, &kind, &groups);
+  Args a{};
+  a.shape = channel_shape(kind, desc, groups);
+  a.fusion = f;
+  return a;
+}
+
+// The CUDA channel-norm kernels do not read the fusion yet: rather than return the plain norm's
+// result for a fused call, a CUDA context refuses it. Identity without a residual is the plain
+// computation and runs. (Goes when kernels/ implements the fused forms of issue 14.)
+void require_fused_kernels(const nk_context_s& ctx, const ChannelFusion& f) {
+  if (ctx.backend == NK_BACKEND_CUDA && f.any()) {
+    fail(NK_ERROR_NOT_SUPPORTED,
+         "an activation or a residual runs on CPU contexts only in this build (the CUDA kernels of "
+         "the fused channel norms are not in it yet)");
+  }
+}
+
+}  // namespace
+}  // namespace nk
+
+extern "C" {
+
+nk_channel_fusion nk_channel_fusion_default(void) {
+  return nk_channel_fusion{NK_BATCH_NORM, 0, NK_RESIDUAL_NONE, NK_ACTIVATION_IDENTITY};
+}
+
+nk_status nk_channel_norm_relu_mask_size(const nk_act_desc* desc, size_t* bytes) {
+  return nk::guard("nk_channel_norm_relu_mask_size", [&] {
+    // Batch norm's shape checks are those of every channel norm without groups.
+    const nk::ChannelShape s = nk::channel_shape(ChannelNorm::kBatch, desc, 1);
+    nk::require_pointer(bytes, "bytes");
+    *bytes = static_cast<size_t>(nk::relu_mask_bytes(s));
+  });
+}
+
+nk_status nk_channel_norm_fused_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                       const nk_channel_fusion* fusion,
+                                                       const nk_norm_params* params,
+                                                       size_t* bytes) {
+  return nk::guard("nk_channel_norm_fused_forward_workspace_size", [&] {
+    auto a = nk::channel_fused_args<nk::ChannelForwardArgs>(ctx, desc, fusion);
+    a.params = nk::copy_params(params);
+    nk::validate_fused_config(a);
+    nk::query(ctx, a, bytes);
+  });
+}
+
+nk_status nk_channel_norm_fused_forward(nk_context ctx, const nk_act_desc* desc,
+                                        const nk_channel_fusion* fusion,
+                                        const nk_norm_params* params,
+                                        const nk_channel_fused_forward_buffers* buffers) {
+  return nk::guard("nk_channel_norm_fused_forward", [&] {
+    auto a = nk::channel_fused_args<nk::ChannelForwardArgs>(ctx, desc, fusion);
+    a.params = nk::copy_params(params);
+    nk::require_pointer(buffers, "buffers");
+    a.x = buffers->x;
+    a.z = buffers->z;
+    a.weight = buffers->weight;
+    a.bias = buffers->bias;
+    a.running_mean = buffers->running_mean;
+    a.running_var = buffers->running_var;
+    a.num_batches_tracked = buffers->num_batches_tracked;
+    a.y = buffers->y;
+    a.save_mean = buffers->save_mean;
+    a.save_invstd = buffers->save_invstd;
+    a.relu_mask = static_cast<uint32_t*>(buffers->relu_mask);
+    nk::validate_fused(a, *ctx);
+    nk::require_fused_kernels(*ctx, a.fusion);
+    nk::run(*ctx, a);
+  });
+}
+
+nk_status nk_channel_norm_fused_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
+                                                        const nk_channel_fusion* fusion,
+                                                        const nk_norm_params* params,
+                                                        size_t* bytes) {
+  return nk::guard("nk_channel_norm_fused_backward_workspace_size", [&] {
+    auto a = nk::channel_fused_args<nk::ChannelBackwardArgs>(ctx, desc, fusion);
+    const nk_norm_params p = nk::copy_params(params);
+    a.phase = p.phase;
+    a.eps = p.eps;
+    nk::validate_fused_config(a, p);
+    nk::query(ctx, a, bytes);
+  });
+}
+
+nk_status nk_channel_norm_fused_backward(nk_context ctx, const nk_act_desc* desc,
+                                         const nk_channel_fusion* fusion,
+                                         const nk_norm_params* params,
+                                         const nk_channel_fused_backward_buffers* buffers) {
+  return nk::guard("nk_channel_norm_fused_backward", [&] {
+    auto a = nk::channel_fused_args<nk::ChannelBackwardArgs>(ctx, desc, fusion);
+    const nk_norm_params p = nk::copy_params(params);
+    a.phase = p.phase;
+    a.eps = p.eps;
+    nk::validate_fused_config(a, p);
+    nk::require_pointer(buffers, "buffers");
+    a.x = buffers->x;
+    a.dy = buffers->dy;
+    a.y = buffers->y;
+    a.relu_mask = static_cast<const uint32_t*>(buffers->relu_mask);
+    a.z = buffers->z;
+    a.weight = buffers->weight;
+    a.bias = buffers->bias;
+    a.running_mean = buffers->running_mean;
+    a.running_var = buffers->running_var;
+    a.save_mean = buffers->save_mean;
+    a.save_invstd = buffers->save_invstd;
+    a.dx = buffers->dx;
+    a.dz = buffers->dz;
+    a.dweight = buffers->dweight;
+    a.dbias = buffers->dbias;
+    nk::validate_fused(a, *ctx);
+    nk::require_fused_kernels(*ctx, a.fusion);
+    nk::run(*ctx, a);
+  });
+}
+
+}  // extern "C"

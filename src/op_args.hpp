@@ -48,6 +48,10 @@ struct ChannelFusion {
   bool any() const { return residual || activation != NK_ACTIVATION_IDENTITY; }
 };
 
+// Bytes of the ReLU bit mask of a shape: one bit per element in 32-bit words, the last word
+// padded with zero bits (nk_channel_norm_relu_mask_size).
+inline int64_t relu_mask_bytes(const ChannelShape& s) { return 4 * ((s.numel() + 31) / 32); }
+
 struct ChannelForwardArgs {
   ChannelShape shape;
   nk_norm_params params;  // group norm: NK_TRAINING with its eps

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "dtype.hpp"
@@ -31,13 +33,17 @@ void require_eps(double eps, const char* name = "eps") {
   }
 }
 
-// Batch and instance norm take eps in their parameter block, group norm as an argument.
-void validate_phase_and_eps(nk_phase phase, double eps, ChannelNorm kind) {
+// Batch and instance norm take eps in their parameter block, plain group norm as an argument.
+const char* eps_name(ChannelNorm kind) {
+  return kind == ChannelNorm::kGroup ? "eps" : "params->eps";
+}
+
+void validate_phase_and_eps(nk_phase phase, double eps, const char* eps_arg) {
   if (phase != NK_TRAINING && phase != NK_INFERENCE) {
     fail(NK_ERROR_INVALID_VALUE, "params->phase = ", static_cast<int>(phase),
          " is not an nk_phase (expected NK_TRAINING or NK_INFERENCE)");
   }
-  require_eps(eps, kind == ChannelNorm::kGroup ? "eps" : "params->eps");
+  require_eps(eps, eps_arg);
 }
 
 // On a CPU context num_batches_tracked is host memory, read here before anything is written: the
@@ -80,9 +86,11 @@ int64_t checked_count(std::initializer_list<int64_t> dims, const char* what) {
   return count;
 }
 
-void validate_params(const nk_norm_params* params, ChannelNorm kind) {
+namespace {
+
+void validate_params_block(const nk_norm_params* params, const char* eps_arg) {
   require_pointer(params, "params");
-  validate_phase_and_eps(params->phase, params->eps, kind);
+  validate_phase_and_eps(params->phase, params->eps, eps_arg);
   if (params->momentum_mode != NK_MOMENTUM_EXPONENTIAL &&
       params->momentum_mode != NK_MOMENTUM_CUMULATIVE) {
     fail(
@@ -99,6 +107,21 @@ void validate_params(const nk_norm_params* params, ChannelNorm kind) {
     fail(NK_ERROR_INVALID_VALUE, "params->momentum = ", params->momentum,
          ": expected a value in [0, 1] (PyTorch's convention: the weight of the new batch; Keras' "
          "momentum k is 1 - k here)");
+  }
+}
+
+}  // namespace
+
+void validate_params(const nk_norm_params* params, ChannelNorm kind) {
+  validate_params_block(params, eps_name(kind));
+}
+
+void validate_fused_params(const nk_norm_params* params, ChannelNorm kind) {
+  validate_params_block(params, "params->eps");
+  if (kind == ChannelNorm::kGroup && params->phase != NK_TRAINING) {
+    fail(NK_ERROR_INVALID_VALUE,
+         "params->phase = NK_INFERENCE with fusion->norm = NK_GROUP_NORM: expected NK_TRAINING "
+         "(group norm has no frozen statistics: it always normalizes with the batch's own)");
   }
 }
 
@@ -131,11 +154,11 @@ void require_several_values(const ChannelShape& s, nk_phase phase) {
 }  // namespace
 
 // Rejects a buffer not aligned to its own elements (a GPU cannot even load from it), and any
-// overlap between a written buffer and another buffer, except `alias` exactly equal to `onto`
-// (same start, same size), the in-place mode each op documents. The context's workspace, when one
-// is set, counts as written: it must not overlap any argument.
-void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace, const char* alias,
-                   const char* onto) {
+// overlap between a written buffer and another buffer, except a pair of `allowed` whose two
+// buffers are exactly equal (same start, same size): the in-place modes each op documents. The
+// context's workspace, when one is set, counts as written: it must not overlap any argument.
+void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace,
+                   std::initializer_list<Alias> allowed) {
   for (const BufferUse& b : args) {
     if (b.ptr != nullptr && reinterpret_cast<uintptr_t>(b.ptr) % b.elem_bytes != 0) {
       fail(NK_ERROR_INVALID_VALUE, b.name, " = ", b.ptr, " is not aligned to its ", b.elem_bytes,
@@ -145,6 +168,16 @@ void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace,
   std::vector<BufferUse> buffers(args);
   buffers.push_back(
       {workspace.ptr, static_cast<int64_t>(workspace.bytes), "the context's workspace", true, 1});
+  auto allowed_pair = [&](const std::string& a, const std::string& b) {
+    for (const Alias& p : allowed) {
+      if ((a == p.alias && b == p.onto) || (a == p.onto && b == p.alias)) return true;
+    }
+    return false;
+  };
+  std::string supported;
+  for (const Alias& p : allowed) {
+    supported += cat(supported.empty() ? "" : " or ", p.alias, " == ", p.onto);
+  }
   for (auto a = buffers.begin(); a != buffers.end(); ++a) {
     for (auto b = a + 1; b != buffers.end(); ++b) {
       if (!a->ptr || !b->ptr || (!a->written && !b->written)) continue;
@@ -152,14 +185,17 @@ void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace,
       bool overlap =
           a0 < b0 + static_cast<uintptr_t>(b->bytes) && b0 < a0 + static_cast<uintptr_t>(a->bytes);
       if (!overlap) continue;
-      bool allowed_pair = (std::string(a->name) == alias && std::string(b->name) == onto) ||
-                          (std::string(a->name) == onto && std::string(b->name) == alias);
-      if (allowed_pair && a0 == b0 && a->bytes == b->bytes) continue;
+      if (allowed_pair(a->name, b->name) && a0 == b0 && a->bytes == b->bytes) continue;
       fail(NK_ERROR_INVALID_VALUE, a->name, " (", a->ptr, ", ", a->bytes, " bytes) overlaps ",
-           b->name, " (", b->ptr, ", ", b->bytes, " bytes): the only aliasing supported is ", alias,
-           " == ", onto);
+           b->name, " (", b->ptr, ", ", b->bytes, " bytes): the only aliasing supported is ",
+           supported);
     }
   }
+}
+
+void check_buffers(std::initializer_list<BufferUse> args, const Span& workspace, const char* alias,
+                   const char* onto) {
+  check_buffers(args, workspace, {Alias{alias, onto}});
 }
 
 void require_pointer(const void* p, const char* name) {
@@ -275,16 +311,24 @@ void validate_buffers(const ChannelForwardArgs& a, const Span& workspace) {
   }
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.numel() * elem;
   const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
-  check_buffers({{a.x, act, "x", false, elem},
-                 {a.weight, per_channel, "weight", false, 4},
-                 {a.bias, per_channel, "bias", false, 4},
-                 {a.running_mean, per_channel, "running_mean", training, 4},
-                 {a.running_var, per_channel, "running_var", training, 4},
-                 {training ? a.num_batches_tracked : nullptr, 8, "num_batches_tracked", true, 8},
-                 {a.y, act, "y", true, elem},
-                 {training ? a.save_mean : nullptr, per_stat, "save_mean", true, 4},
-                 {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true, 4}},
-                workspace, "y", "x");
+  // z and relu_mask are NULL in the plain calls, which keep their one in-place pair (y == x).
+  const std::initializer_list<BufferUse> buffers = {
+      {a.x, act, "x", false, elem},
+      {a.z, act, "z", false, elem},
+      {a.weight, per_channel, "weight", false, 4},
+      {a.bias, per_channel, "bias", false, 4},
+      {a.running_mean, per_channel, "running_mean", training, 4},
+      {a.running_var, per_channel, "running_var", training, 4},
+      {training ? a.num_batches_tracked : nullptr, 8, "num_batches_tracked", true, 8},
+      {a.y, act, "y", true, elem},
+      {training ? a.save_mean : nullptr, per_stat, "save_mean", true, 4},
+      {training ? a.save_invstd : nullptr, per_stat, "save_invstd", true, 4},
+      {a.relu_mask, relu_mask_bytes(s), "relu_mask", true, 4}};
+  if (a.z != nullptr) {
+    check_buffers(buffers, workspace, {Alias{"y", "x"}, Alias{"y", "z"}});
+  } else {
+    check_buffers(buffers, workspace, "y", "x");
+  }
 }
 
 }  // namespace
@@ -302,7 +346,7 @@ void validate(const ChannelForwardArgs& a, const nk_context_s& ctx) {
 }
 
 void validate_config(const ChannelBackwardArgs& a) {
-  validate_phase_and_eps(a.phase, a.eps, a.shape.kind);
+  validate_phase_and_eps(a.phase, a.eps, eps_name(a.shape.kind));
   require_several_values(a.shape, a.phase);
 }
 
@@ -330,17 +374,29 @@ void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
   }
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.numel() * elem;
   const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
-  check_buffers({{a.x, act, "x", false, elem},
-                 {a.dy, act, "dy", false, elem},
-                 {a.weight, per_channel, "weight", false, 4},
-                 {training ? nullptr : a.running_mean, per_channel, "running_mean", false, 4},
-                 {training ? nullptr : a.running_var, per_channel, "running_var", false, 4},
-                 {training ? a.save_mean : nullptr, per_stat, "save_mean", false, 4},
-                 {training ? a.save_invstd : nullptr, per_stat, "save_invstd", false, 4},
-                 {a.dx, act, "dx", true, elem},
-                 {a.dweight, per_channel, "dweight", true, 4},
-                 {a.dbias, per_channel, "dbias", true, 4}},
-                workspace, "dx", "dy");
+  // The fused call's buffers (y, relu_mask, z, bias, dz) are NULL in the plain calls, which keep
+  // their one in-place pair (dx == dy).
+  const std::initializer_list<BufferUse> buffers = {
+      {a.x, act, "x", false, elem},
+      {a.dy, act, "dy", false, elem},
+      {a.y, act, "y", false, elem},
+      {a.relu_mask, relu_mask_bytes(s), "relu_mask", false, 4},
+      {a.z, act, "z", false, elem},
+      {a.weight, per_channel, "weight", false, 4},
+      {a.bias, per_channel, "bias", false, 4},
+      {training ? nullptr : a.running_mean, per_channel, "running_mean", false, 4},
+      {training ? nullptr : a.running_var, per_channel, "running_var", false, 4},
+      {training ? a.save_mean : nullptr, per_stat, "save_mean", false, 4},
+      {training ? a.save_invstd : nullptr, per_stat, "save_invstd", false, 4},
+      {a.dx, act, "dx", true, elem},
+      {a.dz, act, "dz", true, elem},
+      {a.dweight, per_channel, "dweight", true, 4},
+      {a.dbias, per_channel, "dbias", true, 4}};
+  if (a.dz != nullptr) {
+    check_buffers(buffers, workspace, {Alias{"dx", "dy"}, Alias{"dz", "dy"}});
+  } else {
+    check_buffers(buffers, workspace, "dx", "dy");
+  }
 }
 
 RowFusion row_fusion(const nk_row_fusion* fusion, bool* rms) {
@@ -494,6 +550,168 @@ void validate(const RowBackwardArgs& a, const nk_context_s& ctx) {
                  {a.dweight, param, "dweight", true, param_elem},
                  {a.dbias, param, "dbias", true, param_elem}},
                 workspace, "dx", "dy");
+}
+
+// ---- fused batch, instance and group norm --------------------------------------------------
+
+namespace {
+
+const char* activation_name(nk_activation act) {
+  return act == NK_ACTIVATION_RELU   ? "NK_ACTIVATION_RELU"
+         : act == NK_ACTIVATION_SILU ? "NK_ACTIVATION_SILU"
+                                     : "NK_ACTIVATION_IDENTITY";
+}
+
+const char* residual_name(const ChannelFusion& f) {
+  return f.residual ? "NK_RESIDUAL_ADD" : "NK_RESIDUAL_NONE";
+}
+
+// A buffer the fusion needs (`needed`) must be given, one it does not use must be NULL; `why`
+// names the fields that decide it ("fusion->residual = NK_RESIDUAL_NONE").
+void require_use(const void* p, bool needed, const char* name, const std::string& why) {
+  if (needed && p == nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name, " is NULL with ", why, ": it is required");
+  }
+  if (!needed && p != nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name, " is not NULL with ", why, ": this call would not use it");
+  }
+}
+
+std::string residual_field(const ChannelFusion& f) {
+  return cat("fusion->residual = ", residual_name(f));
+}
+
+std::string activation_field(const ChannelFusion& f) {
+  return cat("fusion->activation = ", activation_name(f.activation));
+}
+
+// Group norm has no running statistics: its fused calls take none.
+void require_no_running(const void* p, const ChannelShape& s, const char* name) {
+  if (s.kind == ChannelNorm::kGroup && p != nullptr) {
+    fail(NK_ERROR_INVALID_VALUE, name,
+         " is not NULL with fusion->norm = NK_GROUP_NORM, which has no running statistics");
+  }
+}
+
+}  // namespace
+
+ChannelFusion channel_fusion(const nk_channel_fusion* fusion, ChannelNorm* kind, int64_t* groups) {
+  require_pointer(fusion, "fusion");
+  if (fusion->norm != NK_BATCH_NORM && fusion->norm != NK_INSTANCE_NORM &&
+      fusion->norm != NK_GROUP_NORM) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->norm = ", static_cast<int>(fusion->norm),
+         " is not an nk_channel_norm (expected NK_BATCH_NORM, NK_INSTANCE_NORM or NK_GROUP_NORM)");
+  }
+  if (fusion->residual != NK_RESIDUAL_NONE && fusion->residual != NK_RESIDUAL_ADD) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->residual = ", static_cast<int>(fusion->residual),
+         " is not an nk_residual (expected NK_RESIDUAL_NONE or NK_RESIDUAL_ADD)");
+  }
+  if (fusion->activation != NK_ACTIVATION_IDENTITY && fusion->activation != NK_ACTIVATION_RELU &&
+      fusion->activation != NK_ACTIVATION_SILU) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->activation = ", static_cast<int>(fusion->activation),
+         " is not an nk_activation (expected NK_ACTIVATION_IDENTITY, NK_ACTIVATION_RELU or "
+         "NK_ACTIVATION_SILU)");
+  }
+  if (fusion->norm == NK_GROUP_NORM) {
+    if (fusion->groups < 1) {
+      fail(NK_ERROR_BAD_SHAPE, "fusion->groups = ", fusion->groups,
+           " with fusion->norm = NK_GROUP_NORM: expected >= 1 (and dividing desc->c)");
+    }
+  } else if (fusion->groups != 0) {
+    fail(NK_ERROR_INVALID_VALUE, "fusion->groups = ", fusion->groups, " with fusion->norm = ",
+         fusion->norm == NK_BATCH_NORM ? "NK_BATCH_NORM" : "NK_INSTANCE_NORM",
+         ": expected 0 (groups belong to NK_GROUP_NORM)");
+  }
+  *kind = fusion->norm == NK_BATCH_NORM      ? ChannelNorm::kBatch
+          : fusion->norm == NK_INSTANCE_NORM ? ChannelNorm::kInstance
+                                             : ChannelNorm::kGroup;
+  *groups = fusion->norm == NK_GROUP_NORM ? fusion->groups : 1;
+  ChannelFusion f;
+  f.residual = fusion->residual == NK_RESIDUAL_ADD;
+  f.activation = fusion->activation;
+  return f;
+}
+
+void validate_fused_config(const ChannelForwardArgs& a) {
+  validate_fused_params(&a.params, a.shape.kind);
+  require_several_values(a.shape, a.params.phase);
+}
+
+void validate_fused(const ChannelForwardArgs& a, const nk_context_s& ctx) {
+  const ChannelShape& s = a.shape;
+  const ChannelFusion& f = a.fusion;
+  validate_fused_config(a);
+  require_pointer(a.x, "x");
+  require_pointer(a.y, "y");
+  require_use(a.z, f.residual, "z", residual_field(f));
+  if (f.activation != NK_ACTIVATION_RELU) {
+    require_use(a.relu_mask, false, "relu_mask", activation_field(f));
+  }
+  require_no_running(a.running_mean, s, "running_mean");
+  require_no_running(a.running_var, s, "running_var");
+  require_no_running(a.num_batches_tracked, s, "num_batches_tracked");
+  if (a.params.phase == NK_INFERENCE) {
+    for (const auto& [p, name] : {std::pair<const void*, const char*>{a.save_mean, "save_mean"},
+                                  {a.save_invstd, "save_invstd"}}) {
+      if (p != nullptr) {
+        fail(NK_ERROR_INVALID_VALUE, name,
+             " is not NULL in NK_INFERENCE: inference normalizes with the running statistics and "
+             "saves none");
+      }
+    }
+  }
+  validate_buffers(a, workspace_of(ctx));
+  check_host_counter(a, ctx);
+}
+
+void validate_fused_config(const ChannelBackwardArgs& a, const nk_norm_params& params) {
+  validate_fused_params(&params, a.shape.kind);
+  validate_config(a);
+}
+
+void validate_fused(const ChannelBackwardArgs& a, const nk_context_s& ctx) {
+  const ChannelShape& s = a.shape;
+  const ChannelFusion& f = a.fusion;
+  const bool relu = f.activation == NK_ACTIVATION_RELU, silu = f.activation == NK_ACTIVATION_SILU;
+  validate_config(a);
+  require_pointer(a.x, "x");
+  require_pointer(a.dy, "dy");
+  if (relu && (a.y == nullptr) == (a.relu_mask == nullptr)) {
+    fail(NK_ERROR_INVALID_VALUE, "y and relu_mask are both ", a.y ? "given" : "NULL",
+         " with fusion->activation = NK_ACTIVATION_RELU: expected exactly one of them (the "
+         "forward's mask, or its y)");
+  }
+  if (!relu) {
+    require_use(a.y, false, "y", activation_field(f));
+    require_use(a.relu_mask, false, "relu_mask", activation_field(f));
+  }
+  require_use(a.z, silu && f.residual, "z",
+              cat(activation_field(f), " and ", residual_field(f),
+                  " (only SiLU with a residual recomputes u from z)"));
+  if (!silu) {
+    require_use(a.bias, false, "bias",
+                cat(activation_field(f), " (only SiLU recomputes u, from the bias among others)"));
+  }
+  if (!f.residual) require_use(a.dz, false, "dz", residual_field(f));
+  const bool training = a.phase == NK_TRAINING;
+  const char* phase = training ? "NK_TRAINING" : "NK_INFERENCE";
+  for (const auto& [p, name, read] :
+       {std::tuple<const void*, const char*, bool>{a.running_mean, "running_mean", !training},
+        {a.running_var, "running_var", !training},
+        {a.save_mean, "save_mean", training},
+        {a.save_invstd, "save_invstd", training}}) {
+    if (!read && p != nullptr) {
+      fail(NK_ERROR_INVALID_VALUE, name, " is not NULL in ", phase, ": ", family_name(s.kind),
+           " backward in ", phase, " reads ",
+           training ? "the statistics saved by the forward" : "the running statistics",
+           ", never this one");
+    }
+  }
+  if (a.dx != nullptr && a.dx == a.dy && a.dz == a.dy) {
+    fail(NK_ERROR_INVALID_VALUE, "dx and dz both equal dy (", a.dy,
+         "): one of the two gradients may overwrite dy, not both");
+  }
+  validate_buffers(a, workspace_of(ctx));
 }
 
 }  // namespace nk

@@ -30,10 +30,19 @@ struct BufferUse {
   int64_t elem_bytes;
 };
 
+// Two buffers an op may pass as one (in place): `alias` exactly equal to `onto`.
+struct Alias {
+  const char* alias;
+  const char* onto;
+};
+
 // Rejects a buffer not aligned to its own elements, and any overlap between a written buffer and
 // another (the context's workspace counts as written), except `alias` exactly equal to `onto`.
 void check_buffers(std::initializer_list<BufferUse> buffers, const Span& workspace,
                    const char* alias = "", const char* onto = "");
+// The same with several in-place pairs, any of which may hold.
+void check_buffers(std::initializer_list<BufferUse> buffers, const Span& workspace,
+                   std::initializer_list<Alias> allowed);
 // ctx non-null and on the CPU backend, for the features that have no CUDA implementation yet:
 // NK_ERROR_NOT_SUPPORTED names the feature otherwise.
 void require_cpu_context(const nk_context_s* ctx, const char* feature);
@@ -68,6 +77,24 @@ void validate_params(const nk_norm_params* params, ChannelNorm kind);
 // validate_params, and params->phase NK_TRAINING: synchronized batch norm's forwards are training
 // steps.
 void validate_global_params(const nk_norm_params* params);
+
+// The fused channel-norm calls (nk_channel_norm_fused_*): fusion non-null, every field a known
+// enum value, groups >= 1 for group norm (NK_ERROR_BAD_SHAPE) and 0 for the others; *kind and
+// *groups receive the norm and its group count (1 for batch and instance norm).
+ChannelFusion channel_fusion(const nk_channel_fusion* fusion, ChannelNorm* kind, int64_t* groups);
+// The parameter block of a fused call, checked as a whole (names "params->eps" for group norm
+// too), and group norm only in NK_TRAINING.
+void validate_fused_params(const nk_norm_params* params, ChannelNorm kind);
+// What the fused calls' workspace queries check: the parameter block and the shape against the
+// phase. The backward takes the caller's block, of which its args keep phase and eps.
+void validate_fused_config(const ChannelForwardArgs& a);
+void validate_fused_config(const ChannelBackwardArgs& a, const nk_norm_params& params);
+// Everything, before a fused call runs on ctx: the rules of normkit.h (a buffer the fusion or the
+// phase does not use must be NULL), then those of the plain call, with y == z (forward) and
+// dz == dy (backward) allowed in place besides the plain pairs. The backward's parameter block has
+// been checked with validate_fused_params.
+void validate_fused(const ChannelForwardArgs& a, const nk_context_s& ctx);
+void validate_fused(const ChannelBackwardArgs& a, const nk_context_s& ctx);
 
 // The parts of an op's arguments that the workspace-size queries see too (no pointers).
 void validate_config(const ChannelForwardArgs& a);

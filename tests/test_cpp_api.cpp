@@ -1,5 +1,6 @@
 // The header-only C++ API: RAII context, nk::Error with status and message, and typed overloads
 // that give the same bytes as the C calls they wrap.
+#include <cmath>
 #include <cstdint>
 #include <normkit/normkit.hpp>
 #include <string>
@@ -164,6 +165,82 @@ TEST(CppApi, FusedRowNormMatchesCApiAndThrowsOnErrors) {
   } catch (const nk::Error& e) {
     EXPECT_EQ(e.status(), NK_ERROR_INVALID_VALUE);
     EXPECT_NE(std::string(e.what()).find("weight is NULL"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CppApi, FusedChannelNormMatchesCApiAndThrowsOnErrors) {
+  nk::Context ctx = nk::Context::cpu();
+  nkt::Random rng;
+  const nk::Shape s{2, 4, 9, NK_NHWC};
+  const int64_t n = 2 * 4 * 9;
+  nkt::Buffer x(NK_F16, rng.normal(n)), z(NK_F16, rng.normal(n)), dy(NK_F16, rng.normal(n));
+  nkt::Buffer y_c(NK_F16, n), y_cpp(NK_F16, n), dx_c(NK_F16, n), dx_cpp(NK_F16, n);
+  nkt::Buffer dz_c(NK_F16, n), dz_cpp(NK_F16, n);
+  for (nkt::Buffer* b : {&y_c, &y_cpp, &dx_c, &dx_cpp, &dz_c, &dz_cpp}) b->poison();
+  const std::vector<double> wv = rng.uniform(4, 0.5, 1.5), bv = rng.normal(4);
+  const std::vector<float> w(wv.begin(), wv.end()), b(bv.begin(), bv.end());
+  std::vector<float> mean_c(4, -1), invstd_c(4, -1), mean_cpp(4, -2), invstd_cpp(4, -2);  // N x G
+  nk_channel_fusion f = nk::channel_fusion_default();
+  EXPECT_EQ(f.norm, NK_BATCH_NORM);
+  EXPECT_EQ(f.groups, 0);
+  EXPECT_EQ(f.residual, NK_RESIDUAL_NONE);
+  EXPECT_EQ(f.activation, NK_ACTIVATION_IDENTITY);
+  f.norm = NK_GROUP_NORM;
+  f.groups = 2;
+  f.residual = NK_RESIDUAL_ADD;
+  f.activation = NK_ACTIVATION_SILU;
+  const nk_norm_params p = nk_norm_params_default();
+  const nk_act_desc d{2, 4, 9, NK_NHWC, NK_F16};
+  nk_channel_fused_forward_buffers fb{};
+  fb.x = x.data();
+  fb.z = z.data();
+  fb.weight = w.data();
+  fb.bias = b.data();
+  fb.y = y_c.data();
+  fb.save_mean = mean_c.data();
+  fb.save_invstd = invstd_c.data();
+  ASSERT_EQ(nk_channel_norm_fused_forward(ctx, &d, &f, &p, &fb), NK_SUCCESS) << nk_last_error();
+  fb.y = y_cpp.data();
+  fb.save_mean = mean_cpp.data();
+  fb.save_invstd = invstd_cpp.data();
+  nk::channel_norm_fused_forward<nk::half>(ctx, s, f, p, fb);
+  EXPECT_EQ(y_c.bytes(), y_cpp.bytes());
+  EXPECT_EQ(mean_c, mean_cpp);
+  EXPECT_EQ(invstd_c, invstd_cpp);
+  size_t c_bytes = 1;
+  ASSERT_EQ(nk_channel_norm_fused_forward_workspace_size(ctx, &d, &f, &p, &c_bytes), NK_SUCCESS);
+  EXPECT_EQ(nk::channel_norm_fused_forward_workspace_size<nk::half>(ctx, s, f, p), c_bytes);
+  EXPECT_EQ(nk::channel_norm_relu_mask_size<nk::half>(s), 12u);  // 72 bits: 3 words
+  nk_channel_fused_backward_buffers bb{};
+  bb.x = x.data();
+  bb.dy = dy.data();
+  bb.z = z.data();
+  bb.weight = w.data();
+  bb.bias = b.data();
+  bb.save_mean = mean_c.data();
+  bb.save_invstd = invstd_c.data();
+  bb.dx = dx_c.data();
+  bb.dz = dz_c.data();
+  ASSERT_EQ(nk_channel_norm_fused_backward(ctx, &d, &f, &p, &bb), NK_SUCCESS) << nk_last_error();
+  bb.dx = dx_cpp.data();
+  bb.dz = dz_cpp.data();
+  nk::channel_norm_fused_backward<nk::half>(ctx, s, f, p, bb);
+  EXPECT_EQ(dx_c.bytes(), dx_cpp.bytes());
+  EXPECT_EQ(dz_c.bytes(), dz_cpp.bytes());
+  for (int64_t i = 0; i < n; ++i) {  // written, not left poisoned (NaN) by both calls
+    ASSERT_FALSE(std::isnan(y_c.get(i)) || std::isnan(dx_c.get(i)) || std::isnan(dz_c.get(i)))
+        << "element " << i;
+  }
+  ASSERT_EQ(nk_channel_norm_fused_backward_workspace_size(ctx, &d, &f, &p, &c_bytes), NK_SUCCESS);
+  EXPECT_EQ(nk::channel_norm_fused_backward_workspace_size<nk::half>(ctx, s, f, p), c_bytes);
+  // A failing call throws nk::Error with the status and message.
+  bb.z = nullptr;
+  try {
+    nk::channel_norm_fused_backward<nk::half>(ctx, s, f, p, bb);
+    ADD_FAILURE() << "no exception";
+  } catch (const nk::Error& e) {
+    EXPECT_EQ(e.status(), NK_ERROR_INVALID_VALUE);
+    EXPECT_NE(std::string(e.what()).find("z is NULL"), std::string::npos) << e.what();
   }
 }
 

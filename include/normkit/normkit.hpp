@@ -339,6 +339,58 @@ void row_norm_fused_backward(const Context& ctx, int64_t rows, int64_t cols,
   check(nk_row_norm_fused_backward(ctx, &d, &fusion, &buffers));
 }
 
+// ---- fused batch, instance and group norm (activation, residual) --------------------------------
+// The buffers are the C structs (the mask is 32-bit words, the rest as in normkit.h), so name the
+// activation type: channel_norm_fused_forward<nk::half>(ctx, shape, fusion, params, buffers).
+
+// Batch norm, nothing fused; set norm, groups, residual and activation from there.
+inline nk_channel_fusion channel_fusion_default() noexcept { return nk_channel_fusion_default(); }
+
+// Bytes of the ReLU mask of a shape: 4 * ceil(N*C*S / 32).
+template <class T>
+size_t channel_norm_relu_mask_size(const Shape& s) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_channel_norm_relu_mask_size(&d, &bytes));
+  return bytes;
+}
+
+template <class T>
+size_t channel_norm_fused_forward_workspace_size(const Context& ctx, const Shape& s,
+                                                 const nk_channel_fusion& fusion,
+                                                 const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_channel_norm_fused_forward_workspace_size(ctx, &d, &fusion, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+size_t channel_norm_fused_backward_workspace_size(const Context& ctx, const Shape& s,
+                                                  const nk_channel_fusion& fusion,
+                                                  const nk_norm_params& p) {
+  const nk_act_desc d = describe<T>(s);
+  size_t bytes = 0;
+  check(nk_channel_norm_fused_backward_workspace_size(ctx, &d, &fusion, &p, &bytes));
+  return bytes;
+}
+
+template <class T>
+void channel_norm_fused_forward(const Context& ctx, const Shape& s, const nk_channel_fusion& fusion,
+                                const nk_norm_params& p,
+                                const nk_channel_fused_forward_buffers& buffers) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_channel_norm_fused_forward(ctx, &d, &fusion, &p, &buffers));
+}
+
+template <class T>
+void channel_norm_fused_backward(const Context& ctx, const Shape& s,
+                                 const nk_channel_fusion& fusion, const nk_norm_params& p,
+                                 const nk_channel_fused_backward_buffers& buffers) {
+  const nk_act_desc d = describe<T>(s);
+  check(nk_channel_norm_fused_backward(ctx, &d, &fusion, &p, &buffers));
+}
+
 // ---- statistics accumulator ------------------------------------------------------------------
 
 // Exact per-feature statistics over many batches (nk_stats_*), owned.
