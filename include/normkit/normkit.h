@@ -610,6 +610,7 @@ NK_API nk_status nk_row_norm_fused_backward(nk_context ctx, const nk_row_desc* d
  * U-Nets). One call computes, per element,
  *   u = xhat * weight_c + bias_c  (+ z)          (z with NK_RESIDUAL_ADD: a tensor of x's shape)
  *   y = act(u):  identity u,  ReLU max(u, 0),  SiLU u * sigmoid(u) = u / (1 + exp(-u))
+ *   (ReLU of a NaN u is NaN, as PyTorch's relu; a NaN u counts as not positive: mask bit 0, du 0)
  * with xhat and every statistic, running update, phase rule and saved statistic exactly those of
  * nk_batch_norm_forward, nk_instance_norm_forward or nk_group_norm_forward (the statistics are of
  * x alone: z is added after the norm). u is kept in fp32 (fp64 on the CPU backend) and rounded

@@ -1,14 +1,21 @@
-// CPU reference of batch, instance and group norm, forward and backward. One implementation serves
-// the three: they differ only in which statistic an element (n, c, s) belongs to (c; n*C + c;
+// CPU reference of batch, instance and group norm, forward and backward, plain and fused (an
+// activation after the norm, a residual z added before it). One implementation serves the three:
+// they differ only in which statistic an element (n, c, s) belongs to (c; n*C + c;
 // n*G + c/(C/G)). Elements are visited in memory order for either layout; statistics are fp64
-// Welford states, every sum is fp64, and each value is rounded once, when stored. Scratch memory
-// comes from the context's workspace or one allocation made before anything is written.
+// Welford states, every sum is fp64, and each value is rounded once, when stored. The fused forms
+// share the plain code path: the forward ends each element with u = v (+ z), y = act(u), which is
+// v itself for the plain calls; the backward takes du = dy * act'(u) where the plain one takes dy,
+// recomputing it per element in each pass (never stored for the whole tensor), so the scratch is
+// the plain op's. Scratch memory comes from the context's workspace or one allocation made before
+// anything is written.
 #include <cmath>
+#include <cstring>
 #include <new>
 
 #include "../backend.hpp"
 #include "../dtype.hpp"
 #include "../workspace.hpp"
+#include "activation.hpp"
 #include "elements.hpp"
 #include "welford.hpp"
 
@@ -64,18 +71,44 @@ void update_running(const ChannelForwardArgs& a, const Welford* stats) {
   }
 }
 
+// Stores element i of the output from v, the norm's affine output: u = v (+ z_i), y_i = act(u)
+// rounded once, and u > 0 as the mask bit. Without a fusion y_i is v rounded, as the plain calls
+// store it. z_i is read before y_i is written (y may be z).
+template <class T>
+class Output {
+ public:
+  explicit Output(const ChannelForwardArgs& a)
+      : y_(static_cast<T*>(a.y)),
+        z_(static_cast<const T*>(a.z)),
+        mask_(a.relu_mask),
+        act_(a.fusion.activation) {
+    if (mask_) std::memset(mask_, 0, static_cast<size_t>(relu_mask_bytes(a.shape)));
+  }
+  void store(int64_t i, double v) const {
+    const double u = z_ ? v + to_double(z_[i]) : v;
+    y_[i] = from_double<T>(activate(act_, u));
+    if (mask_ && u > 0) set_mask_bit(mask_, i);
+  }
+
+ private:
+  T* y_;
+  const T* z_;
+  uint32_t* mask_;
+  nk_activation act_;
+};
+
 // y, the saved statistics and the running update from the statistics in w.stats.
 template <class T>
 void apply_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
   const ChannelShape& s = a.shape;
   const T* x = static_cast<const T*>(a.x);
-  T* y = static_cast<T*>(a.y);
+  const Output<T> out(a);
   for (int64_t k = 0; k < s.num_stats(); ++k) {
     w.invstd[k] = 1.0 / std::sqrt(w.stats[k].biased_var() + a.params.eps);
   }
   for_each_element(s, [&](int64_t i, int64_t c, int64_t k) {
     const double xhat = (to_double(x[i]) - w.stats[k].mean) * w.invstd[k];
-    y[i] = from_double<T>(xhat * weight_at(a.weight, c) + bias_at(a.bias, c));
+    out.store(i, xhat * weight_at(a.weight, c) + bias_at(a.bias, c));
   });
   for (int64_t k = 0; k < s.num_stats(); ++k) {
     if (a.save_mean) a.save_mean[k] = static_cast<float>(w.stats[k].mean);
@@ -97,13 +130,13 @@ void forward_training(const ChannelForwardArgs& a, const ForwardScratch& w) {
 template <class T>
 void forward_inference(const ChannelForwardArgs& a, const ForwardScratch& w) {
   const T* x = static_cast<const T*>(a.x);
-  T* y = static_cast<T*>(a.y);
+  const Output<T> out(a);
   for (int64_t c = 0; c < a.shape.c; ++c) {
     w.scale[c] = weight_at(a.weight, c) / std::sqrt(a.running_var[c] + a.params.eps);
     w.shift[c] = bias_at(a.bias, c) - a.running_mean[c] * w.scale[c];
   }
   for_each_element(a.shape, [&](int64_t i, int64_t c, int64_t) {
-    y[i] = from_double<T>(to_double(x[i]) * w.scale[c] + w.shift[c]);
+    out.store(i, to_double(x[i]) * w.scale[c] + w.shift[c]);
   });
 }
 
@@ -131,13 +164,50 @@ BackwardScratch carve(const ChannelBackwardArgs& a, Carver& carver) {
   return w;
 }
 
+// du_i = dy_i * act'(u_i), the gradient that reaches the norm's output; dy_i itself without an
+// activation. ReLU reads act'(u) from the forward's mask or its y; SiLU recomputes u from xhat
+// (the caller's, from the statistics the phase uses), weight, bias and z.
+template <class T>
+class OutputGradient {
+ public:
+  explicit OutputGradient(const ChannelBackwardArgs& a)
+      : a_(a),
+        dy_(static_cast<const T*>(a.dy)),
+        y_(static_cast<const T*>(a.y)),
+        z_(static_cast<const T*>(a.z)) {}
+  double at(int64_t i, int64_t c, double xhat) const {
+    const double d = to_double(dy_[i]);
+    switch (a_.fusion.activation) {
+      case NK_ACTIVATION_RELU: {
+        const bool active = a_.relu_mask ? mask_bit(a_.relu_mask, i) : to_double(y_[i]) > 0;
+        return active ? d : 0.0;
+      }
+      case NK_ACTIVATION_SILU: {
+        double u = xhat * weight_at(a_.weight, c) + bias_at(a_.bias, c);
+        if (z_) u += to_double(z_[i]);
+        return d * silu_slope(u);
+      }
+      case NK_ACTIVATION_IDENTITY:
+        break;
+    }
+    return d;
+  }
+
+ private:
+  const ChannelBackwardArgs& a_;
+  const T* dy_;
+  const T* y_;
+  const T* z_;
+};
+
 template <class T>
 void backward(const ChannelBackwardArgs& a, const BackwardScratch& w) {
   const ChannelShape& s = a.shape;
   const bool training = a.phase == NK_TRAINING;
   const T* x = static_cast<const T*>(a.x);
-  const T* dy = static_cast<const T*>(a.dy);
+  const OutputGradient<T> grad_out(a);
   T* dx = static_cast<T*>(a.dx);
+  T* dz = static_cast<T*>(a.dz);
   const int64_t stats = training ? s.num_stats() : s.c;
   for (int64_t k = 0; k < stats; ++k) {
     w.mean[k] = training ? a.save_mean[k] : a.running_mean[k];
@@ -151,7 +221,7 @@ void backward(const ChannelBackwardArgs& a, const BackwardScratch& w) {
   for_each_element(s, [&](int64_t i, int64_t c, int64_t k) {
     const int64_t j = stat(c, k);
     const double xhat = (to_double(x[i]) - w.mean[j]) * w.invstd[j];
-    const double d = to_double(dy[i]);
+    const double d = grad_out.at(i, c, xhat);
     if (training) {
       const double g = d * weight_at(a.weight, c);
       w.sum_g[k] += g;
@@ -160,17 +230,18 @@ void backward(const ChannelBackwardArgs& a, const BackwardScratch& w) {
     w.sum_dy[c] += d;
     w.sum_dyx[c] += d * xhat;
   });
-  if (dx) {
+  if (dx || dz) {
+    // dy_i is read (for du_i) before dx_i or dz_i is written: either may be dy.
     const auto count = static_cast<double>(s.count_per_stat());
     for_each_element(s, [&](int64_t i, int64_t c, int64_t k) {
       const int64_t j = stat(c, k);
-      const double g = to_double(dy[i]) * weight_at(a.weight, c);
+      const double xhat = (to_double(x[i]) - w.mean[j]) * w.invstd[j];
+      const double du = grad_out.at(i, c, xhat);
+      const double g = du * weight_at(a.weight, c);
       double grad = g * w.invstd[j];
-      if (training) {
-        const double xhat = (to_double(x[i]) - w.mean[j]) * w.invstd[j];
-        grad = w.invstd[j] * (g - w.sum_g[k] / count - xhat * w.sum_gx[k] / count);
-      }
-      dx[i] = from_double<T>(grad);
+      if (training) grad = w.invstd[j] * (g - w.sum_g[k] / count - xhat * w.sum_gx[k] / count);
+      if (dx) dx[i] = from_double<T>(grad);
+      if (dz) dz[i] = from_double<T>(du);
     });
   }
   for (int64_t c = 0; c < s.c; ++c) {
