@@ -2,7 +2,9 @@
 
 Batch, instance and group norm (NCHW and NHWC), layer and RMS norm (fp32 or same-dtype weights):
 outputs, every gradient, running statistics and num_batches_tracked over several training steps
-(momentum, cumulative average, Keras' biased convention), then inference and its backward.
+(momentum, cumulative average, Keras' biased convention), then inference and its backward. The
+fused forms: layer/RMS norm with a residual, a zero-centred weight or an fp8 output; batch,
+instance and group norm followed by ReLU or SiLU with an optional residual.
 PyTorch runs in fp32 on the values the normkit dtype holds; fp16/bf16 outputs are compared after
 normkit's single rounding. Run with pytest; NORMKIT_LIB names the library (default build/), and
 NORMKIT_PARITY_DEVICE=cuda runs normkit's CUDA backend on CUDA tensors.
@@ -305,6 +307,106 @@ def test_fused_fp8_output(lib, rms, dtype, fp8):
     exact = (got == y_ref.float()).float().mean().item()
     assert exact > 0.98, f"only {exact:.3f} of the fp8 values equal torch's"
     torch.testing.assert_close(amax[0], yt.abs().max(), **TOL[torch.float32])
+
+
+# ---- fused channel norms with an activation (nk_channel_norm_fused_*) ----------------------------
+FUSED_FORMS = [(norm, phase) for norm in (nk.BATCH_NORM, nk.INSTANCE_NORM, nk.GROUP_NORM)
+               for phase in (nk.TRAINING, nk.INFERENCE)
+               if not (norm == nk.GROUP_NORM and phase == nk.INFERENCE)]
+
+
+def torch_norm(norm, phase, xt, wt, bt, rm, rv, groups):
+    """The plain norm in torch: batch norm, instance norm (running buffers updated in training),
+    group norm."""
+    training = phase == nk.TRAINING
+    if norm == nk.BATCH_NORM:
+        return F.batch_norm(xt, rm, rv, wt, bt, training=training, momentum=0.1, eps=1e-5)
+    if norm == nk.INSTANCE_NORM:
+        return F.instance_norm(xt, rm, rv, wt, bt, use_input_stats=training, momentum=0.1,
+                               eps=1e-5)
+    return F.group_norm(xt, groups, wt, bt, eps=1e-5)
+
+
+@pytest.mark.parametrize("layout", [nk.NCHW, nk.NHWC], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "add"])
+@pytest.mark.parametrize("act", [nk.ACT_RELU, nk.ACT_SILU], ids=["relu", "silu"])
+@pytest.mark.parametrize("norm,phase", FUSED_FORMS,
+                         ids=[f"{['batch', 'instance', 'group'][nm]}_{['training', 'inference'][ph]}"
+                              for nm, ph in FUSED_FORMS])
+def test_fused_channel_norm_activation(lib, norm, phase, act, residual, dtype, layout):
+    """y = act(norm(x) [+ z]) and its backward against torch's composition (F.batch_norm,
+    F.instance_norm or F.group_norm, + z, then F.relu or F.silu) and autograd: y, dx, dz, dweight,
+    dbias, and over two training steps the running statistics and num_batches_tracked. ReLU's
+    backward from the saved mask and from y."""
+    n, c, h, w, groups = 3, 6, 5, 7, 3
+    training = phase == nk.TRAINING
+    weight, bias = randn(c, mean=1.0, std=0.5), randn(c, std=0.5)
+    rm_t = randn(c, mean=1.5, std=0.3) if not training else torch.zeros(c, device=DEVICE)
+    rv_t = (torch.rand(c, device=DEVICE) * 4 + 2) if not training else torch.ones(c, device=DEVICE)
+    has_running = norm != nk.GROUP_NORM
+    rm_n, rv_n = rm_t.clone(), rv_t.clone()
+    tracked_n = torch.zeros(1, dtype=torch.int64, device=DEVICE)
+    fusion = lib.channel_fusion(norm, groups if norm == nk.GROUP_NORM else 0, residual, act)
+    params = lib.params(phase, 1e-5, 0.1)
+    torch_act = F.relu if act == nk.ACT_RELU else F.silu
+    stats = {nk.BATCH_NORM: c, nk.INSTANCE_NORM: n * c, nk.GROUP_NORM: n * groups}[norm]
+    for step in range(2 if training else 1):
+        x = randn(n, c, h, w, mean=1.5 + step, std=2.0, dtype=dtype)
+        z = randn(n, c, h, w, mean=-0.3, dtype=dtype) if residual else None
+        dy = randn(n, c, h, w, dtype=dtype)
+        xt = x.float().requires_grad_()
+        zt = z.float().requires_grad_() if residual else None
+        wt, bt = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        u = torch_norm(norm, phase, xt, wt, bt, rm_t if has_running else None,
+                       rv_t if has_running else None, groups)
+        yt = torch_act(u + zt if residual else u)
+        yt.backward(dy.float())
+
+        desc = lib.act(to_layout(x, layout), layout)
+        xn, dyn = to_layout(x, layout), to_layout(dy, layout)
+        zn = to_layout(z, layout) if residual else None
+        y = empty_like_layout(x, layout)
+        save_mean = torch.full((stats,), float("nan"), device=DEVICE) if training else None
+        save_invstd = torch.full((stats,), float("nan"), device=DEVICE) if training else None
+        mask = None
+        if act == nk.ACT_RELU:
+            mask = torch.full((lib.relu_mask_size(desc) // 4,), -1, dtype=torch.int32, device=DEVICE)
+        lib.channel_norm_fused_forward(
+            desc, fusion, params, x=xn, z=zn, weight=weight, bias=bias,
+            running_mean=rm_n if has_running else None, running_var=rv_n if has_running else None,
+            num_batches_tracked=tracked_n if norm == nk.BATCH_NORM else None, y=y,
+            save_mean=save_mean, save_invstd=save_invstd, relu_mask=mask)
+        sync()
+        torch.testing.assert_close(from_layout(y, layout).float(), yt.detach().to(dtype).float(),
+                                   **TOL[dtype])
+        if has_running:
+            torch.testing.assert_close(rm_n, rm_t, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(rv_n, rv_t, atol=1e-5, rtol=1e-5)
+        if norm == nk.BATCH_NORM:
+            assert tracked_n.item() == (step + 1 if training else 0)
+
+        sources = ["mask", "y"] if act == nk.ACT_RELU else [None]
+        for source in sources:
+            dx = empty_like_layout(x, layout)
+            dz = empty_like_layout(x, layout) if residual else None
+            dw = torch.full((c,), float("nan"), device=DEVICE)
+            db = torch.full((c,), float("nan"), device=DEVICE)
+            lib.channel_norm_fused_backward(
+                desc, fusion, params, x=xn, dy=dyn, y=y if source == "y" else None,
+                relu_mask=mask if source == "mask" else None,
+                z=zn if act == nk.ACT_SILU and residual else None, weight=weight,
+                bias=bias if act == nk.ACT_SILU else None,
+                running_mean=None if training else rm_n, running_var=None if training else rv_n,
+                save_mean=save_mean, save_invstd=save_invstd, dx=dx, dz=dz, dweight=dw, dbias=db)
+            sync()
+            torch.testing.assert_close(from_layout(dx, layout).float(),
+                                       xt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+            if residual:
+                torch.testing.assert_close(from_layout(dz, layout).float(),
+                                           zt.grad.to(dtype).float(), **GRAD_TOL[dtype])
+            torch.testing.assert_close(dw, wt.grad, **GRAD_TOL[dtype])
+            torch.testing.assert_close(db, bt.grad, **GRAD_TOL[dtype])
 
 
 def test_errors_reach_python(lib):

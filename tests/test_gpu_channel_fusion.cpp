@@ -1,0 +1,516 @@
+// Fused batch, instance and group norm with an activation on the CUDA backend, against the CPU
+// backend (itself checked against the plain ops in test_channel_fusion.cpp) on fresh random data,
+// for every norm x phase x activation x residual x layout x dtype, on shapes that reach every path
+// of the channel-norm plan (kernels/channel_norm_plan.hpp): NCHW rows of whole 16-byte packs
+// (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32), short unaligned rows (S = 49),
+// long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0 and C odd; pointers
+// misaligned by one element (single-element paths).
+//
+// Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
+// quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
+// the statistics come from a per-thread Welford walk of a few dozen values and a merge tree of
+// depth <= 16, the apply and the activation add a handful of operations. For u = xhat*w + b + z:
+//   e_u = kGpuRoundings * (|w| (|xhat| + invstd |mean| + 1) + |b| + |z|)
+// (the mean's error is relative to |mean| + std, and std * invstd is about 1); y within
+// ulp_dtype(|y| + e) + e with e = 1.1 e_u (|act'| <= 1.1) plus the budget of |y| for SiLU. The
+// mask bit for bit except where the CPU's |u| is within e_u of 0. The backward takes the same
+// inputs on both backends (the CPU forward's statistics, y and mask), so only its own arithmetic
+// differs: du moves by max|silu''| |dy| e_u plus the budget of |du| (SiLU; ReLU and identity give
+// dy or 0 exactly), and that, with the budget of the reductions, propagates through the norm's
+// backward as in test_channel_fusion.cpp.
+// Also: the same bytes of every output on grids sized for 1 and 3 SMs, and a failing call that
+// writes nothing. Device outputs are poisoned before every call and every element is compared.
+// NORMKIT_GPU_TESTS=reduced runs one path per test (the simulated lane); skipped, with the reason,
+// without a CUDA device.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "channel_fusion_cases.hpp"
+#include "channel_ops.hpp"
+#include "gpu_support.hpp"
+#include "test_support.hpp"
+
+namespace nkt {
+namespace {
+
+using Config = FusionConfig;
+
+constexpr double kGpuRoundings = 64 * 0x1p-24;
+
+struct PathRun {
+  ChannelCase k;
+  int64_t misalign;  // elements every activation pointer is offset by
+};
+
+// The plan's paths per layout: (n, c, s, groups, misalign).
+std::vector<PathRun> path_runs(const Config& c) {
+  const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
+  const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
+                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1}};
+  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0}, {3, 12, 1, 4, 0}, {2, 16, 24, 4, 1}};
+  std::vector<PathRun> out;
+  auto add = [&](const int64_t* p) {
+    out.push_back({ChannelCase{c.family, p[0], p[1], p[2], c.layout,
+                               c.family == Family::kGroup ? p[3] : 1},
+                   p[4]});
+  };
+  if (c.layout == NK_NCHW) {
+    for (const auto& p : nchw) add(p);
+  } else {
+    for (const auto& p : nhwc) add(p);
+  }
+  return out;
+}
+
+// The full set runs every path. The reduced set runs one per test: the (activation, residual)
+// pair picks it, so that each norm x phase x layout x dtype meets every path once (the next one
+// where training cannot run a shape: instance norm with S = 1).
+std::vector<PathRun> runs(const Config& c) {
+  const std::vector<PathRun> all = path_runs(c);
+  std::vector<PathRun> out;
+  if (!reduced_gpu_tests()) {
+    for (const PathRun& r : all) {
+      if (runnable(c, r.k)) out.push_back(r);
+    }
+    return out;
+  }
+  const size_t pick = static_cast<size_t>(c.act) * 2 + (c.residual ? 1 : 0);
+  for (size_t j = 0; j < all.size(); ++j) {
+    const PathRun& r = all[(pick + j) % all.size()];
+    if (runnable(c, r.k)) return {r};
+  }
+  return out;
+}
+
+std::vector<float> nan_floats(int64_t n) {
+  return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+}
+DeviceBuffer upload(const std::vector<float>& v) { return DeviceBuffer(Buffer(NK_F32, to_doubles(v))); }
+std::vector<uint32_t> words_of(const Buffer& b) {
+  std::vector<uint32_t> w(b.bytes().size() / 4);
+  std::memcpy(w.data(), b.data(), w.size() * 4);
+  return w;
+}
+DeviceBuffer counter(int64_t value) {
+  Buffer host(NK_F32, 2);
+  std::memcpy(host.data(), &value, 8);
+  return DeviceBuffer(host);
+}
+int64_t counter_of(const DeviceBuffer& d) {
+  int64_t value = 0;
+  std::memcpy(&value, d.download().data(), 8);
+  return value;
+}
+int64_t mask_words(const ChannelCase& k) { return (numel(k) + 31) / 32; }
+
+// The forward's buffers for c on either backend: what c does not use is NULL.
+struct ForwardPointers {
+  const void* x;
+  const void* z;
+  const float *w, *b;
+  float *rm, *rv;
+  int64_t* tracked;
+  void* y;
+  float *mean, *invstd;
+  void* mask;  // ReLU only (may be NULL)
+};
+
+nk_status fused_forward(nk_context ctx, const Config& c, const ChannelCase& k,
+                        const ForwardPointers& p) {
+  const bool training = c.phase == NK_TRAINING, run = has_running(c);
+  const nk_act_desc d = desc_of(k, c.dtype);
+  const nk_channel_fusion f = fusion_of(c, k);
+  const nk_norm_params params = fusion_params(c);
+  nk_channel_fused_forward_buffers fb{};
+  fb.x = p.x;
+  fb.z = c.residual ? p.z : nullptr;
+  fb.weight = p.w;
+  fb.bias = p.b;
+  fb.running_mean = run ? p.rm : nullptr;
+  fb.running_var = run ? p.rv : nullptr;
+  fb.num_batches_tracked = run ? p.tracked : nullptr;
+  fb.y = p.y;
+  fb.save_mean = training ? p.mean : nullptr;
+  fb.save_invstd = training ? p.invstd : nullptr;
+  fb.relu_mask = c.act == NK_ACTIVATION_RELU ? p.mask : nullptr;
+  return nk_channel_norm_fused_forward(ctx, &d, &f, &params, &fb);
+}
+
+// Which of the forward's outputs the ReLU backward takes its derivative from.
+enum class ReluFrom { kMask, kY };
+
+struct BackwardPointers {
+  const void *x, *dy, *y, *mask, *z;
+  const float *w, *b, *rm, *rv, *mean, *invstd;
+  void *dx, *dz;
+  float *dw, *db;
+};
+
+nk_status fused_backward(nk_context ctx, const Config& c, const ChannelCase& k,
+                         const BackwardPointers& p, ReluFrom from) {
+  const bool training = c.phase == NK_TRAINING, relu = c.act == NK_ACTIVATION_RELU;
+  const bool silu = c.act == NK_ACTIVATION_SILU;
+  const nk_act_desc d = desc_of(k, c.dtype);
+  const nk_channel_fusion f = fusion_of(c, k);
+  const nk_norm_params params = fusion_params(c);
+  nk_channel_fused_backward_buffers bb{};
+  bb.x = p.x;
+  bb.dy = p.dy;
+  bb.y = relu && from == ReluFrom::kY ? p.y : nullptr;
+  bb.relu_mask = relu && from == ReluFrom::kMask ? p.mask : nullptr;
+  bb.z = silu && c.residual ? p.z : nullptr;
+  bb.weight = p.w;
+  bb.bias = silu ? p.b : nullptr;
+  bb.running_mean = training ? nullptr : p.rm;
+  bb.running_var = training ? nullptr : p.rv;
+  bb.save_mean = training ? p.mean : nullptr;
+  bb.save_invstd = training ? p.invstd : nullptr;
+  bb.dx = p.dx;
+  bb.dz = c.residual ? p.dz : nullptr;
+  bb.dweight = p.dw;
+  bb.dbias = p.db;
+  return nk_channel_norm_fused_backward(ctx, &d, &f, &params, &bb);
+}
+
+// The CPU forward's outputs, the inputs of both backward calls.
+struct CpuForward {
+  Buffer y;
+  std::vector<float> mean, invstd, rm, rv;
+  int64_t tracked;
+  std::vector<uint32_t> mask;  // ReLU: the words plus one guard word
+  std::vector<double> u, n;    // u = n + z, n the plain forward's fp32 output
+};
+
+class GpuChannelFusion : public GpuTest, public testing::WithParamInterface<Config> {
+ protected:
+  CpuForward cpu_forward(const ChannelCase& k, const FusionInputs& in) {
+    const Config& c = GetParam();
+    const int64_t count = numel(k), stats = num_stats(k);
+    CpuForward f{Buffer(c.dtype, count), nan_floats(stats), nan_floats(stats), in.rm, in.rv,
+                 in.tracked, std::vector<uint32_t>(static_cast<size_t>(mask_words(k) + 1), ~0u),
+                 {}, {}};
+    f.y.poison();
+    const ForwardPointers p{in.x.data(), in.z.data(), in.w.data(), in.b.data(), f.rm.data(),
+                            f.rv.data(),  &f.tracked,  f.y.data(), f.mean.data(), f.invstd.data(),
+                            f.mask.data()};
+    EXPECT_EQ(fused_forward(cpu_, GetParam(), k, p), NK_SUCCESS) << nk_last_error();
+    // u: the plain forward of x in fp32 (inference reads copies of the running statistics).
+    const Buffer x32(NK_F32, in.x.values());
+    Buffer n32(NK_F32, count);
+    std::vector<float> rm = in.rm, rv = in.rv;
+    const bool frozen = c.phase == NK_INFERENCE;
+    nk_norm_params params = fusion_params(c);
+    EXPECT_EQ(channel_forward(cpu_, k, NK_F32, params, x32.data(), in.w.data(), in.b.data(),
+                              frozen ? rm.data() : nullptr, frozen ? rv.data() : nullptr, nullptr,
+                              n32.data(), nullptr, nullptr),
+              NK_SUCCESS)
+        << nk_last_error();
+    f.n = n32.values();
+    f.u = f.n;
+    if (c.residual) {
+      for (int64_t i = 0; i < count; ++i) f.u[static_cast<size_t>(i)] += in.z.get(i);
+    }
+    return f;
+  }
+
+  // e_u per element (header comment).
+  static std::vector<double> u_error(const Config& c, const FusionInputs& in,
+                                     const BackwardStats& st) {
+    std::vector<double> e(st.xhat.size());
+    for (size_t i = 0; i < e.size(); ++i) {
+      const auto ch = static_cast<size_t>(st.channel[i]);
+      const double z = c.residual ? std::fabs(in.z.get(static_cast<int64_t>(i))) : 0.0;
+      e[i] = kGpuRoundings * (std::fabs(st.weight[i]) *
+                                  (std::fabs(st.xhat[i]) + st.invstd[i] * std::fabs(st.mean[i]) + 1) +
+                              std::fabs(in.b[ch]) + z);
+    }
+    return e;
+  }
+};
+
+TEST_P(GpuChannelFusion, ForwardMatchesCpu) {
+  const Config c = GetParam();
+  const bool relu = c.act == NK_ACTIVATION_RELU, training = c.phase == NK_TRAINING;
+  for (const PathRun& r : runs(c)) {
+    const ChannelCase& k = r.k;
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups << " misalign " << r.misalign);
+    const FusionInputs in = fusion_inputs(rng_, c, k);
+    const int64_t count = numel(k), stats = num_stats(k);
+    const CpuForward cpu = cpu_forward(k, in);
+
+    DeviceBuffer x(in.x, r.misalign), z, y(c.dtype, count, r.misalign);
+    if (c.residual) z = DeviceBuffer(in.z, r.misalign);
+    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
+    DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
+    DeviceBuffer mask(NK_F32, mask_words(k) + 1);  // 0xFF bytes: every bit set, one guard word
+    const ForwardPointers p{x.data(),   z.data(),      w.f32(),    b.f32(),
+                            rm.f32(),   rv.f32(),      static_cast<int64_t*>(tracked.data()),
+                            y.data(),   mean.f32(),    invstd.f32(), mask.data()};
+    ASSERT_EQ(fused_forward(gpu_, c, k, p), NK_SUCCESS) << nk_last_error();
+
+    const BackwardStats st = backward_stats(c, k, in, cpu.mean, cpu.invstd);
+    const std::vector<double> e_u = u_error(c, in, st), y_cpu = cpu.y.values();
+    std::vector<double> bound(static_cast<size_t>(count));
+    for (size_t i = 0; i < bound.size(); ++i) {
+      double e = kMaxSiluSlope * e_u[i];
+      if (c.act == NK_ACTIVATION_SILU) e += kGpuRoundings * std::fabs(y_cpu[i]);
+      bound[i] = ulp(std::fabs(y_cpu[i]) + e, c.dtype) + e;
+    }
+    expect_within(y.download().values(), y_cpu, bound, "y");
+    if (training) {
+      std::vector<double> bm(static_cast<size_t>(stats)), bi = bm;
+      for (size_t j = 0; j < bm.size(); ++j) {
+        bm[j] = kGpuRoundings * (std::fabs(double{cpu.mean[j]}) + 1 / double{cpu.invstd[j]});
+        bi[j] = kGpuRoundings * cpu.invstd[j];
+      }
+      expect_within(mean.download().values(), to_doubles(cpu.mean), bm, "save_mean");
+      expect_within(invstd.download().values(), to_doubles(cpu.invstd), bi, "save_invstd");
+    }
+    if (has_running(c)) {
+      // running = (1 - m) running + m * batch statistic: the budget of both terms.
+      double big_mean = 0, big_var = 0;
+      for (int64_t j = 0; training && j < stats; ++j) {
+        const auto uj = static_cast<size_t>(j);
+        big_mean = std::max(big_mean, std::fabs(double{cpu.mean[uj]}) + 1 / double{cpu.invstd[uj]});
+        big_var = std::max(big_var, 2 / (double{cpu.invstd[uj]} * cpu.invstd[uj]));
+      }
+      std::vector<double> brm(static_cast<size_t>(k.c)), brv = brm;
+      for (size_t ch = 0; ch < brm.size(); ++ch) {
+        brm[ch] = kGpuRoundings * (std::fabs(cpu.rm[ch]) + std::fabs(in.rm[ch]) + big_mean);
+        brv[ch] = kGpuRoundings * (std::fabs(cpu.rv[ch]) + std::fabs(in.rv[ch]) + big_var);
+      }
+      expect_within(rm.download().values(), to_doubles(cpu.rm), brm, "running_mean");
+      expect_within(rv.download().values(), to_doubles(cpu.rv), brv, "running_var");
+      EXPECT_EQ(counter_of(tracked), cpu.tracked);
+    }
+    if (!relu) continue;
+    const std::vector<uint32_t> got = words_of(mask.download());
+    int wrong = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const auto ui = static_cast<size_t>(i);
+      if (std::fabs(cpu.u[ui]) <= e_u[ui] + 0x1p-24 * std::fabs(cpu.n[ui])) continue;
+      if (mask_bit(got, i) != mask_bit(cpu.mask, i) && ++wrong <= 5) {
+        ADD_FAILURE() << "mask bit " << i << " = " << mask_bit(got, i) << ", u " << cpu.u[ui];
+      }
+    }
+    EXPECT_EQ(wrong, 0) << "mask bits differ from the CPU's";
+    for (int64_t i = count; i < 32 * mask_words(k); ++i) EXPECT_FALSE(mask_bit(got, i)) << i;
+    EXPECT_EQ(got.back(), ~0u) << "written past the mask's size";
+  }
+}
+
+TEST_P(GpuChannelFusion, BackwardMatchesCpu) {
+  const Config c = GetParam();
+  const bool relu = c.act == NK_ACTIVATION_RELU, silu = c.act == NK_ACTIVATION_SILU;
+  for (const PathRun& r : runs(c)) {
+    const ChannelCase& k = r.k;
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups << " misalign " << r.misalign);
+    const FusionInputs in = fusion_inputs(rng_, c, k);
+    const int64_t count = numel(k);
+    const auto ucount = static_cast<size_t>(count);
+    const CpuForward cpu = cpu_forward(k, in);
+    const BackwardStats st = backward_stats(c, k, in, cpu.mean, cpu.invstd);
+    const std::vector<double> e_u = u_error(c, in, st), dy = in.dy.values(), y = cpu.y.values();
+
+    Buffer mask_host(NK_F32, static_cast<int64_t>(cpu.mask.size()));
+    std::memcpy(mask_host.data(), cpu.mask.data(), cpu.mask.size() * 4);
+    DeviceBuffer x(in.x, r.misalign), dyd(in.dy, r.misalign), yd(cpu.y, r.misalign), z;
+    if (c.residual) z = DeviceBuffer(in.z, r.misalign);
+    DeviceBuffer mask(mask_host), w = upload(in.w), b = upload(in.b), rm = upload(in.rm),
+                                  rv = upload(in.rv), mean = upload(cpu.mean),
+                                  invstd = upload(cpu.invstd);
+
+    for (ReluFrom from : {ReluFrom::kMask, ReluFrom::kY}) {
+      if (from == ReluFrom::kY && !relu) break;
+      SCOPED_TRACE(relu ? (from == ReluFrom::kMask ? "ReLU from the mask" : "ReLU from y") : "");
+      Buffer dx_c(c.dtype, count), dz_c(c.dtype, count);
+      dx_c.poison();
+      dz_c.poison();
+      std::vector<float> dw_c = nan_floats(k.c), db_c = nan_floats(k.c);
+      const BackwardPointers pc{in.x.data(), in.dy.data(), cpu.y.data(), cpu.mask.data(),
+                                in.z.data(), in.w.data(),  in.b.data(),  in.rm.data(),
+                                in.rv.data(), cpu.mean.data(), cpu.invstd.data(), dx_c.data(),
+                                dz_c.data(), dw_c.data(), db_c.data()};
+      ASSERT_EQ(fused_backward(cpu_, c, k, pc, from), NK_SUCCESS) << nk_last_error();
+      DeviceBuffer dx(c.dtype, count, r.misalign), dz(c.dtype, count, r.misalign),
+          dw(NK_F32, k.c), db(NK_F32, k.c);
+      const BackwardPointers pg{x.data(),   dyd.data(),  yd.data(),    mask.data(), z.data(),
+                                w.f32(),    b.f32(),     rm.f32(),     rv.f32(),    mean.f32(),
+                                invstd.f32(), dx.data(), dz.data(),    dw.f32(),    db.f32()};
+      ASSERT_EQ(fused_backward(gpu_, c, k, pg, from), NK_SUCCESS) << nk_last_error();
+
+      // du on the CPU's terms, and e_du, how far the GPU's du can be from it.
+      std::vector<double> du(ucount), e_du(ucount, 0.0), magnitude(ucount);
+      for (size_t i = 0; i < ucount; ++i) {
+        double slope = 1.0;
+        if (relu) {
+          slope = from == ReluFrom::kMask ? mask_bit(cpu.mask, static_cast<int64_t>(i)) : y[i] > 0;
+        } else if (silu) {
+          slope = silu_slope(cpu.u[i]);
+          e_du[i] = kMaxSiluCurvature * std::fabs(dy[i]) * e_u[i] +
+                    kGpuRoundings * std::fabs(dy[i] * slope);
+        }
+        du[i] = dy[i] * slope;
+        magnitude[i] = std::fabs(du[i]);
+      }
+      const std::vector<double> moved = st.propagate(e_du), scale = st.propagate(magnitude);
+      const std::vector<double> dx_cpu = dx_c.values();
+      std::vector<double> bound(ucount);
+      for (size_t i = 0; i < ucount; ++i) {
+        const double e =
+            moved[i] + kGpuRoundings * (1 + st.invstd[i] * std::fabs(st.mean[i])) * scale[i];
+        bound[i] = ulp(std::fabs(dx_cpu[i]) + e, c.dtype) + e;
+      }
+      expect_within(dx.download().values(), dx_cpu, bound, "dx");
+      if (c.residual) {
+        const std::vector<double> dz_cpu = dz_c.values();
+        for (size_t i = 0; i < ucount; ++i) {
+          bound[i] = ulp(std::fabs(dz_cpu[i]) + e_du[i], c.dtype) + e_du[i];
+        }
+        expect_within(dz.download().values(), dz_cpu, bound, "dz");
+      }
+      std::vector<double> bw(static_cast<size_t>(k.c), 0.0), bb = bw;
+      for (size_t i = 0; i < ucount; ++i) {
+        const auto ch = static_cast<size_t>(st.channel[i]);
+        bw[ch] += e_du[i] * std::fabs(st.xhat[i]) +
+                  kGpuRoundings * magnitude[i] *
+                      (std::fabs(st.xhat[i]) + st.invstd[i] * std::fabs(st.mean[i]));
+        bb[ch] += e_du[i] + kGpuRoundings * magnitude[i];
+      }
+      for (size_t ch = 0; ch < bw.size(); ++ch) {
+        bw[ch] += ulp(std::fabs(dw_c[ch]) + bw[ch], NK_F32);
+        bb[ch] += ulp(std::fabs(db_c[ch]) + bb[ch], NK_F32);
+      }
+      expect_within(dw.download().values(), to_doubles(dw_c), bw, "dweight");
+      expect_within(db.download().values(), to_doubles(db_c), bb, "dbias");
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
+                         testing::ValuesIn(fusion_configs([](const Config&) { return true; })),
+                         fusion_config_name);
+
+// The reduction tree depends on the shape only: the same bytes of every output (y, the saved and
+// running statistics, the counter, the mask, dx, dz, dweight, dbias) on grids sized for 1 and 3
+// SMs, where the persistent loops take several turns. The shape splits each statistic into
+// several chunks. bf16 in training: ReLU with a residual (the mask) and SiLU (recomputation).
+class GpuChannelFusionGrid : public GpuChannelFusion {};
+
+TEST_P(GpuChannelFusionGrid, SameBitsOnAnyGrid) {
+  const Config c = GetParam();
+  const ChannelCase k{c.family, 2, 4, 4500, c.layout, c.family == Family::kGroup ? 2 : 1};
+  const int64_t count = numel(k), stats = num_stats(k);
+  const FusionInputs in = fusion_inputs(rng_, c, k);
+  std::vector<std::vector<Buffer>> results;
+  for (int sms : {1, 3}) {
+    SCOPED_TRACE(testing::Message() << "SM limit " << sms);
+    nk_context ctx = context_with_sm_limit(sms);
+    ASSERT_NE(ctx, nullptr);
+    DeviceBuffer x(in.x), z, dy(in.dy), y(c.dtype, count), dx(c.dtype, count), dz(c.dtype, count);
+    if (c.residual) z = DeviceBuffer(in.z);
+    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
+    DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
+    DeviceBuffer mask(NK_F32, mask_words(k)), dw(NK_F32, k.c), db(NK_F32, k.c);
+    const ForwardPointers pf{x.data(), z.data(), w.f32(),    b.f32(),      rm.f32(), rv.f32(),
+                             static_cast<int64_t*>(tracked.data()), y.data(), mean.f32(),
+                             invstd.f32(), mask.data()};
+    EXPECT_EQ(fused_forward(ctx, c, k, pf), NK_SUCCESS) << nk_last_error();
+    const BackwardPointers pb{x.data(),   dy.data(),    y.data(),  mask.data(), z.data(),
+                              w.f32(),    b.f32(),      rm.f32(),  rv.f32(),    mean.f32(),
+                              invstd.f32(), dx.data(),  dz.data(), dw.f32(),    db.f32()};
+    EXPECT_EQ(fused_backward(ctx, c, k, pb, ReluFrom::kMask), NK_SUCCESS) << nk_last_error();
+    std::vector<Buffer> out;
+    for (const DeviceBuffer* d : {&y, &mean, &invstd, &rm, &rv, &tracked, &mask, &dx, &dz, &dw, &db})
+      out.push_back(d->download());
+    results.push_back(std::move(out));
+    nk_context_destroy(ctx);
+  }
+  const char* names[] = {"y",    "save_mean", "save_invstd", "running_mean", "running_var", "counter",
+                         "mask", "dx",        "dz",          "dweight",      "dbias"};
+  const bool written[] = {true, true, true, true, true, true, c.act == NK_ACTIVATION_RELU,
+                          true, c.residual, true, true};
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    EXPECT_EQ(results[1][i].bytes(), results[0][i].bytes()) << names[i] << " differs";
+    if (!written[i] || i == 5 || i == 6) continue;  // the counter and mask are not floats
+    int64_t bad = 0;
+    for (double v : results[0][i].values()) bad += std::isfinite(v) ? 0 : 1;
+    EXPECT_EQ(bad, 0) << names[i] << ": elements not written";
+  }
+  int64_t advanced = 0;
+  std::memcpy(&advanced, results[0][5].data(), 8);
+  EXPECT_EQ(advanced, in.tracked + 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, GpuChannelFusionGrid,
+                         testing::ValuesIn(fusion_configs([](const Config& c) {
+                           return c.dtype == NK_BF16 && c.phase == NK_TRAINING &&
+                                  ((c.act == NK_ACTIVATION_RELU && c.residual) ||
+                                   (c.act == NK_ACTIVATION_SILU && !c.residual));
+                         })),
+                         fusion_config_name);
+
+// A failing call writes nothing: a forward given z without NK_RESIDUAL_ADD and a backward given dz
+// without it leave every output and running statistic as they were.
+class GpuChannelFusionErrors : public GpuTest {};
+
+TEST_F(GpuChannelFusionErrors, FailingCallsWriteNothing) {
+  const Config c{Family::kBatch, NK_TRAINING, NK_ACTIVATION_RELU, false, NK_NCHW, NK_F16};
+  const ChannelCase k{c.family, 2, 4, 33, c.layout, 1};
+  const FusionInputs in = fusion_inputs(rng_, c, k);
+  const int64_t count = numel(k), stats = num_stats(k);
+  DeviceBuffer x(in.x), stray(in.x), dy(in.dy), y(c.dtype, count), dx(c.dtype, count),
+      dz(c.dtype, count);
+  DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
+  DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
+  DeviceBuffer mask(NK_F32, mask_words(k)), dw(NK_F32, k.c), db(NK_F32, k.c);
+  const std::vector<const DeviceBuffer*> outputs = {&y,  &rm, &rv, &tracked, &mean, &invstd,
+                                                    &mask, &dx, &dz, &dw, &db};
+  std::vector<Buffer> before;
+  for (const DeviceBuffer* d : outputs) before.push_back(d->download());
+
+  const nk_act_desc d = desc_of(k, c.dtype);
+  const nk_channel_fusion f = fusion_of(c, k);
+  const nk_norm_params p = fusion_params(c);
+  nk_channel_fused_forward_buffers fb{};
+  fb.x = x.data();
+  fb.z = stray.data();  // not read without NK_RESIDUAL_ADD: an error
+  fb.weight = w.f32();
+  fb.bias = b.f32();
+  fb.running_mean = rm.f32();
+  fb.running_var = rv.f32();
+  fb.num_batches_tracked = static_cast<int64_t*>(tracked.data());
+  fb.y = y.data();
+  fb.save_mean = mean.f32();
+  fb.save_invstd = invstd.f32();
+  fb.relu_mask = mask.data();
+  EXPECT_EQ(nk_channel_norm_fused_forward(gpu_, &d, &f, &p, &fb), NK_ERROR_INVALID_VALUE);
+
+  nk_channel_fused_backward_buffers bb{};
+  bb.x = x.data();
+  bb.dy = dy.data();
+  bb.relu_mask = mask.data();
+  bb.weight = w.f32();
+  bb.save_mean = mean.f32();
+  bb.save_invstd = invstd.f32();
+  bb.dx = dx.data();
+  bb.dz = dz.data();  // no residual: an error
+  bb.dweight = dw.f32();
+  bb.dbias = db.f32();
+  EXPECT_EQ(nk_channel_norm_fused_backward(gpu_, &d, &f, &p, &bb), NK_ERROR_INVALID_VALUE);
+  synchronize();
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    EXPECT_EQ(outputs[i]->download().bytes(), before[i].bytes()) << "output " << i << " written";
+  }
+}
+
+}  // namespace
+}  // namespace nkt
