@@ -1,8 +1,5 @@
-// The fused channel-norm calls are weak references here: normkit_bench must link, and list its
-// cases, against a libnormkit that declares them (normkit.h) but does not define them yet (issue
-// 14's implementation lands separately). A missing call has a null address, and a case that needs
-// it fails with a message naming it instead of the whole program failing to load. Once every
-// libnormkit defines them the references bind as ordinary ones.
+// The fused channel-norm cases of normkit_bench: buffers to pointers, workspace queries, and the
+// forward and backward launches the timer repeats.
 //
 // The mask size is not trusted to the bench alone: before any call, the library's size query
 // must agree with Case::relu_mask_bytes(), which minimal_bytes counts and the buffers hold.
@@ -13,24 +10,10 @@
 
 #include "bench_error.hpp"
 
-#pragma weak nk_channel_norm_relu_mask_size
-#pragma weak nk_channel_norm_fused_forward_workspace_size
-#pragma weak nk_channel_norm_fused_forward
-#pragma weak nk_channel_norm_fused_backward_workspace_size
-#pragma weak nk_channel_norm_fused_backward
-
 namespace nkb {
 namespace {
 
 constexpr double kEps = 1e-5;
-
-template <class Function>
-void require(Function* function, const char* name) {
-  if (function == nullptr) {
-    throw BenchError(std::string("normkit: ") + name +
-                     " is declared in normkit.h but not defined by the loaded libnormkit");
-  }
-}
 
 nk_norm_params params_of(nk_phase phase) {
   nk_norm_params params = nk_norm_params_default();
@@ -117,7 +100,6 @@ nk_status backward(nk_context ctx, const Case& c, const Pointers& p) {
 
 void check_mask_size(const Case& c) {
   if (!c.channel_fusion.relu()) return;
-  require(&nk_channel_norm_relu_mask_size, "nk_channel_norm_relu_mask_size");
   const nk_act_desc d = c.act_desc();
   size_t bytes = 0;
   check_nk(nk_channel_norm_relu_mask_size(&d, &bytes), "nk_channel_norm_relu_mask_size");
@@ -131,8 +113,6 @@ void check_mask_size(const Case& c) {
 }  // namespace
 
 size_t channel_fused_workspace(nk_context ctx, const Case& c) {
-  require(&nk_channel_norm_fused_forward_workspace_size,
-          "nk_channel_norm_fused_forward_workspace_size");
   check_mask_size(c);
   const nk_act_desc d = c.act_desc();
   const nk_channel_fusion fusion = c.channel_fusion_desc();
@@ -143,8 +123,6 @@ size_t channel_fused_workspace(nk_context ctx, const Case& c) {
                                                         &forward_bytes),
            "workspace query");
   if (c.phase == Phase::backward) {
-    require(&nk_channel_norm_fused_backward_workspace_size,
-            "nk_channel_norm_fused_backward_workspace_size");
     const nk_norm_params backward_params = params_of(NK_TRAINING);
     check_nk(nk_channel_norm_fused_backward_workspace_size(ctx, &d, &fusion, &backward_params,
                                                            &backward_bytes),
@@ -155,7 +133,6 @@ size_t channel_fused_workspace(nk_context ctx, const Case& c) {
 
 void channel_fused_prepare(nk_context ctx, const Case& c, CaseBuffers& b, cudaStream_t stream) {
   if (c.phase != Phase::backward) return;
-  require(&nk_channel_norm_fused_forward, "nk_channel_norm_fused_forward");
   const Pointers p = pointers(b);
   check_nk(forward(ctx, c, NK_TRAINING, p, p.dx), "normkit fused forward (statistics, mask)");
   check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize after the statistics");
@@ -164,10 +141,8 @@ void channel_fused_prepare(nk_context ctx, const Case& c, CaseBuffers& b, cudaSt
 Launch channel_fused_launch(nk_context ctx, const Case& c, CaseBuffers& b) {
   const Pointers p = pointers(b);
   if (c.phase == Phase::backward) {
-    require(&nk_channel_norm_fused_backward, "nk_channel_norm_fused_backward");
     return [ctx, c, p] { check_nk(backward(ctx, c, p), "normkit fused backward"); };
   }
-  require(&nk_channel_norm_fused_forward, "nk_channel_norm_fused_forward");
   const nk_phase phase = c.phase == Phase::forward_inference ? NK_INFERENCE : NK_TRAINING;
   return [ctx, c, p, phase] { check_nk(forward(ctx, c, phase, p, p.y), "normkit fused forward"); };
 }

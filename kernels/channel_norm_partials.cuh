@@ -47,7 +47,9 @@ __global__ void __launch_bounds__(kPartialBlock)
   using State = typename Op::State;
   constexpr int kGroup = kWarpPerChunk ? 32 : kPartialBlock;  // threads per partial
   constexpr int kGroups = kPartialBlock / kGroup;
-  constexpr int kTile = E >= 4 ? 2 : 8 / E;  // loads per tile: 8 or 16 values
+  // Loads per tile: 8 or 16 values; one 16-byte pack when an activation's derivative is folded in
+  // (its per-value work would otherwise need more registers than the block's budget).
+  constexpr int kTile = E >= 4 ? (Op::kFold ? 1 : 2) : 8 / E;
   __shared__ State scratch[32];
   auto merge = [&](State a, State b) { return op.merge(a, b); };
   const int t = threadIdx.x % kGroup;

@@ -456,17 +456,6 @@ Args channel_fused_args(nk_context ctx, const nk_act_desc* desc, const nk_channe
   return a;
 }
 
-// The CUDA channel-norm kernels do not read the fusion yet: rather than return the plain norm's
-// result for a fused call, a CUDA context refuses it. Identity without a residual is the plain
-// computation and runs. (Goes when kernels/ implements the fused forms of issue 14.)
-void require_fused_kernels(const nk_context_s& ctx, const ChannelFusion& f) {
-  if (ctx.backend == NK_BACKEND_CUDA && f.any()) {
-    fail(NK_ERROR_NOT_SUPPORTED,
-         "an activation or a residual runs on CPU contexts only in this build (the CUDA kernels of "
-         "the fused channel norms are not in it yet)");
-  }
-}
-
 }  // namespace
 }  // namespace nk
 
@@ -517,7 +506,6 @@ nk_status nk_channel_norm_fused_forward(nk_context ctx, const nk_act_desc* desc,
     a.save_invstd = buffers->save_invstd;
     a.relu_mask = static_cast<uint32_t*>(buffers->relu_mask);
     nk::validate_fused(a, *ctx);
-    nk::require_fused_kernels(*ctx, a.fusion);
     nk::run(*ctx, a);
   });
 }
@@ -563,7 +551,6 @@ nk_status nk_channel_norm_fused_backward(nk_context ctx, const nk_act_desc* desc
     a.dweight = buffers->dweight;
     a.dbias = buffers->dbias;
     nk::validate_fused(a, *ctx);
-    nk::require_fused_kernels(*ctx, a.fusion);
     nk::run(*ctx, a);
   });
 }
