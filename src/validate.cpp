@@ -375,12 +375,13 @@ void validate_buffers(const ChannelBackwardArgs& a, const Span& workspace) {
   const int64_t elem = static_cast<int64_t>(dtype_size(s.dtype)), act = s.numel() * elem;
   const int64_t per_channel = s.c * 4, per_stat = s.num_stats() * 4;
   // The fused call's buffers (y, relu_mask, z, bias, dz) are NULL in the plain calls, which keep
-  // their one in-place pair (dx == dy).
+  // their one in-place pair (dx == dy). The mask, though read only, overlaps nothing: bits that
+  // share bytes with another argument cannot all be what the forward wrote.
   const std::initializer_list<BufferUse> buffers = {
       {a.x, act, "x", false, elem},
       {a.dy, act, "dy", false, elem},
       {a.y, act, "y", false, elem},
-      {a.relu_mask, relu_mask_bytes(s), "relu_mask", false, 4},
+      {a.relu_mask, relu_mask_bytes(s), "relu_mask", true, 4},
       {a.z, act, "z", false, elem},
       {a.weight, per_channel, "weight", false, 4},
       {a.bias, per_channel, "bias", false, 4},

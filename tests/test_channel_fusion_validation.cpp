@@ -5,6 +5,7 @@
 // function's name and names the argument, and that not one byte of anything the call could write
 // changed. Overlaps are carved out of one poisoned arena. The in-place pairs the header allows are
 // checked to give the bytes of the call without aliasing, and the mask size query its values.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -599,6 +600,13 @@ TEST(ChannelFusionBackwardErrors, ReluMaskOverlapsDx) {
     c.b.dx = c.in_arena(1);
   });
 }
+TEST(ChannelFusionBackwardErrors, ReluMaskOverlapsAnInput) {
+  backward_rejected(kInvalid, "overlaps relu_mask", [](BackwardCall& c) {
+    c.relu();
+    c.b.x = c.in_arena(0);
+    c.b.relu_mask = c.in_arena(kCount - 1);
+  });
+}
 TEST(ChannelFusionBackwardErrors, ReluMaskMisaligned) {
   backward_rejected(kInvalid, "relu_mask = ", [](BackwardCall& c) {
     c.relu();
@@ -663,6 +671,119 @@ TEST(ChannelFusionInPlace, DxOnDyAndDzOnDyGiveTheSameBytes) {
     EXPECT_TRUE(call.dy.bytes() == (dz_onto_dy ? ref.dz : ref.dx).bytes());
     EXPECT_TRUE((dz_onto_dy ? call.dx : call.dz).bytes() == (dz_onto_dy ? ref.dx : ref.dz).bytes());
     EXPECT_TRUE(call.dweight.bytes() == ref.dweight.bytes());
+  }
+}
+
+// ---- nothing fused is the plain call ------------------------------------------------------------
+
+// Identity without a residual through the fused calls gives the plain calls' bytes: y, the saved
+// and running statistics and the counter forward; dx, dweight and dbias backward.
+TEST(ChannelFusionPlain, IdentityWithoutResidualGivesThePlainCallsBytes) {
+  nkt::CpuContext ctx;
+  nkt::Random rng;
+  const int64_t n = 3, c = 4, s = 6, count = n * c * s;
+  const nk_act_desc d{n, c, s, NK_NHWC, NK_BF16};
+  const Buffer x(NK_BF16, rng.normal(count, 1.0, 2.0)), dy(NK_BF16, rng.normal(count));
+  const std::vector<double> wv = rng.uniform(c, 0.5, 1.5), bv = rng.normal(c);
+  const std::vector<float> w(wv.begin(), wv.end()), b(bv.begin(), bv.end());
+  const std::vector<double> rmv = rng.normal(c), rvv = rng.uniform(c, 0.5, 2.0);
+  const std::vector<float> rm0(rmv.begin(), rmv.end()), rv0(rvv.begin(), rvv.end());
+  for (const nk_channel_norm norm : {NK_BATCH_NORM, NK_INSTANCE_NORM, NK_GROUP_NORM}) {
+    for (const nk_phase phase : {NK_TRAINING, NK_INFERENCE}) {
+      if (norm == NK_GROUP_NORM && phase == NK_INFERENCE) continue;
+      SCOPED_TRACE(testing::Message() << "norm " << norm << ", phase " << phase);
+      const bool group = norm == NK_GROUP_NORM, training = phase == NK_TRAINING;
+      nk_channel_fusion f = nk_channel_fusion_default();
+      f.norm = norm;
+      f.groups = group ? 2 : 0;
+      nk_norm_params p = nk_norm_params_default();
+      p.phase = phase;
+      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+      const int64_t stats = norm == NK_BATCH_NORM ? c : group ? n * 2 : n * c;
+      struct Out {
+        Buffer y, dx;
+        std::vector<float> mean, invstd, rm, rv, dw, db;
+        int64_t tracked = 5;
+      };
+      Out plain{Buffer(NK_BF16, count),
+                Buffer(NK_BF16, count),
+                std::vector<float>(stats, -1),
+                std::vector<float>(stats, -1),
+                rm0,
+                rv0,
+                std::vector<float>(c, -1),
+                std::vector<float>(c, -1)};
+      Out fused = plain;
+      plain.y.poison();
+      fused.y.poison();
+      float* const no_stats = nullptr;
+      auto save = [&](std::vector<float>& v) { return training ? v.data() : no_stats; };
+      // Plain.
+      if (group) {
+        ASSERT_EQ(nk_group_norm_forward(ctx, &d, 2, p.eps, x.data(), w.data(), b.data(),
+                                        plain.y.data(), plain.mean.data(), plain.invstd.data()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        ASSERT_EQ(nk_group_norm_backward(ctx, &d, 2, x.data(), dy.data(), w.data(),
+                                         plain.mean.data(), plain.invstd.data(), plain.dx.data(),
+                                         plain.dw.data(), plain.db.data()),
+                  NK_SUCCESS)
+            << nk_last_error();
+      } else {
+        auto fwd = norm == NK_BATCH_NORM ? nk_batch_norm_forward : nk_instance_norm_forward;
+        auto bwd = norm == NK_BATCH_NORM ? nk_batch_norm_backward : nk_instance_norm_backward;
+        ASSERT_EQ(fwd(ctx, &d, &p, x.data(), w.data(), b.data(), plain.rm.data(), plain.rv.data(),
+                      &plain.tracked, plain.y.data(), save(plain.mean), save(plain.invstd)),
+                  NK_SUCCESS)
+            << nk_last_error();
+        ASSERT_EQ(bwd(ctx, &d, &p, x.data(), dy.data(), w.data(), training ? nullptr : rm0.data(),
+                      training ? nullptr : rv0.data(), save(plain.mean), save(plain.invstd),
+                      plain.dx.data(), plain.dw.data(), plain.db.data()),
+                  NK_SUCCESS)
+            << nk_last_error();
+      }
+      // Fused.
+      nk_channel_fused_forward_buffers fb{};
+      fb.x = x.data();
+      fb.weight = w.data();
+      fb.bias = b.data();
+      if (!group) {
+        fb.running_mean = fused.rm.data();
+        fb.running_var = fused.rv.data();
+        fb.num_batches_tracked = &fused.tracked;
+      }
+      fb.y = fused.y.data();
+      fb.save_mean = save(fused.mean);
+      fb.save_invstd = save(fused.invstd);
+      ASSERT_EQ(nk_channel_norm_fused_forward(ctx, &d, &f, &p, &fb), NK_SUCCESS) << nk_last_error();
+      nk_channel_fused_backward_buffers bb{};
+      bb.x = x.data();
+      bb.dy = dy.data();
+      bb.weight = w.data();
+      if (!training) {
+        bb.running_mean = rm0.data();
+        bb.running_var = rv0.data();
+      }
+      bb.save_mean = save(fused.mean);
+      bb.save_invstd = save(fused.invstd);
+      bb.dx = fused.dx.data();
+      bb.dweight = fused.dw.data();
+      bb.dbias = fused.db.data();
+      ASSERT_EQ(nk_channel_norm_fused_backward(ctx, &d, &f, &p, &bb), NK_SUCCESS)
+          << nk_last_error();
+      EXPECT_TRUE(fused.y.bytes() == plain.y.bytes());
+      EXPECT_EQ(fused.mean, plain.mean);
+      EXPECT_EQ(fused.invstd, plain.invstd);
+      EXPECT_EQ(fused.rm, plain.rm);
+      EXPECT_EQ(fused.rv, plain.rv);
+      EXPECT_EQ(fused.tracked, plain.tracked);
+      EXPECT_TRUE(fused.dx.bytes() == plain.dx.bytes());
+      EXPECT_EQ(fused.dw, plain.dw);
+      EXPECT_EQ(fused.db, plain.db);
+      for (int64_t i = 0; i < count; ++i) {  // written: no poison (NaN) left
+        ASSERT_FALSE(std::isnan(fused.y.get(i)) || std::isnan(fused.dx.get(i))) << i;
+      }
+    }
   }
 }
 
