@@ -410,7 +410,9 @@ void GpuChannelFusion::check_backward(const PathRun& r) {
 // Forward and backward in one test per combination (the simulated lane pays a process start per
 // batch of tests, not per check).
 TEST_P(GpuChannelFusion, ForwardAndBackwardMatchCpu) {
-  for (const PathRun& r : runs(GetParam())) {
+  const std::vector<PathRun> list = runs(GetParam());
+  ASSERT_FALSE(list.empty()) << "no shape runs this combination";
+  for (const PathRun& r : list) {
     const ChannelCase& k = r.k;
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups << " misalign " << r.misalign);
