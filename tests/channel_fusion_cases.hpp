@@ -34,8 +34,8 @@ inline const char* act_name(nk_activation a) {
 inline std::string fusion_config_name(const testing::TestParamInfo<FusionConfig>& info) {
   const FusionConfig& c = info.param;
   return std::string(name(c.family)) + (c.phase == NK_TRAINING ? "_training_" : "_inference_") +
-         act_name(c.act) + (c.residual ? "_add" : "") + (c.layout == NK_NCHW ? "_nchw_" : "_nhwc_") +
-         name(c.dtype);
+         act_name(c.act) + (c.residual ? "_add" : "") +
+         (c.layout == NK_NCHW ? "_nchw_" : "_nhwc_") + name(c.dtype);
 }
 
 // Every norm x phase (inference for batch and instance norm) x activation x residual x layout x
@@ -202,8 +202,8 @@ inline BackwardStats backward_stats(const FusionConfig& c, const ChannelCase& k,
         const int64_t j = s.training ? stat_index(k, n, ch) : ch;
         const auto uj = static_cast<size_t>(j), uc = static_cast<size_t>(ch);
         const double mean = s.training ? double{save_mean[uj]} : double{in.rm[uc]};
-        const double invstd = s.training ? double{save_invstd[uj]}
-                                         : 1 / std::sqrt(double{in.rv[uc]} + kFusionEps);
+        const double invstd =
+            s.training ? double{save_invstd[uj]} : 1 / std::sqrt(double{in.rv[uc]} + kFusionEps);
         s.xhat[i] = (in.x.get(static_cast<int64_t>(i)) - mean) * invstd;
         s.invstd[i] = invstd;
         s.mean[i] = mean;

@@ -50,7 +50,8 @@ std::vector<ChannelCase> shapes(const Config& c) {
   const int64_t list[][4] = {{2, 4, 1, 2}, {3, 6, 7, 3}, {2, 12, 33, 4}, {2, 8, 16, 4}};
   std::vector<ChannelCase> out;
   for (const auto& s : list) {
-    const ChannelCase k{c.family, s[0], s[1], s[2], c.layout, c.family == Family::kGroup ? s[3] : 1};
+    const ChannelCase k{c.family, s[0],     s[1],
+                        s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
     if (runnable(c, k)) out.push_back(k);
   }
   return out;
@@ -87,17 +88,22 @@ class ChannelFusion : public testing::TestWithParam<Config> {
   ForwardOut plain_forward(const ChannelCase& k, const Buffer& x, const Inputs& in) {
     const Config& c = GetParam();
     const bool training = c.phase == NK_TRAINING;
-    ForwardOut o{Buffer(x.dtype(), numel(k)), nan_floats(num_stats(k)), nan_floats(num_stats(k)),
-                 in.rm, in.rv, in.tracked, {}};
+    ForwardOut o{Buffer(x.dtype(), numel(k)),
+                 nan_floats(num_stats(k)),
+                 nan_floats(num_stats(k)),
+                 in.rm,
+                 in.rv,
+                 in.tracked,
+                 {}};
     o.y.poison();
     const bool run = has_running(c);
-    EXPECT_EQ(channel_forward(ctx_, k, x.dtype(), fusion_params(c), x.data(),
-                              in.w.empty() ? nullptr : in.w.data(),
-                              in.b.empty() ? nullptr : in.b.data(), run ? o.rm.data() : nullptr,
-                              run ? o.rv.data() : nullptr, run ? &o.tracked : nullptr, o.y.data(),
-                              training ? o.mean.data() : nullptr,
-                              training ? o.invstd.data() : nullptr),
-              NK_SUCCESS)
+    EXPECT_EQ(
+        channel_forward(ctx_, k, x.dtype(), fusion_params(c), x.data(),
+                        in.w.empty() ? nullptr : in.w.data(), in.b.empty() ? nullptr : in.b.data(),
+                        run ? o.rm.data() : nullptr, run ? o.rv.data() : nullptr,
+                        run ? &o.tracked : nullptr, o.y.data(), training ? o.mean.data() : nullptr,
+                        training ? o.invstd.data() : nullptr),
+        NK_SUCCESS)
         << nk_last_error();
     return o;
   }
@@ -105,8 +111,13 @@ class ChannelFusion : public testing::TestWithParam<Config> {
   ForwardOut fused_forward(const ChannelCase& k, const Inputs& in, bool with_mask) {
     const Config& c = GetParam();
     const bool training = c.phase == NK_TRAINING, run = has_running(c);
-    ForwardOut o{Buffer(c.dtype, numel(k)), nan_floats(num_stats(k)), nan_floats(num_stats(k)),
-                 in.rm, in.rv, in.tracked, {}};
+    ForwardOut o{Buffer(c.dtype, numel(k)),
+                 nan_floats(num_stats(k)),
+                 nan_floats(num_stats(k)),
+                 in.rm,
+                 in.rv,
+                 in.tracked,
+                 {}};
     o.y.poison();
     if (with_mask) {
       const nk_act_desc d = desc_of(k, c.dtype);
@@ -152,7 +163,8 @@ ForwardRef forward_reference(const Config& c, const Buffer& n32, const Buffer& z
     const double zi = c.residual ? z.get(static_cast<int64_t>(i)) : 0.0;
     r.u[i] = r.n[i] + zi;
     r.act[i] = activate(c.act, r.u[i]);
-    r.delta[i] = kF32Rounding * std::fabs(r.n[i]) + kNoise * (1 + std::fabs(r.n[i]) + std::fabs(zi));
+    r.delta[i] =
+        kF32Rounding * std::fabs(r.n[i]) + kNoise * (1 + std::fabs(r.n[i]) + std::fabs(zi));
   }
   return r;
 }
@@ -246,8 +258,7 @@ class ChannelFusionBackward : public ChannelFusion {
     bb.dz = c.residual ? o.dz.data() : nullptr;
     bb.dweight = o.dw.data();
     bb.dbias = o.db.data();
-    EXPECT_EQ(nk_channel_norm_fused_backward(ctx_, &d, &f, &p, &bb), NK_SUCCESS)
-        << nk_last_error();
+    EXPECT_EQ(nk_channel_norm_fused_backward(ctx_, &d, &f, &p, &bb), NK_SUCCESS) << nk_last_error();
     return o;
   }
 
@@ -258,12 +269,11 @@ class ChannelFusionBackward : public ChannelFusion {
     const bool training = c.phase == NK_TRAINING;
     BackwardOut o{Buffer(x.dtype(), numel(k)), Buffer(), nan_floats(k.c), nan_floats(k.c)};
     o.dx.poison();
-    EXPECT_EQ(channel_backward(ctx_, k, x.dtype(), fusion_params(c), x.data(), dy.data(),
-                               in.w.empty() ? nullptr : in.w.data(),
-                               training ? nullptr : in.rm.data(), training ? nullptr : in.rv.data(),
-                               training ? fw.mean.data() : nullptr,
-                               training ? fw.invstd.data() : nullptr, o.dx.data(), o.dw.data(),
-                               o.db.data()),
+    EXPECT_EQ(channel_backward(
+                  ctx_, k, x.dtype(), fusion_params(c), x.data(), dy.data(),
+                  in.w.empty() ? nullptr : in.w.data(), training ? nullptr : in.rm.data(),
+                  training ? nullptr : in.rv.data(), training ? fw.mean.data() : nullptr,
+                  training ? fw.invstd.data() : nullptr, o.dx.data(), o.dw.data(), o.db.data()),
               NK_SUCCESS)
         << nk_last_error();
     return o;
@@ -301,8 +311,8 @@ TEST_P(ChannelFusionBackward, BackwardIsPlainBackwardOfActivationGradient) {
           // (the mask is checked in the forward test, y against the mask below).
           const double threshold = from == ReluFrom::kMask ? 0.0 : ulp(0.0, c.dtype) / 2;
           const bool decided = std::fabs(ref.u[i] - threshold) > ref.delta[i];
-          const bool own = from == ReluFrom::kMask ? mask_bit(fw.mask, static_cast<int64_t>(i))
-                                                   : y[i] > 0;
+          const bool own =
+              from == ReluFrom::kMask ? mask_bit(fw.mask, static_cast<int64_t>(i)) : y[i] > 0;
           slope = decided ? ref.u[i] > threshold : own;
         } else if (silu) {
           slope = silu_slope(ref.u[i]);
@@ -363,10 +373,11 @@ TEST_P(ChannelFusionBackward, BackwardIsPlainBackwardOfActivationGradient) {
 // the mask and y > 0 agree except where a positive u rounded to y = 0 (then only there).
 class ChannelFusionRelu : public ChannelFusionBackward {};
 
-INSTANTIATE_TEST_SUITE_P(
-    Relu, ChannelFusionRelu,
-    testing::ValuesIn(fusion_configs([](const Config& c) { return c.act == NK_ACTIVATION_RELU; })),
-    fusion_config_name);
+INSTANTIATE_TEST_SUITE_P(Relu, ChannelFusionRelu,
+                         testing::ValuesIn(fusion_configs([](const Config& c) {
+                           return c.act == NK_ACTIVATION_RELU;
+                         })),
+                         fusion_config_name);
 
 TEST_P(ChannelFusionRelu, BackwardFromMaskEqualsBackwardFromY) {
   const Config c = GetParam();
@@ -414,9 +425,9 @@ TEST_P(ChannelFusionIdentity, EqualsPlainOpBitForBit) {
   const Config c = GetParam();
   for (bool affine : {true, false}) {
     for (const ChannelCase& k : shapes(c)) {
-      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                      << " g=" << k.groups << (affine ? " affine" : " plain")
-                                      << ", seed " << rng_.seed());
+      SCOPED_TRACE(testing::Message()
+                   << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups
+                   << (affine ? " affine" : " plain") << ", seed " << rng_.seed());
       const Inputs in = make_inputs(k, affine);
       const ForwardOut plain = plain_forward(k, in.x, in);
       const ForwardOut fused = fused_forward(k, in, false);
