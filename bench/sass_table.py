@@ -15,7 +15,8 @@ into one table. For every kernel whose demangled name matches --filter it prints
     loads per thread per iteration, over 16. Activation loads are the global loads whose width
     equals the kernel's pack (sizeof(T) * E, read from the template arguments of the demangled
     name: T is the first of float/__half/__nv_bfloat16 named, E the first integer argument after
-    it, 1 when there is none). A kernel whose parameter loads have the same width (fp32 with
+    it - after the whole first argument when that is an op template with integers of its own -
+    1 when there is none). A kernel whose parameter loads have the same width (fp32 with
     E == 1) is marked "~" because parameters then count as activation loads.
 
 The numbers are static: the instructions of one pass through the loop body, not a profile.
@@ -91,6 +92,18 @@ def pack_bytes(demangled):
         return None
     size = 4 if t.group(1) == "float" else 2
     rest = args[t.end():]
+    # An op template as the first argument (apply_rows<ForwardApply<T, ...>, E>) carries its own
+    # integers: E is then the first integer after that argument.
+    depth = 0
+    for i, ch in enumerate(args):
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            if "<" in args[:i]:
+                rest = args[i + 1:]
+            break
     e = re.search(r"(?<![\w.])(\d+)(?![\w.])", rest)
     return size * (int(e.group(1)) if e else 1), size
 

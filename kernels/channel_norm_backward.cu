@@ -16,6 +16,12 @@
 // large offsets), (3) dx elementwise (channel_norm_apply.cuh). Inference without dweight/dbias is
 // the elementwise launch alone, with a = weight_c / sqrt(running_var_c + eps) folded in registers
 // and dy the only input. No atomics: results repeat bit for bit.
+// Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
+// value by value in registers, so the passes and the workspace stay the plain ones. act' comes
+// from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
+// (plus the bias and z); the partials kernels fold it into each tile (GradOp::Local::fold) and the
+// dx pass applies it before its formula, writing du to dz as its second output. Every variant is
+// a template instance (ActSource x residual), so the plain path's code is unchanged.
 #include <cstdint>
 #include <type_traits>
 
@@ -377,11 +383,14 @@ void launch_dx_op(const ChannelBackwardArgs& a, const ChannelPlan& plan, const f
   op.channels = a.shape.c;
   op.per_sample = a.shape.kind != ChannelNorm::kBatch;
   auto stream = static_cast<cudaStream_t>(l.stream);
-  if (kTraining && a.shape.kind != ChannelNorm::kBatch) {
-    launch_elementwise<Op, true>(op, plan, l.sm_count, stream);
-  } else {
-    launch_elementwise<Op, false>(op, plan, l.sm_count, stream);
+  // Coefficients per (n, c) in training for instance and group norm; per channel otherwise.
+  if constexpr (kTraining) {
+    if (a.shape.kind != ChannelNorm::kBatch) {
+      launch_elementwise<Op, true>(op, plan, l.sm_count, stream);
+      return;
+    }
   }
+  launch_elementwise<Op, false>(op, plan, l.sm_count, stream);
 }
 
 template <class T>

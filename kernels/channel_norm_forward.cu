@@ -25,6 +25,9 @@
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
+// Fused forms (y = act(u), u = norm(x) + z): only the apply changes - z is one more input of the
+// walk, the activation ends each element's formula in fp32, and a ReLU mask is written from the
+// same values (whole bytes for 8-element packs; narrower packs OR into a mask zeroed first).
 #include <cstdint>
 #include <type_traits>
 
