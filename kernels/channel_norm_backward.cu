@@ -283,7 +283,8 @@ struct DxApply {
   }
   template <int E>
   __device__ void store(int64_t i, const float (&r)[kOutputs][E]) const {
-    if (out != nullptr) dev::store_floats<T, E>(out + i, r[0]);
+    // dx is always given unless dz is (the pass runs for one of them).
+    if (!kResidual || out != nullptr) dev::store_floats<T, E>(out + i, r[0]);
     if constexpr (kResidual) {
       if (dz != nullptr) dev::store_floats<T, E>(dz + i, r[1]);
     }
