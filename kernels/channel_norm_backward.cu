@@ -55,26 +55,22 @@ struct XhatStats {
 // forward's y (ReLU), or u recomputed from x, the statistics, weight, bias and z (SiLU).
 enum ActSource { kNoAct, kFromMask, kFromY, kSiluOfU };
 
-// du = dy * act'(u) for K values of one (n, c), in place. aux holds the mask bits as 0 or 1
-// (kFromMask), y (kFromY) or z (kSiluOfU with a residual).
+// du = dy * act'(u) for one value, where u = (x - mean) * scale + bias (+ aux), scale = invstd *
+// weight. aux holds the mask bit as 0 or 1 (kFromMask), y (kFromY) or z (kSiluOfU with a
+// residual). The gradient sums and the dx pass both take their du from here.
 template <int kSource, bool kZ>
-struct ActDerivative {
-  float mean, invstd, weight, bias;
-  template <int K>
-  __device__ __forceinline__ void operator()(const float (&x)[K], float (&dy)[K],
-                                             const float (&aux)[K]) const {
-#pragma unroll
-    for (int i = 0; i < K; ++i) {
-      if constexpr (kSource == kFromMask || kSource == kFromY) {
-        dy[i] = aux[i] > 0.0f ? dy[i] : 0.0f;  // a NaN gradient where ReLU was off is cut too
-      } else if constexpr (kSource == kSiluOfU) {
-        float u = fmaf((x[i] - mean) * invstd, weight, bias);
-        if constexpr (kZ) u += aux[i];
-        dy[i] *= dev::silu_derivative(u);
-      }
-    }
+__device__ __forceinline__ float du_of(float dy, float x, float aux, float mean, float scale,
+                                       float bias) {
+  if constexpr (kSource == kFromMask || kSource == kFromY) {
+    return aux > 0.0f ? dy : 0.0f;  // a NaN gradient where ReLU was off is cut too
+  } else if constexpr (kSource == kSiluOfU) {
+    float u = fmaf(x - mean, scale, bias);
+    if constexpr (kZ) u += aux;
+    return dy * dev::silu_derivative(u);
+  } else {
+    return dy;
   }
-};
+}
 
 // The gradient sums (dy: du in the fused forms). kSource != kNoAct: the partials kernels hand
 // each tile to Local::fold before push, with the tensor or mask bits that act' needs (aux) loaded
@@ -92,12 +88,12 @@ struct GradOp {
   const float* bias;
 
   struct Local {
-    float mean, invstd;
-    ActDerivative<kSource, kZ> act;
+    float mean, invstd, scale, bias;  // scale and bias: SiLU's u
     template <int K>
     __device__ __forceinline__ void fold(const float (&x)[K], float (&dy)[K],
                                          const float (&aux)[K]) const {
-      act(x, dy, aux);
+#pragma unroll
+      for (int i = 0; i < K; ++i) dy[i] = du_of<kSource, kZ>(dy[i], x[i], aux[i], mean, scale, bias);
     }
     // invstd multiplies the tile's sum of dy * (x - mean) once, not every product.
     template <int K>
@@ -120,12 +116,12 @@ struct GradOp {
   };
   __device__ Local local(int64_t n, int64_t c) const {
     const float2 m = stats.at(n, c);
-    ActDerivative<kSource, kZ> act{m.x, m.y, 1.0f, 0.0f};
+    Local l{m.x, m.y, 0.0f, 0.0f};
     if constexpr (kSource == kSiluOfU) {
-      act.weight = weight ? weight[c] : 1.0f;
-      act.bias = bias ? bias[c] : 0.0f;
+      l.scale = m.y * (weight ? weight[c] : 1.0f);
+      l.bias = bias ? bias[c] : 0.0f;
     }
-    return Local{m.x, m.y, act};
+    return l;
   }
   // The aux values of elements i .. i + E - 1 (aligned like x's pack at i).
   template <int E>
@@ -263,19 +259,13 @@ struct DxApply {
   }
   __device__ void apply(const Coef& k, const float (&v)[kInputs + (kBits ? 1 : 0)],
                         float (&r)[kOutputs]) const {
-    constexpr int kX = 1, kAux = kReadsX ? 2 : 1;
-    float du = v[0];
-    if constexpr (kSource == kFromMask) {
-      du = v[kInputs] != 0.0f ? du : 0.0f;
-    } else if constexpr (kSource == kFromY) {
-      du = v[kAux] > 0.0f ? du : 0.0f;
-    } else if constexpr (kSource == kSiluOfU) {
-      float u = fmaf(v[kX] - k.mean, k.a, k.bias);
-      if constexpr (kResidual) u += v[kAux];
-      du *= dev::silu_derivative(u);
-    }
+    // v: dy, then x (kReadsX), then y or z (kReadsAux), then the mask bit (kBits).
+    float x = 0.0f, aux = 0.0f;
+    if constexpr (kReadsX) x = v[1];
+    if constexpr (kBits || kReadsAux) aux = v[kInputs + (kBits ? 1 : 0) - 1];
+    const float du = du_of<kSource, kResidual>(v[0], x, aux, k.mean, k.a, k.bias);
     if constexpr (kTraining) {
-      r[0] = fmaf(k.a, du, fmaf(v[kX] - k.mean, k.b, k.c));
+      r[0] = fmaf(k.a, du, fmaf(x - k.mean, k.b, k.c));
     } else {
       r[0] = k.a * du;
     }
