@@ -85,7 +85,9 @@ __device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
 }
 
 // Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
-template <class T, int E>
+// kExplicitStore: 16-byte packs as one explicit st.global.v4 (dev::store_pack_global), for the
+// staged kernel, whose stores the compiler otherwise splits into elements.
+template <class T, int E, bool kExplicitStore = false>
 __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset, float (&dh)[E]) {
   if (p.dh_extra != nullptr) {
     // Kept packed as stored until added (half the registers for 16-bit types).
@@ -93,8 +95,15 @@ __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset
 #pragma unroll
     for (int i = 0; i < E; ++i) dh[i] += dev::to_float(extra.v[i]);
   }
-  if (p.dx != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dx) + offset, dh);
-  if (p.dresidual != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dresidual) + offset, dh);
+  auto store = [&](void* out) {
+    if constexpr (kExplicitStore) {
+      dev::store_floats_global<T, E>(static_cast<T*>(out) + offset, dh);
+    } else {
+      dev::store_floats<T, E>(static_cast<T*>(out) + offset, dh);
+    }
+  };
+  if (p.dx != nullptr) store(p.dx);
+  if (p.dresidual != nullptr) store(p.dresidual);
 }
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
@@ -326,7 +335,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
           const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
           out[i] = rstd * (dev::to_float(dv.v[i]) * w[i] - mean_g - xhat * mean_gx);
         }
-        store_dh<T, E>(p, row * p.cols + pack * E, out);
+        store_dh<T, E, true>(p, row * p.cols + pack * E, out);
       }
     }
     if (p.partial_dw == nullptr) continue;  // uniform across the grid

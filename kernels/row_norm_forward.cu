@@ -90,11 +90,18 @@ __device__ __forceinline__ void load_affine(const ForwardParams& p, int64_t col,
 }
 
 // Stores E outputs: rounded to T, or y * scale as fp8 with the running maximum of |y| (as bits).
-template <class T, int E>
+// kExplicitStore: a 16-byte pack as one explicit st.global.v4 (dev::store_pack_global), for the
+// staged kernel, whose y stores the compiler otherwise splits into elements; the other kernels
+// keep the plain store (their 16-byte stores are intact, and their code as it was).
+template <class T, int E, bool kExplicitStore = false>
 __device__ __forceinline__ void store_output(const ForwardParams& p, int64_t offset,
                                              const float (&out)[E], unsigned& amax_bits) {
   if (p.fp8 == 0) {
-    dev::store_floats<T, E>(static_cast<T*>(p.y) + offset, out);
+    if constexpr (kExplicitStore) {
+      dev::store_floats_global<T, E>(static_cast<T*>(p.y) + offset, out);
+    } else {
+      dev::store_floats<T, E>(static_cast<T*>(p.y) + offset, out);
+    }
     return;
   }
   const float scale = *p.y_scale;
@@ -283,7 +290,7 @@ __device__ __forceinline__ dev::Pack<T, E> load_input_pack(const ForwardParams& 
 #pragma unroll
   for (int i = 0; i < E; ++i) h.v[i] = dev::from_float<T>(dev::to_float(h.v[i]) + r[i] + b[i]);
   if (p.h != nullptr) {
-    *reinterpret_cast<dev::Pack<T, E>*>(static_cast<T*>(p.h) + base + col) = h;
+    dev::store_pack_global<T, E>(static_cast<T*>(p.h) + base + col, h);
   }
   return h;
 }
@@ -353,7 +360,7 @@ __global__ void __launch_bounds__(kStagedForwardBlock) forward_staged(ForwardPar
       for (int i = 0; i < E; ++i) {
         out[i] = ((dev::to_float(h.v[i]) - shift) - centre) * rstd * w[i] + b[i];
       }
-      store_output<T, E>(p, base + pack * E, out, amax_bits);
+      store_output<T, E, true>(p, base + pack * E, out, amax_bits);
     }
     if (threadIdx.x == 0) {
       if (p.save_mean) p.save_mean[row] = shift + centre;
