@@ -16,9 +16,9 @@
 //
 // Longer rows up to 16384 elements in 16-byte packs are staged in dynamic shared memory when x and
 // dy fit the device's opt-in limit (bf16: 64 KB at 16384, fp32: 128 KB; row_norm_tiling.hpp): one
-// block of 512 threads per row reads x and dy once, as stored, takes the row sums and its
-// threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) on the way in, and
-// computes dx from shared memory; chunks and partial rows are those of a block per row in
+// block of 512 threads per row reads x and dy once, as stored, into shared memory, takes the row
+// sums and its threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) and
+// dx from there; chunks and partial rows are those of a block per row in
 // registers, so the reduction order is the shape's alone. (Where a device's limit is too small
 // the row takes the generic path, whose chunks differ: dweight/dbias then differ in rounding
 // between such a device and one that stages the row.)
@@ -258,15 +258,18 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
 }
 
 // Rows of up to kBackwardStagedMaxCols elements, one block per row, x and dy staged in shared
-// memory as stored: each is read from memory once in 16-byte packs, the row sums and this thread's
-// dweight/dbias accumulators are taken on the way in, and dx is computed from shared memory. The
-// block takes chunks of rows in turn as the register path does (rows in row order, one partial
-// row per chunk, straight from the accumulators). Thread t owns packs t, t + blockDim.x, ... of
-// every row, in memory, in shared memory and in its accumulators, so the staging needs no barrier.
+// memory as stored: each is read from memory once in 16-byte packs (a copy with kCopyBatch packs
+// of each in flight a thread), then the row sums and this thread's dweight/dbias accumulators are
+// taken from shared memory, and dx after the block sum. (Taking the sums as each pack arrived
+// kept one pack in flight: more spilled next to the 64 accumulator registers.) The block takes
+// chunks of rows in turn as the register path does (rows in row order, one partial row per chunk,
+// straight from the accumulators). Thread t owns packs t, t + blockDim.x, ... of every row, in
+// memory, in shared memory and in its accumulators, so the staging needs no barrier.
 template <class T, class W, int E, int P>
 __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(BackwardParams p) {
-  // Packs of x and dy loaded before any is used: 2 spill in sm_90 bf16 next to the accumulators.
-  constexpr int kBatch = 1;
+  // Packs of x and dy a thread loads before it stores any to shared memory: the copy keeps
+  // kCopyBatch * 32 bytes in flight a thread without holding a pack past its store.
+  constexpr int kCopyBatch = P < 4 ? P : 4;
   constexpr int kStride = kBackwardStagedBlock;  // the block: pack offsets become immediates
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
   float* scratch = reinterpret_cast<float*>(staged_bytes);
@@ -286,12 +289,12 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
         chunk_first + p.groups_per_chunk < p.rows ? chunk_first + p.groups_per_chunk : p.rows;
     for (int64_t row = chunk_first; row < chunk_end; ++row) {  // uniform across the block
       const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
-      dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
+      // Memory to shared memory: x and dy of this thread's packs, kCopyBatch packs at a time.
 #pragma unroll
-      for (int k0 = 0; k0 < P; k0 += kBatch) {
-        dev::Pack<T, E> xs[kBatch], ds[kBatch];
+      for (int k0 = 0; k0 < P; k0 += kCopyBatch) {
+        dev::Pack<T, E> xs[kCopyBatch], ds[kCopyBatch];
 #pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
+        for (int k = 0; k < kCopyBatch; ++k) {
           const int pack = t + (k0 + k) * kStride;
           if (pack < packs) {
             xs[k] = load_pack<T, E>(x + row * p.cols + pack * E);
@@ -299,24 +302,31 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
           }
         }
 #pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
+        for (int k = 0; k < kCopyBatch; ++k) {
           const int pack = t + (k0 + k) * kStride;
           if (pack < packs) {
-            if (want_dh) {
-              xs_staged[pack] = xs[k];
-              ds_staged[pack] = ds[k];
-            }
-            float w[E];
-            load_gamma<W, E>(p, pack * E, w);
+            xs_staged[pack] = xs[k];
+            ds_staged[pack] = ds[k];
+          }
+        }
+      }
+      // The row sums and this thread's dweight/dbias accumulators, from shared memory.
+      dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
 #pragma unroll
-            for (int i = 0; i < E; ++i) {
-              const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
-              const float d = dev::to_float(ds[k].v[i]), g = d * w[i];
-              sums.v[0] += g;
-              sums.v[1] += g * xhat;
-              acc_dw[k0 + k][i] += d * xhat;
-              acc_db[k0 + k][i] += d;
-            }
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * kStride;
+        if (pack < packs) {
+          const dev::Pack<T, E> xv = xs_staged[pack], dv = ds_staged[pack];
+          float w[E];
+          load_gamma<W, E>(p, pack * E, w);
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
+            const float d = dev::to_float(dv.v[i]), g = d * w[i];
+            sums.v[0] += g;
+            sums.v[1] += g * xhat;
+            acc_dw[k][i] += d * xhat;
+            acc_db[k][i] += d;
           }
         }
       }
