@@ -14,9 +14,17 @@
 // is read, modified and written back in global memory, so dweight and dbias have the same bits on
 // every GPU.
 //
-// Longer rows take the generic path: dx from one block per row (statistics over memory, then a
-// second read of the row, usually from L2), and dweight/dbias from a separate column pass over x
-// and dy that writes one partial row per chunk of rows, finalized the same way.
+// Longer rows up to 16384 elements in 16-byte packs are staged in dynamic shared memory when x and
+// dy fit the device's opt-in limit (bf16: 64 KB at 16384, fp32: 128 KB; row_norm_tiling.hpp): one
+// block of 512 threads per row reads x and dy once, as stored, into shared memory, takes the row
+// sums and its threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) and
+// dx from there; chunks and partial rows are those of a block per row in
+// registers, so the reduction order is the shape's alone. (Where a device's limit is too small
+// the row takes the generic path, whose chunks differ: dweight/dbias then differ in rounding
+// between such a device and one that stages the row.)
+// Rows that fit neither take the generic path: dx from one block per row (statistics over memory,
+// then a second read of the row, usually from L2), and dweight/dbias from a separate column pass
+// over x and dy that writes one partial row per chunk of rows, finalized the same way.
 //
 // The fused forms (nk_row_norm_fused_backward) are runtime switches, uniform across the grid: a
 // zero-centred weight (g = dy * (1 + w)), the residual add's extra gradient (dh = ... + dh_extra,
@@ -25,6 +33,7 @@
 // registers as they were), cut into the same chunks and finalized by the same kernel into the
 // same partial rows, reused once dweight and dbias are done. Its order depends on the shape only.
 #include <cstdint>
+#include <limits>
 
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -32,6 +41,7 @@
 #include "common/vec.cuh"
 #include "row_norm.hpp"
 #include "row_norm_tiling.hpp"
+#include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 namespace {
@@ -75,7 +85,9 @@ __device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
 }
 
 // Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
-template <class T, int E>
+// kExplicitStore: 16-byte packs as one explicit st.global.v4 (dev::store_pack_global), for the
+// staged kernel, whose stores the compiler otherwise splits into elements.
+template <class T, int E, bool kExplicitStore = false>
 __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset, float (&dh)[E]) {
   if (p.dh_extra != nullptr) {
     // Kept packed as stored until added (half the registers for 16-bit types).
@@ -83,8 +95,15 @@ __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset
 #pragma unroll
     for (int i = 0; i < E; ++i) dh[i] += dev::to_float(extra.v[i]);
   }
-  if (p.dx != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dx) + offset, dh);
-  if (p.dresidual != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.dresidual) + offset, dh);
+  auto store = [&](void* out) {
+    if constexpr (kExplicitStore) {
+      dev::store_floats_global<T, E>(static_cast<T*>(out) + offset, dh);
+    } else {
+      dev::store_floats<T, E>(static_cast<T*>(out) + offset, dh);
+    }
+  };
+  if (p.dx != nullptr) store(p.dx);
+  if (p.dresidual != nullptr) store(p.dresidual);
 }
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
@@ -234,6 +253,107 @@ __global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks
     if (p.partial_db != nullptr) {
       write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group, t,
                           tpr, packs, p.cols);
+    }
+  }
+}
+
+// Rows of up to kBackwardStagedMaxCols elements, one block per row, x and dy staged in shared
+// memory as stored: each is read from memory once in 16-byte packs (a copy with kCopyBatch packs
+// of each in flight a thread), then the row sums and this thread's dweight/dbias accumulators are
+// taken from shared memory, and dx after the block sum. (Taking the sums as each pack arrived
+// kept one pack in flight: more spilled next to the 64 accumulator registers.) The block takes
+// chunks of rows in turn as the register path does (rows in row order, one partial row per chunk,
+// straight from the accumulators). Thread t owns packs t, t + blockDim.x, ... of every row, in
+// memory, in shared memory and in its accumulators, so the staging needs no barrier.
+template <class T, class W, int E, int P>
+__global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(BackwardParams p) {
+  // Packs of x and dy a thread loads before it stores any to shared memory: the copy keeps
+  // kCopyBatch * 32 bytes in flight a thread without holding a pack past its store.
+  constexpr int kCopyBatch = P < 4 ? P : 4;
+  constexpr int kStride = kBackwardStagedBlock;  // the block: pack offsets become immediates
+  extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
+  float* scratch = reinterpret_cast<float*>(staged_bytes);
+  const int packs = static_cast<int>(p.cols / E);
+  auto* xs_staged = reinterpret_cast<dev::Pack<T, E>*>(staged_bytes + kStagedScratchBytes);
+  auto* ds_staged = xs_staged + packs;
+  const int t = threadIdx.x;
+  const float inv_cols = 1.0f / static_cast<float>(p.cols);
+  const T* x = static_cast<const T*>(p.x);
+  const T* dy = static_cast<const T*>(p.dy);
+  const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
+
+  for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
+    float acc_dw[P][E] = {}, acc_db[P][E] = {};
+    const int64_t chunk_first = chunk * p.groups_per_chunk;
+    const int64_t chunk_end =
+        chunk_first + p.groups_per_chunk < p.rows ? chunk_first + p.groups_per_chunk : p.rows;
+    for (int64_t row = chunk_first; row < chunk_end; ++row) {  // uniform across the block
+      const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
+      // Memory to shared memory: x and dy of this thread's packs, kCopyBatch packs at a time.
+#pragma unroll
+      for (int k0 = 0; k0 < P; k0 += kCopyBatch) {
+        dev::Pack<T, E> xs[kCopyBatch], ds[kCopyBatch];
+#pragma unroll
+        for (int k = 0; k < kCopyBatch; ++k) {
+          const int pack = t + (k0 + k) * kStride;
+          if (pack < packs) {
+            xs[k] = load_pack<T, E>(x + row * p.cols + pack * E);
+            ds[k] = load_pack<T, E>(dy + row * p.cols + pack * E);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < kCopyBatch; ++k) {
+          const int pack = t + (k0 + k) * kStride;
+          if (pack < packs) {
+            xs_staged[pack] = xs[k];
+            ds_staged[pack] = ds[k];
+          }
+        }
+      }
+      // The row sums and this thread's dweight/dbias accumulators, from shared memory.
+      dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * kStride;
+        if (pack < packs) {
+          const dev::Pack<T, E> xv = xs_staged[pack], dv = ds_staged[pack];
+          float w[E];
+          load_gamma<W, E>(p, pack * E, w);
+#pragma unroll
+          for (int i = 0; i < E; ++i) {
+            const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
+            const float d = dev::to_float(dv.v[i]), g = d * w[i];
+            sums.v[0] += g;
+            sums.v[1] += g * xhat;
+            acc_dw[k][i] += d * xhat;
+            acc_db[k][i] += d;
+          }
+        }
+      }
+      if (!want_dh) continue;  // uniform across the grid
+      sums = dev::block_sum<2>(sums, scratch);
+      const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
+      // Not unrolled: no accumulator is indexed here, and the loads of all P packs hoisted ahead
+      // would spill next to the accumulators.
+#pragma unroll 1
+      for (int pack = t; pack < packs; pack += kStride) {
+        const dev::Pack<T, E> xv = xs_staged[pack], dv = ds_staged[pack];
+        float w[E], out[E];
+        load_gamma<W, E>(p, pack * E, w);
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+          const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
+          out[i] = rstd * (dev::to_float(dv.v[i]) * w[i] - mean_g - xhat * mean_gx);
+        }
+        store_dh<T, E, true>(p, row * p.cols + pack * E, out);
+      }
+    }
+    if (p.partial_dw == nullptr) continue;  // uniform across the grid
+    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, nullptr, 1, 0, t, kStride, packs,
+                        p.cols);
+    if (p.partial_db != nullptr) {
+      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, nullptr, 1, 0, t, kStride, packs,
+                          p.cols);
     }
   }
 }
@@ -392,7 +512,9 @@ struct Plan {
 template <class T, class W, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
-  if (!tiling.in_registers) {
+  if (tiling.staged) {
+    use(backward_staged<T, W, kE, kBackwardStagedElems / kE>);
+  } else if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
       use(backward_generic<T, W, 1>);
     } else {
@@ -417,14 +539,17 @@ size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 // The part of the plan that depends on the shape only (tiling, partial rows and their bytes): the
 // workspace size comes from it, so it cannot depend on the device.
 template <class T>
-Plan shape_plan(const RowShape& s, bool vector_access) {
+Plan shape_plan(const RowShape& s, bool vector_access, int64_t shared_limit) {
   Plan plan{};
-  plan.tiling = choose_backward_tiling(s.cols, sizeof(T), vector_access);
+  plan.tiling = choose_backward_tiling(s.cols, sizeof(T), vector_access, shared_limit);
   const RowTiling& tiling = plan.tiling;
   if (tiling.in_registers) {
     const int rpb = tiling.rows_per_block();
     plan.partials = plan_partials(s.rows, rpb, 1);
     plan.shared_bytes = rpb > 1 ? static_cast<size_t>(rpb) * s.cols * sizeof(float) : 0;
+  } else if (tiling.staged) {
+    plan.partials = plan_partials(s.rows, 1, 1);  // as a block per row in registers
+    plan.shared_bytes = static_cast<size_t>(tiling.shared_bytes);
   } else {
     plan.partials = plan_partials(s.rows, 1, kMinGenericChunkRows);
   }
@@ -436,16 +561,21 @@ Plan shape_plan(const RowShape& s, bool vector_access) {
 // The shape's plan with the grid: at most the blocks the device holds at once.
 template <class T, class W>
 Plan make_plan(const RowShape& s, bool vector_access, int sm_count) {
-  Plan plan = shape_plan<T>(s, vector_access);
+  Plan plan = shape_plan<T>(s, vector_access, dynamic_shared_limit());
   const RowTiling& tiling = plan.tiling;
   int per_sm = 0;
   with_kernel<T, W>(tiling, [&](auto kernel) {
+    if (plan.shared_bytes > kDefaultDynamicShared) {
+      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(plan.shared_bytes)),
+                      "cudaFuncSetAttribute(max dynamic shared memory)");
+    }
     dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
                         &per_sm, kernel, tiling.block_threads, plan.shared_bytes),
                     "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   });
   const int64_t resident = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * sm_count;
-  const int64_t work = tiling.in_registers ? plan.partials.chunks : s.rows;
+  const int64_t work = tiling.in_registers || tiling.staged ? plan.partials.chunks : s.rows;
   plan.grid = static_cast<int>(work < resident ? work : resident);
   return plan;
 }
@@ -476,10 +606,13 @@ size_t row_norm_backward_workspace_size(const RowBackwardArgs& a) {
   dev::dispatch_row_dtypes(a.shape, [&](auto t, auto w) {
     using T = decltype(t);
     using W = decltype(w);
+    // Either access width, and staged or not: the device's shared memory must not change it.
     for (bool vector_access : {true, false}) {
       if (vector_access && a.shape.cols % (16 / sizeof(T)) != 0) continue;
-      const size_t need = 2 * shape_plan<T>(a.shape, vector_access).partial_bytes;
-      if (need > bytes) bytes = need;
+      for (int64_t shared_limit : {int64_t{0}, std::numeric_limits<int64_t>::max()}) {
+        const size_t need = 2 * shape_plan<T>(a.shape, vector_access, shared_limit).partial_bytes;
+        if (need > bytes) bytes = need;
+      }
     }
   });
   return bytes;
@@ -519,7 +652,7 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
                      a.fusion.zero_centered ? 1.0f : 0.0f,
                      plan.tiling.threads_per_row};
     auto stream = static_cast<cudaStream_t>(l.stream);
-    if (plan.tiling.in_registers) {
+    if (plan.tiling.in_registers || plan.tiling.staged) {
       with_kernel<T, W>(plan.tiling, [&](auto kernel) {
         kernel<<<plan.grid, plan.tiling.block_threads, plan.shared_bytes, stream>>>(p);
       });

@@ -6,9 +6,13 @@
 // Layer norm first shifts each row by its first element x0: x - x0 is exact for nearby values
 // (Sterbenz), so with |mean| >> std the sums stay small and y keeps fp32 accuracy instead of
 // inheriting the rounding of a mean near 1e4.
-// Longer rows take the generic path: one block per row, Welford over memory, then a second read
-// of the row to normalize (the row is usually still in L2). Both grids are persistent: at most as
-// many blocks as fit on the device at once, each looping over rows. Instantiated per dtype, weight
+// Longer rows in 16-byte packs are staged in dynamic shared memory when they fit the device's
+// opt-in limit (bf16 up to about 115K elements, fp32 57K on an H100's 227 KB): one block per row
+// reads x (and the residual, bias_in) once, keeps h as stored in shared memory, and takes the same
+// exact two-pass statistics and y from there. Rows that fit neither (or single-element packs past
+// 8192) take the generic path: one block per row, Welford over memory, then a second read of the
+// row (and the residual) to normalize, usually from L2. Every grid is persistent: at most as many
+// blocks as fit on the device at once, each looping over rows. Instantiated per dtype, weight
 // dtype and pack shape, never per hidden size.
 //
 // The fused forms are runtime switches of the same kernels (uniform across the grid, so they cost
@@ -29,6 +33,7 @@
 #include "common/welford.cuh"
 #include "row_norm.hpp"
 #include "row_norm_tiling.hpp"
+#include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 namespace {
@@ -85,11 +90,18 @@ __device__ __forceinline__ void load_affine(const ForwardParams& p, int64_t col,
 }
 
 // Stores E outputs: rounded to T, or y * scale as fp8 with the running maximum of |y| (as bits).
-template <class T, int E>
+// kExplicitStore: a 16-byte pack as one explicit st.global.v4 (dev::store_pack_global), for the
+// staged kernel, whose y stores the compiler otherwise splits into elements; the other kernels
+// keep the plain store (their 16-byte stores are intact, and their code as it was).
+template <class T, int E, bool kExplicitStore = false>
 __device__ __forceinline__ void store_output(const ForwardParams& p, int64_t offset,
                                              const float (&out)[E], unsigned& amax_bits) {
   if (p.fp8 == 0) {
-    dev::store_floats<T, E>(static_cast<T*>(p.y) + offset, out);
+    if constexpr (kExplicitStore) {
+      dev::store_floats_global<T, E>(static_cast<T*>(p.y) + offset, out);
+    } else {
+      dev::store_floats<T, E>(static_cast<T*>(p.y) + offset, out);
+    }
     return;
   }
   const float scale = *p.y_scale;
@@ -263,13 +275,108 @@ __global__ void __launch_bounds__(512) forward_generic(ForwardParams p) {
   fold_amax(p, amax_bits);
 }
 
+// E elements of h from column col of a row starting at `base`, as stored: x, or x + residual +
+// bias_in rounded once to T (load_input's h, bit for bit), with h written when asked for.
+template <class T, class W, int E>
+__device__ __forceinline__ dev::Pack<T, E> load_input_pack(const ForwardParams& p, int64_t base,
+                                                           int64_t col) {
+  dev::Pack<T, E> h = *reinterpret_cast<const dev::Pack<T, E>*>(static_cast<const T*>(p.x) + base +
+                                                               col);
+  if (p.residual == nullptr) return h;
+  float r[E], b[E];
+  dev::load_floats<T, E>(static_cast<const T*>(p.residual) + base + col, r);
+  const W* bias_in = static_cast<const W*>(p.bias_in);
+  dev::load_param<W, E>(bias_in ? bias_in + col : nullptr, b, 0.0f);
+#pragma unroll
+  for (int i = 0; i < E; ++i) h.v[i] = dev::from_float<T>(dev::to_float(h.v[i]) + r[i] + b[i]);
+  if (p.h != nullptr) {
+    dev::store_pack_global<T, E>(static_cast<T*>(p.h) + base + col, h);
+  }
+  return h;
+}
+
+// One row per block staged in shared memory: the row (h when fused) is read from memory once, in
+// 16-byte packs, kStagedInFlight loads in flight a thread, into shared memory as stored; then the
+// exact two-pass statistics (layer norm over h - h0, as the register path) and y from there.
+// Thread t only ever touches packs t, t + blockDim.x, ... of the staged row, so the staging needs
+// no barrier of its own. Rows strided over a persistent grid.
+template <class T, class W, int E, bool kFused>
+__global__ void __launch_bounds__(kStagedForwardBlock) forward_staged(ForwardParams p) {
+  without_fusion<kFused>(p);
+  extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, then the row
+  float* scratch = reinterpret_cast<float*>(staged_bytes);
+  auto* staged = reinterpret_cast<dev::Pack<T, E>*>(staged_bytes + kStagedScratchBytes);
+  const int packs = static_cast<int>(p.cols / E);
+  const int stride = blockDim.x;
+  const float inv_cols = 1.0f / static_cast<float>(p.cols);
+  unsigned amax_bits = 0;
+  ForwardParams shift_read = p;  // h0 is read by every thread: it must not store h
+  shift_read.h = nullptr;
+  for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    const int64_t base = row * p.cols;
+    float shift = 0.0f, centre = 0.0f;
+    if (!p.rms) {
+      float first[1];
+      load_input<T, W, 1>(shift_read, base, 0, first);
+      shift = first[0];
+    }
+    // Memory to shared memory, with the sum of h - h0 (layer norm) on the way.
+    dev::Floats<1> sum{};
+    for (int lead = threadIdx.x; lead < packs; lead += kStagedInFlight * stride) {
+      dev::Pack<T, E> h[kStagedInFlight];
+#pragma unroll
+      for (int k = 0; k < kStagedInFlight; ++k) {
+        const int pack = lead + k * stride;
+        if (pack < packs) h[k] = load_input_pack<T, W, E>(p, base, pack * E);
+      }
+#pragma unroll
+      for (int k = 0; k < kStagedInFlight; ++k) {
+        const int pack = lead + k * stride;
+        if (pack < packs) {
+          staged[pack] = h[k];
+          if (!p.rms) {
+#pragma unroll
+            for (int i = 0; i < E; ++i) sum.v[0] += dev::to_float(h[k].v[i]) - shift;
+          }
+        }
+      }
+    }
+    if (!p.rms) centre = dev::block_sum<1>(sum, scratch).v[0] * inv_cols;
+    dev::Floats<1> squares{};
+    for (int pack = threadIdx.x; pack < packs; pack += stride) {
+      const dev::Pack<T, E> h = staged[pack];
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        const float c = (dev::to_float(h.v[i]) - shift) - centre;
+        squares.v[0] += c * c;
+      }
+    }
+    const float rstd = rsqrtf(dev::block_sum<1>(squares, scratch).v[0] * inv_cols + p.eps);
+    for (int pack = threadIdx.x; pack < packs; pack += stride) {
+      const dev::Pack<T, E> h = staged[pack];
+      float w[E], b[E], out[E];
+      load_affine<W, E>(p, pack * E, w, b);
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        out[i] = ((dev::to_float(h.v[i]) - shift) - centre) * rstd * w[i] + b[i];
+      }
+      store_output<T, E, true>(p, base + pack * E, out, amax_bits);
+    }
+    if (threadIdx.x == 0) {
+      if (p.save_mean) p.save_mean[row] = shift + centre;
+      if (p.save_rstd) p.save_rstd[row] = rstd;
+    }
+  }
+  fold_amax(p, amax_bits);
+}
+
 // Persistent grid: no more blocks than are resident at once, and no more than there are rows.
 template <class Kernel>
 int grid_size(Kernel kernel, const RowTiling& tiling, int64_t rows, int sm_count) {
   int per_sm = 0;
-  dev::check_cuda(
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, tiling.block_threads, 0),
-      "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  dev::check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                      &per_sm, kernel, tiling.block_threads, tiling.shared_bytes),
+                  "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   const int64_t resident = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * sm_count;
   const int64_t row_groups = (rows + tiling.rows_per_block() - 1) / tiling.rows_per_block();
   return static_cast<int>(row_groups < resident ? row_groups : resident);
@@ -279,7 +386,9 @@ int grid_size(Kernel kernel, const RowTiling& tiling, int64_t rows, int sm_count
 template <class T, class W, bool kFused, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
-  if (!tiling.in_registers) {
+  if (tiling.staged) {
+    use(forward_staged<T, W, kE, kFused>);
+  } else if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
       use(forward_generic<T, W, 1, kFused>);
     } else {
@@ -309,7 +418,7 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
                              dev::aligned16(a.residual) && dev::aligned16(a.bias_in) &&
                              dev::aligned16(a.h) && dev::aligned16(a.y) &&
                              dev::aligned16(a.weight) && dev::aligned16(a.bias);
-  const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access);
+  const RowTiling tiling = choose_row_tiling(s.cols, elem, vector_access, dynamic_shared_limit());
   ForwardParams p{};
   p.x = a.x;
   p.residual = a.fusion.residual ? a.residual : nullptr;
@@ -334,8 +443,13 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
     dev::check_cuda(cudaMemsetAsync(p.amax_bits, 0, sizeof(unsigned), stream), "cudaMemsetAsync");
   }
   auto launch = [&](auto kernel) {
+    if (tiling.shared_bytes > kDefaultDynamicShared) {
+      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(tiling.shared_bytes)),
+                      "cudaFuncSetAttribute(max dynamic shared memory)");
+    }
     const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
-    kernel<<<grid, tiling.block_threads, 0, stream>>>(p);
+    kernel<<<grid, tiling.block_threads, tiling.shared_bytes, stream>>>(p);
     dev::check_cuda(cudaGetLastError(), "row norm forward launch");
   };
   const bool fused = a.fusion.residual || a.fusion.zero_centered || a.fusion.fp8();

@@ -17,7 +17,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access) {
+RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
+                            int64_t shared_limit) {
   const int e = vector_access ? 16 / elem_bytes : 1;
   const int max_elems = 64;
   const int64_t packs = ceil_div(cols, e);
@@ -37,10 +38,16 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access) {
       return RowTiling{true, e, p, static_cast<int>(threads), static_cast<int>(threads)};
     }
   }
+  // The row staged in shared memory, as stored (h when fused: rounded to T, so nothing is lost).
+  const int64_t bytes = kStagedScratchBytes + cols * elem_bytes;
+  if (vector_access && bytes + kStagingReserve <= shared_limit) {
+    return RowTiling{false, e, 0, kStagedForwardBlock, kStagedForwardBlock, true, bytes};
+  }
   return RowTiling{false, e, 0, 0, kGenericBlock};
 }
 
-RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access) {
+RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
+                                 int64_t shared_limit) {
   const int e = vector_access ? 16 / elem_bytes : 1;
   const int64_t packs = ceil_div(cols, e);
   // Packs per thread: powers of two within kBackwardMaxElems elements; single-element packs always
@@ -62,6 +69,13 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
       const int rows = tpr >= kBackwardRowsBlock ? 1 : kBackwardRowsBlock / tpr;
       return RowTiling{true, e, p, tpr, rows * tpr};
     }
+  }
+  // x and dy of one row staged in shared memory; each thread owns up to kBackwardStagedElems
+  // columns (past the register path every thread has at least two packs).
+  const int64_t bytes = kStagedScratchBytes + 2 * cols * elem_bytes;
+  if (vector_access && cols <= kBackwardStagedMaxCols && bytes + kStagingReserve <= shared_limit) {
+    return RowTiling{false,        e, kBackwardStagedElems / e, kBackwardStagedBlock,
+                     kBackwardStagedBlock, true, bytes};
   }
   return RowTiling{false, e, 0, 0, kGenericBlock};
 }

@@ -7,8 +7,11 @@
 // 32 lanes) and a block holds several rows; larger rows take whole warps (forward: one row per
 // block; backward: as many rows as fit 512 threads). Elements per thread are capped (64 forward,
 // 16 backward, where the dweight/dbias accumulators live in registers too) and so is the block
-// size, so nothing spills. Rows longer than that take the generic path: one block per row,
-// statistics over memory.
+// size, so nothing spills. Longer rows with 16-byte packs are staged in dynamic shared memory
+// when they fit the device's opt-in limit (passed in as `shared_limit`, bytes): one block per
+// row reads the row from memory once into shared memory and works from there (forward: the row,
+// any length that fits; backward: x and dy, up to kBackwardStagedMaxCols). Rows that fit neither
+// take the generic path: one block per row, statistics over memory, a second read of the row.
 //
 // Backward partials: the rows are cut into `chunks` consecutive ranges, a number that depends on
 // the shape only (never on the SM count or the grid launched), and each chunk yields one partial
@@ -21,13 +24,35 @@
 namespace nk::cuda {
 
 struct RowTiling {
-  bool in_registers;     // false: the generic block-per-row path
+  bool in_registers;     // false: staged in shared memory, or the generic block-per-row path
   int pack_elems;        // 16 / sizeof(T) when every pointer and D allow 16-byte access, else 1
-  int packs_per_thread;  // in registers only
-  int threads_per_row;   // in registers only: a power of two <= 32, or a multiple of 32
+  int packs_per_thread;  // in registers; staged backward (packs a thread owns)
+  int threads_per_row;   // in registers: a power of two <= 32, or a multiple of 32; staged: block
   int block_threads;
+  bool staged = false;      // one block per row, the row in dynamic shared memory
+  int64_t shared_bytes = 0;  // staged only: dynamic shared memory a block needs, scratch included
   int rows_per_block() const { return in_registers ? block_threads / threads_per_row : 1; }
 };
+
+// Staged rows: the block reductions' scratch comes first in the dynamic shared memory, then the
+// row. The staged kernels have no static shared memory: GPGPU-Sim places dynamic shared memory
+// over a kernel's static variables (real GPUs place it after them), and one layout serves both.
+// kStagingReserve bytes of the opt-in limit are left free, a margin for the runtime.
+constexpr int64_t kStagedScratchBytes = 256;
+constexpr int64_t kStagingReserve = 1024;
+
+// Forward threads per block of a staged row, each keeping kStagedInFlight 16-byte loads in flight
+// while it copies its packs into shared memory.
+constexpr int kStagedForwardBlock = 512;
+constexpr int kStagedInFlight = 4;
+
+// Staged backward: rows up to 16384 elements (the hidden sizes; 1024 register threads of
+// 16 elements spill), in blocks of 512 threads (a constant, so that a thread's pack offsets are
+// immediates) that own up to 32 elements each in 16-byte packs: their fp32 dweight/dbias
+// accumulators (64 registers) stay in registers, x and dy live in shared memory.
+constexpr int64_t kBackwardStagedMaxCols = 16384;
+constexpr int kBackwardStagedBlock = 512;
+constexpr int kBackwardStagedElems = static_cast<int>(kBackwardStagedMaxCols / kBackwardStagedBlock);
 
 // The largest forward block whose threads hold `elems` row elements, from the register file (65536
 // per SM): 16384 elements per block keep a 64-element thread within 255 registers at 256 threads.
@@ -65,12 +90,17 @@ constexpr int max_backward_block_threads(bool) { return 512; }
 // which the capped partial count provides, keep half the SM's warps busy.
 constexpr int kBackwardRowsBlock = 512;
 
-// Forward: rows in registers (lane groups, or a block per row) or the generic path.
-RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access);
+// Forward: rows in registers (lane groups, or a block per row), a row staged in shared memory
+// (16-byte packs, cols * elem_bytes + kStagingReserve <= shared_limit), or the generic path.
+RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
+                            int64_t shared_limit = 0);
 
 // Backward: lane groups or whole warps per row, several rows per block up to kBackwardRowsBlock
-// threads; the generic path beyond the register budget.
-RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access);
+// threads; beyond the register budget x and dy of a row staged in shared memory (16-byte packs,
+// cols <= kBackwardStagedMaxCols, 2 * cols * elem_bytes + kStagingReserve <= shared_limit); else
+// the generic path.
+RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
+                                 int64_t shared_limit = 0);
 
 // The most partial rows a backward writes: about two per SM of the largest GPUs, so that the
 // partials stay small next to x and dy and the finalize reads few rows per column.

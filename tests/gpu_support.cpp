@@ -15,6 +15,22 @@ bool reduced_gpu_tests() {
   return v != nullptr && std::strcmp(v, "reduced") == 0;
 }
 
+ScopedSharedLimit::ScopedSharedLimit(int64_t bytes) {
+  if (const char* v = std::getenv("NORMKIT_TEST_SHARED_LIMIT")) {
+    previous_ = v;
+    had_previous_ = true;
+  }
+  setenv("NORMKIT_TEST_SHARED_LIMIT", std::to_string(bytes).c_str(), 1);
+}
+
+ScopedSharedLimit::~ScopedSharedLimit() {
+  if (had_previous_) {
+    setenv("NORMKIT_TEST_SHARED_LIMIT", previous_.c_str(), 1);
+  } else {
+    unsetenv("NORMKIT_TEST_SHARED_LIMIT");
+  }
+}
+
 #if NORMKIT_TEST_WITH_CUDA
 
 nk_context context_with_sm_limit(int sms) {

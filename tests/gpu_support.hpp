@@ -58,6 +58,26 @@ bool reduced_gpu_tests();
 // and results can be compared across grid sizes. The caller destroys it.
 nk_context context_with_sm_limit(int sms);
 
+// The opt-in shared memory a block may use on an H100 or H200 (227 KB): the row-norm tests run with
+// it as their limit (below), so that the simulated lane, whose device reports none, reaches the
+// staged paths those GPUs take.
+constexpr int64_t kH100SharedLimit = 232448;
+
+// Sets NORMKIT_TEST_SHARED_LIMIT for its lifetime: the row norms then stage rows in shared memory
+// within at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none
+// in its functional mode), so a test can reach the staged paths and force their fallbacks.
+class ScopedSharedLimit {
+ public:
+  explicit ScopedSharedLimit(int64_t bytes);
+  ~ScopedSharedLimit();
+  ScopedSharedLimit(const ScopedSharedLimit&) = delete;
+  ScopedSharedLimit& operator=(const ScopedSharedLimit&) = delete;
+
+ private:
+  std::string previous_;
+  bool had_previous_ = false;
+};
+
 // Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the
 // reason a test of CUDA graphs skips. Call from a GpuTest after SetUp found a device.
 std::string graphs_unsupported_reason();

@@ -1,7 +1,7 @@
 // Fused layer and RMS norm (nk_row_norm_fused_*) on the CUDA backend against the CPU backend
 // (itself checked against compositions of the plain calls in test_row_fusion.cpp), on fresh random
-// data, for each norm x dtype and widths that reach the lane-group, single-element and generic
-// paths of the forward and backward:
+// data, for each norm x dtype and widths that reach the lane-group, single-element, staged and
+// generic paths of the forward and backward:
 //  - forward: residual add with bias_in and h, zero-centred weight, dtype output; and the fp8
 //    outputs (E4M3 with the residual add, E5M2 plain): codes within one fp8 step of the CPU's
 //    (the GPU's y is fp32, the CPU's fp64), amax within fp32 error; with fp32 data, the fp8 bytes
@@ -35,10 +35,12 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 }
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
-// the backward's generic path (8200) and the forward's (16392).
+// the backward's rows staged in shared memory (8200, 16384) and its generic path (16392), the
+// forward's staged rows (16392) and its generic path (16390: single-element packs). The fixture
+// runs with an H100's shared memory limit (kH100SharedLimit).
 std::vector<int64_t> fusion_widths() {
-  if (reduced_gpu_tests()) return {17, 128, 8200, 16392};
-  return {1, 17, 128, 1000, 4096, 8192, 8200, 16392, 65536};
+  if (reduced_gpu_tests()) return {17, 128, 8200, 16384, 16390, 16392};
+  return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16390, 16392, 65536};
 }
 int64_t fusion_rows(int64_t cols) {
   return reduced_gpu_tests() ? 3 : std::max<int64_t>(3, 200000 / cols);
@@ -60,6 +62,8 @@ struct Inputs {
 
 class GpuRowFusion : public GpuTest, public testing::WithParamInterface<FusionCase> {
  protected:
+  ScopedSharedLimit shared_limit_{kH100SharedLimit};
+
   Inputs make(int64_t rows, int64_t cols) {
     const FusionCase c = GetParam();
     const int64_t n = rows * cols;
@@ -313,7 +317,8 @@ TEST_P(GpuRowFusion, ResidualZeroCenteredBackwardMatchesCpu) {
   }
 }
 
-// The same bytes whatever grid the SM count gives: 1, 3 SMs and the whole device.
+// The same bytes whatever grid the SM count gives: 1, 3 SMs and the whole device; on lane groups
+// (128), the backward's staged rows (8200) and the forward's (16392; backward generic).
 TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const FusionCase c = GetParam();
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
@@ -322,8 +327,10 @@ TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const nk_row_fusion fp8 = fusion(true, true, NK_OUTPUT_FP8_E4M3);
   const nk_row_fusion dtype_out = fusion(true, true, NK_OUTPUT_DTYPE);
   const std::vector<std::pair<int64_t, int64_t>> shapes =
-      reduced_gpu_tests() ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {9, 8200}}
-                          : std::vector<std::pair<int64_t, int64_t>>{{20000, 128}, {300, 8200}};
+      reduced_gpu_tests()
+          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {9, 8200}, {17, 16392}}
+          : std::vector<std::pair<int64_t, int64_t>>{
+                {20000, 128}, {300, 8200}, {300, 16384}, {300, 16392}};
   for (auto [rows, cols] : shapes) {
     SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
     const Inputs in = make(rows, cols);

@@ -47,15 +47,18 @@ std::vector<RowCase> all_cases() {
 
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096; forward 8200), the backward's two and four packs a thread
-// (8192), the generic path (8200 backward, 16392 forward).
+// (8192), rows staged in shared memory (backward 8200 and 16384, forward 16392 and 20000), the
+// generic path (backward 16392; forward 16390, single-element packs). The tests run with an
+// H100's shared memory limit (kH100SharedLimit; the fixture sets it).
 std::vector<int64_t> widths(bool backward = false) {
-  if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200};
-  if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8200, 16392};
+  if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
+  if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8200, 16390, 16392, 20000};
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (two and four
   // packs per lane in a warp), 2048 (eight), 8200 and 16384 (block per row at the register
-  // limits), 16392 (just past them: generic).
-  return {1,    3,    17,   127,  128,   256,   512,   768,   1000,  1024,
-          2048, 4096, 8192, 8200, 12288, 16384, 16392, 65536, 131072};
+  // limits; the backward stages 8200), 16392 (just past them: staged, backward generic), 65536
+  // and 131072 (bf16 staged, fp32 generic; 131072 generic), 16390 (single-element: generic).
+  return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,   2048,
+          4096, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }
 
 // One row, an odd count, and many rows (up to 2^21 elements in all).
@@ -100,6 +103,8 @@ struct Misalign {
 
 class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
  protected:
+  ScopedSharedLimit shared_limit_{kH100SharedLimit};
+
   // Host inputs of one case.
   struct Inputs {
     nk_row_desc desc;
@@ -220,6 +225,24 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
   }
 }
 
+// Where the opt-in shared memory is too small for a row, the staged widths take the generic path
+// and still match the CPU: 32 KB (nothing past the register path fits: bf16 16392 needs 32 KB and
+// the reserve) and 99 KB (sm_86: fp32 16384 in the backward needs 128 KB; fp32 20000 in the
+// forward fits, 80 KB).
+TEST_P(GpuRowNorm, StagedWidthsFallBackWhereSharedMemoryIsShort) {
+  if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
+  const RowCase c = GetParam();
+  for (int64_t limit : {int64_t{32768}, int64_t{101376}}) {
+    ScopedSharedLimit shared(limit);
+    for (int64_t cols : {int64_t{8200}, int64_t{16384}, int64_t{16392}, int64_t{20000}}) {
+      SCOPED_TRACE(testing::Message() << "limit=" << limit << " cols=" << cols);
+      const Inputs in = make(3, cols);
+      check_forward(in, {}, gpu_tolerance(c.dtype));
+      check_backward(in, {});
+    }
+  }
+}
+
 // One pointer at a time one element off 16-byte alignment: each must send the call to the
 // single-element path on its own.
 TEST_P(GpuRowNorm, EachMisalignedPointerTakesTheScalarPath) {
@@ -270,7 +293,10 @@ TEST_P(GpuRowNorm, ManyRowsPerBlock) {
 TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
-  for (int64_t cols : {int64_t{128}, int64_t{4096}, reduced_gpu_tests() ? 8200 : int64_t{65536}}) {
+  // 8200: the staged backward; 16392: the staged forward; 65536: generic in fp32.
+  std::vector<int64_t> cols_list{128, 4096, 8200, 16392};
+  if (!reduced_gpu_tests()) cols_list.push_back(65536);
+  for (int64_t cols : cols_list) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols);
     const int64_t rows = reduced_gpu_tests() ? 3 : 9, n = rows * cols;
     const Inputs in = make(rows, cols);
@@ -342,19 +368,23 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
 // Every output's bytes are independent of the grid: contexts whose persistent grids are sized for
 // 1, 3 and all of the device's SMs (NORMKIT_TEST_SM_LIMIT) give the same y, save_mean, save_rstd,
 // dx, dweight and dbias, on each kernel path (lane groups, warps per row with several rows per
-// block, a block per row, the generic path). The dweight/dbias partials are cut by the shape
-// alone; a grid-dependent split would change their rounding. The reduced set keeps one shape per
-// path with more partial rows than the one-SM grid has blocks: 300 x 128 (lane groups, 10 or 19
-// chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block per row, 9), and 17 x 8200
-// (generic: two chunks of at most 16 rows, the last one short; 17 rows loop on one and three SMs).
+// block, a block per row, rows staged in shared memory, the generic path). The dweight/dbias
+// partials are cut by the shape alone; a grid-dependent split would change their rounding. The
+// reduced set keeps one shape per path with more partial rows than the one-SM grid has blocks:
+// 300 x 128 (lane groups, 10 or 19 chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block
+// per row, 9), 5 x 8200 (backward staged: a chunk a row, looping on one and three SMs), and
+// 17 x 16392 (forward staged, 17 rows looping; backward generic: two chunks of at most 16 rows,
+// the last one short).
 TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
   const std::vector<std::pair<int64_t, int64_t>> shapes =
       reduced_gpu_tests()
-          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {37, 1000}, {9, 8192}, {17, 8200}}
-          : std::vector<std::pair<int64_t, int64_t>>{
-                {20000, 128}, {3000, 1000}, {700, 4096}, {300, 8192}, {300, 16392}};
+          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {37, 1000}, {9, 8192},
+                                                     {5, 8200}, {17, 16392}}
+          : std::vector<std::pair<int64_t, int64_t>>{{20000, 128}, {3000, 1000}, {700, 4096},
+                                                     {300, 8192}, {300, 8200}, {300, 16384},
+                                                     {300, 16392}, {300, 20000}};
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
   ASSERT_NE(limited[0], nullptr);
   ASSERT_NE(limited[1], nullptr);
@@ -413,7 +443,7 @@ TEST_P(GpuRowNorm, BackwardWorkspaceWithinTheDocumentedBound) {
     return bytes;
   };
   for (int64_t cols : {int64_t{1}, int64_t{17}, int64_t{128}, int64_t{1000}, int64_t{8192},
-                       int64_t{8200}, int64_t{65536}}) {
+                       int64_t{8200}, int64_t{16384}, int64_t{16392}, int64_t{65536}}) {
     const size_t bound = 2 * (256 * static_cast<size_t>((cols + 7) / 8) * 32 + 256);
     for (int64_t rows : {int64_t{1}, int64_t{255}, int64_t{4097}, int64_t{1} << 20}) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);

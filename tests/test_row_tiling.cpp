@@ -1,8 +1,9 @@
 // The row-norm kernels' thread mapping and the backward's split of its column sums
 // (kernels/row_norm_tiling.cpp), checked on the CPU: every width up to 20000 and beyond is covered,
 // lane groups are powers of two within a warp, blocks are whole warps within the register budget,
-// only rows that cannot sit in registers take the generic path; the partial-row plan covers every
-// row once with at most kMaxPartialRows chunks; the finalize tiling covers every column.
+// only rows that cannot sit in registers go further: staged in shared memory where the row (x and
+// dy in the backward) fits the opt-in limit, else the generic path; the partial-row plan covers
+// every row once with at most kMaxPartialRows chunks; the finalize tiling covers every column.
 #include <initializer_list>
 
 #include "row_norm_tiling.hpp"
@@ -52,7 +53,10 @@ void for_each_width(Choose choose, Check check) {
 }
 
 TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
-  for_each_width(choose_row_tiling, [](const RowTiling& t, int64_t cols, bool vector) {
+  auto choose = [](int64_t cols, int elem, bool vector) {
+    return choose_row_tiling(cols, elem, vector);  // no shared memory: registers or generic
+  };
+  for_each_width(choose, [](const RowTiling& t, int64_t cols, bool vector) {
     if (!t.in_registers) {
       // Only rows beyond what one block holds go generic: 16384 elements (8192 in
       // single-element packs).
@@ -69,7 +73,10 @@ TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
 }
 
 TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
-  for_each_width(choose_backward_tiling, [](const RowTiling& t, int64_t cols, bool vector) {
+  auto choose = [](int64_t cols, int elem, bool vector) {
+    return choose_backward_tiling(cols, elem, vector);  // no shared memory: registers or generic
+  };
+  for_each_width(choose, [](const RowTiling& t, int64_t cols, bool vector) {
     if (!t.in_registers) {
       ASSERT_GT(cols, vector ? 8192 : 4096);
       return;
@@ -118,6 +125,104 @@ TEST(RowTiling, TypicalWidths) {
   EXPECT_EQ(t.pack_elems, 1);
   EXPECT_EQ(t.threads_per_row, 4);
   EXPECT_EQ(t.rows_per_block(), kBackwardRowsBlock / 4);
+}
+
+// Opt-in shared memory limits of real devices (bytes a block may use): H100/H200 (227 KB), A100
+// (163 KB), sm_86/sm_89 (99 KB); and none (0: the register and generic paths only).
+constexpr int64_t kH100Shared = 232448, kA100Shared = 166912, kSm86Shared = 101376;
+
+// Beyond the register path, a row in 16-byte packs is staged exactly when it fits the limit with
+// the reserve, as one block of kStagedForwardBlock threads; everything else is generic.
+TEST(RowTiling, ForwardStagesLongRowsThatFitSharedMemory) {
+  for (int elem : {2, 4}) {
+    for (int64_t limit : {int64_t{0}, kSm86Shared, kA100Shared, kH100Shared}) {
+      for (bool vector : {true, false}) {
+        for (int64_t cols = 16000; cols <= 140000; cols += cols < 17000 ? 1 : 61) {
+          if (vector && cols % (16 / elem) != 0) continue;
+          SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
+                                          << " limit=" << limit << " vector=" << vector);
+          const RowTiling plain = choose_row_tiling(cols, elem, vector);
+          const RowTiling t = choose_row_tiling(cols, elem, vector, limit);
+          if (plain.in_registers) {  // the register path wins whatever the limit
+            ASSERT_TRUE(t.in_registers);
+            ASSERT_FALSE(t.staged);
+            ASSERT_EQ(t.block_threads, plain.block_threads);
+            continue;
+          }
+          ASSERT_FALSE(plain.staged) << "no limit given: nothing is staged";
+          const bool fits = vector && kStagedScratchBytes + cols * elem + kStagingReserve <= limit;
+          ASSERT_EQ(t.staged, fits);
+          ASSERT_FALSE(t.in_registers);
+          ASSERT_EQ(t.pack_elems, vector ? 16 / elem : 1);
+          ASSERT_EQ(t.rows_per_block(), 1);
+          if (fits) {
+            ASSERT_EQ(t.shared_bytes, kStagedScratchBytes + cols * elem);
+            ASSERT_EQ(t.block_threads, kStagedForwardBlock);
+          } else {
+            ASSERT_EQ(t.shared_bytes, 0);
+          }
+        }
+      }
+    }
+  }
+  // The widths of the issue on an H100: bf16 rows up to 115584 elements, fp32 up to 57792.
+  EXPECT_TRUE(choose_row_tiling(16392, 2, true, kH100Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(65536, 2, true, kH100Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(114688, 2, true, kH100Shared).staged);
+  EXPECT_FALSE(choose_row_tiling(131072, 2, true, kH100Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(57344, 4, true, kH100Shared).staged);
+  EXPECT_FALSE(choose_row_tiling(65536, 4, true, kH100Shared).staged);
+  EXPECT_FALSE(choose_row_tiling(65536, 4, true, kSm86Shared).staged);
+  EXPECT_FALSE(choose_row_tiling(20001, 2, false, kH100Shared).staged);  // single-element packs
+}
+
+// Backward: rows past the register path up to kBackwardStagedMaxCols in 16-byte packs are staged
+// when x and dy fit, in blocks of kBackwardStagedBlock threads that own up to kBackwardStagedElems
+// elements each, and every thread at least two packs.
+TEST(RowTiling, BackwardStagesRowsUpTo16384ThatFitSharedMemory) {
+  for (int elem : {2, 4}) {
+    for (int64_t limit : {int64_t{0}, int64_t{65536}, kSm86Shared, kA100Shared, kH100Shared}) {
+      for (bool vector : {true, false}) {
+        for (int64_t cols = 4000; cols <= 20000; ++cols) {
+          if (vector && cols % (16 / elem) != 0) continue;
+          SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
+                                          << " limit=" << limit << " vector=" << vector);
+          const RowTiling plain = choose_backward_tiling(cols, elem, vector);
+          const RowTiling t = choose_backward_tiling(cols, elem, vector, limit);
+          if (plain.in_registers) {
+            ASSERT_TRUE(t.in_registers);
+            ASSERT_FALSE(t.staged);
+            ASSERT_EQ(t.packs_per_thread, plain.packs_per_thread);
+            continue;
+          }
+          ASSERT_FALSE(plain.staged);
+          const bool fits = vector && cols <= kBackwardStagedMaxCols &&
+                            kStagedScratchBytes + 2 * cols * elem + kStagingReserve <= limit;
+          ASSERT_EQ(t.staged, fits);
+          ASSERT_FALSE(t.in_registers);
+          ASSERT_EQ(t.rows_per_block(), 1);
+          if (!fits) continue;
+          ASSERT_EQ(t.shared_bytes, kStagedScratchBytes + 2 * cols * elem);
+          ASSERT_EQ(t.packs_per_thread * t.pack_elems, kBackwardStagedElems);
+          ASSERT_EQ(t.block_threads, kBackwardStagedBlock);  // the kernel's compile-time stride
+          ASSERT_EQ(t.threads_per_row, kBackwardStagedBlock);
+          const int64_t packs = cols / t.pack_elems;
+          ASSERT_GE(int64_t{t.block_threads} * t.packs_per_thread, packs) << "row not covered";
+          ASSERT_GE(packs, 2 * t.block_threads) << "threads with one pack or none";
+        }
+      }
+    }
+  }
+  // bf16 8200..16384 fit every device here (64 KB at 16384); fp32 16384 (128 KB) needs more than
+  // sm_86's 99 KB and stays generic there; past 16384 every row is generic.
+  EXPECT_TRUE(choose_backward_tiling(8200, 2, true, kSm86Shared).staged);
+  EXPECT_EQ(choose_backward_tiling(8200, 2, true, kSm86Shared).packs_per_thread, 4);
+  EXPECT_TRUE(choose_backward_tiling(16384, 2, true, kSm86Shared).staged);
+  EXPECT_EQ(choose_backward_tiling(16384, 4, true, kH100Shared).packs_per_thread, 8);
+  EXPECT_TRUE(choose_backward_tiling(16384, 4, true, kH100Shared).staged);
+  EXPECT_FALSE(choose_backward_tiling(16384, 4, true, kSm86Shared).staged);
+  EXPECT_FALSE(choose_backward_tiling(16392, 2, true, kH100Shared).staged);
+  EXPECT_FALSE(choose_backward_tiling(8201, 4, false, kH100Shared).staged);
 }
 
 // Every row in exactly one chunk, chunks contiguous and non-empty, at most max_chunks of them, and

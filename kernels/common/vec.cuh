@@ -56,6 +56,35 @@ __device__ __forceinline__ void store_floats(T* p, const float (&in)[E]) {
   *reinterpret_cast<Pack<T, E>*>(p) = pack;
 }
 
+// A pack stored to global memory with one access of its whole width: a 16-byte pack as one
+// st.global.v4.b32. Where the compiler rebuilds a pack store from its elements it may emit E narrow
+// stores instead (it did in the row norms' staged kernels, whose loops it could not prove aligned:
+// 8 two-byte stores a bf16 pack, and 4 four-byte ones when stored as a uint4), which this cannot
+// become. The "memory" clobber keeps the compiler from moving other memory accesses across it.
+// Other pack sizes are stored as a Pack.
+template <class T, int E>
+__device__ __forceinline__ void store_pack_global(T* p, const Pack<T, E>& pack) {
+  if constexpr (sizeof(Pack<T, E>) == 16) {
+    unsigned w[4];
+    __builtin_memcpy(w, &pack, 16);
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(__cvta_generic_to_global(p)),
+                 "r"(w[0]), "r"(w[1]), "r"(w[2]), "r"(w[3])
+                 : "memory");
+  } else {
+    *reinterpret_cast<Pack<T, E>*>(p) = pack;
+  }
+}
+
+// E floats rounded to T and stored at p in global memory (aligned to sizeof(T) * E) with
+// store_pack_global.
+template <class T, int E>
+__device__ __forceinline__ void store_floats_global(T* p, const float (&in)[E]) {
+  Pack<T, E> pack;
+#pragma unroll
+  for (int i = 0; i < E; ++i) pack.v[i] = from_float<T>(in[i]);
+  store_pack_global<T, E>(p, pack);
+}
+
 // A parameter vector of E elements of W (float or the activation type) starting at p, or `absent`
 // for each when p is null. W packs of E elements need sizeof(W) * E alignment, which the 16-byte
 // check on the activation guarantees for E * sizeof(W) <= 32 when p is 16-byte aligned: larger
