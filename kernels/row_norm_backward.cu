@@ -15,13 +15,13 @@
 // every GPU.
 //
 // Longer rows up to 16384 elements in 16-byte packs are staged in dynamic shared memory when x and
-// dy fit the device's opt-in limit (bf16: 64 KB at 16384, fp32: 128 KB; row_norm_tiling.hpp): one
+// dy fit the portable limit (shared_memory_limit.hpp, 99 KB: bf16 to 16384, 64 KB; fp32 to about
+// 12.5K columns, longer fp32 rows take the generic path on every GPU; row_norm_tiling.hpp): one
 // block of 512 threads per row reads x and dy once, as stored, into shared memory, takes the row
 // sums and its threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) and
 // dx from there; chunks and partial rows are those of a block per row in
-// registers, so the reduction order is the shape's alone. (Where a device's limit is too small
-// the row takes the generic path, whose chunks differ: dweight/dbias then differ in rounding
-// between such a device and one that stages the row.)
+// registers, so the reduction order is the shape's alone. (Every supported GPU grants the 99 KB,
+// so the path a row takes, and the bits, are the same on every GPU.)
 // Rows that fit neither take the generic path: dx from one block per row (statistics over memory,
 // then a second read of the row, usually from L2), and dweight/dbias from a separate column pass
 // over x and dy that writes one partial row per chunk of rows, finalized the same way.

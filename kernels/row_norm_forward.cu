@@ -6,8 +6,8 @@
 // Layer norm first shifts each row by its first element x0: x - x0 is exact for nearby values
 // (Sterbenz), so with |mean| >> std the sums stay small and y keeps fp32 accuracy instead of
 // inheriting the rounding of a mean near 1e4.
-// Longer rows in 16-byte packs are staged in dynamic shared memory when they fit the device's
-// opt-in limit (bf16 up to about 115K elements, fp32 57K on an H100's 227 KB): one block per row
+// Longer rows in 16-byte packs are staged in dynamic shared memory when they fit the portable
+// limit (shared_memory_limit.hpp: 99 KB, bf16 up to about 50K elements, fp32 25K): one block per row
 // reads x (and the residual, bias_in) once, keeps h as stored in shared memory, and takes the same
 // exact two-pass statistics and y from there. Rows that fit neither (or single-element packs past
 // 8192) take the generic path: one block per row, Welford over memory, then a second read of the

@@ -37,12 +37,12 @@ int device_limit(int device) {
 int dynamic_shared_limit() {
   int device = 0;
   dev::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  const int limit = device_limit(device);
+  int limit = device_limit(device);
   if (const char* knob = std::getenv("NORMKIT_TEST_SHARED_LIMIT")) {
     const int v = std::atoi(knob);
-    if (v > 0 && (limit == 0 || v < limit)) return v;
+    if (v > 0 && (limit == 0 || v < limit)) limit = v;
   }
-  return limit;
+  return limit < kPortableSharedLimit ? limit : kPortableSharedLimit;
 }
 
 }  // namespace nk::cuda

@@ -58,10 +58,10 @@ bool reduced_gpu_tests();
 // and results can be compared across grid sizes. The caller destroys it.
 nk_context context_with_sm_limit(int sms);
 
-// The opt-in shared memory a block may use on an H100 or H200 (227 KB): the row-norm tests run with
-// it as their limit (below), so that the simulated lane, whose device reports none, reaches the
-// staged paths those GPUs take.
-constexpr int64_t kH100SharedLimit = 232448;
+// The shared memory the row norms stage rows within on every GPU (the library's cap, 99 KB:
+// kernels/shared_memory_limit.hpp): the row-norm tests set it as their limit (below), so that the
+// simulated lane, whose device reports none, reaches the staged paths every GPU takes.
+constexpr int64_t kStagingSharedLimit = 101376;
 
 // Sets NORMKIT_TEST_SHARED_LIMIT for its lifetime: the row norms then stage rows in shared memory
 // within at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none

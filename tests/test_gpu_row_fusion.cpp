@@ -35,9 +35,10 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 }
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
-// the backward's rows staged in shared memory (8200, 16384) and its generic path (16392), the
-// forward's staged rows (16392) and its generic path (16390: single-element packs). The fixture
-// runs with an H100's shared memory limit (kH100SharedLimit).
+// the backward's rows staged in shared memory (8200; 16384 in 16-bit types) and its generic path
+// (16392; fp32 16384), the forward's staged rows (16392) and its generic path (16390:
+// single-element packs). The fixture sets the staging limit the library caps every GPU at
+// (kStagingSharedLimit).
 std::vector<int64_t> fusion_widths() {
   if (reduced_gpu_tests()) return {17, 128, 8200, 16384, 16390, 16392};
   return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16390, 16392, 65536};
@@ -62,7 +63,7 @@ struct Inputs {
 
 class GpuRowFusion : public GpuTest, public testing::WithParamInterface<FusionCase> {
  protected:
-  ScopedSharedLimit shared_limit_{kH100SharedLimit};
+  ScopedSharedLimit shared_limit_{kStagingSharedLimit};
 
   Inputs make(int64_t rows, int64_t cols) {
     const FusionCase c = GetParam();

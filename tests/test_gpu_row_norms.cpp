@@ -47,16 +47,16 @@ std::vector<RowCase> all_cases() {
 
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096; forward 8200), the backward's two and four packs a thread
-// (8192), rows staged in shared memory (backward 8200 and 16384, forward 16392 and 20000), the
-// generic path (backward 16392; forward 16390, single-element packs). The tests run with an
-// H100's shared memory limit (kH100SharedLimit; the fixture sets it).
+// (8192), rows staged in shared memory (backward 8200 and, bf16, 16384; forward 16392 and 20000),
+// the generic path (backward 16392 and fp32 16384; forward 16390, single-element packs). The
+// fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8200, 16390, 16392, 20000};
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (two and four
   // packs per lane in a warp), 2048 (eight), 8200 and 16384 (block per row at the register
   // limits; the backward stages 8200), 16392 (just past them: staged, backward generic), 65536
-  // and 131072 (bf16 staged, fp32 generic; 131072 generic), 16390 (single-element: generic).
+  // and 131072 (past 99 KB: generic), 16390 (single-element: generic).
   return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,   2048,
           4096, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }
@@ -103,7 +103,7 @@ struct Misalign {
 
 class GpuRowNorm : public GpuTest, public testing::WithParamInterface<RowCase> {
  protected:
-  ScopedSharedLimit shared_limit_{kH100SharedLimit};
+  ScopedSharedLimit shared_limit_{kStagingSharedLimit};
 
   // Host inputs of one case.
   struct Inputs {
@@ -227,8 +227,8 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
 
 // Where the opt-in shared memory is too small for a row, the staged widths take the generic path
 // and still match the CPU: 32 KB (nothing past the register path fits: bf16 16392 needs 32 KB and
-// the reserve) and 99 KB (sm_86: fp32 16384 in the backward needs 128 KB; fp32 20000 in the
-// forward fits, 80 KB).
+// the reserve) and 99 KB (the library's cap: fp32 16384 in the backward needs 128 KB; fp32 20000
+// in the forward fits, 80 KB).
 TEST_P(GpuRowNorm, StagedWidthsFallBackWhereSharedMemoryIsShort) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
@@ -293,7 +293,7 @@ TEST_P(GpuRowNorm, ManyRowsPerBlock) {
 TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
-  // 8200: the staged backward; 16392: the staged forward; 65536: generic in fp32.
+  // 8200: the staged backward; 16392: the staged forward; 65536: generic.
   std::vector<int64_t> cols_list{128, 4096, 8200, 16392};
   if (!reduced_gpu_tests()) cols_list.push_back(65536);
   for (int64_t cols : cols_list) {
