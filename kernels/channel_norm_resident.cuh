@@ -1,0 +1,223 @@
+// Instance and group norm training forward with one read of x (plan_resident_rows): a block per
+// statistic copies its row of L contiguous elements (NCHW: (n, c), or (n, g)'s C/G channels) into
+// shared memory, takes the exact two-pass statistics of x - x0 from there (x0 the row's first
+// element, as the split path shifts, so |mean| >> std keeps its accuracy), and writes y (with the
+// fused residual, activation and ReLU mask) from there: x is read once and y written once, with no
+// workspace, partials or finalize. The block's threads, and so its reduction tree, depend on L
+// only; the global accesses are 16-byte packs when every pointer allows, else single elements into
+// the same staged packs, so the bits do not depend on the pointers either.
+// Per element: 1 shared load and 2 adds (the mean), 1 shared load, a subtract and an FMA (the
+// centred squares), then a shared load, subtract, FMA (+ z) and the activation (y). Group norm's
+// weight changes along the row every S elements: its coefficients come once per pack when S is a
+// multiple of the pack, else per element.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "channel_norm_plan.hpp"
+#include "common/activation.cuh"
+#include "common/check.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+struct ResidentParams {
+  const void* x;
+  const void* z;          // the fused residual, nullptr without one
+  void* y;
+  uint32_t* mask;         // ReLU mask, nullable
+  const float* weight;    // [C], nullable
+  const float* bias;      // [C], nullable
+  float* save_mean;       // [rows], nullable
+  float* save_invstd;     // [rows], nullable
+  float2* row_stats;      // [rows]: (mean, variance for the running average); nullable
+  int64_t len;            // L: elements of a row, a multiple of the 16-byte pack
+  int s;                  // S: a channel's elements within the row
+  int channels_per_row;   // 1 (instance norm) or C / G
+  int64_t rows_per_sample;  // C (instance norm) or G
+  float eps;
+  bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
+};
+
+// Loads (kAccess == E: one 16-byte access; 1: E single elements) E elements at p as floats.
+template <class T, int E, int kAccess>
+__device__ __forceinline__ void load_elems(const T* p, float (&v)[E]) {
+  if constexpr (kAccess == E) {
+    dev::load_floats<T, E>(p, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) v[e] = dev::to_float(p[e]);
+  }
+}
+
+template <class T, int E, int kAccess>
+__device__ __forceinline__ void store_elems(T* p, const float (&v)[E]) {
+  if constexpr (kAccess == E) {
+    dev::store_floats<T, E>(p, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] = dev::from_float<T>(v[e]);
+  }
+}
+
+// Copies `count` units (16-byte packs, or single elements) of a row from global to shared memory,
+// four loads in flight per thread before their stores.
+template <class U>
+__device__ __forceinline__ void stage_units(const U* src, U* dst, int count) {
+  constexpr int kBatch = 4;
+  for (int first = threadIdx.x; first < count; first += kBatch * blockDim.x) {
+    U v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = first + k * static_cast<int>(blockDim.x);
+      if (i < count) v[k] = src[i];
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = first + k * static_cast<int>(blockDim.x);
+      if (i < count) dst[i] = v[k];
+    }
+  }
+}
+
+// One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
+// `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
+// pointers).
+template <class T, int kAccess, int kAct, bool kResidual>
+__global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(ResidentParams p) {
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char staged_bytes[];
+  __shared__ float scratch[32];
+  Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
+  const int64_t row = blockIdx.x, first = row * p.len;
+  const int packs = static_cast<int>(p.len / E);
+  const T* x = static_cast<const T*>(p.x) + first;
+  if constexpr (kAccess == E) {
+    stage_units(reinterpret_cast<const Raw*>(x), staged, packs);
+  } else {
+    stage_units(x, reinterpret_cast<T*>(staged_bytes), packs * E);
+  }
+  __syncthreads();
+
+  const float shift = dev::to_float(staged[0].v[0]);
+  const float inv_len = 1.0f / static_cast<float>(p.len);
+  dev::Floats<1> sum{};
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    const Raw v = staged[q];
+#pragma unroll
+    for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
+  }
+  const float centre = dev::block_sum<1>(sum, scratch).v[0] * inv_len;
+  dev::Floats<1> squares{};
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    const Raw v = staged[q];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float d = (dev::to_float(v.v[e]) - shift) - centre;
+      squares.v[0] = fmaf(d, d, squares.v[0]);
+    }
+  }
+  const float m2 = dev::block_sum<1>(squares, scratch).v[0];
+  const float var = m2 * inv_len, invstd = rsqrtf(var + p.eps);
+  if (threadIdx.x == 0) {
+    if (p.save_mean) p.save_mean[row] = shift + centre;
+    if (p.save_invstd) p.save_invstd[row] = invstd;
+    if (p.row_stats) {
+      const float run_var = p.unbiased ? m2 / static_cast<float>(p.len - 1) : var;
+      p.row_stats[row] = make_float2(shift + centre, run_var);
+    }
+  }
+
+  // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale.
+  const int64_t c0 = row % p.rows_per_sample * p.channels_per_row;
+  auto coef = [&](int64_t c) {
+    const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
+    return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
+  };
+  const float2 row_coef = coef(c0);  // instance norm: the row's only channel
+  const bool per_pack = p.channels_per_row > 1 && p.s % E == 0;
+  const bool per_element = p.channels_per_row > 1 && !per_pack;
+  T* y = static_cast<T*>(p.y) + first;
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    const Raw v = staged[q];
+    const int o = q * E;
+    float u[E];
+    if constexpr (kResidual) load_elems<T, E, kAccess>(static_cast<const T*>(p.z) + first + o, u);
+    float2 k = row_coef;
+    int j = 0, at = 0;  // per element: channel j of the row, element `at` of it
+    if (per_pack) k = coef(c0 + o / p.s);
+    if (per_element) {
+      j = o / p.s;
+      at = o - j * p.s;
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (per_element) {
+        if (at == p.s) {
+          at = 0;
+          ++j;
+        }
+        k = coef(c0 + j);
+        ++at;
+      }
+      float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
+      if constexpr (kResidual) t += u[e];
+      u[e] = dev::activate<kAct>(t);
+    }
+    store_elems<T, E, kAccess>(y + o, u);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: a multiple of E
+    }
+  }
+}
+
+// Enqueues the kernel of the fusion and pointers; the caller checks cudaGetLastError.
+template <class T>
+void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int activation,
+                     cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  auto go = [&](auto kernel) {
+    // Above 48 KiB a block's dynamic shared memory must be granted (every supported GPU allows
+    // kResidentMaxBytes); the attribute is per function and device, so it is set per launch.
+    if (plan.smem_bytes > 48 * 1024) {
+      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(plan.smem_bytes)),
+                      "cudaFuncSetAttribute (resident rows)");
+    }
+    kernel<<<static_cast<unsigned>(plan.rows), plan.threads, plan.smem_bytes, stream>>>(p);
+  };
+  auto with_access = [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    if (vector_access) {
+      go(forward_resident<T, E, kAct, kResidual>);
+    } else {
+      go(forward_resident<T, 1, kAct, kResidual>);
+    }
+  };
+  auto with_residual = [&](auto act) {
+    if (p.z != nullptr) {
+      with_access(act, std::true_type{});
+    } else {
+      with_access(act, std::false_type{});
+    }
+  };
+  switch (activation) {
+    case NK_ACTIVATION_RELU:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_RELU>{});
+      break;
+    case NK_ACTIVATION_SILU:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_SILU>{});
+      break;
+    default:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_IDENTITY>{});
+  }
+}
+
+}  // namespace nk::cuda
