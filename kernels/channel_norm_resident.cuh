@@ -43,6 +43,9 @@ struct ResidentParams {
   bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
 };
 
+// Shared memory before the staged row: block_sum's 32 floats, a multiple of 16 bytes.
+constexpr size_t kResidentScratchBytes = 32 * sizeof(float);
+
 // Loads (kAccess == E: one 16-byte access; 1: E single elements) E elements at p as floats.
 template <class T, int E, int kAccess>
 __device__ __forceinline__ void load_elems(const T* p, float (&v)[E]) {
@@ -91,8 +94,11 @@ template <class T, int kAccess, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(ResidentParams p) {
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
-  extern __shared__ __align__(16) unsigned char staged_bytes[];
-  __shared__ float scratch[32];
+  // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
+  // dynamic one was placed over the row by the simulator).
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  unsigned char* staged_bytes = shared_bytes + kResidentScratchBytes;
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
   const int64_t row = blockIdx.x, first = row * p.len;
   const int packs = static_cast<int>(p.len / E);
@@ -184,13 +190,15 @@ void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int acti
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   auto go = [&](auto kernel) {
     // Above 48 KiB a block's dynamic shared memory must be granted (every supported GPU allows
-    // kResidentMaxBytes); the attribute is per function and device, so it is set per launch.
-    if (plan.smem_bytes > 48 * 1024) {
+    // kResidentMaxBytes and the scratch); the attribute is per function and device, so it is set
+    // per launch.
+    const size_t bytes = kResidentScratchBytes + plan.smem_bytes;
+    if (bytes > 48 * 1024) {
       dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(plan.smem_bytes)),
+                                           static_cast<int>(bytes)),
                       "cudaFuncSetAttribute (resident rows)");
     }
-    kernel<<<static_cast<unsigned>(plan.rows), plan.threads, plan.smem_bytes, stream>>>(p);
+    kernel<<<static_cast<unsigned>(plan.rows), plan.threads, bytes, stream>>>(p);
   };
   auto with_access = [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;
