@@ -39,7 +39,7 @@ __device__ __forceinline__ int64_t stat_index(ChannelNorm kind, int64_t n, int64
 }
 
 // Rows layout (NCHW, S > 1): a warp (short chunks) or a block per partial (slot, c, chunk) of a
-// persistent grid-stride loop over the partials in memory order (ChannelPlan::rows_item); its threads stride over the chunk's packs, tracking the row and the
+// persistent grid-stride loop; its threads stride over the chunk's packs, tracking the row and the
 // offset in it incrementally (no division per element), then merge once in a fixed tree.
 template <class Op, class T, int E, bool kWarpPerChunk>
 __global__ void __launch_bounds__(kPartialBlock)
@@ -61,8 +61,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   const int64_t items = plan.partials();
   for (int64_t item = blockIdx.x * int64_t{kGroups} + threadIdx.x / kGroup; item < items;
        item += int64_t{gridDim.x} * kGroups) {
-    int64_t sc, chunk;  // sc = slot * C + c
-    plan.rows_item(item, sc, chunk);
+    const int64_t sc = item / plan.chunks, chunk = item % plan.chunks;  // sc = slot * C + c
     const int64_t begin = chunk * chunk_packs;
     const int64_t end = begin + chunk_packs < span_packs ? begin + chunk_packs : span_packs;
     // Row i of (slot, c) starts at (slot * C + c) * S + i * C * S: batch norm's slot 0 holds
@@ -108,7 +107,7 @@ __global__ void __launch_bounds__(kPartialBlock)
     } else {
       st = dev::block_merge(st, scratch, op.identity(), merge);
     }
-    if (t == 0) out[sc * plan.chunks + chunk] = st;  // partial_index(slot, c, chunk)
+    if (t == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
   }
 }
 
@@ -137,9 +136,8 @@ __global__ void __launch_bounds__(kPartialBlock)
   for (int64_t turn = 0; turn * per_turn < items; ++turn) {
     const int64_t item = first + turn * per_turn;
     State st = op.identity();
-    int64_t sc = 0, chunk = 0;  // sc = slot * C + c
     if (item < items) {
-      plan.rows_item(item, sc, chunk);
+      const int64_t sc = item / plan.chunks, chunk = item % plan.chunks;  // sc = slot * C + c
       const int64_t r0 = chunk * chunk_rows;
       const int64_t r1 = r0 + chunk_rows < plan.seg_count ? r0 + chunk_rows : plan.seg_count;
       const auto local = op.local(sc / plan.c, sc % plan.c);
@@ -199,7 +197,7 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
     }
     if constexpr (!kLanePerItem) st = dev::warp_merge(st, t, 32, merge);
-    if (item < items && t == 0) out[sc * plan.chunks + chunk] = st;  // partial_index
+    if (item < items && t == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
   }
 }
 

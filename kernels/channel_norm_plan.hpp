@@ -66,21 +66,6 @@ struct ChannelPlan {
   NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)
   NK_PLAN_HD int64_t partials() const { return slots * c * chunks; }
 
-  // The rows layout's partial visited `item`-th (sc = slot * C + c): memory order, so that the
-  // passes after the partials, which walk the tensor from its end, find the last items' bytes
-  // still in L2. Batch norm visits chunk-major (chunk j of every channel covers the samples of j's
-  // range), instance and group norm row-major. The order only decides which block computes which
-  // partial, never a partial's bits.
-  NK_PLAN_HD void rows_item(int64_t item, int64_t& sc, int64_t& chunk) const {
-    if (seg_count > 1) {
-      chunk = item / c;  // one slot
-      sc = item - chunk * c;
-    } else {
-      sc = item / chunks;
-      chunk = item - sc * chunks;
-    }
-  }
-
   // Index of the partial of (slot, c, chunk) in the workspace.
   NK_PLAN_HD int64_t partial_index(int64_t slot, int64_t c_, int64_t chunk) const {
     return rows_layout ? (slot * c + c_) * chunks + chunk : (slot * chunks + chunk) * c + c_;

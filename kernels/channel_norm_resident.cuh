@@ -3,13 +3,14 @@
 // shared memory, takes the exact two-pass statistics of x - x0 from there (x0 the row's first
 // element, as the split path shifts, so |mean| >> std keeps its accuracy), and writes y (with the
 // fused residual, activation and ReLU mask) from there: x is read once and y written once, with no
-// workspace, partials or finalize. The block's threads, and so its reduction tree, depend on L
-// only; the global accesses are 16-byte packs when every pointer allows, else single elements into
-// the same staged packs, so the bits do not depend on the pointers either.
-// Per element: 1 shared load and 2 adds (the mean), 1 shared load, a subtract and an FMA (the
-// centred squares), then a shared load, subtract, FMA (+ z) and the activation (y). Group norm's
-// weight changes along the row every S elements: its coefficients come once per pack when S is a
-// multiple of the pack, else per element.
+// partials or finalize (instance norm's running update needs 8 bytes of workspace a row). The
+// block's threads, and so its reduction tree, depend on L only; the global accesses are 16-byte
+// packs when every pointer allows, else single elements into the same staged packs, so the bits do
+// not depend on the pointers either. Per element: 1 shared load and 2 adds (the mean), 1 shared
+// load, a subtract and an FMA (the centred squares), then a shared load, subtract, FMA (+ z) and
+// the activation (y). Group norm's weight changes along the row every S elements: its coefficients
+// come once per pack when S is a multiple of the pack, else once per run of a channel's elements
+// within a pack.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,17 +28,17 @@ namespace nk::cuda {
 
 struct ResidentParams {
   const void* x;
-  const void* z;          // the fused residual, nullptr without one
+  const void* z;  // the fused residual, nullptr without one
   void* y;
-  uint32_t* mask;         // ReLU mask, nullable
-  const float* weight;    // [C], nullable
-  const float* bias;      // [C], nullable
-  float* save_mean;       // [rows], nullable
-  float* save_invstd;     // [rows], nullable
-  float2* row_stats;      // [rows]: (mean, variance for the running average); nullable
-  int64_t len;            // L: elements of a row, a multiple of the 16-byte pack
-  int s;                  // S: a channel's elements within the row
-  int channels_per_row;   // 1 (instance norm) or C / G
+  uint32_t* mask;           // ReLU mask, nullable
+  const float* weight;      // [C], nullable
+  const float* bias;        // [C], nullable
+  float* save_mean;         // [rows], nullable
+  float* save_invstd;       // [rows], nullable
+  float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
+  int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
+  int s;                    // S: a channel's elements within the row
+  int channels_per_row;     // 1 (instance norm) or C / G
   int64_t rows_per_sample;  // C (instance norm) or G
   float eps;
   bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
@@ -145,40 +146,52 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
     const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
     return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
   };
-  const float2 row_coef = coef(c0);  // instance norm: the row's only channel
-  const bool per_pack = p.channels_per_row > 1 && p.s % E == 0;
-  const bool per_element = p.channels_per_row > 1 && !per_pack;
+  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
   T* y = static_cast<T*>(p.y) + first;
-  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-    const Raw v = staged[q];
-    const int o = q * E;
-    float u[E];
-    if constexpr (kResidual) load_elems<T, E, kAccess>(static_cast<const T*>(p.z) + first + o, u);
-    float2 k = row_coef;
-    int j = 0, at = 0;  // per element: channel j of the row, element `at` of it
-    if (per_pack) k = coef(c0 + o / p.s);
-    if (per_element) {
-      j = o / p.s;
-      at = o - j * p.s;
-    }
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      if (per_element) {
-        if (at == p.s) {
-          at = 0;
-          ++j;
-        }
+  const unsigned s = static_cast<unsigned>(p.s);
+  // The coefficients of the row (instance norm), of each pack (group norm, S a multiple of the
+  // pack) or of each run of a channel's elements (else): one loop each, holding only its own work.
+  auto write_y = [&](auto mode) {
+    constexpr int kMode = decltype(mode)::value;
+    const float2 row_coef = coef(c0);
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+      const Raw v = staged[q];
+      const unsigned o = static_cast<unsigned>(q) * E;
+      float u[E];
+      if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+      float2 k = row_coef;
+      unsigned j = 0, at = 0;  // per run: channel j of the row, element `at` of it
+      if constexpr (kMode == 1) k = coef(c0 + o / s);
+      if constexpr (kMode == 2) {
+        j = o / s;
+        at = o - j * s;
         k = coef(c0 + j);
-        ++at;
       }
-      float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
-      if constexpr (kResidual) t += u[e];
-      u[e] = dev::activate<kAct>(t);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        if constexpr (kMode == 2) {
+          if (at == s) {
+            at = 0;
+            k = coef(c0 + ++j);
+          }
+          ++at;
+        }
+        float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
+        if constexpr (kResidual) t += u[e];
+        u[e] = dev::activate<kAct>(t);
+      }
+      store_elems<T, E, kAccess>(y + o, u);
+      if constexpr (kAct == NK_ACTIVATION_RELU) {
+        if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
+      }
     }
-    store_elems<T, E, kAccess>(y + o, u);
-    if constexpr (kAct == NK_ACTIVATION_RELU) {
-      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: a multiple of E
-    }
+  };
+  if (p.channels_per_row == 1) {
+    write_y(std::integral_constant<int, 0>{});
+  } else if (s % E == 0) {
+    write_y(std::integral_constant<int, 1>{});
+  } else {
+    write_y(std::integral_constant<int, 2>{});
   }
 }
 
