@@ -23,9 +23,12 @@
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
 //    stay in registers, reloaded only when the sample changes (per-sample coefficients).
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
-// sums, which visit the tensor in memory order, or the layer that wrote x) ended near the end, so
-// the first bytes they read may still be in L2: when x is larger than the L2, up to the L2's size
-// of it is read from there instead of memory (predicted; x that fits is reread from L2 either way).
+// sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
+// still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
+// of memory (predicted; x that fits is reread from L2 either way). The partials visit memory in
+// order for instance and group norm and for the channels layout; batch norm's rows layout visits
+// channel by channel, each across every sample, so there the walk meets the L2's last channels
+// only in part.
 // Each thread has kApplyPacks (four 16-byte loads) in flight, issued before any math. The grid
 // is the resident maximum from the occupancy API, capped by the work; the output does not depend
 // on it (elementwise), so the test-only SM limit changes nothing but the grid.
