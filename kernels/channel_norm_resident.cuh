@@ -69,9 +69,10 @@ __device__ __forceinline__ void store_elems(T* p, const float (&v)[E]) {
 }
 
 // Copies `count` units (16-byte packs, or single elements) of a row from global to shared memory,
-// four loads in flight per thread before their stores.
-template <class U>
-__device__ __forceinline__ void stage_units(const U* src, U* dst, int count) {
+// four loads in flight per thread before their stores; visit(unit) sees the thread's units in
+// ascending order (i = threadIdx.x, + blockDim.x, ...), as a pass over the staged row would.
+template <class U, class Visit>
+__device__ __forceinline__ void stage_units(const U* src, U* dst, int count, Visit&& visit) {
   constexpr int kBatch = 4;
   for (int first = threadIdx.x; first < count; first += kBatch * blockDim.x) {
     U v[kBatch];
@@ -83,7 +84,10 @@ __device__ __forceinline__ void stage_units(const U* src, U* dst, int count) {
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const int i = first + k * static_cast<int>(blockDim.x);
-      if (i < count) dst[i] = v[k];
+      if (i < count) {
+        dst[i] = v[k];
+        visit(v[k]);
+      }
     }
   }
 }
@@ -104,20 +108,22 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
   const int64_t row = blockIdx.x, first = row * p.len;
   const int packs = static_cast<int>(p.len / E);
   const T* x = static_cast<const T*>(p.x) + first;
-  if constexpr (kAccess == E) {
-    stage_units(reinterpret_cast<const Raw*>(x), staged, packs);
-  } else {
-    stage_units(x, reinterpret_cast<T*>(staged_bytes), packs * E);
-  }
-  __syncthreads();
-
-  const float shift = dev::to_float(staged[0].v[0]);
+  // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
+  // row with the same packs per thread in the same order (single-element loads): the same bits.
+  const float shift = dev::to_float(x[0]);
   const float inv_len = 1.0f / static_cast<float>(p.len);
   dev::Floats<1> sum{};
-  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-    const Raw v = staged[q];
+  auto add = [&](const Raw& v) {
 #pragma unroll
     for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
+  };
+  if constexpr (kAccess == E) {
+    stage_units(reinterpret_cast<const Raw*>(x), staged, packs, add);
+    __syncthreads();
+  } else {
+    stage_units(x, reinterpret_cast<T*>(staged_bytes), packs * E, [](const T&) {});
+    __syncthreads();
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) add(staged[q]);
   }
   const float centre = dev::block_sum<1>(sum, scratch).v[0] * inv_len;
   dev::Floats<1> squares{};
