@@ -39,8 +39,11 @@ struct ResidentParams {
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
-  int64_t rows_per_sample;  // C (instance norm) or G
+  int rows_per_sample;      // C (instance norm) or G
   float eps;
+  // 1 / L and 1 / (L - 1), from the host: a float division is a call (its slow path), whose saved
+  // registers spill on sm_80.
+  float inv_len, inv_len_minus_1;
   bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
 };
 
@@ -94,9 +97,10 @@ __device__ __forceinline__ void stage_units(const U* src, U* dst, int count, Vis
 
 // One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
 // `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
-// pointers).
+// pointers). The explicit minimum of one block lets ptxas use the registers 512 threads allow:
+// without it, it held some instances at 40 registers and spilled.
 template <class T, int kAccess, int kAct, bool kResidual>
-__global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(ResidentParams p) {
+__global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(ResidentParams p) {
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
   // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
@@ -111,7 +115,6 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
   // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
   // row with the same packs per thread in the same order (single-element loads): the same bits.
   const float shift = dev::to_float(x[0]);
-  const float inv_len = 1.0f / static_cast<float>(p.len);
   dev::Floats<1> sum{};
   auto add = [&](const Raw& v) {
 #pragma unroll
@@ -125,7 +128,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
     __syncthreads();
     for (int q = threadIdx.x; q < packs; q += blockDim.x) add(staged[q]);
   }
-  const float centre = dev::block_sum<1>(sum, scratch).v[0] * inv_len;
+  const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
   dev::Floats<1> squares{};
   for (int q = threadIdx.x; q < packs; q += blockDim.x) {
     const Raw v = staged[q];
@@ -136,18 +139,21 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
     }
   }
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
-  const float var = m2 * inv_len, invstd = rsqrtf(var + p.eps);
+  const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
     if (p.save_mean) p.save_mean[row] = shift + centre;
     if (p.save_invstd) p.save_invstd[row] = invstd;
     if (p.row_stats) {
-      const float run_var = p.unbiased ? m2 / static_cast<float>(p.len - 1) : var;
+      const float run_var = p.unbiased ? m2 * p.inv_len_minus_1 : var;
       p.row_stats[row] = make_float2(shift + centre, run_var);
     }
   }
 
   // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale.
-  const int64_t c0 = row % p.rows_per_sample * p.channels_per_row;
+  // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (blocks and
+  // channels are < 2^31: the plan caps the rows).
+  const int64_t c0 = int64_t{blockIdx.x % static_cast<unsigned>(p.rows_per_sample)} *
+                     p.channels_per_row;
   auto coef = [&](int64_t c) {
     const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
     return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
@@ -160,27 +166,27 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
   auto write_y = [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
     const float2 row_coef = coef(c0);
+    // Group norm: the thread's first pack starts at element `at` of the row's channel j, and
+    // each turn moves on by a fixed (channels, elements) step: no division in the loop (a
+    // reciprocal held across it spilled on sm_80).
+    const unsigned o0 = threadIdx.x * E, stride = blockDim.x * E;
+    unsigned j = kMode == 0 ? 0 : o0 / s, at = o0 - j * s;
+    const unsigned step_j = kMode == 0 ? 0 : stride / s, step_at = stride - step_j * s;
     for (int q = threadIdx.x; q < packs; q += blockDim.x) {
       const Raw v = staged[q];
       const unsigned o = static_cast<unsigned>(q) * E;
       float u[E];
       if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
-      float2 k = row_coef;
-      unsigned j = 0, at = 0;  // per run: channel j of the row, element `at` of it
-      if constexpr (kMode == 1) k = coef(c0 + o / s);
-      if constexpr (kMode == 2) {
-        j = o / s;
-        at = o - j * s;
-        k = coef(c0 + j);
-      }
+      float2 k = kMode == 0 ? row_coef : coef(c0 + j);
+      unsigned run_j = j, run_at = at;  // per run: channel and element of the pack's elements
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         if constexpr (kMode == 2) {
-          if (at == s) {
-            at = 0;
-            k = coef(c0 + ++j);
+          if (run_at == s) {
+            run_at = 0;
+            k = coef(c0 + ++run_j);
           }
-          ++at;
+          ++run_at;
         }
         float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
         if constexpr (kResidual) t += u[e];
@@ -189,6 +195,14 @@ __global__ void __launch_bounds__(kResidentMaxThreads) forward_resident(Resident
       store_elems<T, E, kAccess>(y + o, u);
       if constexpr (kAct == NK_ACTIVATION_RELU) {
         if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
+      }
+      if constexpr (kMode != 0) {
+        j += step_j;
+        at += step_at;
+        if (at >= s) {
+          at -= s;
+          ++j;
+        }
       }
     }
   };
