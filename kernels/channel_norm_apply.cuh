@@ -22,6 +22,13 @@
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
 //    stay in registers, reloaded only when the sample changes (per-sample coefficients).
+// Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
+// sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
+// still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
+// of memory (predicted; x that fits is reread from L2 either way). The partials visit memory in
+// order for instance and group norm and for the channels layout; batch norm's rows layout visits
+// channel by channel, each across every sample, so there the walk meets the L2's last channels
+// only in part.
 // Each thread has kApplyPacks (four 16-byte loads) in flight, issued before any math. The grid
 // is the resident maximum from the occupancy API, capped by the work; the output does not depend
 // on it (elementwise), so the test-only SM limit changes nothing but the grid.
@@ -99,11 +106,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
-  int64_t pack = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (pack >= w.count) return;
+  const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (walked >= w.count) return;
+  int64_t pack = w.count - 1 - walked;     // from the end
   const int64_t row = pack / w.row_packs;  // once per thread
   int64_t off = pack - row * w.row_packs, unit = row % w.units;
-  while (pack < w.count) {
+  while (pack >= 0) {
     int64_t at[kPacks], units[kPacks];
     Raw raw[kPacks][Op::kInputs];
     uint32_t bits[kPacks] = {};
@@ -111,24 +119,24 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pack;
       units[j] = unit;
-      if (pack < w.count) {
+      if (pack >= 0) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
           raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
         if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
       }
-      pack += w.stride;
-      off += w.step_packs;
-      unit += w.step_units;
-      if (off >= w.row_packs) {
-        off -= w.row_packs;
-        ++unit;
+      pack -= w.stride;
+      off -= w.step_packs;
+      unit -= w.step_units;
+      if (off < 0) {
+        off += w.row_packs;
+        --unit;
       }
-      if (unit >= w.units) unit -= w.units;
+      if (unit < 0) unit += w.units;
     }
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
-      if (at[j] >= w.count) break;
+      if (at[j] < 0) break;
       const typename Op::Coef k = op.coef(units[j]);
       apply_pack<Op, E>(op, raw[j], bits[j], SameCoef<typename Op::Coef>{k}, at[j] * E);
     }
@@ -148,11 +156,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   if (channel_pack >= w.channel_packs) return;
   const int64_t c0 = channel_pack * E;
   const int64_t rows_per_block = blockDim.x / w.lanes;
-  int64_t pos = int64_t{blockIdx.x} / w.tiles * rows_per_block + threadIdx.x / w.lanes;
-  int64_t n = kPerSample ? pos / w.s : 0, s = kPerSample ? pos - n * w.s : 0;
+  const int64_t walked = int64_t{blockIdx.x} / w.tiles * rows_per_block + threadIdx.x / w.lanes;
+  int64_t pos = w.count - 1 - walked;  // from the end; negative: nothing to do
+  int64_t n = kPerSample && pos >= 0 ? pos / w.s : 0, s = kPerSample ? pos - n * w.s : 0;
   int64_t held = -1;  // the sample whose coefficients k holds
   typename Op::Coef k[E];
-  while (pos < w.count) {
+  while (pos >= 0) {
     int64_t at[kPacks], sample[kPacks];
     Raw raw[kPacks][Op::kInputs];
     uint32_t bits[kPacks] = {};
@@ -160,25 +169,25 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pos;
       sample[j] = n;
-      if (pos < w.count) {
+      if (pos >= 0) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
           raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.channels + c0);
         if constexpr (Op::kBits) bits[j] = op.template bits<E>(pos * w.channels + c0);
       }
-      pos += w.stride;
+      pos -= w.stride;
       if constexpr (kPerSample) {
-        n += w.step_n;
-        s += w.step_s;
-        if (s >= w.s) {
-          s -= w.s;
-          ++n;
+        n -= w.step_n;
+        s -= w.step_s;
+        if (s < 0) {
+          s += w.s;
+          --n;
         }
       }
     }
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
-      if (at[j] >= w.count) break;
+      if (at[j] < 0) break;
       if (sample[j] != held) {
         held = sample[j];
 #pragma unroll

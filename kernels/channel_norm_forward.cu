@@ -20,8 +20,12 @@
 //     finalize has read it. A counter that cannot advance (negative, or INT64_MAX) stays as it is
 //     and the finalize leaves the running statistics as they are: the device's rule, where the CPU
 //     backend returns an error.
-// x is read twice (1 and 3); when it fits in L2 the second read mostly hits it. A fused persistent
-// kernel that keeps x on chip is the tuning step this design leaves room for.
+// x is read twice (1 and 3); when it fits in L2 the second read mostly hits it.
+// Instance and group norm in the rows layout read x once where a statistic's row fits a block's
+// shared memory (plan_resident_rows, channel_norm_resident.cuh): one launch that stages each row,
+// takes its statistics and writes y, then for instance norm with running statistics or a counter a
+// one-block launch that averages the rows' statistics over n into the running buffers and advances
+// the counter.
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
@@ -34,6 +38,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
+#include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -218,6 +223,40 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     const float inv = 1.0f / static_cast<float>(plan.n);
     if (lane == 0) update_running(unit, run.v[0] * inv, run.v[1] * inv);
   }
+}
+
+// Instance norm after the resident kernel: one block averages each channel's row statistics over
+// n (in n order) into the running buffers, then advances the counter: every thread reads it before
+// the block's barrier, and a counter that cannot advance leaves everything as it was.
+struct InstanceRunningParams {
+  const float2* row_stats;  // [n * C + c]: (mean, variance for the running average)
+  int64_t n, c;
+  float momentum;
+  bool cumulative;
+  float* running_mean;
+  float* running_var;
+  int64_t* num_batches_tracked;
+};
+
+__global__ void __launch_bounds__(256) update_instance_running(InstanceRunningParams p) {
+  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
+  const bool advance = counter_can_advance(tracked);
+  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  if (advance && p.running_mean != nullptr) {
+    const float inv = 1.0f / static_cast<float>(p.n);
+    for (int64_t c = threadIdx.x; c < p.c; c += blockDim.x) {
+      float mean = 0.0f, var = 0.0f;
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float2 t = p.row_stats[n * p.c + c];
+        mean += t.x;
+        var += t.y;
+      }
+      p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * (mean * inv);
+      p.running_var[c] = (1.0f - m) * p.running_var[c] + m * (var * inv);
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && advance && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
 }
 
 // The forward's apply op (channel_norm_apply.cuh): u = (x - shift) * scale + offset (+ z),
@@ -410,11 +449,10 @@ void launch_apply_fused(const ChannelForwardArgs& a, const ChannelPlan& plan,
 
 // The ReLU mask is zeroed first where packs of fewer than eight elements OR their bits into it;
 // eight-element packs store whole bytes, and only the last word's padding needs zeroing then.
-template <class T>
-void clear_mask(const ChannelForwardArgs& a, const ChannelPlan& plan, cudaStream_t stream) {
+void clear_mask(const ChannelForwardArgs& a, int pack_elems, cudaStream_t stream) {
   if (a.relu_mask == nullptr) return;
   const int64_t words = (a.shape.numel() + 31) / 32;
-  if (elementwise_pack_elems(plan, sizeof(T)) == 8) {
+  if (pack_elems == 8) {
     dev::check_cuda(cudaMemsetAsync(a.relu_mask + words - 1, 0, sizeof(uint32_t), stream),
                     "cudaMemsetAsync (relu mask)");
   } else {
@@ -429,7 +467,7 @@ void clear_mask(const ChannelForwardArgs& a, const ChannelPlan& plan, cudaStream
 template <class T>
 void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
                   const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
-  clear_mask<T>(a, plan, static_cast<cudaStream_t>(l.stream));
+  clear_mask(a, elementwise_pack_elems(plan, sizeof(T)), static_cast<cudaStream_t>(l.stream));
   if (!training) {
     launch_apply_fused<T, true, false>(a, plan, coefs, num_batches_tracked, l);
   } else if (a.shape.kind == ChannelNorm::kBatch) {
@@ -445,10 +483,61 @@ CoefArrays carve_coefs(unsigned char* base, size_t coef_bytes) {
                     reinterpret_cast<float*>(base + 2 * coef_bytes)};
 }
 
+// Bytes of the resident path's workspace: the rows' statistics for instance norm's running
+// update.
+size_t resident_workspace(const ResidentPlan& r, const ChannelShape& s) {
+  return s.kind == ChannelNorm::kInstance ? align256(static_cast<size_t>(r.rows) * sizeof(float2))
+                                          : 0;
+}
+
+template <class T>
+void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
+  ResidentParams p{};
+  p.x = a.x;
+  p.z = a.fusion.residual ? a.z : nullptr;
+  p.y = a.y;
+  p.mask = a.relu_mask;
+  p.weight = a.weight;
+  p.bias = a.bias;
+  p.save_mean = a.save_mean;
+  p.save_invstd = a.save_invstd;
+  p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
+  p.len = r.len;
+  p.s = static_cast<int>(s.s);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.eps = static_cast<float>(a.params.eps);
+  p.inv_len = 1.0f / static_cast<float>(r.len);
+  p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
+  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
+  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
+  launch_resident<T>(p, r, a.fusion.activation, stream);
+  dev::check_cuda(cudaGetLastError(), "channel norm resident rows launch");
+  if (!running) return;
+  const InstanceRunningParams u{p.row_stats,
+                                s.n,
+                                s.c,
+                                static_cast<float>(a.params.momentum),
+                                a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
+                                a.running_mean,
+                                a.running_var,
+                                a.num_batches_tracked};
+  update_instance_running<<<1, 256, 0, stream>>>(u);
+  dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
+}
+
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
+  if (training) {
+    const ResidentPlan r = plan_resident_rows(s, sizeof(T));
+    if (r.use) return forward_resident_rows<T>(a, r, l);
+  }
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
   auto stream = static_cast<cudaStream_t>(l.stream);
@@ -534,6 +623,10 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
 size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   size_t bytes = 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
+  if (a.params.phase == NK_TRAINING) {
+    const ResidentPlan r = plan_resident_rows(a.shape, elem);
+    if (r.use) return resident_workspace(r, a.shape);
+  }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);
     const size_t need = layout_of(plan, coef_units(a.shape), a.params.phase == NK_TRAINING).total;

@@ -76,4 +76,34 @@ struct ChannelPlan {
 // slots, seg_count, chunks and chunk_len depend on the shape and elem_bytes only.
 ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access);
 
+// One read of x for the training forward of instance and group norm in the rows layout: each
+// statistic's values, (n, c) or (n, g), are one contiguous row of L = count_per_stat() elements,
+// so a block stages the whole row in shared memory, takes the exact two-pass statistics from it
+// and writes y from it (channel_norm_resident.cuh), instead of the partials, finalize and apply
+// launches that read x twice. Taken when
+//  - the row is whole 16-byte packs (L * elem_bytes % 16 == 0): the block's packs never straddle
+//    rows, whatever the pointers (misaligned ones load single elements, into the same packs);
+//  - kResidentMinBytes <= L * elem_bytes <= kResidentMaxBytes: shorter rows would leave too few
+//    bytes in flight per block (32 blocks per SM at most), and 96 KiB of shared memory is what
+//    every supported GPU (sm_80 and later, 99 KiB on sm_86/89/120) grants one block, so the choice
+//    never depends on the device;
+//  - at least kResidentMinRows rows (blocks): fewer would leave SMs idle, where the split
+//    reduction spreads each row over many blocks.
+// The block size depends on L only, so the reduction tree, and every output bit, depends on the
+// shape only, as the split path's does.
+constexpr int64_t kResidentMinBytes = 4096;
+constexpr int64_t kResidentMaxBytes = 96 * 1024;
+constexpr int64_t kResidentMinRows = 128;
+constexpr int kResidentMaxThreads = 512;
+constexpr int kResidentMinThreads = 64;
+
+struct ResidentPlan {
+  bool use;
+  int64_t rows;      // statistics, one block each
+  int64_t len;       // L, elements of a row
+  int threads;       // per block: a power of two, about 8 packs each, in [64, 512]
+  size_t smem_bytes;  // L * elem_bytes, the staged row
+};
+ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes);
+
 }  // namespace nk::cuda

@@ -1,7 +1,8 @@
 // How the batch/instance/group norm kernels split their reductions (kernels/channel_norm_plan.cpp),
 // checked on the CPU: the layout path, 16-byte packs only where sizes allow, lanes that match the
 // channels, chunks that cover each (slot, c) without an empty one, partial indices that are a
-// bijection, chunks that do not depend on the pointers, and batch norm's partials bounded by C.
+// bijection, chunks that do not depend on the pointers, and batch norm's partials bounded by C;
+// and which instance and group norm shapes read x once (a row per block in shared memory).
 #include <set>
 #include <tuple>
 
@@ -216,6 +217,59 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
         EXPECT_LE(a.chunks, kMaxChunks);
       }
     }
+  }
+}
+
+// One read of x: instance and group norm training in the rows layout, where a statistic's row is
+// whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows; never batch norm or NHWC
+// with several channels. The block size depends on the row length only.
+TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
+  using nk::cuda::plan_resident_rows;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int threads;
+  };
+  const Want list[] = {
+      {ChannelNorm::kInstance, 2, 64, 2048, 1, NK_NCHW, 2, true, 64},      // 4 KiB: the smallest
+      {ChannelNorm::kInstance, 2, 64, 2040, 1, NK_NCHW, 2, false, 0},      // 4080 bytes: too short
+      {ChannelNorm::kInstance, 2, 64, 1024, 1, NK_NCHW, 4, true, 64},      // fp32 4 KiB
+      {ChannelNorm::kInstance, 2, 64, 1026, 1, NK_NCHW, 4, false, 0},      // 4104: not whole packs
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},  // 32 KiB
+      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: the largest
+      {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, false, 0},    // above 96 KiB
+      {ChannelNorm::kInstance, 8, 256, 256 * 256, 1, NK_NCHW, 2, false, 0},  // 128 KiB
+      {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, false, 0},     // 127 rows
+      {ChannelNorm::kInstance, 128, 1, 4096, 1, NK_NHWC, 2, true, 64},     // C = 1: rows in NHWC
+      {ChannelNorm::kInstance, 2, 64, 4096, 1, NK_NHWC, 2, false, 0},      // channels layout
+      {ChannelNorm::kBatch, 2, 200, 4096, 1, NK_NCHW, 2, false, 0},        // batch norm: split
+      {ChannelNorm::kGroup, 8, 64, 512, 16, NK_NCHW, 2, true, 64},         // 4 channels a row
+      {ChannelNorm::kGroup, 8, 64, 514, 16, NK_NCHW, 2, true, 64},         // S % 8 != 0
+      {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, false, 0},    // 64 rows
+      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},   // 40 KiB, 256 rows
+      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},   // 80 KiB
+      {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, false, 0},   // 160 KiB
+      {ChannelNorm::kGroup, 0, 64, 4096, 16, NK_NCHW, 2, false, 0},        // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::ResidentPlan r = plan_resident_rows(shape, w.elem);
+    EXPECT_EQ(r.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.rows, shape.num_stats());
+    EXPECT_EQ(r.len, shape.count_per_stat());
+    EXPECT_EQ(r.threads, w.threads);
+    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(r.len * w.elem));
+    // The same row length in another batch: the same block, so the same reduction tree.
+    ChannelShape twice = shape;
+    twice.n *= 2;
+    EXPECT_EQ(plan_resident_rows(twice, w.elem).threads, r.threads);
   }
 }
 

@@ -34,6 +34,7 @@
 #include "channel_fusion_cases.hpp"
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
+#include "resident_rows_cases.hpp"
 #include "test_support.hpp"
 
 namespace nkt {
@@ -423,6 +424,31 @@ TEST_P(GpuChannelFusion, ForwardAndBackwardMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
                          testing::ValuesIn(fusion_configs([](const Config&) { return true; })),
+                         fusion_config_name);
+
+// One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
+// norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
+// misaligned ones (single elements), and the backward from its outputs.
+class GpuChannelFusionResident : public GpuChannelFusion {};
+
+TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
+  const Config c = GetParam();
+  for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+    for (int64_t misalign : {0, 1}) {
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                      << " g=" << k.groups << " misalign " << misalign);
+      check_forward(PathRun{k, misalign});
+    }
+    check_backward(PathRun{k, 0});
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
+                         testing::ValuesIn(fusion_configs([](const Config& c) {
+                           return c.family != Family::kBatch && c.phase == NK_TRAINING &&
+                                  c.layout == NK_NCHW;
+                         })),
                          fusion_config_name);
 
 // The reduction tree depends on the shape only: the same bytes of every output (y, the saved and

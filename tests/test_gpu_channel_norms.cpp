@@ -20,6 +20,7 @@
 
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
+#include "resident_rows_cases.hpp"
 #include "test_support.hpp"
 
 namespace nkt {
@@ -387,6 +388,53 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
     p.phase = NK_INFERENCE;
     check_forward(k, p, 1);
     check_backward(k, NK_INFERENCE);
+  }
+}
+
+// One read of x (resident_rows_cases.hpp): instance and group norm training in NCHW where a row
+// fits a block. Running buffers or none (instance norm), three steps of the cumulative average,
+// fp32 data at |mean| / std = 1e4 (16-bit types cannot hold such data), and misaligned pointers,
+// whose single-element loads fill the same staged packs: y and the saved statistics then have the
+// bytes of the aligned call.
+TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "one read of x: instance and group norm in NCHW";
+  }
+  for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups);
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+    nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 1);
+    if (c.family == Family::kInstance) {
+      check_forward(k, p, 1, false);
+      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+      check_forward(k, p, 3);
+      p = nk_norm_params_default();
+    }
+    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
+    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    DeviceBuffer wd(w), bd(b);
+    std::vector<Buffer> outs[2];
+    for (int64_t misalign : {0, 1}) {
+      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
+          si(NK_F32, stats);
+      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr,
+                                y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      outs[misalign] = {y.download(), sm.download(), si.download()};
+    }
+    const char* names[] = {"y", "save_mean", "save_invstd"};
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
+    }
   }
 }
 

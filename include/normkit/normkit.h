@@ -320,7 +320,11 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *                            mean and (unbiased: S/(S-1)) variance, as PyTorch does.
  *   Training, forward and backward, needs S >= 2 (NK_ERROR_BAD_SHAPE otherwise).
  *   Workspace (CUDA, training): at most 2060 * N*C + 1024 bytes forward, 1040 * N*C + 512
- *   backward (up to 128 partials per (n, c)); depends on the shape and dtype only.
+ *   backward (up to 128 partials per (n, c)); depends on the shape and dtype only. A forward
+ *   that reads x once (below) needs 8 * N*C bytes, rounded up to 256.
+ *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
+ *   whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps it
+ *   in shared memory; other shapes read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
  * num_batches_tracked for instance norm: pass NULL for parity.
@@ -366,7 +370,10 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   save_mean, save_invstd  [N x groups] fp32 (index n*groups + g), nullable.
  *   Workspace (CUDA): at most 2060 * N*C + 1024 bytes forward and 1040 * N*C + 512 backward (up
  *   to 128 partials per (n, c), and the coefficients of each (n, c): the weight is per channel);
- *   depends on the shape and dtype only.
+ *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
+ *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
+ *   is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps
+ *   it in shared memory; other shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
 NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,

@@ -1,0 +1,264 @@
+// Instance and group norm training forward with one read of x (plan_resident_rows): a block per
+// statistic copies its row of L contiguous elements (NCHW: (n, c), or (n, g)'s C/G channels) into
+// shared memory, takes the exact two-pass statistics of x - x0 from there (x0 the row's first
+// element, as the split path shifts, so |mean| >> std keeps its accuracy), and writes y (with the
+// fused residual, activation and ReLU mask) from there: x is read once and y written once, with no
+// partials or finalize (instance norm's running update needs 8 bytes of workspace a row). The
+// block's threads, and so its reduction tree, depend on L only; the global accesses are 16-byte
+// packs when every pointer allows, else single elements into the same staged packs, so the bits do
+// not depend on the pointers either. Per element: 1 shared load and 2 adds (the mean), 1 shared
+// load, a subtract and an FMA (the centred squares), then a shared load, subtract, FMA (+ z) and
+// the activation (y). Group norm's weight changes along the row every S elements: its coefficients
+// come once per pack when S is a multiple of the pack, else once per run of a channel's elements
+// within a pack.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "channel_norm_plan.hpp"
+#include "common/activation.cuh"
+#include "common/check.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+struct ResidentParams {
+  const void* x;
+  const void* z;  // the fused residual, nullptr without one
+  void* y;
+  uint32_t* mask;           // ReLU mask, nullable
+  const float* weight;      // [C], nullable
+  const float* bias;        // [C], nullable
+  float* save_mean;         // [rows], nullable
+  float* save_invstd;       // [rows], nullable
+  float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
+  int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
+  int s;                    // S: a channel's elements within the row
+  int channels_per_row;     // 1 (instance norm) or C / G
+  int rows_per_sample;      // C (instance norm) or G
+  float eps;
+  // 1 / L and 1 / (L - 1), from the host: a float division is a call (its slow path), whose saved
+  // registers spill on sm_80.
+  float inv_len, inv_len_minus_1;
+  bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
+};
+
+// Shared memory before the staged row: block_sum's 32 floats, a multiple of 16 bytes.
+constexpr size_t kResidentScratchBytes = 32 * sizeof(float);
+
+// Loads (kAccess == E: one 16-byte access; 1: E single elements) E elements at p as floats.
+template <class T, int E, int kAccess>
+__device__ __forceinline__ void load_elems(const T* p, float (&v)[E]) {
+  if constexpr (kAccess == E) {
+    dev::load_floats<T, E>(p, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) v[e] = dev::to_float(p[e]);
+  }
+}
+
+template <class T, int E, int kAccess>
+__device__ __forceinline__ void store_elems(T* p, const float (&v)[E]) {
+  if constexpr (kAccess == E) {
+    dev::store_floats<T, E>(p, v);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) p[e] = dev::from_float<T>(v[e]);
+  }
+}
+
+// Copies `count` units (16-byte packs, or single elements) of a row from global to shared memory,
+// four loads in flight per thread before their stores; visit(unit) sees the thread's units in
+// ascending order (i = threadIdx.x, + blockDim.x, ...), as a pass over the staged row would.
+template <class U, class Visit>
+__device__ __forceinline__ void stage_units(const U* src, U* dst, int count, Visit&& visit) {
+  constexpr int kBatch = 4;
+  for (int first = threadIdx.x; first < count; first += kBatch * blockDim.x) {
+    U v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = first + k * static_cast<int>(blockDim.x);
+      if (i < count) v[k] = src[i];
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int i = first + k * static_cast<int>(blockDim.x);
+      if (i < count) {
+        dst[i] = v[k];
+        visit(v[k]);
+      }
+    }
+  }
+}
+
+// One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
+// `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
+// pointers). The explicit minimum of one block lets ptxas use the registers 512 threads allow:
+// without it, it held some instances at 40 registers and spilled.
+template <class T, int kAccess, int kAct, bool kResidual>
+__global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(ResidentParams p) {
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
+  // dynamic one was placed over the row by the simulator).
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  unsigned char* staged_bytes = shared_bytes + kResidentScratchBytes;
+  Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
+  const int64_t row = blockIdx.x, first = row * p.len;
+  const int packs = static_cast<int>(p.len / E);
+  const T* x = static_cast<const T*>(p.x) + first;
+  // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
+  // row with the same packs per thread in the same order (single-element loads): the same bits.
+  const float shift = dev::to_float(x[0]);
+  dev::Floats<1> sum{};
+  auto add = [&](const Raw& v) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
+  };
+  if constexpr (kAccess == E) {
+    stage_units(reinterpret_cast<const Raw*>(x), staged, packs, add);
+    __syncthreads();
+  } else {
+    stage_units(x, reinterpret_cast<T*>(staged_bytes), packs * E, [](const T&) {});
+    __syncthreads();
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) add(staged[q]);
+  }
+  const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
+  dev::Floats<1> squares{};
+  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+    const Raw v = staged[q];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float d = (dev::to_float(v.v[e]) - shift) - centre;
+      squares.v[0] = fmaf(d, d, squares.v[0]);
+    }
+  }
+  const float m2 = dev::block_sum<1>(squares, scratch).v[0];
+  const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
+  if (threadIdx.x == 0) {
+    if (p.save_mean) p.save_mean[row] = shift + centre;
+    if (p.save_invstd) p.save_invstd[row] = invstd;
+    if (p.row_stats) {
+      const float run_var = p.unbiased ? m2 * p.inv_len_minus_1 : var;
+      p.row_stats[row] = make_float2(shift + centre, run_var);
+    }
+  }
+
+  // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale.
+  // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (blocks and
+  // channels are < 2^31: the plan caps the rows).
+  const int64_t c0 = int64_t{blockIdx.x % static_cast<unsigned>(p.rows_per_sample)} *
+                     p.channels_per_row;
+  auto coef = [&](int64_t c) {
+    const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
+    return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
+  };
+  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
+  T* y = static_cast<T*>(p.y) + first;
+  const unsigned s = static_cast<unsigned>(p.s);
+  // The coefficients of the row (instance norm), of each pack (group norm, S a multiple of the
+  // pack) or of each run of a channel's elements (else): one loop each, holding only its own work.
+  auto write_y = [&](auto mode) {
+    constexpr int kMode = decltype(mode)::value;
+    const float2 row_coef = coef(c0);
+    // Group norm: the thread's first pack starts at element `at` of the row's channel j, and
+    // each turn moves on by a fixed (channels, elements) step: no division in the loop (a
+    // reciprocal held across it spilled on sm_80).
+    const unsigned o0 = threadIdx.x * E, stride = blockDim.x * E;
+    unsigned j = kMode == 0 ? 0 : o0 / s, at = o0 - j * s;
+    const unsigned step_j = kMode == 0 ? 0 : stride / s, step_at = stride - step_j * s;
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+      const Raw v = staged[q];
+      const unsigned o = static_cast<unsigned>(q) * E;
+      float u[E];
+      if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+      float2 k = kMode == 0 ? row_coef : coef(c0 + j);
+      unsigned run_j = j, run_at = at;  // per run: channel and element of the pack's elements
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        if constexpr (kMode == 2) {
+          if (run_at == s) {
+            run_at = 0;
+            k = coef(c0 + ++run_j);
+          }
+          ++run_at;
+        }
+        float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
+        if constexpr (kResidual) t += u[e];
+        u[e] = dev::activate<kAct>(t);
+      }
+      store_elems<T, E, kAccess>(y + o, u);
+      if constexpr (kAct == NK_ACTIVATION_RELU) {
+        if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
+      }
+      if constexpr (kMode != 0) {
+        j += step_j;
+        at += step_at;
+        if (at >= s) {
+          at -= s;
+          ++j;
+        }
+      }
+    }
+  };
+  if (p.channels_per_row == 1) {
+    write_y(std::integral_constant<int, 0>{});
+  } else if (s % E == 0) {
+    write_y(std::integral_constant<int, 1>{});
+  } else {
+    write_y(std::integral_constant<int, 2>{});
+  }
+}
+
+// Enqueues the kernel of the fusion and pointers; the caller checks cudaGetLastError.
+template <class T>
+void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int activation,
+                     cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  auto go = [&](auto kernel) {
+    // Above 48 KiB a block's dynamic shared memory must be granted (every supported GPU allows
+    // kResidentMaxBytes and the scratch); the attribute is per function and device, so it is set
+    // per launch.
+    const size_t bytes = kResidentScratchBytes + plan.smem_bytes;
+    if (bytes > 48 * 1024) {
+      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(bytes)),
+                      "cudaFuncSetAttribute (resident rows)");
+    }
+    kernel<<<static_cast<unsigned>(plan.rows), plan.threads, bytes, stream>>>(p);
+  };
+  auto with_access = [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    if (vector_access) {
+      go(forward_resident<T, E, kAct, kResidual>);
+    } else {
+      go(forward_resident<T, 1, kAct, kResidual>);
+    }
+  };
+  auto with_residual = [&](auto act) {
+    if (p.z != nullptr) {
+      with_access(act, std::true_type{});
+    } else {
+      with_access(act, std::false_type{});
+    }
+  };
+  switch (activation) {
+    case NK_ACTIVATION_RELU:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_RELU>{});
+      break;
+    case NK_ACTIVATION_SILU:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_SILU>{});
+      break;
+    default:
+      with_residual(std::integral_constant<int, NK_ACTIVATION_IDENTITY>{});
+  }
+}
+
+}  // namespace nk::cuda

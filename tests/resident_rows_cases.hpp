@@ -1,0 +1,35 @@
+// Shapes on which instance and group norm training read x once (kernels/channel_norm_plan.hpp,
+// plan_resident_rows), for the GPU tests of the plain and fused forwards: the smallest rows the
+// path takes (4 KiB, 128 rows), and group norm with S a multiple of the 16-byte pack (coefficients
+// per pack) and not (per element). Tests assert takes_resident_rows, so a change of the plan's
+// thresholds cannot move them off the path unnoticed.
+#pragma once
+
+#include <normkit/normkit.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "channel_norm_plan.hpp"
+#include "test_support.hpp"
+
+namespace nkt {
+
+inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype) {
+  const nk::ChannelNorm kind = k.family == Family::kBatch      ? nk::ChannelNorm::kBatch
+                               : k.family == Family::kInstance ? nk::ChannelNorm::kInstance
+                                                               : nk::ChannelNorm::kGroup;
+  const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, dtype, k.groups};
+  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype))).use;
+}
+
+// NCHW shapes of family f (instance or group norm) that take the path in dtype.
+inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
+  const int64_t elem = static_cast<int64_t>(elem_size(dtype));
+  if (f == Family::kInstance) return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}};
+  // 16 groups of 4 channels: rows of 4 * S elements; S = 512 or 258 (fp32: 256 or 258).
+  const int64_t per_pack = 1024 / elem, per_element = 16 / elem == 8 ? 514 : 258;
+  return {{f, 8, 64, per_pack, NK_NCHW, 16}, {f, 8, 64, per_element, NK_NCHW, 16}};
+}
+
+}  // namespace nkt
