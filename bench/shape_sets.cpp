@@ -9,6 +9,22 @@ namespace {
 
 constexpr std::initializer_list<nk_layout> kLayouts = {NK_NCHW, NK_NHWC};
 
+// A channel-norm case of `set` from a shape entry (op, n, c, hw, groups, layout, dtype).
+template <class Shape>
+Case channel_case(const char* set, const Shape& ch, Phase phase) {
+  Case c;
+  c.set = set;
+  c.op = ch.op;
+  c.phase = phase;
+  c.dtype = ch.dtype;
+  c.n = ch.n;
+  c.c = ch.c;
+  c.h = c.w = ch.hw;
+  c.groups = ch.groups;
+  c.layout = ch.layout;
+  return c;
+}
+
 // ResNet-50's batch-norm layers (C, H = W), at a large and a small batch; train and inference
 // forward and the training backward; bf16, fp16, fp32; both layouts. Training passes running
 // statistics (PyTorch's BatchNorm2d default), weight and bias.
@@ -141,16 +157,7 @@ void add_fused_channels(std::vector<Case>& out) {
   constexpr ChannelFusion kSiLU = {false, NK_ACTIVATION_SILU};
   for (const Channel& ch : kChannels) {
     const auto add = [&](const ChannelFusion& fusion, Phase phase) {
-      Case c;
-      c.set = "fused_channels";
-      c.op = ch.op;
-      c.phase = phase;
-      c.dtype = ch.dtype;
-      c.n = ch.n;
-      c.c = ch.c;
-      c.h = c.w = ch.hw;
-      c.groups = ch.groups;
-      c.layout = ch.layout;
+      Case c = channel_case("fused_channels", ch, phase);
       c.channel_fusion = fusion;
       out.push_back(c);
     };
@@ -313,17 +320,7 @@ void add_check(std::vector<Case>& out) {
   for (const Channel& ch : kChannel) {
     for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
       if (phase == Phase::forward_inference && !ch.inference) continue;
-      Case c;
-      c.set = "check";
-      c.op = ch.op;
-      c.phase = phase;
-      c.dtype = ch.dtype;
-      c.n = ch.n;
-      c.c = ch.c;
-      c.h = c.w = ch.hw;
-      c.groups = ch.groups;
-      c.layout = ch.layout;
-      out.push_back(c);
+      out.push_back(channel_case("check", ch, phase));
     }
   }
 
