@@ -4,9 +4,10 @@
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))     (RMS norm: no mean(g) term)
 // and the column sums dweight = sum(dy * xhat), dbias = sum(dy) over all rows.
 //
-// Rows up to 8192 elements (4096 with single-element packs) sit in registers: x and dy
-// are read once and kept as stored (16-bit packs take half a register an element), and each thread
-// keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in every row.
+// Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
+// thread (4 single ones) and 1024 threads a row, within 64 registers: x and dy are read once and
+// kept as stored (16-bit packs take half a register an element), and each thread keeps fp32
+// dweight/dbias accumulators for the columns it owns, which are the same in every row.
 // The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
 // block takes whole chunks, its lane groups add their rows in row order, the groups' sums are added
 // in group order in shared memory, and each chunk writes one partial row. The finalize adds the
@@ -107,8 +108,9 @@ __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset
 }
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
-// warps of a row (a block may hold several rows) through `scratch` (N floats per warp), added in
-// warp order. Every thread of the block calls it.
+// warps of a row (a block may hold several rows) through `scratch` (N floats per warp), added by
+// every warp of the row in one butterfly (lane w holds the row's warp w). Every thread of the
+// block calls it.
 template <int N>
 __device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, float* scratch) {
   if (tpr <= 32) return dev::group_sum<N>(a, tpr);
@@ -120,11 +122,12 @@ __device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, f
   }
   __syncthreads();
   dev::Floats<N> total{};
-  const int first = warp / warps_per_row * warps_per_row;
-  for (int w = first; w < first + warps_per_row; ++w) {
+  if (lane < warps_per_row) {
+    const int w = warp / warps_per_row * warps_per_row + lane;
 #pragma unroll
-    for (int i = 0; i < N; ++i) total.v[i] += scratch[w * N + i];
+    for (int i = 0; i < N; ++i) total.v[i] = scratch[w * N + i];
   }
+  total = dev::group_sum<N>(total, 32);
   __syncthreads();
   return total;
 }
@@ -161,26 +164,10 @@ __device__ __forceinline__ void write_partial(const float (&acc)[P][E], float* o
   }
 }
 
-// Threads per block an instantiation is compiled for (row_norm_tiling.hpp's budget), and the
-// blocks per SM it must fit: two (64 registers a thread) where its registers allow, else one.
-template <class T, int E, int P>
-constexpr int backward_bound() {
-  return max_backward_block_threads(E > 1);
-}
-template <class T, int E, int P>
-constexpr int backward_min_blocks() {
-  // x and dy as stored (a register per element unless packed 16-bit), two accumulators an
-  // element, and about 24 registers of addresses, indices and statistics.
-  const int storage = E > 1 ? E * P * static_cast<int>(sizeof(T)) / 4 : P;
-  const int estimate = 2 * storage + 2 * E * P + 24;
-  return E > 1 && estimate <= 64 ? 2 : 1;
-}
-
 // Rows in registers: a lane group or whole warps per row, several rows per block; the block takes
 // chunks of rows in turn (blockIdx.x, + gridDim.x, ...) and writes one partial row per chunk.
 template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(backward_bound<T, E, P>(), backward_min_blocks<T, E, P>())
-    backward_in_registers(BackwardParams p) {
+__global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(BackwardParams p) {
   __shared__ float scratch[64];
   extern __shared__ float staged[];  // [rows_per_block][cols] when rows_per_block > 1
   const int tpr = p.threads_per_row;
@@ -524,10 +511,8 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
     use(backward_in_registers<T, W, 1, kBackwardScalarElems>);
   } else if (tiling.packs_per_thread == 1) {
     use(backward_in_registers<T, W, kE, 1>);
-  } else if (tiling.packs_per_thread == 2) {
+  } else if constexpr (kE * 2 <= kBackwardMaxElems) {  // two packs only within the budget
     use(backward_in_registers<T, W, kE, 2>);
-  } else if constexpr (kE * 4 <= kBackwardMaxElems) {  // four packs only within 16 elements
-    use(backward_in_registers<T, W, kE, 4>);
   } else {
     fail(NK_ERROR_INTERNAL, "no backward kernel for ", tiling.packs_per_thread, " packs of ", kE,
          " elements");

@@ -1,17 +1,22 @@
 // Layer norm and RMS norm forward on the GPU.
 //
-// Rows up to 16384 elements live in registers (row_norm_tiling.hpp picks a lane group or a block
-// per row): x is read from memory once, the statistics are the exact two-pass ones over the
-// registers (mean, then the centred sum of squares), and y is written with the same 16-byte packs.
+// Rows of up to 1024 16-byte packs (8192 elements of 16 bits, 4096 of fp32) live in registers, one
+// pack a thread (row_norm_tiling.hpp picks a lane group or a block per row): x is read from memory
+// once, the statistics are the exact two-pass ones over the registers (mean, then the centred sum
+// of squares), and y is written with the same 16-byte packs. Each thread loads its pack of the
+// next row before it reduces the current one, and (unfused, parameters in the activation dtype)
+// keeps its weight and bias packs in registers across rows; every instantiation fits 64
+// registers, so at least 1024 threads stay resident on an SM.
 // Layer norm first shifts each row by its first element x0: x - x0 is exact for nearby values
 // (Sterbenz), so with |mean| >> std the sums stay small and y keeps fp32 accuracy instead of
 // inheriting the rounding of a mean near 1e4.
 // Longer rows in 16-byte packs are staged in dynamic shared memory when they fit the portable
-// limit (shared_memory_limit.hpp: 99 KB, bf16 up to about 50K elements, fp32 25K): one block per row
-// reads x (and the residual, bias_in) once, keeps h as stored in shared memory, and takes the same
-// exact two-pass statistics and y from there. Rows that fit neither (or single-element packs past
-// 8192) take the generic path: one block per row, Welford over memory, then a second read of the
-// row (and the residual) to normalize, usually from L2. Every grid is persistent: at most as many
+// limit (shared_memory_limit.hpp: 99 KB, bf16 up to about 50K elements, fp32 25K): one block per
+// row reads x (and the residual, bias_in) once, keeps h as stored in shared memory, and takes the
+// same exact two-pass statistics and y from there; two such blocks (64 registers a thread) fit an
+// SM. Rows that fit neither (or single-element packs past 8192) take the generic path: one block
+// per row, Welford over memory, then a second read of the row (and the residual) to normalize,
+// usually from L2. Every grid is persistent: at most as many
 // blocks as fit on the device at once, each looping over rows. Instantiated per dtype, weight
 // dtype and pack shape, never per hidden size.
 //
@@ -141,32 +146,142 @@ __device__ __forceinline__ void without_fusion(ForwardParams& p) {
   }
 }
 
-// One row per lane group (or per block) in registers; rows strided over a persistent grid.
+// The packs of a row that one thread holds, as stored: x, and the residual when fused. The register
+// kernel fetches them a row ahead, so that the next row's loads are in flight while this row is
+// reduced and written.
+template <class T, int E, int P>
+struct RowInput {
+  dev::Pack<T, E> x[P];
+  dev::Pack<T, E> residual[P];
+};
+
+template <class T, int E, int P>
+__device__ __forceinline__ void fetch_row(const ForwardParams& p, int64_t row, int t, int tpr,
+                                          int packs, RowInput<T, E, P>& in) {
+  if (row >= p.rows) return;
+  const int64_t base = row * p.cols;
+#pragma unroll
+  for (int k = 0; k < P; ++k) {
+    const int pack = t + k * tpr;
+    if (pack >= packs) continue;
+    const int64_t offset = base + static_cast<int64_t>(pack) * E;
+    in.x[k] = *reinterpret_cast<const dev::Pack<T, E>*>(static_cast<const T*>(p.x) + offset);
+    if (p.residual != nullptr) {
+      in.residual[k] =
+          *reinterpret_cast<const dev::Pack<T, E>*>(static_cast<const T*>(p.residual) + offset);
+    }
+  }
+}
+
+// h of one fetched pack as floats: x, or x + residual + bias_in rounded once to T (load_input's h,
+// bit for bit), with h stored when asked for.
+template <class T, class W, int E>
+__device__ __forceinline__ void finish_input(const ForwardParams& p, int64_t offset, int64_t col,
+                                             const dev::Pack<T, E>& x,
+                                             const dev::Pack<T, E>& residual, float (&v)[E]) {
+#pragma unroll
+  for (int i = 0; i < E; ++i) v[i] = dev::to_float(x.v[i]);
+  if (p.residual == nullptr) return;
+  float b[E];
+  const W* bias_in = static_cast<const W*>(p.bias_in);
+  dev::load_param<W, E>(bias_in ? bias_in + col : nullptr, b, 0.0f);
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    v[i] = dev::to_float(dev::from_float<T>(v[i] + dev::to_float(residual.v[i]) + b[i]));
+  }
+  if (p.h != nullptr) dev::store_floats<T, E>(static_cast<T*>(p.h) + offset, v);
+}
+
+// gamma and beta of a thread's packs. A thread's columns are the same in every row, so where the
+// parameters are as narrow as the activations (16-byte packs of W) they are loaded once, before the
+// first row, and kept in registers as stored. Wider ones (fp32 parameters of 16-bit activations: 32
+// bytes a pack) and those of the fused forms (whose residual pack is in flight instead) would not
+// fit 64 registers: they are read for each row, from L1.
 template <class T, class W, int E, int P, bool kFused>
-__global__ void __launch_bounds__(forward_block_bound(E, P), 1)
-    forward_in_registers(ForwardParams p) {
+struct RowAffine {
+  static constexpr bool kHeld = E > 1 && sizeof(W) == sizeof(T) && !kFused;
+  dev::Pack<W, E> weight[kHeld ? P : 1];
+  dev::Pack<W, E> bias[kHeld ? P : 1];
+
+  __device__ __forceinline__ void load(const ForwardParams& p, int t, int tpr, int packs) {
+    if constexpr (kHeld) {
+      const W* w = static_cast<const W*>(p.weight);
+      const W* b = static_cast<const W*>(p.bias);
+#pragma unroll
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * tpr;
+        if (pack >= packs) continue;
+        if (w != nullptr) weight[k] = *reinterpret_cast<const dev::Pack<W, E>*>(w + pack * E);
+        if (b != nullptr) bias[k] = *reinterpret_cast<const dev::Pack<W, E>*>(b + pack * E);
+      }
+    }
+  }
+
+  // gamma (weight, 1 + weight when zero-centred, or 1) and beta (bias or 0) of pack k.
+  __device__ __forceinline__ void get(const ForwardParams& p, int k, int64_t col, float (&w)[E],
+                                      float (&b)[E]) const {
+    if constexpr (kHeld) {
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        w[i] = p.weight != nullptr ? dev::to_float(weight[k].v[i]) : 1.0f;
+        b[i] = p.bias != nullptr ? dev::to_float(bias[k].v[i]) : 0.0f;
+      }
+      if (p.zero_centered) {
+#pragma unroll
+        for (int i = 0; i < E; ++i) w[i] += 1.0f;
+      }
+    } else {
+      load_affine<W, E>(p, col, w, b);
+    }
+  }
+};
+
+// One row per lane group (or per block) in registers; rows strided over a persistent grid, each
+// row's loads issued while the row before it is reduced and written.
+template <class T, class W, int E, int P, bool kFused>
+__global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(ForwardParams p) {
   without_fusion<kFused>(p);
   __shared__ float scratch[32];
   __shared__ float block_shift;
   const int tpr = p.threads_per_row;
   const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int64_t rows_per_block = blockDim.x / tpr;
+  const int64_t row_stride = gridDim.x * rows_per_block;
   const int packs = static_cast<int>(p.cols / E);
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   unsigned amax_bits = 0;
+  RowAffine<T, W, E, P, kFused> affine;
+  affine.load(p, t, tpr, packs);
+  // Single-element packs (eight a thread) load each row when they reach it: a row ahead would not
+  // fit the register budget.
+  constexpr bool kAhead = E > 1;
+  RowInput<T, E, P> next;
+  if constexpr (kAhead) {
+    fetch_row<T, E, P>(p, blockIdx.x * rows_per_block + group, t, tpr, packs, next);
+  }
 
   // Every thread runs the same number of iterations: lane-group shuffles and block barriers need
   // the whole warp and block; groups past the last row only contribute zeros.
-  for (int64_t first = blockIdx.x * rows_per_block; first < p.rows;
-       first += gridDim.x * rows_per_block) {
+  for (int64_t first = blockIdx.x * rows_per_block; first < p.rows; first += row_stride) {
     const int64_t row = first + group;
     const bool active = row < p.rows;
+    RowInput<T, E, P> in;
+    if constexpr (kAhead) {
+      in = next;
+      fetch_row<T, E, P>(p, row + row_stride, t, tpr, packs, next);
+    }
     float v[P][E] = {};
-    dev::Floats<1> sum{};
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const int pack = t + k * tpr;
-      if (active && pack < packs) load_input<T, W, E>(p, row * p.cols, pack * E, v[k]);
+      if (active && pack < packs) {
+        if constexpr (kAhead) {
+          finish_input<T, W, E>(p, row * p.cols + pack * E, pack * E, in.x[k], in.residual[k],
+                                v[k]);
+        } else {
+          load_input<T, W, E>(p, row * p.cols, pack * E, v[k]);
+        }
+      }
     }
     // Layer norm: v becomes x - x0 (x0 is element 0, in thread 0 of the row) and the mean of the
     // shifted row is `centre`; RMS norm keeps x and centre 0.
@@ -179,7 +294,7 @@ __global__ void __launch_bounds__(forward_block_bound(E, P), 1)
         __syncthreads();
         shift = block_shift;
       }
-      sum.v[0] = 0.0f;
+      dev::Floats<1> sum{};
 #pragma unroll
       for (int k = 0; k < P; ++k) {
         if (active && t + k * tpr < packs) {
@@ -206,7 +321,7 @@ __global__ void __launch_bounds__(forward_block_bound(E, P), 1)
       const int pack = t + k * tpr;
       if (active && pack < packs) {
         float w[E], b[E], out[E];
-        load_affine<W, E>(p, pack * E, w, b);
+        affine.get(p, k, pack * E, w, b);
 #pragma unroll
         for (int i = 0; i < E; ++i) out[i] = (v[k][i] - centre) * rstd * w[i] + b[i];
         store_output<T, E>(p, row * p.cols + pack * E, out, amax_bits);
@@ -301,7 +416,8 @@ __device__ __forceinline__ dev::Pack<T, E> load_input_pack(const ForwardParams& 
 // Thread t only ever touches packs t, t + blockDim.x, ... of the staged row, so the staging needs
 // no barrier of its own. Rows strided over a persistent grid.
 template <class T, class W, int E, bool kFused>
-__global__ void __launch_bounds__(kStagedForwardBlock) forward_staged(ForwardParams p) {
+__global__ void __launch_bounds__(kStagedForwardBlock, kStagedForwardMinBlocks)
+    forward_staged(ForwardParams p) {
   without_fusion<kFused>(p);
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, then the row
   float* scratch = reinterpret_cast<float*>(staged_bytes);
@@ -396,14 +512,8 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
     }
   } else if (tiling.pack_elems == 1) {
     use(forward_in_registers<T, W, 1, 8, kFused>);
-  } else if (tiling.packs_per_thread == 1) {
-    use(forward_in_registers<T, W, kE, 1, kFused>);
-  } else if (tiling.packs_per_thread == 2) {
-    use(forward_in_registers<T, W, kE, 2, kFused>);
-  } else if (tiling.packs_per_thread == 4) {
-    use(forward_in_registers<T, W, kE, 4, kFused>);
   } else {
-    use(forward_in_registers<T, W, kE, 8, kFused>);
+    use(forward_in_registers<T, W, kE, 1, kFused>);
   }
 }
 

@@ -20,23 +20,15 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
                             int64_t shared_limit) {
   const int e = vector_access ? 16 / elem_bytes : 1;
-  const int max_elems = 64;
   const int64_t packs = ceil_div(cols, e);
-  auto allowed = [&](int p) { return vector_access ? p * e <= max_elems : p == 8; };
-
-  // A lane group per row: the fewest packs per thread that fit the row in 32 lanes.
-  for (int p : {1, 2, 4, 8}) {
-    if (!allowed(p)) continue;
-    const int64_t threads = ceil_div(packs, p);
-    if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kForwardSubWarpBlock};
-  }
-  // A block per row: about four packs per thread in flight, within the register budget.
-  for (int p : {4, 8, 2, 1}) {
-    if (!allowed(p)) continue;
-    const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
-    if (threads <= max_forward_block_threads(p * e)) {
-      return RowTiling{true, e, p, static_cast<int>(threads), static_cast<int>(threads)};
-    }
+  const int p = vector_access ? kForwardVectorPacks : kForwardScalarElems;
+  const int64_t threads = ceil_div(packs, p);
+  // A lane group per row, several rows a block.
+  if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kForwardSubWarpBlock};
+  // A block per row of whole warps.
+  const int64_t warps = ceil_div(threads, 32) * 32;
+  if (warps <= kForwardRowBlock) {
+    return RowTiling{true, e, p, static_cast<int>(warps), static_cast<int>(warps)};
   }
   // The row staged in shared memory, as stored (h when fused: rounded to T, so nothing is lost).
   const int64_t bytes = kStagedScratchBytes + cols * elem_bytes;
@@ -60,11 +52,11 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
     const int64_t threads = ceil_div(packs, p);
     if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kBackwardRowsBlock};
   }
-  // Whole warps per row at the fewest packs per thread that fit 512 threads (fewer registers, two
-  // blocks per SM where they allow); as many rows per block as fit 512 threads.
+  // Whole warps per row at the fewest packs per thread that fit kBackwardRowBlock threads; as many
+  // rows per block as fit kBackwardRowsBlock threads.
   for (int p = least; p <= most; p *= 2) {
     const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
-    if (threads <= max_backward_block_threads(vector_access)) {
+    if (threads <= kBackwardRowBlock) {
       const int tpr = static_cast<int>(threads);
       const int rows = tpr >= kBackwardRowsBlock ? 1 : kBackwardRowsBlock / tpr;
       return RowTiling{true, e, p, tpr, rows * tpr};

@@ -5,7 +5,7 @@
 // packs of `pack_elems` elements each (pack k of thread t is pack t + k * threads_per_row of the
 // row, so a warp's accesses are consecutive). Small rows take a lane group (a power of two up to
 // 32 lanes) and a block holds several rows; larger rows take whole warps (forward: one row per
-// block; backward: as many rows as fit 512 threads). Elements per thread are capped (64 forward,
+// block; backward: as many rows as fit 512 threads). Elements per thread are capped (16 forward,
 // 16 backward, where the dweight/dbias accumulators live in registers too) and so is the block
 // size, so nothing spills. Longer rows with 16-byte packs are staged in dynamic shared memory
 // when they fit the device's opt-in limit (passed in as `shared_limit`, bytes): one block per
@@ -42,9 +42,10 @@ constexpr int64_t kStagedScratchBytes = 256;
 constexpr int64_t kStagingReserve = 1024;
 
 // Forward threads per block of a staged row, each keeping kStagedInFlight 16-byte loads in flight
-// while it copies its packs into shared memory.
+// while it copies its packs into shared memory; two blocks an SM at least (within 64 registers).
 constexpr int kStagedForwardBlock = 512;
-constexpr int kStagedInFlight = 4;
+constexpr int kStagedForwardMinBlocks = 2;
+constexpr int kStagedInFlight = 2;
 
 // Staged backward: rows up to 16384 elements (the hidden sizes; 1024 register threads of
 // 16 elements spill), in blocks of 512 threads (a constant, so that a thread's pack offsets are
@@ -54,44 +55,35 @@ constexpr int64_t kBackwardStagedMaxCols = 16384;
 constexpr int kBackwardStagedBlock = 512;
 constexpr int kBackwardStagedElems = static_cast<int>(kBackwardStagedMaxCols / kBackwardStagedBlock);
 
-// The largest forward block whose threads hold `elems` row elements, from the register file (65536
-// per SM): 16384 elements per block keep a 64-element thread within 255 registers at 256 threads.
-// Threads with 16 or more elements (16-byte packs) stop at 512: the 64 registers a 1024-thread
-// block allows spill on sm_80 once the fused forms' state (residual, fp8 store, amax) is added, so
-// fp32 rows of 8193..16384 take eight packs a thread at 512 threads instead of four at 1024.
-constexpr int max_forward_block_threads(int elems) {
-  const int cap = elems >= 16 ? 512 : 1024;
-  return 16384 / elems > cap ? cap : 16384 / elems;
-}
-
-// Forward threads per block when several rows (lane groups) share a block.
+// Forward threads in registers hold one 16-byte pack of a row (8 elements of 16 bits, 4 of fp32) or
+// 8 single elements, so that every instantiation, with the next row's pack in flight and its
+// parameters held, stays within the 64 registers that keep 1024 threads (half of an sm_80/sm_90
+// SM) resident whatever the block size. Rows take a lane group (a power of two up to 32 lanes,
+// several rows in a block of kForwardSubWarpBlock threads), else whole warps up to
+// kForwardRowBlock threads: 8192 elements of 16 bits or single elements, 4096 of fp32. Longer rows
+// are staged in shared memory.
+constexpr int kForwardVectorPacks = 1;
+constexpr int kForwardScalarElems = 8;
 constexpr int kForwardSubWarpBlock = 128;
-
-// The most threads choose_row_tiling launches a forward instantiation with (E elements a pack, P
-// packs a thread), its __launch_bounds__: with 16-byte packs a block per row takes four packs a
-// thread, or eight where four do not fit, so one and two packs serve lane groups only, in blocks
-// of kForwardSubWarpBlock (their register budget is then not the 64 of a 1024-thread block, which
-// the fused residual add would exceed); single-element packs (P = 8) also serve a block per row.
-constexpr int forward_block_bound(int e, int p) {
-  return e > 1 && p < 4 ? kForwardSubWarpBlock : max_forward_block_threads(e * p);
-}
+constexpr int kForwardRowBlock = 1024;
 
 // The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
-// element: 16 elements a thread in 16-byte packs, or 8 single-element packs, and at most 512
-// threads, so rows of up to 8192 elements (4096 in single-element packs) stay in registers
-// without spilling. (A 16-element 16-bit thread needs about 80 registers: 1024 of them, for 16384
-// elements, spill at the 64 registers a 1024-thread block allows; so do 1024 single-element
-// threads.)
-constexpr int kBackwardMaxElems = 16;    // elements a backward thread holds in 16-byte packs
-constexpr int kBackwardScalarElems = 8;  // ... in single-element packs
-constexpr int max_backward_block_threads(bool) { return 512; }
+// element: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
+// single-element packs, and at most kBackwardRowBlock threads a row, so rows of up to 8192
+// elements (4096 in single-element packs) stay in registers, and every instantiation within the
+// 64 registers that keep 1024 threads resident on an SM. (Sixteen elements a thread took 112 to
+// 128 registers, a quarter of the SM's threads; eight single elements, 104 to 122.)
+constexpr int kBackwardMaxElems = 8;     // elements a backward thread holds in 16-byte packs
+constexpr int kBackwardScalarElems = 4;  // ... in single-element packs
+constexpr int kBackwardRowBlock = 1024;
 
 // Threads of a backward block that holds several rows: 512 (16 warps), so that two blocks per SM,
 // which the capped partial count provides, keep half the SM's warps busy.
 constexpr int kBackwardRowsBlock = 512;
 
 // Forward: rows in registers (lane groups, or a block per row), a row staged in shared memory
-// (16-byte packs, cols * elem_bytes + kStagingReserve <= shared_limit), or the generic path.
+// (16-byte packs, kStagedScratchBytes + cols * elem_bytes + kStagingReserve <= shared_limit), or
+// the generic path.
 RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
                             int64_t shared_limit = 0);
 

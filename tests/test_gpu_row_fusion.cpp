@@ -36,11 +36,11 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
 // the backward's rows staged in shared memory (8200; 16384 in 16-bit types) and its generic path
-// (16392; fp32 16384), the forward's staged rows (16392) and its generic path (16390:
+// (16392; fp32 16384), the forward's staged rows (8200, 16392) and its generic path (16390:
 // single-element packs). The fixture sets the staging limit the library caps every GPU at
 // (kStagingSharedLimit).
 std::vector<int64_t> fusion_widths() {
-  if (reduced_gpu_tests()) return {17, 128, 8200, 16384, 16390, 16392};
+  if (reduced_gpu_tests()) return {17, 128, 4096, 8200, 16384, 16390, 16392};
   return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16390, 16392, 65536};
 }
 int64_t fusion_rows(int64_t cols) {
@@ -319,7 +319,9 @@ TEST_P(GpuRowFusion, ResidualZeroCenteredBackwardMatchesCpu) {
 }
 
 // The same bytes whatever grid the SM count gives: 1, 3 SMs and the whole device; on lane groups
-// (128), the backward's staged rows (8200) and the forward's (16392; backward generic).
+// (128) and a block per row (4096), whose blocks loop over rows on one SM with the next row's x
+// and residual in flight, the backward's staged rows (8200) and the forward's (8200, 16392;
+// backward generic).
 TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const FusionCase c = GetParam();
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
@@ -329,9 +331,9 @@ TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const nk_row_fusion dtype_out = fusion(true, true, NK_OUTPUT_DTYPE);
   const std::vector<std::pair<int64_t, int64_t>> shapes =
       reduced_gpu_tests()
-          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {9, 8200}, {17, 16392}}
+          ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {24, 4096}, {9, 8200}, {17, 16392}}
           : std::vector<std::pair<int64_t, int64_t>>{
-                {20000, 128}, {300, 8200}, {300, 16384}, {300, 16392}};
+                {20000, 128}, {300, 4096}, {300, 8200}, {300, 16384}, {300, 16392}};
   for (auto [rows, cols] : shapes) {
     SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
     const Inputs in = make(rows, cols);

@@ -57,17 +57,19 @@ TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
     return choose_row_tiling(cols, elem, vector);  // no shared memory: registers or generic
   };
   for_each_width(choose, [](const RowTiling& t, int64_t cols, bool vector) {
+    // One 16-byte pack a thread, or eight single elements.
+    const int elems = vector ? t.pack_elems : kForwardScalarElems;
     if (!t.in_registers) {
-      // Only rows beyond what one block holds go generic: 16384 elements (8192 in
-      // single-element packs).
-      ASSERT_GT(cols, vector ? 16384 : 8192);
+      // Only rows beyond what one block of kForwardRowBlock threads holds go further.
+      ASSERT_GT(cols, int64_t{kForwardRowBlock} * elems);
       return;
     }
-    expect_valid(t, cols, 64, max_forward_block_threads(t.packs_per_thread * t.pack_elems));
-    // The kernel's __launch_bounds__ (forward_block_bound) must admit the block it is launched with.
-    ASSERT_LE(t.block_threads, forward_block_bound(t.pack_elems, t.packs_per_thread)) << cols;
+    ASSERT_EQ(t.packs_per_thread * t.pack_elems, elems);
+    expect_valid(t, cols, elems, kForwardRowBlock);
     if (t.threads_per_row > 32) {
       ASSERT_EQ(t.block_threads, t.threads_per_row);
+    } else {
+      ASSERT_EQ(t.block_threads, kForwardSubWarpBlock);
     }
   });
 }
@@ -81,14 +83,16 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
       ASSERT_GT(cols, vector ? 8192 : 4096);
       return;
     }
-    expect_valid(t, cols, vector ? kBackwardMaxElems : kBackwardScalarElems,
-                 max_backward_block_threads(vector));
-    // Several rows per block up to kBackwardRowsBlock threads; their staged accumulators
-    // (rows_per_block x cols floats, only with more than one row a block) stay within 32 KB
-    // of shared memory.
-    ASSERT_LE(t.block_threads, kBackwardRowsBlock);
+    expect_valid(t, cols, vector ? kBackwardMaxElems : kBackwardScalarElems, kBackwardRowBlock);
+    // Several rows per block up to kBackwardRowsBlock threads (longer rows: one, up to
+    // kBackwardRowBlock threads); their staged accumulators (rows_per_block x cols floats, only
+    // with more than one row a block) stay within 32 KB of shared memory.
+    ASSERT_LE(t.block_threads, kBackwardRowBlock);
     if (t.threads_per_row < kBackwardRowsBlock) {
+      ASSERT_LE(t.block_threads, kBackwardRowsBlock);
       ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
+    } else {
+      ASSERT_EQ(t.block_threads, t.threads_per_row);
     }
     if (t.rows_per_block() > 1) {
       ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
@@ -96,40 +100,52 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
   });
 }
 
+// Opt-in shared memory limits of real devices (bytes a block may use): H100/H200 (227 KB), A100
+// (163 KB), sm_86/sm_89 (99 KB); and none (0: the register and generic paths only).
+constexpr int64_t kH100Shared = 232448, kA100Shared = 166912, kSm86Shared = 101376;
+
 TEST(RowTiling, TypicalWidths) {
   // bf16 (2-byte) rows with 16-byte packs of 8.
   RowTiling t = choose_row_tiling(128, 2, true);
   EXPECT_TRUE(t.in_registers);
   EXPECT_EQ(t.threads_per_row, 16);  // 16 packs: two rows per warp
   t = choose_row_tiling(1024, 2, true);
-  EXPECT_EQ(t.threads_per_row, 32);  // a warp per row, 4 packs per lane
-  EXPECT_EQ(t.packs_per_thread, 4);
+  EXPECT_EQ(t.threads_per_row, 128);  // four warps per row, one pack per thread
+  EXPECT_EQ(t.packs_per_thread, 1);
+  EXPECT_EQ(t.block_threads, 128);
   t = choose_row_tiling(8192, 2, true);
   EXPECT_TRUE(t.in_registers);
-  EXPECT_EQ(t.threads_per_row, 256);  // a block per row, 4 packs per thread
+  EXPECT_EQ(t.threads_per_row, 1024);  // a block per row, one pack per thread
+  EXPECT_FALSE(choose_row_tiling(8200, 2, true).in_registers);
+  EXPECT_TRUE(choose_row_tiling(4096, 4, true).in_registers);  // fp32: 1024 packs of 4
+  EXPECT_FALSE(choose_row_tiling(4100, 4, true).in_registers);
+  EXPECT_TRUE(choose_row_tiling(8200, 2, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(4100, 4, true, kSm86Shared).staged);
   t = choose_row_tiling(65536, 2, true);
   EXPECT_FALSE(t.in_registers);
-  // Backward: one pack a thread up to 4096 (four warps per row at 1024, four rows per block),
-  // two packs up to 8192, generic beyond.
+  // Backward: one 16-bit pack a thread up to 8192 (four warps per row at 1024, four rows per
+  // block; 1024 threads at 8192), generic beyond; fp32 two packs past 4096.
   t = choose_backward_tiling(1024, 2, true);
   EXPECT_EQ(t.threads_per_row, 128);
   EXPECT_EQ(t.packs_per_thread, 1);
   EXPECT_EQ(t.rows_per_block(), 4);
   t = choose_backward_tiling(8192, 2, true);
-  EXPECT_EQ(t.threads_per_row, 512);
-  EXPECT_EQ(t.packs_per_thread, 2);
+  EXPECT_EQ(t.threads_per_row, 1024);
+  EXPECT_EQ(t.packs_per_thread, 1);
+  EXPECT_EQ(t.block_threads, 1024);
   EXPECT_FALSE(choose_backward_tiling(8200, 2, true).in_registers);
-  // Odd widths take single-element packs.
+  t = choose_backward_tiling(8192, 4, true);
+  EXPECT_EQ(t.threads_per_row, 1024);
+  EXPECT_EQ(t.packs_per_thread, 2);
+  // Odd widths take single-element packs, four a thread.
   t = choose_backward_tiling(17, 4, false);
   EXPECT_TRUE(t.in_registers);
   EXPECT_EQ(t.pack_elems, 1);
-  EXPECT_EQ(t.threads_per_row, 4);
-  EXPECT_EQ(t.rows_per_block(), kBackwardRowsBlock / 4);
+  EXPECT_EQ(t.threads_per_row, 8);
+  EXPECT_EQ(t.rows_per_block(), kBackwardRowsBlock / 8);
+  EXPECT_TRUE(choose_backward_tiling(4096, 2, false).in_registers);
+  EXPECT_FALSE(choose_backward_tiling(4097, 2, false).in_registers);
 }
-
-// Opt-in shared memory limits of real devices (bytes a block may use): H100/H200 (227 KB), A100
-// (163 KB), sm_86/sm_89 (99 KB); and none (0: the register and generic paths only).
-constexpr int64_t kH100Shared = 232448, kA100Shared = 166912, kSm86Shared = 101376;
 
 // Beyond the register path, a row in 16-byte packs is staged exactly when it fits the limit with
 // the reserve, as one block of kStagedForwardBlock threads; everything else is generic.
@@ -137,7 +153,7 @@ TEST(RowTiling, ForwardStagesLongRowsThatFitSharedMemory) {
   for (int elem : {2, 4}) {
     for (int64_t limit : {int64_t{0}, kSm86Shared, kA100Shared, kH100Shared}) {
       for (bool vector : {true, false}) {
-        for (int64_t cols = 16000; cols <= 140000; cols += cols < 17000 ? 1 : 61) {
+        for (int64_t cols = 4000; cols <= 140000; cols += cols < 17000 ? 1 : 61) {
           if (vector && cols % (16 / elem) != 0) continue;
           SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
                                           << " limit=" << limit << " vector=" << vector);

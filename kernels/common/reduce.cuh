@@ -37,11 +37,14 @@ __device__ __forceinline__ Floats<N> block_sum(Floats<N> a, float* scratch) {
     for (int i = 0; i < N; ++i) scratch[warp * N + i] = a.v[i];
   }
   __syncthreads();
+  // Every warp adds the warps' partials in one butterfly (lane w holds warp w's): a load and five
+  // shuffles a thread instead of a loop over up to 32 partials, and the same bits in every lane.
   Floats<N> total{};
-  for (int w = 0; w < warps; ++w) {
+  if (lane < warps) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) total.v[i] += scratch[w * N + i];
+    for (int i = 0; i < N; ++i) total.v[i] = scratch[lane * N + i];
   }
+  total = group_sum<N>(total, 32);
   __syncthreads();
   return total;
 }
