@@ -146,6 +146,16 @@ __device__ __forceinline__ void without_fusion(ForwardParams& p) {
   }
 }
 
+// Which threads share a row in an instantiation of the register kernel: a lane group
+// (threads_per_row <= 32), the block, or either, decided by threads_per_row at run time.
+enum class RowThreads { kLaneGroup, kBlock, kEither };
+
+// The sum of one value over the threads of a row: its lane group, or the block.
+__device__ __forceinline__ float row_total(dev::Floats<1> a, bool block_row, int tpr,
+                                           float* scratch) {
+  return block_row ? dev::block_sum<1>(a, scratch).v[0] : dev::group_sum<1>(a, tpr).v[0];
+}
+
 // The packs of a row that one thread holds, as stored: x, and the residual when fused. The register
 // kernel fetches them a row ahead, so that the next row's loads are in flight while this row is
 // reduced and written.
@@ -236,14 +246,18 @@ struct RowAffine {
   }
 };
 
-// One row per lane group (or per block) in registers; rows strided over a persistent grid, each
-// row's loads issued while the row before it is reduced and written.
-template <class T, class W, int E, int P, bool kFused>
+// One row per lane group or per block in registers; rows strided over a persistent grid, each
+// row's loads issued while the row before it is reduced and written. With 16-byte packs the two
+// row shapes are separate instantiations, so that neither carries the other's reduction in its
+// loop; single-element packs keep one instantiation for both (split, their fused block rows
+// spilled).
+template <class T, class W, int E, int P, bool kFused, RowThreads kRows>
 __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(ForwardParams p) {
   without_fusion<kFused>(p);
   __shared__ float scratch[32];
   __shared__ float block_shift;
   const int tpr = p.threads_per_row;
+  const bool block_row = kRows == RowThreads::kEither ? tpr > 32 : kRows == RowThreads::kBlock;
   const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int64_t rows_per_block = blockDim.x / tpr;
   const int64_t row_stride = gridDim.x * rows_per_block;
@@ -287,7 +301,7 @@ __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(Forw
     // shifted row is `centre`; RMS norm keeps x and centre 0.
     float shift = 0.0f, centre = 0.0f;
     if (!p.rms) {
-      if (tpr <= 32) {
+      if (!block_row) {
         shift = __shfl_sync(0xffffffffu, v[0][0], 0, tpr);
       } else {
         if (threadIdx.x == 0) block_shift = v[0][0];
@@ -305,7 +319,7 @@ __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(Forw
           }
         }
       }
-      centre = dev::row_sum<1>(sum, tpr, scratch).v[0] * inv_cols;
+      centre = row_total(sum, block_row, tpr, scratch) * inv_cols;
     }
     dev::Floats<1> squares{};
 #pragma unroll
@@ -315,7 +329,7 @@ __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(Forw
         for (int i = 0; i < E; ++i) squares.v[0] += (v[k][i] - centre) * (v[k][i] - centre);
       }
     }
-    const float rstd = rsqrtf(dev::row_sum<1>(squares, tpr, scratch).v[0] * inv_cols + p.eps);
+    const float rstd = rsqrtf(row_total(squares, block_row, tpr, scratch) * inv_cols + p.eps);
 #pragma unroll
     for (int k = 0; k < P; ++k) {
       const int pack = t + k * tpr;
@@ -511,9 +525,13 @@ void with_kernel(const RowTiling& tiling, Use&& use) {
       use(forward_generic<T, W, kE, kFused>);
     }
   } else if (tiling.pack_elems == 1) {
-    use(forward_in_registers<T, W, 1, 8, kFused>);
+    use(forward_in_registers<T, W, 1, 8, kFused, RowThreads::kEither>);
   } else {
-    use(forward_in_registers<T, W, kE, 1, kFused>);
+    if (tiling.threads_per_row > 32) {
+      use(forward_in_registers<T, W, kE, 1, kFused, RowThreads::kBlock>);
+    } else {
+      use(forward_in_registers<T, W, kE, 1, kFused, RowThreads::kLaneGroup>);
+    }
   }
 }
 

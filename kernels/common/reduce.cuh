@@ -49,13 +49,6 @@ __device__ __forceinline__ Floats<N> block_sum(Floats<N> a, float* scratch) {
   return total;
 }
 
-// Sum over the threads that share a row: a lane group when threads_per_row <= 32, else the block
-// (one row per block).
-template <int N>
-__device__ __forceinline__ Floats<N> row_sum(Floats<N> a, int threads_per_row, float* scratch) {
-  return threads_per_row <= 32 ? group_sum<N>(a, threads_per_row) : block_sum<N>(a, scratch);
-}
-
 __device__ __forceinline__ float2 shfl_xor(float2 v, int mask, int width) {
   return make_float2(__shfl_xor_sync(0xffffffffu, v.x, mask, width),
                      __shfl_xor_sync(0xffffffffu, v.y, mask, width));
