@@ -213,6 +213,8 @@ struct RowAffine {
   dev::Pack<W, E> weight[kHeld ? P : 1];
   dev::Pack<W, E> bias[kHeld ? P : 1];
 
+  // An absent weight is held as ones and an absent bias as zeros (exact in every W), so that the
+  // rows need no branch on them; only unfused kernels hold, so there is no zero-centred weight.
   __device__ __forceinline__ void load(const ForwardParams& p, int t, int tpr, int packs) {
     if constexpr (kHeld) {
       const W* w = static_cast<const W*>(p.weight);
@@ -221,8 +223,18 @@ struct RowAffine {
       for (int k = 0; k < P; ++k) {
         const int pack = t + k * tpr;
         if (pack >= packs) continue;
-        if (w != nullptr) weight[k] = *reinterpret_cast<const dev::Pack<W, E>*>(w + pack * E);
-        if (b != nullptr) bias[k] = *reinterpret_cast<const dev::Pack<W, E>*>(b + pack * E);
+        if (w != nullptr) {
+          weight[k] = *reinterpret_cast<const dev::Pack<W, E>*>(w + pack * E);
+        } else {
+#pragma unroll
+          for (int i = 0; i < E; ++i) weight[k].v[i] = dev::from_float<W>(1.0f);
+        }
+        if (b != nullptr) {
+          bias[k] = *reinterpret_cast<const dev::Pack<W, E>*>(b + pack * E);
+        } else {
+#pragma unroll
+          for (int i = 0; i < E; ++i) bias[k].v[i] = dev::from_float<W>(0.0f);
+        }
       }
     }
   }
@@ -233,12 +245,8 @@ struct RowAffine {
     if constexpr (kHeld) {
 #pragma unroll
       for (int i = 0; i < E; ++i) {
-        w[i] = p.weight != nullptr ? dev::to_float(weight[k].v[i]) : 1.0f;
-        b[i] = p.bias != nullptr ? dev::to_float(bias[k].v[i]) : 0.0f;
-      }
-      if (p.zero_centered) {
-#pragma unroll
-        for (int i = 0; i < E; ++i) w[i] += 1.0f;
+        w[i] = dev::to_float(weight[k].v[i]);
+        b[i] = dev::to_float(bias[k].v[i]);
       }
     } else {
       load_affine<W, E>(p, col, w, b);

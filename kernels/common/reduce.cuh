@@ -17,11 +17,16 @@ struct Floats {
 
 // Sums each of N values over aligned groups of `width` lanes (a power of two <= 32). All 32 lanes
 // of the warp call it.
+// Unrolled over the five possible steps, each taken when its offset is inside the group (uniform
+// across the warp): a shuffle and an add a step, not a loop's branch and counters.
 template <int N>
 __device__ __forceinline__ Floats<N> group_sum(Floats<N> a, int width) {
-  for (int offset = width / 2; offset > 0; offset /= 2) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) a.v[i] += __shfl_xor_sync(0xffffffffu, a.v[i], offset, width);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    if (offset < width) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) a.v[i] += __shfl_xor_sync(0xffffffffu, a.v[i], offset, width);
+    }
   }
   return a;
 }
