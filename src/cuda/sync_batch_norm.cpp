@@ -152,7 +152,7 @@ int64_t ranks_of(const nk_context_s& ctx, void* comm) {
   return ranks;
 }
 
-size_t forward_local_bytes(const nk_context_s& ctx, const ChannelShape& s) {
+size_t forward_local_bytes(const ChannelShape& s) {
   return s.n == 0 ? 0 : batch_norm_local_stats_workspace_size(s);
 }
 
@@ -167,7 +167,7 @@ ChannelBackwardArgs local_sums_args(const ChannelBackwardArgs& a, float* sum_dy,
   return sums;
 }
 
-size_t backward_local_bytes(const nk_context_s& ctx, const ChannelBackwardArgs& a) {
+size_t backward_local_bytes(const ChannelBackwardArgs& a) {
   return a.shape.n == 0 ? 0 : channel_norm_backward_workspace_size(a);
 }
 
@@ -213,14 +213,14 @@ class SyncCall {
 
 size_t nccl_forward_workspace_size(const nk_context_s& ctx, void* comm, const ChannelShape& s) {
   DeviceGuard device(ctx.device);
-  return SyncCall::bytes(Records{s.c, ranks_of(ctx, comm)}, forward_local_bytes(ctx, s),
+  return SyncCall::bytes(Records{s.c, ranks_of(ctx, comm)}, forward_local_bytes(s),
                          batch_norm_forward_global_workspace_size(s));
 }
 
 void nccl_forward(const nk_context_s& ctx, void* comm, const ChannelForwardArgs& a) {
   DeviceGuard device(ctx.device);
   const ChannelShape& s = a.shape;
-  const SyncCall call(ctx, comm, s.c, forward_local_bytes(ctx, s),
+  const SyncCall call(ctx, comm, s.c, forward_local_bytes(s),
                       batch_norm_forward_global_workspace_size(s));
   const SyncScratch& w = call.scratch();
   if (s.n == 0) {
@@ -237,14 +237,14 @@ void nccl_forward(const nk_context_s& ctx, void* comm, const ChannelForwardArgs&
 size_t nccl_backward_workspace_size(const nk_context_s& ctx, void* comm,
                                     const ChannelBackwardArgs& a) {
   DeviceGuard device(ctx.device);
-  return SyncCall::bytes(Records{a.shape.c, ranks_of(ctx, comm)}, backward_local_bytes(ctx, a),
+  return SyncCall::bytes(Records{a.shape.c, ranks_of(ctx, comm)}, backward_local_bytes(a),
                          batch_norm_backward_global_workspace_size(a.shape));
 }
 
 void nccl_backward(const nk_context_s& ctx, void* comm, const ChannelBackwardArgs& a) {
   DeviceGuard device(ctx.device);
   const ChannelShape& s = a.shape;
-  const SyncCall call(ctx, comm, s.c, backward_local_bytes(ctx, a),
+  const SyncCall call(ctx, comm, s.c, backward_local_bytes(a),
                       batch_norm_backward_global_workspace_size(s));
   const SyncScratch& w = call.scratch();
   if (s.n == 0) {
