@@ -272,12 +272,14 @@ __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(Forw
   const int packs = static_cast<int>(p.cols / E);
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   unsigned amax_bits = 0;
-  RowAffine<T, W, E, P, kFused> affine;
+  // Zeroed first: packs past the row's end (and a next row past the last) are never loaded, and
+  // their copies must not read indeterminate values.
+  RowAffine<T, W, E, P, kFused> affine{};
   affine.load(p, t, tpr, packs);
   // Single-element packs (eight a thread) load each row when they reach it: a row ahead would not
   // fit the register budget.
   constexpr bool kAhead = E > 1;
-  RowInput<T, E, P> next;
+  RowInput<T, E, P> next{};
   if constexpr (kAhead) {
     fetch_row<T, E, P>(p, blockIdx.x * rows_per_block + group, t, tpr, packs, next);
   }
@@ -287,7 +289,7 @@ __global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(Forw
   for (int64_t first = blockIdx.x * rows_per_block; first < p.rows; first += row_stride) {
     const int64_t row = first + group;
     const bool active = row < p.rows;
-    RowInput<T, E, P> in;
+    RowInput<T, E, P> in{};
     if constexpr (kAhead) {
       in = next;
       fetch_row<T, E, P>(p, row + row_stride, t, tpr, packs, next);

@@ -3,7 +3,8 @@
 # functional mode, so that kernels are checked on every change without a GPU. It proves results
 # (every kernel x dtype x layout x phase against the CPU backend), not speed, races or CUDA graphs.
 #
-#   scripts/sim_check.sh [--jobs N] [--batch N] [--timeout S] [--filter PATTERN] [--out DIR]
+#   scripts/sim_check.sh [--jobs N] [--batch N] [--timeout S] [--filter PATTERN] [--shard I/N]
+#                        [--out DIR]
 #
 #   --jobs     processes at once (default: the number of cores)
 #   --batch    tests per process (default 20): the simulator parses the library's PTX once per
@@ -11,6 +12,8 @@
 #   --timeout  seconds for one process before it is killed and its unfinished tests are reported
 #              (default 1200)
 #   --filter   GoogleTest filter of the tests to run (default: every GPU test)
+#   --shard    I/N: only every N-th test of the filter's list, starting with the I-th (1 <= I <= N),
+#              so that a set too long for one sitting runs as N lanes of about equal length
 #   --out      folder for log.txt and summary.md (default bench/results/<date>-sim)
 # NORMKIT_SIM_KEEP=1 keeps the raw output of every process (its folder is printed).
 #
@@ -36,6 +39,7 @@ jobs=$(nproc)
 batch=20
 batch_timeout=1200
 filter='*Gpu*:*CudaBackend*'
+shard=1/1
 out="bench/results/$(date -u +%Y-%m-%d)-sim"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
     --batch) batch=$2; shift 2 ;;
     --timeout) batch_timeout=$2; shift 2 ;;
     --filter) filter=$2; shift 2 ;;
+    --shard) shard=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "sim_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -51,6 +56,12 @@ done
 for v in "$jobs" "$batch" "$batch_timeout"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "sim_check.sh: '$v' is not a positive integer" >&2; exit 2; }
 done
+if [[ ! "$shard" =~ ^([1-9][0-9]*)/([1-9][0-9]*)$ ]] ||
+   [ "${BASH_REMATCH[1]}" -gt "${BASH_REMATCH[2]}" ]; then
+  echo "sim_check.sh: --shard wants I/N with 1 <= I <= N, not '$shard'" >&2
+  exit 2
+fi
+shard_index=${BASH_REMATCH[1]} shard_count=${BASH_REMATCH[2]}
 
 # ---- what the lane needs, said plainly when it is missing ---------------------------------------
 missing() { echo "sim_check.sh: $*" >&2; exit 3; }
@@ -102,7 +113,8 @@ cp "$(readlink -f build-sim/libnormkit.so)" "$work/bin/libnormkit.so.0"
 tests_bin=$work/bin/normkit_tests
 library=$work/bin/libnormkit.so.0
 "$tests_bin" --gtest_list_tests --gtest_filter="$filter" |
-  awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }' > "$work/tests.txt"
+  awk '/^[^ ]/ { suite = $1 } /^  / { print suite $1 }' |
+  awk -v i="$shard_index" -v n="$shard_count" 'NR >= i && (NR - i) % n == 0' > "$work/tests.txt"
 total=$(wc -l < "$work/tests.txt")
 [ "$total" -gt 0 ] || { echo "sim_check.sh: no test matches '$filter'" >&2; exit 2; }
 split -l "$batch" -d -a 4 "$work/tests.txt" "$work/batch."
@@ -163,4 +175,4 @@ fi
 python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
   --commit "$commit" \
   --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
-  --filter "$filter" --probes "$work/probes.txt"
+  --filter "$filter$([ "$shard" = 1/1 ] || echo " (shard $shard)")" --probes "$work/probes.txt"
