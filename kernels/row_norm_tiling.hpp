@@ -5,9 +5,10 @@
 // packs of `pack_elems` elements each (pack k of thread t is pack t + k * threads_per_row of the
 // row, so a warp's accesses are consecutive). Small rows take a lane group (a power of two up to
 // 32 lanes) and a block holds several rows; larger rows take whole warps (forward: one row per
-// block; backward: as many rows as fit 512 threads). Elements per thread are capped (16 forward,
-// 16 backward, where the dweight/dbias accumulators live in registers too) and so is the block
-// size, so nothing spills. Longer rows with 16-byte packs are staged in dynamic shared memory
+// block; backward: as many rows as fit 512 threads, or one of up to 1024). Elements per thread are
+// capped (forward: one 16-byte pack or 8 single elements; backward: 8, or 4 single, where the
+// dweight/dbias accumulators live in registers too) and so is the block size, so that every
+// instantiation fits 64 registers. Longer rows with 16-byte packs are staged in dynamic shared memory
 // when they fit the device's opt-in limit (passed in as `shared_limit`, bytes): one block per
 // row reads the row from memory once into shared memory and works from there (forward: the row,
 // any length that fits; backward: x and dy, up to kBackwardStagedMaxCols). Rows that fit neither
