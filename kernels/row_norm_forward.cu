@@ -1,6 +1,6 @@
 // Layer norm and RMS norm forward on the GPU.
 //
-// Rows of up to 1024 16-byte packs (8192 elements of 16 bits, 4096 of fp32) live in registers, one
+// Rows of up to 512 16-byte packs (4096 elements of 16 bits, 2048 of fp32) live in registers, one
 // pack a thread (row_norm_tiling.hpp picks a lane group or a block per row): x is read from memory
 // once, the statistics are the exact two-pass ones over the registers (mean, then the centred sum
 // of squares), and y is written with the same 16-byte packs. Each thread loads its pack of the
@@ -260,7 +260,8 @@ struct RowAffine {
 // loop; single-element packs keep one instantiation for both (split, their fused block rows
 // spilled).
 template <class T, class W, int E, int P, bool kFused, RowThreads kRows>
-__global__ void __launch_bounds__(kForwardRowBlock, 1) forward_in_registers(ForwardParams p) {
+__global__ void __launch_bounds__(forward_block_bound(E), forward_min_blocks(E))
+    forward_in_registers(ForwardParams p) {
   without_fusion<kFused>(p);
   __shared__ float scratch[32];
   __shared__ float block_shift;

@@ -27,7 +27,7 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
   if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kForwardSubWarpBlock};
   // A block per row of whole warps.
   const int64_t warps = ceil_div(threads, 32) * 32;
-  if (warps <= kForwardRowBlock) {
+  if (warps <= forward_block_bound(e)) {
     return RowTiling{true, e, p, static_cast<int>(warps), static_cast<int>(warps)};
   }
   // The row staged in shared memory, as stored (h when fused: rounded to T, so nothing is lost).

@@ -8,9 +8,9 @@
 // block; backward: as many rows as fit 512 threads, or one of up to 1024). Elements per thread are
 // capped (forward: one 16-byte pack or 8 single elements; backward: 8, or 4 single, where the
 // dweight/dbias accumulators live in registers too) and so is the block size, so that every
-// instantiation fits 64 registers. Longer rows with 16-byte packs are staged in dynamic shared memory
-// when they fit the device's opt-in limit (passed in as `shared_limit`, bytes): one block per
-// row reads the row from memory once into shared memory and works from there (forward: the row,
+// instantiation fits 64 registers. Longer rows with 16-byte packs are staged in dynamic shared
+// memory when they fit the device's opt-in limit (passed in as `shared_limit`, bytes): one block
+// per row reads the row from memory once into shared memory and works from there (forward: the row,
 // any length that fits; backward: x and dy, up to kBackwardStagedMaxCols). Rows that fit neither
 // take the generic path: one block per row, statistics over memory, a second read of the row.
 //
@@ -30,7 +30,7 @@ struct RowTiling {
   int packs_per_thread;  // in registers; staged backward (packs a thread owns)
   int threads_per_row;   // in registers: a power of two <= 32, or a multiple of 32; staged: block
   int block_threads;
-  bool staged = false;      // one block per row, the row in dynamic shared memory
+  bool staged = false;       // one block per row, the row in dynamic shared memory
   int64_t shared_bytes = 0;  // staged only: dynamic shared memory a block needs, scratch included
   int rows_per_block() const { return in_registers ? block_threads / threads_per_row : 1; }
 };
@@ -54,19 +54,30 @@ constexpr int kStagedInFlight = 2;
 // accumulators (64 registers) stay in registers, x and dy live in shared memory.
 constexpr int64_t kBackwardStagedMaxCols = 16384;
 constexpr int kBackwardStagedBlock = 512;
-constexpr int kBackwardStagedElems = static_cast<int>(kBackwardStagedMaxCols / kBackwardStagedBlock);
+constexpr int kBackwardStagedElems =
+    static_cast<int>(kBackwardStagedMaxCols / kBackwardStagedBlock);
 
 // Forward threads in registers hold one 16-byte pack of a row (8 elements of 16 bits, 4 of fp32) or
 // 8 single elements, so that every instantiation, with the next row's pack in flight and its
 // parameters held, stays within the 64 registers that keep 1024 threads (half of an sm_80/sm_90
-// SM) resident whatever the block size. Rows take a lane group (a power of two up to 32 lanes,
-// several rows in a block of kForwardSubWarpBlock threads), else whole warps up to
-// kForwardRowBlock threads: 8192 elements of 16 bits or single elements, 4096 of fp32. Longer rows
-// are staged in shared memory.
+// SM) resident. Rows take a lane group (a power of two up to 32 lanes, several rows in a block of
+// kForwardSubWarpBlock threads), else whole warps up to kForwardRowBlock threads (4096 elements of
+// 16 bits, 2048 of fp32), two blocks an SM at least. Longer rows in 16-byte packs are staged in
+// shared memory, two blocks of 512 an SM: a register row of 513-1024 threads would hold one block
+// an SM, 38-50 % of its threads, all waiting at the same barriers. Single elements, which cannot
+// be staged, take up to kForwardScalarRowBlock threads (8192 elements) in registers.
 constexpr int kForwardVectorPacks = 1;
 constexpr int kForwardScalarElems = 8;
 constexpr int kForwardSubWarpBlock = 128;
-constexpr int kForwardRowBlock = 1024;
+constexpr int kForwardRowBlock = 512;
+constexpr int kForwardScalarRowBlock = 1024;
+
+// The most threads a forward register instantiation is launched with (E elements a pack), and the
+// blocks of that size an SM must hold (__launch_bounds__): 1024 threads, within 64 registers.
+constexpr int forward_block_bound(int e) {
+  return e > 1 ? kForwardRowBlock : kForwardScalarRowBlock;
+}
+constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); }
 
 // The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
 // element: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4

@@ -46,19 +46,19 @@ std::vector<RowCase> all_cases() {
 }
 
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
-// 17, 128), warps per row (1000, 4096; forward 8192: 1024 threads of 16-bit packs), the backward's
-// two and four packs a thread (8192), rows staged in shared memory (backward 8200 and, bf16, 16384;
-// forward fp32 8192, 16392 and 20000), the generic path (backward 16392 and fp32 16384; forward
-// 16390, single-element packs). The fixture sets the staging limit the library caps every GPU at
-// (kStagingSharedLimit, 99 KB).
+// 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
+// threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 8200
+// and, bf16, 16384; forward 8192 (fp32 from 4096), 16392 and 20000), the generic path (backward
+// 16392 and fp32 16384; forward 16390, single-element packs). The fixture sets the staging limit
+// the library caps every GPU at (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8192, 16390, 16392, 20000};
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (a full lane
-  // group and two warps a row in 16-bit types), 2048, 8192 (the largest register rows: 1024
-  // threads of 16-bit packs), 8200 (just past them: staged; fp32 from 4100), 16384, 16392 (the
-  // backward's staged and generic), 65536 and 131072 (past 99 KB: generic), 16390 (single-element:
-  // generic).
+  // group and two warps a row in 16-bit types), 4096 (the forward's largest register rows, 512
+  // threads of 16-bit packs; staged past it, fp32 past 2048), 8192 and 8200 (the backward's largest
+  // register rows and its staged ones), 16384, 16392 (the backward's staged and generic), 65536
+  // and 131072 (past 99 KB: generic), 16390 (single-element: generic).
   return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,   2048,
           4096, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }

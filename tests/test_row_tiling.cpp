@@ -59,13 +59,15 @@ TEST(RowTiling, ForwardCoversEveryWidthWithinBudget) {
   for_each_width(choose, [](const RowTiling& t, int64_t cols, bool vector) {
     // One 16-byte pack a thread, or eight single elements.
     const int elems = vector ? t.pack_elems : kForwardScalarElems;
+    const int most = vector ? kForwardRowBlock : kForwardScalarRowBlock;
+    ASSERT_EQ(forward_block_bound(t.pack_elems), most);
     if (!t.in_registers) {
-      // Only rows beyond what one block of kForwardRowBlock threads holds go further.
-      ASSERT_GT(cols, int64_t{kForwardRowBlock} * elems);
+      // Only rows beyond what one block of `most` threads holds go further.
+      ASSERT_GT(cols, int64_t{most} * elems);
       return;
     }
     ASSERT_EQ(t.packs_per_thread * t.pack_elems, elems);
-    expect_valid(t, cols, elems, kForwardRowBlock);
+    expect_valid(t, cols, elems, most);
     if (t.threads_per_row > 32) {
       ASSERT_EQ(t.block_threads, t.threads_per_row);
     } else {
@@ -113,14 +115,18 @@ TEST(RowTiling, TypicalWidths) {
   EXPECT_EQ(t.threads_per_row, 128);  // four warps per row, one pack per thread
   EXPECT_EQ(t.packs_per_thread, 1);
   EXPECT_EQ(t.block_threads, 128);
-  t = choose_row_tiling(8192, 2, true);
+  t = choose_row_tiling(4096, 2, true);
   EXPECT_TRUE(t.in_registers);
-  EXPECT_EQ(t.threads_per_row, 1024);  // a block per row, one pack per thread
-  EXPECT_FALSE(choose_row_tiling(8200, 2, true).in_registers);
-  EXPECT_TRUE(choose_row_tiling(4096, 4, true).in_registers);  // fp32: 1024 packs of 4
-  EXPECT_FALSE(choose_row_tiling(4100, 4, true).in_registers);
-  EXPECT_TRUE(choose_row_tiling(8200, 2, true, kSm86Shared).staged);
-  EXPECT_TRUE(choose_row_tiling(4100, 4, true, kSm86Shared).staged);
+  EXPECT_EQ(t.threads_per_row, 512);  // a block per row, one pack per thread
+  EXPECT_FALSE(choose_row_tiling(4104, 2, true).in_registers);
+  EXPECT_TRUE(choose_row_tiling(2048, 4, true).in_registers);  // fp32: 512 packs of 4
+  EXPECT_FALSE(choose_row_tiling(2052, 4, true).in_registers);
+  EXPECT_TRUE(choose_row_tiling(4104, 2, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(8192, 2, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_row_tiling(2052, 4, true, kSm86Shared).staged);
+  // Single elements (misaligned or odd widths): 1024 threads of 8, up to 8192.
+  EXPECT_EQ(choose_row_tiling(8191, 2, false).threads_per_row, 1024);
+  EXPECT_FALSE(choose_row_tiling(8193, 2, false).in_registers);
   t = choose_row_tiling(65536, 2, true);
   EXPECT_FALSE(t.in_registers);
   // Backward: one 16-bit pack a thread up to 8192 (four warps per row at 1024, four rows per
@@ -153,7 +159,7 @@ TEST(RowTiling, ForwardStagesLongRowsThatFitSharedMemory) {
   for (int elem : {2, 4}) {
     for (int64_t limit : {int64_t{0}, kSm86Shared, kA100Shared, kH100Shared}) {
       for (bool vector : {true, false}) {
-        for (int64_t cols = 4000; cols <= 140000; cols += cols < 17000 ? 1 : 61) {
+        for (int64_t cols = 2000; cols <= 140000; cols += cols < 17000 ? 1 : 61) {
           if (vector && cols % (16 / elem) != 0) continue;
           SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
                                           << " limit=" << limit << " vector=" << vector);
