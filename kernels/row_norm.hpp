@@ -9,8 +9,9 @@
 
 namespace nk::cuda {
 
-// Bytes of device scratch: forward needs none; backward holds per-block dweight/dbias partials
-// (sized for the larger of the two access paths, since pointers are not known to the query).
+// Bytes of device scratch: the forward's split rows hold one Welford partial a slice (none on the
+// other paths); backward holds per-block dweight/dbias partials. Both are sized for the larger of
+// the two access paths, since pointers are not known to the query.
 size_t row_norm_forward_workspace_size(const RowForwardArgs& a);
 size_t row_norm_backward_workspace_size(const RowBackwardArgs& a);
 

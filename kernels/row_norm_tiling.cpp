@@ -38,6 +38,12 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
   return RowTiling{false, e, 0, 0, kGenericBlock};
 }
 
+RowSplit plan_row_split(int64_t rows, int64_t cols, int elem_bytes, bool vector_access) {
+  if (!vector_access || rows >= kSplitRowsBelow || cols < kSplitMinCols) return RowSplit{};
+  const int64_t slice = static_cast<int64_t>(kSplitBlock) * kSplitPacks * (16 / elem_bytes);
+  return RowSplit{ceil_div(cols, slice), slice};
+}
+
 RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
                                  int64_t shared_limit) {
   const int e = vector_access ? 16 / elem_bytes : 1;

@@ -72,6 +72,31 @@ constexpr int kForwardSubWarpBlock = 128;
 constexpr int kForwardRowBlock = 512;
 constexpr int kForwardScalarRowBlock = 1024;
 
+// Few long rows: a forward of fewer than kSplitRowsBelow rows (the 132 SMs of an H100/H200 would
+// otherwise run one block a row, some of them none) of more than kSplitMinCols elements in 16-byte
+// packs splits each row into slices of kSplitBlock threads holding kSplitPacks packs each (4096
+// elements of 16 bits, 2048 of fp32), one block a slice. A first kernel reads each slice once and
+// writes its Welford partial (count, mean and centred sum of squares of h - h0) to the workspace;
+// a second merges a row's partials in a fixed order (Chan), reads the slice again (from L2: the few
+// rows were just read) and writes y. The slices and the order of the merge depend on the shape
+// only, so y has the same bits on every GPU.
+constexpr int kSplitRowsBelow = 128;
+constexpr int64_t kSplitMinCols = 16385;
+constexpr int kSplitBlock = 256;
+constexpr int kSplitPacks = 2;
+constexpr int kSplitMinBlocks = 4;  // 1024 threads an SM: within 64 registers
+constexpr int64_t kSplitPartialBytes = 16;  // one Welford state: int64 count, fp32 mean and m2
+
+struct RowSplit {
+  int64_t slices = 0;       // slices a row; 0: the row is not split
+  int64_t slice_elems = 0;  // elements a slice (the last one may have fewer)
+  int64_t workspace_bytes(int64_t rows) const { return rows * slices * kSplitPartialBytes; }
+};
+
+// The split of a forward's rows, or none (slices 0) when rows >= kSplitRowsBelow,
+// cols < kSplitMinCols or the pointers do not allow 16-byte access.
+RowSplit plan_row_split(int64_t rows, int64_t cols, int elem_bytes, bool vector_access);
+
 // The most threads a forward register instantiation is launched with (E elements a pack), and the
 // blocks of that size an SM must hold (__launch_bounds__): 1024 threads, within 64 registers.
 constexpr int forward_block_bound(int e) {

@@ -36,15 +36,17 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
 // the backward's rows staged in shared memory (8200; 16384 in 16-bit types) and its generic path
-// (16392; fp32 16384), the forward's staged rows (8200, 16392) and its generic path (16390:
-// single-element packs). The fixture sets the staging limit the library caps every GPU at
-// (kStagingSharedLimit).
+// (16392; fp32 16384), the forward's staged rows (8200, 16384), its few long rows split across
+// blocks (16392, at 3 or 12 rows) and its generic path (16390: single-element packs; and, in the
+// full set, 130 rows of 65536, past the split). The fixture sets the staging limit the library
+// caps every GPU at (kStagingSharedLimit).
 std::vector<int64_t> fusion_widths() {
   if (reduced_gpu_tests()) return {17, 128, 4096, 8200, 16384, 16390, 16392};
   return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16390, 16392, 65536};
 }
 int64_t fusion_rows(int64_t cols) {
-  return reduced_gpu_tests() ? 3 : std::max<int64_t>(3, 200000 / cols);
+  if (reduced_gpu_tests()) return 3;
+  return cols >= 65536 ? 130 : std::max<int64_t>(3, 200000 / cols);
 }
 
 Tolerance fused_tolerance(nk_dtype dtype) {
@@ -320,8 +322,9 @@ TEST_P(GpuRowFusion, ResidualZeroCenteredBackwardMatchesCpu) {
 
 // The same bytes whatever grid the SM count gives: 1, 3 SMs and the whole device; on lane groups
 // (128) and a block per row (4096), whose blocks loop over rows on one SM with the next row's x
-// and residual in flight, the backward's staged rows (8200) and the forward's (8200, 16392;
-// backward generic).
+// and residual in flight, the backward's staged rows (8200) and the forward's (8200), few long
+// rows split across blocks (17 x 16392; backward generic) and, in the full set, 300 rows of 16392
+// staged.
 TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const FusionCase c = GetParam();
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};

@@ -48,9 +48,10 @@ std::vector<RowCase> all_cases() {
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
 // threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 8200
-// and, bf16, 16384; forward 8192 (fp32 from 4096), 16392 and 20000), the generic path (backward
-// 16392 and fp32 16384; forward 16390, single-element packs). The fixture sets the staging limit
-// the library caps every GPU at (kStagingSharedLimit, 99 KB).
+// and, bf16, 16384; forward 8192, fp32 from 4096), few long rows split across blocks (forward
+// 16392 and 20000 at 1 and 5 rows), the generic path (backward 16392 and fp32 16384; forward
+// 16390, single-element packs). The fixture sets the staging limit the library caps every GPU at
+// (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8192, 16390, 16392, 20000};
@@ -63,10 +64,13 @@ std::vector<int64_t> widths(bool backward = false) {
           4096, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }
 
-// One row, an odd count, and many rows (up to 2^21 elements in all).
+// One row, an odd count, and many rows (up to 2^21 elements in all); past 16384 columns also 130
+// rows, beyond the forward's split (fewer than 128 rows), so that its staged and generic paths run.
 std::vector<int64_t> row_counts(int64_t cols) {
   if (reduced_gpu_tests()) return {1, 5};
-  return {1, 7, std::clamp<int64_t>((int64_t{1} << 21) / cols, 9, 8192)};
+  std::vector<int64_t> rows{1, 7, std::clamp<int64_t>((int64_t{1} << 21) / cols, 9, 8192)};
+  if (cols > 16384) rows.push_back(130);
+  return rows;
 }
 
 // GPU (fp32 accumulation) against the CPU (fp64): both round once to the dtype, so outputs may
@@ -228,9 +232,10 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
 }
 
 // Where the opt-in shared memory is too small for a row, the staged widths take the generic path
-// and still match the CPU: 32 KB (nothing past the register path fits: bf16 16392 needs 32 KB and
-// the reserve) and 99 KB (the library's cap: fp32 16384 in the backward needs 128 KB; fp32 20000
-// in the forward fits, 80 KB).
+// and still match the CPU: 32 KB (nothing past the register path fits: bf16 8200 needs 16 KB in
+// the forward, 32 KB and the reserve in the backward) and 99 KB (the library's cap: fp32 16384 in
+// the backward needs 128 KB). The forward of three rows past 16384 columns is split across blocks,
+// which needs no shared memory, whatever the limit.
 TEST_P(GpuRowNorm, StagedWidthsFallBackWhereSharedMemoryIsShort) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
@@ -295,7 +300,8 @@ TEST_P(GpuRowNorm, ManyRowsPerBlock) {
 TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
-  // 8200: the staged backward; 16392: the staged forward; 65536: generic.
+  // 8200: the staged backward; 16392: the split forward and the generic backward; 65536: the
+  // split forward.
   std::vector<int64_t> cols_list{128, 4096, 8200, 16392};
   if (!reduced_gpu_tests()) cols_list.push_back(65536);
   for (int64_t cols : cols_list) {
@@ -375,8 +381,8 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
 // reduced set keeps one shape per path with more partial rows than the one-SM grid has blocks:
 // 300 x 128 (lane groups, 10 or 19 chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block
 // per row, 9), 5 x 8200 (backward staged: a chunk a row, looping on one and three SMs), and
-// 17 x 16392 (forward staged, 17 rows looping; backward generic: two chunks of at most 16 rows,
-// the last one short).
+// 17 x 16392 (forward split across blocks, a grid of the shape; backward generic: two chunks of at
+// most 16 rows, the last one short).
 TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
@@ -386,7 +392,7 @@ TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
                                                      {5, 8200}, {17, 16392}}
           : std::vector<std::pair<int64_t, int64_t>>{{20000, 128}, {3000, 1000}, {700, 4096},
                                                      {300, 8192}, {300, 8200}, {300, 16384},
-                                                     {300, 16392}, {300, 20000}};
+                                                     {300, 16392}, {300, 20000}, {40, 65536}};
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
   ASSERT_NE(limited[0], nullptr);
   ASSERT_NE(limited[1], nullptr);
@@ -457,6 +463,92 @@ TEST_P(GpuRowNorm, BackwardWorkspaceWithinTheDocumentedBound) {
     }
   }
   nk_context_destroy(one_sm);
+}
+
+// The forward's workspace holds the partials of few long rows split across blocks: 16 bytes a
+// slice of 4096 16-bit or 2048 fp32 elements, for fewer than 128 rows of more than 16384 columns
+// (normkit.h); every other shape needs none. It does not depend on the SM count. Queries only.
+TEST_P(GpuRowNorm, ForwardWorkspaceHoldsTheSplitPartials) {
+  const RowCase c = GetParam();
+  nk_context one_sm = context_with_sm_limit(1);
+  ASSERT_NE(one_sm, nullptr);
+  auto query = [&](nk_context ctx, const nk_row_desc& d) {
+    size_t bytes = 0;
+    const nk_status st = c.rms ? nk_rms_norm_forward_workspace_size(ctx, &d, &bytes)
+                               : nk_layer_norm_forward_workspace_size(ctx, &d, &bytes);
+    EXPECT_EQ(st, NK_SUCCESS) << nk_last_error();
+    return bytes;
+  };
+  const int64_t slice = c.dtype == NK_F32 ? 2048 : 4096;
+  for (int64_t cols : {int64_t{1}, int64_t{4096}, int64_t{16384}, int64_t{16392}, int64_t{20000},
+                       int64_t{65536}}) {
+    for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{127}, int64_t{128}, int64_t{4097}}) {
+      SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
+      const nk_row_desc d{rows, cols, c.dtype, c.weight_dtype};
+      const size_t expected =
+          rows < 128 && cols > 16384 ? static_cast<size_t>(rows * ((cols + slice - 1) / slice) * 16)
+                                     : 0;
+      EXPECT_EQ(query(gpu_, d), expected);
+      EXPECT_EQ(query(one_sm, d), expected) << "the workspace depends on the SM count";
+    }
+  }
+  nk_context_destroy(one_sm);
+}
+
+// A split forward in the caller's workspace, set to exactly the queried size, writes the same bytes
+// as one in memory normkit allocates; a workspace one partial short is refused with
+// NK_ERROR_WORKSPACE before anything is written.
+TEST_P(GpuRowNorm, SplitForwardRunsInTheQueriedWorkspace) {
+  if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
+  const RowCase c = GetParam();
+  const Inputs in = make(3, 16392);
+  const int64_t n = in.desc.rows * in.desc.cols;
+  DeviceBuffer x(in.x), weight(in.weight), bias(in.bias);
+  const void* w = c.affine >= 1 ? weight.data() : nullptr;
+  const void* b = c.affine >= 2 ? bias.data() : nullptr;
+  size_t bytes = 0;
+  ASSERT_EQ(c.rms ? nk_rms_norm_forward_workspace_size(gpu_, &in.desc, &bytes)
+                  : nk_layer_norm_forward_workspace_size(gpu_, &in.desc, &bytes),
+            NK_SUCCESS);
+  ASSERT_GT(bytes, 16u);
+  auto run = [&](DeviceBuffer& y, DeviceBuffer& mean, DeviceBuffer& rstd) {
+    return forward(gpu_, c.rms, in.desc, 1e-5, x.data(), w, b, y.data(), mean.f32(), rstd.f32());
+  };
+  DeviceBuffer y_alloc(c.dtype, n), mean_alloc(NK_F32, 3), rstd_alloc(NK_F32, 3);
+  ASSERT_EQ(run(y_alloc, mean_alloc, rstd_alloc), NK_SUCCESS) << nk_last_error();
+
+  DeviceBuffer workspace(NK_F32, static_cast<int64_t>(bytes / 4));
+  DeviceBuffer y(c.dtype, n), mean(NK_F32, 3), rstd(NK_F32, 3);
+  ASSERT_EQ(nk_context_set_workspace(gpu_, workspace.data(), bytes - 16), NK_SUCCESS);
+  EXPECT_EQ(run(y, mean, rstd), NK_ERROR_WORKSPACE);
+  EXPECT_NE(std::string(nk_last_error()).find("workspace"), std::string::npos) << nk_last_error();
+  for (double v : y.download().values()) ASSERT_TRUE(std::isnan(v)) << "y written by a refusal";
+  for (double v : rstd.download().values()) ASSERT_TRUE(std::isnan(v));
+
+  ASSERT_EQ(nk_context_set_workspace(gpu_, workspace.data(), bytes), NK_SUCCESS);
+  ASSERT_EQ(run(y, mean, rstd), NK_SUCCESS) << nk_last_error();
+  ASSERT_EQ(nk_context_set_workspace(gpu_, nullptr, 0), NK_SUCCESS);
+  EXPECT_EQ(y.download().bytes(), y_alloc.download().bytes());
+  EXPECT_EQ(rstd.download().bytes(), rstd_alloc.download().bytes());
+  if (!c.rms) {
+    EXPECT_EQ(mean.download().bytes(), mean_alloc.download().bytes());
+  }
+  for (double v : y.download().values()) ASSERT_FALSE(std::isnan(v));
+}
+
+// 127 rows of 16392 columns are split across blocks, 128 are not (one block a row, staged in
+// shared memory): both match the CPU. The reduced set runs two cases (2M elements a call).
+TEST_P(GpuRowNorm, SplitEndsAt128Rows) {
+  const RowCase c = GetParam();
+  const bool sample = (!c.rms && c.dtype == NK_BF16 && c.weight_dtype == NK_BF16 && c.affine == 2) ||
+                      (c.rms && c.dtype == NK_F32 && c.affine == 1);
+  if (reduced_gpu_tests() && !sample) {
+    GTEST_SKIP() << "reduced set: two cases (layer bf16, RMS fp32) reach both sides of the split";
+  }
+  for (int64_t rows : {int64_t{127}, int64_t{128}}) {
+    SCOPED_TRACE(testing::Message() << "rows=" << rows);
+    check_forward(make(rows, 16392), {}, gpu_tolerance(c.dtype));
+  }
 }
 
 // |mean| >> std: mean 1e4, std 1, in fp32 (fp16/bf16 cannot hold 1e4 + N(0,1) finely). The row

@@ -247,6 +247,37 @@ TEST(RowTiling, BackwardStagesRowsUpTo16384ThatFitSharedMemory) {
   EXPECT_FALSE(choose_backward_tiling(8201, 4, false, kH100Shared).staged);
 }
 
+// Few long rows are split into slices that cover the row, none empty, each within one block of
+// kSplitBlock threads and kSplitPacks packs; any other shape (many rows, short rows, single
+// elements) is not. The split is a function of the shape alone: no device limit enters it.
+TEST(RowSplit, FewLongRowsAreSplitIntoSlicesThatCoverTheRow) {
+  for (int elem : {2, 4}) {
+    for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{127}, int64_t{128}, int64_t{5000}}) {
+      for (int64_t cols : {int64_t{8}, int64_t{4096}, int64_t{16384}, int64_t{16392},
+                           int64_t{20000}, int64_t{65536}, int64_t{131072}, int64_t{1} << 22}) {
+        SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols << " elem=" << elem);
+        const bool expected = rows < 128 && cols > 16384;
+        for (bool vector : {true, false}) {
+          const RowSplit s = plan_row_split(rows, cols, elem, vector);
+          if (!expected || !vector) {
+            EXPECT_EQ(s.slices, 0);
+            EXPECT_EQ(s.workspace_bytes(rows), 0);
+            continue;
+          }
+          ASSERT_EQ(s.slice_elems, int64_t{kSplitBlock} * kSplitPacks * (16 / elem));
+          ASSERT_GE(s.slices * s.slice_elems, cols) << "columns left over";
+          ASSERT_LT((s.slices - 1) * s.slice_elems, cols) << "an empty slice";
+          EXPECT_EQ(s.workspace_bytes(rows), rows * s.slices * 16);
+        }
+      }
+    }
+  }
+  // The widths engines use: bf16 rows of 32768 take 8 slices of 4096, fp32 ones 16 of 2048.
+  EXPECT_EQ(plan_row_split(64, 32768, 2, true).slices, 8);
+  EXPECT_EQ(plan_row_split(64, 32768, 4, true).slices, 16);
+  EXPECT_EQ(plan_row_split(1, 16392, 2, true).slices, 5);
+}
+
 // Every row in exactly one chunk, chunks contiguous and non-empty, at most max_chunks of them, and
 // the plan a function of its arguments only (there is no other input).
 TEST(PartialPlan, CoversEveryRowOnceWithinTheCap) {

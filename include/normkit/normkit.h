@@ -406,6 +406,12 @@ NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   save_mean, save_rstd  [rows] fp32, nullable.
  * ------------------------------------------------------------------------------------------- */
 
+/* Bytes of workspace the forward needs (written to *bytes). CUDA: fewer than 128 rows of more than
+ * 16384 columns are each split across blocks, and need 16 bytes per slice of 4096 elements (2048
+ * in fp32) of every row: rows * ceil(cols / 4096) * 16 bytes (2048 for fp32), 512 KiB at most for
+ * a row of 2^20 16-bit elements; every other shape needs none. The slices are cut by the shape
+ * alone and their statistics merged in a fixed order, so y has the same bits on every GPU. CPU: 0.
+ * (Calls whose pointers do not allow 16-byte access are not split; the query cannot know them.) */
 NK_API nk_status nk_layer_norm_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
                                                       size_t* bytes);
 
@@ -444,6 +450,7 @@ NK_API nk_status nk_layer_norm_backward(nk_context ctx, const nk_row_desc* desc,
  *   save_rstd  [rows] fp32, nullable.
  * ------------------------------------------------------------------------------------------- */
 
+/* As nk_layer_norm_forward_workspace_size (the same sizes, the same determinism). */
 NK_API nk_status nk_rms_norm_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
                                                     size_t* bytes);
 
@@ -575,10 +582,11 @@ typedef struct nk_row_fused_backward_buffers {
   void* dbias;            /* param, nullable; layer norm only */
 } nk_row_fused_backward_buffers;
 
-/* Bytes of workspace the fused forward needs: 0 on both backends (on CUDA y_amax itself is zeroed
- * on the stream, then each warp folds its maximum into it with an integer atomicMax on the bits of
- * |y|, which order like the values; a NaN's bits are above infinity's). Errors: those of the call
- * that do not concern the buffers. */
+/* Bytes of workspace the fused forward needs: what the plain forward needs for this shape
+ * (nk_layer_norm_forward_workspace_size: few long rows split across blocks on CUDA; 0 otherwise and
+ * on the CPU). y_amax needs none: on CUDA it is zeroed on the stream, then each warp folds its
+ * maximum into it with an integer atomicMax on the bits of |y|, which order like the values (a
+ * NaN's bits are above infinity's). Errors: those of the call that do not concern the buffers. */
 NK_API nk_status nk_row_norm_fused_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
                                                           const nk_row_fusion* fusion,
                                                           size_t* bytes);
