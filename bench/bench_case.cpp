@@ -122,9 +122,10 @@ int64_t Case::minimal_bytes() const {
 
 std::string Case::name() const {
   std::string s = set + "/";
-  // Sets that mix ops (rows, small, check) name the op; the others are named after theirs.
-  if (set == "rows" || set == "small" || set == "check" || set == "fused_rows" ||
-      set == "fused_channels") {
+  // Sets that mix ops (rows, long_rows, small, check) name the op; the others are named after
+  // theirs.
+  if (set == "rows" || set == "long_rows" || set == "small" || set == "check" ||
+      set == "fused_rows" || set == "fused_channels") {
     s += std::string(op_name(op)) + "/";
   }
   if (is_row_op()) {

@@ -1,8 +1,8 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set.
-# With PYTHON and TORCH_COMPARE, the check, fused_rows and fused_channels sets' names must equal
-# torch_compare.py's.
+# With PYTHON and TORCH_COMPARE, the check, long_rows, fused_rows and fused_channels sets' names
+# must equal torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
 #         -P check_without_gpu.cmake
 
@@ -32,6 +32,7 @@ set(expected_counts
   "^copy/=2"
   "^bn_resnet50/=324"          # 9 layers x 2 N x 2 layouts x 3 dtypes x 3 phases
   "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
+  "^long_rows/=48"             # 2 ops x 3 dtype pairs x 2 D x 2 M x 2 directions
   "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
   "/residual_zc_fp8/fwd/=6"    # the whole fp8 pre-norm block: 2 ops x 3 shapes, forward only
   "fp8/bwd/=0"                 # an fp8 output does not change the backward: no such case
@@ -61,6 +62,7 @@ set(expected_names
   "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
   "rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd"
   "rows/rms_norm/D65536/M1024/fp32/w_fp32/bwd"
+  "long_rows/layer_norm/D262144/M8/bf16/w_bf16/fwd"
   "instance_norm/N8/C64/HW256/NCHW/fp32/infer_fwd"
   "group_norm/N2/C320/HW64/G32/NHWC/bf16/fwd"
   "small/layer_norm/D4096/M16/bf16/w_bf16/bwd"
@@ -82,10 +84,10 @@ foreach(name IN LISTS expected_names)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
   endif()
 endforeach()
-# The check, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py
+# The check, long_rows, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py
 # (so that summarize.py joins the two runs): the same names on both sides.
 if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
-  foreach(set_name check fused_rows fused_channels)
+  foreach(set_name check long_rows fused_rows fused_channels)
     run_bench(out err --benchmark_list_tests --benchmark_filter=^${set_name}/)
     string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
     string(REGEX MATCHALL "[^\n]+" bench_names "${out}")

@@ -85,6 +85,35 @@ void add_rows(std::vector<Case>& out) {
   }
 }
 
+// Few long rows: layer and RMS norm of 8 and 64 rows (fewer than the SMs of an H100) of 32768 and
+// 262144 columns (x of 0.5 to 32 MiB), every row dtype pair of `rows`; forward (whose rows are
+// split across blocks) and backward. Timed as `rows` (L2 flushed before each call).
+void add_long_rows(std::vector<Case>& out) {
+  struct Types {
+    nk_dtype x, weight;
+  };
+  constexpr Types kTypes[] = {{NK_BF16, NK_F32}, {NK_BF16, NK_BF16}, {NK_F32, NK_F32}};
+  for (Op op : {Op::layer_norm, Op::rms_norm}) {
+    for (const Types& types : kTypes) {
+      for (int64_t d : {32768, 262144}) {
+        for (int64_t m : {8, 64}) {
+          for (Phase phase : {Phase::forward_training, Phase::backward}) {
+            Case c;
+            c.set = "long_rows";
+            c.op = op;
+            c.phase = phase;
+            c.dtype = types.x;
+            c.weight_dtype = types.weight;
+            c.rows = m;
+            c.cols = d;
+            out.push_back(c);
+          }
+        }
+      }
+    }
+  }
+}
+
 // The fused forms transformer blocks call (issue 13), bf16 activations and parameters, at a few
 // transformer shapes (tokens x hidden: 16384 x 1024, 8192 x 4096, 4096 x 8192; x of 32 or 64
 // MiB). Forward: the pre-norm residual add (+ bias_in, h written), the zero-centred weight, the
@@ -355,6 +384,7 @@ std::vector<Case> all_cases() {
   std::vector<Case> cases;
   add_bn_resnet50(cases);
   add_rows(cases);
+  add_long_rows(cases);
   add_fused_rows(cases);
   add_fused_channels(cases);
   add_instance_norm(cases);

@@ -19,8 +19,8 @@ A results file cut short (a run stopped at a time limit while Google Benchmark w
 is read up to its last complete benchmark, and the summary says so.
 
 Benchmark names follow normkit_bench's scheme: <set>/[<op>/]<shape parts>/[<layout>/]<dtype>/
-[w_<weight dtype>/][<fusion>/]<phase>, with <op> present in the "rows", "fused_rows",
-"fused_channels", "small" and "check" sets only and <fusion> (e.g. residual_zc, bn_add_relu) in
+[w_<weight dtype>/][<fusion>/]<phase>, with <op> present in the "rows", "long_rows",
+"fused_rows", "fused_channels", "small" and "check" sets only and <fusion> (e.g. residual_zc, bn_add_relu) in
 "fused_rows" and "fused_channels" only, shown in the shape column;
 Google Benchmark appends "/iterations:1/manual_time", which is ignored here (and in --torch keys).
 """
@@ -33,7 +33,7 @@ import sys
 DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
 SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
-MULTI_OP_SETS = ("rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op
+MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op
 COUNTERS = ("GB_per_s", "frac_of_copy", "vs_cudnn", "us_per_call", "cudnn_us_per_call", "spread")
 
 

@@ -80,9 +80,10 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
-  set           bn_resnet50 | rows | fused_rows | fused_channels | instance_norm | group_norm |
-                small | check
-  op            only in the sets that mix ops (rows, fused_rows, fused_channels, small, check):
+  set           bn_resnet50 | rows | long_rows | fused_rows | fused_channels | instance_norm |
+                group_norm | small | check
+  op            only in the sets that mix ops (rows, long_rows, fused_rows, fused_channels, small,
+                check):
                 layer_norm |
                 rms_norm | batch_norm | instance_norm | group_norm
   shape fields  channel norms: N<n>/C<c>/HW<side> (H = W = side), group norm adds /G<groups>;
@@ -107,6 +108,8 @@ Sets (--list prints every case name)
                  256x14, 1024x14, 512x7, 2048x7; N 256 and 32; NCHW, NHWC; bf16, f16, f32.
   rows           layer and RMS norm, D in 128 ... 65536, M = ceil(256 MiB / (D * sizeof(x)))
                  so that x holds >= 256 MiB; bf16 with w_bf16 and w_f32, f32 with w_f32.
+  long_rows      layer and RMS norm, few long rows: M 8, 64 and D 32768, 262144 (row dtypes as
+                 in rows).
   fused_rows     fused layer and RMS norm, bf16 with w_bf16, M x D 16384 x 1024, 8192 x 4096,
                  4096 x 8192; forward: residual, zc, fp8, residual_zc_fp8; backward: residual,
                  zc, residual_zc (normkit_bench's fused_rows set, bench/shape_sets.cpp).
@@ -167,10 +170,10 @@ import normkit as nk  # noqa: E402  (needs no torch at import time)
 
 EPS = 1e-5       # batch, instance, group and layer norm (PyTorch's default)
 RMS_EPS = 1e-6   # RMS norm: PyTorch has no fixed default; a common choice
-SUITE_SETS = ("bn_resnet50", "rows", "fused_rows", "fused_channels", "instance_norm",
-              "group_norm", "small")  # the default
+SUITE_SETS = ("bn_resnet50", "rows", "long_rows", "fused_rows", "fused_channels",
+              "instance_norm", "group_norm", "small")  # the default
 SETS = SUITE_SETS + ("check",)
-MULTI_OP_SETS = ("rows", "fused_rows", "fused_channels", "small", "check")
+MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")
 CHANNEL_DTYPES = ("bf16", "f16", "f32")
 ROW_VARIANTS = (("bf16", "bf16"), ("bf16", "f32"), ("f32", "f32"))  # (x dtype, weight dtype)
 ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
@@ -310,6 +313,9 @@ def all_cases(sets):
     if "rows" in sets:
         out += row_cases("rows", lambda dt: [(("M", rows_for_256mib(d, dt)), ("D", d))
                                              for d in ROW_D])
+    if "long_rows" in sets:
+        out += row_cases("long_rows", lambda dt: [(("M", m), ("D", d)) for d in (32768, 262144)
+                                                  for m in (8, 64)])
     if "fused_rows" in sets:
         out += fused_row_cases()
     if "fused_channels" in sets:
