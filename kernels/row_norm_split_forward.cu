@@ -8,13 +8,13 @@
 // sum of squares, which Chan's merge then simply adds). h0, the row's first element, is the layer
 // norm's shift, as on the other paths.
 //
-// forward_split_apply issues the loads of its slice, then merges the row's partials while they are
-// in flight (with a residual add, once h is formed): lane l of every warp merges partials l, l + 32, ... in turn, and the warp merges its
-// lanes in a fixed butterfly (welford.cuh). The order depends on the slice count only, so every
-// warp of every block of the row holds the same mean and rstd, and the bits do not depend on the GPU
-// or the schedule. The second read of the slice comes from L2 (the first kernel read these few
-// rows just before); h is stored here, y as on the other paths, and the slice-0 block saves the
-// row's mean and rstd.
+// forward_split_apply issues the loads of its slice, then its first warp merges the row's
+// partials while they are in flight (with a residual add, once h is formed): lane l merges
+// partials l, l + 32, ... in turn, and the warp merges its lanes in a fixed butterfly
+// (welford.cuh). The order depends on the slice count only, so every block of the row holds the
+// same mean and rstd, and the bits do not depend on the GPU or the schedule. The second read of
+// the slice comes from L2 (the first kernel read these few rows just before); h is stored here, y
+// as on the other paths, and the slice-0 block saves the row's mean and rstd.
 #include <cstdint>
 
 #include "common/check.cuh"
@@ -119,15 +119,23 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks) forward_split_ap
     if (col < s.count) h[k] = load_input_pack<T, W, E>(p, base, s.first + col);
   }
 
-  const int lane = threadIdx.x % 32;
-  const dev::Welford* row_partials = partials + s.row * gridDim.x;
-  dev::Welford total = dev::welford_empty();
-  for (int64_t i = lane; i < gridDim.x; i += 32) {
-    total = dev::welford_merge(total, row_partials[i]);
+  // The first warp merges (each merge divides; the other warps would repeat it for nothing).
+  __shared__ float row_stats[2];
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    const dev::Welford* row_partials = partials + s.row * gridDim.x;
+    dev::Welford total = dev::welford_empty();
+    for (int64_t i = lane; i < gridDim.x; i += 32) {
+      total = dev::welford_merge(total, row_partials[i]);
+    }
+    total = dev::warp_merge(total, lane, 32, dev::WelfordMerge{});
+    if (lane == 0) {
+      row_stats[0] = total.mean;
+      row_stats[1] = rsqrtf(total.m2 / static_cast<float>(p.cols) + p.eps);
+    }
   }
-  total = dev::warp_merge(total, lane, 32, dev::WelfordMerge{});
-  const float centre = total.mean;
-  const float rstd = rsqrtf(total.m2 / static_cast<float>(p.cols) + p.eps);
+  __syncthreads();
+  const float centre = row_stats[0], rstd = row_stats[1];
 
   unsigned amax_bits = 0;
 #pragma unroll
