@@ -25,7 +25,9 @@
 // so the path a row takes, and the bits, are the same on every GPU.)
 // Rows that fit neither take the generic path: dx from one block per row (statistics over memory,
 // then a second read of the row, usually from L2), and dweight/dbias from a separate column pass
-// over x and dy that writes one partial row per chunk of rows, finalized the same way.
+// over x and dy that writes one partial row per chunk of rows, finalized the same way. Few long
+// rows (fewer than 128, 16-byte packs) take dx split across blocks instead
+// (row_norm_split_backward.cu), so that they fill the GPU.
 //
 // The fused forms (nk_row_norm_fused_backward) are runtime switches, uniform across the grid: a
 // zero-centred weight (g = dy * (1 + w)), the residual add's extra gradient (dh = ... + dh_extra,
@@ -41,71 +43,13 @@
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "row_norm.hpp"
+#include "row_norm_backward_io.cuh"
+#include "row_norm_split_backward.hpp"
 #include "row_norm_tiling.hpp"
 #include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 namespace {
-
-struct BackwardParams {
-  const void* x;
-  const void* dy;
-  const void* weight;
-  const float* save_mean;  // nullptr for RMS norm
-  const float* save_rstd;
-  void* dx;              // nullptr: not computed
-  const void* dh_extra;  // nullptr: none (residual add only)
-  void* dresidual;       // nullptr: not computed (residual add only)
-  float* partial_dw;     // [chunks][stride], nullptr when neither dweight nor dbias is wanted
-  float* partial_db;     // [chunks][stride], nullptr unless dbias is wanted
-  int64_t rows;
-  int64_t cols;
-  int64_t stride;
-  int64_t chunks;
-  int64_t groups_per_chunk;  // iterations of the block (rows_per_block rows each) per chunk
-  bool rms;
-  float gamma_offset;  // gamma = weight + gamma_offset: 1 zero-centred, else 0
-  int threads_per_row;
-};
-
-// gamma of E columns from `col`: weight, 1 + weight (zero-centred) or 1.
-template <class W, int E>
-__device__ __forceinline__ void load_gamma(const BackwardParams& p, int64_t col, float (&w)[E]) {
-  const W* weight = static_cast<const W*>(p.weight);
-  dev::load_param<W, E>(weight ? weight + col : nullptr, w, 1.0f);
-  // Branch-free (fewer live registers than two code paths): + 0 leaves any weight but -0 as it
-  // is, and the CPU backend turns -0 into +0 the same way.
-#pragma unroll
-  for (int i = 0; i < E; ++i) w[i] += p.gamma_offset;
-}
-
-// E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.
-template <class T, int E>
-__device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
-  return *reinterpret_cast<const dev::Pack<T, E>*>(p);
-}
-
-// Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
-// kExplicitStore: 16-byte packs as one explicit st.global.v4 (dev::store_pack_global), for the
-// staged kernel, whose stores the compiler otherwise splits into elements.
-template <class T, int E, bool kExplicitStore = false>
-__device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset, float (&dh)[E]) {
-  if (p.dh_extra != nullptr) {
-    // Kept packed as stored until added (half the registers for 16-bit types).
-    const dev::Pack<T, E> extra = load_pack<T, E>(static_cast<const T*>(p.dh_extra) + offset);
-#pragma unroll
-    for (int i = 0; i < E; ++i) dh[i] += dev::to_float(extra.v[i]);
-  }
-  auto store = [&](void* out) {
-    if constexpr (kExplicitStore) {
-      dev::store_floats_global<T, E>(static_cast<T*>(out) + offset, dh);
-    } else {
-      dev::store_floats<T, E>(static_cast<T*>(out) + offset, dh);
-    }
-  };
-  if (p.dx != nullptr) store(p.dx);
-  if (p.dresidual != nullptr) store(p.dresidual);
-}
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
 // warps of a row (a block may hold several rows) through `scratch` (N floats per warp), added by
@@ -492,6 +436,8 @@ struct Plan {
   int grid;              // in registers: blocks over the chunks; generic: blocks over the rows
   size_t shared_bytes;   // staged lane-group accumulators when a block holds several rows
   size_t partial_bytes;  // one of the two partial arrays, chunks x stride floats, 256-byte aligned
+  RowSplit split;        // generic path: few long rows take dx split across blocks
+  size_t split_bytes;    // their row sums, after the two partial arrays
 };
 
 // Calls use(kernel) with the in-registers instantiation that serves a tiling, or use(nullptr-like
@@ -537,6 +483,8 @@ Plan shape_plan(const RowShape& s, bool vector_access, int64_t shared_limit) {
     plan.shared_bytes = static_cast<size_t>(tiling.shared_bytes);
   } else {
     plan.partials = plan_partials(s.rows, 1, kMinGenericChunkRows);
+    plan.split = plan_row_split(s.rows, s.cols, sizeof(T), vector_access);
+    plan.split_bytes = static_cast<size_t>(split_backward_bytes(s.rows, plan.split));
   }
   plan.partial_bytes =
       align256(static_cast<size_t>(plan.partials.chunks) * partial_stride(s.cols) * sizeof(float));
@@ -595,7 +543,8 @@ size_t row_norm_backward_workspace_size(const RowBackwardArgs& a) {
     for (bool vector_access : {true, false}) {
       if (vector_access && a.shape.cols % (16 / sizeof(T)) != 0) continue;
       for (int64_t shared_limit : {int64_t{0}, std::numeric_limits<int64_t>::max()}) {
-        const size_t need = 2 * shape_plan<T>(a.shape, vector_access, shared_limit).partial_bytes;
+        const Plan plan = shape_plan<T>(a.shape, vector_access, shared_limit);
+        const size_t need = 2 * plan.partial_bytes + plan.split_bytes;
         if (need > bytes) bytes = need;
       }
     }
@@ -643,12 +592,7 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
       });
       dev::check_cuda(cudaGetLastError(), "row norm backward launch");
     } else {
-      if (p.dx != nullptr || p.dresidual != nullptr) {
-        with_kernel<T, W>(plan.tiling, [&](auto kernel) {
-          kernel<<<plan.grid, plan.tiling.block_threads, 0, stream>>>(p);
-        });
-        dev::check_cuda(cudaGetLastError(), "row norm backward launch");
-      }
+      // The column pass first: with dx == dy the dx kernels overwrite dy, which it reads.
       if (want_params) {
         p.groups_per_chunk = plan.partials.rows_per_chunk();
         const int e = plan.tiling.pack_elems;
@@ -660,6 +604,14 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
           column_partials<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
         }
         dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias column pass launch");
+      }
+      if ((p.dx != nullptr || p.dresidual != nullptr) && plan.split.slices > 0) {
+        row_norm_split_backward(p, s, plan.split, workspace + 2 * plan.partial_bytes, stream);
+      } else if (p.dx != nullptr || p.dresidual != nullptr) {
+        with_kernel<T, W>(plan.tiling, [&](auto kernel) {
+          kernel<<<plan.grid, plan.tiling.block_threads, 0, stream>>>(p);
+        });
+        dev::check_cuda(cudaGetLastError(), "row norm backward launch");
       }
     }
     if (want_params) {

@@ -35,10 +35,10 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 }
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
-// the backward's rows staged in shared memory (8200; 16384 in 16-bit types) and its generic path
-// (16392; fp32 16384), the forward's staged rows (8200, 16384), its few long rows split across
-// blocks (16392, at 3 or 12 rows) and its generic path (16390: single-element packs; and, in the
-// full set, 130 rows of 65536, past the split). The fixture sets the staging limit the library
+// rows staged in shared memory (8200; the backward's 16384 in 16-bit types, the forward's 16384),
+// few long rows split across blocks (16392, at 3 or 12 rows: forward and backward dx), the
+// generic path (16390: single-element packs; fp32 16384 in the backward; and, in the full set,
+// 130 rows of 65536, past the split). The fixture sets the staging limit the library
 // caps every GPU at (kStagingSharedLimit).
 std::vector<int64_t> fusion_widths() {
   if (reduced_gpu_tests()) return {17, 128, 4096, 8200, 16384, 16390, 16392};
@@ -323,8 +323,8 @@ TEST_P(GpuRowFusion, ResidualZeroCenteredBackwardMatchesCpu) {
 // The same bytes whatever grid the SM count gives: 1, 3 SMs and the whole device; on lane groups
 // (128) and a block per row (4096), whose blocks loop over rows on one SM with the next row's x
 // and residual in flight, the backward's staged rows (8200) and the forward's (8200), few long
-// rows split across blocks (17 x 16392; backward generic) and, in the full set, 300 rows of 16392
-// staged.
+// rows split across blocks (17 x 16392, forward and backward dx) and, in the full set, 300 rows of
+// 16392 (forward staged, backward generic).
 TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   const FusionCase c = GetParam();
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};

@@ -49,8 +49,8 @@ std::vector<RowCase> all_cases() {
 // 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
 // threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 8200
 // and, bf16, 16384; forward 8192, fp32 from 4096), few long rows split across blocks (forward
-// 16392 and 20000 at 1 and 5 rows), the generic path (backward 16392 and fp32 16384; forward
-// 16390, single-element packs). The fixture sets the staging limit the library caps every GPU at
+// 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the generic
+// column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The fixture sets the staging limit the library caps every GPU at
 // (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
@@ -300,8 +300,8 @@ TEST_P(GpuRowNorm, ManyRowsPerBlock) {
 TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
-  // 8200: the staged backward; 16392: the split forward and the generic backward; 65536: the
-  // split forward.
+  // 8200: the staged backward; 16392: the split forward and backward (dx split, dweight and dbias
+  // from the generic column pass); 65536: the same, in more slices.
   std::vector<int64_t> cols_list{128, 4096, 8200, 16392};
   if (!reduced_gpu_tests()) cols_list.push_back(65536);
   for (int64_t cols : cols_list) {
@@ -320,15 +320,25 @@ TEST_P(GpuRowNorm, InPlaceMatchesOutOfPlace) {
         NK_SUCCESS)
         << nk_last_error();
     EXPECT_EQ(inplace.download().bytes(), y.download().bytes()) << "forward with y == x";
+    // dweight and dbias too: they are sums over dy, which an in-place dx overwrites.
+    DeviceBuffer dw(c.weight_dtype, cols), db(c.weight_dtype, cols);
+    DeviceBuffer dw_inplace(c.weight_dtype, cols), db_inplace(c.weight_dtype, cols);
+    void* db_out = c.rms ? nullptr : db.data();
+    void* db_inplace_out = c.rms ? nullptr : db_inplace.data();
     ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dy.data(), w, mean.f32(), rstd.f32(),
-                       dx.data(), nullptr, nullptr),
+                       dx.data(), dw.data(), db_out),
               NK_SUCCESS);
     DeviceBuffer dinplace(in.dy);
     ASSERT_EQ(backward(gpu_, c.rms, in.desc, x.data(), dinplace.data(), w, mean.f32(), rstd.f32(),
-                       dinplace.data(), nullptr, nullptr),
+                       dinplace.data(), dw_inplace.data(), db_inplace_out),
               NK_SUCCESS)
         << nk_last_error();
     EXPECT_EQ(dinplace.download().bytes(), dx.download().bytes()) << "backward with dx == dy";
+    EXPECT_EQ(dw_inplace.download().bytes(), dw.download().bytes()) << "dweight with dx == dy";
+    if (!c.rms) {
+      EXPECT_EQ(db_inplace.download().bytes(), db.download().bytes()) << "dbias with dx == dy";
+    }
+    for (double v : dw.download().values()) ASSERT_FALSE(std::isnan(v)) << "dweight not written";
   }
 }
 
@@ -381,8 +391,8 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
 // reduced set keeps one shape per path with more partial rows than the one-SM grid has blocks:
 // 300 x 128 (lane groups, 10 or 19 chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block
 // per row, 9), 5 x 8200 (backward staged: a chunk a row, looping on one and three SMs), and
-// 17 x 16392 (forward split across blocks, a grid of the shape; backward generic: two chunks of at
-// most 16 rows, the last one short).
+// 17 x 16392 (split across blocks, a grid of the shape; dweight and dbias from the generic column
+// pass: two chunks of at most 16 rows, the last one short).
 TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
@@ -536,8 +546,9 @@ TEST_P(GpuRowNorm, SplitForwardRunsInTheQueriedWorkspace) {
   for (double v : y.download().values()) ASSERT_FALSE(std::isnan(v));
 }
 
-// 127 rows of 16392 columns are split across blocks, 128 are not (one block a row, staged in
-// shared memory): both match the CPU. The reduced set runs two cases (2M elements a call).
+// 127 rows of 16392 columns are split across blocks, 128 are not (one block a row: the forward
+// staged in shared memory, the backward's dx generic): both match the CPU, forward and backward.
+// The reduced set runs two cases (2M elements a call).
 TEST_P(GpuRowNorm, SplitEndsAt128Rows) {
   const RowCase c = GetParam();
   const bool sample = (!c.rms && c.dtype == NK_BF16 && c.weight_dtype == NK_BF16 && c.affine == 2) ||
@@ -547,7 +558,9 @@ TEST_P(GpuRowNorm, SplitEndsAt128Rows) {
   }
   for (int64_t rows : {int64_t{127}, int64_t{128}}) {
     SCOPED_TRACE(testing::Message() << "rows=" << rows);
-    check_forward(make(rows, 16392), {}, gpu_tolerance(c.dtype));
+    const Inputs in = make(rows, 16392);
+    check_forward(in, {}, gpu_tolerance(c.dtype));
+    check_backward(in, {});
   }
 }
 

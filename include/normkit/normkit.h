@@ -419,12 +419,14 @@ NK_API nk_status nk_layer_norm_forward(nk_context ctx, const nk_row_desc* desc, 
                                        const void* x, const void* weight, const void* bias, void* y,
                                        float* save_mean, float* save_rstd);
 
-/* Bytes of workspace the backward needs: on CUDA the dweight/dbias partial rows, at most
- * 2 * (256 * ceil(cols / 8) * 32 + 256) bytes (256 partial rows of fp32, each padded to a multiple
- * of 8, for dweight and dbias; about 2 KiB per column), whatever the rows and the device; on the
- * CPU its fp64 column sums, 16 bytes per column. The partial rows are cut by rows and cols alone
- * (and whether every pointer allows 16-byte access) and added in a fixed order, so dx, dweight
- * and dbias have the same bits on every GPU, whatever its SM count and the grid launched. */
+/* Bytes of workspace the backward needs: on CUDA the dweight/dbias partial rows (and, for fewer
+ * than 128 rows of more than 16384 columns, whose dx is split across blocks, 8 bytes per slice of
+ * 4096 elements, 2048 in fp32, of every row), at most 2 * (256 * ceil(cols / 8) * 32 + 256) bytes
+ * (256 partial rows of fp32, each padded to a multiple of 8, for dweight and dbias; about 2 KiB
+ * per column), whatever the rows and the device; on the CPU its fp64 column sums, 16 bytes per
+ * column. The partial rows and slices are cut by rows and cols alone (and whether every pointer
+ * allows 16-byte access) and added in a fixed order, so dx, dweight and dbias have the same bits
+ * on every GPU, whatever its SM count and the grid launched. */
 NK_API nk_status nk_layer_norm_backward_workspace_size(nk_context ctx, const nk_row_desc* desc,
                                                        size_t* bytes);
 
