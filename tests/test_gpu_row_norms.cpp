@@ -569,10 +569,16 @@ TEST_P(GpuRowNorm, SplitEndsAt128Rows) {
 class GpuRowNormLargeOffset : public GpuRowNorm {};
 
 TEST_P(GpuRowNormLargeOffset, MatchesCpu) {
+  // Registers, staged, and few long rows split across blocks.
   for (int64_t cols : {int64_t{768}, int64_t{8192}, reduced_gpu_tests() ? 16392 : int64_t{65536}}) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols);
     check_forward(make(3, cols, 1e4, 1.0), {}, {1e-4, 1e-5});
   }
+  // The generic path, which merges a pack at a time: a 32 KB staging limit sends 8200 fp32
+  // columns there.
+  ScopedSharedLimit shared(32768);
+  SCOPED_TRACE("cols=8200, generic");
+  check_forward(make(3, 8200, 1e4, 1.0), {}, {1e-4, 1e-5});
 }
 
 TEST_P(GpuRowNorm, RepeatedCallsAreBitwiseIdentical) {
