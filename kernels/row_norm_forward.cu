@@ -241,8 +241,8 @@ __global__ void __launch_bounds__(forward_block_bound(E), forward_min_blocks(E))
   fold_amax(p, amax_bits);
 }
 
-// One block per row, any length: Welford over x - x0, a pack at a time (or the sum of squares for
-// RMS), over memory, then a second pass that normalizes.
+// One block per row, any length: Welford over x - x0, a 16-byte pack at a time (or the sum of
+// squares for RMS), over memory, then a second pass that normalizes.
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(512, 2) forward_generic(ForwardParams p) {
   without_fusion<kFused>(p);
@@ -268,15 +268,20 @@ __global__ void __launch_bounds__(512, 2) forward_generic(ForwardParams p) {
       float first[1];  // as in the register path: Welford over h - h0
       load_input<T, W, 1>(first_pass, base, 0, first);
       shift = first[0];
-      // A pack at a time: its exact two-pass sums, then one Chan merge (one division a pack, where
-      // a Welford push a value divided for each).
+      // 16-byte packs: the pack's exact two-pass sums, then one Chan merge (one division a pack,
+      // where a Welford push a value divided for each). Single elements: a push, the cheaper of
+      // the two for one value.
       dev::Welford s = dev::welford_empty();
       for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
         float v[E];
         load_input<T, W, E>(first_pass, base, pack * E, v);
 #pragma unroll
         for (int i = 0; i < E; ++i) v[i] -= shift;
-        s = dev::welford_push_values<E>(s, v);
+        if constexpr (E == 1) {
+          s = dev::welford_push(s, v[0]);
+        } else {
+          s = dev::welford_push_values<E>(s, v);
+        }
       }
       s = dev::block_reduce(s, welford_scratch);
       centre = s.mean;
