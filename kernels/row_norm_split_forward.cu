@@ -55,9 +55,8 @@ __device__ __forceinline__ float row_shift(ForwardParams p, int64_t base) {
 }
 
 template <class T, class W, int E, bool kFused>
-__global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks) forward_split_statistics(ForwardParams p,
-                                                                        dev::Welford* partials,
-                                                                        int64_t slice_elems) {
+__global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
+    forward_split_statistics(ForwardParams p, dev::Welford* partials, int64_t slice_elems) {
   without_fusion<kFused>(p);
   p.h = nullptr;  // the apply kernel stores h
   __shared__ float scratch[32];
@@ -102,9 +101,8 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks) forward_split_st
 }
 
 template <class T, class W, int E, bool kFused>
-__global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks) forward_split_apply(ForwardParams p,
-                                                                   const dev::Welford* partials,
-                                                                   int64_t slice_elems) {
+__global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
+    forward_split_apply(ForwardParams p, const dev::Welford* partials, int64_t slice_elems) {
   without_fusion<kFused>(p);
   const Slice s = block_slice(p, slice_elems);
   const int64_t base = s.row * p.cols;

@@ -84,7 +84,7 @@ constexpr int kSplitRowsBelow = 128;
 constexpr int64_t kSplitMinCols = 16385;
 constexpr int kSplitBlock = 256;
 constexpr int kSplitPacks = 2;
-constexpr int kSplitMinBlocks = 4;  // 1024 threads an SM: within 64 registers
+constexpr int kSplitMinBlocks = 4;          // 1024 threads an SM: within 64 registers
 constexpr int64_t kSplitPartialBytes = 16;  // one Welford state: int64 count, fp32 mean and m2
 
 struct RowSplit {
