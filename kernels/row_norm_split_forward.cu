@@ -6,7 +6,8 @@
 // and writes one Welford partial of h - h0: the slice's count, its mean, and the sum of squared
 // deviations from that mean, both exact two-pass sums over the registers (RMS norm: mean 0 and the
 // sum of squares, which Chan's merge then simply adds). h0, the row's first element, is the layer
-// norm's shift, as on the other paths.
+// norm's shift, as on the other paths; the slice-0 block keeps it in the workspace, where the
+// apply kernel reads it (with y == x, x[row, 0] is overwritten while other slices still need it).
 //
 // forward_split_apply issues the loads of its slice, then its first warp merges the row's
 // partials while they are in flight (with a residual add, once h is formed): lane l merges
@@ -54,6 +55,14 @@ __device__ __forceinline__ float row_shift(ForwardParams p, int64_t base) {
   return first[0];
 }
 
+// Where each row's shift is kept, after the partials (RowSplit::workspace_bytes).
+__device__ __forceinline__ float* row_shifts(dev::Welford* partials, int64_t rows) {
+  return reinterpret_cast<float*>(partials + rows * gridDim.x);
+}
+__device__ __forceinline__ const float* row_shifts(const dev::Welford* partials, int64_t rows) {
+  return reinterpret_cast<const float*>(partials + rows * gridDim.x);
+}
+
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     forward_split_statistics(ForwardParams p, dev::Welford* partials, int64_t slice_elems) {
@@ -97,7 +106,10 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     }
   }
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
-  if (threadIdx.x == 0) partials[s.row * gridDim.x + blockIdx.x] = dev::Welford{s.count, mean, m2};
+  if (threadIdx.x == 0) {
+    partials[s.row * gridDim.x + blockIdx.x] = dev::Welford{s.count, mean, m2};
+    if (blockIdx.x == 0) row_shifts(partials, p.rows)[s.row] = shift;
+  }
 }
 
 template <class T, class W, int E, bool kFused>
@@ -106,7 +118,9 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
   without_fusion<kFused>(p);
   const Slice s = block_slice(p, slice_elems);
   const int64_t base = s.row * p.cols;
-  const float shift = row_shift<T, W>(p, base);
+  // h0 as the statistics kernel read it: with y == x, the block of slice 0 may already have
+  // overwritten it in x.
+  const float shift = p.rms ? 0.0f : row_shifts(partials, p.rows)[s.row];
   // The slice's packs of h as stored (zeroed: packs past the slice's end are never loaded). Those
   // of x are in flight during the merge below; with a residual add h is computed, and stored when
   // asked for, first.

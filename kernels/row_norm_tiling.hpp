@@ -90,7 +90,11 @@ constexpr int64_t kSplitPartialBytes = 16;  // one Welford state: int64 count, f
 struct RowSplit {
   int64_t slices = 0;       // slices a row; 0: the row is not split
   int64_t slice_elems = 0;  // elements a slice (the last one may have fewer)
-  int64_t workspace_bytes(int64_t rows) const { return rows * slices * kSplitPartialBytes; }
+  // The partials, then each row's shift h0 (fp32): the apply kernel reads it there, not from x,
+  // which an in-place call (y == x) overwrites meanwhile.
+  int64_t workspace_bytes(int64_t rows) const {
+    return slices > 0 ? rows * slices * kSplitPartialBytes + rows * 4 : 0;
+  }
 };
 
 // The split of a forward's rows, or none (slices 0) when rows >= kSplitRowsBelow,

@@ -476,8 +476,9 @@ TEST_P(GpuRowNorm, BackwardWorkspaceWithinTheDocumentedBound) {
 }
 
 // The forward's workspace holds the partials of few long rows split across blocks: 16 bytes a
-// slice of 4096 16-bit or 2048 fp32 elements, for fewer than 128 rows of more than 16384 columns
-// (normkit.h); every other shape needs none. It does not depend on the SM count. Queries only.
+// slice of 4096 16-bit or 2048 fp32 elements and 4 bytes a row, for fewer than 128 rows of more
+// than 16384 columns (normkit.h); every other shape needs none. It does not depend on the SM
+// count. Queries only.
 TEST_P(GpuRowNorm, ForwardWorkspaceHoldsTheSplitPartials) {
   const RowCase c = GetParam();
   nk_context one_sm = context_with_sm_limit(1);
@@ -496,8 +497,9 @@ TEST_P(GpuRowNorm, ForwardWorkspaceHoldsTheSplitPartials) {
       SCOPED_TRACE(testing::Message() << "rows=" << rows << " cols=" << cols);
       const nk_row_desc d{rows, cols, c.dtype, c.weight_dtype};
       const size_t expected =
-          rows < 128 && cols > 16384 ? static_cast<size_t>(rows * ((cols + slice - 1) / slice) * 16)
-                                     : 0;
+          rows < 128 && cols > 16384
+              ? static_cast<size_t>(rows * ((cols + slice - 1) / slice) * 16 + rows * 4)
+              : 0;
       EXPECT_EQ(query(gpu_, d), expected);
       EXPECT_EQ(query(one_sm, d), expected) << "the workspace depends on the SM count";
     }

@@ -408,10 +408,11 @@ NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc,
 
 /* Bytes of workspace the forward needs (written to *bytes). CUDA: fewer than 128 rows of more than
  * 16384 columns are each split across blocks, and need 16 bytes per slice of 4096 elements (2048
- * in fp32) of every row: rows * ceil(cols / 4096) * 16 bytes (2048 for fp32), 512 KiB at most for
- * a row of 2^20 16-bit elements; every other shape needs none. The slices are cut by the shape
- * alone and their statistics merged in a fixed order, so y has the same bits on every GPU. CPU: 0.
- * (Calls whose pointers do not allow 16-byte access are not split; the query cannot know them.) */
+ * in fp32) and 4 bytes per row: rows * (ceil(cols / 4096) * 16 + 4) bytes (2048 for fp32), about
+ * 4 KiB per row of 2^20 16-bit elements; every other shape needs none. The slices are cut by the
+ * shape alone and their statistics merged in a fixed order, so y has the same bits on every GPU.
+ * CPU: 0. (Calls whose pointers do not allow 16-byte access are not split; the query cannot know
+ * them.) */
 NK_API nk_status nk_layer_norm_forward_workspace_size(nk_context ctx, const nk_row_desc* desc,
                                                       size_t* bytes);
 
