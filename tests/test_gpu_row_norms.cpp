@@ -50,8 +50,8 @@ std::vector<RowCase> all_cases() {
 // threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 8200
 // and, bf16, 16384; forward 8192, fp32 from 4096), few long rows split across blocks (forward
 // 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the generic
-// column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The fixture sets the staging limit the library caps every GPU at
-// (kStagingSharedLimit, 99 KB).
+// column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The
+// fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8192, 16390, 16392, 20000};
@@ -508,7 +508,7 @@ TEST_P(GpuRowNorm, ForwardWorkspaceHoldsTheSplitPartials) {
 }
 
 // A split forward in the caller's workspace, set to exactly the queried size, writes the same bytes
-// as one in memory normkit allocates; a workspace one partial short is refused with
+// as one in memory normkit allocates; a workspace 16 bytes short is refused with
 // NK_ERROR_WORKSPACE before anything is written.
 TEST_P(GpuRowNorm, SplitForwardRunsInTheQueriedWorkspace) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
