@@ -72,14 +72,15 @@ constexpr int kForwardSubWarpBlock = 128;
 constexpr int kForwardRowBlock = 512;
 constexpr int kForwardScalarRowBlock = 1024;
 
-// Few long rows: a forward of fewer than kSplitRowsBelow rows (the 132 SMs of an H100/H200 would
-// otherwise run one block a row, some of them none) of more than kSplitMinCols elements in 16-byte
-// packs splits each row into slices of kSplitBlock threads holding kSplitPacks packs each (4096
-// elements of 16 bits, 2048 of fp32), one block a slice. A first kernel reads each slice once and
-// writes its Welford partial (count, mean and centred sum of squares of h - h0) to the workspace;
-// a second merges a row's partials in a fixed order (Chan), reads the slice again (from L2: the few
-// rows were just read) and writes y. The slices and the order of the merge depend on the shape
-// only, so y has the same bits on every GPU.
+// Few long rows: a forward or backward of fewer than kSplitRowsBelow rows (the 132 SMs of an
+// H100/H200 would otherwise run one block a row, some of them none) of more than kSplitMinCols
+// elements in 16-byte packs splits each row into slices of kSplitBlock threads holding kSplitPacks
+// packs each (4096 elements of 16 bits, 2048 of fp32), one block a slice. Forward: a first kernel
+// reads each slice once and writes its Welford partial (count, mean and centred sum of squares of
+// h - h0) to the workspace, and each row's h0; a second merges a row's partials in a fixed order
+// (Chan), reads the slice again (from L2: the few rows were just read) and writes y. Backward: the
+// same two steps for dx, with the slice sums of g and g * xhat. The slices and the order of the
+// merge depend on the shape only, so the outputs have the same bits on every GPU.
 constexpr int kSplitRowsBelow = 128;
 constexpr int64_t kSplitMinCols = 16385;
 constexpr int kSplitBlock = 256;
