@@ -16,6 +16,9 @@
 // large offsets), (3) dx elementwise (channel_norm_apply.cuh). Inference without dweight/dbias is
 // the elementwise launch alone, with a = weight_c / sqrt(running_var_c + eps) folded in registers
 // and dy the only input. No atomics: results repeat bit for bit.
+// Instance and group norm training with dx, where a statistic's row of x and of dy fits a block
+// (plan_resident_rows with both staged), take one kernel instead of (1) and (3), which reads each
+// once (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n.
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -26,8 +29,10 @@
 #include <type_traits>
 
 #include "channel_norm.hpp"
+#include "channel_norm_act_grad.cuh"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_partials.cuh"
+#include "channel_norm_resident_backward.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -50,27 +55,6 @@ struct XhatStats {
     return make_float2(mean[k], scale[k]);
   }
 };
-
-// Where the fused backward takes act'(u) from (normkit.h): nowhere (identity), the ReLU mask, the
-// forward's y (ReLU), or u recomputed from x, the statistics, weight, bias and z (SiLU).
-enum ActSource { kNoAct, kFromMask, kFromY, kSiluOfU };
-
-// du = dy * act'(u) for one value, where u = (x - mean) * scale + bias (+ aux), scale = invstd *
-// weight. aux holds the mask bit as 0 or 1 (kFromMask), y (kFromY) or z (kSiluOfU with a
-// residual). The gradient sums and the dx pass both take their du from here.
-template <int kSource, bool kZ>
-__device__ __forceinline__ float du_of(float dy, float x, float aux, float mean, float scale,
-                                       float bias) {
-  if constexpr (kSource == kFromMask || kSource == kFromY) {
-    return aux > 0.0f ? dy : 0.0f;  // a NaN gradient where ReLU was off is cut too
-  } else if constexpr (kSource == kSiluOfU) {
-    float u = fmaf(x - mean, scale, bias);
-    if constexpr (kZ) u += aux;
-    return dy * dev::silu_derivative(u);
-  } else {
-    return dy;
-  }
-}
 
 // The gradient sums (dy: du in the fused forms). kSource != kNoAct: the partials kernels hand
 // each tile to Local::fold before push, with the tensor or mask bits that act' needs (aux) loaded
@@ -446,6 +430,74 @@ void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const f
   launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access(a)), true, coefs, l);
 }
 
+// Instance and group norm training with dx (or dz) where a row of x and of dy fits a block: one
+// read of both (channel_norm_resident_backward.cuh), then dweight and dbias from its per-(n, c)
+// sums in the workspace, added over n in index order by the finalize's channel warps.
+template <class T>
+void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
+                            const XhatStats& stats, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  const int source = act_source(a);
+  ResidentBackwardParams p{};
+  p.x = a.x;
+  p.dy = a.dy;
+  p.aux = source == kFromY ? a.y : (source == kSiluOfU && a.fusion.residual ? a.z : nullptr);
+  p.mask = a.relu_mask;
+  p.dx = a.dx;
+  p.dz = a.fusion.residual ? a.dz : nullptr;
+  p.weight = a.weight;
+  p.bias = a.bias;
+  p.save_mean = a.save_mean;
+  p.save_invstd = a.save_invstd;
+  p.channel_sums = want_params ? static_cast<float2*>(l.workspace) : nullptr;
+  p.len = r.len;
+  p.s = static_cast<int>(s.s);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.inv_len = 1.0f / static_cast<float>(r.len);
+  constexpr int E = 16 / sizeof(T);
+  const bool vector = vector_access(a);
+  auto go = [&](auto kernel) {
+    // Above 48 KiB a block's dynamic shared memory must be granted (see launch_resident).
+    const size_t bytes = kResidentBackwardScratchBytes + r.smem_bytes;
+    if (bytes > 48 * 1024) {
+      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(bytes)),
+                      "cudaFuncSetAttribute (resident rows backward)");
+    }
+    kernel<<<static_cast<unsigned>(r.rows), r.threads, bytes, stream>>>(p);
+  };
+  with_fusion(a, [&](auto src, auto residual) {
+    constexpr int kSource = decltype(src)::value;
+    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+    if (vector) {
+      go(backward_resident<T, E, kSource, kZ>);
+    } else {
+      go(backward_resident<T, 1, kSource, kZ>);
+    }
+  });
+  dev::check_cuda(cudaGetLastError(), "channel norm resident rows backward launch");
+  if (!want_params) return;
+  // The sums as partials of one chunk per (n, c), in the rows layout's index order.
+  ChannelPlan sums{};
+  sums.rows_layout = true;
+  sums.n = s.n;
+  sums.c = s.c;
+  sums.s = s.s;
+  sums.slots = s.n;
+  sums.seg_count = 1;
+  sums.chunks = 1;
+  sums.chunk_len = s.s;
+  constexpr int kWarps = kFinalizeBlock / 32;
+  finalize_backward<<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0,
+                      stream>>>(
+      FinalizeParams{p.channel_sums, sums, stats, a.weight, a.dweight, a.dbias, nullptr});
+  dev::check_cuda(cudaGetLastError(), "channel norm resident gradient finalize launch");
+}
+
 template <class T>
 void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -464,6 +516,10 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_elementwise = a.dx != nullptr || a.dz != nullptr;
   const bool want_coefficients = training && want_elementwise;
+  if (want_coefficients) {
+    const ResidentPlan r = plan_resident_rows(s, sizeof(T), 2);
+    if (r.use) return backward_resident_rows<T>(a, r, stats, l);
+  }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {
     auto* partials = reinterpret_cast<float2*>(base);

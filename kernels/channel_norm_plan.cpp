@@ -73,21 +73,21 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   return p;
 }
 
-ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes) {
+ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   ResidentPlan r{};
   const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
   if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
   r.rows = shape.num_stats();
   r.len = shape.count_per_stat();
   const int64_t bytes = r.len * elem_bytes;
-  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes <= kResidentMaxBytes &&
+  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes * staged_tensors <= kResidentMaxBytes &&
           r.rows >= kResidentMinRows && r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
   while (threads < kResidentMaxThreads && threads * 8 < packs) threads *= 2;
   r.threads = threads;
-  r.smem_bytes = static_cast<size_t>(bytes);
+  r.smem_bytes = static_cast<size_t>(bytes * staged_tensors);
   return r;
 }
 

@@ -91,6 +91,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
 //    reduction spreads each row over many blocks.
 // The block size depends on L only, so the reduction tree, and every output bit, depends on the
 // shape only, as the split path's does.
+// The training backward (with dx) takes the same path with x and dy both staged
+// (`staged_tensors` 2): rows up to half of kResidentMaxBytes, the same block for the same L.
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
 constexpr int64_t kResidentMinRows = 128;
@@ -102,8 +104,8 @@ struct ResidentPlan {
   int64_t rows;      // statistics, one block each
   int64_t len;       // L, elements of a row
   int threads;       // per block: a power of two, about 8 packs each, in [64, 512]
-  size_t smem_bytes;  // L * elem_bytes, the staged row
+  size_t smem_bytes;  // staged_tensors * L * elem_bytes, the staged rows
 };
-ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes);
+ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
 }  // namespace nk::cuda

@@ -71,29 +71,52 @@ __device__ __forceinline__ void store_elems(T* p, const float (&v)[E]) {
   }
 }
 
-// Copies `count` units (16-byte packs, or single elements) of a row from global to shared memory,
-// four loads in flight per thread before their stores; visit(unit) sees the thread's units in
-// ascending order (i = threadIdx.x, + blockDim.x, ...), as a pass over the staged row would.
-template <class U, class Visit>
-__device__ __forceinline__ void stage_units(const U* src, U* dst, int count, Visit&& visit) {
+// Copies `count` units (16-byte packs, or single elements) of a row of each of kTensors tensors
+// from global to shared memory, four loads of each in flight per thread before their stores;
+// visit(unit) sees the thread's units of the first tensor in ascending order (i = threadIdx.x,
+// + blockDim.x, ...), as a pass over the staged row would.
+template <int kTensors, class U, class Visit>
+__device__ __forceinline__ void stage_units(const U* const (&src)[kTensors],
+                                            U* const (&dst)[kTensors], int count, Visit&& visit) {
   constexpr int kBatch = 4;
   for (int first = threadIdx.x; first < count; first += kBatch * blockDim.x) {
-    U v[kBatch];
+    U v[kTensors][kBatch];
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const int i = first + k * static_cast<int>(blockDim.x);
-      if (i < count) v[k] = src[i];
+      if (i < count) {
+#pragma unroll
+        for (int t = 0; t < kTensors; ++t) v[t][k] = src[t][i];
+      }
     }
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const int i = first + k * static_cast<int>(blockDim.x);
       if (i < count) {
-        dst[i] = v[k];
-        visit(v[k]);
+#pragma unroll
+        for (int t = 0; t < kTensors; ++t) dst[t][i] = v[t][k];
+        visit(v[0][k]);
       }
     }
   }
 }
+
+// Group norm rows: where a thread's packs start, as the channel j of the row and the element `at`
+// within it, for packs at elements o0, o0 + stride, ...: each turn moves on by a fixed (channels,
+// elements) step, so the loop holds no division (a reciprocal held across it spilled on sm_80).
+struct PackChannel {
+  unsigned s, j, at, step_j, step_at;
+  __device__ __forceinline__ PackChannel(unsigned o0, unsigned stride, unsigned s_)
+      : s(s_), j(o0 / s_), at(o0 - j * s_), step_j(stride / s_), step_at(stride - step_j * s_) {}
+  __device__ __forceinline__ void next() {
+    j += step_j;
+    at += step_at;
+    if (at >= s) {
+      at -= s;
+      ++j;
+    }
+  }
+};
 
 // One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
 // `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
@@ -121,10 +144,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
     for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
   };
   if constexpr (kAccess == E) {
-    stage_units(reinterpret_cast<const Raw*>(x), staged, packs, add);
+    stage_units<1>({reinterpret_cast<const Raw*>(x)}, {staged}, packs, add);
     __syncthreads();
   } else {
-    stage_units(x, reinterpret_cast<T*>(staged_bytes), packs * E, [](const T&) {});
+    stage_units<1>({x}, {reinterpret_cast<T*>(staged_bytes)}, packs * E, [](const T&) {});
     __syncthreads();
     for (int q = threadIdx.x; q < packs; q += blockDim.x) add(staged[q]);
   }
@@ -166,19 +189,14 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
   auto write_y = [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
     const float2 row_coef = coef(c0);
-    // Group norm: the thread's first pack starts at element `at` of the row's channel j, and
-    // each turn moves on by a fixed (channels, elements) step: no division in the loop (a
-    // reciprocal held across it spilled on sm_80).
-    const unsigned o0 = threadIdx.x * E, stride = blockDim.x * E;
-    unsigned j = kMode == 0 ? 0 : o0 / s, at = o0 - j * s;
-    const unsigned step_j = kMode == 0 ? 0 : stride / s, step_at = stride - step_j * s;
+    PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
     for (int q = threadIdx.x; q < packs; q += blockDim.x) {
       const Raw v = staged[q];
       const unsigned o = static_cast<unsigned>(q) * E;
       float u[E];
       if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
-      float2 k = kMode == 0 ? row_coef : coef(c0 + j);
-      unsigned run_j = j, run_at = at;  // per run: channel and element of the pack's elements
+      float2 k = kMode == 0 ? row_coef : coef(c0 + walk.j);
+      unsigned run_j = walk.j, run_at = walk.at;  // per run: the channel and element of each
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         if constexpr (kMode == 2) {
@@ -196,14 +214,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
       if constexpr (kAct == NK_ACTIVATION_RELU) {
         if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
       }
-      if constexpr (kMode != 0) {
-        j += step_j;
-        at += step_at;
-        if (at >= s) {
-          at -= s;
-          ++j;
-        }
-      }
+      if constexpr (kMode != 0) walk.next();
     }
   };
   if (p.channels_per_row == 1) {

@@ -1,7 +1,8 @@
 // Shapes on which instance and group norm training read x once (kernels/channel_norm_plan.hpp,
-// plan_resident_rows), for the GPU tests of the plain and fused forwards: the smallest rows the
-// path takes (4 KiB, 128 rows), and group norm with S a multiple of the 16-byte pack (coefficients
-// per pack) and not (per element). Tests assert takes_resident_rows, so a change of the plan's
+// plan_resident_rows), for the GPU tests of the plain and fused forwards and backwards (the
+// backward stages x and dy, so it takes rows up to half the forward's): the smallest rows the path
+// takes (4 KiB, 128 rows), and group norm with S a multiple of the 16-byte pack (coefficients per
+// pack) and not (per element). Tests assert takes_resident_rows, so a change of the plan's
 // thresholds cannot move them off the path unnoticed.
 #pragma once
 
@@ -15,12 +16,14 @@
 
 namespace nkt {
 
-inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype) {
+// staged_tensors: 1 for the forward (x), 2 for the training backward (x and dy).
+inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
   const nk::ChannelNorm kind = k.family == Family::kBatch      ? nk::ChannelNorm::kBatch
                                : k.family == Family::kInstance ? nk::ChannelNorm::kInstance
                                                                : nk::ChannelNorm::kGroup;
   const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, dtype, k.groups};
-  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype))).use;
+  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
+      .use;
 }
 
 // NCHW shapes of family f (instance or group norm) that take the path in dtype.

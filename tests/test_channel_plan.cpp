@@ -273,4 +273,35 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
+// The training backward stages x and dy: rows of 4 to 48 KiB (both fit the forward's 96), with
+// the forward's block for the same row length.
+TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
+  using nk::cuda::plan_resident_rows;
+  struct Want {
+    int64_t s;
+    int elem;
+    bool use;
+  };
+  const Want list[] = {
+      {2048, 2, true},    // 4 KiB a tensor: the smallest
+      {24576, 2, true},   // 48 KiB a tensor: the largest
+      {24584, 2, false},  // above 48 KiB
+      {12288, 4, true},   // fp32 48 KiB
+      {12292, 4, false},
+      {49152, 2, false},  // the forward's largest
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{ChannelNorm::kInstance, 1, 128, w.s, NK_NCHW,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "s=" << w.s << " elem " << w.elem);
+    const nk::cuda::ResidentPlan r = plan_resident_rows(shape, w.elem, 2);
+    const nk::cuda::ResidentPlan forward = plan_resident_rows(shape, w.elem);
+    EXPECT_TRUE(forward.use);
+    EXPECT_EQ(r.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.threads, forward.threads);
+    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(2 * w.s * w.elem));
+  }
+}
+
 }  // namespace

@@ -428,19 +428,20 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
-// misaligned ones (single elements), and the backward from its outputs.
+// misaligned ones (single elements), and the backward from its outputs (one read of x and dy).
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
   for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
     ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
     for (int64_t misalign : {0, 1}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " g=" << k.groups << " misalign " << misalign);
       check_forward(PathRun{k, misalign});
+      check_backward(PathRun{k, misalign});
     }
-    check_backward(PathRun{k, 0});
   }
 }
 

@@ -395,7 +395,7 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
 // fits a block. Running buffers or none (instance norm), three steps of the cumulative average,
 // fp32 data at |mean| / std = 1e4 (16-bit types cannot hold such data), and misaligned pointers,
 // whose single-element loads fill the same staged packs: y and the saved statistics then have the
-// bytes of the aligned call.
+// bytes of the aligned call. The same for the backward, which stages x and dy.
 TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
   const Case c = GetParam();
   if (c.family == Family::kBatch || c.layout != NK_NCHW) {
@@ -434,6 +434,35 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     const char* names[] = {"y", "save_mean", "save_invstd"};
     for (size_t i = 0; i < 3; ++i) {
       EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
+    }
+
+    // The backward with dx reads x and dy once too (a row of both fits a block): against the CPU,
+    // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers and
+    // of dx == dy against the aligned call.
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    const Buffer dyh(c.dtype, rng_.normal(numel));
+    DeviceBuffer md(Buffer(NK_F32, rng_.normal(stats, 0.5, 1.0)));
+    DeviceBuffer sd(Buffer(NK_F32, rng_.uniform(stats, 0.2, 0.8)));
+    std::vector<Buffer> grads[3];
+    for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
+      const int64_t misalign = run == 1 ? 1 : 0;
+      DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
+          dw(NK_F32, k.c), db(NK_F32, k.c);
+      void* dx_ptr = run == 2 ? dyd.data() : dx.data();
+      p.phase = NK_TRAINING;
+      ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
+                                 c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
+                                 sd.f32(), dx_ptr, dw.f32(), db.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      grads[run] = {run == 2 ? dyd.download() : dx.download(), dw.download(), db.download()};
+    }
+    const char* grad_names[] = {"dx", "dweight", "dbias"};
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": misaligned differs";
+      EXPECT_EQ(grads[2][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": dx == dy differs";
     }
   }
 }

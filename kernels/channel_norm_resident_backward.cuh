@@ -1,0 +1,214 @@
+// Instance and group norm training backward with one read of x and dy (plan_resident_rows with
+// both staged): a block per statistic copies its row of L contiguous elements of x and of dy into
+// shared memory, sums du and du * x-hat over the row (with the saved mean and invstd), and writes
+// dx (and dz) from there:
+//   dx = w_c * invstd * du - c1 - (x - mean) * c2,
+//   c1 = invstd * sum_g / L,  c2 = invstd^2 * sum_gx / L,
+//   sum_g = sum over the row's channels c of w_c * sum du,  sum_gx likewise with du * x-hat,
+// the formulas of the split passes (channel_norm_backward.cu) with the statistic's sums taken in
+// one block. x and dy are read once and dx written once, where the split passes read both twice.
+// The row's per-channel sums (sum du, sum du * x-hat) go to a [N, C] array that a finalize adds
+// over n in a fixed order into dbias and dweight.
+//
+// Instance norm sums the row over the block; group norm gives each warp whole channels (lanes
+// strided over a channel's S elements, then a butterfly), so every channel's sums come out whole
+// and the row's totals add the warps' totals in warp order: the tree depends on L and S only.
+// Misaligned pointers load single elements into the same staged packs, and the sums read the
+// staged row, so the bits do not depend on the pointers. y (ReLU without a mask) or z (SiLU with a
+// residual) is read from global memory in both passes; the second read is of the row just read.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "channel_norm_act_grad.cuh"
+#include "channel_norm_resident.cuh"
+
+namespace nk::cuda {
+
+struct ResidentBackwardParams {
+  const void* x;
+  const void* dy;
+  const void* aux;          // y (ReLU without a mask) or z (SiLU with a residual), else nullptr
+  const uint32_t* mask;     // the ReLU mask (kFromMask)
+  void* dx;                 // nullable when dz is given
+  void* dz;                 // du; nullable
+  const float* weight;      // [C], nullable
+  const float* bias;        // [C], nullable: SiLU's u
+  const float* save_mean;   // [rows]
+  const float* save_invstd;  // [rows]
+  float2* channel_sums;     // [rows * channels_per_row] = [N, C]: (sum du, sum du * x-hat), nullable
+  int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
+  int s;                    // S: a channel's elements within the row
+  int channels_per_row;     // 1 (instance norm) or C / G
+  int rows_per_sample;      // C (instance norm) or G
+  float inv_len;            // 1 / L
+};
+
+// Shared memory before the staged rows: block_sum<2>'s 64 floats, a multiple of 16 bytes.
+constexpr size_t kResidentBackwardScratchBytes = 64 * sizeof(float);
+
+// One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g); kAccess: elements per
+// global access (E, or 1 for misaligned pointers); kSource: where act' comes from (kZ: SiLU's u
+// adds z).
+template <class T, int kAccess, int kSource, bool kZ>
+__global__ void __launch_bounds__(kResidentMaxThreads, 2)
+    backward_resident(ResidentBackwardParams p) {
+  constexpr int E = 16 / sizeof(T);
+  constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  const int packs = static_cast<int>(p.len / E);
+  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kResidentBackwardScratchBytes);
+  Raw* dys = xs + packs;
+  const int64_t row = blockIdx.x, first = row * p.len;
+  const T* x = static_cast<const T*>(p.x) + first;
+  const T* dy = static_cast<const T*>(p.dy) + first;
+  const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
+  if constexpr (kAccess == E) {
+    stage_units<2>({reinterpret_cast<const Raw*>(x), reinterpret_cast<const Raw*>(dy)}, {xs, dys},
+                   packs, [](const Raw&) {});
+  } else {
+    stage_units<2>({x, dy}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, packs * E,
+                   [](const T&) {});
+  }
+  __syncthreads();
+
+  const float mean = p.save_mean[row], invstd = p.save_invstd[row];
+  // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
+  // the rows below 2^31).
+  const int64_t c0 = int64_t{blockIdx.x % static_cast<unsigned>(p.rows_per_sample)} *
+                     p.channels_per_row;
+  struct Coef {
+    float w, scale, bias;  // weight, invstd * weight, and SiLU's bias
+  };
+  auto coef = [&](int64_t c) {
+    Coef k;
+    k.w = p.weight ? p.weight[c] : 1.0f;
+    k.scale = invstd * k.w;
+    k.bias = kSource == kSiluOfU && p.bias ? p.bias[c] : 0.0f;
+    return k;
+  };
+  // The E aux values of the elements o .. o + E - 1 of the row (o a multiple of E).
+  auto load_aux = [&](unsigned o, float (&a)[E]) {
+    if constexpr (kSource == kFromMask) {
+      const uint32_t bits = dev::load_mask<E>(p.mask, first + o);
+#pragma unroll
+      for (int e = 0; e < E; ++e) a[e] = static_cast<float>((bits >> e) & 1u);
+    } else if constexpr (kAux) {
+      load_elems<T, E, kAccess>(aux + o, a);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) a[e] = 0.0f;
+    }
+  };
+
+  // The row's sums: (sum_g, sum_gx) with the weights, each channel's (sum du, sum du * x-hat)
+  // stored for dweight and dbias.
+  dev::Floats<2> row_sums{};
+  if (p.channels_per_row == 1) {
+    const Coef k = coef(c0);
+    dev::Floats<2> t{};
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+      const Raw xv = xs[q], dv = dys[q];
+      float a[E];
+      load_aux(static_cast<unsigned>(q) * E, a);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
+        const float du = du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
+        t.v[0] += du;
+        t.v[1] = fmaf(du, xm, t.v[1]);
+      }
+    }
+    t = dev::block_sum<2>(t, scratch);
+    t.v[1] *= invstd;
+    if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
+    row_sums.v[0] = k.w * t.v[0];
+    row_sums.v[1] = k.w * t.v[1];
+  } else {
+    // A warp per channel, lanes strided over its S elements of the staged row.
+    const T* xe = reinterpret_cast<const T*>(xs);
+    const T* de = reinterpret_cast<const T*>(dys);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    dev::Floats<2> warp_total{};
+    for (int j = warp; j < p.channels_per_row; j += warps) {
+      const Coef k = coef(c0 + j);
+      dev::Floats<2> t{};
+      for (int i = lane; i < p.s; i += 32) {
+        const unsigned o = static_cast<unsigned>(j) * p.s + i;
+        float a = 0.0f;
+        if constexpr (kSource == kFromMask) {
+          const int64_t at = first + o;
+          a = static_cast<float>((p.mask[at / 32] >> (at % 32)) & 1u);
+        } else if constexpr (kAux) {
+          a = dev::to_float(aux[o]);
+        }
+        const float xf = dev::to_float(xe[o]), xm = xf - mean;
+        const float du = du_of<kSource, kZ>(dev::to_float(de[o]), xf, a, mean, k.scale, k.bias);
+        t.v[0] += du;
+        t.v[1] = fmaf(du, xm, t.v[1]);
+      }
+      t = dev::group_sum<2>(t, 32);
+      t.v[1] *= invstd;
+      if (p.channel_sums && lane == 0) {
+        p.channel_sums[row * p.channels_per_row + j] = make_float2(t.v[0], t.v[1]);
+      }
+      warp_total.v[0] = fmaf(k.w, t.v[0], warp_total.v[0]);
+      warp_total.v[1] = fmaf(k.w, t.v[1], warp_total.v[1]);
+    }
+    // Every lane holds its warp's total: lane 0 alone enters the block's sum.
+    if (lane != 0) warp_total = dev::Floats<2>{};
+    row_sums = dev::block_sum<2>(warp_total, scratch);
+  }
+  const float c1 = invstd * row_sums.v[0] * p.inv_len;
+  const float c2 = invstd * invstd * row_sums.v[1] * p.inv_len;
+
+  T* dx = static_cast<T*>(p.dx);
+  T* dz = static_cast<T*>(p.dz);
+  const unsigned s = static_cast<unsigned>(p.s);
+  // dx = scale_c * du - c1 - (x - mean) * c2 per element, scale_c = invstd * w_c, with the
+  // coefficients of the row (instance norm), of each pack (group norm, S a multiple of the pack)
+  // or of each run of a channel's elements (else).
+  auto write_dx = [&](auto mode) {
+    constexpr int kMode = decltype(mode)::value;
+    const Coef row_coef = coef(c0);
+    PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
+      const Raw xv = xs[q], dv = dys[q];
+      const unsigned o = static_cast<unsigned>(q) * E;
+      float a[E];
+      load_aux(o, a);
+      Coef k = kMode == 0 ? row_coef : coef(c0 + walk.j);
+      unsigned run_j = walk.j, run_at = walk.at;  // per run: the channel and element of each
+      float r[E], du[E];
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        if constexpr (kMode == 2) {
+          if (run_at == s) {
+            run_at = 0;
+            k = coef(c0 + ++run_j);
+          }
+          ++run_at;
+        }
+        const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
+        du[e] = du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
+        r[e] = fmaf(k.scale, du[e], fmaf(xm, -c2, -c1));
+      }
+      if (dx != nullptr) store_elems<T, E, kAccess>(dx + first + o, r);
+      if (dz != nullptr) store_elems<T, E, kAccess>(dz + first + o, du);
+      if constexpr (kMode != 0) walk.next();
+    }
+  };
+  if (p.channels_per_row == 1) {
+    write_dx(std::integral_constant<int, 0>{});
+  } else if (s % E == 0) {
+    write_dx(std::integral_constant<int, 1>{});
+  } else {
+    write_dx(std::integral_constant<int, 2>{});
+  }
+}
+
+}  // namespace nk::cuda
