@@ -438,7 +438,6 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
                             const XhatStats& stats, const Launch& l) {
   const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance;
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const int source = act_source(a);
   ResidentBackwardParams p{};
@@ -453,22 +452,11 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   p.save_mean = a.save_mean;
   p.save_invstd = a.save_invstd;
   p.channel_sums = want_params ? static_cast<float2*>(l.workspace) : nullptr;
-  p.len = r.len;
-  p.s = static_cast<int>(s.s);
-  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
-  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
-  p.inv_len = 1.0f / static_cast<float>(r.len);
+  set_row_geometry(p, s, r);
   constexpr int E = 16 / sizeof(T);
   const bool vector = vector_access(a);
   auto go = [&](auto kernel) {
-    // Above 48 KiB a block's dynamic shared memory must be granted (see launch_resident).
-    const size_t bytes = kResidentBackwardScratchBytes + r.smem_bytes;
-    if (bytes > 48 * 1024) {
-      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(bytes)),
-                      "cudaFuncSetAttribute (resident rows backward)");
-    }
-    kernel<<<static_cast<unsigned>(r.rows), r.threads, bytes, stream>>>(p);
+    launch_rows(kernel, r, kResidentBackwardScratchBytes + r.smem_bytes, stream, p);
   };
   with_fusion(a, [&](auto src, auto residual) {
     constexpr int kSource = decltype(src)::value;

@@ -506,12 +506,8 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   p.save_mean = a.save_mean;
   p.save_invstd = a.save_invstd;
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
-  p.len = r.len;
-  p.s = static_cast<int>(s.s);
-  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
-  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  set_row_geometry(p, s, r);
   p.eps = static_cast<float>(a.params.eps);
-  p.inv_len = 1.0f / static_cast<float>(r.len);
   p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs

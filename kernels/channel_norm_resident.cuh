@@ -116,6 +116,20 @@ struct PackChannel {
       ++j;
     }
   }
+  // The channel of each element of the current pack in turn: step(refresh) before each element
+  // calls refresh(channel) where the element starts the row's next channel.
+  struct Elements {
+    unsigned j, at, s;
+    template <class Refresh>
+    __device__ __forceinline__ void step(Refresh&& refresh) {
+      if (at == s) {
+        at = 0;
+        refresh(++j);
+      }
+      ++at;
+    }
+  };
+  __device__ __forceinline__ Elements elements() const { return Elements{j, at, s}; }
 };
 
 // One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
@@ -196,16 +210,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
       float u[E];
       if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
       float2 k = kMode == 0 ? row_coef : coef(c0 + walk.j);
-      unsigned run_j = walk.j, run_at = walk.at;  // per run: the channel and element of each
+      auto run = walk.elements();
 #pragma unroll
       for (int e = 0; e < E; ++e) {
-        if constexpr (kMode == 2) {
-          if (run_at == s) {
-            run_at = 0;
-            k = coef(c0 + ++run_j);
-          }
-          ++run_at;
-        }
+        if constexpr (kMode == 2) run.step([&](unsigned j) { k = coef(c0 + j); });
         float t = fmaf(dev::to_float(v.v[e]) - shift, k.x, k.y);
         if constexpr (kResidual) t += u[e];
         u[e] = dev::activate<kAct>(t);
@@ -226,6 +234,32 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
   }
 }
 
+// The row geometry of both resident kernels' parameters: L, S, the channels of a row and the rows
+// of a sample (instance norm: 1 and C; group norm: C / G and G), and 1 / L.
+template <class Params>
+void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  p.len = r.len;
+  p.s = static_cast<int>(s.s);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.inv_len = 1.0f / static_cast<float>(r.len);
+}
+
+// Enqueues kernel(p), a block per row with `bytes` of dynamic shared memory. Above 48 KiB it must
+// be granted (every supported GPU allows kResidentMaxBytes and the scratch); the attribute is per
+// function and device, so it is set per launch. The caller checks cudaGetLastError.
+template <class Params>
+void launch_rows(void (*kernel)(Params), const ResidentPlan& plan, size_t bytes,
+                 cudaStream_t stream, const Params& p) {
+  if (bytes > 48 * 1024) {
+    dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes)),
+                    "cudaFuncSetAttribute (resident rows)");
+  }
+  kernel<<<static_cast<unsigned>(plan.rows), plan.threads, bytes, stream>>>(p);
+}
+
 // Enqueues the kernel of the fusion and pointers; the caller checks cudaGetLastError.
 template <class T>
 void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int activation,
@@ -233,16 +267,7 @@ void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int acti
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   auto go = [&](auto kernel) {
-    // Above 48 KiB a block's dynamic shared memory must be granted (every supported GPU allows
-    // kResidentMaxBytes and the scratch); the attribute is per function and device, so it is set
-    // per launch.
-    const size_t bytes = kResidentScratchBytes + plan.smem_bytes;
-    if (bytes > 48 * 1024) {
-      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(bytes)),
-                      "cudaFuncSetAttribute (resident rows)");
-    }
-    kernel<<<static_cast<unsigned>(plan.rows), plan.threads, bytes, stream>>>(p);
+    launch_rows(kernel, plan, kResidentScratchBytes + plan.smem_bytes, stream, p);
   };
   auto with_access = [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;

@@ -182,17 +182,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       float a[E];
       load_aux(o, a);
       Coef k = kMode == 0 ? row_coef : coef(c0 + walk.j);
-      unsigned run_j = walk.j, run_at = walk.at;  // per run: the channel and element of each
+      auto run = walk.elements();
       float r[E], du[E];
 #pragma unroll
       for (int e = 0; e < E; ++e) {
-        if constexpr (kMode == 2) {
-          if (run_at == s) {
-            run_at = 0;
-            k = coef(c0 + ++run_j);
-          }
-          ++run_at;
-        }
+        if constexpr (kMode == 2) run.step([&](unsigned j) { k = coef(c0 + j); });
         const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
         du[e] = du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
         r[e] = fmaf(k.scale, du[e], fmaf(xm, -c2, -c1));
