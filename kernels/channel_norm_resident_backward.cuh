@@ -38,7 +38,7 @@ struct ResidentBackwardParams {
   const float* bias;        // [C], nullable: SiLU's u
   const float* save_mean;   // [rows]
   const float* save_invstd;  // [rows]
-  float2* channel_sums;     // [rows * channels_per_row] = [N, C]: (sum du, sum du * x-hat), nullable
+  float2* channel_sums;     // [N, C]: (sum du, sum du * x-hat) of each (n, c); nullable
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
@@ -118,7 +118,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
-        const float du = du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
+        const float du =
+            du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
         t.v[0] += du;
         t.v[1] = fmaf(du, xm, t.v[1]);
       }

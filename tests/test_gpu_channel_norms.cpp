@@ -461,7 +461,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     }
     const char* grad_names[] = {"dx", "dweight", "dbias"};
     for (size_t i = 0; i < 3; ++i) {
-      EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": misaligned differs";
+      EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes())
+          << grad_names[i] << ": misaligned differs";
       EXPECT_EQ(grads[2][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": dx == dy differs";
     }
   }
