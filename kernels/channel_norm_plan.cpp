@@ -80,8 +80,9 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   r.rows = shape.num_stats();
   r.len = shape.count_per_stat();
   const int64_t bytes = r.len * elem_bytes;
-  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes * staged_tensors <= kResidentMaxBytes &&
-          r.rows >= kResidentMinRows && r.rows <= INT32_MAX;
+  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes &&
+          bytes * staged_tensors <= kResidentMaxBytes && r.rows >= kResidentMinRows &&
+          r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
