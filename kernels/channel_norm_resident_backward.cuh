@@ -142,7 +142,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
         const unsigned o = static_cast<unsigned>(j) * p.s + i;
         float a = 0.0f;
         if constexpr (kSource == kFromMask) {
-          a = static_cast<float>(dev::load_mask<1>(p.mask, first + o));
+          const int64_t at = first + o;
+          a = static_cast<float>((p.mask[at / 32] >> (at % 32)) & 1u);
         } else if constexpr (kAux) {
           a = dev::to_float(aux[o]);
         }
