@@ -14,10 +14,11 @@
 //   template <int E> uint32_t bits(int64_t i) const;  // kBits: the pack's E bits
 //   void once() const;                // run by one thread of the grid (a counter update)
 // Two walks, one per layout of the plan, and no integer division per element or per pack:
-//  - rows (NCHW with S > 1): a pack lies in one (n, c) row (the plan takes packs only when
-//    S % E == 0), so its coefficients are loaded once per pack; the row of a pack advances by a
-//    precomputed (rows, packs) step per grid stride, wrapping at C (coefficients per channel) or
-//    N*C (per sample);
+//  - rows (NCHW with S > 1): with S % E == 0 a pack lies in one (n, c) row, so its coefficients
+//    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
+//    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
+//    its own. The row of a pack advances by a precomputed (rows, offset) step per grid stride,
+//    wrapping at C (coefficients per channel) or N*C (per sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -81,15 +82,24 @@ struct SameCoef {
   __device__ const Coef& operator[](int) const { return k; }
 };
 
+// A pack that may span two rows: its first `split` elements take `lo`, the rest `hi`.
+template <class Coef>
+struct SplitCoef {
+  const Coef& lo;
+  const Coef& hi;
+  int split;  // in [1, E]
+  __device__ const Coef& operator[](int e) const { return e < split ? lo : hi; }
+};
+
 // Host-computed geometry of one launch.
 struct ApplyWalk {
   int64_t count;   // rows: packs in the tensor; channels: positions N*S
   int64_t stride;  // rows: packs per grid stride; channels: positions per grid stride
-  // rows layout
-  int64_t row_packs;   // packs per (n, c) row
+  // rows layout, in the walk's units: packs, or elements when packs cross rows
+  int64_t row_len;     // units per (n, c) row: S / E, or S
   int64_t units;       // coefficient units the row index wraps at: C, or N*C per sample
-  int64_t step_units;  // stride / row_packs, modulo units
-  int64_t step_packs;  // stride % row_packs
+  int64_t step_units;  // stride (in the walk's units) / row_len, modulo units
+  int64_t step_off;    // stride (in the walk's units) % row_len
   // channels layout
   int64_t channels;        // C
   int64_t channel_packs;   // C / E
@@ -99,26 +109,30 @@ struct ApplyWalk {
   int64_t step_n, step_s;  // stride as (samples, positions within a sample)
 };
 
-// out for every pack of a rows-layout tensor, a persistent grid-stride loop.
-template <class Op, int E>
+// out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
+// flat tensor with S % E != 0 (S >= E), so a pack may end in the next row; the walk then tracks
+// the element offset in the row instead of the pack's, and loads the next row's coefficients too.
+template <class Op, int E, bool kCross>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
+  constexpr int kUnit = kCross ? E : 1;  // walk units per pack
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (walked >= w.count) return;
-  int64_t pack = w.count - 1 - walked;     // from the end
-  const int64_t row = pack / w.row_packs;  // once per thread
-  int64_t off = pack - row * w.row_packs, unit = row % w.units;
+  int64_t pack = w.count - 1 - walked;          // from the end
+  const int64_t row = pack * kUnit / w.row_len;  // once per thread
+  int64_t off = pack * kUnit - row * w.row_len, unit = row % w.units;
   while (pack >= 0) {
-    int64_t at[kPacks], units[kPacks];
+    int64_t at[kPacks], units[kPacks], offs[kPacks];
     Raw raw[kPacks][Op::kInputs];
     uint32_t bits[kPacks] = {};
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pack;
       units[j] = unit;
+      offs[j] = off;
       if (pack >= 0) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
@@ -126,10 +140,10 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
         if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
       }
       pack -= w.stride;
-      off -= w.step_packs;
+      off -= w.step_off;
       unit -= w.step_units;
       if (off < 0) {
-        off += w.row_packs;
+        off += w.row_len;
         --unit;
       }
       if (unit < 0) unit += w.units;
@@ -138,7 +152,17 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
     for (int j = 0; j < kPacks; ++j) {
       if (at[j] < 0) break;
       const typename Op::Coef k = op.coef(units[j]);
-      apply_pack<Op, E>(op, raw[j], bits[j], SameCoef<typename Op::Coef>{k}, at[j] * E);
+      if constexpr (kCross) {
+        // Elements from `split` on lie in the next row (unit + 1, wrapping at the last).
+        const int64_t left = w.row_len - offs[j];
+        const int split = left < E ? static_cast<int>(left) : E;
+        const int64_t next = units[j] + 1 == w.units ? 0 : units[j] + 1;
+        const typename Op::Coef k_next = split < E ? op.coef(next) : k;
+        apply_pack<Op, E>(op, raw[j], bits[j], SplitCoef<typename Op::Coef>{k, k_next, split},
+                          at[j] * E);
+      } else {
+        apply_pack<Op, E>(op, raw[j], bits[j], SameCoef<typename Op::Coef>{k}, at[j] * E);
+      }
     }
   }
 }
@@ -210,22 +234,23 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Enqueues op over the plan's tensor with E-element packs (plan.pack_elems, or half a pack for
-// rows that allow only that: plan.row_load_elems); kPerSample: coefficients per (n, c), else per
-// c. The caller checks cudaGetLastError.
-template <class Op, int E, bool kPerSample>
+// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows);
+// kPerSample: coefficients per (n, c), else per c. The caller checks cudaGetLastError.
+template <class Op, int E, bool kPerSample, bool kCross = false>
 void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   ApplyWalk w{};
   if (plan.rows_layout) {
-    auto kernel = apply_rows<Op, E>;
-    w.row_packs = plan.s / E;
-    w.count = plan.n * plan.c * w.row_packs;
+    auto kernel = apply_rows<Op, E, kCross>;
+    const int64_t unit = kCross ? E : 1;  // walk units per pack
+    w.row_len = kCross ? plan.s : plan.s / E;
+    w.count = plan.n * plan.c * plan.s / E;
     w.units = kPerSample ? plan.n * plan.c : plan.c;
     const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
     const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
     const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
     w.stride = grid * kApplyBlock;
-    w.step_units = w.stride / w.row_packs % w.units;
-    w.step_packs = w.stride % w.row_packs;
+    w.step_units = w.stride * unit / w.row_len % w.units;
+    w.step_off = w.stride * unit % w.row_len;
     kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
     return;
   }
@@ -254,10 +279,11 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
   kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
 }
 
-// The elements of the widest packs the plan allows: 16 bytes, half a pack (rows that allow only
-// that), or single elements.
+// The elements of the widest packs the plan allows: 16 bytes (whole in a row, or crossing rows),
+// half a pack (rows that allow only that), or single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
+  if (plan.rows_layout && plan.packs_cross_rows) return e;
   if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
   return plan.pack_elems == 1 ? 1 : e;
 }
@@ -267,7 +293,9 @@ template <class Op, bool kPerSample>
 void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
-  if (e == kE / 2) {
+  if (plan.rows_layout && plan.packs_cross_rows) {
+    launch_apply_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+  } else if (e == kE / 2) {
     launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
   } else if (e == 1) {
     launch_apply_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);

@@ -111,6 +111,28 @@ __global__ void __launch_bounds__(kPartialBlock)
   }
 }
 
+// A row's end: the `count` (< E) elements from element i, as one masked tile of single loads.
+template <class Op, class T, int E, class Local>
+__device__ __forceinline__ void push_row_end(const Op& op, const Local& local,
+                                             typename Op::State& st, const T* x, const T* dy,
+                                             int64_t i, int64_t count) {
+  float xv[E], dv[E] = {}, av[E] = {};
+  bool use[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    use[e] = e < count;
+    xv[e] = use[e] ? dev::to_float(x[i + e]) : 0.0f;
+    if constexpr (Op::kReadsDy) dv[e] = use[e] ? dev::to_float(dy[i + e]) : 0.0f;
+    if constexpr (Op::kAux) {
+      float a1[1] = {0.0f};
+      if (use[e]) op.template load_aux<1>(i + e, a1);
+      av[e] = a1[0];
+    }
+  }
+  if constexpr (Op::kFold) local.fold(xv, dv, av);
+  local.push_some(st, xv, dv, use);
+}
+
 // Rows layout, short rows whose starts are not pack-aligned (S = 49, 77, ...; plan.short_rows):
 // a lane reduces whole rows, walking each one alone: its head up to a pack boundary and its tail
 // as masked tiles of single loads, whole packs between them (16-byte loads when the pointers
@@ -147,27 +169,7 @@ __global__ void __launch_bounds__(kPartialBlock)
         const int64_t lead = kAligned ? (E - base % E) % E : 0;
         const int64_t head = lead < plan.s ? lead : plan.s;
         const int64_t packs = (plan.s - head) / E;
-        // A row's end (fewer than E elements from `from`) as one masked tile.
-        auto end_of_row = [&](int64_t from, int64_t count) {
-          float xv[E], dv[E] = {}, av[E] = {};
-          bool use[E];
-#pragma unroll
-          for (int i = 0; i < E; ++i) {
-            use[i] = i < count;
-            xv[i] = use[i] ? dev::to_float(x[base + from + i]) : 0.0f;
-            if constexpr (Op::kReadsDy) {
-              dv[i] = use[i] ? dev::to_float(dy[base + from + i]) : 0.0f;
-            }
-            if constexpr (Op::kAux) {
-              float a1[1] = {0.0f};
-              if (use[i]) op.template load_aux<1>(base + from + i, a1);
-              av[i] = a1[0];
-            }
-          }
-          if constexpr (Op::kFold) local.fold(xv, dv, av);
-          local.push_some(st, xv, dv, use);
-        };
-        if (head > 0) end_of_row(0, head);
+        if (head > 0) push_row_end<Op, T, E>(op, local, st, x, dy, base, head);
         const T* xp = x + base + head;
         const T* dp = Op::kReadsDy ? dy + base + head : nullptr;
 #pragma unroll 1
@@ -193,11 +195,120 @@ __global__ void __launch_bounds__(kPartialBlock)
           local.push(st, xv, dv);
         }
         const int64_t tail = plan.s - head - packs * E;
-        if (tail > 0) end_of_row(head + packs * E, tail);
+        if (tail > 0) push_row_end<Op, T, E>(op, local, st, x, dy, base + head + packs * E, tail);
       }
     }
     if constexpr (!kLanePerItem) st = dev::warp_merge(st, t, 32, merge);
     if (item < items && t == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
+  }
+}
+
+// Rows layout, long rows that are not whole half packs (S > kShortRow: 1031, 3025, 5329;
+// plan.unaligned_rows) with 16-byte aligned pointers: a block per partial of a persistent
+// grid-stride loop. Its chunk meets rows in pieces (the part of one row inside the chunk), each
+// a head up to the first 16-byte boundary, whole packs, and a tail. The threads stride over the
+// chunk's whole packs piece after piece, a cursor carrying each thread from a piece to the next
+// (so no thread idles at a row's end and no pack straddles two rows), then take the pieces' ends
+// as masked tiles, a piece per thread. Where a piece's packs start depends on the element index
+// only (the pointers are 16-byte aligned), so the reduction tree is the shape's.
+template <class Op, class T, int E>
+__global__ void __launch_bounds__(kPartialBlock)
+    partials_unaligned_rows(Op op, const T* x, const T* dy, ChannelPlan plan,
+                            typename Op::State* out) {
+  using State = typename Op::State;
+  // Packs per tile, as partials_rows takes them.
+  constexpr int kTile = Op::kFold ? 1 : 2;
+  __shared__ State scratch[32];
+  auto merge = [&](State a, State b) { return op.merge(a, b); };
+  const int64_t seg_stride = plan.c * plan.s, span = plan.span();
+  const int64_t items = plan.partials();
+  struct Piece {
+    int64_t at;     // element index of the piece's first element
+    int64_t head;   // elements before the first 16-byte boundary (or the whole piece)
+    int64_t packs;  // whole packs after them
+    int64_t tail;   // elements after the packs
+  };
+  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+    const int64_t sc = item / plan.chunks, chunk = item % plan.chunks;  // sc = slot * C + c
+    const int64_t begin = chunk * plan.chunk_len;
+    const int64_t end = begin + plan.chunk_len < span ? begin + plan.chunk_len : span;
+    const int64_t r0 = begin / plan.s, r_end = (end - 1) / plan.s + 1;  // rows [r0, r_end)
+    const auto local = op.local(sc / plan.c, sc % plan.c);
+    // The piece of row r that starts at element `at` of the tensor (row r's start, or `begin`'s
+    // element for row r0) and holds `len` elements.
+    auto piece = [](int64_t at, int64_t len) {
+      int64_t head = -at & (E - 1);
+      if (head > len) head = len;
+      const int64_t packs = static_cast<uint64_t>(len - head) / E;
+      return Piece{at, head, packs, len - head - packs * E};
+    };
+    const int64_t first_at = sc * plan.s + r0 * seg_stride + (begin - r0 * plan.s);
+    const int64_t first_len = (end < (r0 + 1) * plan.s ? end : (r0 + 1) * plan.s) - begin;
+    State st = op.identity();
+    // The thread's cursor: pack k of row r's piece p (r == r_end: no packs left); row_at is row
+    // r's element 0 and left the chunk's elements from there on, so the next row's piece costs
+    // additions only.
+    int64_t r = r0, k = threadIdx.x;
+    int64_t row_at = sc * plan.s + r0 * seg_stride, left = end - r0 * plan.s;
+    Piece p = piece(first_at, first_len);
+    auto settle = [&] {
+      while (r < r_end && k >= p.packs) {
+        k -= p.packs;
+        if (++r < r_end) {
+          row_at += seg_stride;
+          left -= plan.s;
+          p = piece(row_at, left < plan.s ? left : plan.s);
+        }
+      }
+    };
+    settle();
+    for (;;) {
+      float xv[kTile * E], dv[kTile * E] = {}, av[kTile * E] = {};
+      int got = 0;
+#pragma unroll
+      for (int u = 0; u < kTile; ++u) {
+        if (r < r_end) {
+          const int64_t i = p.at + p.head + k * E;
+          float xp[E], dp[E] = {}, ap[E] = {};
+          dev::load_floats<T, E>(x + i, xp);
+          if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + i, dp);
+          if constexpr (Op::kAux) op.template load_aux<E>(i, ap);
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            xv[u * E + e] = xp[e];
+            dv[u * E + e] = dp[e];
+            av[u * E + e] = ap[e];
+          }
+          ++got;
+          k += kPartialBlock;
+          settle();
+        }
+      }
+      if (got == kTile) {
+        if constexpr (Op::kFold) local.fold(xv, dv, av);
+        local.push(st, xv, dv);
+        continue;
+      }
+      if (got > 0) {  // kTile == 2: the first pack alone
+        float xs[E], ds[E], as[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) xs[e] = xv[e], ds[e] = dv[e], as[e] = av[e];
+        if constexpr (Op::kFold) local.fold(xs, ds, as);
+        local.push(st, xs, ds);
+      }
+      break;
+    }
+    // The pieces' heads and tails.
+    for (int64_t q = r0 + threadIdx.x; q < r_end; q += kPartialBlock) {
+      const int64_t q_end = end - q * plan.s < plan.s ? end : (q + 1) * plan.s;  // in the slot
+      const Piece w = q == r0 ? piece(first_at, first_len)
+                              : piece(sc * plan.s + q * seg_stride, q_end - q * plan.s);
+      const int64_t tail_at = w.at + w.head + w.packs * E;
+      if (w.head > 0) push_row_end<Op, T, E>(op, local, st, x, dy, w.at, w.head);
+      if (w.tail > 0) push_row_end<Op, T, E>(op, local, st, x, dy, tail_at, w.tail);
+    }
+    st = dev::block_merge(st, scratch, op.identity(), merge);
+    if (threadIdx.x == 0) out[item] = st;  // item == partial_index(slot, c, chunk)
   }
 }
 
@@ -315,6 +426,9 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
             <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
       }
     }
+  } else if (plan.rows_layout && plan.unaligned_rows) {
+    const unsigned grid = blocks(plan.partials());
+    partials_unaligned_rows<Op, T, kE><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
   } else if (plan.rows_layout) {
     const int64_t items = plan.partials();
     const unsigned grid = plan.warp_per_chunk ? blocks((items + 7) / 8) : blocks(items);

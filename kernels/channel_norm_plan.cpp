@@ -32,9 +32,20 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   // the loads, not the chunks.
   p.short_rows = p.rows_layout && shape.s % (e / 2) != 0 && shape.s <= kShortRow;
   if (p.short_rows) p.row_load_elems = vector_access ? e : 1;
+  // Longer such rows keep the chunks below; with aligned pointers their partials load 16-byte
+  // packs between each row's ends.
+  p.unaligned_rows =
+      p.rows_layout && vector_access && shape.s % (e / 2) != 0 && shape.s > kShortRow;
+  if (p.unaligned_rows) p.row_load_elems = e;
+  // The elementwise passes need no pack to stay in a row: each element of one that spans two
+  // takes its own row's coefficients (S >= e, so a pack meets at most one row boundary).
+  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s >= e &&
+                       shape.numel() % e == 0;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.short_rows = false;
+    p.unaligned_rows = false;
+    p.packs_cross_rows = false;
     p.row_load_elems = p.pack_elems;
     p.chunks = 1;
     p.chunk_len = 1;

@@ -54,9 +54,16 @@ struct ChannelPlan {
   int pack_elems;      // 16 / sizeof(T) when pointers and sizes allow 16-byte access, else 1
   int row_load_elems;  // rows layout, the partial reduction's loads: pack_elems, or half of a
                        // 16-byte pack when S is a multiple of that only (S = 196 in 16 bits);
-                       // short rows: 16 / sizeof(T) when the pointers allow, else 1
+                       // short and unaligned rows: 16 / sizeof(T) (the pack between a row's
+                       // ends) when the pointers allow, else 1
   bool short_rows;     // rows layout, S <= kShortRow and not a multiple of half a pack (49, 77):
                        // a lane per row (partials_short_rows), chunks of whole rows
+  bool unaligned_rows;  // rows layout, S > kShortRow and not a multiple of half a pack (1031,
+                        // 3025), pointers 16-byte aligned: the partials walk each row's pieces
+                        // as head, whole packs and tail (partials_unaligned_rows)
+  bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
+                          // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
+                          // S >= pack, N*C*S % pack == 0), a pack spanning at most two rows
   int64_t slots;       // 1 (batch norm) or n
   int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into

@@ -166,8 +166,8 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     int pack, row_load;
   };
   for (const Want w :
-       {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{2001, 2, true, 1, 1},
-        Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{2001, 4, true, 1, 1},
+       {Want{196, 2, true, 1, 4}, Want{3136, 2, true, 8, 8}, Want{2001, 2, false, 1, 1},
+        Want{98, 4, true, 1, 2}, Want{196, 4, true, 4, 4}, Want{2001, 4, false, 1, 1},
         Want{196, 2, false, 1, 1}, Want{98, 4, false, 1, 1}}) {
     SCOPED_TRACE(testing::Message()
                  << "S=" << w.s << " elem=" << w.elem << " aligned=" << w.aligned);
@@ -178,6 +178,7 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     EXPECT_EQ(p.pack_elems, w.pack);
     EXPECT_EQ(p.row_load_elems, w.row_load);
     EXPECT_FALSE(p.short_rows) << "S > kShortRow, or a multiple of half a pack";
+    EXPECT_FALSE(p.unaligned_rows) << "a multiple of half a pack, or misaligned pointers";
     EXPECT_EQ(w.s % p.row_load_elems, 0) << "a load would straddle two rows";
     EXPECT_EQ(p.chunk_len % p.row_load_elems, 0) << "a load would straddle two chunks";
   }
@@ -187,6 +188,72 @@ TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
     EXPECT_FALSE(p.rows_layout);
     EXPECT_EQ(p.row_load_elems, p.pack_elems) << "C=" << c;
   }
+}
+
+// Long rows that are not a multiple of half a pack (S > kShortRow, odd): with 16-byte aligned
+// pointers the partials load whole packs between each row's ends (partials_unaligned_rows); the
+// chunks are those of any long row, whatever the pointers.
+TEST(ChannelPlan, LongUnalignedRowsLoadPacksBetweenTheirEnds) {
+  for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+    for (int64_t s : {1025, 1031, 2001, 3025, 22201}) {
+      for (int elem : {2, 4}) {
+        SCOPED_TRACE(testing::Message()
+                     << "kind " << static_cast<int>(kind) << " S=" << s << " elem " << elem);
+        const ChannelShape shape{kind,   64, 8, s, NK_NCHW, elem == 2 ? NK_BF16 : NK_F32,
+                                 kind == ChannelNorm::kGroup ? 2 : 1};
+        const ChannelPlan a = plan_channel_norm(shape, elem, true);
+        const ChannelPlan u = plan_channel_norm(shape, elem, false);
+        EXPECT_TRUE(a.unaligned_rows);
+        EXPECT_FALSE(u.unaligned_rows) << "misaligned pointers: single elements";
+        EXPECT_FALSE(a.short_rows);
+        EXPECT_EQ(a.row_load_elems, 16 / elem);
+        EXPECT_EQ(u.row_load_elems, 1);
+        EXPECT_EQ(a.chunks, u.chunks);
+        EXPECT_EQ(a.chunk_len, u.chunk_len);
+        EXPECT_FALSE(a.warp_per_chunk) << "a block walks the chunk's pieces";
+        EXPECT_GE(a.chunks * a.chunk_len, a.span());
+        EXPECT_LT((a.chunks - 1) * a.chunk_len, a.span()) << "an empty chunk";
+      }
+    }
+  }
+  const ChannelShape even{ChannelNorm::kBatch, 4, 8, 2004, NK_NCHW, NK_BF16, 1};
+  EXPECT_FALSE(plan_channel_norm(even, 2, true).unaligned_rows) << "half packs fit 2004";
+  const ChannelShape nhwc{ChannelNorm::kBatch, 4, 8, 2001, NK_NHWC, NK_BF16, 1};
+  EXPECT_FALSE(plan_channel_norm(nhwc, 2, true).unaligned_rows) << "channels layout";
+}
+
+// The elementwise passes of rows that are not whole 16-byte packs take packs of the flat tensor
+// anyway when every pointer allows: S at least a pack (a pack then meets at most one row
+// boundary) and the tensor whole packs (no tail). Never in the channels layout, never for rows
+// of whole packs (those keep a pack per row).
+TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
+  struct Want {
+    int64_t n, c, s;
+    int elem;
+    bool aligned, cross;
+  };
+  for (const Want w : {Want{4, 16, 49, 2, true, true}, Want{8, 3, 196, 2, true, true},
+                       Want{2, 24, 333, 2, true, true}, Want{2, 4, 3025, 4, true, true},
+                       Want{2, 3, 98, 4, true, true}, Want{4, 16, 49, 2, false, false},
+                       Want{3, 1, 77, 2, true, false}, Want{2, 3, 5, 4, true, false},
+                       Want{4, 16, 5, 2, true, false}, Want{4, 16, 64, 2, true, false},
+                       Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, false}}) {
+    SCOPED_TRACE(testing::Message() << "N=" << w.n << " C=" << w.c << " S=" << w.s
+                                    << " elem=" << w.elem << " aligned=" << w.aligned);
+    for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance}) {
+      const ChannelShape shape{kind, w.n, w.c, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+      const ChannelPlan p = plan_channel_norm(shape, w.elem, w.aligned);
+      EXPECT_EQ(p.packs_cross_rows, w.cross);
+      const int e = 16 / w.elem;
+      if (p.packs_cross_rows) {
+        EXPECT_NE(w.s % e, 0);
+        EXPECT_GE(w.s, e) << "a pack would meet two row boundaries";
+        EXPECT_EQ(shape.numel() % e, 0) << "a pack would run past the tensor";
+      }
+    }
+  }
+  const ChannelShape nhwc{ChannelNorm::kBatch, 4, 12, 49, NK_NHWC, NK_BF16, 1};
+  EXPECT_FALSE(plan_channel_norm(nhwc, 2, true).packs_cross_rows);
 }
 
 // Short unaligned rows (49, 77): a lane per row, chunks of whole rows; 16-byte loads between a

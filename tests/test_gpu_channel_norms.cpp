@@ -58,11 +58,13 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // Reduced: odd sizes, warps per chunk, rows and channels split into several chunks
           // (S > 4096 with few rows), S == 1, C == 1; batch norm's block chunks crossing rows of
           // 196 (16-bit types: 8-byte loads in the statistics pass), rows of 98 (fp32: 8-byte
-          // loads), C = 2048 with S == 1. The tests that take one shape take the last, so the
-          // last stays small (the simulated lane runs them over many steps).
-          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4},  {4, 16, 32, 4},
-                           {2, 4, 8200, 2}, {3, 40, 1, 8},   {8, 3, 196, 1},
-                           {2, 3, 98, 1},   {2, 2048, 1, 32}, {3, 1, 77, 1}}
+          // loads), C = 2048 with S == 1, long odd rows (S = 1031: 16-byte loads between each
+          // row's ends, batch norm's chunks starting inside rows). The tests that take one shape
+          // take the last, so the last stays small (the simulated lane runs them over many
+          // steps).
+          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4},   {4, 16, 32, 4}, {2, 4, 8200, 2},
+                           {3, 40, 1, 8},   {8, 3, 196, 1},   {2, 3, 98, 1},  {2, 2048, 1, 32},
+                           {8, 2, 1031, 2}, {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -101,6 +103,60 @@ std::vector<double> f64(const std::vector<float>& v) {
 
 class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> {
  protected:
+  // SameBitsOnAnyGrid for one shape.
+  void same_bits_on_any_grid(const ChannelCase& k) {
+    const Case c = GetParam();
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const bool running = c.family != Family::kGroup;
+    const Buffer x(c.dtype, rng_.normal(numel, 3.0, 2.0)), dy(c.dtype, rng_.normal(numel));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    const Buffer rm0(NK_F32, rng_.normal(k.c)), rv0(NK_F32, rng_.uniform(k.c, 0.5, 1.5));
+    nk_norm_params p = nk_norm_params_default();
+    std::vector<std::vector<Buffer>> runs;  // per context: each output
+    for (int sms : {0, 1, 3}) {
+      SCOPED_TRACE(testing::Message() << "SM limit " << sms);
+      nk_context ctx = sms == 0 ? gpu_ : context_with_sm_limit(sms);
+      ASSERT_NE(ctx, nullptr);
+      DeviceBuffer xd(x), dyd(dy), wd(w), bd(b), rm(rm0), rv(rv0), tracked(NK_F32, 2);
+      Buffer tracked_host(NK_F32, 2);
+      const int64_t three = 3;
+      std::memcpy(tracked_host.data(), &three, 8);
+      tracked.upload(tracked_host);
+      DeviceBuffer y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats);
+      DeviceBuffer dx(c.dtype, numel), dw(NK_F32, k.c), db(NK_F32, k.c);
+      const float* wp = c.affine ? wd.f32() : nullptr;
+      p.phase = NK_TRAINING;
+      EXPECT_EQ(channel_forward(ctx, k, c.dtype, p, xd.data(), wp, c.affine ? bd.f32() : nullptr,
+                                running ? rm.f32() : nullptr, running ? rv.f32() : nullptr,
+                                running ? reinterpret_cast<int64_t*>(tracked.data()) : nullptr,
+                                y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      EXPECT_EQ(channel_backward(ctx, k, c.dtype, p, xd.data(), dyd.data(), wp, nullptr, nullptr,
+                                 sm.f32(), si.f32(), dx.data(), dw.f32(), db.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      std::vector<Buffer> out;
+      for (const DeviceBuffer* d : {&y, &sm, &si, &rm, &rv, &dx, &dw, &db})
+        out.push_back(d->download());
+      runs.push_back(std::move(out));
+      if (ctx != gpu_) nk_context_destroy(ctx);
+    }
+    const char* names[] = {"y",           "save_mean", "save_invstd", "running_mean",
+                           "running_var", "dx",        "dweight",     "dbias"};
+    for (size_t r = 1; r < runs.size(); ++r) {
+      for (size_t i = 0; i < runs[0].size(); ++i) {
+        EXPECT_EQ(runs[r][i].bytes(), runs[0][i].bytes()) << names[i] << " differs on grid " << r;
+      }
+    }
+    // Every element was written: no poison (all bytes 0xFF: NaN) survives anywhere.
+    for (size_t i = 0; i < runs[0].size(); ++i) {
+      int64_t bad = 0;
+      for (double v : runs[0][i].values()) bad += std::isfinite(v) ? 0 : 1;
+      EXPECT_EQ(bad, 0) << names[i] << ": elements not finite";
+    }
+  }
+
   // One forward on both backends with the same inputs and initial running buffers; compares y,
   // the saved statistics, the running buffers and num_batches_tracked (batch and instance norm;
   // `with_running` false passes no running buffers, which only training allows). `steps` repeats
@@ -296,59 +352,18 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
 // The reduction tree depends on the shape only: the same inputs give the same bytes of every
 // output (y, the saved and running statistics, dx, dweight, dbias) whatever grid the context
 // sizes, here the whole device and grids sized for 1 and 3 SMs (NORMKIT_TEST_SM_LIMIT), where
-// the persistent loops take several turns. The shape is split into several chunks per statistic.
+// the persistent loops take several turns. The shapes are split into several chunks per
+// statistic; in NCHW also rows of 3025 (partials over each row's ends and the packs between them,
+// chunks starting inside rows; packs of y and dx crossing rows).
 TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
-  const ChannelCase k{c.family, 2, 4, 8200, c.layout, c.family == Family::kGroup ? 2 : 1};
-  const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
-  const bool running = c.family != Family::kGroup;
-  const Buffer x(c.dtype, rng_.normal(numel, 3.0, 2.0)), dy(c.dtype, rng_.normal(numel));
-  const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
-  const Buffer rm0(NK_F32, rng_.normal(k.c)), rv0(NK_F32, rng_.uniform(k.c, 0.5, 1.5));
-  nk_norm_params p = nk_norm_params_default();
-  std::vector<std::vector<Buffer>> runs;  // per context: each output
-  for (int sms : {0, 1, 3}) {
-    SCOPED_TRACE(testing::Message() << "SM limit " << sms);
-    nk_context ctx = sms == 0 ? gpu_ : context_with_sm_limit(sms);
-    ASSERT_NE(ctx, nullptr);
-    DeviceBuffer xd(x), dyd(dy), wd(w), bd(b), rm(rm0), rv(rv0), tracked(NK_F32, 2);
-    Buffer tracked_host(NK_F32, 2);
-    const int64_t three = 3;
-    std::memcpy(tracked_host.data(), &three, 8);
-    tracked.upload(tracked_host);
-    DeviceBuffer y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats);
-    DeviceBuffer dx(c.dtype, numel), dw(NK_F32, k.c), db(NK_F32, k.c);
-    const float* wp = c.affine ? wd.f32() : nullptr;
-    p.phase = NK_TRAINING;
-    EXPECT_EQ(channel_forward(ctx, k, c.dtype, p, xd.data(), wp, c.affine ? bd.f32() : nullptr,
-                              running ? rm.f32() : nullptr, running ? rv.f32() : nullptr,
-                              running ? reinterpret_cast<int64_t*>(tracked.data()) : nullptr,
-                              y.data(), sm.f32(), si.f32()),
-              NK_SUCCESS)
-        << nk_last_error();
-    EXPECT_EQ(channel_backward(ctx, k, c.dtype, p, xd.data(), dyd.data(), wp, nullptr, nullptr,
-                               sm.f32(), si.f32(), dx.data(), dw.f32(), db.f32()),
-              NK_SUCCESS)
-        << nk_last_error();
-    std::vector<Buffer> out;
-    for (const DeviceBuffer* d : {&y, &sm, &si, &rm, &rv, &dx, &dw, &db})
-      out.push_back(d->download());
-    runs.push_back(std::move(out));
-    if (ctx != gpu_) nk_context_destroy(ctx);
-  }
-  const char* names[] = {"y",           "save_mean", "save_invstd", "running_mean",
-                         "running_var", "dx",        "dweight",     "dbias"};
-  for (size_t r = 1; r < runs.size(); ++r) {
-    for (size_t i = 0; i < runs[0].size(); ++i) {
-      EXPECT_EQ(runs[r][i].bytes(), runs[0][i].bytes()) << names[i] << " differs on grid " << r;
-    }
-  }
-  // Every element was written: no poison (all bytes 0xFF: NaN) survives anywhere.
-  for (size_t i = 0; i < runs[0].size(); ++i) {
-    int64_t bad = 0;
-    for (double v : runs[0][i].values()) bad += std::isfinite(v) ? 0 : 1;
-    EXPECT_EQ(bad, 0) << names[i] << ": elements not finite";
+  const int64_t group = c.family == Family::kGroup ? 2 : 1;
+  std::vector<ChannelCase> list{{c.family, 2, 4, 8200, c.layout, group}};
+  if (c.layout == NK_NCHW) list.push_back({c.family, 8, 2, 3025, c.layout, group});
+  for (const ChannelCase& k : list) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    same_bits_on_any_grid(k);
   }
 }
 
@@ -357,7 +372,8 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
 // the shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or
 // 514 fp32 packs, several tiles) and N = 1; C not a multiple of the pack (C = 20 in bf16: the
 // scalar channel walk) with NCHW packs of S = 40; S = 3 (NCHW scalar rows); C = 2 over 1000
-// positions per sample (few lanes, many positions per thread). Training and inference, forward
+// positions per sample (few lanes, many positions per thread); S = 147 (NCHW packs crossing rows,
+// the tracker stepping by elements). Training and inference, forward
 // and backward. bf16 and fp32 (8- and 4-element packs) with weight and bias: the walk does not
 // depend on the dtype otherwise, and the *MatchesCpu tests cover the rest.
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
@@ -376,7 +392,7 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
-  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4}, {4, 2, 1000, 1}};
+  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4}, {4, 2, 1000, 1}, {4, 24, 147, 4}};
   for (const auto& s : list) {
     const ChannelCase k{c.family, s[0],     s[1],
                         s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
