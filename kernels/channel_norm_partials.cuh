@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kPartialBlock)
 // as masked tiles, a piece per thread. Where a piece's packs start depends on the element index
 // only (the pointers are 16-byte aligned), so the reduction tree is the shape's.
 template <class Op, class T, int E>
-__global__ void __launch_bounds__(kPartialBlock)
+__global__ void __launch_bounds__(kPartialBlock, 2)
     partials_unaligned_rows(Op op, const T* x, const T* dy, ChannelPlan plan,
                             typename Op::State* out) {
   using State = typename Op::State;
@@ -245,19 +245,22 @@ __global__ void __launch_bounds__(kPartialBlock)
     const int64_t first_at = sc * plan.s + r0 * seg_stride + (begin - r0 * plan.s);
     const int64_t first_len = (end < (r0 + 1) * plan.s ? end : (r0 + 1) * plan.s) - begin;
     State st = op.identity();
-    // The thread's cursor: pack k of row r's piece p (r == r_end: no packs left); row_at is row
-    // r's element 0 and left the chunk's elements from there on, so the next row's piece costs
-    // additions only.
+    // The thread's cursor: pack k of row r's piece, whose `packs` whole packs start at element
+    // packs_at (r == r_end: no packs left); row_at is row r's element 0 and left the chunk's
+    // elements from there on, so the next row's piece costs additions only.
     int64_t r = r0, k = threadIdx.x;
     int64_t row_at = sc * plan.s + r0 * seg_stride, left = end - r0 * plan.s;
-    Piece p = piece(first_at, first_len);
+    const Piece p0 = piece(first_at, first_len);
+    int64_t packs_at = p0.at + p0.head, packs = p0.packs;
     auto settle = [&] {
-      while (r < r_end && k >= p.packs) {
-        k -= p.packs;
+      while (r < r_end && k >= packs) {
+        k -= packs;
         if (++r < r_end) {
           row_at += seg_stride;
           left -= plan.s;
-          p = piece(row_at, left < plan.s ? left : plan.s);
+          const Piece p = piece(row_at, left < plan.s ? left : plan.s);
+          packs_at = p.at + p.head;
+          packs = p.packs;
         }
       }
     };
@@ -268,7 +271,7 @@ __global__ void __launch_bounds__(kPartialBlock)
 #pragma unroll
       for (int u = 0; u < kTile; ++u) {
         if (r < r_end) {
-          const int64_t i = p.at + p.head + k * E;
+          const int64_t i = packs_at + k * E;
           float xp[E], dp[E] = {}, ap[E] = {};
           dev::load_floats<T, E>(x + i, xp);
           if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + i, dp);
