@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Report of a simulated-GPU lane run (scripts/sim_check.sh): log.txt and summary.md.
+"""Report of a simulated-GPU lane run (scripts/sim_check.sh): log.txt, summary.md and kernels.md
+(every kernel the tests launched, with its launches and simulated thread instructions, so that a
+run shows which kernel instances it executed).
 
 Each batch folder holds the list of tests it was given, the test binary's output (GoogleTest lines
 mixed with the simulator's own messages) and its exit status. A test's result comes from its
@@ -171,6 +173,13 @@ def main():
             for k, v in cost.most_common(10):
                 name = readable[k] if len(readable[k]) <= 140 else readable[k][:137] + "..."
                 s.write(f"| {100 * v / total_cost:.1f} % | {v:.3g} | {launches[k]} | `{name}` |\n")
+        if cost:
+            with open(os.path.join(a.out, "kernels.md"), "w") as k_out:
+                k_out.write(f"# Kernels launched by the lane at {a.commit}\n\n"
+                            "| kernel | launches | thread instructions |\n|---|---|---|\n")
+                for k in sorted(cost, key=lambda k: readable[k]):
+                    name = re.sub(r"^void |\(.*\)$", "", readable[k])  # the arguments go
+                    k_out.write(f"| `{name}` | {launches[k]} | {cost[k]:.3g} |\n")
         bad = [t for t in order if results[t][0] in ("FAILED", "NOT FINISHED")]
         if bad:
             s.write("\nFailed or not finished (messages in log.txt):\n\n")

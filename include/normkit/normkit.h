@@ -245,8 +245,10 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
 
 /* Bytes of workspace nk_batch_norm_forward needs for this shape and phase (written to *bytes).
  * CUDA: 0 in inference; in training at most 2060 * C + 1024 bytes whatever N and S are (up to 128
- * partial statistics of 16 bytes per channel, and three per-channel coefficient arrays). The size, like every
- * result bit, depends on the shape and dtype only, never on the device or its SM count. */
+ * partial statistics of 16 bytes per channel, and three per-channel coefficient arrays). The size
+ * depends on the shape and dtype only, never on the device or its SM count; so does every result
+ * bit, given whether every pointer allows 16-byte access (which decides the loads, and so the
+ * order of some sums). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
