@@ -4,7 +4,7 @@
 # (every kernel x dtype x layout x phase against the CPU backend), not speed, races or CUDA graphs.
 #
 #   scripts/sim_check.sh [--jobs N] [--batch N] [--timeout S] [--filter PATTERN] [--shard I/N]
-#                        [--out DIR]
+#                        [--set reduced|full] [--out DIR]
 #
 #   --jobs     processes at once (default: the number of cores)
 #   --batch    tests per process (default 20): the simulator parses the library's PTX once per
@@ -14,7 +14,9 @@
 #   --filter   GoogleTest filter of the tests to run (default: every GPU test)
 #   --shard    I/N: only every N-th test of the filter's list, starting with the I-th (1 <= I <= N),
 #              so that a set too long for one sitting runs as N lanes of about equal length
-#   --out      folder for log.txt and summary.md (default bench/results/<date>-sim)
+#   --set      the tests' shape set (NORMKIT_GPU_TESTS; default reduced): full runs every shape and
+#              path a test has, for a narrow filter (a whole lane in the full set takes hours)
+#   --out      folder for log.txt, summary.md and kernels.md (default bench/results/<date>-sim)
 # NORMKIT_SIM_KEEP=1 keeps the raw output of every process (its folder is printed).
 #
 # It first runs tests/sim/simulator_probes.cu under the simulator and stops (status 4) if a probe
@@ -31,7 +33,7 @@
 #                      PTX (the CUDA 13 toolkit here has none: PyPI's nvidia-cuda-cuobjdump does)
 # normkit is built in build-sim/ with the CUDA runtime shared (the simulator is that runtime) and
 # PTX only for sm_80 (NORMKIT_CUDA_RUNTIME=Shared, CMAKE_CUDA_ARCHITECTURES=80-virtual), and the
-# tests run with NORMKIT_GPU_TESTS=reduced.
+# tests run with NORMKIT_GPU_TESTS=reduced (or full, --set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +42,7 @@ batch=20
 batch_timeout=1200
 filter='*Gpu*:*CudaBackend*'
 shard=1/1
+test_set=reduced
 out="bench/results/$(date -u +%Y-%m-%d)-sim"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,11 +51,16 @@ while [ $# -gt 0 ]; do
     --timeout) batch_timeout=$2; shift 2 ;;
     --filter) filter=$2; shift 2 ;;
     --shard) shard=$2; shift 2 ;;
+    --set) test_set=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "sim_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+case "$test_set" in
+  reduced|full) ;;
+  *) echo "sim_check.sh: --set takes reduced or full, not '$test_set'" >&2; exit 2 ;;
+esac
 for v in "$jobs" "$batch" "$batch_timeout"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "sim_check.sh: '$v' is not a positive integer" >&2; exit 2; }
 done
@@ -123,7 +131,7 @@ export LD_LIBRARY_PATH="$work/bin:$sim_lib:${LD_LIBRARY_PATH:-}"
 export CUDA_INSTALL_PATH
 export CUOBJDUMP_SIM_FILE=jj PTX_SIM_USE_PTX_FILE=1.ptx PTX_SIM_KERNELFILE=_1.ptx
 export PYTORCH_BIN=$library  # the simulator reads its PTX from the library, not the test binary
-export NORMKIT_GPU_TESTS=reduced
+export NORMKIT_GPU_TESTS=$test_set
 export work config tests_bin batch_timeout
 
 run_batch() {
@@ -175,4 +183,5 @@ fi
 python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
   --commit "$commit" \
   --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
-  --filter "$filter$([ "$shard" = 1/1 ] || echo " (shard $shard)")" --probes "$work/probes.txt"
+  --filter "$filter$([ "$shard" = 1/1 ] || echo " (shard $shard)")" --set "$test_set" \
+  --probes "$work/probes.txt"

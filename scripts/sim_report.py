@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--commit", required=True)
     ap.add_argument("--simulator", required=True)
     ap.add_argument("--filter", required=True)
+    ap.add_argument("--set", default="reduced", help="NORMKIT_GPU_TESTS of the run")
     ap.add_argument("--probes", help="the simulator probes' result lines")
     a = ap.parse_args()
 
@@ -143,7 +144,7 @@ def main():
     with open(os.path.join(a.out, "summary.md"), "w") as s:
         s.write("# Simulated-GPU lane\n\n")
         s.write(f"- date: {date}\n- commit: {a.commit}\n- simulator: {a.simulator}\n")
-        s.write(f"- tests: `{a.filter}`, NORMKIT_GPU_TESTS=reduced\n")
+        s.write(f"- tests: `{a.filter}`, NORMKIT_GPU_TESTS={a.set}\n")
         s.write(f"- wall time: {a.wall} s ({a.wall / 60:.1f} min)\n\n")
         if a.probes and os.path.exists(a.probes):
             s.write("Simulator probes (tests/sim/simulator_probes.cu), run first:\n\n")
