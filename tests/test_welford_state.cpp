@@ -97,7 +97,10 @@ void expect_tiles_match(const std::vector<double>& v) {
   }
   EXPECT_EQ(total.count, static_cast<int64_t>(v.size())) << K;
   EXPECT_NEAR(total.mean, e.mean, 1e-5 * std::abs(e.mean)) << K;
-  EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 1e-3 * e.var) << K;
+  // The variance within 5e-3: pure pushes (K = 1) drift most; over 20000 random sets of this
+  // kind their relative error had median 1.3e-4, 99.9th percentile 1.3e-3 and maximum 1.8e-3, so
+  // 1e-3 failed about one run in 200. A sum of squares is off by more than 50 % here.
+  EXPECT_NEAR(nk::dev::welford_biased_var(total), e.var, 5e-3 * e.var) << K;
 }
 
 TEST(WelfordState, TilesOfValuesMatchTwoPassStatistics) {
