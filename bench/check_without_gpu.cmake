@@ -40,7 +40,7 @@ set(expected_counts
   "/bn_relu/infer_fwd/=6"      # batch norm + ReLU in inference, at every batch-norm shape
   "/bn_add_relu/=12"           # the residual block's norm: training forward and backward
   "/gn_silu/=8"                # 4 U-Net shapes, forward and backward
-  "^instance_norm/=72"         # 3 C x 2 HW x 2 layouts x 2 dtypes x 3 phases
+  "^instance_norm/=108"        # 3 C x 3 HW x 2 layouts x 2 dtypes x 3 phases
   "^group_norm/=192"           # 2 N x 3 C x 4 HW x 2 layouts x 2 dtypes x 2 directions
   "^small/=50"                 # 2 ops x 2 D x 4 M x 2 directions + 3 N x 2 layouts x 3 phases
   "^check/=40")                # the GPU check's subset: 14 row, 22 channel, 4 launch-bound

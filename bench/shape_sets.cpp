@@ -205,7 +205,7 @@ void add_fused_channels(std::vector<Case>& out) {
 // without running statistics (PyTorch's InstanceNorm2d default); inference with them.
 void add_instance_norm(std::vector<Case>& out) {
   for (int64_t channels : {64, 128, 256}) {
-    for (int64_t hw : {256, 128}) {
+    for (int64_t hw : {256, 128, 75}) {  // 75 x 75: odd rows, read between their unaligned ends
       for (nk_layout layout : kLayouts) {
         for (nk_dtype dtype : {NK_BF16, NK_F32}) {
           for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {

@@ -118,7 +118,7 @@ Sets (--list prints every case name)
                  NCHW bf16, NCHW f32 once); group norm + SiLU (fwd, bwd) at N2 C320 64,
                  N8 C640 32, N8 C1280 16 (NHWC bf16) and N8 C640 32 (NCHW f16): normkit_bench's
                  fused_channels set, 38 cases.
-  instance_norm  N 8; C 64, 128, 256; side 256, 128; NCHW, NHWC; bf16, f16, f32.
+  instance_norm  N 8; C 64, 128, 256; side 256, 128, 75; NCHW, NHWC; bf16, f16, f32.
   group_norm     N 2, 8; C 320, 640, 1280; side 64, 32, 16, 8; G 32; NCHW, NHWC; bf16, f16, f32.
   small          microseconds per call: layer and RMS norm, M 1, 4, 16, 64 and D 1024, 4096 (row
                  dtypes as in rows); batch norm N 1, 2, 8, C 256, side 14, both layouts, 3 dtypes.
@@ -323,7 +323,7 @@ def all_cases(sets):
     if "instance_norm" in sets:
         out += channel_cases("instance_norm", "instance",
                              [(("N", 8), ("C", c), ("HW", hw)) for c in (64, 128, 256)
-                              for hw in (256, 128)])
+                              for hw in (256, 128, 75)])
     if "group_norm" in sets:
         out += channel_cases("group_norm", "group",
                              [(("N", n), ("C", c), ("HW", hw), ("G", 32)) for n in (2, 8)
