@@ -22,7 +22,9 @@
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
-//    stay in registers, reloaded only when the sample changes (per-sample coefficients).
+//    stay in registers, reloaded only when the sample changes (per-sample coefficients). Where C
+//    is not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
+//    positions) and a pack's element e has channel (c0 + e) % C, the same in every row.
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -38,6 +40,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "channel_norm_plan.hpp"
 #include "common/check.cuh"
@@ -101,12 +104,13 @@ struct ApplyWalk {
   int64_t step_units;  // stride (in the walk's units) / row_len, modulo units
   int64_t step_off;    // stride (in the walk's units) % row_len
   // channels layout
-  int64_t channels;        // C
-  int64_t channel_packs;   // C / E
+  int64_t channels;        // elements per walked row: C, or the period L
+  int64_t coef_channels;   // C
+  int64_t channel_packs;   // channels / E
   int64_t tiles;           // blocks side by side across the channel packs
   int lanes;               // threads across channel packs in a block
-  int64_t s;               // S
-  int64_t step_n, step_s;  // stride as (samples, positions within a sample)
+  int64_t s;               // walked rows per sample: S, or S * C / L
+  int64_t step_n, step_s;  // stride as (samples, walked rows within a sample)
 };
 
 // out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
@@ -168,8 +172,8 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
 }
 
 // out for every pack of a channels-layout tensor: a fixed channel pack per thread, positions in a
-// grid-stride loop.
-template <class Op, int E, bool kPerSample>
+// grid-stride loop. kPeriod: rows of the period L, whose packs keep their channels (C % E != 0).
+template <class Op, int E, bool kPerSample, bool kPeriod>
 __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
@@ -179,6 +183,9 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   const int64_t channel_pack = int64_t{blockIdx.x} % w.tiles * w.lanes + lane;
   if (channel_pack >= w.channel_packs) return;
   const int64_t c0 = channel_pack * E;
+  // The channel of the pack's first element (with kPeriod C <= 256 * E: an int saves registers).
+  using Channel = std::conditional_t<kPeriod, int, int64_t>;
+  const Channel c_first = static_cast<Channel>(kPeriod ? c0 % w.coef_channels : c0);
   const int64_t rows_per_block = blockDim.x / w.lanes;
   const int64_t walked = int64_t{blockIdx.x} / w.tiles * rows_per_block + threadIdx.x / w.lanes;
   int64_t pos = w.count - 1 - walked;  // from the end; negative: nothing to do
@@ -214,8 +221,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
       if (at[j] < 0) break;
       if (sample[j] != held) {
         held = sample[j];
+        Channel ch = c_first;
 #pragma unroll
-        for (int e = 0; e < E; ++e) k[e] = op.coef(held * w.channels + c0 + e);
+        for (int e = 0; e < E; ++e) {
+          k[e] = op.coef(held * w.coef_channels + ch);
+          ch = kPeriod && ch + 1 == w.coef_channels ? 0 : ch + 1;  // periods wrap at C
+        }
       }
       apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.channels + c0);
     }
@@ -234,9 +245,10 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Enqueues op over the plan's tensor with E-element packs (plan.pack_elems, or half a pack for
-// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows);
-// kPerSample: coefficients per (n, c), else per c. The caller checks cudaGetLastError.
-template <class Op, int E, bool kPerSample, bool kCross = false>
+// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows; kPeriod:
+// 16-byte packs over rows of plan.period); kPerSample: coefficients per (n, c), else per c. The
+// caller checks cudaGetLastError.
+template <class Op, int E, bool kPerSample, bool kCross = false, bool kPeriod = false>
 void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   ApplyWalk w{};
   if (plan.rows_layout) {
@@ -254,10 +266,12 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
     kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
     return;
   }
-  w.channels = plan.c;
-  w.channel_packs = plan.c / E;
-  w.s = plan.s;
-  w.count = plan.n * plan.s;
+  const int64_t per = kPeriod ? plan.period / plan.c : 1;  // positions per walked row
+  w.channels = kPeriod ? plan.period : plan.c;
+  w.coef_channels = plan.c;
+  w.channel_packs = w.channels / E;
+  w.count = plan.n * plan.s / per;  // whole periods: plan.period divides every slot
+  w.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
   int64_t rows_per_block = 1;
   if (w.channel_packs <= kApplyBlock) {
     w.tiles = 1;
@@ -268,7 +282,7 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
     w.lanes = static_cast<int>(ceil_div64(ceil_div64(w.channel_packs, w.tiles), 32) * 32);
   }
   const int threads = static_cast<int>(w.lanes * rows_per_block);
-  auto kernel = apply_channels<Op, E, kPerSample>;
+  auto kernel = apply_channels<Op, E, kPerSample, kPeriod>;
   const int64_t wanted = ceil_div64(w.count, rows_per_block * kApplyPacks<Op>);
   int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.tiles;
   if (row_blocks > wanted) row_blocks = wanted;
@@ -279,11 +293,12 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
   kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
 }
 
-// The elements of the widest packs the plan allows: 16 bytes (whole in a row, or crossing rows),
-// half a pack (rows that allow only that), or single elements.
+// The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
+// over periods of channels), half a pack (rows that allow only that), or single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;
+  if (!plan.rows_layout && plan.period > 0) return e;
   if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
   return plan.pack_elems == 1 ? 1 : e;
 }
@@ -295,6 +310,8 @@ void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cud
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
   if (plan.rows_layout && plan.packs_cross_rows) {
     launch_apply_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+  } else if (!plan.rows_layout && plan.period > 0) {
+    launch_apply_walk<Op, kE, kPerSample, false, true>(op, plan, sm_count, stream);
   } else if (e == kE / 2) {
     launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
   } else if (e == 1) {

@@ -320,34 +320,45 @@ __global__ void __launch_bounds__(kPartialBlock, 2)
 // 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
 // ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
 // n's slot); the rows are then merged as a fixed-order tree in shared memory.
-template <class Op, class T, int E>
+// kPeriod (plan.period = L, C % E != 0): the same walk over rows of L elements (L / C positions
+// each, one block wide), where element i of a row is channel i % C; the row's L / C states of a
+// channel are then merged in index order, so the partials are per channel as without it.
+template <class Op, class T, int E, bool kPeriod>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
-  constexpr int kTile = 4;  // positions per tile
+  constexpr int kTile = 4;  // positions (kPeriod: rows of L) per tile
   __shared__ State staged[kPartialBlock][E];
   const int lanes = plan.lanes, rows = plan.block_rows();
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
-  const bool valid = pack * E < plan.c && ty < rows;
+  const int64_t width = kPeriod ? plan.period : plan.c;    // elements per walked row
+  const int64_t per = kPeriod ? plan.period / plan.c : 1;  // positions per walked row
+  const bool valid = pack * E < width && ty < rows;
+  const int64_t c_first = kPeriod ? pack * E % plan.c : pack * E;  // of its first element
   // The tree's first step folds rows [top, rows) onto [0, rows - top); then it halves.
   int top = 1;
   while (top * 2 < rows) top *= 2;
-  const int64_t items = plan.slots * plan.chunks, span = plan.span();
+  const int64_t items = plan.slots * plan.chunks, span = plan.span() / per;
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
     const int64_t slot = item / plan.chunks, chunk = item % plan.chunks;
-    const int64_t p_begin = chunk * plan.chunk_len;
-    const int64_t p_end = p_begin + plan.chunk_len < span ? p_begin + plan.chunk_len : span;
+    const int64_t p_begin = chunk * (plan.chunk_len / per);
+    const int64_t p_end =
+        p_begin + plan.chunk_len / per < span ? p_begin + plan.chunk_len / per : span;
     State st[E];
 #pragma unroll
     for (int i = 0; i < E; ++i) st[i] = op.identity();
     if (valid) {
       decltype(op.local(0, 0)) local[E];
+      int64_t ch = c_first;
 #pragma unroll
-      for (int i = 0; i < E; ++i) local[i] = op.local(slot, pack * E + i);
+      for (int i = 0; i < E; ++i) {
+        local[i] = op.local(slot, ch);
+        ch = kPeriod && ch + 1 == plan.c ? 0 : ch + 1;  // periods wrap at C
+      }
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
-        const int64_t at = (slot * span + pos) * plan.c + pack * E;
+        const int64_t at = (slot * span + pos) * width + pack * E;
         dev::load_floats<T, E>(x + at, xv);
         if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + at, dv);
         if constexpr (Op::kAux) op.template load_aux<E>(at, av);
@@ -391,7 +402,16 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
       __syncthreads();
     }
-    if (ty == 0 && valid) {
+    if constexpr (kPeriod) {
+      // Row 0 holds the block's states of the L elements of a row, element j at
+      // staged[j / E][j % E]: channel c's are c, c + C, ..., merged in that order.
+      for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
+        State merged = staged[c / E][c % E];
+        for (int64_t j = c + plan.c; j < width; j += plan.c)
+          merged = op.merge(merged, staged[j / E][j % E]);
+        out[item * plan.c + c] = merged;  // partial_index
+      }
+    } else if (ty == 0 && valid) {
 #pragma unroll
       for (int i = 0; i < E; ++i)
         out[item * plan.c + pack * E + i] = staged[tx][i];  // partial_index
@@ -455,14 +475,17 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
       partials_rows<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   } else {
-    const int64_t tiles = (plan.c / plan.pack_elems + plan.lanes - 1) / plan.lanes;
+    const int64_t tiles =
+        plan.period > 0 ? 1 : (plan.c / plan.pack_elems + plan.lanes - 1) / plan.lanes;
     const int64_t items = plan.slots * plan.chunks;
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
-    if (plan.pack_elems == 1) {
-      partials_channels<Op, T, 1><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    if (plan.period > 0) {
+      partials_channels<Op, T, kE, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    } else if (plan.pack_elems == 1) {
+      partials_channels<Op, T, 1, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     } else {
-      partials_channels<Op, T, kE><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      partials_channels<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   }
 }

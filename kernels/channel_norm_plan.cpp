@@ -5,6 +5,7 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
+int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
 }  // namespace
 
@@ -78,8 +79,20 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
     p.chunks = min3(wanted, ceil_div(span, kMinChannelChunk), kMaxChunks);
     if (p.chunks < 1) p.chunks = 1;
+    // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
+    // that aligned pointers can take 16-byte packs whose channels repeat from period to period.
+    const int64_t period = shape.c / gcd(shape.c, e) * e;
+    const int64_t per = period / shape.c;  // positions per period
+    const bool periodic = shape.c % e != 0 && period / e <= kPartialBlock && span % per == 0;
     p.chunk_len = ceil_div(span, p.chunks);
+    if (periodic) p.chunk_len = ceil_div(p.chunk_len, per) * per;
     p.chunks = ceil_div(span, p.chunk_len);
+    if (periodic && vector_access) {
+      p.period = period;
+      p.pack_elems = e;
+      p.row_load_elems = e;
+      p.lanes = static_cast<int>(period / e);  // the whole period in one block
+    }
   }
   return p;
 }

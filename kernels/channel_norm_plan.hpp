@@ -20,7 +20,11 @@
 //  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
 //    cover consecutive channel packs (up to 32; as many as there are packs when C is small) and
 //    the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
-//    otherwise) in `block_rows` rows; a chunk is a range of positions.
+//    otherwise) in `block_rows` rows; a chunk is a range of positions. Where C is not a multiple
+//    of the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
+//    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as
+//    rows of L elements (`period`), a lane keeps one pack of that row, and the block merges the
+//    L / C states of each channel in a fixed order before writing its partial.
 #pragma once
 
 #include <cstddef>
@@ -47,7 +51,8 @@ constexpr int64_t kShortRow = 1024;        // rows up to this long, unaligned: a
 struct ChannelPlan {
   bool rows_layout;     // see above
   bool warp_per_chunk;  // rows layout: a warp per chunk (else a block)
-  int lanes;            // channels layout: threads across channel packs, min(packs, 32)
+  int lanes;            // channels layout: threads across channel packs, min(packs, 32), or
+                        // the period's packs (period / pack_elems, up to kPartialBlock)
   NK_PLAN_HD int block_rows() const {
     return kPartialBlock / lanes;
   }                    // channels layout: rows down s
@@ -64,10 +69,16 @@ struct ChannelPlan {
   bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
                           // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
                           // S >= pack, N*C*S % pack == 0), a pack spanning at most two rows
+  int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned: L, the
+                       // elements after which a pack's channels repeat (a multiple of C and of
+                       // the pack, at most kPartialBlock packs), where each slot and chunk is
+                       // whole rows of L; else 0
   int64_t slots;       // 1 (batch norm) or n
   int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into
   int64_t chunk_len;   // elements (rows layout: a multiple of 8) or positions per piece
+                       // (channels layout with C % pack != 0: a multiple of L / C where the
+                       // span is, whatever the pointers)
   int64_t n, c, s;
 
   NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)

@@ -37,7 +37,10 @@ TEST(ChannelPlan, CoversEveryShape) {
                              {2, 320, 4096},
                              {256, 2048, 49},
                              {1, 8, 1 << 20},
-                             {4096, 3, 1}}) {
+                             {4096, 3, 1},
+                             {8, 20, 196},
+                             {2, 255, 64},
+                             {2, 1001, 64}}) {
         for (int elem : {2, 4}) {
           for (bool vector : {true, false}) {
             const ChannelShape shape = shape_of(kind, n, c, s, layout, elem);
@@ -50,7 +53,18 @@ TEST(ChannelPlan, CoversEveryShape) {
             EXPECT_EQ(p.slots, batch ? 1 : n);
             EXPECT_EQ(p.seg_count, batch ? n : 1);
             EXPECT_EQ(p.span(), batch ? n * s : s);
-            if (!p.rows_layout) {
+            if (!p.rows_layout && p.period > 0) {
+              EXPECT_TRUE(vector);
+              EXPECT_NE(c % p.pack_elems, 0);
+              EXPECT_EQ(p.period % c, 0);
+              EXPECT_EQ(p.period % p.pack_elems, 0);
+              EXPECT_EQ(p.lanes * p.pack_elems, p.period) << "a period is one block wide";
+              EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_EQ(p.span() % (p.period / c), 0) << "a slot that is not whole periods";
+              EXPECT_EQ(p.chunk_len % (p.period / c), 0) << "a chunk that is not whole periods";
+              EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes);
+            } else if (!p.rows_layout) {
               const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
               EXPECT_EQ(p.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
                                                              "without a lane in a 32-wide block";
@@ -69,7 +83,8 @@ TEST(ChannelPlan, CoversEveryShape) {
             if (p.pack_elems > 1) {
               EXPECT_TRUE(vector);
               EXPECT_EQ(p.pack_elems, 16 / elem);
-              EXPECT_EQ((p.rows_layout ? s : c) % p.pack_elems, 0) << "a pack would straddle";
+              EXPECT_EQ((p.rows_layout ? s : p.period > 0 ? p.period : c) % p.pack_elems, 0)
+                  << "a pack would straddle";
             }
             EXPECT_GE(p.chunks, 1);
             EXPECT_LE(p.chunks, kMaxChunks);
@@ -100,6 +115,8 @@ TEST(ChannelPlan, ChunksDependOnTheShapeOnly) {
   for (auto [n, c, s, layout] :
        {std::tuple<int64_t, int64_t, int64_t, nk_layout>{2, 3, 100000, NK_NCHW},
         {1, 64, 200000, NK_NHWC},
+        {32, 3, 50176, NK_NHWC},
+        {8, 20, 196, NK_NHWC},
         {32, 64, 3136, NK_NHWC},
         {8, 2048, 1, NK_NCHW}}) {
     const ChannelShape shape = shape_of(ChannelNorm::kBatch, n, c, s, layout, 2);
@@ -254,6 +271,51 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
   }
   const ChannelShape nhwc{ChannelNorm::kBatch, 4, 12, 49, NK_NHWC, NK_BF16, 1};
   EXPECT_FALSE(plan_channel_norm(nhwc, 2, true).packs_cross_rows);
+}
+
+// NHWC (and S == 1) with C not a multiple of the 16-byte pack: with aligned pointers, rows of the
+// period L = lcm(C, pack) elements, whose packs keep their channels from row to row, where every
+// slot (N * S positions for batch norm, S otherwise) is whole periods and a period is at most a
+// block of packs; the chunks are whole periods whatever the pointers.
+TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s;
+    int elem;
+    int64_t period;  // with aligned pointers; 0: single elements
+    int lanes;
+  };
+  const Want list[] = {
+      {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3},      // 8 positions a period
+      {ChannelNorm::kBatch, 8, 3, 196, 4, 12, 3},      // fp32: 4 positions
+      {ChannelNorm::kInstance, 8, 3, 196, 2, 0, 3},    // 196 positions: not whole periods
+      {ChannelNorm::kInstance, 8, 3, 196, 4, 12, 3},   // 196 % 4 == 0
+      {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5},      // gcd(20, 8) = 4: 2 positions
+      {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5},       // 20 fp32 channels are whole packs
+      {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3},     // S == 1: positions are samples
+      {ChannelNorm::kBatch, 3, 6, 1, 2, 0, 6},         // 3 samples: not whole periods
+      {ChannelNorm::kInstance, 2, 255, 64, 2, 2040, 255},  // a block of packs, one row of them
+      {ChannelNorm::kInstance, 2, 257, 64, 2, 0, 32},  // 257 packs a period: single elements
+      {ChannelNorm::kBatch, 2, 1020, 64, 2, 2040, 255},
+  };
+  for (const Want& w : list) {
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const ChannelShape shape{w.kind, w.n, w.c, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    const ChannelPlan a = plan_channel_norm(shape, w.elem, true);
+    const ChannelPlan u = plan_channel_norm(shape, w.elem, false);
+    EXPECT_FALSE(a.rows_layout);
+    EXPECT_EQ(a.period, w.period);
+    EXPECT_EQ(a.lanes, w.lanes);
+    EXPECT_EQ(a.pack_elems, w.period > 0 || w.c % (16 / w.elem) == 0 ? 16 / w.elem : 1);
+    EXPECT_EQ(u.period, 0) << "misaligned pointers: single elements";
+    EXPECT_EQ(u.pack_elems, 1);
+    EXPECT_EQ(a.chunks, u.chunks);
+    EXPECT_EQ(a.chunk_len, u.chunk_len);
+    if (w.period > 0) {
+      EXPECT_EQ(a.chunk_len % (w.period / w.c), 0);
+    }
+  }
 }
 
 // Short unaligned rows (49, 77): a lane per row, chunks of whole rows; 16-byte loads between a

@@ -3,8 +3,9 @@
 // for every norm x phase x activation x residual x layout x dtype, on shapes that reach every path
 // of the channel-norm plan (kernels/channel_norm_plan.hpp): NCHW rows of whole 16-byte packs
 // (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32), short unaligned rows (S = 49),
-// long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0 and C odd; pointers
-// misaligned by one element (single-element paths).
+// long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
+// positions that are whole periods of 16-byte packs (C = 9, S = 8) and over positions that are not
+// (single elements); pointers misaligned by one element (single-element paths).
 //
 // Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
 // quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
@@ -54,8 +55,8 @@ std::vector<PathRun> path_runs(const Config& c) {
   const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
   const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
                              {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1}};
-  const int64_t nhwc[][5] = {
-      {2, 16, 24, 4, 0}, {3, 9, 7, 3, 0}, {3, 12, 1, 4, 0}, {2, 16, 24, 4, 1}};
+  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},  {3, 12, 1, 4, 0},
+                             {2, 16, 24, 4, 1}, {4, 9, 8, 3, 0}};  // C = 9 in periods of packs
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(

@@ -59,12 +59,13 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // (S > 4096 with few rows), S == 1, C == 1; batch norm's block chunks crossing rows of
           // 196 (16-bit types: 8-byte loads in the statistics pass), rows of 98 (fp32: 8-byte
           // loads), C = 2048 with S == 1, long odd rows (S = 1031: 16-byte loads between each
-          // row's ends, batch norm's chunks starting inside rows). The tests that take one shape
-          // take the last, so the last stays small (the simulated lane runs them over many
-          // steps).
-          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4},   {4, 16, 32, 4}, {2, 4, 8200, 2},
-                           {3, 40, 1, 8},   {8, 3, 196, 1},   {2, 3, 98, 1},  {2, 2048, 1, 32},
-                           {8, 2, 1031, 2}, {3, 1, 77, 1}}
+          // row's ends, batch norm's chunks starting inside rows), NHWC channels that are not
+          // whole packs read as periods of packs (C = 6: 3 packs a period in both widths; C = 255:
+          // a period of 255 packs, one block wide). The tests that take one shape take the last,
+          // so the last stays small (the simulated lane runs them over many steps).
+          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
+                           {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
+                           {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -72,7 +73,8 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {1, 6, 13, 3},     {4, 16, 49, 4},       {4, 16, 8, 4},         {3, 8, 32, 2},
                 {2, 8, 256, 4},    {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
-                {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6}};
+                {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
+                {4, 6, 64, 3},     {2, 255, 16, 5}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
@@ -361,6 +363,7 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   const int64_t group = c.family == Family::kGroup ? 2 : 1;
   std::vector<ChannelCase> list{{c.family, 2, 4, 8200, c.layout, group}};
   if (c.layout == NK_NCHW) list.push_back({c.family, 8, 2, 3025, c.layout, group});
+  if (c.layout == NK_NHWC) list.push_back({c.family, 8, 6, 784, c.layout, group});  // periods
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     same_bits_on_any_grid(k);
@@ -370,12 +373,14 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
 // The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one
 // SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on
 // the shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or
-// 514 fp32 packs, several tiles) and N = 1; C not a multiple of the pack (C = 20 in bf16: the
-// scalar channel walk) with NCHW packs of S = 40; S = 3 (NCHW scalar rows); C = 2 over 1000
-// positions per sample (few lanes, many positions per thread); S = 147 (NCHW packs crossing rows,
-// the tracker stepping by elements). Training and inference, forward
-// and backward. bf16 and fp32 (8- and 4-element packs) with weight and bias: the walk does not
-// depend on the dtype otherwise, and the *MatchesCpu tests cover the rest.
+// 514 fp32 packs, several tiles) and N = 1; C not a multiple of the pack: C = 20 in bf16 (periods
+// of 2 positions, the sample tracker counting periods) with NCHW packs of S = 40, C = 21 over 41
+// positions (not whole periods: the scalar channel walk), C = 255 (a period of 255 packs, one row
+// of threads a block); S = 3 (NCHW scalar rows); C = 2 over 1000 positions per sample (few lanes,
+// many positions per thread); S = 147 (NCHW packs crossing rows, the tracker stepping by
+// elements). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs)
+// with weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests
+// cover the rest.
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -392,7 +397,8 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
-  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4}, {4, 2, 1000, 1}, {4, 24, 147, 4}};
+  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4},  {3, 21, 41, 3},
+                             {2, 255, 64, 5}, {4, 2, 1000, 1}, {4, 24, 147, 4}};
   for (const auto& s : list) {
     const ChannelCase k{c.family, s[0],     s[1],
                         s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};

@@ -413,17 +413,19 @@ class GpuSyncBatchNorm : public SyncFixture, public testing::WithParamInterface<
 
 // Shapes: small and odd, S == 1 (a one-sample shard then has one value per channel), C == 1 with
 // S > 1 (the rows layout in NHWC too), a wide NHWC / long NCHW one, long odd rows (S = 1031:
-// 16-byte loads between each row's ends), ResNet-like.
+// 16-byte loads between each row's ends), NHWC C = 3 (periods of packs where a shard's N * S
+// allows, single elements where not), ResNet-like.
 std::vector<Sharding> sync_shapes(int ranks) {
   const std::vector<Sharding> list =
       reduced_gpu_tests()
           ? std::vector<Sharding>{{11, 3, 5, ranks},
                                   {9, 40, 1, ranks},
                                   {5, 24, 333, ranks},
-                                  {4, 4, 1031, ranks}}
+                                  {4, 4, 1031, ranks},
+                                  {8, 3, 12, ranks}}
           : std::vector<Sharding>{{11, 3, 5, ranks},   {7, 16, 49, ranks},  {9, 40, 1, ranks},
                                   {6, 1, 300, ranks},  {5, 24, 333, ranks}, {4, 4, 1031, ranks},
-                                  {8, 64, 784, ranks}};
+                                  {8, 64, 784, ranks}, {8, 3, 12, ranks}};
   return list;
 }
 
