@@ -350,12 +350,11 @@ __global__ void __launch_bounds__(kPartialBlock)
     for (int i = 0; i < E; ++i) st[i] = op.identity();
     if (valid) {
       decltype(op.local(0, 0)) local[E];
-      int64_t ch = c_first;
+      // Per item, so kPeriod's remainders cost nothing per element (stepping the channel with a
+      // wrap instead took the SiLU gradient sums from 128 to 221 registers).
 #pragma unroll
-      for (int i = 0; i < E; ++i) {
-        local[i] = op.local(slot, ch);
-        ch = kPeriod && ch + 1 == plan.c ? 0 : ch + 1;  // periods wrap at C
-      }
+      for (int i = 0; i < E; ++i)
+        local[i] = op.local(slot, kPeriod ? (c_first + i) % plan.c : c_first + i);
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * width + pack * E;
