@@ -224,8 +224,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
         Channel ch = c_first;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-          k[e] = op.coef(held * w.coef_channels + ch);
-          ch = kPeriod && ch + 1 == w.coef_channels ? 0 : ch + 1;  // periods wrap at C
+          if constexpr (kPeriod && !kPerSample) {  // loaded once: remainders keep registers low
+            k[e] = op.coef((c0 + e) % w.coef_channels);
+          } else {
+            k[e] = op.coef(held * w.coef_channels + ch);
+            ch = kPeriod && ch + 1 == w.coef_channels ? 0 : ch + 1;  // periods wrap at C
+          }
         }
       }
       apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.channels + c0);
