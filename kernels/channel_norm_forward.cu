@@ -210,10 +210,22 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     // PyTorch does.
     if (unit >= plan.c) return;
     dev::Floats<2> run{};
-    for (int64_t n = lane; n < plan.n; n += 32) {
+    // Lane n % 32 writes statistic n and sums its (mean, var), in n order. It merges n's chunks
+    // alone, unless few samples with many chunks (n = 1 and up to 1024 chunks: chunk_cap) make the
+    // lanes' merges over each n's chunks, then a warp tree, the shorter chain (shape-only).
+    const bool lanes_over_chunks =
+        plan.n * (plan.chunks / 32 + 6) < (plan.n + 31) / 32 * plan.chunks;
+    for (int64_t n = lanes_over_chunks ? 0 : lane; n < plan.n; n += lanes_over_chunks ? 1 : 32) {
       dev::Welford t = dev::welford_empty();
-      for (int64_t k = 0; k < plan.chunks; ++k)
-        t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
+      if (lanes_over_chunks) {
+        for (int64_t k = lane; k < plan.chunks; k += 32)
+          t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
+        t = dev::warp_merge(t, lane, 32, merge);
+        if (lane != n % 32) continue;
+      } else {
+        for (int64_t k = 0; k < plan.chunks; ++k)
+          t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
+      }
       const int64_t k = n * plan.c + unit;
       const float2 mv = write(k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
       run.v[0] += mv.x;

@@ -53,10 +53,11 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.warp_per_chunk = true;
     return p;
   }
+  const int64_t cap = chunk_cap(p.slots * shape.c);  // slots * c >= 1 here
   if (p.short_rows) {
     // Chunks of whole rows (a lane never splits one), as many as the rule below would cut.
     const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
-    int64_t chunks = min3(wanted, ceil_div(span, kMinRowChunk), kMaxChunks);
+    int64_t chunks = min3(wanted, ceil_div(span, kMinRowChunk), cap);
     if (chunks < 1) chunks = 1;
     const int64_t chunk_rows = ceil_div(p.seg_count, chunks);
     p.chunk_len = chunk_rows * shape.s;
@@ -64,7 +65,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.warp_per_chunk = p.seg_count > 1;  // batch norm: a warp per chunk; else a lane
   } else if (p.rows_layout) {
     const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
-    p.chunks = min3(wanted, ceil_div(span, kMinRowChunk), kMaxChunks);
+    p.chunks = min3(wanted, ceil_div(span, kMinRowChunk), cap);
     if (p.chunks < 1) p.chunks = 1;
     // Chunk boundaries on multiples of 8 elements: of every pack size, so packs never straddle.
     p.chunk_len = ceil_div(ceil_div(span, p.chunks), 8) * 8;
@@ -77,7 +78,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
     const int64_t tiles = ceil_div(ceil_div(shape.c * elem_bytes, 16), 32);
     const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
-    p.chunks = min3(wanted, ceil_div(span, kMinChannelChunk), kMaxChunks);
+    p.chunks = min3(wanted, ceil_div(span, kMinChannelChunk), cap);
     if (p.chunks < 1) p.chunks = 1;
     // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
     // that aligned pointers can take 16-byte packs whose channels repeat from period to period.

@@ -8,8 +8,8 @@
 // finalize then merges a statistic's partials in index order. The chunking is a function of the
 // shape and the element size only, never of the SM count, the occupancy or the grid launched, so
 // the reduction tree, and every output bit, is the same on every GPU; the grid only decides which
-// block computes which partial. The chunk count is capped (kMaxChunks), so batch norm's partials
-// take at most C * kMaxChunks slots whatever N is.
+// block computes which partial. The chunk count is capped (chunk_cap), so batch norm's partials
+// take at most max(C * kMaxChunks, kFewPartials) slots whatever N is.
 //
 // Two layouts of the reduction:
 //  - rows: NCHW with S > 1 (and NHWC with C == 1, the same memory), where (n, c) is a contiguous
@@ -41,7 +41,11 @@
 namespace nk::cuda {
 
 constexpr int kPartialBlock = 256;         // threads of the partial-reduction blocks
-constexpr int64_t kMaxChunks = 128;        // chunks per (slot, c), at most
+constexpr int64_t kMaxChunks = 128;        // chunks per (slot, c), at most (but see kFewPartials)
+// Partials in all up to which the cap above is lifted: few (slot, c) with many values (batch norm
+// with C <= 256 in NHWC, a single tile of channel packs) would otherwise run at most 128 blocks,
+// about one per SM, too few bytes in flight to cover memory latency. 2 MiB of Welford states.
+constexpr int64_t kFewPartials = 131072;
 constexpr int64_t kWantedItems = 1024;     // work items the reduction aims at (fills any GPU)
 constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, rows layout
 constexpr int64_t kMinChannelChunk = 256;  // positions a chunk holds at least, channels layout
@@ -89,6 +93,13 @@ struct ChannelPlan {
     return rows_layout ? (slot * c + c_) * chunks + chunk : (slot * chunks + chunk) * c + c_;
   }
 };
+
+// Chunks per (slot, c) at most, for slots * c statistics' channels: kMaxChunks, or more where the
+// partials stay within kFewPartials.
+NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {
+  const int64_t few = kFewPartials / slot_channels;
+  return few > kMaxChunks ? few : kMaxChunks;
+}
 
 // `vector_access`: every activation pointer is 16-byte aligned (the plan adds the size condition).
 // slots, seg_count, chunks and chunk_len depend on the shape and elem_bytes only.

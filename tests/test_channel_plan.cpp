@@ -1,8 +1,10 @@
 // How the batch/instance/group norm kernels split their reductions (kernels/channel_norm_plan.cpp),
 // checked on the CPU: the layout path, 16-byte packs only where sizes allow, lanes that match the
 // channels, chunks that cover each (slot, c) without an empty one, partial indices that are a
-// bijection, chunks that do not depend on the pointers, and batch norm's partials bounded by C;
-// and which instance and group norm shapes read x once (a row per block in shared memory).
+// bijection, chunks that do not depend on the pointers, and batch norm's partials bounded by C
+// (more chunks, within a constant, where few channels would leave a GPU's SMs short of work); and
+// which instance and group norm shapes read x once (a row per block in shared memory).
+#include <algorithm>
 #include <set>
 #include <tuple>
 
@@ -14,6 +16,8 @@ namespace {
 using nk::ChannelNorm;
 using nk::ChannelShape;
 using nk::cuda::ChannelPlan;
+using nk::cuda::chunk_cap;
+using nk::cuda::kFewPartials;
 using nk::cuda::kMaxChunks;
 using nk::cuda::plan_channel_norm;
 
@@ -87,7 +91,7 @@ TEST(ChannelPlan, CoversEveryShape) {
                   << "a pack would straddle";
             }
             EXPECT_GE(p.chunks, 1);
-            EXPECT_LE(p.chunks, kMaxChunks);
+            EXPECT_LE(p.chunks, chunk_cap(p.slots * c));
             EXPECT_GE(p.chunks * p.chunk_len, p.span()) << "chunks miss the end of the span";
             EXPECT_LT((p.chunks - 1) * p.chunk_len, p.span()) << "an empty chunk";
             EXPECT_EQ(p.partials(), p.slots * c * p.chunks);
@@ -127,8 +131,8 @@ TEST(ChannelPlan, ChunksDependOnTheShapeOnly) {
   }
 }
 
-// Batch norm's partials: at most C * kMaxChunks, however large N grows (the workspace is bounded
-// by C, as cuDNN sizes it).
+// Batch norm's partials: at most max(C * kMaxChunks, kFewPartials), however large N grows (the
+// workspace is bounded by C, as cuDNN sizes it, plus a constant).
 TEST(ChannelPlan, BatchNormPartialsBoundedByChannels) {
   for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
     for (int64_t c : {int64_t{1}, int64_t{3}, int64_t{64}, int64_t{2048}}) {
@@ -137,7 +141,8 @@ TEST(ChannelPlan, BatchNormPartialsBoundedByChannels) {
         for (int64_t n : {int64_t{1}, int64_t{256}, int64_t{1} << 16, int64_t{1} << 22}) {
           const ChannelPlan p =
               plan_channel_norm(shape_of(ChannelNorm::kBatch, n, c, s, layout, 2), 2, true);
-          EXPECT_LE(p.partials(), c * kMaxChunks) << "c=" << c << " s=" << s << " n=" << n;
+          EXPECT_LE(p.partials(), std::max(c * kMaxChunks, kFewPartials))
+              << "c=" << c << " s=" << s << " n=" << n;
           if (p.partials() > largest) largest = p.partials();
         }
         EXPECT_GT(largest, 0);
@@ -156,7 +161,9 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   const ChannelShape nhwc{ChannelNorm::kBatch, 1, 64, 200000, NK_NHWC, NK_BF16, 1};
   const ChannelPlan channels = plan_channel_norm(nhwc, 2, true);
   EXPECT_EQ(channels.lanes, 8) << "64 bf16 channels are 8 packs";
-  EXPECT_EQ(channels.chunks, kMaxChunks) << "one tile of channels: positions split to the cap";
+  EXPECT_GT(channels.chunks, kMaxChunks) << "one tile of channels: more chunks than 128 blocks";
+  EXPECT_EQ(channels.chunks, (200000 + nk::cuda::kMinChannelChunk - 1) / nk::cuda::kMinChannelChunk)
+      << "200000 positions: chunks of 256 (fewer than the 1024 items wanted)";
   // ResNet's last stage in NCHW: short rows, but batch norm's chunks span the samples.
   const ChannelShape small{ChannelNorm::kBatch, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
   const ChannelPlan bn = plan_channel_norm(small, 2, true);
@@ -175,6 +182,39 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
 
 // The statistics pass of the rows layout loads half a 16-byte pack where S is a multiple of that
 // only; every other kernel keeps pack_elems (whole packs or single elements).
+// Few (slot, c) with many values: the chunks are not held to kMaxChunks per (slot, c), so the
+// reduction still runs hundreds of blocks (about 4 per SM of a 132-SM GPU at 512), while the
+// partials stay within kFewPartials. ResNet-50's NHWC shapes (C = 64 to 256 in bf16, one tile of
+// channel packs) ran 128 blocks before.
+TEST(ChannelPlan, FewChannelsStillFillTheGpu) {
+  struct Case {
+    ChannelNorm kind;
+    int64_t n, c, s;
+    nk_layout layout;
+    int elem;
+    int64_t items;  // blocks (work items) the reduction runs, at least
+  };
+  for (const Case& k : {Case{ChannelNorm::kBatch, 256, 64, 3136, NK_NHWC, 2, 1024},
+                        Case{ChannelNorm::kBatch, 256, 128, 784, NK_NHWC, 2, 784},
+                        Case{ChannelNorm::kBatch, 256, 256, 3136, NK_NHWC, 2, 512},
+                        Case{ChannelNorm::kBatch, 256, 256, 784, NK_NHWC, 4, 1024},
+                        Case{ChannelNorm::kBatch, 256, 512, 784, NK_NHWC, 2, 512},
+                        Case{ChannelNorm::kBatch, 256, 3, 224 * 224, NK_NHWC, 2, 1024},
+                        Case{ChannelNorm::kBatch, 256, 100, 3136, NK_NHWC, 2, 1024},
+                        Case{ChannelNorm::kBatch, 256, 3, 224 * 224, NK_NCHW, 2, 1024},
+                        Case{ChannelNorm::kBatch, 65536, 64, 1, NK_NCHW, 2, 256},
+                        Case{ChannelNorm::kInstance, 1, 64, 1 << 20, NK_NHWC, 2, 1024},
+                        Case{ChannelNorm::kGroup, 2, 64, 1 << 18, NK_NHWC, 2, 1024}}) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s << " layout "
+                                    << k.layout << " elem " << k.elem);
+    const ChannelPlan p =
+        plan_channel_norm(shape_of(k.kind, k.n, k.c, k.s, k.layout, k.elem), k.elem, true);
+    const int64_t tiles = p.rows_layout ? k.c : (k.c * k.elem + 16 * 32 - 1) / (16 * 32);
+    EXPECT_GE(p.slots * tiles * p.chunks, k.items);
+    EXPECT_LE(p.partials(), std::max(p.slots * k.c * kMaxChunks, kFewPartials));
+  }
+}
+
 TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
   struct Want {
     int64_t s;
@@ -343,7 +383,7 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
         EXPECT_EQ(a.chunk_len % s, 0);
         EXPECT_GE(a.chunks * (a.chunk_len / s), a.seg_count) << "rows left out";
         EXPECT_LT((a.chunks - 1) * (a.chunk_len / s), a.seg_count) << "an empty chunk";
-        EXPECT_LE(a.chunks, kMaxChunks);
+        EXPECT_LE(a.chunks, chunk_cap(a.slots * a.c));
       }
     }
   }

@@ -244,11 +244,12 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * ------------------------------------------------------------------------------------------- */
 
 /* Bytes of workspace nk_batch_norm_forward needs for this shape and phase (written to *bytes).
- * CUDA: 0 in inference; in training at most 2060 * C + 1024 bytes whatever N and S are (up to 128
- * partial statistics of 16 bytes per channel, and three per-channel coefficient arrays). The size
- * depends on the shape and dtype only, never on the device or its SM count; so does every result
- * bit, given whether every pointer allows 16-byte access (which decides the loads, and so the
- * order of some sums). */
+ * CUDA: 0 in inference; in training at most 2060 * max(C, 1024) + 1024 bytes whatever N and S are
+ * (up to 128 partial statistics of 16 bytes per channel, or up to 131072 in all where C is small
+ * so that the reduction still spreads over every SM, and three per-channel coefficient arrays).
+ * The size depends on the shape and dtype only, never on the device or its SM count; so does every
+ * result bit, given whether every pointer allows 16-byte access (which decides the loads, and so
+ * the order of some sums). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
@@ -285,8 +286,9 @@ NK_API nk_status nk_batch_norm_forward(nk_context ctx, const nk_act_desc* desc,
                                        float* save_mean, float* save_invstd);
 
 /* Bytes of workspace nk_batch_norm_backward needs (written to *bytes). CUDA: at most
- * 1040 * C + 512 bytes whatever N and S are (up to 128 partial sums of 8 bytes per channel, and
- * four coefficients of 4 bytes per channel); depends on the shape and dtype only. */
+ * 1040 * max(C, 1024) + 512 bytes whatever N and S are (up to 128 partial sums of 8 bytes per
+ * channel, or up to 131072 in all where C is small, and four coefficients of 4 bytes per channel);
+ * depends on the shape and dtype only. */
 NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                        const nk_norm_params* params, size_t* bytes);
 
@@ -321,8 +323,9 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   running_mean/_var        [C] fp32, updated with the batch mean over n of the per-instance
  *                            mean and (unbiased: S/(S-1)) variance, as PyTorch does.
  *   Training, forward and backward, needs S >= 2 (NK_ERROR_BAD_SHAPE otherwise).
- *   Workspace (CUDA, training): at most 2060 * N*C + 1024 bytes forward, 1040 * N*C + 512
- *   backward (up to 128 partials per (n, c)); depends on the shape and dtype only. A forward
+ *   Workspace (CUDA, training): at most 2060 * max(N*C, 1024) + 1024 bytes forward,
+ *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
+ *   N*C is small); depends on the shape and dtype only. A forward
  *   that reads x once (below) needs 8 * N*C bytes, rounded up to 256.
  *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps it
@@ -373,8 +376,9 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   x, y          [N x C x S] desc->dtype; y may equal x.
  *   weight, bias  [C] fp32, nullable.
  *   save_mean, save_invstd  [N x groups] fp32 (index n*groups + g), nullable.
- *   Workspace (CUDA): at most 2060 * N*C + 1024 bytes forward and 1040 * N*C + 512 backward (up
- *   to 128 partials per (n, c), and the coefficients of each (n, c): the weight is per channel);
+ *   Workspace (CUDA): at most 2060 * max(N*C, 1024) + 1024 bytes forward and
+ *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
+ *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
  *   is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps
