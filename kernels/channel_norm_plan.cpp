@@ -76,15 +76,21 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     const int64_t packs = ceil_div(shape.c, p.pack_elems);
     p.lanes = static_cast<int>(packs < 32 ? packs : 32);  // every lane has a pack
     // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
-    const int64_t tiles = ceil_div(ceil_div(shape.c * elem_bytes, 16), 32);
-    const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
-    p.chunks = min3(wanted, ceil_div(span, kMinChannelChunk), cap);
-    if (p.chunks < 1) p.chunks = 1;
+    const int64_t packs16 = ceil_div(shape.c, e);
+    const int64_t tiles = ceil_div(packs16, 32);
     // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
     // that aligned pointers can take 16-byte packs whose channels repeat from period to period.
     const int64_t period = shape.c / gcd(shape.c, e) * e;
     const int64_t per = period / shape.c;  // positions per period
     const bool periodic = shape.c % e != 0 && period / e <= kPartialBlock && span % per == 0;
+    // A chunk gives each row of the block's threads at least kMinChannelSteps positions (periods)
+    // to walk, so that its loads outweigh the block's merge. The rows are those of 16-byte packs
+    // whatever the pointers, so the chunks stay shape-only.
+    const int64_t pack_lanes = periodic ? period / e : packs16 < 32 ? packs16 : 32;
+    const int64_t min_chunk = kPartialBlock / pack_lanes * kMinChannelSteps * (periodic ? per : 1);
+    const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
+    p.chunks = min3(wanted, ceil_div(span, min_chunk), cap);
+    if (p.chunks < 1) p.chunks = 1;
     p.chunk_len = ceil_div(span, p.chunks);
     if (periodic) p.chunk_len = ceil_div(p.chunk_len, per) * per;
     p.chunks = ceil_div(span, p.chunk_len);
