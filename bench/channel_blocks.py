@@ -21,26 +21,14 @@ measured or published figure).
                             [--bandwidth 4.8e12] [--latency 0.8e-6]
 """
 import argparse
-import os
-import re
-import subprocess
-import tempfile
 
-from row_occupancy import res_usage, resident
+from row_occupancy import res_usage, resident, run_dump
 
 BLOCK, LOADS, PACK = 256, 4, 16
 
 
 def plan_dump(tree):
-    here = os.path.dirname(os.path.abspath(__file__))
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = os.path.join(tmp, "dump")
-        subprocess.run(["g++", "-std=c++17", "-O1", "-I", os.path.join(tree, "kernels"), "-I",
-                        os.path.join(tree, "src"), "-I", os.path.join(tree, "include"),
-                        os.path.join(here, "channel_plan_dump.cpp"),
-                        os.path.join(tree, "kernels", "channel_norm_plan.cpp"), "-o", exe],
-                       check=True)
-        return subprocess.run([exe], check=True, capture_output=True, text=True).stdout
+    return run_dump(tree, "channel_plan_dump.cpp", "channel_norm_plan.cpp")
 
 
 def main():

@@ -68,15 +68,21 @@ def kernel_usage(usage, direction, dtype, path, p, tpr):
     return hits[0][1]
 
 
-def tiling_dump(tree):
+def run_dump(tree, dump, source):
+    """Builds bench/DUMP against TREE's kernels/SOURCE with the host compiler; its output."""
     here = os.path.dirname(os.path.abspath(__file__))
+    includes = []
+    for folder in ("kernels", "src", "include"):
+        includes += ["-I", os.path.join(tree, folder)]
     with tempfile.TemporaryDirectory() as tmp:
         exe = os.path.join(tmp, "dump")
-        subprocess.run(["g++", "-std=c++17", "-O1", "-I", os.path.join(tree, "kernels"),
-                        os.path.join(here, "row_tiling_dump.cpp"),
-                        os.path.join(tree, "kernels", "row_norm_tiling.cpp"), "-o", exe],
-                       check=True)
+        subprocess.run(["g++", "-std=c++17", "-O1", *includes, os.path.join(here, dump),
+                        os.path.join(tree, "kernels", source), "-o", exe], check=True)
         return subprocess.run([exe], check=True, capture_output=True, text=True).stdout
+
+
+def tiling_dump(tree):
+    return run_dump(tree, "row_tiling_dump.cpp", "row_norm_tiling.cpp")
 
 
 def main():
