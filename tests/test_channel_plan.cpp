@@ -180,8 +180,6 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   EXPECT_EQ(inst.partials(), 256 * 2048);
 }
 
-// The statistics pass of the rows layout loads half a 16-byte pack where S is a multiple of that
-// only; every other kernel keeps pack_elems (whole packs or single elements).
 // Few (slot, c) with many values: the chunks are not held to kMaxChunks per (slot, c), so the
 // reduction still runs hundreds of blocks (about 4 per SM of a 132-SM GPU at 512), while the
 // partials stay within kFewPartials. ResNet-50's NHWC shapes (C = 64 to 256 in bf16, one tile of
@@ -243,6 +241,8 @@ TEST(ChannelPlan, ChunksGiveEachRowOfThreadsSeveralPositions) {
   }
 }
 
+// The statistics pass of the rows layout loads half a 16-byte pack where S is a multiple of that
+// only; every other kernel keeps pack_elems (whole packs or single elements).
 TEST(ChannelPlan, RowLoadsUseHalfPacksWhereTheRowsAllow) {
   struct Want {
     int64_t s;
