@@ -325,8 +325,8 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   Training, forward and backward, needs S >= 2 (NK_ERROR_BAD_SHAPE otherwise).
  *   Workspace (CUDA, training): at most 2060 * max(N*C, 1024) + 1024 bytes forward,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
- *   N*C is small); depends on the shape and dtype only. A forward
- *   that reads x once (below) needs 8 * N*C bytes, rounded up to 256.
+ *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
+ *   needs 8 * N*C bytes, rounded up to 256.
  *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps it
  *   in shared memory; other shapes read x twice (statistics, then y).
