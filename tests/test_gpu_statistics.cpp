@@ -316,10 +316,14 @@ TEST_P(GpuStatsAccumulator, ResetStartsOver) {
 // One NaN in one feature makes that feature's mean, variances, minimum and maximum NaN and leaves
 // the others alone, exactly as on the CPU; a NaN that is the first value of a feature in its batch
 // (the value the GPU shifts that feature by) too; NaN survives later clean batches and merges.
+// In the last two shapes the thread that meets the NaN first pushes again after it (a warp walks
+// each feature's 960 values in NCHW; 6 to 8 positions a thread in NHWC), and that push must keep
+// it: a push takes NaN from its values or from the state it adds to.
 TEST_P(GpuStatsAccumulator, NanPropagatesPerFeature) {
   const nk_dtype dtype = GetParam();
   for (const Shape& k : {Shape{4, 5, 6, NK_NCHW, false}, Shape{4, 5, 6, NK_NHWC, false},
-                         Shape{20, 5, 1, NK_NHWC, true}, Shape{3, 5, 600, NK_NCHW, false}}) {
+                         Shape{20, 5, 1, NK_NHWC, true}, Shape{3, 5, 600, NK_NCHW, false},
+                         Shape{3, 4, 320, NK_NCHW, false}, Shape{3, 4, 2000, NK_NHWC, false}}) {
     SCOPED_TRACE(describe(k));
     Accumulator gpu(gpu_, k.c), cpu(cpu_, k.c), clean_gpu(gpu_, k.c), clean_cpu(cpu_, k.c);
     auto index = [&](int64_t n, int64_t c, int64_t s) {
