@@ -60,9 +60,10 @@ def main():
         blocks = int(f["blocks"])
         per_sm = min(occupancy, blocks / args.sms)
         tensors = 1 if args.direction == "forward" else 2
-        flight = per_sm * BLOCK * LOADS * PACK * tensors
-        ceiling = min(1.0, flight / needed)
         tensor = int(f["n"]) * int(f["c"]) * int(f["hw"]) ** 2 * (2 if dtype == "bf16" else 4)
+        # Never more in flight than the SM's share of the data.
+        flight = min(per_sm * BLOCK * LOADS * PACK, tensor / args.sms) * tensors
+        ceiling = min(1.0, flight / needed)
         copy = min(1.0, tensor * tensors / (args.sms * needed))
         print(f"| {dtype} | {f['set']} | {f['n']} | {f['c']} | {f['hw']} | {f['lanes']} | "
               f"{f['tiles']} | {f['chunks']} | {blocks} | {f['partials']} | {regs} | {occupancy} | "
