@@ -21,14 +21,9 @@ import sass_table  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("object")
-    ap.add_argument("pattern")
-    ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
-    ap.add_argument("--arch", default="sm_90")
+    sass_table.add_object_arguments(ap)
     args = ap.parse_args()
-    funcs = sass_table.parse_sass(
-        sass_table.run([args.cuobjdump, "-sass", "-arch", args.arch, args.object]))
-    names = sass_table.demangle(sorted(funcs))
+    funcs, names = sass_table.read_object(args)
     for mangled, name in sorted(names.items(), key=lambda item: item[1]):
         if args.pattern not in name:
             continue

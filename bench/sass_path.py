@@ -46,16 +46,11 @@ def walk(instrs, take):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("object")
-    ap.add_argument("pattern")
+    sass_table.add_object_arguments(ap)
     ap.add_argument("--take", type=int, nargs="*", default=[])
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
-    ap.add_argument("--arch", default="sm_90")
     args = ap.parse_args()
-    funcs = sass_table.parse_sass(
-        sass_table.run([args.cuobjdump, "-sass", "-arch", args.arch, args.object]))
-    names = sass_table.demangle(sorted(funcs))
+    funcs, names = sass_table.read_object(args)
     found = [m for m, n in names.items() if args.pattern in n]
     if len(found) != 1:
         print(f"sass_path.py: {len(found)} kernels match '{args.pattern}'", file=sys.stderr)

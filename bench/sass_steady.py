@@ -43,14 +43,9 @@ def skipped_blocks(instrs, start, end):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("object")
-    ap.add_argument("pattern")
-    ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
-    ap.add_argument("--arch", default="sm_90")
+    sass_table.add_object_arguments(ap)
     a = ap.parse_args()
-    funcs = sass_table.parse_sass(
-        sass_table.run([a.cuobjdump, "-sass", "-arch", a.arch, a.object]))
-    names = sass_table.demangle(list(funcs))
+    funcs, names = sass_table.read_object(a)
     print("| kernel | hot loop instr | skipped blocks | their instr | steady instr |")
     print("|---|---|---|---|---|")
     for mangled, instrs in sorted(funcs.items(), key=lambda kv: names[kv[0]]):

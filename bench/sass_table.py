@@ -143,6 +143,20 @@ def describe(counter):
     return ", ".join(f"{n}x{w}B" for w, n in sorted(counter.items(), reverse=True)) or "-"
 
 
+def add_object_arguments(ap):
+    """The arguments of the one-object SASS tools (sass_loops, sass_path, sass_steady)."""
+    ap.add_argument("object")
+    ap.add_argument("pattern")
+    ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
+    ap.add_argument("--arch", default="sm_90")
+
+
+def read_object(args):
+    """(SASS per mangled kernel, demangled name per mangled kernel) of args.object."""
+    funcs = parse_sass(run([args.cuobjdump, "-sass", "-arch", args.arch, args.object]))
+    return funcs, demangle(sorted(funcs))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("library", nargs="+")
