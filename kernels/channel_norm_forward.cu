@@ -99,7 +99,7 @@ struct StatsOp {
     return Local{dev::to_float(x[first_of_stat(plan, kind, groups, n, c)])};
   }
   __device__ State identity() const { return dev::welford_empty(); }
-  __device__ State merge(State a, State b) const { return dev::welford_merge(a, b); }
+  __device__ State merge(State a, State b) const { return dev::welford_merge_approx(a, b); }
 };
 
 // The apply's coefficients per unit (c, or n*C + c): y = (x - shift) * scale + offset.

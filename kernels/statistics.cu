@@ -88,7 +88,7 @@ struct AccumulateOp {
   }
   __device__ State identity() const { return Partial{dev::welford_empty(), INFINITY, -INFINITY}; }
   __device__ State merge(State a, State b) const {
-    return Partial{dev::welford_merge(a.w, b.w), lower(a.lo, b.lo), higher(a.hi, b.hi)};
+    return Partial{dev::welford_merge_approx(a.w, b.w), lower(a.lo, b.lo), higher(a.hi, b.hi)};
   }
 };
 

@@ -2,6 +2,7 @@
 // pushes and Chan's merge in fp32 against two-pass fp64 statistics, merge identities, and the
 // stability that E[x^2] - E[x]^2 lacks when |mean| >> std.
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "common/welford.cuh"
@@ -64,6 +65,62 @@ TEST(WelfordState, MergeOfTwoKnownHalves) {
   EXPECT_EQ(m.count, 4);
   EXPECT_FLOAT_EQ(m.mean, 7.0f);
   EXPECT_FLOAT_EQ(m.m2, 110.0f);
+}
+
+// welford_merge_approx is welford_merge rearranged: on the CPU, where both divide exactly, the
+// same bits while the merged count is below 2^24, and either state empty gives the other exactly.
+// (On the GPU its reciprocal is approximate: the GPU tests bound that.)
+TEST(WelfordState, ApproximateMergeIsTheMergeOnTheCpu) {
+  nkt::Random rng;
+  const std::vector<double> means = rng.normal(200, 1e4, 3.0);
+  const std::vector<double> m2s = rng.uniform(200, 0.0, 50.0);
+  for (size_t i = 0; i + 1 < means.size(); i += 2) {
+    // Counts of every magnitude below 2^24 - 2^10; the first pair starts from the empty state.
+    const int64_t a_count = i == 0 ? 0 : (int64_t{1} << (i / 2 % 23)) + rng.integer(0, 1000);
+    const int64_t b_count = rng.integer(1, 1000);
+    const Welford a = a_count == 0 ? nk::dev::welford_empty()
+                                   : Welford{a_count, static_cast<float>(means[i]),
+                                             static_cast<float>(m2s[i] * a_count)};
+    const Welford b{b_count, static_cast<float>(means[i + 1]),
+                    static_cast<float>(m2s[i + 1] * b_count)};
+    SCOPED_TRACE(testing::Message() << "a.count=" << a_count << " b.count=" << b_count);
+    for (const auto& [l, r] : {std::pair{a, b}, std::pair{b, a}}) {
+      const Welford x = nk::dev::welford_merge_approx(l, r), y = nk::dev::welford_merge(l, r);
+      EXPECT_EQ(x.count, y.count);
+      EXPECT_EQ(x.mean, y.mean);
+      EXPECT_EQ(x.m2, y.m2);
+    }
+    if (a_count == 0) {
+      for (const Welford& m : {nk::dev::welford_merge_approx(a, b),
+                               nk::dev::welford_merge_approx(b, a)}) {
+        EXPECT_EQ(m.count, b.count);
+        EXPECT_EQ(m.mean, b.mean);
+        EXPECT_EQ(m.m2, b.m2);
+      }
+    }
+  }
+}
+
+// Counts past 2^24, where welford_merge_approx's float of a's count (the merged count's float
+// less b's) is rounded: the merged mean and m2 still within 1e-6 of the fp64 formula.
+TEST(WelfordState, ApproximateMergeOfLargeCounts) {
+  nkt::Random rng;
+  for (int trial = 0; trial < 20; ++trial) {
+    const int64_t na = rng.integer(int64_t{1} << 24, int64_t{1} << 30);
+    const int64_t nb = rng.integer(1, int64_t{1} << 30);
+    const std::vector<double> v = rng.normal(4, 5.0, 2.0);
+    const Welford a{na, static_cast<float>(v[0]), static_cast<float>(std::abs(v[1]) * na)};
+    const Welford b{nb, static_cast<float>(v[2]), static_cast<float>(std::abs(v[3]) * nb)};
+    const Welford m = nk::dev::welford_merge_approx(a, b);
+    const double n = static_cast<double>(na) + static_cast<double>(nb);
+    const double delta = static_cast<double>(b.mean) - a.mean;
+    const double mean = a.mean + delta * static_cast<double>(nb) / n;
+    const double m2 = static_cast<double>(a.m2) + b.m2 + delta * delta * na * (nb / n);
+    SCOPED_TRACE(testing::Message() << "na=" << na << " nb=" << nb);
+    EXPECT_EQ(m.count, na + nb);
+    EXPECT_NEAR(m.mean, mean, 1e-6 * (std::abs(mean) + std::abs(delta)));
+    EXPECT_NEAR(m.m2, m2, 1e-6 * m2);
+  }
 }
 
 // Mean 1e4, std 1 in fp32: Welford keeps the variance; the sum-of-squares formula loses it.

@@ -47,6 +47,35 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
                  a.m2 + (b.m2 + delta * delta * static_cast<float>(a.count) * b_share)};
 }
 
+// welford_merge in about half its instructions, for the merges that run once per tile of a few
+// values (the pushes below) and the channel norms' trees of partials:
+//  - an empty a (the identity, all zero) takes b's share 1 by a select, which gives b exactly,
+//    with no branch; an empty b returns a (a tile is never empty: that test folds away);
+//  - one int64 -> float conversion: a's count is the merged count's float less b's, exact while
+//    the merged count is below 2^24 (above, off by at most an ulp of the count, 6e-8 of it);
+//  - on the device the reciprocal of the merged count is MUFU.RCP's approximation
+//    (rcp.approx.ftz, within 1 ulp) in place of the full division, its check and its slow-path
+//    call: b's share is then off by about 1e-7 of itself, less than one rounding of the mean.
+// The same operands give the same bits on every GPU, so the reductions stay deterministic. Where
+// registers are tight and the merge is rare (the split row kernels hold a slice in registers
+// across it), welford_merge's division costs fewer registers.
+NK_HOST_DEVICE Welford welford_merge_approx(Welford a, Welford b) {
+  if (b.count == 0) return a;
+  const int64_t n = a.count + b.count;
+  const float merged = static_cast<float>(n);
+  const float b_count = static_cast<float>(b.count);
+#ifdef __CUDA_ARCH__
+  float inverse;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inverse) : "f"(merged));
+  const float b_share = a.count == 0 ? 1.0f : b_count * inverse;
+#else
+  const float b_share = a.count == 0 ? 1.0f : b_count / merged;
+#endif
+  const float delta = b.mean - a.mean;
+  return Welford{n, a.mean + delta * b_share,
+                 a.m2 + (b.m2 + delta * delta * (merged - b_count) * b_share)};
+}
+
 // Adds K values at once: an exact two-pass over them (their mean, then their squared deviations
 // from it), joined to s by one Chan merge. Per value that is an add, a subtract and an FMA; the
 // division and the count's conversion happen once per K values, where welford_push pays them for
@@ -58,7 +87,7 @@ NK_HOST_DEVICE Welford welford_push_values(Welford s, const float (&v)[K]) {
   const float mean = sum * (1.0f / static_cast<float>(K));
   float m2 = 0.0f;
   for (int i = 0; i < K; ++i) m2 += (v[i] - mean) * (v[i] - mean);
-  return welford_merge(s, Welford{K, mean, m2});
+  return welford_merge_approx(s, Welford{K, mean, m2});
 }
 
 // welford_push_values for the values whose flag is set (the ends of a row that starts or stops
@@ -81,7 +110,7 @@ NK_HOST_DEVICE Welford welford_push_some(Welford s, const float (&v)[K], const b
 #endif
   float m2 = 0.0f;
   for (int i = 0; i < K; ++i) m2 += use[i] ? (v[i] - mean) * (v[i] - mean) : 0.0f;
-  return welford_merge(s, Welford{count, mean, m2});
+  return welford_merge_approx(s, Welford{count, mean, m2});
 }
 
 NK_HOST_DEVICE float welford_biased_var(Welford s) {
