@@ -84,8 +84,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     const int64_t per = period / shape.c;  // positions per period
     const bool periodic = shape.c % e != 0 && period / e <= kPartialBlock && span % per == 0;
     // A chunk gives each row of the block's threads at least kMinChannelSteps positions (periods)
-    // to walk, so that its loads outweigh the block's merge. The rows are those of 16-byte packs
-    // whatever the pointers, so the chunks stay shape-only.
+    // to walk, a whole tile of loads in flight before the block's merge. The rows are those of
+    // 16-byte packs whatever the pointers, so the chunks stay shape-only.
     const int64_t pack_lanes = periodic ? period / e : packs16 < 32 ? packs16 : 32;
     const int64_t min_chunk = kPartialBlock / pack_lanes * kMinChannelSteps * (periodic ? per : 1);
     const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);

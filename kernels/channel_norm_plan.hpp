@@ -48,8 +48,9 @@ constexpr int64_t kMaxChunks = 128;        // chunks per (slot, c), at most (but
 constexpr int64_t kFewPartials = 131072;
 constexpr int64_t kWantedItems = 1024;     // work items the reduction aims at (fills any GPU)
 constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, rows layout
-// Channels layout: positions (periods) a chunk gives each row of the block's threads, at least.
-constexpr int64_t kMinChannelSteps = 8;
+// Channels layout: positions (periods) a chunk gives each row of the block's threads, at least:
+// one tile of partials_channels' walk, so that small tensors run as many blocks as they can.
+constexpr int64_t kMinChannelSteps = 4;
 constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many elements: a warp
 constexpr int64_t kShortRow = 1024;        // rows up to this long, unaligned: a lane per row
 

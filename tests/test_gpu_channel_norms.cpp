@@ -371,9 +371,9 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
 }
 
 // Few channels with many positions (channels layout, kernels/channel_norm_plan.hpp): batch norm
-// with C = 4 over 270000 positions, NHWC and S = 1, splits each channel into 132 chunks (more than
+// with C = 4 over 270000 positions, NHWC and S = 1, splits each channel into 264 chunks (more than
 // kMaxChunks: chunk_cap), and instance norm with N = 1 over 40000 positions of C = 3 (periods of
-// packs) into 15, which its finalize merges across a warp. Training forward with running
+// packs) into 30, which its finalize merges across a warp. Training forward with running
 // statistics and training backward against the CPU; the same bytes on grids for the whole GPU
 // and for 1 and 3 SMs at the smaller shape. fp32 with weight and bias only: fp32 reaches the most
 // chunks with the fewest elements (the simulated lane runs these), and the other dtypes take the
