@@ -56,9 +56,10 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
 //  - on the device the reciprocal of the merged count is MUFU.RCP's approximation
 //    (rcp.approx.ftz, within 1 ulp) in place of the full division, its check and its slow-path
 //    call: b's share is then off by about 1e-7 of itself, less than one rounding of the mean.
-// The same operands give the same bits on every GPU, so the reductions stay deterministic. Where
-// registers are tight and the merge is rare (the split row kernels hold a slice in registers
-// across it), welford_merge's division costs fewer registers.
+// The same operands give the same bits run after run. Across GPU models that rests on MUFU.RCP
+// answering alike, as the rsqrtf of every finalize already rests on MUFU.RSQ. Where registers are
+// tight and the merge is rare (the split row kernels hold a slice in registers across it),
+// welford_merge's division costs fewer registers.
 NK_HOST_DEVICE Welford welford_merge_approx(Welford a, Welford b) {
   if (b.count == 0) return a;
   const int64_t n = a.count + b.count;
