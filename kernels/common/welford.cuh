@@ -50,9 +50,11 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
 // welford_merge in about half its instructions, for the merges that run once per tile of a few
 // values (the pushes below) and the channel norms' trees of partials:
 //  - an empty a (the identity, all zero) takes b's share 1 by a select, which gives b exactly,
-//    with no branch; an empty b returns a (a tile is never empty: that test folds away);
+//    with no branch; an empty b returns a (in the pushes b is a tile, never empty, and that test
+//    folds away);
 //  - one int64 -> float conversion: a's count is the merged count's float less b's, exact while
-//    the merged count is below 2^24 (above, off by at most an ulp of the count, 6e-8 of it);
+//    the merged count is below 2^24; above, off by up to one ulp of the merged count (a 2^-23
+//    share of it), which matters only where a is far smaller than b;
 //  - on the device the reciprocal of the merged count is MUFU.RCP's approximation
 //    (rcp.approx.ftz, within 1 ulp) in place of the full division, its check and its slow-path
 //    call: b's share is then off by about 1e-7 of itself, less than one rounding of the mean.
