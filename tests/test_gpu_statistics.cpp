@@ -177,19 +177,21 @@ void expect_same_bytes(const Outputs& a, const Outputs& b) {
 // Channel shapes: S == 1 (channels layout in NCHW too), N == 1, C == 1 with S > 1 (the rows layout
 // in NHWC too), a warp per row with 16-byte packs, odd sizes, rows split into chunks (NCHW) and
 // channels split into chunks with few lanes (NHWC), more than 256 features (several blocks in the
-// per-feature kernels), many rows of a block each, and long odd rows (S = 1031: 16-byte loads
-// between each row's ends, a chunk starting inside a row).
+// per-feature kernels), many rows of a block each, long odd rows (S = 1031: 16-byte loads
+// between each row's ends, a chunk starting inside a row), short rows with N = 1 (S = 49: a lane
+// per row's partial), and rows of half packs in chunks a block each (S = 1028 in 16 bits,
+// S = 1030 in fp32: two chunks of 2056 to 2576 elements).
 std::vector<Shape> channel_shapes() {
   struct S {
     int64_t n, c, s;
   };
   const std::vector<S> list =
       reduced_gpu_tests()
-          ? std::vector<S>{{5, 3, 1},    {3, 1, 77},   {4, 16, 32},
-                           {2, 3, 5000}, {4, 3, 1031}, {4, 300, 49}}
-          : std::vector<S>{{5, 3, 1},      {1, 6, 13},   {3, 1, 77},   {4, 16, 32},
-                           {3, 7, 11},     {2, 3, 100003}, {2, 3, 5000}, {4, 3, 1031},
-                           {4, 300, 49},   {64, 16, 600},  {7, 1, 1}};
+          ? std::vector<S>{{5, 3, 1},    {3, 1, 77}, {4, 16, 32},  {2, 3, 5000}, {4, 3, 1031},
+                           {4, 300, 49}, {1, 3, 49}, {4, 3, 1028}, {4, 3, 1030}}
+          : std::vector<S>{{5, 3, 1},      {1, 6, 13},   {3, 1, 77},   {4, 16, 32},  {3, 7, 11},
+                           {2, 3, 100003}, {2, 3, 5000}, {4, 3, 1031}, {4, 300, 49}, {64, 16, 600},
+                           {7, 1, 1},      {1, 3, 49},   {4, 3, 1028}, {4, 3, 1030}};
   std::vector<Shape> out;
   for (nk_layout layout : {NK_NCHW, NK_NHWC})
     for (const S& s : list) out.push_back({s.n, s.c, s.s, layout, false});
