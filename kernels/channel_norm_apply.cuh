@@ -22,8 +22,12 @@
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
-//    stay in registers, reloaded only when the sample changes (per-sample coefficients). Where C
-//    is not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
+//    stay in registers, reloaded only when the sample changes (per-sample coefficients). There
+//    each turn of the loop a block takes kApplyPacks times its height of consecutive positions, a
+//    thread's packs one block height apart: where the grid's stride exceeds a sample, a thread
+//    then reloads once a turn (more only where the turn's rows cross a sample boundary) instead
+//    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
+//    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
 //    positions) and a pack's element e has channel (c0 + e) % C, the same in every row.
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
@@ -94,16 +98,14 @@ struct SplitCoef {
   __device__ const Coef& operator[](int e) const { return e < split ? lo : hi; }
 };
 
-// Host-computed geometry of one launch.
-struct ApplyWalk {
-  int64_t count;   // rows: packs in the tensor; channels: positions N*S
-  int64_t stride;  // rows: packs per grid stride; channels: positions per grid stride
-  // rows layout, in the walk's units: packs, or elements when packs cross rows
+// Host-computed geometry of one launch: the rows walk's or the channels walk's.
+struct RowsWalk {      // in the walk's units: packs, or elements when packs cross rows
   int64_t row_len;     // units per (n, c) row: S / E, or S
   int64_t units;       // coefficient units the row index wraps at: C, or N*C per sample
   int64_t step_units;  // stride (in the walk's units) / row_len, modulo units
   int64_t step_off;    // stride (in the walk's units) % row_len
-  // channels layout
+};
+struct ChannelsWalk {
   int64_t channels;        // elements per walked row: C, or the period L
   int64_t coef_channels;   // C
   int64_t channel_packs;   // channels / E
@@ -111,6 +113,18 @@ struct ApplyWalk {
   int lanes;               // threads across channel packs in a block
   int64_t s;               // walked rows per sample: S, or S * C / L
   int64_t step_n, step_s;  // stride as (samples, walked rows within a sample)
+  // per-sample walks: from a turn's last pack to the next turn's first, in walked rows and as
+  // (samples, walked rows)
+  int64_t jump, jump_n, jump_s;
+};
+struct ApplyWalk {
+  int64_t count;   // rows: packs in the tensor; channels: walked rows (positions, or periods)
+  int64_t stride;  // rows: packs per grid stride; channels: walked rows from a thread's pack to
+                   // its next (a grid's height, or a block's in per-sample walks)
+  union {          // one layout's: a kernel's parameters stay small (ptxas spilled a larger struct)
+    RowsWalk rows;
+    ChannelsWalk ch;
+  };
 };
 
 // out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
@@ -125,9 +139,9 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (walked >= w.count) return;
-  int64_t pack = w.count - 1 - walked;          // from the end
-  const int64_t row = pack * kUnit / w.row_len;  // once per thread
-  int64_t off = pack * kUnit - row * w.row_len, unit = row % w.units;
+  int64_t pack = w.count - 1 - walked;                // from the end
+  const int64_t row = pack * kUnit / w.rows.row_len;  // once per thread
+  int64_t off = pack * kUnit - row * w.rows.row_len, unit = row % w.rows.units;
   while (pack >= 0) {
     int64_t at[kPacks], units[kPacks], offs[kPacks];
     Raw raw[kPacks][Op::kInputs];
@@ -144,13 +158,13 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
         if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
       }
       pack -= w.stride;
-      off -= w.step_off;
-      unit -= w.step_units;
+      off -= w.rows.step_off;
+      unit -= w.rows.step_units;
       if (off < 0) {
-        off += w.row_len;
+        off += w.rows.row_len;
         --unit;
       }
-      if (unit < 0) unit += w.units;
+      if (unit < 0) unit += w.rows.units;
     }
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
@@ -158,9 +172,9 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
       const typename Op::Coef k = op.coef(units[j]);
       if constexpr (kCross) {
         // Elements from `split` on lie in the next row (unit + 1, wrapping at the last).
-        const int64_t left = w.row_len - offs[j];
+        const int64_t left = w.rows.row_len - offs[j];
         const int split = left < E ? static_cast<int>(left) : E;
-        const int64_t next = units[j] + 1 == w.units ? 0 : units[j] + 1;
+        const int64_t next = units[j] + 1 == w.rows.units ? 0 : units[j] + 1;
         const typename Op::Coef k_next = split < E ? op.coef(next) : k;
         apply_pack<Op, E>(op, raw[j], bits[j], SplitCoef<typename Op::Coef>{k, k_next, split},
                           at[j] * E);
@@ -168,6 +182,17 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
         apply_pack<Op, E>(op, raw[j], bits[j], SameCoef<typename Op::Coef>{k}, at[j] * E);
       }
     }
+  }
+}
+
+// Moves a (sample, walked row in it) tracker down by (samples, rows) with rows < per_sample.
+__device__ __forceinline__ void step_sample(int64_t& n, int64_t& s, int64_t samples, int64_t rows,
+                                            int64_t per_sample) {
+  n -= samples;
+  s -= rows;
+  if (s < 0) {
+    s += per_sample;
+    --n;
   }
 }
 
@@ -179,17 +204,18 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
-  const int lane = static_cast<int>(threadIdx.x) % w.lanes;
-  const int64_t channel_pack = int64_t{blockIdx.x} % w.tiles * w.lanes + lane;
-  if (channel_pack >= w.channel_packs) return;
+  const int lane = static_cast<int>(threadIdx.x) % w.ch.lanes;
+  const int64_t channel_pack = int64_t{blockIdx.x} % w.ch.tiles * w.ch.lanes + lane;
+  if (channel_pack >= w.ch.channel_packs) return;
   const int64_t c0 = channel_pack * E;
   // The channel of the pack's first element (with kPeriod C <= 256 * E: an int saves registers).
   using Channel = std::conditional_t<kPeriod, int, int64_t>;
-  const Channel c_first = static_cast<Channel>(kPeriod ? c0 % w.coef_channels : c0);
-  const int64_t rows_per_block = blockDim.x / w.lanes;
-  const int64_t walked = int64_t{blockIdx.x} / w.tiles * rows_per_block + threadIdx.x / w.lanes;
+  const Channel c_first = static_cast<Channel>(kPeriod ? c0 % w.ch.coef_channels : c0);
+  // A block's first walked row: per-sample walks give each block kPacks heights a turn.
+  const int64_t block_rows = blockDim.x / w.ch.lanes * (kPerSample ? kPacks : 1);
+  const int64_t walked = int64_t{blockIdx.x} / w.ch.tiles * block_rows + threadIdx.x / w.ch.lanes;
   int64_t pos = w.count - 1 - walked;  // from the end; negative: nothing to do
-  int64_t n = kPerSample && pos >= 0 ? pos / w.s : 0, s = kPerSample ? pos - n * w.s : 0;
+  int64_t n = kPerSample && pos >= 0 ? pos / w.ch.s : 0, s = kPerSample ? pos - n * w.ch.s : 0;
   int64_t held = -1;  // the sample whose coefficients k holds
   typename Op::Coef k[E];
   while (pos >= 0) {
@@ -203,18 +229,15 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
       if (pos >= 0) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
-          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.channels + c0);
-        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pos * w.channels + c0);
+          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.ch.channels + c0);
+        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pos * w.ch.channels + c0);
       }
       pos -= w.stride;
-      if constexpr (kPerSample) {
-        n -= w.step_n;
-        s -= w.step_s;
-        if (s < 0) {
-          s += w.s;
-          --n;
-        }
-      }
+      if constexpr (kPerSample) step_sample(n, s, w.ch.step_n, w.ch.step_s, w.ch.s);
+    }
+    if constexpr (kPerSample) {
+      pos -= w.ch.jump;
+      step_sample(n, s, w.ch.jump_n, w.ch.jump_s, w.ch.s);
     }
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
@@ -225,14 +248,14 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
 #pragma unroll
         for (int e = 0; e < E; ++e) {
           if constexpr (kPeriod && !kPerSample) {  // loaded once: remainders keep registers low
-            k[e] = op.coef((c0 + e) % w.coef_channels);
+            k[e] = op.coef((c0 + e) % w.ch.coef_channels);
           } else {
-            k[e] = op.coef(held * w.coef_channels + ch);
-            ch = kPeriod && ch + 1 == w.coef_channels ? 0 : ch + 1;  // periods wrap at C
+            k[e] = op.coef(held * w.ch.coef_channels + ch);
+            ch = kPeriod && ch + 1 == w.ch.coef_channels ? 0 : ch + 1;  // periods wrap at C
           }
         }
       }
-      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.channels + c0);
+      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.ch.channels + c0);
     }
   }
 }
@@ -258,43 +281,51 @@ void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cuda
   if (plan.rows_layout) {
     auto kernel = apply_rows<Op, E, kCross>;
     const int64_t unit = kCross ? E : 1;  // walk units per pack
-    w.row_len = kCross ? plan.s : plan.s / E;
+    w.rows.row_len = kCross ? plan.s : plan.s / E;
     w.count = plan.n * plan.c * plan.s / E;
-    w.units = kPerSample ? plan.n * plan.c : plan.c;
+    w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
     const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
     const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
     const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
     w.stride = grid * kApplyBlock;
-    w.step_units = w.stride * unit / w.row_len % w.units;
-    w.step_off = w.stride * unit % w.row_len;
+    w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
+    w.rows.step_off = w.stride * unit % w.rows.row_len;
     kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
     return;
   }
+  w.ch = ChannelsWalk{};
   const int64_t per = kPeriod ? plan.period / plan.c : 1;  // positions per walked row
-  w.channels = kPeriod ? plan.period : plan.c;
-  w.coef_channels = plan.c;
-  w.channel_packs = w.channels / E;
-  w.count = plan.n * plan.s / per;  // whole periods: plan.period divides every slot
-  w.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
+  w.ch.channels = kPeriod ? plan.period : plan.c;
+  w.ch.coef_channels = plan.c;
+  w.ch.channel_packs = w.ch.channels / E;
+  w.count = plan.n * plan.s / per;               // whole periods: plan.period divides every slot
+  w.ch.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
   int64_t rows_per_block = 1;
-  if (w.channel_packs <= kApplyBlock) {
-    w.tiles = 1;
-    w.lanes = static_cast<int>(w.channel_packs);
-    rows_per_block = kApplyBlock / w.channel_packs;
+  if (w.ch.channel_packs <= kApplyBlock) {
+    w.ch.tiles = 1;
+    w.ch.lanes = static_cast<int>(w.ch.channel_packs);
+    rows_per_block = kApplyBlock / w.ch.channel_packs;
   } else {  // tiles of equal width, whole warps
-    w.tiles = ceil_div64(w.channel_packs, kApplyBlock);
-    w.lanes = static_cast<int>(ceil_div64(ceil_div64(w.channel_packs, w.tiles), 32) * 32);
+    w.ch.tiles = ceil_div64(w.ch.channel_packs, kApplyBlock);
+    w.ch.lanes = static_cast<int>(ceil_div64(ceil_div64(w.ch.channel_packs, w.ch.tiles), 32) * 32);
   }
-  const int threads = static_cast<int>(w.lanes * rows_per_block);
+  const int threads = static_cast<int>(w.ch.lanes * rows_per_block);
   auto kernel = apply_channels<Op, E, kPerSample, kPeriod>;
   const int64_t wanted = ceil_div64(w.count, rows_per_block * kApplyPacks<Op>);
-  int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.tiles;
+  int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.ch.tiles;
   if (row_blocks > wanted) row_blocks = wanted;
   if (row_blocks < 1) row_blocks = 1;
-  w.stride = row_blocks * rows_per_block;
-  w.step_n = w.stride / w.s;
-  w.step_s = w.stride % w.s;
-  kernel<<<static_cast<unsigned>(row_blocks * w.tiles), threads, 0, stream>>>(op, w);
+  if (kPerSample) {  // a block's turn: consecutive rows, a thread's packs a block height apart
+    w.stride = rows_per_block;
+    w.ch.jump = (row_blocks - 1) * rows_per_block * kApplyPacks<Op>;
+  } else {  // coefficients held for good: a thread's packs a grid height apart
+    w.stride = row_blocks * rows_per_block;
+  }
+  w.ch.step_n = w.stride / w.ch.s;
+  w.ch.step_s = w.stride % w.ch.s;
+  w.ch.jump_n = w.ch.jump / w.ch.s;
+  w.ch.jump_s = w.ch.jump % w.ch.s;
+  kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
 }
 
 // The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
