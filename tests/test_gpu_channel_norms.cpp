@@ -405,9 +405,11 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 // positions (not whole periods: the scalar channel walk), C = 255 (a period of 255 packs, one row
 // of threads a block); S = 3 (NCHW scalar rows); C = 2 over 1000 positions per sample (few lanes,
 // many positions per thread); S = 147 (NCHW packs crossing rows, the tracker stepping by
-// elements). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs)
-// with weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests
-// cover the rest.
+// elements); C = 100 over 14 positions, N = 64 (per-sample walks over several turns of the grid,
+// stepping from turn to turn over whole samples, and in bf16, blocks of 10 rows of 2 positions
+// and samples of 7 rows, from pack to pack too). Training and inference, forward and backward. bf16
+// and fp32 (8- and 4-element packs) with weight and bias: the walk does not depend on the dtype
+// otherwise, and the *MatchesCpu tests cover the rest.
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -424,8 +426,8 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
-  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4},  {3, 21, 41, 3},
-                             {2, 255, 64, 5}, {4, 2, 1000, 1}, {4, 24, 147, 4}};
+  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4},  {3, 21, 41, 3},  {2, 255, 64, 5},
+                             {4, 2, 1000, 1}, {4, 24, 147, 4}, {64, 100, 14, 5}};
   for (const auto& s : list) {
     const ChannelCase k{c.family, s[0],     s[1],
                         s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
