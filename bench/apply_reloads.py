@@ -45,7 +45,7 @@ SHAPES = ([("instance_norm", 8, c, hw) for c in (64, 128, 256) for hw in (256, 1
              ("C % 8 != 0", 2, 250, 16)])
 
 
-def geometry(c, hw, n, elem):
+def geometry(c, hw, elem):
     """(channel packs of a walked row, tiles, rows per block, walked rows per sample, period)."""
     e = 16 // elem
     period = c if c % e == 0 else c * e // math.gcd(c, e)
@@ -71,10 +71,9 @@ def main():
     ap.add_argument("object")
     ap.add_argument("--walk", choices=("grid", "block"), required=True)
     ap.add_argument("--sms", type=int, default=132)
-    ap.add_argument("--cuobjdump", default="cuobjdump")
+    ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")
     ap.add_argument("--arch", default="sm_90")
     args = ap.parse_args()
-    args.pattern = "apply_channels<"
     funcs, names = sass_table.read_object(args)
     with tempfile.NamedTemporaryFile("w+", suffix=".txt") as f:
         subprocess.run([args.cuobjdump, "-res-usage", "-arch", args.arch, args.object],
@@ -101,7 +100,7 @@ def main():
     print("|---" * (7 + len(ACTS)) + "|")
     for t, elem in (("__nv_bfloat16", 2), ("float", 4)):
         for name, n, c, hw in SHAPES:
-            lanes, tiles, rows, s, period = geometry(c, hw, n, elem)
+            lanes, tiles, rows, s, period = geometry(c, hw, elem)
             cells = []
             for act in ACTS:
                 regs, turns, tensor = kernel(t, 16 // elem, act, period)

@@ -144,7 +144,8 @@ def describe(counter):
 
 
 def add_object_arguments(ap):
-    """The arguments of the one-object SASS tools (sass_loops, sass_path, sass_steady)."""
+    """The arguments of the one-object SASS tools (sass_loops, sass_path, sass_steady,
+    sass_turn)."""
     ap.add_argument("object")
     ap.add_argument("pattern")
     ap.add_argument("--cuobjdump", default="/opt/cuda-tools/nvidia/cu13/bin/cuobjdump")

@@ -6,17 +6,18 @@ given number of coefficient reloads, from the SASS of a built object.
                        [--cuobjdump PATH] [--arch sm_90]
 
 bench/sass_table.py finds the hot loop and bench/sass_steady.py its reload blocks (a forward
-branch over 4-byte global loads only). Where it finds none (loops that load 16-byte
-coefficients), the walk runs every pack's reload: the count is then an upper bound. The walk starts at the loop's first instruction and ends at its
-back branch. The first K reload blocks it meets run, later ones are skipped (their branch taken);
-every other conditional branch falls through unless its index is given to --take, and
+branch over 4-byte global loads only). The walk starts at the loop's first instruction and ends
+at its back branch. The first K reload blocks it meets run, later ones are skipped (their branch
+taken); every other conditional branch falls through unless its index is given to --take, and
 unconditional branches are followed. Where the compiler made two versions of the loop body (a
-nullable output stored or not), falling through takes the first. --list prints each conditional
-branch the walk meets and what it did, to check the path. Prints, per kernel that matches: the
-instructions of the turn, its global loads and stores by opcode, and the bytes of its 8- and
-16-byte and byte-sized accesses (the tensors and the mask, not the 4-byte coefficient loads).
-Static evidence: which branches a warp takes is the reader's reasoning, written next to the
-figure.
+nullable output stored or not), falling through takes the first. Checked on the forward's walks
+(ForwardApply), whose coefficients are 4-byte loads; in the backward's dx walks, which load
+16-byte coefficients, the heuristic finds smaller blocks inside a reload, so there K does not
+count reloads. --list prints each conditional branch the walk meets and what it did, to check
+the path. Prints, per kernel that matches: the instructions of the turn, the bytes of its 1-, 8-
+and 16-byte global accesses (the tensors and the mask, not the 4-byte coefficient loads), and
+its global loads and stores by opcode. Static evidence: which branches a warp takes is the
+reader's reasoning, written next to the figure.
 """
 import argparse
 import os
