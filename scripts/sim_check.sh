@@ -172,7 +172,14 @@ fi
 
 start=$(date +%s)
 echo "simulated-GPU lane: $total tests in batches of $batch, $jobs at a time (log: $work)"
-ls "$work"/batch.* | xargs -P "$jobs" -I{} bash -c 'run_batch "$@"' _ {}
+# The batches run in a process group of their own: stopping this script (TERM, INT) ends that
+# group, so that no further batch starts, and the tests already running.
+export jobs
+setsid bash -c 'ls "$work"/batch.* | xargs -P "$jobs" -I{} bash -c '\''run_batch "$@"'\'' _ {}' &
+runner=$!
+trap 'kill -TERM -- "-$runner" 2>/dev/null; pkill -TERM -f -- "$work/bin/"; exit 143' TERM INT
+wait "$runner"
+trap - TERM INT
 wall=$(( $(date +%s) - start ))
 
 mkdir -p "$out"
