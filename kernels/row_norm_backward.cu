@@ -2,6 +2,7 @@
 //
 // Per row, with g = dy * weight and xhat = (x - mean) * rstd from the saved statistics:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat))     (RMS norm: no mean(g) term)
+// (taken per row as three coefficients of g and x - mean: DxCoefficients)
 // and the column sums dweight = sum(dy * xhat), dbias = sum(dy) over all rows.
 //
 // Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
@@ -53,10 +54,12 @@ namespace {
 
 // Sums N values over the threads of one row: a lane group (tpr <= 32) by shuffles, or the tpr / 32
 // warps of a row (a block may hold several rows) through `scratch` (N floats per warp), added by
-// every warp of the row in one butterfly (lane w holds the row's warp w). Every thread of the
-// block calls it.
+// every warp of the row in one butterfly (lane w holds the row's warp w). t is the thread's index
+// in its row: the row's first warp is warp - t / 32 (a division by tpr / 32 took about 30
+// instructions a row). Every thread of the block calls it.
 template <int N>
-__device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, float* scratch) {
+__device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, int t,
+                                                    float* scratch) {
   if (tpr <= 32) return dev::group_sum<N>(a, tpr);
   a = dev::group_sum<N>(a, 32);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps_per_row = tpr / 32;
@@ -67,7 +70,7 @@ __device__ __forceinline__ dev::Floats<N> row_total(dev::Floats<N> a, int tpr, f
   __syncthreads();
   dev::Floats<N> total{};
   if (lane < warps_per_row) {
-    const int w = warp / warps_per_row * warps_per_row + lane;
+    const int w = warp - t / 32 + lane;
 #pragma unroll
     for (int i = 0; i < N; ++i) total.v[i] = scratch[w * N + i];
   }
@@ -151,8 +154,8 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
           load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
           for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
-            const float d = dev::to_float(ds[k].v[i]), g = d * w[i];
+            const float xhat = (dev::element(xs[k], i) - mean) * rstd;
+            const float d = dev::element(ds[k], i), g = d * w[i];
             sums.v[0] += g;
             sums.v[1] += g * xhat;
             acc_dw[k][i] += d * xhat;
@@ -161,8 +164,9 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
         }
       }
       if (!want_dh) continue;  // uniform across the grid: barriers stay matched
-      sums = row_total<2>(sums, tpr, scratch);
-      const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
+      sums = row_total<2>(sums, tpr, t, scratch);
+      const DxCoefficients dxk =
+          dx_coefficients(rstd, p.rms ? 0.0f : sums.v[0] * inv_cols, sums.v[1] * inv_cols);
 #pragma unroll
       for (int k = 0; k < P; ++k) {
         const int pack = t + k * tpr;
@@ -171,8 +175,8 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
           load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
           for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::to_float(xs[k].v[i]) - mean) * rstd;
-            out[i] = rstd * (dev::to_float(ds[k].v[i]) * w[i] - mean_g - xhat * mean_gx);
+            out[i] = dx_of(dxk, dev::element(ds[k], i) * w[i],
+                           dev::element(xs[k], i) - mean);
           }
           store_dh<T, E>(p, row * p.cols + pack * E, out);
         }
@@ -252,8 +256,8 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
           load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
           for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
-            const float d = dev::to_float(dv.v[i]), g = d * w[i];
+            const float xhat = (dev::element(xv, i) - mean) * rstd;
+            const float d = dev::element(dv, i), g = d * w[i];
             sums.v[0] += g;
             sums.v[1] += g * xhat;
             acc_dw[k][i] += d * xhat;
@@ -263,7 +267,8 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
       }
       if (!want_dh) continue;  // uniform across the grid
       sums = dev::block_sum<2>(sums, scratch);
-      const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
+      const DxCoefficients dxk =
+          dx_coefficients(rstd, p.rms ? 0.0f : sums.v[0] * inv_cols, sums.v[1] * inv_cols);
       // Not unrolled: no accumulator is indexed here, and the loads of all P packs hoisted ahead
       // would spill next to the accumulators.
 #pragma unroll 1
@@ -273,8 +278,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
         load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          const float xhat = (dev::to_float(xv.v[i]) - mean) * rstd;
-          out[i] = rstd * (dev::to_float(dv.v[i]) * w[i] - mean_g - xhat * mean_gx);
+          out[i] = dx_of(dxk, dev::element(dv, i) * w[i], dev::element(xv, i) - mean);
         }
         store_dh<T, E, true>(p, row * p.cols + pack * E, out);
       }
@@ -304,30 +308,30 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
     const T* dyr = dy + row * p.cols;
     dev::Floats<2> sums{};
     for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
-      float v[E], d[E], w[E];
-      dev::load_floats<T, E>(xr + pack * E, v);
-      dev::load_floats<T, E>(dyr + pack * E, d);
+      const dev::Pack<T, E> xv = load_pack<T, E>(xr + pack * E);
+      const dev::Pack<T, E> dv = load_pack<T, E>(dyr + pack * E);
+      float w[E];
       load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
-        const float xhat = (v[i] - mean) * rstd, g = d[i] * w[i];
+        const float xhat = (dev::element(xv, i) - mean) * rstd, g = dev::element(dv, i) * w[i];
         sums.v[0] += g;
         sums.v[1] += g * xhat;
       }
     }
     sums = dev::block_sum<2>(sums, scratch);
-    const float mean_g = p.rms ? 0.0f : sums.v[0] * inv_cols, mean_gx = sums.v[1] * inv_cols;
+    const DxCoefficients dxk =
+        dx_coefficients(rstd, p.rms ? 0.0f : sums.v[0] * inv_cols, sums.v[1] * inv_cols);
     for (int64_t pack = threadIdx.x; pack < packs; pack += blockDim.x) {
-      float v[E], d[E], w[E];
-      dev::load_floats<T, E>(xr + pack * E, v);
-      dev::load_floats<T, E>(dyr + pack * E, d);
+      const dev::Pack<T, E> xv = load_pack<T, E>(xr + pack * E);
+      const dev::Pack<T, E> dv = load_pack<T, E>(dyr + pack * E);
+      float w[E], out[E];
       load_gamma<W, E>(p, pack * E, w);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
-        const float xhat = (v[i] - mean) * rstd;
-        v[i] = rstd * (d[i] * w[i] - mean_g - xhat * mean_gx);
+        out[i] = dx_of(dxk, dev::element(dv, i) * w[i], dev::element(xv, i) - mean);
       }
-      store_dh<T, E>(p, row * p.cols + pack * E, v);
+      store_dh<T, E>(p, row * p.cols + pack * E, out);
     }
   }
 }

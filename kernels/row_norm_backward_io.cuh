@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/device_types.cuh"
 #include "common/vec.cuh"
@@ -30,21 +31,68 @@ struct BackwardParams {
   int threads_per_row;
 };
 
+// E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.
+template <class T, int E>
+__device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
+  return *reinterpret_cast<const dev::Pack<T, E>*>(p);
+}
+
+// 32 bytes of 1.0 in each weight dtype, aligned for 16-byte loads, read by load_gamma in place of
+// an absent weight: the load and its conversion then need no default per element (about 9
+// instructions a pass of a 16-bit pack).
+#define NK_ONES8(bits) {bits, bits, bits, bits, bits, bits, bits, bits}
+__device__ const __align__(16) uint32_t kOnesFloat[8] = NK_ONES8(0x3f800000u);
+__device__ const __align__(16) uint32_t kOnesHalf[8] = NK_ONES8(0x3c003c00u);
+__device__ const __align__(16) uint32_t kOnesBfloat16[8] = NK_ONES8(0x3f803f80u);
+#undef NK_ONES8
+
+template <class W>
+__device__ __forceinline__ const W* ones() {
+  static_assert(std::is_same_v<W, float> || std::is_same_v<W, __half> ||
+                std::is_same_v<W, __nv_bfloat16>);
+  if constexpr (std::is_same_v<W, float>) return reinterpret_cast<const W*>(kOnesFloat);
+  if constexpr (std::is_same_v<W, __half>) return reinterpret_cast<const W*>(kOnesHalf);
+  if constexpr (std::is_same_v<W, __nv_bfloat16>) return reinterpret_cast<const W*>(kOnesBfloat16);
+}
+
 // gamma of E columns from `col`: weight, 1 + weight (zero-centred) or 1.
 template <class W, int E>
 __device__ __forceinline__ void load_gamma(const BackwardParams& p, int64_t col, float (&w)[E]) {
+  static_assert(E * sizeof(W) <= 32, "ones() holds 32 bytes");
   const W* weight = static_cast<const W*>(p.weight);
-  dev::load_param<W, E>(weight ? weight + col : nullptr, w, 1.0f);
+  const W* src = weight ? weight + col : ones<W>();
+  constexpr int kPerAccess = (16 / sizeof(W)) < E ? (16 / sizeof(W)) : E;
+#pragma unroll
+  for (int i = 0; i < E; i += kPerAccess) {
+    const auto part = load_pack<W, kPerAccess>(src + i);
+#pragma unroll
+    for (int j = 0; j < kPerAccess; ++j) w[i + j] = dev::element(part, j);
+  }
   // Branch-free (fewer live registers than two code paths): + 0 leaves any weight but -0 as it
   // is, and the CPU backend turns -0 into +0 the same way.
 #pragma unroll
   for (int i = 0; i < E; ++i) w[i] += p.gamma_offset;
 }
 
-// E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.
-template <class T, int E>
-__device__ __forceinline__ dev::Pack<T, E> load_pack(const T* p) {
-  return *reinterpret_cast<const dev::Pack<T, E>*>(p);
+// dx = rstd * (g - mean_g - xhat * mean_gx), xhat = (x - mean) * rstd, as
+// b * (x - mean) + (a * g + c): after the subtraction, g and two FMAs an element where the plain
+// form took four instructions (sm_90 SASS). x - mean stays first, so a large mean cancels exactly
+// as in the forward.
+// (The other FMA order, a * g + (b * (x - mean) + c), spilled in backward_staged<half, float>.)
+// b = -(rstd * mean_gx) * rstd: mean_gx first, so that a row whose mean_gx is 0 (constant x) gives
+// b = 0 even where rstd * rstd would overflow.
+struct DxCoefficients {
+  float a, b, c;
+};
+
+__device__ __forceinline__ DxCoefficients dx_coefficients(float rstd, float mean_g,
+                                                          float mean_gx) {
+  return {rstd, -(rstd * mean_gx) * rstd, -rstd * mean_g};
+}
+
+// dx of one element from g = dy * gamma and x - mean.
+__device__ __forceinline__ float dx_of(const DxCoefficients& k, float g, float centred) {
+  return fmaf(k.b, centred, fmaf(k.a, g, k.c));
 }
 
 // Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
@@ -56,7 +104,7 @@ __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset
     // Kept packed as stored until added (half the registers for 16-bit types).
     const dev::Pack<T, E> extra = load_pack<T, E>(static_cast<const T*>(p.dh_extra) + offset);
 #pragma unroll
-    for (int i = 0; i < E; ++i) dh[i] += dev::to_float(extra.v[i]);
+    for (int i = 0; i < E; ++i) dh[i] += dev::element(extra, i);
   }
   auto store = [&](void* out) {
     if constexpr (kExplicitStore) {

@@ -106,8 +106,8 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     }
   }
   __syncthreads();
-  const float mean_g = row_means[0], mean_gx = row_means[1];
   const float mean = p.rms ? 0.0f : p.save_mean[s.row], rstd = p.save_rstd[s.row];
+  const DxCoefficients dxk = dx_coefficients(rstd, row_means[0], row_means[1]);
 #pragma unroll
   for (int k = 0; k < kSplitPacks; ++k) {
     const int col = (threadIdx.x + k * kSplitBlock) * E;
@@ -116,8 +116,7 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
       load_gamma<W, E>(p, s.first + col, w);
 #pragma unroll
       for (int i = 0; i < E; ++i) {
-        const float xhat = (dev::to_float(x[k].v[i]) - mean) * rstd;
-        dh[i] = rstd * (dev::to_float(dy[k].v[i]) * w[i] - mean_g - xhat * mean_gx);
+        dh[i] = dx_of(dxk, dev::element(dy[k], i) * w[i], dev::element(x[k], i) - mean);
       }
       store_dh<T, E>(p, base + col, dh);
     }

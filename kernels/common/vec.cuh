@@ -7,6 +7,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace nk::dev {
 
@@ -38,6 +40,20 @@ template <class T, int E>
 struct alignas(sizeof(T) * E) Pack {
   T v[E];
 };
+
+// Element i (a constant after unrolling) of a pack, widened to float. A bf16 is the top half of
+// its float, so a pair is split from its 32-bit word with one shift or one mask; converting an
+// element extracted from the pack took a PRMT and a shift for the upper one.
+template <class T, int E>
+__device__ __forceinline__ float element(const Pack<T, E>& p, int i) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16> && E % 2 == 0) {
+    uint32_t word;
+    memcpy(&word, &p.v[i & ~1], sizeof(word));
+    return __uint_as_float(i % 2 == 1 ? word & 0xffff0000u : word << 16);
+  } else {
+    return to_float(p.v[i]);
+  }
+}
 
 // E elements at p (aligned to sizeof(T) * E), widened to float.
 template <class T, int E>
