@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The instructions one warp executes in one turn of a channel-norm apply walk's hot loop, with a
-given number of coefficient reloads, from the SASS of a built object.
+"""The instructions one warp executes in one turn of a kernel's hot loop (a channel-norm apply
+walk, with a given number of coefficient reloads, or the row-norm backward's row loop), from the
+SASS of a built object.
 
     bench/sass_turn.py OBJECT PATTERN [--reloads K] [--take I ...] [--list]
                        [--cuobjdump PATH] [--arch sm_90]
@@ -13,11 +14,12 @@ unconditional branches are followed. Where the compiler made two versions of the
 nullable output stored or not), falling through takes the first. Checked on the forward's walks
 (ForwardApply), whose coefficients are 4-byte loads; in the backward's dx walks, which load
 16-byte coefficients, the heuristic finds smaller blocks inside a reload, so there K does not
-count reloads. --list prints each conditional branch the walk meets and what it did, to check
-the path. Prints, per kernel that matches: the instructions of the turn, the bytes of its 1-, 8-
-and 16-byte global accesses (the tensors and the mask, not the 4-byte coefficient loads), and
-its global loads and stores by opcode. Static evidence: which branches a warp takes is the
-reader's reasoning, written next to the figure.
+count reloads. The row loop of backward_in_registers has no reload block; there --take alone
+chooses the path (row shape, dh_extra, the outputs stored). --list prints each conditional branch
+the walk meets and what it did, to check the path. Prints, per kernel that matches: the
+instructions of the turn, the bytes of its 1-, 8- and 16-byte global accesses (the tensors and
+the mask, not the 4-byte coefficient loads), and its global loads and stores by opcode. Static
+evidence: which branches a warp takes is the reader's reasoning, written next to the figure.
 """
 import argparse
 import os
