@@ -11,8 +11,9 @@
 // over n in a fixed order into dbias and dweight.
 //
 // Instance norm sums the row over the block; group norm gives each warp whole channels (lanes
-// strided over a channel's S elements, then a butterfly), so every channel's sums come out whole
-// and the row's totals add the warps' totals in warp order: the tree depends on L and S only.
+// strided over a channel's packs when S is a multiple of the pack, else over its S elements, then
+// a butterfly), so every channel's sums come out whole and the row's totals add the warps' totals
+// in warp order: the tree depends on L and S only.
 // Misaligned pointers load single elements into the same staged packs, and the sums read the
 // staged row, so the bits do not depend on the pointers. y (ReLU without a mask) or z (SiLU with a
 // residual) is read from global memory in both passes; the second read is of the row just read.
@@ -105,54 +106,68 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
   };
 
+  // Adds du and du * (x - mean) of the staged pack q, with the coefficients k, to t.
+  auto add_pack = [&](int q, const Coef& k, dev::Floats<2>& t) {
+    const Raw xv = xs[q], dv = dys[q];
+    float a[E];
+    load_aux(static_cast<unsigned>(q) * E, a);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float xf = dev::element(xv, e), xm = xf - mean;
+      const float du = du_of<kSource, kZ>(dev::element(dv, e), xf, a[e], mean, k.scale, k.bias);
+      t.v[0] += du;
+      t.v[1] = fmaf(du, xm, t.v[1]);
+    }
+  };
+
+  // The same for the single element o of the staged row.
+  auto add_element = [&](unsigned o, const Coef& k, dev::Floats<2>& t) {
+    float a = 0.0f;
+    if constexpr (kSource == kFromMask) {
+      // One bit in one word (dev::load_mask<1> also tests for a second word: 24 more
+      // instructions per 4 elements here).
+      const int64_t at = first + o;
+      a = static_cast<float>((p.mask[at / 32] >> (at % 32)) & 1u);
+    } else if constexpr (kAux) {
+      a = dev::to_float(aux[o]);
+    }
+    const float xf = dev::to_float(reinterpret_cast<const T*>(xs)[o]), xm = xf - mean;
+    const float du = du_of<kSource, kZ>(dev::to_float(reinterpret_cast<const T*>(dys)[o]), xf, a,
+                                        mean, k.scale, k.bias);
+    t.v[0] += du;
+    t.v[1] = fmaf(du, xm, t.v[1]);
+  };
+
   // The row's sums: (sum_g, sum_gx) with the weights, each channel's (sum du, sum du * x-hat)
   // stored for dweight and dbias.
   dev::Floats<2> row_sums{};
   if (p.channels_per_row == 1) {
     const Coef k = coef(c0);
     dev::Floats<2> t{};
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-      const Raw xv = xs[q], dv = dys[q];
-      float a[E];
-      load_aux(static_cast<unsigned>(q) * E, a);
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
-        const float du =
-            du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
-        t.v[0] += du;
-        t.v[1] = fmaf(du, xm, t.v[1]);
-      }
-    }
+    for (int q = threadIdx.x; q < packs; q += blockDim.x) add_pack(q, k, t);
     t = dev::block_sum<2>(t, scratch);
     t.v[1] *= invstd;
     if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
     row_sums.v[0] = k.w * t.v[0];
     row_sums.v[1] = k.w * t.v[1];
   } else {
-    // A warp per channel, lanes strided over its S elements of the staged row.
-    const T* xe = reinterpret_cast<const T*>(xs);
-    const T* de = reinterpret_cast<const T*>(dys);
+    // A warp per channel, lanes strided over its S elements of the staged row: over its S / E
+    // whole packs when S is a multiple of the pack (a pack then holds one channel), else over
+    // single elements.
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    const bool channel_packs = p.s % E == 0;
+    const int channel_len = channel_packs ? p.s / E : p.s;
     dev::Floats<2> warp_total{};
     for (int j = warp; j < p.channels_per_row; j += warps) {
       const Coef k = coef(c0 + j);
       dev::Floats<2> t{};
-      for (int i = lane; i < p.s; i += 32) {
-        const unsigned o = static_cast<unsigned>(j) * p.s + i;
-        float a = 0.0f;
-        if constexpr (kSource == kFromMask) {
-          // One bit in one word (dev::load_mask<1> also tests for a second word: 24 more
-          // instructions per 4 elements here).
-          const int64_t at = first + o;
-          a = static_cast<float>((p.mask[at / 32] >> (at % 32)) & 1u);
-        } else if constexpr (kAux) {
-          a = dev::to_float(aux[o]);
+      const int start = j * channel_len;
+      for (int i = lane; i < channel_len; i += 32) {
+        if (channel_packs) {
+          add_pack(start + i, k, t);
+        } else {
+          add_element(static_cast<unsigned>(start + i), k, t);
         }
-        const float xf = dev::to_float(xe[o]), xm = xf - mean;
-        const float du = du_of<kSource, kZ>(dev::to_float(de[o]), xf, a, mean, k.scale, k.bias);
-        t.v[0] += du;
-        t.v[1] = fmaf(du, xm, t.v[1]);
       }
       t = dev::group_sum<2>(t, 32);
       t.v[1] *= invstd;
@@ -178,6 +193,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   auto write_dx = [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
     const Coef row_coef = coef(c0);
+    // dev::element, except where the coefficients change within a pack: there it made ptxas keep
+    // one loop for present and absent weights (about 15 more instructions per bf16 pack with a
+    // weight, 40 without), where the plain widening gets a loop for each.
+    auto widen = [](const Raw& v, int e) {
+      return kMode == 2 ? dev::to_float(v.v[e]) : dev::element(v, e);
+    };
     PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
     for (int q = threadIdx.x; q < packs; q += blockDim.x) {
       const Raw xv = xs[q], dv = dys[q];
@@ -190,8 +211,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         if constexpr (kMode == 2) run.step([&](unsigned j) { k = coef(c0 + j); });
-        const float xf = dev::to_float(xv.v[e]), xm = xf - mean;
-        du[e] = du_of<kSource, kZ>(dev::to_float(dv.v[e]), xf, a[e], mean, k.scale, k.bias);
+        const float xf = widen(xv, e), xm = xf - mean;
+        du[e] = du_of<kSource, kZ>(widen(dv, e), xf, a[e], mean, k.scale, k.bias);
         r[e] = fmaf(k.scale, du[e], fmaf(xm, -c2, -c1));
       }
       if (dx != nullptr) store_elems<T, E, kAccess>(dx + first + o, r);
