@@ -26,9 +26,19 @@ __device__ __forceinline__ float activate(float u) {
   }
 }
 
+// 1 / d for d >= 1, +inf or NaN: the hardware's approximate reciprocal (MUFU.RCP, 1 ulp) alone.
+// __fdividef(1, d) is the same MUFU.RCP times 1, after a test that scales a d below 2^-126 by
+// 2^24 (and the quotient with it); for d >= 1 that test changes nothing, so the bits are the
+// same, and the 4 instructions it costs (of about 24 per element in SiLU's backward) are saved.
+__device__ __forceinline__ float reciprocal_at_least_one(float d) {
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(d));
+  return r;
+}
+
 // SiLU's derivative at u: s * (1 + u * (1 - s)), s = sigmoid(u).
 __device__ __forceinline__ float silu_derivative(float u) {
-  const float s = __fdividef(1.0f, 1.0f + expf(-u));
+  const float s = reciprocal_at_least_one(1.0f + expf(-u));
   return s * fmaf(u, 1.0f - s, 1.0f);
 }
 
