@@ -152,7 +152,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     row_sums.v[1] = k.w * t.v[1];
   } else {
     // A warp per channel, lanes strided over its S elements of the staged row: over its S / E
-    // whole packs when S is a multiple of the pack (a pack then holds one channel), else over
+    // whole packs when S is a multiple of the pack (each pack then lies in one channel), else over
     // single elements.
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     const bool channel_packs = p.s % E == 0;
