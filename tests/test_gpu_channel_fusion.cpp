@@ -2,7 +2,8 @@
 // backend (itself checked against the plain ops in test_channel_fusion.cpp) on fresh random data,
 // for every norm x phase x activation x residual x layout x dtype, on shapes that reach every path
 // of the channel-norm plan (kernels/channel_norm_plan.hpp): NCHW rows of whole 16-byte packs
-// (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32), short unaligned rows (S = 49),
+// (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32; elementwise passes in packs
+// that cross rows, or in half packs where N C S is not whole packs), short unaligned rows (S = 49),
 // long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
 // positions that are whole periods of 16-byte packs (C = 9, S = 8) and over positions that are not
 // (single elements); pointers misaligned by one element (single-element paths).
@@ -53,8 +54,11 @@ struct PathRun {
 // The plan's paths per layout: (n, c, s, groups, misalign).
 std::vector<PathRun> path_runs(const Config& c) {
   const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
-  const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
-                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1}};
+  // S = half: 16-byte packs that cross rows when the tensor is whole packs (N C = 8), half-pack
+  // walks when it is not (N C = 9).
+  const int64_t nchw[][5] = {{2, 4, 64, 2, 0}, {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
+                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0}, {2, 4, 64, 2, 1},
+                             {3, 3, half, 3, 0}};
   const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},  {3, 12, 1, 4, 0},
                              {2, 16, 24, 4, 1}, {4, 9, 8, 3, 0}};  // C = 9 in periods of packs
   std::vector<PathRun> out;
@@ -71,9 +75,9 @@ std::vector<PathRun> path_runs(const Config& c) {
   return out;
 }
 
-// The full set runs every path. The reduced set runs one per test: the (activation, residual)
-// pair picks it, so that each norm x phase x layout x dtype meets every path once (the next one
-// where training cannot run a shape: instance norm with S = 1).
+// The full set runs every path. The reduced set runs the paths whose index is the (activation,
+// residual) pair's modulo the 6 pairs, so that each norm x phase x layout x dtype meets every path
+// once (the next one where training cannot run a shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {
   const std::vector<PathRun> all = path_runs(c);
   std::vector<PathRun> out;
@@ -83,10 +87,16 @@ std::vector<PathRun> runs(const Config& c) {
     }
     return out;
   }
+  constexpr size_t kPairs = 6;
   const size_t pick = static_cast<size_t>(c.act) * 2 + (c.residual ? 1 : 0);
-  for (size_t j = 0; j < all.size(); ++j) {
-    const PathRun& r = all[(pick + j) % all.size()];
-    if (runnable(c, r.k)) return {r};
+  for (size_t first = pick; first < all.size(); first += kPairs) {
+    for (size_t j = 0; j < all.size(); ++j) {
+      const PathRun& r = all[(first + j) % all.size()];
+      if (runnable(c, r.k)) {
+        out.push_back(r);
+        break;
+      }
+    }
   }
   return out;
 }
