@@ -328,8 +328,9 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
  *   needs 8 * N*C bytes, rounded up to 256.
  *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
- *   whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps it
- *   in shared memory; other shapes read x twice (statistics, then y).
+ *   whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps it
+ *   in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other shapes
+ *   read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
  * num_batches_tracked for instance norm: pass NULL for parity.
@@ -381,8 +382,9 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
- *   is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps
- *   it in shared memory; other shapes read x twice (statistics, then y).
+ *   is whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps
+ *   it in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other
+ *   shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
 NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
