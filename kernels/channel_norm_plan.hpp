@@ -128,7 +128,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
 // shape only, as the split path's does; which packs are staged changes no bit (each thread takes
 // its packs in the same order from either place).
 // The training backward (with dx) takes the same path with x and dy both staged
-// (`staged_tensors` 2): whole rows up to half of kResidentMaxBytes, the same block for the same L.
+// (`staged_tensors` 2): rows up to half of kResidentMaxRowBytes with heads of half of
+// kResidentMaxBytes each, the same block for the same L.
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
 constexpr int64_t kResidentMaxRowBytes = 2 * kResidentMaxBytes;
@@ -140,7 +141,7 @@ struct ResidentPlan {
   bool use;
   int64_t rows;       // statistics, one block each
   int64_t len;        // L, elements of a row
-  int64_t head_len;   // elements of a row staged (a multiple of the pack): L, or the forward's head
+  int64_t head_len;   // elements of a row of each tensor staged (a multiple of the pack), <= L
   int threads;        // per block: a power of two, about 8 packs each, in [64, 512]
   size_t smem_bytes;  // staged_tensors * head_len * elem_bytes, the staged rows
 };

@@ -294,9 +294,10 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
   p.inv_len = 1.0f / static_cast<float>(r.len);
 }
 
-// Packs of a row the forward stages: the plan's head, or fewer under the test-only knob
-// NORMKIT_TEST_RESIDENT_HEAD=<bytes> (read at each launch; 0 stages nothing), which moves packs
-// to the tail so that tests reach its loops on short rows. No bit depends on it.
+// Packs of a row (of each staged tensor) the resident kernels stage: the plan's head, or fewer
+// under the test-only knob NORMKIT_TEST_RESIDENT_HEAD=<bytes> (read at each launch; 0 stages
+// nothing), which moves packs to the tail so that tests reach its loops on short rows. No bit
+// depends on it.
 inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
   int64_t bytes = r.head_len * elem_bytes;
   if (const char* knob = std::getenv("NORMKIT_TEST_RESIDENT_HEAD")) {

@@ -86,9 +86,9 @@ class ScopedSharedLimit : public ScopedEnv {
       : ScopedEnv("NORMKIT_TEST_SHARED_LIMIT", std::to_string(bytes)) {}
 };
 
-// Sets NORMKIT_TEST_RESIDENT_HEAD for its lifetime: the channel norms' one-read forward stages at
-// most `bytes` of each row and reads the rest from memory in each pass
-// (kernels/channel_norm_resident.cuh), so short rows reach the loops of rows above 96 KiB.
+// Sets NORMKIT_TEST_RESIDENT_HEAD for its lifetime: the channel norms' one-read forward and
+// backward stage at most `bytes` of each row of each tensor and read the rest from memory in each
+// pass (kernels/channel_norm_resident.cuh), so short rows reach the loops of long ones.
 class ScopedResidentHead : public ScopedEnv {
  public:
   explicit ScopedResidentHead(int64_t bytes)

@@ -477,8 +477,8 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
-// The training backward stages x and dy: rows of 4 to 48 KiB (both fit the forward's 96), with
-// the forward's block for the same row length.
+// The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
+// forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   using nk::cuda::plan_resident_rows;
   struct Want {
@@ -488,11 +488,13 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   };
   const Want list[] = {
       {2048, 2, true},    // 4 KiB a tensor: the smallest
-      {24576, 2, true},   // 48 KiB a tensor: the largest
-      {24584, 2, false},  // above 48 KiB
+      {24576, 2, true},   // 48 KiB a tensor: the largest staged whole
+      {24584, 2, true},   // a pack of tail
+      {49152, 2, true},   // 96 KiB: the largest
+      {49160, 2, false},  // above 96 KiB
       {12288, 4, true},   // fp32 48 KiB
-      {12292, 4, false},
-      {49152, 2, false},  // 96 KiB: the forward stages it whole
+      {24576, 4, true},   // fp32 96 KiB
+      {24580, 4, false},
   };
   for (const Want& w : list) {
     const ChannelShape shape{ChannelNorm::kInstance, 1, 128, w.s, NK_NCHW,
@@ -504,8 +506,9 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
     EXPECT_EQ(r.use, w.use);
     if (!w.use) continue;
     EXPECT_EQ(r.threads, forward.threads);
-    EXPECT_EQ(r.head_len, w.s);  // whole rows of both
-    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(2 * w.s * w.elem));
+    const int64_t staged = w.s * w.elem <= 48 * 1024 ? w.s : 48 * 1024 / w.elem;
+    EXPECT_EQ(r.head_len, staged);
+    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(2 * staged * w.elem));
   }
 }
 

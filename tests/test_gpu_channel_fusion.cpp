@@ -440,7 +440,7 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
-// the forward again with only a third of each row staged (the tail of rows above 96 KiB).
+// both again with only a third of each row staged (the tails of long rows).
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
@@ -453,10 +453,12 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
                                       << " g=" << k.groups << " misalign " << misalign);
       check_forward(PathRun{k, misalign});
       check_backward(PathRun{k, misalign});
-      // The forward's loops over a row's tail (rows above 96 KiB), here a third of the row staged.
+      // The loops over a row's tail (rows above 96 KiB forward, 48 KiB backward), here with a
+      // third of the row staged.
       const int64_t row_bytes = numel(k) / num_stats(k) * static_cast<int64_t>(elem_size(c.dtype));
       const ScopedResidentHead knob(row_bytes / 3 / 16 * 16);
       check_forward(PathRun{k, misalign});
+      check_backward(PathRun{k, misalign});
     }
   }
 }

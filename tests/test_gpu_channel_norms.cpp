@@ -540,6 +540,28 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
           << grad_names[i] << ": misaligned differs";
       EXPECT_EQ(grads[2][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": dx == dy differs";
     }
+    // And with x and dy staged in part (rows above 48 KiB): the same heads as the forward's.
+    for (int64_t head : {int64_t{0}, row_bytes / 3 / 16 * 16, row_bytes - 16}) {
+      SCOPED_TRACE(testing::Message() << "head " << head << " of " << row_bytes << " bytes");
+      const ScopedResidentHead knob(head);
+      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
+        const int64_t misalign = run == 1 ? 1 : 0;
+        DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
+            dw(NK_F32, k.c), db(NK_F32, k.c);
+        void* dx_ptr = run == 2 ? dyd.data() : dx.data();
+        ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
+                                   c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
+                                   sd.f32(), dx_ptr, dw.f32(), db.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        const Buffer got[] = {run == 2 ? dyd.download() : dx.download(), dw.download(),
+                              db.download()};
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[i].bytes(), grads[0][i].bytes())
+              << grad_names[i] << " differs, run " << run;
+        }
+      }
+    }
   }
   // Group norm rows of 16 KiB in bf16: blocks of 128 threads, four warps for two channels a row,
   // so two warps have no channel and add nothing to the row's sums.
@@ -552,7 +574,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
 
 // Rows above 96 KiB (128 KiB here) take the one-read forward with the first 96 KiB staged and
 // the rest read from memory in each pass: against the CPU, instance norm with running buffers,
-// group norm with 4 channels a row, fp32 data at |mean| / std = 1e4.
+// group norm with 4 channels a row, fp32 data at |mean| / std = 1e4. The backward likewise with
+// rows of 64 KiB, above its 48.
 TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   const Case c = GetParam();
   if (c.family == Family::kBatch || c.layout != NK_NCHW) {
@@ -578,6 +601,15 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   ASSERT_LT(r.head_len, r.len);  // a tail
   check_forward(k, nk_norm_params_default(), 1);
   if (c.dtype == NK_F32) check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
+  // The backward stages x and dy: rows above 48 KiB (64 KiB here) stage the first 48 KiB of each.
+  const ChannelCase half{k.family, k.n, k.c, k.s / 2, NK_NCHW, k.groups};
+  const nk::ChannelShape half_shape{shape.kind, half.n, half.c, half.s, NK_NCHW, c.dtype,
+                                    half.groups};
+  const nk::cuda::ResidentPlan rb =
+      nk::cuda::plan_resident_rows(half_shape, static_cast<int>(elem_size(c.dtype)), 2);
+  ASSERT_TRUE(rb.use);
+  ASSERT_LT(rb.head_len, rb.len);
+  check_backward(half, NK_TRAINING);
 }
 
 // y == x and dx == dy give the bytes of separate buffers.
