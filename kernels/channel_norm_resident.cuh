@@ -12,8 +12,8 @@
 // come once per pack when S is a multiple of the pack, else once per run of a channel's elements
 // within a pack.
 // Rows above kResidentMaxBytes stage their first 96 KiB (the head) and read the rest (the tail)
-// from memory in each of the three passes, four packs in flight a thread. A thread takes its packs
-// in the same order from either place, so no bit depends on where the head ends.
+// from memory in each of the three passes (four packs in flight a thread in the first). A thread
+// takes its packs in the same order from either place, so no bit depends on where the head ends.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -108,8 +108,9 @@ __device__ __forceinline__ void stage_units(const U* const (&src)[kTensors],
 }
 
 // Visits (pack, index) for this thread's packs of [begin, packs) of a row at x (threadIdx.x,
-// + blockDim.x, ... from begin on) in ascending order, read from memory with four packs in flight
-// before their visits; kAccess: elements per access (E, or 1 for misaligned pointers).
+// + blockDim.x, ... from begin on) in ascending order, read from memory with kBatch packs in
+// flight before their visits (four in the second and third passes took ptxas to 70-96
+// registers); kAccess: elements per access (E, or 1 for misaligned pointers).
 template <class T, int E, int kAccess, int kBatch, class Visit>
 __device__ __forceinline__ void stream_packs(const T* x, int begin, int packs, Visit&& visit) {
   const int step = static_cast<int>(blockDim.x);
