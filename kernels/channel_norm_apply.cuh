@@ -272,28 +272,32 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Enqueues op over the plan's tensor with E-element packs (plan.pack_elems, or half a pack for
-// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows; kPeriod:
-// 16-byte packs over rows of plan.period); kPerSample: coefficients per (n, c), else per c. The
-// caller checks cudaGetLastError.
-template <class Op, int E, bool kPerSample, bool kCross = false, bool kPeriod = false>
-void launch_apply_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+// Enqueues op over a rows-layout tensor with E-element packs (plan.pack_elems, or half a pack for
+// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows);
+// kPerSample: coefficients per (n, c), else per c. The caller checks cudaGetLastError.
+template <class Op, int E, bool kPerSample, bool kCross = false>
+void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   ApplyWalk w{};
-  if (plan.rows_layout) {
-    auto kernel = apply_rows<Op, E, kCross>;
-    const int64_t unit = kCross ? E : 1;  // walk units per pack
-    w.rows.row_len = kCross ? plan.s : plan.s / E;
-    w.count = plan.n * plan.c * plan.s / E;
-    w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
-    const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
-    const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
-    const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
-    w.stride = grid * kApplyBlock;
-    w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
-    w.rows.step_off = w.stride * unit % w.rows.row_len;
-    kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
-    return;
-  }
+  auto kernel = apply_rows<Op, E, kCross>;
+  const int64_t unit = kCross ? E : 1;  // walk units per pack
+  w.rows.row_len = kCross ? plan.s : plan.s / E;
+  w.count = plan.n * plan.c * plan.s / E;
+  w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+  const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
+  const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
+  w.stride = grid * kApplyBlock;
+  w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
+  w.rows.step_off = w.stride * unit % w.rows.row_len;
+  kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
+}
+
+// The same over a channels-layout tensor with E-element packs (plan.pack_elems; kPeriod: 16-byte
+// packs over rows of plan.period).
+template <class Op, int E, bool kPerSample, bool kPeriod = false>
+void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
+                          cudaStream_t stream) {
+  ApplyWalk w{};
   w.ch = ChannelsWalk{};
   const int64_t per = kPeriod ? plan.period / plan.c : 1;  // positions per walked row
   w.ch.channels = kPeriod ? plan.period : plan.c;
@@ -339,21 +343,27 @@ inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   return plan.pack_elems == 1 ? 1 : e;
 }
 
-// Enqueues op with those packs.
+// Enqueues op with those packs (half packs are the rows layout's alone).
 template <class Op, bool kPerSample>
 void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
-  if (plan.rows_layout && plan.packs_cross_rows) {
-    launch_apply_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
-  } else if (!plan.rows_layout && plan.period > 0) {
-    launch_apply_walk<Op, kE, kPerSample, false, true>(op, plan, sm_count, stream);
-  } else if (e == kE / 2) {
-    launch_apply_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
+  if (plan.rows_layout) {
+    if (plan.packs_cross_rows) {
+      launch_rows_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+    } else if (e == kE / 2) {
+      launch_rows_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
+    } else if (e == 1) {
+      launch_rows_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
+    } else {
+      launch_rows_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);
+    }
+  } else if (plan.period > 0) {
+    launch_channels_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
   } else if (e == 1) {
-    launch_apply_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
+    launch_channels_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
   } else {
-    launch_apply_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);
+    launch_channels_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);
   }
 }
 

@@ -17,8 +17,9 @@
 // the elementwise launch alone, with a = weight_c / sqrt(running_var_c + eps) folded in registers
 // and dy the only input. No atomics: results repeat bit for bit.
 // Instance and group norm training with dx, where a statistic's row of x and of dy fits a block
-// (plan_resident_rows with both staged), take one kernel instead of (1) and (3), which reads each
-// once (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n.
+// (plan_resident_rows with both staged; rows above 48 KiB stage their first 48 KiB of each and
+// reread the rest), take one kernel instead of (1) and (3), which reads each once
+// (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n.
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -453,10 +454,11 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   p.save_invstd = a.save_invstd;
   p.channel_sums = want_params ? static_cast<float2*>(l.workspace) : nullptr;
   set_row_geometry(p, s, r);
+  p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
   constexpr int E = 16 / sizeof(T);
   const bool vector = vector_access(a);
   auto go = [&](auto kernel) {
-    launch_rows(kernel, r, kResidentBackwardScratchBytes + r.smem_bytes, stream, p);
+    launch_rows(kernel, r, kResidentBackwardScratchBytes + size_t{32} * p.head_packs, stream, p);
   };
   with_fusion(a, [&](auto src, auto residual) {
     constexpr int kSource = decltype(src)::value;

@@ -22,8 +22,9 @@
 //     backend returns an error.
 // x is read twice (1 and 3); when it fits in L2 the second read mostly hits it.
 // Instance and group norm in the rows layout read x once where a statistic's row fits a block's
-// shared memory (plan_resident_rows, channel_norm_resident.cuh): one launch that stages each row,
-// takes its statistics and writes y, then for instance norm with running statistics or a counter a
+// shared memory (plan_resident_rows, channel_norm_resident.cuh), or up to twice that with the rest
+// reread from memory (predicted: from L2): one launch that stages each row, takes its statistics
+// and writes y, then for instance norm with running statistics or a counter a
 // one-block launch that averages the rows' statistics over n into the running buffers and advances
 // the counter.
 // Inference is the apply alone, with the running statistics folded into the same form in
@@ -519,6 +520,7 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   p.save_invstd = a.save_invstd;
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
   set_row_geometry(p, s, r);
+  p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
   p.eps = static_cast<float>(a.params.eps);
   p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;

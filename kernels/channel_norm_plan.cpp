@@ -111,15 +111,17 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   r.rows = shape.num_stats();
   r.len = shape.count_per_stat();
   const int64_t bytes = r.len * elem_bytes;
-  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes &&
-          bytes * staged_tensors <= kResidentMaxBytes && r.rows >= kResidentMinRows &&
-          r.rows <= INT32_MAX;
+  const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
+  const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
+  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes <= row_limit &&
+          r.rows >= kResidentMinRows && r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
   while (threads < kResidentMaxThreads && threads * 8 < packs) threads *= 2;
   r.threads = threads;
-  r.smem_bytes = static_cast<size_t>(bytes * staged_tensors);
+  r.head_len = bytes <= staged_limit ? r.len : staged_limit / elem_bytes;
+  r.smem_bytes = static_cast<size_t>(r.head_len * elem_bytes * staged_tensors);
   return r;
 }
 

@@ -109,33 +109,41 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
 
 // One read of x for the training forward of instance and group norm in the rows layout: each
 // statistic's values, (n, c) or (n, g), are one contiguous row of L = count_per_stat() elements,
-// so a block stages the whole row in shared memory, takes the exact two-pass statistics from it
-// and writes y from it (channel_norm_resident.cuh), instead of the partials, finalize and apply
+// so a block stages the row in shared memory, takes the exact two-pass statistics from it and
+// writes y from it (channel_norm_resident.cuh), instead of the partials, finalize and apply
 // launches that read x twice. Taken when
 //  - the row is whole 16-byte packs (L * elem_bytes % 16 == 0): the block's packs never straddle
 //    rows, whatever the pointers (misaligned ones load single elements, into the same packs);
-//  - kResidentMinBytes <= L * elem_bytes <= kResidentMaxBytes: shorter rows would leave too few
-//    bytes in flight per block (32 blocks per SM at most), and 96 KiB of shared memory is what
-//    every supported GPU (sm_80 and later, 99 KiB on sm_86/89/120) grants one block, so the choice
-//    never depends on the device;
+//  - kResidentMinBytes <= L * elem_bytes <= kResidentMaxRowBytes: shorter rows would leave too few
+//    bytes in flight per block (32 blocks per SM at most). Up to kResidentMaxBytes the whole row
+//    is staged: 96 KiB of shared memory is what every supported GPU (sm_80 and later, 99 KiB on
+//    sm_86/89/120) grants one block, so the choice never depends on the device. Longer rows stage
+//    their first kResidentMaxBytes (the head) and read the rest (the tail, at most as long as the
+//    head) from memory in each of the three passes: once from DRAM, then, predicted, from L2,
+//    which holds the tails of all resident blocks (at most 2 an SM x 96 KiB, about 25 MB on an
+//    H200's 132 SMs, of its 50 MB L2);
 //  - at least kResidentMinRows rows (blocks): fewer would leave SMs idle, where the split
 //    reduction spreads each row over many blocks.
 // The block size depends on L only, so the reduction tree, and every output bit, depends on the
-// shape only, as the split path's does.
+// shape only, as the split path's does; which packs are staged changes no bit (each thread takes
+// its packs in the same order from either place).
 // The training backward (with dx) takes the same path with x and dy both staged
-// (`staged_tensors` 2): rows up to half of kResidentMaxBytes, the same block for the same L.
+// (`staged_tensors` 2): rows up to half of kResidentMaxRowBytes with heads of half of
+// kResidentMaxBytes each, the same block for the same L.
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
+constexpr int64_t kResidentMaxRowBytes = 2 * kResidentMaxBytes;
 constexpr int64_t kResidentMinRows = 128;
 constexpr int kResidentMaxThreads = 512;
 constexpr int kResidentMinThreads = 64;
 
 struct ResidentPlan {
   bool use;
-  int64_t rows;      // statistics, one block each
-  int64_t len;       // L, elements of a row
-  int threads;       // per block: a power of two, about 8 packs each, in [64, 512]
-  size_t smem_bytes;  // staged_tensors * L * elem_bytes, the staged rows
+  int64_t rows;       // statistics, one block each
+  int64_t len;        // L, elements of a row
+  int64_t head_len;   // elements of a row of each tensor staged (a multiple of the pack), <= L
+  int threads;        // per block: a power of two, about 8 packs each, in [64, 512]
+  size_t smem_bytes;  // staged_tensors * head_len * elem_bytes, the staged rows
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 

@@ -11,11 +11,15 @@
 // the activation (y). Group norm's weight changes along the row every S elements: its coefficients
 // come once per pack when S is a multiple of the pack, else once per run of a channel's elements
 // within a pack.
+// Rows above kResidentMaxBytes stage their first 96 KiB (the head) and read the rest (the tail)
+// from memory in each of the three passes (four packs in flight a thread in the first). A thread
+// takes its packs in the same order from either place, so no bit depends on where the head ends.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "channel_norm_plan.hpp"
@@ -37,6 +41,8 @@ struct ResidentParams {
   float* save_invstd;       // [rows], nullable
   float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
+  int head_packs;           // packs of a row staged in shared memory; the rest (the tail) are
+                            // read from memory in each pass
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
   int rows_per_sample;      // C (instance norm) or G
@@ -101,6 +107,35 @@ __device__ __forceinline__ void stage_units(const U* const (&src)[kTensors],
   }
 }
 
+// Visits (pack, index) for this thread's packs of [begin, packs) of a row at x (threadIdx.x,
+// + blockDim.x, ... from begin on) in ascending order, read from memory with kBatch packs in
+// flight before their visits (four in the second and third passes took ptxas to 70-96
+// registers); kAccess: elements per access (E, or 1 for misaligned pointers).
+template <class T, int E, int kAccess, int kBatch, class Visit>
+__device__ __forceinline__ void stream_packs(const T* x, int begin, int packs, Visit&& visit) {
+  const int step = static_cast<int>(blockDim.x);
+  int first = static_cast<int>(threadIdx.x);
+  if (first < begin) first += (begin - first + step - 1) / step * step;
+  for (; first < packs; first += kBatch * step) {
+    dev::Pack<T, E> v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int q = first + k * step;
+      if (q >= packs) continue;
+      if constexpr (kAccess == E) {
+        v[k] = reinterpret_cast<const dev::Pack<T, E>*>(x)[q];
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) v[k].v[e] = x[q * E + e];
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      if (first + k * step < packs) visit(v[k], first + k * step);
+    }
+  }
+}
+
 // Group norm rows: where a thread's packs start, as the channel j of the row and the element `at`
 // within it, for packs at elements o0, o0 + stride, ...: each turn moves on by a fixed (channels,
 // elements) step, so the loop holds no division (a reciprocal held across it spilled on sm_80).
@@ -134,10 +169,11 @@ struct PackChannel {
 
 // One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g), its row staged in
 // `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
-// pointers). The explicit minimum of one block lets ptxas use the registers 512 threads allow:
-// without it, it held some instances at 40 registers and spilled.
+// pointers). The explicit minimum of two blocks holds ptxas to 64 registers, so that two blocks
+// of 512 threads share an SM: without it, the tail's loops took ReLU with a residual to 66 (16-bit
+// types; without any minimum, it held some instances at 40 registers and spilled).
 template <class T, int kAccess, int kAct, bool kResidual>
-__global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(ResidentParams p) {
+__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(ResidentParams p) {
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
   // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
@@ -147,10 +183,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
   unsigned char* staged_bytes = shared_bytes + kResidentScratchBytes;
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
   const int64_t row = blockIdx.x, first = row * p.len;
-  const int packs = static_cast<int>(p.len / E);
+  const int packs = static_cast<int>(p.len / E), head = p.head_packs;
   const T* x = static_cast<const T*>(p.x) + first;
   // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
-  // row with the same packs per thread in the same order (single-element loads): the same bits.
+  // head with the same packs per thread in the same order (single-element loads), then over the
+  // tail as it arrives: the same bits whatever the pointers and the head.
   const float shift = dev::to_float(x[0]);
   dev::Floats<1> sum{};
   auto add = [&](const Raw& v) {
@@ -158,23 +195,31 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
     for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
   };
   if constexpr (kAccess == E) {
-    stage_units<1>({reinterpret_cast<const Raw*>(x)}, {staged}, packs, add);
+    stage_units<1>({reinterpret_cast<const Raw*>(x)}, {staged}, head, add);
     __syncthreads();
   } else {
-    stage_units<1>({x}, {reinterpret_cast<T*>(staged_bytes)}, packs * E, [](const T&) {});
+    stage_units<1>({x}, {reinterpret_cast<T*>(staged_bytes)}, head * E, [](const T&) {});
     __syncthreads();
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) add(staged[q]);
+    for (int q = threadIdx.x; q < head; q += blockDim.x) {
+      const Raw v = staged[q];
+      add(v);
+    }
   }
+  stream_packs<T, E, kAccess, 4>(x, head, packs, [&](const Raw& v, int) { add(v); });
   const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
   dev::Floats<1> squares{};
-  for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-    const Raw v = staged[q];
+  auto add_square = [&](const Raw& v, int) {
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       const float d = (dev::to_float(v.v[e]) - shift) - centre;
       squares.v[0] = fmaf(d, d, squares.v[0]);
     }
+  };
+  for (int q = threadIdx.x; q < head; q += blockDim.x) {
+    const Raw v = staged[q];  // one 16-byte shared load (a reference read it element by element)
+    add_square(v, q);
   }
+  stream_packs<T, E, kAccess, 1>(x, head, packs, add_square);
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
@@ -204,8 +249,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
     constexpr int kMode = decltype(mode)::value;
     const float2 row_coef = coef(c0);
     PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-      const Raw v = staged[q];
+    auto write_pack = [&](const Raw& v, int q) {
       const unsigned o = static_cast<unsigned>(q) * E;
       float u[E];
       if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
@@ -223,7 +267,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1) forward_resident(Resid
         if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
       }
       if constexpr (kMode != 0) walk.next();
+    };
+    for (int q = threadIdx.x; q < head; q += blockDim.x) {
+      const Raw v = staged[q];
+      write_pack(v, q);
     }
+    stream_packs<T, E, kAccess, 1>(x, head, packs, write_pack);
   };
   if (p.channels_per_row == 1) {
     write_y(std::integral_constant<int, 0>{});
@@ -244,6 +293,20 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
   p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
   p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
   p.inv_len = 1.0f / static_cast<float>(r.len);
+}
+
+// Packs of a row (of each staged tensor) the resident kernels stage: the plan's head, or fewer
+// under the test-only knob NORMKIT_TEST_RESIDENT_HEAD=<bytes> (read at each launch; 0 stages
+// nothing), which moves packs to the tail so that tests reach its loops on short rows. No bit
+// depends on it.
+inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
+  int64_t bytes = r.head_len * elem_bytes;
+  if (const char* knob = std::getenv("NORMKIT_TEST_RESIDENT_HEAD")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(knob, &end, 10);
+    if (end != knob && *end == '\0' && v >= 0 && v < bytes) bytes = v / 16 * 16;
+  }
+  return static_cast<int>(bytes / 16);
 }
 
 // Enqueues kernel(p), a block per row with `bytes` of dynamic shared memory. Above 48 KiB it must
@@ -267,7 +330,8 @@ void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int acti
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   auto go = [&](auto kernel) {
-    launch_rows(kernel, plan, kResidentScratchBytes + plan.smem_bytes, stream, p);
+    launch_rows(kernel, plan, kResidentScratchBytes + static_cast<size_t>(p.head_packs) * 16,
+                stream, p);
   };
   auto with_access = [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;

@@ -14,14 +14,18 @@
 // strided over a channel's packs when S is a multiple of the pack, else over its S elements, then
 // a butterfly), so every channel's sums come out whole and the row's totals add the warps' totals
 // in warp order: the tree depends on L and S only.
+// Rows above 48 KiB stage the first 48 KiB of x and of dy (the head) and read the rest (the tail)
+// from memory in both passes, each thread taking its units in the same order from either place.
 // Misaligned pointers load single elements into the same staged packs, and the sums read the
-// staged row, so the bits do not depend on the pointers. y (ReLU without a mask) or z (SiLU with a
-// residual) is read from global memory in both passes; the second read is of the row just read.
+// staged row, so the bits depend neither on the pointers nor on where the head ends. y (ReLU
+// without a mask) or z (SiLU with a residual) is read from global memory in both passes; the
+// second read is of the row just read.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_resident.cuh"
@@ -41,6 +45,7 @@ struct ResidentBackwardParams {
   const float* save_invstd;  // [rows]
   float2* channel_sums;     // [N, C]: (sum du, sum du * x-hat) of each (n, c); nullable
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
+  int head_packs;           // packs of a row of x and of dy staged; the rest are read from memory
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
   int rows_per_sample;      // C (instance norm) or G
@@ -61,21 +66,32 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int packs = static_cast<int>(p.len / E);
+  const int packs = static_cast<int>(p.len / E), head = p.head_packs;
   Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kResidentBackwardScratchBytes);
-  Raw* dys = xs + packs;
+  Raw* dys = xs + head;
   const int64_t row = blockIdx.x, first = row * p.len;
   const T* x = static_cast<const T*>(p.x) + first;
   const T* dy = static_cast<const T*>(p.dy) + first;
   const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
   if constexpr (kAccess == E) {
     stage_units<2>({reinterpret_cast<const Raw*>(x), reinterpret_cast<const Raw*>(dy)}, {xs, dys},
-                   packs, [](const Raw&) {});
+                   head, [](const Raw&) {});
   } else {
-    stage_units<2>({x, dy}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, packs * E,
+    stage_units<2>({x, dy}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, head * E,
                    [](const T&) {});
   }
   __syncthreads();
+  // Pack q of x or dy from memory (the tail, past the staged head).
+  auto tail_pack = [&](const T* g, int q) {
+    Raw v;
+    if constexpr (kAccess == E) {
+      v = reinterpret_cast<const Raw*>(g)[q];
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) v.v[e] = g[q * E + e];
+    }
+    return v;
+  };
 
   const float mean = p.save_mean[row], invstd = p.save_invstd[row];
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
@@ -106,9 +122,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
   };
 
-  // Adds du and du * (x - mean) of the staged pack q, with the coefficients k, to t.
-  auto add_pack = [&](int q, const Coef& k, dev::Floats<2>& t) {
-    const Raw xv = xs[q], dv = dys[q];
+  // Adds du and du * (x - mean) of pack q (x and dy: xv, dv), with the coefficients k, to t.
+  auto add_pack = [&](const Raw& xv, const Raw& dv, int q, const Coef& k, dev::Floats<2>& t) {
     float a[E];
     load_aux(static_cast<unsigned>(q) * E, a);
 #pragma unroll
@@ -120,8 +135,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
   };
 
-  // The same for the single element o of the staged row.
-  auto add_element = [&](unsigned o, const Coef& k, dev::Floats<2>& t) {
+  // The same for the single element o of the row, x and dy staged or (kTail) from memory.
+  auto add_element = [&](auto tail, unsigned o, const Coef& k, dev::Floats<2>& t) {
+    constexpr bool kTail = decltype(tail)::value;
     float a = 0.0f;
     if constexpr (kSource == kFromMask) {
       // One bit in one word (dev::load_mask<1> also tests for a second word: 24 more
@@ -131,9 +147,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     } else if constexpr (kAux) {
       a = dev::to_float(aux[o]);
     }
-    const float xf = dev::to_float(reinterpret_cast<const T*>(xs)[o]), xm = xf - mean;
-    const float du = du_of<kSource, kZ>(dev::to_float(reinterpret_cast<const T*>(dys)[o]), xf, a,
-                                        mean, k.scale, k.bias);
+    const float xf = dev::to_float(kTail ? x[o] : reinterpret_cast<const T*>(xs)[o]);
+    const float d = dev::to_float(kTail ? dy[o] : reinterpret_cast<const T*>(dys)[o]);
+    const float xm = xf - mean;
+    const float du = du_of<kSource, kZ>(d, xf, a, mean, k.scale, k.bias);
     t.v[0] += du;
     t.v[1] = fmaf(du, xm, t.v[1]);
   };
@@ -144,7 +161,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   if (p.channels_per_row == 1) {
     const Coef k = coef(c0);
     dev::Floats<2> t{};
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) add_pack(q, k, t);
+    int q = threadIdx.x;
+    for (; q < head; q += blockDim.x) {
+      const Raw xv = xs[q], dv = dys[q];
+      add_pack(xv, dv, q, k, t);
+    }
+    for (; q < packs; q += blockDim.x) add_pack(tail_pack(x, q), tail_pack(dy, q), q, k, t);
     t = dev::block_sum<2>(t, scratch);
     t.v[1] *= invstd;
     if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
@@ -161,12 +183,25 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     for (int j = warp; j < p.channels_per_row; j += warps) {
       const Coef k = coef(c0 + j);
       dev::Floats<2> t{};
-      const int start = j * channel_len;
-      for (int i = lane; i < channel_len; i += 32) {
+      // The channel's units in the staged head, then those in the tail.
+      const int start = j * channel_len, end = start + channel_len;
+      const int staged = channel_packs ? head : head * E;
+      const int staged_end = end < staged ? end : staged;
+      int i = start + lane;
+      for (; i < staged_end; i += 32) {
         if (channel_packs) {
-          add_pack(start + i, k, t);
+          const Raw xv = xs[i], dv = dys[i];
+          add_pack(xv, dv, i, k, t);
         } else {
-          add_element(static_cast<unsigned>(start + i), k, t);
+          add_element(std::false_type{}, static_cast<unsigned>(i), k, t);
+        }
+      }
+#pragma unroll 1  // unrolled, it spilled 4 bytes (fp32, act' from y)
+      for (; i < end; i += 32) {
+        if (channel_packs) {
+          add_pack(tail_pack(x, i), tail_pack(dy, i), i, k, t);
+        } else {
+          add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
         }
       }
       t = dev::group_sum<2>(t, 32);
@@ -200,8 +235,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       return kMode == 2 ? dev::to_float(v.v[e]) : dev::element(v, e);
     };
     PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
-    for (int q = threadIdx.x; q < packs; q += blockDim.x) {
-      const Raw xv = xs[q], dv = dys[q];
+    auto dx_pack = [&](const Raw& xv, const Raw& dv, int q) {
       const unsigned o = static_cast<unsigned>(q) * E;
       float a[E];
       load_aux(o, a);
@@ -218,7 +252,13 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       if (dx != nullptr) store_elems<T, E, kAccess>(dx + first + o, r);
       if (dz != nullptr) store_elems<T, E, kAccess>(dz + first + o, du);
       if constexpr (kMode != 0) walk.next();
+    };
+    int q = threadIdx.x;
+    for (; q < head; q += blockDim.x) {
+      const Raw xv = xs[q], dv = dys[q];
+      dx_pack(xv, dv, q);
     }
+    for (; q < packs; q += blockDim.x) dx_pack(tail_pack(x, q), tail_pack(dy, q), q);
   };
   if (p.channels_per_row == 1) {
     write_dx(std::integral_constant<int, 0>{});

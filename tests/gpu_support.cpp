@@ -15,19 +15,19 @@ bool reduced_gpu_tests() {
   return v != nullptr && std::strcmp(v, "reduced") == 0;
 }
 
-ScopedSharedLimit::ScopedSharedLimit(int64_t bytes) {
-  if (const char* v = std::getenv("NORMKIT_TEST_SHARED_LIMIT")) {
+ScopedEnv::ScopedEnv(const char* name, const std::string& value) : name_(name) {
+  if (const char* v = std::getenv(name)) {
     previous_ = v;
     had_previous_ = true;
   }
-  setenv("NORMKIT_TEST_SHARED_LIMIT", std::to_string(bytes).c_str(), 1);
+  setenv(name, value.c_str(), 1);
 }
 
-ScopedSharedLimit::~ScopedSharedLimit() {
+ScopedEnv::~ScopedEnv() {
   if (had_previous_) {
-    setenv("NORMKIT_TEST_SHARED_LIMIT", previous_.c_str(), 1);
+    setenv(name_.c_str(), previous_.c_str(), 1);
   } else {
-    unsetenv("NORMKIT_TEST_SHARED_LIMIT");
+    unsetenv(name_.c_str());
   }
 }
 

@@ -63,19 +63,36 @@ nk_context context_with_sm_limit(int sms);
 // simulated lane, whose device reports none, reaches the staged paths every GPU takes.
 constexpr int64_t kStagingSharedLimit = 101376;
 
+// Sets the environment variable `name` to `value` for its lifetime (the library reads its
+// test-only knobs at each call), then restores what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, previous_;
+  bool had_previous_ = false;
+};
+
 // Sets NORMKIT_TEST_SHARED_LIMIT for its lifetime: the row norms then stage rows in shared memory
 // within at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none
 // in its functional mode), so a test can reach the staged paths and force their fallbacks.
-class ScopedSharedLimit {
+class ScopedSharedLimit : public ScopedEnv {
  public:
-  explicit ScopedSharedLimit(int64_t bytes);
-  ~ScopedSharedLimit();
-  ScopedSharedLimit(const ScopedSharedLimit&) = delete;
-  ScopedSharedLimit& operator=(const ScopedSharedLimit&) = delete;
+  explicit ScopedSharedLimit(int64_t bytes)
+      : ScopedEnv("NORMKIT_TEST_SHARED_LIMIT", std::to_string(bytes)) {}
+};
 
- private:
-  std::string previous_;
-  bool had_previous_ = false;
+// Sets NORMKIT_TEST_RESIDENT_HEAD for its lifetime: the channel norms' one-read forward and
+// backward stage at most `bytes` of each row of each tensor and read the rest from memory in each
+// pass (kernels/channel_norm_resident.cuh), so short rows reach the loops of long ones.
+class ScopedResidentHead : public ScopedEnv {
+ public:
+  explicit ScopedResidentHead(int64_t bytes)
+      : ScopedEnv("NORMKIT_TEST_RESIDENT_HEAD", std::to_string(bytes)) {}
 };
 
 // Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the

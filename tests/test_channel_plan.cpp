@@ -418,8 +418,9 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is
-// whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows; never batch norm or NHWC
-// with several channels. The block size depends on the row length only.
+// whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows; never batch norm or NHWC
+// with several channels. Rows up to 96 KiB are staged whole, longer ones their first 96 KiB. The
+// block size depends on the row length only.
 TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   using nk::cuda::plan_resident_rows;
   struct Want {
@@ -436,9 +437,12 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kInstance, 2, 64, 1024, 1, NK_NCHW, 4, true, 64},      // fp32 4 KiB
       {ChannelNorm::kInstance, 2, 64, 1026, 1, NK_NCHW, 4, false, 0},      // 4104: not whole packs
       {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},  // 32 KiB
-      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: the largest
-      {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, false, 0},    // above 96 KiB
-      {ChannelNorm::kInstance, 8, 256, 256 * 256, 1, NK_NCHW, 2, false, 0},  // 128 KiB
+      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: all staged
+      {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, true, 512},   // a pack of tail
+      {ChannelNorm::kInstance, 8, 256, 256 * 256, 1, NK_NCHW, 2, true, 512},  // 128 KiB
+      {ChannelNorm::kInstance, 1, 128, 98304, 1, NK_NCHW, 2, true, 512},   // 192 KiB: the largest
+      {ChannelNorm::kInstance, 1, 128, 98312, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
+      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 4, true, 512},   // fp32 192 KiB
       {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, false, 0},     // 127 rows
       {ChannelNorm::kInstance, 128, 1, 4096, 1, NK_NHWC, 2, true, 64},     // C = 1: rows in NHWC
       {ChannelNorm::kInstance, 2, 64, 4096, 1, NK_NHWC, 2, false, 0},      // channels layout
@@ -448,7 +452,8 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, false, 0},    // 64 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},   // 40 KiB, 256 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},   // 80 KiB
-      {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, false, 0},   // 160 KiB
+      {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, true, 512},  // 160 KiB
+      {ChannelNorm::kGroup, 8, 1280, 64 * 64, 32, NK_NCHW, 2, false, 0},   // 320 KiB
       {ChannelNorm::kGroup, 0, 64, 4096, 16, NK_NCHW, 2, false, 0},        // an empty batch
   };
   for (const Want& w : list) {
@@ -462,7 +467,9 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
     EXPECT_EQ(r.rows, shape.num_stats());
     EXPECT_EQ(r.len, shape.count_per_stat());
     EXPECT_EQ(r.threads, w.threads);
-    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(r.len * w.elem));
+    const int64_t staged = r.len * w.elem <= 96 * 1024 ? r.len : 96 * 1024 / w.elem;
+    EXPECT_EQ(r.head_len, staged);
+    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(staged * w.elem));
     // The same row length in another batch: the same block, so the same reduction tree.
     ChannelShape twice = shape;
     twice.n *= 2;
@@ -470,8 +477,8 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
-// The training backward stages x and dy: rows of 4 to 48 KiB (both fit the forward's 96), with
-// the forward's block for the same row length.
+// The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
+// forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   using nk::cuda::plan_resident_rows;
   struct Want {
@@ -481,11 +488,13 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   };
   const Want list[] = {
       {2048, 2, true},    // 4 KiB a tensor: the smallest
-      {24576, 2, true},   // 48 KiB a tensor: the largest
-      {24584, 2, false},  // above 48 KiB
+      {24576, 2, true},   // 48 KiB a tensor: the largest staged whole
+      {24584, 2, true},   // a pack of tail
+      {49152, 2, true},   // 96 KiB: the largest
+      {49160, 2, false},  // above 96 KiB
       {12288, 4, true},   // fp32 48 KiB
-      {12292, 4, false},
-      {49152, 2, false},  // the forward's largest
+      {24576, 4, true},   // fp32 96 KiB
+      {24580, 4, false},
   };
   for (const Want& w : list) {
     const ChannelShape shape{ChannelNorm::kInstance, 1, 128, w.s, NK_NCHW,
@@ -497,7 +506,9 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
     EXPECT_EQ(r.use, w.use);
     if (!w.use) continue;
     EXPECT_EQ(r.threads, forward.threads);
-    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(2 * w.s * w.elem));
+    const int64_t staged = w.s * w.elem <= 48 * 1024 ? w.s : 48 * 1024 / w.elem;
+    EXPECT_EQ(r.head_len, staged);
+    EXPECT_EQ(r.smem_bytes, static_cast<size_t>(2 * staged * w.elem));
   }
 }
 

@@ -486,6 +486,30 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     for (size_t i = 0; i < 3; ++i) {
       EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
     }
+    // Rows above 96 KiB stage a head and read the tail from memory in each pass: heads of none,
+    // a third of the row (not whole turns of the block) and all but one pack give the bytes of
+    // the staged row, aligned, misaligned and in place (y == x).
+    const int64_t row_bytes = numel / stats * static_cast<int64_t>(elem_size(c.dtype));
+    for (int64_t head : {int64_t{0}, row_bytes / 3 / 16 * 16, row_bytes - 16}) {
+      SCOPED_TRACE(testing::Message() << "head " << head << " of " << row_bytes << " bytes");
+      const ScopedResidentHead knob(head);
+      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
+        const int64_t misalign = run == 1 ? 1 : 0;
+        DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
+            si(NK_F32, stats);
+        void* y_ptr = run == 2 ? xd.data() : y.data();
+        ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                  c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr, y_ptr,
+                                  sm.f32(), si.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        const Buffer got[] = {run == 2 ? xd.download() : y.download(), sm.download(),
+                              si.download()};
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[i].bytes(), outs[0][i].bytes()) << names[i] << " differs, run " << run;
+        }
+      }
+    }
 
     // The backward with dx reads x and dy once too (a row of both fits a block): against the CPU,
     // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers and
@@ -516,6 +540,28 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
           << grad_names[i] << ": misaligned differs";
       EXPECT_EQ(grads[2][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": dx == dy differs";
     }
+    // And with x and dy staged in part (rows above 48 KiB): the same heads as the forward's.
+    for (int64_t head : {int64_t{0}, row_bytes / 3 / 16 * 16, row_bytes - 16}) {
+      SCOPED_TRACE(testing::Message() << "head " << head << " of " << row_bytes << " bytes");
+      const ScopedResidentHead knob(head);
+      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
+        const int64_t misalign = run == 1 ? 1 : 0;
+        DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
+            dw(NK_F32, k.c), db(NK_F32, k.c);
+        void* dx_ptr = run == 2 ? dyd.data() : dx.data();
+        ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
+                                   c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
+                                   sd.f32(), dx_ptr, dw.f32(), db.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        const Buffer got[] = {run == 2 ? dyd.download() : dx.download(), dw.download(),
+                              db.download()};
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[i].bytes(), grads[0][i].bytes())
+              << grad_names[i] << " differs, run " << run;
+        }
+      }
+    }
   }
   // Group norm rows of 16 KiB in bf16: blocks of 128 threads, four warps for two channels a row,
   // so two warps have no channel and add nothing to the row's sums.
@@ -524,6 +570,46 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     ASSERT_TRUE(takes_resident_rows(wide, c.dtype, 2));
     check_backward(wide, NK_TRAINING);
   }
+}
+
+// Rows above 96 KiB (128 KiB here) take the one-read forward with the first 96 KiB staged and
+// the rest read from memory in each pass: against the CPU, instance norm with running buffers,
+// group norm with 4 channels a row, fp32 data at |mean| / std = 1e4. The backward likewise with
+// rows of 64 KiB, above its 48.
+TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "one read of x: instance and group norm in NCHW";
+  }
+  if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
+  const int64_t len = 128 * 1024 / static_cast<int64_t>(elem_size(c.dtype));
+  const ChannelCase k = c.family == Family::kInstance
+                            ? ChannelCase{c.family, 1, 128, len, NK_NCHW, 1}
+                            : ChannelCase{c.family, 8, 64, len / 4, NK_NCHW, 16};
+  const nk::ChannelShape shape{c.family == Family::kInstance ? nk::ChannelNorm::kInstance
+                                                             : nk::ChannelNorm::kGroup,
+                               k.n,
+                               k.c,
+                               k.s,
+                               NK_NCHW,
+                               c.dtype,
+                               k.groups};
+  const nk::cuda::ResidentPlan r =
+      nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(c.dtype)));
+  ASSERT_TRUE(r.use);
+  ASSERT_EQ(r.len, len);
+  ASSERT_LT(r.head_len, r.len);  // a tail
+  check_forward(k, nk_norm_params_default(), 1);
+  if (c.dtype == NK_F32) check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
+  // The backward stages x and dy: rows above 48 KiB (64 KiB here) stage the first 48 KiB of each.
+  const ChannelCase half{k.family, k.n, k.c, k.s / 2, NK_NCHW, k.groups};
+  const nk::ChannelShape half_shape{shape.kind, half.n, half.c, half.s, NK_NCHW, c.dtype,
+                                    half.groups};
+  const nk::cuda::ResidentPlan rb =
+      nk::cuda::plan_resident_rows(half_shape, static_cast<int>(elem_size(c.dtype)), 2);
+  ASSERT_TRUE(rb.use);
+  ASSERT_LT(rb.head_len, rb.len);
+  check_backward(half, NK_TRAINING);
 }
 
 // y == x and dx == dy give the bytes of separate buffers.

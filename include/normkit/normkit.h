@@ -328,8 +328,9 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
  *   needs 8 * N*C bytes, rounded up to 256.
  *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
- *   whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps it
- *   in shared memory; other shapes read x twice (statistics, then y).
+ *   whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps it
+ *   in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other shapes
+ *   read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
  * num_batches_tracked for instance norm: pass NULL for parity.
@@ -354,8 +355,9 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * S values of (n, c). Inference: dx = dy * weight_c / sqrt(running_var_c + eps). dweight_c and
  * dbias_c sum over n and s. Arguments as nk_batch_norm_backward, save_* being [N x C].
  * Reads x and dy once (CUDA, training with dx, NCHW or C == 1): when each (n, c) row of S
- * elements is whole 16-byte packs of 4 to 48 KiB and there are at least 128 rows, a block per
- * row keeps the rows of x and dy in shared memory; other shapes read both twice. */
+ * elements is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per
+ * row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read again,
+ * usually from L2); other shapes read both twice. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
@@ -381,8 +383,9 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
- *   is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per row keeps
- *   it in shared memory; other shapes read x twice (statistics, then y).
+ *   is whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps
+ *   it in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other
+ *   shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
 NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
@@ -402,8 +405,9 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   save_mean, save_invstd  [N x groups] fp32 from the forward, required.
  *   dx [N x C x S] desc->dtype (may equal dy), dweight, dbias [C] fp32: each nullable.
  *   Reads x and dy once (CUDA, with dx, NCHW or C == 1): when each (n, g) row of
- *   (C/groups)*S elements is whole 16-byte packs of 4 to 48 KiB and there are at least 128 rows,
- *   a block per row keeps the rows of x and dy in shared memory; other shapes read both twice. */
+ *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows,
+ *   a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest
+ *   is read again, usually from L2); other shapes read both twice. */
 NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
                                         const void* x, const void* dy, const float* weight,
                                         const float* save_mean, const float* save_invstd, void* dx,
