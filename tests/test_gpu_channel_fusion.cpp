@@ -22,8 +22,8 @@
 // backward as in test_channel_fusion.cpp.
 // Also: the same bytes of every output on grids sized for 1 and 3 SMs, and a failing call that
 // writes nothing. Device outputs are poisoned before every call and every element is compared.
-// NORMKIT_GPU_TESTS=reduced runs one path per test (the simulated lane); skipped, with the reason,
-// without a CUDA device.
+// NORMKIT_GPU_TESTS=reduced runs one path per test, two in one NCHW test (the simulated lane);
+// skipped, with the reason, without a CUDA device.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
