@@ -107,6 +107,19 @@ __device__ __forceinline__ void stage_units(const U* const (&src)[kTensors],
   }
 }
 
+// Pack q of a row at x from memory: one 16-byte access (kAccess == E) or E single elements.
+template <class T, int E, int kAccess>
+__device__ __forceinline__ dev::Pack<T, E> row_pack(const T* x, int q) {
+  dev::Pack<T, E> v;
+  if constexpr (kAccess == E) {
+    v = reinterpret_cast<const dev::Pack<T, E>*>(x)[q];
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) v.v[e] = x[q * E + e];
+  }
+  return v;
+}
+
 // Visits (pack, index) for this thread's packs of [begin, packs) of a row at x (threadIdx.x,
 // + blockDim.x, ... from begin on) in ascending order, read from memory with kBatch packs in
 // flight before their visits (four in the second and third passes took ptxas to 70-96
@@ -121,19 +134,25 @@ __device__ __forceinline__ void stream_packs(const T* x, int begin, int packs, V
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       const int q = first + k * step;
-      if (q >= packs) continue;
-      if constexpr (kAccess == E) {
-        v[k] = reinterpret_cast<const dev::Pack<T, E>*>(x)[q];
-      } else {
-#pragma unroll
-        for (int e = 0; e < E; ++e) v[k].v[e] = x[q * E + e];
-      }
+      if (q < packs) v[k] = row_pack<T, E, kAccess>(x, q);
     }
 #pragma unroll
     for (int k = 0; k < kBatch; ++k) {
       if (first + k * step < packs) visit(v[k], first + k * step);
     }
   }
+}
+
+// Visits (pack, index) for this thread's packs of a row in ascending order: those of the staged
+// head from shared memory, then the tail's from memory (x), one pack at a time.
+template <class T, int E, int kAccess, class Visit>
+__device__ __forceinline__ void visit_row(const dev::Pack<T, E>* staged, const T* x, int head,
+                                          int packs, Visit&& visit) {
+  for (int q = threadIdx.x; q < head; q += blockDim.x) {
+    const dev::Pack<T, E> v = staged[q];  // one 16-byte shared load (a reference reads elements)
+    visit(v, q);
+  }
+  stream_packs<T, E, kAccess, 1>(x, head, packs, visit);
 }
 
 // Group norm rows: where a thread's packs start, as the channel j of the row and the element `at`
@@ -215,11 +234,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
       squares.v[0] = fmaf(d, d, squares.v[0]);
     }
   };
-  for (int q = threadIdx.x; q < head; q += blockDim.x) {
-    const Raw v = staged[q];  // one 16-byte shared load (a reference read it element by element)
-    add_square(v, q);
-  }
-  stream_packs<T, E, kAccess, 1>(x, head, packs, add_square);
+  visit_row<T, E, kAccess>(staged, x, head, packs, add_square);
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
@@ -268,11 +283,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
       }
       if constexpr (kMode != 0) walk.next();
     };
-    for (int q = threadIdx.x; q < head; q += blockDim.x) {
-      const Raw v = staged[q];
-      write_pack(v, q);
-    }
-    stream_packs<T, E, kAccess, 1>(x, head, packs, write_pack);
+    visit_row<T, E, kAccess>(staged, x, head, packs, write_pack);
   };
   if (p.channels_per_row == 1) {
     write_y(std::integral_constant<int, 0>{});

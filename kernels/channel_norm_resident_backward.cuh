@@ -82,16 +82,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   }
   __syncthreads();
   // Pack q of x or dy from memory (the tail, past the staged head).
-  auto tail_pack = [&](const T* g, int q) {
-    Raw v;
-    if constexpr (kAccess == E) {
-      v = reinterpret_cast<const Raw*>(g)[q];
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) v.v[e] = g[q * E + e];
-    }
-    return v;
-  };
+  auto tail_pack = [](const T* g, int q) { return row_pack<T, E, kAccess>(g, q); };
 
   const float mean = p.save_mean[row], invstd = p.save_invstd[row];
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
