@@ -310,14 +310,17 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
 // under the test-only knob NORMKIT_TEST_RESIDENT_HEAD=<bytes> (read at each launch; 0 stages
 // nothing), which moves packs to the tail so that tests reach its loops on short rows. No bit
 // depends on it.
-inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
-  int64_t bytes = r.head_len * elem_bytes;
+inline int resident_head_packs(int64_t head_len, int elem_bytes) {
+  int64_t bytes = head_len * elem_bytes;
   if (const char* knob = std::getenv("NORMKIT_TEST_RESIDENT_HEAD")) {
     char* end = nullptr;
     const long long v = std::strtoll(knob, &end, 10);
     if (end != knob && *end == '\0' && v >= 0 && v < bytes) bytes = v / 16 * 16;
   }
   return static_cast<int>(bytes / 16);
+}
+inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
+  return resident_head_packs(r.head_len, elem_bytes);
 }
 
 // Enqueues kernel(p), a block per row with `bytes` of dynamic shared memory. Above 48 KiB it must
