@@ -506,13 +506,9 @@ size_t resident_workspace(const ResidentPlan& r, const ChannelShape& s) {
                                           : 0;
 }
 
-template <class T>
-void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
-  const ChannelShape& s = a.shape;
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance;
-  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
-  ResidentParams p{};
+// The tensors and parameters of a forward that reads x once (ResidentParams, GroupTileParams).
+template <class Params>
+void set_forward_io(Params& p, const ChannelForwardArgs& a) {
   p.x = a.x;
   p.z = a.fusion.residual ? a.z : nullptr;
   p.y = a.y;
@@ -521,6 +517,16 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   p.bias = a.bias;
   p.save_mean = a.save_mean;
   p.save_invstd = a.save_invstd;
+}
+
+template <class T>
+void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
+  ResidentParams p{};
+  set_forward_io(p, a);
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
   set_row_geometry(p, s, r);
   p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
@@ -549,14 +555,7 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
   const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
   GroupTileParams p{};
-  p.x = a.x;
-  p.z = a.fusion.residual ? a.z : nullptr;
-  p.y = a.y;
-  p.mask = a.relu_mask;
-  p.weight = a.weight;
-  p.bias = a.bias;
-  p.save_mean = a.save_mean;
-  p.save_invstd = a.save_invstd;
+  set_forward_io(p, a);
   p.c = s.c;
   p.sample_len = s.s * s.c;
   p.s = static_cast<int>(s.s);

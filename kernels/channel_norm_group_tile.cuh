@@ -246,40 +246,13 @@ void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
-  auto go = [&](auto kernel) {
-    if (bytes > 48 * 1024) {
-      dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(bytes)),
-                      "cudaFuncSetAttribute (group norm tiles)");
-    }
-    kernel<<<static_cast<unsigned>(plan.tiles), plan.threads, bytes, stream>>>(p);
-  };
-  auto with_access = [&](auto act, auto residual) {
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;
     constexpr bool kResidual = decltype(residual)::value;
-    if (vector_access) {
-      go(forward_group_tile<T, E, kAct, kResidual>);
-    } else {
-      go(forward_group_tile<T, 1, kAct, kResidual>);
-    }
-  };
-  auto with_residual = [&](auto act) {
-    if (p.z != nullptr) {
-      with_access(act, std::true_type{});
-    } else {
-      with_access(act, std::false_type{});
-    }
-  };
-  switch (activation) {
-    case NK_ACTIVATION_RELU:
-      with_residual(std::integral_constant<int, NK_ACTIVATION_RELU>{});
-      break;
-    case NK_ACTIVATION_SILU:
-      with_residual(std::integral_constant<int, NK_ACTIVATION_SILU>{});
-      break;
-    default:
-      with_residual(std::integral_constant<int, NK_ACTIVATION_IDENTITY>{});
-  }
+    auto kernel = vector_access ? forward_group_tile<T, E, kAct, kResidual>
+                                : forward_group_tile<T, 1, kAct, kResidual>;
+    launch_blocks(kernel, plan.tiles, plan.threads, bytes, stream, p);
+  });
 }
 
 }  // namespace nk::cuda
