@@ -26,7 +26,9 @@
 // reread from memory (predicted: from L2): one launch that stages each row, takes its statistics
 // and writes y, then for instance norm with running statistics or a counter a
 // one-block launch that averages the rows' statistics over n into the running buffers and advances
-// the counter.
+// the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
+// sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
+// channel_norm_group_tile.cuh).
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
@@ -38,6 +40,7 @@
 
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
+#include "channel_norm_group_tile.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
@@ -503,13 +506,9 @@ size_t resident_workspace(const ResidentPlan& r, const ChannelShape& s) {
                                           : 0;
 }
 
-template <class T>
-void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
-  const ChannelShape& s = a.shape;
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance;
-  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
-  ResidentParams p{};
+// The tensors and parameters of a forward that reads x once (ResidentParams, GroupTileParams).
+template <class Params>
+void set_forward_io(Params& p, const ChannelForwardArgs& a) {
   p.x = a.x;
   p.z = a.fusion.residual ? a.z : nullptr;
   p.y = a.y;
@@ -518,6 +517,16 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   p.bias = a.bias;
   p.save_mean = a.save_mean;
   p.save_invstd = a.save_invstd;
+}
+
+template <class T>
+void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
+  ResidentParams p{};
+  set_forward_io(p, a);
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
   set_row_geometry(p, s, r);
   p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
@@ -540,6 +549,28 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
 }
 
+// Group norm in NHWC, a block per tile of groups (channel_norm_group_tile.cuh); no workspace.
+template <class T>
+void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  GroupTileParams p{};
+  set_forward_io(p, a);
+  p.c = s.c;
+  p.sample_len = s.s * s.c;
+  p.s = static_cast<int>(s.s);
+  p.cpg = static_cast<int>(s.c / s.groups);
+  p.tiles_per_sample = static_cast<int>(s.groups / g.groups_per_tile);
+  p.groups_per_tile = g.groups_per_tile;
+  p.pos_packs = g.pos_packs;
+  p.head_packs = resident_head_packs(g.head_len, static_cast<int>(sizeof(T)));
+  p.eps = static_cast<float>(a.params.eps);
+  p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
+  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
+  launch_group_tiles<T>(p, g, a.fusion.activation, stream);
+  dev::check_cuda(cudaGetLastError(), "group norm tiles launch");
+}
+
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -547,6 +578,8 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   if (training) {
     const ResidentPlan r = plan_resident_rows(s, sizeof(T));
     if (r.use) return forward_resident_rows<T>(a, r, l);
+    const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
+    if (g.use) return forward_group_tiles<T>(a, g, l);
   }
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
@@ -636,6 +669,7 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   if (a.params.phase == NK_TRAINING) {
     const ResidentPlan r = plan_resident_rows(a.shape, elem);
     if (r.use) return resident_workspace(r, a.shape);
+    if (plan_group_tiles(a.shape, elem).use) return 0;
   }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);

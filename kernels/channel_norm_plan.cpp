@@ -125,4 +125,36 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   return r;
 }
 
+GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes) {
+  GroupTilePlan t{};
+  const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;
+  if (shape.kind != ChannelNorm::kGroup || !channels_layout || shape.numel() == 0) return t;
+  const int64_t cpg = shape.c / shape.groups, e = 16 / elem_bytes;
+  const int64_t k = 16 / gcd(16, cpg * elem_bytes);
+  const int64_t pos_packs = k * cpg * elem_bytes / 16;
+  if (shape.groups % k != 0 || pos_packs > kGroupTileMaxPosPacks) return t;
+  // A pack meets at most two groups: the kernel keeps two sums a thread.
+  for (int64_t j = 0; j < pos_packs; ++j) {
+    if ((j * e + e - 1) / cpg - j * e / cpg > 1) return t;
+  }
+  const int64_t step = 32 / gcd(32, pos_packs) * pos_packs;  // lcm(32, P)
+  const int64_t len = shape.s * k * cpg, bytes = len * elem_bytes;
+  const int64_t tiles = shape.n * (shape.groups / k);
+  t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes &&
+          bytes <= 2 * kGroupTileMaxBytes && tiles >= kResidentMinRows && tiles <= INT32_MAX;
+  if (!t.use) return t;
+  t.tiles = tiles;
+  t.groups_per_tile = static_cast<int>(k);
+  t.pos_packs = static_cast<int>(pos_packs);
+  t.len = len;
+  t.head_len = bytes <= kGroupTileMaxBytes ? len : kGroupTileMaxBytes / elem_bytes;
+  // About 8 packs a thread, as the rows' blocks, in whole multiples of lcm(32, P).
+  int64_t want = ceil_div(bytes / 16, 8);
+  want = want < kResidentMinThreads ? kResidentMinThreads : want;
+  int64_t threads = ceil_div(want, step) * step;
+  while (threads > kResidentMaxThreads) threads -= step;
+  t.threads = static_cast<int>(threads);
+  return t;
+}
+
 }  // namespace nk::cuda

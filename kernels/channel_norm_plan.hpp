@@ -147,4 +147,31 @@ struct ResidentPlan {
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
+// One read of x for the group norm forward in NHWC (channel_norm_group_tile.cuh): a block per tile
+// of k consecutive groups of one sample, the (S positions) x (k * C/G channels) elements that are
+// k statistics, staged in shared memory position by position. Each position's run of the tile is
+// whole 16-byte packs: k is the fewest groups whose k * C/G * elem_bytes is a multiple of 16 (1
+// where C/G is a multiple of the pack; 4 for C/G = 10 in 16 bits), and a pack meets at most two
+// groups. Thread t keeps pack t % P of every position it visits (P packs a position, the block a
+// multiple of P and of 32), so its channels, and the groups its elements add to, are fixed: the
+// block reduces each of the tile's groups from per-thread sums of its (at most) two groups in a
+// fixed order. The bounds follow plan_resident_rows': a tile of 4 KiB at least, staged whole up
+// to the shared memory left after the reduction scratch (kGroupTileScratchBytes), twice that at
+// most (the rest, the tail, read from memory in each pass), and 128 tiles at least. The training
+// backward keeps the split path in NHWC.
+constexpr int64_t kGroupTileScratchBytes = 8 * 1024;
+constexpr int64_t kGroupTileMaxBytes = kResidentMaxBytes - kGroupTileScratchBytes;
+constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a position), for the scratch
+
+struct GroupTilePlan {
+  bool use;
+  int64_t tiles;        // blocks: n * groups / groups_per_tile
+  int groups_per_tile;  // k
+  int pos_packs;        // P: 16-byte packs of a position's run of the tile
+  int64_t len;          // elements of a tile: S * k * C/G
+  int64_t head_len;     // elements of a tile staged (whole positions' packs first), <= len
+  int threads;          // per block: a multiple of 32 and of P, about 8 packs each, <= 512
+};
+GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes);
+
 }  // namespace nk::cuda

@@ -310,8 +310,8 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
 // under the test-only knob NORMKIT_TEST_RESIDENT_HEAD=<bytes> (read at each launch; 0 stages
 // nothing), which moves packs to the tail so that tests reach its loops on short rows. No bit
 // depends on it.
-inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
-  int64_t bytes = r.head_len * elem_bytes;
+inline int resident_head_packs(int64_t head_len, int elem_bytes) {
+  int64_t bytes = head_len * elem_bytes;
   if (const char* knob = std::getenv("NORMKIT_TEST_RESIDENT_HEAD")) {
     char* end = nullptr;
     const long long v = std::strtoll(knob, &end, 10);
@@ -319,45 +319,41 @@ inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
   }
   return static_cast<int>(bytes / 16);
 }
+inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
+  return resident_head_packs(r.head_len, elem_bytes);
+}
 
-// Enqueues kernel(p), a block per row with `bytes` of dynamic shared memory. Above 48 KiB it must
-// be granted (every supported GPU allows kResidentMaxBytes and the scratch); the attribute is per
-// function and device, so it is set per launch. The caller checks cudaGetLastError.
+// Enqueues kernel(p) on `blocks` blocks of `threads` with `bytes` of dynamic shared memory. Above
+// 48 KiB it must be granted (every supported GPU allows kResidentMaxBytes and the scratch); the
+// attribute is per function and device, so it is set per launch. The caller checks
+// cudaGetLastError.
 template <class Params>
-void launch_rows(void (*kernel)(Params), const ResidentPlan& plan, size_t bytes,
-                 cudaStream_t stream, const Params& p) {
+void launch_blocks(void (*kernel)(Params), int64_t blocks, int threads, size_t bytes,
+                   cudaStream_t stream, const Params& p) {
   if (bytes > 48 * 1024) {
     dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(bytes)),
-                    "cudaFuncSetAttribute (resident rows)");
+                    "cudaFuncSetAttribute (one read of x)");
   }
-  kernel<<<static_cast<unsigned>(plan.rows), plan.threads, bytes, stream>>>(p);
+  kernel<<<static_cast<unsigned>(blocks), threads, bytes, stream>>>(p);
 }
 
-// Enqueues the kernel of the fusion and pointers; the caller checks cudaGetLastError.
-template <class T>
-void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int activation,
-                     cudaStream_t stream) {
-  constexpr int E = 16 / sizeof(T);
-  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  auto go = [&](auto kernel) {
-    launch_rows(kernel, plan, kResidentScratchBytes + static_cast<size_t>(p.head_packs) * 16,
-                stream, p);
-  };
-  auto with_access = [&](auto act, auto residual) {
-    constexpr int kAct = decltype(act)::value;
-    constexpr bool kResidual = decltype(residual)::value;
-    if (vector_access) {
-      go(forward_resident<T, E, kAct, kResidual>);
-    } else {
-      go(forward_resident<T, 1, kAct, kResidual>);
-    }
-  };
+// A block per row of the plan.
+template <class Params>
+void launch_rows(void (*kernel)(Params), const ResidentPlan& plan, size_t bytes,
+                 cudaStream_t stream, const Params& p) {
+  launch_blocks(kernel, plan.rows, plan.threads, bytes, stream, p);
+}
+
+// Calls f(act, residual) with the fused activation as std::integral_constant<int, kAct> and the
+// residual as std::true_type or std::false_type: the forward kernels' fusion templates.
+template <class F>
+void with_forward_fusion(int activation, bool residual, F&& f) {
   auto with_residual = [&](auto act) {
-    if (p.z != nullptr) {
-      with_access(act, std::true_type{});
+    if (residual) {
+      f(act, std::true_type{});
     } else {
-      with_access(act, std::false_type{});
+      f(act, std::false_type{});
     }
   };
   switch (activation) {
@@ -370,6 +366,24 @@ void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int acti
     default:
       with_residual(std::integral_constant<int, NK_ACTIVATION_IDENTITY>{});
   }
+}
+
+// Enqueues the kernel of the fusion and pointers; the caller checks cudaGetLastError.
+template <class T>
+void launch_resident(const ResidentParams& p, const ResidentPlan& plan, int activation,
+                     cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kResidentScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    if (vector_access) {
+      launch_rows(forward_resident<T, E, kAct, kResidual>, plan, bytes, stream, p);
+    } else {
+      launch_rows(forward_resident<T, 1, kAct, kResidual>, plan, bytes, stream, p);
+    }
+  });
 }
 
 }  // namespace nk::cuda

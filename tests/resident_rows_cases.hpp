@@ -35,4 +35,21 @@ inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
   return {{f, 8, 64, per_pack, NK_NCHW, 16}, {f, 8, 64, per_element, NK_NCHW, 16}};
 }
 
+// Group norm in NHWC reads x once where a tile of whole groups fits a block (plan_group_tiles):
+// whether shape k takes it in dtype.
+inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype) {
+  const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, dtype, k.groups};
+  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype))).use;
+}
+
+// NHWC group norm shapes that take the tiles in dtype, about 4 KiB a tile and 128 tiles: a group
+// a tile whose positions are one pack (C/G = 8 in 16 bits, 4 in fp32), and several groups a tile
+// whose packs meet two groups, five packs a position (C/G = 10: 4 groups in 16 bits, 2 in fp32),
+// so that the block (160 threads) is not a power of two.
+inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
+  const Family f = Family::kGroup;
+  if (elem_size(dtype) == 2) return {{f, 4, 256, 256, NK_NHWC, 32}, {f, 16, 320, 52, NK_NHWC, 32}};
+  return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 8, 320, 52, NK_NHWC, 32}};
+}
+
 }  // namespace nkt

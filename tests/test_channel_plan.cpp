@@ -477,6 +477,68 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
+// One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
+// 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
+// the rest read per pass), at least 128 tiles; blocks a multiple of 32 and of the packs a position
+// (P), about 8 packs a thread.
+TEST(ChannelPlan, GroupTilesInNhwc) {
+  using nk::cuda::plan_group_tiles;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int k, pos_packs, threads;
+  };
+  const Want list[] = {
+      {ChannelNorm::kGroup, 4, 256, 256, 32, NK_NHWC, 2, true, 1, 1, 64},       // C/G = 8: 4 KiB
+      {ChannelNorm::kGroup, 4, 256, 255, 32, NK_NHWC, 2, false, 0, 0, 0},      // 4080 bytes
+      {ChannelNorm::kGroup, 8, 128, 256, 32, NK_NHWC, 2, true, 2, 1, 64},       // C/G = 4
+      {ChannelNorm::kGroup, 8, 64, 512, 32, NK_NHWC, 2, false, 0, 0, 0},       // a pack, 4 groups
+      {ChannelNorm::kGroup, 16, 320, 52, 32, NK_NHWC, 2, true, 4, 5, 160},     // C/G = 10
+      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NHWC, 2, true, 2, 5, 480},    // 80 KiB
+      {ChannelNorm::kGroup, 8, 1280, 256, 32, NK_NHWC, 2, true, 1, 5, 160},    // 20 KiB
+      {ChannelNorm::kGroup, 8, 640, 2048, 32, NK_NHWC, 2, true, 2, 5, 480},    // 160 KiB: a tail
+      {ChannelNorm::kGroup, 8, 640, 2304, 32, NK_NHWC, 2, false, 0, 0, 0},     // 180 KiB
+      {ChannelNorm::kGroup, 8, 640, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},     // 320 KiB
+      {ChannelNorm::kGroup, 2, 320, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},     // 16 tiles
+      {ChannelNorm::kGroup, 4, 128, 256, 32, NK_NHWC, 4, true, 1, 1, 64},       // fp32 C/G = 4
+      {ChannelNorm::kGroup, 8, 320, 52, 32, NK_NHWC, 4, true, 2, 5, 160},      // fp32 C/G = 10
+      {ChannelNorm::kGroup, 512, 20, 256, 2, NK_NHWC, 2, false, 0, 0, 0},      // G % k != 0
+      {ChannelNorm::kGroup, 128, 2056, 1, 1, NK_NHWC, 2, false, 0, 0, 0},      // P = 257
+      {ChannelNorm::kGroup, 128, 136, 16, 1, NK_NHWC, 2, false, 0, 0, 0},      // lcm(32, 17)
+      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NCHW, 2, false, 0, 0, 0},     // NCHW: rows
+      {ChannelNorm::kGroup, 128, 1, 4096, 1, NK_NHWC, 2, false, 0, 0, 0},      // C = 1: rows
+      {ChannelNorm::kInstance, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},    // instance norm
+      {ChannelNorm::kBatch, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},       // batch norm
+      {ChannelNorm::kGroup, 0, 256, 256, 32, NK_NHWC, 2, false, 0, 0, 0},      // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.groups_per_tile, w.k);
+    EXPECT_EQ(t.pos_packs, w.pos_packs);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.tiles, w.n * w.groups / w.k);
+    EXPECT_EQ(t.len, w.s * w.k * (w.c / w.groups));
+    EXPECT_EQ(t.len * w.elem % 16, 0);
+    EXPECT_EQ(t.threads % 32, 0);
+    EXPECT_EQ(t.threads % t.pos_packs, 0);
+    const int64_t staged = t.len * w.elem <= 88 * 1024 ? t.len : 88 * 1024 / w.elem;
+    EXPECT_EQ(t.head_len, staged);
+    // Another batch: the same block, so the same reduction tree.
+    ChannelShape twice = shape;
+    twice.n *= 2;
+    EXPECT_EQ(plan_group_tiles(twice, w.elem).threads, t.threads);
+  }
+}
+
 // The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
 // forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {

@@ -441,33 +441,53 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
-// both again with only a third of each row staged (the tails of long rows).
+// both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
+// likewise where a tile of groups fits a block (plan_group_tiles), forward only: its backward is
+// the split path of GpuChannelFusion.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
-  for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
-    ASSERT_TRUE(takes_resident_rows(k, c.dtype));
-    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+  const bool tiles = c.layout == NK_NHWC;
+  const std::vector<ChannelCase> shapes =
+      tiles ? group_tile_shapes(c.dtype) : resident_row_shapes(c.family, c.dtype);
+  for (const ChannelCase& k : shapes) {
+    if (tiles) {
+      ASSERT_TRUE(takes_group_tiles(k, c.dtype));
+    } else {
+      ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+      ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+    }
+    const nk::ChannelShape shape{k.family == Family::kGroup ? nk::ChannelNorm::kGroup
+                                                            : nk::ChannelNorm::kInstance,
+                                 k.n,
+                                 k.c,
+                                 k.s,
+                                 k.layout,
+                                 c.dtype,
+                                 k.groups};
+    const int elem = static_cast<int>(elem_size(c.dtype));
+    const int64_t block_bytes = tiles ? nk::cuda::plan_group_tiles(shape, elem).len * elem
+                                      : numel(k) / num_stats(k) * elem;
     for (int64_t misalign : {0, 1}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " g=" << k.groups << " misalign " << misalign);
       check_forward(PathRun{k, misalign});
-      check_backward(PathRun{k, misalign});
-      // The loops over a row's tail (rows above 96 KiB forward, 48 KiB backward), here with a
-      // third of the row staged.
-      const int64_t row_bytes = numel(k) / num_stats(k) * static_cast<int64_t>(elem_size(c.dtype));
-      const ScopedResidentHead knob(row_bytes / 3 / 16 * 16);
+      if (!tiles) check_backward(PathRun{k, misalign});
+      // The loops over a block's tail (rows above 96 KiB forward, 48 KiB backward; tiles above
+      // 88 KiB), here with a third of it staged.
+      const ScopedResidentHead knob(block_bytes / 3 / 16 * 16);
       check_forward(PathRun{k, misalign});
-      check_backward(PathRun{k, misalign});
+      if (!tiles) check_backward(PathRun{k, misalign});
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
-                           return c.family != Family::kBatch && c.phase == NK_TRAINING &&
-                                  c.layout == NK_NCHW;
+                           return c.phase == NK_TRAINING &&
+                                  (c.layout == NK_NCHW ? c.family != Family::kBatch
+                                                       : c.family == Family::kGroup);
                          })),
                          fusion_config_name);
 

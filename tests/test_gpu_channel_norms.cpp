@@ -159,6 +159,53 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     }
   }
 
+  // The forward of a path that stages x (one read) in blocks of `block_bytes` (a row or a tile):
+  // misaligned pointers (single-element loads into the same staged packs) give the bytes of y and
+  // the saved statistics of the aligned call; so do heads of none, a third of the block's bytes
+  // (not whole turns of the block) and all but one pack (NORMKIT_TEST_RESIDENT_HEAD: the rest read
+  // from memory in each pass), aligned, misaligned and in place (y == x).
+  void forward_bytes_across_heads(const ChannelCase& k, const nk_norm_params& p, const Buffer& x,
+                                  const DeviceBuffer& wd, const DeviceBuffer& bd,
+                                  int64_t block_bytes) {
+    const Case c = GetParam();
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    std::vector<Buffer> outs[2];
+    for (int64_t misalign : {0, 1}) {
+      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
+          si(NK_F32, stats);
+      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr,
+                                y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      outs[misalign] = {y.download(), sm.download(), si.download()};
+    }
+    const char* names[] = {"y", "save_mean", "save_invstd"};
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
+    }
+    for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
+      SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
+      const ScopedResidentHead knob(head);
+      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
+        const int64_t misalign = run == 1 ? 1 : 0;
+        DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
+            si(NK_F32, stats);
+        void* y_ptr = run == 2 ? xd.data() : y.data();
+        ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                  c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr, y_ptr,
+                                  sm.f32(), si.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        const Buffer got[] = {run == 2 ? xd.download() : y.download(), sm.download(),
+                              si.download()};
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[i].bytes(), outs[0][i].bytes()) << names[i] << " differs, run " << run;
+        }
+      }
+    }
+  }
+
   // One forward on both backends with the same inputs and initial running buffers; compares y,
   // the saved statistics, the running buffers and num_batches_tracked (batch and instance norm;
   // `with_running` false passes no running buffers, which only training allows). `steps` repeats
@@ -471,45 +518,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
     DeviceBuffer wd(w), bd(b);
-    std::vector<Buffer> outs[2];
-    for (int64_t misalign : {0, 1}) {
-      DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
-          si(NK_F32, stats);
-      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
-                                c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr,
-                                y.data(), sm.f32(), si.f32()),
-                NK_SUCCESS)
-          << nk_last_error();
-      outs[misalign] = {y.download(), sm.download(), si.download()};
-    }
-    const char* names[] = {"y", "save_mean", "save_invstd"};
-    for (size_t i = 0; i < 3; ++i) {
-      EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
-    }
-    // Rows above 96 KiB stage a head and read the tail from memory in each pass: heads of none,
-    // a third of the row (not whole turns of the block) and all but one pack give the bytes of
-    // the staged row, aligned, misaligned and in place (y == x).
     const int64_t row_bytes = numel / stats * static_cast<int64_t>(elem_size(c.dtype));
-    for (int64_t head : {int64_t{0}, row_bytes / 3 / 16 * 16, row_bytes - 16}) {
-      SCOPED_TRACE(testing::Message() << "head " << head << " of " << row_bytes << " bytes");
-      const ScopedResidentHead knob(head);
-      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
-        const int64_t misalign = run == 1 ? 1 : 0;
-        DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
-            si(NK_F32, stats);
-        void* y_ptr = run == 2 ? xd.data() : y.data();
-        ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
-                                  c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr, y_ptr,
-                                  sm.f32(), si.f32()),
-                  NK_SUCCESS)
-            << nk_last_error();
-        const Buffer got[] = {run == 2 ? xd.download() : y.download(), sm.download(),
-                              si.download()};
-        for (size_t i = 0; i < 3; ++i) {
-          EXPECT_EQ(got[i].bytes(), outs[0][i].bytes()) << names[i] << " differs, run " << run;
-        }
-      }
-    }
+    forward_bytes_across_heads(k, p, x, wd, bd, row_bytes);
 
     // The backward with dx reads x and dy once too (a row of both fits a block): against the CPU,
     // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers and
@@ -610,6 +620,36 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   ASSERT_TRUE(rb.use);
   ASSERT_LT(rb.head_len, rb.len);
   check_backward(half, NK_TRAINING);
+}
+
+// One read of x for group norm in NHWC (plan_group_tiles): a block per tile of groups, against the
+// CPU with and without the affine, fp32 data at |mean| / std = 1e4 (two groups of a pack have
+// their own shifts), misaligned pointers; then the bytes of misaligned, partly staged and in-place
+// calls against the aligned one. The backward keeps the split path here (checked elsewhere).
+TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
+  const Case c = GetParam();
+  if (c.family != Family::kGroup || c.layout != NK_NHWC) {
+    GTEST_SKIP() << "one read of x in NHWC: group norm";
+  }
+  for (const ChannelCase& k : group_tile_shapes(c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups);
+    ASSERT_TRUE(takes_group_tiles(k, c.dtype));
+    ASSERT_FALSE(takes_resident_rows(k, c.dtype));
+    const nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 1);
+    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
+    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    const DeviceBuffer wd(w), bd(b);
+    const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, c.dtype,
+                                 k.groups};
+    const int elem = static_cast<int>(elem_size(c.dtype));
+    const int64_t tile_bytes = nk::cuda::plan_group_tiles(shape, elem).len * elem;
+    forward_bytes_across_heads(k, p, x, wd, bd, tile_bytes);
+  }
 }
 
 // y == x and dx == dy give the bytes of separate buffers.

@@ -384,8 +384,11 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
  *   is whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps
- *   it in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other
- *   shapes read x twice (statistics, then y).
+ *   it in shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
+ *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
+ *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB
+ *   and there are at least 128 tiles, a block per tile keeps it (up to 88 KiB) the same way.
+ *   Other shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
 NK_API nk_status nk_group_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,

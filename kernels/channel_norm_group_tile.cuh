@@ -1,0 +1,258 @@
+// Group norm training forward in NHWC with one read of x (plan_group_tiles): a block per tile of k
+// consecutive groups of one sample, S positions of k * C/G contiguous channels each (C apart),
+// staged in shared memory in the order of the tile's packs (position by position), its k exact
+// two-pass statistics taken from there, then y written from there (with the fused residual,
+// activation and ReLU mask). x is read once and y written once, with no partials or finalize.
+//
+// Thread t takes pack j = t % P of the positions t / P, t / P + R, ... (P packs a position, R = the
+// block's threads / P): its channels never change, so its weights are loaded once, and its pack's
+// elements belong to one group or two (lo, then hi from element `split` on). It sums each element
+// of its pack apart over its positions and adds those sums per group at the end of a pass; the
+// block adds the threads' per group in a fixed order (tile_group_sums). Like the rows' kernel, the
+// statistics are of x - x0, x0 the group's first element (so |mean| >> std keeps its accuracy), and
+// every pass visits a thread's packs in the same order, whether they come from shared memory (the
+// head) or from memory (the tail of tiles longer than the staged part), and whatever the pointers
+// allow (one 16-byte access or single elements): no bit depends on the pointers or the head, and
+// the block (the reduction tree) depends on the shape only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "channel_norm_plan.hpp"
+#include "channel_norm_resident.cuh"
+#include "common/activation.cuh"
+#include "common/check.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+struct GroupTileParams {
+  const void* x;
+  const void* z;  // the fused residual, nullptr without one
+  void* y;
+  uint32_t* mask;       // ReLU mask, nullable
+  const float* weight;  // [C], nullable
+  const float* bias;    // [C], nullable
+  float* save_mean;     // [N * G], nullable
+  float* save_invstd;   // [N * G], nullable
+  int64_t c;            // C: elements from a position to the next
+  int64_t sample_len;   // S * C
+  int s;                // S: positions
+  int cpg;              // C / G: channels of a group
+  int tiles_per_sample;  // G / k
+  int groups_per_tile;   // k
+  int pos_packs;         // P
+  int head_packs;        // packs of the tile staged in shared memory; the rest read per pass
+  float eps;
+  float inv_count;  // 1 / (S * C/G)
+};
+
+// Adds per-thread values of the tile's groups over the block: lo_val belongs to group `lo` of the
+// tile and hi_val (0 where the pack meets one group) to lo + 1; returns the totals of lo and
+// lo + 1 (the latter meaningless where there is no such group). The order is fixed by the block
+// and P alone: the threads of each (pack j, half) column in lane order and a butterfly, then a
+// group's columns in ascending j. `scratch` holds 2 * blockDim.x + 2 * P + k floats. Every thread
+// of the block calls it.
+__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val,
+                                                  const GroupTileParams& p, int lo, int e_per_pack,
+                                                  float* scratch) {
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int pp = p.pos_packs, rows = threads / pp;
+  float* part = scratch;                  // [2][threads]
+  float* column = scratch + 2 * threads;  // [2][P]
+  float* total = column + 2 * pp;         // [k]
+  part[t] = lo_val;
+  part[threads + t] = hi_val;
+  __syncthreads();
+  const int lane = t % 32, warps = threads / 32;
+  for (int col = t / 32; col < 2 * pp; col += warps) {  // uniform across each warp
+    const int half = col / pp, j = col - half * pp;
+    dev::Floats<1> a{};
+    for (int r = lane; r < rows; r += 32) a.v[0] += part[half * threads + j + r * pp];
+    a = dev::group_sum<1>(a, 32);
+    if (lane == 0) column[col] = a.v[0];
+  }
+  __syncthreads();
+  if (t < p.groups_per_tile) {
+    // Group t's elements are channels [t * cpg, (t + 1) * cpg) of the tile: packs j_first..j_last,
+    // the lower half of a pack whose first element is in the group, else its upper half.
+    const int g_first = t * p.cpg;
+    const int j_first = g_first / e_per_pack, j_last = (g_first + p.cpg - 1) / e_per_pack;
+    float sum = 0.0f;
+    for (int j = j_first; j <= j_last; ++j) sum += column[(j * e_per_pack >= g_first ? 0 : pp) + j];
+    total[t] = sum;
+  }
+  __syncthreads();
+  const float2 result = make_float2(total[lo], lo + 1 < p.groups_per_tile ? total[lo + 1] : 0.0f);
+  __syncthreads();  // scratch is free again
+  return result;
+}
+
+// The shared memory before the staged tile holds tile_group_sums' scratch: at most
+// 2 * 512 + 2 * 256 + 8 floats (the plan keeps P <= 256 and k <= 8).
+static_assert(kGroupTileScratchBytes >= (2 * 512 + 2 * 256 + 8) * 4, "tile scratch too small");
+
+// kAccess: elements per global access (E, or 1 for misaligned pointers). Two blocks of 512 an SM
+// at most 64 registers, as forward_resident.
+template <class T, int kAccess, int kAct, bool kResidual>
+__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(GroupTileParams p) {
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int pp = p.pos_packs, packs = p.s * pp, head = p.head_packs;
+  // 32-bit: blocks and tiles are < 2^31 (the plan caps the tiles), a 64-bit division is a call.
+  const unsigned tile = blockIdx.x % static_cast<unsigned>(p.tiles_per_sample);
+  const int64_t n = blockIdx.x / static_cast<unsigned>(p.tiles_per_sample);
+  const int64_t c0 = int64_t{tile} * p.groups_per_tile * p.cpg;  // the tile's first channel
+  const int64_t first = n * p.sample_len + c0;
+  const int j = t % pp;
+  // Element offsets (from `first`) of the thread's first pack and from one of its packs to the next.
+  const int64_t at0 = int64_t{t / pp} * p.c + j * E, step = int64_t{threads / pp} * p.c;
+  const T* x = static_cast<const T*>(p.x) + first;
+  // The groups of the pack's elements: lo for elements [0, split), lo + 1 from there. Each element
+  // keeps its own sums and its group's centre and coefficients in registers, so the passes cost
+  // what the rows' kernel's do, and only their totals are split by group.
+  const int lo = j * E / p.cpg;
+  const int split = (lo + 1) * p.cpg - j * E < E ? (lo + 1) * p.cpg - j * E : E;
+  // The statistics are of x - x0, x0 its group's first element (so |mean| >> std keeps its
+  // accuracy in every group of the tile): chosen per element, as an array of shifts spilled.
+  const float shift_lo = dev::to_float(x[int64_t{lo} * p.cpg]);
+  const float shift_hi = split < E ? dev::to_float(x[int64_t{lo + 1} * p.cpg]) : 0.0f;
+  auto shift = [&](int e) { return e < split ? shift_lo : shift_hi; };
+  auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(x + at, 0); };
+  // The sums of a pass per element, then of the thread's two groups, in element order.
+  auto group_totals = [&](const float (&acc)[E]) {
+    float a_lo = 0.0f, a_hi = 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (e < split) {
+        a_lo += acc[e];
+      } else {
+        a_hi += acc[e];
+      }
+    }
+    return tile_group_sums(a_lo, a_hi, p, lo, E, scratch);
+  };
+
+  // Pass 1: the head from memory into shared memory, kBatch packs in flight a thread, and the tail
+  // after it; the sums of x - x0 as the packs arrive, in the order of every later pass.
+  float acc[E] = {};
+  // Misaligned pointers take 2 packs at a time: 4 of single elements spilled (fp16).
+  constexpr int kBatch = kAccess == E ? 4 : 2;
+  int64_t at = at0;
+  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
+    Raw v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      if (q0 + k * threads < packs) v[k] = load(at + k * step);
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int q = q0 + k * threads;
+      if (q < packs) {
+        if (q < head) staged[q] = v[k];
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc[e] += dev::element(v[k], e) - shift(e);
+      }
+    }
+    at += kBatch * step;
+  }
+  // Visits (pack, element offset) of the thread's packs in ascending order: the head's from
+  // shared memory, then the tail's from memory, a loop each (one loop choosing its source per
+  // pack merged the two into the same registers, 12 PRMTs a pack in fp16).
+  auto visit = [&](auto&& f) {
+    int q = t;
+    int64_t o = at0;
+    for (; q < head; q += threads, o += step) {
+      const Raw v = staged[q];
+      f(v, o);
+    }
+    for (; q < packs; q += threads, o += step) f(load(o), o);
+  };
+  const float2 sums = group_totals(acc);
+  const float centre_lo = sums.x * p.inv_count, centre_hi = sums.y * p.inv_count;
+
+  // Pass 2: the centred squares.
+  float centre[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    centre[e] = e < split ? centre_lo : centre_hi;
+    acc[e] = 0.0f;
+  }
+  visit([&](const Raw& v, int64_t) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float d = (dev::element(v, e) - shift(e)) - centre[e];
+      acc[e] = fmaf(d, d, acc[e]);
+    }
+  });
+  const float2 m2 = group_totals(acc);
+  const float invstd_lo = rsqrtf(m2.x * p.inv_count + p.eps);
+  const float invstd_hi = rsqrtf(m2.y * p.inv_count + p.eps);
+  // The threads of position 0 save the statistics of the groups that start in their packs: at
+  // element 0 (lo), and at element `split` (lo + 1).
+  if (t < pp) {
+    const int64_t stat = (n * p.tiles_per_sample + tile) * p.groups_per_tile + lo;
+    if (j * E % p.cpg == 0) {
+      if (p.save_mean) p.save_mean[stat] = shift_lo + centre_lo;
+      if (p.save_invstd) p.save_invstd[stat] = invstd_lo;
+    }
+    if (split < E) {
+      if (p.save_mean) p.save_mean[stat + 1] = shift_hi + centre_hi;
+      if (p.save_invstd) p.save_invstd[stat + 1] = invstd_hi;
+    }
+  }
+
+  // Pass 3: y = (x - x0) * scale + offset (+ z), per element of the thread's fixed channels:
+  // scale = invstd * w_c, offset = b_c - centre * scale.
+  float scale[E], offset[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const int64_t ch = c0 + j * E + e;
+    const bool in_lo = e < split;
+    scale[e] = (in_lo ? invstd_lo : invstd_hi) * (p.weight ? p.weight[ch] : 1.0f);
+    offset[e] = (p.bias ? p.bias[ch] : 0.0f) - (in_lo ? centre_lo : centre_hi) * scale[e];
+  }
+  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
+  T* y = static_cast<T*>(p.y) + first;
+  visit([&](const Raw& v, int64_t o) {
+    float u[E];
+    if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float r = fmaf(dev::element(v, e) - shift(e), scale[e], offset[e]);
+      if constexpr (kResidual) r += u[e];
+      u[e] = dev::activate<kAct>(r);
+    }
+    store_elems<T, E, kAccess>(y + o, u);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // C and c0: E | it
+    }
+  });
+}
+
+// Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the
+// staged head in dynamic shared memory; the caller checks cudaGetLastError.
+template <class T>
+void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
+                        cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    auto kernel = vector_access ? forward_group_tile<T, E, kAct, kResidual>
+                                : forward_group_tile<T, 1, kAct, kResidual>;
+    launch_blocks(kernel, plan.tiles, plan.threads, bytes, stream, p);
+  });
+}
+
+}  // namespace nk::cuda
