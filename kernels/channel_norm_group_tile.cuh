@@ -96,8 +96,8 @@ __device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val,
 // 2 * 512 + 2 * 256 + 8 floats (the plan keeps P <= 256 and k <= 8).
 static_assert(kGroupTileScratchBytes >= (2 * 512 + 2 * 256 + 8) * 4, "tile scratch too small");
 
-// kAccess: elements per global access (E, or 1 for misaligned pointers). Two blocks of 512 an SM
-// at most 64 registers, as forward_resident.
+// kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_resident.
 template <class T, int kAccess, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(GroupTileParams p) {
   constexpr int E = 16 / sizeof(T);

@@ -169,7 +169,7 @@ struct GroupTilePlan {
   int groups_per_tile;  // k
   int pos_packs;        // P: 16-byte packs of a position's run of the tile
   int64_t len;          // elements of a tile: S * k * C/G
-  int64_t head_len;     // elements of a tile staged (whole positions' packs first), <= len
+  int64_t head_len;     // elements of a tile staged (its first packs, position by position)
   int threads;          // per block: a multiple of 32 and of P, about 8 packs each, <= 512
 };
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes);
