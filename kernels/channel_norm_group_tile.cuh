@@ -56,10 +56,11 @@ struct GroupTileParams {
 // lo + 1 (the latter meaningless where there is no such group). The order is fixed by the block
 // and P alone: the threads of each (pack j, half) column in lane order and a butterfly, then a
 // group's columns in ascending j. `scratch` holds 2 * blockDim.x + 2 * P + k floats. Every thread
-// of the block calls it.
-__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val,
-                                                  const GroupTileParams& p, int lo, int e_per_pack,
-                                                  float* scratch) {
+// of the block calls it. Params: the forward's or the backward's (pos_packs, groups_per_tile,
+// cpg).
+template <class Params>
+__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val, const Params& p,
+                                                  int lo, int e_per_pack, float* scratch) {
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, rows = threads / pp;
   float* part = scratch;                  // [2][threads]
