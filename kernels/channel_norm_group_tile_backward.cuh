@@ -131,8 +131,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
   // Pass 1: the head of x and of dy into shared memory, kBatch packs of each in flight a thread,
   // and the tail after it; per element the sums of du and du * (x - mean) as the packs arrive.
   float sum_du[E] = {}, sum_dux[E] = {};
-  // SiLU's 8 exponentials a pack: one pack in flight (two spilled in 16-bit types).
-  constexpr int kBatch = kAccess == E && kSource != kSiluOfU ? 2 : 1;
+  // Two packs of each in flight where the registers allow; one with SiLU's 8 exponentials a pack
+  // (two spilled in 16-bit types) and with the mask's bits (12 bytes spilled on sm_80).
+  constexpr int kBatch = kAccess == E && (kSource == kNoAct || kSource == kFromY) ? 2 : 1;
   int64_t at = at0;
   for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
     Raw xv[kBatch], dv[kBatch];
