@@ -56,7 +56,7 @@ struct GroupTileBackwardParams {
 // fp32: within 64 registers their per-element sums beside the exponentials spilled (16-bit: 76 to
 // 176 bytes; fp32 with z: 24), so one block of 512 an SM.
 template <class T, int kAccess, int kSource, bool kZ>
-constexpr int group_tile_backward_min_blocks() {
+__host__ __device__ constexpr int group_tile_backward_min_blocks() {
   return kSource == kSiluOfU && (sizeof(T) == 2 || kZ) ? 1 : 2;
 }
 
@@ -98,10 +98,23 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
   auto invstd = [&](int e) { return e < split ? invstd_lo : invstd_hi; };
   const float* weight = p.weight ? p.weight + c0 + j * E : nullptr;
   const float* bias = kSource == kSiluOfU && p.bias ? p.bias + c0 + j * E : nullptr;
-  // SiLU's (scale, b) of element e, u = (x - mean) * scale + b, scale = invstd * w: loaded at each
-  // use (from L1), as 16 more registers beside the 16 sums spilled in 16-bit types.
+  // SiLU's (scale, b) of element e, u = (x - mean) * scale + b, scale = invstd * w: in registers
+  // where the kernel has 128 of them (one block an SM), else loaded at each use (from L1), as 16
+  // more registers beside the 16 sums spilled within 64.
+  constexpr bool kCoefsInRegisters =
+      kSource == kSiluOfU && group_tile_backward_min_blocks<T, kAccess, kSource, kZ>() == 1;
+  float silu_scale[kCoefsInRegisters ? E : 1], silu_bias[kCoefsInRegisters ? E : 1];
+  if constexpr (kCoefsInRegisters) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      silu_scale[e] = invstd(e) * (weight ? weight[e] : 1.0f);
+      silu_bias[e] = bias ? bias[e] : 0.0f;
+    }
+  }
   auto silu_coef = [&](int e) {
-    if constexpr (kSource == kSiluOfU) {
+    if constexpr (kCoefsInRegisters) {
+      return make_float2(silu_scale[e], silu_bias[e]);
+    } else if constexpr (kSource == kSiluOfU) {
       const float w = weight ? dev::load_float_each_time(weight + e) : 1.0f;
       return make_float2(invstd(e) * w, bias ? dev::load_float_each_time(bias + e) : 0.0f);
     } else {
