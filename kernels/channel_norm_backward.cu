@@ -525,19 +525,10 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
 template <class T>
 void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
                           const XhatStats& stats, const Launch& l) {
-  const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
   GroupTileBackwardParams p{};
   set_backward_io(p, a, l);
-  p.c = s.c;
-  p.sample_len = s.s * s.c;
-  p.s = static_cast<int>(s.s);
-  p.cpg = static_cast<int>(s.c / s.groups);
-  p.tiles_per_sample = static_cast<int>(s.groups / g.groups_per_tile);
-  p.groups_per_tile = g.groups_per_tile;
-  p.pos_packs = g.pos_packs;
-  p.head_packs = resident_head_packs(g.head_len, static_cast<int>(sizeof(T)));
-  p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
+  set_tile_geometry(p, a.shape, g, static_cast<int>(sizeof(T)));
   const size_t bytes = group_tile_backward_smem(p.head_packs);
   with_backward_kernel<T, GroupTileBackwardKernel>(
       a, [&](auto kernel) { launch_blocks(kernel, g.tiles, g.threads, bytes, stream, p); });

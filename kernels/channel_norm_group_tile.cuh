@@ -239,6 +239,22 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
   });
 }
 
+// The tile geometry of both tile kernels' parameters (GroupTileParams, GroupTileBackwardParams):
+// C, a sample's elements, S, C/G, the tiles of a sample, k, P, the staged head (of each staged
+// tensor: resident_head_packs, with its test knob) and 1 / (S * C/G).
+template <class Params>
+void set_tile_geometry(Params& p, const ChannelShape& s, const GroupTilePlan& g, int elem_bytes) {
+  p.c = s.c;
+  p.sample_len = s.s * s.c;
+  p.s = static_cast<int>(s.s);
+  p.cpg = static_cast<int>(s.c / s.groups);
+  p.tiles_per_sample = static_cast<int>(s.groups / g.groups_per_tile);
+  p.groups_per_tile = g.groups_per_tile;
+  p.pos_packs = g.pos_packs;
+  p.head_packs = resident_head_packs(g.head_len, elem_bytes);
+  p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
+}
+
 // Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the
 // staged head in dynamic shared memory; the caller checks cudaGetLastError.
 template <class T>
