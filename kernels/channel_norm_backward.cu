@@ -19,7 +19,9 @@
 // Instance and group norm training with dx, where a statistic's row of x and of dy fits a block
 // (plan_resident_rows with both staged; rows above 48 KiB stage their first 48 KiB of each and
 // reread the rest), take one kernel instead of (1) and (3), which reads each once
-// (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n.
+// (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
+// norm in NHWC does the same where a tile of whole groups of one sample fits a block
+// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh).
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -32,6 +34,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_apply.cuh"
+#include "channel_norm_group_tile_backward.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident_backward.cuh"
 #include "common/activation.cuh"
@@ -431,17 +434,33 @@ void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const f
   launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access(a)), true, coefs, l);
 }
 
-// Instance and group norm training with dx (or dz) where a row of x and of dy fits a block: one
-// read of both (channel_norm_resident_backward.cuh), then dweight and dbias from its per-(n, c)
-// sums in the workspace, added over n in index order by the finalize's channel warps.
-template <class T>
-void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
-                            const XhatStats& stats, const Launch& l) {
+// dweight and dbias from the per-(n, c) sums (sum du, sum du * x-hat) that a one-read kernel left
+// in `sums`, added over n in index order by the finalize's channel warps.
+void finalize_channel_sums(const ChannelBackwardArgs& a, const XhatStats& stats,
+                           const float2* sums, cudaStream_t stream) {
   const ChannelShape& s = a.shape;
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
+  // The sums as partials of one chunk per (n, c), in the rows layout's index order.
+  ChannelPlan plan{};
+  plan.rows_layout = true;
+  plan.n = s.n;
+  plan.c = s.c;
+  plan.s = s.s;
+  plan.slots = s.n;
+  plan.seg_count = 1;
+  plan.chunks = 1;
+  plan.chunk_len = s.s;
+  constexpr int kWarps = kFinalizeBlock / 32;
+  finalize_backward<<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0,
+                      stream>>>(
+      FinalizeParams{sums, plan, stats, a.weight, a.dweight, a.dbias, nullptr});
+  dev::check_cuda(cudaGetLastError(), "channel norm one-read gradient finalize launch");
+}
+
+// The tensors of a backward that reads x and dy once (ResidentBackwardParams,
+// GroupTileBackwardParams); channel_sums in the workspace when dweight or dbias is wanted.
+template <class Params>
+void set_backward_io(Params& p, const ChannelBackwardArgs& a, const Launch& l) {
   const int source = act_source(a);
-  ResidentBackwardParams p{};
   p.x = a.x;
   p.dy = a.dy;
   p.aux = source == kFromY ? a.y : (source == kSiluOfU && a.fusion.residual ? a.z : nullptr);
@@ -452,40 +471,69 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   p.bias = a.bias;
   p.save_mean = a.save_mean;
   p.save_invstd = a.save_invstd;
+  const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   p.channel_sums = want_params ? static_cast<float2*>(l.workspace) : nullptr;
-  set_row_geometry(p, s, r);
-  p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
+}
+
+// Calls f(kernel) with the one-read backward kernel K<T, access, source, z> of the call's fusion
+// and pointers (a class template with a `kernel` member, so both kernels share the dispatch).
+template <class T, template <class, int, int, bool> class K, class F>
+void with_backward_kernel(const ChannelBackwardArgs& a, F&& f) {
   constexpr int E = 16 / sizeof(T);
   const bool vector = vector_access(a);
-  auto go = [&](auto kernel) {
-    launch_rows(kernel, r, kResidentBackwardScratchBytes + size_t{32} * p.head_packs, stream, p);
-  };
   with_fusion(a, [&](auto src, auto residual) {
     constexpr int kSource = decltype(src)::value;
     constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
     if (vector) {
-      go(backward_resident<T, E, kSource, kZ>);
+      f(K<T, E, kSource, kZ>::kernel);
     } else {
-      go(backward_resident<T, 1, kSource, kZ>);
+      f(K<T, 1, kSource, kZ>::kernel);
     }
   });
+}
+
+template <class T, int kAccess, int kSource, bool kZ>
+struct ResidentBackwardKernel {
+  static constexpr auto kernel = backward_resident<T, kAccess, kSource, kZ>;
+};
+template <class T, int kAccess, int kSource, bool kZ>
+struct GroupTileBackwardKernel {
+  static constexpr auto kernel = backward_group_tile<T, kAccess, kSource, kZ>;
+};
+
+// Instance and group norm training with dx (or dz) where a row of x and of dy fits a block: one
+// read of both (channel_norm_resident_backward.cuh), then dweight and dbias from its per-(n, c)
+// sums.
+template <class T>
+void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
+                            const XhatStats& stats, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  ResidentBackwardParams p{};
+  set_backward_io(p, a, l);
+  set_row_geometry(p, a.shape, r);
+  p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
+  const size_t bytes = kResidentBackwardScratchBytes + size_t{32} * p.head_packs;
+  with_backward_kernel<T, ResidentBackwardKernel>(
+      a, [&](auto kernel) { launch_rows(kernel, r, bytes, stream, p); });
   dev::check_cuda(cudaGetLastError(), "channel norm resident rows backward launch");
-  if (!want_params) return;
-  // The sums as partials of one chunk per (n, c), in the rows layout's index order.
-  ChannelPlan sums{};
-  sums.rows_layout = true;
-  sums.n = s.n;
-  sums.c = s.c;
-  sums.s = s.s;
-  sums.slots = s.n;
-  sums.seg_count = 1;
-  sums.chunks = 1;
-  sums.chunk_len = s.s;
-  constexpr int kWarps = kFinalizeBlock / 32;
-  finalize_backward<<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0,
-                      stream>>>(
-      FinalizeParams{p.channel_sums, sums, stats, a.weight, a.dweight, a.dbias, nullptr});
-  dev::check_cuda(cudaGetLastError(), "channel norm resident gradient finalize launch");
+  if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
+}
+
+// Group norm training with dx (or dz) in NHWC where a tile of groups of x and of dy fits a block:
+// one read of both (channel_norm_group_tile_backward.cuh), then dweight and dbias from its
+// per-(n, c) sums.
+template <class T>
+void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
+                          const XhatStats& stats, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  GroupTileBackwardParams p{};
+  set_backward_io(p, a, l);
+  set_tile_geometry(p, a.shape, g, static_cast<int>(sizeof(T)));
+  const size_t bytes = group_tile_backward_smem(p.head_packs);
+  with_backward_kernel<T, GroupTileBackwardKernel>(
+      a, [&](auto kernel) { launch_blocks(kernel, g.tiles, g.threads, bytes, stream, p); });
+  dev::check_cuda(cudaGetLastError(), "group norm tiles backward launch");
+  if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
 template <class T>
@@ -509,6 +557,8 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   if (want_coefficients) {
     const ResidentPlan r = plan_resident_rows(s, sizeof(T), 2);
     if (r.use) return backward_resident_rows<T>(a, r, stats, l);
+    const GroupTilePlan g = plan_group_tiles(s, sizeof(T), 2);
+    if (g.use) return backward_group_tiles<T>(a, g, stats, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

@@ -556,16 +556,8 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
   auto stream = static_cast<cudaStream_t>(l.stream);
   GroupTileParams p{};
   set_forward_io(p, a);
-  p.c = s.c;
-  p.sample_len = s.s * s.c;
-  p.s = static_cast<int>(s.s);
-  p.cpg = static_cast<int>(s.c / s.groups);
-  p.tiles_per_sample = static_cast<int>(s.groups / g.groups_per_tile);
-  p.groups_per_tile = g.groups_per_tile;
-  p.pos_packs = g.pos_packs;
-  p.head_packs = resident_head_packs(g.head_len, static_cast<int>(sizeof(T)));
+  set_tile_geometry(p, s, g, static_cast<int>(sizeof(T)));
   p.eps = static_cast<float>(a.params.eps);
-  p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
   launch_group_tiles<T>(p, g, a.fusion.activation, stream);
   dev::check_cuda(cudaGetLastError(), "group norm tiles launch");

@@ -56,10 +56,11 @@ struct GroupTileParams {
 // lo + 1 (the latter meaningless where there is no such group). The order is fixed by the block
 // and P alone: the threads of each (pack j, half) column in lane order and a butterfly, then a
 // group's columns in ascending j. `scratch` holds 2 * blockDim.x + 2 * P + k floats. Every thread
-// of the block calls it.
-__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val,
-                                                  const GroupTileParams& p, int lo, int e_per_pack,
-                                                  float* scratch) {
+// of the block calls it. Params: the forward's or the backward's (pos_packs, groups_per_tile,
+// cpg).
+template <class Params>
+__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val, const Params& p,
+                                                  int lo, int e_per_pack, float* scratch) {
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, rows = threads / pp;
   float* part = scratch;                  // [2][threads]
@@ -236,6 +237,22 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
       if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // C and c0: E | it
     }
   });
+}
+
+// The tile geometry of both tile kernels' parameters (GroupTileParams, GroupTileBackwardParams):
+// C, a sample's elements, S, C/G, the tiles of a sample, k, P, the staged head (of each staged
+// tensor: resident_head_packs, with its test knob) and 1 / (S * C/G).
+template <class Params>
+void set_tile_geometry(Params& p, const ChannelShape& s, const GroupTilePlan& g, int elem_bytes) {
+  p.c = s.c;
+  p.sample_len = s.s * s.c;
+  p.s = static_cast<int>(s.s);
+  p.cpg = static_cast<int>(s.c / s.groups);
+  p.tiles_per_sample = static_cast<int>(s.groups / g.groups_per_tile);
+  p.groups_per_tile = g.groups_per_tile;
+  p.pos_packs = g.pos_packs;
+  p.head_packs = resident_head_packs(g.head_len, elem_bytes);
+  p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
 }
 
 // Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the

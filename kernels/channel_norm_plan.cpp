@@ -125,7 +125,7 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   return r;
 }
 
-GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes) {
+GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   GroupTilePlan t{};
   const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;
   if (shape.kind != ChannelNorm::kGroup || !channels_layout || shape.numel() == 0) return t;
@@ -140,14 +140,15 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes) {
   const int64_t step = 32 / gcd(32, pos_packs) * pos_packs;  // lcm(32, P)
   const int64_t len = shape.s * k * cpg, bytes = len * elem_bytes;
   const int64_t tiles = shape.n * (shape.groups / k);
+  const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes &&
-          bytes <= 2 * kGroupTileMaxBytes && tiles >= kResidentMinRows && tiles <= INT32_MAX;
+          bytes <= 2 * staged_limit && tiles >= kResidentMinRows && tiles <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(k);
   t.pos_packs = static_cast<int>(pos_packs);
   t.len = len;
-  t.head_len = bytes <= kGroupTileMaxBytes ? len : kGroupTileMaxBytes / elem_bytes;
+  t.head_len = bytes <= staged_limit ? len : staged_limit / elem_bytes;
   // About 8 packs a thread, as the rows' blocks, in whole multiples of lcm(32, P).
   int64_t want = ceil_div(bytes / 16, 8);
   want = want < kResidentMinThreads ? kResidentMinThreads : want;

@@ -158,7 +158,9 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
 // fixed order. The bounds follow plan_resident_rows': a tile of 4 KiB at least, staged whole up
 // to the shared memory left after the reduction scratch (kGroupTileScratchBytes), twice that at
 // most (the rest, the tail, read from memory in each pass), and 128 tiles at least. The training
-// backward keeps the split path in NHWC.
+// backward (with dx) takes the same tiles with x and dy both staged (`staged_tensors` 2,
+// channel_norm_group_tile_backward.cuh): tiles up to kGroupTileMaxBytes with heads of half of it
+// each, the same block for the same tile.
 constexpr int64_t kGroupTileScratchBytes = 8 * 1024;
 constexpr int64_t kGroupTileMaxBytes = kResidentMaxBytes - kGroupTileScratchBytes;
 constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a position), for the scratch
@@ -169,9 +171,10 @@ struct GroupTilePlan {
   int groups_per_tile;  // k
   int pos_packs;        // P: 16-byte packs of a position's run of the tile
   int64_t len;          // elements of a tile: S * k * C/G
-  int64_t head_len;     // elements of a tile staged (its first packs, position by position)
+  int64_t head_len;     // elements of a tile staged per tensor (its first packs, position by
+                        // position)
   int threads;          // per block: a multiple of 32 and of P, about 8 packs each, <= 512
 };
-GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes);
+GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
 }  // namespace nk::cuda

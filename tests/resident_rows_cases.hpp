@@ -36,10 +36,11 @@ inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
 }
 
 // Group norm in NHWC reads x once where a tile of whole groups fits a block (plan_group_tiles):
-// whether shape k takes it in dtype.
-inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype) {
+// whether shape k takes it in dtype (staged_tensors 2: the training backward's x and dy).
+inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
   const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, dtype, k.groups};
-  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype))).use;
+  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
+      .use;
 }
 
 // NHWC group norm shapes that take the tiles in dtype, about 4 KiB a tile and 128 tiles: a group

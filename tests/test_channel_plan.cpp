@@ -574,4 +574,42 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   }
 }
 
+// The training backward's tiles stage x and dy: tiles of 4 to 88 KiB a tensor, whole up to 44 KiB
+// (both fit the forward's 88), else their first 44 KiB of each; the forward's block for the same
+// tile. Group norm with C/G = 10: tiles of 80 bytes a position (4 groups in bf16, 2 in fp32).
+TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
+  using nk::cuda::plan_group_tiles;
+  struct Want {
+    int64_t s;
+    int elem;
+    bool use;
+  };
+  const Want list[] = {
+      {52, 2, true},    // 4160 bytes a tensor: the smallest whole packs above 4 KiB
+      {51, 2, false},   // 4080 bytes
+      {563, 2, true},   // 45040 bytes: the largest staged whole (44 KiB = 45056)
+      {564, 2, true},   // 45120 bytes: a tail
+      {1126, 2, true},  // 90080 bytes: the largest (88 KiB = 90112)
+      {1127, 2, false},
+      {564, 4, true},   // fp32: 2 groups a tile, 80 bytes a position too; a tail
+      {1127, 4, false},
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{ChannelNorm::kGroup, 16, 320, w.s, NK_NHWC,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 32};
+    SCOPED_TRACE(testing::Message() << "s=" << w.s << " elem " << w.elem);
+    const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem, 2);
+    const nk::cuda::GroupTilePlan forward = plan_group_tiles(shape, w.elem);
+    EXPECT_EQ(forward.use, w.s * 80 >= 4096);  // the forward's tiles go to 176 KiB
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.threads, forward.threads);
+    EXPECT_EQ(t.tiles, forward.tiles);
+    EXPECT_EQ(t.len, forward.len);
+    const int64_t bytes = t.len * w.elem;
+    const int64_t staged = bytes <= 44 * 1024 ? t.len : 44 * 1024 / w.elem;
+    EXPECT_EQ(t.head_len, staged);
+  }
+}
+
 }  // namespace

@@ -206,6 +206,55 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     }
   }
 
+  // The training backward of a path that stages x and dy (one read of each) in blocks of
+  // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
+  // of the aligned call; so do heads of none, a third of the block and all but one pack, each
+  // aligned, misaligned and in place.
+  void backward_bytes_across_heads(const ChannelCase& k, const Buffer& x, const DeviceBuffer& wd,
+                                   int64_t block_bytes) {
+    const Case c = GetParam();
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    nk_norm_params p = nk_norm_params_default();
+    p.phase = NK_TRAINING;
+    const Buffer dyh(c.dtype, rng_.normal(numel));
+    DeviceBuffer md(Buffer(NK_F32, rng_.normal(stats, 0.5, 1.0)));
+    DeviceBuffer sd(Buffer(NK_F32, rng_.uniform(stats, 0.2, 0.8)));
+    // Runs 0, 1 and 2 (aligned, misaligned, in place) under the current head.
+    auto run_all = [&](std::vector<Buffer> (&grads)[3]) {
+      for (int run = 0; run < 3; ++run) {
+        const int64_t misalign = run == 1 ? 1 : 0;
+        DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
+            dw(NK_F32, k.c), db(NK_F32, k.c);
+        void* dx_ptr = run == 2 ? dyd.data() : dx.data();
+        ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
+                                   c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
+                                   sd.f32(), dx_ptr, dw.f32(), db.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        grads[run] = {run == 2 ? dyd.download() : dx.download(), dw.download(), db.download()};
+      }
+    };
+    const char* names[] = {"dx", "dweight", "dbias"};
+    std::vector<Buffer> whole[3];
+    run_all(whole);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(whole[1][i].bytes(), whole[0][i].bytes()) << names[i] << ": misaligned differs";
+      EXPECT_EQ(whole[2][i].bytes(), whole[0][i].bytes()) << names[i] << ": dx == dy differs";
+    }
+    for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
+      SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
+      const ScopedResidentHead knob(head);
+      std::vector<Buffer> got[3];
+      run_all(got);
+      for (int run = 0; run < 3; ++run) {
+        for (size_t i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[run][i].bytes(), whole[0][i].bytes())
+              << names[i] << " differs, run " << run;
+        }
+      }
+    }
+  }
+
   // One forward on both backends with the same inputs and initial running buffers; compares y,
   // the saved statistics, the running buffers and num_batches_tracked (batch and instance norm;
   // `with_running` false passes no running buffers, which only training allows). `steps` repeats
@@ -522,56 +571,12 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     forward_bytes_across_heads(k, p, x, wd, bd, row_bytes);
 
     // The backward with dx reads x and dy once too (a row of both fits a block): against the CPU,
-    // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers and
-    // of dx == dy against the aligned call.
+    // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers, of
+    // dx == dy and of partial heads against the aligned call.
     ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
-    const Buffer dyh(c.dtype, rng_.normal(numel));
-    DeviceBuffer md(Buffer(NK_F32, rng_.normal(stats, 0.5, 1.0)));
-    DeviceBuffer sd(Buffer(NK_F32, rng_.uniform(stats, 0.2, 0.8)));
-    std::vector<Buffer> grads[3];
-    for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
-      const int64_t misalign = run == 1 ? 1 : 0;
-      DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
-          dw(NK_F32, k.c), db(NK_F32, k.c);
-      void* dx_ptr = run == 2 ? dyd.data() : dx.data();
-      p.phase = NK_TRAINING;
-      ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
-                                 c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
-                                 sd.f32(), dx_ptr, dw.f32(), db.f32()),
-                NK_SUCCESS)
-          << nk_last_error();
-      grads[run] = {run == 2 ? dyd.download() : dx.download(), dw.download(), db.download()};
-    }
-    const char* grad_names[] = {"dx", "dweight", "dbias"};
-    for (size_t i = 0; i < 3; ++i) {
-      EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes())
-          << grad_names[i] << ": misaligned differs";
-      EXPECT_EQ(grads[2][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": dx == dy differs";
-    }
-    // And with x and dy staged in part (rows above 48 KiB): the same heads as the forward's.
-    for (int64_t head : {int64_t{0}, row_bytes / 3 / 16 * 16, row_bytes - 16}) {
-      SCOPED_TRACE(testing::Message() << "head " << head << " of " << row_bytes << " bytes");
-      const ScopedResidentHead knob(head);
-      for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
-        const int64_t misalign = run == 1 ? 1 : 0;
-        DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
-            dw(NK_F32, k.c), db(NK_F32, k.c);
-        void* dx_ptr = run == 2 ? dyd.data() : dx.data();
-        ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(),
-                                   c.affine ? wd.f32() : nullptr, nullptr, nullptr, md.f32(),
-                                   sd.f32(), dx_ptr, dw.f32(), db.f32()),
-                  NK_SUCCESS)
-            << nk_last_error();
-        const Buffer got[] = {run == 2 ? dyd.download() : dx.download(), dw.download(),
-                              db.download()};
-        for (size_t i = 0; i < 3; ++i) {
-          EXPECT_EQ(got[i].bytes(), grads[0][i].bytes())
-              << grad_names[i] << " differs, run " << run;
-        }
-      }
-    }
+    backward_bytes_across_heads(k, x, wd, row_bytes);
   }
   // Group norm rows of 16 KiB in bf16: blocks of 128 threads, four warps for two channels a row,
   // so two warps have no channel and add nothing to the row's sums.
@@ -625,7 +630,7 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
 // One read of x for group norm in NHWC (plan_group_tiles): a block per tile of groups, against the
 // CPU with and without the affine, fp32 data at |mean| / std = 1e4 (two groups of a pack have
 // their own shifts), misaligned pointers; then the bytes of misaligned, partly staged and in-place
-// calls against the aligned one. The backward keeps the split path here (checked elsewhere).
+// calls against the aligned one. The same for the backward, which stages x and dy.
 TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
   const Case c = GetParam();
   if (c.family != Family::kGroup || c.layout != NK_NHWC) {
@@ -649,6 +654,11 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
     const int elem = static_cast<int>(elem_size(c.dtype));
     const int64_t tile_bytes = nk::cuda::plan_group_tiles(shape, elem).len * elem;
     forward_bytes_across_heads(k, p, x, wd, bd, tile_bytes);
+
+    ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, tile_bytes);
   }
 }
 

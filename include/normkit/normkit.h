@@ -410,7 +410,9 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   Reads x and dy once (CUDA, with dx, NCHW or C == 1): when each (n, g) row of
  *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows,
  *   a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest
- *   is read again, usually from L2); other shapes read both twice. */
+ *   is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (at
+ *   least 128), up to 44 KiB of each of x and dy kept the same way. Other shapes read both
+ *   twice. */
 NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
                                         const void* x, const void* dy, const float* weight,
                                         const float* save_mean, const float* save_invstd, void* dx,

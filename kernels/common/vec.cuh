@@ -101,6 +101,15 @@ __device__ __forceinline__ void store_floats_global(T* p, const float (&in)[E]) 
   store_pack_global<T, E>(p, pack);
 }
 
+// A float of global memory that is not written during the kernel, loaded where the call stands:
+// the volatile asm keeps the compiler from hoisting it out of a loop, for values that are cheaper
+// to reload from L1 at each use than to hold in registers across the loop (where they spilled).
+__device__ __forceinline__ float load_float_each_time(const float* p) {
+  float v;
+  asm volatile("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(__cvta_generic_to_global(p)));
+  return v;
+}
+
 // A parameter vector of E elements of W (float or the activation type) starting at p, or `absent`
 // for each when p is null. W packs of E elements need sizeof(W) * E alignment, which the 16-byte
 // check on the activation guarantees for E * sizeof(W) <= 32 when p is 16-byte aligned: larger
