@@ -171,6 +171,10 @@ struct SharedAccumulators {
   __device__ __forceinline__ explicit SharedAccumulators(float4* all)
       : base(all + threadIdx.x / kStride * kVectors * kStride + threadIdx.x % kStride) {}
 
+  // The vector holding sum q (dweight's element q < E * P, else dbias' element q - E * P),
+  // q % 4 == 0.
+  __device__ __forceinline__ float4& vector(int q) const { return base[q / 4 * kStride]; }
+
   __device__ __forceinline__ void zero() const {
 #pragma unroll
     for (int j = 0; j < kVectors; ++j) base[j * kStride] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -229,12 +233,12 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
   const int64_t rows_per_chunk = p.groups_per_chunk * rows_per_block;
-  // A row ahead where it fits 64 registers: one 16-byte pack of x and dy a thread with a weight
-  // as wide as x. fp32 weights of 16-bit rows (32 bytes a pack), fp32 rows of two packs and
-  // single elements spilled 4 to 52 bytes (sm_80, sm_90); they load each row when they reach it.
-  // Zeroed first: packs past the row's end are never loaded, and their copies must not read
-  // indeterminate values.
-  constexpr bool kAhead = E > 1 && P == 1 && sizeof(W) == sizeof(T);
+  // A row ahead where it fits 64 registers: one 16-byte pack of x and dy a thread. fp32 rows of
+  // two packs, single elements and fp16 rows with fp32 weights spilled 4 to 52 bytes with it
+  // (sm_80, sm_90); they load each row when they reach it. Zeroed first: packs past the row's
+  // end are never loaded, and their copies must not read indeterminate values.
+  constexpr bool kAhead =
+      E > 1 && P == 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
   BackwardRow<T, E, P> next{};
   if constexpr (kAhead) {
     fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group, t, tpr, packs, next);
@@ -266,27 +270,62 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
         xs[k] = cur.pack(cur.x[k]);
         ds[k] = cur.pack(cur.dy[k]);
       }
-      float acc_dw[P][E], acc_db[P][E];
-      acc.load(acc_dw, acc_db);
       dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
+      if constexpr (E >= 4 && sizeof(W) > sizeof(T)) {
+        // Four elements' accumulators at a time, a 16-byte load of the weight at a time: all of
+        // a pack's at once, with fp32 weights, spilled beside the next row's packs.
+        constexpr int kGroup = E < 16 / static_cast<int>(sizeof(W)) ? E : 16 / sizeof(W);
 #pragma unroll
-      for (int k = 0; k < P; ++k) {
-        const int pack = t + k * tpr;
-        if (active && pack < packs) {
-          float w[E];
-          load_gamma<W, E>(p, pack * E, w);
+        for (int k = 0; k < P; ++k) {
+          const int pack = t + k * tpr;
+          if (active && pack < packs) {
 #pragma unroll
-          for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::element(xs[k], i) - mean) * rstd;
-            const float d = dev::element(ds[k], i), g = d * w[i];
-            sums.v[0] += g;
-            sums.v[1] += g * xhat;
-            acc_dw[k][i] += d * xhat;
-            acc_db[k][i] += d;
+            for (int i0 = 0; i0 < E; i0 += kGroup) {
+              float w[kGroup];
+              load_gamma<W, kGroup>(p, pack * E + i0, w);
+#pragma unroll
+              for (int v = 0; v < kGroup; v += 4) {
+                float4 dw = acc.vector(k * E + i0 + v), db = acc.vector(E * P + k * E + i0 + v);
+                float* dws = &dw.x;
+                float* dbs = &db.x;
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                  const int i = i0 + v + j;
+                  const float xhat = (dev::element(xs[k], i) - mean) * rstd;
+                  const float d = dev::element(ds[k], i), g = d * w[v + j];
+                  sums.v[0] += g;
+                  sums.v[1] += g * xhat;
+                  dws[j] += d * xhat;
+                  dbs[j] += d;
+                }
+                acc.vector(k * E + i0 + v) = dw;
+                acc.vector(E * P + k * E + i0 + v) = db;
+              }
+            }
           }
         }
+      } else {
+        float acc_dw[P][E], acc_db[P][E];
+        acc.load(acc_dw, acc_db);
+#pragma unroll
+        for (int k = 0; k < P; ++k) {
+          const int pack = t + k * tpr;
+          if (active && pack < packs) {
+            float w[E];
+            load_gamma<W, E>(p, pack * E, w);
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+              const float xhat = (dev::element(xs[k], i) - mean) * rstd;
+              const float d = dev::element(ds[k], i), g = d * w[i];
+              sums.v[0] += g;
+              sums.v[1] += g * xhat;
+              acc_dw[k][i] += d * xhat;
+              acc_db[k][i] += d;
+            }
+          }
+        }
+        acc.store(acc_dw, acc_db);
       }
-      acc.store(acc_dw, acc_db);
       if (!want_dh) continue;  // uniform across the grid: barriers stay matched
       sums = row_total<2>(sums, tpr, t, scratch);
       const DxCoefficients dxk =
