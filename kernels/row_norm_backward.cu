@@ -230,15 +230,14 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
   const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int rows_per_block = blockDim.x / tpr;
   const int packs = static_cast<int>(p.cols / E);
-  const float inv_cols = 1.0f / static_cast<float>(p.cols);
+  const float inv_cols = p.inv_cols;
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
   const int64_t rows_per_chunk = p.groups_per_chunk * rows_per_block;
-  // A row ahead where it fits 64 registers: one 16-byte pack of x and dy a thread. fp32 rows of
-  // two packs, single elements and fp16 rows with fp32 weights spilled 4 to 52 bytes with it
-  // (sm_80, sm_90); they load each row when they reach it. Zeroed first: packs past the row's
-  // end are never loaded, and their copies must not read indeterminate values.
-  constexpr bool kAhead =
-      E > 1 && P == 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
+  // A row ahead wherever it fits 64 registers: 16-byte packs, but for fp16 rows with fp32
+  // weights, which spilled 4 to 16 bytes with it (sm_80, sm_90), as single elements would; they
+  // load each row when they reach it. Zeroed first: packs past the row's end are never loaded,
+  // and their copies must not read indeterminate values.
+  constexpr bool kAhead = E > 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
   BackwardRow<T, E, P> next{};
   if constexpr (kAhead) {
     fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group, t, tpr, packs, next);
@@ -271,9 +270,9 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
         ds[k] = cur.pack(cur.dy[k]);
       }
       dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
-      if constexpr (E >= 4 && sizeof(W) > sizeof(T)) {
+      if constexpr (E >= 4 && (sizeof(W) > sizeof(T) || P > 1)) {
         // Four elements' accumulators at a time, a 16-byte load of the weight at a time: all of
-        // a pack's at once, with fp32 weights, spilled beside the next row's packs.
+        // a thread's at once, with fp32 weights or two packs, spilled beside the next row's.
         constexpr int kGroup = E < 16 / static_cast<int>(sizeof(W)) ? E : 16 / sizeof(W);
 #pragma unroll
         for (int k = 0; k < P; ++k) {
@@ -753,7 +752,8 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
                      plan.partials.groups_per_chunk,
                      s.rms,
                      a.fusion.zero_centered ? 1.0f : 0.0f,
-                     plan.tiling.threads_per_row};
+                     plan.tiling.threads_per_row,
+                     1.0f / static_cast<float>(s.cols)};
     auto stream = static_cast<cudaStream_t>(l.stream);
     if (plan.tiling.in_registers || plan.tiling.staged) {
       with_kernel<T, W>(plan.tiling, [&](auto kernel) {
