@@ -7,10 +7,10 @@
 //
 // Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
 // thread (4 single ones) and 1024 threads a row, within 64 registers: x and dy are read once and
-// kept as stored (16-bit packs take half a register an element), and the next row's are loaded
-// while this one is reduced and written. Each thread keeps fp32 dweight/dbias accumulators for the
-// columns it owns, which are the same in every row, in shared memory (registers held them until
-// the next row's packs needed the room).
+// kept as stored (16-bit packs take half a register an element), and in 16-byte packs (but for
+// fp16 rows with fp32 weights) the next row's are loaded while this one is reduced and written.
+// Each thread keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in
+// every row, in shared memory (registers held them until the next row's packs needed the room).
 // The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
 // block takes whole chunks, its lane groups add their rows in row order, the groups' sums are added
 // in group order in shared memory, and each chunk writes one partial row. The finalize adds the
