@@ -7,8 +7,10 @@
 //
 // Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
 // thread (4 single ones) and 1024 threads a row, within 64 registers: x and dy are read once and
-// kept as stored (16-bit packs take half a register an element), and each thread keeps fp32
-// dweight/dbias accumulators for the columns it owns, which are the same in every row.
+// kept as stored (16-bit packs take half a register an element), and in 16-byte packs (but for
+// fp16 rows with fp32 weights) the next row's are loaded while this one is reduced and written.
+// Each thread keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in
+// every row, in shared memory (registers held them until the next row's packs needed the room).
 // The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
 // block takes whole chunks, its lane groups add their rows in row order, the groups' sums are added
 // in group order in shared memory, and each chunk writes one partial row. The finalize adds the
@@ -37,7 +39,9 @@
 // registers as they were), cut into the same chunks and finalized by the same kernel into the
 // same partial rows, reused once dweight and dbias are done. Its order depends on the shape only.
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -111,57 +115,215 @@ __device__ __forceinline__ void write_partial(const float (&acc)[P][E], float* o
   }
 }
 
+// A thread's packs of one row, as stored (in 32-bit words: a load under a predicate then replaces
+// whole registers, where 16-bit elements were merged into the registers they replace, which waits
+// for the load right there), and the row's saved statistics. The register kernel fetches them a
+// row ahead, so that the next row's loads are in flight while this row is reduced and written.
+template <class T, int E, int P>
+struct BackwardRow {
+  static constexpr int kBytes = static_cast<int>(sizeof(T)) * E;
+  using Raw = std::conditional_t<kBytes == 16, uint4,
+                                 std::conditional_t<kBytes == 4, uint32_t, uint16_t>>;
+  static_assert(sizeof(Raw) == kBytes, "a pack is 16 bytes or one element");
+  Raw x[P];
+  Raw dy[P];
+  float mean;
+  float rstd;
+
+  __device__ __forceinline__ static dev::Pack<T, E> pack(const Raw& raw) {
+    dev::Pack<T, E> out;
+    memcpy(&out, &raw, sizeof(out));
+    return out;
+  }
+};
+
+// Row `row` of this thread's packs (past the last row: none, and statistics of zero).
+template <class T, int E, int P>
+__device__ __forceinline__ void fetch_row(const BackwardParams& p, int64_t row, int t, int tpr,
+                                          int packs, BackwardRow<T, E, P>& r) {
+  using Raw = typename BackwardRow<T, E, P>::Raw;
+  const bool active = row < p.rows;
+  r.mean = active && !p.rms ? p.save_mean[row] : 0.0f;
+  r.rstd = active ? p.save_rstd[row] : 0.0f;
+#pragma unroll
+  for (int k = 0; k < P; ++k) {
+    const int pack = t + k * tpr;
+    if (active && pack < packs) {
+      const int64_t offset = row * p.cols + pack * E;
+      r.x[k] = *reinterpret_cast<const Raw*>(static_cast<const T*>(p.x) + offset);
+      r.dy[k] = *reinterpret_cast<const Raw*>(static_cast<const T*>(p.dy) + offset);
+    }
+  }
+}
+
+// The dweight/dbias accumulators of the register kernel's threads, in its dynamic shared memory
+// after the scratch: a thread's 2 * P * E sums (dweight's elements, then dbias') in kVectors float4
+// vectors, vector j of thread i at [i / 512][j][i % 512] (lanes 16 bytes apart: no bank conflict;
+// a constant stride, so one address register serves every vector). Only the thread that owns them
+// reads or writes them: no barrier. In registers they left no room for the next row's packs.
+template <int E, int P>
+struct SharedAccumulators {
+  static_assert(E * P % 4 == 0, "whole float4 vectors");
+  static constexpr int kVectors = 2 * E * P / 4;
+  static constexpr int kStride = kBackwardRowsBlock;
+  float4* base;  // this thread's vector 0
+
+  __device__ __forceinline__ explicit SharedAccumulators(float4* all)
+      : base(all + threadIdx.x / kStride * kVectors * kStride + threadIdx.x % kStride) {}
+
+  // The vector holding sum q (dweight's element q < E * P, else dbias' element q - E * P),
+  // q % 4 == 0.
+  __device__ __forceinline__ float4& vector(int q) const { return base[q / 4 * kStride]; }
+
+  __device__ __forceinline__ void zero() const {
+#pragma unroll
+    for (int j = 0; j < kVectors; ++j) base[j * kStride] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  __device__ __forceinline__ void load(float (&dw)[P][E], float (&db)[P][E]) const {
+    float all[2 * E * P];
+#pragma unroll
+    for (int j = 0; j < kVectors; ++j) {
+      const float4 v = base[j * kStride];
+      all[4 * j] = v.x;
+      all[4 * j + 1] = v.y;
+      all[4 * j + 2] = v.z;
+      all[4 * j + 3] = v.w;
+    }
+#pragma unroll
+    for (int q = 0; q < E * P; ++q) {
+      dw[q / E][q % E] = all[q];
+      db[q / E][q % E] = all[E * P + q];
+    }
+  }
+  __device__ __forceinline__ void store(const float (&dw)[P][E], const float (&db)[P][E]) const {
+    float all[2 * E * P];
+#pragma unroll
+    for (int q = 0; q < E * P; ++q) {
+      all[q] = dw[q / E][q % E];
+      all[E * P + q] = db[q / E][q % E];
+    }
+#pragma unroll
+    for (int j = 0; j < kVectors; ++j) {
+      base[j * kStride] = make_float4(all[4 * j], all[4 * j + 1], all[4 * j + 2], all[4 * j + 3]);
+    }
+  }
+};
+
 // Rows in registers: a lane group or whole warps per row, several rows per block; the block takes
 // chunks of rows in turn (blockIdx.x, + gridDim.x, ...) and writes one partial row per chunk.
+// Each row's loads are issued while the row before it (in the block's order, across chunks) is
+// reduced and written: x and dy of two rows are live in registers, and the dweight/dbias
+// accumulators wait in shared memory except while a row adds to them.
+// Dynamic shared memory (register_backward_shared_bytes): the scratch of the row sums, the
+// accumulators, then [rows_per_block][cols] floats for the partial rows when rows_per_block > 1.
 template <class T, class W, int E, int P>
 __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(BackwardParams p) {
-  __shared__ float scratch[64];
-  extern __shared__ float staged[];  // [rows_per_block][cols] when rows_per_block > 1
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  auto* acc_vectors = reinterpret_cast<float4*>(shared_bytes + kStagedScratchBytes);
+  using Accumulators = SharedAccumulators<E, P>;
+  const Accumulators acc(acc_vectors);
+  const int acc_threads = (blockDim.x + Accumulators::kStride - 1) / Accumulators::kStride *
+                          Accumulators::kStride;
+  float* staged = reinterpret_cast<float*>(acc_vectors + Accumulators::kVectors * acc_threads);
   const int tpr = p.threads_per_row;
   const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
   const int rows_per_block = blockDim.x / tpr;
   const int packs = static_cast<int>(p.cols / E);
-  const float inv_cols = 1.0f / static_cast<float>(p.cols);
-  const T* x = static_cast<const T*>(p.x);
-  const T* dy = static_cast<const T*>(p.dy);
+  const float inv_cols = p.inv_cols;
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
+  const int64_t rows_per_chunk = p.groups_per_chunk * rows_per_block;
+  // A row ahead wherever it fits 64 registers: 16-byte packs, but for fp16 rows with fp32
+  // weights, which spilled 4 to 16 bytes with it (sm_80, sm_90), as single elements would; they
+  // load each row when they reach it. Zeroed first: packs past the row's end are never loaded,
+  // and their copies must not read indeterminate values.
+  constexpr bool kAhead = E > 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
+  BackwardRow<T, E, P> next{};
+  if constexpr (kAhead) {
+    fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group, t, tpr, packs, next);
+  }
 
   for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
-    float acc_dw[P][E] = {}, acc_db[P][E] = {};
-    const int64_t chunk_first = chunk * p.groups_per_chunk * rows_per_block;
+    acc.zero();
+    const int64_t chunk_first = chunk * rows_per_chunk;
     // Every thread runs the same iterations: row_total's barriers need the whole block; groups
     // past the last row only add zeros.
     for (int64_t it = 0; it < p.groups_per_chunk; ++it) {
       const int64_t row = chunk_first + it * rows_per_block + group;
       const bool active = row < p.rows;
-      const float mean = active && !p.rms ? p.save_mean[row] : 0.0f;
-      const float rstd = active ? p.save_rstd[row] : 0.0f;
+      BackwardRow<T, E, P> cur{};
+      if constexpr (kAhead) {
+        cur = next;
+        // The block's next row: its group's in the next iteration, or in the block's next chunk.
+        const int64_t ahead = it + 1 < p.groups_per_chunk
+                                  ? row + rows_per_block
+                                  : (chunk + gridDim.x) * rows_per_chunk + group;
+        fetch_row<T, E, P>(p, ahead, t, tpr, packs, next);
+      } else {
+        fetch_row<T, E, P>(p, row, t, tpr, packs, cur);
+      }
+      const float mean = cur.mean, rstd = cur.rstd;
       dev::Pack<T, E> xs[P], ds[P];
 #pragma unroll
       for (int k = 0; k < P; ++k) {
-        const int pack = t + k * tpr;
-        if (active && pack < packs) {
-          xs[k] = load_pack<T, E>(x + row * p.cols + pack * E);
-          ds[k] = load_pack<T, E>(dy + row * p.cols + pack * E);
-        }
+        xs[k] = cur.pack(cur.x[k]);
+        ds[k] = cur.pack(cur.dy[k]);
       }
       dev::Floats<2> sums{};  // sum(g), sum(g * xhat)
+      if constexpr (E >= 4 && (sizeof(W) > sizeof(T) || P > 1)) {
+        // Four elements' accumulators at a time, a 16-byte load of the weight at a time: all of
+        // a thread's at once, with fp32 weights or two packs, spilled beside the next row's.
+        constexpr int kGroup = E < 16 / static_cast<int>(sizeof(W)) ? E : 16 / sizeof(W);
 #pragma unroll
-      for (int k = 0; k < P; ++k) {
-        const int pack = t + k * tpr;
-        if (active && pack < packs) {
-          float w[E];
-          load_gamma<W, E>(p, pack * E, w);
+        for (int k = 0; k < P; ++k) {
+          const int pack = t + k * tpr;
+          if (active && pack < packs) {
 #pragma unroll
-          for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::element(xs[k], i) - mean) * rstd;
-            const float d = dev::element(ds[k], i), g = d * w[i];
-            sums.v[0] += g;
-            sums.v[1] += g * xhat;
-            acc_dw[k][i] += d * xhat;
-            acc_db[k][i] += d;
+            for (int i0 = 0; i0 < E; i0 += kGroup) {
+              float w[kGroup];
+              load_gamma<W, kGroup>(p, pack * E + i0, w);
+#pragma unroll
+              for (int v = 0; v < kGroup; v += 4) {
+                float4 dw = acc.vector(k * E + i0 + v), db = acc.vector(E * P + k * E + i0 + v);
+                float* dws = &dw.x;
+                float* dbs = &db.x;
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                  const int i = i0 + v + j;
+                  const float xhat = (dev::element(xs[k], i) - mean) * rstd;
+                  const float d = dev::element(ds[k], i), g = d * w[v + j];
+                  sums.v[0] += g;
+                  sums.v[1] += g * xhat;
+                  dws[j] += d * xhat;
+                  dbs[j] += d;
+                }
+                acc.vector(k * E + i0 + v) = dw;
+                acc.vector(E * P + k * E + i0 + v) = db;
+              }
+            }
           }
         }
+      } else {
+        float acc_dw[P][E], acc_db[P][E];
+        acc.load(acc_dw, acc_db);
+#pragma unroll
+        for (int k = 0; k < P; ++k) {
+          const int pack = t + k * tpr;
+          if (active && pack < packs) {
+            float w[E];
+            load_gamma<W, E>(p, pack * E, w);
+#pragma unroll
+            for (int i = 0; i < E; ++i) {
+              const float xhat = (dev::element(xs[k], i) - mean) * rstd;
+              const float d = dev::element(ds[k], i), g = d * w[i];
+              sums.v[0] += g;
+              sums.v[1] += g * xhat;
+              acc_dw[k][i] += d * xhat;
+              acc_db[k][i] += d;
+            }
+          }
+        }
+        acc.store(acc_dw, acc_db);
       }
       if (!want_dh) continue;  // uniform across the grid: barriers stay matched
       sums = row_total<2>(sums, tpr, t, scratch);
@@ -183,6 +345,8 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
       }
     }
     if (p.partial_dw == nullptr) continue;  // uniform across the grid
+    float acc_dw[P][E], acc_db[P][E];
+    acc.load(acc_dw, acc_db);
     write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group, t,
                         tpr, packs, p.cols);
     if (p.partial_db != nullptr) {
@@ -438,7 +602,7 @@ struct Plan {
   RowTiling tiling;
   PartialPlan partials;
   int grid;              // in registers: blocks over the chunks; generic: blocks over the rows
-  size_t shared_bytes;   // staged lane-group accumulators when a block holds several rows
+  size_t shared_bytes;   // dynamic shared memory: register_backward_shared_bytes, or staged rows
   size_t partial_bytes;  // one of the two partial arrays, chunks x stride floats, 256-byte aligned
   RowSplit split;        // generic path: few long rows take dx split across blocks
   size_t split_bytes;    // their row sums, after the two partial arrays
@@ -481,7 +645,7 @@ Plan shape_plan(const RowShape& s, bool vector_access, int64_t shared_limit) {
   if (tiling.in_registers) {
     const int rpb = tiling.rows_per_block();
     plan.partials = plan_partials(s.rows, rpb, 1);
-    plan.shared_bytes = rpb > 1 ? static_cast<size_t>(rpb) * s.cols * sizeof(float) : 0;
+    plan.shared_bytes = static_cast<size_t>(register_backward_shared_bytes(tiling, s.cols));
   } else if (tiling.staged) {
     plan.partials = plan_partials(s.rows, 1, 1);  // as a block per row in registers
     plan.shared_bytes = static_cast<size_t>(tiling.shared_bytes);
@@ -588,7 +752,8 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
                      plan.partials.groups_per_chunk,
                      s.rms,
                      a.fusion.zero_centered ? 1.0f : 0.0f,
-                     plan.tiling.threads_per_row};
+                     plan.tiling.threads_per_row,
+                     1.0f / static_cast<float>(s.cols)};
     auto stream = static_cast<cudaStream_t>(l.stream);
     if (plan.tiling.in_registers || plan.tiling.staged) {
       with_kernel<T, W>(plan.tiling, [&](auto kernel) {

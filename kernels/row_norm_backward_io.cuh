@@ -29,6 +29,8 @@ struct BackwardParams {
   bool rms;
   float gamma_offset;  // gamma = weight + gamma_offset: 1 zero-centred, else 0
   int threads_per_row;
+  float inv_cols;  // 1 / cols, correctly rounded as on the device: read from the parameters, it
+                   // keeps a register free in backward_in_registers
 };
 
 // E elements at p as stored (aligned to sizeof(T) * E): kept packed in registers.

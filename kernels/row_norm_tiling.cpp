@@ -78,6 +78,16 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
   return RowTiling{false, e, 0, 0, kGenericBlock};
 }
 
+int64_t register_backward_shared_bytes(const RowTiling& tiling, int64_t cols) {
+  const int64_t elems = static_cast<int64_t>(tiling.packs_per_thread) * tiling.pack_elems;
+  const int rows = tiling.rows_per_block();
+  // The accumulators of kBackwardRowsBlock threads at a time (a 1024-thread block holds two).
+  const int64_t acc_threads =
+      ceil_div(tiling.block_threads, kBackwardRowsBlock) * kBackwardRowsBlock;
+  return kStagedScratchBytes + acc_threads * elems * 2 * 4 +
+         (rows > 1 ? rows * cols * 4 : 0);
+}
+
 PartialPlan plan_partials(int64_t rows, int64_t rows_per_group, int64_t min_rows_per_chunk,
                           int64_t max_chunks) {
   const int64_t groups = ceil_div(rows, rows_per_group);

@@ -109,8 +109,9 @@ constexpr int forward_block_bound(int e) {
 }
 constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); }
 
-// The backward keeps x and dy in registers as they are stored and two fp32 accumulators per
-// element: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
+// The backward keeps x and dy in registers as they are stored (in 16-byte packs, the next row's
+// too, but for fp16 rows with fp32 weights) and two fp32 accumulators per element in shared
+// memory: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
 // single-element packs, and at most kBackwardRowBlock threads a row, so rows of up to 8192
 // elements (4096 in single-element packs) stay in registers, and every instantiation within the
 // 64 registers that keep 1024 threads resident on an SM. (Sixteen elements a thread took 112 to
@@ -118,6 +119,12 @@ constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); 
 constexpr int kBackwardMaxElems = 8;     // elements a backward thread holds in 16-byte packs
 constexpr int kBackwardScalarElems = 4;  // ... in single-element packs
 constexpr int kBackwardRowBlock = 1024;
+
+// Dynamic shared memory of a register backward block (`in_registers`): the scratch of the row sums
+// (kStagedScratchBytes), each thread's fp32 dweight and dbias accumulators (8 bytes an element it
+// holds), and, when the block holds several rows, their partial rows ([rows][cols] floats) to add
+// in group order. At most 64.25 KiB (1024 threads of 8 elements).
+int64_t register_backward_shared_bytes(const RowTiling& tiling, int64_t cols);
 
 // Threads of a backward block that holds several rows: 512 (16 warps), so that two blocks per SM,
 // which the capped partial count provides, keep half the SM's warps busy.

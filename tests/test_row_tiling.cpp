@@ -99,6 +99,15 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
     if (t.rows_per_block() > 1) {
       ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
     }
+    // Dynamic shared memory: the scratch, every thread's dweight and dbias sums (8 bytes an
+    // element) and the partial rows, within what an sm_86 SM holds (100 KB, 1 KB a block kept
+    // by the runtime): two blocks of up to kBackwardRowsBlock threads, else one.
+    const int64_t bytes = register_backward_shared_bytes(t, cols);
+    const int64_t elems = int64_t{t.packs_per_thread} * t.pack_elems;
+    const int64_t partials = t.rows_per_block() > 1 ? t.rows_per_block() * cols * 4 : 0;
+    ASSERT_GE(bytes, kStagedScratchBytes + t.block_threads * elems * 8 + partials);
+    const int blocks = t.block_threads <= kBackwardRowsBlock ? 2 : 1;
+    ASSERT_LE(blocks * (bytes + 1024), 100 * 1024) << t.block_threads << " threads";
   });
 }
 
