@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
@@ -30,36 +31,63 @@
 
 namespace nk::cuda {
 
-struct GroupTileParams {
-  const void* x;
-  const void* z;  // the fused residual, nullptr without one
-  void* y;
-  uint32_t* mask;       // ReLU mask, nullable
-  const float* weight;  // [C], nullable
-  const float* bias;    // [C], nullable
-  float* save_mean;     // [N * G], nullable
-  float* save_invstd;   // [N * G], nullable
-  int64_t c;            // C: elements from a position to the next
-  int64_t sample_len;   // S * C
-  int s;                // S: positions
-  int cpg;              // C / G: channels of a group
+// The tiles of both tile kernels (set_tile_geometry).
+struct TileGeometry {
+  int64_t c;             // C: elements from a position to the next
+  int64_t sample_len;    // S * C
+  int s;                 // S: positions
+  int cpg;               // C / G: channels of a group
   int tiles_per_sample;  // G / k
   int groups_per_tile;   // k
   int pos_packs;         // P
-  int head_packs;        // packs of the tile staged in shared memory; the rest read per pass
-  float eps;
-  float inv_count;  // 1 / (S * C/G)
+  int head_packs;        // packs of the tile staged (of each staged tensor); the rest read per pass
 };
+
+// The tensors (save_mean and save_invstd: [N * G]), the tiles, then eps and 1 / (S * C/G).
+struct GroupTileParams : OneReadForwardIo, TileGeometry {
+  float eps;
+  float inv_count;
+};
+
+// Where a thread of a tile's block works. The block's tile (blockIdx.x = n * G/k + tile) starts at
+// channel c0 of sample n, element `first`; thread t takes pack j = t % P of the positions t / P,
+// t / P + R, ... (R = the block's threads / P): at0 and step are the element offsets (from
+// `first`) of its first pack and from one of its packs to the next. The pack's elements belong to
+// group lo of the tile (elements [0, split)) and lo + 1 (from there).
+struct TileThread {
+  unsigned tile;
+  int64_t n, c0, first;
+  int j;
+  int64_t at0, step;
+  int lo, split;
+};
+
+template <int E>
+__device__ __forceinline__ TileThread tile_thread(const TileGeometry& p) {
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int pp = p.pos_packs;
+  TileThread w;
+  // 32-bit: blocks and tiles are < 2^31 (the plan caps the tiles), a 64-bit division is a call.
+  w.tile = blockIdx.x % static_cast<unsigned>(p.tiles_per_sample);
+  w.n = blockIdx.x / static_cast<unsigned>(p.tiles_per_sample);
+  w.c0 = int64_t{w.tile} * p.groups_per_tile * p.cpg;
+  w.first = w.n * p.sample_len + w.c0;
+  w.j = t % pp;
+  w.at0 = int64_t{t / pp} * p.c + w.j * E;
+  w.step = int64_t{threads / pp} * p.c;
+  w.lo = w.j * E / p.cpg;
+  const int to_hi = (w.lo + 1) * p.cpg - w.j * E;
+  w.split = to_hi < E ? to_hi : E;
+  return w;
+}
 
 // Adds per-thread values of the tile's groups over the block: lo_val belongs to group `lo` of the
 // tile and hi_val (0 where the pack meets one group) to lo + 1; returns the totals of lo and
 // lo + 1 (the latter meaningless where there is no such group). The order is fixed by the block
 // and P alone: the threads of each (pack j, half) column in lane order and a butterfly, then a
 // group's columns in ascending j. `scratch` holds 2 * blockDim.x + 2 * P + k floats. Every thread
-// of the block calls it. Params: the forward's or the backward's (pos_packs, groups_per_tile,
-// cpg).
-template <class Params>
-__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val, const Params& p,
+// of the block calls it.
+__device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val, const TileGeometry& p,
                                                   int lo, int e_per_pack, float* scratch) {
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, rows = threads / pp;
@@ -108,20 +136,13 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
   Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, packs = p.s * pp, head = p.head_packs;
-  // 32-bit: blocks and tiles are < 2^31 (the plan caps the tiles), a 64-bit division is a call.
-  const unsigned tile = blockIdx.x % static_cast<unsigned>(p.tiles_per_sample);
-  const int64_t n = blockIdx.x / static_cast<unsigned>(p.tiles_per_sample);
-  const int64_t c0 = int64_t{tile} * p.groups_per_tile * p.cpg;  // the tile's first channel
-  const int64_t first = n * p.sample_len + c0;
-  const int j = t % pp;
-  // Element offsets (from `first`) of the thread's first pack and from one of its packs to the next.
-  const int64_t at0 = int64_t{t / pp} * p.c + j * E, step = int64_t{threads / pp} * p.c;
+  const TileThread w = tile_thread<E>(p);
+  const int64_t n = w.n, c0 = w.c0, first = w.first, at0 = w.at0, step = w.step;
+  const unsigned tile = w.tile;
+  const int j = w.j, lo = w.lo, split = w.split;
   const T* x = static_cast<const T*>(p.x) + first;
-  // The groups of the pack's elements: lo for elements [0, split), lo + 1 from there. Each element
-  // keeps its own sums and its group's centre and coefficients in registers, so the passes cost
-  // what the rows' kernel's do, and only their totals are split by group.
-  const int lo = j * E / p.cpg;
-  const int split = (lo + 1) * p.cpg - j * E < E ? (lo + 1) * p.cpg - j * E : E;
+  // Each element keeps its own sums and its group's centre and coefficients in registers, so the
+  // passes cost what the rows' kernel's do, and only their totals are split by group.
   // The statistics are of x - x0, x0 its group's first element (so |mean| >> std keeps its
   // accuracy in every group of the tile): chosen per element, as an array of shifts spilled.
   const float shift_lo = dev::to_float(x[int64_t{lo} * p.cpg]);

@@ -24,30 +24,14 @@
 
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_group_tile.cuh"
+#include "channel_norm_one_read_io.cuh"
 
 namespace nk::cuda {
 
-struct GroupTileBackwardParams {
-  const void* x;
-  const void* dy;
-  const void* aux;           // y (ReLU without a mask) or z (SiLU with a residual), else nullptr
-  const uint32_t* mask;      // the ReLU mask (kFromMask)
-  void* dx;                  // nullable when dz is given
-  void* dz;                  // du; nullable
-  const float* weight;       // [C], nullable
-  const float* bias;         // [C], nullable: SiLU's u
-  const float* save_mean;    // [N * G]
-  const float* save_invstd;  // [N * G]
-  float2* channel_sums;      // [N, C]: (sum du, sum du * x-hat) of each (n, c); nullable
-  int64_t c;                 // C: elements from a position to the next
-  int64_t sample_len;        // S * C
-  int s;                     // S: positions
-  int cpg;                   // C / G: channels of a group
-  int tiles_per_sample;      // G / k
-  int groups_per_tile;       // k
-  int pos_packs;             // P
-  int head_packs;  // packs of the tile of x and of dy staged; the rest read from memory per pass
-  float inv_count;           // 1 / (S * C/G)
+// The tensors (save_mean and save_invstd: [N * G]), the tiles (of x and of dy: head_packs of
+// each staged), then 1 / (S * C/G).
+struct GroupTileBackwardParams : OneReadBackwardIo, TileGeometry {
+  float inv_count;
 };
 
 // One block per tile (blockIdx.x: n * G/k + the tile); kAccess: elements per global access (E, or
@@ -74,22 +58,16 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
   Raw* dys = xs + head;
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, packs = p.s * pp;
-  // 32-bit: blocks and tiles are < 2^31 (the plan caps the tiles), a 64-bit division is a call.
-  const unsigned tile = blockIdx.x % static_cast<unsigned>(p.tiles_per_sample);
-  const int64_t n = blockIdx.x / static_cast<unsigned>(p.tiles_per_sample);
-  const int64_t c0 = int64_t{tile} * p.groups_per_tile * p.cpg;  // the tile's first channel
-  const int64_t first = n * p.sample_len + c0;
-  const int j = t % pp;
-  // Element offsets (from `first`) of the thread's first pack and from one of its packs to the next.
-  const int64_t at0 = int64_t{t / pp} * p.c + j * E, step = int64_t{threads / pp} * p.c;
+  const TileThread w = tile_thread<E>(p);
+  const int64_t n = w.n, c0 = w.c0, first = w.first, at0 = w.at0, step = w.step;
+  const unsigned tile = w.tile;
+  const int j = w.j, lo = w.lo, split = w.split;
   const T* x = static_cast<const T*>(p.x) + first;
   const T* dy = static_cast<const T*>(p.dy) + first;
   const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
 
-  // The pack's elements belong to group lo (elements [0, split)) and lo + 1 (from there); each
-  // element's statistics and coefficients are selected per element, as the forward's shifts.
-  const int lo = j * E / p.cpg;
-  const int split = (lo + 1) * p.cpg - j * E < E ? (lo + 1) * p.cpg - j * E : E;
+  // Each element's statistics and coefficients are selected per element (its group: lo or
+  // lo + 1), as the forward's shifts.
   const int64_t stat = (n * p.tiles_per_sample + tile) * p.groups_per_tile + lo;
   const float mean_lo = p.save_mean[stat], invstd_lo = p.save_invstd[stat];
   const float mean_hi = split < E ? p.save_mean[stat + 1] : 0.0f;

@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "common/activation.cuh"
 #include "common/check.cuh"
@@ -30,15 +31,8 @@
 
 namespace nk::cuda {
 
-struct ResidentParams {
-  const void* x;
-  const void* z;  // the fused residual, nullptr without one
-  void* y;
-  uint32_t* mask;           // ReLU mask, nullable
-  const float* weight;      // [C], nullable
-  const float* bias;        // [C], nullable
-  float* save_mean;         // [rows], nullable
-  float* save_invstd;       // [rows], nullable
+// The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
+struct ResidentParams : OneReadForwardIo {
   float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
   int head_packs;           // packs of a row staged in shared memory; the rest (the tail) are

@@ -28,22 +28,13 @@
 #include <type_traits>
 
 #include "channel_norm_act_grad.cuh"
+#include "channel_norm_one_read_io.cuh"
 #include "channel_norm_resident.cuh"
 
 namespace nk::cuda {
 
-struct ResidentBackwardParams {
-  const void* x;
-  const void* dy;
-  const void* aux;          // y (ReLU without a mask) or z (SiLU with a residual), else nullptr
-  const uint32_t* mask;     // the ReLU mask (kFromMask)
-  void* dx;                 // nullable when dz is given
-  void* dz;                 // du; nullable
-  const float* weight;      // [C], nullable
-  const float* bias;        // [C], nullable: SiLU's u
-  const float* save_mean;   // [rows]
-  const float* save_invstd;  // [rows]
-  float2* channel_sums;     // [N, C]: (sum du, sum du * x-hat) of each (n, c); nullable
+// The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
+struct ResidentBackwardParams : OneReadBackwardIo {
   int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
   int head_packs;           // packs of a row of x and of dy staged; the rest are read from memory
   int s;                    // S: a channel's elements within the row
