@@ -121,7 +121,6 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   while (threads < kResidentMaxThreads && threads * 8 < packs) threads *= 2;
   r.threads = threads;
   r.head_len = bytes <= staged_limit ? r.len : staged_limit / elem_bytes;
-  r.smem_bytes = static_cast<size_t>(r.head_len * elem_bytes * staged_tensors);
   return r;
 }
 

@@ -143,7 +143,6 @@ struct ResidentPlan {
   int64_t len;        // L, elements of a row
   int64_t head_len;   // elements of a row of each tensor staged (a multiple of the pack), <= L
   int threads;        // per block: a power of two, about 8 packs each, in [64, 512]
-  size_t smem_bytes;  // staged_tensors * head_len * elem_bytes, the staged rows
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
