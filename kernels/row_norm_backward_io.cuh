@@ -100,14 +100,11 @@ __device__ __forceinline__ float dx_of(const DxCoefficients& k, float g, float c
 // Stores E values of dh at `offset` (dx and/or dresidual), dh_extra added first when given.
 // kExplicitStore: 16-byte packs as one explicit st.global.v4 (dev::store_pack_global), for the
 // staged kernel, whose stores the compiler otherwise splits into elements.
+// The path with dh_extra ends in its own copy of the stores: as a short branch that rejoined the
+// stores, ptxas predicated its load and adds, which then issued on every call (15 to 16
+// instructions a 16-byte pack in the register and generic kernels, sm_90).
 template <class T, int E, bool kExplicitStore = false>
 __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset, float (&dh)[E]) {
-  if (p.dh_extra != nullptr) {
-    // Kept packed as stored until added (half the registers for 16-bit types).
-    const dev::Pack<T, E> extra = load_pack<T, E>(static_cast<const T*>(p.dh_extra) + offset);
-#pragma unroll
-    for (int i = 0; i < E; ++i) dh[i] += dev::element(extra, i);
-  }
   auto store = [&](void* out) {
     if constexpr (kExplicitStore) {
       dev::store_floats_global<T, E>(static_cast<T*>(out) + offset, dh);
@@ -115,6 +112,15 @@ __device__ __forceinline__ void store_dh(const BackwardParams& p, int64_t offset
       dev::store_floats<T, E>(static_cast<T*>(out) + offset, dh);
     }
   };
+  if (p.dh_extra != nullptr) {
+    // Kept packed as stored until added (half the registers for 16-bit types).
+    const dev::Pack<T, E> extra = load_pack<T, E>(static_cast<const T*>(p.dh_extra) + offset);
+#pragma unroll
+    for (int i = 0; i < E; ++i) dh[i] += dev::element(extra, i);
+    if (p.dx != nullptr) store(p.dx);
+    if (p.dresidual != nullptr) store(p.dresidual);
+    return;
+  }
   if (p.dx != nullptr) store(p.dx);
   if (p.dresidual != nullptr) store(p.dresidual);
 }
