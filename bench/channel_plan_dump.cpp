@@ -21,7 +21,7 @@ void print(const char* set, nk::ChannelNorm kind, long n, long c, long hw, long 
   std::printf("%s set=%s n=%ld c=%ld hw=%ld lanes=%d tiles=%ld chunks=%ld blocks=%ld "
               "partials=%ld\n",
               elem == 2 ? "bf16" : "fp32", set, n, c, hw, p.lanes, tiles,
-              static_cast<long>(p.chunks), tiles * static_cast<long>(p.slots * p.walk_chunks()),
+              static_cast<long>(p.chunks), tiles * static_cast<long>(p.slots * p.walk_chunks),
               static_cast<long>(p.partials()));
 }
 

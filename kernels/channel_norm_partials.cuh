@@ -345,7 +345,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   // The tree's first step folds rows [top, rows) onto [0, rows - top); then it halves.
   int top = 1;
   while (top * 2 < rows) top *= 2;
-  const int64_t chunks = plan.walk_chunks();
+  const int64_t chunks = plan.walk_chunks;
   const int64_t items = plan.slots * chunks, span = plan.span() / per;
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
     const int64_t slot = item / chunks, chunk = item % chunks;
@@ -486,7 +486,7 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
     const int64_t tiles = plan.period > 0 && !plan.period_split
                               ? 1
                               : (width / plan.pack_elems + plan.lanes - 1) / plan.lanes;
-    const int64_t items = plan.slots * plan.walk_chunks();
+    const int64_t items = plan.slots * plan.walk_chunks;
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
     if (plan.period_split && plan.pack_elems == 1) {

@@ -49,6 +49,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.packs_cross_rows = false;
     p.row_load_elems = p.pack_elems;
     p.chunks = 1;
+    p.walk_chunks = 1;
     p.chunk_len = 1;
     p.warp_per_chunk = true;
     return p;
@@ -114,9 +115,11 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
       p.pack_elems = vector_access ? e : 1;
       p.row_load_elems = p.pack_elems;
       p.lanes = 32;
+      p.walk_chunks = p.chunks;
       p.chunks *= per;  // partials per (slot, c): one per chunk and occurrence
     }
   }
+  if (!p.period_split) p.walk_chunks = p.chunks;
   return p;
 }
 

@@ -92,7 +92,10 @@ struct ChannelPlan {
   int64_t slots;       // 1 (batch norm) or n
   int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into: the
-                       // partials the finalize merges (period_split: walk_chunks() * L / C)
+                       // partials the finalize merges (period_split: walk_chunks * L / C)
+  int64_t walk_chunks;  // chunks of positions the partial reduction walks per slot, chunk_len
+                        // each: chunks, or chunks / (L / C) for a split period (a field, not a
+                        // division in the kernels, where it cost registers)
   int64_t chunk_len;   // elements (rows layout: a multiple of 8) or positions per piece
                        // (channels layout with C % pack != 0: a multiple of L / C where the
                        // span is, whatever the pointers)
@@ -100,8 +103,6 @@ struct ChannelPlan {
 
   NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)
   NK_PLAN_HD int64_t partials() const { return slots * c * chunks; }
-  // Chunks of positions the partial reduction walks per slot (each chunk_len long).
-  NK_PLAN_HD int64_t walk_chunks() const { return period_split ? chunks / (period / c) : chunks; }
 
   // Index of the partial of (slot, c, chunk) in the workspace.
   NK_PLAN_HD int64_t partial_index(int64_t slot, int64_t c_, int64_t chunk) const {
