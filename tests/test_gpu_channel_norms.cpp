@@ -454,14 +454,18 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
 // sizes, here the whole device and grids sized for 1 and 3 SMs (NORMKIT_TEST_SM_LIMIT), where
 // the persistent loops take several turns. The shapes are split into several chunks per
 // statistic; in NCHW also rows of 3025 (partials over each row's ends and the packs between them,
-// chunks starting inside rows; packs of y and dx crossing rows).
+// chunks starting inside rows; packs of y and dx crossing rows); in NHWC also C = 6 (periods of 3
+// packs, one block wide) and C = 514 (a period of 257 packs, split into tiles).
 TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
   const int64_t group = c.family == Family::kGroup ? 2 : 1;
   std::vector<ChannelCase> list{{c.family, 2, 4, 8200, c.layout, group}};
   if (c.layout == NK_NCHW) list.push_back({c.family, 8, 2, 3025, c.layout, group});
-  if (c.layout == NK_NHWC) list.push_back({c.family, 8, 6, 784, c.layout, group});  // periods
+  if (c.layout == NK_NHWC) {  // periods of packs: one block wide, and split into tiles
+    list.push_back({c.family, 8, 6, 784, c.layout, group});
+    list.push_back({c.family, 4, 514, 64, c.layout, group});
+  }
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     same_bits_on_any_grid(k);
