@@ -15,11 +15,13 @@ void print(const char* set, nk::ChannelNorm kind, long n, long c, long hw, long 
                                groups};
   const ChannelPlan p = plan_channel_norm(shape, elem, true);
   // Blocks of the partials kernel: tiles of channel packs times (slot, chunk) items.
-  const long tiles = p.period > 0 ? 1 : (p.c / p.pack_elems + p.lanes - 1) / p.lanes;
+  const long width = p.period_split ? p.period : p.c;
+  const long tiles =
+      p.period > 0 && !p.period_split ? 1 : (width / p.pack_elems + p.lanes - 1) / p.lanes;
   std::printf("%s set=%s n=%ld c=%ld hw=%ld lanes=%d tiles=%ld chunks=%ld blocks=%ld "
               "partials=%ld\n",
               elem == 2 ? "bf16" : "fp32", set, n, c, hw, p.lanes, tiles,
-              static_cast<long>(p.chunks), tiles * static_cast<long>(p.slots * p.chunks),
+              static_cast<long>(p.chunks), tiles * static_cast<long>(p.slots * p.walk_chunks),
               static_cast<long>(p.partials()));
 }
 

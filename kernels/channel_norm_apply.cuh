@@ -209,7 +209,8 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   const int64_t channel_pack = int64_t{blockIdx.x} % w.ch.tiles * w.ch.lanes + lane;
   if (channel_pack >= w.ch.channel_packs) return;
   const int64_t c0 = channel_pack * E;
-  // The channel of the pack's first element (with kPeriod C <= 256 * E: an int saves registers).
+  // The channel of the pack's first element (with kPeriod C <= kMaxSplitPeriod: an int saves
+  // registers).
   using Channel = std::conditional_t<kPeriod, int, int64_t>;
   const Channel c_first = static_cast<Channel>(kPeriod ? c0 % w.ch.coef_channels : c0);
   // A block's first walked row: per-sample walks give each block kPacks heights a turn.
@@ -338,7 +339,7 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;
-  if (!plan.rows_layout && plan.period > 0) return e;
+  if (!plan.rows_layout && plan.period > 0 && plan.pack_elems > 1) return e;
   if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
   return plan.pack_elems == 1 ? 1 : e;
 }
@@ -358,7 +359,7 @@ void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cud
     } else {
       launch_rows_walk<Op, kE, kPerSample>(op, plan, sm_count, stream);
     }
-  } else if (plan.period > 0) {
+  } else if (plan.period > 0 && plan.pack_elems > 1) {  // a split period's misaligned: below
     launch_channels_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
   } else if (e == 1) {
     launch_channels_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);

@@ -320,28 +320,35 @@ __global__ void __launch_bounds__(kPartialBlock, 2)
 // 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
 // ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
 // n's slot); the rows are then merged as a fixed-order tree in shared memory.
-// kPeriod (plan.period = L, C % E != 0): the same walk over rows of L elements (L / C positions
-// each, one block wide), where element i of a row is channel i % C; the row's L / C states of a
-// channel are then merged in index order, so the partials are per channel as without it.
-template <class Op, class T, int E, bool kPeriod>
+// kWalk kPeriod (plan.period = L, C % E != 0): the same walk over rows of L elements (L / C
+// positions each, one block wide), where element i of a row is channel i % C; the row's L / C
+// states of a channel are then merged in index order, so the partials are per channel as without
+// it. kSplitPeriod (plan.period_split, L wider than a block): rows of L elements walked in tiles
+// of lanes packs, as if they were L channels; element i's state is the partial of channel i % C
+// for occurrence i / C, which plan.partial_index files as chunk chunk * L / C + i / C.
+enum class ChannelWalk { kChannels, kPeriod, kSplitPeriod };
+
+template <class Op, class T, int E, ChannelWalk kWalk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
-  constexpr int kTile = 4;  // positions (kPeriod: rows of L) per tile
+  constexpr bool kPeriodic = kWalk != ChannelWalk::kChannels;
+  constexpr int kTile = 4;  // positions (kPeriodic: rows of L) per tile
   __shared__ State staged[kPartialBlock][E];
   const int lanes = plan.lanes, rows = plan.block_rows();
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
-  const int64_t width = kPeriod ? plan.period : plan.c;    // elements per walked row
-  const int64_t per = kPeriod ? plan.period / plan.c : 1;  // positions per walked row
+  const int64_t width = kPeriodic ? plan.period : plan.c;    // elements per walked row
+  const int64_t per = kPeriodic ? plan.period / plan.c : 1;  // positions per walked row
   const bool valid = pack * E < width && ty < rows;
-  const int64_t c_first = kPeriod ? pack * E % plan.c : pack * E;  // of its first element
+  const int64_t c_first = kPeriodic ? pack * E % plan.c : pack * E;  // of its first element
   // The tree's first step folds rows [top, rows) onto [0, rows - top); then it halves.
   int top = 1;
   while (top * 2 < rows) top *= 2;
-  const int64_t items = plan.slots * plan.chunks, span = plan.span() / per;
+  const int64_t chunks = plan.walk_chunks;
+  const int64_t items = plan.slots * chunks, span = plan.span() / per;
   for (int64_t item = blockIdx.y; item < items; item += gridDim.y) {
-    const int64_t slot = item / plan.chunks, chunk = item % plan.chunks;
+    const int64_t slot = item / chunks, chunk = item % chunks;
     const int64_t p_begin = chunk * (plan.chunk_len / per);
     const int64_t p_end =
         p_begin + plan.chunk_len / per < span ? p_begin + plan.chunk_len / per : span;
@@ -350,11 +357,11 @@ __global__ void __launch_bounds__(kPartialBlock)
     for (int i = 0; i < E; ++i) st[i] = op.identity();
     if (valid) {
       decltype(op.local(0, 0)) local[E];
-      // Per item, so kPeriod's remainders cost nothing per element (stepping the channel with a
+      // Per item, so kPeriodic's remainders cost nothing per element (stepping the channel with a
       // wrap instead took the SiLU gradient sums from 128 to 221 registers).
 #pragma unroll
       for (int i = 0; i < E; ++i)
-        local[i] = op.local(slot, kPeriod ? (c_first + i) % plan.c : c_first + i);
+        local[i] = op.local(slot, kPeriodic ? (c_first + i) % plan.c : c_first + i);
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * width + pack * E;
@@ -401,7 +408,7 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
       __syncthreads();
     }
-    if constexpr (kPeriod) {
+    if constexpr (kWalk == ChannelWalk::kPeriod) {
       // Row 0 holds the block's states of the L elements of a row, element j at
       // staged[j / E][j % E]: channel c's are c, c + C, ..., merged in that order.
       for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
@@ -412,8 +419,8 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
     } else if (ty == 0 && valid) {
 #pragma unroll
-      for (int i = 0; i < E; ++i)
-        out[item * plan.c + pack * E + i] = staged[tx][i];  // partial_index
+      for (int i = 0; i < E; ++i)  // partial_index (kSplitPeriod: an occurrence's chunk)
+        out[item * width + pack * E + i] = staged[tx][i];
     }
     __syncthreads();
   }
@@ -474,17 +481,29 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
       partials_rows<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   } else {
-    const int64_t tiles =
-        plan.period > 0 ? 1 : (plan.c / plan.pack_elems + plan.lanes - 1) / plan.lanes;
-    const int64_t items = plan.slots * plan.chunks;
+    using W = ChannelWalk;
+    const int64_t width = plan.period_split ? plan.period : plan.c;  // elements of a walked row
+    const int64_t tiles = plan.period > 0 && !plan.period_split
+                              ? 1
+                              : (width / plan.pack_elems + plan.lanes - 1) / plan.lanes;
+    const int64_t items = plan.slots * plan.walk_chunks;
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
-    if (plan.period > 0) {
-      partials_channels<Op, T, kE, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    if (plan.period_split && plan.pack_elems == 1) {
+      partials_channels<Op, T, 1, W::kSplitPeriod>
+          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    } else if (plan.period_split) {
+      partials_channels<Op, T, kE, W::kSplitPeriod>
+          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    } else if (plan.period > 0) {
+      partials_channels<Op, T, kE, W::kPeriod>
+          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     } else if (plan.pack_elems == 1) {
-      partials_channels<Op, T, 1, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      partials_channels<Op, T, 1, W::kChannels>
+          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     } else {
-      partials_channels<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      partials_channels<Op, T, kE, W::kChannels>
+          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
     }
   }
 }

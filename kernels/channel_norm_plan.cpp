@@ -49,6 +49,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.packs_cross_rows = false;
     p.row_load_elems = p.pack_elems;
     p.chunks = 1;
+    p.walk_chunks = 1;
     p.chunk_len = 1;
     p.warp_per_chunk = true;
     return p;
@@ -77,22 +78,30 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.lanes = static_cast<int>(packs < 32 ? packs : 32);  // every lane has a pack
     // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
     const int64_t packs16 = ceil_div(shape.c, e);
-    const int64_t tiles = ceil_div(packs16, 32);
     // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
     // that aligned pointers can take 16-byte packs whose channels repeat from period to period.
+    // A period of at most a block of packs is walked by one block, which merges each channel's
+    // L / C states; a wider one (split) is walked like L channels, in tiles of 32 lanes, and
+    // leaves a partial per occurrence of a channel in the period (what the finalize merges as
+    // L / C chunks), whatever the pointers: misaligned ones load single elements of the same
+    // rows, so the bits do not depend on them.
     const int64_t period = shape.c / gcd(shape.c, e) * e;
     const int64_t per = period / shape.c;  // positions per period
-    const bool periodic = shape.c % e != 0 && period / e <= kPartialBlock && span % per == 0;
+    const bool whole = shape.c % e != 0 && span % per == 0;
+    const bool periodic = whole && period / e <= kPartialBlock;
+    const bool split = whole && !periodic && period <= kMaxSplitPeriod;
     // A chunk gives each row of the block's threads at least kMinChannelSteps positions (periods)
     // to walk, a whole tile of loads in flight before the block's merge. The rows are those of
     // 16-byte packs whatever the pointers, so the chunks stay shape-only.
-    const int64_t pack_lanes = periodic ? period / e : packs16 < 32 ? packs16 : 32;
-    const int64_t min_chunk = kPartialBlock / pack_lanes * kMinChannelSteps * (periodic ? per : 1);
-    const int64_t wanted = ceil_div(kWantedItems, p.slots * tiles);
-    p.chunks = min3(wanted, ceil_div(span, min_chunk), cap);
+    const int64_t width_packs = split ? period / e : packs16;  // 16-byte packs of a walked row
+    const int64_t pack_lanes = periodic ? period / e : width_packs < 32 ? width_packs : 32;
+    const int64_t min_chunk =
+        kPartialBlock / pack_lanes * kMinChannelSteps * (periodic || split ? per : 1);
+    const int64_t wanted = ceil_div(kWantedItems, p.slots * ceil_div(width_packs, 32));
+    p.chunks = min3(wanted, ceil_div(span, min_chunk), split ? cap / per : cap);
     if (p.chunks < 1) p.chunks = 1;
     p.chunk_len = ceil_div(span, p.chunks);
-    if (periodic) p.chunk_len = ceil_div(p.chunk_len, per) * per;
+    if (periodic || split) p.chunk_len = ceil_div(p.chunk_len, per) * per;
     p.chunks = ceil_div(span, p.chunk_len);
     if (periodic && vector_access) {
       p.period = period;
@@ -100,7 +109,17 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
       p.row_load_elems = e;
       p.lanes = static_cast<int>(period / e);  // the whole period in one block
     }
+    if (split) {
+      p.period = period;
+      p.period_split = true;
+      p.pack_elems = vector_access ? e : 1;
+      p.row_load_elems = p.pack_elems;
+      p.lanes = 32;
+      p.walk_chunks = p.chunks;
+      p.chunks *= per;  // partials per (slot, c): one per chunk and occurrence
+    }
   }
+  if (!p.period_split) p.walk_chunks = p.chunks;
   return p;
 }
 

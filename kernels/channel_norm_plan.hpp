@@ -24,7 +24,10 @@
 //    of the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
 //    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as
 //    rows of L elements (`period`), a lane keeps one pack of that row, and the block merges the
-//    L / C states of each channel in a fixed order before writing its partial.
+//    L / C states of each channel in a fixed order before writing its partial. A period wider
+//    than a block (C = 1001: 1001 packs) is walked as rows of L channels in tiles of 32 lanes;
+//    each occurrence of a channel in the row then keeps a partial of its own, so that a chunk
+//    of the walk is L / C chunks of the finalize (`period_split`).
 #pragma once
 
 #include <cstddef>
@@ -53,12 +56,16 @@ constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, r
 constexpr int64_t kMinChannelSteps = 4;
 constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many elements: a warp
 constexpr int64_t kShortRow = 1024;        // rows up to this long, unaligned: a lane per row
+// Channels layout: periods wider than a block are split into occurrences up to this many
+// elements (the apply walk keeps a channel in an int).
+constexpr int64_t kMaxSplitPeriod = int64_t{1} << 30;
 
 struct ChannelPlan {
   bool rows_layout;     // see above
   bool warp_per_chunk;  // rows layout: a warp per chunk (else a block)
   int lanes;            // channels layout: threads across channel packs, min(packs, 32), or
-                        // the period's packs (period / pack_elems, up to kPartialBlock)
+                        // the period's packs (period / pack_elems, up to kPartialBlock; 32 for
+                        // a split period)
   NK_PLAN_HD int block_rows() const {
     return kPartialBlock / lanes;
   }                    // channels layout: rows down s
@@ -75,13 +82,20 @@ struct ChannelPlan {
   bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
                           // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
                           // S >= pack, N*C*S % pack == 0), a pack spanning at most two rows
-  int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned: L, the
-                       // elements after which a pack's channels repeat (a multiple of C and of
-                       // the pack, at most kPartialBlock packs), where each slot and chunk is
+  int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned (or any
+                       // pointers, period_split): L, the elements after which a pack's channels
+                       // repeat (a multiple of C and of the pack), where each slot and chunk is
                        // whole rows of L; else 0
+  bool period_split;   // a period of more than kPartialBlock packs: each walked chunk leaves
+                       // L / C partials per channel, one per occurrence in the row of L
+                       // (chunks counts them); pack_elems 1 with misaligned pointers
   int64_t slots;       // 1 (batch norm) or n
   int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
-  int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into
+  int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into: the
+                       // partials the finalize merges (period_split: walk_chunks * L / C)
+  int64_t walk_chunks;  // chunks of positions the partial reduction walks per slot, chunk_len
+                        // each: chunks, or chunks / (L / C) for a split period (a field, not a
+                        // division in the kernels, where it cost registers)
   int64_t chunk_len;   // elements (rows layout: a multiple of 8) or positions per piece
                        // (channels layout with C % pack != 0: a multiple of L / C where the
                        // span is, whatever the pointers)

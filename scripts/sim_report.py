@@ -38,6 +38,20 @@ def family(test):
     return suite.split("/")[1] if "/" in suite else suite
 
 
+def without_arguments(name):
+    """A demangled kernel name without its argument list: the first '(' outside the template
+    arguments, so that casts among them, such as (ChannelWalk)2, stay."""
+    depth = 0
+    for i, ch in enumerate(name):
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
 def kernel_costs(output_files):
     """Simulated thread instructions and launches per kernel, over every process."""
     cost, launches = collections.Counter(), collections.Counter()
@@ -179,7 +193,7 @@ def main():
                 k_out.write(f"# Kernels launched by the lane at {a.commit}\n\n"
                             "| kernel | launches | thread instructions |\n|---|---|---|\n")
                 for k in sorted(cost, key=lambda k: readable[k]):
-                    name = re.sub(r"^void |\(.*\)$", "", readable[k])  # the arguments go
+                    name = without_arguments(re.sub(r"^void ", "", readable[k]))
                     k_out.write(f"| `{name}` | {launches[k]} | {cost[k]:.3g} |\n")
         bad = [t for t in order if results[t][0] in ("FAILED", "NOT FINISHED")]
         if bad:

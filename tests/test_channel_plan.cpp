@@ -44,7 +44,9 @@ TEST(ChannelPlan, CoversEveryShape) {
                              {4096, 3, 1},
                              {8, 20, 196},
                              {2, 255, 64},
-                             {2, 1001, 64}}) {
+                             {2, 1001, 64},
+                             {3, 257, 49},
+                             {64, 2047, 8}}) {
         for (int elem : {2, 4}) {
           for (bool vector : {true, false}) {
             const ChannelShape shape = shape_of(kind, n, c, s, layout, elem);
@@ -58,12 +60,20 @@ TEST(ChannelPlan, CoversEveryShape) {
             EXPECT_EQ(p.seg_count, batch ? n : 1);
             EXPECT_EQ(p.span(), batch ? n * s : s);
             if (!p.rows_layout && p.period > 0) {
-              EXPECT_TRUE(vector);
-              EXPECT_NE(c % p.pack_elems, 0);
+              const int64_t e = 16 / elem;
+              EXPECT_NE(c % e, 0);
               EXPECT_EQ(p.period % c, 0);
-              EXPECT_EQ(p.period % p.pack_elems, 0);
-              EXPECT_EQ(p.lanes * p.pack_elems, p.period) << "a period is one block wide";
-              EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
+              EXPECT_EQ(p.period % e, 0);
+              if (p.period_split) {  // L / C partials per walked chunk, whatever the pointers
+                EXPECT_GT(p.period / e, nk::cuda::kPartialBlock) << "a split period fits a block";
+                EXPECT_EQ(p.lanes, 32);
+                EXPECT_EQ(p.pack_elems, vector ? e : 1);
+                EXPECT_EQ(p.chunks, p.walk_chunks * (p.period / c));
+              } else {
+                EXPECT_TRUE(vector);
+                EXPECT_EQ(p.lanes * p.pack_elems, p.period) << "a period is one block wide";
+                EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
+              }
               EXPECT_EQ(p.span() % (p.period / c), 0) << "a slot that is not whole periods";
               EXPECT_EQ(p.chunk_len % (p.period / c), 0) << "a chunk that is not whole periods";
               EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
@@ -92,8 +102,9 @@ TEST(ChannelPlan, CoversEveryShape) {
             }
             EXPECT_GE(p.chunks, 1);
             EXPECT_LE(p.chunks, chunk_cap(p.slots * c));
-            EXPECT_GE(p.chunks * p.chunk_len, p.span()) << "chunks miss the end of the span";
-            EXPECT_LT((p.chunks - 1) * p.chunk_len, p.span()) << "an empty chunk";
+            if (!p.period_split) EXPECT_EQ(p.walk_chunks, p.chunks);
+            EXPECT_GE(p.walk_chunks * p.chunk_len, p.span()) << "chunks miss the span's end";
+            EXPECT_LT((p.walk_chunks - 1) * p.chunk_len, p.span()) << "an empty chunk";
             EXPECT_EQ(p.partials(), p.slots * c * p.chunks);
             if (p.partials() <= 200000) {
               std::set<int64_t> seen;
@@ -343,8 +354,9 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
 
 // NHWC (and S == 1) with C not a multiple of the 16-byte pack: with aligned pointers, rows of the
 // period L = lcm(C, pack) elements, whose packs keep their channels from row to row, where every
-// slot (N * S positions for batch norm, S otherwise) is whole periods and a period is at most a
-// block of packs; the chunks are whole periods whatever the pointers.
+// slot (N * S positions for batch norm, S otherwise) is whole periods; a period of at most a block
+// of packs is one block wide, a wider one is split (tiles of 32 lanes, a partial per occurrence of
+// a channel, whatever the pointers). The chunks are whole periods whatever the pointers.
 TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
   struct Want {
     ChannelNorm kind;
@@ -352,32 +364,47 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     int elem;
     int64_t period;  // with aligned pointers; 0: single elements
     int lanes;
+    bool split;
   };
   const Want list[] = {
-      {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3},      // 8 positions a period
-      {ChannelNorm::kBatch, 8, 3, 196, 4, 12, 3},      // fp32: 4 positions
-      {ChannelNorm::kInstance, 8, 3, 196, 2, 0, 3},    // 196 positions: not whole periods
-      {ChannelNorm::kInstance, 8, 3, 196, 4, 12, 3},   // 196 % 4 == 0
-      {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5},      // gcd(20, 8) = 4: 2 positions
-      {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5},       // 20 fp32 channels are whole packs
-      {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3},     // S == 1: positions are samples
-      {ChannelNorm::kBatch, 3, 6, 1, 2, 0, 6},         // 3 samples: not whole periods
-      {ChannelNorm::kInstance, 2, 255, 64, 2, 2040, 255},  // a block of packs, one row of them
-      {ChannelNorm::kInstance, 2, 257, 64, 2, 0, 32},  // 257 packs a period: single elements
-      {ChannelNorm::kBatch, 2, 1020, 64, 2, 2040, 255},
+      {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3, false},      // 8 positions a period
+      {ChannelNorm::kBatch, 8, 3, 196, 4, 12, 3, false},      // fp32: 4 positions
+      {ChannelNorm::kInstance, 8, 3, 196, 2, 0, 3, false},    // 196 positions: not whole periods
+      {ChannelNorm::kInstance, 8, 3, 196, 4, 12, 3, false},   // 196 % 4 == 0
+      {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5, false},      // gcd(20, 8) = 4: 2 positions
+      {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5, false},       // 20 fp32 channels are whole packs
+      {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3, false},     // S == 1: positions are samples
+      {ChannelNorm::kBatch, 3, 6, 1, 2, 0, 6, false},         // 3 samples: not whole periods
+      {ChannelNorm::kInstance, 2, 255, 64, 2, 2040, 255, false},  // a block of packs, one row
+      {ChannelNorm::kBatch, 2, 1020, 64, 2, 2040, 255, false},
+      {ChannelNorm::kInstance, 2, 257, 64, 2, 2056, 32, true},  // 257 packs: split in 9 tiles
+      {ChannelNorm::kBatch, 32, 1001, 49, 2, 8008, 32, true},   // 1568 positions, 8 a period
+      {ChannelNorm::kGroup, 4, 1001, 16, 4, 4004, 32, true},    // fp32: 4 positions a period
+      {ChannelNorm::kBatch, 2, 514, 64, 2, 2056, 32, true},     // gcd(514, 8) = 2: 4 positions
+      {ChannelNorm::kInstance, 2, 257, 49, 2, 0, 32, false},    // 49 positions: single elements
   };
   for (const Want& w : list) {
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
-    const ChannelShape shape{w.kind, w.n, w.c, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    const int64_t groups = w.kind == ChannelNorm::kGroup ? 7 : 1;
+    const nk_dtype dtype = w.elem == 2 ? NK_BF16 : NK_F32;
+    const ChannelShape shape{w.kind, w.n, w.c, w.s, NK_NHWC, dtype, groups};
     const ChannelPlan a = plan_channel_norm(shape, w.elem, true);
     const ChannelPlan u = plan_channel_norm(shape, w.elem, false);
     EXPECT_FALSE(a.rows_layout);
     EXPECT_EQ(a.period, w.period);
+    EXPECT_EQ(a.period_split, w.split);
     EXPECT_EQ(a.lanes, w.lanes);
     EXPECT_EQ(a.pack_elems, w.period > 0 || w.c % (16 / w.elem) == 0 ? 16 / w.elem : 1);
-    EXPECT_EQ(u.period, 0) << "misaligned pointers: single elements";
-    EXPECT_EQ(u.pack_elems, 1);
+    EXPECT_EQ(u.pack_elems, 1) << "misaligned pointers: single elements";
+    if (w.split) {  // the same rows and partials, single elements
+      EXPECT_EQ(u.period, w.period);
+      EXPECT_TRUE(u.period_split);
+      EXPECT_EQ(u.lanes, 32);
+      EXPECT_EQ(a.chunks % (w.period / w.c), 0);
+    } else {
+      EXPECT_EQ(u.period, 0);
+    }
     EXPECT_EQ(a.chunks, u.chunks);
     EXPECT_EQ(a.chunk_len, u.chunk_len);
     if (w.period > 0) {

@@ -5,8 +5,9 @@
 // (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32; elementwise passes in packs
 // that cross rows, or in half packs where N C S is not whole packs), short unaligned rows (S = 49),
 // long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
-// positions that are whole periods of 16-byte packs (C = 9, S = 8) and over positions that are not
-// (single elements); pointers misaligned by one element (single-element paths).
+// positions that are whole periods of 16-byte packs (C = 9, S = 8; C = 514, a period wider than a
+// block) and over positions that are not (single elements); pointers misaligned by one element
+// (single-element paths).
 //
 // Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
 // quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
@@ -59,8 +60,9 @@ std::vector<PathRun> path_runs(const Config& c) {
   const int64_t nchw[][5] = {{2, 4, 64, 2, 0}, {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
                              {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0}, {2, 4, 64, 2, 1},
                              {3, 3, half, 3, 0}};
-  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},  {3, 12, 1, 4, 0},
-                             {2, 16, 24, 4, 1}, {4, 9, 8, 3, 0}};  // C = 9 in periods of packs
+  // C = 9 in periods of packs; C = 514 in a period of 257 packs, split into tiles.
+  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0}, {3, 12, 1, 4, 0},
+                             {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0}};
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(
@@ -76,9 +78,9 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 7: 0 and 6 for p = 0), or path p modulo the paths where there
-// are fewer than 6 (NHWC's 5), so that each norm x phase x layout x dtype meets every path once
-// (the next one where training cannot run a shape: instance norm with S = 1).
+// the paths p, p + 6, ... (NCHW's 7: 0 and 6 for p = 0; NHWC's 6: path p), or path p modulo
+// the paths where there are fewer than 6, so that each norm x phase x layout x dtype meets every
+// path once (the next one where training cannot run a shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {
   const std::vector<PathRun> all = path_runs(c);
   std::vector<PathRun> out;

@@ -61,11 +61,13 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // loads), C = 2048 with S == 1, long odd rows (S = 1031: 16-byte loads between each
           // row's ends, batch norm's chunks starting inside rows), NHWC channels that are not
           // whole packs read as periods of packs (C = 6: 3 packs a period in both widths; C = 255:
-          // a period of 255 packs, one block wide). The tests that take one shape take the last,
-          // so the last stays small (the simulated lane runs them over many steps).
+          // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles). The
+          // tests that take one shape take the last, so the last stays small (the simulated lane
+          // runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
-                           {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {3, 1, 77, 1}}
+                           {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
+                           {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -74,7 +76,7 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {2, 8, 256, 4},    {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
                 {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
-                {4, 6, 64, 3},     {2, 255, 16, 5}};
+                {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
@@ -452,14 +454,18 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
 // sizes, here the whole device and grids sized for 1 and 3 SMs (NORMKIT_TEST_SM_LIMIT), where
 // the persistent loops take several turns. The shapes are split into several chunks per
 // statistic; in NCHW also rows of 3025 (partials over each row's ends and the packs between them,
-// chunks starting inside rows; packs of y and dx crossing rows).
+// chunks starting inside rows; packs of y and dx crossing rows); in NHWC also C = 6 (periods of 3
+// packs, one block wide) and C = 514 (a period of 257 packs, split into tiles).
 TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
   const int64_t group = c.family == Family::kGroup ? 2 : 1;
   std::vector<ChannelCase> list{{c.family, 2, 4, 8200, c.layout, group}};
   if (c.layout == NK_NCHW) list.push_back({c.family, 8, 2, 3025, c.layout, group});
-  if (c.layout == NK_NHWC) list.push_back({c.family, 8, 6, 784, c.layout, group});  // periods
+  if (c.layout == NK_NHWC) {  // periods of packs: one block wide, and split into tiles
+    list.push_back({c.family, 8, 6, 784, c.layout, group});
+    list.push_back({c.family, 4, 514, 64, c.layout, group});
+  }
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     same_bits_on_any_grid(k);
@@ -494,18 +500,19 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 }
 
 // The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one
-// SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on
-// the shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or
-// 514 fp32 packs, several tiles) and N = 1; C not a multiple of the pack: C = 20 in bf16 (periods
-// of 2 positions, the sample tracker counting periods) with NCHW packs of S = 40, C = 21 over 41
+// SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on the
+// shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or 514
+// fp32 packs, several tiles) and N = 1; C not a multiple of the pack: C = 20 in bf16 (periods of 2
+// positions, the sample tracker counting periods) with NCHW packs of S = 40, C = 21 over 41
 // positions (not whole periods: the scalar channel walk), C = 255 (a period of 255 packs, one row
-// of threads a block); S = 3 (NCHW scalar rows); C = 2 over 1000 positions per sample (few lanes,
-// many positions per thread); S = 147 (NCHW packs crossing rows, the tracker stepping by
-// elements); C = 100 over 14 positions, N = 64 (per-sample walks over several turns of the grid,
-// stepping from turn to turn over whole samples, and in bf16, blocks of 10 rows of 2 positions
-// and samples of 7 rows, from pack to pack too). Training and inference, forward and backward. bf16
-// and fp32 (8- and 4-element packs) with weight and bias: the walk does not depend on the dtype
-// otherwise, and the *MatchesCpu tests cover the rest.
+// of threads a block), C = 514 (a period of 257 packs in tiles, 2 periods a sample in bf16); S = 3
+// (NCHW scalar rows); C = 2 over 1000 positions per sample (few lanes, many positions per thread);
+// S = 147 (NCHW packs crossing rows, the tracker stepping by elements); C = 100 over 14 positions,
+// N = 64 (per-sample walks over several turns of the grid, stepping from turn to turn over whole
+// samples, and in bf16, blocks of 10 rows of 2 positions and samples of 7 rows, from pack to pack
+// too). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs) with
+// weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
+// the rest.
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -522,8 +529,9 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
-  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4},  {3, 21, 41, 3},  {2, 255, 64, 5},
-                             {4, 2, 1000, 1}, {4, 24, 147, 4}, {64, 100, 14, 5}};
+  const int64_t list[][4] = {{1, 2056, 3, 8},  {3, 20, 40, 4},  {3, 21, 41, 3},
+                             {2, 255, 64, 5},  {2, 514, 8, 2},  {4, 2, 1000, 1},
+                             {4, 24, 147, 4},  {64, 100, 14, 5}};
   for (const auto& s : list) {
     const ChannelCase k{c.family, s[0],     s[1],
                         s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
@@ -659,6 +667,57 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, tile_bytes);
+  }
+}
+
+// NHWC channels whose period L = lcm(C, pack) is wider than a block of packs (C = 514: 257 packs
+// in 16 bits and fp32; C = 1001: 1001 packs), walked in tiles with a partial per occurrence of a
+// channel in the period: training forward with running statistics and training backward against
+// the CPU, aligned and misaligned; then misaligned pointers (single elements of the same rows and
+// partials) give the aligned call's bytes of y, the saved statistics, dx, dweight and dbias.
+TEST_P(GpuChannelNorm, WidePeriodsMatchCpuWhateverThePointers) {
+  const Case c = GetParam();
+  if (c.layout != NK_NHWC || !c.affine) GTEST_SKIP() << "NHWC periods, with weight and bias";
+  const bool group = c.family == Family::kGroup;
+  const ChannelCase list[] = {{c.family, 4, 514, 32, c.layout, group ? 2 : 1},
+                              {c.family, 2, 1001, 16, c.layout, group ? 7 : 1}};
+  for (const ChannelCase& k : list) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    const nk::ChannelNorm kind = c.family == Family::kBatch      ? nk::ChannelNorm::kBatch
+                                 : c.family == Family::kInstance ? nk::ChannelNorm::kInstance
+                                                                 : nk::ChannelNorm::kGroup;
+    const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, c.dtype, k.groups};
+    const int elem = static_cast<int>(elem_size(c.dtype));
+    ASSERT_TRUE(nk::cuda::plan_channel_norm(shape, elem, true).period_split);
+    ASSERT_FALSE(takes_group_tiles(k, c.dtype));
+    const nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 2);
+    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0)), dy(c.dtype, rng_.normal(numel));
+    const DeviceBuffer wd(Buffer(NK_F32, rng_.normal(k.c, 1.0, 0.5)));
+    const DeviceBuffer bd(Buffer(NK_F32, rng_.normal(k.c)));
+    std::vector<Buffer> outs[2];
+    for (int64_t misalign : {0, 1}) {
+      DeviceBuffer xd(x, misalign), dyd(dy, misalign), y(c.dtype, numel, misalign);
+      DeviceBuffer sm(NK_F32, stats), si(NK_F32, stats), dx(c.dtype, numel, misalign);
+      DeviceBuffer dw(NK_F32, k.c), db(NK_F32, k.c);
+      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), wd.f32(), bd.f32(), nullptr,
+                                nullptr, nullptr, y.data(), sm.f32(), si.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(), wd.f32(), nullptr,
+                                 nullptr, sm.f32(), si.f32(), dx.data(), dw.f32(), db.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      for (const DeviceBuffer* d : {&y, &sm, &si, &dx, &dw, &db})
+        outs[misalign].push_back(d->download());
+    }
+    const char* names[] = {"y", "save_mean", "save_invstd", "dx", "dweight", "dbias"};
+    for (size_t i = 0; i < outs[0].size(); ++i)
+      EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
   }
 }
 
