@@ -20,12 +20,14 @@
 //
 // Longer rows up to 16384 elements in 16-byte packs are staged in dynamic shared memory when x and
 // dy fit the portable limit (shared_memory_limit.hpp, 99 KB: bf16 to 16384, 64 KB; fp32 to about
-// 12.5K columns, longer fp32 rows take the generic path on every GPU; row_norm_tiling.hpp): one
-// block of 512 threads per row reads x and dy once, as stored, into shared memory, takes the row
-// sums and its threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) and
-// dx from there; chunks and partial rows are those of a block per row in
-// registers, so the reduction order is the shape's alone. (Every supported GPU grants the 99 KB,
-// so the path a row takes, and the bits, are the same on every GPU.)
+// 12.5K columns, longer fp32 rows take the generic path on every GPU; row_norm_tiling.hpp), and
+// so are the register rows of 513 to 1023 threads, which would hold one block an SM: one block per
+// row (512 threads up to 8192 elements, two blocks an SM; else 1024) reads x and dy once, as
+// stored, into shared memory, takes the row sums and its threads' dweight/dbias accumulators (in
+// registers, up to 16 columns a thread: 64 registers) and dx from there; chunks and partial rows
+// are those of a block per row in registers, so the reduction order is the shape's alone. (Every
+// supported GPU grants the 99 KB, so the path a row takes, and the bits, are the same on every
+// GPU.)
 // Rows that fit neither take the generic path: dx from one block per row (statistics over memory,
 // then a second read of the row, usually from L2), and dweight/dbias from a separate column pass
 // over x and dy that writes one partial row per chunk of rows, finalized the same way. Few long
@@ -364,27 +366,35 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
   }
 }
 
-// Rows of up to kBackwardStagedMaxCols elements, one block per row, x and dy staged in shared
-// memory as stored: each is read from memory once in 16-byte packs (a copy with kCopyBatch packs
-// of each in flight a thread), then the row sums and this thread's dweight/dbias accumulators are
-// taken from shared memory, and dx after the block sum. (Taking the sums as each pack arrived
-// kept one pack in flight: more spilled next to the 64 accumulator registers.) The block takes
-// chunks of rows in turn as the register path does (rows in row order, one partial row per chunk,
-// straight from the accumulators). Thread t owns packs t, t + blockDim.x, ... of every row, in
+// threadIdx.x through an asm the compiler cannot see into: addresses derived from it are then
+// computed where a row uses them, not hoisted out of the row loop into registers (in
+// backward_staged those pushed 12 to 16 bytes of the 32 accumulators into local memory).
+__device__ __forceinline__ int opaque_thread_index() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+}
+
+// Rows of up to kBackwardStagedMaxCols elements, one block of kBlock threads per row, x and dy
+// staged in shared memory as stored: each is read from memory once in 16-byte packs (a copy with
+// kCopyBatch packs of each in flight a thread), then the row sums and this thread's dweight/dbias
+// accumulators are taken from shared memory, and dx after the block sum. (Taking the sums as each
+// pack arrived kept one pack in flight: more spilled next to the accumulator registers.) The block
+// takes chunks of rows in turn as the register path does (rows in row order, one partial row per
+// chunk, straight from the accumulators). Thread t owns packs t, t + kBlock, ... of every row, in
 // memory, in shared memory and in its accumulators, so the staging needs no barrier.
-template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(BackwardParams p) {
-  // Packs of x and dy a thread loads before it stores any to shared memory: the copy keeps
-  // kCopyBatch * 32 bytes in flight a thread without holding a pack past its store.
-  constexpr int kCopyBatch = P < 4 ? P : 4;
-  constexpr int kStride = kBackwardStagedBlock;  // the block: pack offsets become immediates
+template <class T, class W, int E, int P, int kBlock>
+__global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(BackwardParams p) {
+  // Packs of x and dy a thread loads before it stores any to shared memory: one of each, 32 bytes
+  // in flight a thread, 32 KiB an SM (two of each spilled 64 to 96 bytes of accumulators).
+  constexpr int kCopyBatch = 1;
+  constexpr int kStride = kBlock;
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
   float* scratch = reinterpret_cast<float*>(staged_bytes);
   const int packs = static_cast<int>(p.cols / E);
   auto* xs_staged = reinterpret_cast<dev::Pack<T, E>*>(staged_bytes + kStagedScratchBytes);
   auto* ds_staged = xs_staged + packs;
-  const int t = threadIdx.x;
-  const float inv_cols = 1.0f / static_cast<float>(p.cols);
+  const float inv_cols = p.inv_cols;
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
@@ -395,6 +405,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
     const int64_t chunk_end =
         chunk_first + p.groups_per_chunk < p.rows ? chunk_first + p.groups_per_chunk : p.rows;
     for (int64_t row = chunk_first; row < chunk_end; ++row) {  // uniform across the block
+      const int t = opaque_thread_index();
       const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
       // Memory to shared memory: x and dy of this thread's packs, kCopyBatch packs at a time.
 #pragma unroll
@@ -424,16 +435,22 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
         const int pack = t + k * kStride;
         if (pack < packs) {
           const dev::Pack<T, E> xv = xs_staged[pack], dv = ds_staged[pack];
-          float w[E];
-          load_gamma<W, E>(p, pack * E, w);
+          // The weight four columns at a time: eight fp32 weights at once spilled 8 to 16 bytes
+          // next to the accumulators.
 #pragma unroll
-          for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::element(xv, i) - mean) * rstd;
-            const float d = dev::element(dv, i), g = d * w[i];
-            sums.v[0] += g;
-            sums.v[1] += g * xhat;
-            acc_dw[k][i] += d * xhat;
-            acc_db[k][i] += d;
+          for (int i0 = 0; i0 < E; i0 += 4) {
+            float w[4];
+            load_gamma<W, 4>(p, pack * E + i0, w);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const int i = i0 + j;
+              const float xhat = (dev::element(xv, i) - mean) * rstd;
+              const float d = dev::element(dv, i), g = d * w[j];
+              sums.v[0] += g;
+              sums.v[1] += g * xhat;
+              acc_dw[k][i] += d * xhat;
+              acc_db[k][i] += d;
+            }
           }
         }
       }
@@ -456,6 +473,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
       }
     }
     if (p.partial_dw == nullptr) continue;  // uniform across the grid
+    const int t = threadIdx.x;
     write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, nullptr, 1, 0, t, kStride, packs,
                         p.cols);
     if (p.partial_db != nullptr) {
@@ -622,7 +640,11 @@ template <class T, class W, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
   if (tiling.staged) {
-    use(backward_staged<T, W, kE, kBackwardStagedElems / kE>);
+    if (tiling.block_threads == kBackwardStagedBlock) {
+      use(backward_staged<T, W, kE, kBackwardStagedElems / kE, kBackwardStagedBlock>);
+    } else {
+      use(backward_staged<T, W, kE, kBackwardStagedElems / kE, kBackwardStagedWideBlock>);
+    }
   } else if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
       use(backward_generic<T, W, 1>);
