@@ -49,9 +49,9 @@ constexpr int kStagedForwardMinBlocks = 2;
 constexpr int kStagedInFlight = 2;
 
 // Staged backward: rows up to 16384 elements (the hidden sizes; 1024 register threads of
-// 16 elements spill), each thread owning up to kBackwardStagedElems elements in 16-byte packs, whose
-// fp32 dweight/dbias accumulators (32 registers) stay in registers within the 64 that keep 1024
-// threads resident on an SM (half of it); x and dy live in shared memory. Blocks of
+// 16 elements spill), each thread owning up to kBackwardStagedElems elements in 16-byte packs,
+// whose fp32 dweight/dbias accumulators (32 registers) stay in registers within the 64 that keep
+// 1024 threads resident on an SM (half of it); x and dy live in shared memory. Blocks of
 // kBackwardStagedBlock threads (two an SM) for rows up to 8192 elements, else
 // kBackwardStagedWideBlock (one an SM); the block is the kernel's template parameter, so that a
 // thread's pack offsets are immediates. (Blocks of 512 threads owning 32 elements took 128

@@ -62,8 +62,9 @@ std::vector<int64_t> widths(bool backward = false) {
   // group and two warps a row in 16-bit types), 4096 (the forward's largest register rows, 512
   // threads of 16-bit packs; staged past it, fp32 past 2048), 3000 and 6144 (the backward's
   // register rows of 768 threads, fp32 at 3000, staged in blocks of 512), 8192 and 8200 (the
-  // backward's largest register rows and its staged ones in blocks of 1024), 16384, 16392 (the backward's staged and generic), 65536
-  // and 131072 (past 99 KB: generic), 16390 (single-element: generic).
+  // backward's largest register rows and its staged ones in blocks of 1024), 16384, 16392 (the
+  // backward's staged and generic), 65536 and 131072 (past 99 KB: generic), 16390
+  // (single-element: generic).
   return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,  2048,  3000,
           4096, 6144, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }
@@ -239,8 +240,8 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
 // and still match the CPU: 32 KB (nothing past the register path fits: bf16 8200 needs 16 KB in
 // the forward, 32 KB and the reserve in the backward) and 99 KB (the library's cap: fp32 16384 in
 // the backward needs 128 KB); the backward's 6144 in fp32 (48 KB) stays a register row of 768
-// threads at 32 KB, and bf16 (24 KB) is staged at both limits. The forward of three rows past 16384 columns is split across blocks,
-// which needs no shared memory, whatever the limit.
+// threads at 32 KB, and bf16 (24 KB) is staged at both limits. The forward of three rows past
+// 16384 columns is split across blocks, which needs no shared memory, whatever the limit.
 TEST_P(GpuRowNorm, StagedWidthsFallBackWhereSharedMemoryIsShort) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
