@@ -7,8 +7,8 @@
 //
 // Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
 // thread (4 single ones) and 1024 threads a row, within 64 registers: x and dy are read once and
-// kept as stored (16-bit packs take half a register an element), and in 16-byte packs (but for
-// fp16 rows with fp32 weights) the next row's are loaded while this one is reduced and written.
+// kept as stored (16-bit packs take half a register an element), and in 16-byte packs the next
+// row's are loaded while this one is reduced and written.
 // Each thread keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in
 // every row, in shared memory (registers held them until the next row's packs needed the room).
 // The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
@@ -211,6 +211,20 @@ struct SharedAccumulators {
   }
 };
 
+// Values through an asm the compiler cannot see into, each time the call stands: addresses derived
+// from them are computed where a row uses them, not hoisted out of a row loop into registers that
+// the loop needs (where they spilled). threadIdx.x, or v when kOpaque (else v as it is).
+__device__ __forceinline__ int opaque_thread_index() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+}
+template <bool kOpaque>
+__device__ __forceinline__ int opaque_if(int v) {
+  if constexpr (kOpaque) asm volatile("mov.u32 %0, %0;" : "+r"(v));
+  return v;
+}
+
 // Rows in registers: a lane group or whole warps per row, several rows per block; the block takes
 // chunks of rows in turn (blockIdx.x, + gridDim.x, ...) and writes one partial row per chunk.
 // Each row's loads are issued while the row before it (in the block's order, across chunks) is
@@ -229,27 +243,31 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
                           Accumulators::kStride;
   float* staged = reinterpret_cast<float*>(acc_vectors + Accumulators::kVectors * acc_threads);
   const int tpr = p.threads_per_row;
-  const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
+  const int group0 = threadIdx.x / tpr, t0 = threadIdx.x % tpr;  // the row loop takes copies
   const int rows_per_block = blockDim.x / tpr;
   const int packs = static_cast<int>(p.cols / E);
   const float inv_cols = p.inv_cols;
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
   const int64_t rows_per_chunk = p.groups_per_chunk * rows_per_block;
-  // A row ahead wherever it fits 64 registers: 16-byte packs, but for fp16 rows with fp32
-  // weights, which spilled 4 to 16 bytes with it (sm_80, sm_90), as single elements would; they
-  // load each row when they reach it. Zeroed first: packs past the row's end are never loaded,
-  // and their copies must not read indeterminate values.
-  constexpr bool kAhead = E > 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
+  // A row ahead in 16-byte packs; single elements, which spilled 4 to 44 bytes with it, load each
+  // row when they reach it. Zeroed first: packs past the row's end are never loaded, and their
+  // copies must not read indeterminate values.
+  constexpr bool kAhead = E > 1;
+  // fp16 rows with fp32 weights take their thread's indices through an opaque copy each row, so
+  // that the addresses derived from them are computed where a row uses them instead of held across
+  // the loop (held, they spilled 8 to 16 bytes beside the row ahead, sm_80 and sm_90). The other
+  // instantiations spilled with the copy (bf16 rows with fp32 weights 8 bytes, fp32 rows of two
+  // packs 4) and fit without it.
+  constexpr bool kOpaqueIndices = kAhead && std::is_same_v<T, __half> && sizeof(W) > sizeof(T);
   BackwardRow<T, E, P> next{};
   if constexpr (kAhead) {
-    fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group, t, tpr, packs, next);
+    fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group0, t0, tpr, packs, next);
   }
-  // 16-bit rows with a row ahead take two rows a turn of the unrolled loop: the row ahead then
-  // alternates between two sets of registers instead of being copied into the current one (sm_90:
-  // 18 to 24 instructions fewer a row). Not for fp16 rows with fp16 weights, which spilled 4
-  // bytes with it on sm_80, nor fp32 rows (one pack a thread: 4 instructions more a row).
-  constexpr bool kTwoRows =
-      kAhead && sizeof(T) == 2 && !(std::is_same_v<T, __half> && std::is_same_v<W, __half>);
+  // bf16 rows take two rows a turn of the unrolled loop: the row ahead then alternates between
+  // two sets of registers instead of being copied into the current one (sm_90: 18 to 24
+  // instructions fewer a row). Not fp16 rows, which spilled with it (fp16 weights 4 bytes on
+  // sm_80; fp32 weights 4 to 8 bytes), nor fp32 rows (one pack a thread: 4 instructions more).
+  constexpr bool kTwoRows = kAhead && std::is_same_v<T, __nv_bfloat16>;
   constexpr int kRowUnroll = kTwoRows ? 2 : 1;
 
   for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
@@ -259,6 +277,7 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
     // past the last row only add zeros.
 #pragma unroll kRowUnroll
     for (int64_t it = 0; it < p.groups_per_chunk; ++it) {
+      const int group = opaque_if<kOpaqueIndices>(group0), t = opaque_if<kOpaqueIndices>(t0);
       const int64_t row = chunk_first + it * rows_per_block + group;
       const bool active = row < p.rows;
       BackwardRow<T, E, P> cur{};
@@ -357,22 +376,14 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
     if (p.partial_dw == nullptr) continue;  // uniform across the grid
     float acc_dw[P][E], acc_db[P][E];
     acc.load(acc_dw, acc_db);
-    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group, t,
+    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group0, t0,
                         tpr, packs, p.cols);
     if (p.partial_db != nullptr) {
-      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group, t,
+      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group0,
+                          t0,
                           tpr, packs, p.cols);
     }
   }
-}
-
-// threadIdx.x through an asm the compiler cannot see into: addresses derived from it are then
-// computed where a row uses them, not hoisted out of the row loop into registers (in
-// backward_staged those pushed 12 to 16 bytes of the 32 accumulators into local memory).
-__device__ __forceinline__ int opaque_thread_index() {
-  int t;
-  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
-  return t;
 }
 
 // Rows of up to kBackwardStagedMaxCols elements, one block of kBlock threads per row, x and dy

@@ -114,7 +114,7 @@ constexpr int forward_block_bound(int e) {
 constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); }
 
 // The backward keeps x and dy in registers as they are stored (in 16-byte packs, the next row's
-// too, but for fp16 rows with fp32 weights) and two fp32 accumulators per element in shared
+// too) and two fp32 accumulators per element in shared
 // memory: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
 // single-element packs, and at most kBackwardRowBlock threads a row, so rows of up to 8192
 // elements (4096 in single-element packs) stay in registers, and every instantiation within the
