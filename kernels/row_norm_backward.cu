@@ -380,8 +380,7 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
                         tpr, packs, p.cols);
     if (p.partial_db != nullptr) {
       write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group0,
-                          t0,
-                          tpr, packs, p.cols);
+                          t0, tpr, packs, p.cols);
     }
   }
 }

@@ -114,12 +114,12 @@ constexpr int forward_block_bound(int e) {
 constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); }
 
 // The backward keeps x and dy in registers as they are stored (in 16-byte packs, the next row's
-// too) and two fp32 accumulators per element in shared
-// memory: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
-// single-element packs, and at most kBackwardRowBlock threads a row, so rows of up to 8192
-// elements (4096 in single-element packs) stay in registers, and every instantiation within the
-// 64 registers that keep 1024 threads resident on an SM. (Sixteen elements a thread took 112 to
-// 128 registers, a quarter of the SM's threads; eight single elements, 104 to 122.)
+// too) and two fp32 accumulators per element in shared memory: 8 elements a thread in 16-byte
+// packs (one 16-bit pack, two fp32 ones), or 4 single-element packs, and at most
+// kBackwardRowBlock threads a row, so rows of up to 8192 elements (4096 in single-element packs)
+// stay in registers, and every instantiation within the 64 registers that keep 1024 threads
+// resident on an SM. (Sixteen elements a thread took 112 to 128 registers, a quarter of the SM's
+// threads; eight single elements, 104 to 122.)
 constexpr int kBackwardMaxElems = 8;     // elements a backward thread holds in 16-byte packs
 constexpr int kBackwardScalarElems = 4;  // ... in single-element packs
 constexpr int kBackwardRowBlock = 1024;
