@@ -47,7 +47,7 @@ def resident(regs, static_shared, dynamic_shared, block):
     return blocks, blocks * block
 
 
-def kernel_usage(usage, direction, dtype, path, p, tpr):
+def kernel_usage(usage, direction, dtype, path, p, tpr, block):
     """(registers, static shared) of the unfused kernel a tiling launches."""
     t = "__nv_bfloat16" if dtype == "bf16" else "float"
     e = 8 if dtype == "bf16" else 4
@@ -60,6 +60,11 @@ def kernel_usage(usage, direction, dtype, path, p, tpr):
                 "generic": f"backward_generic<{t}, {t}, {e}>"}.get(
                     path, f"backward_in_registers<{t}, {t}, {e}, {p}>")
     hits = [(n, u) for n, u in usage.items() if head in n]
+    # Builds with staged backward blocks of 512 and 1024 threads name the block last.
+    blocked = [(n, u) for n, u in hits if direction == "bwd" and path == "staged"
+               and n.endswith(f", {block}>")]
+    if blocked:
+        hits = blocked
     # Builds that split lane-group and block rows name the row shape (RowThreads 0 or 1) last.
     shaped = [(n, u) for n, u in hits if "RowThreads" in n]
     if shaped:
@@ -101,12 +106,17 @@ def main():
         for direction, base in (("fwd", 3), ("bwd", 7)):
             path, p, tpr, block = (m.group(base), int(m.group(base + 1)), int(m.group(base + 2)),
                                    int(m.group(base + 3)))
-            regs, static_shared = kernel_usage(usage, direction, dtype, path, p, tpr)
+            regs, static_shared = kernel_usage(usage, direction, dtype, path, p, tpr, block)
             dynamic = 0
             if path == "staged":
                 dynamic = 256 + d * elem * (1 if direction == "fwd" else 2)
-            elif direction == "bwd" and path == "regs" and block // tpr > 1:
-                dynamic = (block // tpr) * d * 4
+            elif direction == "bwd" and path == "regs":
+                # register_backward_shared_bytes: the scratch, each thread's dweight and dbias sums
+                # (8 bytes an element, 512 threads at a time), the partial rows of several rows.
+                acc_threads = (block + 511) // 512 * 512
+                dynamic = 256 + acc_threads * p * (16 // elem) * 8
+                if block // tpr > 1:
+                    dynamic += (block // tpr) * d * 4
             blocks, threads = resident(regs, static_shared, dynamic, block)
             print(f"| {dtype} | {d} | {direction} | {path} | {p} | {block} | {regs} | {blocks} | "
                   f"{threads} ({threads / SM_THREADS:.0%}) |")

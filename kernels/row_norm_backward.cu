@@ -7,8 +7,8 @@
 //
 // Rows up to 8192 elements (4096 with single-element packs) sit in registers, at most 8 elements a
 // thread (4 single ones) and 1024 threads a row, within 64 registers: x and dy are read once and
-// kept as stored (16-bit packs take half a register an element), and in 16-byte packs (but for
-// fp16 rows with fp32 weights) the next row's are loaded while this one is reduced and written.
+// kept as stored (16-bit packs take half a register an element), and in 16-byte packs the next
+// row's are loaded while this one is reduced and written.
 // Each thread keeps fp32 dweight/dbias accumulators for the columns it owns, which are the same in
 // every row, in shared memory (registers held them until the next row's packs needed the room).
 // The rows are cut into chunks whose number depends on the shape only (row_norm_tiling.hpp): a
@@ -20,12 +20,14 @@
 //
 // Longer rows up to 16384 elements in 16-byte packs are staged in dynamic shared memory when x and
 // dy fit the portable limit (shared_memory_limit.hpp, 99 KB: bf16 to 16384, 64 KB; fp32 to about
-// 12.5K columns, longer fp32 rows take the generic path on every GPU; row_norm_tiling.hpp): one
-// block of 512 threads per row reads x and dy once, as stored, into shared memory, takes the row
-// sums and its threads' dweight/dbias accumulators (in registers, up to 32 columns a thread) and
-// dx from there; chunks and partial rows are those of a block per row in
-// registers, so the reduction order is the shape's alone. (Every supported GPU grants the 99 KB,
-// so the path a row takes, and the bits, are the same on every GPU.)
+// 12.5K columns, longer fp32 rows take the generic path on every GPU; row_norm_tiling.hpp), and
+// so are the register rows of 513 to 1023 threads, which would hold one block an SM: one block per
+// row (512 threads up to 8192 elements, two blocks an SM; else 1024) reads x and dy once, as
+// stored, into shared memory, takes the row sums and its threads' dweight/dbias accumulators (in
+// registers, up to 16 columns a thread: 64 registers) and dx from there; chunks and partial rows
+// are those of a block per row in registers, so the reduction order is the shape's alone. (Every
+// supported GPU grants the 99 KB, so the path a row takes, and the bits, are the same on every
+// GPU.)
 // Rows that fit neither take the generic path: dx from one block per row (statistics over memory,
 // then a second read of the row, usually from L2), and dweight/dbias from a separate column pass
 // over x and dy that writes one partial row per chunk of rows, finalized the same way. Few long
@@ -209,6 +211,20 @@ struct SharedAccumulators {
   }
 };
 
+// Values through an asm the compiler cannot see into, each time the call stands: addresses derived
+// from them are computed where a row uses them, not hoisted out of a row loop into registers that
+// the loop needs (where they spilled). threadIdx.x, or v when kOpaque (else v as it is).
+__device__ __forceinline__ int opaque_thread_index() {
+  int t;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(t));
+  return t;
+}
+template <bool kOpaque>
+__device__ __forceinline__ int opaque_if(int v) {
+  if constexpr (kOpaque) asm volatile("mov.u32 %0, %0;" : "+r"(v));
+  return v;
+}
+
 // Rows in registers: a lane group or whole warps per row, several rows per block; the block takes
 // chunks of rows in turn (blockIdx.x, + gridDim.x, ...) and writes one partial row per chunk.
 // Each row's loads are issued while the row before it (in the block's order, across chunks) is
@@ -227,27 +243,31 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
                           Accumulators::kStride;
   float* staged = reinterpret_cast<float*>(acc_vectors + Accumulators::kVectors * acc_threads);
   const int tpr = p.threads_per_row;
-  const int group = threadIdx.x / tpr, t = threadIdx.x % tpr;
+  const int group0 = threadIdx.x / tpr, t0 = threadIdx.x % tpr;  // the row loop takes copies
   const int rows_per_block = blockDim.x / tpr;
   const int packs = static_cast<int>(p.cols / E);
   const float inv_cols = p.inv_cols;
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
   const int64_t rows_per_chunk = p.groups_per_chunk * rows_per_block;
-  // A row ahead wherever it fits 64 registers: 16-byte packs, but for fp16 rows with fp32
-  // weights, which spilled 4 to 16 bytes with it (sm_80, sm_90), as single elements would; they
-  // load each row when they reach it. Zeroed first: packs past the row's end are never loaded,
-  // and their copies must not read indeterminate values.
-  constexpr bool kAhead = E > 1 && !(std::is_same_v<T, __half> && sizeof(W) > sizeof(T));
+  // A row ahead in 16-byte packs; single elements, which spilled 4 to 44 bytes with it, load each
+  // row when they reach it. Zeroed first: packs past the row's end are never loaded, and their
+  // copies must not read indeterminate values.
+  constexpr bool kAhead = E > 1;
+  // fp16 rows with fp32 weights take their thread's indices through an opaque copy each row, so
+  // that the addresses derived from them are computed where a row uses them instead of held across
+  // the loop (held, they spilled 8 to 16 bytes beside the row ahead, sm_80 and sm_90). The other
+  // instantiations spilled with the copy (bf16 rows with fp32 weights 8 bytes, fp32 rows of two
+  // packs 4) and fit without it.
+  constexpr bool kOpaqueIndices = kAhead && std::is_same_v<T, __half> && sizeof(W) > sizeof(T);
   BackwardRow<T, E, P> next{};
   if constexpr (kAhead) {
-    fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group, t, tpr, packs, next);
+    fetch_row<T, E, P>(p, blockIdx.x * rows_per_chunk + group0, t0, tpr, packs, next);
   }
-  // 16-bit rows with a row ahead take two rows a turn of the unrolled loop: the row ahead then
-  // alternates between two sets of registers instead of being copied into the current one (sm_90:
-  // 18 to 24 instructions fewer a row). Not for fp16 rows with fp16 weights, which spilled 4
-  // bytes with it on sm_80, nor fp32 rows (one pack a thread: 4 instructions more a row).
-  constexpr bool kTwoRows =
-      kAhead && sizeof(T) == 2 && !(std::is_same_v<T, __half> && std::is_same_v<W, __half>);
+  // bf16 rows take two rows a turn of the unrolled loop: the row ahead then alternates between
+  // two sets of registers instead of being copied into the current one (sm_90: 18 to 24
+  // instructions fewer a row). Not fp16 rows, which spilled with it (fp16 weights 4 bytes on
+  // sm_80; fp32 weights 4 to 8 bytes), nor fp32 rows (one pack a thread: 4 instructions more).
+  constexpr bool kTwoRows = kAhead && std::is_same_v<T, __nv_bfloat16>;
   constexpr int kRowUnroll = kTwoRows ? 2 : 1;
 
   for (int64_t chunk = blockIdx.x; chunk < p.chunks; chunk += gridDim.x) {
@@ -257,6 +277,7 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
     // past the last row only add zeros.
 #pragma unroll kRowUnroll
     for (int64_t it = 0; it < p.groups_per_chunk; ++it) {
+      const int group = opaque_if<kOpaqueIndices>(group0), t = opaque_if<kOpaqueIndices>(t0);
       const int64_t row = chunk_first + it * rows_per_block + group;
       const bool active = row < p.rows;
       BackwardRow<T, E, P> cur{};
@@ -355,36 +376,35 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
     if (p.partial_dw == nullptr) continue;  // uniform across the grid
     float acc_dw[P][E], acc_db[P][E];
     acc.load(acc_dw, acc_db);
-    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group, t,
+    write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, staged, rows_per_block, group0, t0,
                         tpr, packs, p.cols);
     if (p.partial_db != nullptr) {
-      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group, t,
-                          tpr, packs, p.cols);
+      write_partial<E, P>(acc_db, p.partial_db + chunk * p.stride, staged, rows_per_block, group0,
+                          t0, tpr, packs, p.cols);
     }
   }
 }
 
-// Rows of up to kBackwardStagedMaxCols elements, one block per row, x and dy staged in shared
-// memory as stored: each is read from memory once in 16-byte packs (a copy with kCopyBatch packs
-// of each in flight a thread), then the row sums and this thread's dweight/dbias accumulators are
-// taken from shared memory, and dx after the block sum. (Taking the sums as each pack arrived
-// kept one pack in flight: more spilled next to the 64 accumulator registers.) The block takes
-// chunks of rows in turn as the register path does (rows in row order, one partial row per chunk,
-// straight from the accumulators). Thread t owns packs t, t + blockDim.x, ... of every row, in
+// Rows of up to kBackwardStagedMaxCols elements, one block of kBlock threads per row, x and dy
+// staged in shared memory as stored: each is read from memory once in 16-byte packs (a copy with
+// kCopyBatch packs of each in flight a thread), then the row sums and this thread's dweight/dbias
+// accumulators are taken from shared memory, and dx after the block sum. (Taking the sums as each
+// pack arrived kept one pack in flight: more spilled next to the accumulator registers.) The block
+// takes chunks of rows in turn as the register path does (rows in row order, one partial row per
+// chunk, straight from the accumulators). Thread t owns packs t, t + kBlock, ... of every row, in
 // memory, in shared memory and in its accumulators, so the staging needs no barrier.
-template <class T, class W, int E, int P>
-__global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(BackwardParams p) {
-  // Packs of x and dy a thread loads before it stores any to shared memory: the copy keeps
-  // kCopyBatch * 32 bytes in flight a thread without holding a pack past its store.
-  constexpr int kCopyBatch = P < 4 ? P : 4;
-  constexpr int kStride = kBackwardStagedBlock;  // the block: pack offsets become immediates
+template <class T, class W, int E, int P, int kBlock>
+__global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(BackwardParams p) {
+  // Packs of x and dy a thread loads before it stores any to shared memory: one of each, 32 bytes
+  // in flight a thread, 32 KiB an SM (two of each spilled 64 to 96 bytes of accumulators).
+  constexpr int kCopyBatch = 1;
+  constexpr int kStride = kBlock;
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
   float* scratch = reinterpret_cast<float*>(staged_bytes);
   const int packs = static_cast<int>(p.cols / E);
   auto* xs_staged = reinterpret_cast<dev::Pack<T, E>*>(staged_bytes + kStagedScratchBytes);
   auto* ds_staged = xs_staged + packs;
-  const int t = threadIdx.x;
-  const float inv_cols = 1.0f / static_cast<float>(p.cols);
+  const float inv_cols = p.inv_cols;
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
   const bool want_dh = p.dx != nullptr || p.dresidual != nullptr;
@@ -395,6 +415,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
     const int64_t chunk_end =
         chunk_first + p.groups_per_chunk < p.rows ? chunk_first + p.groups_per_chunk : p.rows;
     for (int64_t row = chunk_first; row < chunk_end; ++row) {  // uniform across the block
+      const int t = opaque_thread_index();
       const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
       // Memory to shared memory: x and dy of this thread's packs, kCopyBatch packs at a time.
 #pragma unroll
@@ -424,16 +445,22 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
         const int pack = t + k * kStride;
         if (pack < packs) {
           const dev::Pack<T, E> xv = xs_staged[pack], dv = ds_staged[pack];
-          float w[E];
-          load_gamma<W, E>(p, pack * E, w);
+          // The weight four columns at a time: eight fp32 weights at once spilled 8 to 16 bytes
+          // next to the accumulators.
 #pragma unroll
-          for (int i = 0; i < E; ++i) {
-            const float xhat = (dev::element(xv, i) - mean) * rstd;
-            const float d = dev::element(dv, i), g = d * w[i];
-            sums.v[0] += g;
-            sums.v[1] += g * xhat;
-            acc_dw[k][i] += d * xhat;
-            acc_db[k][i] += d;
+          for (int i0 = 0; i0 < E; i0 += 4) {
+            float w[4];
+            load_gamma<W, 4>(p, pack * E + i0, w);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const int i = i0 + j;
+              const float xhat = (dev::element(xv, i) - mean) * rstd;
+              const float d = dev::element(dv, i), g = d * w[j];
+              sums.v[0] += g;
+              sums.v[1] += g * xhat;
+              acc_dw[k][i] += d * xhat;
+              acc_db[k][i] += d;
+            }
           }
         }
       }
@@ -456,6 +483,7 @@ __global__ void __launch_bounds__(kBackwardStagedBlock, 1) backward_staged(Backw
       }
     }
     if (p.partial_dw == nullptr) continue;  // uniform across the grid
+    const int t = threadIdx.x;
     write_partial<E, P>(acc_dw, p.partial_dw + chunk * p.stride, nullptr, 1, 0, t, kStride, packs,
                         p.cols);
     if (p.partial_db != nullptr) {
@@ -622,7 +650,11 @@ template <class T, class W, class Use>
 void with_kernel(const RowTiling& tiling, Use&& use) {
   constexpr int kE = 16 / sizeof(T);
   if (tiling.staged) {
-    use(backward_staged<T, W, kE, kBackwardStagedElems / kE>);
+    if (tiling.block_threads == kBackwardStagedBlock) {
+      use(backward_staged<T, W, kE, kBackwardStagedElems / kE, kBackwardStagedBlock>);
+    } else {
+      use(backward_staged<T, W, kE, kBackwardStagedElems / kE, kBackwardStagedWideBlock>);
+    }
   } else if (!tiling.in_registers) {
     if (tiling.pack_elems == 1) {
       use(backward_generic<T, W, 1>);

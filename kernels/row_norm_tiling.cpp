@@ -58,23 +58,31 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
     const int64_t threads = ceil_div(packs, p);
     if (threads <= 32) return RowTiling{true, e, p, next_pow2(threads), kBackwardRowsBlock};
   }
+  // x and dy of one row staged in shared memory, each thread owning up to kBackwardStagedElems
+  // columns, in blocks of kBackwardStagedBlock threads where they cover the row, else
+  // kBackwardStagedWideBlock.
+  const int64_t bytes = kStagedScratchBytes + 2 * cols * elem_bytes;
+  const bool stageable =
+      vector_access && cols <= kBackwardStagedMaxCols && bytes + kStagingReserve <= shared_limit;
+  const int64_t staged_block =
+      cols <= int64_t{kBackwardStagedBlock} * kBackwardStagedElems ? kBackwardStagedBlock
+                                                                   : kBackwardStagedWideBlock;
+  const RowTiling staged{false, e, kBackwardStagedElems / e, static_cast<int>(staged_block),
+                         static_cast<int>(staged_block), true, bytes};
   // Whole warps per row at the fewest packs per thread that fit kBackwardRowBlock threads; as many
-  // rows per block as fit kBackwardRowsBlock threads.
+  // rows per block as fit kBackwardRowsBlock threads. A row of 513 to 1023 threads holds one block
+  // an SM (64 registers), 25 to 50 % of its threads: staged instead where it can be (two blocks of
+  // kBackwardStagedBlock an SM), else in registers as it is.
   for (int p = least; p <= most; p *= 2) {
     const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
     if (threads <= kBackwardRowBlock) {
       const int tpr = static_cast<int>(threads);
+      if (tpr > kBackwardRowsBlock && tpr < kBackwardRowBlock && stageable) return staged;
       const int rows = tpr >= kBackwardRowsBlock ? 1 : kBackwardRowsBlock / tpr;
       return RowTiling{true, e, p, tpr, rows * tpr};
     }
   }
-  // x and dy of one row staged in shared memory; each thread owns up to kBackwardStagedElems
-  // columns (past the register path every thread has at least two packs).
-  const int64_t bytes = kStagedScratchBytes + 2 * cols * elem_bytes;
-  if (vector_access && cols <= kBackwardStagedMaxCols && bytes + kStagingReserve <= shared_limit) {
-    return RowTiling{false,        e, kBackwardStagedElems / e, kBackwardStagedBlock,
-                     kBackwardStagedBlock, true, bytes};
-  }
+  if (stageable) return staged;
   return RowTiling{false, e, 0, 0, kGenericBlock};
 }
 

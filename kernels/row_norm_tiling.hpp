@@ -49,13 +49,17 @@ constexpr int kStagedForwardMinBlocks = 2;
 constexpr int kStagedInFlight = 2;
 
 // Staged backward: rows up to 16384 elements (the hidden sizes; 1024 register threads of
-// 16 elements spill), in blocks of 512 threads (a constant, so that a thread's pack offsets are
-// immediates) that own up to 32 elements each in 16-byte packs: their fp32 dweight/dbias
-// accumulators (64 registers) stay in registers, x and dy live in shared memory.
+// 16 elements spill), each thread owning up to kBackwardStagedElems elements in 16-byte packs,
+// whose fp32 dweight/dbias accumulators (32 registers) stay in registers within the 64 that keep
+// 1024 threads resident on an SM (half of it); x and dy live in shared memory. Blocks of
+// kBackwardStagedBlock threads (two an SM) for rows up to 8192 elements, else
+// kBackwardStagedWideBlock (one an SM); the block is the kernel's template parameter, so that a
+// thread's pack offsets are immediates. (Blocks of 512 threads owning 32 elements took 128
+// registers: a quarter of the SM.)
 constexpr int64_t kBackwardStagedMaxCols = 16384;
+constexpr int kBackwardStagedElems = 16;
 constexpr int kBackwardStagedBlock = 512;
-constexpr int kBackwardStagedElems =
-    static_cast<int>(kBackwardStagedMaxCols / kBackwardStagedBlock);
+constexpr int kBackwardStagedWideBlock = 1024;
 
 // Forward threads in registers hold one 16-byte pack of a row (8 elements of 16 bits, 4 of fp32) or
 // 8 single elements, so that every instantiation, with the next row's pack in flight and its
@@ -110,12 +114,12 @@ constexpr int forward_block_bound(int e) {
 constexpr int forward_min_blocks(int e) { return 1024 / forward_block_bound(e); }
 
 // The backward keeps x and dy in registers as they are stored (in 16-byte packs, the next row's
-// too, but for fp16 rows with fp32 weights) and two fp32 accumulators per element in shared
-// memory: 8 elements a thread in 16-byte packs (one 16-bit pack, two fp32 ones), or 4
-// single-element packs, and at most kBackwardRowBlock threads a row, so rows of up to 8192
-// elements (4096 in single-element packs) stay in registers, and every instantiation within the
-// 64 registers that keep 1024 threads resident on an SM. (Sixteen elements a thread took 112 to
-// 128 registers, a quarter of the SM's threads; eight single elements, 104 to 122.)
+// too) and two fp32 accumulators per element in shared memory: 8 elements a thread in 16-byte
+// packs (one 16-bit pack, two fp32 ones), or 4 single-element packs, and at most
+// kBackwardRowBlock threads a row, so rows of up to 8192 elements (4096 in single-element packs)
+// stay in registers, and every instantiation within the 64 registers that keep 1024 threads
+// resident on an SM. (Sixteen elements a thread took 112 to 128 registers, a quarter of the SM's
+// threads; eight single elements, 104 to 122.)
 constexpr int kBackwardMaxElems = 8;     // elements a backward thread holds in 16-byte packs
 constexpr int kBackwardScalarElems = 4;  // ... in single-element packs
 constexpr int kBackwardRowBlock = 1024;
@@ -137,9 +141,10 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
                             int64_t shared_limit = 0);
 
 // Backward: lane groups or whole warps per row, several rows per block up to kBackwardRowsBlock
-// threads; beyond the register budget x and dy of a row staged in shared memory (16-byte packs,
-// cols <= kBackwardStagedMaxCols, 2 * cols * elem_bytes + kStagingReserve <= shared_limit); else
-// the generic path.
+// threads; beyond the register budget, and for register rows of 513 to 1023 threads (one block an
+// SM), x and dy of a row staged in shared memory (16-byte packs, cols <= kBackwardStagedMaxCols,
+// 2 * cols * elem_bytes + kStagingReserve <= shared_limit); else the generic path (or, for those
+// 513 to 1023 threads, the register row).
 RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
                                  int64_t shared_limit = 0);
 

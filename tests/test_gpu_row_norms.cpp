@@ -47,21 +47,26 @@ std::vector<RowCase> all_cases() {
 
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
-// threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 8200
-// and, bf16, 16384; forward 8192, fp32 from 4096), few long rows split across blocks (forward
+// threads; the backward's 1024-thread rows at 8192), rows staged in shared memory (backward 6144:
+// 768 threads of a register row, staged in blocks of 512; 8200 and, bf16, 16384 in blocks of 1024;
+// forward 8192, fp32 from 4096), few long rows split across blocks (forward
 // 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the generic
 // column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The
 // fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit, 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
-  if (reduced_gpu_tests() && backward) return {1, 17, 128, 1000, 4096, 8192, 8200, 16384, 16392};
+  if (reduced_gpu_tests() && backward) {
+    return {1, 17, 128, 1000, 4096, 6144, 8192, 8200, 16384, 16392};
+  }
   if (reduced_gpu_tests()) return {1, 17, 128, 1000, 4096, 8192, 16390, 16392, 20000};
   // The widths, plus ones that reach every kernel instantiation: 256 and 512 (a full lane
   // group and two warps a row in 16-bit types), 4096 (the forward's largest register rows, 512
-  // threads of 16-bit packs; staged past it, fp32 past 2048), 8192 and 8200 (the backward's largest
-  // register rows and its staged ones), 16384, 16392 (the backward's staged and generic), 65536
-  // and 131072 (past 99 KB: generic), 16390 (single-element: generic).
-  return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,   2048,
-          4096, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
+  // threads of 16-bit packs; staged past it, fp32 past 2048), 3000 and 6144 (the backward's
+  // register rows of 768 threads, fp32 at 3000, staged in blocks of 512), 8192 and 8200 (the
+  // backward's largest register rows and its staged ones in blocks of 1024), 16384, 16392 (the
+  // backward's staged and generic), 65536 and 131072 (past 99 KB: generic), 16390
+  // (single-element: generic).
+  return {1,    3,    17,    127,   128,   256,   512,   768,   1000,  1024,  2048,  3000,
+          4096, 6144, 8192, 8200, 12288, 16384, 16390, 16392, 20000, 65536, 131072};
 }
 
 // One row, an odd count, and many rows (up to 2^21 elements in all); past 16384 columns also 130
@@ -234,14 +239,16 @@ TEST_P(GpuRowNorm, BackwardMatchesCpu) {
 // Where the opt-in shared memory is too small for a row, the staged widths take the generic path
 // and still match the CPU: 32 KB (nothing past the register path fits: bf16 8200 needs 16 KB in
 // the forward, 32 KB and the reserve in the backward) and 99 KB (the library's cap: fp32 16384 in
-// the backward needs 128 KB). The forward of three rows past 16384 columns is split across blocks,
-// which needs no shared memory, whatever the limit.
+// the backward needs 128 KB); the backward's 6144 in fp32 (48 KB) stays a register row of 768
+// threads at 32 KB, and bf16 (24 KB) is staged at both limits. The forward of three rows past
+// 16384 columns is split across blocks, which needs no shared memory, whatever the limit.
 TEST_P(GpuRowNorm, StagedWidthsFallBackWhereSharedMemoryIsShort) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const RowCase c = GetParam();
   for (int64_t limit : {int64_t{32768}, int64_t{101376}}) {
     ScopedSharedLimit shared(limit);
-    for (int64_t cols : {int64_t{8200}, int64_t{16384}, int64_t{16392}, int64_t{20000}}) {
+    for (int64_t cols :
+         {int64_t{6144}, int64_t{8200}, int64_t{16384}, int64_t{16392}, int64_t{20000}}) {
       SCOPED_TRACE(testing::Message() << "limit=" << limit << " cols=" << cols);
       const Inputs in = make(3, cols);
       check_forward(in, {}, gpu_tolerance(c.dtype));
@@ -390,7 +397,8 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
 // partials are cut by the shape alone; a grid-dependent split would change their rounding. The
 // reduced set keeps one shape per path with more partial rows than the one-SM grid has blocks:
 // 300 x 128 (lane groups, 10 or 19 chunks), 37 x 1000 (two rows a block, 19), 9 x 8192 (a block
-// per row, 9), 5 x 8200 (backward staged: a chunk a row, looping on one and three SMs), and
+// per row, 9), 9 x 6144 and 5 x 8200 (backward staged in blocks of 512 and 1024: a chunk a row,
+// looping on one and three SMs), and
 // 17 x 16392 (split across blocks, a grid of the shape; dweight and dbias from the generic column
 // pass: two chunks of at most 16 rows, the last one short).
 TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
@@ -399,9 +407,10 @@ TEST_P(GpuRowNorm, ResultsDoNotDependOnTheGrid) {
   const std::vector<std::pair<int64_t, int64_t>> shapes =
       reduced_gpu_tests()
           ? std::vector<std::pair<int64_t, int64_t>>{{300, 128}, {37, 1000}, {9, 8192},
-                                                     {5, 8200}, {17, 16392}}
+                                                     {9, 6144}, {5, 8200}, {17, 16392}}
           : std::vector<std::pair<int64_t, int64_t>>{{20000, 128}, {3000, 1000}, {700, 4096},
-                                                     {300, 8192}, {300, 8200}, {300, 16384},
+                                                     {300, 6144}, {300, 8192}, {300, 8200},
+                                                     {300, 16384},
                                                      {300, 16392}, {300, 20000}, {40, 65536}};
   nk_context limited[] = {context_with_sm_limit(1), context_with_sm_limit(3)};
   ASSERT_NE(limited[0], nullptr);

@@ -207,53 +207,87 @@ TEST(RowTiling, ForwardStagesLongRowsThatFitSharedMemory) {
   EXPECT_FALSE(choose_row_tiling(20001, 2, false, kH100Shared).staged);  // single-element packs
 }
 
-// Backward: rows past the register path up to kBackwardStagedMaxCols in 16-byte packs are staged
-// when x and dy fit, in blocks of kBackwardStagedBlock threads that own up to kBackwardStagedElems
-// elements each, and every thread at least two packs.
+// Backward: rows past the register path up to kBackwardStagedMaxCols in 16-byte packs, and register
+// rows of 513 to 1023 threads (one block an SM), are staged when x and dy fit, in blocks of
+// kBackwardStagedBlock threads up to kBackwardStagedBlock * kBackwardStagedElems columns, else
+// kBackwardStagedWideBlock, that own up to kBackwardStagedElems elements each, every thread at
+// least one pack.
 TEST(RowTiling, BackwardStagesRowsUpTo16384ThatFitSharedMemory) {
   for (int elem : {2, 4}) {
     for (int64_t limit : {int64_t{0}, int64_t{65536}, kSm86Shared, kA100Shared, kH100Shared}) {
       for (bool vector : {true, false}) {
-        for (int64_t cols = 4000; cols <= 20000; ++cols) {
+        for (int64_t cols = 1500; cols <= 20000; ++cols) {
           if (vector && cols % (16 / elem) != 0) continue;
           SCOPED_TRACE(testing::Message() << "cols=" << cols << " elem=" << elem
                                           << " limit=" << limit << " vector=" << vector);
           const RowTiling plain = choose_backward_tiling(cols, elem, vector);
           const RowTiling t = choose_backward_tiling(cols, elem, vector, limit);
-          if (plain.in_registers) {
-            ASSERT_TRUE(t.in_registers);
-            ASSERT_FALSE(t.staged);
-            ASSERT_EQ(t.packs_per_thread, plain.packs_per_thread);
-            continue;
-          }
-          ASSERT_FALSE(plain.staged);
           const bool fits = vector && cols <= kBackwardStagedMaxCols &&
                             kStagedScratchBytes + 2 * cols * elem + kStagingReserve <= limit;
+          if (plain.in_registers) {
+            const bool one_block_an_sm = plain.threads_per_row > kBackwardRowsBlock &&
+                                         plain.threads_per_row < kBackwardRowBlock;
+            if (!one_block_an_sm || !fits) {
+              ASSERT_TRUE(t.in_registers);
+              ASSERT_FALSE(t.staged);
+              ASSERT_EQ(t.packs_per_thread, plain.packs_per_thread);
+              ASSERT_EQ(t.block_threads, plain.block_threads);
+              continue;
+            }
+          } else {
+            ASSERT_FALSE(plain.staged);
+          }
           ASSERT_EQ(t.staged, fits);
           ASSERT_FALSE(t.in_registers);
           ASSERT_EQ(t.rows_per_block(), 1);
           if (!fits) continue;
           ASSERT_EQ(t.shared_bytes, kStagedScratchBytes + 2 * cols * elem);
           ASSERT_EQ(t.packs_per_thread * t.pack_elems, kBackwardStagedElems);
-          ASSERT_EQ(t.block_threads, kBackwardStagedBlock);  // the kernel's compile-time stride
-          ASSERT_EQ(t.threads_per_row, kBackwardStagedBlock);
+          // The kernel's compile-time stride: one of its two instantiations.
+          const int block = cols <= kBackwardStagedBlock * kBackwardStagedElems
+                                ? kBackwardStagedBlock
+                                : kBackwardStagedWideBlock;
+          ASSERT_EQ(t.block_threads, block);
+          ASSERT_EQ(t.threads_per_row, block);
           const int64_t packs = cols / t.pack_elems;
           ASSERT_GE(int64_t{t.block_threads} * t.packs_per_thread, packs) << "row not covered";
-          ASSERT_GE(packs, 2 * t.block_threads) << "threads with one pack or none";
+          ASSERT_GT(packs, t.block_threads) << "threads without a pack";
         }
       }
     }
   }
-  // bf16 8200..16384 fit every device here (64 KB at 16384); fp32 16384 (128 KB) needs more than
-  // sm_86's 99 KB and stays generic there; past 16384 every row is generic.
-  EXPECT_TRUE(choose_backward_tiling(8200, 2, true, kSm86Shared).staged);
-  EXPECT_EQ(choose_backward_tiling(8200, 2, true, kSm86Shared).packs_per_thread, 4);
+  // bf16 4104..7936 (544 to 992 threads of one pack) and fp32 2052..3968 (one pack) and
+  // 4100..7936 (two) are staged in blocks of 512 where they fit; 7944..8192 stay in registers (1024
+  // threads: two blocks' worth). bf16 8200..16384 fit every device here (64 KB at 16384) in blocks
+  // of 1024; fp32 16384 (128 KB) needs more than sm_86's 99 KB and stays generic there; past 16384
+  // every row is generic.
+  RowTiling t = choose_backward_tiling(4104, 2, true, kSm86Shared);
+  EXPECT_TRUE(t.staged);
+  EXPECT_EQ(t.block_threads, kBackwardStagedBlock);
+  EXPECT_EQ(t.packs_per_thread, 2);
+  t = choose_backward_tiling(4104, 2, true);
+  EXPECT_TRUE(t.in_registers);  // without the shared memory, as it was: 544 threads
+  EXPECT_EQ(t.threads_per_row, 544);
+  EXPECT_TRUE(choose_backward_tiling(2052, 4, true, kSm86Shared).staged);
+  EXPECT_EQ(choose_backward_tiling(2048, 4, true, kSm86Shared).threads_per_row, 512);
+  EXPECT_TRUE(choose_backward_tiling(3968, 4, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_backward_tiling(3972, 4, true, kSm86Shared).in_registers);
+  EXPECT_TRUE(choose_backward_tiling(7936, 4, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_backward_tiling(7936, 2, true, kSm86Shared).staged);
+  EXPECT_TRUE(choose_backward_tiling(7944, 2, true, kSm86Shared).in_registers);
+  EXPECT_TRUE(choose_backward_tiling(8192, 2, true, kSm86Shared).in_registers);
+  EXPECT_TRUE(choose_backward_tiling(8192, 4, true, kSm86Shared).in_registers);
+  t = choose_backward_tiling(8200, 2, true, kSm86Shared);
+  EXPECT_TRUE(t.staged);
+  EXPECT_EQ(t.packs_per_thread, 2);
+  EXPECT_EQ(t.block_threads, kBackwardStagedWideBlock);
   EXPECT_TRUE(choose_backward_tiling(16384, 2, true, kSm86Shared).staged);
-  EXPECT_EQ(choose_backward_tiling(16384, 4, true, kH100Shared).packs_per_thread, 8);
+  EXPECT_EQ(choose_backward_tiling(16384, 4, true, kH100Shared).packs_per_thread, 4);
   EXPECT_TRUE(choose_backward_tiling(16384, 4, true, kH100Shared).staged);
   EXPECT_FALSE(choose_backward_tiling(16384, 4, true, kSm86Shared).staged);
   EXPECT_FALSE(choose_backward_tiling(16392, 2, true, kH100Shared).staged);
   EXPECT_FALSE(choose_backward_tiling(8201, 4, false, kH100Shared).staged);
+  EXPECT_FALSE(choose_backward_tiling(3000, 2, false, kH100Shared).staged);  // single elements
 }
 
 // Few long rows are split into slices that cover the row, none empty, each within one block of
