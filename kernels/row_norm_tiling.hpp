@@ -127,7 +127,9 @@ constexpr int kBackwardRowBlock = 1024;
 // Dynamic shared memory of a register backward block (`in_registers`): the scratch of the row sums
 // (kStagedScratchBytes), each thread's fp32 dweight and dbias accumulators (8 bytes an element it
 // holds), and, when the block holds several rows, their partial rows ([rows][cols] floats) to add
-// in group order. At most 64.25 KiB (1024 threads of 8 elements).
+// in group order. At most 64.25 KiB for one row a block (1024 threads of 8 elements) and 94.25
+// KiB for several (five 16-bit rows of 1536 columns, 960 threads), within the 99 KB every
+// supported GPU grants a block.
 int64_t register_backward_shared_bytes(const RowTiling& tiling, int64_t cols);
 
 // Threads of a backward block that holds several rows: up to 512 (16 warps), so that two blocks
