@@ -9,8 +9,8 @@
 
 int main() {
   using namespace nk::cuda;
-  const long widths[] = {128,  256,  512,  768,   1024,  2048,  3072, 4096,
-                         5120, 6144, 8192, 12288, 16384, 32768, 65536};
+  const long widths[] = {128,  256,  512,  768,   1024,  1536,  2048, 3072,
+                         4096, 5120, 6144, 8192,  12288, 16384, 32768, 65536};
   for (int elem : {2, 4}) {
     for (long d : widths) {
       const RowTiling f = choose_row_tiling(d, elem, true, kPortableSharedLimit);

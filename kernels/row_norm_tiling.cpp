@@ -15,6 +15,19 @@ int next_pow2(int64_t v) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Rows of tpr threads (whole warps, fewer than kBackwardRowsBlock) in a register backward block:
+// as many as fit kBackwardRowsBlock threads (two blocks an SM), unless as many as fit
+// kBackwardRowBlock keep more warps resident. At 64 registers an SM holds 32 warps: rows of 6
+// warps fill 24 of them in blocks of 2 rows, 30 in blocks of 5; every other width ties.
+int backward_rows_per_block(int tpr) {
+  const int fewer = kBackwardRowsBlock / tpr, more = kBackwardRowBlock / tpr;
+  auto resident_warps = [tpr](int rows) {
+    const int warps = rows * tpr / 32;
+    return 32 / warps * warps;
+  };
+  return resident_warps(more) > resident_warps(fewer) ? more : fewer;
+}
+
 }  // namespace
 
 RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
@@ -69,16 +82,16 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
                                                                    : kBackwardStagedWideBlock;
   const RowTiling staged{false, e, kBackwardStagedElems / e, static_cast<int>(staged_block),
                          static_cast<int>(staged_block), true, bytes};
-  // Whole warps per row at the fewest packs per thread that fit kBackwardRowBlock threads; as many
-  // rows per block as fit kBackwardRowsBlock threads. A row of 513 to 1023 threads holds one block
-  // an SM (64 registers), 25 to 50 % of its threads: staged instead where it can be (two blocks of
+  // Whole warps per row at the fewest packs per thread that fit kBackwardRowBlock threads, several
+  // rows a block (backward_rows_per_block). A row of 513 to 1023 threads holds one block an SM (64
+  // registers), 25 to 50 % of its threads: staged instead where it can be (two blocks of
   // kBackwardStagedBlock an SM), else in registers as it is.
   for (int p = least; p <= most; p *= 2) {
     const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
     if (threads <= kBackwardRowBlock) {
       const int tpr = static_cast<int>(threads);
       if (tpr > kBackwardRowsBlock && tpr < kBackwardRowBlock && stageable) return staged;
-      const int rows = tpr >= kBackwardRowsBlock ? 1 : kBackwardRowsBlock / tpr;
+      const int rows = tpr >= kBackwardRowsBlock ? 1 : backward_rows_per_block(tpr);
       return RowTiling{true, e, p, tpr, rows * tpr};
     }
   }

@@ -127,11 +127,14 @@ constexpr int kBackwardRowBlock = 1024;
 // Dynamic shared memory of a register backward block (`in_registers`): the scratch of the row sums
 // (kStagedScratchBytes), each thread's fp32 dweight and dbias accumulators (8 bytes an element it
 // holds), and, when the block holds several rows, their partial rows ([rows][cols] floats) to add
-// in group order. At most 64.25 KiB (1024 threads of 8 elements).
+// in group order. At most 64.25 KiB for one row a block (1024 threads of 8 elements) and 94.25
+// KiB for several (five 16-bit rows of 1536 columns, 960 threads), within the 99 KB every
+// supported GPU grants a block.
 int64_t register_backward_shared_bytes(const RowTiling& tiling, int64_t cols);
 
-// Threads of a backward block that holds several rows: 512 (16 warps), so that two blocks per SM,
-// which the capped partial count provides, keep half the SM's warps busy.
+// Threads of a backward block that holds several rows: up to 512 (16 warps), so that two blocks
+// per SM, which the capped partial count provides, keep half the SM's warps busy; up to 1024
+// (kBackwardRowBlock) for rows of 6 warps, whose blocks of 512 would fill only 24 of the 32.
 constexpr int kBackwardRowsBlock = 512;
 
 // Forward: rows in registers (lane groups, or a block per row), a row staged in shared memory
@@ -141,10 +144,10 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
                             int64_t shared_limit = 0);
 
 // Backward: lane groups or whole warps per row, several rows per block up to kBackwardRowsBlock
-// threads; beyond the register budget, and for register rows of 513 to 1023 threads (one block an
-// SM), x and dy of a row staged in shared memory (16-byte packs, cols <= kBackwardStagedMaxCols,
-// 2 * cols * elem_bytes + kStagingReserve <= shared_limit); else the generic path (or, for those
-// 513 to 1023 threads, the register row).
+// threads (kBackwardRowBlock for rows of 6 warps); beyond the register budget, and for register
+// rows of 513 to 1023 threads (one block an SM), x and dy of a row staged in shared memory
+// (16-byte packs, cols <= kBackwardStagedMaxCols, 2 * cols * elem_bytes + kStagingReserve <=
+// shared_limit); else the generic path (or, for those 513 to 1023 threads, the register row).
 RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
                                  int64_t shared_limit = 0);
 

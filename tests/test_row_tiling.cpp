@@ -86,13 +86,23 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
       return;
     }
     expect_valid(t, cols, vector ? kBackwardMaxElems : kBackwardScalarElems, kBackwardRowBlock);
-    // Several rows per block up to kBackwardRowsBlock threads (longer rows: one, up to
-    // kBackwardRowBlock threads); their staged accumulators (rows_per_block x cols floats, only
-    // with more than one row a block) stay within 32 KB of shared memory.
+    // Several rows per block up to kBackwardRowsBlock threads, or up to kBackwardRowBlock where
+    // one such block keeps more of the 32 warps an SM holds at 64 registers resident (longer
+    // rows: one, up to kBackwardRowBlock threads); their staged accumulators (rows_per_block x
+    // cols floats, only with more than one row a block) stay within 32 KB of shared memory.
     ASSERT_LE(t.block_threads, kBackwardRowBlock);
     if (t.threads_per_row < kBackwardRowsBlock) {
-      ASSERT_LE(t.block_threads, kBackwardRowsBlock);
       ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
+      auto resident_warps = [](int block) { return 32 / (block / 32) * (block / 32); };
+      const int fewer = kBackwardRowsBlock / t.threads_per_row * t.threads_per_row;
+      if (t.block_threads > kBackwardRowsBlock) {
+        ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowBlock) << "block too small";
+        ASSERT_GT(resident_warps(t.block_threads), resident_warps(fewer)) << "no warp gained";
+      } else {
+        ASSERT_EQ(t.block_threads, fewer);
+        const int more = kBackwardRowBlock / t.threads_per_row * t.threads_per_row;
+        ASSERT_LE(resident_warps(more), resident_warps(fewer)) << "warps left idle";
+      }
     } else {
       ASSERT_EQ(t.block_threads, t.threads_per_row);
     }
@@ -152,6 +162,15 @@ TEST(RowTiling, TypicalWidths) {
   t = choose_backward_tiling(8192, 4, true);
   EXPECT_EQ(t.threads_per_row, 1024);
   EXPECT_EQ(t.packs_per_thread, 2);
+  // Rows of 6 warps, five a block (30 warps resident against 24 in blocks of two); rows of 3
+  // warps stay at five a block (30 either way).
+  t = choose_backward_tiling(768, 4, true);
+  EXPECT_EQ(t.threads_per_row, 192);
+  EXPECT_EQ(t.rows_per_block(), 5);
+  EXPECT_EQ(t.block_threads, 960);
+  EXPECT_EQ(choose_backward_tiling(1536, 2, true).block_threads, 960);
+  EXPECT_EQ(choose_backward_tiling(768, 2, true).block_threads, 480);
+  EXPECT_EQ(choose_backward_tiling(3072, 2, true).block_threads, 384);
   // Odd widths take single-element packs, four a thread.
   t = choose_backward_tiling(17, 4, false);
   EXPECT_TRUE(t.in_registers);
