@@ -48,12 +48,13 @@ std::vector<RowCase> all_cases() {
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
 // threads; the backward's 1024-thread rows at 8192; its rows of 6 warps, five a block of 960
-// threads: 768 in fp32, 1536 in 16-bit types and in fp32 with two packs a thread), rows staged in shared memory (backward 6144:
-// 768 threads of a register row, staged in blocks of 512; 8200 and, bf16, 16384 in blocks of 1024;
-// forward 8192, fp32 from 4096), few long rows split across blocks (forward
-// 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the generic
-// column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The
-// fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit, 99 KB).
+// threads: 768 in fp32, 1536 in 16-bit types and in fp32 with two packs a thread), rows staged in
+// shared memory (backward 6144: 768 threads of a register row, staged in blocks of 512; 8200 and,
+// bf16, 16384 in blocks of 1024; forward 8192, fp32 from 4096), few long rows split across blocks
+// (forward 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the
+// generic column pass), the generic path (backward fp32 16384; forward 16390, single-element
+// packs). The fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit,
+// 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) {
     return {1, 17, 128, 768, 1000, 1536, 4096, 6144, 8192, 8200, 16384, 16392};
