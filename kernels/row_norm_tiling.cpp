@@ -15,17 +15,29 @@ int next_pow2(int64_t v) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Warps an SM holds of blocks of `block` threads (whole warps, at most 1024) at 64 registers.
+int resident_warps(int block) {
+  const int warps = block / 32;
+  return 32 / warps * warps;
+}
+
 // Rows of tpr threads (whole warps, fewer than kBackwardRowsBlock) in a register backward block:
 // as many as fit kBackwardRowsBlock threads (two blocks an SM), unless as many as fit
 // kBackwardRowBlock keep more warps resident. At 64 registers an SM holds 32 warps: rows of 6
 // warps fill 24 of them in blocks of 2 rows, 30 in blocks of 5; every other width ties.
 int backward_rows_per_block(int tpr) {
   const int fewer = kBackwardRowsBlock / tpr, more = kBackwardRowBlock / tpr;
-  auto resident_warps = [tpr](int rows) {
-    const int warps = rows * tpr / 32;
-    return 32 / warps * warps;
-  };
-  return resident_warps(more) > resident_warps(fewer) ? more : fewer;
+  return resident_warps(more * tpr) > resident_warps(fewer * tpr) ? more : fewer;
+}
+
+// Whole warps of `p` packs a thread over a row of `packs` packs.
+int64_t whole_warps(int64_t packs, int p) { return ceil_div(ceil_div(packs, p), 32) * 32; }
+
+// A register backward tiling of rows of tpr threads (whole warps), several rows a block below
+// kBackwardRowsBlock threads.
+RowTiling register_rows(int e, int p, int tpr) {
+  const int rows = tpr >= kBackwardRowsBlock ? 1 : backward_rows_per_block(tpr);
+  return RowTiling{true, e, p, tpr, rows * tpr};
 }
 
 }  // namespace
@@ -85,14 +97,20 @@ RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_acces
   // Whole warps per row at the fewest packs per thread that fit kBackwardRowBlock threads, several
   // rows a block (backward_rows_per_block). A row of 513 to 1023 threads holds one block an SM (64
   // registers), 25 to 50 % of its threads: staged instead where it can be (two blocks of
-  // kBackwardStagedBlock an SM), else in registers as it is.
+  // kBackwardStagedBlock an SM), else in registers as it is. A shorter row takes twice the packs a
+  // thread where that keeps more warps resident (fp32 rows of 3, 7, 9, 11 to 13 and 15 warps; the
+  // two-pack kernel also spends fewer instructions a pack).
   for (int p = least; p <= most; p *= 2) {
-    const int64_t threads = ceil_div(ceil_div(packs, p), 32) * 32;
+    const int64_t threads = whole_warps(packs, p);
     if (threads <= kBackwardRowBlock) {
       const int tpr = static_cast<int>(threads);
       if (tpr > kBackwardRowsBlock && tpr < kBackwardRowBlock && stageable) return staged;
-      const int rows = tpr >= kBackwardRowsBlock ? 1 : backward_rows_per_block(tpr);
-      return RowTiling{true, e, p, tpr, rows * tpr};
+      const RowTiling fewer = register_rows(e, p, tpr);
+      if (tpr < kBackwardRowsBlock && 2 * p <= most) {
+        const RowTiling more = register_rows(e, 2 * p, static_cast<int>(whole_warps(packs, 2 * p)));
+        if (resident_warps(more.block_threads) > resident_warps(fewer.block_threads)) return more;
+      }
+      return fewer;
     }
   }
   if (stageable) return staged;

@@ -48,12 +48,13 @@ std::vector<RowCase> all_cases() {
 // The reduced set (sanitizers, the simulated-GPU lane) keeps one width per path: lane groups (1,
 // 17, 128), warps per row (1000, 4096: the forward's largest register rows in 16-bit types, 512
 // threads; the backward's 1024-thread rows at 8192; its rows of 6 warps, five a block of 960
-// threads: 768 in fp32, 1536 in 16-bit types), rows staged in shared memory (backward 6144:
-// 768 threads of a register row, staged in blocks of 512; 8200 and, bf16, 16384 in blocks of 1024;
-// forward 8192, fp32 from 4096), few long rows split across blocks (forward
-// 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the generic
-// column pass), the generic path (backward fp32 16384; forward 16390, single-element packs). The
-// fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit, 99 KB).
+// threads: 768 in fp32, 1536 in 16-bit types and in fp32 with two packs a thread), rows staged in
+// shared memory (backward 6144: 768 threads of a register row, staged in blocks of 512; 8200 and,
+// bf16, 16384 in blocks of 1024; forward 8192, fp32 from 4096), few long rows split across blocks
+// (forward 16392 and 20000 at 1 and 5 rows; backward 16392, dx split and dweight/dbias from the
+// generic column pass), the generic path (backward fp32 16384; forward 16390, single-element
+// packs). The fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit,
+// 99 KB).
 std::vector<int64_t> widths(bool backward = false) {
   if (reduced_gpu_tests() && backward) {
     return {1, 17, 128, 768, 1000, 1536, 4096, 6144, 8192, 8200, 16384, 16392};
@@ -398,7 +399,7 @@ TEST_P(GpuRowNorm, EachGradientOutputIsOptional) {
 // partials are cut by the shape alone; a grid-dependent split would change their rounding. The
 // reduced set keeps one shape per path with more partial rows than the one-SM grid has blocks:
 // 300 x 128 (lane groups, 10 or 19 chunks), 37 x 1000 (two rows a block, 19), 23 x 1536 (five
-// rows a block of 960 threads in 16-bit types, 5 chunks; fp32: a row a block), 9 x 8192 (a block
+// rows a block of 960 threads, 5 chunks; fp32 with two packs a thread), 9 x 8192 (a block
 // per row, 9), 9 x 6144 and 5 x 8200 (backward staged in blocks of 512 and 1024: a chunk a row,
 // looping on one and three SMs), and
 // 17 x 16392 (split across blocks, a grid of the shape; dweight and dbias from the generic column

@@ -4,6 +4,7 @@
 // only rows that cannot sit in registers go further: staged in shared memory where the row (x and
 // dy in the backward) fits the opt-in limit, else the generic path; the partial-row plan covers
 // every row once with at most kMaxPartialRows chunks; the finalize tiling covers every column.
+#include <algorithm>
 #include <initializer_list>
 
 #include "row_norm_tiling.hpp"
@@ -109,6 +110,22 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
     if (t.rows_per_block() > 1) {
       ASSERT_LE(int64_t{t.rows_per_block()} * cols * 4, 32 * 1024);
     }
+    // Rows of whole warps below kBackwardRowsBlock threads: no other pack count a thread may
+    // hold would keep more warps resident with its best block, and on a tie none fewer.
+    if (vector && t.threads_per_row > 32 && t.threads_per_row < kBackwardRowsBlock) {
+      auto resident_warps = [](int block) { return 32 / (block / 32) * (block / 32); };
+      const int64_t packs = cols / t.pack_elems;
+      for (int p = 1; p * t.pack_elems <= kBackwardMaxElems; p *= 2) {
+        const int tpr = static_cast<int>((packs + p - 1) / p + 31) / 32 * 32;
+        if (p == t.packs_per_thread || tpr <= 32 || tpr >= kBackwardRowsBlock) continue;
+        const int best = std::max(resident_warps(kBackwardRowsBlock / tpr * tpr),
+                                  resident_warps(kBackwardRowBlock / tpr * tpr));
+        ASSERT_GE(resident_warps(t.block_threads), best) << p << " packs a thread keep more";
+        if (resident_warps(t.block_threads) == best) {
+          ASSERT_LT(t.packs_per_thread, p) << "as many warps with fewer packs";
+        }
+      }
+    }
     // Dynamic shared memory: the scratch, every thread's dweight and dbias sums (8 bytes an
     // element) and the partial rows, within what an sm_86 SM holds (100 KB, 1 KB a block kept
     // by the runtime): two blocks of up to kBackwardRowsBlock threads, else one.
@@ -171,6 +188,16 @@ TEST(RowTiling, TypicalWidths) {
   EXPECT_EQ(choose_backward_tiling(1536, 2, true).block_threads, 960);
   EXPECT_EQ(choose_backward_tiling(768, 2, true).block_threads, 480);
   EXPECT_EQ(choose_backward_tiling(3072, 2, true).block_threads, 384);
+  // fp32 rows of 3 and 12 warps take two packs a thread: 64 threads, eight rows a block (32
+  // warps against 30); 192, five a block (30 against 24).
+  t = choose_backward_tiling(384, 4, true);
+  EXPECT_EQ(t.packs_per_thread, 2);
+  EXPECT_EQ(t.threads_per_row, 64);
+  EXPECT_EQ(t.block_threads, 512);
+  t = choose_backward_tiling(1536, 4, true);
+  EXPECT_EQ(t.packs_per_thread, 2);
+  EXPECT_EQ(t.block_threads, 960);
+  EXPECT_EQ(choose_backward_tiling(1000, 4, true).packs_per_thread, 1);  // 8 warps: 32 either way
   // Odd widths take single-element packs, four a thread.
   t = choose_backward_tiling(17, 4, false);
   EXPECT_TRUE(t.in_registers);
