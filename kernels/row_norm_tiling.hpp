@@ -144,10 +144,12 @@ RowTiling choose_row_tiling(int64_t cols, int elem_bytes, bool vector_access,
                             int64_t shared_limit = 0);
 
 // Backward: lane groups or whole warps per row, several rows per block up to kBackwardRowsBlock
-// threads (kBackwardRowBlock for rows of 6 warps); beyond the register budget, and for register
-// rows of 513 to 1023 threads (one block an SM), x and dy of a row staged in shared memory
-// (16-byte packs, cols <= kBackwardStagedMaxCols, 2 * cols * elem_bytes + kStagingReserve <=
-// shared_limit); else the generic path (or, for those 513 to 1023 threads, the register row).
+// threads (kBackwardRowBlock for rows of 6 warps), and for rows of whole warps below
+// kBackwardRowsBlock threads twice the packs a thread where that keeps more warps resident (fp32:
+// one or two 16-byte packs); beyond the register budget, and for register rows of 513 to 1023
+// threads (one block an SM), x and dy of a row staged in shared memory (16-byte packs, cols <=
+// kBackwardStagedMaxCols, 2 * cols * elem_bytes + kStagingReserve <= shared_limit); else the
+// generic path (or, for those 513 to 1023 threads, the register row).
 RowTiling choose_backward_tiling(int64_t cols, int elem_bytes, bool vector_access,
                                  int64_t shared_limit = 0);
 
