@@ -387,17 +387,13 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
 
 // Rows of up to kBackwardStagedMaxCols elements, one block of kBlock threads per row, x and dy
 // staged in shared memory as stored: each is read from memory once in 16-byte packs (a copy with
-// kCopyBatch packs of each in flight a thread), then the row sums and this thread's dweight/dbias
-// accumulators are taken from shared memory, and dx after the block sum. (Taking the sums as each
-// pack arrived kept one pack in flight: more spilled next to the accumulator registers.) The block
+// one pack of each in flight a thread: 32 KiB an SM), then the row sums and this thread's
+// dweight/dbias accumulators are taken from shared memory, and dx after the block sum. The block
 // takes chunks of rows in turn as the register path does (rows in row order, one partial row per
 // chunk, straight from the accumulators). Thread t owns packs t, t + kBlock, ... of every row, in
 // memory, in shared memory and in its accumulators, so the staging needs no barrier.
 template <class T, class W, int E, int P, int kBlock>
 __global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(BackwardParams p) {
-  // Packs of x and dy a thread loads before it stores any to shared memory: one of each, 32 bytes
-  // in flight a thread, 32 KiB an SM (two of each spilled 64 to 96 bytes of accumulators).
-  constexpr int kCopyBatch = 1;
   constexpr int kStride = kBlock;
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
   float* scratch = reinterpret_cast<float*>(staged_bytes);
@@ -417,25 +413,16 @@ __global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(Backwar
     for (int64_t row = chunk_first; row < chunk_end; ++row) {  // uniform across the block
       const int t = opaque_thread_index();
       const float mean = p.rms ? 0.0f : p.save_mean[row], rstd = p.save_rstd[row];
-      // Memory to shared memory: x and dy of this thread's packs, kCopyBatch packs at a time.
+      // Memory to shared memory: x and dy of this thread's packs, one of each at a time (two of
+      // each in flight spilled 64 to 96 bytes of accumulators).
 #pragma unroll
-      for (int k0 = 0; k0 < P; k0 += kCopyBatch) {
-        dev::Pack<T, E> xs[kCopyBatch], ds[kCopyBatch];
-#pragma unroll
-        for (int k = 0; k < kCopyBatch; ++k) {
-          const int pack = t + (k0 + k) * kStride;
-          if (pack < packs) {
-            xs[k] = load_pack<T, E>(x + row * p.cols + pack * E);
-            ds[k] = load_pack<T, E>(dy + row * p.cols + pack * E);
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < kCopyBatch; ++k) {
-          const int pack = t + (k0 + k) * kStride;
-          if (pack < packs) {
-            xs_staged[pack] = xs[k];
-            ds_staged[pack] = ds[k];
-          }
+      for (int k = 0; k < P; ++k) {
+        const int pack = t + k * kStride;
+        if (pack < packs) {
+          const dev::Pack<T, E> xv = load_pack<T, E>(x + row * p.cols + pack * E);
+          const dev::Pack<T, E> dv = load_pack<T, E>(dy + row * p.cols + pack * E);
+          xs_staged[pack] = xv;
+          ds_staged[pack] = dv;
         }
       }
       // The row sums and this thread's dweight/dbias accumulators, from shared memory.

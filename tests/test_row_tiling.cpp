@@ -33,6 +33,10 @@ void expect_valid(const RowTiling& t, int64_t cols, int max_elems, int max_threa
   ASSERT_LT(smaller * elems, cols) << "more threads than needed";
 }
 
+// Warps an SM holds of blocks of `block` threads (whole warps, at most 1024) at 64 registers a
+// thread: 32 of its 64.
+int resident_warps(int block) { return 32 / (block / 32) * (block / 32); }
+
 // Calls check(tiling, cols, vector) for every width up to 20000, both element sizes and both access
 // widths (the vector path only with whole 16-byte packs), with the case in the trace; stops at the
 // first fatal failure.
@@ -94,7 +98,6 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
     ASSERT_LE(t.block_threads, kBackwardRowBlock);
     if (t.threads_per_row < kBackwardRowsBlock) {
       ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowsBlock) << "block too small";
-      auto resident_warps = [](int block) { return 32 / (block / 32) * (block / 32); };
       const int fewer = kBackwardRowsBlock / t.threads_per_row * t.threads_per_row;
       if (t.block_threads > kBackwardRowsBlock) {
         ASSERT_GT(t.block_threads + t.threads_per_row, kBackwardRowBlock) << "block too small";
@@ -113,7 +116,6 @@ TEST(RowTiling, BackwardCoversEveryWidthWithinBudget) {
     // Rows of whole warps below kBackwardRowsBlock threads: no other pack count a thread may
     // hold would keep more warps resident with its best block, and on a tie none fewer.
     if (vector && t.threads_per_row > 32 && t.threads_per_row < kBackwardRowsBlock) {
-      auto resident_warps = [](int block) { return 32 / (block / 32) * (block / 32); };
       const int64_t packs = cols / t.pack_elems;
       for (int p = 1; p * t.pack_elems <= kBackwardMaxElems; p *= 2) {
         const int tpr = static_cast<int>((packs + p - 1) / p + 31) / 32 * 32;
