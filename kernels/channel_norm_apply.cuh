@@ -11,14 +11,17 @@
 //   Coef coef(int64_t unit) const;    // unit: c, or n*C + c when coefficients are per sample
 //   void apply(const Coef&, const float (&v)[kInputs + kBits], float (&r)[kOutputs]) const;
 //   template <int E> void store(int64_t i, const float (&r)[kOutputs][E]) const;  // pack at i
+//   template <int E> void store_some(int64_t i, const float (&r)[kOutputs][E], int count) const;
+//                                     // its first count (< E) elements: the tensor's tail
 //   template <int E> uint32_t bits(int64_t i) const;  // kBits: the pack's E bits
 //   void once() const;                // run by one thread of the grid (a counter update)
 // Two walks, one per layout of the plan, and no integer division per element or per pack:
 //  - rows (NCHW with S > 1): with S % E == 0 a pack lies in one (n, c) row, so its coefficients
 //    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
 //    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
-//    its own. The row of a pack advances by a precomputed (rows, offset) step per grid stride,
-//    wrapping at C (coefficients per channel) or N*C (per sample);
+//    its own, and the tensor's last N*C*S % E elements (its tail) are one thread's, in a launch
+//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed (rows, offset) step per grid
+//    stride, wrapping at C (coefficients per channel) or N*C (per sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -63,11 +66,11 @@ constexpr int kApplyPacks = 4 / Op::kInputs;
 template <class Op>
 constexpr int kApplyValues = Op::kInputs + (Op::kBits ? 1 : 0);
 
-// One pack through the op: its E elements' values, then its outputs stored at element i.
+// One pack through the op: its E elements' outputs from their values.
 template <class Op, int E, class Raw, class K>
-__device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kInputs],
-                                           uint32_t bits, const K& k, int64_t i) {
-  float r[Op::kOutputs][E];
+__device__ __forceinline__ void apply_values(const Op& op, const Raw (&raw)[Op::kInputs],
+                                             uint32_t bits, const K& k,
+                                             float (&r)[Op::kOutputs][E]) {
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     float v[kApplyValues<Op>];
@@ -79,6 +82,14 @@ __device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kI
 #pragma unroll
     for (int q = 0; q < Op::kOutputs; ++q) r[q][e] = out[q];
   }
+}
+
+// One pack through the op, its outputs stored at element i.
+template <class Op, int E, class Raw, class K>
+__device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kInputs],
+                                           uint32_t bits, const K& k, int64_t i) {
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
   op.template store<E>(i, r);
 }
 
@@ -105,6 +116,7 @@ struct RowsWalk {      // in the walk's units: packs, or elements when packs cro
   int64_t units;       // coefficient units the row index wraps at: C, or N*C per sample
   int64_t step_units;  // stride (in the walk's units) / row_len, modulo units
   int64_t step_off;    // stride (in the walk's units) % row_len
+  int tail;            // elements after the last whole pack (< E; packs crossing rows only)
 };
 struct ChannelsWalk {
   int64_t channels;        // elements per walked row: C, or the period L
@@ -128,9 +140,40 @@ struct ApplyWalk {
   };
 };
 
+// The tensor's tail of a rows walk whose packs cross rows: its `w.rows.tail` (< E) elements after
+// the w.count whole packs, through the op as one pack of single loads and stores, by one thread.
+// S >= E, so they meet at most one row boundary. A launch of its own: inside apply_rows this code
+// cost up to 15 registers across the walk's loop in some instances, even placed after it.
+template <class Op, int E>
+__global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t i = w.count * E, row = i / w.rows.row_len;
+  const int count = w.rows.tail;
+  dev::Pack<T, E> raw[Op::kInputs];
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+#pragma unroll
+    for (int in = 0; in < Op::kInputs; ++in)
+      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<T>(0.0f);
+    if constexpr (Op::kBits) {
+      if (e < count) bits |= op.template bits<1>(i + e) << e;
+    }
+  }
+  const int64_t unit = row % w.rows.units, next = unit + 1 == w.rows.units ? 0 : unit + 1;
+  const int64_t left = (row + 1) * w.rows.row_len - i;
+  const int split = left < E ? static_cast<int>(left) : E;
+  const typename Op::Coef k = op.coef(unit);
+  const typename Op::Coef k_next = split < count ? op.coef(next) : k;
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, SplitCoef<typename Op::Coef>{k, k_next, split}, r);
+  op.template store_some<E>(i, r, count);
+}
+
 // out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
 // flat tensor with S % E != 0 (S >= E), so a pack may end in the next row; the walk then tracks
-// the element offset in the row instead of the pack's, and loads the next row's coefficients too.
+// the element offset in the row instead of the pack's, and loads the next row's coefficients too
+// (the tensor's tail: apply_rows_tail).
 template <class Op, int E, bool kCross>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
@@ -282,7 +325,8 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   auto kernel = apply_rows<Op, E, kCross>;
   const int64_t unit = kCross ? E : 1;  // walk units per pack
   w.rows.row_len = kCross ? plan.s : plan.s / E;
-  w.count = plan.n * plan.c * plan.s / E;
+  w.count = plan.n * plan.c * plan.s / E;  // whole packs
+  w.rows.tail = static_cast<int>(plan.n * plan.c * plan.s % E);
   w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
   const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
@@ -291,6 +335,9 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
   w.rows.step_off = w.stride * unit % w.rows.row_len;
   kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
+  if constexpr (kCross) {
+    if (w.rows.tail > 0) apply_rows_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+  }
 }
 
 // The same over a channels-layout tensor with E-element packs (plan.pack_elems; kPeriod: 16-byte
@@ -335,7 +382,8 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
 }
 
 // The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
-// over periods of channels), half a pack (rows that allow only that), or single elements.
+// over periods of channels), half a pack (rows of exactly that: S = 4 in 16 bits, 2 in fp32), or
+// single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;
