@@ -31,7 +31,8 @@
 //    then reloads once a turn (more only where the turn's rows cross a sample boundary) instead
 //    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
-//    positions) and a pack's element e has channel (c0 + e) % C, the same in every row.
+//    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
+//    partial last row (plan.period_tail) is a launch of its own, a thread a pack of it.
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -129,6 +130,8 @@ struct ChannelsWalk {
   // per-sample walks: from a turn's last pack to the next turn's first, in walked rows and as
   // (samples, walked rows)
   int64_t jump, jump_n, jump_s;
+  int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
+  int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
 };
 struct ApplyWalk {
   int64_t count;   // rows: packs in the tensor; channels: walked rows (positions, or periods)
@@ -305,6 +308,43 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   }
 }
 
+// The partial last row of a period walk (one slot, plan.period_tail positions): thread j takes
+// pack j of it, its elements up to the tensor's end one by one. A launch of its own, so that the
+// walk's loop keeps its registers.
+template <class Op, int E>
+__global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t c0 = int64_t{threadIdx.x} * E, left = w.ch.tail_elems - c0;
+  if (left <= 0) return;
+  const int count = left < E ? static_cast<int>(left) : E;
+  const int64_t i = w.count * w.ch.channels + c0;
+  dev::Pack<T, E> raw[Op::kInputs];
+  uint32_t bits = 0;
+  typename Op::Coef k[E];
+  // 32 bits (the period is at most a block of packs): a 64-bit remainder is a call that cost
+  // spills here.
+  const int channels = static_cast<int>(w.ch.coef_channels);
+  int ch = static_cast<int>(c0) % channels;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+#pragma unroll
+    for (int in = 0; in < Op::kInputs; ++in)
+      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<T>(0.0f);
+    if constexpr (Op::kBits) {
+      if (e < count) bits |= op.template bits<1>(i + e) << e;
+    }
+    k[e] = op.coef(w.ch.tail_unit + ch);
+    ch = ch + 1 == channels ? 0 : ch + 1;
+  }
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
+  if (count == E) {
+    op.template store<E>(i, r);
+  } else {
+    op.template store_some<E>(i, r, count);
+  }
+}
+
 // Resident blocks of `kernel` with `threads` threads on the device, at least one per SM.
 template <class Kernel>
 int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
@@ -351,8 +391,11 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   w.ch.channels = kPeriod ? plan.period : plan.c;
   w.ch.coef_channels = plan.c;
   w.ch.channel_packs = w.ch.channels / E;
-  w.count = plan.n * plan.s / per;               // whole periods: plan.period divides every slot
+  // Whole periods: plan.period divides every slot but one slot's period_tail (then N = 1 where
+  // coefficients are per sample), which may leave none.
+  w.count = plan.n * plan.s / per;
   w.ch.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
+  if (w.ch.s < 1) w.ch.s = 1;                    // only the partial row: nothing to step over
   int64_t rows_per_block = 1;
   if (w.ch.channel_packs <= kApplyBlock) {
     w.ch.tiles = 1;
@@ -379,6 +422,13 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   w.ch.jump_n = w.ch.jump / w.ch.s;
   w.ch.jump_s = w.ch.jump % w.ch.s;
   kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
+  if constexpr (kPeriod) {
+    if (plan.period_tail > 0) {
+      w.ch.tail_elems = plan.period_tail * plan.c;
+      w.ch.tail_unit = kPerSample ? (plan.n - 1) * plan.c : 0;
+      apply_period_tail<Op, E><<<1, static_cast<unsigned>(w.ch.channel_packs), 0, stream>>>(op, w);
+    }
+  }
 }
 
 // The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
