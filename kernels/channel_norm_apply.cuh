@@ -32,7 +32,7 @@
 //    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
 //    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
-//    partial last row (plan.period_tail) is a launch of its own, a thread a pack of it.
+//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it.
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   }
 }
 
-// The partial last row of a period walk (one slot, plan.period_tail positions): thread j takes
+// The partial last row of a period walk (one slot, plan.period_tail() positions): thread j takes
 // pack j of it, its elements up to the tensor's end one by one. A launch of its own, so that the
 // walk's loop keeps its registers.
 template <class Op, int E>
@@ -423,8 +423,8 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   w.ch.jump_s = w.ch.jump % w.ch.s;
   kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
   if constexpr (kPeriod) {
-    if (plan.period_tail > 0) {
-      w.ch.tail_elems = plan.period_tail * plan.c;
+    if (plan.period_tail() > 0) {
+      w.ch.tail_elems = plan.period_tail() * plan.c;
       w.ch.tail_unit = kPerSample ? (plan.n - 1) * plan.c : 0;
       apply_period_tail<Op, E><<<1, static_cast<unsigned>(w.ch.channel_packs), 0, stream>>>(op, w);
     }

@@ -109,7 +109,6 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.chunks = ceil_div(span, p.chunk_len);
     if (periodic && vector_access) {
       p.period = period;
-      p.period_tail = span % per;  // one slot's: 0 otherwise
       p.pack_elems = e;
       p.row_load_elems = e;
       p.lanes = static_cast<int>(period / e);  // the whole period in one block

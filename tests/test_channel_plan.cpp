@@ -59,7 +59,7 @@ TEST(ChannelPlan, CoversEveryShape) {
             EXPECT_EQ(p.slots, batch ? 1 : n);
             EXPECT_EQ(p.seg_count, batch ? n : 1);
             EXPECT_EQ(p.span(), batch ? n * s : s);
-            if (p.period == 0) EXPECT_EQ(p.period_tail, 0);
+            if (p.period == 0) EXPECT_EQ(p.period_tail(), 0);
             if (!p.rows_layout && p.period > 0) {
               const int64_t e = 16 / elem;
               EXPECT_NE(c % e, 0);
@@ -76,8 +76,8 @@ TEST(ChannelPlan, CoversEveryShape) {
                 EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
               }
               // Whole periods, but for one slot's partial last row (not split).
-              EXPECT_EQ(p.span() % (p.period / c), p.period_tail);
-              if (p.period_tail > 0) {
+              EXPECT_EQ(p.span() % (p.period / c), p.period_tail());
+              if (p.period_tail() > 0) {
                 EXPECT_FALSE(p.period_split);
                 EXPECT_EQ(p.slots, 1) << "a partial row inside the tensor";
               }
@@ -413,7 +413,7 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     EXPECT_FALSE(a.rows_layout);
     EXPECT_EQ(a.period, w.period);
     EXPECT_EQ(a.period_split, w.split);
-    EXPECT_EQ(a.period_tail, w.tail);
+    EXPECT_EQ(a.period_tail(), w.tail);
     EXPECT_EQ(a.lanes, w.lanes);
     EXPECT_EQ(a.pack_elems, w.period > 0 || w.c % (16 / w.elem) == 0 ? 16 / w.elem : 1);
     EXPECT_EQ(u.pack_elems, 1) << "misaligned pointers: single elements";
@@ -424,7 +424,7 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
       EXPECT_EQ(a.chunks % (w.period / w.c), 0);
     } else {
       EXPECT_EQ(u.period, 0);
-      EXPECT_EQ(u.period_tail, 0);
+      EXPECT_EQ(u.period_tail(), 0);
     }
     EXPECT_EQ(a.chunks, u.chunks);
     EXPECT_EQ(a.chunk_len, u.chunk_len);
