@@ -308,6 +308,19 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   }
 }
 
+// The coefficients of a pack of a period's row, loaded where each element takes them: held for the
+// whole pack (with its channels stepped and wrapped) they cost ptxas an 8-byte spill on sm_80.
+// 32-bit channels (a period of at most a block of packs): a 64-bit remainder is a call.
+template <class Op>
+struct PeriodCoef {
+  const Op& op;
+  int64_t unit0;  // the unit of channel 0
+  int c0, channels;
+  __device__ typename Op::Coef operator[](int e) const {
+    return op.coef(unit0 + (c0 + e) % channels);
+  }
+};
+
 // The partial last row of a period walk (one slot, plan.period_tail() positions): thread j takes
 // pack j of it, its elements up to the tensor's end one by one. A launch of its own, so that the
 // walk's loop keeps its registers.
@@ -320,11 +333,6 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
   const int64_t i = w.count * w.ch.channels + c0;
   dev::Pack<T, E> raw[Op::kInputs];
   uint32_t bits = 0;
-  typename Op::Coef k[E];
-  // 32 bits (the period is at most a block of packs): a 64-bit remainder is a call that cost
-  // spills here.
-  const int channels = static_cast<int>(w.ch.coef_channels);
-  int ch = static_cast<int>(c0) % channels;
 #pragma unroll
   for (int e = 0; e < E; ++e) {
 #pragma unroll
@@ -333,9 +341,9 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
     if constexpr (Op::kBits) {
       if (e < count) bits |= op.template bits<1>(i + e) << e;
     }
-    k[e] = op.coef(w.ch.tail_unit + ch);
-    ch = ch + 1 == channels ? 0 : ch + 1;
   }
+  const PeriodCoef<Op> k{op, w.ch.tail_unit, static_cast<int>(c0),
+                         static_cast<int>(w.ch.coef_channels)};
   float r[Op::kOutputs][E];
   apply_values<Op, E>(op, raw, bits, k, r);
   if (count == E) {
