@@ -20,8 +20,9 @@
 //    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
 //    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
 //    its own, and the tensor's last N*C*S % E elements (its tail) are one thread's, in a launch
-//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed (rows, offset) step per grid
-//    stride, wrapping at C (coefficients per channel) or N*C (per sample);
+//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed
+//    (rows, offset) step per grid stride, wrapping at C (coefficients per channel) or N*C (per
+//    sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -143,6 +144,24 @@ struct ApplyWalk {
   };
 };
 
+// A tail's loads: the first `count` (<= E) elements of each input from element i into a pack (the
+// rest 0), one by one, and their mask bits.
+template <class Op, int E>
+__device__ __forceinline__ uint32_t load_some(const Op& op, int64_t i, int count,
+                                              dev::Pack<typename Op::Elem, E> (&raw)[Op::kInputs]) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+#pragma unroll
+    for (int in = 0; in < Op::kInputs; ++in)
+      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<typename Op::Elem>(0.0f);
+    if constexpr (Op::kBits) {
+      if (e < count) bits |= op.template bits<1>(i + e) << e;
+    }
+  }
+  return bits;
+}
+
 // The tensor's tail of a rows walk whose packs cross rows: its `w.rows.tail` (< E) elements after
 // the w.count whole packs, through the op as one pack of single loads and stores, by one thread.
 // S >= E, so they meet at most one row boundary. A launch of its own: inside apply_rows this code
@@ -153,16 +172,7 @@ __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
   const int64_t i = w.count * E, row = i / w.rows.row_len;
   const int count = w.rows.tail;
   dev::Pack<T, E> raw[Op::kInputs];
-  uint32_t bits = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-#pragma unroll
-    for (int in = 0; in < Op::kInputs; ++in)
-      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<T>(0.0f);
-    if constexpr (Op::kBits) {
-      if (e < count) bits |= op.template bits<1>(i + e) << e;
-    }
-  }
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
   const int64_t unit = row % w.rows.units, next = unit + 1 == w.rows.units ? 0 : unit + 1;
   const int64_t left = (row + 1) * w.rows.row_len - i;
   const int split = left < E ? static_cast<int>(left) : E;
@@ -332,16 +342,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
   const int count = left < E ? static_cast<int>(left) : E;
   const int64_t i = w.count * w.ch.channels + c0;
   dev::Pack<T, E> raw[Op::kInputs];
-  uint32_t bits = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-#pragma unroll
-    for (int in = 0; in < Op::kInputs; ++in)
-      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<T>(0.0f);
-    if constexpr (Op::kBits) {
-      if (e < count) bits |= op.template bits<1>(i + e) << e;
-    }
-  }
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
   const PeriodCoef<Op> k{op, w.ch.tail_unit, static_cast<int>(c0),
                          static_cast<int>(w.ch.coef_channels)};
   float r[Op::kOutputs][E];

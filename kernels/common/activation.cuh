@@ -57,9 +57,9 @@ __device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const floa
 }
 
 // The same for the first `count` (< E) values only: the tensor's last elements after its whole
-// packs, all in one byte from i on (a multiple of E). Eight-element packs store that byte whole (its
-// bits past the tensor are padding, 0), as the packs before it do, so no atomic meets their stores
-// in the word; narrower packs OR the bits in as theirs do.
+// packs, all in one byte from i on (a multiple of E). Eight-element packs store that byte whole
+// (its bits past the tensor are padding, 0), as the packs before it do, so no atomic meets their
+// stores in the word; narrower packs OR the bits in as theirs do.
 template <int E>
 __device__ __forceinline__ void store_mask_some(uint32_t* mask, int64_t i, const float (&y)[E],
                                                 int count) {
