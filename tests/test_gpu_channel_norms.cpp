@@ -63,7 +63,8 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // whole packs read as periods of packs (C = 6: 3 packs a period in both widths; C = 255:
           // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles); rows
           // of half a pack in 16-bit types (S = 4); elementwise packs crossing rows with a tail
-          // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32).
+          // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32);
+          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
