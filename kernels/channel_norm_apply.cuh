@@ -11,14 +11,18 @@
 //   Coef coef(int64_t unit) const;    // unit: c, or n*C + c when coefficients are per sample
 //   void apply(const Coef&, const float (&v)[kInputs + kBits], float (&r)[kOutputs]) const;
 //   template <int E> void store(int64_t i, const float (&r)[kOutputs][E]) const;  // pack at i
+//   template <int E> void store_some(int64_t i, const float (&r)[kOutputs][E], int count) const;
+//                                     // its first count (< E) elements: the tensor's tail
 //   template <int E> uint32_t bits(int64_t i) const;  // kBits: the pack's E bits
 //   void once() const;                // run by one thread of the grid (a counter update)
 // Two walks, one per layout of the plan, and no integer division per element or per pack:
 //  - rows (NCHW with S > 1): with S % E == 0 a pack lies in one (n, c) row, so its coefficients
 //    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
 //    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
-//    its own. The row of a pack advances by a precomputed (rows, offset) step per grid stride,
-//    wrapping at C (coefficients per channel) or N*C (per sample);
+//    its own, and the tensor's last N*C*S % E elements (its tail) are one thread's, in a launch
+//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed
+//    (rows, offset) step per grid stride, wrapping at C (coefficients per channel) or N*C (per
+//    sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -28,7 +32,8 @@
 //    then reloads once a turn (more only where the turn's rows cross a sample boundary) instead
 //    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
-//    positions) and a pack's element e has channel (c0 + e) % C, the same in every row.
+//    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
+//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it.
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -63,11 +68,11 @@ constexpr int kApplyPacks = 4 / Op::kInputs;
 template <class Op>
 constexpr int kApplyValues = Op::kInputs + (Op::kBits ? 1 : 0);
 
-// One pack through the op: its E elements' values, then its outputs stored at element i.
+// One pack through the op: its E elements' outputs from their values.
 template <class Op, int E, class Raw, class K>
-__device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kInputs],
-                                           uint32_t bits, const K& k, int64_t i) {
-  float r[Op::kOutputs][E];
+__device__ __forceinline__ void apply_values(const Op& op, const Raw (&raw)[Op::kInputs],
+                                             uint32_t bits, const K& k,
+                                             float (&r)[Op::kOutputs][E]) {
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     float v[kApplyValues<Op>];
@@ -79,6 +84,14 @@ __device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kI
 #pragma unroll
     for (int q = 0; q < Op::kOutputs; ++q) r[q][e] = out[q];
   }
+}
+
+// One pack through the op, its outputs stored at element i.
+template <class Op, int E, class Raw, class K>
+__device__ __forceinline__ void apply_pack(const Op& op, const Raw (&raw)[Op::kInputs],
+                                           uint32_t bits, const K& k, int64_t i) {
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
   op.template store<E>(i, r);
 }
 
@@ -105,6 +118,7 @@ struct RowsWalk {      // in the walk's units: packs, or elements when packs cro
   int64_t units;       // coefficient units the row index wraps at: C, or N*C per sample
   int64_t step_units;  // stride (in the walk's units) / row_len, modulo units
   int64_t step_off;    // stride (in the walk's units) % row_len
+  int tail;            // elements after the last whole pack (< E; packs crossing rows only)
 };
 struct ChannelsWalk {
   int64_t channels;        // elements per walked row: C, or the period L
@@ -117,6 +131,8 @@ struct ChannelsWalk {
   // per-sample walks: from a turn's last pack to the next turn's first, in walked rows and as
   // (samples, walked rows)
   int64_t jump, jump_n, jump_s;
+  int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
+  int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
 };
 struct ApplyWalk {
   int64_t count;   // rows: packs in the tensor; channels: walked rows (positions, or periods)
@@ -128,9 +144,49 @@ struct ApplyWalk {
   };
 };
 
+// A tail's loads: the first `count` (<= E) elements of each input from element i into a pack (the
+// rest 0), one by one, and their mask bits.
+template <class Op, int E>
+__device__ __forceinline__ uint32_t load_some(const Op& op, int64_t i, int count,
+                                              dev::Pack<typename Op::Elem, E> (&raw)[Op::kInputs]) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+#pragma unroll
+    for (int in = 0; in < Op::kInputs; ++in)
+      raw[in].v[e] = e < count ? op.in[in][i + e] : dev::from_float<typename Op::Elem>(0.0f);
+    if constexpr (Op::kBits) {
+      if (e < count) bits |= op.template bits<1>(i + e) << e;
+    }
+  }
+  return bits;
+}
+
+// The tensor's tail of a rows walk whose packs cross rows: its `w.rows.tail` (< E) elements after
+// the w.count whole packs, through the op as one pack of single loads and stores, by one thread.
+// S >= E, so they meet at most one row boundary. A launch of its own: inside apply_rows this code
+// cost up to 15 registers across the walk's loop in some instances, even placed after it.
+template <class Op, int E>
+__global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t i = w.count * E, row = i / w.rows.row_len;
+  const int count = w.rows.tail;
+  dev::Pack<T, E> raw[Op::kInputs];
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
+  const int64_t unit = row % w.rows.units, next = unit + 1 == w.rows.units ? 0 : unit + 1;
+  const int64_t left = (row + 1) * w.rows.row_len - i;
+  const int split = left < E ? static_cast<int>(left) : E;
+  const typename Op::Coef k = op.coef(unit);
+  const typename Op::Coef k_next = split < count ? op.coef(next) : k;
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, SplitCoef<typename Op::Coef>{k, k_next, split}, r);
+  op.template store_some<E>(i, r, count);
+}
+
 // out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
 // flat tensor with S % E != 0 (S >= E), so a pack may end in the next row; the walk then tracks
-// the element offset in the row instead of the pack's, and loads the next row's coefficients too.
+// the element offset in the row instead of the pack's, and loads the next row's coefficients too
+// (the tensor's tail: apply_rows_tail).
 template <class Op, int E, bool kCross>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
@@ -262,6 +318,42 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   }
 }
 
+// The coefficients of a pack of a period's row, loaded where each element takes them: held for the
+// whole pack (with its channels stepped and wrapped) they cost ptxas an 8-byte spill on sm_80.
+// 32-bit channels (a period of at most a block of packs): a 64-bit remainder is a call.
+template <class Op>
+struct PeriodCoef {
+  const Op& op;
+  int64_t unit0;  // the unit of channel 0
+  int c0, channels;
+  __device__ typename Op::Coef operator[](int e) const {
+    return op.coef(unit0 + (c0 + e) % channels);
+  }
+};
+
+// The partial last row of a period walk (one slot, plan.period_tail() positions): thread j takes
+// pack j of it, its elements up to the tensor's end one by one. A launch of its own, so that the
+// walk's loop keeps its registers.
+template <class Op, int E>
+__global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t c0 = int64_t{threadIdx.x} * E, left = w.ch.tail_elems - c0;
+  if (left <= 0) return;
+  const int count = left < E ? static_cast<int>(left) : E;
+  const int64_t i = w.count * w.ch.channels + c0;
+  dev::Pack<T, E> raw[Op::kInputs];
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
+  const PeriodCoef<Op> k{op, w.ch.tail_unit, static_cast<int>(c0),
+                         static_cast<int>(w.ch.coef_channels)};
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
+  if (count == E) {
+    op.template store<E>(i, r);
+  } else {
+    op.template store_some<E>(i, r, count);
+  }
+}
+
 // Resident blocks of `kernel` with `threads` threads on the device, at least one per SM.
 template <class Kernel>
 int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
@@ -282,7 +374,8 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   auto kernel = apply_rows<Op, E, kCross>;
   const int64_t unit = kCross ? E : 1;  // walk units per pack
   w.rows.row_len = kCross ? plan.s : plan.s / E;
-  w.count = plan.n * plan.c * plan.s / E;
+  w.count = plan.n * plan.c * plan.s / E;  // whole packs
+  w.rows.tail = static_cast<int>(plan.n * plan.c * plan.s % E);
   w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
   const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
@@ -291,6 +384,9 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
   w.rows.step_off = w.stride * unit % w.rows.row_len;
   kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
+  if constexpr (kCross) {
+    if (w.rows.tail > 0) apply_rows_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+  }
 }
 
 // The same over a channels-layout tensor with E-element packs (plan.pack_elems; kPeriod: 16-byte
@@ -304,8 +400,11 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   w.ch.channels = kPeriod ? plan.period : plan.c;
   w.ch.coef_channels = plan.c;
   w.ch.channel_packs = w.ch.channels / E;
-  w.count = plan.n * plan.s / per;               // whole periods: plan.period divides every slot
+  // Whole periods: plan.period divides every slot but one slot's period_tail (then N = 1 where
+  // coefficients are per sample), which may leave none.
+  w.count = plan.n * plan.s / per;
   w.ch.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
+  if (w.ch.s < 1) w.ch.s = 1;                    // only the partial row: nothing to step over
   int64_t rows_per_block = 1;
   if (w.ch.channel_packs <= kApplyBlock) {
     w.ch.tiles = 1;
@@ -332,10 +431,18 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   w.ch.jump_n = w.ch.jump / w.ch.s;
   w.ch.jump_s = w.ch.jump % w.ch.s;
   kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
+  if constexpr (kPeriod) {
+    if (plan.period_tail() > 0) {
+      w.ch.tail_elems = plan.period_tail() * plan.c;
+      w.ch.tail_unit = kPerSample ? (plan.n - 1) * plan.c : 0;
+      apply_period_tail<Op, E><<<1, static_cast<unsigned>(w.ch.channel_packs), 0, stream>>>(op, w);
+    }
+  }
 }
 
 // The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
-// over periods of channels), half a pack (rows that allow only that), or single elements.
+// over periods of channels), half a pack (rows of exactly that: S = 4 in 16 bits, 2 in fp32), or
+// single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;

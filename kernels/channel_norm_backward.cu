@@ -268,6 +268,17 @@ struct DxApply {
     }
   }
   template <int E>
+  __device__ void store_some(int64_t i, const float (&r)[kOutputs][E], int count) const {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (e >= count) continue;
+      if (!kResidual || out != nullptr) out[i + e] = dev::from_float<T>(r[0][e]);
+      if constexpr (kResidual) {
+        if (dz != nullptr) dz[i + e] = dev::from_float<T>(r[1][e]);
+      }
+    }
+  }
+  template <int E>
   __device__ uint32_t bits(int64_t i) const {
     if constexpr (kBits) {
       return dev::load_mask<E>(mask, i);

@@ -325,6 +325,16 @@ struct ForwardApply {
     }
   }
   template <int E>
+  __device__ void store_some(int64_t i, const float (&r)[1][E], int count) const {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (e < count) out[i + e] = dev::from_float<T>(r[0][e]);
+    }
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (mask != nullptr) dev::store_mask_some<E>(mask, i, r[0], count);
+    }
+  }
+  template <int E>
   __device__ uint32_t bits(int64_t) const {
     return 0;
   }

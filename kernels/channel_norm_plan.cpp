@@ -39,9 +39,9 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
       p.rows_layout && vector_access && shape.s % (e / 2) != 0 && shape.s > kShortRow;
   if (p.unaligned_rows) p.row_load_elems = e;
   // The elementwise passes need no pack to stay in a row: each element of one that spans two
-  // takes its own row's coefficients (S >= e, so a pack meets at most one row boundary).
-  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s >= e &&
-                       shape.numel() % e == 0;
+  // takes its own row's coefficients (S >= e, so a pack meets at most one row boundary); the
+  // tensor's last numel % e elements are one thread's, element by element.
+  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s >= e;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.short_rows = false;
@@ -79,7 +79,9 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
     const int64_t packs16 = ceil_div(shape.c, e);
     // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
-    // that aligned pointers can take 16-byte packs whose channels repeat from period to period.
+    // that aligned pointers can take 16-byte packs whose channels repeat from period to period;
+    // one slot starts at element 0 whatever it holds, so there (a period of at most a block) the
+    // last chunk may end in a partial period, which a small launch adds after the walk.
     // A period of at most a block of packs is walked by one block, which merges each channel's
     // L / C states; a wider one (split) is walked like L channels, in tiles of 32 lanes, and
     // leaves a partial per occurrence of a channel in the period (what the finalize merges as
@@ -88,7 +90,9 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     const int64_t period = shape.c / gcd(shape.c, e) * e;
     const int64_t per = period / shape.c;  // positions per period
     const bool whole = shape.c % e != 0 && span % per == 0;
-    const bool periodic = whole && period / e <= kPartialBlock;
+    const bool one_slot_tail =
+        shape.c % e != 0 && span % per != 0 && p.slots == 1 && period / e <= kPartialBlock;
+    const bool periodic = (whole && period / e <= kPartialBlock) || one_slot_tail;
     const bool split = whole && !periodic && period <= kMaxSplitPeriod;
     // A chunk gives each row of the block's threads at least kMinChannelSteps positions (periods)
     // to walk, a whole tile of loads in flight before the block's merge. The rows are those of

@@ -24,7 +24,9 @@
 //    of the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
 //    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as
 //    rows of L elements (`period`), a lane keeps one pack of that row, and the block merges the
-//    L / C states of each channel in a fixed order before writing its partial. A period wider
+//    L / C states of each channel in a fixed order before writing its partial. One slot (batch
+//    norm, or N = 1) need not be whole periods: its partial last row of L (`period_tail()`
+//    positions) is then added to the last chunk's partials after the walk. A period wider
 //    than a block (C = 1001: 1001 packs) is walked as rows of L channels in tiles of 32 lanes;
 //    each occurrence of a channel in the row then keeps a partial of its own, so that a chunk
 //    of the walk is L / C chunks of the finalize (`period_split`).
@@ -81,11 +83,12 @@ struct ChannelPlan {
                         // as head, whole packs and tail (partials_unaligned_rows)
   bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
                           // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
-                          // S >= pack, N*C*S % pack == 0), a pack spanning at most two rows
+                          // S >= pack), a pack spanning at most two rows, and the tensor's last
+                          // N*C*S % pack elements one by one
   int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned (or any
                        // pointers, period_split): L, the elements after which a pack's channels
                        // repeat (a multiple of C and of the pack), where each slot and chunk is
-                       // whole rows of L; else 0
+                       // whole rows of L but for period_tail(); else 0
   bool period_split;   // a period of more than kPartialBlock packs: each walked chunk leaves
                        // L / C partials per channel, one per occurrence in the row of L
                        // (chunks counts them); pack_elems 1 with misaligned pointers
@@ -102,6 +105,12 @@ struct ChannelPlan {
   int64_t n, c, s;
 
   NK_PLAN_HD int64_t span() const { return seg_count * s; }  // values of one (slot, c)
+  // A period walk of one slot (only there may a slot not be whole periods): the positions
+  // (< L / C) of its last, partial row of L, which ends the last chunk; else 0. A function, not
+  // a field: the kernels that take the plan keep the code they had.
+  NK_PLAN_HD int64_t period_tail() const {
+    return period > 0 && !period_split ? span() % (period / c) : 0;
+  }
   NK_PLAN_HD int64_t partials() const { return slots * c * chunks; }
 
   // Index of the partial of (slot, c, chunk) in the workspace.

@@ -59,6 +59,7 @@ TEST(ChannelPlan, CoversEveryShape) {
             EXPECT_EQ(p.slots, batch ? 1 : n);
             EXPECT_EQ(p.seg_count, batch ? n : 1);
             EXPECT_EQ(p.span(), batch ? n * s : s);
+            if (p.period == 0) EXPECT_EQ(p.period_tail(), 0);
             if (!p.rows_layout && p.period > 0) {
               const int64_t e = 16 / elem;
               EXPECT_NE(c % e, 0);
@@ -74,7 +75,12 @@ TEST(ChannelPlan, CoversEveryShape) {
                 EXPECT_EQ(p.lanes * p.pack_elems, p.period) << "a period is one block wide";
                 EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
               }
-              EXPECT_EQ(p.span() % (p.period / c), 0) << "a slot that is not whole periods";
+              // Whole periods, but for one slot's partial last row (not split).
+              EXPECT_EQ(p.span() % (p.period / c), p.period_tail());
+              if (p.period_tail() > 0) {
+                EXPECT_FALSE(p.period_split);
+                EXPECT_EQ(p.slots, 1) << "a partial row inside the tensor";
+              }
               EXPECT_EQ(p.chunk_len % (p.period / c), 0) << "a chunk that is not whole periods";
               EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
               EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes);
@@ -319,10 +325,11 @@ TEST(ChannelPlan, LongUnalignedRowsLoadPacksBetweenTheirEnds) {
 }
 
 // The elementwise passes of rows that are not whole 16-byte packs take packs of the flat tensor
-// anyway when every pointer allows: S at least a pack (a pack then meets at most one row
-// boundary) and the tensor whole packs (no tail). Never in the channels layout, never for rows
-// of whole packs (those keep a pack per row).
-TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
+// anyway when every pointer allows and S is at least a pack (a pack then meets at most one row
+// boundary), whether or not the tensor is whole packs (its tail is taken element by element).
+// Never in the channels layout, never for rows of whole packs (those keep a pack per row); rows
+// of exactly half a pack take half packs.
+TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
   struct Want {
     int64_t n, c, s;
     int elem;
@@ -331,9 +338,12 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
   for (const Want w : {Want{4, 16, 49, 2, true, true}, Want{8, 3, 196, 2, true, true},
                        Want{2, 24, 333, 2, true, true}, Want{2, 4, 3025, 4, true, true},
                        Want{2, 3, 98, 4, true, true}, Want{4, 16, 49, 2, false, false},
-                       Want{3, 1, 77, 2, true, false}, Want{2, 3, 5, 4, true, false},
+                       Want{3, 1, 77, 2, true, true},  Want{2, 3, 5, 4, true, true},
+                       Want{3, 5, 49, 2, true, true},  Want{3, 3, 196, 2, true, true},
                        Want{4, 16, 5, 2, true, false}, Want{4, 16, 64, 2, true, false},
-                       Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, false}}) {
+                       Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, true},
+                       Want{3, 3, 4, 2, true, false},  Want{3, 3, 2, 4, true, false},
+                       Want{3, 1, 77, 2, false, false}}) {
     SCOPED_TRACE(testing::Message() << "N=" << w.n << " C=" << w.c << " S=" << w.s
                                     << " elem=" << w.elem << " aligned=" << w.aligned);
     for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance}) {
@@ -344,8 +354,8 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
       if (p.packs_cross_rows) {
         EXPECT_NE(w.s % e, 0);
         EXPECT_GE(w.s, e) << "a pack would meet two row boundaries";
-        EXPECT_EQ(shape.numel() % e, 0) << "a pack would run past the tensor";
       }
+      if (w.aligned && w.s == e / 2) EXPECT_EQ(p.row_load_elems, e / 2) << "rows of half packs";
     }
   }
   const ChannelShape nhwc{ChannelNorm::kBatch, 4, 12, 49, NK_NHWC, NK_BF16, 1};
@@ -354,9 +364,11 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereTheTensorIsWholePacks) {
 
 // NHWC (and S == 1) with C not a multiple of the 16-byte pack: with aligned pointers, rows of the
 // period L = lcm(C, pack) elements, whose packs keep their channels from row to row, where every
-// slot (N * S positions for batch norm, S otherwise) is whole periods; a period of at most a block
-// of packs is one block wide, a wider one is split (tiles of 32 lanes, a partial per occurrence of
-// a channel, whatever the pointers). The chunks are whole periods whatever the pointers.
+// slot (N * S positions for batch norm, S otherwise) is whole periods, or where there is one slot
+// (batch norm, or N = 1) and a period of at most a block: its last chunk then ends in a partial
+// row of period_tail positions. A period of at most a block of packs is one block wide, a wider
+// one is split (tiles of 32 lanes, a partial per occurrence of a channel, whatever the pointers).
+// The chunks are whole periods whatever the pointers.
 TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
   struct Want {
     ChannelNorm kind;
@@ -365,6 +377,7 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     int64_t period;  // with aligned pointers; 0: single elements
     int lanes;
     bool split;
+    int64_t tail = 0;  // period_tail
   };
   const Want list[] = {
       {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3, false},      // 8 positions a period
@@ -374,7 +387,13 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
       {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5, false},      // gcd(20, 8) = 4: 2 positions
       {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5, false},       // 20 fp32 channels are whole packs
       {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3, false},     // S == 1: positions are samples
-      {ChannelNorm::kBatch, 3, 6, 1, 2, 0, 6, false},         // 3 samples: not whole periods
+      {ChannelNorm::kBatch, 3, 6, 1, 2, 24, 3, false, 3},     // 3 samples: a partial period
+      {ChannelNorm::kBatch, 3, 3, 7, 2, 24, 3, false, 5},     // 21 positions: 2 periods and 5
+      {ChannelNorm::kBatch, 3, 3, 7, 4, 12, 3, false, 1},     // fp32: 5 periods and 1
+      {ChannelNorm::kInstance, 1, 3, 13, 2, 24, 3, false, 5},  // one sample: one slot
+      {ChannelNorm::kGroup, 1, 9, 5, 2, 72, 9, false, 5},     // no whole period at all
+      {ChannelNorm::kInstance, 2, 3, 13, 2, 0, 3, false},     // two slots: single elements
+      {ChannelNorm::kBatch, 1, 1001, 3, 2, 0, 32, false},     // 1001 packs, 3 positions of 8
       {ChannelNorm::kInstance, 2, 255, 64, 2, 2040, 255, false},  // a block of packs, one row
       {ChannelNorm::kBatch, 2, 1020, 64, 2, 2040, 255, false},
       {ChannelNorm::kInstance, 2, 257, 64, 2, 2056, 32, true},  // 257 packs: split in 9 tiles
@@ -394,6 +413,7 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     EXPECT_FALSE(a.rows_layout);
     EXPECT_EQ(a.period, w.period);
     EXPECT_EQ(a.period_split, w.split);
+    EXPECT_EQ(a.period_tail(), w.tail);
     EXPECT_EQ(a.lanes, w.lanes);
     EXPECT_EQ(a.pack_elems, w.period > 0 || w.c % (16 / w.elem) == 0 ? 16 / w.elem : 1);
     EXPECT_EQ(u.pack_elems, 1) << "misaligned pointers: single elements";
@@ -404,11 +424,19 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
       EXPECT_EQ(a.chunks % (w.period / w.c), 0);
     } else {
       EXPECT_EQ(u.period, 0);
+      EXPECT_EQ(u.period_tail(), 0);
     }
     EXPECT_EQ(a.chunks, u.chunks);
     EXPECT_EQ(a.chunk_len, u.chunk_len);
     if (w.period > 0) {
-      EXPECT_EQ(a.chunk_len % (w.period / w.c), 0);
+      const int64_t per = w.period / w.c;
+      EXPECT_EQ(a.chunk_len % per, 0);
+      EXPECT_EQ(a.span() % per, w.tail);
+      if (!w.split) {
+        EXPECT_GE(a.chunks * a.chunk_len, a.span()) << "the partial row in no chunk";
+        EXPECT_LT((a.chunks - 1) * a.chunk_len, a.span()) << "an empty chunk";
+        EXPECT_EQ(a.walk_chunks, a.chunks);
+      }
     }
   }
 }

@@ -3,11 +3,13 @@
 // for every norm x phase x activation x residual x layout x dtype, on shapes that reach every path
 // of the channel-norm plan (kernels/channel_norm_plan.hpp): NCHW rows of whole 16-byte packs
 // (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32; elementwise passes in packs
-// that cross rows, or in half packs where N C S is not whole packs), short unaligned rows (S = 49),
+// that cross rows, with a tail of single elements where N C S is not whole packs), rows of exactly
+// half a pack (S = 4, 2: half packs throughout), short unaligned rows (S = 49, a tail in 16 bits),
 // long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
 // positions that are whole periods of 16-byte packs (C = 9, S = 8; C = 514, a period wider than a
-// block) and over positions that are not (single elements); pointers misaligned by one element
-// (single-element paths).
+// block) and over positions that are not (batch norm, and one sample: periods with a partial last
+// one, or only that; else single elements); pointers misaligned by one element (single-element
+// paths).
 //
 // Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
 // quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
@@ -55,14 +57,18 @@ struct PathRun {
 // The plan's paths per layout: (n, c, s, groups, misalign).
 std::vector<PathRun> path_runs(const Config& c) {
   const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
-  // S = half: 16-byte packs that cross rows when the tensor is whole packs (N C = 8), half-pack
-  // walks when it is not (N C = 9).
-  const int64_t nchw[][5] = {{2, 4, 64, 2, 0}, {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
-                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0}, {2, 4, 64, 2, 1},
-                             {3, 3, half, 3, 0}};
-  // C = 9 in periods of packs; C = 514 in a period of 257 packs, split into tiles.
-  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0}, {3, 12, 1, 4, 0},
-                             {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0}};
+  const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;  // S == pack / 2
+  // S = half: 16-byte packs that cross rows, the tensor whole packs (N C = 8) or not (N C = 9: a
+  // tail of 4 elements in 16 bits, 2 in fp32).
+  const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
+                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1},
+                             {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}};
+  // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
+  // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
+  // sample of 5 positions, a partial period alone in 16 bits.
+  const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},   {3, 12, 1, 4, 0},
+                             {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0},
+                             {1, 9, 5, 3, 0}};
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(
@@ -78,9 +84,10 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 7: 0 and 6 for p = 0; NHWC's 6: path p), or path p modulo
-// the paths where there are fewer than 6, so that each norm x phase x layout x dtype meets every
-// path once (the next one where training cannot run a shape: instance norm with S = 1).
+// the paths p, p + 6, ... (NCHW's 8: 0 and 6 for p = 0, 1 and 7 for p = 1; NHWC's 7: 0 and 6 for
+// p = 0, else path p), or path p modulo the paths where there are fewer than 6, so that each
+// norm x phase x layout x dtype meets every path once (the next one where training cannot run a
+// shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {
   const std::vector<PathRun> all = path_runs(c);
   std::vector<PathRun> out;

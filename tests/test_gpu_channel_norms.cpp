@@ -61,13 +61,16 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // loads), C = 2048 with S == 1, long odd rows (S = 1031: 16-byte loads between each
           // row's ends, batch norm's chunks starting inside rows), NHWC channels that are not
           // whole packs read as periods of packs (C = 6: 3 packs a period in both widths; C = 255:
-          // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles). The
-          // tests that take one shape take the last, so the last stays small (the simulated lane
-          // runs them over many steps).
+          // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles); rows
+          // of half a pack in 16-bit types (S = 4); elementwise packs crossing rows with a tail
+          // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32);
+          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period).
+          // The tests that take one shape take the last, so the last stays small (the simulated
+          // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
-                           {3, 1, 77, 1}}
+                           {2, 3, 4, 1},    {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{

@@ -56,6 +56,23 @@ __device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const floa
   }
 }
 
+// The same for the first `count` (< E) values only: the tensor's last elements after its whole
+// packs, all in one byte from i on (a multiple of E). Eight-element packs store that byte whole
+// (its bits past the tensor are padding, 0), as the packs before it do, so no atomic meets their
+// stores in the word; narrower packs OR the bits in as theirs do.
+template <int E>
+__device__ __forceinline__ void store_mask_some(uint32_t* mask, int64_t i, const float (&y)[E],
+                                                int count) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) bits |= (e < count && y[e] > 0.0f ? 1u : 0u) << e;
+  if constexpr (E == 8) {
+    reinterpret_cast<uint8_t*>(mask)[i / 8] = static_cast<uint8_t>(bits);
+  } else if (bits != 0) {
+    atomicOr(mask + i / 32, bits << (i % 32));
+  }
+}
+
 // The E mask bits of elements i .. i + E - 1 (any i), bit e for element i + e.
 template <int E>
 __device__ __forceinline__ uint32_t load_mask(const uint32_t* mask, int64_t i) {
