@@ -19,10 +19,11 @@
 //  - rows (NCHW with S > 1): with S % E == 0 a pack lies in one (n, c) row, so its coefficients
 //    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
 //    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
-//    its own, and the tensor's last N*C*S % E elements (its tail) are one thread's, in a launch
-//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed
-//    (rows, offset) step per grid stride, wrapping at C (coefficients per channel) or N*C (per
-//    sample);
+//    its own; rows shorter than a pack (S = 3, 5, 7) meet several in a pack, whose elements then
+//    step from row to row one by one. The tensor's last N*C*S % E elements (its tail) are one
+//    thread's, in a launch of its own, loaded and stored one by one. The row of a pack advances
+//    by a precomputed (rows, offset) step per grid stride, wrapping at C (coefficients per
+//    channel) or N*C (per sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -112,6 +113,29 @@ struct SplitCoef {
   __device__ Coef operator[](int e) const { return e < split ? lo : hi; }
 };
 
+// How the packs of a rows walk meet the (n, c) rows: each inside one (S % E == 0), across at most
+// one boundary (S > E), or across several (S < E, rows shorter than a pack).
+enum class RowPacks { kInRow, kCrossOne, kCrossMany };
+
+// The coefficients of the E elements from offset `off` of a row of unit `unit` on, rows of
+// `row_len` elements, units wrapping at `units`: each row boundary the pack meets loads the next
+// row's (rows shorter than a pack; a tail of any rows).
+template <class Op, int E>
+__device__ __forceinline__ void row_coefs(const Op& op, int64_t unit, int64_t off,
+                                          int64_t row_len, int64_t units,
+                                          typename Op::Coef (&k)[E]) {
+  k[0] = op.coef(unit);
+#pragma unroll
+  for (int e = 1; e < E; ++e) {
+    k[e] = k[e - 1];
+    if (++off == row_len) {
+      off = 0;
+      unit = unit + 1 == units ? 0 : unit + 1;
+      k[e] = op.coef(unit);
+    }
+  }
+}
+
 // Host-computed geometry of one launch: the rows walk's or the channels walk's.
 struct RowsWalk {      // in the walk's units: packs, or elements when packs cross rows
   int64_t row_len;     // units per (n, c) row: S / E, or S
@@ -163,8 +187,8 @@ __device__ __forceinline__ uint32_t load_some(const Op& op, int64_t i, int count
 }
 
 // The tensor's tail of a rows walk whose packs cross rows: its `w.rows.tail` (< E) elements after
-// the w.count whole packs, through the op as one pack of single loads and stores, by one thread.
-// S >= E, so they meet at most one row boundary. A launch of its own: inside apply_rows this code
+// the w.count whole packs, through the op as one pack of single loads and stores, by one thread,
+// each element with its own row's coefficients. A launch of its own: inside apply_rows this code
 // cost up to 15 registers across the walk's loop in some instances, even placed after it.
 template <class Op, int E>
 __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
@@ -173,25 +197,24 @@ __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
   const int count = w.rows.tail;
   dev::Pack<T, E> raw[Op::kInputs];
   const uint32_t bits = load_some<Op, E>(op, i, count, raw);
-  const int64_t unit = row % w.rows.units, next = unit + 1 == w.rows.units ? 0 : unit + 1;
-  const int64_t left = (row + 1) * w.rows.row_len - i;
-  const int split = left < E ? static_cast<int>(left) : E;
-  const typename Op::Coef k = op.coef(unit);
-  const typename Op::Coef k_next = split < count ? op.coef(next) : k;
+  typename Op::Coef k[E];
+  row_coefs<Op, E>(op, row % w.rows.units, i - row * w.rows.row_len, w.rows.row_len,
+                   w.rows.units, k);
   float r[Op::kOutputs][E];
-  apply_values<Op, E>(op, raw, bits, SplitCoef<typename Op::Coef>{k, k_next, split}, r);
+  apply_values<Op, E>(op, raw, bits, k, r);
   op.template store_some<E>(i, r, count);
 }
 
-// out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
-// flat tensor with S % E != 0 (S >= E), so a pack may end in the next row; the walk then tracks
-// the element offset in the row instead of the pack's, and loads the next row's coefficients too
-// (the tensor's tail: apply_rows_tail).
-template <class Op, int E, bool kCross>
+// out for every pack of a rows-layout tensor, a persistent grid-stride loop. Packs crossing rows
+// (kRows != kInRow): packs of the flat tensor with S % E != 0, so a pack may end in the next row
+// (or, S < E, rows); the walk then tracks the element offset in the row instead of the pack's,
+// and loads the coefficients of every row the pack meets (the tensor's tail: apply_rows_tail).
+template <class Op, int E, RowPacks kRows>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
+  constexpr bool kCross = kRows != RowPacks::kInRow;
   constexpr int kUnit = kCross ? E : 1;  // walk units per pack
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -226,6 +249,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       if (at[j] < 0) break;
+      if constexpr (kRows == RowPacks::kCrossMany) {
+        typename Op::Coef k[E];
+        row_coefs<Op, E>(op, units[j], offs[j], w.rows.row_len, w.rows.units, k);
+        apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * E);
+        continue;
+      }
       const typename Op::Coef k = op.coef(units[j]);
       if constexpr (kCross) {
         // Elements from `split` on lie in the next row (unit + 1, wrapping at the last).
@@ -366,12 +395,13 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Enqueues op over a rows-layout tensor with E-element packs (plan.pack_elems, or half a pack for
-// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows);
+// rows that allow only that: plan.row_load_elems; kRows != kInRow: 16-byte packs crossing rows);
 // kPerSample: coefficients per (n, c), else per c. The caller checks cudaGetLastError.
-template <class Op, int E, bool kPerSample, bool kCross = false>
+template <class Op, int E, bool kPerSample, RowPacks kRows = RowPacks::kInRow>
 void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  constexpr bool kCross = kRows != RowPacks::kInRow;
   ApplyWalk w{};
-  auto kernel = apply_rows<Op, E, kCross>;
+  auto kernel = apply_rows<Op, E, kRows>;
   const int64_t unit = kCross ? E : 1;  // walk units per pack
   w.rows.row_len = kCross ? plan.s : plan.s / E;
   w.count = plan.n * plan.c * plan.s / E;  // whole packs
@@ -457,8 +487,10 @@ void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cud
   constexpr int kE = 16 / sizeof(typename Op::Elem);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
   if (plan.rows_layout) {
-    if (plan.packs_cross_rows) {
-      launch_rows_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+    if (plan.packs_cross_rows && plan.s >= kE) {
+      launch_rows_walk<Op, kE, kPerSample, RowPacks::kCrossOne>(op, plan, sm_count, stream);
+    } else if (plan.packs_cross_rows) {
+      launch_rows_walk<Op, kE, kPerSample, RowPacks::kCrossMany>(op, plan, sm_count, stream);
     } else if (e == kE / 2) {
       launch_rows_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
     } else if (e == 1) {

@@ -38,10 +38,12 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   p.unaligned_rows =
       p.rows_layout && vector_access && shape.s % (e / 2) != 0 && shape.s > kShortRow;
   if (p.unaligned_rows) p.row_load_elems = e;
-  // The elementwise passes need no pack to stay in a row: each element of one that spans two
-  // takes its own row's coefficients (S >= e, so a pack meets at most one row boundary); the
-  // tensor's last numel % e elements are one thread's, element by element.
-  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s >= e;
+  // The elementwise passes need no pack to stay in a row: each element of one that spans two (or,
+  // S < e, several) takes its own row's coefficients; the tensor's last numel % e elements are
+  // one thread's, element by element. Rows of exactly half a pack keep their half packs, which
+  // need no per-element row.
+  p.packs_cross_rows =
+      p.rows_layout && vector_access && shape.s % e != 0 && shape.s != e / 2;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.short_rows = false;

@@ -83,8 +83,8 @@ struct ChannelPlan {
                         // as head, whole packs and tail (partials_unaligned_rows)
   bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
                           // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
-                          // S >= pack), a pack spanning at most two rows, and the tensor's last
-                          // N*C*S % pack elements one by one
+                          // S != pack / 2), a pack spanning two rows (S > pack) or several
+                          // (S < pack), and the tensor's last N*C*S % pack elements one by one
   int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned (or any
                        // pointers, period_split): L, the elements after which a pack's channels
                        // repeat (a multiple of C and of the pack), where each slot and chunk is

@@ -325,11 +325,11 @@ TEST(ChannelPlan, LongUnalignedRowsLoadPacksBetweenTheirEnds) {
 }
 
 // The elementwise passes of rows that are not whole 16-byte packs take packs of the flat tensor
-// anyway when every pointer allows and S is at least a pack (a pack then meets at most one row
-// boundary), whether or not the tensor is whole packs (its tail is taken element by element).
+// anyway when every pointer allows, whether a pack meets one row boundary (S > pack) or several
+// (S < pack), and whether or not the tensor is whole packs (its tail is taken element by element).
 // Never in the channels layout, never for rows of whole packs (those keep a pack per row); rows
 // of exactly half a pack take half packs.
-TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
+TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsAreNotWholePacks) {
   struct Want {
     int64_t n, c, s;
     int elem;
@@ -340,10 +340,13 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
                        Want{2, 3, 98, 4, true, true}, Want{4, 16, 49, 2, false, false},
                        Want{3, 1, 77, 2, true, true},  Want{2, 3, 5, 4, true, true},
                        Want{3, 5, 49, 2, true, true},  Want{3, 3, 196, 2, true, true},
-                       Want{4, 16, 5, 2, true, false}, Want{4, 16, 64, 2, true, false},
+                       Want{4, 16, 5, 2, true, true},  Want{4, 16, 64, 2, true, false},
                        Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, true},
                        Want{3, 3, 4, 2, true, false},  Want{3, 3, 2, 4, true, false},
-                       Want{3, 1, 77, 2, false, false}}) {
+                       Want{3, 1, 77, 2, false, false}, Want{3, 5, 3, 2, true, true},
+                       Want{3, 5, 3, 4, true, true},   Want{5, 3, 2, 2, true, true},
+                       Want{3, 6, 7, 2, true, true},   Want{3, 6, 6, 2, true, true},
+                       Want{3, 5, 3, 2, false, false}, Want{5, 3, 2, 4, true, false}}) {
     SCOPED_TRACE(testing::Message() << "N=" << w.n << " C=" << w.c << " S=" << w.s
                                     << " elem=" << w.elem << " aligned=" << w.aligned);
     for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance}) {
@@ -353,7 +356,7 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
       const int e = 16 / w.elem;
       if (p.packs_cross_rows) {
         EXPECT_NE(w.s % e, 0);
-        EXPECT_GE(w.s, e) << "a pack would meet two row boundaries";
+        EXPECT_NE(w.s, e / 2) << "rows of half a pack keep half packs";
       }
       if (w.aligned && w.s == e / 2) EXPECT_EQ(p.row_load_elems, e / 2) << "rows of half packs";
     }

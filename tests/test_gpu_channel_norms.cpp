@@ -64,13 +64,14 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles); rows
           // of half a pack in 16-bit types (S = 4); elementwise packs crossing rows with a tail
           // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32);
-          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period).
+          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period);
+          // rows shorter than a pack, several in one (S = 3; S = 2 in 16 bits), with tails.
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
-                           {2, 3, 4, 1},    {3, 1, 77, 1}}
+                           {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -79,7 +80,7 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {2, 8, 256, 4},    {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
                 {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
-                {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2}};
+                {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2},       {3, 5, 3, 5}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
