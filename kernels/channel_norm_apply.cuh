@@ -34,7 +34,12 @@
 //    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
 //    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
-//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it.
+//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it. Where
+//    the statistics have no period walk (plan.flat_packs: N > 1 samples that are not whole
+//    periods; a period wider than a block that is not whole), per-sample coefficients take packs
+//    of the flat tensor instead, each element stepping its channel and sample from the previous
+//    one and loading its own coefficients (the tensor's tail: a launch of one thread); per-channel
+//    ones walk the whole tensor as batch norm's one slot does (elementwise_plan).
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -158,13 +163,21 @@ struct ChannelsWalk {
   int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
   int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
 };
+struct FlatWalk {           // packs of the flat channels-layout tensor
+  int64_t channels;         // C
+  int64_t sample_len;       // S * C
+  int64_t step_c;           // stride (in elements) % C
+  int64_t step_r, step_n;   // stride (in elements) as (samples, elements within a sample)
+  int tail;                 // elements after the last whole pack (< E)
+};
 struct ApplyWalk {
-  int64_t count;   // rows: packs in the tensor; channels: walked rows (positions, or periods)
+  int64_t count;   // rows, flat: packs in the tensor; channels: walked rows (positions, or periods)
   int64_t stride;  // rows: packs per grid stride; channels: walked rows from a thread's pack to
                    // its next (a grid's height, or a block's in per-sample walks)
   union {          // one layout's: a kernel's parameters stay small (ptxas spilled a larger struct)
     RowsWalk rows;
     ChannelsWalk ch;
+    FlatWalk flat;
   };
 };
 
@@ -383,6 +396,85 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
   }
 }
 
+// The per-sample coefficients of the E elements of the flat channels-layout tensor from channel c
+// of sample n on (r: the element's offset in its sample; units n*C + c), each element stepping
+// channel and sample from the previous one: C and S*C may be shorter than a pack.
+template <class Op, int E>
+__device__ __forceinline__ void flat_coefs(const Op& op, int64_t c, int64_t n, int64_t r,
+                                           const FlatWalk& f, typename Op::Coef (&k)[E]) {
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    k[e] = op.coef(n * f.channels + c);
+    if (++c == f.channels) c = 0;
+    if (++r == f.sample_len) {
+      r = 0;
+      ++n;
+    }
+  }
+}
+
+// out for every pack of a channels-layout tensor with per-sample coefficients read as a flat one
+// (plan.flat_packs), a persistent grid-stride loop from the end, as apply_rows: the (channel,
+// sample, offset in the sample) of a pack's first element moves by a precomputed step per grid
+// stride.
+template <class Op, int E>
+__global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  using Raw = dev::Pack<T, E>;
+  constexpr int kPacks = kApplyPacks<Op>;
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
+  const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (walked >= w.count) return;
+  int64_t pack = w.count - 1 - walked;  // from the end
+  const int64_t first = pack * E;       // once per thread
+  int64_t c = first % w.flat.channels, n = first / w.flat.sample_len;
+  int64_t r = first - n * w.flat.sample_len;
+  while (pack >= 0) {
+    int64_t at[kPacks], cs[kPacks], ns[kPacks], rs[kPacks];
+    Raw raw[kPacks][Op::kInputs];
+    uint32_t bits[kPacks] = {};
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      at[j] = pack;
+      cs[j] = c;
+      ns[j] = n;
+      rs[j] = r;
+      if (pack >= 0) {
+#pragma unroll
+        for (int i = 0; i < Op::kInputs; ++i)
+          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
+        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
+      }
+      pack -= w.stride;
+      c -= w.flat.step_c;
+      if (c < 0) c += w.flat.channels;
+      step_sample(n, r, w.flat.step_n, w.flat.step_r, w.flat.sample_len);
+    }
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      if (at[j] < 0) break;
+      typename Op::Coef k[E];
+      flat_coefs<Op, E>(op, cs[j], ns[j], rs[j], w.flat, k);
+      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * E);
+    }
+  }
+}
+
+// The flat walk's tail: the tensor's last w.flat.tail (< E) elements, one thread, single loads.
+template <class Op, int E>
+__global__ void __launch_bounds__(32) apply_flat_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t i = w.count * E, n = i / w.flat.sample_len;
+  const int count = w.flat.tail;
+  dev::Pack<T, E> raw[Op::kInputs];
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
+  typename Op::Coef k[E];
+  flat_coefs<Op, E>(op, i % w.flat.channels, n, i - n * w.flat.sample_len, w.flat, k);
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
+  op.template store_some<E>(i, r, count);
+}
+
 // Resident blocks of `kernel` with `threads` threads on the device, at least one per SM.
 template <class Kernel>
 int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
@@ -470,21 +562,49 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   }
 }
 
-// The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
-// over periods of channels), half a pack (rows of exactly that: S = 4 in 16 bits, 2 in fp32), or
-// single elements.
+// Enqueues op (per-sample coefficients) over a channels-layout tensor read as a flat one
+// (plan.flat_packs) in E-element packs.
+template <class Op, int E>
+void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  ApplyWalk w{};
+  w.flat = FlatWalk{};
+  auto kernel = apply_flat<Op, E>;
+  const int64_t numel = plan.n * plan.s * plan.c;
+  w.count = numel / E;
+  w.flat.tail = static_cast<int>(numel % E);
+  w.flat.channels = plan.c;
+  w.flat.sample_len = plan.s * plan.c;
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+  const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
+  const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
+  w.stride = grid * kApplyBlock;
+  const int64_t step = w.stride * E;  // elements
+  w.flat.step_c = step % plan.c;
+  w.flat.step_n = step / w.flat.sample_len;
+  w.flat.step_r = step % w.flat.sample_len;
+  kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);  // runs op.once()
+  if (w.flat.tail > 0) apply_flat_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+}
+
+// The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, over
+// periods of channels, or of the flat tensor), half a pack (rows of exactly that: S = 4 in 16
+// bits, 2 in fp32), or single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;
+  if (!plan.rows_layout && plan.flat_packs) return e;
   if (!plan.rows_layout && plan.period > 0 && plan.pack_elems > 1) return e;
   if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
   return plan.pack_elems == 1 ? 1 : e;
 }
 
-// Enqueues op with those packs (half packs are the rows layout's alone).
+// Enqueues op with those packs (half packs are the rows layout's alone), over the plan's
+// elementwise_plan view for the op's coefficients.
 template <class Op, bool kPerSample>
-void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+void launch_elementwise(const Op& op, const ChannelPlan& walked, int sm_count,
+                        cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
+  const ChannelPlan plan = elementwise_plan(walked, sizeof(typename Op::Elem), kPerSample);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
   if (plan.rows_layout) {
     if (plan.packs_cross_rows && plan.s >= kE) {
@@ -500,6 +620,8 @@ void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cud
     }
   } else if (plan.period > 0 && plan.pack_elems > 1) {  // a split period's misaligned: below
     launch_channels_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+  } else if (plan.flat_packs) {  // per-sample coefficients only (elementwise_plan)
+    if constexpr (kPerSample) launch_flat_walk<Op, kE>(op, plan, sm_count, stream);
   } else if (e == 1) {
     launch_channels_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
   } else {

@@ -115,6 +115,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
       p.row_load_elems = e;
       p.lanes = static_cast<int>(period / e);  // the whole period in one block
     }
+    // No period walk: the elementwise passes still take packs of the flat tensor.
+    p.flat_packs = vector_access && shape.c % e != 0 && !periodic && !split;
     if (split) {
       p.period = period;
       p.period_split = true;
@@ -126,6 +128,22 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     }
   }
   if (!p.period_split) p.walk_chunks = p.chunks;
+  return p;
+}
+
+ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_sample) {
+  if (!plan.flat_packs || per_sample) return plan;
+  ChannelPlan p = plan;
+  p.flat_packs = false;
+  const int64_t e = 16 / elem_bytes, period = plan.c / gcd(plan.c, e) * e;
+  if (period / e > kPartialBlock) return p;
+  p.slots = 1;
+  p.seg_count = plan.n;
+  p.period = period;
+  p.period_split = false;
+  p.pack_elems = static_cast<int>(e);
+  p.row_load_elems = static_cast<int>(e);
+  p.lanes = static_cast<int>(period / e);
   return p;
 }
 

@@ -9,8 +9,8 @@
 // long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
 // positions that are whole periods of 16-byte packs (C = 9, S = 8; C = 514, a period wider than a
 // block) and over positions that are not (batch norm, and one sample: periods with a partial last
-// one, or only that; else single elements); pointers misaligned by one element (single-element
-// paths).
+// one, or only that; two samples: packs of the flat tensor in the elementwise passes, single
+// elements in the reductions); pointers misaligned by one element (single-element paths).
 //
 // Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
 // quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
@@ -67,10 +67,11 @@ std::vector<PathRun> path_runs(const Config& c) {
                              {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0}};
   // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
   // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
-  // sample of 5 positions, a partial period alone in 16 bits.
+  // sample of 5 positions, a partial period alone in 16 bits; two such samples (flat packs
+  // across the samples' boundary, a tail of 2).
   const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},   {3, 12, 1, 4, 0},
                              {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0},
-                             {1, 9, 5, 3, 0}};
+                             {1, 9, 5, 3, 0},   {2, 9, 5, 3, 0}};
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(
@@ -86,8 +87,8 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 9: p and p + 6 for p <= 2, else path p; NHWC's 7: 0 and 6 for
-// p = 0, else path p), or path p modulo the paths where there are fewer than 6, so that each
+// the paths p, p + 6, ... (NCHW's 9: p and p + 6 for p <= 2, else path p; NHWC's 8: p and p + 6
+// for p <= 1, else path p), or path p modulo the paths where there are fewer than 6, so that each
 // norm x phase x layout x dtype meets every path once (the next one where training cannot run a
 // shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {
