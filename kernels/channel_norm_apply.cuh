@@ -181,6 +181,19 @@ struct ApplyWalk {
   };
 };
 
+// The inputs (and mask bits) of pack `pack` of a walk of the flat tensor in E-element packs, where
+// it exists (pack >= 0).
+template <class Op, int E>
+__device__ __forceinline__ void load_pack(const Op& op, int64_t pack,
+                                          dev::Pack<typename Op::Elem, E> (&raw)[Op::kInputs],
+                                          uint32_t& bits) {
+  if (pack < 0) return;
+#pragma unroll
+  for (int i = 0; i < Op::kInputs; ++i)
+    raw[i] = *reinterpret_cast<const dev::Pack<typename Op::Elem, E>*>(op.in[i] + pack * E);
+  if constexpr (Op::kBits) bits = op.template bits<E>(pack * E);
+}
+
 // A tail's loads: the first `count` (<= E) elements of each input from element i into a pack (the
 // rest 0), one by one, and their mask bits.
 template <class Op, int E>
@@ -244,12 +257,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
       at[j] = pack;
       units[j] = unit;
       offs[j] = off;
-      if (pack >= 0) {
-#pragma unroll
-        for (int i = 0; i < Op::kInputs; ++i)
-          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
-        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
-      }
+      load_pack<Op, E>(op, pack, raw[j], bits[j]);
       pack -= w.stride;
       off -= w.rows.step_off;
       unit -= w.rows.step_units;
@@ -439,12 +447,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
       cs[j] = c;
       ns[j] = n;
       rs[j] = r;
-      if (pack >= 0) {
-#pragma unroll
-        for (int i = 0; i < Op::kInputs; ++i)
-          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
-        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
-      }
+      load_pack<Op, E>(op, pack, raw[j], bits[j]);
       pack -= w.stride;
       c -= w.flat.step_c;
       if (c < 0) c += w.flat.channels;
