@@ -19,10 +19,11 @@
 //  - rows (NCHW with S > 1): with S % E == 0 a pack lies in one (n, c) row, so its coefficients
 //    are loaded once per pack; else (plan.packs_cross_rows: S = 49, 196, 3025 ...) a pack of the
 //    flat tensor may end in the next row, whose coefficients it loads too, each element selecting
-//    its own, and the tensor's last N*C*S % E elements (its tail) are one thread's, in a launch
-//    of its own, loaded and stored one by one. The row of a pack advances by a precomputed
-//    (rows, offset) step per grid stride, wrapping at C (coefficients per channel) or N*C (per
-//    sample);
+//    its own; rows shorter than a pack (S = 3, 5, 7) meet several in a pack, whose elements then
+//    step from row to row one by one. The tensor's last N*C*S % E elements (its tail) are one
+//    thread's, in a launch of its own, loaded and stored one by one. The row of a pack advances
+//    by a precomputed (rows, offset) step per grid stride, wrapping at C (coefficients per
+//    channel) or N*C (per sample);
 //  - channels (NHWC, and NCHW with S == 1): a block is `lanes` channel packs wide (all of C when
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
@@ -33,7 +34,12 @@
 //    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
 //    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
-//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it.
+//    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it. Where
+//    the statistics have no period walk (plan.flat_packs: N > 1 samples that are not whole
+//    periods; a period wider than a block that is not whole), per-sample coefficients take packs
+//    of the flat tensor instead, each element stepping its channel and sample from the previous
+//    one and loading its own coefficients (the tensor's tail: a launch of one thread); per-channel
+//    ones walk the whole tensor as batch norm's one slot does (elementwise_plan).
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
@@ -112,6 +118,29 @@ struct SplitCoef {
   __device__ Coef operator[](int e) const { return e < split ? lo : hi; }
 };
 
+// How the packs of a rows walk meet the (n, c) rows: each inside one (S % E == 0), across at most
+// one boundary (S > E), or across several (S < E, rows shorter than a pack).
+enum class RowPacks { kInRow, kCrossOne, kCrossMany };
+
+// The coefficients of the E elements from offset `off` of a row of unit `unit` on, rows of
+// `row_len` elements, units wrapping at `units`: each row boundary the pack meets loads the next
+// row's (rows shorter than a pack; a tail of any rows).
+template <class Op, int E>
+__device__ __forceinline__ void row_coefs(const Op& op, int64_t unit, int64_t off,
+                                          int64_t row_len, int64_t units,
+                                          typename Op::Coef (&k)[E]) {
+  k[0] = op.coef(unit);
+#pragma unroll
+  for (int e = 1; e < E; ++e) {
+    k[e] = k[e - 1];
+    if (++off == row_len) {
+      off = 0;
+      unit = unit + 1 == units ? 0 : unit + 1;
+      k[e] = op.coef(unit);
+    }
+  }
+}
+
 // Host-computed geometry of one launch: the rows walk's or the channels walk's.
 struct RowsWalk {      // in the walk's units: packs, or elements when packs cross rows
   int64_t row_len;     // units per (n, c) row: S / E, or S
@@ -134,15 +163,36 @@ struct ChannelsWalk {
   int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
   int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
 };
+struct FlatWalk {           // packs of the flat channels-layout tensor
+  int64_t channels;         // C
+  int64_t sample_len;       // S * C
+  int64_t step_c;           // stride (in elements) % C
+  int64_t step_r, step_n;   // stride (in elements) as (samples, elements within a sample)
+  int tail;                 // elements after the last whole pack (< E)
+};
 struct ApplyWalk {
-  int64_t count;   // rows: packs in the tensor; channels: walked rows (positions, or periods)
+  int64_t count;   // rows, flat: packs in the tensor; channels: walked rows (positions, or periods)
   int64_t stride;  // rows: packs per grid stride; channels: walked rows from a thread's pack to
                    // its next (a grid's height, or a block's in per-sample walks)
   union {          // one layout's: a kernel's parameters stay small (ptxas spilled a larger struct)
     RowsWalk rows;
     ChannelsWalk ch;
+    FlatWalk flat;
   };
 };
+
+// The inputs (and mask bits) of pack `pack` of a walk of the flat tensor in E-element packs, where
+// it exists (pack >= 0).
+template <class Op, int E>
+__device__ __forceinline__ void load_pack(const Op& op, int64_t pack,
+                                          dev::Pack<typename Op::Elem, E> (&raw)[Op::kInputs],
+                                          uint32_t& bits) {
+  if (pack < 0) return;
+#pragma unroll
+  for (int i = 0; i < Op::kInputs; ++i)
+    raw[i] = *reinterpret_cast<const dev::Pack<typename Op::Elem, E>*>(op.in[i] + pack * E);
+  if constexpr (Op::kBits) bits = op.template bits<E>(pack * E);
+}
 
 // A tail's loads: the first `count` (<= E) elements of each input from element i into a pack (the
 // rest 0), one by one, and their mask bits.
@@ -163,8 +213,8 @@ __device__ __forceinline__ uint32_t load_some(const Op& op, int64_t i, int count
 }
 
 // The tensor's tail of a rows walk whose packs cross rows: its `w.rows.tail` (< E) elements after
-// the w.count whole packs, through the op as one pack of single loads and stores, by one thread.
-// S >= E, so they meet at most one row boundary. A launch of its own: inside apply_rows this code
+// the w.count whole packs, through the op as one pack of single loads and stores, by one thread,
+// each element with its own row's coefficients. A launch of its own: inside apply_rows this code
 // cost up to 15 registers across the walk's loop in some instances, even placed after it.
 template <class Op, int E>
 __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
@@ -173,25 +223,24 @@ __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
   const int count = w.rows.tail;
   dev::Pack<T, E> raw[Op::kInputs];
   const uint32_t bits = load_some<Op, E>(op, i, count, raw);
-  const int64_t unit = row % w.rows.units, next = unit + 1 == w.rows.units ? 0 : unit + 1;
-  const int64_t left = (row + 1) * w.rows.row_len - i;
-  const int split = left < E ? static_cast<int>(left) : E;
-  const typename Op::Coef k = op.coef(unit);
-  const typename Op::Coef k_next = split < count ? op.coef(next) : k;
+  typename Op::Coef k[E];
+  row_coefs<Op, E>(op, row % w.rows.units, i - row * w.rows.row_len, w.rows.row_len,
+                   w.rows.units, k);
   float r[Op::kOutputs][E];
-  apply_values<Op, E>(op, raw, bits, SplitCoef<typename Op::Coef>{k, k_next, split}, r);
+  apply_values<Op, E>(op, raw, bits, k, r);
   op.template store_some<E>(i, r, count);
 }
 
-// out for every pack of a rows-layout tensor, a persistent grid-stride loop. kCross: packs of the
-// flat tensor with S % E != 0 (S >= E), so a pack may end in the next row; the walk then tracks
-// the element offset in the row instead of the pack's, and loads the next row's coefficients too
-// (the tensor's tail: apply_rows_tail).
-template <class Op, int E, bool kCross>
+// out for every pack of a rows-layout tensor, a persistent grid-stride loop. Packs crossing rows
+// (kRows != kInRow): packs of the flat tensor with S % E != 0, so a pack may end in the next row
+// (or, S < E, rows); the walk then tracks the element offset in the row instead of the pack's,
+// and loads the coefficients of every row the pack meets (the tensor's tail: apply_rows_tail).
+template <class Op, int E, RowPacks kRows>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
+  constexpr bool kCross = kRows != RowPacks::kInRow;
   constexpr int kUnit = kCross ? E : 1;  // walk units per pack
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -208,12 +257,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
       at[j] = pack;
       units[j] = unit;
       offs[j] = off;
-      if (pack >= 0) {
-#pragma unroll
-        for (int i = 0; i < Op::kInputs; ++i)
-          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pack * E);
-        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pack * E);
-      }
+      load_pack<Op, E>(op, pack, raw[j], bits[j]);
       pack -= w.stride;
       off -= w.rows.step_off;
       unit -= w.rows.step_units;
@@ -226,6 +270,12 @@ __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       if (at[j] < 0) break;
+      if constexpr (kRows == RowPacks::kCrossMany) {
+        typename Op::Coef k[E];
+        row_coefs<Op, E>(op, units[j], offs[j], w.rows.row_len, w.rows.units, k);
+        apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * E);
+        continue;
+      }
       const typename Op::Coef k = op.coef(units[j]);
       if constexpr (kCross) {
         // Elements from `split` on lie in the next row (unit + 1, wrapping at the last).
@@ -354,6 +404,80 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
   }
 }
 
+// The per-sample coefficients of the E elements of the flat channels-layout tensor from channel c
+// of sample n on (r: the element's offset in its sample; units n*C + c), each element stepping
+// channel and sample from the previous one: C and S*C may be shorter than a pack.
+template <class Op, int E>
+__device__ __forceinline__ void flat_coefs(const Op& op, int64_t c, int64_t n, int64_t r,
+                                           const FlatWalk& f, typename Op::Coef (&k)[E]) {
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    k[e] = op.coef(n * f.channels + c);
+    if (++c == f.channels) c = 0;
+    if (++r == f.sample_len) {
+      r = 0;
+      ++n;
+    }
+  }
+}
+
+// out for every pack of a channels-layout tensor with per-sample coefficients read as a flat one
+// (plan.flat_packs), a persistent grid-stride loop from the end, as apply_rows: the (channel,
+// sample, offset in the sample) of a pack's first element moves by a precomputed step per grid
+// stride.
+template <class Op, int E>
+__global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  using Raw = dev::Pack<T, E>;
+  constexpr int kPacks = kApplyPacks<Op>;
+  if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
+  const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (walked >= w.count) return;
+  int64_t pack = w.count - 1 - walked;  // from the end
+  const int64_t first = pack * E;       // once per thread
+  int64_t c = first % w.flat.channels, n = first / w.flat.sample_len;
+  int64_t r = first - n * w.flat.sample_len;
+  while (pack >= 0) {
+    int64_t at[kPacks], cs[kPacks], ns[kPacks], rs[kPacks];
+    Raw raw[kPacks][Op::kInputs];
+    uint32_t bits[kPacks] = {};
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      at[j] = pack;
+      cs[j] = c;
+      ns[j] = n;
+      rs[j] = r;
+      load_pack<Op, E>(op, pack, raw[j], bits[j]);
+      pack -= w.stride;
+      c -= w.flat.step_c;
+      if (c < 0) c += w.flat.channels;
+      step_sample(n, r, w.flat.step_n, w.flat.step_r, w.flat.sample_len);
+    }
+#pragma unroll
+    for (int j = 0; j < kPacks; ++j) {
+      if (at[j] < 0) break;
+      typename Op::Coef k[E];
+      flat_coefs<Op, E>(op, cs[j], ns[j], rs[j], w.flat, k);
+      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * E);
+    }
+  }
+}
+
+// The flat walk's tail: the tensor's last w.flat.tail (< E) elements, one thread, single loads.
+template <class Op, int E>
+__global__ void __launch_bounds__(32) apply_flat_tail(Op op, ApplyWalk w) {
+  using T = typename Op::Elem;
+  const int64_t i = w.count * E, n = i / w.flat.sample_len;
+  const int count = w.flat.tail;
+  dev::Pack<T, E> raw[Op::kInputs];
+  const uint32_t bits = load_some<Op, E>(op, i, count, raw);
+  typename Op::Coef k[E];
+  flat_coefs<Op, E>(op, i % w.flat.channels, n, i - n * w.flat.sample_len, w.flat, k);
+  float r[Op::kOutputs][E];
+  apply_values<Op, E>(op, raw, bits, k, r);
+  op.template store_some<E>(i, r, count);
+}
+
 // Resident blocks of `kernel` with `threads` threads on the device, at least one per SM.
 template <class Kernel>
 int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
@@ -366,12 +490,13 @@ int64_t resident_blocks(Kernel kernel, int threads, int sm_count) {
 inline int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Enqueues op over a rows-layout tensor with E-element packs (plan.pack_elems, or half a pack for
-// rows that allow only that: plan.row_load_elems; kCross: 16-byte packs crossing rows);
+// rows that allow only that: plan.row_load_elems; kRows != kInRow: 16-byte packs crossing rows);
 // kPerSample: coefficients per (n, c), else per c. The caller checks cudaGetLastError.
-template <class Op, int E, bool kPerSample, bool kCross = false>
+template <class Op, int E, bool kPerSample, RowPacks kRows = RowPacks::kInRow>
 void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  constexpr bool kCross = kRows != RowPacks::kInRow;
   ApplyWalk w{};
-  auto kernel = apply_rows<Op, E, kCross>;
+  auto kernel = apply_rows<Op, E, kRows>;
   const int64_t unit = kCross ? E : 1;  // walk units per pack
   w.rows.row_len = kCross ? plan.s : plan.s / E;
   w.count = plan.n * plan.c * plan.s / E;  // whole packs
@@ -440,25 +565,55 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   }
 }
 
-// The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, or
-// over periods of channels), half a pack (rows of exactly that: S = 4 in 16 bits, 2 in fp32), or
-// single elements.
+// Enqueues op (per-sample coefficients) over a channels-layout tensor read as a flat one
+// (plan.flat_packs) in E-element packs.
+template <class Op, int E>
+void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+  ApplyWalk w{};
+  w.flat = FlatWalk{};
+  auto kernel = apply_flat<Op, E>;
+  const int64_t numel = plan.n * plan.s * plan.c;
+  w.count = numel / E;
+  w.flat.tail = static_cast<int>(numel % E);
+  w.flat.channels = plan.c;
+  w.flat.sample_len = plan.s * plan.c;
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+  const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
+  const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
+  w.stride = grid * kApplyBlock;
+  const int64_t step = w.stride * E;  // elements
+  w.flat.step_c = step % plan.c;
+  w.flat.step_n = step / w.flat.sample_len;
+  w.flat.step_r = step % w.flat.sample_len;
+  kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);  // runs op.once()
+  if (w.flat.tail > 0) apply_flat_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+}
+
+// The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, over
+// periods of channels, or of the flat tensor), half a pack (rows of exactly that: S = 4 in 16
+// bits, 2 in fp32), or single elements.
 inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   const int e = 16 / elem_bytes;
   if (plan.rows_layout && plan.packs_cross_rows) return e;
+  if (!plan.rows_layout && plan.flat_packs) return e;
   if (!plan.rows_layout && plan.period > 0 && plan.pack_elems > 1) return e;
   if (plan.rows_layout && plan.row_load_elems == e / 2) return e / 2;
   return plan.pack_elems == 1 ? 1 : e;
 }
 
-// Enqueues op with those packs (half packs are the rows layout's alone).
+// Enqueues op with those packs (half packs are the rows layout's alone), over the plan's
+// elementwise_plan view for the op's coefficients.
 template <class Op, bool kPerSample>
-void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cudaStream_t stream) {
+void launch_elementwise(const Op& op, const ChannelPlan& walked, int sm_count,
+                        cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
+  const ChannelPlan plan = elementwise_plan(walked, sizeof(typename Op::Elem), kPerSample);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
   if (plan.rows_layout) {
-    if (plan.packs_cross_rows) {
-      launch_rows_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+    if (plan.packs_cross_rows && plan.s >= kE) {
+      launch_rows_walk<Op, kE, kPerSample, RowPacks::kCrossOne>(op, plan, sm_count, stream);
+    } else if (plan.packs_cross_rows) {
+      launch_rows_walk<Op, kE, kPerSample, RowPacks::kCrossMany>(op, plan, sm_count, stream);
     } else if (e == kE / 2) {
       launch_rows_walk<Op, kE / 2, kPerSample>(op, plan, sm_count, stream);
     } else if (e == 1) {
@@ -468,6 +623,8 @@ void launch_elementwise(const Op& op, const ChannelPlan& plan, int sm_count, cud
     }
   } else if (plan.period > 0 && plan.pack_elems > 1) {  // a split period's misaligned: below
     launch_channels_walk<Op, kE, kPerSample, true>(op, plan, sm_count, stream);
+  } else if (plan.flat_packs) {  // per-sample coefficients only (elementwise_plan)
+    if constexpr (kPerSample) launch_flat_walk<Op, kE>(op, plan, sm_count, stream);
   } else if (e == 1) {
     launch_channels_walk<Op, 1, kPerSample>(op, plan, sm_count, stream);
   } else {

@@ -493,7 +493,9 @@ void clear_mask(const ChannelForwardArgs& a, int pack_elems, cudaStream_t stream
 template <class T>
 void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
                   const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
-  clear_mask(a, elementwise_pack_elems(plan, sizeof(T)), static_cast<cudaStream_t>(l.stream));
+  const bool per_sample = training && a.shape.kind != ChannelNorm::kBatch;
+  clear_mask(a, elementwise_pack_elems(elementwise_plan(plan, sizeof(T), per_sample), sizeof(T)),
+             static_cast<cudaStream_t>(l.stream));
   if (!training) {
     launch_apply_fused<T, true, false>(a, plan, coefs, num_batches_tracked, l);
   } else if (a.shape.kind == ChannelNorm::kBatch) {

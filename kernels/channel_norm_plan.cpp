@@ -38,10 +38,12 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   p.unaligned_rows =
       p.rows_layout && vector_access && shape.s % (e / 2) != 0 && shape.s > kShortRow;
   if (p.unaligned_rows) p.row_load_elems = e;
-  // The elementwise passes need no pack to stay in a row: each element of one that spans two
-  // takes its own row's coefficients (S >= e, so a pack meets at most one row boundary); the
-  // tensor's last numel % e elements are one thread's, element by element.
-  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s >= e;
+  // The elementwise passes need no pack to stay in a row: each element of one that spans two (or,
+  // S < e, several) takes its own row's coefficients; the tensor's last numel % e elements are
+  // one thread's, element by element. Rows of exactly half a pack keep their half packs, which
+  // need no per-element row.
+  p.packs_cross_rows =
+      p.rows_layout && vector_access && shape.s % e != 0 && shape.s != e / 2;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.short_rows = false;
@@ -113,6 +115,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
       p.row_load_elems = e;
       p.lanes = static_cast<int>(period / e);  // the whole period in one block
     }
+    // No period walk: the elementwise passes still take packs of the flat tensor.
+    p.flat_packs = vector_access && shape.c % e != 0 && !periodic && !split;
     if (split) {
       p.period = period;
       p.period_split = true;
@@ -124,6 +128,22 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     }
   }
   if (!p.period_split) p.walk_chunks = p.chunks;
+  return p;
+}
+
+ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_sample) {
+  if (!plan.flat_packs || per_sample) return plan;
+  ChannelPlan p = plan;
+  p.flat_packs = false;
+  const int64_t e = 16 / elem_bytes, period = plan.c / gcd(plan.c, e) * e;
+  if (period / e > kPartialBlock) return p;
+  p.slots = 1;
+  p.seg_count = plan.n;
+  p.period = period;
+  p.period_split = false;
+  p.pack_elems = static_cast<int>(e);
+  p.row_load_elems = static_cast<int>(e);
+  p.lanes = static_cast<int>(period / e);
   return p;
 }
 

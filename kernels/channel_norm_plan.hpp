@@ -83,8 +83,14 @@ struct ChannelPlan {
                         // as head, whole packs and tail (partials_unaligned_rows)
   bool packs_cross_rows;  // rows layout, S % pack != 0: the elementwise passes still take
                           // 16-byte packs of the flat tensor (every pointer 16-byte aligned,
-                          // S >= pack), a pack spanning at most two rows, and the tensor's last
-                          // N*C*S % pack elements one by one
+                          // S != pack / 2), a pack spanning two rows (S > pack) or several
+                          // (S < pack), and the tensor's last N*C*S % pack elements one by one
+  bool flat_packs;     // channels layout, C % pack != 0, every pointer 16-byte aligned, and no
+                       // period walk (slots that are not whole periods, N > 1; a period wider
+                       // than a block that is not whole): the elementwise passes with per-sample
+                       // coefficients take 16-byte packs of the flat tensor, each element its own
+                       // (sample, channel)'s coefficients, the last N*S*C % pack elements one by
+                       // one (see elementwise_plan for per-channel ones)
   int64_t period;      // channels layout, C % pack != 0, pointers 16-byte aligned (or any
                        // pointers, period_split): L, the elements after which a pack's channels
                        // repeat (a multiple of C and of the pack), where each slot and chunk is
@@ -129,6 +135,14 @@ NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {
 // `vector_access`: every activation pointer is 16-byte aligned (the plan adds the size condition).
 // slots, seg_count, chunks and chunk_len depend on the shape and elem_bytes only.
 ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access);
+
+// The plan the elementwise passes walk: `plan` itself, but where it has flat_packs and the
+// coefficients are per channel (`per_sample` false: batch norm's, or frozen statistics'), the
+// samples do not matter: the whole tensor is then walked as batch norm's one slot, in rows of the
+// period L = lcm(C, pack) ending in a partial one (period_tail()) where L is at most a block of
+// packs, else in single elements (a thread keeps its channel's coefficients in registers, which
+// costs fewer instructions than loading each element's).
+ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_sample);
 
 // One read of x for the training forward of instance and group norm in the rows layout: each
 // statistic's values, (n, c) or (n, g), are one contiguous row of L = count_per_stat() elements,

@@ -325,11 +325,11 @@ TEST(ChannelPlan, LongUnalignedRowsLoadPacksBetweenTheirEnds) {
 }
 
 // The elementwise passes of rows that are not whole 16-byte packs take packs of the flat tensor
-// anyway when every pointer allows and S is at least a pack (a pack then meets at most one row
-// boundary), whether or not the tensor is whole packs (its tail is taken element by element).
+// anyway when every pointer allows, whether a pack meets one row boundary (S > pack) or several
+// (S < pack), and whether or not the tensor is whole packs (its tail is taken element by element).
 // Never in the channels layout, never for rows of whole packs (those keep a pack per row); rows
 // of exactly half a pack take half packs.
-TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
+TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsAreNotWholePacks) {
   struct Want {
     int64_t n, c, s;
     int elem;
@@ -340,10 +340,13 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
                        Want{2, 3, 98, 4, true, true}, Want{4, 16, 49, 2, false, false},
                        Want{3, 1, 77, 2, true, true},  Want{2, 3, 5, 4, true, true},
                        Want{3, 5, 49, 2, true, true},  Want{3, 3, 196, 2, true, true},
-                       Want{4, 16, 5, 2, true, false}, Want{4, 16, 64, 2, true, false},
+                       Want{4, 16, 5, 2, true, true},  Want{4, 16, 64, 2, true, false},
                        Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, true},
                        Want{3, 3, 4, 2, true, false},  Want{3, 3, 2, 4, true, false},
-                       Want{3, 1, 77, 2, false, false}}) {
+                       Want{3, 1, 77, 2, false, false}, Want{3, 5, 3, 2, true, true},
+                       Want{3, 5, 3, 4, true, true},   Want{5, 3, 2, 2, true, true},
+                       Want{3, 6, 7, 2, true, true},   Want{3, 6, 6, 2, true, true},
+                       Want{3, 5, 3, 2, false, false}, Want{5, 3, 2, 4, true, false}}) {
     SCOPED_TRACE(testing::Message() << "N=" << w.n << " C=" << w.c << " S=" << w.s
                                     << " elem=" << w.elem << " aligned=" << w.aligned);
     for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance}) {
@@ -353,7 +356,7 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
       const int e = 16 / w.elem;
       if (p.packs_cross_rows) {
         EXPECT_NE(w.s % e, 0);
-        EXPECT_GE(w.s, e) << "a pack would meet two row boundaries";
+        EXPECT_NE(w.s, e / 2) << "rows of half a pack keep half packs";
       }
       if (w.aligned && w.s == e / 2) EXPECT_EQ(p.row_load_elems, e / 2) << "rows of half packs";
     }
@@ -362,13 +365,60 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsHoldAPack) {
   EXPECT_FALSE(plan_channel_norm(nhwc, 2, true).packs_cross_rows);
 }
 
+// The elementwise passes of a plan with flat packs: per-sample coefficients take the flat packs;
+// per-channel ones walk the whole tensor as one slot of periods (with a partial last one) where the
+// period is at most a block of packs, else single elements. Any other plan is walked as it is.
+TEST(ChannelPlan, ElementwisePlanOfFlatPacks) {
+  const ChannelShape in{ChannelNorm::kInstance, 2, 3, 13, NK_NHWC, NK_BF16, 1};
+  const ChannelPlan p = plan_channel_norm(in, 2, true);
+  ASSERT_TRUE(p.flat_packs);
+  const ChannelPlan per_sample = elementwise_plan(p, 2, true);
+  EXPECT_TRUE(per_sample.flat_packs);
+  EXPECT_EQ(per_sample.period, 0);
+  const ChannelPlan per_channel = elementwise_plan(p, 2, false);
+  EXPECT_FALSE(per_channel.flat_packs);
+  EXPECT_EQ(per_channel.period, 24);
+  EXPECT_FALSE(per_channel.period_split);
+  EXPECT_EQ(per_channel.pack_elems, 8);
+  EXPECT_EQ(per_channel.slots, 1);
+  EXPECT_EQ(per_channel.period_tail(), 26 % 8) << "26 positions, 8 a period";
+  const ChannelPlan f32 = elementwise_plan(plan_channel_norm(in, 4, true), 4, false);
+  EXPECT_EQ(f32.period, 12);
+  EXPECT_EQ(f32.period_tail(), 26 % 4);
+  // A period of 1001 packs: per-channel coefficients in single elements.
+  const ChannelShape wide{ChannelNorm::kBatch, 1, 1001, 3, NK_NHWC, NK_BF16, 1};
+  const ChannelPlan w = plan_channel_norm(wide, 2, true);
+  ASSERT_TRUE(w.flat_packs);
+  const ChannelPlan w_channel = elementwise_plan(w, 2, false);
+  EXPECT_FALSE(w_channel.flat_packs);
+  EXPECT_EQ(w_channel.period, 0);
+  EXPECT_EQ(w_channel.pack_elems, 1);
+  // Plans without flat packs are their own elementwise plans.
+  for (const ChannelShape& s :
+       {ChannelShape{ChannelNorm::kInstance, 2, 3, 16, NK_NHWC, NK_BF16, 1},
+        ChannelShape{ChannelNorm::kBatch, 3, 3, 7, NK_NHWC, NK_BF16, 1},
+        ChannelShape{ChannelNorm::kInstance, 2, 3, 13, NK_NCHW, NK_BF16, 1}}) {
+    for (bool per : {false, true}) {
+      const ChannelPlan q = plan_channel_norm(s, 2, true);
+      const ChannelPlan v = elementwise_plan(q, 2, per);
+      EXPECT_FALSE(q.flat_packs);
+      EXPECT_EQ(v.period, q.period);
+      EXPECT_EQ(v.pack_elems, q.pack_elems);
+      EXPECT_EQ(v.slots, q.slots);
+    }
+  }
+  EXPECT_FALSE(plan_channel_norm(in, 2, false).flat_packs) << "misaligned pointers";
+}
+
 // NHWC (and S == 1) with C not a multiple of the 16-byte pack: with aligned pointers, rows of the
 // period L = lcm(C, pack) elements, whose packs keep their channels from row to row, where every
 // slot (N * S positions for batch norm, S otherwise) is whole periods, or where there is one slot
 // (batch norm, or N = 1) and a period of at most a block: its last chunk then ends in a partial
 // row of period_tail positions. A period of at most a block of packs is one block wide, a wider
 // one is split (tiles of 32 lanes, a partial per occurrence of a channel, whatever the pointers).
-// The chunks are whole periods whatever the pointers.
+// The chunks are whole periods whatever the pointers. Where no period walk applies (two slots that
+// are not whole periods; a period wider than a block that is not whole), the elementwise passes
+// take packs of the flat tensor (aligned pointers only).
 TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
   struct Want {
     ChannelNorm kind;
@@ -415,6 +465,8 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     EXPECT_EQ(a.period_split, w.split);
     EXPECT_EQ(a.period_tail(), w.tail);
     EXPECT_EQ(a.lanes, w.lanes);
+    EXPECT_EQ(a.flat_packs, w.period == 0 && w.c % (16 / w.elem) != 0);
+    EXPECT_FALSE(u.flat_packs) << "misaligned pointers: single elements";
     EXPECT_EQ(a.pack_elems, w.period > 0 || w.c % (16 / w.elem) == 0 ? 16 / w.elem : 1);
     EXPECT_EQ(u.pack_elems, 1) << "misaligned pointers: single elements";
     if (w.split) {  // the same rows and partials, single elements

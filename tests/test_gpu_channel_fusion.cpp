@@ -4,12 +4,13 @@
 // of the channel-norm plan (kernels/channel_norm_plan.hpp): NCHW rows of whole 16-byte packs
 // (S % 8 == 0), of half packs (S = 196 in 16-bit types, 98 in fp32; elementwise passes in packs
 // that cross rows, with a tail of single elements where N C S is not whole packs), rows of exactly
-// half a pack (S = 4, 2: half packs throughout), short unaligned rows (S = 49, a tail in 16 bits),
+// half a pack (S = 4, 2: half packs throughout), rows shorter than a pack (S = 3: elementwise
+// packs over several rows, a tail), short unaligned rows (S = 49, a tail in 16 bits),
 // long odd rows (S = 1031), S = 1 (channels contiguous); NHWC with C % 8 == 0, C odd over
 // positions that are whole periods of 16-byte packs (C = 9, S = 8; C = 514, a period wider than a
 // block) and over positions that are not (batch norm, and one sample: periods with a partial last
-// one, or only that; else single elements); pointers misaligned by one element (single-element
-// paths).
+// one, or only that; two samples: packs of the flat tensor in the elementwise passes, single
+// elements in the reductions); pointers misaligned by one element (single-element paths).
 //
 // Bounds: the GPU computes in fp32, the CPU in fp64 and each rounds its outputs once. Each
 // quantity gets a budget of kGpuRoundings (64 fp32 roundings) of the magnitudes it is made of:
@@ -25,7 +26,7 @@
 // backward as in test_channel_fusion.cpp.
 // Also: the same bytes of every output on grids sized for 1 and 3 SMs, and a failing call that
 // writes nothing. Device outputs are poisoned before every call and every element is compared.
-// NORMKIT_GPU_TESTS=reduced runs one path per test, two in one NCHW test (the simulated lane);
+// NORMKIT_GPU_TESTS=reduced runs one or two paths per test (the simulated lane);
 // skipped, with the reason, without a CUDA device.
 #include <algorithm>
 #include <cmath>
@@ -59,16 +60,18 @@ std::vector<PathRun> path_runs(const Config& c) {
   const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
   const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;  // S == pack / 2
   // S = half: 16-byte packs that cross rows, the tensor whole packs (N C = 8) or not (N C = 9: a
-  // tail of 4 elements in 16 bits, 2 in fp32).
+  // tail of 4 elements in 16 bits, 2 in fp32). S = 3: packs over 3 or 4 rows, 54 elements (a tail
+  // of 6 in 16 bits, 2 in fp32).
   const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
                              {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1},
-                             {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}};
+                             {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0}};
   // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
   // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
-  // sample of 5 positions, a partial period alone in 16 bits.
+  // sample of 5 positions, a partial period alone in 16 bits; two such samples (flat packs
+  // across the samples' boundary, a tail of 2).
   const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},   {3, 12, 1, 4, 0},
                              {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0},
-                             {1, 9, 5, 3, 0}};
+                             {1, 9, 5, 3, 0},   {2, 9, 5, 3, 0}};
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(
@@ -84,8 +87,8 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 8: 0 and 6 for p = 0, 1 and 7 for p = 1; NHWC's 7: 0 and 6 for
-// p = 0, else path p), or path p modulo the paths where there are fewer than 6, so that each
+// the paths p, p + 6, ... (NCHW's 9: p and p + 6 for p <= 2, else path p; NHWC's 8: p and p + 6
+// for p <= 1, else path p), or path p modulo the paths where there are fewer than 6, so that each
 // norm x phase x layout x dtype meets every path once (the next one where training cannot run a
 // shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {

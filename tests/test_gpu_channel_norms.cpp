@@ -64,13 +64,18 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // a period of 255 packs, one block wide; C = 514: 257 packs, split into tiles); rows
           // of half a pack in 16-bit types (S = 4); elementwise packs crossing rows with a tail
           // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32);
-          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period).
+          // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period);
+          // rows shorter than a pack, several in one (S = 3; S = 2 in 16 bits), with tails;
+          // no period walk, the elementwise passes in packs of the flat tensor (NHWC 2 x 3 x 5
+          // per sample: 15 elements a sample; C = 257 with S = 1: a period of 257 packs over 3
+          // positions, not whole).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
-                           {2, 3, 4, 1},    {3, 1, 77, 1}}
+                           {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 257, 1, 1},
+                           {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -79,7 +84,8 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {2, 8, 256, 4},    {2, 8, 5000, 4},      {3, 1, 77, 1},         {2, 3, 100003, 1},
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
                 {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
-                {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2}};
+                {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2},       {3, 5, 3, 5},
+                {3, 257, 1, 1}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
@@ -507,9 +513,11 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 // shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or 514
 // fp32 packs, several tiles) and N = 1; C not a multiple of the pack: C = 20 in bf16 (periods of 2
 // positions, the sample tracker counting periods) with NCHW packs of S = 40, C = 21 over 41
-// positions (not whole periods: the scalar channel walk), C = 255 (a period of 255 packs, one row
-// of threads a block), C = 514 (a period of 257 packs in tiles, 2 periods a sample in bf16); S = 3
-// (NCHW scalar rows); C = 2 over 1000 positions per sample (few lanes, many positions per thread);
+// positions, N = 40 (samples not whole periods: per-sample coefficients in packs of the flat
+// tensor over several turns of the grid, per-channel ones in periods of the whole tensor), C = 255
+// (a period of 255 packs, one row of threads a block), C = 514 (a period of 257 packs in tiles, 2
+// periods a sample in bf16); S = 3 (NCHW rows shorter than a pack, several in each); C = 2 over
+// 1000 positions per sample (few lanes, many positions per thread);
 // S = 147 (NCHW packs crossing rows, the tracker stepping by elements); C = 100 over 14 positions,
 // N = 64 (per-sample walks over several turns of the grid, stepping from turn to turn over whole
 // samples, and in bf16, blocks of 10 rows of 2 positions and samples of 7 rows, from pack to pack
@@ -532,7 +540,7 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
-  const int64_t list[][4] = {{1, 2056, 3, 8},  {3, 20, 40, 4},  {3, 21, 41, 3},
+  const int64_t list[][4] = {{1, 2056, 3, 8},  {3, 20, 40, 4},  {40, 21, 41, 3},
                              {2, 255, 64, 5},  {2, 514, 8, 2},  {4, 2, 1000, 1},
                              {4, 24, 147, 4},  {64, 100, 14, 5}};
   for (const auto& s : list) {
