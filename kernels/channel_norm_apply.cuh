@@ -601,13 +601,14 @@ inline int elementwise_pack_elems(const ChannelPlan& plan, int elem_bytes) {
   return plan.pack_elems == 1 ? 1 : e;
 }
 
-// Enqueues op with those packs (half packs are the rows layout's alone), over the plan's
-// elementwise_plan view for the op's coefficients.
+// Enqueues op with those packs (half packs are the rows layout's alone), over the elementwise_plan
+// view of the reductions' plan for the op's coefficients.
 template <class Op, bool kPerSample>
-void launch_elementwise(const Op& op, const ChannelPlan& walked, int sm_count,
+void launch_elementwise(const Op& op, const ChannelPlan& reduction_plan, int sm_count,
                         cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(typename Op::Elem);
-  const ChannelPlan plan = elementwise_plan(walked, sizeof(typename Op::Elem), kPerSample);
+  const ChannelPlan plan =
+      elementwise_plan(reduction_plan, sizeof(typename Op::Elem), kPerSample);
   const int e = elementwise_pack_elems(plan, sizeof(typename Op::Elem));
   if (plan.rows_layout) {
     if (plan.packs_cross_rows && plan.s >= kE) {

@@ -42,8 +42,7 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   // S < e, several) takes its own row's coefficients; the tensor's last numel % e elements are
   // one thread's, element by element. Rows of exactly half a pack keep their half packs, which
   // need no per-element row.
-  p.packs_cross_rows =
-      p.rows_layout && vector_access && shape.s % e != 0 && shape.s != e / 2;
+  p.packs_cross_rows = p.rows_layout && vector_access && shape.s % e != 0 && shape.s != e / 2;
   const int64_t span = p.span();
   if (shape.numel() == 0) {  // an empty batch: nothing to reduce, one empty chunk per (slot, c)
     p.short_rows = false;

@@ -66,9 +66,9 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // of single elements (N C S not whole packs: S = 98, 77 in 16 bits, S = 5, 77 in fp32);
           // batch norm's NHWC 2 x 3 x 5 ends in a partial period (10 positions, 8 or 4 a period);
           // rows shorter than a pack, several in one (S = 3; S = 2 in 16 bits), with tails;
-          // no period walk, the elementwise passes in packs of the flat tensor (NHWC 2 x 3 x 5
-          // per sample: 15 elements a sample; C = 257 with S = 1: a period of 257 packs over 3
-          // positions, not whole).
+          // no period walk, per-sample elementwise passes in packs of the flat tensor (NHWC
+          // 2 x 3 x 5: 15 elements a sample; group norm with C = 257 and S = 1: a period of 257
+          // packs over 3 positions, not whole).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
