@@ -331,7 +331,7 @@ struct ForwardApply {
       if (e < count) out[i + e] = dev::from_float<T>(r[0][e]);
     }
     if constexpr (kAct == NK_ACTIVATION_RELU) {
-      if (mask != nullptr) dev::store_mask_some<E>(mask, i, r[0], count);
+      if (mask != nullptr) dev::store_mask<E>(mask, i, r[0], count);
     }
   }
   template <int E>

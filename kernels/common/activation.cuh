@@ -42,27 +42,14 @@ __device__ __forceinline__ float silu_derivative(float u) {
   return s * fmaf(u, 1.0f - s, 1.0f);
 }
 
-// Stores the signs (> 0) of E values of a pack at element index i (a multiple of E).
+// Stores the signs (> 0) of E values of a pack at element index i (a multiple of E); of its first
+// `count` only for the tensor's last elements after its whole packs, all in one byte from i on.
+// Eight-element packs store that byte whole (bits past the tensor are padding, 0), so no atomic
+// meets another pack's store in a word; narrower packs OR their bits in.
 template <int E>
-__device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const float (&y)[E]) {
+__device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const float (&y)[E],
+                                           int count = E) {
   static_assert(E == 1 || E == 2 || E == 4 || E == 8, "packs of 1, 2, 4 or 8 elements");
-  uint32_t bits = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) bits |= (y[e] > 0.0f ? 1u : 0u) << e;
-  if constexpr (E == 8) {
-    reinterpret_cast<uint8_t*>(mask)[i / 8] = static_cast<uint8_t>(bits);
-  } else if (bits != 0) {
-    atomicOr(mask + i / 32, bits << (i % 32));
-  }
-}
-
-// The same for the first `count` (< E) values only: the tensor's last elements after its whole
-// packs, all in one byte from i on (a multiple of E). Eight-element packs store that byte whole
-// (its bits past the tensor are padding, 0), as the packs before it do, so no atomic meets their
-// stores in the word; narrower packs OR the bits in as theirs do.
-template <int E>
-__device__ __forceinline__ void store_mask_some(uint32_t* mask, int64_t i, const float (&y)[E],
-                                                int count) {
   uint32_t bits = 0;
 #pragma unroll
   for (int e = 0; e < E; ++e) bits |= (e < count && y[e] > 0.0f ? 1u : 0u) << e;
