@@ -201,9 +201,8 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
     dev::Welford t = dev::welford_empty();
-    // Batch norm: one slot; chunk j of channel unit at first + j * step (partial_index).
-    const int64_t first = plan.partial_index(0, unit, 0), step = plan.rows_layout ? 1 : plan.c;
-    for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, p.partials[first + j * step]);
+    for (int64_t j = lane; j < plan.chunks; j += 32)  // batch norm: one slot
+      t = merge(t, p.partials[plan.partial_index(0, unit, j)]);
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
       const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit), unit, unit);
@@ -372,9 +371,8 @@ __global__ void __launch_bounds__(256)
   if (c >= plan.c) return;
   const dev::WelfordMerge merge;
   dev::Welford t = dev::welford_empty();
-  // Batch norm: one slot; chunk j of channel c at first + j * step (partial_index).
-  const int64_t first = plan.partial_index(0, c, 0), step = plan.rows_layout ? 1 : plan.c;
-  for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, partials[first + j * step]);
+  for (int64_t j = lane; j < plan.chunks; j += 32)  // batch norm: one slot
+    t = merge(t, partials[plan.partial_index(0, c, j)]);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
     mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;

@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(kPartialBlock, 2)
   }
 }
 
-// Channels layout (NHWC, or S == 1): the block's threads as plan.block_rows() rows of plan.lanes
+// Channels layout (NHWC, S == 1, or column_view's columns): the block's threads as plan.block_rows() rows of plan.lanes
 // lanes (lanes = the channel packs, up to 32, so a small C leaves at most lanes - 1 threads of the
 // 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
 // ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
@@ -362,8 +362,10 @@ __global__ void __launch_bounds__(kPartialBlock)
       // Per item, so kPeriodic's remainders cost nothing per element (stepping the channel with a
       // wrap instead took the SiLU gradient sums from 128 to 221 registers).
 #pragma unroll
-      for (int i = 0; i < E; ++i)
-        local[i] = op.local(slot, kPeriodic ? (c_first + i) % plan.c : c_first + i);
+      for (int i = 0; i < E; ++i) {
+        const int64_t c = kPeriodic ? (c_first + i) % plan.c : c_first + i;
+        local[i] = op.local(slot, plan.columns > 1 ? c / plan.columns : c);  // see column_view
+      }
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * width + pack * E;
@@ -440,7 +442,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   const int64_t end = plan.span() * plan.c;  // one slot: the tensor's end
   const int64_t base = end - plan.period_tail() * plan.c;  // the partial row's element 0
   for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-    const auto local = op.local(0, c);
+    const auto local = op.local(0, plan.columns > 1 ? c / plan.columns : c);  // see column_view
     const int64_t item = plan.partial_index(0, c, plan.chunks - 1);
     typename Op::State st = out[item];
     for (int64_t at = base + c; at < end; at += plan.c) {
@@ -459,6 +461,10 @@ template <class Op, class T>
 void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& plan, int sm_count,
                      typename Op::State* out, cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(T);
+  if (plan.rows_layout && plan.columns > 1) {  // batch norm's short rows: the channels walk
+    launch_partials(op, x, dy, column_view(plan), sm_count, out, stream);
+    return;
+  }
   const int64_t cap = int64_t{sm_count} * 16;  // persistent grids: enough blocks to fill the GPU
   auto blocks = [&](int64_t want) { return static_cast<unsigned>(want < cap ? want : cap); };
   if (plan.rows_layout && plan.short_rows) {
