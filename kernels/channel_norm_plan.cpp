@@ -18,7 +18,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   const int64_t e = 16 / elem_bytes;
   const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
   const bool columns = shape.kind == ChannelNorm::kBatch && rows_layout && shape.s < e &&
-                       shape.s % (e / 2) != 0 && shape.numel() > 0;
+                       shape.s % (e / 2) != 0 && shape.numel() > 0 &&
+                       shape.c * shape.s <= INT32_MAX;  // the kernels' column index
   if (!columns) return plan_walk(shape, elem_bytes, vector_access, 1);
   // Batch norm with rows shorter than a pack: the elementwise passes keep the rows plan; the
   // statistics take each sample's C * S elements as the channels of the channels layout, with

@@ -104,7 +104,8 @@ struct ChannelPlan {
   bool period_split;   // a period of more than kPartialBlock packs: each walked chunk leaves
                        // L / C partials per channel, one per occurrence in the row of L
                        // (chunks counts them); pack_elems 1 with misaligned pointers
-  int columns;         // batch norm in the rows layout with S < pack (not half a pack): S, and the
+  int columns;         // batch norm in the rows layout with S < pack (not half a pack) and
+                       // C * S < 2^31 (the kernels' column index is 32-bit): S, and the
                        // statistics walk column_view (lanes, row_load_elems as its pack_elems,
                        // period, period_split, walk_chunks and chunk_len are its; chunks counts
                        // a channel's partials: the walk's chunks times S); column_view keeps it,

@@ -615,6 +615,15 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
             1);
   EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 9, NK_NCHW, 2), 2, true).columns,
             1);
+  // 2^31 columns or more: the kernels index columns in 32 bits, so the rows walk stays.
+  const int64_t wide = (int64_t{1} << 31) / 3 + 1;
+  const ChannelPlan big =
+      plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide, 3, NK_NCHW, 2), 2, true);
+  EXPECT_EQ(big.columns, 1);
+  EXPECT_TRUE(big.short_rows);
+  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide - 1, 3, NK_NCHW, 2), 2, true)
+                .columns,
+            3);
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is
