@@ -133,9 +133,13 @@ struct ChannelPlan {
 
   // Index of the partial of (slot, c, chunk) in the workspace. Column walks: chunk k of channel c
   // is column k % columns of the walk's chunk k / columns, what column_view files as channel
-  // c * columns + k % columns of that chunk.
+  // c * columns + k % columns of that chunk (k < chunk_cap, so 32 bits divide it: a 64-bit
+  // division spilled finalize_local on sm_80).
   NK_PLAN_HD int64_t partial_index(int64_t slot, int64_t c_, int64_t chunk) const {
-    if (rows_layout && columns > 1) return (chunk / columns * c + c_) * columns + chunk % columns;
+    if (rows_layout && columns > 1) {
+      const uint32_t k = static_cast<uint32_t>(chunk), q = static_cast<uint32_t>(columns);
+      return (int64_t{k / q} * c + c_) * columns + k % q;
+    }
     return rows_layout ? (slot * c + c_) * chunks + chunk : (slot * chunks + chunk) * c + c_;
   }
 };
