@@ -321,11 +321,12 @@ __device__ __forceinline__ int64_t column_channel(int64_t j, int columns) {
   return static_cast<uint32_t>(j) / static_cast<uint32_t>(columns);
 }
 
-// Channels layout (NHWC, S == 1, or column_view's columns): the block's threads as plan.block_rows() rows of plan.lanes
-// lanes (lanes = the channel packs, up to 32, so a small C leaves at most lanes - 1 threads of the
-// 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
-// ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
-// n's slot); the rows are then merged as a fixed-order tree in shared memory.
+// Channels layout (NHWC, S == 1, or column_view's columns of batch norm's short NCHW rows): the
+// block's threads as plan.block_rows() rows of plan.lanes lanes (lanes = the channel packs, up to
+// 32, so a small C leaves at most lanes - 1 threads of the 256 idle); lane tx owns channel pack
+// blockIdx.x * lanes + tx, row ty walks positions p = ty, ty + rows, ... of one (slot, chunk) item
+// (p = n * S + s for batch norm's one slot, s for sample n's slot); the rows are then merged as a
+// fixed-order tree in shared memory.
 // kWalk kPeriod (plan.period = L, C % E != 0): the same walk over rows of L elements (L / C
 // positions each, one block wide), where element i of a row is channel i % C; the row's L / C
 // states of a channel are then merged in index order, so the partials are per channel as without
