@@ -165,7 +165,9 @@ TEST(ChannelPlan, ChunksDependOnTheShapeOnly) {
         {32, 3, 50176, NK_NHWC},
         {8, 20, 196, NK_NHWC},
         {32, 64, 3136, NK_NHWC},
-        {8, 2048, 1, NK_NCHW}}) {
+        {8, 2048, 1, NK_NCHW},
+        {300, 64, 3, NK_NCHW},
+        {40, 3, 5, NK_NCHW}}) {
     const ChannelShape shape = shape_of(ChannelNorm::kBatch, n, c, s, layout, 2);
     const ChannelPlan a = plan_channel_norm(shape, 2, true), b = plan_channel_norm(shape, 2, false);
     EXPECT_EQ(a.chunks, b.chunks);
