@@ -458,6 +458,7 @@ void finalize_channel_sums(const ChannelBackwardArgs& a, const XhatStats& stats,
   plan.s = s.s;
   plan.slots = s.n;
   plan.seg_count = 1;
+  plan.columns = 1;
   plan.chunks = 1;
   plan.chunk_len = s.s;
   constexpr int kWarps = kFinalizeBlock / 32;

@@ -136,6 +136,22 @@ struct FinalizeParams {
 
 constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
 
+// A lane's merge of batch norm channel c's partials (one slot), in a fixed order: the walk's chunks
+// w = lane, lane + 32, ..., each with its plan.columns columns in order (partial_index, whose
+// column walks' division per partial spilled finalize_local on sm_80, stepped instead).
+__device__ __forceinline__ dev::Welford merge_batch_partials(const ChannelPlan& plan, int64_t c,
+                                                             int lane,
+                                                             const dev::Welford* partials) {
+  const int columns = plan.rows_layout && plan.columns > 1 ? plan.columns : 1;
+  const int64_t first = plan.partial_index(0, c, 0);
+  const int64_t stride = plan.partial_index(0, c, columns) - first;  // the walk's next chunk
+  dev::Welford t = dev::welford_empty();
+  for (int64_t w = lane; w * columns < plan.chunks; w += 32) {
+    for (int q = 0; q < columns; ++q) t = dev::welford_merge(t, partials[first + w * stride + q]);
+  }
+  return t;
+}
+
 // Writes unit u's coefficients for channel c from its statistic's shift, centre and invstd.
 __device__ __forceinline__ void write_coefs(const CoefArrays& out, const float* weight,
                                             const float* bias, int64_t u, int64_t c, float shift,
@@ -200,10 +216,7 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     }
   } else if (p.kind == ChannelNorm::kBatch) {
     if (unit >= plan.c) return;
-    dev::Welford t = dev::welford_empty();
-    // Batch norm: one slot; chunk j of channel unit at first + j * step (partial_index).
-    const int64_t first = plan.partial_index(0, unit, 0), step = plan.rows_layout ? 1 : plan.c;
-    for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, p.partials[first + j * step]);
+    dev::Welford t = merge_batch_partials(plan, unit, lane, p.partials);
     t = dev::warp_merge(t, lane, 32, merge);
     if (lane == 0) {
       const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit), unit, unit);
@@ -371,10 +384,7 @@ __global__ void __launch_bounds__(256)
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = plan.n * plan.s;
   if (c >= plan.c) return;
   const dev::WelfordMerge merge;
-  dev::Welford t = dev::welford_empty();
-  // Batch norm: one slot; chunk j of channel c at first + j * step (partial_index).
-  const int64_t first = plan.partial_index(0, c, 0), step = plan.rows_layout ? 1 : plan.c;
-  for (int64_t j = lane; j < plan.chunks; j += 32) t = merge(t, partials[first + j * step]);
+  dev::Welford t = merge_batch_partials(plan, c, lane, partials);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
     mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;

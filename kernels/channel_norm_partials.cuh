@@ -315,11 +315,18 @@ __global__ void __launch_bounds__(kPartialBlock, 2)
   }
 }
 
-// Channels layout (NHWC, or S == 1): the block's threads as plan.block_rows() rows of plan.lanes
-// lanes (lanes = the channel packs, up to 32, so a small C leaves at most lanes - 1 threads of the
-// 256 idle); lane tx owns channel pack blockIdx.x * lanes + tx, row ty walks positions p = ty,
-// ty + rows, ... of one (slot, chunk) item (p = n * S + s for batch norm's one slot, s for sample
-// n's slot); the rows are then merged as a fixed-order tree in shared memory.
+// The channel of column j of a column walk (column_view: fewer than 2^31 columns), in 32 bits: a
+// 64-bit division there spilled registers of the gradient sums.
+__device__ __forceinline__ int64_t column_channel(int64_t j, int columns) {
+  return static_cast<uint32_t>(j) / static_cast<uint32_t>(columns);
+}
+
+// Channels layout (NHWC, S == 1, or column_view's columns of batch norm's short NCHW rows): the
+// block's threads as plan.block_rows() rows of plan.lanes lanes (lanes = the channel packs, up to
+// 32, so a small C leaves at most lanes - 1 threads of the 256 idle); lane tx owns channel pack
+// blockIdx.x * lanes + tx, row ty walks positions p = ty, ty + rows, ... of one (slot, chunk) item
+// (p = n * S + s for batch norm's one slot, s for sample n's slot); the rows are then merged as a
+// fixed-order tree in shared memory.
 // kWalk kPeriod (plan.period = L, C % E != 0): the same walk over rows of L elements (L / C
 // positions each, one block wide), where element i of a row is channel i % C; the row's L / C
 // states of a channel are then merged in index order, so the partials are per channel as without
@@ -359,11 +366,25 @@ __global__ void __launch_bounds__(kPartialBlock)
     for (int i = 0; i < E; ++i) st[i] = op.identity();
     if (valid) {
       decltype(op.local(0, 0)) local[E];
-      // Per item, so kPeriodic's remainders cost nothing per element (stepping the channel with a
-      // wrap instead took the SiLU gradient sums from 128 to 221 registers).
+      // Per item, so nothing of this is per element (stepping the channel with a wrap inside the
+      // walk took the SiLU gradient sums from 128 to 221 registers): each element's channel
+      // stepped from the first one's, back to 0 where a period wraps; a column walk's (see
+      // column_view) advances every plan.columns columns.
+      int64_t col = c_first, ch = c_first;
+      int q = 0;
+      if (plan.columns > 1) {
+        ch = column_channel(c_first, plan.columns);
+        q = static_cast<int>(c_first - ch * plan.columns);
+      }
 #pragma unroll
-      for (int i = 0; i < E; ++i)
-        local[i] = op.local(slot, kPeriodic ? (c_first + i) % plan.c : c_first + i);
+      for (int i = 0; i < E; ++i) {
+        local[i] = op.local(slot, ch);
+        if (kPeriodic && ++col == plan.c) {
+          col = 0, ch = 0, q = 0;
+        } else if (++q == plan.columns) {
+          q = 0, ++ch;
+        }
+      }
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * width + pack * E;
@@ -440,7 +461,7 @@ __global__ void __launch_bounds__(kPartialBlock)
   const int64_t end = plan.span() * plan.c;  // one slot: the tensor's end
   const int64_t base = end - plan.period_tail() * plan.c;  // the partial row's element 0
   for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-    const auto local = op.local(0, c);
+    const auto local = op.local(0, plan.columns > 1 ? column_channel(c, plan.columns) : c);
     const int64_t item = plan.partial_index(0, c, plan.chunks - 1);
     typename Op::State st = out[item];
     for (int64_t at = base + c; at < end; at += plan.c) {
@@ -459,6 +480,10 @@ template <class Op, class T>
 void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& plan, int sm_count,
                      typename Op::State* out, cudaStream_t stream) {
   constexpr int kE = 16 / sizeof(T);
+  if (plan.rows_layout && plan.columns > 1) {  // batch norm's short rows: the channels walk
+    launch_partials(op, x, dy, column_view(plan), sm_count, out, stream);
+    return;
+  }
   const int64_t cap = int64_t{sm_count} * 16;  // persistent grids: enough blocks to fill the GPU
   auto blocks = [&](int64_t want) { return static_cast<unsigned>(want < cap ? want : cap); };
   if (plan.rows_layout && plan.short_rows) {

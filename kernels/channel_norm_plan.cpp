@@ -7,10 +7,60 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// The plan of plan_channel_norm for `shape`, whose channels are `columns` columns of each channel
+// of the caller's (1 but for column_view's): chunks are capped by the caller's channels.
+ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_access,
+                      int64_t columns);
+
 }  // namespace
 
 ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access) {
+  const int64_t e = 16 / elem_bytes;
+  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  const bool columns = shape.kind == ChannelNorm::kBatch && rows_layout && shape.s < e &&
+                       shape.s % (e / 2) != 0 && shape.numel() > 0 &&
+                       shape.c * shape.s <= INT32_MAX;  // the kernels' column index
+  if (!columns) return plan_walk(shape, elem_bytes, vector_access, 1);
+  // Batch norm with rows shorter than a pack: the elementwise passes keep the rows plan; the
+  // statistics take each sample's C * S elements as the channels of the channels layout, with
+  // S times fewer chunks at most, so the partials stay within batch norm's bound by C.
+  ChannelPlan p = plan_walk(shape, elem_bytes, vector_access, 1);
+  ChannelShape wide = shape;
+  wide.c = shape.c * shape.s;
+  wide.s = 1;
+  wide.layout = NK_NHWC;
+  const ChannelPlan v = plan_walk(wide, elem_bytes, vector_access, shape.s);
+  p.columns = static_cast<int>(shape.s);
+  p.short_rows = false;
+  p.warp_per_chunk = false;
+  p.row_load_elems = v.pack_elems;
+  p.lanes = v.lanes;
+  p.period = v.period;
+  p.period_split = v.period_split;
+  p.chunk_len = v.chunk_len;
+  p.walk_chunks = v.walk_chunks;
+  p.chunks = v.chunks * shape.s;
+  return p;
+}
+
+ChannelPlan column_view(const ChannelPlan& plan) {
+  ChannelPlan v = plan;
+  v.rows_layout = false;
+  v.c = plan.c * plan.columns;
+  v.s = 1;
+  v.chunks = plan.chunks / plan.columns;
+  v.pack_elems = plan.row_load_elems;
+  v.packs_cross_rows = false;
+  v.flat_packs = false;
+  return v;
+}
+
+namespace {
+
+ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_access,
+                      int64_t columns) {
   ChannelPlan p{};
+  p.columns = 1;
   p.n = shape.n;
   p.c = shape.c;
   p.s = shape.s;
@@ -55,7 +105,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
     p.warp_per_chunk = true;
     return p;
   }
-  const int64_t cap = chunk_cap(p.slots * shape.c);  // slots * c >= 1 here
+  // slots * c >= 1 here; column walks keep the partials within those of their caller's channels.
+  const int64_t cap = chunk_cap(p.slots * shape.c / columns) / columns;
   if (p.short_rows) {
     // Chunks of whole rows (a lane never splits one), as many as the rule below would cut.
     const int64_t wanted = ceil_div(kWantedItems, p.slots * shape.c);
@@ -129,6 +180,8 @@ ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool ve
   if (!p.period_split) p.walk_chunks = p.chunks;
   return p;
 }
+
+}  // namespace
 
 ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_sample) {
   if (!plan.flat_packs || per_sample) return plan;

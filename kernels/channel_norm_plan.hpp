@@ -30,6 +30,12 @@
 //    than a block (C = 1001: 1001 packs) is walked as rows of L channels in tiles of 32 lanes;
 //    each occurrence of a channel in the row then keeps a partial of its own, so that a chunk
 //    of the walk is L / C chunks of the finalize (`period_split`).
+// Batch norm in the rows layout with rows shorter than a pack (S = 2, 3, 5, 6, 7 in 16-bit types,
+// 3 in fp32; `columns` = S) reduces in the channels layout instead: each sample's C * S elements
+// are C * S channels (columns) of one position, so 16-byte packs of the samples feed the same
+// columns at every n (column_view); column (c, s) leaves its partials as a channel of that walk,
+// and the finalize merges channel c's S columns chunk by chunk (partial_index). The elementwise
+// passes keep the rows plan.
 #pragma once
 
 #include <cstddef>
@@ -98,6 +104,12 @@ struct ChannelPlan {
   bool period_split;   // a period of more than kPartialBlock packs: each walked chunk leaves
                        // L / C partials per channel, one per occurrence in the row of L
                        // (chunks counts them); pack_elems 1 with misaligned pointers
+  int columns;         // batch norm in the rows layout with S < pack (not half a pack) and
+                       // C * S < 2^31 (the kernels' column index is 32-bit): S, and the
+                       // statistics walk column_view (lanes, row_load_elems as its pack_elems,
+                       // period, period_split, walk_chunks and chunk_len are its; chunks counts
+                       // a channel's partials: the walk's chunks times S); column_view keeps it,
+                       // so its walk's channel j reduces for channel j / columns. Else 1
   int64_t slots;       // 1 (batch norm) or n
   int64_t seg_count;   // rows of S per slot and channel: n (batch norm) or 1
   int64_t chunks;      // pieces each (slot, c)'s seg_count * S values are split into: the
@@ -119,8 +131,15 @@ struct ChannelPlan {
   }
   NK_PLAN_HD int64_t partials() const { return slots * c * chunks; }
 
-  // Index of the partial of (slot, c, chunk) in the workspace.
+  // Index of the partial of (slot, c, chunk) in the workspace. Column walks: chunk k of channel c
+  // is column k % columns of the walk's chunk k / columns, what column_view files as channel
+  // c * columns + k % columns of that chunk (k < chunk_cap, so 32 bits divide it: a 64-bit
+  // division spilled finalize_local on sm_80).
   NK_PLAN_HD int64_t partial_index(int64_t slot, int64_t c_, int64_t chunk) const {
+    if (rows_layout && columns > 1) {
+      const uint32_t k = static_cast<uint32_t>(chunk), q = static_cast<uint32_t>(columns);
+      return (int64_t{k / q} * c + c_) * columns + k % q;
+    }
     return rows_layout ? (slot * c + c_) * chunks + chunk : (slot * chunks + chunk) * c + c_;
   }
 };
@@ -135,6 +154,10 @@ NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {
 // `vector_access`: every activation pointer is 16-byte aligned (the plan adds the size condition).
 // slots, seg_count, chunks and chunk_len depend on the shape and elem_bytes only.
 ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access);
+
+// The statistics walk of a plan with columns > 1: the channels layout over N positions of C * S
+// channels (host only; the plan's own fields say how to walk it).
+ChannelPlan column_view(const ChannelPlan& plan);
 
 // The plan the elementwise passes walk: `plan` itself, but where it has flat_packs and the
 // coefficients are per channel (`per_sample` false: batch norm's, or frozen statistics'), the

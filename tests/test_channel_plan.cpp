@@ -17,6 +17,7 @@ using nk::ChannelNorm;
 using nk::ChannelShape;
 using nk::cuda::ChannelPlan;
 using nk::cuda::chunk_cap;
+using nk::cuda::column_view;
 using nk::cuda::kFewPartials;
 using nk::cuda::kMaxChunks;
 using nk::cuda::plan_channel_norm;
@@ -46,7 +47,13 @@ TEST(ChannelPlan, CoversEveryShape) {
                              {2, 255, 64},
                              {2, 1001, 64},
                              {3, 257, 49},
-                             {64, 2047, 8}}) {
+                             {64, 2047, 8},
+                             {300, 64, 3},
+                             {40, 3, 5},
+                             {3, 5, 3},
+                             {8, 37, 7},
+                             {3, 37, 7},
+                             {1000, 2048, 6}}) {
         for (int elem : {2, 4}) {
           for (bool vector : {true, false}) {
             const ChannelShape shape = shape_of(kind, n, c, s, layout, elem);
@@ -55,62 +62,78 @@ TEST(ChannelPlan, CoversEveryShape) {
                          << "kind " << static_cast<int>(kind) << " layout " << layout << " n=" << n
                          << " c=" << c << " s=" << s << " elem " << elem << " vector " << vector);
             const bool batch = kind == ChannelNorm::kBatch;
+            const int64_t e = 16 / elem;
             EXPECT_EQ(p.rows_layout, s > 1 && (layout == NK_NCHW || c == 1));
             EXPECT_EQ(p.slots, batch ? 1 : n);
             EXPECT_EQ(p.seg_count, batch ? n : 1);
             EXPECT_EQ(p.span(), batch ? n * s : s);
-            if (p.period == 0) EXPECT_EQ(p.period_tail(), 0);
-            if (!p.rows_layout && p.period > 0) {
-              const int64_t e = 16 / elem;
-              EXPECT_NE(c % e, 0);
-              EXPECT_EQ(p.period % c, 0);
-              EXPECT_EQ(p.period % e, 0);
-              if (p.period_split) {  // L / C partials per walked chunk, whatever the pointers
-                EXPECT_GT(p.period / e, nk::cuda::kPartialBlock) << "a split period fits a block";
-                EXPECT_EQ(p.lanes, 32);
-                EXPECT_EQ(p.pack_elems, vector ? e : 1);
-                EXPECT_EQ(p.chunks, p.walk_chunks * (p.period / c));
+            // Batch norm's rows shorter than a pack (not half of one) reduce as C * S columns of
+            // the channels layout, S times fewer chunks at most; w is the walk the partials take.
+            const bool columns = batch && p.rows_layout && s < e && s % (e / 2) != 0;
+            EXPECT_EQ(p.columns, columns ? s : 1);
+            const ChannelPlan w = columns ? column_view(p) : p;
+            if (columns) {
+              EXPECT_FALSE(w.rows_layout);
+              EXPECT_EQ(w.c, c * s);
+              EXPECT_EQ(w.s, 1);
+              EXPECT_EQ(w.chunks * s, p.chunks);
+              EXPECT_EQ(w.span(), n);
+              EXPECT_LE(p.chunks, chunk_cap(c)) << "more partials than batch norm's bound";
+              EXPECT_EQ(p.pack_elems, 1) << "the elementwise passes keep the rows plan";
+              EXPECT_EQ(p.packs_cross_rows, vector);
+            }
+            const int64_t wc = w.c;
+            if (w.period == 0) EXPECT_EQ(w.period_tail(), 0);
+            if (!w.rows_layout && w.period > 0) {
+              EXPECT_NE(wc % e, 0);
+              EXPECT_EQ(w.period % wc, 0);
+              EXPECT_EQ(w.period % e, 0);
+              if (w.period_split) {  // L / C partials per walked chunk, whatever the pointers
+                EXPECT_GT(w.period / e, nk::cuda::kPartialBlock) << "a split period fits a block";
+                EXPECT_EQ(w.lanes, 32);
+                EXPECT_EQ(w.pack_elems, vector ? e : 1);
+                EXPECT_EQ(w.chunks, w.walk_chunks * (w.period / wc));
               } else {
                 EXPECT_TRUE(vector);
-                EXPECT_EQ(p.lanes * p.pack_elems, p.period) << "a period is one block wide";
-                EXPECT_LE(p.lanes, nk::cuda::kPartialBlock);
+                EXPECT_EQ(w.lanes * w.pack_elems, w.period) << "a period is one block wide";
+                EXPECT_LE(w.lanes, nk::cuda::kPartialBlock);
               }
               // Whole periods, but for one slot's partial last row (not split).
-              EXPECT_EQ(p.span() % (p.period / c), p.period_tail());
-              if (p.period_tail() > 0) {
-                EXPECT_FALSE(p.period_split);
-                EXPECT_EQ(p.slots, 1) << "a partial row inside the tensor";
+              EXPECT_EQ(w.span() % (w.period / wc), w.period_tail());
+              if (w.period_tail() > 0) {
+                EXPECT_FALSE(w.period_split);
+                EXPECT_EQ(w.slots, 1) << "a partial row inside the tensor";
               }
-              EXPECT_EQ(p.chunk_len % (p.period / c), 0) << "a chunk that is not whole periods";
-              EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
-              EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes);
-            } else if (!p.rows_layout) {
-              const int64_t packs = (c + p.pack_elems - 1) / p.pack_elems;
-              EXPECT_EQ(p.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
+              EXPECT_EQ(w.chunk_len % (w.period / wc), 0) << "a chunk that is not whole periods";
+              EXPECT_LE(w.block_rows() * w.lanes, nk::cuda::kPartialBlock);
+              EXPECT_GT(w.block_rows() * w.lanes, nk::cuda::kPartialBlock - w.lanes);
+            } else if (!w.rows_layout) {
+              const int64_t packs = (wc + w.pack_elems - 1) / w.pack_elems;
+              EXPECT_EQ(w.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
                                                              "without a lane in a 32-wide block";
-              EXPECT_LE(p.block_rows() * p.lanes, nk::cuda::kPartialBlock);
-              EXPECT_GT(p.block_rows() * p.lanes, nk::cuda::kPartialBlock - p.lanes)
+              EXPECT_LE(w.block_rows() * w.lanes, nk::cuda::kPartialBlock);
+              EXPECT_GT(w.block_rows() * w.lanes, nk::cuda::kPartialBlock - w.lanes)
                   << "a whole row of threads idle";
-              EXPECT_FALSE(p.warp_per_chunk);
-            } else if (p.short_rows) {
-              EXPECT_EQ(p.chunk_len % s, 0) << "short rows: a chunk boundary inside a row";
+              EXPECT_FALSE(w.warp_per_chunk);
+            } else if (w.short_rows) {
+              EXPECT_EQ(w.chunk_len % s, 0) << "short rows: a chunk boundary inside a row";
               EXPECT_LE(s, nk::cuda::kShortRow);
-              EXPECT_EQ(p.warp_per_chunk, p.seg_count > 1);
+              EXPECT_EQ(w.warp_per_chunk, w.seg_count > 1);
             } else {
-              EXPECT_EQ(p.chunk_len % 8, 0) << "a chunk boundary inside a pack";
-              EXPECT_EQ(p.warp_per_chunk, p.chunk_len <= nk::cuda::kWarpChunk);
+              EXPECT_EQ(w.chunk_len % 8, 0) << "a chunk boundary inside a pack";
+              EXPECT_EQ(w.warp_per_chunk, w.chunk_len <= nk::cuda::kWarpChunk);
             }
-            if (p.pack_elems > 1) {
+            if (w.pack_elems > 1) {
               EXPECT_TRUE(vector);
-              EXPECT_EQ(p.pack_elems, 16 / elem);
-              EXPECT_EQ((p.rows_layout ? s : p.period > 0 ? p.period : c) % p.pack_elems, 0)
+              EXPECT_EQ(w.pack_elems, e);
+              EXPECT_EQ((w.rows_layout ? s : w.period > 0 ? w.period : wc) % w.pack_elems, 0)
                   << "a pack would straddle";
             }
-            EXPECT_GE(p.chunks, 1);
+            EXPECT_GE(w.chunks, 1);
             EXPECT_LE(p.chunks, chunk_cap(p.slots * c));
-            if (!p.period_split) EXPECT_EQ(p.walk_chunks, p.chunks);
-            EXPECT_GE(p.walk_chunks * p.chunk_len, p.span()) << "chunks miss the span's end";
-            EXPECT_LT((p.walk_chunks - 1) * p.chunk_len, p.span()) << "an empty chunk";
+            if (!w.period_split) EXPECT_EQ(w.walk_chunks, w.chunks);
+            EXPECT_GE(w.walk_chunks * w.chunk_len, w.span()) << "chunks miss the span's end";
+            EXPECT_LT((w.walk_chunks - 1) * w.chunk_len, w.span()) << "an empty chunk";
             EXPECT_EQ(p.partials(), p.slots * c * p.chunks);
             if (p.partials() <= 200000) {
               std::set<int64_t> seen;
@@ -121,6 +144,9 @@ TEST(ChannelPlan, CoversEveryShape) {
                     ASSERT_GE(at, 0);
                     ASSERT_LT(at, p.partials());
                     ASSERT_TRUE(seen.insert(at).second) << "two partials share an index";
+                    if (columns) {  // where the column walk files column (j, k % S) of chunk k / S
+                      ASSERT_EQ(at, w.partial_index(0, j * s + k % s, k / s));
+                    }
                   }
             }
           }
@@ -139,7 +165,9 @@ TEST(ChannelPlan, ChunksDependOnTheShapeOnly) {
         {32, 3, 50176, NK_NHWC},
         {8, 20, 196, NK_NHWC},
         {32, 64, 3136, NK_NHWC},
-        {8, 2048, 1, NK_NCHW}}) {
+        {8, 2048, 1, NK_NCHW},
+        {300, 64, 3, NK_NCHW},
+        {40, 3, 5, NK_NCHW}}) {
     const ChannelShape shape = shape_of(ChannelNorm::kBatch, n, c, s, layout, 2);
     const ChannelPlan a = plan_channel_norm(shape, 2, true), b = plan_channel_norm(shape, 2, false);
     EXPECT_EQ(a.chunks, b.chunks);
@@ -510,6 +538,11 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
                                  kind == ChannelNorm::kGroup ? 2 : 1};
         const ChannelPlan a = plan_channel_norm(shape, elem, true);
         const ChannelPlan u = plan_channel_norm(shape, elem, false);
+        if (kind == ChannelNorm::kBatch && s < 16 / elem) {  // columns (the test below)
+          EXPECT_FALSE(a.short_rows);
+          EXPECT_EQ(a.columns, s);
+          continue;
+        }
         EXPECT_TRUE(a.short_rows);
         EXPECT_EQ(a.row_load_elems, 16 / elem);
         EXPECT_EQ(u.row_load_elems, 1);
@@ -522,6 +555,77 @@ TEST(ChannelPlan, ShortUnalignedRowsTakeALaneEach) {
       }
     }
   }
+}
+
+// Batch norm's rows shorter than a pack reduce as the C * S columns of each sample in the channels
+// layout: 16-byte packs where the pointers allow (periods of packs where C * S is not whole
+// packs), the same chunks either way, and partials within the bound by C. Instance and group
+// norm, rows of half a pack and S >= pack keep their rows walks.
+TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
+  const ChannelShape bn = shape_of(ChannelNorm::kBatch, 300, 64, 3, NK_NCHW, 2);
+  const ChannelPlan a = plan_channel_norm(bn, 2, true), u = plan_channel_norm(bn, 2, false);
+  ASSERT_EQ(a.columns, 3);
+  const ChannelPlan wa = column_view(a), wu = column_view(u);
+  EXPECT_EQ(wa.c, 192);
+  EXPECT_EQ(wa.pack_elems, 8) << "192 columns: 24 whole packs";
+  EXPECT_EQ(wa.lanes, 24);
+  EXPECT_EQ(wa.period, 0);
+  EXPECT_EQ(wu.pack_elems, 1) << "misaligned pointers: single elements of the same columns";
+  EXPECT_EQ(wu.lanes, 32);
+  EXPECT_EQ(a.chunks, u.chunks);
+  EXPECT_EQ(wa.chunk_len, wu.chunk_len);
+  EXPECT_EQ(wa.span(), 300) << "positions: the samples";
+  // The elementwise passes keep the rows plan: packs across rows of 3.
+  EXPECT_TRUE(a.rows_layout);
+  EXPECT_TRUE(a.packs_cross_rows);
+  EXPECT_EQ(a.s, 3);
+  EXPECT_EQ(a.c, 64);
+
+  // 3 x 5 columns: a period of 120 elements (15 packs, 8 samples); 3 samples are its partial row.
+  const ChannelPlan t = plan_channel_norm(shape_of(ChannelNorm::kBatch, 3, 3, 5, NK_NCHW, 2), 2,
+                                          true);
+  ASSERT_EQ(t.columns, 5);
+  const ChannelPlan wt = column_view(t);
+  EXPECT_EQ(wt.period, 120);
+  EXPECT_EQ(wt.lanes, 15);
+  EXPECT_EQ(wt.period_tail(), 3);
+  // fp32: S = 3 of 4-element packs; S = 2 is half a pack and keeps its half packs.
+  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 3, NK_NCHW, 4), 4, true).columns,
+            3);
+  const ChannelPlan half = plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 2, NK_NCHW, 4), 4,
+                                             true);
+  EXPECT_EQ(half.columns, 1);
+  EXPECT_EQ(half.row_load_elems, 2);
+  for (int64_t s : {2, 3, 5, 6, 7}) {
+    for (ChannelNorm kind : {ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+      const ChannelPlan p = plan_channel_norm(shape_of(kind, 8, 4, s, NK_NCHW, 2), 2, true);
+      EXPECT_EQ(p.columns, 1) << "s=" << s;
+      EXPECT_TRUE(p.short_rows) << "s=" << s;
+    }
+    // Many channels and samples: the partials stay within max(C * kMaxChunks, kFewPartials).
+    for (int64_t c : {1, 3, 2048, 100000}) {
+      const ChannelPlan p =
+          plan_channel_norm(shape_of(ChannelNorm::kBatch, 1 << 20, c, s, NK_NCHW, 2), 2, true);
+      EXPECT_EQ(p.columns, s);
+      EXPECT_LE(p.partials(), std::max(c * kMaxChunks, kFewPartials)) << "c=" << c << " s=" << s;
+      // Tiles of 32 packs of columns times the chunks of samples: work for every SM.
+      const int64_t tiles = ((c * s * 2 + 15) / 16 + 31) / 32;
+      EXPECT_GE(tiles * p.walk_chunks, 128) << "c=" << c << " s=" << s;
+    }
+  }
+  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 4, NK_NCHW, 2), 2, true).columns,
+            1);
+  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 9, NK_NCHW, 2), 2, true).columns,
+            1);
+  // 2^31 columns or more: the kernels index columns in 32 bits, so the rows walk stays.
+  const int64_t wide = (int64_t{1} << 31) / 3 + 1;
+  const ChannelPlan big =
+      plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide, 3, NK_NCHW, 2), 2, true);
+  EXPECT_EQ(big.columns, 1);
+  EXPECT_TRUE(big.short_rows);
+  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide - 1, 3, NK_NCHW, 2), 2, true)
+                .columns,
+            3);
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is

@@ -61,10 +61,12 @@ std::vector<PathRun> path_runs(const Config& c) {
   const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;  // S == pack / 2
   // S = half: 16-byte packs that cross rows, the tensor whole packs (N C = 8) or not (N C = 9: a
   // tail of 4 elements in 16 bits, 2 in fp32). S = 3: packs over 3 or 4 rows, 54 elements (a tail
-  // of 6 in 16 bits, 2 in fp32).
-  const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0}, {3, 4, 49, 2, 0},
-                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},   {2, 4, 64, 2, 1},
-                             {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0}};
+  // of 6 in 16 bits, 2 in fp32). 9 x 6 x 5: batch norm's statistics over 30 columns a sample,
+  // periods of 4 or 2 samples and a partial one.
+  const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0},    {3, 4, 49, 2, 0},
+                             {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},      {2, 4, 64, 2, 1},
+                             {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0},
+                             {9, 6, 5, 3, 0}};
   // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
   // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
   // sample of 5 positions, a partial period alone in 16 bits; two such samples (flat packs

@@ -68,14 +68,18 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // rows shorter than a pack, several in one (S = 3; S = 2 in 16 bits), with tails;
           // no period walk, per-sample elementwise passes in packs of the flat tensor (NHWC
           // 2 x 3 x 5: 15 elements a sample; group norm with C = 257 and S = 1: a period of 257
-          // packs over 3 positions, not whole).
+          // packs over 3 positions, not whole); batch norm's rows shorter than a pack reduced as
+          // the C * S columns of each sample (S = 3: 48 columns in whole packs over 40 samples;
+          // 3 x 5: 15 columns in periods of 8 or 4 samples, twice or four times, and 2 or 3
+          // samples in a partial period alone; 37 x 7 in 16 bits: a period of 259 packs split
+          // into tiles).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
                            {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 257, 1, 1},
-                           {3, 1, 77, 1}}
+                           {40, 16, 3, 4},  {16, 3, 5, 1},  {8, 37, 7, 1},   {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -85,7 +89,7 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
                 {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
                 {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2},       {3, 5, 3, 5},
-                {3, 257, 1, 1}};
+                {3, 257, 1, 1},    {40, 16, 3, 4},       {16, 3, 5, 1},         {8, 37, 7, 1}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
