@@ -15,16 +15,15 @@ ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_acc
 }  // namespace
 
 ChannelPlan plan_channel_norm(const ChannelShape& shape, int elem_bytes, bool vector_access) {
-  const int64_t e = 16 / elem_bytes;
-  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
-  const bool columns = shape.kind == ChannelNorm::kBatch && rows_layout && shape.s < e &&
-                       shape.s % (e / 2) != 0 && shape.numel() > 0 &&
-                       shape.c * shape.s <= INT32_MAX;  // the kernels' column index
-  if (!columns) return plan_walk(shape, elem_bytes, vector_access, 1);
-  // Batch norm with rows shorter than a pack: the elementwise passes keep the rows plan; the
-  // statistics take each sample's C * S elements as the channels of the channels layout, with
-  // S times fewer chunks at most, so the partials stay within batch norm's bound by C.
   ChannelPlan p = plan_walk(shape, elem_bytes, vector_access, 1);
+  // Batch norm's short rows that are shorter than a pack (short_rows: not half a pack, and a
+  // non-empty tensor): the elementwise passes keep the rows plan; the statistics take each
+  // sample's C * S elements as the channels of the channels layout, with S times fewer chunks at
+  // most, so the partials stay within batch norm's bound by C.
+  const bool columns = shape.kind == ChannelNorm::kBatch && p.short_rows &&
+                       shape.s < 16 / elem_bytes &&
+                       shape.c * shape.s <= INT32_MAX;  // the kernels' column index
+  if (!columns) return p;
   ChannelShape wide = shape;
   wide.c = shape.c * shape.s;
   wide.s = 1;
