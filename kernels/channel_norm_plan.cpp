@@ -227,7 +227,8 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   r.use = len < e && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
-  r.rows_per_thread = static_cast<int>(e / gcd(e, len));
+  const int64_t g = gcd(e, len);
+  r.rows_per_thread = static_cast<int>((len == g ? 2 : 1) * e / g);  // two packs where L | E
   const int64_t threads = (r.rows + r.rows_per_thread - 1) / r.rows_per_thread;
   r.blocks = (threads + kShortRowsBlock - 1) / kShortRowsBlock;
   return r;

@@ -211,7 +211,7 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
 // instance norm's S = 2 to 7 in 16-bit types, 2 or 3 in fp32; group norm's C/G * S likewise):
 // a thread takes `rows_per_thread` = E / gcd(L, E) consecutive rows, which are L / gcd(L, E)
 // whole packs of the tensor (lcm(L, E) elements, so every thread's first element is a multiple
-// of the pack), holds them in registers, takes each row's statistics there and writes y from
+// of the pack; two packs where L divides E, to spread the per-thread work), holds them in registers, takes each row's statistics there and writes y from
 // there (channel_norm_short_rows.cuh): x read once in 16-byte loads where the pointers allow,
 // instead of a lane per row of single loads, a finalize and an apply. The last thread may hold
 // fewer rows (single elements). Each row's arithmetic depends on its L values only, so the bits
@@ -222,7 +222,7 @@ struct ShortRowsPlan {
   bool use;
   int64_t rows;         // statistics
   int len;              // L, elements of a row (2 to E - 1)
-  int rows_per_thread;  // E / gcd(L, E)
+  int rows_per_thread;  // E / gcd(L, E), twice that where L divides E
   int64_t blocks;       // of kShortRowsBlock threads
 };
 ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);

@@ -1,8 +1,8 @@
 // Instance and group norm training forward with one read of x where a statistic's row is shorter
 // than a 16-byte pack (plan_short_rows: L = S, or C/G * S, below E = 16 / sizeof(T)). A thread
-// holds R = E / gcd(L, E) consecutive rows, which are P = L / gcd(L, E) whole packs of the tensor,
-// in registers: 16-byte loads where every pointer allows (else single elements into the same
-// packs), each row's exact two-pass statistics of x - x0 (x0 its first value, as the other paths
+// holds R = E / gcd(L, E) consecutive rows, which are P = L / gcd(L, E) whole packs of the tensor
+// (twice that where L divides the pack), in registers: 16-byte loads where every pointer allows
+// (else single elements into the same packs), each row's exact two-pass statistics of x - x0 (x0 its first value, as the other paths
 // shift, so |mean| >> std keeps its accuracy), its saved statistics (and instance norm's row
 // statistics for the running update), then y = (x - x0) * scale + offset (+ z), the activation
 // and the ReLU mask, written over x's registers and stored in 16-byte packs. The last thread may
@@ -38,6 +38,15 @@ __host__ __device__ constexpr int constexpr_gcd(int a, int b) {
   return b == 0 ? a : constexpr_gcd(b, a % b);
 }
 
+// Bit j for the elements 0 < j < L of a row where group norm's channel may change: S | L and
+// S >= 2, so only where gcd(j, L) >= 2 (nowhere for L = 2, 3, 5, 7). A constant of the kernel, so
+// that the check of the other elements folds away (a gcd of the loop's j was computed per element).
+__host__ __device__ constexpr uint32_t channel_start_candidates(int L) {
+  uint32_t bits = 0;
+  for (int j = 1; j < L; ++j) bits |= (constexpr_gcd(j, L) >= 2 ? 1u : 0u) << j;
+  return bits;
+}
+
 // The P packs of `count` elements at p: 16-byte loads (whole), else single elements (0 past count).
 template <class T, int E, int P>
 __device__ __forceinline__ void load_short_rows(const T* p, bool whole, int count,
@@ -68,7 +77,11 @@ __device__ __forceinline__ void store_short_rows(T* p, bool whole, int count,
 template <class T, int L, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRowsParams p) {
   constexpr int E = 16 / sizeof(T);
-  constexpr int P = L / constexpr_gcd(L, E), R = E / constexpr_gcd(L, E);
+  // Rows that divide a pack take two packs a thread: the per-thread work (index, channel) then
+  // spreads over twice the rows.
+  constexpr int kGroups = L / constexpr_gcd(L, E) == 1 ? 2 : 1;
+  constexpr int P = kGroups * L / constexpr_gcd(L, E), R = kGroups * E / constexpr_gcd(L, E);
+  constexpr uint32_t kStarts = channel_start_candidates(L);
   static_assert(L >= 2 && L < E, "rows shorter than a pack");
   using Raw = dev::Pack<T, E>;
   const int64_t thread = int64_t{blockIdx.x} * kShortRowsBlock + threadIdx.x;
@@ -115,8 +128,7 @@ __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRo
       }
     }
     // y = (x - x0) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale;
-    // group norm's channel moves on every S elements of the row, S | L and S >= 2, so only at
-    // elements j with gcd(j, L) >= 2 (none for L = 2, 3, 5, 7).
+    // group norm's channel moves on every S elements of the row.
     int c = row_in_sample * p.channels_per_row;
     auto coef = [&]() {
       const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
@@ -126,7 +138,7 @@ __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRo
 #pragma unroll
     for (int j = 0; j < L; ++j) {
       const int i = r * L + j;
-      if (j > 0 && constexpr_gcd(j, L) >= 2 && (p.channel_starts >> j & 1u)) {
+      if ((kStarts >> j & 1u) && (p.channel_starts >> j & 1u)) {
         ++c;
         k = coef();
       }

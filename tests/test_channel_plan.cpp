@@ -688,7 +688,7 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
 }
 
 // One read of x for instance and group norm rows shorter than a pack: a thread holds
-// E / gcd(L, E) rows, L / gcd(L, E) whole packs; rows of a pack or more, batch norm, the channels
+// E / gcd(L, E) rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch norm, the channels
 // layout and empty tensors do not take it, and no shape takes both one-read row paths.
 TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   using nk::cuda::plan_short_rows;
@@ -702,13 +702,13 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   };
   const Want list[] = {
       {ChannelNorm::kInstance, 40, 16, 3, 1, NK_NCHW, 2, true, 3, 8},    // 3 packs a thread
-      {ChannelNorm::kInstance, 40, 16, 2, 1, NK_NCHW, 2, true, 2, 4},    // a pack of 4 rows
-      {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 2},    // half packs
+      {ChannelNorm::kInstance, 40, 16, 2, 1, NK_NCHW, 2, true, 2, 8},    // two packs of 4 rows
+      {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},    // half packs: two packs
       {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},    // 3 packs, 4 rows
       {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},     // 7 packs, 8 rows
       {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, false, 0, 0},    // a whole pack
       {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},     // fp32: 3 packs, 4 rows
-      {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 2},     // fp32 half packs
+      {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},     // fp32 half packs
       {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},    // fp32: above a pack
       {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},      // C = 1: rows in NHWC
       {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},    // channels layout
