@@ -29,6 +29,9 @@
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh).
+// Rows shorter than a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows
+// in registers, whole packs of the tensor, and writes their statistics and y
+// (channel_norm_short_rows.cuh).
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
@@ -255,9 +258,10 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
   }
 }
 
-// Instance norm after a one-read kernel (resident or short rows): one block averages each channel's row statistics over
-// n (in n order) into the running buffers, then advances the counter: every thread reads it before
-// the block's barrier, and a counter that cannot advance leaves everything as it was.
+// Instance norm after a one-read kernel (resident or short rows): one block averages each channel's
+// row statistics over n (in n order) into the running buffers, then advances the counter: every
+// thread reads it before the block's barrier, and a counter that cannot advance leaves everything
+// as it was.
 struct InstanceRunningParams {
   const float2* row_stats;  // [n * C + c]: (mean, variance for the running average)
   int64_t n, c;
@@ -594,7 +598,7 @@ void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, c
   p.rows = static_cast<int>(r.rows);
   p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
   p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
-  for (int j = 1; j < r.len; ++j) p.channel_starts |= (j % s.s == 0 ? 1u : 0u) << j;
+  p.channel_starts = short_row_channel_starts(r.len, s.s);
   p.eps = static_cast<float>(a.params.eps);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
   p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);

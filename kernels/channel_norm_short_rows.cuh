@@ -2,12 +2,12 @@
 // than a 16-byte pack (plan_short_rows: L = S, or C/G * S, below E = 16 / sizeof(T)). A thread
 // holds R = E / gcd(L, E) consecutive rows, which are P = L / gcd(L, E) whole packs of the tensor
 // (twice that where L divides the pack), in registers: 16-byte loads where every pointer allows
-// (else single elements into the same packs), each row's exact two-pass statistics of x - x0 (x0 its first value, as the other paths
-// shift, so |mean| >> std keeps its accuracy), its saved statistics (and instance norm's row
-// statistics for the running update), then y = (x - x0) * scale + offset (+ z), the activation
-// and the ReLU mask, written over x's registers and stored in 16-byte packs. The last thread may
-// hold fewer rows, in single elements. A row's arithmetic sees its L values only, in a fixed
-// order, so no bit depends on the pointers or the grid.
+// (else single elements into the same packs), each row's exact two-pass statistics of x - x0 (x0
+// its first value, as the other paths shift, so |mean| >> std keeps its accuracy), its saved
+// statistics (and instance norm's row statistics for the running update), then y = (x - x0) * scale
+// + offset (+ z), the activation and the ReLU mask, stored in 16-byte packs. The last thread may
+// hold fewer rows, in single elements. A row's arithmetic sees its L values only, in a fixed order,
+// so no bit depends on the pointers or the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -36,6 +36,13 @@ struct ShortRowsParams : OneReadForwardIo {
 
 __host__ __device__ constexpr int constexpr_gcd(int a, int b) {
   return b == 0 ? a : constexpr_gcd(b, a % b);
+}
+
+// ShortRowsParams::channel_starts of rows of L elements with S a channel (host).
+inline uint32_t short_row_channel_starts(int len, int64_t s) {
+  uint32_t bits = 0;
+  for (int j = 1; j < len; ++j) bits |= (j % s == 0 ? 1u : 0u) << j;
+  return bits;
 }
 
 // Bit j for the elements 0 < j < L of a row where group norm's channel may change: S | L and
@@ -96,6 +103,9 @@ __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRo
   if constexpr (kResidual) {
     load_short_rows<T, E, P>(static_cast<const T*>(p.z) + first, whole, count, z);
   }
+  // y apart from x: x's words stay as loaded, both halves defined (dev::element reads a 16-bit
+  // value through its word; over half-written words the simulator met undefined registers).
+  Raw y[P];
   uint32_t signs[P] = {};  // the ReLU mask's bits of each pack
   // 32-bit remainder once: the row's channel steps from here.
   int row_in_sample = row0 % p.rows_per_sample;
@@ -146,11 +156,11 @@ __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRo
       if constexpr (kResidual) u += dev::element(z[i / E], i % E);
       u = dev::activate<kAct>(u);
       if constexpr (kAct == NK_ACTIVATION_RELU) signs[i / E] |= (u > 0.0f ? 1u : 0u) << (i % E);
-      v[i / E].v[i % E] = dev::from_float<T>(u);
+      y[i / E].v[i % E] = dev::from_float<T>(u);
     }
     if (++row_in_sample == p.rows_per_sample) row_in_sample = 0;
   }
-  store_short_rows<T, E, P>(static_cast<T*>(p.y) + first, whole, count, v);
+  store_short_rows<T, E, P>(static_cast<T*>(p.y) + first, whole, count, y);
   if constexpr (kAct == NK_ACTIVATION_RELU) {
     if (p.mask != nullptr) {
 #pragma unroll

@@ -1,9 +1,9 @@
 // Shapes on which instance and group norm training read x once with rows held in registers
 // (kernels/channel_norm_plan.hpp, plan_short_rows: a statistic's row shorter than a 16-byte pack),
-// for the GPU tests of the plain and fused forwards: every row length a dtype has (2 to 7 in 16
-// bits, 2 and 3 in fp32), group norm with one, two and three channels a row, more than one block,
-// and a last thread with fewer rows. Tests assert takes_short_rows, so a change of the plan cannot
-// move them off the path unnoticed.
+// for the GPU tests of the plain and fused forwards and training backwards: every row length a
+// dtype has (2 to 7 in 16 bits, 2 and 3 in fp32), group norm with one, two and three channels a
+// row, more than one block, and a last thread with fewer rows. Tests assert takes_short_rows, so a
+// change of the plan cannot move them off the path unnoticed.
 #pragma once
 
 #include <normkit/normkit.h>

@@ -687,9 +687,10 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
-// One read of x for instance and group norm rows shorter than a pack: a thread holds
-// E / gcd(L, E) rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch norm, the channels
-// layout and empty tensors do not take it, and no shape takes both one-read row paths.
+// One read of x for instance and group norm rows shorter than a pack: a thread holds E / gcd(L, E)
+// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch
+// norm, the channels layout and empty tensors do not take it, and no shape takes both one-read row
+// paths.
 TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   using nk::cuda::plan_short_rows;
   struct Want {

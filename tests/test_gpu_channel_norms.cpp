@@ -233,7 +233,7 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
   // The training backward of a path that stages x and dy (one read of each) in blocks of
   // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
   // of the aligned call; so do heads of none, a third of the block and all but one pack, each
-  // aligned, misaligned and in place.
+  // aligned, misaligned and in place (block_bytes 0: a path that stages nothing, no heads).
   void backward_bytes_across_heads(const ChannelCase& k, const Buffer& x, const DeviceBuffer& wd,
                                    int64_t block_bytes) {
     const Case c = GetParam();
@@ -265,6 +265,7 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
       EXPECT_EQ(whole[1][i].bytes(), whole[0][i].bytes()) << names[i] << ": misaligned differs";
       EXPECT_EQ(whole[2][i].bytes(), whole[0][i].bytes()) << names[i] << ": dx == dy differs";
     }
+    if (block_bytes == 0) return;  // a path that stages nothing (rows in registers)
     for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
       SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
       const ScopedResidentHead knob(head);
@@ -619,12 +620,13 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
   }
 }
 
-// One read of x with rows in registers (short_rows_cases.hpp): instance and group norm training in
-// NCHW where a statistic's row is shorter than a 16-byte pack. Running buffers or none (instance
-// norm), three steps of the cumulative average and the unbiased running variance of 2-value rows,
-// fp32 data at |mean| / std = 1e4, misaligned pointers (single elements), and the bytes of y and
-// the saved statistics of misaligned and in-place calls against the aligned one. The backward of
-// these shapes (the split path) from the saved statistics of this forward.
+// One read of x (and dy) with rows in registers (short_rows_cases.hpp): instance and group norm
+// training in NCHW where a statistic's row is shorter than a 16-byte pack. Running buffers or none
+// (instance norm), three steps of the cumulative average and the unbiased running variance of
+// 2-value rows, fp32 data at |mean| / std = 1e4, misaligned pointers (single elements), and the
+// bytes of y and the saved statistics of misaligned and in-place calls against the aligned one. The
+// training backward (rows in registers too) against the CPU, aligned and misaligned, and the bytes
+// of dx, dweight and dbias of misaligned and dx == dy calls against the aligned one.
 TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
   const Case c = GetParam();
   if (c.family == Family::kBatch || c.layout != NK_NCHW) {
@@ -650,6 +652,8 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     DeviceBuffer wd(w), bd(b);
     forward_bytes_across_heads(k, p, x, wd, bd, 0);
     check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
   }
 }
 
