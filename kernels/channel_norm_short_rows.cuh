@@ -54,6 +54,41 @@ __host__ __device__ constexpr uint32_t channel_start_candidates(int L) {
   return bits;
 }
 
+// The rows a thread holds: R = E / gcd(L, E) of them, P = L / gcd(L, E) whole packs; twice that
+// where L divides E, so that the per-thread work (index, channel) spreads over more rows.
+template <class T, int L>
+struct ShortRowsShape {
+  static constexpr int E = 16 / sizeof(T);
+  static constexpr int kGroups = L / constexpr_gcd(L, E) == 1 ? 2 : 1;
+  static constexpr int P = kGroups * L / constexpr_gcd(L, E);
+  static constexpr int R = kGroups * E / constexpr_gcd(L, E);
+  static constexpr uint32_t kStarts = channel_start_candidates(L);
+  static_assert(L >= 2 && L < E, "rows shorter than a pack");
+};
+
+// This thread's rows: the first (row0), how many (R; fewer in the last thread), their `count`
+// elements from element `first` (a multiple of E), and whether they are whole 16-byte packs to
+// access as such.
+struct ShortRowsThread {
+  int row0, rows, count;
+  int64_t first;
+  bool whole;
+};
+
+// False for a thread past the rows.
+template <int L, int R>
+__device__ __forceinline__ bool locate_short_rows(int total_rows, bool vector_access,
+                                                  ShortRowsThread& t) {
+  const int64_t thread = int64_t{blockIdx.x} * kShortRowsBlock + threadIdx.x;
+  if (thread * R >= total_rows) return false;
+  t.row0 = static_cast<int>(thread * R);  // 32-bit: the plan caps the rows
+  t.rows = min(R, total_rows - t.row0);
+  t.count = t.rows * L;
+  t.first = int64_t{t.row0} * L;
+  t.whole = vector_access && t.rows == R;
+  return true;
+}
+
 // The P packs of `count` elements at p: 16-byte loads (whole), else single elements (0 past count).
 template <class T, int E, int P>
 __device__ __forceinline__ void load_short_rows(const T* p, bool whole, int count,
@@ -83,20 +118,15 @@ __device__ __forceinline__ void store_short_rows(T* p, bool whole, int count,
 
 template <class T, int L, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRowsParams p) {
-  constexpr int E = 16 / sizeof(T);
-  // Rows that divide a pack take two packs a thread: the per-thread work (index, channel) then
-  // spreads over twice the rows.
-  constexpr int kGroups = L / constexpr_gcd(L, E) == 1 ? 2 : 1;
-  constexpr int P = kGroups * L / constexpr_gcd(L, E), R = kGroups * E / constexpr_gcd(L, E);
-  constexpr uint32_t kStarts = channel_start_candidates(L);
-  static_assert(L >= 2 && L < E, "rows shorter than a pack");
+  using Shape = ShortRowsShape<T, L>;
+  constexpr int E = Shape::E, P = Shape::P, R = Shape::R;
+  constexpr uint32_t kStarts = Shape::kStarts;
   using Raw = dev::Pack<T, E>;
-  const int64_t thread = int64_t{blockIdx.x} * kShortRowsBlock + threadIdx.x;
-  if (thread * R >= p.rows) return;
-  const int row0 = static_cast<int>(thread * R);  // 32-bit: the plan caps the rows
-  const int rows = min(R, p.rows - row0), count = rows * L;
-  const int64_t first = int64_t{row0} * L;  // a multiple of E
-  const bool whole = p.vector_access && rows == R;
+  ShortRowsThread t;
+  if (!locate_short_rows<L, R>(p.rows, p.vector_access, t)) return;
+  const int row0 = t.row0, rows = t.rows, count = t.count;
+  const int64_t first = t.first;
+  const bool whole = t.whole;
   Raw v[P];
   load_short_rows<T, E, P>(static_cast<const T*>(p.x) + first, whole, count, v);
   Raw z[kResidual ? P : 1];

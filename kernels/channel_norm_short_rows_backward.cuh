@@ -33,19 +33,16 @@ struct ShortRowsBackwardParams : OneReadBackwardIo {
 template <class T, int L, int kSource, bool kZ>
 __global__ void __launch_bounds__(kShortRowsBlock, 1)
     backward_short_rows(ShortRowsBackwardParams p) {
-  constexpr int E = 16 / sizeof(T);
-  constexpr int kGroups = L / constexpr_gcd(L, E) == 1 ? 2 : 1;  // as the forward's
-  constexpr int P = kGroups * L / constexpr_gcd(L, E), R = kGroups * E / constexpr_gcd(L, E);
-  constexpr uint32_t kStarts = channel_start_candidates(L);
+  using Shape = ShortRowsShape<T, L>;  // the forward's rows
+  constexpr int E = Shape::E, P = Shape::P, R = Shape::R;
+  constexpr uint32_t kStarts = Shape::kStarts;
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
-  static_assert(L >= 2 && L < E, "rows shorter than a pack");
   using Raw = dev::Pack<T, E>;
-  const int64_t thread = int64_t{blockIdx.x} * kShortRowsBlock + threadIdx.x;
-  if (thread * R >= p.rows) return;
-  const int row0 = static_cast<int>(thread * R);  // 32-bit: the plan caps the rows
-  const int rows = min(R, p.rows - row0), count = rows * L;
-  const int64_t first = int64_t{row0} * L;  // a multiple of E
-  const bool whole = p.vector_access && rows == R;
+  ShortRowsThread t;
+  if (!locate_short_rows<L, R>(p.rows, p.vector_access, t)) return;
+  const int row0 = t.row0, rows = t.rows, count = t.count;
+  const int64_t first = t.first;
+  const bool whole = t.whole;
   Raw x[P], dy[P], aux[kAux ? P : 1];
   load_short_rows<T, E, P>(static_cast<const T*>(p.x) + first, whole, count, x);
   load_short_rows<T, E, P>(static_cast<const T*>(p.dy) + first, whole, count, dy);

@@ -230,6 +230,23 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     }
   }
 
+  // The forward of a path that reads x once against the CPU: with running buffers and without
+  // (instance norm), three steps of the cumulative average, fp32 data at |mean| / std = 1e4
+  // (16-bit types cannot hold such data), and misaligned pointers (single-element loads).
+  void check_one_read_forward(const ChannelCase& k) {
+    const Case c = GetParam();
+    nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 1);
+    if (c.family == Family::kInstance) {
+      check_forward(k, p, 1, false);
+      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+      check_forward(k, p, 3);
+      p = nk_norm_params_default();
+    }
+    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
+    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+  }
+
   // The training backward of a path that stages x and dy (one read of each) in blocks of
   // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
   // of the aligned call; so do heads of none, a third of the block and all but one pack, each
@@ -585,16 +602,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_resident_rows(k, c.dtype));
-    nk_norm_params p = nk_norm_params_default();
-    check_forward(k, p, 1);
-    if (c.family == Family::kInstance) {
-      check_forward(k, p, 1, false);
-      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
-      check_forward(k, p, 3);
-      p = nk_norm_params_default();
-    }
-    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
-    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+    const nk_norm_params p = nk_norm_params_default();
+    check_one_read_forward(k);
 
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
@@ -636,16 +645,8 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
-    nk_norm_params p = nk_norm_params_default();
-    check_forward(k, p, 1);
-    if (c.family == Family::kInstance) {
-      check_forward(k, p, 1, false);
-      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
-      check_forward(k, p, 3);
-      p = nk_norm_params_default();
-    }
-    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
-    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+    const nk_norm_params p = nk_norm_params_default();
+    check_one_read_forward(k);
     const int64_t numel = k.n * k.c * k.s;
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
