@@ -6,14 +6,14 @@ SASS of a built object: the path that takes 16-byte loads and stores. Run from t
         [--cuobjdump PATH] [--arch sm_90]
 
 bench/sass_path.py's walk (every conditional branch or exit falls through unless taken) over each
-subset (up to four) of the guards of the tail thread's code: the conditional branches and exits that skip
-single-element accesses of a tensor (2-byte accesses; in fp32, 4-byte accesses through a register
-that a 16-byte access of the kernel also addresses: registers are reused, so check the fp32 rows'
-4-byte counts by hand). The subset whose walk has the most 16-byte accesses (LDG.E.128,
-STG.E.128), then the fewest single-element ones, then the most instructions. Everything else
-falls through: every row's statistics stores, the weight and bias loads and every possible channel
-change of group norm run, an upper bound for instance norm. Prints, per kernel, the instructions
-and accesses of that walk.
+subset (up to four) of the guards of the tail thread's code: the conditional branches and exits
+that skip single-element accesses of a tensor (2-byte accesses; in fp32, 4-byte accesses through a
+register that a 16-byte access of the kernel also addresses: registers are reused, so check the
+fp32 rows' 4-byte counts by hand). The subset whose walk has the most 16-byte accesses (LDG.E.128,
+STG.E.128), then the fewest single-element ones, then the most instructions. Everything else falls
+through: every row's statistics stores, the weight and bias loads and every possible channel change
+of group norm run, an upper bound for instance norm. Prints, per kernel, the instructions and
+accesses of that walk.
 """
 import itertools
 import re
