@@ -1,6 +1,6 @@
 // The fused channel-norm backward's du = dy * act'(u), shared by the split passes
-// (channel_norm_backward.cu) and the resident rows (channel_norm_resident_backward.cuh), so both
-// take act' from the same place with the same arithmetic.
+// (channel_norm_backward.cu) and the one-read kernels (resident rows, group tiles, short rows), so
+// all take act' from the same place with the same arithmetic.
 #pragma once
 
 #include <cuda_runtime.h>

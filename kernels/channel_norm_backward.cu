@@ -21,7 +21,9 @@
 // reread the rest), take one kernel instead of (1) and (3), which reads each once
 // (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
 // norm in NHWC does the same where a tile of whole groups of one sample fits a block
-// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh).
+// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows shorter
+// than a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
+// channel_norm_short_rows_backward.cuh).
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -37,6 +39,7 @@
 #include "channel_norm_group_tile_backward.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident_backward.cuh"
+#include "channel_norm_short_rows_backward.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -531,6 +534,41 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
+// Instance and group norm training with dx (or dz) where a row is shorter than a pack: rows held in
+// registers (channel_norm_short_rows_backward.cuh), one read of x and dy, then dweight and dbias
+// from the per-(n, c) sums.
+template <class T, int L = 2>
+void launch_short_rows_backward(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
+                                const ShortRowsBackwardParams& p, cudaStream_t stream) {
+  if constexpr (L < 16 / static_cast<int>(sizeof(T))) {
+    if (r.len != L) return launch_short_rows_backward<T, L + 1>(a, r, p, stream);
+    with_fusion(a, [&](auto src, auto residual) {
+      constexpr int kSource = decltype(src)::value;
+      constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+      backward_short_rows<T, L, kSource, kZ>
+          <<<static_cast<unsigned>(r.blocks), kShortRowsBlock, 0, stream>>>(p);
+    });
+  }
+}
+
+template <class T>
+void backward_in_registers(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
+                           const XhatStats& stats, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  ShortRowsBackwardParams p{};
+  set_backward_io(p, a, l);
+  p.rows = static_cast<int>(r.rows);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.channel_starts = short_row_channel_starts(r.len, s.s);
+  p.vector_access = vector_access(a);
+  launch_short_rows_backward<T>(a, r, p, stream);
+  dev::check_cuda(cudaGetLastError(), "channel norm short rows backward launch");
+  if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
+}
+
 // Group norm training with dx (or dz) in NHWC where a tile of groups of x and of dy fits a block:
 // one read of both (channel_norm_group_tile_backward.cuh), then dweight and dbias from its
 // per-(n, c) sums.
@@ -571,6 +609,8 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     if (r.use) return backward_resident_rows<T>(a, r, stats, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T), 2);
     if (g.use) return backward_group_tiles<T>(a, g, stats, l);
+    const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
+    if (sr.use) return backward_in_registers<T>(a, sr, stats, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

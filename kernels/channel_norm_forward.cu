@@ -29,6 +29,9 @@
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh).
+// Rows shorter than a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows
+// in registers, whole packs of the tensor, and writes their statistics and y
+// (channel_norm_short_rows.cuh).
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
@@ -43,6 +46,7 @@
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_short_rows.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/device_types.cuh"
@@ -254,9 +258,10 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
   }
 }
 
-// Instance norm after the resident kernel: one block averages each channel's row statistics over
-// n (in n order) into the running buffers, then advances the counter: every thread reads it before
-// the block's barrier, and a counter that cannot advance leaves everything as it was.
+// Instance norm after a one-read kernel (resident or short rows): one block averages each channel's
+// row statistics over n (in n order) into the running buffers, then advances the counter: every
+// thread reads it before the block's barrier, and a counter that cannot advance leaves everything
+// as it was.
 struct InstanceRunningParams {
   const float2* row_stats;  // [n * C + c]: (mean, variance for the running average)
   int64_t n, c;
@@ -521,11 +526,32 @@ CoefArrays carve_coefs(unsigned char* base, size_t coef_bytes) {
                     reinterpret_cast<float*>(base + 2 * coef_bytes)};
 }
 
-// Bytes of the resident path's workspace: the rows' statistics for instance norm's running
-// update.
-size_t resident_workspace(const ResidentPlan& r, const ChannelShape& s) {
-  return s.kind == ChannelNorm::kInstance ? align256(static_cast<size_t>(r.rows) * sizeof(float2))
+// Bytes of a one-read path's workspace (resident or short rows): the rows' statistics for
+// instance norm's running update.
+size_t row_stats_workspace(int64_t rows, const ChannelShape& s) {
+  return s.kind == ChannelNorm::kInstance ? align256(static_cast<size_t>(rows) * sizeof(float2))
                                           : 0;
+}
+
+// Whether a one-read forward writes the rows' statistics for the running update.
+bool instance_running(const ChannelForwardArgs& a) {
+  return a.shape.kind == ChannelNorm::kInstance &&
+         (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
+}
+
+// Instance norm's running buffers and counter from the rows' statistics of a one-read forward.
+void update_running_from_rows(const ChannelForwardArgs& a, const float2* row_stats,
+                              cudaStream_t stream) {
+  const InstanceRunningParams u{row_stats,
+                                a.shape.n,
+                                a.shape.c,
+                                static_cast<float>(a.params.momentum),
+                                a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
+                                a.running_mean,
+                                a.running_var,
+                                a.num_batches_tracked};
+  update_instance_running<<<1, 256, 0, stream>>>(u);
+  dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
 }
 
 // The tensors and parameters of a forward that reads x once (ResidentParams, GroupTileParams).
@@ -545,8 +571,7 @@ template <class T>
 void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
   const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance;
-  const bool running = instance && (a.running_mean != nullptr || a.num_batches_tracked != nullptr);
+  const bool running = instance_running(a);
   ResidentParams p{};
   set_forward_io(p, a);
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
@@ -558,17 +583,29 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
   launch_resident<T>(p, r, a.fusion.activation, stream);
   dev::check_cuda(cudaGetLastError(), "channel norm resident rows launch");
-  if (!running) return;
-  const InstanceRunningParams u{p.row_stats,
-                                s.n,
-                                s.c,
-                                static_cast<float>(a.params.momentum),
-                                a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE,
-                                a.running_mean,
-                                a.running_var,
-                                a.num_batches_tracked};
-  update_instance_running<<<1, 256, 0, stream>>>(u);
-  dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
+  if (running) update_running_from_rows(a, p.row_stats, stream);
+}
+
+// Rows shorter than a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
+template <class T>
+void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool instance = s.kind == ChannelNorm::kInstance, running = instance_running(a);
+  ShortRowsParams p{};
+  set_forward_io(p, a);
+  p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
+  p.rows = static_cast<int>(r.rows);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.channel_starts = short_row_channel_starts(r.len, s.s);
+  p.eps = static_cast<float>(a.params.eps);
+  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
+  p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
+  launch_short_rows<T>(p, r, a.fusion.activation, stream);
+  dev::check_cuda(cudaGetLastError(), "channel norm short rows launch");
+  if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
 // Group norm in NHWC, a block per tile of groups (channel_norm_group_tile.cuh); no workspace.
@@ -592,6 +629,8 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   if (training) {
     const ResidentPlan r = plan_resident_rows(s, sizeof(T));
     if (r.use) return forward_resident_rows<T>(a, r, l);
+    const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
+    if (sr.use) return forward_in_registers<T>(a, sr, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
     if (g.use) return forward_group_tiles<T>(a, g, l);
   }
@@ -682,7 +721,9 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   if (a.params.phase == NK_TRAINING) {
     const ResidentPlan r = plan_resident_rows(a.shape, elem);
-    if (r.use) return resident_workspace(r, a.shape);
+    if (r.use) return row_stats_workspace(r.rows, a.shape);
+    const ShortRowsPlan sr = plan_short_rows(a.shape, elem);
+    if (sr.use) return row_stats_workspace(sr.rows, a.shape);
     if (plan_group_tiles(a.shape, elem).use) return 0;
   }
   for (bool vector_access : {true, false}) {

@@ -218,6 +218,22 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   return r;
 }
 
+ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
+  ShortRowsPlan r{};
+  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
+  r.rows = shape.num_stats();
+  r.use = len < e && r.rows <= INT32_MAX;
+  if (!r.use) return r;
+  r.len = static_cast<int>(len);
+  const int64_t g = gcd(e, len);
+  r.rows_per_thread = static_cast<int>((len == g ? 2 : 1) * e / g);  // two packs where L | E
+  const int64_t threads = (r.rows + r.rows_per_thread - 1) / r.rows_per_thread;
+  r.blocks = (threads + kShortRowsBlock - 1) / kShortRowsBlock;
+  return r;
+}
+
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   GroupTilePlan t{};
   const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;

@@ -206,6 +206,29 @@ struct ResidentPlan {
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
+// One read of x for the training forward of instance and group norm in the rows layout (and of x
+// and dy for the training backward with dx or dz) where a statistic's row is shorter than a 16-byte
+// pack (L = count_per_stat() < E = 16 / elem_bytes: instance norm's S = 2 to 7 in 16-bit types, 2
+// or 3 in fp32; group norm's C/G * S likewise): a thread takes `rows_per_thread` = E / gcd(L, E)
+// consecutive rows, which are L / gcd(L, E) whole packs of the tensor (lcm(L, E) elements, so every
+// thread's first element is a multiple of the pack; two packs where L divides E, to spread the
+// per-thread work), holds them in registers, takes each row's statistics there and writes y from
+// there (channel_norm_short_rows.cuh; the backward's dx likewise,
+// channel_norm_short_rows_backward.cuh): x read once in 16-byte loads where the pointers allow,
+// instead of a lane per row of single loads, a finalize and an apply. The last thread may hold
+// fewer rows (single elements). Each row's arithmetic depends on its L values only, so the bits
+// depend neither on the pointers nor on the grid. Rows up to INT32_MAX (32-bit row arithmetic).
+constexpr int kShortRowsBlock = 256;
+
+struct ShortRowsPlan {
+  bool use;
+  int64_t rows;         // statistics
+  int len;              // L, elements of a row (2 to E - 1)
+  int rows_per_thread;  // E / gcd(L, E), twice that where L divides E
+  int64_t blocks;       // of kShortRowsBlock threads
+};
+ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
+
 // One read of x for the group norm forward in NHWC (channel_norm_group_tile.cuh): a block per tile
 // of k consecutive groups of one sample, the (S positions) x (k * C/G channels) elements that are
 // k statistics, staged in shared memory position by position. Each position's run of the tile is

@@ -687,6 +687,65 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
+// One read of x for instance and group norm rows shorter than a pack: a thread holds E / gcd(L, E)
+// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch
+// norm, the channels layout and empty tensors do not take it, and no shape takes both one-read row
+// paths.
+TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
+  using nk::cuda::plan_short_rows;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int len, rows_per_thread;
+  };
+  const Want list[] = {
+      {ChannelNorm::kInstance, 40, 16, 3, 1, NK_NCHW, 2, true, 3, 8},    // 3 packs a thread
+      {ChannelNorm::kInstance, 40, 16, 2, 1, NK_NCHW, 2, true, 2, 8},    // two packs of 4 rows
+      {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},    // half packs: two packs
+      {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},    // 3 packs, 4 rows
+      {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},     // 7 packs, 8 rows
+      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, false, 0, 0},    // a whole pack
+      {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},     // fp32: 3 packs, 4 rows
+      {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},     // fp32 half packs
+      {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},    // fp32: above a pack
+      {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},      // C = 1: rows in NHWC
+      {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},    // channels layout
+      {ChannelNorm::kInstance, 8, 16, 1, 1, NK_NCHW, 2, false, 0, 0},    // S = 1: channels
+      {ChannelNorm::kBatch, 8, 16, 3, 1, NK_NCHW, 2, false, 0, 0},       // batch norm: columns
+      {ChannelNorm::kGroup, 7, 6, 2, 2, NK_NCHW, 2, true, 6, 4},         // 3 channels of 2
+      {ChannelNorm::kGroup, 7, 6, 3, 3, NK_NCHW, 2, true, 6, 4},         // 2 channels of 3
+      {ChannelNorm::kGroup, 7, 6, 3, 2, NK_NCHW, 2, false, 0, 0},        // 9 elements a row
+      {ChannelNorm::kGroup, 7, 6, 3, 6, NK_NCHW, 4, true, 3, 4},         // fp32, a channel a row
+      {ChannelNorm::kGroup, 0, 6, 3, 6, NK_NCHW, 2, false, 0, 0},        // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::ShortRowsPlan r = plan_short_rows(shape, w.elem);
+    EXPECT_EQ(r.use, w.use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem).use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.rows, shape.num_stats());
+    EXPECT_EQ(r.len, w.len);
+    EXPECT_EQ(r.rows_per_thread, w.rows_per_thread);
+    // A thread's rows are whole packs: its first element is a multiple of the pack.
+    EXPECT_EQ(r.rows_per_thread * r.len % (16 / w.elem), 0);
+    const int64_t threads = (r.rows + r.rows_per_thread - 1) / r.rows_per_thread;
+    EXPECT_EQ(r.blocks, (threads + 255) / 256);
+  }
+  // Rows up to INT32_MAX (the kernel's row index is 32-bit).
+  const ChannelShape many{ChannelNorm::kInstance, 1 << 16, 1 << 15, 3, NK_NCHW, NK_BF16, 1};
+  EXPECT_FALSE(plan_short_rows(many, 2).use);
+  ChannelShape fewer = many;
+  fewer.c -= 1;
+  EXPECT_TRUE(plan_short_rows(fewer, 2).use);
+}
+
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
 // 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
 // the rest read per pass), at least 128 tiles; blocks a multiple of 32 and of the packs a position

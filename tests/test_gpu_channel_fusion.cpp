@@ -41,6 +41,7 @@
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
 #include "resident_rows_cases.hpp"
+#include "short_rows_cases.hpp"
 #include "test_support.hpp"
 
 namespace nkt {
@@ -456,7 +457,8 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
 // both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
-// likewise where a tile of groups fits a block (plan_group_tiles).
+// likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows shorter than a pack
+// (short_rows_cases.hpp, rows in registers forward and backward), aligned and misaligned.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
@@ -491,6 +493,23 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       // The loops over a block's tail (rows above 96 KiB forward, 48 KiB backward; tiles above
       // 88 KiB forward, 44 KiB backward), here with a third of it staged.
       const ScopedResidentHead knob(block_bytes / 3 / 16 * 16);
+      check_forward(PathRun{k, misalign});
+      check_backward(PathRun{k, misalign});
+    }
+  }
+  if (tiles) return;
+  // The reduced set: one shape of each (activation, residual) pair, so that each norm x dtype
+  // meets several row lengths.
+  const std::vector<ChannelCase> all = short_row_shapes(c.family, c.dtype);
+  const size_t pick = (static_cast<size_t>(c.act) * 2 + (c.residual ? 1 : 0)) % all.size();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (reduced_gpu_tests() && i != pick) continue;
+    const ChannelCase& k = all[i];
+    ASSERT_TRUE(takes_short_rows(k, c.dtype));
+    for (int64_t misalign : {0, 1}) {
+      SCOPED_TRACE(testing::Message() << "rows in registers n=" << k.n << " c=" << k.c
+                                      << " s=" << k.s << " g=" << k.groups << " misalign "
+                                      << misalign);
       check_forward(PathRun{k, misalign});
       check_backward(PathRun{k, misalign});
     }

@@ -21,6 +21,7 @@
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
 #include "resident_rows_cases.hpp"
+#include "short_rows_cases.hpp"
 #include "test_support.hpp"
 
 namespace nkt {
@@ -72,14 +73,17 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // the C * S columns of each sample (S = 3: 48 columns in whole packs over 40 samples;
           // 3 x 5: 15 columns in periods of 8 or 4 samples, twice or four times, and 2 or 3
           // samples in a partial period alone; 37 x 7 in 16 bits: a period of 259 packs split
-          // into tiles).
+          // into tiles); instance and group norm rows shorter than a pack held in registers
+          // (9 x 6 x 2: rows of 2 and, group norm, of three channels of 2; 70 x 40 x 3: several
+          // blocks, group norm rows of two channels of 3).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
                            {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
                            {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 257, 1, 1},
-                           {40, 16, 3, 4},  {16, 3, 5, 1},  {8, 37, 7, 1},   {3, 1, 77, 1}}
+                           {40, 16, 3, 4},  {16, 3, 5, 1},  {8, 37, 7, 1},   {9, 6, 2, 2},
+                           {70, 40, 3, 20}, {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
@@ -89,7 +93,8 @@ std::vector<ChannelCase> shapes(const Case& k) {
                 {1, 64, 70000, 8}, {32, 64, 56 * 56, 8}, {2, 320, 64 * 64, 32}, {3, 40, 1, 8},
                 {8, 3, 196, 1},    {2, 3, 98, 1},        {2, 2048, 1, 32},      {2, 24, 333, 6},
                 {4, 6, 64, 3},     {2, 255, 16, 5},      {2, 514, 16, 2},       {3, 5, 3, 5},
-                {3, 257, 1, 1},    {40, 16, 3, 4},       {16, 3, 5, 1},         {8, 37, 7, 1}};
+                {3, 257, 1, 1},    {40, 16, 3, 4},       {16, 3, 5, 1},         {8, 37, 7, 1},
+                {9, 6, 2, 2},      {70, 40, 3, 20}};
   std::vector<ChannelCase> out;
   for (const S& s : list) {
     // Training needs more than one value per statistic: skip the shapes a family rejects.
@@ -178,7 +183,8 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
   // misaligned pointers (single-element loads into the same staged packs) give the bytes of y and
   // the saved statistics of the aligned call; so do heads of none, a third of the block's bytes
   // (not whole turns of the block) and all but one pack (NORMKIT_TEST_RESIDENT_HEAD: the rest read
-  // from memory in each pass), aligned, misaligned and in place (y == x).
+  // from memory in each pass), aligned, misaligned and in place (y == x). block_bytes 0: a path
+  // that stages nothing (rows in registers), run once without the knob.
   void forward_bytes_across_heads(const ChannelCase& k, const nk_norm_params& p, const Buffer& x,
                                   const DeviceBuffer& wd, const DeviceBuffer& bd,
                                   int64_t block_bytes) {
@@ -199,7 +205,10 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     for (size_t i = 0; i < 3; ++i) {
       EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
     }
-    for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
+    const std::vector<int64_t> heads =
+        block_bytes == 0 ? std::vector<int64_t>{-1}  // a knob value that no path reads
+                         : std::vector<int64_t>{0, block_bytes / 3 / 16 * 16, block_bytes - 16};
+    for (int64_t head : heads) {
       SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
       const ScopedResidentHead knob(head);
       for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
@@ -221,10 +230,27 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     }
   }
 
+  // The forward of a path that reads x once against the CPU: with running buffers and without
+  // (instance norm), three steps of the cumulative average, fp32 data at |mean| / std = 1e4
+  // (16-bit types cannot hold such data), and misaligned pointers (single-element loads).
+  void check_one_read_forward(const ChannelCase& k) {
+    const Case c = GetParam();
+    nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 1);
+    if (c.family == Family::kInstance) {
+      check_forward(k, p, 1, false);
+      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+      check_forward(k, p, 3);
+      p = nk_norm_params_default();
+    }
+    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
+    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+  }
+
   // The training backward of a path that stages x and dy (one read of each) in blocks of
   // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
   // of the aligned call; so do heads of none, a third of the block and all but one pack, each
-  // aligned, misaligned and in place.
+  // aligned, misaligned and in place (block_bytes 0: a path that stages nothing, no heads).
   void backward_bytes_across_heads(const ChannelCase& k, const Buffer& x, const DeviceBuffer& wd,
                                    int64_t block_bytes) {
     const Case c = GetParam();
@@ -256,6 +282,7 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
       EXPECT_EQ(whole[1][i].bytes(), whole[0][i].bytes()) << names[i] << ": misaligned differs";
       EXPECT_EQ(whole[2][i].bytes(), whole[0][i].bytes()) << names[i] << ": dx == dy differs";
     }
+    if (block_bytes == 0) return;  // a path that stages nothing (rows in registers)
     for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
       SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
       const ScopedResidentHead knob(head);
@@ -575,16 +602,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_resident_rows(k, c.dtype));
-    nk_norm_params p = nk_norm_params_default();
-    check_forward(k, p, 1);
-    if (c.family == Family::kInstance) {
-      check_forward(k, p, 1, false);
-      p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
-      check_forward(k, p, 3);
-      p = nk_norm_params_default();
-    }
-    if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
-    check_forward(k, p, 1, true, 0.5, 2.0, 1);
+    const nk_norm_params p = nk_norm_params_default();
+    check_one_read_forward(k);
 
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
@@ -607,6 +626,35 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     const ChannelCase wide{Family::kGroup, 4, 64, 4096, NK_NCHW, 32};
     ASSERT_TRUE(takes_resident_rows(wide, c.dtype, 2));
     check_backward(wide, NK_TRAINING);
+  }
+}
+
+// One read of x (and dy) with rows in registers (short_rows_cases.hpp): instance and group norm
+// training in NCHW where a statistic's row is shorter than a 16-byte pack. Running buffers or none
+// (instance norm), three steps of the cumulative average and the unbiased running variance of
+// 2-value rows, fp32 data at |mean| / std = 1e4, misaligned pointers (single elements), and the
+// bytes of y and the saved statistics of misaligned and in-place calls against the aligned one. The
+// training backward (rows in registers too) against the CPU, aligned and misaligned, and the bytes
+// of dx, dweight and dbias of misaligned and dx == dy calls against the aligned one.
+TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "rows in registers: instance and group norm in NCHW";
+  }
+  for (const ChannelCase& k : short_row_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups);
+    ASSERT_TRUE(takes_short_rows(k, c.dtype));
+    const nk_norm_params p = nk_norm_params_default();
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    DeviceBuffer wd(w), bd(b);
+    forward_bytes_across_heads(k, p, x, wd, bd, 0);
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
   }
 }
 

@@ -46,18 +46,24 @@ __device__ __forceinline__ float silu_derivative(float u) {
 // `count` only for the tensor's last elements after its whole packs, all in one byte from i on.
 // Eight-element packs store that byte whole (bits past the tensor are padding, 0), so no atomic
 // meets another pack's store in a word; narrower packs OR their bits in.
+// store_mask_bits takes the signs as bits already (bit e for element i + e).
 template <int E>
-__device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const float (&y)[E],
-                                           int count = E) {
+__device__ __forceinline__ void store_mask_bits(uint32_t* mask, int64_t i, uint32_t bits) {
   static_assert(E == 1 || E == 2 || E == 4 || E == 8, "packs of 1, 2, 4 or 8 elements");
-  uint32_t bits = 0;
-#pragma unroll
-  for (int e = 0; e < E; ++e) bits |= (e < count && y[e] > 0.0f ? 1u : 0u) << e;
   if constexpr (E == 8) {
     reinterpret_cast<uint8_t*>(mask)[i / 8] = static_cast<uint8_t>(bits);
   } else if (bits != 0) {
     atomicOr(mask + i / 32, bits << (i % 32));
   }
+}
+
+template <int E>
+__device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const float (&y)[E],
+                                           int count = E) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) bits |= (e < count && y[e] > 0.0f ? 1u : 0u) << e;
+  store_mask_bits<E>(mask, i, bits);
 }
 
 // The E mask bits of elements i .. i + E - 1 (any i), bit e for element i + e.
