@@ -554,15 +554,10 @@ void launch_short_rows_backward(const ChannelBackwardArgs& a, const ShortRowsPla
 template <class T>
 void backward_in_registers(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
                            const XhatStats& stats, const Launch& l) {
-  const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance;
   ShortRowsBackwardParams p{};
   set_backward_io(p, a, l);
-  p.rows = static_cast<int>(r.rows);
-  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
-  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
-  p.channel_starts = short_row_channel_starts(r.len, s.s);
+  set_short_row_geometry(p, a.shape, r);
   p.vector_access = vector_access(a);
   launch_short_rows_backward<T>(a, r, p, stream);
   dev::check_cuda(cudaGetLastError(), "channel norm short rows backward launch");

@@ -589,16 +589,12 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
 // Rows shorter than a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
 template <class T>
 void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, const Launch& l) {
-  const ChannelShape& s = a.shape;
   auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool instance = s.kind == ChannelNorm::kInstance, running = instance_running(a);
+  const bool running = instance_running(a);
   ShortRowsParams p{};
   set_forward_io(p, a);
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
-  p.rows = static_cast<int>(r.rows);
-  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
-  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
-  p.channel_starts = short_row_channel_starts(r.len, s.s);
+  set_short_row_geometry(p, a.shape, r);
   p.eps = static_cast<float>(a.params.eps);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
   p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);

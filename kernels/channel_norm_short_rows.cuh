@@ -38,11 +38,17 @@ __host__ __device__ constexpr int constexpr_gcd(int a, int b) {
   return b == 0 ? a : constexpr_gcd(b, a % b);
 }
 
-// ShortRowsParams::channel_starts of rows of L elements with S a channel (host).
-inline uint32_t short_row_channel_starts(int len, int64_t s) {
-  uint32_t bits = 0;
-  for (int j = 1; j < len; ++j) bits |= (j % s == 0 ? 1u : 0u) << j;
-  return bits;
+// The rows' geometry of both kernels' parameters (ShortRowsParams, ShortRowsBackwardParams):
+// the rows, the rows of a sample and channels of a row (instance norm: C and 1; group norm: G and
+// C / G), and the elements of a row that start its next channel.
+template <class Params>
+void set_short_row_geometry(Params& p, const ChannelShape& s, const ShortRowsPlan& r) {
+  const bool instance = s.kind == ChannelNorm::kInstance;
+  p.rows = static_cast<int>(r.rows);
+  p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
+  p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
+  p.channel_starts = 0;
+  for (int j = 1; j < r.len; ++j) p.channel_starts |= (j % s.s == 0 ? 1u : 0u) << j;
 }
 
 // Bit j for the elements 0 < j < L of a row where group norm's channel may change: S | L and
