@@ -234,6 +234,30 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   return r;
 }
 
+RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
+  RowGroupsPlan r{};
+  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
+  r.rows = shape.num_stats();
+  r.use = len >= e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
+  if (!r.use) return r;
+  r.len = static_cast<int>(len);
+  int lanes = 1;
+  while (lanes < 32 && lanes * kRowGroupsMaxElemsPerLane < len) lanes *= 2;
+  const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
+  const int64_t channels = len / s;
+  int w = 1;
+  while (w * 2 <= lanes && w * 2 <= s) w *= 2;
+  r.lanes = lanes;
+  r.channel_lanes = w;
+  r.channel_batches = static_cast<int>((channels + lanes / w - 1) / (lanes / w));
+  r.channel_steps = static_cast<int>((s + w - 1) / w);
+  r.rows_per_block = kRowGroupsBlock / lanes;
+  r.blocks = (r.rows + r.rows_per_block - 1) / r.rows_per_block;
+  return r;
+}
+
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   GroupTilePlan t{};
   const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;

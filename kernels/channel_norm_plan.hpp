@@ -229,6 +229,38 @@ struct ShortRowsPlan {
 };
 ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 
+// One read of x for the training forward of instance and group norm in the rows layout (and of x
+// and dy for the training backward with dx or dz) where a statistic's row is from a 16-byte pack up
+// to kResidentMinBytes long, whole packs or not (S = 49, 196, 784 in 16-bit types; group norm's
+// C/G * S likewise): too short for a block a row, too long for a thread. A block of
+// kRowGroupsBlock threads takes `rows_per_block` = 256 / G consecutive rows, a group of G lanes
+// each (G the fewest of 1, 2, 4, .. 32 that leaves at most 16 elements a lane, 32 above 512), and
+// stages them in shared memory: R * L elements from a multiple of the pack (R is a multiple of 8,
+// so R * L is whole packs), copied in 16-byte packs where the pointers allow. The group reduces its
+// row from there with shuffles, and the block writes y back in 16-byte packs
+// (channel_norm_row_groups.cuh; the backward likewise, channel_norm_row_groups_backward.cuh).
+// A row's channels (group norm's C/G, instance norm's one) are walked by sub-groups of
+// W = min(G, the largest power of two <= S) lanes, G / W channels at a time, `channel_steps` =
+// ceil(S / W) elements a lane, so that each channel's coefficients load once a lane and its sums
+// (backward) reduce over W lanes only. The reduction tree depends on L and S only. Rows up to
+// INT32_MAX; longer rows that are not whole packs, and whole-pack rows of 4 KiB and more with
+// fewer than kResidentMinRows rows, keep the split passes.
+constexpr int kRowGroupsBlock = 256;
+constexpr int kRowGroupsMaxElemsPerLane = 16;
+
+struct RowGroupsPlan {
+  bool use;
+  int64_t rows;        // statistics
+  int len;             // L
+  int lanes;           // G: a power of two <= 32
+  int channel_lanes;   // W: a power of two <= G
+  int channel_batches; // ceil(channels of a row / (G / W))
+  int channel_steps;   // ceil(S / W)
+  int rows_per_block;  // R = kRowGroupsBlock / G
+  int64_t blocks;      // ceil(rows / R)
+};
+RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
+
 // One read of x for the group norm forward in NHWC (channel_norm_group_tile.cuh): a block per tile
 // of k consecutive groups of one sample, the (S positions) x (k * C/G channels) elements that are
 // k statistics, staged in shared memory position by position. Each position's run of the tile is

@@ -746,6 +746,76 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   EXPECT_TRUE(plan_short_rows(fewer, 2).use);
 }
 
+// Rows from a pack to 4 KiB, whole packs or not, take a group of G lanes a row (the fewest powers
+// of two that leave at most 16 elements a lane, 32 at most), 256 / G rows a block (whole packs
+// together), channels walked by sub-groups of W = min(G, largest power of two <= S) lanes; never
+// with the resident rows or the rows in registers, and rows of 4 KiB or more not at all.
+TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
+  using nk::cuda::plan_row_groups;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int len, lanes, channel_lanes, channel_batches, channel_steps;
+  };
+  const Want list[] = {
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, true, 8, 1, 1, 1, 8},         // a pack
+      {ChannelNorm::kInstance, 4, 16, 7, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},        // below
+      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, true, 4, 1, 1, 1, 4},         // fp32 pack
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 4, 4, 1, 13},      // 7 x 7
+      {ChannelNorm::kInstance, 4, 16, 196, 1, NK_NCHW, 2, true, 196, 16, 16, 1, 13},  // 14 x 14
+      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 2, true, 784, 32, 32, 1, 25},  // 28 x 28
+      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 4, true, 784, 32, 32, 1, 25},  // 3136 B
+      {ChannelNorm::kInstance, 4, 16, 1024, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},     // 4 KiB
+      {ChannelNorm::kInstance, 4, 16, 2047, 1, NK_NCHW, 2, true, 2047, 32, 32, 1, 64},
+      {ChannelNorm::kInstance, 4, 16, 2048, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // 4 KiB
+      {ChannelNorm::kInstance, 4, 16, 3000, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // not packs
+      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 4, 4, 1, 13},       // C = 1
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NHWC, 2, false, 0, 0, 0, 0, 0},       // channels
+      {ChannelNorm::kBatch, 4, 16, 49, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},          // batch norm
+      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 32, 32, 10, 2},      // 8 x 8, 10
+      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 4, 2, 6, 2},           // 12 of 3
+      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 4, 4, 8, 2},           // 8 of 7
+      {ChannelNorm::kGroup, 2, 64, 2, 1, NK_NCHW, 4, true, 128, 8, 2, 16, 1},         // 64 of 2
+      {ChannelNorm::kGroup, 0, 32, 7, 4, NK_NCHW, 2, false, 0, 0, 0, 0, 0},           // empty
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::RowGroupsPlan r = plan_row_groups(shape, w.elem);
+    EXPECT_EQ(r.use, w.use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem).use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem, 2).use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_short_rows(shape, w.elem).use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.rows, shape.num_stats());
+    EXPECT_EQ(r.len, w.len);
+    EXPECT_EQ(r.lanes, w.lanes);
+    EXPECT_EQ(r.channel_lanes, w.channel_lanes);
+    EXPECT_EQ(r.channel_batches, w.channel_batches);
+    EXPECT_EQ(r.channel_steps, w.channel_steps);
+    EXPECT_EQ(r.rows_per_block, 256 / w.lanes);
+    // A block's rows are whole packs: every block starts on a pack boundary.
+    EXPECT_EQ(int64_t{r.rows_per_block} * r.len % (16 / w.elem), 0);
+    EXPECT_EQ(r.blocks, (r.rows + r.rows_per_block - 1) / r.rows_per_block);
+    // The walk covers every element of the row once: batches of G / W channels, W lanes a channel.
+    const int64_t channels = w.kind == ChannelNorm::kInstance ? 1 : w.c / w.groups;
+    const int64_t s = w.kind == ChannelNorm::kInstance ? w.len : w.s;
+    EXPECT_GE(int64_t{r.channel_batches} * (r.lanes / r.channel_lanes), channels);
+    EXPECT_GE(int64_t{r.channel_steps} * r.channel_lanes, s);
+  }
+  // Rows up to INT32_MAX (the kernel's row index is 32-bit).
+  const ChannelShape many{ChannelNorm::kInstance, 1 << 16, 1 << 15, 49, NK_NCHW, NK_BF16, 1};
+  EXPECT_FALSE(plan_row_groups(many, 2).use);
+  ChannelShape fewer = many;
+  fewer.c -= 1;
+  EXPECT_TRUE(plan_row_groups(fewer, 2).use);
+}
+
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
 // 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
 // the rest read per pass), at least 128 tiles; blocks a multiple of 32 and of the packs a position

@@ -21,6 +21,7 @@
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
 #include "resident_rows_cases.hpp"
+#include "row_groups_cases.hpp"
 #include "short_rows_cases.hpp"
 #include "test_support.hpp"
 
@@ -645,6 +646,34 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
+    const nk_norm_params p = nk_norm_params_default();
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    DeviceBuffer wd(w), bd(b);
+    forward_bytes_across_heads(k, p, x, wd, bd, 0);
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
+  }
+}
+
+// One read of x (and dy) with a group of lanes a row (row_groups_cases.hpp): instance and group
+// norm rows from a pack to 4 KiB, the same checks as the rows in registers above: the forward
+// against the CPU with and without running buffers, three cumulative steps, fp32 data at
+// |mean| / std = 1e4, misaligned pointers; the bytes of misaligned and in-place calls against the
+// aligned one; the training backward against the CPU aligned and misaligned, and the bytes of
+// misaligned and dx == dy calls against the aligned one.
+TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "a group of lanes a row: instance and group norm in NCHW";
+  }
+  for (const ChannelCase& k : row_group_shapes(c.family)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups);
+    ASSERT_TRUE(takes_row_groups(k, c.dtype));
     const nk_norm_params p = nk_norm_params_default();
     check_one_read_forward(k);
     const int64_t numel = k.n * k.c * k.s;
