@@ -571,8 +571,8 @@ void backward_in_registers(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
 // lanes a row, the block's rows of x and dy staged (channel_norm_row_groups_backward.cuh), one
 // read of both, then dweight and dbias from the per-(n, c) sums.
 template <class T>
-void backward_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r,
-                         const XhatStats& stats, const Launch& l) {
+void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r,
+                            const XhatStats& stats, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
   RowGroupsBackwardParams p{};
   set_backward_io(p, a, l);
@@ -633,7 +633,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
     if (sr.use) return backward_in_registers<T>(a, sr, stats, l);
     const RowGroupsPlan rg = plan_row_groups(s, sizeof(T));
-    if (rg.use) return backward_row_groups<T>(a, rg, stats, l);
+    if (rg.use) return backward_in_row_groups<T>(a, rg, stats, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

@@ -609,7 +609,7 @@ void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, c
 
 // Rows from a pack to 4 KiB, a group of lanes a row (channel_norm_row_groups.cuh).
 template <class T>
-void forward_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, const Launch& l) {
+void forward_in_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
   const bool running = instance_running(a);
   RowGroupsParams p{};
@@ -651,7 +651,7 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
     if (sr.use) return forward_in_registers<T>(a, sr, l);
     const RowGroupsPlan rg = plan_row_groups(s, sizeof(T));
-    if (rg.use) return forward_row_groups<T>(a, rg, l);
+    if (rg.use) return forward_in_row_groups<T>(a, rg, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
     if (g.use) return forward_group_tiles<T>(a, g, l);
   }

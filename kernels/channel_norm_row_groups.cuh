@@ -4,12 +4,13 @@
 // shared memory (16-byte loads where every pointer allows, else single elements), and gives each
 // row a group of G lanes. The group takes the exact two-pass statistics of x - x0 (x0 the row's
 // first value, as the other paths shift, so |mean| >> std keeps its accuracy) with shuffles, then
-// writes y (with the fused residual, activation and ReLU mask) over the staged x, and the block
-// stores the rows in 16-byte packs. x is read once and y written once, with no partials or
-// finalize. The group walks its row channel by channel (walk_row_channels), so group norm's
-// coefficients load once per channel a lane, with no division per element. Each row's sums are
-// a lane's elements in order and then a fixed butterfly over G lanes, and the staged copy is the
-// same whatever the pointers, so no bit depends on the pointers or the grid.
+// writes y (with the fused residual and activation) over the staged x and the ReLU signs as bytes
+// beside it, and the block stores the rows in 16-byte packs and the signs as mask bits. x is read
+// once and y written once, with no partials or finalize. The group walks its row channel by
+// channel for y (walk_row_channels), so group norm's coefficients load once per channel a lane,
+// with no division per element. Each row's sums are a lane's elements in order and then a fixed
+// butterfly over G lanes, and the staged copy is the same whatever the pointers, so no bit
+// depends on the pointers or the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -70,11 +71,22 @@ __device__ __forceinline__ RowGroupThread locate_row_group(const RowGroupsGeomet
   return t;
 }
 
+// Calls visit(i) for i = first + at, first + at + W, ... below first + s (W = 1 << w_log2): a
+// lane's elements of a run of s, whole steps with no bound check, then at most one more.
+template <class Visit>
+__device__ __forceinline__ void for_lane_elements(int first, int s, int w_log2, int at,
+                                                  Visit&& visit) {
+  const int full = s >> w_log2;
+  int i = first + at;
+  for (int k = 0; k < full; ++k, i += 1 << w_log2) visit(i);
+  if (at < (s & ((1 << w_log2) - 1))) visit(i);
+}
+
 // Visits this lane's elements of its row, channel by channel: G / W channels at a time, a
 // sub-group of W lanes each, lane l of a sub-group taking the channel's elements l, l + W, ...
-// begin(j, has) before channel j's elements, visit(i, valid) for each (i: the element of the row),
-// end(j, has) after them. Every lane of the warp makes the same calls (has and valid false where
-// it has no channel or element), so shuffles and ballots inside them are uniform.
+// begin(j, has) before channel j's elements, visit(i) for each (i: the element of the row),
+// end(j, has) after them. Every lane of the warp calls begin and end the same times (has false
+// where it has no channel), so shuffles inside them are uniform; visit holds none.
 template <class Begin, class Visit, class End>
 __device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
                                                   const RowGroupThread& t, Begin&& begin,
@@ -86,10 +98,7 @@ __device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
     const int j = b * per_batch + sub;
     const bool has = t.active && j < g.channels_per_row;
     begin(j, has);
-    for (int k = 0; k < g.channel_steps; ++k) {
-      const int e = at + (k << w_log2);
-      visit(j * g.s + e, has && e < g.s);
-    }
+    if (has) for_lane_elements(j * g.s, g.s, w_log2, at, visit);
     end(j, has);
   }
 }
@@ -136,9 +145,15 @@ __device__ __forceinline__ void store_row_groups(const T* src, T* dst, int count
   }
 }
 
-// 32-bit words of a block's ReLU signs in shared memory: one more than the chunk's, so that a
-// pack's bits may straddle into it (dev::load_mask).
-__host__ __device__ inline int row_groups_sign_words(int chunk) { return chunk / 32 + 1; }
+// The ReLU mask bits of the E staged signs (bytes of 0 or 1) at `signs`, of which the first n
+// are elements (the rest, past the block's, unwritten).
+template <int E>
+__device__ __forceinline__ uint32_t sign_bits(const uint8_t* signs, int n) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) bits |= (e < n ? static_cast<uint32_t>(signs[e]) : 0u) << e;
+  return bits;
+}
 
 template <class T, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsParams p) {
@@ -147,12 +162,8 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* xs = reinterpret_cast<T*>(shared_bytes);  // x, then y over it
   T* zs = xs + g.chunk;
-  uint32_t* signs = reinterpret_cast<uint32_t*>(xs + (kResidual ? 2 : 1) * g.chunk);
+  uint8_t* signs = reinterpret_cast<uint8_t*>(xs + (kResidual ? 2 : 1) * g.chunk);
   const RowGroupThread t = locate_row_group(g);
-  const bool want_mask = kAct == NK_ACTIVATION_RELU && p.mask != nullptr;
-  if (want_mask) {
-    for (int i = threadIdx.x; i < row_groups_sign_words(g.chunk); i += blockDim.x) signs[i] = 0;
-  }
   const T* x = static_cast<const T*>(p.x) + t.first;
   if constexpr (kResidual) {
     stage_row_groups<T, 2>({x, static_cast<const T*>(p.z) + t.first}, {xs, zs}, t.count,
@@ -162,22 +173,23 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   }
   __syncthreads();
 
-  T* row = xs + t.r * g.len;
+  // The statistics: the row's elements strided over its G lanes, then a butterfly.
+  const int row_at = t.r * g.len;
+  T* row = xs + row_at;
   const int lanes = 1 << g.lanes_log2;
   const float shift = t.active ? dev::to_float(row[0]) : 0.0f;
-  auto none = [](int, bool) {};
-  dev::Floats<1> sum{};
-  walk_row_channels(g, t, none, [&](int i, bool valid) {
-    if (valid) sum.v[0] += dev::to_float(row[i]) - shift;
-  }, none);
+  dev::Floats<1> sum{}, squares{};
+  if (t.active) {
+    for_lane_elements(0, g.len, g.lanes_log2, t.lane,
+                      [&](int i) { sum.v[0] += dev::to_float(row[i]) - shift; });
+  }
   const float centre = dev::group_sum<1>(sum, lanes).v[0] * p.inv_len;
-  dev::Floats<1> squares{};
-  walk_row_channels(g, t, none, [&](int i, bool valid) {
-    if (valid) {
+  if (t.active) {
+    for_lane_elements(0, g.len, g.lanes_log2, t.lane, [&](int i) {
       const float d = (dev::to_float(row[i]) - shift) - centre;
       squares.v[0] = fmaf(d, d, squares.v[0]);
-    }
-  }, none);
+    });
+  }
   const float m2 = dev::group_sum<1>(squares, lanes).v[0];
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   const int row_index = t.row0 + t.r;
@@ -191,44 +203,37 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   }
 
   // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale,
-  // written over x; the ReLU signs of each sub-group's W consecutive elements go to `signs` from
-  // a ballot.
+  // written over x, channel by channel; the ReLU signs as bytes beside it.
+  const bool want_mask = kAct == NK_ACTIVATION_RELU && p.mask != nullptr;
   const int c0 = (row_index % g.rows_per_sample) * g.channels_per_row;
-  const T* z = zs + t.r * g.len;
-  const int w = 1 << g.channel_lanes_log2;
-  const int sub_first = static_cast<int>(threadIdx.x & 31u) & ~(w - 1);  // sub-group's first lane
-  const bool sub_leader = (t.lane & (w - 1)) == 0;
+  const T* z = zs + row_at;
+  uint8_t* row_signs = signs + row_at;
   float2 k = make_float2(0.0f, 0.0f);
-  walk_row_channels(g, t, [&](int j, bool has) {
-    if (has) {
-      const float scale = invstd * (p.weight ? p.weight[c0 + j] : 1.0f);
-      k = make_float2(scale, (p.bias ? p.bias[c0 + j] : 0.0f) - centre * scale);
-    }
-  }, [&](int i, bool valid) {
-    float u = 0.0f;
-    if (valid) {
-      u = fmaf(dev::to_float(row[i]) - shift, k.x, k.y);
-      if constexpr (kResidual) u += dev::to_float(z[i]);
-      u = dev::activate<kAct>(u);
-      row[i] = dev::from_float<T>(u);
-    }
-    if (want_mask) {
-      const uint32_t ballot = __ballot_sync(0xffffffffu, valid && u > 0.0f);
-      const uint32_t bits = (ballot >> sub_first) & (w == 32 ? ~0u : (1u << w) - 1u);
-      if (sub_leader && bits != 0) {  // the leader's element i starts the W
-        const int o = t.r * g.len + i, shift_bits = o % 32;
-        atomicOr(signs + o / 32, bits << shift_bits);
-        if (shift_bits + w > 32) atomicOr(signs + o / 32 + 1, bits >> (32 - shift_bits));
-      }
-    }
-  }, none);
+  auto none = [](int, bool) {};
+  walk_row_channels(
+      g, t,
+      [&](int j, bool has) {
+        if (has) {
+          const float scale = invstd * (p.weight ? p.weight[c0 + j] : 1.0f);
+          k = make_float2(scale, (p.bias ? p.bias[c0 + j] : 0.0f) - centre * scale);
+        }
+      },
+      [&](int i) {
+        float u = fmaf(dev::to_float(row[i]) - shift, k.x, k.y);
+        if constexpr (kResidual) u += dev::to_float(z[i]);
+        u = dev::activate<kAct>(u);
+        row[i] = dev::from_float<T>(u);
+        if (want_mask) row_signs[i] = u > 0.0f ? 1 : 0;
+      },
+      none);
   __syncthreads();
 
   store_row_groups<T>(xs, static_cast<T*>(p.y) + t.first, t.count, p.vector_access);
   if (want_mask) {
     for (int q = threadIdx.x; q * E < t.count; q += blockDim.x) {
-      // bits past the block's elements stay 0 in `signs`; first + q * E is a multiple of E
-      dev::store_mask_bits<E>(p.mask, t.first + q * E, dev::load_mask<E>(signs, q * E));
+      // first + q * E is a multiple of E; past the block's elements the bits are 0
+      dev::store_mask_bits<E>(p.mask, t.first + q * E,
+                              sign_bits<E>(signs + q * E, t.count - q * E));
     }
   }
 }
@@ -260,8 +265,10 @@ template <class T>
 void launch_row_groups(const RowGroupsParams& p, const RowGroupsPlan& plan, int activation,
                        cudaStream_t stream) {
   const bool residual = p.z != nullptr;
-  const size_t bytes = static_cast<size_t>(p.g.chunk) * sizeof(T) * (residual ? 2 : 1) +
-                       static_cast<size_t>(row_groups_sign_words(p.g.chunk)) * 4;
+  // The staged rows of x (and z), then a byte a sign where the ReLU mask is written.
+  const bool signs = activation == NK_ACTIVATION_RELU && p.mask != nullptr;
+  const size_t bytes = static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) +
+                                                         (signs ? 1 : 0));
   with_forward_fusion(activation, residual, [&](auto act, auto res) {
     launch_blocks(forward_row_groups<T, decltype(act)::value, decltype(res)::value>, plan.blocks,
                   kRowGroupsBlock, bytes, stream, p);

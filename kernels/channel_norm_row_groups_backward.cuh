@@ -85,12 +85,10 @@ __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroups
         load_coef(j, has);
         sums = dev::Floats<2>{};
       },
-      [&](int i, bool valid) {
-        if (valid) {
-          const float du = du_at(i);
-          sums.v[0] += du;
-          sums.v[1] = fmaf(du, dev::to_float(xrow[i]) - mean, sums.v[1]);
-        }
+      [&](int i) {
+        const float du = du_at(i);
+        sums.v[0] += du;
+        sums.v[1] = fmaf(du, dev::to_float(xrow[i]) - mean, sums.v[1]);
       },
       [&](int j, bool has) {
         sums = dev::group_sum<2>(sums, w);
@@ -108,12 +106,10 @@ __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroups
   const float c2 = invstd * invstd * totals.v[1] * p.inv_len;
   walk_row_channels(
       g, t, load_coef,
-      [&](int i, bool valid) {
-        if (valid) {
-          const float du = du_at(i), xm = dev::to_float(xrow[i]) - mean;
-          xrow[i] = dev::from_float<T>(fmaf(k.scale, du, fmaf(xm, -c2, -c1)));
-          dyrow[i] = dev::from_float<T>(du);
-        }
+      [&](int i) {
+        const float du = du_at(i), xm = dev::to_float(xrow[i]) - mean;
+        xrow[i] = dev::from_float<T>(fmaf(k.scale, du, fmaf(xm, -c2, -c1)));
+        dyrow[i] = dev::from_float<T>(du);
       },
       [](int, bool) {});
   __syncthreads();
