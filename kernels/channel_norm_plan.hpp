@@ -250,14 +250,14 @@ constexpr int kRowGroupsMaxElemsPerLane = 16;
 
 struct RowGroupsPlan {
   bool use;
-  int64_t rows;        // statistics
-  int len;             // L
-  int lanes;           // G: a power of two <= 32
-  int channel_lanes;   // W: a power of two <= G
-  int channel_batches; // ceil(channels of a row / (G / W))
-  int channel_steps;   // ceil(S / W)
-  int rows_per_block;  // R = kRowGroupsBlock / G
-  int64_t blocks;      // ceil(rows / R)
+  int64_t rows;         // statistics
+  int len;              // L
+  int lanes;            // G: a power of two <= 32
+  int channel_lanes;    // W: a power of two <= G
+  int channel_batches;  // ceil(channels of a row / (G / W))
+  int channel_steps;    // ceil(S / W)
+  int rows_per_block;   // R = kRowGroupsBlock / G
+  int64_t blocks;       // ceil(rows / R)
 };
 RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 

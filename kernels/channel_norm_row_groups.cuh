@@ -7,10 +7,10 @@
 // writes y (with the fused residual and activation) over the staged x and the ReLU signs as bytes
 // beside it, and the block stores the rows in 16-byte packs and the signs as mask bits. x is read
 // once and y written once, with no partials or finalize. The group walks its row channel by
-// channel for y (walk_row_channels), so group norm's coefficients load once per channel a lane,
-// with no division per element. Each row's sums are a lane's elements in order and then a fixed
-// butterfly over G lanes, and the staged copy is the same whatever the pointers, so no bit
-// depends on the pointers or the grid.
+// channel for y (a sub-group of W lanes a channel), so group norm's coefficients load once per
+// channel a lane, with no division per element. Each row's sums are a lane's elements in order and
+// then a fixed butterfly over G lanes, and the staged copy is the same whatever the pointers, so no
+// bit depends on the pointers or the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,16 +28,16 @@ namespace nk::cuda {
 
 // The geometry of a row group's walk (RowGroupsPlan's, with the powers of two as shifts).
 struct RowGroupsGeometry {
-  int rows;              // statistics: N * C (instance norm) or N * G
-  int len;               // L
-  int s;                 // a channel's elements in the row: S (L for instance norm)
-  int channels_per_row;  // 1 (instance norm) or C / G
-  int rows_per_sample;   // C (instance norm) or G
-  int lanes_log2;        // G = 1 << lanes_log2 lanes a row
+  int rows;                // statistics: N * C (instance norm) or N * G
+  int len;                 // L
+  int s;                   // a channel's elements in the row: S (L for instance norm)
+  int channels_per_row;    // 1 (instance norm) or C / G
+  int rows_per_sample;     // C (instance norm) or G
+  int lanes_log2;          // G = 1 << lanes_log2 lanes a row
   int channel_lanes_log2;  // W = 1 << channel_lanes_log2 lanes a channel
-  int channel_batches;   // ceil(channels_per_row / (G / W))
-  int channel_steps;     // ceil(s / W)
-  int chunk;             // R * L: elements of a block's rows (whole packs)
+  int channel_batches;     // ceil(channels_per_row / (G / W))
+  int channel_steps;       // ceil(s / W)
+  int chunk;               // R * L: elements of a block's rows (whole packs)
 };
 
 struct RowGroupsParams : OneReadForwardIo {
@@ -45,8 +45,8 @@ struct RowGroupsParams : OneReadForwardIo {
   RowGroupsGeometry g;
   float eps;
   float inv_len, inv_len_minus_1;  // 1 / L and 1 / (L - 1), from the host
-  bool unbiased;       // row_stats' variance: m2 / (L - 1), else m2 / L
-  bool vector_access;  // every pointer allows 16-byte accesses
+  bool unbiased;                   // row_stats' variance: m2 / (L - 1), else m2 / L
+  bool vector_access;              // every pointer allows 16-byte accesses
 };
 
 // Where a thread stands: the block's rows (from row0; fewer in the last block), their `count`
@@ -80,27 +80,6 @@ __device__ __forceinline__ void for_lane_elements(int first, int s, int w_log2, 
   int i = first + at;
   for (int k = 0; k < full; ++k, i += 1 << w_log2) visit(i);
   if (at < (s & ((1 << w_log2) - 1))) visit(i);
-}
-
-// Visits this lane's elements of its row, channel by channel: G / W channels at a time, a
-// sub-group of W lanes each, lane l of a sub-group taking the channel's elements l, l + W, ...
-// begin(j, has) before channel j's elements, visit(i) for each (i: the element of the row),
-// end(j, has) after them. Every lane of the warp calls begin and end the same times (has false
-// where it has no channel), so shuffles inside them are uniform; visit holds none.
-template <class Begin, class Visit, class End>
-__device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
-                                                  const RowGroupThread& t, Begin&& begin,
-                                                  Visit&& visit, End&& end) {
-  const int w_log2 = g.channel_lanes_log2;
-  const int sub = t.lane >> w_log2, at = t.lane & ((1 << w_log2) - 1);
-  const int per_batch = 1 << (g.lanes_log2 - w_log2);
-  for (int b = 0; b < g.channel_batches; ++b) {
-    const int j = b * per_batch + sub;
-    const bool has = t.active && j < g.channels_per_row;
-    begin(j, has);
-    if (has) for_lane_elements(j * g.s, g.s, w_log2, at, visit);
-    end(j, has);
-  }
 }
 
 // Copies `count` elements at src (global memory) to dst (shared memory, 16-byte aligned) for each
@@ -203,29 +182,30 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   }
 
   // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale,
-  // written over x, channel by channel; the ReLU signs as bytes beside it.
+  // written over x, channel by channel (channels sub, sub + G / W, ... of the row, a sub-group of
+  // W lanes each); the ReLU signs as bytes beside it. A plain loop over the lane's channels: the
+  // backward's uniform walk (walk_row_channels) here made ptxas spill 8 bytes on sm_80 with SiLU
+  // and a residual.
   const bool want_mask = kAct == NK_ACTIVATION_RELU && p.mask != nullptr;
   const int c0 = (row_index % g.rows_per_sample) * g.channels_per_row;
   const T* z = zs + row_at;
   uint8_t* row_signs = signs + row_at;
   float2 k = make_float2(0.0f, 0.0f);
-  auto none = [](int, bool) {};
-  walk_row_channels(
-      g, t,
-      [&](int j, bool has) {
-        if (has) {
-          const float scale = invstd * (p.weight ? p.weight[c0 + j] : 1.0f);
-          k = make_float2(scale, (p.bias ? p.bias[c0 + j] : 0.0f) - centre * scale);
-        }
-      },
-      [&](int i) {
-        float u = fmaf(dev::to_float(row[i]) - shift, k.x, k.y);
-        if constexpr (kResidual) u += dev::to_float(z[i]);
-        u = dev::activate<kAct>(u);
-        row[i] = dev::from_float<T>(u);
-        if (want_mask) row_signs[i] = u > 0.0f ? 1 : 0;
-      },
-      none);
+  auto write = [&](int i) {
+    float u = fmaf(dev::to_float(row[i]) - shift, k.x, k.y);
+    if constexpr (kResidual) u += dev::to_float(z[i]);
+    u = dev::activate<kAct>(u);
+    row[i] = dev::from_float<T>(u);
+    if (want_mask) row_signs[i] = u > 0.0f ? 1 : 0;
+  };
+  const int w_log2 = g.channel_lanes_log2;
+  const int at = t.lane & ((1 << w_log2) - 1);
+  for (int j = t.active ? t.lane >> w_log2 : g.channels_per_row; j < g.channels_per_row;
+       j += 1 << (g.lanes_log2 - w_log2)) {
+    const float scale = invstd * (p.weight ? p.weight[c0 + j] : 1.0f);
+    k = make_float2(scale, (p.bias ? p.bias[c0 + j] : 0.0f) - centre * scale);
+    for_lane_elements(j * g.s, g.s, w_log2, at, write);
+  }
   __syncthreads();
 
   store_row_groups<T>(xs, static_cast<T*>(p.y) + t.first, t.count, p.vector_access);
@@ -267,8 +247,8 @@ void launch_row_groups(const RowGroupsParams& p, const RowGroupsPlan& plan, int 
   const bool residual = p.z != nullptr;
   // The staged rows of x (and z), then a byte a sign where the ReLU mask is written.
   const bool signs = activation == NK_ACTIVATION_RELU && p.mask != nullptr;
-  const size_t bytes = static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) +
-                                                         (signs ? 1 : 0));
+  const size_t bytes =
+      static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) + (signs ? 1 : 0));
   with_forward_fusion(activation, residual, [&](auto act, auto res) {
     launch_blocks(forward_row_groups<T, decltype(act)::value, decltype(res)::value>, plan.blocks,
                   kRowGroupsBlock, bytes, stream, p);

@@ -31,17 +31,41 @@ struct RowGroupsBackwardParams : OneReadBackwardIo {
   bool vector_access;  // x, dy, dx and dz allow 16-byte accesses
 };
 
+// Visits this lane's elements of its row, channel by channel: G / W channels at a time, a
+// sub-group of W lanes each, lane l of a sub-group taking the channel's elements l, l + W, ...
+// begin(j, has) before channel j's elements, visit(i) for each (i: the element of the row),
+// end(j, has) after them. Every lane of the warp calls begin and end the same times (has false
+// where it has no channel), so shuffles inside them are uniform; visit holds none.
+template <class Begin, class Visit, class End>
+__device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
+                                                  const RowGroupThread& t, Begin&& begin,
+                                                  Visit&& visit, End&& end) {
+  const int w_log2 = g.channel_lanes_log2;
+  const int sub = t.lane >> w_log2, at = t.lane & ((1 << w_log2) - 1);
+  const int per_batch = 1 << (g.lanes_log2 - w_log2);
+  for (int b = 0; b < g.channel_batches; ++b) {
+    const int j = b * per_batch + sub;
+    const bool has = t.active && j < g.channels_per_row;
+    begin(j, has);
+    if (has) for_lane_elements(j * g.s, g.s, w_log2, at, visit);
+    end(j, has);
+  }
+}
+
 template <class T, int kSource, bool kZ>
 __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroupsBackwardParams p) {
+  constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   const RowGroupsGeometry& g = p.g;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   T* xs = reinterpret_cast<T*>(shared_bytes);  // x, then dx over it
-  T* dys = xs + g.chunk;                        // dy, then du over it
+  // dy, then du over it: whole packs after x's, addressed as packs so that the compiler sees them
+  // 16-byte aligned (from xs + chunk it loaded dz's packs as single elements).
+  T* dys = reinterpret_cast<T*>(reinterpret_cast<dev::Pack<T, E>*>(shared_bytes) + g.chunk / E);
   const RowGroupThread t = locate_row_group(g);
-  stage_row_groups<T, 2>({static_cast<const T*>(p.x) + t.first,
-                          static_cast<const T*>(p.dy) + t.first},
-                         {xs, dys}, t.count, p.vector_access);
+  stage_row_groups<T, 2>(
+      {static_cast<const T*>(p.x) + t.first, static_cast<const T*>(p.dy) + t.first}, {xs, dys},
+      t.count, p.vector_access);
   __syncthreads();
 
   const int row_index = t.row0 + t.r;
@@ -70,8 +94,8 @@ __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroups
     } else if constexpr (kAux) {
       aux = dev::to_float(static_cast<const T*>(p.aux)[row_first + i]);
     }
-    return du_of<kSource, kZ>(dev::to_float(dyrow[i]), dev::to_float(xrow[i]), aux, mean,
-                              k.scale, k.bias);
+    return du_of<kSource, kZ>(dev::to_float(dyrow[i]), dev::to_float(xrow[i]), aux, mean, k.scale,
+                              k.bias);
   };
 
   // Each channel's (sum du, sum du * x-hat) over its sub-group, stored by the sub-group's first
@@ -113,10 +137,10 @@ __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroups
       },
       [](int, bool) {});
   __syncthreads();
-  if (p.dx != nullptr) store_row_groups<T>(xs, static_cast<T*>(p.dx) + t.first, t.count,
-                                           p.vector_access);
-  if (p.dz != nullptr) store_row_groups<T>(dys, static_cast<T*>(p.dz) + t.first, t.count,
-                                           p.vector_access);
+  if (p.dx != nullptr)
+    store_row_groups<T>(xs, static_cast<T*>(p.dx) + t.first, t.count, p.vector_access);
+  if (p.dz != nullptr)
+    store_row_groups<T>(dys, static_cast<T*>(p.dz) + t.first, t.count, p.vector_access);
 }
 
 }  // namespace nk::cuda
