@@ -234,6 +234,28 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   return r;
 }
 
+int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
+  int worst = 1;
+  for (int64_t step = 0; step < 8; ++step) {
+    int64_t words[32];
+    for (int lane = 0; lane < 32; ++lane) {
+      const int64_t element = lane / lanes * len + lane % lanes + step * lanes;
+      words[lane] = element * elem_bytes / 4;
+    }
+    for (int bank = 0; bank < 32; ++bank) {
+      int distinct = 0;
+      for (int i = 0; i < 32; ++i) {
+        if (words[i] % 32 != bank) continue;
+        bool seen = false;
+        for (int j = 0; j < i; ++j) seen = seen || words[j] == words[i];
+        if (!seen) ++distinct;
+      }
+      if (distinct > worst) worst = distinct;
+    }
+  }
+  return worst;
+}
+
 RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   RowGroupsPlan r{};
   const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
@@ -243,8 +265,19 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   r.use = len >= e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
-  int lanes = 1;
-  while (lanes < 32 && lanes * kRowGroupsMaxElemsPerLane < len) lanes *= 2;
+  // The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)
+  // whose loads meet at most 2-way bank conflicts; else the least conflicted.
+  const int64_t max_per_lane = kRowGroupsMaxLaneBytes / elem_bytes;
+  int lanes = 0, least = 0;
+  for (int g = 1; g <= 32; g *= 2) {
+    if (g * max_per_lane < len) continue;
+    const int degree = row_groups_bank_conflicts(len, elem_bytes, g);
+    if (lanes == 0 || degree < least) {
+      lanes = g;
+      least = degree;
+    }
+    if (degree <= 2) break;
+  }
   const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
   const int64_t channels = len / s;
   int w = 1;

@@ -232,21 +232,31 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 // One read of x for the training forward of instance and group norm in the rows layout (and of x
 // and dy for the training backward with dx or dz) where a statistic's row is from a 16-byte pack up
 // to kResidentMinBytes long, whole packs or not (S = 49, 196, 784 in 16-bit types; group norm's
-// C/G * S likewise): too short for a block a row, too long for a thread. A block of
-// kRowGroupsBlock threads takes `rows_per_block` = 256 / G consecutive rows, a group of G lanes
-// each (G the fewest of 1, 2, 4, .. 32 that leaves at most 16 elements a lane, 32 above 512), and
-// stages them in shared memory: R * L elements from a multiple of the pack (R is a multiple of 8,
-// so R * L is whole packs), copied in 16-byte packs where the pointers allow. The group reduces its
-// row from there with shuffles, and the block writes y back in 16-byte packs
-// (channel_norm_row_groups.cuh; the backward likewise, channel_norm_row_groups_backward.cuh).
+// C/G * S likewise): too short for a block a row. A block of kRowGroupsBlock threads takes
+// `rows_per_block` = 256 / G consecutive rows, a group of G lanes each, and stages them in shared
+// memory: R * L elements from a multiple of the pack (R is a multiple of 8, so R * L is whole
+// packs), copied in 16-byte packs where the pointers allow. The group reduces its row from there
+// (lane l taking elements l, l + G, ...; shuffles across the group), and the block writes y back
+// in 16-byte packs (channel_norm_row_groups.cuh; the backward likewise,
+// channel_norm_row_groups_backward.cuh). G is the fewest lanes of 1, 2, 4, .. 32 that leave at
+// most kRowGroupsMaxLaneBytes a lane (so a tensor's staged rows take at most 32 KiB) and whose
+// shared loads meet at most 2-way bank conflicts (row_groups_bank_conflicts), else the least
+// conflicted: few lanes a row spread its fixed work (statistics, coefficients, shuffles) over
+// many elements, and a warp's loads of 32 / G rows L apart must not fall on the same banks (rows
+// of 64 bf16 elements at 1 lane each would all start on bank 0).
 // A row's channels (group norm's C/G, instance norm's one) are walked by sub-groups of
 // W = min(G, the largest power of two <= S) lanes, G / W channels at a time, `channel_steps` =
 // ceil(S / W) elements a lane, so that each channel's coefficients load once a lane and its sums
-// (backward) reduce over W lanes only. The reduction tree depends on L and S only. Rows up to
-// INT32_MAX; longer rows that are not whole packs, and whole-pack rows of 4 KiB and more with
-// fewer than kResidentMinRows rows, keep the split passes.
+// (backward) reduce over W lanes only. The reduction tree depends on L, S and the element size
+// only. Rows up to INT32_MAX; longer rows that are not whole packs, and whole-pack rows of 4 KiB
+// and more with fewer than kResidentMinRows rows, keep the split passes.
 constexpr int kRowGroupsBlock = 256;
-constexpr int kRowGroupsMaxElemsPerLane = 16;
+constexpr int kRowGroupsMaxLaneBytes = 128;
+
+// The most distinct 4-byte words one shared-memory bank serves in one warp-wide load of the row
+// groups' walk (lane l of group r reading element r * L + l + k * G at step k; the first 8 steps),
+// for rows of `len` elements of `elem_bytes` at `lanes` (G) lanes a row: 1 when conflict-free.
+int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes);
 
 struct RowGroupsPlan {
   bool use;
