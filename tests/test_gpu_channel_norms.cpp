@@ -555,7 +555,10 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 // samples, and in bf16, blocks of 10 rows of 2 positions and samples of 7 rows, from pack to pack
 // too). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs) with
 // weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
-// the rest.
+// the rest. Instance and group norm training in NCHW reads x once at all of these shapes (rows
+// shorter than 4 KiB: kernels/channel_norm_plan.hpp), so there the walks are batch norm's and
+// inference's; their per-sample NCHW walks are met by the long rows that are not whole packs of
+// the *MatchesCpu shapes (S = 1031 in fp32, 5000, 8200, 100003).
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
