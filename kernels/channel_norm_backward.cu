@@ -21,10 +21,10 @@
 // reread the rest), take one kernel instead of (1) and (3), which reads each once
 // (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
 // norm in NHWC does the same where a tile of whole groups of one sample fits a block
-// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows shorter
-// than a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
-// channel_norm_short_rows_backward.cuh), and rows from a pack to 4 KiB where a block stages a run
-// of whole rows and a group of lanes takes each (plan_row_groups,
+// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows of at most
+// a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
+// channel_norm_short_rows_backward.cuh), and rows above a pack up to 4 KiB where a block stages
+// a run of whole rows and a group of lanes takes each (plan_row_groups,
 // channel_norm_row_groups_backward.cuh).
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
@@ -537,13 +537,13 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
-// Instance and group norm training with dx (or dz) where a row is shorter than a pack: rows held in
+// Instance and group norm training with dx (or dz) where a row is at most a pack: rows held in
 // registers (channel_norm_short_rows_backward.cuh), one read of x and dy, then dweight and dbias
 // from the per-(n, c) sums.
 template <class T, int L = 2>
 void launch_short_rows_backward(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
                                 const ShortRowsBackwardParams& p, cudaStream_t stream) {
-  if constexpr (L < 16 / static_cast<int>(sizeof(T))) {
+  if constexpr (L <= 16 / static_cast<int>(sizeof(T))) {
     if (r.len != L) return launch_short_rows_backward<T, L + 1>(a, r, p, stream);
     with_fusion(a, [&](auto src, auto residual) {
       constexpr int kSource = decltype(src)::value;
@@ -567,8 +567,8 @@ void backward_in_registers(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
-// Instance and group norm training with dx (or dz) where a row is from a pack to 4 KiB: a group of
-// lanes a row, the block's rows of x and dy staged (channel_norm_row_groups_backward.cuh), one
+// Instance and group norm training with dx (or dz) where a row is above a pack up to 4 KiB: a group
+// of lanes a row, the block's rows of x and dy staged (channel_norm_row_groups_backward.cuh), one
 // read of both, then dweight and dbias from the per-(n, c) sums.
 template <class T>
 void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r,

@@ -29,9 +29,9 @@
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh).
-// Rows shorter than a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows
-// in registers, whole packs of the tensor, and writes their statistics and y
-// (channel_norm_short_rows.cuh). Rows from a pack to 4 KiB (plan_row_groups) likewise: a block
+// Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
+// registers, whole packs of the tensor, and writes their statistics and y
+// (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
 // stages a run of whole rows in shared memory, a group of lanes takes each row's statistics and
 // writes its y there, and the block stores y (channel_norm_row_groups.cuh).
 // Inference is the apply alone, with the running statistics folded into the same form in
@@ -589,7 +589,7 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
-// Rows shorter than a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
+// Rows of at most a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
 template <class T>
 void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
@@ -607,7 +607,7 @@ void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, c
   if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
-// Rows from a pack to 4 KiB, a group of lanes a row (channel_norm_row_groups.cuh).
+// Rows above a pack up to 4 KiB, a group of lanes a row (channel_norm_row_groups.cuh).
 template <class T>
 void forward_in_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);

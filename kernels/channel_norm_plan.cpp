@@ -224,7 +224,7 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
   const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
   r.rows = shape.num_stats();
-  r.use = len < e && r.rows <= INT32_MAX;
+  r.use = len <= e && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
   const int64_t g = gcd(e, len);
@@ -262,7 +262,7 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
   const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
   r.rows = shape.num_stats();
-  r.use = len >= e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
+  r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
   // The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)

@@ -1,5 +1,5 @@
-// Instance and group norm training forward with one read of x where a statistic's row is from a
-// 16-byte pack to 4 KiB long (plan_row_groups), whole packs or not: a block takes R = 256 / G
+// Instance and group norm training forward with one read of x where a statistic's row is above a
+// 16-byte pack and below 4 KiB (plan_row_groups), whole packs or not: a block takes R = 256 / G
 // consecutive rows, which start on a pack boundary and are whole packs together, copies them into
 // shared memory (16-byte loads where every pointer allows, else single elements), and gives each
 // row a group of G lanes. The group takes the exact two-pass statistics of x - x0 (x0 the row's

@@ -1,8 +1,8 @@
 // Instance and group norm training backward with one read of x and dy where a statistic's row is
-// from a 16-byte pack to 4 KiB long (plan_row_groups): a block stages the same R rows of x and of
-// dy as the forward's block in shared memory, and the row's group of G lanes takes, with the saved
-// mean and invstd, each channel's sums of du and du * x-hat (a sub-group of W lanes a channel,
-// then a butterfly over those W), then
+// above a 16-byte pack and below 4 KiB (plan_row_groups): a block stages the same R rows of x and
+// of dy as the forward's block in shared memory, and the row's group of G lanes takes, with the
+// saved mean and invstd, each channel's sums of du and du * x-hat (a sub-group of W lanes a
+// channel, then a butterfly over those W), then
 //   dx = w_c * invstd * du - c1 - (x - mean) * c2,
 //   c1 = invstd * sum_g / L,  c2 = invstd^2 * sum_gx / L,
 //   sum_g = sum over the row's channels c of w_c * sum du,  sum_gx likewise with du * x-hat,

@@ -687,11 +687,11 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
-// One read of x for instance and group norm rows shorter than a pack: a thread holds E / gcd(L, E)
-// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch
-// norm, the channels layout and empty tensors do not take it, and no shape takes both one-read row
+// One read of x for instance and group norm rows of at most a pack: a thread holds E / gcd(L, E)
+// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows above a pack, batch norm,
+// the channels layout and empty tensors do not take it, and no shape takes both one-read row
 // paths.
-TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
+TEST(ChannelPlan, RowsUpToAPackInRegisters) {
   using nk::cuda::plan_short_rows;
   struct Want {
     ChannelNorm kind;
@@ -707,10 +707,13 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
       {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},    // half packs: two packs
       {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},    // 3 packs, 4 rows
       {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},     // 7 packs, 8 rows
-      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, false, 0, 0},    // a whole pack
+      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, true, 8, 2},     // a pack: two rows
+      {ChannelNorm::kInstance, 8, 37, 9, 1, NK_NCHW, 2, false, 0, 0},    // above a pack
+      {ChannelNorm::kInstance, 8, 37, 4, 1, NK_NCHW, 4, true, 4, 2},     // fp32 pack: two rows
       {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},     // fp32: 3 packs, 4 rows
       {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},     // fp32 half packs
       {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},    // fp32: above a pack
+      {ChannelNorm::kGroup, 7, 6, 4, 3, NK_NCHW, 2, true, 8, 2},         // 2 channels of 4: a pack
       {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},      // C = 1: rows in NHWC
       {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},    // channels layout
       {ChannelNorm::kInstance, 8, 16, 1, 1, NK_NCHW, 2, false, 0, 0},    // S = 1: channels
@@ -746,7 +749,7 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   EXPECT_TRUE(plan_short_rows(fewer, 2).use);
 }
 
-// Rows from a pack to 4 KiB, whole packs or not, take a group of G lanes a row (the fewest powers
+// Rows above a pack and below 4 KiB, whole packs or not, take a group of G lanes a row (the fewest powers
 // of two that leave at most 128 bytes a lane and meet at most 2-way bank conflicts), 256 / G rows
 // a block (whole packs together), channels walked by sub-groups of W = min(G, largest power of
 // two <= S) lanes; never with the resident rows or the rows in registers, and rows of 4 KiB or
@@ -763,10 +766,12 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
     int len, lanes, channel_lanes, channel_batches, channel_steps;
   };
   const Want list[] = {
-      // a pack: one lane a row would be 4-way (rows 4 words apart), two lanes 2-way
-      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, true, 8, 2, 2, 1, 4},
-      {ChannelNorm::kInstance, 4, 16, 7, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},        // below
-      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, true, 4, 2, 2, 1, 2},         // fp32 pack
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},        // a pack
+      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},        // fp32 pack
+      {ChannelNorm::kInstance, 4, 16, 9, 1, NK_NCHW, 2, true, 9, 1, 1, 1, 9},         // above
+      {ChannelNorm::kInstance, 4, 16, 5, 1, NK_NCHW, 4, true, 5, 1, 1, 1, 5},         // fp32
+      // fp32 rows of 8: one or two lanes a row would be 8-way and 4-way, four lanes 2-way
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 4, true, 8, 4, 4, 1, 2},
       {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 1, 1, 1, 49},      // 7 x 7
       {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 4, true, 49, 2, 2, 1, 25},      // 128 B
       {ChannelNorm::kInstance, 4, 16, 196, 1, NK_NCHW, 2, true, 196, 4, 4, 1, 49},    // 14 x 14

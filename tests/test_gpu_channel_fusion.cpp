@@ -458,9 +458,9 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
 // both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
-// likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows shorter than a pack
-// (short_rows_cases.hpp, rows in registers forward and backward) and rows from a pack to 4 KiB
-// (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
+// likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows of at most a pack
+// (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack, below 4
+// KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {

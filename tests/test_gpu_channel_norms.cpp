@@ -634,7 +634,7 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
 }
 
 // One read of x (and dy) with rows in registers (short_rows_cases.hpp): instance and group norm
-// training in NCHW where a statistic's row is shorter than a 16-byte pack. Running buffers or none
+// training in NCHW where a statistic's row is at most a 16-byte pack. Running buffers or none
 // (instance norm), three steps of the cumulative average and the unbiased running variance of
 // 2-value rows, fp32 data at |mean| / std = 1e4, misaligned pointers (single elements), and the
 // bytes of y and the saved statistics of misaligned and in-place calls against the aligned one. The
@@ -663,8 +663,8 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
 }
 
 // One read of x (and dy) with a group of lanes a row (row_groups_cases.hpp): instance and group
-// norm rows from a pack to 4 KiB, the same checks as the rows in registers above: the forward
-// against the CPU with and without running buffers, three cumulative steps, fp32 data at
+// norm rows above a pack and below 4 KiB, the same checks as the rows in registers above: the
+// forward against the CPU with and without running buffers, three cumulative steps, fp32 data at
 // |mean| / std = 1e4, misaligned pointers; the bytes of misaligned and in-place calls against the
 // aligned one; the training backward against the CPU aligned and misaligned, and the bytes of
 // misaligned and dx == dy calls against the aligned one.
