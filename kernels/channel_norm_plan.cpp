@@ -238,20 +238,15 @@ int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
   int worst = 1;
   for (int64_t step = 0; step < 8; ++step) {
     int64_t words[32];
+    int per_bank[32] = {};
     for (int lane = 0; lane < 32; ++lane) {
       const int64_t element = lane / lanes * len + lane % lanes + step * lanes;
       words[lane] = element * elem_bytes / 4;
+      bool seen = false;  // lanes reading the same word share it
+      for (int other = 0; other < lane && !seen; ++other) seen = words[other] == words[lane];
+      if (!seen) ++per_bank[words[lane] % 32];
     }
-    for (int bank = 0; bank < 32; ++bank) {
-      int distinct = 0;
-      for (int i = 0; i < 32; ++i) {
-        if (words[i] % 32 != bank) continue;
-        bool seen = false;
-        for (int j = 0; j < i; ++j) seen = seen || words[j] == words[i];
-        if (!seen) ++distinct;
-      }
-      if (distinct > worst) worst = distinct;
-    }
+    for (int bank = 0; bank < 32; ++bank) worst = per_bank[bank] > worst ? per_bank[bank] : worst;
   }
   return worst;
 }
