@@ -248,6 +248,24 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     check_forward(k, p, 1, true, 0.5, 2.0, 1);
   }
 
+  // The checks of a one-read path that stages no head (rows in registers, row groups) at shape k:
+  // the forward against the CPU (check_one_read_forward), the bytes of y and the saved statistics
+  // of misaligned and in-place calls against the aligned one, the training backward against the
+  // CPU aligned and misaligned, and the bytes of dx, dweight and dbias of misaligned and dx == dy
+  // calls against the aligned one.
+  void check_unstaged_rows(const ChannelCase& k) {
+    const Case c = GetParam();
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    DeviceBuffer wd(w), bd(b);
+    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, 0);
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
+  }
+
   // The training backward of a path that stages x and dy (one read of each) in blocks of
   // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
   // of the aligned call; so do heads of none, a third of the block and all but one pack, each
@@ -649,25 +667,13 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
-    const nk_norm_params p = nk_norm_params_default();
-    check_one_read_forward(k);
-    const int64_t numel = k.n * k.c * k.s;
-    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
-    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
-    DeviceBuffer wd(w), bd(b);
-    forward_bytes_across_heads(k, p, x, wd, bd, 0);
-    check_backward(k, NK_TRAINING);
-    check_backward(k, NK_TRAINING, 1);
-    backward_bytes_across_heads(k, x, wd, 0);
+    check_unstaged_rows(k);
   }
 }
 
 // One read of x (and dy) with a group of lanes a row (row_groups_cases.hpp): instance and group
-// norm rows above a pack and below 4 KiB, the same checks as the rows in registers above: the
-// forward against the CPU with and without running buffers, three cumulative steps, fp32 data at
-// |mean| / std = 1e4, misaligned pointers; the bytes of misaligned and in-place calls against the
-// aligned one; the training backward against the CPU aligned and misaligned, and the bytes of
-// misaligned and dx == dy calls against the aligned one.
+// norm rows above a pack and below 4 KiB, with the checks of the rows in registers above
+// (check_unstaged_rows).
 TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
   const Case c = GetParam();
   if (c.family == Family::kBatch || c.layout != NK_NCHW) {
@@ -677,16 +683,7 @@ TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_row_groups(k, c.dtype));
-    const nk_norm_params p = nk_norm_params_default();
-    check_one_read_forward(k);
-    const int64_t numel = k.n * k.c * k.s;
-    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
-    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
-    DeviceBuffer wd(w), bd(b);
-    forward_bytes_across_heads(k, p, x, wd, bd, 0);
-    check_backward(k, NK_TRAINING);
-    check_backward(k, NK_TRAINING, 1);
-    backward_bytes_across_heads(k, x, wd, 0);
+    check_unstaged_rows(k);
   }
 }
 
