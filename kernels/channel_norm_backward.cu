@@ -21,9 +21,11 @@
 // reread the rest), take one kernel instead of (1) and (3), which reads each once
 // (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
 // norm in NHWC does the same where a tile of whole groups of one sample fits a block
-// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows shorter
-// than a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
-// channel_norm_short_rows_backward.cuh).
+// (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows of at most
+// a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
+// channel_norm_short_rows_backward.cuh), and rows above a pack up to 4 KiB where a block stages
+// a run of whole rows and a group of lanes takes each (plan_row_groups,
+// channel_norm_row_groups_backward.cuh).
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -39,6 +41,7 @@
 #include "channel_norm_group_tile_backward.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident_backward.cuh"
+#include "channel_norm_row_groups_backward.cuh"
 #include "channel_norm_short_rows_backward.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
@@ -534,13 +537,13 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
-// Instance and group norm training with dx (or dz) where a row is shorter than a pack: rows held in
+// Instance and group norm training with dx (or dz) where a row is at most a pack: rows held in
 // registers (channel_norm_short_rows_backward.cuh), one read of x and dy, then dweight and dbias
 // from the per-(n, c) sums.
 template <class T, int L = 2>
 void launch_short_rows_backward(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
                                 const ShortRowsBackwardParams& p, cudaStream_t stream) {
-  if constexpr (L < 16 / static_cast<int>(sizeof(T))) {
+  if constexpr (L <= 16 / static_cast<int>(sizeof(T))) {
     if (r.len != L) return launch_short_rows_backward<T, L + 1>(a, r, p, stream);
     with_fusion(a, [&](auto src, auto residual) {
       constexpr int kSource = decltype(src)::value;
@@ -561,6 +564,29 @@ void backward_in_registers(const ChannelBackwardArgs& a, const ShortRowsPlan& r,
   p.vector_access = vector_access(a);
   launch_short_rows_backward<T>(a, r, p, stream);
   dev::check_cuda(cudaGetLastError(), "channel norm short rows backward launch");
+  if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
+}
+
+// Instance and group norm training with dx (or dz) where a row is above a pack up to 4 KiB: a group
+// of lanes a row, the block's rows of x and dy staged (channel_norm_row_groups_backward.cuh), one
+// read of both, then dweight and dbias from the per-(n, c) sums.
+template <class T>
+void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r,
+                            const XhatStats& stats, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  RowGroupsBackwardParams p{};
+  set_backward_io(p, a, l);
+  p.g = row_groups_geometry(a.shape, r);
+  p.inv_len = 1.0f / static_cast<float>(r.len);
+  p.vector_access = vector_access(a);
+  const size_t bytes = size_t{2} * p.g.chunk * sizeof(T);
+  with_fusion(a, [&](auto src, auto residual) {
+    constexpr int kSource = decltype(src)::value;
+    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+    launch_blocks(backward_row_groups<T, kSource, kZ>, r.blocks, kRowGroupsBlock, bytes, stream,
+                  p);
+  });
+  dev::check_cuda(cudaGetLastError(), "channel norm row groups backward launch");
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
@@ -606,6 +632,8 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     if (g.use) return backward_group_tiles<T>(a, g, stats, l);
     const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
     if (sr.use) return backward_in_registers<T>(a, sr, stats, l);
+    const RowGroupsPlan rg = plan_row_groups(s, sizeof(T));
+    if (rg.use) return backward_in_row_groups<T>(a, rg, stats, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

@@ -29,9 +29,11 @@
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh).
-// Rows shorter than a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows
-// in registers, whole packs of the tensor, and writes their statistics and y
-// (channel_norm_short_rows.cuh).
+// Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
+// registers, whole packs of the tensor, and writes their statistics and y
+// (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
+// stages a run of whole rows in shared memory, a group of lanes takes each row's statistics and
+// writes its y there, and the block stores y (channel_norm_row_groups.cuh).
 // Inference is the apply alone, with the running statistics folded into the same form in
 // registers (shift = running_mean, scale = weight / sqrt(running_var + eps), offset = bias): no
 // workspace, no extra launch.
@@ -46,6 +48,7 @@
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_row_groups.cuh"
 #include "channel_norm_short_rows.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
@@ -586,7 +589,7 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
   if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
-// Rows shorter than a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
+// Rows of at most a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
 template <class T>
 void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
@@ -601,6 +604,26 @@ void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, c
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
   launch_short_rows<T>(p, r, a.fusion.activation, stream);
   dev::check_cuda(cudaGetLastError(), "channel norm short rows launch");
+  if (running) update_running_from_rows(a, p.row_stats, stream);
+}
+
+// Rows above a pack up to 4 KiB, a group of lanes a row (channel_norm_row_groups.cuh).
+template <class T>
+void forward_in_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  const bool running = instance_running(a);
+  RowGroupsParams p{};
+  set_forward_io(p, a);
+  p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
+  p.g = row_groups_geometry(a.shape, r);
+  p.eps = static_cast<float>(a.params.eps);
+  p.inv_len = 1.0f / static_cast<float>(r.len);
+  p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
+  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
+  p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
+  launch_row_groups<T>(p, r, a.fusion.activation, stream);
+  dev::check_cuda(cudaGetLastError(), "channel norm row groups launch");
   if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
@@ -627,6 +650,8 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     if (r.use) return forward_resident_rows<T>(a, r, l);
     const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
     if (sr.use) return forward_in_registers<T>(a, sr, l);
+    const RowGroupsPlan rg = plan_row_groups(s, sizeof(T));
+    if (rg.use) return forward_in_row_groups<T>(a, rg, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
     if (g.use) return forward_group_tiles<T>(a, g, l);
   }
@@ -720,6 +745,8 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
     if (r.use) return row_stats_workspace(r.rows, a.shape);
     const ShortRowsPlan sr = plan_short_rows(a.shape, elem);
     if (sr.use) return row_stats_workspace(sr.rows, a.shape);
+    const RowGroupsPlan rg = plan_row_groups(a.shape, elem);
+    if (rg.use) return row_stats_workspace(rg.rows, a.shape);
     if (plan_group_tiles(a.shape, elem).use) return 0;
   }
   for (bool vector_access : {true, false}) {

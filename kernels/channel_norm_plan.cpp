@@ -224,13 +224,65 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
   const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
   r.rows = shape.num_stats();
-  r.use = len < e && r.rows <= INT32_MAX;
+  r.use = len <= e && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
   const int64_t g = gcd(e, len);
   r.rows_per_thread = static_cast<int>((len == g ? 2 : 1) * e / g);  // two packs where L | E
   const int64_t threads = (r.rows + r.rows_per_thread - 1) / r.rows_per_thread;
   r.blocks = (threads + kShortRowsBlock - 1) / kShortRowsBlock;
+  return r;
+}
+
+int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
+  int worst = 1;
+  for (int64_t step = 0; step < 8; ++step) {
+    int64_t words[32];
+    int per_bank[32] = {};
+    for (int lane = 0; lane < 32; ++lane) {
+      const int64_t element = lane / lanes * len + lane % lanes + step * lanes;
+      words[lane] = element * elem_bytes / 4;
+      bool seen = false;  // lanes reading the same word share it
+      for (int other = 0; other < lane && !seen; ++other) seen = words[other] == words[lane];
+      if (!seen) ++per_bank[words[lane] % 32];
+    }
+    for (int bank = 0; bank < 32; ++bank) worst = per_bank[bank] > worst ? per_bank[bank] : worst;
+  }
+  return worst;
+}
+
+RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
+  RowGroupsPlan r{};
+  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
+  r.rows = shape.num_stats();
+  r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
+  if (!r.use) return r;
+  r.len = static_cast<int>(len);
+  // The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)
+  // whose loads meet at most 2-way bank conflicts; else the least conflicted.
+  const int64_t max_per_lane = kRowGroupsMaxLaneBytes / elem_bytes;
+  int lanes = 0, least = 0;
+  for (int g = 1; g <= 32; g *= 2) {
+    if (g * max_per_lane < len) continue;
+    const int degree = row_groups_bank_conflicts(len, elem_bytes, g);
+    if (lanes == 0 || degree < least) {
+      lanes = g;
+      least = degree;
+    }
+    if (degree <= 2) break;
+  }
+  const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
+  const int64_t channels = len / s;
+  int w = 1;
+  while (w * 2 <= lanes && w * 2 <= s) w *= 2;
+  r.lanes = lanes;
+  r.channel_lanes = w;
+  r.channel_batches = static_cast<int>((channels + lanes / w - 1) / (lanes / w));
+  r.channel_steps = static_cast<int>((s + w - 1) / w);
+  r.rows_per_block = kRowGroupsBlock / lanes;
+  r.blocks = (r.rows + r.rows_per_block - 1) / r.rows_per_block;
   return r;
 }
 

@@ -207,9 +207,9 @@ struct ResidentPlan {
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
 // One read of x for the training forward of instance and group norm in the rows layout (and of x
-// and dy for the training backward with dx or dz) where a statistic's row is shorter than a 16-byte
-// pack (L = count_per_stat() < E = 16 / elem_bytes: instance norm's S = 2 to 7 in 16-bit types, 2
-// or 3 in fp32; group norm's C/G * S likewise): a thread takes `rows_per_thread` = E / gcd(L, E)
+// and dy for the training backward with dx or dz) where a statistic's row is at most a 16-byte pack
+// (L = count_per_stat() <= E = 16 / elem_bytes: instance norm's S = 2 to 8 in 16-bit types, 2 to
+// 4 in fp32; group norm's C/G * S likewise): a thread takes `rows_per_thread` = E / gcd(L, E)
 // consecutive rows, which are L / gcd(L, E) whole packs of the tensor (lcm(L, E) elements, so every
 // thread's first element is a multiple of the pack; two packs where L divides E, to spread the
 // per-thread work), holds them in registers, takes each row's statistics there and writes y from
@@ -223,11 +223,53 @@ constexpr int kShortRowsBlock = 256;
 struct ShortRowsPlan {
   bool use;
   int64_t rows;         // statistics
-  int len;              // L, elements of a row (2 to E - 1)
+  int len;              // L, elements of a row (2 to E)
   int rows_per_thread;  // E / gcd(L, E), twice that where L divides E
   int64_t blocks;       // of kShortRowsBlock threads
 };
 ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
+
+// One read of x for the training forward of instance and group norm in the rows layout (and of x
+// and dy for the training backward with dx or dz) where a statistic's row is longer than a 16-byte
+// pack (plan_short_rows takes up to a pack) and shorter than kResidentMinBytes, whole packs or not
+// (S = 49, 196, 784 in 16-bit types; group norm's C/G * S likewise): too short for a block a row. A
+// block of kRowGroupsBlock threads takes `rows_per_block` = 256 / G consecutive rows, a group of G
+// lanes each, and stages them in shared memory: R * L elements from a multiple of the pack (R is a
+// multiple of 8, so R * L is whole packs), copied in 16-byte packs where the pointers allow. The
+// group reduces its row from there (lane l taking elements l, l + G, ...; shuffles across the
+// group), and the block writes y back in 16-byte packs (channel_norm_row_groups.cuh; the backward
+// likewise, channel_norm_row_groups_backward.cuh). G is the fewest lanes of 1, 2, 4, .. 32 that
+// leave at most kRowGroupsMaxLaneBytes a lane (so a tensor's staged rows take at most 32 KiB) and
+// whose shared loads meet at most 2-way bank conflicts (row_groups_bank_conflicts), else the least
+// conflicted: few lanes a row spread its fixed work (statistics, coefficients, shuffles) over many
+// elements, and a warp's loads of 32 / G rows L apart must not fall on the same banks (rows of 64
+// bf16 elements at 1 lane each would all start on bank 0). A row's channels (group norm's C/G,
+// instance norm's one) are walked by sub-groups of W = min(G, the largest power of two <= S) lanes,
+// G / W channels at a time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's
+// coefficients load once a lane and its sums (backward) reduce over W lanes only. The reduction
+// tree depends on L, S and the element size only. Rows up to INT32_MAX; longer rows that are not
+// whole packs, and whole-pack rows of 4 KiB and more with fewer than kResidentMinRows rows, keep
+// the split passes.
+constexpr int kRowGroupsBlock = 256;
+constexpr int kRowGroupsMaxLaneBytes = 128;
+
+// The most distinct 4-byte words one shared-memory bank serves in one warp-wide load of the row
+// groups' walk (lane l of group r reading element r * L + l + k * G at step k; the first 8 steps),
+// for rows of `len` elements of `elem_bytes` at `lanes` (G) lanes a row: 1 when conflict-free.
+int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes);
+
+struct RowGroupsPlan {
+  bool use;
+  int64_t rows;         // statistics
+  int len;              // L
+  int lanes;            // G: a power of two <= 32
+  int channel_lanes;    // W: a power of two <= G
+  int channel_batches;  // ceil(channels of a row / (G / W))
+  int channel_steps;    // ceil(S / W)
+  int rows_per_block;   // R = kRowGroupsBlock / G
+  int64_t blocks;       // ceil(rows / R)
+};
+RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 
 // One read of x for the group norm forward in NHWC (channel_norm_group_tile.cuh): a block per tile
 // of k consecutive groups of one sample, the (S positions) x (k * C/G channels) elements that are

@@ -1,13 +1,13 @@
-// Instance and group norm training forward with one read of x where a statistic's row is shorter
-// than a 16-byte pack (plan_short_rows: L = S, or C/G * S, below E = 16 / sizeof(T)). A thread
-// holds R = E / gcd(L, E) consecutive rows, which are P = L / gcd(L, E) whole packs of the tensor
-// (twice that where L divides the pack), in registers: 16-byte loads where every pointer allows
-// (else single elements into the same packs), each row's exact two-pass statistics of x - x0 (x0
-// its first value, as the other paths shift, so |mean| >> std keeps its accuracy), its saved
-// statistics (and instance norm's row statistics for the running update), then y = (x - x0) * scale
-// + offset (+ z), the activation and the ReLU mask, stored in 16-byte packs. The last thread may
-// hold fewer rows, in single elements. A row's arithmetic sees its L values only, in a fixed order,
-// so no bit depends on the pointers or the grid.
+// Instance and group norm training forward with one read of x where a statistic's row is at most a
+// 16-byte pack (plan_short_rows: L = S, or C/G * S, up to E = 16 / sizeof(T)). A thread holds
+// R = E / gcd(L, E) consecutive rows, which are P = L / gcd(L, E) whole packs of the tensor (twice
+// that where L divides the pack), in registers: 16-byte loads where every pointer allows (else single
+// elements into the same packs), each row's exact two-pass statistics of x - x0 (x0 its first
+// value, as the other paths shift, so |mean| >> std keeps its accuracy), its saved statistics (and
+// instance norm's row statistics for the running update), then y = (x - x0) * scale + offset (+ z),
+// the activation and the ReLU mask, stored in 16-byte packs. The last thread may hold fewer rows,
+// in single elements. A row's arithmetic sees its L values only, in a fixed order, so no bit
+// depends on the pointers or the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -69,7 +69,7 @@ struct ShortRowsShape {
   static constexpr int P = kGroups * L / constexpr_gcd(L, E);
   static constexpr int R = kGroups * E / constexpr_gcd(L, E);
   static constexpr uint32_t kStarts = channel_start_candidates(L);
-  static_assert(L >= 2 && L < E, "rows shorter than a pack");
+  static_assert(L >= 2 && L <= E, "rows up to a pack");
 };
 
 // This thread's rows: the first (row0), how many (R; fewer in the last thread), their `count`
@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRo
 template <class T, int L = 2>
 void launch_short_rows(const ShortRowsParams& p, const ShortRowsPlan& plan, int activation,
                        cudaStream_t stream) {
-  if constexpr (L < 16 / static_cast<int>(sizeof(T))) {
+  if constexpr (L <= 16 / static_cast<int>(sizeof(T))) {
     if (plan.len != L) return launch_short_rows<T, L + 1>(p, plan, activation, stream);
     with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
       forward_short_rows<T, L, decltype(act)::value, decltype(residual)::value>

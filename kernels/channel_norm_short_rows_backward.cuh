@@ -1,5 +1,5 @@
 // Instance and group norm training backward with one read of x and dy where a statistic's row is
-// shorter than a 16-byte pack (plan_short_rows): a thread holds the same R rows (P packs) of x and
+// at most a 16-byte pack (plan_short_rows): a thread holds the same R rows (P packs) of x and
 // of dy as the forward's thread, in registers, and per row takes, with the saved mean and invstd,
 // each channel's sums of du and du * x-hat, then
 //   dx = w_c * invstd * du - c1 - (x - mean) * c2,

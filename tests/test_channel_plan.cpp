@@ -687,11 +687,11 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   }
 }
 
-// One read of x for instance and group norm rows shorter than a pack: a thread holds E / gcd(L, E)
-// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows of a pack or more, batch
-// norm, the channels layout and empty tensors do not take it, and no shape takes both one-read row
+// One read of x for instance and group norm rows of at most a pack: a thread holds E / gcd(L, E)
+// rows, L / gcd(L, E) whole packs (twice that where L divides E); rows above a pack, batch norm,
+// the channels layout and empty tensors do not take it, and no shape takes both one-read row
 // paths.
-TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
+TEST(ChannelPlan, RowsUpToAPackInRegisters) {
   using nk::cuda::plan_short_rows;
   struct Want {
     ChannelNorm kind;
@@ -707,10 +707,13 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
       {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},    // half packs: two packs
       {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},    // 3 packs, 4 rows
       {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},     // 7 packs, 8 rows
-      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, false, 0, 0},    // a whole pack
+      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, true, 8, 2},     // a pack: two rows
+      {ChannelNorm::kInstance, 8, 37, 9, 1, NK_NCHW, 2, false, 0, 0},    // above a pack
+      {ChannelNorm::kInstance, 8, 37, 4, 1, NK_NCHW, 4, true, 4, 2},     // fp32 pack: two rows
       {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},     // fp32: 3 packs, 4 rows
       {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},     // fp32 half packs
       {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},    // fp32: above a pack
+      {ChannelNorm::kGroup, 7, 6, 4, 3, NK_NCHW, 2, true, 8, 2},         // 2 channels of 4: a pack
       {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},      // C = 1: rows in NHWC
       {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},    // channels layout
       {ChannelNorm::kInstance, 8, 16, 1, 1, NK_NCHW, 2, false, 0, 0},    // S = 1: channels
@@ -744,6 +747,97 @@ TEST(ChannelPlan, RowsShorterThanAPackInRegisters) {
   ChannelShape fewer = many;
   fewer.c -= 1;
   EXPECT_TRUE(plan_short_rows(fewer, 2).use);
+}
+
+// Rows above a pack and below 4 KiB, whole packs or not, take a group of G lanes a row (the fewest powers
+// of two that leave at most 128 bytes a lane and meet at most 2-way bank conflicts), 256 / G rows
+// a block (whole packs together), channels walked by sub-groups of W = min(G, largest power of
+// two <= S) lanes; never with the resident rows or the rows in registers, and rows of 4 KiB or
+// more not at all. The conflict count itself against hand-counted walks.
+TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
+  using nk::cuda::plan_row_groups;
+  using nk::cuda::row_groups_bank_conflicts;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int len, lanes, channel_lanes, channel_batches, channel_steps;
+  };
+  const Want list[] = {
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},        // a pack
+      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},        // fp32 pack
+      {ChannelNorm::kInstance, 4, 16, 9, 1, NK_NCHW, 2, true, 9, 1, 1, 1, 9},         // above
+      {ChannelNorm::kInstance, 4, 16, 5, 1, NK_NCHW, 4, true, 5, 1, 1, 1, 5},         // fp32
+      // fp32 rows of 8: one or two lanes a row would be 8-way and 4-way, four lanes 2-way
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 4, true, 8, 4, 4, 1, 2},
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 1, 1, 1, 49},      // 7 x 7
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 4, true, 49, 2, 2, 1, 25},      // 128 B
+      {ChannelNorm::kInstance, 4, 16, 196, 1, NK_NCHW, 2, true, 196, 4, 4, 1, 49},    // 14 x 14
+      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 2, true, 784, 16, 16, 1, 49},  // 28 x 28
+      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 4, true, 784, 32, 32, 1, 25},  // 3136 B
+      {ChannelNorm::kInstance, 4, 16, 64, 1, NK_NCHW, 2, true, 64, 16, 16, 1, 4},     // 8 x 8
+      {ChannelNorm::kInstance, 4, 16, 1024, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},     // 4 KiB
+      {ChannelNorm::kInstance, 4, 16, 2047, 1, NK_NCHW, 2, true, 2047, 32, 32, 1, 64},
+      {ChannelNorm::kInstance, 4, 16, 2048, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // 4 KiB
+      {ChannelNorm::kInstance, 4, 16, 3000, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // not packs
+      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 1, 1, 1, 49},       // C = 1
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NHWC, 2, false, 0, 0, 0, 0, 0},       // channels
+      {ChannelNorm::kBatch, 4, 16, 49, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},          // batch norm
+      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 16, 16, 10, 4},      // 8 x 8, 10
+      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 4, true, 640, 32, 32, 10, 2},
+      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 1, 1, 12, 3},          // 12 of 3
+      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 2, 2, 8, 4},           // 8 of 7
+      {ChannelNorm::kGroup, 6, 64, 2, 2, NK_NCHW, 4, true, 64, 16, 2, 4, 1},          // 32 of 2
+      {ChannelNorm::kGroup, 0, 32, 7, 4, NK_NCHW, 2, false, 0, 0, 0, 0, 0},           // empty
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::RowGroupsPlan r = plan_row_groups(shape, w.elem);
+    EXPECT_EQ(r.use, w.use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem).use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem, 2).use);
+    EXPECT_FALSE(r.use && nk::cuda::plan_short_rows(shape, w.elem).use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.rows, shape.num_stats());
+    EXPECT_EQ(r.len, w.len);
+    EXPECT_EQ(r.lanes, w.lanes);
+    EXPECT_EQ(r.channel_lanes, w.channel_lanes);
+    EXPECT_EQ(r.channel_batches, w.channel_batches);
+    EXPECT_EQ(r.channel_steps, w.channel_steps);
+    EXPECT_EQ(r.rows_per_block, 256 / w.lanes);
+    EXPECT_LE(int64_t{r.len} * w.elem, 128 * r.lanes);  // at most 128 bytes a lane
+    EXPECT_LE(row_groups_bank_conflicts(r.len, w.elem, r.lanes), 2);
+    // A block's rows are whole packs: every block starts on a pack boundary.
+    EXPECT_EQ(int64_t{r.rows_per_block} * r.len % (16 / w.elem), 0);
+    EXPECT_EQ(r.blocks, (r.rows + r.rows_per_block - 1) / r.rows_per_block);
+    // The walk covers every element of the row once: batches of G / W channels, W lanes a channel.
+    const int64_t channels = w.kind == ChannelNorm::kInstance ? 1 : w.c / w.groups;
+    const int64_t s = w.kind == ChannelNorm::kInstance ? w.len : w.s;
+    EXPECT_GE(int64_t{r.channel_batches} * (r.lanes / r.channel_lanes), channels);
+    EXPECT_GE(int64_t{r.channel_steps} * r.channel_lanes, s);
+  }
+  // Bank conflicts, counted by hand: rows of 64 bf16 elements (32 words) at one lane a row put all
+  // 32 lanes' words on one bank (32), at 16 lanes a row the 2 rows' words share banks (2); rows of
+  // 49 bf16 at one lane: the even rows' words fall on 16 distinct banks, the odd rows' on 16
+  // others, 8 banks in both (2); fp32 rows of 49 words: lane r on bank 17 r mod 32, all distinct
+  // (1); a bf16 pack a lane: rows 4 words apart, 8 banks of 4 words each (4).
+  EXPECT_EQ(row_groups_bank_conflicts(64, 2, 1), 32);
+  EXPECT_EQ(row_groups_bank_conflicts(64, 2, 16), 2);
+  EXPECT_EQ(row_groups_bank_conflicts(49, 2, 1), 2);
+  EXPECT_EQ(row_groups_bank_conflicts(49, 4, 1), 1);
+  EXPECT_EQ(row_groups_bank_conflicts(8, 2, 1), 4);
+  EXPECT_EQ(row_groups_bank_conflicts(2047, 2, 32), 1);
+  // Rows up to INT32_MAX (the kernel's row index is 32-bit).
+  const ChannelShape many{ChannelNorm::kInstance, 1 << 16, 1 << 15, 49, NK_NCHW, NK_BF16, 1};
+  EXPECT_FALSE(plan_row_groups(many, 2).use);
+  ChannelShape fewer = many;
+  fewer.c -= 1;
+  EXPECT_TRUE(plan_row_groups(fewer, 2).use);
 }
 
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole

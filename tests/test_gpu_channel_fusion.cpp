@@ -41,6 +41,7 @@
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
 #include "resident_rows_cases.hpp"
+#include "row_groups_cases.hpp"
 #include "short_rows_cases.hpp"
 #include "test_support.hpp"
 
@@ -457,8 +458,9 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
 // both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
-// likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows shorter than a pack
-// (short_rows_cases.hpp, rows in registers forward and backward), aligned and misaligned.
+// likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows of at most a pack
+// (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack, below 4
+// KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
@@ -510,6 +512,18 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       SCOPED_TRACE(testing::Message() << "rows in registers n=" << k.n << " c=" << k.c
                                       << " s=" << k.s << " g=" << k.groups << " misalign "
                                       << misalign);
+      check_forward(PathRun{k, misalign});
+      check_backward(PathRun{k, misalign});
+    }
+  }
+  const std::vector<ChannelCase> groups = row_group_shapes(c.family);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (reduced_gpu_tests() && i != pick % groups.size()) continue;
+    const ChannelCase& k = groups[i];
+    ASSERT_TRUE(takes_row_groups(k, c.dtype));
+    for (int64_t misalign : {0, 1}) {
+      SCOPED_TRACE(testing::Message() << "row groups n=" << k.n << " c=" << k.c << " s=" << k.s
+                                      << " g=" << k.groups << " misalign " << misalign);
       check_forward(PathRun{k, misalign});
       check_backward(PathRun{k, misalign});
     }

@@ -21,6 +21,7 @@
 #include "channel_ops.hpp"
 #include "gpu_support.hpp"
 #include "resident_rows_cases.hpp"
+#include "row_groups_cases.hpp"
 #include "short_rows_cases.hpp"
 #include "test_support.hpp"
 
@@ -245,6 +246,24 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     }
     if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
     check_forward(k, p, 1, true, 0.5, 2.0, 1);
+  }
+
+  // The checks of a one-read path that stages no head (rows in registers, row groups) at shape k:
+  // the forward against the CPU (check_one_read_forward), the bytes of y and the saved statistics
+  // of misaligned and in-place calls against the aligned one, the training backward against the
+  // CPU aligned and misaligned, and the bytes of dx, dweight and dbias of misaligned and dx == dy
+  // calls against the aligned one.
+  void check_unstaged_rows(const ChannelCase& k) {
+    const Case c = GetParam();
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    DeviceBuffer wd(w), bd(b);
+    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, 0);
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
   }
 
   // The training backward of a path that stages x and dy (one read of each) in blocks of
@@ -554,7 +573,10 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 // samples, and in bf16, blocks of 10 rows of 2 positions and samples of 7 rows, from pack to pack
 // too). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs) with
 // weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
-// the rest.
+// the rest. Instance and group norm training in NCHW reads x once at all of these shapes (rows
+// shorter than 4 KiB: kernels/channel_norm_plan.hpp), so there the walks are batch norm's and
+// inference's; their per-sample NCHW walks are met by the long rows that are not whole packs of
+// the *MatchesCpu shapes (S = 1031 in fp32, 5000, 8200, 100003).
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -630,7 +652,7 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
 }
 
 // One read of x (and dy) with rows in registers (short_rows_cases.hpp): instance and group norm
-// training in NCHW where a statistic's row is shorter than a 16-byte pack. Running buffers or none
+// training in NCHW where a statistic's row is at most a 16-byte pack. Running buffers or none
 // (instance norm), three steps of the cumulative average and the unbiased running variance of
 // 2-value rows, fp32 data at |mean| / std = 1e4, misaligned pointers (single elements), and the
 // bytes of y and the saved statistics of misaligned and in-place calls against the aligned one. The
@@ -645,16 +667,23 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                     << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
-    const nk_norm_params p = nk_norm_params_default();
-    check_one_read_forward(k);
-    const int64_t numel = k.n * k.c * k.s;
-    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
-    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
-    DeviceBuffer wd(w), bd(b);
-    forward_bytes_across_heads(k, p, x, wd, bd, 0);
-    check_backward(k, NK_TRAINING);
-    check_backward(k, NK_TRAINING, 1);
-    backward_bytes_across_heads(k, x, wd, 0);
+    check_unstaged_rows(k);
+  }
+}
+
+// One read of x (and dy) with a group of lanes a row (row_groups_cases.hpp): instance and group
+// norm rows above a pack and below 4 KiB, with the checks of the rows in registers above
+// (check_unstaged_rows).
+TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "a group of lanes a row: instance and group norm in NCHW";
+  }
+  for (const ChannelCase& k : row_group_shapes(c.family)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                    << " g=" << k.groups);
+    ASSERT_TRUE(takes_row_groups(k, c.dtype));
+    check_unstaged_rows(k);
   }
 }
 
