@@ -459,8 +459,8 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
 // both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
 // likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows of at most a pack
-// (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack, below 4
-// KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
+// (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack and below
+// 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
