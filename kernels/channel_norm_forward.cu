@@ -570,61 +570,70 @@ void set_forward_io(Params& p, const ChannelForwardArgs& a) {
   p.save_invstd = a.save_invstd;
 }
 
-template <class T>
-void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
-  const ChannelShape& s = a.shape;
+// The host side shared by the one-read forwards of the rows layout: the tensors, instance norm's
+// row statistics in the workspace (for the running update), eps and the running variance's kind,
+// then fill(p) for the path's own fields; the mask cleared (the kernels store whole packs of it),
+// launch(p, stream), and the running update from the rows' statistics.
+template <class T, class Params, class Fill, class LaunchKernel>
+void forward_rows_once(const ChannelForwardArgs& a, const Launch& l, const char* what, Fill&& fill,
+                       LaunchKernel&& launch) {
   auto stream = static_cast<cudaStream_t>(l.stream);
   const bool running = instance_running(a);
-  ResidentParams p{};
+  Params p{};
   set_forward_io(p, a);
   p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
-  set_row_geometry(p, s, r);
-  p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
   p.eps = static_cast<float>(a.params.eps);
-  p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
-  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
-  launch_resident<T>(p, r, a.fusion.activation, stream);
-  dev::check_cuda(cudaGetLastError(), "channel norm resident rows launch");
+  fill(p);
+  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);
+  launch(p, stream);
+  dev::check_cuda(cudaGetLastError(), what);
   if (running) update_running_from_rows(a, p.row_stats, stream);
+}
+
+// A block a row (channel_norm_resident.cuh).
+template <class T>
+void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
+  forward_rows_once<T, ResidentParams>(
+      a, l, "channel norm resident rows launch",
+      [&](ResidentParams& p) {
+        set_row_geometry(p, a.shape, r);
+        p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
+        p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
+      },
+      [&](const ResidentParams& p, cudaStream_t stream) {
+        launch_resident<T>(p, r, a.fusion.activation, stream);
+      });
 }
 
 // Rows of at most a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
 template <class T>
 void forward_in_registers(const ChannelForwardArgs& a, const ShortRowsPlan& r, const Launch& l) {
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool running = instance_running(a);
-  ShortRowsParams p{};
-  set_forward_io(p, a);
-  p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
-  set_short_row_geometry(p, a.shape, r);
-  p.eps = static_cast<float>(a.params.eps);
-  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
-  p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
-  launch_short_rows<T>(p, r, a.fusion.activation, stream);
-  dev::check_cuda(cudaGetLastError(), "channel norm short rows launch");
-  if (running) update_running_from_rows(a, p.row_stats, stream);
+  forward_rows_once<T, ShortRowsParams>(
+      a, l, "channel norm short rows launch",
+      [&](ShortRowsParams& p) {
+        set_short_row_geometry(p, a.shape, r);
+        p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+      },
+      [&](const ShortRowsParams& p, cudaStream_t stream) {
+        launch_short_rows<T>(p, r, a.fusion.activation, stream);
+      });
 }
 
 // Rows above a pack up to 4 KiB, a group of lanes a row (channel_norm_row_groups.cuh).
 template <class T>
 void forward_in_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, const Launch& l) {
-  auto stream = static_cast<cudaStream_t>(l.stream);
-  const bool running = instance_running(a);
-  RowGroupsParams p{};
-  set_forward_io(p, a);
-  p.row_stats = running ? static_cast<float2*>(l.workspace) : nullptr;
-  p.g = row_groups_geometry(a.shape, r);
-  p.eps = static_cast<float>(a.params.eps);
-  p.inv_len = 1.0f / static_cast<float>(r.len);
-  p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
-  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
-  p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
-  launch_row_groups<T>(p, r, a.fusion.activation, stream);
-  dev::check_cuda(cudaGetLastError(), "channel norm row groups launch");
-  if (running) update_running_from_rows(a, p.row_stats, stream);
+  forward_rows_once<T, RowGroupsParams>(
+      a, l, "channel norm row groups launch",
+      [&](RowGroupsParams& p) {
+        p.g = row_groups_geometry(a.shape, r);
+        p.inv_len = 1.0f / static_cast<float>(r.len);
+        p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
+        p.vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+      },
+      [&](const RowGroupsParams& p, cudaStream_t stream) {
+        launch_row_groups<T>(p, r, a.fusion.activation, stream);
+      });
 }
 
 // Group norm in NHWC, a block per tile of groups (channel_norm_group_tile.cuh); no workspace.

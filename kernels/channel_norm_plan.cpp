@@ -7,6 +7,13 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// Instance or group norm with each statistic one contiguous row (NCHW, or NHWC with C == 1, and
+// S > 1), not empty: the layout of the three one-read row paths.
+bool one_read_rows_layout(const ChannelShape& shape) {
+  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
+  return shape.kind != ChannelNorm::kBatch && rows_layout && shape.numel() != 0;
+}
+
 // The plan of plan_channel_norm for `shape`, whose channels are `columns` columns of each channel
 // of the caller's (1 but for column_view's): chunks are capped by the caller's channels.
 ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_access,
@@ -200,8 +207,7 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   ResidentPlan r{};
-  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
-  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  if (!one_read_rows_layout(shape)) return r;
   r.rows = shape.num_stats();
   r.len = shape.count_per_stat();
   const int64_t bytes = r.len * elem_bytes;
@@ -220,8 +226,7 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
 
 ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes) {
   ShortRowsPlan r{};
-  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
-  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  if (!one_read_rows_layout(shape)) return r;
   const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
   r.rows = shape.num_stats();
   r.use = len <= e && r.rows <= INT32_MAX;
@@ -253,8 +258,7 @@ int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
 
 RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   RowGroupsPlan r{};
-  const bool rows_layout = shape.s > 1 && (shape.layout == NK_NCHW || shape.c == 1);
-  if (shape.kind == ChannelNorm::kBatch || !rows_layout || shape.numel() == 0) return r;
+  if (!one_read_rows_layout(shape)) return r;
   const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
   r.rows = shape.num_stats();
   r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
