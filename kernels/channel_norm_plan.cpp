@@ -213,8 +213,8 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   const int64_t bytes = r.len * elem_bytes;
   const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
   const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
-  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes <= row_limit &&
-          r.rows >= kResidentMinRows && r.rows <= INT32_MAX;
+  r.use = bytes >= kResidentMinBytes && bytes <= row_limit && r.rows >= kResidentMinRows &&
+          r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
