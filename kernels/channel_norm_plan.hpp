@@ -171,11 +171,11 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 // statistic's values, (n, c) or (n, g), are one contiguous row of L = count_per_stat() elements,
 // so a block stages the row in shared memory, takes the exact two-pass statistics from it and
 // writes y from it (channel_norm_resident.cuh), instead of the partials, finalize and apply
-// launches that read x twice. Taken when
-//  - the block stages the row's packs on the tensor's 16-byte pack boundaries (misaligned pointers
-//    load single elements, into the same packs); a row that is not whole packs (L * elem_bytes %
-//    16 != 0) stages those that lie wholly in it, and its fewer than two packs' worth of elements
-//    before and after them (the edges) are read and written one by one by one thread;
+// launches that read x twice. The block stages the row's packs on the tensor's 16-byte pack
+// boundaries (misaligned pointers load single elements, into the same packs); a row that is not
+// whole packs (L * elem_bytes % 16 != 0) stages those that lie wholly in it, and the fewer than
+// 2 * 16 / elem_bytes elements before and after them (the edges) are read and written by a thread
+// each. Taken when
 //  - kResidentMinBytes <= L * elem_bytes <= kResidentMaxRowBytes: shorter rows would leave too few
 //    bytes in flight per block (32 blocks per SM at most). Up to kResidentMaxBytes the whole row
 //    is staged: 96 KiB of shared memory is what every supported GPU (sm_80 and later, 99 KiB on

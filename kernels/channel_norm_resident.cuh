@@ -14,8 +14,9 @@
 // Rows above kResidentMaxBytes stage their first 96 KiB (the head) and read the rest (the tail)
 // from memory in each of the three passes (four packs in flight a thread in the first). A thread
 // takes its packs in the same order from either place, so no bit depends on where the head ends.
-// Rows that are not whole packs stage the packs that lie wholly in them; the fewer than 2 E
-// elements at their ends (RowEdges) are read and written one by one by thread 0.
+// Rows that are not whole packs stage the packs that lie wholly in them; each of the fewer than 2 E
+// elements at their ends (RowEdges) is read (as the staging starts) and written by a thread of its
+// own.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -155,8 +156,9 @@ __device__ __forceinline__ void visit_row(const dev::Pack<T, E>* staged, const T
 // A row that is not whole 16-byte packs (L % E != 0) starts inside a pack of the tensor: its packs
 // are those that lie wholly in it, from element `lead` on (lead = (-row * L) mod E, so the packs
 // sit on the tensor's pack boundaries whatever the row), and the fewer than E elements before them
-// and after them are its edges, read and written one by one (by thread 0, after its packs). lead
-// depends on the row and the shape only, so the bits do not depend on the pointers.
+// and after them are its edges. Thread t takes edge t (`at`), one element, after its packs: each
+// edge costs the row the latency of one single load, not of a loop. lead depends on the row and
+// the shape only, so the bits do not depend on the pointers.
 template <int E>
 struct RowEdges {
   int lead;   // edge elements before the packs (0 where L is whole packs)
@@ -166,11 +168,10 @@ struct RowEdges {
       : lead(static_cast<int>((E - first % E) % E)),
         packs(static_cast<int>((len - lead) / E)),
         end(lead + packs * E) {}
-  // f(o) for each edge element o of the row (of len elements), in ascending order.
-  template <class F>
-  __device__ __forceinline__ void for_edges(int len, F&& f) const {
-    for (int o = 0; o < lead; ++o) f(o);
-    for (int o = end; o < len; ++o) f(o);
+  // The row element of thread t's edge, or -1 (the row of len elements has fewer than t + 1).
+  __device__ __forceinline__ int at(int t, int len) const {
+    const int o = t < lead ? t : end + (t - lead);
+    return o < len ? o : -1;
   }
 };
 
@@ -226,10 +227,13 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   const int head = packs < p.head_packs ? packs : p.head_packs;
   const T* x = static_cast<const T*>(p.x) + first;  // the row
   const T* xp = x + lead;                           // its packs
+  // This thread's edge element (RowEdges), loaded while the packs are.
+  const int edge = ends.at(threadIdx.x, len);
+  const float xe = edge >= 0 ? dev::to_float(x[edge]) : 0.0f;
   // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
   // head with the same packs per thread in the same order (single-element loads), then over the
-  // tail as it arrives, then (thread 0) over the edges: the same bits whatever the pointers and
-  // the head.
+  // tail as it arrives, then over the thread's edge: the same bits whatever the pointers and the
+  // head.
   const float shift = dev::to_float(x[0]);
   dev::Floats<1> sum{};
   auto add = [&](const Raw& v) {
@@ -248,9 +252,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
     }
   }
   stream_packs<T, E, kAccess, 4>(xp, head, packs, [&](const Raw& v, int) { add(v); });
-  if (threadIdx.x == 0) {
-    ends.for_edges(len, [&](int o) { sum.v[0] += dev::to_float(x[o]) - shift; });
-  }
+  if (edge >= 0) sum.v[0] += xe - shift;
   const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
   dev::Floats<1> squares{};
   auto add_square = [&](const Raw& v, int) {
@@ -261,11 +263,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
     }
   };
   visit_row<T, E, kAccess>(staged, xp, head, packs, add_square);
-  if (threadIdx.x == 0) {
-    ends.for_edges(len, [&](int o) {
-      const float d = (dev::to_float(x[o]) - shift) - centre;
-      squares.v[0] = fmaf(d, d, squares.v[0]);
-    });
+  if (edge >= 0) {
+    const float d = (xe - shift) - centre;
+    squares.v[0] = fmaf(d, d, squares.v[0]);
   }
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
@@ -333,17 +333,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   } else {
     write_y(std::integral_constant<int, 2>{});
   }
-  if (threadIdx.x == 0) {
-    ends.for_edges(len, [&](int o) {
-      const float2 k = coef(c0 + static_cast<unsigned>(o) / s);
-      float t = fmaf(dev::to_float(x[o]) - shift, k.x, k.y);
-      if constexpr (kResidual) t += dev::to_float(z[o]);
-      const float u[1] = {dev::activate<kAct>(t)};
-      y[o] = dev::from_float<T>(u[0]);
-      if constexpr (kAct == NK_ACTIVATION_RELU) {
-        if (p.mask != nullptr) dev::store_mask<1>(p.mask, first + o, u);
-      }
-    });
+  if (edge >= 0) {
+    const float2 k = coef(c0 + static_cast<unsigned>(edge) / s);
+    float t = fmaf(xe - shift, k.x, k.y);
+    if constexpr (kResidual) t += dev::to_float(z[edge]);
+    const float u[1] = {dev::activate<kAct>(t)};
+    y[edge] = dev::from_float<T>(u[0]);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<1>(p.mask, first + edge, u);
+    }
   }
 }
 

@@ -17,7 +17,7 @@
 // Rows above 48 KiB stage the first 48 KiB of x and of dy (the head) and read the rest (the tail)
 // from memory in both passes, each thread taking its units in the same order from either place.
 // Rows that are not whole packs stage the packs that lie wholly in them (RowEdges); the elements
-// at their ends are read from memory one by one.
+// at their ends are read from memory, a thread (or, group norm's sums, a lane) each.
 // Misaligned pointers load single elements into the same staged packs, and the sums read the
 // staged row, so the bits depend neither on the pointers nor on where the head ends. y (ReLU
 // without a mask) or z (SiLU with a residual) is read from global memory in both passes; the
@@ -62,10 +62,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   const int64_t row = blockIdx.x, first = row * p.len;
   // The row's whole packs from element lead on, and its edges (RowEdges: rows that are not whole
-  // packs), which thread 0 (instance norm) or the channel's lanes (group norm) read one by one.
+  // packs): this thread's edge is `edge` (instance norm's sums and dx), group norm's sums take
+  // each with its channel's other elements.
   const RowEdges<E> ends(first, p.len);
   const int len = static_cast<int>(p.len), packs = ends.packs, lead = ends.lead;
   const int head = packs < p.head_packs ? packs : p.head_packs;
+  const int edge = ends.at(threadIdx.x, len);
   Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kResidentBackwardScratchBytes);
   Raw* dys = xs + head;
   const T* x = static_cast<const T*>(p.x) + first;
@@ -164,10 +166,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       add_pack(xv, dv, q, k, t);
     }
     for (; q < packs; q += blockDim.x) add_pack(tail_pack(xp, q), tail_pack(dyp, q), q, k, t);
-    if (threadIdx.x == 0) {
-      ends.for_edges(len,
-                   [&](int o) { add_element(std::true_type{}, static_cast<unsigned>(o), k, t); });
-    }
+    if (edge >= 0) add_element(std::true_type{}, static_cast<unsigned>(edge), k, t);
     t = dev::block_sum<2>(t, scratch);
     t.v[1] *= invstd;
     if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
@@ -272,17 +271,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   } else {
     write_dx(std::integral_constant<int, 2>{});
   }
-  if (threadIdx.x == 0) {
-    ends.for_edges(len, [&](int o) {
-      const unsigned u = static_cast<unsigned>(o);
-      const Coef k = coef(c0 + u / s);
-      const float xf = dev::to_float(x[o]);
-      const float du =
-          du_of<kSource, kZ>(dev::to_float(dy[o]), xf, aux_element(u), mean, k.scale, k.bias);
-      const float r = fmaf(k.scale, du, fmaf(xf - mean, -c2, -c1));
-      if (dx != nullptr) dx[first + o] = dev::from_float<T>(r);
-      if (dz != nullptr) dz[first + o] = dev::from_float<T>(du);
-    });
+  if (edge >= 0) {
+    const unsigned o = static_cast<unsigned>(edge);
+    const Coef k = coef(c0 + o / s);
+    const float xf = dev::to_float(x[o]);
+    const float du =
+        du_of<kSource, kZ>(dev::to_float(dy[o]), xf, aux_element(o), mean, k.scale, k.bias);
+    const float r = fmaf(k.scale, du, fmaf(xf - mean, -c2, -c1));
+    if (dx != nullptr) dx[first + o] = dev::from_float<T>(r);
+    if (dz != nullptr) dz[first + o] = dev::from_float<T>(du);
   }
 }
 
