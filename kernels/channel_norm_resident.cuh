@@ -290,9 +290,21 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
   T* y = static_cast<T*>(p.y) + first;
   const unsigned s = static_cast<unsigned>(p.s);
-  // Eight-element packs store whole bytes of the mask, except in rows that are not whole packs,
-  // whose edges share a byte with the next row's: there every pack ORs its bits in.
-  const bool or_bits = E == 8 && len % E != 0;
+  // The thread's edge first, so that it holds no register across the loop below.
+  if (edge >= 0) {
+    const float2 k = coef(c0 + static_cast<unsigned>(edge) / s);
+    float t = fmaf(xe - shift, k.x, k.y);
+    if constexpr (kResidual) t += dev::to_float(z[edge]);
+    const float u[1] = {dev::activate<kAct>(t)};
+    y[edge] = dev::from_float<T>(u[0]);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<1>(p.mask, first + edge, u);
+    }
+  }
+  // The packs: o counts from the first (element lead of the row).
+  const T* zp = kResidual ? z + lead : nullptr;
+  T* yp = y + lead;
+  const int64_t mask_first = first + lead;  // a multiple of E
   // The coefficients of the row (instance norm), of each pack (group norm, S a multiple of the
   // pack) or of each run of a channel's elements (else): one loop each, holding only its own work.
   auto write_y = [&](auto mode) {
@@ -300,9 +312,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
     const float2 row_coef = coef(c0);
     PackChannel walk(lead + threadIdx.x * E, blockDim.x * E, s);
     auto write_pack = [&](const Raw& v, int q) {
-      const unsigned o = lead + static_cast<unsigned>(q) * E;  // in the row
+      const unsigned o = static_cast<unsigned>(q) * E;
       float u[E];
-      if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+      if constexpr (kResidual) load_elems<T, E, kAccess>(zp + o, u);
       float2 k = kMode == 0 ? row_coef : coef(c0 + walk.j);
       auto run = walk.elements();
 #pragma unroll
@@ -312,13 +324,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
         if constexpr (kResidual) t += u[e];
         u[e] = dev::activate<kAct>(t);
       }
-      store_elems<T, E, kAccess>(y + o, u);
+      store_elems<T, E, kAccess>(yp + o, u);
       if constexpr (kAct == NK_ACTIVATION_RELU) {
         if (p.mask != nullptr) {
-          if (or_bits) {
-            dev::or_mask<E>(p.mask, first + o, u);
+          if (E == 8 && p.len % E != 0) {
+            // Rows that are not whole packs share a mask byte with the next row at their ends:
+            // every pack ORs its bits in (eight-element packs store whole bytes otherwise).
+            dev::or_mask<E>(p.mask, mask_first + o, u);
           } else {
-            dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
+            dev::store_mask<E>(p.mask, mask_first + o, u);
           }
         }
       }
@@ -332,16 +346,6 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
     write_y(std::integral_constant<int, 1>{});
   } else {
     write_y(std::integral_constant<int, 2>{});
-  }
-  if (edge >= 0) {
-    const float2 k = coef(c0 + static_cast<unsigned>(edge) / s);
-    float t = fmaf(xe - shift, k.x, k.y);
-    if constexpr (kResidual) t += dev::to_float(z[edge]);
-    const float u[1] = {dev::activate<kAct>(t)};
-    y[edge] = dev::from_float<T>(u[0]);
-    if constexpr (kAct == NK_ACTIVATION_RELU) {
-      if (p.mask != nullptr) dev::store_mask<1>(p.mask, first + edge, u);
-    }
   }
 }
 

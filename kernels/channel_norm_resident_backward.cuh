@@ -226,6 +226,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   T* dx = static_cast<T*>(p.dx);
   T* dz = static_cast<T*>(p.dz);
   const unsigned s = static_cast<unsigned>(p.s);
+  // The thread's edge first, so that it holds no register across the loops below.
+  if (edge >= 0) {
+    const unsigned o = static_cast<unsigned>(edge);
+    const Coef k = coef(c0 + o / s);
+    const float xf = dev::to_float(x[o]);
+    const float du =
+        du_of<kSource, kZ>(dev::to_float(dy[o]), xf, aux_element(o), mean, k.scale, k.bias);
+    const float r = fmaf(k.scale, du, fmaf(xf - mean, -c2, -c1));
+    if (dx != nullptr) dx[first + o] = dev::from_float<T>(r);
+    if (dz != nullptr) dz[first + o] = dev::from_float<T>(du);
+  }
   // dx = scale_c * du - c1 - (x - mean) * c2 per element, scale_c = invstd * w_c, with the
   // coefficients of the row (instance norm), of each pack (group norm, S a multiple of the pack)
   // or of each run of a channel's elements (else).
@@ -270,16 +281,6 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     write_dx(std::integral_constant<int, 1>{});
   } else {
     write_dx(std::integral_constant<int, 2>{});
-  }
-  if (edge >= 0) {
-    const unsigned o = static_cast<unsigned>(edge);
-    const Coef k = coef(c0 + o / s);
-    const float xf = dev::to_float(x[o]);
-    const float du =
-        du_of<kSource, kZ>(dev::to_float(dy[o]), xf, aux_element(o), mean, k.scale, k.bias);
-    const float r = fmaf(k.scale, du, fmaf(xf - mean, -c2, -c1));
-    if (dx != nullptr) dx[first + o] = dev::from_float<T>(r);
-    if (dz != nullptr) dz[first + o] = dev::from_float<T>(du);
   }
 }
 
