@@ -806,6 +806,7 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
     const nk::cuda::RowGroupsPlan r = plan_row_groups(shape, w.elem);
     EXPECT_EQ(r.use, w.use);
+    EXPECT_EQ(plan_row_groups(shape, w.elem).lanes, r.lanes);  // the remembered count
     EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem).use);
     EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem, 2).use);
     EXPECT_FALSE(r.use && nk::cuda::plan_short_rows(shape, w.elem).use);
