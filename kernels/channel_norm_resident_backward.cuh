@@ -128,8 +128,6 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
   };
 
-  // The same for the single element o of the row, x and dy staged (o in the packs) or (kTail)
-  // from memory.
   // The aux value of the single element o of the row.
   auto aux_element = [&](unsigned o) {
     float a = 0.0f;
@@ -143,6 +141,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
     return a;
   };
+  // add_pack for the single element o of the row, x and dy staged (o in the packs) or (kTail)
+  // from memory.
   auto add_element = [&](auto tail, unsigned o, const Coef& k, dev::Floats<2>& t) {
     constexpr bool kTail = decltype(tail)::value;
     const float a = aux_element(o);
