@@ -572,11 +572,13 @@ void set_forward_io(Params& p, const ChannelForwardArgs& a) {
 
 // The host side shared by the one-read forwards of the rows layout: the tensors, instance norm's
 // row statistics in the workspace (for the running update), eps and the running variance's kind,
-// then fill(p) for the path's own fields; the mask cleared (the kernels store whole packs of it),
-// launch(p, stream), and the running update from the rows' statistics.
+// then fill(p) for the path's own fields; the mask cleared (the kernels store whole packs of it, of
+// `mask_pack_elems`: 1 where they OR every pack's bits in), launch(p, stream), and the running
+// update from the rows' statistics.
 template <class T, class Params, class Fill, class LaunchKernel>
 void forward_rows_once(const ChannelForwardArgs& a, const Launch& l, const char* what, Fill&& fill,
-                       LaunchKernel&& launch) {
+                       LaunchKernel&& launch,
+                       int mask_pack_elems = 16 / static_cast<int>(sizeof(T))) {
   auto stream = static_cast<cudaStream_t>(l.stream);
   const bool running = instance_running(a);
   Params p{};
@@ -585,7 +587,7 @@ void forward_rows_once(const ChannelForwardArgs& a, const Launch& l, const char*
   p.eps = static_cast<float>(a.params.eps);
   p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
   fill(p);
-  clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);
+  clear_mask(a, mask_pack_elems, stream);
   launch(p, stream);
   dev::check_cuda(cudaGetLastError(), what);
   if (running) update_running_from_rows(a, p.row_stats, stream);
@@ -594,6 +596,7 @@ void forward_rows_once(const ChannelForwardArgs& a, const Launch& l, const char*
 // A block a row (channel_norm_resident.cuh).
 template <class T>
 void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
+  constexpr int E = 16 / static_cast<int>(sizeof(T));
   forward_rows_once<T, ResidentParams>(
       a, l, "channel norm resident rows launch",
       [&](ResidentParams& p) {
@@ -603,7 +606,8 @@ void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, c
       },
       [&](const ResidentParams& p, cudaStream_t stream) {
         launch_resident<T>(p, r, a.fusion.activation, stream);
-      });
+      },
+      r.len % E == 0 ? E : 1);  // rows that are not whole packs OR every pack's bits in
 }
 
 // Rows of at most a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).

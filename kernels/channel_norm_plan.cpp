@@ -1,5 +1,7 @@
 #include "channel_norm_plan.hpp"
 
+#include <atomic>
+
 namespace nk::cuda {
 namespace {
 
@@ -213,8 +215,8 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   const int64_t bytes = r.len * elem_bytes;
   const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
   const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
-  r.use = bytes % 16 == 0 && bytes >= kResidentMinBytes && bytes <= row_limit &&
-          r.rows >= kResidentMinRows && r.rows <= INT32_MAX;
+  r.use = bytes >= kResidentMinBytes && bytes <= row_limit && r.rows >= kResidentMinRows &&
+          r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
@@ -256,16 +258,11 @@ int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
   return worst;
 }
 
-RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
-  RowGroupsPlan r{};
-  if (!one_read_rows_layout(shape)) return r;
-  const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
-  r.rows = shape.num_stats();
-  r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
-  if (!r.use) return r;
-  r.len = static_cast<int>(len);
-  // The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)
-  // whose loads meet at most 2-way bank conflicts; else the least conflicted.
+namespace {
+
+// The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)
+// whose loads meet at most 2-way bank conflicts; else the least conflicted.
+int count_row_group_lanes(int64_t len, int elem_bytes) {
   const int64_t max_per_lane = kRowGroupsMaxLaneBytes / elem_bytes;
   int lanes = 0, least = 0;
   for (int g = 1; g <= 32; g *= 2) {
@@ -277,6 +274,39 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
     }
     if (degree <= 2) break;
   }
+  return lanes;
+}
+
+// count_row_group_lanes, remembered: its bank counts take microseconds of a host core, and a
+// plan is made at every call (and workspace query). Rows of 16-bit and 32-bit elements below
+// kResidentMinBytes; a slot holds 0 until its count is stored (threads that race store the same
+// value).
+int row_group_lanes(int64_t len, int elem_bytes) {
+  constexpr int64_t kSlots = kResidentMinBytes / 2;
+  static std::atomic<signed char> memo[2][kSlots];  // [elem_bytes == 4][len]
+  if ((elem_bytes != 2 && elem_bytes != 4) || len >= kSlots) {
+    return count_row_group_lanes(len, elem_bytes);
+  }
+  std::atomic<signed char>& slot = memo[elem_bytes == 4][len];
+  int lanes = slot.load(std::memory_order_relaxed);
+  if (lanes == 0) {
+    lanes = count_row_group_lanes(len, elem_bytes);
+    slot.store(static_cast<signed char>(lanes), std::memory_order_relaxed);
+  }
+  return lanes;
+}
+
+}  // namespace
+
+RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
+  RowGroupsPlan r{};
+  if (!one_read_rows_layout(shape)) return r;
+  const int64_t e = 16 / elem_bytes, len = shape.count_per_stat();
+  r.rows = shape.num_stats();
+  r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
+  if (!r.use) return r;
+  r.len = static_cast<int>(len);
+  const int lanes = row_group_lanes(len, elem_bytes);
   const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
   const int64_t channels = len / s;
   int w = 1;

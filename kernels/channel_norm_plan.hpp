@@ -171,9 +171,11 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 // statistic's values, (n, c) or (n, g), are one contiguous row of L = count_per_stat() elements,
 // so a block stages the row in shared memory, takes the exact two-pass statistics from it and
 // writes y from it (channel_norm_resident.cuh), instead of the partials, finalize and apply
-// launches that read x twice. Taken when
-//  - the row is whole 16-byte packs (L * elem_bytes % 16 == 0): the block's packs never straddle
-//    rows, whatever the pointers (misaligned ones load single elements, into the same packs);
+// launches that read x twice. The block stages the row's packs on the tensor's 16-byte pack
+// boundaries (misaligned pointers load single elements, into the same packs); a row that is not
+// whole packs (L * elem_bytes % 16 != 0) stages those that lie wholly in it, and the fewer than
+// 2 * 16 / elem_bytes elements before and after them (the edges) are read and written by a thread
+// each. Taken when
 //  - kResidentMinBytes <= L * elem_bytes <= kResidentMaxRowBytes: shorter rows would leave too few
 //    bytes in flight per block (32 blocks per SM at most). Up to kResidentMaxBytes the whole row
 //    is staged: 96 KiB of shared memory is what every supported GPU (sm_80 and later, 99 KiB on
@@ -247,9 +249,8 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 // instance norm's one) are walked by sub-groups of W = min(G, the largest power of two <= S) lanes,
 // G / W channels at a time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's
 // coefficients load once a lane and its sums (backward) reduce over W lanes only. The reduction
-// tree depends on L, S and the element size only. Rows up to INT32_MAX; longer rows that are not
-// whole packs, and whole-pack rows of 4 KiB and more with fewer than kResidentMinRows rows, keep
-// the split passes.
+// tree depends on L, S and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more
+// with fewer than kResidentMinRows rows keep the split passes.
 constexpr int kRowGroupsBlock = 256;
 constexpr int kRowGroupsMaxLaneBytes = 128;
 

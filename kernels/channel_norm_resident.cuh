@@ -14,6 +14,9 @@
 // Rows above kResidentMaxBytes stage their first 96 KiB (the head) and read the rest (the tail)
 // from memory in each of the three passes (four packs in flight a thread in the first). A thread
 // takes its packs in the same order from either place, so no bit depends on where the head ends.
+// Rows that are not whole packs stage the packs that lie wholly in them; each of the fewer than 2 E
+// elements at their ends (RowEdges) is read (as the staging starts) and written by a thread of its
+// own.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,9 +37,10 @@ namespace nk::cuda {
 // The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
 struct ResidentParams : OneReadForwardIo {
   float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
-  int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
-  int head_packs;           // packs of a row staged in shared memory; the rest (the tail) are
-                            // read from memory in each pass
+  int64_t len;              // L: elements of a row
+  int head_packs;           // packs of a row staged in shared memory (at most; a row of fewer
+                            // whole packs stages them all); the rest (the tail) are read from
+                            // memory in each pass
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
   int rows_per_sample;      // C (instance norm) or G
@@ -149,6 +153,28 @@ __device__ __forceinline__ void visit_row(const dev::Pack<T, E>* staged, const T
   stream_packs<T, E, kAccess, 1>(x, head, packs, visit);
 }
 
+// A row that is not whole 16-byte packs (L % E != 0) starts inside a pack of the tensor: its packs
+// are those that lie wholly in it, from element `lead` on (lead = (-row * L) mod E, so the packs
+// sit on the tensor's pack boundaries whatever the row), and the fewer than E elements before them
+// and after them are its edges. Thread t takes edge t (`at`), one element, after its packs: each
+// edge costs the row the latency of one single load, not of a loop. lead depends on the row and
+// the shape only, so the bits do not depend on the pointers.
+template <int E>
+struct RowEdges {
+  int lead;   // edge elements before the packs (0 where L is whole packs)
+  int packs;  // whole packs from element lead on
+  int end;    // lead + packs * E: the first trailing edge element
+  __device__ __forceinline__ RowEdges(int64_t first, int64_t len)
+      : lead(static_cast<int>((E - first % E) % E)),
+        packs(static_cast<int>((len - lead) / E)),
+        end(lead + packs * E) {}
+  // The row element of thread t's edge, or -1 (the row of len elements has fewer than t + 1).
+  __device__ __forceinline__ int at(int t, int len) const {
+    const int o = t < lead ? t : end + (t - lead);
+    return o < len ? o : -1;
+  }
+};
+
 // Group norm rows: where a thread's packs start, as the channel j of the row and the element `at`
 // within it, for packs at elements o0, o0 + stride, ...: each turn moves on by a fixed (channels,
 // elements) step, so the loop holds no division (a reciprocal held across it spilled on sm_80).
@@ -196,11 +222,18 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   unsigned char* staged_bytes = shared_bytes + kResidentScratchBytes;
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
   const int64_t row = blockIdx.x, first = row * p.len;
-  const int packs = static_cast<int>(p.len / E), head = p.head_packs;
-  const T* x = static_cast<const T*>(p.x) + first;
+  const RowEdges<E> ends(first, p.len);
+  const int len = static_cast<int>(p.len), packs = ends.packs, lead = ends.lead;
+  const int head = packs < p.head_packs ? packs : p.head_packs;
+  const T* x = static_cast<const T*>(p.x) + first;  // the row
+  const T* xp = x + lead;                           // its packs
+  // This thread's edge element (RowEdges), loaded while the packs are.
+  const int edge = ends.at(threadIdx.x, len);
+  const float xe = edge >= 0 ? dev::to_float(x[edge]) : 0.0f;
   // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
   // head with the same packs per thread in the same order (single-element loads), then over the
-  // tail as it arrives: the same bits whatever the pointers and the head.
+  // tail as it arrives, then over the thread's edge: the same bits whatever the pointers and the
+  // head.
   const float shift = dev::to_float(x[0]);
   dev::Floats<1> sum{};
   auto add = [&](const Raw& v) {
@@ -208,17 +241,18 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
     for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
   };
   if constexpr (kAccess == E) {
-    stage_units<1>({reinterpret_cast<const Raw*>(x)}, {staged}, head, add);
+    stage_units<1>({reinterpret_cast<const Raw*>(xp)}, {staged}, head, add);
     __syncthreads();
   } else {
-    stage_units<1>({x}, {reinterpret_cast<T*>(staged_bytes)}, head * E, [](const T&) {});
+    stage_units<1>({xp}, {reinterpret_cast<T*>(staged_bytes)}, head * E, [](const T&) {});
     __syncthreads();
     for (int q = threadIdx.x; q < head; q += blockDim.x) {
       const Raw v = staged[q];
       add(v);
     }
   }
-  stream_packs<T, E, kAccess, 4>(x, head, packs, [&](const Raw& v, int) { add(v); });
+  stream_packs<T, E, kAccess, 4>(xp, head, packs, [&](const Raw& v, int) { add(v); });
+  if (edge >= 0) sum.v[0] += xe - shift;
   const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
   dev::Floats<1> squares{};
   auto add_square = [&](const Raw& v, int) {
@@ -228,7 +262,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
       squares.v[0] = fmaf(d, d, squares.v[0]);
     }
   };
-  visit_row<T, E, kAccess>(staged, x, head, packs, add_square);
+  visit_row<T, E, kAccess>(staged, xp, head, packs, add_square);
+  if (edge >= 0) {
+    const float d = (xe - shift) - centre;
+    squares.v[0] = fmaf(d, d, squares.v[0]);
+  }
   const float m2 = dev::block_sum<1>(squares, scratch).v[0];
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0) {
@@ -252,16 +290,31 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
   T* y = static_cast<T*>(p.y) + first;
   const unsigned s = static_cast<unsigned>(p.s);
+  // The thread's edge first, so that it holds no register across the loop below.
+  if (edge >= 0) {
+    const float2 k = coef(c0 + static_cast<unsigned>(edge) / s);
+    float t = fmaf(xe - shift, k.x, k.y);
+    if constexpr (kResidual) t += dev::to_float(z[edge]);
+    const float u[1] = {dev::activate<kAct>(t)};
+    y[edge] = dev::from_float<T>(u[0]);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<1>(p.mask, first + edge, u);
+    }
+  }
+  // The packs: o counts from the first (element lead of the row).
+  const T* zp = kResidual ? z + lead : nullptr;
+  T* yp = y + lead;
+  const int64_t mask_first = first + lead;  // a multiple of E
   // The coefficients of the row (instance norm), of each pack (group norm, S a multiple of the
   // pack) or of each run of a channel's elements (else): one loop each, holding only its own work.
   auto write_y = [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
     const float2 row_coef = coef(c0);
-    PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
+    PackChannel walk(lead + threadIdx.x * E, blockDim.x * E, s);
     auto write_pack = [&](const Raw& v, int q) {
       const unsigned o = static_cast<unsigned>(q) * E;
       float u[E];
-      if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+      if constexpr (kResidual) load_elems<T, E, kAccess>(zp + o, u);
       float2 k = kMode == 0 ? row_coef : coef(c0 + walk.j);
       auto run = walk.elements();
 #pragma unroll
@@ -271,13 +324,21 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
         if constexpr (kResidual) t += u[e];
         u[e] = dev::activate<kAct>(t);
       }
-      store_elems<T, E, kAccess>(y + o, u);
+      store_elems<T, E, kAccess>(yp + o, u);
       if constexpr (kAct == NK_ACTIVATION_RELU) {
-        if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // first + o: E | it
+        if (p.mask != nullptr) {
+          if (E == 8 && p.len % E != 0) {
+            // Rows that are not whole packs share a mask byte with the next row at their ends:
+            // every pack ORs its bits in (eight-element packs store whole bytes otherwise).
+            dev::or_mask<E>(p.mask, mask_first + o, u);
+          } else {
+            dev::store_mask<E>(p.mask, mask_first + o, u);
+          }
+        }
       }
       if constexpr (kMode != 0) walk.next();
     };
-    visit_row<T, E, kAccess>(staged, x, head, packs, write_pack);
+    visit_row<T, E, kAccess>(staged, xp, head, packs, write_pack);
   };
   if (p.channels_per_row == 1) {
     write_y(std::integral_constant<int, 0>{});

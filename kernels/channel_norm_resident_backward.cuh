@@ -16,6 +16,8 @@
 // in warp order: the tree depends on L and S only.
 // Rows above 48 KiB stage the first 48 KiB of x and of dy (the head) and read the rest (the tail)
 // from memory in both passes, each thread taking its units in the same order from either place.
+// Rows that are not whole packs stage the packs that lie wholly in them (RowEdges); the elements
+// at their ends are read from memory, a thread (or, group norm's sums, a lane) each.
 // Misaligned pointers load single elements into the same staged packs, and the sums read the
 // staged row, so the bits depend neither on the pointers nor on where the head ends. y (ReLU
 // without a mask) or z (SiLU with a residual) is read from global memory in both passes; the
@@ -35,8 +37,9 @@ namespace nk::cuda {
 
 // The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
 struct ResidentBackwardParams : OneReadBackwardIo {
-  int64_t len;              // L: elements of a row, a multiple of the 16-byte pack
-  int head_packs;           // packs of a row of x and of dy staged; the rest are read from memory
+  int64_t len;              // L: elements of a row
+  int head_packs;           // packs of a row of x and of dy staged (at most: a row of fewer whole
+                            // packs stages them all); the rest are read from memory
   int s;                    // S: a channel's elements within the row
   int channels_per_row;     // 1 (instance norm) or C / G
   int rows_per_sample;      // C (instance norm) or G
@@ -57,18 +60,26 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int packs = static_cast<int>(p.len / E), head = p.head_packs;
+  const int64_t row = blockIdx.x, first = row * p.len;
+  // The row's whole packs from element lead on, and its edges (RowEdges: rows that are not whole
+  // packs): this thread's edge is `edge` (instance norm's sums and dx), group norm's sums take
+  // each with its channel's other elements.
+  const RowEdges<E> ends(first, p.len);
+  const int len = static_cast<int>(p.len), packs = ends.packs, lead = ends.lead;
+  const int head = packs < p.head_packs ? packs : p.head_packs;
+  const int edge = ends.at(threadIdx.x, len);
   Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kResidentBackwardScratchBytes);
   Raw* dys = xs + head;
-  const int64_t row = blockIdx.x, first = row * p.len;
   const T* x = static_cast<const T*>(p.x) + first;
   const T* dy = static_cast<const T*>(p.dy) + first;
   const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
+  const T* xp = x + lead;  // the packs
+  const T* dyp = dy + lead;
   if constexpr (kAccess == E) {
-    stage_units<2>({reinterpret_cast<const Raw*>(x), reinterpret_cast<const Raw*>(dy)}, {xs, dys},
-                   head, [](const Raw&) {});
+    stage_units<2>({reinterpret_cast<const Raw*>(xp), reinterpret_cast<const Raw*>(dyp)},
+                   {xs, dys}, head, [](const Raw&) {});
   } else {
-    stage_units<2>({x, dy}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, head * E,
+    stage_units<2>({xp, dyp}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, head * E,
                    [](const T&) {});
   }
   __syncthreads();
@@ -90,7 +101,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     k.bias = kSource == kSiluOfU && p.bias ? p.bias[c] : 0.0f;
     return k;
   };
-  // The E aux values of the elements o .. o + E - 1 of the row (o a multiple of E).
+  // The E aux values of the elements o .. o + E - 1 of the row (first + o a multiple of E).
   auto load_aux = [&](unsigned o, float (&a)[E]) {
     if constexpr (kSource == kFromMask) {
       const uint32_t bits = dev::load_mask<E>(p.mask, first + o);
@@ -107,7 +118,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   // Adds du and du * (x - mean) of pack q (x and dy: xv, dv), with the coefficients k, to t.
   auto add_pack = [&](const Raw& xv, const Raw& dv, int q, const Coef& k, dev::Floats<2>& t) {
     float a[E];
-    load_aux(static_cast<unsigned>(q) * E, a);
+    load_aux(lead + static_cast<unsigned>(q) * E, a);
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       const float xf = dev::element(xv, e), xm = xf - mean;
@@ -117,9 +128,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     }
   };
 
-  // The same for the single element o of the row, x and dy staged or (kTail) from memory.
-  auto add_element = [&](auto tail, unsigned o, const Coef& k, dev::Floats<2>& t) {
-    constexpr bool kTail = decltype(tail)::value;
+  // The aux value of the single element o of the row.
+  auto aux_element = [&](unsigned o) {
     float a = 0.0f;
     if constexpr (kSource == kFromMask) {
       // One bit in one word (dev::load_mask<1> also tests for a second word: 24 more
@@ -129,8 +139,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     } else if constexpr (kAux) {
       a = dev::to_float(aux[o]);
     }
-    const float xf = dev::to_float(kTail ? x[o] : reinterpret_cast<const T*>(xs)[o]);
-    const float d = dev::to_float(kTail ? dy[o] : reinterpret_cast<const T*>(dys)[o]);
+    return a;
+  };
+  // add_pack for the single element o of the row, x and dy staged (o in the packs) or (kTail)
+  // from memory.
+  auto add_element = [&](auto tail, unsigned o, const Coef& k, dev::Floats<2>& t) {
+    constexpr bool kTail = decltype(tail)::value;
+    const float a = aux_element(o);
+    const float xf = dev::to_float(kTail ? x[o] : reinterpret_cast<const T*>(xs)[o - lead]);
+    const float d = dev::to_float(kTail ? dy[o] : reinterpret_cast<const T*>(dys)[o - lead]);
     const float xm = xf - mean;
     const float du = du_of<kSource, kZ>(d, xf, a, mean, k.scale, k.bias);
     t.v[0] += du;
@@ -148,7 +165,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       const Raw xv = xs[q], dv = dys[q];
       add_pack(xv, dv, q, k, t);
     }
-    for (; q < packs; q += blockDim.x) add_pack(tail_pack(x, q), tail_pack(dy, q), q, k, t);
+    for (; q < packs; q += blockDim.x) add_pack(tail_pack(xp, q), tail_pack(dyp, q), q, k, t);
+    if (edge >= 0) add_element(std::true_type{}, static_cast<unsigned>(edge), k, t);
     t = dev::block_sum<2>(t, scratch);
     t.v[1] *= invstd;
     if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
@@ -156,8 +174,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     row_sums.v[1] = k.w * t.v[1];
   } else {
     // A warp per channel, lanes strided over its S elements of the staged row: over its S / E
-    // whole packs when S is a multiple of the pack (each pack then lies in one channel), else over
-    // single elements.
+    // whole packs when S is a multiple of the pack (each pack then lies in one channel, and the
+    // row is whole packs), else over single elements (the row's edges from memory).
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     const bool channel_packs = p.s % E == 0;
     const int channel_len = channel_packs ? p.s / E : p.s;
@@ -165,11 +183,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     for (int j = warp; j < p.channels_per_row; j += warps) {
       const Coef k = coef(c0 + j);
       dev::Floats<2> t{};
-      // The channel's units in the staged head, then those in the tail.
+      // The channel's units before the packs (the leading edge), in the staged head, then those
+      // in the tail (and the trailing edge).
       const int start = j * channel_len, end = start + channel_len;
-      const int staged = channel_packs ? head : head * E;
+      const int staged = channel_packs ? head : lead + head * E;
       const int staged_end = end < staged ? end : staged;
       int i = start + lane;
+      for (; i < lead && i < end; i += 32) {
+        add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
+      }
       for (; i < staged_end; i += 32) {
         if (channel_packs) {
           const Raw xv = xs[i], dv = dys[i];
@@ -181,7 +203,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
 #pragma unroll 1  // unrolled, it spilled 4 bytes (fp32, act' from y)
       for (; i < end; i += 32) {
         if (channel_packs) {
-          add_pack(tail_pack(x, i), tail_pack(dy, i), i, k, t);
+          add_pack(tail_pack(xp, i), tail_pack(dyp, i), i, k, t);
         } else {
           add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
         }
@@ -204,6 +226,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   T* dx = static_cast<T*>(p.dx);
   T* dz = static_cast<T*>(p.dz);
   const unsigned s = static_cast<unsigned>(p.s);
+  // The thread's edge first, so that it holds no register across the loops below.
+  if (edge >= 0) {
+    const unsigned o = static_cast<unsigned>(edge);
+    const Coef k = coef(c0 + o / s);
+    const float xf = dev::to_float(x[o]);
+    const float du =
+        du_of<kSource, kZ>(dev::to_float(dy[o]), xf, aux_element(o), mean, k.scale, k.bias);
+    const float r = fmaf(k.scale, du, fmaf(xf - mean, -c2, -c1));
+    if (dx != nullptr) dx[first + o] = dev::from_float<T>(r);
+    if (dz != nullptr) dz[first + o] = dev::from_float<T>(du);
+  }
   // dx = scale_c * du - c1 - (x - mean) * c2 per element, scale_c = invstd * w_c, with the
   // coefficients of the row (instance norm), of each pack (group norm, S a multiple of the pack)
   // or of each run of a channel's elements (else).
@@ -216,9 +249,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     auto widen = [](const Raw& v, int e) {
       return kMode == 2 ? dev::to_float(v.v[e]) : dev::element(v, e);
     };
-    PackChannel walk(threadIdx.x * E, blockDim.x * E, s);
+    PackChannel walk(lead + threadIdx.x * E, blockDim.x * E, s);
     auto dx_pack = [&](const Raw& xv, const Raw& dv, int q) {
-      const unsigned o = static_cast<unsigned>(q) * E;
+      const unsigned o = lead + static_cast<unsigned>(q) * E;  // in the row
       float a[E];
       load_aux(o, a);
       Coef k = kMode == 0 ? row_coef : coef(c0 + walk.j);
@@ -240,7 +273,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
       const Raw xv = xs[q], dv = dys[q];
       dx_pack(xv, dv, q);
     }
-    for (; q < packs; q += blockDim.x) dx_pack(tail_pack(x, q), tail_pack(dy, q), q);
+    for (; q < packs; q += blockDim.x) dx_pack(tail_pack(xp, q), tail_pack(dyp, q), q);
   };
   if (p.channels_per_row == 1) {
     write_dx(std::integral_constant<int, 0>{});

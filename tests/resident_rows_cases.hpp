@@ -1,9 +1,11 @@
 // Shapes on which instance and group norm training read x once (kernels/channel_norm_plan.hpp,
 // plan_resident_rows), for the GPU tests of the plain and fused forwards and backwards (the
 // backward stages x and dy, so it takes rows up to half the forward's): the smallest rows the path
-// takes (4 KiB, 128 rows), and group norm with S a multiple of the 16-byte pack (coefficients per
-// pack) and not (per element). Tests assert takes_resident_rows, so a change of the plan's
-// thresholds cannot move them off the path unnoticed.
+// takes (4 KiB, 128 rows), group norm with S a multiple of the 16-byte pack (coefficients per
+// pack) and not (per element), and rows that are not whole packs (each row's packs start at one of
+// the E offsets from its first element; the elements before and after them are its edges). Tests
+// assert takes_resident_rows, so a change of the plan's thresholds cannot move them off the path
+// unnoticed.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -29,10 +31,19 @@ inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype, int staged
 // NCHW shapes of family f (instance or group norm) that take the path in dtype.
 inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
   const int64_t elem = static_cast<int64_t>(elem_size(dtype));
-  if (f == Family::kInstance) return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}};
-  // 16 groups of 4 channels: rows of 4 * S elements; S = 512 or 258 (fp32: 256 or 258).
+  // Rows of S = 2051 (bf16) or 1025 (fp32): 4102 or 4100 bytes, row r's packs from element
+  // (-r S) mod E on, every offset in turn.
+  const int64_t odd = elem == 2 ? 2051 : 1025;
+  if (f == Family::kInstance) {
+    return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}, {f, 2, 64, odd, NK_NCHW, 1}};
+  }
+  // 16 groups of 4 channels: rows of 4 * S elements; S = 512 or 258 (fp32: 256 or 258). 16 groups
+  // of 3 channels of 683 (bf16, 4098 bytes) or 345 (fp32, 4140 bytes): not whole packs.
   const int64_t per_pack = 1024 / elem, per_element = 16 / elem == 8 ? 514 : 258;
-  return {{f, 8, 64, per_pack, NK_NCHW, 16}, {f, 8, 64, per_element, NK_NCHW, 16}};
+  const int64_t three = elem == 2 ? 683 : 345;
+  return {{f, 8, 64, per_pack, NK_NCHW, 16},
+          {f, 8, 64, per_element, NK_NCHW, 16},
+          {f, 8, 48, three, NK_NCHW, 16}};
 }
 
 // Group norm in NHWC reads x once where a tile of whole groups fits a block (plan_group_tiles):

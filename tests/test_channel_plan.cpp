@@ -629,9 +629,9 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is
-// whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows; never batch norm or NHWC
-// with several channels. Rows up to 96 KiB are staged whole, longer ones their first 96 KiB. The
-// block size depends on the row length only.
+// 4 to 192 KiB, whole 16-byte packs or not, and there are at least 128 rows; never batch norm or
+// NHWC with several channels. Rows up to 96 KiB are staged whole, longer ones their first 96 KiB.
+// The block size depends on the row length only.
 TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   using nk::cuda::plan_resident_rows;
   struct Want {
@@ -646,7 +646,13 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kInstance, 2, 64, 2048, 1, NK_NCHW, 2, true, 64},      // 4 KiB: the smallest
       {ChannelNorm::kInstance, 2, 64, 2040, 1, NK_NCHW, 2, false, 0},      // 4080 bytes: too short
       {ChannelNorm::kInstance, 2, 64, 1024, 1, NK_NCHW, 4, true, 64},      // fp32 4 KiB
-      {ChannelNorm::kInstance, 2, 64, 1026, 1, NK_NCHW, 4, false, 0},      // 4104: not whole packs
+      {ChannelNorm::kInstance, 2, 64, 1026, 1, NK_NCHW, 4, true, 64},      // 4104: not whole packs
+      {ChannelNorm::kInstance, 2, 64, 2051, 1, NK_NCHW, 2, true, 64},      // 4102: not whole packs
+      {ChannelNorm::kInstance, 2, 64, 2047, 1, NK_NCHW, 2, false, 0},      // 4094: too short
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 2, true, 128},  // 11250 B, 703 packs
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 4, true, 256},  // 22500 B, 1406 packs
+      {ChannelNorm::kInstance, 2, 63, 2051, 1, NK_NCHW, 2, false, 0},      // 126 rows
+      {ChannelNorm::kInstance, 1, 128, 98305, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
       {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},  // 32 KiB
       {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: all staged
       {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, true, 512},   // a pack of tail
@@ -660,6 +666,7 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kBatch, 2, 200, 4096, 1, NK_NCHW, 2, false, 0},        // batch norm: split
       {ChannelNorm::kGroup, 8, 64, 512, 16, NK_NCHW, 2, true, 64},         // 4 channels a row
       {ChannelNorm::kGroup, 8, 64, 514, 16, NK_NCHW, 2, true, 64},         // S % 8 != 0
+      {ChannelNorm::kGroup, 8, 48, 683, 16, NK_NCHW, 2, true, 64},         // 3 x 683: 4098 B
       {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, false, 0},    // 64 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},   // 40 KiB, 256 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},   // 80 KiB
@@ -799,6 +806,7 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
     const nk::cuda::RowGroupsPlan r = plan_row_groups(shape, w.elem);
     EXPECT_EQ(r.use, w.use);
+    EXPECT_EQ(plan_row_groups(shape, w.elem).lanes, r.lanes);  // the remembered count
     EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem).use);
     EXPECT_FALSE(r.use && nk::cuda::plan_resident_rows(shape, w.elem, 2).use);
     EXPECT_FALSE(r.use && nk::cuda::plan_short_rows(shape, w.elem).use);
@@ -915,7 +923,9 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
       {2048, 2, true},    // 4 KiB a tensor: the smallest
       {24576, 2, true},   // 48 KiB a tensor: the largest staged whole
       {24584, 2, true},   // a pack of tail
+      {24579, 2, true},   // not whole packs, with a tail
       {49152, 2, true},   // 96 KiB: the largest
+      {49153, 2, false},  // above 96 KiB, not whole packs
       {49160, 2, false},  // above 96 KiB
       {12288, 4, true},   // fp32 48 KiB
       {24576, 4, true},   // fp32 96 KiB

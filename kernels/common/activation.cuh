@@ -66,6 +66,16 @@ __device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const floa
   store_mask_bits<E>(mask, i, bits);
 }
 
+// store_mask for a pack that may share a byte of the mask with another block's single elements
+// (rows that are not whole packs): its bits are ORed in at any E, into a mask zeroed first.
+template <int E>
+__device__ __forceinline__ void or_mask(uint32_t* mask, int64_t i, const float (&y)[E]) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) bits |= (y[e] > 0.0f ? 1u : 0u) << e;
+  if (bits != 0) atomicOr(mask + i / 32, bits << (i % 32));
+}
+
 // The E mask bits of elements i .. i + E - 1 (any i), bit e for element i + e.
 template <int E>
 __device__ __forceinline__ uint32_t load_mask(const uint32_t* mask, int64_t i) {
