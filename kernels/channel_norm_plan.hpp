@@ -242,15 +242,16 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 // group), and the block writes y back in 16-byte packs (channel_norm_row_groups.cuh; the backward
 // likewise, channel_norm_row_groups_backward.cuh). G is the fewest lanes of 1, 2, 4, .. 32 that
 // leave at most kRowGroupsMaxLaneBytes a lane (so a tensor's staged rows take at most 32 KiB) and
-// whose shared loads meet at most 2-way bank conflicts (row_groups_bank_conflicts), else the least
-// conflicted: few lanes a row spread its fixed work (statistics, coefficients, shuffles) over many
-// elements, and a warp's loads of 32 / G rows L apart must not fall on the same banks (rows of 64
-// bf16 elements at 1 lane each would all start on bank 0). A row's channels (group norm's C/G,
-// instance norm's one) are walked by sub-groups of W = min(G, the largest power of two <= S) lanes,
-// G / W channels at a time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's
-// coefficients load once a lane and its sums (backward) reduce over W lanes only. The reduction
-// tree depends on L, S and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more
-// with fewer than kResidentMinRows rows keep the split passes.
+// whose shared loads meet at most 2-way bank conflicts (row_groups_bank_conflicts, counted once per
+// L and element size and remembered: a plan is made at every call), else the least conflicted: few
+// lanes a row spread its fixed work (statistics, coefficients, shuffles) over many elements, and a
+// warp's loads of 32 / G rows L apart must not fall on the same banks (rows of 64 bf16 elements at
+// 1 lane each would all start on bank 0). A row's channels (group norm's C/G, instance norm's one)
+// are walked by sub-groups of W = min(G, the largest power of two <= S) lanes, G / W channels at a
+// time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's coefficients load
+// once a lane and its sums (backward) reduce over W lanes only. The reduction tree depends on L, S
+// and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more with fewer than
+// kResidentMinRows rows keep the split passes.
 constexpr int kRowGroupsBlock = 256;
 constexpr int kRowGroupsMaxLaneBytes = 128;
 

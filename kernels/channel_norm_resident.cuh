@@ -156,9 +156,9 @@ __device__ __forceinline__ void visit_row(const dev::Pack<T, E>* staged, const T
 // A row that is not whole 16-byte packs (L % E != 0) starts inside a pack of the tensor: its packs
 // are those that lie wholly in it, from element `lead` on (lead = (-row * L) mod E, so the packs
 // sit on the tensor's pack boundaries whatever the row), and the fewer than E elements before them
-// and after them are its edges. Thread t takes edge t (`at`), one element, after its packs: each
-// edge costs the row the latency of one single load, not of a loop. lead depends on the row and
-// the shape only, so the bits do not depend on the pointers.
+// and after them are its edges. Thread t takes edge t (`at`), one element, which it adds to its
+// sums after its packs: each edge costs the row the latency of one single load, not of a loop.
+// lead depends on the row and the shape only, so the bits do not depend on the pointers.
 template <int E>
 struct RowEdges {
   int lead;   // edge elements before the packs (0 where L is whole packs)

@@ -66,8 +66,9 @@ __device__ __forceinline__ void store_mask(uint32_t* mask, int64_t i, const floa
   store_mask_bits<E>(mask, i, bits);
 }
 
-// store_mask for a pack that may share a byte of the mask with another block's single elements
-// (rows that are not whole packs): its bits are ORed in at any E, into a mask zeroed first.
+// store_mask for a pack (at i, a multiple of E) that may share a byte of the mask with another
+// block's single elements (rows that are not whole packs): its bits are ORed in at any E, into a
+// mask zeroed first.
 template <int E>
 __device__ __forceinline__ void or_mask(uint32_t* mask, int64_t i, const float (&y)[E]) {
   uint32_t bits = 0;
