@@ -261,10 +261,10 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
   }
 }
 
-// Instance norm after a one-read kernel (resident or short rows): one block averages each channel's
-// row statistics over n (in n order) into the running buffers, then advances the counter: every
-// thread reads it before the block's barrier, and a counter that cannot advance leaves everything
-// as it was.
+// Instance norm after a one-read kernel (resident rows, rows in registers, row groups), up to
+// kRunningOneBlockRows rows: one block averages each channel's row statistics over n (in n order)
+// into the running buffers, then advances the counter: every thread reads it before the block's
+// barrier, and a counter that cannot advance leaves everything as it was.
 struct InstanceRunningParams {
   const float2* row_stats;  // [n * C + c]: (mean, variance for the running average)
   int64_t n, c;
@@ -294,6 +294,46 @@ __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningPa
   }
   __syncthreads();
   if (threadIdx.x == 0 && advance && p.num_batches_tracked) *p.num_batches_tracked = tracked + 1;
+}
+
+// The same over many rows (above kRunningOneBlockRows, channel_norm_plan.hpp): a block per 32
+// channels, a lane per channel, its 8 warps summing n = warp, warp + 8, ... and warp 0 adding the
+// warps' sums in warp order (a fixed order for the shape). The counter is left to advance_counter,
+// launched after, so that every block has read it first.
+
+__global__ void __launch_bounds__(256) update_instance_running_spread(InstanceRunningParams p) {
+  __shared__ float2 warp_sums[8][32];
+  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
+  if (!counter_can_advance(tracked) || p.running_mean == nullptr) return;  // the whole block
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  const int64_t c = int64_t{blockIdx.x} * 32 + lane;
+  float2 sum = make_float2(0.0f, 0.0f);
+  if (c < p.c) {
+    for (int64_t n = warp; n < p.n; n += 8) {
+      const float2 t = p.row_stats[n * p.c + c];
+      sum.x += t.x;
+      sum.y += t.y;
+    }
+  }
+  warp_sums[warp][lane] = sum;
+  __syncthreads();
+  if (warp != 0 || c >= p.c) return;
+  float mean = 0.0f, var = 0.0f;
+#pragma unroll
+  for (int w = 0; w < 8; ++w) {
+    mean += warp_sums[w][lane].x;
+    var += warp_sums[w][lane].y;
+  }
+  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
+  const float inv = 1.0f / static_cast<float>(p.n);
+  p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * (mean * inv);
+  p.running_var[c] = (1.0f - m) * p.running_var[c] + m * (var * inv);
+}
+
+// Advances a counter that can advance (after update_instance_running_spread has read it).
+__global__ void advance_counter(int64_t* num_batches_tracked) {
+  const int64_t tracked = *num_batches_tracked;
+  if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
 }
 
 // The forward's apply op (channel_norm_apply.cuh): u = (x - shift) * scale + offset (+ z),
@@ -553,8 +593,18 @@ void update_running_from_rows(const ChannelForwardArgs& a, const float2* row_sta
                                 a.running_mean,
                                 a.running_var,
                                 a.num_batches_tracked};
-  update_instance_running<<<1, 256, 0, stream>>>(u);
+  if (a.shape.n * a.shape.c <= kRunningOneBlockRows) {
+    update_instance_running<<<1, 256, 0, stream>>>(u);
+    dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
+    return;
+  }
+  update_instance_running_spread<<<static_cast<unsigned>((a.shape.c + 31) / 32), 256, 0, stream>>>(
+      u);
   dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
+  if (a.num_batches_tracked != nullptr) {
+    advance_counter<<<1, 1, 0, stream>>>(a.num_batches_tracked);
+    dev::check_cuda(cudaGetLastError(), "instance norm counter launch");
+  }
 }
 
 // The tensors and parameters of a forward that reads x once (ResidentParams, GroupTileParams).

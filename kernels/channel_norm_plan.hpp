@@ -208,6 +208,11 @@ struct ResidentPlan {
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
+// Instance norm's running update after the one-read kernels averages the N * C rows' statistics
+// over n: one block up to kRunningOneBlockRows rows (128 KiB of them), a block per 32 channels
+// above, where one block would read them all on one SM.
+constexpr int64_t kRunningOneBlockRows = 16384;
+
 // One read of x for the training forward of instance and group norm in the rows layout (and of x
 // and dy for the training backward with dx or dz) where a statistic's row is at most a 16-byte pack
 // (L = count_per_stat() <= E = 16 / elem_bytes: instance norm's S = 2 to 8 in 16-bit types, 2 to

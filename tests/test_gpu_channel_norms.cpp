@@ -887,80 +887,117 @@ TEST_P(GpuChannelNorm, EachGradientOutputIsOptional) {
   }
 }
 
+// Instance norm shapes in NCHW whose running update after the one-read kernel (rows in registers,
+// S = 2) spreads over blocks of 32 channels (above kRunningOneBlockRows rows): C = 20 (one block,
+// 20 lanes) with N = 827 (not a multiple of the 8 warps), and C = 300 (10 blocks, the last of 12
+// channels) with N = 61.
+std::vector<ChannelCase> running_spread_shapes() {
+  return {{Family::kInstance, 827, 20, 2, NK_NCHW, 1}, {Family::kInstance, 61, 300, 2, NK_NCHW, 1}};
+}
+
+// Instance norm's running update spread over blocks (running_spread_shapes): the running buffers
+// and the counter against the CPU over three steps, exponential and cumulative, and y and the
+// saved statistics with them; bf16 and fp32 with weight and bias (the update does not depend on
+// the dtype otherwise).
+TEST_P(GpuChannelNorm, InstanceRunningOverBlocksMatchesCpu) {
+  const Case c = GetParam();
+  if (c.family != Family::kInstance || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "instance norm's running update after the one-read kernels (NCHW)";
+  }
+  if (c.dtype == NK_F16 || !c.affine) GTEST_SKIP() << "checked in bf16 and fp32 with the affine";
+  for (const ChannelCase& k : running_spread_shapes()) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c);
+    ASSERT_TRUE(takes_short_rows(k, c.dtype));
+    ASSERT_GT(k.n * k.c, nk::cuda::kRunningOneBlockRows);
+    nk_norm_params p = nk_norm_params_default();
+    check_forward(k, p, 3);
+    p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
+    check_forward(k, p, 3);
+  }
+}
+
 // The device rule for num_batches_tracked (normkit.h), batch and instance norm in training: a
 // counter outside [0, INT64_MAX - 1] is left as it is and so are running_mean and running_var (both
 // momentum modes; the CPU backend refuses such a counter instead); y and the saved statistics are
 // those of a call without running buffers. INT64_MAX - 1 advances to INT64_MAX and updates the
-// running statistics as the CPU backend does.
+// running statistics as the CPU backend does. Instance norm in NCHW also at a shape whose running
+// update after the one-read kernel spreads over blocks (running_spread_shapes).
 TEST_P(GpuChannelNorm, CounterThatCannotAdvanceLeavesRunningStatistics) {
   const Case c = GetParam();
   if (c.family == Family::kGroup) GTEST_SKIP() << "group norm has no running statistics";
-  const ChannelCase k = shapes(c)[0];
-  const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
-  const std::vector<float> w = to_f32(rng_.normal(k.c, 1.0, 0.5)), b = to_f32(rng_.normal(k.c));
-  const float* wh = c.affine ? w.data() : nullptr;
-  const float* bh = c.affine ? b.data() : nullptr;
-  const DeviceBuffer wd(Buffer(NK_F32, f64(w))), bd(Buffer(NK_F32, f64(b)));
-  auto counter_buffer = [](int64_t value) {
-    Buffer host(NK_F32, 2);
-    std::memcpy(host.data(), &value, 8);
-    return DeviceBuffer(host);
-  };
-  auto counter_of = [](const DeviceBuffer& d) {
-    int64_t value = 0;
-    std::memcpy(&value, d.download().data(), 8);
-    return value;
-  };
-  for (nk_momentum_mode mode : {NK_MOMENTUM_EXPONENTIAL, NK_MOMENTUM_CUMULATIVE}) {
-    nk_norm_params p = nk_norm_params_default();
-    p.momentum_mode = mode;
-    const Buffer x(c.dtype, rng_.normal(numel, 0.5, 2.0));
-    Buffer y_ref(c.dtype, numel);
-    std::vector<float> mean_ref(stats), invstd_ref(stats);
-    ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), wh, bh, nullptr, nullptr, nullptr,
-                              y_ref.data(), mean_ref.data(), invstd_ref.data()),
-              NK_SUCCESS)
-        << nk_last_error();
-    const DeviceBuffer xd(x);
-    for (int64_t bad :
-         {int64_t{-1}, int64_t{-2}, rng_.integer(INT64_MIN, -3), INT64_MIN, INT64_MAX}) {
-      SCOPED_TRACE(testing::Message() << "mode " << mode << " counter " << bad);
-      const Buffer rm_host(NK_F32, rng_.normal(k.c)), rv_host(NK_F32, rng_.uniform(k.c, 0.5, 2));
-      const DeviceBuffer rm(rm_host), rv(rv_host), tracked = counter_buffer(bad);
-      DeviceBuffer y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats);
-      ASSERT_EQ(
-          channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
-                          c.affine ? bd.f32() : nullptr, rm.f32(), rv.f32(),
-                          static_cast<int64_t*>(tracked.data()), y.data(), sm.f32(), si.f32()),
-          NK_SUCCESS)
+  std::vector<ChannelCase> list{shapes(c)[0]};
+  // Instance norm's update spread over blocks after a one-read kernel (one shape).
+  if (c.family == Family::kInstance && c.layout == NK_NCHW) {
+    list.push_back(running_spread_shapes()[1]);
+  }
+  for (const ChannelCase& k : list) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const std::vector<float> w = to_f32(rng_.normal(k.c, 1.0, 0.5)), b = to_f32(rng_.normal(k.c));
+    const float* wh = c.affine ? w.data() : nullptr;
+    const float* bh = c.affine ? b.data() : nullptr;
+    const DeviceBuffer wd(Buffer(NK_F32, f64(w))), bd(Buffer(NK_F32, f64(b)));
+    auto counter_buffer = [](int64_t value) {
+      Buffer host(NK_F32, 2);
+      std::memcpy(host.data(), &value, 8);
+      return DeviceBuffer(host);
+    };
+    auto counter_of = [](const DeviceBuffer& d) {
+      int64_t value = 0;
+      std::memcpy(&value, d.download().data(), 8);
+      return value;
+    };
+    for (nk_momentum_mode mode : {NK_MOMENTUM_EXPONENTIAL, NK_MOMENTUM_CUMULATIVE}) {
+      nk_norm_params p = nk_norm_params_default();
+      p.momentum_mode = mode;
+      const Buffer x(c.dtype, rng_.normal(numel, 0.5, 2.0));
+      Buffer y_ref(c.dtype, numel);
+      std::vector<float> mean_ref(stats), invstd_ref(stats);
+      ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), wh, bh, nullptr, nullptr, nullptr,
+                                y_ref.data(), mean_ref.data(), invstd_ref.data()),
+                NK_SUCCESS)
           << nk_last_error();
-      EXPECT_EQ(rm.download().bytes(), rm_host.bytes()) << "running_mean written";
-      EXPECT_EQ(rv.download().bytes(), rv_host.bytes()) << "running_var written";
-      EXPECT_EQ(counter_of(tracked), bad);
-      expect_close(y.download().values(), y_ref.values(), gpu_tolerance(c.dtype), "y");
-      expect_close(sm.download().values(), f64(mean_ref), {2e-6 * 2.5, 1e-6}, "save_mean");
-      expect_close(si.download().values(), f64(invstd_ref), {0, 2e-5}, "save_invstd");
+      const DeviceBuffer xd(x);
+      for (int64_t bad :
+           {int64_t{-1}, int64_t{-2}, rng_.integer(INT64_MIN, -3), INT64_MIN, INT64_MAX}) {
+        SCOPED_TRACE(testing::Message() << "mode " << mode << " counter " << bad);
+        const Buffer rm_host(NK_F32, rng_.normal(k.c)), rv_host(NK_F32, rng_.uniform(k.c, 0.5, 2));
+        const DeviceBuffer rm(rm_host), rv(rv_host), tracked = counter_buffer(bad);
+        DeviceBuffer y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats);
+        ASSERT_EQ(
+            channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                            c.affine ? bd.f32() : nullptr, rm.f32(), rv.f32(),
+                            static_cast<int64_t*>(tracked.data()), y.data(), sm.f32(), si.f32()),
+            NK_SUCCESS)
+            << nk_last_error();
+        EXPECT_EQ(rm.download().bytes(), rm_host.bytes()) << "running_mean written";
+        EXPECT_EQ(rv.download().bytes(), rv_host.bytes()) << "running_var written";
+        EXPECT_EQ(counter_of(tracked), bad);
+        expect_close(y.download().values(), y_ref.values(), gpu_tolerance(c.dtype), "y");
+        expect_close(sm.download().values(), f64(mean_ref), {2e-6 * 2.5, 1e-6}, "save_mean");
+        expect_close(si.download().values(), f64(invstd_ref), {0, 2e-5}, "save_invstd");
+      }
+      // The last count that can advance.
+      std::vector<float> rm_cpu = to_f32(rng_.normal(k.c)),
+                         rv_cpu = to_f32(rng_.uniform(k.c, 0.5, 2));
+      const DeviceBuffer rm(Buffer(NK_F32, f64(rm_cpu))), rv(Buffer(NK_F32, f64(rv_cpu)));
+      const DeviceBuffer tracked = counter_buffer(INT64_MAX - 1);
+      int64_t tracked_cpu = INT64_MAX - 1;
+      ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), wh, bh, rm_cpu.data(), rv_cpu.data(),
+                                &tracked_cpu, y_ref.data(), nullptr, nullptr),
+                NK_SUCCESS)
+          << nk_last_error();
+      DeviceBuffer y(c.dtype, numel);
+      ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
+                                c.affine ? bd.f32() : nullptr, rm.f32(), rv.f32(),
+                                static_cast<int64_t*>(tracked.data()), y.data(), nullptr, nullptr),
+                NK_SUCCESS)
+          << nk_last_error();
+      EXPECT_EQ(counter_of(tracked), INT64_MAX);
+      EXPECT_EQ(tracked_cpu, INT64_MAX);
+      expect_close(rm.download().values(), f64(rm_cpu), {1e-5, 1e-5}, "running_mean");
+      expect_close(rv.download().values(), f64(rv_cpu), {1e-5, 2e-5}, "running_var");
     }
-    // The last count that can advance.
-    std::vector<float> rm_cpu = to_f32(rng_.normal(k.c)),
-                       rv_cpu = to_f32(rng_.uniform(k.c, 0.5, 2));
-    const DeviceBuffer rm(Buffer(NK_F32, f64(rm_cpu))), rv(Buffer(NK_F32, f64(rv_cpu)));
-    const DeviceBuffer tracked = counter_buffer(INT64_MAX - 1);
-    int64_t tracked_cpu = INT64_MAX - 1;
-    ASSERT_EQ(channel_forward(cpu_, k, c.dtype, p, x.data(), wh, bh, rm_cpu.data(), rv_cpu.data(),
-                              &tracked_cpu, y_ref.data(), nullptr, nullptr),
-              NK_SUCCESS)
-        << nk_last_error();
-    DeviceBuffer y(c.dtype, numel);
-    ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
-                              c.affine ? bd.f32() : nullptr, rm.f32(), rv.f32(),
-                              static_cast<int64_t*>(tracked.data()), y.data(), nullptr, nullptr),
-              NK_SUCCESS)
-        << nk_last_error();
-    EXPECT_EQ(counter_of(tracked), INT64_MAX);
-    EXPECT_EQ(tracked_cpu, INT64_MAX);
-    expect_close(rm.download().values(), f64(rm_cpu), {1e-5, 1e-5}, "running_mean");
-    expect_close(rv.download().values(), f64(rv_cpu), {1e-5, 2e-5}, "running_var");
   }
 }
 
