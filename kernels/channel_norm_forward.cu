@@ -300,7 +300,6 @@ __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningPa
 // channels, a lane per channel, its 8 warps summing n = warp, warp + 8, ... and warp 0 adding the
 // warps' sums in warp order (a fixed order for the shape). The counter is left to advance_counter,
 // launched after, so that every block has read it first.
-
 __global__ void __launch_bounds__(256) update_instance_running_spread(InstanceRunningParams p) {
   __shared__ float2 warp_sums[8][32];
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
