@@ -78,6 +78,13 @@ __device__ __forceinline__ bool counter_can_advance(int64_t tracked) {
   return tracked >= 0 && tracked < INT64_MAX;
 }
 
+// Advances a counter (nullable) that can advance.
+__device__ __forceinline__ void advance_counter_once(int64_t* num_batches_tracked) {
+  if (num_batches_tracked == nullptr) return;
+  const int64_t tracked = *num_batches_tracked;
+  if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
+}
+
 template <class T>
 struct StatsOp {
   using State = dev::Welford;
@@ -273,14 +280,20 @@ struct InstanceRunningParams {
   float* running_mean;
   float* running_var;
   int64_t* num_batches_tracked;
+
+  // Channel ch's running buffers from its rows' sums over n, weighed by the counter's value.
+  __device__ void blend(int64_t ch, int64_t tracked, float mean_sum, float var_sum) const {
+    const float m = cumulative ? 1.0f / static_cast<float>(tracked + 1) : momentum;
+    const float inv = 1.0f / static_cast<float>(n);
+    running_mean[ch] = (1.0f - m) * running_mean[ch] + m * (mean_sum * inv);
+    running_var[ch] = (1.0f - m) * running_var[ch] + m * (var_sum * inv);
+  }
 };
 
 __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningParams p) {
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
   const bool advance = counter_can_advance(tracked);
-  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
   if (advance && p.running_mean != nullptr) {
-    const float inv = 1.0f / static_cast<float>(p.n);
     for (int64_t c = threadIdx.x; c < p.c; c += blockDim.x) {
       float mean = 0.0f, var = 0.0f;
       for (int64_t n = 0; n < p.n; ++n) {
@@ -288,8 +301,7 @@ __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningPa
         mean += t.x;
         var += t.y;
       }
-      p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * (mean * inv);
-      p.running_var[c] = (1.0f - m) * p.running_var[c] + m * (var * inv);
+      p.blend(c, tracked, mean, var);
     }
   }
   __syncthreads();
@@ -323,16 +335,12 @@ __global__ void __launch_bounds__(256) update_instance_running_spread(InstanceRu
     mean += warp_sums[w][lane].x;
     var += warp_sums[w][lane].y;
   }
-  const float m = p.cumulative ? 1.0f / static_cast<float>(tracked + 1) : p.momentum;
-  const float inv = 1.0f / static_cast<float>(p.n);
-  p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * (mean * inv);
-  p.running_var[c] = (1.0f - m) * p.running_var[c] + m * (var * inv);
+  p.blend(c, tracked, mean, var);
 }
 
-// Advances a counter that can advance (after update_instance_running_spread has read it).
+// Advances the counter after update_instance_running_spread's blocks have read it.
 __global__ void advance_counter(int64_t* num_batches_tracked) {
-  const int64_t tracked = *num_batches_tracked;
-  if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
+  advance_counter_once(num_batches_tracked);
 }
 
 // The forward's apply op (channel_norm_apply.cuh): u = (x - shift) * scale + offset (+ z),
@@ -359,11 +367,7 @@ struct ForwardApply {
   float eps;
   int64_t* num_batches_tracked;  // training: incremented once, after the finalize has read it
 
-  __device__ void once() const {
-    if (num_batches_tracked == nullptr) return;
-    const int64_t tracked = *num_batches_tracked;
-    if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
-  }
+  __device__ void once() const { advance_counter_once(num_batches_tracked); }
   __device__ Coef coef(int64_t u) const {
     if constexpr (kFold) {
       const float scale = (weight ? weight[u] : 1.0f) * rsqrtf(running_var[u] + eps);
