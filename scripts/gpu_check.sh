@@ -4,7 +4,7 @@
 #   run  command "scripts/gpu_check.sh"  timeout_s 540  carry [".gpu-bundle"]
 #
 #   scripts/gpu_check.sh [--budget SECONDS] [--limit PHASE=SECONDS]... [--bench-filter REGEX]
-#                        [--list] [PHASE...]
+#                        [--torch-filter REGEX] [--sanitizer-filter FILTER] [--list] [PHASE...]
 #
 # Phases, in priority order (default: all of them; named phases run in this order too). Each runs
 # under its own time limit (coreutils `timeout`, its whole process group killed at the limit), so
@@ -14,30 +14,40 @@
 #
 #   phase             limit  what                                                  writes
 #   env                 10 s GPU, driver, tools, Python packages, library folders  env.txt
-#   tests              140 s every GPU test in 14 gtest shards at once, beside the tests.log
+#   tests              170 s every GPU test in 14 gtest shards at once, beside the tests.log
 #                            demo, the NCCL example and the PyTorch parity tests
-#   sanitizers         110 s compute-sanitizer memcheck and racecheck at once, 6   sanitizers.log
+#   sanitizers         120 s compute-sanitizer memcheck and racecheck at once, 6   sanitizers.log
 #                            shards each, on the reduced set (NORMKIT_GPU_TESTS=reduced)
-#   bandwidth           15 s the rough bandwidth probe                              perf.log
-#   bench               90 s normkit_bench on the `check` set (40 cases, every op    bench.json,
-#                            class; normkit, cuDNN and the copy reference)          perf.log
-#   torch               70 s torch_compare.py on the same cases: eager on all, then  torch.json,
-#                            torch.compile on at most 5 shapes                      perf.log
-#   ncu                 50 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
+#   bandwidth           10 s the rough bandwidth probe                              perf.log
+#   bench               75 s normkit_bench on the `check` set (40 cases, every op    bench.json,
+#                            class) and the sets bn_resnet50, instance_norm and     perf.log
+#                            group_norm (624); normkit, cuDNN, the copy reference
+#   torch               70 s torch_compare.py, eager on the check set and the bf16   torch.json,
+#                            cases of those sets at N = 256, 8 and 2 (244), then    perf.log
+#                            torch.compile on at most 5 shapes
+#   ncu                 30 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
 #                            normkit's kernels in one call each of 6 hot cases
 #   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
 #                            at least 45 s of the budget are left
 #   (always)                 the summary: benchmark tables, probe, ncu table and    summary.md
 #                            the phase table, printed last
 # The limits add up to 485 s; the default budget is 500 s (12 s of it kept for the summary), so
-# the call ends well inside its 540 s. Phases that end early leave their time to the optional
-# one. At most these 8 files are written to $OUT (the device tool's folder; ./gpu-check-out
+# the call ends well inside its 540 s. They follow what an H200 took on 2026-12-04
+# (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of the three
+# sets and about 25 s for the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
+# Phases that end early leave their time to the optional one. At most these 8 files are written to $OUT (the device tool's folder; ./gpu-check-out
 # elsewhere); everything else lives in a temporary folder removed at the end.
 #
 # Options:
 #   --budget SECONDS        the whole run's budget (default 500)
 #   --limit PHASE=SECONDS   another limit for one phase (repeatable), e.g. for a retry
-#   --bench-filter REGEX    the cases of bench and torch (default ^check/; a case name regex)
+#   --bench-filter REGEX    the cases of bench (a case name regex; default
+#                           ^(check|bn_resnet50|instance_norm|group_norm)/)
+#   --torch-filter REGEX    the cases of torch (default ^check/ and the bf16 cases of
+#                           bn_resnet50 at N = 256, instance_norm and group_norm)
+#   --sanitizer-filter F    the GoogleTest filter of the sanitizer phases (default every GPU test
+#                           but NCCL's: *Gpu*:*CudaBackend*:-*Nccl*), e.g. one family to find an
+#                           error a run reported
 #   --list                  print the phases, their limits, the ncu cases and the torch.compile
 #                           shapes, and exit
 # Exit status: 0 when every phase run passed or was skipped for want of a tool, 1 when one failed
@@ -46,8 +56,11 @@
 # Environment: OUT, BUNDLE (default .gpu-bundle), PYTHON (default python3: the one with PyTorch);
 # NORMKIT_GPU_CHECK_SANITIZER, NORMKIT_GPU_CHECK_NCU (the tools' paths, or "none"; default: the
 # PATH, then the CUDA toolkit's and Nsight Compute's folders); NORMKIT_GPU_CHECK_SHARDS (14),
-# NORMKIT_GPU_CHECK_SANITIZER_SHARDS (6), NORMKIT_BENCH_SAMPLES (30 here). The tests of this
-# script (tests/gpu_check_test.sh) run it on stub binaries and tools through these.
+# NORMKIT_GPU_CHECK_SANITIZER_SHARDS (6), NORMKIT_BENCH_SAMPLES (30 here),
+# NORMKIT_GPU_CHECK_LOG_CAP (524288: the bytes of one shard's log kept in tests.log or
+# sanitizers.log, the first three quarters and the last quarter, so that each file stays under the
+# 16 MiB the device tool returns). The tests of this script (tests/gpu_check_test.sh) run it on
+# stub binaries and tools through these.
 #
 # Libraries: the bundle holds the binaries, libnormkit and every library they link that the GPU
 # machine lacks (Google Benchmark from Debian; libstdc++ and libgcc_s in compat/, used only when
@@ -56,8 +69,8 @@
 set -uo pipefail
 
 readonly PHASES=(env tests sanitizers bandwidth bench torch ncu sanitizers_extra)
-declare -A LIMIT=([env]=10 [tests]=140 [sanitizers]=110 [bandwidth]=15 [bench]=90 [torch]=70
-                  [ncu]=50 [sanitizers_extra]=60)
+declare -A LIMIT=([env]=10 [tests]=170 [sanitizers]=120 [bandwidth]=10 [bench]=75 [torch]=70
+                  [ncu]=30 [sanitizers_extra]=60)
 # A phase starts only with at least this many seconds of the budget left (after the reserve).
 declare -A MIN_START=([env]=3 [tests]=10 [sanitizers]=10 [bandwidth]=5 [bench]=10 [torch]=10
                       [ncu]=10 [sanitizers_extra]=45)
@@ -66,7 +79,7 @@ readonly KILL_AFTER=3   # seconds between a phase's TERM and KILL
 readonly GPU_FILTER='*Gpu*:*CudaBackend*'
 # NCCL's own kernels and proxy threads are not normkit's code and can stall under the tools; the
 # simulated-rank tests cover normkit's kernels of synchronized batch norm.
-readonly SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
+readonly DEFAULT_SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
 # ncu: one representative case each of the six kernels that dominate a training step's
 # normalization time: layer norm forward and backward, RMS norm forward (transformers), batch
 # norm training forward and backward in NHWC (convolutional nets under channels-last), group
@@ -92,7 +105,7 @@ usage() {
 
 die_usage() {
   echo "gpu_check.sh: $*" >&2
-  echo "usage: scripts/gpu_check.sh [--budget SECONDS] [--limit PHASE=SECONDS]... [--bench-filter REGEX] [--list] [PHASE...]; phases: ${PHASES[*]} (or all); --help for more" >&2
+  echo "usage: scripts/gpu_check.sh [--budget SECONDS] [--limit PHASE=SECONDS]... [--bench-filter REGEX] [--torch-filter REGEX] [--sanitizer-filter FILTER] [--list] [PHASE...]; phases: ${PHASES[*]} (or all); --help for more" >&2
   exit 2
 }
 
@@ -178,7 +191,7 @@ body_sanitize() {
       (
         LD_LIBRARY_PATH="$NK_BIN_LD" NORMKIT_GPU_TESTS=reduced GTEST_TOTAL_SHARDS=$NK_SAN_SHARDS \
           GTEST_SHARD_INDEX=$i "$NK_SANITIZER" --tool "$tool" "${extra[@]}" --print-limit 50 \
-          "$NK_BUNDLE/normkit_tests" --gtest_filter="$SANITIZER_FILTER" \
+          "$NK_BUNDLE/normkit_tests" --gtest_filter="$NK_SANITIZER_FILTER" \
           > "$NK_WORK/san_${tool}_$i.log" 2>&1
         echo $? > "$NK_WORK/san_${tool}_$i.rc"
       ) &
@@ -205,7 +218,7 @@ body_bench() {
 # torch.compile pass, so a cut keeps every eager ratio.
 body_torch() {
   LD_LIBRARY_PATH="$NK_PY_LD" NORMKIT_LIB="$NK_BUNDLE/libnormkit.so.0" PYTHONUNBUFFERED=1 \
-    "$NK_PYTHON" bench/torch_compare.py --sets "$TORCH_SETS" --filter "$NK_BENCH_FILTER" \
+    "$NK_PYTHON" bench/torch_compare.py --sets "$TORCH_SETS" --filter "$NK_TORCH_FILTER" \
     --iters 30 --warmup 5 --compile-limit "$COMPILE_LIMIT" --compile-filter "$COMPILE_FILTER" \
     --out "$NK_WORK/torch.json" > "$NK_WORK/torch.log" 2>&1
 }
@@ -257,7 +270,9 @@ fi
 # ------------------------------------------------------------------------------------------------
 
 budget=500
-bench_filter='^check/'
+bench_filter='^(check|bn_resnet50|instance_norm|group_norm)/'
+torch_filter='^check/|^(bn_resnet50/N256|instance_norm|group_norm)/.*/bf16/'
+sanitizer_filter=$DEFAULT_SANITIZER_FILTER
 list_only=0
 selected=()
 while [ $# -gt 0 ]; do
@@ -283,6 +298,14 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || die_usage "--bench-filter needs a regular expression"
       bench_filter=$2; shift 2 ;;
     --bench-filter=*) bench_filter=${1#*=}; shift ;;
+    --torch-filter)
+      [ $# -ge 2 ] || die_usage "--torch-filter needs a regular expression"
+      torch_filter=$2; shift 2 ;;
+    --torch-filter=*) torch_filter=${1#*=}; shift ;;
+    --sanitizer-filter)
+      [ $# -ge 2 ] || die_usage "--sanitizer-filter needs a GoogleTest filter"
+      sanitizer_filter=$2; shift 2 ;;
+    --sanitizer-filter=*) sanitizer_filter=${1#*=}; shift ;;
     --list) list_only=1; shift ;;
     all) selected+=("${PHASES[@]}"); shift ;;
     -*) die_usage "unknown option '$1'" ;;
@@ -306,6 +329,8 @@ if [ $list_only -eq 1 ]; then
     printf '%-17s %4s s  (starts with >= %s s left)\n' "$p" "${LIMIT[$p]}" "${MIN_START[$p]}"
   done
   echo "bench filter: $bench_filter"
+  echo "torch filter: $torch_filter"
+  echo "sanitizer filter: $sanitizer_filter"
   printf 'ncu case: %s\n' "${NCU_CASES[@]}"
   echo "ncu metrics: $NCU_METRICS"
   echo "torch.compile: at most $COMPILE_LIMIT shapes of $COMPILE_FILTER"
@@ -397,8 +422,9 @@ gpu_name=$(timeout 10 nvidia-smi --query-gpu=name,driver_version --format=csv,no
 export NK_ROOT="$root" NK_WORK="$work" NK_OUT="$out" NK_BUNDLE="$bundle" NK_PYTHON="$python" \
   NK_SANITIZER="$sanitizer" NK_NCU="$ncu" NK_BIN_LD="$bin_ld" NK_PY_LD="$py_ld" \
   NK_BUDGET="$budget" NK_SELECTED="${order[*]}" NK_BENCH_FILTER="$bench_filter" \
+  NK_TORCH_FILTER="$torch_filter" NK_SANITIZER_FILTER="$sanitizer_filter" \
   NK_SHARDS="${NORMKIT_GPU_CHECK_SHARDS:-14}" NK_SAN_SHARDS="${NORMKIT_GPU_CHECK_SANITIZER_SHARDS:-6}" \
-  NK_BENCH_SAMPLES="${NORMKIT_BENCH_SAMPLES:-30}"
+  NK_BENCH_SAMPLES="${NORMKIT_BENCH_SAMPLES:-30}" NK_LOG_CAP="${NORMKIT_GPU_CHECK_LOG_CAP:-524288}"
 
 say "GPU: ${gpu_name:-none found}; bundle $(head -1 "$bundle/COMMIT" 2>/dev/null); budget ${budget} s; phases: ${order[*]}"
 say "compute-sanitizer: ${sanitizer:-not found}; ncu: ${ncu:-not found}; cuDNN: ${wheel[cudnn]:-not found}; NCCL: ${wheel[nccl]:-not found}; compat libstdc++: $compat"
@@ -428,9 +454,44 @@ record() {
   [[ $4 == ok* || $4 == skipped* ]] || failures=$((failures + 1))
 }
 
-# Appends a file to an $OUT log under a header line.
+# Appends a file to an $OUT log under a header line. A shard's log (a tool's or a failing test's
+# messages can run to many MB) is cut to NK_LOG_CAP bytes: its first three quarters, where the
+# first errors are, and its last quarter, with the counts.
 append_section() {
-  { echo "==== $2 ===="; cat "$1" 2>/dev/null; echo; } >> "$3"
+  local size head_bytes tail_bytes
+  size=$(stat -c %s "$1" 2>/dev/null || echo 0)
+  {
+    echo "==== $2 ===="
+    if [ "$size" -le "$NK_LOG_CAP" ]; then
+      cat "$1" 2>/dev/null
+    else
+      head_bytes=$((NK_LOG_CAP * 3 / 4))
+      tail_bytes=$((NK_LOG_CAP - head_bytes))
+      head -c "$head_bytes" "$1"
+      echo
+      echo "[gpu_check: $((size - NK_LOG_CAP)) of this log's $size bytes left out here;" \
+           "its first $head_bytes and last $tail_bytes bytes are kept]"
+      tail -c "$tail_bytes" "$1"
+    fi
+    echo
+  } >> "$3"
+}
+
+# The first error compute-sanitizer reports in a log, with the function it names and the test that
+# was running: "MESSAGE at FUNCTION, in TEST" (empty without an error).
+first_sanitizer_error() {
+  awk '
+    /^\[ RUN      \] / { test = $4 }
+    !msg && /^========= [^ ]/ &&
+        !/COMPUTE-SANITIZER|ERROR SUMMARY|LEAK SUMMARY|Target application/ {
+      msg = substr($0, 11); where = test; want_at = 1; next
+    }
+    want_at && /^=========     at / { at = substr($0, 18); want_at = 0 }
+    END {
+      if (!msg) exit
+      if (length(at) > 100) at = substr(at, 1, 100) "..."
+      printf "%s%s, in %s\n", msg, (at != "" ? " at " at : ""), (where != "" ? where : "no test")
+    }' "$1" 2>/dev/null
 }
 
 # Lines of the named files (missing ones are empty) that match a regular expression.
@@ -488,12 +549,18 @@ report_tests() {
 }
 
 report_sanitize() {
-  local tool f n errors passed failed says parts=()
+  local tool f n errors passed failed says first names parts=()
   verdict=""
   for tool in "$@"; do
-    errors=0
+    errors=0 first=""
     for f in "$work"/san_"${tool}"_*.log; do
       [ -f "$f" ] || continue
+      # Each shard's first error goes to the summary before its log is cut to size.
+      n=$(first_sanitizer_error "$f")
+      if [ -n "$n" ]; then
+        echo "- $tool, $(basename "$f" .log): ${n//|//}" >> "$work/san_first.md"
+        [ -n "$first" ] || first=$n
+      fi
       append_section "$f" "compute-sanitizer --tool $tool, $(basename "$f" .log)" "$out/sanitizers.log"
       n=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$f" | grep -Eo '[0-9]+' | tail -1)
       errors=$((errors + ${n:-0}))
@@ -503,7 +570,10 @@ report_sanitize() {
     failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/san_"${tool}"_*.log)
     says=$(cat "$work"/san_"${tool}"_*.log 2>/dev/null \
            | grep -m1 -iE 'device not supported|not supported on|error 999|unable to' | cut -c1-120)
-    parts+=("$tool: $errors errors, shards finished $finished/$NK_SAN_SHARDS ($bad with rc != 0), tests $passed passed, $failed failed${says:+; it says: $says}")
+    names=$(cat "$work"/san_"${tool}"_*.log 2>/dev/null \
+            | grep -E '^\[  FAILED  \] .* \([0-9]+ ms\)$' \
+            | sed -E 's/^\[  FAILED  \] //; s/(, where | \([0-9]+ ms\)$).*//' | head -3 | tr '\n' ' ')
+    parts+=("$tool: $errors errors, shards finished $finished/$NK_SAN_SHARDS ($bad with rc != 0), tests $passed passed, $failed failed${names:+ (first: $names)}${first:+; first error: $first}${says:+; it says: $says}")
     [ "$errors" -eq 0 ] && [ "$bad" -eq 0 ] && [ "$failed" -eq 0 ] || verdict="failed"
   done
   result=$(printf '%s; ' "${parts[@]}")
@@ -657,6 +727,12 @@ summary() {
       echo '```'
       cat "$work/bandwidth.txt"
       echo '```'
+      echo
+    fi
+    if [ -s "$work/san_first.md" ]; then
+      echo "## compute-sanitizer: the first error of each shard (sanitizers.log has the reports)"
+      echo
+      cat "$work/san_first.md"
       echo
     fi
     if [ -s "$work/ncu_table.md" ]; then

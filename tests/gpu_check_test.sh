@@ -11,6 +11,8 @@
 #    and a cut-short bench.json is still summarized;
 #  - the budget: a phase is cut to what is left, and the next one is not started;
 #  - absent tools skip their phases; a failing GPU test fails the run; a TERM still summarizes;
+#  - a sanitizer error fails the phase, the summary names the first error of each shard with its
+#    function and test, and a shard's log past NORMKIT_GPU_CHECK_LOG_CAP is cut to that size;
 #  - gpu_bundle.sh --check-size passes a small folder and refuses one over 64 MiB.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +41,7 @@ stub() {  # stub PATH: the script on stdin, made executable
 }
 stub "$tmp/bundle/normkit_tests" <<'EOF'
 i=${GTEST_SHARD_INDEX:-0}
+echo "$*" >> "$STUB_STATE/tests_args"
 [ -n "${STUB_TESTS_SLEEP:-}" ] && sleep "$STUB_TESTS_SLEEP"
 for t in A B; do
   echo "[ RUN      ] GpuStub.$t$i"
@@ -89,6 +92,17 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+if [ -n "${STUB_SAN_ERROR:-}" ]; then  # as memcheck reports an invalid access inside a test
+  i=${GTEST_SHARD_INDEX:-0}
+  echo "[ RUN      ] GpuStub.A$i"
+  echo "========= Invalid __global__ read of size 16 bytes"
+  echo "=========     at void stub_kernel<float>(const float *)+0x40"
+  echo "=========     by thread (0,0,0) in block (0,0,0)"
+  for ((k = 0; k < 2000; k++)); do echo "========= Program hit cudaErrorLaunchFailure (stub line $k)"; done
+  echo "[  FAILED  ] GpuStub.A$i (1 ms)"
+  echo "========= ERROR SUMMARY: 2001 errors"
+  exit 1
+fi
 "$@"
 rc=$?
 echo "========= ERROR SUMMARY: 0 errors"
@@ -162,7 +176,7 @@ expect_in "$tmp/help.stdout" "sanitizers_extra" "--help describes the phases"
 run list --limit bench=7 --list
 [ "$(rc_of list)" = 0 ] && pass "--list: status 0" || fail "--list: status $(rc_of list)"
 expect_in "$tmp/list.stdout" "^bench +7 s" "--limit changes a phase's limit"
-expect_in "$tmp/list.stdout" "^tests +140 s" "--list gives the default limits"
+expect_in "$tmp/list.stdout" "^tests +170 s" "--list gives the default limits"
 BUNDLE="$tmp/no-bundle" run no_bundle env
 [ "$(rc_of no_bundle)" = 2 ] && pass "missing bundle: status 2" || fail "missing bundle: status $(rc_of no_bundle)"
 expect_in "$tmp/no_bundle.stderr" "no bundle at" "missing bundle: the message says so"
@@ -238,7 +252,7 @@ STUB_TESTS_SLEEP=60 run budget --budget 24 tests bench
 [ "$(cat "$tmp/budget.seconds")" -le 22 ] && pass "budget: ended in $(cat "$tmp/budget.seconds") s" \
   || fail "budget: took $(cat "$tmp/budget.seconds") s of a 24 s budget"
 expect_in "$tmp/budget/summary.md" "^\| tests \| (9|1[0-2]) \| [0-9]+ \| timed out after (9|1[0-2]) s \| gtest: 0 passed.*shards finished 0/3" "budget: the limit is cut to what is left"
-expect_in "$tmp/budget/summary.md" "^\| bench \| 90 \| 0 \| skipped: not started" "budget: no phase starts past the deadline"
+expect_in "$tmp/budget/summary.md" "^\| bench \| 75 \| 0 \| skipped: not started" "budget: no phase starts past the deadline"
 
 # ---- absent tools, failures, a TERM ----------------------------------------------------------
 STUB_BENCH_ERRORS=1 run bench_error bench
@@ -251,6 +265,21 @@ expect_in "$tmp/no_tools/summary.md" "^\| sanitizers \| [0-9]+ \| 0 \| skipped: 
 STUB_FAIL_SHARD=1 run failing tests
 [ "$(rc_of failing)" = 1 ] && pass "failing test: status 1" || fail "failing test: status $(rc_of failing)"
 expect_in "$tmp/failing/summary.md" "^\| tests \| [0-9]+ \| [0-9]+ \| failed \| gtest: 6 passed, 1 failed.*; failed: GpuStub/P.Fails/0 ;" "failing test: counted once, named in the table"
+STUB_SAN_ERROR=1 NORMKIT_GPU_CHECK_LOG_CAP=20000 run san_error sanitizers
+[ "$(rc_of san_error)" = 1 ] && pass "sanitizer error: status 1" || fail "sanitizer error: status $(rc_of san_error)"
+expect_in "$tmp/san_error/summary.md" "^\| sanitizers \| [0-9]+ \| [0-9]+ \| failed \| memcheck: 4002 errors, shards finished 2/2 \(2 with rc != 0\), tests 0 passed, 2 failed \(first: GpuStub.A0 GpuStub.A1 \); first error: Invalid __global__ read of size 16 bytes at void stub_kernel<float>\(const float \*\)\+0x40, in GpuStub.A0" "sanitizer error: counted, the failing tests and the first error named in the table"
+expect_in "$tmp/san_error/summary.md" "^- racecheck, san_racecheck_1: Invalid __global__ read of size 16 bytes at void stub_kernel<float>\(const float \*\)\+0x40, in GpuStub.A1$" "sanitizer error: each shard's first error in the summary"
+size=$(stat -c %s "$tmp/san_error/sanitizers.log")
+[ "$size" -le $((4 * 20000 + 4000)) ] && pass "sanitizer error: each shard's log cut to the cap ($size bytes for 4)" \
+  || fail "sanitizer error: sanitizers.log is $size bytes for 4 shards of a 20000-byte cap"
+expect_in "$tmp/san_error/sanitizers.log" "^\[gpu_check: [0-9]+ of this log's [0-9]+ bytes left out here; its first 15000 and last 5000 bytes are kept\]$" "sanitizer error: the cut is marked"
+expect_in "$tmp/san_error/sanitizers.log" "ERROR SUMMARY: 2001 errors" "sanitizer error: the log's end (the counts) is kept"
+: > "$tmp/state/tests_args"
+run san_filter --sanitizer-filter 'GpuStub.A*' sanitizers
+[ "$(rc_of san_filter)" = 0 ] && pass "--sanitizer-filter: status 0" || fail "--sanitizer-filter: status $(rc_of san_filter)"
+[ "$(grep -c -- '--gtest_filter=GpuStub.A\*$' "$tmp/state/tests_args")" = 4 ] \
+  && pass "--sanitizer-filter: every sanitizer shard runs that filter" \
+  || { fail "--sanitizer-filter: the test binary got"; sed 's/^/    /' "$tmp/state/tests_args"; }
 STUB_BENCH_HANG=1 OUT="$tmp/term" "$check" bench > "$tmp/term.stdout" 2>&1 &
 pid=$!
 sleep 3
