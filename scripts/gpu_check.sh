@@ -186,7 +186,9 @@ body_sanitize() {
   local tool i extra
   for tool in "$@"; do
     extra=()
-    [ "$tool" = memcheck ] && extra=(--leak-check full)
+    # memcheck ends only the faulting kernel (not the context, its default): the later tests of
+    # the shard still run, so each test with an invalid access is reported as itself.
+    [ "$tool" = memcheck ] && extra=(--leak-check full --destroy-on-device-error kernel)
     for ((i = 0; i < NK_SAN_SHARDS; i++)); do
       (
         LD_LIBRARY_PATH="$NK_BIN_LD" NORMKIT_GPU_TESTS=reduced GTEST_TOTAL_SHARDS=$NK_SAN_SHARDS \

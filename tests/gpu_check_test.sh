@@ -84,10 +84,11 @@ case "$*" in
 esac
 EOF
 stub "$tmp/tools/compute-sanitizer" <<'EOF'
+echo "$*" >> "$STUB_STATE/sanitizer_args"
 while [ $# -gt 0 ]; do
   case $1 in
     --version) echo "compute-sanitizer (stub) Version 0"; exit 0 ;;
-    --tool|--leak-check|--print-limit) shift 2 ;;
+    --tool|--leak-check|--print-limit|--destroy-on-device-error) shift 2 ;;
     -*) shift ;;
     *) break ;;
   esac
@@ -225,6 +226,7 @@ expect_in "$tmp/full/summary.md" '^\| 0 \| `synthetic::forward_in_registers<__nv
 expect_in "$tmp/full/summary.md" "STUB, not a measurement" "summary: bandwidth probe"
 expect_in "$tmp/full/tests.log" "==== shard2 of 3 ====" "tests.log holds every shard"
 expect_in "$tmp/full/sanitizers.log" "compute-sanitizer --tool synccheck, san_synccheck_1" "sanitizers.log holds every tool and shard"
+expect_in "$tmp/state/sanitizer_args" "^--tool memcheck --leak-check full --destroy-on-device-error kernel --print-limit 50 " "memcheck: leak check, and a faulting kernel does not end the shard's context"
 expect_in "$tmp/full/perf.log" "==== torch_compare.py ====" "perf.log holds the torch log"
 expect_in "$tmp/full/env.txt" "cudnn: not found" "env.txt: the library folders"
 expect_in "$tmp/state/torch_args" "--sets [a-z_0-9,]*check.*--filter \^check/.*--compile-limit 5 --compile-filter" "torch: the check cases, torch.compile on 5 shapes"
