@@ -35,8 +35,9 @@
 # the call ends well inside its 540 s. They follow what an H200 took on 2026-12-04
 # (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of the three
 # sets and about 25 s for the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
-# Phases that end early leave their time to the optional one. At most these 8 files are written to $OUT (the device tool's folder; ./gpu-check-out
-# elsewhere); everything else lives in a temporary folder removed at the end.
+# Phases that end early leave their time to the optional one. At most these 8 files are written
+# to $OUT (the device tool's folder; ./gpu-check-out elsewhere); everything else lives in a
+# temporary folder removed at the end.
 #
 # Options:
 #   --budget SECONDS        the whole run's budget (default 500)
