@@ -26,7 +26,7 @@
 #                            cases of those sets at N = 256, 8 and 2 (244), then    perf.log
 #                            torch.compile on at most 5 shapes
 #   ncu                 30 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
-#                            normkit's kernels in one call each of 6 hot cases
+#                            normkit's kernels in one call each of 10 cases
 #   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
 #                            at least 45 s of the budget are left
 #   (always)                 the summary: benchmark tables, probe, ncu table and    summary.md
@@ -84,7 +84,10 @@ readonly DEFAULT_SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
 # ncu: one representative case each of the six kernels that dominate a training step's
 # normalization time: layer norm forward and backward, RMS norm forward (transformers), batch
 # norm training forward and backward in NHWC (convolutional nets under channels-last), group
-# norm forward (diffusion U-Nets). normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
+# norm forward (diffusion U-Nets); then four of the channel norms' slowest shapes on the H200
+# (bench/results/2026-12-04-gpu-h200): batch norm training forward at 7 x 7 NHWC (0.28 of cuDNN's
+# speed) and 14 x 14 NCHW (0.58), instance norm NHWC (0.12 of copy) and group norm NHWC at 16 x 16
+# (0.02). normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
 readonly NCU_CASES=(
   check/layer_norm/D1024/M131072/bf16/w_fp32/fwd
   check/layer_norm/D1024/M131072/bf16/w_fp32/bwd
@@ -92,6 +95,10 @@ readonly NCU_CASES=(
   check/batch_norm/N256/C64/HW56/NHWC/bf16/train_fwd
   check/batch_norm/N256/C64/HW56/NHWC/bf16/bwd
   check/group_norm/N8/C640/HW64/G32/NHWC/bf16/fwd
+  bn_resnet50/N256/C512/HW7/NHWC/bf16/train_fwd
+  bn_resnet50/N256/C256/HW14/NCHW/bf16/train_fwd
+  instance_norm/N8/C128/HW128/NHWC/bf16/train_fwd
+  group_norm/N8/C320/HW16/G32/NHWC/bf16/fwd
 )
 readonly NCU_METRICS=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
 readonly NCU_METRICS_CORE=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active
@@ -631,7 +638,7 @@ report_torch() {
 report_ncu() {
   {
     echo "# Nsight Compute on normkit's first call of each case (normkit_bench, NORMKIT_BENCH_PROFILE=1)"
-    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the cases' order"
+    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the benchmarks' run order (bn_resnet50, instance_norm, group_norm, then check; normkit_bench's lines below name them)"
     cat "$work/ncu_cmd.txt" 2>/dev/null
     if [ -f "$work/ncu_first_attempt.txt" ]; then
       echo "==== first attempt (a metric was refused) ===="

@@ -4,7 +4,8 @@
 # the probes and normkit_bench) with stub nvidia-smi, compute-sanitizer, ncu and PyTorch script;
 # the stubs print the synthetic files of bench/testdata (hand-made, not measurements). Checks:
 #  - arguments: an unknown phase, option or limit is refused with status 2; --help, --list;
-#  - the names --list gives (ncu cases, torch.compile shapes) are cases of the check set;
+#  - the names --list gives are benchmark cases (ncu: of the check and channel-norm sets;
+#    torch.compile shapes: of the check set);
 #  - a full run: every phase ok, exactly the 8 files in $OUT, nothing left in TMPDIR, the summary
 #    (benchmark tables joined with the torch ratios, ncu table, phase table) printed last;
 #  - a phase past its limit is killed with what it started and reported "timed out after N s",
@@ -187,9 +188,12 @@ expect_in "$tmp/no_bundle.stderr" "no bundle at" "missing bundle: the message sa
 [ "$(wc -l < "$tmp/check_names.txt")" = 40 ] && pass "torch_compare.py: 40 check cases" \
   || fail "torch_compare.py lists $(wc -l < "$tmp/check_names.txt") check cases, expected 40"
 ncu_cases=$(sed -n 's/^ncu case: //p' "$tmp/list.stdout")
-[ "$(echo "$ncu_cases" | wc -l)" = 6 ] && pass "6 ncu cases" || fail "ncu cases: $ncu_cases"
+[ "$(echo "$ncu_cases" | wc -l)" = 10 ] && pass "10 ncu cases" || fail "ncu cases: $ncu_cases"
+"$REAL_PYTHON" "$root/bench/torch_compare.py" --sets check,bn_resnet50,instance_norm,group_norm \
+  --list > "$tmp/bench_names.txt"
 for c in $ncu_cases; do
-  grep -qxF "$c" "$tmp/check_names.txt" && pass "ncu case $c is a check case" || fail "ncu case $c is not a check case"
+  grep -qxF "$c" "$tmp/bench_names.txt" && pass "ncu case $c is a benchmark case" \
+    || fail "ncu case $c is not a case of the check or channel-norm sets"
 done
 compile_filter=$(sed -n 's/^torch.compile: at most 5 shapes of //p' "$tmp/list.stdout")
 "$REAL_PYTHON" "$root/bench/torch_compare.py" --sets check --list --compile-limit 5 \
