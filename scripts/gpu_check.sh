@@ -512,6 +512,14 @@ count() {
   echo "${n:-0}"
 }
 
+# The first N failed tests of GoogleTest logs, their names only, on one line.
+failed_tests() {
+  local n=$1
+  shift
+  cat "$@" 2>/dev/null | grep -E '^\[  FAILED  \] .* \([0-9]+ ms\)$' \
+    | sed -E 's/^\[  FAILED  \] //; s/(, where | \([0-9]+ ms\)$).*//' | head -"$n" | tr '\n' ' '
+}
+
 # rc files: "finished/started, N with rc != 0" into the globals finished and bad.
 count_rc() {
   local f
@@ -535,8 +543,7 @@ report_tests() {
   ok=$(count '^\[       OK \]' "$work"/shard*.log)
   failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/shard*.log)
   skipped=$(count '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$work"/shard*.log)
-  names=$(cat "$work"/shard*.log 2>/dev/null | grep -E '^\[  FAILED  \] .* \([0-9]+ ms\)$' \
-          | sed -E 's/^\[  FAILED  \] //; s/(, where | \([0-9]+ ms\)$).*//' | head -5 | tr '\n' ' ')
+  names=$(failed_tests 5 "$work"/shard*.log)
   for f in "$work"/shard*.log; do
     [ -f "$f" ] && append_section "$f" "$(basename "$f" .log) of $NK_SHARDS" "$out/tests.log"
   done
@@ -580,9 +587,7 @@ report_sanitize() {
     failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/san_"${tool}"_*.log)
     says=$(cat "$work"/san_"${tool}"_*.log 2>/dev/null \
            | grep -m1 -iE 'device not supported|not supported on|error 999|unable to' | cut -c1-120)
-    names=$(cat "$work"/san_"${tool}"_*.log 2>/dev/null \
-            | grep -E '^\[  FAILED  \] .* \([0-9]+ ms\)$' \
-            | sed -E 's/^\[  FAILED  \] //; s/(, where | \([0-9]+ ms\)$).*//' | head -3 | tr '\n' ' ')
+    names=$(failed_tests 3 "$work"/san_"${tool}"_*.log)
     parts+=("$tool: $errors errors, shards finished $finished/$NK_SAN_SHARDS ($bad with rc != 0), tests $passed passed, $failed failed${names:+ (first: $names)}${first:+; first error: $first}${says:+; it says: $says}")
     [ "$errors" -eq 0 ] && [ "$bad" -eq 0 ] && [ "$failed" -eq 0 ] || verdict="failed"
   done
