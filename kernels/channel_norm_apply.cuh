@@ -406,12 +406,19 @@ __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWal
 
 // The per-sample coefficients of the E elements of the flat channels-layout tensor from channel c
 // of sample n on (r: the element's offset in its sample; units n*C + c), each element stepping
-// channel and sample from the previous one: C and S*C may be shorter than a pack.
+// channel and sample from the previous one: C and S*C may be shorter than a pack. Only the first
+// `count` elements exist (the tensor's tail: fewer than E); the rest repeat the last one's
+// coefficients, since their units would lie past the last sample's, outside the arrays.
 template <class Op, int E>
 __device__ __forceinline__ void flat_coefs(const Op& op, int64_t c, int64_t n, int64_t r,
-                                           const FlatWalk& f, typename Op::Coef (&k)[E]) {
+                                           const FlatWalk& f, typename Op::Coef (&k)[E],
+                                           int count = E) {
 #pragma unroll
   for (int e = 0; e < E; ++e) {
+    if (e >= count) {  // count >= 1, so e >= 1 here
+      k[e] = k[e > 0 ? e - 1 : 0];
+      continue;
+    }
     k[e] = op.coef(n * f.channels + c);
     if (++c == f.channels) c = 0;
     if (++r == f.sample_len) {
@@ -472,7 +479,7 @@ __global__ void __launch_bounds__(32) apply_flat_tail(Op op, ApplyWalk w) {
   dev::Pack<T, E> raw[Op::kInputs];
   const uint32_t bits = load_some<Op, E>(op, i, count, raw);
   typename Op::Coef k[E];
-  flat_coefs<Op, E>(op, i % w.flat.channels, n, i - n * w.flat.sample_len, w.flat, k);
+  flat_coefs<Op, E>(op, i % w.flat.channels, n, i - n * w.flat.sample_len, w.flat, k, count);
   float r[Op::kOutputs][E];
   apply_values<Op, E>(op, raw, bits, k, r);
   op.template store_some<E>(i, r, count);
