@@ -143,6 +143,9 @@ struct FinalizeParams {
 };
 
 constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
+// Partials a finalize lane loads before adding them (dev::fold_ahead): 32 adds a lane wait on
+// memory 4 times, not 32.
+constexpr int kSumAhead = 8;
 
 // A warp per unit: the first C warps (when dweight or dbias is wanted) sum a channel's partials
 // over n and chunks; the next warps (when dx is wanted in training) sum a statistic's members into
@@ -153,13 +156,21 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   const int64_t channel_units = (p.dweight || p.dbias) ? plan.c : 0;
+  auto add = [](dev::Floats<2> t, float2 v) {
+    t.v[0] += v.x;
+    t.v[1] += v.y;
+    return t;
+  };
   if (unit < channel_units) {
-    dev::Floats<2> t{};
-    for (int64_t j = lane; j < plan.slots * plan.chunks; j += 32) {
-      const float2 v = p.partials[plan.partial_index(j / plan.chunks, unit, j % plan.chunks)];
-      t.v[0] += v.x;
-      t.v[1] += v.y;
-    }
+    // Members j = lane, lane + 32, ... of (slot j / chunks, chunk j % chunks).
+    MemberCursor at(lane, plan.chunks, 32);
+    auto next = [&] {
+      const float2 v = p.partials[plan.partial_index(at.m, unit, at.chunk)];
+      at.advance();
+      return v;
+    };
+    const int64_t mine = members_from(lane, plan.slots * plan.chunks, 32);
+    dev::Floats<2> t = dev::fold_ahead<kSumAhead>(dev::Floats<2>{}, mine, next, add);
     t = dev::group_sum<2>(t, 32);
     if (lane == 0) {
       if (p.dbias) p.dbias[unit] = t.v[0];
@@ -185,14 +196,23 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
   } else {
     slot = k / groups, c0 = k % groups * per_group, c_count = per_group;
   }
-  dev::Floats<2> t{};  // sum_g, sum_gx
-  for (int64_t j = lane; j < c_count * plan.chunks; j += 32) {
-    const int64_t chunk = j % plan.chunks, c = c0 + j / plan.chunks;
+  // Members j = lane, lane + 32, ... of (channel c0 + j / chunks, chunk j % chunks), each weighed
+  // by its channel's weight: sum_g, sum_gx.
+  MemberCursor at(lane, plan.chunks, 32);
+  auto next = [&] {
+    const int64_t c = c0 + at.m;
     const float w = p.weight ? p.weight[c] : 1.0f;
-    const float2 v = p.partials[plan.partial_index(slot, c, chunk)];
-    t.v[0] += w * v.x;
-    t.v[1] += w * v.y;
-  }
+    const float2 v = p.partials[plan.partial_index(slot, c, at.chunk)];
+    at.advance();
+    return make_float3(w, v.x, v.y);
+  };
+  auto add_weighed = [](dev::Floats<2> t, float3 wv) {
+    t.v[0] += wv.x * wv.y;
+    t.v[1] += wv.x * wv.z;
+    return t;
+  };
+  const int64_t mine = members_from(lane, c_count * plan.chunks, 32);
+  dev::Floats<2> t = dev::fold_ahead<kSumAhead>(dev::Floats<2>{}, mine, next, add_weighed);
   t = dev::group_sum<2>(t, 32);
   const float count = static_cast<float>(c_count * plan.span());
   const float invstd = p.stats.scale[k], mean = p.stats.mean[k];

@@ -149,6 +149,9 @@ struct FinalizeParams {
 };
 
 constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
+// Partials a finalize lane loads before merging them (dev::fold_ahead): 32 merges a lane wait on
+// memory 4 times, not 32.
+constexpr int kMergeAhead = 8;
 
 // A lane's merge of batch norm channel c's partials (one slot), in a fixed order: the walk's chunks
 // w = lane, lane + 32, ..., each with its plan.columns columns in order (partial_index, whose
@@ -159,11 +162,16 @@ __device__ __forceinline__ dev::Welford merge_batch_partials(const ChannelPlan& 
   const int columns = plan.rows_layout && plan.columns > 1 ? plan.columns : 1;
   const int64_t first = plan.partial_index(0, c, 0);
   const int64_t stride = plan.partial_index(0, c, columns) - first;  // the walk's next chunk
-  dev::Welford t = dev::welford_empty();
-  for (int64_t w = lane; w * columns < plan.chunks; w += 32) {
-    for (int q = 0; q < columns; ++q) t = dev::welford_merge(t, partials[first + w * stride + q]);
-  }
-  return t;
+  // The lane's chunks w, each with its columns q: `at` is chunk w's first, `q` the next column.
+  int64_t at = first + lane * stride;
+  int q = 0;
+  auto next = [&] {
+    const dev::Welford v = partials[at + q];
+    if (++q == columns) q = 0, at += 32 * stride;
+    return v;
+  };
+  const int64_t count = members_from(lane, plan.chunks / columns, 32) * columns;
+  return dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, dev::WelfordMerge{});
 }
 
 // Writes unit u's coefficients for channel c from its statistic's shift, centre and invstd.
@@ -216,10 +224,15 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     if (unit >= plan.n * p.groups) return;  // the whole warp leaves together
     const int64_t per_group = plan.c / p.groups;
     const int64_t n = unit / p.groups, c0 = unit % p.groups * per_group;
-    dev::Welford t = dev::welford_empty();
-    for (int64_t j = lane; j < per_group * plan.chunks; j += 32) {
-      t = merge(t, p.partials[plan.partial_index(n, c0 + j / plan.chunks, j % plan.chunks)]);
-    }
+    // Members j = lane, lane + 32, ... of (channel c0 + j / chunks, chunk j % chunks).
+    MemberCursor at(lane, plan.chunks, 32);
+    auto next = [&] {
+      const dev::Welford v = p.partials[plan.partial_index(n, c0 + at.m, at.chunk)];
+      at.advance();
+      return v;
+    };
+    const int64_t count = members_from(lane, per_group * plan.chunks, 32);
+    dev::Welford t = dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, merge);
     t = dev::warp_merge(t, lane, 32, merge);
     const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
     if (lane == 0) write(unit, t, first, 0, -1);
@@ -247,15 +260,21 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     const bool lanes_over_chunks =
         plan.n * (plan.chunks / 32 + 6) < (plan.n + 31) / 32 * plan.chunks;
     for (int64_t n = lanes_over_chunks ? 0 : lane; n < plan.n; n += lanes_over_chunks ? 1 : 32) {
-      dev::Welford t = dev::welford_empty();
+      // Chunks k = k0, k0 + step, ... of (n, unit): their partials are `stride` apart.
+      const int64_t at0 = plan.partial_index(n, unit, 0);
+      const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
+      const int64_t k0 = lanes_over_chunks ? lane : 0, step = lanes_over_chunks ? 32 : 1;
+      int64_t at = at0 + k0 * stride;
+      auto next = [&] {
+        const dev::Welford v = p.partials[at];
+        at += step * stride;
+        return v;
+      };
+      const int64_t count = members_from(k0, plan.chunks, step);
+      dev::Welford t = dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, merge);
       if (lanes_over_chunks) {
-        for (int64_t k = lane; k < plan.chunks; k += 32)
-          t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
         t = dev::warp_merge(t, lane, 32, merge);
         if (lane != n % 32) continue;
-      } else {
-        for (int64_t k = 0; k < plan.chunks; ++k)
-          t = merge(t, p.partials[plan.partial_index(n, unit, k)]);
       }
       const int64_t k = n * plan.c + unit;
       const float2 mv = write(k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);

@@ -144,6 +144,31 @@ struct ChannelPlan {
   }
 };
 
+// The finalize kernels' walk over a statistic's members j = first, first + step, ... of the pairs
+// (m, chunk), j = m * chunks + chunk (m a channel of the statistic, or a slot): the pair of each
+// member by additions, where j / chunks and j % chunks cost an int64 division each (one per
+// partial merged). One division, at construction.
+struct MemberCursor {
+  int64_t m, chunk;
+  int64_t chunks, dm, dchunk;
+  NK_PLAN_HD MemberCursor(int64_t first, int64_t chunks_, int64_t step)
+      : m(first / chunks_), chunk(first % chunks_), chunks(chunks_), dm(step / chunks_),
+        dchunk(step % chunks_) {}
+  NK_PLAN_HD void advance() {
+    m += dm;
+    chunk += dchunk;
+    if (chunk >= chunks) {
+      chunk -= chunks;
+      ++m;
+    }
+  }
+};
+
+// How many of the members first, first + step, ... lie below `members`.
+NK_PLAN_HD inline int64_t members_from(int64_t first, int64_t members, int64_t step) {
+  return first < members ? (members - first + step - 1) / step : 0;
+}
+
 // Chunks per (slot, c) at most, for slots * c statistics' channels: kMaxChunks, or more where the
 // partials stay within kFewPartials.
 NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {

@@ -984,4 +984,27 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
   }
 }
 
+
+// The finalize's member walk: for random chunk counts, first lanes and steps, the cursor's pairs
+// are j / chunks and j % chunks of every member j = first, first + step, ... below the count, and
+// members_from counts exactly those.
+TEST(ChannelPlan, MemberCursorStepsThroughTheMembersInOrder) {
+  std::mt19937_64 rng(nkt::fresh_seed());
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int64_t chunks = 1 + static_cast<int64_t>(rng() % (trial % 2 ? 70 : 2100));
+    const int64_t members = static_cast<int64_t>(rng() % (chunks * 40 + 1));
+    const int64_t step = trial % 3 == 0 ? 32 : 1 + static_cast<int64_t>(rng() % 64);
+    const int64_t first = static_cast<int64_t>(rng() % (step + 3));
+    nk::cuda::MemberCursor cursor(first, chunks, step);
+    int64_t visited = 0;
+    for (int64_t j = first; j < members; j += step, ++visited) {
+      ASSERT_EQ(cursor.m, j / chunks) << "chunks " << chunks << " step " << step << " j " << j;
+      ASSERT_EQ(cursor.chunk, j % chunks) << "chunks " << chunks << " step " << step << " j " << j;
+      cursor.advance();
+    }
+    EXPECT_EQ(nk::cuda::members_from(first, members, step), visited)
+        << "first " << first << " members " << members << " step " << step;
+  }
+}
+
 }  // namespace

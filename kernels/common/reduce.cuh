@@ -8,6 +8,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace nk::dev {
 
 template <int N>
@@ -69,6 +71,24 @@ __device__ __forceinline__ State warp_merge(State s, int lane, int width, Merge 
     s = (lane & offset) ? merge(other, s) : merge(s, other);
   }
   return s;
+}
+
+// Folds `count` values into `acc` in order (acc = fold(acc, value)), each value the result of
+// next(), which loads one and advances its cursor: the loads are issued kAhead at a time before
+// their folds, so a lane's chain of dependent folds waits on memory once per kAhead values rather
+// than once per value. The order of the folds, and so every bit of the result, is the plain loop's.
+template <int kAhead, class Acc, class Next, class Fold>
+__device__ __forceinline__ Acc fold_ahead(Acc acc, int64_t count, Next next, Fold fold) {
+  using Value = decltype(next());
+  for (; count >= kAhead; count -= kAhead) {
+    Value v[kAhead];
+#pragma unroll
+    for (int i = 0; i < kAhead; ++i) v[i] = next();
+#pragma unroll
+    for (int i = 0; i < kAhead; ++i) acc = fold(acc, v[i]);
+  }
+  for (; count > 0; --count) acc = fold(acc, next());
+  return acc;
 }
 
 // Merges a state over the whole block (blockDim.x * blockDim.y threads, a multiple of 32, linear
