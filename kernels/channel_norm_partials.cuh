@@ -343,7 +343,11 @@ __global__ void __launch_bounds__(kPartialBlock)
   using State = typename Op::State;
   constexpr bool kPeriodic = kWalk != ChannelWalk::kChannels;
   constexpr int kTile = 4;  // positions (kPeriodic: rows of L) per tile
-  __shared__ State staged[kPartialBlock][E];
+  // Element i's states of the block's threads side by side, so that a warp's accesses to one
+  // element are consecutive words: thread-major ([thread][E]) put the lanes E states apart, on the
+  // same banks (a 16- or 32-way conflict at every access of the tree below; the forward's 16-byte
+  // Welford states spent more shared-memory cycles there than the walk took to load x).
+  __shared__ State staged[E][kPartialBlock];
   const int lanes = plan.lanes, rows = plan.block_rows();
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
@@ -419,31 +423,31 @@ __global__ void __launch_bounds__(kPartialBlock)
       }
     }
 #pragma unroll
-    for (int i = 0; i < E; ++i) staged[threadIdx.x][i] = st[i];
+    for (int i = 0; i < E; ++i) staged[i][threadIdx.x] = st[i];
     __syncthreads();
     for (int stride = rows > 1 ? top : 0; stride > 0; stride /= 2) {
       if (ty < stride && ty + stride < rows) {
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          staged[threadIdx.x][i] =
-              op.merge(staged[threadIdx.x][i], staged[threadIdx.x + stride * lanes][i]);
+          staged[i][threadIdx.x] =
+              op.merge(staged[i][threadIdx.x], staged[i][threadIdx.x + stride * lanes]);
         }
       }
       __syncthreads();
     }
     if constexpr (kWalk == ChannelWalk::kPeriod) {
       // Row 0 holds the block's states of the L elements of a row, element j at
-      // staged[j / E][j % E]: channel c's are c, c + C, ..., merged in that order.
+      // staged[j % E][j / E]: channel c's are c, c + C, ..., merged in that order.
       for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-        State merged = staged[c / E][c % E];
+        State merged = staged[c % E][c / E];
         for (int64_t j = c + plan.c; j < width; j += plan.c)
-          merged = op.merge(merged, staged[j / E][j % E]);
+          merged = op.merge(merged, staged[j % E][j / E]);
         out[item * plan.c + c] = merged;  // partial_index
       }
     } else if (ty == 0 && valid) {
 #pragma unroll
       for (int i = 0; i < E; ++i)  // partial_index (kSplitPeriod: an occurrence's chunk)
-        out[item * width + pack * E + i] = staged[tx][i];
+        out[item * width + pack * E + i] = staged[i][tx];
     }
     __syncthreads();
   }
