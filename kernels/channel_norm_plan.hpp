@@ -147,13 +147,22 @@ struct ChannelPlan {
 // The finalize kernels' walk over a statistic's members j = first, first + step, ... of the pairs
 // (m, chunk), j = m * chunks + chunk (m a channel of the statistic, or a slot): the pair of each
 // member by additions, where j / chunks and j % chunks cost an int64 division each (one per
-// partial merged). One division, at construction.
+// partial merged). Divisions only at construction, in 32 bits where the operands fit (the chunks
+// are capped far below 2^32, and first and step are lanes): an int64 division is a call of about
+// a hundred dependent instructions, which small launches wait for.
 struct MemberCursor {
   int64_t m, chunk;
   int64_t chunks, dm, dchunk;
-  NK_PLAN_HD MemberCursor(int64_t first, int64_t chunks_, int64_t step)
-      : m(first / chunks_), chunk(first % chunks_), chunks(chunks_), dm(step / chunks_),
-        dchunk(step % chunks_) {}
+  NK_PLAN_HD MemberCursor(int64_t first, int64_t chunks_, int64_t step) : chunks(chunks_) {
+    if (first >= 0 && step >= 0 && (static_cast<uint64_t>(first) | static_cast<uint64_t>(step) |
+                                    static_cast<uint64_t>(chunks_)) <= UINT32_MAX) {
+      const uint32_t f = static_cast<uint32_t>(first), s = static_cast<uint32_t>(step),
+                     q = static_cast<uint32_t>(chunks_);
+      m = f / q, chunk = f % q, dm = s / q, dchunk = s % q;
+    } else {
+      m = first / chunks_, chunk = first % chunks_, dm = step / chunks_, dchunk = step % chunks_;
+    }
+  }
   NK_PLAN_HD void advance() {
     m += dm;
     chunk += dchunk;

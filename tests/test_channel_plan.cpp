@@ -987,7 +987,7 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
 
 // The finalize's member walk: for random chunk counts, first lanes and steps, the cursor's pairs
 // are j / chunks and j % chunks of every member j = first, first + step, ... below the count, and
-// members_from counts exactly those.
+// members_from counts exactly those; and likewise along 50 members with operands past 32 bits.
 TEST(ChannelPlan, MemberCursorStepsThroughTheMembersInOrder) {
   std::mt19937_64 rng(nkt::fresh_seed());
   for (int trial = 0; trial < 2000; ++trial) {
@@ -1004,6 +1004,18 @@ TEST(ChannelPlan, MemberCursorStepsThroughTheMembersInOrder) {
     }
     EXPECT_EQ(nk::cuda::members_from(first, members, step), visited)
         << "first " << first << " members " << members << " step " << step;
+  }
+  // Operands past 32 bits take the 64-bit divisions.
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t chunks = (trial % 2 ? int64_t{1} << 33 : 70) + static_cast<int64_t>(rng() % 999);
+    const int64_t first = (int64_t{1} << 34) + static_cast<int64_t>(rng() % (int64_t{1} << 40));
+    const int64_t step = trial % 3 ? 32 : (int64_t{1} << 32) + static_cast<int64_t>(rng() % 77);
+    nk::cuda::MemberCursor cursor(first, chunks, step);
+    for (int64_t k = 0, j = first; k < 50; ++k, j += step) {
+      ASSERT_EQ(cursor.m, j / chunks) << "chunks " << chunks << " step " << step << " j " << j;
+      ASSERT_EQ(cursor.chunk, j % chunks) << "chunks " << chunks << " step " << step << " j " << j;
+      cursor.advance();
+    }
   }
 }
 

@@ -75,19 +75,23 @@ __device__ __forceinline__ State warp_merge(State s, int lane, int width, Merge 
 
 // Folds `count` values into `acc` in order (acc = fold(acc, value)), each value the result of
 // next(), which loads one and advances its cursor: the loads are issued kAhead at a time before
-// their folds, so a lane's chain of dependent folds waits on memory once per kAhead values rather
-// than once per value. The order of the folds, and so every bit of the result, is the plain loop's.
+// their folds (the last, partial batch too, its loads predicated), so a lane's chain of dependent
+// folds waits on memory once per kAhead values rather than once per value. The order of the folds,
+// and so every bit of the result, is the plain loop's.
 template <int kAhead, class Acc, class Next, class Fold>
 __device__ __forceinline__ Acc fold_ahead(Acc acc, int64_t count, Next next, Fold fold) {
   using Value = decltype(next());
-  for (; count >= kAhead; count -= kAhead) {
+  for (; count > 0; count -= kAhead) {
     Value v[kAhead];
 #pragma unroll
-    for (int i = 0; i < kAhead; ++i) v[i] = next();
+    for (int i = 0; i < kAhead; ++i) {
+      if (i < count) v[i] = next();
+    }
 #pragma unroll
-    for (int i = 0; i < kAhead; ++i) acc = fold(acc, v[i]);
+    for (int i = 0; i < kAhead; ++i) {
+      if (i < count) acc = fold(acc, v[i]);
+    }
   }
-  for (; count > 0; --count) acc = fold(acc, next());
   return acc;
 }
 
