@@ -16,7 +16,8 @@
 // large offsets), (3) dx elementwise (channel_norm_apply.cuh). Inference without dweight/dbias is
 // the elementwise launch alone, with a = weight_c / sqrt(running_var_c + eps) folded in registers
 // and dy the only input. No atomics: results repeat bit for bit.
-// Instance and group norm training with dx, where a statistic's row of x and of dy fits a block
+// Instance and group norm training (with dx, or with dweight or dbias alone, so that their bits
+// never depend on which outputs are asked for), where a statistic's row of x and of dy fits a block
 // (plan_resident_rows with both staged; rows above 48 KiB stage their first 48 KiB of each and
 // reread the rest), take one kernel instead of (1) and (3), which reads each once
 // (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
@@ -645,7 +646,10 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_elementwise = a.dx != nullptr || a.dz != nullptr;
   const bool want_coefficients = training && want_elementwise;
-  if (want_coefficients) {
+  // Instance and group norm training take their one-read paths whenever they apply, with or without
+  // dx (the kernels then skip its stores): dweight and dbias come from the same per-(n, c) sums, so
+  // their bits do not depend on which outputs a call asks for.
+  if (training && (want_elementwise || want_params)) {
     const ResidentPlan r = plan_resident_rows(s, sizeof(T), 2);
     if (r.use) return backward_resident_rows<T>(a, r, stats, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T), 2);
