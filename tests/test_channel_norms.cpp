@@ -350,15 +350,15 @@ TEST_P(ChannelNormTest, BackwardMatchesFiniteDifferences) {
       for (int64_t n = 0; n < k.n; ++n) {
         for (int64_t c = 0; c < k.c; ++c) {
           const auto j = static_cast<size_t>(stat_index(k, n, c));
-          const double mean = phase == NK_TRAINING ? ref.mean[j] : rm[static_cast<size_t>(c)];
-          const double invstd = phase == NK_TRAINING
-                                    ? ref.invstd[j]
-                                    : 1 / std::sqrt(rv[static_cast<size_t>(c)] + 1e-5);
+          const double mu = phase == NK_TRAINING ? ref.mean[j] : rm[static_cast<size_t>(c)];
+          const double inv = phase == NK_TRAINING
+                                 ? ref.invstd[j]
+                                 : 1 / std::sqrt(rv[static_cast<size_t>(c)] + 1e-5);
           for (int64_t s = 0; s < k.s; ++s) {
             const auto i = static_cast<size_t>(act_index(k, n, c, s));
-            const double xhat = (xv[i] - mean) * invstd;
+            const double xhat = (xv[i] - mu) * inv;
             xhat_error[static_cast<size_t>(c)] +=
-                std::abs(dyv[i]) * ((std::abs(xv[i]) + std::abs(mean)) * invstd + std::abs(xhat));
+                std::abs(dyv[i]) * ((std::abs(xv[i]) + std::abs(mu)) * inv + std::abs(xhat));
           }
         }
       }
