@@ -83,7 +83,9 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_EQ(p.packs_cross_rows, vector);
             }
             const int64_t wc = w.c;
-            if (w.period == 0) EXPECT_EQ(w.period_tail(), 0);
+            if (w.period == 0) {
+              EXPECT_EQ(w.period_tail(), 0);
+            }
             if (!w.rows_layout && w.period > 0) {
               EXPECT_NE(wc % e, 0);
               EXPECT_EQ(w.period % wc, 0);
@@ -131,7 +133,9 @@ TEST(ChannelPlan, CoversEveryShape) {
             }
             EXPECT_GE(w.chunks, 1);
             EXPECT_LE(p.chunks, chunk_cap(p.slots * c));
-            if (!w.period_split) EXPECT_EQ(w.walk_chunks, w.chunks);
+            if (!w.period_split) {
+              EXPECT_EQ(w.walk_chunks, w.chunks);
+            }
             EXPECT_GE(w.walk_chunks * w.chunk_len, w.span()) << "chunks miss the span's end";
             EXPECT_LT((w.walk_chunks - 1) * w.chunk_len, w.span()) << "an empty chunk";
             EXPECT_EQ(p.partials(), p.slots * c * p.chunks);
@@ -386,7 +390,9 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsAreNotWholePacks) {
         EXPECT_NE(w.s % e, 0);
         EXPECT_NE(w.s, e / 2) << "rows of half a pack keep half packs";
       }
-      if (w.aligned && w.s == e / 2) EXPECT_EQ(p.row_load_elems, e / 2) << "rows of half packs";
+      if (w.aligned && w.s == e / 2) {
+        EXPECT_EQ(p.row_load_elems, e / 2) << "rows of half packs";
+      }
     }
   }
   const ChannelShape nhwc{ChannelNorm::kBatch, 4, 12, 49, NK_NHWC, NK_BF16, 1};
