@@ -9,35 +9,18 @@ slower.
     python3 bench/results/2026-12-04-gpu-h200-finalize/compare.py > bench/results/2026-12-04-gpu-h200-finalize/compare.md
 """
 import collections
-import math
 import os
 import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", ".."))
-import summarize  # noqa: E402  bench/summarize.py reads a JSON file that may be cut short
-
-
-def load(path):
-    with open(path, encoding="utf-8") as f:
-        data, _ = summarize.load_results(f.read())
-    return {b["name"].split("/iterations:")[0]: b for b in data["benchmarks"]
-            if not b["name"].startswith("copy/")}
-
-
-def geomean(values):
-    values = [v for v in values if v and v > 0]
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+sys.path.insert(0, os.path.join(HERE, "..", "2026-12-04-gpu-h200"))
+from aggregate import fmt, geomean, load_bench as load  # noqa: E402  the first run's readers
 
 
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-def fmt(v, digits=2):
-    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def main():
