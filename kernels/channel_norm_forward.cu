@@ -255,28 +255,28 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     // PyTorch does.
     if (unit >= plan.c) return;
     dev::Floats<2> run{};
-    // Lane n % 32 writes statistic n and sums its (mean, var), in n order. It merges n's chunks
-    // alone, unless few samples with many chunks (n = 1 and up to 1024 chunks: chunk_cap) make the
-    // lanes' merges over each n's chunks, then a warp tree, the shorter chain (shape-only).
-    const bool lanes_over_chunks =
-        plan.n * (plan.chunks / 32 + 6) < (plan.n + 31) / 32 * plan.chunks;
-    for (int64_t n = lanes_over_chunks ? 0 : lane; n < plan.n; n += lanes_over_chunks ? 1 : 32) {
-      // Chunks k = k0, k0 + step, ... of (n, unit): their partials are `stride` apart.
-      const int64_t at0 = plan.partial_index(n, unit, 0);
-      const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
-      const int64_t k0 = lanes_over_chunks ? lane : 0, step = lanes_over_chunks ? 32 : 1;
-      int64_t at = at0 + k0 * stride;
-      auto next = [&] {
-        const dev::Welford v = p.partials[at];
-        at += step * stride;
-        return v;
-      };
-      const int64_t count = members_from(k0, plan.chunks, step);
-      dev::Welford t = dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, merge);
-      if (lanes_over_chunks) {
-        t = dev::warp_merge(t, lane, 32, merge);
-        if (lane != n % 32) continue;
+    // Rounds of 32 / w samples, w lanes a sample (finalize_sample_lanes: shape-only): lane l merges
+    // chunks l % w, l % w + w, ... of sample n0 + l / w, loaded ahead, a tree over its w lanes
+    // joins them, and the group's first lane writes the statistic and sums its (mean, var).
+    const int w = finalize_sample_lanes(plan.n, plan.chunks, kMergeAhead);
+    const int sub = lane % w;
+    for (int64_t n0 = 0; n0 < plan.n; n0 += 32 / w) {
+      const int64_t n = n0 + lane / w;
+      dev::Welford t = dev::welford_empty();
+      if (n < plan.n) {
+        // Chunks sub, sub + w, ... of (n, unit): their partials are `stride` apart.
+        const int64_t at0 = plan.partial_index(n, unit, 0);
+        const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
+        int64_t at = at0 + sub * stride;
+        auto next = [&] {
+          const dev::Welford v = p.partials[at];
+          at += w * stride;
+          return v;
+        };
+        t = dev::fold_ahead<kMergeAhead>(t, members_from(sub, plan.chunks, w), next, merge);
       }
+      t = dev::warp_merge(t, lane, w, merge);  // every lane of the warp, every round
+      if (n >= plan.n || sub != 0) continue;
       const int64_t k = n * plan.c + unit;
       const float2 mv = write(k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
       run.v[0] += mv.x;

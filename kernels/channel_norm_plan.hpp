@@ -178,6 +178,23 @@ NK_PLAN_HD inline int64_t members_from(int64_t first, int64_t members, int64_t s
   return first < members ? (members - first + step - 1) / step : 0;
 }
 
+// Instance norm's finalize, a warp per channel: the lanes a sample's chunks are spread over, w in
+// {1, 2, .. 32}, so that rounds of 32 / w samples, each lane loading its ceil(chunks / w) partials
+// `ahead` at a time, then a tree over w lanes, wait on memory the fewest times: rounds times (its
+// batches of loads + 1 for the tree and the writes); the largest w of equal cost. Shape-only, so
+// the merge tree, and every bit, is the same on every GPU.
+NK_PLAN_HD inline int finalize_sample_lanes(int64_t samples, int64_t chunks, int ahead) {
+  int best = 32;
+  int64_t best_cost = -1;
+  for (int w = 32; w >= 1; w /= 2) {
+    const int64_t rounds = (samples + 32 / w - 1) / (32 / w);
+    const int64_t per_lane = (chunks + w - 1) / w;
+    const int64_t cost = rounds * ((per_lane + ahead - 1) / ahead + 1);
+    if (best_cost < 0 || cost < best_cost) best = w, best_cost = cost;
+  }
+  return best;
+}
+
 // Chunks per (slot, c) at most, for slots * c statistics' channels: kMaxChunks, or more where the
 // partials stay within kFewPartials.
 NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {

@@ -1026,3 +1026,18 @@ TEST(ChannelPlan, MemberCursorStepsThroughTheMembersInOrder) {
 }
 
 }  // namespace
+
+// Instance norm's finalize spreads a sample's chunks over the lanes that make the fewest waits on
+// memory (loads 8 ahead, a tree per round): worked by hand for four shapes.
+TEST(ChannelPlan, FinalizeSampleLanesFewestWaits) {
+  using nk::cuda::finalize_sample_lanes;
+  // 8 samples of 128 chunks: w = 4 is one round of 4 batches (+1) = 5; w = 8: 2 x (2 + 1) = 6;
+  // w = 2: 1 x (8 + 1) = 9; w = 32: 8 x (1 + 1) = 16.
+  EXPECT_EQ(finalize_sample_lanes(8, 128, 8), 4);
+  // One sample of 1024 chunks: the whole warp, 32 a lane, 4 batches.
+  EXPECT_EQ(finalize_sample_lanes(1, 1024, 8), 32);
+  // 256 samples of one chunk: a lane a sample, 8 rounds.
+  EXPECT_EQ(finalize_sample_lanes(256, 1, 8), 1);
+  // 64 samples of 16 chunks: w = 1 is 2 rounds of 2 batches (+1) = 6, w = 2: 4 x (1 + 1) = 8.
+  EXPECT_EQ(finalize_sample_lanes(64, 16, 8), 1);
+}
