@@ -26,7 +26,7 @@
 #                            cases of those sets at N = 256, 8 and 2 (244), then    perf.log
 #                            torch.compile on at most 5 shapes
 #   ncu                 30 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
-#                            normkit's kernels in one call each of 10 cases
+#                            normkit's kernels in one call each of 12 cases
 #   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
 #                            at least 45 s of the budget are left
 #   (always)                 the summary: benchmark tables, probe, ncu table and    summary.md
@@ -87,7 +87,9 @@ readonly DEFAULT_SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
 # norm forward (diffusion U-Nets); then four of the channel norms' slowest shapes on the H200
 # (bench/results/2026-12-04-gpu-h200): batch norm training forward at 7 x 7 NHWC (0.28 of cuDNN's
 # speed) and 14 x 14 NCHW (0.58), instance norm NHWC (0.12 of copy) and group norm NHWC at 16 x 16
-# (0.02). normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
+# (0.02); and group norm NCHW where a (n, g) row is too long for a block (N8 C1280 64 x 64: 320 KiB,
+# 0.26 of copy, the split passes) and where there are fewer rows than SMs (N2 C320 64 x 64).
+# normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
 readonly NCU_CASES=(
   check/layer_norm/D1024/M131072/bf16/w_fp32/fwd
   check/layer_norm/D1024/M131072/bf16/w_fp32/bwd
@@ -99,6 +101,8 @@ readonly NCU_CASES=(
   bn_resnet50/N256/C256/HW14/NCHW/bf16/train_fwd
   instance_norm/N8/C128/HW128/NHWC/bf16/train_fwd
   group_norm/N8/C320/HW16/G32/NHWC/bf16/fwd
+  group_norm/N8/C1280/HW64/G32/NCHW/bf16/fwd
+  group_norm/N2/C320/HW64/G32/NCHW/bf16/fwd
 )
 readonly NCU_METRICS=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
 readonly NCU_METRICS_CORE=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active

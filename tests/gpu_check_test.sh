@@ -188,7 +188,7 @@ expect_in "$tmp/no_bundle.stderr" "no bundle at" "missing bundle: the message sa
 [ "$(wc -l < "$tmp/check_names.txt")" = 40 ] && pass "torch_compare.py: 40 check cases" \
   || fail "torch_compare.py lists $(wc -l < "$tmp/check_names.txt") check cases, expected 40"
 ncu_cases=$(sed -n 's/^ncu case: //p' "$tmp/list.stdout")
-[ "$(echo "$ncu_cases" | wc -l)" = 10 ] && pass "10 ncu cases" || fail "ncu cases: $ncu_cases"
+[ "$(echo "$ncu_cases" | wc -l)" = 12 ] && pass "12 ncu cases" || fail "ncu cases: $ncu_cases"
 "$REAL_PYTHON" "$root/bench/torch_compare.py" --sets check,bn_resnet50,instance_norm,group_norm \
   --list > "$tmp/bench_names.txt"
 for c in $ncu_cases; do
