@@ -215,8 +215,7 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   const int64_t bytes = r.len * elem_bytes;
   const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
   const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
-  r.use = bytes >= kResidentMinBytes && bytes <= row_limit && r.rows >= kResidentMinRows &&
-          r.rows <= INT32_MAX;
+  r.use = bytes >= kResidentMinBytes && bytes <= row_limit && r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
@@ -337,7 +336,7 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t tiles = shape.n * (shape.groups / k);
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes &&
-          bytes <= 2 * staged_limit && tiles >= kResidentMinRows && tiles <= INT32_MAX;
+          bytes <= 2 * staged_limit && tiles <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(k);

@@ -234,9 +234,11 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 //    their first kResidentMaxBytes (the head) and read the rest (the tail, at most as long as the
 //    head) from memory in each of the three passes: once from DRAM, then, predicted, from L2,
 //    which holds the tails of all resident blocks (at most 2 an SM x 96 KiB, about 25 MB on an
-//    H200's 132 SMs, of its 50 MB L2);
-//  - at least kResidentMinRows rows (blocks): fewer would leave SMs idle, where the split
-//    reduction spreads each row over many blocks.
+//    H200's 132 SMs, of its 50 MB L2).
+// However few the rows: fewer rows than SMs leave SMs idle, but such a tensor is at most
+// 132 x 192 KiB, about 25 MB, and the split passes cost two launches more (5 to 6 us each as the
+// benchmarks time them on an H200) and a second read of x, where one block reads and writes its
+// row of at most 192 KiB (96 KiB and a tail read three times) in a few microseconds.
 // The block size depends on L only, so the reduction tree, and every output bit, depends on the
 // shape only, as the split path's does; which packs are staged changes no bit (each thread takes
 // its packs in the same order from either place).
@@ -246,7 +248,6 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
 constexpr int64_t kResidentMaxRowBytes = 2 * kResidentMaxBytes;
-constexpr int64_t kResidentMinRows = 128;
 constexpr int kResidentMaxThreads = 512;
 constexpr int kResidentMinThreads = 64;
 
@@ -306,8 +307,8 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 // are walked by sub-groups of W = min(G, the largest power of two <= S) lanes, G / W channels at a
 // time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's coefficients load
 // once a lane and its sums (backward) reduce over W lanes only. The reduction tree depends on L, S
-// and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more with fewer than
-// kResidentMinRows rows keep the split passes.
+// and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more take
+// plan_resident_rows.
 constexpr int kRowGroupsBlock = 256;
 constexpr int kRowGroupsMaxLaneBytes = 128;
 
@@ -339,7 +340,7 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 // block reduces each of the tile's groups from per-thread sums of its (at most) two groups in a
 // fixed order. The bounds follow plan_resident_rows': a tile of 4 KiB at least, staged whole up
 // to the shared memory left after the reduction scratch (kGroupTileScratchBytes), twice that at
-// most (the rest, the tail, read from memory in each pass), and 128 tiles at least. The training
+// most (the rest, the tail, read from memory in each pass), however few the tiles. The training
 // backward (with dx) takes the same tiles with x and dy both staged (`staged_tensors` 2,
 // channel_norm_group_tile_backward.cuh): tiles up to kGroupTileMaxBytes with heads of half of it
 // each, the same block for the same tile.

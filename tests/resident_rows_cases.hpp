@@ -1,7 +1,7 @@
 // Shapes on which instance and group norm training read x once (kernels/channel_norm_plan.hpp,
 // plan_resident_rows), for the GPU tests of the plain and fused forwards and backwards (the
 // backward stages x and dy, so it takes rows up to half the forward's): the smallest rows the path
-// takes (4 KiB, 128 rows), group norm with S a multiple of the 16-byte pack (coefficients per
+// takes (4 KiB; 128 rows, and 2 or 3 rows, fewer than any GPU's SMs), group norm with S a multiple of the 16-byte pack (coefficients per
 // pack) and not (per element), and rows that are not whole packs (each row's packs start at one of
 // the E offsets from its first element; the elements before and after them are its edges). Tests
 // assert takes_resident_rows, so a change of the plan's thresholds cannot move them off the path
@@ -35,15 +35,18 @@ inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
   // (-r S) mod E on, every offset in turn.
   const int64_t odd = elem == 2 ? 2051 : 1025;
   if (f == Family::kInstance) {
-    return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}, {f, 2, 64, odd, NK_NCHW, 1}};
+    return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}, {f, 1, 3, 4096 / elem, NK_NCHW, 1},
+            {f, 2, 64, odd, NK_NCHW, 1}};
   }
   // 16 groups of 4 channels: rows of 4 * S elements; S = 512 or 258 (fp32: 256 or 258). 16 groups
-  // of 3 channels of 683 (bf16, 4098 bytes) or 345 (fp32, 4140 bytes): not whole packs.
+  // of 3 channels of 683 (bf16, 4098 bytes) or 345 (fp32, 4140 bytes): not whole packs. 2 groups
+  // of 8 channels in one sample: 2 rows.
   const int64_t per_pack = 1024 / elem, per_element = 16 / elem == 8 ? 514 : 258;
   const int64_t three = elem == 2 ? 683 : 345;
   return {{f, 8, 64, per_pack, NK_NCHW, 16},
           {f, 8, 64, per_element, NK_NCHW, 16},
-          {f, 8, 48, three, NK_NCHW, 16}};
+          {f, 8, 48, three, NK_NCHW, 16},
+          {f, 1, 16, 512 / elem, NK_NCHW, 2}};
 }
 
 // Group norm in NHWC reads x once where a tile of whole groups fits a block (plan_group_tiles):
@@ -54,14 +57,18 @@ inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype, int staged_t
       .use;
 }
 
-// NHWC group norm shapes that take the tiles in dtype, about 4 KiB a tile and 128 tiles: a group
-// a tile whose positions are one pack (C/G = 8 in 16 bits, 4 in fp32), and several groups a tile
-// whose packs meet two groups, five packs a position (C/G = 10: 4 groups in 16 bits, 2 in fp32),
-// so that the block (160 threads) is not a power of two.
+// NHWC group norm shapes that take the tiles in dtype, about 4 KiB a tile and 128 tiles (and 8,
+// fewer than any GPU's SMs): a group a tile whose positions are one pack (C/G = 8 in 16 bits, 4 in
+// fp32), and several groups a tile whose packs meet two groups, five packs a position (C/G = 10:
+// 4 groups in 16 bits, 2 in fp32), so that the block (160 threads) is not a power of two.
 inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
   const Family f = Family::kGroup;
-  if (elem_size(dtype) == 2) return {{f, 4, 256, 256, NK_NHWC, 32}, {f, 16, 320, 52, NK_NHWC, 32}};
-  return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 8, 320, 52, NK_NHWC, 32}};
+  if (elem_size(dtype) == 2) {
+    return {{f, 4, 256, 256, NK_NHWC, 32}, {f, 1, 64, 256, NK_NHWC, 8},
+            {f, 16, 320, 52, NK_NHWC, 32}};
+  }
+  return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 1, 32, 256, NK_NHWC, 8},
+          {f, 8, 320, 52, NK_NHWC, 32}};
 }
 
 }  // namespace nkt

@@ -635,7 +635,7 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is
-// 4 to 192 KiB, whole 16-byte packs or not, and there are at least 128 rows; never batch norm or
+// 4 to 192 KiB, whole 16-byte packs or not, however few the rows; never batch norm or
 // NHWC with several channels. Rows up to 96 KiB are staged whole, longer ones their first 96 KiB.
 // The block size depends on the row length only.
 TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
@@ -657,7 +657,7 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kInstance, 2, 64, 2047, 1, NK_NCHW, 2, false, 0},      // 4094: too short
       {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 2, true, 128},  // 11250 B, 703 packs
       {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 4, true, 256},  // 22500 B, 1406 packs
-      {ChannelNorm::kInstance, 2, 63, 2051, 1, NK_NCHW, 2, false, 0},      // 126 rows
+      {ChannelNorm::kInstance, 2, 63, 2051, 1, NK_NCHW, 2, true, 64},      // 126 rows
       {ChannelNorm::kInstance, 1, 128, 98305, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
       {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},  // 32 KiB
       {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: all staged
@@ -666,14 +666,15 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kInstance, 1, 128, 98304, 1, NK_NCHW, 2, true, 512},   // 192 KiB: the largest
       {ChannelNorm::kInstance, 1, 128, 98312, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
       {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 4, true, 512},   // fp32 192 KiB
-      {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, false, 0},     // 127 rows
+      {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, true, 64},     // 127 rows
+      {ChannelNorm::kInstance, 1, 1, 4096, 1, NK_NCHW, 2, true, 64},       // one row
       {ChannelNorm::kInstance, 128, 1, 4096, 1, NK_NHWC, 2, true, 64},     // C = 1: rows in NHWC
       {ChannelNorm::kInstance, 2, 64, 4096, 1, NK_NHWC, 2, false, 0},      // channels layout
       {ChannelNorm::kBatch, 2, 200, 4096, 1, NK_NCHW, 2, false, 0},        // batch norm: split
       {ChannelNorm::kGroup, 8, 64, 512, 16, NK_NCHW, 2, true, 64},         // 4 channels a row
       {ChannelNorm::kGroup, 8, 64, 514, 16, NK_NCHW, 2, true, 64},         // S % 8 != 0
       {ChannelNorm::kGroup, 8, 48, 683, 16, NK_NCHW, 2, true, 64},         // 3 x 683: 4098 B
-      {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, false, 0},    // 64 rows
+      {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, true, 512},   // 80 KiB, 64 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},   // 40 KiB, 256 rows
       {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},   // 80 KiB
       {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, true, 512},  // 160 KiB
@@ -856,7 +857,7 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
 
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
 // 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
-// the rest read per pass), at least 128 tiles; blocks a multiple of 32 and of the packs a position
+// the rest read per pass), however few the tiles; blocks a multiple of 32 and of the packs a position
 // (P), about 8 packs a thread.
 TEST(ChannelPlan, GroupTilesInNhwc) {
   using nk::cuda::plan_group_tiles;
@@ -879,7 +880,8 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
       {ChannelNorm::kGroup, 8, 640, 2048, 32, NK_NHWC, 2, true, 2, 5, 480},    // 160 KiB: a tail
       {ChannelNorm::kGroup, 8, 640, 2304, 32, NK_NHWC, 2, false, 0, 0, 0},     // 180 KiB
       {ChannelNorm::kGroup, 8, 640, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},     // 320 KiB
-      {ChannelNorm::kGroup, 2, 320, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},     // 16 tiles
+      {ChannelNorm::kGroup, 2, 320, 1024, 32, NK_NHWC, 2, true, 4, 5, 480},    // 16 tiles, 80 KiB
+      {ChannelNorm::kGroup, 1, 64, 256, 8, NK_NHWC, 2, true, 1, 1, 64},         // 8 tiles
       {ChannelNorm::kGroup, 4, 128, 256, 32, NK_NHWC, 4, true, 1, 1, 64},       // fp32 C/G = 4
       {ChannelNorm::kGroup, 8, 320, 52, 32, NK_NHWC, 4, true, 2, 5, 160},      // fp32 C/G = 10
       {ChannelNorm::kGroup, 512, 20, 256, 2, NK_NHWC, 2, false, 0, 0, 0},      // G % k != 0

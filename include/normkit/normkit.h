@@ -328,8 +328,8 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
  *   needs 8 * N*C bytes, rounded up to 256.
  *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
- *   whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps it
- *   in shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other shapes
+ *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
+ *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other shapes
  *   read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
@@ -355,10 +355,9 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * S values of (n, c). Inference: dx = dy * weight_c / sqrt(running_var_c + eps). dweight_c and
  * dbias_c sum over n and s. Arguments as nk_batch_norm_backward, save_* being [N x C].
  * Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, c) row of S
- * elements is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows, a block per
- * row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read again,
- * usually from L2); other shapes read both twice. dweight and dbias have the same bits whether
- * or not dx is asked for. */
+ * elements is whole 16-byte packs of 4 to 96 KiB, a block per row keeps the rows of x and dy in
+ * shared memory (up to 48 KiB of each; the rest is read again, usually from L2); other shapes
+ * read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
@@ -384,11 +383,11 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
- *   is whole 16-byte packs of 4 to 192 KiB and there are at least 128 rows, a block per row keeps
- *   it in shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
+ *   is whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
+ *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
  *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
- *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB
- *   and there are at least 128 tiles, a block per tile keeps it (up to 88 KiB) the same way.
+ *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB,
+ *   a block per tile keeps it (up to 88 KiB) the same way.
  *   Other shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
@@ -409,11 +408,11 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   save_mean, save_invstd  [N x groups] fp32 from the forward, required.
  *   dx [N x C x S] desc->dtype (may equal dy), dweight, dbias [C] fp32: each nullable.
  *   Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, g) row of
- *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB and there are at least 128 rows,
- *   a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest
- *   is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (at
- *   least 128), up to 44 KiB of each of x and dy kept the same way. Other shapes read both
- *   twice. dweight and dbias have the same bits whether or not dx is asked for. */
+ *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB, a block per row keeps the rows
+ *   of x and dy in shared memory (up to 48 KiB of each; the rest is read again, usually from
+ *   L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB, up to 44 KiB of each of x and dy
+ *   kept the same way. Other shapes read both twice. dweight and dbias have the same bits
+ *   whether or not dx is asked for. */
 NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
                                         const void* x, const void* dy, const float* weight,
                                         const float* save_mean, const float* save_invstd, void* dx,
