@@ -74,7 +74,6 @@ template <class T, int kSource, bool kZ>
 struct GradOp {
   using State = float2;  // (sum dy, sum dy * x-hat)
   static constexpr bool kReadsDy = true;
-  static constexpr int kChannelTile = 4;
   static constexpr bool kFold = kSource != kNoAct;
   static constexpr bool kAux = kSource == kFromMask || kSource == kFromY || (kSource == kSiluOfU && kZ);
   XhatStats stats;

@@ -89,7 +89,6 @@ template <class T>
 struct StatsOp {
   using State = dev::Welford;
   static constexpr bool kReadsDy = false;
-  static constexpr int kChannelTile = 8;
   static constexpr bool kFold = false, kAux = false;
   const T* x;
   ChannelPlan plan;

@@ -7,9 +7,6 @@
 //   template <int K> void Local::push(State&, const float (&x)[K], const float (&dy)[K]) const;
 //   template <int K> void Local::push_some(State&, const float (&x)[K], const float (&dy)[K],
 //                                          const bool (&use)[K]) const;  // the flagged values
-//   static constexpr int kChannelTile;   // positions a thread loads before pushing them, channels
-//                                        // layout (the backward's 4 positions of x and dy move as
-//                                        // many bytes as the forward's 8 of x)
 //   static constexpr bool kFold, kAux;   // the backward's fused forms (else both false):
 //   template <int E> void load_aux(int64_t i, float (&aux)[E]) const;  // kAux: at element i
 //   template <int K> void Local::fold(const float (&x)[K], float (&dy)[K],
@@ -345,7 +342,7 @@ __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
   constexpr bool kPeriodic = kWalk != ChannelWalk::kChannels;
-  constexpr int kTile = Op::kChannelTile;  // positions (kPeriodic: rows of L) per tile
+  constexpr int kTile = 4;  // positions (kPeriodic: rows of L) per tile
   // Element i's states of the block's threads side by side, so that a warp's accesses to one
   // element are consecutive words: thread-major ([thread][E]) put the lanes E states apart, on the
   // same banks (a 16- or 32-way conflict at every access of the tree below; the forward's 16-byte

@@ -41,7 +41,6 @@ template <class T>
 struct AccumulateOp {
   using State = Partial;
   static constexpr bool kReadsDy = false;
-  static constexpr int kChannelTile = 4;
   static constexpr bool kFold = false, kAux = false;
   const T* x;
   ChannelPlan plan;
