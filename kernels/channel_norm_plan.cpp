@@ -215,7 +215,9 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   const int64_t bytes = r.len * elem_bytes;
   const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
   const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
-  r.use = bytes >= kResidentMinBytes && bytes <= row_limit && r.rows <= INT32_MAX;
+  const bool few_rows = staged_tensors > 1 && r.rows < kResidentMinRows;  // see the header
+  r.use = bytes >= kResidentMinBytes && bytes <= (few_rows ? staged_limit : row_limit) &&
+          r.rows <= INT32_MAX;
   if (!r.use) return r;
   const int64_t packs = bytes / 16;
   int threads = kResidentMinThreads;
@@ -335,8 +337,9 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t len = shape.s * k * cpg, bytes = len * elem_bytes;
   const int64_t tiles = shape.n * (shape.groups / k);
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
+  const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // see the header
   t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes &&
-          bytes <= 2 * staged_limit && tiles <= INT32_MAX;
+          bytes <= (few_tiles ? staged_limit : 2 * staged_limit) && tiles <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(k);

@@ -235,16 +235,19 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 //    head) from memory in each of the three passes: once from DRAM, then, predicted, from L2,
 //    which holds the tails of all resident blocks (at most 2 an SM x 96 KiB, about 25 MB on an
 //    H200's 132 SMs, of its 50 MB L2).
-// However few the rows: fewer rows than SMs leave SMs idle, but such a tensor is at most
-// 132 x 192 KiB, about 25 MB, and the split passes cost two launches more (5 to 6 us each as the
-// benchmarks time them on an H200) and a second read of x, where one block reads and writes its
-// row of at most 192 KiB (96 KiB and a tail read three times) in a few microseconds.
+// The forward takes it however few the rows: fewer rows than SMs leave SMs idle, but the split
+// passes cost two launches more and a second read of x. On an H200, group norm N2 G32 (64 rows)
+// went from 16-30 us to 7-17 us, rows of 5 to 160 KiB (bench/results/2026-12-04-gpu-h200-few-rows).
 // The block size depends on L only, so the reduction tree, and every output bit, depends on the
 // shape only, as the split path's does; which packs are staged changes no bit (each thread takes
 // its packs in the same order from either place).
 // The training backward (with dx) takes the same path with x and dy both staged
 // (`staged_tensors` 2): rows up to half of kResidentMaxRowBytes with heads of half of
-// kResidentMaxBytes each, the same block for the same L.
+// kResidentMaxBytes each, the same block for the same L. With fewer than kResidentMinRows rows it
+// takes only rows staged whole: there, rows with a tail ran slower than the split passes on the
+// H200 (N2 G32 C320 64x64 bf16, 64 rows of 80 KiB: 17.6 -> 22.2 us), whole ones faster (20 KiB:
+// 14.4 -> 10.4 us).
+constexpr int64_t kResidentMinRows = 128;
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
 constexpr int64_t kResidentMaxRowBytes = 2 * kResidentMaxBytes;
@@ -343,7 +346,8 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 // most (the rest, the tail, read from memory in each pass), however few the tiles. The training
 // backward (with dx) takes the same tiles with x and dy both staged (`staged_tensors` 2,
 // channel_norm_group_tile_backward.cuh): tiles up to kGroupTileMaxBytes with heads of half of it
-// each, the same block for the same tile.
+// each, the same block for the same tile; fewer than kResidentMinRows tiles only when staged
+// whole (as plan_resident_rows': N2 C320 32x32 bf16, 16 tiles of 80 KiB: 19.1 -> 23.1 us).
 constexpr int64_t kGroupTileScratchBytes = 8 * 1024;
 constexpr int64_t kGroupTileMaxBytes = kResidentMaxBytes - kGroupTileScratchBytes;
 constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a position), for the scratch

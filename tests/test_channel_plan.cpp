@@ -857,8 +857,8 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
 
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
 // 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
-// the rest read per pass), however few the tiles; blocks a multiple of 32 and of the packs a position
-// (P), about 8 packs a thread.
+// the rest read per pass), however few the tiles; blocks a multiple of 32 and of the packs a
+// position (P), about 8 packs a thread.
 TEST(ChannelPlan, GroupTilesInNhwc) {
   using nk::cuda::plan_group_tiles;
   struct Want {
@@ -952,6 +952,36 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
     const int64_t staged = w.s * w.elem <= 48 * 1024 ? w.s : 48 * 1024 / w.elem;
     EXPECT_EQ(r.head_len, staged);
   }
+}
+
+// Fewer than 128 rows (or tiles): the forward takes rows of any length it stages, the backward only
+// those it stages whole (48 KiB a tensor, 44 KiB in tiles), where the tail's re-reads by few blocks
+// were slower than the split passes on the H200.
+TEST(ChannelPlan, FewRowsTakeTheBackwardOnlyWhenStagedWhole) {
+  using nk::cuda::plan_group_tiles;
+  using nk::cuda::plan_resident_rows;
+  // Group norm N2 G32 C320 NCHW bf16: 64 rows of 10 * S elements.
+  const ChannelShape rows80{ChannelNorm::kGroup, 2, 320, 64 * 64, NK_NCHW, NK_BF16, 32};
+  EXPECT_TRUE(plan_resident_rows(rows80, 2).use);       // 80 KiB: head and tail
+  EXPECT_FALSE(plan_resident_rows(rows80, 2, 2).use);
+  const ChannelShape rows40{ChannelNorm::kGroup, 2, 320, 2048, NK_NCHW, NK_BF16, 32};
+  EXPECT_TRUE(plan_resident_rows(rows40, 2, 2).use);    // 40 KiB: whole
+  const ChannelShape rows48{ChannelNorm::kInstance, 1, 127, 24576, NK_NCHW, NK_BF16, 1};
+  EXPECT_TRUE(plan_resident_rows(rows48, 2, 2).use);    // 48 KiB: the largest whole
+  const ChannelShape rows48p{ChannelNorm::kInstance, 1, 127, 24584, NK_NCHW, NK_BF16, 1};
+  EXPECT_FALSE(plan_resident_rows(rows48p, 2, 2).use);  // a pack more
+  ChannelShape more = rows48p;
+  more.c = 128;                                         // 128 rows: the tail is taken
+  EXPECT_TRUE(plan_resident_rows(more, 2, 2).use);
+  // NHWC N2 C320 G32 bf16 at 32 x 32: 16 tiles of 4 groups, 80 KiB; at 16 x 16, 20 KiB.
+  const ChannelShape tiles80{ChannelNorm::kGroup, 2, 320, 1024, NK_NHWC, NK_BF16, 32};
+  EXPECT_TRUE(plan_group_tiles(tiles80, 2).use);
+  EXPECT_FALSE(plan_group_tiles(tiles80, 2, 2).use);
+  const ChannelShape tiles20{ChannelNorm::kGroup, 2, 320, 256, NK_NHWC, NK_BF16, 32};
+  EXPECT_TRUE(plan_group_tiles(tiles20, 2, 2).use);
+  ChannelShape many = tiles80;
+  many.n = 16;                                          // 128 tiles
+  EXPECT_TRUE(plan_group_tiles(many, 2, 2).use);
 }
 
 // The training backward's tiles stage x and dy: tiles of 4 to 88 KiB a tensor, whole up to 44 KiB

@@ -355,9 +355,10 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * S values of (n, c). Inference: dx = dy * weight_c / sqrt(running_var_c + eps). dweight_c and
  * dbias_c sum over n and s. Arguments as nk_batch_norm_backward, save_* being [N x C].
  * Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, c) row of S
- * elements is whole 16-byte packs of 4 to 96 KiB, a block per row keeps the rows of x and dy in
- * shared memory (up to 48 KiB of each; the rest is read again, usually from L2); other shapes
- * read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
+ * elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128 rows), a block
+ * per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read
+ * again, usually from L2); other shapes read both twice. dweight and dbias have the same bits
+ * whether or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
@@ -408,11 +409,12 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   save_mean, save_invstd  [N x groups] fp32 from the forward, required.
  *   dx [N x C x S] desc->dtype (may equal dy), dweight, dbias [C] fp32: each nullable.
  *   Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, g) row of
- *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB, a block per row keeps the rows
- *   of x and dy in shared memory (up to 48 KiB of each; the rest is read again, usually from
- *   L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB, up to 44 KiB of each of x and dy
- *   kept the same way. Other shapes read both twice. dweight and dbias have the same bits
- *   whether or not dx is asked for. */
+ *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128
+ *   rows), a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the
+ *   rest is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (to
+ *   44 KiB with fewer than 128 tiles), up to 44 KiB of each of x and dy kept the same way.
+ *   Other shapes read both twice. dweight and dbias have the same bits whether or not dx is
+ *   asked for. */
 NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
                                         const void* x, const void* dy, const float* weight,
                                         const float* save_mean, const float* save_invstd, void* dx,
