@@ -5,11 +5,13 @@
 //     (channel_norm_partials.cuh), where shift is the first element of the statistic the values
 //     belong to: x - shift stays small when |mean| >> std, so fp32 keeps the variance (and later
 //     y) accurate;
-//  2. finalize, a warp per statistic or channel (two warps per block, so that small C still
-//     spreads over many SMs): merges its partials in a fixed order, writes save_mean/save_invstd,
-//     updates running_mean/running_var (momentum, or the cumulative average from the device
-//     counter), and emits per (statistic, channel) unit - c for batch norm, (n, c) for instance and
-//     group norm (group statistics are per (n, g) but the weight is per c) - the coefficients
+//  2. finalize, a warp per statistic (two warps per block, so that small C still spreads over
+//     many SMs), or 32 to 256 threads per channel for batch norm, whose channels have up to 2048
+//     partials (finalize_channel_lanes): merges its partials in a fixed order, writes
+//     save_mean/save_invstd, updates running_mean/running_var (momentum, or the cumulative
+//     average from the device counter), and emits per (statistic, channel) unit - c for batch
+//     norm, (n, c) for instance and group norm (group statistics are per (n, g) but the weight is
+//     per c) - the coefficients
 //       shift = the statistic's shift,  scale = invstd * weight_c,  offset = bias_c - centre *
 //       scale
 //     with centre = mean - shift (small), so that y = (x - shift) * scale + offset is one subtract
@@ -154,23 +156,24 @@ constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
 constexpr int kMergeAhead = 8;
 
 // A lane's merge of batch norm channel c's partials (one slot), in a fixed order: the walk's chunks
-// w = lane, lane + 32, ..., each with its plan.columns columns in order (partial_index, whose
-// column walks' division per partial spilled finalize_local on sm_80, stepped instead).
+// w = g, g + lanes, ... (g: the lane's index among the channel's `lanes`), each with its
+// plan.columns columns in order (partial_index, whose column walks' division per partial spilled
+// finalize_local on sm_80, stepped instead).
 __device__ __forceinline__ dev::Welford merge_batch_partials(const ChannelPlan& plan, int64_t c,
-                                                             int lane,
+                                                             int g, int lanes,
                                                              const dev::Welford* partials) {
   const int columns = plan.rows_layout && plan.columns > 1 ? plan.columns : 1;
   const int64_t first = plan.partial_index(0, c, 0);
   const int64_t stride = plan.partial_index(0, c, columns) - first;  // the walk's next chunk
   // The lane's chunks w, each with its columns q: `at` is chunk w's first, `q` the next column.
-  int64_t at = first + lane * stride;
+  int64_t at = first + g * stride;
   int q = 0;
   auto next = [&] {
     const dev::Welford v = partials[at + q];
-    if (++q == columns) q = 0, at += 32 * stride;
+    if (++q == columns) q = 0, at += lanes * stride;
     return v;
   };
-  const int64_t count = members_from(lane, plan.chunks / columns, 32) * columns;
+  const int64_t count = members_from(g, plan.chunks / columns, lanes) * columns;
   return dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, dev::WelfordMerge{});
 }
 
@@ -184,42 +187,82 @@ __device__ __forceinline__ void write_coefs(const CoefArrays& out, const float* 
   out.offset[u] = (bias ? bias[c] : 0.0f) - centre * scale;
 }
 
-// A warp per unit (a channel for batch and instance norm, an (n, group) for group norm): lanes
-// merge the unit's partials in lane-strided order, a fixed tree joins the lanes (every lane ends
-// with the same bits), lane 0 writes the statistics and updates the running buffers, and the lanes
-// write the coefficients of the unit's channels (group norm: C/G of them). The counter is only read
-// here: the apply kernel increments it afterwards, so no warp ever sees a count another has already
-// advanced.
+// The running average's weight of this batch: the momentum, or -1 when the counter cannot
+// advance. A float that stays in a register, where a bool held across the merges' division calls
+// was spilled by ptxas on sm_90. The counter is only read by the finalize: the apply kernel
+// increments it afterwards, so no finalize thread ever sees a count another has already advanced.
+template <class T>
+__device__ __forceinline__ float running_weight(const FinalizeParams<T>& p) {
+  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
+  return !counter_can_advance(tracked) ? -1.0f
+         : p.cumulative                ? 1.0f / static_cast<float>(tracked + 1)
+                                       : p.momentum;
+}
+
+// Writes statistic k from its merged state and the coefficients of unit u (channel c, unless
+// c < 0: group norm writes its channels' apart); returns (mean, variance for the running average).
+template <class T>
+__device__ __forceinline__ float2 write_statistic(const FinalizeParams<T>& p, int64_t k,
+                                                  const dev::Welford& t, int64_t first, int64_t u,
+                                                  int64_t c) {
+  const float shift = dev::to_float(p.x[first]);
+  const float var = dev::welford_biased_var(t), invstd = rsqrtf(var + p.eps);
+  if (c >= 0) write_coefs(p.coefs, p.weight, p.bias, u, c, shift, t.mean, invstd);
+  if (p.save_mean) p.save_mean[k] = shift + t.mean;
+  if (p.save_invstd) p.save_invstd[k] = invstd;
+  const float n = static_cast<float>(t.count);
+  return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
+}
+
+template <class T>
+__device__ __forceinline__ void update_running(const FinalizeParams<T>& p, float m, int64_t c,
+                                               float mean, float var) {
+  if (p.running_mean == nullptr || !(m >= 0.0f)) return;
+  p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
+  p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
+}
+
+// Batch norm: `lanes` threads a channel (finalize_channel_lanes of the plan's chunks: shape-only),
+// kBatchFinalizeBlock / lanes channels a block. A channel's lanes merge its partials in
+// lane-strided order (each loading at most kMergeAhead of them before merging, where a warp per
+// channel waited on memory 8 times for C = 64 in NHWC: 2048 partials), a fixed tree joins them
+// (shuffles, then the warps in order), and the channel's first lane writes the statistics, the
+// running buffers and the coefficients.
+template <class T>
+__global__ void __launch_bounds__(kBatchFinalizeBlock)
+    finalize_batch(FinalizeParams<T> p, int lanes) {
+  __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
+  const ChannelPlan& plan = p.plan;
+  const int g = threadIdx.x % lanes, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t c = int64_t{blockIdx.x} * (kBatchFinalizeBlock / lanes) + threadIdx.x / lanes;
+  const float m = running_weight(p);
+  const dev::WelfordMerge merge;
+  dev::Welford t =
+      c < plan.c ? merge_batch_partials(plan, c, g, lanes, p.partials) : dev::welford_empty();
+  t = dev::warp_merge(t, lane, 32, merge);
+  if (lanes > 32) {  // the same for the whole block
+    if (lane == 0) scratch[warp] = t;
+    __syncthreads();
+    if (g == 0) {
+      for (int w = 1; w < lanes / 32; ++w) t = merge(t, scratch[warp + w]);
+    }
+  }
+  if (c >= plan.c || g != 0) return;
+  const float2 mv = write_statistic(p, c, t, first_of_stat(plan, p.kind, p.groups, 0, c), c, c);
+  update_running(p, m, c, mv.x, mv.y);
+}
+
+// Instance and group norm: a warp per unit (a channel for instance norm, an (n, group) for group
+// norm): lanes merge the unit's partials in lane-strided order, a fixed tree joins the lanes
+// (every lane ends with the same bits), lane 0 writes the statistics and updates the running
+// buffers, and the lanes write the coefficients of the unit's channels (group norm: C/G of them).
 template <class T>
 __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParams<T> p) {
   const ChannelPlan& plan = p.plan;
   const int lane = threadIdx.x % 32;
   const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
-  const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
-  // The momentum, or -1 when the counter cannot advance: a float that stays in a register, where
-  // a bool held across the merges' division calls was spilled by ptxas on sm_90.
-  const float m = !counter_can_advance(tracked) ? -1.0f
-                  : p.cumulative                ? 1.0f / static_cast<float>(tracked + 1)
-                                                : p.momentum;
+  const float m = running_weight(p);
   const dev::WelfordMerge merge;
-  // Writes statistic k from its merged state and the coefficients of unit u (channel c, unless
-  // c < 0: group norm writes its channels' apart); returns (mean, variance for the running
-  // average).
-  auto write = [&](int64_t k, const dev::Welford& t, int64_t first, int64_t u,
-                   int64_t c) -> float2 {
-    const float shift = dev::to_float(p.x[first]);
-    const float var = dev::welford_biased_var(t), invstd = rsqrtf(var + p.eps);
-    if (c >= 0) write_coefs(p.coefs, p.weight, p.bias, u, c, shift, t.mean, invstd);
-    if (p.save_mean) p.save_mean[k] = shift + t.mean;
-    if (p.save_invstd) p.save_invstd[k] = invstd;
-    const float n = static_cast<float>(t.count);
-    return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
-  };
-  auto update_running = [&](int64_t c, float mean, float var) {
-    if (p.running_mean == nullptr || !(m >= 0.0f)) return;
-    p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
-    p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
-  };
   if (p.kind == ChannelNorm::kGroup) {
     if (unit >= plan.n * p.groups) return;  // the whole warp leaves together
     const int64_t per_group = plan.c / p.groups;
@@ -235,19 +278,11 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
     dev::Welford t = dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, merge);
     t = dev::warp_merge(t, lane, 32, merge);
     const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
-    if (lane == 0) write(unit, t, first, 0, -1);
+    if (lane == 0) write_statistic(p, unit, t, first, 0, -1);
     const float shift = dev::to_float(p.x[first]);
     const float invstd = rsqrtf(dev::welford_biased_var(t) + p.eps);
     for (int64_t j = lane; j < per_group; j += 32) {
       write_coefs(p.coefs, p.weight, p.bias, n * plan.c + c0 + j, c0 + j, shift, t.mean, invstd);
-    }
-  } else if (p.kind == ChannelNorm::kBatch) {
-    if (unit >= plan.c) return;
-    dev::Welford t = merge_batch_partials(plan, unit, lane, p.partials);
-    t = dev::warp_merge(t, lane, 32, merge);
-    if (lane == 0) {
-      const float2 mv = write(unit, t, first_of_stat(plan, p.kind, p.groups, 0, unit), unit, unit);
-      update_running(unit, mv.x, mv.y);
     }
   } else {
     // Instance norm: a statistic per (n, c); the running statistics take their mean over n, as
@@ -277,13 +312,14 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParam
       t = dev::warp_merge(t, lane, w, merge);  // every lane of the warp, every round
       if (n >= plan.n || sub != 0) continue;
       const int64_t k = n * plan.c + unit;
-      const float2 mv = write(k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
+      const float2 mv =
+          write_statistic(p, k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
       run.v[0] += mv.x;
       run.v[1] += mv.y;
     }
     run = dev::group_sum<2>(run, 32);
     const float inv = 1.0f / static_cast<float>(plan.n);
-    if (lane == 0) update_running(unit, run.v[0] * inv, run.v[1] * inv);
+    if (lane == 0) update_running(p, m, unit, run.v[0] * inv, run.v[1] * inv);
   }
 }
 
@@ -454,7 +490,7 @@ __global__ void __launch_bounds__(256)
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = plan.n * plan.s;
   if (c >= plan.c) return;
   const dev::WelfordMerge merge;
-  dev::Welford t = merge_batch_partials(plan, c, lane, partials);
+  dev::Welford t = merge_batch_partials(plan, c, lane, 32, partials);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
     mean[c] = dev::to_float(x[element_index(plan, 0, c, 0)]) + t.mean;
@@ -770,10 +806,17 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
                               coefs,
                               a.save_mean,
                               a.save_invstd};
-    const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
-    constexpr int kWarps = kFinalizeBlock / 32;
-    finalize_forward<T>
-        <<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
+    if (s.kind == ChannelNorm::kBatch) {
+      const int lanes = finalize_channel_lanes(plan.chunks, kMergeAhead);
+      const int64_t per_block = kBatchFinalizeBlock / lanes;
+      finalize_batch<T><<<static_cast<unsigned>((s.c + per_block - 1) / per_block),
+                          kBatchFinalizeBlock, 0, stream>>>(f, lanes);
+    } else {
+      const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
+      constexpr int kWarps = kFinalizeBlock / 32;
+      finalize_forward<T>
+          <<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
+    }
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
   launch_apply<T>(a, plan, training, coefs, training ? a.num_batches_tracked : nullptr, l);

@@ -195,6 +195,17 @@ NK_PLAN_HD inline int finalize_sample_lanes(int64_t samples, int64_t chunks, int
   return best;
 }
 
+// Batch norm's finalize: the threads that merge one channel's `partials`, a power of two from 32
+// to kBatchFinalizeBlock, the fewest that load at most `ahead` partials each, so that a channel
+// waits on memory once where the block allows (C = 64 in NHWC has 2048 partials a channel: 256
+// threads). Shape-only, so the merge tree, and every bit, is the same on every GPU.
+constexpr int kBatchFinalizeBlock = 256;
+NK_PLAN_HD inline int finalize_channel_lanes(int64_t partials, int ahead) {
+  int lanes = 32;
+  while (lanes < kBatchFinalizeBlock && partials > int64_t{lanes} * ahead) lanes *= 2;
+  return lanes;
+}
+
 // Chunks per (slot, c) at most, for slots * c statistics' channels: kMaxChunks, or more where the
 // partials stay within kFewPartials.
 NK_PLAN_HD inline int64_t chunk_cap(int64_t slot_channels) {
