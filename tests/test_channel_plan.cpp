@@ -1023,6 +1023,25 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
 }
 
 
+// Batch norm's finalize: the fewest threads a channel, a power of two from 32 to 256, that load at
+// most `ahead` partials each.
+TEST(ChannelPlan, FinalizeChannelLanesLoadEachPartialBatchOnce) {
+  using nk::cuda::finalize_channel_lanes;
+  EXPECT_EQ(finalize_channel_lanes(1, 8), 32);
+  EXPECT_EQ(finalize_channel_lanes(256, 8), 32);    // 8 a lane
+  EXPECT_EQ(finalize_channel_lanes(257, 8), 64);
+  EXPECT_EQ(finalize_channel_lanes(1024, 8), 128);
+  EXPECT_EQ(finalize_channel_lanes(2048, 8), 256);  // C = 64 in NHWC
+  EXPECT_EQ(finalize_channel_lanes(2049, 8), 256);  // the block: 9 a lane
+  EXPECT_EQ(finalize_channel_lanes(131072, 8), 256);
+  for (int64_t partials = 1; partials < 5000; partials += 37) {
+    const int lanes = finalize_channel_lanes(partials, 8);
+    EXPECT_EQ(lanes & (lanes - 1), 0);
+    EXPECT_TRUE(lanes == 256 || partials <= int64_t{lanes} * 8) << partials;
+    EXPECT_TRUE(lanes == 32 || partials > int64_t{lanes} / 2 * 8) << partials;
+  }
+}
+
 // The finalize's member walk: for random chunk counts, first lanes and steps, the cursor's pairs
 // are j / chunks and j % chunks of every member j = first, first + step, ... below the count, and
 // members_from counts exactly those; and likewise along 50 members with operands past 32 bits.
