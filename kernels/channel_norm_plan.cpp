@@ -131,7 +131,9 @@ ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_acc
     // Chunk boundaries on multiples of 8 elements: of every pack size, so packs never straddle.
     p.chunk_len = ceil_div(ceil_div(span, p.chunks), 8) * 8;
     p.chunks = ceil_div(span, p.chunk_len);  // no empty trailing chunk
-    p.warp_per_chunk = p.chunk_len <= kWarpChunk;
+    const bool many = p.chunk_len <= kWarpChunkMany && p.partials() >= kWarpItems;
+    // Unaligned rows always take partials_unaligned_rows, a block per chunk.
+    p.warp_per_chunk = (p.chunk_len <= kWarpChunk || many) && !p.unaligned_rows;
   } else {
     p.warp_per_chunk = false;
     const int64_t packs = ceil_div(shape.c, p.pack_elems);

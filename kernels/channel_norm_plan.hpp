@@ -63,6 +63,14 @@ constexpr int64_t kMinRowChunk = 4096;     // elements a chunk holds at least, r
 // one tile of partials_channels' walk, so that small tensors run as many blocks as they can.
 constexpr int64_t kMinChannelSteps = 4;
 constexpr int64_t kWarpChunk = 1024;       // rows-layout chunks up to this many elements: a warp
+// Longer rows-layout chunks, up to kWarpChunkMany elements, take a warp too where there are at
+// least kWarpItems of them (a warp each fills any GPU): a block's merge (shuffles, then 8 warps'
+// states merged by every thread, each merge a division) cost group norm's chunks of one
+// 4096-element row 81 % of the issue slots at 20 % of DRAM peak on the H200 (N8 C1280 64x64 bf16,
+// 10240 chunks: 91 us), where a warp merges once per 128 elements. Fewer chunks keep their blocks,
+// which spread over more SMs.
+constexpr int64_t kWarpChunkMany = 4096;
+constexpr int64_t kWarpItems = 8192;
 constexpr int64_t kShortRow = 1024;        // rows up to this long, unaligned: a lane per row
 // Channels layout: periods wider than a block are split into occurrences up to this many
 // elements (the apply walk keeps a channel in an int).

@@ -123,7 +123,10 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_EQ(w.warp_per_chunk, w.seg_count > 1);
             } else {
               EXPECT_EQ(w.chunk_len % 8, 0) << "a chunk boundary inside a pack";
-              EXPECT_EQ(w.warp_per_chunk, w.chunk_len <= nk::cuda::kWarpChunk);
+              const bool many = w.chunk_len <= nk::cuda::kWarpChunkMany &&
+                                w.partials() >= nk::cuda::kWarpItems;
+              EXPECT_EQ(w.warp_per_chunk,
+                        (w.chunk_len <= nk::cuda::kWarpChunk || many) && !w.unaligned_rows);
             }
             if (w.pack_elems > 1) {
               EXPECT_TRUE(vector);
@@ -227,6 +230,16 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   EXPECT_TRUE(inst.short_rows);
   EXPECT_FALSE(inst.warp_per_chunk) << "an instance norm row of 49 takes a lane";
   EXPECT_EQ(inst.partials(), 256 * 2048);
+  // Group norm rows of 4096 too long for a block (40 channels a group): a warp a row where there
+  // are many, a block where few.
+  const ChannelShape gn{ChannelNorm::kGroup, 8, 1280, 4096, NK_NCHW, NK_BF16, 32};
+  const ChannelPlan many = plan_channel_norm(gn, 2, true);
+  EXPECT_EQ(many.chunk_len, 4096);
+  EXPECT_EQ(many.partials(), 8 * 1280);
+  EXPECT_TRUE(many.warp_per_chunk);
+  ChannelShape gn2 = gn;
+  gn2.n = 2;
+  EXPECT_FALSE(plan_channel_norm(gn2, 2, true).warp_per_chunk) << "2560 rows: a block each";
 }
 
 // Few (slot, c) with many values: the chunks are not held to kMaxChunks per (slot, c), so the

@@ -597,6 +597,31 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
   if (c.layout == NK_NHWC) same_bits_on_any_grid(small);
 }
 
+// Rows-layout chunks longer than kWarpChunk take a warp each where there are at least kWarpItems
+// of them (kernels/channel_norm_plan.hpp): batch norm N2 C8192 S1040 (a chunk of 2080 a channel)
+// and group norm N1 C8192 G64 S1040 (rows of 128 channels, too long to read once: a chunk of 1040
+// a channel), training forward and backward against the CPU, bf16 and fp32 with weight and bias.
+TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
+  const Case c = GetParam();
+  if (c.family == Family::kInstance || c.layout != NK_NCHW || c.dtype == NK_F16 || !c.affine) {
+    GTEST_SKIP() << "batch and group norm in NCHW, bf16 and fp32 with weight and bias";
+  }
+  const ChannelCase k = c.family == Family::kBatch
+                            ? ChannelCase{c.family, 2, 8192, 1040, NK_NCHW, 1}
+                            : ChannelCase{c.family, 1, 8192, 1040, NK_NCHW, 64};
+  const nk::ChannelNorm kind =
+      c.family == Family::kBatch ? nk::ChannelNorm::kBatch : nk::ChannelNorm::kGroup;
+  const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, c.dtype, k.groups};
+  const int elem = static_cast<int>(elem_size(c.dtype));
+  const nk::cuda::ChannelPlan plan = nk::cuda::plan_channel_norm(shape, elem, true);
+  ASSERT_TRUE(plan.warp_per_chunk);
+  ASSERT_GT(plan.chunk_len, nk::cuda::kWarpChunk);
+  ASSERT_FALSE(takes_resident_rows(k, c.dtype));
+  ASSERT_FALSE(takes_resident_rows(k, c.dtype, 2));
+  check_forward(k, nk_norm_params_default(), 1);
+  check_backward(k, NK_TRAINING);
+}
+
 // The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one
 // SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on the
 // shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or 514
