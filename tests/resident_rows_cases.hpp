@@ -1,11 +1,11 @@
 // Shapes on which instance and group norm training read x once (kernels/channel_norm_plan.hpp,
 // plan_resident_rows), for the GPU tests of the plain and fused forwards and backwards (the
 // backward stages x and dy, so it takes rows up to half the forward's): the smallest rows the path
-// takes (4 KiB; 128 rows, and 2 or 3 rows, fewer than any GPU's SMs), group norm with S a multiple of the 16-byte pack (coefficients per
-// pack) and not (per element), and rows that are not whole packs (each row's packs start at one of
-// the E offsets from its first element; the elements before and after them are its edges). Tests
-// assert takes_resident_rows, so a change of the plan's thresholds cannot move them off the path
-// unnoticed.
+// takes (4 KiB; 128 rows, and 2 or 3 rows, fewer than any GPU's SMs), group norm with S a multiple
+// of the 16-byte pack (coefficients per pack) and not (per element), and rows that are not whole
+// packs (each row's packs start at one of the E offsets from its first element; the elements
+// before and after them are its edges). Tests assert takes_resident_rows, so a change of the
+// plan's thresholds cannot move them off the path unnoticed.
 #pragma once
 
 #include <normkit/normkit.h>

@@ -1035,7 +1035,6 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
   }
 }
 
-
 // Batch norm's finalize: the fewest threads a channel, a power of two from 32 to 256, that load at
 // most `ahead` partials each.
 TEST(ChannelPlan, FinalizeChannelLanesLoadEachPartialBatchOnce) {
