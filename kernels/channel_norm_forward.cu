@@ -5,9 +5,9 @@
 //     (channel_norm_partials.cuh), where shift is the first element of the statistic the values
 //     belong to: x - shift stays small when |mean| >> std, so fp32 keeps the variance (and later
 //     y) accurate;
-//  2. finalize, a warp per statistic (two warps per block, so that small C still spreads over
-//     many SMs), or 32 to 256 threads per channel for batch norm, whose channels have up to 2048
-//     partials (finalize_channel_lanes): merges its partials in a fixed order, writes
+//  2. finalize, a warp per instance-norm channel (two warps per block, so that small C still
+//     spreads over many SMs), 32 to 256 threads per batch-norm channel (up to 2048 partials) or
+//     group-norm statistic (finalize_channel_lanes): merges its partials in a fixed order, writes
 //     save_mean/save_invstd, updates running_mean/running_var (momentum, or the cumulative
 //     average from the device counter), and emits per (statistic, channel) unit - c for batch
 //     norm, (n, c) for instance and group norm (group statistics are per (n, g) but the weight is
@@ -252,75 +252,96 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
   update_running(p, m, c, mv.x, mv.y);
 }
 
-// Instance and group norm: a warp per unit (a channel for instance norm, an (n, group) for group
-// norm): lanes merge the unit's partials in lane-strided order, a fixed tree joins the lanes
-// (every lane ends with the same bits), lane 0 writes the statistics and updates the running
-// buffers, and the lanes write the coefficients of the unit's channels (group norm: C/G of them).
+// Group norm: `lanes` threads a statistic (n, g) (finalize_channel_lanes of its C/G * chunks
+// partials: shape-only), blockDim.x / lanes statistics a block (one; two of a warp each). The lanes
+// merge the members j = g, g + lanes, ... (channel c0 + j / chunks, chunk j % chunks), loaded
+// ahead; shuffles, then the warps in order, join them, every thread of the statistic merging the
+// same warp states in the same order (so all hold the same bits); the first lane writes the
+// statistics and the lanes the coefficients of the group's C/G channels. Where a warp per
+// statistic had 27 partials a lane (N8 C640 64x64 NHWC: 860 a group), 128 lanes load 7 each.
 template <class T>
-__global__ void __launch_bounds__(kFinalizeBlock) finalize_forward(FinalizeParams<T> p) {
+__global__ void __launch_bounds__(kBatchFinalizeBlock)
+    finalize_group(FinalizeParams<T> p, int lanes) {
+  __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
   const ChannelPlan& plan = p.plan;
-  const int lane = threadIdx.x % 32;
-  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
-  const float m = running_weight(p);
+  const int g = threadIdx.x % lanes, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t unit = int64_t{blockIdx.x} * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const bool valid = unit < plan.n * p.groups;
+  const int64_t per_group = plan.c / p.groups;
+  const int64_t n = valid ? unit / p.groups : 0, c0 = valid ? unit % p.groups * per_group : 0;
   const dev::WelfordMerge merge;
-  if (p.kind == ChannelNorm::kGroup) {
-    if (unit >= plan.n * p.groups) return;  // the whole warp leaves together
-    const int64_t per_group = plan.c / p.groups;
-    const int64_t n = unit / p.groups, c0 = unit % p.groups * per_group;
-    // Members j = lane, lane + 32, ... of (channel c0 + j / chunks, chunk j % chunks).
-    MemberCursor at(lane, plan.chunks, 32);
+  dev::Welford t = dev::welford_empty();
+  if (valid) {
+    MemberCursor at(g, plan.chunks, lanes);
     auto next = [&] {
       const dev::Welford v = p.partials[plan.partial_index(n, c0 + at.m, at.chunk)];
       at.advance();
       return v;
     };
-    const int64_t count = members_from(lane, per_group * plan.chunks, 32);
-    dev::Welford t = dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, merge);
-    t = dev::warp_merge(t, lane, 32, merge);
-    const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
-    if (lane == 0) write_statistic(p, unit, t, first, 0, -1);
-    const float shift = dev::to_float(p.x[first]);
-    const float invstd = rsqrtf(dev::welford_biased_var(t) + p.eps);
-    for (int64_t j = lane; j < per_group; j += 32) {
-      write_coefs(p.coefs, p.weight, p.bias, n * plan.c + c0 + j, c0 + j, shift, t.mean, invstd);
-    }
-  } else {
-    // Instance norm: a statistic per (n, c); the running statistics take their mean over n, as
-    // PyTorch does.
-    if (unit >= plan.c) return;
-    dev::Floats<2> run{};
-    // Rounds of 32 / w samples, w lanes a sample (finalize_sample_lanes: shape-only): lane l merges
-    // chunks l % w, l % w + w, ... of sample n0 + l / w, loaded ahead, a tree over its w lanes
-    // joins them, and the group's first lane writes the statistic and sums its (mean, var).
-    const int w = finalize_sample_lanes(plan.n, plan.chunks, kMergeAhead);
-    const int sub = lane % w;
-    for (int64_t n0 = 0; n0 < plan.n; n0 += 32 / w) {
-      const int64_t n = n0 + lane / w;
-      dev::Welford t = dev::welford_empty();
-      if (n < plan.n) {
-        // Chunks sub, sub + w, ... of (n, unit): their partials are `stride` apart.
-        const int64_t at0 = plan.partial_index(n, unit, 0);
-        const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
-        int64_t at = at0 + sub * stride;
-        auto next = [&] {
-          const dev::Welford v = p.partials[at];
-          at += w * stride;
-          return v;
-        };
-        t = dev::fold_ahead<kMergeAhead>(t, members_from(sub, plan.chunks, w), next, merge);
-      }
-      t = dev::warp_merge(t, lane, w, merge);  // every lane of the warp, every round
-      if (n >= plan.n || sub != 0) continue;
-      const int64_t k = n * plan.c + unit;
-      const float2 mv =
-          write_statistic(p, k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
-      run.v[0] += mv.x;
-      run.v[1] += mv.y;
-    }
-    run = dev::group_sum<2>(run, 32);
-    const float inv = 1.0f / static_cast<float>(plan.n);
-    if (lane == 0) update_running(p, m, unit, run.v[0] * inv, run.v[1] * inv);
+    const int64_t count = members_from(g, per_group * plan.chunks, lanes);
+    t = dev::fold_ahead<kMergeAhead>(t, count, next, merge);
   }
+  t = dev::warp_merge(t, lane, 32, merge);
+  if (lanes > 32) {  // the same for the whole block
+    if (lane == 0) scratch[warp] = t;
+    __syncthreads();
+    const int first = warp - g / 32;  // the statistic's first warp
+    t = scratch[first];
+    for (int w = 1; w < lanes / 32; ++w) t = merge(t, scratch[first + w]);
+  }
+  if (!valid) return;
+  const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
+  if (g == 0) write_statistic(p, unit, t, first, 0, -1);
+  const float shift = dev::to_float(p.x[first]);
+  const float invstd = rsqrtf(dev::welford_biased_var(t) + p.eps);
+  for (int64_t j = g; j < per_group; j += lanes) {
+    write_coefs(p.coefs, p.weight, p.bias, n * plan.c + c0 + j, c0 + j, shift, t.mean, invstd);
+  }
+}
+
+// Instance norm: a warp per channel, its lanes merging the (n, c) partials of rounds of samples
+// (below); the first lane of each sample's writes its statistics, and lane 0 updates the running
+// buffers with their mean over n, as PyTorch does.
+template <class T>
+__global__ void __launch_bounds__(kFinalizeBlock) finalize_instance(FinalizeParams<T> p) {
+  const ChannelPlan& plan = p.plan;
+  const int lane = threadIdx.x % 32;
+  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  const float m = running_weight(p);
+  const dev::WelfordMerge merge;
+  if (unit >= plan.c) return;
+  dev::Floats<2> run{};
+  // Rounds of 32 / w samples, w lanes a sample (finalize_sample_lanes: shape-only): lane l merges
+  // chunks l % w, l % w + w, ... of sample n0 + l / w, loaded ahead, a tree over its w lanes
+  // joins them, and the group's first lane writes the statistic and sums its (mean, var).
+  const int w = finalize_sample_lanes(plan.n, plan.chunks, kMergeAhead);
+  const int sub = lane % w;
+  for (int64_t n0 = 0; n0 < plan.n; n0 += 32 / w) {
+    const int64_t n = n0 + lane / w;
+    dev::Welford t = dev::welford_empty();
+    if (n < plan.n) {
+      // Chunks sub, sub + w, ... of (n, unit): their partials are `stride` apart.
+      const int64_t at0 = plan.partial_index(n, unit, 0);
+      const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
+      int64_t at = at0 + sub * stride;
+      auto next = [&] {
+        const dev::Welford v = p.partials[at];
+        at += w * stride;
+        return v;
+      };
+      t = dev::fold_ahead<kMergeAhead>(t, members_from(sub, plan.chunks, w), next, merge);
+    }
+    t = dev::warp_merge(t, lane, w, merge);  // every lane of the warp, every round
+    if (n >= plan.n || sub != 0) continue;
+    const int64_t k = n * plan.c + unit;
+    const float2 mv =
+        write_statistic(p, k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
+    run.v[0] += mv.x;
+    run.v[1] += mv.y;
+  }
+  run = dev::group_sum<2>(run, 32);
+  const float inv = 1.0f / static_cast<float>(plan.n);
+  if (lane == 0) update_running(p, m, unit, run.v[0] * inv, run.v[1] * inv);
 }
 
 // Instance norm after a one-read kernel (resident rows, rows in registers, row groups), up to
@@ -808,18 +829,23 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
                               a.save_invstd};
     if (s.kind == ChannelNorm::kBatch) {
       const int lanes = finalize_channel_lanes(plan.chunks, kMergeAhead);
-      // A channel a block, or two where a warp takes each (as finalize_forward), so that small C
+      // A channel a block, or two where a warp takes each (as finalize_instance), so that small C
       // still spreads over many SMs: 256-thread blocks of 8 channels at C = 512 took 9.4 us
       // under ncu on the H200 where 64-thread ones took 8.2.
       const int threads = lanes > 64 ? lanes : 64;
       const int64_t per_block = threads / lanes;
       finalize_batch<T><<<static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
                           stream>>>(f, lanes);
+    } else if (s.kind == ChannelNorm::kGroup) {
+      const int lanes = finalize_channel_lanes(s.c / s.groups * plan.chunks, kMergeAhead);
+      const int threads = lanes > 64 ? lanes : 64;
+      const int64_t per_block = threads / lanes, units = s.n * s.groups;
+      finalize_group<T><<<static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
+                          stream>>>(f, lanes);
     } else {
-      const int64_t units = s.kind == ChannelNorm::kGroup ? s.n * s.groups : s.c;
       constexpr int kWarps = kFinalizeBlock / 32;
-      finalize_forward<T>
-          <<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
+      finalize_instance<T>
+          <<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
     }
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }

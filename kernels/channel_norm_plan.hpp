@@ -203,10 +203,11 @@ NK_PLAN_HD inline int finalize_sample_lanes(int64_t samples, int64_t chunks, int
   return best;
 }
 
-// Batch norm's finalize: the threads that merge one channel's `partials`, a power of two from 32
-// to kBatchFinalizeBlock, the fewest that load at most `ahead` partials each, so that a channel
-// waits on memory once where the block allows (C = 64 in NHWC has 2048 partials a channel: 256
-// threads). Shape-only, so the merge tree, and every bit, is the same on every GPU.
+// The finalize of batch norm (a channel) and of group norm (a statistic (n, g), its C/G channels'
+// partials): the threads that merge one unit's `partials`, a power of two from 32 to
+// kBatchFinalizeBlock, the fewest that load at most `ahead` partials each, so that a unit waits on
+// memory once where the block allows (batch norm with C = 64 in NHWC has 2048 partials a channel:
+// 256 threads). Shape-only, so the merge tree, and every bit, is the same on every GPU.
 constexpr int kBatchFinalizeBlock = 256;
 NK_PLAN_HD inline int finalize_channel_lanes(int64_t partials, int ahead) {
   int lanes = 32;

@@ -622,6 +622,26 @@ TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   check_backward(k, NK_TRAINING);
 }
 
+// Group norm's finalize with more than a warp a statistic (finalize_channel_lanes): N1 C64 G2 over
+// 40000 NHWC positions, too large a tile to read once, leaves each (n, g) 32 channels of 625
+// chunks, 256 lanes' worth; training forward against the CPU, and the same bytes on grids for 1
+// and 3 SMs and the whole GPU (the finalize's tree depends on the shape only).
+TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
+  const Case c = GetParam();
+  if (c.family != Family::kGroup || c.layout != NK_NHWC || c.dtype == NK_F16 || !c.affine) {
+    GTEST_SKIP() << "group norm in NHWC, bf16 and fp32 with weight and bias";
+  }
+  const ChannelCase k{c.family, 1, 64, 40000, NK_NHWC, 2};
+  const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, c.dtype, k.groups};
+  const nk::cuda::ChannelPlan plan =
+      nk::cuda::plan_channel_norm(shape, static_cast<int>(elem_size(c.dtype)), true);
+  ASSERT_FALSE(takes_group_tiles(k, c.dtype));
+  // 8: the partials a finalize lane loads ahead (kMergeAhead, channel_norm_forward.cu).
+  ASSERT_GT(nk::cuda::finalize_channel_lanes(k.c / k.groups * plan.chunks, 8), 32);
+  check_forward(k, nk_norm_params_default(), 1);
+  same_bits_on_any_grid(k);
+}
+
 // The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one
 // SM so that the grid-stride loops take several turns and the row and sample trackers wrap, on the
 // shapes their paths need: NHWC with more channel packs than a block (C = 2056: 257 bf16 or 514
