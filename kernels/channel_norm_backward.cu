@@ -75,6 +75,7 @@ struct GradOp {
   using State = float2;  // (sum dy, sum dy * x-hat)
   static constexpr bool kReadsDy = true;
   static constexpr bool kFold = kSource != kNoAct;
+  static constexpr bool kWelfordLanes = false;
   static constexpr bool kAux = kSource == kFromMask || kSource == kFromY || (kSource == kSiluOfU && kZ);
   XhatStats stats;
   const T* aux;             // y (kFromY) or z (kSiluOfU with a residual)

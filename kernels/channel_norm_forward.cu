@@ -92,6 +92,7 @@ struct StatsOp {
   using State = dev::Welford;
   static constexpr bool kReadsDy = false;
   static constexpr bool kFold = false, kAux = false;
+  static constexpr bool kWelfordLanes = true;  // Local::push: a Welford push of x - shift
   const T* x;
   ChannelPlan plan;
   ChannelNorm kind;

@@ -7,6 +7,8 @@
 //   template <int K> void Local::push(State&, const float (&x)[K], const float (&dy)[K]) const;
 //   template <int K> void Local::push_some(State&, const float (&x)[K], const float (&dy)[K],
 //                                          const bool (&use)[K]) const;  // the flagged values
+//   static constexpr bool kWelfordLanes;  // State is dev::Welford of x - Local::shift (float
+//                                         // shift): a channels walk keeps WalkStates' lanes
 //   static constexpr bool kFold, kAux;   // the backward's fused forms (else both false):
 //   template <int E> void load_aux(int64_t i, float (&aux)[E]) const;  // kAux: at element i
 //   template <int K> void Local::fold(const float (&x)[K], float (&dy)[K],
@@ -15,7 +17,9 @@
 // context must not depend on n (it is per channel). The forward reduces Welford states of x; the
 // backward sums dy and dy * x-hat. A thread hands push a tile of K values of one (n, c) at once
 // (several packs, loaded before any is used): the Welford state then pays its division and merge
-// once per tile instead of once per value, and the tile's loads are in flight together. Partials
+// once per tile instead of once per value, and the tile's loads are in flight together; a channels
+// walk of Welford states (kWelfordLanes) pushes value by value, its E channels sharing one count
+// and reciprocal (WalkStates). Partials
 // are merged in a fixed order (block_merge, or a fixed tree over the rows) and the chunks depend
 // on the shape only, so results repeat bit for bit on any GPU and with any grid. The grid
 // (persistent, grid-stride) is sized from the SM count: it decides only which block computes
@@ -23,10 +27,12 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "channel_norm_plan.hpp"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
+#include "common/welford.cuh"
 
 namespace nk::cuda {
 
@@ -337,6 +343,54 @@ __device__ __forceinline__ int64_t column_channel(int64_t j, int columns) {
 // for occurrence i / C, which plan.partial_index files as chunk chunk * L / C + i / C.
 enum class ChannelWalk { kChannels, kPeriod, kSplitPeriod };
 
+// A thread's E states over a channels walk, each tile of K positions (K values a channel) pushed
+// onto all of them: by default a state per element, each pushed on its own (after Op's fold); an
+// Op whose state is the Welford state of x - Local::shift (kWelfordLanes) keeps
+// dev::WelfordLanes, pushed value by value with one count for the E: 2E + 1 registers of state
+// and none for the tile's values once converted, so that more threads fit on an SM.
+template <class Op, int E, bool kLanes = Op::kWelfordLanes>
+struct WalkStates {
+  using State = typename Op::State;
+  using Local = decltype(std::declval<Op>().local(0, 0));
+  State st[E];
+  __device__ explicit WalkStates(const Op& op) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) st[i] = op.identity();
+  }
+  template <int K>
+  __device__ void push(const Local (&local)[E], const float (&xp)[K][E], const float (&dp)[K][E],
+                       const float (&ap)[K][E]) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      float xv[K], dv[K], av[K];
+#pragma unroll
+      for (int u = 0; u < K; ++u) xv[u] = xp[u][i], dv[u] = dp[u][i], av[u] = ap[u][i];
+      if constexpr (Op::kFold) local[i].fold(xv, dv, av);
+      local[i].push(st[i], xv, dv);
+    }
+  }
+  __device__ State get(int i) const { return st[i]; }
+};
+
+template <class Op, int E>
+struct WalkStates<Op, E, true> {
+  using Local = decltype(std::declval<Op>().local(0, 0));
+  dev::WelfordLanes<E> lanes;
+  __device__ explicit WalkStates(const Op&) : lanes(dev::welford_lanes_empty<E>()) {}
+  template <int K>
+  __device__ void push(const Local (&local)[E], const float (&xp)[K][E], const float (&)[K][E],
+                       const float (&)[K][E]) {
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      float v[E];
+#pragma unroll
+      for (int i = 0; i < E; ++i) v[i] = xp[u][i] - local[i].shift;
+      dev::welford_lanes_push<E>(lanes, v);
+    }
+  }
+  __device__ dev::Welford get(int i) const { return dev::welford_lane(lanes, i); }
+};
+
 template <class Op, class T, int E, ChannelWalk kWalk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
@@ -365,9 +419,7 @@ __global__ void __launch_bounds__(kPartialBlock)
     const int64_t p_begin = chunk * (plan.chunk_len / per);
     const int64_t p_end =
         p_begin + plan.chunk_len / per < span ? p_begin + plan.chunk_len / per : span;
-    State st[E];
-#pragma unroll
-    for (int i = 0; i < E; ++i) st[i] = op.identity();
+    WalkStates<Op, E> st(op);
     if (valid) {
       decltype(op.local(0, 0)) local[E];
       // Per item, so nothing of this is per element (stepping the channel with a wrap inside the
@@ -401,29 +453,16 @@ __global__ void __launch_bounds__(kPartialBlock)
         float xp[kTile][E], dp[kTile][E] = {}, ap[kTile][E] = {};
 #pragma unroll
         for (int u = 0; u < kTile; ++u) load(pos + u * rows, xp[u], dp[u], ap[u]);
-#pragma unroll
-        for (int i = 0; i < E; ++i) {
-          float xv[kTile], dv[kTile], av[kTile];
-#pragma unroll
-          for (int u = 0; u < kTile; ++u) xv[u] = xp[u][i], dv[u] = dp[u][i], av[u] = ap[u][i];
-          if constexpr (Op::kFold) local[i].fold(xv, dv, av);
-          local[i].push(st[i], xv, dv);
-        }
+        st.push(local, xp, dp, ap);
       }
       for (; pos < p_end; pos += rows) {  // the last positions, one at a time
-        float xp[E], dp[E] = {}, ap[E] = {};
-        load(pos, xp, dp, ap);
-#pragma unroll
-        for (int i = 0; i < E; ++i) {
-          const float xv[1] = {xp[i]}, av[1] = {ap[i]};
-          float dv[1] = {dp[i]};
-          if constexpr (Op::kFold) local[i].fold(xv, dv, av);
-          local[i].push(st[i], xv, dv);
-        }
+        float xp[1][E], dp[1][E] = {}, ap[1][E] = {};
+        load(pos, xp[0], dp[0], ap[0]);
+        st.push(local, xp, dp, ap);
       }
     }
 #pragma unroll
-    for (int i = 0; i < E; ++i) staged[i][threadIdx.x] = st[i];
+    for (int i = 0; i < E; ++i) staged[i][threadIdx.x] = st.get(i);
     __syncthreads();
     for (int stride = rows > 1 ? top : 0; stride > 0; stride /= 2) {
       if (ty < stride && ty + stride < rows) {

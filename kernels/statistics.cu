@@ -41,7 +41,7 @@ template <class T>
 struct AccumulateOp {
   using State = Partial;
   static constexpr bool kReadsDy = false;
-  static constexpr bool kFold = false, kAux = false;
+  static constexpr bool kFold = false, kAux = false, kWelfordLanes = false;
   const T* x;
   ChannelPlan plan;
 

@@ -173,6 +173,38 @@ TEST(WelfordState, TilesOfValuesMatchTwoPassStatistics) {
   expect_tiles_match<32>(v);
 }
 
+// The shared-count lanes push value by value like welford_push, the division by the count replaced
+// by a product with its reciprocal: each lane within a few ulp of welford_push over the same values
+// and of two-pass fp64 statistics, lanes at different means and scales (one constant) apart.
+TEST(WelfordState, LanesPushLikeWelfordPushPerLane) {
+  constexpr int kE = 4, kCount = 777;
+  nkt::Random rng;
+  // Means within a few standard deviations: the walks push x less a sample of its statistic.
+  const double means[3] = {0.0, 2.5, -3e-3}, scales[3] = {1.0, 0.5, 1e-3};
+  std::vector<double> v[kE];
+  for (int e = 0; e < 3; ++e) v[e] = nkt::rounded(rng.normal(kCount, means[e], scales[e]), NK_F32);
+  v[3].assign(kCount, 7.0);
+  nk::dev::WelfordLanes<kE> lanes = nk::dev::welford_lanes_empty<kE>();
+  for (int t = 0; t < kCount; ++t) {
+    float values[kE];
+    for (int e = 0; e < kE; ++e) values[e] = static_cast<float>(v[e][t]);
+    nk::dev::welford_lanes_push<kE>(lanes, values);
+  }
+  for (int e = 0; e < kE; ++e) {
+    const Welford lane = nk::dev::welford_lane(lanes, e);
+    const Welford single = push_all(v[e], 0, v[e].size());
+    const Exact x = exact(v[e]);
+    const double scale = e < 3 ? scales[e] : 1.0;
+    EXPECT_EQ(lane.count, kCount) << e;
+    EXPECT_NEAR(lane.mean, single.mean, 3e-6 * (std::abs(x.mean) + scale)) << e;
+    EXPECT_NEAR(lane.mean, x.mean, 3e-6 * (std::abs(x.mean) + scale)) << e;
+    EXPECT_NEAR(nk::dev::welford_biased_var(lane), x.var, 1e-5 * x.var) << e;
+    EXPECT_NEAR(lane.m2, single.m2, 1e-5 * single.m2) << e;
+  }
+  EXPECT_EQ(nk::dev::welford_lane(lanes, 3).m2, 0.0f);  // the constant lane: no deviation at all
+  EXPECT_EQ(nk::dev::welford_lane(lanes, 3).mean, 7.0f);
+}
+
 TEST(WelfordState, TileOfKnownValues) {
   // {2, 4, 4, 4, 5, 5, 7, 9}: mean 5, m2 32; merged after {1, 3} (mean 2, m2 2): 10 values,
   // mean (2 * 2 + 8 * 5) / 10 = 4.4, m2 = 2 + 32 + 3^2 * 2 * 8 / 10 = 48.4.

@@ -93,6 +93,51 @@ NK_HOST_DEVICE Welford welford_push_values(Welford s, const float (&v)[K]) {
   return welford_merge_approx(s, Welford{K, mean, m2});
 }
 
+// The Welford states of E statistics that see equally many values, the E channels of one
+// thread's walk over positions: one count for all, kept as a float (exact below 2^24 values, far
+// more than a thread walks), so that a push inverts it once for the E values instead of
+// converting and dividing E times, and the states take 2E + 1 registers, not 4E.
+template <int E>
+struct WelfordLanes {
+  float count;
+  float mean[E];
+  float m2[E];
+};
+
+template <int E>
+NK_HOST_DEVICE WelfordLanes<E> welford_lanes_empty() {
+  WelfordLanes<E> s;
+  s.count = 0.0f;
+  for (int e = 0; e < E; ++e) s.mean[e] = s.m2[e] = 0.0f;
+  return s;
+}
+
+// Adds v[e] to lane e, for every lane: welford_push with its division by the count replaced by a
+// product with the count's reciprocal, computed once (on the device MUFU.RCP's approximation,
+// within 1 ulp: the mean's step is then off by about 1e-7 of itself, less than its rounding).
+// Per value a subtract, an FMA, a subtract and an FMA: no tile of values held in registers, so a
+// walk keeps only its loads in flight.
+template <int E>
+NK_HOST_DEVICE void welford_lanes_push(WelfordLanes<E>& s, const float (&v)[E]) {
+  s.count += 1.0f;
+#ifdef __CUDA_ARCH__
+  float inverse;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inverse) : "f"(s.count));
+#else
+  const float inverse = 1.0f / s.count;
+#endif
+  for (int e = 0; e < E; ++e) {
+    const float delta = v[e] - s.mean[e];
+    s.mean[e] += delta * inverse;
+    s.m2[e] += delta * (v[e] - s.mean[e]);
+  }
+}
+
+template <int E>
+NK_HOST_DEVICE Welford welford_lane(const WelfordLanes<E>& s, int e) {
+  return Welford{static_cast<int64_t>(s.count), s.mean[e], s.m2[e]};
+}
+
 // welford_push_values for the values whose flag is set (the ends of a row that starts or stops
 // inside a pack), in one merge; no flag set leaves s as it is.
 template <int K>
