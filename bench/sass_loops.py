@@ -8,7 +8,9 @@ object or library: where bench/sass_table.py reports one hot loop per kernel, th
 One line per loop (a backward branch and its target; outer loops contain their inner ones): its
 first and last instruction index, its instruction count, and its global loads, global stores and
 shared-memory accesses by opcode, and the barriers in it. Static counts: one pass through the
-body, both sides of every branch.
+body, both sides of every branch. With --at PREFIX (repeatable, e.g. --at LDG --at CCTL), also
+where in each loop the instructions whose opcode starts with PREFIX sit (their offsets from the
+loop's first instruction): whether a tile's loads are issued together or one after another's use.
 """
 import argparse
 import os
@@ -22,6 +24,8 @@ import sass_table  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sass_table.add_object_arguments(ap)
+    ap.add_argument("--at", action="append", default=[], metavar="PREFIX",
+                    help="print the offsets in each loop of the opcodes starting with PREFIX")
     args = ap.parse_args()
     funcs, names = sass_table.read_object(args)
     for mangled, name in sorted(names.items(), key=lambda item: item[1]):
@@ -40,6 +44,9 @@ def main():
             bars = sum(1 for _, op, _ in body if op.startswith("BAR"))
             print(f"  loop {start}-{end}: {len(body)} instr | global loads {ops('LDG')} |"
                   f" global stores {ops('STG')} | shared {ops(('LDS', 'STS'))} | barriers {bars}")
+            for prefix in args.at:
+                at = [i for i, (_, op, _) in enumerate(body) if op.startswith(prefix)]
+                print(f"    {prefix} at {' '.join(map(str, at)) or '-'}")
 
 
 if __name__ == "__main__":
