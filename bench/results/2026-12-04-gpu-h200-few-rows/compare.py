@@ -23,22 +23,27 @@ spec.loader.exec_module(previous)
 CALLS = (("call1", "424337b"), ("call2", "6d9ebec"), ("call3", "4e6518c"))
 
 
+def report(title, before, after):
+    """One call's section: the title, compare(), then the 20 largest speedups."""
+    print(f"## {title}\n")
+    previous.compare(before, after)
+    common = [n for n in after if n in before]
+    faster = sorted(((before[n]["real_time"] / after[n]["real_time"], n) for n in common),
+                    reverse=True)[:20]
+    print("\nThe 20 largest speedups (time before → after, µs):\n")
+    for s, n in faster:
+        print(f"- `{n}`: {s:.2f} ({before[n]['real_time']:.1f} → {after[n]['real_time']:.1f})")
+    print()
+
+
 def main():
     before = load(os.path.join(PREVIOUS, "call2", "bench.json"))
     for call, commit in CALLS:
         path = os.path.join(HERE, call, "bench.json")
         if not os.path.exists(path):
             continue
-        after = load(path)
-        print(f"## {call} (commit {commit}) against the last session's call 2 (commit a2253ea)\n")
-        previous.compare(before, after)
-        common = [n for n in after if n in before]
-        faster = sorted(((before[n]["real_time"] / after[n]["real_time"], n) for n in common),
-                        reverse=True)[:20]
-        print("\nThe 20 largest speedups (time before → after, µs):\n")
-        for s, n in faster:
-            print(f"- `{n}`: {s:.2f} ({before[n]['real_time']:.1f} → {after[n]['real_time']:.1f})")
-        print()
+        report(f"{call} (commit {commit}) against the last session's call 2 (commit a2253ea)",
+               before, load(path))
 
 
 if __name__ == "__main__":

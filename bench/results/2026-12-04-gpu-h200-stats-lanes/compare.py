@@ -4,7 +4,7 @@ it has the case, else its call 2, tree 6d9ebec, which differs only in batch norm
 blocks); after: each call here, on the cases both measured, with the first folder's compare()
 (per set, layout, phase and dtype: speedup geomean and range, medians of frac of copy and of the
 ratio to cuDNN; the whole-set aggregates; the cases more than 5 % slower), then the 20 largest
-speedups.
+speedups, through the last folder's report().
 
     python3 bench/results/2026-12-04-gpu-h200-stats-lanes/compare.py > bench/results/2026-12-04-gpu-h200-stats-lanes/compare.md
 """
@@ -14,13 +14,12 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAST = os.path.join(HERE, "..", "2026-12-04-gpu-h200-few-rows")
-FIRST = os.path.join(HERE, "..", "2026-12-04-gpu-h200-finalize")
 sys.path.insert(0, os.path.join(HERE, "..", "2026-12-04-gpu-h200"))
 from aggregate import load_bench as load  # noqa: E402  the first run's reader
 
-spec = importlib.util.spec_from_file_location("first_compare", os.path.join(FIRST, "compare.py"))
-first = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(first)
+spec = importlib.util.spec_from_file_location("last_compare", os.path.join(LAST, "compare.py"))
+last = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(last)
 
 CALLS = (("call1", "tree 88326b7"),)
 
@@ -30,18 +29,9 @@ def main():
     before.update(load(os.path.join(LAST, "call3", "bench.json")))
     for call, tree in CALLS:
         path = os.path.join(HERE, call, "bench.json")
-        if not os.path.exists(path):
-            continue
-        after = load(path)
-        print(f"## {call} ({tree}) against main e03d5ee (the last folder's calls 3 and 2)\n")
-        first.compare(before, after)
-        common = [n for n in after if n in before]
-        faster = sorted(((before[n]["real_time"] / after[n]["real_time"], n) for n in common),
-                        reverse=True)[:20]
-        print("\nThe 20 largest speedups (time before → after, µs):\n")
-        for s, n in faster:
-            print(f"- `{n}`: {s:.2f} ({before[n]['real_time']:.1f} → {after[n]['real_time']:.1f})")
-        print()
+        if os.path.exists(path):
+            last.report(f"{call} ({tree}) against main e03d5ee (the last folder's calls 3 and 2)",
+                        before, load(path))
 
 
 if __name__ == "__main__":
