@@ -115,8 +115,9 @@ NK_HOST_DEVICE WelfordLanes<E> welford_lanes_empty() {
 // Adds v[e] to lane e, for every lane: welford_push with its division by the count replaced by a
 // product with the count's reciprocal, computed once (on the device MUFU.RCP's approximation,
 // within 1 ulp: the mean's step is then off by about 1e-7 of itself, less than its rounding).
-// Per value a subtract, an FMA, a subtract and an FMA: no tile of values held in registers, so a
-// walk keeps only its loads in flight.
+// Per value a subtract, an FMA, a subtract and an FMA, and no tile of values held in registers
+// (ptxas then issues a tile's loads one by one, each after the previous pack's pushes: see
+// bench/results/2026-12-04-static-stats-lanes).
 template <int E>
 NK_HOST_DEVICE void welford_lanes_push(WelfordLanes<E>& s, const float (&v)[E]) {
   s.count += 1.0f;
