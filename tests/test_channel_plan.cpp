@@ -214,8 +214,8 @@ TEST(ChannelPlan, SplitsFewChannelsAcrossBlocks) {
   const ChannelPlan channels = plan_channel_norm(nhwc, 2, true);
   EXPECT_EQ(channels.lanes, 8) << "64 bf16 channels are 8 packs";
   EXPECT_GT(channels.chunks, kMaxChunks) << "one tile of channels: more chunks than 128 blocks";
-  EXPECT_EQ(channels.chunks, (100000 + 127) / 128)
-      << "chunks of 128 positions, 4 for each of the block's 32 rows of threads";
+  EXPECT_EQ(channels.chunks, (100000 + 255) / 256)
+      << "chunks of 256 positions, 8 for each of the block's 32 rows of threads";
   // ResNet's last stage in NCHW: short rows, but batch norm's chunks span the samples.
   const ChannelShape small{ChannelNorm::kBatch, 256, 2048, 49, NK_NCHW, NK_BF16, 1};
   const ChannelPlan bn = plan_channel_norm(small, 2, true);
@@ -276,22 +276,22 @@ TEST(ChannelPlan, FewChannelsStillFillTheGpu) {
 }
 
 // Short spans in the channels layout: a chunk gives each row of the block's threads (256 / lanes
-// rows, the lanes counted in 16-byte packs, or a period's packs) 4 positions or periods, one tile
+// rows, the lanes counted in 16-byte packs, or a period's packs) 8 positions or periods, two tiles
 // of its walk, however the pointers are aligned, so small batches still run several blocks
-// (C = 256 over 32 * 14 * 14 positions: 196 chunks of 32) and narrow channels do not leave a
-// block's threads one load each (C = 8: chunks of 1024 positions).
+// (C = 256 over 32 * 14 * 14 positions: 98 chunks of 64) and narrow channels do not leave a
+// block's threads one load each (C = 8: chunks of 2048 positions).
 TEST(ChannelPlan, ChunksGiveEachRowOfThreadsSeveralPositions) {
   struct Case {
     int64_t n, c, s;
     int elem;
-    int64_t min_chunk;  // positions: 256 / lanes rows * 4 (* positions per period)
+    int64_t min_chunk;  // positions: 256 / lanes rows * 8 (* positions per period)
     int64_t chunks;     // of n * s positions
   };
-  for (const Case& k : {Case{32, 256, 196, 2, 32, 196}, Case{32, 512, 49, 2, 32, 49},
-                        Case{32, 128, 784, 2, 64, 392}, Case{32, 64, 3136, 2, 128, 784},
-                        Case{32, 64, 784, 4, 64, 392}, Case{32, 8, 3136, 2, 1024, 98},
-                        Case{32, 3, 3136, 2, 85 * 4 * 8, 37}, Case{32, 3, 3136, 4, 85 * 4 * 4, 74},
-                        Case{2, 255, 4096, 2, 4 * 8, 256}}) {
+  for (const Case& k : {Case{32, 256, 196, 2, 64, 98}, Case{32, 512, 49, 2, 64, 25},
+                        Case{32, 128, 784, 2, 128, 196}, Case{32, 64, 3136, 2, 256, 392},
+                        Case{32, 64, 784, 4, 128, 196}, Case{32, 8, 3136, 2, 2048, 49},
+                        Case{32, 3, 3136, 2, 85 * 8 * 8, 19}, Case{32, 3, 3136, 4, 85 * 8 * 4, 37},
+                        Case{2, 255, 4096, 2, 8 * 8, 128}}) {
     for (bool vector : {true, false}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " elem " << k.elem << " aligned " << vector);
