@@ -63,6 +63,12 @@ __device__ __forceinline__ void load_floats(const T* p, float (&out)[E]) {
   for (int i = 0; i < E; ++i) out[i] = to_float(pack.v[i]);
 }
 
+// Asks L2 to fetch the line holding p (global memory) without waiting for it and without a
+// register: a later load of it then waits on L2, not on DRAM.
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(__cvta_generic_to_global(p)));
+}
+
 // E floats rounded to T and stored at p (aligned to sizeof(T) * E).
 template <class T, int E>
 __device__ __forceinline__ void store_floats(T* p, const float (&in)[E]) {
