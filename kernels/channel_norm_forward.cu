@@ -223,6 +223,16 @@ __device__ __forceinline__ void update_running(const FinalizeParams<T>& p, float
   p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
 }
 
+// A statistic's `lanes` threads joined, every thread ending with the same bits: a warp by
+// shuffles; more than 32 lanes (then the block is that one statistic) the block's warps in order
+// too, after the identity, which the merge returns the first warp's state for exactly.
+__device__ __forceinline__ dev::Welford join_lanes(dev::Welford t, int lanes,
+                                                   dev::Welford* scratch) {
+  const dev::WelfordMerge merge;
+  return lanes > 32 ? dev::block_merge(t, scratch, dev::welford_empty(), merge)
+                    : dev::warp_merge(t, threadIdx.x % 32, 32, merge);
+}
+
 // Batch norm: `lanes` threads a channel (finalize_channel_lanes of the plan's chunks: shape-only),
 // blockDim.x / lanes channels a block (one; two of a warp each). A channel's lanes merge its
 // partials in lane-strided order (each loading at most kMergeAhead of them before merging, where a
@@ -234,20 +244,12 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_batch(FinalizeParams<T> p, int lanes) {
   __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
   const ChannelPlan& plan = p.plan;
-  const int g = threadIdx.x % lanes, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = threadIdx.x % lanes;
   const int64_t c = int64_t{blockIdx.x} * (blockDim.x / lanes) + threadIdx.x / lanes;
   const float m = running_weight(p);
-  const dev::WelfordMerge merge;
   dev::Welford t =
       c < plan.c ? merge_batch_partials(plan, c, g, lanes, p.partials) : dev::welford_empty();
-  t = dev::warp_merge(t, lane, 32, merge);
-  if (lanes > 32) {  // the same for the whole block
-    if (lane == 0) scratch[warp] = t;
-    __syncthreads();
-    if (g == 0) {
-      for (int w = 1; w < lanes / 32; ++w) t = merge(t, scratch[warp + w]);
-    }
-  }
+  t = join_lanes(t, lanes, scratch);
   if (c >= plan.c || g != 0) return;
   const float2 mv = write_statistic(p, c, t, first_of_stat(plan, p.kind, p.groups, 0, c), c, c);
   update_running(p, m, c, mv.x, mv.y);
@@ -265,7 +267,7 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_group(FinalizeParams<T> p, int lanes) {
   __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
   const ChannelPlan& plan = p.plan;
-  const int g = threadIdx.x % lanes, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = threadIdx.x % lanes;
   const int64_t unit = int64_t{blockIdx.x} * (blockDim.x / lanes) + threadIdx.x / lanes;
   const bool valid = unit < plan.n * p.groups;
   const int64_t per_group = plan.c / p.groups;
@@ -282,14 +284,7 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
     const int64_t count = members_from(g, per_group * plan.chunks, lanes);
     t = dev::fold_ahead<kMergeAhead>(t, count, next, merge);
   }
-  t = dev::warp_merge(t, lane, 32, merge);
-  if (lanes > 32) {  // the same for the whole block
-    if (lane == 0) scratch[warp] = t;
-    __syncthreads();
-    const int first = warp - g / 32;  // the statistic's first warp
-    t = scratch[first];
-    for (int w = 1; w < lanes / 32; ++w) t = merge(t, scratch[first + w]);
-  }
+  t = join_lanes(t, lanes, scratch);
   if (!valid) return;
   const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
   if (g == 0) write_statistic(p, unit, t, first, 0, -1);
