@@ -123,6 +123,12 @@ __global__ void int64_literals(const long long* in, long long* out, double* inf)
 
 __global__ void touch(float* p) { p[threadIdx.x] += 1.0f; }
 
+// The statistics pass prefetches its next tile into L2 (prefetch.global.L2: an address, no type).
+__global__ void prefetch_then_double(const float* x, float* y) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(x + blockDim.x + threadIdx.x));
+  y[threadIdx.x] = 2.0f * x[threadIdx.x];
+}
+
 // ---- probes ---------------------------------------------------------------------------------
 
 void probe_int64_to_float() {
@@ -275,6 +281,15 @@ void probe_async_copy_source() {
   cudaStreamDestroy(stream);
 }
 
+void probe_prefetch() {
+  std::vector<float> in(64);
+  for (int i = 0; i < 64; ++i) in[i] = 0.25f * static_cast<float>(i) - 3.0f;
+  Device<float> din(in), out(32);
+  prefetch_then_double<<<1, 32>>>(din.ptr, out.ptr);
+  const std::vector<float> o = out.get();
+  for (int i = 0; i < 32; ++i) expect(o[i] == 2.0f * in[i], "doubled", o[i], 2.0f * in[i]);
+}
+
 // CUB picks its tuning from cudaFuncGetAttributes' ptxVersion (the virtual architecture): a
 // simulator that reports the PTX ISA version there makes every CUB call fail.
 void probe_cub_dispatch() {
@@ -308,6 +323,7 @@ int main() {
       {"64-bit integer literals", probe_int64_literals},
       {"cudaMemcpyAsync source reusable on return", probe_async_copy_source},
       {"cudaFuncGetAttributes ptxVersion and CUB dispatch", probe_cub_dispatch},
+      {"prefetch.global.L2", probe_prefetch},
   };
   int failed = 0;
   for (const Probe& p : probes) {
