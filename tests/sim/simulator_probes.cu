@@ -226,16 +226,21 @@ void probe_bf16() {
 void probe_fp16_rounding() {
   // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10 (even: 1); 1 + 3 * 2^-11 halfway between
   // 1 + 2^-10 and 1 + 2^-9 (even: the latter). From fp64: just above a tie rounds up, an exact
-  // tie to even, 65520 (halfway to 65536) overflows to infinity.
-  const std::vector<float> f = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f)};
-  const std::vector<double> d = {1.0 + 0x1p-11 + 0x1p-40, 1.0 + 0x1p-11, 65520.0};
-  const unsigned short want[6] = {0x3C00, 0x3C01, 0x3C02, 0x3C00, 0xBC00, 0x7C00};
+  // tie to even, 65520 (halfway to 65536) overflows to infinity. Zeros keep their sign (a
+  // conversion that scales by the exponent has no exponent for them).
+  const std::vector<float> f = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -(1.0f + 0x1p-11f), 0.0f,
+                                -0.0f};
+  const std::vector<double> d = {1.0 + 0x1p-11 + 0x1p-40, 1.0 + 0x1p-11, 65520.0, -0.0, 0.0};
+  const unsigned short want[10] = {0x3C00, 0x3C01, 0x3C02, 0x3C00, 0xBC00,
+                                   0x7C00, 0x0000, 0x8000, 0x8000, 0x0000};
   Device<float> df(f);
   Device<double> dd(d);
-  Device<unsigned short> out(6);
-  fp16_rounding<<<1, 3>>>(df.ptr, dd.ptr, out.ptr);
+  Device<unsigned short> out(10);
+  fp16_rounding<<<1, 5>>>(df.ptr, dd.ptr, out.ptr);
   const std::vector<unsigned short> o = out.get();
-  for (int i = 0; i < 6; ++i) expect(o[i] == want[i], i % 2 ? "from fp64" : "from fp32", o[i], want[i]);
+  for (int i = 0; i < 10; ++i) {
+    expect(o[i] == want[i], i % 2 ? "from fp64" : "from fp32", o[i], want[i]);
+  }
 }
 
 void probe_bmsk_nanosleep() {
@@ -318,7 +323,7 @@ int main() {
       {"shfl.sync in every warp of several blocks", probe_shuffle_every_warp},
       {"shfl.sync with holes in the member mask", probe_shuffle_sparse_mask},
       {"bf16: cvt.rn.bf16.f32 and the {0, %rs} unpack", probe_bf16},
-      {"fp16: ties to even from fp32, one rounding from fp64", probe_fp16_rounding},
+      {"fp16: ties to even from fp32, one rounding from fp64, signed zeros", probe_fp16_rounding},
       {"bmsk and nanosleep", probe_bmsk_nanosleep},
       {"64-bit integer literals", probe_int64_literals},
       {"cudaMemcpyAsync source reusable on return", probe_async_copy_source},
