@@ -165,14 +165,11 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
   };
   if (unit < channel_units) {
     // Members j = lane, lane + 32, ... of (slot j / chunks, chunk j % chunks).
-    MemberCursor at(lane, plan.chunks, 32);
-    auto next = [&] {
-      const float2 v = p.partials[plan.partial_index(at.m, unit, at.chunk)];
-      at.advance();
-      return v;
+    auto load = [&](int64_t slot, int64_t chunk) {
+      return p.partials[plan.partial_index(slot, unit, chunk)];
     };
-    const int64_t mine = members_from(lane, plan.slots * plan.chunks, 32);
-    dev::Floats<2> t = dev::fold_ahead<kSumAhead>(dev::Floats<2>{}, mine, next, add);
+    dev::Floats<2> t = fold_members<kSumAhead>(dev::Floats<2>{}, lane, plan.slots * plan.chunks,
+                                               plan.chunks, 32, load, add);
     t = dev::group_sum<2>(t, 32);
     if (lane == 0) {
       if (p.dbias) p.dbias[unit] = t.v[0];
@@ -200,12 +197,10 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
   }
   // Members j = lane, lane + 32, ... of (channel c0 + j / chunks, chunk j % chunks), each weighed
   // by its channel's weight: sum_g, sum_gx.
-  MemberCursor at(lane, plan.chunks, 32);
-  auto next = [&] {
-    const int64_t c = c0 + at.m;
+  auto load = [&](int64_t m, int64_t chunk) {
+    const int64_t c = c0 + m;
     const float w = p.weight ? p.weight[c] : 1.0f;
-    const float2 v = p.partials[plan.partial_index(slot, c, at.chunk)];
-    at.advance();
+    const float2 v = p.partials[plan.partial_index(slot, c, chunk)];
     return make_float3(w, v.x, v.y);
   };
   auto add_weighed = [](dev::Floats<2> t, float3 wv) {
@@ -213,8 +208,8 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizePara
     t.v[1] += wv.x * wv.z;
     return t;
   };
-  const int64_t mine = members_from(lane, c_count * plan.chunks, 32);
-  dev::Floats<2> t = dev::fold_ahead<kSumAhead>(dev::Floats<2>{}, mine, next, add_weighed);
+  dev::Floats<2> t = fold_members<kSumAhead>(dev::Floats<2>{}, lane, c_count * plan.chunks,
+                                             plan.chunks, 32, load, add_weighed);
   t = dev::group_sum<2>(t, 32);
   const float count = static_cast<float>(c_count * plan.span());
   const float invstd = p.stats.scale[k], mean = p.stats.mean[k];

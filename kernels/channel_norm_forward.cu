@@ -275,14 +275,10 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
   const dev::WelfordMerge merge;
   dev::Welford t = dev::welford_empty();
   if (valid) {
-    MemberCursor at(g, plan.chunks, lanes);
-    auto next = [&] {
-      const dev::Welford v = p.partials[plan.partial_index(n, c0 + at.m, at.chunk)];
-      at.advance();
-      return v;
+    auto load = [&](int64_t m, int64_t chunk) {
+      return p.partials[plan.partial_index(n, c0 + m, chunk)];
     };
-    const int64_t count = members_from(g, per_group * plan.chunks, lanes);
-    t = dev::fold_ahead<kMergeAhead>(t, count, next, merge);
+    t = fold_members<kMergeAhead>(t, g, per_group * plan.chunks, plan.chunks, lanes, load, merge);
   }
   t = join_lanes(t, lanes, scratch);
   if (!valid) return;

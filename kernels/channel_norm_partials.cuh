@@ -626,4 +626,19 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
   }
 }
 
+// The finalize kernels' fold over a statistic's partials: members j = first, first + step, ...
+// below `members` of the pairs (m, chunk) = (j / chunks, j % chunks) (MemberCursor), kAhead loads
+// in flight; load(m, chunk) reads member j's value. The order of the folds is the plain loop's.
+template <int kAhead, class Acc, class Load, class Fold>
+__device__ __forceinline__ Acc fold_members(Acc acc, int64_t first, int64_t members,
+                                            int64_t chunks, int64_t step, Load load, Fold fold) {
+  MemberCursor at(first, chunks, step);
+  auto next = [&] {
+    const auto v = load(at.m, at.chunk);
+    at.advance();
+    return v;
+  };
+  return dev::fold_ahead<kAhead>(acc, members_from(first, members, step), next, fold);
+}
+
 }  // namespace nk::cuda
