@@ -328,8 +328,9 @@ __device__ __forceinline__ int64_t column_channel(int64_t j, int columns) {
 }
 
 // Channels layout (NHWC, S == 1, or column_view's columns of batch norm's short NCHW rows): the
-// block's threads as plan.block_rows() rows of plan.lanes lanes (lanes = the channel packs, up to
-// 32, so a small C leaves at most lanes - 1 threads of the 256 idle); lane tx owns channel pack
+// block's threads as plan.block_rows() rows of plan.lanes lanes (lanes = the channel packs, or a
+// tile's even share of them, at most 32: a block leaves fewer than lanes threads of the 256 idle,
+// and only the last tile lanes without a pack, fewer than the tiles); lane tx owns channel pack
 // blockIdx.x * lanes + tx, row ty walks positions p = ty, ty + rows, ... of one (slot, chunk) item
 // (p = n * S + s for batch norm's one slot, s for sample n's slot); the rows are then merged as a
 // fixed-order tree in shared memory.

@@ -9,6 +9,12 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// The channels walk's lanes for `packs` channel packs: tiles of at most 32 lanes, as many tiles
+// as 32-lane ones would take, the packs shared out evenly (C = 320 in 16 bits: 40 packs, two
+// tiles of 20 lanes and 12 rows; tiles of 32 left 24 of the second's lanes, 192 of its 256
+// threads, idle). Within one tile: a lane a pack.
+int64_t tile_lanes(int64_t packs) { return ceil_div(packs, ceil_div(packs, 32)); }
+
 // Instance or group norm with each statistic one contiguous row (NCHW, or NHWC with C == 1, and
 // S > 1), not empty: the layout of the three one-read row paths.
 bool one_read_rows_layout(const ChannelShape& shape) {
@@ -137,8 +143,9 @@ ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_acc
   } else {
     p.warp_per_chunk = false;
     const int64_t packs = ceil_div(shape.c, p.pack_elems);
-    p.lanes = static_cast<int>(packs < 32 ? packs : 32);  // every lane has a pack
-    // Tiles of 32 16-byte packs, whatever the pointers allow, so the chunks stay the same.
+    p.lanes = static_cast<int>(tile_lanes(packs));  // the packs evenly over the tiles
+    // Tiles and rows counted in 16-byte packs, whatever the pointers allow, so the chunks stay
+    // the same.
     const int64_t packs16 = ceil_div(shape.c, e);
     // C % e != 0: chunks of whole periods (L / C positions) where the span is (shape only), so
     // that aligned pointers can take 16-byte packs whose channels repeat from period to period;
@@ -160,7 +167,7 @@ ChannelPlan plan_walk(const ChannelShape& shape, int elem_bytes, bool vector_acc
     // to walk, a whole tile of loads in flight before the block's merge. The rows are those of
     // 16-byte packs whatever the pointers, so the chunks stay shape-only.
     const int64_t width_packs = split ? period / e : packs16;  // 16-byte packs of a walked row
-    const int64_t pack_lanes = periodic ? period / e : width_packs < 32 ? width_packs : 32;
+    const int64_t pack_lanes = periodic ? period / e : split ? 32 : tile_lanes(width_packs);
     const int64_t min_chunk =
         kPartialBlock / pack_lanes * kMinChannelSteps * (periodic || split ? per : 1);
     const int64_t wanted = ceil_div(kWantedItems, p.slots * ceil_div(width_packs, 32));

@@ -18,8 +18,9 @@
 //    or a block walks it with the row and offset tracked incrementally, so short rows of batch
 //    norm do not leave threads idle;
 //  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
-//    cover consecutive channel packs (up to 32; as many as there are packs when C is small) and
-//    the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
+//    cover consecutive channel packs (as many as there are packs when C is small; else the
+//    packs shared evenly over the tiles that 32 lanes would take: C = 320 in 16 bits is two tiles
+//    of 20) and the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
 //    otherwise) in `block_rows` rows; a chunk is a range of positions. Where C is not a multiple
 //    of the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
 //    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as
@@ -81,7 +82,9 @@ constexpr int64_t kMaxSplitPeriod = int64_t{1} << 30;
 struct ChannelPlan {
   bool rows_layout;     // see above
   bool warp_per_chunk;  // rows layout: a warp per chunk (else a block)
-  int lanes;            // channels layout: threads across channel packs, min(packs, 32), or
+  int lanes;            // channels layout: threads across channel packs, ceil(packs / tiles)
+                        // for tiles = ceil(packs / 32) (at most 32, idle lanes only in the
+                        // last tile, fewer than tiles of them), or
                         // the period's packs (period / pack_elems, up to kPartialBlock; 32 for
                         // a split period)
   NK_PLAN_HD int block_rows() const {

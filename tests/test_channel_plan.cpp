@@ -110,9 +110,14 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_LE(w.block_rows() * w.lanes, nk::cuda::kPartialBlock);
               EXPECT_GT(w.block_rows() * w.lanes, nk::cuda::kPartialBlock - w.lanes);
             } else if (!w.rows_layout) {
+              // As many tiles as 32 lanes would take, the packs shared evenly: only the last
+              // tile has lanes without a pack, fewer than the tiles.
               const int64_t packs = (wc + w.pack_elems - 1) / w.pack_elems;
-              EXPECT_EQ(w.lanes, packs < 32 ? packs : 32) << "a lane without a pack, or a pack "
-                                                             "without a lane in a 32-wide block";
+              const int64_t tiles = (packs + 31) / 32, lanes = w.lanes;
+              EXPECT_LE(lanes, 32);
+              EXPECT_EQ((packs + lanes - 1) / lanes, tiles) << "a tile more than 32 lanes take";
+              EXPECT_LT(tiles * lanes - packs, tiles) << "tiles of unequal widths";
+              if (packs <= 32) EXPECT_EQ(lanes, packs) << "a lane without a pack";
               EXPECT_LE(w.block_rows() * w.lanes, nk::cuda::kPartialBlock);
               EXPECT_GT(w.block_rows() * w.lanes, nk::cuda::kPartialBlock - w.lanes)
                   << "a whole row of threads idle";
@@ -275,6 +280,35 @@ TEST(ChannelPlan, FewChannelsStillFillTheGpu) {
   }
 }
 
+// The channels walk's lanes: as many tiles of channel packs as 32 lanes take, the packs shared
+// evenly over them, so that the last tile does not leave most of its threads idle (C = 320 in
+// 16 bits: 40 packs were a tile of 32 and one of 8, 24 of whose 32 lanes had no pack in each of
+// its 8 rows); the rows are 256 / lanes. Misaligned pointers count single elements as packs.
+TEST(ChannelPlan, ChannelsWalkSharesPacksEvenlyOverTiles) {
+  struct Case {
+    int64_t c;
+    int elem;
+    bool vector;
+    int lanes, rows;
+  };
+  for (const Case& k : {Case{320, 2, true, 20, 12}, Case{320, 4, true, 27, 9},
+                        Case{640, 2, true, 27, 9}, Case{1280, 2, true, 32, 8},
+                        Case{256, 2, true, 32, 8}, Case{96, 2, true, 12, 21},
+                        Case{384, 2, true, 24, 10}, Case{40, 2, false, 20, 12},
+                        Case{33, 4, false, 17, 15}, Case{2048, 4, false, 32, 8}}) {
+    for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+      SCOPED_TRACE(testing::Message() << "c=" << k.c << " elem " << k.elem << " aligned "
+                                      << k.vector << " kind " << static_cast<int>(kind));
+      const ChannelPlan p =
+          plan_channel_norm(shape_of(kind, 4, k.c, 1024, NK_NHWC, k.elem), k.elem, k.vector);
+      EXPECT_FALSE(p.rows_layout);
+      EXPECT_EQ(p.period, 0);
+      EXPECT_EQ(p.lanes, k.lanes);
+      EXPECT_EQ(p.block_rows(), k.rows);
+    }
+  }
+}
+
 // Short spans in the channels layout: a chunk gives each row of the block's threads (256 / lanes
 // rows, the lanes counted in 16-byte packs, or a period's packs) 8 positions or periods, two tiles
 // of its walk, however the pointers are aligned, so small batches still run several blocks
@@ -291,7 +325,8 @@ TEST(ChannelPlan, ChunksGiveEachRowOfThreadsSeveralPositions) {
                         Case{32, 128, 784, 2, 128, 196}, Case{32, 64, 3136, 2, 256, 392},
                         Case{32, 64, 784, 4, 128, 196}, Case{32, 8, 3136, 2, 2048, 49},
                         Case{32, 3, 3136, 2, 85 * 8 * 8, 19}, Case{32, 3, 3136, 4, 85 * 8 * 4, 37},
-                        Case{2, 255, 4096, 2, 8 * 8, 128}}) {
+                        Case{2, 255, 4096, 2, 8 * 8, 128}, Case{32, 320, 196, 2, 12 * 8, 66},
+                        Case{32, 320, 196, 4, 9 * 8, 88}}) {
     for (bool vector : {true, false}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " elem " << k.elem << " aligned " << vector);
@@ -497,7 +532,8 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
       {ChannelNorm::kBatch, 32, 1001, 49, 2, 8008, 32, true},   // 1568 positions, 8 a period
       {ChannelNorm::kGroup, 4, 1001, 16, 4, 4004, 32, true},    // fp32: 4 positions a period
       {ChannelNorm::kBatch, 2, 514, 64, 2, 2056, 32, true},     // gcd(514, 8) = 2: 4 positions
-      {ChannelNorm::kInstance, 2, 257, 49, 2, 0, 32, false},    // 49 positions: single elements
+      {ChannelNorm::kInstance, 2, 257, 49, 2, 0, 29, false},    // 49 positions: single elements
+                                                                // in 9 tiles of 29 lanes
   };
   for (const Want& w : list) {
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n

@@ -76,7 +76,10 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // samples in a partial period alone; 37 x 7 in 16 bits: a period of 259 packs split
           // into tiles); instance and group norm rows shorter than a pack held in registers
           // (9 x 6 x 2: rows of 2 and, group norm, of three channels of 2; 70 x 40 x 3: several
-          // blocks, group norm rows of two channels of 3).
+          // blocks, group norm rows of two channels of 3); NHWC channel packs shared evenly over
+          // the walk's tiles (C = 320: 40 packs in two tiles of 20 lanes in 16 bits, 80 in three
+          // of 27 in fp32, the last with a lane idle; 4 channels a group, so that group norm
+          // takes the walk, not the group tiles).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
           ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
@@ -84,7 +87,7 @@ std::vector<ChannelCase> shapes(const Case& k) {
                            {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
                            {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 257, 1, 1},
                            {40, 16, 3, 4},  {16, 3, 5, 1},  {8, 37, 7, 1},   {9, 6, 2, 2},
-                           {70, 40, 3, 20}, {3, 1, 77, 1}}
+                           {70, 40, 3, 20}, {2, 320, 100, 80}, {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
           : std::vector<S>{
