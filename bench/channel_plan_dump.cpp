@@ -16,13 +16,26 @@ void print(const char* set, nk::ChannelNorm kind, long n, long c, long hw, long 
   const ChannelPlan p = plan_channel_norm(shape, elem, true);
   // Blocks of the partials kernel: tiles of channel packs times (slot, chunk) items.
   const long width = p.period_split ? p.period : p.c;
-  const long tiles =
-      p.period > 0 && !p.period_split ? 1 : (width / p.pack_elems + p.lanes - 1) / p.lanes;
-  std::printf("%s set=%s n=%ld c=%ld hw=%ld lanes=%d tiles=%ld chunks=%ld blocks=%ld "
-              "partials=%ld\n",
-              elem == 2 ? "bf16" : "fp32", set, n, c, hw, p.lanes, tiles,
+  const long packs = width / p.pack_elems;
+  const long tiles = p.period > 0 && !p.period_split ? 1 : (packs + p.lanes - 1) / p.lanes;
+  // Threads of a block that have a channel pack, averaged over the tiles (the last may be
+  // narrower than lanes).
+  long active = 0;
+  for (long t = 0; t < tiles; ++t) {
+    const long left = packs - t * p.lanes;
+    active += (left < p.lanes ? left : p.lanes) * p.block_rows();
+  }
+  const int walk = p.period == 0 ? 0 : p.period_split ? 2 : 1;  // ChannelWalk
+  // Group norm's one-read tiles take the forward (x staged) or the backward (x and dy) instead.
+  const bool tiles_fwd = plan_group_tiles(shape, elem, 1).use;
+  const bool tiles_bwd = plan_group_tiles(shape, elem, 2).use;
+  std::printf("%s set=%s n=%ld c=%ld hw=%ld walk=%d pack=%d lanes=%d rows=%d tiles=%ld "
+              "active=%.1f chunks=%ld blocks=%ld partials=%ld group_tiles_fwd=%d "
+              "group_tiles_bwd=%d\n",
+              elem == 2 ? "bf16" : "fp32", set, n, c, hw, walk, p.pack_elems, p.lanes,
+              p.block_rows(), tiles, static_cast<double>(active) / tiles,
               static_cast<long>(p.chunks), tiles * static_cast<long>(p.slots * p.walk_chunks),
-              static_cast<long>(p.partials()));
+              static_cast<long>(p.partials()), tiles_fwd, tiles_bwd);
 }
 
 }  // namespace
