@@ -11,8 +11,9 @@ averaged over the tiles of packs: a narrower last tile leaves lanes idle) keeps 
 bytes in flight per tensor (its tile: x, and dy in the backward), so up to 16 or 32 KiB a block.
 Resident blocks per SM: the occupancy its registers and shared memory allow (sm_90 limits,
 bench/row_occupancy.py), at most blocks / SMs on average. Group norm shapes that the one-read
-group tiles take (the dump's group_tiles_fwd or _bwd) do not run the walk: their row says so. Little's law gives the bytes a SM must keep in flight to move its share of the
-bandwidth: bandwidth / SMs * latency. The fraction printed is min(1, in flight / needed): a
+group tiles take (the dump's group_tiles_fwd or _bwd) do not run the walk: their row says so.
+Little's law gives the bytes a SM must keep in flight to move its share of the bandwidth:
+bandwidth / SMs * latency. The fraction printed is min(1, in flight / needed): a
 ceiling from latency alone, not a measurement. A copy of a tensor smaller than all SMs' needed
 bytes is bounded the same way (at most the whole tensor in flight): the last column divides the
 ceiling by that of such a copy, min(1, tensor bytes / (SMs * needed)). Defaults: 132 SMs and

@@ -18,19 +18,19 @@
 //    or a block walks it with the row and offset tracked incrementally, so short rows of batch
 //    norm do not leave threads idle;
 //  - channels: NHWC, and NCHW with S == 1 (then also channels-contiguous), where `lanes` threads
-//    cover consecutive channel packs (as many as there are packs when C is small; else the
-//    packs shared evenly over the tiles that 32 lanes would take: C = 320 in 16 bits is two tiles
-//    of 20) and the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
-//    otherwise) in `block_rows` rows; a chunk is a range of positions. Where C is not a multiple
-//    of the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
-//    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as
-//    rows of L elements (`period`), a lane keeps one pack of that row, and the block merges the
-//    L / C states of each channel in a fixed order before writing its partial. One slot (batch
-//    norm, or N = 1) need not be whole periods: its partial last row of L (`period_tail()`
-//    positions) is then added to the last chunk's partials after the walk. A period wider
-//    than a block (C = 1001: 1001 packs) is walked as rows of L channels in tiles of 32 lanes;
-//    each occurrence of a channel in the row then keeps a partial of its own, so that a chunk
-//    of the walk is L / C chunks of the finalize (`period_split`).
+//    cover consecutive channel packs (as many as there are packs when C is small; else the packs
+//    shared evenly over the tiles that 32 lanes would take: C = 320 in 16 bits is two tiles of 20)
+//    and the block's remaining threads walk down the slot's positions (n*S + s for batch norm, s
+//    otherwise) in `block_rows` rows; a chunk is a range of positions. Where C is not a multiple of
+//    the 16-byte pack (C = 3, 20, 100), a pack's channels change from position to position but
+//    repeat every L = lcm(C, pack) elements (L / C positions): the walk then reads the slot as rows
+//    of L elements (`period`), a lane keeps one pack of that row, and the block merges the L / C
+//    states of each channel in a fixed order before writing its partial. One slot (batch norm, or
+//    N = 1) need not be whole periods: its partial last row of L (`period_tail()` positions) is
+//    then added to the last chunk's partials after the walk. A period wider than a block (C = 1001:
+//    1001 packs) is walked as rows of L channels in tiles of 32 lanes; each occurrence of a channel
+//    in the row then keeps a partial of its own, so that a chunk of the walk is L / C chunks of the
+//    finalize (`period_split`).
 // Batch norm in the rows layout with rows shorter than a pack (S = 2, 3, 5, 6, 7 in 16-bit types,
 // 3 in fp32; `columns` = S) reduces in the channels layout instead: each sample's C * S elements
 // are C * S channels (columns) of one position, so 16-byte packs of the samples feed the same
