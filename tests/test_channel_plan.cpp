@@ -117,7 +117,9 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_LE(lanes, 32);
               EXPECT_EQ((packs + lanes - 1) / lanes, tiles) << "a tile more than 32 lanes take";
               EXPECT_LT(tiles * lanes - packs, tiles) << "tiles of unequal widths";
-              if (packs <= 32) EXPECT_EQ(lanes, packs) << "a lane without a pack";
+              if (packs <= 32) {
+                EXPECT_EQ(lanes, packs) << "a lane without a pack";
+              }
               EXPECT_LE(w.block_rows() * w.lanes, nk::cuda::kPartialBlock);
               EXPECT_GT(w.block_rows() * w.lanes, nk::cuda::kPartialBlock - w.lanes)
                   << "a whole row of threads idle";
