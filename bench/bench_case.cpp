@@ -120,6 +120,20 @@ int64_t Case::minimal_bytes() const {
   return tensor + y + residual;
 }
 
+int64_t Case::section5_bytes(const OnChip& device) const {
+  const int64_t minimal = minimal_bytes();
+  if (is_row_op() || phase == Phase::forward_inference) return minimal;
+  // The tensors both passes read: x, and dy in a backward.
+  const int64_t inputs = elements() * static_cast<int64_t>(dtype_size(dtype)) *
+                         (phase == Phase::backward ? 2 : 1);
+  const int64_t stats = stat_count();
+  // A statistic's share of them: batch norm's spans every sample, instance norm's a row, group
+  // norm's a sample's C / G rows.
+  const int64_t per_stat = stats > 0 ? inputs / stats : 0;
+  const bool fits = inputs <= device.l2_bytes || per_stat <= device.block_bytes;
+  return fits ? minimal : minimal + inputs;
+}
+
 std::string Case::name() const {
   std::string s = set + "/";
   // Sets that mix ops (rows, long_rows, small, check) name the op; the others are named after

@@ -28,6 +28,13 @@
 //    the mask, not y); with the residual add, dz written (T more: the case passes dx and dz, the
 //    two branches of the residual block). SiLU reads nothing more (u is recomputed from x, the
 //    statistics, weight and bias). Statistics, parameters and their gradients are not counted.
+//
+// DESIGN.md section 5 counts more for batch, instance and group norm where their inputs cannot
+// stay close between the two passes (statistics, then y; gradient sums, then dx): x (a training
+// forward's) or x and dy (a backward's) are counted twice where they fit neither the device's L2
+// nor, one statistic's share of them, one block's shared memory (OnChip). section5_bytes() is
+// that count; minimal_bytes() (one read, whatever fits) stays the stricter one that frac_of_copy
+// uses, so that the ratios of earlier runs compare.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -69,6 +76,13 @@ struct ChannelFusion {
   std::string name(const char* norm) const;  // norm: "bn", "in", "gn"
 };
 
+// What the device keeps close: its L2, and the shared memory one block may hold (the opt-in
+// limit).
+struct OnChip {
+  int64_t l2_bytes = 0;
+  int64_t block_bytes = 0;
+};
+
 struct Case {
   std::string set;  // shape-set name, the first part of the benchmark name
   Op op = Op::batch_norm;
@@ -100,6 +114,7 @@ struct Case {
   int64_t stat_count() const;        // entries of save_mean / save_invstd
   int64_t param_count() const;       // entries of weight / bias (C, or cols)
   int64_t minimal_bytes() const;     // see the file comment
+  int64_t section5_bytes(const OnChip& device) const;  // see the file comment
   std::string name() const;          // e.g. "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
   nk_act_desc act_desc() const;      // channel ops
   nk_row_desc row_desc() const;      // row ops

@@ -1,7 +1,7 @@
 # ctest bench_summarize (label cpu): summarize.py on the synthetic files of testdata/ (hand-made,
 # not measurements). Checks the tables (a fused_rows case with its fusion in the shape, without a
 # cuDNN ratio; a fused_channels case with its fusion and a cuDNN ratio), the cuDNN and torch
-# ratios, the geometric means, the use
+# ratios, the geometric means, the section-5 column and target count (group_norm), the use
 # of the median aggregate of repetitions, the worst-five lists and the error list; then the same on
 # names of the GPU check's `check` set (ops in the name, launch-bound cases among the others) joined
 # with a file in torch_compare.py's own output format.
@@ -23,6 +23,9 @@ set(expected
   "1 case\\(s\\) without a cuDNN ratio: cuDNN: not supported \\(SYNTHETIC_STATUS\\)"
   "## rows/layer_norm\n"
   "\\| D1024 M131072 \\| bf16 \\(w fp32\\) \\| - \\| fwd \\| 800 \\| 0.800 \\| 1.50 \\| 1.00 \\| n/a \\|"
+  "\\| N2 C320 HW8 G32 \\| bf16 \\| NHWC \\| fwd \\| 20 \\| 0.020 \\| 0.020 \\| n/a \\|"
+  "\\| N8 C1280 HW64 G32 \\| bf16 \\| NCHW \\| bwd \\| 500 \\| 0.500 \\| 0.875 \\| n/a \\|"
+  "at DESIGN.md section 5's target \\(§5 bytes\\): 1 of 2 cases"
   "## small/rms_norm\n"
   "\\| 3.00 \\| 9.00 \\|"
   "\\| N8 C64 HW256 \\| fp32 \\| NCHW \\| bwd \\| 777 \\| 0.777 \\| 1.25 \\|"

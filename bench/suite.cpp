@@ -62,6 +62,11 @@ Suite::Suite(int device, const Settings& settings) : device_(device), settings_(
     check_cuda(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device),
                "multiprocessor count");
     flush_ = std::make_unique<L2Flush>(static_cast<size_t>(l2_bytes), sm_count);
+    int block_bytes = 0;
+    check_cuda(cudaDeviceGetAttribute(&block_bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                      device),
+               "shared memory per block");
+    on_chip_ = OnChip{l2_bytes, block_bytes};
     cudnn_ = std::make_unique<CudnnBaseline>(stream_);
     Timer timer(stream_, *flush_);
     copy_ = measure_copy_bandwidth(timer, stream_, settings_.samples);
@@ -105,6 +110,14 @@ ContextEntries Suite::context() const {
                  "+ z read (forward) and dz written (backward) with the residual add, + the ReLU "
                  "mask (4 * ceil(elements / 32) bytes) written by a training forward and read by "
                  "the backward");
+  e.emplace_back("bytes_counted_s5",
+                 "bytes_s5 and frac_of_copy_s5: DESIGN.md section 5's count, the one above plus, "
+                 "for batch, instance and group norm, x (training forward) or x and dy "
+                 "(backward) once more where they exceed the L2 (" +
+                     std::to_string(on_chip_.l2_bytes) +
+                     " bytes) and one statistic's share of them exceeds one block's shared "
+                     "memory (" +
+                     std::to_string(on_chip_.block_bytes) + " bytes)");
   e.emplace_back("cuda_device_ordinal", std::to_string(device_));
   e.emplace_back("normkit_version", std::to_string(nk_version()));
   e.emplace_back("normkit_commit", normkit_commit());
@@ -162,6 +175,9 @@ void Suite::measure(benchmark::State& state, const Case& c) {
   state.counters["bytes"] = bytes;
   state.counters["GB_per_s"] = gb_per_s;
   state.counters["frac_of_copy"] = gb_per_s / copy_.reference_gb_per_s();
+  const double s5_bytes = static_cast<double>(c.section5_bytes(on_chip_));
+  state.counters["bytes_s5"] = s5_bytes;
+  state.counters["frac_of_copy_s5"] = 1e-9 * s5_bytes / seconds / copy_.reference_gb_per_s();
   // The spread of normkit's samples, (p90 - p10) / median: a large value flags a noisy case.
   state.counters["spread"] = (samples[0].quantile(0.9) - samples[0].quantile(0.1)) / seconds;
   if (c.launch_bound) state.counters["us_per_call"] = 1e6 * seconds;

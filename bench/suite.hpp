@@ -77,6 +77,7 @@ class Suite {
   std::unique_ptr<L2Flush> flush_;
   std::unique_ptr<CudnnBaseline> cudnn_;
   CopyBandwidth copy_;
+  OnChip on_chip_;  // what DESIGN.md section 5's byte count keeps close (bench_case.hpp)
   ContextEntries device_facts_;
 };
 

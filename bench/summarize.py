@@ -7,8 +7,13 @@ One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, fused_rows
 fused_channels/..., instance_norm, group_norm, small/..., check/...) with shape, dtype, layout,
 phase, normkit's GB/s, its fraction of the copy bandwidth measured in the same run and its ratio
 to cuDNN (cuDNN time / normkit time: above 1, normkit is faster; n/a where cuDNN did not run the
-case). Below each table: the geometric mean of the ratios; at the end, the five worst cases by
-frac_of_copy and by vs_cudnn, and any errors.
+case). Runs that report frac_of_copy_s5 (DESIGN.md section 5's byte count: batch, instance and
+group norm inputs counted twice where they fit neither the L2 nor, a statistic's share, one
+block's shared memory) show it as a column too, and under the tables of batch, instance and group
+norm how many cases reach section 5's target with it (0.95 of copy for inference, 0.85 for the
+training forward and the backward; launch-bound cases left out). Below each table: the geometric
+mean of the ratios; at the end, the five worst cases by frac_of_copy and by vs_cudnn, and any
+errors.
 
 --torch merges a PyTorch comparison made separately: a JSON object
 {"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
@@ -34,7 +39,9 @@ DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
 SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
 MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op
-COUNTERS = ("GB_per_s", "frac_of_copy", "vs_cudnn", "us_per_call", "cudnn_us_per_call", "spread")
+COUNTERS = ("GB_per_s", "frac_of_copy", "frac_of_copy_s5", "vs_cudnn", "us_per_call",
+            "cudnn_us_per_call", "spread")
+CHANNEL_OPS = ("batch_norm", "instance_norm", "group_norm")
 
 
 def base_name(name):
@@ -157,9 +164,17 @@ def launch_bound(name, r):
     return name.startswith("small/") or "us_per_call" in r
 
 
+def section5_target(phase):
+    """DESIGN.md section 5's target for batch, instance and group norm, as a fraction of copy."""
+    return 0.95 if phase == "infer_fwd" else 0.85
+
+
 def family_table(family, cases, torch):
     small = any(launch_bound(name, r) for name, _, r in cases)
-    columns = ["shape", "dtype", "layout", "phase", "normkit GB/s", "frac of copy", "vs cuDNN"]
+    s5 = any("frac_of_copy_s5" in r for _, _, r in cases)
+    columns = ["shape", "dtype", "layout", "phase", "normkit GB/s", "frac of copy"]
+    columns += ["frac of copy (§5 bytes)"] if s5 else []
+    columns += ["vs cuDNN"]
     if torch:
         columns += ["vs torch eager", "vs torch.compile"]
     if small:
@@ -172,10 +187,12 @@ def family_table(family, cases, torch):
         t = torch.get(base_name(name), {}) if torch else {}
         row = [case["shape"], case["dtype"], case["layout"] or "-", case["phase"]]
         if "error" in r:
-            row += ["error", "", ""] + ([""] * 2 if torch else []) + ([""] * 2 if small else [])
+            row += ["error"] + [""] * (len(columns) - len(row) - 1)
             lines.append("| " + " | ".join(row) + " |")
             continue
-        row += [fmt(r.get("GB_per_s"), 0), fmt(r.get("frac_of_copy"), 3), fmt(r.get("vs_cudnn"), 2)]
+        row += [fmt(r.get("GB_per_s"), 0), fmt(r.get("frac_of_copy"), 3)]
+        row += [fmt(r.get("frac_of_copy_s5"), 3)] if s5 else []
+        row += [fmt(r.get("vs_cudnn"), 2)]
         ratios["vs_cudnn"].append(r.get("vs_cudnn"))
         if torch:
             row += [fmt(t.get("eager"), 2), fmt(t.get("compile"), 2)]
@@ -193,6 +210,11 @@ def family_table(family, cases, torch):
         summary.append(f"vs torch eager: {fmt(geomean(ratios['eager']), 2)}")
         summary.append(f"vs torch.compile: {fmt(geomean(ratios['compile']), 2)}")
     lines.append("; ".join(summary))
+    at_target = [r["frac_of_copy_s5"] >= section5_target(case["phase"])
+                 for name, case, r in cases if "frac_of_copy_s5" in r and not launch_bound(name, r)]
+    if family.split("/")[-1] in CHANNEL_OPS + tuple(SET_OP) and at_target:
+        lines.append(f"at DESIGN.md section 5's target (§5 bytes): {sum(at_target)} of "
+                     f"{len(at_target)} cases")
     for note, count in sorted(notes.items()):
         lines.append(f"- {count} case(s) without a cuDNN ratio: {note}")
     lines.append("")
