@@ -30,7 +30,8 @@
 // one-block launch that averages the rows' statistics over n into the running buffers and advances
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
-// channel_norm_group_tile.cuh).
+// channel_norm_group_tile.cuh), and instance norm in NHWC where a tile of a pack of channels of a
+// sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh).
 // Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
 // registers, whole packs of the tensor, and writes their statistics and y
 // (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
@@ -48,6 +49,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_group_tile.cuh"
+#include "channel_norm_instance_tile.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident.cuh"
 #include "channel_norm_row_groups.cuh"
@@ -775,6 +777,20 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
   dev::check_cuda(cudaGetLastError(), "group norm tiles launch");
 }
 
+// Instance norm in NHWC, a block per tile of a pack of channels (channel_norm_instance_tile.cuh),
+// the rows' statistics in the workspace for the running update.
+template <class T>
+void forward_instance_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, const Launch& l) {
+  forward_rows_once<T, InstanceTileParams>(
+      a, l, "instance norm tiles launch",
+      [&](InstanceTileParams& p) {
+        set_instance_tile_geometry(p, a.shape, g, static_cast<int>(sizeof(T)));
+      },
+      [&](const InstanceTileParams& p, cudaStream_t stream) {
+        launch_instance_tiles<T>(p, g, a.fusion.activation, stream);
+      });
+}
+
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -788,6 +804,8 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     if (rg.use) return forward_in_row_groups<T>(a, rg, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
     if (g.use) return forward_group_tiles<T>(a, g, l);
+    const GroupTilePlan it = plan_instance_tiles(s, sizeof(T));
+    if (it.use) return forward_instance_tiles<T>(a, it, l);
   }
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
@@ -898,6 +916,8 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
     const RowGroupsPlan rg = plan_row_groups(a.shape, elem);
     if (rg.use) return row_stats_workspace(rg.rows, a.shape);
     if (plan_group_tiles(a.shape, elem).use) return 0;
+    const GroupTilePlan it = plan_instance_tiles(a.shape, elem);
+    if (it.use) return row_stats_workspace(a.shape.n * a.shape.c, a.shape);
   }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);

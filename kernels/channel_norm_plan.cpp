@@ -364,4 +364,28 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   return t;
 }
 
+GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes) {
+  GroupTilePlan t{};
+  const int64_t e = 16 / elem_bytes;
+  const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;
+  if (shape.kind != ChannelNorm::kInstance || !channels_layout || shape.c % e != 0 ||
+      shape.numel() == 0) {
+    return t;
+  }
+  const int64_t bytes = shape.s * 16, tiles = shape.n * (shape.c / e);
+  t.use = bytes >= kResidentMinBytes && bytes <= 2 * kGroupTileMaxBytes && tiles <= INT32_MAX;
+  if (!t.use) return t;
+  t.tiles = tiles;
+  t.groups_per_tile = static_cast<int>(e);
+  t.pos_packs = 1;
+  t.len = shape.s * e;
+  t.head_len = bytes <= kGroupTileMaxBytes ? t.len : kGroupTileMaxBytes / elem_bytes;
+  // About 8 packs a thread (a pack a position), in whole warps.
+  const int64_t want = ceil_div(ceil_div(shape.s, 8), 32) * 32;
+  t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
+                               : want > kResidentMaxThreads ? kResidentMaxThreads
+                                                            : want);
+  return t;
+}
+
 }  // namespace nk::cuda

@@ -389,4 +389,11 @@ struct GroupTilePlan {
 };
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
+// One read of x for the instance norm training forward in NHWC (channel_norm_instance_tile.cuh):
+// the same tiles with each channel a group (k = E channels, one 16-byte pack a position, P = 1),
+// where C is whole packs. Every element of a thread's pack is a statistic of its own, so the block
+// reduces E sums a thread (dev::block_sum) where group norm's reduces two. The bounds are
+// plan_group_tiles' forward ones (a tile of S * 16 bytes: 4 KiB to twice kGroupTileMaxBytes).
+GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes);
+
 }  // namespace nk::cuda

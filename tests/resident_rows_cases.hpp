@@ -5,7 +5,8 @@
 // of the 16-byte pack (coefficients per pack) and not (per element), and rows that are not whole
 // packs (each row's packs start at one of the E offsets from its first element; the elements
 // before and after them are its edges). Tests assert takes_resident_rows, so a change of the
-// plan's thresholds cannot move them off the path unnoticed.
+// plan's thresholds cannot move them off the path unnoticed. Group norm's tiles in NHWC
+// (plan_group_tiles) and instance norm's (plan_instance_tiles) likewise.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -69,6 +70,23 @@ inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
   }
   return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 1, 32, 256, NK_NHWC, 8},
           {f, 8, 320, 52, NK_NHWC, 32}};
+}
+
+// Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
+// (plan_instance_tiles): whether shape k takes it in dtype.
+inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype) {
+  const nk::ChannelShape shape{nk::ChannelNorm::kInstance, k.n, k.c, k.s, k.layout, dtype, 1};
+  return nk::cuda::plan_instance_tiles(shape, static_cast<int>(elem_size(dtype))).use;
+}
+
+// NHWC instance norm shapes that take the tiles in dtype: the smallest tile (S = 256 positions of
+// 16 bytes, 4 KiB) 128 times, and 2 and 9 tiles (fewer than any GPU's SMs) of 300 and 1000
+// positions, whose blocks (64 and 128 threads) do not divide them.
+inline std::vector<ChannelCase> instance_tile_shapes(nk_dtype dtype) {
+  const Family f = Family::kInstance;
+  const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  return {{f, 8, 16 * e, 256, NK_NHWC, 1}, {f, 1, 2 * e, 300, NK_NHWC, 1},
+          {f, 3, 3 * e, 1000, NK_NHWC, 1}};
 }
 
 }  // namespace nkt

@@ -969,6 +969,62 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
   }
 }
 
+// Instance norm in NHWC reads x once in tiles of a pack of channels of a sample (E channels, S
+// positions of 16 bytes: 4 KiB to twice 88 KiB, the first 88 KiB staged), where C is whole packs.
+TEST(ChannelPlan, InstanceTilesInNhwc) {
+  using nk::cuda::plan_instance_tiles;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int threads;
+    int64_t head_len;
+  };
+  const Want list[] = {
+      {ChannelNorm::kInstance, 8, 128, 256, NK_NHWC, 2, true, 64, 2048},        // 4 KiB
+      {ChannelNorm::kInstance, 8, 128, 255, NK_NHWC, 2, false, 0, 0},           // 4080 bytes
+      {ChannelNorm::kInstance, 1, 16, 300, NK_NHWC, 2, true, 64, 2400},         // 38 -> 64
+      {ChannelNorm::kInstance, 3, 24, 1000, NK_NHWC, 2, true, 128, 8000},       // 125 -> 128
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 2, true, 512, 45000},   // 90000 bytes
+      {ChannelNorm::kInstance, 8, 64, 5632, NK_NHWC, 2, true, 512, 45056},      // 88 KiB
+      {ChannelNorm::kInstance, 8, 64, 5633, NK_NHWC, 2, true, 512, 45056},      // a tail
+      {ChannelNorm::kInstance, 8, 64, 11264, NK_NHWC, 2, true, 512, 45056},     // 176 KiB
+      {ChannelNorm::kInstance, 8, 64, 11265, NK_NHWC, 2, false, 0, 0},          // above
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, NK_NHWC, 2, false, 0, 0},      // 256 KiB
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 4, true, 512, 22500},   // fp32: 4 channels
+      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 4, true, 128, 4000},       // fp32 C = 12
+      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 2, false, 0, 0},           // C % 8 != 0
+      {ChannelNorm::kInstance, 8, 6, 1000, NK_NHWC, 4, false, 0, 0},            // C % 4 != 0
+      {ChannelNorm::kInstance, 8, 64, 1000, NK_NCHW, 2, false, 0, 0},           // NCHW: rows
+      {ChannelNorm::kInstance, 128, 1, 4096, NK_NHWC, 2, false, 0, 0},          // C = 1: rows
+      {ChannelNorm::kGroup, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},              // group norm
+      {ChannelNorm::kBatch, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},              // batch norm
+      {ChannelNorm::kInstance, 0, 64, 1000, NK_NHWC, 2, false, 0, 0},           // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind, w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.kind == ChannelNorm::kGroup ? 8 : 1};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    const int e = 16 / w.elem;
+    EXPECT_EQ(t.groups_per_tile, e);
+    EXPECT_EQ(t.pos_packs, 1);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.tiles, w.n * w.c / e);
+    EXPECT_EQ(t.len, w.s * e);
+    EXPECT_EQ(t.head_len, w.head_len);
+    // Another batch: the same block, so the same reduction tree.
+    ChannelShape twice = shape;
+    twice.n *= 2;
+    EXPECT_EQ(plan_instance_tiles(twice, w.elem).threads, t.threads);
+  }
+}
+
 // The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
 // forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {

@@ -460,16 +460,21 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // both again with only a third of each row staged (the tails of long rows). Group norm in NHWC
 // likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows of at most a pack
 // (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack and below
-// 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned.
+// 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned. Instance norm in
+// NHWC where a tile of a pack of channels fits a block (plan_instance_tiles): the forward reads x
+// once, the backward takes the walk.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
-  const bool tiles = c.layout == NK_NHWC;
-  const std::vector<ChannelCase> shapes =
-      tiles ? group_tile_shapes(c.dtype) : resident_row_shapes(c.family, c.dtype);
+  const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family == Family::kInstance;
+  const std::vector<ChannelCase> shapes = instance_tiles ? instance_tile_shapes(c.dtype)
+                                          : tiles        ? group_tile_shapes(c.dtype)
+                                                         : resident_row_shapes(c.family, c.dtype);
   for (const ChannelCase& k : shapes) {
-    if (tiles) {
+    if (instance_tiles) {
+      ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
+    } else if (tiles) {
       ASSERT_TRUE(takes_group_tiles(k, c.dtype));
       ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));
     } else {
@@ -485,8 +490,10 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
                                  c.dtype,
                                  k.groups};
     const int elem = static_cast<int>(elem_size(c.dtype));
-    const int64_t block_bytes = tiles ? nk::cuda::plan_group_tiles(shape, elem).len * elem
-                                      : numel(k) / num_stats(k) * elem;
+    const int64_t block_bytes =
+        instance_tiles ? nk::cuda::plan_instance_tiles(shape, elem).len * elem
+        : tiles        ? nk::cuda::plan_group_tiles(shape, elem).len * elem
+                       : numel(k) / num_stats(k) * elem;
     for (int64_t misalign : {0, 1}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " g=" << k.groups << " misalign " << misalign);
@@ -532,9 +539,7 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
-                           return c.phase == NK_TRAINING &&
-                                  (c.layout == NK_NCHW ? c.family != Family::kBatch
-                                                       : c.family == Family::kGroup);
+                           return c.phase == NK_TRAINING && c.family != Family::kBatch;
                          })),
                          fusion_config_name);
 

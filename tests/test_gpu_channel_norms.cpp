@@ -849,6 +849,31 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
   }
 }
 
+// Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
+// (instance_tile_shapes): the forward against the CPU (check_one_read_forward: with and without
+// running buffers, the cumulative average over three steps, |mean| / std = 1e4 in fp32, misaligned
+// pointers), then the bytes of y and the saved statistics of misaligned and in-place calls and of
+// partial heads against the aligned call.
+TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
+  const Case c = GetParam();
+  if (c.family != Family::kInstance || c.layout != NK_NHWC) {
+    GTEST_SKIP() << "one read of x in NHWC: instance norm";
+  }
+  for (const ChannelCase& k : instance_tile_shapes(c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    const DeviceBuffer wd(w), bd(b);
+    const nk::ChannelShape shape{nk::ChannelNorm::kInstance, k.n, k.c, k.s, k.layout, c.dtype, 1};
+    const int elem = static_cast<int>(elem_size(c.dtype));
+    const int64_t tile_bytes = nk::cuda::plan_instance_tiles(shape, elem).len * elem;
+    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
+  }
+}
+
 // NHWC channels whose period L = lcm(C, pack) is wider than a block of packs (C = 514: 257 packs
 // in 16 bits and fp32; C = 1001: 1001 packs), walked in tiles with a partial per occurrence of a
 // channel in the period: training forward with running statistics and training backward against

@@ -327,9 +327,11 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
  *   needs 8 * N*C bytes, rounded up to 256.
- *   Reads x once (CUDA, training forward, NCHW or C == 1): when each (n, c) row of S elements is
+ *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
- *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); other shapes
+ *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
+ *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
+ *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB); other shapes
  *   read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments

@@ -1,0 +1,188 @@
+// Instance norm training forward in NHWC with one read of x (plan_instance_tiles): a block per tile
+// of E consecutive channels of one sample (one 16-byte pack a position, its S positions C apart),
+// staged in shared memory position by position, its E exact two-pass statistics taken from there,
+// then y written from there (with the fused residual, activation and ReLU mask). x is read once and
+// y written once, with no partials or finalize; the running update takes the tile's statistics
+// from 8 bytes of workspace a (n, c), as the rows' one-read kernels leave them.
+//
+// The walk is group norm's tile walk (channel_norm_group_tile.cuh) with each channel a group:
+// thread t takes the positions t, t + R, ... (R the block's threads), always the same pack of
+// channels, and keeps a sum per element of it; the block adds them per element in a fixed order
+// (dev::block_sum over E values). The statistics are of x - x0, x0 the channel's value at the
+// sample's first position (so |mean| >> std keeps its accuracy), and every pass visits a thread's
+// packs in the same order, from shared memory (the head) or from memory (the tail of tiles longer
+// than the staged part), whatever the pointers allow (one 16-byte access or single elements): no
+// bit depends on the pointers or the head, and the block (the reduction tree) on the shape only.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "channel_norm_group_tile.cuh"
+#include "channel_norm_one_read_io.cuh"
+#include "channel_norm_plan.hpp"
+#include "channel_norm_resident.cuh"
+#include "common/activation.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+// The tensors (save_mean and save_invstd: [N * C]), the tiles (C/G = 1, k = E, P = 1), the rows'
+// statistics for the running update, then eps, 1 / S and 1 / (S - 1).
+struct InstanceTileParams : OneReadForwardIo, TileGeometry {
+  float2* row_stats;  // [N * C]: (mean, variance for the running average); nullable
+  float eps;
+  float inv_count, inv_count_minus_1;
+  bool unbiased;  // row_stats' variance: m2 / (S - 1), else m2 / S
+};
+
+// kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_group_tile.
+template <class T, int kAccess, int kAct, bool kResidual>
+__global__ void __launch_bounds__(kResidentMaxThreads, 2)
+    forward_instance_tile(InstanceTileParams p) {
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int packs = p.s, head = p.head_packs;  // a pack a position
+  const TileThread w = tile_thread<E>(p);
+  const int64_t first = w.first, at0 = w.at0, step = w.step;
+  const T* x = static_cast<const T*>(p.x) + first;
+  auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(x + at, 0); };
+  // Each channel's shift: its value at the first position.
+  float shift[E];
+  {
+    float v[E];
+    load_elems<T, E, kAccess>(x, v);
+#pragma unroll
+    for (int e = 0; e < E; ++e) shift[e] = v[e];
+  }
+
+  // Pass 1: the head from memory into shared memory, kBatch packs in flight a thread, and the tail
+  // after it; the sums of x - x0 as the packs arrive, in the order of every later pass.
+  dev::Floats<E> acc{};
+  // Misaligned pointers take 2 packs at a time, as forward_group_tile's.
+  constexpr int kBatch = kAccess == E ? 4 : 2;
+  int64_t at = at0;
+  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
+    Raw v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      if (q0 + k * threads < packs) v[k] = load(at + k * step);
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int q = q0 + k * threads;
+      if (q < packs) {
+        if (q < head) staged[q] = v[k];
+#pragma unroll
+        for (int e = 0; e < E; ++e) acc.v[e] += dev::element(v[k], e) - shift[e];
+      }
+    }
+    at += kBatch * step;
+  }
+  // Visits (pack, element offset) of the thread's packs in ascending order: the head's from
+  // shared memory, then the tail's from memory, a loop each.
+  auto visit = [&](auto&& f) {
+    int q = t;
+    int64_t o = at0;
+    for (; q < head; q += threads, o += step) {
+      const Raw v = staged[q];
+      f(v, o);
+    }
+    for (; q < packs; q += threads, o += step) f(load(o), o);
+  };
+  // block_sum's barrier also orders pass 1's stores to the head before pass 2 reads it.
+  const dev::Floats<E> sums = dev::block_sum<E>(acc, scratch);
+  float centre[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    centre[e] = sums.v[e] * p.inv_count;
+    acc.v[e] = 0.0f;
+  }
+
+  // Pass 2: the centred squares.
+  visit([&](const Raw& v, int64_t) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float d = (dev::element(v, e) - shift[e]) - centre[e];
+      acc.v[e] = fmaf(d, d, acc.v[e]);
+    }
+  });
+  const dev::Floats<E> m2 = dev::block_sum<E>(acc, scratch);
+
+  // Pass 3 coefficients: y = (x - x0) * scale + offset (+ z), scale = invstd * w_c, offset = b_c -
+  // centre * scale; thread 0 saves the tile's statistics.
+  float scale[E], offset[E];
+  const int64_t c0 = w.c0, stat0 = w.n * p.c + c0;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const float var = m2.v[e] * p.inv_count, invstd = rsqrtf(var + p.eps);
+    if (t == 0) {
+      if (p.save_mean) p.save_mean[stat0 + e] = shift[e] + centre[e];
+      if (p.save_invstd) p.save_invstd[stat0 + e] = invstd;
+      if (p.row_stats) {
+        const float run_var = p.unbiased ? m2.v[e] * p.inv_count_minus_1 : var;
+        p.row_stats[stat0 + e] = make_float2(shift[e] + centre[e], run_var);
+      }
+    }
+    scale[e] = invstd * (p.weight ? p.weight[c0 + e] : 1.0f);
+    offset[e] = (p.bias ? p.bias[c0 + e] : 0.0f) - centre[e] * scale[e];
+  }
+  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
+  T* y = static_cast<T*>(p.y) + first;
+  visit([&](const Raw& v, int64_t o) {
+    float u[E];
+    if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float r = fmaf(dev::element(v, e) - shift[e], scale[e], offset[e]);
+      if constexpr (kResidual) r += u[e];
+      u[e] = dev::activate<kAct>(r);
+    }
+    store_elems<T, E, kAccess>(y + o, u);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // C and c0: E | it
+    }
+  });
+}
+
+// The tiles of plan_instance_tiles as TileGeometry (each channel a group), the staged head (with
+// resident_head_packs' test knob), 1 / S and 1 / (S - 1).
+inline void set_instance_tile_geometry(InstanceTileParams& p, const ChannelShape& s,
+                                       const GroupTilePlan& g, int elem_bytes) {
+  p.c = s.c;
+  p.sample_len = s.s * s.c;
+  p.s = static_cast<int>(s.s);
+  p.cpg = 1;
+  p.tiles_per_sample = static_cast<int>(s.c / g.groups_per_tile);
+  p.groups_per_tile = g.groups_per_tile;
+  p.pos_packs = 1;
+  p.head_packs = resident_head_packs(g.head_len, elem_bytes);
+  p.inv_count = 1.0f / static_cast<float>(s.s);
+  p.inv_count_minus_1 = 1.0f / static_cast<float>(s.s - 1);
+}
+
+// Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the
+// staged head in dynamic shared memory; the caller checks cudaGetLastError.
+template <class T>
+void launch_instance_tiles(const InstanceTileParams& p, const GroupTilePlan& plan, int activation,
+                           cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    auto kernel = vector_access ? forward_instance_tile<T, E, kAct, kResidual>
+                                : forward_instance_tile<T, 1, kAct, kResidual>;
+    launch_blocks(kernel, plan.tiles, plan.threads, bytes, stream, p);
+  });
+}
+
+}  // namespace nk::cuda
