@@ -81,6 +81,49 @@ __device__ __forceinline__ TileThread tile_thread(const TileGeometry& p) {
   return w;
 }
 
+// Pass 1 of a tile kernel: thread t's packs q = t, t + R, ... (R the block's threads) of the tile's
+// `packs`, at element offsets at0, at0 + step, ..., loaded by load(offset) kBatch at a time
+// before any is used; those of the head (q < head) are stored to `staged`, and each is handed to
+// add(pack) in ascending order, the order of every later pass.
+template <int kBatch, class Raw, class Load, class Add>
+__device__ __forceinline__ void stage_tile(Raw* staged, int head, int packs, int64_t at0,
+                                           int64_t step, Load&& load, Add&& add) {
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  int64_t at = at0;
+  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
+    Raw v[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      if (q0 + k * threads < packs) v[k] = load(at + k * step);
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int q = q0 + k * threads;
+      if (q < packs) {
+        if (q < head) staged[q] = v[k];
+        add(v[k]);
+      }
+    }
+    at += kBatch * step;
+  }
+}
+
+// The later passes: f(pack, element offset) for thread t's packs in ascending order, the head's
+// from shared memory, then the tail's from memory (load), a loop each (one loop choosing its
+// source per pack merged the two into the same registers, 12 PRMTs a pack in fp16).
+template <class Raw, class Load, class F>
+__device__ __forceinline__ void visit_tile(const Raw* staged, int head, int packs, int64_t at0,
+                                           int64_t step, Load&& load, F&& f) {
+  const int threads = static_cast<int>(blockDim.x);
+  int q = static_cast<int>(threadIdx.x);
+  int64_t o = at0;
+  for (; q < head; q += threads, o += step) {
+    const Raw v = staged[q];
+    f(v, o);
+  }
+  for (; q < packs; q += threads, o += step) f(load(o), o);
+}
+
 // Adds per-thread values of the tile's groups over the block: lo_val belongs to group `lo` of the
 // tile and hi_val (0 where the pack meets one group) to lo + 1; returns the totals of lo and
 // lo + 1 (the latter meaningless where there is no such group). The order is fixed by the block
@@ -134,7 +177,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
-  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs, packs = p.s * pp, head = p.head_packs;
   const TileThread w = tile_thread<E>(p);
   const int64_t n = w.n, c0 = w.c0, first = w.first, at0 = w.at0, step = w.step;
@@ -168,36 +211,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
   float acc[E] = {};
   // Misaligned pointers take 2 packs at a time: 4 of single elements spilled (fp16).
   constexpr int kBatch = kAccess == E ? 4 : 2;
-  int64_t at = at0;
-  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
-    Raw v[kBatch];
+  stage_tile<kBatch>(staged, head, packs, at0, step, load, [&](const Raw& v) {
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      if (q0 + k * threads < packs) v[k] = load(at + k * step);
-    }
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int q = q0 + k * threads;
-      if (q < packs) {
-        if (q < head) staged[q] = v[k];
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc[e] += dev::element(v[k], e) - shift(e);
-      }
-    }
-    at += kBatch * step;
-  }
-  // Visits (pack, element offset) of the thread's packs in ascending order: the head's from
-  // shared memory, then the tail's from memory, a loop each (one loop choosing its source per
-  // pack merged the two into the same registers, 12 PRMTs a pack in fp16).
-  auto visit = [&](auto&& f) {
-    int q = t;
-    int64_t o = at0;
-    for (; q < head; q += threads, o += step) {
-      const Raw v = staged[q];
-      f(v, o);
-    }
-    for (; q < packs; q += threads, o += step) f(load(o), o);
-  };
+    for (int e = 0; e < E; ++e) acc[e] += dev::element(v, e) - shift(e);
+  });
+  auto visit = [&](auto&& f) { visit_tile(staged, head, packs, at0, step, load, f); };
   const float2 sums = group_totals(acc);
   const float centre_lo = sums.x * p.inv_count, centre_hi = sums.y * p.inv_count;
 
@@ -276,20 +294,29 @@ void set_tile_geometry(Params& p, const ChannelShape& s, const GroupTilePlan& g,
   p.inv_count = 1.0f / static_cast<float>(s.s * p.cpg);
 }
 
-// Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the
-// staged head in dynamic shared memory; the caller checks cudaGetLastError.
-template <class T>
-void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
-                        cudaStream_t stream) {
+// Enqueues a forward tile kernel (group or instance norm) for the fusion and pointers, a block per
+// tile with the scratch and the staged head in dynamic shared memory: kernel(access, act,
+// residual) names the instance, each argument a std::integral_constant (access: E, or 1 for
+// misaligned pointers). The caller checks cudaGetLastError.
+template <class T, class Params, class Kernel>
+void launch_forward_tiles(const Params& p, const GroupTilePlan& plan, int activation,
+                          cudaStream_t stream, Kernel&& kernel) {
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
   with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-    constexpr int kAct = decltype(act)::value;
-    constexpr bool kResidual = decltype(residual)::value;
-    auto kernel = vector_access ? forward_group_tile<T, E, kAct, kResidual>
-                                : forward_group_tile<T, 1, kAct, kResidual>;
-    launch_blocks(kernel, plan.tiles, plan.threads, bytes, stream, p);
+    auto k = vector_access ? kernel(std::integral_constant<int, E>{}, act, residual)
+                           : kernel(std::integral_constant<int, 1>{}, act, residual);
+    launch_blocks(k, plan.tiles, plan.threads, bytes, stream, p);
+  });
+}
+
+template <class T>
+void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
+                        cudaStream_t stream) {
+  launch_forward_tiles<T>(p, plan, activation, stream, [](auto access, auto act, auto residual) {
+    return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
+                              decltype(residual)::value>;
   });
 }
 

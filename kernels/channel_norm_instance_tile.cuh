@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
-  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  const int t = static_cast<int>(threadIdx.x);
   const int packs = p.s, head = p.head_packs;  // a pack a position
   const TileThread w = tile_thread<E>(p);
   const int64_t first = w.first, at0 = w.at0, step = w.step;
@@ -68,35 +68,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   dev::Floats<E> acc{};
   // Misaligned pointers take 2 packs at a time, as forward_group_tile's.
   constexpr int kBatch = kAccess == E ? 4 : 2;
-  int64_t at = at0;
-  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
-    Raw v[kBatch];
+  stage_tile<kBatch>(staged, head, packs, at0, step, load, [&](const Raw& v) {
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      if (q0 + k * threads < packs) v[k] = load(at + k * step);
-    }
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int q = q0 + k * threads;
-      if (q < packs) {
-        if (q < head) staged[q] = v[k];
-#pragma unroll
-        for (int e = 0; e < E; ++e) acc.v[e] += dev::element(v[k], e) - shift[e];
-      }
-    }
-    at += kBatch * step;
-  }
-  // Visits (pack, element offset) of the thread's packs in ascending order: the head's from
-  // shared memory, then the tail's from memory, a loop each.
-  auto visit = [&](auto&& f) {
-    int q = t;
-    int64_t o = at0;
-    for (; q < head; q += threads, o += step) {
-      const Raw v = staged[q];
-      f(v, o);
-    }
-    for (; q < packs; q += threads, o += step) f(load(o), o);
-  };
+    for (int e = 0; e < E; ++e) acc.v[e] += dev::element(v, e) - shift[e];
+  });
+  auto visit = [&](auto&& f) { visit_tile(staged, head, packs, at0, step, load, f); };
   // block_sum's barrier also orders pass 1's stores to the head before pass 2 reads it.
   const dev::Floats<E> sums = dev::block_sum<E>(acc, scratch);
   float centre[E];
@@ -168,20 +144,14 @@ inline void set_instance_tile_geometry(InstanceTileParams& p, const ChannelShape
   p.inv_count_minus_1 = 1.0f / static_cast<float>(s.s - 1);
 }
 
-// Enqueues the kernel of the fusion and pointers, a block per tile with the scratch and the
-// staged head in dynamic shared memory; the caller checks cudaGetLastError.
+// Enqueues the kernel of the fusion and pointers (launch_forward_tiles); the caller checks
+// cudaGetLastError.
 template <class T>
 void launch_instance_tiles(const InstanceTileParams& p, const GroupTilePlan& plan, int activation,
                            cudaStream_t stream) {
-  constexpr int E = 16 / sizeof(T);
-  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
-  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-    constexpr int kAct = decltype(act)::value;
-    constexpr bool kResidual = decltype(residual)::value;
-    auto kernel = vector_access ? forward_instance_tile<T, E, kAct, kResidual>
-                                : forward_instance_tile<T, 1, kAct, kResidual>;
-    launch_blocks(kernel, plan.tiles, plan.threads, bytes, stream, p);
+  launch_forward_tiles<T>(p, plan, activation, stream, [](auto access, auto act, auto residual) {
+    return forward_instance_tile<T, decltype(access)::value, decltype(act)::value,
+                                 decltype(residual)::value>;
   });
 }
 
