@@ -31,7 +31,9 @@
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh), and instance norm in NHWC where a tile of a pack of channels of a
-// sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh).
+// sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh); batch norm in NHWC (or with
+// S = 1) takes those tiles too, as the instance norm of one sample of N * S positions
+// (instance_tile_shape): the same values per channel, at the same addresses.
 // Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
 // registers, whole packs of the tensor, and writes their statistics and y
 // (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
@@ -53,6 +55,7 @@
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident.cuh"
 #include "channel_norm_row_groups.cuh"
+#include "channel_norm_running.cuh"
 #include "channel_norm_short_rows.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
@@ -73,20 +76,6 @@ __device__ __forceinline__ int64_t first_of_stat(const ChannelPlan& p, ChannelNo
                                                  int64_t groups, int64_t n, int64_t c) {
   const int64_t c0 = kind == ChannelNorm::kGroup ? c / (p.c / groups) * (p.c / groups) : c;
   return element_index(p, kind == ChannelNorm::kBatch ? 0 : n, c0, 0);
-}
-
-// The device rule for num_batches_tracked (normkit.h): a counter that is negative, or at INT64_MAX
-// where the increment would overflow, is not advanced, and the running statistics it would weigh
-// are left as they were, so a bad counter never writes NaN (1 / 0) or a negative momentum.
-__device__ __forceinline__ bool counter_can_advance(int64_t tracked) {
-  return tracked >= 0 && tracked < INT64_MAX;
-}
-
-// Advances a counter (nullable) that can advance.
-__device__ __forceinline__ void advance_counter_once(int64_t* num_batches_tracked) {
-  if (num_batches_tracked == nullptr) return;
-  const int64_t tracked = *num_batches_tracked;
-  if (counter_can_advance(tracked)) *num_batches_tracked = tracked + 1;
 }
 
 template <class T>
@@ -778,24 +767,46 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
 }
 
 // Instance norm in NHWC, a block per tile of a pack of channels (channel_norm_instance_tile.cuh),
-// the rows' statistics in the workspace for the running update.
+// the rows' statistics in the workspace for the running update; batch norm likewise as the
+// instance norm of one sample (`as_instance`: instance_tile_shape's view of a's shape). One sample
+// (batch norm, or instance norm with N = 1): the blocks blend the running statistics themselves,
+// so the view has no running buffers (no row statistics, no update launch), and a launch after
+// them advances the counter.
 template <class T>
-void forward_instance_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, const Launch& l) {
+void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_instance,
+                            const GroupTilePlan& g, const Launch& l) {
+  const bool one_sample = as_instance.n == 1;
+  ChannelForwardArgs view = a;
+  view.shape = as_instance;
+  if (one_sample) {
+    view.running_mean = nullptr;
+    view.running_var = nullptr;
+    view.num_batches_tracked = nullptr;
+  }
   forward_rows_once<T, InstanceTileParams>(
-      a, l, "instance norm tiles launch",
+      view, l, "instance norm tiles launch",
       [&](InstanceTileParams& p) {
-        set_instance_tile_geometry(p, a.shape, g, static_cast<int>(sizeof(T)));
+        set_instance_tile_geometry(p, as_instance, g, static_cast<int>(sizeof(T)));
+        if (one_sample) {
+          p.running = RunningBlend{a.running_mean, a.running_var, a.num_batches_tracked,
+                                   static_cast<float>(a.params.momentum),
+                                   a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE};
+        }
       },
       [&](const InstanceTileParams& p, cudaStream_t stream) {
         launch_instance_tiles<T>(p, g, a.fusion.activation, stream);
       });
+  if (one_sample && a.num_batches_tracked != nullptr) {
+    advance_counter<<<1, 1, 0, static_cast<cudaStream_t>(l.stream)>>>(a.num_batches_tracked);
+    dev::check_cuda(cudaGetLastError(), "channel norm counter launch");
+  }
 }
 
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
   const bool training = a.params.phase == NK_TRAINING;
-  if (training) {
+  if (training) {  // in the order bench/channel_paths.cpp names them
     const ResidentPlan r = plan_resident_rows(s, sizeof(T));
     if (r.use) return forward_resident_rows<T>(a, r, l);
     const ShortRowsPlan sr = plan_short_rows(s, sizeof(T));
@@ -804,8 +815,9 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     if (rg.use) return forward_in_row_groups<T>(a, rg, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T));
     if (g.use) return forward_group_tiles<T>(a, g, l);
-    const GroupTilePlan it = plan_instance_tiles(s, sizeof(T));
-    if (it.use) return forward_instance_tiles<T>(a, it, l);
+    const ChannelShape as_instance = instance_tile_shape(s);
+    const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T));
+    if (it.use) return forward_instance_tiles<T>(a, as_instance, it, l);
   }
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
@@ -916,8 +928,12 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
     const RowGroupsPlan rg = plan_row_groups(a.shape, elem);
     if (rg.use) return row_stats_workspace(rg.rows, a.shape);
     if (plan_group_tiles(a.shape, elem).use) return 0;
-    const GroupTilePlan it = plan_instance_tiles(a.shape, elem);
-    if (it.use) return row_stats_workspace(a.shape.n * a.shape.c, a.shape);
+    const ChannelShape as_instance = instance_tile_shape(a.shape);
+    if (plan_instance_tiles(as_instance, elem).use) {
+      // One sample blends the running statistics in the kernel: no row statistics.
+      if (as_instance.n == 1) return 0;
+      return row_stats_workspace(as_instance.n * as_instance.c, as_instance);
+    }
   }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);

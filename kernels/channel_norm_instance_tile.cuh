@@ -3,7 +3,11 @@
 // staged in shared memory position by position, its E exact two-pass statistics taken from there,
 // then y written from there (with the fused residual, activation and ReLU mask). x is read once and
 // y written once, with no partials or finalize; the running update takes the tile's statistics
-// from 8 bytes of workspace a (n, c), as the rows' one-read kernels leave them.
+// from 8 bytes of workspace a (n, c), as the rows' one-read kernels leave them. Batch norm in NHWC
+// (or with S = 1) comes here as one sample of N * S positions (instance_tile_shape): its channel's
+// statistic, saved statistics and running update are that sample's. With one sample a block holds
+// its channels' only statistics, so it blends them into the running buffers itself (RunningBlend):
+// no workspace, and no launch after it but the counter's advance.
 //
 // The walk is group norm's tile walk (channel_norm_group_tile.cuh) with each channel a group:
 // thread t takes the positions t, t + R, ... (R the block's threads), always the same pack of
@@ -23,6 +27,7 @@
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_running.cuh"
 #include "common/activation.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -30,12 +35,14 @@
 namespace nk::cuda {
 
 // The tensors (save_mean and save_invstd: [N * C]), the tiles (C/G = 1, k = E, P = 1), the rows'
-// statistics for the running update, then eps, 1 / S and 1 / (S - 1).
+// statistics for the running update or, one sample, the running buffers, then eps, 1 / S and
+// 1 / (S - 1).
 struct InstanceTileParams : OneReadForwardIo, TileGeometry {
   float2* row_stats;  // [N * C]: (mean, variance for the running average); nullable
   float eps;
   float inv_count, inv_count_minus_1;
-  bool unbiased;  // row_stats' variance: m2 / (S - 1), else m2 / S
+  bool unbiased;  // row_stats' (and running's) variance: m2 / (S - 1), else m2 / S
+  RunningBlend running;  // N = 1 only (running.mean nullable), where row_stats is null
 };
 
 // kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
@@ -96,15 +103,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   // centre * scale; thread 0 saves the tile's statistics.
   float scale[E], offset[E];
   const int64_t c0 = w.c0, stat0 = w.n * p.c + c0;
+  const float weight = t == 0 ? p.running.weight() : -1.0f;  // < 0: no blend
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const float var = m2.v[e] * p.inv_count, invstd = rsqrtf(var + p.eps);
     if (t == 0) {
       if (p.save_mean) p.save_mean[stat0 + e] = shift[e] + centre[e];
       if (p.save_invstd) p.save_invstd[stat0 + e] = invstd;
-      if (p.row_stats) {
+      if (p.row_stats || weight >= 0.0f) {
         const float run_var = p.unbiased ? m2.v[e] * p.inv_count_minus_1 : var;
-        p.row_stats[stat0 + e] = make_float2(shift[e] + centre[e], run_var);
+        if (p.row_stats) p.row_stats[stat0 + e] = make_float2(shift[e] + centre[e], run_var);
+        if (weight >= 0.0f) p.running.blend(c0 + e, weight, shift[e] + centre[e], run_var);
       }
     }
     scale[e] = invstd * (p.weight ? p.weight[c0 + e] : 1.0f);

@@ -388,4 +388,11 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes) {
   return t;
 }
 
+ChannelShape instance_tile_shape(const ChannelShape& shape) {
+  const bool channels_layout = shape.layout == NK_NHWC || shape.s == 1;
+  if (shape.kind != ChannelNorm::kBatch || !channels_layout) return shape;
+  return ChannelShape{ChannelNorm::kInstance, 1, shape.c, shape.n * shape.s, NK_NHWC, shape.dtype,
+                      1};
+}
+
 }  // namespace nk::cuda

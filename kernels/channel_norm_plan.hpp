@@ -396,4 +396,11 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // plan_group_tiles' forward ones (a tile of S * 16 bytes: 4 KiB to twice kGroupTileMaxBytes).
 GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes);
 
+// The shape plan_instance_tiles is asked about for `shape`: batch norm in the channels layout
+// (NHWC, or NCHW with S = 1: the same memory) as instance norm of one sample of N * S positions,
+// whose statistic per channel is batch norm's, over the same values at the same addresses (and
+// whose running update, a mean over one sample, is batch norm's: unbiased with N * S - 1); any
+// other shape as it is.
+ChannelShape instance_tile_shape(const ChannelShape& shape);
+
 }  // namespace nk::cuda

@@ -6,7 +6,7 @@
 // packs (each row's packs start at one of the E offsets from its first element; the elements
 // before and after them are its edges). Tests assert takes_resident_rows, so a change of the
 // plan's thresholds cannot move them off the path unnoticed. Group norm's tiles in NHWC
-// (plan_group_tiles) and instance norm's (plan_instance_tiles) likewise.
+// (plan_group_tiles) and instance norm's (plan_instance_tiles, batch norm's too) likewise.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -73,18 +73,31 @@ inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
 }
 
 // Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
-// (plan_instance_tiles): whether shape k takes it in dtype.
-inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype) {
-  const nk::ChannelShape shape{nk::ChannelNorm::kInstance, k.n, k.c, k.s, k.layout, dtype, 1};
-  return nk::cuda::plan_instance_tiles(shape, static_cast<int>(elem_size(dtype))).use;
+// (plan_instance_tiles), and batch norm in NHWC or with S = 1 as the instance norm of one sample
+// of N * S positions (instance_tile_shape): the plan of shape k in dtype.
+inline nk::cuda::GroupTilePlan instance_tile_plan(const ChannelCase& k, nk_dtype dtype) {
+  const nk::ChannelNorm kind =
+      k.family == Family::kBatch ? nk::ChannelNorm::kBatch : nk::ChannelNorm::kInstance;
+  const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, dtype, 1};
+  return nk::cuda::plan_instance_tiles(nk::cuda::instance_tile_shape(shape),
+                                       static_cast<int>(elem_size(dtype)));
 }
 
-// NHWC instance norm shapes that take the tiles in dtype: the smallest tile (S = 256 positions of
-// 16 bytes, 4 KiB) 128 times, and 2 and 9 tiles (fewer than any GPU's SMs) of 300 and 1000
-// positions, whose blocks (64 and 128 threads) do not divide them.
-inline std::vector<ChannelCase> instance_tile_shapes(nk_dtype dtype) {
-  const Family f = Family::kInstance;
+inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype) {
+  return k.family != Family::kGroup && instance_tile_plan(k, dtype).use;
+}
+
+// Shapes of family f (instance or batch norm) that take the tiles in dtype. Instance norm in NHWC:
+// the smallest tile (S = 256 positions of 16 bytes, 4 KiB) 128 times, and 2 and 9 tiles (fewer
+// than any GPU's SMs) of 300 and 1000 positions, whose blocks (64 and 128 threads) do not divide
+// them. Batch norm: the smallest tile (N * S = 4 * 64) 16 times, 2 tiles of 3 * 100 positions, and
+// N x C input (NCHW, S = 1) of 1000 rows in 3 tiles.
+inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
   const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  if (f == Family::kBatch) {
+    return {{f, 4, 16 * e, 64, NK_NHWC, 1}, {f, 3, 2 * e, 100, NK_NHWC, 1},
+            {f, 1000, 3 * e, 1, NK_NCHW, 1}};
+  }
   return {{f, 8, 16 * e, 256, NK_NHWC, 1}, {f, 1, 2 * e, 300, NK_NHWC, 1},
           {f, 3, 3 * e, 1000, NK_NHWC, 1}};
 }

@@ -1025,6 +1025,72 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
   }
 }
 
+// Batch norm in NHWC, or NCHW with S = 1, is planned as instance norm of one sample of N * S
+// positions (instance_tile_shape): a tile of a pack of channels over N * S positions of 16 bytes,
+// 4 KiB to twice 88 KiB; NCHW rows (S > 1) and the other norms keep their shape.
+TEST(ChannelPlan, BatchTilesAsOneSample) {
+  using nk::cuda::instance_tile_shape;
+  using nk::cuda::plan_instance_tiles;
+  struct Want {
+    int64_t n, c, s;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int threads;
+  };
+  const Want list[] = {
+      {32, 512, 7 * 7, NK_NHWC, 2, true, 224},     // 1568 positions: 196 packs -> 224 threads
+      {32, 1024, 14 * 14, NK_NHWC, 2, true, 512},  // 6272 positions: 100352 bytes, a tail
+      {32, 256, 14 * 14, NK_NHWC, 4, true, 512},   // fp32: 4 channels a tile
+      {4, 64, 64, NK_NHWC, 2, true, 64},           // 256 positions: 4 KiB
+      {5, 64, 51, NK_NHWC, 2, false, 0},           // 255 positions
+      {256, 64, 44, NK_NHWC, 2, true, 512},        // 11264 positions: 176 KiB
+      {256, 512, 7 * 7, NK_NHWC, 2, false, 0},     // 12544 positions: above
+      {1000, 24, 1, NK_NCHW, 2, true, 128},        // N x C input: the same memory as NHWC
+      {1000, 24, 2, NK_NCHW, 2, false, 0},         // NCHW rows
+      {32, 12, 49, NK_NHWC, 2, false, 0},          // C % 8 != 0
+      {32, 12, 49, NK_NHWC, 4, true, 224},         // fp32: C % 4 == 0
+      {4096, 1, 1, NK_NCHW, 2, false, 0},          // C = 1
+      {0, 64, 64, NK_NHWC, 2, false, 0},           // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s << " layout "
+                                    << w.layout << " elem " << w.elem);
+    const ChannelShape one = instance_tile_shape(shape);
+    const nk::cuda::GroupTilePlan t = plan_instance_tiles(one, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (w.layout == NK_NHWC || w.s == 1) {
+      EXPECT_EQ(one.kind, ChannelNorm::kInstance);
+      EXPECT_EQ(one.n, 1);
+      EXPECT_EQ(one.c, w.c);
+      EXPECT_EQ(one.s, w.n * w.s);
+      EXPECT_EQ(one.layout, NK_NHWC);
+      EXPECT_EQ(one.dtype, shape.dtype);
+      EXPECT_EQ(one.count_per_stat(), shape.count_per_stat());
+      EXPECT_EQ(one.num_stats(), shape.num_stats());
+    } else {
+      EXPECT_EQ(one.kind, ChannelNorm::kBatch);  // as it was: not planned as tiles
+    }
+    if (!w.use) continue;
+    const int e = 16 / w.elem;
+    EXPECT_EQ(t.tiles, w.c / e);
+    EXPECT_EQ(t.len, w.n * w.s * e);
+    EXPECT_EQ(t.threads, w.threads);
+  }
+  // Instance and group norm keep their shape.
+  for (ChannelNorm kind : {ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+    const int64_t groups = kind == ChannelNorm::kGroup ? 8 : 1;
+    const ChannelShape shape{kind, 8, 64, 300, NK_NHWC, NK_BF16, groups};
+    const ChannelShape same = instance_tile_shape(shape);
+    EXPECT_EQ(same.kind, kind);
+    EXPECT_EQ(same.n, 8);
+    EXPECT_EQ(same.s, 300);
+    EXPECT_EQ(same.groups, shape.groups);
+  }
+}
+
 // The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
 // forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {

@@ -461,14 +461,15 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // likewise where a tile of groups fits a block (plan_group_tiles). NCHW rows of at most a pack
 // (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack and below
 // 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned. Instance norm in
-// NHWC where a tile of a pack of channels fits a block (plan_instance_tiles): the forward reads x
-// once, the backward takes the walk.
+// NHWC where a tile of a pack of channels fits a block (plan_instance_tiles), and batch norm in
+// NHWC (or S = 1) as one sample's instance norm: the forward reads x once, the backward takes the
+// walk.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
-  const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family == Family::kInstance;
-  const std::vector<ChannelCase> shapes = instance_tiles ? instance_tile_shapes(c.dtype)
+  const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family != Family::kGroup;
+  const std::vector<ChannelCase> shapes = instance_tiles ? instance_tile_shapes(c.family, c.dtype)
                                           : tiles        ? group_tile_shapes(c.dtype)
                                                          : resident_row_shapes(c.family, c.dtype);
   for (const ChannelCase& k : shapes) {
@@ -491,7 +492,7 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
                                  k.groups};
     const int elem = static_cast<int>(elem_size(c.dtype));
     const int64_t block_bytes =
-        instance_tiles ? nk::cuda::plan_instance_tiles(shape, elem).len * elem
+        instance_tiles ? instance_tile_plan(k, c.dtype).len * elem
         : tiles        ? nk::cuda::plan_group_tiles(shape, elem).len * elem
                        : numel(k) / num_stats(k) * elem;
     for (int64_t misalign : {0, 1}) {
@@ -539,7 +540,8 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
-                           return c.phase == NK_TRAINING && c.family != Family::kBatch;
+                           return c.phase == NK_TRAINING &&
+                                  (c.family != Family::kBatch || c.layout == NK_NHWC);
                          })),
                          fusion_config_name);
 

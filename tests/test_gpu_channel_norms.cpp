@@ -274,13 +274,14 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
   }
 
   // The forward of a path that reads x once against the CPU: with running buffers and without
-  // (instance norm), three steps of the cumulative average, fp32 data at |mean| / std = 1e4
-  // (16-bit types cannot hold such data), and misaligned pointers (single-element loads).
+  // (instance and batch norm), three steps of the cumulative average, fp32 data at
+  // |mean| / std = 1e4 (16-bit types cannot hold such data), and misaligned pointers
+  // (single-element loads).
   void check_one_read_forward(const ChannelCase& k) {
     const Case c = GetParam();
     nk_norm_params p = nk_norm_params_default();
     check_forward(k, p, 1);
-    if (c.family == Family::kInstance) {
+    if (c.family != Family::kGroup) {
       check_forward(k, p, 1, false);
       p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
       check_forward(k, p, 3);
@@ -849,17 +850,18 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
   }
 }
 
-// Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
-// (instance_tile_shapes): the forward against the CPU (check_one_read_forward: with and without
-// running buffers, the cumulative average over three steps, |mean| / std = 1e4 in fp32, misaligned
-// pointers), then the bytes of y and the saved statistics of misaligned and in-place calls and of
-// partial heads against the aligned call.
+// Instance norm in NHWC reads x once where a tile of a pack of channels fits a block, and batch
+// norm in NHWC or with S = 1 as one sample's instance norm (instance_tile_shapes): the forward
+// against the CPU (check_one_read_forward: with and without running buffers, the cumulative
+// average over three steps, |mean| / std = 1e4 in fp32, misaligned pointers), then the bytes of y
+// and the saved statistics of misaligned and in-place calls and of partial heads against the
+// aligned call.
 TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
   const Case c = GetParam();
-  if (c.family != Family::kInstance || c.layout != NK_NHWC) {
-    GTEST_SKIP() << "one read of x in NHWC: instance norm";
+  if (c.family == Family::kGroup || c.layout != NK_NHWC) {
+    GTEST_SKIP() << "one read of x in tiles of a pack of channels: instance and batch norm, NHWC";
   }
-  for (const ChannelCase& k : instance_tile_shapes(c.dtype)) {
+  for (const ChannelCase& k : instance_tile_shapes(c.family, c.dtype)) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
     check_one_read_forward(k);
@@ -867,9 +869,7 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
     const DeviceBuffer wd(w), bd(b);
-    const nk::ChannelShape shape{nk::ChannelNorm::kInstance, k.n, k.c, k.s, k.layout, c.dtype, 1};
-    const int elem = static_cast<int>(elem_size(c.dtype));
-    const int64_t tile_bytes = nk::cuda::plan_instance_tiles(shape, elem).len * elem;
+    const int64_t tile_bytes = instance_tile_plan(k, c.dtype).len * elem_size(c.dtype);
     forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
   }
 }
@@ -1006,14 +1006,21 @@ TEST_P(GpuChannelNorm, InstanceRunningOverBlocksMatchesCpu) {
 // momentum modes; the CPU backend refuses such a counter instead); y and the saved statistics are
 // those of a call without running buffers. INT64_MAX - 1 advances to INT64_MAX and updates the
 // running statistics as the CPU backend does. Instance norm in NCHW also at a shape whose running
-// update after the one-read kernel spreads over blocks (running_spread_shapes).
+// update after the one-read kernel spreads over blocks (running_spread_shapes); NHWC also at a
+// shape of the tiles of one sample, whose kernel blends the running statistics itself.
 TEST_P(GpuChannelNorm, CounterThatCannotAdvanceLeavesRunningStatistics) {
   const Case c = GetParam();
   if (c.family == Family::kGroup) GTEST_SKIP() << "group norm has no running statistics";
   std::vector<ChannelCase> list{shapes(c)[0]};
-  // Instance norm's update spread over blocks after a one-read kernel (one shape).
+  // Instance norm's update spread over blocks after a one-read kernel (one shape); the blend in the
+  // NHWC tiles' kernel of one sample (batch norm; instance norm with N = 1).
   if (c.family == Family::kInstance && c.layout == NK_NCHW) {
     list.push_back(running_spread_shapes()[1]);
+  }
+  if (c.layout == NK_NHWC) {
+    const ChannelCase one = instance_tile_shapes(c.family, c.dtype)[1];
+    EXPECT_TRUE(takes_instance_tiles(one, c.dtype));
+    list.push_back(one);
   }
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);

@@ -249,7 +249,13 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * so that the reduction still spreads over every SM, and three per-channel coefficient arrays).
  * The size depends on the shape and dtype only, never on the device or its SM count; so does every
  * result bit, given whether every pointer allows 16-byte access (which decides the loads, and so
- * the order of some sums). */
+ * the order of some sums).
+ * Reads x once (CUDA, training forward): in NHWC, or NCHW with S == 1 (the same memory), when C is
+ * a multiple of 8 (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 176 KiB, a block per 16
+ * bytes of channels keeps their N * S positions in shared memory (up to 88 KiB; the rest is read
+ * again, usually from L2), writes y from there and updates the running statistics in the same
+ * launch; it needs no workspace, and no bit depends on the pointers. Other shapes read x twice
+ * (statistics, then y). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
@@ -326,7 +332,7 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   Workspace (CUDA, training): at most 2060 * max(N*C, 1024) + 1024 bytes forward,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
- *   needs 8 * N*C bytes, rounded up to 256.
+ *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1).
  *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
