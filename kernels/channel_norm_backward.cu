@@ -645,7 +645,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   // Instance and group norm training take their one-read paths whenever they apply, with or without
   // dx (the kernels then skip its stores): dweight and dbias come from the same per-(n, c) sums, so
   // their bits do not depend on which outputs a call asks for.
-  if (training && (want_elementwise || want_params)) {
+  if (training && (want_elementwise || want_params)) {  // as bench/channel_paths.cpp names them
     const ResidentPlan r = plan_resident_rows(s, sizeof(T), 2);
     if (r.use) return backward_resident_rows<T>(a, r, stats, l);
     const GroupTilePlan g = plan_group_tiles(s, sizeof(T), 2);
