@@ -9,7 +9,8 @@
 // allocates them):
 //   forward:  resident_rows, short_rows, row_groups, group_tiles, instance_tiles (batch norm in
 //             NHWC or with S = 1 as one sample, instance_tile_shape), else walk (x read twice);
-//   backward: resident_rows, group_tiles, short_rows, row_groups (x and dy staged), else walk;
+//   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles (x and dy
+//             staged), else walk;
 //   inference forward and fused cases: apply (one elementwise pass), or not counted.
 #include <cstdio>
 #include <map>
@@ -42,6 +43,7 @@ const char* path_of(const nkb::Case& c) {
     if (plan_group_tiles(s, elem, 2).use) return "group_tiles";
     if (plan_short_rows(s, elem).use) return "short_rows";
     if (plan_row_groups(s, elem).use) return "row_groups";
+    if (plan_instance_tiles(instance_tile_shape(s), elem, 2).use) return "instance_tiles";
     return "walk";
   }
   if (plan_resident_rows(s, elem).use) return "resident_rows";

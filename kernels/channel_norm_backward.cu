@@ -26,7 +26,10 @@
 // a 16-byte pack where a thread holds whole rows of x and dy in registers (plan_short_rows,
 // channel_norm_short_rows_backward.cuh), and rows above a pack up to 4 KiB where a block stages
 // a run of whole rows and a group of lanes takes each (plan_row_groups,
-// channel_norm_row_groups_backward.cuh).
+// channel_norm_row_groups_backward.cuh). Instance norm in NHWC, and batch norm in NHWC (or with
+// S = 1) as one sample of N * S positions (instance_tile_shape), likewise where a tile of a pack
+// of channels of x and of dy fits a block (plan_instance_tiles with both staged,
+// channel_norm_instance_tile_backward.cuh).
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -40,6 +43,8 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_apply.cuh"
 #include "channel_norm_group_tile_backward.cuh"
+#include "channel_norm_instance_tile.cuh"
+#include "channel_norm_instance_tile_backward.cuh"
 #include "channel_norm_partials.cuh"
 #include "channel_norm_resident_backward.cuh"
 #include "channel_norm_row_groups_backward.cuh"
@@ -535,6 +540,10 @@ template <class T, int kAccess, int kSource, bool kZ>
 struct GroupTileBackwardKernel {
   static constexpr auto kernel = backward_group_tile<T, kAccess, kSource, kZ>;
 };
+template <class T, int kAccess, int kSource, bool kZ>
+struct InstanceTileBackwardKernel {
+  static constexpr auto kernel = backward_instance_tile<T, kAccess, kSource, kZ>;
+};
 
 // Instance and group norm training with dx (or dz) where a row of x and of dy fits a block: one
 // read of both (channel_norm_resident_backward.cuh), then dweight and dbias from its per-(n, c)
@@ -624,6 +633,39 @@ void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
+// Instance norm training with dx (or dz) in NHWC where a tile of a pack of channels of x and of dy
+// fits a block, and batch norm as the instance norm of one sample (`as_instance`:
+// instance_tile_shape's view of a's shape): one read of both
+// (channel_norm_instance_tile_backward.cuh), then dweight and dbias from its per-(n, c) sums, or
+// with one sample from the kernel itself.
+template <class T>
+void backward_instance_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_instance,
+                             const GroupTilePlan& g, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  ChannelBackwardArgs view = a;
+  view.shape = as_instance;
+  const XhatStats stats{true,
+                        a.save_mean,
+                        a.save_invstd,
+                        static_cast<float>(a.eps),
+                        ChannelNorm::kInstance,
+                        as_instance.c,
+                        1};
+  InstanceTileBackwardParams p{};
+  set_backward_io(p, view, l);
+  set_instance_tile_geometry(p, as_instance, g, static_cast<int>(sizeof(T)));
+  if (as_instance.n == 1) {  // the blocks hold whole channels: no sums to add over n
+    p.channel_sums = nullptr;
+    p.dweight = a.dweight;
+    p.dbias = a.dbias;
+  }
+  const size_t bytes = group_tile_backward_smem(p.head_packs);
+  with_backward_kernel<T, InstanceTileBackwardKernel>(
+      view, [&](auto kernel) { launch_blocks(kernel, g.tiles, g.threads, bytes, stream, p); });
+  dev::check_cuda(cudaGetLastError(), "instance norm tiles backward launch");
+  if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);
+}
+
 template <class T>
 void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -642,9 +684,10 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_elementwise = a.dx != nullptr || a.dz != nullptr;
   const bool want_coefficients = training && want_elementwise;
-  // Instance and group norm training take their one-read paths whenever they apply, with or without
-  // dx (the kernels then skip its stores): dweight and dbias come from the same per-(n, c) sums, so
-  // their bits do not depend on which outputs a call asks for.
+  // Instance and group norm training (and batch norm's in the instance tiles) take their one-read
+  // paths whenever they apply, with or without dx (the kernels then skip its stores): dweight and
+  // dbias come from the same per-(n, c) sums, so their bits do not depend on which outputs a call
+  // asks for.
   if (training && (want_elementwise || want_params)) {  // as bench/channel_paths.cpp names them
     const ResidentPlan r = plan_resident_rows(s, sizeof(T), 2);
     if (r.use) return backward_resident_rows<T>(a, r, stats, l);
@@ -654,6 +697,9 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     if (sr.use) return backward_in_registers<T>(a, sr, stats, l);
     const RowGroupsPlan rg = plan_row_groups(s, sizeof(T));
     if (rg.use) return backward_in_row_groups<T>(a, rg, stats, l);
+    const ChannelShape as_instance = instance_tile_shape(s);
+    const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T), 2);
+    if (it.use) return backward_instance_tiles<T>(a, as_instance, it, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

@@ -787,6 +787,7 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
       view, l, "instance norm tiles launch",
       [&](InstanceTileParams& p) {
         set_instance_tile_geometry(p, as_instance, g, static_cast<int>(sizeof(T)));
+        p.inv_count_minus_1 = 1.0f / static_cast<float>(as_instance.s - 1);
         if (one_sample) {
           p.running = RunningBlend{a.running_mean, a.running_var, a.num_batches_tracked,
                                    static_cast<float>(a.params.momentum),

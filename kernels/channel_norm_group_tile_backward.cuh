@@ -103,16 +103,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
   auto load = [](const T* g, int64_t at) { return row_pack<T, E, kAccess>(g + at, 0); };
   // The E aux values of the pack at element offset o (a multiple of E: C and c0 are).
   auto load_aux = [&](int64_t o, float (&a)[E]) {
-    if constexpr (kSource == kFromMask) {
-      const uint32_t bits = dev::load_mask<E>(p.mask, first + o);
-#pragma unroll
-      for (int e = 0; e < E; ++e) a[e] = static_cast<float>((bits >> e) & 1u);
-    } else if constexpr (kAux) {
-      load_elems<T, E, kAccess>(aux + o, a);
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) a[e] = 0.0f;
-    }
+    load_act_inputs<T, E, kAccess, kSource, kAux>(p.mask, first + o, aux, o, a);
   };
   // du of the pack's element e (k: SiLU's coefficients, unused by the other sources).
   auto du_at = [&](const Raw& xv, const Raw& dv, const float (&a)[E], float2 k, int e) {

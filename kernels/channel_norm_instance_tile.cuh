@@ -137,10 +137,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   });
 }
 
-// The tiles of plan_instance_tiles as TileGeometry (each channel a group), the staged head (with
-// resident_head_packs' test knob), 1 / S and 1 / (S - 1).
-inline void set_instance_tile_geometry(InstanceTileParams& p, const ChannelShape& s,
-                                       const GroupTilePlan& g, int elem_bytes) {
+// The tiles of plan_instance_tiles as TileGeometry (each channel a group), the staged head (of
+// each staged tensor, with resident_head_packs' test knob) and 1 / S, for the forward's and the
+// backward's parameters.
+template <class Params>
+void set_instance_tile_geometry(Params& p, const ChannelShape& s, const GroupTilePlan& g,
+                                int elem_bytes) {
   p.c = s.c;
   p.sample_len = s.s * s.c;
   p.s = static_cast<int>(s.s);
@@ -150,7 +152,6 @@ inline void set_instance_tile_geometry(InstanceTileParams& p, const ChannelShape
   p.pos_packs = 1;
   p.head_packs = resident_head_packs(g.head_len, elem_bytes);
   p.inv_count = 1.0f / static_cast<float>(s.s);
-  p.inv_count_minus_1 = 1.0f / static_cast<float>(s.s - 1);
 }
 
 // Enqueues the kernel of the fusion and pointers (launch_forward_tiles); the caller checks

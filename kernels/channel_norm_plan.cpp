@@ -364,7 +364,7 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   return t;
 }
 
-GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes) {
+GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   GroupTilePlan t{};
   const int64_t e = 16 / elem_bytes;
   const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;
@@ -373,13 +373,16 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes) {
     return t;
   }
   const int64_t bytes = shape.s * 16, tiles = shape.n * (shape.c / e);
-  t.use = bytes >= kResidentMinBytes && bytes <= 2 * kGroupTileMaxBytes && tiles <= INT32_MAX;
+  const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
+  const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // as plan_group_tiles
+  t.use = bytes >= kResidentMinBytes && bytes <= (few_tiles ? staged_limit : 2 * staged_limit) &&
+          tiles <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(e);
   t.pos_packs = 1;
   t.len = shape.s * e;
-  t.head_len = bytes <= kGroupTileMaxBytes ? t.len : kGroupTileMaxBytes / elem_bytes;
+  t.head_len = bytes <= staged_limit ? t.len : staged_limit / elem_bytes;
   // About 8 packs a thread (a pack a position), in whole warps.
   const int64_t want = ceil_div(ceil_div(shape.s, 8), 32) * 32;
   t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads

@@ -393,8 +393,12 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // the same tiles with each channel a group (k = E channels, one 16-byte pack a position, P = 1),
 // where C is whole packs. Every element of a thread's pack is a statistic of its own, so the block
 // reduces E sums a thread (dev::block_sum) where group norm's reduces two. The bounds are
-// plan_group_tiles' forward ones (a tile of S * 16 bytes: 4 KiB to twice kGroupTileMaxBytes).
-GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes);
+// plan_group_tiles' (a tile of S * 16 bytes: forward 4 KiB to twice kGroupTileMaxBytes; the
+// training backward, x and dy staged (`staged_tensors` 2, channel_norm_instance_tile_backward.cuh),
+// to kGroupTileMaxBytes with heads of half of it each, fewer than kResidentMinRows tiles only when
+// staged whole).
+GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
+                                  int staged_tensors = 1);
 
 // The shape plan_instance_tiles is asked about for `shape`: batch norm in the channels layout
 // (NHWC, or NCHW with S = 1: the same memory) as instance norm of one sample of N * S positions,

@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "common/activation.cuh"
@@ -72,6 +73,23 @@ __device__ __forceinline__ void store_elems(T* p, const float (&v)[E]) {
   } else {
 #pragma unroll
     for (int e = 0; e < E; ++e) p[e] = dev::from_float<T>(v[e]);
+  }
+}
+
+// The E inputs of act' of a one-read backward's pack at element offset o: bits bit .. bit + E - 1
+// of the ReLU mask as 0 or 1 (kFromMask), the pack of y or z at aux + o (kAux), else zeros.
+template <class T, int E, int kAccess, int kSource, bool kAux>
+__device__ __forceinline__ void load_act_inputs(const uint32_t* mask, int64_t bit, const T* aux,
+                                                int64_t o, float (&a)[E]) {
+  if constexpr (kSource == kFromMask) {
+    const uint32_t bits = dev::load_mask<E>(mask, bit);
+#pragma unroll
+    for (int e = 0; e < E; ++e) a[e] = static_cast<float>((bits >> e) & 1u);
+  } else if constexpr (kAux) {
+    load_elems<T, E, kAccess>(aux + o, a);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) a[e] = 0.0f;
   }
 }
 

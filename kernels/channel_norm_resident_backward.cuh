@@ -103,16 +103,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   };
   // The E aux values of the elements o .. o + E - 1 of the row (first + o a multiple of E).
   auto load_aux = [&](unsigned o, float (&a)[E]) {
-    if constexpr (kSource == kFromMask) {
-      const uint32_t bits = dev::load_mask<E>(p.mask, first + o);
-#pragma unroll
-      for (int e = 0; e < E; ++e) a[e] = static_cast<float>((bits >> e) & 1u);
-    } else if constexpr (kAux) {
-      load_elems<T, E, kAccess>(aux + o, a);
-    } else {
-#pragma unroll
-      for (int e = 0; e < E; ++e) a[e] = 0.0f;
-    }
+    load_act_inputs<T, E, kAccess, kSource, kAux>(p.mask, first + o, aux, o, a);
   };
 
   // Adds du and du * (x - mean) of pack q (x and dy: xv, dv), with the coefficients k, to t.

@@ -74,17 +74,19 @@ inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
 
 // Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
 // (plan_instance_tiles), and batch norm in NHWC or with S = 1 as the instance norm of one sample
-// of N * S positions (instance_tile_shape): the plan of shape k in dtype.
-inline nk::cuda::GroupTilePlan instance_tile_plan(const ChannelCase& k, nk_dtype dtype) {
+// of N * S positions (instance_tile_shape): the plan of shape k in dtype (staged_tensors 2: the
+// training backward's x and dy).
+inline nk::cuda::GroupTilePlan instance_tile_plan(const ChannelCase& k, nk_dtype dtype,
+                                                  int staged_tensors = 1) {
   const nk::ChannelNorm kind =
       k.family == Family::kBatch ? nk::ChannelNorm::kBatch : nk::ChannelNorm::kInstance;
   const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, dtype, 1};
   return nk::cuda::plan_instance_tiles(nk::cuda::instance_tile_shape(shape),
-                                       static_cast<int>(elem_size(dtype)));
+                                       static_cast<int>(elem_size(dtype)), staged_tensors);
 }
 
-inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype) {
-  return k.family != Family::kGroup && instance_tile_plan(k, dtype).use;
+inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+  return k.family != Family::kGroup && instance_tile_plan(k, dtype, staged_tensors).use;
 }
 
 // Shapes of family f (instance or batch norm) that take the tiles in dtype. Instance norm in NHWC:

@@ -1025,6 +1025,39 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
   }
 }
 
+// The training backward stages x and dy in the same tiles: to 88 KiB, each tensor's first 44 KiB
+// staged, or to 44 KiB (staged whole) with fewer than 128 tiles; the forward's block.
+TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
+  using nk::cuda::plan_instance_tiles;
+  struct Want {
+    int64_t n, c, s;
+    int elem;
+    bool use;
+    int64_t head_len;
+  };
+  const Want list[] = {
+      {16, 64, 256, 2, true, 2048},     // 4 KiB, 128 tiles
+      {8, 64, 2816, 2, true, 22528},    // 44 KiB staged whole, 64 tiles
+      {8, 64, 2817, 2, false, 0},       // above 44 KiB with 64 tiles
+      {16, 64, 2817, 2, true, 22528},   // 128 tiles: the rest of x and dy reread
+      {16, 64, 5632, 2, true, 22528},   // 88 KiB
+      {16, 64, 5633, 2, false, 0},      // above
+      {16, 64, 75 * 75, 2, true, 22528},  // 90000 bytes (75x75), 128 tiles
+      {16, 32, 2816, 4, true, 11264},   // fp32: 4 channels a tile, 128 tiles
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{ChannelNorm::kInstance, w.n, w.c, w.s, NK_NHWC,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s);
+    const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem, 2);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.head_len, w.head_len);
+    EXPECT_EQ(t.threads, plan_instance_tiles(shape, w.elem).threads);
+    EXPECT_EQ(t.tiles, plan_instance_tiles(shape, w.elem).tiles);
+  }
+}
+
 // Batch norm in NHWC, or NCHW with S = 1, is planned as instance norm of one sample of N * S
 // positions (instance_tile_shape): a tile of a pack of channels over N * S positions of 16 bytes,
 // 4 KiB to twice 88 KiB; NCHW rows (S > 1) and the other norms keep their shape.

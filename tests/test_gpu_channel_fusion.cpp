@@ -462,8 +462,8 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // (short_rows_cases.hpp, rows in registers forward and backward) and rows above a pack and below
 // 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned. Instance norm in
 // NHWC where a tile of a pack of channels fits a block (plan_instance_tiles), and batch norm in
-// NHWC (or S = 1) as one sample's instance norm: the forward reads x once, the backward takes the
-// walk.
+// NHWC (or S = 1) as one sample's instance norm: the forward reads x once, the backward x and dy
+// (plan_instance_tiles with both staged).
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
@@ -475,6 +475,7 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   for (const ChannelCase& k : shapes) {
     if (instance_tiles) {
       ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
+      ASSERT_TRUE(takes_instance_tiles(k, c.dtype, 2));
     } else if (tiles) {
       ASSERT_TRUE(takes_group_tiles(k, c.dtype));
       ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));

@@ -557,7 +557,8 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
 // the persistent loops take several turns. The shapes are split into several chunks per
 // statistic; in NCHW also rows of 3025 (partials over each row's ends and the packs between them,
 // chunks starting inside rows; packs of y and dx crossing rows); in NHWC also C = 6 (periods of 3
-// packs, one block wide) and C = 514 (a period of 257 packs, split into tiles).
+// packs, one block wide) and C = 514 (a period of 257 packs, split into tiles), and for batch and
+// instance norm a shape of the tiles of a pack of channels (instance_tile_shapes: one sample).
 TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
@@ -567,6 +568,10 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (c.layout == NK_NHWC) {  // periods of packs: one block wide, and split into tiles
     list.push_back({c.family, 8, 6, 784, c.layout, group});
     list.push_back({c.family, 4, 514, 64, c.layout, group});
+    if (c.family != Family::kGroup) {
+      list.push_back(instance_tile_shapes(c.family, c.dtype)[1]);
+      EXPECT_TRUE(takes_instance_tiles(list.back(), c.dtype));
+    }
   }
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
@@ -855,7 +860,9 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
 // against the CPU (check_one_read_forward: with and without running buffers, the cumulative
 // average over three steps, |mean| / std = 1e4 in fp32, misaligned pointers), then the bytes of y
 // and the saved statistics of misaligned and in-place calls and of partial heads against the
-// aligned call.
+// aligned call; the training backward, which reads x and dy once in the same tiles, likewise
+// against the CPU aligned and misaligned, and the bytes of dx, dweight and dbias across pointers
+// and heads.
 TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
   const Case c = GetParam();
   if (c.family == Family::kGroup || c.layout != NK_NHWC) {
@@ -871,6 +878,11 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
     const DeviceBuffer wd(w), bd(b);
     const int64_t tile_bytes = instance_tile_plan(k, c.dtype).len * elem_size(c.dtype);
     forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
+
+    ASSERT_TRUE(takes_instance_tiles(k, c.dtype, 2));
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, tile_bytes);
   }
 }
 

@@ -312,6 +312,11 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  *                        inference.
  *   dx                   [N x C x S] desc->dtype, nullable (not computed); may equal dy.
  *   dweight, dbias       [C] fp32, nullable (not computed); written, not accumulated.
+ * Reads x and dy once (CUDA, training): in NHWC, or NCHW with S == 1, when C is a multiple of 8
+ * (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 88 KiB (to 44 KiB with fewer than 128
+ * packs of channels), a block per 16 bytes of channels keeps their N * S positions of x and of dy
+ * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); other shapes
+ * read both twice. dweight and dbias have the same bits whether or not dx is asked for.
  * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
  *         running statistics; overlapping buffers). */
@@ -365,8 +370,10 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, c) row of S
  * elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128 rows), a block
  * per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read
- * again, usually from L2); other shapes read both twice. dweight and dbias have the same bits
- * whether or not dx is asked for. */
+ * again, usually from L2). NHWC when C is a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16
+ * bytes are 4 to 88 KiB (to 44 KiB with fewer than 128 tiles), a block per sample's 16 bytes of
+ * channels keeps their S positions of x and dy likewise (up to 44 KiB of each). Other shapes read
+ * both twice. dweight and dbias have the same bits whether or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
