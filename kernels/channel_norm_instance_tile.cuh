@@ -103,17 +103,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   // centre * scale; thread 0 saves the tile's statistics.
   float scale[E], offset[E];
   const int64_t c0 = w.c0, stat0 = w.n * p.c + c0;
-  const float weight = t == 0 ? p.running.weight() : -1.0f;  // < 0: no blend
+  const float blend = t == 0 ? p.running.weight() : -1.0f;  // the batch's weight; < 0: none
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const float var = m2.v[e] * p.inv_count, invstd = rsqrtf(var + p.eps);
     if (t == 0) {
       if (p.save_mean) p.save_mean[stat0 + e] = shift[e] + centre[e];
       if (p.save_invstd) p.save_invstd[stat0 + e] = invstd;
-      if (p.row_stats || weight >= 0.0f) {
+      if (p.row_stats || blend >= 0.0f) {
         const float run_var = p.unbiased ? m2.v[e] * p.inv_count_minus_1 : var;
         if (p.row_stats) p.row_stats[stat0 + e] = make_float2(shift[e] + centre[e], run_var);
-        if (weight >= 0.0f) p.running.blend(c0 + e, weight, shift[e] + centre[e], run_var);
+        if (blend >= 0.0f) p.running.blend(c0 + e, blend, shift[e] + centre[e], run_var);
       }
     }
     scale[e] = invstd * (p.weight ? p.weight[c0 + e] : 1.0f);
