@@ -12,6 +12,7 @@
 //   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles (x and dy
 //             staged), else walk;
 //   inference forward and fused cases: apply (one elementwise pass), or not counted.
+#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -28,9 +29,8 @@ nk::ChannelShape shape_of(const nkb::Case& c) {
   const nk::ChannelNorm kind = c.op == nkb::Op::batch_norm      ? nk::ChannelNorm::kBatch
                                : c.op == nkb::Op::instance_norm ? nk::ChannelNorm::kInstance
                                                                 : nk::ChannelNorm::kGroup;
-  return nk::ChannelShape{kind,     c.n,     c.c,
-                          c.spatial(), c.layout, c.dtype,
-                          c.op == nkb::Op::group_norm ? c.groups : 1};
+  const int64_t groups = c.op == nkb::Op::group_norm ? c.groups : 1;
+  return nk::ChannelShape{kind, c.n, c.c, c.spatial(), c.layout, c.dtype, groups};
 }
 
 const char* path_of(const nkb::Case& c) {
