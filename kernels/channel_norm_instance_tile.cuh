@@ -137,21 +137,13 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   });
 }
 
-// The tiles of plan_instance_tiles as TileGeometry (each channel a group), the staged head (of
-// each staged tensor, with resident_head_packs' test knob) and 1 / S, for the forward's and the
-// backward's parameters.
+// The tiles of plan_instance_tiles as TileGeometry: group norm's tile geometry (set_tile_geometry:
+// the staged head of each staged tensor, 1 / S) with each channel a group, for the forward's and
+// the backward's parameters.
 template <class Params>
-void set_instance_tile_geometry(Params& p, const ChannelShape& s, const GroupTilePlan& g,
-                                int elem_bytes) {
-  p.c = s.c;
-  p.sample_len = s.s * s.c;
-  p.s = static_cast<int>(s.s);
-  p.cpg = 1;
-  p.tiles_per_sample = static_cast<int>(s.c / g.groups_per_tile);
-  p.groups_per_tile = g.groups_per_tile;
-  p.pos_packs = 1;
-  p.head_packs = resident_head_packs(g.head_len, elem_bytes);
-  p.inv_count = 1.0f / static_cast<float>(s.s);
+void set_instance_tile_geometry(Params& p, ChannelShape s, const GroupTilePlan& g, int elem_bytes) {
+  s.groups = s.c;
+  set_tile_geometry(p, s, g, elem_bytes);
 }
 
 // Enqueues the kernel of the fusion and pointers (launch_forward_tiles); the caller checks
