@@ -29,7 +29,9 @@
 // channel_norm_row_groups_backward.cuh). Instance norm in NHWC, and batch norm in NHWC (or with
 // S = 1) as one sample of N * S positions (instance_tile_shape), likewise where a tile of a pack
 // of channels of x and of dy fits a block (plan_instance_tiles with both staged,
-// channel_norm_instance_tile_backward.cuh).
+// channel_norm_instance_tile_backward.cuh). Batch norm in NCHW with S > 1 likewise where a
+// channel's runs of x and of dy fit a block (plan_batch_tiles with both staged,
+// channel_norm_batch_tile_backward.cuh), which writes dweight and dbias itself: one launch.
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
 // value by value in registers, so the passes and the workspace stay the plain ones. act' comes
 // from the ReLU mask's bits, from y > 0, or from SiLU's u recomputed with the same statistics
@@ -42,6 +44,7 @@
 #include "channel_norm.hpp"
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_apply.cuh"
+#include "channel_norm_batch_tile_backward.cuh"
 #include "channel_norm_group_tile_backward.cuh"
 #include "channel_norm_instance_tile.cuh"
 #include "channel_norm_instance_tile_backward.cuh"
@@ -666,6 +669,30 @@ void backward_instance_tiles(const ChannelBackwardArgs& a, const ChannelShape& a
   if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);
 }
 
+template <class T, int kAccess, int kSource, bool kZ>
+struct BatchTileBackwardKernel {
+  static constexpr auto kernel = backward_batch_tile<T, kAccess, kSource, kZ>;
+};
+
+// Batch norm training with dx, dz, dweight or dbias in NCHW where a channel's runs of x and of dy
+// fit a block: one read of both, dweight and dbias from the same launch
+// (channel_norm_batch_tile_backward.cuh).
+template <class T>
+void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, const Launch& l) {
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  BatchTileBackwardParams p{};
+  set_backward_io(p, a, l);
+  p.channel_sums = nullptr;
+  set_batch_tile_geometry(p, a.shape, b);
+  p.inv_count = 1.0f / static_cast<float>(a.shape.n * a.shape.s);
+  p.dweight = a.dweight;
+  p.dbias = a.dbias;
+  const size_t bytes = kBatchTileBackwardScratchBytes + size_t{32} * b.packs;
+  with_backward_kernel<T, BatchTileBackwardKernel>(
+      a, [&](auto kernel) { launch_blocks(kernel, a.shape.c, b.threads, bytes, stream, p); });
+  dev::check_cuda(cudaGetLastError(), "batch norm tiles backward launch");
+}
+
 template <class T>
 void backward(const ChannelBackwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -700,6 +727,8 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     const ChannelShape as_instance = instance_tile_shape(s);
     const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T), 2);
     if (it.use) return backward_instance_tiles<T>(a, as_instance, it, l);
+    const BatchTilePlan bt = plan_batch_tiles(s, sizeof(T), 2);
+    if (bt.use) return backward_batch_tiles<T>(a, bt, l);
   }
   float4* coefs = want_coefficients ? reinterpret_cast<float4*>(base + lay.partials) : nullptr;
   if (want_params || want_coefficients) {

@@ -33,7 +33,10 @@
 // channel_norm_group_tile.cuh), and instance norm in NHWC where a tile of a pack of channels of a
 // sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh); batch norm in NHWC (or with
 // S = 1) takes those tiles too, as the instance norm of one sample of N * S positions
-// (instance_tile_shape): the same values per channel, at the same addresses.
+// (instance_tile_shape): the same values per channel, at the same addresses. Batch norm in NCHW
+// with S > 1 reads x once where a channel's N runs of S fit a block (plan_batch_tiles,
+// channel_norm_batch_tile.cuh), which also blends the running statistics; a one-thread launch
+// after it advances the counter.
 // Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
 // registers, whole packs of the tensor, and writes their statistics and y
 // (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
@@ -50,6 +53,7 @@
 
 #include "channel_norm.hpp"
 #include "channel_norm_apply.cuh"
+#include "channel_norm_batch_tile.cuh"
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_instance_tile.cuh"
 #include "channel_norm_partials.cuh"
@@ -803,6 +807,32 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
   }
 }
 
+// Batch norm in NCHW, a block per channel (channel_norm_batch_tile.cuh), which blends the running
+// statistics itself; a launch after the blocks advances the counter. No workspace.
+template <class T>
+void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, const Launch& l) {
+  const ChannelShape& s = a.shape;
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  BatchTileParams p{};
+  set_forward_io(p, a);
+  set_batch_tile_geometry(p, s, b);
+  p.eps = static_cast<float>(a.params.eps);
+  p.inv_count = 1.0f / static_cast<float>(s.n * s.s);
+  p.inv_count_minus_1 = 1.0f / static_cast<float>(s.n * s.s - 1);
+  p.unbiased = a.params.running_var == NK_RUNNING_VAR_UNBIASED;
+  p.running = RunningBlend{a.running_mean, a.running_var, a.num_batches_tracked,
+                           static_cast<float>(a.params.momentum),
+                           a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE};
+  constexpr int E = 16 / static_cast<int>(sizeof(T));
+  clear_mask(a, s.s % E == 0 ? E : 1, stream);  // runs that are not whole packs OR their bits in
+  launch_batch_tiles<T>(p, b, s.c, a.fusion.activation, stream);
+  dev::check_cuda(cudaGetLastError(), "batch norm tiles launch");
+  if (a.num_batches_tracked != nullptr) {
+    advance_counter<<<1, 1, 0, stream>>>(a.num_batches_tracked);
+    dev::check_cuda(cudaGetLastError(), "channel norm counter launch");
+  }
+}
+
 template <class T>
 void forward(const ChannelForwardArgs& a, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -819,6 +849,8 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     const ChannelShape as_instance = instance_tile_shape(s);
     const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T));
     if (it.use) return forward_instance_tiles<T>(a, as_instance, it, l);
+    const BatchTilePlan bt = plan_batch_tiles(s, sizeof(T));
+    if (bt.use) return forward_batch_tiles<T>(a, bt, l);
   }
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y) && dev::aligned16(a.z);
   const ChannelPlan plan = plan_channel_norm(s, sizeof(T), vector_access);
@@ -935,6 +967,7 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
       if (as_instance.n == 1) return 0;
       return row_stats_workspace(as_instance.n * as_instance.c, as_instance);
     }
+    if (plan_batch_tiles(a.shape, elem).use) return 0;
   }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);

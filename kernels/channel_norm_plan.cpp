@@ -1,6 +1,8 @@
 #include "channel_norm_plan.hpp"
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 namespace nk::cuda {
 namespace {
@@ -385,6 +387,32 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
   t.head_len = bytes <= staged_limit ? t.len : staged_limit / elem_bytes;
   // About 8 packs a thread (a pack a position), in whole warps.
   const int64_t want = ceil_div(ceil_div(shape.s, 8), 32) * 32;
+  t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
+                               : want > kResidentMaxThreads ? kResidentMaxThreads
+                                                            : want);
+  return t;
+}
+
+BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
+  BatchTilePlan t{};
+  if (shape.kind != ChannelNorm::kBatch || shape.layout != NK_NCHW || shape.s <= 1 ||
+      shape.numel() == 0 || shape.c > INT32_MAX) {
+    return t;
+  }
+  if (const char* knob = std::getenv("NORMKIT_TEST_BATCH_WALK")) {
+    if (std::strcmp(knob, "1") == 0) return t;
+  }
+  const int64_t e = 16 / elem_bytes;
+  const int64_t seg_packs = shape.s % e == 0 ? shape.s / e : (shape.s + 2 * e - 2) / e;
+  const int64_t packs = shape.n * seg_packs, bytes = packs * 16;
+  const int64_t limit =
+      (shape.c < kResidentMinRows ? kResidentMaxBytes / 2 : kResidentMaxBytes) / staged_tensors;
+  t.use = bytes <= limit;
+  if (!t.use) return t;
+  t.seg_packs = static_cast<int>(seg_packs);
+  t.packs = packs;
+  t.slot_magic = static_cast<uint32_t>(((int64_t{1} << 31) + seg_packs - 1) / seg_packs);
+  const int64_t want = ceil_div(ceil_div(packs, 8), 32) * 32;
   t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
                                : want > kResidentMaxThreads ? kResidentMaxThreads
                                                             : want);

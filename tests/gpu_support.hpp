@@ -95,6 +95,14 @@ class ScopedResidentHead : public ScopedEnv {
       : ScopedEnv("NORMKIT_TEST_RESIDENT_HEAD", std::to_string(bytes)) {}
 };
 
+// Sets NORMKIT_TEST_BATCH_WALK=1 for its lifetime: batch norm's NCHW training forward and
+// backward take the walk (partials, finalize, then y or dx) even where a block holds a channel
+// (plan_batch_tiles), so the tests of the walk reach it at small shapes.
+class ScopedBatchWalk : public ScopedEnv {
+ public:
+  ScopedBatchWalk() : ScopedEnv("NORMKIT_TEST_BATCH_WALK", "1") {}
+};
+
 // Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the
 // reason a test of CUDA graphs skips. Call from a GpuTest after SetUp found a device.
 std::string graphs_unsupported_reason();

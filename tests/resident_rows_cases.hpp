@@ -6,7 +6,8 @@
 // packs (each row's packs start at one of the E offsets from its first element; the elements
 // before and after them are its edges). Tests assert takes_resident_rows, so a change of the
 // plan's thresholds cannot move them off the path unnoticed. Group norm's tiles in NHWC
-// (plan_group_tiles) and instance norm's (plan_instance_tiles, batch norm's too) likewise.
+// (plan_group_tiles), instance norm's (plan_instance_tiles, batch norm's too) and batch norm's in
+// NCHW (plan_batch_tiles) likewise.
 #pragma once
 
 #include <normkit/normkit.h>
@@ -102,6 +103,26 @@ inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
   }
   return {{f, 8, 16 * e, 256, NK_NHWC, 1}, {f, 1, 2 * e, 300, NK_NHWC, 1},
           {f, 3, 3 * e, 1000, NK_NHWC, 1}};
+}
+
+// Batch norm in NCHW with S > 1 reads x once where a channel's runs fit a block
+// (plan_batch_tiles): whether shape k takes it in dtype (staged_tensors 2: the training
+// backward's x and dy).
+inline bool takes_batch_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+  const nk::ChannelShape shape{nk::ChannelNorm::kBatch, k.n, k.c, k.s, k.layout, dtype, 1};
+  return k.family == Family::kBatch &&
+         nk::cuda::plan_batch_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
+             .use;
+}
+
+// Batch norm NCHW shapes that take the tiles, forward and backward: runs of 49 in 3 channels
+// (C * S not whole packs, so each run starts at another offset of its pack, and the tensor ends
+// inside a pack), 20 samples so that a thread's slots step across runs; runs of 16 (whole packs,
+// whole mask bytes) in 130 channels; one sample of runs of 196 (whole packs in fp32, not in 16
+// bits) in 5 channels.
+inline std::vector<ChannelCase> batch_tile_shapes() {
+  const Family f = Family::kBatch;
+  return {{f, 20, 3, 49, NK_NCHW, 1}, {f, 8, 130, 16, NK_NCHW, 1}, {f, 1, 5, 196, NK_NCHW, 1}};
 }
 
 }  // namespace nkt

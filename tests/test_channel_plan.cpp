@@ -1124,6 +1124,109 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
   }
 }
 
+// Batch norm in NCHW with S > 1: a block per channel stages its N runs of S elements as Q packs
+// each (Q = S / E where E | S, else (S + 2E - 2) / E) where N * Q packs fit 96 KiB, or 48 KiB with
+// fewer than 128 channels (the backward: half of that for x and for dy each); about 8 packs a
+// thread in whole warps, 64 to 512. Every run of every channel lies within its Q packs from the
+// pack that holds its first element.
+TEST(ChannelPlan, BatchTilesInNchw) {
+  using nk::cuda::plan_batch_tiles;
+  struct Want {
+    int64_t n, c, s;
+    nk_layout layout;
+    int elem;
+    bool use;
+    int seg_packs, threads;
+  };
+  const Want list[] = {
+      {32, 512, 7 * 7, NK_NCHW, 2, true, 7, 64},        // 224 packs, 3.5 KiB
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 224},      // 1792 packs, 28 KiB
+      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 416},     // fp32: 3328 packs, 52 KiB
+      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 416},    // whole packs: 3136 packs, 49 KiB
+      {32, 128, 28 * 28, NK_NCHW, 4, false, 0, 0},      // 100352 bytes
+      {32, 256, 14 * 14, NK_NCHW, 2, true, 26, 128},    // 832 packs
+      {32, 256, 14 * 14, NK_NCHW, 4, true, 49, 224},    // fp32 whole packs: 1568 packs
+      {256, 256, 14 * 14, NK_NCHW, 2, false, 0, 0},     // 106496 bytes
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 96},         // 64 channels, 10.5 KiB
+      {32, 64, 28 * 28, NK_NCHW, 2, false, 0, 0},       // 64 channels, 49 KiB: above 48
+      {6144, 128, 8, NK_NCHW, 2, true, 1, 512},         // 96 KiB exactly
+      {6145, 128, 8, NK_NCHW, 2, false, 0, 0},          // a pack above
+      {4, 8, 3, NK_NCHW, 2, true, 2, 64},               // runs of 3: two packs
+      {32, 512, 7 * 7, NK_NHWC, 2, false, 0, 0},        // NHWC: instance tiles
+      {1000, 24, 1, NK_NCHW, 2, false, 0, 0},           // S = 1: instance tiles
+      {0, 64, 49, NK_NCHW, 2, false, 0, 0},             // an empty batch
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s << " layout "
+                                    << w.layout << " elem " << w.elem);
+    const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.seg_packs, w.seg_packs);
+    EXPECT_EQ(t.packs, w.n * w.seg_packs);
+    EXPECT_EQ(t.threads, w.threads);
+  }
+  // The training backward stages x and dy: tiles of half the bounds each, the same block.
+  const Want backward[] = {
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 224},    // 28 KiB of each
+      {256, 512, 7 * 7, NK_NCHW, 4, false, 0, 0},     // 52 KiB of each
+      {32, 128, 28 * 28, NK_NCHW, 2, false, 0, 0},    // 49 KiB of each
+      {3072, 128, 8, NK_NCHW, 2, true, 1, 384},       // 48 KiB of each exactly
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 96},       // 64 channels, 10.5 KiB of each
+      {230, 64, 7 * 7, NK_NCHW, 2, false, 0, 0},      // 64 channels, 25.2 KiB of each: above 24
+  };
+  for (const Want& w : backward) {
+    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
+                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "backward n=" << w.n << " c=" << w.c << " s=" << w.s
+                                    << " elem " << w.elem);
+    const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem, 2);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.seg_packs, w.seg_packs);
+    EXPECT_EQ(t.threads, w.threads);
+  }
+  // Instance and group norm in NCHW: their rows' paths.
+  for (ChannelNorm kind : {ChannelNorm::kInstance, ChannelNorm::kGroup}) {
+    const ChannelShape shape{kind, 32, 64, 49, NK_NCHW, NK_BF16, 1};
+    EXPECT_FALSE(plan_batch_tiles(shape, 2).use);
+  }
+  // The kernel's run of a slot, a multiply-high by the plan's magic, is the quotient for every
+  // slot of every tile the plan allows.
+  const int max_packs = static_cast<int>(nk::cuda::kBatchTileMaxPacks);
+  int64_t wrong = 0;
+  for (int q = 1; q <= max_packs; ++q) {
+    const ChannelShape shape{ChannelNorm::kBatch, 1, 128, 8 * q, NK_NCHW, NK_BF16, 1};
+    const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, 2);  // Q = q: whole packs
+    ASSERT_TRUE(t.use && t.seg_packs == q) << "Q=" << q;
+    for (int slot = 0; slot < max_packs; ++slot) {
+      wrong += nk::cuda::batch_tile_run(slot, t.slot_magic) != slot / q;
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+  // Every run within its packs, for C * S whole packs or not (each run then starts at another
+  // offset of its pack).
+  for (int elem : {2, 4}) {
+    for (int64_t s : {2, 3, 7, 49, 196, 197, 255}) {
+      for (int64_t c : {1, 3, 8, 130}) {
+        const ChannelShape shape{ChannelNorm::kBatch, 5, c, s, NK_NCHW,
+                                 elem == 2 ? NK_BF16 : NK_F32, 1};
+        const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, elem);
+        ASSERT_TRUE(t.use) << "s=" << s << " c=" << c;
+        const int64_t e = 16 / elem;
+        for (int64_t ch = 0; ch < c; ++ch) {
+          for (int64_t n = 0; n < 5; ++n) {
+            const int64_t start = (n * c + ch) * s;
+            EXPECT_LE(start % e + s, t.seg_packs * e) << "s=" << s << " c=" << c;
+          }
+        }
+      }
+    }
+  }
+}
+
 // The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
 // forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {

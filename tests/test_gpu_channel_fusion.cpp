@@ -437,9 +437,13 @@ void GpuChannelFusion::check_backward(const PathRun& r) {
 }
 
 // Forward and backward in one test per combination (the simulated lane pays a process start per
-// batch of tests, not per check).
+// batch of tests, not per check). Batch norm's NCHW training twice: through its tiles of a channel
+// where they take the shape, and through the walk (ScopedBatchWalk).
 TEST_P(GpuChannelFusion, ForwardAndBackwardMatchCpu) {
-  const std::vector<PathRun> list = runs(GetParam());
+  const Config c = GetParam();
+  const bool batch_nchw_training =
+      c.family == Family::kBatch && c.layout == NK_NCHW && c.phase == NK_TRAINING;
+  const std::vector<PathRun> list = runs(c);
   ASSERT_FALSE(list.empty()) << "no shape runs this combination";
   for (const PathRun& r : list) {
     const ChannelCase& k = r.k;
@@ -447,6 +451,12 @@ TEST_P(GpuChannelFusion, ForwardAndBackwardMatchCpu) {
                                     << " g=" << k.groups << " misalign " << r.misalign);
     check_forward(r);
     check_backward(r);
+    if (batch_nchw_training) {
+      SCOPED_TRACE("the walk");
+      const ScopedBatchWalk walk;
+      check_forward(r);
+      check_backward(r);
+    }
   }
 }
 
@@ -463,12 +473,27 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // 4 KiB (row_groups_cases.hpp, a group of lanes a row), aligned and misaligned. Instance norm in
 // NHWC where a tile of a pack of channels fits a block (plan_instance_tiles), and batch norm in
 // NHWC (or S = 1) as one sample's instance norm: the forward reads x once, the backward x and dy
-// (plan_instance_tiles with both staged).
+// (plan_instance_tiles with both staged). Batch norm in NCHW where a block holds a channel
+// (batch_tile_shapes): the forward reads x once, the backward x and dy (plan_batch_tiles with both
+// staged).
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
   const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family != Family::kGroup;
+  if (c.family == Family::kBatch && !tiles) {  // tiles of a channel
+    for (const ChannelCase& k : batch_tile_shapes()) {
+      ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
+      ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
+      for (int64_t misalign : {0, 1}) {
+        SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                        << " misalign " << misalign);
+        check_forward(PathRun{k, misalign});
+        check_backward(PathRun{k, misalign});
+      }
+    }
+    return;
+  }
   const std::vector<ChannelCase> shapes = instance_tiles ? instance_tile_shapes(c.family, c.dtype)
                                           : tiles        ? group_tile_shapes(c.dtype)
                                                          : resident_row_shapes(c.family, c.dtype);
@@ -541,19 +566,20 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
-                           return c.phase == NK_TRAINING &&
-                                  (c.family != Family::kBatch || c.layout == NK_NHWC);
+                           return c.phase == NK_TRAINING;
                          })),
                          fusion_config_name);
 
 // The reduction tree depends on the shape only: the same bytes of every output (y, the saved and
 // running statistics, the counter, the mask, dx, dz, dweight, dbias) on grids sized for 1 and 3
 // SMs, where the persistent loops take several turns. The shape splits each statistic into
-// several chunks. bf16 in training: ReLU with a residual (the mask) and SiLU (recomputation).
+// several chunks (batch norm in NCHW through the walk, ScopedBatchWalk, not its tiles of a
+// channel). bf16 in training: ReLU with a residual (the mask) and SiLU (recomputation).
 class GpuChannelFusionGrid : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionGrid, SameBitsOnAnyGrid) {
   const Config c = GetParam();
+  const ScopedBatchWalk walk;
   const ChannelCase k{c.family, 2, 4, 4500, c.layout, c.family == Family::kGroup ? 2 : 1};
   const int64_t count = numel(k), stats = num_stats(k);
   const FusionInputs in = fusion_inputs(rng_, c, k);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -559,6 +560,8 @@ TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
 // chunks starting inside rows; packs of y and dx crossing rows); in NHWC also C = 6 (periods of 3
 // packs, one block wide) and C = 514 (a period of 257 packs, split into tiles), and for batch and
 // instance norm a shape of the tiles of a pack of channels (instance_tile_shapes: one sample).
+// Batch norm in NCHW takes those shapes through the walk (ScopedBatchWalk), then a shape of its
+// tiles of a channel (batch_tile_shapes).
 TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
@@ -573,8 +576,20 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
       EXPECT_TRUE(takes_instance_tiles(list.back(), c.dtype));
     }
   }
-  for (const ChannelCase& k : list) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+  const bool batch_nchw = c.layout == NK_NCHW && c.family == Family::kBatch;
+  {
+    // Batch norm in NCHW through the walk (ScopedBatchWalk), which its tiles would take.
+    std::unique_ptr<ScopedBatchWalk> walk;
+    if (batch_nchw) walk = std::make_unique<ScopedBatchWalk>();
+    for (const ChannelCase& k : list) {
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+      same_bits_on_any_grid(k);
+    }
+  }
+  if (batch_nchw) {
+    const ChannelCase k = batch_tile_shapes()[0];
+    EXPECT_TRUE(takes_batch_tiles(k, c.dtype));
+    SCOPED_TRACE(testing::Message() << "tiles n=" << k.n << " c=" << k.c << " s=" << k.s);
     same_bits_on_any_grid(k);
   }
 }
@@ -609,7 +624,8 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 // Rows-layout chunks longer than kWarpChunk take a warp each where there are at least kWarpItems
 // of them (kernels/channel_norm_plan.hpp): batch norm N2 C8192 S1040 (a chunk of 2080 a channel)
 // and group norm N1 C8192 G64 S1040 (rows of 128 channels, too long to read once: a chunk of 1040
-// a channel), training forward and backward against the CPU, bf16 and fp32 with weight and bias.
+// a channel; batch norm through the walk, ScopedBatchWalk, where its tiles would take it),
+// training forward and backward against the CPU, bf16 and fp32 with weight and bias.
 TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   const Case c = GetParam();
   if (c.family == Family::kInstance || c.layout != NK_NCHW || c.dtype == NK_F16 || !c.affine) {
@@ -627,6 +643,7 @@ TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   ASSERT_GT(plan.chunk_len, nk::cuda::kWarpChunk);
   ASSERT_FALSE(takes_resident_rows(k, c.dtype));
   ASSERT_FALSE(takes_resident_rows(k, c.dtype, 2));
+  const ScopedBatchWalk walk;  // batch norm through the walk, not its tiles
   check_forward(k, nk_norm_params_default(), 1);
   check_backward(k, NK_TRAINING);
 }
@@ -668,8 +685,8 @@ TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
 // weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
 // the rest. Instance and group norm training in NCHW reads x once at all of these shapes (rows
 // shorter than 4 KiB: kernels/channel_norm_plan.hpp), so there the walks are batch norm's and
-// inference's; their per-sample NCHW walks are met by the long rows that are not whole packs of
-// the *MatchesCpu shapes (S = 1031 in fp32, 5000, 8200, 100003).
+// inference's (batch norm's NCHW training through the walk, not its tiles: ScopedBatchWalk); their per-sample NCHW walks are met by the long rows that are not whole packs
+// of the *MatchesCpu shapes (S = 1031 in fp32, 5000, 8200, 100003).
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -686,6 +703,7 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
       gpu = saved;
     }
   } restore{gpu_, one_sm};
+  const ScopedBatchWalk walk;  // batch norm's NCHW training too, not its tiles
   const int64_t list[][4] = {{1, 2056, 3, 8},  {3, 20, 40, 4},  {40, 21, 41, 3},
                              {2, 255, 64, 5},  {2, 514, 8, 2},  {4, 2, 1000, 1},
                              {4, 24, 147, 4},  {64, 100, 14, 5}};
@@ -886,6 +904,34 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
   }
 }
 
+// Batch norm in NCHW reads x once where a channel's N runs of S fit a block (batch_tile_shapes):
+// the forward against the CPU (check_one_read_forward: with and without running buffers, the
+// cumulative average over three steps, |mean| / std = 1e4 in fp32, misaligned pointers), then the
+// bytes of y and the saved statistics of misaligned and in-place calls against the aligned call;
+// the training backward, which reads x and dy once in the same tiles, likewise against the CPU
+// aligned and misaligned, and the bytes of dx, dweight and dbias across pointers and dx == dy.
+TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
+  const Case c = GetParam();
+  if (c.family != Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "one read of x a channel at a time: batch norm, NCHW";
+  }
+  for (const ChannelCase& k : batch_tile_shapes()) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
+    check_one_read_forward(k);
+    const int64_t numel = k.n * k.c * k.s;
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    const DeviceBuffer wd(w), bd(b);
+    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, 0);
+
+    ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
+    check_backward(k, NK_TRAINING);
+    check_backward(k, NK_TRAINING, 1);
+    backward_bytes_across_heads(k, x, wd, 0);
+  }
+}
+
 // NHWC channels whose period L = lcm(C, pack) is wider than a block of packs (C = 514: 257 packs
 // in 16 bits and fp32; C = 1001: 1001 packs), walked in tiles with a partial per occurrence of a
 // channel in the period: training forward with running statistics and training backward against
@@ -1019,7 +1065,8 @@ TEST_P(GpuChannelNorm, InstanceRunningOverBlocksMatchesCpu) {
 // those of a call without running buffers. INT64_MAX - 1 advances to INT64_MAX and updates the
 // running statistics as the CPU backend does. Instance norm in NCHW also at a shape whose running
 // update after the one-read kernel spreads over blocks (running_spread_shapes); NHWC also at a
-// shape of the tiles of one sample, whose kernel blends the running statistics itself.
+// shape of the tiles of one sample, whose kernel blends the running statistics itself; batch norm
+// in NCHW at a shape of its tiles of a channel, which blend them likewise.
 TEST_P(GpuChannelNorm, CounterThatCannotAdvanceLeavesRunningStatistics) {
   const Case c = GetParam();
   if (c.family == Family::kGroup) GTEST_SKIP() << "group norm has no running statistics";
@@ -1033,6 +1080,10 @@ TEST_P(GpuChannelNorm, CounterThatCannotAdvanceLeavesRunningStatistics) {
     const ChannelCase one = instance_tile_shapes(c.family, c.dtype)[1];
     EXPECT_TRUE(takes_instance_tiles(one, c.dtype));
     list.push_back(one);
+  }
+  if (c.layout == NK_NCHW && c.family == Family::kBatch) {
+    list.push_back(batch_tile_shapes()[0]);
+    EXPECT_TRUE(takes_batch_tiles(list.back(), c.dtype));
   }
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);

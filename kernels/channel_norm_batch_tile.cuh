@@ -1,0 +1,298 @@
+// Batch norm training forward in NCHW (S > 1) with one read of x (plan_batch_tiles): a block per
+// channel stages the channel's N runs of S elements (C * S apart) in shared memory, takes its exact
+// two-pass statistics from there, blends them into the running buffers, and writes y from there
+// (with the fused residual, activation and ReLU mask). x is read once and y written once, with no
+// partials, finalize or workspace.
+//
+// Run n starts o_n elements into a 16-byte pack of the tensor (o_n = (c * S + n * C * S) mod E)
+// and is staged as the Q packs from that one on, pack (n, j) in slot n * Q + j, so that every
+// global access is a whole aligned pack: the elements of a pack outside the run belong to the
+// neighbouring channels and are masked out of every pass (a pack wholly outside, at most the last
+// of a run, is not read at all). Thread t takes the slots t, t + R, ... (R the block's threads),
+// each slot's (n, j) from a multiply (batch_tile_run), and keeps E sums, one per element of its
+// packs (pass 1 with four 16-byte loads in flight); the block adds them in a fixed order
+// (dev::block_sum), so no bit depends on the pointers or the grid. The statistics are of x - x0,
+// x0 the channel's first value (so |mean| >> std keeps its accuracy).
+// y is stored as whole packs where a pack lies in the run, else element by element, since the
+// neighbours' blocks write the rest of those packs; the ReLU mask likewise (ORed in where runs are
+// not whole packs, into a mask cleared first).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "channel_norm_one_read_io.cuh"
+#include "channel_norm_plan.hpp"
+#include "channel_norm_resident.cuh"
+#include "channel_norm_running.cuh"
+#include "common/activation.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+// A channel's runs (forward and backward).
+struct BatchTileGeometry {
+  int64_t numel;        // N * C * S: packs reaching past it are read element by element
+  int64_t sample_len;   // C * S: from a run to the next
+  int s;                // S: elements of a run
+  int n;                // N: runs of a channel
+  int seg_packs;        // Q: packs staged per run
+  uint32_t slot_magic;  // batch_tile_run's multiplier for Q
+};
+
+// The tensors (save_mean and save_invstd: [C]), the runs, then eps, 1 / (N * S),
+// 1 / (N * S - 1) and the running buffers, which each block blends its channel into.
+struct BatchTileParams : OneReadForwardIo, BatchTileGeometry {
+  float eps;
+  float inv_count, inv_count_minus_1;
+  bool unbiased;  // the running variance: m2 / (N * S - 1), else m2 / (N * S)
+  RunningBlend running;
+};
+
+// The elements [lo, hi) of a pack that belong to its run (lo <= 0 and hi >= E: all of them).
+template <int E>
+struct RunRange {
+  int lo, hi;
+  __device__ __forceinline__ bool whole() const { return lo <= 0 && hi >= E; }
+  __device__ __forceinline__ bool has(int e) const { return e >= lo && e < hi; }
+};
+
+// Slot q of a channel's tile: pack j = q mod Q of run n = q / Q (batch_tile_run: a multiply, no
+// division), its first element in the tensor (`at`, a multiple of E) and its range in the run.
+template <int E>
+struct RunPack {
+  int64_t at;
+  RunRange<E> range;
+};
+
+template <int E>
+__device__ __forceinline__ RunPack<E> run_pack(const BatchTileGeometry& p, int64_t start, int q) {
+  const int n = batch_tile_run(q, p.slot_magic);
+  const int j = q - n * p.seg_packs;
+  const int64_t run = n * p.sample_len + start;  // run n's first element
+  const int offset = static_cast<int>(run & (E - 1));
+  RunPack<E> r;
+  r.at = run - offset + j * E;
+  r.range.lo = offset - j * E;
+  r.range.hi = r.range.lo + p.s;
+  return r;
+}
+
+// Calls f(slot, pack) for the thread's slots of the channel whose run 0 starts at `start`,
+// ascending.
+template <int E, class F>
+__device__ __forceinline__ void for_run_packs(const BatchTileGeometry& p, int64_t start, F&& f) {
+  const int packs = p.n * p.seg_packs;
+  for (int q = static_cast<int>(threadIdx.x); q < packs; q += static_cast<int>(blockDim.x)) {
+    f(q, run_pack<E>(p, start, q));
+  }
+}
+
+// Whether the pack at r is read in one 16-byte access: where the pointers allow it (kAccess == E)
+// and the pack has elements of the run and lies in the tensor.
+template <int E, int kAccess>
+__device__ __forceinline__ bool whole_access(const RunPack<E>& r, int64_t numel) {
+  return kAccess == E && r.range.hi > 0 && r.at + E <= numel;
+}
+
+// The run's elements of the pack at `at` one by one, the rest 0.
+template <class T, int E>
+__device__ __forceinline__ dev::Pack<T, E> load_run_elements(const T* x, int64_t at,
+                                                             RunRange<E> range) {
+  dev::Pack<T, E> v{};
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    if (range.has(e)) v.v[e] = x[at + e];
+  }
+  return v;
+}
+
+// Stores v rounded to T at r's elements of out (y, dx or dz): one 16-byte store where the pack lies
+// in the run and the pointers allow it (built from the elements beside the single-element branch,
+// the compiler split it into a 4-byte and six 2-byte stores in bf16), else the run's elements
+// alone, since the neighbours' blocks write the rest of the pack.
+template <class T, int E, int kAccess>
+__device__ __forceinline__ void store_run_pack(T* out, const RunPack<E>& r, const float (&v)[E]) {
+  if (r.range.whole()) {
+    if constexpr (kAccess == E) {
+      dev::store_floats_global<T, E>(out + r.at, v);
+    } else {
+      store_elems<T, E, kAccess>(out + r.at, v);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (r.range.has(e)) out[r.at + e] = dev::from_float<T>(v[e]);
+    }
+  }
+}
+
+// Adds g(element value) of the run's elements of pack v to acc, element by element.
+template <class T, int E, class G>
+__device__ __forceinline__ void add_run_elements(float (&acc)[E], const dev::Pack<T, E>& v,
+                                                 RunRange<E> range, G&& g) {
+  if (range.whole()) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[e] += g(dev::element(v, e));
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float term = g(dev::element(v, e));  // garbage outside the run: selected away
+      acc[e] += range.has(e) ? term : 0.0f;
+    }
+  }
+}
+
+// kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in the other one-read kernels.
+template <class T, int kAccess, int kAct, bool kResidual>
+__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(BatchTileParams p) {
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kResidentScratchBytes);
+  const int t = static_cast<int>(threadIdx.x);
+  const int64_t c = blockIdx.x, start = c * p.s;  // run 0 of channel c
+  const T* x = static_cast<const T*>(p.x);
+  const float shift = dev::to_float(x[start]);
+  auto block_total = [&](float (&acc)[E]) {
+    dev::Floats<1> a{};
+#pragma unroll
+    for (int e = 0; e < E; ++e) a.v[0] += acc[e];
+    return dev::block_sum<1>(a, scratch).v[0];
+  };
+
+  // Pass 1: the runs from memory into shared memory, kBatch packs in flight a thread, the sums of
+  // x - x0 as they arrive, in the order of the later passes.
+  constexpr int kBatch = kAccess == E ? 4 : 2;  // single elements: 2, as the other tile kernels
+  const int threads = static_cast<int>(blockDim.x), packs = p.n * p.seg_packs;
+  float acc[E] = {};
+  for (int slot0 = t; slot0 < packs; slot0 += kBatch * threads) {
+    // The 16-byte loads first, all in flight; the packs of single elements (misaligned pointers,
+    // the tensor's last pack) as they are used. Held as 32-bit words: a pack merged from two
+    // sources element by element kept 16-bit halves apart and spilled (fp16 with ReLU).
+    uint4 v[kBatch];
+    RunRange<E> range[kBatch];
+    bool loaded[kBatch];
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int slot = slot0 + k * threads;
+      const RunPack<E> r = run_pack<E>(p, start, slot);
+      loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
+      if (loaded[k]) v[k] = *reinterpret_cast<const uint4*>(x + r.at);
+      range[k] = r.range;
+    }
+#pragma unroll
+    for (int k = 0; k < kBatch; ++k) {
+      const int slot = slot0 + k * threads;
+      if (slot < packs) {
+        if (!loaded[k]) {
+          const Raw elements = load_run_elements<T, E>(x, run_pack<E>(p, start, slot).at, range[k]);
+          memcpy(&v[k], &elements, sizeof(v[k]));
+        }
+        Raw pack;
+        memcpy(&pack, &v[k], sizeof(pack));
+        staged[slot] = pack;
+        add_run_elements<T, E>(acc, pack, range[k], [&](float xv) { return xv - shift; });
+      }
+    }
+  }
+  const float centre = block_total(acc) * p.inv_count;  // its barrier orders the staging
+
+  // Pass 2: the centred squares.
+#pragma unroll
+  for (int e = 0; e < E; ++e) acc[e] = 0.0f;
+  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
+    add_run_elements<T, E>(acc, staged[slot], r.range, [&](float xv) {
+      const float d = (xv - shift) - centre;
+      return d * d;
+    });
+  });
+  const float m2 = block_total(acc);
+  const float var = m2 * p.inv_count, invstd = rsqrtf(var + p.eps);
+  if (t == 0) {
+    if (p.save_mean) p.save_mean[c] = shift + centre;
+    if (p.save_invstd) p.save_invstd[c] = invstd;
+    const float blend = p.running.weight();  // < 0: no running buffers, or a stuck counter
+    if (blend >= 0.0f) {
+      p.running.blend(c, blend, shift + centre, p.unbiased ? m2 * p.inv_count_minus_1 : var);
+    }
+  }
+
+  // Pass 3: y = (x - x0) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre *
+  // scale.
+  const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
+  const float offset = (p.bias ? p.bias[c] : 0.0f) - centre * scale;
+  const T* z = static_cast<const T*>(p.z);
+  T* y = static_cast<T*>(p.y);
+  const bool whole_runs = p.s % E == 0;  // every pack in a run: whole mask bytes
+  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
+    const Raw v = staged[slot];
+    const bool whole = r.range.whole();
+    float u[E];
+    if constexpr (kResidual) {
+      if (whole) {
+        load_elems<T, E, kAccess>(z + r.at, u);
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) u[e] = r.range.has(e) ? dev::to_float(z[r.at + e]) : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float out = fmaf(dev::element(v, e) - shift, scale, offset);
+      if constexpr (kResidual) out += u[e];
+      u[e] = dev::activate<kAct>(out);
+    }
+    store_run_pack<T, E, kAccess>(y, r, u);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) {
+        if (whole_runs) {
+          dev::store_mask<E>(p.mask, r.at, u);
+        } else {
+          uint32_t bits = 0;
+#pragma unroll
+          for (int e = 0; e < E; ++e) bits |= (r.range.has(e) && u[e] > 0.0f ? 1u : 0u) << e;
+          if (bits != 0) atomicOr(p.mask + r.at / 32, bits << (r.at % 32));
+        }
+      }
+    }
+  });
+}
+
+// The runs of plan b for shape s, for the forward's and the backward's parameters.
+inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
+                                    const BatchTilePlan& b) {
+  g.numel = s.numel();
+  g.sample_len = s.c * s.s;
+  g.s = static_cast<int>(s.s);
+  g.n = static_cast<int>(s.n);
+  g.seg_packs = b.seg_packs;
+  g.slot_magic = b.slot_magic;
+}
+
+// Enqueues the kernel of the fusion and pointers, a block per channel with the scratch and the
+// tile in dynamic shared memory; the caller checks cudaGetLastError.
+template <class T>
+void launch_batch_tiles(const BatchTileParams& p, const BatchTilePlan& plan, int64_t channels,
+                        int activation, cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kResidentScratchBytes + static_cast<size_t>(plan.packs) * 16;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    if (vector_access) {
+      launch_blocks(forward_batch_tile<T, E, kAct, kResidual>, channels, plan.threads, bytes,
+                    stream, p);
+    } else {
+      launch_blocks(forward_batch_tile<T, 1, kAct, kResidual>, channels, plan.threads, bytes,
+                    stream, p);
+    }
+  });
+}
+
+}  // namespace nk::cuda

@@ -1,0 +1,138 @@
+// Batch norm training backward in NCHW (S > 1) with one read of x and dy (plan_batch_tiles with
+// both staged): a block per channel stages the channel's runs of x and of dy in shared memory as
+// the forward does (channel_norm_batch_tile.cuh: Q packs a run, the elements outside it masked
+// out), sums du and du * (x - mean) over them (with the saved statistics), writes dbias and
+// dweight, and writes dx (and dz) from there:
+//   dx = w_c * invstd * du - c1 - (x - mean) * c2,
+//   c1 = invstd * w_c * sum du / (N * S),  c2 = invstd^2 * w_c * sum du * x-hat / (N * S),
+// the same formulas as the instance tiles' backward with one statistic a channel. x and dy are
+// read once and dx written once, in one launch, where the split passes read both twice in three.
+// Thread t takes the slots t, t + R, ... in every pass and keeps E pairs of sums, which the block
+// adds in a fixed order (dev::block_sum); misaligned pointers load single elements into the same
+// packs, so no bit depends on the pointers. y (ReLU without a mask) or z (SiLU with a residual) is
+// read from memory in both passes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "channel_norm_act_grad.cuh"
+#include "channel_norm_batch_tile.cuh"
+#include "channel_norm_one_read_io.cuh"
+#include "common/reduce.cuh"
+
+namespace nk::cuda {
+
+// The tensors (save_mean and save_invstd: [C]; channel_sums unused), the runs, 1 / (N * S), and
+// dweight and dbias, which each block writes for its channel.
+struct BatchTileBackwardParams : OneReadBackwardIo, BatchTileGeometry {
+  float inv_count;
+  float* dweight;  // [C], nullable
+  float* dbias;    // [C], nullable
+};
+
+// The shared memory before the staged tiles: block_sum's 2 * 32 floats.
+constexpr size_t kBatchTileBackwardScratchBytes = 2 * 32 * sizeof(float);
+
+// The E aux values (y, z or the mask's bits) of the pack at r: the pack's access where it is whole
+// and the pointers allow it, else the run's elements alone (the rest 0).
+template <class T, int E, int kAccess, int kSource, bool kAux>
+__device__ __forceinline__ void load_run_act_inputs(const OneReadBackwardIo& p, const T* aux,
+                                                    const RunPack<E>& r, float (&a)[E]) {
+  if constexpr (kSource == kFromMask || !kAux) {
+    load_act_inputs<T, E, kAccess, kSource, kAux>(p.mask, r.at, aux, r.at, a);  // bits of words
+  } else if (r.range.whole()) {
+    load_act_inputs<T, E, kAccess, kSource, kAux>(p.mask, r.at, aux, r.at, a);
+  } else {
+#pragma unroll
+    for (int e = 0; e < E; ++e) a[e] = r.range.has(e) ? dev::to_float(aux[r.at + e]) : 0.0f;
+  }
+}
+
+// One block per channel (blockIdx.x); kAccess: elements per global access (E, or 1 for misaligned
+// pointers); kSource: where act' comes from (kZ: SiLU's u adds z). One block of up to 512 an SM
+// (128 registers), as the instance tiles' backward.
+template <class T, int kAccess, int kSource, bool kZ>
+__global__ void __launch_bounds__(kResidentMaxThreads, 1)
+    backward_batch_tile(BatchTileBackwardParams p) {
+  constexpr int E = 16 / sizeof(T);
+  constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  float* scratch = reinterpret_cast<float*>(shared_bytes);
+  const int packs = p.n * p.seg_packs;
+  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kBatchTileBackwardScratchBytes);
+  Raw* dys = xs + packs;
+  const int64_t c = blockIdx.x, start = c * p.s;  // run 0 of channel c
+  const T* x = static_cast<const T*>(p.x);
+  const T* dy = static_cast<const T*>(p.dy);
+  const T* aux = kAux ? static_cast<const T*>(p.aux) : nullptr;
+  const float mean = p.save_mean[c], invstd = p.save_invstd[c];
+  const float wt = p.weight ? p.weight[c] : 1.0f, scale = invstd * wt;
+  const float bias = kSource == kSiluOfU && p.bias ? p.bias[c] : 0.0f;
+  auto du_at = [&](const Raw& xv, const Raw& dv, const float (&a)[E], int e) {
+    return du_of<kSource, kZ>(dev::element(dv, e), dev::element(xv, e), a[e], mean, scale, bias);
+  };
+
+  // Pass 1: the runs of x and dy into shared memory; the sums of du and du * (x - mean) over the
+  // run's elements as the packs arrive, in the order of pass 2.
+  float sum_du[E] = {}, sum_dux[E] = {};
+  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
+    Raw xv, dv;
+    if (whole_access<E, kAccess>(r, p.numel)) {
+      xv = row_pack<T, E, kAccess>(x + r.at, 0);
+      dv = row_pack<T, E, kAccess>(dy + r.at, 0);
+    } else {
+      xv = load_run_elements<T, E>(x, r.at, r.range);
+      dv = load_run_elements<T, E>(dy, r.at, r.range);
+    }
+    xs[slot] = xv;
+    dys[slot] = dv;
+    float a[E];
+    load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
+    const bool whole = r.range.whole();
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      // Outside the run x and du are garbage (another channel's, maybe inf): selected away.
+      const bool in = whole || r.range.has(e);
+      const float du = du_at(xv, dv, a, e);
+      sum_du[e] += in ? du : 0.0f;
+      sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
+    }
+  });
+  // The block's sums; its barrier also orders pass 1's stores before pass 2.
+  dev::Floats<2> sums{};
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    sums.v[0] += sum_du[e];
+    sums.v[1] += sum_dux[e];
+  }
+  sums = dev::block_sum<2>(sums, scratch);
+  const float c1 = invstd * (wt * sums.v[0]) * p.inv_count;
+  const float c2 = invstd * invstd * (wt * sums.v[1] * invstd) * p.inv_count;
+  if (threadIdx.x == 0) {
+    if (p.dbias != nullptr) p.dbias[c] = sums.v[0];
+    if (p.dweight != nullptr) p.dweight[c] = sums.v[1] * invstd;
+  }
+
+  // Pass 2: dx = scale * du - c1 - (x - mean) * c2, and dz = du, from shared memory.
+  T* dx = static_cast<T*>(p.dx);
+  T* dz = static_cast<T*>(p.dz);
+  if (dx == nullptr && dz == nullptr) return;
+  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
+    const Raw xv = xs[slot], dv = dys[slot];
+    float a[E];
+    load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
+    float out[E], du[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      du[e] = du_at(xv, dv, a, e);
+      out[e] = fmaf(scale, du[e], fmaf(dev::element(xv, e) - mean, -c2, -c1));
+    }
+    if (dx != nullptr) store_run_pack<T, E, kAccess>(dx, r, out);
+    if (dz != nullptr) store_run_pack<T, E, kAccess>(dz, r, du);
+  });
+}
+
+}  // namespace nk::cuda
