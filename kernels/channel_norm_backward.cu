@@ -683,11 +683,11 @@ void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, 
   BatchTileBackwardParams p{};
   set_backward_io(p, a, l);
   p.channel_sums = nullptr;
-  set_batch_tile_geometry(p, a.shape, b);
+  set_batch_tile_geometry(p, a.shape, b, static_cast<int>(sizeof(T)));
   p.inv_count = 1.0f / static_cast<float>(a.shape.n * a.shape.s);
   p.dweight = a.dweight;
   p.dbias = a.dbias;
-  const size_t bytes = kBatchTileBackwardScratchBytes + size_t{32} * b.packs;
+  const size_t bytes = kBatchTileBackwardScratchBytes + size_t{32} * p.head_packs;
   with_backward_kernel<T, BatchTileBackwardKernel>(
       a, [&](auto kernel) { launch_blocks(kernel, a.shape.c, b.threads, bytes, stream, p); });
   dev::check_cuda(cudaGetLastError(), "batch norm tiles backward launch");

@@ -15,7 +15,9 @@
 // x0 the channel's first value (so |mean| >> std keeps its accuracy).
 // y is stored as whole packs where a pack lies in the run, else element by element, since the
 // neighbours' blocks write the rest of those packs; the ReLU mask likewise (ORed in where runs are
-// not whole packs, into a mask cleared first).
+// not whole packs, into a mask cleared first). Tiles above the staged head read the rest from
+// memory in each pass, each pack the same values from either place, so no bit depends on the
+// head.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,8 +40,10 @@ struct BatchTileGeometry {
   int64_t sample_len;   // C * S: from a run to the next
   int s;                // S: elements of a run
   int n;                // N: runs of a channel
-  int seg_packs;        // Q: packs staged per run
+  int seg_packs;        // Q: packs per run
   uint32_t slot_magic;  // batch_tile_run's multiplier for Q
+  int head_packs;       // the tile's first slots staged (of each staged tensor); the rest, the
+                        // tail, read from memory in each pass
 };
 
 // The tensors (save_mean and save_invstd: [C]), the runs, then eps, 1 / (N * S),
@@ -80,16 +84,6 @@ __device__ __forceinline__ RunPack<E> run_pack(const BatchTileGeometry& p, int64
   return r;
 }
 
-// Calls f(slot, pack) for the thread's slots of the channel whose run 0 starts at `start`,
-// ascending.
-template <int E, class F>
-__device__ __forceinline__ void for_run_packs(const BatchTileGeometry& p, int64_t start, F&& f) {
-  const int packs = p.n * p.seg_packs;
-  for (int q = static_cast<int>(threadIdx.x); q < packs; q += static_cast<int>(blockDim.x)) {
-    f(q, run_pack<E>(p, start, q));
-  }
-}
-
 // Whether the pack at r is read in one 16-byte access: where the pointers allow it (kAccess == E)
 // and the pack has elements of the run and lies in the tensor.
 template <int E, int kAccess>
@@ -107,6 +101,30 @@ __device__ __forceinline__ dev::Pack<T, E> load_run_elements(const T* x, int64_t
     if (range.has(e)) v.v[e] = x[at + e];
   }
   return v;
+}
+
+// The pack of x at r from memory: whole where whole_access allows, else its run's elements.
+template <class T, int E, int kAccess>
+__device__ __forceinline__ dev::Pack<T, E> load_run_pack(const T* x, const RunPack<E>& r,
+                                                         int64_t numel) {
+  return whole_access<E, kAccess>(r, numel) ? row_pack<T, E, kAccess>(x + r.at, 0)
+                                            : load_run_elements<T, E>(x, r.at, r.range);
+}
+
+// The later passes over a channel's tile: f(slot, pack, r) for the thread's slots in ascending
+// order, those of the head from `staged`, then those of the tail from x in memory, a loop each.
+template <class T, int E, int kAccess, class F>
+__device__ __forceinline__ void visit_run_packs(const BatchTileGeometry& p, int64_t start,
+                                                const dev::Pack<T, E>* staged, const T* x,
+                                                F&& f) {
+  const int packs = p.n * p.seg_packs, head = min(p.head_packs, packs);
+  const int threads = static_cast<int>(blockDim.x);
+  int q = static_cast<int>(threadIdx.x);
+  for (; q < head; q += threads) f(q, staged[q], run_pack<E>(p, start, q));
+  for (; q < packs; q += threads) {
+    const RunPack<E> r = run_pack<E>(p, start, q);
+    f(q, load_run_pack<T, E, kAccess>(x, r, p.numel), r);
+  }
 }
 
 // Stores v rounded to T at r's elements of out (y, dx or dz): one 16-byte store where the pack lies
@@ -195,7 +213,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
         }
         Raw pack;
         memcpy(&pack, &v[k], sizeof(pack));
-        staged[slot] = pack;
+        if (slot < p.head_packs) staged[slot] = pack;
         add_run_elements<T, E>(acc, pack, range[k], [&](float xv) { return xv - shift; });
       }
     }
@@ -205,8 +223,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
   // Pass 2: the centred squares.
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
-  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
-    add_run_elements<T, E>(acc, staged[slot], r.range, [&](float xv) {
+  visit_run_packs<T, E, kAccess>(p, start, staged, x, [&](int, const Raw& v, const RunPack<E>& r) {
+    add_run_elements<T, E>(acc, v, r.range, [&](float xv) {
       const float d = (xv - shift) - centre;
       return d * d;
     });
@@ -229,8 +247,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
   const T* z = static_cast<const T*>(p.z);
   T* y = static_cast<T*>(p.y);
   const bool whole_runs = p.s % E == 0;  // every pack in a run: whole mask bytes
-  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
-    const Raw v = staged[slot];
+  visit_run_packs<T, E, kAccess>(p, start, staged, x, [&](int, const Raw& v, const RunPack<E>& r) {
     const bool whole = r.range.whole();
     float u[E];
     if constexpr (kResidual) {
@@ -263,15 +280,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
   });
 }
 
-// The runs of plan b for shape s, for the forward's and the backward's parameters.
+// The runs of plan b for shape s, for the forward's and the backward's parameters: the staged
+// head is resident_head_packs' (with its test knob).
 inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
-                                    const BatchTilePlan& b) {
+                                    const BatchTilePlan& b, int elem_bytes) {
   g.numel = s.numel();
   g.sample_len = s.c * s.s;
   g.s = static_cast<int>(s.s);
   g.n = static_cast<int>(s.n);
   g.seg_packs = b.seg_packs;
   g.slot_magic = b.slot_magic;
+  g.head_packs = resident_head_packs(b.head_packs * 16 / elem_bytes, elem_bytes);
 }
 
 // Enqueues the kernel of the fusion and pointers, a block per channel with the scratch and the
@@ -281,7 +300,7 @@ void launch_batch_tiles(const BatchTileParams& p, const BatchTilePlan& plan, int
                         int activation, cudaStream_t stream) {
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  const size_t bytes = kResidentScratchBytes + static_cast<size_t>(plan.packs) * 16;
+  const size_t bytes = kResidentScratchBytes + static_cast<size_t>(p.head_packs) * 16;
   with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;
     constexpr bool kResidual = decltype(residual)::value;

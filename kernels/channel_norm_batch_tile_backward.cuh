@@ -9,7 +9,8 @@
 // read once and dx written once, in one launch, where the split passes read both twice in three.
 // Thread t takes the slots t, t + R, ... in every pass and keeps E pairs of sums, which the block
 // adds in a fixed order (dev::block_sum); misaligned pointers load single elements into the same
-// packs, so no bit depends on the pointers. y (ReLU without a mask) or z (SiLU with a residual) is
+// packs, and tiles above the staged head read the rest of x and dy from memory in both passes, so
+// no bit depends on the pointers or the head. y (ReLU without a mask) or z (SiLU with a residual) is
 // read from memory in both passes.
 #pragma once
 
@@ -61,9 +62,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int packs = p.n * p.seg_packs;
+  const int packs = p.n * p.seg_packs, head = min(p.head_packs, packs);
+  const int threads = static_cast<int>(blockDim.x);
   Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kBatchTileBackwardScratchBytes);
-  Raw* dys = xs + packs;
+  Raw* dys = xs + head;
   const int64_t c = blockIdx.x, start = c * p.s;  // run 0 of channel c
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
@@ -78,7 +80,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   // Pass 1: the runs of x and dy into shared memory; the sums of du and du * (x - mean) over the
   // run's elements as the packs arrive, in the order of pass 2.
   float sum_du[E] = {}, sum_dux[E] = {};
-  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
+  for (int slot = static_cast<int>(threadIdx.x); slot < packs; slot += threads) {
+    const RunPack<E> r = run_pack<E>(p, start, slot);
     Raw xv, dv;
     if (whole_access<E, kAccess>(r, p.numel)) {
       xv = row_pack<T, E, kAccess>(x + r.at, 0);
@@ -87,8 +90,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
       xv = load_run_elements<T, E>(x, r.at, r.range);
       dv = load_run_elements<T, E>(dy, r.at, r.range);
     }
-    xs[slot] = xv;
-    dys[slot] = dv;
+    if (slot < head) {
+      xs[slot] = xv;
+      dys[slot] = dv;
+    }
     float a[E];
     load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
     const bool whole = r.range.whole();
@@ -100,7 +105,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
       sum_du[e] += in ? du : 0.0f;
       sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
     }
-  });
+  }
   // The block's sums; its barrier also orders pass 1's stores before pass 2.
   dev::Floats<2> sums{};
 #pragma unroll
@@ -120,8 +125,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   T* dx = static_cast<T*>(p.dx);
   T* dz = static_cast<T*>(p.dz);
   if (dx == nullptr && dz == nullptr) return;
-  for_run_packs<E>(p, start, [&](int slot, const RunPack<E>& r) {
-    const Raw xv = xs[slot], dv = dys[slot];
+  auto dx_pack = [&](const Raw& xv, const Raw& dv, const RunPack<E>& r) {
     float a[E];
     load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
     float out[E], du[E];
@@ -132,7 +136,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     }
     if (dx != nullptr) store_run_pack<T, E, kAccess>(dx, r, out);
     if (dz != nullptr) store_run_pack<T, E, kAccess>(dz, r, du);
-  });
+  };
+  // The head's packs from shared memory, then the tail's from memory, a loop each.
+  int q = static_cast<int>(threadIdx.x);
+  for (; q < head; q += threads) dx_pack(xs[q], dys[q], run_pack<E>(p, start, q));
+  for (; q < packs; q += threads) {
+    const RunPack<E> r = run_pack<E>(p, start, q);
+    dx_pack(load_run_pack<T, E, kAccess>(x, r, p.numel),
+            load_run_pack<T, E, kAccess>(dy, r, p.numel), r);
+  }
 }
 
 }  // namespace nk::cuda

@@ -815,7 +815,7 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   auto stream = static_cast<cudaStream_t>(l.stream);
   BatchTileParams p{};
   set_forward_io(p, a);
-  set_batch_tile_geometry(p, s, b);
+  set_batch_tile_geometry(p, s, b, static_cast<int>(sizeof(T)));
   p.eps = static_cast<float>(a.params.eps);
   p.inv_count = 1.0f / static_cast<float>(s.n * s.s);
   p.inv_count_minus_1 = 1.0f / static_cast<float>(s.n * s.s - 1);

@@ -405,12 +405,13 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t e = 16 / elem_bytes;
   const int64_t seg_packs = shape.s % e == 0 ? shape.s / e : (shape.s + 2 * e - 2) / e;
   const int64_t packs = shape.n * seg_packs, bytes = packs * 16;
-  const int64_t limit =
-      (shape.c < kResidentMinRows ? kResidentMaxBytes / 2 : kResidentMaxBytes) / staged_tensors;
-  t.use = bytes <= limit;
+  const bool few = shape.c < kResidentMinRows;
+  const int64_t staged_limit = (few ? kResidentMaxBytes / 2 : kResidentMaxBytes) / staged_tensors;
+  t.use = bytes <= (few ? staged_limit : 2 * staged_limit);
   if (!t.use) return t;
   t.seg_packs = static_cast<int>(seg_packs);
   t.packs = packs;
+  t.head_packs = bytes <= staged_limit ? packs : staged_limit / 16;
   t.slot_magic = static_cast<uint32_t>(((int64_t{1} << 31) + seg_packs - 1) / seg_packs);
   const int64_t want = ceil_div(ceil_div(packs, 8), 32) * 32;
   t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads

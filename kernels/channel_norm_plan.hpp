@@ -407,18 +407,22 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
 // finalize and apply launches that read x twice. Each run is staged as the seg_packs = Q 16-byte
 // packs of the tensor that cover it wherever it starts (Q = S / E where E | S, so every run starts
 // on a pack; else (S + 2E - 2) / E, E = 16 / elem_bytes), its elements past either end masked out.
-// Taken when the tile, N * Q * 16 bytes, fits kResidentMaxBytes (what every supported GPU grants a
-// block, as plan_resident_rows': the choice never depends on the device), and fewer than
-// kResidentMinRows channels only when it is at most half of that: fewer blocks than SMs each
+// Taken when the tile, N * Q * 16 bytes, is at most twice kResidentMaxBytes: its first
+// kResidentMaxBytes (what every supported GPU grants a block, as plan_resident_rows': the choice
+// never depends on the device) are staged, the rest (the tail) is read from memory in each pass,
+// predicted from L2, which the first pass just filled. With fewer than kResidentMinRows channels
+// only tiles of at most half of kResidentMaxBytes, staged whole: fewer blocks than SMs each
 // staging a large tile would serialize what the walk spreads over the whole GPU. The training
-// backward (channel_norm_batch_tile_backward.cuh) stages x and dy (`staged_tensors` 2): tiles of
-// half those bounds each, the same block for the same tile. The block depends on the shape only,
-// so every output bit does. Test-only knob NORMKIT_TEST_BATCH_WALK=1: never taken, so that the
+// backward (channel_norm_batch_tile_backward.cuh) stages x and dy (`staged_tensors` 2): half
+// those bounds for each, the same block for the same tile. The block depends on the shape only,
+// and a pack's values are the same from either place, so every output bit does. Test-only knob NORMKIT_TEST_BATCH_WALK=1: never taken, so that the
 // tests reach batch norm's NCHW walk at small shapes.
 struct BatchTilePlan {
   bool use;
   int seg_packs;        // Q: packs staged per sample
-  int64_t packs;        // N * Q: packs staged per channel, at most kBatchTileMaxPacks
+  int64_t packs;        // N * Q: packs of a channel's tile, at most kBatchTileMaxPacks
+  int64_t head_packs;   // the tile's first packs staged (of each staged tensor): all, or
+                        // kResidentMaxBytes / staged_tensors of them
   int threads;          // per block: about 8 packs each in whole warps, in [64, 512]
   uint32_t slot_magic;  // batch_tile_run's multiplier for Q
 };
@@ -426,9 +430,9 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
 
 // The run (sample) of slot q of a batch tile, q / Q, as one multiply-high: magic = ceil(2^31 / Q)
 // and (2 q magic) >> 32. Exact for q, Q <= kBatchTileMaxPacks: 2 magic exceeds 2^32 / Q by less
-// than 2, so the quotient exceeds q / Q by less than q / 2^31 < 2^-18, less than the 1 / Q that
-// its fraction lacks of the next integer.
-constexpr int64_t kBatchTileMaxPacks = kResidentMaxBytes / 16;
+// than 2, so the quotient exceeds q / Q by less than q / 2^31 < 2^-17, less than the 1 / Q (at
+// least 2^-14) that its fraction lacks of the next integer.
+constexpr int64_t kBatchTileMaxPacks = 2 * kResidentMaxBytes / 16;
 NK_PLAN_HD inline int batch_tile_run(int q, uint32_t magic) {
   return static_cast<int>((static_cast<uint64_t>(q) * 2 * magic) >> 32);
 }

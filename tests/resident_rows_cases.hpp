@@ -106,13 +106,16 @@ inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
 }
 
 // Batch norm in NCHW with S > 1 reads x once where a channel's runs fit a block
-// (plan_batch_tiles): whether shape k takes it in dtype (staged_tensors 2: the training
-// backward's x and dy).
-inline bool takes_batch_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+// (plan_batch_tiles): the plan of shape k in dtype, and whether it takes the tiles
+// (staged_tensors 2: the training backward's x and dy).
+inline nk::cuda::BatchTilePlan batch_tile_plan(const ChannelCase& k, nk_dtype dtype,
+                                               int staged_tensors = 1) {
   const nk::ChannelShape shape{nk::ChannelNorm::kBatch, k.n, k.c, k.s, k.layout, dtype, 1};
-  return k.family == Family::kBatch &&
-         nk::cuda::plan_batch_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
-             .use;
+  return nk::cuda::plan_batch_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors);
+}
+
+inline bool takes_batch_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+  return k.family == Family::kBatch && batch_tile_plan(k, dtype, staged_tensors).use;
 }
 
 // Batch norm NCHW shapes that take the tiles, forward and backward: runs of 49 in 3 channels

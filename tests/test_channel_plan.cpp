@@ -1125,10 +1125,11 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
 }
 
 // Batch norm in NCHW with S > 1: a block per channel stages its N runs of S elements as Q packs
-// each (Q = S / E where E | S, else (S + 2E - 2) / E) where N * Q packs fit 96 KiB, or 48 KiB with
-// fewer than 128 channels (the backward: half of that for x and for dy each); about 8 packs a
-// thread in whole warps, 64 to 512. Every run of every channel lies within its Q packs from the
-// pack that holds its first element.
+// each (Q = S / E where E | S, else (S + 2E - 2) / E): tiles of N * Q packs up to twice 96 KiB,
+// the first 96 KiB staged (the head); with fewer than 128 channels up to 48 KiB, staged whole. The
+// backward: half of those bounds for x and for dy each. About 8 packs a thread in whole warps, 64
+// to 512. Every run of every channel lies within its Q packs from the pack that holds its first
+// element.
 TEST(ChannelPlan, BatchTilesInNchw) {
   using nk::cuda::plan_batch_tiles;
   struct Want {
@@ -1136,25 +1137,29 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     nk_layout layout;
     int elem;
     bool use;
-    int seg_packs, threads;
+    int seg_packs;
+    int64_t head_packs;
+    int threads;
   };
   const Want list[] = {
-      {32, 512, 7 * 7, NK_NCHW, 2, true, 7, 64},        // 224 packs, 3.5 KiB
-      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 224},      // 1792 packs, 28 KiB
-      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 416},     // fp32: 3328 packs, 52 KiB
-      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 416},    // whole packs: 3136 packs, 49 KiB
-      {32, 128, 28 * 28, NK_NCHW, 4, false, 0, 0},      // 100352 bytes
-      {32, 256, 14 * 14, NK_NCHW, 2, true, 26, 128},    // 832 packs
-      {32, 256, 14 * 14, NK_NCHW, 4, true, 49, 224},    // fp32 whole packs: 1568 packs
-      {256, 256, 14 * 14, NK_NCHW, 2, false, 0, 0},     // 106496 bytes
-      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 96},         // 64 channels, 10.5 KiB
-      {32, 64, 28 * 28, NK_NCHW, 2, false, 0, 0},       // 64 channels, 49 KiB: above 48
-      {6144, 128, 8, NK_NCHW, 2, true, 1, 512},         // 96 KiB exactly
-      {6145, 128, 8, NK_NCHW, 2, false, 0, 0},          // a pack above
-      {4, 8, 3, NK_NCHW, 2, true, 2, 64},               // runs of 3: two packs
-      {32, 512, 7 * 7, NK_NHWC, 2, false, 0, 0},        // NHWC: instance tiles
-      {1000, 24, 1, NK_NCHW, 2, false, 0, 0},           // S = 1: instance tiles
-      {0, 64, 49, NK_NCHW, 2, false, 0, 0},             // an empty batch
+      {32, 512, 7 * 7, NK_NCHW, 2, true, 7, 224, 64},          // 224 packs, 3.5 KiB
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 224},       // 1792 packs, 28 KiB
+      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3328, 416},      // fp32: 3328 packs, 52 KiB
+      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3136, 416},     // whole packs: 49 KiB
+      {32, 128, 28 * 28, NK_NCHW, 4, true, 196, 6144, 512},    // 98 KiB: a tail of 2 KiB
+      {32, 256, 14 * 14, NK_NCHW, 2, true, 26, 832, 128},      // 832 packs
+      {32, 256, 14 * 14, NK_NCHW, 4, true, 49, 1568, 224},     // fp32 whole packs: 1568 packs
+      {256, 256, 14 * 14, NK_NCHW, 2, true, 26, 6144, 512},    // 104 KiB: a tail of 8 KiB
+      {256, 256, 14 * 14, NK_NCHW, 4, false, 0, 0, 0},         // 196 KiB
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 96},           // 64 channels, 10.5 KiB
+      {32, 64, 28 * 28, NK_NCHW, 2, false, 0, 0, 0},           // 64 channels, 49 KiB: above 48
+      {6144, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},          // 96 KiB, staged whole
+      {12288, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},         // 192 KiB: half staged
+      {12289, 128, 8, NK_NCHW, 2, false, 0, 0, 0},             // a pack above
+      {4, 8, 3, NK_NCHW, 2, true, 2, 8, 64},                   // runs of 3: two packs
+      {32, 512, 7 * 7, NK_NHWC, 2, false, 0, 0, 0},            // NHWC: instance tiles
+      {1000, 24, 1, NK_NCHW, 2, false, 0, 0, 0},               // S = 1: instance tiles
+      {0, 64, 49, NK_NCHW, 2, false, 0, 0, 0},                 // an empty batch
   };
   for (const Want& w : list) {
     const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
@@ -1166,16 +1171,19 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     if (!w.use) continue;
     EXPECT_EQ(t.seg_packs, w.seg_packs);
     EXPECT_EQ(t.packs, w.n * w.seg_packs);
+    EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
   }
-  // The training backward stages x and dy: tiles of half the bounds each, the same block.
+  // The training backward stages x and dy: half the bounds for each, the same block.
   const Want backward[] = {
-      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 224},    // 28 KiB of each
-      {256, 512, 7 * 7, NK_NCHW, 4, false, 0, 0},     // 52 KiB of each
-      {32, 128, 28 * 28, NK_NCHW, 2, false, 0, 0},    // 49 KiB of each
-      {3072, 128, 8, NK_NCHW, 2, true, 1, 384},       // 48 KiB of each exactly
-      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 96},       // 64 channels, 10.5 KiB of each
-      {230, 64, 7 * 7, NK_NCHW, 2, false, 0, 0},      // 64 channels, 25.2 KiB of each: above 24
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 224},    // 28 KiB of each
+      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3072, 416},   // 52 KiB of each: 48 staged
+      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3072, 416},  // 49 KiB of each: 48 staged
+      {3072, 128, 8, NK_NCHW, 2, true, 1, 3072, 384},       // 48 KiB of each, staged whole
+      {6144, 128, 8, NK_NCHW, 2, true, 1, 3072, 512},       // 96 KiB of each: half staged
+      {6145, 128, 8, NK_NCHW, 2, false, 0, 0, 0},           // a pack above
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 96},        // 64 channels, 10.5 KiB of each
+      {230, 64, 7 * 7, NK_NCHW, 2, false, 0, 0, 0},         // 64 channels, 25.2 KiB: above 24
   };
   for (const Want& w : backward) {
     const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
@@ -1186,6 +1194,7 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_EQ(t.use, w.use);
     if (!w.use) continue;
     EXPECT_EQ(t.seg_packs, w.seg_packs);
+    EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
   }
   // Instance and group norm in NCHW: their rows' paths.

@@ -907,9 +907,11 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
 // Batch norm in NCHW reads x once where a channel's N runs of S fit a block (batch_tile_shapes):
 // the forward against the CPU (check_one_read_forward: with and without running buffers, the
 // cumulative average over three steps, |mean| / std = 1e4 in fp32, misaligned pointers), then the
-// bytes of y and the saved statistics of misaligned and in-place calls against the aligned call;
-// the training backward, which reads x and dy once in the same tiles, likewise against the CPU
-// aligned and misaligned, and the bytes of dx, dweight and dbias across pointers and dx == dy.
+// bytes of y and the saved statistics of misaligned and in-place calls and of partial heads
+// (none, a third, all but one pack staged; the rest read from memory in each pass) against the
+// aligned call; the training backward, which reads x and dy once in the same tiles, likewise
+// against the CPU aligned and misaligned, and the bytes of dx, dweight and dbias across pointers,
+// dx == dy and heads.
 TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
   const Case c = GetParam();
   if (c.family != Family::kBatch || c.layout != NK_NCHW) {
@@ -923,12 +925,13 @@ TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
     const DeviceBuffer wd(w), bd(b);
-    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, 0);
+    const int64_t tile_bytes = batch_tile_plan(k, c.dtype).packs * 16;
+    forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
 
     ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
-    backward_bytes_across_heads(k, x, wd, 0);
+    backward_bytes_across_heads(k, x, wd, tile_bytes);
   }
 }
 

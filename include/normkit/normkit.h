@@ -255,9 +255,9 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * bytes of channels keeps their N * S positions in shared memory (up to 88 KiB; the rest is read
  * again, usually from L2), writes y from there and updates the running statistics in the same
  * launch; it needs no workspace, and no bit depends on the pointers. So in NCHW with S > 1 when
- * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 96 KiB (48
- * KiB with fewer than 128 channels): a block per channel. Other shapes read x twice (statistics,
- * then y). */
+ * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 192 KiB (the
+ * first 96 KiB kept in shared memory, the rest read again; 48 KiB, kept whole, with fewer than 128
+ * channels): a block per channel. Other shapes read x twice (statistics, then y). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
