@@ -8,9 +8,10 @@
 //              c1_k = invstd_k * sum_g_k / count_k,  c2_k = invstd_k^2 * sum_gx_k / count_k
 //   inference: dx = dy * weight_c / sqrt(running_var_c + eps)
 // So: (1) partial sums per (slot, c, chunk) (channel_norm_partials.cuh; batch norm's one slot
-// spans every n, so its workspace grows with C only), (2) a warp per channel or statistic (two
-// warps per block, so small C spreads over many SMs) that adds them in a fixed order into dweight,
-// dbias and the dx coefficients per unit - c for batch norm, (n, c) for instance and group norm -
+// spans every n, so its workspace grows with C only), (2) 32 to 256 threads per channel or
+// statistic (as many as load 8 partials each; two per block at 32, so small C spreads over many
+// SMs) that add them in a fixed order into dweight, dbias and the dx coefficients per unit - c
+// for batch norm, (n, c) for instance and group norm -
 //   dx = a * dy + (x - mean_k) * b + c,  a = weight_c * invstd_k,  b = -c2_k,  c = -c1_k
 // (one float4 per unit; x - mean is kept as a difference, as the forward keeps x - shift, for
 // large offsets), (3) dx elementwise (channel_norm_apply.cuh). Inference without dweight/dbias is
@@ -152,82 +153,114 @@ struct FinalizeParams {
   float4* coefs;  // training with dx: (mean, a, b, c) per unit
 };
 
-constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
 // Partials a finalize lane loads before adding them (dev::fold_ahead): 32 adds a lane wait on
 // memory 4 times, not 32.
 constexpr int kSumAhead = 8;
 
-// A warp per unit: the first C warps (when dweight or dbias is wanted) sum a channel's partials
-// over n and chunks; the next warps (when dx is wanted in training) sum a statistic's members into
-// c1 and c2 and write the dx coefficients of its units. Lanes take members in lane-strided order
-// and a fixed butterfly joins them (every lane ends with the same bits).
-__global__ void __launch_bounds__(kFinalizeBlock) finalize_backward(FinalizeParams p) {
+// The finalize's threads a unit: finalize_channel_lanes of the most members a unit adds (a
+// channel's slots * chunks partials, a statistic's C/G * chunks), so that a unit's lanes wait on
+// memory once where the block allows (batch norm N256 C64 56x56 NHWC: 1024 partials a channel,
+// 32 a lane of a warp, four waits). Shape-only, so the tree and every bit are too.
+int backward_finalize_lanes(const ChannelPlan& plan, bool want_params, bool want_coefficients,
+                            int64_t per_group) {
+  const int64_t params = want_params ? plan.slots : 1, coefs = want_coefficients ? per_group : 1;
+  const int64_t members = plan.chunks * (params > coefs ? params : coefs);
+  return finalize_channel_lanes(members, kSumAhead);
+}
+
+// `lanes` threads a unit (backward_finalize_lanes), blockDim.x / lanes units a block (one; two of
+// a warp each): the first C units (when dweight or dbias is wanted) sum a channel's partials over
+// n and chunks; the next ones (when dx is wanted in training) sum a statistic's members into c1
+// and c2 and write the dx coefficients of its units. Lanes take members in lane-strided order and
+// a fixed tree joins them (a butterfly, then the warps in order): every lane ends with the same
+// bits. The statistic's mean and invstd load before the sums, so that they wait on memory with
+// the partials, not after them.
+__global__ void __launch_bounds__(kBatchFinalizeBlock)
+    finalize_backward(FinalizeParams p, int lanes) {
+  __shared__ float scratch[2 * 32];
   const ChannelPlan& plan = p.plan;
-  const int lane = threadIdx.x % 32;
-  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  const int g = threadIdx.x % lanes;
+  const int64_t unit = int64_t{blockIdx.x} * (blockDim.x / lanes) + threadIdx.x / lanes;
   const int64_t channel_units = (p.dweight || p.dbias) ? plan.c : 0;
-  auto add = [](dev::Floats<2> t, float2 v) {
-    t.v[0] += v.x;
-    t.v[1] += v.y;
-    return t;
-  };
-  if (unit < channel_units) {
-    // Members j = lane, lane + 32, ... of (slot j / chunks, chunk j % chunks).
-    auto load = [&](int64_t slot, int64_t chunk) {
-      return p.partials[plan.partial_index(slot, unit, chunk)];
+  const ChannelNorm kind = p.stats.kind;
+  const int64_t groups = p.stats.groups, per_group = plan.c / groups;
+  const int64_t stats = p.coefs == nullptr              ? 0
+                        : kind == ChannelNorm::kBatch    ? plan.c
+                        : kind == ChannelNorm::kInstance ? plan.n * plan.c
+                                                         : plan.n * groups;
+  const bool is_channel = unit < channel_units;
+  const int64_t k = unit - channel_units;
+  const bool is_stat = !is_channel && k < stats;
+  // The members of statistic k: one slot's channels c0 .. c0 + c_count - 1, each with its chunks
+  // (batch norm's one slot holds every sample).
+  int64_t slot = 0, c0 = 0, c_count = 0;
+  float mean = 0.0f, invstd = 0.0f;
+  if (is_stat) {
+    if (kind == ChannelNorm::kBatch) {
+      slot = 0, c0 = k, c_count = 1;
+    } else if (kind == ChannelNorm::kInstance) {
+      slot = k / plan.c, c0 = k % plan.c, c_count = 1;
+    } else {
+      slot = k / groups, c0 = k % groups * per_group, c_count = per_group;
+    }
+    invstd = p.stats.scale[k], mean = p.stats.mean[k];
+  }
+  dev::Floats<2> t{};
+  if (is_channel) {
+    // Members j = g, g + lanes, ... of (slot j / chunks, chunk j % chunks).
+    auto load = [&](int64_t s, int64_t chunk) {
+      return p.partials[plan.partial_index(s, unit, chunk)];
     };
-    dev::Floats<2> t = fold_members<kSumAhead>(dev::Floats<2>{}, lane, plan.slots * plan.chunks,
-                                               plan.chunks, 32, load, add);
-    t = dev::group_sum<2>(t, 32);
-    if (lane == 0) {
+    auto add = [](dev::Floats<2> a, float2 v) {
+      a.v[0] += v.x;
+      a.v[1] += v.y;
+      return a;
+    };
+    t = fold_members<kSumAhead>(t, g, plan.slots * plan.chunks, plan.chunks, lanes, load, add);
+  } else if (is_stat) {
+    // Members j = g, g + lanes, ... of (channel c0 + j / chunks, chunk j % chunks), each weighed
+    // by its channel's weight: sum_g, sum_gx.
+    auto load = [&](int64_t m, int64_t chunk) {
+      const int64_t c = c0 + m;
+      const float w = p.weight ? p.weight[c] : 1.0f;
+      const float2 v = p.partials[plan.partial_index(slot, c, chunk)];
+      return make_float3(w, v.x, v.y);
+    };
+    auto add_weighed = [](dev::Floats<2> a, float3 wv) {
+      a.v[0] += wv.x * wv.y;
+      a.v[1] += wv.x * wv.z;
+      return a;
+    };
+    t = fold_members<kSumAhead>(t, g, c_count * plan.chunks, plan.chunks, lanes, load,
+                                add_weighed);
+  }
+  // Every thread of the warp (lanes <= 32), or of the block (lanes > 32: one unit), joins.
+  t = lanes > 32 ? dev::block_sum<2>(t, scratch) : dev::group_sum<2>(t, lanes);
+  if (is_channel) {
+    if (g == 0) {
       if (p.dbias) p.dbias[unit] = t.v[0];
       if (p.dweight) p.dweight[unit] = t.v[1];
     }
     return;
   }
-  if (p.coefs == nullptr) return;
-  const ChannelNorm kind = p.stats.kind;
-  const int64_t groups = p.stats.groups, per_group = plan.c / groups;
-  const int64_t stats = kind == ChannelNorm::kBatch      ? plan.c
-                        : kind == ChannelNorm::kInstance ? plan.n * plan.c
-                                                         : plan.n * groups;
-  const int64_t k = unit - channel_units;
-  if (k >= stats) return;
-  // The members of statistic k: one slot's channels c0 .. c0 + c_count - 1, each with its chunks
-  // (batch norm's one slot holds every sample).
-  int64_t slot, c0, c_count;
-  if (kind == ChannelNorm::kBatch) {
-    slot = 0, c0 = k, c_count = 1;
-  } else if (kind == ChannelNorm::kInstance) {
-    slot = k / plan.c, c0 = k % plan.c, c_count = 1;
-  } else {
-    slot = k / groups, c0 = k % groups * per_group, c_count = per_group;
-  }
-  // Members j = lane, lane + 32, ... of (channel c0 + j / chunks, chunk j % chunks), each weighed
-  // by its channel's weight: sum_g, sum_gx.
-  auto load = [&](int64_t m, int64_t chunk) {
-    const int64_t c = c0 + m;
-    const float w = p.weight ? p.weight[c] : 1.0f;
-    const float2 v = p.partials[plan.partial_index(slot, c, chunk)];
-    return make_float3(w, v.x, v.y);
-  };
-  auto add_weighed = [](dev::Floats<2> t, float3 wv) {
-    t.v[0] += wv.x * wv.y;
-    t.v[1] += wv.x * wv.z;
-    return t;
-  };
-  dev::Floats<2> t = fold_members<kSumAhead>(dev::Floats<2>{}, lane, c_count * plan.chunks,
-                                             plan.chunks, 32, load, add_weighed);
-  t = dev::group_sum<2>(t, 32);
+  if (!is_stat) return;
   const float count = static_cast<float>(c_count * plan.span());
-  const float invstd = p.stats.scale[k], mean = p.stats.mean[k];
   const float c1 = invstd * t.v[0] / count, c2 = invstd * invstd * t.v[1] / count;
   // Units of statistic k: channel c (batch norm) or (slot, c) for its c_count channels.
   const int64_t unit0 = kind == ChannelNorm::kBatch ? c0 : slot * plan.c + c0;
-  for (int64_t j = lane; j < c_count; j += 32) {
+  for (int64_t j = g; j < c_count; j += lanes) {
     const float w = p.weight ? p.weight[c0 + j] : 1.0f;
     p.coefs[unit0 + j] = make_float4(mean, w * invstd, -c2, -c1);
   }
+}
+
+// The finalize over `units` (channels first) on `stream`.
+void launch_backward_finalize(const FinalizeParams& f, int64_t units, int lanes,
+                              cudaStream_t stream) {
+  const int threads = lanes > 64 ? lanes : 64;  // two units a block where a warp takes each
+  const int64_t per_block = threads / lanes;
+  finalize_backward<<<static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
+                      stream>>>(f, lanes);
 }
 
 // The backward's apply op (channel_norm_apply.cuh), with du = dy * act'(u) (du = dy unfused).
@@ -492,10 +525,9 @@ void finalize_channel_sums(const ChannelBackwardArgs& a, const XhatStats& stats,
   plan.columns = 1;
   plan.chunks = 1;
   plan.chunk_len = s.s;
-  constexpr int kWarps = kFinalizeBlock / 32;
-  finalize_backward<<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0,
-                      stream>>>(
-      FinalizeParams{sums, plan, stats, a.weight, a.dweight, a.dbias, nullptr});
+  launch_backward_finalize(
+      FinalizeParams{sums, plan, stats, a.weight, a.dweight, a.dbias, nullptr}, s.c,
+      backward_finalize_lanes(plan, true, false, 1), stream);
   dev::check_cuda(cudaGetLastError(), "channel norm one-read gradient finalize launch");
 }
 
@@ -735,10 +767,11 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     auto* partials = reinterpret_cast<float2*>(base);
     launch_gradient_sums<T>(a, plan, stats, partials, l);
     const int64_t units = (want_params ? s.c : 0) + (want_coefficients ? s.num_stats() : 0);
-    constexpr int kWarps = kFinalizeBlock / 32;
-    finalize_backward<<<static_cast<unsigned>((units + kWarps - 1) / kWarps), kFinalizeBlock, 0,
-                        stream>>>(
-        FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, coefs});
+    const int lanes = backward_finalize_lanes(plan, want_params, want_coefficients,
+                                              s.kind == ChannelNorm::kGroup ? s.c / s.groups : 1);
+    launch_backward_finalize(
+        FinalizeParams{partials, plan, stats, a.weight, a.dweight, a.dbias, coefs}, units, lanes,
+        stream);
     dev::check_cuda(cudaGetLastError(), "channel norm gradient finalize launch");
   }
   if (want_elementwise) launch_dx<T>(a, plan, training, coefs, l);

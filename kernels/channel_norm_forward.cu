@@ -5,9 +5,10 @@
 //     (channel_norm_partials.cuh), where shift is the first element of the statistic the values
 //     belong to: x - shift stays small when |mean| >> std, so fp32 keeps the variance (and later
 //     y) accurate;
-//  2. finalize, a warp per instance-norm channel (two warps per block, so that small C still
-//     spreads over many SMs), 32 to 256 threads per batch-norm channel (up to 2048 partials) or
-//     group-norm statistic (finalize_channel_lanes): merges its partials in a fixed order, writes
+//  2. finalize, 32 to 256 threads per batch-norm channel (up to 2048 partials), group-norm
+//     statistic (finalize_channel_lanes) or instance-norm channel (finalize_instance_shape; two
+//     channels a block at 32, so that small C still spreads over many SMs): loads ahead what it
+//     writes with, merges its partials in a fixed order (each lane loading 8 at a time), writes
 //     save_mean/save_invstd, updates running_mean/running_var (momentum, or the cumulative
 //     average from the device counter), and emits per (statistic, channel) unit - c for batch
 //     norm, (n, c) for instance and group norm (group statistics are per (n, g) but the weight is
@@ -146,10 +147,14 @@ struct FinalizeParams {
   float* save_invstd;
 };
 
-constexpr int kFinalizeBlock = 64;  // two warps: C = 64 channels make 32 blocks
 // Partials a finalize lane loads before merging them (dev::fold_ahead): 32 merges a lane wait on
 // memory 4 times, not 32.
 constexpr int kMergeAhead = 8;
+
+// The finalize kernels' merge of partials: Chan's merge with one reciprocal and no branch
+// (welford_merge_approx), where the full division's check and branches made each merge of a
+// lane's chain and of the joining tree about twice as long.
+using FinalizeMerge = dev::WelfordMergeApprox;
 
 // A lane's merge of batch norm channel c's partials (one slot), in a fixed order: the walk's chunks
 // w = g, g + lanes, ... (g: the lane's index among the channel's `lanes`), each with its
@@ -170,17 +175,37 @@ __device__ __forceinline__ dev::Welford merge_batch_partials(const ChannelPlan& 
     return v;
   };
   const int64_t count = members_from(g, plan.chunks / columns, lanes) * columns;
-  return dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, dev::WelfordMerge{});
+  return dev::fold_ahead<kMergeAhead>(dev::welford_empty(), count, next, FinalizeMerge{});
 }
 
-// Writes unit u's coefficients for channel c from its statistic's shift, centre and invstd.
-__device__ __forceinline__ void write_coefs(const CoefArrays& out, const float* weight,
-                                            const float* bias, int64_t u, int64_t c, float shift,
-                                            float centre, float invstd) {
-  const float scale = invstd * (weight ? weight[c] : 1.0f);
+// What a finalize thread writes channel c's results from besides its merged state: its weight and
+// bias, and its running buffers' old values where they are updated. Loaded before the merge, so
+// that they wait on memory together with the partials (and the statistic's shift, x[first]),
+// where loaded after it they were three waits in a row: the shift, then the weight and bias, then
+// the running buffers behind the stores before them.
+struct ChannelInputs {
+  float weight, bias, running_mean, running_var;
+};
+
+template <class T>
+__device__ __forceinline__ ChannelInputs load_channel_inputs(const FinalizeParams<T>& p,
+                                                             int64_t c, bool running) {
+  ChannelInputs in{p.weight ? p.weight[c] : 1.0f, p.bias ? p.bias[c] : 0.0f, 0.0f, 0.0f};
+  if (running && p.running_mean != nullptr) {
+    in.running_mean = p.running_mean[c];
+    in.running_var = p.running_var[c];
+  }
+  return in;
+}
+
+// Writes unit u's coefficients from its statistic's shift, centre and invstd and its channel's
+// weight and bias.
+__device__ __forceinline__ void write_coefs(const CoefArrays& out, int64_t u, float weight,
+                                            float bias, float shift, float centre, float invstd) {
+  const float scale = invstd * weight;
   out.shift[u] = shift;
   out.scale[u] = scale;
-  out.offset[u] = (bias ? bias[c] : 0.0f) - centre * scale;
+  out.offset[u] = bias - centre * scale;
 }
 
 // The running average's weight of this batch: the momentum, or -1 when the counter cannot
@@ -195,27 +220,34 @@ __device__ __forceinline__ float running_weight(const FinalizeParams<T>& p) {
                                        : p.momentum;
 }
 
-// Writes statistic k from its merged state and the coefficients of unit u (channel c, unless
-// c < 0: group norm writes its channels' apart); returns (mean, variance for the running average).
+// A statistic's results from its merged state (of x - shift) and its shift.
+struct Statistic {
+  float mean, invstd;
+  float running_var;  // the variance the running average takes: unbiased where asked
+};
+
 template <class T>
-__device__ __forceinline__ float2 write_statistic(const FinalizeParams<T>& p, int64_t k,
-                                                  const dev::Welford& t, int64_t first, int64_t u,
-                                                  int64_t c) {
-  const float shift = dev::to_float(p.x[first]);
-  const float var = dev::welford_biased_var(t), invstd = rsqrtf(var + p.eps);
-  if (c >= 0) write_coefs(p.coefs, p.weight, p.bias, u, c, shift, t.mean, invstd);
-  if (p.save_mean) p.save_mean[k] = shift + t.mean;
-  if (p.save_invstd) p.save_invstd[k] = invstd;
-  const float n = static_cast<float>(t.count);
-  return make_float2(shift + t.mean, p.unbiased ? t.m2 / (n - 1.0f) : var);
+__device__ __forceinline__ Statistic finish_statistic(const FinalizeParams<T>& p,
+                                                      const dev::Welford& t, float shift) {
+  const float var = dev::welford_biased_var(t), n = static_cast<float>(t.count);
+  return Statistic{shift + t.mean, rsqrtf(var + p.eps), p.unbiased ? t.m2 / (n - 1.0f) : var};
 }
 
 template <class T>
+__device__ __forceinline__ void write_statistic(const FinalizeParams<T>& p, int64_t k,
+                                                const Statistic& st) {
+  if (p.save_mean) p.save_mean[k] = st.mean;
+  if (p.save_invstd) p.save_invstd[k] = st.invstd;
+}
+
+// Channel c's running buffers from their old values in `in` and the batch's (mean, var), weighed
+// by m (running_weight: negative when the counter cannot advance, which leaves them).
+template <class T>
 __device__ __forceinline__ void update_running(const FinalizeParams<T>& p, float m, int64_t c,
-                                               float mean, float var) {
+                                               const ChannelInputs& in, float mean, float var) {
   if (p.running_mean == nullptr || !(m >= 0.0f)) return;
-  p.running_mean[c] = (1.0f - m) * p.running_mean[c] + m * mean;
-  p.running_var[c] = (1.0f - m) * p.running_var[c] + m * var;
+  p.running_mean[c] = (1.0f - m) * in.running_mean + m * mean;
+  p.running_var[c] = (1.0f - m) * in.running_var + m * var;
 }
 
 // A statistic's `lanes` threads joined, every thread ending with the same bits: a warp by
@@ -223,7 +255,7 @@ __device__ __forceinline__ void update_running(const FinalizeParams<T>& p, float
 // too, after the identity, which the merge returns the first warp's state for exactly.
 __device__ __forceinline__ dev::Welford join_lanes(dev::Welford t, int lanes,
                                                    dev::Welford* scratch) {
-  const dev::WelfordMerge merge;
+  const FinalizeMerge merge;
   return lanes > 32 ? dev::block_merge(t, scratch, dev::welford_empty(), merge)
                     : dev::warp_merge(t, threadIdx.x % 32, 32, merge);
 }
@@ -233,7 +265,7 @@ __device__ __forceinline__ dev::Welford join_lanes(dev::Welford t, int lanes,
 // partials in lane-strided order (each loading at most kMergeAhead of them before merging, where a
 // warp per channel waited on memory 8 times for C = 64 in NHWC: 2048 partials), a fixed tree joins
 // them (shuffles, then the warps in order), and the channel's first lane writes the statistics,
-// the running buffers and the coefficients.
+// the running buffers and the coefficients from the inputs it loaded before the merge.
 template <class T>
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_batch(FinalizeParams<T> p, int lanes) {
@@ -241,13 +273,22 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
   const ChannelPlan& plan = p.plan;
   const int g = threadIdx.x % lanes;
   const int64_t c = int64_t{blockIdx.x} * (blockDim.x / lanes) + threadIdx.x / lanes;
+  const bool writer = c < plan.c && g == 0;
   const float m = running_weight(p);
+  float shift = 0.0f;
+  ChannelInputs in{};
+  if (writer) {
+    shift = dev::to_float(p.x[first_of_stat(plan, p.kind, p.groups, 0, c)]);
+    in = load_channel_inputs(p, c, m >= 0.0f);
+  }
   dev::Welford t =
       c < plan.c ? merge_batch_partials(plan, c, g, lanes, p.partials) : dev::welford_empty();
   t = join_lanes(t, lanes, scratch);
-  if (c >= plan.c || g != 0) return;
-  const float2 mv = write_statistic(p, c, t, first_of_stat(plan, p.kind, p.groups, 0, c), c, c);
-  update_running(p, m, c, mv.x, mv.y);
+  if (!writer) return;
+  const Statistic st = finish_statistic(p, t, shift);
+  write_statistic(p, c, st);
+  write_coefs(p.coefs, c, in.weight, in.bias, shift, t.mean, st.invstd);
+  update_running(p, m, c, in, st.mean, st.running_var);
 }
 
 // Group norm: `lanes` threads a statistic (n, g) (finalize_channel_lanes of its C/G * chunks
@@ -255,8 +296,9 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
 // merge the members j = g, g + lanes, ... (channel c0 + j / chunks, chunk j % chunks), loaded
 // ahead; shuffles, then the warps in order, join them, every thread of the statistic merging the
 // same warp states in the same order (so all hold the same bits); the first lane writes the
-// statistics and the lanes the coefficients of the group's C/G channels. Where a warp per
-// statistic had 27 partials a lane (N8 C640 64x64 NHWC: 860 a group), 128 lanes load 7 each.
+// statistics and the lanes the coefficients of the group's C/G channels, the shift and each
+// lane's first channel's weight and bias loaded before the merge. Where a warp per statistic had
+// 27 partials a lane (N8 C640 64x64 NHWC: 860 a group), 128 lanes load 7 each.
 template <class T>
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_group(FinalizeParams<T> p, int lanes) {
@@ -267,7 +309,13 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
   const bool valid = unit < plan.n * p.groups;
   const int64_t per_group = plan.c / p.groups;
   const int64_t n = valid ? unit / p.groups : 0, c0 = valid ? unit % p.groups * per_group : 0;
-  const dev::WelfordMerge merge;
+  float shift = 0.0f;
+  ChannelInputs in{};
+  if (valid) {
+    shift = dev::to_float(p.x[first_of_stat(plan, p.kind, p.groups, n, c0)]);
+    if (g < per_group) in = load_channel_inputs(p, c0 + g, false);
+  }
+  const FinalizeMerge merge;
   dev::Welford t = dev::welford_empty();
   if (valid) {
     auto load = [&](int64_t m, int64_t chunk) {
@@ -277,36 +325,43 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
   }
   t = join_lanes(t, lanes, scratch);
   if (!valid) return;
-  const int64_t first = first_of_stat(plan, p.kind, p.groups, n, c0);
-  if (g == 0) write_statistic(p, unit, t, first, 0, -1);
-  const float shift = dev::to_float(p.x[first]);
-  const float invstd = rsqrtf(dev::welford_biased_var(t) + p.eps);
+  const Statistic st = finish_statistic(p, t, shift);
+  if (g == 0) write_statistic(p, unit, st);
   for (int64_t j = g; j < per_group; j += lanes) {
-    write_coefs(p.coefs, p.weight, p.bias, n * plan.c + c0 + j, c0 + j, shift, t.mean, invstd);
+    if (j != g) in = load_channel_inputs(p, c0 + j, false);
+    write_coefs(p.coefs, n * plan.c + c0 + j, in.weight, in.bias, shift, t.mean, st.invstd);
   }
 }
 
-// Instance norm: a warp per channel, its lanes merging the (n, c) partials of rounds of samples
-// (below); the first lane of each sample's writes its statistics, and lane 0 updates the running
-// buffers with their mean over n, as PyTorch does.
+// Instance norm: `threads` a channel (finalize_instance_shape: shape-only), blockDim.x / threads
+// channels a block (one; two of a warp each), in rounds of threads / w samples, w lanes a sample:
+// lane l of sample n merges chunks l, l + w, ... of (n, c), loaded ahead, a tree over its w lanes
+// joins them, and the sample's first lane writes its statistics and coefficients and adds its
+// (mean, var) to its sums; the channel's threads then add those sums in a fixed tree (the warp,
+// then the block's warps in order) and its first thread updates the running buffers with their
+// mean over n, as PyTorch does. The channel's weight, bias and running buffers load before the
+// first round, each round's shifts before its merges.
 template <class T>
-__global__ void __launch_bounds__(kFinalizeBlock) finalize_instance(FinalizeParams<T> p) {
+__global__ void __launch_bounds__(kBatchFinalizeBlock)
+    finalize_instance(FinalizeParams<T> p, InstanceFinalizeShape shape) {
+  __shared__ float scratch[2 * 32];
   const ChannelPlan& plan = p.plan;
-  const int lane = threadIdx.x % 32;
-  const int64_t unit = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
+  const int threads = shape.threads, w = shape.sample_lanes;
+  const int g = threadIdx.x % threads, sub = g % w;
+  const int64_t unit = int64_t{blockIdx.x} * (blockDim.x / threads) + threadIdx.x / threads;
+  const bool valid = unit < plan.c;
   const float m = running_weight(p);
-  const dev::WelfordMerge merge;
-  if (unit >= plan.c) return;
+  const FinalizeMerge merge;
+  ChannelInputs in{};
+  if (valid) in = load_channel_inputs(p, unit, g == 0 && m >= 0.0f);
   dev::Floats<2> run{};
-  // Rounds of 32 / w samples, w lanes a sample (finalize_sample_lanes: shape-only): lane l merges
-  // chunks l % w, l % w + w, ... of sample n0 + l / w, loaded ahead, a tree over its w lanes
-  // joins them, and the group's first lane writes the statistic and sums its (mean, var).
-  const int w = finalize_sample_lanes(plan.n, plan.chunks, kMergeAhead);
-  const int sub = lane % w;
-  for (int64_t n0 = 0; n0 < plan.n; n0 += 32 / w) {
-    const int64_t n = n0 + lane / w;
+  for (int64_t n0 = 0; n0 < plan.n; n0 += threads / w) {
+    const int64_t n = n0 + g / w;
+    const bool member = valid && n < plan.n, writer = member && sub == 0;
+    const float shift =
+        writer ? dev::to_float(p.x[first_of_stat(plan, p.kind, p.groups, n, unit)]) : 0.0f;
     dev::Welford t = dev::welford_empty();
-    if (n < plan.n) {
+    if (member) {
       // Chunks sub, sub + w, ... of (n, unit): their partials are `stride` apart.
       const int64_t at0 = plan.partial_index(n, unit, 0);
       const int64_t stride = plan.chunks > 1 ? plan.partial_index(n, unit, 1) - at0 : 0;
@@ -318,17 +373,18 @@ __global__ void __launch_bounds__(kFinalizeBlock) finalize_instance(FinalizePara
       };
       t = dev::fold_ahead<kMergeAhead>(t, members_from(sub, plan.chunks, w), next, merge);
     }
-    t = dev::warp_merge(t, lane, w, merge);  // every lane of the warp, every round
-    if (n >= plan.n || sub != 0) continue;
+    t = dev::warp_merge(t, threadIdx.x % 32, w, merge);  // every lane of the warp, every round
+    if (!writer) continue;
     const int64_t k = n * plan.c + unit;
-    const float2 mv =
-        write_statistic(p, k, t, first_of_stat(plan, p.kind, p.groups, n, unit), k, unit);
-    run.v[0] += mv.x;
-    run.v[1] += mv.y;
+    const Statistic st = finish_statistic(p, t, shift);
+    write_statistic(p, k, st);
+    write_coefs(p.coefs, k, in.weight, in.bias, shift, t.mean, st.invstd);
+    run.v[0] += st.mean;
+    run.v[1] += st.running_var;
   }
-  run = dev::group_sum<2>(run, 32);
+  run = threads > 32 ? dev::block_sum<2>(run, scratch) : dev::group_sum<2>(run, 32);
   const float inv = 1.0f / static_cast<float>(plan.n);
-  if (lane == 0) update_running(p, m, unit, run.v[0] * inv, run.v[1] * inv);
+  if (valid && g == 0) update_running(p, m, unit, in, run.v[0] * inv, run.v[1] * inv);
 }
 
 // Instance norm after a one-read kernel (resident rows, rows in registers, row groups), up to
@@ -497,7 +553,7 @@ __global__ void __launch_bounds__(256)
   const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = plan.n * plan.s;
   if (c >= plan.c) return;
-  const dev::WelfordMerge merge;
+  const FinalizeMerge merge;
   dev::Welford t = merge_batch_partials(plan, c, lane, 32, partials);
   t = dev::warp_merge(t, lane, 32, merge);
   if (lane == 0) {
@@ -540,7 +596,8 @@ __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
     const float mean = count >= 1 ? g.mean[c] : 0.0f;
     const float var = count >= 1 ? g.m2[c] / n : 0.0f;
     const float invstd = rsqrtf(var + p.eps);
-    write_coefs(p.coefs, p.weight, p.bias, c, c, mean, 0.0f, invstd);
+    write_coefs(p.coefs, c, p.weight ? p.weight[c] : 1.0f, p.bias ? p.bias[c] : 0.0f, mean, 0.0f,
+                invstd);
     if (p.save_mean) p.save_mean[c] = mean;
     if (p.save_invstd) p.save_invstd[c] = invstd;
     if (update) {
@@ -898,9 +955,11 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
       finalize_group<T><<<static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
                           stream>>>(f, lanes);
     } else {
-      constexpr int kWarps = kFinalizeBlock / 32;
-      finalize_instance<T>
-          <<<static_cast<unsigned>((s.c + kWarps - 1) / kWarps), kFinalizeBlock, 0, stream>>>(f);
+      const InstanceFinalizeShape shape = finalize_instance_shape(s.n, plan.chunks, kMergeAhead);
+      const int threads = shape.threads > 64 ? shape.threads : 64;
+      const int64_t per_block = threads / shape.threads;
+      finalize_instance<T><<<static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
+                             stream>>>(f, shape);
     }
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }

@@ -191,23 +191,6 @@ NK_PLAN_HD inline int64_t members_from(int64_t first, int64_t members, int64_t s
   return first < members ? (members - first + step - 1) / step : 0;
 }
 
-// Instance norm's finalize, a warp per channel: the lanes a sample's chunks are spread over, w in
-// {1, 2, .. 32}, so that rounds of 32 / w samples, each lane loading its ceil(chunks / w) partials
-// `ahead` at a time, then a tree over w lanes, wait on memory the fewest times: rounds times (its
-// batches of loads + 1 for the tree and the writes); the largest w of equal cost. Shape-only, so
-// the merge tree, and every bit, is the same on every GPU.
-NK_PLAN_HD inline int finalize_sample_lanes(int64_t samples, int64_t chunks, int ahead) {
-  int best = 32;
-  int64_t best_cost = -1;
-  for (int w = 32; w >= 1; w /= 2) {
-    const int64_t rounds = (samples + 32 / w - 1) / (32 / w);
-    const int64_t per_lane = (chunks + w - 1) / w;
-    const int64_t cost = rounds * ((per_lane + ahead - 1) / ahead + 1);
-    if (best_cost < 0 || cost < best_cost) best = w, best_cost = cost;
-  }
-  return best;
-}
-
 // The finalize of batch norm (a channel) and of group norm (a statistic (n, g), its C/G channels'
 // partials): the threads that merge one unit's `partials`, a power of two from 32 to
 // kBatchFinalizeBlock, the fewest that load at most `ahead` partials each, so that a unit waits on
@@ -218,6 +201,26 @@ NK_PLAN_HD inline int finalize_channel_lanes(int64_t partials, int ahead) {
   int lanes = 32;
   while (lanes < kBatchFinalizeBlock && partials > int64_t{lanes} * ahead) lanes *= 2;
   return lanes;
+}
+
+// Instance norm's finalize: a channel's samples side by side, w lanes a sample, the fewest (a power
+// of two up to a warp) that load at most `ahead` of its chunks' partials each, so that a sample
+// waits on memory once where a warp allows; `threads` a channel, a power of two from 32 to
+// kBatchFinalizeBlock, enough for all N * w lanes where the block allows, else rounds of
+// threads / w samples. Where a warp took a channel, instance norm N8 C128 128x128 NHWC (128
+// chunks a sample) had 32 partials a lane, four waits; now 16 lanes a sample, 128 threads a
+// channel: one. Shape-only, so the merge tree, and every bit, is the same on every GPU.
+struct InstanceFinalizeShape {
+  int sample_lanes;  // w: a power of two <= 32
+  int threads;       // a power of two, 32 to kBatchFinalizeBlock, at least w
+};
+NK_PLAN_HD inline InstanceFinalizeShape finalize_instance_shape(int64_t samples, int64_t chunks,
+                                                                int ahead) {
+  int w = 1;
+  while (w < 32 && chunks > int64_t{w} * ahead) w *= 2;
+  int threads = 32;
+  while (threads < kBatchFinalizeBlock && samples * w > threads) threads *= 2;
+  return InstanceFinalizeShape{w, threads};
 }
 
 // Chunks per (slot, c) at most, for slots * c statistics' channels: kMaxChunks, or more where the

@@ -1395,17 +1395,36 @@ TEST(ChannelPlan, MemberCursorStepsThroughTheMembersInOrder) {
 
 }  // namespace
 
-// Instance norm's finalize spreads a sample's chunks over the lanes that make the fewest waits on
-// memory (loads 8 ahead, a tree per round): worked by hand for four shapes.
-TEST(ChannelPlan, FinalizeSampleLanesFewestWaits) {
-  using nk::cuda::finalize_sample_lanes;
-  // 8 samples of 128 chunks: w = 4 is one round of 4 batches (+1) = 5; w = 8: 2 x (2 + 1) = 6;
-  // w = 2: 1 x (8 + 1) = 9; w = 32: 8 x (1 + 1) = 16.
-  EXPECT_EQ(finalize_sample_lanes(8, 128, 8), 4);
-  // One sample of 1024 chunks: the whole warp, 32 a lane, 4 batches.
-  EXPECT_EQ(finalize_sample_lanes(1, 1024, 8), 32);
-  // 256 samples of one chunk: a lane a sample, 8 rounds.
-  EXPECT_EQ(finalize_sample_lanes(256, 1, 8), 1);
-  // 64 samples of 16 chunks: w = 1 is 2 rounds of 2 batches (+1) = 6, w = 2: 4 x (1 + 1) = 8.
-  EXPECT_EQ(finalize_sample_lanes(64, 16, 8), 1);
+// Instance norm's finalize: the fewest lanes a sample (up to a warp) that load at most 8 partials
+// each, and threads a channel for all samples' lanes (32 to 256): worked by hand.
+TEST(ChannelPlan, FinalizeInstanceShapeOneWait) {
+  using nk::cuda::finalize_instance_shape;
+  auto expect = [](int64_t samples, int64_t chunks, int lanes, int threads) {
+    const nk::cuda::InstanceFinalizeShape s = finalize_instance_shape(samples, chunks, 8);
+    EXPECT_EQ(s.sample_lanes, lanes) << samples << " samples of " << chunks << " chunks";
+    EXPECT_EQ(s.threads, threads) << samples << " samples of " << chunks << " chunks";
+  };
+  expect(8, 128, 16, 128);   // 8 a lane, 8 x 16 = 128 lanes: one round
+  expect(8, 129, 32, 256);   // 129 > 16 x 8: 5 a lane at 32 lanes
+  expect(1, 1024, 32, 32);   // a warp at most a sample: 32 a lane, one sample
+  expect(256, 1, 1, 256);    // a lane a sample, the block's 256 at most: one round
+  expect(300, 1, 1, 256);    // two rounds, the second of 44 samples
+  expect(64, 16, 2, 128);    // 8 a lane over 2 lanes, 128 lanes
+  expect(3, 8, 1, 32);       // 8 partials fit one lane; the 32 threads at least
+  expect(2, 40000, 32, 64);  // the warp's cap: 1250 a lane
+  // Every shape: w a power of two, the fewest with w * 8 >= chunks below the cap; threads a power
+  // of two covering N * w below the block, at least w.
+  for (int64_t samples : {1, 2, 7, 33, 100, 1000}) {
+    for (int64_t chunks : {1, 8, 9, 64, 255, 256, 257, 5000}) {
+      const nk::cuda::InstanceFinalizeShape s = finalize_instance_shape(samples, chunks, 8);
+      EXPECT_EQ(s.sample_lanes & (s.sample_lanes - 1), 0);
+      EXPECT_EQ(s.threads & (s.threads - 1), 0);
+      EXPECT_TRUE(s.sample_lanes == 32 || int64_t{s.sample_lanes} * 8 >= chunks);
+      EXPECT_TRUE(s.sample_lanes == 1 || int64_t{s.sample_lanes / 2} * 8 < chunks);
+      EXPECT_GE(s.threads, 32);
+      EXPECT_LE(s.threads, 256);
+      EXPECT_TRUE(s.threads == 256 || samples * s.sample_lanes <= s.threads);
+      EXPECT_TRUE(s.threads == 32 || samples * s.sample_lanes > s.threads / 2);
+    }
+  }
 }

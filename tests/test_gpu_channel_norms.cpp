@@ -650,8 +650,9 @@ TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
 
 // Group norm's finalize with more than a warp a statistic (finalize_channel_lanes): N1 C64 G2 over
 // 40000 NHWC positions, too large a tile to read once, leaves each (n, g) 32 channels of 625
-// chunks, 256 lanes' worth; training forward against the CPU, and the same bytes on grids for 1
-// and 3 SMs and the whole GPU (the finalize's tree depends on the shape only).
+// chunks, 256 lanes' worth, and the backward's finalize as many (backward_finalize_lanes); training
+// forward and backward against the CPU, and the same bytes on grids for 1 and 3 SMs and the whole
+// GPU (the finalizes' trees depend on the shape only).
 TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
   const Case c = GetParam();
   if (c.family != Family::kGroup || c.layout != NK_NHWC || c.dtype == NK_F16 || !c.affine) {
@@ -665,7 +666,44 @@ TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
   // 8: the partials a finalize lane loads ahead (kMergeAhead, channel_norm_forward.cu).
   ASSERT_GT(nk::cuda::finalize_channel_lanes(k.c / k.groups * plan.chunks, 8), 32);
   check_forward(k, nk_norm_params_default(), 1);
+  check_backward(k, NK_TRAINING);
   same_bits_on_any_grid(k);
+}
+
+// Instance norm's finalize with a channel's samples over more than a warp
+// (finalize_instance_shape), in NHWC with C = 3 (no tiles: the walk): N300 S5, one chunk a sample,
+// 256 threads a channel in two rounds (the second of 44 samples); N6 S100000, 37 chunks a sample
+// in fp32 (8 lanes a sample, 64 threads) and 19 in bf16 (4 lanes, a warp). Training forward with
+// running statistics (their average over the samples is the threads' tree; three steps at N300)
+// and training backward against the CPU; the same bytes on grids for 1 and 3 SMs and the whole GPU
+// at N300.
+TEST_P(GpuChannelNorm, InstanceFinalizeOverManyLanes) {
+  const Case c = GetParam();
+  if (c.family != Family::kInstance || c.layout != NK_NHWC || c.dtype == NK_F16 || !c.affine) {
+    GTEST_SKIP() << "instance norm in NHWC, bf16 and fp32 with weight and bias";
+  }
+  const ChannelCase rounds{c.family, 300, 3, 5, NK_NHWC, 1};
+  const ChannelCase long_rows{c.family, 6, 3, 100000, NK_NHWC, 1};
+  const int elem = static_cast<int>(elem_size(c.dtype));
+  for (const ChannelCase& k : {rounds, long_rows}) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " s=" << k.s);
+    const nk::ChannelShape shape{nk::ChannelNorm::kInstance, k.n, k.c, k.s, k.layout, c.dtype, 1};
+    const nk::cuda::ChannelPlan plan = nk::cuda::plan_channel_norm(shape, elem, true);
+    ASSERT_FALSE(takes_instance_tiles(k, c.dtype));
+    // 8: the partials a finalize lane loads ahead (kMergeAhead, channel_norm_forward.cu).
+    const nk::cuda::InstanceFinalizeShape f =
+        nk::cuda::finalize_instance_shape(k.n, plan.chunks, 8);
+    if (k.n == rounds.n) {
+      ASSERT_EQ(f.threads, 256);
+      ASSERT_EQ(f.sample_lanes, 1);
+    } else {
+      ASSERT_EQ(f.sample_lanes, c.dtype == NK_F32 ? 8 : 4);
+      ASSERT_EQ(f.threads, c.dtype == NK_F32 ? 64 : 32);
+    }
+    check_forward(k, nk_norm_params_default(), k.n == rounds.n ? 3 : 1);
+    check_backward(k, NK_TRAINING);
+  }
+  same_bits_on_any_grid(rounds);
 }
 
 // The elementwise walks of kernels/channel_norm_apply.cuh against the CPU, on a grid sized for one

@@ -182,6 +182,13 @@ struct WelfordMerge {
   }
 };
 
+// welford_merge_approx as a functor, for the finalize kernels' folds and trees of partials.
+struct WelfordMergeApprox {
+  __device__ __forceinline__ Welford operator()(Welford a, Welford b) const {
+    return welford_merge_approx(a, b);
+  }
+};
+
 // Reduces over the whole block (see block_merge in reduce.cuh); every thread gets the total.
 // `scratch` holds 32 states in shared memory; it may be reused after the call returns.
 __device__ __forceinline__ Welford block_reduce(Welford s, Welford* scratch) {
