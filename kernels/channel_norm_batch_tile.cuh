@@ -218,6 +218,14 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
       }
     }
   }
+  // What the statistics are written with, loaded here to wait on memory during the passes from
+  // shared memory: loaded after them, thread 0's running blend was three waits in a row (the
+  // batch's weight, then each buffer's load behind the store before it) and every thread's weight
+  // and bias one more. (Loaded before pass 1, they spilled its registers.)
+  const float weight = p.weight ? p.weight[c] : 1.0f, bias = p.bias ? p.bias[c] : 0.0f;
+  const bool running_wanted = t == 0 && p.running.mean;
+  const float2 running = running_wanted ? p.running.load(c) : float2{};
+  const int64_t tracked = running_wanted ? p.running.tracked() : 0;  // used after pass 2
   const float centre = block_total(acc) * p.inv_count;  // its barrier orders the staging
 
   // Pass 2: the centred squares.
@@ -234,16 +242,17 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
   if (t == 0) {
     if (p.save_mean) p.save_mean[c] = shift + centre;
     if (p.save_invstd) p.save_invstd[c] = invstd;
-    const float blend = p.running.weight();  // < 0: no running buffers, or a stuck counter
+    const float blend = p.running.weight(tracked);  // < 0: none, or a stuck counter
     if (blend >= 0.0f) {
-      p.running.blend(c, blend, shift + centre, p.unbiased ? m2 * p.inv_count_minus_1 : var);
+      p.running.blend(c, blend, running, shift + centre,
+                      p.unbiased ? m2 * p.inv_count_minus_1 : var);
     }
   }
 
   // Pass 3: y = (x - x0) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre *
   // scale.
-  const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
-  const float offset = (p.bias ? p.bias[c] : 0.0f) - centre * scale;
+  const float scale = invstd * weight;
+  const float offset = bias - centre * scale;
   const T* z = static_cast<const T*>(p.z);
   T* y = static_cast<T*>(p.y);
   const bool whole_runs = p.s % E == 0;  // every pack in a run: whole mask bytes

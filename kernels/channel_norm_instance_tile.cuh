@@ -59,7 +59,24 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   const int packs = p.s, head = p.head_packs;  // a pack a position
   const TileThread w = tile_thread<E>(p);
   const int64_t first = w.first, at0 = w.at0, step = w.step;
+  const int64_t c0 = w.c0, stat0 = w.n * p.c + c0;
   const T* x = static_cast<const T*>(p.x) + first;
+  // Thread e < E writes channel c0 + e's statistics, so it loads what it writes them with before
+  // pass 1: its weight and bias (every thread's coefficients, through `affine`: E weights, then E
+  // biases, in the scratch after block_sum's 32 * E floats) and, blending, the batch's weight and
+  // the running buffers' old values. Loaded after the statistics, they were a chain of waits on
+  // memory in thread 0's warp, three a channel (a running buffer's load behind the store before
+  // it), E channels a block.
+  static_assert((32 + 2) * E * sizeof(float) <= kGroupTileScratchBytes, "affine in the scratch");
+  float* affine = scratch + 32 * E;
+  float my_weight = 1.0f, my_bias = 0.0f;
+  float2 my_running{};
+  int64_t tracked = 0;  // the counter, used after the statistics: no wait on it here
+  if (t < E) {
+    if (p.weight) my_weight = p.weight[c0 + t];
+    if (p.bias) my_bias = p.bias[c0 + t];
+    if (p.running.mean) my_running = p.running.load(c0 + t), tracked = p.running.tracked();
+  }
   auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(x + at, 0); };
   // Each channel's shift: its value at the first position.
   float shift[E];
@@ -80,7 +97,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     for (int e = 0; e < E; ++e) acc.v[e] += dev::element(v, e) - shift[e];
   });
   auto visit = [&](auto&& f) { visit_tile(staged, head, packs, at0, step, load, f); };
-  // block_sum's barrier also orders pass 1's stores to the head before pass 2 reads it.
+  if (t < E) affine[t] = my_weight, affine[E + t] = my_bias;
+  // block_sum's barrier also orders pass 1's stores to the head (and `affine`) before pass 2 reads
+  // it.
   const dev::Floats<E> sums = dev::block_sum<E>(acc, scratch);
   float centre[E];
 #pragma unroll
@@ -100,24 +119,24 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   const dev::Floats<E> m2 = dev::block_sum<E>(acc, scratch);
 
   // Pass 3 coefficients: y = (x - x0) * scale + offset (+ z), scale = invstd * w_c, offset = b_c -
-  // centre * scale; thread 0 saves the tile's statistics.
+  // centre * scale; thread e < E saves channel c0 + e's statistics.
   float scale[E], offset[E];
-  const int64_t c0 = w.c0, stat0 = w.n * p.c + c0;
-  const float blend = t == 0 ? p.running.weight() : -1.0f;  // the batch's weight; < 0: none
+  float my_mean = 0.0f, my_var = 0.0f, my_invstd = 0.0f, my_m2 = 0.0f;
 #pragma unroll
   for (int e = 0; e < E; ++e) {
     const float var = m2.v[e] * p.inv_count, invstd = rsqrtf(var + p.eps);
-    if (t == 0) {
-      if (p.save_mean) p.save_mean[stat0 + e] = shift[e] + centre[e];
-      if (p.save_invstd) p.save_invstd[stat0 + e] = invstd;
-      if (p.row_stats || blend >= 0.0f) {
-        const float run_var = p.unbiased ? m2.v[e] * p.inv_count_minus_1 : var;
-        if (p.row_stats) p.row_stats[stat0 + e] = make_float2(shift[e] + centre[e], run_var);
-        if (blend >= 0.0f) p.running.blend(c0 + e, blend, shift[e] + centre[e], run_var);
-      }
-    }
-    scale[e] = invstd * (p.weight ? p.weight[c0 + e] : 1.0f);
-    offset[e] = (p.bias ? p.bias[c0 + e] : 0.0f) - centre[e] * scale[e];
+    scale[e] = invstd * affine[e];
+    offset[e] = affine[E + e] - centre[e] * scale[e];
+    if (t == e) my_mean = shift[e] + centre[e], my_var = var, my_invstd = invstd, my_m2 = m2.v[e];
+  }
+  if (t < E) {
+    const float mean = my_mean, invstd = my_invstd;
+    if (p.save_mean) p.save_mean[stat0 + t] = mean;
+    if (p.save_invstd) p.save_invstd[stat0 + t] = invstd;
+    const float run_var = p.unbiased ? my_m2 * p.inv_count_minus_1 : my_var;
+    if (p.row_stats) p.row_stats[stat0 + t] = make_float2(mean, run_var);
+    const float blend = p.running.weight(tracked);  // < 0: no running buffers, or a stuck counter
+    if (blend >= 0.0f) p.running.blend(c0 + t, blend, my_running, mean, run_var);
   }
   const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
   T* y = static_cast<T*>(p.y) + first;

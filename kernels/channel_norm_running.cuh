@@ -32,18 +32,23 @@ struct RunningBlend {
   float momentum;
   bool cumulative;
 
-  // The batch's weight: the momentum, or 1 / (count + 1); -1 when the counter cannot advance (or
-  // there are no running buffers), which leaves them as they are.
-  __device__ float weight() const {
-    if (mean == nullptr) return -1.0f;
-    const int64_t tracked = num_batches_tracked ? *num_batches_tracked : 0;
-    if (!counter_can_advance(tracked)) return -1.0f;
+  // The counter's value (0 without one), for weight(tracked): a kernel can load it ahead.
+  __device__ int64_t tracked() const { return num_batches_tracked ? *num_batches_tracked : 0; }
+  // The batch's weight at counter value `tracked`: the momentum, or 1 / (count + 1); -1 when the
+  // counter cannot advance (or there are no running buffers), which leaves them as they are.
+  __device__ float weight(int64_t tracked) const {
+    if (mean == nullptr || !counter_can_advance(tracked)) return -1.0f;
     return cumulative ? 1.0f / static_cast<float>(tracked + 1) : momentum;
   }
-  // Channel c's running mean and variance from the batch's, weighed by m = weight() >= 0.
-  __device__ void blend(int64_t c, float m, float batch_mean, float batch_var) const {
-    mean[c] = (1.0f - m) * mean[c] + m * batch_mean;
-    var[c] = (1.0f - m) * var[c] + m * batch_var;
+  __device__ float weight() const { return weight(tracked()); }
+  // Channel c's running mean and variance as they are: a kernel loads them (and weight()) before
+  // its statistics, so that the blend after them is stores only, not loads waiting behind stores.
+  __device__ float2 load(int64_t c) const { return make_float2(mean[c], var[c]); }
+  // Channel c's running mean and variance from their old values (load) and the batch's, weighed by
+  // m = weight() >= 0.
+  __device__ void blend(int64_t c, float m, float2 old, float batch_mean, float batch_var) const {
+    mean[c] = (1.0f - m) * old.x + m * batch_mean;
+    var[c] = (1.0f - m) * old.y + m * batch_var;
   }
 };
 
