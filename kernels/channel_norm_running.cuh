@@ -40,8 +40,7 @@ struct RunningBlend {
     if (mean == nullptr || !counter_can_advance(tracked)) return -1.0f;
     return cumulative ? 1.0f / static_cast<float>(tracked + 1) : momentum;
   }
-  __device__ float weight() const { return weight(tracked()); }
-  // Channel c's running mean and variance as they are: a kernel loads them (and weight()) before
+  // Channel c's running mean and variance as they are: a kernel loads them (and tracked()) before
   // its statistics, so that the blend after them is stores only, not loads waiting behind stores.
   __device__ float2 load(int64_t c) const { return make_float2(mean[c], var[c]); }
   // Channel c's running mean and variance from their old values (load) and the batch's, weighed by
