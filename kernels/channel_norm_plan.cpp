@@ -272,13 +272,13 @@ int row_groups_bank_conflicts(int64_t len, int elem_bytes, int lanes) {
 
 namespace {
 
-// The fewest lanes (most elements a lane, so the per-row work spreads over the most elements)
-// whose loads meet at most 2-way bank conflicts; else the least conflicted.
+// The fewest lanes that leave at most kRowGroupsMaxLaneBytes a lane (32 where none of them does)
+// and meet at most 2-way bank conflicts; else the least conflicted.
 int count_row_group_lanes(int64_t len, int elem_bytes) {
   const int64_t max_per_lane = kRowGroupsMaxLaneBytes / elem_bytes;
   int lanes = 0, least = 0;
   for (int g = 1; g <= 32; g *= 2) {
-    if (g * max_per_lane < len) continue;
+    if (g * max_per_lane < len && g < 32) continue;
     const int degree = row_groups_bank_conflicts(len, elem_bytes, g);
     if (lanes == 0 || degree < least) {
       lanes = g;
@@ -318,9 +318,13 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   r.use = len > e && len * elem_bytes < kResidentMinBytes && r.rows <= INT32_MAX;
   if (!r.use) return r;
   r.len = static_cast<int>(len);
-  const int lanes = row_group_lanes(len, elem_bytes);
   const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
   const int64_t channels = len / s;
+  const int lanes = row_group_lanes(len, elem_bytes);
+  // The block's coefficient pairs: at most 8192 / (elem_bytes * S) below 32 lanes (32 bytes a
+  // lane), so only rows above 1 KiB with more than 256 channels can pass the bound.
+  r.use = kRowGroupsBlock / lanes * channels <= kRowGroupsMaxCoefs;
+  if (!r.use) return r;
   int w = 1;
   while (w * 2 <= lanes && w * 2 <= s) w *= 2;
   r.lanes = lanes;
@@ -328,6 +332,7 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   r.channel_batches = static_cast<int>((channels + lanes / w - 1) / (lanes / w));
   r.channel_steps = static_cast<int>((s + w - 1) / w);
   r.rows_per_block = kRowGroupsBlock / lanes;
+  r.coefs = static_cast<int>(r.rows_per_block * channels);
   r.blocks = (r.rows + r.rows_per_block - 1) / r.rows_per_block;
   return r;
 }

@@ -329,19 +329,24 @@ ShortRowsPlan plan_short_rows(const ChannelShape& shape, int elem_bytes);
 // group reduces its row from there (lane l taking elements l, l + G, ...; shuffles across the
 // group), and the block writes y back in 16-byte packs (channel_norm_row_groups.cuh; the backward
 // likewise, channel_norm_row_groups_backward.cuh). G is the fewest lanes of 1, 2, 4, .. 32 that
-// leave at most kRowGroupsMaxLaneBytes a lane (so a tensor's staged rows take at most 32 KiB) and
-// whose shared loads meet at most 2-way bank conflicts (row_groups_bank_conflicts, counted once per
-// L and element size and remembered: a plan is made at every call), else the least conflicted: few
-// lanes a row spread its fixed work (statistics, coefficients, shuffles) over many elements, and a
-// warp's loads of 32 / G rows L apart must not fall on the same banks (rows of 64 bf16 elements at
-// 1 lane each would all start on bank 0). A row's channels (group norm's C/G, instance norm's one)
-// are walked by sub-groups of W = min(G, the largest power of two <= S) lanes, G / W channels at a
-// time, `channel_steps` = ceil(S / W) elements a lane, so that each channel's coefficients load
-// once a lane and its sums (backward) reduce over W lanes only. The reduction tree depends on L, S
-// and the element size only. Rows up to INT32_MAX; rows of 4 KiB and more take
-// plan_resident_rows.
+// leave at most kRowGroupsMaxLaneBytes a lane (32 lanes for rows above 1 KiB, so a tensor's staged
+// rows take at most 32 KiB) and whose shared loads meet at most 2-way bank conflicts
+// (row_groups_bank_conflicts, counted once per L and element size and remembered: a plan is made
+// at every call), else the least conflicted. A lane's elements are a chain of dependent adds in
+// each pass, so a few elements a lane: in GPGPU-Sim's timing mode (RTX 3070 config) instance norm
+// N32 C64 7x7 bf16 took 17104 cycles at 1 lane a row (128 bytes a lane), 10286 at 4 and 12119 at
+// 32. A warp's loads of 32 / G rows L apart must not fall on the same banks (rows of 64 bf16
+// elements at 1 lane each would all start on bank 0). The block stages its rows' (weight, bias)
+// pairs with x, `coefs` = R * C/G of them (C/G = 1 for instance norm), so that no global load
+// waits inside the walk; they are at most kRowGroupsMaxCoefs, so group norm with C/G > 256 (which
+// here means S < 8) takes the split passes. A row's channels are walked by
+// sub-groups of W = min(G, the largest power of two <= S) lanes, G / W channels at a time,
+// `channel_steps` = ceil(S / W) elements a lane, so that its sums (backward) reduce over W lanes
+// only. The reduction tree depends on L, S and the element size only. Rows up to INT32_MAX; rows
+// of 4 KiB and more take plan_resident_rows.
 constexpr int kRowGroupsBlock = 256;
-constexpr int kRowGroupsMaxLaneBytes = 128;
+constexpr int kRowGroupsMaxLaneBytes = 32;
+constexpr int kRowGroupsMaxCoefs = 2048;  // 16 KiB of (weight, bias) pairs
 
 // The most distinct 4-byte words one shared-memory bank serves in one warp-wide load of the row
 // groups' walk (lane l of group r reading element r * L + l + k * G at step k; the first 8 steps),
@@ -357,6 +362,7 @@ struct RowGroupsPlan {
   int channel_batches;  // ceil(channels of a row / (G / W))
   int channel_steps;    // ceil(S / W)
   int rows_per_block;   // R = kRowGroupsBlock / G
+  int coefs;            // R * channels of a row: the (weight, bias) pairs a block stages
   int64_t blocks;       // ceil(rows / R)
 };
 RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);

@@ -6,11 +6,11 @@
 // first value, as the other paths shift, so |mean| >> std keeps its accuracy) with shuffles, then
 // writes y (with the fused residual and activation) over the staged x and the ReLU signs as bytes
 // beside it, and the block stores the rows in 16-byte packs and the signs as mask bits. x is read
-// once and y written once, with no partials or finalize. The group walks its row channel by
-// channel for y (a sub-group of W lanes a channel), so group norm's coefficients load once per
-// channel a lane, with no division per element. Each row's sums are a lane's elements in order and
-// then a fixed butterfly over G lanes, and the staged copy is the same whatever the pointers, so no
-// bit depends on the pointers or the grid.
+// once and y written once, with no partials or finalize. The block stages its rows' (weight,
+// bias) pairs with x, so no global load waits after the staging. The group walks its row channel
+// by channel for y (a sub-group of W lanes a channel), with no division per element. Each row's
+// sums are a lane's elements in order and then a fixed butterfly over G lanes, and the staged copy
+// is the same whatever the pointers, so no bit depends on the pointers or the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,6 +38,7 @@ struct RowGroupsGeometry {
   int channel_batches;     // ceil(channels_per_row / (G / W))
   int channel_steps;       // ceil(s / W)
   int chunk;               // R * L: elements of a block's rows (whole packs)
+  int coefs;               // R * channels_per_row: (weight, bias) pairs a block stages
 };
 
 struct RowGroupsParams : OneReadForwardIo {
@@ -109,6 +110,40 @@ __device__ __forceinline__ void stage_row_groups(const T* const (&src)[kTensors]
   stage_units<kTensors>(src_tail, dst_tail, count - packs * E, [](const T&) {});
 }
 
+// The (weight or 1, bias or 0) pair of slot k of the block's coefficients: channel j of the
+// block's row r at k = r * channels_per_row + j. weight and bias nullable.
+__device__ __forceinline__ float2 row_group_coef(const RowGroupsGeometry& g,
+                                                 const RowGroupThread& t, const float* weight,
+                                                 const float* bias, int k) {
+  const int r = k / g.channels_per_row, j = k - r * g.channels_per_row;
+  const int64_t c = int64_t{(t.row0 + r) % g.rows_per_sample} * g.channels_per_row + j;
+  return make_float2(weight ? weight[c] : 1.0f, bias ? bias[c] : 0.0f);
+}
+
+// The block's rows' coefficient pairs in shared memory (coefs[k], slot k as row_group_coef's):
+// `first` is this thread's first, slot threadIdx.x, which the caller loaded before staging x so
+// that both loads wait together; the rest (only where a block has more pairs than threads, S < 8)
+// are loaded here.
+__device__ __forceinline__ void stage_row_group_coefs(const RowGroupsGeometry& g,
+                                                      const RowGroupThread& t, const float* weight,
+                                                      const float* bias, float2 first,
+                                                      float2* coefs) {
+  const int count = t.rows * g.channels_per_row;
+  if (static_cast<int>(threadIdx.x) < count) coefs[threadIdx.x] = first;
+  for (int k = threadIdx.x + blockDim.x; k < count; k += blockDim.x) {
+    coefs[k] = row_group_coef(g, t, weight, bias, k);
+  }
+}
+
+// This thread's first coefficient pair (slot threadIdx.x), or zeros past the block's.
+__device__ __forceinline__ float2 first_row_group_coef(const RowGroupsGeometry& g,
+                                                       const RowGroupThread& t,
+                                                       const float* weight, const float* bias) {
+  const int k = threadIdx.x;
+  return k < t.rows * g.channels_per_row ? row_group_coef(g, t, weight, bias, k)
+                                         : make_float2(0.0f, 0.0f);
+}
+
 // Stores `count` staged elements (shared memory, 16-byte aligned) to dst: 16-byte packs where
 // `vector`, the rest as single elements.
 template <class T>
@@ -142,7 +177,11 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   T* xs = reinterpret_cast<T*>(shared_bytes);  // x, then y over it
   T* zs = xs + g.chunk;
   uint8_t* signs = reinterpret_cast<uint8_t*>(xs + (kResidual ? 2 : 1) * g.chunk);
+  const bool want_mask = kAct == NK_ACTIVATION_RELU && p.mask != nullptr;
+  // After the signs: chunk is a multiple of 8, so the pairs are 8-byte aligned.
+  float2* coefs = reinterpret_cast<float2*>(signs + (want_mask ? g.chunk : 0));
   const RowGroupThread t = locate_row_group(g);
+  const float2 first_coef = first_row_group_coef(g, t, p.weight, p.bias);
   const T* x = static_cast<const T*>(p.x) + t.first;
   if constexpr (kResidual) {
     stage_row_groups<T, 2>({x, static_cast<const T*>(p.z) + t.first}, {xs, zs}, t.count,
@@ -150,6 +189,7 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   } else {
     stage_row_groups<T, 1>({x}, {xs}, t.count, p.vector_access);
   }
+  stage_row_group_coefs(g, t, p.weight, p.bias, first_coef, coefs);
   __syncthreads();
 
   // The statistics: the row's elements strided over its G lanes, then a butterfly.
@@ -186,9 +226,8 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   // W lanes each); the ReLU signs as bytes beside it. A plain loop over the lane's channels: the
   // backward's uniform walk (walk_row_channels) here made ptxas spill 8 bytes on sm_80 with SiLU
   // and a residual.
-  const bool want_mask = kAct == NK_ACTIVATION_RELU && p.mask != nullptr;
-  const int c0 = (row_index % g.rows_per_sample) * g.channels_per_row;
   const T* z = zs + row_at;
+  const float2* row_coefs = coefs + t.r * g.channels_per_row;
   uint8_t* row_signs = signs + row_at;
   float2 k = make_float2(0.0f, 0.0f);
   auto write = [&](int i) {
@@ -202,8 +241,9 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   const int at = t.lane & ((1 << w_log2) - 1);
   for (int j = t.active ? t.lane >> w_log2 : g.channels_per_row; j < g.channels_per_row;
        j += 1 << (g.lanes_log2 - w_log2)) {
-    const float scale = invstd * (p.weight ? p.weight[c0 + j] : 1.0f);
-    k = make_float2(scale, (p.bias ? p.bias[c0 + j] : 0.0f) - centre * scale);
+    const float2 wb = row_coefs[j];
+    const float scale = invstd * wb.x;
+    k = make_float2(scale, wb.y - centre * scale);
     for_lane_elements(j * g.s, g.s, w_log2, at, write);
   }
   __syncthreads();
@@ -237,6 +277,7 @@ inline RowGroupsGeometry row_groups_geometry(const ChannelShape& s, const RowGro
   g.channel_batches = r.channel_batches;
   g.channel_steps = r.channel_steps;
   g.chunk = r.rows_per_block * r.len;
+  g.coefs = r.coefs;
   return g;
 }
 
@@ -245,10 +286,12 @@ template <class T>
 void launch_row_groups(const RowGroupsParams& p, const RowGroupsPlan& plan, int activation,
                        cudaStream_t stream) {
   const bool residual = p.z != nullptr;
-  // The staged rows of x (and z), then a byte a sign where the ReLU mask is written.
+  // The staged rows of x (and z), a byte a sign where the ReLU mask is written, then the
+  // coefficients.
   const bool signs = activation == NK_ACTIVATION_RELU && p.mask != nullptr;
   const size_t bytes =
-      static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) + (signs ? 1 : 0));
+      static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) + (signs ? 1 : 0)) +
+      static_cast<size_t>(p.g.coefs) * sizeof(float2);
   with_forward_fusion(activation, residual, [&](auto act, auto res) {
     launch_blocks(forward_row_groups<T, decltype(act)::value, decltype(res)::value>, plan.blocks,
                   kRowGroupsBlock, bytes, stream, p);

@@ -1,8 +1,9 @@
 // Instance and group norm training backward with one read of x and dy where a statistic's row is
 // above a 16-byte pack and below 4 KiB (plan_row_groups): a block stages the same R rows of x and
-// of dy as the forward's block in shared memory, and the row's group of G lanes takes, with the
-// saved mean and invstd, each channel's sums of du and du * x-hat (a sub-group of W lanes a
-// channel, then a butterfly over those W), then
+// of dy as the forward's block in shared memory, with their channels' weights (the forward's
+// pairs), and the row's group of G lanes takes, with the saved mean and invstd, each channel's
+// sums of du and du * x-hat (a sub-group of W lanes a channel, then a butterfly over those W),
+// then
 //   dx = w_c * invstd * du - c1 - (x - mean) * c2,
 //   c1 = invstd * sum_g / L,  c2 = invstd^2 * sum_gx / L,
 //   sum_g = sum over the row's channels c of w_c * sum du,  sum_gx likewise with du * x-hat,
@@ -62,28 +63,35 @@ __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroups
   // dy, then du over it: whole packs after x's, addressed as packs so that the compiler sees them
   // 16-byte aligned (from xs + chunk it loaded dz's packs as single elements).
   T* dys = reinterpret_cast<T*>(reinterpret_cast<dev::Pack<T, E>*>(shared_bytes) + g.chunk / E);
+  // (weight, SiLU's bias) pairs after dy's rows (whole packs, so 8-byte aligned).
+  float2* coefs = reinterpret_cast<float2*>(dys + g.chunk);
   const RowGroupThread t = locate_row_group(g);
+  const float* bias = kSource == kSiluOfU ? p.bias : nullptr;
+  // The row's statistics and this thread's first pair load before the staging, to wait with it.
+  const int row_index = t.row0 + t.r;
+  const float mean = t.active ? p.save_mean[row_index] : 0.0f;
+  const float invstd = t.active ? p.save_invstd[row_index] : 0.0f;
+  const float2 first_coef = first_row_group_coef(g, t, p.weight, bias);
   stage_row_groups<T, 2>(
       {static_cast<const T*>(p.x) + t.first, static_cast<const T*>(p.dy) + t.first}, {xs, dys},
       t.count, p.vector_access);
+  stage_row_group_coefs(g, t, p.weight, bias, first_coef, coefs);
   __syncthreads();
 
-  const int row_index = t.row0 + t.r;
   const int64_t row_first = t.first + int64_t{t.r} * g.len;  // the row's first element
   T* xrow = xs + t.r * g.len;
   T* dyrow = dys + t.r * g.len;
-  const float mean = t.active ? p.save_mean[row_index] : 0.0f;
-  const float invstd = t.active ? p.save_invstd[row_index] : 0.0f;
-  const int c0 = (row_index % g.rows_per_sample) * g.channels_per_row;
+  const float2* row_coefs = coefs + t.r * g.channels_per_row;
   struct Coef {
     float w, scale, bias;  // weight, invstd * weight, and SiLU's bias
   };
   Coef k{0.0f, 0.0f, 0.0f};
   auto load_coef = [&](int j, bool has) {
     if (has) {
-      k.w = p.weight ? p.weight[c0 + j] : 1.0f;
+      const float2 wb = row_coefs[j];
+      k.w = wb.x;
       k.scale = invstd * k.w;
-      k.bias = kSource == kSiluOfU && p.bias ? p.bias[c0 + j] : 0.0f;
+      k.bias = wb.y;
     }
   };
   // du of element i of the row (valid), with act' from the mask bit, y or z.

@@ -814,11 +814,12 @@ TEST(ChannelPlan, RowsUpToAPackInRegisters) {
   EXPECT_TRUE(plan_short_rows(fewer, 2).use);
 }
 
-// Rows above a pack and below 4 KiB, whole packs or not, take a group of G lanes a row (the fewest powers
-// of two that leave at most 128 bytes a lane and meet at most 2-way bank conflicts), 256 / G rows
-// a block (whole packs together), channels walked by sub-groups of W = min(G, largest power of
-// two <= S) lanes; never with the resident rows or the rows in registers, and rows of 4 KiB or
-// more not at all. The conflict count itself against hand-counted walks.
+// Rows above a pack and below 4 KiB, whole packs or not, take a group of G lanes a row (the fewest
+// powers of two that leave at most 32 bytes a lane, 32 above 1 KiB, and meet at most 2-way bank
+// conflicts), 256 / G rows a block (whole packs together) with their R * C/G coefficient pairs,
+// channels walked by sub-groups of W = min(G, largest power of two <= S) lanes; never with the
+// resident rows or the rows in registers, and rows of 4 KiB or more, or group norm with more than
+// 256 channels a group, not at all. The conflict count itself against hand-counted walks.
 TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
   using nk::cuda::plan_row_groups;
   using nk::cuda::row_groups_bank_conflicts;
@@ -837,24 +838,28 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
       {ChannelNorm::kInstance, 4, 16, 5, 1, NK_NCHW, 4, true, 5, 1, 1, 1, 5},         // fp32
       // fp32 rows of 8: one or two lanes a row would be 8-way and 4-way, four lanes 2-way
       {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 4, true, 8, 4, 4, 1, 2},
-      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 1, 1, 1, 49},      // 7 x 7
-      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 4, true, 49, 2, 2, 1, 25},      // 128 B
-      {ChannelNorm::kInstance, 4, 16, 196, 1, NK_NCHW, 2, true, 196, 4, 4, 1, 49},    // 14 x 14
-      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 2, true, 784, 16, 16, 1, 49},  // 28 x 28
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 4, 4, 1, 13},      // 7 x 7
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 4, true, 49, 8, 8, 1, 7},       // 196 B
+      {ChannelNorm::kInstance, 4, 16, 196, 1, NK_NCHW, 2, true, 196, 16, 16, 1, 13},  // 14 x 14
+      {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 2, true, 784, 32, 32, 1, 25},  // 28 x 28
       {ChannelNorm::kInstance, 4, 16, 784, 1, NK_NCHW, 4, true, 784, 32, 32, 1, 25},  // 3136 B
       {ChannelNorm::kInstance, 4, 16, 64, 1, NK_NCHW, 2, true, 64, 16, 16, 1, 4},     // 8 x 8
       {ChannelNorm::kInstance, 4, 16, 1024, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},     // 4 KiB
       {ChannelNorm::kInstance, 4, 16, 2047, 1, NK_NCHW, 2, true, 2047, 32, 32, 1, 64},
       {ChannelNorm::kInstance, 4, 16, 2048, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // 4 KiB
       {ChannelNorm::kInstance, 4, 16, 3000, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // not packs
-      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 1, 1, 1, 49},       // C = 1
+      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 4, 4, 1, 13},       // C = 1
       {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NHWC, 2, false, 0, 0, 0, 0, 0},       // channels
       {ChannelNorm::kBatch, 4, 16, 49, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},          // batch norm
-      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 16, 16, 10, 4},      // 8 x 8, 10
+      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 32, 32, 10, 2},      // 8 x 8, 10
       {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 4, true, 640, 32, 32, 10, 2},
-      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 1, 1, 12, 3},          // 12 of 3
-      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 2, 2, 8, 4},           // 8 of 7
+      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 4, 2, 6, 2},           // 12 of 3
+      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 4, 4, 8, 2},           // 8 of 7
       {ChannelNorm::kGroup, 6, 64, 2, 2, NK_NCHW, 4, true, 64, 16, 2, 4, 1},          // 32 of 2
+      // 256 channels of 2 a group: 32 lanes, 8 rows a block, 2048 coefficient pairs; 257 too many
+      {ChannelNorm::kGroup, 2, 512, 2, 2, NK_NCHW, 2, true, 512, 32, 2, 16, 1},
+      {ChannelNorm::kGroup, 2, 514, 2, 2, NK_NCHW, 2, false, 0, 0, 0, 0, 0},
+      {ChannelNorm::kGroup, 2, 600, 3, 2, NK_NCHW, 4, false, 0, 0, 0, 0, 0},          // 300 of 3
       {ChannelNorm::kGroup, 0, 32, 7, 4, NK_NCHW, 2, false, 0, 0, 0, 0, 0},           // empty
   };
   for (const Want& w : list) {
@@ -876,7 +881,7 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
     EXPECT_EQ(r.channel_batches, w.channel_batches);
     EXPECT_EQ(r.channel_steps, w.channel_steps);
     EXPECT_EQ(r.rows_per_block, 256 / w.lanes);
-    EXPECT_LE(int64_t{r.len} * w.elem, 128 * r.lanes);  // at most 128 bytes a lane
+    EXPECT_TRUE(int64_t{r.len} * w.elem <= 32 * r.lanes || r.lanes == 32);  // 32 bytes a lane
     EXPECT_LE(row_groups_bank_conflicts(r.len, w.elem, r.lanes), 2);
     // A block's rows are whole packs: every block starts on a pack boundary.
     EXPECT_EQ(int64_t{r.rows_per_block} * r.len % (16 / w.elem), 0);
@@ -886,6 +891,9 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
     const int64_t s = w.kind == ChannelNorm::kInstance ? w.len : w.s;
     EXPECT_GE(int64_t{r.channel_batches} * (r.lanes / r.channel_lanes), channels);
     EXPECT_GE(int64_t{r.channel_steps} * r.channel_lanes, s);
+    // The block's coefficient pairs, within their bound.
+    EXPECT_EQ(r.coefs, r.rows_per_block * channels);
+    EXPECT_LE(r.coefs, 2048);
   }
   // Bank conflicts, counted by hand: rows of 64 bf16 elements (32 words) at one lane a row put all
   // 32 lanes' words on one bank (32), at 16 lanes a row the 2 rows' words share banks (2); rows of

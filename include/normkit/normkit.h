@@ -344,8 +344,9 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
  *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
- *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB); other shapes
- *   read x twice (statistics, then y).
+ *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB); NCHW or
+ *   C == 1 rows shorter than 4 KiB likewise, several rows a block; other shapes read x twice
+ *   (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
  * num_batches_tracked for instance norm: pass NULL for parity.
@@ -405,7 +406,8 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
  *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
  *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB,
- *   a block per tile keeps it (up to 88 KiB) the same way.
+ *   a block per tile keeps it (up to 88 KiB) the same way. NCHW or C == 1 rows shorter than
+ *   4 KiB likewise, several rows a block, where S >= 2 and C/groups <= 256.
  *   Other shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
 
