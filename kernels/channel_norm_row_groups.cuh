@@ -122,8 +122,8 @@ __device__ __forceinline__ float2 row_group_coef(const RowGroupsGeometry& g,
 
 // The block's rows' coefficient pairs in shared memory (coefs[k], slot k as row_group_coef's):
 // `first` is this thread's first, slot threadIdx.x, which the caller loaded before staging x so
-// that both loads wait together; the rest (only where a block has more pairs than threads, S < 8)
-// are loaded here.
+// that both loads wait together; the rest (only where a block has more pairs than threads: group
+// norm with many channels a row, such as 32 channels of 2 at 16 rows a block) are loaded here.
 __device__ __forceinline__ void stage_row_group_coefs(const RowGroupsGeometry& g,
                                                       const RowGroupThread& t, const float* weight,
                                                       const float* bias, float2 first,
