@@ -38,7 +38,6 @@ struct RowGroupsGeometry {
   int channel_batches;     // ceil(channels_per_row / (G / W))
   int channel_steps;       // ceil(s / W)
   int chunk;               // R * L: elements of a block's rows (whole packs)
-  int coefs;               // R * channels_per_row: (weight, bias) pairs a block stages
 };
 
 struct RowGroupsParams : OneReadForwardIo {
@@ -277,7 +276,6 @@ inline RowGroupsGeometry row_groups_geometry(const ChannelShape& s, const RowGro
   g.channel_batches = r.channel_batches;
   g.channel_steps = r.channel_steps;
   g.chunk = r.rows_per_block * r.len;
-  g.coefs = r.coefs;
   return g;
 }
 
@@ -291,7 +289,7 @@ void launch_row_groups(const RowGroupsParams& p, const RowGroupsPlan& plan, int 
   const bool signs = activation == NK_ACTIVATION_RELU && p.mask != nullptr;
   const size_t bytes =
       static_cast<size_t>(p.g.chunk) * (sizeof(T) * (residual ? 2 : 1) + (signs ? 1 : 0)) +
-      static_cast<size_t>(p.g.coefs) * sizeof(float2);
+      static_cast<size_t>(plan.coefs) * sizeof(float2);
   with_forward_fusion(activation, residual, [&](auto act, auto res) {
     launch_blocks(forward_row_groups<T, decltype(act)::value, decltype(res)::value>, plan.blocks,
                   kRowGroupsBlock, bytes, stream, p);
