@@ -390,8 +390,9 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
   t.pos_packs = 1;
   t.len = shape.s * e;
   t.head_len = bytes <= staged_limit ? t.len : staged_limit / elem_bytes;
-  // About 8 packs a thread (a pack a position), in whole warps.
-  const int64_t want = ceil_div(ceil_div(shape.s, 8), 32) * 32;
+  // About 8 packs a thread over the staged tensors (a pack a position; see the header), in whole
+  // warps.
+  const int64_t want = ceil_div(ceil_div(shape.s * staged_tensors, 8), 32) * 32;
   t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
                                : want > kResidentMaxThreads ? kResidentMaxThreads
                                                             : want);
@@ -418,7 +419,8 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
   t.packs = packs;
   t.head_packs = bytes <= staged_limit ? packs : staged_limit / 16;
   t.slot_magic = static_cast<uint32_t>(((int64_t{1} << 31) + seg_packs - 1) / seg_packs);
-  const int64_t want = ceil_div(ceil_div(packs, 8), 32) * 32;
+  // About 8 packs a thread over the staged tensors (see the header), in whole warps.
+  const int64_t want = ceil_div(ceil_div(packs * staged_tensors, 8), 32) * 32;
   t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
                                : want > kResidentMaxThreads ? kResidentMaxThreads
                                                             : want);

@@ -394,7 +394,8 @@ struct GroupTilePlan {
   int64_t len;          // elements of a tile: S * k * C/G
   int64_t head_len;     // elements of a tile staged per tensor (its first packs, position by
                         // position)
-  int threads;          // per block: a multiple of 32 and of P, about 8 packs each, <= 512
+  int threads;          // per block: a multiple of 32 and of P, about 8 packs each (instance
+                        // tiles: over the staged tensors), <= 512
 };
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
@@ -405,7 +406,11 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // plan_group_tiles' (a tile of S * 16 bytes: forward 4 KiB to twice kGroupTileMaxBytes; the
 // training backward, x and dy staged (`staged_tensors` 2, channel_norm_instance_tile_backward.cuh),
 // to kGroupTileMaxBytes with heads of half of it each, fewer than kResidentMinRows tiles only when
-// staged whole).
+// staged whole). The threads take about 8 packs each over the staged tensors, so the backward's
+// block has twice the forward's threads (to 512): in GPGPU-Sim's timing mode (RTX 3070 config),
+// IN N2 C64 32x32 NHWC bf16's backward took 24398 cycles with the forward's 128 threads, 22074
+// with 256. (Group norm's tiles keep the forward's block: twice the threads took its N2 C320 16x16
+// backward from 24654 to 28606 cycles, its reductions growing with the block.)
 GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
                                   int staged_tensors = 1);
 
@@ -423,16 +428,20 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
 // only tiles of at most half of kResidentMaxBytes, staged whole: fewer blocks than SMs each
 // staging a large tile would serialize what the walk spreads over the whole GPU. The training
 // backward (channel_norm_batch_tile_backward.cuh) stages x and dy (`staged_tensors` 2): half
-// those bounds for each, the same block for the same tile. The block depends on the shape only,
-// and a pack's values are the same from either place, so every output bit does. Test-only knob NORMKIT_TEST_BATCH_WALK=1: never taken, so that the
-// tests reach batch norm's NCHW walk at small shapes.
+// those bounds for each, and threads of about 8 packs over both tensors, twice the forward's (to
+// 512), as the instance tiles' (timing mode: BN N16 C64 14x14 NCHW bf16's backward 22382 cycles
+// with the forward's 64 threads, 16787 with 128). The block depends on the shape only, and a
+// pack's values are the same from either place, so every output bit does. Test-only knob
+// NORMKIT_TEST_BATCH_WALK=1: never taken, so that the tests reach batch norm's NCHW walk at small
+// shapes.
 struct BatchTilePlan {
   bool use;
   int seg_packs;        // Q: packs staged per sample
   int64_t packs;        // N * Q: packs of a channel's tile, at most kBatchTileMaxPacks
   int64_t head_packs;   // the tile's first packs staged (of each staged tensor): all, or
                         // kResidentMaxBytes / staged_tensors of them
-  int threads;          // per block: about 8 packs each in whole warps, in [64, 512]
+  int threads;          // per block: about 8 packs each (over the staged tensors) in whole
+                        // warps, in [64, 512]
   uint32_t slot_magic;  // batch_tile_run's multiplier for Q
 };
 BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);

@@ -1034,7 +1034,8 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
 }
 
 // The training backward stages x and dy in the same tiles: to 88 KiB, each tensor's first 44 KiB
-// staged, or to 44 KiB (staged whole) with fewer than 128 tiles; the forward's block.
+// staged, or to 44 KiB (staged whole) with fewer than 128 tiles; twice the forward's threads (8
+// packs of x and dy a thread), to 512.
 TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
   using nk::cuda::plan_instance_tiles;
   struct Want {
@@ -1042,16 +1043,18 @@ TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
     int elem;
     bool use;
     int64_t head_len;
+    int threads;  // a warp per 128 positions (8 packs of x and dy a thread), in [64, 512]
   };
   const Want list[] = {
-      {16, 64, 256, 2, true, 2048},     // 4 KiB, 128 tiles
-      {8, 64, 2816, 2, true, 22528},    // 44 KiB staged whole, 64 tiles
-      {8, 64, 2817, 2, false, 0},       // above 44 KiB with 64 tiles
-      {16, 64, 2817, 2, true, 22528},   // 128 tiles: the rest of x and dy reread
-      {16, 64, 5632, 2, true, 22528},   // 88 KiB
-      {16, 64, 5633, 2, false, 0},      // above
-      {16, 64, 75 * 75, 2, true, 22528},  // 90000 bytes (75x75), 128 tiles
-      {16, 32, 2816, 4, true, 11264},   // fp32: 4 channels a tile, 128 tiles
+      {16, 64, 256, 2, true, 2048, 64},      // 4 KiB, 128 tiles (the forward: 32 -> 64)
+      {16, 64, 1000, 2, true, 8000, 256},    // 250 -> 256 (the forward: 128)
+      {8, 64, 2816, 2, true, 22528, 512},    // 44 KiB staged whole, 64 tiles: 704 -> 512
+      {8, 64, 2817, 2, false, 0, 0},         // above 44 KiB with 64 tiles
+      {16, 64, 2817, 2, true, 22528, 512},   // 128 tiles: the rest of x and dy reread
+      {16, 64, 5632, 2, true, 22528, 512},   // 88 KiB
+      {16, 64, 5633, 2, false, 0, 0},        // above
+      {16, 64, 75 * 75, 2, true, 22528, 512},  // 90000 bytes (75x75), 128 tiles
+      {16, 32, 2816, 4, true, 11264, 512},   // fp32: 4 channels a tile, 128 tiles
   };
   for (const Want& w : list) {
     const ChannelShape shape{ChannelNorm::kInstance, w.n, w.c, w.s, NK_NHWC,
@@ -1061,7 +1064,7 @@ TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
     EXPECT_EQ(t.use, w.use);
     if (!w.use) continue;
     EXPECT_EQ(t.head_len, w.head_len);
-    EXPECT_EQ(t.threads, plan_instance_tiles(shape, w.elem).threads);
+    EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.tiles, plan_instance_tiles(shape, w.elem).tiles);
   }
 }
@@ -1182,15 +1185,16 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
   }
-  // The training backward stages x and dy: half the bounds for each, the same block.
+  // The training backward stages x and dy: half the bounds for each, twice the forward's threads
+  // (8 packs of x and dy a thread), to 512.
   const Want backward[] = {
-      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 224},    // 28 KiB of each
-      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3072, 416},   // 52 KiB of each: 48 staged
-      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3072, 416},  // 49 KiB of each: 48 staged
-      {3072, 128, 8, NK_NCHW, 2, true, 1, 3072, 384},       // 48 KiB of each, staged whole
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 448},    // 28 KiB of each
+      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3072, 512},   // 52 KiB of each: 48 staged
+      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3072, 512},  // 49 KiB of each: 48 staged
+      {3072, 128, 8, NK_NCHW, 2, true, 1, 3072, 512},       // 48 KiB of each, staged whole
       {6144, 128, 8, NK_NCHW, 2, true, 1, 3072, 512},       // 96 KiB of each: half staged
       {6145, 128, 8, NK_NCHW, 2, false, 0, 0, 0},           // a pack above
-      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 96},        // 64 channels, 10.5 KiB of each
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 192},       // 64 channels, 10.5 KiB of each
       {230, 64, 7 * 7, NK_NCHW, 2, false, 0, 0, 0},         // 64 channels, 25.2 KiB: above 24
   };
   for (const Want& w : backward) {

@@ -942,6 +942,52 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
   }
 }
 
+// Tiles that give each thread more packs than its loops hold in flight at once, so that their turns
+// repeat, the last one partial, with one block of the most threads. Group norm in NHWC, one group
+// of a pack of channels, forward over 5000 positions (80000 bytes staged whole, 9.8 packs a
+// thread). Instance norm in NHWC, a pack of channels, forward over 9000 positions (144000 bytes:
+// 88 KiB staged, the rest read in each pass; 17.6 packs a thread). Both backward over 2816
+// positions (44 KiB of x and of dy, staged whole: group norm 352 threads, 8 packs of each;
+// instance norm 512, 5.5 of each). Against the CPU, then the bytes across pointers and heads.
+TEST_P(GpuChannelNorm, TilesOfManyPacksAThreadMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NHWC) {
+    GTEST_SKIP() << "group and instance norm tiles in NHWC";
+  }
+  if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
+  const int elem = static_cast<int>(elem_size(c.dtype));
+  const int64_t e = 16 / elem;
+  const bool group = c.family == Family::kGroup;
+  auto plan = [&](const ChannelCase& k, int staged_tensors) {
+    const nk::ChannelShape shape{group ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
+                                 k.n, k.c, k.s, NK_NHWC, c.dtype, k.groups};
+    return group ? nk::cuda::plan_group_tiles(shape, elem, staged_tensors)
+                 : nk::cuda::plan_instance_tiles(shape, elem, staged_tensors);
+  };
+  const Buffer w(NK_F32, rng_.normal(e, 1.0, 0.5)), b(NK_F32, rng_.normal(e));
+  const DeviceBuffer wd(w), bd(b);
+
+  const ChannelCase fwd{c.family, 1, e, group ? 5000 : 9000, NK_NHWC, 1};
+  const nk::cuda::GroupTilePlan f = plan(fwd, 1);
+  ASSERT_TRUE(f.use);
+  ASSERT_EQ(f.threads, 512);
+  ASSERT_GT(f.len / e, 2 * 4 * 512);        // three turns of 4 packs at least
+  ASSERT_EQ(f.head_len < f.len, !group);  // instance norm: a tail
+  check_one_read_forward(fwd);
+  const Buffer x(c.dtype, rng_.normal(fwd.n * fwd.c * fwd.s, 1.0, 3.0));
+  forward_bytes_across_heads(fwd, nk_norm_params_default(), x, wd, bd, f.len * elem);
+
+  const ChannelCase bwd{c.family, 1, e, 2816, NK_NHWC, 1};
+  const nk::cuda::GroupTilePlan t = plan(bwd, 2);
+  ASSERT_TRUE(t.use);
+  ASSERT_EQ(t.head_len, t.len);                // staged whole
+  ASSERT_GT(t.len / e, 4 * int64_t{t.threads});  // two turns of 4 packs of each at least
+  check_backward(bwd, NK_TRAINING);
+  check_backward(bwd, NK_TRAINING, 1);
+  const Buffer xb(c.dtype, rng_.normal(bwd.n * bwd.c * bwd.s, 1.0, 3.0));
+  backward_bytes_across_heads(bwd, xb, wd, t.len * elem);
+}
+
 // Batch norm in NCHW reads x once where a channel's N runs of S fit a block (batch_tile_shapes):
 // the forward against the CPU (check_one_read_forward: with and without running buffers, the
 // cumulative average over three steps, |mean| / std = 1e4 in fp32, misaligned pointers), then the
