@@ -641,7 +641,8 @@ void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r
   p.inv_len = 1.0f / static_cast<float>(r.len);
   p.vector_access = vector_access(a);
   // x's and dy's rows, then the coefficient pairs.
-  const size_t bytes = size_t{2} * p.g.chunk * sizeof(T) + size_t{1} * r.coefs * sizeof(float2);
+  const size_t bytes =
+      size_t{2} * p.g.chunk * sizeof(T) + static_cast<size_t>(r.coefs) * sizeof(float2);
   with_fusion(a, [&](auto src, auto residual) {
     constexpr int kSource = decltype(src)::value;
     constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;

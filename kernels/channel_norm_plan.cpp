@@ -321,9 +321,10 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   const int64_t s = shape.kind == ChannelNorm::kInstance ? len : shape.s;
   const int64_t channels = len / s;
   const int lanes = row_group_lanes(len, elem_bytes);
+  const int rows_per_block = kRowGroupsBlock / lanes;
   // The block's coefficient pairs: at most 8192 / (elem_bytes * S) below 32 lanes (32 bytes a
-  // lane), so only rows above 1 KiB with more than 256 channels can pass the bound.
-  r.use = kRowGroupsBlock / lanes * channels <= kRowGroupsMaxCoefs;
+  // lane), so only rows above 1 KiB with more than 256 channels can exceed the bound.
+  r.use = rows_per_block * channels <= kRowGroupsMaxCoefs;
   if (!r.use) return r;
   int w = 1;
   while (w * 2 <= lanes && w * 2 <= s) w *= 2;
@@ -331,8 +332,8 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes) {
   r.channel_lanes = w;
   r.channel_batches = static_cast<int>((channels + lanes / w - 1) / (lanes / w));
   r.channel_steps = static_cast<int>((s + w - 1) / w);
-  r.rows_per_block = kRowGroupsBlock / lanes;
-  r.coefs = static_cast<int>(r.rows_per_block * channels);
+  r.rows_per_block = rows_per_block;
+  r.coefs = static_cast<int>(rows_per_block * channels);
   r.blocks = (r.rows + r.rows_per_block - 1) / r.rows_per_block;
   return r;
 }
