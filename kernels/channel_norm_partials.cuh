@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kPartialBlock)
         float xp[E], dp[E] = {}, ap[E] = {};
         load_pack(xp, dp, ap);
 #pragma unroll
-        for (int i = 0; i < E; ++i) xv[u * E + i] = xp[i], dv[u * E + i] = dp[i], av[u * E + i] = ap[i];
+        for (int i = 0; i < E; ++i)
+          xv[u * E + i] = xp[i], dv[u * E + i] = dp[i], av[u * E + i] = ap[i];
       }
       if constexpr (Op::kFold) local.fold(xv, dv, av);
       local.push(st, xv, dv);
@@ -392,17 +393,70 @@ struct WalkStates<Op, E, true> {
   __device__ dev::Welford get(int i) const { return dev::welford_lane(lanes, i); }
 };
 
+// The block's states in shared memory for the tree over its rows, element i's of the threads side
+// by side, so that a warp's accesses to one element are consecutive words: thread-major
+// ([thread][E]) put the lanes E states apart, on the same banks (a 16- or 32-way conflict at every
+// access of the tree; the forward's 16-byte Welford states spent more shared-memory cycles there
+// than the walk took to load x). By default the Op's states, merged by Op::merge.
+template <class Op, int E, bool kLanes = Op::kWelfordLanes>
+struct WalkTree {
+  using State = typename Op::State;
+  State s[E][kPartialBlock];
+  __device__ void put(int t, const WalkStates<Op, E>& st) {
+#pragma unroll
+    for (int i = 0; i < E; ++i) s[i][t] = st.get(i);
+  }
+  __device__ void merge(const Op& op, int t, int u) {  // t's states := merge(t's, u's)
+#pragma unroll
+    for (int i = 0; i < E; ++i) s[i][t] = op.merge(s[i][t], s[i][u]);
+  }
+  __device__ State get(int i, int t) const { return s[i][t]; }
+};
+
+// Welford lanes (Op::merge is dev::welford_merge_approx): a thread's E states share their count,
+// and so do the pair a merge joins, so b's share of the merged count is taken once for the E
+// lanes (one int64 -> float conversion and one reciprocal a pair, where a merge per state took E)
+// and each lane only combines its mean and m2: the same arithmetic, so the same bits, as
+// welford_merge_approx state by state. 8E + 8 bytes a thread, where the states took 16E.
+template <class Op, int E>
+struct WalkTree<Op, E, true> {
+  int64_t count[kPartialBlock];
+  float mean[E][kPartialBlock];
+  float m2[E][kPartialBlock];
+  __device__ void put(int t, const WalkStates<Op, E>& st) {
+    const dev::Welford first = st.get(0);
+    count[t] = first.count;
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const dev::Welford w = st.get(i);
+      mean[i][t] = w.mean;
+      m2[i][t] = w.m2;
+    }
+  }
+  __device__ void merge(const Op&, int t, int u) {
+    const int64_t b = count[u];
+    if (b == 0) return;  // welford_merge_approx's empty b
+    const int64_t a = count[t];
+    const float merged = static_cast<float>(a + b), b_count = static_cast<float>(b);
+    const float share = dev::welford_share(merged, b_count, a == 0);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      dev::welford_combine(mean[i][t], m2[i][t], mean[i][u], m2[i][u], merged - b_count, share);
+    }
+    count[t] = a + b;
+  }
+  __device__ dev::Welford get(int i, int t) const {
+    return dev::Welford{count[t], mean[i][t], m2[i][t]};
+  }
+};
+
 template <class Op, class T, int E, ChannelWalk kWalk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
   using State = typename Op::State;
   constexpr bool kPeriodic = kWalk != ChannelWalk::kChannels;
   constexpr int kTile = 4;  // positions (kPeriodic: rows of L) per tile
-  // Element i's states of the block's threads side by side, so that a warp's accesses to one
-  // element are consecutive words: thread-major ([thread][E]) put the lanes E states apart, on the
-  // same banks (a 16- or 32-way conflict at every access of the tree below; the forward's 16-byte
-  // Welford states spent more shared-memory cycles there than the walk took to load x).
-  __shared__ State staged[E][kPartialBlock];
+  __shared__ WalkTree<Op, E> tree;
   const int lanes = plan.lanes, rows = plan.block_rows();
   const int tx = threadIdx.x % lanes, ty = threadIdx.x / lanes;
   const int64_t pack = int64_t{blockIdx.x} * lanes + tx;
@@ -481,32 +535,26 @@ __global__ void __launch_bounds__(kPartialBlock)
         st.push(local, xp, dp, ap);
       }
     }
-#pragma unroll
-    for (int i = 0; i < E; ++i) staged[i][threadIdx.x] = st.get(i);
+    tree.put(threadIdx.x, st);
     __syncthreads();
     for (int stride = rows > 1 ? top : 0; stride > 0; stride /= 2) {
-      if (ty < stride && ty + stride < rows) {
-#pragma unroll
-        for (int i = 0; i < E; ++i) {
-          staged[i][threadIdx.x] =
-              op.merge(staged[i][threadIdx.x], staged[i][threadIdx.x + stride * lanes]);
-        }
-      }
+      if (ty < stride && ty + stride < rows)
+        tree.merge(op, threadIdx.x, threadIdx.x + stride * lanes);
       __syncthreads();
     }
     if constexpr (kWalk == ChannelWalk::kPeriod) {
-      // Row 0 holds the block's states of the L elements of a row, element j at
-      // staged[j % E][j / E]: channel c's are c, c + C, ..., merged in that order.
+      // Row 0 holds the block's states of the L elements of a row, element j as state j % E of
+      // thread j / E: channel c's are c, c + C, ..., merged in that order.
       for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
-        State merged = staged[c % E][c / E];
+        State merged = tree.get(c % E, c / E);
         for (int64_t j = c + plan.c; j < width; j += plan.c)
-          merged = op.merge(merged, staged[j % E][j / E]);
+          merged = op.merge(merged, tree.get(j % E, j / E));
         out[item * plan.c + c] = merged;  // partial_index
       }
     } else if (ty == 0 && valid) {
 #pragma unroll
       for (int i = 0; i < E; ++i)  // partial_index (kSplitPeriod: an occurrence's chunk)
-        out[item * width + pack * E + i] = staged[i][tx];
+        out[item * width + pack * E + i] = tree.get(i, tx);
     }
     __syncthreads();
   }

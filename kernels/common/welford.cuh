@@ -62,21 +62,35 @@ NK_HOST_DEVICE Welford welford_merge(Welford a, Welford b) {
 // answering alike, as the rsqrtf of every finalize already rests on MUFU.RSQ. Where registers are
 // tight and the merge is rare (the split row kernels hold a slice in registers across it),
 // welford_merge's division costs fewer registers.
+// Its two steps, which a merge of states that share their counts (a walk's WelfordLanes) calls
+// apart, once a pair and once a lane, for the same bits: b's share of the merged count (1 where a
+// is empty), then the merged mean and m2 of one pair from that share and a's count.
+NK_HOST_DEVICE float welford_share(float merged, float b_count, bool a_empty) {
+#ifdef __CUDA_ARCH__
+  float inverse;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inverse) : "f"(merged));
+  return a_empty ? 1.0f : b_count * inverse;
+#else
+  return a_empty ? 1.0f : b_count / merged;
+#endif
+}
+
+NK_HOST_DEVICE void welford_combine(float& mean, float& m2, float b_mean, float b_m2, float a_count,
+                                    float b_share) {
+  const float delta = b_mean - mean;
+  mean = mean + delta * b_share;
+  m2 = m2 + (b_m2 + delta * delta * a_count * b_share);
+}
+
 NK_HOST_DEVICE Welford welford_merge_approx(Welford a, Welford b) {
   if (b.count == 0) return a;
   const int64_t n = a.count + b.count;
   const float merged = static_cast<float>(n);
   const float b_count = static_cast<float>(b.count);
-#ifdef __CUDA_ARCH__
-  float inverse;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(inverse) : "f"(merged));
-  const float b_share = a.count == 0 ? 1.0f : b_count * inverse;
-#else
-  const float b_share = a.count == 0 ? 1.0f : b_count / merged;
-#endif
-  const float delta = b.mean - a.mean;
-  return Welford{n, a.mean + delta * b_share,
-                 a.m2 + (b.m2 + delta * delta * (merged - b_count) * b_share)};
+  const float b_share = welford_share(merged, b_count, a.count == 0);
+  Welford r{n, a.mean, a.m2};
+  welford_combine(r.mean, r.m2, b.mean, b.m2, merged - b_count, b_share);
+  return r;
 }
 
 // Adds K values at once: an exact two-pass over them (their mean, then their squared deviations
