@@ -8,7 +8,11 @@
 //   template <int K> void Local::push_some(State&, const float (&x)[K], const float (&dy)[K],
 //                                          const bool (&use)[K]) const;  // the flagged values
 //   static constexpr bool kWelfordLanes;  // State is dev::Welford of x - Local::shift (float
-//                                         // shift): a channels walk keeps WalkStates' lanes
+//                                         // shift): a channels walk keeps WalkStates' lanes,
+//                                         // and takes its pack's locals at once from
+//   template <int E, bool kWrap> void locals(int64_t n, int64_t c, Local (&out)[E]) const;
+//                                         // local(n, c + i), i < E (kWrap: back to channel 0
+//                                         // at C, as a period's elements do)
 //   static constexpr bool kFold, kAux;   // the backward's fused forms (else both false):
 //   template <int E> void load_aux(int64_t i, float (&aux)[E]) const;  // kAux: at element i
 //   template <int K> void Local::fold(const float (&x)[K], float (&dy)[K],
@@ -479,22 +483,36 @@ __global__ void __launch_bounds__(kPartialBlock)
       decltype(op.local(0, 0)) local[E];
       // Per item, so nothing of this is per element (stepping the channel with a wrap inside the
       // walk took the SiLU gradient sums from 128 to 221 registers): each element's channel
-      // stepped from the first one's, back to 0 where a period wraps; a column walk's (see
-      // column_view) advances every plan.columns columns.
-      int64_t col = c_first, ch = c_first;
-      int q = 0;
-      if (plan.columns > 1) {
-        ch = column_channel(c_first, plan.columns);
-        q = static_cast<int>(c_first - ch * plan.columns);
-      }
-#pragma unroll
-      for (int i = 0; i < E; ++i) {
-        local[i] = op.local(slot, ch);
-        if (kPeriodic && ++col == plan.c) {
-          col = 0, ch = 0, q = 0;
-        } else if (++q == plan.columns) {
-          q = 0, ++ch;
+      // stepped from the first one's, back to 0 where a period wraps (Op::locals); a column
+      // walk's (see column_view) advances every plan.columns columns.
+      auto step_locals = [&] {
+        int64_t col = c_first, ch = c_first;
+        int q = 0;
+        if (plan.columns > 1) {
+          ch = column_channel(c_first, plan.columns);
+          q = static_cast<int>(c_first - ch * plan.columns);
         }
+#pragma unroll
+        for (int i = 0; i < E; ++i) {
+          local[i] = op.local(slot, ch);
+          if (kPeriodic && ++col == plan.c) {
+            col = 0, ch = 0, q = 0;
+          } else if (++q == plan.columns) {
+            q = 0, ++ch;
+          }
+        }
+      };
+      // The statistics' Op steps the statistic too (Op::locals); the gradient sums keep the
+      // loop above, whose registers the SiLU and y-derivative walks have none to spare for a
+      // second form (it spilled 8 to 12 bytes at their 128).
+      if constexpr (Op::kWelfordLanes) {
+        if (plan.columns > 1) {
+          step_locals();
+        } else {
+          op.template locals<E, kPeriodic>(slot, c_first, local);
+        }
+      } else {
+        step_locals();
       }
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
