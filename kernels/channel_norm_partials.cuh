@@ -503,8 +503,8 @@ __global__ void __launch_bounds__(kPartialBlock)
         }
       };
       // The statistics' Op steps the statistic too (Op::locals); the gradient sums keep the
-      // loop above, whose registers the SiLU and y-derivative walks have none to spare for a
-      // second form (it spilled 8 to 12 bytes at their 128).
+      // loop above: with both forms in the kernel, the sums that take act' from y spilled 8 to
+      // 12 bytes (bf16 and fp16) at their 128 registers.
       if constexpr (Op::kWelfordLanes) {
         if (plan.columns > 1) {
           step_locals();
