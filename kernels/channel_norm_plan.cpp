@@ -17,6 +17,15 @@ int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 // threads, idle). Within one tile: a lane a pack.
 int64_t tile_lanes(int64_t packs) { return ceil_div(packs, ceil_div(packs, 32)); }
 
+// The block of the instance and batch tiles for `packs` packs over the staged tensors: about 8
+// packs a thread, in whole warps, within [kResidentMinThreads, kResidentMaxThreads].
+int tile_block(int64_t packs) {
+  const int64_t want = ceil_div(ceil_div(packs, 8), 32) * 32;
+  return static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
+                          : want > kResidentMaxThreads ? kResidentMaxThreads
+                                                       : want);
+}
+
 // Instance or group norm with each statistic one contiguous row (NCHW, or NHWC with C == 1, and
 // S > 1), not empty: the layout of the three one-read row paths.
 bool one_read_rows_layout(const ChannelShape& shape) {
@@ -391,12 +400,7 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
   t.pos_packs = 1;
   t.len = shape.s * e;
   t.head_len = bytes <= staged_limit ? t.len : staged_limit / elem_bytes;
-  // About 8 packs a thread over the staged tensors (a pack a position; see the header), in whole
-  // warps.
-  const int64_t want = ceil_div(ceil_div(shape.s * staged_tensors, 8), 32) * 32;
-  t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
-                               : want > kResidentMaxThreads ? kResidentMaxThreads
-                                                            : want);
+  t.threads = tile_block(shape.s * staged_tensors);  // a pack a position (see the header)
   return t;
 }
 
@@ -420,11 +424,7 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
   t.packs = packs;
   t.head_packs = bytes <= staged_limit ? packs : staged_limit / 16;
   t.slot_magic = static_cast<uint32_t>(((int64_t{1} << 31) + seg_packs - 1) / seg_packs);
-  // About 8 packs a thread over the staged tensors (see the header), in whole warps.
-  const int64_t want = ceil_div(ceil_div(packs * staged_tensors, 8), 32) * 32;
-  t.threads = static_cast<int>(want < kResidentMinThreads   ? kResidentMinThreads
-                               : want > kResidentMaxThreads ? kResidentMaxThreads
-                                                            : want);
+  t.threads = tile_block(packs * staged_tensors);  // see the header
   return t;
 }
 
