@@ -28,10 +28,13 @@
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
 //    stay in registers, reloaded only when the sample changes (per-sample coefficients). There
-//    each turn of the loop a block takes kApplyPacks times its height of consecutive positions, a
-//    thread's packs one block height apart: where the grid's stride exceeds a sample, a thread
-//    then reloads once a turn (more only where the turn's rows cross a sample boundary) instead
-//    of at every pack; a reload of 8 channels costs more than the pack's own work. Where C is
+//    each block walks a span of consecutive positions of its own, whole turns of kApplyPacks
+//    times its height, a thread's packs one block height apart, so a thread reloads only where
+//    its span crosses a sample boundary (about once a block). A reload (the forward's, 16 bits:
+//    8 channels of 3 coefficients) is 24 scalar loads with the lanes 32 bytes apart, more load
+//    instructions and L1 wavefronts than the packs' own; taking turns over the whole tensor, the
+//    blocks paid it once a turn where the grid's stride exceeded a sample (GN N8 C640 64x64 on
+//    264 blocks: 3 turns in 4). Where C is
 //    not a multiple of E (plan.period = L, lcm(C, E)), the walk's rows are L elements (L / C
 //    positions) and a pack's element e has channel (c0 + e) % C, the same in every row; a
 //    partial last row (plan.period_tail()) is a launch of its own, a thread a pack of it. Where
@@ -43,7 +46,9 @@
 // Both walk the tensor from its end to its start: the pass before them (the statistics or gradient
 // sums, or the layer that wrote x) mostly ended near the end, so the first bytes they read may
 // still be in L2: when x is larger than the L2, up to the L2's size of it comes from there instead
-// of memory (predicted; x that fits is reread from L2 either way). The partials visit memory in
+// of memory (predicted; x that fits is reread from L2 either way). Per-sample channels walks give
+// that up for their spans (each block starts at its span's end), which only the last blocks'
+// spans share with the end of the tensor. The partials visit memory in
 // order for instance and group norm and for the channels layout; batch norm's rows layout visits
 // channel by channel, each across every sample, so there the walk meets the L2's last channels
 // only in part.
@@ -156,10 +161,7 @@ struct ChannelsWalk {
   int64_t tiles;           // blocks side by side across the channel packs
   int lanes;               // threads across channel packs in a block
   int64_t s;               // walked rows per sample: S, or S * C / L
-  int64_t step_n, step_s;  // stride as (samples, walked rows within a sample)
-  // per-sample walks: from a turn's last pack to the next turn's first, in walked rows and as
-  // (samples, walked rows)
-  int64_t jump, jump_n, jump_s;
+  int64_t span;            // per-sample walks: the consecutive walked rows of a block
   int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
   int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
 };
@@ -319,51 +321,61 @@ __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w
   // registers).
   using Channel = std::conditional_t<kPeriod, int, int64_t>;
   const Channel c_first = static_cast<Channel>(kPeriod ? c0 % w.ch.coef_channels : c0);
-  // A block's first walked row: per-sample walks give each block kPacks heights a turn.
-  const int64_t block_rows = blockDim.x / w.ch.lanes * (kPerSample ? kPacks : 1);
-  const int64_t walked = int64_t{blockIdx.x} / w.ch.tiles * block_rows + threadIdx.x / w.ch.lanes;
-  int64_t pos = w.count - 1 - walked;  // from the end; negative: nothing to do
-  int64_t n = kPerSample && pos >= 0 ? pos / w.ch.s : 0, s = kPerSample ? pos - n * w.ch.s : 0;
-  int64_t held = -1;  // the sample whose coefficients k holds
+  // The thread visits walked rows lo + pos, pos from its first down to 0 (from the end; none
+  // where it starts negative), its elements from `first` on. Per-sample walks give each block a
+  // span of its own, else the grid's height strides over all of the rows (lo = 0).
+  const int64_t row_block = int64_t{blockIdx.x} / w.ch.tiles;
+  const int64_t row = threadIdx.x / w.ch.lanes;
+  int64_t lo = 0, pos;
+  if constexpr (kPerSample) {
+    lo = row_block * w.ch.span;
+    pos = (w.count - lo < w.ch.span ? w.count - lo : w.ch.span) - 1 - row;
+  } else {
+    pos = w.count - 1 - (row_block * (blockDim.x / w.ch.lanes) + row);
+  }
+  const int64_t first = lo * w.ch.channels + c0;
   typename Op::Coef k[E];
+  // The pack's coefficients, its channels from c_first on, of the sample whose channel 0 is unit0.
+  const auto load_coefs = [&](int64_t unit0) {
+    Channel ch = c_first;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if constexpr (kPeriod && !kPerSample) {  // remainders keep registers low
+        k[e] = op.coef((c0 + e) % w.ch.coef_channels);
+      } else {
+        k[e] = op.coef(unit0 + ch);
+        ch = kPeriod && ch + 1 == w.ch.coef_channels ? 0 : ch + 1;  // periods wrap at C
+      }
+    }
+  };
+  if (!kPerSample && pos >= 0) load_coefs(0);  // held for good
+  // Per-sample: k holds the coefficients of the rows from `start` to the end of their sample, so
+  // walking down, a pack below it is the next sample's (or a later one's) and loads them.
+  int64_t start = INT64_MAX;
   while (pos >= 0) {
-    int64_t at[kPacks], sample[kPacks];
+    int64_t at[kPacks];
     Raw raw[kPacks][Op::kInputs];
     uint32_t bits[kPacks] = {};
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       at[j] = pos;
-      sample[j] = n;
       if (pos >= 0) {
 #pragma unroll
         for (int i = 0; i < Op::kInputs; ++i)
-          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + pos * w.ch.channels + c0);
-        if constexpr (Op::kBits) bits[j] = op.template bits<E>(pos * w.ch.channels + c0);
+          raw[j][i] = *reinterpret_cast<const Raw*>(op.in[i] + first + pos * w.ch.channels);
+        if constexpr (Op::kBits) bits[j] = op.template bits<E>(first + pos * w.ch.channels);
       }
       pos -= w.stride;
-      if constexpr (kPerSample) step_sample(n, s, w.ch.step_n, w.ch.step_s, w.ch.s);
-    }
-    if constexpr (kPerSample) {
-      pos -= w.ch.jump;
-      step_sample(n, s, w.ch.jump_n, w.ch.jump_s, w.ch.s);
     }
 #pragma unroll
     for (int j = 0; j < kPacks; ++j) {
       if (at[j] < 0) break;
-      if (sample[j] != held) {
-        held = sample[j];
-        Channel ch = c_first;
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-          if constexpr (kPeriod && !kPerSample) {  // loaded once: remainders keep registers low
-            k[e] = op.coef((c0 + e) % w.ch.coef_channels);
-          } else {
-            k[e] = op.coef(held * w.ch.coef_channels + ch);
-            ch = kPeriod && ch + 1 == w.ch.coef_channels ? 0 : ch + 1;  // periods wrap at C
-          }
-        }
+      if (kPerSample && at[j] < start) {
+        const int64_t n = (lo + at[j]) / w.ch.s;
+        start = n * w.ch.s - lo;
+        load_coefs(n * w.ch.coef_channels);
       }
-      apply_pack<Op, E>(op, raw[j], bits[j], k, at[j] * w.ch.channels + c0);
+      apply_pack<Op, E>(op, raw[j], bits[j], k, first + at[j] * w.ch.channels);
     }
   }
 }
@@ -552,16 +564,16 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.ch.tiles;
   if (row_blocks > wanted) row_blocks = wanted;
   if (row_blocks < 1) row_blocks = 1;
-  if (kPerSample) {  // a block's turn: consecutive rows, a thread's packs a block height apart
+  if (kPerSample) {  // a block's span: whole turns of consecutive rows, a block height apart
     w.stride = rows_per_block;
-    w.ch.jump = (row_blocks - 1) * rows_per_block * kApplyPacks<Op>;
+    const int64_t turn = rows_per_block * kApplyPacks<Op>;
+    w.ch.span = ceil_div64(ceil_div64(w.count, row_blocks), turn) * turn;
+    if (w.ch.span < turn) w.ch.span = turn;  // no whole period (count 0): one idle block
+    row_blocks = ceil_div64(w.count, w.ch.span);
+    if (row_blocks < 1) row_blocks = 1;
   } else {  // coefficients held for good: a thread's packs a grid height apart
     w.stride = row_blocks * rows_per_block;
   }
-  w.ch.step_n = w.stride / w.ch.s;
-  w.ch.step_s = w.stride % w.ch.s;
-  w.ch.jump_n = w.ch.jump / w.ch.s;
-  w.ch.jump_s = w.ch.jump % w.ch.s;
   kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
   if constexpr (kPeriod) {
     if (plan.period_tail() > 0) {

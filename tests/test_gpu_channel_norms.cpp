@@ -717,9 +717,9 @@ TEST_P(GpuChannelNorm, InstanceFinalizeOverManyLanes) {
 // periods a sample in bf16); S = 3 (NCHW rows shorter than a pack, several in each); C = 2 over
 // 1000 positions per sample (few lanes, many positions per thread);
 // S = 147 (NCHW packs crossing rows, the tracker stepping by elements); C = 100 over 14 positions,
-// N = 64 (per-sample walks over several turns of the grid, stepping from turn to turn over whole
-// samples, and in bf16, blocks of 10 rows of 2 positions and samples of 7 rows, from pack to pack
-// too). Training and inference, forward and backward. bf16 and fp32 (8- and 4-element packs) with
+// N = 64 (per-sample channels walks, a block's span of rows crossing many samples, and in bf16,
+// blocks of 10 rows of 2 positions and samples of 7 rows, a new sample at every pack). Training
+// and inference, forward and backward. bf16 and fp32 (8- and 4-element packs) with
 // weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
 // the rest. Instance and group norm training in NCHW reads x once at all of these shapes (rows
 // shorter than 4 KiB: kernels/channel_norm_plan.hpp), so there the walks are batch norm's and
