@@ -11,9 +11,13 @@ shared-memory accesses by opcode, and the barriers in it. Static counts: one pas
 body, both sides of every branch. With --at PREFIX (repeatable, e.g. --at LDG --at CCTL), also
 where in each loop the instructions whose opcode starts with PREFIX sit (their offsets from the
 loop's first instruction): whether a tile's loads are issued together or one after another's use.
+With --skipped-loads, also the loop's regions that a predicated forward branch jumps over and that
+hold global loads (a reload of coefficients taken only when they change, for example): how many,
+their instructions, and the loop's length without them, the path when every such branch is taken.
 """
 import argparse
 import os
+import re
 import sys
 from collections import Counter
 
@@ -26,6 +30,8 @@ def main():
     sass_table.add_object_arguments(ap)
     ap.add_argument("--at", action="append", default=[], metavar="PREFIX",
                     help="print the offsets in each loop of the opcodes starting with PREFIX")
+    ap.add_argument("--skipped-loads", action="store_true",
+                    help="count the loop's branched-over regions that hold global loads")
     args = ap.parse_args()
     funcs, names = sass_table.read_object(args)
     for mangled, name in sorted(names.items(), key=lambda item: item[1]):
@@ -44,9 +50,31 @@ def main():
             bars = sum(1 for _, op, _ in body if op.startswith("BAR"))
             print(f"  loop {start}-{end}: {len(body)} instr | global loads {ops('LDG')} |"
                   f" global stores {ops('STG')} | shared {ops(('LDS', 'STS'))} | barriers {bars}")
+            if args.skipped_loads:
+                regions = skipped_load_regions(body)
+                inside = sum(b - a for a, b in regions)
+                print(f"    skipped-loads regions {len(regions)}: {inside} instr; loop without them"
+                      f" {len(body) - inside} instr")
             for prefix in args.at:
                 at = [i for i, (_, op, _) in enumerate(body) if op.startswith(prefix)]
                 print(f"    {prefix} at {' '.join(map(str, at)) or '-'}")
+
+
+def skipped_load_regions(body):
+    """[first, end) index ranges of body that a predicated forward branch inside it jumps over
+    (to an instruction inside it), holding a global load and no store: the outermost such ones."""
+    index = {addr: i for i, (addr, _, _) in enumerate(body)}
+    found = []
+    for i, (_, op, text) in enumerate(body):
+        m = re.match(r"@!?U?P\w+\s+BRA\s+0x([0-9a-f]+)", text)
+        if not op.startswith("BRA") or not m or int(m.group(1), 16) not in index:
+            continue
+        end = index[int(m.group(1), 16)]
+        ops = [o for _, o, _ in body[i + 1:end]]
+        if end > i and any(o.startswith("LDG") for o in ops) and not any(
+                o.startswith("STG") for o in ops):
+            found.append((i + 1, end))
+    return [r for r in found if not any(o != r and o[0] <= r[0] and r[1] <= o[1] for o in found)]
 
 
 if __name__ == "__main__":
