@@ -12,8 +12,9 @@ body, both sides of every branch. With --at PREFIX (repeatable, e.g. --at LDG --
 where in each loop the instructions whose opcode starts with PREFIX sit (their offsets from the
 loop's first instruction): whether a tile's loads are issued together or one after another's use.
 With --skipped-loads, also the loop's regions that a predicated forward branch jumps over and that
-hold global loads (a reload of coefficients taken only when they change, for example): how many,
-their instructions, and the loop's length without them, the path when every such branch is taken.
+hold at least 4 global loads and no store (a reload of a pack's coefficients, taken only when they
+change; a pack's own loads are fewer, or predicated): how many, their instructions, and the loop's
+length without them, the path when every such branch is taken.
 """
 import argparse
 import os
@@ -31,7 +32,7 @@ def main():
     ap.add_argument("--at", action="append", default=[], metavar="PREFIX",
                     help="print the offsets in each loop of the opcodes starting with PREFIX")
     ap.add_argument("--skipped-loads", action="store_true",
-                    help="count the loop's branched-over regions that hold global loads")
+                    help="count the loop's branched-over regions that hold 4+ global loads, no store")
     args = ap.parse_args()
     funcs, names = sass_table.read_object(args)
     for mangled, name in sorted(names.items(), key=lambda item: item[1]):
@@ -62,7 +63,8 @@ def main():
 
 def skipped_load_regions(body):
     """[first, end) index ranges of body that a predicated forward branch inside it jumps over
-    (to an instruction inside it), holding a global load and no store: the outermost such ones."""
+    (to an instruction inside it), holding 4 or more global loads and no store: the outermost
+    such ones."""
     index = {addr: i for i, (addr, _, _) in enumerate(body)}
     found = []
     for i, (_, op, text) in enumerate(body):
@@ -71,8 +73,8 @@ def skipped_load_regions(body):
             continue
         end = index[int(m.group(1), 16)]
         ops = [o for _, o, _ in body[i + 1:end]]
-        if end > i and any(o.startswith("LDG") for o in ops) and not any(
-                o.startswith("STG") for o in ops):
+        loads = sum(1 for o in ops if o.startswith("LDG"))
+        if end > i and loads >= 4 and not any(o.startswith("STG") for o in ops):
             found.append((i + 1, end))
     return [r for r in found if not any(o != r and o[0] <= r[0] and r[1] <= o[1] for o in found)]
 
