@@ -306,7 +306,8 @@ __device__ __forceinline__ void step_sample(int64_t& n, int64_t& s, int64_t samp
 }
 
 // out for every pack of a channels-layout tensor: a fixed channel pack per thread, positions in a
-// grid-stride loop. kPeriod: rows of the period L, whose packs keep their channels (C % E != 0).
+// grid-stride loop (per-sample coefficients: the block's span). kPeriod: rows of the period L,
+// whose packs keep their channels (C % E != 0).
 template <class Op, int E, bool kPerSample, bool kPeriod>
 __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
