@@ -160,7 +160,7 @@ struct ChannelsWalk {
   int64_t channel_packs;   // channels / E
   int64_t tiles;           // blocks side by side across the channel packs
   int lanes;               // threads across channel packs in a block
-  int64_t s;               // walked rows per sample: S, or S * C / L
+  int64_t s;               // per-sample walks: walked rows per sample, S or S * C / L
   int64_t span;            // per-sample walks: the consecutive walked rows of a block
   int64_t tail_elems;  // kPeriod: elements of the partial row after the count whole ones
   int64_t tail_unit;   // its first coefficient unit: (N - 1) * C per sample, else 0
@@ -548,8 +548,9 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   // Whole periods: plan.period divides every slot but one slot's period_tail (then N = 1 where
   // coefficients are per sample), which may leave none.
   w.count = plan.n * plan.s / per;
-  w.ch.s = kPerSample ? plan.s / per : w.count;  // batch norm's S need not be whole periods
-  if (w.ch.s < 1) w.ch.s = 1;                    // only the partial row: nothing to step over
+  // Per-sample walks take a reload's sample from it: whole periods there, at least 1 wherever a
+  // row is walked (count >= 1).
+  w.ch.s = kPerSample ? plan.s / per : 0;
   int64_t rows_per_block = 1;
   if (w.ch.channel_packs <= kApplyBlock) {
     w.ch.tiles = 1;
