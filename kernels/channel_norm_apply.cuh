@@ -52,9 +52,9 @@
 // order for instance and group norm and for the channels layout; batch norm's rows layout visits
 // channel by channel, each across every sample, so there the walk meets the L2's last channels
 // only in part.
-// Each thread has kApplyPacks (four 16-byte loads) in flight, issued before any math. The grid
-// is the resident maximum from the occupancy API, capped by the work; the output does not depend
-// on it (elementwise), so the test-only SM limit changes nothing but the grid.
+// Each thread has kApplyPacks (eight 16-byte loads, or four) in flight, issued before any math.
+// The grid is the resident maximum from the occupancy API, capped by the work; the output does not
+// depend on it (elementwise), so the test-only SM limit changes nothing but the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -70,10 +70,16 @@ namespace nk::cuda {
 
 constexpr int kApplyBlock = 256;  // threads per block, at most
 
-// Packs in flight per thread: four 16-byte loads whatever the op reads (more would cost
-// registers, and so resident warps, on the two-input dx).
-template <class Op>
-constexpr int kApplyPacks = 4 / Op::kInputs;
+// Packs per thread and turn, all loaded before any is used: eight 16-byte loads in the walks that
+// carry only a pack's position (a rows walk inside rows, a channels walk), four where each pack
+// also carries its rows or sample (kSimple false: with eight, ptxas spilled) and for ops of three
+// inputs (eight cost them 2 to 5 of their resident blocks). Eight because the loads in flight
+// look like the bound at this occupancy: on the H200 (ncu of 2026-12-04) the channels walks of
+// four at 2 blocks of 256 threads an SM, 32 KiB in flight, moved 74 to 80 % of DRAM peak with the
+// issue slots 24 % busy; sm_90 keeps 2 blocks up to 128 registers, where eight packs of most ops
+// fit (64 KiB in flight; predicted to move more, not measured).
+template <class Op, bool kSimple = true>
+constexpr int kApplyPacks = (kSimple && Op::kInputs < 3 ? 8 : 4) / Op::kInputs;
 
 // The values an Op's apply takes per element: its tensors, then its mask bit.
 template <class Op>
@@ -241,8 +247,8 @@ template <class Op, int E, RowPacks kRows>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
-  constexpr int kPacks = kApplyPacks<Op>;
   constexpr bool kCross = kRows != RowPacks::kInRow;
+  constexpr int kPacks = kApplyPacks<Op, !kCross>;
   constexpr int kUnit = kCross ? E : 1;  // walk units per pack
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -449,7 +455,7 @@ template <class Op, int E>
 __global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
-  constexpr int kPacks = kApplyPacks<Op>;
+  constexpr int kPacks = kApplyPacks<Op, false>;
   if (blockIdx.x == 0 && threadIdx.x == 0) op.once();
   const int64_t walked = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (walked >= w.count) return;
@@ -522,7 +528,7 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.count = plan.n * plan.c * plan.s / E;  // whole packs
   w.rows.tail = static_cast<int>(plan.n * plan.c * plan.s % E);
   w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
-  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op, !kCross>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
   const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
   w.stride = grid * kApplyBlock;
@@ -598,7 +604,7 @@ void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.flat.tail = static_cast<int>(numel % E);
   w.flat.channels = plan.c;
   w.flat.sample_len = plan.s * plan.c;
-  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op>);
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op, false>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
   const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
   w.stride = grid * kApplyBlock;
