@@ -6,7 +6,8 @@ instance_norm and group_norm and at a few shapes with C % 8 != 0, from one objec
 
     bench/apply_reloads.py OBJECT --walk grid|block [--sms 132] [--cuobjdump PATH]
 
-A turn of the walk loads kApplyPacks = 4 packs a thread. A thread reloads its pack's
+A turn of the walk loads kApplyPacks = 4 packs a thread (in the walks of 2026-12-02 that this
+models: a7678fd's spans replaced both, and bdc4233 made a turn 8 packs). A thread reloads its pack's
 coefficients where a pack's sample differs from the one it holds. Where the starts of the
 intervals fall at random against the sample boundaries, an interval of d walked rows crosses one
 with probability min(1, d / s), s the walked rows per sample:

@@ -73,7 +73,7 @@ constexpr int kApplyBlock = 256;  // threads per block, at most
 // Packs per thread and turn, all loaded before any is used: eight 16-byte loads in the walks that
 // carry only a pack's position (a rows walk inside rows, a channels walk), four where each pack
 // also carries its rows or sample (kSimple false: with eight, ptxas spilled) and for ops of three
-// inputs (eight cost them 2 to 5 of their resident blocks). Eight because the loads in flight
+// inputs (with two packs, some lost 3 to 5 of 8 resident blocks). Eight because the loads in flight
 // look like the bound at this occupancy: on the H200 (ncu of 2026-12-04) the channels walks of
 // four at 2 blocks of 256 threads an SM, 32 KiB in flight, moved 74 to 80 % of DRAM peak with the
 // issue slots 24 % busy; sm_90 keeps 2 blocks up to 128 registers, where eight packs of most ops
