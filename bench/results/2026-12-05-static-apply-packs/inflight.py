@@ -92,7 +92,8 @@ def main():
         same = sum(x[5] == x[4] for x in g)
         less = sum(x[5] < x[4] for x in g)
         print(f'| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4]} | {len(g)} | '
-              f'{med(0):.0f} ({rng(0)}) -> {med(1):.0f} ({rng(1)}) | {med(2):.0f} -> {med(3):.0f} | '
+              f'{med(0):.0f} ({rng(0)}) -> {med(1):.0f} ({rng(1)}) | '
+              f'{med(2):.0f} -> {med(3):.0f} | '
               f'{med(4):.0f} ({rng(4)}) -> {med(5):.0f} ({rng(5)}) | {more} / {same} / {less} |')
     print(f'\nInstances with local memory or stack after: '
           f'{sum(1 for g in groups.values() for x in g if x[6])}')
