@@ -1,6 +1,6 @@
 """Loads in flight per SM of the elementwise walks, before and after, from two sass_table.py
-tables (sm_90): registers -> resident blocks of 256 threads an SM (registers rounded up to 8 a
-thread, 64K registers an SM, at most 8 blocks) -> 16-byte loads each thread issues before its
+tables (sm_90): registers -> resident blocks of 256 threads an SM (bench/row_occupancy.py's
+arithmetic) -> 16-byte loads each thread issues before its
 first use (packs a turn times the op's input tensors; a pack is E elements, 16 bytes or fewer)
 -> KiB in flight an SM.
 
@@ -11,10 +11,15 @@ inputs in apply_channels and apply_rows inside rows with one or two inputs, 4 / 
 Inputs per op: ForwardApply<T, fold, act, residual>: 1, or 2 with the residual; DxApply<T,
 training, source, residual>: dy, plus x (training, or SiLU: source 3), plus y (source 2) or z
 (SiLU with the residual)."""
+import os
 import re
 import statistics
 import sys
 from collections import defaultdict
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
+from row_occupancy import resident  # noqa: E402  (bench/: sm_90's occupancy arithmetic)
+from sass_table import pack_bytes  # noqa: E402  (bench/: a kernel's pack from its name)
 
 
 def table(path):
@@ -40,13 +45,8 @@ def packs(name, n_in, after):
     return (8 if after and simple and n_in < 3 else 4) // n_in
 
 
-def pack_bytes(name):
-    e = int(re.search(r'>, (\d+), ', name).group(1))
-    return e * (4 if 'Apply<float' in name else 2)
-
-
 def blocks(regs):
-    return min(65536 // (((regs + 7) // 8) * 8 * 32 * 8), 8)
+    return resident(regs, 0, 0, 256)[0]  # the walks use no shared memory
 
 
 def kind(name):
@@ -75,8 +75,8 @@ def main():
             continue
         n_in = inputs(name)
         (rb, lb), (ra, la) = before[name], after[name]
-        kb = blocks(rb) * 256 * packs(name, n_in, False) * n_in * pack_bytes(name) / 1024
-        ka = blocks(ra) * 256 * packs(name, n_in, True) * n_in * pack_bytes(name) / 1024
+        kb = blocks(rb) * 256 * packs(name, n_in, False) * n_in * pack_bytes(name)[0] / 1024
+        ka = blocks(ra) * 256 * packs(name, n_in, True) * n_in * pack_bytes(name)[0] / 1024
         groups[kind(name) + (n_in,)].append((rb, ra, blocks(rb), blocks(ra), kb, ka, la))
         lines.append(f'| `{name}` | {n_in} | {rb} -> {ra} | {blocks(rb)} -> {blocks(ra)} | '
                      f'{kb:.0f} -> {ka:.0f} | {ka / kb:.2f} |')
