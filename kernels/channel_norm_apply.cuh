@@ -94,7 +94,7 @@ __device__ __forceinline__ void apply_values(const Op& op, const Raw (&raw)[Op::
   for (int e = 0; e < E; ++e) {
     float v[kApplyValues<Op>];
 #pragma unroll
-    for (int in = 0; in < Op::kInputs; ++in) v[in] = dev::to_float(raw[in].v[e]);
+    for (int in = 0; in < Op::kInputs; ++in) v[in] = dev::element(raw[in], e);
     if constexpr (Op::kBits) v[Op::kInputs] = static_cast<float>((bits >> e) & 1u);
     float out[Op::kOutputs];
     op.apply(k[e], v, out);

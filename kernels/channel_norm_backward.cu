@@ -136,7 +136,7 @@ struct GradOp {
 #pragma unroll
       for (int e = 0; e < E; ++e) out[e] = static_cast<float>((bits >> e) & 1u);
     } else if constexpr (kAux) {
-      dev::load_floats<T, E>(aux + i, out);
+      dev::load_elements<T, E>(aux + i, out);
     }
   }
   __device__ State identity() const { return make_float2(0.0f, 0.0f); }

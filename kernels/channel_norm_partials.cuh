@@ -84,8 +84,8 @@ __global__ void __launch_bounds__(kPartialBlock)
     // The thread's next pack (and dy's, and aux's), then a step past it: the element offset moves
     // by a constant, plus one row when the offset in the row wraps (no multiply per pack).
     auto load_pack = [&](float(&xv)[E], float(&dv)[E], float(&av)[E]) {
-      dev::load_floats<T, E>(xs + at, xv);
-      if constexpr (Op::kReadsDy) dev::load_floats<T, E>(ds + at, dv);
+      dev::load_elements<T, E>(xs + at, xv);
+      if constexpr (Op::kReadsDy) dev::load_elements<T, E>(ds + at, dv);
       if constexpr (Op::kAux) op.template load_aux<E>(sc * plan.s + at, av);
       off += r;
       at += step;
@@ -187,8 +187,8 @@ __global__ void __launch_bounds__(kPartialBlock)
         for (int64_t k = 0; k < packs; ++k) {
           float xv[E], dv[E] = {}, av[E] = {};
           if constexpr (kAligned) {
-            dev::load_floats<T, E>(xp + k * E, xv);
-            if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dp + k * E, dv);
+            dev::load_elements<T, E>(xp + k * E, xv);
+            if constexpr (Op::kReadsDy) dev::load_elements<T, E>(dp + k * E, dv);
             if constexpr (Op::kAux) op.template load_aux<E>(base + head + k * E, av);
           } else {
 #pragma unroll
@@ -284,8 +284,8 @@ __global__ void __launch_bounds__(kPartialBlock, 2)
         if (r < r_end) {
           const int64_t i = packs_at + k * E;
           float xp[E], dp[E] = {}, ap[E] = {};
-          dev::load_floats<T, E>(x + i, xp);
-          if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + i, dp);
+          dev::load_elements<T, E>(x + i, xp);
+          if constexpr (Op::kReadsDy) dev::load_elements<T, E>(dy + i, dp);
           if constexpr (Op::kAux) op.template load_aux<E>(i, ap);
 #pragma unroll
           for (int e = 0; e < E; ++e) {
@@ -517,8 +517,8 @@ __global__ void __launch_bounds__(kPartialBlock)
       // Tiles of kTile positions: each channel of the pack gets kTile values per push.
       auto load = [&](int64_t pos, float(&xv)[E], float(&dv)[E], float(&av)[E]) {
         const int64_t at = (slot * span + pos) * width + pack * E;
-        dev::load_floats<T, E>(x + at, xv);
-        if constexpr (Op::kReadsDy) dev::load_floats<T, E>(dy + at, dv);
+        dev::load_elements<T, E>(x + at, xv);
+        if constexpr (Op::kReadsDy) dev::load_elements<T, E>(dy + at, dv);
         if constexpr (Op::kAux) op.template load_aux<E>(at, av);
       };
       int64_t pos = p_begin + ty;
@@ -540,7 +540,7 @@ __global__ void __launch_bounds__(kPartialBlock)
             for (int u = 0; u < kTile; ++u) dev::prefetch_l2(tile + (kTile + u) * row_step);
           }
 #pragma unroll
-          for (int u = 0; u < kTile; ++u) dev::load_floats<T, E>(tile + u * row_step, xp[u]);
+          for (int u = 0; u < kTile; ++u) dev::load_elements<T, E>(tile + u * row_step, xp[u]);
         } else {
 #pragma unroll
           for (int u = 0; u < kTile; ++u) load(pos + u * rows, xp[u], dp[u], ap[u]);

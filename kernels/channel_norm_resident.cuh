@@ -59,7 +59,7 @@ constexpr size_t kResidentScratchBytes = 32 * sizeof(float);
 template <class T, int E, int kAccess>
 __device__ __forceinline__ void load_elems(const T* p, float (&v)[E]) {
   if constexpr (kAccess == E) {
-    dev::load_floats<T, E>(p, v);
+    dev::load_elements<T, E>(p, v);
   } else {
 #pragma unroll
     for (int e = 0; e < E; ++e) v[e] = dev::to_float(p[e]);

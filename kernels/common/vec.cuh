@@ -63,6 +63,17 @@ __device__ __forceinline__ void load_floats(const T* p, float (&out)[E]) {
   for (int i = 0; i < E; ++i) out[i] = to_float(pack.v[i]);
 }
 
+// load_floats with element's widening (bf16 pairs split from their 32-bit words), for the channel
+// norms: widening each 16-bit element kept a pack's halves live, up to 50 more registers in their
+// elementwise walks of eight bf16 packs. (The row norms keep load_floats: there one kernel, bf16
+// forward_split_apply, took 60 registers with this where it takes 50.)
+template <class T, int E>
+__device__ __forceinline__ void load_elements(const T* p, float (&out)[E]) {
+  const Pack<T, E> pack = *reinterpret_cast<const Pack<T, E>*>(p);
+#pragma unroll
+  for (int i = 0; i < E; ++i) out[i] = element(pack, i);
+}
+
 // Asks L2 to fetch the line holding p (global memory) without waiting for it and without a
 // register: a later load of it then waits on L2, not on DRAM.
 __device__ __forceinline__ void prefetch_l2(const void* p) {
