@@ -28,7 +28,7 @@
 //    C/E <= 256; else the packs are split over `tiles` blocks) and a few positions (n*S + s) tall;
 //    every thread keeps one channel pack for the whole grid-stride loop, so its E coefficients
 //    stay in registers, reloaded only when the sample changes (per-sample coefficients). There
-//    each block walks a span of consecutive positions of its own, whole turns of kApplyPacks
+//    each block walks a span of consecutive positions of its own, whole multiples of kGridPacks
 //    times its height, a thread's packs one block height apart, so a thread reloads only where
 //    its span crosses a sample boundary (about once a block). A reload (the forward's, 16 bits:
 //    8 channels of 3 coefficients) is 24 scalar loads with the lanes 32 bytes apart, more load
@@ -53,8 +53,9 @@
 // channel by channel, each across every sample, so there the walk meets the L2's last channels
 // only in part.
 // Each thread has kApplyPacks (eight 16-byte loads, or four) in flight, issued before any math.
-// The grid is the resident maximum from the occupancy API, capped by the work; the output does not
-// depend on it (elementwise), so the test-only SM limit changes nothing but the grid.
+// The grid is the resident maximum from the occupancy API, capped by the work (kGridPacks a
+// thread); the output does not depend on it (elementwise), so the test-only SM limit changes
+// nothing but the grid.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -80,6 +81,12 @@ constexpr int kApplyBlock = 256;  // threads per block, at most
 // fit (64 KiB in flight; predicted to move more, not measured).
 template <class Op, bool kSimple = true>
 constexpr int kApplyPacks = (kSimple && Op::kInputs < 3 ? 8 : 4) / Op::kInputs;
+
+// Packs per thread that size a walk's grid (and a per-sample walk's spans): four, as before the
+// walks took eight, so that a tensor of less than a wave of eight-pack turns still spreads over
+// every SM (a thread then loads only its first packs of a turn) instead of half of them.
+template <class Op>
+constexpr int kGridPacks = kApplyPacks<Op, false>;
 
 // The values an Op's apply takes per element: its tensors, then its mask bit.
 template <class Op>
@@ -528,7 +535,7 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.count = plan.n * plan.c * plan.s / E;  // whole packs
   w.rows.tail = static_cast<int>(plan.n * plan.c * plan.s % E);
   w.rows.units = kPerSample ? plan.n * plan.c : plan.c;
-  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op, !kCross>);
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kGridPacks<Op>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
   const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
   w.stride = grid * kApplyBlock;
@@ -568,13 +575,13 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   }
   const int threads = static_cast<int>(w.ch.lanes * rows_per_block);
   auto kernel = apply_channels<Op, E, kPerSample, kPeriod>;
-  const int64_t wanted = ceil_div64(w.count, rows_per_block * kApplyPacks<Op>);
+  const int64_t wanted = ceil_div64(w.count, rows_per_block * kGridPacks<Op>);
   int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.ch.tiles;
   if (row_blocks > wanted) row_blocks = wanted;
   if (row_blocks < 1) row_blocks = 1;
   if (kPerSample) {  // a block's span: whole turns of consecutive rows, a block height apart
     w.stride = rows_per_block;
-    const int64_t turn = rows_per_block * kApplyPacks<Op>;
+    const int64_t turn = rows_per_block * kGridPacks<Op>;
     w.ch.span = ceil_div64(ceil_div64(w.count, row_blocks), turn) * turn;
     if (w.ch.span < turn) w.ch.span = turn;  // no whole period (count 0): one idle block
     row_blocks = ceil_div64(w.count, w.ch.span);
@@ -604,7 +611,7 @@ void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.flat.tail = static_cast<int>(numel % E);
   w.flat.channels = plan.c;
   w.flat.sample_len = plan.s * plan.c;
-  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kApplyPacks<Op, false>);
+  const int64_t wanted = ceil_div64(w.count, int64_t{kApplyBlock} * kGridPacks<Op>);
   const int64_t resident = resident_blocks(kernel, kApplyBlock, sm_count);
   const int64_t grid = wanted < 1 ? 1 : (wanted < resident ? wanted : resident);
   w.stride = grid * kApplyBlock;
