@@ -82,9 +82,10 @@ constexpr int kApplyBlock = 256;  // threads per block, at most
 template <class Op, bool kSimple = true>
 constexpr int kApplyPacks = (kSimple && Op::kInputs < 3 ? 8 : 4) / Op::kInputs;
 
-// Packs per thread that size a walk's grid (and a per-sample walk's spans): four, as before the
-// walks took eight, so that a tensor of less than a wave of eight-pack turns still spreads over
-// every SM (a thread then loads only its first packs of a turn) instead of half of them.
+// Packs per thread that size a walk's grid (and a per-sample walk's spans): 4 / inputs, what the
+// walks loaded a turn before they took 8 / inputs, so that a tensor of less than a wave of
+// eight-pack turns still spreads over every SM (a thread then loads only the first packs of its
+// turn) instead of half of them.
 template <class Op>
 constexpr int kGridPacks = kApplyPacks<Op, false>;
 
@@ -579,7 +580,7 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   int64_t row_blocks = resident_blocks(kernel, threads, sm_count) / w.ch.tiles;
   if (row_blocks > wanted) row_blocks = wanted;
   if (row_blocks < 1) row_blocks = 1;
-  if (kPerSample) {  // a block's span: whole turns of consecutive rows, a block height apart
+  if (kPerSample) {  // a block's span: consecutive rows, a multiple of kGridPacks block heights
     w.stride = rows_per_block;
     const int64_t turn = rows_per_block * kGridPacks<Op>;
     w.ch.span = ceil_div64(ceil_div64(w.count, row_blocks), turn) * turn;
