@@ -582,9 +582,9 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   if (row_blocks < 1) row_blocks = 1;
   if (kPerSample) {  // a block's span: consecutive rows, a multiple of kGridPacks block heights
     w.stride = rows_per_block;
-    const int64_t turn = rows_per_block * kGridPacks<Op>;
-    w.ch.span = ceil_div64(ceil_div64(w.count, row_blocks), turn) * turn;
-    if (w.ch.span < turn) w.ch.span = turn;  // no whole period (count 0): one idle block
+    const int64_t grain = rows_per_block * kGridPacks<Op>;
+    w.ch.span = ceil_div64(ceil_div64(w.count, row_blocks), grain) * grain;
+    if (w.ch.span < grain) w.ch.span = grain;  // no whole period (count 0): one idle block
     row_blocks = ceil_div64(w.count, w.ch.span);
     if (row_blocks < 1) row_blocks = 1;
   } else {  // coefficients held for good: a thread's packs a grid height apart

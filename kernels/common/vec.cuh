@@ -64,7 +64,7 @@ __device__ __forceinline__ void load_floats(const T* p, float (&out)[E]) {
 }
 
 // load_floats with element's widening (bf16 pairs split from their 32-bit words), for the channel
-// norms: widening each 16-bit element kept a pack's halves live, up to 50 more registers in their
+// norms: widening each 16-bit element kept a pack's halves live, up to 52 more registers in their
 // elementwise walks of eight bf16 packs. (The row norms keep load_floats: there one kernel, bf16
 // forward_split_apply, took 60 registers with this where it takes 50.)
 template <class T, int E>
