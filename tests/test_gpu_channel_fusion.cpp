@@ -61,14 +61,17 @@ struct PathRun {
 std::vector<PathRun> path_runs(const Config& c) {
   const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
   const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;  // S == pack / 2
+  const int64_t long_half = c.dtype == NK_F32 ? 1030 : 1028;  // S % pack == pack / 2, > 1024
   // S = half: 16-byte packs that cross rows, the tensor whole packs (N C = 8) or not (N C = 9: a
   // tail of 4 elements in 16 bits, 2 in fp32). S = 3: packs over 3 or 4 rows, 54 elements (a tail
   // of 6 in 16 bits, 2 in fp32). 9 x 6 x 5: batch norm's statistics over 30 columns a sample,
-  // periods of 4 or 2 samples and a partial one.
+  // periods of 4 or 2 samples and a partial one. S = 1024 and long_half: batch norm's walk takes
+  // a channel's 2048-odd elements as one chunk of a block (partials_rows' block per chunk, whole
+  // packs and half packs), the gradient sums of every activation with it.
   const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0},    {3, 4, 49, 2, 0},
                              {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},      {2, 4, 64, 2, 1},
                              {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0},
-                             {9, 6, 5, 3, 0}};
+                             {9, 6, 5, 3, 0},    {2, 4, 1024, 2, 0},    {2, 4, long_half, 2, 0}};
   // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
   // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
   // sample of 5 positions, a partial period alone in 16 bits; two such samples (flat packs
@@ -91,8 +94,8 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 9: p and p + 6 for p <= 2, else path p; NHWC's 8: p and p + 6
-// for p <= 1, else path p), or path p modulo the paths where there are fewer than 6, so that each
+// the paths p, p + 6, ... (NCHW's 12: p and p + 6; NHWC's 8: p and p + 6 for p <= 1, else path
+// p), or path p modulo the paths where there are fewer than 6, so that each
 // norm x phase x layout x dtype meets every path once (the next one where training cannot run a
 // shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {

@@ -180,9 +180,10 @@ void expect_same_bytes(const Outputs& a, const Outputs& b) {
 // per-feature kernels), many rows of a block each, long odd rows (S = 1031: 16-byte loads
 // between each row's ends, a chunk starting inside a row), short rows with N = 1 (S = 49: a lane
 // per row's partial), and rows of half packs in chunks a block each (S = 1028 in 16 bits,
-// S = 1030 in fp32: two chunks of 2056 to 2576 elements), and rows shorter than a pack read as
+// S = 1030 in fp32: two chunks of 2056 to 2576 elements), rows shorter than a pack read as
 // columns of the samples (NCHW S = 3: 48 columns, whole packs; S = 5: 15 columns, periods of 8 or
-// 4 samples).
+// 4 samples), and NHWC C = 514: a period of 257 packs in 16 bits (514 in fp32), wider than a
+// block, walked in tiles (ChannelWalk::kSplitPeriod).
 std::vector<Shape> channel_shapes() {
   struct S {
     int64_t n, c, s;
@@ -191,11 +192,11 @@ std::vector<Shape> channel_shapes() {
       reduced_gpu_tests()
           ? std::vector<S>{{5, 3, 1},    {3, 1, 77}, {4, 16, 32},  {2, 3, 5000}, {4, 3, 1031},
                            {4, 300, 49}, {1, 3, 49}, {4, 3, 1028}, {4, 3, 1030}, {40, 16, 3},
-                           {16, 3, 5}}
+                           {16, 3, 5},   {2, 514, 8}}
           : std::vector<S>{{5, 3, 1},      {1, 6, 13},   {3, 1, 77},   {4, 16, 32},  {3, 7, 11},
                            {2, 3, 100003}, {2, 3, 5000}, {4, 3, 1031}, {4, 300, 49}, {64, 16, 600},
                            {7, 1, 1},      {1, 3, 49},   {4, 3, 1028}, {4, 3, 1030}, {40, 16, 3},
-                           {16, 3, 5}};
+                           {16, 3, 5},     {2, 514, 8}};
   std::vector<Shape> out;
   for (nk_layout layout : {NK_NCHW, NK_NHWC})
     for (const S& s : list) out.push_back({s.n, s.c, s.s, layout, false});
