@@ -182,8 +182,8 @@ void expect_same_bytes(const Outputs& a, const Outputs& b) {
 // per row's partial), and rows of half packs in chunks a block each (S = 1028 in 16 bits,
 // S = 1030 in fp32: two chunks of 2056 to 2576 elements), rows shorter than a pack read as
 // columns of the samples (NCHW S = 3: 48 columns, whole packs; S = 5: 15 columns, periods of 8 or
-// 4 samples), and NHWC C = 514: a period of 257 packs in 16 bits (514 in fp32), wider than a
-// block, walked in tiles (ChannelWalk::kSplitPeriod).
+// 4 samples), and NHWC C = 514: a period of 257 packs (2056 elements in 16 bits, 1028 in fp32),
+// wider than a block, walked in tiles (ChannelWalk::kSplitPeriod).
 std::vector<Shape> channel_shapes() {
   struct S {
     int64_t n, c, s;
