@@ -67,18 +67,21 @@ std::vector<PathRun> path_runs(const Config& c) {
   // of 6 in 16 bits, 2 in fp32). 9 x 6 x 5: batch norm's statistics over 30 columns a sample,
   // periods of 4 or 2 samples and a partial one. S = 1024 and long_half: batch norm's walk takes
   // a channel's 2048-odd elements as one chunk of a block (partials_rows' block per chunk, whole
-  // packs and half packs), the gradient sums of every activation with it.
+  // packs, half packs and, misaligned, single elements), the gradient sums of every activation
+  // with it.
   const int64_t nchw[][5] = {{2, 4, 64, 2, 0},   {2, 4, half, 2, 0},    {3, 4, 49, 2, 0},
                              {2, 4, 1031, 2, 0}, {3, 12, 1, 4, 0},      {2, 4, 64, 2, 1},
                              {3, 3, half, 3, 0}, {2, 3, quarter, 3, 0}, {3, 6, 3, 3, 0},
-                             {9, 6, 5, 3, 0},    {2, 4, 1024, 2, 0},    {2, 4, long_half, 2, 0}};
+                             {9, 6, 5, 3, 0},    {2, 4, 1024, 2, 0},    {2, 4, long_half, 2, 0},
+                             {2, 4, 1024, 2, 1}};
   // C = 9 in periods of packs (S = 7: batch norm's 21 positions end in a partial period, 8 a
   // period in 16 bits, 4 in fp32); C = 514 in a period of 257 packs, split into tiles; one
   // sample of 5 positions, a partial period alone in 16 bits; two such samples (flat packs
-  // across the samples' boundary, a tail of 2).
+  // across the samples' boundary, a tail of 2); C = 514 misaligned (the split period's tiles of
+  // single elements).
   const int64_t nhwc[][5] = {{2, 16, 24, 4, 0}, {3, 9, 7, 3, 0},   {3, 12, 1, 4, 0},
                              {2, 16, 24, 4, 1}, {2, 514, 8, 2, 0}, {4, 9, 8, 3, 0},
-                             {1, 9, 5, 3, 0},   {2, 9, 5, 3, 0}};
+                             {1, 9, 5, 3, 0},   {2, 9, 5, 3, 0},   {2, 514, 8, 2, 1}};
   std::vector<PathRun> out;
   auto add = [&](const int64_t* p) {
     out.push_back(
@@ -94,8 +97,8 @@ std::vector<PathRun> path_runs(const Config& c) {
 }
 
 // The full set runs every path. The reduced set runs, for (activation, residual) pair p (0 to 5),
-// the paths p, p + 6, ... (NCHW's 12: p and p + 6; NHWC's 8: p and p + 6 for p <= 1, else path
-// p), or path p modulo the paths where there are fewer than 6, so that each
+// the paths p, p + 6, ... (NCHW's 13: p, p + 6 and, for p = 0, 12; NHWC's 9: p and p + 6 for
+// p <= 2, else path p), or path p modulo the paths where there are fewer than 6, so that each
 // norm x phase x layout x dtype meets every path once (the next one where training cannot run a
 // shape: instance norm with S = 1).
 std::vector<PathRun> runs(const Config& c) {
