@@ -9,21 +9,25 @@ lanes (kernels.md at ed29c25, where partials_unaligned_rows was not yet final; k
 device code is 14b9f5d's: every instance they ran counts. Prints, per kernel template, the
 changed instances, how many the earlier lanes ran, how many these ran, and how many any ran, then
 the instances no lane ran."""
+import importlib.util
 import os
-import re
 from collections import defaultdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.dirname(HERE)
 
 
-def ran(path):
-    names = set()
-    for line in open(path):
-        m = re.match(r'\| `(.+?)` \|', line)
-        if m:
-            names.add(m.group(1))
-    return names
+def _load_earlier():
+    """../2026-12-06-sim-pack-widening/coverage.py, whose ran() reads a lane's kernels.md."""
+    path = os.path.join(RESULTS, '2026-12-06-sim-pack-widening', 'coverage.py')
+    spec = importlib.util.spec_from_file_location('pack_widening_coverage', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# The kernel instances that the kernels.md at an absolute path lists.
+ran = _load_earlier().ran
 
 
 def main():
