@@ -139,6 +139,13 @@ def strip_arguments(name):
     return name
 
 
+def short_name(name):
+    """A demangled kernel name as the tables and the lanes' kernels.md write it: no parameter
+    list, no namespaces, no return type."""
+    short = strip_arguments(name).replace("(anonymous namespace)::", "")
+    return re.sub(r"^void ", "", short.replace("nk::cuda::", "").replace("nk::dev::", ""))
+
+
 def describe(counter):
     return ", ".join(f"{n}x{w}B" for w, n in sorted(counter.items(), reverse=True)) or "-"
 
@@ -185,8 +192,7 @@ def main():
         name = names.get(mangled, mangled)
         if not pattern.search(name):
             continue
-        short = strip_arguments(name).replace("(anonymous namespace)::", "")
-        short = re.sub(r"^void ", "", short.replace("nk::cuda::", "").replace("nk::dev::", ""))
+        short = short_name(name)
         reg, stack, _, local = usage.get(mangled, (0, 0, 0, 0))
         pb = pack_bytes(short)
         loop = hot_loop(funcs[mangled], pb[0] if pb else None)

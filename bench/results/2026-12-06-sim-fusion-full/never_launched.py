@@ -10,7 +10,6 @@ list names, then the latter."""
 import argparse
 import glob
 import os
-import re
 import sys
 from collections import defaultdict
 
@@ -38,13 +37,10 @@ def main():
     for obj in args.objects:
         funcs = sass_table.parse_sass(
             sass_table.run([args.cuobjdump, '-sass', '-arch', args.arch, obj]))
-        for name in sass_table.demangle(sorted(funcs)).values():
-            short = sass_table.strip_arguments(name).replace('(anonymous namespace)::', '')
-            short = re.sub(r'^void ', '', short.replace('nk::cuda::', '').replace('nk::dev::', ''))
-            compiled.add(short)
-    ran = launched()
+        compiled |= {sass_table.short_name(n) for n in sass_table.demangle(sorted(funcs)).values()}
+    seen = launched()
     per = defaultdict(lambda: [0, 0])
-    missing = sorted(n for n in compiled if n not in ran)
+    missing = sorted(n for n in compiled if n not in seen)
     for name in compiled:
         per[name.split('<')[0]][0] += 1
     for name in missing:
