@@ -1,7 +1,8 @@
 // Fused layer and RMS norm (nk_row_norm_fused_*) on the CUDA backend against the CPU backend
 // (itself checked against compositions of the plain calls in test_row_fusion.cpp), on fresh random
-// data, for each norm x dtype and widths that reach the lane-group, single-element, staged and
-// generic paths of the forward and backward:
+// data, for each norm x dtype (parameters in the data's dtype, and in fp32 with 16-bit data) and
+// widths that reach the lane-group, single-element, staged and generic paths of the forward and
+// backward:
 //  - forward: residual add with bias_in and h, zero-centred weight, dtype output; and the fp8
 //    outputs (E4M3 with the residual add, E5M2 plain): codes within one fp8 step of the CPU's
 //    or, where y cancels to nearly zero, values within the fp32 y's absolute error times the
@@ -31,10 +32,13 @@ namespace {
 struct FusionCase {
   bool rms;
   nk_dtype dtype;
+  nk_dtype weight_dtype;  // of bias_in, weight, bias and their gradients: dtype or fp32
 };
 
 std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
-  return std::string(info.param.rms ? "rms_" : "layer_") + name(info.param.dtype);
+  const FusionCase& c = info.param;
+  return std::string(c.rms ? "rms_" : "layer_") + name(c.dtype) +
+         (c.weight_dtype != c.dtype ? "_f32_params" : "");
 }
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096),
@@ -73,12 +77,12 @@ class GpuRowFusion : public GpuTest, public testing::WithParamInterface<FusionCa
   Inputs make(int64_t rows, int64_t cols) {
     const FusionCase c = GetParam();
     const int64_t n = rows * cols;
-    return Inputs{nk_row_desc{rows, cols, c.dtype, c.dtype},
+    return Inputs{nk_row_desc{rows, cols, c.dtype, c.weight_dtype},
                   Buffer(c.dtype, rng_.normal(n, 0.5, 2.0)),
                   Buffer(c.dtype, rng_.normal(n)),
-                  Buffer(c.dtype, rng_.normal(cols, 0.0, 0.5)),
-                  Buffer(c.dtype, rng_.normal(cols, 0.0, 0.3)),  // zero-centred: gamma near 1
-                  Buffer(c.dtype, rng_.normal(cols)),
+                  Buffer(c.weight_dtype, rng_.normal(cols, 0.0, 0.5)),
+                  Buffer(c.weight_dtype, rng_.normal(cols, 0.0, 0.3)),  // zero-centred: gamma ~1
+                  Buffer(c.weight_dtype, rng_.normal(cols)),
                   Buffer(c.dtype, rng_.normal(n)),
                   Buffer(c.dtype, rng_.normal(n))};
   }
@@ -168,8 +172,9 @@ BackwardOut run_backward(nk_context ctx, bool on_gpu, const Inputs& in, const nk
   const int64_t rows = in.desc.rows, cols = in.desc.cols, n = rows * cols;
   const Buffer mean(NK_F32, stats.mean), rstd(NK_F32, stats.rstd);
   nk_row_fused_backward_buffers b{};
-  BackwardOut out{Buffer(in.desc.dtype, n), Buffer(in.desc.dtype, n), Buffer(in.desc.dtype, cols),
-                  Buffer(in.desc.dtype, cols), Buffer(in.desc.dtype, cols)};
+  const nk_dtype act = in.desc.dtype, param = in.desc.weight_dtype;
+  BackwardOut out{Buffer(act, n), Buffer(act, n), Buffer(param, cols), Buffer(param, cols),
+                  Buffer(param, cols)};
   if (!on_gpu) {
     for (Buffer* o : {&out.dx, &out.dres, &out.dbin, &out.dw, &out.db}) o->poison();
     b.x = stats.h.data();
@@ -187,8 +192,7 @@ BackwardOut run_backward(nk_context ctx, bool on_gpu, const Inputs& in, const nk
     return out;
   }
   DeviceBuffer h(stats.h), dy(in.dy), extra(in.dh_extra), w(in.weight), mean_d(mean), rstd_d(rstd);
-  DeviceBuffer dx(in.desc.dtype, n), dres(in.desc.dtype, n), dbin(in.desc.dtype, cols),
-      dw(in.desc.dtype, cols), db(in.desc.dtype, cols);
+  DeviceBuffer dx(act, n), dres(act, n), dbin(param, cols), dw(param, cols), db(param, cols);
   b.x = h.data();
   b.dy = dy.data();
   b.dh_extra = extra.data();
@@ -401,10 +405,18 @@ TEST_P(GpuRowFusion, SameBytesOnEveryGrid) {
   for (nk_context ctx : limited) nk_context_destroy(ctx);
 }
 
+// Parameters in the data's dtype, and in fp32 with 16-bit data (their own kernel instances).
 INSTANTIATE_TEST_SUITE_P(All, GpuRowFusion,
-                         testing::Values(FusionCase{false, NK_F32}, FusionCase{false, NK_F16},
-                                         FusionCase{false, NK_BF16}, FusionCase{true, NK_F32},
-                                         FusionCase{true, NK_F16}, FusionCase{true, NK_BF16}),
+                         testing::Values(FusionCase{false, NK_F32, NK_F32},
+                                         FusionCase{false, NK_F16, NK_F16},
+                                         FusionCase{false, NK_BF16, NK_BF16},
+                                         FusionCase{false, NK_F16, NK_F32},
+                                         FusionCase{false, NK_BF16, NK_F32},
+                                         FusionCase{true, NK_F32, NK_F32},
+                                         FusionCase{true, NK_F16, NK_F16},
+                                         FusionCase{true, NK_BF16, NK_BF16},
+                                         FusionCase{true, NK_F16, NK_F32},
+                                         FusionCase{true, NK_BF16, NK_F32}),
                          fusion_case_name);
 
 }  // namespace
