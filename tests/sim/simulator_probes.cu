@@ -129,6 +129,23 @@ __global__ void prefetch_then_double(const float* x, float* y) {
   y[threadIdx.x] = 2.0f * x[threadIdx.x];
 }
 
+// The lane mask registers (CUB's three-way partition, which the quantiles' segmented sort runs,
+// reads %lanemask_ge; a simulator without them aborts the process).
+__global__ void lane_masks(unsigned* out) {
+  unsigned eq, le, lt, ge, gt;
+  asm volatile("mov.u32 %0, %%lanemask_eq;" : "=r"(eq));
+  asm volatile("mov.u32 %0, %%lanemask_le;" : "=r"(le));
+  asm volatile("mov.u32 %0, %%lanemask_lt;" : "=r"(lt));
+  asm volatile("mov.u32 %0, %%lanemask_ge;" : "=r"(ge));
+  asm volatile("mov.u32 %0, %%lanemask_gt;" : "=r"(gt));
+  unsigned* o = out + 5 * threadIdx.x;
+  o[0] = eq;
+  o[1] = le;
+  o[2] = lt;
+  o[3] = ge;
+  o[4] = gt;
+}
+
 // ---- probes ---------------------------------------------------------------------------------
 
 void probe_int64_to_float() {
@@ -295,6 +312,21 @@ void probe_prefetch() {
   for (int i = 0; i < 32; ++i) expect(o[i] == 2.0f * in[i], "doubled", o[i], 2.0f * in[i]);
 }
 
+void probe_lane_masks() {
+  Device<unsigned> out(5 * 64);
+  lane_masks<<<1, 64>>>(out.ptr);
+  const std::vector<unsigned> o = out.get();
+  const char* names[] = {"%lanemask_eq", "%lanemask_le", "%lanemask_lt", "%lanemask_ge",
+                         "%lanemask_gt"};
+  for (unsigned t = 0; t < 64; ++t) {
+    const unsigned long long bit = 1ull << (t & 31), below = bit - 1;
+    const unsigned want[5] = {static_cast<unsigned>(bit), static_cast<unsigned>(below | bit),
+                              static_cast<unsigned>(below), ~static_cast<unsigned>(below),
+                              ~static_cast<unsigned>(below | bit)};
+    for (int k = 0; k < 5; ++k) expect(o[5 * t + k] == want[k], names[k], o[5 * t + k], want[k]);
+  }
+}
+
 // CUB picks its tuning from cudaFuncGetAttributes' ptxVersion (the virtual architecture): a
 // simulator that reports the PTX ISA version there makes every CUB call fail.
 void probe_cub_dispatch() {
@@ -329,6 +361,7 @@ int main() {
       {"cudaMemcpyAsync source reusable on return", probe_async_copy_source},
       {"cudaFuncGetAttributes ptxVersion and CUB dispatch", probe_cub_dispatch},
       {"prefetch.global.L2", probe_prefetch},
+      {"%lanemask_eq/le/lt/ge/gt", probe_lane_masks},
   };
   int failed = 0;
   for (const Probe& p : probes) {
