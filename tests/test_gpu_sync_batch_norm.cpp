@@ -9,6 +9,7 @@
 //    forward and backward; the merge equals the CPU backend's merge of the same partials; every
 //    rank gets the same bits; repeated steps and a step captured in a CUDA graph repeat bit for
 //    bit; both layouts, every dtype, data with |mean| >> std.
+//  - A rank without samples (N = 0, NULL activations) in every phase of the two-phase API.
 //  - The device's rules for counts it cannot check (normkit.h): a negative count, all counts 0, a
 //    global count of 1, 0 or -1 in the global forward, below 1 in the global backward, a
 //    num_batches_tracked that cannot advance (negative or INT64_MAX; the NCCL path too).
@@ -719,6 +720,95 @@ TEST_F(GpuSyncBatchNormRules, CounterAdvancesWithoutRunningBuffers) {
             NK_SUCCESS)
       << nk_last_error();
   EXPECT_EQ(int64_values(tracked_global, 1)[0], 6) << "nk_batch_norm_forward_global on CUDA";
+}
+
+// A rank without samples (N = 0, its activation pointers NULL) takes part in every phase
+// (normkit.h): its local statistics are count 0 and zeros, the merge counts the other rank's
+// values alone, its global forward moves its running statistics and counter to the bytes the other
+// rank's does and writes the same saved statistics, its local sums are zeros, and its global
+// backward writes nothing. Every output poisoned first.
+TEST_F(GpuSyncBatchNormRules, AnEmptyRankTakesPartInEveryPhase) {
+  for (nk_layout layout : {NK_NCHW, NK_NHWC}) {
+    SCOPED_TRACE(layout == NK_NCHW ? "NCHW" : "NHWC");
+    const nk_act_desc full{3, 5, 7, layout, NK_F32}, empty{0, 5, 7, layout, NK_F32};
+    const int64_t c = full.c, numel = full.n * full.c * full.spatial, per_channel = numel / c;
+    const DeviceBuffer x(Buffer(NK_F32, rng_.normal(numel, 1.0, 2.0)));
+    DeviceBuffer counts = int64_buffer({-7, -7}), means(NK_F32, 2 * c), m2s(NK_F32, 2 * c);
+    means.poison();
+    m2s.poison();
+    ASSERT_EQ(nk_batch_norm_local_stats(gpu_, &full, x.data(), i64(counts), means.f32(),
+                                        m2s.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_local_stats(gpu_, &empty, nullptr, i64(counts) + 1, means.f32() + c,
+                                        m2s.f32() + c),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(int64_values(counts, 2), (std::vector<int64_t>{per_channel, 0}));
+    const std::vector<double> mv = means.download().values(), m2v = m2s.download().values();
+    for (int64_t ch = 0; ch < c; ++ch) {
+      EXPECT_TRUE(std::isfinite(mv[ch]) && std::isfinite(m2v[ch])) << "channel " << ch;
+      EXPECT_EQ(mv[c + ch], 0.0) << "the empty rank's mean, channel " << ch;
+      EXPECT_EQ(m2v[c + ch], 0.0) << "the empty rank's m2, channel " << ch;
+    }
+
+    DeviceBuffer total = int64_buffer({-7}), gmean(NK_F32, c), gm2(NK_F32, c);
+    gmean.poison();
+    gm2.poison();
+    ASSERT_EQ(nk_batch_norm_merge_stats(gpu_, 2, c, i64(counts), means.f32(), m2s.f32(), i64(total),
+                                        gmean.f32(), gm2.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(int64_values(total, 1)[0], per_channel);
+    const std::vector<double> gmv = gmean.download().values(), gm2v = gm2.download().values();
+    for (int64_t ch = 0; ch < c; ++ch) {
+      EXPECT_NEAR(gmv[ch], mv[ch], 1e-6 * std::abs(mv[ch]) + 1e-7) << "channel " << ch;
+      EXPECT_NEAR(gm2v[ch], m2v[ch], 1e-6 * m2v[ch]) << "channel " << ch;
+    }
+
+    const nk_norm_params p = nk_norm_params_default();
+    DeviceBuffer rm_full = filled(c, 0.25), rv_full = filled(c, 2.0);
+    DeviceBuffer rm_empty = filled(c, 0.25), rv_empty = filled(c, 2.0);
+    DeviceBuffer tracked_full = int64_buffer({3}), tracked_empty = int64_buffer({3});
+    DeviceBuffer y(NK_F32, numel), sm(NK_F32, c), si(NK_F32, c), sm_empty(NK_F32, c),
+        si_empty(NK_F32, c);
+    for (DeviceBuffer* d : {&y, &sm, &si, &sm_empty, &si_empty}) d->poison();
+    ASSERT_EQ(nk_batch_norm_forward_global(gpu_, &full, &p, i64(total), gmean.f32(), gm2.f32(),
+                                           x.data(), nullptr, nullptr, rm_full.f32(),
+                                           rv_full.f32(), i64(tracked_full), y.data(), sm.f32(),
+                                           si.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    ASSERT_EQ(nk_batch_norm_forward_global(gpu_, &empty, &p, i64(total), gmean.f32(), gm2.f32(),
+                                           nullptr, nullptr, nullptr, rm_empty.f32(),
+                                           rv_empty.f32(), i64(tracked_empty), nullptr,
+                                           sm_empty.f32(), si_empty.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_NE(rm_full.download().values(), std::vector<double>(c, 0.25)) << "the running mean moved";
+    EXPECT_EQ(rm_empty.download().bytes(), rm_full.download().bytes());
+    EXPECT_EQ(rv_empty.download().bytes(), rv_full.download().bytes());
+    EXPECT_EQ(int64_values(tracked_full, 1)[0], 4);
+    EXPECT_EQ(int64_values(tracked_empty, 1)[0], 4);
+    EXPECT_EQ(sm_empty.download().bytes(), sm.download().bytes());
+    EXPECT_EQ(si_empty.download().bytes(), si.download().bytes());
+
+    DeviceBuffer sums(NK_F32, 2 * c), dx(NK_F32, numel);
+    sums.poison();
+    dx.poison();
+    const Buffer dx_before = dx.download();
+    ASSERT_EQ(nk_batch_norm_backward_local_sums(gpu_, &empty, nullptr, nullptr, sm.f32(), si.f32(),
+                                                sums.f32(), sums.f32() + c),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(sums.download().values(), std::vector<double>(2 * c, 0.0));
+    ASSERT_EQ(nk_batch_norm_backward_global(gpu_, &empty, i64(total), sums.f32(), sums.f32() + c,
+                                            nullptr, nullptr, nullptr, sm.f32(), si.f32(),
+                                            dx.data()),
+              NK_SUCCESS)
+        << nk_last_error();
+    EXPECT_EQ(dx.download().bytes(), dx_before.bytes()) << "an empty shard has no dx to write";
+  }
 }
 
 // num_batches_tracked outside [0, INT64_MAX - 1] with a valid global count: the device leaves the
