@@ -42,11 +42,12 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 }
 
 // Lane groups with 16-byte packs (128), single-element packs (17: odd), a block per row (4096 in
-// 16 bits, 1000 in fp32, whose 4096 columns are staged), rows staged in shared memory (8200; in the full set the backward's 6144, blocks of 512; the
-// backward's 16384 in 16-bit types, the forward's 16384), few long rows split across blocks
-// (16392, at 3 or 12 rows: forward and backward dx), the generic path (16390: single-element
-// packs; fp32 16384 in the backward; 8200 under smaller staging limits, in the tests; and, in the
-// full set, 130 rows of 65536, past the split).
+// 16 bits, 1000 in fp32, whose 4096 columns are staged), rows staged in shared memory (8200; in
+// the full set the backward's 6144, blocks of 512; the backward's 16384 in 16-bit types, the
+// forward's 16384), few long rows split across blocks (16392, at 3 or 12 rows: forward and
+// backward dx), the generic path (16390: single-element packs; fp32 16384 in the backward; 8200
+// under smaller staging limits, in the tests; and, in the full set, 130 rows of 65536, past the
+// split).
 // The fixture sets the staging limit the library caps every GPU at (kStagingSharedLimit).
 std::vector<int64_t> fusion_widths() {
   if (reduced_gpu_tests()) return {17, 128, 1000, 4096, 8200, 16384, 16390, 16392};

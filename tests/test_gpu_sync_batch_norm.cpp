@@ -785,7 +785,7 @@ TEST_F(GpuSyncBatchNormRules, AnEmptyRankTakesPartInEveryPhase) {
                                            sm_empty.f32(), si_empty.f32()),
               NK_SUCCESS)
         << nk_last_error();
-    EXPECT_NE(rm_full.download().values(), std::vector<double>(c, 0.25)) << "the running mean moved";
+    EXPECT_NE(rm_full.download().values(), std::vector<double>(c, 0.25)) << "it moved";
     EXPECT_EQ(rm_empty.download().bytes(), rm_full.download().bytes());
     EXPECT_EQ(rv_empty.download().bytes(), rv_full.download().bytes());
     EXPECT_EQ(int64_values(tracked_full, 1)[0], 4);
