@@ -19,6 +19,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fp8.hpp"
@@ -52,6 +53,13 @@ std::string fusion_case_name(const testing::TestParamInfo<FusionCase>& info) {
 std::vector<int64_t> fusion_widths() {
   if (reduced_gpu_tests()) return {17, 128, 1000, 4096, 8200, 16384, 16390, 16392};
   return {1, 17, 128, 1000, 4096, 6144, 8192, 8200, 16384, 16390, 16392, 65536};
+}
+// (cols, staging limit): every width at the library's limit, then `cols` under `limit`.
+std::vector<std::pair<int64_t, int64_t>> width_runs(int64_t cols, int64_t limit) {
+  std::vector<std::pair<int64_t, int64_t>> runs;
+  for (int64_t w : fusion_widths()) runs.emplace_back(w, kStagingSharedLimit);
+  runs.emplace_back(cols, limit);
+  return runs;
 }
 int64_t fusion_rows(int64_t cols) {
   if (reduced_gpu_tests()) return 3;
@@ -247,10 +255,7 @@ void expect_y_close(const ForwardOut& gpu, const ForwardOut& cpu, const Inputs& 
 TEST_P(GpuRowFusion, ResidualZeroCenteredForwardMatchesCpu) {
   const FusionCase c = GetParam();
   const nk_row_fusion f = fusion(true, true, NK_OUTPUT_DTYPE);
-  std::vector<std::pair<int64_t, int64_t>> runs;  // (cols, staging limit)
-  for (int64_t cols : fusion_widths()) runs.emplace_back(cols, kStagingSharedLimit);
-  runs.emplace_back(8200, 16384);
-  for (auto [cols, limit] : runs) {
+  for (auto [cols, limit] : width_runs(8200, 16384)) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols << " limit=" << limit);
     ScopedSharedLimit shared(limit);
     const Inputs in = make(fusion_rows(cols), cols);
@@ -320,10 +325,7 @@ TEST_P(GpuRowFusion, Fp8ForwardMatchesCpu) {
 TEST_P(GpuRowFusion, ResidualZeroCenteredBackwardMatchesCpu) {
   const FusionCase c = GetParam();
   const nk_row_fusion f = fusion(true, true, NK_OUTPUT_DTYPE);
-  std::vector<std::pair<int64_t, int64_t>> runs;  // (cols, staging limit)
-  for (int64_t cols : fusion_widths()) runs.emplace_back(cols, kStagingSharedLimit);
-  runs.emplace_back(8200, 32768);
-  for (auto [cols, limit] : runs) {
+  for (auto [cols, limit] : width_runs(8200, 32768)) {
     SCOPED_TRACE(testing::Message() << "cols=" << cols << " limit=" << limit);
     ScopedSharedLimit shared(limit);
     const Inputs in = make(fusion_rows(cols), cols);
