@@ -13,10 +13,13 @@
 #include <normkit/normkit.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -212,6 +215,162 @@ inline void expect_both_outcomes(const Outcomes& ops, const Outcomes& queries, i
   EXPECT_GE(ops.failures, trials / 4) << ops.successes << " calls succeeded";
   EXPECT_GE(queries.successes, trials / 20) << queries.failures << " queries failed";
   EXPECT_GE(queries.failures, trials / 8) << queries.successes << " queries succeeded";
+}
+
+// ---- pointer arguments and their random changes ------------------------------------------------
+
+// How a call uses a buffer argument.
+enum class Role { kIn, kOut, kInOut };
+
+// A pointer argument (a field of a struct the test passes): its name (also its buffer's), what its
+// buffer holds (`kind`: buffers of one kind have one size, so any of them may stand for another),
+// its role, and how to read and set it.
+struct Slot {
+  std::string name;
+  int kind;
+  Role role;
+  std::function<void*()> get;
+  std::function<void(void*)> set;
+};
+
+template <class S, class P>
+Slot make_slot(const char* name, int kind, Role role, S* s, P S::*field) {
+  return Slot{name, kind, role,
+              [s, field] { return const_cast<void*>(static_cast<const void*>(s->*field)); },
+              [s, field](void* p) { s->*field = static_cast<P>(p); }};
+}
+
+inline Slot& slot_named(std::vector<Slot>& slots, const std::string& name) {
+  for (Slot& s : slots) {
+    if (s.name == name) return s;
+  }
+  ADD_FAILURE() << "no slot " << name;
+  return slots.front();
+}
+
+// One random change of one of `slots`: NULL; 1 or 2 bytes off (once: twice would be 4 bytes,
+// aligned and past the buffer); onto a buffer of its kind (its own where it was NULL: an output
+// anywhere, in place or an overlap to reject; a buffer the call reads only onto one that holds
+// data, since a poisoned one would carry its NaN bits into outputs that the success check reads
+// as unwritten); or into the buffer "arena" (fp32 elements, at least 32 + any buffer's size).
+// Returns what it did.
+inline std::string mutate_pointer(std::vector<Slot>& slots, Buffers& buffers, nkt::Random& rng) {
+  std::string what;
+  Slot& s = slots[static_cast<size_t>(rng.integer(0, static_cast<int64_t>(slots.size()) - 1))];
+  auto* p = static_cast<char*>(s.get());
+  const int how = static_cast<int>(rng.integer(0, 4));
+  if (how == 0) {
+    s.set(nullptr);
+    what = " NULL";
+  } else if (how == 1 && p != nullptr && reinterpret_cast<uintptr_t>(p) % 4 == 0) {
+    const int off = pick(rng, {1, 2});
+    s.set(p + off);
+    what = " + " + std::to_string(off) + " bytes";
+  } else if (how == 2) {
+    const Slot& t =
+        slots[static_cast<size_t>(rng.integer(0, static_cast<int64_t>(slots.size()) - 1))];
+    const std::string& target = p == nullptr ? s.name : t.name;
+    if (slot_named(slots, target).kind == s.kind &&
+        !(s.role != Role::kOut && poisoned(buffers.at(target)))) {
+      s.set(buffers.at(target).data());
+      what = " = " + target + "'s buffer";
+    }
+  } else {
+    const int64_t at = rng.integer(0, 32);  // near each other: partial overlaps are frequent
+    s.set(buffers.at("arena").f32() + at);
+    what = " = arena + " + std::to_string(at);
+  }
+  return s.name + what;
+}
+
+// ---- the other random changes the fuzz tests share ------------------------------------------
+
+// One dimension of both descriptors (a call reads one of them): N and rows, C and cols, or S, to a
+// value that keeps an accepted call inside buffers of 2 x 4 x 3 (or 3 x 8) activations and 8
+// per-channel values, or to one that must be rejected (below 1, or an element count above
+// 2^60 - 1). N = 0 is accepted only where a rank may be empty. Returns what it did.
+inline std::string mutate_dimension(nk_act_desc& act, nk_row_desc& row, nkt::Random& rng) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int which = static_cast<int>(rng.integer(0, 2));
+  if (which == 0) {
+    const int64_t v = pick<int64_t>(
+        rng, {1, 2, 0, -1, std::numeric_limits<int64_t>::min(), kMax, int64_t{1} << 60});
+    act.n = row.rows = v;
+    return "n = rows = " + std::to_string(v);
+  }
+  if (which == 1) {
+    const int64_t v = pick<int64_t>(rng, {1, 2, 4, 0, -3, kMax, int64_t{1} << 61});
+    act.c = row.cols = v;
+    return "c = cols = " + std::to_string(v);
+  }
+  const int64_t v = pick<int64_t>(rng, {1, 2, 3, 0, -1, kMax, int64_t{1} << 60});
+  act.spatial = v;
+  return "spatial = " + std::to_string(v);
+}
+
+// The context's workspace as a test set it (none: at NULL).
+struct Workspace {
+  void* at = nullptr;
+  size_t bytes = 0;
+};
+
+// Sets a workspace of `bytes` on ctx at the first 256-byte boundary of `inside`, or of a new
+// poisoned buffer "workspace" when `inside` is NULL.
+inline void set_workspace(nk_context ctx, Buffers& buffers, size_t bytes, void* inside,
+                          Workspace& ws) {
+  if (inside == nullptr) {
+    buffers["workspace"] = nkt::Buffer(NK_F32, static_cast<int64_t>(bytes / 4 + 64));
+    buffers["workspace"].poison();
+    inside = buffers["workspace"].data();
+  }
+  void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(inside) + 255) / 256 * 256);
+  ASSERT_EQ(nk_context_set_workspace(ctx, aligned, bytes), NK_SUCCESS) << nk_last_error();
+  ws = Workspace{aligned, bytes};
+}
+
+// Removes the context's workspace.
+inline void clear_workspace(nk_context ctx, Workspace& ws) {
+  ASSERT_EQ(nk_context_set_workspace(ctx, nullptr, 0), NK_SUCCESS) << nk_last_error();
+  ws = Workspace{};
+}
+
+// A random workspace: too small for most ops (16 bytes), large enough (4096), or inside the buffer
+// "arena" (where the call's buffers may overlap it). Returns what it did.
+inline std::string mutate_workspace(nk_context ctx, Buffers& buffers, nkt::Random& rng,
+                                    Workspace& ws) {
+  const int w = static_cast<int>(rng.integer(0, 2));
+  if (w == 0) set_workspace(ctx, buffers, 16, nullptr, ws);
+  if (w == 1) set_workspace(ctx, buffers, 4096, nullptr, ws);
+  if (w == 2)
+    set_workspace(ctx, buffers, 1024, buffers.at("arena").f32() + rng.integer(0, 512), ws);
+  return w == 0 ? "workspace 16 bytes" : w == 1 ? "workspace 4096 bytes" : "workspace in the arena";
+}
+
+// One field of the parameter block (with `eps`, the eps argument of the calls that take one apart
+// from the block, which changes with it): phase, eps, momentum, or the two modes; to a valid or an
+// invalid value. Returns what it did.
+inline std::string mutate_params(nk_norm_params& params, double& eps, nkt::Random& rng) {
+  const int which = static_cast<int>(rng.integer(0, 3));
+  std::ostringstream what;
+  if (which == 0) {
+    const int v = pick(rng, {0, 1, 7});
+    params.phase = static_cast<nk_phase>(v);
+    what << "phase = " << v;
+  } else if (which == 1) {
+    const double v = pick(rng, {1e-5, 0.0, 1e-3, -1e-9, nkv::kNaN, nkv::kInf, -nkv::kInf});
+    params.eps = eps = v;
+    what << "eps = " << v;
+  } else if (which == 2) {
+    const double v = pick(rng, {0.0, 0.5, 1.0, -0.1, 1.1, nkv::kNaN, nkv::kInf});
+    params.momentum = v;
+    what << "momentum = " << v;
+  } else {
+    const int m = pick(rng, {0, 1, 9}), r = pick(rng, {0, 1, -2});
+    params.momentum_mode = static_cast<nk_momentum_mode>(m);
+    params.running_var = static_cast<nk_running_var>(r);
+    what << "momentum_mode = " << m << ", running_var = " << r;
+  }
+  return what.str();
 }
 
 }  // namespace nkf

@@ -52,26 +52,9 @@ std::string ParamName(const ::testing::TestParamInfo<FusedOp>& info) { return Op
 void PrintTo(FusedOp op, std::ostream* out) { *out << OpName(op); }
 
 // What a buffer holds, which decides its size and where a change may move a pointer to it.
-enum class Kind { kAct, kVec, kMask, kScalar };
+enum Kind { kAct, kVec, kMask, kScalar };
 
-int64_t Floats(Kind k) { return k == Kind::kAct ? kActFloats : k == Kind::kVec ? kVecFloats : 2; }
-
-// A pointer field of a buffers struct: its name (also its buffer's), kind, whether the call writes
-// it, and how to read and set it.
-struct Slot {
-  std::string name;
-  Kind kind;
-  bool output;
-  std::function<void*()> get;
-  std::function<void(void*)> set;
-};
-
-template <class S, class P>
-Slot MakeSlot(const char* name, Kind kind, bool output, S* s, P S::*field) {
-  return Slot{name, kind, output,
-              [s, field] { return const_cast<void*>(static_cast<const void*>(s->*field)); },
-              [s, field](void* p) { s->*field = static_cast<P>(p); }};
-}
+int64_t Floats(int kind) { return kind == kAct ? kActFloats : kind == kVec ? kVecFloats : 2; }
 
 class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
  protected:
@@ -103,85 +86,100 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
     switch (Op()) {
       case FusedOp::kChannelForward:
         slots_ = {
-            MakeSlot("x", Kind::kAct, false, &cf, &nk_channel_fused_forward_buffers::x),
-            MakeSlot("z", Kind::kAct, false, &cf, &nk_channel_fused_forward_buffers::z),
-            MakeSlot("weight", Kind::kVec, false, &cf, &nk_channel_fused_forward_buffers::weight),
-            MakeSlot("bias", Kind::kVec, false, &cf, &nk_channel_fused_forward_buffers::bias),
-            MakeSlot("running_mean", Kind::kVec, true, &cf,
-                     &nk_channel_fused_forward_buffers::running_mean),
-            MakeSlot("running_var", Kind::kVec, true, &cf,
-                     &nk_channel_fused_forward_buffers::running_var),
-            MakeSlot("y", Kind::kAct, true, &cf, &nk_channel_fused_forward_buffers::y),
-            MakeSlot("save_mean", Kind::kVec, true, &cf,
-                     &nk_channel_fused_forward_buffers::save_mean),
-            MakeSlot("save_invstd", Kind::kVec, true, &cf,
-                     &nk_channel_fused_forward_buffers::save_invstd),
-            MakeSlot("relu_mask", Kind::kMask, true, &cf,
-                     &nk_channel_fused_forward_buffers::relu_mask)};
+            nkf::make_slot("x", kAct, nkf::Role::kIn, &cf, &nk_channel_fused_forward_buffers::x),
+            nkf::make_slot("z", kAct, nkf::Role::kIn, &cf, &nk_channel_fused_forward_buffers::z),
+            nkf::make_slot("weight", kVec, nkf::Role::kIn, &cf,
+                           &nk_channel_fused_forward_buffers::weight),
+            nkf::make_slot("bias", kVec, nkf::Role::kIn, &cf,
+                           &nk_channel_fused_forward_buffers::bias),
+            nkf::make_slot("running_mean", kVec, nkf::Role::kInOut, &cf,
+                           &nk_channel_fused_forward_buffers::running_mean),
+            nkf::make_slot("running_var", kVec, nkf::Role::kInOut, &cf,
+                           &nk_channel_fused_forward_buffers::running_var),
+            nkf::make_slot("y", kAct, nkf::Role::kOut, &cf, &nk_channel_fused_forward_buffers::y),
+            nkf::make_slot("save_mean", kVec, nkf::Role::kOut, &cf,
+                           &nk_channel_fused_forward_buffers::save_mean),
+            nkf::make_slot("save_invstd", kVec, nkf::Role::kOut, &cf,
+                           &nk_channel_fused_forward_buffers::save_invstd),
+            nkf::make_slot("relu_mask", kMask, nkf::Role::kOut, &cf,
+                           &nk_channel_fused_forward_buffers::relu_mask)};
         break;
       case FusedOp::kChannelBackward:
         slots_ = {
-            MakeSlot("x", Kind::kAct, false, &cb, &nk_channel_fused_backward_buffers::x),
-            MakeSlot("dy", Kind::kAct, false, &cb, &nk_channel_fused_backward_buffers::dy),
-            MakeSlot("y", Kind::kAct, false, &cb, &nk_channel_fused_backward_buffers::y),
-            MakeSlot("relu_mask", Kind::kMask, false, &cb,
-                     &nk_channel_fused_backward_buffers::relu_mask),
-            MakeSlot("z", Kind::kAct, false, &cb, &nk_channel_fused_backward_buffers::z),
-            MakeSlot("weight", Kind::kVec, false, &cb, &nk_channel_fused_backward_buffers::weight),
-            MakeSlot("bias", Kind::kVec, false, &cb, &nk_channel_fused_backward_buffers::bias),
-            MakeSlot("running_mean", Kind::kVec, false, &cb,
-                     &nk_channel_fused_backward_buffers::running_mean),
-            MakeSlot("running_var", Kind::kVec, false, &cb,
-                     &nk_channel_fused_backward_buffers::running_var),
-            MakeSlot("save_mean", Kind::kVec, false, &cb,
-                     &nk_channel_fused_backward_buffers::save_mean),
-            MakeSlot("save_invstd", Kind::kVec, false, &cb,
-                     &nk_channel_fused_backward_buffers::save_invstd),
-            MakeSlot("dx", Kind::kAct, true, &cb, &nk_channel_fused_backward_buffers::dx),
-            MakeSlot("dz", Kind::kAct, true, &cb, &nk_channel_fused_backward_buffers::dz),
-            MakeSlot("dweight", Kind::kVec, true, &cb, &nk_channel_fused_backward_buffers::dweight),
-            MakeSlot("dbias", Kind::kVec, true, &cb, &nk_channel_fused_backward_buffers::dbias)};
+            nkf::make_slot("x", kAct, nkf::Role::kIn, &cb, &nk_channel_fused_backward_buffers::x),
+            nkf::make_slot("dy", kAct, nkf::Role::kIn, &cb, &nk_channel_fused_backward_buffers::dy),
+            nkf::make_slot("y", kAct, nkf::Role::kIn, &cb, &nk_channel_fused_backward_buffers::y),
+            nkf::make_slot("relu_mask", kMask, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::relu_mask),
+            nkf::make_slot("z", kAct, nkf::Role::kIn, &cb, &nk_channel_fused_backward_buffers::z),
+            nkf::make_slot("weight", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::weight),
+            nkf::make_slot("bias", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::bias),
+            nkf::make_slot("running_mean", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::running_mean),
+            nkf::make_slot("running_var", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::running_var),
+            nkf::make_slot("save_mean", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::save_mean),
+            nkf::make_slot("save_invstd", kVec, nkf::Role::kIn, &cb,
+                           &nk_channel_fused_backward_buffers::save_invstd),
+            nkf::make_slot("dx", kAct, nkf::Role::kOut, &cb,
+                           &nk_channel_fused_backward_buffers::dx),
+            nkf::make_slot("dz", kAct, nkf::Role::kOut, &cb,
+                           &nk_channel_fused_backward_buffers::dz),
+            nkf::make_slot("dweight", kVec, nkf::Role::kOut, &cb,
+                           &nk_channel_fused_backward_buffers::dweight),
+            nkf::make_slot("dbias", kVec, nkf::Role::kOut, &cb,
+                           &nk_channel_fused_backward_buffers::dbias)};
         break;
       case FusedOp::kRowForward:
         slots_ = {
-            MakeSlot("x", Kind::kAct, false, &rf, &nk_row_fused_forward_buffers::x),
-            MakeSlot("residual", Kind::kAct, false, &rf, &nk_row_fused_forward_buffers::residual),
-            MakeSlot("bias_in", Kind::kVec, false, &rf, &nk_row_fused_forward_buffers::bias_in),
-            MakeSlot("weight", Kind::kVec, false, &rf, &nk_row_fused_forward_buffers::weight),
-            MakeSlot("bias", Kind::kVec, false, &rf, &nk_row_fused_forward_buffers::bias),
-            MakeSlot("h", Kind::kAct, true, &rf, &nk_row_fused_forward_buffers::h),
-            MakeSlot("y", Kind::kAct, true, &rf, &nk_row_fused_forward_buffers::y),
-            MakeSlot("y_scale", Kind::kScalar, false, &rf, &nk_row_fused_forward_buffers::y_scale),
-            MakeSlot("y_amax", Kind::kScalar, true, &rf, &nk_row_fused_forward_buffers::y_amax),
-            MakeSlot("save_mean", Kind::kVec, true, &rf, &nk_row_fused_forward_buffers::save_mean),
-            MakeSlot("save_rstd", Kind::kVec, true, &rf, &nk_row_fused_forward_buffers::save_rstd)};
+            nkf::make_slot("x", kAct, nkf::Role::kIn, &rf, &nk_row_fused_forward_buffers::x),
+            nkf::make_slot("residual", kAct, nkf::Role::kIn, &rf,
+                           &nk_row_fused_forward_buffers::residual),
+            nkf::make_slot("bias_in", kVec, nkf::Role::kIn, &rf,
+                           &nk_row_fused_forward_buffers::bias_in),
+            nkf::make_slot("weight", kVec, nkf::Role::kIn, &rf,
+                           &nk_row_fused_forward_buffers::weight),
+            nkf::make_slot("bias", kVec, nkf::Role::kIn, &rf, &nk_row_fused_forward_buffers::bias),
+            nkf::make_slot("h", kAct, nkf::Role::kOut, &rf, &nk_row_fused_forward_buffers::h),
+            nkf::make_slot("y", kAct, nkf::Role::kOut, &rf, &nk_row_fused_forward_buffers::y),
+            nkf::make_slot("y_scale", kScalar, nkf::Role::kIn, &rf,
+                           &nk_row_fused_forward_buffers::y_scale),
+            nkf::make_slot("y_amax", kScalar, nkf::Role::kOut, &rf,
+                           &nk_row_fused_forward_buffers::y_amax),
+            nkf::make_slot("save_mean", kVec, nkf::Role::kOut, &rf,
+                           &nk_row_fused_forward_buffers::save_mean),
+            nkf::make_slot("save_rstd", kVec, nkf::Role::kOut, &rf,
+                           &nk_row_fused_forward_buffers::save_rstd)};
         break;
       case FusedOp::kRowBackward:
         slots_ = {
-            MakeSlot("x", Kind::kAct, false, &rb, &nk_row_fused_backward_buffers::x),
-            MakeSlot("dy", Kind::kAct, false, &rb, &nk_row_fused_backward_buffers::dy),
-            MakeSlot("dh_extra", Kind::kAct, false, &rb, &nk_row_fused_backward_buffers::dh_extra),
-            MakeSlot("weight", Kind::kVec, false, &rb, &nk_row_fused_backward_buffers::weight),
-            MakeSlot("save_mean", Kind::kVec, false, &rb,
-                     &nk_row_fused_backward_buffers::save_mean),
-            MakeSlot("save_rstd", Kind::kVec, false, &rb,
-                     &nk_row_fused_backward_buffers::save_rstd),
-            MakeSlot("dx", Kind::kAct, true, &rb, &nk_row_fused_backward_buffers::dx),
-            MakeSlot("dresidual", Kind::kAct, true, &rb, &nk_row_fused_backward_buffers::dresidual),
-            MakeSlot("dbias_in", Kind::kVec, true, &rb, &nk_row_fused_backward_buffers::dbias_in),
-            MakeSlot("dweight", Kind::kVec, true, &rb, &nk_row_fused_backward_buffers::dweight),
-            MakeSlot("dbias", Kind::kVec, true, &rb, &nk_row_fused_backward_buffers::dbias)};
+            nkf::make_slot("x", kAct, nkf::Role::kIn, &rb, &nk_row_fused_backward_buffers::x),
+            nkf::make_slot("dy", kAct, nkf::Role::kIn, &rb, &nk_row_fused_backward_buffers::dy),
+            nkf::make_slot("dh_extra", kAct, nkf::Role::kIn, &rb,
+                           &nk_row_fused_backward_buffers::dh_extra),
+            nkf::make_slot("weight", kVec, nkf::Role::kIn, &rb,
+                           &nk_row_fused_backward_buffers::weight),
+            nkf::make_slot("save_mean", kVec, nkf::Role::kIn, &rb,
+                           &nk_row_fused_backward_buffers::save_mean),
+            nkf::make_slot("save_rstd", kVec, nkf::Role::kIn, &rb,
+                           &nk_row_fused_backward_buffers::save_rstd),
+            nkf::make_slot("dx", kAct, nkf::Role::kOut, &rb, &nk_row_fused_backward_buffers::dx),
+            nkf::make_slot("dresidual", kAct, nkf::Role::kOut, &rb,
+                           &nk_row_fused_backward_buffers::dresidual),
+            nkf::make_slot("dbias_in", kVec, nkf::Role::kOut, &rb,
+                           &nk_row_fused_backward_buffers::dbias_in),
+            nkf::make_slot("dweight", kVec, nkf::Role::kOut, &rb,
+                           &nk_row_fused_backward_buffers::dweight),
+            nkf::make_slot("dbias", kVec, nkf::Role::kOut, &rb,
+                           &nk_row_fused_backward_buffers::dbias)};
         break;
     }
   }
 
-  Slot& SlotNamed(const std::string& name) {
-    for (Slot& s : slots_) {
-      if (s.name == name) return s;
-    }
-    ADD_FAILURE() << "no slot " << name;
-    return slots_.front();
-  }
+  nkf::Slot& SlotNamed(const std::string& name) { return nkf::slot_named(slots_, name); }
   // Gives slot `name` its buffer (when `given`) or NULL.
   void Give(const std::string& name, bool given = true) {
     SlotNamed(name).set(given ? buffers_.at(name).data() : nullptr);
@@ -190,17 +188,15 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
   // Fresh buffers (inputs random, outputs poisoned) and a random valid call.
   void NewCall() {
     buffers_.clear();
-    ASSERT_EQ(nk_context_set_workspace(ctx_, nullptr, 0), NK_SUCCESS);
-    workspace_ = nullptr;
-    workspace_bytes_ = 0;
+    nkf::clear_workspace(ctx_, ws_);
     cf_buf_ = {};
     cb_buf_ = {};
     rf_buf_ = {};
     rb_buf_ = {};
-    for (const Slot& s : slots_) {
+    for (const nkf::Slot& s : slots_) {
       Buffer b(NK_F32, rng_.uniform(Floats(s.kind), -2, 2));
-      // The running statistics are read (inference) as well as written: they hold data.
-      if (s.output && s.name.rfind("running_", 0) != 0) b.poison();
+      // The running statistics (kInOut) are read as well as written: they hold data.
+      if (s.role == nkf::Role::kOut) b.poison();
       buffers_[s.name] = std::move(b);
     }
     for (const char* positive : {"save_invstd", "save_rstd", "running_var", "y_scale"}) {
@@ -329,7 +325,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
         << " weight_form " << rfusion_.weight_form << " output " << rfusion_.output;
     }
     d << "; given:";
-    for (const Slot& s : slots_) {
+    for (const nkf::Slot& s : slots_) {
       if (s.get() != nullptr) d << " " << s.name;
     }
     if (Op() == FusedOp::kChannelForward && cf_buf_.num_batches_tracked) d << " counter";
@@ -337,35 +333,12 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
   }
 
   void SetCounter(int64_t v) { std::memcpy(buffers_.at("counter").data(), &v, sizeof v); }
-  void SetWorkspace(size_t bytes, void* inside) {
-    if (inside == nullptr) {
-      buffers_["workspace"] = Buffer(NK_F32, static_cast<int64_t>(bytes / 4 + 64));
-      buffers_["workspace"].poison();
-      inside = buffers_["workspace"].data();
-    }
-    void* aligned =
-        reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(inside) + 255) / 256 * 256);
-    ASSERT_EQ(nk_context_set_workspace(ctx_, aligned, bytes), NK_SUCCESS) << nk_last_error();
-    workspace_ = aligned;
-    workspace_bytes_ = bytes;
-  }
-
   // One random change; returns what it did.
   std::string Mutate() {
     std::ostringstream what;
     const int64_t k = rng_.integer(0, 21);
-    if (k == 0) {
-      const int64_t v = pick<int64_t>(rng_, {1, 2, 0, -1, kMax, int64_t{1} << 60});
-      act_.n = row_.rows = v;
-      what << "n = rows = " << v;
-    } else if (k == 1) {
-      const int64_t v = pick<int64_t>(rng_, {1, 2, 4, 0, -3, kMax, int64_t{1} << 61});
-      act_.c = row_.cols = v;
-      what << "c = cols = " << v;
-    } else if (k == 2) {
-      const int64_t v = pick<int64_t>(rng_, {1, 2, 3, 0, -1, kMax, int64_t{1} << 60});
-      act_.spatial = v;
-      what << "spatial = " << v;
+    if (k <= 2) {
+      what << nkf::mutate_dimension(act_, row_, rng_);
     } else if (k == 3) {
       const int v = pick(rng_, {0, 1, 2, 3, -1});
       act_.dtype = row_.dtype = static_cast<nk_dtype>(v);
@@ -397,20 +370,8 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
       const int v = pick(rng_, {0, 1, 2, 9});
       rfusion_.output = static_cast<nk_output_format>(v);
       what << "output = " << v;
-    } else if (k == 10) {
-      const int v = pick(rng_, {0, 1, 7});
-      params_.phase = static_cast<nk_phase>(v);
-      what << "phase = " << v;
-    } else if (k == 11) {
-      const double v = pick(rng_, {1e-5, 0.0, -1e-9, nkv::kNaN, nkv::kInf});
-      params_.eps = eps_ = v;
-      what << "eps = " << v;
-    } else if (k == 12) {
-      const double m = pick(rng_, {0.5, -0.1, 1.1, nkv::kNaN});
-      const int mode = pick(rng_, {0, 1, 9});
-      params_.momentum = m;
-      params_.momentum_mode = static_cast<nk_momentum_mode>(mode);
-      what << "momentum = " << m << ", momentum_mode = " << mode;
+    } else if (k <= 12) {
+      what << nkf::mutate_params(params_, eps_, rng_);
     } else if (k == 13) {
       const int64_t v = pick<int64_t>(rng_, {0, -1, kMax, kMax - 1});
       SetCounter(v);
@@ -421,11 +382,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
       cf_buf_.num_batches_tracked = c == 9 ? nullptr : reinterpret_cast<int64_t*>(p + c);
       what << "num_batches_tracked " << (c == 9 ? "NULL" : "+ " + std::to_string(c) + " bytes");
     } else if (k == 15) {
-      const int w = pick(rng_, {0, 1, 2});
-      if (w == 0) SetWorkspace(16, nullptr);
-      if (w == 1) SetWorkspace(4096, nullptr);
-      if (w == 2) SetWorkspace(1024, buffers_.at("arena").f32() + rng_.integer(0, 512));
-      what << "workspace " << (w == 0 ? "16 bytes" : w == 1 ? "4096 bytes" : "in the arena");
+      what << nkf::mutate_workspace(ctx_, buffers_, rng_, ws_);
     } else if (k == 16) {
       const int v = pick(rng_, {0, 1, 2, 3});
       desc_arg_ = v != 0;
@@ -434,42 +391,9 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
       buffers_arg_ = v != 3;
       what << (v == 0 ? "desc" : v == 1 ? "fusion" : v == 2 ? "params" : "buffers") << " NULL";
     } else {
-      MutatePointer(what);
+      what << nkf::mutate_pointer(slots_, buffers_, rng_);
     }
     return what.str();
-  }
-
-  void MutatePointer(std::ostringstream& what) {
-    Slot& s = slots_[static_cast<size_t>(rng_.integer(0, static_cast<int64_t>(slots_.size()) - 1))];
-    auto* p = static_cast<char*>(s.get());
-    const int how = static_cast<int>(rng_.integer(0, 4));
-    what << s.name;
-    if (how == 0) {
-      s.set(nullptr);
-      what << " NULL";
-    } else if (how == 1 && p != nullptr && reinterpret_cast<uintptr_t>(p) % 4 == 0) {
-      // Off by 1 or 2 bytes once (twice would be 4 bytes: aligned, and past the buffer).
-      const int off = pick(rng_, {1, 2});
-      s.set(p + off);
-      what << " + " << off << " bytes";
-    } else if (how == 2) {
-      // Onto a buffer of its kind (its own one where it was NULL): an output anywhere (in place,
-      // or an overlap to reject); one the call reads (an input, the running statistics) only
-      // onto one that holds data (a poisoned one would carry its NaN bits into outputs that the
-      // success check reads as unwritten).
-      const Slot& t =
-          slots_[static_cast<size_t>(rng_.integer(0, static_cast<int64_t>(slots_.size()) - 1))];
-      const std::string& target = p == nullptr ? s.name : t.name;
-      const bool read = !s.output || s.name.rfind("running_", 0) == 0;
-      if (SlotNamed(target).kind == s.kind && !(read && nkf::poisoned(buffers_.at(target)))) {
-        s.set(buffers_.at(target).data());
-        what << " = " << target << "'s buffer";
-      }
-    } else {
-      const int64_t at = rng_.integer(0, 256);
-      s.set(buffers_.at("arena").f32() + at);
-      what << " = arena + " << at;
-    }
   }
 
   nk_status Run() {
@@ -517,7 +441,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
   // What a successful call of the current arguments may write and must fill.
   nkf::Extents Outputs() const {
     nkf::Extents out;
-    out.workspace = {workspace_, workspace_bytes_, 1};
+    out.workspace = {ws_.at, ws_.bytes, 1};
     if (Channel()) {
       const int64_t n = act_.n, c = act_.c, numel = n * c * act_.spatial;
       const size_t e = nkt::elem_size(act_.dtype);
@@ -594,7 +518,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
   nkt::CpuContext ctx_;
   nkt::Random rng_;
   nkv::Buffers buffers_;
-  std::vector<Slot> slots_;
+  std::vector<nkf::Slot> slots_;
   nk_act_desc act_{};
   nk_row_desc row_{};
   nk_channel_fusion cfusion_{};
@@ -606,8 +530,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
   nk_channel_fused_backward_buffers cb_buf_{};
   nk_row_fused_forward_buffers rf_buf_{};
   nk_row_fused_backward_buffers rb_buf_{};
-  void* workspace_ = nullptr;
-  size_t workspace_bytes_ = 0;
+  nkf::Workspace ws_;
 };
 
 TEST_P(FusedValidationFuzz, RandomCallsKeepTheContract) {

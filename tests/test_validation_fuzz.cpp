@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "fuzz_contract.hpp"
 #include "validation_fixture.hpp"
@@ -23,41 +24,7 @@ constexpr int kTrials = 2000;    // per op
 constexpr int kMostChanges = 3;  // changes per trial: 1 to this
 constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 
-// A pointer argument of the ops: its fixture buffer, whether the buffer holds activations (24
-// elements) or per-channel values (8), and how to read and set it in Args.
-struct Slot {
-  const char* field;
-  bool activations;
-  void* (*get)(const Args&);
-  void (*set)(Args&, void*);
-};
-
-template <class P, P Args::*kField>
-void* GetField(const Args& a) {
-  return const_cast<void*>(static_cast<const void*>(a.*kField));
-}
-template <class P, P Args::*kField>
-void SetField(Args& a, void* p) {
-  a.*kField = static_cast<P>(p);
-}
-template <class P, P Args::*kField>
-constexpr Slot Field(const char* name, bool activations) {
-  return Slot{name, activations, &GetField<P, kField>, &SetField<P, kField>};
-}
-
-const Slot kSlots[] = {Field<const void*, &Args::x>("x", true),
-                       Field<const void*, &Args::dy>("dy", true),
-                       Field<void*, &Args::y>("y", true),
-                       Field<void*, &Args::dx>("dx", true),
-                       Field<const void*, &Args::weight>("weight", false),
-                       Field<const void*, &Args::bias>("bias", false),
-                       Field<float*, &Args::running_mean>("running_mean", false),
-                       Field<float*, &Args::running_var>("running_var", false),
-                       Field<float*, &Args::save_mean>("save_mean", false),
-                       Field<float*, &Args::save_stat>("save_stat", false),
-                       Field<void*, &Args::dweight>("dweight", false),
-                       Field<void*, &Args::dbias>("dbias", false)};
-constexpr int64_t kSlotCount = sizeof(kSlots) / sizeof(kSlots[0]);
+enum Kind { kActivations, kPerChannel };  // buffers of 24 and of 8 elements
 
 class ValidationFuzz : public OpParamTest {
  protected:
@@ -66,37 +33,30 @@ class ValidationFuzz : public OpParamTest {
     return nkf::pick(rng_, values);
   }
 
-  // The fixture's buffer of a slot (save_stat's is named after the op's statistic).
-  std::string BufferOf(const Slot& s) const {
-    return std::string(s.field) == "save_stat" ? StatName() : s.field;
+  // The op's pointer arguments, named as their buffers (save_stat's after the op's statistic).
+  void DeclareSlots() {
+    using nkf::Role;
+    const Role saved = Forward() ? Role::kOut : Role::kIn;
+    slots_ = {nkf::make_slot("x", kActivations, Role::kIn, &a_, &Args::x),
+              nkf::make_slot("dy", kActivations, Role::kIn, &a_, &Args::dy),
+              nkf::make_slot("y", kActivations, Role::kOut, &a_, &Args::y),
+              nkf::make_slot("dx", kActivations, Role::kOut, &a_, &Args::dx),
+              nkf::make_slot("weight", kPerChannel, Role::kIn, &a_, &Args::weight),
+              nkf::make_slot("bias", kPerChannel, Role::kIn, &a_, &Args::bias),
+              nkf::make_slot("running_mean", kPerChannel, Role::kInOut, &a_, &Args::running_mean),
+              nkf::make_slot("running_var", kPerChannel, Role::kInOut, &a_, &Args::running_var),
+              nkf::make_slot("save_mean", kPerChannel, saved, &a_, &Args::save_mean),
+              nkf::make_slot(StatName(), kPerChannel, saved, &a_, &Args::save_stat),
+              nkf::make_slot("dweight", kPerChannel, Role::kOut, &a_, &Args::dweight),
+              nkf::make_slot("dbias", kPerChannel, Role::kOut, &a_, &Args::dbias)};
   }
-  bool Poisoned(const std::string& name) const { return nkf::poisoned(buffers_.at(name)); }
 
   // One random change; returns what it did.
   std::string Mutate() {
     std::ostringstream what;
     const int64_t k = rng_.integer(0, 23);
-    if (k == 0) {
-      const int64_t v =
-          Pick<int64_t>({1, 2, 0, -1, std::numeric_limits<int64_t>::min(), kMax, int64_t{1} << 60});
-      act_desc_.n = v;
-      what << "n = " << v;
-    } else if (k == 1) {
-      const int64_t v = Pick<int64_t>({1, 2, 4, 0, -3, kMax, int64_t{1} << 61});
-      act_desc_.c = v;
-      what << "c = " << v;
-    } else if (k == 2) {
-      const int64_t v = Pick<int64_t>({1, 2, 3, 0, -1, kMax, int64_t{1} << 60});
-      act_desc_.spatial = v;
-      what << "spatial = " << v;
-    } else if (k == 3) {
-      const int64_t v = Pick<int64_t>({1, 2, 3, 0, -1, kMax, int64_t{1} << 60});
-      row_desc_.rows = v;
-      what << "rows = " << v;
-    } else if (k == 4) {
-      const int64_t v = Pick<int64_t>({1, 2, 4, 8, 0, -1, kMax, int64_t{1} << 60});
-      row_desc_.cols = v;
-      what << "cols = " << v;
+    if (k <= 4) {
+      what << nkf::mutate_dimension(act_desc_, row_desc_, rng_);
     } else if (k == 5) {
       const int v = Pick({0, 1, 2, -1});
       act_desc_.layout = static_cast<nk_layout>(v);
@@ -113,23 +73,8 @@ class ValidationFuzz : public OpParamTest {
       const int64_t v = Pick<int64_t>({1, 2, 4, 3, 0, -1, kMax});
       a_.groups = v;
       what << "groups = " << v;
-    } else if (k == 9) {
-      const int v = Pick({0, 1, 7});
-      params_.phase = static_cast<nk_phase>(v);
-      what << "phase = " << v;
-    } else if (k == 10) {
-      const double v = Pick({1e-5, 0.0, 1e-3, -1e-9, kNaN, kInf, -kInf});
-      SetEps(v);
-      what << "eps = " << v;
-    } else if (k == 11) {
-      const double v = Pick({0.0, 0.5, 1.0, -0.1, 1.1, kNaN, kInf});
-      params_.momentum = v;
-      what << "momentum = " << v;
-    } else if (k == 12) {
-      const int m = Pick({0, 1, 9}), r = Pick({0, 1, -2});
-      params_.momentum_mode = static_cast<nk_momentum_mode>(m);
-      params_.running_var = static_cast<nk_running_var>(r);
-      what << "momentum_mode = " << m << ", running_var = " << r;
+    } else if (k <= 12) {
+      what << nkf::mutate_params(params_, a_.eps, rng_);
     } else if (k == 13) {
       const int64_t v = Pick<int64_t>({41, 0, -1, kMax, kMax - 1});
       SetCounter(v);
@@ -140,11 +85,7 @@ class ValidationFuzz : public OpParamTest {
       a_.num_batches_tracked = c == 9 ? nullptr : reinterpret_cast<int64_t*>(p + c);
       what << "num_batches_tracked " << (c == 9 ? "NULL" : "+ " + std::to_string(c) + " bytes");
     } else if (k == 15) {
-      const int w = Pick({0, 1, 2});
-      if (w == 0) SetWorkspaceTracked(16, nullptr);
-      if (w == 1) SetWorkspaceTracked(4096, nullptr);
-      if (w == 2) SetWorkspaceTracked(1024, Arena(rng_.integer(0, 512)));
-      what << "workspace " << (w == 0 ? "16 bytes" : w == 1 ? "4096 bytes" : "in the arena");
+      what << nkf::mutate_workspace(ctx_, buffers_, rng_, ws_);
     } else if (k == 16) {
       if (Pick({0, 1}) == 0) {
         a_.ctx = nullptr;
@@ -155,33 +96,7 @@ class ValidationFuzz : public OpParamTest {
         what << "desc NULL";
       }
     } else {  // a pointer, most often
-      const Slot& s = kSlots[rng_.integer(0, kSlotCount - 1)];
-      auto* p = static_cast<char*>(s.get(a_));
-      const int how = static_cast<int>(rng_.integer(0, 4));
-      what << s.field;
-      if (how == 0) {
-        s.set(a_, nullptr);
-        what << " NULL";
-      } else if (how == 1 && p != nullptr && reinterpret_cast<uintptr_t>(p) % 4 == 0) {
-        // Off by 1 or 2 bytes once (twice would be 4 bytes: aligned, and past the buffer).
-        const int off = Pick({1, 2});
-        s.set(a_, p + off);
-        what << " + " << off << " bytes";
-      } else if (how == 2) {
-        // Onto another buffer of its size: an output may go anywhere (in place, or an overlap
-        // to reject); an input only onto one that holds data (a poisoned one would carry its
-        // NaN bits into outputs that the success check reads as unwritten).
-        const Slot& t = kSlots[rng_.integer(0, kSlotCount - 1)];
-        const bool output = Poisoned(BufferOf(s));
-        if (t.activations == s.activations && (output || !Poisoned(BufferOf(t)))) {
-          s.set(a_, buffers_.at(BufferOf(t)).data());
-          what << " = " << t.field << "'s buffer";
-        }
-      } else {
-        const int64_t at = rng_.integer(0, 256);
-        s.set(a_, Arena(at));
-        what << " = arena + " << at;
-      }
+      what << nkf::mutate_pointer(slots_, buffers_, rng_);
     }
     return what.str();
   }
@@ -192,7 +107,7 @@ class ValidationFuzz : public OpParamTest {
   nkf::Extents Outputs() const {
     const Args& a = a_;
     nkf::Extents out;
-    out.workspace = {workspace_, workspace_bytes_, 1};
+    out.workspace = {ws_.at, ws_.bytes, 1};
     if (Row()) {
       const int64_t rows = row_desc_.rows, cols = row_desc_.cols;
       const bool layer = op_ == Op::kLayerFwd || op_ == Op::kLayerBwd;
@@ -255,22 +170,17 @@ class ValidationFuzz : public OpParamTest {
     return out;
   }
 
-  void SetWorkspaceTracked(size_t bytes, void* inside) {
-    workspace_bytes_ = bytes;
-    SetWorkspace(bytes, inside);
-  }
-
-  size_t workspace_bytes_ = 0;
+  nkf::Workspace ws_;
+  std::vector<nkf::Slot> slots_;
 };
 
 TEST_P(ValidationFuzz, RandomChangesKeepTheContract) {
   nkf::Outcomes calls, queries;
   for (int trial = 0; trial < kTrials && !HasFailure(); ++trial) {
     buffers_.clear();
-    ASSERT_EQ(nk_context_set_workspace(ctx_, nullptr, 0), NK_SUCCESS);
-    workspace_ = nullptr;
-    workspace_bytes_ = 0;
+    nkf::clear_workspace(ctx_, ws_);
     Init(GetParam());
+    DeclareSlots();
     std::string changes;
     const int64_t count = rng_.integer(1, kMostChanges);
     for (int64_t i = 0; i < count; ++i) changes += (i ? "; " : "") + Mutate();
