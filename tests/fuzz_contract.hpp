@@ -1,12 +1,14 @@
 // The contract every call of the C API keeps, whatever its arguments, as the validation fuzz tests
-// check it (test_validation_fuzz.cpp, test_fused_validation_fuzz.cpp) on the CPU backend:
+// check it on the CPU backend (test_validation_fuzz.cpp, test_fused_validation_fuzz.cpp,
+// test_statistics_ops_validation_fuzz.cpp), and the random changes they share:
 //  - the status is one of nk_status's values;
 //  - a failing call's message starts with its function, the same call gives the same status and
 //    message again, and not one byte of any buffer it could reach has changed;
 //  - a call that succeeds was given no output that overlaps another buffer it reads or writes
-//    (but the in-place pairs the header allows), writes only inside the outputs the header gives
-//    it (their extents for the shape the call passed), writes every element of the outputs that
-//    it must fill, and gives the same bytes when repeated from the same state.
+//    (but the in-place pairs the header allows) and no buffer that overlaps the context's
+//    workspace, writes only inside its outputs (their extents for the shape the call passed) and
+//    the workspace, writes every element of the outputs that it must fill, and gives the same
+//    bytes when repeated from the same state.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -31,7 +33,7 @@ namespace nkf {
 
 using nkv::Buffers;
 
-// Bytes a successful call may write, of elements of `elem` bytes.
+// Bytes of one of a call's buffers, elements of `elem` bytes.
 struct Range {
   const void* at;
   size_t bytes;
@@ -108,7 +110,7 @@ inline std::string buffer_of(const Buffers& buffers, const void* p) {
 }
 
 // Calls `call` (of the function `fn`) on `buffers` as they are, checks the contract, counts the
-// outcome and leaves the buffers as the call left them. `extents` says what a success may write.
+// outcome and leaves the buffers as the call left them. `extents` gives a success's buffers.
 inline void check_call(const std::string& fn, Buffers& buffers,
                        const std::function<nk_status()>& call,
                        const std::function<Extents()>& extents, Outcomes& outcomes) {
@@ -255,7 +257,7 @@ inline Slot& slot_named(std::vector<Slot>& slots, const std::string& name) {
 // as unwritten); or into the buffer "arena" (fp32 elements, at least 32 + any buffer's size).
 // Returns what it did.
 inline std::string mutate_pointer(std::vector<Slot>& slots, Buffers& buffers, nkt::Random& rng) {
-  std::string what;
+  std::string what = " unchanged";  // where the change drawn does not apply
   Slot& s = slots[static_cast<size_t>(rng.integer(0, static_cast<int64_t>(slots.size()) - 1))];
   auto* p = static_cast<char*>(s.get());
   const int how = static_cast<int>(rng.integer(0, 4));
