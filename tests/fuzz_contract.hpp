@@ -212,11 +212,32 @@ inline void check_op_and_query(const std::string& fn, Buffers& buffers,
 }
 
 // After `trials` trials: both outcomes occurred often enough that each check ran many times.
-inline void expect_both_outcomes(const Outcomes& ops, const Outcomes& queries, int trials) {
+inline void expect_both_outcomes(const Outcomes& ops, int trials) {
   EXPECT_GE(ops.successes, trials / 20) << ops.failures << " calls failed";
   EXPECT_GE(ops.failures, trials / 4) << ops.successes << " calls succeeded";
+}
+inline void expect_both_outcomes(const Outcomes& ops, const Outcomes& queries, int trials) {
+  expect_both_outcomes(ops, trials);
   EXPECT_GE(queries.successes, trials / 20) << queries.failures << " queries failed";
   EXPECT_GE(queries.failures, trials / 8) << queries.successes << " queries succeeded";
+}
+
+// A call the test built to be valid: checked like any other, and it must be accepted.
+inline void check_valid_call(const std::string& fn, Buffers& buffers,
+                             const std::function<nk_status()>& call,
+                             const std::function<Extents()>& extents, Outcomes& outcomes) {
+  const int failures = outcomes.failures;
+  check_call(fn, buffers, call, extents, outcomes);
+  EXPECT_EQ(outcomes.failures, failures) << "a valid call was rejected: " << nk_last_error();
+}
+
+// One to `most` changes made by `mutate`, and what they did ("a; b; c").
+inline std::string random_changes(nkt::Random& rng, int most,
+                                  const std::function<std::string()>& mutate) {
+  std::string changes;
+  const int64_t count = rng.integer(1, most);
+  for (int64_t i = 0; i < count; ++i) changes += (i ? "; " : "") + mutate();
+  return changes;
 }
 
 // ---- pointer arguments and their random changes ------------------------------------------------
@@ -248,6 +269,17 @@ inline Slot& slot_named(std::vector<Slot>& slots, const std::string& name) {
   }
   ADD_FAILURE() << "no slot " << name;
   return slots.front();
+}
+
+// A new buffer for each slot, of `floats(kind)` fp32 elements: random where the call reads it
+// (inputs and kInOut, such as running statistics), poisoned where it only writes it.
+inline void new_slot_buffers(const std::vector<Slot>& slots, int64_t (*floats)(int kind),
+                             nkt::Random& rng, Buffers& buffers) {
+  for (const Slot& s : slots) {
+    nkt::Buffer b(NK_F32, rng.uniform(floats(s.kind), -2, 2));
+    if (s.role == Role::kOut) b.poison();
+    buffers[s.name] = std::move(b);
+  }
 }
 
 // One random change of one of `slots`: NULL; 1 or 2 bytes off (once: twice would be 4 bytes,

@@ -193,12 +193,7 @@ class FusedValidationFuzz : public ::testing::TestWithParam<FusedOp> {
     cb_buf_ = {};
     rf_buf_ = {};
     rb_buf_ = {};
-    for (const nkf::Slot& s : slots_) {
-      Buffer b(NK_F32, rng_.uniform(Floats(s.kind), -2, 2));
-      // The running statistics (kInOut) are read as well as written: they hold data.
-      if (s.role == nkf::Role::kOut) b.poison();
-      buffers_[s.name] = std::move(b);
-    }
+    nkf::new_slot_buffers(slots_, Floats, rng_, buffers_);
     for (const char* positive : {"save_invstd", "save_rstd", "running_var", "y_scale"}) {
       if (buffers_.count(positive)) {
         buffers_[positive] = Buffer(NK_F32, rng_.uniform(Floats(SlotNamed(positive).kind), 0.5, 2));
@@ -540,14 +535,11 @@ TEST_P(FusedValidationFuzz, RandomCallsKeepTheContract) {
     NewCall();
     if (trial % 8 == 0) {  // the random start alone must be accepted
       SCOPED_TRACE("trial " + std::to_string(trial) + ", unchanged: " + Describe());
-      nkf::check_call(
+      nkf::check_valid_call(
           Fn(), buffers_, [&] { return Run(); }, [&] { return Outputs(); }, valid_starts);
-      EXPECT_EQ(valid_starts.failures, 0) << "a valid call was rejected: " << nk_last_error();
       NewCall();
     }
-    std::string changes;
-    const int64_t count = rng_.integer(1, kMostChanges);
-    for (int64_t i = 0; i < count; ++i) changes += (i ? "; " : "") + Mutate();
+    const std::string changes = nkf::random_changes(rng_, kMostChanges, [&] { return Mutate(); });
     SCOPED_TRACE("trial " + std::to_string(trial) + ": " + changes + " (now " + Describe() + ")");
     nkf::check_op_and_query(
         Fn(), buffers_, [&] { return Run(); }, [&] { return Outputs(); }, calls,

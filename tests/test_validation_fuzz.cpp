@@ -181,9 +181,7 @@ TEST_P(ValidationFuzz, RandomChangesKeepTheContract) {
     nkf::clear_workspace(ctx_, ws_);
     Init(GetParam());
     DeclareSlots();
-    std::string changes;
-    const int64_t count = rng_.integer(1, kMostChanges);
-    for (int64_t i = 0; i < count; ++i) changes += (i ? "; " : "") + Mutate();
+    const std::string changes = nkf::random_changes(rng_, kMostChanges, [&] { return Mutate(); });
     SCOPED_TRACE("trial " + std::to_string(trial) + ": " + changes);
     nkf::check_op_and_query(
         Fn(), buffers_, [&] { return Run(); }, [&] { return Outputs(); }, calls,
