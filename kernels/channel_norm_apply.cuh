@@ -65,6 +65,7 @@
 
 #include "channel_norm_plan.hpp"
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/vec.cuh"
 
 namespace nk::cuda {
@@ -234,6 +235,7 @@ __device__ __forceinline__ uint32_t load_some(const Op& op, int64_t i, int count
 // cost up to 15 registers across the walk's loop in some instances, even placed after it.
 template <class Op, int E>
 __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   const int64_t i = w.count * E, row = i / w.rows.row_len;
   const int count = w.rows.tail;
@@ -253,6 +255,7 @@ __global__ void __launch_bounds__(32) apply_rows_tail(Op op, ApplyWalk w) {
 // and loads the coefficients of every row the pack meets (the tensor's tail: apply_rows_tail).
 template <class Op, int E, RowPacks kRows>
 __global__ void __launch_bounds__(kApplyBlock) apply_rows(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr bool kCross = kRows != RowPacks::kInRow;
@@ -324,6 +327,7 @@ __device__ __forceinline__ void step_sample(int64_t& n, int64_t& s, int64_t samp
 // whose packs keep their channels (C % E != 0).
 template <class Op, int E, bool kPerSample, bool kPeriod>
 __global__ void __launch_bounds__(kApplyBlock) apply_channels(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op>;
@@ -413,6 +417,7 @@ struct PeriodCoef {
 // walk's loop keeps its registers.
 template <class Op, int E>
 __global__ void __launch_bounds__(kApplyBlock) apply_period_tail(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   const int64_t c0 = int64_t{threadIdx.x} * E, left = w.ch.tail_elems - c0;
   if (left <= 0) return;
@@ -461,6 +466,7 @@ __device__ __forceinline__ void flat_coefs(const Op& op, int64_t c, int64_t n, i
 // stride.
 template <class Op, int E>
 __global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   using Raw = dev::Pack<T, E>;
   constexpr int kPacks = kApplyPacks<Op, false>;
@@ -500,6 +506,7 @@ __global__ void __launch_bounds__(kApplyBlock) apply_flat(Op op, ApplyWalk w) {
 // The flat walk's tail: the tensor's last w.flat.tail (< E) elements, one thread, single loads.
 template <class Op, int E>
 __global__ void __launch_bounds__(32) apply_flat_tail(Op op, ApplyWalk w) {
+  dev::enter_chain();
   using T = typename Op::Elem;
   const int64_t i = w.count * E, n = i / w.flat.sample_len;
   const int count = w.flat.tail;
@@ -542,9 +549,9 @@ void launch_rows_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.stride = grid * kApplyBlock;
   w.rows.step_units = w.stride * unit / w.rows.row_len % w.rows.units;
   w.rows.step_off = w.stride * unit % w.rows.row_len;
-  kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);
+  dev::launch_dependent(kernel, static_cast<unsigned>(grid), kApplyBlock, 0, stream, op, w);
   if constexpr (kCross) {
-    if (w.rows.tail > 0) apply_rows_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+    if (w.rows.tail > 0) dev::launch_dependent(apply_rows_tail<Op, E>, 1, 1, 0, stream, op, w);
   }
 }
 
@@ -590,12 +597,14 @@ void launch_channels_walk(const Op& op, const ChannelPlan& plan, int sm_count,
   } else {  // coefficients held for good: a thread's packs a grid height apart
     w.stride = row_blocks * rows_per_block;
   }
-  kernel<<<static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream>>>(op, w);
+  dev::launch_dependent(kernel, static_cast<unsigned>(row_blocks * w.ch.tiles), threads, 0, stream,
+                        op, w);
   if constexpr (kPeriod) {
     if (plan.period_tail() > 0) {
       w.ch.tail_elems = plan.period_tail() * plan.c;
       w.ch.tail_unit = kPerSample ? (plan.n - 1) * plan.c : 0;
-      apply_period_tail<Op, E><<<1, static_cast<unsigned>(w.ch.channel_packs), 0, stream>>>(op, w);
+      dev::launch_dependent(apply_period_tail<Op, E>, 1, static_cast<unsigned>(w.ch.channel_packs),
+                            0, stream, op, w);
     }
   }
 }
@@ -620,8 +629,9 @@ void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.flat.step_c = step % plan.c;
   w.flat.step_n = step / w.flat.sample_len;
   w.flat.step_r = step % w.flat.sample_len;
-  kernel<<<static_cast<unsigned>(grid), kApplyBlock, 0, stream>>>(op, w);  // runs op.once()
-  if (w.flat.tail > 0) apply_flat_tail<Op, E><<<1, 1, 0, stream>>>(op, w);
+  dev::launch_dependent(kernel, static_cast<unsigned>(grid), kApplyBlock, 0, stream, op,
+                        w);  // runs op.once()
+  if (w.flat.tail > 0) dev::launch_dependent(apply_flat_tail<Op, E>, 1, 1, 0, stream, op, w);
 }
 
 // The elements of the widest packs the plan allows: 16 bytes (whole in a row, crossing rows, over

@@ -55,6 +55,7 @@
 #include "channel_norm_short_rows_backward.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 
 namespace nk::cuda {
@@ -177,6 +178,7 @@ int backward_finalize_lanes(const ChannelPlan& plan, bool want_params, bool want
 // the partials, not after them.
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_backward(FinalizeParams p, int lanes) {
+  dev::enter_chain();
   __shared__ float scratch[2 * 32];
   const ChannelPlan& plan = p.plan;
   const int g = threadIdx.x % lanes;
@@ -259,8 +261,9 @@ void launch_backward_finalize(const FinalizeParams& f, int64_t units, int lanes,
                               cudaStream_t stream) {
   const int threads = lanes > 64 ? lanes : 64;  // two units a block where a warp takes each
   const int64_t per_block = threads / lanes;
-  finalize_backward<<<static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
-                      stream>>>(f, lanes);
+  dev::launch_dependent(finalize_backward,
+                        static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
+                        stream, f, lanes);
 }
 
 // The backward's apply op (channel_norm_apply.cuh), with du = dy * act'(u) (du = dy unfused).
@@ -486,6 +489,7 @@ __global__ void __launch_bounds__(256)
     global_coefficients(int64_t channels, const int64_t* count, const float* sum_dy,
                         const float* sum_dy_xhat, const float* weight, const float* save_mean,
                         const float* save_invstd, float4* coefs) {
+  dev::enter_chain();
   const int64_t c = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (c >= channels) return;
   const int64_t total = *count;
@@ -501,9 +505,9 @@ void backward_global(const ChannelBackwardArgs& a, const int64_t* count, const f
                      const float* sum_dy_xhat, const Launch& l) {
   const ChannelShape& s = a.shape;
   auto* coefs = static_cast<float4*>(l.workspace);
-  global_coefficients<<<static_cast<unsigned>((s.c + 255) / 256), 256, 0,
-                        static_cast<cudaStream_t>(l.stream)>>>(
-      s.c, count, sum_dy, sum_dy_xhat, a.weight, a.save_mean, a.save_invstd, coefs);
+  dev::launch_dependent(global_coefficients, static_cast<unsigned>((s.c + 255) / 256), 256, 0,
+                        static_cast<cudaStream_t>(l.stream), s.c, count, sum_dy, sum_dy_xhat,
+                        a.weight, a.save_mean, a.save_invstd, coefs);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm coefficients launch");
   if (s.numel() == 0) return;
   launch_dx<T>(a, plan_channel_norm(s, sizeof(T), vector_access(a)), true, coefs, l);
@@ -609,8 +613,8 @@ void launch_short_rows_backward(const ChannelBackwardArgs& a, const ShortRowsPla
     with_fusion(a, [&](auto src, auto residual) {
       constexpr int kSource = decltype(src)::value;
       constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
-      backward_short_rows<T, L, kSource, kZ>
-          <<<static_cast<unsigned>(r.blocks), kShortRowsBlock, 0, stream>>>(p);
+      dev::launch_dependent(backward_short_rows<T, L, kSource, kZ>, static_cast<unsigned>(r.blocks),
+                            kShortRowsBlock, 0, stream, p);
     });
   }
 }

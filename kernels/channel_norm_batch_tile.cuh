@@ -29,6 +29,7 @@
 #include "channel_norm_resident.cuh"
 #include "channel_norm_running.cuh"
 #include "common/activation.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 
@@ -167,6 +168,7 @@ __device__ __forceinline__ void add_run_elements(float (&acc)[E], const dev::Pac
 // blocks of 512 threads an SM holds ptxas to 64 registers, as in the other one-read kernels.
 template <class T, int kAccess, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(BatchTileParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];

@@ -21,6 +21,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_batch_tile.cuh"
 #include "channel_norm_one_read_io.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 
 namespace nk::cuda {
@@ -57,6 +58,7 @@ __device__ __forceinline__ void load_run_act_inputs(const OneReadBackwardIo& p, 
 template <class T, int kAccess, int kSource, bool kZ>
 __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     backward_batch_tile(BatchTileBackwardParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   using Raw = dev::Pack<T, E>;

@@ -64,6 +64,7 @@
 #include "channel_norm_short_rows.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/welford.cuh"
 
@@ -297,6 +298,7 @@ __device__ __forceinline__ dev::Welford join_lanes(dev::Welford t, int lanes,
 template <class T>
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_batch(FinalizeParams<T> p, int lanes) {
+  dev::enter_chain();
   __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
   const ChannelPlan& plan = p.plan;
   const int g = threadIdx.x % lanes;
@@ -330,6 +332,7 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
 template <class T>
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_group(FinalizeParams<T> p, int lanes) {
+  dev::enter_chain();
   __shared__ dev::Welford scratch[kBatchFinalizeBlock / 32];
   const ChannelPlan& plan = p.plan;
   const int g = threadIdx.x % lanes;
@@ -372,6 +375,7 @@ __global__ void __launch_bounds__(kBatchFinalizeBlock)
 template <class T>
 __global__ void __launch_bounds__(kBatchFinalizeBlock)
     finalize_instance(FinalizeParams<T> p, InstanceFinalizeShape shape) {
+  dev::enter_chain();
   __shared__ float scratch[2 * 32];
   const ChannelPlan& plan = p.plan;
   const int threads = shape.threads, w = shape.sample_lanes;
@@ -438,6 +442,7 @@ struct InstanceRunningParams {
 };
 
 __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningParams p) {
+  dev::enter_chain();
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
   const bool advance = counter_can_advance(tracked);
   if (advance && p.running_mean != nullptr) {
@@ -460,6 +465,7 @@ __global__ void __launch_bounds__(256) update_instance_running(InstanceRunningPa
 // warps' sums in warp order (a fixed order for the shape). The counter is left to advance_counter,
 // launched after, so that every block has read it first.
 __global__ void __launch_bounds__(256) update_instance_running_spread(InstanceRunningParams p) {
+  dev::enter_chain();
   __shared__ float2 warp_sums[8][32];
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
   if (!counter_can_advance(tracked) || p.running_mean == nullptr) return;  // the whole block
@@ -487,6 +493,7 @@ __global__ void __launch_bounds__(256) update_instance_running_spread(InstanceRu
 
 // Advances the counter after update_instance_running_spread's blocks have read it.
 __global__ void advance_counter(int64_t* num_batches_tracked) {
+  dev::enter_chain();
   advance_counter_once(num_batches_tracked);
 }
 
@@ -577,6 +584,7 @@ template <class T>
 __global__ void __launch_bounds__(256)
     finalize_local(const dev::Welford* partials, const T* x, ChannelPlan plan, int64_t* count,
                    float* mean, float* m2) {
+  dev::enter_chain();
   const int lane = threadIdx.x % 32;
   const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / 32;
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = plan.n * plan.s;
@@ -613,6 +621,7 @@ struct GlobalParams {
 };
 
 __global__ void __launch_bounds__(256) finalize_global(GlobalParams p) {
+  dev::enter_chain();
   const GlobalStats& g = p.g;
   const int64_t count = *g.count;
   const int64_t tracked = p.num_batches_tracked ? *p.num_batches_tracked : 0;
@@ -745,15 +754,15 @@ void update_running_from_rows(const ChannelForwardArgs& a, const float2* row_sta
                                 a.running_var,
                                 a.num_batches_tracked};
   if (a.shape.n * a.shape.c <= kRunningOneBlockRows) {
-    update_instance_running<<<1, 256, 0, stream>>>(u);
+    dev::launch_dependent(update_instance_running, 1, 256, 0, stream, u);
     dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
     return;
   }
-  update_instance_running_spread<<<static_cast<unsigned>((a.shape.c + 31) / 32), 256, 0, stream>>>(
-      u);
+  dev::launch_dependent(update_instance_running_spread,
+                        static_cast<unsigned>((a.shape.c + 31) / 32), 256, 0, stream, u);
   dev::check_cuda(cudaGetLastError(), "instance norm running update launch");
   if (a.num_batches_tracked != nullptr) {
-    advance_counter<<<1, 1, 0, stream>>>(a.num_batches_tracked);
+    dev::launch_dependent(advance_counter, 1, 1, 0, stream, a.num_batches_tracked);
     dev::check_cuda(cudaGetLastError(), "instance norm counter launch");
   }
 }
@@ -887,7 +896,8 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
         launch_instance_tiles<T>(p, g, a.fusion.activation, stream);
       });
   if (one_sample && a.num_batches_tracked != nullptr) {
-    advance_counter<<<1, 1, 0, static_cast<cudaStream_t>(l.stream)>>>(a.num_batches_tracked);
+    dev::launch_dependent(advance_counter, 1, 1, 0, static_cast<cudaStream_t>(l.stream),
+                          a.num_batches_tracked);
     dev::check_cuda(cudaGetLastError(), "channel norm counter launch");
   }
 }
@@ -913,7 +923,7 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   launch_batch_tiles<T>(p, b, s.c, a.fusion.activation, stream);
   dev::check_cuda(cudaGetLastError(), "batch norm tiles launch");
   if (a.num_batches_tracked != nullptr) {
-    advance_counter<<<1, 1, 0, stream>>>(a.num_batches_tracked);
+    dev::launch_dependent(advance_counter, 1, 1, 0, stream, a.num_batches_tracked);
     dev::check_cuda(cudaGetLastError(), "channel norm counter launch");
   }
 }
@@ -974,20 +984,23 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
       // under ncu on the H200 where 64-thread ones took 8.2.
       const int threads = lanes > 64 ? lanes : 64;
       const int64_t per_block = threads / lanes;
-      finalize_batch<T><<<static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
-                          stream>>>(f, lanes);
+      dev::launch_dependent(finalize_batch<T>,
+                            static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
+                            stream, f, lanes);
     } else if (s.kind == ChannelNorm::kGroup) {
       const int lanes = finalize_channel_lanes(s.c / s.groups * plan.chunks, kMergeAhead);
       const int threads = lanes > 64 ? lanes : 64;
       const int64_t per_block = threads / lanes, units = s.n * s.groups;
-      finalize_group<T><<<static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
-                          stream>>>(f, lanes);
+      dev::launch_dependent(finalize_group<T>,
+                            static_cast<unsigned>((units + per_block - 1) / per_block), threads, 0,
+                            stream, f, lanes);
     } else {
       const InstanceFinalizeShape shape = finalize_instance_shape(s.n, plan.chunks, kMergeAhead);
       const int threads = shape.threads > 64 ? shape.threads : 64;
       const int64_t per_block = threads / shape.threads;
-      finalize_instance<T><<<static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
-                             stream>>>(f, shape);
+      dev::launch_dependent(finalize_instance<T>,
+                            static_cast<unsigned>((s.c + per_block - 1) / per_block), threads, 0,
+                            stream, f, shape);
     }
     dev::check_cuda(cudaGetLastError(), "channel norm finalize launch");
   }
@@ -1004,8 +1017,8 @@ void local_stats(const ChannelShape& s, const void* x_, int64_t* count, float* m
   launch_partials(StatsOp<T>{x, plan, s.kind, s.groups}, x, static_cast<const T*>(nullptr), plan,
                   l.sm_count, partials, stream);
   dev::check_cuda(cudaGetLastError(), "batch norm local statistics launch");
-  finalize_local<T><<<static_cast<unsigned>((s.c + 7) / 8), 256, 0, stream>>>(partials, x, plan,
-                                                                              count, mean, m2);
+  dev::launch_dependent(finalize_local<T>, static_cast<unsigned>((s.c + 7) / 8), 256, 0, stream,
+                        partials, x, plan, count, mean, m2);
   dev::check_cuda(cudaGetLastError(), "batch norm local statistics finalize launch");
 }
 
@@ -1028,7 +1041,7 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
                        coefs,
                        a.save_mean,
                        a.save_invstd};
-  finalize_global<<<1, 256, 0, static_cast<cudaStream_t>(l.stream)>>>(f);
+  dev::launch_dependent(finalize_global, 1, 256, 0, static_cast<cudaStream_t>(l.stream), f);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
   if (s.numel() == 0) return;  // an empty shard still takes part in the running update
   const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);

@@ -26,6 +26,7 @@
 #include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 
@@ -172,6 +173,7 @@ static_assert(kGroupTileScratchBytes >= (2 * 512 + 2 * 256 + 8) * 4, "tile scrat
 // blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_resident.
 template <class T, int kAccess, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(GroupTileParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];

@@ -25,6 +25,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_one_read_io.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
@@ -48,6 +49,7 @@ template <class T, int kAccess, int kSource, bool kZ>
 __global__ void __launch_bounds__(kResidentMaxThreads,
                                   group_tile_backward_min_blocks<T, kAccess, kSource, kZ>())
     backward_group_tile(GroupTileBackwardParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   using Raw = dev::Pack<T, E>;

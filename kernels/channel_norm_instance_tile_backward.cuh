@@ -24,6 +24,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_one_read_io.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 
 namespace nk::cuda {
@@ -42,6 +43,7 @@ struct InstanceTileBackwardParams : OneReadBackwardIo, TileGeometry {
 template <class T, int kAccess, int kSource, bool kZ>
 __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     backward_instance_tile(InstanceTileBackwardParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   using Raw = dev::Pack<T, E>;

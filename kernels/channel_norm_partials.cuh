@@ -34,6 +34,7 @@
 #include <utility>
 
 #include "channel_norm_plan.hpp"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 #include "common/welford.cuh"
@@ -54,6 +55,7 @@ __device__ __forceinline__ int64_t stat_index(ChannelNorm kind, int64_t n, int64
 template <class Op, class T, int E, bool kWarpPerChunk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_rows(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
+  dev::enter_chain();
   using State = typename Op::State;
   constexpr int kGroup = kWarpPerChunk ? 32 : kPartialBlock;  // threads per partial
   constexpr int kGroups = kPartialBlock / kGroup;
@@ -156,6 +158,7 @@ __device__ __forceinline__ void push_row_end(const Op& op, const Local& local,
 template <class Op, class T, int E, bool kAligned, bool kLanePerItem>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_short_rows(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
+  dev::enter_chain();
   using State = typename Op::State;
   constexpr int kGroup = kLanePerItem ? 1 : 32;  // lanes per partial
   constexpr int kGroups = kPartialBlock / kGroup;
@@ -226,6 +229,7 @@ template <class Op, class T, int E>
 __global__ void __launch_bounds__(kPartialBlock, 2)
     partials_unaligned_rows(Op op, const T* x, const T* dy, ChannelPlan plan,
                             typename Op::State* out) {
+  dev::enter_chain();
   using State = typename Op::State;
   // Packs per tile, as partials_rows takes them.
   constexpr int kTile = Op::kFold ? 1 : 2;
@@ -459,6 +463,7 @@ struct WalkTree<Op, E, true> {
 template <class Op, class T, int E, ChannelWalk kWalk>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_channels(Op op, const T* x, const T* dy, ChannelPlan plan, typename Op::State* out) {
+  dev::enter_chain();
   using State = typename Op::State;
   constexpr bool kPeriodic = kWalk != ChannelWalk::kChannels;
   constexpr int kTile = 4;  // positions (kPeriodic: rows of L) per tile
@@ -589,6 +594,7 @@ template <class Op, class T>
 __global__ void __launch_bounds__(kPartialBlock)
     partials_period_tail(Op op, const T* x, const T* dy, ChannelPlan plan,
                          typename Op::State* out) {
+  dev::enter_chain();
   const int64_t end = plan.span() * plan.c;  // one slot: the tensor's end
   const int64_t base = end - plan.period_tail() * plan.c;  // the partial row's element 0
   for (int64_t c = threadIdx.x; c < plan.c; c += blockDim.x) {
@@ -623,46 +629,51 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
     if (plan.seg_count == 1) {                     // instance and group norm: a lane per partial
       const unsigned grid = blocks((items + kPartialBlock - 1) / kPartialBlock);
       if (aligned) {
-        partials_short_rows<Op, T, kE, true, true>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_short_rows<Op, T, kE, true, true>, grid, kPartialBlock, 0,
+                              stream, op, x, dy, plan, out);
       } else {
-        partials_short_rows<Op, T, kE, false, true>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_short_rows<Op, T, kE, false, true>, grid, kPartialBlock, 0,
+                              stream, op, x, dy, plan, out);
       }
     } else {  // batch norm: a warp per partial
       const unsigned grid = blocks((items + 7) / 8);
       if (aligned) {
-        partials_short_rows<Op, T, kE, true, false>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_short_rows<Op, T, kE, true, false>, grid, kPartialBlock, 0,
+                              stream, op, x, dy, plan, out);
       } else {
-        partials_short_rows<Op, T, kE, false, false>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_short_rows<Op, T, kE, false, false>, grid, kPartialBlock, 0,
+                              stream, op, x, dy, plan, out);
       }
     }
   } else if (plan.rows_layout && plan.unaligned_rows) {
     const unsigned grid = blocks(plan.partials());
-    partials_unaligned_rows<Op, T, kE><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+    dev::launch_dependent(partials_unaligned_rows<Op, T, kE>, grid, kPartialBlock, 0, stream, op, x,
+                          dy, plan, out);
   } else if (plan.rows_layout) {
     const int64_t items = plan.partials();
     const unsigned grid = plan.warp_per_chunk ? blocks((items + 7) / 8) : blocks(items);
     if (plan.row_load_elems == 1) {
       if (plan.warp_per_chunk) {
-        partials_rows<Op, T, 1, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_rows<Op, T, 1, true>, grid, kPartialBlock, 0, stream, op, x,
+                              dy, plan, out);
       } else {
-        partials_rows<Op, T, 1, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_rows<Op, T, 1, false>, grid, kPartialBlock, 0, stream, op, x,
+                              dy, plan, out);
       }
     } else if (plan.row_load_elems == kE / 2) {
       if (plan.warp_per_chunk) {
-        partials_rows<Op, T, kE / 2, true>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_rows<Op, T, kE / 2, true>, grid, kPartialBlock, 0, stream,
+                              op, x, dy, plan, out);
       } else {
-        partials_rows<Op, T, kE / 2, false>
-            <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_rows<Op, T, kE / 2, false>, grid, kPartialBlock, 0, stream,
+                              op, x, dy, plan, out);
       }
     } else if (plan.warp_per_chunk) {
-      partials_rows<Op, T, kE, true><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_rows<Op, T, kE, true>, grid, kPartialBlock, 0, stream, op, x,
+                            dy, plan, out);
     } else {
-      partials_rows<Op, T, kE, false><<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_rows<Op, T, kE, false>, grid, kPartialBlock, 0, stream, op, x,
+                            dy, plan, out);
     }
   } else {
     using W = ChannelWalk;
@@ -674,23 +685,24 @@ void launch_partials(const Op& op, const T* x, const T* dy, const ChannelPlan& p
     const dim3 grid(static_cast<unsigned>(tiles),
                     static_cast<unsigned>(items < 65535 ? items : 65535));
     if (plan.period_split && plan.pack_elems == 1) {
-      partials_channels<Op, T, 1, W::kSplitPeriod>
-          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_channels<Op, T, 1, W::kSplitPeriod>, grid, kPartialBlock, 0,
+                            stream, op, x, dy, plan, out);
     } else if (plan.period_split) {
-      partials_channels<Op, T, kE, W::kSplitPeriod>
-          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_channels<Op, T, kE, W::kSplitPeriod>, grid, kPartialBlock, 0,
+                            stream, op, x, dy, plan, out);
     } else if (plan.period > 0) {
-      partials_channels<Op, T, kE, W::kPeriod>
-          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_channels<Op, T, kE, W::kPeriod>, grid, kPartialBlock, 0,
+                            stream, op, x, dy, plan, out);
       if (plan.period_tail() > 0) {
-        partials_period_tail<Op, T><<<1, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+        dev::launch_dependent(partials_period_tail<Op, T>, 1, kPartialBlock, 0, stream, op, x, dy,
+                              plan, out);
       }
     } else if (plan.pack_elems == 1) {
-      partials_channels<Op, T, 1, W::kChannels>
-          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_channels<Op, T, 1, W::kChannels>, grid, kPartialBlock, 0,
+                            stream, op, x, dy, plan, out);
     } else {
-      partials_channels<Op, T, kE, W::kChannels>
-          <<<grid, kPartialBlock, 0, stream>>>(op, x, dy, plan, out);
+      dev::launch_dependent(partials_channels<Op, T, kE, W::kChannels>, grid, kPartialBlock, 0,
+                            stream, op, x, dy, plan, out);
     }
   }
 }

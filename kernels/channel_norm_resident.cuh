@@ -30,6 +30,7 @@
 #include "channel_norm_plan.hpp"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 
@@ -231,6 +232,7 @@ struct PackChannel {
 // types; without any minimum, it held some instances at 40 registers and spilled).
 template <class T, int kAccess, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(ResidentParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   using Raw = dev::Pack<T, E>;
   // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
@@ -408,7 +410,7 @@ void launch_blocks(void (*kernel)(Params), int64_t blocks, int threads, size_t b
                                          static_cast<int>(bytes)),
                     "cudaFuncSetAttribute (one read of x)");
   }
-  kernel<<<static_cast<unsigned>(blocks), threads, bytes, stream>>>(p);
+  dev::launch_dependent(kernel, static_cast<unsigned>(blocks), threads, bytes, stream, p);
 }
 
 // A block per row of the plan.

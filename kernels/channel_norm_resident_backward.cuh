@@ -32,6 +32,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_resident.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
@@ -55,6 +56,7 @@ constexpr size_t kResidentBackwardScratchBytes = 64 * sizeof(float);
 template <class T, int kAccess, int kSource, bool kZ>
 __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     backward_resident(ResidentBackwardParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   using Raw = dev::Pack<T, E>;

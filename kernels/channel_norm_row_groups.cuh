@@ -21,6 +21,7 @@
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
 
@@ -170,6 +171,7 @@ __device__ __forceinline__ uint32_t sign_bits(const uint8_t* signs, int n) {
 
 template <class T, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   const RowGroupsGeometry& g = p.g;
   extern __shared__ __align__(16) unsigned char shared_bytes[];

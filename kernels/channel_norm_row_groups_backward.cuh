@@ -23,6 +23,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_row_groups.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
@@ -55,6 +56,7 @@ __device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
 
 template <class T, int kSource, bool kZ>
 __global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroupsBackwardParams p) {
+  dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   const RowGroupsGeometry& g = p.g;

@@ -18,6 +18,7 @@
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
 #include "common/activation.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/vec.cuh"
 
 namespace nk::cuda {
@@ -124,6 +125,7 @@ __device__ __forceinline__ void store_short_rows(T* p, bool whole, int count,
 
 template <class T, int L, int kAct, bool kResidual>
 __global__ void __launch_bounds__(kShortRowsBlock, 1) forward_short_rows(ShortRowsParams p) {
+  dev::enter_chain();
   using Shape = ShortRowsShape<T, L>;
   constexpr int E = Shape::E, P = Shape::P, R = Shape::R;
   constexpr uint32_t kStarts = Shape::kStarts;
@@ -218,8 +220,9 @@ void launch_short_rows(const ShortRowsParams& p, const ShortRowsPlan& plan, int 
   if constexpr (L <= 16 / static_cast<int>(sizeof(T))) {
     if (plan.len != L) return launch_short_rows<T, L + 1>(p, plan, activation, stream);
     with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-      forward_short_rows<T, L, decltype(act)::value, decltype(residual)::value>
-          <<<static_cast<unsigned>(plan.blocks), kShortRowsBlock, 0, stream>>>(p);
+      dev::launch_dependent(
+          forward_short_rows<T, L, decltype(act)::value, decltype(residual)::value>,
+          static_cast<unsigned>(plan.blocks), kShortRowsBlock, 0, stream, p);
     });
   }
 }

@@ -18,6 +18,7 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_short_rows.cuh"
+#include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
@@ -33,6 +34,7 @@ struct ShortRowsBackwardParams : OneReadBackwardIo {
 template <class T, int L, int kSource, bool kZ>
 __global__ void __launch_bounds__(kShortRowsBlock, 1)
     backward_short_rows(ShortRowsBackwardParams p) {
+  dev::enter_chain();
   using Shape = ShortRowsShape<T, L>;  // the forward's rows
   constexpr int E = Shape::E, P = Shape::P, R = Shape::R;
   constexpr uint32_t kStarts = Shape::kStarts;
