@@ -706,14 +706,21 @@ void clear_mask(const ChannelForwardArgs& a, int pack_elems, cudaStream_t stream
   }
 }
 
-// y elementwise: with the finalize's coefficients in `coefs` (training) or the running
-// statistics.
+// The mask of the elementwise walk (launch_apply), zeroed before the call's first kernel rather
+// than between two: a copy between kernels would end their dependent launch (dependent_launch.cuh).
 template <class T>
-void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
-                  const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
+void clear_apply_mask(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
+                      const Launch& l) {
   const bool per_sample = training && a.shape.kind != ChannelNorm::kBatch;
   clear_mask(a, elementwise_pack_elems(elementwise_plan(plan, sizeof(T), per_sample), sizeof(T)),
              static_cast<cudaStream_t>(l.stream));
+}
+
+// y elementwise: with the finalize's coefficients in `coefs` (training) or the running
+// statistics. The caller has cleared the mask (clear_apply_mask).
+template <class T>
+void launch_apply(const ChannelForwardArgs& a, const ChannelPlan& plan, bool training,
+                  const CoefArrays& coefs, int64_t* num_batches_tracked, const Launch& l) {
   if (!training) {
     launch_apply_fused<T, true, false>(a, plan, coefs, num_batches_tracked, l);
   } else if (a.shape.kind == ChannelNorm::kBatch) {
@@ -953,6 +960,7 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
   const Layout lay = layout_of(plan, coef_units(s), training);
   auto* base = static_cast<unsigned char*>(l.workspace);
   CoefArrays coefs{};
+  clear_apply_mask<T>(a, plan, training, l);
   if (training) {
     auto* partials = reinterpret_cast<dev::Welford*>(base);
     coefs = carve_coefs(base + lay.partials, lay.coefs);
@@ -1027,6 +1035,11 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
   const ChannelShape& s = a.shape;
   const CoefArrays coefs =
       carve_coefs(static_cast<unsigned char*>(l.workspace), align256(s.c * sizeof(float)));
+  ChannelPlan plan{};
+  if (s.numel() > 0) {
+    plan = plan_channel_norm(s, sizeof(T), dev::aligned16(a.x) && dev::aligned16(a.y));
+    clear_apply_mask<T>(a, plan, true, l);
+  }
   const GlobalParams f{s.c,
                        g,
                        static_cast<float>(a.params.eps),
@@ -1044,8 +1057,7 @@ void forward_global(const ChannelForwardArgs& a, const GlobalStats& g, const Lau
   dev::launch_dependent(finalize_global, 1, 256, 0, static_cast<cudaStream_t>(l.stream), f);
   dev::check_cuda(cudaGetLastError(), "synchronized batch norm finalize launch");
   if (s.numel() == 0) return;  // an empty shard still takes part in the running update
-  const bool vector_access = dev::aligned16(a.x) && dev::aligned16(a.y);
-  launch_apply<T>(a, plan_channel_norm(s, sizeof(T), vector_access), true, coefs, nullptr, l);
+  launch_apply<T>(a, plan, true, coefs, nullptr, l);
 }
 
 }  // namespace
