@@ -1381,6 +1381,99 @@ TEST_F(GpuChannelNormWhole, CapturedTrainingStepReplays) {
   cudaFree(workspace);
 }
 
+// Training steps whose calls read what the calls before them wrote, queued back to back, give the
+// bytes of the same steps with the device synchronized after every call. On sm_90 each kernel is
+// launched while the one before it still runs and waits for it
+// (kernels/common/dependent_launch.cuh): a forward reads the y of the forward before it and
+// overwrites the saved statistics the backward before it reads; a backward reads the saved
+// statistics just written and the dx of the backward before it. One shape per path (the walk,
+// batch, instance and group tiles, resident rows, short rows); weights and biases differ per step
+// and channel, so a stale read changes the bytes.
+TEST_F(GpuChannelNormWhole, BackToBackStepsEqualSynchronizedSteps) {
+  struct Shape {
+    ChannelCase k;
+    nk_dtype dtype;
+  };
+  const std::vector<Shape> shapes =
+      reduced_gpu_tests()
+          ? std::vector<Shape>{{{Family::kBatch, 4, 16, 49, NK_NHWC}, NK_BF16},
+                               {{Family::kInstance, 2, 16, 64, NK_NCHW}, NK_F32},
+                               {{Family::kGroup, 2, 16, 32, NK_NHWC, 4}, NK_BF16}}
+          : std::vector<Shape>{{{Family::kBatch, 32, 64, 56 * 56, NK_NHWC}, NK_BF16},
+                               {{Family::kBatch, 32, 256, 14 * 14, NK_NCHW}, NK_BF16},
+                               {{Family::kBatch, 32, 512, 7 * 7, NK_NHWC}, NK_BF16},
+                               {{Family::kBatch, 8, 37, 7, NK_NCHW}, NK_F32},
+                               {{Family::kInstance, 8, 128, 128 * 128, NK_NHWC}, NK_BF16},
+                               {{Family::kGroup, 8, 320, 16 * 16, NK_NHWC, 32}, NK_BF16},
+                               {{Family::kGroup, 2, 320, 64 * 64, NK_NCHW, 32}, NK_F32}};
+  constexpr int kSteps = 6;
+  for (const Shape& shape : shapes) {
+    const ChannelCase& k = shape.k;
+    SCOPED_TRACE(testing::Message() << name(k.family) << " n=" << k.n << " c=" << k.c
+                                    << " s=" << k.s << (k.layout == NK_NCHW ? " NCHW" : " NHWC"));
+    const bool group = k.family == Family::kGroup;
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const Buffer x0(shape.dtype, rng_.normal(numel, 1, 2)), dy0(shape.dtype, rng_.normal(numel));
+    std::vector<DeviceBuffer> weight, bias;
+    for (int i = 0; i < kSteps; ++i) {
+      weight.emplace_back(Buffer(NK_F32, rng_.uniform(k.c, 0.5, 2)));
+      bias.emplace_back(Buffer(NK_F32, rng_.uniform(k.c, -3, 3)));
+    }
+    nk_norm_params p = nk_norm_params_default();
+    auto run = [&](bool synchronize_each) {
+      DeviceBuffer x(x0), y(shape.dtype, numel), dy(dy0), dx(shape.dtype, numel);
+      DeviceBuffer rm(Buffer(NK_F32, std::vector<double>(k.c, 0.0)));
+      DeviceBuffer rv(Buffer(NK_F32, std::vector<double>(k.c, 1.0)));
+      DeviceBuffer tracked(Buffer(NK_F32, std::vector<double>(2, 0.0)));  // one int64, zeroed
+      DeviceBuffer mean(NK_F32, stats), invstd(NK_F32, stats), dw(NK_F32, k.c), db(NK_F32, k.c);
+      auto* counter = group ? nullptr : reinterpret_cast<int64_t*>(tracked.data());
+      for (int i = 0; i < kSteps; ++i) {
+        EXPECT_EQ(channel_forward(gpu_, k, shape.dtype, p, x.data(), weight[i].f32(), bias[i].f32(),
+                                  group ? nullptr : rm.f32(), group ? nullptr : rv.f32(), counter,
+                                  y.data(), mean.f32(), invstd.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        if (synchronize_each) synchronize();
+        EXPECT_EQ(
+            channel_backward(gpu_, k, shape.dtype, p, x.data(), dy.data(), weight[i].f32(), nullptr,
+                             nullptr, mean.f32(), invstd.f32(), dx.data(), dw.f32(), db.f32()),
+            NK_SUCCESS)
+            << nk_last_error();
+        if (synchronize_each) synchronize();
+        std::swap(x, y);  // the next forward normalizes this y, the next backward takes this dx
+        std::swap(dy, dx);
+      }
+      synchronize();
+      std::vector<std::vector<unsigned char>> out;
+      for (const DeviceBuffer* b : {&x, &dy, &mean, &invstd, &dw, &db, &rm, &rv, &tracked}) {
+        out.push_back(b->download().bytes());
+      }
+      return out;
+    };
+    const auto queued = run(false), synchronized = run(true);
+    const char* names[] = {"y",     "dx",           "save_mean",   "save_invstd",        "dweight",
+                           "dbias", "running_mean", "running_var", "num_batches_tracked"};
+    for (size_t i = 0; i < queued.size(); ++i) {
+      EXPECT_EQ(queued[i], synchronized[i]) << names[i] << " after " << kSteps << " steps";
+    }
+    // The steps did what they say: every (n, c) row of instance norm and every channel of batch
+    // norm has mean 0 before the affine, so the last y's channel means are the last biases (group
+    // norm's are not: its statistic spans channels).
+    if (group) continue;
+    Buffer last_y(shape.dtype, numel);
+    std::memcpy(last_y.data(), queued[0].data(), queued[0].size());
+    const Buffer last_bias = bias[kSteps - 1].download();
+    const double bound = shape.dtype == NK_F32 ? 1e-4 : 0.05;
+    for (int64_t c = 0; c < k.c; ++c) {
+      double sum = 0;
+      for (int64_t n = 0; n < k.n; ++n) {
+        for (int64_t i = 0; i < k.s; ++i) sum += last_y.get(act_index(k, n, c, i));
+      }
+      ASSERT_NEAR(sum / static_cast<double>(k.n * k.s), last_bias.get(c), bound) << "channel " << c;
+    }
+  }
+}
+
 // More than 2^31 elements (bf16 batch norm, NHWC, 4 channels): the data tile a random pattern
 // whose period is not a multiple of C, so every channel's exact statistics are computed here in
 // fp64 from the pattern; y is checked around element 2^31 and at the end.
