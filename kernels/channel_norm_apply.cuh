@@ -629,8 +629,8 @@ void launch_flat_walk(const Op& op, const ChannelPlan& plan, int sm_count, cudaS
   w.flat.step_c = step % plan.c;
   w.flat.step_n = step / w.flat.sample_len;
   w.flat.step_r = step % w.flat.sample_len;
-  dev::launch_dependent(kernel, static_cast<unsigned>(grid), kApplyBlock, 0, stream, op,
-                        w);  // runs op.once()
+  // The walk runs op.once().
+  dev::launch_dependent(kernel, static_cast<unsigned>(grid), kApplyBlock, 0, stream, op, w);
   if (w.flat.tail > 0) dev::launch_dependent(apply_flat_tail<Op, E>, 1, 1, 0, stream, op, w);
 }
 
