@@ -46,6 +46,7 @@
 #include <type_traits>
 
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -234,6 +235,7 @@ __device__ __forceinline__ int opaque_if(int v) {
 // accumulators, then [rows_per_block][cols] floats for the partial rows when rows_per_block > 1.
 template <class T, class W, int E, int P>
 __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(BackwardParams p) {
+  dev::enter_chain();
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   auto* acc_vectors = reinterpret_cast<float4*>(shared_bytes + kStagedScratchBytes);
@@ -394,6 +396,7 @@ __global__ void __launch_bounds__(kBackwardRowBlock, 1) backward_in_registers(Ba
 // memory, in shared memory and in its accumulators, so the staging needs no barrier.
 template <class T, class W, int E, int P, int kBlock>
 __global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(BackwardParams p) {
+  dev::enter_chain();
   constexpr int kStride = kBlock;
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, x, then dy
   float* scratch = reinterpret_cast<float*>(staged_bytes);
@@ -484,6 +487,7 @@ __global__ void __launch_bounds__(kBlock, 1024 / kBlock) backward_staged(Backwar
 // second read of the row (usually from L2) that writes dx.
 template <class T, class W, int E>
 __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
+  dev::enter_chain();
   __shared__ float scratch[64];
   const int64_t packs = p.cols / E;
   const float inv_cols = 1.0f / static_cast<float>(p.cols);
@@ -527,6 +531,7 @@ __global__ void __launch_bounds__(512) backward_generic(BackwardParams p) {
 // chunk y of the rows, adds its rows in row order and writes its piece of partial row y.
 template <class T, int E>
 __global__ void __launch_bounds__(256) column_partials(BackwardParams p) {
+  dev::enter_chain();
   const int64_t pack = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (pack * E >= p.cols) return;  // no barriers below
   const int64_t rows_per_chunk = p.groups_per_chunk;
@@ -557,6 +562,7 @@ template <class T, int E>
 __global__ void __launch_bounds__(256)
     dh_column_partials(const T* dh, int64_t rows, int64_t cols, int64_t rows_per_chunk,
                        int64_t stride, float* partial) {
+  dev::enter_chain();
   const int64_t pack = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (pack * E >= cols) return;
   const int64_t first = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
@@ -577,6 +583,7 @@ template <class W, int V>
 __global__ void __launch_bounds__(256)
     finalize_columns(const float* partial_dw, const float* partial_db, int64_t chunks, int64_t cols,
                      int64_t stride, W* dweight, W* dbias) {
+  dev::enter_chain();
   __shared__ float tree[2][256 * V];
   const int lanes = blockDim.y, slot = threadIdx.y * blockDim.x + threadIdx.x;
   const int64_t col = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
@@ -718,11 +725,11 @@ void launch_finalize(const RowShape& s, const Plan& plan, const float* partial_d
   auto* db = static_cast<W*>(dbias);
   const int64_t stride = partial_stride(s.cols);
   if (f.vec == 4) {
-    finalize_columns<W, 4><<<grid, block, 0, stream>>>(partial_dw, partial_db, plan.partials.chunks,
-                                                       s.cols, stride, dw, db);
+    dev::launch_dependent(finalize_columns<W, 4>, grid, block, 0, stream, partial_dw, partial_db,
+                          plan.partials.chunks, s.cols, stride, dw, db);
   } else {
-    finalize_columns<W, 1><<<grid, block, 0, stream>>>(partial_dw, partial_db, plan.partials.chunks,
-                                                       s.cols, stride, dw, db);
+    dev::launch_dependent(finalize_columns<W, 1>, grid, block, 0, stream, partial_dw, partial_db,
+                          plan.partials.chunks, s.cols, stride, dw, db);
   }
   dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias finalize launch");
 }
@@ -784,7 +791,8 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
     auto stream = static_cast<cudaStream_t>(l.stream);
     if (plan.tiling.in_registers || plan.tiling.staged) {
       with_kernel<T, W>(plan.tiling, [&](auto kernel) {
-        kernel<<<plan.grid, plan.tiling.block_threads, plan.shared_bytes, stream>>>(p);
+        dev::launch_dependent(kernel, plan.grid, plan.tiling.block_threads, plan.shared_bytes,
+                              stream, p);
       });
       dev::check_cuda(cudaGetLastError(), "row norm backward launch");
     } else {
@@ -795,9 +803,9 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
         const dim3 grid(static_cast<unsigned>((s.cols / e + 255) / 256),
                         static_cast<unsigned>(plan.partials.chunks));
         if (e == 1) {
-          column_partials<T, 1><<<grid, 256, 0, stream>>>(p);
+          dev::launch_dependent(column_partials<T, 1>, grid, 256, 0, stream, p);
         } else {
-          column_partials<T, 16 / sizeof(T)><<<grid, 256, 0, stream>>>(p);
+          dev::launch_dependent(column_partials<T, 16 / sizeof(T)>, grid, 256, 0, stream, p);
         }
         dev::check_cuda(cudaGetLastError(), "row norm dweight/dbias column pass launch");
       }
@@ -805,7 +813,7 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
         row_norm_split_backward(p, s, plan.split, workspace + 2 * plan.partial_bytes, stream);
       } else if (p.dx != nullptr || p.dresidual != nullptr) {
         with_kernel<T, W>(plan.tiling, [&](auto kernel) {
-          kernel<<<plan.grid, plan.tiling.block_threads, 0, stream>>>(p);
+          dev::launch_dependent(kernel, plan.grid, plan.tiling.block_threads, 0, stream, p);
         });
         dev::check_cuda(cudaGetLastError(), "row norm backward launch");
       }
@@ -823,11 +831,11 @@ void row_norm_backward(const RowBackwardArgs& a, const Launch& l) {
       const int64_t rows_per_chunk = plan.partials.rows_per_chunk();
       const int64_t stride = partial_stride(s.cols);
       if (e == 1) {
-        dh_column_partials<T, 1>
-            <<<grid, 256, 0, stream>>>(dh, s.rows, s.cols, rows_per_chunk, stride, partial);
+        dev::launch_dependent(dh_column_partials<T, 1>, grid, 256, 0, stream, dh, s.rows, s.cols,
+                              rows_per_chunk, stride, partial);
       } else {
-        dh_column_partials<T, 16 / sizeof(T)>
-            <<<grid, 256, 0, stream>>>(dh, s.rows, s.cols, rows_per_chunk, stride, partial);
+        dev::launch_dependent(dh_column_partials<T, 16 / sizeof(T)>, grid, 256, 0, stream, dh,
+                              s.rows, s.cols, rows_per_chunk, stride, partial);
       }
       dev::check_cuda(cudaGetLastError(), "row norm dbias_in column pass launch");
       launch_finalize<T, W>(s, plan, partial, nullptr, a.dbias_in, nullptr, stream);

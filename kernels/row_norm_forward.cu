@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -143,6 +144,7 @@ struct RowAffine {
 template <class T, class W, int E, int P, bool kFused, RowThreads kRows>
 __global__ void __launch_bounds__(forward_block_bound(E), forward_min_blocks(E))
     forward_in_registers(ForwardParams p) {
+  dev::enter_chain();
   without_fusion<kFused>(p);
   __shared__ float scratch[32];
   __shared__ float block_shift;
@@ -245,6 +247,7 @@ __global__ void __launch_bounds__(forward_block_bound(E), forward_min_blocks(E))
 // squares for RMS), over memory, then a second pass that normalizes.
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(512, 2) forward_generic(ForwardParams p) {
+  dev::enter_chain();
   without_fusion<kFused>(p);
   __shared__ dev::Welford welford_scratch[32];
   __shared__ float scratch[32];
@@ -312,6 +315,7 @@ __global__ void __launch_bounds__(512, 2) forward_generic(ForwardParams p) {
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(kStagedForwardBlock, kStagedForwardMinBlocks)
     forward_staged(ForwardParams p) {
+  dev::enter_chain();
   without_fusion<kFused>(p);
   extern __shared__ __align__(16) unsigned char staged_bytes[];  // scratch, then the row
   float* scratch = reinterpret_cast<float*>(staged_bytes);
@@ -463,7 +467,7 @@ void row_norm_forward(const RowForwardArgs& a, const Launch& l) {
                       "cudaFuncSetAttribute(max dynamic shared memory)");
     }
     const int grid = grid_size(kernel, tiling, s.rows, l.sm_count);
-    kernel<<<grid, tiling.block_threads, tiling.shared_bytes, stream>>>(p);
+    dev::launch_dependent(kernel, grid, tiling.block_threads, tiling.shared_bytes, stream, p);
     dev::check_cuda(cudaGetLastError(), "row norm forward launch");
   };
   const bool fused = a.fusion.residual || a.fusion.zero_centered || a.fusion.fp8();

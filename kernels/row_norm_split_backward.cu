@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -41,6 +42,7 @@ __device__ __forceinline__ Slice block_slice(const BackwardParams& p, int64_t sl
 template <class T, class W, int E>
 __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     backward_split_sums(BackwardParams p, float2* sums, int64_t slice_elems) {
+  dev::enter_chain();
   __shared__ float scratch[64];
   const Slice s = block_slice(p, slice_elems);
   const int64_t base = s.row * p.cols + s.first;
@@ -76,6 +78,7 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
 template <class T, class W, int E>
 __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     backward_split_dx(BackwardParams p, const float2* sums, int64_t slice_elems) {
+  dev::enter_chain();
   const Slice s = block_slice(p, slice_elems);
   const int64_t base = s.row * p.cols + s.first;
   // The slice's packs as stored (zeroed: packs past the slice's end are never loaded), in flight
@@ -133,9 +136,11 @@ void row_norm_split_backward(const BackwardParams& p, const RowShape& s, const R
     using T = decltype(t);
     using W = decltype(w);
     constexpr int kE = 16 / sizeof(T);
-    backward_split_sums<T, W, kE><<<grid, kSplitBlock, 0, stream>>>(p, row_sums, split.slice_elems);
+    dev::launch_dependent(backward_split_sums<T, W, kE>, grid, kSplitBlock, 0, stream, p, row_sums,
+                          split.slice_elems);
     dev::check_cuda(cudaGetLastError(), "row norm split backward launch (sums)");
-    backward_split_dx<T, W, kE><<<grid, kSplitBlock, 0, stream>>>(p, row_sums, split.slice_elems);
+    dev::launch_dependent(backward_split_dx<T, W, kE>, grid, kSplitBlock, 0, stream, p, row_sums,
+                          split.slice_elems);
     dev::check_cuda(cudaGetLastError(), "row norm split backward launch (dx)");
   });
 }

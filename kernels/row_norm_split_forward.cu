@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "common/check.cuh"
+#include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -66,6 +67,7 @@ __device__ __forceinline__ const float* row_shifts(const dev::Welford* partials,
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     forward_split_statistics(ForwardParams p, dev::Welford* partials, int64_t slice_elems) {
+  dev::enter_chain();
   without_fusion<kFused>(p);
   p.h = nullptr;  // the apply kernel stores h
   __shared__ float scratch[32];
@@ -115,6 +117,7 @@ __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
 template <class T, class W, int E, bool kFused>
 __global__ void __launch_bounds__(kSplitBlock, kSplitMinBlocks)
     forward_split_apply(ForwardParams p, const dev::Welford* partials, int64_t slice_elems) {
+  dev::enter_chain();
   without_fusion<kFused>(p);
   const Slice s = block_slice(p, slice_elems);
   const int64_t base = s.row * p.cols;
@@ -176,9 +179,9 @@ void row_norm_split_forward(const ForwardParams& p, const RowShape& s, bool fuse
   const dim3 grid(static_cast<unsigned>(split.slices), static_cast<unsigned>(s.rows));
   auto* states = static_cast<dev::Welford*>(partials);
   auto launch = [&](auto statistics, auto apply) {
-    statistics<<<grid, kSplitBlock, 0, stream>>>(p, states, split.slice_elems);
+    dev::launch_dependent(statistics, grid, kSplitBlock, 0, stream, p, states, split.slice_elems);
     dev::check_cuda(cudaGetLastError(), "row norm split forward launch (statistics)");
-    apply<<<grid, kSplitBlock, 0, stream>>>(p, states, split.slice_elems);
+    dev::launch_dependent(apply, grid, kSplitBlock, 0, stream, p, states, split.slice_elems);
     dev::check_cuda(cudaGetLastError(), "row norm split forward launch (apply)");
   };
   dev::dispatch_row_dtypes(s, [&](auto t, auto w) {

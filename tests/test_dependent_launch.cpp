@@ -1,9 +1,9 @@
 // The rule that keeps programmatic dependent launches stream-ordered
-// (kernels/common/dependent_launch.cuh), checked on the sources: every kernel of the channel norms
-// enters the chain (griddepcontrol.wait) before anything else, and launch_dependent launches only
-// those kernels. A kernel launched so without the wait could read its inputs before the kernel
-// that writes them has finished, on sm_90 only, which neither the CPU tests nor the simulated GPU
-// (sm_80 code) can see.
+// (kernels/common/dependent_launch.cuh), checked on the sources: every kernel under kernels/ but
+// those of the files that launch plainly enters the chain (griddepcontrol.wait) before anything
+// else, and launch_dependent is called only from those files and never on a plain file's kernel. A
+// kernel launched so without the wait could read its inputs before the kernel that writes them has
+// finished, on sm_90 only, which neither the CPU tests nor the simulated GPU (sm_80 code) can see.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -27,9 +27,17 @@ std::string read(const fs::path& p) {
   return s.str();
 }
 
-bool is_channel_norm_file(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return name.rfind("channel_norm_", 0) == 0 && (p.extension() == ".cu" || p.extension() == ".cuh");
+// The files whose kernels are launched plainly (<<<>>>) and do not wait: the statistics
+// accumulator's, synchronized batch norm's and the preprocessing's own kernels, and the shared
+// memory probe. Every other kernel under kernels/ enters the chain.
+const std::set<std::string> kPlainFiles = {"statistics.cu", "sync_batch_norm.cu",
+                                           "preprocessing.cu", "shared_memory_limit.cu"};
+
+bool is_plain_file(const fs::path& p) { return kPlainFiles.count(p.filename().string()) == 1; }
+
+bool is_kernel_file(const fs::path& p) {
+  const std::string rel = fs::relative(p, kSource).generic_string();
+  return rel.rfind("kernels/", 0) == 0 && (p.extension() == ".cu" || p.extension() == ".cuh");
 }
 
 // Every .cu, .cuh, .cpp and .hpp file under kernels/ and src/.
@@ -82,10 +90,14 @@ std::vector<Kernel> kernels_of(const fs::path& p) {
   return out;
 }
 
-TEST(DependentLaunch, EveryChannelNormKernelEntersTheChainFirst) {
-  int files = 0, kernels = 0, global_mentions = 0;
+TEST(DependentLaunch, EveryKernelButThePlainFilesEntersTheChainFirst) {
+  int files = 0, kernels = 0, global_mentions = 0, plain_files = 0;
   for (const fs::path& p : code_files()) {
-    if (!is_channel_norm_file(p)) continue;
+    if (!is_kernel_file(p)) continue;
+    if (is_plain_file(p)) {
+      ++plain_files;
+      continue;
+    }
     ++files;
     const std::string s = strip_comments(read(p));
     for (size_t at = s.find("__global__"); at != std::string::npos;
@@ -98,39 +110,41 @@ TEST(DependentLaunch, EveryChannelNormKernelEntersTheChainFirst) {
                                   << " does not start with dev::enter_chain();";
     }
   }
-  EXPECT_GE(files, 16) << "the channel norms' sources were not found under " << kSource;
+  EXPECT_EQ(plain_files, static_cast<int>(kPlainFiles.size())) << "a plain file was renamed";
+  EXPECT_GE(files, 20) << "the kernels' sources were not found under " << kSource;
   EXPECT_EQ(kernels, global_mentions);
-  EXPECT_GE(kernels, 30) << "fewer channel-norm kernels than the 30 of 2026-12-06: a parse error?";
+  EXPECT_GE(kernels, 43) << "fewer kernels than the 43 of 2026-12-06: a parse error?";
 }
 
 TEST(DependentLaunch, OnlyChainedKernelsAreLaunchedDependent) {
-  std::set<std::string> chained;
+  std::set<std::string> plain;
   for (const fs::path& p : code_files()) {
-    if (!is_channel_norm_file(p)) continue;
-    for (const Kernel& k : kernels_of(p)) {
-      if (k.enters_first) chained.insert(k.name);
-    }
+    if (!is_kernel_file(p) || !is_plain_file(p)) continue;
+    for (const Kernel& k : kernels_of(p)) plain.insert(k.name);
   }
-  // launch_dependent(name<...>, ...) or launch_dependent(kernel, ...), where `kernel` is a
-  // launcher's function-pointer parameter, which its callers bind to channel-norm kernels.
+  EXPECT_GE(plain.size(), 10u) << "the plain files' kernels were not found";
+  // launch_dependent(name<...>, ...): a kernel, or a launcher's function-pointer parameter, which
+  // can only hold a kernel its file sees: the plain files are .cu files nobody includes.
   const std::regex call(R"(launch_dependent\(\s*([A-Za-z_][A-Za-z_0-9:]*))");
   int calls = 0;
   for (const fs::path& p : code_files()) {
     const std::string s = strip_comments(read(p));
-    const bool definition = p.filename() == "dependent_launch.cuh";
+    if (p.filename() == "dependent_launch.cuh") continue;  // the definition
     for (auto m = std::sregex_iterator(s.begin(), s.end(), call); m != std::sregex_iterator();
          ++m) {
-      if (definition) continue;
       ++calls;
       const std::string name = (*m)[1];
-      EXPECT_TRUE(is_channel_norm_file(p))
-          << p.filename() << " launches " << name << " dependent: only channel-norm files may";
-      EXPECT_TRUE(name == "kernel" || chained.count(name) == 1)
-          << p.filename() << " launches " << name
-          << " dependent, which is not a channel-norm kernel that enters the chain first";
+      EXPECT_TRUE(is_kernel_file(p) && !is_plain_file(p))
+          << p.filename() << " launches " << name << " dependent: only chained kernel files may";
+      EXPECT_EQ(plain.count(name), 0u) << p.filename() << " launches the plain kernel " << name
+                                       << " dependent, which does not wait";
+    }
+    for (const std::string& f : kPlainFiles) {
+      EXPECT_EQ(s.find("#include \"" + f + "\""), std::string::npos)
+          << p.filename() << " includes the plain file " << f;
     }
   }
-  EXPECT_GE(calls, 35) << "fewer dependent launches than the 38 of 2026-12-06: a parse error?";
+  EXPECT_GE(calls, 50) << "fewer dependent launches than the 51 of 2026-12-06: a parse error?";
 }
 
 }  // namespace

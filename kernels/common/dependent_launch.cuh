@@ -1,7 +1,8 @@
-// Programmatic dependent launch (compute capability 9.0 and later): the kernels of one channel-norm
-// call (statistics, finalize, apply, counter; or a one-read tile and the counter) are launched so
-// that the next one may be scheduled while the one before it is still running, which hides most of
-// a launch's latency on the small shapes, where those latencies are most of the call.
+// Programmatic dependent launch (compute capability 9.0 and later): the kernels of one call
+// (channel norms: statistics, finalize, apply, counter, or a one-read tile and the counter; row
+// norms: the row kernel and the weight-gradient columns, or a split row's two passes) are launched
+// so that the next one may be scheduled while the one before it is still running, which hides most
+// of a launch's latency on the small shapes, where those latencies are most of the call.
 //
 // The rule that keeps this exactly stream-ordered: every kernel launched with launch_dependent
 // calls enter_chain() before it touches global memory, in every thread, before any return.
