@@ -10,7 +10,8 @@
 // writes are visible; so a kernel's reads and writes still follow every earlier kernel's (and,
 // the grids being chained, every earlier operation of the stream). launch_dependents then lets the
 // next kernel's blocks be scheduled at once; they wait in turn. Before sm_90 both are compiled
-// out and the launch attribute is ignored, as it is when the kernel before is not a chained one.
+// out and the attribute changes nothing; after a kernel that never releases its dependents (a
+// plain one, another library's) the next kernel starts once that kernel's blocks have exited.
 // tests/test_dependent_launch.cpp checks the rule on the sources.
 #pragma once
 
