@@ -4,7 +4,7 @@
 # (every kernel x dtype x layout x phase against the CPU backend), not speed, races or CUDA graphs.
 #
 #   scripts/sim_check.sh [--jobs N] [--batch N] [--timeout S] [--filter PATTERN] [--shard I/N]
-#                        [--set reduced|full] [--out DIR]
+#                        [--set reduced|full] [--arch 90|80] [--out DIR]
 #
 #   --jobs     processes at once (default: the number of cores)
 #   --batch    tests per process (default 20): the simulator parses the library's PTX once per
@@ -16,6 +16,9 @@
 #              so that a set too long for one sitting runs as N lanes of about equal length
 #   --set      the tests' shape set (NORMKIT_GPU_TESTS; default reduced): full runs every shape and
 #              path a test has, for a narrow filter (a whole lane in the full set takes hours)
+#   --arch     the PTX the library is built as (default 90: compute_90, run as a compute
+#              capability 9.0 device, so thread block clusters and the dependent launches' waits
+#              execute; 80: compute_80 on a capability 8.6 device, the forms without clusters)
 #   --out      folder for log.txt, summary.md and kernels.md (default bench/results/<date>-sim)
 # NORMKIT_SIM_KEEP=1 keeps the raw output of every process (its folder is printed).
 #
@@ -31,9 +34,10 @@
 #                      folder's *.icnt files are copied beside it. Functional mode is forced.
 #   CUDA_INSTALL_PATH  a CUDA tree whose bin/ has cuobjdump, which the simulator runs to extract
 #                      PTX (the CUDA 13 toolkit here has none: PyPI's nvidia-cuda-cuobjdump does)
-# normkit is built in build-sim/ with the CUDA runtime shared (the simulator is that runtime) and
-# PTX only for sm_80 (NORMKIT_CUDA_RUNTIME=Shared, CMAKE_CUDA_ARCHITECTURES=80-virtual), and the
-# tests run with NORMKIT_GPU_TESTS=reduced (or full, --set).
+# normkit is built in build-sim/ (build-sim-80/ for --arch 80) with the CUDA runtime shared (the
+# simulator is that runtime) and PTX only (NORMKIT_CUDA_RUNTIME=Shared,
+# CMAKE_CUDA_ARCHITECTURES=90-virtual or 80-virtual), and the tests run with
+# NORMKIT_GPU_TESTS=reduced (or full, --set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +47,7 @@ batch_timeout=1200
 filter='*Gpu*:*CudaBackend*'
 shard=1/1
 test_set=reduced
+arch=90
 out="bench/results/$(date -u +%Y-%m-%d)-sim"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,14 +57,20 @@ while [ $# -gt 0 ]; do
     --filter) filter=$2; shift 2 ;;
     --shard) shard=$2; shift 2 ;;
     --set) test_set=$2; shift 2 ;;
+    --arch) arch=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "sim_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$test_set" in
   reduced|full) ;;
   *) echo "sim_check.sh: --set takes reduced or full, not '$test_set'" >&2; exit 2 ;;
+esac
+case "$arch" in
+  90) build_dir=build-sim ;;
+  80) build_dir=build-sim-80 ;;
+  *) echo "sim_check.sh: --arch takes 90 or 80, not '$arch'" >&2; exit 2 ;;
 esac
 for v in "$jobs" "$batch" "$batch_timeout"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "sim_check.sh: '$v' is not a positive integer" >&2; exit 2; }
@@ -96,8 +107,8 @@ command -v python3 >/dev/null || missing "python3 is needed for the report"
 commit="$(git rev-parse HEAD)$(git status --porcelain | grep -q . && echo ' (with uncommitted changes)' || true)"
 generator="Unix Makefiles"
 command -v ninja >/dev/null && generator=Ninja
-build_log=build-sim/build.log
-mkdir -p build-sim
+build_log=$build_dir/build.log
+mkdir -p "$build_dir"
 # The build's output goes to a file; when it fails, its end is shown instead of exiting silently.
 build_failed() {
   tail -n 40 "$build_log" >&2
@@ -105,10 +116,10 @@ build_failed() {
   exit 1
 }
 {
-  cmake -S . -B build-sim -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=80-virtual -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
+  cmake -S . -B "$build_dir" -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENABLE_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$arch-virtual" -DNORMKIT_CUDA_RUNTIME=Shared -DNORMKIT_SANITIZE=OFF \
     -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_EXAMPLES=OFF -DNORMKIT_BUILD_BENCHMARKS=OFF &&
-    cmake --build build-sim -j "$(nproc)" --target normkit_tests normkit_simulator_probes
+    cmake --build "$build_dir" -j "$(nproc)" --target normkit_tests normkit_simulator_probes
 } >"$build_log" 2>&1 || build_failed
 
 # ---- batches of tests, each in a fresh simulator process ----------------------------------------
@@ -116,8 +127,8 @@ build_failed() {
 work=$(mktemp -d "${TMPDIR:-/tmp}/normkit-sim.XXXXXX")
 trap '[ -n "${NORMKIT_SIM_KEEP:-}" ] || rm -rf "$work"' EXIT
 mkdir "$work/bin"
-cp build-sim/tests/normkit_tests build-sim/tests/normkit_simulator_probes "$work/bin/"
-cp "$(readlink -f build-sim/libnormkit.so)" "$work/bin/libnormkit.so.0"
+cp "$build_dir/tests/normkit_tests" "$build_dir/tests/normkit_simulator_probes" "$work/bin/"
+cp "$(readlink -f "$build_dir/libnormkit.so")" "$work/bin/libnormkit.so.0"
 tests_bin=$work/bin/normkit_tests
 library=$work/bin/libnormkit.so.0
 "$tests_bin" --gtest_list_tests --gtest_filter="$filter" |
@@ -132,17 +143,32 @@ export CUDA_INSTALL_PATH
 export CUOBJDUMP_SIM_FILE=jj PTX_SIM_USE_PTX_FILE=1.ptx PTX_SIM_KERNELFILE=_1.ptx
 export PYTORCH_BIN=$library  # the simulator reads its PTX from the library, not the test binary
 export NORMKIT_GPU_TESTS=$test_set
-export work config tests_bin batch_timeout
+export work config tests_bin batch_timeout arch
+
+# A copy of the configuration in folder $1: functional simulation only (results, not timing); for
+# compute_90 PTX, a capability 9.0 device (clusters; ptxas and the PTX sections of sm_90).
+prepare_config() {
+  local dir=$1 option
+  cp "$config" "$dir/gpgpusim.config"
+  cp "$(dirname "$config")"/*.icnt "$dir/" 2>/dev/null || true
+  set_option() {
+    sed -i "/^$1 /d" "$dir/gpgpusim.config"
+    echo "$1 $2" >> "$dir/gpgpusim.config"
+  }
+  set_option -gpgpu_ptx_sim_mode 1
+  if [ "$arch" = 90 ]; then
+    for option in "-gpgpu_ptx_force_max_capability 90" "-gpgpu_occupancy_sm_number 90" \
+                  "-gpgpu_compute_capability_major 9" "-gpgpu_compute_capability_minor 0"; do
+      set_option $option
+    done
+  fi
+}
+export -f prepare_config
 
 run_batch() {
   local list=$1 dir=$1.run
   mkdir -p "$dir"
-  cp "$config" "$dir/gpgpusim.config"
-  cp "$(dirname "$config")"/*.icnt "$dir/" 2>/dev/null || true
-  # Functional simulation only: results, not timing.
-  sed -i 's/^-gpgpu_ptx_sim_mode .*/-gpgpu_ptx_sim_mode 1/' "$dir/gpgpusim.config"
-  grep -q '^-gpgpu_ptx_sim_mode 1' "$dir/gpgpusim.config" ||
-    echo '-gpgpu_ptx_sim_mode 1' >> "$dir/gpgpusim.config"
+  prepare_config "$dir"
   local rc=0
   (cd "$dir" && timeout --kill-after=30 "$batch_timeout" "$tests_bin" \
      --gtest_filter="$(paste -sd: "$list")" --gtest_output="json:$dir/result.json" \
@@ -156,9 +182,7 @@ export -f run_batch
 # a conversion wrong would make every result below meaningless.
 probe_dir="$work/probes"
 mkdir -p "$probe_dir"
-cp "$config" "$probe_dir/gpgpusim.config"
-cp "$(dirname "$config")"/*.icnt "$probe_dir/" 2>/dev/null || true
-sed -i 's/^-gpgpu_ptx_sim_mode .*/-gpgpu_ptx_sim_mode 1/' "$probe_dir/gpgpusim.config"
+prepare_config "$probe_dir"
 probe_rc=0
 (cd "$probe_dir" && PYTORCH_BIN= timeout 600 "$work/bin/normkit_simulator_probes" \
    > "$probe_dir/output.txt" 2>&1) || probe_rc=$?
@@ -189,6 +213,6 @@ if [ -n "${GPGPUSIM_ROOT:-}" ] && [ -d "$GPGPUSIM_ROOT/.git" ]; then
 fi
 python3 scripts/sim_report.py --work "$work" --out "$out" --wall "$wall" \
   --commit "$commit" \
-  --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode)" \
+  --simulator "GPGPU-Sim $sim_commit, config $(basename "$(dirname "$config")") (functional mode; compute_$arch PTX$([ "$arch" = 90 ] && echo ', run as compute capability 9.0'))" \
   --filter "$filter$([ "$shard" = 1/1 ] || echo " (shard $shard)")" --set "$test_set" \
   --probes "$work/probes.txt"

@@ -18,6 +18,9 @@
 #include <cub/device/device_segmented_sort.cuh>
 #include <vector>
 
+#include "common/cluster.cuh"
+#include "common/dependent_launch.cuh"
+
 namespace {
 
 int g_mismatches = 0;  // of the probe running now
@@ -122,6 +125,39 @@ __global__ void int64_literals(const long long* in, long long* out, double* inf)
 }
 
 __global__ void touch(float* p) { p[threadIdx.x] += 1.0f; }
+
+__global__ void halves(float* p) { p[threadIdx.x] = static_cast<float>(threadIdx.x) + 0.5f; }
+
+// A chained kernel (common/dependent_launch.cuh: griddepcontrol.wait and .launch_dependents from
+// sm_90) launched with programmatic stream serialization reads what the kernel before it wrote.
+__global__ void chained_double(const float* x, float* y) {
+  nk::dev::enter_chain();
+  y[threadIdx.x] = 2.0f * x[threadIdx.x];
+}
+
+// Clusters of 4 CTAs (common/cluster.cuh): each publishes (v, -v) a thread in its shared memory,
+// rank r only after r * spin idle instructions, so that a barrier.cluster.wait that does not wait
+// reads slots not yet written; then every thread adds its slot of the 4 CTAs through mapa and
+// ld.shared::cluster, and the second arrive and last wait keep each CTA until the others read it.
+__global__ void cluster_sums(float* out, int spin) {
+  __shared__ float2 slot[64];
+  const unsigned t = threadIdx.x, rank = blockIdx.x % 4;
+  for (int i = 0; i < spin * static_cast<int>(rank); ++i) asm volatile("nanosleep.u32 1;");
+  const float v = static_cast<float>(blockIdx.x) * 1000.0f + static_cast<float>(t);
+  slot[t] = make_float2(v, -v);
+  nk::dev::cluster_arrive();
+  nk::dev::cluster_wait();
+  float2 sum = make_float2(0.0f, 0.0f);
+  for (unsigned r = 0; r < 4; ++r) {
+    const float2 u = nk::dev::load_cluster_float2(nk::dev::cluster_address(&slot[t], r));
+    sum.x += u.x;
+    sum.y += u.y;
+  }
+  nk::dev::cluster_arrive();
+  out[2 * (blockIdx.x * blockDim.x + t)] = sum.x;
+  out[2 * (blockIdx.x * blockDim.x + t) + 1] = sum.y;
+  nk::dev::cluster_wait();
+}
 
 // The statistics pass prefetches its next tile into L2 (prefetch.global.L2: an address, no type).
 __global__ void prefetch_then_double(const float* x, float* y) {
@@ -327,6 +363,36 @@ void probe_lane_masks() {
   }
 }
 
+void probe_dependent_launch() {
+  Device<float> x(32), y(32);
+  halves<<<1, 32>>>(x.ptr);
+  nk::dev::launch_dependent(chained_double, 1, 32, 0, nullptr, x.ptr, y.ptr);
+  cuda_ok(cudaGetLastError(), "launch_dependent");
+  const std::vector<float> o = y.get();
+  for (int i = 0; i < 32; ++i) expect(o[i] == 2.0f * i + 1.0f, "doubled", o[i], 2.0f * i + 1.0f);
+}
+
+// Returns false (skipped) on a device without clusters: the lane of sm_80 PTX.
+bool probe_clusters() {
+  if (!nk::dev::clusters_available()) return false;
+  Device<float> out(2 * 8 * 64);
+  const bool launched =
+      nk::dev::launch_clusters(cluster_sums, 8, 64, 0, nullptr, 4, true, out.ptr, 50);
+  expect(launched, "cudaOccupancyMaxActiveClusters >= 1", launched, 1);
+  cuda_ok(cudaGetLastError(), "cluster launch");
+  const std::vector<float> o = out.get();
+  for (int b = 0; b < 8; ++b) {
+    for (int t = 0; t < 64; ++t) {
+      float want = 0.0f;
+      for (int r = 0; r < 4; ++r) want += static_cast<float>(b / 4 * 4 + r) * 1000.0f + t;
+      const float* got = &o[2 * (b * 64 + t)];
+      expect(got[0] == want, "the cluster's 4 slots", got[0], want);
+      expect(got[1] == -want, "the cluster's 4 slots (second float)", got[1], -want);
+    }
+  }
+  return true;
+}
+
 // CUB picks its tuning from cudaFuncGetAttributes' ptxVersion (the virtual architecture): a
 // simulator that reports the PTX ISA version there makes every CUB call fail.
 void probe_cub_dispatch() {
@@ -349,6 +415,11 @@ int main() {
     const char* what;
     void (*run)();
   };
+  // Probes that may not apply to the device: run() returns false to skip.
+  struct OptionalProbe {
+    const char* what;
+    bool (*run)();
+  };
   const Probe probes[] = {
       {"cvt.rn.f32.s64/u64 (64-bit integer to float)", probe_int64_to_float},
       {"shfl.sync with a predicate destination (d|p)", probe_shuffle_predicate},
@@ -362,15 +433,32 @@ int main() {
       {"cudaFuncGetAttributes ptxVersion and CUB dispatch", probe_cub_dispatch},
       {"prefetch.global.L2", probe_prefetch},
       {"%lanemask_eq/le/lt/ge/gt", probe_lane_masks},
+      {"griddepcontrol: a dependent launch reads the kernel before it", probe_dependent_launch},
   };
-  int failed = 0;
+  const OptionalProbe optional[] = {
+      {"thread block clusters: barrier.cluster, mapa, ld.shared::cluster", probe_clusters},
+  };
+  int failed = 0, ran = 0;
   for (const Probe& p : probes) {
     g_mismatches = 0;
     p.run();
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     std::printf("probe %s: %s\n", p.what, g_mismatches == 0 ? "ok" : "FAIL");
     failed += g_mismatches != 0;
+    ++ran;
   }
-  std::printf("probes: %d of %zu failed\n", failed, sizeof(probes) / sizeof(probes[0]));
+  for (const OptionalProbe& p : optional) {
+    g_mismatches = 0;
+    const bool applies = p.run();
+    cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    if (!applies) {
+      std::printf("probe %s: skipped (the device has none)\n", p.what);
+      continue;
+    }
+    std::printf("probe %s: %s\n", p.what, g_mismatches == 0 ? "ok" : "FAIL");
+    failed += g_mismatches != 0;
+    ++ran;
+  }
+  std::printf("probes: %d of %d failed\n", failed, ran);
   return failed < 100 ? failed : 100;
 }
