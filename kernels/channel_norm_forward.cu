@@ -62,6 +62,7 @@
 #include "channel_norm_row_groups.cuh"
 #include "channel_norm_running.cuh"
 #include "channel_norm_short_rows.cuh"
+#include "channel_norm_split_tile.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/dependent_launch.cuh"
@@ -909,6 +910,57 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
   }
 }
 
+// The split tiles' workspace: the rows' statistics (instance norm, N > 1), then every part's
+// statistics for the two-launch form, reserved whether or not the device takes clusters, so that
+// the size depends on the shape only.
+size_t split_rows_bytes(const ChannelShape& as_instance) {
+  return as_instance.n == 1 ? 0 : row_stats_workspace(as_instance.n * as_instance.c, as_instance);
+}
+size_t split_tiles_workspace(const ChannelShape& as_instance, const GroupTilePlan& g) {
+  return split_rows_bytes(as_instance) +
+         align256(static_cast<size_t>(g.tiles * g.parts * g.groups_per_tile) * sizeof(float2));
+}
+
+// Instance norm in NHWC (batch norm as one sample) where a tile exceeds a block: each tile's parts
+// (channel_norm_split_tile.cuh) as one cluster where the device has them, else in two launches
+// through the workspace; otherwise as forward_instance_tiles.
+template <class T>
+void forward_split_tiles(const ChannelForwardArgs& a, const ChannelShape& as_instance,
+                         const GroupTilePlan& g, const Launch& l) {
+  const bool one_sample = as_instance.n == 1;
+  ChannelForwardArgs view = a;
+  view.shape = as_instance;
+  if (one_sample) {
+    view.running_mean = nullptr;
+    view.running_var = nullptr;
+    view.num_batches_tracked = nullptr;
+  }
+  const bool clusters = dev::clusters_available();
+  forward_rows_once<T, SplitTileParams>(
+      view, l, "split tiles launch",
+      [&](SplitTileParams& p) {
+        set_instance_tile_geometry(p, as_instance, g, static_cast<int>(sizeof(T)));
+        p.inv_count_minus_1 = 1.0f / static_cast<float>(as_instance.s - 1);
+        if (one_sample) {
+          p.running = RunningBlend{a.running_mean, a.running_var, a.num_batches_tracked,
+                                   static_cast<float>(a.params.momentum),
+                                   a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE};
+        }
+        p.parts = g.parts;
+        p.part_positions = static_cast<int>(g.part_positions);
+        p.part_stats = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +
+                                                 split_rows_bytes(as_instance));
+      },
+      [&](const SplitTileParams& p, cudaStream_t stream) {
+        launch_split_tiles<T>(p, g, a.fusion.activation, clusters, stream);
+      });
+  if (one_sample && a.num_batches_tracked != nullptr) {
+    dev::launch_dependent(advance_counter, 1, 1, 0, static_cast<cudaStream_t>(l.stream),
+                          a.num_batches_tracked);
+    dev::check_cuda(cudaGetLastError(), "channel norm counter launch");
+  }
+}
+
 // Batch norm in NCHW, a block per channel (channel_norm_batch_tile.cuh), which blends the running
 // statistics itself; a launch after the blocks advances the counter. No workspace.
 template <class T>
@@ -950,6 +1002,7 @@ void forward(const ChannelForwardArgs& a, const Launch& l) {
     if (g.use) return forward_group_tiles<T>(a, g, l);
     const ChannelShape as_instance = instance_tile_shape(s);
     const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T));
+    if (it.use && it.parts > 1) return forward_split_tiles<T>(a, as_instance, it, l);
     if (it.use) return forward_instance_tiles<T>(a, as_instance, it, l);
     const BatchTilePlan bt = plan_batch_tiles(s, sizeof(T));
     if (bt.use) return forward_batch_tiles<T>(a, bt, l);
@@ -1074,7 +1127,9 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
     if (rg.use) return row_stats_workspace(rg.rows, a.shape);
     if (plan_group_tiles(a.shape, elem).use) return 0;
     const ChannelShape as_instance = instance_tile_shape(a.shape);
-    if (plan_instance_tiles(as_instance, elem).use) {
+    const GroupTilePlan it = plan_instance_tiles(as_instance, elem);
+    if (it.use && it.parts > 1) return split_tiles_workspace(as_instance, it);
+    if (it.use) {
       // One sample blends the running statistics in the kernel: no row statistics.
       if (as_instance.n == 1) return 0;
       return row_stats_workspace(as_instance.n * as_instance.c, as_instance);

@@ -378,6 +378,8 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   int64_t threads = ceil_div(want, step) * step;
   while (threads > kResidentMaxThreads) threads -= step;
   t.threads = static_cast<int>(threads);
+  t.parts = 1;
+  t.part_positions = shape.s;
   return t;
 }
 
@@ -392,15 +394,24 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
   const int64_t bytes = shape.s * 16, tiles = shape.n * (shape.c / e);
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // as plan_group_tiles
-  t.use = bytes >= kResidentMinBytes && bytes <= (few_tiles ? staged_limit : 2 * staged_limit) &&
-          tiles <= INT32_MAX;
+  const int64_t part_limit = few_tiles ? staged_limit : 2 * staged_limit;
+  int64_t parts = 1;
+  if (bytes > part_limit && staged_tensors == 1) {  // split (see the header)
+    while (parts <= kSplitMaxParts && ceil_div(shape.s, parts) * 16 > part_limit) parts *= 2;
+    while (parts < kSplitMaxParts && tiles * parts < kResidentMinRows) parts *= 2;
+  }
+  const int64_t positions = ceil_div(shape.s, parts), part_bytes = positions * 16;
+  t.use = bytes >= kResidentMinBytes && parts <= kSplitMaxParts && part_bytes <= part_limit &&
+          tiles * parts <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(e);
   t.pos_packs = 1;
   t.len = shape.s * e;
-  t.head_len = bytes <= staged_limit ? t.len : staged_limit / elem_bytes;
-  t.threads = tile_block(shape.s * staged_tensors);  // a pack a position (see the header)
+  t.head_len = part_bytes <= staged_limit ? positions * e : staged_limit / elem_bytes;
+  t.threads = tile_block(positions * staged_tensors);  // a pack a position (see the header)
+  t.parts = static_cast<int>(parts);
+  t.part_positions = positions;
   return t;
 }
 

@@ -388,7 +388,7 @@ constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a positio
 
 struct GroupTilePlan {
   bool use;
-  int64_t tiles;        // blocks: n * groups / groups_per_tile
+  int64_t tiles;        // n * groups / groups_per_tile; blocks: tiles * parts
   int groups_per_tile;  // k
   int pos_packs;        // P: 16-byte packs of a position's run of the tile
   int64_t len;          // elements of a tile: S * k * C/G
@@ -396,6 +396,8 @@ struct GroupTilePlan {
                         // position)
   int threads;          // per block: a multiple of 32 and of P, about 8 packs each (instance
                         // tiles: over the staged tensors), <= 512
+  int parts;            // blocks a tile (instance tiles' forward; else 1): a part each, a cluster
+  int64_t part_positions;  // positions of a part (the last may have fewer): S, or ceil(S / parts)
 };
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
@@ -411,6 +413,16 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // IN N2 C64 32x32 NHWC bf16's backward took 24398 cycles with the forward's 128 threads, 22074
 // with 256. (Group norm's tiles keep the forward's block: twice the threads took its N2 C320 16x16
 // backward from 24654 to 28606 cycles, its reductions growing with the block.)
+//
+// A forward tile beyond that bound, up to kSplitMaxParts of them, is split (channel_norm_split_tile
+// .cuh): `parts` blocks a tile, each the plan of a tile of part_positions = ceil(S / parts)
+// positions (its head staged, its tail reread), the fewest powers of two that fit, then doubled
+// while the blocks are fewer than kResidentMinRows (at most kSplitMaxParts): each block takes its
+// part's exact two-pass statistics, and the parts' merge in rank order (Chan's formula) gives the
+// tile's. On GPUs with thread block clusters the parts are one cluster that exchanges them in
+// distributed shared memory (x read once); elsewhere two launches exchange them through the
+// workspace (x read twice), with the same bits. The parts depend on the shape only.
+constexpr int kSplitMaxParts = 8;  // a portable cluster
 GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
                                   int staged_tensors = 1);
 

@@ -51,6 +51,16 @@ std::string graphs_unsupported_reason() {
   return "CUDA graph capture is not simulated (device " + device + ")";
 }
 
+bool device_has_clusters() {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&value, cudaDevAttrClusterLaunch, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return value != 0;
+}
+
 namespace {
 void expect_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) ADD_FAILURE() << what << ": " << cudaGetErrorString(err);
@@ -139,6 +149,7 @@ Buffer DeviceBuffer::download() const { return Buffer(); }
 void DeviceBuffer::poison() {}
 void GpuTest::SetUp() { GTEST_SKIP() << "normkit was built without its CUDA backend"; }
 std::string graphs_unsupported_reason() { return ""; }
+bool device_has_clusters() { return false; }
 nk_context context_with_sm_limit(int) { return nullptr; }
 void GpuTest::TearDown() {}
 void GpuTest::synchronize() {}

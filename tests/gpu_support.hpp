@@ -103,6 +103,16 @@ class ScopedBatchWalk : public ScopedEnv {
   ScopedBatchWalk() : ScopedEnv("NORMKIT_TEST_BATCH_WALK", "1") {}
 };
 
+// Sets NORMKIT_TEST_NO_CLUSTERS=1 for its lifetime: the kernels that would run as thread block
+// clusters take their two-launch form (kernels/common/cluster.cuh), which gives the same bits.
+class ScopedNoClusters : public ScopedEnv {
+ public:
+  ScopedNoClusters() : ScopedEnv("NORMKIT_TEST_NO_CLUSTERS", "1") {}
+};
+
+// Whether the device launches thread block clusters (compute capability 9.0 and later).
+bool device_has_clusters();
+
 // Empty on a real GPU; on a simulated one (GPGPU-Sim, which has no stream capture or graphs) the
 // reason a test of CUDA graphs skips. Call from a GpuTest after SetUp found a device.
 std::string graphs_unsupported_reason();

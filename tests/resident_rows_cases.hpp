@@ -105,6 +105,16 @@ inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
           {f, 3, 3 * e, 1000, NK_NHWC, 1}};
 }
 
+// Shapes of family f (instance or batch norm) whose forward tiles exceed a block and are split
+// (plan_instance_tiles' parts): instance norm, 2 samples of 2 packs of channels over 12001
+// positions (4 tiles: 8 parts of 1501 positions, the last of 1494); batch norm, 3 samples of
+// 4001 positions as one of 12003 (2 tiles: 8 parts, the last of 1496).
+inline std::vector<ChannelCase> split_tile_shapes(Family f, nk_dtype dtype) {
+  const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  if (f == Family::kBatch) return {{f, 3, 2 * e, 4001, NK_NHWC, 1}};
+  return {{f, 2, 2 * e, 12001, NK_NHWC, 1}};
+}
+
 // Batch norm in NCHW with S > 1 reads x once where a channel's runs fit a block
 // (plan_batch_tiles): the plan of shape k in dtype, and whether it takes the tiles
 // (staged_tensors 2: the training backward's x and dy).

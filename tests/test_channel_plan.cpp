@@ -979,6 +979,7 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
 
 // Instance norm in NHWC reads x once in tiles of a pack of channels of a sample (E channels, S
 // positions of 16 bytes: 4 KiB to twice 88 KiB, the first 88 KiB staged), where C is whole packs.
+// `use` here: a block a tile (larger tiles are split: InstanceTilesSplitIntoParts).
 TEST(ChannelPlan, InstanceTilesInNhwc) {
   using nk::cuda::plan_instance_tiles;
   struct Want {
@@ -1017,9 +1018,10 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
     const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem);
-    EXPECT_EQ(t.use, w.use);
+    EXPECT_EQ(t.use && t.parts == 1, w.use);
     if (!w.use) continue;
     const int e = 16 / w.elem;
+    EXPECT_EQ(t.part_positions, w.s);
     EXPECT_EQ(t.groups_per_tile, e);
     EXPECT_EQ(t.pos_packs, 1);
     EXPECT_EQ(t.threads, w.threads);
@@ -1030,6 +1032,61 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
     ChannelShape twice = shape;
     twice.n *= 2;
     EXPECT_EQ(plan_instance_tiles(twice, w.elem).threads, t.threads);
+  }
+}
+
+// A forward tile above twice 88 KiB is split into parts of ceil(S / parts) positions, a block
+// each: the fewest powers of two up to 8 whose parts fit, doubled while tiles * parts < 128; each
+// part's head staged to 88 KiB, its block from its positions. Above 8 parts of 176 KiB: no tiles.
+TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
+  using nk::cuda::instance_tile_shape;
+  using nk::cuda::plan_instance_tiles;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s;
+    int elem;
+    bool use;
+    int parts;
+    int64_t part_positions, head_len;
+    int threads;
+  };
+  const Want list[] = {
+      // instance norm 128x128 bf16: 256 KiB tiles, 2 parts of 128 KiB (a tail); 16 tiles: 8 parts
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, 2, true, 2, 8192, 45056, 512},
+      {ChannelNorm::kInstance, 8, 16, 128 * 128, 2, true, 8, 2048, 16384, 256},
+      {ChannelNorm::kInstance, 1, 8, 11265, 2, true, 8, 1409, 11272, 192},  // 1 tile: 8 parts
+      // 256x256 bf16: 1 MiB tiles, 8 parts of 128 KiB (of 176 KiB at most)
+      {ChannelNorm::kInstance, 8, 256, 256 * 256, 2, true, 8, 8192, 45056, 512},
+      {ChannelNorm::kInstance, 8, 256, 8 * 11264, 2, true, 8, 11264, 45056, 512},  // 8 x 176 KiB
+      {ChannelNorm::kInstance, 8, 256, 8 * 11264 + 1, 2, false, 0, 0, 0, 0},       // above
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, 4, true, 2, 8192, 22528, 512},    // fp32
+      // batch norm as one sample (N * S positions): N256 C512 7x7 bf16, 12544 positions, 64
+      // tiles: 2 parts of 6272 positions (98 KiB, a tail), 128 blocks
+      {ChannelNorm::kBatch, 256, 512, 7 * 7, 2, true, 2, 6272, 45056, 512},
+      {ChannelNorm::kBatch, 32, 64, 56 * 56, 2, false, 0, 0, 0, 0},  // 100352 positions: 1.5 MiB
+      // 25088 positions in 16 tiles: 4 parts fit, 8 for 128 blocks
+      {ChannelNorm::kBatch, 32, 128, 28 * 28, 2, true, 8, 3136, 25088, 416},
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind, w.n, w.c, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const ChannelShape one = instance_tile_shape(shape);
+    const nk::cuda::GroupTilePlan t = plan_instance_tiles(one, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    const int64_t e = 16 / w.elem;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_positions, w.part_positions);
+    EXPECT_EQ(t.part_positions, (one.s + t.parts - 1) / t.parts);
+    EXPECT_GT(one.s, (t.parts - 1) * t.part_positions);  // the last part is not empty
+    EXPECT_LE(t.part_positions * 16, 2 * nk::cuda::kGroupTileMaxBytes);
+    EXPECT_EQ(t.head_len, w.head_len);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.tiles, one.n * one.c / e);
+    EXPECT_EQ(t.len, one.s * e);
+    // The training backward does not split: above one block, its tiles are not taken.
+    EXPECT_FALSE(plan_instance_tiles(one, w.elem, 2).use);
   }
 }
 
@@ -1063,6 +1120,7 @@ TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
     const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem, 2);
     EXPECT_EQ(t.use, w.use);
     if (!w.use) continue;
+    EXPECT_EQ(t.parts, 1);  // the backward's tiles are never split
     EXPECT_EQ(t.head_len, w.head_len);
     EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.tiles, plan_instance_tiles(shape, w.elem).tiles);
@@ -1104,7 +1162,7 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
                                     << w.layout << " elem " << w.elem);
     const ChannelShape one = instance_tile_shape(shape);
     const nk::cuda::GroupTilePlan t = plan_instance_tiles(one, w.elem);
-    EXPECT_EQ(t.use, w.use);
+    EXPECT_EQ(t.use && t.parts == 1, w.use);  // a block a tile (12544 positions: split)
     if (w.layout == NK_NHWC || w.s == 1) {
       EXPECT_EQ(one.kind, ChannelNorm::kInstance);
       EXPECT_EQ(one.n, 1);

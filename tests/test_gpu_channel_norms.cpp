@@ -9,6 +9,7 @@
 // reason, without a CUDA device.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -939,6 +940,67 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, tile_bytes);
+  }
+}
+
+// Instance norm in NHWC, and batch norm as one sample, where a forward tile exceeds a block: its
+// parts (split_tile_shapes: 8 a tile, the last shorter), a cluster a tile where the device has
+// clusters, and in two launches through the workspace without (NORMKIT_TEST_NO_CLUSTERS): each
+// form against the CPU (check_one_read_forward), the bytes of misaligned, in-place and
+// partial-head calls against its aligned one, and the two forms' bytes of y, the saved and running
+// statistics and the counter against each other.
+TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kGroup || c.layout != NK_NHWC) {
+    GTEST_SKIP() << "split tiles of a pack of channels: instance and batch norm, NHWC";
+  }
+  if (!device_has_clusters()) {
+    std::printf("note: no thread block clusters on this device; both forms take two launches\n");
+  }
+  for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    const nk::cuda::GroupTilePlan plan = instance_tile_plan(k, c.dtype);
+    ASSERT_TRUE(plan.use);
+    ASSERT_EQ(plan.parts, 8);
+    const int64_t positions = c.family == Family::kBatch ? k.n * k.s : k.s;
+    ASSERT_LT(positions - 7 * plan.part_positions, plan.part_positions);  // a shorter last part
+    const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
+    const Buffer rm0(NK_F32, rng_.normal(k.c, 0.0, 0.1)), rv0(NK_F32, rng_.uniform(k.c, 0.5, 1.5));
+    const DeviceBuffer wd(w), bd(b);
+    std::vector<Buffer> forms[2];
+    for (int form = 0; form < 2; ++form) {
+      SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
+      std::unique_ptr<ScopedNoClusters> knob;
+      if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+      check_one_read_forward(k);
+      forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, plan.part_positions * 16);
+      const int64_t tracked0 = 5;
+      Buffer tracked_host(NK_F32, 2);
+      std::memcpy(tracked_host.data(), &tracked0, 8);
+      DeviceBuffer xd(x), y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats), rm(rm0), rv(rv0),
+          tracked(tracked_host);
+      ASSERT_EQ(
+          channel_forward(gpu_, k, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(), bd.f32(),
+                          rm.f32(), rv.f32(), reinterpret_cast<int64_t*>(tracked.data()), y.data(),
+                          sm.f32(), si.f32()),
+          NK_SUCCESS)
+          << nk_last_error();
+      forms[form] = {y.download(),  sm.download(), si.download(),
+                     rm.download(), rv.download(), tracked.download()};
+    }
+    const char* names[] = {"y",           "save_mean",          "save_invstd", "running_mean",
+                           "running_var", "num_batches_tracked"};
+    for (size_t i = 0; i < 6; ++i) {
+      EXPECT_EQ(forms[1][i].bytes(), forms[0][i].bytes()) << names[i] << ": the forms differ";
+    }
+    int64_t tracked = 0;
+    std::memcpy(&tracked, forms[0][5].data(), 8);
+    EXPECT_EQ(tracked, 6);
+    int64_t bad = 0;
+    for (double v : forms[0][0].values()) bad += std::isfinite(v) ? 0 : 1;
+    EXPECT_EQ(bad, 0) << "y: elements not finite";
   }
 }
 

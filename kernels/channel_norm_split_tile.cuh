@@ -1,0 +1,268 @@
+// Instance norm training forward in NHWC, and batch norm's as one sample (instance_tile_shape),
+// where a tile of a pack of channels exceeds one block (plan_instance_tiles with parts > 1): the
+// tile's S positions are split into K parts of L = ceil(S / K) consecutive positions (the last may
+// have fewer), a block a part (blockIdx.x = tile * K + rank). Each block stages its part as the
+// instance tiles do (channel_norm_instance_tile.cuh: the head in shared memory, the tail reread)
+// and takes its part's exact two-pass statistics, (centre_r, m2_r) per channel, about the shift x0
+// (the channel's value at the sample's first position, the same in every part). The tile's come
+// from merging the parts in rank order with Chan's formula (merge_parts), in every block alike,
+// then each block writes y for its part from where it staged it.
+//
+// Two forms, the same arithmetic in the same order, so the same bits:
+//  - kCluster (thread block clusters, compute capability 9.0): the K blocks of a tile are one
+//    cluster; each publishes its part's statistics in its shared memory and reads the others'
+//    through distributed shared memory (common/cluster.cuh). x is read once.
+//  - kParts then kApply (any GPU, or a device that cannot hold the cluster): the first launch
+//    writes each part's statistics to the workspace (part_stats), the second merges them and
+//    writes y, reading x again.
+// Rank 0 of a tile saves its statistics and, one sample, blends them into the running buffers;
+// with N > 1 (instance norm) it writes the rows' statistics for the running update, as the
+// instance tiles do.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "channel_norm_group_tile.cuh"
+#include "channel_norm_instance_tile.cuh"
+#include "channel_norm_one_read_io.cuh"
+#include "channel_norm_plan.hpp"
+#include "channel_norm_resident.cuh"
+#include "common/activation.cuh"
+#include "common/cluster.cuh"
+#include "common/dependent_launch.cuh"
+#include "common/reduce.cuh"
+#include "common/vec.cuh"
+
+namespace nk::cuda {
+
+// The instance tiles' parameters (a tile's geometry: s = S; head_packs, a part's staged head),
+// the parts, and the workspace of the two-launch form.
+struct SplitTileParams : InstanceTileParams {
+  int parts;           // K
+  int part_positions;  // L
+  float2* part_stats;  // [tiles][K][E]: each part's (centre, m2) a channel; kParts and kApply
+};
+
+enum class SplitStep { kCluster, kParts, kApply };
+
+// The tile's (centre, m2) of one channel from its parts' (part(r) for r = 0..K-1, in rank order),
+// with Chan's merge: the same operations, explicitly fused, wherever the parts come from.
+template <class Part>
+__device__ __forceinline__ float2 merge_parts(int parts, int part_positions, int positions,
+                                              Part&& part) {
+  float2 m = part(0);
+  float count = static_cast<float>(part_positions);
+  for (int r = 1; r < parts; ++r) {
+    const float2 b = part(r);
+    const int last = positions - (parts - 1) * part_positions;
+    const float nb = static_cast<float>(r + 1 < parts ? part_positions : last);
+    const float total = count + nb, w = nb / total;
+    const float d = b.x - m.x;
+    m.x = fmaf(d, w, m.x);
+    m.y = fmaf(d * d, count * w, m.y + b.y);
+    count = total;
+  }
+  return m;
+}
+
+// The scratch before the staged head: block_sum's 32 * E floats, E weights and E biases, this
+// part's E (centre, m2) (read by the cluster) and the tile's E (centre, m2) (for every thread).
+template <int E>
+struct SplitScratch {
+  float sums[32 * E];
+  float affine[2 * E];
+  float2 part[E];
+  float2 tile[E];
+};
+
+// kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_instance_tile.
+template <class T, int kAccess, int kAct, bool kResidual, SplitStep kStep>
+__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(SplitTileParams p) {
+  dev::enter_chain();
+  constexpr int E = 16 / sizeof(T);
+  using Raw = dev::Pack<T, E>;
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  static_assert(sizeof(SplitScratch<E>) <= kGroupTileScratchBytes, "split tile scratch");
+  auto& sh = *reinterpret_cast<SplitScratch<E>*>(shared_bytes);
+  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
+  const int t = static_cast<int>(threadIdx.x);
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = static_cast<unsigned>(p.parts);
+  const unsigned tile = blockIdx.x / parts, rank = blockIdx.x - tile * parts;
+  const unsigned tiles_per_sample = static_cast<unsigned>(p.tiles_per_sample);
+  const unsigned n = tile / tiles_per_sample;
+  const int64_t c0 = int64_t{tile - n * tiles_per_sample} * E;
+  const int64_t stat0 = int64_t{n} * p.c + c0, sample = int64_t{n} * p.sample_len + c0;
+  const int begin = static_cast<int>(rank) * p.part_positions;
+  const int packs = p.s - begin < p.part_positions ? p.s - begin : p.part_positions;
+  const int64_t first = sample + int64_t{begin} * p.c;  // the part's first position
+  const int64_t at0 = int64_t{t} * p.c, step = int64_t{blockDim.x} * p.c;
+  const T* x = static_cast<const T*>(p.x);
+  auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(x + first + at, 0); };
+  const bool saves = rank == 0 && t < E;  // thread e of rank 0 writes channel c0 + e's statistics
+  float my_weight = 1.0f, my_bias = 0.0f;
+  float2 my_running{};
+  int64_t tracked = 0;
+  if constexpr (kStep != SplitStep::kParts) {
+    // Loaded before the statistics, as forward_instance_tile does (no waits behind them later).
+    if (t < E) {
+      if (p.weight) my_weight = p.weight[c0 + t];
+      if (p.bias) my_bias = p.bias[c0 + t];
+    }
+    if (saves && p.running.mean) my_running = p.running.load(c0 + t), tracked = p.running.tracked();
+  }
+  float shift[E];  // x0 of each channel
+  {
+    float v[E];
+    load_elems<T, E, kAccess>(x + sample, v);
+#pragma unroll
+    for (int e = 0; e < E; ++e) shift[e] = v[e];
+  }
+  const int head = kStep == SplitStep::kApply ? 0 : p.head_packs;
+
+  if constexpr (kStep != SplitStep::kApply) {
+    // Pass 1: the head into shared memory, the sums of x - x0 as the packs arrive.
+    dev::Floats<E> acc{};
+    constexpr int kBatch = kAccess == E ? 4 : 2;  // as forward_instance_tile
+    stage_tile<kBatch>(staged, head, packs, at0, step, load, [&](const Raw& v) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc.v[e] += dev::element(v, e) - shift[e];
+    });
+    // block_sum's barrier orders the staged head before pass 2 reads it.
+    const dev::Floats<E> sums = dev::block_sum<E>(acc, sh.sums);
+    const float inv_packs = 1.0f / static_cast<float>(packs);
+    float centre[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      centre[e] = sums.v[e] * inv_packs;
+      acc.v[e] = 0.0f;
+    }
+    // Pass 2: the squares about the part's centre.
+    visit_tile(staged, head, packs, at0, step, load, [&](const Raw& v, int64_t) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float d = (dev::element(v, e) - shift[e]) - centre[e];
+        acc.v[e] = fmaf(d, d, acc.v[e]);
+      }
+    });
+    const dev::Floats<E> m2 = dev::block_sum<E>(acc, sh.sums);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      if (t == e) {
+        const float2 part = make_float2(centre[e], m2.v[e]);
+        if constexpr (kStep == SplitStep::kParts) {
+          p.part_stats[(int64_t{tile} * parts + rank) * E + e] = part;
+        } else {
+          sh.part[e] = part;
+        }
+      }
+    }
+    if constexpr (kStep == SplitStep::kParts) return;
+  }
+
+  // The tile's statistics: thread e merges channel e's parts, from the cluster's shared memories
+  // or from the workspace.
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // every part published (release), then
+    dev::cluster_wait();    // visible here (acquire)
+  }
+  if (t < E) {
+    const float2 m = merge_parts(p.parts, p.part_positions, p.s, [&](int r) {
+      if constexpr (kStep == SplitStep::kCluster) {
+        return dev::load_cluster_float2(dev::cluster_address(&sh.part[t], r));
+      } else {
+        return p.part_stats[(int64_t{tile} * parts + r) * E + t];
+      }
+    });
+    sh.tile[t] = m;
+    sh.affine[t] = my_weight;
+    sh.affine[E + t] = my_bias;
+  }
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+  }
+  __syncthreads();
+
+  // Pass 3 coefficients: y = (x - x0) * scale + offset (+ z), as forward_instance_tile's.
+  float scale[E], offset[E];
+  float my_mean = 0.0f, my_var = 0.0f, my_invstd = 0.0f, my_m2 = 0.0f;
+#pragma unroll
+  for (int e = 0; e < E; ++e) {
+    const float2 m = sh.tile[e];
+    const float var = m.y * p.inv_count, invstd = rsqrtf(var + p.eps);
+    scale[e] = invstd * sh.affine[e];
+    offset[e] = sh.affine[E + e] - m.x * scale[e];
+    if (t == e) my_mean = shift[e] + m.x, my_var = var, my_invstd = invstd, my_m2 = m.y;
+  }
+  if (saves) {
+    if (p.save_mean) p.save_mean[stat0 + t] = my_mean;
+    if (p.save_invstd) p.save_invstd[stat0 + t] = my_invstd;
+    const float run_var = p.unbiased ? my_m2 * p.inv_count_minus_1 : my_var;
+    if (p.row_stats) p.row_stats[stat0 + t] = make_float2(my_mean, run_var);
+    const float blend = p.running.weight(tracked);  // < 0: no running buffers, or a stuck counter
+    if (blend >= 0.0f) p.running.blend(c0 + t, blend, my_running, my_mean, run_var);
+  }
+  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
+  T* y = static_cast<T*>(p.y) + first;
+  visit_tile(staged, head, packs, at0, step, load, [&](const Raw& v, int64_t o) {
+    float u[E];
+    if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      float r = fmaf(dev::element(v, e) - shift[e], scale[e], offset[e]);
+      if constexpr (kResidual) r += u[e];
+      u[e] = dev::activate<kAct>(r);
+    }
+    store_elems<T, E, kAccess>(y + o, u);
+    if constexpr (kAct == NK_ACTIVATION_RELU) {
+      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // C and c0: E | it
+    }
+  });
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
+}
+
+// Enqueues the split tiles of the fusion and pointers: one launch of clusters where `clusters`
+// (and the device can hold one), else kParts then kApply. The caller checks cudaGetLastError.
+template <class T>
+void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int activation,
+                        bool clusters, cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  const int64_t blocks = plan.tiles * plan.parts;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    auto pick = [&](auto step) {
+      constexpr SplitStep kStep = decltype(step)::value;
+      return vector_access ? forward_split_tile<T, E, kAct, kResidual, kStep>
+                           : forward_split_tile<T, 1, kAct, kResidual, kStep>;
+    };
+    if (clusters) {
+      auto kernel = pick(std::integral_constant<SplitStep, SplitStep::kCluster>{});
+      if (bytes > 48 * 1024) {
+        dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bytes)),
+                        "cudaFuncSetAttribute (split tiles)");
+      }
+      if (dev::launch_clusters(
+              kernel, static_cast<unsigned>(blocks), static_cast<unsigned>(plan.threads), bytes,
+              stream, static_cast<unsigned>(plan.parts), dev::dependent_launch_allowed(), p)) {
+        return;
+      }
+    }
+    // The parts' statistics need neither the fusion nor z: one instance a pointer access.
+    auto parts = vector_access
+                     ? forward_split_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
+                     : forward_split_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
+    launch_blocks(parts, blocks, plan.threads, bytes, stream, p);
+    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
+                  plan.threads, kGroupTileScratchBytes, stream, p);
+  });
+}
+
+}  // namespace nk::cuda
