@@ -34,10 +34,12 @@
 // channel_norm_group_tile.cuh), and instance norm in NHWC where a tile of a pack of channels of a
 // sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh); batch norm in NHWC (or with
 // S = 1) takes those tiles too, as the instance norm of one sample of N * S positions
-// (instance_tile_shape): the same values per channel, at the same addresses. Batch norm in NCHW
-// with S > 1 reads x once where a channel's N runs of S fit a block (plan_batch_tiles,
-// channel_norm_batch_tile.cuh), which also blends the running statistics; a one-thread launch
-// after it advances the counter.
+// (instance_tile_shape): the same values per channel, at the same addresses. Tiles above a block
+// are split into parts, a block each (channel_norm_split_tile.cuh): one cluster a tile on sm_90
+// (x read once), else two launches through the workspace (x read twice), with the same bits.
+// Batch norm in NCHW with S > 1 reads x once where a channel's N runs of S fit a block
+// (plan_batch_tiles, channel_norm_batch_tile.cuh), which also blends the running statistics; a
+// one-thread launch after it advances the counter.
 // Rows of at most a 16-byte pack (plan_short_rows) read x once too: a thread holds whole rows in
 // registers, whole packs of the tensor, and writes their statistics and y
 // (channel_norm_short_rows.cuh). Rows above a pack up to 4 KiB (plan_row_groups) likewise: a block
@@ -68,6 +70,7 @@
 #include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/welford.cuh"
+#include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 namespace {
@@ -921,6 +924,19 @@ size_t split_tiles_workspace(const ChannelShape& as_instance, const GroupTilePla
          align256(static_cast<size_t>(g.tiles * g.parts * g.groups_per_tile) * sizeof(float2));
 }
 
+// A split tile's staged head a block: as much of its part as the device lets a block stage, at
+// least the plan's (what every GPU grants); the rest is reread in each pass with the same bits.
+// Then the test knob NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
+int split_head_packs(const GroupTilePlan& g, int elem_bytes) {
+  const int64_t part = g.part_positions * 16, granted = device_shared_optin();
+  int64_t head = g.head_len * elem_bytes;
+  if (granted - kGroupTileScratchBytes > head) {
+    const int64_t most = (granted - kGroupTileScratchBytes) / 16 * 16;
+    head = part < most ? part : most;
+  }
+  return resident_head_packs(head / elem_bytes, elem_bytes);
+}
+
 // Instance norm in NHWC (batch norm as one sample) where a tile exceeds a block: each tile's parts
 // (channel_norm_split_tile.cuh) as one cluster where the device has them, else in two launches
 // through the workspace; otherwise as forward_instance_tiles.
@@ -946,6 +962,7 @@ void forward_split_tiles(const ChannelForwardArgs& a, const ChannelShape& as_ins
                                    static_cast<float>(a.params.momentum),
                                    a.params.momentum_mode == NK_MOMENTUM_CUMULATIVE};
         }
+        p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)));
         p.parts = g.parts;
         p.part_positions = static_cast<int>(g.part_positions);
         p.part_stats = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +

@@ -414,15 +414,18 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // with 256. (Group norm's tiles keep the forward's block: twice the threads took its N2 C320 16x16
 // backward from 24654 to 28606 cycles, its reductions growing with the block.)
 //
-// A forward tile beyond that bound, up to kSplitMaxParts of them, is split (channel_norm_split_tile
-// .cuh): `parts` blocks a tile, each the plan of a tile of part_positions = ceil(S / parts)
-// positions (its head staged, its tail reread), the fewest powers of two that fit, then doubled
-// while the blocks are fewer than kResidentMinRows (at most kSplitMaxParts): each block takes its
-// part's exact two-pass statistics, and the parts' merge in rank order (Chan's formula) gives the
-// tile's. On GPUs with thread block clusters the parts are one cluster that exchanges them in
-// distributed shared memory (x read once); elsewhere two launches exchange them through the
-// workspace (x read twice), with the same bits. The parts depend on the shape only.
+// A forward tile beyond that bound is split (channel_norm_split_tile.cuh): `parts` blocks a tile,
+// each taking part_positions = ceil(S / parts) consecutive positions, parts the fewest powers of
+// two whose parts are at most kSplitPartMaxBytes, then doubled while the blocks are fewer than
+// kResidentMinRows, at most kSplitMaxParts: each block takes its part's exact two-pass statistics,
+// and the parts' merge in rank order (Chan's formula) gives the tile's. On GPUs with thread block
+// clusters the parts are one cluster that exchanges them in distributed shared memory (x read
+// once); elsewhere two launches exchange them through the workspace (x read twice), with the same
+// bits. The parts depend on the shape only; the staged head (head_len: what every GPU grants,
+// kGroupTileMaxBytes) may grow on the device to what it grants (the rest is reread, the same bits).
 constexpr int kSplitMaxParts = 8;  // a portable cluster
+// What an sm_90 block stages whole (its 227 KiB opt-in limit less the scratch).
+constexpr int64_t kSplitPartMaxBytes = 227 * 1024 - kGroupTileScratchBytes;
 GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
                                   int staged_tensors = 1);
 

@@ -122,7 +122,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
 #pragma unroll
     for (int e = 0; e < E; ++e) shift[e] = v[e];
   }
-  const int head = kStep == SplitStep::kApply ? 0 : p.head_packs;
+  // The last part may be shorter than the head (sized for the others): visit_tile takes the
+  // first `head` packs from shared memory.
+  const int head = kStep == SplitStep::kApply ? 0 : (p.head_packs < packs ? p.head_packs : packs);
 
   if constexpr (kStep != SplitStep::kApply) {
     // Pass 1: the head into shared memory, the sums of x - x0 as the packs arrive.

@@ -34,6 +34,12 @@ int device_limit(int device) {
 
 }  // namespace
 
+int device_shared_optin() {
+  int device = 0;
+  dev::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  return device_limit(device);
+}
+
 int dynamic_shared_limit() {
   int device = 0;
   dev::check_cuda(cudaGetDevice(&device), "cudaGetDevice");

@@ -17,6 +17,11 @@ namespace nk::cuda {
 // force their fallbacks. Throws nk::Error(NK_ERROR_CUDA) when the device cannot be queried.
 int dynamic_shared_limit();
 
+// The device's own opt-in limit (cudaDevAttrMaxSharedMemoryPerBlockOptin, cached), uncapped, or 0
+// when it reports none: for what only speed depends on (a staged head whose rest is reread with
+// the same bits). Throws nk::Error(NK_ERROR_CUDA) when the device cannot be queried.
+int device_shared_optin();
+
 // What sm_86, sm_89 and sm_120 grant one block, the least of the GPUs normkit builds for (sm_80
 // and later).
 constexpr int kPortableSharedLimit = 99 * 1024;

@@ -1036,8 +1036,9 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
 }
 
 // A forward tile above twice 88 KiB is split into parts of ceil(S / parts) positions, a block
-// each: the fewest powers of two up to 8 whose parts fit, doubled while tiles * parts < 128; each
-// part's head staged to 88 KiB, its block from its positions. Above 8 parts of 176 KiB: no tiles.
+// each: the fewest powers of two up to 8 whose parts are at most 219 KiB (what an sm_90 block
+// stages whole), doubled while tiles * parts < 128; the plan's head 88 KiB at most (what every GPU
+// grants), the block from the part's positions. Above 8 parts of 219 KiB: no tiles.
 TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
   using nk::cuda::instance_tile_shape;
   using nk::cuda::plan_instance_tiles;
@@ -1055,15 +1056,19 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
       {ChannelNorm::kInstance, 8, 64, 128 * 128, 2, true, 2, 8192, 45056, 512},
       {ChannelNorm::kInstance, 8, 16, 128 * 128, 2, true, 8, 2048, 16384, 256},
       {ChannelNorm::kInstance, 1, 8, 11265, 2, true, 8, 1409, 11272, 192},  // 1 tile: 8 parts
-      // 256x256 bf16: 1 MiB tiles, 8 parts of 128 KiB (of 176 KiB at most)
+      // 256x256 bf16: 1 MiB tiles, 8 parts of 128 KiB (4 would be 256 KiB)
       {ChannelNorm::kInstance, 8, 256, 256 * 256, 2, true, 8, 8192, 45056, 512},
-      {ChannelNorm::kInstance, 8, 256, 8 * 11264, 2, true, 8, 11264, 45056, 512},  // 8 x 176 KiB
-      {ChannelNorm::kInstance, 8, 256, 8 * 11264 + 1, 2, false, 0, 0, 0, 0},       // above
-      {ChannelNorm::kInstance, 8, 64, 128 * 128, 4, true, 2, 8192, 22528, 512},    // fp32
+      {ChannelNorm::kInstance, 8, 256, 8 * 14016, 2, true, 8, 14016, 45056, 512},  // 8 x 219 KiB
+      {ChannelNorm::kInstance, 8, 256, 8 * 14016 + 1, 2, false, 0, 0, 0, 0},       // above
+      {ChannelNorm::kInstance, 8, 64, 11264, 2, true, 1, 11264, 45056, 512},     // 176 KiB: a block
+      {ChannelNorm::kInstance, 8, 64, 11265, 2, true, 2, 5633, 45056, 512},      // above: 2 parts
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, 4, true, 2, 8192, 22528, 512},  // fp32
       // batch norm as one sample (N * S positions): N256 C512 7x7 bf16, 12544 positions, 64
       // tiles: 2 parts of 6272 positions (98 KiB, a tail), 128 blocks
       {ChannelNorm::kBatch, 256, 512, 7 * 7, 2, true, 2, 6272, 45056, 512},
-      {ChannelNorm::kBatch, 32, 64, 56 * 56, 2, false, 0, 0, 0, 0},  // 100352 positions: 1.5 MiB
+      // 100352 positions (1.5 MiB) in 8 tiles: 8 parts of 196 KiB
+      {ChannelNorm::kBatch, 32, 64, 56 * 56, 2, true, 8, 12544, 45056, 512},
+      {ChannelNorm::kBatch, 32, 64, 112 * 112, 2, false, 0, 0, 0, 0},  // 401408 positions
       // 25088 positions in 16 tiles: 4 parts fit, 8 for 128 blocks
       {ChannelNorm::kBatch, 32, 128, 28 * 28, 2, true, 8, 3136, 25088, 416},
   };
@@ -1080,7 +1085,7 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
     EXPECT_EQ(t.part_positions, w.part_positions);
     EXPECT_EQ(t.part_positions, (one.s + t.parts - 1) / t.parts);
     EXPECT_GT(one.s, (t.parts - 1) * t.part_positions);  // the last part is not empty
-    EXPECT_LE(t.part_positions * 16, 2 * nk::cuda::kGroupTileMaxBytes);
+    EXPECT_LE(t.part_positions * 16, nk::cuda::kSplitPartMaxBytes);
     EXPECT_EQ(t.head_len, w.head_len);
     EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.tiles, one.n * one.c / e);

@@ -254,7 +254,13 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * a multiple of 8 (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 176 KiB, a block per 16
  * bytes of channels keeps their N * S positions in shared memory (up to 88 KiB; the rest is read
  * again, usually from L2), writes y from there and updates the running statistics in the same
- * launch; it needs no workspace, and no bit depends on the pointers. So in NCHW with S > 1 when
+ * launch; it needs no workspace, and no bit depends on the pointers. Above 176 KiB, up to 8 times
+ * that, the N * S positions are split into 2, 4 or 8 parts (the fewest that fit, more while the
+ * blocks are fewer than 128; the shape alone decides), a block each, whose exact statistics merge
+ * in a fixed order: on GPUs with thread block clusters (compute capability 9.0 and later) a
+ * channel pack's parts run as one cluster and x is read once; elsewhere two launches read it
+ * twice; both give the same bits. Those need 8 * parts * C bytes of workspace (at most 64 * C),
+ * rounded up to 256. So in NCHW with S > 1 when
  * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 192 KiB (the
  * first 96 KiB kept in shared memory, the rest read again; 48 KiB, kept whole, with fewer than 128
  * channels): a block per channel. Other shapes read x twice (statistics, then y). */
@@ -339,14 +345,16 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   Workspace (CUDA, training): at most 2060 * max(N*C, 1024) + 1024 bytes forward,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
- *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1).
+ *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1), and with parts 8 * parts
+ *   * N*C bytes more (at most 64 * N*C), rounded up to 256.
  *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
  *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
- *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB); NCHW or
- *   C == 1 rows shorter than 4 KiB likewise, several rows a block; other shapes read x twice
- *   (statistics, then y).
+ *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB), and up to 8
+ *   times that in parts as batch norm's (a cluster each on compute capability 9.0 and later;
+ *   elsewhere two launches that read x twice, with the same bits); NCHW or C == 1 rows shorter
+ *   than 4 KiB likewise, several rows a block; other shapes read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
  * eval() too: call it with NK_TRAINING and no running buffers. PyTorch never increments
  * num_batches_tracked for instance norm: pass NULL for parity.
