@@ -255,12 +255,13 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * bytes of channels keeps their N * S positions in shared memory (up to 88 KiB; the rest is read
  * again, usually from L2), writes y from there and updates the running statistics in the same
  * launch; it needs no workspace, and no bit depends on the pointers. Above 176 KiB, up to 8 times
- * that, the N * S positions are split into 2, 4 or 8 parts (the fewest that fit, more while the
- * blocks are fewer than 128; the shape alone decides), a block each, whose exact statistics merge
- * in a fixed order: on GPUs with thread block clusters (compute capability 9.0 and later) a
- * channel pack's parts run as one cluster and x is read once; elsewhere two launches read it
- * twice; both give the same bits. Those need 8 * parts * C bytes of workspace (at most 64 * C),
- * rounded up to 256. So in NCHW with S > 1 when
+ * 219 KiB, the N * S positions are split into 2, 4 or 8 parts (the fewest of at most 219 KiB,
+ * more while the blocks are fewer than 128; the shape alone decides), a block each (as much of
+ * its part in shared memory as the GPU grants), whose exact statistics merge in a fixed order:
+ * on GPUs with thread block clusters (compute capability 9.0 and later) a channel pack's parts
+ * run as one cluster and x is read once; elsewhere two launches read it twice; both give the
+ * same bits. Those need 8 * parts * C bytes of workspace (at most 64 * C), rounded up to 256.
+ * So in NCHW with S > 1 when
  * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 192 KiB (the
  * first 96 KiB kept in shared memory, the rest read again; 48 KiB, kept whole, with fewer than 128
  * channels): a block per channel. Other shapes read x twice (statistics, then y). */
@@ -352,7 +353,7 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
  *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
  *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB), and up to 8
- *   times that in parts as batch norm's (a cluster each on compute capability 9.0 and later;
+ *   times 219 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later;
  *   elsewhere two launches that read x twice, with the same bits); NCHW or C == 1 rows shorter
  *   than 4 KiB likewise, several rows a block; other shapes read x twice (statistics, then y).
  * PyTorch's InstanceNorm without track_running_stats normalizes with per-instance statistics in
