@@ -11,8 +11,8 @@
 //             NHWC or with S = 1 as one sample, instance_tile_shape), split_tiles (those tiles in
 //             parts, a cluster a tile on sm_90: x read once; two launches elsewhere),
 //             batch_tiles (batch norm in NCHW, a block a channel), else walk (x read twice);
-//   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles, batch_tiles
-//             (x and dy staged), else walk;
+//   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles, split_tiles,
+//             batch_tiles (x and dy staged), else walk;
 //   inference forward and fused cases: apply (one elementwise pass), or not counted.
 #include <cstdint>
 #include <cstdio>
@@ -45,7 +45,8 @@ const char* path_of(const nkb::Case& c) {
     if (plan_group_tiles(s, elem, 2).use) return "group_tiles";
     if (plan_short_rows(s, elem).use) return "short_rows";
     if (plan_row_groups(s, elem).use) return "row_groups";
-    if (plan_instance_tiles(instance_tile_shape(s), elem, 2).use) return "instance_tiles";
+    const GroupTilePlan it = plan_instance_tiles(instance_tile_shape(s), elem, 2);
+    if (it.use) return it.parts > 1 ? "split_tiles" : "instance_tiles";
     if (plan_batch_tiles(s, elem, 2).use) return "batch_tiles";
     return "walk";
   }

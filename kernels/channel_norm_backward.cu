@@ -30,7 +30,9 @@
 // channel_norm_row_groups_backward.cuh). Instance norm in NHWC, and batch norm in NHWC (or with
 // S = 1) as one sample of N * S positions (instance_tile_shape), likewise where a tile of a pack
 // of channels of x and of dy fits a block (plan_instance_tiles with both staged,
-// channel_norm_instance_tile_backward.cuh). Batch norm in NCHW with S > 1 likewise where a
+// channel_norm_instance_tile_backward.cuh), and in parts, a block each, where it exceeds a block
+// (channel_norm_split_tile_backward.cuh: one cluster a tile on sm_90, else two launches through
+// the workspace, with the same bits). Batch norm in NCHW with S > 1 likewise where a
 // channel's runs of x and of dy fit a block (plan_batch_tiles with both staged,
 // channel_norm_batch_tile_backward.cuh), which writes dweight and dbias itself: one launch.
 // Fused forms (y = act(norm(x) + z)): dy is replaced by du = dy * act'(u) wherever it is read,
@@ -53,8 +55,10 @@
 #include "channel_norm_resident_backward.cuh"
 #include "channel_norm_row_groups_backward.cuh"
 #include "channel_norm_short_rows_backward.cuh"
+#include "channel_norm_split_tile_backward.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 
@@ -707,6 +711,83 @@ void backward_instance_tiles(const ChannelBackwardArgs& a, const ChannelShape& a
   if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);
 }
 
+// The split tiles' workspace in the training backward: the channels' sums for dweight and dbias
+// (N > 1), then every part's sums for the two-launch form, reserved whether or not the device
+// takes clusters, so that the size depends on the shape only.
+size_t split_sums_bytes(const ChannelShape& as_instance) {
+  return as_instance.n == 1
+             ? 0
+             : align256(static_cast<size_t>(as_instance.n * as_instance.c) * sizeof(float2));
+}
+size_t split_tiles_backward_workspace(const ChannelShape& as_instance, const GroupTilePlan& g) {
+  return split_sums_bytes(as_instance) +
+         align256(static_cast<size_t>(g.tiles * g.parts * 2 * g.groups_per_tile) * sizeof(float));
+}
+
+// Instance norm training with dx (or dz) in NHWC, and batch norm as one sample, where a tile of x
+// and dy exceeds a block: its parts (channel_norm_split_tile_backward.cuh) as one cluster a tile
+// where the device has them, else in two launches through the workspace; otherwise as
+// backward_instance_tiles.
+template <class T>
+void backward_split_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_instance,
+                          const GroupTilePlan& g, const Launch& l) {
+  constexpr int E = 16 / sizeof(T);
+  auto stream = static_cast<cudaStream_t>(l.stream);
+  ChannelBackwardArgs view = a;
+  view.shape = as_instance;
+  const XhatStats stats{true,
+                        a.save_mean,
+                        a.save_invstd,
+                        static_cast<float>(a.eps),
+                        ChannelNorm::kInstance,
+                        as_instance.c,
+                        1};
+  SplitTileBackwardParams p{};
+  set_backward_io(p, view, l);
+  set_instance_tile_geometry(p, as_instance, g, static_cast<int>(sizeof(T)));
+  p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)), 2);
+  if (as_instance.n == 1) {  // the blocks hold whole channels: no sums to add over n
+    p.channel_sums = nullptr;
+    p.dweight = a.dweight;
+    p.dbias = a.dbias;
+  }
+  p.parts = g.parts;
+  p.part_positions = static_cast<int>(g.part_positions);
+  p.part_sums = reinterpret_cast<float*>(static_cast<unsigned char*>(l.workspace) +
+                                         split_sums_bytes(as_instance));
+  const size_t bytes = group_tile_backward_smem(p.head_packs);
+  const int64_t blocks = g.tiles * g.parts;
+  const bool vector = vector_access(view), clusters = dev::clusters_available();
+  with_fusion(view, [&](auto src, auto residual) {
+    constexpr int kSource = decltype(src)::value;
+    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+    auto pick = [&](auto step) {
+      constexpr SplitStep kStep = decltype(step)::value;
+      return vector ? backward_split_tile<T, E, kSource, kZ, kStep>
+                    : backward_split_tile<T, 1, kSource, kZ, kStep>;
+    };
+    if (clusters) {
+      auto kernel = pick(std::integral_constant<SplitStep, SplitStep::kCluster>{});
+      if (bytes > 48 * 1024) {
+        dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bytes)),
+                        "cudaFuncSetAttribute (split tiles backward)");
+      }
+      if (dev::launch_clusters(
+              kernel, static_cast<unsigned>(blocks), static_cast<unsigned>(g.threads), bytes,
+              stream, static_cast<unsigned>(g.parts), dev::dependent_launch_allowed(), p)) {
+        return;
+      }
+    }
+    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kParts>{}), blocks, g.threads,
+                  bytes, stream, p);
+    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks, g.threads,
+                  kGroupTileScratchBytes, stream, p);
+  });
+  dev::check_cuda(cudaGetLastError(), "split tiles backward launch");
+  if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);
+}
+
 template <class T, int kAccess, int kSource, bool kZ>
 struct BatchTileBackwardKernel {
   static constexpr auto kernel = backward_batch_tile<T, kAccess, kSource, kZ>;
@@ -764,6 +845,7 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
     if (rg.use) return backward_in_row_groups<T>(a, rg, stats, l);
     const ChannelShape as_instance = instance_tile_shape(s);
     const GroupTilePlan it = plan_instance_tiles(as_instance, sizeof(T), 2);
+    if (it.use && it.parts > 1) return backward_split_tiles<T>(a, as_instance, it, l);
     if (it.use) return backward_instance_tiles<T>(a, as_instance, it, l);
     const BatchTilePlan bt = plan_batch_tiles(s, sizeof(T), 2);
     if (bt.use) return backward_batch_tiles<T>(a, bt, l);
@@ -785,8 +867,23 @@ void backward(const ChannelBackwardArgs& a, const Launch& l) {
 
 }  // namespace
 
+namespace {
+
+// The split tiles' workspace where a training backward takes them, else 0.
+size_t split_backward_need(const ChannelBackwardArgs& a) {
+  if (a.phase != NK_TRAINING) return 0;
+  const ChannelShape as_instance = instance_tile_shape(a.shape);
+  const GroupTilePlan it =
+      plan_instance_tiles(as_instance, static_cast<int>(dtype_size(a.shape.dtype)), 2);
+  if (!it.use || it.parts == 1) return 0;
+  // The one-read paths before it in backward() (their shapes never split) take none of these.
+  return split_tiles_backward_workspace(as_instance, it);
+}
+
+}  // namespace
+
 size_t channel_norm_backward_workspace_size(const ChannelBackwardArgs& a) {
-  size_t bytes = 0;
+  size_t bytes = split_backward_need(a);
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   for (bool vector_access : {true, false}) {
     const size_t need =
@@ -800,6 +897,8 @@ size_t channel_norm_backward_scratch_size(const ChannelBackwardArgs& a) {
   const bool want_params = a.dweight != nullptr || a.dbias != nullptr;
   const bool want_coefficients = a.phase == NK_TRAINING && (a.dx != nullptr || a.dz != nullptr);
   if (!want_params && !want_coefficients) return 0;  // inference dx alone: elementwise only
+  const size_t split = split_backward_need(a);
+  if (split > 0) return split;
   const Layout lay = layout_of(
       plan_channel_norm(a.shape, static_cast<int>(dtype_size(a.shape.dtype)), vector_access(a)),
       coef_units(a.shape));

@@ -70,7 +70,6 @@
 #include "common/dependent_launch.cuh"
 #include "common/device_types.cuh"
 #include "common/welford.cuh"
-#include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 namespace {
@@ -914,27 +913,15 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
 }
 
 // The split tiles' workspace: the rows' statistics (instance norm, N > 1), then every part's
-// statistics for the two-launch form, reserved whether or not the device takes clusters, so that
-// the size depends on the shape only.
+// statistics and each tile's x0 for the two-launch form, reserved whether or not the device takes
+// clusters, so that the size depends on the shape only.
 size_t split_rows_bytes(const ChannelShape& as_instance) {
   return as_instance.n == 1 ? 0 : row_stats_workspace(as_instance.n * as_instance.c, as_instance);
 }
 size_t split_tiles_workspace(const ChannelShape& as_instance, const GroupTilePlan& g) {
   return split_rows_bytes(as_instance) +
-         align256(static_cast<size_t>(g.tiles * g.parts * g.groups_per_tile) * sizeof(float2));
-}
-
-// A split tile's staged head a block: as much of its part as the device lets a block stage, at
-// least the plan's (what every GPU grants); the rest is reread in each pass with the same bits.
-// Then the test knob NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
-int split_head_packs(const GroupTilePlan& g, int elem_bytes) {
-  const int64_t part = g.part_positions * 16, granted = device_shared_optin();
-  int64_t head = g.head_len * elem_bytes;
-  if (granted - kGroupTileScratchBytes > head) {
-    const int64_t most = (granted - kGroupTileScratchBytes) / 16 * 16;
-    head = part < most ? part : most;
-  }
-  return resident_head_packs(head / elem_bytes, elem_bytes);
+         align256(static_cast<size_t>(g.tiles * (g.parts + 1) * g.groups_per_tile) *
+                  sizeof(float2));
 }
 
 // Instance norm in NHWC (batch norm as one sample) where a tile exceeds a block: each tile's parts

@@ -395,8 +395,8 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // as plan_group_tiles
   int64_t part_limit = few_tiles ? staged_limit : 2 * staged_limit, parts = 1;
-  if (bytes > part_limit && staged_tensors == 1) {  // split (see the header)
-    part_limit = kSplitPartMaxBytes;
+  if (bytes > part_limit) {  // split (see the header)
+    part_limit = kSplitPartMaxBytes / staged_tensors;
     parts = 2;
     while (parts <= kSplitMaxParts && ceil_div(shape.s, parts) * 16 > part_limit) parts *= 2;
     while (parts < kSplitMaxParts && tiles * parts < kResidentMinRows) parts *= 2;

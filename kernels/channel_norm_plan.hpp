@@ -396,7 +396,7 @@ struct GroupTilePlan {
                         // position)
   int threads;          // per block: a multiple of 32 and of P, about 8 packs each (instance
                         // tiles: over the staged tensors), <= 512
-  int parts;            // blocks a tile (instance tiles' forward; else 1): a part each, a cluster
+  int parts;            // blocks a tile (instance tiles; else 1): a part each, a cluster
   int64_t part_positions;  // positions of a part (the last may have fewer): S, or ceil(S / parts)
 };
 GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
@@ -414,9 +414,10 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // with 256. (Group norm's tiles keep the forward's block: twice the threads took its N2 C320 16x16
 // backward from 24654 to 28606 cycles, its reductions growing with the block.)
 //
-// A forward tile beyond that bound is split (channel_norm_split_tile.cuh): `parts` blocks a tile,
-// each taking part_positions = ceil(S / parts) consecutive positions, parts the fewest powers of
-// two whose parts are at most kSplitPartMaxBytes, then doubled while the blocks are fewer than
+// A tile beyond that bound is split (channel_norm_split_tile.cuh, and the training backward's
+// channel_norm_split_tile_backward.cuh): `parts` blocks a tile, each taking part_positions =
+// ceil(S / parts) consecutive positions, parts the fewest powers of two whose parts are at most
+// kSplitPartMaxBytes (over the staged tensors), then doubled while the blocks are fewer than
 // kResidentMinRows, at most kSplitMaxParts: each block takes its part's exact two-pass statistics,
 // and the parts' merge in rank order (Chan's formula) gives the tile's. On GPUs with thread block
 // clusters the parts are one cluster that exchanges them in distributed shared memory (x read

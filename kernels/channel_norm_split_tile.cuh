@@ -35,6 +35,7 @@
 #include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
+#include "shared_memory_limit.hpp"
 
 namespace nk::cuda {
 
@@ -43,7 +44,8 @@ namespace nk::cuda {
 struct SplitTileParams : InstanceTileParams {
   int parts;           // K
   int part_positions;  // L
-  float2* part_stats;  // [tiles][K][E]: each part's (centre, m2) a channel; kParts and kApply
+  float2* part_stats;  // [tiles][K + 1][E]: each part's (centre, m2) a channel, then (x0, 0);
+                       // kParts and kApply
 };
 
 enum class SplitStep { kCluster, kParts, kApply };
@@ -115,8 +117,15 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
     }
     if (saves && p.running.mean) my_running = p.running.load(c0 + t), tracked = p.running.tracked();
   }
-  float shift[E];  // x0 of each channel
-  {
+  // x0 of each channel. kApply takes the value kParts read: with y == x, rank 0 of kApply may
+  // have overwritten it before the other ranks start (in the cluster, every block reads it before
+  // the exchange, and writes y after it).
+  float2* stats = p.part_stats + int64_t{tile} * (parts + 1) * E;  // kParts, kApply
+  float shift[E];
+  if constexpr (kStep == SplitStep::kApply) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) shift[e] = stats[parts * E + e].x;
+  } else {
     float v[E];
     load_elems<T, E, kAccess>(x + sample, v);
 #pragma unroll
@@ -157,7 +166,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
       if (t == e) {
         const float2 part = make_float2(centre[e], m2.v[e]);
         if constexpr (kStep == SplitStep::kParts) {
-          p.part_stats[(int64_t{tile} * parts + rank) * E + e] = part;
+          stats[rank * E + e] = part;
+          if (rank == 0) stats[parts * E + e] = make_float2(shift[e], 0.0f);
         } else {
           sh.part[e] = part;
         }
@@ -177,7 +187,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
       if constexpr (kStep == SplitStep::kCluster) {
         return dev::load_cluster_float2(dev::cluster_address(&sh.part[t], r));
       } else {
-        return p.part_stats[(int64_t{tile} * parts + r) * E + t];
+        return stats[r * E + t];
       }
     });
     sh.tile[t] = m;
@@ -225,6 +235,21 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
     }
   });
   if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
+}
+
+// A split tile's staged head a block, of each of `staged_tensors` tensors: as much of its part as
+// the device lets a block stage, at least the plan's (what every GPU grants); the rest is reread
+// in each pass with the same bits. Then the test knob NORMKIT_TEST_RESIDENT_HEAD
+// (resident_head_packs).
+inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_tensors = 1) {
+  const int64_t part = g.part_positions * 16;
+  const int64_t granted = (device_shared_optin() - kGroupTileScratchBytes) / staged_tensors;
+  int64_t head = g.head_len * elem_bytes;
+  if (granted > head) {
+    const int64_t most = granted / 16 * 16;
+    head = part < most ? part : most;
+  }
+  return resident_head_packs(head / elem_bytes, elem_bytes);
 }
 
 // Enqueues the split tiles of the fusion and pointers: one launch of clusters where `clusters`

@@ -1090,8 +1090,39 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
     EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.tiles, one.n * one.c / e);
     EXPECT_EQ(t.len, one.s * e);
-    // The training backward does not split: above one block, its tiles are not taken.
-    EXPECT_FALSE(plan_instance_tiles(one, w.elem, 2).use);
+  }
+  // The training backward stages x and dy: parts of at most 219 KiB over both tensors.
+  struct Backward {
+    ChannelNorm kind;
+    int64_t n, c, s;
+    bool use;
+    int parts;
+    int64_t part_positions, head_len;
+    int threads;
+  };
+  const Backward backward[] = {
+      // 45072 bytes a tensor with 64 tiles (above 44 KiB): 2 parts, 128 blocks
+      {ChannelNorm::kInstance, 8, 64, 2817, true, 2, 1409, 11272, 384},
+      // 128 tiles of 90128 bytes (above 88 KiB): 2 parts, the head 44 KiB of each tensor
+      {ChannelNorm::kInstance, 16, 64, 5633, true, 2, 2817, 22528, 512},
+      {ChannelNorm::kBatch, 256, 512, 7 * 7, true, 2, 6272, 22528, 512},   // 12544 positions
+      {ChannelNorm::kBatch, 32, 128, 28 * 28, true, 8, 3136, 22528, 512},  // 16 tiles
+      {ChannelNorm::kBatch, 32, 64, 56 * 56, false, 0, 0, 0, 0},         // 8 parts of 196 KiB each
+      {ChannelNorm::kInstance, 8, 64, 2816, true, 1, 2816, 22528, 512},  // a block a tile
+  };
+  for (const Backward& w : backward) {
+    const ChannelShape shape{w.kind, w.n, w.c, w.s, NK_NHWC, NK_BF16, 1};
+    SCOPED_TRACE(testing::Message() << "backward: kind " << static_cast<int>(w.kind) << " n=" << w.n
+                                    << " c=" << w.c << " s=" << w.s);
+    const ChannelShape one = instance_tile_shape(shape);
+    const nk::cuda::GroupTilePlan t = plan_instance_tiles(one, 2, 2);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_positions, w.part_positions);
+    EXPECT_LE(t.part_positions * 16 * 2, nk::cuda::kSplitPartMaxBytes);
+    EXPECT_EQ(t.head_len, w.head_len);
+    EXPECT_EQ(t.threads, w.threads);
   }
 }
 
@@ -1123,9 +1154,8 @@ TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
                              w.elem == 2 ? NK_BF16 : NK_F32, 1};
     SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s);
     const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem, 2);
-    EXPECT_EQ(t.use, w.use);
+    EXPECT_EQ(t.use && t.parts == 1, w.use);  // a block a tile (above: split, as the forward's)
     if (!w.use) continue;
-    EXPECT_EQ(t.parts, 1);  // the backward's tiles are never split
     EXPECT_EQ(t.head_len, w.head_len);
     EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.tiles, plan_instance_tiles(shape, w.elem).tiles);

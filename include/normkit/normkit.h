@@ -260,7 +260,8 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * its part in shared memory as the GPU grants), whose exact statistics merge in a fixed order:
  * on GPUs with thread block clusters (compute capability 9.0 and later) a channel pack's parts
  * run as one cluster and x is read once; elsewhere two launches read it twice; both give the
- * same bits. Those need 8 * parts * C bytes of workspace (at most 64 * C), rounded up to 256.
+ * same bits. Those need 8 * (parts + 1) * C bytes of workspace (at most 72 * C), rounded up to
+ * 256.
  * So in NCHW with S > 1 when
  * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 192 KiB (the
  * first 96 KiB kept in shared memory, the rest read again; 48 KiB, kept whole, with fewer than 128
@@ -324,9 +325,11 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  * Reads x and dy once (CUDA, training): in NHWC, or NCHW with S == 1, when C is a multiple of 8
  * (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 88 KiB (to 44 KiB with fewer than 128
  * packs of channels), a block per 16 bytes of channels keeps their N * S positions of x and of dy
- * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); other shapes
- * read both twice. dweight and dbias have the same bits whether or not dx is asked for.
- * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
+ * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); up to 8 times
+ * 109 KiB in parts as the forward's (a cluster a pack of channels on compute capability 9.0 and
+ * later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes of
+ * workspace); other shapes read both twice. dweight and dbias have the same bits whether or not dx
+ * is asked for. Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
  *         running statistics; overlapping buffers). */
 NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
@@ -346,8 +349,8 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   Workspace (CUDA, training): at most 2060 * max(N*C, 1024) + 1024 bytes forward,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
- *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1), and with parts 8 * parts
- *   * N*C bytes more (at most 64 * N*C), rounded up to 256.
+ *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1), and with parts
+ *   8 * (parts + 1) * N*C bytes more (at most 72 * N*C), rounded up to 256.
  *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
@@ -384,8 +387,10 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read
  * again, usually from L2). NHWC when C is a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16
  * bytes are 4 to 88 KiB (to 44 KiB with fewer than 128 tiles), a block per sample's 16 bytes of
- * channels keeps their S positions of x and dy likewise (up to 44 KiB of each). Other shapes read
- * both twice. dweight and dbias have the same bits whether or not dx is asked for. */
+ * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 8 times
+ * 109 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later; elsewhere
+ * two launches that read both twice, with the same bits; workspace as the forward's). Other shapes
+ * read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,

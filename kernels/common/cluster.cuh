@@ -56,6 +56,17 @@ __device__ __forceinline__ uint32_t cluster_address(const void* p, unsigned rank
 #endif
 }
 
+// A float at a shared::cluster address.
+__device__ __forceinline__ float load_cluster_float(uint32_t address) {
+  float v = 0.0f;
+#if NK_CLUSTER_DEVICE
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(address) : "memory");
+#else
+  __trap();
+#endif
+  return v;
+}
+
 // Two floats at a shared::cluster address (8-byte aligned).
 __device__ __forceinline__ float2 load_cluster_float2(uint32_t address) {
   float2 v{};
