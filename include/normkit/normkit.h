@@ -261,11 +261,10 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * on GPUs with thread block clusters (compute capability 9.0 and later) a channel pack's parts
  * run as one cluster and x is read once; elsewhere two launches read it twice; both give the
  * same bits. Those need 8 * (parts + 1) * C bytes of workspace (at most 72 * C), rounded up to
- * 256.
- * So in NCHW with S > 1 when
- * a channel's N runs of S, each taken as the 16-byte packs that cover it, are at most 192 KiB (the
- * first 96 KiB kept in shared memory, the rest read again; 48 KiB, kept whole, with fewer than 128
- * channels): a block per channel. Other shapes read x twice (statistics, then y). */
+ * 256. So in NCHW with S > 1 when a channel's N runs of S, each taken as the 16-byte packs that
+ * cover it, are at most 192 KiB (the first 96 KiB kept in shared memory, the rest read again;
+ * 48 KiB, kept whole, with fewer than 128 channels): a block per channel. Other shapes read x
+ * twice (statistics, then y). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
@@ -328,8 +327,9 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); up to 8 times
  * 109 KiB in parts as the forward's (a cluster a pack of channels on compute capability 9.0 and
  * later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes of
- * workspace); other shapes read both twice. dweight and dbias have the same bits whether or not dx
- * is asked for. Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
+ * workspace); other shapes read both twice. dweight and dbias have the same bits whether or not
+ * dx is asked for.
+ * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
  *         running statistics; overlapping buffers). */
 NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
@@ -389,8 +389,8 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * bytes are 4 to 88 KiB (to 44 KiB with fewer than 128 tiles), a block per sample's 16 bytes of
  * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 8 times
  * 109 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later; elsewhere
- * two launches that read both twice, with the same bits; workspace as the forward's). Other shapes
- * read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
+ * two launches that read both twice, with the same bits; 8 * (parts + 1) * N*C bytes of
+ * workspace at most). Other shapes read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
