@@ -390,7 +390,8 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 8 times
  * 109 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later; elsewhere
  * two launches that read both twice, with the same bits; 8 * (parts + 1) * N*C bytes of
- * workspace at most). Other shapes read both twice. dweight and dbias have the same bits whether or not dx is asked for. */
+ * workspace at most). Other shapes read both twice. dweight and dbias have the same bits whether
+ * or not dx is asked for. */
 NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* desc,
                                            const nk_norm_params* params, const void* x,
                                            const void* dy, const float* weight,
