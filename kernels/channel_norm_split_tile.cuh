@@ -13,8 +13,9 @@
 //    cluster; each publishes its part's statistics in its shared memory and reads the others'
 //    through distributed shared memory (common/cluster.cuh). x is read once.
 //  - kParts then kApply (any GPU, or a device that cannot hold the cluster): the first launch
-//    writes each part's statistics to the workspace (part_stats), the second merges them and
-//    writes y, reading x again.
+//    writes each part's statistics and the tile's x0 to the workspace (part_stats), the second
+//    merges them and writes y, reading x again (x0 from the workspace: with y == x, x may
+//    already be overwritten).
 // Rank 0 of a tile saves its statistics and, one sample, blends them into the running buffers;
 // with N > 1 (instance norm) it writes the rows' statistics for the running update, as the
 // instance tiles do.
