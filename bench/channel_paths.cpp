@@ -8,8 +8,9 @@
 // channel_norm_backward.cu's backward() (training, 16-byte aligned pointers, as the benchmark
 // allocates them):
 //   forward:  resident_rows, short_rows, row_groups, group_tiles, instance_tiles (batch norm in
-//             NHWC or with S = 1 as one sample, instance_tile_shape), split_tiles (those tiles in
-//             parts, a cluster a tile on sm_90: x read once; two launches elsewhere),
+//             NHWC or with S = 1 as one sample, instance_tile_shape), split_tiles (group or
+//             instance tiles in parts, a cluster a tile on sm_90: x read once; two launches
+//             elsewhere),
 //             batch_tiles (batch norm in NCHW, a block a channel), else walk (x read twice);
 //   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles, split_tiles,
 //             batch_tiles (x and dy staged), else walk;
@@ -53,7 +54,8 @@ const char* path_of(const nkb::Case& c) {
   if (plan_resident_rows(s, elem).use) return "resident_rows";
   if (plan_short_rows(s, elem).use) return "short_rows";
   if (plan_row_groups(s, elem).use) return "row_groups";
-  if (plan_group_tiles(s, elem).use) return "group_tiles";
+  const GroupTilePlan g = plan_group_tiles(s, elem);
+  if (g.use) return g.parts > 1 ? "split_tiles" : "group_tiles";
   const GroupTilePlan it = plan_instance_tiles(instance_tile_shape(s), elem);
   if (it.use) return it.parts > 1 ? "split_tiles" : "instance_tiles";
   if (plan_batch_tiles(s, elem).use) return "batch_tiles";

@@ -766,23 +766,10 @@ void backward_split_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_i
       return vector ? backward_split_tile<T, E, kSource, kZ, kStep>
                     : backward_split_tile<T, 1, kSource, kZ, kStep>;
     };
-    if (clusters) {
-      auto kernel = pick(std::integral_constant<SplitStep, SplitStep::kCluster>{});
-      if (bytes > 48 * 1024) {
-        dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(bytes)),
-                        "cudaFuncSetAttribute (split tiles backward)");
-      }
-      if (dev::launch_clusters(
-              kernel, static_cast<unsigned>(blocks), static_cast<unsigned>(g.threads), bytes,
-              stream, static_cast<unsigned>(g.parts), dev::dependent_launch_allowed(), p)) {
-        return;
-      }
-    }
-    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kParts>{}), blocks, g.threads,
-                  bytes, stream, p);
-    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks, g.threads,
-                  kGroupTileScratchBytes, stream, p);
+    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+                       pick(std::integral_constant<SplitStep, SplitStep::kParts>{}),
+                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
+                       g.threads, bytes, kGroupTileScratchBytes, g.parts, clusters, stream, p);
   });
   dev::check_cuda(cudaGetLastError(), "split tiles backward launch");
   if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);

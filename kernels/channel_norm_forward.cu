@@ -35,8 +35,9 @@
 // sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh); batch norm in NHWC (or with
 // S = 1) takes those tiles too, as the instance norm of one sample of N * S positions
 // (instance_tile_shape): the same values per channel, at the same addresses. Tiles above a block
-// are split into parts, a block each (channel_norm_split_tile.cuh): one cluster a tile on sm_90
-// (x read once), else two launches through the workspace (x read twice), with the same bits.
+// are split into parts, a block each (channel_norm_split_tile.cuh; group norm's in
+// forward_group_tile): one cluster a tile on sm_90 (x read once), else two launches through the
+// workspace (x read twice), with the same bits.
 // Batch norm in NCHW with S > 1 reads x once where a channel's N runs of S fit a block
 // (plan_batch_tiles, channel_norm_batch_tile.cuh), which also blends the running statistics; a
 // one-thread launch after it advances the counter.
@@ -860,7 +861,17 @@ void forward_in_row_groups(const ChannelForwardArgs& a, const RowGroupsPlan& r, 
       });
 }
 
-// Group norm in NHWC, a block per tile of groups (channel_norm_group_tile.cuh); no workspace.
+// The split tiles' workspace of the two-launch form: every part's statistics and each tile's x0
+// a statistic of the tile (instance norm: a channel; group norm: a group), reserved whether or not
+// the device takes clusters, so that the size depends on the shape only.
+size_t part_stats_bytes(const GroupTilePlan& g) {
+  return align256(static_cast<size_t>(g.tiles * (g.parts + 1) * g.groups_per_tile) *
+                  sizeof(float2));
+}
+
+// Group norm in NHWC, a block per tile of groups (channel_norm_group_tile.cuh), or where a tile
+// exceeds a block its parts, as one cluster where the device has them, else in two launches
+// through the workspace (part_stats_bytes; else none).
 template <class T>
 void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -869,8 +880,15 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
   set_forward_io(p, a);
   set_tile_geometry(p, s, g, static_cast<int>(sizeof(T)));
   p.eps = static_cast<float>(a.params.eps);
+  p.parts = g.parts;
+  p.part_positions = static_cast<int>(g.part_positions);
+  const bool clusters = g.parts > 1 && dev::clusters_available();
+  if (g.parts > 1) {
+    p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)));
+    p.part_stats = static_cast<float2*>(l.workspace);
+  }
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
-  launch_group_tiles<T>(p, g, a.fusion.activation, stream);
+  launch_group_tiles<T>(p, g, a.fusion.activation, clusters, stream);
   dev::check_cuda(cudaGetLastError(), "group norm tiles launch");
 }
 
@@ -912,16 +930,12 @@ void forward_instance_tiles(const ChannelForwardArgs& a, const ChannelShape& as_
   }
 }
 
-// The split tiles' workspace: the rows' statistics (instance norm, N > 1), then every part's
-// statistics and each tile's x0 for the two-launch form, reserved whether or not the device takes
-// clusters, so that the size depends on the shape only.
+// The instance split tiles' workspace: the rows' statistics (N > 1), then part_stats_bytes.
 size_t split_rows_bytes(const ChannelShape& as_instance) {
   return as_instance.n == 1 ? 0 : row_stats_workspace(as_instance.n * as_instance.c, as_instance);
 }
 size_t split_tiles_workspace(const ChannelShape& as_instance, const GroupTilePlan& g) {
-  return split_rows_bytes(as_instance) +
-         align256(static_cast<size_t>(g.tiles * (g.parts + 1) * g.groups_per_tile) *
-                  sizeof(float2));
+  return split_rows_bytes(as_instance) + part_stats_bytes(g);
 }
 
 // Instance norm in NHWC (batch norm as one sample) where a tile exceeds a block: each tile's parts
@@ -1129,7 +1143,8 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
     if (sr.use) return row_stats_workspace(sr.rows, a.shape);
     const RowGroupsPlan rg = plan_row_groups(a.shape, elem);
     if (rg.use) return row_stats_workspace(rg.rows, a.shape);
-    if (plan_group_tiles(a.shape, elem).use) return 0;
+    const GroupTilePlan g = plan_group_tiles(a.shape, elem);
+    if (g.use) return g.parts > 1 ? part_stats_bytes(g) : 0;
     const ChannelShape as_instance = instance_tile_shape(a.shape);
     const GroupTilePlan it = plan_instance_tiles(as_instance, elem);
     if (it.use && it.parts > 1) return split_tiles_workspace(as_instance, it);

@@ -24,6 +24,7 @@
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_split_parts.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
 #include "common/dependent_launch.cuh"
@@ -44,12 +45,6 @@ struct TileGeometry {
   int head_packs;        // packs of the tile staged (of each staged tensor); the rest read per pass
 };
 
-// The tensors (save_mean and save_invstd: [N * G]), the tiles, then eps and 1 / (S * C/G).
-struct GroupTileParams : OneReadForwardIo, TileGeometry {
-  float eps;
-  float inv_count;
-};
-
 // Where a thread of a tile's block works. The block's tile (blockIdx.x = n * G/k + tile) starts at
 // channel c0 of sample n, element `first`; thread t takes pack j = t % P of the positions t / P,
 // t / P + R, ... (R = the block's threads / P): at0 and step are the element offsets (from
@@ -64,13 +59,13 @@ struct TileThread {
 };
 
 template <int E>
-__device__ __forceinline__ TileThread tile_thread(const TileGeometry& p) {
+__device__ __forceinline__ TileThread tile_thread(const TileGeometry& p, unsigned block) {
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
   const int pp = p.pos_packs;
   TileThread w;
   // 32-bit: blocks and tiles are < 2^31 (the plan caps the tiles), a 64-bit division is a call.
-  w.tile = blockIdx.x % static_cast<unsigned>(p.tiles_per_sample);
-  w.n = blockIdx.x / static_cast<unsigned>(p.tiles_per_sample);
+  w.tile = block % static_cast<unsigned>(p.tiles_per_sample);
+  w.n = block / static_cast<unsigned>(p.tiles_per_sample);
   w.c0 = int64_t{w.tile} * p.groups_per_tile * p.cpg;
   w.first = w.n * p.sample_len + w.c0;
   w.j = t % pp;
@@ -80,6 +75,10 @@ __device__ __forceinline__ TileThread tile_thread(const TileGeometry& p) {
   const int to_hi = (w.lo + 1) * p.cpg - w.j * E;
   w.split = to_hi < E ? to_hi : E;
   return w;
+}
+template <int E>
+__device__ __forceinline__ TileThread tile_thread(const TileGeometry& p) {
+  return tile_thread<E>(p, blockIdx.x);  // a block a tile
 }
 
 // Pass 1 of a tile kernel: thread t's packs q = t, t + R, ... (R the block's threads) of the tile's
@@ -166,82 +165,182 @@ __device__ __forceinline__ float2 tile_group_sums(float lo_val, float hi_val, co
 }
 
 // The shared memory before the staged tile holds tile_group_sums' scratch: at most
-// 2 * 512 + 2 * 256 + 8 floats (the plan keeps P <= 256 and k <= 8).
-static_assert(kGroupTileScratchBytes >= (2 * 512 + 2 * 256 + 8) * 4, "tile scratch too small");
+// 2 * 512 + 2 * 256 + 8 floats (the plan keeps P <= 256 and k <= 8); then, for split tiles, a
+// part's and the tile's (centre, m2) of each group.
+constexpr int kTileSumsFloats = 2 * 512 + 2 * 256 + 8;
+constexpr int kMaxTileGroups = 8;
+static_assert(kTileSumsFloats * 4 + 2 * kMaxTileGroups * 8 <= kGroupTileScratchBytes,
+              "tile scratch too small");
+
+// The tensors (save_mean and save_invstd: [N * G]), the tiles, eps and 1 / (S * C/G); for split
+// tiles (plan_group_tiles with parts > 1) the parts and the two-launch form's workspace.
+struct GroupTileParams : OneReadForwardIo, TileGeometry {
+  float eps;
+  float inv_count;
+  int parts;           // K (1: a block a tile)
+  int part_positions;  // L: positions of a part (the last may have fewer)
+  float2* part_stats;  // [tiles][K + 1][k]: each part's (centre, m2) a group, then (x0, 0);
+                       // kParts and kApply
+};
 
 // kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
-// blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_resident.
-template <class T, int kAccess, int kAct, bool kResidual>
-__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(GroupTileParams p) {
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in forward_resident; the parts of
+// split tiles stage up to 219 KiB, a block an SM, and take one (64 spilled 4 bytes in fp32 with
+// single-element loads).
+//
+// kStep: kWhole, a block a tile. Else the tile's S positions are split into K parts of L (the
+// last may have fewer), a block a part (blockIdx.x = tile * K + rank), as the instance tiles'
+// (channel_norm_split_tile.cuh): each part's exact two-pass statistics of each group, about the
+// same x0 (the group's first element of the tile), merged in rank order (merge_parts) by thread g
+// of every block for group g, from the cluster's shared memories (kCluster) or from the workspace
+// (kParts writes them and each tile's x0, kApply merges them and reads x again, its x0 from the
+// workspace: with y == x, x may be overwritten already). The same bits either way.
+template <class T, int kAccess, int kAct, bool kResidual, SplitStep kStep = SplitStep::kWhole>
+__global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhole ? 2 : 1)
+    forward_group_tile(GroupTileParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
+  float2* part_sh = reinterpret_cast<float2*>(scratch + kTileSumsFloats);  // this part's, [k]
+  float2* tile_sh = part_sh + kMaxTileGroups;                              // the tile's, [k]
   Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
   const int t = static_cast<int>(threadIdx.x);
-  const int pp = p.pos_packs, packs = p.s * pp, head = p.head_packs;
-  const TileThread w = tile_thread<E>(p);
+  const int pp = p.pos_packs, k = p.groups_per_tile;
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned block = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - block * parts : 0u;
+  const TileThread w = tile_thread<E>(p, block);
   const int64_t n = w.n, c0 = w.c0, first = w.first, at0 = w.at0, step = w.step;
   const unsigned tile = w.tile;
   const int j = w.j, lo = w.lo, split = w.split;
-  const T* x = static_cast<const T*>(p.x) + first;
+  const int begin = kSplit ? static_cast<int>(rank) * p.part_positions : 0;
+  const int positions = kSplit ? min(p.part_positions, p.s - begin) : p.s;  // the last: fewer
+  const int packs = positions * pp;
+  // The last part may be shorter than the head (sized for the others).
+  const int head = kStep == SplitStep::kApply ? 0 : (p.head_packs < packs ? p.head_packs : packs);
+  const T* x = static_cast<const T*>(p.x) + first;  // the tile's first position
+  const int64_t part_first = first + int64_t{begin} * p.c;
+  const T* xp = static_cast<const T*>(p.x) + part_first;
+  float2* stats = kSplit ? p.part_stats + int64_t{block} * (parts + 1) * k : nullptr;
   // Each element keeps its own sums and its group's centre and coefficients in registers, so the
   // passes cost what the rows' kernel's do, and only their totals are split by group.
   // The statistics are of x - x0, x0 its group's first element (so |mean| >> std keeps its
   // accuracy in every group of the tile): chosen per element, as an array of shifts spilled.
-  const float shift_lo = dev::to_float(x[int64_t{lo} * p.cpg]);
-  const float shift_hi = split < E ? dev::to_float(x[int64_t{lo + 1} * p.cpg]) : 0.0f;
-  auto shift = [&](int e) { return e < split ? shift_lo : shift_hi; };
-  auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(x + at, 0); };
-  // The sums of a pass per element, then of the thread's two groups, in element order.
-  auto group_totals = [&](const float (&acc)[E]) {
-    float a_lo = 0.0f, a_hi = 0.0f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      if (e < split) {
-        a_lo += acc[e];
-      } else {
-        a_hi += acc[e];
-      }
-    }
-    return tile_group_sums(a_lo, a_hi, p, lo, E, scratch);
-  };
-
-  // Pass 1: the head from memory into shared memory, kBatch packs in flight a thread, and the tail
-  // after it; the sums of x - x0 as the packs arrive, in the order of every later pass.
-  float acc[E] = {};
-  // Misaligned pointers take 2 packs at a time: 4 of single elements spilled (fp16).
-  constexpr int kBatch = kAccess == E ? 4 : 2;
-  stage_tile<kBatch>(staged, head, packs, at0, step, load, [&](const Raw& v) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) acc[e] += dev::element(v, e) - shift(e);
-  });
-  auto visit = [&](auto&& f) { visit_tile(staged, head, packs, at0, step, load, f); };
-  const float2 sums = group_totals(acc);
-  const float centre_lo = sums.x * p.inv_count, centre_hi = sums.y * p.inv_count;
-
-  // Pass 2: the centred squares.
-  float centre[E];
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    centre[e] = e < split ? centre_lo : centre_hi;
-    acc[e] = 0.0f;
+  float shift_lo, shift_hi;
+  if constexpr (kStep == SplitStep::kApply) {
+    shift_lo = stats[parts * k + lo].x;
+    shift_hi = split < E ? stats[parts * k + lo + 1].x : 0.0f;
+  } else {
+    shift_lo = dev::to_float(x[int64_t{lo} * p.cpg]);
+    shift_hi = split < E ? dev::to_float(x[int64_t{lo + 1} * p.cpg]) : 0.0f;
   }
-  visit([&](const Raw& v, int64_t) {
+  auto shift = [&](int e) { return e < split ? shift_lo : shift_hi; };
+  auto load = [&](int64_t at) { return row_pack<T, E, kAccess>(xp + at, 0); };
+  auto visit = [&](auto&& f) { visit_tile(staged, head, packs, at0, step, load, f); };
+  float centre_lo, centre_hi, invstd_lo, invstd_hi;
+
+  if constexpr (kStep != SplitStep::kApply) {
+    // The sums of a pass per element, then of the thread's two groups, in element order.
+    auto group_totals = [&](const float (&acc)[E]) {
+      float a_lo = 0.0f, a_hi = 0.0f;
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        if (e < split) {
+          a_lo += acc[e];
+        } else {
+          a_hi += acc[e];
+        }
+      }
+      return tile_group_sums(a_lo, a_hi, p, lo, E, scratch);
+    };
+
+    // Pass 1: the head from memory into shared memory, kBatch packs in flight a thread, and the
+    // tail after it; the sums of x - x0 as the packs arrive, in the order of every later pass.
+    float acc[E] = {};
+    // Misaligned pointers take 2 packs at a time: 4 of single elements spilled (fp16).
+    constexpr int kBatch = kAccess == E ? 4 : 2;
+    stage_tile<kBatch>(staged, head, packs, at0, step, load, [&](const Raw& v) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[e] += dev::element(v, e) - shift(e);
+    });
+    const float2 sums = group_totals(acc);
+    // The part's count: a division a block.
+    const float inv = kSplit ? 1.0f / static_cast<float>(positions * p.cpg) : p.inv_count;
+    centre_lo = sums.x * inv;
+    centre_hi = sums.y * inv;
+
+    // Pass 2: the centred squares.
+    float centre[E];
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      const float d = (dev::element(v, e) - shift(e)) - centre[e];
-      acc[e] = fmaf(d, d, acc[e]);
+      centre[e] = e < split ? centre_lo : centre_hi;
+      acc[e] = 0.0f;
     }
-  });
-  const float2 m2 = group_totals(acc);
-  const float invstd_lo = rsqrtf(m2.x * p.inv_count + p.eps);
-  const float invstd_hi = rsqrtf(m2.y * p.inv_count + p.eps);
-  // The threads of position 0 save the statistics of the groups that start in their packs: at
-  // element 0 (lo), and at element `split` (lo + 1).
-  if (t < pp) {
-    const int64_t stat = (n * p.tiles_per_sample + tile) * p.groups_per_tile + lo;
+    visit([&](const Raw& v, int64_t) {
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float d = (dev::element(v, e) - shift(e)) - centre[e];
+        acc[e] = fmaf(d, d, acc[e]);
+      }
+    });
+    const float2 m2 = group_totals(acc);
+    if constexpr (kSplit) {
+      // The threads of position 0 publish the part's statistics of the groups that start in
+      // their packs (at element 0: lo; at element `split`: lo + 1), and rank 0 their x0.
+      if (t < pp) {
+        auto publish = [&](int g, float centre_g, float m2_g, float shift_g) {
+          if constexpr (kStep == SplitStep::kParts) {
+            stats[rank * k + g] = make_float2(centre_g, m2_g);
+            if (rank == 0) stats[parts * k + g] = make_float2(shift_g, 0.0f);
+          } else {
+            part_sh[g] = make_float2(centre_g, m2_g);
+          }
+        };
+        if (j * E % p.cpg == 0) publish(lo, centre_lo, m2.x, shift_lo);
+        if (split < E) publish(lo + 1, centre_hi, m2.y, shift_hi);
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
+    } else {
+      invstd_lo = rsqrtf(m2.x * p.inv_count + p.eps);
+      invstd_hi = rsqrtf(m2.y * p.inv_count + p.eps);
+    }
+  }
+
+  if constexpr (kSplit) {
+    // The tile's statistics: thread g merges group g's parts, from the cluster's shared memories
+    // or from the workspace.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (t < k) {
+      tile_sh[t] = merge_parts(p.parts, p.part_positions * p.cpg, p.s * p.cpg, [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float2(dev::cluster_address(&part_sh[t], r));
+        } else {
+          return stats[r * k + t];
+        }
+      });
+    }
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+    }
+    __syncthreads();
+    const float2 m_lo = tile_sh[lo], m_hi = split < E ? tile_sh[lo + 1] : make_float2(0.0f, 0.0f);
+    centre_lo = m_lo.x;
+    centre_hi = m_hi.x;
+    invstd_lo = rsqrtf(m_lo.y * p.inv_count + p.eps);
+    invstd_hi = rsqrtf(m_hi.y * p.inv_count + p.eps);
+  }
+
+  // The threads of position 0 (of rank 0) save the statistics of the groups that start in their
+  // packs: at element 0 (lo), and at element `split` (lo + 1).
+  if (t < pp && rank == 0) {
+    const int64_t stat = (n * p.tiles_per_sample + tile) * k + lo;
     if (j * E % p.cpg == 0) {
       if (p.save_mean) p.save_mean[stat] = shift_lo + centre_lo;
       if (p.save_invstd) p.save_invstd[stat] = invstd_lo;
@@ -262,8 +361,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
     scale[e] = (in_lo ? invstd_lo : invstd_hi) * (p.weight ? p.weight[ch] : 1.0f);
     offset[e] = (p.bias ? p.bias[ch] : 0.0f) - (in_lo ? centre_lo : centre_hi) * scale[e];
   }
-  const T* z = kResidual ? static_cast<const T*>(p.z) + first : nullptr;
-  T* y = static_cast<T*>(p.y) + first;
+  const T* z = kResidual ? static_cast<const T*>(p.z) + part_first : nullptr;
+  T* y = static_cast<T*>(p.y) + part_first;
   visit([&](const Raw& v, int64_t o) {
     float u[E];
     if constexpr (kResidual) load_elems<T, E, kAccess>(z + o, u);
@@ -275,9 +374,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_group_tile(Gro
     }
     store_elems<T, E, kAccess>(y + o, u);
     if constexpr (kAct == NK_ACTIVATION_RELU) {
-      if (p.mask != nullptr) dev::store_mask<E>(p.mask, first + o, u);  // C and c0: E | it
+      if (p.mask != nullptr) dev::store_mask<E>(p.mask, part_first + o, u);  // C and c0: E | it
     }
   });
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 // The tile geometry of both tile kernels' parameters (GroupTileParams, GroupTileBackwardParams):
@@ -313,12 +413,38 @@ void launch_forward_tiles(const Params& p, const GroupTilePlan& plan, int activa
   });
 }
 
+// Enqueues the group tiles for the fusion and pointers: a block a tile, or (parts > 1, `p`'s
+// head and parts set by the caller) a tile's parts, one launch of clusters where `clusters` and
+// the device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
 template <class T>
 void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
-                        cudaStream_t stream) {
-  launch_forward_tiles<T>(p, plan, activation, stream, [](auto access, auto act, auto residual) {
-    return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
-                              decltype(residual)::value>;
+                        bool clusters, cudaStream_t stream) {
+  if (plan.parts == 1) {
+    launch_forward_tiles<T>(p, plan, activation, stream, [](auto access, auto act, auto residual) {
+      return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
+                                decltype(residual)::value>;
+    });
+    return;
+  }
+  constexpr int E = 16 / sizeof(T);
+  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
+  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  // The parts' statistics need neither the fusion nor z: one instance a pointer access.
+  auto parts = vector_access
+                   ? forward_group_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
+                   : forward_group_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
+  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+    constexpr int kAct = decltype(act)::value;
+    constexpr bool kResidual = decltype(residual)::value;
+    auto pick = [&](auto step) {
+      constexpr SplitStep kStep = decltype(step)::value;
+      return vector_access ? forward_group_tile<T, E, kAct, kResidual, kStep>
+                           : forward_group_tile<T, 1, kAct, kResidual, kStep>;
+    };
+    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}), parts,
+                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}),
+                       plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes,
+                       plan.parts, clusters, stream, p);
   });
 }
 

@@ -364,22 +364,38 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t tiles = shape.n * (shape.groups / k);
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // see the header
-  t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes &&
-          bytes <= (few_tiles ? staged_limit : 2 * staged_limit) && tiles <= INT32_MAX;
+  const int64_t position_bytes = pos_packs * 16;
+  int64_t part_limit = few_tiles ? staged_limit : 2 * staged_limit, parts = 1;
+  if (bytes > part_limit && staged_tensors == 1) {  // split the forward's (see the header)
+    part_limit = kSplitPartMaxBytes;
+    parts = 2;
+    while (parts <= kSplitMaxParts && ceil_div(shape.s, parts) * position_bytes > part_limit) {
+      parts *= 2;
+    }
+    // Doubled only while every part keeps a position (a tile of 49 positions of 4 KiB is 2 parts
+    // of 25, 4 of 13 or 8 of 7 but the last empty).
+    while (parts < kSplitMaxParts && tiles * parts < kResidentMinRows &&
+           (2 * parts - 1) * ceil_div(shape.s, 2 * parts) < shape.s) {
+      parts *= 2;
+    }
+  }
+  const int64_t positions = ceil_div(shape.s, parts), part_bytes = positions * position_bytes;
+  t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes && parts <= kSplitMaxParts &&
+          part_bytes <= part_limit && tiles * parts <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(k);
   t.pos_packs = static_cast<int>(pos_packs);
   t.len = len;
-  t.head_len = bytes <= staged_limit ? len : staged_limit / elem_bytes;
-  // About 8 packs a thread, as the rows' blocks, in whole multiples of lcm(32, P).
-  int64_t want = ceil_div(bytes / 16, 8);
+  t.head_len = part_bytes <= staged_limit ? positions * k * cpg : staged_limit / elem_bytes;
+  // About 8 packs a thread of its part, as the rows' blocks, in whole multiples of lcm(32, P).
+  int64_t want = ceil_div(part_bytes / 16, 8);
   want = want < kResidentMinThreads ? kResidentMinThreads : want;
   int64_t threads = ceil_div(want, step) * step;
   while (threads > kResidentMaxThreads) threads -= step;
   t.threads = static_cast<int>(threads);
-  t.parts = 1;
-  t.part_positions = shape.s;
+  t.parts = static_cast<int>(parts);
+  t.part_positions = positions;
   return t;
 }
 

@@ -31,6 +31,7 @@
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_split_parts.cuh"
 #include "common/activation.cuh"
 #include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
@@ -48,28 +49,6 @@ struct SplitTileParams : InstanceTileParams {
   float2* part_stats;  // [tiles][K + 1][E]: each part's (centre, m2) a channel, then (x0, 0);
                        // kParts and kApply
 };
-
-enum class SplitStep { kCluster, kParts, kApply };
-
-// The tile's (centre, m2) of one channel from its parts' (part(r) for r = 0..K-1, in rank order),
-// with Chan's merge: the same operations, explicitly fused, wherever the parts come from.
-template <class Part>
-__device__ __forceinline__ float2 merge_parts(int parts, int part_positions, int positions,
-                                              Part&& part) {
-  float2 m = part(0);
-  float count = static_cast<float>(part_positions);
-  for (int r = 1; r < parts; ++r) {
-    const float2 b = part(r);
-    const int last = positions - (parts - 1) * part_positions;
-    const float nb = static_cast<float>(r + 1 < parts ? part_positions : last);
-    const float total = count + nb, w = nb / total;
-    const float d = b.x - m.x;
-    m.x = fmaf(d, w, m.x);
-    m.y = fmaf(d * d, count * w, m.y + b.y);
-    count = total;
-  }
-  return m;
-}
 
 // The scratch before the staged head: block_sum's 32 * E floats, E weights and E biases, this
 // part's E (centre, m2) (read by the cluster) and the tile's E (centre, m2) (for every thread).
@@ -238,21 +217,6 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
   if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
-// A split tile's staged head a block, of each of `staged_tensors` tensors: as much of its part as
-// the device lets a block stage, at least the plan's (what every GPU grants); the rest is reread
-// in each pass with the same bits. Then the test knob NORMKIT_TEST_RESIDENT_HEAD
-// (resident_head_packs).
-inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_tensors = 1) {
-  const int64_t part = g.part_positions * 16;
-  const int64_t granted = (device_shared_optin() - kGroupTileScratchBytes) / staged_tensors;
-  int64_t head = g.head_len * elem_bytes;
-  if (granted > head) {
-    const int64_t most = granted / 16 * 16;
-    head = part < most ? part : most;
-  }
-  return resident_head_packs(head / elem_bytes, elem_bytes);
-}
-
 // Enqueues the split tiles of the fusion and pointers: one launch of clusters where `clusters`
 // (and the device can hold one), else kParts then kApply. The caller checks cudaGetLastError.
 template <class T>
@@ -262,6 +226,10 @@ void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
   const int64_t blocks = plan.tiles * plan.parts;
+  // The parts' statistics need neither the fusion nor z: one instance a pointer access.
+  auto parts = vector_access
+                   ? forward_split_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
+                   : forward_split_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
   with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
     constexpr int kAct = decltype(act)::value;
     constexpr bool kResidual = decltype(residual)::value;
@@ -270,26 +238,10 @@ void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int
       return vector_access ? forward_split_tile<T, E, kAct, kResidual, kStep>
                            : forward_split_tile<T, 1, kAct, kResidual, kStep>;
     };
-    if (clusters) {
-      auto kernel = pick(std::integral_constant<SplitStep, SplitStep::kCluster>{});
-      if (bytes > 48 * 1024) {
-        dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(bytes)),
-                        "cudaFuncSetAttribute (split tiles)");
-      }
-      if (dev::launch_clusters(
-              kernel, static_cast<unsigned>(blocks), static_cast<unsigned>(plan.threads), bytes,
-              stream, static_cast<unsigned>(plan.parts), dev::dependent_launch_allowed(), p)) {
-        return;
-      }
-    }
-    // The parts' statistics need neither the fusion nor z: one instance a pointer access.
-    auto parts = vector_access
-                     ? forward_split_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
-                     : forward_split_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
-    launch_blocks(parts, blocks, plan.threads, bytes, stream, p);
-    launch_blocks(pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
-                  plan.threads, kGroupTileScratchBytes, stream, p);
+    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}), parts,
+                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
+                       plan.threads, bytes, kGroupTileScratchBytes, plan.parts, clusters, stream,
+                       p);
   });
 }
 

@@ -105,14 +105,31 @@ inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
           {f, 3, 3 * e, 1000, NK_NHWC, 1}};
 }
 
-// Shapes of family f (instance or batch norm) whose forward tiles exceed a block and are split
-// (plan_instance_tiles' parts): instance norm, 2 samples of 2 packs of channels over 12001
-// positions (4 tiles: 8 parts of 1501 positions, the last of 1494); batch norm, 3 samples of
-// 4001 positions as one of 12003 (2 tiles: 8 parts, the last of 1496).
+// Shapes of family f whose forward tiles exceed a block and are split: instance norm
+// (plan_instance_tiles' parts), 2 samples of 2 packs of channels over 12001 positions (4 tiles:
+// 8 parts of 1501 positions, the last of 1494); batch norm, 3 samples of 4001 positions as one of
+// 12003 (2 tiles: 8 parts, the last of 1496). Group norm (plan_group_tiles' parts, the forward
+// only): 2 samples of 8 groups of C/G = 10 over 2301 positions (4 groups a tile in 16 bits, 2 in
+// fp32: five packs a position, packs meeting two groups; 4 or 8 tiles of 8 parts of 288
+// positions, the last of 285), and one group of 256 packs a position (2048 channels in 16 bits,
+// 1024 in fp32) over 49 positions (one tile of 4 parts of 13, the last of 10: in 8 parts the
+// last would have none).
 inline std::vector<ChannelCase> split_tile_shapes(Family f, nk_dtype dtype) {
   const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
   if (f == Family::kBatch) return {{f, 3, 2 * e, 4001, NK_NHWC, 1}};
+  if (f == Family::kGroup) {
+    return {{f, 2, 80, 2301, NK_NHWC, 8}, {f, 1, 256 * e, 49, NK_NHWC, 1}};
+  }
   return {{f, 2, 2 * e, 12001, NK_NHWC, 1}};
+}
+
+// The plan of a split tile shape (split_tile_shapes) in dtype: plan_group_tiles' for group norm,
+// else instance_tile_plan's (staged_tensors 2: the training backward's x and dy).
+inline nk::cuda::GroupTilePlan split_tile_plan(const ChannelCase& k, nk_dtype dtype,
+                                               int staged_tensors = 1) {
+  if (k.family != Family::kGroup) return instance_tile_plan(k, dtype, staged_tensors);
+  const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, dtype, k.groups};
+  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors);
 }
 
 // Batch norm in NCHW with S > 1 reads x once where a channel's runs fit a block

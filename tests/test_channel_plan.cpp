@@ -917,7 +917,8 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
 // One read of x for group norm in NHWC: tiles of the fewest groups whose positions' runs are whole
 // 16-byte packs, each pack meeting at most two groups, of 4 to 176 KiB (staged whole up to 88 KiB,
 // the rest read per pass), however few the tiles; blocks a multiple of 32 and of the packs a
-// position (P), about 8 packs a thread.
+// position (P), about 8 packs a thread. `use` here: a block a tile (larger tiles are split:
+// GroupTilesSplitIntoParts).
 TEST(ChannelPlan, GroupTilesInNhwc) {
   using nk::cuda::plan_group_tiles;
   struct Want {
@@ -958,8 +959,9 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
     const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem);
-    EXPECT_EQ(t.use, w.use);
+    EXPECT_EQ(t.use && t.parts == 1, w.use);
     if (!w.use) continue;
+    EXPECT_EQ(t.part_positions, w.s);
     EXPECT_EQ(t.groups_per_tile, w.k);
     EXPECT_EQ(t.pos_packs, w.pos_packs);
     EXPECT_EQ(t.threads, w.threads);
@@ -974,6 +976,59 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
     ChannelShape twice = shape;
     twice.n *= 2;
     EXPECT_EQ(plan_group_tiles(twice, w.elem).threads, t.threads);
+  }
+}
+
+// Group norm's forward tiles above 176 KiB are split into 2, 4 or 8 parts of ceil(S / parts)
+// positions (the fewest of at most 219 KiB, doubled while tiles * parts < 128 and the last part
+// keeps a position); the plan's head 88 KiB at most, the block from the part's packs (in
+// multiples of lcm(32, P), about 8 packs a thread, to 512). Above 8 parts of 219 KiB: no tiles.
+// The training backward's tiles are never split.
+TEST(ChannelPlan, GroupTilesSplitIntoParts) {
+  using nk::cuda::plan_group_tiles;
+  struct Want {
+    int64_t n, c, s, groups;
+    int elem;
+    bool use;
+    int parts;
+    int64_t part_positions, head_len;
+    int threads;
+  };
+  const Want list[] = {
+      // C/G = 20 bf16: 2 groups a tile, 80 bytes a position; 180160 bytes: a block
+      {8, 640, 2252, 32, 2, true, 1, 2252, 45056, 480},
+      {8, 640, 2253, 32, 2, true, 2, 1127, 45056, 480},  // 180240 bytes: 2 parts
+      // 64x64 positions (320 KiB tiles): 8 samples, 2 parts; 2 samples, to 128 blocks
+      {8, 640, 4096, 32, 2, true, 2, 2048, 45056, 480},
+      {8, 320, 4096, 32, 2, true, 2, 2048, 45056, 480},   // 64 tiles of 4 groups
+      {2, 320, 4096, 32, 2, true, 8, 512, 20480, 320},    // 16 tiles: 8 parts of 40 KiB
+      {2, 640, 4096, 32, 2, true, 4, 1024, 40960, 480},   // 32 tiles
+      {2, 1280, 4096, 32, 2, true, 2, 2048, 45056, 480},  // 64 tiles of 1 group (C/G = 40)
+      {8, 320, 4096, 32, 4, true, 2, 2048, 22528, 480},   // fp32: 2 groups a tile
+      // 256 packs a position, 49 positions, 1 tile: 4 parts of 13 (8 would leave the last none)
+      {1, 2048, 49, 1, 2, true, 4, 13, 26624, 512},
+      {8, 640, 8 * 2803, 32, 2, true, 8, 2803, 45056, 480},  // 8 parts of 224240 bytes
+      {8, 640, 8 * 2803 + 1, 32, 2, false, 0, 0, 0, 0},      // above 219 KiB a part
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{
+        ChannelNorm::kGroup, w.n, w.c, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, w.groups};
+    SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s
+                                    << " g=" << w.groups << " elem " << w.elem);
+    const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_positions, w.part_positions);
+    EXPECT_EQ(t.part_positions, (w.s + t.parts - 1) / t.parts);
+    EXPECT_GT(w.s, (t.parts - 1) * t.part_positions);  // the last part is not empty
+    EXPECT_LE(t.part_positions * t.pos_packs * 16, nk::cuda::kSplitPartMaxBytes);
+    EXPECT_EQ(t.head_len, w.head_len);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.threads % t.pos_packs, 0);
+    EXPECT_EQ(t.len, w.s * (w.c / w.groups) * t.groups_per_tile);
+    const nk::cuda::GroupTilePlan b = plan_group_tiles(shape, w.elem, 2);
+    EXPECT_FALSE(b.use && b.parts > 1) << "the backward's tiles are not split";
   }
 }
 

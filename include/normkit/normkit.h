@@ -415,13 +415,18 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   Workspace (CUDA): at most 2060 * max(N*C, 1024) + 1024 bytes forward and
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
- *   depends on the shape and dtype only. A forward that reads x once (below) needs none.
+ *   depends on the shape and dtype only. A forward that reads x once (below) needs none, but
+ *   for NHWC tiles in parts: 8 * (parts + 1) * N*groups bytes (at most 72 * N*groups), rounded
+ *   up to 256.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
  *   is whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
  *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
  *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB,
- *   a block per tile keeps it (up to 88 KiB) the same way. NCHW or C == 1 rows shorter than
+ *   a block per tile keeps it (up to 88 KiB) the same way; larger tiles, up to 8 times 219 KiB,
+ *   are split into 2, 4 or 8 parts of their S positions as batch norm's (a cluster a tile on
+ *   compute capability 9.0 and later; elsewhere two launches that read x twice, with the same
+ *   bits). NCHW or C == 1 rows shorter than
  *   4 KiB likewise, several rows a block, where S >= 2 and C/groups <= 256.
  *   Other shapes read x twice (statistics, then y).
  * ------------------------------------------------------------------------------------------- */
