@@ -43,7 +43,8 @@ const char* path_of(const nkb::Case& c) {
   if (c.phase == nkb::Phase::forward_inference) return "apply";
   if (c.phase == nkb::Phase::backward) {
     if (plan_resident_rows(s, elem, 2).use) return "resident_rows";
-    if (plan_group_tiles(s, elem, 2).use) return "group_tiles";
+    const GroupTilePlan g = plan_group_tiles(s, elem, 2);
+    if (g.use) return g.parts > 1 ? "split_tiles" : "group_tiles";
     if (plan_short_rows(s, elem).use) return "short_rows";
     if (plan_row_groups(s, elem).use) return "row_groups";
     const GroupTilePlan it = plan_instance_tiles(instance_tile_shape(s), elem, 2);

@@ -661,21 +661,67 @@ void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
+// The group tiles' workspace in the training backward: the channels' sums for dweight and dbias, a
+// row a part of a sample ([N * K, C]), then for split tiles every part's group sums for the
+// two-launch form, reserved whether or not the device takes clusters (the size depends on the
+// shape only).
+size_t group_channel_sums_bytes(const ChannelShape& s, const GroupTilePlan& g) {
+  return align256(static_cast<size_t>(s.n * g.parts * s.c) * sizeof(float2));
+}
+size_t group_tiles_backward_workspace(const ChannelShape& s, const GroupTilePlan& g) {
+  return group_channel_sums_bytes(s, g) +
+         (g.parts == 1 ? 0
+                       : align256(static_cast<size_t>(g.tiles * g.parts * g.groups_per_tile) *
+                                  sizeof(float2)));
+}
+
 // Group norm training with dx (or dz) in NHWC where a tile of groups of x and of dy fits a block:
 // one read of both (channel_norm_group_tile_backward.cuh), then dweight and dbias from its
-// per-(n, c) sums.
+// per-(n, c) sums. Larger tiles in parts: one cluster a tile where the device has them, else two
+// launches through the workspace; dweight and dbias from the per-(n, part, c) sums.
 template <class T>
 void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
                           const XhatStats& stats, const Launch& l) {
+  constexpr int E = 16 / sizeof(T);
   auto stream = static_cast<cudaStream_t>(l.stream);
   GroupTileBackwardParams p{};
   set_backward_io(p, a, l);
   set_tile_geometry(p, a.shape, g, static_cast<int>(sizeof(T)));
+  p.parts = g.parts;
+  p.part_positions = static_cast<int>(g.part_positions);
+  if (g.parts == 1) {
+    const size_t bytes = group_tile_backward_smem(p.head_packs);
+    with_backward_kernel<T, GroupTileBackwardKernel>(
+        a, [&](auto kernel) { launch_blocks(kernel, g.tiles, g.threads, bytes, stream, p); });
+    dev::check_cuda(cudaGetLastError(), "group norm tiles backward launch");
+    if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
+    return;
+  }
+  p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)), 2);
+  p.part_sums = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +
+                                          group_channel_sums_bytes(a.shape, g));
   const size_t bytes = group_tile_backward_smem(p.head_packs);
-  with_backward_kernel<T, GroupTileBackwardKernel>(
-      a, [&](auto kernel) { launch_blocks(kernel, g.tiles, g.threads, bytes, stream, p); });
-  dev::check_cuda(cudaGetLastError(), "group norm tiles backward launch");
-  if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
+  const bool vector = vector_access(a), clusters = dev::clusters_available();
+  with_fusion(a, [&](auto src, auto residual) {
+    constexpr int kSource = decltype(src)::value;
+    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
+    auto pick = [&](auto step) {
+      constexpr SplitStep kStep = decltype(step)::value;
+      return vector ? backward_group_tile<T, E, kSource, kZ, kStep>
+                    : backward_group_tile<T, 1, kSource, kZ, kStep>;
+    };
+    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+                       pick(std::integral_constant<SplitStep, SplitStep::kParts>{}),
+                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}),
+                       g.tiles * g.parts, g.threads, bytes, kGroupTileScratchBytes, g.parts,
+                       clusters, stream, p);
+  });
+  dev::check_cuda(cudaGetLastError(), "group norm split tiles backward launch");
+  if (p.channel_sums) {  // the parts' rows as samples: N * K of them, added in that order
+    ChannelBackwardArgs rows = a;
+    rows.shape.n = a.shape.n * g.parts;
+    finalize_channel_sums(rows, stats, p.channel_sums, stream);
+  }
 }
 
 // Instance norm training with dx (or dz) in NHWC where a tile of a pack of channels of x and of dy
@@ -859,9 +905,12 @@ namespace {
 // The split tiles' workspace where a training backward takes them, else 0.
 size_t split_backward_need(const ChannelBackwardArgs& a) {
   if (a.phase != NK_TRAINING) return 0;
+  const int elem = static_cast<int>(dtype_size(a.shape.dtype));
+  // Group norm's tiles come before the instance tiles in backward(); no shape takes both.
+  const GroupTilePlan g = plan_group_tiles(a.shape, elem, 2);
+  if (g.use) return g.parts == 1 ? 0 : group_tiles_backward_workspace(a.shape, g);
   const ChannelShape as_instance = instance_tile_shape(a.shape);
-  const GroupTilePlan it =
-      plan_instance_tiles(as_instance, static_cast<int>(dtype_size(a.shape.dtype)), 2);
+  const GroupTilePlan it = plan_instance_tiles(as_instance, elem, 2);
   if (!it.use || it.parts == 1) return 0;
   // The one-read paths before it in backward() (their shapes never split) take none of these.
   return split_tiles_backward_workspace(as_instance, it);

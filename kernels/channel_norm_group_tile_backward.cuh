@@ -16,6 +16,11 @@
 // Tiles above the staged head read the rest from memory in both passes, and misaligned pointers
 // load single elements into the same packs: no bit depends on the pointers or the head. y (ReLU
 // without a mask) or z (SiLU with a residual) is read from memory in both passes.
+// Tiles above a block are split into parts as the forward's (SplitStep): each part's group sums
+// (sum_g, sum_gx) are added in rank order by thread g of every block, from the cluster's shared
+// memories (kCluster) or from the workspace (kParts writes them, kApply adds them and reads x and
+// dy again), and each part's channel sums go to their own row, channel_sums[n * K + rank, c],
+// which the finalize adds over n and the parts in that order.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,14 +30,20 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_group_tile.cuh"
 #include "channel_norm_one_read_io.cuh"
+#include "channel_norm_split_parts.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
-// The tensors (save_mean and save_invstd: [N * G]), the tiles (of x and of dy: head_packs of
-// each staged), then 1 / (S * C/G).
+// The tensors (save_mean and save_invstd: [N * G]; channel_sums [N * K, C]), the tiles (of x
+// and of dy: head_packs of each staged), then 1 / (S * C/G); for split tiles the parts and the
+// two-launch form's workspace.
 struct GroupTileBackwardParams : OneReadBackwardIo, TileGeometry {
   float inv_count;
+  int parts;           // K (1: a block a tile)
+  int part_positions;  // L: positions of a part (the last may have fewer)
+  float2* part_sums;   // [tiles][K][k]: each part's (sum_g, sum_gx) a group; kParts and kApply
 };
 
 // One block per tile (blockIdx.x: n * G/k + the tile); kAccess: elements per global access (E, or
@@ -45,28 +56,49 @@ __host__ __device__ constexpr int group_tile_backward_min_blocks() {
   return kSource == kSiluOfU && (sizeof(T) == 2 || kZ) ? 1 : 2;
 }
 
-template <class T, int kAccess, int kSource, bool kZ>
+// The split steps' parts stage up to 219 KiB, a block an SM: one of 512 (128 registers).
+template <class T, int kAccess, int kSource, bool kZ, SplitStep kStep>
+__host__ __device__ constexpr int group_tile_backward_min_blocks() {
+  return kStep == SplitStep::kWhole ? group_tile_backward_min_blocks<T, kAccess, kSource, kZ>() : 1;
+}
+
+template <class T, int kAccess, int kSource, bool kZ, SplitStep kStep = SplitStep::kWhole>
 __global__ void __launch_bounds__(kResidentMaxThreads,
-                                  group_tile_backward_min_blocks<T, kAccess, kSource, kZ>())
+                                  group_tile_backward_min_blocks<T, kAccess, kSource, kZ, kStep>())
     backward_group_tile(GroupTileBackwardParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int head = p.head_packs;
-  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
-  Raw* dys = xs + head;
+  // After the channel sums' rounds (which use all of the scratch): the part's and the tile's
+  // (sum_g, sum_gx) of each group.
+  float2* part_sh = reinterpret_cast<float2*>(scratch + kTileSumsFloats);
+  float2* tile_sh = part_sh + kMaxTileGroups;
   const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
-  const int pp = p.pos_packs, packs = p.s * pp;
-  const TileThread w = tile_thread<E>(p);
-  const int64_t n = w.n, c0 = w.c0, first = w.first, at0 = w.at0, step = w.step;
+  const int pp = p.pos_packs, k_groups = p.groups_per_tile;
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned block = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - block * parts : 0u;
+  const TileThread w = tile_thread<E>(p, block);
+  const int64_t n = w.n, c0 = w.c0, at0 = w.at0, step = w.step;
   const unsigned tile = w.tile;
   const int j = w.j, lo = w.lo, split = w.split;
+  const int begin = kSplit ? static_cast<int>(rank) * p.part_positions : 0;
+  const int positions = kSplit ? min(p.part_positions, p.s - begin) : p.s;  // the last: fewer
+  const int packs = positions * pp;
+  // The last part may be shorter than the head (sized for the others).
+  const int head = kStep == SplitStep::kApply ? 0 : (p.head_packs < packs ? p.head_packs : packs);
+  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kGroupTileScratchBytes);
+  Raw* dys = xs + p.head_packs;
+  const int64_t first = w.first + int64_t{begin} * p.c;  // the part's first position
   const T* x = static_cast<const T*>(p.x) + first;
   const T* dy = static_cast<const T*>(p.dy) + first;
   const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
+  float2* part_sums = kSplit ? p.part_sums + int64_t{block} * parts * k_groups : nullptr;
 
   // Each element's statistics and coefficients are selected per element (its group: lo or
   // lo + 1), as the forward's shifts.
@@ -112,87 +144,140 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
     return du_of<kSource, kZ>(dev::element(dv, e), dev::element(xv, e), a[e], mean(e), k.x, k.y);
   };
 
-  // Pass 1: the head of x and of dy into shared memory, kBatch packs of each in flight a thread,
-  // and the tail after it; per element the sums of du and du * (x - mean) as the packs arrive.
-  float sum_du[E] = {}, sum_dux[E] = {};
-  // Two packs of each in flight where the registers allow; one with SiLU's 8 exponentials a pack
-  // (two spilled in 16-bit types) and with the mask's bits (12 bytes spilled on sm_80).
-  constexpr int kBatch = kAccess == E && (kSource == kNoAct || kSource == kFromY) ? 2 : 1;
-  int64_t at = at0;
-  for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
-    Raw xv[kBatch], dv[kBatch];
+  // The tile's group sums, of its lo and lo + 1 groups.
+  float2 sum_g, sum_gx;
+  if constexpr (kStep != SplitStep::kApply) {
+    // Pass 1: the head of x and of dy into shared memory, kBatch packs of each in flight a thread,
+    // and the tail after it; per element the sums of du and du * (x - mean) as the packs arrive.
+    float sum_du[E] = {}, sum_dux[E] = {};
+    // Two packs of each in flight where the registers allow; one with SiLU's 8 exponentials a pack
+    // (two spilled in 16-bit types) and with the mask's bits (12 bytes spilled on sm_80).
+    constexpr int kBatch = kAccess == E && (kSource == kNoAct || kSource == kFromY) ? 2 : 1;
+    int64_t at = at0;
+    for (int q0 = t; q0 < packs; q0 += kBatch * threads) {
+      Raw xv[kBatch], dv[kBatch];
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      if (q0 + k * threads < packs) {
-        xv[k] = load(x, at + k * step);
-        dv[k] = load(dy, at + k * step);
-      }
-    }
-#pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int q = q0 + k * threads;
-      if (q < packs) {
-        if (q < head) {
-          xs[q] = xv[k];
-          dys[q] = dv[k];
+      for (int k = 0; k < kBatch; ++k) {
+        if (q0 + k * threads < packs) {
+          xv[k] = load(x, at + k * step);
+          dv[k] = load(dy, at + k * step);
         }
-        float a[E];
-        load_aux(at + k * step, a);
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int q = q0 + k * threads;
+        if (q < packs) {
+          if (q < head) {
+            xs[q] = xv[k];
+            dys[q] = dv[k];
+          }
+          float a[E];
+          load_aux(at + k * step, a);
+#pragma unroll
+          for (int e = 0; e < E; ++e) {
+            const float du = du_at(xv[k], dv[k], a, silu_coef(e), e);
+            sum_du[e] += du;
+            sum_dux[e] = fmaf(du, dev::element(xv[k], e) - mean(e), sum_dux[e]);
+          }
+        }
+      }
+      at += kBatch * step;
+    }
+
+    // dweight and dbias: each channel's sums over the part's positions, (sum du, sum du * x-hat),
+    // to channel_sums[n * K + rank, c]. A round stores `per_round` elements of every thread's pack
+    // in the scratch; then a thread per (element, sum, pack) column adds its rows in ascending
+    // position.
+    if (p.channel_sums != nullptr) {  // uniform over the block
+      constexpr int kScratchFloats = static_cast<int>(kGroupTileScratchBytes / sizeof(float));
+      const int per_round = kScratchFloats / (2 * threads) < E ? kScratchFloats / (2 * threads) : E;
+      const int rows = threads / pp;
+      float* sums = reinterpret_cast<float*>(p.channel_sums) + 2 * ((n * parts + rank) * p.c + c0);
+      for (int e0 = 0; e0 < E; e0 += per_round) {  // uniform: the rounds
+        const int count = E - e0 < per_round ? E - e0 : per_round;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-          const float du = du_at(xv[k], dv[k], a, silu_coef(e), e);
-          sum_du[e] += du;
-          sum_dux[e] = fmaf(du, dev::element(xv[k], e) - mean(e), sum_dux[e]);
+          if (e >= e0 && e < e0 + count) {
+            scratch[2 * (e - e0) * threads + t] = sum_du[e];
+            scratch[(2 * (e - e0) + 1) * threads + t] = sum_dux[e] * invstd(e);
+          }
         }
+        __syncthreads();
+        for (int col = t; col < 2 * count * pp; col += threads) {
+          const int pair = col / pp, jj = col - pair * pp;  // pair: 2 * element + which sum
+          const float* part = scratch + pair * threads + jj;
+          float v = 0.0f;
+          for (int r = 0; r < rows; ++r) v += part[r * pp];
+          sums[2 * (jj * E + e0 + pair / 2) + pair % 2] = v;
+        }
+        __syncthreads();  // the scratch is free for the next round
       }
     }
-    at += kBatch * step;
+
+    // The group sums: each thread's weighted per-element sums per group, then the block's.
+    float g_lo = 0.0f, g_hi = 0.0f, gx_lo = 0.0f, gx_hi = 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+      const float w = weight ? weight[e] : 1.0f;
+      if (e < split) {
+        g_lo = fmaf(w, sum_du[e], g_lo);
+        gx_lo = fmaf(w, sum_dux[e], gx_lo);
+      } else {
+        g_hi = fmaf(w, sum_du[e], g_hi);
+        gx_hi = fmaf(w, sum_dux[e], gx_hi);
+      }
+    }
+    sum_g = tile_group_sums(g_lo, g_hi, p, lo, E, scratch);
+    sum_gx = tile_group_sums(gx_lo, gx_hi, p, lo, E, scratch);
+    if constexpr (kSplit) {
+      // The threads of position 0 publish the part's sums of the groups that start in their packs
+      // (at element 0: lo; at element `split`: lo + 1).
+      if (t < pp) {
+        auto publish = [&](int g, float2 v) {
+          if constexpr (kStep == SplitStep::kParts) {
+            part_sums[rank * k_groups + g] = v;
+          } else {
+            part_sh[g] = v;
+          }
+        };
+        if (j * E % p.cpg == 0) publish(lo, make_float2(sum_g.x, sum_gx.x));
+        if (split < E) publish(lo + 1, make_float2(sum_g.y, sum_gx.y));
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
+    }
   }
 
-  // dweight and dbias: each channel's sums over the tile's positions, (sum du, sum du * x-hat),
-  // to channel_sums[n, c]. A round stores `per_round` elements of every thread's pack in the
-  // scratch; then a thread per (element, sum, pack) column adds its rows in ascending position.
-  if (p.channel_sums != nullptr) {  // uniform over the block
-    constexpr int kScratchFloats = static_cast<int>(kGroupTileScratchBytes / sizeof(float));
-    const int per_round = kScratchFloats / (2 * threads) < E ? kScratchFloats / (2 * threads) : E;
-    const int rows = threads / pp;
-    float* sums = reinterpret_cast<float*>(p.channel_sums) + 2 * (n * p.c + c0);
-    for (int e0 = 0; e0 < E; e0 += per_round) {  // uniform: the rounds
-      const int count = E - e0 < per_round ? E - e0 : per_round;
-#pragma unroll
-      for (int e = 0; e < E; ++e) {
-        if (e >= e0 && e < e0 + count) {
-          scratch[2 * (e - e0) * threads + t] = sum_du[e];
-          scratch[(2 * (e - e0) + 1) * threads + t] = sum_dux[e] * invstd(e);
+  if constexpr (kSplit) {
+    // The tile's group sums: thread g adds group g's parts in rank order, from the cluster's
+    // shared memories or from the workspace.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (t < k_groups) {
+      auto part = [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float2(dev::cluster_address(&part_sh[t], r));
+        } else {
+          return part_sums[r * k_groups + t];
         }
+      };
+      float2 total = part(0);
+      for (int r = 1; r < p.parts; ++r) {
+        const float2 v = part(r);
+        total.x += v.x;
+        total.y += v.y;
       }
-      __syncthreads();
-      for (int col = t; col < 2 * count * pp; col += threads) {
-        const int pair = col / pp, jj = col - pair * pp;  // pair: 2 * element + which sum
-        const float* part = scratch + pair * threads + jj;
-        float v = 0.0f;
-        for (int r = 0; r < rows; ++r) v += part[r * pp];
-        sums[2 * (jj * E + e0 + pair / 2) + pair % 2] = v;
-      }
-      __syncthreads();  // the scratch is free for the next round
+      tile_sh[t] = total;
     }
-  }
-
-  // The group sums: each thread's weighted per-element sums per group, then the block's.
-  float g_lo = 0.0f, g_hi = 0.0f, gx_lo = 0.0f, gx_hi = 0.0f;
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    const float w = weight ? weight[e] : 1.0f;
-    if (e < split) {
-      g_lo = fmaf(w, sum_du[e], g_lo);
-      gx_lo = fmaf(w, sum_dux[e], gx_lo);
-    } else {
-      g_hi = fmaf(w, sum_du[e], g_hi);
-      gx_hi = fmaf(w, sum_dux[e], gx_hi);
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
     }
+    __syncthreads();
+    const float2 s_lo = tile_sh[lo], s_hi = split < E ? tile_sh[lo + 1] : make_float2(0.0f, 0.0f);
+    sum_g = make_float2(s_lo.x, s_hi.x);
+    sum_gx = make_float2(s_lo.y, s_hi.y);
   }
-  const float2 sum_g = tile_group_sums(g_lo, g_hi, p, lo, E, scratch);
-  const float2 sum_gx = tile_group_sums(gx_lo, gx_hi, p, lo, E, scratch);
   // sum_gx holds sum w * du * (x - mean): x-hat's invstd multiplies the total once.
   const float c1_lo = invstd_lo * sum_g.x * p.inv_count;
   const float c2_lo = invstd_lo * invstd_lo * (sum_gx.x * invstd_lo) * p.inv_count;
@@ -230,6 +315,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
     dx_pack(xv, dv, o);
   }
   for (; q < packs; q += threads, o += step) dx_pack(load(x, o), load(dy, o), o);
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 // Shared memory of a launch: the scratch, the staged heads of x and dy.

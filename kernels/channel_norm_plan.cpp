@@ -366,8 +366,8 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // see the header
   const int64_t position_bytes = pos_packs * 16;
   int64_t part_limit = few_tiles ? staged_limit : 2 * staged_limit, parts = 1;
-  if (bytes > part_limit && staged_tensors == 1) {  // split the forward's (see the header)
-    part_limit = kSplitPartMaxBytes;
+  if (bytes > part_limit) {  // split (see the header)
+    part_limit = kSplitPartMaxBytes / staged_tensors;
     parts = 2;
     while (parts <= kSplitMaxParts && ceil_div(shape.s, parts) * position_bytes > part_limit) {
       parts *= 2;

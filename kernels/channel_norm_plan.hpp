@@ -381,12 +381,12 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 // backward (with dx) takes the same tiles with x and dy both staged (`staged_tensors` 2,
 // channel_norm_group_tile_backward.cuh): tiles up to kGroupTileMaxBytes with heads of half of it
 // each, the same block for the same tile; fewer than kResidentMinRows tiles only when staged
-// whole (as plan_resident_rows': N2 C320 32x32 bf16, 16 tiles of 80 KiB: 19.1 -> 23.1 us). The
-// forward's tiles above its bound are split into parts as plan_instance_tiles' (below: the parts
-// of ceil(S / parts) positions, each of at most kSplitPartMaxBytes, a block each; the stable
-// diffusion tiles of 64x64 positions, 320 KiB in 16-bit types, take 2 parts with 8 samples, and
-// with 2 samples 8 at C320, 4 at C640, 2 at C1280), doubled for the blocks only while the last
-// part keeps a position; the training backward's are not split (its larger tiles take the walk).
+// whole (as plan_resident_rows': N2 C320 32x32 bf16, 16 tiles of 80 KiB: 19.1 -> 23.1 us). Tiles
+// above those bounds are split into parts as plan_instance_tiles' (below: the parts of
+// ceil(S / parts) positions, each of at most kSplitPartMaxBytes over the staged tensors, a block
+// each; the stable diffusion tiles of 64x64 positions, 320 KiB in 16-bit types, take 2 parts
+// forward with 8 samples, and with 2 samples 8 at C320, 4 at C640, 2 at C1280), doubled for the
+// blocks only while the last part keeps a position.
 constexpr int64_t kGroupTileScratchBytes = 8 * 1024;
 constexpr int64_t kGroupTileMaxBytes = kResidentMaxBytes - kGroupTileScratchBytes;
 constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a position), for the scratch

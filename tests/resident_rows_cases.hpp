@@ -108,12 +108,12 @@ inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
 // Shapes of family f whose forward tiles exceed a block and are split: instance norm
 // (plan_instance_tiles' parts), 2 samples of 2 packs of channels over 12001 positions (4 tiles:
 // 8 parts of 1501 positions, the last of 1494); batch norm, 3 samples of 4001 positions as one of
-// 12003 (2 tiles: 8 parts, the last of 1496). Group norm (plan_group_tiles' parts, the forward
-// only): 2 samples of 8 groups of C/G = 10 over 2301 positions (4 groups a tile in 16 bits, 2 in
-// fp32: five packs a position, packs meeting two groups; 4 or 8 tiles of 8 parts of 288
-// positions, the last of 285), and one group of 256 packs a position (2048 channels in 16 bits,
-// 1024 in fp32) over 49 positions (one tile of 4 parts of 13, the last of 10: in 8 parts the
-// last would have none).
+// 12003 (2 tiles: 8 parts, the last of 1496). Group norm (plan_group_tiles' parts, forward and
+// backward alike): 2 samples of 8 groups of C/G = 10 over 2301 positions (4 groups a tile in 16
+// bits, 2 in fp32: five packs a position, packs meeting two groups; 4 or 8 tiles of 8 parts of
+// 288 positions, the last of 285), and one group of 256 packs a position (2048 channels in 16
+// bits, 1024 in fp32) over 49 positions (one tile of 4 parts of 13, the last of 10: in 8 parts
+// the last would have none).
 inline std::vector<ChannelCase> split_tile_shapes(Family f, nk_dtype dtype) {
   const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
   if (f == Family::kBatch) return {{f, 3, 2 * e, 4001, NK_NHWC, 1}};

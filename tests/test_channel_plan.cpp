@@ -983,7 +983,6 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
 // positions (the fewest of at most 219 KiB, doubled while tiles * parts < 128 and the last part
 // keeps a position); the plan's head 88 KiB at most, the block from the part's packs (in
 // multiples of lcm(32, P), about 8 packs a thread, to 512). Above 8 parts of 219 KiB: no tiles.
-// The training backward's tiles are never split.
 TEST(ChannelPlan, GroupTilesSplitIntoParts) {
   using nk::cuda::plan_group_tiles;
   struct Want {
@@ -1027,8 +1026,30 @@ TEST(ChannelPlan, GroupTilesSplitIntoParts) {
     EXPECT_EQ(t.threads, w.threads);
     EXPECT_EQ(t.threads % t.pos_packs, 0);
     EXPECT_EQ(t.len, w.s * (w.c / w.groups) * t.groups_per_tile);
-    const nk::cuda::GroupTilePlan b = plan_group_tiles(shape, w.elem, 2);
-    EXPECT_FALSE(b.use && b.parts > 1) << "the backward's tiles are not split";
+  }
+  // The training backward stages x and dy: parts of at most 219 KiB over both tensors, and its
+  // bounds below that (88 KiB a tile, 44 KiB with fewer than 128 tiles).
+  const Want backward[] = {
+      {8, 320, 4096, 32, 2, true, 4, 1024, 22528, 480},  // 64 tiles: 4 parts of 80 KiB each
+      {8, 640, 4096, 32, 2, true, 4, 1024, 22528, 480},  // 128 tiles
+      {2, 320, 1024, 32, 2, true, 8, 128, 5120, 160},    // 32x32, 16 tiles of 80 KiB: to 128
+      {8, 320, 1024, 32, 2, true, 2, 512, 20480, 320},   // 64 tiles of 80 KiB: 2 parts
+      {8, 640, 1024, 32, 2, true, 1, 1024, 22528, 480},  // 128 tiles of 80 KiB: a block each
+  };
+  for (const Want& w : backward) {
+    const ChannelShape shape{
+        ChannelNorm::kGroup, w.n, w.c, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, w.groups};
+    SCOPED_TRACE(testing::Message()
+                 << "backward: n=" << w.n << " c=" << w.c << " s=" << w.s << " g=" << w.groups);
+    const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem, 2);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_positions, w.part_positions);
+    EXPECT_GT(w.s, (t.parts - 1) * t.part_positions);
+    EXPECT_LE(t.part_positions * t.pos_packs * 16 * 2, nk::cuda::kSplitPartMaxBytes);
+    EXPECT_EQ(t.head_len, w.head_len);
+    EXPECT_EQ(t.threads, w.threads);
   }
 }
 
@@ -1434,7 +1455,7 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
 
 // Fewer than 128 rows (or tiles): the forward takes rows of any length it stages, the backward only
 // those it stages whole (48 KiB a tensor, 44 KiB in tiles), where the tail's re-reads by few blocks
-// were slower than the split passes on the H200.
+// were slower than the split passes on the H200 (larger group tiles are split into parts instead).
 TEST(ChannelPlan, FewRowsTakeTheBackwardOnlyWhenStagedWhole) {
   using nk::cuda::plan_group_tiles;
   using nk::cuda::plan_resident_rows;
@@ -1454,7 +1475,9 @@ TEST(ChannelPlan, FewRowsTakeTheBackwardOnlyWhenStagedWhole) {
   // NHWC N2 C320 G32 bf16 at 32 x 32: 16 tiles of 4 groups, 80 KiB; at 16 x 16, 20 KiB.
   const ChannelShape tiles80{ChannelNorm::kGroup, 2, 320, 1024, NK_NHWC, NK_BF16, 32};
   EXPECT_TRUE(plan_group_tiles(tiles80, 2).use);
-  EXPECT_FALSE(plan_group_tiles(tiles80, 2, 2).use);
+  const nk::cuda::GroupTilePlan split80 = plan_group_tiles(tiles80, 2, 2);
+  EXPECT_EQ(split80.parts, 8);  // not a block a tile: 8 parts of 10 KiB, staged whole, 128 blocks
+  EXPECT_EQ(split80.head_len, split80.part_positions * 40);
   const ChannelShape tiles20{ChannelNorm::kGroup, 2, 320, 256, NK_NHWC, NK_BF16, 32};
   EXPECT_TRUE(plan_group_tiles(tiles20, 2, 2).use);
   ChannelShape many = tiles80;
@@ -1489,7 +1512,8 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
     const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem, 2);
     const nk::cuda::GroupTilePlan forward = plan_group_tiles(shape, w.elem);
     EXPECT_EQ(forward.use, w.s * 80 >= 4096);  // the forward's tiles go to 176 KiB
-    EXPECT_EQ(t.use, w.use);
+    EXPECT_EQ(t.use && t.parts == 1, w.use);   // larger ones in parts
+    EXPECT_EQ(t.use, w.s * 80 >= 4096);
     if (!w.use) continue;
     EXPECT_EQ(t.threads, forward.threads);
     EXPECT_EQ(t.tiles, forward.tiles);

@@ -578,17 +578,16 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
 }
 
 // Split tiles (split_tile_shapes: instance and group norm in NHWC, batch norm as one sample,
-// tiles above a block in parts): every activation and residual, the forward and (but group
-// norm's, not split) the backward from its outputs, as clusters where the device has them and in
-// two launches (NORMKIT_TEST_NO_CLUSTERS), aligned and misaligned (the reduced set: the clusters
-// aligned, the two launches misaligned).
+// tiles above a block in parts): every activation and residual, the forward and the backward from
+// its outputs, as clusters where the device has them and in two launches
+// (NORMKIT_TEST_NO_CLUSTERS), aligned and misaligned (the reduced set: the clusters aligned, the
+// two launches misaligned).
 TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
   const Config c = GetParam();
   if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
-  const bool group = c.family == Family::kGroup;
   for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
     ASSERT_EQ(split_tile_plan(k, c.dtype).parts, k.s == 49 ? 4 : 8);
-    if (!group) ASSERT_EQ(split_tile_plan(k, c.dtype, 2).parts, 8);
+    ASSERT_EQ(split_tile_plan(k, c.dtype, 2).parts, k.s == 49 ? 4 : 8);
     for (int form = 0; form < 2; ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
@@ -598,7 +597,7 @@ TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
                      << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups
                      << (form == 0 ? " clusters" : " two launches") << " misalign " << misalign);
         check_forward(PathRun{k, misalign});
-        if (!group) check_backward(PathRun{k, misalign});
+        check_backward(PathRun{k, misalign});
       }
     }
   }

@@ -451,9 +451,12 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128
  *   rows), a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the
  *   rest is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (to
- *   44 KiB with fewer than 128 tiles), up to 44 KiB of each of x and dy kept the same way.
- *   Other shapes read both twice. dweight and dbias have the same bits whether or not dx is
- *   asked for. */
+ *   44 KiB with fewer than 128 tiles), up to 44 KiB of each of x and dy kept the same way; larger
+ *   tiles, up to 8 times 219 KiB of both, in 2, 4 or 8 parts of their S positions as the
+ *   forward's (a cluster a tile on compute capability 9.0 and later; elsewhere two launches that
+ *   read both twice, with the same bits), with 8 * parts * (N*C + N*groups) bytes of workspace,
+ *   rounded up to 256 each (within the bound above). Other shapes read both twice. dweight and
+ *   dbias have the same bits whether or not dx is asked for. */
 NK_API nk_status nk_group_norm_backward(nk_context ctx, const nk_act_desc* desc, int64_t groups,
                                         const void* x, const void* dy, const float* weight,
                                         const float* save_mean, const float* save_invstd, void* dx,
