@@ -661,6 +661,34 @@ void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
+// Enqueues a training backward's split tiles (group or instance norm; `p`'s head, parts and
+// workspace set by the caller) for the call's fusion and pointers: kernel(access, source, z, step)
+// names each step's instance, each argument a std::integral_constant; one launch of clusters
+// where the device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
+template <class T, class Params, class Kernel>
+void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const GroupTilePlan& g,
+                           size_t bytes, cudaStream_t stream, Kernel&& kernel) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector = vector_access(a), clusters = dev::clusters_available();
+  with_fusion(a, [&](auto src, auto residual) {
+    constexpr bool kZ = decltype(src)::value == kSiluOfU && decltype(residual)::value;
+    using Z = std::bool_constant<kZ>;
+    auto with_access = [&](auto access) {
+      auto step = [&](auto s) { return kernel(access, src, Z{}, s); };
+      launch_split_steps(step(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+                         step(std::integral_constant<SplitStep, SplitStep::kParts>{}),
+                         step(std::integral_constant<SplitStep, SplitStep::kApply>{}),
+                         g.tiles * g.parts, g.threads, bytes, kGroupTileScratchBytes, g.parts,
+                         clusters, stream, p);
+    };
+    if (vector) {
+      with_access(std::integral_constant<int, E>{});
+    } else {
+      with_access(std::integral_constant<int, 1>{});
+    }
+  });
+}
+
 // The group tiles' workspace in the training backward: the channels' sums for dweight and dbias, a
 // row a part of a sample ([N * K, C]), then for split tiles every part's group sums for the
 // two-launch form, reserved whether or not the device takes clusters (the size depends on the
@@ -682,7 +710,6 @@ size_t group_tiles_backward_workspace(const ChannelShape& s, const GroupTilePlan
 template <class T>
 void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
                           const XhatStats& stats, const Launch& l) {
-  constexpr int E = 16 / sizeof(T);
   auto stream = static_cast<cudaStream_t>(l.stream);
   GroupTileBackwardParams p{};
   set_backward_io(p, a, l);
@@ -700,22 +727,12 @@ void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
   p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)), 2);
   p.part_sums = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +
                                           group_channel_sums_bytes(a.shape, g));
-  const size_t bytes = group_tile_backward_smem(p.head_packs);
-  const bool vector = vector_access(a), clusters = dev::clusters_available();
-  with_fusion(a, [&](auto src, auto residual) {
-    constexpr int kSource = decltype(src)::value;
-    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
-    auto pick = [&](auto step) {
-      constexpr SplitStep kStep = decltype(step)::value;
-      return vector ? backward_group_tile<T, E, kSource, kZ, kStep>
-                    : backward_group_tile<T, 1, kSource, kZ, kStep>;
-    };
-    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
-                       pick(std::integral_constant<SplitStep, SplitStep::kParts>{}),
-                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}),
-                       g.tiles * g.parts, g.threads, bytes, kGroupTileScratchBytes, g.parts,
-                       clusters, stream, p);
-  });
+  launch_backward_split<T>(
+      a, p, g, group_tile_backward_smem(p.head_packs), stream,
+      [](auto access, auto src, auto z, auto step) {
+        return backward_group_tile<T, decltype(access)::value, decltype(src)::value,
+                                   decltype(z)::value, decltype(step)::value>;
+      });
   dev::check_cuda(cudaGetLastError(), "group norm split tiles backward launch");
   if (p.channel_sums) {  // the parts' rows as samples: N * K of them, added in that order
     ChannelBackwardArgs rows = a;
@@ -777,7 +794,6 @@ size_t split_tiles_backward_workspace(const ChannelShape& as_instance, const Gro
 template <class T>
 void backward_split_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_instance,
                           const GroupTilePlan& g, const Launch& l) {
-  constexpr int E = 16 / sizeof(T);
   auto stream = static_cast<cudaStream_t>(l.stream);
   ChannelBackwardArgs view = a;
   view.shape = as_instance;
@@ -801,22 +817,12 @@ void backward_split_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_i
   p.part_positions = static_cast<int>(g.part_positions);
   p.part_sums = reinterpret_cast<float*>(static_cast<unsigned char*>(l.workspace) +
                                          split_sums_bytes(as_instance));
-  const size_t bytes = group_tile_backward_smem(p.head_packs);
-  const int64_t blocks = g.tiles * g.parts;
-  const bool vector = vector_access(view), clusters = dev::clusters_available();
-  with_fusion(view, [&](auto src, auto residual) {
-    constexpr int kSource = decltype(src)::value;
-    constexpr bool kZ = kSource == kSiluOfU && decltype(residual)::value;
-    auto pick = [&](auto step) {
-      constexpr SplitStep kStep = decltype(step)::value;
-      return vector ? backward_split_tile<T, E, kSource, kZ, kStep>
-                    : backward_split_tile<T, 1, kSource, kZ, kStep>;
-    };
-    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
-                       pick(std::integral_constant<SplitStep, SplitStep::kParts>{}),
-                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
-                       g.threads, bytes, kGroupTileScratchBytes, g.parts, clusters, stream, p);
-  });
+  launch_backward_split<T>(
+      view, p, g, group_tile_backward_smem(p.head_packs), stream,
+      [](auto access, auto src, auto z, auto step) {
+        return backward_split_tile<T, decltype(access)::value, decltype(src)::value,
+                                   decltype(z)::value, decltype(step)::value>;
+      });
   dev::check_cuda(cudaGetLastError(), "split tiles backward launch");
   if (p.channel_sums) finalize_channel_sums(view, stats, p.channel_sums, stream);
 }

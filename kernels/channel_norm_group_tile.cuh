@@ -413,9 +413,39 @@ void launch_forward_tiles(const Params& p, const GroupTilePlan& plan, int activa
   });
 }
 
-// Enqueues the group tiles for the fusion and pointers: a block a tile, or (parts > 1, `p`'s
-// head and parts set by the caller) a tile's parts, one launch of clusters where `clusters` and
-// the device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
+// Enqueues a forward's split tiles (group or instance norm; `p`'s head and parts set by the
+// caller) for the fusion and pointers: kernel(access, act, residual, step) names each step's
+// instance, each argument a std::integral_constant (as launch_forward_tiles'), kParts's without
+// the fusion or z, which the parts' statistics do not need; one launch of clusters where
+// `clusters` and the device can hold one, else kParts then kApply. The caller checks
+// cudaGetLastError.
+template <class T, class Params, class Kernel>
+void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activation, bool clusters,
+                          cudaStream_t stream, Kernel&& kernel) {
+  constexpr int E = 16 / sizeof(T);
+  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
+  auto with_access = [&](auto access) {
+    using Step = std::integral_constant<SplitStep, SplitStep::kParts>;
+    auto parts = kernel(access, std::integral_constant<int, NK_ACTIVATION_IDENTITY>{},
+                        std::false_type{}, Step{});
+    with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+      launch_split_steps(
+          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+          parts,
+          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kApply>{}),
+          plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes, plan.parts,
+          clusters, stream, p);
+    });
+  };
+  if (dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y)) {
+    with_access(std::integral_constant<int, E>{});
+  } else {
+    with_access(std::integral_constant<int, 1>{});
+  }
+}
+
+// Enqueues the group tiles for the fusion and pointers: a block a tile, or (parts > 1) a tile's
+// parts (launch_forward_split). The caller checks cudaGetLastError.
 template <class T>
 void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
                         bool clusters, cudaStream_t stream) {
@@ -426,26 +456,11 @@ void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int
     });
     return;
   }
-  constexpr int E = 16 / sizeof(T);
-  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
-  // The parts' statistics need neither the fusion nor z: one instance a pointer access.
-  auto parts = vector_access
-                   ? forward_group_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
-                   : forward_group_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
-  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-    constexpr int kAct = decltype(act)::value;
-    constexpr bool kResidual = decltype(residual)::value;
-    auto pick = [&](auto step) {
-      constexpr SplitStep kStep = decltype(step)::value;
-      return vector_access ? forward_group_tile<T, E, kAct, kResidual, kStep>
-                           : forward_group_tile<T, 1, kAct, kResidual, kStep>;
-    };
-    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}), parts,
-                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}),
-                       plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes,
-                       plan.parts, clusters, stream, p);
-  });
+  launch_forward_split<T>(
+      p, plan, activation, clusters, stream, [](auto access, auto act, auto residual, auto step) {
+        return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
+                                  decltype(residual)::value, decltype(step)::value>;
+      });
 }
 
 }  // namespace nk::cuda

@@ -217,32 +217,16 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
   if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
-// Enqueues the split tiles of the fusion and pointers: one launch of clusters where `clusters`
-// (and the device can hold one), else kParts then kApply. The caller checks cudaGetLastError.
+// Enqueues the split tiles of the fusion and pointers (launch_forward_split). The caller checks
+// cudaGetLastError.
 template <class T>
 void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int activation,
                         bool clusters, cudaStream_t stream) {
-  constexpr int E = 16 / sizeof(T);
-  const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
-  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
-  const int64_t blocks = plan.tiles * plan.parts;
-  // The parts' statistics need neither the fusion nor z: one instance a pointer access.
-  auto parts = vector_access
-                   ? forward_split_tile<T, E, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>
-                   : forward_split_tile<T, 1, NK_ACTIVATION_IDENTITY, false, SplitStep::kParts>;
-  with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-    constexpr int kAct = decltype(act)::value;
-    constexpr bool kResidual = decltype(residual)::value;
-    auto pick = [&](auto step) {
-      constexpr SplitStep kStep = decltype(step)::value;
-      return vector_access ? forward_split_tile<T, E, kAct, kResidual, kStep>
-                           : forward_split_tile<T, 1, kAct, kResidual, kStep>;
-    };
-    launch_split_steps(pick(std::integral_constant<SplitStep, SplitStep::kCluster>{}), parts,
-                       pick(std::integral_constant<SplitStep, SplitStep::kApply>{}), blocks,
-                       plan.threads, bytes, kGroupTileScratchBytes, plan.parts, clusters, stream,
-                       p);
-  });
+  launch_forward_split<T>(
+      p, plan, activation, clusters, stream, [](auto access, auto act, auto residual, auto step) {
+        return forward_split_tile<T, decltype(access)::value, decltype(act)::value,
+                                  decltype(residual)::value, decltype(step)::value>;
+      });
 }
 
 }  // namespace nk::cuda
