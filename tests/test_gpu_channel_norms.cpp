@@ -949,8 +949,8 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
 // (NORMKIT_TEST_NO_CLUSTERS). Each form: the forward against the CPU (check_one_read_forward), the
 // bytes of misaligned, in-place and partial-head calls against its aligned one; the training
 // backward (x and dy split alike) against the CPU aligned and misaligned, and its bytes across
-// pointers and heads. Then the two forms' bytes against each
-// other: y, the saved and running statistics and the counter; dx, dweight and dbias.
+// pointers and heads. Then the two forms' bytes against each other: y, the saved and running
+// statistics and the counter; dx, dweight and dbias.
 TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
   const Case c = GetParam();
   if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
