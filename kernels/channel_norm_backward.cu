@@ -669,7 +669,7 @@ template <class T, class Params, class Kernel>
 void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const GroupTilePlan& g,
                            size_t bytes, cudaStream_t stream, Kernel&& kernel) {
   constexpr int E = 16 / sizeof(T);
-  const bool vector = vector_access(a), clusters = dev::clusters_available();
+  const bool vector = vector_access(a);
   with_fusion(a, [&](auto src, auto residual) {
     constexpr bool kZ = decltype(src)::value == kSiluOfU && decltype(residual)::value;
     using Z = std::bool_constant<kZ>;
@@ -679,7 +679,7 @@ void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const 
                          step(std::integral_constant<SplitStep, SplitStep::kParts>{}),
                          step(std::integral_constant<SplitStep, SplitStep::kApply>{}),
                          g.tiles * g.parts, g.threads, bytes, kGroupTileScratchBytes, g.parts,
-                         clusters, stream, p);
+                         stream, p);
     };
     if (vector) {
       with_access(std::integral_constant<int, E>{});

@@ -882,13 +882,12 @@ void forward_group_tiles(const ChannelForwardArgs& a, const GroupTilePlan& g, co
   p.eps = static_cast<float>(a.params.eps);
   p.parts = g.parts;
   p.part_positions = static_cast<int>(g.part_positions);
-  const bool clusters = g.parts > 1 && dev::clusters_available();
   if (g.parts > 1) {
     p.head_packs = split_head_packs(g, static_cast<int>(sizeof(T)));
     p.part_stats = static_cast<float2*>(l.workspace);
   }
   clear_mask(a, 16 / static_cast<int>(sizeof(T)), stream);  // the kernel writes whole packs
-  launch_group_tiles<T>(p, g, a.fusion.activation, clusters, stream);
+  launch_group_tiles<T>(p, g, a.fusion.activation, stream);
   dev::check_cuda(cudaGetLastError(), "group norm tiles launch");
 }
 
@@ -952,7 +951,6 @@ void forward_split_tiles(const ChannelForwardArgs& a, const ChannelShape& as_ins
     view.running_var = nullptr;
     view.num_batches_tracked = nullptr;
   }
-  const bool clusters = dev::clusters_available();
   forward_rows_once<T, SplitTileParams>(
       view, l, "split tiles launch",
       [&](SplitTileParams& p) {
@@ -970,7 +968,7 @@ void forward_split_tiles(const ChannelForwardArgs& a, const ChannelShape& as_ins
                                                  split_rows_bytes(as_instance));
       },
       [&](const SplitTileParams& p, cudaStream_t stream) {
-        launch_split_tiles<T>(p, g, a.fusion.activation, clusters, stream);
+        launch_split_tiles<T>(p, g, a.fusion.activation, stream);
       });
   if (one_sample && a.num_batches_tracked != nullptr) {
     dev::launch_dependent(advance_counter, 1, 1, 0, static_cast<cudaStream_t>(l.stream),

@@ -416,11 +416,10 @@ void launch_forward_tiles(const Params& p, const GroupTilePlan& plan, int activa
 // Enqueues a forward's split tiles (group or instance norm; `p`'s head and parts set by the
 // caller) for the fusion and pointers: kernel(access, act, residual, step) names each step's
 // instance, each argument a std::integral_constant (as launch_forward_tiles'), kParts's without
-// the fusion or z, which the parts' statistics do not need; one launch of clusters where
-// `clusters` and the device can hold one, else kParts then kApply. The caller checks
-// cudaGetLastError.
+// the fusion or z, which the parts' statistics do not need; one launch of clusters where the
+// device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
 template <class T, class Params, class Kernel>
-void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activation, bool clusters,
+void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activation,
                           cudaStream_t stream, Kernel&& kernel) {
   constexpr int E = 16 / sizeof(T);
   const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
@@ -433,8 +432,8 @@ void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activa
           kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kCluster>{}),
           parts,
           kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kApply>{}),
-          plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes, plan.parts,
-          clusters, stream, p);
+          plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes, plan.parts, stream,
+          p);
     });
   };
   if (dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y)) {
@@ -448,7 +447,7 @@ void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activa
 // parts (launch_forward_split). The caller checks cudaGetLastError.
 template <class T>
 void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int activation,
-                        bool clusters, cudaStream_t stream) {
+                        cudaStream_t stream) {
   if (plan.parts == 1) {
     launch_forward_tiles<T>(p, plan, activation, stream, [](auto access, auto act, auto residual) {
       return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
@@ -457,7 +456,7 @@ void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int
     return;
   }
   launch_forward_split<T>(
-      p, plan, activation, clusters, stream, [](auto access, auto act, auto residual, auto step) {
+      p, plan, activation, stream, [](auto access, auto act, auto residual, auto step) {
         return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
                                   decltype(residual)::value, decltype(step)::value>;
       });

@@ -58,15 +58,15 @@ inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_t
 }
 
 // Enqueues split tiles on `blocks` blocks (tiles * parts) of `threads`: `cluster` in one launch of
-// clusters of `parts` blocks where `clusters` (dev::clusters_available()) and the device can hold
-// one, with `bytes` of dynamic shared memory; else `parts_kernel` with `bytes`, then `apply` with
-// `apply_bytes` (it stages nothing). The caller checks cudaGetLastError.
+// clusters of `parts` blocks where the device has clusters (dev::clusters_available(), with its
+// test knob) and can hold one, with `bytes` of dynamic shared memory; else `parts_kernel` with
+// `bytes`, then `apply` with `apply_bytes` (it stages nothing). The caller checks
+// cudaGetLastError.
 template <class Params>
 void launch_split_steps(void (*cluster)(Params), void (*parts_kernel)(Params),
                         void (*apply)(Params), int64_t blocks, int threads, size_t bytes,
-                        size_t apply_bytes, int parts, bool clusters, cudaStream_t stream,
-                        const Params& p) {
-  if (clusters) {
+                        size_t apply_bytes, int parts, cudaStream_t stream, const Params& p) {
+  if (dev::clusters_available()) {
     if (bytes > 48 * 1024) {
       dev::check_cuda(cudaFuncSetAttribute(cluster, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(bytes)),

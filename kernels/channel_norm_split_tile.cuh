@@ -221,9 +221,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
 // cudaGetLastError.
 template <class T>
 void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int activation,
-                        bool clusters, cudaStream_t stream) {
+                        cudaStream_t stream) {
   launch_forward_split<T>(
-      p, plan, activation, clusters, stream, [](auto access, auto act, auto residual, auto step) {
+      p, plan, activation, stream, [](auto access, auto act, auto residual, auto step) {
         return forward_split_tile<T, decltype(access)::value, decltype(act)::value,
                                   decltype(residual)::value, decltype(step)::value>;
       });

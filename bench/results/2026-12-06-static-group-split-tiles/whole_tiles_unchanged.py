@@ -9,24 +9,17 @@ the same instances compare registers and hot loops).
 OLD.o: kernels/channel_norm_forward.cu of the commit before, compiled with the build's flags for
 sm_90; NEW.o: build/CMakeFiles/normkit.dir/kernels/channel_norm_forward.cu.o of this commit.
 """
-import re
+import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from sass_table import parse_sass  # noqa: E402  bench/sass_table.py's reader of cuobjdump -sass
+
 
 def functions(path):
-    out, cur = {}, None
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.search(r"Function : (\S+)", line)
-            if m:
-                cur = m.group(1)
-                out[cur] = []
-                continue
-            m = re.match(r"\s+/\*[0-9a-f]{4}\*/\s+(.*?)\s*;", line)
-            if cur and m:
-                out[cur].append(m.group(1))
-    return out
+        return parse_sass(f.read())
 
 
 def main():
