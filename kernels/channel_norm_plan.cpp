@@ -11,6 +11,12 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// Whether `parts` parts of ceil(s / parts) positions each leave the last at least one (49
+// positions are 8 parts of 7 with the last empty; 225 are 16 of 15 likewise).
+bool last_part_keeps_positions(int64_t s, int64_t parts) {
+  return (parts - 1) * ceil_div(s, parts) < s;
+}
+
 // The channels walk's lanes for `packs` channel packs: tiles of at most 32 lanes, as many tiles
 // as 32-lane ones would take, the packs shared out evenly (C = 320 in 16 bits: 40 packs, two
 // tiles of 20 lanes and 12 rows; tiles of 32 left 24 of the second's lanes, 192 of its 256
@@ -373,15 +379,16 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
       parts *= 2;
     }
     // Doubled only while every part keeps a position (a tile of 49 positions of 4 KiB is 2 parts
-    // of 25, 4 of 13 or 8 of 7 but the last empty).
-    while (parts < kSplitMaxParts && tiles * parts < kResidentMinRows &&
-           (2 * parts - 1) * ceil_div(shape.s, 2 * parts) < shape.s) {
+    // of 25 or 4 of 13, not 8 of 7 with the last empty).
+    while (parts < kSplitPortableParts && tiles * parts < kResidentMinRows &&
+           last_part_keeps_positions(shape.s, 2 * parts)) {
       parts *= 2;
     }
   }
   const int64_t positions = ceil_div(shape.s, parts), part_bytes = positions * position_bytes;
   t.use = step <= kResidentMaxThreads && bytes >= kResidentMinBytes && parts <= kSplitMaxParts &&
-          part_bytes <= part_limit && tiles * parts <= INT32_MAX;
+          last_part_keeps_positions(shape.s, parts) && part_bytes <= part_limit &&
+          tiles * parts <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;
   t.groups_per_tile = static_cast<int>(k);
@@ -415,10 +422,11 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
     part_limit = kSplitPartMaxBytes / staged_tensors;
     parts = 2;
     while (parts <= kSplitMaxParts && ceil_div(shape.s, parts) * 16 > part_limit) parts *= 2;
-    while (parts < kSplitMaxParts && tiles * parts < kResidentMinRows) parts *= 2;
+    while (parts < kSplitPortableParts && tiles * parts < kResidentMinRows) parts *= 2;
   }
   const int64_t positions = ceil_div(shape.s, parts), part_bytes = positions * 16;
-  t.use = bytes >= kResidentMinBytes && parts <= kSplitMaxParts && part_bytes <= part_limit &&
+  t.use = bytes >= kResidentMinBytes && parts <= kSplitMaxParts &&
+          last_part_keeps_positions(shape.s, parts) && part_bytes <= part_limit &&
           tiles * parts <= INT32_MAX;
   if (!t.use) return t;
   t.tiles = tiles;

@@ -422,14 +422,20 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
 // A tile beyond that bound is split (channel_norm_split_tile.cuh, and the training backward's
 // channel_norm_split_tile_backward.cuh): `parts` blocks a tile, each taking part_positions =
 // ceil(S / parts) consecutive positions, parts the fewest powers of two whose parts are at most
-// kSplitPartMaxBytes (over the staged tensors), then doubled while the blocks are fewer than
-// kResidentMinRows, at most kSplitMaxParts: each block takes its part's exact two-pass statistics,
+// kSplitPartMaxBytes (over the staged tensors), at most kSplitMaxParts, then doubled while the
+// blocks are fewer than kResidentMinRows, to kSplitPortableParts at most; every part keeps a
+// position (the last may have fewer). Each block takes its part's exact two-pass statistics,
 // and the parts' merge in rank order (Chan's formula) gives the tile's. On GPUs with thread block
 // clusters the parts are one cluster that exchanges them in distributed shared memory (x read
 // once); elsewhere two launches exchange them through the workspace (x read twice), with the same
 // bits. The parts depend on the shape only; the staged head (head_len: what every GPU grants,
 // kGroupTileMaxBytes) may grow on the device to what it grants (the rest is reread, the same bits).
-constexpr int kSplitMaxParts = 8;  // a portable cluster
+// 16 parts are a non-portable cluster (sm_90 holds 16 blocks a cluster where the kernel allows it,
+// cudaFuncAttributeNonPortableClusterSizeAllowed): taken only where a tile needs them (above 8
+// times kSplitPartMaxBytes, 1.75 MiB of x, or of x and dy: BN N256 C128 28x28 NHWC's forward,
+// N32 C64 56x56's backward); a device that cannot hold such a cluster runs the two launches.
+constexpr int kSplitMaxParts = 16;
+constexpr int kSplitPortableParts = 8;  // a portable cluster
 // What an sm_90 block stages whole (its 227 KiB opt-in limit less the scratch).
 constexpr int64_t kSplitPartMaxBytes = 227 * 1024 - kGroupTileScratchBytes;
 GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,

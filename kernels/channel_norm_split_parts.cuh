@@ -57,11 +57,15 @@ inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_t
   return resident_head_packs(head / elem_bytes, elem_bytes);
 }
 
+// The plan doubles parts for the blocks' sake only within a portable cluster.
+static_assert(static_cast<unsigned>(kSplitPortableParts) == dev::kPortableClusterCtas,
+              "portable cluster size");
+
 // Enqueues split tiles on `blocks` blocks (tiles * parts) of `threads`: `cluster` in one launch of
 // clusters of `parts` blocks where the device has clusters (dev::clusters_available(), with its
-// test knob) and can hold one, with `bytes` of dynamic shared memory; else `parts_kernel` with
-// `bytes`, then `apply` with `apply_bytes` (it stages nothing). The caller checks
-// cudaGetLastError.
+// test knob) and can hold one (of 16 blocks: where it allows that size, dev::launch_clusters),
+// with `bytes` of dynamic shared memory; else `parts_kernel` with `bytes`, then `apply` with
+// `apply_bytes` (it stages nothing). The caller checks cudaGetLastError.
 template <class Params>
 void launch_split_steps(void (*cluster)(Params), void (*parts_kernel)(Params),
                         void (*apply)(Params), int64_t blocks, int threads, size_t bytes,

@@ -123,6 +123,25 @@ inline std::vector<ChannelCase> split_tile_shapes(Family f, nk_dtype dtype) {
   return {{f, 2, 2 * e, 12001, NK_NHWC, 1}};
 }
 
+// Shapes of family f whose tiles exceed 8 parts of 219 KiB and take 16 (a non-portable cluster),
+// one pack of channels a tile: `forward` above 8 x 219 KiB of x, `backward` above 8 x 219 KiB of
+// x and dy (its forward takes 8). Batch norm: 4 samples of 28033 positions (112132 as one sample:
+// 16 parts of 7009, the last of 6997), backward 4 of 14017 (56068: 16 of 3505, the last of 3493).
+// Instance norm: one sample of 112129 positions (16 parts of 7009, the last of 6994), backward of
+// 56065 (16 of 3505, the last of 3490). Group norm: one group of 256 packs a position over 433
+// positions (16 parts of 28, the last of 13), backward over 226 (16 of 15, the last of 1).
+struct SixteenPartShapes {
+  ChannelCase forward, backward;
+};
+inline SixteenPartShapes sixteen_part_shapes(Family f, nk_dtype dtype) {
+  const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  if (f == Family::kBatch) return {{f, 4, e, 28033, NK_NHWC, 1}, {f, 4, e, 14017, NK_NHWC, 1}};
+  if (f == Family::kGroup) {
+    return {{f, 1, 256 * e, 433, NK_NHWC, 1}, {f, 1, 256 * e, 226, NK_NHWC, 1}};
+  }
+  return {{f, 1, e, 112129, NK_NHWC, 1}, {f, 1, e, 56065, NK_NHWC, 1}};
+}
+
 // The plan of a split tile shape (split_tile_shapes) in dtype: plan_group_tiles' for group norm,
 // else instance_tile_plan's (staged_tensors 2: the training backward's x and dy).
 inline nk::cuda::GroupTilePlan split_tile_plan(const ChannelCase& k, nk_dtype dtype,

@@ -979,10 +979,11 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
   }
 }
 
-// Group norm's forward tiles above 176 KiB are split into 2, 4 or 8 parts of ceil(S / parts)
-// positions (the fewest of at most 219 KiB, doubled while tiles * parts < 128 and the last part
-// keeps a position); the plan's head 88 KiB at most, the block from the part's packs (in
-// multiples of lcm(32, P), about 8 packs a thread, to 512). Above 8 parts of 219 KiB: no tiles.
+// Group norm's forward tiles above 176 KiB are split into 2, 4, 8 or 16 parts of ceil(S / parts)
+// positions (the fewest of at most 219 KiB, doubled to 8 while tiles * parts < 128 and the last
+// part keeps a position); the plan's head 88 KiB at most, the block from the part's packs (in
+// multiples of lcm(32, P), about 8 packs a thread, to 512). Above 16 parts of 219 KiB, or where
+// the last part would have no position: no tiles.
 TEST(ChannelPlan, GroupTilesSplitIntoParts) {
   using nk::cuda::plan_group_tiles;
   struct Want {
@@ -1006,8 +1007,14 @@ TEST(ChannelPlan, GroupTilesSplitIntoParts) {
       {8, 320, 4096, 32, 4, true, 2, 2048, 22528, 480},   // fp32: 2 groups a tile
       // 256 packs a position, 49 positions, 1 tile: 4 parts of 13 (8 would leave the last none)
       {1, 2048, 49, 1, 2, true, 4, 13, 26624, 512},
-      {8, 640, 8 * 2803, 32, 2, true, 8, 2803, 45056, 480},  // 8 parts of 224240 bytes
-      {8, 640, 8 * 2803 + 1, 32, 2, false, 0, 0, 0, 0},      // above 219 KiB a part
+      {8, 640, 8 * 2803, 32, 2, true, 8, 2803, 45056, 480},       // 8 parts of 224240 bytes
+      {8, 640, 8 * 2803 + 1, 32, 2, true, 16, 1402, 45056, 480},  // above: 16 parts
+      {8, 640, 16 * 2803, 32, 2, true, 16, 2803, 45056, 480},
+      {8, 640, 16 * 2803 + 1, 32, 2, false, 0, 0, 0, 0},  // above 16 parts of 219 KiB
+      // 4 KiB a position, 1 tile: 54 positions a part; 8 parts, not doubled to 16 for the
+      // blocks (a portable cluster), then 16 where 8 do not fit
+      {1, 2048, 432, 1, 2, true, 8, 54, 45056, 512},
+      {1, 2048, 433, 1, 2, true, 16, 28, 45056, 512},
   };
   for (const Want& w : list) {
     const ChannelShape shape{
@@ -1035,6 +1042,9 @@ TEST(ChannelPlan, GroupTilesSplitIntoParts) {
       {2, 320, 1024, 32, 2, true, 8, 128, 5120, 160},    // 32x32, 16 tiles of 80 KiB: to 128
       {8, 320, 1024, 32, 2, true, 2, 512, 20480, 320},   // 64 tiles of 80 KiB: 2 parts
       {8, 640, 1024, 32, 2, true, 1, 1024, 22528, 480},  // 128 tiles of 80 KiB: a block each
+      // 4 KiB a position, 27 a part: 225 positions need 16 parts of 15, the last with none
+      {1, 2048, 225, 1, 2, false, 0, 0, 0, 0},
+      {1, 2048, 226, 1, 2, true, 16, 15, 22528, 512},  // the last part 1 position
   };
   for (const Want& w : backward) {
     const ChannelShape shape{
@@ -1112,9 +1122,9 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
 }
 
 // A forward tile above twice 88 KiB is split into parts of ceil(S / parts) positions, a block
-// each: the fewest powers of two up to 8 whose parts are at most 219 KiB (what an sm_90 block
-// stages whole), doubled while tiles * parts < 128; the plan's head 88 KiB at most (what every GPU
-// grants), the block from the part's positions. Above 8 parts of 219 KiB: no tiles.
+// each: the fewest powers of two up to 16 whose parts are at most 219 KiB (what an sm_90 block
+// stages whole), doubled to 8 while tiles * parts < 128; the plan's head 88 KiB at most (what
+// every GPU grants), the block from the part's positions. Above 16 parts of 219 KiB: no tiles.
 TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
   using nk::cuda::instance_tile_shape;
   using nk::cuda::plan_instance_tiles;
@@ -1135,7 +1145,11 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
       // 256x256 bf16: 1 MiB tiles, 8 parts of 128 KiB (4 would be 256 KiB)
       {ChannelNorm::kInstance, 8, 256, 256 * 256, 2, true, 8, 8192, 45056, 512},
       {ChannelNorm::kInstance, 8, 256, 8 * 14016, 2, true, 8, 14016, 45056, 512},  // 8 x 219 KiB
-      {ChannelNorm::kInstance, 8, 256, 8 * 14016 + 1, 2, false, 0, 0, 0, 0},       // above
+      {ChannelNorm::kInstance, 8, 256, 8 * 14016 + 1, 2, true, 16, 7009, 45056, 512},  // above
+      {ChannelNorm::kInstance, 8, 256, 16 * 14016, 2, true, 16, 14016, 45056, 512},
+      {ChannelNorm::kInstance, 8, 256, 16 * 14016 + 1, 2, false, 0, 0, 0, 0},  // 16 x 219 KiB
+      // 1 tile needing 2 parts: doubled to 8 for the blocks, not to 16
+      {ChannelNorm::kInstance, 1, 8, 2 * 14016, 2, true, 8, 3504, 28032, 448},
       {ChannelNorm::kInstance, 8, 64, 11264, 2, true, 1, 11264, 45056, 512},     // 176 KiB: a block
       {ChannelNorm::kInstance, 8, 64, 11265, 2, true, 2, 5633, 45056, 512},      // above: 2 parts
       {ChannelNorm::kInstance, 8, 64, 128 * 128, 4, true, 2, 8192, 22528, 512},  // fp32
@@ -1145,6 +1159,10 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
       // 100352 positions (1.5 MiB) in 8 tiles: 8 parts of 196 KiB
       {ChannelNorm::kBatch, 32, 64, 56 * 56, 2, true, 8, 12544, 45056, 512},
       {ChannelNorm::kBatch, 32, 64, 112 * 112, 2, false, 0, 0, 0, 0},  // 401408 positions
+      // 200704 positions (3.1 MiB) in 16 tiles: 16 parts of 196 KiB; fp32 in 32 tiles
+      {ChannelNorm::kBatch, 256, 128, 28 * 28, 2, true, 16, 12544, 45056, 512},
+      {ChannelNorm::kBatch, 256, 128, 28 * 28, 4, true, 16, 12544, 22528, 512},
+      {ChannelNorm::kBatch, 256, 64, 56 * 56, 2, false, 0, 0, 0, 0},  // 802816 positions
       // 25088 positions in 16 tiles: 4 parts fit, 8 for 128 blocks
       {ChannelNorm::kBatch, 32, 128, 28 * 28, 2, true, 8, 3136, 25088, 416},
   };
@@ -1183,7 +1201,10 @@ TEST(ChannelPlan, InstanceTilesSplitIntoParts) {
       {ChannelNorm::kInstance, 16, 64, 5633, true, 2, 2817, 22528, 512},
       {ChannelNorm::kBatch, 256, 512, 7 * 7, true, 2, 6272, 22528, 512},   // 12544 positions
       {ChannelNorm::kBatch, 32, 128, 28 * 28, true, 8, 3136, 22528, 512},  // 16 tiles
-      {ChannelNorm::kBatch, 32, 64, 56 * 56, false, 0, 0, 0, 0},         // 8 parts of 196 KiB each
+      // 100352 positions: 8 parts would be 196 KiB of each tensor, 16 are 98 KiB
+      {ChannelNorm::kBatch, 32, 64, 56 * 56, true, 16, 6272, 22528, 512},
+      {ChannelNorm::kBatch, 32, 256, 56 * 56, true, 16, 6272, 22528, 512},
+      {ChannelNorm::kBatch, 32, 64, 112 * 112, false, 0, 0, 0, 0},       // 401408 positions
       {ChannelNorm::kInstance, 8, 64, 2816, true, 1, 2816, 22528, 512},  // a block a tile
   };
   for (const Backward& w : backward) {

@@ -1030,6 +1030,80 @@ TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
   }
 }
 
+// Tiles above 8 parts of 219 KiB take 16 (sixteen_part_shapes: a forward and a backward shape, the
+// last part shorter), a cluster of 16 blocks where the device allows and holds one, else two
+// launches (and through NORMKIT_TEST_NO_CLUSTERS). Each form: the forward against the CPU over two
+// steps of the running statistics, and misaligned; the training backward aligned and misaligned.
+// Then the two forms' bytes against each other: y and the saved statistics; dx, dweight, dbias.
+TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
+  const Case c = GetParam();
+  if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
+  if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
+  const SixteenPartShapes k = sixteen_part_shapes(c.family, c.dtype);
+  const nk::cuda::GroupTilePlan fplan = split_tile_plan(k.forward, c.dtype);
+  const nk::cuda::GroupTilePlan bplan = split_tile_plan(k.backward, c.dtype, 2);
+  ASSERT_TRUE(fplan.use);
+  ASSERT_TRUE(bplan.use);
+  ASSERT_EQ(fplan.parts, 16);
+  ASSERT_EQ(bplan.parts, 16);
+  ASSERT_EQ(split_tile_plan(k.backward, c.dtype).parts, 8);  // its forward: 8 parts
+  const ChannelCase& f = k.forward;
+  const ChannelCase& b = k.backward;
+  const int64_t fpos = c.family == Family::kBatch ? f.n * f.s : f.s;
+  const int64_t bpos = c.family == Family::kBatch ? b.n * b.s : b.s;
+  ASSERT_LT(fpos - 15 * fplan.part_positions, fplan.part_positions);  // the last part shorter
+  ASSERT_GT(fpos - 15 * fplan.part_positions, 0);
+  ASSERT_LT(bpos - 15 * bplan.part_positions, bplan.part_positions);
+  ASSERT_GT(bpos - 15 * bplan.part_positions, 0);
+  const int64_t fnumel = f.n * f.c * f.s, bnumel = b.n * b.c * b.s;
+  const Buffer x(c.dtype, rng_.normal(fnumel, 1.0, 3.0));
+  const Buffer xb(c.dtype, rng_.normal(bnumel, 1.0, 3.0));
+  const Buffer dyh(c.dtype, rng_.normal(bnumel));
+  const Buffer w(NK_F32, rng_.normal(f.c, 1.0, 0.5)), bias(NK_F32, rng_.normal(f.c));
+  const Buffer wb(NK_F32, rng_.normal(b.c, 1.0, 0.5));
+  const Buffer mean(NK_F32, rng_.normal(num_stats(b), 1.0, 0.5)),
+      invstd(NK_F32, rng_.uniform(num_stats(b), 0.2, 0.5));
+  const DeviceBuffer wd(w), bd(bias), wbd(wb);
+  std::vector<Buffer> forms[2], grads[2];
+  for (int form = 0; form < 2; ++form) {
+    SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
+    std::unique_ptr<ScopedNoClusters> knob;
+    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+    check_forward(f, nk_norm_params_default(), 2);
+    check_forward(f, nk_norm_params_default(), 1, true, 0.5, 2.0, 1);
+    check_backward(b, NK_TRAINING);
+    check_backward(b, NK_TRAINING, 1);
+
+    DeviceBuffer xd(x), y(c.dtype, fnumel), sm(NK_F32, num_stats(f)), si(NK_F32, num_stats(f));
+    ASSERT_EQ(channel_forward(gpu_, f, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(),
+                              bd.f32(), nullptr, nullptr, nullptr, y.data(), sm.f32(), si.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    forms[form] = {y.download(), sm.download(), si.download()};
+    DeviceBuffer xbd(xb), dyd(dyh), md(mean), sd(invstd), dx(c.dtype, bnumel), dw(NK_F32, b.c),
+        db(NK_F32, b.c);
+    nk_norm_params p = nk_norm_params_default();
+    p.phase = NK_TRAINING;
+    ASSERT_EQ(channel_backward(gpu_, b, c.dtype, p, xbd.data(), dyd.data(), wbd.f32(), nullptr,
+                               nullptr, md.f32(), sd.f32(), dx.data(), dw.f32(), db.f32()),
+              NK_SUCCESS)
+        << nk_last_error();
+    grads[form] = {dx.download(), dw.download(), db.download()};
+  }
+  const char* names[] = {"y", "save_mean", "save_invstd"};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(forms[1][i].bytes(), forms[0][i].bytes()) << names[i] << ": the forms differ";
+  }
+  const char* grad_names[] = {"dx", "dweight", "dbias"};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": the forms differ";
+  }
+  int64_t bad = 0;
+  for (double v : forms[0][0].values()) bad += std::isfinite(v) ? 0 : 1;
+  for (double v : grads[0][0].values()) bad += std::isfinite(v) ? 0 : 1;
+  EXPECT_EQ(bad, 0) << "y, dx: elements not finite";
+}
+
 // Tiles that give each thread more packs than its loops hold in flight at once (the forward's 4,
 // the backwards' 2 of x and 2 of dy), so that their turns repeat, the last one partial, in one
 // block of 512 threads or near it. Group norm in NHWC, one group of a pack of channels: forward

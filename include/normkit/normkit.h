@@ -254,13 +254,14 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * a multiple of 8 (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 176 KiB, a block per 16
  * bytes of channels keeps their N * S positions in shared memory (up to 88 KiB; the rest is read
  * again, usually from L2), writes y from there and updates the running statistics in the same
- * launch; it needs no workspace, and no bit depends on the pointers. Above 176 KiB, up to 8 times
- * 219 KiB, the N * S positions are split into 2, 4 or 8 parts (the fewest of at most 219 KiB,
- * more while the blocks are fewer than 128; the shape alone decides), a block each (as much of
- * its part in shared memory as the GPU grants), whose exact statistics merge in a fixed order:
- * on GPUs with thread block clusters (compute capability 9.0 and later) a channel pack's parts
+ * launch; it needs no workspace, and no bit depends on the pointers. Above 176 KiB, up to 16
+ * times 219 KiB, the N * S positions are split into 2, 4, 8 or 16 parts (the fewest of at most
+ * 219 KiB, up to 8 while the blocks are fewer than 128, each keeping a position; the shape alone
+ * decides), a block each (as much of its part in shared memory as the GPU grants), whose exact
+ * statistics merge in a fixed order: on GPUs with thread block clusters (compute capability 9.0
+ * and later; 16 parts where the device holds a non-portable cluster of 16) a channel pack's parts
  * run as one cluster and x is read once; elsewhere two launches read it twice; both give the
- * same bits. Those need 8 * (parts + 1) * C bytes of workspace (at most 72 * C), rounded up to
+ * same bits. Those need 8 * (parts + 1) * C bytes of workspace (at most 136 * C), rounded up to
  * 256. So in NCHW with S > 1 when a channel's N runs of S, each taken as the 16-byte packs that
  * cover it, are at most 192 KiB (the first 96 KiB kept in shared memory, the rest read again;
  * 48 KiB, kept whole, with fewer than 128 channels): a block per channel. Other shapes read x
@@ -324,10 +325,10 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  * Reads x and dy once (CUDA, training): in NHWC, or NCHW with S == 1, when C is a multiple of 8
  * (fp16, bf16) or 4 (fp32) and N * S * 16 bytes are 4 to 88 KiB (to 44 KiB with fewer than 128
  * packs of channels), a block per 16 bytes of channels keeps their N * S positions of x and of dy
- * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); up to 8 times
- * 109 KiB in parts as the forward's (a cluster a pack of channels on compute capability 9.0 and
- * later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes of
- * workspace); other shapes read both twice. dweight and dbias have the same bits whether or not
+ * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); up to 16
+ * times 109 KiB in parts as the forward's (a cluster a pack of channels on compute capability 9.0
+ * and later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes
+ * of workspace); other shapes read both twice. dweight and dbias have the same bits whether or not
  * dx is asked for.
  * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
@@ -350,12 +351,12 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small); depends on the shape and dtype only. A forward that reads x once (below)
  *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1), and with parts
- *   8 * (parts + 1) * N*C bytes more (at most 72 * N*C), rounded up to 256.
+ *   8 * (parts + 1) * N*C bytes more (at most 136 * N*C), rounded up to 256.
  *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
  *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
  *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
- *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB), and up to 8
+ *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB), and up to 16
  *   times 219 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later;
  *   elsewhere two launches that read x twice, with the same bits); NCHW or C == 1 rows shorter
  *   than 4 KiB likewise, several rows a block; other shapes read x twice (statistics, then y).
@@ -387,7 +388,7 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read
  * again, usually from L2). NHWC when C is a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16
  * bytes are 4 to 88 KiB (to 44 KiB with fewer than 128 tiles), a block per sample's 16 bytes of
- * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 8 times
+ * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 16 times
  * 109 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later; elsewhere
  * two launches that read both twice, with the same bits; 8 * (parts + 1) * N*C bytes of
  * workspace at most). Other shapes read both twice. dweight and dbias have the same bits whether
@@ -416,15 +417,15 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none, but
- *   for NHWC tiles in parts: 8 * (parts + 1) * N*groups bytes (at most 72 * N*groups), rounded
+ *   for NHWC tiles in parts: 8 * (parts + 1) * N*groups bytes (at most 136 * N*groups), rounded
  *   up to 256.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
  *   is whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
  *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
  *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
  *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB,
- *   a block per tile keeps it (up to 88 KiB) the same way; larger tiles, up to 8 times 219 KiB,
- *   are split into 2, 4 or 8 parts of their S positions as batch norm's (a cluster a tile on
+ *   a block per tile keeps it (up to 88 KiB) the same way; larger tiles, up to 16 times 219 KiB,
+ *   are split into 2, 4, 8 or 16 parts of their S positions as batch norm's (a cluster a tile on
  *   compute capability 9.0 and later; elsewhere two launches that read x twice, with the same
  *   bits). NCHW or C == 1 rows shorter than
  *   4 KiB likewise, several rows a block, where S >= 2 and C/groups <= 256.
@@ -452,7 +453,7 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   rows), a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the
  *   rest is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (to
  *   44 KiB with fewer than 128 tiles), up to 44 KiB of each of x and dy kept the same way; larger
- *   tiles, up to 8 times 219 KiB of both, in 2, 4 or 8 parts of their S positions as the
+ *   tiles, up to 16 times 219 KiB of both, in 2, 4, 8 or 16 parts of their S positions as the
  *   forward's (a cluster a tile on compute capability 9.0 and later; elsewhere two launches that
  *   read both twice, with the same bits), with 8 * parts * (N*C + N*groups) bytes of workspace,
  *   rounded up to 256 each (within the bound above). Other shapes read both twice. dweight and

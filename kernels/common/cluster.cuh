@@ -97,14 +97,25 @@ inline bool clusters_available() {
   return value != 0;
 }
 
+// The most blocks a cluster has on every GPU with clusters; sm_90 takes up to 16 in a kernel that
+// allows it (cudaFuncAttributeNonPortableClusterSizeAllowed).
+constexpr unsigned kPortableClusterCtas = 8;
+
 // Enqueues kernel<<<grid, block, shared_bytes, stream>>>(args...) in clusters of `cluster_ctas`
 // consecutive blocks (grid a multiple of it), as a dependent launch (dependent_launch.cuh) where
-// those are allowed. Returns false, enqueuing nothing, where the device cannot hold one such
-// cluster (cudaOccupancyMaxActiveClusters: 0), so that the caller takes another path; else the
-// caller checks cudaGetLastError as after <<<>>>.
+// those are allowed; above kPortableClusterCtas, after allowing the kernel that size. Returns
+// false, enqueuing nothing, where the device cannot hold one such cluster (the size refused,
+// cudaOccupancyMaxActiveClusters 0, or the launch answering cudaErrorInvalidClusterSize), so that
+// the caller takes another path; else the caller checks cudaGetLastError as after <<<>>>.
 template <class... Params, class... Args>
 bool launch_clusters(void (*kernel)(Params...), unsigned grid, unsigned block, size_t shared_bytes,
                      cudaStream_t stream, unsigned cluster_ctas, bool dependent, Args&&... args) {
+  if (cluster_ctas > kPortableClusterCtas &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
   cudaLaunchAttribute attrs[2] = {};
   attrs[0].id = cudaLaunchAttributeClusterDimension;
   attrs[0].val.clusterDim.x = cluster_ctas;
@@ -124,7 +135,11 @@ bool launch_clusters(void (*kernel)(Params...), unsigned grid, unsigned block, s
     cudaGetLastError();
     return false;
   }
-  cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  const cudaError_t launched = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (launched == cudaErrorInvalidClusterSize) {
+    cudaGetLastError();
+    return false;
+  }
   return true;
 }
 

@@ -135,20 +135,21 @@ __global__ void chained_double(const float* x, float* y) {
   y[threadIdx.x] = 2.0f * x[threadIdx.x];
 }
 
-// Clusters of 4 CTAs (common/cluster.cuh): each publishes (v, -v) a thread in its shared memory,
+// Clusters of K CTAs (common/cluster.cuh): each publishes (v, -v) a thread in its shared memory,
 // rank r only after r * spin idle instructions, so that a barrier.cluster.wait that does not wait
-// reads slots not yet written; then every thread adds its slot of the 4 CTAs through mapa and
+// reads slots not yet written; then every thread adds its slot of the K CTAs through mapa and
 // ld.shared::cluster, and the second arrive and last wait keep each CTA until the others read it.
+template <unsigned K>
 __global__ void cluster_sums(float* out, int spin) {
   __shared__ float2 slot[64];
-  const unsigned t = threadIdx.x, rank = blockIdx.x % 4;
+  const unsigned t = threadIdx.x, rank = blockIdx.x % K;
   for (int i = 0; i < spin * static_cast<int>(rank); ++i) asm volatile("nanosleep.u32 1;");
   const float v = static_cast<float>(blockIdx.x) * 1000.0f + static_cast<float>(t);
   slot[t] = make_float2(v, -v);
   nk::dev::cluster_arrive();
   nk::dev::cluster_wait();
   float2 sum = make_float2(0.0f, 0.0f);
-  for (unsigned r = 0; r < 4; ++r) {
+  for (unsigned r = 0; r < K; ++r) {
     const float2 u = nk::dev::load_cluster_float2(nk::dev::cluster_address(&slot[t], r));
     sum.x += u.x;
     sum.y += u.y;
@@ -372,24 +373,36 @@ void probe_dependent_launch() {
   for (int i = 0; i < 32; ++i) expect(o[i] == 2.0f * i + 1.0f, "doubled", o[i], 2.0f * i + 1.0f);
 }
 
-// Returns false (skipped) on a device without clusters: the lane of sm_80 PTX.
-bool probe_clusters() {
-  if (!nk::dev::clusters_available()) return false;
-  Device<float> out(2 * 8 * 64);
+// Two clusters of K CTAs of cluster_sums<K>, against the sums they must give.
+template <unsigned K>
+void check_cluster_sums() {
+  constexpr int kBlocks = 2 * K;
+  Device<float> out(2 * kBlocks * 64);
   const bool launched =
-      nk::dev::launch_clusters(cluster_sums, 8, 64, 0, nullptr, 4, true, out.ptr, 50);
-  expect(launched, "cudaOccupancyMaxActiveClusters >= 1", launched, 1);
+      nk::dev::launch_clusters(cluster_sums<K>, kBlocks, 64, 0, nullptr, K, true, out.ptr, 50);
+  expect(launched, "launch_clusters (the size allowed, cudaOccupancyMaxActiveClusters >= 1)",
+         launched, 1);
   cuda_ok(cudaGetLastError(), "cluster launch");
   const std::vector<float> o = out.get();
-  for (int b = 0; b < 8; ++b) {
+  for (int b = 0; b < kBlocks; ++b) {
     for (int t = 0; t < 64; ++t) {
       float want = 0.0f;
-      for (int r = 0; r < 4; ++r) want += static_cast<float>(b / 4 * 4 + r) * 1000.0f + t;
+      for (int r = 0; r < static_cast<int>(K); ++r) {
+        want += static_cast<float>(b / K * K + r) * 1000.0f + t;
+      }
       const float* got = &o[2 * (b * 64 + t)];
-      expect(got[0] == want, "the cluster's 4 slots", got[0], want);
-      expect(got[1] == -want, "the cluster's 4 slots (second float)", got[1], -want);
+      expect(got[0] == want, "the cluster's slots", got[0], want);
+      expect(got[1] == -want, "the cluster's slots (second float)", got[1], -want);
     }
   }
+}
+
+// Clusters of 4, and of 16 (non-portable: the split tiles of 16 parts). Returns false (skipped)
+// on a device without clusters: the lane of sm_80 PTX.
+bool probe_clusters() {
+  if (!nk::dev::clusters_available()) return false;
+  check_cluster_sums<4>();
+  check_cluster_sums<16>();
   return true;
 }
 
@@ -436,7 +449,8 @@ int main() {
       {"griddepcontrol: a dependent launch reads the kernel before it", probe_dependent_launch},
   };
   const OptionalProbe optional[] = {
-      {"thread block clusters: barrier.cluster, mapa, ld.shared::cluster", probe_clusters},
+      {"thread block clusters of 4 and 16: barrier.cluster, mapa, ld.shared::cluster",
+       probe_clusters},
   };
   int failed = 0, ran = 0;
   for (const Probe& p : probes) {
