@@ -1,10 +1,10 @@
 # ctest bench_summarize (label cpu): summarize.py on the synthetic files of testdata/ (hand-made,
-# not measurements). Checks the tables (a fused_rows case with its fusion in the shape, without a
-# cuDNN ratio; a fused_channels case with its fusion and a cuDNN ratio), the cuDNN and torch
-# ratios, the geometric means, the section-5 column and target count (group_norm), the use
-# of the median aggregate of repetitions, the worst-five lists and the error list; then the same on
-# names of the GPU check's `check` set (ops in the name, launch-bound cases among the others) joined
-# with a file in torch_compare.py's own output format.
+# not measurements). Checks the header's cluster counts, the tables (a fused_rows case with its
+# fusion in the shape, without a cuDNN ratio; a fused_channels case with its fusion and a cuDNN
+# ratio), the cuDNN and torch ratios, the geometric means, the section-5 column and target count
+# (group_norm), the use of the median aggregate of repetitions, the worst-five lists and the error
+# list; then the same on names of the GPU check's `check` set (ops in the name, launch-bound cases
+# among the others) joined with a file in torch_compare.py's own output format.
 #   cmake -DPYTHON=<python3> -DSCRIPT=<summarize.py> -DDATA=<testdata folder>
 #         -P check_summarize.cmake
 
@@ -16,6 +16,7 @@ if(NOT rc EQUAL 0)
 endif()
 
 set(expected
+  "clusters of 204 KiB blocks held at once: 12 of 8, 6 of 16"
   "## bn_resnet50\n"
   "\\| N256 C64 HW112 \\| bf16 \\| NHWC \\| train_fwd \\| 900 \\| 0.900 \\| 2.00 \\| 4.00 \\| 1.00 \\|"
   "\\| N256 C64 HW112 \\| bf16 \\| NCHW \\| infer_fwd \\| 950 \\| 0.950 \\| n/a \\|"

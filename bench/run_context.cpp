@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 
+#include "cluster_occupancy.hpp"
 #include "nvml_clocks.hpp"
 
 #ifndef NORMKIT_BENCH_COMMIT
@@ -64,6 +65,11 @@ ContextEntries describe_device(int device) {
     e.emplace_back("gpu_sm_clock_current_mhz", why);
     e.emplace_back("gpu_mem_clock_current_mhz", why);
   }
+  // The split tiles' clusters: blocks of 512 threads staging 196 KiB of a part and 8 KiB of
+  // scratch, 8 (portable) or 16 (non-portable) a cluster.
+  const size_t split_part_bytes = 204 * 1024;
+  e.emplace_back("gpu_clusters_of_8_at_204kib", resident_clusters(8, 512, split_part_bytes));
+  e.emplace_back("gpu_clusters_of_16_at_204kib", resident_clusters(16, 512, split_part_bytes));
   int driver = 0, runtime = 0;
   e.emplace_back("cuda_driver_version",
                  cudaDriverGetVersion(&driver) == cudaSuccess ? cuda_version(driver) : "n/a");

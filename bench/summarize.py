@@ -154,6 +154,8 @@ def header(context):
         f"cudaMemcpyAsync {get('copy_memcpy_GB_per_s')} GB/s; "
         f"reference {get('copy_reference_GB_per_s')} GB/s",
         f"- timing: {get('timing')}",
+        f"- clusters of 204 KiB blocks held at once: {get('gpu_clusters_of_8_at_204kib')} of 8, "
+        f"{get('gpu_clusters_of_16_at_204kib')} of 16 (the split tiles')",
         "",
     ]
     return lines
