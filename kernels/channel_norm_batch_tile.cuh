@@ -28,7 +28,9 @@
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
 #include "channel_norm_running.cuh"
+#include "channel_norm_split_parts.cuh"
 #include "common/activation.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -54,6 +56,17 @@ struct BatchTileParams : OneReadForwardIo, BatchTileGeometry {
   float inv_count, inv_count_minus_1;
   bool unbiased;  // the running variance: m2 / (N * S - 1), else m2 / (N * S)
   RunningBlend running;
+  int parts;           // blocks a channel (split tiles; else 1)
+  int part_runs;       // runs a part (the last may have fewer)
+  float2* part_stats;  // [C][parts + 1]: each part's (centre, m2), then (x0, 0); kParts, kApply
+};
+
+// The scratch of a split tile, after block_sum's 32 floats: this part's (centre, m2), which the
+// cluster reads, and the channel's, for every thread.
+struct BatchSplitScratch {
+  float sums[32];
+  float2 part;
+  float2 tile;
 };
 
 // The elements [lo, hi) of a pack that belong to its run (lo <= 0 and hi >= E: all of them).
@@ -112,13 +125,14 @@ __device__ __forceinline__ dev::Pack<T, E> load_run_pack(const T* x, const RunPa
                                             : load_run_elements<T, E>(x, r.at, r.range);
 }
 
-// The later passes over a channel's tile: f(slot, pack, r) for the thread's slots in ascending
-// order, those of the head from `staged`, then those of the tail from x in memory, a loop each.
+// The later passes over a block's `packs` slots from `start` (a channel's tile, or a part's runs):
+// f(slot, pack, r) for the thread's slots in ascending order, those of the head (its first
+// head_packs) from `staged`, then those of the tail from x in memory, a loop each.
 template <class T, int E, int kAccess, class F>
 __device__ __forceinline__ void visit_run_packs(const BatchTileGeometry& p, int64_t start,
-                                                const dev::Pack<T, E>* staged, const T* x,
-                                                F&& f) {
-  const int packs = p.n * p.seg_packs, head = min(p.head_packs, packs);
+                                                int packs, int head_packs,
+                                                const dev::Pack<T, E>* staged, const T* x, F&& f) {
+  const int head = min(head_packs, packs);
   const int threads = static_cast<int>(blockDim.x);
   int q = static_cast<int>(threadIdx.x);
   for (; q < head; q += threads) f(q, staged[q], run_pack<E>(p, start, q));
@@ -164,20 +178,49 @@ __device__ __forceinline__ void add_run_elements(float (&acc)[E], const dev::Pac
   }
 }
 
+// The shared memory before a block's staged packs: block_sum's scratch, and a split tile's
+// BatchSplitScratch.
+template <SplitStep kStep>
+constexpr size_t kBatchTileScratchBytes = kStep == SplitStep::kWhole ? kResidentScratchBytes
+                                                                     : sizeof(BatchSplitScratch);
+static_assert(sizeof(BatchSplitScratch) % 16 == 0, "staged packs start 16-byte aligned");
+
 // kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
-// blocks of 512 threads an SM holds ptxas to 64 registers, as in the other one-read kernels.
-template <class T, int kAccess, int kAct, bool kResidual>
-__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(BatchTileParams p) {
+// blocks of 512 threads an SM holds ptxas to 64 registers, as in the other one-read kernels; the
+// parts of split tiles stage up to 219 KiB, a block an SM, and take one (64 spilled 16 bytes in
+// kParts, 16-bit types), as the group tiles'.
+// kStep: kWhole, a block a channel. Else the channel's N runs are split into parts of part_runs
+// consecutive runs (the last may have fewer), a block a part (blockIdx.x = channel * parts +
+// rank), each taking its part's exact two-pass statistics about the same x0 (the channel's first
+// value), merged in rank order (merge_parts) by every block alike: kCluster, a cluster a channel
+// through distributed shared memory (x read once); kParts then kApply, two launches through the
+// workspace (part_stats; kApply reads x again, x0 from the workspace: with y == x, rank 0 may
+// have overwritten it). Rank 0 saves the statistics and blends the running buffers.
+template <class T, int kAccess, int kAct, bool kResidual, SplitStep kStep = SplitStep::kWhole>
+__global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhole ? 2 : 1)
+    forward_batch_tile(BatchTileParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kResidentScratchBytes);
+  auto& split_sh = *reinterpret_cast<BatchSplitScratch*>(shared_bytes);  // split forms only
+  Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kBatchTileScratchBytes<kStep>);
   const int t = static_cast<int>(threadIdx.x);
-  const int64_t c = blockIdx.x, start = c * p.s;  // run 0 of channel c
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned channel = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - channel * parts : 0u;
+  const int run0 = static_cast<int>(rank) * p.part_runs;  // kSplit: this part's first run
+  const int runs = kSplit ? min(p.n - run0, p.part_runs) : p.n;
+  const int64_t c = channel, first = c * p.s;  // run 0 of channel c
+  const int64_t start = kSplit ? first + int64_t{run0} * p.sample_len : first;  // the block's
   const T* x = static_cast<const T*>(p.x);
-  const float shift = dev::to_float(x[start]);
+  float2* stats = kSplit ? p.part_stats + int64_t{channel} * (parts + 1) : nullptr;
+  const float shift = kStep == SplitStep::kApply ? stats[parts].x : dev::to_float(x[first]);
+  const int packs = runs * p.seg_packs;
+  const int head = kStep == SplitStep::kApply ? 0 : p.head_packs;  // kApply reads x again
   auto block_total = [&](float (&acc)[E]) {
     dev::Floats<1> a{};
 #pragma unroll
@@ -185,63 +228,114 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
     return dev::block_sum<1>(a, scratch).v[0];
   };
 
-  // Pass 1: the runs from memory into shared memory, kBatch packs in flight a thread, the sums of
-  // x - x0 as they arrive, in the order of the later passes.
-  constexpr int kBatch = kAccess == E ? 4 : 2;  // single elements: 2, as the other tile kernels
-  const int threads = static_cast<int>(blockDim.x), packs = p.n * p.seg_packs;
-  float acc[E] = {};
-  for (int slot0 = t; slot0 < packs; slot0 += kBatch * threads) {
-    // The 16-byte loads first, all in flight; the packs of single elements (misaligned pointers,
-    // the tensor's last pack) as they are used. Held as 32-bit words: a pack merged from two
-    // sources element by element kept 16-bit halves apart and spilled (fp16 with ReLU).
-    uint4 v[kBatch];
-    RunRange<E> range[kBatch];
-    bool loaded[kBatch];
+  float weight = 1.0f, bias = 0.0f, centre = 0.0f, m2 = 0.0f;
+  float2 running{};
+  int64_t tracked = 0;
+  const bool saves = rank == 0 && t == 0;
+  if constexpr (kStep != SplitStep::kApply) {
+    // Pass 1: the runs from memory into shared memory, kBatch packs in flight a thread, the sums
+    // of x - x0 as they arrive, in the order of the later passes.
+    constexpr int kBatch = kAccess == E ? 4 : 2;  // single elements: 2, as the other tile kernels
+    const int threads = static_cast<int>(blockDim.x);
+    float acc[E] = {};
+    for (int slot0 = t; slot0 < packs; slot0 += kBatch * threads) {
+      // The 16-byte loads first, all in flight; the packs of single elements (misaligned
+      // pointers, the tensor's last pack) as they are used. Held as 32-bit words: a pack merged
+      // from two sources element by element kept 16-bit halves apart and spilled (fp16 with ReLU).
+      uint4 v[kBatch];
+      RunRange<E> range[kBatch];
+      bool loaded[kBatch];
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int slot = slot0 + k * threads;
-      const RunPack<E> r = run_pack<E>(p, start, slot);
-      loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
-      if (loaded[k]) v[k] = *reinterpret_cast<const uint4*>(x + r.at);
-      range[k] = r.range;
-    }
+      for (int k = 0; k < kBatch; ++k) {
+        const int slot = slot0 + k * threads;
+        const RunPack<E> r = run_pack<E>(p, start, slot);
+        loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
+        if (loaded[k]) v[k] = *reinterpret_cast<const uint4*>(x + r.at);
+        range[k] = r.range;
+      }
 #pragma unroll
-    for (int k = 0; k < kBatch; ++k) {
-      const int slot = slot0 + k * threads;
-      if (slot < packs) {
-        if (!loaded[k]) {
-          const Raw elements = load_run_elements<T, E>(x, run_pack<E>(p, start, slot).at, range[k]);
-          memcpy(&v[k], &elements, sizeof(v[k]));
+      for (int k = 0; k < kBatch; ++k) {
+        const int slot = slot0 + k * threads;
+        if (slot < packs) {
+          if (!loaded[k]) {
+            const Raw elements =
+                load_run_elements<T, E>(x, run_pack<E>(p, start, slot).at, range[k]);
+            memcpy(&v[k], &elements, sizeof(v[k]));
+          }
+          Raw pack;
+          memcpy(&pack, &v[k], sizeof(pack));
+          if (slot < head) staged[slot] = pack;
+          add_run_elements<T, E>(acc, pack, range[k], [&](float xv) { return xv - shift; });
         }
-        Raw pack;
-        memcpy(&pack, &v[k], sizeof(pack));
-        if (slot < p.head_packs) staged[slot] = pack;
-        add_run_elements<T, E>(acc, pack, range[k], [&](float xv) { return xv - shift; });
       }
     }
-  }
-  // What the statistics are written with, loaded here to wait on memory during the passes from
-  // shared memory: loaded after them, thread 0's running blend was three waits in a row (the
-  // batch's weight, then each buffer's load behind the store before it) and every thread's weight
-  // and bias one more. (Loaded before pass 1, they spilled its registers.)
-  const float weight = p.weight ? p.weight[c] : 1.0f, bias = p.bias ? p.bias[c] : 0.0f;
-  const bool running_wanted = t == 0 && p.running.mean;
-  const float2 running = running_wanted ? p.running.load(c) : float2{};
-  const int64_t tracked = running_wanted ? p.running.tracked() : 0;  // used after pass 2
-  const float centre = block_total(acc) * p.inv_count;  // its barrier orders the staging
+    if constexpr (kStep != SplitStep::kParts) {
+      // What the statistics are written with, loaded here to wait on memory during the passes
+      // from shared memory: loaded after them, thread 0's running blend was three waits in a row
+      // (the batch's weight, then each buffer's load behind the store before it) and every
+      // thread's weight and bias one more. (Loaded before pass 1, they spilled its registers.)
+      weight = p.weight ? p.weight[c] : 1.0f;
+      bias = p.bias ? p.bias[c] : 0.0f;
+      if (saves && p.running.mean) running = p.running.load(c), tracked = p.running.tracked();
+    }
+    // The block's centre (its barrier orders the staging): of the channel, or of this part's
+    // runs * S values.
+    centre = kSplit ? block_total(acc) * (1.0f / static_cast<float>(runs * p.s))
+                    : block_total(acc) * p.inv_count;
 
-  // Pass 2: the centred squares.
+    // Pass 2: the centred squares.
 #pragma unroll
-  for (int e = 0; e < E; ++e) acc[e] = 0.0f;
-  visit_run_packs<T, E, kAccess>(p, start, staged, x, [&](int, const Raw& v, const RunPack<E>& r) {
-    add_run_elements<T, E>(acc, v, r.range, [&](float xv) {
-      const float d = (xv - shift) - centre;
-      return d * d;
-    });
-  });
-  const float m2 = block_total(acc);
+    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
+    visit_run_packs<T, E, kAccess>(p, start, packs, head, staged, x,
+                                   [&](int, const Raw& v, const RunPack<E>& r) {
+                                     add_run_elements<T, E>(acc, v, r.range, [&](float xv) {
+                                       const float d = (xv - shift) - centre;
+                                       return d * d;
+                                     });
+                                   });
+    m2 = block_total(acc);
+    if constexpr (kSplit) {
+      if (t == 0) {
+        const float2 part = make_float2(centre, m2);
+        if constexpr (kStep == SplitStep::kParts) {
+          stats[rank] = part;
+          if (rank == 0) stats[parts] = make_float2(shift, 0.0f);
+        } else {
+          split_sh.part = part;
+        }
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
+    }
+  } else {
+    weight = p.weight ? p.weight[c] : 1.0f;
+    bias = p.bias ? p.bias[c] : 0.0f;
+    if (saves && p.running.mean) running = p.running.load(c), tracked = p.running.tracked();
+  }
+  if constexpr (kSplit) {
+    // The channel's statistics: thread 0 merges the parts, from the cluster's shared memories or
+    // from the workspace, for every thread.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (t == 0) {
+      split_sh.tile = merge_parts(p.parts, p.part_runs * p.s, p.n * p.s, [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float2(dev::cluster_address(&split_sh.part, r));
+        } else {
+          return stats[r];
+        }
+      });
+    }
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+    }
+    __syncthreads();
+    centre = split_sh.tile.x;
+    m2 = split_sh.tile.y;
+  }
   const float var = m2 * p.inv_count, invstd = rsqrtf(var + p.eps);
-  if (t == 0) {
+  if (saves) {
     if (p.save_mean) p.save_mean[c] = shift + centre;
     if (p.save_invstd) p.save_invstd[c] = invstd;
     const float blend = p.running.weight(tracked);  // < 0: none, or a stuck counter
@@ -258,37 +352,44 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_batch_tile(Bat
   const T* z = static_cast<const T*>(p.z);
   T* y = static_cast<T*>(p.y);
   const bool whole_runs = p.s % E == 0;  // every pack in a run: whole mask bytes
-  visit_run_packs<T, E, kAccess>(p, start, staged, x, [&](int, const Raw& v, const RunPack<E>& r) {
-    const bool whole = r.range.whole();
-    float u[E];
-    if constexpr (kResidual) {
-      if (whole) {
-        load_elems<T, E, kAccess>(z + r.at, u);
-      } else {
+  visit_run_packs<T, E, kAccess>(p, start, packs, head, staged, x,
+                                 [&](int, const Raw& v, const RunPack<E>& r) {
+                                   const bool whole = r.range.whole();
+                                   float u[E];
+                                   if constexpr (kResidual) {
+                                     if (whole) {
+                                       load_elems<T, E, kAccess>(z + r.at, u);
+                                     } else {
 #pragma unroll
-        for (int e = 0; e < E; ++e) u[e] = r.range.has(e) ? dev::to_float(z[r.at + e]) : 0.0f;
-      }
-    }
+                                       for (int e = 0; e < E; ++e) {
+                                         u[e] = r.range.has(e) ? dev::to_float(z[r.at + e]) : 0.0f;
+                                       }
+                                     }
+                                   }
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      float out = fmaf(dev::element(v, e) - shift, scale, offset);
-      if constexpr (kResidual) out += u[e];
-      u[e] = dev::activate<kAct>(out);
-    }
-    store_run_pack<T, E, kAccess>(y, r, u);
-    if constexpr (kAct == NK_ACTIVATION_RELU) {
-      if (p.mask != nullptr) {
-        if (whole_runs) {
-          dev::store_mask<E>(p.mask, r.at, u);
-        } else {
-          uint32_t bits = 0;
+                                   for (int e = 0; e < E; ++e) {
+                                     float out = fmaf(dev::element(v, e) - shift, scale, offset);
+                                     if constexpr (kResidual) out += u[e];
+                                     u[e] = dev::activate<kAct>(out);
+                                   }
+                                   store_run_pack<T, E, kAccess>(y, r, u);
+                                   if constexpr (kAct == NK_ACTIVATION_RELU) {
+                                     if (p.mask != nullptr) {
+                                       if (whole_runs) {
+                                         dev::store_mask<E>(p.mask, r.at, u);
+                                       } else {
+                                         uint32_t bits = 0;
 #pragma unroll
-          for (int e = 0; e < E; ++e) bits |= (r.range.has(e) && u[e] > 0.0f ? 1u : 0u) << e;
-          if (bits != 0) atomicOr(p.mask + r.at / 32, bits << (r.at % 32));
-        }
-      }
-    }
-  });
+                                         for (int e = 0; e < E; ++e) {
+                                           bits |= (r.range.has(e) && u[e] > 0.0f ? 1u : 0u) << e;
+                                         }
+                                         if (bits != 0)
+                                           atomicOr(p.mask + r.at / 32, bits << (r.at % 32));
+                                       }
+                                     }
+                                   }
+                                 });
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 // The runs of plan b for shape s, for the forward's and the backward's parameters: the staged
@@ -304,11 +405,35 @@ inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
   g.head_packs = resident_head_packs(b.head_packs * 16 / elem_bytes, elem_bytes);
 }
 
+// A split tile's staged head a block (a part's runs, of each of `staged_tensors` tensors): as much
+// of its part as the device lets a block stage, at least the plan's (what every GPU grants); the
+// rest is reread in each pass with the same bits. Then the test knob NORMKIT_TEST_RESIDENT_HEAD
+// (resident_head_packs).
+inline int batch_split_head_packs(const BatchTilePlan& b, int elem_bytes, int staged_tensors = 1) {
+  const int64_t part = int64_t{b.part_runs} * b.seg_packs;
+  const int64_t granted =
+      (device_shared_optin() - static_cast<int64_t>(sizeof(BatchSplitScratch))) / staged_tensors /
+      16;
+  int64_t head = b.head_packs;
+  if (granted > head) head = part < granted ? part : granted;
+  return resident_head_packs(head * 16 / elem_bytes, elem_bytes);
+}
+
 // Enqueues the kernel of the fusion and pointers, a block per channel with the scratch and the
-// tile in dynamic shared memory; the caller checks cudaGetLastError.
+// tile in dynamic shared memory, or (parts > 1) a block per part of a channel's runs
+// (launch_forward_split); the caller checks cudaGetLastError.
 template <class T>
 void launch_batch_tiles(const BatchTileParams& p, const BatchTilePlan& plan, int64_t channels,
                         int activation, cudaStream_t stream) {
+  if (plan.parts > 1) {
+    launch_forward_split<T>(
+        p, SplitLaunch{channels * plan.parts, plan.threads, plan.parts, sizeof(BatchSplitScratch)},
+        activation, stream, [](auto access, auto act, auto residual, auto step) {
+          return forward_batch_tile<T, decltype(access)::value, decltype(act)::value,
+                                    decltype(residual)::value, decltype(step)::value>;
+        });
+    return;
+  }
   constexpr int E = 16 / sizeof(T);
   const bool vector_access = dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y);
   const size_t bytes = kResidentScratchBytes + static_cast<size_t>(p.head_packs) * 16;

@@ -977,8 +977,16 @@ void forward_split_tiles(const ChannelForwardArgs& a, const ChannelShape& as_ins
   }
 }
 
+// The batch split tiles' workspace of the two-launch form: every part's statistics and x0 a
+// channel, reserved whether or not the device takes clusters (the size depends on the shape only).
+size_t batch_part_stats_bytes(const ChannelShape& s, const BatchTilePlan& b) {
+  return align256(static_cast<size_t>(s.c * (b.parts + 1)) * sizeof(float2));
+}
+
 // Batch norm in NCHW, a block per channel (channel_norm_batch_tile.cuh), which blends the running
-// statistics itself; a launch after the blocks advances the counter. No workspace.
+// statistics itself; a launch after the blocks advances the counter. No workspace; where a
+// channel's runs exceed a block, its parts (a block each) as one cluster where the device has
+// them, else in two launches through the workspace (batch_part_stats_bytes).
 template <class T>
 void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, const Launch& l) {
   const ChannelShape& s = a.shape;
@@ -986,6 +994,12 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   BatchTileParams p{};
   set_forward_io(p, a);
   set_batch_tile_geometry(p, s, b, static_cast<int>(sizeof(T)));
+  p.parts = b.parts;
+  p.part_runs = b.part_runs;
+  if (b.parts > 1) {
+    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)));
+    p.part_stats = static_cast<float2*>(l.workspace);
+  }
   p.eps = static_cast<float>(a.params.eps);
   p.inv_count = 1.0f / static_cast<float>(s.n * s.s);
   p.inv_count_minus_1 = 1.0f / static_cast<float>(s.n * s.s - 1);
@@ -1151,7 +1165,8 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
       if (as_instance.n == 1) return 0;
       return row_stats_workspace(as_instance.n * as_instance.c, as_instance);
     }
-    if (plan_batch_tiles(a.shape, elem).use) return 0;
+    const BatchTilePlan bt = plan_batch_tiles(a.shape, elem);
+    if (bt.use) return bt.parts > 1 ? batch_part_stats_bytes(a.shape, bt) : 0;
   }
   for (bool vector_access : {true, false}) {
     const ChannelPlan plan = plan_channel_norm(a.shape, elem, vector_access);

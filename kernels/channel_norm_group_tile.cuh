@@ -413,36 +413,6 @@ void launch_forward_tiles(const Params& p, const GroupTilePlan& plan, int activa
   });
 }
 
-// Enqueues a forward's split tiles (group or instance norm; `p`'s head and parts set by the
-// caller) for the fusion and pointers: kernel(access, act, residual, step) names each step's
-// instance, each argument a std::integral_constant (as launch_forward_tiles'), kParts's without
-// the fusion or z, which the parts' statistics do not need; one launch of clusters where the
-// device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
-template <class T, class Params, class Kernel>
-void launch_forward_split(const Params& p, const GroupTilePlan& plan, int activation,
-                          cudaStream_t stream, Kernel&& kernel) {
-  constexpr int E = 16 / sizeof(T);
-  const size_t bytes = kGroupTileScratchBytes + static_cast<size_t>(p.head_packs) * 16;
-  auto with_access = [&](auto access) {
-    using Step = std::integral_constant<SplitStep, SplitStep::kParts>;
-    auto parts = kernel(access, std::integral_constant<int, NK_ACTIVATION_IDENTITY>{},
-                        std::false_type{}, Step{});
-    with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
-      launch_split_steps(
-          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kCluster>{}),
-          parts,
-          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kApply>{}),
-          plan.tiles * plan.parts, plan.threads, bytes, kGroupTileScratchBytes, plan.parts, stream,
-          p);
-    });
-  };
-  if (dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y)) {
-    with_access(std::integral_constant<int, E>{});
-  } else {
-    with_access(std::integral_constant<int, 1>{});
-  }
-}
-
 // Enqueues the group tiles for the fusion and pointers: a block a tile, or (parts > 1) a tile's
 // parts (launch_forward_split). The caller checks cudaGetLastError.
 template <class T>
@@ -456,7 +426,8 @@ void launch_group_tiles(const GroupTileParams& p, const GroupTilePlan& plan, int
     return;
   }
   launch_forward_split<T>(
-      p, plan, activation, stream, [](auto access, auto act, auto residual, auto step) {
+      p, SplitLaunch{plan.tiles * plan.parts, plan.threads, plan.parts, kGroupTileScratchBytes},
+      activation, stream, [](auto access, auto act, auto residual, auto step) {
         return forward_group_tile<T, decltype(access)::value, decltype(act)::value,
                                   decltype(residual)::value, decltype(step)::value>;
       });

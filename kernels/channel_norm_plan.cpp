@@ -454,13 +454,33 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t packs = shape.n * seg_packs, bytes = packs * 16;
   const bool few = shape.c < kResidentMinRows;
   const int64_t staged_limit = (few ? kResidentMaxBytes / 2 : kResidentMaxBytes) / staged_tensors;
-  t.use = bytes <= (few ? staged_limit : 2 * staged_limit);
+  int64_t parts = 1, runs = shape.n;
+  if (bytes > (few ? staged_limit : 2 * staged_limit)) {  // split by samples (see the header)
+    if (staged_tensors > 1) return t;                     // the training backward walks such tiles
+    const int64_t part_limit = kSplitPartMaxBytes / staged_tensors;
+    parts = 2;
+    while (parts <= kSplitMaxParts && ceil_div(shape.n, parts) * seg_packs * 16 > part_limit) {
+      parts *= 2;
+    }
+    while (parts < kSplitPortableParts && shape.c * parts < kResidentMinRows &&
+           last_part_keeps_positions(shape.n, 2 * parts)) {
+      parts *= 2;
+    }
+    runs = ceil_div(shape.n, parts);
+    t.use = parts <= kSplitMaxParts && last_part_keeps_positions(shape.n, parts) &&
+            runs * seg_packs * 16 <= part_limit && shape.c * parts <= INT32_MAX;
+  } else {
+    t.use = true;
+  }
   if (!t.use) return t;
+  const int64_t part_packs = runs * seg_packs, part_bytes = part_packs * 16;
   t.seg_packs = static_cast<int>(seg_packs);
   t.packs = packs;
-  t.head_packs = bytes <= staged_limit ? packs : staged_limit / 16;
+  t.parts = static_cast<int>(parts);
+  t.part_runs = static_cast<int>(runs);
+  t.head_packs = part_bytes <= staged_limit ? part_packs : staged_limit / 16;
   t.slot_magic = static_cast<uint32_t>(((int64_t{1} << 31) + seg_packs - 1) / seg_packs);
-  t.threads = tile_block(packs * staged_tensors);  // see the header
+  t.threads = tile_block(part_packs * staged_tensors);  // see the header
   return t;
 }
 

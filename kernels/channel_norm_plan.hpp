@@ -458,26 +458,40 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
 // those bounds for each, and threads of about 8 packs over both tensors, twice the forward's (to
 // 512), as the instance tiles' (timing mode: BN N16 C64 14x14 NCHW bf16's backward 22382 cycles
 // with the forward's 64 threads, 16787 with 128). The block depends on the shape only, and a
-// pack's values are the same from either place, so every output bit does. Test-only knob
+// pack's values are the same from either place, so every output bit does.
+// A forward's tile above those bounds is split by samples (channel_norm_batch_tile.cuh's
+// SplitStep; the training backward walks such tiles): `parts` blocks a channel, each taking
+// part_runs = ceil(N / parts) consecutive runs (the last may have fewer, at least one), parts the
+// fewest powers of two up to kSplitMaxParts whose parts are at most kSplitPartMaxBytes over the
+// staged tensors, then doubled while C * parts < kResidentMinRows, to kSplitPortableParts at most,
+// as plan_instance_tiles' parts: each block's exact statistics of its runs merge in rank order (one
+// cluster a channel, or two launches through the workspace, the same bits); head_packs is then a
+// part's (and may grow on the device, batch_split_head_packs). Test-only knob
 // NORMKIT_TEST_BATCH_WALK=1: never taken, so that the tests reach batch norm's NCHW walk at small
 // shapes.
 struct BatchTilePlan {
   bool use;
   int seg_packs;        // Q: packs staged per sample
-  int64_t packs;        // N * Q: packs of a channel's tile, at most kBatchTileMaxPacks
-  int64_t head_packs;   // the tile's first packs staged (of each staged tensor): all, or
-                        // kResidentMaxBytes / staged_tensors of them
+  int64_t packs;        // N * Q: packs of a channel's tile
+  int64_t head_packs;   // a block's first packs staged (of each staged tensor): all of its tile
+                        // or part, or kResidentMaxBytes / staged_tensors of them
   int threads;          // per block: about 8 packs each (over the staged tensors) in whole
                         // warps, in [64, 512]
   uint32_t slot_magic;  // batch_tile_run's multiplier for Q
+  int parts;            // blocks a channel (1: a block the tile)
+  int part_runs;        // runs (samples) a part: N, or ceil(N / parts)
 };
 BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 
-// The run (sample) of slot q of a batch tile, q / Q, as one multiply-high: magic = ceil(2^31 / Q)
-// and (2 q magic) >> 32. Exact for q, Q <= kBatchTileMaxPacks: 2 magic exceeds 2^32 / Q by less
-// than 2, so the quotient exceeds q / Q by less than q / 2^31 < 2^-17, less than the 1 / Q (at
-// least 2^-14) that its fraction lacks of the next integer.
-constexpr int64_t kBatchTileMaxPacks = 2 * kResidentMaxBytes / 16;
+// The run (sample) of slot q of a batch tile or part (slots counted from the block's first run),
+// q / Q, as one multiply-high: magic = ceil(2^31 / Q) and (2 q magic) >> 32. Exact for q, Q <=
+// kBatchTileMaxPacks (< 2^14): 2 magic exceeds 2^32 / Q by less than 2, so the quotient exceeds
+// q / Q by less than q / 2^31 < 2^-17, less than the 1 / Q (more than 2^-14) that its fraction
+// lacks of the next integer. A block's slots: a whole tile's (twice kResidentMaxBytes at most) or
+// a part's (kSplitPartMaxBytes at most).
+constexpr int64_t kBatchTileMaxPacks = kSplitPartMaxBytes / 16;
+static_assert(kBatchTileMaxPacks >= 2 * kResidentMaxBytes / 16 && kBatchTileMaxPacks < 16384,
+              "batch_tile_run's bound");
 NK_PLAN_HD inline int batch_tile_run(int q, uint32_t magic) {
   return static_cast<int>((static_cast<uint64_t>(q) * 2 * magic) >> 32);
 }

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
@@ -84,6 +85,44 @@ void launch_split_steps(void (*cluster)(Params), void (*parts_kernel)(Params),
   }
   launch_blocks(parts_kernel, blocks, threads, bytes, stream, p);
   launch_blocks(apply, blocks, threads, apply_bytes, stream, p);
+}
+
+// A split launch: `blocks` (tiles or channels, times parts) of `threads`, `parts` a tile, the
+// staged packs after `scratch_bytes` of dynamic shared memory.
+struct SplitLaunch {
+  int64_t blocks;
+  int threads;
+  int parts;
+  size_t scratch_bytes;
+};
+
+// Enqueues a forward's split tiles (group, instance or batch norm; `p`'s head and parts set by
+// the caller) for the fusion and pointers: kernel(access, act, residual, step) names each step's
+// instance, each argument a std::integral_constant, kParts's without the fusion or z, which the
+// parts' statistics do not need; one launch of clusters where the device can hold one, else
+// kParts then kApply (launch_split_steps). The caller checks cudaGetLastError.
+template <class T, class Params, class Kernel>
+void launch_forward_split(const Params& p, const SplitLaunch& l, int activation,
+                          cudaStream_t stream, Kernel&& kernel) {
+  constexpr int E = 16 / sizeof(T);
+  const size_t bytes = l.scratch_bytes + static_cast<size_t>(p.head_packs) * 16;
+  auto with_access = [&](auto access) {
+    using Step = std::integral_constant<SplitStep, SplitStep::kParts>;
+    auto parts = kernel(access, std::integral_constant<int, NK_ACTIVATION_IDENTITY>{},
+                        std::false_type{}, Step{});
+    with_forward_fusion(activation, p.z != nullptr, [&](auto act, auto residual) {
+      launch_split_steps(
+          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+          parts,
+          kernel(access, act, residual, std::integral_constant<SplitStep, SplitStep::kApply>{}),
+          l.blocks, l.threads, bytes, l.scratch_bytes, l.parts, stream, p);
+    });
+  };
+  if (dev::aligned16(p.x) && dev::aligned16(p.z) && dev::aligned16(p.y)) {
+    with_access(std::integral_constant<int, E>{});
+  } else {
+    with_access(std::integral_constant<int, 1>{});
+  }
 }
 
 }  // namespace nk::cuda

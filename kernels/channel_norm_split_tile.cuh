@@ -223,7 +223,8 @@ template <class T>
 void launch_split_tiles(const SplitTileParams& p, const GroupTilePlan& plan, int activation,
                         cudaStream_t stream) {
   launch_forward_split<T>(
-      p, plan, activation, stream, [](auto access, auto act, auto residual, auto step) {
+      p, SplitLaunch{plan.tiles * plan.parts, plan.threads, plan.parts, kGroupTileScratchBytes},
+      activation, stream, [](auto access, auto act, auto residual, auto step) {
         return forward_split_tile<T, decltype(access)::value, decltype(act)::value,
                                   decltype(residual)::value, decltype(step)::value>;
       });

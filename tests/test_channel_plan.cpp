@@ -1325,10 +1325,62 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
   }
 }
 
+// A forward's batch tile above the whole bounds (twice 96 KiB; 48 KiB with fewer than 128
+// channels) is split by samples: parts of ceil(N / parts) runs, the fewest powers of two up to 16
+// of at most 219 KiB, doubled to 8 while C * parts < 128 and the last part keeps a run; the head a
+// part's packs, to 96 KiB (48 with few channels); the block from the part's packs. Above 16 parts
+// of 219 KiB: no tiles.
+TEST(ChannelPlan, BatchTilesSplitBySamples) {
+  using nk::cuda::plan_batch_tiles;
+  struct Want {
+    int64_t n, c, s;
+    int elem;
+    bool use;
+    int parts, part_runs, seg_packs;
+    int64_t head_packs;
+    int threads;
+  };
+  const Want list[] = {
+      // bn_resnet50: N256 C64 56x56, 1.5 MiB a channel: 8 parts of 32 runs (196 KiB); fp32 16
+      {256, 64, 56 * 56, 2, true, 8, 32, 392, 3072, 512},
+      {256, 64, 56 * 56, 4, true, 16, 16, 784, 3072, 512},
+      {256, 64, 112 * 112, 2, false, 0, 0, 0, 0, 0},  // 16 parts of 392 KiB
+      {256, 128, 28 * 28, 2, true, 2, 128, 98, 6144, 512},
+      {32, 64, 56 * 56, 2, true, 2, 16, 392, 3072, 512},    // 64 channels: 2 parts, 128 blocks
+      {32, 256, 56 * 56, 2, true, 2, 16, 392, 6144, 512},   // 196 KiB: above twice 96
+      {32, 64, 112 * 112, 2, true, 4, 8, 1568, 3072, 512},  // 4 parts of 196 KiB
+      // 4 channels of 8 runs of 750 packs: 2 parts fit, doubled to 8 of one run for the blocks
+      {8, 4, 6000, 2, true, 8, 1, 750, 750, 96},
+      // 5 runs: 2 parts of 3 and 2; 4 would leave the last none
+      {5, 4, 6000, 2, true, 2, 3, 750, 2250, 288},
+      {16, 1, 60000, 2, true, 16, 1, 7500, 3072, 512},  // 16 parts of one run (117 KiB)
+      {8, 1, 120000, 2, false, 0, 0, 0, 0, 0},          // a run of 234 KiB: no part holds it
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{
+        ChannelNorm::kBatch, w.n, w.c, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << w.n << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_runs, w.part_runs);
+    EXPECT_EQ(t.seg_packs, w.seg_packs);
+    EXPECT_EQ(t.head_packs, w.head_packs);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_GT(w.n, (t.parts - 1) * t.part_runs);  // the last part keeps a run
+    EXPECT_LE(int64_t{t.part_runs} * t.seg_packs * 16, nk::cuda::kSplitPartMaxBytes);
+    EXPECT_LE(int64_t{t.part_runs} * t.seg_packs, nk::cuda::kBatchTileMaxPacks);
+    EXPECT_FALSE(plan_batch_tiles(shape, w.elem, 2).use);  // the backward walks
+  }
+}
+
 // Batch norm in NCHW with S > 1: a block per channel stages its N runs of S elements as Q packs
 // each (Q = S / E where E | S, else (S + 2E - 2) / E): tiles of N * Q packs up to twice 96 KiB,
-// the first 96 KiB staged (the head); with fewer than 128 channels up to 48 KiB, staged whole. The
-// backward: half of those bounds for x and for dy each. About 8 packs a thread in whole warps, 64
+// the first 96 KiB staged (the head); with fewer than 128 channels up to 48 KiB, staged whole;
+// the forward's larger tiles in parts (BatchTilesSplitBySamples). The backward: half of those
+// bounds for x and for dy each, no parts. About 8 packs a thread in whole warps, 64
 // to 512. Every run of every channel lies within its Q packs from the pack that holds its first
 // element.
 TEST(ChannelPlan, BatchTilesInNchw) {
@@ -1341,26 +1393,27 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     int seg_packs;
     int64_t head_packs;
     int threads;
+    int parts = 1;  // runs a part: N, or ceil(N / parts)
   };
   const Want list[] = {
-      {32, 512, 7 * 7, NK_NCHW, 2, true, 7, 224, 64},          // 224 packs, 3.5 KiB
-      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 224},       // 1792 packs, 28 KiB
-      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3328, 416},      // fp32: 3328 packs, 52 KiB
-      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3136, 416},     // whole packs: 49 KiB
-      {32, 128, 28 * 28, NK_NCHW, 4, true, 196, 6144, 512},    // 98 KiB: a tail of 2 KiB
-      {32, 256, 14 * 14, NK_NCHW, 2, true, 26, 832, 128},      // 832 packs
-      {32, 256, 14 * 14, NK_NCHW, 4, true, 49, 1568, 224},     // fp32 whole packs: 1568 packs
-      {256, 256, 14 * 14, NK_NCHW, 2, true, 26, 6144, 512},    // 104 KiB: a tail of 8 KiB
-      {256, 256, 14 * 14, NK_NCHW, 4, false, 0, 0, 0},         // 196 KiB
-      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 96},           // 64 channels, 10.5 KiB
-      {32, 64, 28 * 28, NK_NCHW, 2, false, 0, 0, 0},           // 64 channels, 49 KiB: above 48
-      {6144, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},          // 96 KiB, staged whole
-      {12288, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},         // 192 KiB: half staged
-      {12289, 128, 8, NK_NCHW, 2, false, 0, 0, 0},             // a pack above
-      {4, 8, 3, NK_NCHW, 2, true, 2, 8, 64},                   // runs of 3: two packs
-      {32, 512, 7 * 7, NK_NHWC, 2, false, 0, 0, 0},            // NHWC: instance tiles
-      {1000, 24, 1, NK_NCHW, 2, false, 0, 0, 0},               // S = 1: instance tiles
-      {0, 64, 49, NK_NCHW, 2, false, 0, 0, 0},                 // an empty batch
+      {32, 512, 7 * 7, NK_NCHW, 2, true, 7, 224, 64},           // 224 packs, 3.5 KiB
+      {256, 512, 7 * 7, NK_NCHW, 2, true, 7, 1792, 224},        // 1792 packs, 28 KiB
+      {256, 512, 7 * 7, NK_NCHW, 4, true, 13, 3328, 416},       // fp32: 3328 packs, 52 KiB
+      {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3136, 416},      // whole packs: 49 KiB
+      {32, 128, 28 * 28, NK_NCHW, 4, true, 196, 6144, 512},     // 98 KiB: a tail of 2 KiB
+      {32, 256, 14 * 14, NK_NCHW, 2, true, 26, 832, 128},       // 832 packs
+      {32, 256, 14 * 14, NK_NCHW, 4, true, 49, 1568, 224},      // fp32 whole packs: 1568 packs
+      {256, 256, 14 * 14, NK_NCHW, 2, true, 26, 6144, 512},     // 104 KiB: a tail of 8 KiB
+      {256, 256, 14 * 14, NK_NCHW, 4, true, 49, 6144, 512, 2},  // 196 KiB: 2 parts (below)
+      {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 96},            // 64 channels, 10.5 KiB
+      {32, 64, 28 * 28, NK_NCHW, 2, true, 98, 1568, 224, 2},    // 64 channels, 49 KiB: 2 parts
+      {6144, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},           // 96 KiB, staged whole
+      {12288, 128, 8, NK_NCHW, 2, true, 1, 6144, 512},          // 192 KiB: half staged
+      {12289, 128, 8, NK_NCHW, 2, true, 1, 6144, 512, 2},       // a pack above: 2 parts
+      {4, 8, 3, NK_NCHW, 2, true, 2, 8, 64},                    // runs of 3: two packs
+      {32, 512, 7 * 7, NK_NHWC, 2, false, 0, 0, 0},             // NHWC: instance tiles
+      {1000, 24, 1, NK_NCHW, 2, false, 0, 0, 0},                // S = 1: instance tiles
+      {0, 64, 49, NK_NCHW, 2, false, 0, 0, 0},                  // an empty batch
   };
   for (const Want& w : list) {
     const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
@@ -1374,6 +1427,8 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_EQ(t.packs, w.n * w.seg_packs);
     EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_runs, (w.n + w.parts - 1) / w.parts);
   }
   // The training backward stages x and dy: half the bounds for each, twice the forward's threads
   // (8 packs of x and dy a thread), to 512.
@@ -1398,6 +1453,7 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_EQ(t.seg_packs, w.seg_packs);
     EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
+    EXPECT_EQ(t.parts, 1);  // the training backward takes no parts
   }
   // Instance and group norm in NCHW: their rows' paths.
   for (ChannelNorm kind : {ChannelNorm::kInstance, ChannelNorm::kGroup}) {
@@ -1405,11 +1461,12 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_FALSE(plan_batch_tiles(shape, 2).use);
   }
   // The kernel's run of a slot, a multiply-high by the plan's magic, is the quotient for every
-  // slot of every tile the plan allows.
+  // slot of every tile or part the plan allows.
   const int max_packs = static_cast<int>(nk::cuda::kBatchTileMaxPacks);
   int64_t wrong = 0;
   for (int q = 1; q <= max_packs; ++q) {
-    const ChannelShape shape{ChannelNorm::kBatch, 1, 128, 8 * q, NK_NCHW, NK_BF16, 1};
+    // Two runs: a block the channel to 6144 packs a run, then a block a run (2 parts).
+    const ChannelShape shape{ChannelNorm::kBatch, 2, 128, 8 * q, NK_NCHW, NK_BF16, 1};
     const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, 2);  // Q = q: whole packs
     ASSERT_TRUE(t.use && t.seg_packs == q) << "Q=" << q;
     for (int slot = 0; slot < max_packs; ++slot) {

@@ -264,8 +264,12 @@ NK_API nk_status nk_context_set_workspace(nk_context ctx, void* ptr, size_t byte
  * same bits. Those need 8 * (parts + 1) * C bytes of workspace (at most 136 * C), rounded up to
  * 256. So in NCHW with S > 1 when a channel's N runs of S, each taken as the 16-byte packs that
  * cover it, are at most 192 KiB (the first 96 KiB kept in shared memory, the rest read again;
- * 48 KiB, kept whole, with fewer than 128 channels): a block per channel. Other shapes read x
- * twice (statistics, then y). */
+ * 48 KiB, kept whole, with fewer than 128 channels): a block per channel; above that, up to 16
+ * times 219 KiB, the N runs are split into 2, 4, 8 or 16 parts of consecutive runs (the fewest
+ * of at most 219 KiB, up to 8 while C * parts < 128, each keeping a run) merged as in NHWC (a
+ * cluster a channel, or two launches; the same bits), with 8 * (parts + 1) * C bytes of
+ * workspace (at most 136 * C), rounded up to 256. Other shapes read x twice (statistics, then
+ * y). */
 NK_API nk_status nk_batch_norm_forward_workspace_size(nk_context ctx, const nk_act_desc* desc,
                                                       const nk_norm_params* params, size_t* bytes);
 
@@ -328,8 +332,10 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  * in shared memory (up to 44 KiB of each; the rest is read again, usually from L2); up to 16
  * times 109 KiB in parts as the forward's (a cluster a pack of channels on compute capability 9.0
  * and later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes
- * of workspace); other shapes read both twice. dweight and dbias have the same bits whether or not
- * dx is asked for.
+ * of workspace); in NCHW with S > 1 when a channel's runs (as the forward's packs) are at most
+ * 96 KiB of each of x and dy (the first 48 KiB of each kept; 24 KiB, kept whole, with fewer than
+ * 128 channels), a block per channel, in no parts; other shapes read both twice. dweight and dbias
+ * have the same bits whether or not dx is asked for.
  * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
  *         running statistics; overlapping buffers). */
