@@ -661,12 +661,13 @@ void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
 
-// Enqueues a training backward's split tiles (group or instance norm; `p`'s head, parts and
-// workspace set by the caller) for the call's fusion and pointers: kernel(access, source, z, step)
-// names each step's instance, each argument a std::integral_constant; one launch of clusters
-// where the device can hold one, else kParts then kApply. The caller checks cudaGetLastError.
+// Enqueues a training backward's split tiles (group, instance or batch norm; `p`'s head, parts
+// and workspace set by the caller) for the call's fusion and pointers, `bytes` of dynamic shared
+// memory a block: kernel(access, source, z, step) names each step's instance, each argument a
+// std::integral_constant; one launch of clusters where the device can hold one, else kParts then
+// kApply. The caller checks cudaGetLastError.
 template <class T, class Params, class Kernel>
-void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const GroupTilePlan& g,
+void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const SplitLaunch& l,
                            size_t bytes, cudaStream_t stream, Kernel&& kernel) {
   constexpr int E = 16 / sizeof(T);
   const bool vector = vector_access(a);
@@ -677,9 +678,8 @@ void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const 
       auto step = [&](auto s) { return kernel(access, src, Z{}, s); };
       launch_split_steps(step(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
                          step(std::integral_constant<SplitStep, SplitStep::kParts>{}),
-                         step(std::integral_constant<SplitStep, SplitStep::kApply>{}),
-                         g.tiles * g.parts, g.threads, bytes, kGroupTileScratchBytes, g.parts,
-                         stream, p);
+                         step(std::integral_constant<SplitStep, SplitStep::kApply>{}), l.blocks,
+                         l.threads, bytes, l.scratch_bytes, l.parts, stream, p);
     };
     if (vector) {
       with_access(std::integral_constant<int, E>{});
@@ -728,8 +728,8 @@ void backward_group_tiles(const ChannelBackwardArgs& a, const GroupTilePlan& g,
   p.part_sums = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +
                                           group_channel_sums_bytes(a.shape, g));
   launch_backward_split<T>(
-      a, p, g, group_tile_backward_smem(p.head_packs), stream,
-      [](auto access, auto src, auto z, auto step) {
+      a, p, SplitLaunch{g.tiles * g.parts, g.threads, g.parts, kGroupTileScratchBytes},
+      group_tile_backward_smem(p.head_packs), stream, [](auto access, auto src, auto z, auto step) {
         return backward_group_tile<T, decltype(access)::value, decltype(src)::value,
                                    decltype(z)::value, decltype(step)::value>;
       });
@@ -818,8 +818,8 @@ void backward_split_tiles(const ChannelBackwardArgs& a, const ChannelShape& as_i
   p.part_sums = reinterpret_cast<float*>(static_cast<unsigned char*>(l.workspace) +
                                          split_sums_bytes(as_instance));
   launch_backward_split<T>(
-      view, p, g, group_tile_backward_smem(p.head_packs), stream,
-      [](auto access, auto src, auto z, auto step) {
+      view, p, SplitLaunch{g.tiles * g.parts, g.threads, g.parts, kGroupTileScratchBytes},
+      group_tile_backward_smem(p.head_packs), stream, [](auto access, auto src, auto z, auto step) {
         return backward_split_tile<T, decltype(access)::value, decltype(src)::value,
                                    decltype(z)::value, decltype(step)::value>;
       });
@@ -832,9 +832,17 @@ struct BatchTileBackwardKernel {
   static constexpr auto kernel = backward_batch_tile<T, kAccess, kSource, kZ>;
 };
 
+// The batch split tiles' workspace in the training backward: every part's two sums a channel,
+// reserved whether or not the device takes clusters (the size depends on the shape only).
+size_t batch_part_sums_bytes(const ChannelShape& s, const BatchTilePlan& b) {
+  return align256(static_cast<size_t>(s.c * b.parts * 2) * sizeof(float));
+}
+
 // Batch norm training with dx, dz, dweight or dbias in NCHW where a channel's runs of x and of dy
 // fit a block: one read of both, dweight and dbias from the same launch
-// (channel_norm_batch_tile_backward.cuh).
+// (channel_norm_batch_tile_backward.cuh); where they exceed it, its parts (a block each) as one
+// cluster where the device has them, else in two launches through the workspace
+// (batch_part_sums_bytes).
 template <class T>
 void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, const Launch& l) {
   auto stream = static_cast<cudaStream_t>(l.stream);
@@ -845,9 +853,24 @@ void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, 
   p.inv_count = 1.0f / static_cast<float>(a.shape.n * a.shape.s);
   p.dweight = a.dweight;
   p.dbias = a.dbias;
-  const size_t bytes = kBatchTileBackwardScratchBytes + size_t{32} * p.head_packs;
-  with_backward_kernel<T, BatchTileBackwardKernel>(
-      a, [&](auto kernel) { launch_blocks(kernel, a.shape.c, b.threads, bytes, stream, p); });
+  p.parts = b.parts;
+  p.part_runs = b.part_runs;
+  if (b.parts > 1) {
+    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)), 2);
+    p.part_sums = static_cast<float*>(l.workspace);
+    constexpr size_t kScratch = kBatchTileBackwardScratchBytes<SplitStep::kCluster>;
+    launch_backward_split<T>(
+        a, p, SplitLaunch{a.shape.c * b.parts, b.threads, b.parts, kScratch},
+        kScratch + size_t{32} * p.head_packs, stream, [](auto access, auto src, auto z, auto step) {
+          return backward_batch_tile<T, decltype(access)::value, decltype(src)::value,
+                                     decltype(z)::value, decltype(step)::value>;
+        });
+  } else {
+    const size_t bytes =
+        kBatchTileBackwardScratchBytes<SplitStep::kWhole> + size_t{32} * p.head_packs;
+    with_backward_kernel<T, BatchTileBackwardKernel>(
+        a, [&](auto kernel) { launch_blocks(kernel, a.shape.c, b.threads, bytes, stream, p); });
+  }
   dev::check_cuda(cudaGetLastError(), "batch norm tiles backward launch");
 }
 
@@ -917,9 +940,12 @@ size_t split_backward_need(const ChannelBackwardArgs& a) {
   if (g.use) return g.parts == 1 ? 0 : group_tiles_backward_workspace(a.shape, g);
   const ChannelShape as_instance = instance_tile_shape(a.shape);
   const GroupTilePlan it = plan_instance_tiles(as_instance, elem, 2);
-  if (!it.use || it.parts == 1) return 0;
-  // The one-read paths before it in backward() (their shapes never split) take none of these.
-  return split_tiles_backward_workspace(as_instance, it);
+  if (it.use) {
+    // The one-read paths before it in backward() (their shapes never split) take none of these.
+    return it.parts == 1 ? 0 : split_tiles_backward_workspace(as_instance, it);
+  }
+  const BatchTilePlan bt = plan_batch_tiles(a.shape, elem, 2);
+  return bt.use && bt.parts > 1 ? batch_part_sums_bytes(a.shape, bt) : 0;
 }
 
 }  // namespace

@@ -17,7 +17,8 @@
 // neighbours' blocks write the rest of those packs; the ReLU mask likewise (ORed in where runs are
 // not whole packs, into a mask cleared first). Tiles above the staged head read the rest from
 // memory in each pass, each pack the same values from either place, so no bit depends on the
-// head.
+// head. A channel above a block is split into parts of consecutive runs, a block each, whose
+// statistics merge in rank order (SplitStep, below; plan_batch_tiles' parts).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -10,8 +10,9 @@
 // Thread t takes the slots t, t + R, ... in every pass and keeps E pairs of sums, which the block
 // adds in a fixed order (dev::block_sum); misaligned pointers load single elements into the same
 // packs, and tiles above the staged head read the rest of x and dy from memory in both passes, so
-// no bit depends on the pointers or the head. y (ReLU without a mask) or z (SiLU with a residual) is
-// read from memory in both passes.
+// no bit depends on the pointers or the head. y (ReLU without a mask) or z (SiLU with a residual)
+// is read from memory in both passes. A channel above a block is split into parts of consecutive
+// runs as the forward's (SplitStep, below).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,6 +22,8 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_batch_tile.cuh"
 #include "channel_norm_one_read_io.cuh"
+#include "channel_norm_split_parts.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 
@@ -30,12 +33,25 @@ namespace nk::cuda {
 // dweight and dbias, which each block writes for its channel.
 struct BatchTileBackwardParams : OneReadBackwardIo, BatchTileGeometry {
   float inv_count;
-  float* dweight;  // [C], nullable
-  float* dbias;    // [C], nullable
+  float* dweight;    // [C], nullable
+  float* dbias;      // [C], nullable
+  int parts;         // blocks a channel (split tiles; else 1)
+  int part_runs;     // runs a part (the last may have fewer)
+  float* part_sums;  // [C][parts][2]: each part's sum du and sum du * (x - mean); kParts, kApply
 };
 
-// The shared memory before the staged tiles: block_sum's 2 * 32 floats.
-constexpr size_t kBatchTileBackwardScratchBytes = 2 * 32 * sizeof(float);
+// The shared memory before the staged tiles: block_sum's 2 * 32 floats; a split tile's also this
+// part's two sums (which the cluster reads) and the channel's.
+struct BatchSplitBackwardScratch {
+  float sums[2 * 32];
+  float part[2];
+  float tile[2];
+};
+template <SplitStep kStep>
+constexpr size_t kBatchTileBackwardScratchBytes = kStep == SplitStep::kWhole
+                                                      ? 2 * 32 * sizeof(float)
+                                                      : sizeof(BatchSplitBackwardScratch);
+static_assert(sizeof(BatchSplitBackwardScratch) % 16 == 0, "staged packs start 16-byte aligned");
 
 // The E aux values (y, z or the mask's bits) of the pack at r: the pack's access where it is whole
 // and the pointers allow it, else the run's elements alone (the rest 0).
@@ -55,20 +71,35 @@ __device__ __forceinline__ void load_run_act_inputs(const OneReadBackwardIo& p, 
 // One block per channel (blockIdx.x); kAccess: elements per global access (E, or 1 for misaligned
 // pointers); kSource: where act' comes from (kZ: SiLU's u adds z). One block of up to 512 an SM
 // (128 registers), as the instance tiles' backward.
-template <class T, int kAccess, int kSource, bool kZ>
+// kStep: kWhole, a block a channel. Else the channel's runs are split into parts as the
+// forward's (channel_norm_batch_tile.cuh), a block a part (blockIdx.x = channel * parts + rank):
+// each part's two sums, added in rank order by every block alike, from the cluster's shared
+// memories (kCluster: x and dy read once) or from the workspace (kParts writes them, kApply adds
+// them and reads x and dy again). Rank 0 writes dweight and dbias.
+template <class T, int kAccess, int kSource, bool kZ, SplitStep kStep = SplitStep::kWhole>
 __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     backward_batch_tile(BatchTileBackwardParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int packs = p.n * p.seg_packs, head = min(p.head_packs, packs);
-  const int threads = static_cast<int>(blockDim.x);
-  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kBatchTileBackwardScratchBytes);
+  auto& split_sh = *reinterpret_cast<BatchSplitBackwardScratch*>(shared_bytes);  // split forms
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned channel = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - channel * parts : 0u;
+  const int run0 = static_cast<int>(rank) * p.part_runs;  // kSplit: this part's first run
+  const int runs = kSplit ? min(p.n - run0, p.part_runs) : p.n;
+  const int packs = runs * p.seg_packs;
+  const int head = kStep == SplitStep::kApply ? 0 : min(p.head_packs, packs);
+  const int threads = static_cast<int>(blockDim.x), t = static_cast<int>(threadIdx.x);
+  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kBatchTileBackwardScratchBytes<kStep>);
   Raw* dys = xs + head;
-  const int64_t c = blockIdx.x, start = c * p.s;  // run 0 of channel c
+  const int64_t c = channel;
+  const int64_t start = c * p.s + (kSplit ? int64_t{run0} * p.sample_len : 0);  // the block's run 0
   const T* x = static_cast<const T*>(p.x);
   const T* dy = static_cast<const T*>(p.dy);
   const T* aux = kAux ? static_cast<const T*>(p.aux) : nullptr;
@@ -81,44 +112,82 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
 
   // Pass 1: the runs of x and dy into shared memory; the sums of du and du * (x - mean) over the
   // run's elements as the packs arrive, in the order of pass 2.
-  float sum_du[E] = {}, sum_dux[E] = {};
-  for (int slot = static_cast<int>(threadIdx.x); slot < packs; slot += threads) {
-    const RunPack<E> r = run_pack<E>(p, start, slot);
-    Raw xv, dv;
-    if (whole_access<E, kAccess>(r, p.numel)) {
-      xv = row_pack<T, E, kAccess>(x + r.at, 0);
-      dv = row_pack<T, E, kAccess>(dy + r.at, 0);
-    } else {
-      xv = load_run_elements<T, E>(x, r.at, r.range);
-      dv = load_run_elements<T, E>(dy, r.at, r.range);
+  dev::Floats<2> sums{};
+  if constexpr (kStep != SplitStep::kApply) {
+    float sum_du[E] = {}, sum_dux[E] = {};
+    for (int slot = static_cast<int>(threadIdx.x); slot < packs; slot += threads) {
+      const RunPack<E> r = run_pack<E>(p, start, slot);
+      Raw xv, dv;
+      if (whole_access<E, kAccess>(r, p.numel)) {
+        xv = row_pack<T, E, kAccess>(x + r.at, 0);
+        dv = row_pack<T, E, kAccess>(dy + r.at, 0);
+      } else {
+        xv = load_run_elements<T, E>(x, r.at, r.range);
+        dv = load_run_elements<T, E>(dy, r.at, r.range);
+      }
+      if (slot < head) {
+        xs[slot] = xv;
+        dys[slot] = dv;
+      }
+      float a[E];
+      load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
+      const bool whole = r.range.whole();
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        // Outside the run x and du are garbage (another channel's, maybe inf): selected away.
+        const bool in = whole || r.range.has(e);
+        const float du = du_at(xv, dv, a, e);
+        sum_du[e] += in ? du : 0.0f;
+        sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
+      }
     }
-    if (slot < head) {
-      xs[slot] = xv;
-      dys[slot] = dv;
-    }
-    float a[E];
-    load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
-    const bool whole = r.range.whole();
+    // The block's sums; its barrier also orders pass 1's stores before pass 2.
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-      // Outside the run x and du are garbage (another channel's, maybe inf): selected away.
-      const bool in = whole || r.range.has(e);
-      const float du = du_at(xv, dv, a, e);
-      sum_du[e] += in ? du : 0.0f;
-      sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
+      sums.v[0] += sum_du[e];
+      sums.v[1] += sum_dux[e];
+    }
+    sums = dev::block_sum<2>(sums, scratch);
+    if constexpr (kSplit) {
+      if (t < 2) {
+        if constexpr (kStep == SplitStep::kParts) {
+          p.part_sums[(int64_t{channel} * parts + rank) * 2 + t] = sums.v[t];
+        } else {
+          split_sh.part[t] = sums.v[t];
+        }
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
     }
   }
-  // The block's sums; its barrier also orders pass 1's stores before pass 2.
-  dev::Floats<2> sums{};
-#pragma unroll
-  for (int e = 0; e < E; ++e) {
-    sums.v[0] += sum_du[e];
-    sums.v[1] += sum_dux[e];
+  if constexpr (kSplit) {
+    // The channel's sums: thread i adds sum i of the parts in rank order, from the cluster's
+    // shared memories or from the workspace.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (t < 2) {
+      auto part = [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float(dev::cluster_address(&split_sh.part[t], r));
+        } else {
+          return p.part_sums[(int64_t{channel} * parts + r) * 2 + t];
+        }
+      };
+      float total = part(0);
+      for (int r = 1; r < p.parts; ++r) total += part(r);
+      split_sh.tile[t] = total;
+    }
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+    }
+    __syncthreads();
+    sums.v[0] = split_sh.tile[0];
+    sums.v[1] = split_sh.tile[1];
   }
-  sums = dev::block_sum<2>(sums, scratch);
   const float c1 = invstd * (wt * sums.v[0]) * p.inv_count;
   const float c2 = invstd * invstd * (wt * sums.v[1] * invstd) * p.inv_count;
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && rank == 0) {
     if (p.dbias != nullptr) p.dbias[c] = sums.v[0];
     if (p.dweight != nullptr) p.dweight[c] = sums.v[1] * invstd;
   }
@@ -126,7 +195,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   // Pass 2: dx = scale * du - c1 - (x - mean) * c2, and dz = du, from shared memory.
   T* dx = static_cast<T*>(p.dx);
   T* dz = static_cast<T*>(p.dz);
-  if (dx == nullptr && dz == nullptr) return;
+  if (dx == nullptr && dz == nullptr) {
+    if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
+    return;
+  }
   auto dx_pack = [&](const Raw& xv, const Raw& dv, const RunPack<E>& r) {
     float a[E];
     load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
@@ -147,6 +219,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     dx_pack(load_run_pack<T, E, kAccess>(x, r, p.numel),
             load_run_pack<T, E, kAccess>(dy, r, p.numel), r);
   }
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 }  // namespace nk::cuda

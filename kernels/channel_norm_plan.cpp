@@ -456,7 +456,6 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
   const int64_t staged_limit = (few ? kResidentMaxBytes / 2 : kResidentMaxBytes) / staged_tensors;
   int64_t parts = 1, runs = shape.n;
   if (bytes > (few ? staged_limit : 2 * staged_limit)) {  // split by samples (see the header)
-    if (staged_tensors > 1) return t;                     // the training backward walks such tiles
     const int64_t part_limit = kSplitPartMaxBytes / staged_tensors;
     parts = 2;
     while (parts <= kSplitMaxParts && ceil_div(shape.n, parts) * seg_packs * 16 > part_limit) {

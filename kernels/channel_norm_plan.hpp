@@ -459,8 +459,8 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes,
 // 512), as the instance tiles' (timing mode: BN N16 C64 14x14 NCHW bf16's backward 22382 cycles
 // with the forward's 64 threads, 16787 with 128). The block depends on the shape only, and a
 // pack's values are the same from either place, so every output bit does.
-// A forward's tile above those bounds is split by samples (channel_norm_batch_tile.cuh's
-// SplitStep; the training backward walks such tiles): `parts` blocks a channel, each taking
+// A tile above those bounds is split by samples (channel_norm_batch_tile.cuh's SplitStep, and the
+// training backward's, channel_norm_batch_tile_backward.cuh): `parts` blocks a channel, each taking
 // part_runs = ceil(N / parts) consecutive runs (the last may have fewer, at least one), parts the
 // fewest powers of two up to kSplitMaxParts whose parts are at most kSplitPartMaxBytes over the
 // staged tensors, then doubled while C * parts < kResidentMinRows, to kSplitPortableParts at most,

@@ -174,15 +174,19 @@ inline std::vector<ChannelCase> batch_tile_shapes() {
   return {{f, 20, 3, 49, NK_NCHW, 1}, {f, 8, 130, 16, NK_NCHW, 1}, {f, 1, 5, 196, NK_NCHW, 1}};
 }
 
-// Batch norm NCHW shapes whose channel tiles exceed a block and are split by samples (the
-// forward's parts, plan_batch_tiles): 20 runs of 1601 (not whole packs: each run starts at another
-// offset of its pack) in 3 channels, above 48 KiB a channel: 2 parts fit, doubled to 4 of 5 runs
-// for the blocks (8 would leave the last none); one channel of 16 runs of 120000 bytes (30000
-// fp32 elements, 60000 in 16 bits), above 8 x 219 KiB: 16 parts of one run.
+// Batch norm NCHW shapes whose channel tiles exceed a block and are split by samples
+// (plan_batch_tiles' parts): [0] 20 runs of 1601 (not whole packs: each run starts at another
+// offset of its pack) in 3 channels, above 48 KiB a channel (24 of each of x and dy): 2 parts fit,
+// doubled to 4 of 5 runs for the blocks (8 would leave the last none), forward and backward;
+// [1] one channel of 16 runs of 120000 bytes (30000 fp32 elements, 60000 in 16 bits): the
+// forward's 16 parts of one run (the backward walks: a run above 109.5 KiB of each); [2] 16 runs
+// of 60000 bytes: the backward's 16 parts of one run (the forward's 8 of two).
 inline std::vector<ChannelCase> batch_split_shapes(nk_dtype dtype) {
   const Family f = Family::kBatch;
-  const int64_t long_run = elem_size(dtype) == 4 ? 30000 : 60000;
-  return {{f, 20, 3, 1601, NK_NCHW, 1}, {f, 16, 1, long_run, NK_NCHW, 1}};
+  const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  return {{f, 20, 3, 1601, NK_NCHW, 1},
+          {f, 16, 1, 7500 * e, NK_NCHW, 1},
+          {f, 16, 1, 3750 * e, NK_NCHW, 1}};
 }
 
 }  // namespace nkt

@@ -1325,11 +1325,11 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
   }
 }
 
-// A forward's batch tile above the whole bounds (twice 96 KiB; 48 KiB with fewer than 128
-// channels) is split by samples: parts of ceil(N / parts) runs, the fewest powers of two up to 16
-// of at most 219 KiB, doubled to 8 while C * parts < 128 and the last part keeps a run; the head a
-// part's packs, to 96 KiB (48 with few channels); the block from the part's packs. Above 16 parts
-// of 219 KiB: no tiles.
+// A batch tile above the whole bounds (twice 96 KiB; 48 KiB with fewer than 128 channels; half
+// of each for the backward's x and dy) is split by samples: parts of ceil(N / parts) runs, the
+// fewest powers of two up to 16 of at most 219 KiB, doubled to 8 while C * parts < 128 and the last
+// part keeps a run; the head a part's packs, to 96 KiB (48 with few channels); the block from the
+// part's packs. Above 16 parts of 219 KiB: no tiles.
 TEST(ChannelPlan, BatchTilesSplitBySamples) {
   using nk::cuda::plan_batch_tiles;
   struct Want {
@@ -1372,17 +1372,41 @@ TEST(ChannelPlan, BatchTilesSplitBySamples) {
     EXPECT_GT(w.n, (t.parts - 1) * t.part_runs);  // the last part keeps a run
     EXPECT_LE(int64_t{t.part_runs} * t.seg_packs * 16, nk::cuda::kSplitPartMaxBytes);
     EXPECT_LE(int64_t{t.part_runs} * t.seg_packs, nk::cuda::kBatchTileMaxPacks);
-    EXPECT_FALSE(plan_batch_tiles(shape, w.elem, 2).use);  // the backward walks
+  }
+  // The training backward stages x and dy: parts of at most 219 KiB over both (109.5 KiB of each),
+  // the head to 48 KiB of each (24 with few channels).
+  const Want backward[] = {
+      {256, 64, 56 * 56, 2, true, 16, 16, 392, 1536, 512},  // 16 parts of 98 KiB of each
+      {32, 64, 56 * 56, 2, true, 2, 16, 392, 1536, 512},
+      {256, 128, 28 * 28, 2, true, 4, 64, 98, 3072, 512},
+      {32, 64, 112 * 112, 2, true, 8, 4, 1568, 1536, 512},
+      {256, 64, 56 * 56, 4, false, 0, 0, 0, 0, 0},  // fp32: 16 parts of 196 KiB of each
+      {16, 1, 60000, 2, false, 0, 0, 0, 0, 0},      // a run of 117 KiB of each
+  };
+  for (const Want& w : backward) {
+    const ChannelShape shape{
+        ChannelNorm::kBatch, w.n, w.c, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message()
+                 << "backward n=" << w.n << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
+    const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem, 2);
+    EXPECT_EQ(t.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_runs, w.part_runs);
+    EXPECT_EQ(t.seg_packs, w.seg_packs);
+    EXPECT_EQ(t.head_packs, w.head_packs);
+    EXPECT_EQ(t.threads, w.threads);
+    EXPECT_GT(w.n, (t.parts - 1) * t.part_runs);
+    EXPECT_LE(int64_t{t.part_runs} * t.seg_packs * 16 * 2, nk::cuda::kSplitPartMaxBytes);
   }
 }
 
 // Batch norm in NCHW with S > 1: a block per channel stages its N runs of S elements as Q packs
 // each (Q = S / E where E | S, else (S + 2E - 2) / E): tiles of N * Q packs up to twice 96 KiB,
 // the first 96 KiB staged (the head); with fewer than 128 channels up to 48 KiB, staged whole;
-// the forward's larger tiles in parts (BatchTilesSplitBySamples). The backward: half of those
-// bounds for x and for dy each, no parts. About 8 packs a thread in whole warps, 64
-// to 512. Every run of every channel lies within its Q packs from the pack that holds its first
-// element.
+// larger tiles in parts (BatchTilesSplitBySamples). The backward: half of those bounds for x and
+// for dy each. About 8 packs a thread in whole warps, 64 to 512. Every run of every channel lies
+// within its Q packs from the pack that holds its first element.
 TEST(ChannelPlan, BatchTilesInNchw) {
   using nk::cuda::plan_batch_tiles;
   struct Want {
@@ -1438,9 +1462,9 @@ TEST(ChannelPlan, BatchTilesInNchw) {
       {32, 128, 28 * 28, NK_NCHW, 2, true, 98, 3072, 512},  // 49 KiB of each: 48 staged
       {3072, 128, 8, NK_NCHW, 2, true, 1, 3072, 512},       // 48 KiB of each, staged whole
       {6144, 128, 8, NK_NCHW, 2, true, 1, 3072, 512},       // 96 KiB of each: half staged
-      {6145, 128, 8, NK_NCHW, 2, false, 0, 0, 0},           // a pack above
+      {6145, 128, 8, NK_NCHW, 2, true, 1, 3072, 512, 2},    // a pack above: 2 parts
       {96, 64, 7 * 7, NK_NCHW, 2, true, 7, 672, 192},       // 64 channels, 10.5 KiB of each
-      {230, 64, 7 * 7, NK_NCHW, 2, false, 0, 0, 0},         // 64 channels, 25.2 KiB: above 24
+      {230, 64, 7 * 7, NK_NCHW, 2, true, 7, 805, 224, 2},   // 64 channels, 25.2 KiB: 2 parts
   };
   for (const Want& w : backward) {
     const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
@@ -1453,7 +1477,8 @@ TEST(ChannelPlan, BatchTilesInNchw) {
     EXPECT_EQ(t.seg_packs, w.seg_packs);
     EXPECT_EQ(t.head_packs, w.head_packs);
     EXPECT_EQ(t.threads, w.threads);
-    EXPECT_EQ(t.parts, 1);  // the training backward takes no parts
+    EXPECT_EQ(t.parts, w.parts);
+    EXPECT_EQ(t.part_runs, (w.n + w.parts - 1) / w.parts);
   }
   // Instance and group norm in NCHW: their rows' paths.
   for (ChannelNorm kind : {ChannelNorm::kInstance, ChannelNorm::kGroup}) {

@@ -483,8 +483,8 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // NHWC (or S = 1) as one sample's instance norm: the forward reads x once, the backward x and dy
 // (plan_instance_tiles with both staged). Batch norm in NCHW where a block holds a channel
 // (batch_tile_shapes): the forward reads x once, the backward x and dy (plan_batch_tiles with both
-// staged), both again with a third of the tile staged; and the forward of a channel in parts
-// (batch_split_shapes), in clusters and in two launches.
+// staged), both again with a third of the tile staged; and a channel in parts (batch_split_shapes),
+// in clusters and in two launches.
 class GpuChannelFusionResident : public GpuChannelFusion {};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
@@ -505,15 +505,17 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
         check_backward(PathRun{k, misalign});
       }
     }
-    // A channel's runs in parts (the forward's; the backward walks them), in each form.
+    // A channel's runs in parts, forward and backward, in each form.
     const ChannelCase split = batch_split_shapes(c.dtype)[0];
     ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
+    ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
     for (int form = 0; form < 2; ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
       for (int64_t misalign : {0, 1}) {
         SCOPED_TRACE(testing::Message() << "parts, form " << form << ", misalign " << misalign);
         check_forward(PathRun{split, misalign});
+        check_backward(PathRun{split, misalign});
       }
     }
     return;

@@ -1183,65 +1183,103 @@ TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
 }
 
 // Batch norm in NCHW where a channel's runs exceed a block: its parts by samples
-// (batch_split_shapes: 4 parts of 5 runs; 16 of one), a cluster a channel where the device has
-// clusters, and in two launches through the workspace without (NORMKIT_TEST_NO_CLUSTERS). Each
-// form: the forward against the CPU (check_one_read_forward: running statistics over steps,
-// cumulative momentum, misaligned pointers), the bytes of misaligned, in-place and partial-head
-// calls against its aligned one (16 parts: two steps against the CPU). Then the two forms' bytes
-// against each other: y, the saved and running statistics and the counter. The training backward
-// walks these tiles.
+// (batch_split_shapes: 4 parts of 5 runs forward and backward; the forward's 16 parts of one run;
+// the backward's 16), a cluster a channel where the device has clusters, and in two launches
+// through the workspace without (NORMKIT_TEST_NO_CLUSTERS). Each form against the CPU: the first
+// shape's forward (check_one_read_forward: running statistics over steps, cumulative momentum,
+// misaligned pointers) and the bytes of misaligned, in-place and partial-head calls against its
+// aligned one, its backward aligned and misaligned and its bytes across pointers and heads; the
+// 16-part shapes' forward over two steps, backward aligned. Then the two forms' bytes against each
+// other: y, the saved and running statistics and the counter; dx, dweight and dbias.
 TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
   const Case c = GetParam();
   if (c.family != Family::kBatch || c.layout != NK_NCHW) {
     GTEST_SKIP() << "batch norm's NCHW tiles in parts";
   }
   if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
-  for (const ChannelCase& k : batch_split_shapes(c.dtype)) {
+  const std::vector<ChannelCase> shapes = batch_split_shapes(c.dtype);
+  const int forward_parts[] = {4, 16, 8}, backward_parts[] = {4, 0, 16};  // 0: the walk
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const ChannelCase& k = shapes[i];
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     const nk::cuda::BatchTilePlan plan = batch_tile_plan(k, c.dtype);
+    const nk::cuda::BatchTilePlan bplan = batch_tile_plan(k, c.dtype, 2);
     ASSERT_TRUE(plan.use);
-    ASSERT_EQ(plan.parts, k.c == 3 ? 4 : 16);
-    ASSERT_EQ(plan.part_runs, k.c == 3 ? 5 : 1);
-    ASSERT_FALSE(takes_batch_tiles(k, c.dtype, 2));  // the backward walks
+    ASSERT_EQ(plan.parts, forward_parts[i]);
+    ASSERT_EQ(bplan.use, backward_parts[i] > 0);
+    if (bplan.use) {
+      ASSERT_EQ(bplan.parts, backward_parts[i]);
+    }
+    const bool first = i == 0;
+    const bool forward = plan.parts > 1 && i != 2, backward = bplan.use;  // what shape i is for
     const int64_t numel = k.n * k.c * k.s;
-    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
+    const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0)), dyh(c.dtype, rng_.normal(numel));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
     const Buffer rm0(NK_F32, rng_.normal(k.c, 0.0, 0.1)), rv0(NK_F32, rng_.uniform(k.c, 0.5, 1.5));
+    const Buffer mean(NK_F32, rng_.normal(k.c, 1.0, 0.5)),
+        invstd(NK_F32, rng_.uniform(k.c, 0.2, 0.5));
     const DeviceBuffer wd(w), bd(b);
-    std::vector<Buffer> forms[2];
+    std::vector<Buffer> forms[2], grads[2];
     for (int form = 0; form < 2; ++form) {
       SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-      if (k.c == 3) {
-        check_one_read_forward(k);
-        forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd,
-                                   int64_t{plan.part_runs} * plan.seg_packs * 16);
-      } else {
-        check_forward(k, nk_norm_params_default(), 2);  // 16 parts: two steps against the CPU
+      if (forward) {
+        if (first) {
+          check_one_read_forward(k);
+          forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd,
+                                     int64_t{plan.part_runs} * plan.seg_packs * 16);
+        } else {
+          check_forward(k, nk_norm_params_default(), 2);
+        }
+        const int64_t tracked0 = 5;
+        Buffer tracked_host(NK_F32, 2);
+        std::memcpy(tracked_host.data(), &tracked0, 8);
+        DeviceBuffer xd(x), y(c.dtype, numel), sm(NK_F32, k.c), si(NK_F32, k.c), rm(rm0), rv(rv0),
+            tracked(tracked_host);
+        ASSERT_EQ(channel_forward(gpu_, k, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(),
+                                  bd.f32(), rm.f32(), rv.f32(),
+                                  reinterpret_cast<int64_t*>(tracked.data()), y.data(), sm.f32(),
+                                  si.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        forms[form] = {y.download(),  sm.download(), si.download(),
+                       rm.download(), rv.download(), tracked.download()};
       }
-      const int64_t tracked0 = 5;
-      Buffer tracked_host(NK_F32, 2);
-      std::memcpy(tracked_host.data(), &tracked0, 8);
-      DeviceBuffer xd(x), y(c.dtype, numel), sm(NK_F32, k.c), si(NK_F32, k.c), rm(rm0), rv(rv0),
-          tracked(tracked_host);
-      ASSERT_EQ(
-          channel_forward(gpu_, k, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(), bd.f32(),
-                          rm.f32(), rv.f32(), reinterpret_cast<int64_t*>(tracked.data()), y.data(),
-                          sm.f32(), si.f32()),
-          NK_SUCCESS)
-          << nk_last_error();
-      forms[form] = {y.download(),  sm.download(), si.download(),
-                     rm.download(), rv.download(), tracked.download()};
+      if (backward) {
+        check_backward(k, NK_TRAINING);
+        if (first) {
+          check_backward(k, NK_TRAINING, 1);
+          backward_bytes_across_heads(k, x, wd, int64_t{bplan.part_runs} * bplan.seg_packs * 16);
+        }
+        DeviceBuffer xd(x), dyd(dyh), md(mean), sd(invstd), dx(c.dtype, numel), dw(NK_F32, k.c),
+            db(NK_F32, k.c);
+        nk_norm_params p = nk_norm_params_default();
+        p.phase = NK_TRAINING;
+        ASSERT_EQ(channel_backward(gpu_, k, c.dtype, p, xd.data(), dyd.data(), wd.f32(), nullptr,
+                                   nullptr, md.f32(), sd.f32(), dx.data(), dw.f32(), db.f32()),
+                  NK_SUCCESS)
+            << nk_last_error();
+        grads[form] = {dx.download(), dw.download(), db.download()};
+      }
     }
-    const char* names[] = {"y",           "save_mean",          "save_invstd", "running_mean",
-                           "running_var", "num_batches_tracked"};
-    for (size_t i = 0; i < 6; ++i) {
-      EXPECT_EQ(forms[1][i].bytes(), forms[0][i].bytes()) << names[i] << ": the forms differ";
+    if (forward) {
+      const char* names[] = {"y",           "save_mean",          "save_invstd", "running_mean",
+                             "running_var", "num_batches_tracked"};
+      for (size_t j = 0; j < 6; ++j) {
+        EXPECT_EQ(forms[1][j].bytes(), forms[0][j].bytes()) << names[j] << ": the forms differ";
+      }
+      int64_t tracked = 0;
+      std::memcpy(&tracked, forms[0][5].data(), 8);
+      EXPECT_EQ(tracked, 6);
     }
-    int64_t tracked = 0;
-    std::memcpy(&tracked, forms[0][5].data(), 8);
-    EXPECT_EQ(tracked, 6);
+    if (backward) {
+      const char* grad_names[] = {"dx", "dweight", "dbias"};
+      for (size_t j = 0; j < 3; ++j) {
+        EXPECT_EQ(grads[1][j].bytes(), grads[0][j].bytes())
+            << grad_names[j] << ": the forms differ";
+      }
+    }
   }
 }
 
