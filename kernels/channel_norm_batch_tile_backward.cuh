@@ -150,10 +150,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     sums = dev::block_sum<2>(sums, scratch);
     if constexpr (kSplit) {
       if (t < 2) {
+        // Selected, not indexed by t: an index kept the sums in local memory.
+        const float mine = t == 0 ? sums.v[0] : sums.v[1];
         if constexpr (kStep == SplitStep::kParts) {
-          p.part_sums[(int64_t{channel} * parts + rank) * 2 + t] = sums.v[t];
+          p.part_sums[(int64_t{channel} * parts + rank) * 2 + t] = mine;
         } else {
-          split_sh.part[t] = sums.v[t];
+          split_sh.part[t] = mine;
         }
       }
       if constexpr (kStep == SplitStep::kParts) return;
