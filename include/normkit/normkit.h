@@ -334,8 +334,10 @@ NK_API nk_status nk_batch_norm_backward_workspace_size(nk_context ctx, const nk_
  * and later; elsewhere two launches that read both twice, with the same bits; 8 * parts * C bytes
  * of workspace); in NCHW with S > 1 when a channel's runs (as the forward's packs) are at most
  * 96 KiB of each of x and dy (the first 48 KiB of each kept; 24 KiB, kept whole, with fewer than
- * 128 channels), a block per channel, in no parts; other shapes read both twice. dweight and dbias
- * have the same bits whether or not dx is asked for.
+ * 128 channels), a block per channel, and above that, up to 16 times 109 KiB of each, in parts of
+ * consecutive runs as the forward's (a cluster a channel, or two launches; 8 * parts * C bytes of
+ * workspace, rounded up to 256); other shapes read both twice. dweight and dbias have the same
+ * bits whether or not dx is asked for.
  * Errors: NK_ERROR_BAD_SHAPE (training with N*S == 1, as in the forward),
  *         NK_ERROR_INVALID_VALUE (training without save_mean/save_invstd; inference without
  *         running statistics; overlapping buffers). */
