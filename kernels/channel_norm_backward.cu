@@ -856,9 +856,9 @@ void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, 
   p.parts = b.parts;
   p.part_runs = b.part_runs;
   if (b.parts > 1) {
-    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)), 2);
-    p.part_sums = static_cast<float*>(l.workspace);
     constexpr size_t kScratch = kBatchTileBackwardScratchBytes<SplitStep::kCluster>;
+    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)), kScratch, 2);
+    p.part_sums = static_cast<float*>(l.workspace);
     launch_backward_split<T>(
         a, p, SplitLaunch{a.shape.c * b.parts, b.threads, b.parts, kScratch},
         kScratch + size_t{32} * p.head_packs, stream, [](auto access, auto src, auto z, auto step) {

@@ -406,15 +406,15 @@ inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
   g.head_packs = resident_head_packs(b.head_packs * 16 / elem_bytes, elem_bytes);
 }
 
-// A split tile's staged head a block (a part's runs, of each of `staged_tensors` tensors): as much
-// of its part as the device lets a block stage, at least the plan's (what every GPU grants); the
-// rest is reread in each pass with the same bits. Then the test knob NORMKIT_TEST_RESIDENT_HEAD
-// (resident_head_packs).
-inline int batch_split_head_packs(const BatchTilePlan& b, int elem_bytes, int staged_tensors = 1) {
+// A split tile's staged head a block (a part's runs, of each of `staged_tensors` tensors, after
+// `scratch_bytes`): as much of its part as the device lets a block stage, at least the plan's
+// (what every GPU grants); the rest is reread in each pass with the same bits. Then the test knob
+// NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
+inline int batch_split_head_packs(const BatchTilePlan& b, int elem_bytes, size_t scratch_bytes,
+                                  int staged_tensors = 1) {
   const int64_t part = int64_t{b.part_runs} * b.seg_packs;
   const int64_t granted =
-      (device_shared_optin() - static_cast<int64_t>(sizeof(BatchSplitScratch))) / staged_tensors /
-      16;
+      (device_shared_optin() - static_cast<int64_t>(scratch_bytes)) / staged_tensors / 16;
   int64_t head = b.head_packs;
   if (granted > head) head = part < granted ? part : granted;
   return resident_head_packs(head * 16 / elem_bytes, elem_bytes);

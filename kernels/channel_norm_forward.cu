@@ -997,7 +997,8 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   p.parts = b.parts;
   p.part_runs = b.part_runs;
   if (b.parts > 1) {
-    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)));
+    p.head_packs =
+        batch_split_head_packs(b, static_cast<int>(sizeof(T)), sizeof(BatchSplitScratch));
     p.part_stats = static_cast<float2*>(l.workspace);
   }
   p.eps = static_cast<float>(a.params.eps);
