@@ -7,12 +7,14 @@
 // Paths, tried in the order of the dispatch in channel_norm_forward.cu's forward() and
 // channel_norm_backward.cu's backward() (training, 16-byte aligned pointers, as the benchmark
 // allocates them):
-//   forward:  resident_rows, short_rows, row_groups, group_tiles, instance_tiles (batch norm in
-//             NHWC or with S = 1 as one sample, instance_tile_shape), split_tiles (group or
+//   forward:  resident_rows (split_rows: a row in parts, a cluster a row on sm_90: x read once;
+//             two launches elsewhere), short_rows, row_groups, group_tiles, instance_tiles (batch
+//             norm in NHWC or with S = 1 as one sample, instance_tile_shape), split_tiles (group or
 //             instance tiles in parts, a cluster a tile on sm_90: x read once; two launches
 //             elsewhere),
 //             batch_tiles (batch norm in NCHW, a block a channel), else walk (x read twice);
-//   backward: resident_rows, group_tiles, short_rows, row_groups, instance_tiles, split_tiles,
+//   backward: resident_rows (split_rows), group_tiles, short_rows, row_groups, instance_tiles,
+//             split_tiles,
 //             batch_tiles (x and dy staged), else walk;
 //   inference forward and fused cases: apply (one elementwise pass), or not counted.
 #include <cstdint>
@@ -42,7 +44,8 @@ const char* path_of(const nkb::Case& c) {
   const int elem = static_cast<int>(nkb::dtype_size(c.dtype));
   if (c.phase == nkb::Phase::forward_inference) return "apply";
   if (c.phase == nkb::Phase::backward) {
-    if (plan_resident_rows(s, elem, 2).use) return "resident_rows";
+    const ResidentPlan r = plan_resident_rows(s, elem, 2);
+    if (r.use) return r.parts > 1 ? "split_rows" : "resident_rows";
     const GroupTilePlan g = plan_group_tiles(s, elem, 2);
     if (g.use) return g.parts > 1 ? "split_tiles" : "group_tiles";
     if (plan_short_rows(s, elem).use) return "short_rows";
@@ -52,7 +55,8 @@ const char* path_of(const nkb::Case& c) {
     if (plan_batch_tiles(s, elem, 2).use) return "batch_tiles";
     return "walk";
   }
-  if (plan_resident_rows(s, elem).use) return "resident_rows";
+  const ResidentPlan r = plan_resident_rows(s, elem);
+  if (r.use) return r.parts > 1 ? "split_rows" : "resident_rows";
   if (plan_short_rows(s, elem).use) return "short_rows";
   if (plan_row_groups(s, elem).use) return "row_groups";
   const GroupTilePlan g = plan_group_tiles(s, elem);
@@ -76,8 +80,8 @@ int main(int argc, char** argv) {
     if (c.is_row_op() || c.fused() || sets.count(c.set) == 0) continue;
     const char* path = path_of(c);
     std::printf("%s %s\n", c.name().c_str(), path);
-    ++counts[{c.set, nkb::op_name(c.op), c.layout == NK_NHWC ? "NHWC" : "NCHW",
-              nkb::phase_name(c)}][path];
+    ++counts[{c.set, nkb::op_name(c.op), c.layout == NK_NHWC ? "NHWC" : "NCHW", nkb::phase_name(c)}]
+            [path];
   }
   std::printf("\n| set | op | layout | phase | cases by path |\n|---|---|---|---|---|\n");
   for (const auto& [key, paths] : counts) {

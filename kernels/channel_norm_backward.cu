@@ -588,9 +588,48 @@ struct InstanceTileBackwardKernel {
   static constexpr auto kernel = backward_instance_tile<T, kAccess, kSource, kZ>;
 };
 
+// Enqueues a training backward's split tiles (group, instance or batch norm; `p`'s head, parts
+// and workspace set by the caller) for the call's fusion and pointers, `bytes` of dynamic shared
+// memory a block: kernel(access, source, z, step) names each step's instance, each argument a
+// std::integral_constant; one launch of clusters where the device can hold one, else kParts then
+// kApply. The caller checks cudaGetLastError.
+template <class T, class Params, class Kernel>
+void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const SplitLaunch& l,
+                           size_t bytes, cudaStream_t stream, Kernel&& kernel) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vector = vector_access(a);
+  with_fusion(a, [&](auto src, auto residual) {
+    constexpr bool kZ = decltype(src)::value == kSiluOfU && decltype(residual)::value;
+    using Z = std::bool_constant<kZ>;
+    auto with_access = [&](auto access) {
+      auto step = [&](auto s) { return kernel(access, src, Z{}, s); };
+      launch_split_steps(step(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
+                         step(std::integral_constant<SplitStep, SplitStep::kParts>{}),
+                         step(std::integral_constant<SplitStep, SplitStep::kApply>{}), l.blocks,
+                         l.threads, bytes, l.scratch_bytes, l.parts, stream, p);
+    };
+    if (vector) {
+      with_access(std::integral_constant<int, E>{});
+    } else {
+      with_access(std::integral_constant<int, 1>{});
+    }
+  });
+}
+
+// The split rows' workspace in the training backward: the channels' sums for dweight and dbias
+// ([N, C]), then every part's two row sums for the two-launch form, reserved whether or not the
+// device takes clusters (the size depends on the shape only). 0 where a row is not split: the
+// sums then take the walk's layout, which is larger.
+size_t resident_split_backward_workspace(const ChannelShape& s, const ResidentPlan& r) {
+  if (r.parts == 1) return 0;
+  return align256(static_cast<size_t>(s.n * s.c) * sizeof(float2)) +
+         align256(static_cast<size_t>(r.rows * r.parts * 2) * sizeof(float));
+}
+
 // Instance and group norm training with dx (or dz) where a row of x and of dy fits a block: one
 // read of both (channel_norm_resident_backward.cuh), then dweight and dbias from its per-(n, c)
-// sums.
+// sums. Larger rows in parts: one cluster a row where the device has them, else two launches
+// through the workspace.
 template <class T>
 void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
                             const XhatStats& stats, const Launch& l) {
@@ -599,9 +638,23 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   set_backward_io(p, a, l);
   set_row_geometry(p, a.shape, r);
   p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
-  const size_t bytes = kResidentBackwardScratchBytes + size_t{32} * p.head_packs;
-  with_backward_kernel<T, ResidentBackwardKernel>(
-      a, [&](auto kernel) { launch_rows(kernel, r, bytes, stream, p); });
+  if (r.parts == 1) {
+    const size_t bytes = kResidentBackwardScratchBytes + size_t{32} * p.head_packs;
+    with_backward_kernel<T, ResidentBackwardKernel>(
+        a, [&](auto kernel) { launch_rows(kernel, r, bytes, stream, p); });
+  } else {
+    constexpr size_t kScratch = sizeof(SplitSumsScratch);
+    p.head_packs = resident_split_head_packs(r, static_cast<int>(sizeof(T)), kScratch, 2);
+    p.part_sums = reinterpret_cast<float*>(
+        static_cast<unsigned char*>(l.workspace) +
+        align256(static_cast<size_t>(a.shape.n * a.shape.c) * sizeof(float2)));
+    launch_backward_split<T>(
+        a, p, SplitLaunch{r.rows * r.parts, r.threads, r.parts, kScratch},
+        kScratch + size_t{32} * p.head_packs, stream, [](auto access, auto src, auto z, auto step) {
+          return backward_resident<T, decltype(access)::value, decltype(src)::value,
+                                   decltype(z)::value, decltype(step)::value>;
+        });
+  }
   dev::check_cuda(cudaGetLastError(), "channel norm resident rows backward launch");
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
 }
@@ -659,34 +712,6 @@ void backward_in_row_groups(const ChannelBackwardArgs& a, const RowGroupsPlan& r
   });
   dev::check_cuda(cudaGetLastError(), "channel norm row groups backward launch");
   if (p.channel_sums) finalize_channel_sums(a, stats, p.channel_sums, stream);
-}
-
-// Enqueues a training backward's split tiles (group, instance or batch norm; `p`'s head, parts
-// and workspace set by the caller) for the call's fusion and pointers, `bytes` of dynamic shared
-// memory a block: kernel(access, source, z, step) names each step's instance, each argument a
-// std::integral_constant; one launch of clusters where the device can hold one, else kParts then
-// kApply. The caller checks cudaGetLastError.
-template <class T, class Params, class Kernel>
-void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const SplitLaunch& l,
-                           size_t bytes, cudaStream_t stream, Kernel&& kernel) {
-  constexpr int E = 16 / sizeof(T);
-  const bool vector = vector_access(a);
-  with_fusion(a, [&](auto src, auto residual) {
-    constexpr bool kZ = decltype(src)::value == kSiluOfU && decltype(residual)::value;
-    using Z = std::bool_constant<kZ>;
-    auto with_access = [&](auto access) {
-      auto step = [&](auto s) { return kernel(access, src, Z{}, s); };
-      launch_split_steps(step(std::integral_constant<SplitStep, SplitStep::kCluster>{}),
-                         step(std::integral_constant<SplitStep, SplitStep::kParts>{}),
-                         step(std::integral_constant<SplitStep, SplitStep::kApply>{}), l.blocks,
-                         l.threads, bytes, l.scratch_bytes, l.parts, stream, p);
-    };
-    if (vector) {
-      with_access(std::integral_constant<int, E>{});
-    } else {
-      with_access(std::integral_constant<int, 1>{});
-    }
-  });
 }
 
 // The group tiles' workspace in the training backward: the channels' sums for dweight and dbias, a
@@ -935,6 +960,8 @@ namespace {
 size_t split_backward_need(const ChannelBackwardArgs& a) {
   if (a.phase != NK_TRAINING) return 0;
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
+  const ResidentPlan r = plan_resident_rows(a.shape, elem, 2);
+  if (r.use) return resident_split_backward_workspace(a.shape, r);
   // Group norm's tiles come before the instance tiles in backward(); no shape takes both.
   const GroupTilePlan g = plan_group_tiles(a.shape, elem, 2);
   if (g.use) return g.parts == 1 ? 0 : group_tiles_backward_workspace(a.shape, g);

@@ -62,14 +62,6 @@ struct BatchTileParams : OneReadForwardIo, BatchTileGeometry {
   float2* part_stats;  // [C][parts + 1]: each part's (centre, m2), then (x0, 0); kParts, kApply
 };
 
-// The scratch of a split tile, after block_sum's 32 floats: this part's (centre, m2), which the
-// cluster reads, and the channel's, for every thread.
-struct BatchSplitScratch {
-  float sums[32];
-  float2 part;
-  float2 tile;
-};
-
 // The elements [lo, hi) of a pack that belong to its run (lo <= 0 and hi >= E: all of them).
 template <int E>
 struct RunRange {
@@ -180,11 +172,10 @@ __device__ __forceinline__ void add_run_elements(float (&acc)[E], const dev::Pac
 }
 
 // The shared memory before a block's staged packs: block_sum's scratch, and a split tile's
-// BatchSplitScratch.
+// SplitStatScratch.
 template <SplitStep kStep>
 constexpr size_t kBatchTileScratchBytes = kStep == SplitStep::kWhole ? kResidentScratchBytes
-                                                                     : sizeof(BatchSplitScratch);
-static_assert(sizeof(BatchSplitScratch) % 16 == 0, "staged packs start 16-byte aligned");
+                                                                     : sizeof(SplitStatScratch);
 
 // kAccess: elements per global access (E, or 1 for misaligned pointers). The minimum of two
 // blocks of 512 threads an SM holds ptxas to 64 registers, as in the other one-read kernels; the
@@ -206,7 +197,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  auto& split_sh = *reinterpret_cast<BatchSplitScratch*>(shared_bytes);  // split forms only
+  auto& split_sh = *reinterpret_cast<SplitStatScratch*>(shared_bytes);  // split forms only
   Raw* staged = reinterpret_cast<Raw*>(shared_bytes + kBatchTileScratchBytes<kStep>);
   const int t = static_cast<int>(threadIdx.x);
   // 32-bit: the plan keeps the blocks below 2^31.
@@ -407,17 +398,11 @@ inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
 }
 
 // A split tile's staged head a block (a part's runs, of each of `staged_tensors` tensors, after
-// `scratch_bytes`): as much of its part as the device lets a block stage, at least the plan's
-// (what every GPU grants); the rest is reread in each pass with the same bits. Then the test knob
-// NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
+// `scratch_bytes`): part_head_packs.
 inline int batch_split_head_packs(const BatchTilePlan& b, int elem_bytes, size_t scratch_bytes,
                                   int staged_tensors = 1) {
-  const int64_t part = int64_t{b.part_runs} * b.seg_packs;
-  const int64_t granted =
-      (device_shared_optin() - static_cast<int64_t>(scratch_bytes)) / staged_tensors / 16;
-  int64_t head = b.head_packs;
-  if (granted > head) head = part < granted ? part : granted;
-  return resident_head_packs(head * 16 / elem_bytes, elem_bytes);
+  return part_head_packs(int64_t{b.part_runs} * b.seg_packs * 16, b.head_packs * 16,
+                         static_cast<int64_t>(scratch_bytes), staged_tensors, elem_bytes);
 }
 
 // Enqueues the kernel of the fusion and pointers, a block per channel with the scratch and the
@@ -428,7 +413,7 @@ void launch_batch_tiles(const BatchTileParams& p, const BatchTilePlan& plan, int
                         int activation, cudaStream_t stream) {
   if (plan.parts > 1) {
     launch_forward_split<T>(
-        p, SplitLaunch{channels * plan.parts, plan.threads, plan.parts, sizeof(BatchSplitScratch)},
+        p, SplitLaunch{channels * plan.parts, plan.threads, plan.parts, sizeof(SplitStatScratch)},
         activation, stream, [](auto access, auto act, auto residual, auto step) {
           return forward_batch_tile<T, decltype(access)::value, decltype(act)::value,
                                     decltype(residual)::value, decltype(step)::value>;

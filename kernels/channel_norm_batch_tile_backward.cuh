@@ -40,18 +40,11 @@ struct BatchTileBackwardParams : OneReadBackwardIo, BatchTileGeometry {
   float* part_sums;  // [C][parts][2]: each part's sum du and sum du * (x - mean); kParts, kApply
 };
 
-// The shared memory before the staged tiles: block_sum's 2 * 32 floats; a split tile's also this
-// part's two sums (which the cluster reads) and the channel's.
-struct BatchSplitBackwardScratch {
-  float sums[2 * 32];
-  float part[2];
-  float tile[2];
-};
+// The shared memory before the staged tiles: block_sum's 2 * 32 floats; a split tile's
+// SplitSumsScratch.
 template <SplitStep kStep>
-constexpr size_t kBatchTileBackwardScratchBytes = kStep == SplitStep::kWhole
-                                                      ? 2 * 32 * sizeof(float)
-                                                      : sizeof(BatchSplitBackwardScratch);
-static_assert(sizeof(BatchSplitBackwardScratch) % 16 == 0, "staged packs start 16-byte aligned");
+constexpr size_t kBatchTileBackwardScratchBytes =
+    kStep == SplitStep::kWhole ? 2 * 32 * sizeof(float) : sizeof(SplitSumsScratch);
 
 // The E aux values (y, z or the mask's bits) of the pack at r: the pack's access where it is whole
 // and the pointers allow it, else the run's elements alone (the rest 0).
@@ -86,7 +79,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  auto& split_sh = *reinterpret_cast<BatchSplitBackwardScratch*>(shared_bytes);  // split forms
+  auto& split_sh = *reinterpret_cast<SplitSumsScratch*>(shared_bytes);  // split forms
   // 32-bit: the plan keeps the blocks below 2^31.
   const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
   const unsigned channel = kSplit ? blockIdx.x / parts : blockIdx.x;
@@ -176,9 +169,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
           return p.part_sums[(int64_t{channel} * parts + r) * 2 + t];
         }
       };
-      float total = part(0);
-      for (int r = 1; r < p.parts; ++r) total += part(r);
-      split_sh.tile[t] = total;
+      split_sh.tile[t] = add_parts(p.parts, part);
     }
     if constexpr (kStep == SplitStep::kCluster) {
       dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below

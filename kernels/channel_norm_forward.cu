@@ -65,6 +65,7 @@
 #include "channel_norm_row_groups.cuh"
 #include "channel_norm_running.cuh"
 #include "channel_norm_short_rows.cuh"
+#include "channel_norm_split_parts.cuh"
 #include "channel_norm_split_tile.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
@@ -814,21 +815,42 @@ void forward_rows_once(const ChannelForwardArgs& a, const Launch& l, const char*
   if (running) update_running_from_rows(a, p.row_stats, stream);
 }
 
-// A block a row (channel_norm_resident.cuh).
+// The split rows' workspace of the two-launch form, after the rows' statistics: every part's
+// statistics and x0 a row, reserved whether or not the device takes clusters (the size depends on
+// the shape only).
+size_t resident_part_stats_bytes(const ResidentPlan& r) {
+  return r.parts == 1 ? 0 : align256(static_cast<size_t>(r.rows * (r.parts + 1)) * sizeof(float2));
+}
+
+// A block a row (channel_norm_resident.cuh), or where a row exceeds a block its parts, as one
+// cluster where the device has them, else in two launches through the workspace.
 template <class T>
 void forward_resident_rows(const ChannelForwardArgs& a, const ResidentPlan& r, const Launch& l) {
   constexpr int E = 16 / static_cast<int>(sizeof(T));
+  constexpr int kElem = static_cast<int>(sizeof(T));
   forward_rows_once<T, ResidentParams>(
       a, l, "channel norm resident rows launch",
       [&](ResidentParams& p) {
         set_row_geometry(p, a.shape, r);
-        p.head_packs = resident_head_packs(r, static_cast<int>(sizeof(T)));
+        p.head_packs = resident_head_packs(r, kElem);
         p.inv_len_minus_1 = 1.0f / static_cast<float>(r.len - 1);
+        if (r.parts > 1) {
+          p.head_packs = resident_split_head_packs(r, kElem, sizeof(SplitStatScratch));
+          p.part_stats = reinterpret_cast<float2*>(static_cast<unsigned char*>(l.workspace) +
+                                                   row_stats_workspace(r.rows, a.shape));
+        }
       },
       [&](const ResidentParams& p, cudaStream_t stream) {
-        launch_resident<T>(p, r, a.fusion.activation, stream);
+        if (r.parts == 1) return launch_resident<T>(p, r, a.fusion.activation, stream);
+        launch_forward_split<T>(
+            p, SplitLaunch{r.rows * r.parts, r.threads, r.parts, sizeof(SplitStatScratch)},
+            a.fusion.activation, stream, [](auto access, auto act, auto residual, auto step) {
+              return forward_resident<T, decltype(access)::value, decltype(act)::value,
+                                      decltype(residual)::value, decltype(step)::value>;
+            });
       },
-      r.len % E == 0 ? E : 1);  // rows that are not whole packs OR every pack's bits in
+      // Rows (or parts) that are not whole packs OR every pack's bits in.
+      r.len % E == 0 && r.part_len % E == 0 ? E : 1);
 }
 
 // Rows of at most a pack, a thread per few rows in registers (channel_norm_short_rows.cuh).
@@ -998,7 +1020,7 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   p.part_runs = b.part_runs;
   if (b.parts > 1) {
     p.head_packs =
-        batch_split_head_packs(b, static_cast<int>(sizeof(T)), sizeof(BatchSplitScratch));
+        batch_split_head_packs(b, static_cast<int>(sizeof(T)), sizeof(SplitStatScratch));
     p.part_stats = static_cast<float2*>(l.workspace);
   }
   p.eps = static_cast<float>(a.params.eps);
@@ -1151,7 +1173,7 @@ size_t channel_norm_forward_workspace_size(const ChannelForwardArgs& a) {
   const int elem = static_cast<int>(dtype_size(a.shape.dtype));
   if (a.params.phase == NK_TRAINING) {
     const ResidentPlan r = plan_resident_rows(a.shape, elem);
-    if (r.use) return row_stats_workspace(r.rows, a.shape);
+    if (r.use) return row_stats_workspace(r.rows, a.shape) + resident_part_stats_bytes(r);
     const ShortRowsPlan sr = plan_short_rows(a.shape, elem);
     if (sr.use) return row_stats_workspace(sr.rows, a.shape);
     const RowGroupsPlan rg = plan_row_groups(a.shape, elem);

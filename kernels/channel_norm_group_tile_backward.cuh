@@ -262,13 +262,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
           return part_sums[r * k_groups + t];
         }
       };
-      float2 total = part(0);
-      for (int r = 1; r < p.parts; ++r) {
-        const float2 v = part(r);
-        total.x += v.x;
-        total.y += v.y;
-      }
-      tile_sh[t] = total;
+      tile_sh[t] = add_parts(p.parts, part);
     }
     if constexpr (kStep == SplitStep::kCluster) {
       dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below

@@ -242,14 +242,35 @@ ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int s
   const int64_t staged_limit = kResidentMaxBytes / staged_tensors;  // bytes a tensor's row stages
   const int64_t row_limit = kResidentMaxRowBytes / staged_tensors;
   const bool few_rows = staged_tensors > 1 && r.rows < kResidentMinRows;  // see the header
-  r.use = bytes >= kResidentMinBytes && bytes <= (few_rows ? staged_limit : row_limit) &&
-          r.rows <= INT32_MAX;
-  if (!r.use) return r;
-  const int64_t packs = bytes / 16;
+  if (bytes < kResidentMinBytes || r.rows > INT32_MAX) return r;
+  int64_t parts = 1, part_len = r.len;
+  if (bytes > (few_rows ? staged_limit : row_limit)) {  // split (see the header)
+    // Units a part takes whole: a pack (instance norm) or a channel's S elements (group norm).
+    const int64_t channels = shape.kind == ChannelNorm::kGroup ? shape.c / shape.groups : 1;
+    const int64_t unit = channels > 1 ? shape.s : 16 / elem_bytes, units = ceil_div(r.len, unit);
+    const int64_t part_limit = kSplitPartMaxBytes / staged_tensors;
+    parts = 2;
+    while (parts <= kSplitMaxParts && ceil_div(units, parts) * unit * elem_bytes > part_limit) {
+      parts *= 2;
+    }
+    while (parts < kSplitPortableParts && r.rows * parts < kResidentMinRows &&
+           last_part_keeps_positions(units, 2 * parts)) {
+      parts *= 2;
+    }
+    part_len = ceil_div(units, parts) * unit;
+    if (parts > kSplitMaxParts || !last_part_keeps_positions(units, parts) ||
+        part_len * elem_bytes > part_limit || r.rows * parts > INT32_MAX) {
+      return r;
+    }
+  }
+  r.use = true;
+  r.parts = static_cast<int>(parts);
+  r.part_len = part_len;
+  const int64_t part_bytes = part_len * elem_bytes, packs = part_bytes / 16;
   int threads = kResidentMinThreads;
   while (threads < kResidentMaxThreads && threads * 8 < packs) threads *= 2;
   r.threads = threads;
-  r.head_len = bytes <= staged_limit ? r.len : staged_limit / elem_bytes;
+  r.head_len = part_bytes <= staged_limit ? part_len : staged_limit / elem_bytes;
   return r;
 }
 

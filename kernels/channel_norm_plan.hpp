@@ -275,6 +275,15 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 // takes only rows staged whole: there, rows with a tail ran slower than the split passes on the
 // H200 (N2 G32 C320 64x64 bf16, 64 rows of 80 KiB: 17.6 -> 22.2 us), whole ones faster (20 KiB:
 // 14.4 -> 10.4 us).
+// Rows above those bounds (instance norm NCHW 256x256 in fp32, group norm NCHW C1280 G32 64x64)
+// are split into `parts` of part_len consecutive elements, a block each, as the split tiles'
+// (plan_instance_tiles, below): whole packs of the row (instance norm) or whole channels of S
+// elements (group norm, so that a channel's gradient sums come from one block), the fewest powers
+// of two up to kSplitMaxParts whose parts are at most kSplitPartMaxBytes over the staged tensors,
+// doubled while rows * parts < kResidentMinRows to kSplitPortableParts at most, the last part
+// keeping a unit (it may have fewer). Each part's exact two-pass statistics about the row's x0 (or
+// its gradient sums) merge in rank order: one cluster a row, or two launches through the
+// workspace, the same bits. Rows above 16 parts walk.
 constexpr int64_t kResidentMinRows = 128;
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;
@@ -284,10 +293,13 @@ constexpr int kResidentMinThreads = 64;
 
 struct ResidentPlan {
   bool use;
-  int64_t rows;       // statistics, one block each
+  int64_t rows;       // statistics, one block each (parts blocks where split)
   int64_t len;        // L, elements of a row
-  int64_t head_len;   // elements of a row of each tensor staged (a multiple of the pack), <= L
-  int threads;        // per block: a power of two, about 8 packs each, in [64, 512]
+  int64_t head_len;   // elements of a part of each tensor staged (a multiple of the pack),
+                      // <= part_len
+  int threads;        // per block: a power of two, about 8 packs of a part each, in [64, 512]
+  int parts;          // blocks a row: 1, or 2 to kSplitMaxParts
+  int64_t part_len;   // elements of a part (the last may have fewer): L, or whole units of it
 };
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors = 1);
 

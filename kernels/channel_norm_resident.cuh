@@ -17,6 +17,9 @@
 // Rows that are not whole packs stage the packs that lie wholly in them; each of the fewer than 2 E
 // elements at their ends (RowEdges) is read (as the staging starts) and written by a thread of its
 // own.
+// Rows above a block are split into parts of consecutive elements (plan_resident_rows' parts), a
+// block each, which take their exact two-pass statistics about the row's x0 and merge them in rank
+// order (SplitStep): one cluster a row, or two launches through the workspace, the same bits.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -28,8 +31,10 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_plan.hpp"
+#include "channel_norm_split_step.cuh"
 #include "common/activation.cuh"
 #include "common/check.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 #include "common/reduce.cuh"
 #include "common/vec.cuh"
@@ -38,19 +43,23 @@ namespace nk::cuda {
 
 // The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
 struct ResidentParams : OneReadForwardIo {
-  float2* row_stats;        // [rows]: (mean, variance for the running average); nullable
-  int64_t len;              // L: elements of a row
-  int head_packs;           // packs of a row staged in shared memory (at most; a row of fewer
-                            // whole packs stages them all); the rest (the tail) are read from
-                            // memory in each pass
-  int s;                    // S: a channel's elements within the row
-  int channels_per_row;     // 1 (instance norm) or C / G
-  int rows_per_sample;      // C (instance norm) or G
+  float2* row_stats;     // [rows]: (mean, variance for the running average); nullable
+  int64_t len;           // L: elements of a row
+  int head_packs;        // packs of a row staged in shared memory (at most; a row of fewer
+                         // whole packs stages them all); the rest (the tail) are read from
+                         // memory in each pass
+  int s;                 // S: a channel's elements within the row
+  int channels_per_row;  // 1 (instance norm) or C / G
+  int rows_per_sample;   // C (instance norm) or G
   float eps;
   // 1 / L and 1 / (L - 1), from the host: a float division is a call (its slow path), whose saved
   // registers spill on sm_80.
   float inv_len, inv_len_minus_1;
-  bool unbiased;  // row_stats' variance: m2 / (L - 1), else m2 / L
+  bool unbiased;       // row_stats' variance: m2 / (L - 1), else m2 / L
+  int parts;           // blocks a row (split rows; else 1)
+  int part_len;        // elements of a part (the last may have fewer): L where not split
+  int part_channels;   // group norm's channels a part (part_len / S), else 0
+  float2* part_stats;  // [rows][parts + 1]: each part's (centre, m2), then (x0, 0); kParts, kApply
 };
 
 // Shared memory before the staged row: block_sum's 32 floats, a multiple of 16 bytes.
@@ -229,67 +238,128 @@ struct PackChannel {
 // `blockDim.x`-strided packs; kAccess: elements per global access (E, or 1 for misaligned
 // pointers). The explicit minimum of two blocks holds ptxas to 64 registers, so that two blocks
 // of 512 threads share an SM: without it, the tail's loops took ReLU with a residual to 66 (16-bit
-// types; without any minimum, it held some instances at 40 registers and spilled).
-template <class T, int kAccess, int kAct, bool kResidual>
-__global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(ResidentParams p) {
+// types; without any minimum, it held some instances at 40 registers and spilled). The parts of
+// split rows stage up to 219 KiB, a block an SM, and take one.
+// kStep: kWhole, a block a row. Else the row's parts of part_len elements, a block each
+// (blockIdx.x = row * parts + rank), each its own RowEdges, whose statistics about the row's x0
+// merge in rank order (merge_parts) in every block alike: kCluster, a cluster a row through
+// distributed shared memory (x read once); kParts then kApply, two launches through the workspace
+// (part_stats; kApply reads x again, x0 from the workspace: with y == x, rank 0 may have
+// overwritten it). Rank 0 saves the statistics.
+template <class T, int kAccess, int kAct, bool kResidual, SplitStep kStep = SplitStep::kWhole>
+__global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhole ? 2 : 1)
+    forward_resident(ResidentParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   // One dynamic allocation holds the reduction scratch, then the row (a static array next to a
   // dynamic one was placed over the row by the simulator).
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  unsigned char* staged_bytes = shared_bytes + kResidentScratchBytes;
+  auto& split_sh = *reinterpret_cast<SplitStatScratch*>(shared_bytes);  // split forms only
+  unsigned char* staged_bytes =
+      shared_bytes + (kSplit ? sizeof(SplitStatScratch) : kResidentScratchBytes);
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
-  const int64_t row = blockIdx.x, first = row * p.len;
-  const RowEdges<E> ends(first, p.len);
-  const int len = static_cast<int>(p.len), packs = ends.packs, lead = ends.lead;
-  const int head = packs < p.head_packs ? packs : p.head_packs;
-  const T* x = static_cast<const T*>(p.x) + first;  // the row
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
+  const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
+  const int64_t row = row_index, row_first = row * p.len, first = row_first + part0;
+  const int len = kSplit ? min(static_cast<int>(p.len) - part0, p.part_len)
+                         : static_cast<int>(p.len);  // the block's elements
+  const RowEdges<E> ends(first, len);
+  const int packs = ends.packs, lead = ends.lead;
+  const int head = kStep == SplitStep::kApply ? 0 : min(packs, p.head_packs);  // kApply rereads
+  const T* x = static_cast<const T*>(p.x) + first;  // the block's elements
   const T* xp = x + lead;                           // its packs
+  float2* stats = kSplit ? p.part_stats + int64_t{row_index} * (parts + 1) : nullptr;
   // This thread's edge element (RowEdges), loaded while the packs are.
   const int edge = ends.at(threadIdx.x, len);
   const float xe = edge >= 0 ? dev::to_float(x[edge]) : 0.0f;
-  // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the staged
-  // head with the same packs per thread in the same order (single-element loads), then over the
-  // tail as it arrives, then over the thread's edge: the same bits whatever the pointers and the
-  // head.
-  const float shift = dev::to_float(x[0]);
-  dev::Floats<1> sum{};
-  auto add = [&](const Raw& v) {
+  const float shift = kStep == SplitStep::kApply
+                          ? stats[parts].x
+                          : dev::to_float(static_cast<const T*>(p.x)[row_first]);
+  float centre = 0.0f, m2 = 0.0f;
+  if constexpr (kStep != SplitStep::kApply) {
+    // The sum of x - x0 is taken as the packs arrive (16-byte loads), or in a pass over the
+    // staged head with the same packs per thread in the same order (single-element loads), then
+    // over the tail as it arrives, then over the thread's edge: the same bits whatever the
+    // pointers and the head.
+    dev::Floats<1> sum{};
+    auto add = [&](const Raw& v) {
 #pragma unroll
-    for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
-  };
-  if constexpr (kAccess == E) {
-    stage_units<1>({reinterpret_cast<const Raw*>(xp)}, {staged}, head, add);
-    __syncthreads();
-  } else {
-    stage_units<1>({xp}, {reinterpret_cast<T*>(staged_bytes)}, head * E, [](const T&) {});
-    __syncthreads();
-    for (int q = threadIdx.x; q < head; q += blockDim.x) {
-      const Raw v = staged[q];
-      add(v);
+      for (int e = 0; e < E; ++e) sum.v[0] += dev::to_float(v.v[e]) - shift;
+    };
+    if constexpr (kAccess == E) {
+      stage_units<1>({reinterpret_cast<const Raw*>(xp)}, {staged}, head, add);
+      __syncthreads();
+    } else {
+      stage_units<1>({xp}, {reinterpret_cast<T*>(staged_bytes)}, head * E, [](const T&) {});
+      __syncthreads();
+      for (int q = threadIdx.x; q < head; q += blockDim.x) {
+        const Raw v = staged[q];
+        add(v);
+      }
     }
-  }
-  stream_packs<T, E, kAccess, 4>(xp, head, packs, [&](const Raw& v, int) { add(v); });
-  if (edge >= 0) sum.v[0] += xe - shift;
-  const float centre = dev::block_sum<1>(sum, scratch).v[0] * p.inv_len;
-  dev::Floats<1> squares{};
-  auto add_square = [&](const Raw& v, int) {
+    stream_packs<T, E, kAccess, 4>(xp, head, packs, [&](const Raw& v, int) { add(v); });
+    if (edge >= 0) sum.v[0] += xe - shift;
+    // Of the row, or of this part's len values.
+    centre = dev::block_sum<1>(sum, scratch).v[0] *
+             (kSplit ? 1.0f / static_cast<float>(len) : p.inv_len);
+    dev::Floats<1> squares{};
+    auto add_square = [&](const Raw& v, int) {
 #pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const float d = (dev::to_float(v.v[e]) - shift) - centre;
+      for (int e = 0; e < E; ++e) {
+        const float d = (dev::to_float(v.v[e]) - shift) - centre;
+        squares.v[0] = fmaf(d, d, squares.v[0]);
+      }
+    };
+    visit_row<T, E, kAccess>(staged, xp, head, packs, add_square);
+    if (edge >= 0) {
+      const float d = (xe - shift) - centre;
       squares.v[0] = fmaf(d, d, squares.v[0]);
     }
-  };
-  visit_row<T, E, kAccess>(staged, xp, head, packs, add_square);
-  if (edge >= 0) {
-    const float d = (xe - shift) - centre;
-    squares.v[0] = fmaf(d, d, squares.v[0]);
+    m2 = dev::block_sum<1>(squares, scratch).v[0];
+    if constexpr (kSplit) {
+      if (threadIdx.x == 0) {
+        const float2 part = make_float2(centre, m2);
+        if constexpr (kStep == SplitStep::kParts) {
+          stats[rank] = part;
+          if (rank == 0) stats[parts] = make_float2(shift, 0.0f);
+        } else {
+          split_sh.part = part;
+        }
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
+    }
   }
-  const float m2 = dev::block_sum<1>(squares, scratch).v[0];
+  if constexpr (kSplit) {
+    // The row's statistics: thread 0 merges the parts, from the cluster's shared memories or from
+    // the workspace, for every thread.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (threadIdx.x == 0) {
+      split_sh.tile = merge_parts(p.parts, p.part_len, static_cast<int>(p.len), [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float2(dev::cluster_address(&split_sh.part, r));
+        } else {
+          return stats[r];
+        }
+      });
+    }
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+    }
+    __syncthreads();
+    centre = split_sh.tile.x;
+    m2 = split_sh.tile.y;
+  }
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0 && rank == 0) {
     if (p.save_mean) p.save_mean[row] = shift + centre;
     if (p.save_invstd) p.save_invstd[row] = invstd;
     if (p.row_stats) {
@@ -301,8 +371,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   // y = (x - shift) * scale + offset (+ z), scale = invstd * w_c, offset = b_c - centre * scale.
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (blocks and
   // channels are < 2^31: the plan caps the rows).
-  const int64_t c0 = int64_t{blockIdx.x % static_cast<unsigned>(p.rows_per_sample)} *
-                     p.channels_per_row;
+  const int64_t c0 =
+      int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row +
+      (kSplit ? int64_t{rank} * p.part_channels : 0);  // the block's first
   auto coef = [&](int64_t c) {
     const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
     return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
@@ -347,9 +418,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
       store_elems<T, E, kAccess>(yp + o, u);
       if constexpr (kAct == NK_ACTIVATION_RELU) {
         if (p.mask != nullptr) {
-          if (E == 8 && p.len % E != 0) {
-            // Rows that are not whole packs share a mask byte with the next row at their ends:
-            // every pack ORs its bits in (eight-element packs store whole bytes otherwise).
+          if (E == 8 && (p.len % E != 0 || (kSplit && p.part_len % E != 0))) {
+            // Rows (or parts) that are not whole packs share a mask byte with the next at their
+            // ends: every pack ORs its bits in (eight-element packs store whole bytes otherwise).
             dev::or_mask<E>(p.mask, mask_first + o, u);
           } else {
             dev::store_mask<E>(p.mask, mask_first + o, u);
@@ -367,10 +438,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_resident(Resid
   } else {
     write_y(std::integral_constant<int, 2>{});
   }
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 // The row geometry of both resident kernels' parameters: L, S, the channels of a row and the rows
-// of a sample (instance norm: 1 and C; group norm: C / G and G), and 1 / L.
+// of a sample (instance norm: 1 and C; group norm: C / G and G), 1 / L, and the parts.
 template <class Params>
 void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
   const bool instance = s.kind == ChannelNorm::kInstance;
@@ -379,6 +451,9 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
   p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
   p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
   p.inv_len = 1.0f / static_cast<float>(r.len);
+  p.parts = r.parts;
+  p.part_len = static_cast<int>(r.part_len);
+  p.part_channels = instance ? 0 : static_cast<int>(r.part_len / s.s);
 }
 
 // Packs of a row (of each staged tensor) the resident kernels stage: the plan's head, or fewer

@@ -22,6 +22,10 @@
 // staged row, so the bits depend neither on the pointers nor on where the head ends. y (ReLU
 // without a mask) or z (SiLU with a residual) is read from global memory in both passes; the
 // second read is of the row just read.
+// Rows above a block are split into parts of consecutive elements (plan_resident_rows' parts:
+// whole channels for group norm, so each channel's sums come from one block), a block each, whose
+// row sums are added in rank order (SplitStep): one cluster a row, or two launches through the
+// workspace, the same bits.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,19 +36,25 @@
 #include "channel_norm_act_grad.cuh"
 #include "channel_norm_one_read_io.cuh"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_split_step.cuh"
+#include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
 
 namespace nk::cuda {
 
 // The tensors (save_mean and save_invstd: [rows]), then the rows' geometry.
 struct ResidentBackwardParams : OneReadBackwardIo {
-  int64_t len;              // L: elements of a row
-  int head_packs;           // packs of a row of x and of dy staged (at most: a row of fewer whole
-                            // packs stages them all); the rest are read from memory
-  int s;                    // S: a channel's elements within the row
-  int channels_per_row;     // 1 (instance norm) or C / G
-  int rows_per_sample;      // C (instance norm) or G
-  float inv_len;            // 1 / L
+  int64_t len;           // L: elements of a row
+  int head_packs;        // packs of a row of x and of dy staged (at most: a row of fewer whole
+                         // packs stages them all); the rest are read from memory
+  int s;                 // S: a channel's elements within the row
+  int channels_per_row;  // 1 (instance norm) or C / G
+  int rows_per_sample;   // C (instance norm) or G
+  float inv_len;         // 1 / L
+  int parts;             // blocks a row (split rows; else 1)
+  int part_len;          // elements of a part (the last may have fewer): L where not split
+  int part_channels;     // group norm's channels a part (part_len / S), else 0
+  float* part_sums;      // [rows][parts][2]: each part's row sums; kParts, kApply
 };
 
 // Shared memory before the staged rows: block_sum<2>'s 64 floats, a multiple of 16 bytes.
@@ -53,46 +63,66 @@ constexpr size_t kResidentBackwardScratchBytes = 64 * sizeof(float);
 // One block per statistic (blockIdx.x: the row n * rows_per_sample + c or g); kAccess: elements per
 // global access (E, or 1 for misaligned pointers); kSource: where act' comes from (kZ: SiLU's u
 // adds z).
-template <class T, int kAccess, int kSource, bool kZ>
-__global__ void __launch_bounds__(kResidentMaxThreads, 2)
+// kStep: kWhole, a block a row. Else the row's parts of part_len elements, a block each
+// (blockIdx.x = row * parts + rank), each its own RowEdges: each part's row sums (instance norm:
+// sum du and sum du * x-hat; group norm: sum_g and sum_gx) are added in rank order (add_parts) in
+// every block alike: kCluster, a cluster a row through distributed shared memory (x and dy read
+// once); kParts then kApply, two launches through the workspace (part_sums; kApply reads x and dy
+// again). Group norm's parts hold whole channels, whose sums each part stores; instance norm's
+// row sums are stored by rank 0.
+template <class T, int kAccess, int kSource, bool kZ, SplitStep kStep = SplitStep::kWhole>
+__global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhole ? 2 : 1)
     backward_resident(ResidentBackwardParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
+  constexpr bool kSplit = kStep != SplitStep::kWhole;
   using Raw = dev::Pack<T, E>;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
-  const int64_t row = blockIdx.x, first = row * p.len;
-  // The row's whole packs from element lead on, and its edges (RowEdges: rows that are not whole
-  // packs): this thread's edge is `edge` (instance norm's sums and dx), group norm's sums take
-  // each with its channel's other elements.
-  const RowEdges<E> ends(first, p.len);
-  const int len = static_cast<int>(p.len), packs = ends.packs, lead = ends.lead;
-  const int head = packs < p.head_packs ? packs : p.head_packs;
+  auto& split_sh = *reinterpret_cast<SplitSumsScratch*>(shared_bytes);  // split forms only
+  // 32-bit: the plan keeps the blocks below 2^31.
+  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
+  const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
+  const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
+  const int64_t row = row_index, first = row * p.len + part0;
+  // The block's whole packs from element lead on, and its edges (RowEdges: rows or parts that are
+  // not whole packs): this thread's edge is `edge` (instance norm's sums and dx), group norm's
+  // sums take each with its channel's other elements.
+  const int len = kSplit ? min(static_cast<int>(p.len) - part0, p.part_len)
+                         : static_cast<int>(p.len);  // the block's elements
+  const RowEdges<E> ends(first, len);
+  const int packs = ends.packs, lead = ends.lead;
+  const int head = kStep == SplitStep::kApply ? 0 : min(packs, p.head_packs);  // kApply rereads
   const int edge = ends.at(threadIdx.x, len);
-  Raw* xs = reinterpret_cast<Raw*>(shared_bytes + kResidentBackwardScratchBytes);
+  Raw* xs = reinterpret_cast<Raw*>(
+      shared_bytes + (kSplit ? sizeof(SplitSumsScratch) : kResidentBackwardScratchBytes));
   Raw* dys = xs + head;
   const T* x = static_cast<const T*>(p.x) + first;
   const T* dy = static_cast<const T*>(p.dy) + first;
   const T* aux = kAux ? static_cast<const T*>(p.aux) + first : nullptr;
   const T* xp = x + lead;  // the packs
   const T* dyp = dy + lead;
-  if constexpr (kAccess == E) {
-    stage_units<2>({reinterpret_cast<const Raw*>(xp), reinterpret_cast<const Raw*>(dyp)},
-                   {xs, dys}, head, [](const Raw&) {});
-  } else {
-    stage_units<2>({xp, dyp}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, head * E,
-                   [](const T&) {});
+  if constexpr (kStep != SplitStep::kApply) {
+    if constexpr (kAccess == E) {
+      stage_units<2>({reinterpret_cast<const Raw*>(xp), reinterpret_cast<const Raw*>(dyp)},
+                     {xs, dys}, head, [](const Raw&) {});
+    } else {
+      stage_units<2>({xp, dyp}, {reinterpret_cast<T*>(xs), reinterpret_cast<T*>(dys)}, head * E,
+                     [](const T&) {});
+    }
+    __syncthreads();
   }
-  __syncthreads();
   // Pack q of x or dy from memory (the tail, past the staged head).
   auto tail_pack = [](const T* g, int q) { return row_pack<T, E, kAccess>(g, q); };
 
   const float mean = p.save_mean[row], invstd = p.save_invstd[row];
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
   // the rows below 2^31).
-  const int64_t c0 = int64_t{blockIdx.x % static_cast<unsigned>(p.rows_per_sample)} *
-                     p.channels_per_row;
+  const int64_t j0 = kSplit ? int64_t{rank} * p.part_channels : 0;  // the block's first channel
+  const int64_t c0 =
+      int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row + j0;
   struct Coef {
     float w, scale, bias;  // weight, invstd * weight, and SiLU's bias
   };
@@ -104,7 +134,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
     return k;
   };
   // The E aux values of the elements o .. o + E - 1 of the row (first + o a multiple of E).
-  auto load_aux = [&](unsigned o, float (&a)[E]) {
+  auto load_aux = [&](unsigned o, float(&a)[E]) {
     load_act_inputs<T, E, kAccess, kSource, kAux>(p.mask, first + o, aux, o, a);
   };
 
@@ -148,70 +178,122 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   };
 
   // The row's sums: (sum_g, sum_gx) with the weights, each channel's (sum du, sum du * x-hat)
-  // stored for dweight and dbias.
+  // stored for dweight and dbias. Split instance norm rows: each part's unweighted sums, whose
+  // total rank 0 stores and weighs after the merge below.
   dev::Floats<2> row_sums{};
-  if (p.channels_per_row == 1) {
-    const Coef k = coef(c0);
-    dev::Floats<2> t{};
-    int q = threadIdx.x;
-    for (; q < head; q += blockDim.x) {
-      const Raw xv = xs[q], dv = dys[q];
-      add_pack(xv, dv, q, k, t);
-    }
-    for (; q < packs; q += blockDim.x) add_pack(tail_pack(xp, q), tail_pack(dyp, q), q, k, t);
-    if (edge >= 0) add_element(std::true_type{}, static_cast<unsigned>(edge), k, t);
-    t = dev::block_sum<2>(t, scratch);
-    t.v[1] *= invstd;
-    if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
-    row_sums.v[0] = k.w * t.v[0];
-    row_sums.v[1] = k.w * t.v[1];
-  } else {
-    // A warp per channel, lanes strided over its S elements of the staged row: over its S / E
-    // whole packs when S is a multiple of the pack (each pack then lies in one channel, and the
-    // row is whole packs), else over single elements (the row's edges from memory).
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-    const bool channel_packs = p.s % E == 0;
-    const int channel_len = channel_packs ? p.s / E : p.s;
-    dev::Floats<2> warp_total{};
-    for (int j = warp; j < p.channels_per_row; j += warps) {
-      const Coef k = coef(c0 + j);
+  if constexpr (kStep != SplitStep::kApply) {
+    if (p.channels_per_row == 1) {
+      const Coef k = coef(c0);
       dev::Floats<2> t{};
-      // The channel's units before the packs (the leading edge), in the staged head, then those
-      // in the tail (and the trailing edge).
-      const int start = j * channel_len, end = start + channel_len;
-      const int staged = channel_packs ? head : lead + head * E;
-      const int staged_end = end < staged ? end : staged;
-      int i = start + lane;
-      for (; i < lead && i < end; i += 32) {
-        add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
+      int q = threadIdx.x;
+      for (; q < head; q += blockDim.x) {
+        const Raw xv = xs[q], dv = dys[q];
+        add_pack(xv, dv, q, k, t);
       }
-      for (; i < staged_end; i += 32) {
-        if (channel_packs) {
-          const Raw xv = xs[i], dv = dys[i];
-          add_pack(xv, dv, i, k, t);
-        } else {
-          add_element(std::false_type{}, static_cast<unsigned>(i), k, t);
-        }
+      for (; q < packs; q += blockDim.x) add_pack(tail_pack(xp, q), tail_pack(dyp, q), q, k, t);
+      if (edge >= 0) add_element(std::true_type{}, static_cast<unsigned>(edge), k, t);
+      t = dev::block_sum<2>(t, scratch);
+      t.v[1] *= invstd;
+      if constexpr (kSplit) {
+        row_sums = t;
+      } else {
+        if (p.channel_sums && threadIdx.x == 0) p.channel_sums[row] = make_float2(t.v[0], t.v[1]);
+        row_sums.v[0] = k.w * t.v[0];
+        row_sums.v[1] = k.w * t.v[1];
       }
-#pragma unroll 1  // unrolled, it spilled 4 bytes (fp32, act' from y)
-      for (; i < end; i += 32) {
-        if (channel_packs) {
-          add_pack(tail_pack(xp, i), tail_pack(dyp, i), i, k, t);
-        } else {
+    } else {
+      // A warp per channel, lanes strided over its S elements of the staged row: over its S / E
+      // whole packs when S is a multiple of the pack (each pack then lies in one channel, and the
+      // row is whole packs), else over single elements (the row's edges from memory).
+      const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+      const bool channel_packs = p.s % E == 0;
+      const int channel_len = channel_packs ? p.s / E : p.s;
+      dev::Floats<2> warp_total{};
+      const int channels = kSplit ? len / p.s : p.channels_per_row;  // the block's
+      for (int j = warp; j < channels; j += warps) {
+        const Coef k = coef(c0 + j);
+        dev::Floats<2> t{};
+        // The channel's units before the packs (the leading edge), in the staged head, then those
+        // in the tail (and the trailing edge).
+        const int start = j * channel_len, end = start + channel_len;
+        const int staged = channel_packs ? head : lead + head * E;
+        const int staged_end = end < staged ? end : staged;
+        int i = start + lane;
+        for (; i < lead && i < end; i += 32) {
           add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
         }
+        for (; i < staged_end; i += 32) {
+          if (channel_packs) {
+            const Raw xv = xs[i], dv = dys[i];
+            add_pack(xv, dv, i, k, t);
+          } else {
+            add_element(std::false_type{}, static_cast<unsigned>(i), k, t);
+          }
+        }
+#pragma unroll 1  // unrolled, it spilled 4 bytes (fp32, act' from y)
+        for (; i < end; i += 32) {
+          if (channel_packs) {
+            add_pack(tail_pack(xp, i), tail_pack(dyp, i), i, k, t);
+          } else {
+            add_element(std::true_type{}, static_cast<unsigned>(i), k, t);
+          }
+        }
+        t = dev::group_sum<2>(t, 32);
+        t.v[1] *= invstd;
+        if (p.channel_sums && lane == 0) {
+          p.channel_sums[row * p.channels_per_row + j0 + j] = make_float2(t.v[0], t.v[1]);
+        }
+        warp_total.v[0] = fmaf(k.w, t.v[0], warp_total.v[0]);
+        warp_total.v[1] = fmaf(k.w, t.v[1], warp_total.v[1]);
       }
-      t = dev::group_sum<2>(t, 32);
-      t.v[1] *= invstd;
-      if (p.channel_sums && lane == 0) {
-        p.channel_sums[row * p.channels_per_row + j] = make_float2(t.v[0], t.v[1]);
-      }
-      warp_total.v[0] = fmaf(k.w, t.v[0], warp_total.v[0]);
-      warp_total.v[1] = fmaf(k.w, t.v[1], warp_total.v[1]);
+      // Every lane holds its warp's total: lane 0 alone enters the block's sum.
+      if (lane != 0) warp_total = dev::Floats<2>{};
+      row_sums = dev::block_sum<2>(warp_total, scratch);
     }
-    // Every lane holds its warp's total: lane 0 alone enters the block's sum.
-    if (lane != 0) warp_total = dev::Floats<2>{};
-    row_sums = dev::block_sum<2>(warp_total, scratch);
+    if constexpr (kSplit) {
+      if (threadIdx.x < 2) {
+        // Selected, not indexed by the thread: an index kept the sums in local memory.
+        const float mine = threadIdx.x == 0 ? row_sums.v[0] : row_sums.v[1];
+        if constexpr (kStep == SplitStep::kParts) {
+          p.part_sums[(int64_t{row_index} * parts + rank) * 2 + threadIdx.x] = mine;
+        } else {
+          split_sh.part[threadIdx.x] = mine;
+        }
+      }
+      if constexpr (kStep == SplitStep::kParts) return;
+    }
+  }
+  if constexpr (kSplit) {
+    // The row's sums: thread i adds sum i of the parts in rank order, from the cluster's shared
+    // memories or from the workspace.
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // every part published (release), then
+      dev::cluster_wait();    // visible here (acquire)
+    }
+    if (threadIdx.x < 2) {
+      const unsigned i = threadIdx.x;
+      split_sh.tile[i] = add_parts(p.parts, [&](int r) {
+        if constexpr (kStep == SplitStep::kCluster) {
+          return dev::load_cluster_float(dev::cluster_address(&split_sh.part[i], r));
+        } else {
+          return p.part_sums[(int64_t{row_index} * parts + r) * 2 + i];
+        }
+      });
+    }
+    if constexpr (kStep == SplitStep::kCluster) {
+      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
+    }
+    __syncthreads();
+    row_sums.v[0] = split_sh.tile[0];
+    row_sums.v[1] = split_sh.tile[1];
+    if (p.channels_per_row == 1) {  // instance norm: the row's sums, then weighed
+      if (p.channel_sums && threadIdx.x == 0 && rank == 0) {
+        p.channel_sums[row] = make_float2(row_sums.v[0], row_sums.v[1]);
+      }
+      const float w = p.weight ? p.weight[c0] : 1.0f;
+      row_sums.v[0] *= w;
+      row_sums.v[1] *= w;
+    }
   }
   const float c1 = invstd * row_sums.v[0] * p.inv_len;
   const float c2 = invstd * invstd * row_sums.v[1] * p.inv_len;
@@ -275,6 +357,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2)
   } else {
     write_dx(std::integral_constant<int, 2>{});
   }
+  if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }
 
 }  // namespace nk::cuda

@@ -1,8 +1,5 @@
-// What the split tiles share (plan_instance_tiles and plan_group_tiles with parts > 1): a tile's
-// positions are split into K parts, a block a part, whose exact two-pass statistics (or sums) are
-// combined in rank order. Two forms give the same bits: one launch of clusters of K blocks that
-// exchange the parts in distributed shared memory (x read once), or two launches that exchange
-// them through the workspace (kParts writes them, kApply combines them and reads x again).
+// The host side of the split forms (channel_norm_split_step.cuh): a part's staged head, and the
+// launches, one of clusters where the device holds them, else two through the workspace.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -12,6 +9,7 @@
 
 #include "channel_norm_plan.hpp"
 #include "channel_norm_resident.cuh"
+#include "channel_norm_split_step.cuh"
 #include "common/check.cuh"
 #include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
@@ -19,43 +17,33 @@
 
 namespace nk::cuda {
 
-// kWhole: a block a tile, no parts (the group tiles' unsplit form); kCluster: a cluster a tile;
-// kParts then kApply: the two-launch form.
-enum class SplitStep { kWhole, kCluster, kParts, kApply };
-
-// The tile's (centre, m2) of one statistic from its parts' (part(r) for r = 0..K-1, in rank
-// order), each of part_count values but the last (count less the others'), with Chan's merge: the
-// same operations, explicitly fused, wherever the parts come from.
-template <class Part>
-__device__ __forceinline__ float2 merge_parts(int parts, int part_count, int count, Part&& part) {
-  float2 m = part(0);
-  float merged = static_cast<float>(part_count);
-  for (int r = 1; r < parts; ++r) {
-    const float2 b = part(r);
-    const int last = count - (parts - 1) * part_count;
-    const float nb = static_cast<float>(r + 1 < parts ? part_count : last);
-    const float total = merged + nb, w = nb / total;
-    const float d = b.x - m.x;
-    m.x = fmaf(d, w, m.x);
-    m.y = fmaf(d * d, merged * w, m.y + b.y);
-    merged = total;
-  }
-  return m;
-}
-
-// A split tile's staged head a block, of each of `staged_tensors` tensors: as much of its part
-// (part_positions * pos_packs packs) as the device lets a block stage, at least the plan's (what
-// every GPU grants); the rest is reread in each pass with the same bits. Then the test knob
-// NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
-inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_tensors = 1) {
-  const int64_t part = g.part_positions * g.pos_packs * 16;
-  const int64_t granted = (device_shared_optin() - kGroupTileScratchBytes) / staged_tensors;
-  int64_t head = g.head_len * elem_bytes;
+// A part's staged head a block, of each of `staged_tensors` tensors after `scratch_bytes` of
+// scratch: as much of the part (part_bytes of each tensor) as the device lets a block stage, at
+// least the plan's (head_bytes: what every GPU grants); the rest is reread in each pass with the
+// same bits. Then the test knob NORMKIT_TEST_RESIDENT_HEAD (resident_head_packs).
+inline int part_head_packs(int64_t part_bytes, int64_t head_bytes, int64_t scratch_bytes,
+                           int staged_tensors, int elem_bytes) {
+  const int64_t granted = (device_shared_optin() - scratch_bytes) / staged_tensors;
+  int64_t head = head_bytes;
   if (granted > head) {
     const int64_t most = granted / 16 * 16;
-    head = part < most ? part : most;
+    head = part_bytes < most ? part_bytes : most;
   }
   return resident_head_packs(head / elem_bytes, elem_bytes);
+}
+
+// A split tile's staged head a block (its part: part_positions * pos_packs packs).
+inline int split_head_packs(const GroupTilePlan& g, int elem_bytes, int staged_tensors = 1) {
+  return part_head_packs(g.part_positions * g.pos_packs * 16, g.head_len * elem_bytes,
+                         kGroupTileScratchBytes, staged_tensors, elem_bytes);
+}
+
+// A split row's staged head a block (its part: part_len elements, whole packs or not: the packs
+// that lie wholly in it are at most part_len * elem_bytes / 16).
+inline int resident_split_head_packs(const ResidentPlan& r, int elem_bytes, int64_t scratch_bytes,
+                                     int staged_tensors = 1) {
+  return part_head_packs(r.part_len * elem_bytes / 16 * 16, r.head_len * elem_bytes, scratch_bytes,
+                         staged_tensors, elem_bytes);
 }
 
 // The plan doubles parts for the blocks' sake only within a portable cluster.

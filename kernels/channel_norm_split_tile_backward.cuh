@@ -142,9 +142,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
         return p.part_sums[(int64_t{tile} * parts + r) * (2 * E) + t];
       }
     };
-    float total = part(0);
-    for (int r = 1; r < p.parts; ++r) total += part(r);
-    sh.tile[t] = total;
+    sh.tile[t] = add_parts(p.parts, part);
   }
   if constexpr (kStep == SplitStep::kCluster) {
     dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below

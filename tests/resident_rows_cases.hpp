@@ -37,7 +37,8 @@ inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
   // (-r S) mod E on, every offset in turn.
   const int64_t odd = elem == 2 ? 2051 : 1025;
   if (f == Family::kInstance) {
-    return {{f, 2, 64, 4096 / elem, NK_NCHW, 1}, {f, 1, 3, 4096 / elem, NK_NCHW, 1},
+    return {{f, 2, 64, 4096 / elem, NK_NCHW, 1},
+            {f, 1, 3, 4096 / elem, NK_NCHW, 1},
             {f, 2, 64, odd, NK_NCHW, 1}};
   }
   // 16 groups of 4 channels: rows of 4 * S elements; S = 512 or 258 (fp32: 256 or 258). 16 groups
@@ -55,8 +56,7 @@ inline std::vector<ChannelCase> resident_row_shapes(Family f, nk_dtype dtype) {
 // whether shape k takes it in dtype (staged_tensors 2: the training backward's x and dy).
 inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
   const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, dtype, k.groups};
-  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
-      .use;
+  return nk::cuda::plan_group_tiles(shape, static_cast<int>(elem_size(dtype)), staged_tensors).use;
 }
 
 // NHWC group norm shapes that take the tiles in dtype, about 4 KiB a tile and 128 tiles (and 8,
@@ -66,11 +66,10 @@ inline bool takes_group_tiles(const ChannelCase& k, nk_dtype dtype, int staged_t
 inline std::vector<ChannelCase> group_tile_shapes(nk_dtype dtype) {
   const Family f = Family::kGroup;
   if (elem_size(dtype) == 2) {
-    return {{f, 4, 256, 256, NK_NHWC, 32}, {f, 1, 64, 256, NK_NHWC, 8},
-            {f, 16, 320, 52, NK_NHWC, 32}};
+    return {
+        {f, 4, 256, 256, NK_NHWC, 32}, {f, 1, 64, 256, NK_NHWC, 8}, {f, 16, 320, 52, NK_NHWC, 32}};
   }
-  return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 1, 32, 256, NK_NHWC, 8},
-          {f, 8, 320, 52, NK_NHWC, 32}};
+  return {{f, 4, 128, 256, NK_NHWC, 32}, {f, 1, 32, 256, NK_NHWC, 8}, {f, 8, 320, 52, NK_NHWC, 32}};
 }
 
 // Instance norm in NHWC reads x once where a tile of a pack of channels fits a block
@@ -98,10 +97,12 @@ inline bool takes_instance_tiles(const ChannelCase& k, nk_dtype dtype, int stage
 inline std::vector<ChannelCase> instance_tile_shapes(Family f, nk_dtype dtype) {
   const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
   if (f == Family::kBatch) {
-    return {{f, 4, 16 * e, 64, NK_NHWC, 1}, {f, 3, 2 * e, 100, NK_NHWC, 1},
+    return {{f, 4, 16 * e, 64, NK_NHWC, 1},
+            {f, 3, 2 * e, 100, NK_NHWC, 1},
             {f, 1000, 3 * e, 1, NK_NCHW, 1}};
   }
-  return {{f, 8, 16 * e, 256, NK_NHWC, 1}, {f, 1, 2 * e, 300, NK_NHWC, 1},
+  return {{f, 8, 16 * e, 256, NK_NHWC, 1},
+          {f, 1, 2 * e, 300, NK_NHWC, 1},
           {f, 3, 3 * e, 1000, NK_NHWC, 1}};
 }
 
@@ -187,6 +188,49 @@ inline std::vector<ChannelCase> batch_split_shapes(nk_dtype dtype) {
   return {{f, 20, 3, 1601, NK_NCHW, 1},
           {f, 16, 1, 7500 * e, NK_NCHW, 1},
           {f, 16, 1, 3750 * e, NK_NCHW, 1}};
+}
+
+// The plan_resident_rows plan of an instance or group norm shape k in dtype (staged_tensors 2: the
+// training backward's x and dy).
+inline nk::cuda::ResidentPlan resident_plan(const ChannelCase& k, nk_dtype dtype,
+                                            int staged_tensors = 1) {
+  const nk::ChannelShape shape{
+      k.family == Family::kGroup ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
+      k.n,
+      k.c,
+      k.s,
+      k.layout,
+      dtype,
+      k.groups};
+  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype)), staged_tensors);
+}
+
+// NCHW rows above a block, split into parts (plan_resident_rows' parts), with the parts each
+// shape takes: `forward` for the forward (rows above 192 KiB), `backward` for the training
+// backward (above 48 KiB of each of x and dy, fewer than 128 rows). Instance norm: two rows of
+// 196610 bytes (bf16 S = 98305, fp32 49153: not whole packs, so the second row and every part
+// start inside a pack), 8 parts of 1537 packs (2 fit; doubled for the blocks); backward, two rows
+// of 49158 or 49164 bytes, 8 parts of 385 packs. Group norm forward: 2 channels of 98310 or
+// 98316 bytes a row (S not whole packs: coefficients per element), a channel a part; 4 channels
+// of 49168 bytes (S whole packs), 2 parts fit, doubled to 4. Backward: 4 channels of 12304 bytes,
+// 4 parts; 3 channels of 16390 or 16396 bytes (S not whole packs), 2 parts of 2 and 1.
+struct SplitRowShapes {
+  std::vector<ChannelCase> forward, backward;
+  std::vector<int> forward_parts, backward_parts;
+};
+inline SplitRowShapes split_row_shapes(Family f, nk_dtype dtype) {
+  const bool fp32 = elem_size(dtype) == 4;
+  if (f == Family::kInstance) {
+    return {{{f, 1, 2, fp32 ? 49153 : 98305, NK_NCHW, 1}},
+            {{f, 1, 2, fp32 ? 12291 : 24579, NK_NCHW, 1}},
+            {8},
+            {8}};
+  }
+  return {
+      {{f, 1, 4, fp32 ? 24579 : 49155, NK_NCHW, 2}, {f, 1, 8, fp32 ? 12292 : 24584, NK_NCHW, 2}},
+      {{f, 1, 8, fp32 ? 3076 : 6152, NK_NCHW, 2}, {f, 1, 6, fp32 ? 4099 : 8195, NK_NCHW, 2}},
+      {2, 4},
+      {4, 2}};
 }
 
 }  // namespace nkt

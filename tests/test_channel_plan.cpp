@@ -130,15 +130,19 @@ TEST(ChannelPlan, CoversEveryShape) {
               EXPECT_EQ(w.warp_per_chunk, w.seg_count > 1);
             } else {
               EXPECT_EQ(w.chunk_len % 8, 0) << "a chunk boundary inside a pack";
-              const bool many = w.chunk_len <= nk::cuda::kWarpChunkMany &&
-                                w.partials() >= nk::cuda::kWarpItems;
+              const bool many =
+                  w.chunk_len <= nk::cuda::kWarpChunkMany && w.partials() >= nk::cuda::kWarpItems;
               EXPECT_EQ(w.warp_per_chunk,
                         (w.chunk_len <= nk::cuda::kWarpChunk || many) && !w.unaligned_rows);
             }
             if (w.pack_elems > 1) {
               EXPECT_TRUE(vector);
               EXPECT_EQ(w.pack_elems, e);
-              EXPECT_EQ((w.rows_layout ? s : w.period > 0 ? w.period : wc) % w.pack_elems, 0)
+              EXPECT_EQ((w.rows_layout  ? s
+                         : w.period > 0 ? w.period
+                                        : wc) %
+                            w.pack_elems,
+                        0)
                   << "a pack would straddle";
             }
             EXPECT_GE(w.chunks, 1);
@@ -293,11 +297,11 @@ TEST(ChannelPlan, ChannelsWalkSharesPacksEvenlyOverTiles) {
     bool vector;
     int lanes, rows;
   };
-  for (const Case& k : {Case{320, 2, true, 20, 12}, Case{320, 4, true, 27, 9},
-                        Case{640, 2, true, 27, 9}, Case{1280, 2, true, 32, 8},
-                        Case{256, 2, true, 32, 8}, Case{96, 2, true, 12, 21},
-                        Case{384, 2, true, 24, 10}, Case{40, 2, false, 20, 12},
-                        Case{33, 4, false, 17, 15}, Case{2048, 4, false, 32, 8}}) {
+  for (const Case& k :
+       {Case{320, 2, true, 20, 12}, Case{320, 4, true, 27, 9}, Case{640, 2, true, 27, 9},
+        Case{1280, 2, true, 32, 8}, Case{256, 2, true, 32, 8}, Case{96, 2, true, 12, 21},
+        Case{384, 2, true, 24, 10}, Case{40, 2, false, 20, 12}, Case{33, 4, false, 17, 15},
+        Case{2048, 4, false, 32, 8}}) {
     for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance, ChannelNorm::kGroup}) {
       SCOPED_TRACE(testing::Message() << "c=" << k.c << " elem " << k.elem << " aligned "
                                       << k.vector << " kind " << static_cast<int>(kind));
@@ -330,8 +334,8 @@ TEST(ChannelPlan, ChunksGiveEachRowOfThreadsSeveralPositions) {
                         Case{2, 255, 4096, 2, 8 * 8, 128}, Case{32, 320, 196, 2, 12 * 8, 66},
                         Case{32, 320, 196, 4, 9 * 8, 88}}) {
     for (bool vector : {true, false}) {
-      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                      << " elem " << k.elem << " aligned " << vector);
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s << " elem "
+                                      << k.elem << " aligned " << vector);
       const ChannelPlan p = plan_channel_norm(
           shape_of(ChannelNorm::kBatch, k.n, k.c, k.s, NK_NHWC, k.elem), k.elem, vector);
       EXPECT_EQ(p.chunks, k.chunks);
@@ -383,7 +387,12 @@ TEST(ChannelPlan, LongUnalignedRowsLoadPacksBetweenTheirEnds) {
       for (int elem : {2, 4}) {
         SCOPED_TRACE(testing::Message()
                      << "kind " << static_cast<int>(kind) << " S=" << s << " elem " << elem);
-        const ChannelShape shape{kind,   64, 8, s, NK_NCHW, elem == 2 ? NK_BF16 : NK_F32,
+        const ChannelShape shape{kind,
+                                 64,
+                                 8,
+                                 s,
+                                 NK_NCHW,
+                                 elem == 2 ? NK_BF16 : NK_F32,
                                  kind == ChannelNorm::kGroup ? 2 : 1};
         const ChannelPlan a = plan_channel_norm(shape, elem, true);
         const ChannelPlan u = plan_channel_norm(shape, elem, false);
@@ -417,18 +426,18 @@ TEST(ChannelPlan, ElementwisePacksCrossRowsWhereRowsAreNotWholePacks) {
     int elem;
     bool aligned, cross;
   };
-  for (const Want w : {Want{4, 16, 49, 2, true, true}, Want{8, 3, 196, 2, true, true},
+  for (const Want w : {Want{4, 16, 49, 2, true, true},  Want{8, 3, 196, 2, true, true},
                        Want{2, 24, 333, 2, true, true}, Want{2, 4, 3025, 4, true, true},
-                       Want{2, 3, 98, 4, true, true}, Want{4, 16, 49, 2, false, false},
-                       Want{3, 1, 77, 2, true, true},  Want{2, 3, 5, 4, true, true},
-                       Want{3, 5, 49, 2, true, true},  Want{3, 3, 196, 2, true, true},
-                       Want{4, 16, 5, 2, true, true},  Want{4, 16, 64, 2, true, false},
+                       Want{2, 3, 98, 4, true, true},   Want{4, 16, 49, 2, false, false},
+                       Want{3, 1, 77, 2, true, true},   Want{2, 3, 5, 4, true, true},
+                       Want{3, 5, 49, 2, true, true},   Want{3, 3, 196, 2, true, true},
+                       Want{4, 16, 5, 2, true, true},   Want{4, 16, 64, 2, true, false},
                        Want{4, 16, 64, 4, true, false}, Want{2, 3, 98, 2, true, true},
-                       Want{3, 3, 4, 2, true, false},  Want{3, 3, 2, 4, true, false},
+                       Want{3, 3, 4, 2, true, false},   Want{3, 3, 2, 4, true, false},
                        Want{3, 1, 77, 2, false, false}, Want{3, 5, 3, 2, true, true},
-                       Want{3, 5, 3, 4, true, true},   Want{5, 3, 2, 2, true, true},
-                       Want{3, 6, 7, 2, true, true},   Want{3, 6, 6, 2, true, true},
-                       Want{3, 5, 3, 2, false, false}, Want{5, 3, 2, 4, true, false}}) {
+                       Want{3, 5, 3, 4, true, true},    Want{5, 3, 2, 2, true, true},
+                       Want{3, 6, 7, 2, true, true},    Want{3, 6, 6, 2, true, true},
+                       Want{3, 5, 3, 2, false, false},  Want{5, 3, 2, 4, true, false}}) {
     SCOPED_TRACE(testing::Message() << "N=" << w.n << " C=" << w.c << " S=" << w.s
                                     << " elem=" << w.elem << " aligned=" << w.aligned);
     for (ChannelNorm kind : {ChannelNorm::kBatch, ChannelNorm::kInstance}) {
@@ -514,20 +523,20 @@ TEST(ChannelPlan, ChannelsThatAreNotWholePacksReadPeriodsOfPacks) {
     int64_t tail = 0;  // period_tail
   };
   const Want list[] = {
-      {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3, false},      // 8 positions a period
-      {ChannelNorm::kBatch, 8, 3, 196, 4, 12, 3, false},      // fp32: 4 positions
-      {ChannelNorm::kInstance, 8, 3, 196, 2, 0, 3, false},    // 196 positions: not whole periods
-      {ChannelNorm::kInstance, 8, 3, 196, 4, 12, 3, false},   // 196 % 4 == 0
-      {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5, false},      // gcd(20, 8) = 4: 2 positions
-      {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5, false},       // 20 fp32 channels are whole packs
-      {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3, false},     // S == 1: positions are samples
-      {ChannelNorm::kBatch, 3, 6, 1, 2, 24, 3, false, 3},     // 3 samples: a partial period
-      {ChannelNorm::kBatch, 3, 3, 7, 2, 24, 3, false, 5},     // 21 positions: 2 periods and 5
-      {ChannelNorm::kBatch, 3, 3, 7, 4, 12, 3, false, 1},     // fp32: 5 periods and 1
+      {ChannelNorm::kBatch, 8, 3, 196, 2, 24, 3, false},       // 8 positions a period
+      {ChannelNorm::kBatch, 8, 3, 196, 4, 12, 3, false},       // fp32: 4 positions
+      {ChannelNorm::kInstance, 8, 3, 196, 2, 0, 3, false},     // 196 positions: not whole periods
+      {ChannelNorm::kInstance, 8, 3, 196, 4, 12, 3, false},    // 196 % 4 == 0
+      {ChannelNorm::kGroup, 2, 20, 40, 2, 40, 5, false},       // gcd(20, 8) = 4: 2 positions
+      {ChannelNorm::kBatch, 2, 20, 40, 4, 0, 5, false},        // 20 fp32 channels are whole packs
+      {ChannelNorm::kBatch, 4096, 6, 1, 2, 24, 3, false},      // S == 1: positions are samples
+      {ChannelNorm::kBatch, 3, 6, 1, 2, 24, 3, false, 3},      // 3 samples: a partial period
+      {ChannelNorm::kBatch, 3, 3, 7, 2, 24, 3, false, 5},      // 21 positions: 2 periods and 5
+      {ChannelNorm::kBatch, 3, 3, 7, 4, 12, 3, false, 1},      // fp32: 5 periods and 1
       {ChannelNorm::kInstance, 1, 3, 13, 2, 24, 3, false, 5},  // one sample: one slot
-      {ChannelNorm::kGroup, 1, 9, 5, 2, 72, 9, false, 5},     // no whole period at all
-      {ChannelNorm::kInstance, 2, 3, 13, 2, 0, 3, false},     // two slots: single elements
-      {ChannelNorm::kBatch, 1, 1001, 3, 2, 0, 32, false},     // 1001 packs, 3 positions of 8
+      {ChannelNorm::kGroup, 1, 9, 5, 2, 72, 9, false, 5},      // no whole period at all
+      {ChannelNorm::kInstance, 2, 3, 13, 2, 0, 3, false},      // two slots: single elements
+      {ChannelNorm::kBatch, 1, 1001, 3, 2, 0, 32, false},      // 1001 packs, 3 positions of 8
       {ChannelNorm::kInstance, 2, 255, 64, 2, 2040, 255, false},  // a block of packs, one row
       {ChannelNorm::kBatch, 2, 1020, 64, 2, 2040, 255, false},
       {ChannelNorm::kInstance, 2, 257, 64, 2, 2056, 32, true},  // 257 packs: split in 9 tiles
@@ -639,8 +648,8 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
   EXPECT_EQ(a.c, 64);
 
   // 3 x 5 columns: a period of 120 elements (15 packs, 8 samples); 3 samples are its partial row.
-  const ChannelPlan t = plan_channel_norm(shape_of(ChannelNorm::kBatch, 3, 3, 5, NK_NCHW, 2), 2,
-                                          true);
+  const ChannelPlan t =
+      plan_channel_norm(shape_of(ChannelNorm::kBatch, 3, 3, 5, NK_NCHW, 2), 2, true);
   ASSERT_EQ(t.columns, 5);
   const ChannelPlan wt = column_view(t);
   EXPECT_EQ(wt.period, 120);
@@ -649,8 +658,8 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
   // fp32: S = 3 of 4-element packs; S = 2 is half a pack and keeps its half packs.
   EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 3, NK_NCHW, 4), 4, true).columns,
             3);
-  const ChannelPlan half = plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 2, NK_NCHW, 4), 4,
-                                             true);
+  const ChannelPlan half =
+      plan_channel_norm(shape_of(ChannelNorm::kBatch, 8, 4, 2, NK_NCHW, 4), 4, true);
   EXPECT_EQ(half.columns, 1);
   EXPECT_EQ(half.row_load_elems, 2);
   for (int64_t s : {2, 3, 5, 6, 7}) {
@@ -680,15 +689,15 @@ TEST(ChannelPlan, BatchNormRowsShorterThanAPackReduceAsColumns) {
       plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide, 3, NK_NCHW, 2), 2, true);
   EXPECT_EQ(big.columns, 1);
   EXPECT_TRUE(big.short_rows);
-  EXPECT_EQ(plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide - 1, 3, NK_NCHW, 2), 2, true)
-                .columns,
-            3);
+  EXPECT_EQ(
+      plan_channel_norm(shape_of(ChannelNorm::kBatch, 2, wide - 1, 3, NK_NCHW, 2), 2, true).columns,
+      3);
 }
 
 // One read of x: instance and group norm training in the rows layout, where a statistic's row is
-// 4 to 192 KiB, whole 16-byte packs or not, however few the rows; never batch norm or
-// NHWC with several channels. Rows up to 96 KiB are staged whole, longer ones their first 96 KiB.
-// The block size depends on the row length only.
+// 4 to 192 KiB, whole 16-byte packs or not, however few the rows (longer rows in parts, below);
+// never batch norm or NHWC with several channels. Rows up to 96 KiB are staged whole, longer ones
+// their first 96 KiB. The block size depends on the row length only.
 TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
   using nk::cuda::plan_resident_rows;
   struct Want {
@@ -698,6 +707,7 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
     int elem;
     bool use;
     int threads;
+    int parts = 1;
   };
   const Want list[] = {
       {ChannelNorm::kInstance, 2, 64, 2048, 1, NK_NCHW, 2, true, 64},      // 4 KiB: the smallest
@@ -709,31 +719,31 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
       {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 2, true, 128},  // 11250 B, 703 packs
       {ChannelNorm::kInstance, 8, 64, 75 * 75, 1, NK_NCHW, 4, true, 256},  // 22500 B, 1406 packs
       {ChannelNorm::kInstance, 2, 63, 2051, 1, NK_NCHW, 2, true, 64},      // 126 rows
-      {ChannelNorm::kInstance, 1, 128, 98305, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
-      {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},  // 32 KiB
-      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},   // 96 KiB: all staged
-      {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, true, 512},   // a pack of tail
+      {ChannelNorm::kInstance, 1, 128, 98305, 1, NK_NCHW, 2, true, 512, 2},   // above 192 KiB
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, 1, NK_NCHW, 2, true, 256},   // 32 KiB
+      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 2, true, 512},      // 96 KiB: all staged
+      {ChannelNorm::kInstance, 1, 128, 49160, 1, NK_NCHW, 2, true, 512},      // a pack of tail
       {ChannelNorm::kInstance, 8, 256, 256 * 256, 1, NK_NCHW, 2, true, 512},  // 128 KiB
-      {ChannelNorm::kInstance, 1, 128, 98304, 1, NK_NCHW, 2, true, 512},   // 192 KiB: the largest
-      {ChannelNorm::kInstance, 1, 128, 98312, 1, NK_NCHW, 2, false, 0},    // above 192 KiB
-      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 4, true, 512},   // fp32 192 KiB
-      {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, true, 64},     // 127 rows
-      {ChannelNorm::kInstance, 1, 1, 4096, 1, NK_NCHW, 2, true, 64},       // one row
-      {ChannelNorm::kInstance, 128, 1, 4096, 1, NK_NHWC, 2, true, 64},     // C = 1: rows in NHWC
-      {ChannelNorm::kInstance, 2, 64, 4096, 1, NK_NHWC, 2, false, 0},      // channels layout
-      {ChannelNorm::kBatch, 2, 200, 4096, 1, NK_NCHW, 2, false, 0},        // batch norm: split
-      {ChannelNorm::kGroup, 8, 64, 512, 16, NK_NCHW, 2, true, 64},         // 4 channels a row
-      {ChannelNorm::kGroup, 8, 64, 514, 16, NK_NCHW, 2, true, 64},         // S % 8 != 0
-      {ChannelNorm::kGroup, 8, 48, 683, 16, NK_NCHW, 2, true, 64},         // 3 x 683: 4098 B
-      {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, true, 512},   // 80 KiB, 64 rows
-      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},   // 40 KiB, 256 rows
-      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},   // 80 KiB
-      {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, true, 512},  // 160 KiB
-      {ChannelNorm::kGroup, 8, 1280, 64 * 64, 32, NK_NCHW, 2, false, 0},   // 320 KiB
-      {ChannelNorm::kGroup, 0, 64, 4096, 16, NK_NCHW, 2, false, 0},        // an empty batch
+      {ChannelNorm::kInstance, 1, 128, 98304, 1, NK_NCHW, 2, true, 512},     // 192 KiB: the largest
+      {ChannelNorm::kInstance, 1, 128, 98312, 1, NK_NCHW, 2, true, 512, 2},  // above 192 KiB
+      {ChannelNorm::kInstance, 1, 128, 49152, 1, NK_NCHW, 4, true, 512},     // fp32 192 KiB
+      {ChannelNorm::kInstance, 1, 127, 4096, 1, NK_NCHW, 2, true, 64},       // 127 rows
+      {ChannelNorm::kInstance, 1, 1, 4096, 1, NK_NCHW, 2, true, 64},         // one row
+      {ChannelNorm::kInstance, 128, 1, 4096, 1, NK_NHWC, 2, true, 64},       // C = 1: rows in NHWC
+      {ChannelNorm::kInstance, 2, 64, 4096, 1, NK_NHWC, 2, false, 0},        // channels layout
+      {ChannelNorm::kBatch, 2, 200, 4096, 1, NK_NCHW, 2, false, 0},          // batch norm: split
+      {ChannelNorm::kGroup, 8, 64, 512, 16, NK_NCHW, 2, true, 64},           // 4 channels a row
+      {ChannelNorm::kGroup, 8, 64, 514, 16, NK_NCHW, 2, true, 64},           // S % 8 != 0
+      {ChannelNorm::kGroup, 8, 48, 683, 16, NK_NCHW, 2, true, 64},           // 3 x 683: 4098 B
+      {ChannelNorm::kGroup, 2, 320, 64 * 64, 32, NK_NCHW, 2, true, 512},     // 80 KiB, 64 rows
+      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 2, true, 512},     // 40 KiB, 256 rows
+      {ChannelNorm::kGroup, 8, 640, 32 * 32, 32, NK_NCHW, 4, true, 512},     // 80 KiB
+      {ChannelNorm::kGroup, 8, 1280, 32 * 32, 32, NK_NCHW, 4, true, 512},    // 160 KiB
+      {ChannelNorm::kGroup, 8, 1280, 64 * 64, 32, NK_NCHW, 2, true, 512, 2},  // 320 KiB
+      {ChannelNorm::kGroup, 0, 64, 4096, 16, NK_NCHW, 2, false, 0},           // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+    const ChannelShape shape{w.kind,  w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
                              w.groups};
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
@@ -743,7 +753,11 @@ TEST(ChannelPlan, ResidentRowsWhereARowFitsABlock) {
     EXPECT_EQ(r.rows, shape.num_stats());
     EXPECT_EQ(r.len, shape.count_per_stat());
     EXPECT_EQ(r.threads, w.threads);
-    const int64_t staged = r.len * w.elem <= 96 * 1024 ? r.len : 96 * 1024 / w.elem;
+    EXPECT_EQ(r.parts, w.parts);
+    if (w.parts == 1) {
+      EXPECT_EQ(r.part_len, r.len);
+    }
+    const int64_t staged = r.part_len * w.elem <= 96 * 1024 ? r.part_len : 96 * 1024 / w.elem;
     EXPECT_EQ(r.head_len, staged);
     // The same row length in another batch: the same block, so the same reduction tree.
     ChannelShape twice = shape;
@@ -767,30 +781,30 @@ TEST(ChannelPlan, RowsUpToAPackInRegisters) {
     int len, rows_per_thread;
   };
   const Want list[] = {
-      {ChannelNorm::kInstance, 40, 16, 3, 1, NK_NCHW, 2, true, 3, 8},    // 3 packs a thread
-      {ChannelNorm::kInstance, 40, 16, 2, 1, NK_NCHW, 2, true, 2, 8},    // two packs of 4 rows
-      {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},    // half packs: two packs
-      {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},    // 3 packs, 4 rows
-      {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},     // 7 packs, 8 rows
-      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, true, 8, 2},     // a pack: two rows
-      {ChannelNorm::kInstance, 8, 37, 9, 1, NK_NCHW, 2, false, 0, 0},    // above a pack
-      {ChannelNorm::kInstance, 8, 37, 4, 1, NK_NCHW, 4, true, 4, 2},     // fp32 pack: two rows
-      {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},     // fp32: 3 packs, 4 rows
-      {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},     // fp32 half packs
-      {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},    // fp32: above a pack
-      {ChannelNorm::kGroup, 7, 6, 4, 3, NK_NCHW, 2, true, 8, 2},         // 2 channels of 4: a pack
-      {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},      // C = 1: rows in NHWC
-      {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},    // channels layout
-      {ChannelNorm::kInstance, 8, 16, 1, 1, NK_NCHW, 2, false, 0, 0},    // S = 1: channels
-      {ChannelNorm::kBatch, 8, 16, 3, 1, NK_NCHW, 2, false, 0, 0},       // batch norm: columns
-      {ChannelNorm::kGroup, 7, 6, 2, 2, NK_NCHW, 2, true, 6, 4},         // 3 channels of 2
-      {ChannelNorm::kGroup, 7, 6, 3, 3, NK_NCHW, 2, true, 6, 4},         // 2 channels of 3
-      {ChannelNorm::kGroup, 7, 6, 3, 2, NK_NCHW, 2, false, 0, 0},        // 9 elements a row
-      {ChannelNorm::kGroup, 7, 6, 3, 6, NK_NCHW, 4, true, 3, 4},         // fp32, a channel a row
-      {ChannelNorm::kGroup, 0, 6, 3, 6, NK_NCHW, 2, false, 0, 0},        // an empty batch
+      {ChannelNorm::kInstance, 40, 16, 3, 1, NK_NCHW, 2, true, 3, 8},  // 3 packs a thread
+      {ChannelNorm::kInstance, 40, 16, 2, 1, NK_NCHW, 2, true, 2, 8},  // two packs of 4 rows
+      {ChannelNorm::kInstance, 40, 16, 4, 1, NK_NCHW, 2, true, 4, 4},  // half packs: two packs
+      {ChannelNorm::kInstance, 40, 16, 6, 1, NK_NCHW, 2, true, 6, 4},  // 3 packs, 4 rows
+      {ChannelNorm::kInstance, 8, 37, 7, 1, NK_NCHW, 2, true, 7, 8},   // 7 packs, 8 rows
+      {ChannelNorm::kInstance, 8, 37, 8, 1, NK_NCHW, 2, true, 8, 2},   // a pack: two rows
+      {ChannelNorm::kInstance, 8, 37, 9, 1, NK_NCHW, 2, false, 0, 0},  // above a pack
+      {ChannelNorm::kInstance, 8, 37, 4, 1, NK_NCHW, 4, true, 4, 2},   // fp32 pack: two rows
+      {ChannelNorm::kInstance, 8, 37, 3, 1, NK_NCHW, 4, true, 3, 4},   // fp32: 3 packs, 4 rows
+      {ChannelNorm::kInstance, 8, 37, 2, 1, NK_NCHW, 4, true, 2, 4},   // fp32 half packs
+      {ChannelNorm::kInstance, 8, 37, 5, 1, NK_NCHW, 4, false, 0, 0},  // fp32: above a pack
+      {ChannelNorm::kGroup, 7, 6, 4, 3, NK_NCHW, 2, true, 8, 2},       // 2 channels of 4: a pack
+      {ChannelNorm::kInstance, 8, 1, 5, 1, NK_NHWC, 2, true, 5, 8},    // C = 1: rows in NHWC
+      {ChannelNorm::kInstance, 8, 16, 5, 1, NK_NHWC, 2, false, 0, 0},  // channels layout
+      {ChannelNorm::kInstance, 8, 16, 1, 1, NK_NCHW, 2, false, 0, 0},  // S = 1: channels
+      {ChannelNorm::kBatch, 8, 16, 3, 1, NK_NCHW, 2, false, 0, 0},     // batch norm: columns
+      {ChannelNorm::kGroup, 7, 6, 2, 2, NK_NCHW, 2, true, 6, 4},       // 3 channels of 2
+      {ChannelNorm::kGroup, 7, 6, 3, 3, NK_NCHW, 2, true, 6, 4},       // 2 channels of 3
+      {ChannelNorm::kGroup, 7, 6, 3, 2, NK_NCHW, 2, false, 0, 0},      // 9 elements a row
+      {ChannelNorm::kGroup, 7, 6, 3, 6, NK_NCHW, 4, true, 3, 4},       // fp32, a channel a row
+      {ChannelNorm::kGroup, 0, 6, 3, 6, NK_NCHW, 2, false, 0, 0},      // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+    const ChannelShape shape{w.kind,  w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
                              w.groups};
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
@@ -832,10 +846,10 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
     int len, lanes, channel_lanes, channel_batches, channel_steps;
   };
   const Want list[] = {
-      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},        // a pack
-      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},        // fp32 pack
-      {ChannelNorm::kInstance, 4, 16, 9, 1, NK_NCHW, 2, true, 9, 1, 1, 1, 9},         // above
-      {ChannelNorm::kInstance, 4, 16, 5, 1, NK_NCHW, 4, true, 5, 1, 1, 1, 5},         // fp32
+      {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},  // a pack
+      {ChannelNorm::kInstance, 4, 16, 4, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},  // fp32 pack
+      {ChannelNorm::kInstance, 4, 16, 9, 1, NK_NCHW, 2, true, 9, 1, 1, 1, 9},   // above
+      {ChannelNorm::kInstance, 4, 16, 5, 1, NK_NCHW, 4, true, 5, 1, 1, 1, 5},   // fp32
       // fp32 rows of 8: one or two lanes a row would be 8-way and 4-way, four lanes 2-way
       {ChannelNorm::kInstance, 4, 16, 8, 1, NK_NCHW, 4, true, 8, 4, 4, 1, 2},
       {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NCHW, 2, true, 49, 4, 4, 1, 13},      // 7 x 7
@@ -846,24 +860,24 @@ TEST(ChannelPlan, RowsOfAPackTo4KiBInRowGroups) {
       {ChannelNorm::kInstance, 4, 16, 64, 1, NK_NCHW, 2, true, 64, 16, 16, 1, 4},     // 8 x 8
       {ChannelNorm::kInstance, 4, 16, 1024, 1, NK_NCHW, 4, false, 0, 0, 0, 0, 0},     // 4 KiB
       {ChannelNorm::kInstance, 4, 16, 2047, 1, NK_NCHW, 2, true, 2047, 32, 32, 1, 64},
-      {ChannelNorm::kInstance, 4, 16, 2048, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // 4 KiB
-      {ChannelNorm::kInstance, 4, 16, 3000, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},     // not packs
-      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 4, 4, 1, 13},       // C = 1
-      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NHWC, 2, false, 0, 0, 0, 0, 0},       // channels
-      {ChannelNorm::kBatch, 4, 16, 49, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},          // batch norm
-      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 32, 32, 10, 2},      // 8 x 8, 10
+      {ChannelNorm::kInstance, 4, 16, 2048, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},  // 4 KiB
+      {ChannelNorm::kInstance, 4, 16, 3000, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},  // not packs
+      {ChannelNorm::kInstance, 4, 1, 49, 1, NK_NHWC, 2, true, 49, 4, 4, 1, 13},    // C = 1
+      {ChannelNorm::kInstance, 4, 16, 49, 1, NK_NHWC, 2, false, 0, 0, 0, 0, 0},    // channels
+      {ChannelNorm::kBatch, 4, 16, 49, 1, NK_NCHW, 2, false, 0, 0, 0, 0, 0},       // batch norm
+      {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 2, true, 640, 32, 32, 10, 2},   // 8 x 8, 10
       {ChannelNorm::kGroup, 2, 40, 64, 4, NK_NCHW, 4, true, 640, 32, 32, 10, 2},
-      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 4, 2, 6, 2},           // 12 of 3
-      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 4, 4, 8, 2},           // 8 of 7
-      {ChannelNorm::kGroup, 6, 64, 2, 2, NK_NCHW, 4, true, 64, 16, 2, 4, 1},          // 32 of 2
+      {ChannelNorm::kGroup, 3, 24, 3, 2, NK_NCHW, 2, true, 36, 4, 2, 6, 2},   // 12 of 3
+      {ChannelNorm::kGroup, 2, 32, 7, 4, NK_NCHW, 2, true, 56, 4, 4, 8, 2},   // 8 of 7
+      {ChannelNorm::kGroup, 6, 64, 2, 2, NK_NCHW, 4, true, 64, 16, 2, 4, 1},  // 32 of 2
       // 256 channels of 2 a group: 32 lanes, 8 rows a block, 2048 coefficient pairs; 257 too many
       {ChannelNorm::kGroup, 2, 512, 2, 2, NK_NCHW, 2, true, 512, 32, 2, 16, 1},
       {ChannelNorm::kGroup, 2, 514, 2, 2, NK_NCHW, 2, false, 0, 0, 0, 0, 0},
-      {ChannelNorm::kGroup, 2, 600, 3, 2, NK_NCHW, 4, false, 0, 0, 0, 0, 0},          // 300 of 3
-      {ChannelNorm::kGroup, 0, 32, 7, 4, NK_NCHW, 2, false, 0, 0, 0, 0, 0},           // empty
+      {ChannelNorm::kGroup, 2, 600, 3, 2, NK_NCHW, 4, false, 0, 0, 0, 0, 0},  // 300 of 3
+      {ChannelNorm::kGroup, 0, 32, 7, 4, NK_NCHW, 2, false, 0, 0, 0, 0, 0},   // empty
   };
   for (const Want& w : list) {
-    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+    const ChannelShape shape{w.kind,  w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
                              w.groups};
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
@@ -930,31 +944,31 @@ TEST(ChannelPlan, GroupTilesInNhwc) {
     int k, pos_packs, threads;
   };
   const Want list[] = {
-      {ChannelNorm::kGroup, 4, 256, 256, 32, NK_NHWC, 2, true, 1, 1, 64},       // C/G = 8: 4 KiB
-      {ChannelNorm::kGroup, 4, 256, 255, 32, NK_NHWC, 2, false, 0, 0, 0},      // 4080 bytes
-      {ChannelNorm::kGroup, 8, 128, 256, 32, NK_NHWC, 2, true, 2, 1, 64},       // C/G = 4
-      {ChannelNorm::kGroup, 8, 64, 512, 32, NK_NHWC, 2, false, 0, 0, 0},       // a pack, 4 groups
-      {ChannelNorm::kGroup, 16, 320, 52, 32, NK_NHWC, 2, true, 4, 5, 160},     // C/G = 10
-      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NHWC, 2, true, 2, 5, 480},    // 80 KiB
-      {ChannelNorm::kGroup, 8, 1280, 256, 32, NK_NHWC, 2, true, 1, 5, 160},    // 20 KiB
-      {ChannelNorm::kGroup, 8, 640, 2048, 32, NK_NHWC, 2, true, 2, 5, 480},    // 160 KiB: a tail
-      {ChannelNorm::kGroup, 8, 640, 2304, 32, NK_NHWC, 2, false, 0, 0, 0},     // 180 KiB
-      {ChannelNorm::kGroup, 8, 640, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},     // 320 KiB
-      {ChannelNorm::kGroup, 2, 320, 1024, 32, NK_NHWC, 2, true, 4, 5, 480},    // 16 tiles, 80 KiB
-      {ChannelNorm::kGroup, 1, 64, 256, 8, NK_NHWC, 2, true, 1, 1, 64},         // 8 tiles
-      {ChannelNorm::kGroup, 4, 128, 256, 32, NK_NHWC, 4, true, 1, 1, 64},       // fp32 C/G = 4
-      {ChannelNorm::kGroup, 8, 320, 52, 32, NK_NHWC, 4, true, 2, 5, 160},      // fp32 C/G = 10
-      {ChannelNorm::kGroup, 512, 20, 256, 2, NK_NHWC, 2, false, 0, 0, 0},      // G % k != 0
-      {ChannelNorm::kGroup, 128, 2056, 1, 1, NK_NHWC, 2, false, 0, 0, 0},      // P = 257
-      {ChannelNorm::kGroup, 128, 136, 16, 1, NK_NHWC, 2, false, 0, 0, 0},      // lcm(32, 17)
-      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NCHW, 2, false, 0, 0, 0},     // NCHW: rows
-      {ChannelNorm::kGroup, 128, 1, 4096, 1, NK_NHWC, 2, false, 0, 0, 0},      // C = 1: rows
-      {ChannelNorm::kInstance, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},    // instance norm
-      {ChannelNorm::kBatch, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},       // batch norm
-      {ChannelNorm::kGroup, 0, 256, 256, 32, NK_NHWC, 2, false, 0, 0, 0},      // an empty batch
+      {ChannelNorm::kGroup, 4, 256, 256, 32, NK_NHWC, 2, true, 1, 1, 64},    // C/G = 8: 4 KiB
+      {ChannelNorm::kGroup, 4, 256, 255, 32, NK_NHWC, 2, false, 0, 0, 0},    // 4080 bytes
+      {ChannelNorm::kGroup, 8, 128, 256, 32, NK_NHWC, 2, true, 2, 1, 64},    // C/G = 4
+      {ChannelNorm::kGroup, 8, 64, 512, 32, NK_NHWC, 2, false, 0, 0, 0},     // a pack, 4 groups
+      {ChannelNorm::kGroup, 16, 320, 52, 32, NK_NHWC, 2, true, 4, 5, 160},   // C/G = 10
+      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NHWC, 2, true, 2, 5, 480},  // 80 KiB
+      {ChannelNorm::kGroup, 8, 1280, 256, 32, NK_NHWC, 2, true, 1, 5, 160},  // 20 KiB
+      {ChannelNorm::kGroup, 8, 640, 2048, 32, NK_NHWC, 2, true, 2, 5, 480},  // 160 KiB: a tail
+      {ChannelNorm::kGroup, 8, 640, 2304, 32, NK_NHWC, 2, false, 0, 0, 0},   // 180 KiB
+      {ChannelNorm::kGroup, 8, 640, 4096, 32, NK_NHWC, 2, false, 0, 0, 0},   // 320 KiB
+      {ChannelNorm::kGroup, 2, 320, 1024, 32, NK_NHWC, 2, true, 4, 5, 480},  // 16 tiles, 80 KiB
+      {ChannelNorm::kGroup, 1, 64, 256, 8, NK_NHWC, 2, true, 1, 1, 64},      // 8 tiles
+      {ChannelNorm::kGroup, 4, 128, 256, 32, NK_NHWC, 4, true, 1, 1, 64},    // fp32 C/G = 4
+      {ChannelNorm::kGroup, 8, 320, 52, 32, NK_NHWC, 4, true, 2, 5, 160},    // fp32 C/G = 10
+      {ChannelNorm::kGroup, 512, 20, 256, 2, NK_NHWC, 2, false, 0, 0, 0},    // G % k != 0
+      {ChannelNorm::kGroup, 128, 2056, 1, 1, NK_NHWC, 2, false, 0, 0, 0},    // P = 257
+      {ChannelNorm::kGroup, 128, 136, 16, 1, NK_NHWC, 2, false, 0, 0, 0},    // lcm(32, 17)
+      {ChannelNorm::kGroup, 8, 640, 1024, 32, NK_NCHW, 2, false, 0, 0, 0},   // NCHW: rows
+      {ChannelNorm::kGroup, 128, 1, 4096, 1, NK_NHWC, 2, false, 0, 0, 0},    // C = 1: rows
+      {ChannelNorm::kInstance, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},  // instance norm
+      {ChannelNorm::kBatch, 8, 256, 256, 1, NK_NHWC, 2, false, 0, 0, 0},     // batch norm
+      {ChannelNorm::kGroup, 0, 256, 256, 32, NK_NHWC, 2, false, 0, 0, 0},    // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{w.kind,   w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+    const ChannelShape shape{w.kind,  w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
                              w.groups};
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
@@ -1078,28 +1092,33 @@ TEST(ChannelPlan, InstanceTilesInNhwc) {
     int64_t head_len;
   };
   const Want list[] = {
-      {ChannelNorm::kInstance, 8, 128, 256, NK_NHWC, 2, true, 64, 2048},        // 4 KiB
-      {ChannelNorm::kInstance, 8, 128, 255, NK_NHWC, 2, false, 0, 0},           // 4080 bytes
-      {ChannelNorm::kInstance, 1, 16, 300, NK_NHWC, 2, true, 64, 2400},         // 38 -> 64
-      {ChannelNorm::kInstance, 3, 24, 1000, NK_NHWC, 2, true, 128, 8000},       // 125 -> 128
-      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 2, true, 512, 45000},   // 90000 bytes
-      {ChannelNorm::kInstance, 8, 64, 5632, NK_NHWC, 2, true, 512, 45056},      // 88 KiB
-      {ChannelNorm::kInstance, 8, 64, 5633, NK_NHWC, 2, true, 512, 45056},      // a tail
-      {ChannelNorm::kInstance, 8, 64, 11264, NK_NHWC, 2, true, 512, 45056},     // 176 KiB
-      {ChannelNorm::kInstance, 8, 64, 11265, NK_NHWC, 2, false, 0, 0},          // above
-      {ChannelNorm::kInstance, 8, 64, 128 * 128, NK_NHWC, 2, false, 0, 0},      // 256 KiB
-      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 4, true, 512, 22500},   // fp32: 4 channels
-      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 4, true, 128, 4000},       // fp32 C = 12
-      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 2, false, 0, 0},           // C % 8 != 0
-      {ChannelNorm::kInstance, 8, 6, 1000, NK_NHWC, 4, false, 0, 0},            // C % 4 != 0
-      {ChannelNorm::kInstance, 8, 64, 1000, NK_NCHW, 2, false, 0, 0},           // NCHW: rows
-      {ChannelNorm::kInstance, 128, 1, 4096, NK_NHWC, 2, false, 0, 0},          // C = 1: rows
-      {ChannelNorm::kGroup, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},              // group norm
-      {ChannelNorm::kBatch, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},              // batch norm
-      {ChannelNorm::kInstance, 0, 64, 1000, NK_NHWC, 2, false, 0, 0},           // an empty batch
+      {ChannelNorm::kInstance, 8, 128, 256, NK_NHWC, 2, true, 64, 2048},       // 4 KiB
+      {ChannelNorm::kInstance, 8, 128, 255, NK_NHWC, 2, false, 0, 0},          // 4080 bytes
+      {ChannelNorm::kInstance, 1, 16, 300, NK_NHWC, 2, true, 64, 2400},        // 38 -> 64
+      {ChannelNorm::kInstance, 3, 24, 1000, NK_NHWC, 2, true, 128, 8000},      // 125 -> 128
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 2, true, 512, 45000},  // 90000 bytes
+      {ChannelNorm::kInstance, 8, 64, 5632, NK_NHWC, 2, true, 512, 45056},     // 88 KiB
+      {ChannelNorm::kInstance, 8, 64, 5633, NK_NHWC, 2, true, 512, 45056},     // a tail
+      {ChannelNorm::kInstance, 8, 64, 11264, NK_NHWC, 2, true, 512, 45056},    // 176 KiB
+      {ChannelNorm::kInstance, 8, 64, 11265, NK_NHWC, 2, false, 0, 0},         // above
+      {ChannelNorm::kInstance, 8, 64, 128 * 128, NK_NHWC, 2, false, 0, 0},     // 256 KiB
+      {ChannelNorm::kInstance, 8, 64, 75 * 75, NK_NHWC, 4, true, 512, 22500},  // fp32: 4 channels
+      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 4, true, 128, 4000},      // fp32 C = 12
+      {ChannelNorm::kInstance, 8, 12, 1000, NK_NHWC, 2, false, 0, 0},          // C % 8 != 0
+      {ChannelNorm::kInstance, 8, 6, 1000, NK_NHWC, 4, false, 0, 0},           // C % 4 != 0
+      {ChannelNorm::kInstance, 8, 64, 1000, NK_NCHW, 2, false, 0, 0},          // NCHW: rows
+      {ChannelNorm::kInstance, 128, 1, 4096, NK_NHWC, 2, false, 0, 0},         // C = 1: rows
+      {ChannelNorm::kGroup, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},             // group norm
+      {ChannelNorm::kBatch, 8, 64, 1000, NK_NHWC, 2, false, 0, 0},             // batch norm
+      {ChannelNorm::kInstance, 0, 64, 1000, NK_NHWC, 2, false, 0, 0},          // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{w.kind, w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32,
+    const ChannelShape shape{w.kind,
+                             w.n,
+                             w.c,
+                             w.s,
+                             w.layout,
+                             w.elem == 2 ? NK_BF16 : NK_F32,
                              w.kind == ChannelNorm::kGroup ? 8 : 1};
     SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(w.kind) << " n=" << w.n
                                     << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
@@ -1236,18 +1255,18 @@ TEST(ChannelPlan, InstanceTilesBackwardStageXAndDy) {
     int threads;  // a warp per 128 positions (8 packs of x and dy a thread), in [64, 512]
   };
   const Want list[] = {
-      {16, 64, 256, 2, true, 2048, 64},      // 4 KiB, 128 tiles (the forward: 32 -> 64)
-      {16, 64, 1000, 2, true, 8000, 256},    // 250 -> 256 (the forward: 128)
-      {8, 64, 2816, 2, true, 22528, 512},    // 44 KiB staged whole, 64 tiles: 704 -> 512
-      {8, 64, 2817, 2, false, 0, 0},         // above 44 KiB with 64 tiles
-      {16, 64, 2817, 2, true, 22528, 512},   // 128 tiles: the rest of x and dy reread
-      {16, 64, 5632, 2, true, 22528, 512},   // 88 KiB
-      {16, 64, 5633, 2, false, 0, 0},        // above
+      {16, 64, 256, 2, true, 2048, 64},        // 4 KiB, 128 tiles (the forward: 32 -> 64)
+      {16, 64, 1000, 2, true, 8000, 256},      // 250 -> 256 (the forward: 128)
+      {8, 64, 2816, 2, true, 22528, 512},      // 44 KiB staged whole, 64 tiles: 704 -> 512
+      {8, 64, 2817, 2, false, 0, 0},           // above 44 KiB with 64 tiles
+      {16, 64, 2817, 2, true, 22528, 512},     // 128 tiles: the rest of x and dy reread
+      {16, 64, 5632, 2, true, 22528, 512},     // 88 KiB
+      {16, 64, 5633, 2, false, 0, 0},          // above
       {16, 64, 75 * 75, 2, true, 22528, 512},  // 90000 bytes (75x75), 128 tiles
-      {16, 32, 2816, 4, true, 11264, 512},   // fp32: 4 channels a tile, 128 tiles
+      {16, 32, 2816, 4, true, 11264, 512},     // fp32: 4 channels a tile, 128 tiles
   };
   for (const Want& w : list) {
-    const ChannelShape shape{ChannelNorm::kInstance, w.n, w.c, w.s, NK_NHWC,
+    const ChannelShape shape{ChannelNorm::kInstance,         w.n, w.c, w.s, NK_NHWC,
                              w.elem == 2 ? NK_BF16 : NK_F32, 1};
     SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s);
     const nk::cuda::GroupTilePlan t = plan_instance_tiles(shape, w.elem, 2);
@@ -1288,8 +1307,8 @@ TEST(ChannelPlan, BatchTilesAsOneSample) {
       {0, 64, 64, NK_NHWC, 2, false, 0},           // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
-                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    const ChannelShape shape{
+        ChannelNorm::kBatch, w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32, 1};
     SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s << " layout "
                                     << w.layout << " elem " << w.elem);
     const ChannelShape one = instance_tile_shape(shape);
@@ -1440,8 +1459,8 @@ TEST(ChannelPlan, BatchTilesInNchw) {
       {0, 64, 49, NK_NCHW, 2, false, 0, 0, 0},                  // an empty batch
   };
   for (const Want& w : list) {
-    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
-                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    const ChannelShape shape{
+        ChannelNorm::kBatch, w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32, 1};
     SCOPED_TRACE(testing::Message() << "n=" << w.n << " c=" << w.c << " s=" << w.s << " layout "
                                     << w.layout << " elem " << w.elem);
     const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem);
@@ -1467,10 +1486,10 @@ TEST(ChannelPlan, BatchTilesInNchw) {
       {230, 64, 7 * 7, NK_NCHW, 2, true, 7, 805, 224, 2},   // 64 channels, 25.2 KiB: 2 parts
   };
   for (const Want& w : backward) {
-    const ChannelShape shape{ChannelNorm::kBatch, w.n, w.c, w.s, w.layout,
-                             w.elem == 2 ? NK_BF16 : NK_F32, 1};
-    SCOPED_TRACE(testing::Message() << "backward n=" << w.n << " c=" << w.c << " s=" << w.s
-                                    << " elem " << w.elem);
+    const ChannelShape shape{
+        ChannelNorm::kBatch, w.n, w.c, w.s, w.layout, w.elem == 2 ? NK_BF16 : NK_F32, 1};
+    SCOPED_TRACE(testing::Message()
+                 << "backward n=" << w.n << " c=" << w.c << " s=" << w.s << " elem " << w.elem);
     const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, w.elem, 2);
     EXPECT_EQ(t.use, w.use);
     if (!w.use) continue;
@@ -1504,7 +1523,7 @@ TEST(ChannelPlan, BatchTilesInNchw) {
   for (int elem : {2, 4}) {
     for (int64_t s : {2, 3, 7, 49, 196, 197, 255}) {
       for (int64_t c : {1, 3, 8, 130}) {
-        const ChannelShape shape{ChannelNorm::kBatch, 5, c, s, NK_NCHW,
+        const ChannelShape shape{ChannelNorm::kBatch,          5, c, s, NK_NCHW,
                                  elem == 2 ? NK_BF16 : NK_F32, 1};
         const nk::cuda::BatchTilePlan t = plan_batch_tiles(shape, elem);
         ASSERT_TRUE(t.use) << "s=" << s << " c=" << c;
@@ -1522,27 +1541,29 @@ TEST(ChannelPlan, BatchTilesInNchw) {
 
 // The training backward stages x and dy: rows of 4 to 96 KiB, whole up to 48 KiB (both fit the
 // forward's 96), else their first 48 KiB of each; the forward's block for the same row length.
+// Longer rows in parts (of 219 / 2 KiB at most), each part's first 48 KiB of each staged.
 TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
   using nk::cuda::plan_resident_rows;
   struct Want {
     int64_t s;
     int elem;
     bool use;
+    int parts = 1;
   };
   const Want list[] = {
-      {2048, 2, true},    // 4 KiB a tensor: the smallest
-      {24576, 2, true},   // 48 KiB a tensor: the largest staged whole
-      {24584, 2, true},   // a pack of tail
-      {24579, 2, true},   // not whole packs, with a tail
-      {49152, 2, true},   // 96 KiB: the largest
-      {49153, 2, false},  // above 96 KiB, not whole packs
-      {49160, 2, false},  // above 96 KiB
-      {12288, 4, true},   // fp32 48 KiB
-      {24576, 4, true},   // fp32 96 KiB
-      {24580, 4, false},
+      {2048, 2, true},      // 4 KiB a tensor: the smallest
+      {24576, 2, true},     // 48 KiB a tensor: the largest staged whole
+      {24584, 2, true},     // a pack of tail
+      {24579, 2, true},     // not whole packs, with a tail
+      {49152, 2, true},     // 96 KiB: the largest
+      {49153, 2, true, 2},  // above 96 KiB, not whole packs: 2 parts
+      {49160, 2, true, 2},  // above 96 KiB
+      {12288, 4, true},     // fp32 48 KiB
+      {24576, 4, true},     // fp32 96 KiB
+      {24580, 4, true, 2},
   };
   for (const Want& w : list) {
-    const ChannelShape shape{ChannelNorm::kInstance, 1, 128, w.s, NK_NCHW,
+    const ChannelShape shape{ChannelNorm::kInstance,         1, 128, w.s, NK_NCHW,
                              w.elem == 2 ? NK_BF16 : NK_F32, 1};
     SCOPED_TRACE(testing::Message() << "s=" << w.s << " elem " << w.elem);
     const nk::cuda::ResidentPlan r = plan_resident_rows(shape, w.elem, 2);
@@ -1550,8 +1571,11 @@ TEST(ChannelPlan, ResidentBackwardRowsHoldXAndDy) {
     EXPECT_TRUE(forward.use);
     EXPECT_EQ(r.use, w.use);
     if (!w.use) continue;
-    EXPECT_EQ(r.threads, forward.threads);
-    const int64_t staged = w.s * w.elem <= 48 * 1024 ? w.s : 48 * 1024 / w.elem;
+    EXPECT_EQ(r.parts, w.parts);
+    if (w.parts == 1) {
+      EXPECT_EQ(r.threads, forward.threads);
+    }
+    const int64_t staged = r.part_len * w.elem <= 48 * 1024 ? r.part_len : 48 * 1024 / w.elem;
     EXPECT_EQ(r.head_len, staged);
   }
 }
@@ -1564,17 +1588,17 @@ TEST(ChannelPlan, FewRowsTakeTheBackwardOnlyWhenStagedWhole) {
   using nk::cuda::plan_resident_rows;
   // Group norm N2 G32 C320 NCHW bf16: 64 rows of 10 * S elements.
   const ChannelShape rows80{ChannelNorm::kGroup, 2, 320, 64 * 64, NK_NCHW, NK_BF16, 32};
-  EXPECT_TRUE(plan_resident_rows(rows80, 2).use);       // 80 KiB: head and tail
-  EXPECT_FALSE(plan_resident_rows(rows80, 2, 2).use);
+  EXPECT_TRUE(plan_resident_rows(rows80, 2).use);        // 80 KiB: head and tail
+  EXPECT_EQ(plan_resident_rows(rows80, 2, 2).parts, 2);  // 2 parts of 40 KiB, staged whole
   const ChannelShape rows40{ChannelNorm::kGroup, 2, 320, 2048, NK_NCHW, NK_BF16, 32};
-  EXPECT_TRUE(plan_resident_rows(rows40, 2, 2).use);    // 40 KiB: whole
+  EXPECT_TRUE(plan_resident_rows(rows40, 2, 2).use);  // 40 KiB: whole
   const ChannelShape rows48{ChannelNorm::kInstance, 1, 127, 24576, NK_NCHW, NK_BF16, 1};
-  EXPECT_TRUE(plan_resident_rows(rows48, 2, 2).use);    // 48 KiB: the largest whole
+  EXPECT_TRUE(plan_resident_rows(rows48, 2, 2).use);  // 48 KiB: the largest whole
   const ChannelShape rows48p{ChannelNorm::kInstance, 1, 127, 24584, NK_NCHW, NK_BF16, 1};
-  EXPECT_FALSE(plan_resident_rows(rows48p, 2, 2).use);  // a pack more
+  EXPECT_EQ(plan_resident_rows(rows48p, 2, 2).parts, 2);  // a pack more: 2 parts
   ChannelShape more = rows48p;
-  more.c = 128;                                         // 128 rows: the tail is taken
-  EXPECT_TRUE(plan_resident_rows(more, 2, 2).use);
+  more.c = 128;  // 128 rows: the tail is taken
+  EXPECT_EQ(plan_resident_rows(more, 2, 2).parts, 1);
   // NHWC N2 C320 G32 bf16 at 32 x 32: 16 tiles of 4 groups, 80 KiB; at 16 x 16, 20 KiB.
   const ChannelShape tiles80{ChannelNorm::kGroup, 2, 320, 1024, NK_NHWC, NK_BF16, 32};
   EXPECT_TRUE(plan_group_tiles(tiles80, 2).use);
@@ -1584,8 +1608,68 @@ TEST(ChannelPlan, FewRowsTakeTheBackwardOnlyWhenStagedWhole) {
   const ChannelShape tiles20{ChannelNorm::kGroup, 2, 320, 256, NK_NHWC, NK_BF16, 32};
   EXPECT_TRUE(plan_group_tiles(tiles20, 2, 2).use);
   ChannelShape many = tiles80;
-  many.n = 16;                                          // 128 tiles
+  many.n = 16;  // 128 tiles
   EXPECT_TRUE(plan_group_tiles(many, 2, 2).use);
+}
+
+// Rows above a block (192 KiB forward, 96 KiB of each of x and dy backward; 48 KiB with fewer
+// than 128 rows) in parts of whole packs (instance norm) or whole channels (group norm): the
+// fewest powers of two of at most 219 KiB over the staged tensors, doubled while rows * parts <
+// 128 to 8, the last part keeping a unit; above 16 parts, or where a part cannot keep a unit,
+// none. Hand-derived: units u of b bytes, parts K of ceil(u / K) units.
+TEST(ChannelPlan, ResidentRowsSplitIntoParts) {
+  using nk::cuda::plan_resident_rows;
+  struct Want {
+    ChannelNorm kind;
+    int64_t n, c, s, groups;
+    int elem, staged;
+    bool use;
+    int parts;
+    int64_t part_len, head_len;
+    int threads;
+  };
+  const Want list[] = {
+      // 12289 packs: 2 parts of 6145 (98320 bytes, above the 96 KiB head), the last 49145 elements.
+      {ChannelNorm::kInstance, 1, 128, 98305, 1, 2, 1, true, 2, 49160, 49152, 512},
+      {ChannelNorm::kInstance, 1, 128, 98312, 1, 2, 1, true, 2, 49160, 49152, 512},
+      // 40 channels of 8 KiB: 2 parts of 20 (160 KiB); 64 rows: 2 parts make 128 blocks.
+      {ChannelNorm::kGroup, 8, 1280, 4096, 32, 2, 1, true, 2, 81920, 49152, 512},
+      {ChannelNorm::kGroup, 2, 1280, 4096, 32, 2, 1, true, 2, 81920, 49152, 512},
+      // Backward, 64 rows of 10 channels of 8 KiB: 2 parts of 5 (40 KiB of each, staged whole).
+      {ChannelNorm::kGroup, 2, 320, 4096, 32, 2, 2, true, 2, 20480, 20480, 512},
+      // 32 rows: doubled to 4 parts of 3 channels (the last 1), 128 blocks.
+      {ChannelNorm::kGroup, 1, 320, 4096, 32, 2, 2, true, 4, 12288, 12288, 256},
+      // Backward, 127 rows of 3073 packs (49168 bytes, above 48 KiB): 2 parts of 1537 packs.
+      {ChannelNorm::kInstance, 1, 127, 24584, 1, 2, 2, true, 2, 12296, 12296, 256},
+      // 4 rows of 16384 packs: 2 parts fit, doubled to 8 (32 blocks) for the blocks' sake.
+      {ChannelNorm::kInstance, 1, 4, 131072, 1, 2, 1, true, 8, 16384, 16384, 256},
+      // fp32, 200000 packs: 16 parts of 12500 (200000 bytes), the most.
+      {ChannelNorm::kInstance, 1, 128, 800000, 1, 4, 1, true, 16, 50000, 24576, 512},
+      // 224258 packs: 16 parts of 14017 packs, 16 bytes above 219 KiB: none.
+      {ChannelNorm::kInstance, 1, 128, 897032, 1, 4, 1, false, 0, 0, 0, 0},
+      // A channel of 240000 bytes exceeds any part: none.
+      {ChannelNorm::kGroup, 1, 2, 120000, 1, 2, 1, false, 0, 0, 0, 0},
+      // 3 channels of 120000 bytes: 2 of them exceed a part, 4 parts would leave the last none.
+      {ChannelNorm::kGroup, 1, 3, 60000, 1, 2, 1, false, 0, 0, 0, 0},
+  };
+  for (const Want& w : list) {
+    const ChannelShape shape{w.kind,  w.n, w.c, w.s, NK_NCHW, w.elem == 2 ? NK_BF16 : NK_F32,
+                             w.groups};
+    SCOPED_TRACE(testing::Message()
+                 << "kind " << static_cast<int>(w.kind) << " n=" << w.n << " c=" << w.c
+                 << " s=" << w.s << " elem " << w.elem << " staged " << w.staged);
+    const nk::cuda::ResidentPlan r = plan_resident_rows(shape, w.elem, w.staged);
+    EXPECT_EQ(r.use, w.use);
+    if (!w.use) continue;
+    EXPECT_EQ(r.rows, shape.num_stats());
+    EXPECT_EQ(r.len, shape.count_per_stat());
+    EXPECT_EQ(r.parts, w.parts);
+    EXPECT_EQ(r.part_len, w.part_len);
+    EXPECT_EQ(r.head_len, w.head_len);
+    EXPECT_EQ(r.threads, w.threads);
+    EXPECT_LT((w.parts - 1) * w.part_len, r.len);  // the last part keeps elements
+    EXPECT_GE(w.parts * w.part_len, r.len);
+  }
 }
 
 // The training backward's tiles stage x and dy: tiles of 4 to 88 KiB a tensor, whole up to 44 KiB
@@ -1604,13 +1688,12 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
       {563, 2, true},   // 45040 bytes: the largest staged whole (44 KiB = 45056)
       {564, 2, true},   // 45120 bytes: a tail
       {1126, 2, true},  // 90080 bytes: the largest (88 KiB = 90112)
-      {1127, 2, false},
-      {564, 4, true},   // fp32: 2 groups a tile, 80 bytes a position too; a tail
+      {1127, 2, false}, {564, 4, true},  // fp32: 2 groups a tile, 80 bytes a position too; a tail
       {1127, 4, false},
   };
   for (const Want& w : list) {
-    const ChannelShape shape{ChannelNorm::kGroup, 16, 320, w.s, NK_NHWC,
-                             w.elem == 2 ? NK_BF16 : NK_F32, 32};
+    const ChannelShape shape{
+        ChannelNorm::kGroup, 16, 320, w.s, NK_NHWC, w.elem == 2 ? NK_BF16 : NK_F32, 32};
     SCOPED_TRACE(testing::Message() << "s=" << w.s << " elem " << w.elem);
     const nk::cuda::GroupTilePlan t = plan_group_tiles(shape, w.elem, 2);
     const nk::cuda::GroupTilePlan forward = plan_group_tiles(shape, w.elem);
@@ -1632,7 +1715,7 @@ TEST(ChannelPlan, GroupTileBackwardHoldsXAndDy) {
 TEST(ChannelPlan, FinalizeChannelLanesLoadEachPartialBatchOnce) {
   using nk::cuda::finalize_channel_lanes;
   EXPECT_EQ(finalize_channel_lanes(1, 8), 32);
-  EXPECT_EQ(finalize_channel_lanes(256, 8), 32);    // 8 a lane
+  EXPECT_EQ(finalize_channel_lanes(256, 8), 32);  // 8 a lane
   EXPECT_EQ(finalize_channel_lanes(257, 8), 64);
   EXPECT_EQ(finalize_channel_lanes(1024, 8), 128);
   EXPECT_EQ(finalize_channel_lanes(2048, 8), 256);  // C = 64 in NHWC

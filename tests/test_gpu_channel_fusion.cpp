@@ -60,8 +60,8 @@ struct PathRun {
 
 // The plan's paths per layout: (n, c, s, groups, misalign).
 std::vector<PathRun> path_runs(const Config& c) {
-  const int64_t half = c.dtype == NK_F32 ? 98 : 196;  // S % pack == pack / 2
-  const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;  // S == pack / 2
+  const int64_t half = c.dtype == NK_F32 ? 98 : 196;          // S % pack == pack / 2
+  const int64_t quarter = c.dtype == NK_F32 ? 2 : 4;          // S == pack / 2
   const int64_t long_half = c.dtype == NK_F32 ? 1030 : 1028;  // S % pack == pack / 2, > 1024
   // S = half: 16-byte packs that cross rows, the tensor whole packs (N C = 8) or not (N C = 9: a
   // tail of 4 elements in 16 bits, 2 in fp32). S = 3: packs over 3 or 4 rows, 54 elements (a tail
@@ -495,8 +495,8 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
       ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
       for (int64_t misalign : {0, 1}) {
-        SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                        << " misalign " << misalign);
+        SCOPED_TRACE(testing::Message()
+                     << "n=" << k.n << " c=" << k.c << " s=" << k.s << " misalign " << misalign);
         check_forward(PathRun{k, misalign});
         check_backward(PathRun{k, misalign});
         // The loops over a tile's tail, with a third of it staged.
@@ -534,19 +534,18 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       ASSERT_TRUE(takes_resident_rows(k, c.dtype));
       ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
     }
-    const nk::ChannelShape shape{k.family == Family::kGroup ? nk::ChannelNorm::kGroup
-                                                            : nk::ChannelNorm::kInstance,
-                                 k.n,
-                                 k.c,
-                                 k.s,
-                                 k.layout,
-                                 c.dtype,
-                                 k.groups};
+    const nk::ChannelShape shape{
+        k.family == Family::kGroup ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
+        k.n,
+        k.c,
+        k.s,
+        k.layout,
+        c.dtype,
+        k.groups};
     const int elem = static_cast<int>(elem_size(c.dtype));
-    const int64_t block_bytes =
-        instance_tiles ? instance_tile_plan(k, c.dtype).len * elem
-        : tiles        ? nk::cuda::plan_group_tiles(shape, elem).len * elem
-                       : numel(k) / num_stats(k) * elem;
+    const int64_t block_bytes = instance_tiles ? instance_tile_plan(k, c.dtype).len * elem
+                                : tiles        ? nk::cuda::plan_group_tiles(shape, elem).len * elem
+                                               : numel(k) / num_stats(k) * elem;
     for (int64_t misalign : {0, 1}) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " g=" << k.groups << " misalign " << misalign);
@@ -570,9 +569,8 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
     for (int64_t misalign : {0, 1}) {
       if (reduced_gpu_tests() && misalign == 1 && i != pick) continue;
-      SCOPED_TRACE(testing::Message() << "rows in registers n=" << k.n << " c=" << k.c
-                                      << " s=" << k.s << " g=" << k.groups << " misalign "
-                                      << misalign);
+      SCOPED_TRACE(testing::Message() << "rows in registers n=" << k.n << " c=" << k.c << " s="
+                                      << k.s << " g=" << k.groups << " misalign " << misalign);
       check_forward(PathRun{k, misalign});
       check_backward(PathRun{k, misalign});
     }
@@ -613,6 +611,33 @@ TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
         check_forward(PathRun{k, misalign});
         check_backward(PathRun{k, misalign});
       }
+    }
+  }
+}
+
+// Rows above a block in parts (split_row_shapes' first forward shape: instance norm rows not
+// whole packs, group norm channels not whole packs; their backwards split too): every activation
+// and residual, the forward and the backward from its outputs, as clusters where the device has
+// them and in two launches, aligned and misaligned (the reduced set: the clusters aligned, the two
+// launches misaligned).
+TEST_P(GpuChannelFusionResident, SplitRowsMatchCpu) {
+  const Config c = GetParam();
+  if (c.layout != NK_NCHW || c.family == Family::kBatch) {
+    GTEST_SKIP() << "rows in parts: instance and group norm in NCHW";
+  }
+  const ChannelCase k = split_row_shapes(c.family, c.dtype).forward[0];
+  ASSERT_GT(resident_plan(k, c.dtype).parts, 1);
+  ASSERT_GT(resident_plan(k, c.dtype, 2).parts, 1);
+  for (int form = 0; form < 2; ++form) {
+    std::unique_ptr<ScopedNoClusters> knob;
+    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+    for (int64_t misalign : {0, 1}) {
+      if (reduced_gpu_tests() && misalign != form) continue;
+      SCOPED_TRACE(testing::Message()
+                   << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups
+                   << (form == 0 ? " clusters" : " two launches") << " misalign " << misalign);
+      check_forward(PathRun{k, misalign});
+      check_backward(PathRun{k, misalign});
     }
   }
 }

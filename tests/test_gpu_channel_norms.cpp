@@ -84,11 +84,11 @@ std::vector<ChannelCase> shapes(const Case& k) {
           // takes the walk, not the group tiles).
           // The tests that take one shape take the last, so the last stays small (the simulated
           // lane runs them over many steps).
-          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4}, {4, 16, 32, 4},  {2, 4, 8200, 2},
-                           {3, 40, 1, 8},   {8, 3, 196, 1}, {2, 3, 98, 1},   {2, 2048, 1, 32},
-                           {8, 2, 1031, 2}, {4, 6, 64, 3},  {2, 255, 16, 5}, {2, 514, 16, 2},
-                           {2, 3, 4, 1},    {3, 5, 3, 5},   {5, 3, 2, 3},    {3, 257, 1, 1},
-                           {40, 16, 3, 4},  {16, 3, 5, 1},  {8, 37, 7, 1},   {9, 6, 2, 2},
+          ? std::vector<S>{{2, 3, 5, 1},    {4, 16, 49, 4},    {4, 16, 32, 4},  {2, 4, 8200, 2},
+                           {3, 40, 1, 8},   {8, 3, 196, 1},    {2, 3, 98, 1},   {2, 2048, 1, 32},
+                           {8, 2, 1031, 2}, {4, 6, 64, 3},     {2, 255, 16, 5}, {2, 514, 16, 2},
+                           {2, 3, 4, 1},    {3, 5, 3, 5},      {5, 3, 2, 3},    {3, 257, 1, 1},
+                           {40, 16, 3, 4},  {16, 3, 5, 1},     {8, 37, 7, 1},   {9, 6, 2, 2},
                            {70, 40, 3, 20}, {2, 320, 100, 80}, {3, 1, 77, 1}}
           // 8, 32, 256: a warp per row with 16-byte packs; C = 8 NHWC: few lanes, more rows;
           // C = 1 with S > 1: the rows layout in NHWC too.
@@ -240,8 +240,8 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
       DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
           si(NK_F32, stats);
       ASSERT_EQ(channel_forward(gpu_, k, c.dtype, p, xd.data(), c.affine ? wd.f32() : nullptr,
-                                c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr,
-                                y.data(), sm.f32(), si.f32()),
+                                c.affine ? bd.f32() : nullptr, nullptr, nullptr, nullptr, y.data(),
+                                sm.f32(), si.f32()),
                 NK_SUCCESS)
           << nk_last_error();
       outs[misalign] = {y.download(), sm.download(), si.download()};
@@ -312,8 +312,8 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
   }
 
   // The training backward of a path that stages x and dy (one read of each) in blocks of
-  // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and dbias
-  // of the aligned call; so do heads of none, a third of the block and all but one pack, each
+  // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and
+  // dbias of the aligned call; so do heads of none, a third of the block and all but one pack, each
   // aligned, misaligned and in place (block_bytes 0: a path that stages nothing, no heads).
   void backward_bytes_across_heads(const ChannelCase& k, const Buffer& x, const DeviceBuffer& wd,
                                    int64_t block_bytes) {
@@ -325,7 +325,7 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     DeviceBuffer md(Buffer(NK_F32, rng_.normal(stats, 0.5, 1.0)));
     DeviceBuffer sd(Buffer(NK_F32, rng_.uniform(stats, 0.2, 0.8)));
     // Runs 0, 1 and 2 (aligned, misaligned, in place) under the current head.
-    auto run_all = [&](std::vector<Buffer> (&grads)[3]) {
+    auto run_all = [&](std::vector<Buffer>(&grads)[3]) {
       for (int run = 0; run < 3; ++run) {
         const int64_t misalign = run == 1 ? 1 : 0;
         DeviceBuffer xd(x, misalign), dyd(dyh, misalign), dx(c.dtype, numel, misalign),
@@ -724,8 +724,9 @@ TEST_P(GpuChannelNorm, InstanceFinalizeOverManyLanes) {
 // weight and bias: the walk does not depend on the dtype otherwise, and the *MatchesCpu tests cover
 // the rest. Instance and group norm training in NCHW reads x once at all of these shapes (rows
 // shorter than 4 KiB: kernels/channel_norm_plan.hpp), so there the walks are batch norm's and
-// inference's (batch norm's NCHW training through the walk, not its tiles: ScopedBatchWalk); their per-sample NCHW walks are met by the long rows that are not whole packs
-// of the *MatchesCpu shapes (S = 1031 in fp32, 5000, 8200, 100003).
+// inference's (batch norm's NCHW training through the walk, not its tiles: ScopedBatchWalk); their
+// per-sample NCHW walks are met by the long rows that are not whole packs of the *MatchesCpu shapes
+// (S = 1031 in fp32, 5000, 8200, 100003).
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
@@ -743,9 +744,8 @@ TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
     }
   } restore{gpu_, one_sm};
   const ScopedBatchWalk walk;  // batch norm's NCHW training too, not its tiles
-  const int64_t list[][4] = {{1, 2056, 3, 8},  {3, 20, 40, 4},  {40, 21, 41, 3},
-                             {2, 255, 64, 5},  {2, 514, 8, 2},  {4, 2, 1000, 1},
-                             {4, 24, 147, 4},  {64, 100, 14, 5}};
+  const int64_t list[][4] = {{1, 2056, 3, 8}, {3, 20, 40, 4},  {40, 21, 41, 3}, {2, 255, 64, 5},
+                             {2, 514, 8, 2},  {4, 2, 1000, 1}, {4, 24, 147, 4}, {64, 100, 14, 5}};
   for (const auto& s : list) {
     const ChannelCase k{c.family, s[0],     s[1],
                         s[2],     c.layout, c.family == Family::kGroup ? s[3] : 1};
@@ -771,8 +771,8 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     GTEST_SKIP() << "one read of x: instance and group norm in NCHW";
   }
   for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                    << " g=" << k.groups);
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_resident_rows(k, c.dtype));
     const nk_norm_params p = nk_norm_params_default();
     check_one_read_forward(k);
@@ -814,8 +814,8 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     GTEST_SKIP() << "rows in registers: instance and group norm in NCHW";
   }
   for (const ChannelCase& k : short_row_shapes(c.family, c.dtype)) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                    << " g=" << k.groups);
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
     check_unstaged_rows(k);
   }
@@ -830,8 +830,8 @@ TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
     GTEST_SKIP() << "a group of lanes a row: instance and group norm in NCHW";
   }
   for (const ChannelCase& k : row_group_shapes(c.family)) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                    << " g=" << k.groups);
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_row_groups(k, c.dtype));
     check_unstaged_rows(k);
   }
@@ -851,14 +851,14 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   const ChannelCase k = c.family == Family::kInstance
                             ? ChannelCase{c.family, 1, 128, len, NK_NCHW, 1}
                             : ChannelCase{c.family, 8, 64, len / 4, NK_NCHW, 16};
-  const nk::ChannelShape shape{c.family == Family::kInstance ? nk::ChannelNorm::kInstance
-                                                             : nk::ChannelNorm::kGroup,
-                               k.n,
-                               k.c,
-                               k.s,
-                               NK_NCHW,
-                               c.dtype,
-                               k.groups};
+  const nk::ChannelShape shape{
+      c.family == Family::kInstance ? nk::ChannelNorm::kInstance : nk::ChannelNorm::kGroup,
+      k.n,
+      k.c,
+      k.s,
+      NK_NCHW,
+      c.dtype,
+      k.groups};
   const nk::cuda::ResidentPlan r =
       nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(c.dtype)));
   ASSERT_TRUE(r.use);
@@ -868,13 +868,125 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   if (c.dtype == NK_F32) check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
   // The backward stages x and dy: rows above 48 KiB (64 KiB here) stage the first 48 KiB of each.
   const ChannelCase half{k.family, k.n, k.c, k.s / 2, NK_NCHW, k.groups};
-  const nk::ChannelShape half_shape{shape.kind, half.n, half.c, half.s, NK_NCHW, c.dtype,
-                                    half.groups};
+  const nk::ChannelShape half_shape{shape.kind, half.n,  half.c,     half.s,
+                                    NK_NCHW,    c.dtype, half.groups};
   const nk::cuda::ResidentPlan rb =
       nk::cuda::plan_resident_rows(half_shape, static_cast<int>(elem_size(c.dtype)), 2);
   ASSERT_TRUE(rb.use);
   ASSERT_LT(rb.head_len, rb.len);
   check_backward(half, NK_TRAINING);
+}
+
+// Rows above a block in parts (split_row_shapes: instance and group norm in NCHW,
+// plan_resident_rows' parts), as one cluster a row where the device has them and in two launches
+// (NORMKIT_TEST_NO_CLUSTERS): the forward against the CPU (check_one_read_forward: running buffers
+// or none, three steps of the cumulative average, fp32 data at |mean| / std = 1e4, misaligned
+// pointers) on the first shape, and then the bytes of misaligned, in-place and partly staged calls
+// (no head, a third of a part, a pack short of it) against the aligned one; two steps with running
+// buffers on the others. The training backward against the CPU, aligned and misaligned, and on
+// the first shape the bytes across pointers, dx == dy and heads. Then the two forms' bytes of every
+// output (y, the saved statistics, the running buffers, dx, dweight, dbias).
+TEST_P(GpuChannelNorm, SplitRowsMatchCpu) {
+  const Case c = GetParam();
+  if (c.family == Family::kBatch || c.layout != NK_NCHW) {
+    GTEST_SKIP() << "rows in parts: instance and group norm in NCHW";
+  }
+  if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
+  const SplitRowShapes k = split_row_shapes(c.family, c.dtype);
+  const int elem = static_cast<int>(elem_size(c.dtype));
+  const bool instance = c.family == Family::kInstance;
+  // Each shape's inputs, the same in both forms.
+  struct Inputs {
+    Buffer x, dy, w, b, rm0, rv0, mean, invstd;
+  };
+  auto draw = [&](const ChannelCase& s) {
+    const int64_t numel = s.n * s.c * s.s, stats = num_stats(s);
+    return Inputs{Buffer(c.dtype, rng_.normal(numel, 1.0, 3.0)),
+                  Buffer(c.dtype, rng_.normal(numel)),
+                  Buffer(NK_F32, rng_.normal(s.c, 1.0, 0.5)),
+                  Buffer(NK_F32, rng_.normal(s.c)),
+                  Buffer(NK_F32, rng_.normal(s.c, 0.0, 0.1)),
+                  Buffer(NK_F32, rng_.uniform(s.c, 0.5, 1.5)),
+                  Buffer(NK_F32, rng_.normal(stats, 1.0, 0.5)),
+                  Buffer(NK_F32, rng_.uniform(stats, 0.2, 0.5))};
+  };
+  std::vector<Inputs> forward_in, backward_in;
+  for (const ChannelCase& f : k.forward) forward_in.push_back(draw(f));
+  for (const ChannelCase& bk : k.backward) backward_in.push_back(draw(bk));
+  std::vector<Buffer> forms[2], grads[2];
+  for (int form = 0; form < 2; ++form) {
+    SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
+    std::unique_ptr<ScopedNoClusters> knob;
+    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+    for (size_t i = 0; i < k.forward.size(); ++i) {
+      const ChannelCase& f = k.forward[i];
+      SCOPED_TRACE(testing::Message()
+                   << "forward n=" << f.n << " c=" << f.c << " s=" << f.s << " g=" << f.groups);
+      const nk::cuda::ResidentPlan plan = resident_plan(f, c.dtype);
+      ASSERT_TRUE(plan.use);
+      ASSERT_EQ(plan.parts, k.forward_parts[i]);
+      const int64_t numel = f.n * f.c * f.s, stats = num_stats(f);
+      if (i == 0) {
+        check_one_read_forward(f);
+      } else {
+        check_forward(f, nk_norm_params_default(), 2);
+      }
+      const Inputs& in = forward_in[i];
+      const DeviceBuffer wd(in.w), bd(in.b);
+      if (i == 0) {
+        forward_bytes_across_heads(f, nk_norm_params_default(), in.x, wd, bd, plan.part_len * elem);
+      }
+      DeviceBuffer xd(in.x), y(c.dtype, numel), sm(NK_F32, stats), si(NK_F32, stats), rm(in.rm0),
+          rv(in.rv0);
+      ASSERT_EQ(
+          channel_forward(gpu_, f, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(), bd.f32(),
+                          instance ? rm.f32() : nullptr, instance ? rv.f32() : nullptr, nullptr,
+                          y.data(), sm.f32(), si.f32()),
+          NK_SUCCESS)
+          << nk_last_error();
+      for (const Buffer& out :
+           {y.download(), sm.download(), si.download(), rm.download(), rv.download()}) {
+        forms[form].push_back(out);
+      }
+    }
+    for (size_t i = 0; i < k.backward.size(); ++i) {
+      const ChannelCase& bk = k.backward[i];
+      SCOPED_TRACE(testing::Message() << "backward n=" << bk.n << " c=" << bk.c << " s=" << bk.s
+                                      << " g=" << bk.groups);
+      const nk::cuda::ResidentPlan plan = resident_plan(bk, c.dtype, 2);
+      ASSERT_TRUE(plan.use);
+      ASSERT_EQ(plan.parts, k.backward_parts[i]);
+      check_backward(bk, NK_TRAINING);
+      check_backward(bk, NK_TRAINING, 1);
+      const int64_t numel = bk.n * bk.c * bk.s;
+      const Inputs& in = backward_in[i];
+      const DeviceBuffer wd(in.w);
+      if (i == 0) backward_bytes_across_heads(bk, in.x, wd, plan.part_len * elem);
+      DeviceBuffer xd(in.x), dyd(in.dy), md(in.mean), sd(in.invstd), dx(c.dtype, numel),
+          dw(NK_F32, bk.c), db(NK_F32, bk.c);
+      nk_norm_params p = nk_norm_params_default();
+      p.phase = NK_TRAINING;
+      ASSERT_EQ(channel_backward(gpu_, bk, c.dtype, p, xd.data(), dyd.data(), wd.f32(), nullptr,
+                                 nullptr, md.f32(), sd.f32(), dx.data(), dw.f32(), db.f32()),
+                NK_SUCCESS)
+          << nk_last_error();
+      for (const Buffer& out : {dx.download(), dw.download(), db.download()}) {
+        grads[form].push_back(out);
+      }
+    }
+  }
+  ASSERT_EQ(forms[0].size(), forms[1].size());
+  for (size_t j = 0; j < forms[0].size(); ++j) {
+    const char* names[] = {"y", "save_mean", "save_invstd", "running_mean", "running_var"};
+    EXPECT_EQ(forms[1][j].bytes(), forms[0][j].bytes())
+        << "forward " << j / 5 << " " << names[j % 5] << ": the forms differ";
+  }
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t j = 0; j < grads[0].size(); ++j) {
+    const char* names[] = {"dx", "dweight", "dbias"};
+    EXPECT_EQ(grads[1][j].bytes(), grads[0][j].bytes())
+        << "backward " << j / 3 << " " << names[j % 3] << ": the forms differ";
+  }
 }
 
 // One read of x for group norm in NHWC (plan_group_tiles): a block per tile of groups, against the
@@ -887,8 +999,8 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
     GTEST_SKIP() << "one read of x in NHWC: group norm";
   }
   for (const ChannelCase& k : group_tile_shapes(c.dtype)) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
-                                    << " g=" << k.groups);
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_group_tiles(k, c.dtype));
     ASSERT_FALSE(takes_resident_rows(k, c.dtype));
     const nk_norm_params p = nk_norm_params_default();
@@ -899,8 +1011,8 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
     const Buffer w(NK_F32, rng_.normal(k.c, 1.0, 0.5)), b(NK_F32, rng_.normal(k.c));
     const DeviceBuffer wd(w), bd(b);
-    const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, c.dtype,
-                                 k.groups};
+    const nk::ChannelShape shape{
+        nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, c.dtype, k.groups};
     const int elem = static_cast<int>(elem_size(c.dtype));
     const int64_t tile_bytes = nk::cuda::plan_group_tiles(shape, elem).len * elem;
     forward_bytes_across_heads(k, p, x, wd, bd, tile_bytes);
@@ -1123,7 +1235,12 @@ TEST_P(GpuChannelNorm, TilesOfManyPacksAThreadMatchCpu) {
   const bool group = c.family == Family::kGroup;
   auto plan = [&](const ChannelCase& k, int staged_tensors) {
     const nk::ChannelShape shape{group ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
-                                 k.n, k.c, k.s, NK_NHWC, c.dtype, k.groups};
+                                 k.n,
+                                 k.c,
+                                 k.s,
+                                 NK_NHWC,
+                                 c.dtype,
+                                 k.groups};
     return group ? nk::cuda::plan_group_tiles(shape, elem, staged_tensors)
                  : nk::cuda::plan_instance_tiles(shape, elem, staged_tensors);
   };
@@ -1134,7 +1251,7 @@ TEST_P(GpuChannelNorm, TilesOfManyPacksAThreadMatchCpu) {
   const nk::cuda::GroupTilePlan f = plan(fwd, 1);
   ASSERT_TRUE(f.use);
   ASSERT_EQ(f.threads, 512);
-  ASSERT_GT(f.len / e, 2 * 4 * 512);        // three turns of 4 packs at least
+  ASSERT_GT(f.len / e, 2 * 4 * 512);      // three turns of 4 packs at least
   ASSERT_EQ(f.head_len < f.len, !group);  // instance norm: a tail
   check_one_read_forward(fwd);
   const Buffer x(c.dtype, rng_.normal(fwd.n * fwd.c * fwd.s, 1.0, 3.0));
@@ -1143,7 +1260,7 @@ TEST_P(GpuChannelNorm, TilesOfManyPacksAThreadMatchCpu) {
   const ChannelCase bwd{c.family, 1, e, 2816, NK_NHWC, 1};
   const nk::cuda::GroupTilePlan t = plan(bwd, 2);
   ASSERT_TRUE(t.use);
-  ASSERT_EQ(t.head_len, t.len);                // staged whole
+  ASSERT_EQ(t.head_len, t.len);                  // staged whole
   ASSERT_GT(t.len / e, 4 * int64_t{t.threads});  // three turns of 2 packs of each at least
   check_backward(bwd, NK_TRAINING);
   check_backward(bwd, NK_TRAINING, 1);
