@@ -213,7 +213,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   const float shift = kStep == SplitStep::kApply ? stats[parts].x : dev::to_float(x[first]);
   const int packs = runs * p.seg_packs;
   const int head = kStep == SplitStep::kApply ? 0 : p.head_packs;  // kApply reads x again
-  auto block_total = [&](float (&acc)[E]) {
+  auto block_total = [&](float(&acc)[E]) {
     dev::Floats<1> a{};
 #pragma unroll
     for (int e = 0; e < E; ++e) a.v[0] += acc[e];
@@ -304,27 +304,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
     if (saves && p.running.mean) running = p.running.load(c), tracked = p.running.tracked();
   }
   if constexpr (kSplit) {
-    // The channel's statistics: thread 0 merges the parts, from the cluster's shared memories or
-    // from the workspace, for every thread.
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // every part published (release), then
-      dev::cluster_wait();    // visible here (acquire)
-    }
-    if (t == 0) {
-      split_sh.tile = merge_parts(p.parts, p.part_runs * p.s, p.n * p.s, [&](int r) {
-        if constexpr (kStep == SplitStep::kCluster) {
-          return dev::load_cluster_float2(dev::cluster_address(&split_sh.part, r));
-        } else {
-          return stats[r];
-        }
-      });
-    }
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
-    }
-    __syncthreads();
-    centre = split_sh.tile.x;
-    m2 = split_sh.tile.y;
+    // The channel's statistics, the parts' merged in rank order.
+    const float2 merged =
+        merged_parts<kStep>(split_sh, p.parts, p.part_runs * p.s, p.n * p.s, stats);
+    centre = merged.x;
+    m2 = merged.y;
   }
   const float var = m2 * p.inv_count, invstd = rsqrtf(var + p.eps);
   if (saves) {

@@ -43,8 +43,9 @@ struct BatchTileBackwardParams : OneReadBackwardIo, BatchTileGeometry {
 // The shared memory before the staged tiles: block_sum's 2 * 32 floats; a split tile's
 // SplitSumsScratch.
 template <SplitStep kStep>
-constexpr size_t kBatchTileBackwardScratchBytes =
-    kStep == SplitStep::kWhole ? 2 * 32 * sizeof(float) : sizeof(SplitSumsScratch);
+constexpr size_t kBatchTileBackwardScratchBytes = kStep == SplitStep::kWhole
+                                                      ? 2 * 32 * sizeof(float)
+                                                      : sizeof(SplitSumsScratch);
 
 // The E aux values (y, z or the mask's bits) of the pack at r: the pack's access where it is whole
 // and the pointers allow it, else the run's elements alone (the rest 0).
@@ -99,7 +100,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   const float mean = p.save_mean[c], invstd = p.save_invstd[c];
   const float wt = p.weight ? p.weight[c] : 1.0f, scale = invstd * wt;
   const float bias = kSource == kSiluOfU && p.bias ? p.bias[c] : 0.0f;
-  auto du_at = [&](const Raw& xv, const Raw& dv, const float (&a)[E], int e) {
+  auto du_at = [&](const Raw& xv, const Raw& dv, const float(&a)[E], int e) {
     return du_of<kSource, kZ>(dev::element(dv, e), dev::element(xv, e), a[e], mean, scale, bias);
   };
 
@@ -155,26 +156,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     }
   }
   if constexpr (kSplit) {
-    // The channel's sums: thread i adds sum i of the parts in rank order, from the cluster's
-    // shared memories or from the workspace.
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // every part published (release), then
-      dev::cluster_wait();    // visible here (acquire)
-    }
-    if (t < 2) {
-      auto part = [&](int r) {
-        if constexpr (kStep == SplitStep::kCluster) {
-          return dev::load_cluster_float(dev::cluster_address(&split_sh.part[t], r));
-        } else {
-          return p.part_sums[(int64_t{channel} * parts + r) * 2 + t];
-        }
-      };
-      split_sh.tile[t] = add_parts(p.parts, part);
-    }
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
-    }
-    __syncthreads();
+    // The channel's sums, the parts' added in rank order.
+    summed_parts<kStep>(split_sh, p.parts, p.part_sums + int64_t{channel} * parts * 2);
     sums.v[0] = split_sh.tile[0];
     sums.v[1] = split_sh.tile[1];
   }

@@ -56,11 +56,11 @@ struct ResidentParams : OneReadForwardIo {
   // registers spill on sm_80.
   float inv_len, inv_len_minus_1;
   bool unbiased;       // row_stats' variance: m2 / (L - 1), else m2 / L
-  int parts;           // blocks a row (split rows; else 1)
   int part_len;        // elements of a part (the last may have fewer): L where not split
-  int part_channels;   // group norm's channels a part (part_len / S), else 0
   float2* part_stats;  // [rows][parts + 1]: each part's (centre, m2), then (x0, 0); kParts, kApply
 };
+// Above 128 bytes of parameters nvcc reloads them inside the loops (see the kernels).
+static_assert(sizeof(ResidentParams) <= 128, "resident rows' parameters within 128 bytes");
 
 // Shared memory before the staged row: block_sum's 32 floats, a multiple of 16 bytes.
 constexpr size_t kResidentScratchBytes = 32 * sizeof(float);
@@ -262,7 +262,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
       shared_bytes + (kSplit ? sizeof(SplitStatScratch) : kResidentScratchBytes);
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
   // 32-bit: the plan keeps the blocks below 2^31.
-  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  // The parts of a row and a part's channels (group norm), a division each a block: as fields they
+  // took the parameters above 128 bytes, where nvcc reloads them in the loops (kWhole's backward
+  // staged x and dy in 141 instructions a turn, not 88).
+  const unsigned parts =
+      kSplit ? static_cast<unsigned>((static_cast<int>(p.len) + p.part_len - 1) / p.part_len) : 1u;
+  const int part_channels = kSplit && p.channels_per_row > 1 ? p.part_len / p.s : 0;
   const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
   const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
   const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
@@ -335,28 +340,11 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
       if constexpr (kStep == SplitStep::kParts) return;
     }
   }
-  if constexpr (kSplit) {
-    // The row's statistics: thread 0 merges the parts, from the cluster's shared memories or from
-    // the workspace, for every thread.
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // every part published (release), then
-      dev::cluster_wait();    // visible here (acquire)
-    }
-    if (threadIdx.x == 0) {
-      split_sh.tile = merge_parts(p.parts, p.part_len, static_cast<int>(p.len), [&](int r) {
-        if constexpr (kStep == SplitStep::kCluster) {
-          return dev::load_cluster_float2(dev::cluster_address(&split_sh.part, r));
-        } else {
-          return stats[r];
-        }
-      });
-    }
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
-    }
-    __syncthreads();
-    centre = split_sh.tile.x;
-    m2 = split_sh.tile.y;
+  if constexpr (kSplit) {  // the row's statistics
+    const float2 row_stats = merged_parts<kStep>(split_sh, static_cast<int>(parts), p.part_len,
+                                                 static_cast<int>(p.len), stats);
+    centre = row_stats.x;
+    m2 = row_stats.y;
   }
   const float var = m2 * p.inv_len, invstd = rsqrtf(var + p.eps);
   if (threadIdx.x == 0 && rank == 0) {
@@ -373,7 +361,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   // channels are < 2^31: the plan caps the rows).
   const int64_t c0 =
       int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row +
-      (kSplit ? int64_t{rank} * p.part_channels : 0);  // the block's first
+      (kSplit ? int64_t{rank} * part_channels : 0);  // the block's first
   auto coef = [&](int64_t c) {
     const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
     return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);
@@ -451,9 +439,7 @@ void set_row_geometry(Params& p, const ChannelShape& s, const ResidentPlan& r) {
   p.channels_per_row = static_cast<int>(instance ? 1 : s.c / s.groups);
   p.rows_per_sample = static_cast<int>(instance ? s.c : s.groups);
   p.inv_len = 1.0f / static_cast<float>(r.len);
-  p.parts = r.parts;
   p.part_len = static_cast<int>(r.part_len);
-  p.part_channels = instance ? 0 : static_cast<int>(r.part_len / s.s);
 }
 
 // Packs of a row (of each staged tensor) the resident kernels stage: the plan's head, or fewer

@@ -51,11 +51,10 @@ struct ResidentBackwardParams : OneReadBackwardIo {
   int channels_per_row;  // 1 (instance norm) or C / G
   int rows_per_sample;   // C (instance norm) or G
   float inv_len;         // 1 / L
-  int parts;             // blocks a row (split rows; else 1)
   int part_len;          // elements of a part (the last may have fewer): L where not split
-  int part_channels;     // group norm's channels a part (part_len / S), else 0
   float* part_sums;      // [rows][parts][2]: each part's row sums; kParts, kApply
 };
+static_assert(sizeof(ResidentBackwardParams) <= 128, "resident rows' parameters within 128 bytes");
 
 // Shared memory before the staged rows: block_sum<2>'s 64 floats, a multiple of 16 bytes.
 constexpr size_t kResidentBackwardScratchBytes = 64 * sizeof(float);
@@ -82,7 +81,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   auto& split_sh = *reinterpret_cast<SplitSumsScratch*>(shared_bytes);  // split forms only
   // 32-bit: the plan keeps the blocks below 2^31.
-  const unsigned parts = kSplit ? static_cast<unsigned>(p.parts) : 1u;
+  // The parts of a row and a part's channels (group norm), a division each a block: as fields they
+  // took the parameters above 128 bytes, where nvcc reloads them in the loops (kWhole's backward
+  // staged x and dy in 141 instructions a turn, not 88).
+  const unsigned parts =
+      kSplit ? static_cast<unsigned>((static_cast<int>(p.len) + p.part_len - 1) / p.part_len) : 1u;
+  const int part_channels = kSplit && p.channels_per_row > 1 ? p.part_len / p.s : 0;
   const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
   const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
   const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
@@ -120,7 +124,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   const float mean = p.save_mean[row], invstd = p.save_invstd[row];
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
   // the rows below 2^31).
-  const int64_t j0 = kSplit ? int64_t{rank} * p.part_channels : 0;  // the block's first channel
+  const int64_t j0 = kSplit ? int64_t{rank} * part_channels : 0;  // the block's first channel
   const int64_t c0 =
       int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row + j0;
   struct Coef {
@@ -263,27 +267,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
       if constexpr (kStep == SplitStep::kParts) return;
     }
   }
-  if constexpr (kSplit) {
-    // The row's sums: thread i adds sum i of the parts in rank order, from the cluster's shared
-    // memories or from the workspace.
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // every part published (release), then
-      dev::cluster_wait();    // visible here (acquire)
-    }
-    if (threadIdx.x < 2) {
-      const unsigned i = threadIdx.x;
-      split_sh.tile[i] = add_parts(p.parts, [&](int r) {
-        if constexpr (kStep == SplitStep::kCluster) {
-          return dev::load_cluster_float(dev::cluster_address(&split_sh.part[i], r));
-        } else {
-          return p.part_sums[(int64_t{row_index} * parts + r) * 2 + i];
-        }
-      });
-    }
-    if constexpr (kStep == SplitStep::kCluster) {
-      dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait below
-    }
-    __syncthreads();
+  if constexpr (kSplit) {  // the row's sums, the parts' added in rank order
+    summed_parts<kStep>(split_sh, static_cast<int>(parts),
+                        p.part_sums + int64_t{row_index} * parts * 2);
     row_sums.v[0] = split_sh.tile[0];
     row_sums.v[1] = split_sh.tile[1];
     if (p.channels_per_row == 1) {  // instance norm: the row's sums, then weighed

@@ -8,6 +8,10 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
+#include "common/cluster.cuh"
+
 namespace nk::cuda {
 
 // kWhole: a block a tile, no parts (the group tiles' unsplit form); kCluster: a cluster a tile;
@@ -69,5 +73,57 @@ struct SplitSumsScratch {
   float tile[2];
 };
 static_assert(sizeof(SplitSumsScratch) % 16 == 0, "staged packs start 16-byte aligned");
+
+// The statistic's (centre, m2) for every thread of a split forward's block, once each part has
+// published its own (kCluster: sh.part; kApply: the workspace, stats[r] for part r): thread 0
+// merges them in rank order (merge_parts, parts of part_count values but the last, count in
+// all). kCluster ends arrived at the cluster barrier a second time: the block waits on it before
+// it exits, since the others read its part.
+template <SplitStep kStep>
+__device__ __forceinline__ float2 merged_parts(SplitStatScratch& sh, int parts, int part_count,
+                                               int count, const float2* stats) {
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // every part published (release), then
+    dev::cluster_wait();    // visible here (acquire)
+  }
+  if (threadIdx.x == 0) {
+    sh.tile = merge_parts(parts, part_count, count, [&](int r) {
+      if constexpr (kStep == SplitStep::kCluster) {
+        return dev::load_cluster_float2(dev::cluster_address(&sh.part, r));
+      } else {
+        return stats[r];
+      }
+    });
+  }
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait
+  }
+  __syncthreads();
+  return sh.tile;
+}
+
+// The same for a split backward's two gradient sums (sh.part; kApply: sums[r * 2 + i] for sum i
+// of part r), added in rank order by threads 0 and 1 (add_parts).
+template <SplitStep kStep>
+__device__ __forceinline__ void summed_parts(SplitSumsScratch& sh, int parts, const float* sums) {
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // every part published (release), then
+    dev::cluster_wait();    // visible here (acquire)
+  }
+  if (threadIdx.x < 2) {
+    const unsigned i = threadIdx.x;
+    sh.tile[i] = add_parts(parts, [&](int r) {
+      if constexpr (kStep == SplitStep::kCluster) {
+        return dev::load_cluster_float(dev::cluster_address(&sh.part[i], r));
+      } else {
+        return sums[int64_t{r} * 2 + i];
+      }
+    });
+  }
+  if constexpr (kStep == SplitStep::kCluster) {
+    dev::cluster_arrive();  // done reading the others' parts: they may exit after the wait
+  }
+  __syncthreads();
+}
 
 }  // namespace nk::cuda
