@@ -20,7 +20,8 @@
 // Instance and group norm training (with dx, or with dweight or dbias alone, so that their bits
 // never depend on which outputs are asked for), where a statistic's row of x and of dy fits a block
 // (plan_resident_rows with both staged; rows above 48 KiB stage their first 48 KiB of each and
-// reread the rest), take one kernel instead of (1) and (3), which reads each once
+// reread the rest; longer rows in parts, a block each, one cluster a row on sm_90, else two
+// launches through the workspace), take one kernel instead of (1) and (3), which reads each once
 // (channel_norm_resident_backward.cuh); (2) then only adds its per-(n, c) sums over n. Group
 // norm in NHWC does the same where a tile of whole groups of one sample fits a block
 // (plan_group_tiles with both staged, channel_norm_group_tile_backward.cuh), and rows of at most

@@ -26,8 +26,9 @@
 // x is read twice (1 and 3); when it fits in L2 the second read mostly hits it.
 // Instance and group norm in the rows layout read x once where a statistic's row fits a block's
 // shared memory (plan_resident_rows, channel_norm_resident.cuh), or up to twice that with the rest
-// reread from memory (predicted: from L2): one launch that stages each row, takes its statistics
-// and writes y, then for instance norm with running statistics or a counter a
+// reread from memory (predicted: from L2), and longer rows in parts, a block each (one cluster a
+// row on sm_90, else two launches through the workspace, the same bits): one launch that stages
+// each row, takes its statistics and writes y, then for instance norm with running statistics or a counter a
 // one-block launch that averages the rows' statistics over n into the running buffers and advances
 // the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
 // sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,

@@ -361,8 +361,11 @@ NK_API nk_status nk_batch_norm_backward(nk_context ctx, const nk_act_desc* desc,
  *   needs 8 * N*C bytes, rounded up to 256 (none in NHWC with N == 1), and with parts
  *   8 * (parts + 1) * N*C bytes more (at most 136 * N*C), rounded up to 256.
  *   Reads x once (CUDA, training forward): NCHW or C == 1 when each (n, c) row of S elements is
- *   whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
- *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2); NHWC when C is
+ *   4 to 192 KiB, however few the rows, a block per row keeps it in shared memory (up to 96 KiB
+ *   of it; the rest is read again, usually from L2), and longer rows, up to 16 times 219 KiB, in
+ *   2, 4, 8 or 16 parts of whole 16-byte packs, a block each (a cluster a row on compute
+ *   capability 9.0 and later; elsewhere two launches that read x twice, with the same bits; the
+ *   workspace of parts above); NHWC when C is
  *   a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16 bytes are 4 to 176 KiB, a block per
  *   sample's 16 bytes of channels keeps their S positions likewise (up to 88 KiB), and up to 16
  *   times 219 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later;
@@ -392,9 +395,12 @@ NK_API nk_status nk_instance_norm_backward_workspace_size(nk_context ctx, const 
  * S values of (n, c). Inference: dx = dy * weight_c / sqrt(running_var_c + eps). dweight_c and
  * dbias_c sum over n and s. Arguments as nk_batch_norm_backward, save_* being [N x C].
  * Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, c) row of S
- * elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128 rows), a block
- * per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read
- * again, usually from L2). NHWC when C is a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16
+ * elements is 4 to 96 KiB (to 48 KiB with fewer than 128 rows), a block per row keeps the rows
+ * of x and dy in shared memory (up to 48 KiB of each; the rest is read again, usually from L2),
+ * and longer rows, up to 16 times 109 KiB of each, in 2, 4, 8 or 16 parts of whole packs (a
+ * cluster a row on compute capability 9.0 and later; elsewhere two launches that read both
+ * twice, with the same bits; 8 * (N*C + parts * N*C) bytes of workspace, rounded up to 256
+ * each). NHWC when C is a multiple of 8 (fp16, bf16) or 4 (fp32) and S * 16
  * bytes are 4 to 88 KiB (to 44 KiB with fewer than 128 tiles), a block per sample's 16 bytes of
  * channels keeps their S positions of x and dy likewise (up to 44 KiB of each), and up to 16 times
  * 109 KiB in parts as batch norm's (a cluster each on compute capability 9.0 and later; elsewhere
@@ -425,11 +431,14 @@ NK_API nk_status nk_instance_norm_backward(nk_context ctx, const nk_act_desc* de
  *   1040 * max(N*C, 1024) + 512 backward (up to 128 partials per (n, c), or 131072 in all where
  *   N*C is small, and the coefficients of each (n, c): the weight is per channel);
  *   depends on the shape and dtype only. A forward that reads x once (below) needs none, but
- *   for NHWC tiles in parts: 8 * (parts + 1) * N*groups bytes (at most 136 * N*groups), rounded
- *   up to 256.
+ *   for rows or NHWC tiles in parts: 8 * (parts + 1) * N*groups bytes (at most 136 * N*groups),
+ *   rounded up to 256.
  *   Reads x once (CUDA forward, NCHW or C == 1): when each (n, g) row of (C/groups)*S elements
- *   is whole 16-byte packs of 4 to 192 KiB, however few the rows, a block per row keeps it in
- *   shared memory (up to 96 KiB of it; the rest is read again, usually from L2). In NHWC
+ *   is 4 to 192 KiB, however few the rows, a block per row keeps it in shared memory (up to
+ *   96 KiB of it; the rest is read again, usually from L2); longer rows, up to 16 times 219 KiB,
+ *   in 2, 4, 8 or 16 parts of whole channels (S elements each), a block each (a cluster a row on
+ *   compute capability 9.0 and later; elsewhere two launches that read x twice, with the same
+ *   bits). In NHWC
  *   (C > 1): when a tile of k consecutive groups of a sample, the fewest whose k*(C/groups)
  *   channels are whole 16-byte packs, each pack meeting at most two groups, holds 4 to 176 KiB,
  *   a block per tile keeps it (up to 88 KiB) the same way; larger tiles, up to 16 times 219 KiB,
@@ -457,9 +466,11 @@ NK_API nk_status nk_group_norm_backward_workspace_size(nk_context ctx, const nk_
  *   save_mean, save_invstd  [N x groups] fp32 from the forward, required.
  *   dx [N x C x S] desc->dtype (may equal dy), dweight, dbias [C] fp32: each nullable.
  *   Reads x and dy once (CUDA, training, NCHW or C == 1): when each (n, g) row of
- *   (C/groups)*S elements is whole 16-byte packs of 4 to 96 KiB (to 48 KiB with fewer than 128
- *   rows), a block per row keeps the rows of x and dy in shared memory (up to 48 KiB of each; the
- *   rest is read again, usually from L2). In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (to
+ *   (C/groups)*S elements is 4 to 96 KiB (to 48 KiB with fewer than 128 rows), a block per row
+ *   keeps the rows of x and dy in shared memory (up to 48 KiB of each; the rest is read again,
+ *   usually from L2); longer rows, up to 16 times 109 KiB of each, in 2, 4, 8 or 16 parts of
+ *   whole channels as the forward's, with 8 * (N*C + parts * N*groups) bytes of workspace,
+ *   rounded up to 256 each. In NHWC (C > 1): the forward's tiles of 4 to 88 KiB (to
  *   44 KiB with fewer than 128 tiles), up to 44 KiB of each of x and dy kept the same way; larger
  *   tiles, up to 16 times 219 KiB of both, in 2, 4, 8 or 16 parts of their S positions as the
  *   forward's (a cluster a tile on compute capability 9.0 and later; elsewhere two launches that
