@@ -181,6 +181,29 @@ __device__ __forceinline__ void visit_row(const dev::Pack<T, E>* staged, const T
   stream_packs<T, E, kAccess, 1>(x, head, packs, visit);
 }
 
+// The block's part of a statistic's row of row_len elements (blockIdx.x = row * parts + rank, each
+// part part_len elements but the last; kSplit false: the whole row, a block a row). The parts'
+// count and a part's first channel (group norm, whose parts are whole channels of s elements) are
+// derived here, a division each a block: as parameters they took the kernels' above 128 bytes,
+// where nvcc reloads them in the loops (kWhole's backward staged x and dy in 141 instructions a
+// turn, not 88). 32-bit: the plan keeps the blocks and a row's elements below 2^31.
+template <bool kSplit>
+struct RowPart {
+  unsigned parts, row, rank;
+  int begin;              // the block's first element of the row
+  int len;                // the block's elements
+  int64_t first_channel;  // the block's first channel of the row's (0 for instance norm)
+  __device__ __forceinline__ RowPart(int64_t row_len, int part_len, int channels_per_row, int s) {
+    const int n = static_cast<int>(row_len);
+    parts = kSplit ? static_cast<unsigned>((n + part_len - 1) / part_len) : 1u;
+    row = kSplit ? blockIdx.x / parts : blockIdx.x;
+    rank = kSplit ? blockIdx.x - row * parts : 0u;
+    begin = static_cast<int>(rank) * part_len;
+    len = kSplit ? min(n - begin, part_len) : n;
+    first_channel = kSplit && channels_per_row > 1 ? int64_t{rank} * (part_len / s) : int64_t{0};
+  }
+};
+
 // A row that is not whole 16-byte packs (L % E != 0) starts inside a pack of the tensor: its packs
 // are those that lie wholly in it, from element `lead` on (lead = (-row * L) mod E, so the packs
 // sit on the tensor's pack boundaries whatever the row), and the fewer than E elements before them
@@ -261,19 +284,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   unsigned char* staged_bytes =
       shared_bytes + (kSplit ? sizeof(SplitStatScratch) : kResidentScratchBytes);
   Raw* staged = reinterpret_cast<Raw*>(staged_bytes);
-  // 32-bit: the plan keeps the blocks below 2^31.
-  // The parts of a row and a part's channels (group norm), a division each a block: as fields they
-  // took the parameters above 128 bytes, where nvcc reloads them in the loops (kWhole's backward
-  // staged x and dy in 141 instructions a turn, not 88).
-  const unsigned parts =
-      kSplit ? static_cast<unsigned>((static_cast<int>(p.len) + p.part_len - 1) / p.part_len) : 1u;
-  const int part_channels = kSplit && p.channels_per_row > 1 ? p.part_len / p.s : 0;
-  const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
-  const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
-  const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
-  const int64_t row = row_index, row_first = row * p.len, first = row_first + part0;
-  const int len = kSplit ? min(static_cast<int>(p.len) - part0, p.part_len)
-                         : static_cast<int>(p.len);  // the block's elements
+  const RowPart<kSplit> part(p.len, p.part_len, p.channels_per_row, p.s);
+  const unsigned parts = part.parts, row_index = part.row, rank = part.rank;
+  const int64_t row = row_index, row_first = row * p.len, first = row_first + part.begin;
+  const int len = part.len;  // the block's elements
   const RowEdges<E> ends(first, len);
   const int packs = ends.packs, lead = ends.lead;
   const int head = kStep == SplitStep::kApply ? 0 : min(packs, p.head_packs);  // kApply rereads
@@ -329,12 +343,12 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
     m2 = dev::block_sum<1>(squares, scratch).v[0];
     if constexpr (kSplit) {
       if (threadIdx.x == 0) {
-        const float2 part = make_float2(centre, m2);
+        const float2 mine = make_float2(centre, m2);
         if constexpr (kStep == SplitStep::kParts) {
-          stats[rank] = part;
+          stats[rank] = mine;
           if (rank == 0) stats[parts] = make_float2(shift, 0.0f);
         } else {
-          split_sh.part = part;
+          split_sh.part = mine;
         }
       }
       if constexpr (kStep == SplitStep::kParts) return;
@@ -361,7 +375,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   // channels are < 2^31: the plan caps the rows).
   const int64_t c0 =
       int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row +
-      (kSplit ? int64_t{rank} * part_channels : 0);  // the block's first
+      part.first_channel;  // the block's first
   auto coef = [&](int64_t c) {
     const float scale = invstd * (p.weight ? p.weight[c] : 1.0f);
     return make_float2(scale, (p.bias ? p.bias[c] : 0.0f) - centre * scale);

@@ -80,22 +80,13 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   float* scratch = reinterpret_cast<float*>(shared_bytes);
   auto& split_sh = *reinterpret_cast<SplitSumsScratch*>(shared_bytes);  // split forms only
-  // 32-bit: the plan keeps the blocks below 2^31.
-  // The parts of a row and a part's channels (group norm), a division each a block: as fields they
-  // took the parameters above 128 bytes, where nvcc reloads them in the loops (kWhole's backward
-  // staged x and dy in 141 instructions a turn, not 88).
-  const unsigned parts =
-      kSplit ? static_cast<unsigned>((static_cast<int>(p.len) + p.part_len - 1) / p.part_len) : 1u;
-  const int part_channels = kSplit && p.channels_per_row > 1 ? p.part_len / p.s : 0;
-  const unsigned row_index = kSplit ? blockIdx.x / parts : blockIdx.x;
-  const unsigned rank = kSplit ? blockIdx.x - row_index * parts : 0u;
-  const int part0 = static_cast<int>(rank) * p.part_len;  // the block's first element of the row
-  const int64_t row = row_index, first = row * p.len + part0;
+  const RowPart<kSplit> part(p.len, p.part_len, p.channels_per_row, p.s);
+  const unsigned parts = part.parts, row_index = part.row, rank = part.rank;
+  const int64_t row = row_index, first = row * p.len + part.begin;
   // The block's whole packs from element lead on, and its edges (RowEdges: rows or parts that are
   // not whole packs): this thread's edge is `edge` (instance norm's sums and dx), group norm's
   // sums take each with its channel's other elements.
-  const int len = kSplit ? min(static_cast<int>(p.len) - part0, p.part_len)
-                         : static_cast<int>(p.len);  // the block's elements
+  const int len = part.len;  // the block's elements
   const RowEdges<E> ends(first, len);
   const int packs = ends.packs, lead = ends.lead;
   const int head = kStep == SplitStep::kApply ? 0 : min(packs, p.head_packs);  // kApply rereads
@@ -124,7 +115,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
   const float mean = p.save_mean[row], invstd = p.save_invstd[row];
   // 32-bit: a 64-bit remainder is a call, whose saved registers spill on sm_80 (the plan caps
   // the rows below 2^31).
-  const int64_t j0 = kSplit ? int64_t{rank} * part_channels : 0;  // the block's first channel
+  const int64_t j0 = part.first_channel;  // the block's first channel of the row's
   const int64_t c0 =
       int64_t{row_index % static_cast<unsigned>(p.rows_per_sample)} * p.channels_per_row + j0;
   struct Coef {
