@@ -28,10 +28,10 @@
 // shared memory (plan_resident_rows, channel_norm_resident.cuh), or up to twice that with the rest
 // reread from memory (predicted: from L2), and longer rows in parts, a block each (one cluster a
 // row on sm_90, else two launches through the workspace, the same bits): one launch that stages
-// each row, takes its statistics and writes y, then for instance norm with running statistics or a counter a
-// one-block launch that averages the rows' statistics over n into the running buffers and advances
-// the counter. Group norm in NHWC reads x once in the same way where a tile of whole groups of a
-// sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
+// each row, takes its statistics and writes y, then for instance norm with running statistics or
+// a counter a one-block launch that averages the rows' statistics over n into the running buffers
+// and advances the counter. Group norm in NHWC reads x once in the same way where a tile of whole
+// groups of a sample, its positions' runs whole 16-byte packs, fits (plan_group_tiles,
 // channel_norm_group_tile.cuh), and instance norm in NHWC where a tile of a pack of channels of a
 // sample fits (plan_instance_tiles, channel_norm_instance_tile.cuh); batch norm in NHWC (or with
 // S = 1) takes those tiles too, as the instance norm of one sample of N * S positions
@@ -1020,8 +1020,7 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   p.parts = b.parts;
   p.part_runs = b.part_runs;
   if (b.parts > 1) {
-    p.head_packs =
-        batch_split_head_packs(b, static_cast<int>(sizeof(T)), sizeof(SplitStatScratch));
+    p.head_packs = batch_split_head_packs(b, static_cast<int>(sizeof(T)), sizeof(SplitStatScratch));
     p.part_stats = static_cast<float2*>(l.workspace);
   }
   p.eps = static_cast<float>(a.params.eps);

@@ -14,11 +14,11 @@
 
 namespace nk::cuda {
 
-// kWhole: a block a tile, no parts (the group tiles' unsplit form); kCluster: a cluster a tile;
-// kParts then kApply: the two-launch form.
+// kWhole: a block a tile (or row, or channel), no parts: the unsplit kernel; kCluster: a cluster
+// a tile; kParts then kApply: the two-launch form.
 enum class SplitStep { kWhole, kCluster, kParts, kApply };
 
-// The tile's (centre, m2) of one statistic from its parts' (part(r) for r = 0..K-1, in rank
+// A statistic's (centre, m2) from its parts' (part(r) for r = 0..K-1, in rank
 // order), each of part_count values but the last (count less the others'), with Chan's merge: the
 // same operations, explicitly fused, wherever the parts come from.
 template <class Part>
