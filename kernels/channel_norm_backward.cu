@@ -621,9 +621,12 @@ void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const 
 // ([N, C]), then every part's two row sums for the two-launch form, reserved whether or not the
 // device takes clusters (the size depends on the shape only). 0 where a row is not split: the
 // sums then take the walk's layout, which is larger.
+size_t resident_sums_bytes(const ChannelShape& s) {
+  return align256(static_cast<size_t>(s.n * s.c) * sizeof(float2));
+}
 size_t resident_split_backward_workspace(const ChannelShape& s, const ResidentPlan& r) {
   if (r.parts == 1) return 0;
-  return align256(static_cast<size_t>(s.n * s.c) * sizeof(float2)) +
+  return resident_sums_bytes(s) +
          align256(static_cast<size_t>(r.rows * r.parts * 2) * sizeof(float));
 }
 
@@ -646,9 +649,8 @@ void backward_resident_rows(const ChannelBackwardArgs& a, const ResidentPlan& r,
   } else {
     constexpr size_t kScratch = sizeof(SplitSumsScratch);
     p.head_packs = resident_split_head_packs(r, static_cast<int>(sizeof(T)), kScratch, 2);
-    p.part_sums = reinterpret_cast<float*>(
-        static_cast<unsigned char*>(l.workspace) +
-        align256(static_cast<size_t>(a.shape.n * a.shape.c) * sizeof(float2)));
+    p.part_sums = reinterpret_cast<float*>(static_cast<unsigned char*>(l.workspace) +
+                                           resident_sums_bytes(a.shape));
     launch_backward_split<T>(
         a, p, SplitLaunch{r.rows * r.parts, r.threads, r.parts, kScratch},
         kScratch + size_t{32} * p.head_packs, stream, [](auto access, auto src, auto z, auto step) {

@@ -20,14 +20,19 @@
 
 namespace nkt {
 
-// staged_tensors: 1 for the forward (x), 2 for the training backward (x and dy).
-inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+// The plan_resident_rows plan of shape k in dtype, and whether it takes the path; staged_tensors:
+// 1 for the forward (x), 2 for the training backward (x and dy).
+inline nk::cuda::ResidentPlan resident_plan(const ChannelCase& k, nk_dtype dtype,
+                                            int staged_tensors = 1) {
   const nk::ChannelNorm kind = k.family == Family::kBatch      ? nk::ChannelNorm::kBatch
                                : k.family == Family::kInstance ? nk::ChannelNorm::kInstance
                                                                : nk::ChannelNorm::kGroup;
   const nk::ChannelShape shape{kind, k.n, k.c, k.s, k.layout, dtype, k.groups};
-  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype)), staged_tensors)
-      .use;
+  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype)), staged_tensors);
+}
+
+inline bool takes_resident_rows(const ChannelCase& k, nk_dtype dtype, int staged_tensors = 1) {
+  return resident_plan(k, dtype, staged_tensors).use;
 }
 
 // NCHW shapes of family f (instance or group norm) that take the path in dtype.
@@ -188,21 +193,6 @@ inline std::vector<ChannelCase> batch_split_shapes(nk_dtype dtype) {
   return {{f, 20, 3, 1601, NK_NCHW, 1},
           {f, 16, 1, 7500 * e, NK_NCHW, 1},
           {f, 16, 1, 3750 * e, NK_NCHW, 1}};
-}
-
-// The plan_resident_rows plan of an instance or group norm shape k in dtype (staged_tensors 2: the
-// training backward's x and dy).
-inline nk::cuda::ResidentPlan resident_plan(const ChannelCase& k, nk_dtype dtype,
-                                            int staged_tensors = 1) {
-  const nk::ChannelShape shape{
-      k.family == Family::kGroup ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
-      k.n,
-      k.c,
-      k.s,
-      k.layout,
-      dtype,
-      k.groups};
-  return nk::cuda::plan_resident_rows(shape, static_cast<int>(elem_size(dtype)), staged_tensors);
 }
 
 // NCHW rows above a block, split into parts (plan_resident_rows' parts), with the parts each
