@@ -59,8 +59,8 @@ struct ResidentParams : OneReadForwardIo {
   int part_len;        // elements of a part (the last may have fewer): L where not split
   float2* part_stats;  // [rows][parts + 1]: each part's (centre, m2), then (x0, 0); kParts, kApply
 };
-// Above 128 bytes of parameters nvcc reloads them inside the loops (see the kernels).
-static_assert(sizeof(ResidentParams) <= 128, "resident rows' parameters within 128 bytes");
+// Within kMaxKernelArgBytes, one argument (channel_norm_one_read_io.cuh).
+static_assert(sizeof(ResidentParams) <= kMaxKernelArgBytes, "a kernel argument within 128 bytes");
 
 // Shared memory before the staged row: block_sum's 32 floats, a multiple of 16 bytes.
 constexpr size_t kResidentScratchBytes = 32 * sizeof(float);
@@ -473,19 +473,21 @@ inline int resident_head_packs(const ResidentPlan& r, int elem_bytes) {
   return resident_head_packs(r.head_len, elem_bytes);
 }
 
-// Enqueues kernel(p) on `blocks` blocks of `threads` with `bytes` of dynamic shared memory. Above
-// 48 KiB it must be granted (every supported GPU allows kResidentMaxBytes and the scratch); the
+// Enqueues kernel(p) on `blocks` blocks of `threads` with `bytes` of dynamic shared memory; a
+// kernel of two arguments takes p's two bases (channel_norm_one_read_io.cuh). Above 48 KiB the
+// memory must be granted (every supported GPU allows kResidentMaxBytes and the scratch); the
 // attribute is per function and device, so it is set per launch. The caller checks
 // cudaGetLastError.
-template <class Params>
-void launch_blocks(void (*kernel)(Params), int64_t blocks, int threads, size_t bytes,
+template <class... Args, class Params>
+void launch_blocks(void (*kernel)(Args...), int64_t blocks, int threads, size_t bytes,
                    cudaStream_t stream, const Params& p) {
   if (bytes > 48 * 1024) {
     dev::check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(bytes)),
                     "cudaFuncSetAttribute (one read of x)");
   }
-  dev::launch_dependent(kernel, static_cast<unsigned>(blocks), threads, bytes, stream, p);
+  dev::launch_dependent(kernel, static_cast<unsigned>(blocks), threads, bytes, stream,
+                        static_cast<const Args&>(p)...);
 }
 
 // A block per row of the plan.

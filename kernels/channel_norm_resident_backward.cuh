@@ -54,7 +54,8 @@ struct ResidentBackwardParams : OneReadBackwardIo {
   int part_len;          // elements of a part (the last may have fewer): L where not split
   float* part_sums;      // [rows][parts][2]: each part's row sums; kParts, kApply
 };
-static_assert(sizeof(ResidentBackwardParams) <= 128, "resident rows' parameters within 128 bytes");
+static_assert(sizeof(ResidentBackwardParams) <= kMaxKernelArgBytes,
+              "a kernel argument within 128 bytes");
 
 // Shared memory before the staged rows: block_sum<2>'s 64 floats, a multiple of 16 bytes.
 constexpr size_t kResidentBackwardScratchBytes = 64 * sizeof(float);

@@ -27,11 +27,14 @@
 
 namespace nk::cuda {
 
-struct RowGroupsBackwardParams : OneReadBackwardIo {
+struct RowGroupsBackwardConfig {
   RowGroupsGeometry g;
   float inv_len;       // 1 / L
   bool vector_access;  // x, dy, dx and dz allow 16-byte accesses
 };
+struct RowGroupsBackwardParams : OneReadBackwardIo, RowGroupsBackwardConfig {};
+static_assert(sizeof(RowGroupsBackwardConfig) <= kMaxKernelArgBytes,
+              "a kernel argument within 128 bytes");
 
 // Visits this lane's elements of its row, channel by channel: G / W channels at a time, a
 // sub-group of W lanes each, lane l of a sub-group taking the channel's elements l, l + W, ...
@@ -55,8 +58,10 @@ __device__ __forceinline__ void walk_row_channels(const RowGroupsGeometry& g,
 }
 
 template <class T, int kSource, bool kZ>
-__global__ void __launch_bounds__(kRowGroupsBlock) backward_row_groups(RowGroupsBackwardParams p) {
+__global__ void __launch_bounds__(kRowGroupsBlock)
+    backward_row_groups(OneReadBackwardIo io, RowGroupsBackwardConfig config) {
   dev::enter_chain();
+  const RowGroupsBackwardParams p{io, config};
   constexpr int E = 16 / sizeof(T);
   constexpr bool kAux = kSource == kFromY || (kSource == kSiluOfU && kZ);
   const RowGroupsGeometry& g = p.g;
