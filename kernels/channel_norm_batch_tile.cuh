@@ -288,13 +288,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
     m2 = block_total(acc);
     if constexpr (kSplit) {
       if (t == 0) {
-        const float2 part = make_float2(centre, m2);
-        if constexpr (kStep == SplitStep::kParts) {
-          stats[rank] = part;
-          if (rank == 0) stats[parts] = make_float2(shift, 0.0f);
-        } else {
-          split_sh.part = part;
-        }
+        publish_part<kStep>(make_float2(centre, m2), shift, rank, parts, 1, 0, stats,
+                            split_sh.part);
       }
       if constexpr (kStep == SplitStep::kParts) return;
     }

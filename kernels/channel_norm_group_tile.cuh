@@ -293,12 +293,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
       // their packs (at element 0: lo; at element `split`: lo + 1), and rank 0 their x0.
       if (t < pp) {
         auto publish = [&](int g, float centre_g, float m2_g, float shift_g) {
-          if constexpr (kStep == SplitStep::kParts) {
-            stats[rank * k + g] = make_float2(centre_g, m2_g);
-            if (rank == 0) stats[parts * k + g] = make_float2(shift_g, 0.0f);
-          } else {
-            part_sh[g] = make_float2(centre_g, m2_g);
-          }
+          publish_part<kStep>(make_float2(centre_g, m2_g), shift_g, rank, parts, k, g, stats,
+                              part_sh[g]);
         };
         if (j * E % p.cpg == 0) publish(lo, centre_lo, m2.x, shift_lo);
         if (split < E) publish(lo + 1, centre_hi, m2.y, shift_hi);

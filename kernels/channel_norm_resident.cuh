@@ -343,13 +343,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
     m2 = dev::block_sum<1>(squares, scratch).v[0];
     if constexpr (kSplit) {
       if (threadIdx.x == 0) {
-        const float2 mine = make_float2(centre, m2);
-        if constexpr (kStep == SplitStep::kParts) {
-          stats[rank] = mine;
-          if (rank == 0) stats[parts] = make_float2(shift, 0.0f);
-        } else {
-          split_sh.part = mine;
-        }
+        publish_part<kStep>(make_float2(centre, m2), shift, rank, parts, 1, 0, stats,
+                            split_sh.part);
       }
       if constexpr (kStep == SplitStep::kParts) return;
     }

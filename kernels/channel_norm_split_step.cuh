@@ -38,6 +38,22 @@ __device__ __forceinline__ float2 merge_parts(int parts, int part_count, int cou
   return m;
 }
 
+// Publishes this part's (centre, m2) of value j of a statistic's `width` (1, or a tile's channels
+// or groups) for the merge: kParts to the workspace (stats: [parts + 1][width], the parts' rows
+// then x0's, which rank 0 writes: kApply shifts by it, since y == x may overwrite x), kCluster to
+// the block's shared `slot`, which the cluster reads.
+template <SplitStep kStep>
+__device__ __forceinline__ void publish_part(float2 part, float x0, unsigned rank, unsigned parts,
+                                             unsigned width, unsigned j, float2* stats,
+                                             float2& slot) {
+  if constexpr (kStep == SplitStep::kParts) {
+    stats[rank * width + j] = part;
+    if (rank == 0) stats[parts * width + j] = make_float2(x0, 0.0f);
+  } else {
+    slot = part;
+  }
+}
+
 // The sum of part(r) over the parts in rank order (float or float2): the same additions wherever
 // the parts come from.
 template <class Part>

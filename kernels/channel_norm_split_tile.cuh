@@ -144,13 +144,8 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 2) forward_split_tile(Spl
 #pragma unroll
     for (int e = 0; e < E; ++e) {
       if (t == e) {
-        const float2 part = make_float2(centre[e], m2.v[e]);
-        if constexpr (kStep == SplitStep::kParts) {
-          stats[rank * E + e] = part;
-          if (rank == 0) stats[parts * E + e] = make_float2(shift[e], 0.0f);
-        } else {
-          sh.part[e] = part;
-        }
+        publish_part<kStep>(make_float2(centre[e], m2.v[e]), shift[e], rank, parts, E, e, stats,
+                            sh.part[e]);
       }
     }
     if constexpr (kStep == SplitStep::kParts) return;
