@@ -104,35 +104,58 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
     return du_of<kSource, kZ>(dev::element(dv, e), dev::element(xv, e), a[e], mean, scale, bias);
   };
 
-  // Pass 1: the runs of x and dy into shared memory; the sums of du and du * (x - mean) over the
-  // run's elements as the packs arrive, in the order of pass 2.
+  // Pass 1: the runs of x and dy into shared memory, two packs of each in flight a thread (as the
+  // instance and group tiles' backwards: one of each kept 16 KiB in flight an SM, with a block an
+  // SM); the sums of du and du * (x - mean) over the run's elements as the packs arrive, in the
+  // order of pass 2.
   dev::Floats<2> sums{};
   if constexpr (kStep != SplitStep::kApply) {
+    constexpr int kBatch = 2;
     float sum_du[E] = {}, sum_dux[E] = {};
-    for (int slot = static_cast<int>(threadIdx.x); slot < packs; slot += threads) {
-      const RunPack<E> r = run_pack<E>(p, start, slot);
-      Raw xv, dv;
-      if (whole_access<E, kAccess>(r, p.numel)) {
-        xv = row_pack<T, E, kAccess>(x + r.at, 0);
-        dv = row_pack<T, E, kAccess>(dy + r.at, 0);
-      } else {
-        xv = load_run_elements<T, E>(x, r.at, r.range);
-        dv = load_run_elements<T, E>(dy, r.at, r.range);
-      }
-      if (slot < head) {
-        xs[slot] = xv;
-        dys[slot] = dv;
-      }
-      float a[E];
-      load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
-      const bool whole = r.range.whole();
+    for (int slot0 = t; slot0 < packs; slot0 += kBatch * threads) {
+      // The 16-byte loads first, all in flight, held as 32-bit words (as the forward: merged
+      // with the single elements' packs, 16-bit halves were split apart and joined again).
+      uint4 xw[kBatch], dw[kBatch];
+      bool loaded[kBatch];
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
-        // Outside the run x and du are garbage (another channel's, maybe inf): selected away.
-        const bool in = whole || r.range.has(e);
-        const float du = du_at(xv, dv, a, e);
-        sum_du[e] += in ? du : 0.0f;
-        sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
+      for (int k = 0; k < kBatch; ++k) {
+        const int slot = slot0 + k * threads;
+        const RunPack<E> r = run_pack<E>(p, start, slot);
+        loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
+        if (loaded[k]) {
+          xw[k] = *reinterpret_cast<const uint4*>(x + r.at);
+          dw[k] = *reinterpret_cast<const uint4*>(dy + r.at);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int slot = slot0 + k * threads;
+        if (slot >= packs) continue;
+        const RunPack<E> r = run_pack<E>(p, start, slot);
+        if (!loaded[k]) {
+          const Raw xe = load_run_elements<T, E>(x, r.at, r.range);
+          const Raw de = load_run_elements<T, E>(dy, r.at, r.range);
+          memcpy(&xw[k], &xe, sizeof(xw[k]));
+          memcpy(&dw[k], &de, sizeof(dw[k]));
+        }
+        Raw xv, dv;
+        memcpy(&xv, &xw[k], sizeof(xv));
+        memcpy(&dv, &dw[k], sizeof(dv));
+        if (slot < head) {
+          xs[slot] = xv;
+          dys[slot] = dv;
+        }
+        float a[E];
+        load_run_act_inputs<T, E, kAccess, kSource, kAux>(p, aux, r, a);
+        const bool whole = r.range.whole();
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          // Outside the run x and du are garbage (another channel's, maybe inf): selected away.
+          const bool in = whole || r.range.has(e);
+          const float du = du_at(xv, dv, a, e);
+          sum_du[e] += in ? du : 0.0f;
+          sum_dux[e] = in ? fmaf(du, dev::element(xv, e) - mean, sum_dux[e]) : sum_dux[e];
+        }
       }
     }
     // The block's sums; its barrier also orders pass 1's stores before pass 2.
