@@ -62,16 +62,25 @@ __device__ __forceinline__ void load_run_act_inputs(const OneReadBackwardIo& p, 
   }
 }
 
+// Two blocks of 512 an SM (64 registers): a whole tile stages at most kResidentMaxBytes of x and
+// dy, so two fit, and so do the parts of up to half the device's opt-in (larger parts hold their
+// SM alone). The split steps of SiLU in 16 bits spilled within 64 registers: one (128).
+template <class T, int kSource, SplitStep kStep>
+__host__ __device__ constexpr int batch_tile_backward_min_blocks() {
+  return kStep != SplitStep::kWhole && kSource == kSiluOfU && sizeof(T) == 2 ? 1 : 2;
+}
+
 // One block per channel (blockIdx.x); kAccess: elements per global access (E, or 1 for misaligned
-// pointers); kSource: where act' comes from (kZ: SiLU's u adds z). One block of up to 512 an SM
-// (128 registers), as the instance tiles' backward.
+// pointers); kSource: where act' comes from (kZ: SiLU's u adds z). Two blocks of up to 512 an SM
+// where the staged packs allow it (batch_tile_backward_min_blocks).
 // kStep: kWhole, a block a channel. Else the channel's runs are split into parts as the
 // forward's (channel_norm_batch_tile.cuh), a block a part (blockIdx.x = channel * parts + rank):
 // each part's two sums, added in rank order by every block alike, from the cluster's shared
 // memories (kCluster: x and dy read once) or from the workspace (kParts writes them, kApply adds
 // them and reads x and dy again). Rank 0 writes dweight and dbias.
 template <class T, int kAccess, int kSource, bool kZ, SplitStep kStep = SplitStep::kWhole>
-__global__ void __launch_bounds__(kResidentMaxThreads, 1)
+__global__ void __launch_bounds__(kResidentMaxThreads,
+                                  batch_tile_backward_min_blocks<T, kSource, kStep>())
     backward_batch_tile(BatchTileBackwardParams p) {
   dev::enter_chain();
   constexpr int E = 16 / sizeof(T);
@@ -105,9 +114,9 @@ __global__ void __launch_bounds__(kResidentMaxThreads, 1)
   };
 
   // Pass 1: the runs of x and dy into shared memory, two packs of each in flight a thread (as the
-  // instance and group tiles' backwards: one of each kept 16 KiB in flight an SM, with a block an
-  // SM); the sums of du and du * (x - mean) over the run's elements as the packs arrive, in the
-  // order of pass 2.
+  // instance and group tiles' backwards; one of each kept 16 KiB in flight an SM where a part
+  // holds its SM), the sums of du and du * (x - mean) over the run's elements as the packs
+  // arrive, in the order of pass 2.
   dev::Floats<2> sums{};
   if constexpr (kStep != SplitStep::kApply) {
     constexpr int kBatch = 2;
