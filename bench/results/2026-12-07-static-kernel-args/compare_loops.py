@@ -9,8 +9,8 @@ Then, for every instance matching REGEX, registers and each innermost loop that 
 load: its instructions, then the instructions of its whole-pack path, with the path's global
 loads (g) and constant loads (c). The path runs from the loop's head to its back branch; a
 conditional branch is taken where the instructions it skips hold a global load narrower than
-8 bytes (the element-by-element fallback of a pack not wholly in the row), else it falls
-through; predicated instructions count, since they issue. Last, per kernel family, the sums of
+8 bytes and no floating-point add (the element-by-element fallback of a pack not wholly in the
+row, not the whole pack's work), else it falls through; predicated instructions count, since they issue. Last, per kernel family, the sums of
 the first such loop's path and of all of them.
 """
 import argparse
@@ -61,8 +61,10 @@ def load_loops(ins):
             if op.startswith("BRA") and i != e:
                 j = at.get(branch_target(text))
                 conditional = "@" in text.split("BRA")[0]
+                skipped = ins[i + 1:j] if j is not None and j > i else []
                 take = not conditional or (
-                    j is not None and j > i and any(narrow_load(o) for _, o, _ in ins[i + 1:j]))
+                    any(narrow_load(o) for _, o, _ in skipped)
+                    and not any(o.startswith(("FFMA", "FADD")) for _, o, _ in skipped))
                 if take:
                     if j is None or not s <= j <= e:
                         break
