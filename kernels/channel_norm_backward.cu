@@ -617,13 +617,15 @@ void launch_backward_split(const ChannelBackwardArgs& a, const Params& p, const 
   });
 }
 
+// The split rows' [N, C] channel sums (sum du, sum du * x-hat), first in their workspace.
+size_t resident_sums_bytes(const ChannelShape& s) {
+  return align256(static_cast<size_t>(s.n * s.c) * sizeof(float2));
+}
+
 // The split rows' workspace in the training backward: the channels' sums for dweight and dbias
 // ([N, C]), then every part's two row sums for the two-launch form, reserved whether or not the
 // device takes clusters (the size depends on the shape only). 0 where a row is not split: the
 // sums then take the walk's layout, which is larger.
-size_t resident_sums_bytes(const ChannelShape& s) {
-  return align256(static_cast<size_t>(s.n * s.c) * sizeof(float2));
-}
 size_t resident_split_backward_workspace(const ChannelShape& s, const ResidentPlan& r) {
   if (r.parts == 1) return 0;
   return resident_sums_bytes(s) +
