@@ -283,7 +283,8 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 // doubled while rows * parts < kResidentMinRows to kSplitPortableParts at most, the last part
 // keeping a unit (it may have fewer). Each part's exact two-pass statistics about the row's x0 (or
 // its gradient sums) merge in rank order: one cluster a row, or two launches through the
-// workspace, the same bits. Rows above 16 parts walk.
+// workspace, the same bits. Rows above 16 parts walk. Test-only knob NORMKIT_TEST_ROWS_WALK=1:
+// never taken, so that the tests reach the walk's long rows at shapes a simulator runs.
 constexpr int64_t kResidentMinRows = 128;
 constexpr int64_t kResidentMinBytes = 4096;
 constexpr int64_t kResidentMaxBytes = 96 * 1024;

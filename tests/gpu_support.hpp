@@ -103,6 +103,15 @@ class ScopedBatchWalk : public ScopedEnv {
   ScopedBatchWalk() : ScopedEnv("NORMKIT_TEST_BATCH_WALK", "1") {}
 };
 
+// Sets NORMKIT_TEST_ROWS_WALK=1 for its lifetime: instance and group norm's NCHW rows take the
+// walk even where blocks (or a row's parts) hold them (plan_resident_rows), so the tests of the
+// walk's long rows reach it at shapes far below those that rows in parts leave to it (over 16
+// parts: about 3.6 MB a row forward, half that backward).
+class ScopedRowsWalk : public ScopedEnv {
+ public:
+  ScopedRowsWalk() : ScopedEnv("NORMKIT_TEST_ROWS_WALK", "1") {}
+};
+
 // Sets NORMKIT_TEST_NO_CLUSTERS=1 for its lifetime: the kernels that would run as thread block
 // clusters take their two-launch form (kernels/common/cluster.cuh), which gives the same bits.
 class ScopedNoClusters : public ScopedEnv {

@@ -624,8 +624,9 @@ TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
 
 // Rows-layout chunks longer than kWarpChunk take a warp each where there are at least kWarpItems
 // of them (kernels/channel_norm_plan.hpp): batch norm N2 C8192 S1040 (a chunk of 2080 a channel)
-// and group norm N1 C8192 G64 S1040 (rows of 128 channels, too long to read once: a chunk of 1040
-// a channel; batch norm through the walk, ScopedBatchWalk, where its tiles would take it),
+// and group norm N1 C8192 G64 S1040 (a chunk of 1040 a channel), both through the walk, where
+// their one-read paths would take them (batch norm's tiles, ScopedBatchWalk; group norm's rows of
+// 128 channels in parts, ScopedRowsWalk: the walk takes rows of over 16 parts, about 3.6 MB),
 // training forward and backward against the CPU, bf16 and fp32 with weight and bias.
 TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   const Case c = GetParam();
@@ -642,9 +643,14 @@ TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   const nk::cuda::ChannelPlan plan = nk::cuda::plan_channel_norm(shape, elem, true);
   ASSERT_TRUE(plan.warp_per_chunk);
   ASSERT_GT(plan.chunk_len, nk::cuda::kWarpChunk);
+  const ScopedBatchWalk batch_walk;  // batch norm through the walk, not its tiles
+  const bool group = c.family == Family::kGroup;
+  // Without the knob group norm's rows are read once, in parts; with it, not at all.
+  ASSERT_EQ(takes_resident_rows(k, c.dtype), group);
+  ASSERT_EQ(takes_resident_rows(k, c.dtype, 2), group);
+  const ScopedRowsWalk rows_walk;
   ASSERT_FALSE(takes_resident_rows(k, c.dtype));
   ASSERT_FALSE(takes_resident_rows(k, c.dtype, 2));
-  const ScopedBatchWalk walk;  // batch norm through the walk, not its tiles
   check_forward(k, nk_norm_params_default(), 1);
   check_backward(k, NK_TRAINING);
 }
