@@ -11,6 +11,13 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t min3(int64_t a, int64_t b, int64_t c) { return a < b ? (a < c ? a : c) : (b < c ? b : c); }
 int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 
+// Whether the test-only knob `name` (NORMKIT_TEST_*_WALK) is set to 1: a one-read path declines,
+// so that tests reach the walk at shapes a simulator runs. Read at each call.
+bool walk_knob(const char* name) {
+  const char* knob = std::getenv(name);
+  return knob != nullptr && std::strcmp(knob, "1") == 0;
+}
+
 // Whether `parts` parts of ceil(s / parts) positions each leave the last at least one (49
 // positions are 8 parts of 7 with the last empty; 225 are 16 of 15 likewise).
 bool last_part_keeps_positions(int64_t s, int64_t parts) {
@@ -236,9 +243,7 @@ ChannelPlan elementwise_plan(const ChannelPlan& plan, int elem_bytes, bool per_s
 ResidentPlan plan_resident_rows(const ChannelShape& shape, int elem_bytes, int staged_tensors) {
   ResidentPlan r{};
   if (!one_read_rows_layout(shape)) return r;
-  if (const char* knob = std::getenv("NORMKIT_TEST_ROWS_WALK")) {
-    if (std::strcmp(knob, "1") == 0) return r;
-  }
+  if (walk_knob("NORMKIT_TEST_ROWS_WALK")) return r;
   r.rows = shape.num_stats();
   r.len = shape.count_per_stat();
   const int64_t bytes = r.len * elem_bytes;
@@ -381,6 +386,7 @@ GroupTilePlan plan_group_tiles(const ChannelShape& shape, int elem_bytes, int st
   GroupTilePlan t{};
   const bool channels_layout = shape.layout == NK_NHWC && shape.c > 1;
   if (shape.kind != ChannelNorm::kGroup || !channels_layout || shape.numel() == 0) return t;
+  if (walk_knob("NORMKIT_TEST_TILES_WALK")) return t;
   const int64_t cpg = shape.c / shape.groups, e = 16 / elem_bytes;
   const int64_t k = 16 / gcd(16, cpg * elem_bytes);
   const int64_t pos_packs = k * cpg * elem_bytes / 16;
@@ -438,6 +444,7 @@ GroupTilePlan plan_instance_tiles(const ChannelShape& shape, int elem_bytes, int
       shape.numel() == 0) {
     return t;
   }
+  if (walk_knob("NORMKIT_TEST_TILES_WALK")) return t;
   const int64_t bytes = shape.s * 16, tiles = shape.n * (shape.c / e);
   const int64_t staged_limit = kGroupTileMaxBytes / staged_tensors;  // bytes a tensor stages
   const bool few_tiles = staged_tensors > 1 && tiles < kResidentMinRows;  // as plan_group_tiles
@@ -470,9 +477,7 @@ BatchTilePlan plan_batch_tiles(const ChannelShape& shape, int elem_bytes, int st
       shape.numel() == 0 || shape.c > INT32_MAX) {
     return t;
   }
-  if (const char* knob = std::getenv("NORMKIT_TEST_BATCH_WALK")) {
-    if (std::strcmp(knob, "1") == 0) return t;
-  }
+  if (walk_knob("NORMKIT_TEST_BATCH_WALK")) return t;
   const int64_t e = 16 / elem_bytes;
   const int64_t seg_packs = shape.s % e == 0 ? shape.s / e : (shape.s + 2 * e - 2) / e;
   const int64_t packs = shape.n * seg_packs, bytes = packs * 16;

@@ -399,7 +399,9 @@ RowGroupsPlan plan_row_groups(const ChannelShape& shape, int elem_bytes);
 // ceil(S / parts) positions, each of at most kSplitPartMaxBytes over the staged tensors, a block
 // each; the stable diffusion tiles of 64x64 positions, 320 KiB in 16-bit types, take 2 parts
 // forward with 8 samples, and with 2 samples 8 at C320, 4 at C640, 2 at C1280), doubled for the
-// blocks only while the last part keeps a position.
+// blocks only while the last part keeps a position. Test-only knob NORMKIT_TEST_TILES_WALK=1:
+// never taken, nor plan_instance_tiles' tiles, so that the tests reach the NHWC walk at shapes a
+// simulator runs.
 constexpr int64_t kGroupTileScratchBytes = 8 * 1024;
 constexpr int64_t kGroupTileMaxBytes = kResidentMaxBytes - kGroupTileScratchBytes;
 constexpr int64_t kGroupTileMaxPosPacks = 256;  // P at most (4 KiB of a position), for the scratch

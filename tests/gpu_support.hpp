@@ -45,10 +45,25 @@ class GpuTest : public testing::Test {
   void SetUp() override;
   void TearDown() override;
   void synchronize();  // waits for the context's stream; fails the test on a CUDA error
+  // Set by fixtures whose tests first assert which kernel path their shapes take (pure functions
+  // of the shape, kernels/channel_norm_plan.hpp): without a device, SetUp then leaves gpu_ null
+  // and the test runs up to NKT_REQUIRE_DEVICE(), which skips it. So machines without a GPU (CI)
+  // check those asserts too; a plan change that moves a test's shape off the path it is meant to
+  // reach fails there, not only where GPU tests run.
+  bool paths_before_device_ = false;
+  std::string no_device_;  // why SetUp made no context
   nk_context gpu_ = nullptr;
   CpuContext cpu_;
   Random rng_;
 };
+
+// In a test of a GpuTest fixture with paths_before_device_: skips the test, saying why, where
+// there is no CUDA context. Every such test calls it before its first use of the device (a test
+// that does not fails without a device: its calls on a null context return errors).
+#define NKT_REQUIRE_DEVICE()                                               \
+  do {                                                                     \
+    if (gpu_ == nullptr) GTEST_SKIP() << "no CUDA device: " << no_device_; \
+  } while (0)
 
 // True when NORMKIT_GPU_TESTS=reduced (sanitizer runs and the simulated-GPU lane).
 bool reduced_gpu_tests();
@@ -110,6 +125,15 @@ class ScopedBatchWalk : public ScopedEnv {
 class ScopedRowsWalk : public ScopedEnv {
  public:
   ScopedRowsWalk() : ScopedEnv("NORMKIT_TEST_ROWS_WALK", "1") {}
+};
+
+// Sets NORMKIT_TEST_TILES_WALK=1 for its lifetime: group and instance norm in NHWC (batch norm too,
+// as one sample's instance norm) take the walk even where tiles (or a tile's parts) hold them
+// (plan_group_tiles, plan_instance_tiles), so the tests of the walk reach it at shapes a simulator
+// runs.
+class ScopedTilesWalk : public ScopedEnv {
+ public:
+  ScopedTilesWalk() : ScopedEnv("NORMKIT_TEST_TILES_WALK", "1") {}
 };
 
 // Sets NORMKIT_TEST_NO_CLUSTERS=1 for its lifetime: the kernels that would run as thread block

@@ -484,16 +484,26 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
 // (plan_instance_tiles with both staged). Batch norm in NCHW where a block holds a channel
 // (batch_tile_shapes): the forward reads x once, the backward x and dy (plan_batch_tiles with both
 // staged), both again with a third of the tile staged; and a channel in parts (batch_split_shapes),
-// in clusters and in two launches.
-class GpuChannelFusionResident : public GpuChannelFusion {};
+// in clusters and in two launches. Each test asserts the paths of its shapes before it uses the
+// device (GpuTest), so the asserts run without a GPU too.
+class GpuChannelFusionResident : public GpuChannelFusion {
+ protected:
+  GpuChannelFusionResident() { paths_before_device_ = true; }
+};
 
 TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const Config c = GetParam();
   const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family != Family::kGroup;
   if (c.family == Family::kBatch && !tiles) {  // tiles of a channel
+    const ChannelCase split = batch_split_shapes(c.dtype)[0];
     for (const ChannelCase& k : batch_tile_shapes()) {
       ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
       ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
+    }
+    ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
+    ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
+    NKT_REQUIRE_DEVICE();
+    for (const ChannelCase& k : batch_tile_shapes()) {
       for (int64_t misalign : {0, 1}) {
         SCOPED_TRACE(testing::Message()
                      << "n=" << k.n << " c=" << k.c << " s=" << k.s << " misalign " << misalign);
@@ -506,9 +516,6 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       }
     }
     // A channel's runs in parts, forward and backward, in each form.
-    const ChannelCase split = batch_split_shapes(c.dtype)[0];
-    ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
-    ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
     for (int form = 0; form < 2; ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
@@ -523,6 +530,11 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const std::vector<ChannelCase> shapes = instance_tiles ? instance_tile_shapes(c.family, c.dtype)
                                           : tiles        ? group_tile_shapes(c.dtype)
                                                          : resident_row_shapes(c.family, c.dtype);
+  // Rows in registers and a group of lanes a row (NCHW, after the rows that fit a block).
+  const std::vector<ChannelCase> all =
+      tiles ? std::vector<ChannelCase>{} : short_row_shapes(c.family, c.dtype);
+  const std::vector<ChannelCase> groups =
+      tiles ? std::vector<ChannelCase>{} : row_group_shapes(c.family);
   for (const ChannelCase& k : shapes) {
     if (instance_tiles) {
       ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
@@ -534,6 +546,11 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       ASSERT_TRUE(takes_resident_rows(k, c.dtype));
       ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
     }
+  }
+  for (const ChannelCase& k : all) ASSERT_TRUE(takes_short_rows(k, c.dtype));
+  for (const ChannelCase& k : groups) ASSERT_TRUE(takes_row_groups(k, c.dtype));
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : shapes) {
     const nk::ChannelShape shape{
         k.family == Family::kGroup ? nk::ChannelNorm::kGroup : nk::ChannelNorm::kInstance,
         k.n,
@@ -562,11 +579,9 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   // Rows in registers compile a kernel per row length, activation and residual, so even the
   // reduced set runs every row length (small tensors), with aligned pointers; misaligned ones only
   // on one shape of each (activation, residual) pair.
-  const std::vector<ChannelCase> all = short_row_shapes(c.family, c.dtype);
   const size_t pick = (static_cast<size_t>(c.act) * 2 + (c.residual ? 1 : 0)) % all.size();
   for (size_t i = 0; i < all.size(); ++i) {
     const ChannelCase& k = all[i];
-    ASSERT_TRUE(takes_short_rows(k, c.dtype));
     for (int64_t misalign : {0, 1}) {
       if (reduced_gpu_tests() && misalign == 1 && i != pick) continue;
       SCOPED_TRACE(testing::Message() << "rows in registers n=" << k.n << " c=" << k.c << " s="
@@ -575,11 +590,9 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
       check_backward(PathRun{k, misalign});
     }
   }
-  const std::vector<ChannelCase> groups = row_group_shapes(c.family);
   for (size_t i = 0; i < groups.size(); ++i) {
     if (reduced_gpu_tests() && i != pick % groups.size()) continue;
     const ChannelCase& k = groups[i];
-    ASSERT_TRUE(takes_row_groups(k, c.dtype));
     for (int64_t misalign : {0, 1}) {
       SCOPED_TRACE(testing::Message() << "row groups n=" << k.n << " c=" << k.c << " s=" << k.s
                                       << " g=" << k.groups << " misalign " << misalign);
@@ -600,6 +613,9 @@ TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
   for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
     ASSERT_EQ(split_tile_plan(k, c.dtype).parts, k.s == 49 ? 4 : 8);
     ASSERT_EQ(split_tile_plan(k, c.dtype, 2).parts, k.s == 49 ? 4 : 8);
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
     for (int form = 0; form < 2; ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
@@ -628,6 +644,7 @@ TEST_P(GpuChannelFusionResident, SplitRowsMatchCpu) {
   const ChannelCase k = split_row_shapes(c.family, c.dtype).forward[0];
   ASSERT_GT(resident_plan(k, c.dtype).parts, 1);
   ASSERT_GT(resident_plan(k, c.dtype, 2).parts, 1);
+  NKT_REQUIRE_DEVICE();
   for (int form = 0; form < 2; ++form) {
     std::unique_ptr<ScopedNoClusters> knob;
     if (form == 1) knob = std::make_unique<ScopedNoClusters>();

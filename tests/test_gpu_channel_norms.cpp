@@ -129,8 +129,12 @@ std::vector<double> f64(const std::vector<float>& v) {
   return std::vector<double>(v.begin(), v.end());
 }
 
+// Its tests assert the paths of their shapes before they use the device (GpuTest), so the asserts
+// run without a GPU too.
 class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> {
  protected:
+  GpuChannelNorm() { paths_before_device_ = true; }
+
   // The body of EachGradientOutputIsOptional for shape k.
   void each_gradient_output_alone(const Case& c, const ChannelCase& k) {
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
@@ -471,6 +475,7 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
 };
 
 TEST_P(GpuChannelNorm, TrainingForwardMatchesCpu) {
+  NKT_REQUIRE_DEVICE();
   for (bool with_running : {true, false}) {
     for (const ChannelCase& k : shapes(GetParam())) {
       SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
@@ -482,6 +487,7 @@ TEST_P(GpuChannelNorm, TrainingForwardMatchesCpu) {
 }
 
 TEST_P(GpuChannelNorm, InferenceForwardMatchesCpu) {
+  NKT_REQUIRE_DEVICE();
   nk_norm_params p = nk_norm_params_default();
   p.phase = NK_INFERENCE;
   if (GetParam().family == Family::kGroup) p.phase = NK_TRAINING;  // group norm has no inference
@@ -493,6 +499,7 @@ TEST_P(GpuChannelNorm, InferenceForwardMatchesCpu) {
 
 // Several steps: running statistics with momentum, the cumulative average and Keras' convention.
 TEST_P(GpuChannelNorm, RunningStatisticsOverSteps) {
+  NKT_REQUIRE_DEVICE();
   const ChannelCase k = shapes(GetParam()).back();
   for (int mode = 0; mode < 3; ++mode) {
     SCOPED_TRACE(testing::Message() << "mode " << mode);
@@ -507,6 +514,7 @@ TEST_P(GpuChannelNorm, RunningStatisticsOverSteps) {
 }
 
 TEST_P(GpuChannelNorm, BackwardMatchesCpu) {
+  NKT_REQUIRE_DEVICE();
   for (nk_phase phase : {NK_TRAINING, NK_INFERENCE}) {
     if (phase == NK_INFERENCE && GetParam().family == Family::kGroup) continue;
     for (const ChannelCase& k : shapes(GetParam())) {
@@ -518,6 +526,7 @@ TEST_P(GpuChannelNorm, BackwardMatchesCpu) {
 }
 
 TEST_P(GpuChannelNorm, MisalignedPointersTakeTheScalarPath) {
+  NKT_REQUIRE_DEVICE();
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   for (const ChannelCase& k : shapes(GetParam())) {
     if (k.n * k.c * k.s > 200000) continue;
@@ -528,6 +537,7 @@ TEST_P(GpuChannelNorm, MisalignedPointersTakeTheScalarPath) {
 }
 
 TEST_P(GpuChannelNorm, RepeatedCallsAreBitwiseIdentical) {
+  NKT_REQUIRE_DEVICE();
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
   const ChannelCase k = shapes(c).back();
@@ -574,10 +584,14 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
     list.push_back({c.family, 4, 514, 64, c.layout, group});
     if (c.family != Family::kGroup) {
       list.push_back(instance_tile_shapes(c.family, c.dtype)[1]);
-      EXPECT_TRUE(takes_instance_tiles(list.back(), c.dtype));
+      ASSERT_TRUE(takes_instance_tiles(list.back(), c.dtype));
     }
   }
   const bool batch_nchw = c.layout == NK_NCHW && c.family == Family::kBatch;
+  if (batch_nchw) {
+    ASSERT_TRUE(takes_batch_tiles(batch_tile_shapes()[0], c.dtype));
+  }
+  NKT_REQUIRE_DEVICE();
   {
     // Batch norm in NCHW through the walk (ScopedBatchWalk), which its tiles would take.
     std::unique_ptr<ScopedBatchWalk> walk;
@@ -589,7 +603,6 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
   }
   if (batch_nchw) {
     const ChannelCase k = batch_tile_shapes()[0];
-    EXPECT_TRUE(takes_batch_tiles(k, c.dtype));
     SCOPED_TRACE(testing::Message() << "tiles n=" << k.n << " c=" << k.c << " s=" << k.s);
     same_bits_on_any_grid(k);
   }
@@ -604,6 +617,7 @@ TEST_P(GpuChannelNorm, SameBitsOnAnyGrid) {
 // chunks with the fewest elements (the simulated lane runs these), and the other dtypes take the
 // same code with wider packs.
 TEST_P(GpuChannelNorm, FewChannelsSplitIntoManyChunks) {
+  NKT_REQUIRE_DEVICE();
   const Case c = GetParam();
   if (c.dtype != NK_F32 || !c.affine) GTEST_SKIP() << "checked in fp32 with weight and bias";
   const ChannelCase small{c.family, 1, 3, 40000, NK_NHWC, 1};
@@ -651,15 +665,17 @@ TEST_P(GpuChannelNorm, ManyLongChunksTakeAWarpEach) {
   const ScopedRowsWalk rows_walk;
   ASSERT_FALSE(takes_resident_rows(k, c.dtype));
   ASSERT_FALSE(takes_resident_rows(k, c.dtype, 2));
+  NKT_REQUIRE_DEVICE();
   check_forward(k, nk_norm_params_default(), 1);
   check_backward(k, NK_TRAINING);
 }
 
 // Group norm's finalize with more than a warp a statistic (finalize_channel_lanes): N1 C64 G2 over
-// 40000 NHWC positions, too large a tile to read once, leaves each (n, g) 32 channels of 625
-// chunks, 256 lanes' worth, and the backward's finalize as many (backward_finalize_lanes); training
-// forward and backward against the CPU, and the same bytes on grids for 1 and 3 SMs and the whole
-// GPU (the finalizes' trees depend on the shape only).
+// 40000 NHWC positions, through the walk (in bf16 its tiles, 2.56 MB, would be read once in 16
+// parts; ScopedTilesWalk), leaves each (n, g) 32 channels of 625 chunks, 256 lanes' worth, and the
+// backward's finalize as many (backward_finalize_lanes); training forward and backward against
+// the CPU, and the same bytes on grids for 1 and 3 SMs and the whole GPU (the finalizes' trees
+// depend on the shape only).
 TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
   const Case c = GetParam();
   if (c.family != Family::kGroup || c.layout != NK_NHWC || c.dtype == NK_F16 || !c.affine) {
@@ -669,9 +685,15 @@ TEST_P(GpuChannelNorm, GroupFinalizeOverManyLanes) {
   const nk::ChannelShape shape{nk::ChannelNorm::kGroup, k.n, k.c, k.s, k.layout, c.dtype, k.groups};
   const nk::cuda::ChannelPlan plan =
       nk::cuda::plan_channel_norm(shape, static_cast<int>(elem_size(c.dtype)), true);
+  // Without the knob the bf16 forward's tiles are read once (fp32's, 5.12 MB, walk); with it,
+  // neither.
+  ASSERT_EQ(takes_group_tiles(k, c.dtype), c.dtype == NK_BF16);
+  ASSERT_FALSE(takes_group_tiles(k, c.dtype, 2));
+  const ScopedTilesWalk tiles_walk;
   ASSERT_FALSE(takes_group_tiles(k, c.dtype));
   // 8: the partials a finalize lane loads ahead (kMergeAhead, channel_norm_forward.cu).
   ASSERT_GT(nk::cuda::finalize_channel_lanes(k.c / k.groups * plan.chunks, 8), 32);
+  NKT_REQUIRE_DEVICE();
   check_forward(k, nk_norm_params_default(), 1);
   check_backward(k, NK_TRAINING);
   same_bits_on_any_grid(k);
@@ -707,6 +729,10 @@ TEST_P(GpuChannelNorm, InstanceFinalizeOverManyLanes) {
       ASSERT_EQ(f.sample_lanes, c.dtype == NK_F32 ? 8 : 4);
       ASSERT_EQ(f.threads, c.dtype == NK_F32 ? 64 : 32);
     }
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : {rounds, long_rows}) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " s=" << k.s);
     check_forward(k, nk_norm_params_default(), k.n == rounds.n ? 3 : 1);
     check_backward(k, NK_TRAINING);
   }
@@ -734,6 +760,7 @@ TEST_P(GpuChannelNorm, InstanceFinalizeOverManyLanes) {
 // per-sample NCHW walks are met by the long rows that are not whole packs of the *MatchesCpu shapes
 // (S = 1031 in fp32, 5000, 8200, 100003).
 TEST_P(GpuChannelNorm, ApplyWalksMatchCpuOnOneSm) {
+  NKT_REQUIRE_DEVICE();
   const Case c = GetParam();
   if (c.dtype == NK_F16 || !c.affine) {
     GTEST_SKIP() << "the walks are checked in bf16 and fp32 with weight and bias";
@@ -776,10 +803,24 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
   if (c.family == Family::kBatch || c.layout != NK_NCHW) {
     GTEST_SKIP() << "one read of x: instance and group norm in NCHW";
   }
+  // Group norm rows of 16 KiB in bf16: blocks of 128 threads, four warps for two channels a row,
+  // so two warps have no channel and add nothing to the row's sums.
+  const ChannelCase wide{Family::kGroup, 4, 64, 4096, NK_NCHW, 32};
+  const bool with_wide = c.family == Family::kGroup && c.dtype == NK_BF16;
   for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
     SCOPED_TRACE(testing::Message()
                  << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+    // The backward with dx reads x and dy once too (a row of both fits a block).
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+  }
+  if (with_wide) {
+    ASSERT_TRUE(takes_resident_rows(wide, c.dtype, 2));
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : resident_row_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     const nk_norm_params p = nk_norm_params_default();
     check_one_read_forward(k);
 
@@ -790,21 +831,13 @@ TEST_P(GpuChannelNorm, ResidentRowsMatchCpu) {
     const int64_t row_bytes = numel / stats * static_cast<int64_t>(elem_size(c.dtype));
     forward_bytes_across_heads(k, p, x, wd, bd, row_bytes);
 
-    // The backward with dx reads x and dy once too (a row of both fits a block): against the CPU,
-    // aligned and misaligned; then the bytes of dx, dweight and dbias of misaligned pointers, of
-    // dx == dy and of partial heads against the aligned call.
-    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+    // The backward against the CPU, aligned and misaligned; then the bytes of dx, dweight and
+    // dbias of misaligned pointers, of dx == dy and of partial heads against the aligned call.
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, row_bytes);
   }
-  // Group norm rows of 16 KiB in bf16: blocks of 128 threads, four warps for two channels a row,
-  // so two warps have no channel and add nothing to the row's sums.
-  if (c.family == Family::kGroup && c.dtype == NK_BF16) {
-    const ChannelCase wide{Family::kGroup, 4, 64, 4096, NK_NCHW, 32};
-    ASSERT_TRUE(takes_resident_rows(wide, c.dtype, 2));
-    check_backward(wide, NK_TRAINING);
-  }
+  if (with_wide) check_backward(wide, NK_TRAINING);
 }
 
 // One read of x (and dy) with rows in registers (short_rows_cases.hpp): instance and group norm
@@ -823,6 +856,11 @@ TEST_P(GpuChannelNorm, ShortRowsMatchCpu) {
     SCOPED_TRACE(testing::Message()
                  << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : short_row_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     check_unstaged_rows(k);
   }
 }
@@ -839,6 +877,11 @@ TEST_P(GpuChannelNorm, RowGroupsMatchCpu) {
     SCOPED_TRACE(testing::Message()
                  << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_row_groups(k, c.dtype));
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : row_group_shapes(c.family)) {
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     check_unstaged_rows(k);
   }
 }
@@ -870,8 +913,6 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
   ASSERT_TRUE(r.use);
   ASSERT_EQ(r.len, len);
   ASSERT_LT(r.head_len, r.len);  // a tail
-  check_forward(k, nk_norm_params_default(), 1);
-  if (c.dtype == NK_F32) check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
   // The backward stages x and dy: rows above 48 KiB (64 KiB here) stage the first 48 KiB of each.
   const ChannelCase half{k.family, k.n, k.c, k.s / 2, NK_NCHW, k.groups};
   const nk::ChannelShape half_shape{shape.kind, half.n,  half.c,     half.s,
@@ -880,6 +921,9 @@ TEST_P(GpuChannelNorm, ResidentLongRowsMatchCpu) {
       nk::cuda::plan_resident_rows(half_shape, static_cast<int>(elem_size(c.dtype)), 2);
   ASSERT_TRUE(rb.use);
   ASSERT_LT(rb.head_len, rb.len);
+  NKT_REQUIRE_DEVICE();
+  check_forward(k, nk_norm_params_default(), 1);
+  if (c.dtype == NK_F32) check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
   check_backward(half, NK_TRAINING);
 }
 
@@ -899,6 +943,18 @@ TEST_P(GpuChannelNorm, SplitRowsMatchCpu) {
   }
   if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
   const SplitRowShapes k = split_row_shapes(c.family, c.dtype);
+  // The parts each shape takes (the same in both forms: the plans know nothing of clusters).
+  for (size_t i = 0; i < k.forward.size(); ++i) {
+    const nk::cuda::ResidentPlan plan = resident_plan(k.forward[i], c.dtype);
+    ASSERT_TRUE(plan.use) << "forward " << i;
+    ASSERT_EQ(plan.parts, k.forward_parts[i]) << "forward " << i;
+  }
+  for (size_t i = 0; i < k.backward.size(); ++i) {
+    const nk::cuda::ResidentPlan plan = resident_plan(k.backward[i], c.dtype, 2);
+    ASSERT_TRUE(plan.use) << "backward " << i;
+    ASSERT_EQ(plan.parts, k.backward_parts[i]) << "backward " << i;
+  }
+  NKT_REQUIRE_DEVICE();
   const int elem = static_cast<int>(elem_size(c.dtype));
   const bool instance = c.family == Family::kInstance;
   // Each shape's inputs, the same in both forms.
@@ -929,8 +985,6 @@ TEST_P(GpuChannelNorm, SplitRowsMatchCpu) {
       SCOPED_TRACE(testing::Message()
                    << "forward n=" << f.n << " c=" << f.c << " s=" << f.s << " g=" << f.groups);
       const nk::cuda::ResidentPlan plan = resident_plan(f, c.dtype);
-      ASSERT_TRUE(plan.use);
-      ASSERT_EQ(plan.parts, k.forward_parts[i]);
       const int64_t numel = f.n * f.c * f.s, stats = num_stats(f);
       if (i == 0) {
         check_one_read_forward(f);
@@ -960,8 +1014,6 @@ TEST_P(GpuChannelNorm, SplitRowsMatchCpu) {
       SCOPED_TRACE(testing::Message() << "backward n=" << bk.n << " c=" << bk.c << " s=" << bk.s
                                       << " g=" << bk.groups);
       const nk::cuda::ResidentPlan plan = resident_plan(bk, c.dtype, 2);
-      ASSERT_TRUE(plan.use);
-      ASSERT_EQ(plan.parts, k.backward_parts[i]);
       check_backward(bk, NK_TRAINING);
       check_backward(bk, NK_TRAINING, 1);
       const int64_t numel = bk.n * bk.c * bk.s;
@@ -1009,6 +1061,12 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
                  << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     ASSERT_TRUE(takes_group_tiles(k, c.dtype));
     ASSERT_FALSE(takes_resident_rows(k, c.dtype));
+    ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));  // the backward stages x and dy
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : group_tile_shapes(c.dtype)) {
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     const nk_norm_params p = nk_norm_params_default();
     check_forward(k, p, 1);
     if (c.dtype == NK_F32) check_forward(k, p, 1, true, 1e4, 1.0);
@@ -1023,7 +1081,6 @@ TEST_P(GpuChannelNorm, GroupTilesMatchCpu) {
     const int64_t tile_bytes = nk::cuda::plan_group_tiles(shape, elem).len * elem;
     forward_bytes_across_heads(k, p, x, wd, bd, tile_bytes);
 
-    ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, tile_bytes);
@@ -1046,6 +1103,11 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
   for (const ChannelCase& k : instance_tile_shapes(c.family, c.dtype)) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
+    ASSERT_TRUE(takes_instance_tiles(k, c.dtype, 2));  // the backward stages x and dy
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : instance_tile_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     check_one_read_forward(k);
     const int64_t numel = k.n * k.c * k.s;
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
@@ -1054,7 +1116,6 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
     const int64_t tile_bytes = instance_tile_plan(k, c.dtype).len * elem_size(c.dtype);
     forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
 
-    ASSERT_TRUE(takes_instance_tiles(k, c.dtype, 2));
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, tile_bytes);
@@ -1072,6 +1133,20 @@ TEST_P(GpuChannelNorm, InstanceTilesMatchCpu) {
 TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
   const Case c = GetParam();
   if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
+  for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
+    SCOPED_TRACE(testing::Message()
+                 << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
+    const nk::cuda::GroupTilePlan plan = split_tile_plan(k, c.dtype);
+    const nk::cuda::GroupTilePlan bplan = split_tile_plan(k, c.dtype, 2);
+    ASSERT_TRUE(plan.use);
+    const int parts = k.s == 49 ? 4 : 8;
+    ASSERT_EQ(plan.parts, parts);
+    const int64_t positions = c.family == Family::kBatch ? k.n * k.s : k.s;
+    ASSERT_LT(positions - (parts - 1) * plan.part_positions, plan.part_positions);  // shorter
+    ASSERT_TRUE(bplan.use);
+    ASSERT_EQ(bplan.parts, parts);
+  }
+  NKT_REQUIRE_DEVICE();
   if (!device_has_clusters()) {
     std::printf("note: no thread block clusters on this device; both forms take two launches\n");
   }
@@ -1080,11 +1155,6 @@ TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
     SCOPED_TRACE(testing::Message()
                  << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups);
     const nk::cuda::GroupTilePlan plan = split_tile_plan(k, c.dtype);
-    ASSERT_TRUE(plan.use);
-    const int parts = k.s == 49 ? 4 : 8;
-    ASSERT_EQ(plan.parts, parts);
-    const int64_t positions = c.family == Family::kBatch ? k.n * k.s : k.s;
-    ASSERT_LT(positions - (parts - 1) * plan.part_positions, plan.part_positions);  // shorter
     const int64_t part_bytes = plan.part_positions * plan.pos_packs * 16;
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
@@ -1095,8 +1165,6 @@ TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
         invstd(NK_F32, rng_.uniform(stats, 0.2, 0.5));
     const DeviceBuffer wd(w), bd(b);
     const nk::cuda::GroupTilePlan bplan = split_tile_plan(k, c.dtype, 2);
-    ASSERT_TRUE(bplan.use);
-    ASSERT_EQ(bplan.parts, parts);
     std::vector<Buffer> forms[2], grads[2];
     for (int form = 0; form < 2; ++form) {
       SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
@@ -1173,6 +1241,7 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   ASSERT_GT(fpos - 15 * fplan.part_positions, 0);
   ASSERT_LT(bpos - 15 * bplan.part_positions, bplan.part_positions);
   ASSERT_GT(bpos - 15 * bplan.part_positions, 0);
+  NKT_REQUIRE_DEVICE();
   const int64_t fnumel = f.n * f.c * f.s, bnumel = b.n * b.c * b.s;
   const Buffer x(c.dtype, rng_.normal(fnumel, 1.0, 3.0));
   const Buffer xb(c.dtype, rng_.normal(bnumel, 1.0, 3.0));
@@ -1250,24 +1319,25 @@ TEST_P(GpuChannelNorm, TilesOfManyPacksAThreadMatchCpu) {
     return group ? nk::cuda::plan_group_tiles(shape, elem, staged_tensors)
                  : nk::cuda::plan_instance_tiles(shape, elem, staged_tensors);
   };
-  const Buffer w(NK_F32, rng_.normal(e, 1.0, 0.5)), b(NK_F32, rng_.normal(e));
-  const DeviceBuffer wd(w), bd(b);
-
   const ChannelCase fwd{c.family, 1, e, group ? 5000 : 9000, NK_NHWC, 1};
   const nk::cuda::GroupTilePlan f = plan(fwd, 1);
   ASSERT_TRUE(f.use);
   ASSERT_EQ(f.threads, 512);
   ASSERT_GT(f.len / e, 2 * 4 * 512);      // three turns of 4 packs at least
   ASSERT_EQ(f.head_len < f.len, !group);  // instance norm: a tail
-  check_one_read_forward(fwd);
-  const Buffer x(c.dtype, rng_.normal(fwd.n * fwd.c * fwd.s, 1.0, 3.0));
-  forward_bytes_across_heads(fwd, nk_norm_params_default(), x, wd, bd, f.len * elem);
-
   const ChannelCase bwd{c.family, 1, e, 2816, NK_NHWC, 1};
   const nk::cuda::GroupTilePlan t = plan(bwd, 2);
   ASSERT_TRUE(t.use);
   ASSERT_EQ(t.head_len, t.len);                  // staged whole
   ASSERT_GT(t.len / e, 4 * int64_t{t.threads});  // three turns of 2 packs of each at least
+  NKT_REQUIRE_DEVICE();
+
+  const Buffer w(NK_F32, rng_.normal(e, 1.0, 0.5)), b(NK_F32, rng_.normal(e));
+  const DeviceBuffer wd(w), bd(b);
+  check_one_read_forward(fwd);
+  const Buffer x(c.dtype, rng_.normal(fwd.n * fwd.c * fwd.s, 1.0, 3.0));
+  forward_bytes_across_heads(fwd, nk_norm_params_default(), x, wd, bd, f.len * elem);
+
   check_backward(bwd, NK_TRAINING);
   check_backward(bwd, NK_TRAINING, 1);
   const Buffer xb(c.dtype, rng_.normal(bwd.n * bwd.c * bwd.s, 1.0, 3.0));
@@ -1290,6 +1360,11 @@ TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
   for (const ChannelCase& k : batch_tile_shapes()) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
+    ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));  // the backward stages x and dy
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : batch_tile_shapes()) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     check_one_read_forward(k);
     const int64_t numel = k.n * k.c * k.s;
     const Buffer x(c.dtype, rng_.normal(numel, 1.0, 3.0));
@@ -1298,7 +1373,6 @@ TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
     const int64_t tile_bytes = batch_tile_plan(k, c.dtype).packs * 16;
     forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, tile_bytes);
 
-    ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
     check_backward(k, NK_TRAINING);
     check_backward(k, NK_TRAINING, 1);
     backward_bytes_across_heads(k, x, wd, tile_bytes);
@@ -1333,6 +1407,13 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     if (bplan.use) {
       ASSERT_EQ(bplan.parts, backward_parts[i]);
     }
+  }
+  NKT_REQUIRE_DEVICE();
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const ChannelCase& k = shapes[i];
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    const nk::cuda::BatchTilePlan plan = batch_tile_plan(k, c.dtype);
+    const nk::cuda::BatchTilePlan bplan = batch_tile_plan(k, c.dtype, 2);
     const bool first = i == 0;
     const bool forward = plan.parts > 1 && i != 2, backward = bplan.use;  // what shape i is for
     const int64_t numel = k.n * k.c * k.s;
@@ -1426,6 +1507,10 @@ TEST_P(GpuChannelNorm, WidePeriodsMatchCpuWhateverThePointers) {
     const int elem = static_cast<int>(elem_size(c.dtype));
     ASSERT_TRUE(nk::cuda::plan_channel_norm(shape, elem, true).period_split);
     ASSERT_FALSE(takes_group_tiles(k, c.dtype));
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : list) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     const nk_norm_params p = nk_norm_params_default();
     check_forward(k, p, 2);
     check_forward(k, p, 1, true, 0.5, 2.0, 1);
@@ -1459,6 +1544,7 @@ TEST_P(GpuChannelNorm, WidePeriodsMatchCpuWhateverThePointers) {
 
 // y == x and dx == dy give the bytes of separate buffers.
 TEST_P(GpuChannelNorm, InPlaceMatchesOutOfPlace) {
+  NKT_REQUIRE_DEVICE();
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
   for (const ChannelCase& k : shapes(c)) {
@@ -1495,6 +1581,7 @@ TEST_P(GpuChannelNorm, InPlaceMatchesOutOfPlace) {
 // norm training backward with dx reads x and dy once in row groups (dweight and dbias must not
 // change bits when dx is left out).
 TEST_P(GpuChannelNorm, EachGradientOutputIsOptional) {
+  NKT_REQUIRE_DEVICE();
   if (skip_in_reduced_set(GetParam())) GTEST_SKIP() << kStructuralSkip;
   const Case c = GetParam();
   const ChannelCase row_groups{c.family, 4, 16, 49, c.layout, c.family == Family::kGroup ? 4 : 1};
@@ -1526,6 +1613,10 @@ TEST_P(GpuChannelNorm, InstanceRunningOverBlocksMatchesCpu) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c);
     ASSERT_TRUE(takes_short_rows(k, c.dtype));
     ASSERT_GT(k.n * k.c, nk::cuda::kRunningOneBlockRows);
+  }
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : running_spread_shapes()) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c);
     nk_norm_params p = nk_norm_params_default();
     check_forward(k, p, 3);
     p.momentum_mode = NK_MOMENTUM_CUMULATIVE;
@@ -1552,13 +1643,14 @@ TEST_P(GpuChannelNorm, CounterThatCannotAdvanceLeavesRunningStatistics) {
   }
   if (c.layout == NK_NHWC) {
     const ChannelCase one = instance_tile_shapes(c.family, c.dtype)[1];
-    EXPECT_TRUE(takes_instance_tiles(one, c.dtype));
+    ASSERT_TRUE(takes_instance_tiles(one, c.dtype));
     list.push_back(one);
   }
   if (c.layout == NK_NCHW && c.family == Family::kBatch) {
     list.push_back(batch_tile_shapes()[0]);
-    EXPECT_TRUE(takes_batch_tiles(list.back(), c.dtype));
+    ASSERT_TRUE(takes_batch_tiles(list.back(), c.dtype));
   }
+  NKT_REQUIRE_DEVICE();
   for (const ChannelCase& k : list) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     const int64_t numel = k.n * k.c * k.s, stats = num_stats(k);
@@ -1636,6 +1728,7 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelNorm, testing::ValuesIn(all_cases()), ca
 class GpuChannelNormLargeOffset : public GpuChannelNorm {};
 
 TEST_P(GpuChannelNormLargeOffset, MatchesCpu) {
+  NKT_REQUIRE_DEVICE();
   for (const ChannelCase& k : shapes(GetParam())) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
     check_forward(k, nk_norm_params_default(), 1, true, 1e4, 1.0);
