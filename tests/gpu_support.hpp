@@ -1,5 +1,6 @@
 // GPU test support: a CUDA context that skips the test (with the reason) where normkit has no CUDA
-// backend or no device is present, device buffers that mirror nkt::Buffer, and the shape-set size
+// backend or no device is present (after the test's path asserts, NKT_REQUIRE_DEVICE, in fixtures
+// that have them), device buffers that mirror nkt::Buffer, and the shape-set size
 // (NORMKIT_GPU_TESTS=reduced keeps compute-sanitizer runs short).
 #pragma once
 
