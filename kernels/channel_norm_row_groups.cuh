@@ -227,6 +227,10 @@ __global__ void __launch_bounds__(kRowGroupsBlock) forward_row_groups(RowGroupsP
   // W lanes each); the ReLU signs as bytes beside it. A plain loop over the lane's channels: the
   // backward's uniform walk (walk_row_channels) here made ptxas spill 8 bytes on sm_80 with SiLU
   // and a residual.
+  // The y walk maps lanes to elements unlike the statistics' walk (a lane writes elements that
+  // another lane of its warp read): the loads feed the shuffles above, but only a warp barrier
+  // orders the two walks in the memory model (and for racecheck).
+  __syncwarp();
   const T* z = zs + row_at;
   const float2* row_coefs = coefs + t.r * g.channels_per_row;
   uint8_t* row_signs = signs + row_at;
