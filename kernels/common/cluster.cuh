@@ -17,6 +17,8 @@
 #include <cstring>
 #include <utility>
 
+#include "compiled_arch.hpp"
+
 namespace nk::dev {
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -30,7 +32,7 @@ __device__ __forceinline__ void cluster_arrive() {
 #if NK_CLUSTER_DEVICE
   asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
 #else
-  __trap();  // launched with a cluster only on sm_90 and later (clusters_available)
+  __trap();  // launched with a cluster only where the code is sm_90's (clusters_available)
 #endif
 }
 
@@ -81,13 +83,14 @@ __device__ __forceinline__ float2 load_cluster_float2(uint32_t address) {
   return v;
 }
 
-// Whether the current device launches clusters. The test-only knob NORMKIT_TEST_NO_CLUSTERS=1,
-// read at every call, answers no: the kernels that would take a cluster take their two-launch
-// form, which gives the same bits.
+// Whether the current device launches clusters and the code it runs has their instructions
+// (compiled_arch.hpp). The test-only knob NORMKIT_TEST_NO_CLUSTERS=1, read at every call, answers
+// no: the kernels that would take a cluster take their two-launch form, which gives the same bits.
 inline bool clusters_available() {
   if (const char* knob = std::getenv("NORMKIT_TEST_NO_CLUSTERS")) {
     if (std::strcmp(knob, "1") == 0) return false;
   }
+  if (!cuda::compiled_for_sm90()) return false;
   int device = 0, value = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&value, cudaDevAttrClusterLaunch, device) != cudaSuccess) {

@@ -9,9 +9,10 @@
 // griddepcontrol.wait returns only when the grids this one depends on have completed and their
 // writes are visible; so a kernel's reads and writes still follow every earlier kernel's (and,
 // the grids being chained, every earlier operation of the stream). launch_dependents then lets the
-// next kernel's blocks be scheduled at once; they wait in turn. Before sm_90 both are compiled
-// out and the attribute changes nothing; after a kernel that never releases its dependents (a
-// plain one, another library's) the next kernel starts once that kernel's blocks have exited.
+// next kernel's blocks be scheduled at once; they wait in turn. Code compiled before sm_90 has
+// neither (a device before 9.0, or a build with none of the device's architectures: see
+// compiled_arch.hpp), and its kernels are launched plainly; after a kernel that never releases its
+// dependents (a plain one, another library's) the next kernel starts once its blocks have exited.
 // tests/test_dependent_launch.cpp checks the rule on the sources.
 #pragma once
 
@@ -20,6 +21,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+
+#include "compiled_arch.hpp"
 
 namespace nk::dev {
 
@@ -31,15 +34,15 @@ __device__ __forceinline__ void enter_chain() {
 #endif
 }
 
-// Whether launches may overlap the kernel before them. The test-only knob
-// NORMKIT_TEST_SERIAL_LAUNCH=1, read once, launches every kernel plainly: no bit depends on it,
-// and it gives the benchmarks their baseline.
+// Whether launches may overlap the kernel before them: only where the code the device runs waits
+// (cuda::compiled_for_sm90). The test-only knob NORMKIT_TEST_SERIAL_LAUNCH=1, read once,
+// launches every kernel plainly: no bit depends on it, and it gives the benchmarks their baseline.
 inline bool dependent_launch_allowed() {
   static const bool allowed = [] {
     const char* knob = std::getenv("NORMKIT_TEST_SERIAL_LAUNCH");
     return knob == nullptr || std::strcmp(knob, "1") != 0;
   }();
-  return allowed;
+  return allowed && cuda::compiled_for_sm90();
 }
 
 // Enqueues kernel<<<grid, block, shared_bytes, stream>>>(args...) allowing programmatic stream

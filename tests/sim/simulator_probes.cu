@@ -20,6 +20,7 @@
 
 #include "common/cluster.cuh"
 #include "common/dependent_launch.cuh"
+#include "compiled_arch.hpp"
 
 namespace {
 
@@ -127,6 +128,13 @@ __global__ void int64_literals(const long long* in, long long* out, double* inf)
 __global__ void touch(float* p) { p[threadIdx.x] += 1.0f; }
 
 __global__ void halves(float* p) { p[threadIdx.x] = static_cast<float>(threadIdx.x) + 0.5f; }
+
+// The architecture its code was compiled for (__CUDA_ARCH__: 800, 900, ...), as the device runs it.
+__global__ void running_arch(int* out) {
+#ifdef __CUDA_ARCH__
+  *out = __CUDA_ARCH__;
+#endif
+}
 
 // A chained kernel (common/dependent_launch.cuh: griddepcontrol.wait and .launch_dependents from
 // sm_90) launched with programmatic stream serialization reads what the kernel before it wrote.
@@ -364,6 +372,22 @@ void probe_lane_masks() {
   }
 }
 
+// compiled_arch.hpp: the PTX version that decides the clusters and dependent launches is the
+// architecture of the code that runs (compiled_arch.cu's probe, this file's kernel: the same
+// architectures), and the simulator's cudaFuncGetAttributes reports it (90 in the lane of
+// compute_90, 80 in the lane of compute_80).
+void probe_compiled_arch() {
+  Device<int> out(std::vector<int>{-1});
+  running_arch<<<1, 1>>>(out.ptr);
+  cuda_ok(cudaGetLastError(), "running_arch");
+  const int running = out.get()[0];
+  const int compiled = nk::cuda::compiled_arch();
+  expect(compiled * 10 == running, "compiled_arch() * 10 against __CUDA_ARCH__", compiled * 10,
+         running);
+  expect(nk::cuda::compiled_for_sm90() == (running >= 900), "compiled_for_sm90()",
+         nk::cuda::compiled_for_sm90(), running >= 900);
+}
+
 void probe_dependent_launch() {
   Device<float> x(32), y(32);
   halves<<<1, 32>>>(x.ptr);
@@ -398,7 +422,7 @@ void check_cluster_sums() {
 }
 
 // Clusters of 4, and of 16 (non-portable: the split tiles of 16 parts). Returns false (skipped)
-// on a device without clusters: the lane of sm_80 PTX.
+// on a device without clusters or running code compiled before sm_90: the lane of sm_80 PTX.
 bool probe_clusters() {
   if (!nk::dev::clusters_available()) return false;
   check_cluster_sums<4>();
@@ -444,6 +468,7 @@ int main() {
       {"64-bit integer literals", probe_int64_literals},
       {"cudaMemcpyAsync source reusable on return", probe_async_copy_source},
       {"cudaFuncGetAttributes ptxVersion and CUB dispatch", probe_cub_dispatch},
+      {"compiled_arch(): the architecture of the running code", probe_compiled_arch},
       {"prefetch.global.L2", probe_prefetch},
       {"%lanemask_eq/le/lt/ge/gt", probe_lane_masks},
       {"griddepcontrol: a dependent launch reads the kernel before it", probe_dependent_launch},
@@ -466,7 +491,7 @@ int main() {
     const bool applies = p.run();
     cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     if (!applies) {
-      std::printf("probe %s: skipped (the device has none)\n", p.what);
+      std::printf("probe %s: skipped (none on the device or in the code it runs)\n", p.what);
       continue;
     }
     std::printf("probe %s: %s\n", p.what, g_mismatches == 0 ? "ok" : "FAIL");
