@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run here (no GPU needed): builds the library, the test binary, the GPU probes, the examples and
-# the benchmark suite for sm_90 into build-gpu/, and copies them with the commit and the shared
+# Run here (no GPU needed): builds the library, the test binary, the device probes
+# (tests/sim/simulator_probes.cu), the bandwidth probe, the examples and the benchmark suite for
+# sm_90 into build-gpu/, and copies them with the commit and the shared
 # libraries they need into .gpu-bundle/, the folder to carry to the GPU machine:
 #   device run: command "scripts/gpu_check.sh", timeout_s 540, carry [".gpu-bundle"]
 #
@@ -57,11 +58,11 @@ cmake -S . -B build-gpu -G "$generator" -DCMAKE_BUILD_TYPE=Release -DNORMKIT_ENA
   -DNORMKIT_SANITIZE=OFF -DNORMKIT_BUILD_TESTS=ON -DNORMKIT_BUILD_BENCHMARKS=ON \
   -DNORMKIT_BUILD_EXAMPLES=ON >/dev/null
 cmake --build build-gpu -j "$(nproc)" --target normkit_tests normkit_rough_bandwidth normkit_demo \
-  normkit_bench normkit_sync_batch_norm_nccl
+  normkit_bench normkit_sync_batch_norm_nccl normkit_simulator_probes
 rm -rf .gpu-bundle && mkdir -p .gpu-bundle/compat
 binaries=(build-gpu/tests/normkit_tests build-gpu/bench/normkit_rough_bandwidth
           build-gpu/examples/normkit_demo build-gpu/bench/normkit_bench
-          build-gpu/examples/normkit_sync_batch_norm_nccl)
+          build-gpu/examples/normkit_sync_batch_norm_nccl build-gpu/tests/normkit_simulator_probes)
 cp "${binaries[@]}" .gpu-bundle/
 cp -L build-gpu/libnormkit.so.0 .gpu-bundle/  # the real file under its SONAME: no links to carry
 

@@ -15,7 +15,8 @@
 #   phase             limit  what                                                  writes
 #   env                 10 s GPU, driver, tools, Python packages, library folders  env.txt
 #   tests              170 s every GPU test in 14 gtest shards at once, beside the tests.log
-#                            demo, the NCCL example and the PyTorch parity tests
+#                            device probes, the demo, the NCCL example and the
+#                            PyTorch parity tests
 #   sanitizers         120 s compute-sanitizer memcheck and racecheck at once, 6   sanitizers.log
 #                            shards each, on the reduced set (NORMKIT_GPU_TESTS=reduced)
 #   bandwidth           10 s the rough bandwidth probe                              perf.log
@@ -169,8 +170,11 @@ PY
   } > "$NK_OUT/env.txt" 2>&1
 }
 
-# GTest shards of the GPU tests, all at once, beside one chain of the demo, the NCCL example and
-# the PyTorch parity tests (each with its own rc file: the report counts what finished).
+# GTest shards of the GPU tests, all at once, beside one chain of the device probes
+# (tests/sim/simulator_probes.cu: shuffles, conversions, clusters, dependent launch and the
+# compiled architecture against known answers; absent from bundles made before 2026-12-07), the
+# demo, the NCCL example and the PyTorch parity tests (each with its own rc file: the report counts
+# what finished).
 body_tests() {
   local i
   for ((i = 0; i < NK_SHARDS; i++)); do
@@ -181,6 +185,10 @@ body_tests() {
     ) &
   done
   (
+    if [ -x "$NK_BUNDLE/normkit_simulator_probes" ]; then
+      LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_simulator_probes" > "$NK_WORK/probes.log" 2>&1
+      echo $? > "$NK_WORK/probes.rc"
+    fi
     LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_demo" > "$NK_WORK/demo.log" 2>&1
     echo $? > "$NK_WORK/demo.rc"
     LD_LIBRARY_PATH="$NK_BIN_LD" "$NK_BUNDLE/normkit_sync_batch_norm_nccl" > "$NK_WORK/nccl.log" 2>&1
@@ -542,7 +550,7 @@ report_env() {
 }
 
 report_tests() {
-  local ok failed skipped names f parity
+  local ok failed skipped names f parity probes
   count_rc "$work"/shard*.rc
   ok=$(count '^\[       OK \]' "$work"/shard*.log)
   failed=$(count '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work"/shard*.log)
@@ -551,20 +559,28 @@ report_tests() {
   for f in "$work"/shard*.log; do
     [ -f "$f" ] && append_section "$f" "$(basename "$f" .log) of $NK_SHARDS" "$out/tests.log"
   done
-  for f in demo nccl parity; do
+  for f in probes demo nccl parity; do
     [ -f "$work/$f.log" ] && append_section "$work/$f.log" \
       "$f (rc $(cat "$work/$f.rc" 2>/dev/null || echo 'none: cut short'))" "$out/tests.log"
   done
   [ -s "$work/tests.out" ] && append_section "$work/tests.out" "the phase's own output" "$out/tests.log"
   parity=$(grep -E '(passed|failed|error)' "$work/parity.log" 2>/dev/null | tail -1)
   [ -n "$parity" ] || parity=$(tail -1 "$work/parity.log" 2>/dev/null | cut -c1-160)
+  if [ -f "$work/probes.log" ]; then
+    probes="$(count '^probe .*: ok$' "$work/probes.log") ok, $(count '^probe .*: FAIL$' "$work/probes.log") failed, $(count '^probe .*: skipped' "$work/probes.log") skipped (rc $(cat "$work/probes.rc" 2>/dev/null || echo -))"
+  elif [ -x "$NK_BUNDLE/normkit_simulator_probes" ]; then
+    probes="no result"
+  else
+    probes="not in the bundle"
+  fi
   result="gtest: $ok passed, $failed failed, $skipped skipped; shards finished $finished/$NK_SHARDS ($bad with rc != 0)${names:+; failed: $names}"
+  result+="; probes: $probes"
   result+="; demo rc $(cat "$work/demo.rc" 2>/dev/null || echo -); NCCL example rc $(cat "$work/nccl.rc" 2>/dev/null || echo -)"
   result+="; parity: ${parity:-no result} (rc $(cat "$work/parity.rc" 2>/dev/null || echo -))"
   verdict=""
   [ "$failed" -eq 0 ] && [ "$bad" -eq 0 ] || verdict="failed"
   [ "$ok" -gt 0 ] || verdict="failed"  # every GPU test skipped: no GPU was used
-  for f in demo nccl parity; do
+  for f in probes demo nccl parity; do
     [ -f "$work/$f.rc" ] && [ "$(cat "$work/$f.rc")" != 0 ] && verdict="failed"
   done
 }

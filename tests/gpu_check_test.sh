@@ -57,6 +57,18 @@ if [ "${STUB_FAIL_SHARD:-}" = "$i" ]; then  # as GoogleTest reports a parameteri
 fi
 echo "[  PASSED  ] 2 tests."
 EOF
+stub "$tmp/bundle/normkit_simulator_probes" <<'EOF'
+echo "probe shuffles (stub): ok"
+echo "probe clusters (stub): skipped (none on the device or in the code it runs)"
+if [ -n "${STUB_PROBE_FAIL:-}" ]; then
+  echo "probe conversions (stub): FAIL"
+  echo "    int64 -> float: got 1, expected 2"
+  echo "probes: 1 of 2 failed"
+  exit 1
+fi
+echo "probe conversions (stub): ok"
+echo "probes: 0 of 2 failed"
+EOF
 stub "$tmp/bundle/normkit_demo" <<< 'echo "demo (stub)"'
 stub "$tmp/bundle/normkit_sync_batch_norm_nccl" <<< 'echo "NCCL example (stub)"'
 stub "$tmp/bundle/normkit_rough_bandwidth" <<< 'echo "copy: 1.0 GB/s (STUB, not a measurement)"'
@@ -223,6 +235,8 @@ for phase in env tests sanitizers bandwidth bench torch ncu sanitizers_extra; do
 done
 expect_in "$tmp/full/summary.md" "gtest: 6 passed, 0 failed, 0 skipped; shards finished 3/3" "tests: counts of the 3 shards"
 expect_in "$tmp/full/summary.md" "parity: 2 passed" "tests: parity result"
+expect_in "$tmp/full/summary.md" "probes: 2 ok, 0 failed, 1 skipped \(rc 0\)" "tests: the device probes' counts"
+expect_in "$tmp/full/tests.log" "==== probes \(rc 0\) ====" "tests.log holds the probes' output"
 expect_in "$tmp/full/summary.md" "memcheck: 0 errors, shards finished 2/2.*racecheck: 0 errors" "sanitizers: memcheck and racecheck"
 expect_in "$tmp/full/summary.md" "initcheck: 0 errors.*synccheck: 0 errors" "sanitizers_extra: initcheck and synccheck"
 expect_in "$tmp/full/summary.md" '^\| D1024 M131072 \| bf16 \(w fp32\) \| - \| fwd \| 850 \| 0.850 \| 1.20 \| 2.50 \| 1.50 \|' "summary: bench table joined with the torch ratios"
@@ -271,6 +285,16 @@ expect_in "$tmp/no_tools/summary.md" "^\| sanitizers \| [0-9]+ \| 0 \| skipped: 
 STUB_FAIL_SHARD=1 run failing tests
 [ "$(rc_of failing)" = 1 ] && pass "failing test: status 1" || fail "failing test: status $(rc_of failing)"
 expect_in "$tmp/failing/summary.md" "^\| tests \| [0-9]+ \| [0-9]+ \| failed \| gtest: 6 passed, 1 failed.*; failed: GpuStub/P.Fails/0 ;" "failing test: counted once, named in the table"
+STUB_PROBE_FAIL=1 run probe_fail tests
+[ "$(rc_of probe_fail)" = 1 ] && pass "failing probe: status 1" || fail "failing probe: status $(rc_of probe_fail)"
+expect_in "$tmp/probe_fail/summary.md" "^\| tests \| [0-9]+ \| [0-9]+ \| failed \| gtest: 6 passed, 0 failed.*; probes: 1 ok, 1 failed, 1 skipped \(rc 1\)" "failing probe: the tests phase fails, the count says why"
+expect_in "$tmp/probe_fail/tests.log" "int64 -> float: got 1, expected 2" "failing probe: its mismatch is in tests.log"
+mkdir -p "$tmp/old_bundle"
+cp -p "$tmp/bundle"/* "$tmp/old_bundle/"
+rm "$tmp/old_bundle/normkit_simulator_probes"
+BUNDLE="$tmp/old_bundle" run old_bundle tests
+[ "$(rc_of old_bundle)" = 0 ] && pass "bundle without probes: status 0" || fail "bundle without probes: status $(rc_of old_bundle)"
+expect_in "$tmp/old_bundle/summary.md" "^\| tests \| [0-9]+ \| [0-9]+ \| ok \| .*; probes: not in the bundle" "bundle without probes: said so"
 STUB_SAN_ERROR=1 NORMKIT_GPU_CHECK_LOG_CAP=20000 run san_error sanitizers
 [ "$(rc_of san_error)" = 1 ] && pass "sanitizer error: status 1" || fail "sanitizer error: status $(rc_of san_error)"
 expect_in "$tmp/san_error/summary.md" "^\| sanitizers \| [0-9]+ \| [0-9]+ \| failed \| memcheck: 4002 errors, shards finished 2/2 \(2 with rc != 0\), tests 0 passed, 2 failed \(first: GpuStub.A0 GpuStub.A1 \); first error: Invalid __global__ read of size 16 bytes at void stub_kernel<float>\(const float \*\)\+0x40, in GpuStub.A0" "sanitizer error: counted, the failing tests and the first error named in the table"

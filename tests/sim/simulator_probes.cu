@@ -2,7 +2,8 @@
 // CUDA 13 toolchain that normkit's kernels and tests rely on and that GPGPU-Sim has been seen to
 // get wrong or lack. scripts/sim_check.sh runs this program under the simulator before any test
 // and refuses to report a lane whose simulator fails a probe: a wrong shuffle or conversion makes
-// every later result meaningless. On a real GPU every probe passes too (a useful sanity check).
+// every later result meaningless. On a real GPU every probe passes too: scripts/gpu_check.sh runs
+// this program first in its tests phase (from the GPU bundle), as a sanity check of the machine.
 //
 // Each probe prints "probe <what>: ok" or "probe <what>: FAIL" with the first mismatches; the exit
 // status is the number of failing probes (capped at 100).
