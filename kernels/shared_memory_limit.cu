@@ -37,17 +37,16 @@ int device_limit(int device) {
 int device_shared_optin() {
   int device = 0;
   dev::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-  return device_limit(device);
-}
-
-int dynamic_shared_limit() {
-  int device = 0;
-  dev::check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   int limit = device_limit(device);
   if (const char* knob = std::getenv("NORMKIT_TEST_SHARED_LIMIT")) {
     const int v = std::atoi(knob);
     if (v > 0 && (limit == 0 || v < limit)) limit = v;
   }
+  return limit;
+}
+
+int dynamic_shared_limit() {
+  const int limit = device_shared_optin();
   return limit < kPortableSharedLimit ? limit : kPortableSharedLimit;
 }
 

@@ -93,14 +93,21 @@ class ScopedEnv {
   bool had_previous_ = false;
 };
 
-// Sets NORMKIT_TEST_SHARED_LIMIT for its lifetime: the row norms then stage rows in shared memory
-// within at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none
-// in its functional mode), so a test can reach the staged paths and force their fallbacks.
+// Sets NORMKIT_TEST_SHARED_LIMIT for its lifetime: the device's opt-in shared memory is taken as
+// at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none in its
+// functional mode). The row norms then stage rows within it (capped at 99 KiB on every GPU), so a
+// test can reach the staged paths and force their fallbacks; the channel norms' split parts stage
+// heads as large as it allows.
 class ScopedSharedLimit : public ScopedEnv {
  public:
   explicit ScopedSharedLimit(int64_t bytes)
       : ScopedEnv("NORMKIT_TEST_SHARED_LIMIT", std::to_string(bytes)) {}
 };
+
+// The opt-in shared memory of a block on an H100 or H200 (227 KiB): with ScopedSharedLimit, the
+// heads those GPUs stage in the channel norms' split parts, which the simulator (reporting none)
+// would otherwise never run.
+constexpr int64_t kHopperSharedOptin = 227 * 1024;
 
 // Sets NORMKIT_TEST_RESIDENT_HEAD for its lifetime: the channel norms' one-read forward and
 // backward stage at most `bytes` of each row of each tensor and read the rest from memory in each

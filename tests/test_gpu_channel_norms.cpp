@@ -232,8 +232,9 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
   // misaligned pointers (single-element loads into the same staged packs) give the bytes of y and
   // the saved statistics of the aligned call; so do heads of none, a third of the block's bytes
   // (not whole turns of the block) and all but one pack (NORMKIT_TEST_RESIDENT_HEAD: the rest read
-  // from memory in each pass), aligned, misaligned and in place (y == x). block_bytes 0: a path
-  // that stages nothing (rows in registers), run once without the knob.
+  // from memory in each pass), and the heads of a device with an H100's opt-in shared memory
+  // (split parts stage up to all of a part there), aligned, misaligned and in place (y == x).
+  // block_bytes 0: a path that stages nothing (rows in registers), run once without the knobs.
   void forward_bytes_across_heads(const ChannelCase& k, const nk_norm_params& p, const Buffer& x,
                                   const DeviceBuffer& wd, const DeviceBuffer& bd,
                                   int64_t block_bytes) {
@@ -254,12 +255,14 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
     for (size_t i = 0; i < 3; ++i) {
       EXPECT_EQ(outs[1][i].bytes(), outs[0][i].bytes()) << names[i] << ": misaligned differs";
     }
+    // Heads through NORMKIT_TEST_RESIDENT_HEAD; -2: none, but an H100's opt-in shared memory.
     const std::vector<int64_t> heads =
         block_bytes == 0 ? std::vector<int64_t>{-1}  // a knob value that no path reads
-                         : std::vector<int64_t>{0, block_bytes / 3 / 16 * 16, block_bytes - 16};
+                         : std::vector<int64_t>{0, block_bytes / 3 / 16 * 16, block_bytes - 16, -2};
     for (int64_t head : heads) {
       SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
       const ScopedResidentHead knob(head);
+      const ScopedSharedLimit optin(head == -2 ? kHopperSharedOptin : 0);
       for (int run = 0; run < 3; ++run) {  // aligned, misaligned, in place
         const int64_t misalign = run == 1 ? 1 : 0;
         DeviceBuffer xd(x, misalign), y(c.dtype, numel, misalign), sm(NK_F32, stats),
@@ -317,8 +320,9 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
 
   // The training backward of a path that stages x and dy (one read of each) in blocks of
   // `block_bytes` a tensor: misaligned pointers and dx == dy give the bytes of dx, dweight and
-  // dbias of the aligned call; so do heads of none, a third of the block and all but one pack, each
-  // aligned, misaligned and in place (block_bytes 0: a path that stages nothing, no heads).
+  // dbias of the aligned call; so do heads of none, a third of the block and all but one pack, and
+  // those of an H100's opt-in shared memory, each aligned, misaligned and in place (block_bytes 0:
+  // a path that stages nothing, no heads).
   void backward_bytes_across_heads(const ChannelCase& k, const Buffer& x, const DeviceBuffer& wd,
                                    int64_t block_bytes) {
     const Case c = GetParam();
@@ -351,9 +355,11 @@ class GpuChannelNorm : public GpuTest, public testing::WithParamInterface<Case> 
       EXPECT_EQ(whole[2][i].bytes(), whole[0][i].bytes()) << names[i] << ": dx == dy differs";
     }
     if (block_bytes == 0) return;  // a path that stages nothing (rows in registers)
-    for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16}) {
+    // Heads through NORMKIT_TEST_RESIDENT_HEAD; -2: none, but an H100's opt-in shared memory.
+    for (int64_t head : {int64_t{0}, block_bytes / 3 / 16 * 16, block_bytes - 16, int64_t{-2}}) {
       SCOPED_TRACE(testing::Message() << "head " << head << " of " << block_bytes << " bytes");
       const ScopedResidentHead knob(head);
+      const ScopedSharedLimit optin(head == -2 ? kHopperSharedOptin : 0);
       std::vector<Buffer> got[3];
       run_all(got);
       for (int run = 0; run < 3; ++run) {
@@ -1218,9 +1224,12 @@ TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
 
 // Tiles above 8 parts of 219 KiB take 16 (sixteen_part_shapes: a forward and a backward shape, the
 // last part shorter), a cluster of 16 blocks where the device allows and holds one, else two
-// launches (and through NORMKIT_TEST_NO_CLUSTERS). Each form: the forward against the CPU over two
-// steps of the running statistics, and misaligned; the training backward aligned and misaligned.
-// Then the two forms' bytes against each other: y and the saved statistics; dx, dweight, dbias.
+// launches (and through NORMKIT_TEST_NO_CLUSTERS); and as an H100 or H200 stages them, each part
+// whole (its opt-in shared memory through NORMKIT_TEST_SHARED_LIMIT: a simulator reports none, so
+// it stages only the plan's head of each part). The first two forms: the forward against the CPU
+// over two steps of the running statistics, and misaligned; the training backward aligned and
+// misaligned. Then each form's bytes against the first's: y and the saved statistics; dx,
+// dweight, dbias.
 TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   const Case c = GetParam();
   if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
@@ -1251,15 +1260,20 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   const Buffer mean(NK_F32, rng_.normal(num_stats(b), 1.0, 0.5)),
       invstd(NK_F32, rng_.uniform(num_stats(b), 0.2, 0.5));
   const DeviceBuffer wd(w), bd(bias), wbd(wb);
-  std::vector<Buffer> forms[2], grads[2];
-  for (int form = 0; form < 2; ++form) {
-    SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
+  std::vector<Buffer> forms[3], grads[3];
+  const char* form_names[] = {"clusters where the device has them", "two launches",
+                              "an H100's opt-in shared memory"};
+  for (int form = 0; form < 3; ++form) {
+    SCOPED_TRACE(form_names[form]);
     std::unique_ptr<ScopedNoClusters> knob;
     if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-    check_forward(f, nk_norm_params_default(), 2);
-    check_forward(f, nk_norm_params_default(), 1, true, 0.5, 2.0, 1);
-    check_backward(b, NK_TRAINING);
-    check_backward(b, NK_TRAINING, 1);
+    const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+    if (form < 2) {  // the third form: its bytes against the first's
+      check_forward(f, nk_norm_params_default(), 2);
+      check_forward(f, nk_norm_params_default(), 1, true, 0.5, 2.0, 1);
+      check_backward(b, NK_TRAINING);
+      check_backward(b, NK_TRAINING, 1);
+    }
 
     DeviceBuffer xd(x), y(c.dtype, fnumel), sm(NK_F32, num_stats(f)), si(NK_F32, num_stats(f));
     ASSERT_EQ(channel_forward(gpu_, f, c.dtype, nk_norm_params_default(), xd.data(), wd.f32(),
@@ -1278,12 +1292,14 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
     grads[form] = {dx.download(), dw.download(), db.download()};
   }
   const char* names[] = {"y", "save_mean", "save_invstd"};
-  for (size_t i = 0; i < 3; ++i) {
-    EXPECT_EQ(forms[1][i].bytes(), forms[0][i].bytes()) << names[i] << ": the forms differ";
-  }
   const char* grad_names[] = {"dx", "dweight", "dbias"};
-  for (size_t i = 0; i < 3; ++i) {
-    EXPECT_EQ(grads[1][i].bytes(), grads[0][i].bytes()) << grad_names[i] << ": the forms differ";
+  for (int form = 1; form < 3; ++form) {
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(forms[form][i].bytes(), forms[0][i].bytes())
+          << names[i] << ": " << form_names[form] << " differs";
+      EXPECT_EQ(grads[form][i].bytes(), grads[0][i].bytes())
+          << grad_names[i] << ": " << form_names[form] << " differs";
+    }
   }
   int64_t bad = 0;
   for (double v : forms[0][0].values()) bad += std::isfinite(v) ? 0 : 1;
@@ -1387,7 +1403,9 @@ TEST_P(GpuChannelNorm, BatchTilesMatchCpu) {
 // misaligned pointers) and the bytes of misaligned, in-place and partial-head calls against its
 // aligned one, its backward aligned and misaligned and its bytes across pointers and heads; the
 // 16-part shapes' forward over two steps, backward aligned. Then the two forms' bytes against each
-// other: y, the saved and running statistics and the counter; dx, dweight and dbias.
+// other: y, the saved and running statistics and the counter; dx, dweight and dbias; and those of
+// a third form, the first with an H100's opt-in shared memory (NORMKIT_TEST_SHARED_LIMIT: each
+// part staged whole, as those GPUs do and a simulator, reporting none, would not).
 TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
   const Case c = GetParam();
   if (c.family != Family::kBatch || c.layout != NK_NCHW) {
@@ -1423,17 +1441,21 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     const Buffer mean(NK_F32, rng_.normal(k.c, 1.0, 0.5)),
         invstd(NK_F32, rng_.uniform(k.c, 0.2, 0.5));
     const DeviceBuffer wd(w), bd(b);
-    std::vector<Buffer> forms[2], grads[2];
-    for (int form = 0; form < 2; ++form) {
-      SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
+    std::vector<Buffer> forms[3], grads[3];
+    const char* form_names[] = {"clusters where the device has them", "two launches",
+                                "an H100's opt-in shared memory"};
+    for (int form = 0; form < 3; ++form) {
+      SCOPED_TRACE(form_names[form]);
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+      const bool against_cpu = form < 2;  // the third form: its bytes against the first's
       if (forward) {
-        if (first) {
+        if (against_cpu && first) {
           check_one_read_forward(k);
           forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd,
                                      int64_t{plan.part_runs} * plan.seg_packs * 16);
-        } else {
+        } else if (against_cpu) {
           check_forward(k, nk_norm_params_default(), 2);
         }
         const int64_t tracked0 = 5;
@@ -1451,8 +1473,8 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
                        rm.download(), rv.download(), tracked.download()};
       }
       if (backward) {
-        check_backward(k, NK_TRAINING);
-        if (first) {
+        if (against_cpu) check_backward(k, NK_TRAINING);
+        if (against_cpu && first) {
           check_backward(k, NK_TRAINING, 1);
           backward_bytes_across_heads(k, x, wd, int64_t{bplan.part_runs} * bplan.seg_packs * 16);
         }
@@ -1470,8 +1492,11 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     if (forward) {
       const char* names[] = {"y",           "save_mean",          "save_invstd", "running_mean",
                              "running_var", "num_batches_tracked"};
-      for (size_t j = 0; j < 6; ++j) {
-        EXPECT_EQ(forms[1][j].bytes(), forms[0][j].bytes()) << names[j] << ": the forms differ";
+      for (int form = 1; form < 3; ++form) {
+        for (size_t j = 0; j < 6; ++j) {
+          EXPECT_EQ(forms[form][j].bytes(), forms[0][j].bytes())
+              << names[j] << ": " << form_names[form] << " differs";
+        }
       }
       int64_t tracked = 0;
       std::memcpy(&tracked, forms[0][5].data(), 8);
@@ -1479,9 +1504,11 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     }
     if (backward) {
       const char* grad_names[] = {"dx", "dweight", "dbias"};
-      for (size_t j = 0; j < 3; ++j) {
-        EXPECT_EQ(grads[1][j].bytes(), grads[0][j].bytes())
-            << grad_names[j] << ": the forms differ";
+      for (int form = 1; form < 3; ++form) {
+        for (size_t j = 0; j < 3; ++j) {
+          EXPECT_EQ(grads[form][j].bytes(), grads[0][j].bytes())
+              << grad_names[j] << ": " << form_names[form] << " differs";
+        }
       }
     }
   }
