@@ -97,7 +97,7 @@ class ScopedEnv {
 // at most `bytes` (exactly `bytes` on GPGPU-Sim, which reports no opt-in limit and has none in its
 // functional mode). The row norms then stage rows within it (capped at 99 KiB on every GPU), so a
 // test can reach the staged paths and force their fallbacks; the channel norms' split parts stage
-// heads as large as it allows.
+// heads as large as it allows. 0 bounds nothing (the device's own limit).
 class ScopedSharedLimit : public ScopedEnv {
  public:
   explicit ScopedSharedLimit(int64_t bytes)
