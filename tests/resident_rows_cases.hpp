@@ -223,4 +223,16 @@ inline SplitRowShapes split_row_shapes(Family f, nk_dtype dtype) {
       {4, 2}};
 }
 
+// Whether a split part's staged head (the plan's: what every GPU grants) is shorter than the part,
+// so that a GPU with more opt-in shared memory stages more of it (part_head_packs in
+// kernels/channel_norm_split_parts.cuh): with ScopedSharedLimit(kHopperSharedOptin), the whole part
+// of the test shapes (each below 64 KiB a staged tensor). A group or instance tile's part, and a
+// batch norm channel's.
+inline bool part_head_short(const nk::cuda::GroupTilePlan& g, nk_dtype dtype) {
+  return g.head_len * static_cast<int64_t>(elem_size(dtype)) < g.part_positions * g.pos_packs * 16;
+}
+inline bool part_head_short(const nk::cuda::BatchTilePlan& b) {
+  return b.head_packs < int64_t{b.part_runs} * b.seg_packs;
+}
+
 }  // namespace nkt

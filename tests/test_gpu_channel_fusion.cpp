@@ -472,6 +472,14 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
                          testing::ValuesIn(fusion_configs([](const Config&) { return true; })),
                          fusion_config_name);
 
+// The forms of the split tests: clusters where the device has them, two launches
+// (NORMKIT_TEST_NO_CLUSTERS), and clusters with an H100's opt-in shared memory
+// (ScopedSharedLimit), which stage more of a part than the plan's head where that is shorter than
+// the part (part_head_short): the simulator reports no opt-in limit, so it runs only the plan's
+// heads otherwise.
+constexpr const char* kSplitFormNames[] = {"clusters where the device has them", "two launches",
+                                           "clusters with an H100's opt-in shared memory"};
+
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
@@ -502,6 +510,8 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
     }
     ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
     ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
+    ASSERT_FALSE(part_head_short(batch_tile_plan(split, c.dtype)));
+    ASSERT_EQ(part_head_short(batch_tile_plan(split, c.dtype, 2)), c.dtype == NK_F32);
     NKT_REQUIRE_DEVICE();
     for (const ChannelCase& k : batch_tile_shapes()) {
       for (int64_t misalign : {0, 1}) {
@@ -515,12 +525,17 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
         check_backward(PathRun{k, misalign});
       }
     }
-    // A channel's runs in parts, forward and backward, in each form.
-    for (int form = 0; form < 2; ++form) {
+    // A channel's runs in parts, forward and backward, in each form (kSplitFormNames; the third
+    // where the plan's head is shorter than a part: the fp32 backward; the reduced set: aligned).
+    const bool grows = part_head_short(batch_tile_plan(split, c.dtype, 2));
+    for (int form = 0; form < (grows ? 3 : 2); ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
       for (int64_t misalign : {0, 1}) {
-        SCOPED_TRACE(testing::Message() << "parts, form " << form << ", misalign " << misalign);
+        if (form == 2 && misalign == 1 && reduced_gpu_tests()) continue;
+        SCOPED_TRACE(testing::Message()
+                     << "parts, " << kSplitFormNames[form] << ", misalign " << misalign);
         check_forward(PathRun{split, misalign});
         check_backward(PathRun{split, misalign});
       }
@@ -606,24 +621,30 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
 // tiles above a block in parts): every activation and residual, the forward and the backward from
 // its outputs, as clusters where the device has them and in two launches
 // (NORMKIT_TEST_NO_CLUSTERS), aligned and misaligned (the reduced set: the clusters aligned, the
-// two launches misaligned).
+// two launches misaligned); and where the plan's head is shorter than a part (group norm's tile of
+// 256 packs a position, backward), as clusters with an H100's opt-in shared memory (the reduced
+// set: aligned).
 TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
   const Config c = GetParam();
   if (c.layout != NK_NHWC) GTEST_SKIP() << "split tiles: NHWC";
   for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
     ASSERT_EQ(split_tile_plan(k, c.dtype).parts, k.s == 49 ? 4 : 8);
     ASSERT_EQ(split_tile_plan(k, c.dtype, 2).parts, k.s == 49 ? 4 : 8);
+    ASSERT_FALSE(part_head_short(split_tile_plan(k, c.dtype), c.dtype));
+    ASSERT_EQ(part_head_short(split_tile_plan(k, c.dtype, 2), c.dtype), k.s == 49);
   }
   NKT_REQUIRE_DEVICE();
   for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
-    for (int form = 0; form < 2; ++form) {
+    const bool grows = part_head_short(split_tile_plan(k, c.dtype, 2), c.dtype);
+    for (int form = 0; form < (grows ? 3 : 2); ++form) {
       std::unique_ptr<ScopedNoClusters> knob;
       if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
       for (int64_t misalign : {0, 1}) {
-        if (reduced_gpu_tests() && misalign != form) continue;
+        if (reduced_gpu_tests() && misalign != (form == 1 ? 1 : 0)) continue;
         SCOPED_TRACE(testing::Message()
-                     << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups
-                     << (form == 0 ? " clusters" : " two launches") << " misalign " << misalign);
+                     << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups << ", "
+                     << kSplitFormNames[form] << ", misalign " << misalign);
         check_forward(PathRun{k, misalign});
         check_backward(PathRun{k, misalign});
       }
