@@ -492,8 +492,9 @@ constexpr const char* kSplitFormNames[] = {"clusters where the device has them",
 // (plan_instance_tiles with both staged). Batch norm in NCHW where a block holds a channel
 // (batch_tile_shapes): the forward reads x once, the backward x and dy (plan_batch_tiles with both
 // staged), both again with a third of the tile staged; and a channel in parts (batch_split_shapes),
-// in clusters and in two launches. Each test asserts the paths of its shapes before it uses the
-// device (GpuTest), so the asserts run without a GPU too.
+// in clusters and in two launches (fp32 also with an H100's opt-in shared memory: kSplitFormNames).
+// Each test asserts the paths of its shapes before it uses the device (GpuTest), so the asserts
+// run without a GPU too.
 class GpuChannelFusionResident : public GpuChannelFusion {
  protected:
   GpuChannelFusionResident() { paths_before_device_ = true; }
