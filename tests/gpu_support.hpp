@@ -7,6 +7,7 @@
 #include <normkit/normkit.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "test_support.hpp"
@@ -149,6 +150,28 @@ class ScopedTilesWalk : public ScopedEnv {
 class ScopedNoClusters : public ScopedEnv {
  public:
   ScopedNoClusters() : ScopedEnv("NORMKIT_TEST_NO_CLUSTERS", "1") {}
+};
+
+// The forms a split test runs its parts in: 0, clusters where the device has them; 1, two launches
+// (ScopedNoClusters); 2, clusters with an H100's opt-in shared memory (ScopedSharedLimit with
+// kHopperSharedOptin: the parts' heads those GPUs stage, where the plan's head is shorter than a
+// part; a simulator, reporting no opt-in limit, stages only the plan's). ScopedSplitForm sets the
+// knobs of one form for its lifetime.
+constexpr int kSplitForms = 3;
+constexpr const char* kSplitFormNames[kSplitForms] = {
+    "clusters where the device has them", "two launches",
+    "clusters with an H100's opt-in shared memory"};
+
+class ScopedSplitForm {
+ public:
+  explicit ScopedSplitForm(int form) {
+    if (form == 1) no_clusters_.emplace();
+    if (form == 2) optin_.emplace(kHopperSharedOptin);
+  }
+
+ private:
+  std::optional<ScopedNoClusters> no_clusters_;
+  std::optional<ScopedSharedLimit> optin_;
 };
 
 // Whether the device launches thread block clusters (compute capability 9.0 and later).

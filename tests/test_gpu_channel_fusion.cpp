@@ -33,7 +33,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -472,14 +471,6 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
                          testing::ValuesIn(fusion_configs([](const Config&) { return true; })),
                          fusion_config_name);
 
-// The forms of the split tests: clusters where the device has them, two launches
-// (NORMKIT_TEST_NO_CLUSTERS), and clusters with an H100's opt-in shared memory
-// (ScopedSharedLimit), which stage more of a part than the plan's head where that is shorter than
-// the part (part_head_short): the simulator reports no opt-in limit, so it runs only the plan's
-// heads otherwise.
-constexpr const char* kSplitFormNames[] = {"clusters where the device has them", "two launches",
-                                           "clusters with an H100's opt-in shared memory"};
-
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
@@ -529,10 +520,8 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
     // A channel's runs in parts, forward and backward, in each form (kSplitFormNames; the third
     // where the plan's head is shorter than a part: the fp32 backward; the reduced set: aligned).
     const bool grows = part_head_short(batch_tile_plan(split, c.dtype, 2));
-    for (int form = 0; form < (grows ? 3 : 2); ++form) {
-      std::unique_ptr<ScopedNoClusters> knob;
-      if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+    for (int form = 0; form < (grows ? kSplitForms : 2); ++form) {
+      const ScopedSplitForm knobs(form);
       for (int64_t misalign : {0, 1}) {
         if (form == 2 && misalign == 1 && reduced_gpu_tests()) continue;
         SCOPED_TRACE(testing::Message()
@@ -637,10 +626,8 @@ TEST_P(GpuChannelFusionResident, SplitTilesMatchCpu) {
   NKT_REQUIRE_DEVICE();
   for (const ChannelCase& k : split_tile_shapes(c.family, c.dtype)) {
     const bool grows = part_head_short(split_tile_plan(k, c.dtype, 2), c.dtype);
-    for (int form = 0; form < (grows ? 3 : 2); ++form) {
-      std::unique_ptr<ScopedNoClusters> knob;
-      if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+    for (int form = 0; form < (grows ? kSplitForms : 2); ++form) {
+      const ScopedSplitForm knobs(form);
       for (int64_t misalign : {0, 1}) {
         if (reduced_gpu_tests() && misalign != (form == 1 ? 1 : 0)) continue;
         SCOPED_TRACE(testing::Message()
@@ -668,13 +655,12 @@ TEST_P(GpuChannelFusionResident, SplitRowsMatchCpu) {
   ASSERT_GT(resident_plan(k, c.dtype, 2).parts, 1);
   NKT_REQUIRE_DEVICE();
   for (int form = 0; form < 2; ++form) {
-    std::unique_ptr<ScopedNoClusters> knob;
-    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+    const ScopedSplitForm knobs(form);
     for (int64_t misalign : {0, 1}) {
       if (reduced_gpu_tests() && misalign != form) continue;
       SCOPED_TRACE(testing::Message()
-                   << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups
-                   << (form == 0 ? " clusters" : " two launches") << " misalign " << misalign);
+                   << "n=" << k.n << " c=" << k.c << " s=" << k.s << " g=" << k.groups << ", "
+                   << kSplitFormNames[form] << ", misalign " << misalign);
       check_forward(PathRun{k, misalign});
       check_backward(PathRun{k, misalign});
     }

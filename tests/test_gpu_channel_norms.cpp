@@ -983,9 +983,8 @@ TEST_P(GpuChannelNorm, SplitRowsMatchCpu) {
   for (const ChannelCase& bk : k.backward) backward_in.push_back(draw(bk));
   std::vector<Buffer> forms[2], grads[2];
   for (int form = 0; form < 2; ++form) {
-    SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
-    std::unique_ptr<ScopedNoClusters> knob;
-    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+    SCOPED_TRACE(kSplitFormNames[form]);
+    const ScopedSplitForm knobs(form);
     for (size_t i = 0; i < k.forward.size(); ++i) {
       const ChannelCase& f = k.forward[i];
       SCOPED_TRACE(testing::Message()
@@ -1173,9 +1172,8 @@ TEST_P(GpuChannelNorm, SplitTilesMatchCpu) {
     const nk::cuda::GroupTilePlan bplan = split_tile_plan(k, c.dtype, 2);
     std::vector<Buffer> forms[2], grads[2];
     for (int form = 0; form < 2; ++form) {
-      SCOPED_TRACE(form == 0 ? "clusters where the device has them" : "two launches");
-      std::unique_ptr<ScopedNoClusters> knob;
-      if (form == 1) knob = std::make_unique<ScopedNoClusters>();
+      SCOPED_TRACE(kSplitFormNames[form]);
+      const ScopedSplitForm knobs(form);
       check_one_read_forward(k);
       forward_bytes_across_heads(k, nk_norm_params_default(), x, wd, bd, part_bytes);
       const int64_t tracked0 = 5;
@@ -1260,14 +1258,10 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   const Buffer mean(NK_F32, rng_.normal(num_stats(b), 1.0, 0.5)),
       invstd(NK_F32, rng_.uniform(num_stats(b), 0.2, 0.5));
   const DeviceBuffer wd(w), bd(bias), wbd(wb);
-  std::vector<Buffer> forms[3], grads[3];
-  const char* form_names[] = {"clusters where the device has them", "two launches",
-                              "an H100's opt-in shared memory"};
-  for (int form = 0; form < 3; ++form) {
-    SCOPED_TRACE(form_names[form]);
-    std::unique_ptr<ScopedNoClusters> knob;
-    if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-    const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+  std::vector<Buffer> forms[kSplitForms], grads[kSplitForms];
+  for (int form = 0; form < kSplitForms; ++form) {
+    SCOPED_TRACE(kSplitFormNames[form]);
+    const ScopedSplitForm knobs(form);
     if (form < 2) {  // the third form: its bytes against the first's
       check_forward(f, nk_norm_params_default(), 2);
       check_forward(f, nk_norm_params_default(), 1, true, 0.5, 2.0, 1);
@@ -1293,12 +1287,12 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   }
   const char* names[] = {"y", "save_mean", "save_invstd"};
   const char* grad_names[] = {"dx", "dweight", "dbias"};
-  for (int form = 1; form < 3; ++form) {
+  for (int form = 1; form < kSplitForms; ++form) {
     for (size_t i = 0; i < 3; ++i) {
       EXPECT_EQ(forms[form][i].bytes(), forms[0][i].bytes())
-          << names[i] << ": " << form_names[form] << " differs";
+          << names[i] << ": " << kSplitFormNames[form] << " differs";
       EXPECT_EQ(grads[form][i].bytes(), grads[0][i].bytes())
-          << grad_names[i] << ": " << form_names[form] << " differs";
+          << grad_names[i] << ": " << kSplitFormNames[form] << " differs";
     }
   }
   int64_t bad = 0;
@@ -1441,14 +1435,10 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     const Buffer mean(NK_F32, rng_.normal(k.c, 1.0, 0.5)),
         invstd(NK_F32, rng_.uniform(k.c, 0.2, 0.5));
     const DeviceBuffer wd(w), bd(b);
-    std::vector<Buffer> forms[3], grads[3];
-    const char* form_names[] = {"clusters where the device has them", "two launches",
-                                "an H100's opt-in shared memory"};
-    for (int form = 0; form < 3; ++form) {
-      SCOPED_TRACE(form_names[form]);
-      std::unique_ptr<ScopedNoClusters> knob;
-      if (form == 1) knob = std::make_unique<ScopedNoClusters>();
-      const ScopedSharedLimit optin(form == 2 ? kHopperSharedOptin : 0);
+    std::vector<Buffer> forms[kSplitForms], grads[kSplitForms];
+    for (int form = 0; form < kSplitForms; ++form) {
+      SCOPED_TRACE(kSplitFormNames[form]);
+      const ScopedSplitForm knobs(form);
       const bool against_cpu = form < 2;  // the third form: its bytes against the first's
       if (forward) {
         if (against_cpu && first) {
@@ -1492,10 +1482,10 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     if (forward) {
       const char* names[] = {"y",           "save_mean",          "save_invstd", "running_mean",
                              "running_var", "num_batches_tracked"};
-      for (int form = 1; form < 3; ++form) {
+      for (int form = 1; form < kSplitForms; ++form) {
         for (size_t j = 0; j < 6; ++j) {
           EXPECT_EQ(forms[form][j].bytes(), forms[0][j].bytes())
-              << names[j] << ": " << form_names[form] << " differs";
+              << names[j] << ": " << kSplitFormNames[form] << " differs";
         }
       }
       int64_t tracked = 0;
@@ -1504,10 +1494,10 @@ TEST_P(GpuChannelNorm, BatchTilesSplitMatchCpu) {
     }
     if (backward) {
       const char* grad_names[] = {"dx", "dweight", "dbias"};
-      for (int form = 1; form < 3; ++form) {
+      for (int form = 1; form < kSplitForms; ++form) {
         for (size_t j = 0; j < 3; ++j) {
           EXPECT_EQ(grads[form][j].bytes(), grads[0][j].bytes())
-              << grad_names[j] << ": " << form_names[form] << " differs";
+              << grad_names[j] << ": " << kSplitFormNames[form] << " differs";
         }
       }
     }
