@@ -223,6 +223,55 @@ inline SplitRowShapes split_row_shapes(Family f, nk_dtype dtype) {
       {4, 2}};
 }
 
+// Shapes of family f in layout whose one-read plan makes the largest parts there are: 8 parts (a
+// portable cluster) of kSplitPartMaxBytes (219 KiB) of x forward, half that of each of x and dy
+// backward, so that on an H100 or H200 each part is staged whole in what a block may opt in to
+// (split tiles: exactly the 227 KiB of those GPUs, with their 8 KiB of scratch). NHWC, one tile:
+// batch norm 4 samples of 28032 positions (backward 14016), instance norm one sample of 112128
+// (56064), a pack of channels each; group norm one group of 64 packs a position (backward 32) over
+// 1752 positions. NCHW: batch norm one channel of 8 runs of 14016 packs (backward 7008), instance
+// norm one row of 112128 packs (56064), group norm one group of 8 channels of 14016 packs (7008).
+struct LargestPartShapes {
+  ChannelCase forward, backward;
+};
+inline LargestPartShapes largest_part_shapes(Family f, nk_layout layout, nk_dtype dtype) {
+  const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
+  if (layout == NK_NHWC) {
+    if (f == Family::kBatch) return {{f, 4, e, 28032, layout, 1}, {f, 4, e, 14016, layout, 1}};
+    if (f == Family::kGroup)
+      return {{f, 1, 64 * e, 1752, layout, 1}, {f, 1, 32 * e, 1752, layout, 1}};
+    return {{f, 1, e, 112128, layout, 1}, {f, 1, e, 56064, layout, 1}};
+  }
+  if (f == Family::kBatch) return {{f, 8, 1, 14016 * e, layout, 1}, {f, 8, 1, 7008 * e, layout, 1}};
+  if (f == Family::kGroup) return {{f, 1, 8, 14016 * e, layout, 1}, {f, 1, 8, 7008 * e, layout, 1}};
+  return {{f, 1, 1, 112128 * e, layout, 1}, {f, 1, 1, 56064 * e, layout, 1}};
+}
+
+// The parts of shape k's one-read plan in dtype (0 where it takes another path): NHWC tiles
+// (split_tile_plan), batch norm's NCHW channels (batch_tile_plan) or NCHW rows (resident_plan),
+// with a part's bytes of each staged tensor and whether the plan's head is shorter.
+struct SplitParts {
+  int parts;
+  int64_t bytes;
+  bool head_short;
+};
+inline SplitParts split_parts(const ChannelCase& k, nk_dtype dtype, int staged_tensors) {
+  const int64_t elem = static_cast<int64_t>(elem_size(dtype));
+  if (k.layout == NK_NHWC) {
+    const nk::cuda::GroupTilePlan g = split_tile_plan(k, dtype, staged_tensors);
+    const int64_t bytes = g.part_positions * g.pos_packs * 16;
+    return {g.use ? g.parts : 0, bytes, g.head_len * elem < bytes};
+  }
+  if (k.family == Family::kBatch) {
+    const nk::cuda::BatchTilePlan b = batch_tile_plan(k, dtype, staged_tensors);
+    return {b.use ? b.parts : 0, int64_t{b.part_runs} * b.seg_packs * 16,
+            b.head_packs < int64_t{b.part_runs} * b.seg_packs};
+  }
+  const nk::cuda::ResidentPlan r = resident_plan(k, dtype, staged_tensors);
+  const int64_t bytes = r.part_len * elem / 16 * 16;
+  return {r.use ? r.parts : 0, bytes, r.head_len * elem < bytes};
+}
+
 // Whether a split part's staged head (the plan's: what every GPU grants) is shorter than the part,
 // so that a GPU with more opt-in shared memory stages more of it (part_head_packs in
 // kernels/channel_norm_split_parts.cuh): with ScopedSharedLimit(kHopperSharedOptin), the whole part

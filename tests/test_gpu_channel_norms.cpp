@@ -1301,6 +1301,33 @@ TEST_P(GpuChannelNorm, SixteenPartsMatchCpu) {
   EXPECT_EQ(bad, 0) << "y, dx: elements not finite";
 }
 
+// The largest parts the plan makes (largest_part_shapes: 8 of 219 KiB of x forward, of half that
+// of each of x and dy backward; every family and layout), as an H100 or H200 stages them: whole,
+// in the 227 KiB a block opts in to there (NORMKIT_TEST_SHARED_LIMIT; a simulator, reporting no
+// opt-in limit, would stage only the plan's head of each part). Against the CPU in clusters where
+// the device has them and in two launches: the forward over two steps of the running statistics,
+// and the training backward.
+TEST_P(GpuChannelNorm, LargestPartsMatchCpu) {
+  const Case c = GetParam();
+  if (skip_in_reduced_set(c)) GTEST_SKIP() << kStructuralSkip;
+  const LargestPartShapes k = largest_part_shapes(c.family, c.layout, c.dtype);
+  const SplitParts f = split_parts(k.forward, c.dtype, 1), b = split_parts(k.backward, c.dtype, 2);
+  ASSERT_EQ(f.parts, 8);
+  ASSERT_EQ(f.bytes, nk::cuda::kSplitPartMaxBytes);
+  ASSERT_TRUE(f.head_short);  // so the opt-in limit stages more than every GPU grants
+  ASSERT_EQ(b.parts, 8);
+  ASSERT_EQ(b.bytes, nk::cuda::kSplitPartMaxBytes / 2);
+  ASSERT_TRUE(b.head_short);
+  NKT_REQUIRE_DEVICE();
+  const ScopedSharedLimit optin(kHopperSharedOptin);
+  for (int form = 0; form < 2; ++form) {
+    SCOPED_TRACE(kSplitFormNames[form]);
+    const ScopedSplitForm knobs(form);  // clusters, or two launches
+    check_forward(k.forward, nk_norm_params_default(), 2);
+    check_backward(k.backward, NK_TRAINING);
+  }
+}
+
 // Tiles that give each thread more packs than its loops hold in flight at once (the forward's 4,
 // the backwards' 2 of x and 2 of dy), so that their turns repeat, the last one partial, in one
 // block of 512 threads or near it. Group norm in NHWC, one group of a pack of channels: forward
