@@ -238,8 +238,9 @@ inline LargestPartShapes largest_part_shapes(Family f, nk_layout layout, nk_dtyp
   const int64_t e = 16 / static_cast<int64_t>(elem_size(dtype));
   if (layout == NK_NHWC) {
     if (f == Family::kBatch) return {{f, 4, e, 28032, layout, 1}, {f, 4, e, 14016, layout, 1}};
-    if (f == Family::kGroup)
+    if (f == Family::kGroup) {
       return {{f, 1, 64 * e, 1752, layout, 1}, {f, 1, 32 * e, 1752, layout, 1}};
+    }
     return {{f, 1, e, 112128, layout, 1}, {f, 1, e, 56064, layout, 1}};
   }
   if (f == Family::kBatch) return {{f, 8, 1, 14016 * e, layout, 1}, {f, 8, 1, 7008 * e, layout, 1}};
