@@ -248,9 +248,21 @@ inline LargestPartShapes largest_part_shapes(Family f, nk_layout layout, nk_dtyp
   return {{f, 1, 1, 112128 * e, layout, 1}, {f, 1, 1, 56064 * e, layout, 1}};
 }
 
+// Whether a split part's staged head (the plan's: what every GPU grants) is shorter than the part,
+// so that a GPU with more opt-in shared memory stages more of it (part_head_packs in
+// kernels/channel_norm_split_parts.cuh): with ScopedSharedLimit(kHopperSharedOptin), the whole part
+// (no part the plan makes is larger). A group or instance tile's part, and a batch norm channel's.
+inline bool part_head_short(const nk::cuda::GroupTilePlan& g, nk_dtype dtype) {
+  return g.head_len * static_cast<int64_t>(elem_size(dtype)) < g.part_positions * g.pos_packs * 16;
+}
+inline bool part_head_short(const nk::cuda::BatchTilePlan& b) {
+  return b.head_packs < int64_t{b.part_runs} * b.seg_packs;
+}
+
 // The parts of shape k's one-read plan in dtype (0 where it takes another path): NHWC tiles
 // (split_tile_plan), batch norm's NCHW channels (batch_tile_plan) or NCHW rows (resident_plan),
-// with a part's bytes of each staged tensor and whether the plan's head is shorter.
+// with a part's bytes of each staged tensor and whether the plan's head is shorter
+// (part_head_short; rows: the head against the part's whole packs).
 struct SplitParts {
   int parts;
   int64_t bytes;
@@ -260,29 +272,15 @@ inline SplitParts split_parts(const ChannelCase& k, nk_dtype dtype, int staged_t
   const int64_t elem = static_cast<int64_t>(elem_size(dtype));
   if (k.layout == NK_NHWC) {
     const nk::cuda::GroupTilePlan g = split_tile_plan(k, dtype, staged_tensors);
-    const int64_t bytes = g.part_positions * g.pos_packs * 16;
-    return {g.use ? g.parts : 0, bytes, g.head_len * elem < bytes};
+    return {g.use ? g.parts : 0, g.part_positions * g.pos_packs * 16, part_head_short(g, dtype)};
   }
   if (k.family == Family::kBatch) {
     const nk::cuda::BatchTilePlan b = batch_tile_plan(k, dtype, staged_tensors);
-    return {b.use ? b.parts : 0, int64_t{b.part_runs} * b.seg_packs * 16,
-            b.head_packs < int64_t{b.part_runs} * b.seg_packs};
+    return {b.use ? b.parts : 0, int64_t{b.part_runs} * b.seg_packs * 16, part_head_short(b)};
   }
   const nk::cuda::ResidentPlan r = resident_plan(k, dtype, staged_tensors);
   const int64_t bytes = r.part_len * elem / 16 * 16;
   return {r.use ? r.parts : 0, bytes, r.head_len * elem < bytes};
-}
-
-// Whether a split part's staged head (the plan's: what every GPU grants) is shorter than the part,
-// so that a GPU with more opt-in shared memory stages more of it (part_head_packs in
-// kernels/channel_norm_split_parts.cuh): with ScopedSharedLimit(kHopperSharedOptin), the whole part
-// of the test shapes (each below 64 KiB a staged tensor). A group or instance tile's part, and a
-// batch norm channel's.
-inline bool part_head_short(const nk::cuda::GroupTilePlan& g, nk_dtype dtype) {
-  return g.head_len * static_cast<int64_t>(elem_size(dtype)) < g.part_positions * g.pos_packs * 16;
-}
-inline bool part_head_short(const nk::cuda::BatchTilePlan& b) {
-  return b.head_packs < int64_t{b.part_runs} * b.seg_packs;
 }
 
 }  // namespace nkt
