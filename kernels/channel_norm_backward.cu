@@ -879,7 +879,8 @@ void backward_batch_tiles(const ChannelBackwardArgs& a, const BatchTilePlan& b, 
   BatchTileBackwardParams p{};
   set_backward_io(p, a, l);
   p.channel_sums = nullptr;
-  set_batch_tile_geometry(p, a.shape, b, static_cast<int>(sizeof(T)));
+  const bool in_place = a.dx == a.dy || a.dz == a.dy;
+  set_batch_tile_geometry(p, a.shape, b, static_cast<int>(sizeof(T)), in_place);
   p.inv_count = 1.0f / static_cast<float>(a.shape.n * a.shape.s);
   p.dweight = a.dweight;
   p.dbias = a.dbias;

@@ -5,14 +5,15 @@
 // partials, finalize or workspace.
 //
 // Run n starts o_n elements into a 16-byte pack of the tensor (o_n = (c * S + n * C * S) mod E)
-// and is staged as the Q packs from that one on, pack (n, j) in slot n * Q + j, so that every
-// global access is a whole aligned pack: the elements of a pack outside the run belong to the
+// and is staged as the Q packs from that one on, pack (n, j) in slot n * Q + j, so that global
+// accesses are whole aligned packs: the elements of a pack outside the run belong to the
 // neighbouring channels and are masked out of every pass (a pack wholly outside, at most the last
-// of a run, is not read at all). Thread t takes the slots t, t + R, ... (R the block's threads),
-// each slot's (n, j) from a multiply (batch_tile_run), and keeps E sums, one per element of its
-// packs (pass 1 with four 16-byte loads in flight); the block adds them in a fixed order
-// (dev::block_sum), so no bit depends on the pointers or the grid. The statistics are of x - x0,
-// x0 the channel's first value (so |mean| >> std keeps its accuracy).
+// of a run, is not read at all). In place, where the neighbours' blocks write those elements, a
+// pack not wholly in the run is read element by element. Thread t takes the slots t, t + R, ...
+// (R the block's threads), each slot's (n, j) from a multiply (batch_tile_run), and keeps E sums,
+// one per element of its packs (pass 1 with four 16-byte loads in flight); the block adds them in
+// a fixed order (dev::block_sum), so no bit depends on the pointers or the grid. The statistics
+// are of x - x0, x0 the channel's first value (so |mean| >> std keeps its accuracy).
 // y is stored as whole packs where a pack lies in the run, else element by element, since the
 // neighbours' blocks write the rest of those packs; the ReLU mask likewise (ORed in where runs are
 // not whole packs, into a mask cleared first). Tiles above the staged head read the rest from
@@ -48,6 +49,12 @@ struct BatchTileGeometry {
   uint32_t slot_magic;  // batch_tile_run's multiplier for Q
   int head_packs;       // the tile's first slots staged (of each staged tensor); the rest, the
                         // tail, read from memory in each pass
+  // The packs read in one access (whole_access) are those whose range in the run ends (its hi) in
+  // [whole_hi_min, whole_hi_min + whole_hi_span]: every pack with elements of the run ([1, S + E)),
+  // or in place (an output is a tensor read here: y == x; dx or dz == dy) those wholly in it
+  // ([E, S]; none where S < E).
+  int whole_hi_min;
+  unsigned whole_hi_span;
 };
 
 // The tensors (save_mean and save_invstd: [C]), the runs, then eps, 1 / (N * S),
@@ -92,10 +99,14 @@ __device__ __forceinline__ RunPack<E> run_pack(const BatchTileGeometry& p, int64
 }
 
 // Whether the pack at r is read in one 16-byte access: where the pointers allow it (kAccess == E)
-// and the pack has elements of the run and lies in the tensor.
+// and the pack has elements of the run and lies in the tensor. In place, a pack's elements
+// outside the run are the neighbouring channels' outputs, which their blocks may be writing: only
+// packs wholly in the run are read whole, so that no byte is read while another block writes it.
 template <int E, int kAccess>
-__device__ __forceinline__ bool whole_access(const RunPack<E>& r, int64_t numel) {
-  return kAccess == E && r.range.hi > 0 && r.at + E <= numel;
+__device__ __forceinline__ bool whole_access(const BatchTileGeometry& p, const RunPack<E>& r) {
+  // One compare for both ends: below whole_hi_min the difference wraps above every span.
+  return kAccess == E && static_cast<unsigned>(r.range.hi - p.whole_hi_min) <= p.whole_hi_span &&
+         r.at + E <= p.numel;
 }
 
 // The run's elements of the pack at `at` one by one, the rest 0.
@@ -112,10 +123,10 @@ __device__ __forceinline__ dev::Pack<T, E> load_run_elements(const T* x, int64_t
 
 // The pack of x at r from memory: whole where whole_access allows, else its run's elements.
 template <class T, int E, int kAccess>
-__device__ __forceinline__ dev::Pack<T, E> load_run_pack(const T* x, const RunPack<E>& r,
-                                                         int64_t numel) {
-  return whole_access<E, kAccess>(r, numel) ? row_pack<T, E, kAccess>(x + r.at, 0)
-                                            : load_run_elements<T, E>(x, r.at, r.range);
+__device__ __forceinline__ dev::Pack<T, E> load_run_pack(const BatchTileGeometry& p, const T* x,
+                                                         const RunPack<E>& r) {
+  return whole_access<E, kAccess>(p, r) ? row_pack<T, E, kAccess>(x + r.at, 0)
+                                        : load_run_elements<T, E>(x, r.at, r.range);
 }
 
 // The later passes over a block's `packs` slots from `start` (a channel's tile, or a part's runs):
@@ -131,7 +142,7 @@ __device__ __forceinline__ void visit_run_packs(const BatchTileGeometry& p, int6
   for (; q < head; q += threads) f(q, staged[q], run_pack<E>(p, start, q));
   for (; q < packs; q += threads) {
     const RunPack<E> r = run_pack<E>(p, start, q);
-    f(q, load_run_pack<T, E, kAccess>(x, r, p.numel), r);
+    f(q, load_run_pack<T, E, kAccess>(p, x, r), r);
   }
 }
 
@@ -241,7 +252,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
       for (int k = 0; k < kBatch; ++k) {
         const int slot = slot0 + k * threads;
         const RunPack<E> r = run_pack<E>(p, start, slot);
-        loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
+        loaded[k] = slot < packs && whole_access<E, kAccess>(p, r);
         if (loaded[k]) v[k] = *reinterpret_cast<const uint4*>(x + r.at);
         range[k] = r.range;
       }
@@ -364,9 +375,10 @@ __global__ void __launch_bounds__(kResidentMaxThreads, kStep == SplitStep::kWhol
 }
 
 // The runs of plan b for shape s, for the forward's and the backward's parameters: the staged
-// head is resident_head_packs' (with its test knob).
+// head is resident_head_packs' (with its test knob); in_place: an output is a tensor read here.
 inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
-                                    const BatchTilePlan& b, int elem_bytes) {
+                                    const BatchTilePlan& b, int elem_bytes, bool in_place) {
+  const int e = 16 / elem_bytes;
   g.numel = s.numel();
   g.sample_len = s.c * s.s;
   g.s = static_cast<int>(s.s);
@@ -374,6 +386,10 @@ inline void set_batch_tile_geometry(BatchTileGeometry& g, const ChannelShape& s,
   g.seg_packs = b.seg_packs;
   g.slot_magic = b.slot_magic;
   g.head_packs = resident_head_packs(b.head_packs * 16 / elem_bytes, elem_bytes);
+  // A pack's hi is below S + E (its run starts less than E elements into it): in place with
+  // S < E, no hi reaches [S + E, S + E].
+  g.whole_hi_min = !in_place ? 1 : g.s >= e ? e : g.s + e;
+  g.whole_hi_span = static_cast<unsigned>(!in_place ? g.s + e - 2 : g.s >= e ? g.s - e : 0);
 }
 
 // A split tile's staged head a block (a part's runs, of each of `staged_tensors` tensors, after

@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
       for (int k = 0; k < kBatch; ++k) {
         const int slot = slot0 + k * threads;
         const RunPack<E> r = run_pack<E>(p, start, slot);
-        loaded[k] = slot < packs && whole_access<E, kAccess>(r, p.numel);
+        loaded[k] = slot < packs && whole_access<E, kAccess>(p, r);
         if (loaded[k]) {
           xw[k] = *reinterpret_cast<const uint4*>(x + r.at);
           dw[k] = *reinterpret_cast<const uint4*>(dy + r.at);
@@ -224,8 +224,7 @@ __global__ void __launch_bounds__(kResidentMaxThreads,
   for (; q < head; q += threads) dx_pack(xs[q], dys[q], run_pack<E>(p, start, q));
   for (; q < packs; q += threads) {
     const RunPack<E> r = run_pack<E>(p, start, q);
-    dx_pack(load_run_pack<T, E, kAccess>(x, r, p.numel),
-            load_run_pack<T, E, kAccess>(dy, r, p.numel), r);
+    dx_pack(load_run_pack<T, E, kAccess>(p, x, r), load_run_pack<T, E, kAccess>(p, dy, r), r);
   }
   if constexpr (kStep == SplitStep::kCluster) dev::cluster_wait();
 }

@@ -1016,7 +1016,8 @@ void forward_batch_tiles(const ChannelForwardArgs& a, const BatchTilePlan& b, co
   auto stream = static_cast<cudaStream_t>(l.stream);
   BatchTileParams p{};
   set_forward_io(p, a);
-  set_batch_tile_geometry(p, s, b, static_cast<int>(sizeof(T)));
+  // y == z needs nothing: z's packs not wholly in a run are read element by element.
+  set_batch_tile_geometry(p, s, b, static_cast<int>(sizeof(T)), a.y == a.x);
   p.parts = b.parts;
   p.part_runs = b.part_runs;
   if (b.parts > 1) {
