@@ -174,10 +174,14 @@ inline bool takes_batch_tiles(const ChannelCase& k, nk_dtype dtype, int staged_t
 // (C * S not whole packs, so each run starts at another offset of its pack, and the tensor ends
 // inside a pack), 20 samples so that a thread's slots step across runs; runs of 16 (whole packs,
 // whole mask bytes) in 130 channels; one sample of runs of 196 (whole packs in fp32, not in 16
-// bits) in 5 channels.
+// bits) in 5 channels; runs of 3, shorter than a pack in every dtype (no pack wholly in a run: in
+// place, every element read alone), in 5 channels of 6 samples.
 inline std::vector<ChannelCase> batch_tile_shapes() {
   const Family f = Family::kBatch;
-  return {{f, 20, 3, 49, NK_NCHW, 1}, {f, 8, 130, 16, NK_NCHW, 1}, {f, 1, 5, 196, NK_NCHW, 1}};
+  return {{f, 20, 3, 49, NK_NCHW, 1},
+          {f, 8, 130, 16, NK_NCHW, 1},
+          {f, 1, 5, 196, NK_NCHW, 1},
+          {f, 6, 5, 3, NK_NCHW, 1}};
 }
 
 // Batch norm NCHW shapes whose channel tiles exceed a block and are split by samples

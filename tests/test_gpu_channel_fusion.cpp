@@ -24,8 +24,9 @@
 // differs: du moves by max|silu''| |dy| e_u plus the budget of |du| (SiLU; ReLU and identity give
 // dy or 0 exactly), and that, with the budget of the reductions, propagates through the norm's
 // backward as in test_channel_fusion.cpp.
-// Also: the same bytes of every output on grids sized for 1 and 3 SMs, and a failing call that
-// writes nothing. Device outputs are poisoned before every call and every element is compared.
+// Also: the same bytes of every output on grids sized for 1 and 3 SMs, the in-place pairs' bytes
+// against the calls without aliasing (batch norm's NCHW tiles), and a failing call that writes
+// nothing. Device outputs are poisoned before every call and every element is compared.
 // NORMKIT_GPU_TESTS=reduced runs one or two paths per test (the simulated lane);
 // skipped, with the reason, without a CUDA device.
 #include <algorithm>
@@ -670,6 +671,122 @@ TEST_P(GpuChannelFusionResident, SplitRowsMatchCpu) {
 INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
                            return c.phase == NK_TRAINING;
+                         })),
+                         fusion_config_name);
+
+// The in-place pairs (y == x, y == z; dx == dy, dz == dy) give the bytes of the calls without
+// aliasing, on batch norm's NCHW tiles, where a pack at a run's end holds elements of the run and
+// of the neighbouring channel, whose block writes them: batch_tile_shapes (runs not whole packs,
+// and runs of 3, shorter than a pack) and a channel in parts (batch_split_shapes' first), in
+// clusters and in two launches (the second launch reads x again). Every activation and residual,
+// training; the backward takes the forward's outputs (its saved statistics and mask).
+class GpuChannelFusionInPlace : public GpuChannelFusion {
+ protected:
+  GpuChannelFusionInPlace() { paths_before_device_ = true; }
+  void check_in_place(const ChannelCase& k);
+};
+
+void GpuChannelFusionInPlace::check_in_place(const ChannelCase& k) {
+  const Config c = GetParam();
+  const FusionInputs in = fusion_inputs(rng_, c, k);
+  const int64_t count = numel(k), stats = num_stats(k);
+  // The forward with y in its own buffer (onto 0), in x's (1) or in z's (2): y, the saved and
+  // running statistics, the counter and the mask.
+  auto forward = [&](int onto) {
+    DeviceBuffer x(in.x), z, y(c.dtype, count);
+    if (c.residual) z = DeviceBuffer(in.z);
+    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
+    DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
+    DeviceBuffer mask(NK_F32, mask_words(k));
+    DeviceBuffer& out = onto == 1 ? x : onto == 2 ? z : y;
+    const ForwardPointers p{x.data(),
+                            z.data(),
+                            w.f32(),
+                            b.f32(),
+                            rm.f32(),
+                            rv.f32(),
+                            static_cast<int64_t*>(tracked.data()),
+                            out.data(),
+                            mean.f32(),
+                            invstd.f32(),
+                            mask.data()};
+    EXPECT_EQ(fused_forward(gpu_, c, k, p), NK_SUCCESS) << nk_last_error();
+    std::vector<Buffer> r;
+    for (const DeviceBuffer* d : {&out, &mean, &invstd, &rm, &rv, &tracked, &mask}) {
+      r.push_back(d->download());
+    }
+    return r;
+  };
+  const std::vector<Buffer> ref = forward(0);
+  const char* names[] = {"y",           "save_mean", "save_invstd", "running_mean",
+                         "running_var", "counter",   "mask"};
+  int64_t unwritten = 0;
+  for (double v : ref[0].values()) unwritten += std::isfinite(v) ? 0 : 1;
+  EXPECT_EQ(unwritten, 0) << "y: elements not written";
+  for (int onto = 1; onto <= (c.residual ? 2 : 1); ++onto) {
+    SCOPED_TRACE(onto == 1 ? "y == x" : "y == z");
+    const std::vector<Buffer> got = forward(onto);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].bytes(), ref[i].bytes()) << names[i] << " differs";
+    }
+  }
+
+  // The backward from that forward's y, statistics and mask, with dx and dz in their own buffers
+  // (onto 0), dx in dy's (1) or dz in dy's (2): dx, dz, dweight and dbias.
+  auto backward = [&](int onto) {
+    DeviceBuffer x(in.x), dy(in.dy), y(ref[0]), z, mean(ref[1]), invstd(ref[2]), mask(ref[6]);
+    if (c.residual) z = DeviceBuffer(in.z);
+    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
+    DeviceBuffer dx(c.dtype, count), dz(c.dtype, count), dw(NK_F32, k.c), db(NK_F32, k.c);
+    DeviceBuffer& dx_out = onto == 1 ? dy : dx;
+    DeviceBuffer& dz_out = onto == 2 ? dy : dz;
+    const BackwardPointers p{x.data(),     dy.data(),     y.data(),      mask.data(), z.data(),
+                             w.f32(),      b.f32(),       rm.f32(),      rv.f32(),    mean.f32(),
+                             invstd.f32(), dx_out.data(), dz_out.data(), dw.f32(),    db.f32()};
+    EXPECT_EQ(fused_backward(gpu_, c, k, p, ReluFrom::kMask), NK_SUCCESS) << nk_last_error();
+    std::vector<Buffer> r;
+    for (const DeviceBuffer* d : {&dx_out, &dz_out, &dw, &db}) r.push_back(d->download());
+    return r;
+  };
+  const std::vector<Buffer> ref_grads = backward(0);
+  const char* grad_names[] = {"dx", "dz", "dweight", "dbias"};
+  unwritten = 0;
+  for (double v : ref_grads[0].values()) unwritten += std::isfinite(v) ? 0 : 1;
+  EXPECT_EQ(unwritten, 0) << "dx: elements not written";
+  for (int onto = 1; onto <= (c.residual ? 2 : 1); ++onto) {
+    SCOPED_TRACE(onto == 1 ? "dx == dy" : "dz == dy");
+    const std::vector<Buffer> got = backward(onto);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].bytes(), ref_grads[i].bytes()) << grad_names[i] << " differs";
+    }
+  }
+}
+
+TEST_P(GpuChannelFusionInPlace, SameBytesAsOutOfPlace) {
+  const Config c = GetParam();
+  const ChannelCase split = batch_split_shapes(c.dtype)[0];
+  for (const ChannelCase& k : batch_tile_shapes()) {
+    ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
+    ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
+  }
+  ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
+  ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
+  NKT_REQUIRE_DEVICE();
+  for (const ChannelCase& k : batch_tile_shapes()) {
+    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+    check_in_place(k);
+  }
+  for (int form = 0; form < 2; ++form) {
+    const ScopedSplitForm knobs(form);
+    SCOPED_TRACE(testing::Message() << "parts, " << kSplitFormNames[form]);
+    check_in_place(split);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BatchTiles, GpuChannelFusionInPlace,
+                         testing::ValuesIn(fusion_configs([](const Config& c) {
+                           return c.family == Family::kBatch && c.layout == NK_NCHW &&
+                                  c.phase == NK_TRAINING;
                          })),
                          fusion_config_name);
 
