@@ -182,6 +182,41 @@ nk_status fused_forward(nk_context ctx, const Config& c, const ChannelCase& k,
   return nk_channel_norm_fused_forward(ctx, &d, &f, &params, &fb);
 }
 
+// A forward's device buffers: x and z from `in` (offset by `misalign` elements), y, the weights,
+// running statistics and counter from `in`, the saved statistics and the mask (with `guard_words`
+// words past its size); the outputs poisoned (0xFF bytes).
+struct ForwardDevice {
+  DeviceBuffer x, z, y, w, b, rm, rv, tracked, mean, invstd, mask;
+  ForwardDevice(const Config& c, const ChannelCase& k, const FusionInputs& in, int64_t misalign = 0,
+                int64_t guard_words = 0)
+      : x(in.x, misalign),
+        y(c.dtype, numel(k), misalign),
+        w(upload(in.w)),
+        b(upload(in.b)),
+        rm(upload(in.rm)),
+        rv(upload(in.rv)),
+        tracked(counter(in.tracked)),
+        mean(NK_F32, num_stats(k)),
+        invstd(NK_F32, num_stats(k)),
+        mask(NK_F32, mask_words(k) + guard_words) {
+    if (c.residual) z = DeviceBuffer(in.z, misalign);
+  }
+  // The call's pointers, y written into `out` (y's buffer, or in place x's or z's).
+  ForwardPointers pointers(const DeviceBuffer& out) const {
+    return {x.data(),
+            z.data(),
+            w.f32(),
+            b.f32(),
+            rm.f32(),
+            rv.f32(),
+            static_cast<int64_t*>(tracked.data()),
+            out.data(),
+            mean.f32(),
+            invstd.f32(),
+            mask.data()};
+  }
+};
+
 // Which of the forward's outputs the ReLU backward takes its derivative from.
 enum class ReluFrom { kMask, kY };
 
@@ -291,23 +326,8 @@ void GpuChannelFusion::check_forward(const PathRun& r) {
   const int64_t count = numel(k), stats = num_stats(k);
   const CpuForward cpu = cpu_forward(k, in);
 
-  DeviceBuffer x(in.x, r.misalign), z, y(c.dtype, count, r.misalign);
-  if (c.residual) z = DeviceBuffer(in.z, r.misalign);
-  DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
-  DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
-  DeviceBuffer mask(NK_F32, mask_words(k) + 1);  // 0xFF bytes: every bit set, one guard word
-  const ForwardPointers p{x.data(),
-                          z.data(),
-                          w.f32(),
-                          b.f32(),
-                          rm.f32(),
-                          rv.f32(),
-                          static_cast<int64_t*>(tracked.data()),
-                          y.data(),
-                          mean.f32(),
-                          invstd.f32(),
-                          mask.data()};
-  ASSERT_EQ(fused_forward(gpu_, c, k, p), NK_SUCCESS) << nk_last_error();
+  const ForwardDevice d(c, k, in, r.misalign, 1);  // the mask: every bit set, one guard word
+  ASSERT_EQ(fused_forward(gpu_, c, k, d.pointers(d.y)), NK_SUCCESS) << nk_last_error();
 
   const BackwardStats st = backward_stats(c, k, in, cpu.mean, cpu.invstd);
   const std::vector<double> e_u = u_error(c, in, st), y_cpu = cpu.y.values();
@@ -317,15 +337,15 @@ void GpuChannelFusion::check_forward(const PathRun& r) {
     if (c.act == NK_ACTIVATION_SILU) e += kGpuRoundings * std::fabs(y_cpu[i]);
     bound[i] = ulp(std::fabs(y_cpu[i]) + e, c.dtype) + e;
   }
-  expect_within(y.download().values(), y_cpu, bound, "y");
+  expect_within(d.y.download().values(), y_cpu, bound, "y");
   if (training) {
     std::vector<double> bm(static_cast<size_t>(stats)), bi = bm;
     for (size_t j = 0; j < bm.size(); ++j) {
       bm[j] = kGpuRoundings * (std::fabs(double{cpu.mean[j]}) + 1 / double{cpu.invstd[j]});
       bi[j] = kGpuRoundings * cpu.invstd[j];
     }
-    expect_within(mean.download().values(), to_doubles(cpu.mean), bm, "save_mean");
-    expect_within(invstd.download().values(), to_doubles(cpu.invstd), bi, "save_invstd");
+    expect_within(d.mean.download().values(), to_doubles(cpu.mean), bm, "save_mean");
+    expect_within(d.invstd.download().values(), to_doubles(cpu.invstd), bi, "save_invstd");
   }
   if (has_running(c)) {
     // running = (1 - m) running + m * batch statistic: the budget of both terms.
@@ -340,12 +360,12 @@ void GpuChannelFusion::check_forward(const PathRun& r) {
       brm[ch] = kGpuRoundings * (std::fabs(cpu.rm[ch]) + std::fabs(in.rm[ch]) + big_mean);
       brv[ch] = kGpuRoundings * (std::fabs(cpu.rv[ch]) + std::fabs(in.rv[ch]) + big_var);
     }
-    expect_within(rm.download().values(), to_doubles(cpu.rm), brm, "running_mean");
-    expect_within(rv.download().values(), to_doubles(cpu.rv), brv, "running_var");
-    EXPECT_EQ(counter_of(tracked), cpu.tracked);
+    expect_within(d.rm.download().values(), to_doubles(cpu.rm), brm, "running_mean");
+    expect_within(d.rv.download().values(), to_doubles(cpu.rv), brv, "running_var");
+    EXPECT_EQ(counter_of(d.tracked), cpu.tracked);
   }
   if (!relu) return;
-  const std::vector<uint32_t> got = words_of(mask.download());
+  const std::vector<uint32_t> got = words_of(d.mask.download());
   int wrong = 0;
   for (int64_t i = 0; i < count; ++i) {
     const auto ui = static_cast<size_t>(i);
@@ -472,6 +492,18 @@ INSTANTIATE_TEST_SUITE_P(All, GpuChannelFusion,
                          testing::ValuesIn(fusion_configs([](const Config&) { return true; })),
                          fusion_config_name);
 
+// Batch norm's NCHW shapes take the tiles of a channel (batch_tile_shapes, forward and backward)
+// and of its parts (batch_split_shapes' first).
+void assert_batch_tile_paths(nk_dtype dtype) {
+  for (const ChannelCase& k : batch_tile_shapes()) {
+    ASSERT_TRUE(takes_batch_tiles(k, dtype));
+    ASSERT_TRUE(takes_batch_tiles(k, dtype, 2));
+  }
+  const ChannelCase split = batch_split_shapes(dtype)[0];
+  ASSERT_GT(batch_tile_plan(split, dtype).parts, 1);
+  ASSERT_GT(batch_tile_plan(split, dtype, 2).parts, 1);
+}
+
 // One read of x (resident_rows_cases.hpp): every activation and residual of instance and group
 // norm training in NCHW where a row fits a block, with aligned pointers (16-byte accesses) and
 // misaligned ones (single elements), and the backward from its outputs (one read of x and dy);
@@ -497,12 +529,7 @@ TEST_P(GpuChannelFusionResident, ForwardAndBackwardMatchCpu) {
   const bool tiles = c.layout == NK_NHWC, instance_tiles = tiles && c.family != Family::kGroup;
   if (c.family == Family::kBatch && !tiles) {  // tiles of a channel
     const ChannelCase split = batch_split_shapes(c.dtype)[0];
-    for (const ChannelCase& k : batch_tile_shapes()) {
-      ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
-      ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
-    }
-    ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
-    ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
+    ASSERT_NO_FATAL_FAILURE(assert_batch_tile_paths(c.dtype));
     ASSERT_FALSE(part_head_short(batch_tile_plan(split, c.dtype)));
     ASSERT_EQ(part_head_short(batch_tile_plan(split, c.dtype, 2)), c.dtype == NK_F32);
     NKT_REQUIRE_DEVICE();
@@ -689,47 +716,40 @@ class GpuChannelFusionInPlace : public GpuChannelFusion {
 void GpuChannelFusionInPlace::check_in_place(const ChannelCase& k) {
   const Config c = GetParam();
   const FusionInputs in = fusion_inputs(rng_, c, k);
-  const int64_t count = numel(k), stats = num_stats(k);
+  const int64_t count = numel(k);
   // The forward with y in its own buffer (onto 0), in x's (1) or in z's (2): y, the saved and
   // running statistics, the counter and the mask.
   auto forward = [&](int onto) {
-    DeviceBuffer x(in.x), z, y(c.dtype, count);
-    if (c.residual) z = DeviceBuffer(in.z);
-    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
-    DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
-    DeviceBuffer mask(NK_F32, mask_words(k));
-    DeviceBuffer& out = onto == 1 ? x : onto == 2 ? z : y;
-    const ForwardPointers p{x.data(),
-                            z.data(),
-                            w.f32(),
-                            b.f32(),
-                            rm.f32(),
-                            rv.f32(),
-                            static_cast<int64_t*>(tracked.data()),
-                            out.data(),
-                            mean.f32(),
-                            invstd.f32(),
-                            mask.data()};
-    EXPECT_EQ(fused_forward(gpu_, c, k, p), NK_SUCCESS) << nk_last_error();
+    const ForwardDevice d(c, k, in);
+    const DeviceBuffer& out = onto == 1 ? d.x : onto == 2 ? d.z : d.y;
+    EXPECT_EQ(fused_forward(gpu_, c, k, d.pointers(out)), NK_SUCCESS) << nk_last_error();
     std::vector<Buffer> r;
-    for (const DeviceBuffer* d : {&out, &mean, &invstd, &rm, &rv, &tracked, &mask}) {
-      r.push_back(d->download());
+    for (const DeviceBuffer* b : {&out, &d.mean, &d.invstd, &d.rm, &d.rv, &d.tracked, &d.mask}) {
+      r.push_back(b->download());
     }
     return r;
   };
-  const std::vector<Buffer> ref = forward(0);
-  const char* names[] = {"y",           "save_mean", "save_invstd", "running_mean",
-                         "running_var", "counter",   "mask"};
-  int64_t unwritten = 0;
-  for (double v : ref[0].values()) unwritten += std::isfinite(v) ? 0 : 1;
-  EXPECT_EQ(unwritten, 0) << "y: elements not written";
-  for (int onto = 1; onto <= (c.residual ? 2 : 1); ++onto) {
-    SCOPED_TRACE(onto == 1 ? "y == x" : "y == z");
-    const std::vector<Buffer> got = forward(onto);
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_EQ(got[i].bytes(), ref[i].bytes()) << names[i] << " differs";
+  // call(0), then call(onto) for each in-place pair (the second with a residual only): every
+  // output (named in `names`) the bytes of call(0)'s, whose first is written (finite) everywhere.
+  // Returns call(0)'s outputs.
+  auto same_bytes = [&](auto call, const std::vector<const char*>& names, const char* first_pair,
+                        const char* second_pair) {
+    const std::vector<Buffer> ref = call(0);
+    int64_t unwritten = 0;
+    for (double v : ref[0].values()) unwritten += std::isfinite(v) ? 0 : 1;
+    EXPECT_EQ(unwritten, 0) << names[0] << ": elements not written";
+    for (int onto = 1; onto <= (c.residual ? 2 : 1); ++onto) {
+      SCOPED_TRACE(onto == 1 ? first_pair : second_pair);
+      const std::vector<Buffer> got = call(onto);
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].bytes(), ref[i].bytes()) << names[i] << " differs";
+      }
     }
-  }
+    return ref;
+  };
+  const std::vector<Buffer> ref = same_bytes(
+      forward, {"y", "save_mean", "save_invstd", "running_mean", "running_var", "counter", "mask"},
+      "y == x", "y == z");
 
   // The backward from that forward's y, statistics and mask, with dx and dz in their own buffers
   // (onto 0), dx in dy's (1) or dz in dy's (2): dx, dz, dweight and dbias.
@@ -748,29 +768,13 @@ void GpuChannelFusionInPlace::check_in_place(const ChannelCase& k) {
     for (const DeviceBuffer* d : {&dx_out, &dz_out, &dw, &db}) r.push_back(d->download());
     return r;
   };
-  const std::vector<Buffer> ref_grads = backward(0);
-  const char* grad_names[] = {"dx", "dz", "dweight", "dbias"};
-  unwritten = 0;
-  for (double v : ref_grads[0].values()) unwritten += std::isfinite(v) ? 0 : 1;
-  EXPECT_EQ(unwritten, 0) << "dx: elements not written";
-  for (int onto = 1; onto <= (c.residual ? 2 : 1); ++onto) {
-    SCOPED_TRACE(onto == 1 ? "dx == dy" : "dz == dy");
-    const std::vector<Buffer> got = backward(onto);
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_EQ(got[i].bytes(), ref_grads[i].bytes()) << grad_names[i] << " differs";
-    }
-  }
+  same_bytes(backward, {"dx", "dz", "dweight", "dbias"}, "dx == dy", "dz == dy");
 }
 
 TEST_P(GpuChannelFusionInPlace, SameBytesAsOutOfPlace) {
   const Config c = GetParam();
   const ChannelCase split = batch_split_shapes(c.dtype)[0];
-  for (const ChannelCase& k : batch_tile_shapes()) {
-    ASSERT_TRUE(takes_batch_tiles(k, c.dtype));
-    ASSERT_TRUE(takes_batch_tiles(k, c.dtype, 2));
-  }
-  ASSERT_GT(batch_tile_plan(split, c.dtype).parts, 1);
-  ASSERT_GT(batch_tile_plan(split, c.dtype, 2).parts, 1);
+  ASSERT_NO_FATAL_FAILURE(assert_batch_tile_paths(c.dtype));
   NKT_REQUIRE_DEVICE();
   for (const ChannelCase& k : batch_tile_shapes()) {
     SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
@@ -801,37 +805,24 @@ TEST_P(GpuChannelFusionGrid, SameBitsOnAnyGrid) {
   const Config c = GetParam();
   const ScopedBatchWalk walk;
   const ChannelCase k{c.family, 2, 4, 4500, c.layout, c.family == Family::kGroup ? 2 : 1};
-  const int64_t count = numel(k), stats = num_stats(k);
+  const int64_t count = numel(k);
   const FusionInputs in = fusion_inputs(rng_, c, k);
   std::vector<std::vector<Buffer>> results;
   for (int sms : {1, 3}) {
     SCOPED_TRACE(testing::Message() << "SM limit " << sms);
     nk_context ctx = context_with_sm_limit(sms);
     ASSERT_NE(ctx, nullptr);
-    DeviceBuffer x(in.x), z, dy(in.dy), y(c.dtype, count), dx(c.dtype, count), dz(c.dtype, count);
-    if (c.residual) z = DeviceBuffer(in.z);
-    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
-    DeviceBuffer tracked = counter(in.tracked), mean(NK_F32, stats), invstd(NK_F32, stats);
-    DeviceBuffer mask(NK_F32, mask_words(k)), dw(NK_F32, k.c), db(NK_F32, k.c);
-    const ForwardPointers pf{x.data(),
-                             z.data(),
-                             w.f32(),
-                             b.f32(),
-                             rm.f32(),
-                             rv.f32(),
-                             static_cast<int64_t*>(tracked.data()),
-                             y.data(),
-                             mean.f32(),
-                             invstd.f32(),
-                             mask.data()};
-    EXPECT_EQ(fused_forward(ctx, c, k, pf), NK_SUCCESS) << nk_last_error();
-    const BackwardPointers pb{x.data(),     dy.data(), y.data(),  mask.data(), z.data(),
-                              w.f32(),      b.f32(),   rm.f32(),  rv.f32(),    mean.f32(),
-                              invstd.f32(), dx.data(), dz.data(), dw.f32(),    db.f32()};
+    const ForwardDevice f(c, k, in);
+    const DeviceBuffer dy(in.dy), dx(c.dtype, count), dz(c.dtype, count), dw(NK_F32, k.c),
+        db(NK_F32, k.c);
+    EXPECT_EQ(fused_forward(ctx, c, k, f.pointers(f.y)), NK_SUCCESS) << nk_last_error();
+    const BackwardPointers pb{f.x.data(),     dy.data(), f.y.data(), f.mask.data(), f.z.data(),
+                              f.w.f32(),      f.b.f32(), f.rm.f32(), f.rv.f32(),    f.mean.f32(),
+                              f.invstd.f32(), dx.data(), dz.data(),  dw.f32(),      db.f32()};
     EXPECT_EQ(fused_backward(ctx, c, k, pb, ReluFrom::kMask), NK_SUCCESS) << nk_last_error();
     std::vector<Buffer> out;
     for (const DeviceBuffer* d :
-         {&y, &mean, &invstd, &rm, &rv, &tracked, &mask, &dx, &dz, &dw, &db})
+         {&f.y, &f.mean, &f.invstd, &f.rm, &f.rv, &f.tracked, &f.mask, &dx, &dz, &dw, &db})
       out.push_back(d->download());
     results.push_back(std::move(out));
     nk_context_destroy(ctx);
