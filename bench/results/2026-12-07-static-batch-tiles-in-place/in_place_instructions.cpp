@@ -1,7 +1,9 @@
 // Batch norm NCHW training forward and backward in bf16 through the batch tiles, out of place and
 // in place (y == x; dx == dy), one call each, with a line before each call, so that the simulator's
-// per-kernel instruction counts can be assigned to the calls (in_place_instructions.py).
-//   g++ -std=c++17 -O2 -I include -I /usr/local/cuda/include in_place_instructions.cpp \
+// per-kernel instruction counts can be assigned to the calls (in_place_instructions.py). From the
+// repository root, with the simulated lane's build-sim/ (PTX only, the CUDA runtime shared):
+//   g++ -std=c++17 -O2 -I include -I /usr/local/cuda/include \
+//       bench/results/2026-12-07-static-batch-tiles-in-place/in_place_instructions.cpp \
 //       -L build-sim -lnormkit -L /usr/local/cuda/lib64 -lcudart -o in_place_instructions
 #include <cuda_runtime.h>
 #include <normkit/normkit.h>
