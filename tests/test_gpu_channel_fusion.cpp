@@ -702,11 +702,15 @@ INSTANTIATE_TEST_SUITE_P(Resident, GpuChannelFusionResident,
                          fusion_config_name);
 
 // The in-place pairs (y == x, y == z; dx == dy, dz == dy) give the bytes of the calls without
-// aliasing, on batch norm's NCHW tiles, where a pack at a run's end holds elements of the run and
-// of the neighbouring channel, whose block writes them: batch_tile_shapes (runs not whole packs,
-// and runs of 3, shorter than a pack) and a channel in parts (batch_split_shapes' first), in
-// clusters and in two launches (the second launch reads x again). Every activation and residual,
-// training; the backward takes the forward's outputs (its saved statistics and mask).
+// aliasing, every activation and residual in training, on each one-read path a shape of whose
+// blocks border on others' data: batch norm's NCHW tiles, where a pack at a run's end holds
+// elements of the run and of the neighbouring channel, whose block writes them (batch_tile_shapes:
+// runs not whole packs, and runs of 3, shorter than a pack; and a channel in parts,
+// batch_split_shapes' first, in clusters and in two launches, whose second launch reads x again);
+// instance and group norm's NCHW rows that are not whole packs (resident_row_shapes' third: rows
+// starting at every offset of a pack); the NHWC tiles of a pack of channels (instance norm, and
+// batch norm as one sample: instance_tile_shapes' second) and of groups (group_tile_shapes'
+// second). The backward takes the forward's outputs (its saved statistics and mask).
 class GpuChannelFusionInPlace : public GpuChannelFusion {
  protected:
   GpuChannelFusionInPlace() { paths_before_device_ = true; }
@@ -773,24 +777,44 @@ void GpuChannelFusionInPlace::check_in_place(const ChannelCase& k) {
 
 TEST_P(GpuChannelFusionInPlace, SameBytesAsOutOfPlace) {
   const Config c = GetParam();
-  const ChannelCase split = batch_split_shapes(c.dtype)[0];
-  ASSERT_NO_FATAL_FAILURE(assert_batch_tile_paths(c.dtype));
+  if (c.family == Family::kBatch && c.layout == NK_NCHW) {
+    const ChannelCase split = batch_split_shapes(c.dtype)[0];
+    ASSERT_NO_FATAL_FAILURE(assert_batch_tile_paths(c.dtype));
+    NKT_REQUIRE_DEVICE();
+    for (const ChannelCase& k : batch_tile_shapes()) {
+      SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
+      check_in_place(k);
+    }
+    for (int form = 0; form < 2; ++form) {
+      const ScopedSplitForm knobs(form);
+      SCOPED_TRACE(testing::Message() << "parts, " << kSplitFormNames[form]);
+      check_in_place(split);
+    }
+    return;
+  }
+  ChannelCase k{};
+  if (c.layout == NK_NCHW) {
+    k = resident_row_shapes(c.family, c.dtype)[2];
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype));
+    ASSERT_TRUE(takes_resident_rows(k, c.dtype, 2));
+  } else if (c.family == Family::kGroup) {
+    k = group_tile_shapes(c.dtype)[1];
+    ASSERT_TRUE(takes_group_tiles(k, c.dtype));
+    ASSERT_TRUE(takes_group_tiles(k, c.dtype, 2));
+  } else {
+    k = instance_tile_shapes(c.family, c.dtype)[1];
+    ASSERT_TRUE(takes_instance_tiles(k, c.dtype));
+    ASSERT_TRUE(takes_instance_tiles(k, c.dtype, 2));
+  }
   NKT_REQUIRE_DEVICE();
-  for (const ChannelCase& k : batch_tile_shapes()) {
-    SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s);
-    check_in_place(k);
-  }
-  for (int form = 0; form < 2; ++form) {
-    const ScopedSplitForm knobs(form);
-    SCOPED_TRACE(testing::Message() << "parts, " << kSplitFormNames[form]);
-    check_in_place(split);
-  }
+  SCOPED_TRACE(testing::Message() << "n=" << k.n << " c=" << k.c << " s=" << k.s
+                                  << " g=" << k.groups);
+  check_in_place(k);
 }
 
-INSTANTIATE_TEST_SUITE_P(BatchTiles, GpuChannelFusionInPlace,
+INSTANTIATE_TEST_SUITE_P(Training, GpuChannelFusionInPlace,
                          testing::ValuesIn(fusion_configs([](const Config& c) {
-                           return c.family == Family::kBatch && c.layout == NK_NCHW &&
-                                  c.phase == NK_TRAINING;
+                           return c.phase == NK_TRAINING;
                          })),
                          fusion_config_name);
 
