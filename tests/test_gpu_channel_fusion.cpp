@@ -25,9 +25,9 @@
 // dy or 0 exactly), and that, with the budget of the reductions, propagates through the norm's
 // backward as in test_channel_fusion.cpp.
 // Also: the same bytes of every output on grids sized for 1 and 3 SMs, the in-place pairs' bytes
-// against the calls without aliasing (batch norm's NCHW tiles), and a failing call that writes
-// nothing. Device outputs are poisoned before every call and every element is compared.
-// NORMKIT_GPU_TESTS=reduced runs one or two paths per test (the simulated lane);
+// against the calls without aliasing (training, a one-read path of each norm and layout), and a
+// failing call that writes nothing. Device outputs are poisoned before every call and every element
+// is compared. NORMKIT_GPU_TESTS=reduced runs one or two paths per test (the simulated lane);
 // skipped, with the reason, without a CUDA device.
 #include <algorithm>
 #include <cmath>
@@ -182,41 +182,6 @@ nk_status fused_forward(nk_context ctx, const Config& c, const ChannelCase& k,
   return nk_channel_norm_fused_forward(ctx, &d, &f, &params, &fb);
 }
 
-// A forward's device buffers: x and z from `in` (offset by `misalign` elements), y, the weights,
-// running statistics and counter from `in`, the saved statistics and the mask (with `guard_words`
-// words past its size); the outputs poisoned (0xFF bytes).
-struct ForwardDevice {
-  DeviceBuffer x, z, y, w, b, rm, rv, tracked, mean, invstd, mask;
-  ForwardDevice(const Config& c, const ChannelCase& k, const FusionInputs& in, int64_t misalign = 0,
-                int64_t guard_words = 0)
-      : x(in.x, misalign),
-        y(c.dtype, numel(k), misalign),
-        w(upload(in.w)),
-        b(upload(in.b)),
-        rm(upload(in.rm)),
-        rv(upload(in.rv)),
-        tracked(counter(in.tracked)),
-        mean(NK_F32, num_stats(k)),
-        invstd(NK_F32, num_stats(k)),
-        mask(NK_F32, mask_words(k) + guard_words) {
-    if (c.residual) z = DeviceBuffer(in.z, misalign);
-  }
-  // The call's pointers, y written into `out` (y's buffer, or in place x's or z's).
-  ForwardPointers pointers(const DeviceBuffer& out) const {
-    return {x.data(),
-            z.data(),
-            w.f32(),
-            b.f32(),
-            rm.f32(),
-            rv.f32(),
-            static_cast<int64_t*>(tracked.data()),
-            out.data(),
-            mean.f32(),
-            invstd.f32(),
-            mask.data()};
-  }
-};
-
 // Which of the forward's outputs the ReLU backward takes its derivative from.
 enum class ReluFrom { kMask, kY };
 
@@ -252,6 +217,49 @@ nk_status fused_backward(nk_context ctx, const Config& c, const ChannelCase& k,
   bb.dbias = p.db;
   return nk_channel_norm_fused_backward(ctx, &d, &f, &params, &bb);
 }
+
+// A forward's device buffers: x and z from `in` (offset by `misalign` elements), y, the weights,
+// running statistics and counter from `in`, the saved statistics and the mask (with `guard_words`
+// words past its size); the outputs poisoned (0xFF bytes).
+struct ForwardDevice {
+  DeviceBuffer x, z, y, w, b, rm, rv, tracked, mean, invstd, mask;
+  ForwardDevice(const Config& c, const ChannelCase& k, const FusionInputs& in, int64_t misalign = 0,
+                int64_t guard_words = 0)
+      : x(in.x, misalign),
+        y(c.dtype, numel(k), misalign),
+        w(upload(in.w)),
+        b(upload(in.b)),
+        rm(upload(in.rm)),
+        rv(upload(in.rv)),
+        tracked(counter(in.tracked)),
+        mean(NK_F32, num_stats(k)),
+        invstd(NK_F32, num_stats(k)),
+        mask(NK_F32, mask_words(k) + guard_words) {
+    if (c.residual) z = DeviceBuffer(in.z, misalign);
+  }
+  // The call's pointers, y written into `out` (y's buffer, or in place x's or z's).
+  ForwardPointers pointers(const DeviceBuffer& out) const {
+    return {x.data(),
+            z.data(),
+            w.f32(),
+            b.f32(),
+            rm.f32(),
+            rv.f32(),
+            static_cast<int64_t*>(tracked.data()),
+            out.data(),
+            mean.f32(),
+            invstd.f32(),
+            mask.data()};
+  }
+  // The backward's pointers on this forward's buffers (x, z, y, the mask, the weights, the
+  // running and saved statistics), with dy and the gradients' buffers.
+  BackwardPointers backward_pointers(const DeviceBuffer& dy, const DeviceBuffer& dx,
+                                     const DeviceBuffer& dz, const DeviceBuffer& dw,
+                                     const DeviceBuffer& db) const {
+    return {x.data(), dy.data(),  y.data(),     mask.data(), z.data(),  w.f32(),  b.f32(), rm.f32(),
+            rv.f32(), mean.f32(), invstd.f32(), dx.data(),   dz.data(), dw.f32(), db.f32()};
+  }
+};
 
 // The CPU forward's outputs, the inputs of both backward calls.
 struct CpuForward {
@@ -758,16 +766,19 @@ void GpuChannelFusionInPlace::check_in_place(const ChannelCase& k) {
   // The backward from that forward's y, statistics and mask, with dx and dz in their own buffers
   // (onto 0), dx in dy's (1) or dz in dy's (2): dx, dz, dweight and dbias.
   auto backward = [&](int onto) {
-    DeviceBuffer x(in.x), dy(in.dy), y(ref[0]), z, mean(ref[1]), invstd(ref[2]), mask(ref[6]);
-    if (c.residual) z = DeviceBuffer(in.z);
-    DeviceBuffer w = upload(in.w), b = upload(in.b), rm = upload(in.rm), rv = upload(in.rv);
-    DeviceBuffer dx(c.dtype, count), dz(c.dtype, count), dw(NK_F32, k.c), db(NK_F32, k.c);
-    DeviceBuffer& dx_out = onto == 1 ? dy : dx;
-    DeviceBuffer& dz_out = onto == 2 ? dy : dz;
-    const BackwardPointers p{x.data(),     dy.data(),     y.data(),      mask.data(), z.data(),
-                             w.f32(),      b.f32(),       rm.f32(),      rv.f32(),    mean.f32(),
-                             invstd.f32(), dx_out.data(), dz_out.data(), dw.f32(),    db.f32()};
-    EXPECT_EQ(fused_backward(gpu_, c, k, p, ReluFrom::kMask), NK_SUCCESS) << nk_last_error();
+    ForwardDevice f(c, k, in);
+    f.y.upload(ref[0]);
+    f.mean.upload(ref[1]);
+    f.invstd.upload(ref[2]);
+    f.mask.upload(ref[6]);
+    const DeviceBuffer dy(in.dy), dx(c.dtype, count), dz(c.dtype, count), dw(NK_F32, k.c),
+        db(NK_F32, k.c);
+    const DeviceBuffer& dx_out = onto == 1 ? dy : dx;
+    const DeviceBuffer& dz_out = onto == 2 ? dy : dz;
+    EXPECT_EQ(fused_backward(gpu_, c, k, f.backward_pointers(dy, dx_out, dz_out, dw, db),
+                             ReluFrom::kMask),
+              NK_SUCCESS)
+        << nk_last_error();
     std::vector<Buffer> r;
     for (const DeviceBuffer* d : {&dx_out, &dz_out, &dw, &db}) r.push_back(d->download());
     return r;
@@ -840,10 +851,9 @@ TEST_P(GpuChannelFusionGrid, SameBitsOnAnyGrid) {
     const DeviceBuffer dy(in.dy), dx(c.dtype, count), dz(c.dtype, count), dw(NK_F32, k.c),
         db(NK_F32, k.c);
     EXPECT_EQ(fused_forward(ctx, c, k, f.pointers(f.y)), NK_SUCCESS) << nk_last_error();
-    const BackwardPointers pb{f.x.data(),     dy.data(), f.y.data(), f.mask.data(), f.z.data(),
-                              f.w.f32(),      f.b.f32(), f.rm.f32(), f.rv.f32(),    f.mean.f32(),
-                              f.invstd.f32(), dx.data(), dz.data(),  dw.f32(),      db.f32()};
-    EXPECT_EQ(fused_backward(ctx, c, k, pb, ReluFrom::kMask), NK_SUCCESS) << nk_last_error();
+    EXPECT_EQ(fused_backward(ctx, c, k, f.backward_pointers(dy, dx, dz, dw, db), ReluFrom::kMask),
+              NK_SUCCESS)
+        << nk_last_error();
     std::vector<Buffer> out;
     for (const DeviceBuffer* d :
          {&f.y, &f.mean, &f.invstd, &f.rm, &f.rv, &f.tracked, &f.mask, &dx, &dz, &dw, &db})
