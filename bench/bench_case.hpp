@@ -101,6 +101,9 @@ struct Case {
   ChannelFusion channel_fusion;
   // Launch-bound: timed as back-to-back calls with warm caches, reported as us_per_call.
   bool launch_bound = false;
+  // In place (set bn_in_place): a forward writes y over x, a backward dx over dy. Same bytes
+  // counted as out of place.
+  bool in_place = false;
 
   bool is_row_op() const { return op == Op::layer_norm || op == Op::rms_norm; }
   bool fused() const { return fusion.any() || channel_fusion.any(); }

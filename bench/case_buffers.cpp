@@ -35,8 +35,10 @@ CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream) {
       b.dbias_in = DeviceMemory(static_cast<size_t>(params) * dtype_size(param_dtype));
     }
   } else {
-    // An fp8 output is one byte an element.
-    b.y = DeviceMemory(c.fusion.fp8_output ? static_cast<size_t>(elements) : tensor_bytes);
+    // An fp8 output is one byte an element; in place y is x.
+    if (!c.in_place) {
+      b.y = DeviceMemory(c.fusion.fp8_output ? static_cast<size_t>(elements) : tensor_bytes);
+    }
     if (c.fusion.residual) {
       b.residual = filled(c.dtype, elements, -1.0f, 1.0f, 10u, stream);
       b.h = DeviceMemory(tensor_bytes);
@@ -58,7 +60,11 @@ CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream) {
   }
   // A zero-centred weight stores gamma - 1: the same gamma as the direct form.
   const float weight_shift = c.fusion.zero_centered ? -1.0f : 0.0f;
-  b.weight = filled(param_dtype, params, 0.5f + weight_shift, 1.5f + weight_shift, 3u, stream);
+  if (c.in_place) {
+    b.weight = filled(param_dtype, params, 0.25f, 0.5f, 3u, stream);
+  } else {
+    b.weight = filled(param_dtype, params, 0.5f + weight_shift, 1.5f + weight_shift, 3u, stream);
+  }
   b.bias = filled(param_dtype, params, -0.5f, 0.5f, 4u, stream);
   if (c.op == Op::batch_norm || c.op == Op::instance_norm) {
     b.running_mean = filled(NK_F32, c.c, -0.5f, 0.5f, 5u, stream);

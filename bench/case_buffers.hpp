@@ -1,7 +1,7 @@
 // The device buffers of one case, allocated and filled before anything is timed, and shared by
 // normkit and cuDNN (both read the same x and dy and write the same outputs in turn). Only what
-// the case's phase uses is allocated: forwards get x and y, backwards x, dy and dx, so the
-// largest case (ResNet-50's first layer at N = 256, fp32, backward) needs 2.5 GB.
+// the case's phase uses is allocated: forwards get x and y (in place x only), backwards x, dy and
+// dx, so the largest case (ResNet-50's first layer at N = 256, fp32, backward) needs 2.5 GB.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -40,8 +40,13 @@ constexpr float kFp8Scale = 64.0f;
 // Allocates and fills the buffers of `c` on `stream` and waits for the fills. x, dy, residual,
 // dh_extra and z are uniform in [-1, 1) (so that about half of the ReLU inputs are positive),
 // weights in [0.5, 1.5) (zero-centred: [-0.5, 0.5), the same gamma), biases, bias_in and running
-// means in [-0.5, 0.5), running variances in [0.5, 1.5), y_scale is kFp8Scale. Throws BenchError
-// when an allocation or launch fails.
+// means in [-0.5, 0.5), running variances in [0.5, 1.5), y_scale is kFp8Scale. In place the
+// weights are in [0.25, 0.5) instead, so that the values a call writes over its input stay in
+// range however many calls a run makes: an inference forward scales x by weight / sqrt(running
+// variance) each call, a backward dy by about weight * invstd (invstd of uniform x about 1.73),
+// both then below 1, where [0.5, 1.5) would grow them by up to 2.1 and 2.6 a call. A training
+// forward renormalizes each call and stays bounded either way. Throws BenchError when an
+// allocation or launch fails.
 CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream);
 
 }  // namespace nkb

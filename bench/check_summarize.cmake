@@ -2,9 +2,11 @@
 # not measurements). Checks the header's cluster counts, the tables (a fused_rows case with its
 # fusion in the shape, without a cuDNN ratio; a fused_channels case with its fusion and a cuDNN
 # ratio), the cuDNN and torch ratios, the geometric means, the section-5 column and target count
-# (group_norm), the use of the median aggregate of repetitions, the worst-five lists and the error
-# list; then the same on names of the GPU check's `check` set (ops in the name, launch-bound cases
-# among the others) joined with a file in torch_compare.py's own output format.
+# (group_norm), the use of the median aggregate of repetitions, the worst-five lists, the table of
+# in-place cases beside their out-of-place twins (one pair; one in-place case without its twin
+# left out) and the error list; then the same on names of the GPU check's `check` set (ops in the
+# name, launch-bound cases among the others) joined with a file in torch_compare.py's own output
+# format.
 #   cmake -DPYTHON=<python3> -DSCRIPT=<summarize.py> -DDATA=<testdata folder>
 #         -P check_summarize.cmake
 
@@ -38,12 +40,19 @@ set(expected
   "## fused_channels/batch_norm\n"
   "\\| N256 C64 HW56 bn_add_relu \\| fp16 \\| NHWC \\| bwd \\| 700 \\| 0.700 \\| 1.10 \\|"
   "geometric mean vs cuDNN: 1.10 \\(1 cases\\)"
+  "## In place against out of place \\(bn_in_place over bn_resnet50\\)\n"
+  "\\| N256 C64 HW112 \\| bf16 \\| NCHW \\| train_fwd \\| 400 \\| 500 \\| 1.250 \\|"
+  "geometric mean of the time ratios: 1.250 \\(1 cases\\)"
   "## Errors\n\n- `instance_norm/N8/C256/HW256/NHWC/bf16/train_fwd`: SYNTHETIC error")
 foreach(pattern IN LISTS expected)
   if(NOT out MATCHES "${pattern}")
     message(FATAL_ERROR "summarize.py output lacks /${pattern}/:\n${out}")
   endif()
 endforeach()
+# The in-place backward has no twin in the file: it is in its family's table, not in the pairs'.
+if(out MATCHES "time in place / out of place[^#]*\\| bwd \\|")
+  message(FATAL_ERROR "an in-place case without its twin is in the in-place table:\n${out}")
+endif()
 if(out MATCHES "copy/kernel")
   message(FATAL_ERROR "the copy entries must not appear in the op tables:\n${out}")
 endif()

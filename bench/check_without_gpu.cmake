@@ -1,6 +1,7 @@
 # ctest bench_without_gpu (label cpu): with CUDA_VISIBLE_DEVICES set to an empty string, CUDA
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
-# exit with status 0; with --benchmark_list_tests it must still list every name of every set.
+# exit with status 0; with --benchmark_list_tests it must still list every name of every set,
+# and every bn_in_place case's out-of-place twin in bn_resnet50.
 # With PYTHON and TORCH_COMPARE, the check, long_rows, fused_rows and fused_channels sets' names
 # must equal torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
@@ -31,6 +32,8 @@ endif()
 set(expected_counts
   "^copy/=2"
   "^bn_resnet50/=324"          # 9 layers x 2 N x 2 layouts x 3 dtypes x 3 phases
+  "^bn_in_place/=48"           # 4 NCHW layers x 2 N x 2 dtypes x 3 phases
+  "^bn_in_place/.*/NHWC/=0"    # NCHW only: the layout whose batch tiles read in place apart
   "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
   "^long_rows/=48"             # 2 ops x 3 dtype pairs x 2 D x 2 M x 2 directions
   "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
@@ -60,6 +63,7 @@ endforeach()
 # The naming scheme, on one name of each set.
 set(expected_names
   "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
+  "bn_in_place/N32/C512/HW7/NCHW/fp32/bwd"
   "rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd"
   "rows/rms_norm/D65536/M1024/fp32/w_fp32/bwd"
   "long_rows/layer_norm/D262144/M8/bf16/w_bf16/fwd"
@@ -82,6 +86,16 @@ foreach(name IN LISTS expected_names)
   string(FIND "${out}" "\n${name}/" position)
   if(position EQUAL -1)
     message(FATAL_ERROR "benchmark ${name} is not listed:\n${out}")
+  endif()
+endforeach()
+# Every in-place case has its out-of-place twin in bn_resnet50 (summarize.py sets them side by
+# side).
+string(REGEX MATCHALL "\nbn_in_place/[^\n]+" in_place_names "${out}")
+foreach(name IN LISTS in_place_names)
+  string(REPLACE "\nbn_in_place/" "\nbn_resnet50/" twin "${name}")
+  string(FIND "${out}" "${twin}" position)
+  if(position EQUAL -1)
+    message(FATAL_ERROR "the in-place case${name} has no twin${twin} in bn_resnet50")
   endif()
 endforeach()
 # The check, long_rows, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py

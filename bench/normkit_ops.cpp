@@ -302,7 +302,11 @@ void normkit_prepare(nk_context ctx, const Case& c, CaseBuffers& b, cudaStream_t
 
 Launch normkit_launch(nk_context ctx, const Case& c, CaseBuffers& b) {
   if (c.channel_fused()) return channel_fused_launch(ctx, c, b);
-  const Pointers p = pointers(b);
+  Pointers p = pointers(b);
+  if (c.in_place) {
+    p.y = b.x.get();
+    p.dx = b.dy.get();
+  }
   switch (c.phase) {
     case Phase::forward_training:
       return [ctx, c, p] { check_nk(forward(ctx, c, NK_TRAINING, p, p.y), "normkit forward"); };

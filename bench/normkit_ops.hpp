@@ -14,7 +14,9 @@
 //    backward: dh_extra read, dresidual and dbias_in written with the residual add). A backward
 //    reads the case's x as h; its statistics come from a fused forward over x with the same norm
 //    and weight form (no residual add: h is x);
-//  - fused_channels: channel_fused_ops.hpp.
+//  - fused_channels: channel_fused_ops.hpp;
+//  - in place (bn_in_place): the forwards write y over x, the backward dx over dy (its statistics
+//    forward still writes into the separate dx buffer, so that dy keeps its random values).
 #pragma once
 
 #include <normkit/normkit.h>

@@ -253,6 +253,37 @@ void add_group_norm(std::vector<Case>& out) {
   }
 }
 
+// Batch norm in place, y written over x (train_fwd, infer_fwd) and dx over dy (bwd), on
+// ResNet-50's NCHW layers whose spatial size S is or is not a multiple of a 16-byte pack (56², 28²:
+// S % 8 = 0; 14², 7²: not), at N = 256 and 32; bf16 and fp32. In place the NCHW batch tiles read
+// the packs a channel shares with its neighbour element by element (its block may be writing the
+// neighbour's elements); each case's out-of-place twin is bn_resnet50's case of the same shape.
+void add_bn_in_place(std::vector<Case>& out) {
+  struct Layer {
+    int64_t c, hw;
+  };
+  constexpr Layer kLayers[] = {{64, 56}, {128, 28}, {256, 14}, {512, 7}};
+  for (int64_t n : {256, 32}) {
+    for (const Layer& layer : kLayers) {
+      for (nk_dtype dtype : {NK_BF16, NK_F32}) {
+        for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+          Case c;
+          c.set = "bn_in_place";
+          c.op = Op::batch_norm;
+          c.phase = phase;
+          c.dtype = dtype;
+          c.n = n;
+          c.c = layer.c;
+          c.h = c.w = layer.hw;
+          c.layout = NK_NCHW;
+          c.in_place = true;
+          out.push_back(c);
+        }
+      }
+    }
+  }
+}
+
 // Launch-bound calls: a few rows of layer/RMS norm (decoding one token at a time) and batch norm
 // at tiny batches, bf16 (row-norm parameters bf16 too). Timed as back-to-back calls.
 void add_small(std::vector<Case>& out) {
@@ -383,6 +414,7 @@ void add_check(std::vector<Case>& out) {
 std::vector<Case> all_cases() {
   std::vector<Case> cases;
   add_bn_resnet50(cases);
+  add_bn_in_place(cases);
   add_rows(cases);
   add_long_rows(cases);
   add_fused_rows(cases);

@@ -1,8 +1,9 @@
 // The named shape sets of the GPU benchmark suite. Every benchmark name starts with its set
-// ("bn_resnet50/...", "rows/...", "fused_rows/...", the fused layer / RMS norm forms,
-// "fused_channels/...", batch norm + (add +) ReLU and group norm + SiLU, "instance_norm/...",
-// "group_norm/...", "small/...", and "check/...", the GPU check's 40-case subset of every op
-// class), so --benchmark_filter=^<set>/ selects one. The tables are in shape_sets.cpp.
+// ("bn_resnet50/...", "bn_in_place/...", its NCHW layers in place, "rows/...", "fused_rows/...",
+// the fused layer / RMS norm forms, "fused_channels/...", batch norm + (add +) ReLU and group norm
+// + SiLU, "instance_norm/...", "group_norm/...", "small/...", and "check/...", the GPU check's
+// 40-case subset of every op class), so --benchmark_filter=^<set>/ selects one. The tables are in
+// shape_sets.cpp.
 #pragma once
 
 #include <vector>

@@ -12,8 +12,9 @@ group norm inputs counted twice where they fit neither the L2 nor, a statistic's
 block's shared memory) show it as a column too, and under the tables of batch, instance and group
 norm how many cases reach section 5's target with it (0.95 of copy for inference, 0.85 for the
 training forward and the backward; launch-bound cases left out). Below each table: the geometric
-mean of the ratios; at the end, the five worst cases by frac_of_copy and by vs_cudnn, and any
-errors.
+mean of the ratios; then, where both ran, each bn_in_place case's time over its out-of-place
+twin's (bn_resnet50, same shape; the bytes counted are the same); at the end, the five worst cases
+by frac_of_copy and by vs_cudnn, and any errors.
 
 --torch merges a PyTorch comparison made separately: a JSON object
 {"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
@@ -37,7 +38,9 @@ import sys
 
 DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
-SET_OP = {"bn_resnet50": "batch_norm", "instance_norm": "instance_norm", "group_norm": "group_norm"}
+SET_OP = {"bn_resnet50": "batch_norm", "bn_in_place": "batch_norm", "instance_norm": "instance_norm",
+          "group_norm": "group_norm"}
+IN_PLACE_TWINS = ("bn_in_place/", "bn_resnet50/")  # an in-place case, and its out-of-place twin
 MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op
 COUNTERS = ("GB_per_s", "frac_of_copy", "frac_of_copy_s5", "vs_cudnn", "us_per_call",
             "cudnn_us_per_call", "spread")
@@ -223,6 +226,33 @@ def family_table(family, cases, torch):
     return lines
 
 
+def in_place_table(cases):
+    """Each in-place case beside its out-of-place twin: the time ratio, from their GB/s (the same
+    bytes are counted for both). Empty where no pair ran."""
+    prefix, twin_prefix = IN_PLACE_TWINS
+    rows, ratios = [], []
+    for name, r in cases.items():
+        twin = cases.get(twin_prefix + name[len(prefix):]) if name.startswith(prefix) else None
+        if twin is None or "error" in r or "error" in twin:
+            continue
+        inside, outside = r.get("GB_per_s"), twin.get("GB_per_s")
+        if not inside or not outside:
+            continue
+        case = parse_name(name)
+        ratios.append(outside / inside)
+        rows.append([case["shape"], case["dtype"], case["layout"], case["phase"], fmt(inside, 0),
+                     fmt(outside, 0), fmt(ratios[-1], 3)])
+    if not rows:
+        return []
+    lines = ["## In place against out of place (bn_in_place over bn_resnet50)", "",
+             "| shape | dtype | layout | phase | in place GB/s | out of place GB/s | "
+             "time in place / out of place |", "|" + "---|" * 7]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", f"geometric mean of the time ratios: {fmt(geomean(ratios), 3)} "
+              f"({len(ratios)} cases)", ""]
+    return lines
+
+
 def worst(rows, key, title, limit=5):
     ranked = sorted((r[key], name) for name, r in rows if isinstance(r.get(key), (int, float)))
     lines = [f"## Worst {limit} by {title}", ""]
@@ -248,6 +278,7 @@ def summarize(results, torch=None, partial=False):
                   "completed (the copy references included) are summarized.", ""]
     for family in families:
         lines += family_table(family, families[family], torch)
+    lines += in_place_table(cases)
     measured = [(n, r) for n, r in cases.items() if parse_name(n) and "error" not in r]
     # Launch-bound cases are timed per call and are not meant to approach the copy bandwidth.
     lines += worst([(n, r) for n, r in measured if not launch_bound(n, r)], "frac_of_copy",
