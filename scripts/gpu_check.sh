@@ -21,8 +21,9 @@
 #                            shards each, on the reduced set (NORMKIT_GPU_TESTS=reduced)
 #   bandwidth           10 s the rough bandwidth probe                              perf.log
 #   bench               75 s normkit_bench on the `check` set (40 cases, every op    bench.json,
-#                            class) and the sets bn_resnet50, instance_norm and     perf.log
-#                            group_norm (624); normkit, cuDNN, the copy reference
+#                            class) and the sets bn_resnet50, bn_in_place,          perf.log
+#                            instance_norm and group_norm (672); normkit, cuDNN,
+#                            the copy reference
 #   torch               70 s torch_compare.py, eager on the check set and the bf16   torch.json,
 #                            cases of those sets at N = 256, 8 and 2 (244), then    perf.log
 #                            torch.compile on at most 5 shapes
@@ -34,8 +35,8 @@
 #                            the phase table, printed last
 # The limits add up to 485 s; the default budget is 500 s (12 s of it kept for the summary), so
 # the call ends well inside its 540 s. They follow what an H200 took on 2026-12-04
-# (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of the three
-# sets and about 25 s for the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
+# (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of three sets
+# (bn_in_place's 48 came later) and about 25 s for the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
 # Phases that end early leave their time to the optional one. At most these 8 files are written
 # to $OUT (the device tool's folder; ./gpu-check-out elsewhere); everything else lives in a
 # temporary folder removed at the end.
@@ -44,7 +45,7 @@
 #   --budget SECONDS        the whole run's budget (default 500)
 #   --limit PHASE=SECONDS   another limit for one phase (repeatable), e.g. for a retry
 #   --bench-filter REGEX    the cases of bench (a case name regex; default
-#                           ^(check|bn_resnet50|instance_norm|group_norm)/)
+#                           ^(check|bn_resnet50|bn_in_place|instance_norm|group_norm)/)
 #   --torch-filter REGEX    the cases of torch (default ^check/ and the bf16 cases of
 #                           bn_resnet50 at N = 256, instance_norm and group_norm)
 #   --sanitizer-filter F    the GoogleTest filter of the sanitizer phases (default every GPU test
@@ -292,7 +293,7 @@ fi
 # ------------------------------------------------------------------------------------------------
 
 budget=500
-bench_filter='^(check|bn_resnet50|instance_norm|group_norm)/'
+bench_filter='^(check|bn_resnet50|bn_in_place|instance_norm|group_norm)/'
 torch_filter='^check/|^(bn_resnet50/N256|instance_norm|group_norm)/.*/bf16/'
 sanitizer_filter=$DEFAULT_SANITIZER_FILTER
 list_only=0
@@ -663,7 +664,7 @@ report_torch() {
 report_ncu() {
   {
     echo "# Nsight Compute on normkit's first call of each case (normkit_bench, NORMKIT_BENCH_PROFILE=1)"
-    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the benchmarks' run order (bn_resnet50, instance_norm, group_norm, then check; normkit_bench's lines below name them)"
+    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the benchmarks' run order (bn_resnet50, bn_in_place, instance_norm, group_norm, then check; normkit_bench's lines below name them)"
     cat "$work/ncu_cmd.txt" 2>/dev/null
     if [ -f "$work/ncu_first_attempt.txt" ]; then
       echo "==== first attempt (a metric was refused) ===="
