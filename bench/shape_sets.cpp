@@ -253,34 +253,25 @@ void add_group_norm(std::vector<Case>& out) {
   }
 }
 
-// Batch norm in place, y written over x (train_fwd, infer_fwd) and dx over dy (bwd), on
-// ResNet-50's NCHW layers whose spatial size S is or is not a multiple of a 16-byte pack (56², 28²:
-// S % 8 = 0; 14², 7²: not), at N = 256 and 32; bf16 and fp32. In place the NCHW batch tiles read
-// the packs a channel shares with its neighbour element by element (its block may be writing the
-// neighbour's elements); each case's out-of-place twin is bn_resnet50's case of the same shape.
+// Batch norm in place, y written over x (train_fwd, infer_fwd) and dx over dy (bwd): bn_resnet50's
+// NCHW cases in bf16 and fp32 (N = 256 and 32, every phase) at the layers 64x56² and 128x28²
+// (S % 8 = 0) and 256x14² and 512x7² (not), each the in-place twin of the case it copies. In place
+// the NCHW batch tiles read the packs a channel shares with its neighbour element by element (the
+// neighbour's block may be writing them).
 void add_bn_in_place(std::vector<Case>& out) {
-  struct Layer {
-    int64_t c, hw;
+  std::vector<Case> resnet;
+  add_bn_resnet50(resnet);
+  const auto layer = [](const Case& c, int64_t channels, int64_t hw) {
+    return c.c == channels && c.h == hw;
   };
-  constexpr Layer kLayers[] = {{64, 56}, {128, 28}, {256, 14}, {512, 7}};
-  for (int64_t n : {256, 32}) {
-    for (const Layer& layer : kLayers) {
-      for (nk_dtype dtype : {NK_BF16, NK_F32}) {
-        for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
-          Case c;
-          c.set = "bn_in_place";
-          c.op = Op::batch_norm;
-          c.phase = phase;
-          c.dtype = dtype;
-          c.n = n;
-          c.c = layer.c;
-          c.h = c.w = layer.hw;
-          c.layout = NK_NCHW;
-          c.in_place = true;
-          out.push_back(c);
-        }
-      }
+  for (Case c : resnet) {
+    if (c.layout != NK_NCHW || c.dtype == NK_F16) continue;
+    if (!layer(c, 64, 56) && !layer(c, 128, 28) && !layer(c, 256, 14) && !layer(c, 512, 7)) {
+      continue;
     }
+    c.set = "bn_in_place";
+    c.in_place = true;
+    out.push_back(c);
   }
 }
 
