@@ -25,8 +25,9 @@
 #                            instance_norm and group_norm (672); normkit, cuDNN,
 #                            the copy reference
 #   torch               70 s torch_compare.py, eager on the check set and the bf16   torch.json,
-#                            cases of those sets at N = 256, 8 and 2 (244), then    perf.log
-#                            torch.compile on at most 5 shapes
+#                            cases of bn_resnet50, instance_norm and group_norm at  perf.log
+#                            N = 256, 8 and 2 (244), then torch.compile on at most
+#                            5 shapes
 #   ncu                 30 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
 #                            normkit's kernels in one call each of 12 cases
 #   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
@@ -36,7 +37,8 @@
 # The limits add up to 485 s; the default budget is 500 s (12 s of it kept for the summary), so
 # the call ends well inside its 540 s. They follow what an H200 took on 2026-12-04
 # (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of three sets
-# (bn_in_place's 48 came later) and about 25 s for the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
+# (bn_in_place's 48 came later) and about 25 s for the check set, torch eager about 0.2 s a case,
+# ncu 8 s, the probe 1 s.
 # Phases that end early leave their time to the optional one. At most these 8 files are written
 # to $OUT (the device tool's folder; ./gpu-check-out elsewhere); everything else lives in a
 # temporary folder removed at the end.
