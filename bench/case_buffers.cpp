@@ -58,13 +58,12 @@ CaseBuffers make_case_buffers(const Case& c, cudaStream_t stream) {
   if (c.channel_fusion.relu() && c.phase != Phase::forward_inference) {
     b.relu_mask = DeviceMemory(static_cast<size_t>(c.relu_mask_bytes()));
   }
-  // A zero-centred weight stores gamma - 1: the same gamma as the direct form.
+  // A zero-centred weight stores gamma - 1: the same gamma as the direct form. In place the
+  // weights are smaller (see the header).
   const float weight_shift = c.fusion.zero_centered ? -1.0f : 0.0f;
-  if (c.in_place) {
-    b.weight = filled(param_dtype, params, 0.25f, 0.5f, 3u, stream);
-  } else {
-    b.weight = filled(param_dtype, params, 0.5f + weight_shift, 1.5f + weight_shift, 3u, stream);
-  }
+  const float weight_lo = c.in_place ? 0.25f : 0.5f, weight_hi = c.in_place ? 0.5f : 1.5f;
+  b.weight =
+      filled(param_dtype, params, weight_lo + weight_shift, weight_hi + weight_shift, 3u, stream);
   b.bias = filled(param_dtype, params, -0.5f, 0.5f, 4u, stream);
   if (c.op == Op::batch_norm || c.op == Op::instance_norm) {
     b.running_mean = filled(NK_F32, c.c, -0.5f, 0.5f, 5u, stream);
