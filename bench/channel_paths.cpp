@@ -2,7 +2,8 @@
 // backend, from the plans alone (kernels/channel_norm_plan.cpp; no GPU needed): one line a case,
 // then a markdown count per set, op, layout and phase.
 //
-//   normkit_channel_paths [SET...]      (default: bn_resnet50 instance_norm group_norm check)
+//   normkit_channel_paths [SET...]      (default: bn_resnet50 bn_features bn_mobilenet_v2
+//                                        instance_norm group_norm check)
 //
 // Paths, tried in the order of the dispatch in channel_norm_forward.cu's forward() and
 // channel_norm_backward.cu's backward() (training, 16-byte aligned pointers, as the benchmark
@@ -70,7 +71,8 @@ const char* path_of(const nkb::Case& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::set<std::string> sets = {"bn_resnet50", "instance_norm", "group_norm", "check"};
+  std::set<std::string> sets = {"bn_resnet50",   "bn_features", "bn_mobilenet_v2",
+                                "instance_norm", "group_norm",  "check"};
   if (argc > 1) sets = std::set<std::string>(argv + 1, argv + argc);
   // (set, op, layout, phase) -> path -> cases
   std::map<std::tuple<std::string, std::string, std::string, std::string>,

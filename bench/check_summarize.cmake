@@ -2,11 +2,11 @@
 # not measurements). Checks the header's cluster counts, the tables (a fused_rows case with its
 # fusion in the shape, without a cuDNN ratio; a fused_channels case with its fusion and a cuDNN
 # ratio), the cuDNN and torch ratios, the geometric means, the section-5 column and target count
-# (group_norm), the use of the median aggregate of repetitions, the worst-five lists, the table of
-# in-place cases beside their out-of-place twins (one pair; one in-place case without its twin
-# left out) and the error list; then the same on names of the GPU check's `check` set (ops in the
-# name, launch-bound cases among the others) joined with a file in torch_compare.py's own output
-# format.
+# (group_norm), the batch-norm sets bn_features and bn_mobilenet_v2 in tables of their own, the use
+# of the median aggregate of repetitions, the worst-five lists, the table of in-place cases beside
+# their out-of-place twins (one pair; one in-place case without its twin left out) and the error
+# list; then the same on names of the GPU check's `check` set (ops in the name, launch-bound cases
+# among the others) joined with a file in torch_compare.py's own output format.
 #   cmake -DPYTHON=<python3> -DSCRIPT=<summarize.py> -DDATA=<testdata folder>
 #         -P check_summarize.cmake
 
@@ -40,6 +40,11 @@ set(expected
   "## fused_channels/batch_norm\n"
   "\\| N256 C64 HW56 bn_add_relu \\| fp16 \\| NHWC \\| bwd \\| 700 \\| 0.700 \\| 1.10 \\|"
   "geometric mean vs cuDNN: 1.10 \\(1 cases\\)"
+  "## bn_features\n"
+  "\\| N65536 C512 HW1 \\| bf16 \\| NHWC \\| train_fwd \\| 860 \\| 0.860 \\| 0.860 \\| 1.75 \\| 2.50 \\| 1.25 \\|"
+  "## bn_mobilenet_v2\n"
+  "\\| N128 C16 HW112 \\| fp32 \\| NHWC \\| bwd \\| 600 \\| 0.600 \\| 0.600 \\| 0.80 \\|"
+  "at DESIGN.md section 5's target \\(§5 bytes\\): 0 of 1 cases"
   "## In place against out of place \\(bn_in_place over bn_resnet50\\)\n"
   "\\| N256 C64 HW112 \\| bf16 \\| NCHW \\| train_fwd \\| 400 \\| 500 \\| 1.250 \\|"
   "geometric mean of the time ratios: 1.250 \\(1 cases\\)"

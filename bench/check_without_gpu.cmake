@@ -2,8 +2,8 @@
 # sees no device. normkit_bench must then print one line saying so on stderr, run nothing and
 # exit with status 0; with --benchmark_list_tests it must still list every name of every set,
 # and every bn_in_place case's out-of-place twin in bn_resnet50.
-# With PYTHON and TORCH_COMPARE, the check, long_rows, fused_rows and fused_channels sets' names
-# must equal torch_compare.py's.
+# With PYTHON and TORCH_COMPARE, the check, long_rows, fused_rows, fused_channels, bn_features and
+# bn_mobilenet_v2 sets' names must equal torch_compare.py's.
 #   cmake -DBENCH=<path to normkit_bench> [-DPYTHON=<python3> -DTORCH_COMPARE=<torch_compare.py>]
 #         -P check_without_gpu.cmake
 
@@ -34,6 +34,9 @@ set(expected_counts
   "^bn_resnet50/=324"          # 9 layers x 2 N x 2 layouts x 3 dtypes x 3 phases
   "^bn_in_place/=48"           # 4 NCHW layers x 2 N x 2 dtypes x 3 phases
   "^bn_in_place/.*/NHWC/=0"    # NCHW only: the layout whose batch tiles read in place apart
+  "^bn_features/=48"           # 4 N x C x 2 layouts x 2 dtypes x 3 phases
+  "^bn_features/.*/HW1/=48"    # S = 1 throughout
+  "^bn_mobilenet_v2/=48"       # 4 layers x 2 layouts x 2 dtypes x 3 phases
   "^rows/=144"                 # 2 ops x 12 D x 3 dtype pairs x 2 directions
   "^long_rows/=48"             # 2 ops x 3 dtype pairs x 2 D x 2 M x 2 directions
   "^fused_rows/=42"            # 2 ops x 3 shapes x (4 forward + 3 backward fusions)
@@ -64,6 +67,8 @@ endforeach()
 set(expected_names
   "bn_resnet50/N256/C64/HW112/NHWC/bf16/train_fwd"
   "bn_in_place/N32/C512/HW7/NCHW/fp32/bwd"
+  "bn_features/N65536/C512/HW1/NHWC/bf16/train_fwd"
+  "bn_mobilenet_v2/N128/C16/HW112/NCHW/fp32/infer_fwd"
   "rows/layer_norm/D1024/M131072/bf16/w_fp32/fwd"
   "rows/rms_norm/D65536/M1024/fp32/w_fp32/bwd"
   "long_rows/layer_norm/D262144/M8/bf16/w_bf16/fwd"
@@ -98,10 +103,11 @@ foreach(name IN LISTS in_place_names)
     message(FATAL_ERROR "the in-place case${name} has no twin${twin} in bn_resnet50")
   endif()
 endforeach()
-# The check, long_rows, fused_rows and fused_channels sets are defined twice, here and in torch_compare.py
-# (so that summarize.py joins the two runs): the same names on both sides.
+# The check, long_rows, fused_rows, fused_channels, bn_features and bn_mobilenet_v2 sets are
+# defined twice, here and in torch_compare.py (so that summarize.py joins the two runs): the same
+# names on both sides.
 if(DEFINED PYTHON AND DEFINED TORCH_COMPARE)
-  foreach(set_name check long_rows fused_rows fused_channels)
+  foreach(set_name check long_rows fused_rows fused_channels bn_features bn_mobilenet_v2)
     run_bench(out err --benchmark_list_tests --benchmark_filter=^${set_name}/)
     string(REGEX REPLACE "/iterations:1/manual_time" "" out "${out}")
     string(REGEX MATCHALL "[^\n]+" bench_names "${out}")

@@ -9,6 +9,14 @@ namespace {
 
 constexpr std::initializer_list<nk_layout> kLayouts = {NK_NCHW, NK_NHWC};
 
+// A channel-norm shape: what channel_case reads of a shape entry.
+struct ChannelShape {
+  Op op;
+  int64_t n, c, hw, groups;
+  nk_layout layout;
+  nk_dtype dtype;
+};
+
 // A channel-norm case of `set` from a shape entry (op, n, c, hw, groups, layout, dtype).
 template <class Shape>
 Case channel_case(const char* set, const Shape& ch, Phase phase) {
@@ -25,9 +33,22 @@ Case channel_case(const char* set, const Shape& ch, Phase phase) {
   return c;
 }
 
-// ResNet-50's batch-norm layers (C, H = W), at a large and a small batch; train and inference
-// forward and the training backward; bf16, fp16, fp32; both layouts. Training passes running
-// statistics (PyTorch's BatchNorm2d default), weight and bias.
+// Batch norm of one shape in `set`: both layouts, each of `dtypes`, train and inference forward
+// and the training backward. Training passes running statistics (PyTorch's BatchNorm2d default),
+// weight and bias.
+void add_batch_norm(std::vector<Case>& out, const char* set, int64_t n, int64_t channels,
+                    int64_t hw, std::initializer_list<nk_dtype> dtypes) {
+  for (nk_layout layout : kLayouts) {
+    for (nk_dtype dtype : dtypes) {
+      const ChannelShape shape = {Op::batch_norm, n, channels, hw, 0, layout, dtype};
+      for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
+        out.push_back(channel_case(set, shape, phase));
+      }
+    }
+  }
+}
+
+// ResNet-50's batch-norm layers (C, H = W), at a large and a small batch; bf16, fp16, fp32.
 void add_bn_resnet50(std::vector<Case>& out) {
   struct Layer {
     int64_t c, hw;
@@ -36,23 +57,34 @@ void add_bn_resnet50(std::vector<Case>& out) {
                                {256, 14}, {1024, 14}, {512, 7},  {2048, 7}};
   for (int64_t n : {256, 32}) {
     for (const Layer& layer : kLayers) {
-      for (nk_layout layout : kLayouts) {
-        for (nk_dtype dtype : {NK_BF16, NK_F16, NK_F32}) {
-          for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
-            Case c;
-            c.set = "bn_resnet50";
-            c.op = Op::batch_norm;
-            c.phase = phase;
-            c.dtype = dtype;
-            c.n = n;
-            c.c = layer.c;
-            c.h = c.w = layer.hw;
-            c.layout = layout;
-            out.push_back(c);
-          }
-        }
-      }
+      add_batch_norm(out, "bn_resnet50", n, layer.c, layer.hw, {NK_BF16, NK_F16, NK_F32});
     }
+  }
+}
+
+// Batch norm of N x C features (S = 1: PyTorch's BatchNorm1d after a linear layer, as an
+// [N, C, 1, 1] tensor, whose two layouts are the same memory): N x C of 65536 x 512, 16384 x 2048
+// and 4096 x 8192 (x of 64 MiB in bf16, above an H100's 50 MiB and an H200's 60 MiB of L2) and
+// 4096 x 1024 (8 MiB, within either); bf16, fp32.
+void add_bn_features(std::vector<Case>& out) {
+  struct Features {
+    int64_t n, c;
+  };
+  constexpr Features kFeatures[] = {{65536, 512}, {16384, 2048}, {4096, 8192}, {4096, 1024}};
+  for (const Features& f : kFeatures) {
+    add_batch_norm(out, "bn_features", f.n, f.c, 1, {NK_BF16, NK_F32});
+  }
+}
+
+// MobileNetV2's narrow batch-norm layers (C <= 32: in NHWC a position's channels fill at most a
+// warp's lanes), C x H²: 32x112² (the stem), 16x112², 24x56², 32x28², at N = 128; bf16, fp32.
+void add_bn_mobilenet_v2(std::vector<Case>& out) {
+  struct Layer {
+    int64_t c, hw;
+  };
+  constexpr Layer kLayers[] = {{32, 112}, {16, 112}, {24, 56}, {32, 28}};
+  for (const Layer& layer : kLayers) {
+    add_batch_norm(out, "bn_mobilenet_v2", 128, layer.c, layer.hw, {NK_BF16, NK_F32});
   }
 }
 
@@ -208,17 +240,9 @@ void add_instance_norm(std::vector<Case>& out) {
     for (int64_t hw : {256, 128, 75}) {  // 75 x 75: odd rows, read between their unaligned ends
       for (nk_layout layout : kLayouts) {
         for (nk_dtype dtype : {NK_BF16, NK_F32}) {
+          const ChannelShape shape = {Op::instance_norm, 8, channels, hw, 0, layout, dtype};
           for (Phase phase : {Phase::forward_training, Phase::forward_inference, Phase::backward}) {
-            Case c;
-            c.set = "instance_norm";
-            c.op = Op::instance_norm;
-            c.phase = phase;
-            c.dtype = dtype;
-            c.n = 8;
-            c.c = channels;
-            c.h = c.w = hw;
-            c.layout = layout;
-            out.push_back(c);
+            out.push_back(channel_case("instance_norm", shape, phase));
           }
         }
       }
@@ -233,18 +257,9 @@ void add_group_norm(std::vector<Case>& out) {
       for (int64_t hw : {64, 32, 16, 8}) {
         for (nk_layout layout : kLayouts) {
           for (nk_dtype dtype : {NK_BF16, NK_F32}) {
+            const ChannelShape shape = {Op::group_norm, n, channels, hw, 32, layout, dtype};
             for (Phase phase : {Phase::forward_training, Phase::backward}) {
-              Case c;
-              c.set = "group_norm";
-              c.op = Op::group_norm;
-              c.phase = phase;
-              c.dtype = dtype;
-              c.n = n;
-              c.c = channels;
-              c.h = c.w = hw;
-              c.groups = 32;
-              c.layout = layout;
-              out.push_back(c);
+              out.push_back(channel_case("group_norm", shape, phase));
             }
           }
         }
@@ -406,6 +421,8 @@ std::vector<Case> all_cases() {
   std::vector<Case> cases;
   add_bn_resnet50(cases);
   add_bn_in_place(cases);
+  add_bn_features(cases);
+  add_bn_mobilenet_v2(cases);
   add_rows(cases);
   add_long_rows(cases);
   add_fused_rows(cases);

@@ -3,18 +3,18 @@
 
     bench/summarize.py RESULTS.json [--torch TORCH.json] [--out SUMMARY.md]
 
-One table per op family (bn_resnet50, rows/layer_norm, rows/rms_norm, fused_rows/...,
-fused_channels/..., instance_norm, group_norm, small/..., check/...) with shape, dtype, layout,
-phase, normkit's GB/s, its fraction of the copy bandwidth measured in the same run and its ratio
-to cuDNN (cuDNN time / normkit time: above 1, normkit is faster; n/a where cuDNN did not run the
-case). Runs that report frac_of_copy_s5 (DESIGN.md section 5's byte count: batch, instance and
-group norm inputs counted twice where they fit neither the L2 nor, a statistic's share, one
-block's shared memory) show it as a column too, and under the tables of batch, instance and group
-norm how many cases reach section 5's target with it (0.95 of copy for inference, 0.85 for the
-training forward and the backward; launch-bound cases left out). Below each table: the geometric
-mean of the ratios; then, where both ran, each bn_in_place case's time over its out-of-place
-twin's (bn_resnet50, same shape; the bytes counted are the same); at the end, the five worst cases
-by frac_of_copy and by vs_cudnn, and any errors.
+One table per op family (bn_resnet50, bn_in_place, bn_features, bn_mobilenet_v2, rows/layer_norm,
+rows/rms_norm, fused_rows/..., fused_channels/..., instance_norm, group_norm, small/..., check/...)
+with shape, dtype, layout, phase, normkit's GB/s, its fraction of the copy bandwidth measured in the
+same run and its ratio to cuDNN (cuDNN time / normkit time: above 1, normkit is faster; n/a where
+cuDNN did not run the case). Runs that report frac_of_copy_s5 (DESIGN.md section 5's byte count:
+batch, instance and group norm inputs counted twice where they fit neither the L2 nor, a statistic's
+share, one block's shared memory) show it as a column too, and under the tables of batch, instance
+and group norm how many cases reach section 5's target with it (0.95 of copy for inference, 0.85 for
+the training forward and the backward; launch-bound cases left out). Below each table: the geometric
+mean of the ratios; then, where both ran, each bn_in_place case's time over its out-of-place twin's
+(bn_resnet50, same shape; the bytes counted are the same); at the end, the five worst cases by
+frac_of_copy and by vs_cudnn, and any errors.
 
 --torch merges a PyTorch comparison made separately: a JSON object
 {"<benchmark name>": {"eager": ratio, "compile": ratio}}, each ratio being PyTorch's time over
@@ -38,7 +38,8 @@ import sys
 
 DTYPES = {"fp32", "fp16", "bf16"}
 LAYOUTS = {"NCHW", "NHWC"}
-SET_OP = {"bn_resnet50": "batch_norm", "bn_in_place": "batch_norm", "instance_norm": "instance_norm",
+SET_OP = {"bn_resnet50": "batch_norm", "bn_in_place": "batch_norm", "bn_features": "batch_norm",
+          "bn_mobilenet_v2": "batch_norm", "instance_norm": "instance_norm",
           "group_norm": "group_norm"}
 IN_PLACE_TWINS = ("bn_in_place/", "bn_resnet50/")  # an in-place case, and its out-of-place twin
 MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")  # names carry the op

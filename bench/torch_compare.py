@@ -80,8 +80,8 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 
     <set>/[<op>/]<shape fields>/[<layout>/]<dtype>/[w_<weight dtype>/]<phase>
 
-  set           bn_resnet50 | rows | long_rows | fused_rows | fused_channels | instance_norm |
-                group_norm | small | check
+  set           bn_resnet50 | bn_features | bn_mobilenet_v2 | rows | long_rows | fused_rows |
+                fused_channels | instance_norm | group_norm | small | check
   op            only in the sets that mix ops (rows, long_rows, fused_rows, fused_channels, small,
                 check):
                 layer_norm |
@@ -106,6 +106,11 @@ bench/summarize.py --torch joins this script's JSON with the C++ suite's:
 Sets (--list prints every case name)
   bn_resnet50    ResNet-50's batch-norm layers, C x side: 64x112, 64x56, 256x56, 128x28, 512x28,
                  256x14, 1024x14, 512x7, 2048x7; N 256 and 32; NCHW, NHWC; bf16, f16, f32.
+  bn_features    batch norm of N x C features (S = 1, side 1: BatchNorm1d after a linear layer,
+                 given to torch as an [N, C, 1, 1] tensor), N x C 65536x512, 16384x2048,
+                 4096x8192, 4096x1024; NCHW, NHWC (the same memory); bf16, f32.
+  bn_mobilenet_v2 MobileNetV2's narrow batch-norm layers, C x side 32x112, 16x112, 24x56,
+                 32x28; N 128; NCHW, NHWC; bf16, f32.
   rows           layer and RMS norm, D in 128 ... 65536, M = ceil(256 MiB / (D * sizeof(x)))
                  so that x holds >= 256 MiB; bf16 with w_bf16 and w_f32, f32 with w_f32.
   long_rows      layer and RMS norm, few long rows: M 8, 64 and D 32768, 262144 (row dtypes as
@@ -170,8 +175,8 @@ import normkit as nk  # noqa: E402  (needs no torch at import time)
 
 EPS = 1e-5       # batch, instance, group and layer norm (PyTorch's default)
 RMS_EPS = 1e-6   # RMS norm: PyTorch has no fixed default; a common choice
-SUITE_SETS = ("bn_resnet50", "rows", "long_rows", "fused_rows", "fused_channels",
-              "instance_norm", "group_norm", "small")  # the default
+SUITE_SETS = ("bn_resnet50", "bn_features", "bn_mobilenet_v2", "rows", "long_rows", "fused_rows",
+              "fused_channels", "instance_norm", "group_norm", "small")  # the default
 SETS = SUITE_SETS + ("check",)
 MULTI_OP_SETS = ("rows", "long_rows", "fused_rows", "fused_channels", "small", "check")
 CHANNEL_DTYPES = ("bf16", "f16", "f32")
@@ -183,6 +188,9 @@ NK_DTYPE = {"bf16": nk.BF16, "f16": nk.F16, "f32": nk.F32}
 CHECK_TOL = {"bf16": 2e-2, "f16": 5e-3, "f32": 1e-3, "fp8": 2.0 ** -3}
 RESNET50_BN = ((64, 112), (64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14),
                (512, 7), (2048, 7))
+# bn_features (normkit_bench's add_bn_features): N x C, S = 1; bn_mobilenet_v2: C x side, N 128.
+BN_FEATURES = ((65536, 512), (16384, 2048), (4096, 8192), (4096, 1024))
+MOBILENET_V2_BN = ((32, 112), (16, 112), (24, 56), (32, 28))
 ROW_D = (128, 256, 512, 768, 1024, 2048, 4096, 8192, 12288, 16384, 32768, 65536)
 # fused_rows (normkit_bench's add_fused_rows): (M, D), and the fusions per direction.
 FUSED_SHAPES = ((16384, 1024), (8192, 4096), (4096, 8192))
@@ -285,10 +293,10 @@ PHASES = {"bn": ("train_fwd", "infer_fwd", "train_bwd"), "instance": ("fwd", "bw
           "group": ("fwd", "bwd"), "layer": ("fwd", "bwd"), "rms": ("fwd", "bwd")}
 
 
-def channel_cases(set_name, op, shapes):
+def channel_cases(set_name, op, shapes, dtypes=CHANNEL_DTYPES):
     for shape in shapes:
         for layout in ("NCHW", "NHWC"):
-            for dtype in CHANNEL_DTYPES:
+            for dtype in dtypes:
                 for phase in PHASES[op]:
                     yield Case(set_name, op, shape, layout, dtype, None, phase)
 
@@ -310,6 +318,13 @@ def all_cases(sets):
     if "bn_resnet50" in sets:
         out += channel_cases("bn_resnet50", "bn", [(("N", n), ("C", c), ("HW", hw))
                                                    for n in (256, 32) for c, hw in RESNET50_BN])
+    if "bn_features" in sets:
+        out += channel_cases("bn_features", "bn", [(("N", n), ("C", c), ("HW", 1))
+                                                   for n, c in BN_FEATURES], ("bf16", "f32"))
+    if "bn_mobilenet_v2" in sets:
+        out += channel_cases("bn_mobilenet_v2", "bn", [(("N", 128), ("C", c), ("HW", hw))
+                                                       for c, hw in MOBILENET_V2_BN],
+                             ("bf16", "f32"))
     if "rows" in sets:
         out += row_cases("rows", lambda dt: [(("M", rows_for_256mib(d, dt)), ("D", d))
                                              for d in ROW_D])
