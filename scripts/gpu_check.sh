@@ -22,14 +22,14 @@
 #   bandwidth           10 s the rough bandwidth probe                              perf.log
 #   bench               75 s normkit_bench on the `check` set (40 cases, every op    bench.json,
 #                            class) and the sets bn_resnet50, bn_in_place,          perf.log
-#                            instance_norm and group_norm (672); normkit, cuDNN,
-#                            the copy reference
+#                            bn_features, bn_mobilenet_v2, instance_norm and
+#                            group_norm (768); normkit, cuDNN, the copy reference
 #   torch               70 s torch_compare.py, eager on the check set and the bf16   torch.json,
-#                            cases of bn_resnet50, instance_norm and group_norm at  perf.log
-#                            N = 256, 8 and 2 (244), then torch.compile on at most
-#                            5 shapes
+#                            cases of bn_resnet50 at N = 256, bn_features,          perf.log
+#                            bn_mobilenet_v2, instance_norm and group_norm (274),
+#                            then torch.compile on at most 5 shapes
 #   ncu                 30 s Nsight Compute: DRAM throughput and issue-slot use of   ncu.txt
-#                            normkit's kernels in one call each of 12 cases
+#                            normkit's kernels in one call each of 14 cases
 #   sanitizers_extra    60 s initcheck and synccheck like `sanitizers`; only when    sanitizers.log
 #                            at least 45 s of the budget are left
 #   (always)                 the summary: benchmark tables, probe, ncu table and    summary.md
@@ -37,8 +37,8 @@
 # The limits add up to 485 s; the default budget is 500 s (12 s of it kept for the summary), so
 # the call ends well inside its 540 s. They follow what an H200 took on 2026-12-04
 # (bench/results/2026-12-04-gpu-h200): tests 156 s, bench 30 s for the 624 cases of three sets
-# (bn_in_place's 48 came later) and about 25 s for the check set, torch eager about 0.2 s a case,
-# ncu 8 s, the probe 1 s.
+# (bn_in_place's 48 and the 96 of bn_features and bn_mobilenet_v2 came later) and about 25 s for
+# the check set, torch eager about 0.2 s a case, ncu 8 s, the probe 1 s.
 # Phases that end early leave their time to the optional one. At most these 8 files are written
 # to $OUT (the device tool's folder; ./gpu-check-out elsewhere); everything else lives in a
 # temporary folder removed at the end.
@@ -47,9 +47,11 @@
 #   --budget SECONDS        the whole run's budget (default 500)
 #   --limit PHASE=SECONDS   another limit for one phase (repeatable), e.g. for a retry
 #   --bench-filter REGEX    the cases of bench (a case name regex; default
-#                           ^(check|bn_resnet50|bn_in_place|instance_norm|group_norm)/)
+#                           ^(check|bn_resnet50|bn_in_place|bn_features|bn_mobilenet_v2|
+#                           instance_norm|group_norm)/)
 #   --torch-filter REGEX    the cases of torch (default ^check/ and the bf16 cases of
-#                           bn_resnet50 at N = 256, instance_norm and group_norm)
+#                           bn_resnet50 at N = 256, bn_features, bn_mobilenet_v2, instance_norm
+#                           and group_norm)
 #   --sanitizer-filter F    the GoogleTest filter of the sanitizer phases (default every GPU test
 #                           but NCCL's: *Gpu*:*CudaBackend*:-*Nccl*), e.g. one family to find an
 #                           error a run reported
@@ -92,7 +94,9 @@ readonly DEFAULT_SANITIZER_FILTER='*Gpu*:*CudaBackend*:-*Nccl*'
 # (bench/results/2026-12-04-gpu-h200): batch norm training forward at 7 x 7 NHWC (0.28 of cuDNN's
 # speed) and 14 x 14 NCHW (0.58), instance norm NHWC (0.12 of copy) and group norm NHWC at 16 x 16
 # (0.02); and group norm NCHW where a (n, g) row is too long for a block (N8 C1280 64 x 64: 320 KiB,
-# 0.26 of copy, the split passes) and where there are fewer rows than SMs (N2 C320 64 x 64).
+# 0.26 of copy, the split passes) and where there are fewer rows than SMs (N2 C320 64 x 64);
+# last, batch norm of N x C features (S = 1) and of 16 channels in NHWC (fewer than a warp's
+# lanes), never measured before.
 # normkit's first call of each is profiled (NORMKIT_BENCH_PROFILE).
 readonly NCU_CASES=(
   check/layer_norm/D1024/M131072/bf16/w_fp32/fwd
@@ -107,13 +111,15 @@ readonly NCU_CASES=(
   group_norm/N8/C320/HW16/G32/NHWC/bf16/fwd
   group_norm/N8/C1280/HW64/G32/NCHW/bf16/fwd
   group_norm/N2/C320/HW64/G32/NCHW/bf16/fwd
+  bn_features/N65536/C512/HW1/NHWC/bf16/train_fwd
+  bn_mobilenet_v2/N128/C16/HW112/NHWC/bf16/train_fwd
 )
 readonly NCU_METRICS=gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active
 readonly NCU_METRICS_CORE=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__inst_issued.avg.pct_of_peak_sustained_active
 # torch.compile: at most 5 shapes (each compiles for seconds): one per op class.
 readonly COMPILE_FILTER='^check/(layer_norm/D1024/|rms_norm/D4096/|batch_norm/N256/C64/HW56/NHWC/|instance_norm/N8/C128/HW128/NHWC/|group_norm/N8/C640/)'
 readonly COMPILE_LIMIT=5
-readonly TORCH_SETS=bn_resnet50,rows,fused_rows,fused_channels,instance_norm,group_norm,small,check
+readonly TORCH_SETS=bn_resnet50,bn_features,bn_mobilenet_v2,rows,fused_rows,fused_channels,instance_norm,group_norm,small,check
 
 usage() {
   sed -n '2,/^set -uo pipefail/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
@@ -295,8 +301,8 @@ fi
 # ------------------------------------------------------------------------------------------------
 
 budget=500
-bench_filter='^(check|bn_resnet50|bn_in_place|instance_norm|group_norm)/'
-torch_filter='^check/|^(bn_resnet50/N256|instance_norm|group_norm)/.*/bf16/'
+bench_filter='^(check|bn_resnet50|bn_in_place|bn_features|bn_mobilenet_v2|instance_norm|group_norm)/'
+torch_filter='^check/|^(bn_resnet50/N256|bn_features|bn_mobilenet_v2|instance_norm|group_norm)/.*/bf16/'
 sanitizer_filter=$DEFAULT_SANITIZER_FILTER
 list_only=0
 selected=()
@@ -666,7 +672,7 @@ report_torch() {
 report_ncu() {
   {
     echo "# Nsight Compute on normkit's first call of each case (normkit_bench, NORMKIT_BENCH_PROFILE=1)"
-    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the benchmarks' run order (bn_resnet50, bn_in_place, instance_norm, group_norm, then check; normkit_bench's lines below name them)"
+    echo "# ncu: $NK_NCU; clocks left alone (--clock-control none); kernel IDs follow the benchmarks' run order (bn_resnet50, bn_in_place, bn_features, bn_mobilenet_v2, instance_norm, group_norm, then check; normkit_bench's lines below name them)"
     cat "$work/ncu_cmd.txt" 2>/dev/null
     if [ -f "$work/ncu_first_attempt.txt" ]; then
       echo "==== first attempt (a metric was refused) ===="

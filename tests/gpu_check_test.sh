@@ -200,8 +200,9 @@ expect_in "$tmp/no_bundle.stderr" "no bundle at" "missing bundle: the message sa
 [ "$(wc -l < "$tmp/check_names.txt")" = 40 ] && pass "torch_compare.py: 40 check cases" \
   || fail "torch_compare.py lists $(wc -l < "$tmp/check_names.txt") check cases, expected 40"
 ncu_cases=$(sed -n 's/^ncu case: //p' "$tmp/list.stdout")
-[ "$(echo "$ncu_cases" | wc -l)" = 12 ] && pass "12 ncu cases" || fail "ncu cases: $ncu_cases"
-"$REAL_PYTHON" "$root/bench/torch_compare.py" --sets check,bn_resnet50,instance_norm,group_norm \
+[ "$(echo "$ncu_cases" | wc -l)" = 14 ] && pass "14 ncu cases" || fail "ncu cases: $ncu_cases"
+"$REAL_PYTHON" "$root/bench/torch_compare.py" \
+  --sets check,bn_resnet50,bn_features,bn_mobilenet_v2,instance_norm,group_norm \
   --list > "$tmp/bench_names.txt"
 for c in $ncu_cases; do
   grep -qxF "$c" "$tmp/bench_names.txt" && pass "ncu case $c is a benchmark case" \
