@@ -1,7 +1,7 @@
 // Prints the partial reductions' split (kernels/channel_norm_plan.cpp) at the NHWC shapes of the
-// benchmark sets bn_resnet50, instance_norm and group_norm (bench/shape_sets.cpp), bf16 and fp32,
-// with 16-byte aligned pointers, one line a shape, for bench/channel_blocks.py. Plain C++, built
-// by that script against any tree's plan.
+// benchmark sets bn_resnet50, bn_features, bn_mobilenet_v2, instance_norm and group_norm
+// (bench/shape_sets.cpp), bf16 and fp32, with 16-byte aligned pointers, one line a shape, for
+// bench/channel_blocks.py. Plain C++, built by that script against any tree's plan.
 #include <cstdio>
 #include <initializer_list>
 
@@ -47,10 +47,19 @@ int main() {
   };
   const Layer layers[] = {{64, 112}, {64, 56},   {256, 56}, {128, 28}, {512, 28},
                           {256, 14}, {1024, 14}, {512, 7},  {2048, 7}};
+  struct Features {
+    long n, c;  // S = 1
+  };
+  const Features features[] = {{65536, 512}, {16384, 2048}, {4096, 8192}, {4096, 1024}};
+  const Layer mobilenet_v2[] = {{32, 112}, {16, 112}, {24, 56}, {32, 28}};
   for (int elem : {2, 4}) {
     for (long n : {256, 32})
       for (const Layer& l : layers)
         print("bn_resnet50", ChannelNorm::kBatch, n, l.c, l.hw, 1, elem);
+    for (const Features& f : features)
+      print("bn_features", ChannelNorm::kBatch, f.n, f.c, 1, 1, elem);
+    for (const Layer& l : mobilenet_v2)
+      print("bn_mobilenet_v2", ChannelNorm::kBatch, 128, l.c, l.hw, 1, elem);
     for (long c : {64, 128, 256})
       for (long hw : {256, 128, 75})
         print("instance_norm", ChannelNorm::kInstance, 8, c, hw, 1, elem);
