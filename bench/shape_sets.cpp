@@ -76,8 +76,9 @@ void add_bn_features(std::vector<Case>& out) {
   }
 }
 
-// MobileNetV2's narrow batch-norm layers (C <= 32: in NHWC a position's channels fill at most a
-// warp's lanes), C x H²: 32x112² (the stem), 16x112², 24x56², 32x28², at N = 128; bf16, fp32.
+// MobileNetV2's narrow batch-norm layers (C <= 32: in NHWC a position holds at most 64 bytes of
+// channels in bf16, 128 in fp32, so a block's lanes spread over positions), C x H²: 32x112² (the
+// stem), 16x112², 24x56², 32x28², at N = 128; bf16, fp32.
 void add_bn_mobilenet_v2(std::vector<Case>& out) {
   struct Layer {
     int64_t c, hw;
